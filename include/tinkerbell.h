@@ -1,0 +1,12 @@
+/*
+ * Tinkerbell: the Tinker training API on one libuv event loop.
+ * The umbrella header; each module's public header can also be included
+ * on its own.
+ */
+#ifndef TINKERBELL_H
+#define TINKERBELL_H
+
+#include "tinkerbell/common.h"
+#include "tinkerbell/error.h"
+
+#endif /* TINKERBELL_H */

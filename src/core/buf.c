@@ -1,0 +1,143 @@
+/*
+ * Growable buffers and string helpers (see buf.h).
+ */
+#include "core/buf.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+void tb__buf_init(tb_buf_t *b) {
+  b->base = NULL;
+  b->len = 0;
+  b->cap = 0;
+}
+
+void tb__buf_free(tb_buf_t *b) {
+  free(b->base);
+  tb__buf_init(b);
+}
+
+int tb__buf_reserve(tb_buf_t *b, size_t extra) {
+  if (extra > SIZE_MAX - b->len - 1)
+    return TB_ENOMEM;
+  size_t need = b->len + extra + 1; /* room for tb_buf_terminate */
+  if (need <= b->cap)
+    return 0;
+  size_t cap = b->cap ? b->cap : 64;
+  while (cap < need)
+    cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+  char *p = realloc(b->base, cap);
+  if (p == NULL)
+    return TB_ENOMEM;
+  b->base = p;
+  b->cap = cap;
+  return 0;
+}
+
+int tb__buf_append(tb_buf_t *b, const void *data, size_t len) {
+  if (len == 0)
+    return 0;
+  int rc = tb__buf_reserve(b, len);
+  if (rc != 0)
+    return rc;
+  memcpy(b->base + b->len, data, len);
+  b->len += len;
+  return 0;
+}
+
+int tb__buf_append_str(tb_buf_t *b, const char *s) {
+  return tb__buf_append(b, s, strlen(s));
+}
+
+int tb__buf_vprintf(tb_buf_t *b, const char *fmt, va_list ap) {
+  va_list ap2;
+  va_copy(ap2, ap);
+  int n = vsnprintf(NULL, 0, fmt, ap2);
+  va_end(ap2);
+  if (n < 0)
+    return TB_EINVAL;
+  int rc = tb__buf_reserve(b, (size_t)n);
+  if (rc != 0)
+    return rc;
+  vsnprintf(b->base + b->len, (size_t)n + 1, fmt, ap);
+  b->len += (size_t)n;
+  return 0;
+}
+
+int tb__buf_printf(tb_buf_t *b, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int rc = tb__buf_vprintf(b, fmt, ap);
+  va_end(ap);
+  return rc;
+}
+
+int tb__buf_terminate(tb_buf_t *b) {
+  int rc = tb__buf_reserve(b, 0);
+  if (rc != 0)
+    return rc;
+  b->base[b->len] = '\0';
+  return 0;
+}
+
+void tb__buf_consume(tb_buf_t *b, size_t n) {
+  if (n >= b->len) {
+    b->len = 0;
+    return;
+  }
+  memmove(b->base, b->base + n, b->len - n);
+  b->len -= n;
+}
+
+char *tb__buf_steal(tb_buf_t *b, size_t *len) {
+  if (tb__buf_terminate(b) != 0)
+    return NULL;
+  char *p = b->base;
+  if (len != NULL)
+    *len = b->len;
+  tb__buf_init(b);
+  return p;
+}
+
+char *tb__vasprintf(const char *fmt, va_list ap) {
+  tb_buf_t b = TB_BUF_INIT;
+  if (tb__buf_vprintf(&b, fmt, ap) != 0 || tb__buf_terminate(&b) != 0) {
+    tb__buf_free(&b);
+    return NULL;
+  }
+  return b.base;
+}
+
+char *tb__asprintf(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  char *s = tb__vasprintf(fmt, ap);
+  va_end(ap);
+  return s;
+}
+
+char *tb__strndup(const char *s, size_t n) {
+  char *p = malloc(n + 1);
+  if (p == NULL)
+    return NULL;
+  if (n > 0)
+    memcpy(p, s, n);
+  p[n] = '\0';
+  return p;
+}
+
+int tb__slice_eq(tb_slice_t a, tb_slice_t b) {
+  return a.len == b.len && (a.len == 0 || memcmp(a.base, b.base, a.len) == 0);
+}
+
+int tb__slice_eq_str(tb_slice_t a, const char *s) {
+  size_t n = strlen(s);
+  return a.len == n && (n == 0 || memcmp(a.base, s, n) == 0);
+}
+
+int tb__slice_case_eq_str(tb_slice_t a, const char *s) {
+  size_t n = strlen(s);
+  return a.len == n && (n == 0 || strncasecmp(a.base, s, n) == 0);
+}

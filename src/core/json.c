@@ -1,0 +1,257 @@
+/*
+ * Typed JSON readers with path errors (see json.h).
+ */
+#include "core/json.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/buf.h"
+
+void tb__jctx_init(tb_jctx_t *c, tb_error_t *err) {
+  c->path[0] = '\0';
+  c->len = 0;
+  c->truncated = 0;
+  c->err = err;
+}
+
+static void path_append(tb_jctx_t *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void path_append(tb_jctx_t *c, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  size_t room = sizeof(c->path) - c->len;
+  int n = vsnprintf(c->path + c->len, room, fmt, ap);
+  va_end(ap);
+  if (n < 0 || (size_t)n >= room) {
+    c->truncated = 1;
+    c->len = sizeof(c->path) - 1;
+    c->path[c->len] = '\0';
+    return;
+  }
+  c->len += (size_t)n;
+}
+
+size_t tb__jctx_push_key(tb_jctx_t *c, const char *key) {
+  size_t mark = c->len;
+  path_append(c, c->len == 0 ? "%s" : ".%s", key);
+  return mark;
+}
+
+size_t tb__jctx_push_index(tb_jctx_t *c, size_t index) {
+  size_t mark = c->len;
+  path_append(c, "[%zu]", index);
+  return mark;
+}
+
+void tb__jctx_pop(tb_jctx_t *c, size_t mark) {
+  if (mark < sizeof(c->path)) {
+    c->len = mark;
+    c->path[mark] = '\0';
+    c->truncated = 0;
+  }
+}
+
+const char *tb__jctx_path(const tb_jctx_t *c) {
+  return c->len == 0 ? "body" : c->path;
+}
+
+static int fail_v(tb_jctx_t *c, const char *fmt, va_list ap) {
+  char reason[512];
+  vsnprintf(reason, sizeof(reason), fmt, ap);
+  if (c->err != NULL)
+    tb_error_set(c->err, TB_EFIELD, TB_CATEGORY_USER, "%s%s: %s",
+                 tb__jctx_path(c), c->truncated ? "..." : "", reason);
+  return TB_EFIELD;
+}
+
+int tb__jctx_fail(tb_jctx_t *c, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int rc = fail_v(c, fmt, ap);
+  va_end(ap);
+  return rc;
+}
+
+int tb__jctx_fail_at(tb_jctx_t *c, const char *key, const char *fmt, ...) {
+  size_t mark = tb__jctx_push_key(c, key);
+  va_list ap;
+  va_start(ap, fmt);
+  int rc = fail_v(c, fmt, ap);
+  va_end(ap);
+  tb__jctx_pop(c, mark);
+  return rc;
+}
+
+const char *tb__json_type_name(const json_t *v) {
+  if (v == NULL)
+    return "nothing";
+  switch (json_typeof(v)) {
+    case JSON_OBJECT: return "an object";
+    case JSON_ARRAY: return "an array";
+    case JSON_STRING: return "a string";
+    case JSON_INTEGER: return "an integer";
+    case JSON_REAL: return "a number";
+    case JSON_TRUE:
+    case JSON_FALSE: return "a boolean";
+    case JSON_NULL: return "null";
+  }
+  return "an unknown value";
+}
+
+int tb__json_parse(tb_slice_t text, json_t **out, tb_error_t *err) {
+  json_error_t je;
+  /* JSON_REJECT_DUPLICATES: a body that says a field twice is ambiguous.
+   * JSON_ALLOW_NUL is off: strings with NUL bytes are rejected. */
+  json_t *v = json_loadb(text.base ? text.base : "", text.len,
+                         JSON_REJECT_DUPLICATES, &je);
+  if (v == NULL) {
+    *out = NULL;
+    return tb_error_set(err, TB_EJSON, TB_CATEGORY_USER,
+                        "body: invalid JSON at line %d column %d: %s",
+                        je.line, je.column, je.text);
+  }
+  *out = v;
+  return 0;
+}
+
+/* Looks a field up; returns 1 when absent or null (and not required). */
+static int lookup(tb_jctx_t *c, const json_t *obj, const char *key,
+                  int required, json_t **out) {
+  json_t *v = json_is_object(obj) ? json_object_get(obj, key) : NULL;
+  if (v == NULL || json_is_null(v)) {
+    *out = NULL;
+    if (required)
+      return tb__jctx_fail_at(c, key, "required field is missing");
+    return 1;
+  }
+  *out = v;
+  return 0;
+}
+
+int tb__json_expect_object(tb_jctx_t *c, const json_t *v) {
+  if (json_is_object(v))
+    return 0;
+  return tb__jctx_fail(c, "expected an object, got %s", tb__json_type_name(v));
+}
+
+int tb__json_expect_array(tb_jctx_t *c, const json_t *v) {
+  if (json_is_array(v))
+    return 0;
+  return tb__jctx_fail(c, "expected an array, got %s", tb__json_type_name(v));
+}
+
+int tb__json_get_object(tb_jctx_t *c, const json_t *obj, const char *key,
+                        int required, json_t **out) {
+  int rc = lookup(c, obj, key, required, out);
+  if (rc != 0)
+    return rc;
+  if (!json_is_object(*out))
+    return tb__jctx_fail_at(c, key, "expected an object, got %s",
+                            tb__json_type_name(*out));
+  return 0;
+}
+
+int tb__json_get_array(tb_jctx_t *c, const json_t *obj, const char *key,
+                       int required, json_t **out) {
+  int rc = lookup(c, obj, key, required, out);
+  if (rc != 0)
+    return rc;
+  if (!json_is_array(*out))
+    return tb__jctx_fail_at(c, key, "expected an array, got %s",
+                            tb__json_type_name(*out));
+  return 0;
+}
+
+int tb__json_get_string(tb_jctx_t *c, const json_t *obj, const char *key,
+                        int required, tb_slice_t *out) {
+  json_t *v;
+  int rc = lookup(c, obj, key, required, &v);
+  if (rc != 0)
+    return rc;
+  if (!json_is_string(v))
+    return tb__jctx_fail_at(c, key, "expected a string, got %s",
+                            tb__json_type_name(v));
+  out->base = json_string_value(v);
+  out->len = json_string_length(v);
+  return 0;
+}
+
+int tb__json_as_int(tb_jctx_t *c, const json_t *v, int64_t min, int64_t max,
+                    int64_t *out) {
+  int64_t n;
+  if (json_is_integer(v)) {
+    n = (int64_t)json_integer_value(v);
+  } else if (json_is_real(v)) {
+    double d = json_real_value(v);
+    if (!(d == floor(d)) || d < -9.2e18 || d > 9.2e18)
+      return tb__jctx_fail(c, "expected an integer, got %g", d);
+    n = (int64_t)d;
+  } else {
+    return tb__jctx_fail(c, "expected an integer, got %s",
+                         tb__json_type_name(v));
+  }
+  if (n < min || n > max)
+    return tb__jctx_fail(c, "%lld is out of range [%lld, %lld]", (long long)n,
+                         (long long)min, (long long)max);
+  *out = n;
+  return 0;
+}
+
+int tb__json_get_int(tb_jctx_t *c, const json_t *obj, const char *key,
+                     int required, int64_t min, int64_t max, int64_t *out) {
+  json_t *v;
+  int rc = lookup(c, obj, key, required, &v);
+  if (rc != 0)
+    return rc;
+  size_t mark = tb__jctx_push_key(c, key);
+  rc = tb__json_as_int(c, v, min, max, out);
+  tb__jctx_pop(c, mark);
+  return rc;
+}
+
+int tb__json_as_double(tb_jctx_t *c, const json_t *v, double *out) {
+  if (!json_is_number(v))
+    return tb__jctx_fail(c, "expected a number, got %s",
+                         tb__json_type_name(v));
+  double d = json_number_value(v);
+  if (!isfinite(d))
+    return tb__jctx_fail(c, "expected a finite number");
+  *out = d;
+  return 0;
+}
+
+int tb__json_get_double(tb_jctx_t *c, const json_t *obj, const char *key,
+                        int required, double *out) {
+  json_t *v;
+  int rc = lookup(c, obj, key, required, &v);
+  if (rc != 0)
+    return rc;
+  size_t mark = tb__jctx_push_key(c, key);
+  rc = tb__json_as_double(c, v, out);
+  tb__jctx_pop(c, mark);
+  return rc;
+}
+
+int tb__json_get_bool(tb_jctx_t *c, const json_t *obj, const char *key,
+                      int required, int *out) {
+  json_t *v;
+  int rc = lookup(c, obj, key, required, &v);
+  if (rc != 0)
+    return rc;
+  if (!json_is_boolean(v))
+    return tb__jctx_fail_at(c, key, "expected a boolean, got %s",
+                            tb__json_type_name(v));
+  *out = json_is_true(v);
+  return 0;
+}
+
+char *tb__json_dump(const json_t *v, size_t *len) {
+  char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+  if (s != NULL && len != NULL)
+    *len = strlen(s);
+  return s;
+}

@@ -1,0 +1,167 @@
+/*
+ * core/: error table, buffers, arena, JSON path errors.
+ */
+#include "tb_test.h"
+
+#include "core/arena.h"
+#include "core/buf.h"
+#include "core/json.h"
+#include "core/log.h"
+
+TEST(error_names_and_messages) {
+  ASSERT_STR_EQ(tb_err_name(TB_EPROTO), "TB_EPROTO");
+  ASSERT_STR_EQ(tb_err_name(TB_ENOMEM), "ENOMEM");
+  ASSERT_STR_EQ(tb_err_name(UV_ECONNREFUSED), "ECONNREFUSED");
+  ASSERT_STR_EQ(tb_err_name(0), "OK");
+  ASSERT_STR_EQ(tb_strerror(TB_EDNS), "host name could not be resolved");
+  ASSERT_STR_EQ(tb_strerror(UV_ECONNRESET), uv_strerror(UV_ECONNRESET));
+  ASSERT_STR_EQ(tb_strerror(-123456), "unknown error");
+  /* Our codes never collide with libuv's. */
+  ASSERT_LT(TB_EPROTO, UV_ERRNO_MAX);
+  ASSERT_LT(TB_EUNSUPPORTED, TB_EPROTO + 100);
+}
+
+TEST(rich_error_owns_its_strings) {
+  tb_error_t e = { 0 };
+  ASSERT_EQ_INT(tb_error_set(&e, TB_EHTTP, TB_CATEGORY_SERVER, "status %d", 503),
+                TB_EHTTP);
+  ASSERT_STR_EQ(e.message, "status 503");
+  ASSERT_OK(tb_error_set_request_id(&e, "req-1"));
+  tb_error_t copy = { 0 };
+  ASSERT_OK(tb_error_copy(&copy, &e));
+  tb_error_clear(&e);
+  ASSERT_STR_EQ(copy.message, "status 503");
+  ASSERT_STR_EQ(copy.request_id, "req-1");
+  ASSERT_EQ_INT(copy.category, TB_CATEGORY_SERVER);
+  ASSERT_STR_EQ(tb_category_name(copy.category), "server");
+  tb_error_clear(&copy);
+  ASSERT_EQ_INT(copy.code, 0);
+  ASSERT_STR_EQ(tb_error_message(&(tb_error_t){ .code = TB_ECLOSED }),
+                tb_strerror(TB_ECLOSED));
+}
+
+TEST(buf_grows_and_consumes) {
+  tb_buf_t b = TB_BUF_INIT;
+  for (int i = 0; i < 1000; i++)
+    ASSERT_OK(tb__buf_printf(&b, "%d,", i));
+  ASSERT_EQ_INT(b.len, 3890);
+  ASSERT_OK(tb__buf_terminate(&b));
+  ASSERT_EQ_INT(strncmp(b.base, "0,1,2,", 6), 0);
+  tb__buf_consume(&b, 2);
+  ASSERT_EQ_INT(b.base[0], '1');
+  tb__buf_consume(&b, b.len + 5);
+  ASSERT_EQ_INT(b.len, 0);
+  size_t n;
+  ASSERT_OK(tb__buf_append_str(&b, "abc"));
+  char *s = tb__buf_steal(&b, &n);
+  ASSERT_STR_EQ(s, "abc");
+  ASSERT_EQ_INT(n, 3);
+  ASSERT(b.base == NULL);
+  free(s);
+  tb__buf_free(&b);
+  ASSERT(tb__slice_case_eq_str(TB_SLICE_LIT("Content-Length"), "content-length"));
+  ASSERT(!tb__slice_eq_str(TB_SLICE_LIT("abc"), "abcd"));
+}
+
+TEST(arena_alignment_and_large_blocks) {
+  tb_arena_t a;
+  tb__arena_init(&a, 256);
+  for (int i = 0; i < 100; i++) {
+    char *p = tb__arena_alloc(&a, (size_t)(i % 7) + 1);
+    ASSERT(p != NULL);
+    ASSERT_EQ_INT((uintptr_t)p % 16, 0);
+    memset(p, 0xab, (size_t)(i % 7) + 1);
+  }
+  char *big = tb__arena_alloc(&a, 10000);
+  ASSERT(big != NULL);
+  memset(big, 1, 10000);
+  char *s = tb__arena_strndup(&a, "hello world", 5);
+  ASSERT_STR_EQ(s, "hello");
+  int *z = tb__arena_calloc(&a, 10, sizeof(int));
+  ASSERT_EQ_INT(z[9], 0);
+  ASSERT(tb__arena_calloc(&a, SIZE_MAX / 2, 4) == NULL);
+  tb__arena_reset(&a);
+  ASSERT_EQ_INT(a.total, 0);
+  ASSERT(tb__arena_alloc(&a, 8) != NULL);
+  tb__arena_free(&a);
+}
+
+TEST(json_paths_in_errors) {
+  tb_error_t err = { 0 };
+  json_t *doc;
+  const char *text =
+      "{\"data\":[{},{},{},{\"loss_fn_inputs\":{\"weights\":\"x\"}}],"
+      "\"n\":3.0,\"f\":1.5,\"big\":100,\"s\":\"hi\",\"b\":true}";
+  ASSERT_OK(tb__json_parse((tb_slice_t){ text, strlen(text) }, &doc, &err));
+
+  tb_jctx_t c;
+  tb__jctx_init(&c, &err);
+  json_t *data, *lfi;
+  ASSERT_OK(tb__json_get_array(&c, doc, "data", TB_JSON_REQUIRED, &data));
+  size_t m0 = tb__jctx_push_key(&c, "data");
+  size_t m1 = tb__jctx_push_index(&c, 3);
+  ASSERT_OK(tb__json_get_object(&c, json_array_get(data, 3), "loss_fn_inputs",
+                                TB_JSON_REQUIRED, &lfi));
+  size_t m2 = tb__jctx_push_key(&c, "loss_fn_inputs");
+  ASSERT_ERR(tb__json_get_array(&c, lfi, "weights", TB_JSON_REQUIRED, &data),
+             TB_EFIELD);
+  ASSERT_STR_EQ(err.message,
+                "data[3].loss_fn_inputs.weights: expected an array, got a string");
+  ASSERT_EQ_INT(err.category, TB_CATEGORY_USER);
+  tb__jctx_pop(&c, m2);
+  tb__jctx_pop(&c, m1);
+  tb__jctx_pop(&c, m0);
+  ASSERT_STR_EQ(tb__jctx_path(&c), "body");
+
+  int64_t n;
+  ASSERT_OK(tb__json_get_int(&c, doc, "n", TB_JSON_REQUIRED, 0, 10, &n));
+  ASSERT_EQ_INT(n, 3);
+  ASSERT_ERR(tb__json_get_int(&c, doc, "f", TB_JSON_REQUIRED, 0, 10, &n),
+             TB_EFIELD);
+  ASSERT_STR_EQ(err.message, "f: expected an integer, got 1.5");
+  ASSERT_ERR(tb__json_get_int(&c, doc, "big", TB_JSON_REQUIRED, 0, 10, &n),
+             TB_EFIELD);
+  ASSERT_STR_EQ(err.message, "big: 100 is out of range [0, 10]");
+  ASSERT_EQ_INT(tb__json_get_int(&c, doc, "absent", TB_JSON_OPTIONAL, 0, 1, &n), 1);
+  ASSERT_ERR(tb__json_get_int(&c, doc, "absent", TB_JSON_REQUIRED, 0, 1, &n),
+             TB_EFIELD);
+  ASSERT_STR_EQ(err.message, "absent: required field is missing");
+
+  double d;
+  ASSERT_OK(tb__json_get_double(&c, doc, "f", TB_JSON_REQUIRED, &d));
+  ASSERT_NEAR(d, 1.5, 0, 0);
+  tb_slice_t s;
+  ASSERT_OK(tb__json_get_string(&c, doc, "s", TB_JSON_REQUIRED, &s));
+  ASSERT_MEM_EQ_STR(s.base, s.len, "hi");
+  int b;
+  ASSERT_OK(tb__json_get_bool(&c, doc, "b", TB_JSON_REQUIRED, &b));
+  ASSERT_EQ_INT(b, 1);
+  ASSERT_ERR(tb__json_get_bool(&c, doc, "s", TB_JSON_REQUIRED, &b), TB_EFIELD);
+  ASSERT_STR_EQ(err.message, "s: expected a boolean, got a string");
+  json_decref(doc);
+
+  ASSERT_ERR(tb__json_parse(TB_SLICE_LIT("{\"a\":1,\"a\":2}"), &doc, &err),
+             TB_EJSON);
+  ASSERT_STR_CONTAINS(err.message, "duplicate");
+  ASSERT_ERR(tb__json_parse(TB_SLICE_LIT("{\"a\":"), &doc, &err), TB_EJSON);
+  ASSERT_STR_CONTAINS(err.message, "body: invalid JSON at line 1");
+  tb_error_clear(&err);
+}
+
+TEST(log_levels_parse) {
+  ASSERT_EQ_INT(tb__log_parse_level("debug"), TB_LOG_DEBUG);
+  ASSERT_EQ_INT(tb__log_parse_level("warn"), TB_LOG_WARN);
+  ASSERT_EQ_INT(tb__log_parse_level("loud"), -1);
+  tb__log_set_level(TB_LOG_ERROR);
+  ASSERT(!TB_LOG_ENABLED(TB_LOG_INFO));
+  ASSERT(TB_LOG_ENABLED(TB_LOG_ERROR));
+}
+
+TEST_LIST(
+  TEST_ENTRY(error_names_and_messages),
+  TEST_ENTRY(rich_error_owns_its_strings),
+  TEST_ENTRY(buf_grows_and_consumes),
+  TEST_ENTRY(arena_alignment_and_large_blocks),
+  TEST_ENTRY(json_paths_in_errors),
+  TEST_ENTRY(log_levels_parse),
+)
