@@ -1,0 +1,66 @@
+/*
+ * The shape of a Llama-family decoder and views of its frozen base weights.
+ *
+ * This is the contract between the loaders (safetensors / Hugging Face
+ * directories / the generated `base` model) and the math (llama.c and the
+ * kernels): loaders fill a tb_weights_t, the math only reads it.  All
+ * matrices are row-major float32 in the Hugging Face orientation, (out, in),
+ * so a linear layer computes y = x W^T.
+ */
+#ifndef TB_ENGINE_WEIGHTS_H
+#define TB_ENGINE_WEIGHTS_H
+
+#include <stddef.h>
+
+typedef struct tb_model_config_s {
+  int hidden_size;              /* C */
+  int intermediate_size;        /* I */
+  int num_layers;               /* L */
+  int num_heads;                /* H */
+  int num_kv_heads;             /* KVH; H % KVH == 0 */
+  int head_dim;                 /* D = C / H unless config.json says otherwise */
+  int vocab_size;               /* V */
+  int max_position_embeddings;  /* longest sequence */
+  float rms_norm_eps;
+  float rope_theta;
+  int tie_word_embeddings;      /* lm_head shares embed_tokens */
+} tb_model_config_t;
+
+typedef struct tb_layer_weights_s {
+  const float *attn_norm;  /* (C)            input_layernorm.weight */
+  const float *wq;         /* (H*D, C)       self_attn.q_proj.weight */
+  const float *wk;         /* (KVH*D, C)     self_attn.k_proj.weight */
+  const float *wv;         /* (KVH*D, C)     self_attn.v_proj.weight */
+  const float *wo;         /* (C, H*D)       self_attn.o_proj.weight */
+  const float *mlp_norm;   /* (C)            post_attention_layernorm.weight */
+  const float *w_gate;     /* (I, C)         mlp.gate_proj.weight */
+  const float *w_up;       /* (I, C)         mlp.up_proj.weight */
+  const float *w_down;     /* (C, I)         mlp.down_proj.weight */
+} tb_layer_weights_t;
+
+typedef struct tb_weights_s {
+  tb_model_config_t config;
+  const float *embed;        /* (V, C)  model.embed_tokens.weight */
+  tb_layer_weights_t *layers;/* L entries */
+  const float *final_norm;   /* (C)     model.norm.weight */
+  const float *lm_head;      /* (V, C)  lm_head.weight, == embed when tied */
+  /* Owned storage: one contiguous float array holding every tensor above
+   * (so the base is one allocation shared read-only by all adapters). */
+  float *storage;
+  size_t storage_floats;
+} tb_weights_t;
+
+/* Checks a config for values the math cannot run with; 0 or TB_EINVAL.
+ * `why` (may be NULL) receives a short reason. */
+int tb__model_config_validate(const tb_model_config_t *c, const char **why);
+
+/* Number of floats a weights storage needs for this config. */
+size_t tb__weights_float_count(const tb_model_config_t *c);
+
+/* Allocates zeroed storage and points every view into it, in a fixed order:
+ * embed, then per layer attn_norm, wq, wk, wv, wo, mlp_norm, w_gate, w_up,
+ * w_down, then final_norm and (untied only) lm_head.  0 or TB_ENOMEM. */
+int tb__weights_alloc(tb_weights_t *w, const tb_model_config_t *c);
+void tb__weights_free(tb_weights_t *w);
+
+#endif /* TB_ENGINE_WEIGHTS_H */
