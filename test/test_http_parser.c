@@ -280,7 +280,7 @@ TEST(url_and_header_limits) {
 
 TEST(malformed_requests) {
   golden("GARBAGE\r\n\r\n", 0, "begin\nerror 400 malformed request\n");
-  golden("GET / HTTP/1.1\r\nBad Header: x\r\n\r\n", 0,
+  golden("GET / HTTP/1.1\r\nNoColonHere\r\n\r\n", 0,
          "begin\nerror 400 malformed request\n");
   golden("POST / HTTP/1.1\r\nContent-Length: abc\r\n\r\n", 0,
          "begin\nerror 400 malformed request\n");
@@ -294,7 +294,7 @@ TEST(malformed_requests) {
   /* A good request, then garbage: the first is still delivered. */
   golden("GET /ok HTTP/1.1\r\n\r\n\x01\x02junk\r\n\r\n", 0,
          "begin\nhead GET /ok HTTP/1.1\nmessage keep-alive=1 body=0[]\n"
-         "error 400 malformed request\n");
+         "begin\nerror 400 malformed request\n");
 }
 
 TEST(upgrade_stops_the_parser) {
