@@ -1,0 +1,36 @@
+/*
+ * Decoders of forward/forward_backward requests into tb_wire_fwdbwd_t:
+ * the JSON form of SDK 0.24 (datum_json.c) and the protobuf
+ * ForwardBackwardRequest of SDK 0.25 (datum_proto.c).  Both give the same
+ * structs and the same path errors.  Memory comes from the arena.
+ */
+#ifndef TB_WIRE_DATUM_H
+#define TB_WIRE_DATUM_H
+
+#include <jansson.h>
+
+#include "core/json.h"
+#include "wire/types.h"
+
+/* TensorData JSON ({"data", "dtype", "shape"?, sparse CSR?}) or a plain
+ * list cast by its key name (target_tokens -> int64, weights etc. ->
+ * float32). */
+int tb__wire_tensor_from_json(tb_jctx_t *c, tb_arena_t *a, const char *key,
+                              const json_t *v, tb_wire_tensor_t *t);
+/* ModelInput {"chunks": [...]} flattened to its tokens. */
+int tb__wire_model_input_from_json(tb_jctx_t *c, tb_arena_t *a,
+                                   const json_t *mi, int32_t **tokens,
+                                   size_t *n_tokens);
+/* {"data": [Datum], "loss_fn", "loss_fn_config"?} */
+int tb__wire_fwdbwd_input_from_json(tb_jctx_t *c, tb_arena_t *a,
+                                    const json_t *in, tb_wire_fwdbwd_t *out);
+/* The whole request body; input_key is "forward_backward_input" or
+ * "forward_input" (which also sets forward_only). */
+int tb__wire_fwdbwd_request_from_json(tb_jctx_t *c, tb_arena_t *a,
+                                      const json_t *body, const char *input_key,
+                                      tb_wire_fwdbwd_t *out);
+/* A protobuf ForwardBackwardRequest. */
+int tb__wire_fwdbwd_request_from_proto(tb_jctx_t *c, tb_arena_t *a,
+                                       tb_slice_t body, tb_wire_fwdbwd_t *out);
+
+#endif /* TB_WIRE_DATUM_H */

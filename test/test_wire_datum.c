@@ -1,0 +1,221 @@
+/*
+ * wire/: decoding forward_backward requests from JSON (SDK 0.24) and from
+ * protobuf (SDK 0.25) into the same structs, with path errors.
+ */
+#include "tb_test.h"
+
+#include "core/arena.h"
+#include "wire/datum.h"
+#include "wire/proto.h"
+
+typedef struct {
+  tb_arena_t arena;
+  tb_error_t err;
+  tb_jctx_t ctx;
+  json_t *doc;
+  tb_wire_fwdbwd_t req;
+} fixture_t;
+
+static int decode_json(fixture_t *f, const char *text, const char *key) {
+  tb__arena_init(&f->arena, 0);
+  memset(&f->err, 0, sizeof(f->err));
+  tb__jctx_init(&f->ctx, &f->err);
+  ASSERT_OK(tb__json_parse((tb_slice_t){ text, strlen(text) }, &f->doc, &f->err));
+  return tb__wire_fwdbwd_request_from_json(&f->ctx, &f->arena, f->doc, key, &f->req);
+}
+
+static void fixture_free(fixture_t *f) {
+  json_decref(f->doc);
+  tb__arena_free(&f->arena);
+  tb_error_clear(&f->err);
+}
+
+TEST(json_request_decodes) {
+  fixture_t f;
+  ASSERT_OK(decode_json(&f,
+    "{\"model_id\":\"m1\",\"seq_id\":4,\"forward_backward_input\":{"
+    "\"loss_fn\":\"ppo\",\"loss_fn_config\":{\"clip_low_threshold\":0.9},"
+    "\"data\":[{\"model_input\":{\"chunks\":[{\"type\":\"encoded_text\",\"tokens\":[1,2]},"
+    "{\"tokens\":[3]}]},\"loss_fn_inputs\":{"
+    "\"target_tokens\":{\"data\":[2,3,4],\"dtype\":\"int64\",\"shape\":[3]},"
+    "\"advantages\":[0.5,-1,2]}}]}}", "forward_backward_input"));
+  ASSERT_STR_EQ(f.req.model_id, "m1");
+  ASSERT_EQ_INT(f.req.seq_id, 4);
+  ASSERT_STR_EQ(f.req.loss_fn, "ppo");
+  ASSERT_EQ_INT(f.req.forward_only, 0);
+  double v;
+  ASSERT_EQ_INT(tb__wire_fwdbwd_config(&f.req, "clip_low_threshold", &v), 1);
+  ASSERT_NEAR(v, 0.9, 0, 0);
+  ASSERT_EQ_INT(tb__wire_fwdbwd_config(&f.req, "beta", &v), 0);
+  ASSERT_EQ_INT(f.req.n_data, 1);
+  const tb_wire_datum_t *d = &f.req.data[0];
+  ASSERT_EQ_INT(d->n_tokens, 3);
+  ASSERT_EQ_INT(d->tokens[2], 3);
+  const tb_wire_tensor_t *t = tb__wire_datum_input(d, "target_tokens");
+  ASSERT(t != NULL);
+  ASSERT_EQ_INT(t->dtype, TB_DTYPE_INT64);
+  ASSERT_EQ_INT(t->i64[2], 4);
+  t = tb__wire_datum_input(d, "advantages");
+  ASSERT(t != NULL);
+  ASSERT_EQ_INT(t->dtype, TB_DTYPE_FLOAT32); /* cast by key name */
+  ASSERT_NEAR(t->f32[1], -1.0, 0, 0);
+  ASSERT(tb__wire_datum_input(d, "weights") == NULL);
+  fixture_free(&f);
+
+  ASSERT_OK(decode_json(&f, "{\"forward_input\":{\"loss_fn\":\"cross_entropy\","
+                        "\"data\":[]}}", "forward_input"));
+  ASSERT_EQ_INT(f.req.forward_only, 1);
+  ASSERT_EQ_INT(f.req.seq_id, -1);
+  ASSERT(f.req.model_id == NULL);
+  fixture_free(&f);
+}
+
+TEST(json_sparse_csr_expands) {
+  fixture_t f;
+  /* [[0, 5], [7, 0], [0, 0]] */
+  ASSERT_OK(decode_json(&f,
+    "{\"forward_backward_input\":{\"loss_fn\":\"cross_entropy\",\"data\":[{"
+    "\"model_input\":{\"chunks\":[]},\"loss_fn_inputs\":{\"weights\":{"
+    "\"data\":[5,7],\"dtype\":\"float32\",\"shape\":[3,2],"
+    "\"sparse_crow_indices\":[0,1,2,2],\"sparse_col_indices\":[1,0]}}}]}}",
+    "forward_backward_input"));
+  const tb_wire_tensor_t *t = tb__wire_datum_input(&f.req.data[0], "weights");
+  ASSERT_EQ_INT(t->numel, 6);
+  float want[6] = { 0, 5, 7, 0, 0, 0 };
+  for (int i = 0; i < 6; i++)
+    ASSERT_NEAR(t->f32[i], want[i], 0, 0);
+  fixture_free(&f);
+}
+
+static void expect_error(const char *text, const char *message) {
+  fixture_t f;
+  ASSERT_ERR(decode_json(&f, text, "forward_backward_input"), TB_EFIELD);
+  ASSERT_STR_EQ(f.err.message, message);
+  ASSERT_EQ_INT(f.err.category, TB_CATEGORY_USER);
+  fixture_free(&f);
+}
+
+#define DATUM(inputs) \
+  "{\"forward_backward_input\":{\"loss_fn\":\"cross_entropy\",\"data\":[{" \
+  "\"model_input\":{\"chunks\":[{\"tokens\":[1,2]}]},\"loss_fn_inputs\":{" inputs "}}]}}"
+
+TEST(json_errors_name_the_field) {
+  expect_error("{}", "forward_backward_input: required field is missing");
+  expect_error("{\"forward_backward_input\":{\"loss_fn\":\"x\",\"data\":[1]}}",
+               "forward_backward_input.data[0]: expected an object, got an integer");
+  expect_error(DATUM("\"weights\":{\"data\":[1,\"a\"],\"dtype\":\"float32\"}"),
+               "forward_backward_input.data[0].loss_fn_inputs.weights.data[1]: "
+               "expected a number, got a string");
+  expect_error(DATUM("\"weights\":{\"data\":[1,2],\"dtype\":\"float16\"}"),
+               "forward_backward_input.data[0].loss_fn_inputs.weights.dtype: "
+               "expected \"float32\" or \"int64\", got \"float16\"");
+  expect_error(DATUM("\"weights\":{\"data\":[1,2,3],\"dtype\":\"float32\",\"shape\":[2]}"),
+               "forward_backward_input.data[0].loss_fn_inputs.weights: "
+               "data has 3 elements but the shape holds 2");
+  expect_error(DATUM("\"mystery\":[1,2]"),
+               "forward_backward_input.data[0].loss_fn_inputs.mystery: a plain list "
+               "needs a known key to infer its dtype; send TensorData "
+               "{\"data\", \"dtype\"} instead");
+  expect_error(DATUM("\"target_tokens\":{\"data\":[1.5],\"dtype\":\"int64\"}"),
+               "forward_backward_input.data[0].loss_fn_inputs.target_tokens.data[0]: "
+               "expected an integer, got 1.5");
+  expect_error("{\"forward_backward_input\":{\"loss_fn\":\"cross_entropy\",\"data\":[{"
+               "\"model_input\":{\"chunks\":[{\"type\":\"image\",\"data\":\"AA==\"}]}}]}}",
+               "forward_backward_input.data[0].model_input.chunks[0]: image chunks are "
+               "not supported: this server's models read text tokens only");
+  expect_error("{\"forward_backward_input\":{\"loss_fn\":\"cross_entropy\",\"data\":[{"
+               "\"model_input\":{\"chunks\":[{\"tokens\":[1,-2]}]}}]}}",
+               "forward_backward_input.data[0].model_input.chunks[0].tokens[1]: "
+               "-2 is out of range [0, 2147483647]");
+  expect_error(DATUM("\"weights\":{\"data\":[1],\"dtype\":\"float32\",\"shape\":[2,2],"
+                     "\"sparse_crow_indices\":[0,1,1],\"sparse_col_indices\":[5]}"),
+               "forward_backward_input.data[0].loss_fn_inputs.weights: "
+               "sparse_col_indices[0]: 5 is outside [0, 2)");
+}
+
+TEST(proto_request_decodes_like_json) {
+  int32_t toks[3] = { 7, 8, 9 };
+  float w[3] = { 0, 1, 1 };
+  int64_t tgt[3] = { 8, 9, 10 };
+  int64_t shape[1] = { 3 };
+  TinkerPublic__EncodedTextChunk etc = TINKER_PUBLIC__ENCODED_TEXT_CHUNK__INIT;
+  etc.tokens.data = (uint8_t *)toks;
+  etc.tokens.len = sizeof(toks);
+  TinkerPublic__Chunk ch = TINKER_PUBLIC__CHUNK__INIT;
+  ch.chunk_case = TINKER_PUBLIC__CHUNK__CHUNK_ENCODED_TEXT;
+  ch.encoded_text = &etc;
+  TinkerPublic__Chunk *chs[] = { &ch };
+  TinkerPublic__Tensor tw = TINKER_PUBLIC__TENSOR__INIT, tt = TINKER_PUBLIC__TENSOR__INIT;
+  tw.encoding_case = TINKER_PUBLIC__TENSOR__ENCODING_DENSE;
+  tw.dense.data = (uint8_t *)w;
+  tw.dense.len = sizeof(w);
+  tw.dtype = TINKER_PUBLIC__DTYPE__DTYPE_FLOAT32;
+  tw.n_shape = 1;
+  tw.shape = shape;
+  tt.encoding_case = TINKER_PUBLIC__TENSOR__ENCODING_DENSE;
+  tt.dense.data = (uint8_t *)tgt;
+  tt.dense.len = sizeof(tgt);
+  tt.dtype = TINKER_PUBLIC__DTYPE__DTYPE_INT64;
+  TinkerPublic__Datum__LossFnInputsEntry e1 = TINKER_PUBLIC__DATUM__LOSS_FN_INPUTS_ENTRY__INIT;
+  TinkerPublic__Datum__LossFnInputsEntry e2 = TINKER_PUBLIC__DATUM__LOSS_FN_INPUTS_ENTRY__INIT;
+  e1.key = "weights";
+  e1.value = &tw;
+  e2.key = "target_tokens";
+  e2.value = &tt;
+  TinkerPublic__Datum__LossFnInputsEntry *es[] = { &e1, &e2 };
+  TinkerPublic__Datum datum = TINKER_PUBLIC__DATUM__INIT;
+  datum.n_model_input = 1;
+  datum.model_input = chs;
+  datum.n_loss_fn_inputs = 2;
+  datum.loss_fn_inputs = es;
+  TinkerPublic__Datum *ds[] = { &datum };
+  TinkerPublic__ForwardBackwardRequest req = TINKER_PUBLIC__FORWARD_BACKWARD_REQUEST__INIT;
+  req.model_id = "m2";
+  req.seq_id = 3;
+  req.loss_fn = "cross_entropy";
+  req.n_data = 1;
+  req.data = ds;
+  size_t n = tinker_public__forward_backward_request__get_packed_size(&req);
+  uint8_t *buf = xmalloc(n);
+  tinker_public__forward_backward_request__pack(&req, buf);
+
+  tb_arena_t arena;
+  tb__arena_init(&arena, 0);
+  tb_error_t err = { 0 };
+  tb_jctx_t c;
+  tb__jctx_init(&c, &err);
+  tb_wire_fwdbwd_t out;
+  ASSERT_OK(tb__wire_fwdbwd_request_from_proto(&c, &arena, (tb_slice_t){ (char *)buf, n }, &out));
+  ASSERT_STR_EQ(out.model_id, "m2");
+  ASSERT_EQ_INT(out.seq_id, 3);
+  ASSERT_EQ_INT(out.data[0].n_tokens, 3);
+  ASSERT_EQ_INT(out.data[0].tokens[1], 8);
+  const tb_wire_tensor_t *t = tb__wire_datum_input(&out.data[0], "target_tokens");
+  ASSERT_EQ_INT(t->ndim, 1);
+  ASSERT_EQ_INT(t->shape[0], 3); /* no shape: read as 1-D */
+  ASSERT_EQ_INT(t->i64[2], 10);
+  t = tb__wire_datum_input(&out.data[0], "weights");
+  ASSERT_NEAR(t->f32[1], 1.0, 0, 0);
+
+  /* A dense tensor whose bytes do not match its dtype is a user error. */
+  tw.dense.len = 5;
+  n = tinker_public__forward_backward_request__pack(&req, buf);
+  ASSERT_ERR(tb__wire_fwdbwd_request_from_proto(&c, &arena, (tb_slice_t){ (char *)buf, n }, &out),
+             TB_EFIELD);
+  ASSERT_STR_EQ(err.message, "data[0].loss_fn_inputs.weights: data: 5 bytes is not a "
+                "whole number of 4-byte elements");
+  /* Garbage is rejected. */
+  ASSERT_ERR(tb__wire_fwdbwd_request_from_proto(&c, &arena, TB_SLICE_LIT("\xff\xff\xff"), &out),
+             TB_EFIELD);
+  ASSERT_STR_CONTAINS(err.message, "not a valid protobuf");
+  free(buf);
+  tb__arena_free(&arena);
+  tb_error_clear(&err);
+}
+
+TEST_LIST(
+  TEST_ENTRY(json_request_decodes),
+  TEST_ENTRY(json_sparse_csr_expands),
+  TEST_ENTRY(json_errors_name_the_field),
+  TEST_ENTRY(proto_request_decodes_like_json),
+)
