@@ -1,0 +1,127 @@
+/*
+ * The row-wise layers of a Llama block: RMSNorm, rotary position
+ * embeddings, the SwiGLU gate and the embedding lookup.
+ *
+ * These are memory-bound loops over (T, C) rows; they stay plain C that the
+ * compiler vectorises.  Row sums are accumulated in double so a long row
+ * (C = 4096) loses no precision against the float reference in PyTorch.
+ * Naive references: ref_layers.c.
+ */
+#include "kernels.h"
+
+#include <math.h>
+#include <string.h>
+
+void tb__k_rmsnorm_forward(float *out, float *rstd, const float *x,
+                           const float *w, float eps, size_t T, size_t C) {
+  for (size_t t = 0; t < T; t++) {
+    const float *xr = x + t * C;
+    float *o = out + t * C;
+    double ss = 0.0;
+    for (size_t i = 0; i < C; i++)
+      ss += (double)xr[i] * xr[i];
+    float rs = (float)(1.0 / sqrt(ss / (double)C + (double)eps));
+    for (size_t i = 0; i < C; i++)
+      o[i] = xr[i] * rs * w[i];
+    if (rstd != NULL)
+      rstd[t] = rs;
+  }
+}
+
+void tb__k_rmsnorm_backward(float *dx, float *dw, const float *dout,
+                            const float *x, const float *w, const float *rstd,
+                            size_t T, size_t C) {
+  for (size_t t = 0; t < T; t++) {
+    const float *xr = x + t * C;
+    const float *dr = dout + t * C;
+    float *dxr = dx + t * C;
+    float rs = rstd[t];
+    /* out_i = w_i xhat_i with xhat = x*rs; d rs/d x_j = -rs^3 x_j / C, so
+     * dx_j = rs*(w_j g_j) - rs * xhat_j * mean_i(w_i g_i xhat_i). */
+    double dot = 0.0;
+    for (size_t i = 0; i < C; i++)
+      dot += (double)w[i] * dr[i] * (xr[i] * rs);
+    float mean = (float)(dot / (double)C);
+    for (size_t i = 0; i < C; i++) {
+      float xhat = xr[i] * rs;
+      dxr[i] += rs * (w[i] * dr[i] - xhat * mean);
+    }
+    if (dw != NULL)
+      for (size_t i = 0; i < C; i++)
+        dw[i] += dr[i] * xr[i] * rs;
+  }
+}
+
+void tb__k_rope_table(float *cos_t, float *sin_t, float theta, size_t pos0,
+                      size_t P, size_t D) {
+  size_t half = D / 2;
+  for (size_t i = 0; i < half; i++) {
+    /* PyTorch: 1.0 / (base ** (arange(0, D, 2).float() / D)) in float32. */
+    float expo = (float)(2 * i) / (float)D;
+    float inv_freq = (float)(1.0 / pow((double)theta, (double)expo));
+    for (size_t p = 0; p < P; p++) {
+      float angle = (float)(pos0 + p) * inv_freq;
+      cos_t[p * half + i] = (float)cos((double)angle);
+      sin_t[p * half + i] = (float)sin((double)angle);
+    }
+  }
+}
+
+/* Rotates every head of every row by the table angle; sign = +1 applies
+ * the rotation, -1 its inverse (the transpose). */
+static void rope_rotate(float *out, const float *x, const float *cos_t,
+                        const float *sin_t, float sign, size_t T, size_t NH,
+                        size_t D) {
+  size_t half = D / 2;
+  for (size_t t = 0; t < T; t++) {
+    const float *c = cos_t + t * half;
+    const float *s = sin_t + t * half;
+    for (size_t h = 0; h < NH; h++) {
+      const float *xr = x + (t * NH + h) * D;
+      float *o = out + (t * NH + h) * D;
+      for (size_t i = 0; i < half; i++) {
+        float x1 = xr[i], x2 = xr[i + half];
+        float sn = sign * s[i];
+        /* Both inputs are read before either output is written, so out may
+         * equal x. */
+        o[i] = x1 * c[i] - x2 * sn;
+        o[i + half] = x2 * c[i] + x1 * sn;
+      }
+    }
+  }
+}
+
+void tb__k_rope_forward(float *out, const float *x, const float *cos_t,
+                        const float *sin_t, size_t T, size_t NH, size_t D) {
+  rope_rotate(out, x, cos_t, sin_t, 1.0f, T, NH, D);
+}
+
+void tb__k_rope_backward(float *dx, const float *dout, const float *cos_t,
+                         const float *sin_t, size_t T, size_t NH, size_t D) {
+  rope_rotate(dx, dout, cos_t, sin_t, -1.0f, T, NH, D);
+}
+
+static float sigmoidf(float g) { return 1.0f / (1.0f + expf(-g)); }
+
+void tb__k_swiglu_forward(float *h, const float *gate, const float *up,
+                          size_t n) {
+  for (size_t i = 0; i < n; i++)
+    h[i] = gate[i] * sigmoidf(gate[i]) * up[i];
+}
+
+void tb__k_swiglu_backward(float *dgate, float *dup, const float *dh,
+                           const float *gate, const float *up, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    float g = gate[i];
+    float s = sigmoidf(g);
+    float silu = g * s;
+    dgate[i] += dh[i] * up[i] * s * (1.0f + g * (1.0f - s));
+    dup[i] += dh[i] * silu;
+  }
+}
+
+void tb__k_embedding_forward(float *out, const int32_t *tokens,
+                             const float *table, size_t T, size_t C) {
+  for (size_t t = 0; t < T; t++)
+    memcpy(out + t * C, table + (size_t)tokens[t] * C, C * sizeof(float));
+}

@@ -1,0 +1,69 @@
+/*
+ * Naive references for top-k and sampling: sort the whole vocabulary by
+ * (logit descending, id ascending), cut it by top-k and then top-p, and
+ * walk the cumulative distribution.
+ */
+#include "ref.h"
+
+#include <math.h>
+
+static void sort_desc(int32_t *order, const float *x, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    order[i] = (int32_t)i;
+  for (size_t i = 1; i < n; i++) {
+    int32_t c = order[i];
+    size_t j = i;
+    /* Insertion sort is stable and the scan runs in id order, so equal
+     * logits keep the lower id first. */
+    while (j > 0 && x[order[j - 1]] < x[c]) {
+      order[j] = order[j - 1];
+      j--;
+    }
+    order[j] = c;
+  }
+}
+
+void tb__kref_topk(int32_t *idx, float *val, const float *x, size_t k,
+                   size_t n) {
+  int32_t order[n > 0 ? n : 1];
+  sort_desc(order, x, n);
+  for (size_t j = 0; j < k; j++) {
+    idx[j] = order[j];
+    val[j] = x[order[j]];
+  }
+}
+
+int32_t tb__kref_sample(int32_t *order, const float *logits, float temperature,
+                        int top_k, float top_p, double u, size_t V) {
+  sort_desc(order, logits, V);
+  if (temperature <= 0.0f || top_k == 1)
+    return order[0];
+  size_t n = V;
+  if (top_k > 0 && (size_t)top_k < V)
+    n = (size_t)top_k;
+  /* The same float probabilities as the fast kernel, so that both draw from
+   * identical numbers; only the order of the sums differs. */
+  float mx = logits[order[0]];
+  double z = 0.0;
+  for (size_t j = 0; j < n; j++)
+    z += expf((logits[order[j]] - mx) * (1.0f / temperature));
+  size_t keep = n;
+  double mass = z;
+  if (top_p < 1.0f) {
+    double cum = 0.0;
+    for (keep = 0; keep < n;) {
+      cum += expf((logits[order[keep]] - mx) * (1.0f / temperature));
+      keep++;
+      if (cum >= (double)top_p * z)
+        break;
+    }
+    mass = cum;
+  }
+  double acc = 0.0, target = u * mass;
+  for (size_t j = 0; j < keep; j++) {
+    acc += expf((logits[order[j]] - mx) * (1.0f / temperature));
+    if (acc > target)
+      return order[j];
+  }
+  return order[keep - 1];
+}
