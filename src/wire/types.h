@@ -66,6 +66,26 @@ typedef struct tb_wire_fwdbwd_s {
   int64_t seq_id;         /* -1 when absent */
 } tb_wire_fwdbwd_t;
 
+typedef struct tb_wire_metric_s {
+  const char *name;    /* "<name>:<reduction>", exactly one colon */
+  double value;
+} tb_wire_metric_t;
+
+/* The outputs of one datum: named tensors, e.g. "logprobs" (N,). */
+typedef struct tb_wire_datum_output_s {
+  tb_wire_named_tensor_t *fields;
+  size_t n_fields;
+} tb_wire_datum_output_t;
+
+/* ForwardBackwardOutput: outputs in input datum order, and metrics. */
+typedef struct tb_wire_fwdbwd_output_s {
+  const char *loss_fn_output_type;
+  tb_wire_datum_output_t *outputs;
+  size_t n_outputs;
+  tb_wire_metric_t *metrics;
+  size_t n_metrics;
+} tb_wire_fwdbwd_output_t;
+
 /* Looks up a loss input by name; NULL when absent. */
 const tb_wire_tensor_t *tb__wire_datum_input(const tb_wire_datum_t *d,
                                              const char *name);

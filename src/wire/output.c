@@ -1,0 +1,431 @@
+/*
+ * ForwardBackwardOutput codecs (see output.h).
+ */
+#include "wire/output.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "wire/datum.h"
+#include "wire/proto.h"
+#include "wire/tensor.h"
+
+/* ---------------------------------------------------------------- JSON */
+
+/* JSON has no NaN or infinity: such a value travels as null. */
+static json_t *real_or_null(double v) {
+  return isfinite(v) ? json_real(v) : json_null();
+}
+
+/* json_object_set_new steals its value even when it fails, so children are
+ * attached to their parent first and filled afterwards: one decref of the
+ * root releases everything on any failure. */
+static json_t *tensor_to_json(const tb_wire_tensor_t *t) {
+  json_t *obj = json_object(), *data = json_array(), *shape = json_array();
+  if (obj == NULL) {
+    json_decref(data);
+    json_decref(shape);
+    return NULL;
+  }
+  if (json_object_set_new(obj, "data", data) != 0 ||
+      json_object_set_new(obj, "dtype", json_string(t->dtype == TB_DTYPE_FLOAT32
+                                                        ? "float32" : "int64")) != 0 ||
+      json_object_set_new(obj, "shape", shape) != 0)
+    goto fail;
+  for (size_t i = 0; i < t->numel; i++) {
+    json_t *v;
+    if (t->dtype == TB_DTYPE_FLOAT32)
+      v = real_or_null(t->f32[i]);
+    else
+      v = json_integer((json_int_t)t->i64[i]);
+    if (json_array_append_new(data, v) != 0)
+      goto fail;
+  }
+  for (int d = 0; d < t->ndim; d++)
+    if (json_array_append_new(shape, json_integer(t->shape[d])) != 0)
+      goto fail;
+  return obj;
+fail:
+  json_decref(obj);
+  return NULL;
+}
+
+json_t *tb__wire_fwdbwd_output_to_json(const tb_wire_fwdbwd_output_t *o) {
+  json_t *root = json_object(), *outs = json_array(), *metrics = json_object();
+  if (root == NULL) {
+    json_decref(outs);
+    json_decref(metrics);
+    return NULL;
+  }
+  const char *type = o->loss_fn_output_type ? o->loss_fn_output_type : "ArrayRecord";
+  if (json_object_set_new(root, "loss_fn_output_type", json_string(type)) != 0 ||
+      json_object_set_new(root, "loss_fn_outputs", outs) != 0 ||
+      json_object_set_new(root, "metrics", metrics) != 0)
+    goto fail;
+  for (size_t i = 0; i < o->n_outputs; i++) {
+    json_t *rec = json_object();
+    if (json_array_append_new(outs, rec) != 0)
+      goto fail;
+    for (size_t f = 0; f < o->outputs[i].n_fields; f++) {
+      const tb_wire_named_tensor_t *nt = &o->outputs[i].fields[f];
+      if (json_object_set_new(rec, nt->name, tensor_to_json(&nt->tensor)) != 0)
+        goto fail;
+    }
+  }
+  for (size_t i = 0; i < o->n_metrics; i++)
+    if (json_object_set_new(metrics, o->metrics[i].name,
+                            real_or_null(o->metrics[i].value)) != 0)
+      goto fail;
+  return root;
+fail:
+  json_decref(root);
+  return NULL;
+}
+
+int tb__wire_fwdbwd_output_from_json(tb_jctx_t *c, tb_arena_t *a,
+                                     const json_t *v,
+                                     tb_wire_fwdbwd_output_t *o) {
+  json_t *outs, *metrics;
+  tb_slice_t type = TB_SLICE_LIT("ArrayRecord");
+  int rc;
+  memset(o, 0, sizeof(*o));
+  if ((rc = tb__json_expect_object(c, v)) != 0 ||
+      (rc = tb__json_get_string(c, v, "loss_fn_output_type", TB_JSON_OPTIONAL, &type)) < 0 ||
+      (rc = tb__json_get_array(c, v, "loss_fn_outputs", TB_JSON_REQUIRED, &outs)) != 0 ||
+      (rc = tb__json_get_object(c, v, "metrics", TB_JSON_REQUIRED, &metrics)) != 0)
+    return rc;
+  if ((o->loss_fn_output_type = tb__arena_strndup(a, type.base, type.len)) == NULL)
+    return TB_ENOMEM;
+  o->n_outputs = json_array_size(outs);
+  o->outputs = tb__arena_calloc(a, o->n_outputs + 1, sizeof(*o->outputs));
+  o->n_metrics = json_object_size(metrics);
+  o->metrics = tb__arena_calloc(a, o->n_metrics + 1, sizeof(*o->metrics));
+  if (o->outputs == NULL || o->metrics == NULL)
+    return TB_ENOMEM;
+
+  size_t mark = tb__jctx_push_key(c, "loss_fn_outputs");
+  for (size_t i = 0; i < o->n_outputs && rc == 0; i++) {
+    json_t *rec = json_array_get(outs, i), *tv;
+    const char *key;
+    size_t mi = tb__jctx_push_index(c, i);
+    if ((rc = tb__json_expect_object(c, rec)) == 0) {
+      tb_wire_datum_output_t *d = &o->outputs[i];
+      d->fields = tb__arena_calloc(a, json_object_size(rec) + 1, sizeof(*d->fields));
+      if (d->fields == NULL)
+        rc = TB_ENOMEM;
+      json_object_foreach(rec, key, tv) {
+        if (rc != 0)
+          break;
+        size_t mk = tb__jctx_push_key(c, key);
+        tb_wire_named_tensor_t *nt = &d->fields[d->n_fields++];
+        nt->name = tb__arena_strndup(a, key, strlen(key));
+        rc = nt->name ? tb__wire_tensor_from_json(c, a, key, tv, &nt->tensor) : TB_ENOMEM;
+        tb__jctx_pop(c, mk);
+      }
+    }
+    tb__jctx_pop(c, mi);
+  }
+  tb__jctx_pop(c, mark);
+  if (rc != 0)
+    return rc;
+
+  const char *key;
+  json_t *mv;
+  size_t i = 0;
+  mark = tb__jctx_push_key(c, "metrics");
+  json_object_foreach(metrics, key, mv) {
+    size_t mk = tb__jctx_push_key(c, key);
+    o->metrics[i].name = tb__arena_strndup(a, key, strlen(key));
+    rc = o->metrics[i].name ? tb__json_as_double(c, mv, &o->metrics[i].value) : TB_ENOMEM;
+    tb__jctx_pop(c, mk);
+    i++;
+    if (rc != 0)
+      break;
+  }
+  tb__jctx_pop(c, mark);
+  return rc;
+}
+
+/* ---------------------------------------------------------------- protobuf */
+
+static void store_i64(uint8_t *p, int64_t v) {
+  uint64_t u = (uint64_t)v;
+  for (int i = 0; i < 8; i++)
+    p[i] = (uint8_t)(u >> (8 * i));
+}
+
+static int64_t load_i64(const uint8_t *p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; i--)
+    v = (v << 8) | p[i];
+  return (int64_t)v;
+}
+
+static size_t elem_size(tb_dtype_t d) {
+  return d == TB_DTYPE_FLOAT32 ? 4 : 8;
+}
+
+/* The field layout shared by all datums must match datum 0's. */
+static int same_layout(const tb_wire_tensor_t *a, const tb_wire_tensor_t *b) {
+  if (a->dtype != b->dtype || a->ndim != b->ndim)
+    return 0;
+  for (int d = 1; d < a->ndim; d++)
+    if (a->shape[d] != b->shape[d])
+      return 0;
+  return 1;
+}
+
+static const tb_wire_tensor_t *find_field(const tb_wire_datum_output_t *d,
+                                          const char *name) {
+  for (size_t f = 0; f < d->n_fields; f++)
+    if (strcmp(d->fields[f].name, name) == 0)
+      return &d->fields[f].tensor;
+  return NULL;
+}
+
+int tb__wire_fwdbwd_output_to_proto(const tb_wire_fwdbwd_output_t *o,
+                                    tb_buf_t *out) {
+  size_t nf = o->n_outputs ? o->outputs[0].n_fields : 0;
+  size_t nd = o->n_outputs;
+  int rc = TB_ENOMEM;
+  TinkerPublic__BatchedTensor *bts = calloc(nf + 1, sizeof(*bts));
+  TinkerPublic__ArrayRecord__FieldsEntry *fes = calloc(nf + 1, sizeof(*fes));
+  TinkerPublic__ArrayRecord__FieldsEntry **fep = calloc(nf + 1, sizeof(*fep));
+  TinkerPublic__ForwardBackwardOutput__MetricsEntry *mes =
+      calloc(o->n_metrics + 1, sizeof(*mes));
+  TinkerPublic__ForwardBackwardOutput__MetricsEntry **mep =
+      calloc(o->n_metrics + 1, sizeof(*mep));
+  int64_t *trailing = calloc(nf * TB_WIRE_MAX_NDIM + 1, sizeof(int64_t));
+  if (!bts || !fes || !fep || !mes || !mep || !trailing)
+    goto done;
+
+  for (size_t f = 0; f < nf; f++) {
+    const tb_wire_named_tensor_t *f0 = &o->outputs[0].fields[f];
+    size_t es = elem_size(f0->tensor.dtype), bytes = 0;
+    for (size_t i = 0; i < nd; i++) {
+      const tb_wire_tensor_t *t = find_field(&o->outputs[i], f0->name);
+      if (t == NULL || !same_layout(t, &f0->tensor)) {
+        rc = TB_EINVAL;
+        goto done;
+      }
+      bytes += t->numel * es;
+    }
+    TinkerPublic__BatchedTensor *bt = &bts[f];
+    tinker_public__batched_tensor__init(bt);
+    bt->data.data = malloc(bytes + 1);
+    bt->offsets.data = malloc((nd + 1) * 8);
+    if (bt->data.data == NULL || bt->offsets.data == NULL)
+      goto done;
+    bt->data.len = bytes;
+    bt->offsets.len = (nd + 1) * 8;
+    size_t off = 0;
+    store_i64(bt->offsets.data, 0);
+    for (size_t i = 0; i < nd; i++) {
+      const tb_wire_tensor_t *t = find_field(&o->outputs[i], f0->name);
+      /* Host order is little-endian on every platform this builds for
+       * (checked in the test against explicit bytes). */
+      memcpy(bt->data.data + off,
+             t->dtype == TB_DTYPE_FLOAT32 ? (const void *)t->f32 : (const void *)t->i64,
+             t->numel * es);
+      off += t->numel * es;
+      store_i64(bt->offsets.data + (i + 1) * 8, (int64_t)off);
+    }
+    bt->dtype = f0->tensor.dtype == TB_DTYPE_FLOAT32 ? TINKER_PUBLIC__DTYPE__DTYPE_FLOAT32
+                                                     : TINKER_PUBLIC__DTYPE__DTYPE_INT64;
+    bt->n_trailing_shape = f0->tensor.ndim > 1 ? (size_t)f0->tensor.ndim - 1 : 0;
+    bt->trailing_shape = trailing + f * TB_WIRE_MAX_NDIM;
+    for (size_t d = 0; d < bt->n_trailing_shape; d++)
+      bt->trailing_shape[d] = f0->tensor.shape[d + 1];
+    tinker_public__array_record__fields_entry__init(&fes[f]);
+    fes[f].key = (char *)f0->name;
+    fes[f].value = bt;
+    fep[f] = &fes[f];
+  }
+
+  TinkerPublic__ArrayRecord rec = TINKER_PUBLIC__ARRAY_RECORD__INIT;
+  TinkerPublic__ArrayRecord *recp = &rec;
+  rec.type_tag = "ArrayRecord";
+  rec.n_fields = nf;
+  rec.fields = fep;
+  rec.num_datums = (int64_t)nd;
+  for (size_t i = 0; i < o->n_metrics; i++) {
+    tinker_public__forward_backward_output__metrics_entry__init(&mes[i]);
+    mes[i].key = (char *)o->metrics[i].name;
+    mes[i].value = o->metrics[i].value;
+    mep[i] = &mes[i];
+  }
+  TinkerPublic__ForwardBackwardOutput msg = TINKER_PUBLIC__FORWARD_BACKWARD_OUTPUT__INIT;
+  msg.loss_fn_output_type = (char *)(o->loss_fn_output_type ? o->loss_fn_output_type
+                                                           : "ArrayRecord");
+  msg.n_loss_fn_outputs = nd ? 1 : 0;
+  msg.loss_fn_outputs = &recp;
+  msg.n_metrics = o->n_metrics;
+  msg.metrics = mep;
+  size_t n = tinker_public__forward_backward_output__get_packed_size(&msg);
+  if ((rc = tb__buf_reserve(out, n)) != 0)
+    goto done;
+  out->len += tinker_public__forward_backward_output__pack(&msg, (uint8_t *)out->base + out->len);
+  rc = 0;
+done:
+  for (size_t f = 0; bts && f < nf; f++) {
+    free(bts[f].data.data);
+    free(bts[f].offsets.data);
+  }
+  free(bts);
+  free(fes);
+  free(fep);
+  free(mes);
+  free(mep);
+  free(trailing);
+  return rc;
+}
+
+static void *arena_alloc(void *data, size_t size) {
+  return tb__arena_alloc(data, size);
+}
+
+static void arena_free(void *data, void *ptr) {
+  (void)data;
+  (void)ptr; /* released with the arena */
+}
+
+/* Decodes one field of one ArrayRecord into datums [first, first + n). */
+static int field_from_proto(tb_jctx_t *c, tb_arena_t *a, const char *name,
+                            const TinkerPublic__BatchedTensor *bt,
+                            tb_wire_fwdbwd_output_t *o, size_t first, size_t n) {
+  size_t es;
+  tb_dtype_t dt;
+  switch (bt->dtype) {
+    case TINKER_PUBLIC__DTYPE__DTYPE_FLOAT32: es = 4; dt = TB_DTYPE_FLOAT32; break;
+    case TINKER_PUBLIC__DTYPE__DTYPE_BFLOAT16: es = 2; dt = TB_DTYPE_FLOAT32; break;
+    case TINKER_PUBLIC__DTYPE__DTYPE_INT64: es = 8; dt = TB_DTYPE_INT64; break;
+    case TINKER_PUBLIC__DTYPE__DTYPE_INT32: es = 4; dt = TB_DTYPE_INT64; break;
+    default: return tb__jctx_fail(c, "dtype: unsupported value %d", (int)bt->dtype);
+  }
+  if (bt->offsets.len != (n + 1) * 8)
+    return tb__jctx_fail(c, "offsets: expected %zu int64 values, got %zu bytes", n + 1,
+                         bt->offsets.len);
+  if (bt->n_trailing_shape + 1 > TB_WIRE_MAX_NDIM)
+    return tb__jctx_fail(c, "trailing_shape: too many dimensions");
+  size_t inner = 1;
+  for (size_t d = 0; d < bt->n_trailing_shape; d++) {
+    if (bt->trailing_shape[d] <= 0)
+      return tb__jctx_fail(c, "trailing_shape[%zu]: must be positive", d);
+    inner *= (size_t)bt->trailing_shape[d];
+  }
+  for (size_t i = 0; i < n; i++) {
+    int64_t lo = load_i64(bt->offsets.data + i * 8), hi = load_i64(bt->offsets.data + i * 8 + 8);
+    if (lo < 0 || hi < lo || (uint64_t)hi > bt->data.len || (size_t)(hi - lo) % es != 0)
+      return tb__jctx_fail(c, "offsets[%zu]: [%lld, %lld) is not a whole run of elements "
+                           "inside %zu bytes", i, (long long)lo, (long long)hi, bt->data.len);
+    size_t count = (size_t)(hi - lo) / es;
+    if (count % inner != 0)
+      return tb__jctx_fail(c, "datum %zu: %zu elements do not fill the trailing shape", i,
+                           count);
+    tb_wire_datum_output_t *d = &o->outputs[first + i];
+    tb_wire_named_tensor_t *nt = &d->fields[d->n_fields++];
+    nt->name = name;
+    tb_wire_tensor_t *t = &nt->tensor;
+    t->dtype = dt;
+    t->ndim = 1 + (int)bt->n_trailing_shape;
+    t->shape[0] = (int64_t)(count / inner);
+    for (size_t k = 0; k < bt->n_trailing_shape; k++)
+      t->shape[k + 1] = bt->trailing_shape[k];
+    t->numel = count;
+    int rc = tb__wire_tensor_alloc(c, a, t);
+    if (rc != 0)
+      return rc;
+    const uint8_t *p = bt->data.data + lo;
+    for (size_t k = 0; k < count; k++, p += es) {
+      switch (bt->dtype) {
+        case TINKER_PUBLIC__DTYPE__DTYPE_FLOAT32: {
+          uint32_t u = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+                       (uint32_t)p[3] << 24;
+          memcpy(&t->f32[k], &u, 4);
+          break;
+        }
+        case TINKER_PUBLIC__DTYPE__DTYPE_BFLOAT16: {
+          uint32_t u = ((uint32_t)p[0] | (uint32_t)p[1] << 8) << 16;
+          memcpy(&t->f32[k], &u, 4);
+          break;
+        }
+        case TINKER_PUBLIC__DTYPE__DTYPE_INT64: t->i64[k] = load_i64(p); break;
+        default:
+          t->i64[k] = (int32_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+                                (uint32_t)p[3] << 24);
+          break;
+      }
+    }
+  }
+  return 0;
+}
+
+int tb__wire_fwdbwd_output_from_proto(tb_jctx_t *c, tb_arena_t *a,
+                                      tb_slice_t body,
+                                      tb_wire_fwdbwd_output_t *o) {
+  ProtobufCAllocator alloc = { arena_alloc, arena_free, a };
+  memset(o, 0, sizeof(*o));
+  TinkerPublic__ForwardBackwardOutput *msg = tinker_public__forward_backward_output__unpack(
+      &alloc, body.len, (const uint8_t *)body.base);
+  if (msg == NULL)
+    return tb__jctx_fail(c, "not a valid protobuf ForwardBackwardOutput");
+  o->loss_fn_output_type = msg->loss_fn_output_type && msg->loss_fn_output_type[0]
+                               ? msg->loss_fn_output_type : "ArrayRecord";
+  /* Datum counts per record: num_datums, or the first field's offsets. */
+  size_t total = 0;
+  size_t *counts = tb__arena_calloc(a, msg->n_loss_fn_outputs + 1, sizeof(size_t));
+  if (counts == NULL)
+    return TB_ENOMEM;
+  for (size_t r = 0; r < msg->n_loss_fn_outputs; r++) {
+    const TinkerPublic__ArrayRecord *rec = msg->loss_fn_outputs[r];
+    if (rec->num_datums < 0)
+      return tb__jctx_fail(c, "loss_fn_outputs[%zu].num_datums: negative", r);
+    counts[r] = (size_t)rec->num_datums;
+    if (counts[r] == 0 && rec->n_fields > 0 && rec->fields[0]->value &&
+        rec->fields[0]->value->offsets.len >= 8)
+      counts[r] = rec->fields[0]->value->offsets.len / 8 - 1;
+    if (counts[r] > (1u << 24))
+      return tb__jctx_fail(c, "loss_fn_outputs[%zu]: too many datums", r);
+    total += counts[r];
+  }
+  o->n_outputs = total;
+  o->outputs = tb__arena_calloc(a, total + 1, sizeof(*o->outputs));
+  if (o->outputs == NULL)
+    return TB_ENOMEM;
+  size_t first = 0;
+  for (size_t r = 0; r < msg->n_loss_fn_outputs; r++) {
+    const TinkerPublic__ArrayRecord *rec = msg->loss_fn_outputs[r];
+    for (size_t i = 0; i < counts[r]; i++) {
+      o->outputs[first + i].fields = tb__arena_calloc(a, rec->n_fields + 1,
+                                                      sizeof(tb_wire_named_tensor_t));
+      if (o->outputs[first + i].fields == NULL)
+        return TB_ENOMEM;
+    }
+    size_t mr = tb__jctx_push_key(c, "loss_fn_outputs");
+    tb__jctx_push_index(c, r);
+    for (size_t f = 0; f < rec->n_fields; f++) {
+      size_t mf = tb__jctx_push_key(c, rec->fields[f]->key);
+      int rc = rec->fields[f]->value
+                   ? field_from_proto(c, a, rec->fields[f]->key, rec->fields[f]->value, o,
+                                      first, counts[r])
+                   : tb__jctx_fail(c, "missing tensor");
+      tb__jctx_pop(c, mf);
+      if (rc != 0) {
+        tb__jctx_pop(c, mr);
+        return rc;
+      }
+    }
+    tb__jctx_pop(c, mr);
+    first += counts[r];
+  }
+  o->n_metrics = msg->n_metrics;
+  o->metrics = tb__arena_calloc(a, o->n_metrics + 1, sizeof(*o->metrics));
+  if (o->metrics == NULL)
+    return TB_ENOMEM;
+  for (size_t i = 0; i < o->n_metrics; i++) {
+    o->metrics[i].name = msg->metrics[i]->key;
+    o->metrics[i].value = msg->metrics[i]->value;
+  }
+  return 0;
+}

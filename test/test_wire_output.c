@@ -1,0 +1,207 @@
+/*
+ * wire/: ForwardBackwardOutput in JSON and protobuf, both directions.
+ */
+#include "tb_test.h"
+
+#include "core/arena.h"
+#include "wire/output.h"
+#include "wire/proto.h"
+
+static float lp0[3] = { -0.5f, -1.0f, -2.5f };
+static float lp1[2] = { -0.25f, -4.0f };
+
+static tb_wire_fwdbwd_output_t sample_output(tb_wire_named_tensor_t f[2],
+                                             tb_wire_datum_output_t d[2],
+                                             tb_wire_metric_t m[1]) {
+  memset(f, 0, 2 * sizeof(*f));
+  f[0].name = "logprobs";
+  f[0].tensor = (tb_wire_tensor_t){ .dtype = TB_DTYPE_FLOAT32, .ndim = 1,
+                                    .shape = { 3 }, .numel = 3, .f32 = lp0 };
+  f[1].name = "logprobs";
+  f[1].tensor = (tb_wire_tensor_t){ .dtype = TB_DTYPE_FLOAT32, .ndim = 1,
+                                    .shape = { 2 }, .numel = 2, .f32 = lp1 };
+  d[0] = (tb_wire_datum_output_t){ &f[0], 1 };
+  d[1] = (tb_wire_datum_output_t){ &f[1], 1 };
+  m[0] = (tb_wire_metric_t){ "loss:sum", 8.25 };
+  return (tb_wire_fwdbwd_output_t){ "ArrayRecord", d, 2, m, 1 };
+}
+
+static void assert_same(const tb_wire_fwdbwd_output_t *got) {
+  ASSERT_STR_EQ(got->loss_fn_output_type, "ArrayRecord");
+  ASSERT_EQ_INT(got->n_outputs, 2);
+  ASSERT_EQ_INT(got->outputs[0].n_fields, 1);
+  ASSERT_STR_EQ(got->outputs[0].fields[0].name, "logprobs");
+  const tb_wire_tensor_t *t0 = &got->outputs[0].fields[0].tensor;
+  const tb_wire_tensor_t *t1 = &got->outputs[1].fields[0].tensor;
+  ASSERT_EQ_INT(t0->dtype, TB_DTYPE_FLOAT32);
+  ASSERT_EQ_INT(t0->ndim, 1);
+  ASSERT_EQ_INT(t0->shape[0], 3);
+  ASSERT_EQ_INT(t1->shape[0], 2);
+  for (int i = 0; i < 3; i++)
+    ASSERT_NEAR(t0->f32[i], lp0[i], 0, 0);
+  for (int i = 0; i < 2; i++)
+    ASSERT_NEAR(t1->f32[i], lp1[i], 0, 0);
+  ASSERT_EQ_INT(got->n_metrics, 1);
+  ASSERT_STR_EQ(got->metrics[0].name, "loss:sum");
+  ASSERT_NEAR(got->metrics[0].value, 8.25, 0, 0);
+}
+
+TEST(json_round_trip) {
+  tb_wire_named_tensor_t f[2];
+  tb_wire_datum_output_t d[2];
+  tb_wire_metric_t m[1];
+  tb_wire_fwdbwd_output_t o = sample_output(f, d, m);
+  json_t *j = tb__wire_fwdbwd_output_to_json(&o);
+  ASSERT(j != NULL);
+  char *text = tb__json_dump(j, NULL);
+  ASSERT_STR_EQ(text,
+    "{\"loss_fn_output_type\":\"ArrayRecord\",\"loss_fn_outputs\":["
+    "{\"logprobs\":{\"data\":[-0.5,-1.0,-2.5],\"dtype\":\"float32\",\"shape\":[3]}},"
+    "{\"logprobs\":{\"data\":[-0.25,-4.0],\"dtype\":\"float32\",\"shape\":[2]}}],"
+    "\"metrics\":{\"loss:sum\":8.25}}");
+  free(text);
+
+  tb_arena_t a;
+  tb__arena_init(&a, 0);
+  tb_error_t err = { 0 };
+  tb_jctx_t c;
+  tb__jctx_init(&c, &err);
+  tb_wire_fwdbwd_output_t back;
+  ASSERT_OK(tb__wire_fwdbwd_output_from_json(&c, &a, j, &back));
+  assert_same(&back);
+  json_decref(j);
+
+  /* metrics are required by the SDK's model */
+  json_t *bad = json_pack("{s:[]}", "loss_fn_outputs");
+  ASSERT_ERR(tb__wire_fwdbwd_output_from_json(&c, &a, bad, &back), TB_EFIELD);
+  ASSERT_STR_EQ(err.message, "metrics: required field is missing");
+  json_decref(bad);
+
+  /* a NaN travels as null and comes back as a missing (NaN) value */
+  float nan_lp[1] = { NAN };
+  f[0].tensor.f32 = nan_lp;
+  f[0].tensor.numel = 1;
+  f[0].tensor.shape[0] = 1;
+  j = tb__wire_fwdbwd_output_to_json(&o);
+  ASSERT(j != NULL);
+  ASSERT(json_is_null(json_array_get(json_object_get(json_object_get(
+      json_array_get(json_object_get(j, "loss_fn_outputs"), 0), "logprobs"), "data"), 0)));
+  json_decref(j);
+  tb__arena_free(&a);
+  tb_error_clear(&err);
+}
+
+TEST(proto_round_trip_and_layout) {
+  tb_wire_named_tensor_t f[2];
+  tb_wire_datum_output_t d[2];
+  tb_wire_metric_t m[1];
+  tb_wire_fwdbwd_output_t o = sample_output(f, d, m);
+  tb_buf_t buf = TB_BUF_INIT;
+  ASSERT_OK(tb__wire_fwdbwd_output_to_proto(&o, &buf));
+
+  /* The SDK's reading: one record, byte offsets 0, 12, 20. */
+  TinkerPublic__ForwardBackwardOutput *msg =
+      tinker_public__forward_backward_output__unpack(NULL, buf.len, (uint8_t *)buf.base);
+  ASSERT(msg != NULL);
+  ASSERT_EQ_INT(msg->n_loss_fn_outputs, 1);
+  ASSERT_EQ_INT(msg->loss_fn_outputs[0]->num_datums, 2);
+  const TinkerPublic__BatchedTensor *bt = msg->loss_fn_outputs[0]->fields[0]->value;
+  static const uint8_t offsets[24] = { 0, 0, 0, 0, 0, 0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0,
+                                       20, 0, 0, 0, 0, 0, 0, 0 };
+  ASSERT_EQ_INT(bt->offsets.len, 24);
+  ASSERT_EQ_INT(memcmp(bt->offsets.data, offsets, 24), 0);
+  static const uint8_t minus_half[4] = { 0, 0, 0, 0xbf }; /* -0.5f little-endian */
+  ASSERT_EQ_INT(memcmp(bt->data.data, minus_half, 4), 0);
+  ASSERT_EQ_INT(bt->dtype, TINKER_PUBLIC__DTYPE__DTYPE_FLOAT32);
+  tinker_public__forward_backward_output__free_unpacked(msg, NULL);
+
+  tb_arena_t a;
+  tb__arena_init(&a, 0);
+  tb_error_t err = { 0 };
+  tb_jctx_t c;
+  tb__jctx_init(&c, &err);
+  tb_wire_fwdbwd_output_t back;
+  ASSERT_OK(tb__wire_fwdbwd_output_from_proto(&c, &a, tb__buf_slice(&buf), &back));
+  assert_same(&back);
+
+  /* Datums whose fields differ cannot share a record. */
+  f[1].tensor.dtype = TB_DTYPE_INT64;
+  tb__buf_reset(&buf);
+  ASSERT_ERR(tb__wire_fwdbwd_output_to_proto(&o, &buf), TB_EINVAL);
+  tb__buf_free(&buf);
+  tb__arena_free(&a);
+  tb_error_clear(&err);
+}
+
+TEST(proto_decode_widens_and_rejects_bad_offsets) {
+  /* (2, 2) int32 tensor for one datum, and a bf16 one. */
+  int32_t ids[4] = { 1, 2, 3, -4 };
+  int64_t offs[2] = { 0, 16 };
+  int64_t trailing[1] = { 2 };
+  TinkerPublic__BatchedTensor bt = TINKER_PUBLIC__BATCHED_TENSOR__INIT;
+  bt.data.data = (uint8_t *)ids;
+  bt.data.len = sizeof(ids);
+  bt.offsets.data = (uint8_t *)offs;
+  bt.offsets.len = sizeof(offs);
+  bt.dtype = TINKER_PUBLIC__DTYPE__DTYPE_INT32;
+  bt.n_trailing_shape = 1;
+  bt.trailing_shape = trailing;
+  uint16_t bf[2] = { 0x3f80, 0xc000 }; /* 1.0, -2.0 */
+  int64_t offs2[2] = { 0, 4 };
+  TinkerPublic__BatchedTensor bt2 = TINKER_PUBLIC__BATCHED_TENSOR__INIT;
+  bt2.data.data = (uint8_t *)bf;
+  bt2.data.len = sizeof(bf);
+  bt2.offsets.data = (uint8_t *)offs2;
+  bt2.offsets.len = sizeof(offs2);
+  bt2.dtype = TINKER_PUBLIC__DTYPE__DTYPE_BFLOAT16;
+  TinkerPublic__ArrayRecord__FieldsEntry e1 = TINKER_PUBLIC__ARRAY_RECORD__FIELDS_ENTRY__INIT;
+  TinkerPublic__ArrayRecord__FieldsEntry e2 = TINKER_PUBLIC__ARRAY_RECORD__FIELDS_ENTRY__INIT;
+  e1.key = "ids";
+  e1.value = &bt;
+  e2.key = "lp";
+  e2.value = &bt2;
+  TinkerPublic__ArrayRecord__FieldsEntry *es[] = { &e1, &e2 };
+  TinkerPublic__ArrayRecord rec = TINKER_PUBLIC__ARRAY_RECORD__INIT;
+  rec.n_fields = 2;
+  rec.fields = es;
+  rec.num_datums = 0; /* derived from the offsets */
+  TinkerPublic__ArrayRecord *recs[] = { &rec };
+  TinkerPublic__ForwardBackwardOutput msg = TINKER_PUBLIC__FORWARD_BACKWARD_OUTPUT__INIT;
+  msg.n_loss_fn_outputs = 1;
+  msg.loss_fn_outputs = recs;
+  uint8_t buf[256];
+  size_t n = tinker_public__forward_backward_output__pack(&msg, buf);
+
+  tb_arena_t a;
+  tb__arena_init(&a, 0);
+  tb_error_t err = { 0 };
+  tb_jctx_t c;
+  tb__jctx_init(&c, &err);
+  tb_wire_fwdbwd_output_t o;
+  ASSERT_OK(tb__wire_fwdbwd_output_from_proto(&c, &a, (tb_slice_t){ (char *)buf, n }, &o));
+  ASSERT_STR_EQ(o.loss_fn_output_type, "ArrayRecord");
+  ASSERT_EQ_INT(o.n_outputs, 1);
+  const tb_wire_tensor_t *t = &o.outputs[0].fields[0].tensor;
+  ASSERT_EQ_INT(t->dtype, TB_DTYPE_INT64);
+  ASSERT_EQ_INT(t->ndim, 2);
+  ASSERT_EQ_INT(t->shape[0], 2);
+  ASSERT_EQ_INT(t->shape[1], 2);
+  ASSERT_EQ_INT(t->i64[3], -4);
+  t = &o.outputs[0].fields[1].tensor;
+  ASSERT_EQ_INT(t->dtype, TB_DTYPE_FLOAT32);
+  ASSERT_NEAR(t->f32[1], -2.0, 0, 0);
+
+  offs[1] = 17; /* past the data and not a whole element */
+  n = tinker_public__forward_backward_output__pack(&msg, buf);
+  ASSERT_ERR(tb__wire_fwdbwd_output_from_proto(&c, &a, (tb_slice_t){ (char *)buf, n }, &o),
+             TB_EFIELD);
+  ASSERT_STR_CONTAINS(err.message, "loss_fn_outputs[0].ids: offsets[0]: [0, 17)");
+  tb__arena_free(&a);
+  tb_error_clear(&err);
+}
+
+TEST_LIST(
+  TEST_ENTRY(json_round_trip),
+  TEST_ENTRY(proto_round_trip_and_layout),
+  TEST_ENTRY(proto_decode_widens_and_rejects_bad_offsets),
+)
