@@ -1,0 +1,190 @@
+/*
+ * The HTTP server's listener, its pool of request objects and its
+ * graceful close (see server.h).  Connections live in server_conn.c,
+ * answers in server_response.c.
+ *
+ * Request objects are recycled through a free list on the server, with
+ * their arena's first block and their buffers kept, so that a keep-alive
+ * request costs no malloc once the server is warm.
+ */
+#include "http/server_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+
+#define TB__HTTP_MAX_FREE_REQS 1024
+
+int tb__http_server_init(uv_loop_t *loop, tb_http_server_t *server,
+                         const tb_http_server_options_t *opts) {
+  if (opts == NULL || (opts->router == NULL && opts->on_request == NULL))
+    return TB_EINVAL;
+  memset(server, 0, sizeof(*server));
+  server->loop = loop;
+  server->opts = *opts;
+  tb_http_server_options_t *o = &server->opts;
+  if (o->max_body == 0)
+    o->max_body = TB_HTTP_DEFAULT_MAX_BODY;
+  if (o->idle_timeout_ms == 0)
+    o->idle_timeout_ms = 60000;
+  if (o->header_timeout_ms == 0)
+    o->header_timeout_ms = 10000;
+  if (o->body_timeout_ms == 0)
+    o->body_timeout_ms = 30000;
+  if (o->max_pipeline == 0)
+    o->max_pipeline = 32;
+  if (o->backlog <= 0)
+    o->backlog = 511;
+  server->read_buf = malloc(TB__HTTP_READ_BUF);
+  if (server->read_buf == NULL)
+    return TB_ENOMEM;
+  int rc = uv_tcp_init(loop, &server->tcp);
+  if (rc != 0) {
+    free(server->read_buf);
+    server->read_buf = NULL;
+    return rc;
+  }
+  server->tcp.data = server;
+  return 0;
+}
+
+static void on_connection(uv_stream_t *listener, int status) {
+  tb_http_server_t *server = listener->data;
+  if (status < 0) {
+    tb_warn("http server: accept failed: %s", uv_strerror(status));
+    return;
+  }
+  if (server->closing)
+    return;
+  tb_http_conn_t *conn;
+  int rc = tb__http_conn_start(server, &conn);
+  if (rc != 0)
+    tb_warn("http server: connection dropped: %s", tb_strerror(rc));
+}
+
+int tb__http_server_listen(tb_http_server_t *server, const char *host, int port) {
+  if (server->closing || server->listening)
+    return TB_EINVAL;
+  if (port < 0 || port > 65535)
+    return TB_EINVAL;
+  struct sockaddr_storage ss;
+  int rc = strchr(host, ':') != NULL
+               ? uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss)
+               : uv_ip4_addr(host, port, (struct sockaddr_in *)&ss);
+  if (rc != 0)
+    return rc;
+  rc = uv_tcp_bind(&server->tcp, (const struct sockaddr *)&ss, 0);
+  if (rc != 0)
+    return rc;
+  rc = uv_listen((uv_stream_t *)&server->tcp, server->opts.backlog, on_connection);
+  if (rc != 0)
+    return rc;
+  server->listening = 1;
+  return 0;
+}
+
+int tb__http_server_port(const tb_http_server_t *server) {
+  struct sockaddr_storage ss;
+  int len = sizeof(ss);
+  int rc = uv_tcp_getsockname(&server->tcp, (struct sockaddr *)&ss, &len);
+  if (rc != 0)
+    return rc;
+  if (ss.ss_family == AF_INET6)
+    return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+  return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+static void free_req(tb_http_request_t *req) {
+  tb__arena_free(&req->arena);
+  tb__http_msg_free(&req->msg);
+  tb__buf_free(&req->out);
+  free(req);
+}
+
+void tb__http_server_maybe_finish(tb_http_server_t *server) {
+  if (!server->closing || !server->tcp_closed || server->n_conns > 0 ||
+      server->n_detached > 0 || server->close_cb == NULL)
+    return;
+  while (server->free_reqs != NULL) {
+    tb_http_request_t *req = server->free_reqs;
+    server->free_reqs = req->next;
+    free_req(req);
+  }
+  server->n_free_reqs = 0;
+  free(server->read_buf);
+  server->read_buf = NULL;
+  tb_http_server_close_cb cb = server->close_cb;
+  server->close_cb = NULL;
+  /* Last: the callback may free the server. */
+  cb(server);
+}
+
+static void on_listener_closed(uv_handle_t *h) {
+  tb_http_server_t *server = h->data;
+  server->tcp_closed = 1;
+  tb__http_server_maybe_finish(server);
+}
+
+void tb__http_server_close(tb_http_server_t *server, tb_http_server_close_cb close_cb) {
+  if (server->closing)
+    return;
+  server->closing = 1;
+  server->close_cb = close_cb;
+  uv_close((uv_handle_t *)&server->tcp, on_listener_closed);
+  /* Draining may close a connection at once, but its memory goes only in
+   * its close callback, so walking the list stays safe. */
+  for (tb_http_conn_t *c = server->conns; c != NULL; c = c->next)
+    tb__http_conn_drain(c);
+}
+
+tb_http_request_t *tb__http_req_get(tb_http_server_t *server) {
+  tb_http_request_t *req = server->free_reqs;
+  if (req != NULL) {
+    server->free_reqs = req->next;
+    server->n_free_reqs--;
+  } else {
+    req = calloc(1, sizeof(*req));
+    if (req == NULL)
+      return NULL;
+    tb__arena_init(&req->arena, 0);
+    tb__http_msg_init(&req->msg);
+    tb__buf_init(&req->out);
+  }
+  req->next = req->prev = NULL;
+  req->server = server;
+  return req;
+}
+
+void tb__http_req_put(tb_http_request_t *req) {
+  tb_http_server_t *server = req->server;
+  tb__arena_reset(&req->arena);
+  tb__http_msg_clear(&req->msg, TB__HTTP_KEEP_CAP);
+  if (req->out.cap > TB__HTTP_KEEP_CAP)
+    tb__buf_free(&req->out);
+  tb__buf_reset(&req->out);
+  /* The public and read-only fields go back to zero; the arena, message
+   * and output buffer keep their memory. */
+  memset(req, 0, offsetof(tb_http_request_t, arena));
+  req->aborted = 0;
+  req->keep_alive = 0;
+  req->state = TB__REQ_PARSING;
+  req->conn = NULL;
+  req->next = req->prev = NULL;
+  req->body_iov = NULL;
+  req->n_body_iov = 0;
+  req->close_after = 0;
+  req->continue_state = 0;
+  if (server->n_free_reqs >= TB__HTTP_MAX_FREE_REQS || server->read_buf == NULL) {
+    free_req(req);
+    return;
+  }
+  req->next = server->free_reqs;
+  server->free_reqs = req;
+  server->n_free_reqs++;
+}
+
+const tb_http_header_t *tb__http_request_header(const tb_http_request_t *req,
+                                                const char *name) {
+  return tb__http_find_header(req->headers, req->n_headers, name);
+}

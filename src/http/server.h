@@ -1,0 +1,187 @@
+/*
+ * The HTTP/1.1 server: a uv_tcp listener (IPv4 or IPv6), keep-alive
+ * connections parsed with llhttp, pipelined requests answered strictly in
+ * order, and handlers that answer at once or later (long polls).
+ *
+ * Object model, after libuv:
+ *   - tb_http_server_t is a handle: tb__http_server_init, _listen, _close.
+ *     The caller owns its memory, which must stay valid until close_cb.
+ *   - tb_http_request_t is handed to the handler when a request is
+ *     complete.  The handler answers it exactly once with one of the
+ *     tb__http_respond* functions, now or later; that call gives the
+ *     request back to the server.  Its memory (arena, headers, body) stays
+ *     valid until then -- also when the client has gone away meanwhile:
+ *     on_abort tells the handler, and a later respond is a safe no-op that
+ *     only releases the request.
+ *   - on_done is called exactly once per answered request, when the
+ *     response was written (status 0) or could not be (TB_ECLOSED or a
+ *     libuv error); this is where a handler frees a body it lent to the
+ *     response.
+ *
+ * The server adds only Content-Length (none for 1xx/204/304), and
+ * "Connection: close" or "Connection: keep-alive" where HTTP needs it;
+ * no Date or Server.  Errors the server produces itself (400, 404, 405,
+ * 413, 414, 431, 503) carry a JSON body {"error": "...", "category":
+ * "user"}; timeouts close the connection without an answer.
+ *
+ * Non-goals: TLS, HTTP/2, upgrades, response streaming (a response is one
+ * set of buffers), write timeouts for clients that never read.
+ */
+#ifndef TB_HTTP_SERVER_H
+#define TB_HTTP_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "core/arena.h"
+#include "core/buf.h"
+#include "http/http.h"
+#include "http/server_parser.h"
+#include "tinkerbell/error.h"
+
+typedef struct tb_http_server_s tb_http_server_t;
+typedef struct tb_http_request_s tb_http_request_t;
+typedef struct tb_http_conn_s tb_http_conn_t;
+typedef struct tb_http_router_s tb_http_router_t;
+
+/* Handles one complete request; must eventually answer it. */
+typedef void (*tb_http_handler_cb)(tb_http_request_t *req);
+/* on_abort and on_done: the request plus a status (see above). */
+typedef void (*tb_http_request_cb)(tb_http_request_t *req, int status);
+typedef void (*tb_http_server_close_cb)(tb_http_server_t *server);
+
+/* A path parameter captured by the router, percent-decoded.  value is
+ * also NUL-terminated (in the request's arena). */
+typedef struct tb_http_param_s {
+  tb_slice_t name;
+  tb_slice_t value;
+} tb_http_param_t;
+
+#define TB_HTTP_MAX_PARAMS 8
+
+typedef struct tb_http_server_options_s {
+  /* Every complete request goes to the router when one is set, else to
+   * on_request.  One of the two is required. */
+  tb_http_router_t *router;
+  tb_http_handler_cb on_request;
+  size_t max_body;            /* 0: TB_HTTP_DEFAULT_MAX_BODY; more -> 413 */
+  /* Timeouts in milliseconds; 0 means the default in brackets.  The
+   * connection is closed (the server stays up) when
+   *   idle:   a keep-alive connection waits for a request [60000];
+   *   header: a request's head is not complete this long after its first
+   *           byte [10000];
+   *   body:   no body byte arrived for this long [30000]. */
+  uint64_t idle_timeout_ms;
+  uint64_t header_timeout_ms;
+  uint64_t body_timeout_ms;
+  /* Requests a connection may have parsed but not yet answered; reading
+   * stops at this many until answers go out [32]. */
+  unsigned max_pipeline;
+  int backlog;                /* listen(2) backlog [511] */
+} tb_http_server_options_t;
+
+struct tb_http_server_s {
+  /* public */
+  void *data;
+  /* read-only */
+  uv_loop_t *loop;
+  tb_http_server_options_t opts;  /* with the defaults filled in */
+  uint64_t n_requests;            /* requests dispatched so far */
+  /* private */
+  uv_tcp_t tcp;
+  int listening;
+  int closing;
+  int tcp_closed;
+  size_t n_conns;
+  size_t n_detached;              /* aborted requests a handler still holds */
+  tb_http_conn_t *conns;          /* every open connection */
+  tb_http_request_t *free_reqs;   /* recycled request objects */
+  size_t n_free_reqs;
+  char *read_buf;                 /* shared by every connection */
+  tb_http_server_close_cb close_cb;
+};
+
+typedef enum {
+  TB__REQ_PARSING = 0,   /* bytes still arriving */
+  TB__REQ_HANDLER,       /* with the handler */
+  TB__REQ_RESPONDED,     /* answer ready, waiting for its turn */
+  TB__REQ_WRITING,       /* in a uv_write */
+  TB__REQ_DETACHED       /* connection gone, handler still holds it */
+} tb__http_req_state_t;
+
+struct tb_http_request_s {
+  /* public */
+  void *data;                   /* the handler's; NULL at dispatch */
+  tb_http_request_cb on_abort;  /* optional: the client went away */
+  tb_http_request_cb on_done;   /* optional: the answer is finished */
+  /* read-only */
+  tb_http_server_t *server;
+  tb_slice_t method;            /* "GET", ... (static, NUL-terminated) */
+  tb_slice_t url;               /* as sent: path?query */
+  tb_slice_t path;              /* raw (not decoded), without the query */
+  tb_slice_t query;             /* raw, after '?'; empty when none */
+  const tb_http_header_t *headers;
+  size_t n_headers;
+  tb_slice_t body;              /* contiguous */
+  tb_http_param_t params[TB_HTTP_MAX_PARAMS];
+  size_t n_params;
+  void *route_data;             /* the data given with the route */
+  tb_arena_t arena;             /* released after on_done */
+  int keep_alive;               /* the client wants to keep the connection */
+  int aborted;                  /* the client went away; answers go nowhere */
+  /* private */
+  tb__http_req_state_t state;
+  tb_http_conn_t *conn;         /* NULL once detached */
+  tb_http_request_t *next, *prev;
+  tb__http_msg_t msg;
+  tb_buf_t out;                 /* status line, headers, small bodies */
+  uv_buf_t *body_iov;           /* large bodies, by reference */
+  size_t n_body_iov;
+  int close_after;              /* the connection ends after this answer */
+  int continue_state;           /* 0 none, 1 "100 Continue" owed, 2 sent */
+};
+
+/* Fills in defaults and prepares the listener.  Returns 0 or a negative
+ * error (nothing to close then). */
+int tb__http_server_init(uv_loop_t *loop, tb_http_server_t *server,
+                         const tb_http_server_options_t *opts);
+/* Binds host ("127.0.0.1", "::1", "0.0.0.0", "::") and port (0: an
+ * ephemeral port, see tb__http_server_port) and starts accepting. */
+int tb__http_server_listen(tb_http_server_t *server, const char *host, int port);
+/* The bound port, or a negative error. */
+int tb__http_server_port(const tb_http_server_t *server);
+/* Graceful close: stops accepting, closes idle connections, lets requests
+ * already with a handler be answered and written (with Connection: close),
+ * then closes the rest.  close_cb runs once every handle is closed and
+ * every aborted request was released by its handler.  Also valid after
+ * init alone. */
+void tb__http_server_close(tb_http_server_t *server, tb_http_server_close_cb close_cb);
+
+/* Answers a request: status, extra headers (copied now), and the body as
+ * buffers that must stay valid until on_done (the request's arena, static
+ * memory, or memory on_done frees).  Gives the request back to the server.
+ * Headers must not include Content-Length or Connection. */
+void tb__http_respond(tb_http_request_t *req, int status,
+                      const tb_http_header_t *headers, size_t n_headers,
+                      const uv_buf_t *body, size_t n_body);
+/* The same with "Content-Type: application/json". */
+void tb__http_respond_json(tb_http_request_t *req, int status, const char *json,
+                           size_t len);
+/* {"error": message, "category": "user"} (4xx) or "server" (5xx). */
+void tb__http_respond_error(tb_http_request_t *req, int status, const char *message);
+
+/* The first header with this name (case-insensitive); NULL when absent. */
+const tb_http_header_t *tb__http_request_header(const tb_http_request_t *req,
+                                                const char *name);
+/* The path parameter with this name; NULL when absent. */
+const tb_slice_t *tb__http_request_param(const tb_http_request_t *req,
+                                         const char *name);
+/* The first query parameter with this name, percent-decoded ('+' is a
+ * space) into the request's arena and NUL-terminated.  Returns 1 when
+ * found, 0 when absent, TB_EINVAL for bad percent-encoding, TB_ENOMEM. */
+int tb__http_request_query(tb_http_request_t *req, const char *name,
+                           tb_slice_t *value);
+
+#endif /* TB_HTTP_SERVER_H */

@@ -1,0 +1,482 @@
+/*
+ * One server connection: reading, parsing, dispatching requests to the
+ * handler, timeouts and the ways a connection ends (see server_internal.h).
+ *
+ * Reads go into the server's one 64 KiB buffer; the parser copies what it
+ * keeps, so the buffer is free again when the read callback returns.  The
+ * parser stops after each request, which is where back-pressure applies:
+ * with max_pipeline requests unanswered, the rest of the buffer is kept in
+ * conn->pending and reading stops until answers go out.
+ *
+ * One uv_timer serves all three timeouts.  It is re-armed lazily (after
+ * redis' ae timers): state changes only move conn's timestamps, and the
+ * timer, when it fires, computes the real deadline and either acts or
+ * sleeps again, so a busy keep-alive connection does not touch the timer
+ * heap on every request.
+ *
+ * Endings: a malformed request, a request with "Connection: close" or an
+ * upgrade stops parsing; the last answer is written, then the connection
+ * shuts down its write side and lingers, reading and dropping, until the
+ * client closes (or TB__HTTP_LINGER_MS), so that the client reads the
+ * answer rather than a reset.  A client that goes away (EOF, reset) while
+ * a handler holds a request aborts the connection: such requests are
+ * detached and their handlers told through on_abort.
+ */
+#include "http/server_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "http/router.h"
+
+#define container_of(ptr, type, member) \
+  ((type *)((char *)(ptr) - offsetof(type, member)))
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+/* ------------------------------------------------------------ parser glue */
+
+static tb__http_msg_t *conn_begin(tb__http_parser_t *p) {
+  tb_http_conn_t *conn = p->data;
+  tb_http_request_t *req = tb__http_req_get(conn->server);
+  if (req == NULL)
+    return NULL;
+  req->conn = conn;
+  req->state = TB__REQ_PARSING;
+  req->prev = conn->tail;
+  if (conn->tail)
+    conn->tail->next = req;
+  else
+    conn->head = req;
+  conn->tail = req;
+  conn->n_queued++;
+  conn->header_start = uv_now(conn->server->loop);
+  return &req->msg;
+}
+
+static void conn_head(tb__http_parser_t *p, tb__http_msg_t *m) {
+  tb_http_conn_t *conn = p->data;
+  tb_http_request_t *req = container_of(m, tb_http_request_t, msg);
+  conn->last_read = uv_now(conn->server->loop);
+  /* Owed only while the body is still to come; flush decides when. */
+  if (m->expect_continue && m->http_major == 1 && m->http_minor >= 1)
+    req->continue_state = 1;
+  (void)conn;
+}
+
+static const tb__http_parser_cbs_t conn_parser_cbs = { conn_begin, conn_head };
+
+/* ------------------------------------------------------------ timers */
+
+static uint64_t conn_deadline(const tb_http_conn_t *conn) {
+  const tb_http_server_options_t *o = &conn->server->opts;
+  if (conn->closing)
+    return 0;
+  if (conn->lingering)
+    return conn->linger_until;
+  if (tb__http_parser_in_message(&conn->parser) && !conn->stop_parsing &&
+      !conn->read_paused) {
+    if (!conn->parser.msg->head_complete)
+      return conn->header_start + o->header_timeout_ms;
+    return conn->last_read + o->body_timeout_ms;
+  }
+  if (conn->n_queued == 0 && !conn->write_active && !conn->stop_parsing &&
+      !conn->read_eof)
+    return conn->idle_since + o->idle_timeout_ms;
+  return 0;
+}
+
+static void on_timer(uv_timer_t *t) {
+  tb_http_conn_t *conn = t->data;
+  uint64_t now = uv_now(conn->server->loop);
+  uint64_t d = conn_deadline(conn);
+  if (d == 0)
+    return;
+  if (now < d) {
+    conn->timer_due = d;
+    uv_timer_start(&conn->timer, on_timer, d - now, 0);
+    return;
+  }
+  if (conn->lingering)
+    tb_debug("http server: linger over, closing");
+  else
+    tb_debug("http server: connection timed out");
+  tb__http_conn_abort(conn, TB_ETIMEDOUT);
+}
+
+void tb__http_conn_arm_timer(tb_http_conn_t *conn) {
+  uint64_t d = conn_deadline(conn);
+  if (d == 0)
+    return;
+  if (uv_is_active((uv_handle_t *)&conn->timer) && conn->timer_due <= d)
+    return;  /* fires earlier and re-arms itself */
+  uint64_t now = uv_now(conn->server->loop);
+  conn->timer_due = d;
+  uv_timer_start(&conn->timer, on_timer, d > now ? d - now : 0, 0);
+}
+
+/* ------------------------------------------------------------ dispatch */
+
+static void split_url(tb_http_request_t *req) {
+  tb_slice_t url = req->url;
+  const char *p = url.base, *end = url.base + url.len;
+  /* Absolute form (a proxy's request line): drop scheme and authority. */
+  if (url.len > 7 && (memcmp(p, "http://", 7) == 0 ||
+                      (url.len > 8 && memcmp(p, "https://", 8) == 0))) {
+    p = (const char *)memchr(p, '/', (size_t)(end - p)) + 2;
+    const char *slash = memchr(p, '/', (size_t)(end - p));
+    p = slash ? slash : end;
+  }
+  const char *q = memchr(p, '?', (size_t)(end - p));
+  const char *path_end = q ? q : end;
+  if (p == path_end) {
+    req->path = TB_SLICE_LIT("/");
+  } else {
+    req->path.base = p;
+    req->path.len = (size_t)(path_end - p);
+  }
+  if (q != NULL) {
+    req->query.base = q + 1;
+    req->query.len = (size_t)(end - q - 1);
+  } else {
+    req->query.base = end;
+    req->query.len = 0;
+  }
+}
+
+static void dispatch(tb_http_conn_t *conn, tb_http_request_t *req) {
+  tb_http_server_t *server = conn->server;
+  tb__http_msg_t *m = &req->msg;
+  const char *method = llhttp_method_name((llhttp_method_t)m->method);
+  req->method.base = method;
+  req->method.len = strlen(method);
+  req->url = tb__http_msg_url(m);
+  split_url(req);
+  req->n_headers = m->n_headers;
+  if (m->n_headers > 0) {
+    tb_http_header_t *h = tb__arena_alloc(&req->arena, m->n_headers * sizeof(*h));
+    if (h == NULL) {
+      req->state = TB__REQ_HANDLER;
+      req->keep_alive = 0;
+      tb__http_respond_error(req, 503, "out of memory");
+      return;
+    }
+    tb__http_msg_headers(m, h);
+    req->headers = h;
+  }
+  req->body.base = m->body.base ? m->body.base : "";
+  req->body.len = m->body.len;
+  req->keep_alive = m->keep_alive && !m->upgrade;
+  req->continue_state = 0;
+  req->state = TB__REQ_HANDLER;
+  server->n_requests++;
+  if (server->opts.router != NULL)
+    tb__http_router_handle(server->opts.router, req);
+  else
+    server->opts.on_request(req);
+}
+
+/* The parser failed: the request it was filling becomes the error answer
+ * and nothing more is read. */
+static void parse_error(tb_http_conn_t *conn) {
+  tb__http_parser_t *p = &conn->parser;
+  conn->stop_parsing = 1;
+  if (p->msg == NULL) {
+    /* Not even a request object to answer with (out of memory). */
+    tb__http_conn_abort(conn, TB_ENOMEM);
+    return;
+  }
+  tb_http_request_t *req = container_of(p->msg, tb_http_request_t, msg);
+  p->msg = NULL;
+  req->keep_alive = 0;
+  req->continue_state = 0;
+  tb_debug("http server: %d %s", p->status, p->reason);
+  tb__http_respond_error(req, p->status, p->reason);
+}
+
+/* Parses and dispatches; returns how many bytes were consumed.  Stops early
+ * when parsing must stop or too many requests wait for answers. */
+static size_t conn_process(tb_http_conn_t *conn, const char *data, size_t len) {
+  size_t total = 0;
+  conn->in_process = 1;
+  while (len > 0 && !conn->stop_parsing && !conn->closing) {
+    if (conn->n_queued >= conn->server->opts.max_pipeline)
+      break;
+    size_t used;
+    int rc = tb__http_parser_execute(&conn->parser, data, len, &used);
+    data += used;
+    len -= used;
+    total += used;
+    if (rc == TB__HTTP_PARSE_MESSAGE) {
+      tb_http_request_t *req =
+          container_of(conn->parser.completed, tb_http_request_t, msg);
+      if (!req->msg.keep_alive || req->msg.upgrade)
+        conn->stop_parsing = 1;
+      dispatch(conn, req);
+    } else if (rc < 0) {
+      parse_error(conn);
+      break;
+    }
+  }
+  conn->in_process = 0;
+  if (conn->closing)
+    return total;
+  if (conn->stop_parsing) {
+    uv_read_stop((uv_stream_t *)&conn->tcp);
+  } else if (conn->n_queued >= conn->server->opts.max_pipeline &&
+             !conn->read_paused) {
+    conn->read_paused = 1;
+    uv_read_stop((uv_stream_t *)&conn->tcp);
+  }
+  if (conn->dirty) {
+    conn->dirty = 0;
+    tb__http_conn_flush(conn);
+  }
+  return total;
+}
+
+/* ------------------------------------------------------------ reading */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  tb_http_conn_t *conn = h->data;
+  buf->base = conn->server->read_buf;
+  buf->len = TB__HTTP_READ_BUF;
+}
+
+static int has_handler_requests(const tb_http_conn_t *conn) {
+  for (const tb_http_request_t *r = conn->head; r != NULL; r = r->next)
+    if (r->state == TB__REQ_HANDLER)
+      return 1;
+  return 0;
+}
+
+static void drop_partial(tb_http_conn_t *conn) {
+  if (conn->parser.msg == NULL)
+    return;
+  tb_http_request_t *req = container_of(conn->parser.msg, tb_http_request_t, msg);
+  conn->parser.msg = NULL;
+  tb__http_queue_remove(conn, req);
+  tb__http_req_put(req);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  tb_http_conn_t *conn = s->data;
+  if (nread == 0)
+    return;
+  if (nread < 0) {
+    if (nread != UV_EOF || has_handler_requests(conn)) {
+      /* Gone: whatever a handler holds is answered into the void. */
+      tb__http_conn_abort(conn, nread == UV_EOF ? TB_ECLOSED : (int)nread);
+      return;
+    }
+    /* Half-closed: answer what is answered, then close. */
+    uv_read_stop(s);
+    conn->read_eof = 1;
+    conn->stop_parsing = 1;
+    drop_partial(conn);
+    tb__buf_reset(&conn->pending);
+    if (conn->n_queued == 0 && !conn->write_active)
+      tb__http_conn_abort(conn, TB_ECLOSED);
+    return;
+  }
+  conn->last_read = uv_now(conn->server->loop);
+  size_t len = (size_t)nread;
+  size_t used = conn_process(conn, buf->base, len);
+  if (used < len && !conn->stop_parsing && !conn->closing) {
+    /* Back-pressure: keep the rest for when answers have gone out. */
+    if (tb__buf_append(&conn->pending, buf->base + used, len - used) != 0) {
+      tb__http_conn_abort(conn, TB_ENOMEM);
+      return;
+    }
+  }
+  if (!conn->closing)
+    tb__http_conn_arm_timer(conn);
+}
+
+static void on_linger_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  tb_http_conn_t *conn = s->data;
+  if (nread < 0)
+    tb__http_conn_abort(conn, TB_ECLOSED);
+}
+
+static void on_shutdown(uv_shutdown_t *sr, int status) {
+  tb_http_conn_t *conn = sr->data;
+  if (conn->closing)
+    return;
+  if (status < 0 || conn->read_eof) {
+    tb__http_conn_abort(conn, TB_ECLOSED);
+    return;
+  }
+  conn->lingering = 1;
+  conn->linger_until = uv_now(conn->server->loop) + TB__HTTP_LINGER_MS;
+  int rc = uv_read_start((uv_stream_t *)&conn->tcp, on_alloc, on_linger_read);
+  if (rc != 0) {
+    tb__http_conn_abort(conn, rc);
+    return;
+  }
+  tb__http_conn_arm_timer(conn);
+}
+
+/* Every answer is out and no more will come: FIN, then linger. */
+static void conn_finish(tb_http_conn_t *conn) {
+  if (conn->read_eof) {
+    tb__http_conn_abort(conn, TB_ECLOSED);
+    return;
+  }
+  uv_read_stop((uv_stream_t *)&conn->tcp);
+  conn->stop_parsing = 1;
+  conn->shutdown_req.data = conn;
+  int rc = uv_shutdown(&conn->shutdown_req, (uv_stream_t *)&conn->tcp, on_shutdown);
+  if (rc != 0)
+    tb__http_conn_abort(conn, rc);
+}
+
+void tb__http_conn_after_write(tb_http_conn_t *conn) {
+  if (conn->close_after_write) {
+    conn_finish(conn);
+    return;
+  }
+  if (conn->n_queued == 0 && (conn->stop_parsing || conn->read_eof)) {
+    conn_finish(conn);
+    return;
+  }
+  if (conn->read_paused &&
+      conn->n_queued < conn->server->opts.max_pipeline) {
+    conn->read_paused = 0;
+    if (conn->pending.len > 0) {
+      size_t used = conn_process(conn, conn->pending.base, conn->pending.len);
+      if (conn->closing)
+        return;
+      tb__buf_consume(&conn->pending, used);
+    }
+    if (!conn->read_paused && !conn->stop_parsing) {
+      int rc = uv_read_start((uv_stream_t *)&conn->tcp, on_alloc, on_read);
+      if (rc != 0) {
+        tb__http_conn_abort(conn, rc);
+        return;
+      }
+    }
+  }
+  tb__http_conn_flush(conn);
+  if (conn->closing)
+    return;
+  if (conn->n_queued == 0 && !conn->write_active)
+    conn->idle_since = uv_now(conn->server->loop);
+  tb__http_conn_arm_timer(conn);
+}
+
+/* ------------------------------------------------------------ life cycle */
+
+static void on_handle_closed(uv_handle_t *h) {
+  tb_http_conn_t *conn = h->data;
+  if (--conn->open_handles > 0)
+    return;
+  tb_http_server_t *server = conn->server;
+  if (conn->prev)
+    conn->prev->next = conn->next;
+  else
+    server->conns = conn->next;
+  if (conn->next)
+    conn->next->prev = conn->prev;
+  server->n_conns--;
+  tb__buf_free(&conn->pending);
+  free(conn->iov);
+  free(conn);
+  tb__http_server_maybe_finish(server);
+}
+
+int tb__http_conn_start(tb_http_server_t *server, tb_http_conn_t **out) {
+  tb_http_conn_t *conn = calloc(1, sizeof(*conn));
+  if (conn == NULL)
+    return TB_ENOMEM;
+  conn->server = server;
+  int rc = uv_tcp_init(server->loop, &conn->tcp);
+  if (rc != 0) {
+    free(conn);
+    return rc;
+  }
+  conn->tcp.data = conn;
+  uv_timer_init(server->loop, &conn->timer);
+  conn->timer.data = conn;
+  conn->open_handles = 2;
+  server->n_conns++;
+  conn->next = server->conns;
+  if (server->conns)
+    server->conns->prev = conn;
+  server->conns = conn;
+  tb__http_parser_init(&conn->parser, &conn_parser_cbs, server->opts.max_body);
+  conn->parser.data = conn;
+  conn->idle_since = uv_now(server->loop);
+  rc = uv_accept((uv_stream_t *)&server->tcp, (uv_stream_t *)&conn->tcp);
+  if (rc == 0) {
+    /* Answers are small and written whole: no Nagle delay. */
+    uv_tcp_nodelay(&conn->tcp, 1);
+    rc = uv_read_start((uv_stream_t *)&conn->tcp, on_alloc, on_read);
+  }
+  if (rc != 0) {
+    tb__http_conn_abort(conn, rc);
+    return rc;
+  }
+  tb__http_conn_arm_timer(conn);
+  *out = conn;
+  return 0;
+}
+
+void tb__http_conn_abort(tb_http_conn_t *conn, int status) {
+  if (conn->closing)
+    return;
+  conn->closing = 1;
+  conn->parser.msg = NULL;
+  tb_http_server_t *server = conn->server;
+  /* Take the whole queue first: on_abort may answer (and so release)
+   * requests, which must not touch this list any more. */
+  tb_http_request_t *r = conn->head;
+  conn->head = conn->tail = NULL;
+  conn->n_queued = 0;
+  while (r != NULL) {
+    tb_http_request_t *next = r->next;
+    r->next = r->prev = NULL;
+    switch (r->state) {
+      case TB__REQ_HANDLER:
+        r->state = TB__REQ_DETACHED;
+        r->conn = NULL;
+        r->aborted = 1;
+        server->n_detached++;
+        if (r->on_abort != NULL)
+          r->on_abort(r, status);
+        break;
+      case TB__REQ_RESPONDED:
+        tb__http_req_finish(r, TB_ECLOSED);
+        break;
+      default:
+        tb__http_req_put(r);
+        break;
+    }
+    r = next;
+  }
+  /* Requests in a write in flight finish in its callback (UV_ECANCELED). */
+  uv_close((uv_handle_t *)&conn->tcp, on_handle_closed);
+  uv_close((uv_handle_t *)&conn->timer, on_handle_closed);
+}
+
+void tb__http_conn_drain(tb_http_conn_t *conn) {
+  if (conn->closing)
+    return;
+  conn->draining = 1;
+  if (conn->lingering) {
+    tb__http_conn_abort(conn, TB_ECLOSED);
+    return;
+  }
+  conn->stop_parsing = 1;
+  uv_read_stop((uv_stream_t *)&conn->tcp);
+  drop_partial(conn);
+  tb__buf_reset(&conn->pending);
+  if (conn->n_queued == 0 && !conn->write_active) {
+    tb__http_conn_abort(conn, TB_ECLOSED);
+    return;
+  }
+  /* The last answer gets "Connection: close"; after_write closes. */
+  if (conn->tail != NULL)
+    conn->tail->close_after = 1;
+}

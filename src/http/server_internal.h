@@ -1,0 +1,92 @@
+/*
+ * What server.c (listener, request pool), server_conn.c (reading,
+ * parsing, timers, closing) and server_response.c (answers, writes) share.
+ * Not for handlers: they see server.h only.
+ *
+ * Ownership: a connection owns the requests in its queue (arrival order,
+ * PARSING -> HANDLER -> RESPONDED) and those of the write in flight
+ * (WRITING).  A request the handler holds when the connection dies is
+ * detached: it then belongs to the handler until it answers, and the
+ * server counts it so that its close waits for it.
+ */
+#ifndef TB_HTTP_SERVER_INTERNAL_H
+#define TB_HTTP_SERVER_INTERNAL_H
+
+#include "http/server.h"
+
+#define TB__HTTP_READ_BUF (64u * 1024u)
+/* Bodies up to this size are copied next to the headers: one iovec. */
+#define TB__HTTP_INLINE_BODY 4096u
+/* Recycled request buffers larger than this are released. */
+#define TB__HTTP_KEEP_CAP (64u * 1024u)
+/* How long a closing connection reads and drops what the client still
+ * sends, so that an early answer (413, 400) is not lost to a reset. */
+#define TB__HTTP_LINGER_MS 2000u
+
+struct tb_http_conn_s {
+  uv_tcp_t tcp;
+  uv_timer_t timer;
+  uv_write_t write_req;
+  uv_shutdown_t shutdown_req;
+  tb_http_server_t *server;
+  tb_http_conn_t *next, *prev;      /* server->conns */
+  tb__http_parser_t parser;
+  tb_http_request_t *head, *tail;   /* the queue, in arrival order */
+  size_t n_queued;
+  tb_http_request_t *writing;       /* the write in flight, in order */
+  tb_http_request_t *writing_tail;
+  uv_buf_t *iov;
+  size_t iov_cap;
+  tb_buf_t pending;                 /* read but not yet parsed */
+  uint64_t idle_since;
+  uint64_t header_start;
+  uint64_t last_read;
+  uint64_t linger_until;
+  uint64_t timer_due;
+  int open_handles;
+  unsigned in_process : 1;      /* inside conn_process: flush later */
+  unsigned dirty : 1;           /* answers to flush after conn_process */
+  unsigned read_paused : 1;     /* too many requests queued */
+  unsigned stop_parsing : 1;    /* error, Connection: close, upgrade, drain */
+  unsigned write_active : 1;
+  unsigned close_after_write : 1;
+  unsigned read_eof : 1;
+  unsigned draining : 1;        /* the server is closing */
+  unsigned lingering : 1;
+  unsigned closing : 1;         /* uv_close was called */
+};
+
+/* server.c */
+tb_http_request_t *tb__http_req_get(tb_http_server_t *server);
+void tb__http_req_put(tb_http_request_t *req);
+void tb__http_server_maybe_finish(tb_http_server_t *server);
+
+/* server_conn.c */
+int tb__http_conn_start(tb_http_server_t *server, tb_http_conn_t **out);
+/* Closes at once; requests with a handler are detached (on_abort). */
+void tb__http_conn_abort(tb_http_conn_t *conn, int status);
+/* The server closes: finish what handlers hold, take nothing new. */
+void tb__http_conn_drain(tb_http_conn_t *conn);
+/* A write finished and the connection lives on: read, flush, or close. */
+void tb__http_conn_after_write(tb_http_conn_t *conn);
+void tb__http_conn_arm_timer(tb_http_conn_t *conn);
+
+/* server_response.c */
+void tb__http_conn_flush(tb_http_conn_t *conn);
+/* on_done(status), then back to the pool. */
+void tb__http_req_finish(tb_http_request_t *req, int status);
+
+static inline void tb__http_queue_remove(tb_http_conn_t *c, tb_http_request_t *r) {
+  if (r->prev)
+    r->prev->next = r->next;
+  else
+    c->head = r->next;
+  if (r->next)
+    r->next->prev = r->prev;
+  else
+    c->tail = r->prev;
+  r->next = r->prev = NULL;
+  c->n_queued--;
+}
+
+#endif /* TB_HTTP_SERVER_INTERNAL_H */
