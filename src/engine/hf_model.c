@@ -1,0 +1,504 @@
+/*
+ * Hugging Face directory loader and writer (see hf_model.h).
+ *
+ * The loader walks the tensors in tb_weights_t storage order, finds each one
+ * by its Hugging Face name (in the single file, or through the index's
+ * weight_map in its shard), checks its shape exactly and converts it into
+ * the storage.  Non-goals: architectures other than Llama's, quantised
+ * tensors, and tokenizer files (the `base` tokenizer is built in).
+ */
+#include "engine/hf_model.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/buf.h"
+#include "core/json.h"
+#include "engine/jsonfile.h"
+#include "engine/safetensors.h"
+
+/* ------------------------------------------------------------ config.json */
+
+static int get_dim(tb_jctx_t *c, const json_t *o, const char *key,
+                   int required, int *out) {
+  int64_t v;
+  int rc = tb__json_get_int(c, o, key, required, 1, (int64_t)1 << 30, &v);
+  if (rc == 0)
+    *out = (int)v;
+  return rc;
+}
+
+/* Records an unsupported setting at `key`: TB_EUNSUPPORTED. */
+static int unsupported(tb_jctx_t *c, const char *key, const char *what) {
+  tb__jctx_fail_at(c, key, "%s is not supported", what);
+  if (c->err != NULL)
+    c->err->code = TB_EUNSUPPORTED;
+  return TB_EUNSUPPORTED;
+}
+
+int tb__hf_config_from_json(const json_t *root, const char *file,
+                            tb_model_config_t *out, tb_error_t *err) {
+  tb_jctx_t c;
+  tb__jctx_init(&c, err);
+  tb_model_config_t m;
+  memset(&m, 0, sizeof(m));
+  m.max_position_embeddings = 2048;
+  double eps = 1e-6, theta = 10000.0;
+  /* Readers return 0 (read) or 1 (optional and absent); both go on. */
+  int rc = tb__json_expect_object(&c, root);
+  if (rc >= 0) rc = get_dim(&c, root, "hidden_size", 1, &m.hidden_size);
+  if (rc >= 0)
+    rc = get_dim(&c, root, "intermediate_size", 1, &m.intermediate_size);
+  if (rc >= 0) rc = get_dim(&c, root, "num_hidden_layers", 1, &m.num_layers);
+  if (rc >= 0)
+    rc = get_dim(&c, root, "num_attention_heads", 1, &m.num_heads);
+  if (rc >= 0) rc = get_dim(&c, root, "vocab_size", 1, &m.vocab_size);
+  if (rc >= 0) {
+    m.num_kv_heads = m.num_heads;
+    rc = get_dim(&c, root, "num_key_value_heads", 0, &m.num_kv_heads);
+  }
+  if (rc >= 0) {
+    m.head_dim = m.hidden_size / m.num_heads;
+    rc = get_dim(&c, root, "head_dim", 0, &m.head_dim);
+    if (rc == 1 && m.hidden_size % m.num_heads != 0)
+      rc = tb__jctx_fail_at(&c, "head_dim", "absent, and hidden_size %d is "
+                            "not a multiple of num_attention_heads %d",
+                            m.hidden_size, m.num_heads);
+  }
+  if (rc >= 0)
+    rc = get_dim(&c, root, "max_position_embeddings", 0,
+                 &m.max_position_embeddings);
+  if (rc >= 0) rc = tb__json_get_double(&c, root, "rms_norm_eps", 0, &eps);
+  if (rc >= 0) rc = tb__json_get_double(&c, root, "rope_theta", 0, &theta);
+  if (rc >= 0)
+    rc = tb__json_get_bool(&c, root, "tie_word_embeddings", 0,
+                           &m.tie_word_embeddings);
+  if (rc >= 0) {
+    tb_slice_t act;
+    rc = tb__json_get_string(&c, root, "hidden_act", 0, &act);
+    if (rc == 0 && !tb__slice_eq_str(act, "silu"))
+      rc = unsupported(&c, "hidden_act", "an activation other than silu");
+  }
+  json_t *scaling = json_object_get(root, "rope_scaling");
+  if (rc >= 0 && scaling != NULL && !json_is_null(scaling))
+    rc = unsupported(&c, "rope_scaling", "rope scaling");
+  if (rc >= 0 && json_is_true(json_object_get(root, "attention_bias")))
+    rc = unsupported(&c, "attention_bias", "an attention bias");
+  if (rc >= 0 && json_is_true(json_object_get(root, "mlp_bias")))
+    rc = unsupported(&c, "mlp_bias", "an MLP bias");
+  if (rc < 0) {
+    tb__error_prefix(err, file);
+    return rc;
+  }
+  if (!(eps > 0.0 && eps < 1.0) || !(theta > 0.0 && theta < 1e30))
+    return tb_error_set(err, TB_EFIELD, TB_CATEGORY_USER,
+                        "%s: rms_norm_eps or rope_theta out of range", file);
+  m.rms_norm_eps = (float)eps;
+  m.rope_theta = (float)theta;
+  const char *why;
+  if (tb__model_config_validate(&m, &why) != 0)
+    return tb_error_set(err, TB_EINVAL, TB_CATEGORY_USER, "%s: %s", file,
+                        why);
+  *out = m;
+  return 0;
+}
+
+/* The shortest decimal that reads back as the same float, as a double,
+ * so that config.json says 1e-05 rather than 9.99999974737875e-06. */
+static double float_to_json(float f) {
+  char text[32];
+  for (int prec = 6; prec <= 9; prec++) {
+    snprintf(text, sizeof(text), "%.*g", prec, (double)f);
+    double d = strtod(text, NULL);
+    if ((float)d == f)
+      return d;
+  }
+  return (double)f;
+}
+
+json_t *tb__hf_config_to_json(const tb_model_config_t *c) {
+  return json_pack(
+      "{s:[s], s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:f, s:b, "
+      "s:s, s:s}",
+      "architectures", "LlamaForCausalLM", "model_type", "llama",
+      "hidden_size", c->hidden_size, "intermediate_size",
+      c->intermediate_size, "num_hidden_layers", c->num_layers,
+      "num_attention_heads", c->num_heads, "num_key_value_heads",
+      c->num_kv_heads, "head_dim", c->head_dim, "vocab_size", c->vocab_size,
+      "max_position_embeddings", c->max_position_embeddings, "rms_norm_eps",
+      float_to_json(c->rms_norm_eps), "rope_theta",
+      float_to_json(c->rope_theta), "tie_word_embeddings",
+      c->tie_word_embeddings ? 1 : 0, "hidden_act", "silu", "torch_dtype",
+      "float32");
+}
+
+/* ------------------------------------------------------------ tensor names */
+
+size_t tb__hf_tensor_count(const tb_model_config_t *c) {
+  return 2 + (size_t)c->num_layers * 9 + (c->tie_word_embeddings ? 0 : 1);
+}
+
+static void put(tb_hf_tensor_t *t, const float *data, int64_t rows,
+                int64_t cols, const char *fmt, int layer) {
+  snprintf(t->name, sizeof(t->name), fmt, layer);
+  t->data = data;
+  t->ndim = cols > 0 ? 2 : 1;
+  t->shape[0] = rows;
+  t->shape[1] = cols > 0 ? cols : 0;
+}
+
+size_t tb__hf_tensors(const tb_weights_t *w, tb_hf_tensor_t *out) {
+  const tb_model_config_t *c = &w->config;
+  int64_t C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
+  int64_t q = (int64_t)c->num_heads * c->head_dim;
+  int64_t kv = (int64_t)c->num_kv_heads * c->head_dim;
+  size_t n = 0;
+  put(&out[n++], w->embed, V, C, "model.embed_tokens.weight", 0);
+  for (int l = 0; l < c->num_layers; l++) {
+    const tb_layer_weights_t *L = &w->layers[l];
+    put(&out[n++], L->attn_norm, C, 0, "model.layers.%d.input_layernorm.weight", l);
+    put(&out[n++], L->wq, q, C, "model.layers.%d.self_attn.q_proj.weight", l);
+    put(&out[n++], L->wk, kv, C, "model.layers.%d.self_attn.k_proj.weight", l);
+    put(&out[n++], L->wv, kv, C, "model.layers.%d.self_attn.v_proj.weight", l);
+    put(&out[n++], L->wo, C, q, "model.layers.%d.self_attn.o_proj.weight", l);
+    put(&out[n++], L->mlp_norm, C, 0,
+        "model.layers.%d.post_attention_layernorm.weight", l);
+    put(&out[n++], L->w_gate, I, C, "model.layers.%d.mlp.gate_proj.weight", l);
+    put(&out[n++], L->w_up, I, C, "model.layers.%d.mlp.up_proj.weight", l);
+    put(&out[n++], L->w_down, C, I, "model.layers.%d.mlp.down_proj.weight", l);
+  }
+  put(&out[n++], w->final_norm, C, 0, "model.norm.weight", 0);
+  if (!c->tie_word_embeddings)
+    put(&out[n++], w->lm_head, V, C, "lm_head.weight", 0);
+  return n;
+}
+
+/* ------------------------------------------------------------ loading */
+
+typedef struct {
+  tb_st_file_t *files;    /* one, or one per distinct shard */
+  size_t n_files;
+  json_t *index;          /* NULL when single-file */
+  char *index_path;
+} sources_t;
+
+static void sources_free(sources_t *s) {
+  for (size_t i = 0; i < s->n_files; i++)
+    tb__st_close(&s->files[i]);
+  free(s->files);
+  json_decref(s->index);
+  free(s->index_path);
+  memset(s, 0, sizeof(*s));
+}
+
+static int oom(tb_error_t *err) {
+  return tb_error_set(err, TB_ENOMEM, TB_CATEGORY_SERVER, "out of memory");
+}
+
+/* Shard names come from the file: keep them inside the directory. */
+static int safe_shard_name(const char *s) {
+  return s[0] != '\0' && strchr(s, '/') == NULL && strcmp(s, ".") != 0 &&
+         strcmp(s, "..") != 0;
+}
+
+static int open_sources(const char *dir, sources_t *s, tb_error_t *err) {
+  memset(s, 0, sizeof(*s));
+  char *single = tb__path_join(dir, TB_HF_WEIGHTS);
+  s->index_path = tb__path_join(dir, TB_HF_INDEX);
+  if (single == NULL || s->index_path == NULL) {
+    free(single);
+    return oom(err);
+  }
+  struct stat st;
+  int rc;
+  if (stat(single, &st) == 0) {
+    s->files = calloc(1, sizeof(*s->files));
+    rc = s->files == NULL ? oom(err) : tb__st_open(&s->files[0], single, err);
+    free(single);
+    if (rc == 0)
+      s->n_files = 1;
+    return rc;
+  }
+  free(single);
+  if (stat(s->index_path, &st) != 0)
+    return tb_error_set(err, TB_ENOENT, TB_CATEGORY_USER,
+                        "%s: no %s or %s in the directory", dir,
+                        TB_HF_WEIGHTS, TB_HF_INDEX);
+  rc = tb__json_read_file(s->index_path, &s->index, err);
+  if (rc != 0)
+    return rc;
+  tb_jctx_t c;
+  tb__jctx_init(&c, err);
+  json_t *map;
+  rc = tb__json_get_object(&c, s->index, "weight_map", TB_JSON_REQUIRED, &map);
+  if (rc != 0)
+    return tb__error_prefix(err, s->index_path);
+  s->files = calloc(json_object_size(map) + 1, sizeof(*s->files));
+  if (s->files == NULL)
+    return oom(err);
+  /* Open each distinct shard once; the file's position in s->files is
+   * stored back into the shard-name map for the lookups that follow. */
+  const char *name;
+  json_t *v;
+  json_object_foreach(map, name, v) {
+    const char *shard = json_string_value(v);
+    if (shard == NULL || !safe_shard_name(shard))
+      return tb_error_set(err, TB_ECORRUPT, TB_CATEGORY_USER,
+                          "%s: weight_map.%s: expected a file name in the "
+                          "directory", s->index_path, name);
+    int seen = 0;
+    for (size_t i = 0; i < s->n_files && !seen; i++) {
+      const char *p = s->files[i].path;
+      const char *base = strrchr(p, '/');
+      seen = strcmp(base != NULL ? base + 1 : p, shard) == 0;
+    }
+    if (seen)
+      continue;
+    char *path = tb__path_join(dir, shard);
+    if (path == NULL)
+      return oom(err);
+    rc = tb__st_open(&s->files[s->n_files], path, err);
+    free(path);
+    if (rc != 0)
+      return rc;
+    s->n_files++;
+  }
+  return 0;
+}
+
+/* The file that should hold `name` and the tensor, or an error. */
+static int find_tensor(const sources_t *s, const char *name,
+                       const tb_st_file_t **file, const tb_st_tensor_t **t,
+                       tb_error_t *err) {
+  const tb_st_file_t *f = &s->files[0];
+  if (s->index != NULL) {
+    const char *shard = json_string_value(
+        json_object_get(json_object_get(s->index, "weight_map"), name));
+    if (shard == NULL)
+      return tb_error_set(err, TB_ENOENT, TB_CATEGORY_USER,
+                          "%s: tensor %s is missing from weight_map",
+                          s->index_path, name);
+    f = NULL;
+    for (size_t i = 0; i < s->n_files && f == NULL; i++) {
+      const char *base = strrchr(s->files[i].path, '/');
+      if (strcmp(base != NULL ? base + 1 : s->files[i].path, shard) == 0)
+        f = &s->files[i];
+    }
+  }
+  *file = f;
+  *t = tb__st_find(f, name);
+  if (*t == NULL)
+    return tb_error_set(err, TB_ENOENT, TB_CATEGORY_USER,
+                        "%s: tensor %s is missing", f->path, name);
+  return 0;
+}
+
+static void shape_str(char *buf, size_t cap, int ndim, const int64_t *shape) {
+  size_t n = 0;
+  n += (size_t)snprintf(buf, cap, "[");
+  for (int d = 0; d < ndim && n < cap; d++)
+    n += (size_t)snprintf(buf + n, cap - n, d ? ", %lld" : "%lld",
+                          (long long)shape[d]);
+  if (n < cap)
+    snprintf(buf + n, cap - n, "]");
+}
+
+static int load_tensors(const sources_t *s, tb_weights_t *w,
+                        tb_error_t *err) {
+  /* Biases would silently change the function the model computes. */
+  for (size_t i = 0; i < s->n_files; i++) {
+    for (size_t j = 0; j < s->files[i].n_tensors; j++) {
+      const char *nm = s->files[i].tensors[j].name;
+      size_t len = strlen(nm);
+      if (len >= 5 && strcmp(nm + len - 5, ".bias") == 0)
+        return tb_error_set(err, TB_EUNSUPPORTED, TB_CATEGORY_USER,
+                            "%s: tensor %s: biases are not supported",
+                            s->files[i].path, nm);
+    }
+  }
+  size_t cap = tb__hf_tensor_count(&w->config);
+  tb_hf_tensor_t *want = calloc(cap, sizeof(*want));
+  if (want == NULL)
+    return oom(err);
+  size_t n = tb__hf_tensors(w, want);
+  int rc = 0;
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    const tb_st_file_t *f;
+    const tb_st_tensor_t *t;
+    rc = find_tensor(s, want[i].name, &f, &t, err);
+    if (rc != 0)
+      break;
+    int same = t->ndim == want[i].ndim;
+    for (int d = 0; same && d < t->ndim; d++)
+      same = t->shape[d] == want[i].shape[d];
+    if (!same) {
+      char got[128], exp[128];
+      shape_str(got, sizeof(got), t->ndim, t->shape);
+      shape_str(exp, sizeof(exp), want[i].ndim, want[i].shape);
+      rc = tb_error_set(err, TB_ESHAPE, TB_CATEGORY_USER,
+                        "%s: tensor %s has shape %s, expected %s", f->path,
+                        want[i].name, got, exp);
+      break;
+    }
+    /* The views are const for the math; the loader owns the storage. */
+    rc = tb__st_read_f32(f, t, (float *)want[i].data, t->numel, err);
+  }
+  free(want);
+  return rc;
+}
+
+int tb__hf_load(const char *dir, tb_weights_t *w, tb_error_t *err) {
+  memset(w, 0, sizeof(*w));
+  char *cfg_path = tb__path_join(dir, TB_HF_CONFIG);
+  if (cfg_path == NULL)
+    return oom(err);
+  json_t *root;
+  int rc = tb__json_read_file(cfg_path, &root, err);
+  tb_model_config_t cfg;
+  if (rc == 0) {
+    rc = tb__hf_config_from_json(root, cfg_path, &cfg, err);
+    json_decref(root);
+  }
+  free(cfg_path);
+  if (rc != 0)
+    return rc;
+  sources_t s;
+  rc = open_sources(dir, &s, err);
+  if (rc == 0) {
+    rc = tb__weights_alloc(w, &cfg);
+    if (rc != 0)
+      oom(err);
+  }
+  if (rc == 0)
+    rc = load_tensors(&s, w, err);
+  sources_free(&s);
+  if (rc != 0)
+    tb__weights_free(w);
+  return rc;
+}
+
+/* ------------------------------------------------------------ writing */
+
+static void to_out(const tb_hf_tensor_t *h, tb_st_out_t *o) {
+  memset(o, 0, sizeof(*o));
+  o->name = h->name;
+  o->ndim = h->ndim;
+  o->shape[0] = h->shape[0];
+  o->shape[1] = h->shape[1];
+  o->data = h->data;
+}
+
+/* Removes a file of the other layout so the loader cannot pick up a stale
+ * one (model.safetensors wins over an index). */
+static int remove_stale(const char *dir, const char *name, tb_error_t *err) {
+  char *p = tb__path_join(dir, name);
+  if (p == NULL)
+    return oom(err);
+  int rc = 0;
+  if (unlink(p) != 0 && errno != ENOENT)
+    rc = tb_error_set(err, tb__errno_code(errno), TB_CATEGORY_SERVER,
+                      "%s: cannot remove: %s", p, strerror(errno));
+  free(p);
+  return rc;
+}
+
+static int write_shards(const char *dir, const tb_st_out_t *outs, size_t n,
+                        size_t shard_bytes, const json_t *meta,
+                        tb_error_t *err) {
+  /* Greedy split in storage order. */
+  size_t *first = calloc(n + 1, sizeof(size_t));
+  if (first == NULL)
+    return oom(err);
+  size_t n_shards = 0, cur = 0, total = 0;
+  for (size_t i = 0; i < n; i++) {
+    size_t b = tb__st_out_nbytes(&outs[i]);
+    total += b;
+    if (i == 0 || (cur > 0 && cur + b > shard_bytes)) {
+      first[n_shards++] = i;
+      cur = 0;
+    }
+    cur += b;
+  }
+  first[n_shards] = n;
+  json_t *map = json_object();
+  json_t *index = json_pack("{s:{s:I}, s:o}", "metadata", "total_size",
+                            (json_int_t)total, "weight_map", map);
+  int rc = index == NULL ? oom(err) : 0;
+  for (size_t s = 0; rc == 0 && s < n_shards; s++) {
+    char name[64];
+    snprintf(name, sizeof(name), "model-%05zu-of-%05zu.safetensors", s + 1,
+             n_shards);
+    char *path = tb__path_join(dir, name);
+    if (path == NULL) {
+      rc = oom(err);
+      break;
+    }
+    rc = tb__st_write(path, outs + first[s], first[s + 1] - first[s], meta,
+                      err);
+    free(path);
+    for (size_t i = first[s]; rc == 0 && i < first[s + 1]; i++)
+      if (json_object_set_new(map, outs[i].name, json_string(name)) != 0)
+        rc = oom(err);
+  }
+  char *ipath = rc == 0 ? tb__path_join(dir, TB_HF_INDEX) : NULL;
+  if (rc == 0 && ipath == NULL)
+    rc = oom(err);
+  if (rc == 0)
+    rc = tb__json_write_file(ipath, index, err);
+  free(ipath);
+  json_decref(index);
+  free(first);
+  if (rc == 0)
+    rc = remove_stale(dir, TB_HF_WEIGHTS, err);
+  return rc;
+}
+
+int tb__hf_save(const char *dir, const tb_weights_t *w,
+                const json_t *extra_config, size_t shard_bytes,
+                tb_error_t *err) {
+  int rc = tb__mkdir_p1(dir, err);
+  if (rc != 0)
+    return rc;
+  size_t cap = tb__hf_tensor_count(&w->config);
+  tb_hf_tensor_t *hts = calloc(cap, sizeof(*hts));
+  tb_st_out_t *outs = calloc(cap, sizeof(*outs));
+  json_t *cfg = tb__hf_config_to_json(&w->config);
+  json_t *meta = json_pack("{s:s}", "format", "pt");
+  char *cfg_path = tb__path_join(dir, TB_HF_CONFIG);
+  char *single = tb__path_join(dir, TB_HF_WEIGHTS);
+  if (hts == NULL || outs == NULL || cfg == NULL || meta == NULL ||
+      cfg_path == NULL || single == NULL ||
+      (extra_config != NULL &&
+       json_object_update(cfg, (json_t *)extra_config) != 0)) {
+    rc = oom(err);
+    goto done;
+  }
+  size_t n = tb__hf_tensors(w, hts);
+  size_t total = 0;
+  for (size_t i = 0; i < n; i++) {
+    to_out(&hts[i], &outs[i]);
+    total += tb__st_out_nbytes(&outs[i]);
+  }
+  rc = tb__json_write_file(cfg_path, cfg, err);
+  if (rc != 0)
+    goto done;
+  if (shard_bytes == 0 || total <= shard_bytes) {
+    rc = tb__st_write(single, outs, n, meta, err);
+    if (rc == 0)
+      rc = remove_stale(dir, TB_HF_INDEX, err);
+  } else {
+    rc = write_shards(dir, outs, n, shard_bytes, meta, err);
+  }
+done:
+  free(hts);
+  free(outs);
+  json_decref(cfg);
+  json_decref(meta);
+  free(cfg_path);
+  free(single);
+  return rc;
+}

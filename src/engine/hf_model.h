@@ -1,0 +1,67 @@
+/*
+ * Hugging Face model directories: config.json plus model.safetensors or a
+ * sharded model.safetensors.index.json, read into and written from a
+ * tb_weights_t.
+ *
+ * Only what the Llama math implements is accepted: SiLU activation, no
+ * rope_scaling, no attention or MLP biases.  Tensors may be F32, F16 or
+ * BF16 and are converted to float32.  A tied model's lm_head.weight is
+ * neither needed nor read.  Every error names the file and, when one is
+ * involved, the tensor: TB_ENOENT (missing file or tensor), TB_ESHAPE
+ * (wrong shape), TB_ECORRUPT, TB_EFIELD / TB_EJSON (config.json),
+ * TB_EUNSUPPORTED, TB_EINVAL (a config the math cannot run).
+ *
+ * File I/O here is synchronous by design: the engine calls these functions
+ * from threadpool work items, never from the loop thread.
+ */
+#ifndef TB_ENGINE_HF_MODEL_H
+#define TB_ENGINE_HF_MODEL_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#include "engine/weights.h"
+#include "tinkerbell/error.h"
+
+#define TB_HF_CONFIG "config.json"
+#define TB_HF_WEIGHTS "model.safetensors"
+#define TB_HF_INDEX "model.safetensors.index.json"
+
+/* Reads a parsed config.json; `file` names it in messages.  Defaults:
+ * num_key_value_heads = num_attention_heads, head_dim = hidden / heads,
+ * rope_theta = 10000, tie_word_embeddings = false,
+ * max_position_embeddings = 2048, rms_norm_eps = 1e-6.  The result is
+ * checked with tb__model_config_validate. */
+int tb__hf_config_from_json(const json_t *root, const char *file,
+                            tb_model_config_t *out, tb_error_t *err);
+/* The config.json object for a config (plus architectures, model_type,
+ * hidden_act and torch_dtype); NULL on allocation failure. */
+json_t *tb__hf_config_to_json(const tb_model_config_t *c);
+
+/* Loads a directory into w (allocated with tb__weights_alloc; on error w is
+ * left zeroed). */
+int tb__hf_load(const char *dir, tb_weights_t *w, tb_error_t *err);
+
+/* The safetensors name of every tensor of w, in storage order, with its
+ * view and shape (for writers and tests).  Returns the count, which is at
+ * most tb__hf_tensor_count(c). */
+typedef struct tb_hf_tensor_s {
+  char name[96];
+  const float *data;
+  int ndim;
+  int64_t shape[2];
+} tb_hf_tensor_t;
+size_t tb__hf_tensor_count(const tb_model_config_t *c);
+size_t tb__hf_tensors(const tb_weights_t *w, tb_hf_tensor_t *out);
+
+/* Writes w as a Hugging Face directory (created if needed; its parent must
+ * exist): config.json, with the members of extra_config (may be NULL)
+ * added, and model.safetensors -- or, when shard_bytes > 0 and the tensors
+ * need more than that, model-0000i-of-0000n.safetensors shards of at most
+ * shard_bytes each (a single larger tensor gets a shard of its own) and
+ * model.safetensors.index.json.  Every file is written atomically. */
+int tb__hf_save(const char *dir, const tb_weights_t *w,
+                const json_t *extra_config, size_t shard_bytes,
+                tb_error_t *err);
+
+#endif /* TB_ENGINE_HF_MODEL_H */

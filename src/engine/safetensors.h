@@ -1,0 +1,99 @@
+/*
+ * The safetensors format: a memory-mapped reader and an atomic f32 writer.
+ *
+ * A file is an 8-byte little-endian header length N, N bytes of JSON
+ * ({"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]},
+ * ..., "__metadata__": {"key": "value"}}), then the data region that the
+ * offsets index.  The reader maps the file, validates every entry against
+ * the file's size before any tensor is touched, and converts F32, F16 and
+ * BF16 tensors to float32; other dtypes are rejected by name.  A truncated
+ * or corrupt file gives TB_ECORRUPT (or TB_EUNSUPPORTED for a dtype) with a
+ * message naming the file and, when one is involved, the tensor.
+ *
+ * The writer emits F32 tensors in the order given, with the header padded
+ * by spaces so that the data region starts 8-byte aligned, through
+ * tb_atomic_file_t (temporary name, fsync, rename, fsync of the directory).
+ *
+ * Little-endian hosts only (checked at compile time).  File I/O here is
+ * synchronous by design: the engine calls these functions from threadpool
+ * work items, never from the loop thread.
+ */
+#ifndef TB_ENGINE_SAFETENSORS_H
+#define TB_ENGINE_SAFETENSORS_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tinkerbell/error.h"
+
+#define TB_ST_MAX_DIMS 8
+/* Headers larger than this are refused as corrupt (the reference
+ * implementation's limit). */
+#define TB_ST_MAX_HEADER ((uint64_t)100 * 1000 * 1000)
+
+typedef enum { TB_ST_F32 = 0, TB_ST_F16, TB_ST_BF16 } tb_st_dtype_t;
+
+typedef struct tb_st_tensor_s {
+  const char *name;          /* owned by the file's header */
+  tb_st_dtype_t dtype;
+  int ndim;
+  int64_t shape[TB_ST_MAX_DIMS];
+  size_t numel;              /* product of shape (1 for a scalar) */
+  const unsigned char *data; /* inside the mapping; not aligned */
+  size_t nbytes;             /* numel * dtype size */
+} tb_st_tensor_t;
+
+typedef struct tb_st_file_s {
+  char *path;
+  void *map;
+  size_t map_len;
+  json_t *header;            /* keeps the names alive */
+  tb_st_tensor_t *tensors;   /* sorted by name */
+  size_t n_tensors;
+} tb_st_file_t;
+
+/* Size in bytes of one element; "F32", "F16", "BF16" names. */
+size_t tb__st_dtype_size(tb_st_dtype_t dt);
+const char *tb__st_dtype_name(tb_st_dtype_t dt);
+
+/* Maps and validates a file.  On error f is left zeroed (no close needed).
+ * Codes: the open error (TB_ENOENT, ...), TB_ECORRUPT, TB_EUNSUPPORTED,
+ * TB_ENOMEM. */
+int tb__st_open(tb_st_file_t *f, const char *path, tb_error_t *err);
+/* Unmaps; safe on a zeroed or closed struct. */
+void tb__st_close(tb_st_file_t *f);
+
+/* The tensor with this name, or NULL. */
+const tb_st_tensor_t *tb__st_find(const tb_st_file_t *f, const char *name);
+/* A value of __metadata__, or NULL. */
+const char *tb__st_metadata(const tb_st_file_t *f, const char *key);
+
+/* Converts a tensor to float32 into dst, which holds exactly `numel`
+ * floats (TB_ESHAPE naming the tensor when numel differs). */
+int tb__st_read_f32(const tb_st_file_t *f, const tb_st_tensor_t *t,
+                    float *dst, size_t numel, tb_error_t *err);
+
+/* Scalar conversions, exact for every input (subnormals, infinities, NaN
+ * payloads keep their meaning). */
+float tb__f16_to_f32(uint16_t h);
+float tb__bf16_to_f32(uint16_t b);
+
+/* One tensor to write: float32 data of prod(shape) elements. */
+typedef struct tb_st_out_s {
+  const char *name;
+  int ndim;
+  int64_t shape[TB_ST_MAX_DIMS];
+  const float *data;
+} tb_st_out_t;
+
+/* Writes n tensors atomically.  metadata, when not NULL, is an object of
+ * string values stored as __metadata__.  Codes: TB_EINVAL (bad name or
+ * shape, duplicate name), I/O errors naming the file, TB_ENOMEM. */
+int tb__st_write(const char *path, const tb_st_out_t *tensors, size_t n,
+                 const json_t *metadata, tb_error_t *err);
+
+/* Number of bytes tb__st_write produces for these tensors (for sharding). */
+size_t tb__st_out_nbytes(const tb_st_out_t *t);
+
+#endif /* TB_ENGINE_SAFETENSORS_H */
