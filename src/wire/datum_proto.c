@@ -8,6 +8,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "wire/le.h"
 #include "wire/proto.h"
 #include "wire/tensor.h"
 
@@ -18,33 +19,6 @@ static void *arena_alloc(void *data, size_t size) {
 static void arena_free(void *data, void *ptr) {
   (void)data;
   (void)ptr; /* released with the arena */
-}
-
-/* Little-endian loads that do not assume alignment. */
-static int64_t load_i64(const uint8_t *p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; i--)
-    v = (v << 8) | p[i];
-  return (int64_t)v;
-}
-
-static int32_t load_i32(const uint8_t *p) {
-  return (int32_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-                   (uint32_t)p[3] << 24);
-}
-
-static float load_f32(const uint8_t *p) {
-  uint32_t u = (uint32_t)load_i32(p);
-  float f;
-  memcpy(&f, &u, sizeof(f));
-  return f;
-}
-
-static float load_bf16(const uint8_t *p) {
-  uint32_t u = ((uint32_t)p[0] | (uint32_t)p[1] << 8) << 16;
-  float f;
-  memcpy(&f, &u, sizeof(f));
-  return f;
 }
 
 /* Element size and target dtype of a proto DType. */
@@ -63,10 +37,10 @@ static int proto_dtype(tb_jctx_t *c, TinkerPublic__DType d, size_t *esize,
 static int store(tb_jctx_t *c, tb_wire_tensor_t *t, TinkerPublic__DType d,
                  size_t pos, const uint8_t *p) {
   switch (d) {
-    case TINKER_PUBLIC__DTYPE__DTYPE_FLOAT32: t->f32[pos] = load_f32(p); break;
-    case TINKER_PUBLIC__DTYPE__DTYPE_BFLOAT16: t->f32[pos] = load_bf16(p); break;
-    case TINKER_PUBLIC__DTYPE__DTYPE_INT64: t->i64[pos] = load_i64(p); return 0;
-    default: t->i64[pos] = load_i32(p); return 0;
+    case TINKER_PUBLIC__DTYPE__DTYPE_FLOAT32: t->f32[pos] = tb__le_f32(p); break;
+    case TINKER_PUBLIC__DTYPE__DTYPE_BFLOAT16: t->f32[pos] = tb__le_bf16(p); break;
+    case TINKER_PUBLIC__DTYPE__DTYPE_INT64: t->i64[pos] = tb__le_i64(p); return 0;
+    default: t->i64[pos] = tb__le_i32(p); return 0;
   }
   if (!isfinite(t->f32[pos]))
     return tb__jctx_fail(c, "value %zu is not a finite number", pos);
@@ -115,9 +89,9 @@ static int tensor_from_proto(tb_jctx_t *c, tb_arena_t *a,
   if (cr == NULL || co == NULL)
     return TB_ENOMEM;
   for (size_t i = 0; i < ncr; i++)
-    cr[i] = load_i64(csr->crow_indices.data + i * 8);
+    cr[i] = tb__le_i64(csr->crow_indices.data + i * 8);
   for (size_t i = 0; i < nco; i++)
-    co[i] = load_i64(csr->col_indices.data + i * 8);
+    co[i] = tb__le_i64(csr->col_indices.data + i * 8);
   if ((rc = tb__wire_csr_check(c, t, cr, ncr, co, nco, nvals)) != 0)
     return rc;
   size_t row = 0;
@@ -160,7 +134,7 @@ static int datum_from_proto(tb_jctx_t *c, tb_arena_t *a,
   for (size_t i = 0; i < pd->n_model_input; i++) {
     const ProtobufCBinaryData *b = &pd->model_input[i]->encoded_text->tokens;
     for (size_t j = 0; j < b->len / 4; j++) {
-      int32_t tok = load_i32(b->data + j * 4);
+      int32_t tok = tb__le_i32(b->data + j * 4);
       if (tok < 0) {
         tb__jctx_push_index(c, i);
         int rc = tb__jctx_fail(c, "tokens[%zu]: %d is negative", j, (int)tok);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "wire/datum.h"
+#include "wire/le.h"
 #include "wire/proto.h"
 #include "wire/tensor.h"
 
@@ -149,19 +150,6 @@ int tb__wire_fwdbwd_output_from_json(tb_jctx_t *c, tb_arena_t *a,
 
 /* ---------------------------------------------------------------- protobuf */
 
-static void store_i64(uint8_t *p, int64_t v) {
-  uint64_t u = (uint64_t)v;
-  for (int i = 0; i < 8; i++)
-    p[i] = (uint8_t)(u >> (8 * i));
-}
-
-static int64_t load_i64(const uint8_t *p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; i--)
-    v = (v << 8) | p[i];
-  return (int64_t)v;
-}
-
 static size_t elem_size(tb_dtype_t d) {
   return d == TB_DTYPE_FLOAT32 ? 4 : 8;
 }
@@ -220,16 +208,15 @@ int tb__wire_fwdbwd_output_to_proto(const tb_wire_fwdbwd_output_t *o,
     bt->data.len = bytes;
     bt->offsets.len = (nd + 1) * 8;
     size_t off = 0;
-    store_i64(bt->offsets.data, 0);
+    tb__le_put_i64(bt->offsets.data, 0);
     for (size_t i = 0; i < nd; i++) {
       const tb_wire_tensor_t *t = find_field(&o->outputs[i], f0->name);
-      /* Host order is little-endian on every platform this builds for
-       * (checked in the test against explicit bytes). */
+      /* Host order is the wire's little-endian order (le.h). */
       memcpy(bt->data.data + off,
              t->dtype == TB_DTYPE_FLOAT32 ? (const void *)t->f32 : (const void *)t->i64,
              t->numel * es);
       off += t->numel * es;
-      store_i64(bt->offsets.data + (i + 1) * 8, (int64_t)off);
+      tb__le_put_i64(bt->offsets.data + (i + 1) * 8, (int64_t)off);
     }
     bt->dtype = f0->tensor.dtype == TB_DTYPE_FLOAT32 ? TINKER_PUBLIC__DTYPE__DTYPE_FLOAT32
                                                      : TINKER_PUBLIC__DTYPE__DTYPE_INT64;
@@ -315,7 +302,7 @@ static int field_from_proto(tb_jctx_t *c, tb_arena_t *a, const char *name,
     inner *= (size_t)bt->trailing_shape[d];
   }
   for (size_t i = 0; i < n; i++) {
-    int64_t lo = load_i64(bt->offsets.data + i * 8), hi = load_i64(bt->offsets.data + i * 8 + 8);
+    int64_t lo = tb__le_i64(bt->offsets.data + i * 8), hi = tb__le_i64(bt->offsets.data + i * 8 + 8);
     if (lo < 0 || hi < lo || (uint64_t)hi > bt->data.len || (size_t)(hi - lo) % es != 0)
       return tb__jctx_fail(c, "offsets[%zu]: [%lld, %lld) is not a whole run of elements "
                            "inside %zu bytes", i, (long long)lo, (long long)hi, bt->data.len);
@@ -339,22 +326,10 @@ static int field_from_proto(tb_jctx_t *c, tb_arena_t *a, const char *name,
     const uint8_t *p = bt->data.data + lo;
     for (size_t k = 0; k < count; k++, p += es) {
       switch (bt->dtype) {
-        case TINKER_PUBLIC__DTYPE__DTYPE_FLOAT32: {
-          uint32_t u = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-                       (uint32_t)p[3] << 24;
-          memcpy(&t->f32[k], &u, 4);
-          break;
-        }
-        case TINKER_PUBLIC__DTYPE__DTYPE_BFLOAT16: {
-          uint32_t u = ((uint32_t)p[0] | (uint32_t)p[1] << 8) << 16;
-          memcpy(&t->f32[k], &u, 4);
-          break;
-        }
-        case TINKER_PUBLIC__DTYPE__DTYPE_INT64: t->i64[k] = load_i64(p); break;
-        default:
-          t->i64[k] = (int32_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-                                (uint32_t)p[3] << 24);
-          break;
+        case TINKER_PUBLIC__DTYPE__DTYPE_FLOAT32: t->f32[k] = tb__le_f32(p); break;
+        case TINKER_PUBLIC__DTYPE__DTYPE_BFLOAT16: t->f32[k] = tb__le_bf16(p); break;
+        case TINKER_PUBLIC__DTYPE__DTYPE_INT64: t->i64[k] = tb__le_i64(p); break;
+        default: t->i64[k] = tb__le_i32(p); break;
       }
     }
   }
