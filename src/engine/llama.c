@@ -1,0 +1,734 @@
+/*
+ * The Llama-family decoder with LoRA, composed from kernels/ (see llama.h).
+ *
+ * One forward pass (run_forward) serves training, evaluation and sampling:
+ * the rows of a call are split into sequences, each with a start position
+ * and optionally a KV cache it continues.  Training packs every datum as a
+ * sequence starting at 0 without a cache; a prefill is one sequence that
+ * fills a cache; a decode step is one single-row sequence per sample.
+ *
+ * Activations for the backward pass are kept per layer in one contiguous
+ * block (point_layer lays it out), so layer l's views are the same walk
+ * over base + l * stride.  To save memory the normalised inputs of the
+ * projections and the SwiGLU output are not kept: the backward recomputes
+ * them from the residual stream, the stored rstd and the gate/up values,
+ * which costs a few elementwise passes.  A forward without backward keeps
+ * a single layer block and two residual buffers.
+ */
+#include "engine/llama.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../kernels/kernels.h"
+#include "tinkerbell/error.h"
+
+/* ------------------------------------------------------------ losses */
+
+static const char *const loss_names[] = {
+  "cross_entropy", "importance_sampling", "ppo", "cispo", "dro",
+};
+
+int tb__loss_fn_parse(const char *name, size_t len, tb_loss_fn_t *out) {
+  for (size_t i = 0; i < sizeof(loss_names) / sizeof(loss_names[0]); i++) {
+    if (strlen(loss_names[i]) == len && memcmp(loss_names[i], name, len) == 0) {
+      *out = (tb_loss_fn_t)i;
+      return 0;
+    }
+  }
+  return TB_EINVAL;
+}
+
+const char *tb__loss_fn_name(tb_loss_fn_t fn) {
+  if ((unsigned)fn < sizeof(loss_names) / sizeof(loss_names[0]))
+    return loss_names[fn];
+  return "unknown";
+}
+
+void tb__loss_config_default(tb_loss_config_t *c) {
+  c->clip_low_threshold = 0.8f;
+  c->clip_high_threshold = 1.2f;
+  c->beta = 0.05f;
+}
+
+static size_t datum_k(const tb_datum_t *d) { return d->k ? d->k : 1; }
+
+size_t tb__batch_num_outputs(const tb_batch_t *b) {
+  size_t n = 0;
+  for (size_t i = 0; i < b->num_data; i++)
+    n += b->data[i].n * datum_k(&b->data[i]);
+  return n;
+}
+
+static int ids_ok(const int32_t *ids, size_t n, int V) {
+  for (size_t i = 0; i < n; i++)
+    if (ids[i] < 0 || ids[i] >= V)
+      return 0;
+  return 1;
+}
+
+int tb__batch_validate(const tb_batch_t *b, const tb_model_config_t *m,
+                       const char **why) {
+  const char *w = NULL;
+  size_t total = 0, k0 = b->num_data ? datum_k(&b->data[0]) : 1;
+  int ce = b->loss_fn == TB_LOSS_CROSS_ENTROPY;
+  if ((unsigned)b->loss_fn > TB_LOSS_DRO)
+    w = "unknown loss function";
+  for (size_t i = 0; w == NULL && i < b->num_data; i++) {
+    const tb_datum_t *d = &b->data[i];
+    size_t k = datum_k(d);
+    total += d->n;
+    if (d->n == 0)
+      continue;
+    if (k != k0)
+      w = "every datum must have the same number of targets per position";
+    else if (k > 1 && !ce)
+      w = "several targets per position need the cross_entropy loss";
+    else if (d->tokens == NULL || d->target_tokens == NULL)
+      w = "model_input and target_tokens are required";
+    else if (ce && d->weights == NULL)
+      w = "cross_entropy needs weights";
+    else if (!ce && (d->logprobs == NULL || d->advantages == NULL))
+      w = "this loss needs logprobs and advantages";
+    else if (!ids_ok(d->tokens, d->n, m->vocab_size))
+      w = "a model_input token is outside the vocabulary";
+    else if (!ids_ok(d->target_tokens, d->n * k, m->vocab_size))
+      w = "a target token is outside the vocabulary";
+  }
+  if (w == NULL && total == 0)
+    w = "the batch has no tokens";
+  if (why)
+    *why = w;
+  return w ? TB_EINVAL : 0;
+}
+
+/* ------------------------------------------------------------ workspace */
+
+typedef struct seq_s {
+  size_t row0, len, pos0;
+  tb_kv_cache_t *cache;  /* NULL: attend to the call's own keys */
+} seq_t;
+
+struct tb_llama_ws_s {
+  float *acts;
+  size_t acts_cap;
+  int32_t *ints;
+  size_t ints_cap;
+  seq_t *seqs;
+  size_t seqs_cap;
+  /* RoPE tables for positions 0 .. rope_len-1, reused across calls. */
+  float *rope_cos, *rope_sin;
+  size_t rope_len, rope_D;
+  float rope_theta;
+};
+
+int tb__llama_ws_new(tb_llama_ws_t **out) {
+  *out = calloc(1, sizeof(**out));
+  return *out ? 0 : TB_ENOMEM;
+}
+
+void tb__llama_ws_trim(tb_llama_ws_t *ws) {
+  free(ws->acts);
+  free(ws->ints);
+  free(ws->seqs);
+  free(ws->rope_cos);
+  memset(ws, 0, sizeof(*ws));
+}
+
+void tb__llama_ws_free(tb_llama_ws_t *ws) {
+  if (ws == NULL)
+    return;
+  tb__llama_ws_trim(ws);
+  free(ws);
+}
+
+static int grow(void **p, size_t *cap, size_t n, size_t elem) {
+  if (n <= *cap)
+    return 0;
+  void *q = realloc(*p, n * elem);
+  if (q == NULL)
+    return TB_ENOMEM;
+  *p = q;
+  *cap = n;
+  return 0;
+}
+
+static int rope_reserve(tb_llama_ws_t *ws, const tb_model_config_t *m,
+                        size_t npos) {
+  size_t half = (size_t)m->head_dim / 2;
+  if (ws->rope_cos && npos <= ws->rope_len && ws->rope_D == (size_t)m->head_dim &&
+      ws->rope_theta == m->rope_theta)
+    return 0;
+  size_t len = npos < 64 ? 64 : npos;
+  if (len < 2 * ws->rope_len)
+    len = 2 * ws->rope_len;  /* decoding grows one position at a time */
+  float *t = malloc(2 * len * half * sizeof(float));
+  if (t == NULL)
+    return TB_ENOMEM;
+  free(ws->rope_cos);
+  ws->rope_cos = t;
+  ws->rope_sin = t + len * half;
+  ws->rope_len = len;
+  ws->rope_D = (size_t)m->head_dim;
+  ws->rope_theta = m->rope_theta;
+  tb__k_rope_table(ws->rope_cos, ws->rope_sin, m->rope_theta, 0, len,
+                   (size_t)m->head_dim);
+  return 0;
+}
+
+/* ------------------------------------------------------------ layout */
+
+typedef struct dims_s {
+  size_t C, H, KVH, D, QD, KVD, I, V, L, r;
+  float eps;
+} dims_t;
+
+static void dims_init(dims_t *d, const tb_model_config_t *m,
+                      const tb_lora_t *lora) {
+  d->C = (size_t)m->hidden_size;
+  d->H = (size_t)m->num_heads;
+  d->KVH = (size_t)m->num_kv_heads;
+  d->D = (size_t)m->head_dim;
+  d->QD = d->H * d->D;
+  d->KVD = d->KVH * d->D;
+  d->I = (size_t)m->intermediate_size;
+  d->V = (size_t)m->vocab_size;
+  d->L = (size_t)m->num_layers;
+  d->r = lora ? lora->rank : 0;
+  d->eps = m->rms_norm_eps;
+}
+
+/* A bump pointer over the activation buffer; with base NULL it only
+ * counts, which is how the buffer's size is found. */
+typedef struct bump_s {
+  float *base;
+  size_t used;
+} bump_t;
+
+static float *take(bump_t *b, size_t n) {
+  float *p = b->base ? b->base + b->used : NULL;
+  b->used += (n + 15) & ~(size_t)15;  /* 64-byte aligned views */
+  return p;
+}
+
+/* What one layer keeps for its backward pass. */
+typedef struct layer_acts_s {
+  float *rstd1;    /* (T) */
+  float *q;        /* (T, QD) after RoPE */
+  float *k;        /* (T, KVD) after RoPE */
+  float *v;        /* (T, KVD) */
+  float *att;      /* (T, QD) attention output */
+  float *lse;      /* (T, H) */
+  float *res_mid;  /* (T, C) residual after attention */
+  float *rstd2;    /* (T) */
+  float *gate;     /* (T, I) */
+  float *up;       /* (T, I) */
+  float *xa[TB_LORA_LAYER_TARGETS];  /* (T, r) each, NULL when not adapted */
+} layer_acts_t;
+
+static void point_layer(layer_acts_t *a, bump_t *b, const dims_t *d,
+                        const tb_lora_t *lora, int layer, size_t T) {
+  a->rstd1 = take(b, T);
+  a->q = take(b, T * d->QD);
+  a->k = take(b, T * d->KVD);
+  a->v = take(b, T * d->KVD);
+  a->att = take(b, T * d->QD);
+  a->lse = take(b, T * d->H);
+  a->res_mid = take(b, T * d->C);
+  a->rstd2 = take(b, T);
+  a->gate = take(b, T * d->I);
+  a->up = take(b, T * d->I);
+  for (int t = 0; t < TB_LORA_LAYER_TARGETS; t++) {
+    int on = lora && tb__lora_slot(lora, layer, (tb_lora_target_t)t)->on;
+    a->xa[t] = on ? take(b, T * d->r) : NULL;
+  }
+}
+
+/* Everything of one call besides the per-layer blocks. */
+typedef struct acts_s {
+  size_t T, nres, nlayer, layer_stride;
+  float *res;      /* (nres, T, C) residual stream */
+  float *layers;   /* nlayer blocks of layer_stride floats */
+  float *h;        /* (T, C) normalised input of a projection */
+  float *act;      /* (T, I) SwiGLU output */
+  float *hf;       /* (T, C) final norm output */
+  float *rstdf;    /* (T) */
+  float *xa_u;     /* (T, r) unembedding LoRA */
+  float *logits;   /* (R, V) */
+  float *lse_blk;  /* (R) */
+  float *coef;     /* (R, K) */
+  float *att_scratch;
+  /* packed loss inputs and outputs */
+  float *weights;  /* (T, K) */
+  float *lp_samp;  /* (T) */
+  float *adv;      /* (T) */
+  float *lp;       /* (T, K) */
+  /* backward only */
+  float *dres, *dh, *dq, *dk, *dv, *datt, *dgate, *dup, *dact;
+  float *lora_scratch;  /* (T, r) */
+} acts_t;
+
+static void point_acts(acts_t *a, bump_t *b, const dims_t *d,
+                       const tb_lora_t *lora, size_t T, size_t K,
+                       size_t max_keys, int backward) {
+  const size_t R = TB__LLAMA_LOGIT_ROWS;
+  a->T = T;
+  a->nres = backward ? d->L + 1 : 2;
+  a->nlayer = backward ? d->L : 1;
+  /* Every layer adapts the same targets, so all blocks have one size. */
+  bump_t lb = { NULL, 0 };
+  layer_acts_t tmp;
+  point_layer(&tmp, &lb, d, lora, 0, T);
+  a->layer_stride = lb.used;
+  a->res = take(b, a->nres * T * d->C);
+  a->layers = take(b, a->nlayer * a->layer_stride);
+  a->h = take(b, T * d->C);
+  a->act = take(b, T * d->I);
+  a->hf = take(b, T * d->C);
+  a->rstdf = take(b, T);
+  a->xa_u = take(b, T * d->r);
+  a->logits = take(b, R * d->V);
+  a->lse_blk = take(b, R);
+  a->coef = take(b, R * K);
+  a->att_scratch = take(b, tb__k_attention_scratch_floats(max_keys));
+  a->weights = take(b, T * K);
+  a->lp_samp = take(b, T);
+  a->adv = take(b, T);
+  a->lp = take(b, T * K);
+  if (backward) {
+    a->dres = take(b, T * d->C);
+    a->dh = take(b, T * d->C);
+    a->dq = take(b, T * d->QD);
+    a->dk = take(b, T * d->KVD);
+    a->dv = take(b, T * d->KVD);
+    a->datt = take(b, T * d->QD);
+    a->dgate = take(b, T * d->I);
+    a->dup = take(b, T * d->I);
+    a->dact = take(b, T * d->I);
+    a->lora_scratch = take(b, T * d->r);
+  } else {
+    a->dres = a->dh = a->dq = a->dk = a->dv = a->datt = NULL;
+    a->dgate = a->dup = a->dact = a->lora_scratch = NULL;
+  }
+}
+
+static int acts_reserve(tb_llama_ws_t *ws, acts_t *a, const dims_t *d,
+                        const tb_lora_t *lora, size_t T, size_t K,
+                        size_t max_keys, int backward) {
+  bump_t b = { NULL, 0 };
+  point_acts(a, &b, d, lora, T, K, max_keys, backward);
+  int rc = grow((void **)&ws->acts, &ws->acts_cap, b.used, sizeof(float));
+  if (rc)
+    return rc;
+  b.base = ws->acts;
+  b.used = 0;
+  point_acts(a, &b, d, lora, T, K, max_keys, backward);
+  return 0;
+}
+
+static void layer_view(layer_acts_t *la, const acts_t *a, const dims_t *d,
+                       const tb_lora_t *lora, size_t l) {
+  size_t slot = a->nlayer == 1 ? 0 : l;
+  bump_t b = { a->layers + slot * a->layer_stride, 0 };
+  point_layer(la, &b, d, lora, (int)l, a->T);
+}
+
+static float *res_at(const acts_t *a, const dims_t *d, size_t l) {
+  return a->res + (a->nres == 2 ? l % 2 : l) * a->T * d->C;
+}
+
+/* ------------------------------------------------------------ forward */
+
+/* y (+)= x W^T, plus the adapter's term when the slot is on. */
+static void linear(float *y, float *xa, const float *x, const float *W,
+                   const tb_lora_t *lora, const tb_lora_slot_t *s,
+                   int accumulate, size_t T, size_t K, size_t N) {
+  tb__k_linear_forward(y, x, W, accumulate, T, K, N);
+  if (s && s->on)
+    tb__k_lora_forward(y, xa, x, lora->params + s->a_off,
+                       lora->params + s->b_off, lora->scale, T, K, N,
+                       lora->rank);
+}
+
+static const tb_lora_slot_t *slot_of(const tb_lora_t *lora, size_t l, int t) {
+  return lora ? tb__lora_slot(lora, (int)l, (tb_lora_target_t)t) : NULL;
+}
+
+static void layer_forward(tb_llama_ws_t *ws, const acts_t *a, const dims_t *d,
+                          const tb_weights_t *w, const tb_lora_t *lora,
+                          size_t l, const seq_t *seqs, size_t nseq) {
+  const tb_layer_weights_t *lw = &w->layers[l];
+  layer_acts_t la;
+  layer_view(&la, a, d, lora, l);
+  const float *x = res_at(a, d, l);
+  float *x_out = res_at(a, d, l + 1);
+  size_t T = a->T, half = d->D / 2;
+
+  tb__k_rmsnorm_forward(a->h, la.rstd1, x, lw->attn_norm, d->eps, T, d->C);
+  linear(la.q, la.xa[TB_LORA_Q], a->h, lw->wq, lora, slot_of(lora, l, TB_LORA_Q),
+         0, T, d->C, d->QD);
+  linear(la.k, la.xa[TB_LORA_K], a->h, lw->wk, lora, slot_of(lora, l, TB_LORA_K),
+         0, T, d->C, d->KVD);
+  linear(la.v, la.xa[TB_LORA_V], a->h, lw->wv, lora, slot_of(lora, l, TB_LORA_V),
+         0, T, d->C, d->KVD);
+  for (size_t s = 0; s < nseq; s++) {
+    const seq_t *sq = &seqs[s];
+    const float *cs = ws->rope_cos + sq->pos0 * half;
+    const float *sn = ws->rope_sin + sq->pos0 * half;
+    float *q = la.q + sq->row0 * d->QD, *k = la.k + sq->row0 * d->KVD;
+    const float *v = la.v + sq->row0 * d->KVD;
+    tb__k_rope_forward(q, q, cs, sn, sq->len, d->H, d->D);
+    tb__k_rope_forward(k, k, cs, sn, sq->len, d->KVH, d->D);
+    const float *keys = k, *vals = v;
+    if (sq->cache) {
+      size_t base = l * sq->cache->cap * d->KVD;
+      float *kc = sq->cache->k + base, *vc = sq->cache->v + base;
+      memcpy(kc + sq->pos0 * d->KVD, k, sq->len * d->KVD * sizeof(float));
+      memcpy(vc + sq->pos0 * d->KVD, v, sq->len * d->KVD * sizeof(float));
+      keys = kc;
+      vals = vc;
+    }
+    tb__k_attention_forward(la.att + sq->row0 * d->QD, la.lse + sq->row0 * d->H,
+                            a->att_scratch, q, keys, vals, sq->len,
+                            sq->cache ? sq->pos0 : 0, d->H, d->KVH, d->D);
+  }
+  memcpy(la.res_mid, x, T * d->C * sizeof(float));
+  linear(la.res_mid, la.xa[TB_LORA_O], la.att, lw->wo, lora,
+         slot_of(lora, l, TB_LORA_O), 1, T, d->QD, d->C);
+
+  tb__k_rmsnorm_forward(a->h, la.rstd2, la.res_mid, lw->mlp_norm, d->eps, T, d->C);
+  linear(la.gate, la.xa[TB_LORA_GATE], a->h, lw->w_gate, lora,
+         slot_of(lora, l, TB_LORA_GATE), 0, T, d->C, d->I);
+  linear(la.up, la.xa[TB_LORA_UP], a->h, lw->w_up, lora,
+         slot_of(lora, l, TB_LORA_UP), 0, T, d->C, d->I);
+  tb__k_swiglu_forward(a->act, la.gate, la.up, T * d->I);
+  memcpy(x_out, la.res_mid, T * d->C * sizeof(float));
+  linear(x_out, la.xa[TB_LORA_DOWN], a->act, lw->w_down, lora,
+         slot_of(lora, l, TB_LORA_DOWN), 1, T, d->I, d->C);
+}
+
+/* Embedding, every layer and the final norm: a->hf holds the result. */
+static void run_forward(tb_llama_ws_t *ws, const acts_t *a, const dims_t *d,
+                        const tb_weights_t *w, const tb_lora_t *lora,
+                        const int32_t *tokens, const seq_t *seqs, size_t nseq) {
+  tb__k_embedding_forward(res_at(a, d, 0), tokens, w->embed, a->T, d->C);
+  for (size_t l = 0; l < d->L; l++)
+    layer_forward(ws, a, d, w, lora, l, seqs, nseq);
+  tb__k_rmsnorm_forward(a->hf, a->rstdf, res_at(a, d, d->L), w->final_norm,
+                        d->eps, a->T, d->C);
+}
+
+/* logits = h lm_head^T (+ adapter), rows [t0, t0 + n) of the call. */
+static void head(float *logits, const acts_t *a, const dims_t *d,
+                 const tb_weights_t *w, const tb_lora_t *lora,
+                 const float *h, size_t t0, size_t n) {
+  linear(logits, a->xa_u + t0 * d->r, h + t0 * d->C, w->lm_head, lora,
+         lora ? tb__lora_unembed(lora) : NULL, 0, n, d->C, d->V);
+}
+
+/* ------------------------------------------------------------ backward */
+
+static void lora_backward(float *dx, float *grads, const acts_t *a,
+                          const tb_lora_t *lora, const tb_lora_slot_t *s,
+                          const float *dy, const float *x, const float *xa,
+                          size_t T, size_t K, size_t N) {
+  if (!s->on)
+    return;
+  tb__k_lora_backward(dx, grads + s->a_off, grads + s->b_off, a->lora_scratch,
+                      dy, x, xa, lora->params + s->a_off,
+                      lora->params + s->b_off, lora->scale, T, K, N,
+                      lora->rank);
+}
+
+/* On entry a->dres holds d(loss)/d(layer output); on return d/d(input). */
+static void layer_backward(const tb_llama_ws_t *ws, const acts_t *a,
+                           const dims_t *d,
+                           const tb_weights_t *w, const tb_lora_t *lora,
+                           float *grads, size_t l, const seq_t *seqs,
+                           size_t nseq) {
+  const tb_layer_weights_t *lw = &w->layers[l];
+  layer_acts_t la;
+  layer_view(&la, a, d, lora, l);
+  const float *x = res_at(a, d, l);
+  size_t T = a->T, C = d->C, I = d->I;
+  float *dres = a->dres;
+
+  /* MLP: recompute its normalised input and the SwiGLU output. */
+  tb__k_rmsnorm_forward(a->h, NULL, la.res_mid, lw->mlp_norm, d->eps, T, C);
+  tb__k_swiglu_forward(a->act, la.gate, la.up, T * I);
+  tb__k_zero(a->dact, T * I);
+  tb__k_linear_backward_input(a->dact, dres, lw->w_down, T, I, C);
+  lora_backward(a->dact, grads, a, lora, slot_of(lora, l, TB_LORA_DOWN), dres,
+                a->act, la.xa[TB_LORA_DOWN], T, I, C);
+  tb__k_zero(a->dgate, T * I);
+  tb__k_zero(a->dup, T * I);
+  tb__k_swiglu_backward(a->dgate, a->dup, a->dact, la.gate, la.up, T * I);
+  tb__k_zero(a->dh, T * C);
+  tb__k_linear_backward_input(a->dh, a->dgate, lw->w_gate, T, C, I);
+  tb__k_linear_backward_input(a->dh, a->dup, lw->w_up, T, C, I);
+  lora_backward(a->dh, grads, a, lora, slot_of(lora, l, TB_LORA_GATE), a->dgate,
+                a->h, la.xa[TB_LORA_GATE], T, C, I);
+  lora_backward(a->dh, grads, a, lora, slot_of(lora, l, TB_LORA_UP), a->dup,
+                a->h, la.xa[TB_LORA_UP], T, C, I);
+  tb__k_rmsnorm_backward(dres, NULL, a->dh, la.res_mid, lw->mlp_norm, la.rstd2,
+                         T, C);
+
+  /* Attention. */
+  tb__k_rmsnorm_forward(a->h, NULL, x, lw->attn_norm, d->eps, T, C);
+  tb__k_zero(a->datt, T * d->QD);
+  tb__k_linear_backward_input(a->datt, dres, lw->wo, T, d->QD, C);
+  lora_backward(a->datt, grads, a, lora, slot_of(lora, l, TB_LORA_O), dres,
+                la.att, la.xa[TB_LORA_O], T, d->QD, C);
+  tb__k_zero(a->dq, T * d->QD);
+  tb__k_zero(a->dk, T * d->KVD);
+  tb__k_zero(a->dv, T * d->KVD);
+  for (size_t s = 0; s < nseq; s++) {
+    size_t r0 = seqs[s].row0, n = seqs[s].len;
+    float *dq = a->dq + r0 * d->QD, *dk = a->dk + r0 * d->KVD;
+    tb__k_attention_backward(dq, dk, a->dv + r0 * d->KVD, a->att_scratch,
+                             a->datt + r0 * d->QD, la.q + r0 * d->QD,
+                             la.k + r0 * d->KVD, la.v + r0 * d->KVD,
+                             la.att + r0 * d->QD, la.lse + r0 * d->H, n, d->H,
+                             d->KVH, d->D);
+    /* The training rows of a sequence sit at positions 0 .. n-1. */
+    tb__k_rope_backward(dq, dq, ws->rope_cos, ws->rope_sin, n, d->H, d->D);
+    tb__k_rope_backward(dk, dk, ws->rope_cos, ws->rope_sin, n, d->KVH, d->D);
+  }
+  tb__k_zero(a->dh, T * C);
+  tb__k_linear_backward_input(a->dh, a->dq, lw->wq, T, C, d->QD);
+  tb__k_linear_backward_input(a->dh, a->dk, lw->wk, T, C, d->KVD);
+  tb__k_linear_backward_input(a->dh, a->dv, lw->wv, T, C, d->KVD);
+  lora_backward(a->dh, grads, a, lora, slot_of(lora, l, TB_LORA_Q), a->dq, a->h,
+                la.xa[TB_LORA_Q], T, C, d->QD);
+  lora_backward(a->dh, grads, a, lora, slot_of(lora, l, TB_LORA_K), a->dk, a->h,
+                la.xa[TB_LORA_K], T, C, d->KVD);
+  lora_backward(a->dh, grads, a, lora, slot_of(lora, l, TB_LORA_V), a->dv, a->h,
+                la.xa[TB_LORA_V], T, C, d->KVD);
+  tb__k_rmsnorm_backward(dres, NULL, a->dh, x, lw->attn_norm, la.rstd1, T, C);
+}
+
+/* ------------------------------------------------------------ batches */
+
+/* The loss of rows whose target log-probs are lp; coef (may be NULL)
+ * receives dloss/dlp.  Inputs are the packed arrays at the same rows. */
+static double block_loss(const tb_batch_t *b, float *coef, const float *lp,
+                         const float *weights, const float *lp_samp,
+                         const float *adv, size_t n, size_t K) {
+  const tb_loss_config_t *c = &b->loss_config;
+  switch (b->loss_fn) {
+  case TB_LOSS_CROSS_ENTROPY:
+    return tb__k_loss_cross_entropy(NULL, coef, lp, weights, n * K);
+  case TB_LOSS_IMPORTANCE_SAMPLING:
+    return tb__k_loss_importance_sampling(NULL, coef, lp, lp_samp, adv, n);
+  case TB_LOSS_PPO:
+    return tb__k_loss_ppo(NULL, coef, lp, lp_samp, adv, c->clip_low_threshold,
+                          c->clip_high_threshold, n);
+  case TB_LOSS_CISPO:
+    return tb__k_loss_cispo(NULL, coef, lp, lp_samp, adv, c->clip_low_threshold,
+                            c->clip_high_threshold, n);
+  case TB_LOSS_DRO:
+    return tb__k_loss_dro(NULL, coef, lp, lp_samp, adv, c->beta, n);
+  }
+  return 0.0;
+}
+
+static int run_batch(tb_llama_ws_t *ws, const tb_weights_t *w,
+                     const tb_lora_t *lora, const tb_batch_t *b, float *grads,
+                     float *logprobs, double *loss_out, int backward) {
+  if (tb__batch_validate(b, &w->config, NULL) != 0)
+    return TB_EINVAL;
+  if (backward && (lora == NULL || grads == NULL))
+    return TB_EINVAL;
+  dims_t d;
+  dims_init(&d, &w->config, lora);
+
+  size_t T = 0, K = 1, nseq = 0, maxn = 0;
+  for (size_t i = 0; i < b->num_data; i++) {
+    const tb_datum_t *dt = &b->data[i];
+    if (dt->n == 0)
+      continue;
+    K = datum_k(dt);
+    T += dt->n;
+    nseq++;
+    if (dt->n > maxn)
+      maxn = dt->n;
+  }
+  int rc;
+  acts_t a;
+  if ((rc = grow((void **)&ws->seqs, &ws->seqs_cap, nseq, sizeof(seq_t))) ||
+      (rc = grow((void **)&ws->ints, &ws->ints_cap, T + T * K, sizeof(int32_t))) ||
+      (rc = rope_reserve(ws, &w->config, maxn)) ||
+      (rc = acts_reserve(ws, &a, &d, lora, T, K, maxn, backward)))
+    return rc;
+
+  /* Pack the data into rows. */
+  int32_t *tokens = ws->ints, *targets = ws->ints + T;
+  size_t row = 0, s = 0;
+  for (size_t i = 0; i < b->num_data; i++) {
+    const tb_datum_t *dt = &b->data[i];
+    size_t n = dt->n;
+    if (n == 0)
+      continue;
+    ws->seqs[s++] = (seq_t){ row, n, 0, NULL };
+    memcpy(tokens + row, dt->tokens, n * sizeof(int32_t));
+    memcpy(targets + row * K, dt->target_tokens, n * K * sizeof(int32_t));
+    if (b->loss_fn == TB_LOSS_CROSS_ENTROPY) {
+      memcpy(a.weights + row * K, dt->weights, n * K * sizeof(float));
+    } else {
+      memcpy(a.lp_samp + row, dt->logprobs, n * sizeof(float));
+      memcpy(a.adv + row, dt->advantages, n * sizeof(float));
+    }
+    row += n;
+  }
+
+  run_forward(ws, &a, &d, w, lora, tokens, ws->seqs, nseq);
+
+  const tb_lora_slot_t *u = lora ? tb__lora_unembed(lora) : NULL;
+  if (backward)
+    tb__k_zero(a.dh, T * d.C);
+  double loss = 0.0;
+  for (size_t t0 = 0; t0 < T; t0 += TB__LLAMA_LOGIT_ROWS) {
+    size_t n = T - t0 < TB__LLAMA_LOGIT_ROWS ? T - t0 : TB__LLAMA_LOGIT_ROWS;
+    const int32_t *tg = targets + t0 * K;
+    head(a.logits, &a, &d, w, lora, a.hf, t0, n);
+    tb__k_logprobs(a.lse_blk, a.lp + t0 * K, a.logits, tg, n, d.V, K);
+    loss += block_loss(b, backward ? a.coef : NULL, a.lp + t0 * K,
+                       a.weights + t0 * K, a.lp_samp + t0, a.adv + t0, n, K);
+    if (!backward)
+      continue;
+    tb__k_logits_backward(a.logits, a.logits, a.lse_blk, tg, a.coef, n, d.V, K);
+    float *dh = a.dh + t0 * d.C;
+    tb__k_linear_backward_input(dh, a.logits, w->lm_head, n, d.C, d.V);
+    if (u->on)
+      tb__k_lora_backward(dh, grads + u->a_off, grads + u->b_off,
+                          a.lora_scratch, a.logits, a.hf + t0 * d.C,
+                          a.xa_u + t0 * d.r, lora->params + u->a_off,
+                          lora->params + u->b_off, lora->scale, n, d.C, d.V,
+                          d.r);
+  }
+
+  if (backward && (lora->config.train_attn || lora->config.train_mlp)) {
+    tb__k_zero(a.dres, T * d.C);
+    tb__k_rmsnorm_backward(a.dres, NULL, a.dh, res_at(&a, &d, d.L),
+                           w->final_norm, a.rstdf, T, d.C);
+    for (size_t l = d.L; l-- > 0;)
+      layer_backward(ws, &a, &d, w, lora, grads, l, ws->seqs, nseq);
+  }
+
+  if (logprobs)
+    memcpy(logprobs, a.lp, T * K * sizeof(float));
+  if (loss_out)
+    *loss_out = loss;
+  return 0;
+}
+
+int tb__llama_forward(tb_llama_ws_t *ws, const tb_weights_t *w,
+                      const tb_lora_t *lora, const tb_batch_t *b,
+                      float *logprobs, double *loss) {
+  return run_batch(ws, w, lora, b, NULL, logprobs, loss, 0);
+}
+
+int tb__llama_forward_backward(tb_llama_ws_t *ws, const tb_weights_t *w,
+                               const tb_lora_t *lora, const tb_batch_t *b,
+                               float *grads, float *logprobs, double *loss) {
+  return run_batch(ws, w, lora, b, grads, logprobs, loss, 1);
+}
+
+int tb__llama_logits(tb_llama_ws_t *ws, const tb_weights_t *w,
+                     const tb_lora_t *lora, const int32_t *tokens, size_t n,
+                     float *logits) {
+  if (n == 0 || !ids_ok(tokens, n, w->config.vocab_size))
+    return TB_EINVAL;
+  dims_t d;
+  dims_init(&d, &w->config, lora);
+  acts_t a;
+  int rc;
+  if ((rc = grow((void **)&ws->seqs, &ws->seqs_cap, 1, sizeof(seq_t))) ||
+      (rc = rope_reserve(ws, &w->config, n)) ||
+      (rc = acts_reserve(ws, &a, &d, lora, n, 1, n, 0)))
+    return rc;
+  ws->seqs[0] = (seq_t){ 0, n, 0, NULL };
+  run_forward(ws, &a, &d, w, lora, tokens, ws->seqs, 1);
+  head(logits, &a, &d, w, lora, a.hf, 0, n);
+  return 0;
+}
+
+/* ------------------------------------------------------------ KV cache */
+
+int tb__kv_cache_init(tb_kv_cache_t *c, const tb_model_config_t *m,
+                      size_t cap) {
+  memset(c, 0, sizeof(*c));
+  size_t per = (size_t)m->num_layers * cap * (size_t)m->num_kv_heads *
+               (size_t)m->head_dim;
+  float *p = malloc((per > 0 ? 2 * per : 1) * sizeof(float));
+  if (p == NULL)
+    return TB_ENOMEM;
+  c->k = p;
+  c->v = p + per;
+  c->cap = cap;
+  return 0;
+}
+
+void tb__kv_cache_free(tb_kv_cache_t *c) {
+  free(c->k);  /* v shares the allocation */
+  memset(c, 0, sizeof(*c));
+}
+
+void tb__kv_cache_copy(tb_kv_cache_t *dst, const tb_kv_cache_t *src,
+                       const tb_model_config_t *m) {
+  size_t kvd = (size_t)m->num_kv_heads * (size_t)m->head_dim;
+  for (size_t l = 0; l < (size_t)m->num_layers; l++) {
+    memcpy(dst->k + l * dst->cap * kvd, src->k + l * src->cap * kvd,
+           src->len * kvd * sizeof(float));
+    memcpy(dst->v + l * dst->cap * kvd, src->v + l * src->cap * kvd,
+           src->len * kvd * sizeof(float));
+  }
+  dst->len = src->len;
+}
+
+int tb__llama_step(tb_llama_ws_t *ws, const tb_weights_t *w,
+                   const tb_lora_t *lora, const int32_t *tokens,
+                   const size_t *lens, tb_kv_cache_t *const *caches,
+                   size_t num_seqs, int all_rows, float *logits) {
+  size_t T = 0, max_keys = 0;
+  for (size_t s = 0; s < num_seqs; s++) {
+    if (lens[s] == 0 || caches[s]->len + lens[s] > caches[s]->cap)
+      return TB_EINVAL;
+    T += lens[s];
+    if (caches[s]->len + lens[s] > max_keys)
+      max_keys = caches[s]->len + lens[s];
+  }
+  if (T == 0 || !ids_ok(tokens, T, w->config.vocab_size))
+    return TB_EINVAL;
+  dims_t d;
+  dims_init(&d, &w->config, lora);
+  acts_t a;
+  int rc;
+  if ((rc = grow((void **)&ws->seqs, &ws->seqs_cap, num_seqs, sizeof(seq_t))) ||
+      (rc = rope_reserve(ws, &w->config, max_keys)) ||
+      (rc = acts_reserve(ws, &a, &d, lora, T, 1, max_keys, 0)))
+    return rc;
+  size_t row = 0;
+  for (size_t s = 0; s < num_seqs; s++) {
+    ws->seqs[s] = (seq_t){ row, lens[s], caches[s]->len, caches[s] };
+    row += lens[s];
+  }
+  run_forward(ws, &a, &d, w, lora, tokens, ws->seqs, num_seqs);
+  for (size_t s = 0; s < num_seqs; s++)
+    caches[s]->len += lens[s];
+
+  if (all_rows) {
+    head(logits, &a, &d, w, lora, a.hf, 0, T);
+    return 0;
+  }
+  /* Only the newest row of each sequence: gather them into one block so
+   * the unembedding is a single GEMM over the samples. */
+  for (size_t s = 0; s < num_seqs; s++) {
+    const seq_t *sq = &ws->seqs[s];
+    memcpy(a.h + s * d.C, a.hf + (sq->row0 + sq->len - 1) * d.C,
+           d.C * sizeof(float));
+  }
+  head(logits, &a, &d, w, lora, a.h, 0, num_seqs);
+  return 0;
+}
