@@ -173,8 +173,18 @@ TEST(hf_round_trip_of_base_is_bitwise) {
   tb__st_close(&f);
   free(st_path);
 
-  tb__weights_free(&a);
+  /* Loading by name: "base" is generated, a path is a directory. */
   tb__weights_free(&b);
+  ASSERT_OK(tb__model_weights_load(TB_BASE_MODEL_NAME, &b, &err));
+  assert_weights_equal(&a, &b);
+  tb__weights_free(&b);
+  ASSERT_OK(tb__model_weights_load(dir, &b, &err));
+  assert_weights_equal(&a, &b);
+  tb__weights_free(&b);
+  ASSERT_ERR(tb__model_weights_load("no-such-model", &b, &err), TB_ENOENT);
+  ASSERT_STR_CONTAINS(err.message, "no-such-model/config.json");
+
+  tb__weights_free(&a);
   tb_error_clear(&err);
   free(dir);
   remove_tmpdir();
@@ -686,7 +696,13 @@ TEST(checkpoint_load_validates_the_layout) {
   ASSERT_STR_CONTAINS(err.message, "not a checkpoint");
   free(none);
 
-  /* A corrupt checkpoint.json is reported with its path. */
+  /* A checkpoint.json that is not JSON, or not ours, is reported with its
+   * path. */
+  char *meta0 = tb__path_join(dir, TB_CKPT_META);
+  ASSERT_OK(tb__file_write_atomic(meta0, "{\"format\": ", 11, &err));
+  ASSERT_ERR(tb__ckpt_load(dir, b.t, b.n, 0, NULL, &err), TB_EJSON);
+  ASSERT_STR_CONTAINS(err.message, "checkpoint.json: invalid JSON at line 1");
+  free(meta0);
   char *meta = tb__path_join(dir, TB_CKPT_META);
   ASSERT_OK(tb__file_write_atomic(meta, "{\"format\": \"x\"}", 15, &err));
   ASSERT_ERR(tb__ckpt_load(dir, b.t, b.n, 0, NULL, &err), TB_EFIELD);
@@ -721,6 +737,15 @@ TEST(checkpoint_overwrite_is_atomic_and_clean) {
   ASSERT(!exists(dir, TB_CKPT_OPTIMIZER_FILE));
   int found;
   ASSERT_EQ_INT(count_entries(tmpdir, NULL, &found), 1);
+
+  /* A trailing slash names the same checkpoint. */
+  char *slash = tb__asprintf("%s/", dir);
+  ASSERT_OK(tb__ckpt_save(slash, a.t, a.n, &ia, 0, &err));
+  ASSERT_OK(tb__ckpt_load(dir, c.t, c.n, 0, NULL, &err));
+  ASSERT_EQ_INT(memcmp(a.buf, c.buf, a.floats / 3 * sizeof(float)), 0);
+  ASSERT_EQ_INT(count_entries(tmpdir, NULL, &found), 1);
+  ASSERT_EQ_INT(count_entries(dir, NULL, &found), 3);
+  free(slash);
 
   /* A path that is a file is not replaced. */
   char *file = path_in("plain");

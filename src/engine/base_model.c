@@ -109,6 +109,17 @@ int tb__base_model_save(const char *dir, tb_error_t *err) {
   return rc;
 }
 
+int tb__model_weights_load(const char *model, tb_weights_t *w,
+                           tb_error_t *err) {
+  if (strcmp(model, TB_BASE_MODEL_NAME) == 0) {
+    if (tb__base_model_generate(w) != 0)
+      return tb_error_set(err, TB_ENOMEM, TB_CATEGORY_SERVER,
+                          "out of memory");
+    return 0;
+  }
+  return tb__hf_load(model, w, err);
+}
+
 uint64_t tb__weights_hash(const tb_weights_t *w) {
   uint64_t h = UINT64_C(0xcbf29ce484222325);
   for (size_t i = 0; i < w->storage_floats; i++) {

@@ -39,6 +39,12 @@ int tb__base_model_generate(tb_weights_t *w);
  * PyTorch reference.  Synchronous file I/O: call it from a work item. */
 int tb__base_model_save(const char *dir, tb_error_t *err);
 
+/* Loads the weights a model name refers to: TB_BASE_MODEL_NAME is
+ * generated, anything else is a Hugging Face directory (tb__hf_load).
+ * Synchronous file I/O: call it from a work item. */
+int tb__model_weights_load(const char *model, tb_weights_t *w,
+                           tb_error_t *err);
+
 /* FNV-1a 64 over the little-endian bytes of every float in w's storage;
  * the same value on every machine for the same weights. */
 uint64_t tb__weights_hash(const tb_weights_t *w);

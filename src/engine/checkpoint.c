@@ -386,16 +386,26 @@ static int check_list(const save_req_t *r, tb_error_t *err) {
   return 0;
 }
 
-static int save_dir(const char *dir, const save_req_t *r, tb_error_t *err) {
+static int save_dir(const char *dir_in, const save_req_t *r,
+                    tb_error_t *err) {
   int rc = check_list(r, err);
   if (rc != 0)
     return rc;
-  char *tmp = sibling_template(dir, "tmp");
-  if (tmp == NULL)
+  /* "ckpt/" names the same directory as "ckpt"; without the slash the
+   * temporary sibling lands next to it rather than inside it. */
+  size_t len = strlen(dir_in);
+  while (len > 1 && dir_in[len - 1] == '/')
+    len--;
+  char *dir = tb__strndup(dir_in, len);
+  char *tmp = dir != NULL ? sibling_template(dir, "tmp") : NULL;
+  if (tmp == NULL) {
+    free(dir);
     return oom(err);
+  }
   if (mkdtemp(tmp) == NULL) {
     rc = sys_error(err, "cannot create temporary directory for", dir);
     free(tmp);
+    free(dir);
     return rc;
   }
   (void)chmod(tmp, 0755);
@@ -417,6 +427,7 @@ static int save_dir(const char *dir, const save_req_t *r, tb_error_t *err) {
   if (rc != 0)
     remove_dir(tmp);
   free(tmp);
+  free(dir);
   return rc;
 }
 

@@ -14,7 +14,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "core/json.h"
 
 int tb__errno_code(int errnum) {
   if (errnum == 0)
@@ -217,9 +216,14 @@ int tb__json_read_file(const char *path, json_t **out, tb_error_t *err) {
   tb_buf_t b = TB_BUF_INIT;
   int rc = tb__file_read_all(path, &b, err);
   if (rc == 0) {
-    rc = tb__json_parse(tb__buf_slice(&b), out, err);
-    if (rc != 0)
-      tb__error_prefix(err, path);
+    /* Parsed here rather than with tb__json_parse, whose messages speak
+     * of a request body. */
+    json_error_t je;
+    *out = json_loadb(b.base, b.len, JSON_REJECT_DUPLICATES, &je);
+    if (*out == NULL)
+      rc = tb_error_set(err, TB_EJSON, TB_CATEGORY_USER,
+                        "%s: invalid JSON at line %d column %d: %s", path,
+                        je.line, je.column, je.text);
   }
   tb__buf_free(&b);
   return rc;
