@@ -18,9 +18,9 @@
  * ref_attention.c.
  */
 #include "kernels.h"
+#include "fastmath.h"
 
 #include <cblas.h>
-#include <float.h>
 #include <math.h>
 
 size_t tb__k_attention_scratch_floats(size_t nk) {
@@ -36,7 +36,8 @@ void tb__k_attention_forward(float *out, float *lse, float *scratch,
   const size_t group = H / KVH;
   const float scale = (float)(1.0 / sqrt((double)D));
   const int ldq = (int)(H * D), ldk = (int)(KVH * D);
-  float *s = scratch; /* (bq, nk) scores, then probabilities */
+  float *s = scratch; /* (bq, nk) scores, then unnormalised probabilities */
+  float *inv = scratch + 2 * (size_t)TB__K_ATTN_BLOCK * (pos0 + T); /* (bq) */
 
   for (size_t h = 0; h < H; h++) {
     const float *kh = k + (h / group) * D;
@@ -51,26 +52,24 @@ void tb__k_attention_forward(float *out, float *lse, float *scratch,
       for (size_t ii = 0; ii < bq; ii++) {
         float *row = s + ii * nk;
         size_t lim = pos0 + i0 + ii + 1; /* keys 0..lim-1 are visible */
-        float mx = -FLT_MAX;
-        for (size_t j = 0; j < lim; j++)
-          mx = row[j] > mx ? row[j] : mx;
-        float sum = 0.0f;
-        for (size_t j = 0; j < lim; j++) {
-          row[j] = expf(row[j] - mx);
-          sum += row[j];
-        }
-        float inv = 1.0f / sum;
-        for (size_t j = 0; j < lim; j++)
-          row[j] *= inv;
+        float mx = tb__k_maxf(row, lim);
+        tb__k_exp_shift(row, row, mx, lim);
+        double sum = tb__k_sumf(row, lim);
+        /* Normalising the (bq, D) output is cheaper than the (bq, nk)
+         * probabilities. */
+        inv[ii] = (float)(1.0 / sum);
         for (size_t j = lim; j < nk; j++)
           row[j] = 0.0f;
         if (lse != NULL)
-          lse[(i0 + ii) * H + h] = mx + logf(sum);
+          lse[(i0 + ii) * H + h] = mx + (float)log(sum);
       }
-      /* out_blk = P V[0:nk] */
+      /* out_blk = P V[0:nk], then each row divided by its sum. */
+      float *ob = out + i0 * H * D + h * D;
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)bq, (int)D,
-                  (int)nk, 1.0f, s, (int)nk, vh, ldk, 0.0f,
-                  out + i0 * H * D + h * D, ldq);
+                  (int)nk, 1.0f, s, (int)nk, vh, ldk, 0.0f, ob, ldq);
+      for (size_t ii = 0; ii < bq; ii++)
+        for (size_t c = 0; c < D; c++)
+          ob[ii * H * D + c] *= inv[ii];
     }
   }
 }
@@ -107,8 +106,7 @@ void tb__k_attention_backward(float *dq, float *dk, float *dv, float *scratch,
         float *row = p + ii * nk;
         size_t lim = i0 + ii + 1;
         float l = lse[(i0 + ii) * H + h];
-        for (size_t j = 0; j < lim; j++)
-          row[j] = expf(row[j] - l);
+        tb__k_exp_shift(row, row, l, lim);
         for (size_t j = lim; j < nk; j++)
           row[j] = 0.0f;
         /* D_i = dO_i . O_i = sum_j P_ij dP_ij, the softmax's correction. */
@@ -152,16 +150,11 @@ void tb__k_attention_decode(float *out, float *scratch, const float *q,
     /* scores = scale * K q_h over all cached positions (all visible). */
     cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)P, (int)D, scale, kh, ldk,
                 q + h * D, 1, 0.0f, scratch, 1);
-    float mx = -FLT_MAX;
-    for (size_t j = 0; j < P; j++)
-      mx = scratch[j] > mx ? scratch[j] : mx;
-    float sum = 0.0f;
-    for (size_t j = 0; j < P; j++) {
-      scratch[j] = expf(scratch[j] - mx);
-      sum += scratch[j];
-    }
+    float mx = tb__k_maxf(scratch, P);
+    tb__k_exp_shift(scratch, scratch, mx, P);
+    float inv = (float)(1.0 / tb__k_sumf(scratch, P));
     /* out_h = V^T p / sum */
-    cblas_sgemv(CblasRowMajor, CblasTrans, (int)P, (int)D, 1.0f / sum, vh, ldk,
+    cblas_sgemv(CblasRowMajor, CblasTrans, (int)P, (int)D, inv, vh, ldk,
                 scratch, 1, 0.0f, out + h * D, 1);
   }
 }

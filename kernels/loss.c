@@ -12,20 +12,24 @@
  * Naive reference: ref_loss.c.
  */
 #include "kernels.h"
+#include "fastmath.h"
 
-#include <float.h>
 #include <math.h>
 
 void tb__k_logprobs(float *lse, float *lp, const float *logits,
                     const int32_t *targets, size_t T, size_t V, size_t K) {
   for (size_t t = 0; t < T; t++) {
     const float *row = logits + t * V;
-    float mx = -FLT_MAX;
-    for (size_t v = 0; v < V; v++)
-      mx = row[v] > mx ? row[v] : mx;
+    float mx = tb__k_maxf(row, V);
+    /* The logits are read-only here, so the exponentials go through a
+     * small stack buffer to stay vectorised. */
+    float buf[256];
     double sum = 0.0;
-    for (size_t v = 0; v < V; v++)
-      sum += expf(row[v] - mx);
+    for (size_t v0 = 0; v0 < V; v0 += 256) {
+      size_t m = V - v0 < 256 ? V - v0 : 256;
+      tb__k_exp_shift(buf, row + v0, mx, m);
+      sum += tb__k_sumf(buf, m);
+    }
     float l = mx + (float)log(sum);
     lse[t] = l;
     if (lp != NULL)
@@ -44,9 +48,10 @@ void tb__k_logits_backward(float *dlogits, const float *logits,
     for (size_t j = 0; j < K; j++)
       csum += coef[t * K + j];
     float l = lse[t];
-    /* Reading row[v] before writing drow[v] keeps this correct in place. */
+    /* Element v is read before it is written, so this works in place. */
+    tb__k_exp_shift(drow, row, l, V);
     for (size_t v = 0; v < V; v++)
-      drow[v] = -csum * expf(row[v] - l);
+      drow[v] *= -csum;
     for (size_t j = 0; j < K; j++)
       drow[targets[t * K + j]] += coef[t * K + j];
   }

@@ -8,6 +8,7 @@
 
 #include <cblas.h>
 
+#include "../kernels/fastmath.h"
 #include "../kernels/kernels.h"
 #include "../kernels/ref.h"
 
@@ -584,6 +585,28 @@ TEST(prng_known_answers) {
   free_all();
 }
 
+TEST(fast_exp_and_max) {
+  /* Within 2 ulp of exp over the whole range the softmaxes use. */
+  double worst = 0.0;
+  for (float x = -87.0f; x <= 88.0f; x += 0.00731f) {
+    double e = exp((double)x);
+    worst = fmax(worst, fabs(tb__k_expf(x) - e) / e);
+  }
+  ASSERT_NEAR(worst, 0.0, 1.2e-7, 0);
+  ASSERT_NEAR(tb__k_expf(0.0f), 1.0, 0, 0);
+  /* Far below the range it clamps to about 1.6e-38 instead of 0. */
+  ASSERT(tb__k_expf(-1000.0f) >= 0.0f && tb__k_expf(-1000.0f) < 2e-38f);
+  ASSERT(tb__k_expf(-INFINITY) >= 0.0f && tb__k_expf(-INFINITY) < 2e-38f);
+  float x[19] = { -3, -0.0f, -7, 2, 1e-30f, -1e30f };
+  ASSERT(tb__k_maxf(x, 2) == 0.0f);
+  ASSERT(tb__k_maxf(x, 19) == 2.0f);
+  x[11] = 5.5f;
+  ASSERT(tb__k_maxf(x, 19) == 5.5f);
+  float neg[3] = { -4, -2.5f, -9 };
+  ASSERT(tb__k_maxf(neg, 3) == -2.5f);
+  ASSERT_NEAR(tb__k_sumf(neg, 3), -15.5, 0, 0);
+}
+
 TEST_LIST(
   TEST_ENTRY(linear_matches_reference),
   TEST_ENTRY(lora_matches_reference),
@@ -596,4 +619,5 @@ TEST_LIST(
   TEST_ENTRY(grad_norm_clip_and_zero),
   TEST_ENTRY(sampling_behaviour),
   TEST_ENTRY(prng_known_answers),
+  TEST_ENTRY(fast_exp_and_max),
 )
