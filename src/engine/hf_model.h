@@ -59,7 +59,10 @@ size_t tb__hf_tensors(const tb_weights_t *w, tb_hf_tensor_t *out);
  * added, and model.safetensors -- or, when shard_bytes > 0 and the tensors
  * need more than that, model-0000i-of-0000n.safetensors shards of at most
  * shard_bytes each (a single larger tensor gets a shard of its own) and
- * model.safetensors.index.json.  Every file is written atomically. */
+ * model.safetensors.index.json.  Every file is written atomically, the
+ * directory as a whole is not (a crash between files can pair a new
+ * config.json with old weights, which a load reports as a shape error);
+ * adapter checkpoints, which must never be torn, use checkpoint.h. */
 int tb__hf_save(const char *dir, const tb_weights_t *w,
                 const json_t *extra_config, size_t shard_bytes,
                 tb_error_t *err);
