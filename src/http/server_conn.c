@@ -34,6 +34,7 @@
   ((type *)((char *)(ptr) - offsetof(type, member)))
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void stop_parsing_input(tb_http_conn_t *conn);
 
 /* ------------------------------------------------------------ parser glue */
 
@@ -60,9 +61,10 @@ static void conn_head(tb__http_parser_t *p, tb__http_msg_t *m) {
   tb_http_request_t *req = container_of(m, tb_http_request_t, msg);
   conn->last_read = uv_now(conn->server->loop);
   /* Owed only while the body is still to come; flush decides when. */
-  if (m->expect_continue && m->http_major == 1 && m->http_minor >= 1)
+  if (m->expect_continue && m->http_major == 1 && m->http_minor >= 1) {
     req->continue_state = 1;
-  (void)conn;
+    conn->dirty = 1;
+  }
 }
 
 static const tb__http_parser_cbs_t conn_parser_cbs = { conn_begin, conn_head };
@@ -223,7 +225,7 @@ static size_t conn_process(tb_http_conn_t *conn, const char *data, size_t len) {
   if (conn->closing)
     return total;
   if (conn->stop_parsing) {
-    uv_read_stop((uv_stream_t *)&conn->tcp);
+    stop_parsing_input(conn);
   } else if (conn->n_queued >= conn->server->opts.max_pipeline &&
              !conn->read_paused) {
     conn->read_paused = 1;
@@ -260,24 +262,43 @@ static void drop_partial(tb_http_conn_t *conn) {
   tb__http_req_put(req);
 }
 
+/* EOF or a read error. */
+static void conn_read_end(tb_http_conn_t *conn, ssize_t nread) {
+  if (nread != UV_EOF || has_handler_requests(conn)) {
+    /* Gone: whatever a handler holds is answered into the void. */
+    tb__http_conn_abort(conn, nread == UV_EOF ? TB_ECLOSED : (int)nread);
+    return;
+  }
+  /* Half-closed: write what is answered, then close. */
+  uv_read_stop((uv_stream_t *)&conn->tcp);
+  conn->read_eof = 1;
+  conn->stop_parsing = 1;
+  drop_partial(conn);
+  tb__buf_reset(&conn->pending);
+  if (conn->n_queued == 0 && !conn->write_active)
+    tb__http_conn_abort(conn, TB_ECLOSED);
+}
+
+/* After parsing stopped: input is dropped, but reading goes on so that a
+ * client that leaves while a handler holds its request is noticed. */
+static void on_discard_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  if (nread < 0)
+    conn_read_end(s->data, nread);
+}
+
+static void stop_parsing_input(tb_http_conn_t *conn) {
+  conn->stop_parsing = 1;
+  uv_read_stop((uv_stream_t *)&conn->tcp);
+  if (uv_read_start((uv_stream_t *)&conn->tcp, on_alloc, on_discard_read) != 0)
+    conn->read_eof = 1;  /* cannot watch it: treat it as half-closed */
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   tb_http_conn_t *conn = s->data;
   if (nread == 0)
     return;
   if (nread < 0) {
-    if (nread != UV_EOF || has_handler_requests(conn)) {
-      /* Gone: whatever a handler holds is answered into the void. */
-      tb__http_conn_abort(conn, nread == UV_EOF ? TB_ECLOSED : (int)nread);
-      return;
-    }
-    /* Half-closed: answer what is answered, then close. */
-    uv_read_stop(s);
-    conn->read_eof = 1;
-    conn->stop_parsing = 1;
-    drop_partial(conn);
-    tb__buf_reset(&conn->pending);
-    if (conn->n_queued == 0 && !conn->write_active)
-      tb__http_conn_abort(conn, TB_ECLOSED);
+    conn_read_end(conn, nread);
     return;
   }
   conn->last_read = uv_now(conn->server->loop);
@@ -468,8 +489,7 @@ void tb__http_conn_drain(tb_http_conn_t *conn) {
     tb__http_conn_abort(conn, TB_ECLOSED);
     return;
   }
-  conn->stop_parsing = 1;
-  uv_read_stop((uv_stream_t *)&conn->tcp);
+  stop_parsing_input(conn);
   drop_partial(conn);
   tb__buf_reset(&conn->pending);
   if (conn->n_queued == 0 && !conn->write_active) {
