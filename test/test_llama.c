@@ -451,6 +451,13 @@ TEST(batch_validation) {
   ASSERT_OK(tb__batch_validate(&f.batch, &c, &why));
   f.data[0].k = 2;
   ASSERT_ERR(tb__batch_validate(&f.batch, &c, &why), TB_EINVAL);
+  /* An empty datum takes no part in the checks, and its k is ignored. */
+  f.data[0].n = 0;
+  ASSERT_OK(tb__batch_validate(&f.batch, &c, &why));
+  ASSERT_EQ_INT(tb__batch_num_outputs(&f.batch), 7);
+  f.data[1].n = 0;
+  ASSERT_ERR(tb__batch_validate(&f.batch, &c, &why), TB_EINVAL);
+  ASSERT_STR_CONTAINS(why, "no tokens");
   tb_loss_fn_t fn;
   ASSERT_OK(tb__loss_fn_parse("cispo", 5, &fn));
   ASSERT_EQ_INT(fn, TB_LOSS_CISPO);

@@ -71,7 +71,7 @@ static int ids_ok(const int32_t *ids, size_t n, int V) {
 int tb__batch_validate(const tb_batch_t *b, const tb_model_config_t *m,
                        const char **why) {
   const char *w = NULL;
-  size_t total = 0, k0 = b->num_data ? datum_k(&b->data[0]) : 1;
+  size_t total = 0, k0 = 0;
   int ce = b->loss_fn == TB_LOSS_CROSS_ENTROPY;
   if ((unsigned)b->loss_fn > TB_LOSS_DRO)
     w = "unknown loss function";
@@ -81,6 +81,8 @@ int tb__batch_validate(const tb_batch_t *b, const tb_model_config_t *m,
     total += d->n;
     if (d->n == 0)
       continue;
+    if (k0 == 0)
+      k0 = k;
     if (k != k0)
       w = "every datum must have the same number of targets per position";
     else if (k > 1 && !ce)

@@ -100,16 +100,18 @@ void tb__llama_ws_free(tb_llama_ws_t *ws);
 /* Releases the buffers but keeps the workspace usable (for idle workers). */
 void tb__llama_ws_trim(tb_llama_ws_t *ws);
 
-/* Forward only.  lora may be NULL (the base model).  logprobs receives
- * tb__batch_num_outputs(b) floats: each datum's (n, k) target log-probs in
- * datum order.  *loss (may be NULL) receives the summed loss.  0,
+/* Forward only.  lora may be NULL (the base model).  logprobs (may be
+ * NULL) receives tb__batch_num_outputs(b) floats: each datum's (n, k)
+ * target log-probs in datum order.  *loss (may be NULL) receives the
+ * summed loss.  0,
  * TB_EINVAL (batch invalid) or TB_ENOMEM. */
 int tb__llama_forward(tb_llama_ws_t *ws, const tb_weights_t *w,
                       const tb_lora_t *lora, const tb_batch_t *b,
                       float *logprobs, double *loss);
 
 /* Forward and backward: as tb__llama_forward, and grads (lora->num_params
- * floats, laid out as lora->grads) += d(summed loss)/d(adapter params). */
+ * floats, laid out as lora->grads) += d(summed loss)/d(adapter params).
+ * lora and grads are required (TB_EINVAL otherwise). */
 int tb__llama_forward_backward(tb_llama_ws_t *ws, const tb_weights_t *w,
                                const tb_lora_t *lora, const tb_batch_t *b,
                                float *grads, float *logprobs, double *loss);
