@@ -90,7 +90,7 @@ void tb__k_rmsnorm_forward(float *out,       /* (T, C) */
                            float eps, size_t T, size_t C);
 
 /* dx += rstd * (w*dout - xhat * mean(w*dout*xhat)), xhat = x*rstd;
- * dw += sum_t dout*xhat when dw is non-NULL.  out must not alias x. */
+ * dw += sum_t dout*xhat when dw is non-NULL.  dx must not alias dout or x. */
 void tb__k_rmsnorm_backward(float *dx,          /* (T, C) */
                             float *dw,          /* (C) or NULL */
                             const float *dout,  /* (T, C) */
