@@ -110,18 +110,18 @@ static float tk_lps[6] = { TB_WIRE_TOPK_EMPTY_LOGPROB, TB_WIRE_TOPK_EMPTY_LOGPRO
                            -0.5f, -1.0f, -0.25f, TB_WIRE_TOPK_EMPTY_LOGPROB };
 
 static tb_wire_sample_response_t sample_response(tb_wire_sequence_t seqs[2]) {
-  seqs[0] = (tb_wire_sequence_t){ TB_STOP_REASON_STOP, toks0, 3, lps0 };
-  seqs[1] = (tb_wire_sequence_t){ TB_STOP_REASON_LENGTH, toks1, 1, NULL };
+  seqs[0] = (tb_wire_sequence_t){ TB_WIRE_STOP_REASON_STOP, toks0, 3, lps0 };
+  seqs[1] = (tb_wire_sequence_t){ TB_WIRE_STOP_REASON_LENGTH, toks1, 1, NULL };
   return (tb_wire_sample_response_t){ seqs, 2, plp, 3, tk_ids, tk_lps, 3, 2, 0 };
 }
 
 static void assert_same_response(const tb_wire_sample_response_t *r) {
   ASSERT_EQ_INT(r->n_sequences, 2);
-  ASSERT_EQ_INT(r->sequences[0].stop_reason, TB_STOP_REASON_STOP);
+  ASSERT_EQ_INT(r->sequences[0].stop_reason, TB_WIRE_STOP_REASON_STOP);
   ASSERT_EQ_INT(r->sequences[0].n_tokens, 3);
   ASSERT_EQ_INT(r->sequences[0].tokens[2], 12);
   ASSERT_NEAR(r->sequences[0].logprobs[1], -0.2f, 0, 0);
-  ASSERT_EQ_INT(r->sequences[1].stop_reason, TB_STOP_REASON_LENGTH);
+  ASSERT_EQ_INT(r->sequences[1].stop_reason, TB_WIRE_STOP_REASON_LENGTH);
   ASSERT(r->sequences[1].logprobs == NULL);
   ASSERT_EQ_INT(r->n_prompt, 3);
   ASSERT(isnan(r->prompt_logprobs[0]));

@@ -158,8 +158,8 @@ static json_t *real_or_null(double v) {
   return isfinite(v) ? json_real(v) : json_null();
 }
 
-static const char *stop_reason_name(tb_stop_reason_t r) {
-  return r == TB_STOP_REASON_LENGTH ? "length" : "stop";
+static const char *stop_reason_name(tb_wire_stop_reason_t r) {
+  return r == TB_WIRE_STOP_REASON_LENGTH ? "length" : "stop";
 }
 
 /* A top-k row whose first cell is the empty sentinel is null; trailing
@@ -283,9 +283,9 @@ int tb__wire_sample_response_from_json(tb_jctx_t *c, tb_arena_t *a,
         (rc = tb__json_get_array(c, s, "logprobs", TB_JSON_OPTIONAL, &lps)) < 0)
       goto out;
     if (tb__slice_eq_str(reason, "stop")) {
-      seq->stop_reason = TB_STOP_REASON_STOP;
+      seq->stop_reason = TB_WIRE_STOP_REASON_STOP;
     } else if (tb__slice_eq_str(reason, "length")) {
-      seq->stop_reason = TB_STOP_REASON_LENGTH;
+      seq->stop_reason = TB_WIRE_STOP_REASON_LENGTH;
     } else {
       rc = tb__jctx_fail_at(c, "stop_reason", "expected \"stop\" or \"length\"");
       goto out;
@@ -397,7 +397,7 @@ int tb__wire_sample_response_to_proto(const tb_wire_sample_response_t *r,
   for (size_t i = 0; i < r->n_sequences; i++) {
     const tb_wire_sequence_t *s = &r->sequences[i];
     tinker_public__sampled_sequence__init(&seqs[i]);
-    seqs[i].stop_reason = s->stop_reason == TB_STOP_REASON_LENGTH
+    seqs[i].stop_reason = s->stop_reason == TB_WIRE_STOP_REASON_LENGTH
                               ? TINKER_PUBLIC__STOP_REASON__STOP_REASON_LENGTH
                               : TINKER_PUBLIC__STOP_REASON__STOP_REASON_STOP;
     seqs[i].tokens.data = (uint8_t *)s->tokens;
@@ -473,9 +473,9 @@ int tb__wire_sample_response_from_proto(tb_jctx_t *c, tb_arena_t *a,
     tb_wire_sequence_t *seq = &r->sequences[i];
     size_t mi = tb__jctx_push_index(c, i);
     if (s->stop_reason == TINKER_PUBLIC__STOP_REASON__STOP_REASON_STOP)
-      seq->stop_reason = TB_STOP_REASON_STOP;
+      seq->stop_reason = TB_WIRE_STOP_REASON_STOP;
     else if (s->stop_reason == TINKER_PUBLIC__STOP_REASON__STOP_REASON_LENGTH)
-      seq->stop_reason = TB_STOP_REASON_LENGTH;
+      seq->stop_reason = TB_WIRE_STOP_REASON_LENGTH;
     else
       rc = tb__jctx_fail(c, "stop_reason: unknown value %d", (int)s->stop_reason);
     if (rc == 0)

@@ -13,9 +13,9 @@
 #include "wire/types.h"
 
 typedef enum {
-  TB_STOP_REASON_STOP = 0,    /* a stop string or token, or end of sequence */
-  TB_STOP_REASON_LENGTH = 1   /* max_tokens reached */
-} tb_stop_reason_t;
+  TB_WIRE_STOP_REASON_STOP = 0,    /* a stop string or token, or end of sequence */
+  TB_WIRE_STOP_REASON_LENGTH = 1   /* max_tokens reached */
+} tb_wire_stop_reason_t;
 
 typedef struct tb_wire_sampling_params_s {
   int64_t max_tokens;        /* -1 when absent (the server's default) */
@@ -44,7 +44,7 @@ typedef struct tb_wire_sample_request_s {
 } tb_wire_sample_request_t;
 
 typedef struct tb_wire_sequence_s {
-  tb_stop_reason_t stop_reason;
+  tb_wire_stop_reason_t stop_reason;
   int32_t *tokens;
   size_t n_tokens;
   float *logprobs;           /* n_tokens values, or NULL */
