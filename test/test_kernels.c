@@ -8,9 +8,9 @@
 
 #include <cblas.h>
 
-#include "../kernels/fastmath.h"
-#include "../kernels/kernels.h"
-#include "../kernels/ref.h"
+#include "kernels/fastmath.h"
+#include "kernels/kernels.h"
+#include "kernels/ref.h"
 
 /* Every buffer a test allocates, freed together at its end so the
  * sanitizer build sees no leak. */

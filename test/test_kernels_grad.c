@@ -12,7 +12,7 @@
 
 #include <cblas.h>
 
-#include "../kernels/kernels.h"
+#include "kernels/kernels.h"
 
 static void *allocs[64];
 static size_t nallocs;

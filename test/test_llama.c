@@ -11,7 +11,7 @@
 #include "engine/lora.h"
 #include "engine/sampler.h"
 #include "engine/weights.h"
-#include "../kernels/kernels.h"
+#include "kernels/kernels.h"
 
 /* ------------------------------------------------------------ fixtures */
 

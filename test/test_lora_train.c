@@ -9,7 +9,7 @@
 #include "engine/lora.h"
 #include "engine/optim.h"
 #include "engine/weights.h"
-#include "../kernels/kernels.h"
+#include "kernels/kernels.h"
 
 static tb_model_config_t tiny_config(void) {
   tb_model_config_t c = { 0 };

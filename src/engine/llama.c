@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../kernels/kernels.h"
+#include "kernels/kernels.h"
 #include "tinkerbell/error.h"
 
 /* ------------------------------------------------------------ losses */

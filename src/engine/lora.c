@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../kernels/kernels.h"
+#include "kernels/kernels.h"
 #include "tinkerbell/error.h"
 
 static const char *const target_names[TB_LORA_LAYER_TARGETS] = {

@@ -5,7 +5,7 @@
 
 #include <math.h>
 
-#include "../../kernels/kernels.h"
+#include "kernels/kernels.h"
 #include "tinkerbell/error.h"
 
 void tb__adam_params_default(tb_adam_params_t *p) {

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "core/buf.h"
-#include "../../kernels/kernels.h"
+#include "kernels/kernels.h"
 #include "tinkerbell/error.h"
 
 /* Prompt tokens per prefill call: bounds the activations and, when the
