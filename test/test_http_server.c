@@ -628,9 +628,13 @@ static void run_disconnect(int in_abort) {
   drop_c = &c;
   on_held = drop_client_when_held;
   async_answered = 0;
-  client_start_str(&c, "GET /hold HTTP/1.1\r\n\r\n", 0);
+  /* The second request is answered at once but waits behind the held one;
+   * it is dropped when the client goes. */
+  client_start_str(&c, "GET /hold HTTP/1.1\r\n\r\nGET /sync/2 HTTP/1.1\r\n\r\n", 0);
   ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
   on_held = NULL;
+  ASSERT_EQ_INT(c.in.len, 0);
+  ASSERT_EQ_INT(server.n_requests, 2);
   ASSERT_EQ_INT(held_aborts, 1);
   ASSERT_EQ_INT(held_abort_status, TB_ECLOSED);
   ASSERT_EQ_INT(held_done, 1);

@@ -341,7 +341,9 @@ static void on_shutdown(uv_shutdown_t *sr, int status) {
 
 /* Every answer is out and no more will come: FIN, then linger. */
 static void conn_finish(tb_http_conn_t *conn) {
-  if (conn->read_eof) {
+  /* A half-closed client sends nothing more, and a draining connection
+   * was idle: neither needs the linger. */
+  if (conn->read_eof || conn->draining) {
     tb__http_conn_abort(conn, TB_ECLOSED);
     return;
   }
