@@ -397,11 +397,12 @@ TEST(pipelined_answers_stay_in_order) {
 }
 
 TEST(pipeline_back_pressure) {
-  tb_http_server_options_t opts = { .max_pipeline = 2 };
+  tb_http_server_options_t opts = { .max_pipeline = 1 };
   setup_with(&opts, "127.0.0.1");
   tb_buf_t reqs = TB_BUF_INIT;
   for (int i = 0; i < 20; i++)
-    tb__buf_printf(&reqs, "GET /async/%d HTTP/1.1\r\n\r\n", 1 + (i * 7) % 5);
+    tb__buf_printf(&reqs, "GET /async/%d HTTP/1.1\r\nX-Pad: %0*d\r\n\r\n",
+                   1 + (i * 7) % 5, 1000 + i * 300, 0);
   client_t c;
   client_start(&c, "127.0.0.1", reqs.base, reqs.len, 20);
   ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));

@@ -24,6 +24,11 @@
  * 413, 414, 431, 503) carry a JSON body {"error": "...", "category":
  * "user"}; timeouts close the connection without an answer.
  *
+ * A client that closes its side (EOF) or resets while a handler holds one
+ * of its requests counts as gone: on_abort.  That is noticed while the
+ * connection reads, which it always does except when max_pipeline
+ * requests wait for answers (then at the next write).
+ *
  * Non-goals: TLS, HTTP/2, upgrades, response streaming (a response is one
  * set of buffers), write timeouts for clients that never read.
  */
@@ -144,7 +149,8 @@ struct tb_http_request_s {
 };
 
 /* Fills in defaults and prepares the listener.  Returns 0 or a negative
- * error (nothing to close then). */
+ * error (nothing to close then).  After a successful init the server must
+ * be closed with tb__http_server_close, even when listen fails. */
 int tb__http_server_init(uv_loop_t *loop, tb_http_server_t *server,
                          const tb_http_server_options_t *opts);
 /* Binds host ("127.0.0.1", "::1", "0.0.0.0", "::") and port (0: an

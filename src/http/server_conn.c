@@ -197,13 +197,20 @@ static void parse_error(tb_http_conn_t *conn) {
   tb__http_respond_error(req, p->status, p->reason);
 }
 
+/* Complete requests not yet written count against max_pipeline; the one
+ * still arriving does not, or a limit of 1 could never finish it. */
+static int pipeline_full(const tb_http_conn_t *conn) {
+  size_t n = conn->n_queued - (conn->parser.msg != NULL ? 1 : 0);
+  return n >= conn->server->opts.max_pipeline;
+}
+
 /* Parses and dispatches; returns how many bytes were consumed.  Stops early
  * when parsing must stop or too many requests wait for answers. */
 static size_t conn_process(tb_http_conn_t *conn, const char *data, size_t len) {
   size_t total = 0;
   conn->in_process = 1;
   while (len > 0 && !conn->stop_parsing && !conn->closing) {
-    if (conn->n_queued >= conn->server->opts.max_pipeline)
+    if (pipeline_full(conn))
       break;
     size_t used;
     int rc = tb__http_parser_execute(&conn->parser, data, len, &used);
@@ -226,8 +233,7 @@ static size_t conn_process(tb_http_conn_t *conn, const char *data, size_t len) {
     return total;
   if (conn->stop_parsing) {
     stop_parsing_input(conn);
-  } else if (conn->n_queued >= conn->server->opts.max_pipeline &&
-             !conn->read_paused) {
+  } else if (pipeline_full(conn) && !conn->read_paused) {
     conn->read_paused = 1;
     uv_read_stop((uv_stream_t *)&conn->tcp);
   }
@@ -364,8 +370,7 @@ void tb__http_conn_after_write(tb_http_conn_t *conn) {
     conn_finish(conn);
     return;
   }
-  if (conn->read_paused &&
-      conn->n_queued < conn->server->opts.max_pipeline) {
+  if (conn->read_paused && !pipeline_full(conn)) {
     conn->read_paused = 0;
     if (conn->pending.len > 0) {
       size_t used = conn_process(conn, conn->pending.base, conn->pending.len);
