@@ -1482,6 +1482,52 @@ TEST(returned_error_means_no_callback) {
   ASSERT_LOOP_CLOSE(&loop);
 }
 
+/* A stand-in for the TLS transport: plain TCP, so that the scripted
+ * server can answer, and a record of what the client asked for. */
+static int g_tls_calls;
+static char g_tls_host[64];
+static void *g_tls_ctx;
+static int fake_tls_new(uv_loop_t *loop, void *ctx, const char *host,
+                        tb__transport_t **out) {
+  g_tls_calls++;
+  g_tls_ctx = ctx;
+  snprintf(g_tls_host, sizeof(g_tls_host), "%s", host);
+  return tb__transport_tcp_new(loop, out);
+}
+
+TEST(https_goes_through_the_tls_transport_hook) {
+  uv_loop_t loop;
+  ASSERT_OK(uv_loop_init(&loop));
+  srv_t srv;
+  srv_start(&srv, &loop, script_hello);
+  int ctx;
+  tb_http_client_opts_t opts = { .tls_transport_new = fake_tls_new,
+                                 .tls_ctx = &ctx };
+  tb_http_client_t client;
+  ASSERT_OK(tb__http_client_init(&loop, &client, &opts));
+  g_tls_calls = 0;
+  creq_t r;
+  creq_init(&r, &srv, "/x");
+  snprintf(r.url, sizeof(r.url), "HTTPS://127.0.0.1:%d/secure", srv.port);
+  r.req.url = (tb_slice_t){ r.url, strlen(r.url) };
+  send_ok(&client, &r);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  ASSERT_OK(r.status);
+  body_is(&r.req, "hello");
+  ASSERT_EQ_INT(g_tls_calls, 1);
+  ASSERT_STR_EQ(g_tls_host, "127.0.0.1");
+  ASSERT(g_tls_ctx == &ctx);
+  ASSERT_STR_CONTAINS(srv.last_head, "GET /secure HTTP/1.1\r\n");
+  tb__http_request_free(&r.req);
+  /* Same host and port over http is another origin, another pool. */
+  get(&client, &loop, &r, &srv, NULL, "/plain");
+  ASSERT_OK(r.status);
+  ASSERT_EQ_INT(g_tls_calls, 1);
+  ASSERT_EQ_INT(srv.accepts, 2);
+  tb__http_request_free(&r.req);
+  finish(&loop, &client, &srv);
+}
+
 TEST(client_init_rejects_bad_options) {
   uv_loop_t loop;
   ASSERT_OK(uv_loop_init(&loop));
@@ -1591,6 +1637,7 @@ TEST_LIST(
   TEST_ENTRY(idle_connections_are_evicted),
   TEST_ENTRY(redirects_only_when_asked),
   TEST_ENTRY(returned_error_means_no_callback),
+  TEST_ENTRY(https_goes_through_the_tls_transport_hook),
   TEST_ENTRY(client_init_rejects_bad_options),
   TEST_ENTRY(tcp_transport_write_shutdown_read),
 )

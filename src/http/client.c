@@ -104,8 +104,9 @@ static int take_url(tb_http_request_t *req, const char *s, size_t n) {
                              (int)(n > 100 ? 100 : n), s ? s : "");
     return rc;
   }
-  if (req->url_.tls && !tb__http_pool_has_tls()) {
-    tb__http_req_set_message(req, "https is not available in this build");
+  if (req->url_.tls && !tb__http_pool_has_tls(req->client_)) {
+    tb__http_req_set_message(req, "https needs a TLS transport, and the "
+                             "client has none");
     return TB_EUNSUPPORTED;
   }
   return 0;
@@ -199,12 +200,12 @@ int tb__http_client_send(tb_http_client_t *c, tb_http_request_t *req,
     tb__http_req_set_message(req, "no callback");
     return TB_EINVAL;
   }
+  req->client_ = c;
   int rc = validate_input(req);
   if (rc == 0)
     rc = take_url(req, req->url.base, req->url.len);
   if (rc != 0)
     return rc;
-  req->client_ = c;
   req->body_total_ = 0;
   for (unsigned i = 0; i < req->n_body; i++)
     req->body_total_ += req->body[i].len;
@@ -309,7 +310,7 @@ static void finish_exchange(struct tb__http_conn_s *conn) {
       req->url_buf_ = req->scratch_;
       req->scratch_ = t;
       rc = tb__url_parse(&req->url_, req->url_buf_.base, req->url_buf_.len);
-      if (rc == 0 && req->url_.tls && !tb__http_pool_has_tls())
+      if (rc == 0 && req->url_.tls && !tb__http_pool_has_tls(req->client_))
         rc = TB_EUNSUPPORTED;
     }
     if (rc == 0)

@@ -2,7 +2,8 @@
  * The HTTP/1.1 client: requests over pooled keep-alive connections on the
  * host's loop.  The Tinker client runtime (futures, polling, retries) is
  * built on it, so it is made to be cheap per request on a kept-alive
- * connection: no connect, one write, no allocation in steady state.
+ * connection: no connect, one write, and no allocation when the request
+ * object is reused.
  *
  * A tb_http_client_t is a handle, as in libuv: the caller owns its memory,
  * tb__http_client_init() sets it up on a loop, tb__http_client_close()
@@ -69,6 +70,13 @@ typedef struct tb__http_link_s {
   struct tb__http_link_s *next, *prev;
 } tb__http_link_t;
 
+/* Makes the transport for one connection to an https origin: the TLS
+ * transport (a transport_tls.c over OpenSSL) provides one, with its
+ * context in tls_ctx and the host name for SNI and verification. */
+typedef int (*tb_http_tls_transport_new_t)(uv_loop_t *loop, void *tls_ctx,
+                                            const char *host,
+                                            tb__transport_t **out);
+
 typedef struct tb_http_client_opts_s {
   unsigned max_conns_per_origin; /* 0: 8 */
   uint64_t idle_timeout_ms;      /* 0: 30 s */
@@ -76,6 +84,8 @@ typedef struct tb_http_client_opts_s {
   uint64_t timeout_ms;           /* 0: no total timeout; requests may set one */
   size_t max_body;               /* 0: TB_HTTP_DEFAULT_MAX_BODY */
   const char *user_agent;        /* NULL: "tinkerbell/<version>"; copied */
+  tb_http_tls_transport_new_t tls_transport_new; /* NULL: no https */
+  void *tls_ctx;
 } tb_http_client_opts_t;
 
 /* What came back.  Everything points into memory the request owns; it is
@@ -186,7 +196,7 @@ void tb__http_request_init(tb_http_request_t *req);
 
 /* Starts the request.  Returns 0, or an error without ever calling cb:
  * TB_EINVAL (no callback, bad method or header), TB_EURL, TB_EUNSUPPORTED
- * (https without a TLS transport), TB_EBUSY (the request is in flight),
+ * (https without opts.tls_transport_new), TB_EBUSY (the request is in flight),
  * TB_ECLOSING (the client is closing), TB_ENOMEM.  req->message says why. */
 int tb__http_client_send(tb_http_client_t *client, tb_http_request_t *req,
                          tb_http_request_cb cb);
@@ -280,7 +290,7 @@ void tb__http_conn_on_read(tb__transport_t *t, ssize_t nread,
 void tb__http_conn_io_error(struct tb__http_conn_s *conn, int err);
 
 /* pool.c */
-int tb__http_pool_has_tls(void);
+int tb__http_pool_has_tls(const tb_http_client_t *c);
 struct tb__http_origin_s *tb__http_pool_origin(tb_http_client_t *c,
                                                const tb_url_t *url);
 void tb__http_pool_activate(tb_http_client_t *c, tb_http_request_t *req);

@@ -184,9 +184,13 @@ void tb__http_conn_fail(struct tb__http_conn_s *conn, int status) {
 }
 
 static int transport_new(struct tb__http_conn_s *conn, tb__transport_t **t) {
-  if (conn->origin->tls)
-    return TB_EUNSUPPORTED; /* refused by send(); kept for the TLS file */
-  return tb__transport_tcp_new(conn->client->loop, t);
+  tb_http_client_t *c = conn->client;
+  if (!conn->origin->tls)
+    return tb__transport_tcp_new(c->loop, t);
+  if (c->opts_.tls_transport_new == NULL)
+    return TB_EUNSUPPORTED; /* send() refuses such requests first */
+  return c->opts_.tls_transport_new(c->loop, c->opts_.tls_ctx,
+                                    conn->origin->host, t);
 }
 
 static void on_connected(tb__transport_t *t, int status);
@@ -340,7 +344,9 @@ static void open_conn(struct tb__http_origin_s *o, tb_http_request_t *req) {
 
 /* --------------------------------------------------------- requests */
 
-int tb__http_pool_has_tls(void) { return 0; }
+int tb__http_pool_has_tls(const tb_http_client_t *c) {
+  return c->opts_.tls_transport_new != NULL;
+}
 
 struct tb__http_origin_s *tb__http_pool_origin(tb_http_client_t *c,
                                                const tb_url_t *url) {
