@@ -235,21 +235,41 @@ static void on_sconn(uv_stream_t *l, int status) {
   c->refs++; /* the server's table */
 }
 
-static void srv_start(srv_t *s, uv_loop_t *loop, srv_script_t script) {
+/* Listens on 127.0.0.1 (or ::1 when ipv6) at a free port.  Returns 0, or
+ * the bind error for ::1 on a machine without IPv6. */
+static int srv_start_on(srv_t *s, uv_loop_t *loop, srv_script_t script,
+                        int ipv6) {
   memset(s, 0, sizeof(*s));
   s->loop = loop;
   s->script = script;
   ASSERT_OK(uv_tcp_init(loop, &s->listener));
   s->listener.data = s;
-  struct sockaddr_in a;
-  ASSERT_OK(uv_ip4_addr("127.0.0.1", 0, &a));
-  ASSERT_OK(uv_tcp_bind(&s->listener, (struct sockaddr *)&a, 0));
-  ASSERT_OK(uv_listen((uv_stream_t *)&s->listener, 128, on_sconn));
-  struct sockaddr_storage ss;
-  int len = sizeof(ss);
-  ASSERT_OK(uv_tcp_getsockname(&s->listener, (struct sockaddr *)&ss, &len));
-  s->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+  union {
+    struct sockaddr sa;
+    struct sockaddr_in in4;
+    struct sockaddr_in6 in6;
+    struct sockaddr_storage ss;
+  } a;
+  if (ipv6)
+    ASSERT_OK(uv_ip6_addr("::1", 0, &a.in6));
+  else
+    ASSERT_OK(uv_ip4_addr("127.0.0.1", 0, &a.in4));
+  int rc = uv_tcp_bind(&s->listener, &a.sa, 0);
+  if (rc == 0)
+    rc = uv_listen((uv_stream_t *)&s->listener, 128, on_sconn);
+  if (rc != 0) {
+    uv_close((uv_handle_t *)&s->listener, NULL);
+    return rc;
+  }
+  int len = sizeof(a);
+  ASSERT_OK(uv_tcp_getsockname(&s->listener, &a.sa, &len));
+  s->port = ntohs(ipv6 ? a.in6.sin6_port : a.in4.sin_port);
   uv_unref((uv_handle_t *)&s->listener);
+  return 0;
+}
+
+static void srv_start(srv_t *s, uv_loop_t *loop, srv_script_t script) {
+  ASSERT_OK(srv_start_on(s, loop, script, 0));
 }
 
 static void srv_close(srv_t *s) {
@@ -906,6 +926,34 @@ TEST(name_resolution_localhost) {
   char host[64];
   snprintf(host, sizeof(host), "Host: localhost:%d\r\n", srv.port);
   ASSERT_STR_CONTAINS(srv.last_head, host);
+  tb__http_request_free(&r.req);
+  finish(&loop, &client, &srv);
+}
+
+TEST(ipv6_literal_host) {
+  uv_loop_t loop;
+  ASSERT_OK(uv_loop_init(&loop));
+  srv_t srv;
+  if (srv_start_on(&srv, &loop, script_hello, 1) != 0) {
+    fprintf(stderr, "  skipped: no IPv6 loopback\n");
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_LOOP_CLOSE(&loop);
+    return;
+  }
+  tb_http_client_t client;
+  ASSERT_OK(tb__http_client_init(&loop, &client, NULL));
+  creq_t r;
+  creq_init(&r, NULL, "/");
+  snprintf(r.url, sizeof(r.url), "http://[::1]:%d/v6?q=1", srv.port);
+  r.req.url = (tb_slice_t){ r.url, strlen(r.url) };
+  send_ok(&client, &r);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  ASSERT_OK(r.status);
+  body_is(&r.req, "hello");
+  char host[64];
+  snprintf(host, sizeof(host), "Host: [::1]:%d\r\n", srv.port);
+  ASSERT_STR_CONTAINS(srv.last_head, host);
+  ASSERT_STR_CONTAINS(srv.last_head, "GET /v6?q=1 HTTP/1.1\r\n");
   tb__http_request_free(&r.req);
   finish(&loop, &client, &srv);
 }
@@ -1626,6 +1674,7 @@ TEST_LIST(
   TEST_ENTRY(connection_refused),
   TEST_ENTRY(dns_failure),
   TEST_ENTRY(name_resolution_localhost),
+  TEST_ENTRY(ipv6_literal_host),
   TEST_ENTRY(total_timeout_when_server_never_answers),
   TEST_ENTRY(connect_timeout_on_full_backlog),
   TEST_ENTRY(malformed_response_is_a_protocol_error),

@@ -113,8 +113,13 @@ struct tb_http_request_s {
   size_t n_headers;
   const uv_buf_t *body;
   unsigned n_body;
-  uint64_t connect_timeout_ms;      /* 0: the client's */
-  uint64_t timeout_ms;              /* 0: the client's (0 there: none) */
+  /* Resolving and connecting a new connection made for this request
+   * (TB_ECONNECT_TIMEOUT); 0: the client's.  Waiting in the queue counts
+   * only against the total timeout. */
+  uint64_t connect_timeout_ms;
+  /* From send to callback, redirects and a retry included
+   * (TB_ETIMEDOUT); 0: the client's (0 there: none). */
+  uint64_t timeout_ms;
   size_t max_body;                  /* 0: the client's */
   unsigned follow_redirects;        /* GET only: follow up to this many */
 
