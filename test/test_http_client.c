@@ -1312,7 +1312,7 @@ TEST(idle_connections_are_evicted) {
   ASSERT_OK(uv_loop_init(&loop));
   srv_t srv;
   srv_start(&srv, &loop, script_hello);
-  tb_http_client_opts_t opts = { .idle_timeout_ms = 50 };
+  tb_http_client_opts_t opts = { .idle_timeout_ms = 200 };
   tb_http_client_t client;
   ASSERT_OK(tb__http_client_init(&loop, &client, &opts));
   creq_t r[3];
@@ -1325,7 +1325,7 @@ TEST(idle_connections_are_evicted) {
   ASSERT_EQ_INT(srv.eofs, 0);
   run_for(&loop, 20);
   ASSERT_EQ_INT(srv.eofs, 0); /* not yet */
-  run_for(&loop, 150);
+  run_for(&loop, 400);
   ASSERT_EQ_INT(srv.eofs, 3);
   for (int i = 0; i < 3; i++)
     ASSERT_OK(r[i].status);
