@@ -882,6 +882,17 @@ TEST(connection_refused) {
   ASSERT_STR_CONTAINS(e.message, "connection refused");
   tb_error_clear(&e);
   tb__http_request_free(&r.req);
+
+  /* The same through name resolution: every address refused. */
+  creq_init(&r, NULL, "/");
+  snprintf(r.url, sizeof(r.url), "http://localhost:%d/x", port);
+  r.req.url = (tb_slice_t){ r.url, strlen(r.url) };
+  send_ok(&client, &r);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  ASSERT_EQ_INT(r.calls, 1);
+  ASSERT_ERR(r.status, TB_ECONNREFUSED);
+  ASSERT_STR_CONTAINS(r.req.message, "connect to localhost port");
+  tb__http_request_free(&r.req);
   finish(&loop, &client, NULL);
 }
 
