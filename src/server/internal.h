@@ -1,0 +1,178 @@
+/*
+ * What the parts of the server share, and the API the training routes
+ * plug into: routes registered in one table (which also feeds the index
+ * at GET / and the metrics), a per-request context with the caller's
+ * user, answers that go through the server so that every request is
+ * logged and counted with its status, JSON body parsing with path errors,
+ * the rate limit, the futures store and the sessions.
+ *
+ * A route handler is a tb_http_handler_cb.  The server owns req->data (a
+ * tb__sreq_t) and req->on_done; a route keeps its own state in
+ * tb__sreq(req)->data and its completion in tb__sreq(req)->on_done, which
+ * the server calls from its own.  req->on_abort is the route's.  Routes
+ * answer with tb__server_respond* only.
+ */
+#ifndef TB_SERVER_INTERNAL_H
+#define TB_SERVER_INTERNAL_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "http/router.h"
+#include "http/server.h"
+#include "server/auth.h"
+#include "server/futures.h"
+#include "server/sessions.h"
+#include "tinkerbell/server.h"
+
+typedef struct tb__server_s tb__server_t;
+
+typedef enum {
+  TB__DIALECT_SERVICE = 0,  /* both dialects use it */
+  TB__DIALECT_TINKER,
+  TB__DIALECT_TINKERBELL,
+  TB__DIALECT_BOTH          /* one path, the body decides */
+} tb__dialect_t;
+
+enum {
+  TB__ROUTE_PUBLIC = 1      /* no API key needed */
+};
+
+typedef struct tb__status_count_s {
+  int status;
+  uint64_t count;
+} tb__status_count_t;
+
+typedef struct tb__route_s {
+  char *method;
+  char *pattern;
+  char *summary;
+  tb__dialect_t dialect;
+  unsigned flags;
+  tb_http_handler_cb handler;
+  void *data;
+  tb__status_count_t *counts;   /* requests answered, by status */
+  size_t n_counts, cap_counts;
+} tb__route_t;
+
+/* The server's part of every request (req->data). */
+typedef struct tb__sreq_s {
+  tb__server_t *srv;
+  tb__user_t *user;             /* NULL only for public routes with no key */
+  tb__route_t *route;           /* NULL when no route matched */
+  uint64_t start_ns;
+  int status;                   /* what was answered; 0: nothing yet */
+  tb__result_t *lent;           /* a result the answer sends by reference */
+  void *data;                   /* the route's */
+  tb_http_request_cb on_done;   /* the route's */
+} tb__sreq_t;
+
+/* A part of the server that plugs in later (training, persistence): it is
+ * told when the server closes, and may add lines to /metrics. */
+typedef struct tb__server_ext_s tb__server_ext_t;
+struct tb__server_ext_s {
+  void *data;
+  /* Starts closing; calls tb__server_ext_closed(srv, ext) when done (not
+   * necessarily before returning).  Runs before held polls are answered,
+   * so futures it fails now still reach their clients. */
+  void (*close)(tb__server_t *srv, tb__server_ext_t *ext);
+  /* Appends Prometheus text to out. */
+  void (*metrics)(tb__server_t *srv, tb__server_ext_t *ext, tb_buf_t *out);
+  tb__server_ext_t *next;
+  int closed;
+};
+
+typedef struct tb__model_info_s {
+  char *name;
+  int64_t max_context_length;
+} tb__model_info_t;
+
+struct tb__server_s {
+  tb_server_t *pub;
+  uv_loop_t *loop;
+  tb_server_options_t opts;     /* defaults filled in, strings copied */
+  tb_http_server_t http;
+  tb__route_t **routes;
+  size_t n_routes, cap_routes;
+  tb_http_router_t router;
+  tb__route_t unmatched;        /* counts requests no route took */
+  tb__auth_t auth;
+  tb__futures_t futures;
+  tb__sessions_t sessions;
+  tb__model_info_t *models;
+  size_t n_models, cap_models;
+  tb__server_ext_t *exts;
+  uint64_t n_telemetry_batches, n_telemetry_events;
+  uint64_t n_rate_limited;
+  uint64_t n_unauthorized;
+  int http_started;
+  int closing;
+  int init_failed;                /* init failed after the timers opened */
+  int pending_closes;           /* parts still closing */
+};
+
+static inline tb__server_t *tb__server_of(tb_server_t *s) {
+  return s->impl_;
+}
+
+static inline tb__sreq_t *tb__sreq(tb_http_request_t *req) {
+  return (tb__sreq_t *)req->data;
+}
+
+static inline tb__server_t *tb__server_from_req(tb_http_request_t *req) {
+  return tb__sreq(req)->srv;
+}
+
+/* Adds a route (before or after listen).  summary is one line for the
+ * index.  Returns 0, TB_EINVAL or TB_ENOMEM. */
+int tb__server_route(tb__server_t *srv, const char *method, const char *pattern,
+                     tb__dialect_t dialect, unsigned flags, tb_http_handler_cb handler,
+                     void *data, const char *summary);
+void tb__server_add_ext(tb__server_t *srv, tb__server_ext_t *ext);
+void tb__server_ext_closed(tb__server_t *srv, tb__server_ext_t *ext);
+
+/* Answers (see the file comment).  Headers are copied; body buffers must
+ * live until the route's on_done (arena, static, or freed there). */
+void tb__server_respond(tb_http_request_t *req, int status,
+                        const tb_http_header_t *headers, size_t n_headers,
+                        const uv_buf_t *body, size_t n_body);
+void tb__server_respond_json(tb_http_request_t *req, int status, const char *json,
+                             size_t len);
+/* Serialises v (which is not consumed) into the request's arena. */
+void tb__server_respond_jsonv(tb_http_request_t *req, int status, const json_t *v);
+/* {"error": message, "category": "user" (4xx) | "server" (5xx)}. */
+void tb__server_respond_error(tb_http_request_t *req, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* A result, by reference: protobuf when it has that form and want_proto
+ * (or no JSON form), else JSON. */
+void tb__server_respond_result(tb_http_request_t *req, int status, tb__result_t *r,
+                               int want_proto);
+
+/* The body as a JSON object.  On failure answers 400 with "<path>:
+ * <reason>" and returns a negative code; the route just returns. */
+int tb__server_parse_body(tb_http_request_t *req, json_t **out);
+/* Answers 400 with err's message (a path error from core/json.h). */
+void tb__server_respond_bad(tb_http_request_t *req, const tb_error_t *err);
+
+/* The submission rate limit: returns 0 when the request may go on;
+ * otherwise answers 429 with Retry-After and returns TB_EBUSY. */
+int tb__server_rate_limited(tb_http_request_t *req);
+/* Whether the request's Accept names application/x-protobuf. */
+int tb__server_accepts_proto(const tb_http_request_t *req);
+
+/* Gives back a request whose client went away (from on_abort): nothing
+ * is sent; it is logged and counted as 499. */
+void tb__server_release(tb_http_request_t *req);
+
+/* Writes s as the inside of a JSON string (no quotes) to dst, which has
+ * room for 6 * len bytes; returns the bytes written. */
+size_t tb__json_escape(char *dst, const char *s, size_t len);
+
+/* service.c: the service routes, the index and the metrics. */
+int tb__service_routes(tb__server_t *srv);
+/* sessions_routes in sessions.c */
+int tb__sessions_routes(tb__server_t *srv);
+
+#endif /* TB_SERVER_INTERNAL_H */

@@ -1,0 +1,590 @@
+/*
+ * The server handle (include/tinkerbell/server.h) and the request path
+ * every route shares (internal.h): routing through one table, API keys,
+ * the per-request context, answers that are logged and counted, JSON
+ * bodies with path errors, the rate limit.
+ *
+ * Closing runs in two phases.  First the parts plugged in later (the
+ * training part) close, so that the futures they fail on the way out
+ * still reach the clients polling them.  Then the futures store answers
+ * every held poll and closes its timers, the sessions close their timer,
+ * and the HTTP server drains; when all three are done the memory goes and
+ * the close callback runs.
+ */
+#include "server/internal.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/json.h"
+#include "core/log.h"
+
+#define DEFAULT_LONG_POLL_MS 30000u
+#define DEFAULT_SESSION_TIMEOUT_MS 120000u
+#define MIN_GRACE_MS 120000u
+#define DEFAULT_TTL_MS 3600000u
+#define DEFAULT_MAX_RESULT_BYTES ((size_t)1 << 30)
+#define TOMBSTONE_MS (6u * 3600u * 1000u)
+
+#define container_of(ptr, type, member) \
+  ((type *)((char *)(ptr) - offsetof(type, member)))
+
+/* ------------------------------------------------------------ routes */
+
+int tb__server_route(tb__server_t *srv, const char *method, const char *pattern,
+                     tb__dialect_t dialect, unsigned flags, tb_http_handler_cb handler,
+                     void *data, const char *summary) {
+  if (srv->n_routes == srv->cap_routes) {
+    size_t cap = srv->cap_routes ? srv->cap_routes * 2 : 32;
+    tb__route_t **routes = realloc(srv->routes, cap * sizeof(*routes));
+    if (routes == NULL)
+      return TB_ENOMEM;
+    srv->routes = routes;
+    srv->cap_routes = cap;
+  }
+  tb__route_t *rt = calloc(1, sizeof(*rt));
+  if (rt == NULL)
+    return TB_ENOMEM;
+  rt->method = tb__strndup(method, strlen(method));
+  rt->pattern = tb__strndup(pattern, strlen(pattern));
+  rt->summary = tb__strndup(summary ? summary : "", summary ? strlen(summary) : 0);
+  rt->dialect = dialect;
+  rt->flags = flags;
+  rt->handler = handler;
+  rt->data = data;
+  int rc = rt->method && rt->pattern && rt->summary ? 0 : TB_ENOMEM;
+  /* The router hands the route back as route_data; dispatch unwraps it. */
+  if (rc == 0)
+    rc = tb__http_router_add(&srv->router, method, pattern, handler, rt);
+  if (rc != 0) {
+    free(rt->method);
+    free(rt->pattern);
+    free(rt->summary);
+    free(rt);
+    return rc;
+  }
+  srv->routes[srv->n_routes++] = rt;
+  return 0;
+}
+
+static void count(tb__route_t *rt, int status) {
+  for (size_t i = 0; i < rt->n_counts; i++)
+    if (rt->counts[i].status == status) {
+      rt->counts[i].count++;
+      return;
+    }
+  if (rt->n_counts == rt->cap_counts) {
+    size_t cap = rt->cap_counts ? rt->cap_counts * 2 : 4;
+    tb__status_count_t *c = realloc(rt->counts, cap * sizeof(*c));
+    if (c == NULL)
+      return;  /* the metric loses one count; the request is unaffected */
+    rt->counts = c;
+    rt->cap_counts = cap;
+  }
+  rt->counts[rt->n_counts].status = status;
+  rt->counts[rt->n_counts].count = 1;
+  rt->n_counts++;
+}
+
+/* ------------------------------------------------------------ dispatch */
+
+static void on_req_done(tb_http_request_t *req, int status) {
+  tb__sreq_t *sr = req->data;
+  if (sr->on_done != NULL)
+    sr->on_done(req, status);
+  tb__result_unref(sr->lent);
+  sr->lent = NULL;
+  count(sr->route ? sr->route : &sr->srv->unmatched, sr->status);
+  if (TB_LOG_ENABLED(TB_LOG_INFO)) {
+    double ms = (double)(uv_hrtime() - sr->start_ns) / 1e6;
+    tb__log(TB_LOG_INFO, "%s %.*s %d %.3f ms%s%s%s%s", req->method.base,
+            (int)req->path.len, req->path.base, sr->status, ms,
+            sr->user ? " user=" : "", sr->user ? sr->user->name : "",
+            status != 0 ? " not delivered: " : "", status != 0 ? tb_err_name(status) : "");
+  }
+}
+
+static void on_request(tb_http_request_t *req) {
+  tb__server_t *srv = container_of(req->server, tb__server_t, http);
+  tb__sreq_t *sr = tb__arena_calloc(&req->arena, 1, sizeof(*sr));
+  if (sr == NULL) {
+    tb__http_respond_error(req, 503, "out of memory");
+    return;
+  }
+  sr->srv = srv;
+  sr->start_ns = uv_hrtime();
+  req->data = sr;
+  req->on_done = on_req_done;
+  tb_http_route_match_t m;
+  int rc = tb__http_router_match(&srv->router, req->method, req->path, &req->arena, &m);
+  if (rc == 405) {
+    static const char body[] = "{\"error\":\"method not allowed\",\"category\":\"user\"}";
+    tb_http_header_t h[2] = {
+      { TB_SLICE_LIT("Allow"), { m.allow, strlen(m.allow) } },
+      { TB_SLICE_LIT("Content-Type"), TB_SLICE_LIT("application/json") },
+    };
+    uv_buf_t b = uv_buf_init((char *)body, sizeof(body) - 1);
+    tb__server_respond(req, 405, h, 2, &b, 1);
+    return;
+  }
+  if (rc != 0) {
+    if (rc == 404)
+      tb__server_respond_error(req, 404, "no route for %s %.*s", req->method.base,
+                               (int)(req->path.len > 200 ? 200 : req->path.len),
+                               req->path.base);
+    else if (rc == 400)
+      tb__server_respond_error(req, 400, "invalid percent-encoding in the path");
+    else
+      tb__server_respond_error(req, 503, "out of memory");
+    return;
+  }
+  tb__route_t *rt = m.data;
+  sr->route = rt;
+  memcpy(req->params, m.params, m.n_params * sizeof(m.params[0]));
+  req->n_params = m.n_params;
+  req->route_data = rt->data;
+  if (srv->auth.enabled) {
+    tb_slice_t key;
+    int has_key = tb__auth_request_key(req, &key);
+    if (has_key)
+      sr->user = tb__auth_lookup(&srv->auth, key);
+    if (sr->user == NULL && !(rt->flags & TB__ROUTE_PUBLIC)) {
+      srv->n_unauthorized++;
+      static const tb_http_header_t h = { TB_SLICE_LIT("WWW-Authenticate"),
+                                          TB_SLICE_LIT("Bearer") };
+      const char *msg = has_key ? "invalid API key"
+                                : "missing API key: send X-API-Key or "
+                                  "Authorization: Bearer";
+      char *json = tb__arena_alloc(&req->arena, 128);
+      int n = json ? snprintf(json, 128, "{\"error\":\"%s\",\"category\":\"user\"}", msg)
+                   : 0;
+      tb_http_header_t hs[2] = {
+        h, { TB_SLICE_LIT("Content-Type"), TB_SLICE_LIT("application/json") }
+      };
+      uv_buf_t b = uv_buf_init(json, (unsigned)n);
+      tb__server_respond(req, 401, hs, 2, &b, 1);
+      return;
+    }
+  } else {
+    sr->user = srv->auth.local;
+  }
+  rt->handler(req);
+}
+
+/* ------------------------------------------------------------ answers */
+
+void tb__server_respond(tb_http_request_t *req, int status,
+                        const tb_http_header_t *headers, size_t n_headers,
+                        const uv_buf_t *body, size_t n_body) {
+  tb__sreq(req)->status = status;
+  tb__http_respond(req, status, headers, n_headers, body, n_body);
+}
+
+void tb__server_release(tb_http_request_t *req) {
+  tb__sreq(req)->status = 499;
+  tb__http_respond(req, 499, NULL, 0, NULL, 0);
+}
+
+void tb__server_respond_json(tb_http_request_t *req, int status, const char *json,
+                             size_t len) {
+  static const tb_http_header_t ct = {
+    TB_SLICE_LIT("Content-Type"), TB_SLICE_LIT("application/json")
+  };
+  uv_buf_t b = uv_buf_init((char *)json, (unsigned)len);
+  tb__server_respond(req, status, &ct, 1, &b, 1);
+}
+
+void tb__server_respond_jsonv(tb_http_request_t *req, int status, const json_t *v) {
+  size_t n = json_dumpb(v, NULL, 0, JSON_COMPACT);
+  char *buf = n > 0 ? tb__arena_alloc(&req->arena, n) : NULL;
+  if (buf == NULL || json_dumpb(v, buf, n, JSON_COMPACT) != n) {
+    tb__server_respond_error(req, 503, "cannot serialise the answer");
+    return;
+  }
+  tb__server_respond_json(req, status, buf, n);
+}
+
+size_t tb__json_escape(char *dst, const char *s, size_t len) {
+  static const char hex[] = "0123456789abcdef";
+  char *p = dst;
+  for (size_t i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c == '"' || c == '\\') {
+      *p++ = '\\';
+      *p++ = (char)c;
+    } else if (c < 0x20) {
+      memcpy(p, "\\u00", 4);
+      p[4] = hex[c >> 4];
+      p[5] = hex[c & 15];
+      p += 6;
+    } else {
+      *p++ = (char)c;
+    }
+  }
+  return (size_t)(p - dst);
+}
+
+void tb__server_respond_error(tb_http_request_t *req, int status, const char *fmt, ...) {
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  size_t ml = n < 0 ? 0 : (size_t)n >= sizeof(msg) ? sizeof(msg) - 1 : (size_t)n;
+  char *json = tb__arena_alloc(&req->arena, ml * 6 + 64);
+  if (json == NULL) {
+    tb__server_respond_json(req, status, "{}", 2);
+    return;
+  }
+  char *p = json;
+  p += sprintf(p, "{\"error\":\"");
+  p += tb__json_escape(p, msg, ml);
+  p += sprintf(p, "\",\"category\":\"%s\"}", status >= 500 ? "server" : "user");
+  tb__server_respond_json(req, status, json, (size_t)(p - json));
+}
+
+void tb__server_respond_bad(tb_http_request_t *req, const tb_error_t *err) {
+  tb__server_respond_error(req, 400, "%s", tb_error_message(err));
+}
+
+void tb__server_respond_result(tb_http_request_t *req, int status, tb__result_t *r,
+                               int want_proto) {
+  static const tb_http_header_t ct_json = {
+    TB_SLICE_LIT("Content-Type"), TB_SLICE_LIT("application/json")
+  };
+  static const tb_http_header_t ct_proto = {
+    TB_SLICE_LIT("Content-Type"), TB_SLICE_LIT("application/x-protobuf")
+  };
+  tb__sreq_t *sr = tb__sreq(req);
+  int proto = r->proto != NULL && (want_proto || r->json == NULL);
+  if (!proto && r->json == NULL) {
+    tb__server_respond_json(req, status, "{}", 2);
+    return;
+  }
+  /* The body goes by reference: the reference keeps it alive until the
+   * write ends, even when the store lets the future go meanwhile. */
+  tb__result_unref(sr->lent);
+  tb__result_ref(r);
+  sr->lent = r;
+  uv_buf_t b = proto ? uv_buf_init(r->proto, (unsigned)r->proto_len)
+                     : uv_buf_init(r->json, (unsigned)r->json_len);
+  tb__server_respond(req, status, proto ? &ct_proto : &ct_json, 1, &b, 1);
+}
+
+int tb__server_parse_body(tb_http_request_t *req, json_t **out) {
+  tb_error_t err = { 0 };
+  *out = NULL;
+  json_t *doc;
+  int rc = tb__json_parse(req->body, &doc, &err);
+  if (rc == 0 && !json_is_object(doc)) {
+    tb_jctx_t c;
+    tb__jctx_init(&c, &err);
+    rc = tb__json_expect_object(&c, doc);
+    json_decref(doc);
+  }
+  if (rc != 0) {
+    tb__server_respond_bad(req, &err);
+    tb_error_clear(&err);
+    return rc;
+  }
+  *out = doc;
+  return 0;
+}
+
+int tb__server_rate_limited(tb_http_request_t *req) {
+  tb__sreq_t *sr = tb__sreq(req);
+  tb__server_t *srv = sr->srv;
+  uint64_t retry_ms = 0;
+  if (sr->user == NULL || tb__auth_take(&srv->auth, sr->user, uv_now(srv->loop),
+                                        &retry_ms) == 0)
+    return 0;
+  srv->n_rate_limited++;
+  uint64_t secs = (retry_ms + 999) / 1000;
+  char *v = tb__arena_alloc(&req->arena, 24);
+  char *json = tb__arena_alloc(&req->arena, 256);
+  if (v == NULL || json == NULL) {
+    tb__server_respond_error(req, 429, "rate limit exceeded");
+    return TB_EBUSY;
+  }
+  int vn = snprintf(v, 24, "%llu", (unsigned long long)secs);
+  int n = snprintf(json, 256,
+                   "{\"error\":\"rate limit: %g requests per second (burst %g); retry "
+                   "after %llu s\",\"category\":\"user\",\"retry_after_ms\":%llu}",
+                   srv->auth.rps, srv->auth.burst, (unsigned long long)secs,
+                   (unsigned long long)retry_ms);
+  tb_http_header_t h[2] = {
+    { TB_SLICE_LIT("Retry-After"), { v, (size_t)vn } },
+    { TB_SLICE_LIT("Content-Type"), TB_SLICE_LIT("application/json") },
+  };
+  uv_buf_t b = uv_buf_init(json, (unsigned)n);
+  tb__server_respond(req, 429, h, 2, &b, 1);
+  return TB_EBUSY;
+}
+
+int tb__server_accepts_proto(const tb_http_request_t *req) {
+  static const char want[] = "application/x-protobuf";
+  const size_t wl = sizeof(want) - 1;
+  const tb_http_header_t *h = tb__http_request_header(req, "Accept");
+  if (h == NULL)
+    return 0;
+  for (size_t i = 0; i + wl <= h->value.len; i++) {
+    tb_slice_t s = { h->value.base + i, wl };
+    if (tb__slice_case_eq_str(s, want))
+      return 1;
+  }
+  return 0;
+}
+
+/* ------------------------------------------------------------ extensions */
+
+void tb__server_add_ext(tb__server_t *srv, tb__server_ext_t *ext) {
+  ext->closed = 0;
+  ext->next = srv->exts;
+  srv->exts = ext;
+}
+
+static void close_core(tb__server_t *srv);
+
+void tb__server_ext_closed(tb__server_t *srv, tb__server_ext_t *ext) {
+  if (ext->closed)
+    return;
+  ext->closed = 1;
+  for (tb__server_ext_t *e = srv->exts; e != NULL; e = e->next)
+    if (!e->closed)
+      return;
+  if (srv->closing)
+    close_core(srv);
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+static void free_impl(tb__server_t *srv) {
+  for (size_t i = 0; i < srv->n_routes; i++) {
+    tb__route_t *rt = srv->routes[i];
+    free(rt->method);
+    free(rt->pattern);
+    free(rt->summary);
+    free(rt->counts);
+    free(rt);
+  }
+  free(srv->routes);
+  free(srv->unmatched.counts);
+  tb__http_router_free(&srv->router);
+  for (size_t i = 0; i < srv->n_models; i++)
+    free(srv->models[i].name);
+  free(srv->models);
+  tb__auth_free(&srv->auth);
+  free((char *)srv->opts.data_dir);
+  free((char *)srv->opts.api_keys_file);
+  free(srv);
+}
+
+static int add_core_routes(tb__server_t *srv) {
+  int rc = tb__service_routes(srv);
+  rc = rc ? rc : tb__sessions_routes(srv);
+  rc = rc ? rc : tb__server_route(srv, "POST", "/api/v1/retrieve_future",
+                                  TB__DIALECT_TINKER, 0, tb__futures_route_tinker, NULL,
+                                  "Long-polls a future: {request_id} -> the result, "
+                                  "{error, category} or {type: try_again, queue_state}");
+  rc = rc ? rc : tb__server_route(srv, "POST", "/retrieve_future",
+                                  TB__DIALECT_TINKERBELL, 0, tb__futures_route_tinkerbell,
+                                  NULL,
+                                  "Polls a future: 202 {status: pending}, 200 the result, "
+                                  "500 {detail: Job failed: ...}");
+  return rc;
+}
+
+static void part_closed(tb__server_t *srv) {
+  if (--srv->pending_closes > 0)
+    return;
+  if (srv->init_failed) {
+    free_impl(srv);
+    return;
+  }
+  tb_server_t *server = srv->pub;
+  tb_server_close_cb cb = server->close_cb_;
+  free_impl(srv);
+  server->impl_ = NULL;
+  if (cb != NULL)
+    cb(server);
+}
+
+static void on_futures_closed(tb__futures_t *fs) {
+  part_closed(fs->data);
+}
+
+static void on_sessions_closed(tb__sessions_t *ss) {
+  part_closed(ss->data);
+}
+
+static void on_http_closed(tb_http_server_t *http) {
+  part_closed(container_of(http, tb__server_t, http));
+}
+
+int tb_server_init(uv_loop_t *loop, tb_server_t *server, const tb_server_options_t *opts) {
+  void *data = server->data;
+  memset(server, 0, sizeof(*server));
+  server->data = data;
+  server->loop = loop;
+  tb_server_options_t o = { 0 };
+  if (opts != NULL)
+    o = *opts;
+  if (loop == NULL || isnan(o.rate_limit_rps) || o.rate_limit_rps < 0 ||
+      isnan(o.rate_limit_burst) || o.rate_limit_burst < 0) {
+    snprintf(server->message, sizeof(server->message), "invalid server options");
+    return TB_EINVAL;
+  }
+  if (o.long_poll_ms == 0)
+    o.long_poll_ms = DEFAULT_LONG_POLL_MS;
+  if (o.session_timeout_ms == 0)
+    o.session_timeout_ms = DEFAULT_SESSION_TIMEOUT_MS;
+  if (o.result_grace_ms < MIN_GRACE_MS)
+    o.result_grace_ms = MIN_GRACE_MS;
+  if (o.result_ttl_ms == 0)
+    o.result_ttl_ms = DEFAULT_TTL_MS;
+  if (o.max_result_bytes == 0)
+    o.max_result_bytes = DEFAULT_MAX_RESULT_BYTES;
+  if (o.max_body == 0)
+    o.max_body = TB_HTTP_DEFAULT_MAX_BODY;
+  tb__server_t *srv = calloc(1, sizeof(*srv));
+  if (srv == NULL)
+    return TB_ENOMEM;
+  srv->pub = server;
+  srv->loop = loop;
+  srv->opts = o;
+  srv->opts.data_dir = o.data_dir ? tb__strndup(o.data_dir, strlen(o.data_dir)) : NULL;
+  srv->opts.api_keys_file =
+      o.api_keys_file ? tb__strndup(o.api_keys_file, strlen(o.api_keys_file)) : NULL;
+  srv->unmatched.method = "";
+  srv->unmatched.pattern = "";
+  tb__http_router_init(&srv->router);
+  if ((o.data_dir && !srv->opts.data_dir) || (o.api_keys_file && !srv->opts.api_keys_file)) {
+    free_impl(srv);
+    return TB_ENOMEM;
+  }
+  int rc = tb__auth_init(&srv->auth, o.api_keys_file, o.rate_limit_rps, o.rate_limit_burst,
+                         server->message, sizeof(server->message));
+  if (rc != 0) {
+    free_impl(srv);
+    return rc;
+  }
+  rc = add_core_routes(srv);
+  if (rc != 0) {
+    snprintf(server->message, sizeof(server->message), "cannot set up the routes");
+    free_impl(srv);
+    return rc;
+  }
+  tb__futures_opts_t fo = {
+    .long_poll_ms = o.long_poll_ms,
+    .grace_ms = o.result_grace_ms,
+    .ttl_ms = o.result_ttl_ms,
+    .tombstone_ms = TOMBSTONE_MS,
+    .max_bytes = o.max_result_bytes,
+  };
+  tb_http_server_options_t ho = { 0 };
+  ho.on_request = on_request;
+  ho.max_body = o.max_body;
+  /* A held poll must not be cut by the idle timer: the longest silence
+   * on a connection is a poll held to its end. */
+  ho.idle_timeout_ms = o.long_poll_ms + 60000;
+  rc = tb__futures_init(loop, &srv->futures, &fo);
+  if (rc != 0) {
+    free_impl(srv);
+    return rc;
+  }
+  srv->futures.data = srv;
+  int sessions_ok = 0;
+  rc = tb__sessions_init(loop, &srv->sessions, o.session_timeout_ms);
+  if (rc == 0) {
+    sessions_ok = 1;
+    srv->sessions.data = srv;
+    rc = tb__http_server_init(loop, &srv->http, &ho);
+  }
+  if (rc != 0) {
+    /* The stores' timers are open: they close when the loop runs next,
+     * and the last one frees srv without touching the caller's struct. */
+    snprintf(server->message, sizeof(server->message), "cannot set up the server: %s",
+             tb_strerror(rc));
+    srv->init_failed = 1;
+    srv->closing = 1;
+    srv->pending_closes = 1 + sessions_ok;
+    tb__futures_close(&srv->futures, on_futures_closed);
+    if (sessions_ok)
+      tb__sessions_close(&srv->sessions, on_sessions_closed);
+    return rc;
+  }
+  server->impl_ = srv;
+  return 0;
+}
+
+int tb_server_listen(tb_server_t *server, const char *host, int port) {
+  tb__server_t *srv = server->impl_;
+  if (srv == NULL || srv->closing)
+    return TB_ECLOSING;
+  int rc = tb__http_server_listen(&srv->http, host, port);
+  if (rc != 0)
+    snprintf(server->message, sizeof(server->message), "cannot listen on %s:%d: %s", host,
+             port, tb_strerror(rc));
+  return rc;
+}
+
+int tb_server_port(const tb_server_t *server) {
+  if (server->impl_ == NULL)
+    return TB_ECLOSING;
+  return tb__http_server_port(&server->impl_->http);
+}
+
+int tb_server_add_model(tb_server_t *server, const char *name, int64_t max_context_length) {
+  tb__server_t *srv = server->impl_;
+  if (srv == NULL || name == NULL || name[0] == '\0' || max_context_length <= 0)
+    return TB_EINVAL;
+  for (size_t i = 0; i < srv->n_models; i++)
+    if (strcmp(srv->models[i].name, name) == 0)
+      return TB_EEXIST;
+  if (srv->n_models == srv->cap_models) {
+    size_t cap = srv->cap_models ? srv->cap_models * 2 : 4;
+    tb__model_info_t *m = realloc(srv->models, cap * sizeof(*m));
+    if (m == NULL)
+      return TB_ENOMEM;
+    srv->models = m;
+    srv->cap_models = cap;
+  }
+  char *copy = tb__strndup(name, strlen(name));
+  if (copy == NULL)
+    return TB_ENOMEM;
+  srv->models[srv->n_models].name = copy;
+  srv->models[srv->n_models].max_context_length = max_context_length;
+  srv->n_models++;
+  return 0;
+}
+
+static void close_core(tb__server_t *srv) {
+  if (srv->pending_closes > 0)
+    return;
+  srv->pending_closes = 3;
+  /* The HTTP server first: held polls then carry "Connection: close" when
+   * the store answers them right after. */
+  tb__http_server_close(&srv->http, on_http_closed);
+  tb__futures_close(&srv->futures, on_futures_closed);
+  tb__sessions_close(&srv->sessions, on_sessions_closed);
+}
+
+void tb_server_close(tb_server_t *server, tb_server_close_cb close_cb) {
+  tb__server_t *srv = server->impl_;
+  if (srv == NULL || srv->closing)
+    return;
+  srv->closing = 1;
+  server->close_cb_ = close_cb;
+  int waiting = 0;
+  for (tb__server_ext_t *e = srv->exts; e != NULL; e = e->next)
+    if (!e->closed) {
+      waiting = 1;
+      e->close(srv, e);
+    }
+  /* An extension that finished inside its close already moved on. */
+  if (!waiting)
+    close_core(srv);
+}

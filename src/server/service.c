@@ -1,0 +1,253 @@
+/*
+ * The service routes both dialects share: client configuration, health,
+ * capabilities, telemetry, the index of every route (GET /, built from
+ * the route table so that it lists exactly what is served) and the
+ * Prometheus metrics (GET /metrics).
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "core/json.h"
+#include "server/internal.h"
+
+/* Table 2.1 of the wire notes: the SDK's defaults, except that pyqwest is
+ * off (a plain HTTP/1.1 server is reached through httpx). */
+static const char client_config[] =
+    "{\"pjwt_auth_enabled\":false,"
+    "\"credential_default_source\":\"api_key\","
+    "\"sample_dispatch_bytes_semaphore_size\":10485760,"
+    "\"inflight_response_bytes_semaphore_size\":52428800,"
+    "\"parallel_fwdbwd_chunks\":true,"
+    "\"proto_compress_fwdbwd\":false,"
+    "\"fwdbwd_max_chunk_len\":1024,"
+    "\"fwdbwd_max_chunk_bytes_count\":5000000,"
+    "\"fwdbwd_dispatch_bytes_semaphore_size\":50000000,"
+    "\"billing_exception_max_pause_duration_sec\":3600,"
+    "\"sample_no_retries\":false,"
+    "\"sample_enable_stuck_detection\":true,"
+    "\"sample_max_concurrent_requests\":2000,"
+    "\"use_pyqwest_transport\":false,"
+    "\"create_model_via_load_weights\":false}";
+
+/* Validates {"sdk_version"?: str}; answers 400 itself and returns -1 when
+ * the body is wrong.  An empty body is accepted. */
+static int check_sdk_body(tb_http_request_t *req) {
+  if (req->body.len == 0)
+    return 0;
+  json_t *doc;
+  if (tb__server_parse_body(req, &doc) != 0)
+    return -1;
+  tb_error_t err = { 0 };
+  tb_jctx_t c;
+  tb__jctx_init(&c, &err);
+  tb_slice_t v;
+  int rc = tb__json_get_string(&c, doc, "sdk_version", TB_JSON_OPTIONAL, &v);
+  json_decref(doc);
+  if (rc < 0) {
+    tb__server_respond_bad(req, &err);
+    tb_error_clear(&err);
+    return -1;
+  }
+  return 0;
+}
+
+static void route_client_config(tb_http_request_t *req) {
+  if (check_sdk_body(req) == 0)
+    tb__server_respond_json(req, 200, client_config, sizeof(client_config) - 1);
+}
+
+static void route_dynamic_config(tb_http_request_t *req) {
+  static const char body[] = "{\"refresh_interval_sec\":300}";
+  if (check_sdk_body(req) == 0)
+    tb__server_respond_json(req, 200, body, sizeof(body) - 1);
+}
+
+static void route_healthz(tb_http_request_t *req) {
+  static const char body[] = "{\"status\":\"ok\"}";
+  tb__server_respond_json(req, 200, body, sizeof(body) - 1);
+}
+
+static void route_capabilities(tb_http_request_t *req) {
+  tb__server_t *srv = tb__server_from_req(req);
+  json_t *models = json_array();
+  for (size_t i = 0; models != NULL && i < srv->n_models; i++)
+    json_array_append_new(models, json_pack("{s:s, s:I}", "model_name",
+                                            srv->models[i].name, "max_context_length",
+                                            (json_int_t)srv->models[i].max_context_length));
+  json_t *doc = json_pack("{s:o}", "supported_models", models);
+  if (doc == NULL) {
+    tb__server_respond_error(req, 503, "out of memory");
+    return;
+  }
+  tb__server_respond_jsonv(req, 200, doc);
+  json_decref(doc);
+}
+
+/* {"events": [...], "platform", "sdk_version", "session_id",
+ * "process_uuid"}: counted, not stored. */
+static void route_telemetry(tb_http_request_t *req) {
+  tb__server_t *srv = tb__server_from_req(req);
+  json_t *doc;
+  if (tb__server_parse_body(req, &doc) != 0)
+    return;
+  tb_error_t err = { 0 };
+  tb_jctx_t c;
+  tb__jctx_init(&c, &err);
+  json_t *events;
+  tb_slice_t s;
+  int rc = tb__json_get_array(&c, doc, "events", TB_JSON_REQUIRED, &events);
+  static const char *const strs[] = { "platform", "sdk_version", "session_id",
+                                      "process_uuid" };
+  for (size_t i = 0; rc >= 0 && i < sizeof(strs) / sizeof(strs[0]); i++)
+    rc = tb__json_get_string(&c, doc, strs[i], TB_JSON_OPTIONAL, &s);
+  if (rc < 0) {
+    tb__server_respond_bad(req, &err);
+    tb_error_clear(&err);
+    json_decref(doc);
+    return;
+  }
+  srv->n_telemetry_batches++;
+  srv->n_telemetry_events += json_array_size(events);
+  json_decref(doc);
+  static const char body[] = "{\"status\":\"accepted\"}";
+  tb__server_respond_json(req, 200, body, sizeof(body) - 1);
+}
+
+static const char *dialect_name(tb__dialect_t d) {
+  switch (d) {
+    case TB__DIALECT_TINKER: return "tinker";
+    case TB__DIALECT_TINKERBELL: return "tinkerbell";
+    case TB__DIALECT_BOTH: return "tinker+tinkerbell";
+    default: return "service";
+  }
+}
+
+static void route_index(tb_http_request_t *req) {
+  tb__server_t *srv = tb__server_from_req(req);
+  json_t *eps = json_array();
+  for (size_t i = 0; eps != NULL && i < srv->n_routes; i++) {
+    const tb__route_t *rt = srv->routes[i];
+    json_array_append_new(eps, json_pack("{s:s, s:s, s:s, s:b, s:s}", "method",
+                                         rt->method, "path", rt->pattern, "dialect",
+                                         dialect_name(rt->dialect), "auth",
+                                         srv->auth.enabled && !(rt->flags & TB__ROUTE_PUBLIC),
+                                         "summary", rt->summary));
+  }
+  json_t *doc = json_pack(
+      "{s:s, s:s, s:o, s:{s:s, s:s, s:s}}", "name", "Tinkerbell", "version",
+      TB_VERSION_STRING, "endpoints", eps, "dialects", "tinker",
+      "The Tinker SDK's /api/v1 routes: work requests answer {request_id}; "
+      "POST /api/v1/retrieve_future long-polls the result.",
+      "tinkerbell",
+      "Sync routes answer the result; *_async routes answer {request_id, model_id}; "
+      "POST /retrieve_future answers 202 while pending.",
+      "both",
+      "Where a path is in both dialects, a protobuf body or a JSON body with type, "
+      "seq_id or forward_backward_input is the Tinker dialect.");
+  if (doc == NULL) {
+    tb__server_respond_error(req, 503, "out of memory");
+    return;
+  }
+  tb__server_respond_jsonv(req, 200, doc);
+  json_decref(doc);
+}
+
+static void metric(tb_buf_t *b, const char *name, const char *type, const char *help,
+                   double value) {
+  tb__buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name, type,
+                 name, value);
+}
+
+static void route_counts(tb_buf_t *b, const tb__route_t *rt) {
+  for (size_t i = 0; i < rt->n_counts; i++)
+    tb__buf_printf(b, "tinkerbell_http_requests_total{method=\"%s\",route=\"%s\","
+                      "status=\"%d\"} %llu\n",
+                   rt->method[0] ? rt->method : "any",
+                   rt->pattern[0] ? rt->pattern : "unmatched", rt->counts[i].status,
+                   (unsigned long long)rt->counts[i].count);
+}
+
+static void on_metrics_done(tb_http_request_t *req, int status) {
+  free(tb__sreq(req)->data);
+}
+
+static void route_metrics(tb_http_request_t *req) {
+  tb__server_t *srv = tb__server_from_req(req);
+  const tb__futures_t *fs = &srv->futures;
+  tb_buf_t b = TB_BUF_INIT;
+  tb__buf_printf(&b, "# HELP tinkerbell_http_requests_total Requests answered, by route "
+                     "and status (499: the client went away).\n"
+                     "# TYPE tinkerbell_http_requests_total counter\n");
+  for (size_t i = 0; i < srv->n_routes; i++)
+    route_counts(&b, srv->routes[i]);
+  route_counts(&b, &srv->unmatched);
+  metric(&b, "tinkerbell_futures_pending", "gauge", "Futures whose job has not finished.",
+         (double)fs->n_pending);
+  metric(&b, "tinkerbell_futures_finished", "gauge",
+         "Finished futures whose results are held.", (double)fs->n_finished);
+  metric(&b, "tinkerbell_futures_created_total", "counter", "Futures created.",
+         (double)fs->n_created);
+  metric(&b, "tinkerbell_futures_expired_total", "counter",
+         "Results dropped after their TTL or grace period.", (double)fs->n_expired);
+  metric(&b, "tinkerbell_futures_evicted_total", "counter",
+         "Results dropped to keep the memory bound.", (double)fs->n_evicted);
+  metric(&b, "tinkerbell_result_bytes", "gauge", "Bytes held by results.",
+         (double)fs->bytes);
+  metric(&b, "tinkerbell_long_polls_held", "gauge", "retrieve_future requests held now.",
+         (double)fs->n_polls);
+  metric(&b, "tinkerbell_try_again_total", "counter", "try_again answers.",
+         (double)fs->n_try_again);
+  metric(&b, "tinkerbell_sessions_live", "gauge", "Sessions with a recent heartbeat.",
+         (double)srv->sessions.n_live);
+  metric(&b, "tinkerbell_sessions_expired", "gauge", "Expired sessions still listed.",
+         (double)srv->sessions.n_expired);
+  metric(&b, "tinkerbell_sessions_created_total", "counter", "Sessions created.",
+         (double)srv->sessions.n_created);
+  metric(&b, "tinkerbell_telemetry_batches_total", "counter", "Telemetry batches accepted.",
+         (double)srv->n_telemetry_batches);
+  metric(&b, "tinkerbell_telemetry_events_total", "counter", "Telemetry events accepted.",
+         (double)srv->n_telemetry_events);
+  metric(&b, "tinkerbell_rate_limited_total", "counter", "Submissions answered 429.",
+         (double)srv->n_rate_limited);
+  metric(&b, "tinkerbell_unauthorized_total", "counter", "Requests answered 401.",
+         (double)srv->n_unauthorized);
+  for (tb__server_ext_t *e = srv->exts; e != NULL; e = e->next)
+    if (e->metrics)
+      e->metrics(srv, e, &b);
+  if (b.base == NULL) {
+    tb__server_respond_error(req, 503, "out of memory");
+    return;
+  }
+  static const tb_http_header_t ct = { TB_SLICE_LIT("Content-Type"),
+                                       TB_SLICE_LIT("text/plain; version=0.0.4") };
+  tb__sreq(req)->data = b.base;
+  tb__sreq(req)->on_done = on_metrics_done;
+  uv_buf_t body = uv_buf_init(b.base, (unsigned)b.len);
+  tb__server_respond(req, 200, &ct, 1, &body, 1);
+}
+
+int tb__service_routes(tb__server_t *srv) {
+  int rc = 0;
+#define ROUTE(m, p, d, f, h, s) \
+  rc = rc ? rc : tb__server_route(srv, m, p, d, f, h, NULL, s)
+  ROUTE("GET", "/", TB__DIALECT_SERVICE, TB__ROUTE_PUBLIC, route_index,
+        "This index: every route of both dialects");
+  ROUTE("GET", "/metrics", TB__DIALECT_SERVICE, 0, route_metrics,
+        "Prometheus metrics");
+  ROUTE("GET", "/api/v1/healthz", TB__DIALECT_TINKER, TB__ROUTE_PUBLIC, route_healthz,
+        "{status: ok}");
+  ROUTE("GET", "/healthz", TB__DIALECT_TINKERBELL, TB__ROUTE_PUBLIC, route_healthz,
+        "{status: ok}");
+  ROUTE("POST", "/api/v1/client/config", TB__DIALECT_TINKER, 0, route_client_config,
+        "The SDK's feature flags (ClientConfigResponse)");
+  ROUTE("POST", "/api/v1/client/dynamic_config", TB__DIALECT_TINKER, 0,
+        route_dynamic_config, "{refresh_interval_sec}");
+  ROUTE("GET", "/api/v1/get_server_capabilities", TB__DIALECT_TINKER, 0,
+        route_capabilities, "The base models served, with max_context_length");
+  ROUTE("GET", "/get_server_capabilities", TB__DIALECT_TINKERBELL, 0, route_capabilities,
+        "The base models served, with max_context_length");
+  ROUTE("POST", "/api/v1/telemetry", TB__DIALECT_TINKER, 0, route_telemetry,
+        "SDK telemetry batches: counted, {status: accepted}");
+#undef ROUTE
+  return rc;
+}

@@ -1,0 +1,468 @@
+/*
+ * Sessions (see sessions.h) and their routes:
+ *   POST /api/v1/create_session, POST /api/v1/session_heartbeat,
+ *   GET /api/v1/sessions (limit, offset), GET /api/v1/sessions/{id}.
+ */
+#include "server/sessions.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/buf.h"
+#include "core/clock.h"
+#include "core/json.h"
+#include "core/log.h"
+#include "server/internal.h"
+
+#define MAX_EXPIRED_KEPT 10000
+
+/* ------------------------------------------------------------ store */
+
+#define LIST_PUSH(l, s)                    \
+  do {                                     \
+    (s)->lnext = NULL;                     \
+    (s)->lprev = (l).tail;                 \
+    if ((l).tail)                          \
+      (l).tail->lnext = (s);               \
+    else                                   \
+      (l).head = (s);                      \
+    (l).tail = (s);                        \
+  } while (0)
+
+#define LIST_REMOVE(l, s)                  \
+  do {                                     \
+    if ((s)->lprev)                        \
+      (s)->lprev->lnext = (s)->lnext;      \
+    else                                   \
+      (l).head = (s)->lnext;               \
+    if ((s)->lnext)                        \
+      (s)->lnext->lprev = (s)->lprev;      \
+    else                                   \
+      (l).tail = (s)->lprev;               \
+    (s)->lnext = (s)->lprev = NULL;        \
+  } while (0)
+
+static size_t bucket_of(size_t n, const char *id, size_t len) {
+  return (size_t)(tb__id_hash(id, len) & (n - 1));
+}
+
+static void strlist_free(tb__strlist_t *l) {
+  for (size_t i = 0; i < l->n; i++)
+    free(l->items[i]);
+  free(l->items);
+  memset(l, 0, sizeof(*l));
+}
+
+static int strlist_add(tb__strlist_t *l, const char *s) {
+  for (size_t i = 0; i < l->n; i++)
+    if (strcmp(l->items[i], s) == 0)
+      return 0;
+  if (l->n == l->cap) {
+    size_t cap = l->cap ? l->cap * 2 : 4;
+    char **items = realloc(l->items, cap * sizeof(*items));
+    if (items == NULL)
+      return TB_ENOMEM;
+    l->items = items;
+    l->cap = cap;
+  }
+  char *copy = tb__strndup(s, strlen(s));
+  if (copy == NULL)
+    return TB_ENOMEM;
+  l->items[l->n++] = copy;
+  return 0;
+}
+
+int tb__session_add_training_run(tb__session_t *s, const char *id) {
+  return strlist_add(&s->training_run_ids, id);
+}
+
+int tb__session_add_sampler(tb__session_t *s, const char *id) {
+  return strlist_add(&s->sampler_ids, id);
+}
+
+static void session_free(tb__session_t *s) {
+  json_decref(s->tags);
+  json_decref(s->user_metadata);
+  free(s->sdk_version);
+  free(s->project_id);
+  strlist_free(&s->training_run_ids);
+  strlist_free(&s->sampler_ids);
+  free(s);
+}
+
+/* Forgets an expired session entirely. */
+static void session_drop(tb__sessions_t *ss, tb__session_t *s) {
+  LIST_REMOVE(ss->dead, s);
+  tb__session_t **p = &ss->buckets[bucket_of(ss->n_buckets, s->id, s->id_len)];
+  while (*p != s)
+    p = &(*p)->hnext;
+  *p = s->hnext;
+  if (s->aprev)
+    s->aprev->anext = s->anext;
+  else
+    ss->all = s->anext;
+  if (s->anext)
+    s->anext->aprev = s->aprev;
+  ss->n_expired--;
+  session_free(s);
+}
+
+static void on_timer(uv_timer_t *t);
+
+static void arm(tb__sessions_t *ss) {
+  if (ss->closing)
+    return;
+  if (ss->live.head == NULL) {
+    uv_timer_stop(&ss->timer);
+    ss->timer_due = 0;
+    return;
+  }
+  uint64_t due = ss->live.head->last_heartbeat_ms + ss->timeout_ms;
+  if (due == ss->timer_due)
+    return;
+  ss->timer_due = due;
+  uint64_t now = uv_now(ss->loop);
+  uv_timer_start(&ss->timer, on_timer, due > now ? due - now : 0, 0);
+}
+
+void tb__sessions_sweep(tb__sessions_t *ss) {
+  uint64_t now = uv_now(ss->loop);
+  tb__session_t *s;
+  while ((s = ss->live.head) != NULL && s->last_heartbeat_ms + ss->timeout_ms <= now) {
+    LIST_REMOVE(ss->live, s);
+    LIST_PUSH(ss->dead, s);
+    s->expired = 1;
+    ss->n_live--;
+    ss->n_expired++;
+    tb_info("session %s of %s expired (no heartbeat for %llu ms)", s->id,
+            s->owner->name, (unsigned long long)(now - s->last_heartbeat_ms));
+    if (ss->on_expire)
+      ss->on_expire(ss, s);
+  }
+  while (ss->n_expired > ss->max_expired)
+    session_drop(ss, ss->dead.head);
+  arm(ss);
+}
+
+static void on_timer(uv_timer_t *t) {
+  tb__sessions_t *ss = t->data;
+  ss->timer_due = 0;
+  tb__sessions_sweep(ss);
+}
+
+int tb__sessions_init(uv_loop_t *loop, tb__sessions_t *ss, uint64_t timeout_ms) {
+  memset(ss, 0, sizeof(*ss));
+  ss->loop = loop;
+  ss->timeout_ms = timeout_ms;
+  ss->max_expired = MAX_EXPIRED_KEPT;
+  tb__idgen_init(&ss->ids);
+  ss->n_buckets = 256;
+  ss->buckets = calloc(ss->n_buckets, sizeof(*ss->buckets));
+  if (ss->buckets == NULL)
+    return TB_ENOMEM;
+  uv_timer_init(loop, &ss->timer);
+  ss->timer.data = ss;
+  uv_unref((uv_handle_t *)&ss->timer);
+  return 0;
+}
+
+static void on_closed(uv_handle_t *h) {
+  tb__sessions_t *ss = h->data;
+  tb__session_t *s = ss->all;
+  while (s != NULL) {
+    tb__session_t *next = s->anext;
+    session_free(s);
+    s = next;
+  }
+  ss->all = NULL;
+  free(ss->buckets);
+  ss->buckets = NULL;
+  ss->n_live = ss->n_expired = 0;
+  if (ss->close_cb)
+    ss->close_cb(ss);
+}
+
+void tb__sessions_close(tb__sessions_t *ss, tb__sessions_close_cb close_cb) {
+  if (ss->closing)
+    return;
+  ss->closing = 1;
+  ss->close_cb = close_cb;
+  uv_close((uv_handle_t *)&ss->timer, on_closed);
+}
+
+static int grow(tb__sessions_t *ss) {
+  size_t n = ss->n_buckets * 2;
+  tb__session_t **b = calloc(n, sizeof(*b));
+  if (b == NULL)
+    return TB_ENOMEM;
+  for (tb__session_t *s = ss->all; s != NULL; s = s->anext) {
+    size_t k = bucket_of(n, s->id, s->id_len);
+    s->hnext = b[k];
+    b[k] = s;
+  }
+  free(ss->buckets);
+  ss->buckets = b;
+  ss->n_buckets = n;
+  return 0;
+}
+
+static tb__session_t *get(const tb__sessions_t *ss, const char *id, size_t len) {
+  tb__session_t *s = ss->buckets[bucket_of(ss->n_buckets, id, len)];
+  for (; s != NULL; s = s->hnext)
+    if (s->id_len == len && memcmp(s->id, id, len) == 0)
+      return s;
+  return NULL;
+}
+
+int tb__session_create(tb__sessions_t *ss, const tb__user_t *owner, json_t *tags,
+                       json_t *user_metadata, tb_slice_t sdk_version,
+                       tb_slice_t project_id, tb__session_t **out) {
+  if (ss->closing)
+    return TB_ECLOSING;
+  if (ss->n_live + ss->n_expired >= ss->n_buckets * 2 && grow(ss) != 0)
+    return TB_ENOMEM;
+  tb__session_t *s = calloc(1, sizeof(*s));
+  if (s == NULL)
+    return TB_ENOMEM;
+  s->tags = tags ? json_incref(tags) : json_array();
+  s->user_metadata = user_metadata ? json_incref(user_metadata) : json_object();
+  if (sdk_version.base)
+    s->sdk_version = tb__strndup(sdk_version.base, sdk_version.len);
+  if (project_id.base)
+    s->project_id = tb__strndup(project_id.base, project_id.len);
+  if (s->tags == NULL || s->user_metadata == NULL ||
+      (sdk_version.base && s->sdk_version == NULL) ||
+      (project_id.base && s->project_id == NULL)) {
+    session_free(s);
+    return TB_ENOMEM;
+  }
+  do
+    s->id_len = tb__idgen_next(&ss->ids, "sess-", s->id);
+  while (get(ss, s->id, s->id_len) != NULL);
+  s->owner = owner;
+  s->created_wall = tb__wall_time();
+  s->last_heartbeat_ms = uv_now(ss->loop);
+  size_t k = bucket_of(ss->n_buckets, s->id, s->id_len);
+  s->hnext = ss->buckets[k];
+  ss->buckets[k] = s;
+  s->anext = ss->all;
+  if (ss->all)
+    ss->all->aprev = s;
+  ss->all = s;
+  LIST_PUSH(ss->live, s);
+  ss->n_live++;
+  ss->n_created++;
+  arm(ss);
+  *out = s;
+  return 0;
+}
+
+tb__session_t *tb__session_find(tb__sessions_t *ss, const tb__user_t *owner,
+                                tb_slice_t id) {
+  if (id.len == 0 || id.len >= TB__SESSION_ID_MAX || ss->buckets == NULL)
+    return NULL;
+  tb__session_t *s = get(ss, id.base, id.len);
+  return s != NULL && s->owner == owner ? s : NULL;
+}
+
+void tb__session_heartbeat(tb__sessions_t *ss, tb__session_t *s) {
+  if (s->expired)
+    return;
+  s->last_heartbeat_ms = uv_now(ss->loop);
+  ss->n_heartbeats++;
+  /* The freshest heartbeat goes last: the list stays sorted. */
+  LIST_REMOVE(ss->live, s);
+  LIST_PUSH(ss->live, s);
+  arm(ss);
+}
+
+/* ------------------------------------------------------------ routes */
+
+/* "type", when sent, must name the request. */
+static int check_type(tb_jctx_t *c, const json_t *doc, const char *want) {
+  tb_slice_t type;
+  int rc = tb__json_get_string(c, doc, "type", TB_JSON_OPTIONAL, &type);
+  if (rc == 0 && !tb__slice_eq_str(type, want))
+    return tb__jctx_fail_at(c, "type", "expected \"%s\"", want);
+  return rc < 0 ? rc : 0;
+}
+
+static void route_create(tb_http_request_t *req) {
+  tb__server_t *srv = tb__server_from_req(req);
+  json_t *doc;
+  if (tb__server_parse_body(req, &doc) != 0)
+    return;
+  tb_error_t err = { 0 };
+  tb_jctx_t c;
+  tb__jctx_init(&c, &err);
+  json_t *tags = NULL, *meta = NULL;
+  tb_slice_t sdk = { NULL, 0 }, project = { NULL, 0 };
+  int rc = check_type(&c, doc, "create_session");
+  if (rc >= 0)
+    rc = tb__json_get_array(&c, doc, "tags", TB_JSON_OPTIONAL, &tags);
+  if (rc >= 0 && tags != NULL) {
+    size_t mark = tb__jctx_push_key(&c, "tags");
+    for (size_t i = 0; i < json_array_size(tags) && rc >= 0; i++) {
+      json_t *t = json_array_get(tags, i);
+      if (!json_is_string(t)) {
+        size_t m2 = tb__jctx_push_index(&c, i);
+        rc = tb__jctx_fail(&c, "expected a string, got %s", tb__json_type_name(t));
+        tb__jctx_pop(&c, m2);
+      }
+    }
+    tb__jctx_pop(&c, mark);
+  }
+  if (rc >= 0)
+    rc = tb__json_get_object(&c, doc, "user_metadata", TB_JSON_OPTIONAL, &meta);
+  if (rc >= 0)
+    rc = tb__json_get_string(&c, doc, "sdk_version", TB_JSON_OPTIONAL, &sdk);
+  if (rc >= 0)
+    rc = tb__json_get_string(&c, doc, "project_id", TB_JSON_OPTIONAL, &project);
+  if (rc < 0) {
+    tb__server_respond_bad(req, &err);
+    tb_error_clear(&err);
+    json_decref(doc);
+    return;
+  }
+  tb__session_t *s;
+  rc = tb__session_create(&srv->sessions, tb__sreq(req)->user, tags, meta, sdk,
+                          project, &s);
+  json_decref(doc);
+  if (rc != 0) {
+    tb__server_respond_error(req, 503, "cannot create a session: %s", tb_strerror(rc));
+    return;
+  }
+  char *json = tb__arena_alloc(&req->arena, 96);
+  int n = json ? snprintf(json, 96, "{\"session_id\":\"%s\",\"type\":\"create_session\"}",
+                          s->id)
+               : 0;
+  tb__server_respond_json(req, 200, json, (size_t)n);
+}
+
+/* Finds the caller's session named by a body field or path parameter;
+ * answers 404 itself when there is none. */
+static tb__session_t *find_or_404(tb_http_request_t *req, tb_slice_t id) {
+  tb__server_t *srv = tb__server_from_req(req);
+  tb__session_t *s = tb__session_find(&srv->sessions, tb__sreq(req)->user, id);
+  if (s == NULL)
+    tb__server_respond_error(req, 404, "session %.*s: unknown session",
+                             (int)(id.len > 80 ? 80 : id.len), id.base);
+  return s;
+}
+
+static void route_heartbeat(tb_http_request_t *req) {
+  tb__server_t *srv = tb__server_from_req(req);
+  json_t *doc;
+  if (tb__server_parse_body(req, &doc) != 0)
+    return;
+  tb_error_t err = { 0 };
+  tb_jctx_t c;
+  tb__jctx_init(&c, &err);
+  tb_slice_t id;
+  int rc = check_type(&c, doc, "session_heartbeat");
+  if (rc >= 0)
+    rc = tb__json_get_string(&c, doc, "session_id", TB_JSON_REQUIRED, &id);
+  if (rc < 0) {
+    tb__server_respond_bad(req, &err);
+    tb_error_clear(&err);
+  } else {
+    tb__session_t *s = find_or_404(req, id);
+    if (s != NULL && s->expired) {
+      tb__server_respond_error(req, 410, "session %s expired: no heartbeat for %llu ms",
+                               s->id, (unsigned long long)srv->sessions.timeout_ms);
+    } else if (s != NULL) {
+      tb__session_heartbeat(&srv->sessions, s);
+      static const char ok[] = "{\"type\":\"session_heartbeat\"}";
+      tb__server_respond_json(req, 200, ok, sizeof(ok) - 1);
+    }
+  }
+  json_decref(doc);
+}
+
+/* Reads an integer query parameter within [min, max]; answers 400 itself
+ * and returns -1 when it is malformed. */
+static int query_int(tb_http_request_t *req, const char *name, long min, long max,
+                     long *out) {
+  tb_slice_t v;
+  int rc = tb__http_request_query(req, name, &v);
+  if (rc == 0)
+    return 0;
+  char *end = NULL;
+  long n = rc > 0 && v.len > 0 ? strtol(v.base, &end, 10) : 0;
+  if (rc < 0 || v.len == 0 || end != v.base + v.len || n < min || n > max) {
+    tb__server_respond_error(req, 400, "%s: expected an integer from %ld to %ld", name,
+                             min, max);
+    return -1;
+  }
+  *out = n;
+  return 0;
+}
+
+static void route_list(tb_http_request_t *req) {
+  tb__server_t *srv = tb__server_from_req(req);
+  long limit = 20, offset = 0;
+  if (query_int(req, "limit", 1, 1000, &limit) != 0 ||
+      query_int(req, "offset", 0, 1L << 30, &offset) != 0)
+    return;
+  json_t *ids = json_array();
+  size_t total = 0;
+  for (tb__session_t *s = srv->sessions.all; s != NULL; s = s->anext) {
+    if (s->owner != tb__sreq(req)->user)
+      continue;
+    if (total >= (size_t)offset && json_array_size(ids) < (size_t)limit)
+      json_array_append_new(ids, json_string(s->id));
+    total++;
+  }
+  json_t *doc = json_pack("{s:o, s:{s:i, s:i, s:I}}", "sessions", ids, "cursor",
+                          "offset", (int)offset, "limit", (int)limit, "total_count",
+                          (json_int_t)total);
+  if (doc == NULL) {
+    tb__server_respond_error(req, 503, "out of memory");
+    return;
+  }
+  tb__server_respond_jsonv(req, 200, doc);
+  json_decref(doc);
+}
+
+static json_t *strlist_json(const tb__strlist_t *l) {
+  json_t *a = json_array();
+  for (size_t i = 0; a != NULL && i < l->n; i++)
+    json_array_append_new(a, json_string(l->items[i]));
+  return a;
+}
+
+static void route_get(tb_http_request_t *req) {
+  const tb_slice_t *id = tb__http_request_param(req, "session_id");
+  tb__session_t *s = find_or_404(req, *id);
+  if (s == NULL)
+    return;
+  json_t *doc = json_pack("{s:s, s:o, s:o, s:b, s:O, s:O}", "session_id", s->id,
+                          "training_run_ids", strlist_json(&s->training_run_ids),
+                          "sampler_ids", strlist_json(&s->sampler_ids), "expired",
+                          s->expired, "tags", s->tags, "user_metadata",
+                          s->user_metadata);
+  if (doc == NULL) {
+    tb__server_respond_error(req, 503, "out of memory");
+    return;
+  }
+  tb__server_respond_jsonv(req, 200, doc);
+  json_decref(doc);
+}
+
+int tb__sessions_routes(tb__server_t *srv) {
+  int rc = 0;
+  rc = rc ? rc : tb__server_route(srv, "POST", "/api/v1/create_session",
+                                  TB__DIALECT_TINKER, 0, route_create, NULL,
+                                  "Creates a session: {tags, user_metadata, sdk_version, "
+                                  "project_id?} -> {session_id}");
+  rc = rc ? rc : tb__server_route(srv, "POST", "/api/v1/session_heartbeat",
+                                  TB__DIALECT_TINKER, 0, route_heartbeat, NULL,
+                                  "Keeps a session alive: {session_id}");
+  rc = rc ? rc : tb__server_route(srv, "GET", "/api/v1/sessions", TB__DIALECT_TINKER, 0,
+                                  route_list, NULL,
+                                  "The caller's sessions, newest first (limit, offset)");
+  rc = rc ? rc : tb__server_route(srv, "GET", "/api/v1/sessions/{session_id}",
+                                  TB__DIALECT_TINKER, 0, route_get, NULL,
+                                  "A session's training runs and samplers");
+  return rc;
+}

@@ -1,0 +1,103 @@
+/*
+ * Sessions: what a Tinker client creates first and keeps alive with a
+ * heartbeat every 10 s.  A session that sends no heartbeat for timeout_ms
+ * expires: the on_expire hook runs (the training part unloads its models
+ * there; checkpoints stay) and the session is kept, marked expired, so
+ * that GET /api/v1/sessions/{id} still lists what it made.  At most
+ * max_expired expired sessions are kept in memory; older ones are dropped
+ * (the database keeps them once persistence is in).
+ *
+ * Live sessions are kept in order of their last heartbeat; since every
+ * session has the same timeout, the head is always the next to expire and
+ * one unref'd timer suffices.
+ */
+#ifndef TB_SERVER_SESSIONS_H
+#define TB_SERVER_SESSIONS_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "server/auth.h"
+#include "server/idgen.h"
+
+#define TB__SESSION_ID_MAX 40  /* "sess-" + 32 hex + NUL, rounded */
+
+typedef struct tb__session_s tb__session_t;
+typedef struct tb__sessions_s tb__sessions_t;
+
+typedef struct tb__strlist_s {
+  char **items;
+  size_t n, cap;
+} tb__strlist_t;
+
+struct tb__session_s {
+  /* public */
+  void *data;                     /* the training part's */
+  /* read-only */
+  char id[TB__SESSION_ID_MAX];
+  size_t id_len;
+  const tb__user_t *owner;
+  json_t *tags;                   /* array of strings */
+  json_t *user_metadata;          /* object */
+  char *sdk_version;              /* NULL when not sent */
+  char *project_id;               /* NULL when not sent */
+  double created_wall;            /* seconds since the epoch */
+  uint64_t last_heartbeat_ms;     /* loop time */
+  int expired;
+  tb__strlist_t training_run_ids;
+  tb__strlist_t sampler_ids;
+  /* private */
+  tb__session_t *hnext;           /* hash chain */
+  tb__session_t *lnext, *lprev;   /* live (by heartbeat) or expired list */
+  tb__session_t *anext, *aprev;   /* every session, newest first */
+};
+
+typedef void (*tb__session_expire_cb)(tb__sessions_t *ss, tb__session_t *s);
+typedef void (*tb__sessions_close_cb)(tb__sessions_t *ss);
+
+struct tb__sessions_s {
+  /* public */
+  void *data;
+  tb__session_expire_cb on_expire;  /* optional; set by the training part */
+  /* read-only */
+  uv_loop_t *loop;
+  uint64_t timeout_ms;
+  size_t max_expired;
+  size_t n_live, n_expired;
+  uint64_t n_created, n_heartbeats;
+  /* private */
+  tb__idgen_t ids;
+  tb__session_t **buckets;
+  size_t n_buckets;
+  struct { tb__session_t *head, *tail; } live, dead;
+  tb__session_t *all;             /* newest first */
+  uv_timer_t timer;
+  uint64_t timer_due;
+  int closing;
+  tb__sessions_close_cb close_cb;
+};
+
+int tb__sessions_init(uv_loop_t *loop, tb__sessions_t *ss, uint64_t timeout_ms);
+void tb__sessions_close(tb__sessions_t *ss, tb__sessions_close_cb close_cb);
+
+/* A new live session of owner.  tags and user_metadata are borrowed and
+ * referenced (may be NULL).  Returns 0, TB_ECLOSING or TB_ENOMEM. */
+int tb__session_create(tb__sessions_t *ss, const tb__user_t *owner, json_t *tags,
+                       json_t *user_metadata, tb_slice_t sdk_version,
+                       tb_slice_t project_id, tb__session_t **out);
+/* owner's session with this id (live or expired), or NULL. */
+tb__session_t *tb__session_find(tb__sessions_t *ss, const tb__user_t *owner,
+                                tb_slice_t id);
+/* Records a heartbeat of a live session. */
+void tb__session_heartbeat(tb__sessions_t *ss, tb__session_t *s);
+/* What GET /api/v1/sessions/{id} lists; the training part adds to them.
+ * Returns 0 or TB_ENOMEM; an id already there is not added twice. */
+int tb__session_add_training_run(tb__session_t *s, const char *id);
+int tb__session_add_sampler(tb__session_t *s, const char *id);
+/* Expires sessions whose heartbeat is overdue (the timer calls it). */
+void tb__sessions_sweep(tb__sessions_t *ss);
+
+#endif /* TB_SERVER_SESSIONS_H */
