@@ -8,5 +8,6 @@
 
 #include "tinkerbell/common.h"
 #include "tinkerbell/error.h"
+#include "tinkerbell/server.h"
 
 #endif /* TINKERBELL_H */

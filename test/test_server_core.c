@@ -275,7 +275,7 @@ TEST(rate_limit_429) {
   char path[] = "/tmp/tb_keys_XXXXXX";
   write_keys(path, "tml-a alice\ntml-b bob\n");
   tb_server_options_t o = { .api_keys_file = path, .rate_limit_rps = 2,
-                            .rate_limit_burst = 3 };
+                            .rate_limit_burst = 3, .max_models_per_user = 2 };
   start_server(&o);
   unlink(path);
   ASSERT_OK(tb__server_route(srv, "POST", "/api/v1/submit", TB__DIALECT_TINKER, 0,
@@ -294,6 +294,13 @@ TEST(rate_limit_429) {
   hc_expect("POST", "/api/v1/submit", "X-API-Key: tml-a\r\n", "{}", 200, NULL);
   hc_expect("POST", "/api/v1/submit", "X-API-Key: tml-a\r\n", "{}", 429, NULL);
   ASSERT_EQ_INT(srv->n_rate_limited, 2);
+  /* The concurrent-model limit the training part consults. */
+  tb__user_t *alice = tb__auth_user(&srv->auth, "alice");
+  ASSERT(!tb__server_user_at_model_limit(srv, alice));
+  alice->n_models = 2;
+  ASSERT(tb__server_user_at_model_limit(srv, alice));
+  alice->n_models = 1;
+  ASSERT(!tb__server_user_at_model_limit(srv, alice));
   stop_server();
 }
 

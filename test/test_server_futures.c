@@ -410,6 +410,92 @@ TEST(other_users_futures_are_invisible) {
   stop_server();
 }
 
+
+/* A synchronous route's way to wait: a plain waiter, called once when the
+ * future finishes, or with the future still pending when the store
+ * closes. */
+static int waiter_calls, waiter_saw_state;
+
+static void on_waiter(tb__fwaiter_t *w, tb__future_t *f) {
+  ASSERT(w->data == &waiter_calls);
+  waiter_calls++;
+  waiter_saw_state = (int)f->state;
+}
+
+TEST(plain_waiters) {
+  tb_server_options_t o = { 0 };
+  start_server(&o);
+  tb__fwaiter_t w1 = { .data = &waiter_calls }, w2 = { .data = &waiter_calls };
+  tb__fwaiter_t w3 = { .data = &waiter_calls };
+  tb__future_t *f = new_future(), *g = new_future();
+  waiter_calls = 0;
+  tb__future_wait(f, &w1, on_waiter);
+  tb__future_wait(f, &w2, on_waiter);
+  tb__future_unwait(&w2);
+  tb__future_unwait(&w2);  /* a second unwait is a no-op */
+  resolve_json(f, "{}");
+  ASSERT_EQ_INT(waiter_calls, 1);
+  ASSERT_EQ_INT(waiter_saw_state, TB__FUTURE_DONE);
+  ASSERT(f->delivered_ms == 0);
+  tb__future_mark_delivered(f);
+  ASSERT(f->delivered_ms != 0);
+  tb__future_wait(g, &w3, on_waiter);
+  tb_server_close(&server, on_server_closed);
+  ASSERT_EQ_INT(waiter_calls, 2);
+  ASSERT_EQ_INT(waiter_saw_state, TB__FUTURE_PENDING);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  ASSERT_EQ_INT(server_closed, 1);
+  ASSERT_LOOP_CLOSE(&loop);
+}
+
+/* A part plugged in later closes first: the futures it fails on its way
+ * out reach the polls that wait for them, and its metrics are served. */
+static tb__future_t *ext_future;
+static uv_timer_t ext_timer;
+static int ext_close_calls;
+
+static void on_ext_timer_closed(uv_handle_t *h) {
+  tb__server_ext_t *ext = h->data;
+  tb__server_ext_closed(srv, ext);
+}
+
+static void on_ext_timer(uv_timer_t *t) {
+  tb__future_fail(ext_future, TB_CATEGORY_SERVER, "the server is shutting down");
+  uv_close((uv_handle_t *)t, on_ext_timer_closed);
+}
+
+static void ext_close(tb__server_t *s, tb__server_ext_t *ext) {
+  ext_close_calls++;
+  ext_timer.data = ext;
+  ASSERT_OK(uv_timer_init(&loop, &ext_timer));
+  ext_timer.data = ext;
+  ASSERT_OK(uv_timer_start(&ext_timer, on_ext_timer, 10, 0));
+}
+
+static void ext_metrics(tb__server_t *s, tb__server_ext_t *ext, tb_buf_t *out) {
+  tb__buf_printf(out, "tinkerbell_queue_depth 7\n");
+}
+
+TEST(extension_closes_first) {
+  tb_server_options_t o = { .long_poll_ms = 20000 };
+  start_server(&o);
+  tb__server_ext_t ext = { .close = ext_close, .metrics = ext_metrics };
+  tb__server_add_ext(srv, &ext);
+  hc_expect("GET", "/metrics", NULL, NULL, 200, "tinkerbell_queue_depth 7\n");
+  ext_future = new_future();
+  hc_t *c = poll_send(ext_future->id, NULL);
+  RUN_UNTIL(srv->futures.n_polls == 1);
+  ext_close_calls = 0;
+  tb_server_close(&server, on_server_closed);
+  ASSERT_EQ_INT(ext_close_calls, 1);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  ASSERT_EQ_INT(server_closed, 1);
+  ASSERT(c->complete);
+  ASSERT_STR_EQ(c->body, "{\"error\":\"the server is shutting down\",\"category\":\"server\"}");
+  hc_free(c);
+  ASSERT_LOOP_CLOSE(&loop);
+}
+
 TEST_LIST(
   TEST_ENTRY(ids_unique_and_shaped),
   TEST_ENTRY(long_poll_answered_on_resolve),
@@ -424,4 +510,6 @@ TEST_LIST(
   TEST_ENTRY(eviction_while_answer_in_flight),
   TEST_ENTRY(close_answers_held_polls),
   TEST_ENTRY(other_users_futures_are_invisible),
+  TEST_ENTRY(plain_waiters),
+  TEST_ENTRY(extension_closes_first),
 )

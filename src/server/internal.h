@@ -159,6 +159,10 @@ void tb__server_respond_bad(tb_http_request_t *req, const tb_error_t *err);
 /* The submission rate limit: returns 0 when the request may go on;
  * otherwise answers 429 with Retry-After and returns TB_EBUSY. */
 int tb__server_rate_limited(tb_http_request_t *req);
+/* Whether u already has as many models loaded as max_models_per_user
+ * allows; the training part counts u->n_models and reports the queue
+ * state paused_rate_limit while this holds. */
+int tb__server_user_at_model_limit(const tb__server_t *srv, const tb__user_t *u);
 /* Whether the request's Accept names application/x-protobuf. */
 int tb__server_accepts_proto(const tb_http_request_t *req);
 

@@ -324,6 +324,10 @@ int tb__server_rate_limited(tb_http_request_t *req) {
   return TB_EBUSY;
 }
 
+int tb__server_user_at_model_limit(const tb__server_t *srv, const tb__user_t *u) {
+  return srv->opts.max_models_per_user > 0 && u->n_models >= srv->opts.max_models_per_user;
+}
+
 int tb__server_accepts_proto(const tb_http_request_t *req) {
   static const char want[] = "application/x-protobuf";
   const size_t wl = sizeof(want) - 1;

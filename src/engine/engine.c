@@ -1,0 +1,966 @@
+/*
+ * The engine's loop side (see engine.h): the model registry, adapters and
+ * their FIFOs, jobs turned into work items, the bounded queue of items
+ * waiting for the threadpool, completion and close.
+ *
+ * Everything in this file runs on the loop thread.  The work functions
+ * are in engine_jobs.c.  Ownership rules:
+ *  - a job is in engine->active from a successful submission until just
+ *    before its callback;
+ *  - an adapter job is in its adapter's FIFO from submission until
+ *    completion, and only the FIFO's head has started;
+ *  - a model is freed when its last reference goes (callers' references
+ *    from LOAD_MODEL or tb__engine_model_add, one per adapter, one per
+ *    running sample job), or at close.
+ */
+#include "engine/engine_internal.h"
+
+#include <cblas.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/base_model.h"
+#include "engine/weights.h"
+
+#define DEFAULT_MIN_SHARD_TOKENS 64
+
+static void maybe_close(tb_engine_t *e);
+static void job_finish(tb_engine_job_t *job, int status);
+
+/* ------------------------------------------------------------ workspaces */
+
+static int ws_take(tb_engine_t *e, tb_llama_ws_t **out) {
+  if (e->ws_free_len > 0) {
+    *out = e->ws_free[--e->ws_free_len];
+    return 0;
+  }
+  return tb__llama_ws_new(out);
+}
+
+static void ws_give(tb_engine_t *e, tb_llama_ws_t *ws) {
+  if (e->ws_free_len == e->ws_free_cap) {
+    size_t cap = e->ws_free_cap ? 2 * e->ws_free_cap : 8;
+    tb_llama_ws_t **p = realloc(e->ws_free, cap * sizeof(*p));
+    if (p == NULL) {
+      tb__llama_ws_free(ws);
+      return;
+    }
+    e->ws_free = p;
+    e->ws_free_cap = cap;
+  }
+  e->ws_free[e->ws_free_len++] = ws;
+}
+
+/* ------------------------------------------------------------ work items */
+
+static void item_work_cb(uv_work_t *req) {
+  tb_engine_shard_t *it = (tb_engine_shard_t *)req;
+  if (it->skip != 0) {
+    it->status = it->skip;
+    return;
+  }
+  it->work(it);
+}
+
+static void item_after_cb(uv_work_t *req, int status);
+
+static void item_start(tb_engine_t *e, tb_engine_shard_t *it) {
+  if (it->skip == 0 && it->needs_ws && ws_take(e, &it->ws) != 0)
+    it->skip = TB_ENOMEM;
+  it->queued = 1;
+  e->pending_work++;
+  e->running_items++;
+  /* Fails only for a NULL work callback. */
+  uv_queue_work(e->loop, &it->req, item_work_cb, item_after_cb);
+}
+
+/* Items beyond max_work_items wait in the engine's queue, so that at most
+ * that many workspaces hold activations at once. */
+static void item_submit(tb_engine_t *e, tb_engine_shard_t *it) {
+  if (e->closing)
+    it->skip = TB_ECANCELED;
+  if (it->skip != 0 || e->running_items < e->max_work_items) {
+    item_start(e, it);
+    return;
+  }
+  it->wait_next = NULL;
+  if (e->wait_tail)
+    e->wait_tail->wait_next = it;
+  else
+    e->wait_head = it;
+  e->wait_tail = it;
+}
+
+static void pump(tb_engine_t *e) {
+  while (e->wait_head != NULL && e->running_items < e->max_work_items) {
+    tb_engine_shard_t *it = e->wait_head;
+    e->wait_head = it->wait_next;
+    if (e->wait_head == NULL)
+      e->wait_tail = NULL;
+    item_start(e, it);
+  }
+}
+
+static void *items_calloc(size_t n) {
+  return calloc(n, sizeof(tb_engine_shard_t));
+}
+
+/* ------------------------------------------------------------ active jobs */
+
+static void active_add(tb_engine_t *e, tb_engine_job_t *job) {
+  job->active_prev = NULL;
+  job->active_next = e->active;
+  if (e->active)
+    e->active->active_prev = job;
+  e->active = job;
+}
+
+static void active_remove(tb_engine_t *e, tb_engine_job_t *job) {
+  if (job->active_prev)
+    job->active_prev->active_next = job->active_next;
+  else
+    e->active = job->active_next;
+  if (job->active_next)
+    job->active_next->active_prev = job->active_prev;
+  job->active_prev = job->active_next = NULL;
+}
+
+/* Resets a job for a new submission, keeping the caller's data. */
+static int job_begin(tb_engine_job_t *job, tb_engine_t *e,
+                     tb_engine_job_type_t type, tb_engine_job_cb cb) {
+  void *data = job->data;
+  memset(job, 0, sizeof(*job));
+  job->data = data;
+  job->engine = e;
+  job->type = type;
+  job->cb = cb;
+  if (e->closing)
+    return tb_error_set(&job->error, TB_ECLOSING, TB_CATEGORY_CANCELLED,
+                        "the engine is closing");
+  return 0;
+}
+
+static void free_shard_grads(tb_engine_job_t *job) {
+  for (size_t i = 0; i < job->num_items; i++) {
+    free(job->items[i].grads);
+    job->items[i].grads = NULL;
+  }
+}
+
+static void release_items(tb_engine_job_t *job) {
+  if (job->items == NULL)
+    return;
+  free_shard_grads(job);
+  for (size_t i = 0; i < job->num_items; i++)
+    tb_error_clear(&job->items[i].error);
+  free(job->items);
+  job->items = NULL;
+  job->num_items = job->items_left = 0;
+}
+
+/* Allocates n work items running `work`. */
+static int items_alloc(tb_engine_job_t *job, size_t n,
+                       void (*work)(tb_engine_shard_t *), int needs_ws) {
+  job->items = items_calloc(n);
+  if (job->items == NULL)
+    return tb_error_set(&job->error, TB_ENOMEM, TB_CATEGORY_SERVER,
+                        "out of memory");
+  job->num_items = job->items_left = n;
+  for (size_t i = 0; i < n; i++) {
+    job->items[i].job = job;
+    job->items[i].work = work;
+    job->items[i].needs_ws = needs_ws;
+  }
+  return 0;
+}
+
+/* ------------------------------------------------------------ sharding */
+
+/* Splits the batch into contiguous datum ranges of about equal token
+ * counts: at most engine->shards, none smaller than min_shard_tokens
+ * (unless there is only one), never more than the datums with tokens. */
+static size_t plan_shards(const tb_engine_t *e, const tb_batch_t *b,
+                          size_t *cuts) {
+  size_t total = 0, nonempty = 0;
+  for (size_t i = 0; i < b->num_data; i++) {
+    total += b->data[i].n;
+    nonempty += b->data[i].n > 0;
+  }
+  size_t S = e->shards;
+  if (S > nonempty)
+    S = nonempty;
+  if (S > total / e->min_shard_tokens)
+    S = total / e->min_shard_tokens;
+  if (S < 1)
+    S = 1;
+  size_t s = 0, acc = 0;
+  cuts[0] = 0;
+  for (size_t i = 0; i < b->num_data; i++) {
+    acc += b->data[i].n;
+    if (s + 1 < S && i + 1 < b->num_data && acc * S >= (s + 1) * total)
+      cuts[++s] = i + 1;
+  }
+  cuts[s + 1] = b->num_data;
+  return s + 1;
+}
+
+static int start_batch(tb_engine_job_t *job) {
+  tb_engine_t *e = job->engine;
+  const tb_batch_t *b = &job->batch;
+  size_t *cuts = malloc((e->shards + 1) * sizeof(size_t));
+  if (cuts == NULL)
+    return tb_error_set(&job->error, TB_ENOMEM, TB_CATEGORY_SERVER,
+                        "out of memory");
+  size_t S = plan_shards(e, b, cuts);
+  int sum = job->type == TB_ENGINE_FORWARD_BACKWARD && S > 1;
+  int rc = items_alloc(job, S + (size_t)sum, tb__engine_work_shard, 1);
+  if (rc != 0) {
+    free(cuts);
+    return rc;
+  }
+  job->num_shards = S;
+  job->items_left = S;
+  size_t out = 0, d = 0;
+  for (size_t s = 0; s < S; s++) {
+    tb_engine_shard_t *it = &job->items[s];
+    it->d0 = cuts[s];
+    it->d1 = cuts[s + 1];
+    for (; d < it->d0; d++)
+      out += b->data[d].n * (b->data[d].k ? b->data[d].k : 1);
+    it->out0 = out;
+  }
+  free(cuts);
+  if (sum) {
+    job->items[S].work = tb__engine_work_sum;
+    job->items[S].needs_ws = 0;
+  }
+  for (size_t s = 0; s < S; s++)
+    item_submit(e, &job->items[s]);
+  return 0;
+}
+
+/* Starts the work of a job; on error nothing was queued. */
+static int job_start(tb_engine_job_t *job) {
+  tb_engine_t *e = job->engine;
+  job->started = 1;
+  switch (job->type) {
+    case TB_ENGINE_FORWARD:
+    case TB_ENGINE_FORWARD_BACKWARD:
+      return start_batch(job);
+    default:
+      break;
+  }
+  void (*work)(tb_engine_shard_t *) = NULL;
+  int needs_ws = 0;
+  switch (job->type) {
+    case TB_ENGINE_LOAD_MODEL: work = tb__engine_work_load_model; break;
+    case TB_ENGINE_CREATE_ADAPTER: work = tb__engine_work_create; break;
+    case TB_ENGINE_REMOVE_ADAPTER: work = tb__engine_work_remove; break;
+    case TB_ENGINE_OPTIM_STEP: work = tb__engine_work_optim; break;
+    case TB_ENGINE_SAMPLE: work = tb__engine_work_sample; needs_ws = 1; break;
+    case TB_ENGINE_SAVE: work = tb__engine_work_save; break;
+    case TB_ENGINE_LOAD: work = tb__engine_work_load; break;
+    default: break;
+  }
+  int rc = items_alloc(job, 1, work, needs_ws);
+  if (rc != 0)
+    return rc;
+  item_submit(e, &job->items[0]);
+  return 0;
+}
+
+/* A model load that found the model already loaded still completes
+ * through the threadpool, so that the callback never runs inside the
+ * submission. */
+static void work_nothing(tb_engine_shard_t *it) { it->status = 0; }
+
+/* ------------------------------------------------------------ models */
+
+static void model_free_work(uv_work_t *req) {
+  tb_engine_model_t *m = (tb_engine_model_t *)((char *)req -
+                         offsetof(tb_engine_model_t, free_req));
+  tb__weights_free(&m->weights);
+}
+
+static void model_free_struct(tb_engine_model_t *m) {
+  free(m->name);
+  free(m->source);
+  free(m);
+}
+
+static void model_free_after(uv_work_t *req, int status) {
+  (void)status;  /* never cancelled: close does not cancel these */
+  tb_engine_model_t *m = (tb_engine_model_t *)((char *)req -
+                         offsetof(tb_engine_model_t, free_req));
+  tb_engine_t *e = m->engine;
+  e->pending_work--;
+  model_free_struct(m);
+  maybe_close(e);
+}
+
+static void model_unlink(tb_engine_model_t *m) {
+  tb_engine_model_t **p = &m->engine->models;
+  while (*p != NULL && *p != m)
+    p = &(*p)->next;
+  if (*p == m)
+    *p = m->next;
+}
+
+/* Weights can be hundreds of megabytes, so they are released off the
+ * loop. */
+static void model_destroy(tb_engine_model_t *m) {
+  tb_engine_t *e = m->engine;
+  model_unlink(m);
+  e->pending_work++;
+  uv_queue_work(e->loop, &m->free_req, model_free_work, model_free_after);
+}
+
+tb_engine_model_t *tb__engine_model_find(tb_engine_t *e, const char *name) {
+  for (tb_engine_model_t *m = e->models; m != NULL; m = m->next)
+    if (m->loaded && strcmp(m->name, name) == 0)
+      return m;
+  return NULL;
+}
+
+static tb_engine_model_t *model_lookup(tb_engine_t *e, const char *name) {
+  for (tb_engine_model_t *m = e->models; m != NULL; m = m->next)
+    if (strcmp(m->name, name) == 0)
+      return m;
+  return NULL;
+}
+
+void tb__engine_model_ref(tb_engine_model_t *m) { m->refs++; }
+
+void tb__engine_model_unref(tb_engine_model_t *m) {
+  if (m == NULL || m->refs == 0)
+    return;
+  if (--m->refs == 0 && m->loaded)
+    model_destroy(m);
+}
+
+const char *tb__engine_model_name(const tb_engine_model_t *m) {
+  return m->name;
+}
+
+const tb_weights_t *tb__engine_model_weights(const tb_engine_model_t *m) {
+  return &m->weights;
+}
+
+static tb_engine_model_t *model_new(tb_engine_t *e, const char *name,
+                                    size_t name_len, const char *source) {
+  tb_engine_model_t *m = calloc(1, sizeof(*m));
+  if (m == NULL)
+    return NULL;
+  m->engine = e;
+  m->name = malloc(name_len + 1);
+  m->source = strdup(source);
+  if (m->name == NULL || m->source == NULL) {
+    model_free_struct(m);
+    return NULL;
+  }
+  memcpy(m->name, name, name_len);
+  m->name[name_len] = '\0';
+  return m;
+}
+
+int tb__engine_model_add(tb_engine_t *e, const char *name, tb_weights_t *w,
+                         tb_engine_model_t **out) {
+  tb_weights_t taken = *w;
+  memset(w, 0, sizeof(*w));
+  int rc = 0;
+  if (e->closing)
+    rc = TB_ECLOSING;
+  else if (model_lookup(e, name) != NULL)
+    rc = TB_EEXIST;
+  else if (tb__model_config_validate(&taken.config, NULL) != 0)
+    rc = TB_EINVAL;
+  tb_engine_model_t *m = NULL;
+  if (rc == 0) {
+    m = model_new(e, name, strlen(name), name);
+    if (m == NULL)
+      rc = TB_ENOMEM;
+  }
+  if (rc != 0) {
+    tb__weights_free(&taken);
+    return rc;
+  }
+  m->weights = taken;
+  m->loaded = 1;
+  m->refs = 1;
+  m->next = e->models;
+  e->models = m;
+  *out = m;
+  return 0;
+}
+
+int tb__engine_load_model(tb_engine_job_t *job, tb_engine_t *e,
+                          const char *spec, tb_engine_job_cb cb) {
+  int rc = job_begin(job, e, TB_ENGINE_LOAD_MODEL, cb);
+  if (rc != 0)
+    return rc;
+  if (spec == NULL || spec[0] == '\0')
+    return tb_error_set(&job->error, TB_EINVAL, TB_CATEGORY_USER,
+                        "base_model: empty model name");
+  const char *eq = strchr(spec, '=');
+  size_t name_len = eq ? (size_t)(eq - spec) : strlen(spec);
+  const char *source = eq ? eq + 1 : spec;
+  if (eq != NULL && (name_len == 0 || *source == '\0'))
+    return tb_error_set(&job->error, TB_EINVAL, TB_CATEGORY_USER,
+                        "base_model: \"%s\" is not NAME=DIRECTORY", spec);
+  tb_engine_model_t *m = NULL;
+  for (tb_engine_model_t *x = e->models; x != NULL; x = x->next)
+    if (strlen(x->name) == name_len && memcmp(x->name, spec, name_len) == 0)
+      m = x;
+  if (m != NULL && eq != NULL && strcmp(m->source, source) != 0)
+    return tb_error_set(&job->error, TB_EEXIST, TB_CATEGORY_USER,
+                        "base_model: %.*s is already loaded from %s",
+                        (int)name_len, spec, m->source);
+  if (m == NULL && eq == NULL && strcmp(spec, TB_BASE_MODEL_NAME) != 0)
+    return tb_error_set(&job->error, TB_ENOTFOUND, TB_CATEGORY_USER,
+                        "base_model: unknown model \"%s\"", spec);
+  if (m != NULL && !m->loaded) {
+    /* Loading already: wait for that load. */
+    job->held = m;
+    job->queue_next = m->waiters;
+    m->waiters = job;
+    active_add(e, job);
+    return 0;
+  }
+  if (m != NULL) {
+    if ((rc = items_alloc(job, 1, work_nothing, 0)) != 0)
+      return rc;
+    m->refs++;
+    job->model = m;
+    job->held = m;
+    job->started = 1;
+    active_add(e, job);
+    item_submit(e, &job->items[0]);
+    return 0;
+  }
+  m = model_new(e, spec, name_len, source);
+  if (m == NULL)
+    return tb_error_set(&job->error, TB_ENOMEM, TB_CATEGORY_SERVER,
+                        "out of memory");
+  job->held = m;
+  if ((rc = job_start(job)) != 0) {
+    model_free_struct(m);
+    return rc;
+  }
+  m->next = e->models;
+  e->models = m;
+  active_add(e, job);
+  return 0;
+}
+
+/* The loader's load finished: every job waiting for it completes. */
+static void load_model_done(tb_engine_job_t *job, int status) {
+  tb_engine_model_t *m = job->held;
+  if (m->loaded) {  /* it was loaded before this job: nothing to do */
+    job_finish(job, status);
+    return;
+  }
+  tb_engine_job_t *waiters = m->waiters;
+  m->waiters = NULL;
+  /* The waiters were pushed at the front; complete them in arrival order
+   * after the loader. */
+  tb_engine_job_t *rev = NULL;
+  while (waiters != NULL) {
+    tb_engine_job_t *next = waiters->queue_next;
+    waiters->queue_next = rev;
+    rev = waiters;
+    waiters = next;
+  }
+  if (status == 0) {
+    m->loaded = 1;
+    m->refs++;
+    job->model = m;
+    for (tb_engine_job_t *w = rev; w != NULL; w = w->queue_next) {
+      m->refs++;
+      w->model = m;
+    }
+  } else {
+    model_unlink(m);
+    for (tb_engine_job_t *w = rev; w != NULL; w = w->queue_next)
+      tb_error_copy(&w->error, &job->error);
+  }
+  job_finish(job, status);
+  while (rev != NULL) {
+    tb_engine_job_t *next = rev->queue_next;
+    rev->queue_next = NULL;
+    job_finish(rev, status);
+    rev = next;
+  }
+  if (status != 0)
+    model_free_struct(m);  /* weights were never filled */
+}
+
+/* ------------------------------------------------------------ adapters */
+
+static void adapter_unlink(tb_engine_adapter_t *a) {
+  tb_engine_adapter_t **p = &a->engine->adapters;
+  while (*p != NULL && *p != a)
+    p = &(*p)->next;
+  if (*p == a)
+    *p = a->next;
+}
+
+tb_engine_model_t *tb__engine_adapter_model(const tb_engine_adapter_t *a) {
+  return a->model;
+}
+
+tb_lora_t *tb__engine_adapter_lora(tb_engine_adapter_t *a) {
+  return &a->lora;
+}
+
+int tb__engine_adapter_busy(const tb_engine_adapter_t *a) {
+  return a->head != NULL;
+}
+
+int tb__engine_create_adapter(tb_engine_job_t *job, tb_engine_model_t *m,
+                              const tb_lora_config_t *config,
+                              tb_engine_job_cb cb) {
+  int rc = job_begin(job, m->engine, TB_ENGINE_CREATE_ADAPTER, cb);
+  if (rc != 0)
+    return rc;
+  const char *why = NULL;
+  if (!m->loaded)
+    return tb_error_set(&job->error, TB_EINVAL, TB_CATEGORY_USER,
+                        "base_model: %s is not loaded yet", m->name);
+  if (tb__lora_config_validate(config, &why) != 0)
+    return tb_error_set(&job->error, TB_EINVAL, TB_CATEGORY_USER,
+                        "lora_config: %s", why);
+  tb_engine_adapter_t *a = calloc(1, sizeof(*a));
+  if (a == NULL)
+    return tb_error_set(&job->error, TB_ENOMEM, TB_CATEGORY_SERVER,
+                        "out of memory");
+  a->engine = m->engine;
+  a->model = m;
+  job->lora_config = *config;
+  job->target = a;
+  if ((rc = job_start(job)) != 0) {
+    free(a);
+    job->target = NULL;
+    return rc;
+  }
+  m->refs++;
+  active_add(m->engine, job);
+  return 0;
+}
+
+static void create_done(tb_engine_job_t *job, int status) {
+  tb_engine_adapter_t *a = job->target;
+  tb_engine_t *e = job->engine;
+  job->target = NULL;
+  if (status == 0) {
+    a->next = e->adapters;
+    e->adapters = a;
+    job->adapter = a;
+  } else {
+    tb__lora_free(&a->lora);
+    tb__engine_model_unref(a->model);
+    free(a);
+  }
+  job_finish(job, status);
+}
+
+static void remove_done(tb_engine_job_t *job, int status) {
+  tb_engine_adapter_t *a = job->target;
+  if (status == 0) {
+    /* The removal was the last job of the FIFO: nothing can follow it. */
+    a->head = a->tail = NULL;
+    job->target = NULL;
+    adapter_unlink(a);
+    tb__engine_model_unref(a->model);
+    free(a);
+  }
+  job_finish(job, status);
+}
+
+/* Queues an adapter job; it starts at once when the FIFO was empty. */
+static int adapter_submit(tb_engine_job_t *job, tb_engine_adapter_t *a) {
+  if (a->removing)
+    return tb_error_set(&job->error, TB_ECLOSING, TB_CATEGORY_USER,
+                        "the adapter is being removed");
+  job->target = a;
+  job->queue_next = NULL;
+  int first = a->head == NULL;
+  if (first) {
+    int rc = job_start(job);
+    if (rc != 0) {
+      job->target = NULL;
+      return rc;
+    }
+    a->head = job;
+  } else {
+    a->tail->queue_next = job;
+  }
+  a->tail = job;
+  active_add(a->engine, job);
+  return 0;
+}
+
+/* Starts the next job of the FIFO, or cancels the queue while closing. */
+static void adapter_kick(tb_engine_adapter_t *a) {
+  /* job_finish calls back in here; the outer call keeps going instead, so
+   * cancelling a long queue does not recurse once per job. */
+  if (a->kicking)
+    return;
+  a->kicking = 1;
+  while (a->head != NULL && !a->head->started) {
+    tb_engine_job_t *job = a->head;
+    int rc = a->engine->closing ? TB_ECANCELED : job_start(job);
+    if (rc == 0)
+      break;
+    if (rc == TB_ECANCELED)
+      tb_error_set(&job->error, rc, TB_CATEGORY_CANCELLED,
+                   "the engine closed before the job ran");
+    job->started = 1;
+    job_finish(job, rc);
+  }
+  a->kicking = 0;
+}
+
+int tb__engine_remove_adapter(tb_engine_job_t *job, tb_engine_adapter_t *a,
+                              tb_engine_job_cb cb) {
+  int rc = job_begin(job, a->engine, TB_ENGINE_REMOVE_ADAPTER, cb);
+  if (rc == 0)
+    rc = adapter_submit(job, a);
+  if (rc == 0)
+    a->removing = 1;
+  return rc;
+}
+
+/* ------------------------------------------------------------ jobs */
+
+static int batch_submit(tb_engine_job_t *job, tb_engine_adapter_t *a,
+                        const tb_batch_t *batch, tb_engine_job_type_t type,
+                        tb_engine_job_cb cb) {
+  int rc = job_begin(job, a->engine, type, cb);
+  if (rc != 0)
+    return rc;
+  if (batch == NULL)
+    return tb_error_set(&job->error, TB_EINVAL, TB_CATEGORY_USER,
+                        "no batch");
+  if ((rc = tb__engine_batch_precheck(batch, &job->error)) != 0)
+    return rc;
+  job->batch = *batch;
+  job->num_logprobs = tb__batch_num_outputs(batch);
+  job->logprobs = malloc(job->num_logprobs * sizeof(float));
+  if (job->logprobs == NULL)
+    return tb_error_set(&job->error, TB_ENOMEM, TB_CATEGORY_SERVER,
+                        "out of memory");
+  return adapter_submit(job, a);
+}
+
+int tb__engine_forward(tb_engine_job_t *job, tb_engine_adapter_t *a,
+                       const tb_batch_t *batch, tb_engine_job_cb cb) {
+  return batch_submit(job, a, batch, TB_ENGINE_FORWARD, cb);
+}
+
+int tb__engine_forward_backward(tb_engine_job_t *job, tb_engine_adapter_t *a,
+                                const tb_batch_t *batch, tb_engine_job_cb cb) {
+  return batch_submit(job, a, batch, TB_ENGINE_FORWARD_BACKWARD, cb);
+}
+
+/* All shards are done: sum their gradients (off the loop) or finish. */
+static void batch_done(tb_engine_job_t *job) {
+  int status = 0;
+  size_t S = job->num_shards;
+  for (size_t s = 0; s < S && status == 0; s++)
+    status = job->items[s].status;
+  if (job->stage == 0 && job->num_items > S) {
+    tb_engine_shard_t *sum = &job->items[S];
+    sum->apply = status == 0;
+    job->stage = 1;
+    job->items_left = 1;
+    item_submit(job->engine, sum);
+    return;
+  }
+  if (status == 0 && job->num_items > S)
+    status = job->items[S].status;
+  if (status == 0) {
+    double loss = 0;
+    for (size_t s = 0; s < S; s++)
+      loss += job->items[s].loss;
+    job->loss = loss;
+    job->metrics[0].key = "loss:sum";
+    job->metrics[0].value = loss;
+    job->num_metrics = 1;
+  } else {
+    /* The first failing shard holds the first bad datum. */
+    for (size_t s = 0; s < job->num_items; s++)
+      if (job->items[s].status != 0) {
+        job->error = job->items[s].error;
+        memset(&job->items[s].error, 0, sizeof(job->items[s].error));
+        break;
+      }
+  }
+  job_finish(job, status);
+}
+
+int tb__engine_optim_step(tb_engine_job_t *job, tb_engine_adapter_t *a,
+                          const tb_adam_params_t *params,
+                          tb_engine_job_cb cb) {
+  int rc = job_begin(job, a->engine, TB_ENGINE_OPTIM_STEP, cb);
+  if (rc != 0)
+    return rc;
+  const char *why = NULL;
+  if (params == NULL || tb__adam_params_validate(params, &why) != 0)
+    return tb_error_set(&job->error, TB_EINVAL, TB_CATEGORY_USER,
+                        "adam_params: %s", why ? why : "missing");
+  job->adam = *params;
+  return adapter_submit(job, a);
+}
+
+int tb__engine_sample(tb_engine_job_t *job, tb_engine_model_t *model,
+                      tb_engine_adapter_t *a, const int32_t *prompt,
+                      size_t n, const tb_sampling_params_t *params,
+                      tb_engine_job_cb cb) {
+  if (a != NULL)
+    model = a->model;
+  if (model == NULL)
+    return TB_EINVAL;
+  int rc = job_begin(job, model->engine, TB_ENGINE_SAMPLE, cb);
+  if (rc != 0)
+    return rc;
+  if (prompt == NULL || n == 0 || params == NULL)
+    return tb_error_set(&job->error, TB_EINVAL, TB_CATEGORY_USER,
+                        "prompt: at least one token is needed");
+  job->prompt = prompt;
+  job->prompt_len = n;
+  job->sampling = *params;
+  job->held = model;
+  if (a != NULL) {
+    rc = adapter_submit(job, a);
+  } else {
+    rc = job_start(job);
+    if (rc == 0)
+      active_add(model->engine, job);
+  }
+  if (rc != 0) {
+    job->held = NULL;
+    return rc;
+  }
+  model->refs++;
+  return 0;
+}
+
+static int path_submit(tb_engine_job_t *job, tb_engine_adapter_t *a,
+                       const char *dir, int flags, tb_engine_job_type_t type,
+                       tb_engine_job_cb cb) {
+  int rc = job_begin(job, a->engine, type, cb);
+  if (rc != 0)
+    return rc;
+  if (dir == NULL || dir[0] == '\0')
+    return tb_error_set(&job->error, TB_EINVAL, TB_CATEGORY_USER,
+                        "path: empty");
+  job->path = strdup(dir);
+  if (job->path == NULL)
+    return tb_error_set(&job->error, TB_ENOMEM, TB_CATEGORY_SERVER,
+                        "out of memory");
+  job->flags = flags;
+  return adapter_submit(job, a);
+}
+
+int tb__engine_save(tb_engine_job_t *job, tb_engine_adapter_t *a,
+                    const char *dir, tb_engine_save_kind_t kind,
+                    tb_engine_job_cb cb) {
+  if ((unsigned)kind > TB_ENGINE_SAVE_SAMPLER)
+    return TB_EINVAL;
+  return path_submit(job, a, dir, (int)kind, TB_ENGINE_SAVE, cb);
+}
+
+int tb__engine_load(tb_engine_job_t *job, tb_engine_adapter_t *a,
+                    const char *dir, int with_optimizer, tb_engine_job_cb cb) {
+  return path_submit(job, a, dir, with_optimizer != 0, TB_ENGINE_LOAD, cb);
+}
+
+void tb__engine_job_cleanup(tb_engine_job_t *job) {
+  free(job->logprobs);
+  job->logprobs = NULL;
+  job->num_logprobs = 0;
+  tb__sample_result_free(&job->sample);
+  tb_error_clear(&job->error);
+  free(job->path);
+  job->path = NULL;
+  release_items(job);
+}
+
+/* ------------------------------------------------------------ completion */
+
+static void item_after_cb(uv_work_t *req, int status) {
+  tb_engine_shard_t *it = (tb_engine_shard_t *)req;
+  tb_engine_job_t *job = it->job;
+  tb_engine_t *e = job->engine;
+  e->pending_work--;
+  e->running_items--;
+  it->queued = 0;
+  if (it->ws != NULL) {
+    ws_give(e, it->ws);
+    it->ws = NULL;
+  }
+  if (status == UV_ECANCELED)
+    it->status = TB_ECANCELED;
+  if (it->status == TB_ECANCELED)
+    tb_error_set(&it->error, TB_ECANCELED, TB_CATEGORY_CANCELLED,
+                 "the engine closed before the job ran");
+  tb__engine_error_default(&it->error, it->status);
+  pump(e);
+  if (--job->items_left > 0)
+    return;
+  if (job->type == TB_ENGINE_FORWARD ||
+      job->type == TB_ENGINE_FORWARD_BACKWARD) {
+    batch_done(job);
+    return;
+  }
+  int rc = it->status;
+  if (rc != 0) {
+    job->error = it->error;
+    memset(&it->error, 0, sizeof(it->error));
+  }
+  switch (job->type) {
+    case TB_ENGINE_LOAD_MODEL: load_model_done(job, rc); break;
+    case TB_ENGINE_CREATE_ADAPTER: create_done(job, rc); break;
+    case TB_ENGINE_REMOVE_ADAPTER: remove_done(job, rc); break;
+    case TB_ENGINE_OPTIM_STEP:
+      if (rc == 0) {
+        job->metrics[0].key = "grad_norm:mean";
+        job->metrics[0].value = job->optim.grad_norm;
+        job->metrics[1].key = "learning_rate:mean";
+        job->metrics[1].value = job->optim.learning_rate;
+        job->num_metrics = 2;
+      }
+      job_finish(job, rc);
+      break;
+    default: job_finish(job, rc); break;
+  }
+}
+
+/* Takes the job out of the engine's books, runs its callback, then lets
+ * its adapter's next job start. */
+static void job_finish(tb_engine_job_t *job, int status) {
+  tb_engine_t *e = job->engine;
+  tb_engine_adapter_t *a = job->target;
+  if (status != 0) {
+    tb__engine_error_default(&job->error, status);
+    status = job->error.code;
+  }
+  release_items(job);
+  if (job->type != TB_ENGINE_LOAD_MODEL && job->held != NULL)
+    tb__engine_model_unref(job->held);
+  job->held = NULL;
+  active_remove(e, job);
+  if (a != NULL && a->head == job) {
+    a->head = job->queue_next;
+    if (a->head == NULL)
+      a->tail = NULL;
+  } else {
+    a = NULL;
+  }
+  job->queue_next = NULL;
+  if (job->cb != NULL)
+    job->cb(job, status);
+  if (a != NULL)
+    adapter_kick(a);
+  maybe_close(e);
+}
+
+/* ------------------------------------------------------------ engine */
+
+static size_t threadpool_size(void) {
+  const char *v = getenv("UV_THREADPOOL_SIZE");
+  long n = v ? strtol(v, NULL, 10) : 0;
+  if (n <= 0)
+    n = 4;  /* libuv's default */
+  if (n > 1024)
+    n = 1024;
+  return (size_t)n;
+}
+
+int tb__engine_init(uv_loop_t *loop, tb_engine_t *e,
+                    const tb_engine_opts_t *opts) {
+  if (loop == NULL || e == NULL)
+    return TB_EINVAL;
+  void *data = e->data;
+  memset(e, 0, sizeof(*e));
+  e->data = data;
+  e->loop = loop;
+  e->shards = opts && opts->shards ? opts->shards : uv_available_parallelism();
+  if (e->shards < 1)
+    e->shards = 1;
+  e->min_shard_tokens = opts && opts->min_shard_tokens
+                            ? opts->min_shard_tokens
+                            : DEFAULT_MIN_SHARD_TOKENS;
+  e->max_work_items = opts && opts->max_work_items ? opts->max_work_items
+                                                   : threadpool_size();
+  /* Parallelism comes from work items; a threaded BLAS inside each would
+   * oversubscribe the cores. */
+  openblas_set_num_threads(1);
+  return 0;
+}
+
+static void close_work(uv_work_t *req) {
+  tb_engine_t *e = (tb_engine_t *)((char *)req -
+                                   offsetof(tb_engine_t, close_req));
+  /* Nothing else runs now: free the big buffers here, off the loop. */
+  for (tb_engine_adapter_t *a = e->adapters; a != NULL; a = a->next)
+    tb__lora_free(&a->lora);
+  for (tb_engine_model_t *m = e->models; m != NULL; m = m->next)
+    tb__weights_free(&m->weights);
+  for (size_t i = 0; i < e->ws_free_len; i++)
+    tb__llama_ws_free(e->ws_free[i]);
+  e->ws_free_len = 0;
+}
+
+static void close_after(uv_work_t *req, int status) {
+  (void)status;
+  tb_engine_t *e = (tb_engine_t *)((char *)req -
+                                   offsetof(tb_engine_t, close_req));
+  while (e->adapters != NULL) {
+    tb_engine_adapter_t *a = e->adapters;
+    e->adapters = a->next;
+    free(a);
+  }
+  while (e->models != NULL) {
+    tb_engine_model_t *m = e->models;
+    e->models = m->next;
+    model_free_struct(m);
+  }
+  free(e->ws_free);
+  e->ws_free = NULL;
+  e->ws_free_cap = 0;
+  if (e->close_cb != NULL)
+    e->close_cb(e);
+}
+
+static void maybe_close(tb_engine_t *e) {
+  if (!e->closing || e->close_queued || e->active != NULL ||
+      e->pending_work != 0)
+    return;
+  e->close_queued = 1;
+  uv_queue_work(e->loop, &e->close_req, close_work, close_after);
+}
+
+int tb__engine_close(tb_engine_t *e, tb_engine_close_cb close_cb) {
+  if (e->closing)
+    return TB_ECLOSING;
+  e->closing = 1;
+  e->close_cb = close_cb;
+  /* Waiting items never reach a worker: queue them as no-ops that
+   * complete with TB_ECANCELED. */
+  while (e->wait_head != NULL) {
+    tb_engine_shard_t *it = e->wait_head;
+    e->wait_head = it->wait_next;
+    it->skip = TB_ECANCELED;
+    item_start(e, it);
+  }
+  e->wait_tail = NULL;
+  /* Items a worker has not picked up yet are cancelled; running ones
+   * finish normally. */
+  for (tb_engine_job_t *job = e->active; job != NULL; job = job->active_next)
+    for (size_t i = 0; i < job->num_items; i++)
+      if (job->items[i].queued)
+        uv_cancel((uv_req_t *)&job->items[i].req);
+  maybe_close(e);
+  return 0;
+}

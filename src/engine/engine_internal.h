@@ -1,0 +1,78 @@
+/*
+ * What engine.c (scheduling, models, adapters) and engine_jobs.c (the
+ * work the threadpool runs) share.  Not for use outside src/engine/.
+ *
+ * Threads: everything here is owned by the loop thread, except while a
+ * work item runs, when its work function may touch its own item, its job,
+ * the job's adapter LoRA state (the adapter's FIFO guarantees no other job
+ * of the adapter runs) and the read-only base weights.
+ */
+#ifndef TB_ENGINE_ENGINE_INTERNAL_H
+#define TB_ENGINE_ENGINE_INTERNAL_H
+
+#include "engine/engine.h"
+
+/* One uv_work_t of a job.  A batch job has one per shard plus, when it
+ * has several shards and a backward pass, one that sums their gradients. */
+struct tb_engine_shard_s {
+  uv_work_t req;
+  tb_engine_job_t *job;
+  void (*work)(tb_engine_shard_t *it);
+  tb_engine_shard_t *wait_next;  /* the engine's queue of waiting items */
+  tb_llama_ws_t *ws;             /* lent by the engine while queued */
+  int needs_ws;
+  int queued;                    /* handed to uv_queue_work */
+  int skip;                      /* non-zero: do not run, complete with this */
+  int status;
+  tb_error_t error;
+  /* shards of a batch */
+  size_t d0, d1;                 /* datums [d0, d1) */
+  size_t out0;                   /* first log-prob of d0 in job->logprobs */
+  float *grads;                  /* own gradient buffer (several shards) */
+  double loss;
+  int apply;                     /* the sum: every shard succeeded */
+};
+
+struct tb_engine_model_s {
+  tb_engine_t *engine;
+  tb_engine_model_t *next;       /* registry */
+  char *name;
+  char *source;                  /* "base" or the directory */
+  tb_weights_t weights;
+  size_t refs;
+  int loaded;
+  tb_engine_job_t *waiters;      /* LOAD_MODEL jobs until it is loaded */
+  uv_work_t free_req;
+};
+
+struct tb_engine_adapter_s {
+  tb_engine_t *engine;
+  tb_engine_adapter_t *next;
+  tb_engine_model_t *model;      /* one reference */
+  tb_lora_t lora;
+  tb_engine_job_t *head, *tail;  /* FIFO; head is the running job */
+  int removing;
+  int kicking;                   /* inside adapter_kick */
+};
+
+/* Work functions (engine_jobs.c); each sets it->status and, on failure,
+ * it->error. */
+void tb__engine_work_load_model(tb_engine_shard_t *it);
+void tb__engine_work_create(tb_engine_shard_t *it);
+void tb__engine_work_remove(tb_engine_shard_t *it);
+void tb__engine_work_shard(tb_engine_shard_t *it);
+void tb__engine_work_sum(tb_engine_shard_t *it);
+void tb__engine_work_optim(tb_engine_shard_t *it);
+void tb__engine_work_sample(tb_engine_shard_t *it);
+void tb__engine_work_save(tb_engine_shard_t *it);
+void tb__engine_work_load(tb_engine_shard_t *it);
+
+/* Cheap whole-batch checks for the loop thread (loss function, its
+ * config, the number of targets per position): 0 or TB_EINVAL with the
+ * reason in err. */
+int tb__engine_batch_precheck(const tb_batch_t *b, tb_error_t *err);
+
+/* Gives an error that carries only a code a message and a category. */
+void tb__engine_error_default(tb_error_t *err, int code);
+
+#endif /* TB_ENGINE_ENGINE_INTERNAL_H */

@@ -1,0 +1,406 @@
+/*
+ * The engine's LoRA math against an independent PyTorch float64
+ * implementation (test/reference/torch_lora_reference.py): for each of the
+ * five losses, the summed loss, every datum's target log-probs and the
+ * gradient of every LoRA tensor must agree.
+ *
+ * The model is written as a Hugging Face directory and loaded by the
+ * engine by name ("NAME=DIR"), the adapter (all targets, unembedding
+ * included, with B made non-zero) is exported as PEFT by a save job, and
+ * the batch goes to PyTorch as batch.json.  Tolerances: relative error
+ * 1e-4 on losses and log-probs, norm-relative error 1e-3 per gradient
+ * tensor (float32 against float64).
+ *
+ * PyTorch comes from Debian's python3-torch for /usr/bin/python3 (or the
+ * interpreter in TB_TORCH_PYTHON).  Without it the program prints
+ * "skipped: PyTorch not installed" and exits 77, which meson reports as a
+ * skip.
+ */
+#include "tb_test.h"
+
+#include <jansson.h>
+#include <libgen.h>
+#include <limits.h>
+#include <pthread.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "engine/base_model.h"
+#include "engine/engine.h"
+#include "engine/hf_model.h"
+#include "kernels/kernels.h"
+
+#define SKIP_CODE 77
+
+static const char *python(void) {
+  const char *p = getenv("TB_TORCH_PYTHON");
+  if (p != NULL && p[0] != '\0')
+    return p;
+  if (access("/usr/bin/python3", X_OK) == 0)
+    return "/usr/bin/python3";
+  return "python3";
+}
+
+/* The script sits in the source tree at test/reference/.  __FILE__ is
+ * either absolute or relative to the build directory, which is the parent
+ * of this executable's directory. */
+static void script_path(char *out, size_t cap) {
+  const char *env = getenv("TB_TORCH_REFERENCE");
+  if (env != NULL && env[0] != '\0') {
+    snprintf(out, cap, "%s", env);
+    return;
+  }
+  char src[PATH_MAX];
+  snprintf(src, sizeof(src), "%s", __FILE__);
+  const char *srcdir = dirname(src);
+  if (srcdir[0] == '/') {
+    snprintf(out, cap, "%s/reference/torch_lora_reference.py", srcdir);
+    return;
+  }
+  char exe[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  ASSERT(n > 0);
+  exe[n] = '\0';
+  char *exedir = dirname(exe);
+  snprintf(out, cap, "%s/../%s/reference/torch_lora_reference.py", exedir,
+           srcdir);
+}
+
+/* ------------------------------------------------------------ the engine */
+
+static pthread_t loop_thread;
+
+typedef struct env_s {
+  uv_loop_t loop;
+  tb_engine_t engine;
+  int done;
+} env_t;
+
+static void job_cb(tb_engine_job_t *job, int status) {
+  ASSERT(pthread_equal(pthread_self(), loop_thread));
+  if (status != 0)
+    fprintf(stderr, "job failed: %s\n", tb_error_message(&job->error));
+  ASSERT_OK(status);
+  ((env_t *)job->data)->done++;
+}
+
+static void run(env_t *env) {
+  int before = env->done;
+  ASSERT_OK(uv_run(&env->loop, UV_RUN_DEFAULT));
+  ASSERT_EQ_INT(env->done, before + 1);
+}
+
+static void closed_cb(tb_engine_t *e) { ((env_t *)e->data)->done = -1; }
+
+/* ------------------------------------------------------------ models */
+
+/* A small untied model with random weights large enough that the
+ * log-probs are far from uniform. */
+static void write_untied_model(const char *dir) {
+  tb_model_config_t c = { 0 };
+  c.hidden_size = 64;
+  c.intermediate_size = 96;
+  c.num_layers = 2;
+  c.num_heads = 4;
+  c.num_kv_heads = 2;
+  c.head_dim = 16;
+  c.vocab_size = 300;
+  c.max_position_embeddings = 128;
+  c.rms_norm_eps = 1e-5f;
+  c.rope_theta = 10000.0f;
+  c.tie_word_embeddings = 0;
+  tb_weights_t w;
+  ASSERT_OK(tb__weights_alloc(&w, &c));
+  tb__k_rng_t rng;
+  tb__k_rng_seed(&rng, 77);
+  tb__k_rng_fill_normal(w.storage, &rng, 0.0f, 0.15f, w.storage_floats);
+  size_t C = (size_t)c.hidden_size;
+  for (int l = 0; l < c.num_layers; l++) {
+    tb__k_rng_fill_uniform((float *)w.layers[l].attn_norm, &rng, 0.8f, 1.2f, C);
+    tb__k_rng_fill_uniform((float *)w.layers[l].mlp_norm, &rng, 0.8f, 1.2f, C);
+  }
+  tb__k_rng_fill_uniform((float *)w.final_norm, &rng, 0.8f, 1.2f, C);
+  tb_error_t err = { 0 };
+  ASSERT_OK(tb__hf_save(dir, &w, NULL, 0, &err));
+  tb__weights_free(&w);
+}
+
+/* ------------------------------------------------------------ the check */
+
+#define ND 3
+#define NMAX 24
+
+typedef struct batch_s {
+  int32_t tok[ND][NMAX], tgt[ND][NMAX];
+  float w[ND][NMAX], lps[ND][NMAX], adv[ND][NMAX];
+  tb_datum_t d[ND];
+  tb_batch_t b;
+} batch_t;
+
+static json_t *ints(const int32_t *x, size_t n) {
+  json_t *a = json_array();
+  for (size_t i = 0; i < n; i++)
+    json_array_append_new(a, json_integer(x[i]));
+  return a;
+}
+
+static json_t *floats(const float *x, size_t n) {
+  json_t *a = json_array();
+  for (size_t i = 0; i < n; i++)
+    json_array_append_new(a, json_real(x[i]));
+  return a;
+}
+
+static void write_batch_json(const char *path, const batch_t *bt,
+                             int with_config) {
+  json_t *data = json_array();
+  for (size_t i = 0; i < bt->b.num_data; i++) {
+    const tb_datum_t *d = &bt->d[i];
+    json_array_append_new(
+        data, json_pack("{s:o, s:o, s:o, s:o, s:o}", "tokens",
+                        ints(d->tokens, d->n), "target_tokens",
+                        ints(d->target_tokens, d->n), "weights",
+                        floats(d->weights, d->n), "logprobs",
+                        floats(d->logprobs, d->n), "advantages",
+                        floats(d->advantages, d->n)));
+  }
+  const tb_loss_config_t *c = &bt->b.loss_config;
+  json_t *cfg = with_config
+                    ? json_pack("{s:f, s:f, s:f}", "clip_low_threshold",
+                                (double)c->clip_low_threshold,
+                                "clip_high_threshold",
+                                (double)c->clip_high_threshold, "beta",
+                                (double)c->beta)
+                    : json_object();
+  json_t *root = json_pack("{s:s, s:o, s:o}", "loss_fn",
+                           tb__loss_fn_name(bt->b.loss_fn), "loss_fn_config",
+                           cfg, "data", data);
+  ASSERT(root != NULL);
+  ASSERT_OK(json_dump_file(root, path, JSON_COMPACT));
+  json_decref(root);
+}
+
+static double norm_rel(const float *got, const json_t *want, size_t n) {
+  ASSERT_EQ_INT(json_array_size(want), n);
+  double num = 0, den = 0;
+  for (size_t i = 0; i < n; i++) {
+    double w = json_number_value(json_array_get(want, i));
+    double d = (double)got[i] - w;
+    num += d * d;
+    den += w * w;
+  }
+  ASSERT(den > 0);
+  return sqrt(num / den);
+}
+
+/* Runs one loss through the engine and through PyTorch and compares. */
+static void check_loss(const char *model_spec_fmt, int base, tb_loss_fn_t fn,
+                       const tb_loss_config_t *cfg) {
+  loop_thread = pthread_self();
+  char dir[] = "/tmp/tb_torch_ref_XXXXXX";
+  ASSERT(mkdtemp(dir) != NULL);
+  char model_dir[256], adapter_dir[256], batch_path[256], result_path[256];
+  snprintf(model_dir, sizeof(model_dir), "%s/model", dir);
+  snprintf(adapter_dir, sizeof(adapter_dir), "%s/adapter", dir);
+  snprintf(batch_path, sizeof(batch_path), "%s/batch.json", dir);
+  snprintf(result_path, sizeof(result_path), "%s/result.json", dir);
+  tb_error_t err = { 0 };
+  if (base)
+    ASSERT_OK(tb__base_model_save(model_dir, &err));
+  else
+    write_untied_model(model_dir);
+
+  env_t env;
+  memset(&env, 0, sizeof(env));
+  ASSERT_OK(uv_loop_init(&env.loop));
+  env.engine.data = &env;
+  tb_engine_opts_t opts = { 2, 1, 0 };
+  ASSERT_OK(tb__engine_init(&env.loop, &env.engine, &opts));
+  char spec[300];
+  snprintf(spec, sizeof(spec), model_spec_fmt, model_dir);
+  tb_engine_job_t job = { 0 };
+  job.data = &env;
+  ASSERT_OK(tb__engine_load_model(&job, &env.engine, spec, job_cb));
+  run(&env);
+  tb_engine_model_t *model = job.model;
+  tb__engine_job_cleanup(&job);
+  const tb_model_config_t *mc = &tb__engine_model_weights(model)->config;
+
+  tb_lora_config_t lc = { 0 };
+  lc.rank = 4;
+  lc.seed = 5;
+  lc.alpha = 16;
+  lc.train_attn = lc.train_mlp = lc.train_unembed = 1;
+  ASSERT_OK(tb__engine_create_adapter(&job, model, &lc, job_cb));
+  run(&env);
+  tb_engine_adapter_t *a = job.adapter;
+  tb__engine_job_cleanup(&job);
+  /* B is zero at init; give every tensor values so that all gradients
+   * are non-trivial. */
+  tb_lora_t *lora = tb__engine_adapter_lora(a);
+  tb__k_rng_t rng;
+  tb__k_rng_seed(&rng, 6);
+  tb__k_rng_fill_uniform(lora->params, &rng, -0.1f, 0.1f, lora->num_params);
+  ASSERT_OK(tb__engine_save(&job, a, adapter_dir, TB_ENGINE_SAVE_SAMPLER,
+                            job_cb));
+  run(&env);
+  tb__engine_job_cleanup(&job);
+
+  /* The batch: random tokens; sampler log-probs near the model's own so
+   * that importance ratios straddle the clip thresholds. */
+  static batch_t bt;
+  memset(&bt, 0, sizeof(bt));
+  uint64_t st = 1234 + (uint64_t)fn;
+  for (int i = 0; i < ND; i++) {
+    size_t n = 8 + 7 * (size_t)i;
+    for (size_t t = 0; t < n; t++) {
+      bt.tok[i][t] = (int32_t)(tb__k_splitmix64(&st) % (uint64_t)mc->vocab_size);
+      bt.tgt[i][t] = (int32_t)(tb__k_splitmix64(&st) % (uint64_t)mc->vocab_size);
+      bt.w[i][t] = (float)(tb__k_splitmix64(&st) % 4) * 0.5f;
+      bt.adv[i][t] = (float)(tb__k_rng_uniform(&rng) * 2.0 - 1.0);
+    }
+    bt.d[i] = (tb_datum_t){ bt.tok[i], n, 1, bt.tgt[i], bt.w[i], bt.lps[i],
+                            bt.adv[i] };
+  }
+  bt.b = (tb_batch_t){ bt.d, ND, TB_LOSS_CROSS_ENTROPY, *cfg };
+  ASSERT_OK(tb__engine_forward(&job, a, &bt.b, job_cb));
+  run(&env);
+  size_t k = 0;
+  for (int i = 0; i < ND; i++)
+    for (size_t t = 0; t < bt.d[i].n; t++)
+      bt.lps[i][t] = job.logprobs[k++] +
+                     (float)(tb__k_rng_uniform(&rng) * 0.6 - 0.3);
+  tb__engine_job_cleanup(&job);
+  bt.b.loss_fn = fn;
+
+  /* Our side: forward_backward in two shards into zero gradients. */
+  ASSERT_OK(tb__engine_forward_backward(&job, a, &bt.b, job_cb));
+  run(&env);
+  double loss = job.loss;
+  static float lp[ND * NMAX];
+  memcpy(lp, job.logprobs, job.num_logprobs * sizeof(float));
+  tb__engine_job_cleanup(&job);
+
+  /* Theirs.  The default clip thresholds are checked by leaving the
+   * config out for some losses. */
+  tb_loss_config_t def;
+  tb__loss_config_default(&def);
+  int with_config = fn == TB_LOSS_DRO ||
+                    memcmp(cfg, &def, sizeof(def)) != 0;
+  write_batch_json(batch_path, &bt, with_config);
+  char script[PATH_MAX], cmd[2 * PATH_MAX];
+  script_path(script, sizeof(script));
+  snprintf(cmd, sizeof(cmd), "'%s' '%s' '%s' '%s' '%s' '%s'", python(),
+           script, model_dir, adapter_dir, batch_path, result_path);
+  int rc = system(cmd);
+  ASSERT(WIFEXITED(rc));
+  ASSERT_EQ_INT(WEXITSTATUS(rc), 0);
+  json_error_t jerr;
+  json_t *res = json_load_file(result_path, 0, &jerr);
+  ASSERT(res != NULL);
+
+  double want_loss = json_number_value(json_object_get(res, "loss"));
+  fprintf(stderr, "%s: loss %.9g, torch %.9g\n", tb__loss_fn_name(fn), loss,
+          want_loss);
+  ASSERT_NEAR(loss, want_loss, 1e-6, 1e-4);
+  json_t *lps = json_object_get(res, "logprobs");
+  ASSERT_EQ_INT(json_array_size(lps), ND);
+  k = 0;
+  for (size_t i = 0; i < ND; i++) {
+    json_t *row = json_array_get(lps, i);
+    ASSERT_EQ_INT(json_array_size(row), bt.d[i].n);
+    for (size_t t = 0; t < bt.d[i].n; t++, k++)
+      ASSERT_NEAR(lp[k], json_number_value(json_array_get(row, t)), 1e-6,
+                  1e-4);
+  }
+  json_t *grads = json_object_get(res, "grads");
+  size_t nt = tb__lora_num_tensors(lora);
+  ASSERT_EQ_INT(json_object_size(grads), nt);
+  double worst = 0;
+  for (size_t i = 0; i < nt; i++) {
+    char name[96];
+    size_t shape[2], off;
+    ASSERT_OK(tb__lora_tensor(lora, i, name, sizeof(name), shape, &off));
+    json_t *g = json_object_get(grads, name);
+    if (g == NULL)
+      tb_test_fail(__FILE__, __LINE__, "no reference gradient for %s", name);
+    double e = norm_rel(lora->grads + off, g, shape[0] * shape[1]);
+    if (e > 1e-3)
+      tb_test_fail(__FILE__, __LINE__, "%s: gradient norm-relative error %g",
+                   name, e);
+    worst = fmax(worst, e);
+  }
+  fprintf(stderr, "%s: %zu gradient tensors, worst norm-relative error %.3g\n",
+          tb__loss_fn_name(fn), nt, worst);
+  json_decref(res);
+
+  tb__engine_model_unref(model);
+  ASSERT_OK(tb__engine_close(&env.engine, closed_cb));
+  ASSERT_OK(uv_run(&env.loop, UV_RUN_DEFAULT));
+  ASSERT_EQ_INT(env.done, -1);
+  ASSERT_LOOP_CLOSE(&env.loop);
+  snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+  ASSERT_EQ_INT(system(cmd), 0);
+}
+
+static tb_loss_config_t config(float lo, float hi, float beta) {
+  tb_loss_config_t c = { lo, hi, beta };
+  return c;
+}
+
+TEST(cross_entropy_on_base) {
+  tb_loss_config_t c;
+  tb__loss_config_default(&c);
+  check_loss("ref=%s", 1, TB_LOSS_CROSS_ENTROPY, &c);
+}
+
+TEST(cross_entropy_untied) {
+  tb_loss_config_t c;
+  tb__loss_config_default(&c);
+  check_loss("tiny=%s", 0, TB_LOSS_CROSS_ENTROPY, &c);
+}
+
+TEST(importance_sampling) {
+  tb_loss_config_t c;
+  tb__loss_config_default(&c);
+  check_loss("tiny=%s", 0, TB_LOSS_IMPORTANCE_SAMPLING, &c);
+}
+
+TEST(ppo_with_clip_thresholds) {
+  tb_loss_config_t c = config(0.9f, 1.1f, 0.05f);
+  check_loss("tiny=%s", 0, TB_LOSS_PPO, &c);
+}
+
+TEST(cispo_default_thresholds) {
+  tb_loss_config_t c;
+  tb__loss_config_default(&c);
+  check_loss("tiny=%s", 0, TB_LOSS_CISPO, &c);
+}
+
+TEST(dro_with_beta) {
+  tb_loss_config_t c = config(0.8f, 1.2f, 0.3f);
+  check_loss("tiny=%s", 0, TB_LOSS_DRO, &c);
+}
+
+static const tb_test_t tests[] = {
+  TEST_ENTRY_TIMEOUT(cross_entropy_on_base, 120000),
+  TEST_ENTRY_TIMEOUT(cross_entropy_untied, 120000),
+  TEST_ENTRY_TIMEOUT(importance_sampling, 120000),
+  TEST_ENTRY_TIMEOUT(ppo_with_clip_thresholds, 120000),
+  TEST_ENTRY_TIMEOUT(cispo_default_thresholds, 120000),
+  TEST_ENTRY_TIMEOUT(dro_with_beta, 120000),
+  { NULL, NULL, 0 },
+};
+
+int main(int argc, char **argv) {
+  char cmd[PATH_MAX + 64];
+  snprintf(cmd, sizeof(cmd), "'%s' -c 'import torch, numpy' 2>/dev/null",
+           python());
+  int rc = system(cmd);
+  if (!WIFEXITED(rc) || WEXITSTATUS(rc) != 0) {
+    printf("skipped: PyTorch not installed for %s (Debian: apt install "
+           "python3-torch)\n", python());
+    return SKIP_CODE;
+  }
+  return tb_test_main(argc, argv, tests);
+}
