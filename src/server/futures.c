@@ -248,7 +248,7 @@ int tb__futures_init(uv_loop_t *loop, tb__futures_t *fs, const tb__futures_opts_
   fs->opts = *opts;
   tb__idgen_init(&fs->ids);
   fs->n_buckets = 256;
-  fs->n_tbuckets = 1024;
+  fs->n_tbuckets = 16384;  /* up to 100000 tombstones: chains stay short */
   fs->buckets = calloc(fs->n_buckets, sizeof(*fs->buckets));
   fs->tbuckets = calloc(fs->n_tbuckets, sizeof(*fs->tbuckets));
   if (fs->buckets == NULL || fs->tbuckets == NULL) {
