@@ -140,17 +140,9 @@ static int job_begin(tb_engine_job_t *job, tb_engine_t *e,
   return 0;
 }
 
-static void free_shard_grads(tb_engine_job_t *job) {
-  for (size_t i = 0; i < job->num_items; i++) {
-    free(job->items[i].grads);
-    job->items[i].grads = NULL;
-  }
-}
-
 static void release_items(tb_engine_job_t *job) {
   if (job->items == NULL)
     return;
-  free_shard_grads(job);
   for (size_t i = 0; i < job->num_items; i++)
     tb_error_clear(&job->items[i].error);
   free(job->items);
@@ -231,6 +223,22 @@ static int start_batch(tb_engine_job_t *job) {
   }
   free(cuts);
   if (sum) {
+    tb_engine_adapter_t *a = job->target;
+    size_t np = a->lora.num_params;
+    if (a->shard_slots < S) {
+      /* Untouched pages cost nothing until a shard writes them. */
+      free(a->shard_grads);
+      a->shard_slots = 0;
+      a->shard_grads = malloc(S * np * sizeof(float));
+      if (a->shard_grads == NULL) {
+        release_items(job);
+        return tb_error_set(&job->error, TB_ENOMEM, TB_CATEGORY_SERVER,
+                            "out of memory");
+      }
+      a->shard_slots = S;
+    }
+    for (size_t s = 0; s < S; s++)
+      job->items[s].grads = a->shard_grads + s * np;
     job->items[S].work = tb__engine_work_sum;
     job->items[S].needs_ws = 0;
   }
@@ -903,8 +911,10 @@ static void close_work(uv_work_t *req) {
   tb_engine_t *e = (tb_engine_t *)((char *)req -
                                    offsetof(tb_engine_t, close_req));
   /* Nothing else runs now: free the big buffers here, off the loop. */
-  for (tb_engine_adapter_t *a = e->adapters; a != NULL; a = a->next)
+  for (tb_engine_adapter_t *a = e->adapters; a != NULL; a = a->next) {
     tb__lora_free(&a->lora);
+    free(a->shard_grads);
+  }
   for (tb_engine_model_t *m = e->models; m != NULL; m = m->next)
     tb__weights_free(&m->weights);
   for (size_t i = 0; i < e->ws_free_len; i++)

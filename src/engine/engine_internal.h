@@ -28,7 +28,8 @@ struct tb_engine_shard_s {
   /* shards of a batch */
   size_t d0, d1;                 /* datums [d0, d1) */
   size_t out0;                   /* first log-prob of d0 in job->logprobs */
-  float *grads;                  /* own gradient buffer (several shards) */
+  float *grads;                  /* own gradient buffer (several shards),
+                                  * lent by the adapter */
   double loss;
   int apply;                     /* the sum: every shard succeeded */
 };
@@ -53,6 +54,12 @@ struct tb_engine_adapter_s {
   tb_engine_job_t *head, *tail;  /* FIFO; head is the running job */
   int removing;
   int kicking;                   /* inside adapter_kick */
+  /* Gradient buffers of the shards of a forward_backward (shard_slots of
+   * lora.num_params floats), kept across jobs: allocating and freeing
+   * tens of megabytes per step costs page faults and TLB shootdowns.
+   * Only the FIFO's head uses them. */
+  float *shard_grads;
+  size_t shard_slots;
 };
 
 /* Work functions (engine_jobs.c); each sets it->status and, on failure,

@@ -59,7 +59,11 @@ void tb__engine_work_create(tb_engine_shard_t *it) {
 }
 
 void tb__engine_work_remove(tb_engine_shard_t *it) {
-  tb__lora_free(&it->job->target->lora);
+  tb_engine_adapter_t *a = it->job->target;
+  tb__lora_free(&a->lora);
+  free(a->shard_grads);
+  a->shard_grads = NULL;
+  a->shard_slots = 0;
   it->status = 0;
 }
 
@@ -184,11 +188,11 @@ void tb__engine_work_shard(tb_engine_shard_t *it) {
     /* One shard adds straight into the adapter's gradients; several each
      * fill their own buffer, summed by tb__engine_work_sum. */
     float *g = a->lora.grads;
-    if (job->num_shards > 1)
-      g = it->grads = calloc(lora->num_params, sizeof(float));
-    rc = g == NULL ? TB_ENOMEM
-                   : tb__llama_forward_backward(it->ws, w, lora, &sub, g, lp,
-                                                &it->loss);
+    if (job->num_shards > 1) {
+      g = it->grads;
+      tb__k_zero(g, lora->num_params);
+    }
+    rc = tb__llama_forward_backward(it->ws, w, lora, &sub, g, lp, &it->loss);
   }
   it->status = rc;
   tb__engine_error_default(&it->error, rc);
@@ -197,13 +201,12 @@ void tb__engine_work_shard(tb_engine_shard_t *it) {
 void tb__engine_work_sum(tb_engine_shard_t *it) {
   tb_engine_job_t *job = it->job;
   tb_lora_t *lora = &job->target->lora;
-  /* In shard order, so a given sharding always gives the same sums. */
+  /* In shard order, so a given sharding always gives the same sums.  The
+   * buffers stay with the adapter for its next forward_backward. */
   for (size_t s = 0; s < job->num_shards; s++) {
     tb_engine_shard_t *sh = &job->items[s];
     if (it->apply && sh->grads != NULL)
       tb__lora_add_grads(lora, sh->grads);
-    free(sh->grads);
-    sh->grads = NULL;
   }
   it->status = 0;
 }
