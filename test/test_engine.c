@@ -250,6 +250,62 @@ TEST(jobs_complete_on_the_loop) {
   env_close(&env);
 }
 
+TEST(concurrent_loads_share_one_model) {
+  loop_thread = pthread_self();
+  env_t env;
+  memset(&env, 0, sizeof(env));
+  ASSERT_OK(uv_loop_init(&env.loop));
+  env.engine.data = &env;
+  ASSERT_OK(tb__engine_init(&env.loop, &env.engine, NULL));
+  tb_engine_job_t jobs[5];
+  rec_t recs[5];
+  memset(jobs, 0, sizeof(jobs));
+  memset(recs, 0, sizeof(recs));
+  completions = 0;
+  for (int i = 0; i < 5; i++) {
+    jobs[i].data = &recs[i];
+    ASSERT_OK(tb__engine_load_model(&jobs[i], &env.engine,
+                                    i < 3 ? "base" : "bad=/nonexistent/m",
+                                    rec_cb));
+  }
+  /* Not loaded yet: not findable, and no adapter can be made on it. */
+  ASSERT(tb__engine_model_find(&env.engine, "base") == NULL);
+  ASSERT_OK(uv_run(&env.loop, UV_RUN_DEFAULT));
+  for (int i = 0; i < 5; i++)
+    ASSERT_EQ_INT(recs[i].calls, 1);
+  /* Waiters complete after the loader, in arrival order. */
+  ASSERT(recs[0].seq < recs[1].seq && recs[1].seq < recs[2].seq);
+  ASSERT(recs[3].seq < recs[4].seq);
+  tb_engine_model_t *m = jobs[0].model;
+  ASSERT(m != NULL && jobs[1].model == m && jobs[2].model == m);
+  ASSERT(tb__engine_model_find(&env.engine, "base") == m);
+  for (int i = 3; i < 5; i++) {
+    ASSERT_ERR(recs[i].status, TB_ENOENT);
+    ASSERT(jobs[i].model == NULL);
+    ASSERT_STR_CONTAINS(jobs[i].error.message, "/nonexistent/m");
+  }
+  ASSERT(tb__engine_model_find(&env.engine, "bad") == NULL);
+  /* The model lives while any reference does. */
+  tb__engine_model_unref(jobs[0].model);
+  tb__engine_model_unref(jobs[1].model);
+  ASSERT(tb__engine_model_find(&env.engine, "base") == m);
+  tb__engine_model_unref(jobs[2].model);
+  ASSERT(tb__engine_model_find(&env.engine, "base") == NULL);
+  for (int i = 0; i < 5; i++)
+    tb__engine_job_cleanup(&jobs[i]);
+  /* A model handed over in memory. */
+  tb_weights_t w;
+  ASSERT_OK(tb__base_model_generate(&w));
+  ASSERT_OK(tb__engine_model_add(&env.engine, "mine", &w, &m));
+  ASSERT(w.storage == NULL);
+  ASSERT(tb__engine_model_find(&env.engine, "mine") == m);
+  ASSERT_OK(tb__base_model_generate(&w));
+  tb_engine_model_t *m2;
+  ASSERT_ERR(tb__engine_model_add(&env.engine, "mine", &w, &m2), TB_EEXIST);
+  ASSERT(w.storage == NULL);
+  env_close(&env);
+}
+
 /* Trains adapter a for `steps` steps (forward_backward + optim_step) and
  * returns the logprobs after. */
 typedef struct trainer_s {
@@ -834,6 +890,7 @@ TEST(base_learns_a_chat_dataset) {
 
 TEST_LIST(
   TEST_ENTRY(jobs_complete_on_the_loop),
+  TEST_ENTRY(concurrent_loads_share_one_model),
   TEST_ENTRY(two_adapters_train_concurrently),
   TEST_ENTRY(sharded_equals_unsharded),
   TEST_ENTRY(fifo_order_per_adapter),
