@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""The peer of bench_train: one LoRA training step (forward_backward +
+AdamW step) of a Llama-family model in PyTorch, on the same shape and the
+same thread count, so that bench_train can print the ratio.
+
+The model is written plainly (Llama decoder: RMSNorm, rotary embeddings,
+grouped-query causal attention, SwiGLU MLP, tied unembedding), base weights
+frozen, LoRA on the listed linears.  Configure PyTorch at its best before
+starting Python: OMP_WAIT_POLICY=PASSIVE and OMP_NUM_THREADS equal to
+--threads (bench_train does this).
+
+usage: torch_train_step.py --hidden 576 --layers 30 --heads 9 --kv-heads 3
+           --intermediate 1536 --vocab 49152 --rank 32 --batch 4 --seq 256
+           --threads 2 --steps 3
+Prints one line: TORCH ms_per_step=<median> min=<> max=<>.  Exit status 77
+when PyTorch is not installed.
+"""
+import argparse
+import math
+import sys
+import time
+
+try:
+    import torch
+except ImportError:
+    print("PyTorch is not installed")
+    sys.exit(77)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    for name, default in [("hidden", 576), ("layers", 30), ("heads", 9), ("kv-heads", 3),
+                          ("intermediate", 1536), ("vocab", 49152), ("rank", 32),
+                          ("batch", 4), ("seq", 256), ("threads", 2), ("steps", 3)]:
+        p.add_argument("--" + name, type=int, default=default)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    C, H, KVH, I, V, r = a.hidden, a.heads, a.kv_heads, a.intermediate, a.vocab, a.rank
+    D = C // H
+    alpha = 32.0
+    scale = alpha / r
+
+    def frozen(*shape):
+        return torch.randn(*shape) * 0.02
+
+    embed = frozen(V, C)
+    layers = []
+    lora_params = []
+    for _ in range(a.layers):
+        lay = {"n1": torch.ones(C), "n2": torch.ones(C)}
+        for name, (k, n) in {"q": (C, H * D), "k": (C, KVH * D), "v": (C, KVH * D),
+                             "o": (H * D, C), "gate": (C, I), "up": (C, I),
+                             "down": (I, C)}.items():
+            A = torch.nn.Parameter(torch.randn(r, k) / math.sqrt(k))
+            B = torch.nn.Parameter(torch.randn(n, r) * 0.01)
+            lay[name] = (frozen(n, k), A, B)
+            lora_params += [A, B]
+        layers.append(lay)
+    final_norm = torch.ones(C)
+    opt = torch.optim.AdamW(lora_params, lr=1e-4, betas=(0.9, 0.95), eps=1e-12,
+                            weight_decay=0.0)
+
+    T = a.seq
+    inv = 1.0 / (10000.0 ** (torch.arange(0, D, 2).float() / D))
+    freqs = torch.outer(torch.arange(T).float(), inv)
+    emb = torch.cat([freqs, freqs], -1)
+    cos, sin = emb.cos()[None, None], emb.sin()[None, None]
+    mask = torch.full((T, T), float("-inf")).triu(1)
+
+    def rms(x, w):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * w
+
+    def rope(x):
+        x1, x2 = x[..., :D // 2], x[..., D // 2:]
+        return x * cos + torch.cat([-x2, x1], -1) * sin
+
+    def lin(x, w):
+        W, A, B = w
+        return x @ W.t() + scale * ((x @ A.t()) @ B.t())
+
+    tokens = torch.randint(0, V, (a.batch, T + 1))
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+
+    def step():
+        x = embed[inputs]
+        Bn = x.shape[0]
+        for lay in layers:
+            h = rms(x, lay["n1"])
+            q = lin(h, lay["q"]).view(Bn, T, H, D).transpose(1, 2)
+            k = lin(h, lay["k"]).view(Bn, T, KVH, D).transpose(1, 2)
+            v = lin(h, lay["v"]).view(Bn, T, KVH, D).transpose(1, 2)
+            q, k = rope(q), rope(k)
+            k = k.repeat_interleave(H // KVH, dim=1)
+            v = v.repeat_interleave(H // KVH, dim=1)
+            att = (q @ k.transpose(-1, -2)) / math.sqrt(D) + mask
+            o = (att.softmax(-1) @ v).transpose(1, 2).reshape(Bn, T, H * D)
+            x = x + lin(o, lay["o"])
+            h = rms(x, lay["n2"])
+            x = x + lin(torch.nn.functional.silu(lin(h, lay["gate"])) * lin(h, lay["up"]),
+                        lay["down"])
+        logits = rms(x, final_norm) @ embed.t()
+        loss = torch.nn.functional.cross_entropy(logits.view(-1, V), targets.reshape(-1),
+                                                 reduction="sum")
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.item()
+
+    step()  # warm-up: first-touch allocation
+    times = []
+    for _ in range(a.steps):
+        t0 = time.perf_counter()
+        step()
+        times.append((time.perf_counter() - t0) * 1e3)
+    times.sort()
+    print("TORCH ms_per_step=%.1f min=%.1f max=%.1f threads=%d" %
+          (times[len(times) // 2], times[0], times[-1], torch.get_num_threads()))
+
+
+if __name__ == "__main__":
+    main()
