@@ -36,23 +36,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine/lora_target.h"
+
 #include "engine/safetensors.h"
 #include "engine/weights.h"
 #include "tinkerbell/error.h"
 
 /* ------------------------------------------------------------ PEFT names */
-
-typedef enum {
-  TB_LORA_Q = 0,
-  TB_LORA_K,
-  TB_LORA_V,
-  TB_LORA_O,
-  TB_LORA_GATE,
-  TB_LORA_UP,
-  TB_LORA_DOWN,
-  TB_LORA_UNEMBED,  /* lm_head */
-  TB_LORA_NTARGETS
-} tb_lora_target_t;
 
 /* "q_proj", "k_proj", ..., "down_proj", "lm_head". */
 const char *tb__lora_target_module(tb_lora_target_t t);

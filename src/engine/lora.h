@@ -33,6 +33,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine/lora_target.h"
+
 #include "engine/weights.h"
 
 /* The default lora_alpha when a request does not give one. */
@@ -46,18 +48,6 @@ typedef struct tb_lora_config_s {
   int train_mlp;       /* gate, up, down */
   int train_unembed;   /* lm_head */
 } tb_lora_config_t;
-
-/* The adapted linear layers of one decoder layer, in layout order. */
-typedef enum {
-  TB_LORA_Q = 0,
-  TB_LORA_K,
-  TB_LORA_V,
-  TB_LORA_O,
-  TB_LORA_GATE,
-  TB_LORA_UP,
-  TB_LORA_DOWN,
-  TB_LORA_LAYER_TARGETS  /* 7 */
-} tb_lora_target_t;
 
 /* Where one adapted layer's A and B sit in a flat buffer, in floats.
  * `on` is 0 for layers the adapter does not target (no storage). */
