@@ -285,7 +285,7 @@ static void srv_close(srv_t *s) {
 /* --------------------------------------------------------- client side */
 
 typedef struct creq_s {
-  tb_http_request_t req;
+  tb_http_client_req_t req;
   char url[256];
   int calls;
   int status;
@@ -295,7 +295,7 @@ typedef struct creq_s {
 static int g_order;
 static int g_client_closed;
 
-static void on_done(tb_http_request_t *req, int status) {
+static void on_done(tb_http_client_req_t *req, int status) {
   creq_t *r = req->data;
   r->calls++;
   r->status = status;
@@ -304,7 +304,7 @@ static void on_done(tb_http_request_t *req, int status) {
 
 static void creq_init(creq_t *r, const srv_t *s, const char *path) {
   memset(r, 0, sizeof(*r));
-  tb__http_request_init(&r->req);
+  tb__http_client_req_init(&r->req);
   r->req.data = r;
   snprintf(r->url, sizeof(r->url), "http://127.0.0.1:%d%s", s ? s->port : 9,
            path);
@@ -344,7 +344,7 @@ static void finish(uv_loop_t *loop, tb_http_client_t *c, srv_t *s) {
   ASSERT_LOOP_CLOSE(loop);
 }
 
-static void body_is(const tb_http_request_t *req, const char *expected) {
+static void body_is(const tb_http_client_req_t *req, const char *expected) {
   ASSERT_MEM_EQ_STR(req->response.body ? req->response.body : "",
                     req->response.body_len, expected);
 }
@@ -377,7 +377,7 @@ typedef struct seq_s {
   int bad;
 } seq_t;
 
-static void on_seq(tb_http_request_t *req, int status) {
+static void on_seq(tb_http_client_req_t *req, int status) {
   seq_t *s = req->data;
   if (status != 0 || req->response.status != 200 ||
       req->response.body_len != 5 || memcmp(req->response.body, "hello", 5))
@@ -426,7 +426,7 @@ TEST(keepalive_reuses_one_connection) {
   ASSERT_STR_CONTAINS(srv.last_head, "User-Agent: tinkerbell/");
   ASSERT(strstr(srv.last_head, "Content-Length") == NULL);
 
-  tb__http_request_free(&s.r.req);
+  tb__http_client_req_free(&s.r.req);
   finish(&loop, &client, &srv);
 }
 
@@ -503,8 +503,8 @@ TEST(post_bodies_and_headers) {
   ASSERT_EQ_INT(srv.accepts, 1);
 
   free(a);
-  tb__http_request_free(&r1.req);
-  tb__http_request_free(&r2.req);
+  tb__http_client_req_free(&r1.req);
+  tb__http_client_req_free(&r2.req);
   finish(&loop, &client, &srv);
 }
 
@@ -549,7 +549,7 @@ TEST(max_connections_per_origin_queue_fifo) {
     ASSERT_GE(r[i].order, i - 1);
     ASSERT_LE(r[i].order, i + 1);
     body_is(&r[i].req, "ok");
-    tb__http_request_free(&r[i].req);
+    tb__http_client_req_free(&r[i].req);
   }
   finish(&loop, &client, &srv);
 }
@@ -614,29 +614,29 @@ TEST(body_framings) {
   get(&client, &loop, &r, &srv, NULL, "/cl");
   ASSERT_OK(r.status);
   body_is(&r.req, "content-length body");
-  tb__http_request_free(&r.req);
+  tb__http_client_req_free(&r.req);
 
   get(&client, &loop, &r, &srv, NULL, "/chunked");
   ASSERT_OK(r.status);
   body_is(&r.req, "chunked");
-  tb__http_request_free(&r.req);
+  tb__http_client_req_free(&r.req);
 
   /* No body whatever the headers say, and the connection stays usable. */
   get(&client, &loop, &r, &srv, "HEAD", "/head");
   ASSERT_OK(r.status);
   ASSERT_EQ_INT(r.req.response.status, 200);
   ASSERT_EQ_INT(r.req.response.body_len, 0);
-  tb__http_request_free(&r.req);
+  tb__http_client_req_free(&r.req);
   get(&client, &loop, &r, &srv, NULL, "/204");
   ASSERT_OK(r.status);
   ASSERT_EQ_INT(r.req.response.status, 204);
   ASSERT_EQ_INT(r.req.response.body_len, 0);
-  tb__http_request_free(&r.req);
+  tb__http_client_req_free(&r.req);
   get(&client, &loop, &r, &srv, NULL, "/304");
   ASSERT_OK(r.status);
   ASSERT_EQ_INT(r.req.response.status, 304);
   ASSERT_EQ_INT(r.req.response.body_len, 0);
-  tb__http_request_free(&r.req);
+  tb__http_client_req_free(&r.req);
 
   /* An interim 100 is skipped; only the final response's headers stay. */
   get(&client, &loop, &r, &srv, NULL, "/continue");
@@ -645,7 +645,7 @@ TEST(body_framings) {
   ASSERT(tb__http_response_header(&r.req.response, "x-final") != NULL);
   ASSERT(tb__http_response_header(&r.req.response, "x-interim") == NULL);
   body_is(&r.req, "ok");
-  tb__http_request_free(&r.req);
+  tb__http_client_req_free(&r.req);
 
   get(&client, &loop, &r, &srv, NULL, "/big");
   ASSERT_OK(r.status);
@@ -653,7 +653,7 @@ TEST(body_framings) {
   for (size_t i = 0; i < (1u << 20); i += 4099)
     ASSERT_EQ_INT((unsigned char)r.req.response.body[i],
                   (unsigned char)(char)(i * 7));
-  tb__http_request_free(&r.req);
+  tb__http_client_req_free(&r.req);
   ASSERT_EQ_INT(srv.accepts, 1);
 
   /* A close-delimited body ends with the connection, which is then not
@@ -665,11 +665,11 @@ TEST(body_framings) {
                                                        "X-MODE");
   ASSERT(h != NULL);
   ASSERT_MEM_EQ_STR(h->value.base, h->value.len, "eof");
-  tb__http_request_free(&r.req);
+  tb__http_client_req_free(&r.req);
   get(&client, &loop, &r, &srv, NULL, "/cl");
   ASSERT_OK(r.status);
   ASSERT_EQ_INT(srv.accepts, 2);
-  tb__http_request_free(&r.req);
+  tb__http_client_req_free(&r.req);
   finish(&loop, &client, &srv);
 }
 
@@ -701,7 +701,7 @@ typedef struct split_s {
   size_t k;
 } split_t;
 
-static void on_split(tb_http_request_t *req, int status) {
+static void on_split(tb_http_client_req_t *req, int status) {
   split_t *s = req->data;
   if (status != 0)
     tb_test_fail(__FILE__, __LINE__, "split at %zu: %s (%s)", s->k,
@@ -735,7 +735,7 @@ TEST(chunked_split_at_every_offset) {
   uv_run(&loop, UV_RUN_DEFAULT);
   ASSERT_EQ_INT(s.k, sizeof(golden_chunked) - 1);
   ASSERT_EQ_INT(srv.accepts, 1);
-  tb__http_request_free(&s.r.req);
+  tb__http_client_req_free(&s.r.req);
   finish(&loop, &client, &srv);
 }
 
@@ -763,7 +763,7 @@ TEST(server_closed_idle_connection_reconnects) {
     body_is(&r.req, "hello");
     ASSERT_EQ_INT(r.req.retried, 0);
     ASSERT_EQ_INT(r.req.reused_connection, 0);
-    tb__http_request_free(&r.req);
+    tb__http_client_req_free(&r.req);
     run_for(&loop, 30); /* the server closes the idle connection */
   }
   ASSERT_EQ_INT(srv.accepts, 3);
@@ -787,7 +787,7 @@ static void script_drop_second(sconn_t *c, const char *req, size_t hl,
   respond(c, 200, "hello");
 }
 
-static void on_first_then_second(tb_http_request_t *req, int status) {
+static void on_first_then_second(tb_http_client_req_t *req, int status) {
   creq_t *r = req->data;
   ASSERT_OK(status);
   r->calls++;
@@ -816,7 +816,7 @@ static void retry_case(int reset) {
   ASSERT_EQ_INT(r.req.reused_connection, 0); /* the retry's connection */
   ASSERT_EQ_INT(srv.accepts, 2);
   ASSERT_EQ_INT(srv.requests, 3);
-  tb__http_request_free(&r.req);
+  tb__http_client_req_free(&r.req);
   finish(&loop, &client, &srv);
 }
 
@@ -840,7 +840,7 @@ TEST(fresh_connection_closed_is_not_retried) {
   ASSERT_ERR(r.status, TB_ECLOSED);
   ASSERT_STR_CONTAINS(r.req.message, "closed before any response");
   ASSERT_EQ_INT(srv.accepts, 1);
-  tb__http_request_free(&r.req);
+  tb__http_client_req_free(&r.req);
   finish(&loop, &client, &srv);
 }
 
@@ -877,11 +877,11 @@ TEST(connection_refused) {
   ASSERT_ERR(r.status, TB_ECONNREFUSED);
   ASSERT_STR_CONTAINS(r.req.message, "connect to 127.0.0.1 port");
   tb_error_t e = { 0 };
-  ASSERT_ERR(tb__http_request_error(&r.req, r.status, &e), TB_ECONNREFUSED);
+  ASSERT_ERR(tb__http_client_req_error(&r.req, r.status, &e), TB_ECONNREFUSED);
   ASSERT_EQ_INT(e.category, TB_CATEGORY_NETWORK);
   ASSERT_STR_CONTAINS(e.message, "connection refused");
   tb_error_clear(&e);
-  tb__http_request_free(&r.req);
+  tb__http_client_req_free(&r.req);
 
   /* The same through name resolution: every address refused. */
   creq_init(&r, NULL, "/");
@@ -892,7 +892,7 @@ TEST(connection_refused) {
   ASSERT_EQ_INT(r.calls, 1);
   ASSERT_ERR(r.status, TB_ECONNREFUSED);
   ASSERT_STR_CONTAINS(r.req.message, "connect to localhost port");
-  tb__http_request_free(&r.req);
+  tb__http_client_req_free(&r.req);
   finish(&loop, &client, NULL);
 }
 
@@ -910,7 +910,7 @@ TEST(dns_failure) {
   ASSERT_EQ_INT(r.calls, 1);
   ASSERT_ERR(r.status, TB_EDNS);
   ASSERT_STR_CONTAINS(r.req.message, "resolve nonexistent.invalid");
-  tb__http_request_free(&r.req);
+  tb__http_client_req_free(&r.req);
   finish(&loop, &client, NULL);
 }
 
@@ -937,7 +937,7 @@ TEST(name_resolution_localhost) {
   char host[64];
   snprintf(host, sizeof(host), "Host: localhost:%d\r\n", srv.port);
   ASSERT_STR_CONTAINS(srv.last_head, host);
-  tb__http_request_free(&r.req);
+  tb__http_client_req_free(&r.req);
   finish(&loop, &client, &srv);
 }
 
@@ -965,7 +965,7 @@ TEST(ipv6_literal_host) {
   snprintf(host, sizeof(host), "Host: [::1]:%d\r\n", srv.port);
   ASSERT_STR_CONTAINS(srv.last_head, host);
   ASSERT_STR_CONTAINS(srv.last_head, "GET /v6?q=1 HTTP/1.1\r\n");
-  tb__http_request_free(&r.req);
+  tb__http_client_req_free(&r.req);
   finish(&loop, &client, &srv);
 }
 
@@ -996,14 +996,14 @@ TEST(total_timeout_when_server_never_answers) {
   ASSERT_LT(ms, 3000);
   ASSERT_STR_CONTAINS(r.req.message, "timed out");
   tb_error_t e = { 0 };
-  tb__http_request_error(&r.req, r.status, &e);
+  tb__http_client_req_error(&r.req, r.status, &e);
   ASSERT_EQ_INT(e.category, TB_CATEGORY_TIMEOUT);
   tb_error_clear(&e);
   /* The stalled connections were discarded. */
   run_for(&loop, 20);
   ASSERT_EQ_INT(srv.eofs, 2);
-  tb__http_request_free(&r.req);
-  tb__http_request_free(&q.req);
+  tb__http_client_req_free(&r.req);
+  tb__http_client_req_free(&q.req);
   finish(&loop, &client, &srv);
 }
 
@@ -1048,7 +1048,7 @@ TEST(connect_timeout_on_full_backlog) {
   ASSERT_GE(ms, 140);
   ASSERT_LT(ms, 2000);
   ASSERT_STR_CONTAINS(r.req.message, "timed out after 150 ms");
-  tb__http_request_free(&r.req);
+  tb__http_client_req_free(&r.req);
   finish(&loop, &client, NULL);
   close(fill[0]);
   close(fill[1]);
@@ -1072,13 +1072,13 @@ TEST(malformed_response_is_a_protocol_error) {
   ASSERT_ERR(r.status, TB_EPROTO);
   ASSERT_STR_CONTAINS(r.req.message, "malformed response");
   ASSERT_STR_CONTAINS(r.req.message, "Content-Length");
-  tb__http_request_free(&r.req);
+  tb__http_client_req_free(&r.req);
   /* The connection was dropped: the next request makes another. */
   srv.script = script_hello;
   get(&client, &loop, &r, &srv, NULL, "/y");
   ASSERT_OK(r.status);
   ASSERT_EQ_INT(srv.accepts, 2);
-  tb__http_request_free(&r.req);
+  tb__http_client_req_free(&r.req);
   finish(&loop, &client, &srv);
 }
 
@@ -1107,7 +1107,7 @@ TEST(connection_ends_mid_body) {
       ASSERT_STR_CONTAINS(r.req.message, "before the response was complete");
     }
     ASSERT_EQ_INT(r.req.retried, 0);
-    tb__http_request_free(&r.req);
+    tb__http_client_req_free(&r.req);
     finish(&loop, &client, &srv);
   }
 }
@@ -1143,11 +1143,11 @@ TEST(response_limits) {
   creq_t r;
   get(&client, &loop, &r, &srv, NULL, "/cl");
   ASSERT_ERR(r.status, TB_ETOOLARGE);
-  tb__http_request_free(&r.req);
+  tb__http_client_req_free(&r.req);
   get(&client, &loop, &r, &srv, NULL, "/chunked");
   ASSERT_ERR(r.status, TB_ETOOLARGE);
   ASSERT_STR_CONTAINS(r.req.message, "body exceeds");
-  tb__http_request_free(&r.req);
+  tb__http_client_req_free(&r.req);
   /* A request may raise the client's limit. */
   creq_init(&r, &srv, "/chunked");
   r.req.max_body = 128;
@@ -1155,11 +1155,11 @@ TEST(response_limits) {
   uv_run(&loop, UV_RUN_DEFAULT);
   ASSERT_OK(r.status);
   ASSERT_EQ_INT(r.req.response.body_len, 128);
-  tb__http_request_free(&r.req);
+  tb__http_client_req_free(&r.req);
   get(&client, &loop, &r, &srv, NULL, "/headers");
   ASSERT_ERR(r.status, TB_ETOOLARGE);
   ASSERT_STR_CONTAINS(r.req.message, "too many response headers");
-  tb__http_request_free(&r.req);
+  tb__http_client_req_free(&r.req);
   finish(&loop, &client, &srv);
 }
 
@@ -1173,7 +1173,7 @@ typedef struct cancel_s {
 
 static void on_cancel_timer(uv_timer_t *t) {
   cancel_t *c = t->data;
-  c->rc = tb__http_request_cancel(&c->victim->req);
+  c->rc = tb__http_client_req_cancel(&c->victim->req);
   c->calls_at_cancel = c->victim->calls;
   uv_close((uv_handle_t *)t, NULL);
 }
@@ -1203,8 +1203,8 @@ TEST(cancel_in_flight_and_queued) {
   ASSERT_ERR(r.status, UV_ECANCELED);
   run_for(&loop, 20);
   ASSERT_EQ_INT(srv.eofs, 1);
-  ASSERT_ERR(tb__http_request_cancel(&r.req), UV_EINVAL); /* not in flight */
-  tb__http_request_free(&r.req);
+  ASSERT_ERR(tb__http_client_req_cancel(&r.req), UV_EINVAL); /* not in flight */
+  tb__http_client_req_free(&r.req);
 
   /* Queued behind another request: the other one is untouched. */
   srv.script = script_slow;
@@ -1213,8 +1213,8 @@ TEST(cancel_in_flight_and_queued) {
   creq_init(&b, &srv, "/b");
   send_ok(&client, &a);
   send_ok(&client, &b);
-  ASSERT_OK(tb__http_request_cancel(&b.req));
-  ASSERT_OK(tb__http_request_cancel(&b.req)); /* already being cancelled */
+  ASSERT_OK(tb__http_client_req_cancel(&b.req));
+  ASSERT_OK(tb__http_client_req_cancel(&b.req)); /* already being cancelled */
   ASSERT_EQ_INT(b.calls, 0);
   uv_run(&loop, UV_RUN_DEFAULT);
   ASSERT_EQ_INT(a.calls, 1);
@@ -1224,11 +1224,11 @@ TEST(cancel_in_flight_and_queued) {
   ASSERT_EQ_INT(srv.accepts, 2);
   ASSERT_EQ_INT(srv.requests, 2); /* /stall and /a */
   tb_error_t e = { 0 };
-  tb__http_request_error(&b.req, b.status, &e);
+  tb__http_client_req_error(&b.req, b.status, &e);
   ASSERT_EQ_INT(e.category, TB_CATEGORY_CANCELLED);
   tb_error_clear(&e);
-  tb__http_request_free(&a.req);
-  tb__http_request_free(&b.req);
+  tb__http_client_req_free(&a.req);
+  tb__http_client_req_free(&b.req);
   finish(&loop, &client, &srv);
 }
 
@@ -1245,7 +1245,7 @@ static void on_client_closed_count(tb_http_client_t *c) {
     g_seen_at_close_cb += g_close_reqs[i].calls;
 }
 
-static void on_done_send_again(tb_http_request_t *req, int status) {
+static void on_done_send_again(tb_http_client_req_t *req, int status) {
   on_done(req, status);
   /* The client is closing: refused, and the callback never runs again. */
   ASSERT_ERR(tb__http_client_send(req->client_, req, on_done), TB_ECLOSING);
@@ -1282,10 +1282,10 @@ TEST(close_cancels_everything) {
   for (int i = 0; i < 3; i++) {
     ASSERT_EQ_INT(r[i].calls, 1);
     ASSERT_ERR(r[i].status, UV_ECANCELED);
-    tb__http_request_free(&r[i].req);
+    tb__http_client_req_free(&r[i].req);
   }
   ASSERT_EQ_INT(dns.calls, 1);
-  tb__http_request_free(&dns.req);
+  tb__http_client_req_free(&dns.req);
   srv_close(&srv);
   uv_run(&loop, UV_RUN_DEFAULT);
   ASSERT_LOOP_CLOSE(&loop);
@@ -1310,7 +1310,7 @@ TEST(close_from_timer_with_request_in_flight) {
   ASSERT_EQ_INT(g_client_closed, 1);
   ASSERT_EQ_INT(r.calls, 1);
   ASSERT_ERR(r.status, UV_ECANCELED);
-  tb__http_request_free(&r.req);
+  tb__http_client_req_free(&r.req);
   srv_close(&srv);
   uv_run(&loop, UV_RUN_DEFAULT);
   ASSERT_LOOP_CLOSE(&loop);
@@ -1341,12 +1341,12 @@ TEST(idle_connections_are_evicted) {
   for (int i = 0; i < 3; i++)
     ASSERT_OK(r[i].status);
   /* The pool is empty: a new request connects again. */
-  tb__http_request_free(&r[0].req);
+  tb__http_client_req_free(&r[0].req);
   get(&client, &loop, &r[0], &srv, NULL, "/y");
   ASSERT_OK(r[0].status);
   ASSERT_EQ_INT(srv.accepts, 4);
   for (int i = 0; i < 3; i++)
-    tb__http_request_free(&r[i].req);
+    tb__http_client_req_free(&r[i].req);
   finish(&loop, &client, &srv);
 }
 
@@ -1399,7 +1399,7 @@ TEST(redirects_only_when_asked) {
   ASSERT_EQ_INT(r.req.response.status, 302);
   body_is(&r.req, "abc");
   ASSERT_EQ_INT(r.req.redirects, 0);
-  tb__http_request_free(&r.req);
+  tb__http_client_req_free(&r.req);
 
   creq_init(&r, &srv, "/a");
   r.req.follow_redirects = 3;
@@ -1409,7 +1409,7 @@ TEST(redirects_only_when_asked) {
   ASSERT_EQ_INT(r.req.response.status, 200);
   body_is(&r.req, "final");
   ASSERT_EQ_INT(r.req.redirects, 1);
-  tb__http_request_free(&r.req);
+  tb__http_client_req_free(&r.req);
 
   creq_init(&r, &srv, "/rel/one");
   r.req.follow_redirects = 1;
@@ -1417,7 +1417,7 @@ TEST(redirects_only_when_asked) {
   uv_run(&loop, UV_RUN_DEFAULT);
   ASSERT_OK(r.status);
   body_is(&r.req, "final");
-  tb__http_request_free(&r.req);
+  tb__http_client_req_free(&r.req);
 
   /* Absolute Location on another origin. */
   creq_init(&r, &srv, "/abs");
@@ -1427,7 +1427,7 @@ TEST(redirects_only_when_asked) {
   ASSERT_OK(r.status);
   body_is(&r.req, "other server");
   ASSERT_EQ_INT(other.accepts, 1);
-  tb__http_request_free(&r.req);
+  tb__http_client_req_free(&r.req);
 
   /* At most N hops: the last redirect is the answer. */
   creq_init(&r, &srv, "/loop");
@@ -1437,7 +1437,7 @@ TEST(redirects_only_when_asked) {
   ASSERT_OK(r.status);
   ASSERT_EQ_INT(r.req.response.status, 302);
   ASSERT_EQ_INT(r.req.redirects, 2);
-  tb__http_request_free(&r.req);
+  tb__http_client_req_free(&r.req);
 
   /* Not for other methods. */
   creq_init(&r, &srv, "/loop");
@@ -1450,7 +1450,7 @@ TEST(redirects_only_when_asked) {
   ASSERT_EQ_INT(r.req.response.status, 302);
   ASSERT_EQ_INT(r.req.redirects, 0);
   ASSERT_EQ_INT(srv.requests, before + 1);
-  tb__http_request_free(&r.req);
+  tb__http_client_req_free(&r.req);
 
   /* A Location that is not an http URL fails the request. */
   creq_init(&r, &srv, "/bad");
@@ -1459,7 +1459,7 @@ TEST(redirects_only_when_asked) {
   uv_run(&loop, UV_RUN_DEFAULT);
   ASSERT_ERR(r.status, TB_EURL);
   ASSERT_STR_CONTAINS(r.req.message, "ftp://x/");
-  tb__http_request_free(&r.req);
+  tb__http_client_req_free(&r.req);
 
   ASSERT_EQ_INT(srv.accepts, 1);
   srv_close(&other);
@@ -1469,7 +1469,7 @@ TEST(redirects_only_when_asked) {
 /* --------------------------------------- errors returned, no callback */
 
 static int g_never_calls;
-static void on_never(tb_http_request_t *req, int status) { g_never_calls++; }
+static void on_never(tb_http_client_req_t *req, int status) { g_never_calls++; }
 
 static void expect_refused(tb_http_client_t *c, creq_t *r, int code,
                            const char *msg) {
@@ -1498,7 +1498,7 @@ TEST(returned_error_means_no_callback) {
   r.req.url = (tb_slice_t){ r.url, strlen(r.url) };
   expect_refused(&client, &r, TB_EUNSUPPORTED, "https");
   /* A refused request may hold buffers; free releases them. */
-  tb__http_request_free(&r.req);
+  tb__http_client_req_free(&r.req);
 
   creq_init(&r, &srv, "/x");
   r.req.method = "GE T";
@@ -1526,18 +1526,18 @@ TEST(returned_error_means_no_callback) {
   ASSERT_EQ_INT(ok.calls, 1);
   ASSERT_OK(ok.status);
   body_is(&ok.req, "ok");
-  tb__http_request_free(&ok.req);
+  tb__http_client_req_free(&ok.req);
 
   g_client_closed = 0;
   tb__http_client_close(&client, on_client_closed);
-  tb__http_request_free(&r.req);
+  tb__http_client_req_free(&r.req);
   creq_init(&r, &srv, "/late");
   expect_refused(&client, &r, TB_ECLOSING, "closing");
   srv_close(&srv);
   uv_run(&loop, UV_RUN_DEFAULT);
   ASSERT_EQ_INT(g_client_closed, 1);
   ASSERT_EQ_INT(g_never_calls, 0);
-  tb__http_request_free(&r.req);
+  tb__http_client_req_free(&r.req);
   ASSERT_LOOP_CLOSE(&loop);
 }
 
@@ -1577,13 +1577,13 @@ TEST(https_goes_through_the_tls_transport_hook) {
   ASSERT_STR_EQ(g_tls_host, "127.0.0.1");
   ASSERT(g_tls_ctx == &ctx);
   ASSERT_STR_CONTAINS(srv.last_head, "GET /secure HTTP/1.1\r\n");
-  tb__http_request_free(&r.req);
+  tb__http_client_req_free(&r.req);
   /* Same host and port over http is another origin, another pool. */
   get(&client, &loop, &r, &srv, NULL, "/plain");
   ASSERT_OK(r.status);
   ASSERT_EQ_INT(g_tls_calls, 1);
   ASSERT_EQ_INT(srv.accepts, 2);
-  tb__http_request_free(&r.req);
+  tb__http_client_req_free(&r.req);
   finish(&loop, &client, &srv);
 }
 

@@ -14,17 +14,17 @@
  * after idle_timeout_ms.  Idle connections and the client's timers do not
  * keep the loop alive.
  *
- * A tb_http_request_t is a request, as in libuv: the caller owns it, fills
+ * A tb_http_client_req_t is a request, as in libuv: the caller owns it, fills
  * its input fields and sends it; the callback runs exactly once with 0 or
  * a negative code, unless tb__http_client_send() returned an error, in
  * which case it never runs.  A request may be sent again after its
- * callback; its buffers are then reused.  tb__http_request_free() releases
+ * callback; its buffers are then reused.  tb__http_client_req_free() releases
  * what the request holds (the response) once it is no longer in flight.
  *
  * Status codes in the callback:
  *   0                    a response arrived (any HTTP status: 404 is a
  *                        response, not an error)
- *   UV_ECANCELED         tb__http_request_cancel() or the client closed
+ *   UV_ECANCELED         tb__http_client_req_cancel() or the client closed
  *   TB_ECONNREFUSED      nothing listens at the address
  *   TB_ECONNRESET        the peer reset the connection
  *   TB_ECONNECT_TIMEOUT  resolving and connecting took too long
@@ -60,9 +60,9 @@
 #include "http/url.h"
 
 typedef struct tb_http_client_s tb_http_client_t;
-typedef struct tb_http_request_s tb_http_request_t;
+typedef struct tb_http_client_req_s tb_http_client_req_t;
 
-typedef void (*tb_http_request_cb)(tb_http_request_t *req, int status);
+typedef void (*tb_http_client_req_cb)(tb_http_client_req_t *req, int status);
 typedef void (*tb_http_client_close_cb)(tb_http_client_t *client);
 
 /* A doubly linked list node, circular with a sentinel head. */
@@ -99,7 +99,7 @@ typedef struct tb_http_response_s {
   size_t body_len;
 } tb_http_response_t;
 
-struct tb_http_request_s {
+struct tb_http_client_req_s {
   /* public */
   void *data;
 
@@ -132,7 +132,7 @@ struct tb_http_request_s {
 
   /* private */
   tb_http_client_t *client_;
-  tb_http_request_cb cb_;
+  tb_http_client_req_cb cb_;
   struct tb__http_origin_s *origin_;
   struct tb__http_conn_s *conn_;
   tb__http_link_t queue_link_;      /* in the origin's queue or deferred */
@@ -196,25 +196,25 @@ int tb__http_client_init(uv_loop_t *loop, tb_http_client_t *client,
 void tb__http_client_close(tb_http_client_t *client,
                            tb_http_client_close_cb close_cb);
 
-/* Zeroes a request: a zeroed request is valid for tb__http_request_free. */
-void tb__http_request_init(tb_http_request_t *req);
+/* Zeroes a request: a zeroed request is valid for tb__http_client_req_free. */
+void tb__http_client_req_init(tb_http_client_req_t *req);
 
 /* Starts the request.  Returns 0, or an error without ever calling cb:
  * TB_EINVAL (no callback, bad method or header), TB_EURL, TB_EUNSUPPORTED
  * (https without opts.tls_transport_new), TB_EBUSY (the request is in flight),
  * TB_ECLOSING (the client is closing), TB_ENOMEM.  req->message says why. */
-int tb__http_client_send(tb_http_client_t *client, tb_http_request_t *req,
-                         tb_http_request_cb cb);
+int tb__http_client_send(tb_http_client_t *client, tb_http_client_req_t *req,
+                         tb_http_client_req_cb cb);
 
 /* Cancels a request in flight: its connection, if it had one, is
  * discarded, and the callback runs on a later loop turn with
  * UV_ECANCELED.  Returns 0, UV_EINVAL when the request is not in flight,
  * or UV_EBUSY when its callback is already due (with another status). */
-int tb__http_request_cancel(tb_http_request_t *req);
+int tb__http_client_req_cancel(tb_http_client_req_t *req);
 
 /* Releases the response and the request's buffers.  Not while the request
  * is in flight.  The request may be sent again afterwards. */
-void tb__http_request_free(tb_http_request_t *req);
+void tb__http_client_req_free(tb_http_client_req_t *req);
 
 /* The first response header with this name (ASCII case-insensitive), or
  * NULL. */
@@ -223,7 +223,7 @@ const tb_http_header_t *tb__http_response_header(const tb_http_response_t *res,
 
 /* Fills err from a callback status and req->message, with the category a
  * retry policy needs (network, timeout, cancelled).  Returns status. */
-int tb__http_request_error(const tb_http_request_t *req, int status,
+int tb__http_client_req_error(const tb_http_client_req_t *req, int status,
                            tb_error_t *err);
 
 /* ------------------------------------------------------------------
@@ -266,7 +266,7 @@ struct tb__http_conn_s {
   struct tb__http_origin_s *origin;
   tb_http_client_t *client;
   tb__transport_t *t;     /* NULL while resolving or between addresses */
-  tb_http_request_t *req; /* NULL when idle */
+  tb_http_client_req_t *req; /* NULL when idle */
   llhttp_t ll;
   uv_getaddrinfo_t gai;
   struct addrinfo *ai;    /* the resolved addresses */
@@ -283,7 +283,7 @@ struct tb__http_conn_s {
   unsigned dead : 1;      /* discarded while a lookup runs */
 };
 
-void tb__http_req_set_message(tb_http_request_t *req, const char *fmt, ...)
+void tb__http_req_set_message(tb_http_client_req_t *req, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 /* client.c: the exchange on a connection. */
@@ -298,12 +298,12 @@ void tb__http_conn_io_error(struct tb__http_conn_s *conn, int err);
 int tb__http_pool_has_tls(const tb_http_client_t *c);
 struct tb__http_origin_s *tb__http_pool_origin(tb_http_client_t *c,
                                                const tb_url_t *url);
-void tb__http_pool_activate(tb_http_client_t *c, tb_http_request_t *req);
+void tb__http_pool_activate(tb_http_client_t *c, tb_http_client_req_t *req);
 void tb__http_pool_enqueue(struct tb__http_origin_s *o,
-                           tb_http_request_t *req, int front);
+                           tb_http_client_req_t *req, int front);
 void tb__http_pool_dispatch(struct tb__http_origin_s *o);
-void tb__http_pool_complete(tb_http_request_t *req, int status);
-void tb__http_pool_fail_later(tb_http_request_t *req, int status);
+void tb__http_pool_complete(tb_http_client_req_t *req, int status);
+void tb__http_pool_fail_later(tb_http_client_req_t *req, int status);
 void tb__http_pool_retry(struct tb__http_conn_s *conn);
 void tb__http_pool_discard(struct tb__http_conn_s *conn);
 void tb__http_pool_discard_idle(struct tb__http_conn_s *conn);

@@ -178,7 +178,7 @@ void tb__http_conn_release(struct tb__http_conn_s *conn, int keep) {
 }
 
 void tb__http_conn_fail(struct tb__http_conn_s *conn, int status) {
-  tb_http_request_t *req = conn->req;
+  tb_http_client_req_t *req = conn->req;
   tb__http_pool_discard(conn);
   tb__http_pool_complete(req, status);
 }
@@ -286,7 +286,7 @@ static void on_resolved(uv_getaddrinfo_t *gai, int status,
 /* Opens a new connection for req: resolve (unless the host is an address
  * literal), then connect.  Runs inside dispatch, so failures found here
  * complete the request later. */
-static void open_conn(struct tb__http_origin_s *o, tb_http_request_t *req) {
+static void open_conn(struct tb__http_origin_s *o, tb_http_client_req_t *req) {
   tb_http_client_t *c = o->client;
   struct tb__http_conn_s *conn = calloc(1, sizeof(*conn));
   if (conn == NULL) {
@@ -378,7 +378,7 @@ struct tb__http_origin_s *tb__http_pool_origin(tb_http_client_t *c,
   return o;
 }
 
-void tb__http_pool_activate(tb_http_client_t *c, tb_http_request_t *req) {
+void tb__http_pool_activate(tb_http_client_t *c, tb_http_client_req_t *req) {
   link_init(&req->queue_link_);
   link_insert_tail(&c->active_, &req->active_link_);
   if (c->n_active_++ == 0)
@@ -387,7 +387,7 @@ void tb__http_pool_activate(tb_http_client_t *c, tb_http_request_t *req) {
 }
 
 void tb__http_pool_enqueue(struct tb__http_origin_s *o,
-                           tb_http_request_t *req, int front) {
+                           tb_http_client_req_t *req, int front) {
   req->state_ = TB__REQ_QUEUED;
   if (front)
     link_insert_head(&o->queue, &req->queue_link_);
@@ -395,7 +395,7 @@ void tb__http_pool_enqueue(struct tb__http_origin_s *o,
     link_insert_tail(&o->queue, &req->queue_link_);
 }
 
-static void assign(struct tb__http_conn_s *conn, tb_http_request_t *req) {
+static void assign(struct tb__http_conn_s *conn, tb_http_client_req_t *req) {
   link_remove(&conn->link);
   link_insert_head(&conn->origin->busy, &conn->link);
   conn->state = TB__CONN_BUSY;
@@ -411,8 +411,8 @@ void tb__http_pool_dispatch(struct tb__http_origin_s *o) {
     return;
   o->dispatching = 1;
   while (!link_empty(&o->queue)) {
-    tb_http_request_t *req =
-        LINK_DATA(o->queue.next, tb_http_request_t, queue_link_);
+    tb_http_client_req_t *req =
+        LINK_DATA(o->queue.next, tb_http_client_req_t, queue_link_);
     if (req->fresh_only_ && !link_empty(&o->idle)) {
       /* Make room for the fresh connection a retry needs: the oldest
        * idle one is the likeliest to be stale as well. */
@@ -434,13 +434,13 @@ void tb__http_pool_dispatch(struct tb__http_origin_s *o) {
 
 /* Takes req off whatever holds it: its origin's queue, its connection
  * (which is discarded) or the deferred list. */
-static void detach(tb_http_request_t *req) {
+static void detach(tb_http_client_req_t *req) {
   link_remove(&req->queue_link_);
   if (req->conn_ != NULL)
     tb__http_pool_discard(req->conn_);
 }
 
-void tb__http_pool_complete(tb_http_request_t *req, int status) {
+void tb__http_pool_complete(tb_http_client_req_t *req, int status) {
   tb_http_client_t *c = req->client_;
   link_remove(&req->queue_link_);
   link_remove(&req->active_link_);
@@ -459,8 +459,8 @@ void tb__http_pool_complete(tb_http_request_t *req, int status) {
 static void on_defer(uv_timer_t *t) {
   tb_http_client_t *c = t->data;
   while (!link_empty(&c->deferred_)) {
-    tb_http_request_t *req =
-        LINK_DATA(c->deferred_.next, tb_http_request_t, queue_link_);
+    tb_http_client_req_t *req =
+        LINK_DATA(c->deferred_.next, tb_http_client_req_t, queue_link_);
     tb__http_pool_complete(req, req->deferred_status_);
   }
   if (c->closing_ && !c->timers_closing_) {
@@ -470,7 +470,7 @@ static void on_defer(uv_timer_t *t) {
   }
 }
 
-void tb__http_pool_fail_later(tb_http_request_t *req, int status) {
+void tb__http_pool_fail_later(tb_http_client_req_t *req, int status) {
   tb_http_client_t *c = req->client_;
   struct tb__http_origin_s *o = req->origin_;
   detach(req);
@@ -484,7 +484,7 @@ void tb__http_pool_fail_later(tb_http_request_t *req, int status) {
 }
 
 void tb__http_pool_retry(struct tb__http_conn_s *conn) {
-  tb_http_request_t *req = conn->req;
+  tb_http_client_req_t *req = conn->req;
   struct tb__http_origin_s *o = conn->origin;
   tb__http_pool_discard(conn);
   req->retried = 1;
@@ -496,7 +496,7 @@ void tb__http_pool_retry(struct tb__http_conn_s *conn) {
 /* Fails the first request whose deadline has passed; 0 when none has. */
 static int expire_one(tb_http_client_t *c, uint64_t now) {
   for (tb__http_link_t *l = c->active_.next; l != &c->active_; l = l->next) {
-    tb_http_request_t *req = LINK_DATA(l, tb_http_request_t, active_link_);
+    tb_http_client_req_t *req = LINK_DATA(l, tb_http_client_req_t, active_link_);
     int conn_late = req->state_ == TB__REQ_CONNECTING &&
                     req->connect_deadline_ != 0 &&
                     req->connect_deadline_ <= now;
@@ -551,7 +551,7 @@ static void on_timer(uv_timer_t *t) {
       tb__http_pool_dispatch(o);
   }
   for (tb__http_link_t *l = c->active_.next; l != &c->active_; l = l->next) {
-    tb_http_request_t *req = LINK_DATA(l, tb_http_request_t, active_link_);
+    tb_http_client_req_t *req = LINK_DATA(l, tb_http_client_req_t, active_link_);
     uint64_t d[2] = { req->deadline_, req->state_ == TB__REQ_CONNECTING
                                           ? req->connect_deadline_ : 0 };
     for (int i = 0; i < 2; i++)
@@ -607,8 +607,8 @@ void tb__http_client_close(tb_http_client_t *c,
   c->closing_ = 1;
   c->close_cb_ = close_cb;
   while (!link_empty(&c->active_)) {
-    tb_http_request_t *req =
-        LINK_DATA(c->active_.next, tb_http_request_t, active_link_);
+    tb_http_client_req_t *req =
+        LINK_DATA(c->active_.next, tb_http_client_req_t, active_link_);
     tb__http_req_set_message(req, "the HTTP client was closed");
     tb__http_pool_fail_later(req, UV_ECANCELED);
   }
