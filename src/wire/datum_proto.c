@@ -12,15 +12,6 @@
 #include "wire/proto.h"
 #include "wire/tensor.h"
 
-static void *arena_alloc(void *data, size_t size) {
-  return tb__arena_alloc(data, size);
-}
-
-static void arena_free(void *data, void *ptr) {
-  (void)data;
-  (void)ptr; /* released with the arena */
-}
-
 /* Element size and target dtype of a proto DType. */
 static int proto_dtype(tb_jctx_t *c, TinkerPublic__DType d, size_t *esize,
                        tb_dtype_t *out) {
@@ -169,7 +160,7 @@ static int datum_from_proto(tb_jctx_t *c, tb_arena_t *a,
 
 int tb__wire_fwdbwd_request_from_proto(tb_jctx_t *c, tb_arena_t *a,
                                        tb_slice_t body, tb_wire_fwdbwd_t *out) {
-  ProtobufCAllocator alloc = { arena_alloc, arena_free, a };
+  ProtobufCAllocator alloc = tb__wire_proto_allocator(a);
   memset(out, 0, sizeof(*out));
   TinkerPublic__ForwardBackwardRequest *req =
       tinker_public__forward_backward_request__unpack(

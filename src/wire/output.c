@@ -268,15 +268,6 @@ done:
   return rc;
 }
 
-static void *arena_alloc(void *data, size_t size) {
-  return tb__arena_alloc(data, size);
-}
-
-static void arena_free(void *data, void *ptr) {
-  (void)data;
-  (void)ptr; /* released with the arena */
-}
-
 /* Decodes one field of one ArrayRecord into datums [first, first + n). */
 static int field_from_proto(tb_jctx_t *c, tb_arena_t *a, const char *name,
                             const TinkerPublic__BatchedTensor *bt,
@@ -339,7 +330,7 @@ static int field_from_proto(tb_jctx_t *c, tb_arena_t *a, const char *name,
 int tb__wire_fwdbwd_output_from_proto(tb_jctx_t *c, tb_arena_t *a,
                                       tb_slice_t body,
                                       tb_wire_fwdbwd_output_t *o) {
-  ProtobufCAllocator alloc = { arena_alloc, arena_free, a };
+  ProtobufCAllocator alloc = tb__wire_proto_allocator(a);
   memset(o, 0, sizeof(*o));
   TinkerPublic__ForwardBackwardOutput *msg = tinker_public__forward_backward_output__unpack(
       &alloc, body.len, (const uint8_t *)body.base);

@@ -7,4 +7,22 @@
 
 #include "tinker_public.pb-c.h"
 
+#include "core/arena.h"
+
+static inline void *tb__wire_arena_alloc(void *arena, size_t size) {
+  return tb__arena_alloc(arena, size);
+}
+
+static inline void tb__wire_arena_free(void *arena, void *ptr) {
+  (void)arena;
+  (void)ptr; /* released with the arena */
+}
+
+/* A protobuf-c allocator drawing from a request's arena, so a decoded
+ * message needs no free_unpacked: it goes with the arena. */
+static inline ProtobufCAllocator tb__wire_proto_allocator(tb_arena_t *arena) {
+  ProtobufCAllocator a = { tb__wire_arena_alloc, tb__wire_arena_free, arena };
+  return a;
+}
+
 #endif /* TB_WIRE_PROTO_H */

@@ -374,15 +374,6 @@ out:
 
 /* ---------------------------------------------------------------- response, protobuf */
 
-static void *arena_alloc(void *data, size_t size) {
-  return tb__arena_alloc(data, size);
-}
-
-static void arena_free(void *data, void *ptr) {
-  (void)data;
-  (void)ptr; /* released with the arena */
-}
-
 int tb__wire_sample_response_to_proto(const tb_wire_sample_response_t *r,
                                       tb_buf_t *out) {
   int rc = TB_ENOMEM;
@@ -455,7 +446,7 @@ static int copy4(tb_jctx_t *c, tb_arena_t *a, const ProtobufCBinaryData *b,
 int tb__wire_sample_response_from_proto(tb_jctx_t *c, tb_arena_t *a,
                                         tb_slice_t body,
                                         tb_wire_sample_response_t *r) {
-  ProtobufCAllocator alloc = { arena_alloc, arena_free, a };
+  ProtobufCAllocator alloc = tb__wire_proto_allocator(a);
   memset(r, 0, sizeof(*r));
   TinkerPublic__SampleResponse *msg =
       tinker_public__sample_response__unpack(&alloc, body.len, (const uint8_t *)body.base);
