@@ -1,0 +1,421 @@
+/*
+ * Sampling routes of the Tinker dialect: create_sampling_session (direct)
+ * and asample (future of SampleResponse, JSON and protobuf).
+ *
+ * A sampling session samples either the base model or sampler weights
+ * saved earlier (model_path).  For weights, the session gets its own
+ * adapter, created and loaded from the checkpoint on the engine; asample
+ * requests that arrive meanwhile wait in the session.  Sampling has no
+ * order between requests (the SDK's sampling seq_id is only a counter).
+ */
+#include "server/training.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/json.h"
+#include "engine/base_model.h"
+#include "engine/checkpoint.h"
+#include "wire/sample.h"
+
+static void sampler_free(tb__sampler_t *s) {
+  tb__engine_job_cleanup(&s->job);
+  free(s->id);
+  free(s->model_path);
+  free(s->dir);
+  free(s->fail_message);
+  free(s);
+}
+
+void tb__samplers_free(tb__training_t *tr) {
+  while (tr->samplers != NULL) {
+    tb__sampler_t *s = tr->samplers;
+    tr->samplers = s->next;
+    sampler_free(s);
+  }
+}
+
+void tb__samplers_fail_all(tb__training_t *tr, const char *message) {
+  for (tb__sampler_t *s = tr->samplers; s != NULL; s = s->next)
+    while (s->waiting != NULL) {
+      tb__top_t *op = s->waiting;
+      s->waiting = op->next;
+      tb__top_fail(op, TB_CATEGORY_SERVER, message);
+    }
+}
+
+/* ------------------------------------------------------------ asample */
+
+static void on_sampled(tb_engine_job_t *job, int status) {
+  tb__top_t *op = job->data;
+  if (status != 0) {
+    tb__top_fail_job(op, status);
+    return;
+  }
+  const tb_sample_result_t *r = &job->sample;
+  tb_wire_sample_response_t w = { 0 };
+  w.n_sequences = r->num_seqs;
+  w.sequences = tb__arena_calloc(&op->arena, r->num_seqs + 1, sizeof(*w.sequences));
+  for (size_t i = 0; w.sequences != NULL && i < r->num_seqs; i++) {
+    w.sequences[i].stop_reason = r->seqs[i].stop_reason == TB_STOP_STOP
+                                     ? TB_WIRE_STOP_REASON_STOP
+                                     : TB_WIRE_STOP_REASON_LENGTH;
+    w.sequences[i].tokens = r->seqs[i].tokens;
+    w.sequences[i].n_tokens = r->seqs[i].len;
+    w.sequences[i].logprobs = r->seqs[i].logprobs;
+  }
+  w.prompt_logprobs = r->prompt_logprobs;
+  w.n_prompt = r->prompt_logprobs ? r->prompt_len : 0;
+  if (r->topk_ids != NULL) {
+    w.topk_ids = r->topk_ids;
+    w.topk_logprobs = r->topk_logprobs;
+    w.topk_rows = r->prompt_len;
+    w.topk_k = r->topk;
+  }
+  json_t *v = w.sequences ? tb__wire_sample_response_to_json(&w) : NULL;
+  size_t jlen = 0;
+  char *json = v ? tb__json_dump(v, &jlen) : NULL;
+  json_decref(v);
+  tb_buf_t pb = { 0 };
+  int rc = json ? tb__wire_sample_response_to_proto(&w, &pb) : TB_ENOMEM;
+  if (rc != 0) {
+    free(json);
+    tb__buf_free(&pb);
+    tb__top_fail(op, TB_CATEGORY_SERVER, "cannot encode the samples");
+    return;
+  }
+  op->tr->n_done++;
+  tb__future_resolve(op->future, json, jlen, pb.base, pb.len);
+  tb__top_free(op);
+}
+
+static void start_sample(tb__top_t *op) {
+  tb__sampler_t *s = op->sampler;
+  tb_engine_adapter_t *a = s ? s->adapter : NULL;
+  int rc = tb__engine_sample(&op->job, op->tr->base, a, op->prompt, op->prompt_len,
+                             &op->sampling, on_sampled);
+  if (rc != 0)
+    tb__top_fail_job(op, rc);
+}
+
+/* Runs what waits on a sampler whose adapter is settled. */
+static void sampler_flush(tb__sampler_t *s) {
+  while (s->waiting != NULL) {
+    tb__top_t *op = s->waiting;
+    s->waiting = op->next;
+    op->next = NULL;
+    if (s->state < 0)
+      tb__top_fail(op, s->fail_category, s->fail_message ? s->fail_message
+                                                         : "the sampler failed to load");
+    else
+      start_sample(op);
+  }
+}
+
+static void sampler_failed(tb__sampler_t *s, int status) {
+  s->state = -1;
+  s->fail_category = s->job.error.category == TB_CATEGORY_USER ? TB_CATEGORY_USER
+                                                               : TB_CATEGORY_SERVER;
+  s->fail_message = tb__asprintf("model_path: %s", s->job.error.message
+                                                       ? s->job.error.message
+                                                       : tb_strerror(status));
+  tb__engine_job_cleanup(&s->job);
+  sampler_flush(s);
+}
+
+static void on_sampler_loaded(tb_engine_job_t *job, int status) {
+  tb__sampler_t *s = job->data;
+  if (status != 0) {
+    sampler_failed(s, status);
+    return;
+  }
+  tb__engine_job_cleanup(job);
+  s->state = 1;
+  sampler_flush(s);
+}
+
+static void on_sampler_created(tb_engine_job_t *job, int status) {
+  tb__sampler_t *s = job->data;
+  if (status != 0) {
+    sampler_failed(s, status);
+    return;
+  }
+  s->adapter = job->adapter;
+  tb__engine_job_cleanup(job);
+  memset(job, 0, sizeof(*job));
+  job->data = s;
+  int rc = tb__engine_load(job, s->adapter, s->dir, 0, on_sampler_loaded);
+  if (rc != 0)
+    sampler_failed(s, rc);
+}
+
+/* The sampling parameters of the wire for the engine; checks the prompt
+ * against the vocabulary. */
+static int to_sampling(tb_jctx_t *c, tb__training_t *tr, const tb_wire_sample_request_t *r,
+                       tb_sampling_params_t *p) {
+  const tb_weights_t *w = tb__engine_model_weights(tr->base);
+  int64_t vocab = w->config.vocab_size;
+  tb__sampling_params_default(p);
+  if (r->n_prompt == 0)
+    return tb__jctx_fail_at(c, "prompt", "expected at least one token");
+  if (r->n_prompt >= (size_t)w->config.max_position_embeddings)
+    return tb__jctx_fail_at(c, "prompt", "%zu tokens do not fit the context of %d", r->n_prompt,
+                            w->config.max_position_embeddings);
+  for (size_t i = 0; i < r->n_prompt; i++)
+    if (r->prompt[i] < 0 || r->prompt[i] >= vocab)
+      return tb__jctx_fail_at(c, "prompt",
+                              "token %d at position %zu is outside the vocabulary [0, %lld)",
+                              r->prompt[i], i, (long long)vocab);
+  const tb_wire_sampling_params_t *wp = &r->params;
+  size_t m = tb__jctx_push_key(c, "sampling_params");
+  int rc = 0;
+  if (wp->n_stop_strings > 0)
+    rc = tb__jctx_fail_at(c, "stop", "stop strings are not supported; send token ids");
+  for (size_t i = 0; rc == 0 && i < wp->n_stop_tokens; i++)
+    if (wp->stop_tokens[i] < 0 || wp->stop_tokens[i] >= vocab)
+      rc = tb__jctx_fail_at(c, "stop", "token %d is outside the vocabulary", wp->stop_tokens[i]);
+  if (rc == 0 && wp->max_tokens >= 0)
+    p->max_tokens = (size_t)wp->max_tokens;
+  if (rc == 0 && (wp->temperature < 0 || wp->top_p <= 0 || wp->top_p > 1))
+    rc = tb__jctx_fail(c, "temperature must be >= 0 and top_p in (0, 1]");
+  tb__jctx_pop(c, m);
+  if (rc != 0)
+    return rc;
+  p->temperature = (float)wp->temperature;
+  p->top_k = wp->top_k < 0 ? -1 : (int)(wp->top_k > INT32_MAX ? INT32_MAX : wp->top_k);
+  p->top_p = (float)wp->top_p;
+  p->seed = wp->has_seed ? wp->seed : uv_hrtime();
+  p->stop_tokens = wp->stop_tokens;
+  p->num_stop_tokens = wp->n_stop_tokens;
+  if (r->num_samples < 1 || r->num_samples > 128)
+    return tb__jctx_fail_at(c, "num_samples", "expected 1 to 128");
+  p->num_samples = (size_t)r->num_samples;
+  p->prompt_logprobs = r->prompt_logprobs || r->topk_prompt_logprobs > 0;
+  if (r->topk_prompt_logprobs < 0 || r->topk_prompt_logprobs > vocab)
+    return tb__jctx_fail_at(c, "topk_prompt_logprobs", "expected 0 to %lld", (long long)vocab);
+  p->topk_prompt_logprobs = (size_t)r->topk_prompt_logprobs;
+  return 0;
+}
+
+static tb__sampler_t *sampler_find(tb__training_t *tr, const tb__user_t *u, const char *id) {
+  for (tb__sampler_t *s = tr->samplers; s != NULL; s = s->next)
+    if (s->owner == u && strcmp(s->id, id) == 0)
+      return s;
+  return NULL;
+}
+
+static void route_asample(tb_http_request_t *req) {
+  tb__training_t *tr = tb__training_of(req);
+  if (tr->closing) {
+    tb__server_respond_error(req, 503, "the server is closing");
+    return;
+  }
+  if (tr->base_state != 1) {
+    tb__server_respond_error(req, 503, "the base model is %s",
+                             tr->base_state == 0 ? "still loading" : "not available");
+    return;
+  }
+  if (tb__server_rate_limited(req) != 0)
+    return;
+  tb__top_t *op = tb__top_new(req, TB__OP_SAMPLE);
+  if (op == NULL)
+    return;
+  tb_error_t err = { 0 };
+  tb_jctx_t c;
+  tb__jctx_init(&c, &err);
+  json_t *doc = NULL;
+  tb_wire_sample_request_t r;
+  memset(&r, 0, sizeof(r));
+  int rc = tb__json_parse(req->body, &doc, &err);
+  rc = rc < 0 ? rc : tb__wire_sample_request_from_json(&c, &op->arena, doc, &r);
+  json_decref(doc);
+  tb__sampler_t *s = NULL;
+  if (rc >= 0 && r.sampling_session_id != NULL) {
+    s = sampler_find(tr, tb__sreq(req)->user, r.sampling_session_id);
+    if (s == NULL) {
+      tb__server_respond_error(req, 404, "sampling_session_id: unknown sampling session");
+      tb__future_fail(op->future, TB_CATEGORY_USER, "refused");
+      tb__top_free(op);
+      return;
+    }
+  } else if (rc >= 0 && r.base_model != NULL) {
+    if (strcmp(r.base_model, TB_BASE_MODEL_NAME) != 0)
+      rc = tb__jctx_fail_at(&c, "base_model", "unknown model \"%s\"", r.base_model);
+  } else if (rc >= 0) {
+    rc = tb__jctx_fail_at(&c, "sampling_session_id", "required (or base_model)");
+  }
+  rc = rc < 0 ? rc : to_sampling(&c, tr, &r, &op->sampling);
+  if (rc < 0) {
+    tb__server_respond_bad(req, &err);
+    tb_error_clear(&err);
+    tb__future_fail(op->future, TB_CATEGORY_USER, "refused");
+    tb__top_free(op);
+    return;
+  }
+  op->prompt = r.prompt;
+  op->prompt_len = r.n_prompt;
+  op->sampler = s;
+  tb__respond_future(req, op->future->id, NULL);
+  if (s != NULL && s->state == 0) {
+    op->next = s->waiting;
+    s->waiting = op;
+    return;
+  }
+  if (s != NULL && s->state < 0) {
+    tb__top_fail(op, s->fail_category, s->fail_message ? s->fail_message : "failed");
+    return;
+  }
+  start_sample(op);
+}
+
+/* ------------------------------------------------------------ sessions */
+
+/* The LoRA shape of a checkpoint, from the live model when it is still
+ * loaded, else from the checkpoint's metadata (a small file read on the
+ * loop, once per sampling session). */
+static int checkpoint_lora(tb__training_t *tr, tb_slice_t path, const char *dir,
+                           tb_lora_config_t *out, tb_error_t *err) {
+  static const char scheme[] = "tinker://";
+  const char *mid = path.base + sizeof(scheme) - 1;
+  const char *slash = memchr(mid, '/', path.len - (sizeof(scheme) - 1));
+  for (tb__tmodel_t *m = tr->models; m != NULL && slash != NULL; m = m->next)
+    if (strlen(m->id) == (size_t)(slash - mid) && memcmp(m->id, mid, (size_t)(slash - mid)) == 0) {
+      *out = m->lora;
+      return 0;
+    }
+  tb_ckpt_info_t info = { 0 };
+  int rc = tb__ckpt_read_info(dir, &info, err);
+  if (rc != 0)
+    return rc;
+  memset(out, 0, sizeof(*out));
+  out->rank = info.rank;
+  out->alpha = (float)info.alpha;
+  for (size_t i = 0; i < info.n_targets; i++) {
+    const char *t = info.targets[i];
+    if (strcmp(t, "lm_head") == 0)
+      out->train_unembed = 1;
+    else if (strcmp(t, "gate_proj") == 0 || strcmp(t, "up_proj") == 0 ||
+             strcmp(t, "down_proj") == 0)
+      out->train_mlp = 1;
+    else
+      out->train_attn = 1;
+  }
+  tb__ckpt_info_free(&info);
+  return 0;
+}
+
+static void route_create_sampling_session(tb_http_request_t *req) {
+  tb__training_t *tr = tb__training_of(req);
+  if (tr->closing) {
+    tb__server_respond_error(req, 503, "the server is closing");
+    return;
+  }
+  json_t *doc;
+  if (tb__server_parse_body(req, &doc) != 0)
+    return;
+  tb_error_t err = { 0 };
+  tb_jctx_t c;
+  tb__jctx_init(&c, &err);
+  tb_slice_t sid, base = { NULL, 0 }, path = { NULL, 0 };
+  int64_t seq = 0;
+  int rc = tb__json_get_string(&c, doc, "session_id", TB_JSON_REQUIRED, &sid);
+  rc = rc < 0 ? rc
+              : tb__json_get_int(&c, doc, "sampling_session_seq_id", TB_JSON_REQUIRED, 0,
+                                 INT32_MAX, &seq);
+  rc = rc < 0 ? rc : tb__json_get_string(&c, doc, "base_model", TB_JSON_OPTIONAL, &base);
+  rc = rc < 0 ? rc : tb__json_get_string(&c, doc, "model_path", TB_JSON_OPTIONAL, &path);
+  if (rc >= 0 && base.base == NULL && path.base == NULL)
+    rc = tb__jctx_fail_at(&c, "base_model", "base_model or model_path is required");
+  if (rc >= 0 && path.base == NULL && !tb__slice_eq_str(base, TB_BASE_MODEL_NAME))
+    rc = tb__jctx_fail_at(&c, "base_model", "unknown model \"%.*s\"",
+                          (int)(base.len > 80 ? 80 : base.len), base.base);
+  if (rc < 0) {
+    tb__server_respond_bad(req, &err);
+    tb_error_clear(&err);
+    json_decref(doc);
+    return;
+  }
+  tb__session_t *sess = tb__session_find(&tr->srv->sessions, tb__sreq(req)->user, sid);
+  if (sess == NULL || sess->expired) {
+    json_decref(doc);
+    tb__server_respond_error(req, 404, "session_id: unknown or expired session");
+    return;
+  }
+  char *id = tb__asprintf("%s:sample:%lld", sess->id, (long long)seq);
+  tb__sampler_t *s = id ? sampler_find(tr, tb__sreq(req)->user, id) : NULL;
+  if (s != NULL) {
+    /* A retry of the same sampling_session_seq_id. */
+    free(id);
+    json_decref(doc);
+    goto answer;
+  }
+  char *dir = NULL;
+  tb_lora_config_t lora = { 0 };
+  if (id != NULL && path.base != NULL) {
+    dir = tb__checkpoint_dir(req, "model_path", path);
+    if (dir == NULL) {
+      free(id);
+      json_decref(doc);
+      return;
+    }
+    if (checkpoint_lora(tr, path, dir, &lora, &err) != 0) {
+      tb__server_respond_error(req, 404, "model_path: %s",
+                               err.message ? err.message : "no such checkpoint");
+      tb_error_clear(&err);
+      free(id);
+      free(dir);
+      json_decref(doc);
+      return;
+    }
+  }
+  s = id ? calloc(1, sizeof(*s)) : NULL;
+  if (s == NULL || (path.base && (s->model_path = tb__strndup(path.base, path.len)) == NULL)) {
+    free(s);
+    free(id);
+    free(dir);
+    json_decref(doc);
+    tb__server_respond_error(req, 503, "out of memory");
+    return;
+  }
+  json_decref(doc);
+  s->tr = tr;
+  s->id = id;
+  s->owner = tb__sreq(req)->user;
+  s->dir = dir;
+  s->lora = lora;
+  s->job.data = s;
+  s->state = 1;
+  s->next = tr->samplers;
+  tr->samplers = s;
+  tb__session_add_sampler(sess, id);
+  if (dir != NULL) {
+    if (tr->base_state != 1) {
+      s->state = -1;
+      s->fail_category = TB_CATEGORY_SERVER;
+      s->fail_message = tb__asprintf("the base model is not loaded");
+    } else {
+      s->state = 0;
+      rc = tb__engine_create_adapter(&s->job, tr->base, &s->lora, on_sampler_created);
+      if (rc != 0)
+        sampler_failed(s, rc);
+    }
+  }
+answer:;
+  json_t *v = json_pack("{ssss}", "sampling_session_id", s->id, "type",
+                        "create_sampling_session");
+  if (v == NULL) {
+    tb__server_respond_error(req, 503, "out of memory");
+    return;
+  }
+  tb__server_respond_jsonv(req, 200, v);
+  json_decref(v);
+}
+
+int tb__sampling_routes(tb__training_t *tr) {
+  int rc = tb__server_route(tr->srv, "POST", "/api/v1/create_sampling_session",
+                            TB__DIALECT_TINKER, 0, route_create_sampling_session, tr,
+                            "A sampling session over the base model or saved weights");
+  return rc ? rc : tb__server_route(tr->srv, "POST", "/api/v1/asample", TB__DIALECT_TINKER, 0,
+                                    route_asample, tr,
+                                    "Samples: future of SampleResponse");
+}

@@ -1,0 +1,148 @@
+/*
+ * The engine-backed routes of the Tinker dialect: what training.c (models
+ * and their seq_id-ordered operations) and sampling_routes.c (sampling
+ * sessions and asample) share.
+ *
+ * The training part is a server extension that owns a tb_engine_t on the
+ * server's loop.  Every model is a LoRA adapter over the one base model
+ * loaded at start.  Each asynchronous request becomes an op that owns a
+ * future, an arena for its decoded inputs (which must outlive the HTTP
+ * request) and an engine job.
+ */
+#ifndef TB_SERVER_TRAINING_H
+#define TB_SERVER_TRAINING_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/arena.h"
+#include "engine/engine.h"
+#include "server/internal.h"
+#include "wire/types.h"
+
+/* How many recent seq_ids of a model are remembered for deduplication,
+ * and how far ahead of the next one a seq_id may be. */
+#define TB__SEQ_WINDOW 64
+
+typedef struct tb__training_s tb__training_t;
+typedef struct tb__tmodel_s tb__tmodel_t;
+typedef struct tb__top_s tb__top_t;
+typedef struct tb__sampler_s tb__sampler_t;
+
+typedef enum {
+  TB__OP_CREATE = 0,
+  TB__OP_FORWARD,
+  TB__OP_FORWARD_BACKWARD,
+  TB__OP_OPTIM,
+  TB__OP_SAVE,
+  TB__OP_SAVE_SAMPLER,
+  TB__OP_LOAD,
+  TB__OP_UNLOAD,
+  TB__OP_SAMPLE
+} tb__op_type_t;
+
+struct tb__top_s {
+  tb__training_t *tr;
+  tb__op_type_t type;
+  tb__tmodel_t *model;           /* training ops */
+  tb__sampler_t *sampler;        /* TB__OP_SAMPLE with a sampler */
+  int64_t seq;
+  tb__future_t *future;          /* pending until the op ends */
+  tb_engine_job_t job;
+  tb_arena_t arena;              /* decoded inputs */
+  tb_batch_t batch;
+  tb_adam_params_t adam;
+  tb_sampling_params_t sampling;
+  const int32_t *prompt;
+  size_t prompt_len;
+  char *dir;                     /* save / load: the checkpoint directory */
+  char *tinker_path;             /* save: what the result names */
+  int optimizer;                 /* load: with the Adam moments */
+  tb__top_t *next;               /* a model's waiting list, held lists */
+};
+
+struct tb__tmodel_s {
+  tb__training_t *tr;
+  char *id;                      /* "<session_id>:train:<model_seq_id>" */
+  tb__user_t *owner;
+  tb__session_t *session;
+  tb_lora_config_t lora;
+  tb_engine_adapter_t *adapter;  /* NULL until created */
+  char create_id[TB__FUTURE_ID_MAX];
+  int ready;                     /* the adapter exists */
+  int unloading;
+  int64_t next_seq;              /* the next seq_id to execute */
+  int64_t max_seq;               /* the highest seq_id accepted */
+  tb__top_t *waiting;            /* accepted, sorted by seq */
+  struct {
+    int64_t seq;
+    char id[TB__FUTURE_ID_MAX];
+  } recent[TB__SEQ_WINDOW];
+  tb__tmodel_t *next;
+};
+
+struct tb__sampler_s {
+  tb__training_t *tr;
+  char *id;                      /* "<session_id>:sample:<seq>" */
+  tb__user_t *owner;
+  char *model_path;              /* NULL: the base model */
+  char *dir;
+  tb_lora_config_t lora;
+  tb_engine_adapter_t *adapter;  /* model_path samplers, once created */
+  tb_engine_job_t job;           /* creating and loading the adapter */
+  int state;                     /* 0 loading, 1 ready, -1 failed */
+  tb_category_t fail_category;
+  char *fail_message;
+  tb__top_t *waiting;            /* asamples until the adapter is ready */
+  tb__sampler_t *next;
+};
+
+struct tb__training_s {
+  tb__server_ext_t ext;
+  tb__server_t *srv;
+  tb_engine_t engine;
+  tb_engine_job_t load_job;
+  tb_engine_model_t *base;       /* our reference, once loaded */
+  int base_state;                /* 0 loading, 1 ready, -1 failed */
+  char *base_error;
+  tb__tmodel_t *models;
+  tb__top_t *held;               /* creates waiting for the base model or
+                                    the user's model limit */
+  tb__sampler_t *samplers;
+  size_t n_ops;                  /* ops alive */
+  uint64_t n_done, n_failed;
+  int closing;
+};
+
+/* Starts the training part on srv's loop: the engine, the routes, the
+ * load of `base` (announced in get_server_capabilities).  0, or a
+ * negative code with err's message. */
+int tb__training_start(tb__server_t *srv, const tb_engine_opts_t *opts,
+                       tb_error_t *err);
+
+/* --- shared by the route files ---------------------------------------- */
+
+tb__training_t *tb__training_of(tb_http_request_t *req);
+/* A new op with a pending future of the request's user; answers 503
+ * itself and returns NULL on failure. */
+tb__top_t *tb__top_new(tb_http_request_t *req, tb__op_type_t type);
+void tb__top_free(tb__top_t *op);
+/* Fails op's future and frees op. */
+void tb__top_fail(tb__top_t *op, tb_category_t category, const char *message);
+/* Answers {"request_id", "model_id"?} for a future. */
+void tb__respond_future(tb_http_request_t *req, const char *request_id,
+                        const char *model_id);
+/* The caller's model, or NULL after answering 404. */
+tb__tmodel_t *tb__tmodel_find(tb_http_request_t *req, tb_slice_t id);
+/* Parses "tinker://<model_id>/<kind>/<name>"; answers 400 / 404 itself
+ * and returns NULL, else the checkpoint directory (malloc'd). */
+char *tb__checkpoint_dir(tb_http_request_t *req, const char *field, tb_slice_t path);
+/* The engine's error as a failed future of op (and frees op). */
+void tb__top_fail_job(tb__top_t *op, int status);
+
+/* sampling_routes.c */
+int tb__sampling_routes(tb__training_t *tr);
+void tb__samplers_fail_all(tb__training_t *tr, const char *message);
+void tb__samplers_free(tb__training_t *tr);
+
+#endif /* TB_SERVER_TRAINING_H */

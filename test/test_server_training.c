@@ -1,0 +1,592 @@
+/*
+ * The training routes over loopback: a server with its engine on one
+ * loop, driven through a whole SFT round trip (create_model,
+ * forward_backward in JSON and protobuf, optim_step, save, load, sampling
+ * from the saved weights), the seq_id order of one model, bad input
+ * answered 400 or as failed futures with a field path, and models
+ * invisible to other users.
+ */
+#include "test_server_client.h"
+
+#include <math.h>
+#include <sys/stat.h>
+
+#include "core/arena.h"
+#include "core/json.h"
+#include "engine/base_model.h"
+#include "server/training.h"
+#include "wire/output.h"
+#include "wire/proto.h"
+#include "wire/sample.h"
+
+static char data_dir[64];
+
+static void start_training(tb_server_options_t *o) {
+  strcpy(data_dir, "/tmp/tb-train-XXXXXX");
+  ASSERT(mkdtemp(data_dir) != NULL);
+  o->data_dir = data_dir;
+  if (o->long_poll_ms == 0)
+    o->long_poll_ms = 10000;
+  start_server(o);
+  tb_engine_opts_t eo = { .shards = 2 };
+  tb_error_t err = { 0 };
+  ASSERT_OK(tb__training_start(srv, &eo, &err));
+}
+
+static void stop_training(void) {
+  stop_server();
+  char cmd[128];
+  snprintf(cmd, sizeof(cmd), "rm -rf %s", data_dir);
+  ASSERT_OK(system(cmd));
+}
+
+/* A string field of a JSON answer, copied. */
+static char *field_of(hc_t *c, const char *key) {
+  json_t *v = hc_json(c);
+  const char *s = json_string_value(json_object_get(v, key));
+  if (s == NULL)
+    fprintf(stderr, "no %s in %s\n", key, c->body);
+  ASSERT(s != NULL);
+  char *r = xstrdup(s);
+  json_decref(v);
+  return r;
+}
+
+/* POSTs body and returns a string field of the 200 answer. */
+static char *post_field(const char *path, const char *extra, const char *body,
+                        const char *key) {
+  hc_t *c = hc_do("POST", path, extra, body);
+  if (c->status != 200)
+    fprintf(stderr, "%s -> %d %s\n", path, c->status, c->body);
+  ASSERT_EQ_INT(c->status, 200);
+  char *r = field_of(c, key);
+  hc_free(c);
+  return r;
+}
+
+/* Long-polls a future until it finished; the caller frees the answer. */
+static hc_t *await_future(const char *rid, const char *extra) {
+  char body[128];
+  snprintf(body, sizeof(body), "{\"request_id\":\"%s\",\"allow_metadata_only\":false}", rid);
+  for (;;) {
+    hc_t *c = hc_do("POST", "/api/v1/retrieve_future", extra, body);
+    ASSERT_EQ_INT(c->status, 200);
+    if (strstr(c->body, "\"try_again\"") == NULL)
+      return c;
+    hc_free(c);
+  }
+}
+
+/* The finished future's JSON result (must not be a failure). */
+static json_t *result_json(const char *rid, const char *extra) {
+  hc_t *c = await_future(rid, extra);
+  json_t *v = hc_json(c);
+  if (json_object_get(v, "error") != NULL)
+    fprintf(stderr, "future %s failed: %s\n", rid, c->body);
+  ASSERT(json_object_get(v, "error") == NULL);
+  hc_free(c);
+  return v;
+}
+
+/* The failed future's message; category must be cat. */
+static char *failure_of(const char *rid, const char *cat) {
+  hc_t *c = await_future(rid, NULL);
+  json_t *v = hc_json(c);
+  const char *e = json_string_value(json_object_get(v, "error"));
+  if (e == NULL)
+    fprintf(stderr, "future %s did not fail: %s\n", rid, c->body);
+  ASSERT(e != NULL);
+  ASSERT_STR_EQ(json_string_value(json_object_get(v, "category")), cat);
+  char *r = xstrdup(e);
+  json_decref(v);
+  hc_free(c);
+  return r;
+}
+
+static char *create_session(const char *extra) {
+  return post_field("/api/v1/create_session", extra,
+                    "{\"tags\":[],\"user_metadata\":{},\"sdk_version\":\"0.25.0\","
+                    "\"type\":\"create_session\"}",
+                    "session_id");
+}
+
+/* create_model, awaited; returns the model id. */
+static char *create_model(const char *sid, int mseq, const char *extra) {
+  char body[256];
+  snprintf(body, sizeof(body),
+           "{\"session_id\":\"%s\",\"model_seq_id\":%d,\"base_model\":\"base\","
+           "\"lora_config\":{\"rank\":4,\"seed\":3,\"train_unembed\":true,"
+           "\"train_mlp\":true,\"train_attn\":true},\"type\":\"create_model\"}",
+           sid, mseq);
+  char *rid = post_field("/api/v1/create_model", extra, body, "request_id");
+  json_t *v = result_json(rid, extra);
+  ASSERT_STR_EQ(json_string_value(json_object_get(v, "type")), "create_model");
+  char *mid = xstrdup(json_string_value(json_object_get(v, "model_id")));
+  char want[128];
+  snprintf(want, sizeof(want), "%s:train:%d", sid, mseq);
+  ASSERT_STR_EQ(mid, want);
+  json_decref(v);
+  free(rid);
+  return mid;
+}
+
+/* A JSON forward_backward (or forward) body with one datum. */
+static char *fwd_body(const char *mid, int seq, const char *key, const char *loss_fn,
+                      const char *tokens, const char *inputs) {
+  char *b = xmalloc(1024);
+  snprintf(b, 1024,
+           "{\"model_id\":\"%s\",\"seq_id\":%d,\"%s\":{\"loss_fn\":\"%s\",\"data\":["
+           "{\"model_input\":{\"chunks\":[{\"type\":\"encoded_text\",\"tokens\":%s}]},"
+           "\"loss_fn_inputs\":{%s}}]},\"type\":\"forward_backward\"}",
+           mid, seq, key, loss_fn, tokens, inputs);
+  return b;
+}
+
+#define SFT_INPUTS                                                          \
+  "\"target_tokens\":{\"data\":[2,3,4,5],\"dtype\":\"int64\",\"shape\":[4]}," \
+  "\"weights\":{\"data\":[1,1,1,1],\"dtype\":\"float32\",\"shape\":[4]}"
+
+static char *submit_fwdbwd(const char *mid, int seq, const char *extra) {
+  char *b = fwd_body(mid, seq, "forward_backward_input", "cross_entropy", "[1,2,3,4]",
+                     SFT_INPUTS);
+  char *rid = post_field("/api/v1/forward_backward", extra, b, "request_id");
+  free(b);
+  return rid;
+}
+
+static double metric_of(json_t *v, const char *key) {
+  json_t *m = json_object_get(json_object_get(v, "metrics"), key);
+  ASSERT(json_is_number(m));
+  return json_number_value(m);
+}
+
+/* A protobuf ForwardBackwardRequest of the same datum as SFT_INPUTS. */
+static uint8_t *proto_body(const char *mid, int seq, size_t *len) {
+  static int32_t toks[4] = { 1, 2, 3, 4 };
+  static float w[4] = { 1, 1, 1, 1 };
+  static int64_t tgt[4] = { 2, 3, 4, 5 };
+  TinkerPublic__EncodedTextChunk etc = TINKER_PUBLIC__ENCODED_TEXT_CHUNK__INIT;
+  etc.tokens.data = (uint8_t *)toks;
+  etc.tokens.len = sizeof(toks);
+  TinkerPublic__Chunk ch = TINKER_PUBLIC__CHUNK__INIT;
+  ch.chunk_case = TINKER_PUBLIC__CHUNK__CHUNK_ENCODED_TEXT;
+  ch.encoded_text = &etc;
+  TinkerPublic__Chunk *chs[] = { &ch };
+  TinkerPublic__Tensor tw = TINKER_PUBLIC__TENSOR__INIT, tt = TINKER_PUBLIC__TENSOR__INIT;
+  tw.encoding_case = TINKER_PUBLIC__TENSOR__ENCODING_DENSE;
+  tw.dense.data = (uint8_t *)w;
+  tw.dense.len = sizeof(w);
+  tw.dtype = TINKER_PUBLIC__DTYPE__DTYPE_FLOAT32;
+  tt.encoding_case = TINKER_PUBLIC__TENSOR__ENCODING_DENSE;
+  tt.dense.data = (uint8_t *)tgt;
+  tt.dense.len = sizeof(tgt);
+  tt.dtype = TINKER_PUBLIC__DTYPE__DTYPE_INT64;
+  TinkerPublic__Datum__LossFnInputsEntry e1 = TINKER_PUBLIC__DATUM__LOSS_FN_INPUTS_ENTRY__INIT;
+  TinkerPublic__Datum__LossFnInputsEntry e2 = TINKER_PUBLIC__DATUM__LOSS_FN_INPUTS_ENTRY__INIT;
+  e1.key = "weights";
+  e1.value = &tw;
+  e2.key = "target_tokens";
+  e2.value = &tt;
+  TinkerPublic__Datum__LossFnInputsEntry *es[] = { &e1, &e2 };
+  TinkerPublic__Datum datum = TINKER_PUBLIC__DATUM__INIT;
+  datum.n_model_input = 1;
+  datum.model_input = chs;
+  datum.n_loss_fn_inputs = 2;
+  datum.loss_fn_inputs = es;
+  TinkerPublic__Datum *ds[] = { &datum };
+  TinkerPublic__ForwardBackwardRequest req = TINKER_PUBLIC__FORWARD_BACKWARD_REQUEST__INIT;
+  req.model_id = (char *)mid;
+  req.seq_id = seq;
+  req.loss_fn = "cross_entropy";
+  req.n_data = 1;
+  req.data = ds;
+  *len = tinker_public__forward_backward_request__get_packed_size(&req);
+  uint8_t *buf = xmalloc(*len + 1);
+  tinker_public__forward_backward_request__pack(&req, buf);
+  return buf;
+}
+
+/* Sends a raw request with a binary body and the given content type. */
+static hc_t *hc_do_raw(const char *path, const char *headers, const void *body, size_t n) {
+  hc_t *c = hc_send("POST", path, headers, NULL);
+  /* hc_send wrote the head ending in a blank line; put the body after a
+   * Content-Length before the connection starts writing. */
+  c->out.len -= 2;
+  ASSERT_OK(tb__buf_printf(&c->out, "Content-Length: %zu\r\n\r\n", n));
+  ASSERT_OK(tb__buf_append(&c->out, body, n));
+  hc_wait(c);
+  ASSERT(c->complete);
+  return c;
+}
+
+TEST(train_save_load_sample) {
+  tb_server_options_t o = { 0 };
+  start_training(&o);
+  hc_expect("GET", "/api/v1/get_server_capabilities", NULL, NULL, 200,
+            "\"model_name\":\"base\"");
+  char *sid = create_session(NULL);
+  char *mid = create_model(sid, 0, NULL);
+
+  /* get_info answers directly. */
+  char body[1024];
+  snprintf(body, sizeof(body), "{\"model_id\":\"%s\",\"type\":\"get_info\"}", mid);
+  hc_expect("POST", "/api/v1/get_info", NULL, body, 200, "\"lora_rank\":4");
+
+  /* forward_backward (JSON): log-probs of every target, loss:sum their
+   * negated sum. */
+  char *rid = submit_fwdbwd(mid, 1, NULL);
+  json_t *v = result_json(rid, NULL);
+  free(rid);
+  ASSERT_STR_EQ(json_string_value(json_object_get(v, "loss_fn_output_type")), "ArrayRecord");
+  json_t *lp = json_object_get(json_object_get(json_array_get(
+                                   json_object_get(v, "loss_fn_outputs"), 0), "logprobs"),
+                               "data");
+  ASSERT_EQ_INT(json_array_size(lp), 4);
+  double sum = 0;
+  for (size_t i = 0; i < 4; i++) {
+    double x = json_number_value(json_array_get(lp, i));
+    ASSERT_LT(x, 0);
+    sum += x;
+  }
+  double loss0 = metric_of(v, "loss:sum");
+  ASSERT_NEAR(loss0, -sum, 1e-4, 1e-4);
+  json_decref(v);
+
+  /* optim_step: the metrics of the step. */
+  snprintf(body, sizeof(body),
+           "{\"model_id\":\"%s\",\"seq_id\":2,\"adam_params\":{\"learning_rate\":0.01,"
+           "\"beta1\":0.9,\"beta2\":0.95,\"eps\":1e-8},\"type\":\"optim_step\"}", mid);
+  rid = post_field("/api/v1/optim_step", NULL, body, "request_id");
+  v = result_json(rid, NULL);
+  free(rid);
+  ASSERT_GT(metric_of(v, "grad_norm:mean"), 0);
+  ASSERT_NEAR(metric_of(v, "learning_rate:mean"), 0.01, 1e-7, 0);
+  json_decref(v);
+
+  /* forward_backward with a protobuf body, the result in protobuf: the
+   * step lowered the loss of the same datum. */
+  size_t plen;
+  uint8_t *pb = proto_body(mid, 3, &plen);
+  hc_t *c = hc_do_raw("/api/v1/forward_backward",
+                      "Content-Type: application/x-protobuf\r\n", pb, plen);
+  free(pb);
+  ASSERT_EQ_INT(c->status, 200);
+  rid = field_of(c, "request_id");
+  hc_free(c);
+  c = await_future(rid, "Accept: application/x-protobuf\r\n");
+  free(rid);
+  ASSERT_STR_CONTAINS(c->head, "application/x-protobuf");
+  tb_arena_t arena;
+  tb__arena_init(&arena, 0);
+  tb_error_t err = { 0 };
+  tb_jctx_t jc;
+  tb__jctx_init(&jc, &err);
+  tb_wire_fwdbwd_output_t out;
+  ASSERT_OK(tb__wire_fwdbwd_output_from_proto(&jc, &arena,
+                                              (tb_slice_t){ c->body, c->body_len }, &out));
+  hc_free(c);
+  ASSERT_EQ_INT(out.n_outputs, 1);
+  ASSERT_EQ_INT(out.outputs[0].fields[0].tensor.numel, 4);
+  double loss1 = NAN;
+  for (size_t i = 0; i < out.n_metrics; i++)
+    if (strcmp(out.metrics[i].name, "loss:sum") == 0)
+      loss1 = out.metrics[i].value;
+  ASSERT_LT(loss1, loss0);
+  tb__arena_free(&arena);
+
+  /* save_weights, then load it back with the optimizer state. */
+  snprintf(body, sizeof(body),
+           "{\"model_id\":\"%s\",\"seq_id\":4,\"path\":\"ckpt1\",\"type\":\"save_weights\"}",
+           mid);
+  rid = post_field("/api/v1/save_weights", NULL, body, "request_id");
+  v = result_json(rid, NULL);
+  free(rid);
+  char want[256];
+  snprintf(want, sizeof(want), "tinker://%s/weights/ckpt1", mid);
+  ASSERT_STR_EQ(json_string_value(json_object_get(v, "path")), want);
+  json_decref(v);
+  char dir[256];
+  struct stat st;
+  snprintf(dir, sizeof(dir), "%s/%s/weights/ckpt1", data_dir, mid);
+  ASSERT_OK(stat(dir, &st));
+  snprintf(body, sizeof(body),
+           "{\"model_id\":\"%s\",\"seq_id\":5,\"path\":\"%s\",\"optimizer\":true,"
+           "\"type\":\"load_weights\"}", mid, want);
+  rid = post_field("/api/v1/load_weights", NULL, body, "request_id");
+  v = result_json(rid, NULL);
+  free(rid);
+  ASSERT_STR_EQ(json_string_value(json_object_get(v, "type")), "load_weights");
+  json_decref(v);
+  /* A checkpoint that is not there fails the future as a user error. */
+  snprintf(body, sizeof(body),
+           "{\"model_id\":\"%s\",\"seq_id\":6,\"path\":\"tinker://%s/weights/nothere\","
+           "\"optimizer\":false,\"type\":\"load_weights\"}", mid, mid);
+  rid = post_field("/api/v1/load_weights", NULL, body, "request_id");
+  free(failure_of(rid, "user"));
+  free(rid);
+
+  /* Sampler weights, and sampling from them. */
+  snprintf(body, sizeof(body),
+           "{\"model_id\":\"%s\",\"seq_id\":7,\"path\":\"s1\","
+           "\"type\":\"save_weights_for_sampler\"}", mid);
+  rid = post_field("/api/v1/save_weights_for_sampler", NULL, body, "request_id");
+  v = result_json(rid, NULL);
+  free(rid);
+  snprintf(want, sizeof(want), "tinker://%s/sampler_weights/s1", mid);
+  ASSERT_STR_EQ(json_string_value(json_object_get(v, "path")), want);
+  json_decref(v);
+  snprintf(body, sizeof(body),
+           "{\"session_id\":\"%s\",\"sampling_session_seq_id\":0,\"model_path\":\"%s\","
+           "\"type\":\"create_sampling_session\"}", sid, want);
+  char *ssid = post_field("/api/v1/create_sampling_session", NULL, body,
+                          "sampling_session_id");
+  snprintf(body, sizeof(body),
+           "{\"sampling_session_id\":\"%s\",\"seq_id\":0,\"num_samples\":2,"
+           "\"prompt\":{\"chunks\":[{\"type\":\"encoded_text\",\"tokens\":[1,2,3]}]},"
+           "\"sampling_params\":{\"max_tokens\":5,\"seed\":7,\"temperature\":1.0},"
+           "\"prompt_logprobs\":true,\"type\":\"sample\"}", ssid);
+  rid = post_field("/api/v1/asample", NULL, body, "request_id");
+  v = result_json(rid, NULL);
+  json_t *seqs = json_object_get(v, "sequences");
+  ASSERT_EQ_INT(json_array_size(seqs), 2);
+  for (size_t i = 0; i < 2; i++) {
+    size_t n = json_array_size(json_object_get(json_array_get(seqs, i), "tokens"));
+    ASSERT_GT(n, 0);
+    ASSERT_LE(n, 5);
+  }
+  ASSERT_EQ_INT(json_array_size(json_object_get(v, "prompt_logprobs")), 3);
+  json_decref(v);
+  /* The same result in protobuf. */
+  c = await_future(rid, "Accept: application/x-protobuf\r\n");
+  tb__arena_init(&arena, 0);
+  tb_wire_sample_response_t sr;
+  ASSERT_OK(tb__wire_sample_response_from_proto(&jc, &arena,
+                                                (tb_slice_t){ c->body, c->body_len }, &sr));
+  ASSERT_EQ_INT(sr.n_sequences, 2);
+  tb__arena_free(&arena);
+  hc_free(c);
+  free(rid);
+
+  /* The base model samples too; prompt tokens are checked at once. */
+  snprintf(body, sizeof(body),
+           "{\"session_id\":\"%s\",\"sampling_session_seq_id\":1,\"base_model\":\"base\","
+           "\"type\":\"create_sampling_session\"}", sid);
+  char *bsid = post_field("/api/v1/create_sampling_session", NULL, body,
+                          "sampling_session_id");
+  snprintf(body, sizeof(body),
+           "{\"sampling_session_id\":\"%s\",\"seq_id\":0,"
+           "\"prompt\":{\"chunks\":[{\"type\":\"encoded_text\",\"tokens\":[1,99999]}]},"
+           "\"sampling_params\":{\"max_tokens\":2},\"type\":\"sample\"}", bsid);
+  hc_expect("POST", "/api/v1/asample", NULL, body, 400,
+            "prompt: token 99999 at position 1 is outside the vocabulary");
+  snprintf(body, sizeof(body),
+           "{\"sampling_session_id\":\"%s\",\"seq_id\":1,"
+           "\"prompt\":{\"chunks\":[{\"type\":\"encoded_text\",\"tokens\":[1,2]}]},"
+           "\"sampling_params\":{\"max_tokens\":2,\"seed\":1},\"type\":\"sample\"}", bsid);
+  rid = post_field("/api/v1/asample", NULL, body, "request_id");
+  v = result_json(rid, NULL);
+  ASSERT_EQ_INT(json_array_size(json_object_get(v, "sequences")), 1);
+  json_decref(v);
+  free(rid);
+
+  /* unload_model: the model is gone afterwards. */
+  snprintf(body, sizeof(body), "{\"model_id\":\"%s\",\"type\":\"unload_model\"}", mid);
+  rid = post_field("/api/v1/unload_model", NULL, body, "request_id");
+  v = result_json(rid, NULL);
+  ASSERT_STR_EQ(json_string_value(json_object_get(v, "model_id")), mid);
+  json_decref(v);
+  free(rid);
+  snprintf(body, sizeof(body), "{\"model_id\":\"%s\",\"type\":\"get_info\"}", mid);
+  hc_expect("POST", "/api/v1/get_info", NULL, body, 404, "unknown model");
+
+  tb_error_clear(&err);
+  free(bsid);
+  free(ssid);
+  free(mid);
+  free(sid);
+  stop_training();
+}
+
+/* The Tinkerbell dialect's poll does not hold: 202 while pending. */
+static int is_pending(const char *rid) {
+  char body[128];
+  snprintf(body, sizeof(body), "{\"request_id\":\"%s\"}", rid);
+  hc_t *c = hc_do("POST", "/retrieve_future", NULL, body);
+  int pending = c->status == 202;
+  hc_free(c);
+  return pending;
+}
+
+TEST(seq_id_order) {
+  tb_server_options_t o = { 0 };
+  start_training(&o);
+  char *sid = create_session(NULL);
+  char *mid = create_model(sid, 0, NULL);
+
+  /* 2 before 1: 2 waits for 1. */
+  char *b2 = fwd_body(mid, 2, "forward_input", "cross_entropy", "[1,2,3,4]", SFT_INPUTS);
+  char *rid2 = post_field("/api/v1/forward", NULL, b2, "request_id");
+  wait_ms(300);
+  ASSERT(is_pending(rid2));
+  /* A resent seq_id is the same future. */
+  char *again = post_field("/api/v1/forward", NULL, b2, "request_id");
+  ASSERT_STR_EQ(again, rid2);
+  free(again);
+  char *rid1 = submit_fwdbwd(mid, 1, NULL);
+  json_t *v1 = result_json(rid1, NULL);
+  json_t *v2 = result_json(rid2, NULL);
+  /* 2 ran after 1's gradient step was queued but a forward does not
+   * train: both see the same weights. */
+  ASSERT_NEAR(metric_of(v2, "loss:sum"), metric_of(v1, "loss:sum"), 1e-5, 1e-5);
+  json_decref(v1);
+  json_decref(v2);
+  /* seq 1 again after it ran: still the first future. */
+  char *b1 = fwd_body(mid, 1, "forward_backward_input", "cross_entropy", "[1,2,3,4]",
+                      SFT_INPUTS);
+  again = post_field("/api/v1/forward_backward", NULL, b1, "request_id");
+  ASSERT_STR_EQ(again, rid1);
+  free(again);
+  free(b1);
+  /* Older than anything remembered, or too far ahead: refused. */
+  char *b0 = fwd_body(mid, 0, "forward_input", "cross_entropy", "[1,2,3,4]", SFT_INPUTS);
+  hc_expect("POST", "/api/v1/forward", NULL, b0, 400, "seq_id: 0 is out of order");
+  free(b0);
+  char *bf = fwd_body(mid, 500, "forward_input", "cross_entropy", "[1,2,3,4]", SFT_INPUTS);
+  hc_expect("POST", "/api/v1/forward", NULL, bf, 400, "seq_id: 500 is out of order");
+  free(bf);
+
+  /* The next seq_id runs at once. */
+  char *bn = fwd_body(mid, 3, "forward_input", "cross_entropy", "[1,2,3,4]", SFT_INPUTS);
+  char *rid3 = post_field("/api/v1/forward", NULL, bn, "request_id");
+  json_decref(result_json(rid3, NULL));
+  free(bn);
+
+  free(rid1);
+  free(rid2);
+  free(rid3);
+  free(b2);
+  free(mid);
+  free(sid);
+  stop_training();
+}
+
+TEST(bad_input) {
+  tb_server_options_t o = { 0 };
+  start_training(&o);
+  char *sid = create_session(NULL);
+  char *mid = create_model(sid, 0, NULL);
+  tb_model_config_t cfg;
+  tb__base_model_config(&cfg);
+
+  /* Known at submission: 400 with the field's path. */
+  char *b = fwd_body(mid, 1, "forward_backward_input", "hinge", "[1,2,3,4]", SFT_INPUTS);
+  hc_expect("POST", "/api/v1/forward_backward", NULL, b, 400,
+            "forward_backward_input.loss_fn: unknown loss function \\\"hinge\\\"");
+  free(b);
+  b = fwd_body(mid, 1, "forward_backward_input", "cross_entropy", "[1,2,3,4]",
+               "\"weights\":[1,1,1,1]");
+  hc_expect("POST", "/api/v1/forward_backward", NULL, b, 400,
+            "forward_backward_input.data[0].loss_fn_inputs.target_tokens: missing");
+  free(b);
+  b = fwd_body(mid, 1, "forward_backward_input", "ppo", "[1,2,3,4]",
+               "\"target_tokens\":[2,3,4,5]");
+  hc_expect("POST", "/api/v1/forward_backward", NULL, b, 400,
+            "data[0].loss_fn_inputs.logprobs: missing (the loss ppo needs it)");
+  free(b);
+  hc_expect("POST", "/api/v1/optim_step", NULL,
+            "{\"model_id\":\"nope\",\"seq_id\":1,\"adam_params\":{}}", 404, "unknown model");
+  char body[512];
+  snprintf(body, sizeof(body),
+           "{\"model_id\":\"%s\",\"seq_id\":1,\"adam_params\":{\"learning_rate\":-1}}", mid);
+  hc_expect("POST", "/api/v1/optim_step", NULL, body, 400, "adam_params");
+  snprintf(body, sizeof(body),
+           "{\"model_id\":\"%s\",\"seq_id\":1,\"path\":\"../x\",\"type\":\"save_weights\"}",
+           mid);
+  hc_expect("POST", "/api/v1/save_weights", NULL, body, 400, "path: expected a name");
+  hc_expect("POST", "/api/v1/create_model", NULL,
+            "{\"session_id\":\"sess-none\",\"model_seq_id\":1,\"base_model\":\"base\"}", 404,
+            "session_id");
+  snprintf(body, sizeof(body),
+           "{\"session_id\":\"%s\",\"model_seq_id\":1,\"base_model\":\"gpt\"}", sid);
+  hc_expect("POST", "/api/v1/create_model", NULL, body, 400,
+            "base_model: unknown model \\\"gpt\\\"");
+
+  /* Known to the engine: a failed future of category user. */
+  char tokens[64];
+  snprintf(tokens, sizeof(tokens), "[1,%d,3,4]", cfg.vocab_size);
+  b = fwd_body(mid, 1, "forward_backward_input", "cross_entropy", tokens, SFT_INPUTS);
+  char *rid = post_field("/api/v1/forward_backward", NULL, b, "request_id");
+  free(b);
+  char *msg = failure_of(rid, "user");
+  ASSERT_STR_CONTAINS(msg, "data[0]");
+  ASSERT_STR_CONTAINS(msg, "outside the vocabulary");
+  free(msg);
+  free(rid);
+  /* The model goes on with the next seq_id. */
+  rid = submit_fwdbwd(mid, 2, NULL);
+  json_decref(result_json(rid, NULL));
+  free(rid);
+
+  free(mid);
+  free(sid);
+  stop_training();
+}
+
+static void write_keys(char *path, const char *text) {
+  int fd = mkstemp(path);
+  ASSERT(fd >= 0);
+  ASSERT_EQ_INT(write(fd, text, strlen(text)), (long)strlen(text));
+  close(fd);
+}
+
+TEST(models_belong_to_their_user) {
+  char keys[] = "/tmp/tb-keys-XXXXXX";
+  write_keys(keys, "tml-a1 alice\ntml-b1 bob\n");
+  tb_server_options_t o = { .api_keys_file = keys, .max_models_per_user = 1,
+                            .long_poll_ms = 200 };
+  start_training(&o);
+  const char *alice = "X-API-Key: tml-a1\r\n", *bob = "X-API-Key: tml-b1\r\n";
+  char *sid = create_session(alice);
+  char *mid = create_model(sid, 0, alice);
+  char body[512];
+  snprintf(body, sizeof(body), "{\"model_id\":\"%s\",\"type\":\"get_info\"}", mid);
+  hc_expect("POST", "/api/v1/get_info", bob, body, 404, "unknown model");
+  hc_expect("POST", "/api/v1/get_info", alice, body, 200, "\"is_lora\":true");
+  char *b = fwd_body(mid, 1, "forward_backward_input", "cross_entropy", "[1,2,3,4]",
+                     SFT_INPUTS);
+  hc_expect("POST", "/api/v1/forward_backward", bob, b, 404, "unknown model");
+  free(b);
+  /* Bob cannot use alice's session nor load her checkpoints. */
+  snprintf(body, sizeof(body),
+           "{\"session_id\":\"%s\",\"model_seq_id\":5,\"base_model\":\"base\"}", sid);
+  hc_expect("POST", "/api/v1/create_model", bob, body, 404, "session_id");
+
+  /* A second model of alice waits while she is at her limit. */
+  snprintf(body, sizeof(body),
+           "{\"session_id\":\"%s\",\"model_seq_id\":1,\"base_model\":\"base\","
+           "\"lora_config\":{\"rank\":2}}", sid);
+  char *rid = post_field("/api/v1/create_model", alice, body, "request_id");
+  snprintf(body, sizeof(body), "{\"request_id\":\"%s\"}", rid);
+  wait_ms(100);
+  hc_expect("POST", "/api/v1/retrieve_future", alice, body, 200,
+            "\"queue_state\":\"paused_rate_limit\"");
+  snprintf(body, sizeof(body), "{\"model_id\":\"%s\"}", mid);
+  char *urid = post_field("/api/v1/unload_model", alice, body, "request_id");
+  json_decref(result_json(urid, alice));
+  json_t *v = result_json(rid, alice);
+  ASSERT_STR_CONTAINS(json_string_value(json_object_get(v, "model_id")), ":train:1");
+  json_decref(v);
+  free(urid);
+  free(rid);
+  free(mid);
+  free(sid);
+  stop_training();
+  unlink(keys);
+}
+
+TEST_LIST(
+  TEST_ENTRY(train_save_load_sample),
+  TEST_ENTRY(seq_id_order),
+  TEST_ENTRY(bad_input),
+  TEST_ENTRY(models_belong_to_their_user),
+)
