@@ -584,9 +584,38 @@ TEST(models_belong_to_their_user) {
   unlink(keys);
 }
 
+TEST(session_expiry_unloads_models) {
+  tb_server_options_t o = { .session_timeout_ms = 300 };
+  start_training(&o);
+  char *sid = create_session(NULL);
+  char *mid = create_model(sid, 0, NULL);
+  char body[512];
+  snprintf(body, sizeof(body),
+           "{\"model_id\":\"%s\",\"seq_id\":1,\"path\":\"keep\",\"type\":\"save_weights\"}",
+           mid);
+  char *rid = post_field("/api/v1/save_weights", NULL, body, "request_id");
+  json_decref(result_json(rid, NULL));
+  free(rid);
+  ASSERT_EQ_INT(srv->auth.local->n_models, 1);
+  /* No heartbeat: the session expires and its model goes. */
+  RUN_UNTIL(srv->auth.local->n_models == 0);
+  snprintf(body, sizeof(body), "{\"model_id\":\"%s\",\"type\":\"get_info\"}", mid);
+  hc_expect("POST", "/api/v1/get_info", NULL, body, 404, "unknown model");
+  hc_expect("GET", "/metrics", NULL, NULL, 200, "tinkerbell_models 0");
+  /* Its checkpoint stays. */
+  char dir[256];
+  struct stat st;
+  snprintf(dir, sizeof(dir), "%s/%s/weights/keep", data_dir, mid);
+  ASSERT_OK(stat(dir, &st));
+  free(mid);
+  free(sid);
+  stop_training();
+}
+
 TEST_LIST(
   TEST_ENTRY(train_save_load_sample),
   TEST_ENTRY(seq_id_order),
   TEST_ENTRY(bad_input),
   TEST_ENTRY(models_belong_to_their_user),
+  TEST_ENTRY(session_expiry_unloads_models),
 )

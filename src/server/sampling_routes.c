@@ -234,7 +234,6 @@ static void route_asample(tb_http_request_t *req) {
     s = sampler_find(tr, tb__sreq(req)->user, r.sampling_session_id);
     if (s == NULL) {
       tb__server_respond_error(req, 404, "sampling_session_id: unknown sampling session");
-      tb__future_fail(op->future, TB_CATEGORY_USER, "refused");
       tb__top_free(op);
       return;
     }
@@ -248,13 +247,14 @@ static void route_asample(tb_http_request_t *req) {
   if (rc < 0) {
     tb__server_respond_bad(req, &err);
     tb_error_clear(&err);
-    tb__future_fail(op->future, TB_CATEGORY_USER, "refused");
     tb__top_free(op);
     return;
   }
   op->prompt = r.prompt;
   op->prompt_len = r.n_prompt;
   op->sampler = s;
+  if (tb__top_accept(req, op) != 0)
+    return;
   tb__respond_future(req, op->future->id, NULL);
   if (s != NULL && s->state == 0) {
     op->next = s->waiting;

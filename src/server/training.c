@@ -34,24 +34,34 @@ tb__training_t *tb__training_of(tb_http_request_t *req) {
   return tb__sreq(req)->route->data;
 }
 
-tb__top_t *tb__top_new(tb_http_request_t *req, tb__op_type_t type) {
-  tb__training_t *tr = tb__training_of(req);
+static tb__top_t *top_alloc(tb__training_t *tr, tb__op_type_t type) {
   tb__top_t *op = calloc(1, sizeof(*op));
-  tb__future_t *f = NULL;
-  int rc = op ? tb__future_create(&tr->srv->futures, tb__sreq(req)->user, &f) : TB_ENOMEM;
-  if (rc != 0) {
-    free(op);
-    tb__server_respond_error(req, 503, "cannot create a future: %s", tb_strerror(rc));
+  if (op == NULL)
     return NULL;
-  }
   op->tr = tr;
   op->type = type;
-  op->future = f;
   op->seq = -1;
   op->job.data = op;
   tb__arena_init(&op->arena, 0);
   tr->n_ops++;
   return op;
+}
+
+tb__top_t *tb__top_new(tb_http_request_t *req, tb__op_type_t type) {
+  tb__top_t *op = top_alloc(tb__training_of(req), type);
+  if (op == NULL)
+    tb__server_respond_error(req, 503, "out of memory");
+  return op;
+}
+
+int tb__top_accept(tb_http_request_t *req, tb__top_t *op) {
+  tb__training_t *tr = op->tr;
+  int rc = tb__future_create(&tr->srv->futures, tb__sreq(req)->user, &op->future);
+  if (rc != 0) {
+    tb__server_respond_error(req, 503, "cannot create a future: %s", tb_strerror(rc));
+    tb__top_free(op);
+  }
+  return rc;
 }
 
 void tb__top_free(tb__top_t *op) {
@@ -65,7 +75,8 @@ void tb__top_free(tb__top_t *op) {
 
 void tb__top_fail(tb__top_t *op, tb_category_t category, const char *message) {
   op->tr->n_failed++;
-  tb__future_fail(op->future, category, "%s", message);
+  if (op->future != NULL)
+    tb__future_fail(op->future, category, "%s", message);
   tb__top_free(op);
 }
 
@@ -80,6 +91,12 @@ void tb__top_fail_job(tb__top_t *op, int status) {
 
 /* Resolves op's future with a JSON object (consumed) and frees op. */
 static void top_resolve_json(tb__top_t *op, json_t *v) {
+  if (op->future == NULL) {
+    /* An op of the server's own (an unload at session expiry). */
+    json_decref(v);
+    tb__top_free(op);
+    return;
+  }
   size_t len = 0;
   char *json = v ? tb__json_dump(v, &len) : NULL;
   json_decref(v);
@@ -140,6 +157,7 @@ static void model_unlink(tb__training_t *tr, tb__tmodel_t *m, int counted) {
 
 static void start_held(tb__training_t *tr);
 static void drain(tb__tmodel_t *m);
+static void unload_now(tb__tmodel_t *m, tb__top_t *op);
 
 /* ------------------------------------------------------------ results */
 
@@ -213,7 +231,10 @@ static void on_job(tb_engine_job_t *job, int status) {
     m->ready = 1;
     v = json_pack("{ssss}", "model_id", m->id, "type", "create_model");
     top_resolve_json(op, v);
-    drain(m);
+    if (m->unloading)
+      unload_now(m, NULL);  /* its session expired meanwhile */
+    else
+      drain(m);
     return;
   case TB__OP_FORWARD:
   case TB__OP_FORWARD_BACKWARD:
@@ -320,8 +341,6 @@ static void submit_ordered(tb_http_request_t *req, tb__top_t *op) {
   if (m->recent[slot].seq == seq) {
     /* A retry: the first one's future answers it. */
     tb__respond_future(req, m->recent[slot].id, m->id);
-    tb__future_fail(op->future, TB_CATEGORY_USER, "seq_id %lld was already submitted",
-                    (long long)seq);
     tb__top_free(op);
     return;
   }
@@ -330,10 +349,11 @@ static void submit_ordered(tb_http_request_t *req, tb__top_t *op) {
                              "seq_id: %lld is out of order for model %s (the next "
                              "operation is %lld)",
                              (long long)seq, m->id, (long long)m->next_seq);
-    tb__future_fail(op->future, TB_CATEGORY_USER, "refused");
     tb__top_free(op);
     return;
   }
+  if (tb__top_accept(req, op) != 0)
+    return;
   op->seq = seq;
   m->recent[slot].seq = seq;
   memcpy(m->recent[slot].id, op->future->id, sizeof(m->recent[slot].id));
@@ -460,12 +480,14 @@ static void route_create_model(tb_http_request_t *req) {
       return;
     }
   tb__top_t *op = tb__top_new(req, TB__OP_CREATE);
-  tb__tmodel_t *m = op ? calloc(1, sizeof(*m)) : NULL;
+  if (op == NULL || tb__top_accept(req, op) != 0) {
+    free(id);
+    return;
+  }
+  tb__tmodel_t *m = calloc(1, sizeof(*m));
   if (m == NULL) {
-    if (op != NULL) {
-      tb__server_respond_error(req, 503, "out of memory");
-      tb__top_fail(op, TB_CATEGORY_SERVER, "out of memory");
-    }
+    tb__server_respond_error(req, 503, "out of memory");
+    tb__top_fail(op, TB_CATEGORY_SERVER, "out of memory");
     free(id);
     return;
   }
@@ -627,7 +649,6 @@ static void route_fwd_common(tb_http_request_t *req, int forward_only_route) {
     rc = to_batch(&c, &op->arena, &w, &op->batch, key);
   if (rc < 0) {
     respond_bad(req, &err);
-    tb__future_fail(op->future, TB_CATEGORY_USER, "refused");
     tb__top_free(op);
     return;
   }
@@ -636,7 +657,6 @@ static void route_fwd_common(tb_http_request_t *req, int forward_only_route) {
   tb_slice_t mid = { w.model_id, strlen(w.model_id) };
   op->model = tb__tmodel_find(req, mid);
   if (op->model == NULL) {
-    tb__future_fail(op->future, TB_CATEGORY_USER, "unknown model");
     tb__top_free(op);
     return;
   }
@@ -674,7 +694,6 @@ static tb__top_t *json_op(tb_http_request_t *req, tb__op_type_t type, json_t *do
 /* Refuses op after a validation error known at submission. */
 static void refuse(tb_http_request_t *req, tb__top_t *op, tb_error_t *err) {
   respond_bad(req, err);
-  tb__future_fail(op->future, TB_CATEGORY_USER, "refused");
   tb__top_free(op);
 }
 
@@ -766,7 +785,7 @@ static void route_save_common(tb_http_request_t *req, tb__op_type_t type) {
   if (rc >= 0 && make_dirs(tr->srv->opts.data_dir, op->model->id, kind, &kdir) != 0) {
     json_decref(doc);
     tb__server_respond_error(req, 500, "cannot create the checkpoint directory");
-    tb__top_fail(op, TB_CATEGORY_SERVER, "refused");
+    tb__top_free(op);
     return;
   }
   if (rc >= 0) {
@@ -859,12 +878,13 @@ static void route_load_weights(tb_http_request_t *req) {
   if (op->tinker_path == NULL) {
     if (op->dir != NULL)
       tb__server_respond_error(req, 503, "out of memory");
-    tb__future_fail(op->future, TB_CATEGORY_USER, "refused");
     tb__top_free(op);
     return;
   }
   submit_ordered(req, op);
 }
+
+static void ext_close(tb__server_t *srv, tb__server_ext_t *ext);
 
 static void route_unload_model(tb_http_request_t *req) {
   if (closing_503(req))
@@ -886,9 +906,15 @@ static void route_unload_model(tb_http_request_t *req) {
     return;
   }
   tb__top_t *op = tb__top_new(req, TB__OP_UNLOAD);
-  if (op == NULL)
+  if (op == NULL || tb__top_accept(req, op) != 0)
     return;
-  op->model = m;
+  tb__respond_future(req, op->future->id, m->id);
+  unload_now(m, op);
+}
+
+/* Removes m's adapter behind the jobs already in its FIFO.  op carries
+ * the client's future, or is NULL for the server's own unloads. */
+static void unload_now(tb__tmodel_t *m, tb__top_t *op) {
   m->unloading = 1;
   /* What waits for a missing seq_id never runs now. */
   while (m->waiting != NULL) {
@@ -896,8 +922,43 @@ static void route_unload_model(tb_http_request_t *req) {
     m->waiting = w->next;
     tb__top_fail(w, TB_CATEGORY_USER, "the model was unloaded");
   }
-  tb__respond_future(req, op->future->id, m->id);
+  if (op == NULL && (op = top_alloc(m->tr, TB__OP_UNLOAD)) == NULL) {
+    tb_warn("cannot unload model %s: out of memory", m->id);
+    return;
+  }
+  op->model = m;
   start_op(op);
+}
+
+/* A session expired: its models are unloaded (checkpoints stay). */
+static void on_session_expired(tb__sessions_t *ss, tb__session_t *s) {
+  tb__server_t *srv = ss->data;
+  tb__training_t *tr = NULL;
+  for (tb__server_ext_t *e = srv->exts; e != NULL; e = e->next)
+    if (e->close == ext_close)
+      tr = e->data;
+  if (tr == NULL || tr->closing)
+    return;
+  /* Creates still held never start. */
+  for (tb__top_t **p = &tr->held; *p != NULL;) {
+    tb__top_t *op = *p;
+    if (op->model->session != s) {
+      p = &op->next;
+      continue;
+    }
+    *p = op->next;
+    model_unlink(tr, op->model, 0);
+    model_free(op->model);
+    tb__top_fail(op, TB_CATEGORY_USER, "the session expired");
+  }
+  for (tb__tmodel_t *m = tr->models; m != NULL; m = m->next) {
+    if (m->session != s || m->unloading)
+      continue;
+    if (m->ready)
+      unload_now(m, NULL);
+    else
+      m->unloading = 1;  /* unloaded once created */
+  }
 }
 
 static void route_get_info(tb_http_request_t *req) {
@@ -969,6 +1030,7 @@ static void on_engine_closed(tb_engine_t *e) {
 }
 
 static void ext_close(tb__server_t *srv, tb__server_ext_t *ext) {
+  srv->sessions.on_expire = NULL;
   tb__training_t *tr = ext->data;
   tr->closing = 1;
   while (tr->held != NULL) {
@@ -1057,6 +1119,7 @@ int tb__training_start(tb__server_t *srv, const tb_engine_opts_t *opts, tb_error
                                        on_base_loaded);
   /* From here the engine is the extension's to close, also on error. */
   tb__server_add_ext(srv, &tr->ext);
+  srv->sessions.on_expire = on_session_expired;
   if (rc != 0) {
     tr->base_state = -1;
     tb__engine_job_cleanup(&tr->load_job);

@@ -47,7 +47,8 @@ struct tb__top_s {
   tb__tmodel_t *model;           /* training ops */
   tb__sampler_t *sampler;        /* TB__OP_SAMPLE with a sampler */
   int64_t seq;
-  tb__future_t *future;          /* pending until the op ends */
+  tb__future_t *future;          /* pending until the op ends; NULL until
+                                    accepted */
   tb_engine_job_t job;
   tb_arena_t arena;              /* decoded inputs */
   tb_batch_t batch;
@@ -123,9 +124,12 @@ int tb__training_start(tb__server_t *srv, const tb_engine_opts_t *opts,
 /* --- shared by the route files ---------------------------------------- */
 
 tb__training_t *tb__training_of(tb_http_request_t *req);
-/* A new op with a pending future of the request's user; answers 503
- * itself and returns NULL on failure. */
+/* A new op, without a future yet (requests refused at submission leave
+ * none behind); answers 503 itself and returns NULL on failure. */
 tb__top_t *tb__top_new(tb_http_request_t *req, tb__op_type_t type);
+/* Gives op its pending future of the request's user.  0, or answers 503,
+ * frees op and returns a negative code. */
+int tb__top_accept(tb_http_request_t *req, tb__top_t *op);
 void tb__top_free(tb__top_t *op);
 /* Fails op's future and frees op. */
 void tb__top_fail(tb__top_t *op, tb_category_t category, const char *message);
