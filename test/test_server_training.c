@@ -612,10 +612,117 @@ TEST(session_expiry_unloads_models) {
   stop_training();
 }
 
+/* A forward on mid at seq: its loss:sum. */
+static double forward_loss(const char *mid, int seq) {
+  char *b = fwd_body(mid, seq, "forward_input", "cross_entropy", "[1,2,3,4]", SFT_INPUTS);
+  char *rid = post_field("/api/v1/forward", NULL, b, "request_id");
+  json_t *v = result_json(rid, NULL);
+  double loss = metric_of(v, "loss:sum");
+  json_decref(v);
+  free(rid);
+  free(b);
+  return loss;
+}
+
+TEST(create_via_load_and_unnamed_sampler) {
+  tb_server_options_t o = { 0 };
+  start_training(&o);
+  char *sid = create_session(NULL);
+  char *mid = create_model(sid, 0, NULL);
+  char *rid = submit_fwdbwd(mid, 1, NULL);
+  json_decref(result_json(rid, NULL));
+  free(rid);
+  char body[1024];
+  snprintf(body, sizeof(body),
+           "{\"model_id\":\"%s\",\"seq_id\":2,\"adam_params\":{\"learning_rate\":0.01}}", mid);
+  rid = post_field("/api/v1/optim_step", NULL, body, "request_id");
+  json_decref(result_json(rid, NULL));
+  free(rid);
+  double trained = forward_loss(mid, 3);
+  snprintf(body, sizeof(body), "{\"model_id\":\"%s\",\"seq_id\":4,\"path\":\"c\"}", mid);
+  rid = post_field("/api/v1/save_weights", NULL, body, "request_id");
+  json_decref(result_json(rid, NULL));
+  free(rid);
+
+  /* A new model made by loading the checkpoint: its first operation. */
+  snprintf(body, sizeof(body),
+           "{\"session_id\":\"%s\",\"model_seq_id\":1,\"base_model\":\"base\","
+           "\"path\":\"tinker://%s/weights/c\",\"optimizer\":true,\"type\":\"load_weights\"}",
+           sid, mid);
+  hc_t *c = hc_do("POST", "/api/v1/load_weights", NULL, body);
+  ASSERT_EQ_INT(c->status, 200);
+  rid = field_of(c, "request_id");
+  char *mid2 = field_of(c, "model_id");
+  hc_free(c);
+  char want[128];
+  snprintf(want, sizeof(want), "%s:train:1", sid);
+  ASSERT_STR_EQ(mid2, want);
+  /* A retry is the same future. */
+  char *again = post_field("/api/v1/load_weights", NULL, body, "request_id");
+  ASSERT_STR_EQ(again, rid);
+  free(again);
+  json_t *v = result_json(rid, NULL);
+  ASSERT_STR_EQ(json_string_value(json_object_get(v, "model_id")), mid2);
+  json_decref(v);
+  free(rid);
+  ASSERT_NEAR(forward_loss(mid2, 1), trained, 1e-5, 1e-5);
+  /* A checkpoint that is not there: the load fails as a user error. */
+  snprintf(body, sizeof(body),
+           "{\"session_id\":\"%s\",\"model_seq_id\":2,\"path\":\"tinker://%s/weights/zz\","
+           "\"optimizer\":false}", sid, mid);
+  rid = post_field("/api/v1/load_weights", NULL, body, "request_id");
+  char *msg = failure_of(rid, "user");
+  ASSERT_STR_CONTAINS(msg, "zz");
+  free(msg);
+  free(rid);
+  /* Of a model that never was: 404 at once. */
+  snprintf(body, sizeof(body),
+           "{\"session_id\":\"%s\",\"model_seq_id\":3,\"path\":\"tinker://%s:train:9/weights/c\","
+           "\"optimizer\":false}", sid, sid);
+  hc_expect("POST", "/api/v1/load_weights", NULL, body, 404, "path:");
+
+  /* The unnamed save for the sampler gives a sampling session. */
+  snprintf(body, sizeof(body),
+           "{\"model_id\":\"%s\",\"seq_id\":2,\"sampling_session_seq_id\":0,"
+           "\"type\":\"save_weights_for_sampler\"}", mid2);
+  rid = post_field("/api/v1/save_weights_for_sampler", NULL, body, "request_id");
+  v = result_json(rid, NULL);
+  free(rid);
+  const char *ssid = json_string_value(json_object_get(v, "sampling_session_id"));
+  snprintf(want, sizeof(want), "%s:sample:0", sid);
+  ASSERT_STR_EQ(ssid, want);
+  ASSERT_STR_CONTAINS(json_string_value(json_object_get(v, "path")), "/sampler_weights/sampler-");
+  char path[256];
+  snprintf(path, sizeof(path), "/api/v1/samplers/%s", ssid);
+  c = hc_do("GET", path, NULL, NULL);
+  ASSERT_EQ_INT(c->status, 200);
+  char *mp = field_of(c, "model_path");
+  ASSERT_STR_EQ(mp, json_string_value(json_object_get(v, "path")));
+  free(mp);
+  hc_free(c);
+  snprintf(body, sizeof(body),
+           "{\"sampling_session_id\":\"%s\",\"seq_id\":0,"
+           "\"prompt\":{\"chunks\":[{\"type\":\"encoded_text\",\"tokens\":[1,2,3]}]},"
+           "\"sampling_params\":{\"max_tokens\":3,\"seed\":5},\"type\":\"sample\"}", ssid);
+  json_decref(v);
+  rid = post_field("/api/v1/asample", NULL, body, "request_id");
+  v = result_json(rid, NULL);
+  ASSERT_EQ_INT(json_array_size(json_object_get(v, "sequences")), 1);
+  json_decref(v);
+  free(rid);
+  hc_expect("GET", "/api/v1/samplers/nope", NULL, NULL, 404, "unknown sampling session");
+
+  free(mid2);
+  free(mid);
+  free(sid);
+  stop_training();
+}
+
 TEST_LIST(
   TEST_ENTRY(train_save_load_sample),
   TEST_ENTRY(seq_id_order),
   TEST_ENTRY(bad_input),
   TEST_ENTRY(models_belong_to_their_user),
   TEST_ENTRY(session_expiry_unloads_models),
+  TEST_ENTRY(create_via_load_and_unnamed_sampler),
 )

@@ -197,7 +197,7 @@ static int to_sampling(tb_jctx_t *c, tb__training_t *tr, const tb_wire_sample_re
   return 0;
 }
 
-static tb__sampler_t *sampler_find(tb__training_t *tr, const tb__user_t *u, const char *id) {
+tb__sampler_t *tb__sampler_find(tb__training_t *tr, const tb__user_t *u, const char *id) {
   for (tb__sampler_t *s = tr->samplers; s != NULL; s = s->next)
     if (s->owner == u && strcmp(s->id, id) == 0)
       return s;
@@ -231,7 +231,7 @@ static void route_asample(tb_http_request_t *req) {
   json_decref(doc);
   tb__sampler_t *s = NULL;
   if (rc >= 0 && r.sampling_session_id != NULL) {
-    s = sampler_find(tr, tb__sreq(req)->user, r.sampling_session_id);
+    s = tb__sampler_find(tr, tb__sreq(req)->user, r.sampling_session_id);
     if (s == NULL) {
       tb__server_respond_error(req, 404, "sampling_session_id: unknown sampling session");
       tb__top_free(op);
@@ -273,8 +273,8 @@ static void route_asample(tb_http_request_t *req) {
 /* The LoRA shape of a checkpoint, from the live model when it is still
  * loaded, else from the checkpoint's metadata (a small file read on the
  * loop, once per sampling session). */
-static int checkpoint_lora(tb__training_t *tr, tb_slice_t path, const char *dir,
-                           tb_lora_config_t *out, tb_error_t *err) {
+int tb__checkpoint_lora(tb__training_t *tr, tb_slice_t path, const char *dir,
+                        tb_lora_config_t *out, tb_error_t *err) {
   static const char scheme[] = "tinker://";
   const char *mid = path.base + sizeof(scheme) - 1;
   const char *slash = memchr(mid, '/', path.len - (sizeof(scheme) - 1));
@@ -302,6 +302,42 @@ static int checkpoint_lora(tb__training_t *tr, tb_slice_t path, const char *dir,
   }
   tb__ckpt_info_free(&info);
   return 0;
+}
+
+tb__sampler_t *tb__sampler_open(tb__training_t *tr, tb__user_t *owner, tb__session_t *sess,
+                                char *id, const tb_slice_t *path, char *dir,
+                                const tb_lora_config_t *lora) {
+  tb__sampler_t *s = calloc(1, sizeof(*s));
+  if (s == NULL || (path && (s->model_path = tb__strndup(path->base, path->len)) == NULL)) {
+    free(s);
+    free(id);
+    free(dir);
+    return NULL;
+  }
+  s->tr = tr;
+  s->id = id;
+  s->owner = owner;
+  s->dir = dir;
+  if (lora != NULL)
+    s->lora = *lora;
+  s->job.data = s;
+  s->state = 1;
+  s->next = tr->samplers;
+  tr->samplers = s;
+  tb__session_add_sampler(sess, id);
+  if (dir != NULL) {
+    if (tr->base_state != 1) {
+      s->state = -1;
+      s->fail_category = TB_CATEGORY_SERVER;
+      s->fail_message = tb__asprintf("the base model is not loaded");
+    } else {
+      s->state = 0;
+      int rc = tb__engine_create_adapter(&s->job, tr->base, &s->lora, on_sampler_created);
+      if (rc != 0)
+        sampler_failed(s, rc);
+    }
+  }
+  return s;
 }
 
 static void route_create_sampling_session(tb_http_request_t *req) {
@@ -342,7 +378,7 @@ static void route_create_sampling_session(tb_http_request_t *req) {
     return;
   }
   char *id = tb__asprintf("%s:sample:%lld", sess->id, (long long)seq);
-  tb__sampler_t *s = id ? sampler_find(tr, tb__sreq(req)->user, id) : NULL;
+  tb__sampler_t *s = id ? tb__sampler_find(tr, tb__sreq(req)->user, id) : NULL;
   if (s != NULL) {
     /* A retry of the same sampling_session_seq_id. */
     free(id);
@@ -358,7 +394,7 @@ static void route_create_sampling_session(tb_http_request_t *req) {
       json_decref(doc);
       return;
     }
-    if (checkpoint_lora(tr, path, dir, &lora, &err) != 0) {
+    if (tb__checkpoint_lora(tr, path, dir, &lora, &err) != 0) {
       tb__server_respond_error(req, 404, "model_path: %s",
                                err.message ? err.message : "no such checkpoint");
       tb_error_clear(&err);
@@ -368,37 +404,13 @@ static void route_create_sampling_session(tb_http_request_t *req) {
       return;
     }
   }
-  s = id ? calloc(1, sizeof(*s)) : NULL;
-  if (s == NULL || (path.base && (s->model_path = tb__strndup(path.base, path.len)) == NULL)) {
-    free(s);
-    free(id);
-    free(dir);
-    json_decref(doc);
+  s = id ? tb__sampler_open(tr, tb__sreq(req)->user, sess, id, path.base ? &path : NULL, dir,
+                            &lora)
+        : NULL;
+  json_decref(doc);
+  if (s == NULL) {
     tb__server_respond_error(req, 503, "out of memory");
     return;
-  }
-  json_decref(doc);
-  s->tr = tr;
-  s->id = id;
-  s->owner = tb__sreq(req)->user;
-  s->dir = dir;
-  s->lora = lora;
-  s->job.data = s;
-  s->state = 1;
-  s->next = tr->samplers;
-  tr->samplers = s;
-  tb__session_add_sampler(sess, id);
-  if (dir != NULL) {
-    if (tr->base_state != 1) {
-      s->state = -1;
-      s->fail_category = TB_CATEGORY_SERVER;
-      s->fail_message = tb__asprintf("the base model is not loaded");
-    } else {
-      s->state = 0;
-      rc = tb__engine_create_adapter(&s->job, tr->base, &s->lora, on_sampler_created);
-      if (rc != 0)
-        sampler_failed(s, rc);
-    }
   }
 answer:;
   json_t *v = json_pack("{ssss}", "sampling_session_id", s->id, "type",
@@ -411,10 +423,35 @@ answer:;
   json_decref(v);
 }
 
+static void route_get_sampler(tb_http_request_t *req) {
+  tb__training_t *tr = tb__training_of(req);
+  const tb_slice_t *id = tb__http_request_param(req, "sampler_id");
+  char *cid = tb__strndup(id->base, id->len);
+  tb__sampler_t *s = cid ? tb__sampler_find(tr, tb__sreq(req)->user, cid) : NULL;
+  free(cid);
+  if (s == NULL) {
+    tb__server_respond_error(req, 404, "sampler %.*s: unknown sampling session",
+                             (int)(id->len > 120 ? 120 : id->len), id->base);
+    return;
+  }
+  json_t *v = json_pack("{ssss}", "sampler_id", s->id, "base_model", TB_BASE_MODEL_NAME);
+  if (v != NULL && s->model_path != NULL)
+    json_object_set_new(v, "model_path", json_string(s->model_path));
+  if (v == NULL) {
+    tb__server_respond_error(req, 503, "out of memory");
+    return;
+  }
+  tb__server_respond_jsonv(req, 200, v);
+  json_decref(v);
+}
+
 int tb__sampling_routes(tb__training_t *tr) {
   int rc = tb__server_route(tr->srv, "POST", "/api/v1/create_sampling_session",
                             TB__DIALECT_TINKER, 0, route_create_sampling_session, tr,
                             "A sampling session over the base model or saved weights");
+  rc = rc ? rc : tb__server_route(tr->srv, "GET", "/api/v1/samplers/{sampler_id}",
+                                  TB__DIALECT_TINKER, 0, route_get_sampler, tr,
+                                  "A sampling session's base model and weights");
   return rc ? rc : tb__server_route(tr->srv, "POST", "/api/v1/asample", TB__DIALECT_TINKER, 0,
                                     route_asample, tr,
                                     "Samples: future of SampleResponse");

@@ -41,6 +41,7 @@ static tb__top_t *top_alloc(tb__training_t *tr, tb__op_type_t type) {
   op->tr = tr;
   op->type = type;
   op->seq = -1;
+  op->sampler_seq = -1;
   op->job.data = op;
   tb__arena_init(&op->arena, 0);
   tr->n_ops++;
@@ -65,6 +66,8 @@ int tb__top_accept(tb_http_request_t *req, tb__top_t *op) {
 }
 
 void tb__top_free(tb__top_t *op) {
+  if (op->then != NULL)
+    tb__top_free(op->then);
   tb__engine_job_cleanup(&op->job);
   tb__arena_free(&op->arena);
   free(op->dir);
@@ -74,6 +77,11 @@ void tb__top_free(tb__top_t *op) {
 }
 
 void tb__top_fail(tb__top_t *op, tb_category_t category, const char *message) {
+  if (op->then != NULL) {
+    /* A load that was to follow a create fails with it. */
+    tb__top_fail(op->then, category, message);
+    op->then = NULL;
+  }
   op->tr->n_failed++;
   if (op->future != NULL)
     tb__future_fail(op->future, category, "%s", message);
@@ -158,6 +166,7 @@ static void model_unlink(tb__training_t *tr, tb__tmodel_t *m, int counted) {
 static void start_held(tb__training_t *tr);
 static void drain(tb__tmodel_t *m);
 static void unload_now(tb__tmodel_t *m, tb__top_t *op);
+static void start_op(tb__top_t *op);
 
 /* ------------------------------------------------------------ results */
 
@@ -230,7 +239,11 @@ static void on_job(tb_engine_job_t *job, int status) {
     m->adapter = job->adapter;
     m->ready = 1;
     v = json_pack("{ssss}", "model_id", m->id, "type", "create_model");
+    tb__top_t *then = op->then;
+    op->then = NULL;
     top_resolve_json(op, v);
+    if (then != NULL)
+      start_op(then);  /* before any seq_id of the client */
     if (m->unloading)
       unload_now(m, NULL);  /* its session expired meanwhile */
     else
@@ -252,6 +265,23 @@ static void on_job(tb_engine_job_t *job, int status) {
     break;
   case TB__OP_SAVE_SAMPLER:
     v = json_pack("{ssss}", "path", op->tinker_path, "type", "save_weights_for_sampler");
+    if (v != NULL && op->sampler_seq >= 0) {
+      char *id = tb__asprintf("%s:sample:%lld", m->session->id, (long long)op->sampler_seq);
+      tb__sampler_t *s = id ? tb__sampler_find(op->tr, m->owner, id) : NULL;
+      if (s != NULL) {
+        free(id);
+      } else if (id != NULL) {
+        tb_slice_t path = { op->tinker_path, strlen(op->tinker_path) };
+        s = tb__sampler_open(op->tr, m->owner, m->session, id, &path, op->dir, &m->lora);
+        op->dir = NULL;  /* the sampler's now */
+      }
+      if (s == NULL) {
+        json_decref(v);
+        tb__top_fail(op, TB_CATEGORY_SERVER, "out of memory");
+        return;
+      }
+      json_object_set_new(v, "sampling_session_id", json_string(s->id));
+    }
     break;
   case TB__OP_LOAD:
     v = json_pack("{ssssss}", "path", op->tinker_path, "model_id", m->id, "type",
@@ -368,6 +398,12 @@ static void submit_ordered(tb_http_request_t *req, tb__top_t *op) {
   drain(m);
 }
 
+/* The future the client of a create polls: its own, or that of the load
+ * of create-via-load. */
+static tb__future_t *client_future(tb__top_t *op) {
+  return op->future != NULL ? op->future : op->then->future;
+}
+
 /* Starts the creates that may run now. */
 static void start_held(tb__training_t *tr) {
   tb__top_t **p = &tr->held;
@@ -383,7 +419,7 @@ static void start_held(tb__training_t *tr) {
       continue;
     }
     if (tr->base_state == 0 || tb__server_user_at_model_limit(tr->srv, m->owner)) {
-      tb__future_set_queue_state(op->future,
+      tb__future_set_queue_state(client_future(op),
                                  tr->base_state == 0 ? TB__QUEUE_ACTIVE
                                                      : TB__QUEUE_PAUSED_RATE_LIMIT,
                                  tr->base_state == 0 ? NULL
@@ -395,7 +431,7 @@ static void start_held(tb__training_t *tr) {
     *p = op->next;
     op->next = NULL;
     m->owner->n_models++;
-    tb__future_set_queue_state(op->future, TB__QUEUE_ACTIVE, NULL);
+    tb__future_set_queue_state(client_future(op), TB__QUEUE_ACTIVE, NULL);
     start_op(op);
   }
 }
@@ -423,6 +459,9 @@ static int get_bool_default(tb_jctx_t *c, const json_t *o, const char *key, int 
   *out = def;
   return tb__json_get_bool(c, o, key, TB_JSON_OPTIONAL, out);
 }
+
+static void create_model(tb_http_request_t *req, tb__training_t *tr, tb__session_t *s,
+                         int64_t mseq, const tb_lora_config_t *lora, tb__top_t *then);
 
 static void route_create_model(tb_http_request_t *req) {
   tb__training_t *tr = tb__training_of(req);
@@ -460,16 +499,25 @@ static void route_create_model(tb_http_request_t *req) {
   }
   lora.rank = (int)rank;
   lora.seed = (uint64_t)seed;
-  tb__user_t *user = tb__sreq(req)->user;
-  tb__session_t *s = tb__session_find(&tr->srv->sessions, user, sid);
+  tb__session_t *s = tb__session_find(&tr->srv->sessions, tb__sreq(req)->user, sid);
   json_decref(doc);
   if (s == NULL || s->expired) {
     tb__server_respond_error(req, 404, "session_id: unknown or expired session");
     return;
   }
+  create_model(req, tr, s, mseq, &lora, NULL);
+}
+
+/* Registers model <session>:train:<mseq> and queues its creation.  With
+ * then (an accepted-to-be load), the client's future is then's, which
+ * runs right after the adapter exists; otherwise the create's own. */
+static void create_model(tb_http_request_t *req, tb__training_t *tr, tb__session_t *s,
+                         int64_t mseq, const tb_lora_config_t *lora, tb__top_t *then) {
   char *id = tb__asprintf("%s:train:%lld", s->id, (long long)mseq);
   if (id == NULL) {
     tb__server_respond_error(req, 503, "out of memory");
+    if (then != NULL)
+      tb__top_free(then);
     return;
   }
   for (tb__tmodel_t *m = tr->models; m != NULL; m = m->next)
@@ -477,35 +525,48 @@ static void route_create_model(tb_http_request_t *req) {
       /* The SDK retries create_model with the same model_seq_id. */
       tb__respond_future(req, m->create_id, m->id);
       free(id);
+      if (then != NULL)
+        tb__top_free(then);
       return;
     }
   tb__top_t *op = tb__top_new(req, TB__OP_CREATE);
-  if (op == NULL || tb__top_accept(req, op) != 0) {
-    free(id);
-    return;
-  }
-  tb__tmodel_t *m = calloc(1, sizeof(*m));
+  tb__top_t *fop = then ? then : op;
+  tb__tmodel_t *m = op ? calloc(1, sizeof(*m)) : NULL;
   if (m == NULL) {
-    tb__server_respond_error(req, 503, "out of memory");
-    tb__top_fail(op, TB_CATEGORY_SERVER, "out of memory");
+    if (op != NULL)
+      tb__top_free(op);
+    if (then != NULL)
+      tb__top_free(then);
+    if (op != NULL)
+      tb__server_respond_error(req, 503, "out of memory");
     free(id);
     return;
   }
+  if (tb__top_accept(req, fop) != 0) {
+    if (then != NULL)
+      tb__top_free(op);
+    free(m);
+    free(id);
+    return;
+  }
+  op->then = then;
   m->tr = tr;
   m->id = id;
-  m->owner = user;
+  m->owner = tb__sreq(req)->user;
   m->session = s;
-  m->lora = lora;
+  m->lora = *lora;
   m->next_seq = 1;
   m->max_seq = 0;
   for (size_t i = 0; i < TB__SEQ_WINDOW; i++)
     m->recent[i].seq = -1;
-  memcpy(m->create_id, op->future->id, sizeof(m->create_id));
+  memcpy(m->create_id, fop->future->id, sizeof(m->create_id));
   m->next = tr->models;
   tr->models = m;
   tb__session_add_training_run(s, id);
   op->model = m;
-  tb__respond_future(req, op->future->id, id);
+  if (then != NULL)
+    then->model = m;
+  tb__respond_future(req, fop->future->id, id);
   /* Held first, so that creates start in arrival order. */
   tb__top_t **p = &tr->held;
   while (*p != NULL)
@@ -776,8 +837,18 @@ static void route_save_common(tb_http_request_t *req, tb__op_type_t type) {
     return;
   }
   const char *kind = type == TB__OP_SAVE ? "weights" : "sampler_weights";
-  tb_slice_t name;
-  int rc = tb__json_get_string(&c, doc, "path", TB_JSON_REQUIRED, &name);
+  tb_slice_t name = { NULL, 0 };
+  char gen[64];
+  int rc = tb__json_get_string(&c, doc, "path",
+                               type == TB__OP_SAVE ? TB_JSON_REQUIRED : TB_JSON_OPTIONAL, &name);
+  if (rc >= 0 && name.base == NULL) {
+    /* The unnamed form: the weights get a name and a sampling session. */
+    rc = tb__json_get_int(&c, doc, "sampling_session_seq_id", TB_JSON_REQUIRED, 0, INT32_MAX,
+                          &op->sampler_seq);
+    int n = snprintf(gen, sizeof(gen), "sampler-%llu",
+                     (unsigned long long)(uv_hrtime() / 1000));
+    name = (tb_slice_t){ gen, (size_t)n };
+  }
   rc = rc < 0 ? rc : check_name(&c, name);
   if (rc >= 0 && tr->srv->opts.data_dir == NULL)
     rc = tb__jctx_fail_at(&c, "path", "this server keeps no checkpoints (no data_dir)");
@@ -855,10 +926,70 @@ char *tb__checkpoint_dir(tb_http_request_t *req, const char *field, tb_slice_t p
   return dir;
 }
 
+/* The create-via-load form: {"session_id", "model_seq_id", "base_model"?,
+ * "path", "optimizer"} creates model <session_id>:train:<model_seq_id>
+ * with the checkpoint's LoRA shape and loads it as its first operation. */
+static void load_creating(tb_http_request_t *req, json_t *doc, tb_jctx_t *c, tb_error_t *err) {
+  tb__training_t *tr = tb__training_of(req);
+  tb_slice_t sid, path, base = { NULL, 0 };
+  int64_t mseq = 0;
+  int optimizer = 0;
+  int rc = tb__json_get_string(c, doc, "session_id", TB_JSON_REQUIRED, &sid);
+  rc = rc < 0 ? rc
+              : tb__json_get_int(c, doc, "model_seq_id", TB_JSON_REQUIRED, 0, INT32_MAX, &mseq);
+  rc = rc < 0 ? rc : tb__json_get_string(c, doc, "path", TB_JSON_REQUIRED, &path);
+  rc = rc < 0 ? rc : tb__json_get_string(c, doc, "base_model", TB_JSON_OPTIONAL, &base);
+  rc = rc < 0 ? rc : get_bool_default(c, doc, "optimizer", 0, &optimizer);
+  if (rc >= 0 && base.base != NULL && !tb__slice_eq_str(base, TB_BASE_MODEL_NAME))
+    rc = tb__jctx_fail_at(c, "base_model", "unknown model \"%.*s\"",
+                          (int)(base.len > 80 ? 80 : base.len), base.base);
+  if (rc < 0) {
+    respond_bad(req, err);
+    return;
+  }
+  tb__session_t *s = tb__session_find(&tr->srv->sessions, tb__sreq(req)->user, sid);
+  if (s == NULL || s->expired) {
+    tb__server_respond_error(req, 404, "session_id: unknown or expired session");
+    return;
+  }
+  char *dir = tb__checkpoint_dir(req, "path", path);
+  if (dir == NULL)
+    return;
+  tb_lora_config_t lora;
+  if (tb__checkpoint_lora(tr, path, dir, &lora, err) != 0) {
+    tb__server_respond_error(req, 404, "path: %s", err->message ? err->message
+                                                                : "no such checkpoint");
+    tb_error_clear(err);
+    free(dir);
+    return;
+  }
+  tb__top_t *op = tb__top_new(req, TB__OP_LOAD);
+  if (op != NULL) {
+    op->dir = dir;
+    dir = NULL;
+    op->optimizer = optimizer;
+    op->tinker_path = tb__strndup(path.base, path.len);
+  }
+  free(dir);
+  if (op == NULL)
+    return;
+  if (op->tinker_path == NULL) {
+    tb__server_respond_error(req, 503, "out of memory");
+    tb__top_free(op);
+    return;
+  }
+  create_model(req, tr, s, mseq, &lora, op);
+}
+
 static void route_load_weights(tb_http_request_t *req) {
   if (closing_503(req) || tb__server_rate_limited(req) != 0)
     return;
   ROUTE_BEGIN(req, doc, err, c);
+  if (json_object_get(doc, "model_id") == NULL && json_object_get(doc, "session_id") != NULL) {
+    load_creating(req, doc, &c, &err);
+    json_decref(doc);
+    return;
+  }
   tb__top_t *op = json_op(req, TB__OP_LOAD, doc, &c, &err);
   if (op == NULL) {
     json_decref(doc);

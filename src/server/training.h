@@ -59,6 +59,9 @@ struct tb__top_s {
   char *dir;                     /* save / load: the checkpoint directory */
   char *tinker_path;             /* save: what the result names */
   int optimizer;                 /* load: with the Adam moments */
+  int64_t sampler_seq;           /* unnamed save for sampler: the
+                                    sampling_session_seq_id, else -1 */
+  tb__top_t *then;               /* create: the load of create-via-load */
   tb__top_t *next;               /* a model's waiting list, held lists */
 };
 
@@ -144,7 +147,20 @@ char *tb__checkpoint_dir(tb_http_request_t *req, const char *field, tb_slice_t p
 /* The engine's error as a failed future of op (and frees op). */
 void tb__top_fail_job(tb__top_t *op, int status);
 
+/* The LoRA shape of the checkpoint at path (dir on disk): from the live
+ * model when it is loaded, else from the checkpoint's metadata. */
+int tb__checkpoint_lora(tb__training_t *tr, tb_slice_t path, const char *dir,
+                        tb_lora_config_t *out, tb_error_t *err);
+
 /* sampling_routes.c */
+/* owner's sampling session with this id, or NULL. */
+tb__sampler_t *tb__sampler_find(tb__training_t *tr, const tb__user_t *owner, const char *id);
+/* A new sampling session of owner in sess: over the base model (dir
+ * NULL) or over the weights at dir (both taken, also on failure) with the
+ * LoRA shape lora, whose adapter starts loading now.  NULL on ENOMEM. */
+tb__sampler_t *tb__sampler_open(tb__training_t *tr, tb__user_t *owner, tb__session_t *sess,
+                                char *id, const tb_slice_t *path, char *dir,
+                                const tb_lora_config_t *lora);
 int tb__sampling_routes(tb__training_t *tr);
 void tb__samplers_fail_all(tb__training_t *tr, const char *message);
 void tb__samplers_free(tb__training_t *tr);
