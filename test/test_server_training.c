@@ -718,6 +718,76 @@ TEST(create_via_load_and_unnamed_sampler) {
   stop_training();
 }
 
+/* Closing with a save's directories being made, jobs in the engine, an
+ * op waiting for a missing seq_id and a held unload: everything is
+ * answered or released (ASan checks the rest). */
+TEST(close_with_work_in_flight) {
+  tb_server_options_t o = { 0 };
+  start_training(&o);
+  char *sid = create_session(NULL);
+  char *mid = create_model(sid, 0, NULL);
+  char *r1 = submit_fwdbwd(mid, 1, NULL);
+  char body[512];
+  snprintf(body, sizeof(body), "{\"model_id\":\"%s\",\"seq_id\":2,\"path\":\"w\"}", mid);
+  char *r2 = post_field("/api/v1/save_weights", NULL, body, "request_id");
+  char *b = fwd_body(mid, 3, "forward_input", "cross_entropy", "[1,2,3,4]", SFT_INPUTS);
+  char *r3 = post_field("/api/v1/forward", NULL, b, "request_id");
+  free(b);
+  b = fwd_body(mid, 5, "forward_input", "cross_entropy", "[1,2,3,4]", SFT_INPUTS);
+  char *r5 = post_field("/api/v1/forward", NULL, b, "request_id");
+  free(b);
+  snprintf(body, sizeof(body), "{\"model_id\":\"%s\"}", mid);
+  char *ru = post_field("/api/v1/unload_model", NULL, body, "request_id");
+  /* The op waiting for seq 4 failed with the unload. */
+  char *msg = failure_of(r5, "user");
+  ASSERT_STR_CONTAINS(msg, "unloaded");
+  free(msg);
+  stop_training();
+  free(r1);
+  free(r2);
+  free(r3);
+  free(r5);
+  free(ru);
+  free(mid);
+  free(sid);
+}
+
+/* A save and the operations after it run in order, the save's
+ * directories made off the loop. */
+TEST(save_keeps_the_order) {
+  tb_server_options_t o = { 0 };
+  start_training(&o);
+  char *sid = create_session(NULL);
+  char *mid = create_model(sid, 0, NULL);
+  double fresh = forward_loss(mid, 1);
+  char body[512];
+  snprintf(body, sizeof(body), "{\"model_id\":\"%s\",\"seq_id\":2,\"path\":\"before\"}", mid);
+  char *r2 = post_field("/api/v1/save_weights", NULL, body, "request_id");
+  char *r3 = submit_fwdbwd(mid, 3, NULL);
+  snprintf(body, sizeof(body),
+           "{\"model_id\":\"%s\",\"seq_id\":4,\"adam_params\":{\"learning_rate\":0.01}}", mid);
+  char *r4 = post_field("/api/v1/optim_step", NULL, body, "request_id");
+  json_decref(result_json(r4, NULL));
+  json_decref(result_json(r3, NULL));
+  json_decref(result_json(r2, NULL));
+  double trained = forward_loss(mid, 5);
+  ASSERT_GT(fabs(trained - fresh), 1e-3);
+  /* Loading the save undoes the step: it was written before it. */
+  snprintf(body, sizeof(body),
+           "{\"model_id\":\"%s\",\"seq_id\":6,\"path\":\"tinker://%s/weights/before\"}", mid,
+           mid);
+  char *r6 = post_field("/api/v1/load_weights", NULL, body, "request_id");
+  json_decref(result_json(r6, NULL));
+  ASSERT_NEAR(forward_loss(mid, 7), fresh, 1e-5, 1e-6);
+  free(r2);
+  free(r3);
+  free(r4);
+  free(r6);
+  free(mid);
+  free(sid);
+  stop_training();
+}
+
 TEST_LIST(
   TEST_ENTRY(train_save_load_sample),
   TEST_ENTRY(seq_id_order),
@@ -725,4 +795,6 @@ TEST_LIST(
   TEST_ENTRY(models_belong_to_their_user),
   TEST_ENTRY(session_expiry_unloads_models),
   TEST_ENTRY(create_via_load_and_unnamed_sampler),
+  TEST_ENTRY(close_with_work_in_flight),
+  TEST_ENTRY(save_keeps_the_order),
 )

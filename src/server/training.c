@@ -17,10 +17,8 @@
  */
 #include "server/training.h"
 
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "core/json.h"
 #include "core/log.h"
@@ -167,6 +165,7 @@ static void start_held(tb__training_t *tr);
 static void drain(tb__tmodel_t *m);
 static void unload_now(tb__tmodel_t *m, tb__top_t *op);
 static void start_op(tb__top_t *op);
+static void training_free(tb__training_t *tr);
 
 /* ------------------------------------------------------------ results */
 
@@ -305,6 +304,67 @@ static void on_job(tb_engine_job_t *job, int status) {
 
 /* ------------------------------------------------------------ order */
 
+/* The parents of a checkpoint directory, <data_dir>/<model_id> and
+ * <data_dir>/<model_id>/<kind>, are made on the threadpool.  Meanwhile
+ * the model is blocked: nothing after the save may reach the engine's
+ * FIFO before it. */
+static void on_mkdir(uv_fs_t *fs);
+
+static void save_mkdir(tb__top_t *op) {
+  tb__tmodel_t *m = op->model;
+  /* Stage 0 makes the parent's parent, stage 1 the parent. */
+  size_t end = strlen(op->dir);
+  for (int i = op->mkdir_stage; i < 2; i++) {
+    while (end > 0 && op->dir[end - 1] != '/')
+      end--;
+    if (end > 0)
+      end--;
+  }
+  char *parent = end > 0 ? tb__strndup(op->dir, end) : NULL;
+  op->fs.data = op;
+  int rc = parent ? uv_fs_mkdir(op->tr->srv->loop, &op->fs, parent, 0755, on_mkdir)
+                  : TB_ENOMEM;
+  free(parent);
+  if (rc != 0) {
+    tb__top_fail(op, TB_CATEGORY_SERVER, "cannot create the checkpoint directory");
+    return;
+  }
+  m->blocked = 1;
+  op->tr->n_fs++;
+}
+
+static void on_mkdir(uv_fs_t *fs) {
+  tb__top_t *op = fs->data;
+  tb__tmodel_t *m = op->model;
+  tb__training_t *tr = op->tr;
+  ssize_t result = fs->result;
+  uv_fs_req_cleanup(fs);
+  tr->n_fs--;
+  m->blocked = 0;
+  if (tr->closing) {
+    tb__top_fail(op, TB_CATEGORY_SERVER, "the server is closing");
+  } else if (result < 0 && result != UV_EEXIST) {
+    tb_warn("cannot create a directory for %s: %s", op->dir, uv_strerror((int)result));
+    tb__top_fail(op, TB_CATEGORY_SERVER, "cannot create the checkpoint directory");
+  } else {
+    op->mkdir_stage++;
+    start_op(op);  /* the next directory, or the save */
+  }
+  if (tr->closing) {
+    if (tr->n_fs == 0 && tr->engine_closed)
+      training_free(tr);
+    return;
+  }
+  if (!m->blocked) {
+    tb__top_t *unload = m->pending_unload;
+    m->pending_unload = NULL;
+    if (unload != NULL)
+      unload_now(m, unload);
+    else
+      drain(m);
+  }
+}
+
 /* Submits op to the engine; on an immediate error fails it. */
 static void start_op(tb__top_t *op) {
   tb__tmodel_t *m = op->model;
@@ -324,11 +384,15 @@ static void start_op(tb__top_t *op) {
     rc = tb__engine_optim_step(&op->job, m->adapter, &op->adam, on_job);
     break;
   case TB__OP_SAVE:
-    rc = tb__engine_save(&op->job, m->adapter, op->dir, TB_ENGINE_SAVE_STATE_OPTIMIZER,
-                         on_job);
-    break;
   case TB__OP_SAVE_SAMPLER:
-    rc = tb__engine_save(&op->job, m->adapter, op->dir, TB_ENGINE_SAVE_SAMPLER, on_job);
+    if (op->mkdir_stage < 2) {
+      save_mkdir(op);
+      return;
+    }
+    rc = tb__engine_save(&op->job, m->adapter, op->dir,
+                         op->type == TB__OP_SAVE ? TB_ENGINE_SAVE_STATE_OPTIMIZER
+                                                 : TB_ENGINE_SAVE_SAMPLER,
+                         on_job);
     break;
   case TB__OP_LOAD:
     rc = tb__engine_load(&op->job, m->adapter, op->dir, op->optimizer, on_job);
@@ -351,7 +415,7 @@ static void start_op(tb__top_t *op) {
 
 /* Runs the waiting ops of m that are next in order. */
 static void drain(tb__tmodel_t *m) {
-  while (m->ready && !m->unloading && m->waiting != NULL &&
+  while (m->ready && !m->unloading && !m->blocked && m->waiting != NULL &&
          m->waiting->seq == m->next_seq) {
     tb__top_t *op = m->waiting;
     m->waiting = op->next;
@@ -806,26 +870,6 @@ static int check_name(tb_jctx_t *c, tb_slice_t name) {
                                                 "'.', '_' or '-', not starting with '.'");
 }
 
-/* Creates <data_dir>/<model_id>/<kind> (two directory entries on the
- * loop: cheap metadata operations, done once per kind). */
-static int make_dirs(const char *data_dir, const char *mid, const char *kind,
-                     char **out) {
-  char *d1 = tb__asprintf("%s/%s", data_dir, mid);
-  char *d2 = d1 ? tb__asprintf("%s/%s", d1, kind) : NULL;
-  int rc = d2 ? 0 : TB_ENOMEM;
-  if (rc == 0 && mkdir(d1, 0755) != 0 && errno != EEXIST)
-    rc = TB_EIO;
-  if (rc == 0 && mkdir(d2, 0755) != 0 && errno != EEXIST)
-    rc = TB_EIO;
-  free(d1);
-  if (rc != 0) {
-    free(d2);
-    return rc;
-  }
-  *out = d2;
-  return 0;
-}
-
 static void route_save_common(tb_http_request_t *req, tb__op_type_t type) {
   tb__training_t *tr = tb__training_of(req);
   if (closing_503(req) || tb__server_rate_limited(req) != 0)
@@ -852,21 +896,14 @@ static void route_save_common(tb_http_request_t *req, tb__op_type_t type) {
   rc = rc < 0 ? rc : check_name(&c, name);
   if (rc >= 0 && tr->srv->opts.data_dir == NULL)
     rc = tb__jctx_fail_at(&c, "path", "this server keeps no checkpoints (no data_dir)");
-  char *kdir = NULL;
-  if (rc >= 0 && make_dirs(tr->srv->opts.data_dir, op->model->id, kind, &kdir) != 0) {
-    json_decref(doc);
-    tb__server_respond_error(req, 500, "cannot create the checkpoint directory");
-    tb__top_free(op);
-    return;
-  }
   if (rc >= 0) {
-    op->dir = tb__asprintf("%s/%.*s", kdir, (int)name.len, name.base);
+    op->dir = tb__asprintf("%s/%s/%s/%.*s", tr->srv->opts.data_dir, op->model->id, kind,
+                           (int)name.len, name.base);
     op->tinker_path = tb__asprintf("tinker://%s/%s/%.*s", op->model->id, kind, (int)name.len,
                                    name.base);
     if (op->dir == NULL || op->tinker_path == NULL)
       rc = tb__jctx_fail(&c, "out of memory");
   }
-  free(kdir);
   json_decref(doc);
   if (rc < 0) {
     refuse(req, op, &err);
@@ -1058,6 +1095,10 @@ static void unload_now(tb__tmodel_t *m, tb__top_t *op) {
     return;
   }
   op->model = m;
+  if (m->blocked) {
+    m->pending_unload = op;  /* after the save in progress */
+    return;
+  }
   start_op(op);
 }
 
@@ -1140,11 +1181,12 @@ static void on_base_loaded(tb_engine_job_t *job, int status) {
     start_held(tr);
 }
 
-static void on_engine_closed(tb_engine_t *e) {
-  tb__training_t *tr = e->data;
+static void training_free(tb__training_t *tr) {
   tb__tmodel_t *m = tr->models;
   while (m != NULL) {
     tb__tmodel_t *next = m->next;
+    if (m->pending_unload != NULL)
+      tb__top_fail(m->pending_unload, TB_CATEGORY_SERVER, "the server is closing");
     model_free(m);
     m = next;
   }
@@ -1158,6 +1200,14 @@ static void on_engine_closed(tb_engine_t *e) {
     }
   tb__server_ext_closed(srv, &tr->ext);
   free(tr);
+}
+
+static void on_engine_closed(tb_engine_t *e) {
+  tb__training_t *tr = e->data;
+  tr->engine_closed = 1;
+  /* A directory still being made finishes the close. */
+  if (tr->n_fs == 0)
+    training_free(tr);
 }
 
 static void ext_close(tb__server_t *srv, tb__server_ext_t *ext) {

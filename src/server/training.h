@@ -59,6 +59,8 @@ struct tb__top_s {
   char *dir;                     /* save / load: the checkpoint directory */
   char *tinker_path;             /* save: what the result names */
   int optimizer;                 /* load: with the Adam moments */
+  uv_fs_t fs;                    /* save: making the parent directories */
+  int mkdir_stage;               /* save: parents made (2: all) */
   int64_t sampler_seq;           /* unnamed save for sampler: the
                                     sampling_session_seq_id, else -1 */
   tb__top_t *then;               /* create: the load of create-via-load */
@@ -75,6 +77,8 @@ struct tb__tmodel_s {
   char create_id[TB__FUTURE_ID_MAX];
   int ready;                     /* the adapter exists */
   int unloading;
+  int blocked;                   /* a save's directories are being made */
+  tb__top_t *pending_unload;     /* waits for blocked to clear */
   int64_t next_seq;              /* the next seq_id to execute */
   int64_t max_seq;               /* the highest seq_id accepted */
   tb__top_t *waiting;            /* accepted, sorted by seq */
@@ -114,6 +118,8 @@ struct tb__training_s {
                                     the user's model limit */
   tb__sampler_t *samplers;
   size_t n_ops;                  /* ops alive */
+  size_t n_fs;                   /* uv_fs_t requests in flight */
+  int engine_closed;
   uint64_t n_done, n_failed;
   int closing;
 };
