@@ -1,8 +1,7 @@
 /*
- * The training routes of the Tinker dialect on an engine of the server's
- * loop: create_model, forward, forward_backward, optim_step, save_weights,
- * save_weights_for_sampler, load_weights, unload_model (futures) and
- * get_info (direct).
+ * The training part of the server: an extension owning an engine on the
+ * server's loop, the models (LoRA adapters over the base model) and the
+ * ops the routes (model_routes.c, sampling_routes.c) submit.
  *
  * Order: the operations of one model run strictly in seq_id order (the
  * SDK numbers them from 1, create_model being 0).  A later seq_id waits in
@@ -10,10 +9,6 @@
  * submitted to the engine, whose per-adapter FIFO keeps that order.  A
  * seq_id seen again is answered with the first one's request_id (retries
  * of the SDK resend it), one older than the remembered window is refused.
- *
- * Checkpoints live under the server's data_dir:
- *   <data_dir>/<model_id>/weights/<name>           (save_weights)
- *   <data_dir>/<model_id>/sampler_weights/<name>   (save_weights_for_sampler)
  */
 #include "server/training.h"
 
@@ -23,7 +18,6 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "engine/base_model.h"
-#include "wire/datum.h"
 #include "wire/output.h"
 
 /* ------------------------------------------------------------ ops */
@@ -128,11 +122,6 @@ void tb__respond_future(tb_http_request_t *req, const char *request_id,
   json_decref(v);
 }
 
-static void respond_bad(tb_http_request_t *req, tb_error_t *err) {
-  tb__server_respond_bad(req, err);
-  tb_error_clear(err);
-}
-
 /* ------------------------------------------------------------ models */
 
 tb__tmodel_t *tb__tmodel_find(tb_http_request_t *req, tb_slice_t id) {
@@ -163,7 +152,6 @@ static void model_unlink(tb__training_t *tr, tb__tmodel_t *m, int counted) {
 
 static void start_held(tb__training_t *tr);
 static void drain(tb__tmodel_t *m);
-static void unload_now(tb__tmodel_t *m, tb__top_t *op);
 static void start_op(tb__top_t *op);
 static void training_free(tb__training_t *tr);
 
@@ -244,7 +232,7 @@ static void on_job(tb_engine_job_t *job, int status) {
     if (then != NULL)
       start_op(then);  /* before any seq_id of the client */
     if (m->unloading)
-      unload_now(m, NULL);  /* its session expired meanwhile */
+      tb__unload_now(m, NULL);  /* its session expired meanwhile */
     else
       drain(m);
     return;
@@ -359,7 +347,7 @@ static void on_mkdir(uv_fs_t *fs) {
     tb__top_t *unload = m->pending_unload;
     m->pending_unload = NULL;
     if (unload != NULL)
-      unload_now(m, unload);
+      tb__unload_now(m, unload);
     else
       drain(m);
   }
@@ -426,7 +414,7 @@ static void drain(tb__tmodel_t *m) {
 }
 
 /* Takes op (of model m, seq op->seq or -1) in order; answers the request. */
-static void submit_ordered(tb_http_request_t *req, tb__top_t *op) {
+void tb__submit_ordered(tb_http_request_t *req, tb__top_t *op) {
   tb__tmodel_t *m = op->model;
   int64_t seq = op->seq;
   if (seq < 0)
@@ -500,83 +488,11 @@ static void start_held(tb__training_t *tr) {
   }
 }
 
-/* ------------------------------------------------------------ routes */
-
-/* The common start of a route: parsed body and jctx. */
-#define ROUTE_BEGIN(req, doc, err, c)              \
-  json_t *doc;                                     \
-  if (tb__server_parse_body(req, &doc) != 0)       \
-    return;                                        \
-  tb_error_t err = { 0 };                          \
-  tb_jctx_t c;                                     \
-  tb__jctx_init(&c, &err)
-
-static int closing_503(tb_http_request_t *req) {
-  if (!tb__training_of(req)->closing)
-    return 0;
-  tb__server_respond_error(req, 503, "the server is closing");
-  return 1;
-}
-
-static int get_bool_default(tb_jctx_t *c, const json_t *o, const char *key, int def,
-                            int *out) {
-  *out = def;
-  return tb__json_get_bool(c, o, key, TB_JSON_OPTIONAL, out);
-}
-
-static void create_model(tb_http_request_t *req, tb__training_t *tr, tb__session_t *s,
-                         int64_t mseq, const tb_lora_config_t *lora, tb__top_t *then);
-
-static void route_create_model(tb_http_request_t *req) {
-  tb__training_t *tr = tb__training_of(req);
-  if (closing_503(req) || tb__server_rate_limited(req) != 0)
-    return;
-  ROUTE_BEGIN(req, doc, err, c);
-  tb_slice_t sid, base;
-  int64_t mseq = 0, rank = 32, seed = 0;
-  json_t *lc = NULL;
-  tb_lora_config_t lora = { 0 };
-  int rc = tb__json_get_string(&c, doc, "session_id", TB_JSON_REQUIRED, &sid);
-  rc = rc < 0 ? rc
-              : tb__json_get_int(&c, doc, "model_seq_id", TB_JSON_REQUIRED, 0, INT32_MAX,
-                                 &mseq);
-  rc = rc < 0 ? rc : tb__json_get_string(&c, doc, "base_model", TB_JSON_REQUIRED, &base);
-  rc = rc < 0 ? rc : tb__json_get_object(&c, doc, "lora_config", TB_JSON_OPTIONAL, &lc);
-  lora.train_attn = lora.train_mlp = lora.train_unembed = 1;
-  if (rc >= 0 && lc != NULL) {
-    size_t mark = tb__jctx_push_key(&c, "lora_config");
-    rc = tb__json_get_int(&c, lc, "rank", TB_JSON_OPTIONAL, 1, 4096, &rank);
-    rc = rc < 0 ? rc : tb__json_get_int(&c, lc, "seed", TB_JSON_OPTIONAL, 0, INT64_MAX, &seed);
-    rc = rc < 0 ? rc : get_bool_default(&c, lc, "train_attn", 1, &lora.train_attn);
-    rc = rc < 0 ? rc : get_bool_default(&c, lc, "train_mlp", 1, &lora.train_mlp);
-    rc = rc < 0 ? rc : get_bool_default(&c, lc, "train_unembed", 1, &lora.train_unembed);
-    tb__jctx_pop(&c, mark);
-  }
-  if (rc >= 0 && !tb__slice_eq_str(base, TB_BASE_MODEL_NAME))
-    rc = tb__jctx_fail_at(&c, "base_model", "unknown model \"%.*s\" (this server has \"%s\")",
-                          (int)(base.len > 80 ? 80 : base.len), base.base,
-                          TB_BASE_MODEL_NAME);
-  if (rc < 0) {
-    respond_bad(req, &err);
-    json_decref(doc);
-    return;
-  }
-  lora.rank = (int)rank;
-  lora.seed = (uint64_t)seed;
-  tb__session_t *s = tb__session_find(&tr->srv->sessions, tb__sreq(req)->user, sid);
-  json_decref(doc);
-  if (s == NULL || s->expired) {
-    tb__server_respond_error(req, 404, "session_id: unknown or expired session");
-    return;
-  }
-  create_model(req, tr, s, mseq, &lora, NULL);
-}
-
 /* Registers model <session>:train:<mseq> and queues its creation.  With
  * then (an accepted-to-be load), the client's future is then's, which
  * runs right after the adapter exists; otherwise the create's own. */
-static void create_model(tb_http_request_t *req, tb__training_t *tr, tb__session_t *s,
-                         int64_t mseq, const tb_lora_config_t *lora, tb__top_t *then) {
+void tb__create_model(tb_http_request_t *req, tb__training_t *tr, tb__session_t *s,
+                      int64_t mseq, const tb_lora_config_t *lora, tb__top_t *then) {
   char *id = tb__asprintf("%s:train:%lld", s->id, (long long)mseq);
   if (id == NULL) {
     tb__server_respond_error(req, 503, "out of memory");
@@ -639,450 +555,11 @@ static void create_model(tb_http_request_t *req, tb__training_t *tr, tb__session
   start_held(tr);
 }
 
-/* model_id and seq_id of a JSON training request. */
-static int get_model_seq(tb_jctx_t *c, const json_t *doc, tb_slice_t *mid, int64_t *seq) {
-  int rc = tb__json_get_string(c, doc, "model_id", TB_JSON_REQUIRED, mid);
-  *seq = -1;
-  return rc < 0 ? rc : tb__json_get_int(c, doc, "seq_id", TB_JSON_OPTIONAL, 0, INT64_MAX, seq);
-}
-
-/* The decoded request as an engine batch; checks that the loss has its
- * inputs, with their lengths. */
-static int to_batch(tb_jctx_t *c, tb_arena_t *a, const tb_wire_fwdbwd_t *w, tb_batch_t *b,
-                    const char *input_key) {
-  size_t m0 = tb__jctx_push_key(c, input_key);
-  int rc = 0;
-  if (tb__loss_fn_parse(w->loss_fn, strlen(w->loss_fn), &b->loss_fn) != 0)
-    rc = tb__jctx_fail_at(c, "loss_fn",
-                          "unknown loss function \"%s\" (expected cross_entropy, "
-                          "importance_sampling, ppo, cispo or dro)",
-                          w->loss_fn);
-  tb__loss_config_default(&b->loss_config);
-  double v;
-  if (tb__wire_fwdbwd_config(w, "clip_low_threshold", &v))
-    b->loss_config.clip_low_threshold = (float)v;
-  if (tb__wire_fwdbwd_config(w, "clip_high_threshold", &v))
-    b->loss_config.clip_high_threshold = (float)v;
-  if (tb__wire_fwdbwd_config(w, "beta", &v))
-    b->loss_config.beta = (float)v;
-  tb_datum_t *d = tb__arena_calloc(a, w->n_data + 1, sizeof(*d));
-  if (rc == 0 && d == NULL)
-    rc = tb__jctx_fail(c, "out of memory");
-  size_t m1 = tb__jctx_push_key(c, "data");
-  for (size_t i = 0; rc == 0 && i < w->n_data; i++) {
-    const tb_wire_datum_t *wd = &w->data[i];
-    size_t m2 = tb__jctx_push_index(c, i);
-    size_t m3 = tb__jctx_push_key(c, "loss_fn_inputs");
-    d[i].tokens = wd->tokens;
-    d[i].n = wd->n_tokens;
-    const tb_wire_tensor_t *tt = tb__wire_datum_input(wd, "target_tokens");
-    const tb_wire_tensor_t *wt = tb__wire_datum_input(wd, "weights");
-    const tb_wire_tensor_t *lp = tb__wire_datum_input(wd, "logprobs");
-    const tb_wire_tensor_t *ad = tb__wire_datum_input(wd, "advantages");
-    int ce = b->loss_fn == TB_LOSS_CROSS_ENTROPY;
-    const char *loss = w->loss_fn;
-    if (tt == NULL)
-      rc = tb__jctx_fail_at(c, "target_tokens", "missing (the loss %s needs it)", loss);
-    else if (tt->dtype != TB_DTYPE_INT64)
-      rc = tb__jctx_fail_at(c, "target_tokens", "expected int64");
-    else if (!ce && (lp == NULL || ad == NULL))
-      rc = tb__jctx_fail_at(c, lp == NULL ? "logprobs" : "advantages",
-                            "missing (the loss %s needs it)", loss);
-    size_t n = wd->n_tokens;
-    size_t k = (rc == 0 && tt->ndim == 2) ? (size_t)tt->shape[1] : 1;
-    if (rc == 0 && (k == 0 || tt->numel != n * k))
-      rc = tb__jctx_fail_at(c, "target_tokens", "expected %zu elements (the input length), got %zu",
-                            n, tt->numel);
-    if (rc == 0 && wt != NULL && (wt->dtype != TB_DTYPE_FLOAT32 || wt->numel != n * k))
-      rc = tb__jctx_fail_at(c, "weights", "expected %zu float32 elements", n * k);
-    if (rc == 0 && !ce && (lp->dtype != TB_DTYPE_FLOAT32 || lp->numel != n))
-      rc = tb__jctx_fail_at(c, "logprobs", "expected %zu float32 elements", n);
-    if (rc == 0 && !ce && (ad->dtype != TB_DTYPE_FLOAT32 || ad->numel != n))
-      rc = tb__jctx_fail_at(c, "advantages", "expected %zu float32 elements", n);
-    int32_t *t32 = rc == 0 ? tb__arena_alloc(a, n * k * sizeof(int32_t) + 1) : NULL;
-    if (rc == 0 && t32 == NULL)
-      rc = tb__jctx_fail(c, "out of memory");
-    for (size_t j = 0; rc == 0 && j < n * k; j++) {
-      int64_t t = tt->i64[j];
-      if (t < 0 || t > INT32_MAX) {
-        size_t m4 = tb__jctx_push_key(c, "target_tokens");
-        size_t m5 = tb__jctx_push_index(c, j);
-        rc = tb__jctx_fail(c, "token %lld is outside the vocabulary", (long long)t);
-        tb__jctx_pop(c, m5);
-        tb__jctx_pop(c, m4);
-      }
-      if (rc == 0)
-        t32[j] = (int32_t)t;
-    }
-    if (rc == 0 && ce && wt == NULL) {
-      float *ones = tb__arena_alloc(a, n * k * sizeof(float) + 1);
-      if (ones == NULL)
-        rc = tb__jctx_fail(c, "out of memory");
-      for (size_t j = 0; rc == 0 && j < n * k; j++)
-        ones[j] = 1.0f;
-      d[i].weights = ones;
-    } else if (rc == 0 && wt != NULL) {
-      d[i].weights = wt->f32;
-    }
-    if (rc == 0) {
-      d[i].k = k;
-      d[i].target_tokens = t32;
-      d[i].logprobs = lp ? lp->f32 : NULL;
-      d[i].advantages = ad ? ad->f32 : NULL;
-    }
-    tb__jctx_pop(c, m3);
-    tb__jctx_pop(c, m2);
-  }
-  tb__jctx_pop(c, m1);
-  tb__jctx_pop(c, m0);
-  b->data = d;
-  b->num_data = w->n_data;
-  return rc;
-}
-
-static int is_proto(const tb_http_request_t *req) {
-  const tb_http_header_t *h = tb__http_request_header(req, "Content-Type");
-  static const char want[] = "application/x-protobuf";
-  return h != NULL && h->value.len >= sizeof(want) - 1 &&
-         strncasecmp(h->value.base, want, sizeof(want) - 1) == 0;
-}
-
-static void route_fwd_common(tb_http_request_t *req, int forward_only_route) {
-  if (closing_503(req) || tb__server_rate_limited(req) != 0)
-    return;
-  tb__top_t *op = tb__top_new(req, forward_only_route ? TB__OP_FORWARD
-                                                      : TB__OP_FORWARD_BACKWARD);
-  if (op == NULL)
-    return;
-  tb_error_t err = { 0 };
-  tb_jctx_t c;
-  tb__jctx_init(&c, &err);
-  tb_wire_fwdbwd_t w = { 0 };
-  const char *key = forward_only_route ? "forward_input" : "forward_backward_input";
-  int rc;
-  if (is_proto(req)) {
-    rc = tb__wire_fwdbwd_request_from_proto(&c, &op->arena, req->body, &w);
-  } else {
-    json_t *doc = NULL;
-    rc = tb__json_parse(req->body, &doc, &err);
-    rc = rc < 0 ? rc : tb__wire_fwdbwd_request_from_json(&c, &op->arena, doc, key, &w);
-    json_decref(doc);
-  }
-  if (rc >= 0 && w.model_id == NULL)
-    rc = tb__jctx_fail_at(&c, "model_id", "required");
-  if (rc >= 0)
-    rc = to_batch(&c, &op->arena, &w, &op->batch, key);
-  if (rc < 0) {
-    respond_bad(req, &err);
-    tb__top_free(op);
-    return;
-  }
-  if (w.forward_only)
-    op->type = TB__OP_FORWARD;
-  tb_slice_t mid = { w.model_id, strlen(w.model_id) };
-  op->model = tb__tmodel_find(req, mid);
-  if (op->model == NULL) {
-    tb__top_free(op);
-    return;
-  }
-  op->seq = w.seq_id;
-  submit_ordered(req, op);
-}
-
-static void route_forward_backward(tb_http_request_t *req) {
-  route_fwd_common(req, 0);
-}
-
-static void route_forward(tb_http_request_t *req) {
-  route_fwd_common(req, 1);
-}
-
-/* Common to the JSON training routes: the model and seq of the body, and
- * a new op; NULL after answering. */
-static tb__top_t *json_op(tb_http_request_t *req, tb__op_type_t type, json_t *doc,
-                          tb_jctx_t *c, tb_error_t *err) {
-  tb_slice_t mid;
-  int64_t seq;
-  if (get_model_seq(c, doc, &mid, &seq) < 0) {
-    respond_bad(req, err);
-    return NULL;
-  }
-  tb__tmodel_t *m = tb__tmodel_find(req, mid);
-  tb__top_t *op = m ? tb__top_new(req, type) : NULL;
-  if (op != NULL) {
-    op->model = m;
-    op->seq = seq;
-  }
-  return op;
-}
-
-/* Refuses op after a validation error known at submission. */
-static void refuse(tb_http_request_t *req, tb__top_t *op, tb_error_t *err) {
-  respond_bad(req, err);
-  tb__top_free(op);
-}
-
-static void route_optim_step(tb_http_request_t *req) {
-  if (closing_503(req) || tb__server_rate_limited(req) != 0)
-    return;
-  ROUTE_BEGIN(req, doc, err, c);
-  tb__top_t *op = json_op(req, TB__OP_OPTIM, doc, &c, &err);
-  if (op == NULL) {
-    json_decref(doc);
-    return;
-  }
-  tb__adam_params_default(&op->adam);
-  json_t *ap = NULL;
-  int rc = tb__json_get_object(&c, doc, "adam_params", TB_JSON_OPTIONAL, &ap);
-  if (rc >= 0 && ap != NULL) {
-    static const char *names[] = { "learning_rate", "beta1", "beta2", "eps",
-                                   "weight_decay", "grad_clip_norm" };
-    float *dst[] = { &op->adam.learning_rate, &op->adam.beta1, &op->adam.beta2,
-                     &op->adam.eps, &op->adam.weight_decay, &op->adam.grad_clip_norm };
-    size_t mark = tb__jctx_push_key(&c, "adam_params");
-    for (size_t i = 0; rc >= 0 && i < 6; i++) {
-      double v = *dst[i];
-      rc = tb__json_get_double(&c, ap, names[i], TB_JSON_OPTIONAL, &v);
-      *dst[i] = (float)v;
-    }
-    const char *why = NULL;
-    if (rc >= 0 && tb__adam_params_validate(&op->adam, &why) != 0)
-      rc = tb__jctx_fail(&c, "%s", why ? why : "invalid");
-    tb__jctx_pop(&c, mark);
-  }
-  json_decref(doc);
-  if (rc < 0) {
-    refuse(req, op, &err);
-    return;
-  }
-  submit_ordered(req, op);
-}
-
-/* A checkpoint name: a single path component of safe characters. */
-static int check_name(tb_jctx_t *c, tb_slice_t name) {
-  int ok = name.len > 0 && name.len <= 128 && name.base[0] != '.';
-  for (size_t i = 0; ok && i < name.len; i++) {
-    char ch = name.base[i];
-    ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-         ch == '.' || ch == '_' || ch == '-';
-  }
-  return ok ? 0 : tb__jctx_fail_at(c, "path", "expected a name of 1 to 128 letters, digits, "
-                                                "'.', '_' or '-', not starting with '.'");
-}
-
-static void route_save_common(tb_http_request_t *req, tb__op_type_t type) {
-  tb__training_t *tr = tb__training_of(req);
-  if (closing_503(req) || tb__server_rate_limited(req) != 0)
-    return;
-  ROUTE_BEGIN(req, doc, err, c);
-  tb__top_t *op = json_op(req, type, doc, &c, &err);
-  if (op == NULL) {
-    json_decref(doc);
-    return;
-  }
-  const char *kind = type == TB__OP_SAVE ? "weights" : "sampler_weights";
-  tb_slice_t name = { NULL, 0 };
-  char gen[64];
-  int rc = tb__json_get_string(&c, doc, "path",
-                               type == TB__OP_SAVE ? TB_JSON_REQUIRED : TB_JSON_OPTIONAL, &name);
-  if (rc >= 0 && name.base == NULL) {
-    /* The unnamed form: the weights get a name and a sampling session. */
-    rc = tb__json_get_int(&c, doc, "sampling_session_seq_id", TB_JSON_REQUIRED, 0, INT32_MAX,
-                          &op->sampler_seq);
-    int n = snprintf(gen, sizeof(gen), "sampler-%llu",
-                     (unsigned long long)(uv_hrtime() / 1000));
-    name = (tb_slice_t){ gen, (size_t)n };
-  }
-  rc = rc < 0 ? rc : check_name(&c, name);
-  if (rc >= 0 && tr->srv->opts.data_dir == NULL)
-    rc = tb__jctx_fail_at(&c, "path", "this server keeps no checkpoints (no data_dir)");
-  if (rc >= 0) {
-    op->dir = tb__asprintf("%s/%s/%s/%.*s", tr->srv->opts.data_dir, op->model->id, kind,
-                           (int)name.len, name.base);
-    op->tinker_path = tb__asprintf("tinker://%s/%s/%.*s", op->model->id, kind, (int)name.len,
-                                   name.base);
-    if (op->dir == NULL || op->tinker_path == NULL)
-      rc = tb__jctx_fail(&c, "out of memory");
-  }
-  json_decref(doc);
-  if (rc < 0) {
-    refuse(req, op, &err);
-    return;
-  }
-  submit_ordered(req, op);
-}
-
-static void route_save_weights(tb_http_request_t *req) {
-  route_save_common(req, TB__OP_SAVE);
-}
-
-static void route_save_for_sampler(tb_http_request_t *req) {
-  route_save_common(req, TB__OP_SAVE_SAMPLER);
-}
-
-char *tb__checkpoint_dir(tb_http_request_t *req, const char *field, tb_slice_t path) {
-  tb__training_t *tr = tb__training_of(req);
-  static const char scheme[] = "tinker://";
-  size_t sl = sizeof(scheme) - 1;
-  const char *p = path.base, *end = path.base + path.len;
-  const char *s1 = path.len > sl && memcmp(p, scheme, sl) == 0 ? memchr(p + sl, '/', path.len - sl)
-                                                                : NULL;
-  const char *s2 = s1 ? memchr(s1 + 1, '/', (size_t)(end - s1 - 1)) : NULL;
-  tb_slice_t mid = { p + sl, s1 ? (size_t)(s1 - p - sl) : 0 };
-  tb_slice_t kind = { s1 ? s1 + 1 : NULL, s2 ? (size_t)(s2 - s1 - 1) : 0 };
-  tb_slice_t name = { s2 ? s2 + 1 : NULL, s2 ? (size_t)(end - s2 - 1) : 0 };
-  tb_error_t err = { 0 };
-  tb_jctx_t c;
-  tb__jctx_init(&c, &err);
-  int rc = 0;
-  if (s2 == NULL || mid.len == 0 ||
-      !(tb__slice_eq_str(kind, "weights") || tb__slice_eq_str(kind, "sampler_weights")))
-    rc = tb__jctx_fail_at(&c, field, "expected tinker://<model_id>/weights/<name> or "
-                                     "tinker://<model_id>/sampler_weights/<name>");
-  rc = rc < 0 ? rc : check_name(&c, name);
-  if (rc >= 0 && tr->srv->opts.data_dir == NULL)
-    rc = tb__jctx_fail(&c, "this server keeps no checkpoints (no data_dir)");
-  for (size_t i = 0; rc >= 0 && i < mid.len; i++)
-    if (mid.base[i] == '.' && i == 0)
-      rc = tb__jctx_fail(&c, "invalid model id");
-  if (rc < 0) {
-    respond_bad(req, &err);
-    return NULL;
-  }
-  /* Checkpoints belong to the user whose session made the model. */
-  const char *colon = memchr(mid.base, ':', mid.len);
-  tb_slice_t sid = { mid.base, colon ? (size_t)(colon - mid.base) : mid.len };
-  if (tb__session_find(&tr->srv->sessions, tb__sreq(req)->user, sid) == NULL) {
-    tb__server_respond_error(req, 404, "%s: no such checkpoint", field);
-    return NULL;
-  }
-  char *dir = tb__asprintf("%s/%.*s/%.*s/%.*s", tr->srv->opts.data_dir, (int)mid.len,
-                           mid.base, (int)kind.len, kind.base, (int)name.len, name.base);
-  if (dir == NULL)
-    tb__server_respond_error(req, 503, "out of memory");
-  return dir;
-}
-
-/* The create-via-load form: {"session_id", "model_seq_id", "base_model"?,
- * "path", "optimizer"} creates model <session_id>:train:<model_seq_id>
- * with the checkpoint's LoRA shape and loads it as its first operation. */
-static void load_creating(tb_http_request_t *req, json_t *doc, tb_jctx_t *c, tb_error_t *err) {
-  tb__training_t *tr = tb__training_of(req);
-  tb_slice_t sid, path, base = { NULL, 0 };
-  int64_t mseq = 0;
-  int optimizer = 0;
-  int rc = tb__json_get_string(c, doc, "session_id", TB_JSON_REQUIRED, &sid);
-  rc = rc < 0 ? rc
-              : tb__json_get_int(c, doc, "model_seq_id", TB_JSON_REQUIRED, 0, INT32_MAX, &mseq);
-  rc = rc < 0 ? rc : tb__json_get_string(c, doc, "path", TB_JSON_REQUIRED, &path);
-  rc = rc < 0 ? rc : tb__json_get_string(c, doc, "base_model", TB_JSON_OPTIONAL, &base);
-  rc = rc < 0 ? rc : get_bool_default(c, doc, "optimizer", 0, &optimizer);
-  if (rc >= 0 && base.base != NULL && !tb__slice_eq_str(base, TB_BASE_MODEL_NAME))
-    rc = tb__jctx_fail_at(c, "base_model", "unknown model \"%.*s\"",
-                          (int)(base.len > 80 ? 80 : base.len), base.base);
-  if (rc < 0) {
-    respond_bad(req, err);
-    return;
-  }
-  tb__session_t *s = tb__session_find(&tr->srv->sessions, tb__sreq(req)->user, sid);
-  if (s == NULL || s->expired) {
-    tb__server_respond_error(req, 404, "session_id: unknown or expired session");
-    return;
-  }
-  char *dir = tb__checkpoint_dir(req, "path", path);
-  if (dir == NULL)
-    return;
-  tb_lora_config_t lora;
-  if (tb__checkpoint_lora(tr, path, dir, &lora, err) != 0) {
-    tb__server_respond_error(req, 404, "path: %s", err->message ? err->message
-                                                                : "no such checkpoint");
-    tb_error_clear(err);
-    free(dir);
-    return;
-  }
-  tb__top_t *op = tb__top_new(req, TB__OP_LOAD);
-  if (op != NULL) {
-    op->dir = dir;
-    dir = NULL;
-    op->optimizer = optimizer;
-    op->tinker_path = tb__strndup(path.base, path.len);
-  }
-  free(dir);
-  if (op == NULL)
-    return;
-  if (op->tinker_path == NULL) {
-    tb__server_respond_error(req, 503, "out of memory");
-    tb__top_free(op);
-    return;
-  }
-  create_model(req, tr, s, mseq, &lora, op);
-}
-
-static void route_load_weights(tb_http_request_t *req) {
-  if (closing_503(req) || tb__server_rate_limited(req) != 0)
-    return;
-  ROUTE_BEGIN(req, doc, err, c);
-  if (json_object_get(doc, "model_id") == NULL && json_object_get(doc, "session_id") != NULL) {
-    load_creating(req, doc, &c, &err);
-    json_decref(doc);
-    return;
-  }
-  tb__top_t *op = json_op(req, TB__OP_LOAD, doc, &c, &err);
-  if (op == NULL) {
-    json_decref(doc);
-    return;
-  }
-  tb_slice_t path;
-  int rc = tb__json_get_string(&c, doc, "path", TB_JSON_REQUIRED, &path);
-  rc = rc < 0 ? rc : get_bool_default(&c, doc, "optimizer", 0, &op->optimizer);
-  if (rc < 0) {
-    json_decref(doc);
-    refuse(req, op, &err);
-    return;
-  }
-  op->dir = tb__checkpoint_dir(req, "path", path);
-  op->tinker_path = op->dir ? tb__strndup(path.base, path.len) : NULL;
-  json_decref(doc);
-  if (op->tinker_path == NULL) {
-    if (op->dir != NULL)
-      tb__server_respond_error(req, 503, "out of memory");
-    tb__top_free(op);
-    return;
-  }
-  submit_ordered(req, op);
-}
-
 static void ext_close(tb__server_t *srv, tb__server_ext_t *ext);
-
-static void route_unload_model(tb_http_request_t *req) {
-  if (closing_503(req))
-    return;
-  ROUTE_BEGIN(req, doc, err, c);
-  tb_slice_t mid;
-  int rc = tb__json_get_string(&c, doc, "model_id", TB_JSON_REQUIRED, &mid);
-  if (rc < 0) {
-    respond_bad(req, &err);
-    json_decref(doc);
-    return;
-  }
-  tb__tmodel_t *m = tb__tmodel_find(req, mid);
-  json_decref(doc);
-  if (m == NULL)
-    return;
-  if (!m->ready) {
-    tb__server_respond_error(req, 409, "model %s is still being created", m->id);
-    return;
-  }
-  tb__top_t *op = tb__top_new(req, TB__OP_UNLOAD);
-  if (op == NULL || tb__top_accept(req, op) != 0)
-    return;
-  tb__respond_future(req, op->future->id, m->id);
-  unload_now(m, op);
-}
 
 /* Removes m's adapter behind the jobs already in its FIFO.  op carries
  * the client's future, or is NULL for the server's own unloads. */
-static void unload_now(tb__tmodel_t *m, tb__top_t *op) {
+void tb__unload_now(tb__tmodel_t *m, tb__top_t *op) {
   m->unloading = 1;
   /* What waits for a missing seq_id never runs now. */
   while (m->waiting != NULL) {
@@ -1127,39 +604,10 @@ static void on_session_expired(tb__sessions_t *ss, tb__session_t *s) {
     if (m->session != s || m->unloading)
       continue;
     if (m->ready)
-      unload_now(m, NULL);
+      tb__unload_now(m, NULL);
     else
       m->unloading = 1;  /* unloaded once created */
   }
-}
-
-static void route_get_info(tb_http_request_t *req) {
-  tb__training_t *tr = tb__training_of(req);
-  ROUTE_BEGIN(req, doc, err, c);
-  tb_slice_t mid;
-  int rc = tb__json_get_string(&c, doc, "model_id", TB_JSON_REQUIRED, &mid);
-  if (rc < 0) {
-    respond_bad(req, &err);
-    json_decref(doc);
-    return;
-  }
-  tb__tmodel_t *m = tb__tmodel_find(req, mid);
-  json_decref(doc);
-  if (m == NULL)
-    return;
-  (void)tr;
-  json_t *v = json_pack("{s{ssssss}sssbsiss}", "model_data", "arch", "llama", "model_name",
-                        TB_BASE_MODEL_NAME, "tokenizer_id", TB_BASE_MODEL_NAME, "model_id",
-                        m->id, "is_lora", 1, "lora_rank", m->lora.rank, "model_name",
-                        TB_BASE_MODEL_NAME);
-  if (v != NULL)
-    json_object_set_new(v, "type", json_string("get_info"));
-  if (v == NULL) {
-    tb__server_respond_error(req, 503, "out of memory");
-    return;
-  }
-  tb__server_respond_jsonv(req, 200, v);
-  json_decref(v);
 }
 
 /* ------------------------------------------------------------ lifecycle */
@@ -1247,33 +695,6 @@ static void ext_metrics(tb__server_t *srv, tb__server_ext_t *ext, tb_buf_t *out)
                  (unsigned long long)tr->n_failed);
 }
 
-static int add_routes(tb__training_t *tr) {
-  static const struct {
-    const char *path;
-    tb_http_handler_cb cb;
-    const char *summary;
-  } routes[] = {
-    { "/api/v1/create_model", route_create_model,
-      "Creates a LoRA model: future of {model_id}" },
-    { "/api/v1/forward_backward", route_forward_backward,
-      "Forward and backward (JSON or protobuf body): future of ForwardBackwardOutput" },
-    { "/api/v1/forward", route_forward, "Forward only: future of ForwardBackwardOutput" },
-    { "/api/v1/optim_step", route_optim_step, "An Adam step: future of {metrics}" },
-    { "/api/v1/save_weights", route_save_weights,
-      "Saves a training checkpoint: future of {path}" },
-    { "/api/v1/save_weights_for_sampler", route_save_for_sampler,
-      "Saves sampler weights: future of {path}" },
-    { "/api/v1/load_weights", route_load_weights, "Loads a checkpoint: future" },
-    { "/api/v1/unload_model", route_unload_model, "Unloads a model: future" },
-    { "/api/v1/get_info", route_get_info, "A model's base, rank and tokenizer" },
-  };
-  int rc = 0;
-  for (size_t i = 0; rc == 0 && i < sizeof(routes) / sizeof(routes[0]); i++)
-    rc = tb__server_route(tr->srv, "POST", routes[i].path, TB__DIALECT_TINKER, 0,
-                          routes[i].cb, tr, routes[i].summary);
-  return rc ? rc : tb__sampling_routes(tr);
-}
-
 int tb__training_start(tb__server_t *srv, const tb_engine_opts_t *opts, tb_error_t *err) {
   tb__training_t *tr = calloc(1, sizeof(*tr));
   if (tr == NULL)
@@ -1290,7 +711,8 @@ int tb__training_start(tb__server_t *srv, const tb_engine_opts_t *opts, tb_error
   tr->ext.metrics = ext_metrics;
   tb_model_config_t cfg;
   tb__base_model_config(&cfg);
-  rc = add_routes(tr);
+  rc = tb__model_routes(tr);
+  rc = rc ? rc : tb__sampling_routes(tr);
   if (rc == 0) {
     rc = tb_server_add_model(srv->pub, TB_BASE_MODEL_NAME, cfg.max_position_embeddings);
     rc = rc == TB_EEXIST ? 0 : rc;

@@ -158,6 +158,26 @@ void tb__top_fail_job(tb__top_t *op, int status);
 int tb__checkpoint_lora(tb__training_t *tr, tb_slice_t path, const char *dir,
                         tb_lora_config_t *out, tb_error_t *err);
 
+/* Takes op (of op->model; op->seq, or -1 for "after everything
+ * accepted") in seq_id order and answers the request: the future of an
+ * earlier op with the same seq_id, 400 for a seq_id out of the window,
+ * else op's new future. */
+void tb__submit_ordered(tb_http_request_t *req, tb__top_t *op);
+/* Registers model <session>:train:<mseq> and queues its creation behind
+ * the base model's load and the user's model limit.  With then (a load,
+ * not yet accepted), the client's future is then's, which runs right
+ * after the adapter exists; otherwise the create's own.  Answers the
+ * request. */
+void tb__create_model(tb_http_request_t *req, tb__training_t *tr, tb__session_t *s,
+                      int64_t mseq, const tb_lora_config_t *lora, tb__top_t *then);
+/* Removes m's adapter behind the jobs already in its FIFO; what waits for
+ * a missing seq_id fails.  op carries the client's future, or is NULL for
+ * the server's own unloads. */
+void tb__unload_now(tb__tmodel_t *m, tb__top_t *op);
+
+/* model_routes.c */
+int tb__model_routes(tb__training_t *tr);
+
 /* sampling_routes.c */
 /* owner's sampling session with this id, or NULL. */
 tb__sampler_t *tb__sampler_find(tb__training_t *tr, const tb__user_t *owner, const char *id);
