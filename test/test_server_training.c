@@ -585,7 +585,7 @@ TEST(models_belong_to_their_user) {
 }
 
 TEST(session_expiry_unloads_models) {
-  tb_server_options_t o = { .session_timeout_ms = 300 };
+  tb_server_options_t o = { .session_timeout_ms = 1000 };
   start_training(&o);
   char *sid = create_session(NULL);
   char *mid = create_model(sid, 0, NULL);
@@ -675,11 +675,34 @@ TEST(create_via_load_and_unnamed_sampler) {
   ASSERT_STR_CONTAINS(msg, "zz");
   free(msg);
   free(rid);
-  /* Of a model that never was: 404 at once. */
+  /* Of a model that is not loaded, the shape is read from the checkpoint
+   * (off the loop), which is not there either. */
   snprintf(body, sizeof(body),
            "{\"session_id\":\"%s\",\"model_seq_id\":3,\"path\":\"tinker://%s:train:9/weights/c\","
            "\"optimizer\":false}", sid, sid);
-  hc_expect("POST", "/api/v1/load_weights", NULL, body, 404, "path:");
+  rid = post_field("/api/v1/load_weights", NULL, body, "request_id");
+  msg = failure_of(rid, "user");
+  ASSERT_STR_CONTAINS(msg, "path: ");
+  free(msg);
+  free(rid);
+  snprintf(body, sizeof(body), "{\"model_id\":\"%s:train:3\",\"type\":\"get_info\"}", sid);
+  hc_expect("POST", "/api/v1/get_info", NULL, body, 404, "unknown model");
+  /* A sampling session over missing weights: its samples fail. */
+  snprintf(body, sizeof(body),
+           "{\"session_id\":\"%s\",\"sampling_session_seq_id\":7,"
+           "\"model_path\":\"tinker://%s:train:9/sampler_weights/x\"}", sid, sid);
+  char *bad_ss = post_field("/api/v1/create_sampling_session", NULL, body,
+                            "sampling_session_id");
+  snprintf(body, sizeof(body),
+           "{\"sampling_session_id\":\"%s\",\"seq_id\":0,"
+           "\"prompt\":{\"chunks\":[{\"type\":\"encoded_text\",\"tokens\":[1]}]},"
+           "\"sampling_params\":{\"max_tokens\":1}}", bad_ss);
+  free(bad_ss);
+  rid = post_field("/api/v1/asample", NULL, body, "request_id");
+  msg = failure_of(rid, "user");
+  ASSERT_STR_CONTAINS(msg, "model_path: ");
+  free(msg);
+  free(rid);
 
   /* The unnamed save for the sampler gives a sampling session. */
   snprintf(body, sizeof(body),
@@ -711,6 +734,33 @@ TEST(create_via_load_and_unnamed_sampler) {
   json_decref(v);
   free(rid);
   hc_expect("GET", "/api/v1/samplers/nope", NULL, NULL, 404, "unknown sampling session");
+
+  /* Once the first model is unloaded, the shape of its checkpoint comes
+   * from the files: for a new model, and for a sampling session. */
+  snprintf(body, sizeof(body), "{\"model_id\":\"%s\"}", mid);
+  rid = post_field("/api/v1/unload_model", NULL, body, "request_id");
+  json_decref(result_json(rid, NULL));
+  free(rid);
+  snprintf(body, sizeof(body),
+           "{\"session_id\":\"%s\",\"model_seq_id\":4,\"path\":\"tinker://%s/weights/c\","
+           "\"optimizer\":false}", sid, mid);
+  rid = post_field("/api/v1/load_weights", NULL, body, "request_id");
+  json_decref(result_json(rid, NULL));
+  free(rid);
+  snprintf(want, sizeof(want), "%s:train:4", sid);
+  ASSERT_NEAR(forward_loss(want, 1), trained, 1e-5, 1e-5);
+  snprintf(body, sizeof(body),
+           "{\"session_id\":\"%s\",\"sampling_session_seq_id\":8,"
+           "\"model_path\":\"tinker://%s/weights/c\"}", sid, mid);
+  char *ss2 = post_field("/api/v1/create_sampling_session", NULL, body, "sampling_session_id");
+  snprintf(body, sizeof(body),
+           "{\"sampling_session_id\":\"%s\",\"seq_id\":0,"
+           "\"prompt\":{\"chunks\":[{\"type\":\"encoded_text\",\"tokens\":[1,2]}]},"
+           "\"sampling_params\":{\"max_tokens\":2,\"seed\":2}}", ss2);
+  free(ss2);
+  rid = post_field("/api/v1/asample", NULL, body, "request_id");
+  json_decref(result_json(rid, NULL));
+  free(rid);
 
   free(mid2);
   free(mid);

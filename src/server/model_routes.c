@@ -448,13 +448,7 @@ static void load_creating(tb_http_request_t *req, json_t *doc, tb_jctx_t *c, tb_
   if (dir == NULL)
     return;
   tb_lora_config_t lora;
-  if (tb__checkpoint_lora(tr, path, dir, &lora, err) != 0) {
-    tb__server_respond_error(req, 404, "path: %s", err->message ? err->message
-                                                                : "no such checkpoint");
-    tb_error_clear(err);
-    free(dir);
-    return;
-  }
+  int known = tb__checkpoint_lora(tr, path, &lora);
   tb__top_t *op = tb__top_new(req, TB__OP_LOAD);
   if (op != NULL) {
     op->dir = dir;
@@ -470,7 +464,8 @@ static void load_creating(tb_http_request_t *req, json_t *doc, tb_jctx_t *c, tb_
     tb__top_free(op);
     return;
   }
-  tb__create_model(req, tr, s, mseq, &lora, op);
+  /* An unloaded model's shape is read from the checkpoint first. */
+  tb__create_model(req, tr, s, mseq, known ? &lora : NULL, op);
 }
 
 static void route_load_weights(tb_http_request_t *req) {

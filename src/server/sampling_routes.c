@@ -15,7 +15,6 @@
 
 #include "core/json.h"
 #include "engine/base_model.h"
-#include "engine/checkpoint.h"
 #include "wire/sample.h"
 
 static void sampler_free(tb__sampler_t *s) {
@@ -270,38 +269,37 @@ static void route_asample(tb_http_request_t *req) {
 
 /* ------------------------------------------------------------ sessions */
 
-/* The LoRA shape of a checkpoint, from the live model when it is still
- * loaded, else from the checkpoint's metadata (a small file read on the
- * loop, once per sampling session). */
-int tb__checkpoint_lora(tb__training_t *tr, tb_slice_t path, const char *dir,
-                        tb_lora_config_t *out, tb_error_t *err) {
+int tb__checkpoint_lora(tb__training_t *tr, tb_slice_t path, tb_lora_config_t *out) {
   static const char scheme[] = "tinker://";
   const char *mid = path.base + sizeof(scheme) - 1;
   const char *slash = memchr(mid, '/', path.len - (sizeof(scheme) - 1));
   for (tb__tmodel_t *m = tr->models; m != NULL && slash != NULL; m = m->next)
     if (strlen(m->id) == (size_t)(slash - mid) && memcmp(m->id, mid, (size_t)(slash - mid)) == 0) {
       *out = m->lora;
-      return 0;
+      return 1;
     }
-  tb_ckpt_info_t info = { 0 };
-  int rc = tb__ckpt_read_info(dir, &info, err);
-  if (rc != 0)
-    return rc;
-  memset(out, 0, sizeof(*out));
-  out->rank = info.rank;
-  out->alpha = (float)info.alpha;
-  for (size_t i = 0; i < info.n_targets; i++) {
-    const char *t = info.targets[i];
-    if (strcmp(t, "lm_head") == 0)
-      out->train_unembed = 1;
-    else if (strcmp(t, "gate_proj") == 0 || strcmp(t, "up_proj") == 0 ||
-             strcmp(t, "down_proj") == 0)
-      out->train_mlp = 1;
-    else
-      out->train_attn = 1;
-  }
-  tb__ckpt_info_free(&info);
   return 0;
+}
+
+static void sampler_create(tb__sampler_t *s) {
+  int rc = tb__engine_create_adapter(&s->job, s->tr->base, &s->lora, on_sampler_created);
+  if (rc != 0)
+    sampler_failed(s, rc);
+}
+
+static void on_sampler_info(tb__training_t *tr, void *data, int status,
+                            const tb_lora_config_t *lora, const char *message) {
+  tb__sampler_t *s = data;
+  if (tr->closing || status != 0) {
+    s->state = -1;
+    s->fail_category = tr->closing ? TB_CATEGORY_SERVER : TB_CATEGORY_USER;
+    s->fail_message = tr->closing ? tb__asprintf("the server is closing")
+                                  : tb__asprintf("model_path: %s", message);
+    sampler_flush(s);
+    return;
+  }
+  s->lora = *lora;
+  sampler_create(s);
 }
 
 tb__sampler_t *tb__sampler_open(tb__training_t *tr, tb__user_t *owner, tb__session_t *sess,
@@ -330,11 +328,14 @@ tb__sampler_t *tb__sampler_open(tb__training_t *tr, tb__user_t *owner, tb__sessi
       s->state = -1;
       s->fail_category = TB_CATEGORY_SERVER;
       s->fail_message = tb__asprintf("the base model is not loaded");
-    } else {
+    } else if (lora == NULL) {
       s->state = 0;
-      int rc = tb__engine_create_adapter(&s->job, tr->base, &s->lora, on_sampler_created);
+      int rc = tb__read_checkpoint_lora(tr, dir, on_sampler_info, s);
       if (rc != 0)
         sampler_failed(s, rc);
+    } else {
+      s->state = 0;
+      sampler_create(s);
     }
   }
   return s;
@@ -387,6 +388,7 @@ static void route_create_sampling_session(tb_http_request_t *req) {
   }
   char *dir = NULL;
   tb_lora_config_t lora = { 0 };
+  int known = 0;
   if (id != NULL && path.base != NULL) {
     dir = tb__checkpoint_dir(req, "model_path", path);
     if (dir == NULL) {
@@ -394,18 +396,10 @@ static void route_create_sampling_session(tb_http_request_t *req) {
       json_decref(doc);
       return;
     }
-    if (tb__checkpoint_lora(tr, path, dir, &lora, &err) != 0) {
-      tb__server_respond_error(req, 404, "model_path: %s",
-                               err.message ? err.message : "no such checkpoint");
-      tb_error_clear(&err);
-      free(id);
-      free(dir);
-      json_decref(doc);
-      return;
-    }
+    known = tb__checkpoint_lora(tr, path, &lora);
   }
   s = id ? tb__sampler_open(tr, tb__sreq(req)->user, sess, id, path.base ? &path : NULL, dir,
-                            &lora)
+                            known ? &lora : NULL)
         : NULL;
   json_decref(doc);
   if (s == NULL) {

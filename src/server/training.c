@@ -18,6 +18,7 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "engine/base_model.h"
+#include "engine/checkpoint.h"
 #include "wire/output.h"
 
 /* ------------------------------------------------------------ ops */
@@ -353,6 +354,96 @@ static void on_mkdir(uv_fs_t *fs) {
   }
 }
 
+typedef struct lora_read_s {
+  uv_work_t work;
+  tb__training_t *tr;
+  char *dir;
+  tb__lora_read_cb cb;
+  void *data;
+  int status;
+  tb_lora_config_t lora;
+  tb_error_t err;
+} lora_read_t;
+
+static void lora_read_work(uv_work_t *w) {
+  lora_read_t *r = w->data;
+  tb_ckpt_info_t info = { 0 };
+  r->status = tb__ckpt_read_info(r->dir, &info, &r->err);
+  if (r->status != 0)
+    return;
+  r->lora.rank = info.rank;
+  r->lora.alpha = (float)info.alpha;
+  for (size_t i = 0; i < info.n_targets; i++) {
+    const char *t = info.targets[i];
+    if (strcmp(t, "lm_head") == 0)
+      r->lora.train_unembed = 1;
+    else if (strcmp(t, "gate_proj") == 0 || strcmp(t, "up_proj") == 0 ||
+             strcmp(t, "down_proj") == 0)
+      r->lora.train_mlp = 1;
+    else
+      r->lora.train_attn = 1;
+  }
+  tb__ckpt_info_free(&info);
+}
+
+static void lora_read_done(uv_work_t *w, int status) {
+  lora_read_t *r = w->data;
+  tb__training_t *tr = r->tr;
+  if (status != 0 && r->status == 0)
+    r->status = status;
+  const char *msg = r->err.message ? r->err.message : tb_strerror(r->status);
+  r->cb(tr, r->data, r->status, &r->lora, msg);
+  tb_error_clear(&r->err);
+  free(r->dir);
+  free(r);
+  if (--tr->n_fs == 0 && tr->engine_closed)
+    training_free(tr);
+}
+
+int tb__read_checkpoint_lora(tb__training_t *tr, const char *dir, tb__lora_read_cb cb,
+                             void *data) {
+  lora_read_t *r = calloc(1, sizeof(*r));
+  char *d = r ? tb__strndup(dir, strlen(dir)) : NULL;
+  if (d == NULL) {
+    free(r);
+    return TB_ENOMEM;
+  }
+  r->work.data = r;
+  r->tr = tr;
+  r->dir = d;
+  r->cb = cb;
+  r->data = data;
+  int rc = uv_queue_work(tr->srv->loop, &r->work, lora_read_work, lora_read_done);
+  if (rc != 0) {
+    free(d);
+    free(r);
+    return TB_EIO;
+  }
+  tr->n_fs++;
+  return 0;
+}
+
+/* A create-via-load whose shape was read from the checkpoint. */
+static void on_create_lora(tb__training_t *tr, void *data, int status,
+                           const tb_lora_config_t *lora, const char *message) {
+  tb__top_t *op = data;
+  tb__tmodel_t *m = op->model;
+  if (tr->closing || status != 0) {
+    model_unlink(tr, m, 1);
+    model_free(m);
+    char *msg = tb__asprintf("path: %s", message);
+    tb__top_fail(op, tr->closing ? TB_CATEGORY_SERVER : TB_CATEGORY_USER,
+                 tr->closing ? "the server is closing" : msg ? msg : message);
+    free(msg);
+    if (!tr->closing)
+      start_held(tr);
+    return;
+  }
+  m->lora = *lora;
+  op->need_lora = 0;
+  start_op(op);
+}
+
 /* Submits op to the engine; on an immediate error fails it. */
 static void start_op(tb__top_t *op) {
   tb__tmodel_t *m = op->model;
@@ -360,6 +451,12 @@ static void start_op(tb__top_t *op) {
   int rc;
   switch (op->type) {
   case TB__OP_CREATE:
+    if (op->need_lora) {
+      rc = tb__read_checkpoint_lora(tr, op->then->dir, on_create_lora, op);
+      if (rc == 0)
+        return;
+      break;
+    }
     rc = tb__engine_create_adapter(&op->job, tr->base, &m->lora, on_job);
     break;
   case TB__OP_FORWARD:
@@ -530,11 +627,13 @@ void tb__create_model(tb_http_request_t *req, tb__training_t *tr, tb__session_t 
     return;
   }
   op->then = then;
+  op->need_lora = lora == NULL;
   m->tr = tr;
   m->id = id;
   m->owner = tb__sreq(req)->user;
   m->session = s;
-  m->lora = *lora;
+  if (lora != NULL)
+    m->lora = *lora;
   m->next_seq = 1;
   m->max_seq = 0;
   for (size_t i = 0; i < TB__SEQ_WINDOW; i++)

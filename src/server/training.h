@@ -64,6 +64,7 @@ struct tb__top_s {
   int64_t sampler_seq;           /* unnamed save for sampler: the
                                     sampling_session_seq_id, else -1 */
   tb__top_t *then;               /* create: the load of create-via-load */
+  int need_lora;                 /* create: read the shape from then->dir */
   tb__top_t *next;               /* a model's waiting list, held lists */
 };
 
@@ -118,7 +119,7 @@ struct tb__training_s {
                                     the user's model limit */
   tb__sampler_t *samplers;
   size_t n_ops;                  /* ops alive */
-  size_t n_fs;                   /* uv_fs_t requests in flight */
+  size_t n_fs;                   /* file requests in flight */
   int engine_closed;
   uint64_t n_done, n_failed;
   int closing;
@@ -153,10 +154,16 @@ char *tb__checkpoint_dir(tb_http_request_t *req, const char *field, tb_slice_t p
 /* The engine's error as a failed future of op (and frees op). */
 void tb__top_fail_job(tb__top_t *op, int status);
 
-/* The LoRA shape of the checkpoint at path (dir on disk): from the live
- * model when it is loaded, else from the checkpoint's metadata. */
-int tb__checkpoint_lora(tb__training_t *tr, tb_slice_t path, const char *dir,
-                        tb_lora_config_t *out, tb_error_t *err);
+/* The LoRA shape of the checkpoint at path when its model is loaded:
+ * 1 and *out, else 0. */
+int tb__checkpoint_lora(tb__training_t *tr, tb_slice_t path, tb_lora_config_t *out);
+/* Reads the LoRA shape of the checkpoint at dir on the threadpool.  cb
+ * runs on the loop, also while closing (tr->closing then holds), with
+ * status 0 and lora, or a negative status and a message. */
+typedef void (*tb__lora_read_cb)(tb__training_t *tr, void *data, int status,
+                                 const tb_lora_config_t *lora, const char *message);
+int tb__read_checkpoint_lora(tb__training_t *tr, const char *dir, tb__lora_read_cb cb,
+                             void *data);
 
 /* Takes op (of op->model; op->seq, or -1 for "after everything
  * accepted") in seq_id order and answers the request: the future of an
@@ -164,10 +171,10 @@ int tb__checkpoint_lora(tb__training_t *tr, tb_slice_t path, const char *dir,
  * else op's new future. */
 void tb__submit_ordered(tb_http_request_t *req, tb__top_t *op);
 /* Registers model <session>:train:<mseq> and queues its creation behind
- * the base model's load and the user's model limit.  With then (a load,
- * not yet accepted), the client's future is then's, which runs right
- * after the adapter exists; otherwise the create's own.  Answers the
- * request. */
+ * the base model's load and the user's model limit.  lora NULL: read from
+ * then's checkpoint first.  With then (a load, not yet accepted), the
+ * client's future is then's, which runs right after the adapter exists;
+ * otherwise the create's own.  Answers the request. */
 void tb__create_model(tb_http_request_t *req, tb__training_t *tr, tb__session_t *s,
                       int64_t mseq, const tb_lora_config_t *lora, tb__top_t *then);
 /* Removes m's adapter behind the jobs already in its FIFO; what waits for
