@@ -14,6 +14,7 @@
 #include "core/arena.h"
 #include "core/json.h"
 #include "engine/base_model.h"
+#include "engine/tokenizer.h"
 #include "server/training.h"
 #include "wire/output.h"
 #include "wire/proto.h"
@@ -139,6 +140,18 @@ static char *fwd_body(const char *mid, int seq, const char *key, const char *los
            "{\"model_input\":{\"chunks\":[{\"type\":\"encoded_text\",\"tokens\":%s}]},"
            "\"loss_fn_inputs\":{%s}}]},\"type\":\"forward_backward\"}",
            mid, seq, key, loss_fn, tokens, inputs);
+  return b;
+}
+
+/* The same with a body of any size. */
+static char *fwd_body_n(const char *mid, int seq, const char *tokens, const char *inputs) {
+  size_t cap = strlen(tokens) + strlen(inputs) + 512;
+  char *b = xmalloc(cap);
+  snprintf(b, cap,
+           "{\"model_id\":\"%s\",\"seq_id\":%d,\"forward_backward_input\":{\"loss_fn\":"
+           "\"cross_entropy\",\"data\":[{\"model_input\":{\"chunks\":[{\"type\":"
+           "\"encoded_text\",\"tokens\":%s}]},\"loss_fn_inputs\":{%s}}]}}",
+           mid, seq, tokens, inputs);
   return b;
 }
 
@@ -522,8 +535,30 @@ TEST(bad_input) {
   ASSERT_STR_CONTAINS(msg, "outside the vocabulary");
   free(msg);
   free(rid);
+  /* A sequence longer than the context. */
+  size_t n = (size_t)cfg.max_position_embeddings + 1;
+  tb_buf_t toks = { 0 }, ins = { 0 };
+  ASSERT_OK(tb__buf_printf(&toks, "["));
+  ASSERT_OK(tb__buf_printf(&ins, "\"target_tokens\":["));
+  for (size_t i = 0; i < n; i++) {
+    ASSERT_OK(tb__buf_printf(&toks, "%s1", i ? "," : ""));
+    ASSERT_OK(tb__buf_printf(&ins, "%s2", i ? "," : ""));
+  }
+  ASSERT_OK(tb__buf_printf(&toks, "]"));
+  ASSERT_OK(tb__buf_printf(&ins, "]"));
+  ASSERT_OK(tb__buf_append(&toks, "", 1));
+  ASSERT_OK(tb__buf_append(&ins, "", 1));
+  b = fwd_body_n(mid, 2, toks.base, ins.base);
+  rid = post_field("/api/v1/forward_backward", NULL, b, "request_id");
+  free(b);
+  tb__buf_free(&toks);
+  tb__buf_free(&ins);
+  msg = failure_of(rid, "user");
+  ASSERT_STR_CONTAINS(msg, "data[0]");
+  free(msg);
+  free(rid);
   /* The model goes on with the next seq_id. */
-  rid = submit_fwdbwd(mid, 2, NULL);
+  rid = submit_fwdbwd(mid, 3, NULL);
   json_decref(result_json(rid, NULL));
   free(rid);
 
@@ -838,6 +873,73 @@ TEST(save_keeps_the_order) {
   stop_training();
 }
 
+/* One asample of the base model from [1, 2] with this seed and extra
+ * sampling params; the first sequence. */
+static json_t *sample_base(const char *ssid, int seed, const char *extra_params) {
+  char body[1024];
+  snprintf(body, sizeof(body),
+           "{\"sampling_session_id\":\"%s\",\"seq_id\":0,"
+           "\"prompt\":{\"chunks\":[{\"type\":\"encoded_text\",\"tokens\":[1,2]}]},"
+           "\"sampling_params\":{\"max_tokens\":6,\"seed\":%d,\"temperature\":1.0%s}}",
+           ssid, seed, extra_params);
+  char *rid = post_field("/api/v1/asample", NULL, body, "request_id");
+  json_t *v = result_json(rid, NULL);
+  free(rid);
+  json_t *seq = json_incref(json_array_get(json_object_get(v, "sequences"), 0));
+  json_decref(v);
+  return seq;
+}
+
+TEST(stop_strings) {
+  tb_server_options_t o = { 0 };
+  start_training(&o);
+  char *sid = create_session(NULL);
+  char body[512];
+  snprintf(body, sizeof(body),
+           "{\"session_id\":\"%s\",\"sampling_session_seq_id\":0,\"base_model\":\"base\"}",
+           sid);
+  char *ssid = post_field("/api/v1/create_sampling_session", NULL, body, "sampling_session_id");
+  /* Find a seed whose second token is a printable byte, then stop on it:
+   * the same draw ends there. */
+  int done = 0;
+  for (int seed = 1; seed < 200 && !done; seed++) {
+    json_t *seq = sample_base(ssid, seed, "");
+    json_t *toks = json_object_get(seq, "tokens");
+    if (json_array_size(toks) < 3) {
+      json_decref(seq);
+      continue;
+    }
+    int32_t t = (int32_t)json_integer_value(json_array_get(toks, 1));
+    tb_buf_t b = { 0 };
+    int rc = tb__tok_decode(&t, 1, 0, &b);
+    int printable = rc == 0 && b.len == 1 && b.base[0] > 32 && b.base[0] < 127 &&
+                    b.base[0] != '"' && b.base[0] != '\\';
+    /* The first token must not hold the stop string already. */
+    int32_t t0 = (int32_t)json_integer_value(json_array_get(toks, 0));
+    tb_buf_t b0 = { 0 };
+    printable = printable && tb__tok_decode(&t0, 1, 0, &b0) == 0 &&
+                (b0.len == 0 || memchr(b0.base, b.base[0], b0.len) == NULL);
+    if (printable) {
+      char extra[64];
+      snprintf(extra, sizeof(extra), ",\"stop\":[\"%c\"]", b.base[0]);
+      json_t *stopped = sample_base(ssid, seed, extra);
+      json_t *st = json_object_get(stopped, "tokens");
+      ASSERT_EQ_INT(json_array_size(st), 2);
+      ASSERT_EQ_INT(json_integer_value(json_array_get(st, 1)), t);
+      ASSERT_STR_EQ(json_string_value(json_object_get(stopped, "stop_reason")), "stop");
+      json_decref(stopped);
+      done = 1;
+    }
+    tb__buf_free(&b);
+    tb__buf_free(&b0);
+    json_decref(seq);
+  }
+  ASSERT(done);
+  free(ssid);
+  free(sid);
+  stop_training();
+}
+
 TEST_LIST(
   TEST_ENTRY(train_save_load_sample),
   TEST_ENTRY(seq_id_order),
@@ -847,4 +949,5 @@ TEST_LIST(
   TEST_ENTRY(create_via_load_and_unnamed_sampler),
   TEST_ENTRY(close_with_work_in_flight),
   TEST_ENTRY(save_keeps_the_order),
+  TEST_ENTRY(stop_strings),
 )

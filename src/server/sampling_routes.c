@@ -15,6 +15,7 @@
 
 #include "core/json.h"
 #include "engine/base_model.h"
+#include "engine/tokenizer.h"
 #include "wire/sample.h"
 
 static void sampler_free(tb__sampler_t *s) {
@@ -27,10 +28,29 @@ static void sampler_free(tb__sampler_t *s) {
 }
 
 void tb__samplers_free(tb__training_t *tr) {
+  free(tr->token_bytes);
+  free(tr->token_text);
+  tr->token_bytes = NULL;
+  tr->token_text = NULL;
   while (tr->samplers != NULL) {
     tb__sampler_t *s = tr->samplers;
     tr->samplers = s->next;
     sampler_free(s);
+  }
+}
+
+static void start_sample(tb__top_t *op);
+
+void tb__samples_base_settled(tb__training_t *tr) {
+  while (tr->base_waiting != NULL) {
+    tb__top_t *op = tr->base_waiting;
+    tr->base_waiting = op->next;
+    op->next = NULL;
+    if (tr->base_state == 1 && !tr->closing)
+      start_sample(op);
+    else
+      tb__top_fail(op, TB_CATEGORY_SERVER,
+                   tr->closing ? "the server is closing" : "the base model is not available");
   }
 }
 
@@ -148,18 +168,49 @@ static void on_sampler_created(tb_engine_job_t *job, int status) {
     sampler_failed(s, rc);
 }
 
+/* The bytes of every token of the base model (a few hundred, decoded
+ * once), which stop strings are matched on. */
+static const tb_slice_t *token_bytes(tb__training_t *tr, int32_t vocab) {
+  if (tr->token_bytes != NULL)
+    return tr->token_bytes;
+  tb_buf_t text = { 0 };
+  size_t *off = malloc(((size_t)vocab + 1) * sizeof(*off));
+  tb_slice_t *tb = malloc((size_t)vocab * sizeof(*tb));
+  int ok = off != NULL && tb != NULL;
+  for (int32_t i = 0; ok && i < vocab; i++) {
+    off[i] = text.len;
+    int rc = tb__tok_decode(&i, 1, 0, &text);
+    ok = rc == 0 || rc == TB_EINVAL;  /* an id the tokenizer lacks: no bytes */
+  }
+  if (!ok) {
+    free(off);
+    free(tb);
+    tb__buf_free(&text);
+    return NULL;
+  }
+  off[vocab] = text.len;
+  for (int32_t i = 0; i < vocab; i++)
+    tb[i] = (tb_slice_t){ text.base + off[i], off[i + 1] - off[i] };
+  free(off);
+  tr->token_bytes = tb;
+  tr->token_text = text.base;
+  return tb;
+}
+
 /* The sampling parameters of the wire for the engine; checks the prompt
  * against the vocabulary. */
-static int to_sampling(tb_jctx_t *c, tb__training_t *tr, const tb_wire_sample_request_t *r,
-                       tb_sampling_params_t *p) {
-  const tb_weights_t *w = tb__engine_model_weights(tr->base);
-  int64_t vocab = w->config.vocab_size;
+static int to_sampling(tb_jctx_t *c, tb__training_t *tr, tb_arena_t *a,
+                       const tb_wire_sample_request_t *r, tb_sampling_params_t *p) {
+  tb_model_config_t cfg;
+  tb__base_model_config(&cfg);  /* known before the weights are loaded */
+  const tb_model_config_t *mc = &cfg;
+  int64_t vocab = mc->vocab_size;
   tb__sampling_params_default(p);
   if (r->n_prompt == 0)
     return tb__jctx_fail_at(c, "prompt", "expected at least one token");
-  if (r->n_prompt >= (size_t)w->config.max_position_embeddings)
+  if (r->n_prompt >= (size_t)mc->max_position_embeddings)
     return tb__jctx_fail_at(c, "prompt", "%zu tokens do not fit the context of %d", r->n_prompt,
-                            w->config.max_position_embeddings);
+                            mc->max_position_embeddings);
   for (size_t i = 0; i < r->n_prompt; i++)
     if (r->prompt[i] < 0 || r->prompt[i] >= vocab)
       return tb__jctx_fail_at(c, "prompt",
@@ -168,8 +219,23 @@ static int to_sampling(tb_jctx_t *c, tb__training_t *tr, const tb_wire_sample_re
   const tb_wire_sampling_params_t *wp = &r->params;
   size_t m = tb__jctx_push_key(c, "sampling_params");
   int rc = 0;
-  if (wp->n_stop_strings > 0)
-    rc = tb__jctx_fail_at(c, "stop", "stop strings are not supported; send token ids");
+  if (wp->n_stop_strings > 0) {
+    tb_slice_t *ss = tb__arena_calloc(a, wp->n_stop_strings, sizeof(*ss));
+    p->token_bytes = token_bytes(tr, (int32_t)vocab);
+    if (ss == NULL || p->token_bytes == NULL)
+      rc = tb__jctx_fail_at(c, "stop", "out of memory");
+    for (size_t i = 0; rc == 0 && i < wp->n_stop_strings; i++) {
+      /* Copied: the decoder lends them from the JSON document. */
+      size_t n = strlen(wp->stop_strings[i]);
+      ss[i] = (tb_slice_t){ tb__arena_strndup(a, wp->stop_strings[i], n), n };
+      if (ss[i].base == NULL)
+        rc = tb__jctx_fail_at(c, "stop", "out of memory");
+      else if (ss[i].len == 0)
+        rc = tb__jctx_fail_at(c, "stop", "an empty stop string");
+    }
+    p->stop_strings = ss;
+    p->num_stop_strings = wp->n_stop_strings;
+  }
   for (size_t i = 0; rc == 0 && i < wp->n_stop_tokens; i++)
     if (wp->stop_tokens[i] < 0 || wp->stop_tokens[i] >= vocab)
       rc = tb__jctx_fail_at(c, "stop", "token %d is outside the vocabulary", wp->stop_tokens[i]);
@@ -209,9 +275,8 @@ static void route_asample(tb_http_request_t *req) {
     tb__server_respond_error(req, 503, "the server is closing");
     return;
   }
-  if (tr->base_state != 1) {
-    tb__server_respond_error(req, 503, "the base model is %s",
-                             tr->base_state == 0 ? "still loading" : "not available");
+  if (tr->base_state < 0) {
+    tb__server_respond_error(req, 503, "the base model is not available");
     return;
   }
   if (tb__server_rate_limited(req) != 0)
@@ -227,12 +292,12 @@ static void route_asample(tb_http_request_t *req) {
   memset(&r, 0, sizeof(r));
   int rc = tb__json_parse(req->body, &doc, &err);
   rc = rc < 0 ? rc : tb__wire_sample_request_from_json(&c, &op->arena, doc, &r);
-  json_decref(doc);
   tb__sampler_t *s = NULL;
   if (rc >= 0 && r.sampling_session_id != NULL) {
     s = tb__sampler_find(tr, tb__sreq(req)->user, r.sampling_session_id);
     if (s == NULL) {
       tb__server_respond_error(req, 404, "sampling_session_id: unknown sampling session");
+      json_decref(doc);
       tb__top_free(op);
       return;
     }
@@ -242,7 +307,8 @@ static void route_asample(tb_http_request_t *req) {
   } else if (rc >= 0) {
     rc = tb__jctx_fail_at(&c, "sampling_session_id", "required (or base_model)");
   }
-  rc = rc < 0 ? rc : to_sampling(&c, tr, &r, &op->sampling);
+  rc = rc < 0 ? rc : to_sampling(&c, tr, &op->arena, &r, &op->sampling);
+  json_decref(doc);
   if (rc < 0) {
     tb__server_respond_bad(req, &err);
     tb_error_clear(&err);
@@ -258,6 +324,11 @@ static void route_asample(tb_http_request_t *req) {
   if (s != NULL && s->state == 0) {
     op->next = s->waiting;
     s->waiting = op;
+    return;
+  }
+  if (tr->base_state == 0) {
+    op->next = tr->base_waiting;  /* started when the base model is loaded */
+    tr->base_waiting = op;
     return;
   }
   if (s != NULL && s->state < 0) {

@@ -724,8 +724,10 @@ static void on_base_loaded(tb_engine_job_t *job, int status) {
     tb_warn("%s", tr->base_error ? tr->base_error : "the base model failed to load");
   }
   tb__engine_job_cleanup(job);
-  if (!tr->closing)
+  if (!tr->closing) {
     start_held(tr);
+    tb__samples_base_settled(tr);
+  }
 }
 
 static void training_free(tb__training_t *tr) {
@@ -773,6 +775,7 @@ static void ext_close(tb__server_t *srv, tb__server_ext_t *ext) {
       tb__top_fail(op, TB_CATEGORY_SERVER, "the server is closing");
     }
   tb__samplers_fail_all(tr, "the server is closing");
+  tb__samples_base_settled(tr);
   /* The engine releases the base model with everything else. */
   tr->base = NULL;
   tb__engine_close(&tr->engine, on_engine_closed);

@@ -118,6 +118,11 @@ struct tb__training_s {
   tb__top_t *held;               /* creates waiting for the base model or
                                     the user's model limit */
   tb__sampler_t *samplers;
+  tb__top_t *base_waiting;       /* asamples of the base model while it
+                                    loads */
+  tb_slice_t *token_bytes;       /* the base model's tokens as bytes, for
+                                    stop strings; built on first use */
+  char *token_text;
   size_t n_ops;                  /* ops alive */
   size_t n_fs;                   /* file requests in flight */
   int engine_closed;
@@ -196,6 +201,8 @@ tb__sampler_t *tb__sampler_open(tb__training_t *tr, tb__user_t *owner, tb__sessi
                                 const tb_lora_config_t *lora);
 int tb__sampling_routes(tb__training_t *tr);
 void tb__samplers_fail_all(tb__training_t *tr, const char *message);
+/* Starts (or fails) the samples that waited for the base model. */
+void tb__samples_base_settled(tb__training_t *tr);
 void tb__samplers_free(tb__training_t *tr);
 
 #endif /* TB_SERVER_TRAINING_H */
