@@ -632,8 +632,27 @@ TEST(session_expiry_unloads_models) {
   json_decref(result_json(rid, NULL));
   free(rid);
   ASSERT_EQ_INT(srv->auth.local->n_models, 1);
+  snprintf(body, sizeof(body),
+           "{\"session_id\":\"%s\",\"sampling_session_seq_id\":0,"
+           "\"model_path\":\"tinker://%s/weights/keep\"}", sid, mid);
+  char *ssid = post_field("/api/v1/create_sampling_session", NULL, body, "sampling_session_id");
+  char sample[512];
+  snprintf(sample, sizeof(sample),
+           "{\"sampling_session_id\":\"%s\",\"seq_id\":0,"
+           "\"prompt\":{\"chunks\":[{\"type\":\"encoded_text\",\"tokens\":[1]}]},"
+           "\"sampling_params\":{\"max_tokens\":1}}", ssid);
+  free(ssid);
+  rid = post_field("/api/v1/asample", NULL, sample, "request_id");
+  json_decref(result_json(rid, NULL));
+  free(rid);
   /* No heartbeat: the session expires and its model goes. */
   RUN_UNTIL(srv->auth.local->n_models == 0);
+  /* Its sampling sessions too. */
+  rid = post_field("/api/v1/asample", NULL, sample, "request_id");
+  char *msg = failure_of(rid, "user");
+  ASSERT_STR_CONTAINS(msg, "the session expired");
+  free(msg);
+  free(rid);
   snprintf(body, sizeof(body), "{\"model_id\":\"%s\",\"type\":\"get_info\"}", mid);
   hc_expect("POST", "/api/v1/get_info", NULL, body, 404, "unknown model");
   hc_expect("GET", "/metrics", NULL, NULL, 200, "tinkerbell_models 0");

@@ -39,6 +39,30 @@ void tb__samplers_free(tb__training_t *tr) {
   }
 }
 
+static void on_sampler_removed(tb_engine_job_t *job, int status) {
+  tb__sampler_t *s = job->data;
+  s->adapter = NULL;
+  tb__engine_job_cleanup(job);
+}
+
+void tb__samplers_session_expired(tb__training_t *tr, const tb__session_t *sess) {
+  for (tb__sampler_t *s = tr->samplers; s != NULL; s = s->next) {
+    /* Loading ones are left to finish; their samples may still come. */
+    if (s->owner != sess->owner || s->state != 1 || strncmp(s->id, sess->id, sess->id_len) != 0 ||
+        s->id[sess->id_len] != ':')
+      continue;
+    s->state = -1;
+    s->fail_category = TB_CATEGORY_USER;
+    s->fail_message = tb__asprintf("sampling_session_id: the session expired");
+    if (s->adapter != NULL) {
+      memset(&s->job, 0, sizeof(s->job));
+      s->job.data = s;
+      if (tb__engine_remove_adapter(&s->job, s->adapter, on_sampler_removed) != 0)
+        tb__engine_job_cleanup(&s->job);
+    }
+  }
+}
+
 static void start_sample(tb__top_t *op);
 
 void tb__samples_base_settled(tb__training_t *tr) {

@@ -699,6 +699,7 @@ static void on_session_expired(tb__sessions_t *ss, tb__session_t *s) {
     model_free(op->model);
     tb__top_fail(op, TB_CATEGORY_USER, "the session expired");
   }
+  tb__samplers_session_expired(tr, s);
   for (tb__tmodel_t *m = tr->models; m != NULL; m = m->next) {
     if (m->session != s || m->unloading)
       continue;

@@ -201,6 +201,9 @@ tb__sampler_t *tb__sampler_open(tb__training_t *tr, tb__user_t *owner, tb__sessi
                                 const tb_lora_config_t *lora);
 int tb__sampling_routes(tb__training_t *tr);
 void tb__samplers_fail_all(tb__training_t *tr, const char *message);
+/* Releases the adapters of sess's sampling sessions; their samples fail
+ * from now on. */
+void tb__samplers_session_expired(tb__training_t *tr, const tb__session_t *sess);
 /* Starts (or fails) the samples that waited for the base model. */
 void tb__samples_base_settled(tb__training_t *tr);
 void tb__samplers_free(tb__training_t *tr);
