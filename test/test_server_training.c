@@ -524,6 +524,13 @@ TEST(bad_input) {
   hc_expect("POST", "/api/v1/create_model", NULL, body, 400,
             "base_model: unknown model \\\"gpt\\\"");
 
+  snprintf(body, sizeof(body),
+           "{\"session_id\":\"%s\",\"model_seq_id\":1,\"base_model\":\"base\","
+           "\"lora_config\":{\"rank\":2,\"train_attn\":false,\"train_mlp\":false,"
+           "\"train_unembed\":false}}", sid);
+  hc_expect("POST", "/api/v1/create_model", NULL, body, 400,
+            "lora_config: at least one of train_attn");
+
   /* Known to the engine: a failed future of category user. */
   char tokens[64];
   snprintf(tokens, sizeof(tokens), "[1,%d,3,4]", cfg.vocab_size);

@@ -74,6 +74,11 @@ static void route_create_model(tb_http_request_t *req) {
     rc = rc < 0 ? rc : get_bool_default(&c, lc, "train_unembed", 1, &lora.train_unembed);
     tb__jctx_pop(&c, mark);
   }
+  lora.rank = (int)rank;
+  lora.seed = (uint64_t)seed;
+  const char *why = NULL;
+  if (rc >= 0 && tb__lora_config_validate(&lora, &why) != 0)
+    rc = tb__jctx_fail_at(&c, "lora_config", "%s", why);
   if (rc >= 0 && !tb__slice_eq_str(base, TB_BASE_MODEL_NAME))
     rc = tb__jctx_fail_at(&c, "base_model", "unknown model \"%.*s\" (this server has \"%s\")",
                           (int)(base.len > 80 ? 80 : base.len), base.base,
@@ -83,8 +88,6 @@ static void route_create_model(tb_http_request_t *req) {
     json_decref(doc);
     return;
   }
-  lora.rank = (int)rank;
-  lora.seed = (uint64_t)seed;
   tb__session_t *s = tb__session_find(&tr->srv->sessions, tb__sreq(req)->user, sid);
   json_decref(doc);
   if (s == NULL || s->expired) {
@@ -529,7 +532,6 @@ static void route_unload_model(tb_http_request_t *req) {
 }
 
 static void route_get_info(tb_http_request_t *req) {
-  tb__training_t *tr = tb__training_of(req);
   ROUTE_BEGIN(req, doc, err, c);
   tb_slice_t mid;
   int rc = tb__json_get_string(&c, doc, "model_id", TB_JSON_REQUIRED, &mid);
@@ -542,13 +544,14 @@ static void route_get_info(tb_http_request_t *req) {
   json_decref(doc);
   if (m == NULL)
     return;
-  (void)tr;
   json_t *v = json_pack("{s{ssssss}sssbsiss}", "model_data", "arch", "llama", "model_name",
                         TB_BASE_MODEL_NAME, "tokenizer_id", TB_BASE_MODEL_NAME, "model_id",
                         m->id, "is_lora", 1, "lora_rank", m->lora.rank, "model_name",
                         TB_BASE_MODEL_NAME);
-  if (v != NULL)
-    json_object_set_new(v, "type", json_string("get_info"));
+  if (v != NULL && json_object_set_new(v, "type", json_string("get_info")) != 0) {
+    json_decref(v);
+    v = NULL;
+  }
   if (v == NULL) {
     tb__server_respond_error(req, 503, "out of memory");
     return;

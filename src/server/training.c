@@ -136,6 +136,13 @@ tb__tmodel_t *tb__tmodel_find(tb_http_request_t *req, tb_slice_t id) {
 }
 
 static void model_free(tb__tmodel_t *m) {
+  /* Ops a client sent before the model existed, when its creation
+   * failed. */
+  while (m->waiting != NULL) {
+    tb__top_t *w = m->waiting;
+    m->waiting = w->next;
+    tb__top_fail(w, TB_CATEGORY_USER, "the model could not be created");
+  }
   free(m->id);
   free(m);
 }
@@ -214,7 +221,6 @@ static void on_job(tb_engine_job_t *job, int status) {
   if (status != 0) {
     if (op->type == TB__OP_CREATE) {
       model_unlink(op->tr, m, 1);
-      /* Later ops cannot have been accepted: the model was not ready. */
       model_free(m);
       start_held(op->tr);
     }
