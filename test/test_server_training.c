@@ -15,6 +15,7 @@
 #include "core/json.h"
 #include "engine/base_model.h"
 #include "engine/tokenizer.h"
+#include "http/client.h"
 #include "server/training.h"
 #include "wire/output.h"
 #include "wire/proto.h"
@@ -966,6 +967,117 @@ TEST(stop_strings) {
   stop_training();
 }
 
+/* ------------------------------------------------------------ the HTTP client */
+
+static int cl_done;
+
+static void cl_cb(tb_http_client_req_t *req, int status) {
+  ASSERT_OK(status);
+  cl_done++;
+}
+
+/* Sends one request with the project's client and runs the loop until it
+ * is answered; the response stays in req until it is freed. */
+static void cl_send(tb_http_client_t *cl, tb_http_client_req_t *req, const char *path,
+                    const tb_http_header_t *h, size_t nh, const void *body, size_t len) {
+  static char url[128];
+  snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
+  static uv_buf_t b;
+  b = uv_buf_init((char *)body, (unsigned)len);
+  tb__http_client_req_free(req);
+  req->method = "POST";
+  req->url = (tb_slice_t){ url, strlen(url) };
+  req->headers = h;
+  req->n_headers = nh;
+  req->body = &b;
+  req->n_body = 1;
+  int before = cl_done;
+  ASSERT_OK(tb__http_client_send(cl, req, cl_cb));
+  RUN_UNTIL(cl_done > before);
+  ASSERT_EQ_INT(req->response.status, 200);
+}
+
+static char *cl_field(tb_http_client_req_t *req, const char *key) {
+  json_error_t e;
+  json_t *v = json_loadb(req->response.body, req->response.body_len, 0, &e);
+  ASSERT(v != NULL);
+  ASSERT(json_is_string(json_object_get(v, key)));
+  char *r = xstrdup(json_string_value(json_object_get(v, key)));
+  json_decref(v);
+  return r;
+}
+
+static int cl_closed;
+
+static void on_cl_closed(tb_http_client_t *c) {
+  cl_closed = 1;
+}
+
+TEST(with_the_http_client) {
+  tb_server_options_t o = { 0 };
+  start_training(&o);
+  tb_http_client_t cl;
+  ASSERT_OK(tb__http_client_init(&loop, &cl, NULL));
+  tb_http_client_req_t req;
+  tb__http_client_req_init(&req);
+  static const tb_http_header_t json_h[] = {
+    { TB_SLICE_LIT("Content-Type"), TB_SLICE_LIT("application/json") },
+  };
+  static const tb_http_header_t proto_h[] = {
+    { TB_SLICE_LIT("Content-Type"), TB_SLICE_LIT("application/x-protobuf") },
+    { TB_SLICE_LIT("Accept"), TB_SLICE_LIT("application/x-protobuf") },
+  };
+  const char *cs = "{\"tags\":[],\"user_metadata\":{},\"sdk_version\":\"0.25.0\"}";
+  cl_send(&cl, &req, "/api/v1/create_session", json_h, 1, cs, strlen(cs));
+  char *sid = cl_field(&req, "session_id");
+  char body[512];
+  snprintf(body, sizeof(body),
+           "{\"session_id\":\"%s\",\"model_seq_id\":0,\"base_model\":\"base\","
+           "\"lora_config\":{\"rank\":4}}", sid);
+  cl_send(&cl, &req, "/api/v1/create_model", json_h, 1, body, strlen(body));
+  char *rid = cl_field(&req, "request_id");
+  char *mid = cl_field(&req, "model_id");
+  snprintf(body, sizeof(body), "{\"request_id\":\"%s\",\"allow_metadata_only\":false}", rid);
+  cl_send(&cl, &req, "/api/v1/retrieve_future", json_h, 1, body, strlen(body));
+  ASSERT(req.reused_connection);
+  char *got = cl_field(&req, "model_id");
+  ASSERT_STR_EQ(got, mid);
+  free(got);
+  free(rid);
+
+  /* forward_backward with a protobuf body, its result as protobuf. */
+  size_t plen;
+  uint8_t *pb = proto_body(mid, 1, &plen);
+  cl_send(&cl, &req, "/api/v1/forward_backward", proto_h, 1, pb, plen);
+  free(pb);
+  rid = cl_field(&req, "request_id");
+  snprintf(body, sizeof(body), "{\"request_id\":\"%s\",\"allow_metadata_only\":false}", rid);
+  cl_send(&cl, &req, "/api/v1/retrieve_future", proto_h + 1, 1, body, strlen(body));
+  const tb_http_header_t *ct = tb__http_response_header(&req.response, "Content-Type");
+  ASSERT(ct != NULL);
+  ASSERT_MEM_EQ_STR(ct->value.base, ct->value.len, "application/x-protobuf");
+  tb_arena_t arena;
+  tb__arena_init(&arena, 0);
+  tb_error_t err = { 0 };
+  tb_jctx_t jc;
+  tb__jctx_init(&jc, &err);
+  tb_wire_fwdbwd_output_t out;
+  ASSERT_OK(tb__wire_fwdbwd_output_from_proto(
+      &jc, &arena, (tb_slice_t){ req.response.body, req.response.body_len }, &out));
+  ASSERT_EQ_INT(out.n_outputs, 1);
+  ASSERT_EQ_INT(out.outputs[0].fields[0].tensor.numel, 4);
+  tb__arena_free(&arena);
+  free(rid);
+
+  tb__http_client_req_free(&req);
+  cl_closed = 0;
+  tb__http_client_close(&cl, on_cl_closed);
+  RUN_UNTIL(cl_closed);
+  free(mid);
+  free(sid);
+  stop_training();
+}
+
 TEST_LIST(
   TEST_ENTRY(train_save_load_sample),
   TEST_ENTRY(seq_id_order),
@@ -976,4 +1088,5 @@ TEST_LIST(
   TEST_ENTRY(close_with_work_in_flight),
   TEST_ENTRY(save_keeps_the_order),
   TEST_ENTRY(stop_strings),
+  TEST_ENTRY(with_the_http_client),
 )
