@@ -1,0 +1,237 @@
+/*
+ * What the training-route tests share: a server with its engine on a
+ * loop (test_server_client.h), a data_dir of its own, and helpers that
+ * submit requests, await futures and build forward_backward bodies in
+ * JSON and protobuf.
+ */
+#ifndef TB_TEST_SERVER_TRAINING_H
+#define TB_TEST_SERVER_TRAINING_H
+
+#include "test_server_client.h"
+
+#include <math.h>
+#include <sys/stat.h>
+
+#include "core/arena.h"
+#include "core/json.h"
+#include "engine/base_model.h"
+#include "engine/tokenizer.h"
+#include "http/client.h"
+#include "server/training.h"
+#include "wire/output.h"
+#include "wire/proto.h"
+#include "wire/sample.h"
+
+static char data_dir[64];
+
+static void start_training(tb_server_options_t *o) {
+  strcpy(data_dir, "/tmp/tb-train-XXXXXX");
+  ASSERT(mkdtemp(data_dir) != NULL);
+  o->data_dir = data_dir;
+  if (o->long_poll_ms == 0)
+    o->long_poll_ms = 10000;
+  start_server(o);
+  tb_engine_opts_t eo = { .shards = 2 };
+  tb_error_t err = { 0 };
+  ASSERT_OK(tb__training_start(srv, &eo, &err));
+}
+
+static void stop_training(void) {
+  stop_server();
+  char cmd[128];
+  snprintf(cmd, sizeof(cmd), "rm -rf %s", data_dir);
+  ASSERT_OK(system(cmd));
+}
+
+/* A string field of a JSON answer, copied. */
+static char *field_of(hc_t *c, const char *key) {
+  json_t *v = hc_json(c);
+  const char *s = json_string_value(json_object_get(v, key));
+  if (s == NULL)
+    fprintf(stderr, "no %s in %s\n", key, c->body);
+  ASSERT(s != NULL);
+  char *r = xstrdup(s);
+  json_decref(v);
+  return r;
+}
+
+/* POSTs body and returns a string field of the 200 answer. */
+static char *post_field(const char *path, const char *extra, const char *body,
+                        const char *key) {
+  hc_t *c = hc_do("POST", path, extra, body);
+  if (c->status != 200)
+    fprintf(stderr, "%s -> %d %s\n", path, c->status, c->body);
+  ASSERT_EQ_INT(c->status, 200);
+  char *r = field_of(c, key);
+  hc_free(c);
+  return r;
+}
+
+/* Long-polls a future until it finished; the caller frees the answer. */
+static hc_t *await_future(const char *rid, const char *extra) {
+  char body[128];
+  snprintf(body, sizeof(body), "{\"request_id\":\"%s\",\"allow_metadata_only\":false}", rid);
+  for (;;) {
+    hc_t *c = hc_do("POST", "/api/v1/retrieve_future", extra, body);
+    ASSERT_EQ_INT(c->status, 200);
+    if (strstr(c->body, "\"try_again\"") == NULL)
+      return c;
+    hc_free(c);
+  }
+}
+
+/* The finished future's JSON result (must not be a failure). */
+static json_t *result_json(const char *rid, const char *extra) {
+  hc_t *c = await_future(rid, extra);
+  json_t *v = hc_json(c);
+  if (json_object_get(v, "error") != NULL)
+    fprintf(stderr, "future %s failed: %s\n", rid, c->body);
+  ASSERT(json_object_get(v, "error") == NULL);
+  hc_free(c);
+  return v;
+}
+
+/* The failed future's message; category must be cat. */
+static char *failure_of(const char *rid, const char *cat) {
+  hc_t *c = await_future(rid, NULL);
+  json_t *v = hc_json(c);
+  const char *e = json_string_value(json_object_get(v, "error"));
+  if (e == NULL)
+    fprintf(stderr, "future %s did not fail: %s\n", rid, c->body);
+  ASSERT(e != NULL);
+  ASSERT_STR_EQ(json_string_value(json_object_get(v, "category")), cat);
+  char *r = xstrdup(e);
+  json_decref(v);
+  hc_free(c);
+  return r;
+}
+
+static char *create_session(const char *extra) {
+  return post_field("/api/v1/create_session", extra,
+                    "{\"tags\":[],\"user_metadata\":{},\"sdk_version\":\"0.25.0\","
+                    "\"type\":\"create_session\"}",
+                    "session_id");
+}
+
+/* create_model, awaited; returns the model id. */
+static char *create_model(const char *sid, int mseq, const char *extra) {
+  char body[256];
+  snprintf(body, sizeof(body),
+           "{\"session_id\":\"%s\",\"model_seq_id\":%d,\"base_model\":\"base\","
+           "\"lora_config\":{\"rank\":4,\"seed\":3,\"train_unembed\":true,"
+           "\"train_mlp\":true,\"train_attn\":true},\"type\":\"create_model\"}",
+           sid, mseq);
+  char *rid = post_field("/api/v1/create_model", extra, body, "request_id");
+  json_t *v = result_json(rid, extra);
+  ASSERT_STR_EQ(json_string_value(json_object_get(v, "type")), "create_model");
+  char *mid = xstrdup(json_string_value(json_object_get(v, "model_id")));
+  char want[128];
+  snprintf(want, sizeof(want), "%s:train:%d", sid, mseq);
+  ASSERT_STR_EQ(mid, want);
+  json_decref(v);
+  free(rid);
+  return mid;
+}
+
+/* A JSON forward_backward (or forward) body with one datum. */
+static char *fwd_body(const char *mid, int seq, const char *key, const char *loss_fn,
+                      const char *tokens, const char *inputs) {
+  char *b = xmalloc(1024);
+  snprintf(b, 1024,
+           "{\"model_id\":\"%s\",\"seq_id\":%d,\"%s\":{\"loss_fn\":\"%s\",\"data\":["
+           "{\"model_input\":{\"chunks\":[{\"type\":\"encoded_text\",\"tokens\":%s}]},"
+           "\"loss_fn_inputs\":{%s}}]},\"type\":\"forward_backward\"}",
+           mid, seq, key, loss_fn, tokens, inputs);
+  return b;
+}
+
+/* The same with a body of any size. */
+static char *fwd_body_n(const char *mid, int seq, const char *tokens, const char *inputs) {
+  size_t cap = strlen(tokens) + strlen(inputs) + 512;
+  char *b = xmalloc(cap);
+  snprintf(b, cap,
+           "{\"model_id\":\"%s\",\"seq_id\":%d,\"forward_backward_input\":{\"loss_fn\":"
+           "\"cross_entropy\",\"data\":[{\"model_input\":{\"chunks\":[{\"type\":"
+           "\"encoded_text\",\"tokens\":%s}]},\"loss_fn_inputs\":{%s}}]}}",
+           mid, seq, tokens, inputs);
+  return b;
+}
+
+#define SFT_INPUTS                                                          \
+  "\"target_tokens\":{\"data\":[2,3,4,5],\"dtype\":\"int64\",\"shape\":[4]}," \
+  "\"weights\":{\"data\":[1,1,1,1],\"dtype\":\"float32\",\"shape\":[4]}"
+
+static char *submit_fwdbwd(const char *mid, int seq, const char *extra) {
+  char *b = fwd_body(mid, seq, "forward_backward_input", "cross_entropy", "[1,2,3,4]",
+                     SFT_INPUTS);
+  char *rid = post_field("/api/v1/forward_backward", extra, b, "request_id");
+  free(b);
+  return rid;
+}
+
+static double metric_of(json_t *v, const char *key) {
+  json_t *m = json_object_get(json_object_get(v, "metrics"), key);
+  ASSERT(json_is_number(m));
+  return json_number_value(m);
+}
+
+/* A protobuf ForwardBackwardRequest of the same datum as SFT_INPUTS. */
+static uint8_t *proto_body(const char *mid, int seq, size_t *len) {
+  static int32_t toks[4] = { 1, 2, 3, 4 };
+  static float w[4] = { 1, 1, 1, 1 };
+  static int64_t tgt[4] = { 2, 3, 4, 5 };
+  TinkerPublic__EncodedTextChunk etc = TINKER_PUBLIC__ENCODED_TEXT_CHUNK__INIT;
+  etc.tokens.data = (uint8_t *)toks;
+  etc.tokens.len = sizeof(toks);
+  TinkerPublic__Chunk ch = TINKER_PUBLIC__CHUNK__INIT;
+  ch.chunk_case = TINKER_PUBLIC__CHUNK__CHUNK_ENCODED_TEXT;
+  ch.encoded_text = &etc;
+  TinkerPublic__Chunk *chs[] = { &ch };
+  TinkerPublic__Tensor tw = TINKER_PUBLIC__TENSOR__INIT, tt = TINKER_PUBLIC__TENSOR__INIT;
+  tw.encoding_case = TINKER_PUBLIC__TENSOR__ENCODING_DENSE;
+  tw.dense.data = (uint8_t *)w;
+  tw.dense.len = sizeof(w);
+  tw.dtype = TINKER_PUBLIC__DTYPE__DTYPE_FLOAT32;
+  tt.encoding_case = TINKER_PUBLIC__TENSOR__ENCODING_DENSE;
+  tt.dense.data = (uint8_t *)tgt;
+  tt.dense.len = sizeof(tgt);
+  tt.dtype = TINKER_PUBLIC__DTYPE__DTYPE_INT64;
+  TinkerPublic__Datum__LossFnInputsEntry e1 = TINKER_PUBLIC__DATUM__LOSS_FN_INPUTS_ENTRY__INIT;
+  TinkerPublic__Datum__LossFnInputsEntry e2 = TINKER_PUBLIC__DATUM__LOSS_FN_INPUTS_ENTRY__INIT;
+  e1.key = "weights";
+  e1.value = &tw;
+  e2.key = "target_tokens";
+  e2.value = &tt;
+  TinkerPublic__Datum__LossFnInputsEntry *es[] = { &e1, &e2 };
+  TinkerPublic__Datum datum = TINKER_PUBLIC__DATUM__INIT;
+  datum.n_model_input = 1;
+  datum.model_input = chs;
+  datum.n_loss_fn_inputs = 2;
+  datum.loss_fn_inputs = es;
+  TinkerPublic__Datum *ds[] = { &datum };
+  TinkerPublic__ForwardBackwardRequest req = TINKER_PUBLIC__FORWARD_BACKWARD_REQUEST__INIT;
+  req.model_id = (char *)mid;
+  req.seq_id = seq;
+  req.loss_fn = "cross_entropy";
+  req.n_data = 1;
+  req.data = ds;
+  *len = tinker_public__forward_backward_request__get_packed_size(&req);
+  uint8_t *buf = xmalloc(*len + 1);
+  tinker_public__forward_backward_request__pack(&req, buf);
+  return buf;
+}
+
+/* Sends a raw request with a binary body and the given content type. */
+static hc_t *hc_do_raw(const char *path, const char *headers, const void *body, size_t n) {
+  hc_t *c = hc_send("POST", path, headers, NULL);
+  /* hc_send wrote the head ending in a blank line; put the body after a
+   * Content-Length before the connection starts writing. */
+  c->out.len -= 2;
+  ASSERT_OK(tb__buf_printf(&c->out, "Content-Length: %zu\r\n\r\n", n));
+  ASSERT_OK(tb__buf_append(&c->out, body, n));
+  hc_wait(c);
+  ASSERT(c->complete);
+  return c;
+}
+
+#endif /* TB_TEST_SERVER_TRAINING_H */
