@@ -379,6 +379,21 @@ TEST(models_belong_to_their_user) {
            "{\"session_id\":\"%s\",\"model_seq_id\":5,\"base_model\":\"base\"}", sid);
   hc_expect("POST", "/api/v1/create_model", bob, body, 404, "session_id");
 
+  /* Nor her checkpoints, from a model of his own. */
+  char *bsid = create_session(bob);
+  char *bmid = create_model(bsid, 0, bob);
+  snprintf(body, sizeof(body),
+           "{\"model_id\":\"%s\",\"seq_id\":1,\"path\":\"tinker://%s/weights/x\"}", bmid,
+           mid);
+  hc_expect("POST", "/api/v1/load_weights", bob, body, 404, "path: no such checkpoint");
+  snprintf(body, sizeof(body),
+           "{\"session_id\":\"%s\",\"sampling_session_seq_id\":0,"
+           "\"model_path\":\"tinker://%s/sampler_weights/x\"}", bsid, mid);
+  hc_expect("POST", "/api/v1/create_sampling_session", bob, body, 404,
+            "model_path: no such checkpoint");
+  free(bmid);
+  free(bsid);
+
   /* A second model of alice waits while she is at her limit. */
   snprintf(body, sizeof(body),
            "{\"session_id\":\"%s\",\"model_seq_id\":1,\"base_model\":\"base\","
