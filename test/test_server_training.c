@@ -307,6 +307,16 @@ TEST(bad_input) {
   hc_expect("POST", "/api/v1/create_model", NULL, body, 400,
             "lora_config: at least one of train_attn");
 
+  /* The protobuf request names its fields from the top. */
+  size_t plen;
+  uint8_t *pb = proto_body_loss(mid, 1, "hinge", &plen);
+  hc_t *hc = hc_do_raw("/api/v1/forward_backward", "Content-Type: application/x-protobuf\r\n",
+                       pb, plen);
+  free(pb);
+  ASSERT_EQ_INT(hc->status, 400);
+  ASSERT(strncmp(hc->body, "{\"error\":\"loss_fn: unknown loss function", 40) == 0);
+  hc_free(hc);
+
   /* Known to the engine: a failed future of category user. */
   char tokens[64];
   snprintf(tokens, sizeof(tokens), "[1,%d,3,4]", cfg.vocab_size);

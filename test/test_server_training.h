@@ -176,7 +176,7 @@ static double metric_of(json_t *v, const char *key) {
 }
 
 /* A protobuf ForwardBackwardRequest of the same datum as SFT_INPUTS. */
-static uint8_t *proto_body(const char *mid, int seq, size_t *len) {
+static uint8_t *proto_body_loss(const char *mid, int seq, const char *loss_fn, size_t *len) {
   static int32_t toks[4] = { 1, 2, 3, 4 };
   static float w[4] = { 1, 1, 1, 1 };
   static int64_t tgt[4] = { 2, 3, 4, 5 };
@@ -212,13 +212,17 @@ static uint8_t *proto_body(const char *mid, int seq, size_t *len) {
   TinkerPublic__ForwardBackwardRequest req = TINKER_PUBLIC__FORWARD_BACKWARD_REQUEST__INIT;
   req.model_id = (char *)mid;
   req.seq_id = seq;
-  req.loss_fn = "cross_entropy";
+  req.loss_fn = (char *)loss_fn;
   req.n_data = 1;
   req.data = ds;
   *len = tinker_public__forward_backward_request__get_packed_size(&req);
   uint8_t *buf = xmalloc(*len + 1);
   tinker_public__forward_backward_request__pack(&req, buf);
   return buf;
+}
+
+static uint8_t *proto_body(const char *mid, int seq, size_t *len) {
+  return proto_body_loss(mid, seq, "cross_entropy", len);
 }
 
 /* Sends a raw request with a binary body and the given content type. */

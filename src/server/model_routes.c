@@ -108,7 +108,8 @@ static int get_model_seq(tb_jctx_t *c, const json_t *doc, tb_slice_t *mid, int64
  * inputs, with their lengths. */
 static int to_batch(tb_jctx_t *c, tb_arena_t *a, const tb_wire_fwdbwd_t *w, tb_batch_t *b,
                     const char *input_key) {
-  size_t m0 = tb__jctx_push_key(c, input_key);
+  /* The protobuf request has the input's fields at its top level. */
+  size_t m0 = input_key ? tb__jctx_push_key(c, input_key) : 0;
   int rc = 0;
   if (tb__loss_fn_parse(w->loss_fn, strlen(w->loss_fn), &b->loss_fn) != 0)
     rc = tb__jctx_fail_at(c, "loss_fn",
@@ -192,7 +193,8 @@ static int to_batch(tb_jctx_t *c, tb_arena_t *a, const tb_wire_fwdbwd_t *w, tb_b
     tb__jctx_pop(c, m2);
   }
   tb__jctx_pop(c, m1);
-  tb__jctx_pop(c, m0);
+  if (input_key != NULL)
+    tb__jctx_pop(c, m0);
   b->data = d;
   b->num_data = w->n_data;
   return rc;
@@ -229,7 +231,7 @@ static void route_fwd_common(tb_http_request_t *req, int forward_only_route) {
   if (rc >= 0 && w.model_id == NULL)
     rc = tb__jctx_fail_at(&c, "model_id", "required");
   if (rc >= 0)
-    rc = to_batch(&c, &op->arena, &w, &op->batch, key);
+    rc = to_batch(&c, &op->arena, &w, &op->batch, is_proto(req) ? NULL : key);
   if (rc < 0) {
     respond_bad(req, &err);
     tb__top_free(op);
