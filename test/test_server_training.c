@@ -691,6 +691,18 @@ TEST(save_keeps_the_order) {
   char *r6 = post_field("/api/v1/load_weights", NULL, body, "request_id");
   json_decref(result_json(r6, NULL));
   ASSERT_NEAR(forward_loss(mid, 7), fresh, 1e-5, 1e-6);
+  /* A name is not written over unless asked to. */
+  snprintf(body, sizeof(body), "{\"model_id\":\"%s\",\"seq_id\":8,\"path\":\"before\"}", mid);
+  char *r8 = post_field("/api/v1/save_weights", NULL, body, "request_id");
+  char *msg = failure_of(r8, "user");
+  ASSERT_STR_CONTAINS(msg, "/weights/before exists; send overwrite: true");
+  free(msg);
+  free(r8);
+  snprintf(body, sizeof(body),
+           "{\"model_id\":\"%s\",\"seq_id\":9,\"path\":\"before\",\"overwrite\":true}", mid);
+  char *r9 = post_field("/api/v1/save_weights", NULL, body, "request_id");
+  json_decref(result_json(r9, NULL));
+  free(r9);
   free(r2);
   free(r3);
   free(r4);

@@ -354,6 +354,7 @@ static void route_save_common(tb_http_request_t *req, tb__op_type_t type) {
     name = (tb_slice_t){ gen, (size_t)n };
   }
   rc = rc < 0 ? rc : check_name(&c, name);
+  rc = rc < 0 ? rc : get_bool_default(&c, doc, "overwrite", 0, &op->overwrite);
   if (rc >= 0 && tr->srv->opts.data_dir == NULL)
     rc = tb__jctx_fail_at(&c, "path", "this server keeps no checkpoints (no data_dir)");
   if (rc >= 0) {

@@ -300,7 +300,8 @@ static void on_job(tb_engine_job_t *job, int status) {
 /* ------------------------------------------------------------ order */
 
 /* The parents of a checkpoint directory, <data_dir>/<model_id> and
- * <data_dir>/<model_id>/<kind>, are made on the threadpool.  Meanwhile
+ * <data_dir>/<model_id>/<kind>, are made on the threadpool, and for
+ * save_weights without overwrite the name is checked to be free.  Meanwhile
  * the model is blocked: nothing after the save may reach the engine's
  * FIFO before it. */
 static void on_mkdir(uv_fs_t *fs);
@@ -317,8 +318,11 @@ static void save_mkdir(tb__top_t *op) {
   }
   char *parent = end > 0 ? tb__strndup(op->dir, end) : NULL;
   op->fs.data = op;
-  int rc = parent ? uv_fs_mkdir(op->tr->srv->loop, &op->fs, parent, 0755, on_mkdir)
-                  : TB_ENOMEM;
+  int rc;
+  if (op->mkdir_stage == 2)  /* without overwrite: is the name taken? */
+    rc = uv_fs_stat(op->tr->srv->loop, &op->fs, op->dir, on_mkdir);
+  else
+    rc = parent ? uv_fs_mkdir(op->tr->srv->loop, &op->fs, parent, 0755, on_mkdir) : TB_ENOMEM;
   free(parent);
   if (rc != 0) {
     tb__top_fail(op, TB_CATEGORY_SERVER, "cannot create the checkpoint directory");
@@ -338,7 +342,15 @@ static void on_mkdir(uv_fs_t *fs) {
   m->blocked = 0;
   if (tr->closing) {
     tb__top_fail(op, TB_CATEGORY_SERVER, "the server is closing");
-  } else if (result < 0 && result != UV_EEXIST) {
+  } else if (op->mkdir_stage == 2 && result == 0) {
+    char *msg = tb__asprintf("path: %s exists; send overwrite: true to replace it",
+                             op->tinker_path);
+    tb__top_fail(op, TB_CATEGORY_USER, msg ? msg : "path: the checkpoint exists");
+    free(msg);
+  } else if (op->mkdir_stage == 2 && result != UV_ENOENT) {
+    tb_warn("cannot look up %s: %s", op->dir, uv_strerror((int)result));
+    tb__top_fail(op, TB_CATEGORY_SERVER, "cannot look up the checkpoint directory");
+  } else if (op->mkdir_stage < 2 && result < 0 && result != UV_EEXIST) {
     tb_warn("cannot create a directory for %s: %s", op->dir, uv_strerror((int)result));
     tb__top_fail(op, TB_CATEGORY_SERVER, "cannot create the checkpoint directory");
   } else {
@@ -476,7 +488,8 @@ static void start_op(tb__top_t *op) {
     break;
   case TB__OP_SAVE:
   case TB__OP_SAVE_SAMPLER:
-    if (op->mkdir_stage < 2) {
+    if (op->mkdir_stage < 2 ||
+        (op->mkdir_stage == 2 && op->type == TB__OP_SAVE && !op->overwrite)) {
       save_mkdir(op);
       return;
     }

@@ -60,7 +60,9 @@ struct tb__top_s {
   char *tinker_path;             /* save: what the result names */
   int optimizer;                 /* load: with the Adam moments */
   uv_fs_t fs;                    /* save: making the parent directories */
-  int mkdir_stage;               /* save: parents made (2: all) */
+  int mkdir_stage;               /* save: parents made (2: all; 3: the
+                                    name is free too) */
+  int overwrite;                 /* save_weights: replace a checkpoint */
   int64_t sampler_seq;           /* unnamed save for sampler: the
                                     sampling_session_seq_id, else -1 */
   tb__top_t *then;               /* create: the load of create-via-load */
