@@ -206,6 +206,34 @@ static int is_pending(const char *rid) {
   return pending;
 }
 
+TEST(unload_while_creating) {
+  tb_server_options_t o = { 0 };
+  start_training(&o);
+  char *sid = create_session(NULL);
+  /* The base model is still loading: the create waits, the unload after
+   * it. */
+  char body[256];
+  snprintf(body, sizeof(body),
+           "{\"session_id\":\"%s\",\"model_seq_id\":0,\"base_model\":\"base\"}", sid);
+  hc_t *c = hc_do("POST", "/api/v1/create_model", NULL, body);
+  ASSERT_EQ_INT(c->status, 200);
+  char *rid = field_of(c, "request_id");
+  char *mid = field_of(c, "model_id");
+  hc_free(c);
+  snprintf(body, sizeof(body), "{\"model_id\":\"%s\"}", mid);
+  char *urid = post_field("/api/v1/unload_model", NULL, body, "request_id");
+  json_decref(result_json(urid, NULL));
+  json_decref(result_json(rid, NULL));
+  ASSERT_EQ_INT(srv->auth.local->n_models, 0);
+  snprintf(body, sizeof(body), "{\"model_id\":\"%s\"}", mid);
+  hc_expect("POST", "/api/v1/get_info", NULL, body, 404, "unknown model");
+  free(urid);
+  free(rid);
+  free(mid);
+  free(sid);
+  stop_training();
+}
+
 TEST(seq_id_order) {
   tb_server_options_t o = { 0 };
   start_training(&o);
@@ -893,6 +921,7 @@ TEST(with_the_http_client) {
 TEST_LIST(
   TEST_ENTRY(train_save_load_sample),
   TEST_ENTRY(seq_id_order),
+  TEST_ENTRY(unload_while_creating),
   TEST_ENTRY(bad_input),
   TEST_ENTRY(models_belong_to_their_user),
   TEST_ENTRY(session_expiry_unloads_models),

@@ -523,14 +523,17 @@ static void route_unload_model(tb_http_request_t *req) {
   json_decref(doc);
   if (m == NULL)
     return;
-  if (!m->ready) {
-    tb__server_respond_error(req, 409, "model %s is still being created", m->id);
-    return;
-  }
   tb__top_t *op = tb__top_new(req, TB__OP_UNLOAD);
   if (op == NULL || tb__top_accept(req, op) != 0)
     return;
   tb__respond_future(req, op->future->id, m->id);
+  if (!m->ready) {
+    /* Unloaded as soon as it exists. */
+    m->unloading = 1;
+    op->model = m;
+    m->pending_unload = op;
+    return;
+  }
   tb__unload_now(m, op);
 }
 

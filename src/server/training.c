@@ -143,6 +143,8 @@ static void model_free(tb__tmodel_t *m) {
     m->waiting = w->next;
     tb__top_fail(w, TB_CATEGORY_USER, "the model could not be created");
   }
+  if (m->pending_unload != NULL)
+    tb__top_fail(m->pending_unload, TB_CATEGORY_USER, "the model could not be created");
   free(m->id);
   free(m);
 }
@@ -238,10 +240,14 @@ static void on_job(tb_engine_job_t *job, int status) {
     top_resolve_json(op, v);
     if (then != NULL)
       start_op(then);  /* before any seq_id of the client */
-    if (m->unloading)
-      tb__unload_now(m, NULL);  /* its session expired meanwhile */
-    else
+    if (m->unloading) {
+      /* Unloaded, or its session expired, while it was being created. */
+      tb__top_t *u = m->pending_unload;
+      m->pending_unload = NULL;
+      tb__unload_now(m, u);
+    } else {
       drain(m);
+    }
     return;
   case TB__OP_FORWARD:
   case TB__OP_FORWARD_BACKWARD:
@@ -756,6 +762,7 @@ static void training_free(tb__training_t *tr) {
     tb__tmodel_t *next = m->next;
     if (m->pending_unload != NULL)
       tb__top_fail(m->pending_unload, TB_CATEGORY_SERVER, "the server is closing");
+    m->pending_unload = NULL;
     model_free(m);
     m = next;
   }

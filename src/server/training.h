@@ -81,7 +81,8 @@ struct tb__tmodel_s {
   int ready;                     /* the adapter exists */
   int unloading;
   int blocked;                   /* a save's directories are being made */
-  tb__top_t *pending_unload;     /* waits for blocked to clear */
+  tb__top_t *pending_unload;     /* waits for the model to be created or
+                                    unblocked */
   int64_t next_seq;              /* the next seq_id to execute */
   int64_t max_seq;               /* the highest seq_id accepted */
   tb__top_t *waiting;            /* accepted, sorted by seq */
