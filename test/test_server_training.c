@@ -807,6 +807,71 @@ TEST(stop_strings) {
   stop_training();
 }
 
+/* A second base model, loaded from a Hugging Face directory: models and
+ * samples over it, announced once loaded. */
+TEST(several_base_models) {
+  char hf[] = "/tmp/tb-train-hf-XXXXXX";
+  ASSERT(mkdtemp(hf) != NULL);
+  char dir[64];
+  snprintf(dir, sizeof(dir), "%s/m", hf);
+  tb_error_t err = { 0 };
+  ASSERT_OK(tb__base_model_save(dir, &err));
+  char spec[96];
+  snprintf(spec, sizeof(spec), "copy=%s", dir);
+  const char *models[] = { "base", spec };
+  tb_server_options_t o = { 0 };
+  start_training_models(&o, models, 2);
+  /* Names are unique. */
+  const char *twice[] = { "base", "base" };
+  tb_engine_opts_t eo = { 0 };
+  ASSERT_ERR(tb__training_start(srv, &eo, twice, 2, &err), TB_EEXIST);
+  ASSERT_STR_CONTAINS(err.message, "named twice");
+  tb_error_clear(&err);
+
+  char *sid = create_session(NULL);
+  char body[512];
+  snprintf(body, sizeof(body),
+           "{\"session_id\":\"%s\",\"model_seq_id\":0,\"base_model\":\"copy\","
+           "\"lora_config\":{\"rank\":4,\"seed\":3}}", sid);
+  char *rid = post_field("/api/v1/create_model", NULL, body, "request_id");
+  json_t *v = result_json(rid, NULL);
+  char *cmid = xstrdup(json_string_value(json_object_get(v, "model_id")));
+  json_decref(v);
+  free(rid);
+  hc_expect("GET", "/api/v1/get_server_capabilities", NULL, NULL, 200,
+            "\"model_name\":\"copy\"");
+  snprintf(body, sizeof(body), "{\"model_id\":\"%s\"}", cmid);
+  hc_expect("POST", "/api/v1/get_info", NULL, body, 200, "\"model_name\":\"copy\"");
+  /* The copy has the weights of base: the same adapter gives the same
+   * loss on both. */
+  char *bmid = create_model(sid, 1, NULL);
+  ASSERT_NEAR(forward_loss(cmid, 1), forward_loss(bmid, 1), 1e-6, 1e-6);
+  snprintf(body, sizeof(body),
+           "{\"session_id\":\"%s\",\"model_seq_id\":2,\"base_model\":\"nope\"}", sid);
+  hc_expect("POST", "/api/v1/create_model", NULL, body, 400, "base_model: unknown model");
+
+  /* Sampling the copy directly. */
+  const char *sample = "{\"base_model\":\"copy\",\"prompt\":{\"chunks\":[{\"type\":"
+                       "\"encoded_text\",\"tokens\":[1,2]}]},\"sampling_params\":"
+                       "{\"max_tokens\":2,\"seed\":4}}";
+  rid = post_field("/api/v1/asample", NULL, sample, "request_id");
+  v = result_json(rid, NULL);
+  ASSERT_EQ_INT(json_array_size(json_object_get(v, "sequences")), 1);
+  json_decref(v);
+  free(rid);
+  hc_expect("POST", "/api/v1/asample", NULL,
+            "{\"base_model\":\"copy\",\"prompt\":{\"chunks\":[{\"type\":\"encoded_text\","
+            "\"tokens\":[1]}]},\"sampling_params\":{\"max_tokens\":2,\"stop\":[\"x\"]}}",
+            400, "sampling_params.stop: stop strings need the byte tokenizer");
+  free(bmid);
+  free(cmid);
+  free(sid);
+  stop_training();
+  char cmd[128];
+  snprintf(cmd, sizeof(cmd), "rm -rf %s", hf);
+  ASSERT_OK(system(cmd));
+}
+
 /* ------------------------------------------------------------ the HTTP client */
 
 static int cl_done;
@@ -930,4 +995,5 @@ TEST_LIST(
   TEST_ENTRY(save_keeps_the_order),
   TEST_ENTRY(stop_strings),
   TEST_ENTRY(with_the_http_client),
+  TEST_ENTRY(several_base_models),
 )

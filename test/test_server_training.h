@@ -24,7 +24,9 @@
 
 static char data_dir[64];
 
-static void start_training(tb_server_options_t *o) {
+/* The server on its loop with the training part serving models (NULL:
+ * the generated base only). */
+static void start_training_models(tb_server_options_t *o, const char *const *models, size_t n) {
   strcpy(data_dir, "/tmp/tb-train-XXXXXX");
   ASSERT(mkdtemp(data_dir) != NULL);
   o->data_dir = data_dir;
@@ -33,7 +35,11 @@ static void start_training(tb_server_options_t *o) {
   start_server(o);
   tb_engine_opts_t eo = { .shards = 2 };
   tb_error_t err = { 0 };
-  ASSERT_OK(tb__training_start(srv, &eo, &err));
+  ASSERT_OK(tb__training_start(srv, &eo, models, n, &err));
+}
+
+static void start_training(tb_server_options_t *o) {
+  start_training_models(o, NULL, 0);
 }
 
 static void stop_training(void) {

@@ -19,7 +19,6 @@
 #include <strings.h>
 
 #include "core/json.h"
-#include "engine/base_model.h"
 #include "wire/datum.h"
 
 static void respond_bad(tb_http_request_t *req, tb_error_t *err) {
@@ -79,10 +78,11 @@ static void route_create_model(tb_http_request_t *req) {
   const char *why = NULL;
   if (rc >= 0 && tb__lora_config_validate(&lora, &why) != 0)
     rc = tb__jctx_fail_at(&c, "lora_config", "%s", why);
-  if (rc >= 0 && !tb__slice_eq_str(base, TB_BASE_MODEL_NAME))
-    rc = tb__jctx_fail_at(&c, "base_model", "unknown model \"%.*s\" (this server has \"%s\")",
-                          (int)(base.len > 80 ? 80 : base.len), base.base,
-                          TB_BASE_MODEL_NAME);
+  tb__tbase_t *b = rc >= 0 ? tb__tbase_find(tr, base) : NULL;
+  if (rc >= 0 && b == NULL)
+    rc = tb__jctx_fail_at(&c, "base_model", "unknown model \"%.*s\" (see "
+                          "get_server_capabilities)",
+                          (int)(base.len > 80 ? 80 : base.len), base.base);
   if (rc < 0) {
     respond_bad(req, &err);
     json_decref(doc);
@@ -94,7 +94,7 @@ static void route_create_model(tb_http_request_t *req) {
     tb__server_respond_error(req, 404, "session_id: unknown or expired session");
     return;
   }
-  tb__create_model(req, tr, s, mseq, &lora, NULL);
+  tb__create_model(req, tr, b, s, mseq, &lora, NULL);
 }
 
 /* model_id and seq_id of a JSON training request. */
@@ -438,7 +438,8 @@ static void load_creating(tb_http_request_t *req, json_t *doc, tb_jctx_t *c, tb_
   rc = rc < 0 ? rc : tb__json_get_string(c, doc, "path", TB_JSON_REQUIRED, &path);
   rc = rc < 0 ? rc : tb__json_get_string(c, doc, "base_model", TB_JSON_OPTIONAL, &base);
   rc = rc < 0 ? rc : get_bool_default(c, doc, "optimizer", 0, &optimizer);
-  if (rc >= 0 && base.base != NULL && !tb__slice_eq_str(base, TB_BASE_MODEL_NAME))
+  tb__tbase_t *b = NULL;
+  if (rc >= 0 && base.base != NULL && (b = tb__tbase_find(tr, base)) == NULL)
     rc = tb__jctx_fail_at(c, "base_model", "unknown model \"%.*s\"",
                           (int)(base.len > 80 ? 80 : base.len), base.base);
   if (rc < 0) {
@@ -454,7 +455,10 @@ static void load_creating(tb_http_request_t *req, json_t *doc, tb_jctx_t *c, tb_
   if (dir == NULL)
     return;
   tb_lora_config_t lora;
-  int known = tb__checkpoint_lora(tr, path, &lora);
+  tb__tbase_t *live_base = NULL;
+  int known = tb__checkpoint_lora(tr, path, &lora, &live_base);
+  if (b == NULL)  /* the base of the live model, else the default one */
+    b = live_base ? live_base : &tr->bases[0];
   tb__top_t *op = tb__top_new(req, TB__OP_LOAD);
   if (op != NULL) {
     op->dir = dir;
@@ -471,7 +475,7 @@ static void load_creating(tb_http_request_t *req, json_t *doc, tb_jctx_t *c, tb_
     return;
   }
   /* An unloaded model's shape is read from the checkpoint first. */
-  tb__create_model(req, tr, s, mseq, known ? &lora : NULL, op);
+  tb__create_model(req, tr, b, s, mseq, known ? &lora : NULL, op);
 }
 
 static void route_load_weights(tb_http_request_t *req) {
@@ -551,9 +555,8 @@ static void route_get_info(tb_http_request_t *req) {
   if (m == NULL)
     return;
   json_t *v = json_pack("{s{ssssss}sssbsiss}", "model_data", "arch", "llama", "model_name",
-                        TB_BASE_MODEL_NAME, "tokenizer_id", TB_BASE_MODEL_NAME, "model_id",
-                        m->id, "is_lora", 1, "lora_rank", m->lora.rank, "model_name",
-                        TB_BASE_MODEL_NAME);
+                        m->base->name, "tokenizer_id", m->base->name, "model_id", m->id,
+                        "is_lora", 1, "lora_rank", m->lora.rank, "model_name", m->base->name);
   if (v != NULL && json_object_set_new(v, "type", json_string("get_info")) != 0) {
     json_decref(v);
     v = NULL;

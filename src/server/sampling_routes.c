@@ -65,16 +65,43 @@ void tb__samplers_session_expired(tb__training_t *tr, const tb__session_t *sess)
 
 static void start_sample(tb__top_t *op);
 
+/* The checks of the tokens that had to wait for the base model's
+ * vocabulary; a message, or NULL when they pass. */
+static char *late_check(const tb__top_t *op) {
+  const tb_model_config_t *mc = &op->base->cfg;
+  if (op->prompt_len >= (size_t)mc->max_position_embeddings)
+    return tb__asprintf("prompt: %zu tokens do not fit the context of %d", op->prompt_len,
+                        mc->max_position_embeddings);
+  for (size_t i = 0; i < op->prompt_len; i++)
+    if (op->prompt[i] < 0 || op->prompt[i] >= mc->vocab_size)
+      return tb__asprintf("prompt: token %d at position %zu is outside the vocabulary [0, %d)",
+                          op->prompt[i], i, mc->vocab_size);
+  for (size_t i = 0; i < op->sampling.num_stop_tokens; i++)
+    if (op->sampling.stop_tokens[i] < 0 || op->sampling.stop_tokens[i] >= mc->vocab_size)
+      return tb__asprintf("sampling_params.stop: token %d is outside the vocabulary",
+                          op->sampling.stop_tokens[i]);
+  return NULL;
+}
+
 void tb__samples_base_settled(tb__training_t *tr) {
-  while (tr->base_waiting != NULL) {
-    tb__top_t *op = tr->base_waiting;
-    tr->base_waiting = op->next;
+  tb__top_t **p = &tr->base_waiting;
+  while (*p != NULL) {
+    tb__top_t *op = *p;
+    if (op->base->state == 0 && !tr->closing) {
+      p = &op->next;
+      continue;
+    }
+    *p = op->next;
     op->next = NULL;
-    if (tr->base_state == 1 && !tr->closing)
-      start_sample(op);
-    else
+    char *why = NULL;
+    if (tr->closing || op->base->state < 0)
       tb__top_fail(op, TB_CATEGORY_SERVER,
                    tr->closing ? "the server is closing" : "the base model is not available");
+    else if (op->unchecked && (why = late_check(op)) != NULL)
+      tb__top_fail(op, TB_CATEGORY_USER, why);
+    else
+      start_sample(op);
+    free(why);
   }
 }
 
@@ -135,7 +162,7 @@ static void on_sampled(tb_engine_job_t *job, int status) {
 static void start_sample(tb__top_t *op) {
   tb__sampler_t *s = op->sampler;
   tb_engine_adapter_t *a = s ? s->adapter : NULL;
-  int rc = tb__engine_sample(&op->job, op->tr->base, a, op->prompt, op->prompt_len,
+  int rc = tb__engine_sample(&op->job, op->base->model, a, op->prompt, op->prompt_len,
                              &op->sampling, on_sampled);
   if (rc != 0)
     tb__top_fail_job(op, rc);
@@ -223,16 +250,18 @@ static const tb_slice_t *token_bytes(tb__training_t *tr, int32_t vocab) {
 
 /* The sampling parameters of the wire for the engine; checks the prompt
  * against the vocabulary. */
-static int to_sampling(tb_jctx_t *c, tb__training_t *tr, tb_arena_t *a,
-                       const tb_wire_sample_request_t *r, tb_sampling_params_t *p) {
-  tb_model_config_t cfg;
-  tb__base_model_config(&cfg);  /* known before the weights are loaded */
-  const tb_model_config_t *mc = &cfg;
-  int64_t vocab = mc->vocab_size;
+static int to_sampling(tb_jctx_t *c, tb__training_t *tr, tb_arena_t *a, const tb__tbase_t *b,
+                       const tb_wire_sample_request_t *r, tb_sampling_params_t *p,
+                       int *unchecked) {
+  /* The vocabulary is known once the model is loaded, or from the start
+   * for the generated base; otherwise the checks wait (late_check). */
+  const tb_model_config_t *mc = b->state == 1 || b->builtin ? &b->cfg : NULL;
+  int64_t vocab = mc ? mc->vocab_size : INT32_MAX;
+  *unchecked = mc == NULL;
   tb__sampling_params_default(p);
   if (r->n_prompt == 0)
     return tb__jctx_fail_at(c, "prompt", "expected at least one token");
-  if (r->n_prompt >= (size_t)mc->max_position_embeddings)
+  if (mc != NULL && r->n_prompt >= (size_t)mc->max_position_embeddings)
     return tb__jctx_fail_at(c, "prompt", "%zu tokens do not fit the context of %d", r->n_prompt,
                             mc->max_position_embeddings);
   for (size_t i = 0; i < r->n_prompt; i++)
@@ -243,7 +272,10 @@ static int to_sampling(tb_jctx_t *c, tb__training_t *tr, tb_arena_t *a,
   const tb_wire_sampling_params_t *wp = &r->params;
   size_t m = tb__jctx_push_key(c, "sampling_params");
   int rc = 0;
-  if (wp->n_stop_strings > 0) {
+  if (wp->n_stop_strings > 0 && !b->builtin) {
+    rc = tb__jctx_fail_at(c, "stop", "stop strings need the byte tokenizer of %s; send token "
+                          "ids", TB_BASE_MODEL_NAME);
+  } else if (wp->n_stop_strings > 0) {
     tb_slice_t *ss = tb__arena_calloc(a, wp->n_stop_strings, sizeof(*ss));
     p->token_bytes = token_bytes(tr, (int32_t)vocab);
     if (ss == NULL || p->token_bytes == NULL)
@@ -299,10 +331,6 @@ static void route_asample(tb_http_request_t *req) {
     tb__server_respond_error(req, 503, "the server is closing");
     return;
   }
-  if (tr->base_state < 0) {
-    tb__server_respond_error(req, 503, "the base model is not available");
-    return;
-  }
   if (tb__server_rate_limited(req) != 0)
     return;
   tb__top_t *op = tb__top_new(req, TB__OP_SAMPLE);
@@ -326,12 +354,22 @@ static void route_asample(tb_http_request_t *req) {
       return;
     }
   } else if (rc >= 0 && r.base_model != NULL) {
-    if (strcmp(r.base_model, TB_BASE_MODEL_NAME) != 0)
+    op->base = tb__tbase_find(tr, (tb_slice_t){ r.base_model, strlen(r.base_model) });
+    if (op->base == NULL)
       rc = tb__jctx_fail_at(&c, "base_model", "unknown model \"%s\"", r.base_model);
   } else if (rc >= 0) {
     rc = tb__jctx_fail_at(&c, "sampling_session_id", "required (or base_model)");
   }
-  rc = rc < 0 ? rc : to_sampling(&c, tr, &op->arena, &r, &op->sampling);
+  if (s != NULL)
+    op->base = s->base;
+  if (rc >= 0 && op->base->state < 0) {
+    json_decref(doc);
+    tb__server_respond_error(req, 503, "the base model %s is not available", op->base->name);
+    tb__top_free(op);
+    return;
+  }
+  rc = rc < 0 ? rc
+              : to_sampling(&c, tr, &op->arena, op->base, &r, &op->sampling, &op->unchecked);
   json_decref(doc);
   if (rc < 0) {
     tb__server_respond_bad(req, &err);
@@ -350,7 +388,7 @@ static void route_asample(tb_http_request_t *req) {
     s->waiting = op;
     return;
   }
-  if (tr->base_state == 0) {
+  if (op->base->state == 0) {
     op->next = tr->base_waiting;  /* started when the base model is loaded */
     tr->base_waiting = op;
     return;
@@ -364,27 +402,37 @@ static void route_asample(tb_http_request_t *req) {
 
 /* ------------------------------------------------------------ sessions */
 
-int tb__checkpoint_lora(tb__training_t *tr, tb_slice_t path, tb_lora_config_t *out) {
+int tb__checkpoint_lora(tb__training_t *tr, tb_slice_t path, tb_lora_config_t *out,
+                        tb__tbase_t **base) {
   static const char scheme[] = "tinker://";
   const char *mid = path.base + sizeof(scheme) - 1;
   const char *slash = memchr(mid, '/', path.len - (sizeof(scheme) - 1));
   for (tb__tmodel_t *m = tr->models; m != NULL && slash != NULL; m = m->next)
     if (strlen(m->id) == (size_t)(slash - mid) && memcmp(m->id, mid, (size_t)(slash - mid)) == 0) {
       *out = m->lora;
+      *base = m->base;
       return 1;
     }
   return 0;
 }
 
 static void sampler_create(tb__sampler_t *s) {
-  int rc = tb__engine_create_adapter(&s->job, s->tr->base, &s->lora, on_sampler_created);
+  int rc = tb__engine_create_adapter(&s->job, s->base->model, &s->lora, on_sampler_created);
   if (rc != 0)
     sampler_failed(s, rc);
 }
 
 static void on_sampler_info(tb__training_t *tr, void *data, int status,
-                            const tb_lora_config_t *lora, const char *message) {
+                            const tb_lora_config_t *lora, const char *base_name,
+                            const char *message) {
   tb__sampler_t *s = data;
+  char why[256];
+  if (status == 0 && base_name[0] != '\0' && strcmp(base_name, s->base->name) != 0) {
+    snprintf(why, sizeof(why), "the checkpoint is of base model %s, not %s", base_name,
+             s->base->name);
+    message = why;
+    status = TB_EINVAL;
+  }
   if (tr->closing || status != 0) {
     s->state = -1;
     s->fail_category = tr->closing ? TB_CATEGORY_SERVER : TB_CATEGORY_USER;
@@ -398,8 +446,8 @@ static void on_sampler_info(tb__training_t *tr, void *data, int status,
 }
 
 tb__sampler_t *tb__sampler_open(tb__training_t *tr, tb__user_t *owner, tb__session_t *sess,
-                                char *id, const tb_slice_t *path, char *dir,
-                                const tb_lora_config_t *lora) {
+                                tb__tbase_t *base, char *id, const tb_slice_t *path,
+                                char *dir, const tb_lora_config_t *lora) {
   tb__sampler_t *s = calloc(1, sizeof(*s));
   if (s == NULL || (path && (s->model_path = tb__strndup(path->base, path->len)) == NULL)) {
     free(s);
@@ -408,6 +456,7 @@ tb__sampler_t *tb__sampler_open(tb__training_t *tr, tb__user_t *owner, tb__sessi
     return NULL;
   }
   s->tr = tr;
+  s->base = base;
   s->id = id;
   s->owner = owner;
   s->dir = dir;
@@ -419,10 +468,10 @@ tb__sampler_t *tb__sampler_open(tb__training_t *tr, tb__user_t *owner, tb__sessi
   tr->samplers = s;
   tb__session_add_sampler(sess, id);
   if (dir != NULL) {
-    if (tr->base_state != 1) {
+    if (base->state != 1) {
       s->state = -1;
       s->fail_category = TB_CATEGORY_SERVER;
-      s->fail_message = tb__asprintf("the base model is not loaded");
+      s->fail_message = tb__asprintf("the base model %s is not loaded", base->name);
     } else if (lora == NULL) {
       s->state = 0;
       int rc = tb__read_checkpoint_lora(tr, dir, on_sampler_info, s);
@@ -458,7 +507,8 @@ static void route_create_sampling_session(tb_http_request_t *req) {
   rc = rc < 0 ? rc : tb__json_get_string(&c, doc, "model_path", TB_JSON_OPTIONAL, &path);
   if (rc >= 0 && base.base == NULL && path.base == NULL)
     rc = tb__jctx_fail_at(&c, "base_model", "base_model or model_path is required");
-  if (rc >= 0 && path.base == NULL && !tb__slice_eq_str(base, TB_BASE_MODEL_NAME))
+  tb__tbase_t *b = NULL;
+  if (rc >= 0 && base.base != NULL && (b = tb__tbase_find(tr, base)) == NULL)
     rc = tb__jctx_fail_at(&c, "base_model", "unknown model \"%.*s\"",
                           (int)(base.len > 80 ? 80 : base.len), base.base);
   if (rc < 0) {
@@ -491,9 +541,12 @@ static void route_create_sampling_session(tb_http_request_t *req) {
       json_decref(doc);
       return;
     }
-    known = tb__checkpoint_lora(tr, path, &lora);
+    tb__tbase_t *live_base = NULL;
+    known = tb__checkpoint_lora(tr, path, &lora, &live_base);
+    if (b == NULL)  /* the base of the live model, else the default one */
+      b = live_base ? live_base : &tr->bases[0];
   }
-  s = id ? tb__sampler_open(tr, tb__sreq(req)->user, sess, id, path.base ? &path : NULL, dir,
+  s = id ? tb__sampler_open(tr, tb__sreq(req)->user, sess, b, id, path.base ? &path : NULL, dir,
                             known ? &lora : NULL)
         : NULL;
   json_decref(doc);
@@ -523,7 +576,7 @@ static void route_get_sampler(tb_http_request_t *req) {
                              (int)(id->len > 120 ? 120 : id->len), id->base);
     return;
   }
-  json_t *v = json_pack("{ssss}", "sampler_id", s->id, "base_model", TB_BASE_MODEL_NAME);
+  json_t *v = json_pack("{ssss}", "sampler_id", s->id, "base_model", s->base->name);
   if (v != NULL && s->model_path != NULL)
     json_object_set_new(v, "model_path", json_string(s->model_path));
   if (v == NULL) {

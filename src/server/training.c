@@ -272,7 +272,8 @@ static void on_job(tb_engine_job_t *job, int status) {
         free(id);
       } else if (id != NULL) {
         tb_slice_t path = { op->tinker_path, strlen(op->tinker_path) };
-        s = tb__sampler_open(op->tr, m->owner, m->session, id, &path, op->dir, &m->lora);
+        s = tb__sampler_open(op->tr, m->owner, m->session, m->base, id, &path, op->dir,
+                             &m->lora);
         op->dir = NULL;  /* the sampler's now */
       }
       if (s == NULL) {
@@ -386,6 +387,7 @@ typedef struct lora_read_s {
   void *data;
   int status;
   tb_lora_config_t lora;
+  char base_name[128];
   tb_error_t err;
 } lora_read_t;
 
@@ -397,6 +399,7 @@ static void lora_read_work(uv_work_t *w) {
     return;
   r->lora.rank = info.rank;
   r->lora.alpha = (float)info.alpha;
+  snprintf(r->base_name, sizeof(r->base_name), "%s", info.base_model ? info.base_model : "");
   for (size_t i = 0; i < info.n_targets; i++) {
     const char *t = info.targets[i];
     if (strcmp(t, "lm_head") == 0)
@@ -416,7 +419,7 @@ static void lora_read_done(uv_work_t *w, int status) {
   if (status != 0 && r->status == 0)
     r->status = status;
   const char *msg = r->err.message ? r->err.message : tb_strerror(r->status);
-  r->cb(tr, r->data, r->status, &r->lora, msg);
+  r->cb(tr, r->data, r->status, &r->lora, r->base_name, msg);
   tb_error_clear(&r->err);
   free(r->dir);
   free(r);
@@ -449,9 +452,18 @@ int tb__read_checkpoint_lora(tb__training_t *tr, const char *dir, tb__lora_read_
 
 /* A create-via-load whose shape was read from the checkpoint. */
 static void on_create_lora(tb__training_t *tr, void *data, int status,
-                           const tb_lora_config_t *lora, const char *message) {
+                           const tb_lora_config_t *lora, const char *base_name,
+                           const char *message) {
   tb__top_t *op = data;
   tb__tmodel_t *m = op->model;
+  char why[256];
+  if (status == 0 && base_name[0] != '\0' && strcmp(base_name, m->base->name) != 0) {
+    /* The weights of another base model would not fit this one. */
+    snprintf(why, sizeof(why), "the checkpoint is of base model %s, not %s", base_name,
+             m->base->name);
+    message = why;
+    status = TB_EINVAL;
+  }
   if (tr->closing || status != 0) {
     model_unlink(tr, m, 1);
     model_free(m);
@@ -481,7 +493,7 @@ static void start_op(tb__top_t *op) {
         return;
       break;
     }
-    rc = tb__engine_create_adapter(&op->job, tr->base, &m->lora, on_job);
+    rc = tb__engine_create_adapter(&op->job, m->base->model, &m->lora, on_job);
     break;
   case TB__OP_FORWARD:
     rc = tb__engine_forward(&op->job, m->adapter, &op->batch, on_job);
@@ -584,21 +596,20 @@ static void start_held(tb__training_t *tr) {
   while (*p != NULL) {
     tb__top_t *op = *p;
     tb__tmodel_t *m = op->model;
-    if (tr->base_state < 0) {
+    tb__tbase_t *b = m->base;
+    if (b->state < 0) {
       *p = op->next;
       model_unlink(tr, m, 0);
       model_free(m);
-      tb__top_fail(op, TB_CATEGORY_SERVER, tr->base_error ? tr->base_error
-                                                          : "the base model failed to load");
+      tb__top_fail(op, TB_CATEGORY_SERVER, b->error ? b->error : "the base model failed to load");
       continue;
     }
-    if (tr->base_state == 0 || tb__server_user_at_model_limit(tr->srv, m->owner)) {
+    if (b->state == 0 || tb__server_user_at_model_limit(tr->srv, m->owner)) {
       tb__future_set_queue_state(client_future(op),
-                                 tr->base_state == 0 ? TB__QUEUE_ACTIVE
-                                                     : TB__QUEUE_PAUSED_RATE_LIMIT,
-                                 tr->base_state == 0 ? NULL
-                                                     : "the user has as many models "
-                                                       "loaded as allowed");
+                                 b->state == 0 ? TB__QUEUE_ACTIVE : TB__QUEUE_PAUSED_RATE_LIMIT,
+                                 b->state == 0 ? NULL
+                                               : "the user has as many models loaded as "
+                                                 "allowed");
       p = &op->next;
       continue;
     }
@@ -613,8 +624,9 @@ static void start_held(tb__training_t *tr) {
 /* Registers model <session>:train:<mseq> and queues its creation.  With
  * then (an accepted-to-be load), the client's future is then's, which
  * runs right after the adapter exists; otherwise the create's own. */
-void tb__create_model(tb_http_request_t *req, tb__training_t *tr, tb__session_t *s,
-                      int64_t mseq, const tb_lora_config_t *lora, tb__top_t *then) {
+void tb__create_model(tb_http_request_t *req, tb__training_t *tr, tb__tbase_t *base,
+                      tb__session_t *s, int64_t mseq, const tb_lora_config_t *lora,
+                      tb__top_t *then) {
   char *id = tb__asprintf("%s:train:%lld", s->id, (long long)mseq);
   if (id == NULL) {
     tb__server_respond_error(req, 503, "out of memory");
@@ -657,6 +669,7 @@ void tb__create_model(tb_http_request_t *req, tb__training_t *tr, tb__session_t 
   m->id = id;
   m->owner = tb__sreq(req)->user;
   m->session = s;
+  m->base = base;
   if (lora != NULL)
     m->lora = *lora;
   m->next_seq = 1;
@@ -737,17 +750,28 @@ static void on_session_expired(tb__sessions_t *ss, tb__session_t *s) {
 
 /* ------------------------------------------------------------ lifecycle */
 
+tb__tbase_t *tb__tbase_find(tb__training_t *tr, tb_slice_t name) {
+  for (size_t i = 0; i < tr->n_bases; i++)
+    if (tb__slice_eq_str(name, tr->bases[i].name))
+      return &tr->bases[i];
+  return NULL;
+}
+
 static void on_base_loaded(tb_engine_job_t *job, int status) {
-  tb__training_t *tr = job->data;
+  tb__tbase_t *b = job->data;
+  tb__training_t *tr = b->tr;
   if (status == 0) {
-    tr->base = job->model;
-    tr->base_state = 1;
+    b->model = job->model;
+    b->state = 1;
+    b->cfg = tb__engine_model_weights(b->model)->config;
+    /* Announced once its context length is known. */
+    if (!b->builtin && !tr->closing)
+      tb_server_add_model(tr->srv->pub, b->name, b->cfg.max_position_embeddings);
   } else {
-    tr->base_state = -1;
-    tr->base_error = tb__asprintf("the base model failed to load: %s",
-                                  job->error.message ? job->error.message
-                                                     : tb_strerror(status));
-    tb_warn("%s", tr->base_error ? tr->base_error : "the base model failed to load");
+    b->state = -1;
+    b->error = tb__asprintf("the base model %s failed to load: %s", b->name,
+                            job->error.message ? job->error.message : tb_strerror(status));
+    tb_warn("%s", b->error ? b->error : "a base model failed to load");
   }
   tb__engine_job_cleanup(job);
   if (!tr->closing) {
@@ -767,7 +791,12 @@ static void training_free(tb__training_t *tr) {
     m = next;
   }
   tb__samplers_free(tr);
-  free(tr->base_error);
+  for (size_t i = 0; i < tr->n_bases; i++) {
+    free(tr->bases[i].name);
+    free(tr->bases[i].spec);
+    free(tr->bases[i].error);
+  }
+  free(tr->bases);
   tb__server_t *srv = tr->srv;
   for (tb__server_ext_t **p = &srv->exts; *p != NULL; p = &(*p)->next)
     if (*p == &tr->ext) {
@@ -803,8 +832,9 @@ static void ext_close(tb__server_t *srv, tb__server_ext_t *ext) {
     }
   tb__samplers_fail_all(tr, "the server is closing");
   tb__samples_base_settled(tr);
-  /* The engine releases the base model with everything else. */
-  tr->base = NULL;
+  /* The engine releases the base models with everything else. */
+  for (size_t i = 0; i < tr->n_bases; i++)
+    tr->bases[i].model = NULL;
   tb__engine_close(&tr->engine, on_engine_closed);
 }
 
@@ -824,39 +854,89 @@ static void ext_metrics(tb__server_t *srv, tb__server_ext_t *ext, tb_buf_t *out)
                  (unsigned long long)tr->n_failed);
 }
 
-int tb__training_start(tb__server_t *srv, const tb_engine_opts_t *opts, tb_error_t *err) {
+/* One base model from "base" or "NAME=HF_DIR". */
+static int base_init(tb__training_t *tr, tb__tbase_t *b, const char *spec) {
+  const char *eq = strchr(spec, '=');
+  b->tr = tr;
+  b->name = eq ? tb__strndup(spec, (size_t)(eq - spec)) : tb__strndup(spec, strlen(spec));
+  b->spec = tb__strndup(spec, strlen(spec));
+  if (b->name == NULL || b->spec == NULL)
+    return TB_ENOMEM;
+  if (b->name[0] == '\0' || (eq != NULL && eq[1] == '\0'))
+    return TB_EINVAL;
+  b->builtin = eq == NULL && strcmp(spec, TB_BASE_MODEL_NAME) == 0;
+  if (b->builtin)
+    tb__base_model_config(&b->cfg);
+  for (tb__tbase_t *o = tr->bases; o < b; o++)
+    if (strcmp(o->name, b->name) == 0)
+      return TB_EEXIST;
+  return 0;
+}
+
+int tb__training_start(tb__server_t *srv, const tb_engine_opts_t *opts,
+                       const char *const *models, size_t n_models, tb_error_t *err) {
+  static const char *const dflt[] = { TB_BASE_MODEL_NAME };
+  if (n_models == 0) {
+    models = dflt;
+    n_models = 1;
+  }
   tb__training_t *tr = calloc(1, sizeof(*tr));
-  if (tr == NULL)
-    return tb_error_set(err, TB_ENOMEM, TB_CATEGORY_SERVER, "out of memory");
-  tr->srv = srv;
-  int rc = tb__engine_init(srv->loop, &tr->engine, opts);
-  if (rc != 0) {
+  tb__tbase_t *bases = tr ? calloc(n_models, sizeof(*bases)) : NULL;
+  if (bases == NULL) {
     free(tr);
-    return tb_error_set(err, rc, TB_CATEGORY_SERVER, "cannot start the engine");
+    return tb_error_set(err, TB_ENOMEM, TB_CATEGORY_SERVER, "out of memory");
+  }
+  tr->srv = srv;
+  tr->bases = bases;
+  tr->n_bases = n_models;
+  int rc = 0;
+  size_t i;
+  for (i = 0; rc == 0 && i < n_models; i++)
+    rc = base_init(tr, &bases[i], models[i]);
+  if (rc == 0)
+    rc = tb__engine_init(srv->loop, &tr->engine, opts);
+  if (rc != 0) {
+    for (size_t j = 0; j < n_models; j++) {
+      free(bases[j].name);
+      free(bases[j].spec);
+    }
+    free(bases);
+    free(tr);
+    return tb_error_set(err, rc, TB_CATEGORY_SERVER, "cannot start the training part: %s%s%s",
+                        rc == TB_EINVAL || rc == TB_EEXIST ? "model " : "",
+                        rc == TB_EINVAL || rc == TB_EEXIST ? models[i - 1] : "",
+                        rc == TB_EEXIST ? " is named twice" : rc == TB_EINVAL ? " is malformed"
+                                                                               : tb_strerror(rc));
   }
   tr->engine.data = tr;
   tr->ext.data = tr;
   tr->ext.close = ext_close;
   tr->ext.metrics = ext_metrics;
-  tb_model_config_t cfg;
-  tb__base_model_config(&cfg);
   rc = tb__model_routes(tr);
   rc = rc ? rc : tb__sampling_routes(tr);
-  if (rc == 0) {
-    rc = tb_server_add_model(srv->pub, TB_BASE_MODEL_NAME, cfg.max_position_embeddings);
-    rc = rc == TB_EEXIST ? 0 : rc;
-  }
-  tr->load_job.data = tr;
-  rc = rc ? rc : tb__engine_load_model(&tr->load_job, &tr->engine, TB_BASE_MODEL_NAME,
-                                       on_base_loaded);
+  for (i = 0; rc == 0 && i < n_models; i++)
+    if (bases[i].builtin) {
+      rc = tb_server_add_model(srv->pub, bases[i].name, bases[i].cfg.max_position_embeddings);
+      rc = rc == TB_EEXIST ? 0 : rc;
+    }
   /* From here the engine is the extension's to close, also on error. */
   tb__server_add_ext(srv, &tr->ext);
   srv->sessions.on_expire = on_session_expired;
-  if (rc != 0) {
-    tr->base_state = -1;
-    tb__engine_job_cleanup(&tr->load_job);
+  for (i = 0; i < n_models; i++) {
+    tb__tbase_t *b = &bases[i];
+    b->job.data = b;
+    int lrc = rc ? rc : tb__engine_load_model(&b->job, &tr->engine, b->spec, on_base_loaded);
+    if (lrc != 0) {
+      b->state = -1;
+      b->error = tb__asprintf("the base model %s failed to load: %s", b->name,
+                              b->job.error.message ? b->job.error.message : tb_strerror(lrc));
+      tb__engine_job_cleanup(&b->job);
+      if (rc == 0)
+        rc = lrc;
+    }
+  }
+  if (rc != 0)
     return tb_error_set(err, rc, TB_CATEGORY_SERVER, "cannot start the training part: %s",
                         tb_strerror(rc));
-  }
   return 0;
 }

@@ -4,9 +4,9 @@
  * sessions and asample) share.
  *
  * The training part is a server extension that owns a tb_engine_t on the
- * server's loop.  Every model is a LoRA adapter over the one base model
- * loaded at start.  Each asynchronous request becomes an op that owns a
- * future, an arena for its decoded inputs (which must outlive the HTTP
+ * server's loop.  Every model is a LoRA adapter over one of the base
+ * models loaded at start.  Each asynchronous request becomes an op that
+ * owns a future, an arena for its decoded inputs (which must outlive the HTTP
  * request) and an engine job.
  */
 #ifndef TB_SERVER_TRAINING_H
@@ -29,6 +29,20 @@ typedef struct tb__tmodel_s tb__tmodel_t;
 typedef struct tb__top_s tb__top_t;
 typedef struct tb__sampler_s tb__sampler_t;
 
+/* A base model the server serves: "base" or NAME=HF_DIR, loaded at
+ * start. */
+typedef struct tb__tbase_s {
+  tb__training_t *tr;
+  char *name;
+  char *spec;                    /* what the engine loads */
+  int builtin;                   /* the generated `base` (byte tokenizer) */
+  tb_engine_job_t job;
+  tb_engine_model_t *model;      /* our reference, once loaded */
+  int state;                     /* 0 loading, 1 ready, -1 failed */
+  char *error;
+  tb_model_config_t cfg;         /* once loaded; from the start if builtin */
+} tb__tbase_t;
+
 typedef enum {
   TB__OP_CREATE = 0,
   TB__OP_FORWARD,
@@ -45,6 +59,9 @@ struct tb__top_s {
   tb__training_t *tr;
   tb__op_type_t type;
   tb__tmodel_t *model;           /* training ops */
+  tb__tbase_t *base;             /* TB__OP_SAMPLE: the base model */
+  int unchecked;                 /* TB__OP_SAMPLE: tokens not yet checked
+                                    against the vocabulary (base loading) */
   tb__sampler_t *sampler;        /* TB__OP_SAMPLE with a sampler */
   int64_t seq;
   tb__future_t *future;          /* pending until the op ends; NULL until
@@ -75,6 +92,7 @@ struct tb__tmodel_s {
   char *id;                      /* "<session_id>:train:<model_seq_id>" */
   tb__user_t *owner;
   tb__session_t *session;
+  tb__tbase_t *base;
   tb_lora_config_t lora;
   tb_engine_adapter_t *adapter;  /* NULL until created */
   char create_id[TB__FUTURE_ID_MAX];
@@ -97,6 +115,7 @@ struct tb__sampler_s {
   tb__training_t *tr;
   char *id;                      /* "<session_id>:sample:<seq>" */
   tb__user_t *owner;
+  tb__tbase_t *base;
   char *model_path;              /* NULL: the base model */
   char *dir;
   tb_lora_config_t lora;
@@ -113,10 +132,8 @@ struct tb__training_s {
   tb__server_ext_t ext;
   tb__server_t *srv;
   tb_engine_t engine;
-  tb_engine_job_t load_job;
-  tb_engine_model_t *base;       /* our reference, once loaded */
-  int base_state;                /* 0 loading, 1 ready, -1 failed */
-  char *base_error;
+  tb__tbase_t *bases;            /* [0] is the default */
+  size_t n_bases;
   tb__tmodel_t *models;
   tb__top_t *held;               /* creates waiting for the base model or
                                     the user's model limit */
@@ -137,7 +154,9 @@ struct tb__training_s {
  * load of `base` (announced in get_server_capabilities).  0, or a
  * negative code with err's message. */
 int tb__training_start(tb__server_t *srv, const tb_engine_opts_t *opts,
-                       tb_error_t *err);
+                       const char *const *models, size_t n_models, tb_error_t *err);
+/* The base model of this name, or NULL. */
+tb__tbase_t *tb__tbase_find(tb__training_t *tr, tb_slice_t name);
 
 /* --- shared by the route files ---------------------------------------- */
 
@@ -164,12 +183,14 @@ void tb__top_fail_job(tb__top_t *op, int status);
 
 /* The LoRA shape of the checkpoint at path when its model is loaded:
  * 1 and *out, else 0. */
-int tb__checkpoint_lora(tb__training_t *tr, tb_slice_t path, tb_lora_config_t *out);
+int tb__checkpoint_lora(tb__training_t *tr, tb_slice_t path, tb_lora_config_t *out,
+                        tb__tbase_t **base);
 /* Reads the LoRA shape of the checkpoint at dir on the threadpool.  cb
  * runs on the loop, also while closing (tr->closing then holds), with
  * status 0 and lora, or a negative status and a message. */
 typedef void (*tb__lora_read_cb)(tb__training_t *tr, void *data, int status,
-                                 const tb_lora_config_t *lora, const char *message);
+                                 const tb_lora_config_t *lora, const char *base_name,
+                                 const char *message);
 int tb__read_checkpoint_lora(tb__training_t *tr, const char *dir, tb__lora_read_cb cb,
                              void *data);
 
@@ -183,8 +204,9 @@ void tb__submit_ordered(tb_http_request_t *req, tb__top_t *op);
  * then's checkpoint first.  With then (a load, not yet accepted), the
  * client's future is then's, which runs right after the adapter exists;
  * otherwise the create's own.  Answers the request. */
-void tb__create_model(tb_http_request_t *req, tb__training_t *tr, tb__session_t *s,
-                      int64_t mseq, const tb_lora_config_t *lora, tb__top_t *then);
+void tb__create_model(tb_http_request_t *req, tb__training_t *tr, tb__tbase_t *base,
+                      tb__session_t *s, int64_t mseq, const tb_lora_config_t *lora,
+                      tb__top_t *then);
 /* Removes m's adapter behind the jobs already in its FIFO; what waits for
  * a missing seq_id fails.  op carries the client's future, or is NULL for
  * the server's own unloads. */
@@ -200,8 +222,8 @@ tb__sampler_t *tb__sampler_find(tb__training_t *tr, const tb__user_t *owner, con
  * NULL) or over the weights at dir (both taken, also on failure) with the
  * LoRA shape lora, whose adapter starts loading now.  NULL on ENOMEM. */
 tb__sampler_t *tb__sampler_open(tb__training_t *tr, tb__user_t *owner, tb__session_t *sess,
-                                char *id, const tb_slice_t *path, char *dir,
-                                const tb_lora_config_t *lora);
+                                tb__tbase_t *base, char *id, const tb_slice_t *path,
+                                char *dir, const tb_lora_config_t *lora);
 int tb__sampling_routes(tb__training_t *tr);
 void tb__samplers_fail_all(tb__training_t *tr, const char *message);
 /* Releases the adapters of sess's sampling sessions; their samples fail
