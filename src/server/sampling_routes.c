@@ -2,7 +2,7 @@
  * Sampling routes of the Tinker dialect: create_sampling_session (direct)
  * and asample (future of SampleResponse, JSON and protobuf).
  *
- * A sampling session samples either the base model or sampler weights
+ * A sampling session samples either a base model or sampler weights
  * saved earlier (model_path).  For weights, the session gets its own
  * adapter, created and loaded from the checkpoint on the engine; asample
  * requests that arrive meanwhile wait in the session.  Sampling has no
@@ -219,7 +219,7 @@ static void on_sampler_created(tb_engine_job_t *job, int status) {
     sampler_failed(s, rc);
 }
 
-/* The bytes of every token of the base model (a few hundred, decoded
+/* The bytes of every token of `base` (a few hundred, decoded
  * once), which stop strings are matched on. */
 static const tb_slice_t *token_bytes(tb__training_t *tr, int32_t vocab) {
   if (tr->token_bytes != NULL)

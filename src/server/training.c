@@ -1,6 +1,6 @@
 /*
  * The training part of the server: an extension owning an engine on the
- * server's loop, the models (LoRA adapters over the base model) and the
+ * server's loop, the models (LoRA adapters over its base models) and the
  * ops the routes (model_routes.c, sampling_routes.c) submit.
  *
  * Order: the operations of one model run strictly in seq_id order (the

@@ -135,13 +135,13 @@ struct tb__training_s {
   tb__tbase_t *bases;            /* [0] is the default */
   size_t n_bases;
   tb__tmodel_t *models;
-  tb__top_t *held;               /* creates waiting for the base model or
+  tb__top_t *held;               /* creates waiting for their base model or
                                     the user's model limit */
   tb__sampler_t *samplers;
-  tb__top_t *base_waiting;       /* asamples of the base model while it
+  tb__top_t *base_waiting;       /* asamples of a base model while it
                                     loads */
-  tb_slice_t *token_bytes;       /* the base model's tokens as bytes, for
-                                    stop strings; built on first use */
+  tb_slice_t *token_bytes;       /* the tokens of `base` as bytes, for stop
+                                    strings; built on first use */
   char *token_text;
   size_t n_ops;                  /* ops alive */
   size_t n_fs;                   /* file requests in flight */
@@ -150,9 +150,15 @@ struct tb__training_s {
   int closing;
 };
 
-/* Starts the training part on srv's loop: the engine, the routes, the
- * load of `base` (announced in get_server_capabilities).  0, or a
- * negative code with err's message. */
+/* Starts the training part on srv's loop: the engine, the routes and the
+ * loads of the base models, each "base" (the generated model) or
+ * "NAME=HF_DIR"; n_models 0 means {"base"}.  The first is the default
+ * where a request names none.  Every model is announced in
+ * get_server_capabilities (`base` at once, the others once loaded).  0,
+ * or a negative code with err's message: TB_EEXIST for a name given
+ * twice, TB_EINVAL for a malformed one (nothing to close then), or the
+ * engine's error for a model it refuses at once (the extension then
+ * closes with the server). */
 int tb__training_start(tb__server_t *srv, const tb_engine_opts_t *opts,
                        const char *const *models, size_t n_models, tb_error_t *err);
 /* The base model of this name, or NULL. */
@@ -187,7 +193,8 @@ int tb__checkpoint_lora(tb__training_t *tr, tb_slice_t path, tb_lora_config_t *o
                         tb__tbase_t **base);
 /* Reads the LoRA shape of the checkpoint at dir on the threadpool.  cb
  * runs on the loop, also while closing (tr->closing then holds), with
- * status 0 and lora, or a negative status and a message. */
+ * status 0, lora and the base model the checkpoint was made on ("" when
+ * it does not say), or a negative status and a message. */
 typedef void (*tb__lora_read_cb)(tb__training_t *tr, void *data, int status,
                                  const tb_lora_config_t *lora, const char *base_name,
                                  const char *message);
