@@ -625,12 +625,24 @@ TEST(create_via_load_and_unnamed_sampler) {
   free(rid);
   hc_expect("GET", "/api/v1/samplers/nope", NULL, NULL, 404, "unknown sampling session");
 
+  /* weights_info: from the live model, then from the files. */
+  snprintf(body, sizeof(body), "{\"tinker_path\":\"tinker://%s/weights/c\"}", mid);
+  hc_expect("POST", "/api/v1/weights_info", NULL, body, 200,
+            "{\"base_model\":\"base\",\"is_lora\":true,\"lora_rank\":4,"
+            "\"train_unembed\":true,\"train_mlp\":true,\"train_attn\":true}");
+
   /* Once the first model is unloaded, the shape of its checkpoint comes
    * from the files: for a new model, and for a sampling session. */
   snprintf(body, sizeof(body), "{\"model_id\":\"%s\"}", mid);
   rid = post_field("/api/v1/unload_model", NULL, body, "request_id");
   json_decref(result_json(rid, NULL));
   free(rid);
+  snprintf(body, sizeof(body), "{\"tinker_path\":\"tinker://%s/weights/c\"}", mid);
+  hc_expect("POST", "/api/v1/weights_info", NULL, body, 200,
+            "{\"base_model\":\"base\",\"is_lora\":true,\"lora_rank\":4,"
+            "\"train_unembed\":true,\"train_mlp\":true,\"train_attn\":true}");
+  snprintf(body, sizeof(body), "{\"tinker_path\":\"tinker://%s/weights/none\"}", mid);
+  hc_expect("POST", "/api/v1/weights_info", NULL, body, 404, "tinker_path: ");
   snprintf(body, sizeof(body),
            "{\"session_id\":\"%s\",\"model_seq_id\":4,\"path\":\"tinker://%s/weights/c\","
            "\"optimizer\":false}", sid, mid);

@@ -569,6 +569,57 @@ static void route_get_info(tb_http_request_t *req) {
   json_decref(v);
 }
 
+/* {"base_model", "is_lora", "lora_rank", "train_*"} of a checkpoint. */
+static void respond_weights_info(tb_http_request_t *req, const char *base,
+                                 const tb_lora_config_t *l) {
+  json_t *v = json_pack("{sssbsisbsbsb}", "base_model", base, "is_lora", 1, "lora_rank", l->rank,
+                        "train_unembed", l->train_unembed, "train_mlp", l->train_mlp,
+                        "train_attn", l->train_attn);
+  if (v == NULL) {
+    tb__server_respond_error(req, 503, "out of memory");
+    return;
+  }
+  tb__server_respond_jsonv(req, 200, v);
+  json_decref(v);
+}
+
+static void on_weights_info(tb__training_t *tr, void *data, int status,
+                            const tb_lora_config_t *lora, const char *base_name,
+                            const char *message) {
+  /* The request is still ours: if its client went away, answering only
+   * gives it back. */
+  tb_http_request_t *req = data;
+  if (status != 0)
+    tb__server_respond_error(req, 404, "tinker_path: %s", message);
+  else
+    respond_weights_info(req, base_name[0] ? base_name : tr->bases[0].name, lora);
+}
+
+/* POST /api/v1/weights_info {"tinker_path"}: what the SDK reads before
+ * create_training_client_from_state. */
+static void route_weights_info(tb_http_request_t *req) {
+  tb__training_t *tr = tb__training_of(req);
+  ROUTE_BEGIN(req, doc, err, c);
+  tb_slice_t path;
+  if (tb__json_get_string(&c, doc, "tinker_path", TB_JSON_REQUIRED, &path) < 0) {
+    respond_bad(req, &err);
+    json_decref(doc);
+    return;
+  }
+  char *dir = tb__checkpoint_dir(req, "tinker_path", path);
+  tb_lora_config_t lora;
+  tb__tbase_t *base = NULL;
+  if (dir != NULL && tb__checkpoint_lora(tr, path, &lora, &base)) {
+    respond_weights_info(req, base->name, &lora);
+  } else if (dir != NULL) {
+    int rc = tb__read_checkpoint_lora(tr, dir, on_weights_info, req);
+    if (rc != 0)
+      tb__server_respond_error(req, 503, "cannot read the checkpoint: %s", tb_strerror(rc));
+  }
+  free(dir);
+  json_decref(doc);
+}
+
 int tb__model_routes(tb__training_t *tr) {
   static const struct {
     const char *path;
@@ -588,6 +639,8 @@ int tb__model_routes(tb__training_t *tr) {
     { "/api/v1/load_weights", route_load_weights, "Loads a checkpoint: future" },
     { "/api/v1/unload_model", route_unload_model, "Unloads a model: future" },
     { "/api/v1/get_info", route_get_info, "A model's base, rank and tokenizer" },
+    { "/api/v1/weights_info", route_weights_info,
+      "A checkpoint's base model, rank and trained parts" },
   };
   int rc = 0;
   for (size_t i = 0; rc == 0 && i < sizeof(routes) / sizeof(routes[0]); i++)
