@@ -274,7 +274,8 @@ typedef struct acts_s {
 static void point_acts(acts_t *a, bump_t *b, const dims_t *d,
                        const tb_lora_t *lora, size_t T, size_t K,
                        size_t max_keys, int backward) {
-  const size_t R = TB__LLAMA_LOGIT_ROWS;
+  /* A block of the unembedding never has more rows than the call. */
+  const size_t R = T < TB__LLAMA_LOGIT_ROWS ? T : TB__LLAMA_LOGIT_ROWS;
   a->T = T;
   a->nres = backward ? d->L + 1 : 2;
   a->nlayer = backward ? d->L : 1;

@@ -33,7 +33,7 @@
 #include "engine/weights.h"
 
 /* Rows of the (rows, V) logits scratch. */
-#define TB__LLAMA_LOGIT_ROWS 32
+#define TB__LLAMA_LOGIT_ROWS 256
 
 typedef enum {
   TB_LOSS_CROSS_ENTROPY = 0,
