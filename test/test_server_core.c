@@ -123,7 +123,8 @@ static char *create_session(const char *extra) {
 }
 
 TEST(sessions_heartbeat_and_expiry) {
-  tb_server_options_t o = { .session_timeout_ms = 150 };
+  /* Wide enough that a slow (sanitizer) build never misses a beat of s1. */
+  tb_server_options_t o = { .session_timeout_ms = 1000 };
   start_server(&o);
   srv->sessions.on_expire = on_expire;
   expired_hook_calls = 0;
@@ -132,11 +133,11 @@ TEST(sessions_heartbeat_and_expiry) {
   ASSERT(strcmp(s1, s2) != 0);
   char body[160], path[160];
   snprintf(body, sizeof(body), "{\"session_id\":\"%s\",\"type\":\"session_heartbeat\"}", s1);
-  /* s1 beats every 50 ms; s2 stays silent and expires. */
-  for (int i = 0; i < 6; i++) {
+  /* s1 beats every 100 ms until s2, silent, expires (the test's timeout catches a hang). */
+  while (expired_hook_calls == 0) {
     hc_expect("POST", "/api/v1/session_heartbeat", NULL, body, 200,
               "{\"type\":\"session_heartbeat\"}");
-    wait_ms(50);
+    wait_ms(100);
   }
   ASSERT_EQ_INT(expired_hook_calls, 1);
   ASSERT_STR_EQ(expired_id, s2);

@@ -839,6 +839,9 @@ TEST(several_base_models) {
   ASSERT_ERR(tb__training_start(srv, &eo, twice, 2, &err), TB_EEXIST);
   ASSERT_STR_CONTAINS(err.message, "named twice");
   tb_error_clear(&err);
+  /* The public entry starts the training part once. */
+  ASSERT_ERR(tb_server_start_training(&server, models, 2, 0), TB_EBUSY);
+  ASSERT_STR_CONTAINS(server.message, "already runs");
 
   char *sid = create_session(NULL);
   char body[512];

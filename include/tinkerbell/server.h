@@ -99,6 +99,21 @@ TB_EXTERN int tb_server_port(const tb_server_t *server);
  * Returns 0, TB_EEXIST, TB_EINVAL or TB_ENOMEM. */
 TB_EXTERN int tb_server_add_model(tb_server_t *server, const char *name,
                                   int64_t max_context_length);
+/* Starts the training part: an engine whose jobs run on the loop's
+ * threadpool, the training and sampling routes, and the loads of the base
+ * models, each "base" (the generated model every build carries) or
+ * "NAME=HF_DIR" (a Hugging Face model directory).  n_models 0 means
+ * {"base"}; the first model is the default where a request names none.
+ * Each model is announced in get_server_capabilities once loaded (a load
+ * that fails is reported in the log and by the requests that need it).
+ * shards: work items per training step, 0 for one per core.  Call at most
+ * once, before or after tb_server_listen; without it the server answers
+ * the service routes (sessions, futures) only.  Returns 0, or TB_EEXIST (a
+ * name given twice), TB_EINVAL (a malformed model), TB_EBUSY (called
+ * twice) or TB_ENOMEM, with server->message saying why; the server then
+ * still needs its tb_server_close. */
+TB_EXTERN int tb_server_start_training(tb_server_t *server, const char *const *models,
+                                       size_t n_models, size_t shards);
 /* Graceful close (see above).  close_cb may be NULL; it never runs from
  * inside this call. */
 TB_EXTERN void tb_server_close(tb_server_t *server, tb_server_close_cb close_cb);

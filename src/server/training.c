@@ -940,3 +940,22 @@ int tb__training_start(tb__server_t *srv, const tb_engine_opts_t *opts,
                         tb_strerror(rc));
   return 0;
 }
+
+int tb_server_start_training(tb_server_t *server, const char *const *models, size_t n_models,
+                             size_t shards) {
+  tb__server_t *srv = server->impl_;
+  if (srv == NULL || srv->closing)
+    return TB_ECLOSING;
+  for (tb__server_ext_t *e = srv->exts; e != NULL; e = e->next)
+    if (e->close == ext_close) {
+      snprintf(server->message, sizeof(server->message), "the training part already runs");
+      return TB_EBUSY;
+    }
+  tb_engine_opts_t eo = { .shards = shards };
+  tb_error_t err = { 0 };
+  int rc = tb__training_start(srv, &eo, models, n_models, &err);
+  if (rc != 0)
+    snprintf(server->message, sizeof(server->message), "%s", tb_error_message(&err));
+  tb_error_clear(&err);
+  return rc;
+}
