@@ -1,15 +1,18 @@
 /*
  * cli/train_data: the chat JSONL of `tinkerbell train` -- rendering and
  * shifting, the assistant mask, truncation, errors with file and line,
- * and the seeded eval split.
+ * and the seeded eval split; the progress line, metrics records and loss
+ * curve of cli/train_report.
  */
 #include "tb_test.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 #include "cli/train_data.h"
+#include "cli/train_report.h"
 #include "engine/tokenizer.h"
 
 static char *write_tmp(const char *text) {
@@ -168,9 +171,52 @@ TEST(the_example_dataset_loads) {
   tb__train_data_free(&d);
 }
 
+TEST(progress_metrics_and_svg) {
+  tb_train_point_t p = { .step = 10, .epoch = 1, .loss = 1.5, .eval_loss = NAN,
+                         .tokens_per_s = 812.4, .elapsed_s = 20 };
+  tb_buf_t b = TB_BUF_INIT;
+  ASSERT_OK(tb__train_progress(&b, &p, 40, 2, 8));
+  ASSERT_OK(tb__buf_terminate(&b));
+  /* 10 of 40 steps in 20 s: 60 s left. */
+  ASSERT_STR_EQ(b.base, "step 10/40 epoch 1/2 [##......] loss 1.5000 812 tok/s ETA 1:00");
+  tb__buf_reset(&b);
+  p.eval_loss = 2.25;
+  ASSERT_OK(tb__train_progress(&b, &p, 40, 2, 0));
+  ASSERT_OK(tb__buf_terminate(&b));
+  ASSERT_STR_EQ(b.base, "step 10/40 epoch 1/2 loss 1.5000 eval 2.2500 812 tok/s ETA 1:00");
+  tb__buf_reset(&b);
+
+  ASSERT_OK(tb__train_metrics_line(&b, &p));
+  ASSERT_OK(tb__buf_terminate(&b));
+  ASSERT_STR_EQ(b.base, "{\"step\":10,\"epoch\":1,\"loss\":1.5,\"eval_loss\":2.25,"
+                        "\"tokens_per_s\":812.4,\"elapsed_s\":20.000}\n");
+  tb__buf_reset(&b);
+
+  tb_train_point_t pts[3] = {
+    { .step = 1, .epoch = 1, .loss = 4, .eval_loss = NAN },
+    { .step = 2, .epoch = 1, .loss = 2, .eval_loss = 3 },
+    { .step = 4, .epoch = 1, .loss = 1, .eval_loss = NAN },
+  };
+  ASSERT_OK(tb__train_loss_svg(&b, pts, 3, 640, 360));
+  ASSERT_OK(tb__buf_terminate(&b));
+  ASSERT(strncmp(b.base, "<svg ", 5) == 0);
+  ASSERT_STR_CONTAINS(b.base, "</svg>\n");
+  /* The y axis runs 0..4 over the plot's 292 px (360 - 28 - 40); step 4 is
+   * the right edge (64 + 560). */
+  ASSERT_STR_CONTAINS(b.base, "points=\"204.0,28.0 344.0,174.0 624.0,247.0 \"");
+  ASSERT_STR_CONTAINS(b.base, "<circle cx=\"344.0\" cy=\"101.0\"");
+  ASSERT_STR_CONTAINS(b.base, ">eval</text>");
+  tb__buf_reset(&b);
+  ASSERT_OK(tb__train_loss_svg(&b, NULL, 0, 640, 360));
+  ASSERT_OK(tb__buf_terminate(&b));
+  ASSERT_STR_CONTAINS(b.base, "</svg>");
+  tb__buf_free(&b);
+}
+
 TEST_LIST(
   TEST_ENTRY(renders_shifts_and_masks),
   TEST_ENTRY(bad_lines_name_file_line_and_field),
   TEST_ENTRY(split_is_seeded_and_keeps_order),
   TEST_ENTRY(the_example_dataset_loads),
+  TEST_ENTRY(progress_metrics_and_svg),
 )
