@@ -1,10 +1,12 @@
 /*
  * The tinkerbell command: dispatches to one sub-command per file in this
- * directory.
+ * directory.  A new sub-command is one file with its tb__cli_<name>
+ * entry point (declared in cli.h) and one line in the table below.
  */
 #include <stdio.h>
 #include <string.h>
 
+#include "cli/cli.h"
 #include "tinkerbell.h"
 
 typedef struct {
@@ -13,7 +15,9 @@ typedef struct {
   int (*run)(int argc, char **argv);
 } command_t;
 
+/* argv[0] of run is the command's name. */
 static const command_t commands[] = {
+  { "serve", "run the training server (Tinker and Tinkerbell HTTP APIs)", tb__cli_serve },
   { NULL, NULL, NULL },
 };
 
@@ -33,7 +37,7 @@ static void usage(FILE *out) {
 int main(int argc, char **argv) {
   if (argc < 2) {
     usage(stderr);
-    return 2;
+    return TB__CLI_USAGE;
   }
   if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
       strcmp(argv[1], "help") == 0) {
@@ -49,5 +53,5 @@ int main(int argc, char **argv) {
       return c->run(argc - 1, argv + 1);
   fprintf(stderr, "tinkerbell: unknown command '%s'\n\n", argv[1]);
   usage(stderr);
-  return 2;
+  return TB__CLI_USAGE;
 }
