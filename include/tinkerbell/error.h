@@ -52,6 +52,7 @@ extern "C" {
   XX(SERVER, "the server failed the request (server error)")               \
   XX(NESTED, "blocking wait called from inside a callback of its loop")    \
   XX(UNSUPPORTED, "not supported")                                         \
+  XX(TLS, "TLS handshake or certificate verification failed")             \
 
 typedef enum {
   TB__ERR_BASE = -5000,

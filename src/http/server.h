@@ -85,6 +85,10 @@ typedef struct tb_http_server_options_s {
    * stops at this many until answers go out [32]. */
   unsigned max_pipeline;
   int backlog;                /* listen(2) backlog [511] */
+  /* HTTPS: a server context of http/tls.h (certificate and key), shared
+   * by every connection and kept by the caller until the server closed;
+   * NULL: plain HTTP. */
+  struct tb__tls_ctx_s *tls_ctx;
 } tb_http_server_options_t;
 
 struct tb_http_server_s {

@@ -29,6 +29,7 @@
 
 #include "core/log.h"
 #include "http/router.h"
+#include "http/tls.h"
 
 #define container_of(ptr, type, member) \
   ((type *)((char *)(ptr) - offsetof(type, member)))
@@ -299,6 +300,56 @@ static void stop_parsing_input(tb_http_conn_t *conn) {
     conn->read_eof = 1;  /* cannot watch it: treat it as half-closed */
 }
 
+/* ------------------------------------------------------------ TLS */
+
+typedef struct tls_send_s {
+  uv_write_t req;
+  char *data;
+} tls_send_t;
+
+static void on_tls_sent(uv_write_t *wr, int status) {
+  tls_send_t *w = (tls_send_t *)wr;
+  tb_http_conn_t *conn = wr->data;
+  free(w->data);
+  free(w);
+  if (status < 0 && !conn->closing)
+    tb__http_conn_abort(conn, status);
+}
+
+void tb__http_conn_tls_send(tb_http_conn_t *conn) {
+  if (conn->tls == NULL || conn->closing || tb__tls_pending(conn->tls) == 0)
+    return;
+  tb_buf_t out = TB_BUF_INIT;
+  tls_send_t *w = malloc(sizeof(*w));
+  if (w == NULL || tb__tls_take_output(conn->tls, &out) != 0) {
+    free(w);
+    tb__buf_free(&out);
+    tb__http_conn_abort(conn, TB_ENOMEM);
+    return;
+  }
+  w->data = out.base;
+  w->req.data = conn;
+  uv_buf_t b = uv_buf_init(out.base, (unsigned)out.len);
+  int rc = uv_write(&w->req, (uv_stream_t *)&conn->tcp, &b, 1, on_tls_sent);
+  if (rc != 0) {
+    free(w->data);
+    free(w);
+    tb__http_conn_abort(conn, rc);
+  }
+}
+
+/* Decrypts one read into conn->tls_plain.  0 with the plaintext (maybe
+ * none yet: a handshake), or the read's end: UV_EOF after close_notify,
+ * TB_ETLS for a failed handshake or a corrupt record. */
+static int tls_decrypt(tb_http_conn_t *conn, const char *data, size_t len) {
+  conn->tls_plain.len = 0;
+  int rc = tb__tls_feed(conn->tls, data, len, &conn->tls_plain);
+  tb__http_conn_tls_send(conn);
+  if (rc == TB_ETLS)
+    tb_debug("http server: %s", tb__tls_error(conn->tls));
+  return rc;
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   tb_http_conn_t *conn = s->data;
   if (nread == 0)
@@ -308,14 +359,27 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   conn->last_read = uv_now(conn->server->loop);
+  const char *data = buf->base;
   size_t len = (size_t)nread;
-  size_t used = conn_process(conn, buf->base, len);
+  int end = 0;
+  if (conn->tls != NULL) {
+    end = tls_decrypt(conn, data, len);
+    if (conn->closing)
+      return;
+    data = conn->tls_plain.base;
+    len = conn->tls_plain.len;
+  }
+  size_t used = len > 0 ? conn_process(conn, data, len) : 0;
   if (used < len && !conn->stop_parsing && !conn->closing) {
     /* Back-pressure: keep the rest for when answers have gone out. */
-    if (tb__buf_append(&conn->pending, buf->base + used, len - used) != 0) {
+    if (tb__buf_append(&conn->pending, data + used, len - used) != 0) {
       tb__http_conn_abort(conn, TB_ENOMEM);
       return;
     }
+  }
+  if (end != 0 && !conn->closing) {
+    conn_read_end(conn, end == UV_EOF ? UV_EOF : end);
+    return;
   }
   if (!conn->closing)
     tb__http_conn_arm_timer(conn);
@@ -355,6 +419,13 @@ static void conn_finish(tb_http_conn_t *conn) {
   }
   uv_read_stop((uv_stream_t *)&conn->tcp);
   conn->stop_parsing = 1;
+  if (conn->tls != NULL) {
+    /* close_notify, then the FIN (writes leave in order). */
+    tb__tls_close_notify(conn->tls);
+    tb__http_conn_tls_send(conn);
+    if (conn->closing)
+      return;
+  }
   conn->shutdown_req.data = conn;
   int rc = uv_shutdown(&conn->shutdown_req, (uv_stream_t *)&conn->tcp, on_shutdown);
   if (rc != 0)
@@ -409,6 +480,9 @@ static void on_handle_closed(uv_handle_t *h) {
     conn->next->prev = conn->prev;
   server->n_conns--;
   tb__buf_free(&conn->pending);
+  tb__tls_free(conn->tls);
+  tb__buf_free(&conn->tls_plain);
+  tb__buf_free(&conn->tls_wire);
   free(conn->iov);
   free(conn);
   tb__http_server_maybe_finish(server);
@@ -436,7 +510,11 @@ int tb__http_conn_start(tb_http_server_t *server, tb_http_conn_t **out) {
   tb__http_parser_init(&conn->parser, &conn_parser_cbs, server->opts.max_body);
   conn->parser.data = conn;
   conn->idle_since = uv_now(server->loop);
+  if (server->opts.tls_ctx != NULL && tb__tls_new(server->opts.tls_ctx, 1, NULL, &conn->tls) != 0)
+    conn->tls = NULL;
   rc = uv_accept((uv_stream_t *)&server->tcp, (uv_stream_t *)&conn->tcp);
+  if (rc == 0 && server->opts.tls_ctx != NULL && conn->tls == NULL)
+    rc = TB_ENOMEM;
   if (rc == 0) {
     /* Answers are small and written whole: no Nagle delay. */
     uv_tcp_nodelay(&conn->tcp, 1);

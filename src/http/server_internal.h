@@ -38,6 +38,9 @@ struct tb_http_conn_s {
   uv_buf_t *iov;
   size_t iov_cap;
   tb_buf_t pending;                 /* read but not yet parsed */
+  struct tb__tls_s *tls;            /* HTTPS: the connection's codec */
+  tb_buf_t tls_plain;               /* HTTPS: the bytes one read decrypted */
+  tb_buf_t tls_wire;                /* HTTPS: ciphertext of the write in flight */
   uint64_t idle_since;
   uint64_t header_start;
   uint64_t last_read;
@@ -62,6 +65,9 @@ void tb__http_req_put(tb_http_request_t *req);
 void tb__http_server_maybe_finish(tb_http_server_t *server);
 
 /* server_conn.c */
+/* HTTPS: writes what the TLS codec queued of its own (handshake,
+ * close_notify) in a write of its own, ordered with the answers. */
+void tb__http_conn_tls_send(tb_http_conn_t *conn);
 int tb__http_conn_start(tb_http_server_t *server, tb_http_conn_t **out);
 /* Closes at once; requests with a handler are detached (on_abort). */
 void tb__http_conn_abort(tb_http_conn_t *conn, int status);

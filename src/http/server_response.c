@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "http/tls.h"
 
 static const char tb__continue[] = "HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -281,8 +282,20 @@ void tb__http_conn_flush(tb_http_conn_t *conn) {
   if (n_iov == 0)
     return;
   conn->write_req.data = conn;
-  int rc = uv_write(&conn->write_req, (uv_stream_t *)&conn->tcp, conn->iov,
-                    (unsigned)n_iov, on_write);
+  uv_buf_t *iov = conn->iov;
+  int rc = 0;
+  if (conn->tls != NULL) {
+    /* HTTPS: the answers leave as one buffer of ciphertext, kept until
+     * the write completes. */
+    conn->tls_wire.len = 0;
+    rc = tb__tls_encrypt(conn->tls, conn->iov, (unsigned)n_iov);
+    rc = rc ? rc : tb__tls_take_output(conn->tls, &conn->tls_wire);
+    conn->iov[0] = uv_buf_init(conn->tls_wire.base, (unsigned)conn->tls_wire.len);
+    n_iov = 1;
+  }
+  if (rc == 0)
+    rc = uv_write(&conn->write_req, (uv_stream_t *)&conn->tcp, iov, (unsigned)n_iov,
+                  on_write);
   if (rc != 0) {
     tb_http_request_t *w = conn->writing;
     conn->writing = conn->writing_tail = NULL;
