@@ -195,6 +195,13 @@ static void torch_script(char *out, size_t cap) {
     snprintf(out, cap, "%s", env);
     return;
   }
+  /* Beside the program (installed, or copied into the build tree). */
+  char exe[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  exe[n > 0 ? n : 0] = '\0';
+  snprintf(out, cap, "%s/torch_train_step.py", dirname(exe));
+  if (access(out, R_OK) == 0)
+    return;
   char src[PATH_MAX];
   snprintf(src, sizeof(src), "%s", __FILE__);
   const char *srcdir = dirname(src);
@@ -202,8 +209,7 @@ static void torch_script(char *out, size_t cap) {
     snprintf(out, cap, "%s/torch_train_step.py", srcdir);
     return;
   }
-  char exe[PATH_MAX];
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
   exe[n > 0 ? n : 0] = '\0';
   snprintf(out, cap, "%s/../%s/torch_train_step.py", dirname(exe), srcdir);
 }

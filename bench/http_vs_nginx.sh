@@ -11,7 +11,9 @@ build=${1:?usage: $0 BUILD_DIR [SECONDS] [CONNECTIONS] [REPEATS]}
 secs=${2:-5}
 conns=${3:-50}
 repeats=${4:-3}
+# BUILD_DIR is a build tree, or the directory of the benchmark programs.
 server_bin="$build/bench/bench_http_server"
+[ -x "$server_bin" ] || server_bin="$build/bench_http_server"
 [ -x "$server_bin" ] || { echo "missing $server_bin (build first)" >&2; exit 2; }
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 2; }
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { echo "nginx is not installed (apt-get install nginx)" >&2; exit 2; }
