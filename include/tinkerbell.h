@@ -9,5 +9,8 @@
 #include "tinkerbell/common.h"
 #include "tinkerbell/error.h"
 #include "tinkerbell/server.h"
+#include "tinkerbell/future.h"
+#include "tinkerbell/client.h"
+#include "tinkerbell/service_client.h"
 
 #endif /* TINKERBELL_H */

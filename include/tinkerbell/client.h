@@ -1,0 +1,175 @@
+/*
+ * The client runtime's configuration: where the server is, how to
+ * authenticate, the timeouts, the retry and polling backoffs, and the hooks
+ * that observe it (telemetry, queue state).
+ *
+ * A tb_client_config_t is read (and copied) when a client is made
+ * (tb_service_client_init); zero means the default in brackets everywhere,
+ * so `tb_client_config_t cfg = { 0 };` is a working configuration against
+ * TINKER_BASE_URL or a local `tinkerbell serve`.
+ *
+ * Three timeouts are independent of each other:
+ *   - poll_deadline_ms: how long an operation's result is polled for
+ *     (default: no deadline, as in the Tinker SDK);
+ *   - the caller's wait: the timeout_ms of tb_future_wait*, and
+ *     wait_timeout_ms for the _sync functions;
+ *   - http_timeout_ms / poll_http_timeout_ms: each HTTP request's own
+ *     timeout, from send to the complete answer, retries not included.
+ *
+ * Retries of a submission (every request but retrieve_future and the
+ * heartbeat): up to max_retries more attempts on HTTP 408, 409, 429, 5xx
+ * and connection errors (a response header "x-should-retry: true|false"
+ * overrides the status rule), after min(retry_base_ms * 2^k,
+ * retry_max_ms) * a jitter in [0.75, 1], or after the server's
+ * "retry-after-ms" / "Retry-After" (seconds or an HTTP date) when that is
+ * in (0, 60 s].  Every attempt of one call carries the same
+ * X-Idempotency-Key.
+ *
+ * Polling of retrieve_future is described in tb_client_config_t's poll_*
+ * fields and in docs/ARCHITECTURE.md.
+ */
+#ifndef TINKERBELL_CLIENT_H
+#define TINKERBELL_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tinkerbell/common.h"
+#include "tinkerbell/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The base URL used when neither the config nor TINKER_BASE_URL names one:
+ * a local `tinkerbell serve`. */
+#define TB_CLIENT_DEFAULT_BASE_URL "http://127.0.0.1:8000"
+
+/* ------------------------------------------------------------ telemetry */
+
+/* A measurement: a named number ("duration_ms", "attempt", ...). */
+typedef struct tb_telemetry_measure_s {
+  const char *name;
+  double value;
+} tb_telemetry_measure_t;
+
+/* A metadata entry: a named string ("request_id", "queue_state", ...). */
+typedef struct tb_telemetry_meta_s {
+  const char *key;
+  const char *value;
+} tb_telemetry_meta_t;
+
+/* One event, valid only during the hook's call (copy what you keep).
+ * Event names:
+ *   http.request.start   method, path                  (measure: attempt)
+ *   http.request.stop    method, path, result ok|error, http_status
+ *                                   (duration_ms, retries)
+ *   http.retry           method, path, reason          (attempt, delay_ms)
+ *   http.request.error   method, path, error, category (a call failed)
+ *   future.queue_state_change  request_id, request_type, queue_state,
+ *                              queue_state_reason
+ *   future.timeout       request_id, request_type      (elapsed_ms,
+ *                                                       iteration)
+ *   future.api_error     request_id, request_type, http_status, category
+ *   future.connection_error  request_id, request_type, error
+ *   future.request_failed    request_id, request_type, category, error
+ *   session.heartbeat_warning  session_id       (since_success_ms)
+ * Every event also carries the config's telemetry_metadata entries. */
+typedef struct tb_telemetry_event_s {
+  void *data;                               /* the config's telemetry_data */
+  const char *name;
+  const tb_telemetry_measure_t *measures;
+  size_t n_measures;
+  const tb_telemetry_meta_t *meta;
+  size_t n_meta;
+} tb_telemetry_event_t;
+
+typedef void (*tb_telemetry_cb)(const tb_telemetry_event_t *event);
+
+/* ------------------------------------------------------------ queue state */
+
+typedef enum {
+  TB_QUEUE_ACTIVE = 0,
+  TB_QUEUE_PAUSED_CAPACITY,
+  TB_QUEUE_PAUSED_RATE_LIMIT,
+  TB_QUEUE_UNKNOWN
+} tb_queue_state_t;
+
+/* "active", "paused_capacity", "paused_rate_limit", "unknown". */
+TB_EXTERN const char *tb_queue_state_name(tb_queue_state_t s);
+
+/* A change of (state, reason) seen while polling one request, valid only
+ * during the observer's call.  The first state reported by a poll is
+ * compared with "active, no reason". */
+typedef struct tb_queue_state_event_s {
+  void *data;                     /* the config's queue_observer_data */
+  const char *request_id;
+  const char *request_type;       /* "ForwardBackward", ...; may be "" */
+  tb_queue_state_t state;
+  const char *reason;             /* the server's reason, or NULL */
+  tb_queue_state_t previous;
+} tb_queue_state_event_t;
+
+typedef void (*tb_queue_state_cb)(const tb_queue_state_event_t *event);
+
+/* ------------------------------------------------------------ config */
+
+typedef struct tb_client_config_s {
+  /* Where: "http://host:port[/prefix]"; the API paths (/api/v1/...) are
+   * appended.  [TINKER_BASE_URL, else TB_CLIENT_DEFAULT_BASE_URL] */
+  const char *base_url;
+  /* Sent as X-API-Key on every request.  [TINKER_API_KEY, else none] */
+  const char *api_key;
+  /* Sent in create_session. [none]; project_id [TINKER_PROJECT_ID] */
+  const char *project_id;
+
+  /* Timeouts in milliseconds (see above). */
+  uint64_t poll_deadline_ms;      /* [no deadline] */
+  uint64_t wait_timeout_ms;       /* the _sync functions' wait [no limit] */
+  uint64_t http_timeout_ms;       /* each request [60000] */
+  uint64_t poll_http_timeout_ms;  /* each retrieve_future long poll [45000] */
+  uint64_t connect_timeout_ms;    /* [5000] */
+
+  /* Submission retries: retries after the first attempt [10]; a negative
+   * value means none. */
+  int max_retries;
+  uint64_t retry_base_ms;         /* [500] */
+  uint64_t retry_max_ms;          /* [10000] */
+  uint64_t retry_after_max_ms;    /* a longer Retry-After is ignored [60000] */
+
+  /* Polling backoffs. */
+  uint64_t poll_backoff_initial_ms;  /* "pending", server failures: min(2^n
+                                        * initial, max) [1000] */
+  uint64_t poll_backoff_max_ms;      /* [30000] */
+  uint64_t poll_retry_delay_ms;      /* 408 and 5xx: a delay jittered in
+                                        [0.5, 1] x this [250] */
+  uint64_t poll_error_backoff_initial_ms; /* 429, connection errors:
+                                        min(2^n * initial, max) [1000] */
+  uint64_t poll_error_backoff_max_ms;     /* [30000] */
+
+  /* The session heartbeat. */
+  uint64_t heartbeat_interval_ms;    /* [10000] */
+  uint64_t heartbeat_warn_ms;        /* warning after this long without a
+                                        successful heartbeat [120000] */
+
+  /* Connections per origin [16]. */
+  unsigned max_connections;
+
+  /* Hooks, called on the loop (NULL: none).  A hook must not block; it
+   * may not call tb_future_wait (TB_ENESTED). */
+  tb_telemetry_cb telemetry;
+  void *telemetry_data;
+  tb_queue_state_cb queue_observer;
+  void *queue_observer_data;
+  /* Key/value pairs added to every telemetry event (copied). */
+  const tb_telemetry_meta_t *telemetry_metadata;
+  size_t n_telemetry_metadata;
+
+  /* Seeds the jitter (0: from the clock), so tests can reproduce delays. */
+  uint64_t jitter_seed;
+} tb_client_config_t;
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TINKERBELL_CLIENT_H */

@@ -1,0 +1,324 @@
+/*
+ * What the files of the client runtime share, and what the training and
+ * sampling clients build on:
+ *
+ *   tb__rt_t     the runtime a ServiceClient owns: the loop, the resolved
+ *                configuration, the HTTP client, one timer that drives every
+ *                alarm, the jitter generator and the operations in flight.
+ *   tb__alarm_t  a one-shot deadline on the runtime's timer (a min-heap of
+ *                alarms under one uv_timer_t), so that calls, polls and
+ *                operations are plain memory with no handle to close.
+ *   tb__call_t   one API request with the submission retries (request.c).
+ *   tb__client_poll_t   the long-poll of one retrieve_future (poll.c).
+ *   tb__client_op_t     a future-returning operation: a call, then (when the answer
+ *                is {"request_id"}) a poll, then a decoder that turns the
+ *                final body into the future's typed result (op.c).
+ *
+ * Everything here runs on the loop thread.  Nothing here includes server/.
+ */
+#ifndef TB_CLIENT_INTERNAL_H
+#define TB_CLIENT_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "core/buf.h"
+#include "http/client.h"
+#include "tinkerbell/client.h"
+#include "tinkerbell/future.h"
+
+typedef struct tb__rt_s tb__rt_t;
+typedef struct tb__alarm_s tb__alarm_t;
+typedef struct tb__call_s tb__call_t;
+typedef struct tb__client_poll_s tb__client_poll_t;
+typedef struct tb__client_op_s tb__client_op_t;
+
+/* ------------------------------------------------------------ config.c */
+
+/* The configuration with every default filled in and every string owned. */
+typedef struct tb__config_s {
+  char *base_url;                 /* without a trailing '/' */
+  char *api_key;                  /* NULL: none */
+  char *project_id;               /* NULL: none */
+  uint64_t poll_deadline_ms;      /* 0: none */
+  uint64_t wait_timeout_ms;       /* 0: none */
+  uint64_t http_timeout_ms;
+  uint64_t poll_http_timeout_ms;
+  uint64_t connect_timeout_ms;
+  unsigned max_retries;
+  uint64_t retry_base_ms, retry_max_ms, retry_after_max_ms;
+  uint64_t poll_backoff_initial_ms, poll_backoff_max_ms;
+  uint64_t poll_retry_delay_ms;
+  uint64_t poll_error_backoff_initial_ms, poll_error_backoff_max_ms;
+  uint64_t heartbeat_interval_ms, heartbeat_warn_ms;
+  unsigned max_connections;
+  tb_telemetry_cb telemetry;
+  void *telemetry_data;
+  tb_queue_state_cb queue_observer;
+  void *queue_observer_data;
+  tb_telemetry_meta_t *meta;      /* copies of keys and values */
+  size_t n_meta;
+  uint64_t jitter_seed;
+} tb__config_t;
+
+/* Fills out from in (NULL: all defaults) and the environment.  Returns 0,
+ * TB_EURL (a base URL that is not http(s)://host...), TB_EINVAL or
+ * TB_ENOMEM, with err saying which setting. */
+int tb__config_resolve(const tb_client_config_t *in, tb__config_t *out,
+                       tb_error_t *err);
+void tb__config_free(tb__config_t *c);
+
+/* ------------------------------------------------------------ runtime.c */
+
+typedef void (*tb__alarm_cb)(tb__alarm_t *alarm);
+
+struct tb__alarm_s {
+  void *data;
+  tb__alarm_cb cb;
+  uint64_t due;        /* uv_now at which it fires */
+  uint64_t seq;        /* ties fire in arming order */
+  size_t index;        /* in the heap; SIZE_MAX when not armed */
+};
+
+typedef void (*tb__rt_close_cb)(tb__rt_t *rt);
+
+/* A frame on the thread's stack of loops being run or called back from
+ * (see tb__loop_enter): how TB_ENESTED is detected. */
+typedef struct tb__loop_frame_s {
+  uv_loop_t *loop;
+  struct tb__loop_frame_s *next;
+} tb__loop_frame_t;
+
+struct tb__rt_s {
+  void *data;
+  uv_loop_t *loop;
+  tb__config_t cfg;
+  tb_http_client_t http;
+  uv_timer_t timer;           /* fires the earliest alarm */
+  tb__alarm_t **heap;
+  size_t n_heap, cap_heap;
+  uint64_t alarm_seq;
+  uint64_t rng;               /* xorshift64* state for the jitter */
+  tb__client_op_t *ops;              /* operations in flight, for close */
+  size_t n_ops;
+  size_t n_busy;              /* calls/polls not yet finished (any owner) */
+  int closing;
+  int handles_open;
+  tb__rt_close_cb close_cb;
+};
+
+int tb__rt_init(uv_loop_t *loop, tb__rt_t *rt, const tb_client_config_t *cfg,
+                tb_error_t *err);
+/* Cancels every operation (their futures fail with TB_ECANCELED), waits for
+ * every call and poll to finish, closes the HTTP client and the timer, then
+ * calls close_cb (never from inside this call). */
+void tb__rt_close(tb__rt_t *rt, tb__rt_close_cb close_cb);
+
+/* Called by calls, polls and operations when they finish: they may be the
+ * last thing a close waits for. */
+void tb__rt_check_closed(tb__rt_t *rt);
+
+void tb__alarm_init(tb__alarm_t *a, tb__alarm_cb cb, void *data);
+/* Arms (or re-arms) a to fire delay_ms from now. */
+int tb__alarm_start(tb__rt_t *rt, tb__alarm_t *a, uint64_t delay_ms);
+void tb__alarm_stop(tb__rt_t *rt, tb__alarm_t *a);
+static inline int tb__alarm_armed(const tb__alarm_t *a) { return a->index != SIZE_MAX; }
+
+/* A uniform double in [lo, hi). */
+double tb__rt_jitter(tb__rt_t *rt, double lo, double hi);
+/* A random lowercase hex string of 2*n_bytes characters plus NUL. */
+void tb__rt_random_hex(tb__rt_t *rt, char *out, size_t n_bytes);
+/* The absolute URL for an API path ("/api/v1/..."), malloc'd. */
+char *tb__rt_url(const tb__rt_t *rt, const char *path);
+
+/* Emits a telemetry event with the config's metadata appended. */
+void tb__rt_telemetry(tb__rt_t *rt, const char *name,
+                      const tb_telemetry_measure_t *measures, size_t n_measures,
+                      const tb_telemetry_meta_t *meta, size_t n_meta);
+
+/* The thread's loop frames (future.c): enter before running a user callback
+ * or uv_run for a loop, leave after; tb__loop_is_entered tells whether a
+ * blocking wait on that loop would nest. */
+void tb__loop_enter(tb__loop_frame_t *frame, uv_loop_t *loop);
+void tb__loop_leave(tb__loop_frame_t *frame);
+int tb__loop_is_entered(const uv_loop_t *loop);
+
+/* ------------------------------------------------------------ future.c */
+
+/* A pending future on loop; NULL on TB_ENOMEM. */
+tb_future_t *tb__client_future_new(uv_loop_t *loop);
+/* The operation that drives f: cancel(f) is called by tb_future_cancel and
+ * by tb_future_free of a pending f; it must make the driver fail f with
+ * TB_ECANCELED later. */
+void tb__client_future_set_driver(tb_future_t *f, void (*cancel)(tb_future_t *f),
+                           void *driver);
+/* Completes f with a result it takes over (result may be NULL with a NULL
+ * type).  Runs the callback (inside a loop frame) or, when f was released,
+ * frees it.  The driver must not touch f afterwards. */
+void tb__client_future_resolve(tb_future_t *f, const tb_result_type_t *type, void *result);
+/* Completes f as failed, moving *err into it (err is left empty). */
+void tb__client_future_fail(tb_future_t *f, tb_error_t *err);
+
+/* ------------------------------------------------------------ request.c */
+
+typedef void (*tb__call_cb)(tb__call_t *call, int status);
+
+/* One API request with retries.  The caller owns the memory, fills the
+ * input, starts it; the callback runs once, on a later loop turn, with 0
+ * (a 2xx answer: call->http.response) or a negative code with call->err
+ * filled (TB_EHTTP for a non-2xx answer, whose response is also kept; a
+ * network code; TB_ECANCELED).  Then tb__call_free. */
+struct tb__call_s {
+  void *data;
+  /* input */
+  const char *method;             /* NULL: "POST" */
+  const char *path;               /* "/api/v1/..." */
+  tb_slice_t body;                /* not copied: valid until the callback */
+  const char *content_type;       /* NULL: application/json when a body */
+  const char *accept;             /* NULL: application/json */
+  const tb_http_header_t *extra;  /* copied when sent */
+  size_t n_extra;
+  int max_retries;                /* <0: the config's; 0: none */
+  uint64_t timeout_ms;            /* 0: the config's http_timeout_ms */
+  /* output */
+  int http_status;                /* of the last answer; 0 when none */
+  unsigned retries;               /* retries made */
+  tb_error_t err;
+  tb_http_client_req_t http;      /* the last attempt's response */
+  /* private */
+  tb__rt_t *rt_;
+  tb__call_cb cb_;
+  tb__alarm_t alarm_;
+  char *url_;
+  tb_http_header_t headers_[8];
+  size_t n_headers_;
+  tb_http_header_t *all_headers_;
+  uv_buf_t body_buf_;
+  char idem_[64];
+  char retry_count_[16];
+  uint64_t started_;
+  int state_;
+  int cancelled_;
+};
+
+int tb__call_start(tb__rt_t *rt, tb__call_t *call, tb__call_cb cb);
+/* The callback then runs with TB_ECANCELED (unless it is already due).
+ * Returns 0 or TB_EINVAL when the call is not in flight. */
+int tb__call_cancel(tb__call_t *call);
+/* Releases what the call holds; not while in flight.  Safe on a zeroed call. */
+void tb__call_free(tb__call_t *call);
+/* The retry decision for an answer: 1 to retry, 0 not (x-should-retry wins,
+ * then 408, 409, 429, >= 500). */
+int tb__call_should_retry_status(const tb_http_response_t *res);
+/* The server's Retry-After in ms when given and in (0, max_ms]; else -1. */
+int64_t tb__retry_after_ms(const tb_http_response_t *res, uint64_t max_ms);
+/* Fills err from a non-2xx answer: the body's "error"/"message"/"detail",
+ * its "category" (else user for 4xx, server for 5xx), the status and the
+ * request id when the body names one.  Returns TB_EHTTP. */
+int tb__error_from_response(const tb_http_response_t *res, tb_error_t *err);
+
+/* ------------------------------------------------------------ poll.c */
+
+typedef void (*tb__client_poll_cb)(tb__client_poll_t *poll, int status);
+
+/* Polls POST /api/v1/retrieve_future for one request id until a result, a
+ * terminal failure or the deadline.  The callback runs once with 0 (the
+ * result: result_body/result_len, protobuf when result_proto) or a negative
+ * code with err filled.  Then tb__client_poll_free. */
+struct tb__client_poll_s {
+  void *data;
+  /* input */
+  char *request_id;               /* owned (tb__client_poll_start copies it) */
+  const char *request_type;       /* X-Tinker-Request-Type; NULL: none */
+  int accept_proto;               /* Accept: application/x-protobuf */
+  uint64_t deadline_ms;           /* 0: the config's poll deadline */
+  uint64_t submit_rtt_ms;         /* X-Tinker-Create-Promise-Roundtrip-Time */
+  /* output */
+  const char *result_body;        /* valid until tb__client_poll_free */
+  size_t result_len;
+  int result_proto;
+  unsigned iteration;             /* polls sent */
+  tb_error_t err;
+  /* private */
+  tb__rt_t *rt_;
+  tb__client_poll_cb cb_;
+  tb_http_client_req_t http_;
+  tb__alarm_t alarm_;             /* the next poll */
+  tb__alarm_t deadline_alarm_;
+  char *url_;
+  tb_buf_t req_body_;
+  uv_buf_t body_buf_;
+  tb_http_header_t headers_[8];
+  char iter_buf_[24];
+  char rtt_buf_[32];
+  tb_error_t last_err_;           /* the last retried failure, for timeouts */
+  char *result_own_;              /* a "completed" envelope's result, dumped */
+  int cancelled_;
+  int timed_out_;
+  uint64_t started_;
+  unsigned n_pending_;            /* consecutive "pending" / server failures */
+  unsigned n_conn_errors_;        /* consecutive 429 / connection errors */
+  unsigned n_empty_400_;          /* consecutive empty 400s */
+  tb_queue_state_t qstate_;
+  char *qreason_;
+  int allow_metadata_only_;
+  int state_;
+  int finish_status_;
+};
+
+int tb__client_poll_start(tb__rt_t *rt, tb__client_poll_t *poll, const char *request_id,
+                   tb__client_poll_cb cb);
+int tb__client_poll_cancel(tb__client_poll_t *poll);
+void tb__client_poll_free(tb__client_poll_t *poll);
+/* "active" etc. (trimmed, any case); anything else is unknown. */
+tb_queue_state_t tb__queue_state_parse(const char *s, size_t len);
+
+/* ------------------------------------------------------------ op.c */
+
+/* Turns the final body into the typed result.  body is JSON unless proto.
+ * Returns 0 with *result (of *type) set, or a negative code with err set. */
+typedef int (*tb__client_op_decode_fn)(tb__client_op_t *op, const char *body, size_t len,
+                                int proto, const tb_result_type_t **type,
+                                void **result, tb_error_t *err);
+
+typedef struct tb__client_op_opts_s {
+  const char *method;             /* NULL: POST; a static string */
+  const char *path;               /* copied */
+  const char *body;               /* copied */
+  size_t body_len;
+  const char *content_type;
+  int max_retries;                /* <0: the config's */
+  int poll;                       /* the answer is {"request_id"}: poll it */
+  const char *request_type;       /* for the poll's headers and telemetry */
+  int accept_proto;
+  tb__client_op_decode_fn decode;        /* NULL: the result is none */
+  void *decode_data;              /* available as op->decode_data */
+} tb__client_op_opts_t;
+
+struct tb__client_op_s {
+  void *decode_data;
+  tb__rt_t *rt;
+  tb_future_t *future;
+  tb__client_op_t *next, *prev;          /* rt->ops */
+  tb__call_t call;
+  tb__client_poll_t poll;
+  tb_buf_t body;
+  tb__client_op_decode_fn decode;
+  char *request_type;
+  char *path;
+  int accept_proto;
+  int do_poll;
+  int phase;                      /* 0 call, 1 poll, 2 finishing */
+  int cancelled;
+  tb__alarm_t alarm;              /* completes a cancelled op later */
+};
+
+/* Starts an operation whose outcome is the returned future.  Returns 0 or
+ * TB_ENOMEM / TB_ECLOSING (no future then). */
+int tb__client_op_start(tb__rt_t *rt, const tb__client_op_opts_t *opts, tb_future_t **out);
+/* Cancels every operation of rt (tb__rt_close). */
+void tb__client_op_cancel_all(tb__rt_t *rt);
+
+#endif /* TB_CLIENT_INTERNAL_H */

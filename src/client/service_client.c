@@ -1,0 +1,509 @@
+/*
+ * The ServiceClient: the runtime (configuration, connections, alarms), the
+ * session created on first use and kept alive by a heartbeat, and the
+ * service-level operations (get_server_capabilities).
+ *
+ * Session creation is shared: the first caller starts one create_session
+ * operation, every caller until it ends gets a "waiter" future of its own
+ * that completes with a copy of the outcome.  A caller that comes once the
+ * session exists gets a waiter completed on the next loop turn (a future
+ * never completes inside the call that made it).
+ *
+ * The heartbeat runs on its own unreferenced uv_timer_t, so an idle client
+ * does not keep the host's loop alive; one heartbeat at most is in flight,
+ * with no retries.
+ */
+#include "tinkerbell/service_client.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "client/internal.h"
+#include "core/json.h"
+
+typedef struct waiter_s {
+  tb_future_t *f;
+  struct tb__service_s *svc;
+  tb__alarm_t alarm;              /* completes a cancelled or late waiter */
+  int cancelled;
+  struct waiter_s *next, *prev;
+} waiter_t;
+
+struct tb__service_s {
+  tb_service_client_t *sc;
+  tb__rt_t rt;
+  char *session_id;
+  tb_future_t *create_f;          /* the create_session in flight */
+  waiter_t *waiters;              /* waiting for create_f */
+  waiter_t *ready;                /* completed on the next turn */
+  uv_timer_t hb_timer;
+  tb__call_t hb_call;
+  tb_buf_t hb_body;
+  int hb_inflight;
+  int hb_warned;
+  uint64_t hb_last_ok;
+  int closing;
+  int pending_closes;             /* the runtime and the heartbeat timer */
+};
+
+static void sc_destroy_maybe(struct tb__service_s *s);
+static void on_rt_closed(tb__rt_t *rt);
+
+/* ------------------------------------------------------------ results */
+
+static void free_caps(void *p) { tb_server_capabilities_free(p); }
+
+const tb_result_type_t tb_result_server_capabilities = { "server_capabilities",
+                                                         free_caps };
+
+void tb_server_capabilities_free(tb_server_capabilities_t *caps) {
+  if (caps == NULL)
+    return;
+  for (size_t i = 0; i < caps->n_models; i++)
+    free(caps->models[i].model_name);
+  free(caps->models);
+  free(caps);
+}
+
+static int decode_caps(tb__client_op_t *op, const char *body, size_t len, int proto,
+                       const tb_result_type_t **type, void **result, tb_error_t *err) {
+  json_t *doc = NULL;
+  int rc = tb__json_parse((tb_slice_t){ body, len }, &doc, err);
+  if (rc != 0) {
+    err->category = TB_CATEGORY_SERVER;
+    return rc;
+  }
+  tb_jctx_t c;
+  tb__jctx_init(&c, err);
+  json_t *models = NULL;
+  rc = tb__json_expect_object(&c, doc);
+  if (rc == 0)
+    rc = tb__json_get_array(&c, doc, "supported_models", TB_JSON_REQUIRED, &models);
+  tb_server_capabilities_t *caps = calloc(1, sizeof(*caps));
+  if (rc == 0 && caps == NULL)
+    rc = tb_error_set(err, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
+  size_t n = rc == 0 ? json_array_size(models) : 0;
+  if (rc == 0 && n > 0 && (caps->models = calloc(n, sizeof(*caps->models))) == NULL)
+    rc = tb_error_set(err, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
+  int pushed = rc == 0;
+  size_t mark = pushed ? tb__jctx_push_key(&c, "supported_models") : 0;
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    json_t *m = json_array_get(models, i);
+    size_t m2 = tb__jctx_push_index(&c, i);
+    tb_slice_t name = { NULL, 0 };
+    int64_t ctx = -1;
+    rc = tb__json_expect_object(&c, m);
+    if (rc == 0)
+      rc = tb__json_get_string(&c, m, "model_name", TB_JSON_OPTIONAL, &name);
+    if (rc >= 0)
+      rc = tb__json_get_int(&c, m, "max_context_length", TB_JSON_OPTIONAL, 0, INT64_MAX,
+                            &ctx);
+    if (rc >= 0) {
+      rc = 0;
+      tb_supported_model_t *sm = &caps->models[caps->n_models++];
+      sm->max_context_length = ctx;
+      if (name.base != NULL && (sm->model_name = tb__strndup(name.base, name.len)) == NULL)
+        rc = tb_error_set(err, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
+    }
+    tb__jctx_pop(&c, m2);
+  }
+  if (pushed)
+    tb__jctx_pop(&c, mark);
+  json_decref(doc);
+  if (rc != 0) {
+    if (err->category == TB_CATEGORY_USER)
+      err->category = TB_CATEGORY_SERVER;  /* the server's answer was wrong */
+    tb_server_capabilities_free(caps);
+    return rc;
+  }
+  *type = &tb_result_server_capabilities;
+  *result = caps;
+  return 0;
+}
+
+static int decode_session(tb__client_op_t *op, const char *body, size_t len, int proto,
+                          const tb_result_type_t **type, void **result, tb_error_t *err) {
+  json_t *doc = NULL;
+  int rc = tb__json_parse((tb_slice_t){ body, len }, &doc, err);
+  tb_slice_t id = { NULL, 0 };
+  if (rc == 0) {
+    tb_jctx_t c;
+    tb__jctx_init(&c, err);
+    rc = tb__json_expect_object(&c, doc);
+    if (rc == 0)
+      rc = tb__json_get_string(&c, doc, "session_id", TB_JSON_REQUIRED, &id);
+    if (rc == 0 && id.len == 0)
+      rc = tb__jctx_fail_at(&c, "session_id", "empty");
+  }
+  char *s = rc == 0 ? tb__strndup(id.base, id.len) : NULL;
+  if (rc == 0 && s == NULL)
+    rc = tb_error_set(err, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
+  if (rc == 0) {
+    *type = &tb_result_string;
+    *result = s;
+  } else {
+    err->category = TB_CATEGORY_SERVER;
+  }
+  json_decref(doc);
+  return rc;
+}
+
+/* ------------------------------------------------------------ heartbeat */
+
+static void on_heartbeat(tb__call_t *call, int status) {
+  struct tb__service_s *s = call->data;
+  s->hb_inflight = 0;
+  if (status == 0) {
+    s->hb_last_ok = uv_now(s->rt.loop);
+    s->hb_warned = 0;
+  }
+  tb__call_free(call);
+  if (s->closing)
+    sc_destroy_maybe(s);
+}
+
+static void heartbeat_tick(uv_timer_t *t) {
+  struct tb__service_s *s = t->data;
+  uint64_t now = uv_now(s->rt.loop);
+  if (!s->hb_warned && now - s->hb_last_ok >= s->rt.cfg.heartbeat_warn_ms) {
+    s->hb_warned = 1;
+    tb_telemetry_measure_t m[] = { { "since_success_ms", (double)(now - s->hb_last_ok) } };
+    tb_telemetry_meta_t meta[] = { { "session_id", s->session_id },
+                                   { "severity", "WARNING" } };
+    tb__rt_telemetry(&s->rt, "session.heartbeat_warning", m, 1, meta, 2);
+  }
+  if (s->hb_inflight || s->closing)
+    return;
+  tb__buf_reset(&s->hb_body);
+  json_t *b = json_pack("{s:s, s:s}", "session_id", s->session_id, "type",
+                        "session_heartbeat");
+  size_t len = 0;
+  char *text = b != NULL ? tb__json_dump(b, &len) : NULL;
+  json_decref(b);
+  if (text == NULL || tb__buf_append(&s->hb_body, text, len) != 0) {
+    free(text);
+    return;  /* out of memory: the next tick tries again */
+  }
+  free(text);
+  memset(&s->hb_call, 0, sizeof(s->hb_call));
+  s->hb_call.data = s;
+  s->hb_call.path = "/api/v1/session_heartbeat";
+  s->hb_call.body = tb__buf_slice(&s->hb_body);
+  s->hb_call.max_retries = 0;
+  s->hb_call.timeout_ms = s->rt.cfg.heartbeat_interval_ms < 10000
+                              ? s->rt.cfg.heartbeat_interval_ms : 10000;
+  if (tb__call_start(&s->rt, &s->hb_call, on_heartbeat) == 0)
+    s->hb_inflight = 1;
+  else
+    tb__call_free(&s->hb_call);
+}
+
+/* ------------------------------------------------------------ session */
+
+static void unlink_waiter(waiter_t **head, waiter_t *w) {
+  if (w->prev != NULL)
+    w->prev->next = w->next;
+  else
+    *head = w->next;
+  if (w->next != NULL)
+    w->next->prev = w->prev;
+  w->next = w->prev = NULL;
+}
+
+static void push_waiter(waiter_t **head, waiter_t *w) {
+  w->prev = NULL;
+  w->next = *head;
+  if (*head != NULL)
+    (*head)->prev = w;
+  *head = w;
+}
+
+/* Completes a waiter with the session id or err (copied), and frees it. */
+static void complete_waiter(waiter_t *w, const char *session_id, const tb_error_t *err) {
+  tb_future_t *f = w->f;
+  int cancelled = w->cancelled;
+  tb__alarm_stop(&w->svc->rt, &w->alarm);
+  free(w);
+  tb_error_t e = { 0 };
+  if (cancelled || err != NULL || session_id == NULL) {
+    if (err != NULL && tb_error_copy(&e, err) != 0)
+      tb_error_set(&e, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
+    else if (err == NULL)
+      tb_error_set(&e, TB_ECANCELED, TB_CATEGORY_CANCELLED, "create_session: cancelled");
+    tb__client_future_fail(f, &e);
+    return;
+  }
+  char *copy = strdup(session_id);
+  if (copy == NULL) {
+    tb_error_set(&e, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
+    tb__client_future_fail(f, &e);
+    return;
+  }
+  tb__client_future_resolve(f, &tb_result_string, copy);
+}
+
+static void on_waiter_alarm(tb__alarm_t *a) {
+  waiter_t *w = a->data;
+  struct tb__service_s *s = w->svc;
+  unlink_waiter(&s->ready, w);
+  int cancelled = w->cancelled;
+  /* w is freed by complete_waiter; read what is needed first. */
+  if (cancelled) {
+    tb_error_t e = { 0 };
+    tb_error_set(&e, TB_ECANCELED, TB_CATEGORY_CANCELLED, "create_session: cancelled");
+    complete_waiter(w, NULL, &e);
+    tb_error_clear(&e);
+  } else {
+    complete_waiter(w, s->session_id, NULL);
+  }
+  tb__rt_check_closed(&s->rt);
+  if (s->closing)
+    sc_destroy_maybe(s);
+}
+
+static void cancel_waiter(tb_future_t *f) {
+  waiter_t *w = f->driver_;
+  struct tb__service_s *s = w->svc;
+  w->cancelled = 1;
+  if (!tb__alarm_armed(&w->alarm)) {
+    unlink_waiter(&s->waiters, w);
+    push_waiter(&s->ready, w);
+  }
+  tb__alarm_start(&s->rt, &w->alarm, 0);
+}
+
+static void on_created(tb_future_t *f, int status) {
+  struct tb__service_s *s = f->data;
+  s->create_f = NULL;
+  if (status == 0) {
+    s->session_id = tb_future_take(f, &tb_result_string);
+    s->sc->session_id = s->session_id;
+    s->hb_last_ok = uv_now(s->rt.loop);
+    if (!s->closing) {
+      uint64_t iv = s->rt.cfg.heartbeat_interval_ms;
+      uv_timer_start(&s->hb_timer, heartbeat_tick, iv, iv);
+    }
+  }
+  while (s->waiters != NULL) {
+    waiter_t *w = s->waiters;
+    unlink_waiter(&s->waiters, w);
+    complete_waiter(w, s->session_id, status == 0 ? NULL : &f->error);
+  }
+  tb_future_free(f);
+  if (s->closing)
+    sc_destroy_maybe(s);
+}
+
+static int start_create(struct tb__service_s *s) {
+  json_t *b = json_pack("{s:[], s:{}, s:s, s:s}", "tags", "user_metadata", "sdk_version",
+                        TB_VERSION_STRING, "type", "create_session");
+  if (b != NULL && s->rt.cfg.project_id != NULL)
+    json_object_set_new(b, "project_id", json_string(s->rt.cfg.project_id));
+  size_t len = 0;
+  char *text = b != NULL ? tb__json_dump(b, &len) : NULL;
+  json_decref(b);
+  if (text == NULL)
+    return TB_ENOMEM;
+  tb__client_op_opts_t o = { .path = "/api/v1/create_session", .body = text, .body_len = len,
+                      .max_retries = -1, .decode = decode_session };
+  int rc = tb__client_op_start(&s->rt, &o, &s->create_f);
+  free(text);
+  if (rc != 0)
+    return rc;
+  s->create_f->data = s;
+  tb_future_set_callback(s->create_f, on_created);
+  return 0;
+}
+
+int tb_service_client_session(tb_service_client_t *sc, tb_future_t **out) {
+  if (sc == NULL || out == NULL || sc->impl_ == NULL)
+    return TB_EINVAL;
+  struct tb__service_s *s = sc->impl_;
+  *out = NULL;
+  if (s->closing)
+    return TB_ECLOSING;
+  waiter_t *w = calloc(1, sizeof(*w));
+  tb_future_t *f = tb__client_future_new(sc->loop);
+  if (w == NULL || f == NULL) {
+    free(w);
+    free(f);
+    return TB_ENOMEM;
+  }
+  w->f = f;
+  w->svc = s;
+  tb__alarm_init(&w->alarm, on_waiter_alarm, w);
+  if (s->session_id != NULL) {
+    if (tb__alarm_start(&s->rt, &w->alarm, 0) != 0) {
+      free(w);
+      free(f);
+      return TB_ENOMEM;
+    }
+    push_waiter(&s->ready, w);
+  } else {
+    if (s->create_f == NULL) {
+      int rc = start_create(s);
+      if (rc != 0) {
+        free(w);
+        free(f);
+        return rc;
+      }
+    }
+    push_waiter(&s->waiters, w);
+  }
+  tb__client_future_set_driver(f, cancel_waiter, w);
+  *out = f;
+  return 0;
+}
+
+/* ------------------------------------------------------------ capabilities */
+
+int tb_service_client_get_server_capabilities(tb_service_client_t *sc, tb_future_t **out) {
+  if (sc == NULL || out == NULL || sc->impl_ == NULL)
+    return TB_EINVAL;
+  struct tb__service_s *s = sc->impl_;
+  if (s->closing)
+    return TB_ECLOSING;
+  tb__client_op_opts_t o = { .method = "GET", .path = "/api/v1/get_server_capabilities",
+                      .max_retries = -1, .decode = decode_caps };
+  return tb__client_op_start(&s->rt, &o, out);
+}
+
+/* ------------------------------------------------------------ _sync */
+
+/* Waits for f within the config's wait timeout, then takes its result of
+ * type (into *result when not NULL) or copies its error; frees f. */
+static int wait_sync(struct tb__service_s *s, tb_future_t *f, const tb_result_type_t *type,
+                     void **result, tb_error_t *err) {
+  uint64_t timeout = s->rt.cfg.wait_timeout_ms;
+  int rc = tb_future_wait(f, timeout);
+  if (rc == 0) {
+    void *r = tb_future_take(f, type);
+    if (result != NULL)
+      *result = r;
+    else if (r != NULL && type != NULL && type->free != NULL)
+      type->free(r);
+  } else if (tb_future_is_done(f)) {
+    if (err != NULL && tb_error_copy(err, &f->error) != 0)
+      tb_error_set(err, rc, f->error.category, "%s", tb_strerror(rc));
+  } else if (rc == TB_ETIMEDOUT) {
+    tb_error_set(err, rc, TB_CATEGORY_TIMEOUT, "no answer within the wait of %llu ms",
+                 (unsigned long long)timeout);
+  } else {
+    tb_error_set(err, rc, TB_CATEGORY_USER, "cannot wait: %s", tb_strerror(rc));
+  }
+  tb_future_free(f);
+  return rc;
+}
+
+int tb_service_client_session_sync(tb_service_client_t *sc, char **session_id,
+                                   tb_error_t *err) {
+  tb_future_t *f;
+  int rc = tb_service_client_session(sc, &f);
+  if (rc != 0)
+    return tb_error_set(err, rc, TB_CATEGORY_USER, "session: %s", tb_strerror(rc));
+  return wait_sync(sc->impl_, f, &tb_result_string, (void **)session_id, err);
+}
+
+int tb_service_client_get_server_capabilities_sync(tb_service_client_t *sc,
+                                                   tb_server_capabilities_t **caps,
+                                                   tb_error_t *err) {
+  tb_future_t *f;
+  int rc = tb_service_client_get_server_capabilities(sc, &f);
+  if (rc != 0)
+    return tb_error_set(err, rc, TB_CATEGORY_USER, "get_server_capabilities: %s",
+                        tb_strerror(rc));
+  return wait_sync(sc->impl_, f, &tb_result_server_capabilities, (void **)caps, err);
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+int tb_service_client_init(uv_loop_t *loop, tb_service_client_t *sc,
+                           const tb_client_config_t *cfg, tb_error_t *err) {
+  if (loop == NULL || sc == NULL)
+    return tb_error_set(err, TB_EINVAL, TB_CATEGORY_USER, "NULL loop or client");
+  memset(sc, 0, sizeof(*sc));
+  struct tb__service_s *s = calloc(1, sizeof(*s));
+  if (s == NULL)
+    return tb_error_set(err, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
+  int rc = tb__rt_init(loop, &s->rt, cfg, err);
+  if (rc != 0) {
+    free(s);
+    return rc;
+  }
+  rc = uv_timer_init(loop, &s->hb_timer);
+  if (rc != 0) {
+    /* The runtime frees its parts in its close; s goes with it. */
+    s->rt.data = s;
+    tb__rt_close(&s->rt, on_rt_closed);
+    return tb_error_set(err, rc, TB_CATEGORY_NONE, "timer: %s", tb_strerror(rc));
+  }
+  uv_unref((uv_handle_t *)&s->hb_timer);
+  s->hb_timer.data = s;
+  s->rt.data = s;
+  s->sc = sc;
+  sc->loop = loop;
+  sc->impl_ = s;
+  return 0;
+}
+
+static void sc_finished(struct tb__service_s *s) {
+  tb_service_client_t *sc = s->sc;
+  tb__buf_free(&s->hb_body);
+  free(s->session_id);
+  free(s);
+  sc->impl_ = NULL;
+  sc->session_id = NULL;
+  tb_service_client_close_cb cb = sc->close_cb_;
+  if (cb != NULL) {
+    tb__loop_frame_t frame;
+    tb__loop_enter(&frame, sc->loop);
+    cb(sc);
+    tb__loop_leave(&frame);
+  }
+}
+
+static void on_rt_closed(tb__rt_t *rt) {
+  struct tb__service_s *s = rt->data;
+  if (s->sc == NULL) {  /* a failed init */
+    free(s);
+    return;
+  }
+  if (--s->pending_closes == 0)
+    sc_finished(s);
+}
+
+static void on_hb_closed(uv_handle_t *h) {
+  struct tb__service_s *s = h->data;
+  if (--s->pending_closes == 0)
+    sc_finished(s);
+}
+
+/* The runtime is closed once the heartbeat and the waiters are done: they
+ * use its alarms and calls. */
+static void sc_destroy_maybe(struct tb__service_s *s) {
+  if (s->closing != 1 || s->hb_inflight || s->ready != NULL || s->waiters != NULL ||
+      s->create_f != NULL)
+    return;
+  s->closing = 2;
+  tb__rt_close(&s->rt, on_rt_closed);
+}
+
+void tb_service_client_close(tb_service_client_t *sc, tb_service_client_close_cb close_cb) {
+  if (sc == NULL || sc->impl_ == NULL)
+    return;
+  struct tb__service_s *s = sc->impl_;
+  if (s->closing)
+    return;
+  s->closing = 1;
+  sc->close_cb_ = close_cb;
+  s->pending_closes = 2;
+  uv_timer_stop(&s->hb_timer);
+  uv_close((uv_handle_t *)&s->hb_timer, on_hb_closed);
+  if (s->hb_inflight)
+    tb__call_cancel(&s->hb_call);
+  if (s->create_f != NULL)
+    tb_future_cancel(s->create_f);  /* its callback fails the waiters */
+  for (waiter_t *w = s->ready; w != NULL; w = w->next)
+    w->cancelled = 1;
+  sc_destroy_maybe(s);
+}
