@@ -27,16 +27,16 @@
 #define TB_BENCH_LIBEXEC_DIR "/usr/local/libexec/tinkerbell"
 #endif
 
-/* One row of the table: the program, its arguments (full and --quick),
+/* One row of the table: the program, its arguments (full and --quick;
+ * "@dir" stands for the benchmark directory, "@exe" for this command),
  * and how its BENCH line reads.  Templates name keys of the line in
  * braces: "{ms_per_step} ms/step". */
 typedef struct bench_s {
   const char *name;
   const char *what;
   const char *program;      /* in the bench directory */
-  const char *args[8];
-  const char *quick_args[8];
-  int pass_bench_dir;       /* the program takes the directory first */
+  const char *args[10];
+  const char *quick_args[10];
   const char *ours;
   const char *peer;
   const char *ratio;
@@ -44,18 +44,25 @@ typedef struct bench_s {
 
 static const bench_t benches[] = {
   { "http", "HTTP server, fixed response, wrk -c50", "http_vs_nginx.sh",
-    { "5", "50", "5" }, { "2", "50", "1" }, 1,
-    "{tinkerbell} req/s", "nginx (1 worker): {nginx} req/s", "{ratio}" },
+    { "@dir", "5", "50", "5", "--retrieve", "@exe" },
+    { "@dir", "2", "50", "1", "--retrieve", "@exe" },
+    "{tinkerbell} req/s, {cpu_us} us CPU/req",
+    "nginx (1 worker): {nginx} req/s, {nginx_cpu_us} us", "{ratio}" },
+  { "retrieve", "retrieve_future of a finished result, wrk -c50", "http_vs_nginx.sh",
+    { NULL }, { NULL },
+    "{retrieve} req/s, {retrieve_cpu_us} us CPU/req",
+    "nginx {nginx} req/s; Flask server {flask} req/s",
+    "{retrieve_ratio} of nginx, {flask_ratio}x Flask" },
   { "train-smollm", "training step, SmolLM2-135M shape (638.1 GFLOP)", "bench_train",
-    { "--model", "smollm", "--steps", "3" }, { "--model", "smollm", "--steps", "1" }, 0,
+    { "--model", "smollm", "--steps", "3" }, { "--model", "smollm", "--steps", "1" },
     "{ms_per_step} ms/step, {gflops} GFLOP/s, {maxrss_mb} MB",
     "PyTorch {torch_ms} ms/step; sgemm {sgemm_gflops} GFLOP/s",
     "{ratio_torch}x PyTorch, {ratio_sgemm} of sgemm" },
   { "train-base", "training step, base model", "bench_train",
-    { "--model", "base", "--steps", "20" }, { "--model", "base", "--steps", "3" }, 0,
+    { "--model", "base", "--steps", "20" }, { "--model", "base", "--steps", "3" },
     "{ms_per_step} ms/step, {tokens_per_s} tokens/s", "PyTorch {torch_ms} ms/step",
     "{ratio_torch}x PyTorch" },
-  { NULL, NULL, NULL, { NULL }, { NULL }, 0, NULL, NULL, NULL },
+  { NULL, NULL, NULL, { NULL }, { NULL }, NULL, NULL, NULL },
 };
 
 /* ------------------------------------------------------------ running */
@@ -292,21 +299,31 @@ int tb__cli_bench(int argc, char **argv) {
   uv_loop_init(&loop);
   size_t n_benches = sizeof(benches) / sizeof(benches[0]) - 1;
   char **lines = calloc(n_benches, sizeof(*lines));
+  char exe[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  exe[n > 0 ? n : 0] = '\0';
   int failed = 0;
   for (size_t i = 0; i < n_benches; i++) {
     const bench_t *b = &benches[i];
-    if (!selected(only, b->name))
+    /* A row without arguments reads the line of the row before it that
+     * runs the same program (one run gives both rows). */
+    if (b->args[0] == NULL)
+      continue;
+    int wanted = selected(only, b->name);
+    for (size_t j = i + 1; j < n_benches && benches[j].args[0] == NULL; j++)
+      wanted |= selected(only, benches[j].name);
+    if (!wanted)
       continue;
     char path[PATH_MAX + 64];
     snprintf(path, sizeof(path), "%s/%s", dir, b->program);
     char *args[12];
     size_t k = 0;
     args[k++] = path;
-    if (b->pass_bench_dir)
-      args[k++] = dir;
     const char *const *extra = quick ? b->quick_args : b->args;
     for (size_t j = 0; extra[j] != NULL && k < 11; j++)
-      args[k++] = (char *)extra[j];
+      args[k++] = strcmp(extra[j], "@dir") == 0   ? dir
+                  : strcmp(extra[j], "@exe") == 0 ? exe
+                                                  : (char *)extra[j];
     args[k] = NULL;
     printf("\n== %s: %s\n", b->name, b->what);
     fflush(stdout);
@@ -321,16 +338,20 @@ int tb__cli_bench(int argc, char **argv) {
     const bench_t *b = &benches[i];
     if (!selected(only, b->name))
       continue;
-    if (lines[i] == NULL) {
+    const char *line = lines[i];
+    for (size_t j = i; line == NULL && benches[j].args[0] == NULL && j > 0; j--)
+      line = lines[j - 1];
+    if (line == NULL) {
       printf("%-48s | %-44s | %-46s | %s\n", b->what, "(failed)", "", "");
       continue;
     }
-    expand(&ours, b->ours, lines[i]);
-    expand(&peer, b->peer, lines[i]);
-    expand(&ratio, b->ratio, lines[i]);
+    expand(&ours, b->ours, line);
+    expand(&peer, b->peer, line);
+    expand(&ratio, b->ratio, line);
     printf("%-48s | %-44s | %-46s | %s\n", b->what, ours.base, peer.base, ratio.base);
-    free(lines[i]);
   }
+  for (size_t i = 0; i < n_benches; i++)
+    free(lines[i]);
   tb__buf_free(&ours);
   tb__buf_free(&peer);
   tb__buf_free(&ratio);
