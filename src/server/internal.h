@@ -101,6 +101,8 @@ struct tb__server_s {
   tb__auth_t auth;
   tb__futures_t futures;
   tb__sessions_t sessions;
+  struct tb__store_s *store;    /* the database (store.h); NULL without
+                                   data_dir */
   tb__model_info_t *models;
   size_t n_models, cap_models;
   tb__server_ext_t *exts;

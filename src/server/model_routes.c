@@ -19,6 +19,7 @@
 #include <strings.h>
 
 #include "core/json.h"
+#include "server/store.h"
 #include "wire/datum.h"
 
 static void respond_bad(tb_http_request_t *req, tb_error_t *err) {
@@ -355,6 +356,9 @@ static void route_save_common(tb_http_request_t *req, tb__op_type_t type) {
   }
   rc = rc < 0 ? rc : check_name(&c, name);
   rc = rc < 0 ? rc : get_bool_default(&c, doc, "overwrite", 0, &op->overwrite);
+  rc = rc < 0 ? rc
+              : tb__json_get_int(&c, doc, "ttl_seconds", TB_JSON_OPTIONAL, 1,
+                                 (int64_t)100 * 365 * 24 * 3600, &op->ttl_seconds);
   if (rc >= 0 && tr->srv->opts.data_dir == NULL)
     rc = tb__jctx_fail_at(&c, "path", "this server keeps no checkpoints (no data_dir)");
   if (rc >= 0) {
@@ -413,7 +417,16 @@ char *tb__checkpoint_dir(tb_http_request_t *req, const char *field, tb_slice_t p
   /* Checkpoints belong to the user whose session made the model. */
   const char *colon = memchr(mid.base, ':', mid.len);
   tb_slice_t sid = { mid.base, colon ? (size_t)(colon - mid.base) : mid.len };
-  if (tb__session_find(&tr->srv->sessions, tb__sreq(req)->user, sid) == NULL) {
+  /* Or, by the database, to the run's owner; public ones to everyone. */
+  int may = tb__session_find(&tr->srv->sessions, tb__sreq(req)->user, sid) != NULL
+                ? 1
+                : tb__store_may_read(tr->srv->store, tb__sreq(req)->user, mid, path);
+  if (may == UV_EAGAIN) {
+    tb__server_respond_error(req, 503, "%s: the checkpoint index is still being read; "
+                             "try again", field);
+    return NULL;
+  }
+  if (may != 1) {
     tb__server_respond_error(req, 404, "%s: no such checkpoint", field);
     return NULL;
   }

@@ -21,6 +21,7 @@
 
 #include "core/json.h"
 #include "core/log.h"
+#include "server/store.h"
 
 #define DEFAULT_LONG_POLL_MS 30000u
 #define DEFAULT_SESSION_TIMEOUT_MS 120000u
@@ -428,6 +429,12 @@ static void on_http_closed(tb_http_server_t *http) {
   part_closed(container_of(http, tb__server_t, http));
 }
 
+static void on_store_closed(void *data) {
+  tb__server_t *srv = data;
+  srv->store = NULL;
+  part_closed(srv);
+}
+
 int tb_server_init(uv_loop_t *loop, tb_server_t *server, const tb_server_options_t *opts) {
   void *data = server->data;
   memset(server, 0, sizeof(*server));
@@ -500,12 +507,19 @@ int tb_server_init(uv_loop_t *loop, tb_server_t *server, const tb_server_options
     return rc;
   }
   srv->futures.data = srv;
-  int sessions_ok = 0;
+  int sessions_ok = 0, http_ok = 0;
   rc = tb__sessions_init(loop, &srv->sessions, o.session_timeout_ms);
   if (rc == 0) {
     sessions_ok = 1;
     srv->sessions.data = srv;
     rc = tb__http_server_init(loop, &srv->http, &ho);
+    http_ok = rc == 0;
+  }
+  /* With a data_dir: the database (opened on the threadpool) and the
+   * REST routes over it. */
+  if (rc == 0 && srv->opts.data_dir != NULL) {
+    rc = tb__rest_routes(srv);
+    rc = rc ? rc : tb__store_open(srv, &srv->store);
   }
   if (rc != 0) {
     /* The stores' timers are open: they close when the loop runs next,
@@ -514,10 +528,12 @@ int tb_server_init(uv_loop_t *loop, tb_server_t *server, const tb_server_options
              tb_strerror(rc));
     srv->init_failed = 1;
     srv->closing = 1;
-    srv->pending_closes = 1 + sessions_ok;
+    srv->pending_closes = 1 + sessions_ok + http_ok;
     tb__futures_close(&srv->futures, on_futures_closed);
     if (sessions_ok)
       tb__sessions_close(&srv->sessions, on_sessions_closed);
+    if (http_ok)
+      tb__http_server_close(&srv->http, on_http_closed);
     return rc;
   }
   server->impl_ = srv;
@@ -568,12 +584,16 @@ int tb_server_add_model(tb_server_t *server, const char *name, int64_t max_conte
 static void close_core(tb__server_t *srv) {
   if (srv->pending_closes > 0)
     return;
-  srv->pending_closes = 3;
+  srv->pending_closes = 3 + (srv->store != NULL);
   /* The HTTP server first: held polls then carry "Connection: close" when
    * the store answers them right after. */
   tb__http_server_close(&srv->http, on_http_closed);
   tb__futures_close(&srv->futures, on_futures_closed);
   tb__sessions_close(&srv->sessions, on_sessions_closed);
+  /* After the parts plugged in later: what they wrote on their way out is
+   * in the queue, which drains before the database closes. */
+  if (srv->store != NULL)
+    tb__store_close(srv->store, on_store_closed, srv);
 }
 
 void tb_server_close(tb_server_t *server, tb_server_close_cb close_cb) {

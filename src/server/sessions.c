@@ -77,7 +77,11 @@ int tb__session_add_training_run(tb__session_t *s, const char *id) {
 }
 
 int tb__session_add_sampler(tb__session_t *s, const char *id) {
-  return strlist_add(&s->sampler_ids, id);
+  size_t before = s->sampler_ids.n;
+  int rc = strlist_add(&s->sampler_ids, id);
+  if (rc == 0 && s->sampler_ids.n > before && s->ss != NULL && s->ss->on_event)
+    s->ss->on_event(s->ss, s, TB__SESSION_SAMPLER_ADDED, id);
+  return rc;
 }
 
 static void session_free(tb__session_t *s) {
@@ -138,6 +142,8 @@ void tb__sessions_sweep(tb__sessions_t *ss) {
             s->owner->name, (unsigned long long)(now - s->last_heartbeat_ms));
     if (ss->on_expire)
       ss->on_expire(ss, s);
+    if (ss->on_event)
+      ss->on_event(ss, s, TB__SESSION_EXPIRED, NULL);
   }
   while (ss->n_expired > ss->max_expired)
     session_drop(ss, ss->dead.head);
@@ -252,8 +258,76 @@ int tb__session_create(tb__sessions_t *ss, const tb__user_t *owner, json_t *tags
   LIST_PUSH(ss->live, s);
   ss->n_live++;
   ss->n_created++;
+  s->ss = ss;
   arm(ss);
   *out = s;
+  if (ss->on_event)
+    ss->on_event(ss, s, TB__SESSION_CREATED, NULL);
+  return 0;
+}
+
+int tb__session_restore(tb__sessions_t *ss, const tb__user_t *owner, tb_slice_t id,
+                        double created_wall, int expired, json_t *tags,
+                        json_t *user_metadata, const char *sdk_version,
+                        const char *project_id, tb__session_t **out) {
+  if (ss->closing) {
+    json_decref(tags);
+    json_decref(user_metadata);
+    return TB_ECLOSING;
+  }
+  int rc = 0;
+  if (id.len == 0 || id.len >= TB__SESSION_ID_MAX || memchr(id.base, '\0', id.len) != NULL)
+    rc = TB_EINVAL;
+  else if (get(ss, id.base, id.len) != NULL)
+    rc = TB_EEXIST;
+  else if (ss->n_live + ss->n_expired >= ss->n_buckets * 2)
+    rc = grow(ss);
+  tb__session_t *s = rc == 0 ? calloc(1, sizeof(*s)) : NULL;
+  if (s == NULL) {
+    json_decref(tags);
+    json_decref(user_metadata);
+    return rc ? rc : TB_ENOMEM;
+  }
+  s->tags = json_is_array(tags) ? tags : (json_decref(tags), json_array());
+  s->user_metadata = json_is_object(user_metadata)
+                         ? user_metadata
+                         : (json_decref(user_metadata), json_object());
+  if (sdk_version)
+    s->sdk_version = tb__strndup(sdk_version, strlen(sdk_version));
+  if (project_id)
+    s->project_id = tb__strndup(project_id, strlen(project_id));
+  if (s->tags == NULL || s->user_metadata == NULL || (sdk_version && !s->sdk_version) ||
+      (project_id && !s->project_id)) {
+    session_free(s);
+    return TB_ENOMEM;
+  }
+  memcpy(s->id, id.base, id.len);
+  s->id[id.len] = '\0';
+  s->id_len = id.len;
+  s->owner = owner;
+  s->created_wall = created_wall;
+  s->last_heartbeat_ms = uv_now(ss->loop);
+  s->ss = ss;
+  size_t k = bucket_of(ss->n_buckets, s->id, s->id_len);
+  s->hnext = ss->buckets[k];
+  ss->buckets[k] = s;
+  s->anext = ss->all;
+  if (ss->all)
+    ss->all->aprev = s;
+  ss->all = s;
+  if (expired) {
+    s->expired = 1;
+    LIST_PUSH(ss->dead, s);
+    ss->n_expired++;
+    while (ss->n_expired > ss->max_expired)
+      session_drop(ss, ss->dead.head);
+  } else {
+    LIST_PUSH(ss->live, s);
+    ss->n_live++;
+    arm(ss);
+  }
+  if (out != NULL)
+    *out = s;
   return 0;
 }
 

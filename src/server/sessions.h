@@ -50,18 +50,25 @@ struct tb__session_s {
   tb__strlist_t training_run_ids;
   tb__strlist_t sampler_ids;
   /* private */
+  tb__sessions_t *ss;             /* the table it is in */
   tb__session_t *hnext;           /* hash chain */
   tb__session_t *lnext, *lprev;   /* live (by heartbeat) or expired list */
   tb__session_t *anext, *aprev;   /* every session, newest first */
 };
 
 typedef void (*tb__session_expire_cb)(tb__sessions_t *ss, tb__session_t *s);
+/* What the persistent store hears about (on_event): a session made or
+ * expired, a sampling session id added (id). */
+enum { TB__SESSION_CREATED = 1, TB__SESSION_EXPIRED, TB__SESSION_SAMPLER_ADDED };
+typedef void (*tb__session_event_cb)(tb__sessions_t *ss, tb__session_t *s, int event,
+                                     const char *id);
 typedef void (*tb__sessions_close_cb)(tb__sessions_t *ss);
 
 struct tb__sessions_s {
   /* public */
   void *data;
   tb__session_expire_cb on_expire;  /* optional; set by the training part */
+  tb__session_event_cb on_event;    /* optional; set by the store */
   /* read-only */
   uv_loop_t *loop;
   uint64_t timeout_ms;
@@ -88,6 +95,14 @@ void tb__sessions_close(tb__sessions_t *ss, tb__sessions_close_cb close_cb);
 int tb__session_create(tb__sessions_t *ss, const tb__user_t *owner, json_t *tags,
                        json_t *user_metadata, tb_slice_t sdk_version,
                        tb_slice_t project_id, tb__session_t **out);
+/* A session of an earlier run of the server, read back from the store:
+ * expired, or live with a fresh heartbeat.  tags and user_metadata are
+ * taken (may be NULL); on_event is not told.  Returns 0, TB_EEXIST (the id
+ * is known), TB_EINVAL (a malformed id), TB_ECLOSING or TB_ENOMEM. */
+int tb__session_restore(tb__sessions_t *ss, const tb__user_t *owner, tb_slice_t id,
+                        double created_wall, int expired, json_t *tags,
+                        json_t *user_metadata, const char *sdk_version,
+                        const char *project_id, tb__session_t **out);
 /* owner's session with this id (live or expired), or NULL. */
 tb__session_t *tb__session_find(tb__sessions_t *ss, const tb__user_t *owner,
                                 tb_slice_t id);

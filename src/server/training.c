@@ -19,6 +19,7 @@
 #include "core/log.h"
 #include "engine/base_model.h"
 #include "engine/checkpoint.h"
+#include "server/store.h"
 #include "wire/output.h"
 
 /* ------------------------------------------------------------ ops */
@@ -220,6 +221,7 @@ static void on_forward(tb__top_t *op) {
 static void on_job(tb_engine_job_t *job, int status) {
   tb__top_t *op = job->data;
   tb__tmodel_t *m = op->model;
+  tb__store_job_done(op, status);  /* runs and checkpoints in the database */
   if (status != 0) {
     if (op->type == TB__OP_CREATE) {
       model_unlink(op->tr, m, 1);

@@ -82,6 +82,8 @@ struct tb__top_s {
   int overwrite;                 /* save_weights: replace a checkpoint */
   int64_t sampler_seq;           /* unnamed save for sampler: the
                                     sampling_session_seq_id, else -1 */
+  int64_t ttl_seconds;           /* save: the checkpoint expires after
+                                    this long; 0: never (store.h) */
   tb__top_t *then;               /* create: the load of create-via-load */
   int need_lora;                 /* create: read the shape from then->dir */
   tb__top_t *next;               /* a model's waiting list, held lists */
