@@ -297,6 +297,7 @@ static void on_timer_closed(uv_handle_t *h) {
   free(fs->tbuckets);
   fs->tbuckets = NULL;
   fs->n_pending = fs->n_finished = 0;
+  memset(fs->n_queue_state, 0, sizeof(fs->n_queue_state));
   fs->bytes = 0;
   if (fs->close_cb)
     fs->close_cb(fs);
@@ -335,6 +336,7 @@ int tb__future_create(tb__futures_t *fs, const tb__user_t *owner, tb__future_t *
   f->hnext = fs->buckets[k];
   fs->buckets[k] = f;
   fs->n_pending++;
+  fs->n_queue_state[TB__QUEUE_ACTIVE]++;
   fs->n_created++;
   *out = f;
   return 0;
@@ -347,6 +349,10 @@ int tb__future_set_queue_state(tb__future_t *f, tb__queue_state_t state,
     return TB_ENOMEM;
   free(f->queue_reason);
   f->queue_reason = copy;
+  if (f->state == TB__FUTURE_PENDING) {
+    f->store->n_queue_state[f->queue_state]--;
+    f->store->n_queue_state[state]++;
+  }
   f->queue_state = state;
   return 0;
 }
@@ -355,6 +361,7 @@ static void finish(tb__future_t *f, size_t bytes) {
   tb__futures_t *fs = f->store;
   free(f->queue_reason);
   f->queue_reason = NULL;
+  fs->n_queue_state[f->queue_state]--;
   f->queue_state = TB__QUEUE_ACTIVE;
   f->finished_ms = uv_now(fs->loop);
   f->bytes = bytes + FUTURE_OVERHEAD;

@@ -125,6 +125,8 @@ struct tb__futures_s {
   size_t n_pending, n_finished;    /* futures in the table */
   size_t bytes;                    /* held by finished futures */
   size_t n_polls;                  /* long polls held now */
+  size_t n_queue_state[3];         /* pending futures by the queue state
+                                      they report (tb__queue_state_t) */
   uint64_t n_created, n_expired, n_evicted, n_try_again;
   /* private */
   tb__idgen_t ids;

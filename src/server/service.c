@@ -183,6 +183,11 @@ static void route_metrics(tb_http_request_t *req) {
   route_counts(&b, &srv->unmatched);
   metric(&b, "tinkerbell_futures_pending", "gauge", "Futures whose job has not finished.",
          (double)fs->n_pending);
+  tb__buf_printf(&b, "# HELP tinkerbell_futures_queue_state Pending futures by the queue "
+                     "state they report.\n# TYPE tinkerbell_futures_queue_state gauge\n");
+  for (int s = TB__QUEUE_ACTIVE; s <= TB__QUEUE_PAUSED_RATE_LIMIT; s++)
+    tb__buf_printf(&b, "tinkerbell_futures_queue_state{state=\"%s\"} %zu\n",
+                   tb__queue_state_name((tb__queue_state_t)s), fs->n_queue_state[s]);
   metric(&b, "tinkerbell_futures_finished", "gauge",
          "Finished futures whose results are held.", (double)fs->n_finished);
   metric(&b, "tinkerbell_futures_created_total", "counter", "Futures created.",
