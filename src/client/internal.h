@@ -28,6 +28,7 @@
 #include "http/client.h"
 #include "tinkerbell/client.h"
 #include "tinkerbell/future.h"
+#include "tinkerbell/service_client.h"
 
 typedef struct tb__rt_s tb__rt_t;
 typedef struct tb__alarm_s tb__alarm_t;
@@ -295,6 +296,11 @@ typedef struct tb__client_op_opts_s {
   int accept_proto;
   tb__client_op_decode_fn decode;        /* NULL: the result is none */
   void *decode_data;              /* available as op->decode_data */
+  /* Called once when the submission ends -- its answer came (status 0)
+   * or it failed -- before the poll starts or the future completes; how
+   * the training client's turns and the sampling client's back-pressure
+   * follow the POSTs.  NULL: none. */
+  void (*submitted)(tb__client_op_t *op, int status);
 } tb__client_op_opts_t;
 
 struct tb__client_op_s {
@@ -306,6 +312,7 @@ struct tb__client_op_s {
   tb__client_poll_t poll;
   tb_buf_t body;
   tb__client_op_decode_fn decode;
+  void (*submitted)(tb__client_op_t *op, int status);
   char *request_type;
   char *path;
   int accept_proto;
@@ -320,5 +327,15 @@ struct tb__client_op_s {
 int tb__client_op_start(tb__rt_t *rt, const tb__client_op_opts_t *opts, tb_future_t **out);
 /* Cancels every operation of rt (tb__rt_close). */
 void tb__client_op_cancel_all(tb__rt_t *rt);
+
+/* ------------------------------------------------------------ service_client.c */
+
+/* What the training and sampling clients made from a ServiceClient use:
+ * its runtime (NULL once it is closing), and the per-session counters
+ * that number models (model_seq_id) and sampling sessions
+ * (sampling_session_seq_id) from 0. */
+tb__rt_t *tb__service_rt(tb_service_client_t *sc);
+int64_t tb__service_next_model_seq(tb_service_client_t *sc);
+int64_t tb__service_next_sampling_seq(tb_service_client_t *sc);
 
 #endif /* TB_CLIENT_INTERNAL_H */

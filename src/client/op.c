@@ -102,6 +102,8 @@ static void on_poll(tb__client_poll_t *p, int status) {
 
 static void on_call(tb__call_t *call, int status) {
   tb__client_op_t *op = call->data;
+  if (op->submitted != NULL)
+    op->submitted(op, op->cancelled ? TB_ECANCELED : status);
   if (op->cancelled) {
     complete_cancelled(op);
     return;
@@ -167,6 +169,7 @@ int tb__client_op_start(tb__rt_t *rt, const tb__client_op_opts_t *opts, tb_futur
   op->future = f;
   op->decode = opts->decode;
   op->decode_data = opts->decode_data;
+  op->submitted = opts->submitted;
   op->do_poll = opts->poll;
   op->accept_proto = opts->accept_proto;
   if (opts->request_type != NULL && (op->request_type = strdup(opts->request_type)) == NULL)

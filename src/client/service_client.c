@@ -44,6 +44,8 @@ struct tb__service_s {
   uint64_t hb_last_ok;
   int closing;
   int pending_closes;             /* the runtime and the heartbeat timer */
+  int64_t model_seq;              /* the next model_seq_id of the session */
+  int64_t sampling_seq;           /* the next sampling_session_seq_id */
 };
 
 static void sc_destroy_maybe(struct tb__service_s *s);
@@ -506,4 +508,20 @@ void tb_service_client_close(tb_service_client_t *sc, tb_service_client_close_cb
   for (waiter_t *w = s->ready; w != NULL; w = w->next)
     w->cancelled = 1;
   sc_destroy_maybe(s);
+}
+
+/* ------------------------------------------------------------ for the clients made here */
+
+tb__rt_t *tb__service_rt(tb_service_client_t *sc) {
+  if (sc == NULL || sc->impl_ == NULL || sc->impl_->closing)
+    return NULL;
+  return &sc->impl_->rt;
+}
+
+int64_t tb__service_next_model_seq(tb_service_client_t *sc) {
+  return sc->impl_->model_seq++;
+}
+
+int64_t tb__service_next_sampling_seq(tb_service_client_t *sc) {
+  return sc->impl_->sampling_seq++;
 }
