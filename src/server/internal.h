@@ -53,6 +53,9 @@ typedef struct tb__route_s {
   unsigned flags;
   tb_http_handler_cb handler;
   void *data;
+  /* TB__DIALECT_BOTH: the Tinkerbell dialect's handler (handler is the
+   * Tinker one's); tb__dialect_of picks per request. */
+  tb_http_handler_cb tinkerbell_handler;
   tb__status_count_t *counts;   /* requests answered, by status */
   size_t n_counts, cap_counts;
 } tb__route_t;
@@ -132,6 +135,19 @@ static inline tb__server_t *tb__server_from_req(tb_http_request_t *req) {
 int tb__server_route(tb__server_t *srv, const char *method, const char *pattern,
                      tb__dialect_t dialect, unsigned flags, tb_http_handler_cb handler,
                      void *data, const char *summary);
+/* Serves a path the Tinker dialect already serves (same method, same
+ * data) in the Tinkerbell dialect too: the route becomes TB__DIALECT_BOTH
+ * and its summary tells both.  0, TB_ENOENT (no such Tinker route) or
+ * TB_ENOMEM. */
+int tb__server_route_tinkerbell(tb__server_t *srv, const char *method, const char *pattern,
+                                tb_http_handler_cb handler, const char *summary);
+/* The dialect of a request on a TB__DIALECT_BOTH route: a protobuf body,
+ * or a JSON object with "type", "seq_id", "forward_backward_input",
+ * "forward_input", "session_id", "sampling_session_id", "sampling_params"
+ * or an object "prompt" (a ModelInput), is TB__DIALECT_TINKER; any other
+ * JSON object is TB__DIALECT_TINKERBELL; a body that is no JSON object
+ * goes to the Tinker route, which answers 400 (tinkerbell_routes.c). */
+tb__dialect_t tb__dialect_of(const tb_http_request_t *req);
 void tb__server_add_ext(tb__server_t *srv, tb__server_ext_t *ext);
 void tb__server_ext_closed(tb__server_t *srv, tb__server_ext_t *ext);
 

@@ -201,6 +201,11 @@ static int to_batch(tb_jctx_t *c, tb_arena_t *a, const tb_wire_fwdbwd_t *w, tb_b
   return rc;
 }
 
+int tb__fwdbwd_to_batch(tb_jctx_t *c, tb_arena_t *a, const tb_wire_fwdbwd_t *w, tb_batch_t *b,
+                        const char *input_key) {
+  return to_batch(c, a, w, b, input_key);
+}
+
 static int is_proto(const tb_http_request_t *req) {
   const tb_http_header_t *h = tb__http_request_header(req, "Content-Type");
   static const char want[] = "application/x-protobuf";

@@ -122,6 +122,11 @@ static void on_sampled(tb_engine_job_t *job, int status) {
     tb__top_fail_job(op, status);
     return;
   }
+  if (op->encode != NULL) {
+    /* The Tinkerbell dialect's result. */
+    tb__top_resolve_json(op, op->encode(op));
+    return;
+  }
   const tb_sample_result_t *r = &job->sample;
   tb_wire_sample_response_t w = { 0 };
   w.n_sequences = r->num_seqs;
@@ -166,6 +171,10 @@ static void start_sample(tb__top_t *op) {
                              &op->sampling, on_sampled);
   if (rc != 0)
     tb__top_fail_job(op, rc);
+}
+
+void tb__sample_start(tb__top_t *op) {
+  start_sample(op);
 }
 
 /* Runs what waits on a sampler whose adapter is settled. */
@@ -246,6 +255,10 @@ static const tb_slice_t *token_bytes(tb__training_t *tr, int32_t vocab) {
   tr->token_bytes = tb;
   tr->token_text = text.base;
   return tb;
+}
+
+const tb_slice_t *tb__token_bytes(tb__training_t *tr, int32_t vocab) {
+  return token_bytes(tr, vocab);
 }
 
 /* The sampling parameters of the wire for the engine; checks the prompt
@@ -408,7 +421,7 @@ int tb__checkpoint_lora(tb__training_t *tr, tb_slice_t path, tb_lora_config_t *o
   const char *mid = path.base + sizeof(scheme) - 1;
   const char *slash = memchr(mid, '/', path.len - (sizeof(scheme) - 1));
   for (tb__tmodel_t *m = tr->models; m != NULL && slash != NULL; m = m->next)
-    if (strlen(m->id) == (size_t)(slash - mid) && memcmp(m->id, mid, (size_t)(slash - mid)) == 0) {
+    if (m->session != NULL && strlen(m->id) == (size_t)(slash - mid) && memcmp(m->id, mid, (size_t)(slash - mid)) == 0) {
       *out = m->lora;
       *base = m->base;
       return 1;

@@ -71,6 +71,25 @@ int tb__server_route(tb__server_t *srv, const char *method, const char *pattern,
   return 0;
 }
 
+int tb__server_route_tinkerbell(tb__server_t *srv, const char *method, const char *pattern,
+                                tb_http_handler_cb handler, const char *summary) {
+  for (size_t i = 0; i < srv->n_routes; i++) {
+    tb__route_t *rt = srv->routes[i];
+    if (rt->dialect != TB__DIALECT_TINKER || strcmp(rt->method, method) != 0 ||
+        strcmp(rt->pattern, pattern) != 0)
+      continue;
+    char *both = tb__asprintf("Tinker: %s. Tinkerbell: %s", rt->summary, summary);
+    if (both == NULL)
+      return TB_ENOMEM;
+    free(rt->summary);
+    rt->summary = both;
+    rt->dialect = TB__DIALECT_BOTH;
+    rt->tinkerbell_handler = handler;
+    return 0;
+  }
+  return TB_ENOENT;
+}
+
 static void count(tb__route_t *rt, int status) {
   for (size_t i = 0; i < rt->n_counts; i++)
     if (rt->counts[i].status == status) {
@@ -172,7 +191,10 @@ static void on_request(tb_http_request_t *req) {
   } else {
     sr->user = srv->auth.local;
   }
-  rt->handler(req);
+  if (rt->dialect == TB__DIALECT_BOTH && tb__dialect_of(req) == TB__DIALECT_TINKERBELL)
+    rt->tinkerbell_handler(req);
+  else
+    rt->handler(req);
 }
 
 /* ------------------------------------------------------------ answers */

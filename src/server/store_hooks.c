@@ -13,7 +13,9 @@
 void tb__store_job_done(const struct tb__top_s *op, int status) {
   const tb__tmodel_t *m = op->model;
   tb__store_t *st = op->tr->srv->store;
-  if (st == NULL || m == NULL)
+  /* Models of the Tinkerbell dialect (no session) are no Tinker training
+   * runs: their names are their users' own, not unique ids. */
+  if (st == NULL || m == NULL || m->session == NULL)
     return;
   if (status != 0) {
     int step = op->type == TB__OP_FORWARD_BACKWARD || op->type == TB__OP_OPTIM ||

@@ -19,6 +19,7 @@
 #include "core/log.h"
 #include "engine/base_model.h"
 #include "engine/checkpoint.h"
+#include "server/tinkerbell.h"
 #include "server/store.h"
 #include "wire/output.h"
 
@@ -111,6 +112,10 @@ static void top_resolve_json(tb__top_t *op, json_t *v) {
   tb__top_free(op);
 }
 
+void tb__top_resolve_json(tb__top_t *op, json_t *v) {
+  top_resolve_json(op, v);
+}
+
 void tb__respond_future(tb_http_request_t *req, const char *request_id,
                         const char *model_id) {
   json_t *v = json_pack("{ss}", "request_id", request_id);
@@ -129,7 +134,8 @@ void tb__respond_future(tb_http_request_t *req, const char *request_id,
 tb__tmodel_t *tb__tmodel_find(tb_http_request_t *req, tb_slice_t id) {
   tb__training_t *tr = tb__training_of(req);
   for (tb__tmodel_t *m = tr->models; m != NULL; m = m->next)
-    if (m->owner == tb__sreq(req)->user && !m->unloading && tb__slice_eq_str(id, m->id))
+    if (m->owner == tb__sreq(req)->user && m->session != NULL && !m->unloading &&
+        tb__slice_eq_str(id, m->id))
       return m;
   tb__server_respond_error(req, 404, "model %.*s: unknown model",
                            (int)(id.len > 120 ? 120 : id.len), id.base);
@@ -231,12 +237,18 @@ static void on_job(tb_engine_job_t *job, int status) {
     tb__top_fail_job(op, status);
     return;
   }
+  if (op->encode != NULL && op->type != TB__OP_CREATE && op->type != TB__OP_UNLOAD) {
+    /* The Tinkerbell dialect's result. */
+    top_resolve_json(op, op->encode(op));
+    return;
+  }
   json_t *v = NULL;
   switch (op->type) {
   case TB__OP_CREATE:
     m->adapter = job->adapter;
     m->ready = 1;
-    v = json_pack("{ssss}", "model_id", m->id, "type", "create_model");
+    v = op->encode ? op->encode(op)
+                   : json_pack("{ssss}", "model_id", m->id, "type", "create_model");
     tb__top_t *then = op->then;
     op->then = NULL;
     top_resolve_json(op, v);
@@ -291,7 +303,8 @@ static void on_job(tb_engine_job_t *job, int status) {
                   "load_weights");
     break;
   case TB__OP_UNLOAD: {
-    v = json_pack("{ssss}", "model_id", m->id, "type", "unload_model");
+    v = op->encode ? op->encode(op)
+                   : json_pack("{ssss}", "model_id", m->id, "type", "unload_model");
     tb__training_t *tr = op->tr;
     model_unlink(tr, m, 1);
     model_free(m);
@@ -524,6 +537,10 @@ static void start_op(tb__top_t *op) {
   case TB__OP_UNLOAD:
     rc = tb__engine_remove_adapter(&op->job, m->adapter, on_job);
     break;
+  case TB__OP_SAMPLE:  /* from the model's adapter, in its order */
+    rc = tb__engine_sample(&op->job, m->base->model, m->adapter, op->prompt, op->prompt_len,
+                           &op->sampling, on_job);
+    break;
   default:
     rc = TB_EINVAL;
     break;
@@ -549,8 +566,9 @@ static void drain(tb__tmodel_t *m) {
   }
 }
 
-/* Takes op (of model m, seq op->seq or -1) in order; answers the request. */
-void tb__submit_ordered(tb_http_request_t *req, tb__top_t *op) {
+/* Takes op (of model m, seq op->seq or -1) in order; answers only a
+ * refusal. */
+int tb__submit_ordered_id(tb_http_request_t *req, tb__top_t *op, char id[TB__FUTURE_ID_MAX]) {
   tb__tmodel_t *m = op->model;
   int64_t seq = op->seq;
   if (seq < 0)
@@ -558,9 +576,9 @@ void tb__submit_ordered(tb_http_request_t *req, tb__top_t *op) {
   size_t slot = (size_t)(seq % TB__SEQ_WINDOW);
   if (m->recent[slot].seq == seq) {
     /* A retry: the first one's future answers it. */
-    tb__respond_future(req, m->recent[slot].id, m->id);
+    memcpy(id, m->recent[slot].id, TB__FUTURE_ID_MAX);
     tb__top_free(op);
-    return;
+    return 0;
   }
   if (seq < m->next_seq || seq >= m->next_seq + TB__SEQ_WINDOW) {
     tb__server_respond_error(req, 400,
@@ -568,13 +586,14 @@ void tb__submit_ordered(tb_http_request_t *req, tb__top_t *op) {
                              "operation is %lld)",
                              (long long)seq, m->id, (long long)m->next_seq);
     tb__top_free(op);
-    return;
+    return -1;
   }
   if (tb__top_accept(req, op) != 0)
-    return;
+    return -1;
   op->seq = seq;
   m->recent[slot].seq = seq;
   memcpy(m->recent[slot].id, op->future->id, sizeof(m->recent[slot].id));
+  memcpy(id, op->future->id, TB__FUTURE_ID_MAX);
   if (seq > m->max_seq)
     m->max_seq = seq;
   tb__top_t **p = &m->waiting;
@@ -582,14 +601,36 @@ void tb__submit_ordered(tb_http_request_t *req, tb__top_t *op) {
     p = &(*p)->next;
   op->next = *p;
   *p = op;
-  tb__respond_future(req, op->future->id, m->id);
   drain(m);
+  return 0;
+}
+
+void tb__submit_ordered(tb_http_request_t *req, tb__top_t *op) {
+  tb__tmodel_t *m = op->model;
+  char id[TB__FUTURE_ID_MAX];
+  /* The model outlives the drain: only an unload or a failed create
+   * frees it, and neither runs from there. */
+  if (tb__submit_ordered_id(req, op, id) == 0)
+    tb__respond_future(req, id, m->id);
 }
 
 /* The future the client of a create polls: its own, or that of the load
- * of create-via-load. */
+ * of create-via-load; NULL for the implicit creates of the Tinkerbell
+ * dialect, whose client polls the operation that caused them. */
 static tb__future_t *client_future(tb__top_t *op) {
-  return op->future != NULL ? op->future : op->then->future;
+  if (op->future != NULL)
+    return op->future;
+  return op->then != NULL ? op->then->future : NULL;
+}
+
+static void set_create_state(tb__top_t *op, tb__queue_state_t state, const char *reason) {
+  tb__future_t *f = client_future(op);
+  if (f != NULL)
+    tb__future_set_queue_state(f, state, reason);
+}
+
+void tb__start_held(tb__training_t *tr) {
+  start_held(tr);
 }
 
 /* Starts the creates that may run now. */
@@ -607,18 +648,16 @@ static void start_held(tb__training_t *tr) {
       continue;
     }
     if (b->state == 0 || tb__server_user_at_model_limit(tr->srv, m->owner)) {
-      tb__future_set_queue_state(client_future(op),
-                                 b->state == 0 ? TB__QUEUE_ACTIVE : TB__QUEUE_PAUSED_RATE_LIMIT,
-                                 b->state == 0 ? NULL
-                                               : "the user has as many models loaded as "
-                                                 "allowed");
+      set_create_state(op, b->state == 0 ? TB__QUEUE_ACTIVE : TB__QUEUE_PAUSED_RATE_LIMIT,
+                       b->state == 0 ? NULL
+                                     : "the user has as many models loaded as allowed");
       p = &op->next;
       continue;
     }
     *p = op->next;
     op->next = NULL;
     m->owner->n_models++;
-    tb__future_set_queue_state(client_future(op), TB__QUEUE_ACTIVE, NULL);
+    set_create_state(op, TB__QUEUE_ACTIVE, NULL);
     start_op(op);
   }
 }
@@ -646,30 +685,41 @@ void tb__create_model(tb_http_request_t *req, tb__training_t *tr, tb__tbase_t *b
       return;
     }
   tb__top_t *op = tb__top_new(req, TB__OP_CREATE);
-  tb__top_t *fop = then ? then : op;
-  tb__tmodel_t *m = op ? calloc(1, sizeof(*m)) : NULL;
-  if (m == NULL) {
-    if (op != NULL)
-      tb__top_free(op);
+  if (op == NULL) {
     if (then != NULL)
       tb__top_free(then);
-    if (op != NULL)
-      tb__server_respond_error(req, 503, "out of memory");
     free(id);
     return;
   }
+  tb__top_t *fop = then ? then : op;
   if (tb__top_accept(req, fop) != 0) {
     if (then != NULL)
       tb__top_free(op);
-    free(m);
     free(id);
     return;
   }
   op->then = then;
+  if (tb__model_register(tr, op, tb__sreq(req)->user, s, base, id, lora) == NULL) {
+    free(id);
+    tb__server_respond_error(req, 503, "out of memory");
+    tb__top_fail(op, TB_CATEGORY_SERVER, "out of memory");
+    return;
+  }
+  tb__respond_future(req, fop->future->id, id);
+  start_held(tr);
+}
+
+tb__tmodel_t *tb__model_register(tb__training_t *tr, tb__top_t *op, tb__user_t *owner,
+                                 tb__session_t *s, tb__tbase_t *base, char *id,
+                                 const tb_lora_config_t *lora) {
+  tb__tmodel_t *m = calloc(1, sizeof(*m));
+  if (m == NULL)
+    return NULL;
+  tb__top_t *fop = op->then ? op->then : op;
   op->need_lora = lora == NULL;
   m->tr = tr;
   m->id = id;
-  m->owner = tb__sreq(req)->user;
+  m->owner = owner;
   m->session = s;
   m->base = base;
   if (lora != NULL)
@@ -678,20 +728,21 @@ void tb__create_model(tb_http_request_t *req, tb__training_t *tr, tb__tbase_t *b
   m->max_seq = 0;
   for (size_t i = 0; i < TB__SEQ_WINDOW; i++)
     m->recent[i].seq = -1;
-  memcpy(m->create_id, fop->future->id, sizeof(m->create_id));
+  if (fop->future != NULL)
+    memcpy(m->create_id, fop->future->id, sizeof(m->create_id));
   m->next = tr->models;
   tr->models = m;
-  tb__session_add_training_run(s, id);
+  if (s != NULL)
+    tb__session_add_training_run(s, id);
   op->model = m;
-  if (then != NULL)
-    then->model = m;
-  tb__respond_future(req, fop->future->id, id);
+  if (op->then != NULL)
+    op->then->model = m;
   /* Held first, so that creates start in arrival order. */
   tb__top_t **p = &tr->held;
   while (*p != NULL)
     p = &(*p)->next;
   *p = op;
-  start_held(tr);
+  return m;
 }
 
 static void ext_close(tb__server_t *srv, tb__server_ext_t *ext);
@@ -916,6 +967,7 @@ int tb__training_start(tb__server_t *srv, const tb_engine_opts_t *opts,
   tr->ext.metrics = ext_metrics;
   rc = tb__model_routes(tr);
   rc = rc ? rc : tb__sampling_routes(tr);
+  rc = rc ? rc : tb__tinkerbell_routes(tr);
   for (i = 0; rc == 0 && i < n_models; i++)
     if (bases[i].builtin) {
       rc = tb_server_add_model(srv->pub, bases[i].name, bases[i].cfg.max_position_embeddings);

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "core/arena.h"
+#include "core/json.h"
 #include "engine/engine.h"
 #include "server/internal.h"
 #include "wire/types.h"
@@ -87,6 +88,11 @@ struct tb__top_s {
   tb__top_t *then;               /* create: the load of create-via-load */
   int need_lora;                 /* create: read the shape from then->dir */
   tb__top_t *next;               /* a model's waiting list, held lists */
+  /* The Tinkerbell dialect's shape of the result (tinkerbell_results.c),
+   * or NULL for the Tinker one; called once the job succeeded, before the
+   * model of an unload is freed. */
+  json_t *(*encode)(tb__top_t *op);
+  void *encode_data;             /* the encoder's, in the arena */
 };
 
 struct tb__tmodel_s {
@@ -181,7 +187,10 @@ void tb__top_fail(tb__top_t *op, tb_category_t category, const char *message);
 /* Answers {"request_id", "model_id"?} for a future. */
 void tb__respond_future(tb_http_request_t *req, const char *request_id,
                         const char *model_id);
-/* The caller's model, or NULL after answering 404. */
+/* Resolves op's future with a JSON object (consumed) and frees op. */
+void tb__top_resolve_json(tb__top_t *op, json_t *v);
+/* The caller's model, or NULL after answering 404.  Models of the
+ * Tinkerbell dialect (no session) are not the Tinker dialect's to see. */
 tb__tmodel_t *tb__tmodel_find(tb_http_request_t *req, tb_slice_t id);
 /* Parses "tinker://<model_id>/<kind>/<name>"; answers 400 / 404 itself
  * and returns NULL, else the checkpoint directory (malloc'd). */
@@ -208,6 +217,10 @@ int tb__read_checkpoint_lora(tb__training_t *tr, const char *dir, tb__lora_read_
  * earlier op with the same seq_id, 400 for a seq_id out of the window,
  * else op's new future. */
 void tb__submit_ordered(tb_http_request_t *req, tb__top_t *op);
+/* The same, but it answers only its refusals: 0 with the id of the
+ * future that answers op (its own, or an earlier one's for a repeated
+ * seq_id) copied to id, else the request was answered. */
+int tb__submit_ordered_id(tb_http_request_t *req, tb__top_t *op, char id[TB__FUTURE_ID_MAX]);
 /* Registers model <session>:train:<mseq> and queues its creation behind
  * the base model's load and the user's model limit.  lora NULL: read from
  * then's checkpoint first.  With then (a load, not yet accepted), the
@@ -216,6 +229,17 @@ void tb__submit_ordered(tb_http_request_t *req, tb__top_t *op);
 void tb__create_model(tb_http_request_t *req, tb__training_t *tr, tb__tbase_t *base,
                       tb__session_t *s, int64_t mseq, const tb_lora_config_t *lora,
                       tb__top_t *then);
+/* Registers model id (malloc'd; the model's on success) of owner, in
+ * session s or, for the Tinkerbell dialect, in none, and holds its create
+ * op (with op->then, if any) behind the base model's load and the user's
+ * model limit; tb__start_held starts it.  lora NULL: read from op->then's
+ * checkpoint first.  NULL on ENOMEM (nothing changed). */
+tb__tmodel_t *tb__model_register(tb__training_t *tr, tb__top_t *op, tb__user_t *owner,
+                                 tb__session_t *s, tb__tbase_t *base, char *id,
+                                 const tb_lora_config_t *lora);
+/* Starts the held creates that may run now (may free models whose
+ * creation fails at once). */
+void tb__start_held(tb__training_t *tr);
 /* Removes m's adapter behind the jobs already in its FIFO; what waits for
  * a missing seq_id fails.  op carries the client's future, or is NULL for
  * the server's own unloads. */
@@ -223,6 +247,10 @@ void tb__unload_now(tb__tmodel_t *m, tb__top_t *op);
 
 /* model_routes.c */
 int tb__model_routes(tb__training_t *tr);
+/* A decoded forward_backward request as an engine batch (input_key: the
+ * path prefix of data, or NULL); checks that the loss has its inputs. */
+int tb__fwdbwd_to_batch(tb_jctx_t *c, tb_arena_t *a, const tb_wire_fwdbwd_t *w, tb_batch_t *b,
+                        const char *input_key);
 
 /* sampling_routes.c */
 /* owner's sampling session with this id, or NULL. */
@@ -241,5 +269,9 @@ void tb__samplers_session_expired(tb__training_t *tr, const tb__session_t *sess)
 /* Starts (or fails) the samples that waited for the base model. */
 void tb__samples_base_settled(tb__training_t *tr);
 void tb__samplers_free(tb__training_t *tr);
+/* Samples op (op->base, op->sampler) now. */
+void tb__sample_start(tb__top_t *op);
+/* The bytes of every token of `base`, for stop strings; NULL on ENOMEM. */
+const tb_slice_t *tb__token_bytes(tb__training_t *tr, int32_t vocab);
 
 #endif /* TB_SERVER_TRAINING_H */

@@ -1,0 +1,417 @@
+/*
+ * What the Tinkerbell dialect's requests carry, decoded into the engine's
+ * inputs: the training data of forward and forward_backward (chat
+ * conversations or Tinker datums) and the prompt and parameters of
+ * sample / asample.  Everything is checked here, so that a bad request is
+ * answered at once with the path of the field at fault; what needs the
+ * model's vocabulary and context is checked against the base model's
+ * config when it is known (always for the generated `base`), and by the
+ * engine otherwise.
+ *
+ * Chat conversations ([[{"role", "content"}, ...], ...]) are rendered with
+ * the chat template of `base` (engine/tokenizer.h): the byte tokenizer is
+ * the only one this server has, so chat data and text prompts on another
+ * base model are refused with 422 and a pointer to the token forms.  A
+ * rendered conversation of L tokens becomes one datum of L - 1 positions,
+ * position i predicting token i + 1, weighted by the template's mask (the
+ * assistant's content and its <|end|>), or by 1 everywhere when the
+ * conversation has no assistant message (the Python server trained on
+ * every token; this keeps that for such data, and only for it).
+ */
+#include "server/tinkerbell.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "engine/base_model.h"
+#include "engine/tokenizer.h"
+#include "wire/datum.h"
+
+int tb__tb_check_name(tb_jctx_t *c, const char *key, tb_slice_t name) {
+  int ok = name.len > 0 && name.len <= 128 && name.base[0] != '.';
+  for (size_t i = 0; ok && i < name.len; i++) {
+    char ch = name.base[i];
+    ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+         ch == '.' || ch == '_' || ch == '-';
+  }
+  return ok ? 0 : tb__jctx_fail_at(c, key, "expected 1 to 128 letters, digits, '.', '_' or "
+                                           "'-', not starting with '.'");
+}
+
+/* The vocabulary and context of base when known now, else NULL. */
+static const tb_model_config_t *known_config(const tb__tbase_t *base) {
+  return base->state == 1 || base->builtin ? &base->cfg : NULL;
+}
+
+/* ------------------------------------------------------------ chat */
+
+/* data[i][j] = {"role", "content"} into msgs[j]. */
+static int read_conversation(tb_jctx_t *c, const json_t *conv, tb_chat_msg_t *msgs,
+                             int *has_assistant) {
+  int rc = 0;
+  *has_assistant = 0;
+  for (size_t j = 0; rc == 0 && j < json_array_size(conv); j++) {
+    const json_t *m = json_array_get(conv, j);
+    size_t mark = tb__jctx_push_index(c, j);
+    rc = tb__json_expect_object(c, m);
+    tb_slice_t role = { NULL, 0 }, content = { NULL, 0 };
+    rc = rc < 0 ? rc : tb__json_get_string(c, m, "role", TB_JSON_REQUIRED, &role);
+    rc = rc < 0 ? rc : tb__json_get_string(c, m, "content", TB_JSON_REQUIRED, &content);
+    if (rc >= 0 && !tb__slice_eq_str(role, "system") && !tb__slice_eq_str(role, "user") &&
+        !tb__slice_eq_str(role, "assistant"))
+      rc = tb__jctx_fail_at(c, "role", "expected system, user or assistant, got \"%.*s\"",
+                            (int)(role.len > 40 ? 40 : role.len), role.base);
+    if (rc >= 0) {
+      msgs[j].role = role;
+      msgs[j].content = content;
+      *has_assistant |= tb__slice_eq_str(role, "assistant");
+      rc = 0;
+    }
+    tb__jctx_pop(c, mark);
+  }
+  return rc;
+}
+
+static int chat_batch(tb_jctx_t *c, tb_arena_t *a, const json_t *data, const tb__tbase_t *base,
+                      tb_batch_t *b, tb__tbop_t *info, int *status) {
+  size_t n = json_array_size(data);
+  tb_datum_t *d = tb__arena_calloc(a, n, sizeof(*d));
+  if (d == NULL)
+    return tb__jctx_fail(c, "out of memory");
+  int rc = 0;
+  size_t m1 = tb__jctx_push_key(c, "data");
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    const json_t *conv = json_array_get(data, i);
+    size_t m2 = tb__jctx_push_index(c, i);
+    if (!json_is_array(conv)) {
+      rc = tb__jctx_fail(c, "expected a conversation (a list of messages) like data[0], got %s",
+                         tb__json_type_name(conv));
+    } else if (json_array_size(conv) == 0) {
+      rc = tb__jctx_fail(c, "expected at least one message");
+    }
+    tb_chat_msg_t *msgs = rc == 0 ? tb__arena_calloc(a, json_array_size(conv), sizeof(*msgs))
+                                  : NULL;
+    if (rc == 0 && msgs == NULL)
+      rc = tb__jctx_fail(c, "out of memory");
+    int has_assistant = 0;
+    rc = rc < 0 ? rc : read_conversation(c, conv, msgs, &has_assistant);
+    tb_tokens_t t = TB_TOKENS_INIT;
+    tb_error_t rerr = { 0 };
+    if (rc == 0 && tb__chat_render(msgs, json_array_size(conv), &t, &rerr) != 0)
+      rc = tb__jctx_fail(c, "%s", tb_error_message(&rerr));
+    tb_error_clear(&rerr);
+    size_t len = t.len;  /* >= 3: <|bos|>, a role header and <|end|> */
+    if (rc == 0 && len - 1 > (size_t)base->cfg.max_position_embeddings) {
+      *status = 422;
+      rc = tb__jctx_fail(c, "the conversation renders to %zu tokens, more than the context of "
+                            "%d",
+                         len, base->cfg.max_position_embeddings);
+    }
+    int32_t *tokens = rc == 0 ? tb__arena_alloc(a, (len - 1) * sizeof(int32_t)) : NULL;
+    int32_t *targets = rc == 0 ? tb__arena_alloc(a, (len - 1) * sizeof(int32_t)) : NULL;
+    float *weights = rc == 0 ? tb__arena_alloc(a, (len - 1) * sizeof(float)) : NULL;
+    if (rc == 0 && (tokens == NULL || targets == NULL || weights == NULL))
+      rc = tb__jctx_fail(c, "out of memory");
+    for (size_t p = 0; rc == 0 && p + 1 < len; p++) {
+      tokens[p] = t.ids[p];
+      targets[p] = t.ids[p + 1];
+      weights[p] = has_assistant ? (float)t.trainable[p + 1] : 1.0f;
+      info->trained_weight += weights[p];
+      info->trained_tokens += weights[p] > 0;
+    }
+    if (rc == 0) {
+      d[i].tokens = tokens;
+      d[i].n = len - 1;
+      d[i].k = 1;
+      d[i].target_tokens = targets;
+      d[i].weights = weights;
+    }
+    tb__tokens_free(&t);
+    tb__jctx_pop(c, m2);
+  }
+  tb__jctx_pop(c, m1);
+  b->data = d;
+  b->num_data = n;
+  b->loss_fn = TB_LOSS_CROSS_ENTROPY;
+  tb__loss_config_default(&b->loss_config);
+  return rc;
+}
+
+/* ------------------------------------------------------------ datums */
+
+static int datum_batch(tb_jctx_t *c, tb_arena_t *a, json_t *doc, const tb__tbase_t *base,
+                       tb_batch_t *b, tb__tbop_t *info, int *status) {
+  tb_wire_fwdbwd_t w;
+  memset(&w, 0, sizeof(w));
+  int rc = tb__wire_fwdbwd_input_from_json(c, a, doc, &w);
+  rc = rc < 0 ? rc : tb__fwdbwd_to_batch(c, a, &w, b, NULL);
+  if (rc < 0)
+    return rc;
+  const tb_model_config_t *mc = known_config(base);
+  for (size_t i = 0; mc != NULL && i < b->num_data; i++)
+    if (b->data[i].n > (size_t)mc->max_position_embeddings) {
+      *status = 422;
+      size_t m1 = tb__jctx_push_key(c, "data");
+      size_t m2 = tb__jctx_push_index(c, i);
+      rc = tb__jctx_fail(c, "%zu tokens, more than the context of %d", b->data[i].n,
+                         mc->max_position_embeddings);
+      tb__jctx_pop(c, m2);
+      tb__jctx_pop(c, m1);
+      return rc;
+    }
+  const char *why = NULL;
+  if (mc != NULL && tb__batch_validate(b, mc, &why) != 0)
+    return tb__jctx_fail_at(c, "data", "%s", why ? why : "invalid");
+  for (size_t i = 0; i < b->num_data; i++) {
+    const tb_datum_t *d = &b->data[i];
+    size_t k = d->k ? d->k : 1;
+    for (size_t j = 0; j < d->n * k; j++) {
+      /* The mean of a policy loss is over its tokens; cross-entropy's
+       * over the weights, as a weighted mean. */
+      double wgt = b->loss_fn == TB_LOSS_CROSS_ENTROPY ? d->weights[j] : 1.0;
+      info->trained_weight += wgt;
+      info->trained_tokens += wgt != 0;
+    }
+  }
+  return 0;
+}
+
+int tb__tb_decode_batch(tb_jctx_t *c, tb_arena_t *a, json_t *doc, const tb__tbase_t *base,
+                        tb_batch_t *b, tb__tbop_t *info, int *status) {
+  *status = 400;
+  json_t *data;
+  int rc = tb__json_get_array(c, doc, "data", TB_JSON_REQUIRED, &data);
+  if (rc < 0)
+    return rc;
+  if (json_array_size(data) == 0)
+    return tb__jctx_fail_at(c, "data", "expected at least one conversation or datum");
+  if (json_object_get(doc, "loss_fn_inputs") != NULL)
+    return tb__jctx_fail_at(c, "loss_fn_inputs", "not read at the top level: send Tinker "
+                                                 "datums, each with its loss_fn_inputs");
+  tb_slice_t lf = { "cross_entropy", 13 };
+  rc = tb__json_get_string(c, doc, "loss_fn", TB_JSON_OPTIONAL, &lf);
+  if (rc < 0)
+    return rc;
+  if (!json_is_array(json_array_get(data, 0))) {
+    if (rc == 1 && json_object_set_new(doc, "loss_fn", json_string("cross_entropy")) != 0)
+      return tb__jctx_fail(c, "out of memory");
+    return datum_batch(c, a, doc, base, b, info, status);
+  }
+  if (!tb__slice_eq_str(lf, "cross_entropy"))
+    return tb__jctx_fail_at(c, "loss_fn", "chat conversations train with cross_entropy; send "
+                                          "Tinker datums for %.*s",
+                            (int)(lf.len > 40 ? 40 : lf.len), lf.base);
+  if (!base->builtin) {
+    *status = 422;
+    return tb__jctx_fail_at(c, "data", "chat conversations need the chat template of %s; the "
+                                       "model's base %s has none here: send Tinker datums",
+                            TB_BASE_MODEL_NAME, base->name);
+  }
+  rc = chat_batch(c, a, data, base, b, info, status);
+  if (rc == 0 && info->trained_weight <= 0)
+    rc = tb__jctx_fail_at(c, "data", "no token to train on");
+  return rc;
+}
+
+/* ------------------------------------------------------------ sampling */
+
+/* "stop": a string, or a list of strings and token ids. */
+static int read_stop(tb_jctx_t *c, tb__training_t *tr, tb_arena_t *a, const json_t *doc,
+                     const tb__tbase_t *base, int64_t vocab, tb_sampling_params_t *p,
+                     int32_t *stops, size_t *n_stops, int *status) {
+  const json_t *v = json_object_get(doc, "stop");
+  if (v == NULL || json_is_null(v))
+    return 0;
+  size_t n = json_is_array(v) ? json_array_size(v) : 1;
+  if (!json_is_array(v) && !json_is_string(v))
+    return tb__jctx_fail_at(c, "stop", "expected a string or a list of strings and token ids, "
+                                       "got %s",
+                            tb__json_type_name(v));
+  if (n > 16)
+    return tb__jctx_fail_at(c, "stop", "at most 16 stops");
+  tb_slice_t *ss = tb__arena_calloc(a, n + 1, sizeof(*ss));
+  if (ss == NULL)
+    return tb__jctx_fail(c, "out of memory");
+  size_t n_ss = 0;
+  size_t mark = tb__jctx_push_key(c, "stop");
+  int rc = 0;
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    const json_t *s = json_is_array(v) ? json_array_get(v, i) : v;
+    size_t m2 = json_is_array(v) ? tb__jctx_push_index(c, i) : mark;
+    if (json_is_string(s)) {
+      if (json_string_length(s) == 0)
+        rc = tb__jctx_fail(c, "an empty stop string");
+      else if (!base->builtin) {
+        *status = 422;
+        rc = tb__jctx_fail(c, "stop strings need the byte tokenizer of %s; send token ids",
+                           TB_BASE_MODEL_NAME);
+      } else {
+        size_t len = json_string_length(s);
+        ss[n_ss] = (tb_slice_t){ tb__arena_strndup(a, json_string_value(s), len), len };
+        rc = ss[n_ss++].base == NULL ? tb__jctx_fail(c, "out of memory") : 0;
+      }
+    } else {
+      int64_t id;
+      rc = tb__json_as_int(c, s, 0, vocab - 1, &id);
+      if (rc == 0)
+        stops[(*n_stops)++] = (int32_t)id;
+    }
+    tb__jctx_pop(c, m2);
+  }
+  tb__jctx_pop(c, mark);
+  if (rc == 0 && n_ss > 0) {
+    p->stop_strings = ss;
+    p->num_stop_strings = n_ss;
+    p->token_bytes = tb__token_bytes(tr, (int32_t)vocab);
+    if (p->token_bytes == NULL)
+      rc = tb__jctx_fail(c, "out of memory");
+  }
+  return rc;
+}
+
+/* The prompt: exactly one of "prompt" (text), "messages" (a conversation)
+ * or "prompt_tokens" (ids). */
+static int read_prompt(tb_jctx_t *c, tb_arena_t *a, const json_t *doc, const tb__tbase_t *base,
+                       int64_t vocab, tb__top_t *op, int32_t *stops, size_t *n_stops,
+                       tb__tbop_t *info, int *status) {
+  const json_t *text = json_object_get(doc, "prompt");
+  const json_t *msgs = json_object_get(doc, "messages");
+  const json_t *ids = json_object_get(doc, "prompt_tokens");
+  int given = (text != NULL) + (msgs != NULL) + (ids != NULL);
+  if (given != 1)
+    return tb__jctx_fail_at(c, "prompt", given == 0 ? "required (or messages, or "
+                                                      "prompt_tokens)"
+                                                    : "give one of prompt, messages and "
+                                                      "prompt_tokens");
+  int raw = 0;
+  int rc = tb__json_get_bool(c, doc, "raw", TB_JSON_OPTIONAL, &raw);
+  if (rc < 0)
+    return rc;
+  rc = 0;
+  if (ids != NULL) {
+    if (!json_is_array(ids) || json_array_size(ids) == 0)
+      return tb__jctx_fail_at(c, "prompt_tokens", "expected a non-empty list of token ids");
+    int32_t *p = tb__arena_alloc(a, json_array_size(ids) * sizeof(*p));
+    if (p == NULL)
+      return tb__jctx_fail(c, "out of memory");
+    size_t mark = tb__jctx_push_key(c, "prompt_tokens");
+    for (size_t i = 0; rc == 0 && i < json_array_size(ids); i++) {
+      size_t m2 = tb__jctx_push_index(c, i);
+      int64_t id;
+      rc = tb__json_as_int(c, json_array_get(ids, i), 0, vocab - 1, &id);
+      p[i] = (int32_t)id;
+      tb__jctx_pop(c, m2);
+    }
+    tb__jctx_pop(c, mark);
+    op->prompt = p;
+    op->prompt_len = json_array_size(ids);
+    info->text = base->builtin;
+    return rc;
+  }
+  const char *key = text != NULL ? "prompt" : "messages";
+  if (!base->builtin) {
+    *status = 422;
+    return tb__jctx_fail_at(c, key, "text prompts need the byte tokenizer of %s; the base %s "
+                                    "has none here: send prompt_tokens",
+                            TB_BASE_MODEL_NAME, base->name);
+  }
+  tb_tokens_t t = TB_TOKENS_INIT;
+  tb_error_t rerr = { 0 };
+  if (text != NULL) {
+    tb_slice_t s;
+    rc = tb__json_get_string(c, doc, "prompt", TB_JSON_REQUIRED, &s);
+    if (rc == 0 && raw) {
+      /* A plain continuation of the text. */
+      rc = tb__tokens_push(&t, TB_TOK_BOS, 0) != 0 || tb__tok_encode(s, &t) != 0
+               ? tb__jctx_fail(c, "out of memory")
+               : 0;
+    } else if (rc == 0) {
+      /* As the Python server: the text is one user message. */
+      tb_chat_msg_t m = { TB_SLICE_LIT("user"), s };
+      if (tb__chat_render_prompt(&m, 1, &t, &rerr) != 0)
+        rc = tb__jctx_fail_at(c, "prompt", "%s", tb_error_message(&rerr));
+    }
+  } else {
+    if (raw)
+      rc = tb__jctx_fail_at(c, "raw", "only with a text prompt");
+    else if (!json_is_array(msgs) || json_array_size(msgs) == 0)
+      rc = tb__jctx_fail_at(c, "messages", "expected a non-empty list of {role, content}");
+    tb_chat_msg_t *m = rc == 0 ? tb__arena_calloc(a, json_array_size(msgs), sizeof(*m)) : NULL;
+    if (rc == 0 && m == NULL)
+      rc = tb__jctx_fail(c, "out of memory");
+    int has_assistant;
+    size_t mark = tb__jctx_push_key(c, "messages");
+    rc = rc < 0 ? rc : read_conversation(c, msgs, m, &has_assistant);
+    tb__jctx_pop(c, mark);
+    if (rc == 0 && tb__chat_render_prompt(m, json_array_size(msgs), &t, &rerr) != 0)
+      rc = tb__jctx_fail_at(c, "messages", "%s", tb_error_message(&rerr));
+  }
+  tb_error_clear(&rerr);
+  int32_t *p = rc == 0 ? tb__arena_alloc(a, t.len * sizeof(*p) + 1) : NULL;
+  if (rc == 0 && p == NULL)
+    rc = tb__jctx_fail(c, "out of memory");
+  if (rc == 0) {
+    memcpy(p, t.ids, t.len * sizeof(*p));
+    op->prompt = p;
+    op->prompt_len = t.len;
+    /* The template closes the reply with <|end|>; plain text ends with
+     * <|eos|>. */
+    if (!raw)
+      stops[(*n_stops)++] = TB_TOK_END;
+    stops[(*n_stops)++] = TB_TOK_EOS;
+    info->text = 1;
+  }
+  tb__tokens_free(&t);
+  return rc;
+}
+
+int tb__tb_decode_sample(tb_jctx_t *c, tb__training_t *tr, tb__top_t *op, const json_t *doc,
+                         tb__tbop_t *info, int *status) {
+  *status = 400;
+  const tb__tbase_t *base = op->base;
+  const tb_model_config_t *mc = known_config(base);
+  int64_t vocab = mc ? mc->vocab_size : INT32_MAX;
+  tb_sampling_params_t *p = &op->sampling;
+  tb__sampling_params_default(p);
+  /* Two default stops and up to 16 of the request's. */
+  int32_t *stops = tb__arena_alloc(&op->arena, 18 * sizeof(*stops));
+  if (stops == NULL)
+    return tb__jctx_fail(c, "out of memory");
+  size_t n_stops = 0;
+  int rc = read_prompt(c, &op->arena, doc, base, vocab, op, stops, &n_stops, info, status);
+  if (rc == 0 && mc != NULL && op->prompt_len >= (size_t)mc->max_position_embeddings) {
+    *status = 422;
+    rc = tb__jctx_fail_at(c, "prompt", "%zu tokens do not fit the context of %d",
+                          op->prompt_len, mc->max_position_embeddings);
+  }
+  int64_t max_tokens = TB__TB_DEFAULT_MAX_TOKENS, top_k = -1, num_samples = 1, seed = -1;
+  double temperature = 1.0, top_p = 1.0;
+  int64_t ctx = mc ? mc->max_position_embeddings : INT32_MAX;
+  rc = rc < 0 ? rc : tb__json_get_int(c, doc, "max_tokens", TB_JSON_OPTIONAL, 1, ctx,
+                                      &max_tokens);
+  rc = rc < 0 ? rc : tb__json_get_double(c, doc, "temperature", TB_JSON_OPTIONAL, &temperature);
+  if (rc >= 0 && temperature < 0)
+    rc = tb__jctx_fail_at(c, "temperature", "expected >= 0 (0 is greedy)");
+  rc = rc < 0 ? rc : tb__json_get_double(c, doc, "top_p", TB_JSON_OPTIONAL, &top_p);
+  if (rc >= 0 && !(top_p > 0 && top_p <= 1))
+    rc = tb__jctx_fail_at(c, "top_p", "expected a number in (0, 1]");
+  rc = rc < 0 ? rc : tb__json_get_int(c, doc, "top_k", TB_JSON_OPTIONAL, -1, INT32_MAX, &top_k);
+  if (rc >= 0 && top_k == 0)
+    rc = tb__jctx_fail_at(c, "top_k", "expected -1 (no limit) or at least 1");
+  rc = rc < 0 ? rc : tb__json_get_int(c, doc, "seed", TB_JSON_OPTIONAL, 0, INT64_MAX, &seed);
+  rc = rc < 0 ? rc : tb__json_get_int(c, doc, "num_samples", TB_JSON_OPTIONAL, 1, 128,
+                                      &num_samples);
+  rc = rc < 0 ? rc : read_stop(c, tr, &op->arena, doc, base, vocab, p, stops, &n_stops, status);
+  if (rc < 0)
+    return rc;
+  p->max_tokens = (size_t)max_tokens;
+  p->temperature = (float)temperature;
+  p->top_p = (float)top_p;
+  p->top_k = (int)top_k;
+  p->seed = seed >= 0 ? (uint64_t)seed : uv_hrtime();
+  p->num_samples = (size_t)num_samples;
+  p->stop_tokens = stops;
+  p->num_stop_tokens = n_stops;
+  op->unchecked = mc == NULL;
+  return 0;
+}

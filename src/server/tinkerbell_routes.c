@@ -1,0 +1,757 @@
+/*
+ * The routes of the Tinkerbell dialect (tinkerbell.h): what each request
+ * says, checked, turned into an op of training.c and answered -- at once
+ * with {"request_id", "model_id"} by the async routes, or with the result
+ * by the sync routes, which wait for the op's future on the loop (a
+ * waiter of the futures store; nothing sleeps) and mark it delivered.
+ * The results are those of tinkerbell_results.c, also what
+ * POST /retrieve_future answers for the async calls.
+ *
+ * Paths that both dialects serve (/api/v1/forward, forward_backward,
+ * optim_step, asample, load_weights, save_weights,
+ * save_weights_for_sampler) are TB__DIALECT_BOTH routes: tb__dialect_of
+ * reads the body and the server calls this dialect's handler or the
+ * Tinker one's.
+ *
+ * Checkpoints of this dialect live apart from the Tinker dialect's, under
+ * a directory per user and model, since model names here are the
+ * caller's and two users may both have a "test":
+ *   <data_dir>/tb-<hex of the user name>-<model_id>/weights/<name>
+ *   <data_dir>/tb-<hex of the user name>-<model_id>/sampler_weights/<name>
+ * and are named tinkerbell://<model_id>/weights/<name> in results.
+ */
+#include "server/tinkerbell.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "core/json.h"
+
+/* ------------------------------------------------------------ dispatch */
+
+tb__dialect_t tb__dialect_of(const tb_http_request_t *req) {
+  static const char proto[] = "application/x-protobuf";
+  const tb_http_header_t *ct = tb__http_request_header(req, "Content-Type");
+  if (ct != NULL && ct->value.len >= sizeof(proto) - 1 &&
+      strncasecmp(ct->value.base, proto, sizeof(proto) - 1) == 0)
+    return TB__DIALECT_TINKER;
+  /* Fields only the Tinker dialect's bodies have; a Tinker prompt is a
+   * ModelInput object, a Tinkerbell one a string. */
+  static const char *const tinker_only[] = { "type", "seq_id", "forward_backward_input",
+                                             "forward_input", "session_id",
+                                             "sampling_session_id", "sampling_params" };
+  json_error_t e;
+  json_t *doc = json_loadb(req->body.base, req->body.len, 0, &e);
+  int tinkerbell = json_is_object(doc) && !json_is_object(json_object_get(doc, "prompt"));
+  for (size_t i = 0; tinkerbell && i < sizeof(tinker_only) / sizeof(tinker_only[0]); i++)
+    tinkerbell = json_object_get(doc, tinker_only[i]) == NULL;
+  json_decref(doc);
+  return tinkerbell ? TB__DIALECT_TINKERBELL : TB__DIALECT_TINKER;
+}
+
+/* ------------------------------------------------------------ answers */
+
+typedef struct sync_wait_s {
+  tb__fwaiter_t w;  /* first: the waiter callback gets &w */
+  tb_http_request_t *req;
+} sync_wait_t;
+
+/* A finished future as the answer of a sync route.  A job that failed
+ * for a reason of the request is 400, for one of the server 500; both
+ * carry the guide's "detail" beside the error. */
+static void answer_finished(tb_http_request_t *req, tb__future_t *f) {
+  if (f->state == TB__FUTURE_PENDING) {
+    tb__server_respond_error(req, 503, "the server is closing");
+    return;
+  }
+  tb__future_mark_delivered(f);
+  if (f->state == TB__FUTURE_DONE) {
+    tb__server_respond_result(req, 200, f->result, 0);
+    return;
+  }
+  json_t *v = json_pack("{ssss}", "error", f->message, "category",
+                        tb_category_name(f->category));
+  json_t *detail = json_sprintf("Job failed: %s", f->message);
+  if (v == NULL || detail == NULL) {
+    json_decref(v);
+    json_decref(detail);
+    tb__server_respond_error(req, 503, "out of memory");
+    return;
+  }
+  json_object_set_new(v, "detail", detail);
+  tb__server_respond_jsonv(req, f->category == TB_CATEGORY_USER ? 400 : 500, v);
+  json_decref(v);
+}
+
+static void on_sync_finished(tb__fwaiter_t *w, tb__future_t *f) {
+  answer_finished(((sync_wait_t *)w)->req, f);
+}
+
+static void on_sync_abort(tb_http_request_t *req, int status) {
+  sync_wait_t *sw = tb__sreq(req)->data;
+  tb__future_unwait(&sw->w);
+  tb__server_release(req);
+}
+
+/* Answers an accepted call: async, {"request_id", "model_id"}; sync, the
+ * future's result once it finishes. */
+static void answer_call(tb_http_request_t *req, const char *fid, const char *model_id, int sync) {
+  if (!sync) {
+    tb__respond_future(req, fid, model_id);
+    return;
+  }
+  tb__server_t *srv = tb__server_from_req(req);
+  tb__future_t *f;
+  tb_slice_t id = { fid, strlen(fid) };
+  if (tb__futures_find(&srv->futures, tb__sreq(req)->user, id, &f) != TB__LOOKUP_FOUND) {
+    tb__server_respond_error(req, 500, "the result of %s is gone", fid);
+    return;
+  }
+  if (f->state != TB__FUTURE_PENDING) {
+    answer_finished(req, f);  /* it failed at submission */
+    return;
+  }
+  sync_wait_t *sw = tb__arena_calloc(&req->arena, 1, sizeof(*sw));
+  if (sw == NULL) {
+    tb__server_respond_error(req, 503, "out of memory");
+    return;
+  }
+  sw->req = req;
+  tb__sreq(req)->data = sw;
+  req->on_abort = on_sync_abort;
+  tb__future_wait(f, &sw->w, on_sync_finished);
+}
+
+/* Answers c's error with status and frees what the route held. */
+static void refuse(tb_http_request_t *req, int status, tb_error_t *err, tb__top_t *op,
+                   json_t *doc) {
+  tb__server_respond_error(req, status, "%s", tb_error_message(err));
+  tb_error_clear(err);
+  if (op != NULL)
+    tb__top_free(op);
+  json_decref(doc);
+}
+
+/* ------------------------------------------------------------ models */
+
+/* The caller's model of this dialect named id, or NULL. */
+static tb__tmodel_t *find_model(tb__training_t *tr, const tb__user_t *u, tb_slice_t id) {
+  for (tb__tmodel_t *m = tr->models; m != NULL; m = m->next)
+    if (m->owner == u && m->session == NULL && !m->unloading && tb__slice_eq_str(id, m->id))
+      return m;
+  return NULL;
+}
+
+/* The common start of a call: not closing, not rate limited, a JSON
+ * object.  NULL after answering. */
+static json_t *begin(tb_http_request_t *req, int submits) {
+  if (tb__training_of(req)->closing) {
+    tb__server_respond_error(req, 503, "the server is closing");
+    return NULL;
+  }
+  if (submits && tb__server_rate_limited(req) != 0)
+    return NULL;
+  json_t *doc;
+  return tb__server_parse_body(req, &doc) == 0 ? doc : NULL;
+}
+
+/* A new op with the dialect's encoder; NULL after answering 503. */
+static tb__top_t *new_op(tb_http_request_t *req, tb__op_type_t type) {
+  tb__top_t *op = tb__top_new(req, type);
+  if (op == NULL)
+    return NULL;
+  op->encode = tb__tb_encode;
+  op->encode_data = tb__arena_calloc(&op->arena, 1, sizeof(tb__tbop_t));
+  if (op->encode_data == NULL) {
+    tb__top_free(op);
+    tb__server_respond_error(req, 503, "out of memory");
+    return NULL;
+  }
+  return op;
+}
+
+static void default_lora(tb_lora_config_t *l) {
+  memset(l, 0, sizeof(*l));
+  l->rank = TB__TB_DEFAULT_RANK;
+  l->alpha = (float)TB__TB_DEFAULT_ALPHA;
+  l->train_attn = l->train_mlp = l->train_unembed = 1;
+}
+
+/* Registers the caller's model id with create op cop (its `then`, if
+ * any, runs first after the adapter exists) on the default base model.
+ * The create starts with tb__start_held.  0, or answers 503. */
+static int create_implicit(tb_http_request_t *req, tb__top_t *cop, tb_slice_t id,
+                           const tb_lora_config_t *lora) {
+  tb__training_t *tr = tb__training_of(req);
+  char *mid = tb__strndup(id.base, id.len);
+  if (mid == NULL ||
+      tb__model_register(tr, cop, tb__sreq(req)->user, NULL, &tr->bases[0], mid, lora) == NULL) {
+    free(mid);
+    tb__server_respond_error(req, 503, "out of memory");
+    return -1;
+  }
+  return 0;
+}
+
+/* Submits op (of op->model, or of a new model id when op->model is NULL)
+ * in the model's order and answers.  Takes op. */
+static void submit(tb_http_request_t *req, tb__top_t *op, tb_slice_t id, int sync) {
+  tb__training_t *tr = tb__training_of(req);
+  tb__tbop_t *info = op->encode_data;
+  if (op->model == NULL) {
+    tb__top_t *cop = tb__top_new(req, TB__OP_CREATE);
+    tb_lora_config_t lora;
+    default_lora(&lora);
+    if (cop == NULL || create_implicit(req, cop, id, &lora) != 0) {
+      if (cop != NULL)
+        tb__top_free(cop);
+      tb__top_free(op);
+      return;
+    }
+    op->model = cop->model;
+    info->created = 1;
+  }
+  /* The model may be gone after tb__start_held (its creation failing at
+   * once fails op's future too), so its name is kept here. */
+  char *mid = tb__arena_strndup(&req->arena, op->model->id, strlen(op->model->id));
+  char fid[TB__FUTURE_ID_MAX];
+  int rc = tb__submit_ordered_id(req, op, fid);
+  tb__start_held(tr);
+  if (rc != 0)
+    return;
+  if (mid == NULL)
+    tb__server_respond_error(req, 503, "out of memory");
+  else
+    answer_call(req, fid, mid, sync);
+}
+
+/* "model_id" of the body: the caller's model, or (*m NULL) a name a call
+ * may create.  0 or c's error. */
+static int get_model(tb_jctx_t *c, tb_http_request_t *req, const json_t *doc, tb_slice_t *id,
+                     tb__tmodel_t **m) {
+  int rc = tb__json_get_string(c, doc, "model_id", TB_JSON_REQUIRED, id);
+  if (rc < 0)
+    return rc;
+  *m = find_model(tb__training_of(req), tb__sreq(req)->user, *id);
+  return *m != NULL ? 0 : tb__tb_check_name(c, "model_id", *id);
+}
+
+static int unknown_model(tb_http_request_t *req, tb_slice_t id) {
+  tb__server_respond_error(req, 404, "model_id: unknown model %.*s",
+                           (int)(id.len > 120 ? 120 : id.len), id.base);
+  return -1;
+}
+
+/* ------------------------------------------------------------ training */
+
+static void train(tb_http_request_t *req, tb__op_type_t type, int sync) {
+  tb__training_t *tr = tb__training_of(req);
+  json_t *doc = begin(req, 1);
+  if (doc == NULL)
+    return;
+  tb_error_t err = { 0 };
+  tb_jctx_t c;
+  tb__jctx_init(&c, &err);
+  tb_slice_t id;
+  tb__tmodel_t *m = NULL;
+  int status = 400;
+  int rc = get_model(&c, req, doc, &id, &m);
+  tb__top_t *op = rc < 0 ? NULL : new_op(req, type);
+  if (rc >= 0 && op == NULL) {
+    json_decref(doc);
+    return;
+  }
+  if (rc >= 0 && type != TB__OP_OPTIM) {
+    rc = tb__tb_decode_batch(&c, &op->arena, doc, m ? m->base : &tr->bases[0], &op->batch,
+                             op->encode_data, &status);
+  } else if (rc >= 0) {
+    tb__adam_params_default(&op->adam);
+    json_t *ap = NULL;
+    rc = tb__json_get_object(&c, doc, "adam_params", TB_JSON_OPTIONAL, &ap);
+    static const char *names[] = { "learning_rate", "beta1", "beta2", "eps", "weight_decay",
+                                   "grad_clip_norm" };
+    float *dst[] = { &op->adam.learning_rate, &op->adam.beta1, &op->adam.beta2,
+                     &op->adam.eps, &op->adam.weight_decay, &op->adam.grad_clip_norm };
+    size_t mark = tb__jctx_push_key(&c, "adam_params");
+    for (size_t i = 0; rc >= 0 && ap != NULL && i < 6; i++) {
+      double v = *dst[i];
+      rc = tb__json_get_double(&c, ap, names[i], TB_JSON_OPTIONAL, &v);
+      *dst[i] = (float)v;
+    }
+    /* An unknown key is a typo ("lr"), not something to ignore. */
+    for (void *it = rc >= 0 && ap != NULL ? json_object_iter(ap) : NULL; it != NULL && rc >= 0;
+         it = json_object_iter_next(ap, it)) {
+      const char *k = json_object_iter_key(it);
+      int known = 0;
+      for (size_t i = 0; i < 6; i++)
+        known |= strcmp(k, names[i]) == 0;
+      if (!known)
+        rc = tb__jctx_fail_at(&c, k, "unknown Adam parameter (expected learning_rate, beta1, "
+                                     "beta2, eps, weight_decay or grad_clip_norm)");
+    }
+    const char *why = NULL;
+    if (rc >= 0 && tb__adam_params_validate(&op->adam, &why) != 0)
+      rc = tb__jctx_fail(&c, "%s", why ? why : "invalid");
+    tb__jctx_pop(&c, mark);
+  }
+  if (rc < 0) {
+    refuse(req, status, &err, op, doc);
+    return;
+  }
+  op->model = m;
+  submit(req, op, id, sync);
+  json_decref(doc);
+}
+
+static void route_forward(tb_http_request_t *req) { train(req, TB__OP_FORWARD, 1); }
+static void route_forward_async(tb_http_request_t *req) { train(req, TB__OP_FORWARD, 0); }
+static void route_fwdbwd(tb_http_request_t *req) { train(req, TB__OP_FORWARD_BACKWARD, 1); }
+static void route_fwdbwd_async(tb_http_request_t *req) { train(req, TB__OP_FORWARD_BACKWARD, 0); }
+static void route_optim(tb_http_request_t *req) { train(req, TB__OP_OPTIM, 1); }
+static void route_optim_async(tb_http_request_t *req) { train(req, TB__OP_OPTIM, 0); }
+
+/* ------------------------------------------------------------ adapters */
+
+static int get_bool(tb_jctx_t *c, const json_t *o, const char *key, int *out) {
+  int rc = tb__json_get_bool(c, o, key, TB_JSON_OPTIONAL, out);
+  return rc < 0 ? rc : 0;
+}
+
+/* {"base_model"?, "rank"?, "alpha"?, "model_id"?, "seed"?, "train_attn"?,
+ * "train_mlp"?, "train_unembed"?} creates an adapter. */
+static void add_lora(tb_http_request_t *req, int sync) {
+  tb__training_t *tr = tb__training_of(req);
+  json_t *doc = begin(req, 1);
+  if (doc == NULL)
+    return;
+  tb_error_t err = { 0 };
+  tb_jctx_t c;
+  tb__jctx_init(&c, &err);
+  tb_slice_t base = { tr->bases[0].name, strlen(tr->bases[0].name) }, name = { NULL, 0 };
+  tb_lora_config_t lora;
+  default_lora(&lora);
+  int64_t rank = lora.rank, seed = 0;
+  double alpha = lora.alpha;
+  int rc = tb__json_get_string(&c, doc, "base_model", TB_JSON_OPTIONAL, &base);
+  rc = rc < 0 ? rc : tb__json_get_int(&c, doc, "rank", TB_JSON_OPTIONAL, 1, 4096, &rank);
+  rc = rc < 0 ? rc : tb__json_get_double(&c, doc, "alpha", TB_JSON_OPTIONAL, &alpha);
+  if (rc >= 0 && alpha <= 0)
+    rc = tb__jctx_fail_at(&c, "alpha", "expected a number > 0");
+  rc = rc < 0 ? rc : tb__json_get_int(&c, doc, "seed", TB_JSON_OPTIONAL, 0, INT64_MAX, &seed);
+  rc = rc < 0 ? rc : get_bool(&c, doc, "train_attn", &lora.train_attn);
+  rc = rc < 0 ? rc : get_bool(&c, doc, "train_mlp", &lora.train_mlp);
+  rc = rc < 0 ? rc : get_bool(&c, doc, "train_unembed", &lora.train_unembed);
+  rc = rc < 0 ? rc : tb__json_get_string(&c, doc, "model_id", TB_JSON_OPTIONAL, &name);
+  if (rc >= 0 && name.base != NULL)
+    rc = tb__tb_check_name(&c, "model_id", name);
+  lora.rank = (int)rank;
+  lora.alpha = (float)alpha;
+  lora.seed = (uint64_t)seed;
+  const char *why = NULL;
+  if (rc >= 0 && tb__lora_config_validate(&lora, &why) != 0)
+    rc = tb__jctx_fail(&c, "%s", why ? why : "invalid LoRA settings");
+  tb__tbase_t *b = rc >= 0 ? tb__tbase_find(tr, base) : NULL;
+  if (rc >= 0 && b == NULL)
+    rc = tb__jctx_fail_at(&c, "base_model", "unknown model \"%.*s\" (see "
+                          "get_server_capabilities)",
+                          (int)(base.len > 80 ? 80 : base.len), base.base);
+  if (rc < 0) {
+    refuse(req, 400, &err, NULL, doc);
+    return;
+  }
+  if (name.base != NULL && find_model(tr, tb__sreq(req)->user, name) != NULL) {
+    tb__server_respond_error(req, 409, "model_id: %.*s exists", (int)name.len, name.base);
+    json_decref(doc);
+    return;
+  }
+  tb__top_t *op = new_op(req, TB__OP_CREATE);
+  if (op == NULL || tb__top_accept(req, op) != 0) {
+    json_decref(doc);
+    return;
+  }
+  /* A name of the Python server's form, unguessable like the future's id
+   * it is drawn from; a base model name that is no valid model name
+   * (NAME=HF_DIR may be anything) is left out. */
+  char gen[200];
+  tb_slice_t bn = { b->name, strlen(b->name) };
+  tb_jctx_t quiet;
+  tb__jctx_init(&quiet, NULL);
+  if (name.base == NULL) {
+    int ok = bn.len <= 64 && tb__tb_check_name(&quiet, "", bn) == 0;
+    int n = snprintf(gen, sizeof(gen), "%s%slora_%.16s", ok ? b->name : "", ok ? "_" : "",
+                     op->future->id + 4);
+    name = (tb_slice_t){ gen, (size_t)n };
+  }
+  char fid[TB__FUTURE_ID_MAX];
+  memcpy(fid, op->future->id, sizeof(fid));
+  char *mid = tb__arena_strndup(&req->arena, name.base, name.len);
+  char *id = tb__strndup(name.base, name.len);
+  json_decref(doc);
+  if (mid == NULL || id == NULL ||
+      tb__model_register(tr, op, tb__sreq(req)->user, NULL, b, id, &lora) == NULL) {
+    free(id);
+    tb__server_respond_error(req, 503, "out of memory");
+    tb__top_fail(op, TB_CATEGORY_SERVER, "out of memory");
+    return;
+  }
+  tb__start_held(tr);
+  answer_call(req, fid, mid, sync);
+}
+
+static void remove_lora(tb_http_request_t *req, int sync) {
+  json_t *doc = begin(req, 0);
+  if (doc == NULL)
+    return;
+  tb_error_t err = { 0 };
+  tb_jctx_t c;
+  tb__jctx_init(&c, &err);
+  tb_slice_t id;
+  if (tb__json_get_string(&c, doc, "model_id", TB_JSON_REQUIRED, &id) < 0) {
+    refuse(req, 400, &err, NULL, doc);
+    return;
+  }
+  tb__tmodel_t *m = find_model(tb__training_of(req), tb__sreq(req)->user, id);
+  if (m == NULL) {
+    unknown_model(req, id);
+    json_decref(doc);
+    return;
+  }
+  json_decref(doc);
+  tb__top_t *op = new_op(req, TB__OP_UNLOAD);
+  if (op == NULL || tb__top_accept(req, op) != 0)
+    return;
+  char fid[TB__FUTURE_ID_MAX];
+  memcpy(fid, op->future->id, sizeof(fid));
+  char *mid = tb__arena_strndup(&req->arena, m->id, strlen(m->id));
+  op->model = m;
+  if (!m->ready) {
+    /* Removed as soon as it exists. */
+    m->unloading = 1;
+    m->pending_unload = op;
+  } else {
+    tb__unload_now(m, op);
+  }
+  if (mid == NULL)
+    tb__server_respond_error(req, 503, "out of memory");
+  else
+    answer_call(req, fid, mid, sync);
+}
+
+static void route_add_lora(tb_http_request_t *req) { add_lora(req, 1); }
+static void route_add_lora_async(tb_http_request_t *req) { add_lora(req, 0); }
+static void route_remove_lora(tb_http_request_t *req) { remove_lora(req, 1); }
+static void route_remove_lora_async(tb_http_request_t *req) { remove_lora(req, 0); }
+
+/* ------------------------------------------------------------ weights */
+
+/* The checkpoint directory of the caller's model mid. */
+static char *checkpoint_dir(tb_http_request_t *req, tb_slice_t mid, const char *kind,
+                            tb_slice_t name) {
+  static const char hex[] = "0123456789abcdef";
+  const tb__user_t *u = tb__sreq(req)->user;
+  char *uh = tb__arena_alloc(&req->arena, u->name_len * 2 + 1);
+  if (uh == NULL)
+    return NULL;
+  for (size_t i = 0; i < u->name_len; i++) {
+    uh[2 * i] = hex[(unsigned char)u->name[i] >> 4];
+    uh[2 * i + 1] = hex[(unsigned char)u->name[i] & 15];
+  }
+  uh[2 * u->name_len] = '\0';
+  return tb__asprintf("%s/tb-%s-%.*s/%s/%.*s", tb__server_from_req(req)->opts.data_dir, uh,
+                      (int)mid.len, mid.base, kind, (int)name.len, name.base);
+}
+
+/* {"model_id", "path"?, "overwrite"?}: save_weights (kind "weights") or
+ * save_weights_for_sampler ("sampler_weights"). */
+static void save(tb_http_request_t *req, tb__op_type_t type) {
+  tb__training_t *tr = tb__training_of(req);
+  json_t *doc = begin(req, 1);
+  if (doc == NULL)
+    return;
+  tb_error_t err = { 0 };
+  tb_jctx_t c;
+  tb__jctx_init(&c, &err);
+  tb_slice_t id, name = { NULL, 0 };
+  int rc = tb__json_get_string(&c, doc, "model_id", TB_JSON_REQUIRED, &id);
+  rc = rc < 0 ? rc : tb__json_get_string(&c, doc, "path", TB_JSON_OPTIONAL, &name);
+  char gen[48];
+  if (rc >= 0 && name.base == NULL) {
+    int n = snprintf(gen, sizeof(gen), "%s-%llu", type == TB__OP_SAVE ? "weights" : "sampler",
+                     (unsigned long long)(uv_hrtime() / 1000));
+    name = (tb_slice_t){ gen, (size_t)n };
+  }
+  rc = rc < 0 ? rc : tb__tb_check_name(&c, "path", name);
+  int overwrite = 0;
+  rc = rc < 0 ? rc : get_bool(&c, doc, "overwrite", &overwrite);
+  if (rc >= 0 && tr->srv->opts.data_dir == NULL)
+    rc = tb__jctx_fail_at(&c, "path", "this server keeps no checkpoints (no data_dir)");
+  if (rc < 0) {
+    refuse(req, 400, &err, NULL, doc);
+    return;
+  }
+  tb__tmodel_t *m = find_model(tr, tb__sreq(req)->user, id);
+  if (m == NULL) {
+    unknown_model(req, id);
+    json_decref(doc);
+    return;
+  }
+  tb__top_t *op = new_op(req, type);
+  if (op == NULL) {
+    json_decref(doc);
+    return;
+  }
+  const char *kind = type == TB__OP_SAVE ? "weights" : "sampler_weights";
+  op->model = m;
+  op->overwrite = overwrite;
+  op->dir = checkpoint_dir(req, id, kind, name);
+  op->tinker_path = tb__asprintf("tinkerbell://%s/%s/%.*s", m->id, kind, (int)name.len,
+                                 name.base);
+  json_decref(doc);
+  if (op->dir == NULL || op->tinker_path == NULL) {
+    tb__server_respond_error(req, 503, "out of memory");
+    tb__top_free(op);
+    return;
+  }
+  submit(req, op, id, 0);
+}
+
+/* {"model_id", "path", "optimizer"?}: path is a name of the model's own
+ * weights or tinkerbell://<model_id>/<weights|sampler_weights>/<name> of
+ * any of the caller's models.  A model_id the caller does not have is
+ * created with the checkpoint's LoRA shape. */
+static void load(tb_http_request_t *req) {
+  tb__training_t *tr = tb__training_of(req);
+  json_t *doc = begin(req, 1);
+  if (doc == NULL)
+    return;
+  tb_error_t err = { 0 };
+  tb_jctx_t c;
+  tb__jctx_init(&c, &err);
+  tb_slice_t id, path;
+  tb__tmodel_t *m = NULL;
+  int optimizer = 0;
+  int rc = get_model(&c, req, doc, &id, &m);
+  rc = rc < 0 ? rc : tb__json_get_string(&c, doc, "path", TB_JSON_REQUIRED, &path);
+  rc = rc < 0 ? rc : get_bool(&c, doc, "optimizer", &optimizer);
+  static const char scheme[] = "tinkerbell://";
+  const size_t sl = sizeof(scheme) - 1;
+  tb_slice_t src = id, kind = TB_SLICE_LIT("weights"), name = path;
+  if (rc >= 0 && path.len > sl && memcmp(path.base, scheme, sl) == 0) {
+    const char *p = path.base + sl, *end = path.base + path.len;
+    const char *s1 = memchr(p, '/', (size_t)(end - p));
+    const char *s2 = s1 ? memchr(s1 + 1, '/', (size_t)(end - s1 - 1)) : NULL;
+    src = (tb_slice_t){ p, s1 ? (size_t)(s1 - p) : 0 };
+    kind = (tb_slice_t){ s1 ? s1 + 1 : p, s2 ? (size_t)(s2 - s1 - 1) : 0 };
+    name = (tb_slice_t){ s2 ? s2 + 1 : p, s2 ? (size_t)(end - s2 - 1) : 0 };
+    if (s2 == NULL ||
+        !(tb__slice_eq_str(kind, "weights") || tb__slice_eq_str(kind, "sampler_weights")))
+      rc = tb__jctx_fail_at(&c, "path", "expected a checkpoint name or "
+                                        "tinkerbell://<model_id>/weights/<name>");
+    rc = rc < 0 ? rc : tb__tb_check_name(&c, "path", src);
+  }
+  rc = rc < 0 ? rc : tb__tb_check_name(&c, "path", name);
+  if (rc >= 0 && tr->srv->opts.data_dir == NULL)
+    rc = tb__jctx_fail_at(&c, "path", "this server keeps no checkpoints (no data_dir)");
+  if (rc < 0) {
+    refuse(req, 400, &err, NULL, doc);
+    return;
+  }
+  tb__top_t *op = new_op(req, TB__OP_LOAD);
+  if (op == NULL) {
+    json_decref(doc);
+    return;
+  }
+  char k[32];
+  snprintf(k, sizeof(k), "%.*s", (int)kind.len, kind.base);
+  op->optimizer = optimizer;
+  op->dir = checkpoint_dir(req, src, k, name);
+  op->tinker_path = tb__asprintf("tinkerbell://%.*s/%s/%.*s", (int)src.len, src.base, k,
+                                 (int)name.len, name.base);
+  if (op->dir == NULL || op->tinker_path == NULL) {
+    tb__server_respond_error(req, 503, "out of memory");
+    tb__top_free(op);
+    json_decref(doc);
+    return;
+  }
+  if (m != NULL) {
+    op->model = m;
+    submit(req, op, id, 0);
+    json_decref(doc);
+    return;
+  }
+  /* Created from the checkpoint: the load runs right after the create
+   * and answers the call. */
+  tb__top_t *cop = tb__top_new(req, TB__OP_CREATE);
+  if (cop == NULL || tb__top_accept(req, op) != 0) {
+    if (cop != NULL)
+      tb__top_free(cop);
+    else
+      tb__top_free(op);
+    json_decref(doc);
+    return;
+  }
+  cop->then = op;
+  char fid[TB__FUTURE_ID_MAX];
+  memcpy(fid, op->future->id, sizeof(fid));
+  char *mid = tb__arena_strndup(&req->arena, id.base, id.len);
+  ((tb__tbop_t *)op->encode_data)->created = 1;
+  if (create_implicit(req, cop, id, NULL) != 0) {
+    tb__top_fail(cop, TB_CATEGORY_SERVER, "out of memory");
+    json_decref(doc);
+    return;
+  }
+  json_decref(doc);
+  tb__start_held(tr);
+  if (mid == NULL)
+    tb__server_respond_error(req, 503, "out of memory");
+  else
+    answer_call(req, fid, mid, 0);
+}
+
+static void route_save_async(tb_http_request_t *req) { save(req, TB__OP_SAVE); }
+static void route_save_sampler_async(tb_http_request_t *req) { save(req, TB__OP_SAVE_SAMPLER); }
+static void route_load_async(tb_http_request_t *req) { load(req); }
+
+/* ------------------------------------------------------------ sampling */
+
+/* {"model_id"? | "base_model"?, "prompt" | "messages" | "prompt_tokens",
+ * sampling parameters}: from the caller's model (after its earlier
+ * operations) or from a base model. */
+static void sample(tb_http_request_t *req, int sync) {
+  tb__training_t *tr = tb__training_of(req);
+  json_t *doc = begin(req, 1);
+  if (doc == NULL)
+    return;
+  tb_error_t err = { 0 };
+  tb_jctx_t c;
+  tb__jctx_init(&c, &err);
+  tb_slice_t id = { NULL, 0 }, base = { NULL, 0 };
+  int rc = tb__json_get_string(&c, doc, "model_id", TB_JSON_OPTIONAL, &id);
+  rc = rc < 0 ? rc : tb__json_get_string(&c, doc, "base_model", TB_JSON_OPTIONAL, &base);
+  if (rc < 0) {
+    refuse(req, 400, &err, NULL, doc);
+    return;
+  }
+  tb__tmodel_t *m = id.base ? find_model(tr, tb__sreq(req)->user, id) : NULL;
+  tb__tbase_t *b = m ? m->base : &tr->bases[0];
+  if (m == NULL && id.base != NULL) {
+    /* As in the Python server, a base model's name samples it bare. */
+    b = tb__tbase_find(tr, id);
+    if (b == NULL) {
+      unknown_model(req, id);
+      json_decref(doc);
+      return;
+    }
+  } else if (m == NULL && base.base != NULL && (b = tb__tbase_find(tr, base)) == NULL) {
+    rc = tb__jctx_fail_at(&c, "base_model", "unknown model \"%.*s\" (see "
+                          "get_server_capabilities)",
+                          (int)(base.len > 80 ? 80 : base.len), base.base);
+    refuse(req, 400, &err, NULL, doc);
+    return;
+  }
+  if (b->state < 0) {
+    tb__server_respond_error(req, 503, "the base model %s is not available", b->name);
+    json_decref(doc);
+    return;
+  }
+  tb__top_t *op = new_op(req, TB__OP_SAMPLE);
+  if (op == NULL) {
+    json_decref(doc);
+    return;
+  }
+  op->base = b;
+  tb__tbop_t *info = op->encode_data;
+  info->model_id = b->name;
+  int status = 400;
+  rc = tb__tb_decode_sample(&c, tr, op, doc, info, &status);
+  if (rc < 0) {
+    refuse(req, status, &err, op, doc);
+    return;
+  }
+  json_decref(doc);
+  if (m != NULL) {
+    op->model = m;
+    submit(req, op, id, sync);
+    return;
+  }
+  if (tb__top_accept(req, op) != 0)
+    return;
+  char fid[TB__FUTURE_ID_MAX];
+  memcpy(fid, op->future->id, sizeof(fid));
+  if (b->state == 0) {
+    op->next = tr->base_waiting;  /* sampled once the base model is loaded */
+    tr->base_waiting = op;
+  } else {
+    tb__sample_start(op);
+  }
+  answer_call(req, fid, b->name, sync);
+}
+
+static void route_sample(tb_http_request_t *req) { sample(req, 1); }
+static void route_asample(tb_http_request_t *req) { sample(req, 0); }
+
+/* ------------------------------------------------------------ table */
+
+int tb__tinkerbell_routes(tb__training_t *tr) {
+  static const struct {
+    const char *path;
+    tb_http_handler_cb cb;
+    int shared;        /* a Tinker path: the body decides */
+    const char *summary;
+  } routes[] = {
+#define FWD "{model_id, data, loss_fn?}"
+    { "/api/v1/forward", route_forward, 1, "Forward only, sync: " FWD " -> {loss, logprobs, ...}" },
+    { "/api/v1/forward_async", route_forward_async, 0,
+      "Forward only: " FWD " -> {request_id, model_id}" },
+    { "/fwd", route_forward_async, 0, "Legacy /api/v1/forward_async" },
+    { "/api/v1/forward_backward", route_fwdbwd, 1,
+      "Forward and backward, sync: " FWD " -> {loss, num_samples, model_id, backend, ...}" },
+    { "/api/v1/forward_backward_async", route_fwdbwd_async, 0,
+      "Forward and backward: " FWD " -> {request_id, model_id}" },
+    { "/fwdbwd", route_fwdbwd_async, 0, "Legacy /api/v1/forward_backward_async" },
+    { "/api/v1/optim_step", route_optim, 1,
+      "An Adam step, sync: {model_id, adam_params?} -> {metrics, step, ...}" },
+    { "/api/v1/optim_step_async", route_optim_async, 0,
+      "An Adam step: {model_id, adam_params?} -> {request_id, model_id}" },
+    { "/optim_step", route_optim_async, 0, "Legacy /api/v1/optim_step_async" },
+    { "/api/v1/add_lora", route_add_lora, 0,
+      "Creates an adapter, sync: {base_model?, rank?, alpha?} -> {model_id, ...}" },
+    { "/api/v1/add_lora_async", route_add_lora_async, 0,
+      "Creates an adapter: {base_model?, rank?, alpha?} -> {request_id, model_id}" },
+    { "/add_lora", route_add_lora_async, 0, "Legacy /api/v1/add_lora_async" },
+    { "/api/v1/remove_lora", route_remove_lora, 0,
+      "Removes an adapter, sync: {model_id} -> {model_id, status: deleted}" },
+    { "/api/v1/remove_lora_async", route_remove_lora_async, 0,
+      "Removes an adapter: {model_id} -> {request_id, model_id}" },
+    { "/remove_lora", route_remove_lora_async, 0, "Legacy /api/v1/remove_lora_async" },
+    { "/api/v1/sample", route_sample, 0,
+      "Samples, sync: {model_id?, prompt | messages, max_tokens?, ...} -> {generated_text, "
+      "samples}" },
+    { "/api/v1/asample", route_asample, 1,
+      "Samples: {model_id?, prompt | messages, ...} -> {request_id, model_id}" },
+    { "/api/v1/load_weights_async", route_load_async, 0,
+      "Loads a checkpoint: {model_id, path} -> {request_id, model_id}" },
+    { "/api/v1/load_weights", route_load_async, 1, "As /api/v1/load_weights_async" },
+    { "/load_weights", route_load_async, 0, "Legacy /api/v1/load_weights_async" },
+    { "/api/v1/save_weights_async", route_save_async, 0,
+      "Saves a checkpoint: {model_id, path?} -> {request_id, model_id}" },
+    { "/api/v1/save_weights", route_save_async, 1, "As /api/v1/save_weights_async" },
+    { "/save_weights", route_save_async, 0, "Legacy /api/v1/save_weights_async" },
+    { "/api/v1/save_weights_for_sampler_async", route_save_sampler_async, 0,
+      "Saves sampler weights: {model_id, path?} -> {request_id, model_id}" },
+    { "/api/v1/save_weights_for_sampler", route_save_sampler_async, 1,
+      "As /api/v1/save_weights_for_sampler_async" },
+    { "/save_weights_for_sampler", route_save_sampler_async, 0,
+      "Legacy /api/v1/save_weights_for_sampler_async" },
+#undef FWD
+  };
+  int rc = 0;
+  for (size_t i = 0; rc == 0 && i < sizeof(routes) / sizeof(routes[0]); i++)
+    rc = routes[i].shared
+             ? tb__server_route_tinkerbell(tr->srv, "POST", routes[i].path, routes[i].cb,
+                                           routes[i].summary)
+             : tb__server_route(tr->srv, "POST", routes[i].path, TB__DIALECT_TINKERBELL, 0,
+                                routes[i].cb, tr, routes[i].summary);
+  return rc;
+}

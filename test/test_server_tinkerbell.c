@@ -1,0 +1,771 @@
+/*
+ * The Tinkerbell dialect over loopback: the API guide's three programs
+ * (sync training, async pipelined training, several users at once) with
+ * save, load and sampling; implicit creation; what /retrieve_future
+ * answers for these jobs (202, 200, 500, 404, 410, 400); the legacy
+ * routes; which dialect serves a path both have; and bad input of every
+ * kind answered with a field path.
+ */
+#include "test_server_training.h"
+
+#define HELLO                                                                   \
+  "[[{\"role\":\"user\",\"content\":\"Hello!\"},{\"role\":\"assistant\",\"content\":" \
+  "\"Hi there!\"}]]"
+
+/* POSTs body, expects status, returns the JSON answer. */
+static json_t *post_json(const char *path, const char *extra, const char *body, int status) {
+  hc_t *c = hc_do("POST", path, extra, body);
+  if (c->status != status)
+    fprintf(stderr, "%s %s -> %d %s\n", path, body, c->status, c->body);
+  ASSERT_EQ_INT(c->status, status);
+  json_t *v = hc_json(c);
+  hc_free(c);
+  return v;
+}
+
+static json_t *post_ok(const char *path, const char *extra, const char *body) {
+  return post_json(path, extra, body, 200);
+}
+
+static const char *str_of(json_t *v, const char *key) {
+  const char *s = json_string_value(json_object_get(v, key));
+  if (s == NULL)
+    fprintf(stderr, "no string %s in %s\n", key, json_dumps(v, 0));
+  ASSERT(s != NULL);
+  return s;
+}
+
+static double num_of(json_t *v, const char *key) {
+  json_t *n = json_object_get(v, key);
+  if (!json_is_number(n))
+    fprintf(stderr, "no number %s in %s\n", key, json_dumps(v, 0));
+  ASSERT(json_is_number(n));
+  return json_number_value(n);
+}
+
+/* An async call: {"request_id", "model_id"} at once; the request id. */
+static char *submit(const char *path, const char *extra, const char *body,
+                    const char *want_model) {
+  json_t *v = post_ok(path, extra, body);
+  char *rid = xstrdup(str_of(v, "request_id"));
+  if (want_model != NULL)
+    ASSERT_STR_EQ(str_of(v, "model_id"), want_model);
+  ASSERT_EQ_INT(json_object_size(v), 2);
+  json_decref(v);
+  return rid;
+}
+
+/* Polls POST /retrieve_future until the job finished; expects status. */
+static json_t *retrieve_status(const char *rid, const char *extra, int status) {
+  char body[128];
+  snprintf(body, sizeof(body), "{\"request_id\":\"%s\"}", rid);
+  for (;;) {
+    hc_t *c = hc_do("POST", "/retrieve_future", extra, body);
+    if (c->status == 202) {
+      ASSERT_STR_EQ(c->body, "{\"status\":\"pending\"}");
+      hc_free(c);
+      wait_ms(5);
+      continue;
+    }
+    if (c->status != status)
+      fprintf(stderr, "retrieve %s -> %d %s\n", rid, c->status, c->body);
+    ASSERT_EQ_INT(c->status, status);
+    json_t *v = hc_json(c);
+    hc_free(c);
+    return v;
+  }
+}
+
+static json_t *retrieve(const char *rid, const char *extra) {
+  return retrieve_status(rid, extra, 200);
+}
+
+static char *fb_body(const char *mid, const char *data) {
+  char *b = xmalloc(strlen(data) + 256);
+  sprintf(b, "{\"model_id\":\"%s\",\"data\":%s,\"loss_fn\":\"cross_entropy\"}", mid, data);
+  return b;
+}
+
+static char *optim_body(const char *mid, double lr) {
+  char *b = xmalloc(256);
+  sprintf(b, "{\"model_id\":\"%s\",\"adam_params\":{\"learning_rate\":%g}}", mid, lr);
+  return b;
+}
+
+/* The checks every forward_backward result passes; returns its loss. */
+static double check_fb(json_t *v, const char *mid, double num_tokens) {
+  ASSERT_STR_EQ(str_of(v, "model_id"), mid);
+  ASSERT_STR_EQ(str_of(v, "backend"), "tinkerbell-cpu");
+  ASSERT_STR_EQ(str_of(v, "loss_fn"), "cross_entropy");
+  ASSERT_EQ_INT((int)num_of(v, "num_samples"), 1);
+  ASSERT_NEAR(num_of(v, "num_tokens"), num_tokens, 0, 0);
+  double loss = num_of(v, "loss");
+  ASSERT_GT(loss, 0);
+  /* The mean cross-entropy per trained token. */
+  ASSERT_NEAR(loss, num_of(v, "loss_sum") / num_tokens, 1e-9, 1e-6);
+  ASSERT(json_is_object(json_object_get(v, "metrics")));
+  return loss;
+}
+
+/* ------------------------------------------------------------ the guide */
+
+/* Example 1: add_lora, then forward_backward and optim_step, all sync;
+ * then save, load and sample. */
+TEST(sync_training_save_load_sample) {
+  tb_server_options_t o = { 0 };
+  start_training(&o);
+  json_t *v = post_ok("/api/v1/add_lora", NULL, "{\"base_model\":\"base\",\"rank\":16,\"alpha\":32}");
+  char *mid = xstrdup(str_of(v, "model_id"));
+  ASSERT(strncmp(mid, "base_lora_", 10) == 0);
+  ASSERT_EQ_INT(strlen(mid), 26);
+  ASSERT_EQ_INT((int)num_of(v, "rank"), 16);
+  ASSERT_NEAR(num_of(v, "alpha"), 32, 0, 0);
+  ASSERT_STR_EQ(str_of(v, "status"), "created");
+  json_decref(v);
+
+  /* "Hi there!" and its <|end|>: ten trained tokens. */
+  char *fb = fb_body(mid, HELLO), *opt = optim_body(mid, 0.01);
+  double first = 0, loss = 0;
+  for (int step = 0; step < 5; step++) {
+    v = post_ok("/api/v1/forward_backward", NULL, fb);
+    loss = check_fb(v, mid, 10);
+    ASSERT(json_object_get(v, "created") == NULL);
+    json_decref(v);
+    if (step == 0)
+      first = loss;
+    v = post_ok("/api/v1/optim_step", NULL, opt);
+    ASSERT_STR_EQ(str_of(v, "model_id"), mid);
+    ASSERT_EQ_INT((int)num_of(v, "step"), step + 1);
+    ASSERT_NEAR(num_of(json_object_get(v, "metrics"), "learning_rate"), 0.01, 1e-7, 0);
+    ASSERT_GT(num_of(json_object_get(v, "metrics"), "grad_norm"), 0);
+    json_decref(v);
+  }
+  ASSERT_LT(loss, first);
+
+  /* Save after five steps, train on, load: the weights of step five. */
+  char body[512];
+  snprintf(body, sizeof(body), "{\"model_id\":\"%s\",\"path\":\"step5\"}", mid);
+  char *rid = submit("/api/v1/save_weights_async", NULL, body, mid);
+  v = retrieve(rid, NULL);
+  char want[128];
+  snprintf(want, sizeof(want), "tinkerbell://%s/weights/step5", mid);
+  ASSERT_STR_EQ(str_of(v, "path"), want);
+  ASSERT_STR_EQ(str_of(v, "status"), "saved");
+  json_decref(v);
+  free(rid);
+  v = post_ok("/api/v1/forward_backward", NULL, fb);
+  double at5 = check_fb(v, mid, 10);
+  json_decref(v);
+  json_decref(post_ok("/api/v1/optim_step", NULL, opt));
+  rid = submit("/api/v1/load_weights_async", NULL, body, mid);
+  v = retrieve(rid, NULL);
+  ASSERT_STR_EQ(str_of(v, "status"), "loaded");
+  ASSERT_STR_EQ(str_of(v, "path"), want);
+  json_decref(v);
+  free(rid);
+  /* forward is an evaluation: the same loss, and a log-prob per target
+   * (19 positions of the 20 rendered tokens). */
+  snprintf(body, sizeof(body), "{\"model_id\":\"%s\",\"data\":%s}", mid, HELLO);
+  v = post_ok("/api/v1/forward", NULL, body);
+  ASSERT_NEAR(check_fb(v, mid, 10), at5, 1e-6, 1e-5);
+  json_t *lp = json_object_get(v, "logprobs");
+  ASSERT_EQ_INT(json_array_size(lp), 1);
+  ASSERT_EQ_INT(json_array_size(json_array_get(lp, 0)), 19);
+  json_decref(v);
+
+  /* Sampling the trained model: tokens, log-probs and a stop reason per
+   * sample. */
+  snprintf(body, sizeof(body),
+           "{\"model_id\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello!\"}],"
+           "\"max_tokens\":8,\"seed\":1,\"num_samples\":2}", mid);
+  v = post_ok("/api/v1/sample", NULL, body);
+  ASSERT_STR_EQ(str_of(v, "model_id"), mid);
+  ASSERT_EQ_INT((int)num_of(v, "prompt_tokens"), 10);  /* bos user Hello! end assistant */
+  json_t *ss = json_object_get(v, "samples");
+  ASSERT_EQ_INT(json_array_size(ss), 2);
+  for (size_t i = 0; i < 2; i++) {
+    json_t *s = json_array_get(ss, i);
+    size_t n = json_array_size(json_object_get(s, "tokens"));
+    ASSERT_GT(n, 0);
+    ASSERT_LE(n, 8);
+    ASSERT_EQ_INT(json_array_size(json_object_get(s, "logprobs")), n);
+    const char *why = str_of(s, "stop_reason");
+    ASSERT(strcmp(why, "stop") == 0 || strcmp(why, "length") == 0);
+    ASSERT(json_is_string(json_object_get(s, "text")));
+  }
+  ASSERT_STR_EQ(str_of(v, "generated_text"), str_of(json_array_get(ss, 0), "text"));
+  ASSERT_EQ_INT(json_array_size(json_object_get(v, "completions")), 2);
+  json_decref(v);
+  /* Greedy sampling of a text prompt is the same twice. */
+  snprintf(body, sizeof(body),
+           "{\"model_id\":\"%s\",\"prompt\":\"Hello!\",\"max_tokens\":6,\"temperature\":0}", mid);
+  v = post_ok("/api/v1/sample", NULL, body);
+  json_t *v2 = post_ok("/api/v1/sample", NULL, body);
+  ASSERT(json_equal(json_object_get(json_array_get(json_object_get(v, "samples"), 0), "tokens"),
+                    json_object_get(json_array_get(json_object_get(v2, "samples"), 0),
+                                    "tokens")));
+  ASSERT_EQ_INT((int)num_of(v, "prompt_tokens"), 10);
+  json_decref(v);
+  json_decref(v2);
+
+  snprintf(body, sizeof(body), "{\"model_id\":\"%s\"}", mid);
+  v = post_ok("/api/v1/remove_lora", NULL, body);
+  ASSERT_STR_EQ(str_of(v, "status"), "deleted");
+  json_decref(v);
+  hc_expect("POST", "/api/v1/remove_lora", NULL, body, 404, "model_id: unknown model");
+  hc_expect("POST", "/api/v1/forward_backward", NULL, "{\"model_id\":\"x\",\"data\":[]}", 400,
+            "data: expected at least one");
+  free(fb);
+  free(opt);
+  free(mid);
+  stop_training();
+}
+
+/* Example 2: five forward_backward_async submitted at once, then each
+ * result and an optim_step_async.  The five ran before the first step (one
+ * model's operations keep their order), so they saw the same weights. */
+TEST(async_pipelined_training) {
+  tb_server_options_t o = { 0 };
+  start_training(&o);
+  json_t *v = post_ok("/api/v1/add_lora_async", NULL,
+                      "{\"base_model\":\"base\",\"rank\":16,\"alpha\":32}");
+  char *rid = xstrdup(str_of(v, "request_id"));
+  char *mid = xstrdup(str_of(v, "model_id"));
+  json_decref(v);
+  v = retrieve(rid, NULL);
+  ASSERT_STR_EQ(str_of(v, "model_id"), mid);
+  json_decref(v);
+  free(rid);
+  char *fb = fb_body(mid, HELLO), *opt = optim_body(mid, 0.01);
+  char *rids[5];
+  for (int i = 0; i < 5; i++)
+    rids[i] = submit("/api/v1/forward_backward_async", NULL, fb, mid);
+  double l0 = 0;
+  for (int i = 0; i < 5; i++) {
+    v = retrieve(rids[i], NULL);
+    double l = check_fb(v, mid, 10);
+    json_decref(v);
+    if (i == 0)
+      l0 = l;
+    ASSERT_NEAR(l, l0, 1e-9, 1e-7);
+    char *orid = submit("/api/v1/optim_step_async", NULL, opt, mid);
+    v = retrieve(orid, NULL);
+    ASSERT_EQ_INT((int)num_of(v, "step"), i + 1);
+    json_decref(v);
+    free(orid);
+    free(rids[i]);
+  }
+  /* A result stays retrievable: polling again answers the same. */
+  v = post_ok("/api/v1/forward_backward", NULL, fb);
+  ASSERT_LT(check_fb(v, mid, 10), l0);
+  json_decref(v);
+  free(fb);
+  free(opt);
+  free(mid);
+  stop_training();
+}
+
+/* Example 3: three users' adapters trained at once, interleaved; each
+ * result is what the same training alone gives. */
+TEST(concurrent_users) {
+  char keys[] = "/tmp/tb-keys-XXXXXX";
+  int fd = mkstemp(keys);
+  ASSERT(fd >= 0);
+  const char *text = "k-alice alice\nk-bob bob\nk-carol carol\n";
+  ASSERT_EQ_INT(write(fd, text, strlen(text)), (long)strlen(text));
+  close(fd);
+  tb_server_options_t o = { .api_keys_file = keys };
+  start_training(&o);
+  static const char *names[] = { "Alice", "Bob", "Carol" };
+  static const char *auth[] = { "X-API-Key: k-alice\r\n", "X-API-Key: k-bob\r\n",
+                                "X-API-Key: k-carol\r\n" };
+  char *mids[3], *fbs[3], *opts[3];
+  double loss[3][3];
+  for (int u = 0; u < 3; u++) {
+    char *rid = submit("/api/v1/add_lora_async", auth[u],
+                       "{\"base_model\":\"base\",\"rank\":16,\"alpha\":32}", NULL);
+    json_t *v = retrieve(rid, auth[u]);
+    mids[u] = xstrdup(str_of(v, "model_id"));
+    json_decref(v);
+    free(rid);
+    char data[256];
+    snprintf(data, sizeof(data),
+             "[[{\"role\":\"user\",\"content\":\"Hello %s!\"},{\"role\":\"assistant\","
+             "\"content\":\"Hi %s!\"}]]", names[u], names[u]);
+    fbs[u] = fb_body(mids[u], data);
+    opts[u] = optim_body(mids[u], 0.01);
+  }
+  /* Another user's request ids and models are not there for them (a
+   * forward: it leaves no gradient behind). */
+  char *rid = submit("/api/v1/forward_async", auth[0], fbs[0], mids[0]);
+  char body[256];
+  snprintf(body, sizeof(body), "{\"request_id\":\"%s\"}", rid);
+  hc_expect("POST", "/retrieve_future", auth[1], body, 404, "unknown request");
+  json_decref(retrieve(rid, auth[0]));
+  free(rid);
+  snprintf(body, sizeof(body), "{\"model_id\":\"%s\"}", mids[0]);
+  hc_expect("POST", "/api/v1/remove_lora", auth[1], body, 404, "unknown model");
+  json_t *v;
+
+  for (int step = 0; step < 3; step++) {
+    char *fr[3], *orr[3];
+    for (int u = 0; u < 3; u++)
+      fr[u] = submit("/api/v1/forward_backward_async", auth[u], fbs[u], mids[u]);
+    for (int u = 0; u < 3; u++) {
+      v = retrieve(fr[u], auth[u]);
+      loss[u][step] = num_of(v, "loss");
+      json_decref(v);
+      orr[u] = submit("/api/v1/optim_step_async", auth[u], opts[u], mids[u]);
+    }
+    for (int u = 0; u < 3; u++) {
+      json_decref(retrieve(orr[u], auth[u]));
+      free(fr[u]);
+      free(orr[u]);
+    }
+  }
+  for (int u = 0; u < 3; u++)
+    ASSERT_LT(loss[u][2], loss[u][0]);
+  /* Different data, different losses. */
+  ASSERT(fabs(loss[0][0] - loss[1][0]) > 1e-6);
+
+  /* Bob's training alone, on a fresh adapter of the same settings (and
+   * seed), gives his losses again. */
+  v = post_ok("/api/v1/add_lora", auth[1], "{\"rank\":16,\"alpha\":32}");
+  char *again = xstrdup(str_of(v, "model_id"));
+  json_decref(v);
+  char *fb = fb_body(again, "[[{\"role\":\"user\",\"content\":\"Hello Bob!\"},{\"role\":"
+                            "\"assistant\",\"content\":\"Hi Bob!\"}]]");
+  char *opt = optim_body(again, 0.01);
+  for (int step = 0; step < 3; step++) {
+    v = post_ok("/api/v1/forward_backward", auth[1], fb);
+    ASSERT_NEAR(num_of(v, "loss"), loss[1][step], 1e-6, 1e-5);
+    json_decref(v);
+    json_decref(post_ok("/api/v1/optim_step", auth[1], opt));
+  }
+  free(fb);
+  free(opt);
+  free(again);
+  for (int u = 0; u < 3; u++) {
+    free(mids[u]);
+    free(fbs[u]);
+    free(opts[u]);
+  }
+  stop_training();
+  unlink(keys);
+}
+
+/* ------------------------------------------------------------ semantics */
+
+/* The guide's curl test: a training call naming an unknown model creates
+ * it, says so, and only for its own user; the Tinker dialect never sees
+ * these models. */
+TEST(implicit_creation) {
+  char keys[] = "/tmp/tb-keys-XXXXXX";
+  int fd = mkstemp(keys);
+  ASSERT(fd >= 0);
+  const char *text = "k-alice alice\nk-bob bob\n";
+  ASSERT_EQ_INT(write(fd, text, strlen(text)), (long)strlen(text));
+  close(fd);
+  tb_server_options_t o = { .api_keys_file = keys };
+  start_training(&o);
+  const char *alice = "X-API-Key: k-alice\r\n", *bob = "X-API-Key: k-bob\r\n";
+  const char *body = "{\"model_id\":\"test\",\"data\":[[{\"role\":\"user\",\"content\":"
+                     "\"test\"}]],\"loss_fn\":\"cross_entropy\"}";
+  hc_expect("POST", "/api/v1/forward_backward_async", NULL, body, 401, "API key");
+  char *rid = submit("/api/v1/forward_backward_async", alice, body, "test");
+  ASSERT(strncmp(rid, "req-", 4) == 0);
+  json_t *v = retrieve(rid, alice);
+  /* No assistant message: all six predictions of <|bos|> <|user|> test
+   * <|end|> are trained. */
+  check_fb(v, "test", 6);
+  ASSERT(json_is_true(json_object_get(v, "created")));
+  json_decref(v);
+  free(rid);
+  v = post_ok("/api/v1/forward_backward", alice, body);
+  check_fb(v, "test", 6);
+  ASSERT(json_object_get(v, "created") == NULL);
+  json_decref(v);
+  /* Bob's "test" is his own, new one. */
+  v = post_ok("/api/v1/forward_backward", bob, body);
+  ASSERT(json_is_true(json_object_get(v, "created")));
+  json_decref(v);
+  /* Implicit creation from optim_step too, and a load creates from the
+   * checkpoint's shape. */
+  v = post_ok("/api/v1/optim_step", alice, "{\"model_id\":\"fresh\"}");
+  ASSERT(json_is_true(json_object_get(v, "created")));
+  ASSERT_EQ_INT((int)num_of(v, "step"), 1);
+  json_decref(v);
+  json_decref(post_ok("/api/v1/optim_step", alice,
+                      "{\"model_id\":\"test\",\"adam_params\":{\"learning_rate\":0.01}}"));
+  rid = submit("/api/v1/save_weights_async", alice, "{\"model_id\":\"test\",\"path\":\"c1\"}",
+               "test");
+  json_decref(retrieve(rid, alice));
+  free(rid);
+  rid = submit("/api/v1/load_weights_async", alice,
+               "{\"model_id\":\"copy\",\"path\":\"tinkerbell://test/weights/c1\"}", "copy");
+  v = retrieve(rid, alice);
+  ASSERT(json_is_true(json_object_get(v, "created")));
+  ASSERT_STR_EQ(str_of(v, "status"), "loaded");
+  json_decref(v);
+  free(rid);
+  /* The copy scores like the original, which training changed. */
+  v = post_ok("/api/v1/forward", alice, body);
+  double a = num_of(v, "loss");
+  json_decref(v);
+  v = post_ok("/api/v1/forward", bob, body);
+  ASSERT(fabs(num_of(v, "loss") - a) > 1e-6);
+  json_decref(v);
+  char copy[256];
+  snprintf(copy, sizeof(copy), "%s", body);
+  memcpy(strstr(copy, "test"), "copy", 4);
+  v = post_ok("/api/v1/forward", alice, copy);
+  ASSERT_NEAR(num_of(v, "loss"), a, 1e-6, 1e-5);
+  json_decref(v);
+  /* Bob cannot load alice's checkpoint: his own namespace has none. */
+  rid = submit("/api/v1/load_weights_async", bob,
+               "{\"model_id\":\"test\",\"path\":\"tinkerbell://test/weights/c1\"}", "test");
+  json_decref(retrieve_status(rid, bob, 500));
+  free(rid);
+  /* The Tinker dialect does not see these models. */
+  char *tb = fwd_body("test", 1, "forward_backward_input", "cross_entropy", "[1,2,3,4]",
+                      SFT_INPUTS);
+  hc_expect("POST", "/api/v1/forward_backward", alice, tb, 404, "unknown model");
+  free(tb);
+  stop_training();
+  unlink(keys);
+}
+
+/* 202 while pending, 200 with the result, 500 for a failed job, 404 for
+ * an unknown id, 400 for a bad body. */
+TEST(retrieve_future_answers) {
+  tb_server_options_t o = { .max_models_per_user = 1 };
+  start_training(&o);
+  json_t *v = post_ok("/api/v1/add_lora", NULL, "{}");
+  char *first = xstrdup(str_of(v, "model_id"));
+  json_decref(v);
+  /* The user is at the model limit: the implicit create of "second"
+   * waits, and so does the call that caused it. */
+  char *fb = fb_body("second", HELLO);
+  char *rid = submit("/api/v1/forward_backward_async", NULL, fb, "second");
+  char body[256];
+  snprintf(body, sizeof(body), "{\"request_id\":\"%s\"}", rid);
+  for (int i = 0; i < 3; i++) {
+    hc_expect("POST", "/retrieve_future", NULL, body, 202, "{\"status\":\"pending\"}");
+    wait_ms(20);
+  }
+  snprintf(body, sizeof(body), "{\"model_id\":\"%s\"}", first);
+  json_decref(post_ok("/api/v1/remove_lora", NULL, body));
+  v = retrieve(rid, NULL);
+  check_fb(v, "second", 10);
+  ASSERT(json_is_true(json_object_get(v, "created")));
+  json_decref(v);
+  /* Retrieved twice, the same answer. */
+  json_t *again = retrieve(rid, NULL);
+  ASSERT_NEAR(num_of(again, "loss"), num_of(again, "loss_sum") / 10, 1e-9, 1e-6);
+  json_decref(again);
+  free(rid);
+  /* A job that fails: 500 with the guide's detail. */
+  rid = submit("/api/v1/load_weights_async", NULL,
+               "{\"model_id\":\"second\",\"path\":\"missing\"}", "second");
+  v = retrieve_status(rid, NULL, 500);
+  ASSERT(strncmp(str_of(v, "detail"), "Job failed: ", 12) == 0);
+  ASSERT_STR_EQ(str_of(v, "category"), "user");
+  json_decref(v);
+  /* The Tinker poll of the same future: the failure, answered 200. */
+  free(failure_of(rid, "user"));
+  free(rid);
+  hc_expect("POST", "/retrieve_future", NULL,
+            "{\"request_id\":\"req-00000000000000000000000000000000\"}", 404, "unknown request");
+  hc_expect("POST", "/retrieve_future", NULL, "{}", 400, "request_id: required");
+  hc_expect("POST", "/retrieve_future", NULL, "{\"request_id\":7}", 400, "request_id: expected");
+  hc_expect("POST", "/retrieve_future", NULL, "not json", 400, "invalid JSON");
+  free(fb);
+  free(first);
+  stop_training();
+}
+
+/* An unretrieved result expires after the TTL: 410. */
+TEST(retrieve_future_expired) {
+  tb_server_options_t o = { .result_ttl_ms = 50 };
+  start_training(&o);
+  char *fb = fb_body("m", HELLO);
+  char *rid = submit("/api/v1/forward_backward_async", NULL, fb, "m");
+  tb_slice_t id = { rid, strlen(rid) };
+  tb__future_t *f = NULL;
+  RUN_UNTIL(tb__futures_find(&srv->futures, srv->auth.local, id, &f) == TB__LOOKUP_FOUND &&
+            f->state != TB__FUTURE_PENDING);
+  wait_ms(200);
+  char body[128];
+  snprintf(body, sizeof(body), "{\"request_id\":\"%s\"}", rid);
+  hc_expect("POST", "/retrieve_future", NULL, body, 410, "expired");
+  free(rid);
+  free(fb);
+  stop_training();
+}
+
+/* The guide's legacy routes are the async variants. */
+TEST(legacy_routes) {
+  tb_server_options_t o = { 0 };
+  start_training(&o);
+  char *rid = submit("/add_lora", NULL, "{\"model_id\":\"legacy\",\"rank\":8}", "legacy");
+  json_t *v = retrieve(rid, NULL);
+  ASSERT_EQ_INT((int)num_of(v, "rank"), 8);
+  json_decref(v);
+  free(rid);
+  char *fb = fb_body("legacy", HELLO);
+  rid = submit("/fwdbwd", NULL, fb, "legacy");
+  v = retrieve(rid, NULL);
+  double l = check_fb(v, "legacy", 10);
+  json_decref(v);
+  free(rid);
+  rid = submit("/fwd", NULL, fb, "legacy");
+  v = retrieve(rid, NULL);
+  ASSERT_NEAR(check_fb(v, "legacy", 10), l, 1e-6, 1e-5);
+  ASSERT(json_is_array(json_object_get(v, "logprobs")));
+  json_decref(v);
+  free(rid);
+  rid = submit("/optim_step", NULL, "{\"model_id\":\"legacy\"}", "legacy");
+  v = retrieve(rid, NULL);
+  ASSERT_EQ_INT((int)num_of(v, "step"), 1);
+  json_decref(v);
+  free(rid);
+  rid = submit("/save_weights", NULL, "{\"model_id\":\"legacy\",\"path\":\"l1\"}", "legacy");
+  v = retrieve(rid, NULL);
+  ASSERT_STR_EQ(str_of(v, "path"), "tinkerbell://legacy/weights/l1");
+  json_decref(v);
+  free(rid);
+  rid = submit("/save_weights_for_sampler", NULL, "{\"model_id\":\"legacy\",\"path\":\"s1\"}",
+               "legacy");
+  v = retrieve(rid, NULL);
+  ASSERT_STR_EQ(str_of(v, "path"), "tinkerbell://legacy/sampler_weights/s1");
+  json_decref(v);
+  free(rid);
+  rid = submit("/load_weights", NULL, "{\"model_id\":\"legacy\",\"path\":\"l1\"}", "legacy");
+  v = retrieve(rid, NULL);
+  ASSERT_STR_EQ(str_of(v, "status"), "loaded");
+  json_decref(v);
+  free(rid);
+  /* Saving the same name again needs overwrite. */
+  rid = submit("/save_weights", NULL, "{\"model_id\":\"legacy\",\"path\":\"l1\"}", "legacy");
+  v = retrieve_status(rid, NULL, 500);
+  ASSERT_STR_CONTAINS(str_of(v, "error"), "overwrite");
+  json_decref(v);
+  free(rid);
+  rid = submit("/save_weights", NULL,
+               "{\"model_id\":\"legacy\",\"path\":\"l1\",\"overwrite\":true}", "legacy");
+  json_decref(retrieve(rid, NULL));
+  free(rid);
+  rid = submit("/remove_lora", NULL, "{\"model_id\":\"legacy\"}", "legacy");
+  v = retrieve(rid, NULL);
+  ASSERT_STR_EQ(str_of(v, "status"), "deleted");
+  json_decref(v);
+  free(rid);
+  free(fb);
+  stop_training();
+}
+
+static const char *dialect_in_index(json_t *idx, const char *path) {
+  json_t *eps = json_object_get(idx, "endpoints");
+  for (size_t i = 0; i < json_array_size(eps); i++) {
+    json_t *e = json_array_get(eps, i);
+    if (strcmp(str_of(e, "path"), path) == 0)
+      return str_of(e, "dialect");
+  }
+  return NULL;
+}
+
+/* On a path both dialects serve, the body decides. */
+TEST(dispatch_on_shared_paths) {
+  tb_server_options_t o = { 0 };
+  start_training(&o);
+  char *sid = create_session(NULL);
+  char *mid = create_model(sid, 0, NULL);
+  /* Tinker JSON (type, seq_id, forward_backward_input): a future. */
+  char *rid = submit_fwdbwd(mid, 1, NULL);
+  json_t *v = result_json(rid, NULL);
+  ASSERT_STR_EQ(str_of(v, "loss_fn_output_type"), "ArrayRecord");
+  ASSERT_GT(metric_of(v, "loss:sum"), 0);
+  json_decref(v);
+  free(rid);
+  /* Protobuf: a future too. */
+  size_t plen;
+  uint8_t *pb = proto_body(mid, 2, &plen);
+  hc_t *c = hc_do_raw("/api/v1/forward_backward", "Content-Type: application/x-protobuf\r\n",
+                      pb, plen);
+  ASSERT_EQ_INT(c->status, 200);
+  ASSERT_STR_CONTAINS(c->body, "\"request_id\"");
+  hc_free(c);
+  free(pb);
+  /* Only seq_id marks it Tinker: the Tinker route answers. */
+  char body[512];
+  snprintf(body, sizeof(body), "{\"model_id\":\"%s\",\"seq_id\":3}", mid);
+  v = post_ok("/api/v1/optim_step", NULL, body);
+  ASSERT(json_object_get(v, "request_id") != NULL);
+  json_decref(v);
+  /* A Tinkerbell body: answered with the result itself. */
+  char *fb = fb_body("tb1", HELLO);
+  v = post_ok("/api/v1/forward_backward", NULL, fb);
+  check_fb(v, "tb1", 10);
+  json_decref(v);
+  v = post_ok("/api/v1/optim_step", NULL, "{\"model_id\":\"tb1\"}");
+  ASSERT_EQ_INT((int)num_of(v, "step"), 1);
+  json_decref(v);
+  /* asample: Tinkerbell without "type", the base model by default. */
+  rid = submit("/api/v1/asample", NULL, "{\"prompt\":\"hi\",\"max_tokens\":3,\"seed\":2}",
+               "base");
+  v = retrieve(rid, NULL);
+  ASSERT_STR_EQ(str_of(v, "model_id"), "base");
+  ASSERT_LE(json_array_size(json_object_get(json_array_get(json_object_get(v, "samples"), 0),
+                                            "tokens")),
+            3);
+  json_decref(v);
+  free(rid);
+  rid = post_field("/api/v1/asample", NULL,
+                   "{\"base_model\":\"base\",\"prompt\":{\"chunks\":[{\"type\":\"encoded_text\","
+                   "\"tokens\":[1,2]}]},\"sampling_params\":{\"max_tokens\":2},"
+                   "\"num_samples\":1,\"type\":\"sample\"}",
+                   "request_id");
+  v = result_json(rid, NULL);
+  ASSERT(json_is_array(json_object_get(v, "sequences")));
+  json_decref(v);
+  free(rid);
+  /* The weights routes of both. */
+  rid = submit("/api/v1/save_weights", NULL, "{\"model_id\":\"tb1\",\"path\":\"w\"}", "tb1");
+  v = retrieve(rid, NULL);
+  ASSERT_STR_EQ(str_of(v, "path"), "tinkerbell://tb1/weights/w");
+  json_decref(v);
+  free(rid);
+  rid = submit("/api/v1/load_weights", NULL, "{\"model_id\":\"tb1\",\"path\":\"w\"}", "tb1");
+  json_decref(retrieve(rid, NULL));
+  free(rid);
+  /* forward_backward_input alone marks it Tinker too. */
+  char *tfb = fwd_body_n(mid, 4, "[1,2,3,4]", SFT_INPUTS);
+  char *seqless = strstr(tfb, "\"seq_id\":4,");
+  memmove(seqless, seqless + 11, strlen(seqless + 11) + 1);
+  rid = post_field("/api/v1/forward_backward", NULL, tfb, "request_id");
+  json_decref(result_json(rid, NULL));
+  free(rid);
+  free(tfb);
+  snprintf(body, sizeof(body), "{\"model_id\":\"%s\",\"path\":\"w\",\"seq_id\":5,"
+                               "\"type\":\"save_weights\"}", mid);
+  rid = post_field("/api/v1/save_weights", NULL, body, "request_id");
+  v = result_json(rid, NULL);
+  ASSERT_STR_EQ(str_of(v, "type"), "save_weights");
+  json_decref(v);
+  free(rid);
+  /* A body that is no JSON object is the Tinker route's to refuse. */
+  hc_expect("POST", "/api/v1/forward_backward", NULL, "[1,2]", 400, "\"category\":\"user\"");
+  /* The index tells which dialect serves what. */
+  c = hc_do("GET", "/", NULL, NULL);
+  ASSERT_EQ_INT(c->status, 200);
+  v = hc_json(c);
+  hc_free(c);
+  ASSERT_STR_EQ(dialect_in_index(v, "/api/v1/forward_backward"), "tinker+tinkerbell");
+  ASSERT_STR_EQ(dialect_in_index(v, "/api/v1/asample"), "tinker+tinkerbell");
+  ASSERT_STR_EQ(dialect_in_index(v, "/api/v1/forward_backward_async"), "tinkerbell");
+  ASSERT_STR_EQ(dialect_in_index(v, "/fwdbwd"), "tinkerbell");
+  ASSERT_STR_EQ(dialect_in_index(v, "/api/v1/save_weights_for_sampler_async"), "tinkerbell");
+  ASSERT_STR_EQ(dialect_in_index(v, "/api/v1/create_model"), "tinker");
+  json_decref(v);
+  free(fb);
+  free(mid);
+  free(sid);
+  stop_training();
+}
+
+/* Bad input: 400 (or 404, 409, 422) with the field's path, category user,
+ * and nothing created. */
+TEST(bad_input) {
+  tb_server_options_t o = { 0 };
+  start_training(&o);
+  json_decref(post_ok("/api/v1/add_lora", NULL, "{\"model_id\":\"m\"}"));
+  char long_text[4096 + 64];
+  memset(long_text, 'a', 4096);
+  long_text[4096] = '\0';
+  char *too_long = xmalloc(8192);
+  snprintf(too_long, 8192,
+           "{\"model_id\":\"m\",\"data\":[[{\"role\":\"user\",\"content\":\"%s\"}]]}", long_text);
+  static const struct {
+    const char *path, *body;
+    int status;
+    const char *want;
+  } cases[] = {
+    { "/api/v1/forward_backward", "{\"data\":[[]]}", 400, "model_id: required" },
+    { "/api/v1/forward_backward", "{\"model_id\":7,\"data\":[]}", 400, "model_id: expected a string" },
+    { "/api/v1/forward_backward_async", "{\"model_id\":\"../x\",\"data\":" HELLO "}", 400, "model_id: expected 1 to 128" },
+    { "/api/v1/forward_backward_async", "{\"model_id\":\"a:b\",\"data\":" HELLO "}", 400, "model_id: expected" },
+    { "/api/v1/forward_backward", "{\"model_id\":\"m\"}", 400, "data: required" },
+    { "/api/v1/forward_backward", "{\"model_id\":\"m\",\"data\":{}}", 400, "data: expected an array" },
+    { "/api/v1/forward_backward", "{\"model_id\":\"m\",\"data\":[[]]}", 400, "data[0]: expected at least one message" },
+    { "/api/v1/forward_backward", "{\"model_id\":\"fresh\",\"data\":[[{\"role\":\"bot\",\"content\":\"x\"}]]}", 400, "data[0][0].role: expected system, user or assistant" },
+    { "/api/v1/forward_backward", "{\"model_id\":\"m\",\"data\":[[{\"role\":\"user\"}]]}", 400, "data[0][0].content: required" },
+    { "/api/v1/forward_backward", "{\"model_id\":\"m\",\"data\":[[{\"role\":\"user\",\"content\":\"x\"}],7]}", 400, "data[1]: expected a conversation" },
+    { "/api/v1/forward_backward", "{\"model_id\":\"m\",\"data\":[[\"hi\"]]}", 400, "data[0][0]: expected an object" },
+    { "/api/v1/forward_backward", "{\"model_id\":\"m\",\"data\":" HELLO ",\"loss_fn\":\"ppo\"}", 400, "loss_fn: chat conversations train with cross_entropy" },
+    { "/api/v1/forward_backward", "{\"model_id\":\"m\",\"data\":" HELLO ",\"loss_fn_inputs\":{}}", 400, "loss_fn_inputs: not read at the top level" },
+    { "/api/v1/forward_backward", "{\"model_id\":\"m\",\"data\":[{\"model_input\":{\"chunks\":[{\"type\":\"encoded_text\",\"tokens\":[1,2]}]},\"loss_fn_inputs\":{}}]}", 400, "data[0].loss_fn_inputs.target_tokens: missing" },
+    { "/api/v1/forward_backward", "{\"model_id\":\"m\",\"data\":[{\"model_input\":{\"chunks\":[{\"type\":\"encoded_text\",\"tokens\":[1,2]}]},\"loss_fn_inputs\":{\"target_tokens\":[2,999]}}]}", 400, "data: " },
+    { "/api/v1/forward_backward", "{\"model_id\":\"m\",\"data\":[{\"model_input\":{\"chunks\":[{\"type\":\"encoded_text\",\"tokens\":[1,2]}]},\"loss_fn_inputs\":{\"target_tokens\":[2,3]}}],\"loss_fn\":\"nope\"}", 400, "loss_fn: unknown loss function" },
+    { "/api/v1/optim_step", "{\"model_id\":\"m\",\"adam_params\":{\"lr\":0.1}}", 400, "adam_params.lr: unknown Adam parameter" },
+    { "/api/v1/optim_step", "{\"model_id\":\"m\",\"adam_params\":{\"learning_rate\":-1}}", 400, "adam_params: " },
+    { "/api/v1/optim_step", "{\"model_id\":\"m\",\"adam_params\":{\"learning_rate\":\"x\"}}", 400, "adam_params.learning_rate: expected a number" },
+    { "/api/v1/add_lora", "{\"rank\":0}", 400, "rank: " },
+    { "/api/v1/add_lora", "{\"alpha\":-1}", 400, "alpha: expected a number > 0" },
+    { "/api/v1/add_lora", "{\"base_model\":\"llama-3-8b\"}", 400, "base_model: unknown model" },
+    { "/api/v1/add_lora_async", "{\"model_id\":\"m\"}", 409, "model_id: m exists" },
+    { "/api/v1/add_lora", "{\"model_id\":\"/etc\"}", 400, "model_id: expected" },
+    { "/api/v1/remove_lora", "{\"model_id\":\"nope\"}", 404, "model_id: unknown model nope" },
+    { "/api/v1/remove_lora_async", "{}", 400, "model_id: required" },
+    { "/api/v1/save_weights_async", "{\"model_id\":\"nope\"}", 404, "model_id: unknown model" },
+    { "/api/v1/save_weights_async", "{\"model_id\":\"m\",\"path\":\"../x\"}", 400, "path: expected" },
+    { "/api/v1/load_weights_async", "{\"model_id\":\"m\"}", 400, "path: required" },
+    { "/api/v1/load_weights_async", "{\"model_id\":\"m\",\"path\":\"tinkerbell://m/other/x\"}", 400, "path: expected a checkpoint name" },
+    { "/api/v1/load_weights_async", "{\"model_id\":\"m\",\"path\":\"tinkerbell://../weights/x\"}", 400, "path: expected" },
+    { "/api/v1/sample", "{\"model_id\":\"m\"}", 400, "prompt: required" },
+    { "/api/v1/sample", "{\"prompt\":\"a\",\"messages\":[]}", 400, "prompt: give one of" },
+    { "/api/v1/sample", "{\"prompt\":7}", 400, "prompt: expected a string" },
+    { "/api/v1/sample", "{\"messages\":[{\"role\":\"user\"}]}", 400, "messages[0].content: required" },
+    { "/api/v1/sample", "{\"prompt\":\"a\",\"temperature\":-1}", 400, "temperature: expected >= 0" },
+    { "/api/v1/sample", "{\"prompt\":\"a\",\"top_p\":0}", 400, "top_p: expected a number in (0, 1]" },
+    { "/api/v1/sample", "{\"prompt\":\"a\",\"top_k\":0}", 400, "top_k: expected -1" },
+    { "/api/v1/sample", "{\"prompt\":\"a\",\"num_samples\":0}", 400, "num_samples: " },
+    { "/api/v1/sample", "{\"prompt\":\"a\",\"max_tokens\":0}", 400, "max_tokens: " },
+    { "/api/v1/sample", "{\"prompt\":\"a\",\"stop\":[\"\"]}", 400, "stop[0]: an empty stop string" },
+    { "/api/v1/sample", "{\"prompt\":\"a\",\"stop\":{}}", 400, "stop: expected a string or a list" },
+    { "/api/v1/sample", "{\"prompt_tokens\":[1,272]}", 400, "prompt_tokens[1]: " },
+    { "/api/v1/sample", "{\"model_id\":\"nope\",\"prompt\":\"a\"}", 404, "model_id: unknown model" },
+    { "/api/v1/sample", "{\"base_model\":\"nope\",\"prompt\":\"a\"}", 400, "base_model: unknown model" },
+    { "/api/v1/asample", "{\"prompt\":\"a\",\"raw\":1}", 400, "raw: expected a boolean" },
+    { "/api/v1/forward_async", "not json", 400, "invalid JSON" },
+    { "/fwdbwd", "[1]", 400, "body: expected an object" },
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    hc_t *c = hc_do("POST", cases[i].path, NULL, cases[i].body);
+    if (c->status != cases[i].status || strstr(c->body, cases[i].want) == NULL ||
+        strstr(c->body, "\"category\":\"user\"") == NULL)
+      fprintf(stderr, "case %zu: %s %s -> %d %s\n", i, cases[i].path, cases[i].body, c->status,
+              c->body);
+    ASSERT_EQ_INT(c->status, cases[i].status);
+    ASSERT_STR_CONTAINS(c->body, cases[i].want);
+    ASSERT_STR_CONTAINS(c->body, "\"category\":\"user\"");
+    hc_free(c);
+  }
+  /* Too long for the context of base: 422. */
+  hc_expect("POST", "/api/v1/forward_backward", NULL, too_long, 422, "more than the context");
+  free(too_long);
+  /* Nothing was created by the refused calls. */
+  hc_expect("POST", "/api/v1/remove_lora", NULL, "{\"model_id\":\"fresh\"}", 404, NULL);
+  stop_training();
+}
+
+TEST_LIST(
+  TEST_ENTRY(sync_training_save_load_sample),
+  TEST_ENTRY(async_pipelined_training),
+  TEST_ENTRY(concurrent_users),
+  TEST_ENTRY(implicit_creation),
+  TEST_ENTRY(retrieve_future_answers),
+  TEST_ENTRY(retrieve_future_expired),
+  TEST_ENTRY(legacy_routes),
+  TEST_ENTRY(dispatch_on_shared_paths),
+  TEST_ENTRY(bad_input),
+)
