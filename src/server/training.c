@@ -19,8 +19,8 @@
 #include "core/log.h"
 #include "engine/base_model.h"
 #include "engine/checkpoint.h"
-#include "server/tinkerbell.h"
 #include "server/store.h"
+#include "server/tinkerbell.h"
 #include "wire/output.h"
 
 /* ------------------------------------------------------------ ops */
