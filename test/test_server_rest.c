@@ -10,6 +10,8 @@
 #pragma GCC diagnostic ignored "-Wunused-function"
 #include "test_server_training.h"
 
+#include "server/store.h"
+
 #include <sys/wait.h>
 
 static void write_keys(char *path, const char *text) {
@@ -259,6 +261,11 @@ TEST(runs_and_checkpoints) {
   ASSERT(json_is_null(json_object_get(run, "last_checkpoint")));
   json_decref(v);
 
+  /* A step that failed for a server reason marks the run corrupted. */
+  tb__store_run_corrupted(srv->store, mid);
+  snprintf(url, sizeof(url), "/api/v1/training_runs/%s", mid);
+  hc_expect("GET", url, NULL, NULL, 200, "\"corrupted\":true");
+
   /* GET / lists the routes. */
   hc_expect("GET", "/", NULL, NULL, 200, "/api/v1/training_runs/{run_id}/checkpoints");
 
@@ -405,6 +412,11 @@ TEST(restart_keeps_runs_checkpoints_and_sessions) {
   free(rid);
   char *wpath = save(mid, 2, "save_weights", "w1", 0, alice);
   char *spath = save(mid, 3, "save_weights_for_sampler", "s1", 0, alice);
+  char body[768];
+  snprintf(body, sizeof(body),
+           "{\"session_id\":\"%s\",\"sampling_session_seq_id\":0,\"base_model\":\"base\"}",
+           sid);
+  char *smp0 = post_field("/api/v1/create_sampling_session", alice, body, "sampling_session_id");
   char *bsid = create_session(bob);
   close_server_keep_loop();
 
@@ -427,7 +439,13 @@ TEST(restart_keeps_runs_checkpoints_and_sessions) {
   v = get_json(url, alice);
   ASSERT_STR_EQ(json_string_value(json_array_get(json_object_get(v, "training_run_ids"), 0)),
                 mid);
+  ASSERT_STR_EQ(json_string_value(json_array_get(json_object_get(v, "sampler_ids"), 0)), smp0);
+  /* Live when the server stopped: live again, for its client's heartbeats. */
+  ASSERT(json_is_false(json_object_get(v, "expired")));
   json_decref(v);
+  free(smp0);
+  snprintf(body, sizeof(body), "{\"session_id\":\"%s\"}", sid);
+  hc_expect("POST", "/api/v1/session_heartbeat", alice, body, 200, "session_heartbeat");
   hc_expect("GET", url, bob, NULL, 404, "unknown session");
   snprintf(url, sizeof(url), "/api/v1/sessions/%s", bsid);
   hc_expect("GET", url, bob, NULL, 200, "\"training_run_ids\":[]");
@@ -435,7 +453,6 @@ TEST(restart_keeps_runs_checkpoints_and_sessions) {
   /* The old paths load: create-via-load, load_weights into a new model,
    * weights_info and a sampling session. */
   char *sid2 = create_session(alice);
-  char body[768];
   snprintf(body, sizeof(body),
            "{\"session_id\":\"%s\",\"model_seq_id\":0,\"path\":\"%s\",\"optimizer\":true}", sid2,
            wpath);
@@ -512,10 +529,68 @@ TEST(restart_with_another_keys_file) {
   unlink(keys);
 }
 
+TEST(restart_keeps_expired_sessions_expired) {
+  tb_server_options_t o = { .session_timeout_ms = 1000 };
+  start_training(&o);
+  char *sid = create_session(NULL);
+  char url[256];
+  snprintf(url, sizeof(url), "/api/v1/sessions/%s", sid);
+  uint64_t deadline = uv_now(&loop) + 60000;
+  for (;;) {
+    hc_t *c = hc_do("GET", url, NULL, NULL);
+    int expired = strstr(c->body, "\"expired\":true") != NULL;
+    hc_free(c);
+    if (expired)
+      break;
+    ASSERT_LT(uv_now(&loop), deadline);
+    wait_ms(100);
+  }
+  close_server_keep_loop();
+  tb_server_options_t o2 = { 0 };
+  reopen_training(&o2);
+  hc_expect("GET", "/api/v1/training_runs", NULL, NULL, 200, "\"total_count\":0");
+  hc_expect("GET", url, NULL, NULL, 200, "\"expired\":true");
+  char body[128];
+  snprintf(body, sizeof(body), "{\"session_id\":\"%s\"}", sid);
+  hc_expect("POST", "/api/v1/session_heartbeat", NULL, body, 410, "expired");
+  free(sid);
+  stop_training();
+}
+
+TEST(unusable_data_dir) {
+  /* data_dir names a file: the database cannot be made there.  The
+   * server still runs; the routes that need the database say why. */
+  char file[] = "/tmp/tb-rest-file-XXXXXX";
+  int fd = mkstemp(file);
+  ASSERT(fd >= 0);
+  close(fd);
+  tb_server_options_t o = { .data_dir = file };
+  start_server(&o);
+  uint64_t deadline = uv_now(&loop) + 60000;
+  hc_t *c;
+  for (;;) {
+    c = hc_do("GET", "/api/v1/training_runs", NULL, NULL);
+    if (strstr(c->body, "cannot") != NULL)
+      break;
+    hc_free(c);
+    ASSERT_LT(uv_now(&loop), deadline);
+    wait_ms(20);
+  }
+  ASSERT_EQ_INT(c->status, 503);
+  ASSERT_STR_CONTAINS(c->body, "the database is unavailable");
+  ASSERT_STR_CONTAINS(c->body, "\"category\":\"server\"");
+  hc_free(c);
+  hc_expect("GET", "/api/v1/healthz", NULL, NULL, 200, NULL);
+  stop_server();
+  unlink(file);
+}
+
 TEST_LIST(
   TEST_ENTRY(runs_and_checkpoints),
   TEST_ENTRY(users_see_their_own),
   TEST_ENTRY(ttl_expiry),
   TEST_ENTRY(restart_keeps_runs_checkpoints_and_sessions),
   TEST_ENTRY(restart_with_another_keys_file),
+  TEST_ENTRY(restart_keeps_expired_sessions_expired),
+  TEST_ENTRY(unusable_data_dir),
 )
