@@ -374,6 +374,11 @@ TEST(ttl_expiry) {
   char *u = ckpt_url(mid, "sampler_weights/later/ttl");
   hc_expect("PUT", u, NULL, "{\"ttl_seconds\":1}", 200, "\"expires_at\":\"");
   free(u);
+  char url[512];
+  snprintf(url, sizeof(url), "/api/v1/training_runs/%s", mid);
+  v = get_json(url, NULL);
+  char *last0 = xstrdup(json_string_value(json_object_get(v, "last_request_time")));
+  json_decref(v);
   /* The sweep removes both (files and rows) once they expire; a busy
    * machine may take its time. */
   uint64_t deadline = uv_now(&loop) + 60000;
@@ -389,6 +394,14 @@ TEST(ttl_expiry) {
                     json_array_get(json_object_get(v, "checkpoints"), 0), "tinker_path")),
                 p3);
   json_decref(v);
+  /* A request of the run, a second or more later, is its last one. */
+  char *rid = submit_fwdbwd(mid, 4, NULL);
+  json_decref(result_json(rid, NULL));
+  free(rid);
+  v = get_json(url, NULL);
+  ASSERT_LT(strcmp(last0, json_string_value(json_object_get(v, "last_request_time"))), 0);
+  json_decref(v);
+  free(last0);
   free(p1);
   free(p2);
   free(p3);

@@ -516,7 +516,8 @@ static void open_done(tb__store_op_t *op, int status) {
     /* Sampler ids read back must not be written again. */
     tb__session_event_cb on_event = st->srv->sessions.on_event;
     st->srv->sessions.on_event = NULL;
-    restore_sessions(st, o->sessions);
+    if (!st->closing)  /* else the sessions table is closing too */
+      restore_sessions(st, o->sessions);
     st->srv->sessions.on_event = on_event;
     size_t i;
     json_t *v;
@@ -786,15 +787,14 @@ void tb__store_run_touched(tb__store_t *st, const char *run_id) {
     return;
   index_entry_t *e = index_get(&st->runs, (tb_slice_t){ run_id, strlen(run_id) });
   uint64_t now = uv_now(st->loop);
-  if (e != NULL && now - e->touched_ms < TOUCH_INTERVAL_MS)
-    return;
+  if (e == NULL || now - e->touched_ms < TOUCH_INTERVAL_MS)
+    return;  /* not a run of the database, or written a moment ago */
   const char *strs[] = { run_id };
   write_op_t *w = write_new(st, W_TOUCH, strs, 1);
   if (w == NULL)
     return;
   w->d[0] = tb__wall_time();
-  if (e != NULL)
-    e->touched_ms = now;
+  e->touched_ms = now;
   enqueue(st, &w->op);
 }
 

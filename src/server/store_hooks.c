@@ -5,6 +5,11 @@
  * failed for a server reason marks the run corrupted (its weights may be
  * half-updated).  training.c calls tb__store_job_done once per finished
  * job, before it looks at the result itself.
+ *
+ * Only the Tinker dialect's models are training runs: they live in a
+ * session and save under tinker://<run>/...  The Tinkerbell dialect's
+ * adapters (no session; names chosen per user, checkpoints under
+ * tinkerbell:// paths in their own directories) are not recorded.
  */
 #include "server/store.h"
 
