@@ -329,8 +329,22 @@ TEST(users_see_their_own) {
   snprintf(url, sizeof(url), "/api/v1/training_runs/%s/checkpoints", mid);
   ASSERT_EQ_INT(list_size(url, "checkpoints", bob, NULL), 1);  /* the public one only */
   ASSERT_EQ_INT(list_size(url, "checkpoints", alice, NULL), 2);
+  /* He may download it; the link needs no key. */
+  char *au = ckpt_url(mid, "sampler_weights/s1/archive");
+  json_t *v = get_json(au, bob);
+  free(au);
+  const char *link = json_string_value(json_object_get(v, "url"));
+  ASSERT(link != NULL && strncmp(link, "http://t/", 9) == 0);
+  hc_t *c = hc_do("GET", link + strlen("http://t"), NULL, NULL);
+  ASSERT_EQ_INT(c->status, 200);
+  ASSERT_STR_CONTAINS(c->head, "filename=\"s1.tar\"");
+  hc_free(c);
+  json_decref(v);
   /* Public is not his: he cannot unpublish, delete or change it. */
   hc_expect("DELETE", u, bob, NULL, 404, "no checkpoint");
+  char *du = ckpt_url(mid, "sampler_weights/s1");
+  hc_expect("DELETE", du, bob, NULL, 404, "no checkpoint");
+  free(du);
   /* Private again: refused again. */
   hc_expect("DELETE", u, alice, NULL, 200, "\"public\":false");
   free(u);
