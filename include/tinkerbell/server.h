@@ -31,8 +31,10 @@
  * what a user creates is invisible to the others.  Without a file, every
  * request is the single user "local".
  *
- * Non-goals: TLS (put a reverse proxy in front), several processes
- * sharing one store.
+ * HTTPS: with tls_cert_file and tls_key_file the server speaks only TLS
+ * (1.2 or later) on its port.
+ *
+ * Non-goals: several processes sharing one store.
  */
 #ifndef TINKERBELL_SERVER_H
 #define TINKERBELL_SERVER_H
@@ -71,6 +73,8 @@ typedef struct tb_server_options_s {
   double rate_limit_burst;      /* token bucket size [max(1, rps)] */
   unsigned max_models_per_user; /* concurrent models per user [no limit] */
   size_t max_body;              /* request body limit [64 MiB] */
+  const char *tls_cert_file;    /* HTTPS: a PEM certificate (chain) and */
+  const char *tls_key_file;     /* its key, read at init [plain HTTP] */
 } tb_server_options_t;
 
 struct tb_server_s {
@@ -87,6 +91,7 @@ struct tb_server_s {
 /* Sets the server up on loop (nothing listens yet).  Returns 0, or
  * TB_EINVAL (bad options), TB_ENOENT / TB_EIO (the keys file cannot be
  * read), TB_ECORRUPT (a malformed keys file; message says which line),
+ * TB_ETLS (an unusable certificate or key; message names the file),
  * TB_ENOMEM.  After an error there is nothing to close. */
 TB_EXTERN int tb_server_init(uv_loop_t *loop, tb_server_t *server,
                              const tb_server_options_t *opts);

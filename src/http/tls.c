@@ -86,19 +86,15 @@ int tb__tls_ctx_server_new(const char *cert_file, const char *key_file, tb__tls_
   int rc = ctx_new(1, &c, err);
   if (rc != 0)
     return rc;
-  const char *file = cert_file;
-  int ok = SSL_CTX_use_certificate_chain_file(c->ssl_ctx, cert_file) == 1;
-  if (ok) {
-    file = key_file;
-    ok = SSL_CTX_use_PrivateKey_file(c->ssl_ctx, key_file, SSL_FILETYPE_PEM) == 1 &&
-         SSL_CTX_check_private_key(c->ssl_ctx) == 1;
-  }
+  int cert_ok = SSL_CTX_use_certificate_chain_file(c->ssl_ctx, cert_file) == 1;
+  int ok = cert_ok && SSL_CTX_use_PrivateKey_file(c->ssl_ctx, key_file, SSL_FILETYPE_PEM) == 1 &&
+           SSL_CTX_check_private_key(c->ssl_ctx) == 1;
   if (!ok) {
     char why[256];
     take_openssl_error(why, sizeof(why), "unusable");
     tb__tls_ctx_free(c);
     return tb_error_set(err, TB_ETLS, TB_CATEGORY_USER, "TLS %s %s: %s",
-                        file == cert_file ? "certificate" : "key", file, why);
+                        cert_ok ? "key" : "certificate", cert_ok ? key_file : cert_file, why);
   }
   *out = c;
   return 0;

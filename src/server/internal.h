@@ -104,6 +104,7 @@ struct tb__server_s {
   tb__auth_t auth;
   tb__futures_t futures;
   tb__sessions_t sessions;
+  struct tb__tls_ctx_s *tls;    /* HTTPS (http/tls.h); NULL: plain HTTP */
   struct tb__store_s *store;    /* the database (store.h); NULL without
                                    data_dir */
   tb__model_info_t *models;

@@ -21,6 +21,7 @@
 
 #include "core/json.h"
 #include "core/log.h"
+#include "http/tls.h"
 #include "server/store.h"
 
 #define DEFAULT_LONG_POLL_MS 30000u
@@ -404,6 +405,7 @@ static void free_impl(tb__server_t *srv) {
     free(srv->models[i].name);
   free(srv->models);
   tb__auth_free(&srv->auth);
+  tb__tls_ctx_free(srv->tls);
   free((char *)srv->opts.data_dir);
   free((char *)srv->opts.api_keys_file);
   free(srv);
@@ -504,6 +506,19 @@ int tb_server_init(uv_loop_t *loop, tb_server_t *server, const tb_server_options
     free_impl(srv);
     return rc;
   }
+  if (o.tls_cert_file != NULL || o.tls_key_file != NULL) {
+    tb_error_t err = { 0 };
+    rc = o.tls_cert_file && o.tls_key_file
+             ? tb__tls_ctx_server_new(o.tls_cert_file, o.tls_key_file, &srv->tls, &err)
+             : tb_error_set(&err, TB_EINVAL, TB_CATEGORY_USER,
+                            "HTTPS needs both a certificate and its key");
+    if (rc != 0) {
+      snprintf(server->message, sizeof(server->message), "%s", tb_error_message(&err));
+      tb_error_clear(&err);
+      free_impl(srv);
+      return rc;
+    }
+  }
   rc = add_core_routes(srv);
   if (rc != 0) {
     snprintf(server->message, sizeof(server->message), "cannot set up the routes");
@@ -520,6 +535,7 @@ int tb_server_init(uv_loop_t *loop, tb_server_t *server, const tb_server_options
   tb_http_server_options_t ho = { 0 };
   ho.on_request = on_request;
   ho.max_body = o.max_body;
+  ho.tls_ctx = srv->tls;
   /* A held poll must not be cut by the idle timer: the longest silence
    * on a connection is a poll held to its end. */
   ho.idle_timeout_ms = o.long_poll_ms + 60000;
