@@ -612,6 +612,23 @@ TEST(unusable_data_dir) {
   unlink(file);
 }
 
+TEST(close_while_opening) {
+  /* Closed before the database was even open: the close waits for the
+   * open, then closes the connection, and the loop ends clean. */
+  char dir[] = "/tmp/tb-rest-XXXXXX";
+  ASSERT(mkdtemp(dir) != NULL);
+  tb_server_options_t o = { .data_dir = dir };
+  start_server(&o);
+  stop_server();
+  char db[64];
+  struct stat st;
+  snprintf(db, sizeof(db), "%s/tinkerbell.db", dir);
+  ASSERT_OK(stat(db, &st));
+  char cmd[128];
+  snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+  ASSERT_OK(system(cmd));
+}
+
 TEST_LIST(
   TEST_ENTRY(runs_and_checkpoints),
   TEST_ENTRY(users_see_their_own),
@@ -620,4 +637,5 @@ TEST_LIST(
   TEST_ENTRY(restart_with_another_keys_file),
   TEST_ENTRY(restart_keeps_expired_sessions_expired),
   TEST_ENTRY(unusable_data_dir),
+  TEST_ENTRY(close_while_opening),
 )

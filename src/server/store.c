@@ -58,6 +58,7 @@ struct tb__store_s {
   double sweep_due;               /* wall time the timer waits for; 0: none */
   int closing;
   int db_closed;
+  tb__store_op_t close_op;        /* the last op: closes the connection */
   void (*close_cb)(void *data);
   void *close_data;
 };
@@ -596,23 +597,14 @@ static void close_db_work(tb__store_op_t *op, sqlite3 *db) {
 static void close_db_done(tb__store_op_t *op, int status) {
   tb__store_t *st = op->store;
   st->db = NULL;
-  free(op);
   uv_close((uv_handle_t *)&st->sweep, on_sweep_closed);
 }
 
 static void finish_close(tb__store_t *st) {
   st->db_closed = 1;
-  tb__store_op_t *op = calloc(1, sizeof(*op));
-  if (op == NULL) {
-    /* Closing the connection on the loop is better than leaking it. */
-    sqlite3_close(st->db);
-    st->db = NULL;
-    uv_close((uv_handle_t *)&st->sweep, on_sweep_closed);
-    return;
-  }
-  op->work = close_db_work;
-  op->done = close_db_done;
-  enqueue(st, op);
+  st->close_op.work = close_db_work;
+  st->close_op.done = close_db_done;
+  enqueue(st, &st->close_op);
 }
 
 void tb__store_close(tb__store_t *st, void (*cb)(void *data), void *data) {
