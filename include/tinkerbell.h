@@ -12,5 +12,6 @@
 #include "tinkerbell/future.h"
 #include "tinkerbell/client.h"
 #include "tinkerbell/service_client.h"
+#include "tinkerbell/tokenizer.h"
 
 #endif /* TINKERBELL_H */

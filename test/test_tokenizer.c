@@ -6,6 +6,7 @@
 
 #include "core/buf.h"
 #include "engine/tokenizer.h"
+#include "tinkerbell/tokenizer.h"
 
 TEST(bytes_round_trip) {
   /* Every byte value, including NUL and invalid UTF-8. */
@@ -172,6 +173,47 @@ TEST(long_content_grows_the_buffer) {
   free(big);
 }
 
+/* The public face: plain arrays, weights on assistant tokens (or all
+ * tokens without an assistant), prompts, decoding. */
+TEST(public_chat_render_and_decode) {
+  const tb_chat_message_t chat[] = { { "user", "hi" }, { "assistant", "yo" } };
+  int32_t *ids;
+  float *w;
+  size_t n;
+  tb_error_t err = { 0 };
+  ASSERT_OK(tb_base_chat_render(chat, 2, 0, &ids, &w, &n, &err));
+  const int32_t want[] = { TB_TOK_BOS, TB_TOK_USER, 'h', 'i', TB_TOK_END,
+                           TB_TOK_ASSISTANT, 'y', 'o', TB_TOK_END };
+  ASSERT_EQ_INT(n, 9);
+  for (size_t i = 0; i < n; i++) {
+    ASSERT_EQ_INT(ids[i], want[i]);
+    ASSERT_EQ_INT(w[i] == 1.0f, i >= 6);
+  }
+  free(ids);
+  free(w);
+  ASSERT_OK(tb_base_chat_render(chat, 1, 0, &ids, &w, &n, &err));
+  for (size_t i = 0; i < n; i++)
+    ASSERT(w[i] == 1.0f);
+  free(ids);
+  free(w);
+  ASSERT_OK(tb_base_chat_render(chat, 1, 1, &ids, &w, &n, &err));
+  ASSERT_EQ_INT(n, 6);
+  ASSERT_EQ_INT(ids[5], TB_TOK_ASSISTANT);
+  ASSERT(w[0] == 0.0f && w[5] == 0.0f);
+  char *text;
+  ASSERT_OK(tb_base_decode(ids, n, &text));
+  ASSERT_STR_EQ(text, "hi");
+  free(text);
+  free(ids);
+  free(w);
+  const tb_chat_message_t bad[] = { { "user", "x" }, { "robot", "y" } };
+  ASSERT_ERR(tb_base_chat_render(bad, 2, 0, &ids, &w, &n, &err), TB_EINVAL);
+  ASSERT_STR_CONTAINS(tb_error_message(&err), "1");
+  tb_error_clear(&err);
+  const int32_t out_of_range[] = { 'a', 9999 };
+  ASSERT_ERR(tb_base_decode(out_of_range, 2, &text), TB_EINVAL);
+}
+
 TEST_LIST(
   TEST_ENTRY(bytes_round_trip),
   TEST_ENTRY(special_tokens_are_never_parsed_from_text),
@@ -179,4 +221,5 @@ TEST_LIST(
   TEST_ENTRY(chat_template_and_mask),
   TEST_ENTRY(chat_rejects_unknown_roles_without_side_effects),
   TEST_ENTRY(long_content_grows_the_buffer),
+  TEST_ENTRY(public_chat_render_and_decode),
 )
