@@ -99,6 +99,7 @@ static double check_fb(json_t *v, const char *mid, double num_tokens) {
   ASSERT_STR_EQ(str_of(v, "loss_fn"), "cross_entropy");
   ASSERT_EQ_INT((int)num_of(v, "num_samples"), 1);
   ASSERT_NEAR(num_of(v, "num_tokens"), num_tokens, 0, 0);
+  ASSERT_NEAR(num_of(v, "total_weight"), num_tokens, 0, 0);
   double loss = num_of(v, "loss");
   ASSERT_GT(loss, 0);
   /* The mean cross-entropy per trained token. */
@@ -758,6 +759,130 @@ TEST(bad_input) {
   stop_training();
 }
 
+/* Tinker datums as data, with their own weights and losses; several
+ * conversations with a system message. */
+TEST(datums_and_conversations) {
+  tb_server_options_t o = { 0 };
+  start_training(&o);
+  /* Cross-entropy over weights 1, 1, 0, 2: the mean divides by 4. */
+  const char *ce = "{\"model_id\":\"d\",\"data\":[{\"model_input\":{\"chunks\":[{\"type\":"
+                   "\"encoded_text\",\"tokens\":[1,2,3,4]}]},\"loss_fn_inputs\":{"
+                   "\"target_tokens\":[2,3,4,5],\"weights\":[1,1,0,2]}}]}";
+  json_t *v = post_ok("/api/v1/forward_backward", NULL, ce);
+  ASSERT(json_is_true(json_object_get(v, "created")));
+  ASSERT_NEAR(num_of(v, "num_tokens"), 3, 0, 0);
+  ASSERT_NEAR(num_of(v, "total_weight"), 4, 0, 0);
+  double sum = num_of(v, "loss_sum");
+  ASSERT_NEAR(num_of(v, "loss"), sum / 4, 1e-9, 1e-6);
+  json_decref(v);
+  /* forward gives the log-probs the sum is made of. */
+  v = post_ok("/api/v1/forward", NULL, ce);
+  json_t *lp = json_array_get(json_object_get(v, "logprobs"), 0);
+  ASSERT_EQ_INT(json_array_size(lp), 4);
+  double want = 0;
+  static const double w[] = { 1, 1, 0, 2 };
+  for (size_t i = 0; i < 4; i++)
+    want -= w[i] * json_number_value(json_array_get(lp, i));
+  ASSERT_NEAR(sum, want, 1e-5, 1e-5);
+  json_decref(v);
+  /* A policy loss with its inputs. */
+  v = post_ok("/api/v1/forward_backward", NULL,
+              "{\"model_id\":\"d\",\"loss_fn\":\"importance_sampling\",\"data\":[{"
+              "\"model_input\":{\"chunks\":[{\"type\":\"encoded_text\",\"tokens\":[1,2,3]}]},"
+              "\"loss_fn_inputs\":{\"target_tokens\":[2,3,4],\"logprobs\":[-1,-1,-1],"
+              "\"advantages\":[1,0.5,-1]}}]}");
+  ASSERT_STR_EQ(str_of(v, "loss_fn"), "importance_sampling");
+  ASSERT_NEAR(num_of(v, "num_tokens"), 3, 0, 0);
+  json_decref(v);
+  /* Two conversations, one with a system message: the mean is over both
+   * assistants' tokens ("4" + <|end|>, "ok" + <|end|>). */
+  v = post_ok("/api/v1/forward_backward", NULL,
+              "{\"model_id\":\"d\",\"data\":[[{\"role\":\"system\",\"content\":\"Be brief.\"},"
+              "{\"role\":\"user\",\"content\":\"2+2?\"},{\"role\":\"assistant\",\"content\":"
+              "\"4\"}],[{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"assistant\","
+              "\"content\":\"ok\"}]]}");
+  ASSERT_EQ_INT((int)num_of(v, "num_samples"), 2);
+  ASSERT_NEAR(num_of(v, "num_tokens"), 5, 0, 0);
+  json_decref(v);
+  /* Sampling by token ids, raw text and stop strings. */
+  v = post_ok("/api/v1/sample", NULL,
+              "{\"prompt_tokens\":[256,104,105],\"max_tokens\":4,\"seed\":3,\"stop\":[261]}");
+  ASSERT_STR_EQ(str_of(v, "model_id"), "base");
+  ASSERT_EQ_INT((int)num_of(v, "prompt_tokens"), 3);
+  json_decref(v);
+  v = post_ok("/api/v1/sample", NULL, "{\"prompt\":\"ab\",\"raw\":true,\"max_tokens\":2}");
+  ASSERT_EQ_INT((int)num_of(v, "prompt_tokens"), 3);
+  json_decref(v);
+  /* Greedy raw text, then stopped at its first byte by a stop token and
+   * by a stop string (the base model is the same everywhere, so is this). */
+  v = post_ok("/api/v1/sample", NULL,
+              "{\"prompt\":\"hi\",\"raw\":true,\"temperature\":0,\"max_tokens\":16}");
+  json_t *toks = json_object_get(json_array_get(json_object_get(v, "samples"), 0), "tokens");
+  size_t k = 0;
+  while (k < json_array_size(toks) && json_integer_value(json_array_get(toks, k)) >= 128)
+    k++;
+  ASSERT_LT(k, json_array_size(toks));
+  int byte = (int)json_integer_value(json_array_get(toks, k));
+  json_decref(v);
+  char body[256];
+  snprintf(body, sizeof(body),
+           "{\"prompt\":\"hi\",\"raw\":true,\"temperature\":0,\"max_tokens\":16,"
+           "\"stop\":[%d]}", byte);
+  v = post_ok("/api/v1/sample", NULL, body);
+  json_t *s0 = json_array_get(json_object_get(v, "samples"), 0);
+  ASSERT_STR_EQ(str_of(s0, "stop_reason"), "stop");
+  ASSERT_EQ_INT(json_array_size(json_object_get(s0, "tokens")), k + 1);
+  json_decref(v);
+  snprintf(body, sizeof(body),
+           "{\"prompt\":\"hi\",\"raw\":true,\"temperature\":0,\"max_tokens\":16,"
+           "\"stop\":[\"\\u%04x\"]}", (unsigned)byte);
+  v = post_ok("/api/v1/sample", NULL, body);
+  s0 = json_array_get(json_object_get(v, "samples"), 0);
+  ASSERT_STR_EQ(str_of(s0, "stop_reason"), "stop");
+  ASSERT_EQ_INT(json_array_size(json_object_get(s0, "tokens")), k + 1);
+  json_decref(v);
+  stop_training();
+}
+
+/* A sync call waits on the loop; its client may leave meanwhile, and a
+ * closing server still answers the ones that wait. */
+TEST(sync_calls_waiting) {
+  tb_server_options_t o = { .max_models_per_user = 1 };
+  start_training(&o);
+  json_decref(post_ok("/api/v1/add_lora", NULL, "{\"model_id\":\"one\"}"));
+  /* "two" waits for the model limit, and so does the call. */
+  char *fb = fb_body("two", HELLO);
+  hc_t *c = hc_send("POST", "/api/v1/forward_backward", NULL, fb);
+  wait_ms(50);
+  ASSERT(!c->complete);
+  hc_close(c);
+  hc_wait(c);
+  hc_free(c);
+  wait_ms(20);
+  /* The job still runs once "one" is gone; its result waits for nobody. */
+  json_decref(post_ok("/api/v1/remove_lora", NULL, "{\"model_id\":\"one\"}"));
+  json_t *v = post_ok("/api/v1/forward_backward", NULL, fb);
+  ASSERT(json_object_get(v, "created") == NULL);  /* the first call made it */
+  json_decref(v);
+  /* Closing answers a sync call still waiting: 500, the server's. */
+  c = hc_send("POST", "/api/v1/optim_step", NULL, "{\"model_id\":\"three\"}");
+  wait_ms(50);
+  ASSERT(!c->complete);
+  tb_server_close(&server, on_server_closed);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  ASSERT_EQ_INT(server_closed, 1);
+  ASSERT(c->complete);
+  ASSERT_EQ_INT(c->status, 500);
+  ASSERT_STR_CONTAINS(c->body, "closing");
+  ASSERT_STR_CONTAINS(c->body, "\"category\":\"server\"");
+  hc_free(c);
+  free(fb);
+  ASSERT_LOOP_CLOSE(&loop);
+  char cmd[128];
+  snprintf(cmd, sizeof(cmd), "rm -rf %s", data_dir);
+  ASSERT_OK(system(cmd));
+}
+
 TEST_LIST(
   TEST_ENTRY(sync_training_save_load_sample),
   TEST_ENTRY(async_pipelined_training),
@@ -768,4 +893,6 @@ TEST_LIST(
   TEST_ENTRY(legacy_routes),
   TEST_ENTRY(dispatch_on_shared_paths),
   TEST_ENTRY(bad_input),
+  TEST_ENTRY(datums_and_conversations),
+  TEST_ENTRY(sync_calls_waiting),
 )

@@ -6,8 +6,9 @@
  * what a sync call answers itself.
  *
  * forward / forward_backward report "loss" as the mean cross-entropy per
- * trained token (the summed loss over the summed weights) -- the number
- * the guide prints -- next to the sum the Tinker dialect reports.
+ * trained token (the summed loss over the summed weights, which for chat
+ * data is the number of trained tokens) -- the number the guide prints --
+ * next to the sum the Tinker dialect reports.
  */
 #include "server/tinkerbell.h"
 
@@ -37,9 +38,10 @@ static json_t *encode_forward(tb__top_t *op) {
   const tb_engine_job_t *job = &op->job;
   const tb_batch_t *b = &op->batch;
   double mean = info->trained_weight > 0 ? job->loss / info->trained_weight : 0.0;
-  json_t *v = json_pack("{sfsfsIsIsssssss{ss}so}", "loss", mean, "loss_sum", job->loss,
+  json_t *v = json_pack("{sfsfsIsIsfsssssss{ss}so}", "loss", mean, "loss_sum", job->loss,
                         "num_samples", (json_int_t)b->num_data, "num_tokens",
-                        (json_int_t)info->trained_tokens, "model_id", op->model->id, "backend",
+                        (json_int_t)info->trained_tokens, "total_weight", info->trained_weight,
+                        "model_id", op->model->id, "backend",
                         TB__TB_BACKEND, "loss_fn", tb__loss_fn_name(b->loss_fn),
                         "loss_fn_outputs", "loss_fn", tb__loss_fn_name(b->loss_fn), "metrics",
                         metrics_of(job));
