@@ -1,0 +1,396 @@
+/*
+ * Futures: callbacks, ownership of results, waits and their timeouts,
+ * cancellation, TB_ENESTED, wait_many (order, no short-circuit, one
+ * deadline), closing the runtime with work in flight, and 10,000 futures
+ * in flight on one loop against the scripted fake server.
+ */
+#include "test_client_fake.h"
+
+static uv_loop_t loop;
+static fake_t fk;
+static tb__rt_t rt;
+
+static const fake_resp_t SUBMIT_OK[] = { { 200, "{\"request_id\":\"req-1\"}" } };
+static const fake_resp_t RESULT[] = { { 200, "{\"r\":1}" } };
+static const fake_resp_t PENDING[] = { { 200, "{\"status\":\"pending\"}" } };
+
+static void setup(const fake_resp_t *poll, size_t n_poll, uint64_t pending_ms) {
+  ASSERT_OK(uv_loop_init(&loop));
+  fake_start(&fk, &loop);
+  fk.submit = SUBMIT_OK;
+  fk.n_submit = 1;
+  fk.poll = poll;
+  fk.n_poll = n_poll;
+  tb_client_config_t c = fake_config(&fk);
+  if (pending_ms) {
+    c.poll_backoff_initial_ms = pending_ms;
+    c.poll_backoff_max_ms = pending_ms;
+  }
+  rt_start(&rt, &loop, &c);
+}
+
+static void teardown(void) {
+  rt_stop(&rt);
+  fake_stop(&fk);
+  ASSERT_LOOP_CLOSE(&loop);
+}
+
+/* ------------------------------------------------------------ callbacks */
+
+static int cb_calls, cb_status;
+static int inside_cancel;
+
+static void count_cb(tb_future_t *f, int status) {
+  ASSERT(!inside_cancel);
+  ASSERT(tb_future_is_done(f));
+  ASSERT_EQ_INT(status, f->status);
+  cb_calls++;
+  cb_status = status;
+}
+
+TEST(callback_and_result_ownership) {
+  setup(RESULT, 1, 0);
+  tb_future_t *f = start_polled(&rt);
+  ASSERT(!tb_future_is_done(f));
+  ASSERT(tb_future_result(f, &tb_result_string) == NULL);
+  cb_calls = 0;
+  ASSERT_OK(tb_future_set_callback(f, count_cb));
+  ASSERT_OK(tb_future_wait(f, 0));
+  ASSERT_EQ_INT(cb_calls, 1);
+  ASSERT_EQ_INT(cb_status, 0);
+  ASSERT_EQ_INT(f->state, TB_FUTURE_DONE);
+  ASSERT_ERR(tb_future_set_callback(f, count_cb), TB_EBUSY);
+  ASSERT_ERR(tb_future_cancel(f), TB_EBUSY);
+  /* Another type gets nothing; take hands the result over once. */
+  ASSERT(tb_future_result(f, &tb_result_server_capabilities) == NULL);
+  char *s = tb_future_take(f, &tb_result_string);
+  ASSERT_STR_EQ(s, "{\"r\":1}");
+  ASSERT(tb_future_take(f, &tb_result_string) == NULL);
+  tb_result_string.free(s);
+  ASSERT_OK(tb_future_wait(f, 10));  /* done: returns at once */
+  tb_future_free(f);
+  tb_future_free(NULL);
+  ASSERT_ERR(tb_future_set_callback(NULL, count_cb), TB_EINVAL);
+  ASSERT_ERR(tb_future_wait(NULL, 0), TB_EINVAL);
+  ASSERT_ERR(tb_future_cancel(NULL), TB_EINVAL);
+  teardown();
+}
+
+static void free_in_cb(tb_future_t *f, int status) {
+  cb_calls++;
+  tb_future_free(f);
+}
+
+TEST(free_inside_callback_and_free_pending) {
+  setup(RESULT, 1, 0);
+  tb_future_t *f = start_polled(&rt);
+  cb_calls = 0;
+  ASSERT_OK(tb_future_set_callback(f, free_in_cb));
+  while (cb_calls == 0)
+    uv_run(&loop, UV_RUN_ONCE);
+  /* A pending future freed: no callback, nothing leaks (ASan). */
+  tb_future_t *g = start_polled(&rt);
+  ASSERT_OK(tb_future_set_callback(g, count_cb));
+  cb_calls = 0;
+  tb_future_free(g);
+  for (int i = 0; i < 20; i++)
+    uv_run(&loop, UV_RUN_NOWAIT);
+  ASSERT_EQ_INT(cb_calls, 0);
+  teardown();
+}
+
+/* ------------------------------------------------------------ cancel */
+
+TEST(cancel_during_backoff_and_during_http) {
+  setup(PENDING, 1, 60000);  /* the second poll would be a minute away */
+  tb_future_t *f = start_polled(&rt);
+  ASSERT_OK(tb_future_set_callback(f, count_cb));
+  cb_calls = 0;
+  while (fake_count(&fk, POLL_PATH) < 1)
+    uv_run(&loop, UV_RUN_ONCE);
+  for (int i = 0; i < 5; i++)
+    uv_run(&loop, UV_RUN_NOWAIT);  /* the pending answer is in: backoff */
+  inside_cancel = 1;
+  ASSERT_OK(tb_future_cancel(f));
+  inside_cancel = 0;
+  ASSERT_ERR(tb_future_cancel(f), TB_EBUSY);
+  ASSERT_EQ_INT(cb_calls, 0);
+  ASSERT_ERR(tb_future_wait(f, 10000), TB_ECANCELED);
+  ASSERT_EQ_INT(cb_calls, 1);
+  ASSERT_EQ_INT(f->error.category, TB_CATEGORY_CANCELLED);
+  ASSERT_STR_EQ(f->error.request_id, "req-1");
+  tb_future_free(f);
+  teardown();
+
+  /* While the long poll is held by the server. */
+  static const fake_resp_t SLOW[] = { { 200, "{\"r\":1}", NULL, NULL, NULL, 5000 } };
+  setup(SLOW, 1, 0);
+  f = start_polled(&rt);
+  while (fake_count(&fk, POLL_PATH) < 1)
+    uv_run(&loop, UV_RUN_ONCE);
+  ASSERT_OK(tb_future_cancel(f));
+  uint64_t t0 = uv_now(&loop);
+  ASSERT_ERR(tb_future_wait(f, 0), TB_ECANCELED);
+  ASSERT_LT(uv_now(&loop) - t0, 4000);
+  tb_future_free(f);
+  teardown();
+
+  /* While the submission is in flight. */
+  static const fake_resp_t SLOW_SUBMIT[] = {
+    { 200, "{\"request_id\":\"req-1\"}", NULL, NULL, NULL, 5000 } };
+  setup(RESULT, 1, 0);
+  fk.submit = SLOW_SUBMIT;
+  f = start_polled(&rt);
+  ASSERT_OK(tb_future_cancel(f));
+  ASSERT_ERR(tb_future_wait(f, 0), TB_ECANCELED);
+  ASSERT_EQ_INT(fake_count(&fk, POLL_PATH), 0);
+  tb_future_free(f);
+  teardown();
+}
+
+/* ------------------------------------------------------------ waits */
+
+TEST(wait_timeout_leaves_the_future_pending) {
+  setup(PENDING, 1, 60000);
+  tb_future_t *f = start_polled(&rt);
+  uint64_t t0 = uv_now(&loop);
+  ASSERT_ERR(tb_future_wait(f, 150), TB_ETIMEDOUT);
+  ASSERT_GE(uv_now(&loop) - t0, 150);
+  ASSERT(!tb_future_is_done(f));
+  ASSERT_EQ_INT(f->error.code, 0);
+  /* The wait's timeout is not the operation's: it still goes on. */
+  ASSERT_OK(tb_future_cancel(f));
+  ASSERT_ERR(tb_future_wait(f, 0), TB_ECANCELED);
+  tb_future_free(f);
+  teardown();
+}
+
+static tb_future_t *other;
+static int nested_rc;
+
+static void nested_wait_cb(tb_future_t *f, int status) {
+  nested_rc = tb_future_wait(other, 1000);
+  int st[1];
+  ASSERT_ERR(tb_future_wait_many(&other, 1, 1000, st), TB_ENESTED);
+}
+
+static void nested_telemetry(const tb_telemetry_event_t *ev) {
+  if (other != NULL && !tb_future_is_done(other))
+    ASSERT_ERR(tb_future_wait(other, 10), TB_ENESTED);
+}
+
+static int timer_rc;
+static void nested_timer_cb(uv_timer_t *t) {
+  timer_rc = tb_future_wait(other, 10);
+  uv_close((uv_handle_t *)t, NULL);
+}
+
+TEST(nested_wait_is_refused) {
+  setup(RESULT, 1, 0);
+  tb_future_t *f = start_polled(&rt);
+  other = start_polled(&rt);
+  nested_rc = 0;
+  ASSERT_OK(tb_future_set_callback(f, nested_wait_cb));
+  /* The callback runs under the host's own uv_run. */
+  while (!tb_future_is_done(f))
+    uv_run(&loop, UV_RUN_ONCE);
+  ASSERT_ERR(nested_rc, TB_ENESTED);
+  ASSERT_OK(tb_future_wait(other, 0));
+  tb_future_free(f);
+  tb_future_free(other);
+
+  /* A callback of the host's own handle while tb_future_wait runs the loop. */
+  static const fake_resp_t SLOW[] = { { 200, "{\"r\":1}", NULL, NULL, NULL, 100 } };
+  fk.poll = SLOW;
+  f = start_polled(&rt);
+  other = f;
+  uv_timer_t t;
+  ASSERT_OK(uv_timer_init(&loop, &t));
+  uv_timer_start(&t, nested_timer_cb, 10, 0);
+  timer_rc = 0;
+  ASSERT_OK(tb_future_wait(f, 0));
+  ASSERT_ERR(timer_rc, TB_ENESTED);
+  tb_future_free(f);
+  other = NULL;
+  teardown();
+
+  /* From a telemetry hook. */
+  ASSERT_OK(uv_loop_init(&loop));
+  fake_start(&fk, &loop);
+  fk.submit = SUBMIT_OK;
+  fk.n_submit = 1;
+  fk.poll = RESULT;
+  fk.n_poll = 1;
+  tb_client_config_t c = fake_config(&fk);
+  c.telemetry = nested_telemetry;
+  rt_start(&rt, &loop, &c);
+  other = start_polled(&rt);
+  while (!tb_future_is_done(other))
+    uv_run(&loop, UV_RUN_ONCE);
+  tb_future_free(other);
+  other = NULL;
+  teardown();
+}
+
+TEST(wait_many_order_and_no_short_circuit) {
+  setup(RESULT, 1, 0);
+  /* Each future gets its own answer: fail fast for the first, later
+   * results for the others. */
+  static const fake_resp_t P[] = {
+    { 200, "{\"error\":\"bad input\",\"category\":\"user\"}" },
+    { 200, "{\"r\":1}", NULL, NULL, NULL, 100 },
+    { 200, "{\"r\":2}", NULL, NULL, NULL, 50 },
+  };
+  fk.poll = P;
+  fk.n_poll = 3;
+  tb_future_t *fs[3];
+  for (int i = 0; i < 3; i++) {
+    fs[i] = start_polled(&rt);
+    /* One at a time so that the script order is the future order. */
+    while (fake_count(&fk, POLL_PATH) < (size_t)i + 1)
+      uv_run(&loop, UV_RUN_ONCE);
+  }
+  int st[3] = { 99, 99, 99 };
+  ASSERT_ERR(tb_future_wait_many(fs, 3, 0, st), TB_EUSER);
+  ASSERT_ERR(st[0], TB_EUSER);
+  ASSERT_OK(st[1]);
+  ASSERT_OK(st[2]);
+  ASSERT_STR_EQ(tb_future_result(fs[1], &tb_result_string), "{\"r\":1}");
+  ASSERT_STR_EQ(tb_future_result(fs[2], &tb_result_string), "{\"r\":2}");
+  ASSERT_OK(tb_future_wait_many(fs + 1, 2, 0, NULL));
+  ASSERT_OK(tb_future_wait_many(NULL, 0, 0, NULL));
+  tb_future_t *bad[2] = { fs[0], NULL };
+  ASSERT_ERR(tb_future_wait_many(bad, 2, 0, NULL), TB_EINVAL);
+  for (int i = 0; i < 3; i++)
+    tb_future_free(fs[i]);
+  teardown();
+}
+
+TEST(wait_many_one_deadline) {
+  static const fake_resp_t P[] = { { 200, "{\"r\":1}" }, { 200, "{\"status\":\"pending\"}" } };
+  setup(P, 2, 60000);
+  tb_future_t *fs[2];
+  fs[0] = start_polled(&rt);
+  while (fake_count(&fk, POLL_PATH) < 1)
+    uv_run(&loop, UV_RUN_ONCE);
+  fs[1] = start_polled(&rt);
+  int st[2];
+  uint64_t t0 = uv_now(&loop);
+  ASSERT_ERR(tb_future_wait_many(fs, 2, 200, st), TB_ETIMEDOUT);
+  uint64_t took = uv_now(&loop) - t0;
+  ASSERT_GE(took, 200);
+  ASSERT_LT(took, 20000);
+  ASSERT_OK(st[0]);
+  ASSERT_ERR(st[1], TB_ETIMEDOUT);
+  ASSERT(!tb_future_is_done(fs[1]));
+  tb_future_free(fs[0]);
+  tb_future_free(fs[1]);  /* pending: cancelled and released */
+  teardown();
+}
+
+/* ------------------------------------------------------------ close */
+
+TEST(close_cancels_work_in_flight) {
+  setup(PENDING, 1, 60000);
+  tb_future_t *f = start_polled(&rt);
+  tb_future_t *g = start_polled(&rt);
+  cb_calls = 0;
+  ASSERT_OK(tb_future_set_callback(f, count_cb));
+  while (fake_count(&fk, POLL_PATH) < 1)
+    uv_run(&loop, UV_RUN_ONCE);
+  tb__rt_close(&rt, on_rt_closed);
+  rt_closed = 0;
+  /* New work is refused while closing. */
+  tb__client_op_opts_t o = { .path = "/api/v1/x", .max_retries = -1 };
+  tb_future_t *h = NULL;
+  ASSERT_ERR(tb__client_op_start(&rt, &o, &h), TB_ECLOSING);
+  ASSERT(h == NULL);
+  while (!rt_closed)
+    uv_run(&loop, UV_RUN_ONCE);
+  ASSERT_EQ_INT(cb_calls, 1);
+  ASSERT_ERR(cb_status, TB_ECANCELED);
+  ASSERT_ERR(g->status, TB_ECANCELED);
+  tb_future_free(f);
+  tb_future_free(g);
+  fake_stop(&fk);
+  ASSERT_LOOP_CLOSE(&loop);
+}
+
+/* ------------------------------------------------------------ scale */
+
+/* Each submission {"i": N} gets the id "rN"; the first poll of every
+ * third id answers try_again, every other poll the result naming the id. */
+static fake_resp_t decide_many(fake_t *f, tb_http_request_t *req, int is_poll) {
+  static char buf[128];
+  fake_resp_t r = { 200, buf };
+  json_t *doc = json_loadb(req->body.base, req->body.len, 0, NULL);
+  if (!is_poll) {
+    json_t *i = json_object_get(doc, "i");
+    ASSERT(json_is_integer(i));
+    snprintf(buf, sizeof(buf), "{\"request_id\":\"r%lld\"}", (long long)json_integer_value(i));
+    json_decref(doc);
+    return r;
+  }
+  const char *id = json_string_value(json_object_get(doc, "request_id"));
+  ASSERT(id != NULL);
+  unsigned long n = strtoul(id + 1, NULL, 10);
+  const tb_http_header_t *it = tb__http_request_header(req, "x-tinker-request-iteration");
+  int first = it != NULL && it->value.len == 1 && it->value.base[0] == '0';
+  if (n % 3 == 0 && first)
+    snprintf(buf, sizeof(buf), "{\"type\":\"try_again\",\"request_id\":\"%s\","
+             "\"queue_state\":\"active\"}", id);
+  else
+    snprintf(buf, sizeof(buf), "{\"id\":\"%s\"}", id);
+  json_decref(doc);
+  return r;
+}
+
+#define N_MANY 10000
+
+TEST(ten_thousand_futures_in_flight) {
+  ASSERT_OK(uv_loop_init(&loop));
+  fake_start(&fk, &loop);
+  fk.decide = decide_many;
+  tb_client_config_t c = fake_config(&fk);
+  c.telemetry = NULL;
+  c.max_connections = 64;
+  rt_start(&rt, &loop, &c);
+  tb_future_t **fs = calloc(N_MANY, sizeof(*fs));
+  int *st = calloc(N_MANY, sizeof(*st));
+  ASSERT(fs != NULL && st != NULL);
+  for (size_t i = 0; i < N_MANY; i++) {
+    char body[32];
+    int n = snprintf(body, sizeof(body), "{\"i\":%zu}", i);
+    tb__client_op_opts_t o = { .path = "/api/v1/test_op", .body = body, .body_len = (size_t)n,
+                               .max_retries = -1, .poll = 1, .decode = decode_text };
+    ASSERT_OK(tb__client_op_start(&rt, &o, &fs[i]));
+  }
+  ASSERT_EQ_INT(rt.n_ops, N_MANY);
+  ASSERT_OK(tb_future_wait_many(fs, N_MANY, 0, st));
+  for (size_t i = 0; i < N_MANY; i++) {
+    ASSERT_OK(st[i]);
+    char want[64];
+    snprintf(want, sizeof(want), "{\"id\":\"r%zu\"}", i);
+    ASSERT_STR_EQ(tb_future_result(fs[i], &tb_result_string), want);
+    tb_future_free(fs[i]);
+  }
+  ASSERT_EQ_INT(rt.n_ops, 0);
+  ASSERT_EQ_INT(fake_count(&fk, POLL_PATH), N_MANY + (N_MANY + 2) / 3);
+  free(fs);
+  free(st);
+  rt_stop(&rt);
+  fake_stop(&fk);
+  ASSERT_LOOP_CLOSE(&loop);
+}
+
+TEST_LIST(
+  TEST_ENTRY(callback_and_result_ownership),
+  TEST_ENTRY(free_inside_callback_and_free_pending),
+  TEST_ENTRY(cancel_during_backoff_and_during_http),
+  TEST_ENTRY(wait_timeout_leaves_the_future_pending),
+  TEST_ENTRY(nested_wait_is_refused),
+  TEST_ENTRY(wait_many_order_and_no_short_circuit),
+  TEST_ENTRY(wait_many_one_deadline),
+  TEST_ENTRY(close_cancels_work_in_flight),
+  TEST_ENTRY_TIMEOUT(ten_thousand_futures_in_flight, 300000),
+)
