@@ -496,7 +496,7 @@ static void restore_sessions(tb__store_t *st, json_t *sessions) {
     n_restored++;
   }
   if (n_restored > 0)
-    tb_info("restored %zu sessions from %s", n_restored, st->db_path);
+    tb_info("sessions read back from %s: %zu", st->db_path, n_restored);
 }
 
 static void open_done(tb__store_op_t *op, int status) {
