@@ -7,6 +7,7 @@
  */
 #include "test_client_fake.h"
 
+#include "test_tls_certs.h"
 #include "tinkerbell/server.h"
 
 static uv_loop_t loop;
@@ -340,6 +341,57 @@ TEST(against_the_real_server) {
   ASSERT_LOOP_CLOSE(&loop);
 }
 
+/* HTTPS to the real server: verified against its certificate as the CA,
+ * refused by the system's store, accepted when verification is off. */
+TEST(https_against_the_real_server) {
+  certs_t certs;
+  make_cert(&certs, "/tmp/tb-client-tls-XXXXXX", "tinkerbell client test");
+  ASSERT_OK(uv_loop_init(&loop));
+  tb_server_t server;
+  tb_server_options_t so = { .tls_cert_file = certs.cert, .tls_key_file = certs.key };
+  ASSERT_OK(tb_server_init(&loop, &server, &so));
+  ASSERT_OK(tb_server_listen(&server, "127.0.0.1", 0));
+  char url[64];
+  snprintf(url, sizeof(url), "https://127.0.0.1:%d", tb_server_port(&server));
+
+  for (int mode = 0; mode < 3; mode++) {
+    tb_client_config_t c = { .base_url = url, .max_retries = -1 };
+    if (mode == 0)
+      c.tls_ca_file = certs.cert;
+    else if (mode == 2)
+      c.tls_insecure = 1;
+    tb_error_t err = { 0 };
+    ASSERT_OK(tb_service_client_init(&loop, &sc, &c, &err));
+    sc_closed = 0;
+    char *id = NULL;
+    int rc = tb_service_client_session_sync(&sc, &id, &err);
+    if (mode == 1) {
+      ASSERT_ERR(rc, TB_ETLS);
+      ASSERT_EQ_INT(err.category, TB_CATEGORY_NETWORK);
+      ASSERT(id == NULL);
+    } else {
+      if (rc != 0)
+        fprintf(stderr, "mode %d: %s\n", mode, tb_error_message(&err));
+      ASSERT_OK(rc);
+      ASSERT(id != NULL && id[0] != '\0');
+    }
+    free(id);
+    tb_error_clear(&err);
+    close_sc();
+  }
+  /* A CA file that cannot be read is named at init. */
+  tb_client_config_t bad = { .base_url = url, .tls_ca_file = "/nonexistent/ca.pem" };
+  tb_error_t err = { 0 };
+  ASSERT_ERR(tb_service_client_init(&loop, &sc, &bad, &err), TB_ETLS);
+  ASSERT_STR_CONTAINS(err.message, "/nonexistent/ca.pem");
+  tb_error_clear(&err);
+
+  tb_server_close(&server, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  ASSERT_LOOP_CLOSE(&loop);
+  remove_certs(&certs);
+}
+
 TEST_LIST(
   TEST_ENTRY(session_created_once_and_shared),
   TEST_ENTRY(session_cancel_and_close_while_creating),
@@ -349,4 +401,5 @@ TEST_LIST(
   TEST_ENTRY(sync_wait_timeout_and_close_with_work_in_flight),
   TEST_ENTRY(init_errors),
   TEST_ENTRY_TIMEOUT(against_the_real_server, 120000),
+  TEST_ENTRY(https_against_the_real_server),
 )

@@ -25,8 +25,19 @@
  * in (0, 60 s].  Every attempt of one call carries the same
  * X-Idempotency-Key.
  *
- * Polling of retrieve_future is described in tb_client_config_t's poll_*
- * fields and in docs/ARCHITECTURE.md.
+ * Polling (POST /api/v1/retrieve_future, each one a long poll of at most
+ * poll_http_timeout_ms) re-polls at once on "try_again" (or after its
+ * retry_after_ms), backs off min(2^(n-1) * poll_backoff_initial_ms,
+ * poll_backoff_max_ms) on "pending" and on failures of category server,
+ * waits poll_retry_delay_ms * [0.5, 1] after a 408 or 5xx, backs off with
+ * the poll_error_* pair after a 429 (its Retry-After honoured) or a
+ * connection error, retries an empty 400 at most 3 times, and fails at
+ * once on a failure of category user (TB_EUSER), a 410 (TB_EEXPIRED: the
+ * server no longer has the result; a sampling request is resubmitted by
+ * the sampling client, a training request reports it) and any other
+ * status (TB_EHTTP).  At the poll deadline it fails with the last retried
+ * failure, or TB_ETIMEDOUT.  Queue states reported by "try_again" (and
+ * 408) answers reach queue_observer on every change of (state, reason).
  */
 #ifndef TINKERBELL_CLIENT_H
 #define TINKERBELL_CLIENT_H
@@ -154,6 +165,14 @@ typedef struct tb_client_config_s {
 
   /* Connections per origin [16]. */
   unsigned max_connections;
+
+  /* HTTPS (an https:// base URL): the server's certificate is verified
+   * against the system's trust store, or against tls_ca_file (PEM) when
+   * given, and must name the URL's host; the host is sent as SNI.
+   * tls_insecure = 1 turns verification off: for tests and self-signed
+   * development servers only. */
+  const char *tls_ca_file;
+  int tls_insecure;
 
   /* Hooks, called on the loop (NULL: none).  A hook must not block; it
    * may not call tb_future_wait (TB_ENESTED). */

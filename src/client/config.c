@@ -59,6 +59,10 @@ int tb__config_resolve(const tb_client_config_t *in, tb__config_t *out,
   out->base_url = tb__strndup(base, blen);
   if (out->base_url == NULL)
     goto nomem;
+  out->tls = url.tls;
+  out->tls_insecure = in->tls_insecure != 0;
+  if (dup_opt(in->tls_ca_file, &out->tls_ca_file) != 0)
+    goto nomem;
 
   const char *key = pick(in->api_key, "TINKER_API_KEY");
   if (key != NULL && !header_safe(key)) {
@@ -138,6 +142,7 @@ void tb__config_free(tb__config_t *c) {
   free(c->base_url);
   free(c->api_key);
   free(c->project_id);
+  free(c->tls_ca_file);
   for (size_t i = 0; i < c->n_meta; i++) {
     free((char *)c->meta[i].key);
     free((char *)c->meta[i].value);

@@ -55,6 +55,9 @@ typedef struct tb__config_s {
   uint64_t poll_error_backoff_initial_ms, poll_error_backoff_max_ms;
   uint64_t heartbeat_interval_ms, heartbeat_warn_ms;
   unsigned max_connections;
+  char *tls_ca_file;              /* NULL: the system's trust store */
+  int tls_insecure;
+  int tls;                        /* the base URL is https */
   tb_telemetry_cb telemetry;
   void *telemetry_data;
   tb_queue_state_cb queue_observer;
@@ -97,6 +100,7 @@ struct tb__rt_s {
   uv_loop_t *loop;
   tb__config_t cfg;
   tb_http_client_t http;
+  struct tb__tls_ctx_s *tls_ctx; /* https: shared by every connection */
   uv_timer_t timer;           /* fires the earliest alarm */
   tb__alarm_t **heap;
   size_t n_heap, cap_heap;

@@ -18,6 +18,8 @@
  */
 #include "client/internal.h"
 
+#include "http/tls.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -222,19 +224,26 @@ int tb__rt_init(uv_loop_t *loop, tb__rt_t *rt, const tb_client_config_t *cfg,
     .connect_timeout_ms = rt->cfg.connect_timeout_ms,
     .user_agent = "tinkerbell-c/" TB_VERSION_STRING,
   };
+  if (rt->cfg.tls) {
+    rc = tb__tls_ctx_client_new(rt->cfg.tls_ca_file, rt->cfg.tls_insecure, &rt->tls_ctx, err);
+    if (rc != 0) {
+      tb__config_free(&rt->cfg);
+      return rc;
+    }
+    ho.tls_transport_new = tb__transport_tls_new;
+    ho.tls_ctx = rt->tls_ctx;
+  }
   rc = tb__http_client_init(loop, &rt->http, &ho);
   if (rc != 0) {
+    tb__tls_ctx_free(rt->tls_ctx);
+    rt->tls_ctx = NULL;
     tb__config_free(&rt->cfg);
     return tb_error_set(err, rc, TB_CATEGORY_NONE, "HTTP client: %s", tb_strerror(rc));
   }
   rt->http.data = rt;
-  rc = uv_timer_init(loop, &rt->timer);
-  if (rc != 0) {
-    /* The HTTP client closes on its own; nothing waits for it. */
-    tb__http_client_close(&rt->http, NULL);
-    tb__config_free(&rt->cfg);
-    return tb_error_set(err, rc, TB_CATEGORY_NONE, "timer: %s", tb_strerror(rc));
-  }
+  /* uv_timer_init cannot fail (libuv's timer.c only fills the handle in),
+   * so nothing made above ever needs an asynchronous undo here. */
+  (void)uv_timer_init(loop, &rt->timer);
   rt->timer.data = rt;
   rt->handles_open = 2;  /* the HTTP client and the timer */
   return 0;
@@ -245,6 +254,9 @@ static void on_timer_closed(uv_handle_t *h) {
   rt->handles_open--;
   free(rt->heap);
   rt->heap = NULL;
+  /* Every connection is gone with the HTTP client: the context may go. */
+  tb__tls_ctx_free(rt->tls_ctx);
+  rt->tls_ctx = NULL;
   tb__config_free(&rt->cfg);
   tb__rt_close_cb cb = rt->close_cb;
   if (cb != NULL)
