@@ -395,8 +395,8 @@ static int run(serve_t *s, const serve_config_t *c) {
   s->server.data = s;
   rc = tb_server_init(&s->loop, &s->server, &c->so);
   if (rc != 0) {
-    int keys = c->so.api_keys_file != NULL &&
-               (rc == TB_ENOENT || rc == TB_EIO || rc == TB_ECORRUPT || rc == UV_EACCES);
+    /* The keys file is read first; its messages name it. */
+    int keys = c->so.api_keys_file != NULL && strstr(s->server.message, "API keys") != NULL;
     if (keys)
       fprintf(stderr, "tinkerbell serve: --api-keys %s: %s\n", c->so.api_keys_file,
               s->server.message[0] ? s->server.message : tb_strerror(rc));
@@ -466,10 +466,15 @@ int tb__cli_serve(int argc, char **argv) {
     snprintf(n, sizeof(n), "%zu", c.threads);
     setenv("UV_THREADPOOL_SIZE", n, 1);
   }
-  if (c.log_level >= 0)
-    tb__log_set_level((tb_log_level_t)c.log_level);
-  else if (getenv("TINKERBELL_LOG") == NULL)
-    tb__log_set_level(TB_LOG_INFO);
+  const char *env_level = getenv("TINKERBELL_LOG");
+  if (c.log_level < 0 && env_level != NULL && tb__log_parse_level(env_level) < 0)
+    fprintf(stderr, "tinkerbell serve: TINKERBELL_LOG=%s is not debug, info, warn, error "
+                    "or off; logging at info\n", env_level);
+  if (c.log_level < 0)
+    c.log_level = env_level != NULL && tb__log_parse_level(env_level) >= 0
+                      ? tb__log_parse_level(env_level)
+                      : TB_LOG_INFO;
+  tb__log_set_level((tb_log_level_t)c.log_level);
   if (make_data_dir(c.data_dir) != 0) {
     free(c.models);
     return TB__CLI_USAGE;
