@@ -397,6 +397,15 @@ TEST(sigint_closes_gracefully_and_log_level) {
   ASSERT_STR_CONTAINS(err_of(p), "GET /healthz 200");
   ASSERT_STR_CONTAINS(err_of(p), "SIGINT: closing");
   proc_free(p);
+  /* A level that is none falls back to info, and says so. */
+  p = serve((const char *[]){ "serve", "--port", "0", "--data-dir", data, NULL },
+            (const char *[]){ "TINKERBELL_LOG=verbose", NULL });
+  hc_expect("GET", "/healthz", NULL, NULL, 200, "ok");
+  stop_with(p, SIGTERM);
+  ASSERT_STR_CONTAINS(err_of(p), "TINKERBELL_LOG=verbose is not debug, info, warn, error "
+                                 "or off; logging at info");
+  ASSERT_STR_CONTAINS(err_of(p), "GET /healthz 200");
+  proc_free(p);
   free(data);
   teardown();
 }
@@ -467,6 +476,125 @@ TEST(port_taken_exits_1) {
   teardown();
 }
 
+/* A string field of the 200 answer to a POST, copied. */
+static char *post_field(const char *path, const char *body, const char *key) {
+  hc_t *c = hc_do("POST", path, NULL, body);
+  if (c->status != 200)
+    fprintf(stderr, "POST %s -> %d %s\n", path, c->status, c->body);
+  ASSERT_EQ_INT(c->status, 200);
+  json_t *v = hc_json(c);
+  const char *s = json_string_value(json_object_get(v, key));
+  if (s == NULL)
+    fprintf(stderr, "no %s in %s\n", key, c->body);
+  ASSERT(s != NULL);
+  char *r = xstrdup(s);
+  json_decref(v);
+  hc_free(c);
+  return r;
+}
+
+/* Long-polls a Tinker future to its end; its result must not be an error. */
+static void await_ok(const char *rid) {
+  char body[128];
+  snprintf(body, sizeof(body), "{\"request_id\":\"%s\"}", rid);
+  for (;;) {
+    hc_t *c = hc_do("POST", "/api/v1/retrieve_future", NULL, body);
+    ASSERT_EQ_INT(c->status, 200);
+    int pending = strstr(c->body, "\"try_again\"") != NULL;
+    if (!pending && strstr(c->body, "\"error\"") != NULL)
+      fprintf(stderr, "future %s failed: %s\n", rid, c->body);
+    ASSERT(pending || strstr(c->body, "\"error\"") == NULL);
+    hc_free(c);
+    if (!pending)
+      return;
+  }
+}
+
+static char *get_metrics(void) {
+  hc_t *c = hc_do("GET", "/metrics", NULL, NULL);
+  ASSERT_EQ_INT(c->status, 200);
+  char *text = xstrdup(c->body);
+  hc_free(c);
+  return text;
+}
+
+/* The metrics after create, forward_backward, a create held by the
+ * user's model limit and its release: queue states, queue depths, the
+ * latency histogram and the tokens. */
+TEST(metrics_of_training) {
+  setup();
+  char *data = in_tmp("data");
+  proc_t *p = serve((const char *[]){ "serve", "--port", "0", "--data-dir", data,
+                                      "--max-models-per-user", "1", "--long-poll-ms",
+                                      "500", NULL },
+                    NULL);
+  char *sid = post_field("/api/v1/create_session",
+                         "{\"tags\":[],\"user_metadata\":{},\"sdk_version\":\"0.25.0\","
+                         "\"type\":\"create_session\"}",
+                         "session_id");
+  char body[1024];
+  snprintf(body, sizeof(body),
+           "{\"session_id\":\"%s\",\"model_seq_id\":0,\"base_model\":\"base\","
+           "\"lora_config\":{\"rank\":4},\"type\":\"create_model\"}", sid);
+  char *rid = post_field("/api/v1/create_model", body, "request_id");
+  await_ok(rid);
+  free(rid);
+  char mid[128];
+  snprintf(mid, sizeof(mid), "%s:train:0", sid);
+  snprintf(body, sizeof(body),
+           "{\"model_id\":\"%s\",\"seq_id\":1,\"forward_backward_input\":{\"loss_fn\":"
+           "\"cross_entropy\",\"data\":[{\"model_input\":{\"chunks\":[{\"type\":"
+           "\"encoded_text\",\"tokens\":[1,2,3,4]}]},\"loss_fn_inputs\":{\"target_tokens\":"
+           "{\"data\":[2,3,4,5],\"dtype\":\"int64\",\"shape\":[4]},\"weights\":{\"data\":"
+           "[1,1,1,1],\"dtype\":\"float32\",\"shape\":[4]}}}]}}", mid);
+  rid = post_field("/api/v1/forward_backward", body, "request_id");
+  await_ok(rid);
+  free(rid);
+
+  /* A second model waits for the first to go. */
+  snprintf(body, sizeof(body),
+           "{\"session_id\":\"%s\",\"model_seq_id\":1,\"base_model\":\"base\","
+           "\"lora_config\":{\"rank\":4},\"type\":\"create_model\"}", sid);
+  char *held = post_field("/api/v1/create_model", body, "request_id");
+  char *m = get_metrics();
+  ASSERT_STR_CONTAINS(m, "# TYPE tinkerbell_futures_queue_state gauge\n");
+  ASSERT_STR_CONTAINS(m, "tinkerbell_futures_queue_state{state=\"paused_rate_limit\"} 1\n");
+  ASSERT_STR_CONTAINS(m, "tinkerbell_futures_queue_state{state=\"active\"} 0\n");
+  ASSERT_STR_CONTAINS(m, "tinkerbell_futures_pending 1\n");
+  ASSERT_STR_CONTAINS(m, "tinkerbell_queue_depth{stage=\"held\"} 1\n");
+  ASSERT_STR_CONTAINS(m, "tinkerbell_queue_depth{stage=\"ordered\"} 0\n");
+  ASSERT_STR_CONTAINS(m, "# TYPE tinkerbell_job_latency_seconds histogram\n");
+  ASSERT_STR_CONTAINS(m, "tinkerbell_job_latency_seconds_count{op=\"create_model\"} 1\n");
+  ASSERT_STR_CONTAINS(m, "tinkerbell_job_latency_seconds_bucket{op=\"forward_backward\","
+                         "le=\"+Inf\"} 1\n");
+  ASSERT_STR_CONTAINS(m, "tinkerbell_job_latency_seconds_count{op=\"forward_backward\"} 1\n");
+  ASSERT_STR_CONTAINS(m, "tinkerbell_tokens_total{op=\"forward_backward\"} 4\n");
+  free(m);
+
+  snprintf(body, sizeof(body), "{\"model_id\":\"%s\",\"type\":\"unload_model\"}", mid);
+  rid = post_field("/api/v1/unload_model", body, "request_id");
+  await_ok(rid);
+  await_ok(held);
+  m = get_metrics();
+  ASSERT_STR_CONTAINS(m, "tinkerbell_futures_queue_state{state=\"paused_rate_limit\"} 0\n");
+  ASSERT_STR_CONTAINS(m, "tinkerbell_futures_pending 0\n");
+  ASSERT_STR_CONTAINS(m, "tinkerbell_queue_depth{stage=\"held\"} 0\n");
+  ASSERT_STR_CONTAINS(m, "tinkerbell_queue_depth{stage=\"engine\"} 0\n");
+  ASSERT_STR_CONTAINS(m, "tinkerbell_job_latency_seconds_count{op=\"create_model\"} 2\n");
+  ASSERT_STR_CONTAINS(m, "tinkerbell_job_latency_seconds_count{op=\"unload_model\"} 1\n");
+  ASSERT_STR_CONTAINS(m, "tinkerbell_tokens_total{op=\"forward_backward\"} 4\n");
+  ASSERT_STR_CONTAINS(m, "tinkerbell_http_requests_total{method=\"POST\","
+                         "route=\"/api/v1/forward_backward\",status=\"200\"} 1\n");
+  free(m);
+  stop_with(p, SIGTERM);
+  proc_free(p);
+  free(held);
+  free(rid);
+  free(sid);
+  free(data);
+  teardown();
+}
+
 TEST_LIST(
   TEST_ENTRY(help_lists_every_option),
   TEST_ENTRY_TIMEOUT(bad_options_exit_2, 60000),
@@ -474,4 +602,5 @@ TEST_LIST(
   TEST_ENTRY(sigint_closes_gracefully_and_log_level),
   TEST_ENTRY(api_keys_file),
   TEST_ENTRY(port_taken_exits_1),
+  TEST_ENTRY_TIMEOUT(metrics_of_training, 60000),
 )

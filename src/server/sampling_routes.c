@@ -160,6 +160,7 @@ static void on_sampled(tb_engine_job_t *job, int status) {
     return;
   }
   op->tr->n_done++;
+  tb__metrics_op_finished(op, 1);
   tb__future_resolve(op->future, json, jlen, pb.base, pb.len);
   tb__top_free(op);
 }

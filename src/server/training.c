@@ -78,6 +78,7 @@ void tb__top_fail(tb__top_t *op, tb_category_t category, const char *message) {
     op->then = NULL;
   }
   op->tr->n_failed++;
+  tb__metrics_op_finished(op, 0);
   if (op->future != NULL)
     tb__future_fail(op->future, category, "%s", message);
   tb__top_free(op);
@@ -108,6 +109,7 @@ static void top_resolve_json(tb__top_t *op, json_t *v) {
     return;
   }
   op->tr->n_done++;
+  tb__metrics_op_finished(op, 1);
   tb__future_resolve(op->future, json, len, NULL, 0);
   tb__top_free(op);
 }
@@ -220,6 +222,7 @@ static void on_forward(tb__top_t *op) {
     return;
   }
   op->tr->n_done++;
+  tb__metrics_op_finished(op, 1);
   tb__future_resolve(op->future, json, jlen, pb.base, pb.len);
   tb__top_free(op);
 }
@@ -905,6 +908,7 @@ static void ext_metrics(tb__server_t *srv, tb__server_ext_t *ext, tb_buf_t *out)
                  "tinkerbell_ops_failed_total %llu\n",
                  n_models, tr->n_ops, (unsigned long long)tr->n_done,
                  (unsigned long long)tr->n_failed);
+  tb__metrics_training(tr, out);
 }
 
 /* One base model from "base" or "NAME=HF_DIR". */

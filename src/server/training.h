@@ -19,6 +19,7 @@
 #include "core/json.h"
 #include "engine/engine.h"
 #include "server/internal.h"
+#include "server/metrics.h"
 #include "wire/types.h"
 
 /* How many recent seq_ids of a model are remembered for deduplication,
@@ -155,6 +156,7 @@ struct tb__training_s {
   size_t n_fs;                   /* file requests in flight */
   int engine_closed;
   uint64_t n_done, n_failed;
+  tb__op_metrics_t metrics;      /* latencies and tokens (metrics.c) */
   int closing;
 };
 

@@ -1,0 +1,135 @@
+/*
+ * The training part's latency histograms, token counts and queue depths
+ * for GET /metrics (see metrics.h).
+ */
+#include "server/metrics.h"
+
+#include <stdio.h>
+
+#include "server/training.h"
+
+_Static_assert(TB__OP_SAMPLE < TB__METRIC_OPS, "TB__METRIC_OPS must cover every op type");
+
+/* Upper bounds in seconds: from a cached answer to a long training step. */
+static const double bounds[TB__LATENCY_BUCKETS] = {
+  0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
+};
+
+static const char *op_name(size_t type) {
+  static const char *const names[TB__METRIC_OPS] = {
+    [TB__OP_CREATE] = "create_model",
+    [TB__OP_FORWARD] = "forward",
+    [TB__OP_FORWARD_BACKWARD] = "forward_backward",
+    [TB__OP_OPTIM] = "optim_step",
+    [TB__OP_SAVE] = "save_weights",
+    [TB__OP_SAVE_SAMPLER] = "save_weights_for_sampler",
+    [TB__OP_LOAD] = "load_weights",
+    [TB__OP_UNLOAD] = "unload_model",
+    [TB__OP_SAMPLE] = "sample",
+  };
+  return type < TB__METRIC_OPS && names[type] != NULL ? names[type] : "other";
+}
+
+void tb__histogram_observe(tb__histogram_t *h, double seconds) {
+  size_t i = 0;
+  while (i < TB__LATENCY_BUCKETS && seconds > bounds[i])
+    i++;
+  if (i < TB__LATENCY_BUCKETS)
+    h->buckets[i]++;
+  h->count++;
+  h->sum += seconds;
+}
+
+void tb__histogram_print(tb_buf_t *out, const char *name, const char *labels,
+                         const tb__histogram_t *h) {
+  const char *sep = labels[0] != '\0' ? "," : "";
+  uint64_t cum = 0;
+  for (size_t i = 0; i < TB__LATENCY_BUCKETS; i++) {
+    cum += h->buckets[i];
+    tb__buf_printf(out, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels, sep, bounds[i],
+                   (unsigned long long)cum);
+  }
+  tb__buf_printf(out, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep,
+                 (unsigned long long)h->count);
+  tb__buf_printf(out, "%s_sum{%s} %.17g\n%s_count{%s} %llu\n", name, labels, h->sum, name,
+                 labels, (unsigned long long)h->count);
+}
+
+/* Tokens of the job's input, and for a sample the tokens generated. */
+static uint64_t op_tokens(const tb__top_t *op) {
+  uint64_t n = 0;
+  switch (op->type) {
+  case TB__OP_FORWARD:
+  case TB__OP_FORWARD_BACKWARD:
+    for (size_t i = 0; i < op->batch.num_data; i++)
+      n += op->batch.data[i].n;
+    break;
+  case TB__OP_SAMPLE:
+    n = op->job.sample.prompt_len;
+    for (size_t i = 0; i < op->job.sample.num_seqs; i++)
+      n += op->job.sample.seqs[i].len;
+    break;
+  default:
+    break;
+  }
+  return n;
+}
+
+void tb__metrics_op_finished(tb__top_t *op, int ok) {
+  if (op->future == NULL || (size_t)op->type >= TB__METRIC_OPS)
+    return;
+  tb__op_metrics_t *m = &op->tr->metrics;
+  uint64_t now = uv_now(op->tr->srv->loop);
+  uint64_t ms = now > op->future->created_ms ? now - op->future->created_ms : 0;
+  tb__histogram_observe(&m->latency[op->type], (double)ms / 1e3);
+  if (ok)
+    m->tokens[op->type] += op_tokens(op);
+}
+
+static size_t list_length(const tb__top_t *op) {
+  size_t n = 0;
+  for (; op != NULL; op = op->next)
+    n++;
+  return n;
+}
+
+void tb__metrics_training(const tb__training_t *tr, tb_buf_t *out) {
+  size_t ordered = 0, engine = 0;
+  for (const tb__tmodel_t *m = tr->models; m != NULL; m = m->next)
+    ordered += list_length(m->waiting);
+  for (const tb_engine_job_t *j = tr->engine.active; j != NULL; j = j->active_next)
+    engine++;
+  tb__buf_printf(out,
+                 "# HELP tinkerbell_queue_depth Operations accepted and not finished, by "
+                 "where they are: held (a create waiting for its base model or the user's "
+                 "model limit), ordered (waiting for an earlier seq_id or for its model), "
+                 "engine (jobs queued behind their adapter's or running).\n"
+                 "# TYPE tinkerbell_queue_depth gauge\n"
+                 "tinkerbell_queue_depth{stage=\"held\"} %zu\n"
+                 "tinkerbell_queue_depth{stage=\"ordered\"} %zu\n"
+                 "tinkerbell_queue_depth{stage=\"engine\"} %zu\n"
+                 "# HELP tinkerbell_engine_work_items_running Work items of the engine in "
+                 "the threadpool now.\n"
+                 "# TYPE tinkerbell_engine_work_items_running gauge\n"
+                 "tinkerbell_engine_work_items_running %zu\n",
+                 list_length(tr->held), ordered, engine, tr->engine.running_items);
+  tb__buf_printf(out, "# HELP tinkerbell_tokens_total Tokens processed by finished "
+                      "operations: the inputs of forward and forward_backward, the prompt "
+                      "and generated tokens of sample.\n"
+                      "# TYPE tinkerbell_tokens_total counter\n");
+  for (size_t i = 0; i < TB__METRIC_OPS; i++)
+    if (tr->metrics.tokens[i] > 0 || i == TB__OP_FORWARD_BACKWARD)
+      tb__buf_printf(out, "tinkerbell_tokens_total{op=\"%s\"} %llu\n", op_name(i),
+                     (unsigned long long)tr->metrics.tokens[i]);
+  tb__buf_printf(out, "# HELP tinkerbell_job_latency_seconds Time from accepting an "
+                      "operation to its result or failure, by operation.\n"
+                      "# TYPE tinkerbell_job_latency_seconds histogram\n");
+  for (size_t i = 0; i < TB__METRIC_OPS; i++) {
+    if (tr->metrics.latency[i].count == 0)
+      continue;  /* a series appears with its first observation */
+    char labels[64];
+    snprintf(labels, sizeof(labels), "op=\"%s\"", op_name(i));
+    tb__histogram_print(out, "tinkerbell_job_latency_seconds", labels,
+                        &tr->metrics.latency[i]);
+  }
+}
