@@ -81,14 +81,18 @@ def check_sequence(name, out, patterns):
 
 
 def check_multi_user(out):
-    """Each user's lines in order (threads interleave the users)."""
+    """Each user's messages in order.  Threads print at the same time, so
+    one line may hold several users' messages: split on the "[User] "
+    tags rather than on lines."""
+    said = {u: [] for u in USERS}
+    for user, msg in re.findall(r"\[(" + "|".join(USERS) + r")\] ([^\[\n]*)", out):
+        said[user].append(msg)
     ids = []
     for u in USERS:
-        mine = "\n".join(l for l in out.splitlines() if l.startswith(f"[{u}]"))
-        pats = ([rf"\[{u}\] Starting\.\.\.", rf"\[{u}\] Created adapter: (\S+)"]
-                + [rf"\[{u}\] Step {k}: Loss={NUMBER}" for k in range(1, 4)]
-                + [rf"\[{u}\] Done!"])
-        err, groups = check_sequence("multi_user_training.py", mine, pats)
+        pats = ([r"Starting\.\.\.", r"Created adapter: (\S+)"]
+                + [rf"Step {k}: Loss={NUMBER}" for k in range(1, 4)]
+                + [r"Done!"])
+        err, groups = check_sequence(f"multi_user_training.py, {u}", "\n".join(said[u]), pats)
         if err:
             return err
         ids.append(groups[0])
