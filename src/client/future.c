@@ -25,6 +25,11 @@ const tb_result_type_t tb_result_string = { "string", free_string };
 /* ------------------------------------------------------------ loop frames */
 
 static _Thread_local tb__loop_frame_t *frames_;
+/* The loop a blocking wait is running on this thread, if any: a future
+ * of that loop that completes stops the wait's uv_run, so that a
+ * completion in the timer phase does not leave it asleep in the poll
+ * phase until some unrelated timer or I/O. */
+static _Thread_local uv_loop_t *waiting_;
 
 void tb__loop_enter(tb__loop_frame_t *frame, uv_loop_t *loop) {
   frame->loop = loop;
@@ -69,6 +74,8 @@ static void destroy(tb_future_t *f) {
 }
 
 static void complete(tb_future_t *f) {
+  if (waiting_ == f->loop)
+    uv_stop(f->loop);
   f->cancel_ = NULL;
   f->driver_ = NULL;
   if (f->released_) {
@@ -194,6 +201,8 @@ static int run_until(uv_loop_t *loop, tb_future_t *const *fs, size_t n,
   }
   tb__loop_frame_t frame;
   tb__loop_enter(&frame, loop);
+  uv_loop_t *outer = waiting_;
+  waiting_ = loop;
   while (!all_done(fs, n)) {
     if (wt.fired) {
       rc = TB_ETIMEDOUT;
@@ -210,6 +219,7 @@ static int run_until(uv_loop_t *loop, tb_future_t *const *fs, size_t n,
     while (!wt.closed)
       uv_run(loop, UV_RUN_ONCE);
   }
+  waiting_ = outer;
   tb__loop_leave(&frame);
   return rc;
 }

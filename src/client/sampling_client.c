@@ -1,0 +1,834 @@
+/*
+ * The SamplingClient (tinkerbell/sampling_client.h): a sampling session,
+ * and samples submitted under the SDK's flow control.
+ *
+ * Each sample is a sop_t that waits in a FIFO until it may be submitted:
+ * the session exists, fewer than max_in_flight submissions are on the
+ * wire, and no 429 backoff is running.  Its POST is a tb__client_op_t
+ * without submission retries of its own, so that a 429 reaches this file:
+ * the backoff is then shared by every sample of the client and the
+ * request goes back to the head of the queue with its seq_id.  Other
+ * retryable failures of the POST (connection errors, 408, 409, 5xx) are
+ * retried here with the config's backoff; a 410 while polling (the
+ * server's future expired) submits the sample again with a new seq_id.
+ */
+#include "tinkerbell/sampling_client.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client/clients.h"
+#include "client/convert.h"
+#include "core/json.h"
+#include "wire/encode.h"
+
+/* The SDK's estimate of a prompt's size, and the size past which a 429
+ * pauses for longer. */
+#define SAMPLE_BYTES_PER_TOKEN 10
+#define SAMPLE_LARGE_PROMPT_BYTES (128 * 1024)
+#define SAMPLE_BACKOFF_MS 1000
+#define SAMPLE_LARGE_BACKOFF_MS 5000
+
+typedef enum { S_SAMPLE, S_LOGPROBS, S_BASE_MODEL } skind_t;
+
+typedef struct tb__sampling_client_s sc_t;
+typedef struct sop_s sop_t;
+
+struct sop_s {
+  sc_t *s;
+  skind_t kind;
+  tb_future_t *future;          /* the caller's */
+  json_t *body;                 /* without sampling_session_id and seq_id */
+  size_t prompt_tokens;
+  int64_t seq;                  /* -1: not yet numbered */
+  tb_future_t *inner;
+  int submit_status;            /* of the last POST: 1 while it is sent */
+  int submit_http;
+  unsigned attempts;            /* retries of failed POSTs */
+  int cancelled;
+  int queued;
+  sop_t *next;                  /* in the queue */
+  sop_t *live_next, *live_prev; /* every op not yet completed, for close */
+  tb__alarm_t alarm;
+};
+
+struct tb__sampling_client_s {
+  tb_sampling_client_t *pub;
+  tb_service_client_t *svc;
+  tb__rt_t *rt;
+  char *session_id;
+  char *model_path;
+  char *base_model;
+  int state;                    /* 0 waiting for the session, 1 ready, -1 failed */
+  tb_error_t create_err;
+  int64_t sampling_seq;         /* its sampling_session_seq_id */
+  tb_future_t *create_f;        /* the caller's creation future, if any */
+  tb_future_t *session_f;
+  tb_future_t *create_op_f;
+  int64_t next_seq;
+  size_t max_in_flight;
+  size_t in_flight;
+  uint64_t backoff_until;       /* uv_now() before which nothing is sent */
+  tb__alarm_t backoff_alarm;
+  sop_t *queue, *queue_tail;
+  sop_t *live;
+  size_t n_live;
+  int closing;
+  tb__alarm_t close_alarm;
+};
+
+static void pump(sc_t *s);
+static void check_closed(sc_t *s);
+
+/* ------------------------------------------------------------ ops */
+
+static sop_t *sop_new(sc_t *s, skind_t kind) {
+  sop_t *op = calloc(1, sizeof(*op));
+  if (op == NULL)
+    return NULL;
+  op->future = tb__client_future_new(s->rt->loop);
+  if (op->future == NULL) {
+    free(op);
+    return NULL;
+  }
+  op->s = s;
+  op->kind = kind;
+  op->seq = -1;
+  op->submit_status = 1;
+  tb__alarm_init(&op->alarm, NULL, op);
+  return op;
+}
+
+static void sop_complete(sop_t *op, const tb_result_type_t *type, void *result,
+                         tb_error_t *err) {
+  sc_t *s = op->s;
+  tb_future_t *f = op->future;
+  tb_error_t e = { 0 };
+  if (op->cancelled) {
+    tb_error_set(&e, TB_ECANCELED, TB_CATEGORY_CANCELLED, "cancelled");
+  } else if (err != NULL) {
+    e = *err;
+    memset(err, 0, sizeof(*err));
+  }
+  if (op->inner != NULL)
+    tb_future_free(op->inner);
+  json_decref(op->body);
+  if (op->live_prev != NULL)
+    op->live_prev->live_next = op->live_next;
+  else
+    s->live = op->live_next;
+  if (op->live_next != NULL)
+    op->live_next->live_prev = op->live_prev;
+  free(op);
+  s->n_live--;
+  if (e.code != 0) {
+    if (type != NULL && type->free != NULL)
+      type->free(result);
+    tb__client_future_fail(f, &e);
+  } else {
+    tb__client_future_resolve(f, type, result);
+  }
+  check_closed(s);
+}
+
+static void on_fail_alarm(tb__alarm_t *a) {
+  sop_t *op = a->data;
+  tb_error_t e = { 0 };
+  if (op->s->state >= 0 || tb_error_copy(&e, &op->s->create_err) != 0 || e.code == 0)
+    tb_error_set(&e, TB_ECANCELED, TB_CATEGORY_CANCELLED, "cancelled");
+  sop_complete(op, NULL, NULL, &e);
+}
+
+/* Fails op on a later turn (cancelled, or with the session's failure). */
+static void sop_fail_later(sop_t *op) {
+  op->alarm.cb = on_fail_alarm;
+  if (tb__alarm_start(op->s->rt, &op->alarm, 0) != 0)
+    on_fail_alarm(&op->alarm);
+}
+
+static void unqueue(sop_t *op) {
+  sc_t *s = op->s;
+  sop_t **p = &s->queue;
+  while (*p != NULL && *p != op)
+    p = &(*p)->next;
+  if (*p == op)
+    *p = op->next;
+  s->queue_tail = NULL;
+  for (sop_t *q = s->queue; q != NULL; q = q->next)
+    s->queue_tail = q;
+  op->next = NULL;
+  op->queued = 0;
+}
+
+static void sop_cancel(tb_future_t *f) {
+  sop_t *op = f->driver_;
+  if (op->cancelled)
+    return;
+  op->cancelled = 1;
+  if (op->queued) {
+    unqueue(op);
+    sop_fail_later(op);
+  } else if (op->inner != NULL) {
+    tb_future_cancel(op->inner);  /* its callback completes op */
+  } else if (tb__alarm_armed(&op->alarm)) {
+    tb__alarm_stop(op->s->rt, &op->alarm);  /* a retry that was waiting */
+    sop_fail_later(op);
+  }
+}
+
+static void enqueue(sop_t *op, int at_head) {
+  sc_t *s = op->s;
+  op->queued = 1;
+  if (at_head) {
+    op->next = s->queue;
+    s->queue = op;
+    if (s->queue_tail == NULL)
+      s->queue_tail = op;
+  } else {
+    op->next = NULL;
+    if (s->queue_tail != NULL)
+      s->queue_tail->next = op;
+    else
+      s->queue = op;
+    s->queue_tail = op;
+  }
+}
+
+/* ------------------------------------------------------------ decoding */
+
+static int decode_sample(tb__client_op_t *cop, const char *body, size_t len, int proto,
+                         const tb_result_type_t **type, void **result, tb_error_t *err) {
+  sop_t *op = cop->decode_data;
+  tb_sample_response_t *r = NULL;
+  int rc = tb__decode_sample_response(body, len, proto, &r, err);
+  if (rc != 0)
+    return rc;
+  if (op->kind == S_SAMPLE) {
+    *type = &tb_result_sample_response;
+    *result = r;
+    return 0;
+  }
+  /* compute_logprobs: the prompt's log-probs alone. */
+  tb_logprobs_t *l = calloc(1, sizeof(*l));
+  if (l != NULL && r->prompt_logprobs != NULL) {
+    l->values = r->prompt_logprobs;
+    l->n = r->n_prompt_logprobs;
+    r->prompt_logprobs = NULL;
+  } else if (l != NULL) {
+    free(l);
+    tb_sample_response_free(r);
+    return tb_error_set(err, TB_EPROTO, TB_CATEGORY_SERVER,
+                        "compute_logprobs: the answer has no prompt_logprobs");
+  }
+  tb_sample_response_free(r);
+  if (l == NULL)
+    return tb_error_set(err, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
+  *type = &tb_result_logprobs;
+  *result = l;
+  return 0;
+}
+
+static int decode_base_model(tb__client_op_t *cop, const char *body, size_t len, int proto,
+                             const tb_result_type_t **type, void **result, tb_error_t *err) {
+  json_t *doc = NULL;
+  int rc = tb__json_parse((tb_slice_t){ body, len }, &doc, err);
+  if (rc != 0) {
+    err->category = TB_CATEGORY_SERVER;
+    return rc;
+  }
+  const char *b = json_string_value(json_object_get(doc, "base_model"));
+  char *copy = b ? strdup(b) : NULL;
+  json_decref(doc);
+  if (b == NULL)
+    return tb_error_set(err, TB_EFIELD, TB_CATEGORY_SERVER, "the answer has no base_model");
+  if (copy == NULL)
+    return tb_error_set(err, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
+  *type = &tb_result_string;
+  *result = copy;
+  return 0;
+}
+
+/* ------------------------------------------------------------ submission */
+
+static void on_sample_done(tb_future_t *f, int status);
+
+static void on_submitted(tb__client_op_t *cop, int status) {
+  sop_t *op = cop->decode_data;
+  sc_t *s = op->s;
+  op->submit_status = status;
+  op->submit_http = cop->call.http_status;
+  s->in_flight--;
+  if (status != 0 && op->submit_http == 429) {
+    /* Every sample of the client waits; this one is sent again. */
+    uint64_t pause = op->prompt_tokens * SAMPLE_BYTES_PER_TOKEN > SAMPLE_LARGE_PROMPT_BYTES
+                         ? SAMPLE_LARGE_BACKOFF_MS
+                         : SAMPLE_BACKOFF_MS;
+    uint64_t until = uv_now(s->rt->loop) + pause;
+    if (until > s->backoff_until)
+      s->backoff_until = until;
+  }
+  pump(s);
+}
+
+static int start_sample(sop_t *op) {
+  sc_t *s = op->s;
+  if (op->seq < 0)
+    op->seq = s->next_seq++;
+  if (json_object_set_new(op->body, "sampling_session_id", json_string(s->session_id)) != 0 ||
+      json_object_set_new(op->body, "seq_id", json_integer((json_int_t)op->seq)) != 0)
+    return TB_ENOMEM;
+  size_t len = 0;
+  char *text = tb__json_dump(op->body, &len);
+  if (text == NULL)
+    return TB_ENOMEM;
+  tb__client_op_opts_t o = { 0 };
+  o.path = "/api/v1/asample";
+  o.body = text;
+  o.body_len = len;
+  o.max_retries = 0;
+  o.poll = 1;
+  o.request_type = "Sample";
+  o.accept_proto = 1;
+  o.decode = decode_sample;
+  o.decode_data = op;
+  o.submitted = on_submitted;
+  op->submit_status = 1;
+  int rc = tb__client_op_start(s->rt, &o, &op->inner);
+  free(text);
+  if (rc != 0)
+    return rc;
+  s->in_flight++;
+  op->inner->data = op;
+  tb_future_set_callback(op->inner, on_sample_done);
+  return 0;
+}
+
+static int start_base_model(sop_t *op) {
+  sc_t *s = op->s;
+  char *path = tb__asprintf("/api/v1/samplers/%s", s->session_id);
+  if (path == NULL)
+    return TB_ENOMEM;
+  tb__client_op_opts_t o = { 0 };
+  o.method = "GET";
+  o.path = path;
+  o.max_retries = -1;
+  o.decode = decode_base_model;
+  o.decode_data = op;
+  int rc = tb__client_op_start(s->rt, &o, &op->inner);
+  free(path);
+  if (rc != 0)
+    return rc;
+  op->inner->data = op;
+  tb_future_set_callback(op->inner, on_sample_done);
+  return 0;
+}
+
+static void on_retry_alarm(tb__alarm_t *a) {
+  sop_t *op = a->data;
+  enqueue(op, 1);
+  pump(op->s);
+}
+
+static int retryable_submit(const sop_t *op) {
+  int h = op->submit_http;
+  return h == 0 || h == 408 || h == 409 || h >= 500;
+}
+
+static void on_sample_done(tb_future_t *f, int status) {
+  sop_t *op = f->data;
+  sc_t *s = op->s;
+  if (status == 0 || op->cancelled || s->closing) {
+    const tb_result_type_t *type = f->result_type;
+    void *result = status == 0 ? tb_future_take(f, type) : NULL;
+    tb_error_t e = { 0 };
+    if (status != 0)
+      tb_error_copy(&e, &f->error);
+    sop_complete(op, type, result, status != 0 ? &e : NULL);
+    tb_error_clear(&e);
+    return;
+  }
+  int again = 0, at_head = 0;
+  uint64_t delay = 0;
+  if (op->kind != S_BASE_MODEL && op->submit_status != 0) {
+    if (op->submit_http == 429) {
+      again = at_head = 1;  /* same seq_id, after the shared backoff */
+    } else if (retryable_submit(op) && op->attempts < s->rt->cfg.max_retries &&
+               f->error.code != TB_ECANCELED) {
+      uint64_t base = s->rt->cfg.retry_base_ms << (op->attempts < 20 ? op->attempts : 20);
+      if (base > s->rt->cfg.retry_max_ms)
+        base = s->rt->cfg.retry_max_ms;
+      delay = (uint64_t)((double)base * tb__rt_jitter(s->rt, 0.75, 1.0));
+      op->attempts++;
+      again = 1;
+    }
+  } else if (op->kind != S_BASE_MODEL && f->error.http_status == 410) {
+    /* The server's future expired: the whole sample again, numbered anew. */
+    op->seq = -1;
+    again = 1;
+  }
+  if (!again) {
+    tb_error_t e = { 0 };
+    tb_error_copy(&e, &f->error);
+    if (e.code == 0)
+      e.code = status;
+    sop_complete(op, NULL, NULL, &e);
+    tb_error_clear(&e);
+    return;
+  }
+  tb_future_free(f);
+  op->inner = NULL;
+  if (delay > 0) {
+    op->alarm.cb = on_retry_alarm;
+    if (tb__alarm_start(s->rt, &op->alarm, delay) == 0)
+      return;
+  }
+  enqueue(op, at_head);
+  pump(s);
+}
+
+static void on_backoff_over(tb__alarm_t *a) {
+  pump(a->data);
+}
+
+/* Sends what may be sent now. */
+static void pump(sc_t *s) {
+  if (s->state == 0)
+    return;
+  if (s->state < 0 || s->closing) {
+    while (s->queue != NULL) {
+      sop_t *op = s->queue;
+      unqueue(op);
+      sop_fail_later(op);
+    }
+    return;
+  }
+  uint64_t now = uv_now(s->rt->loop);
+  while (s->queue != NULL) {
+    sop_t *op = s->queue;
+    int limited = op->kind != S_BASE_MODEL;
+    if (limited && now < s->backoff_until) {
+      tb__alarm_start(s->rt, &s->backoff_alarm, s->backoff_until - now);
+      return;
+    }
+    if (limited && s->in_flight >= s->max_in_flight)
+      return;  /* the next answered POST pumps again */
+    unqueue(op);
+    int rc = op->kind == S_BASE_MODEL ? start_base_model(op) : start_sample(op);
+    if (rc != 0) {
+      tb_error_t e = { 0 };
+      tb_error_set(&e, rc, rc == TB_ECLOSING ? TB_CATEGORY_CANCELLED : TB_CATEGORY_NONE,
+                   "cannot send the sample: %s", tb_strerror(rc));
+      sop_complete(op, NULL, NULL, &e);
+    }
+  }
+}
+
+/* ------------------------------------------------------------ API */
+
+static sc_t *usable(tb_sampling_client_t *samp) {
+  return samp != NULL ? samp->impl_ : NULL;
+}
+
+static json_t *prompt_json(const tb_model_input_t *prompt, size_t *n_tokens) {
+  size_t n = tb_model_input_length(prompt);
+  int32_t *toks = malloc((n + 1) * sizeof(int32_t));
+  if (toks == NULL)
+    return NULL;
+  tb_model_input_tokens(prompt, toks);
+  json_t *j = tb__wire_model_input_to_json(toks, n);
+  free(toks);
+  *n_tokens = n;
+  return j;
+}
+
+static int submit_new(sc_t *s, skind_t kind, json_t *body, size_t prompt_tokens,
+                      tb_future_t **out) {
+  sop_t *op = body ? sop_new(s, kind) : NULL;
+  if (op == NULL) {
+    json_decref(body);
+    return TB_ENOMEM;
+  }
+  op->body = body;
+  op->prompt_tokens = prompt_tokens;
+  tb__client_future_set_driver(op->future, sop_cancel, op);
+  s->n_live++;
+  op->live_next = s->live;
+  if (s->live != NULL)
+    s->live->live_prev = op;
+  s->live = op;
+  *out = op->future;
+  enqueue(op, 0);
+  pump(s);
+  return 0;
+}
+
+static int sample_common(tb_sampling_client_t *samp, skind_t kind, const tb_model_input_t *prompt,
+                         size_t num_samples, const tb_sample_params_t *params,
+                         int include_prompt_logprobs, size_t topk, tb_future_t **out,
+                         tb_error_t *err) {
+  sc_t *s = usable(samp);
+  if (s == NULL || out == NULL || prompt == NULL)
+    return tb_error_set(err, TB_EINVAL, TB_CATEGORY_USER, "sample: NULL argument");
+  if (s->closing)
+    return tb_error_set(err, TB_ECLOSING, TB_CATEGORY_CANCELLED, "the client is closing");
+  if (tb_model_input_length(prompt) == 0)
+    return tb_error_set(err, TB_EINVAL, TB_CATEGORY_USER, "sample: the prompt is empty");
+  if (num_samples < 1)
+    return tb_error_set(err, TB_EINVAL, TB_CATEGORY_USER, "sample: num_samples must be >= 1");
+  tb_sample_params_t def;
+  if (params == NULL) {
+    tb_sample_params_default(&def);
+    params = &def;
+  }
+  tb_wire_sampling_params_t wp;
+  int rc = tb__sample_params_to_wire(params, &wp, err);
+  if (rc != 0)
+    return rc;
+  size_t n_tokens = 0;
+  json_t *b = json_object();
+  if (b == NULL ||
+      json_object_set_new(b, "prompt", prompt_json(prompt, &n_tokens)) != 0 ||
+      json_object_set_new(b, "sampling_params", tb__wire_sampling_params_to_json(&wp)) != 0 ||
+      json_object_set_new(b, "num_samples", json_integer((json_int_t)num_samples)) != 0 ||
+      json_object_set_new(b, "prompt_logprobs", json_boolean(include_prompt_logprobs)) != 0 ||
+      json_object_set_new(b, "topk_prompt_logprobs", json_integer((json_int_t)topk)) != 0 ||
+      json_object_set_new(b, "type", json_string("sample")) != 0) {
+    json_decref(b);
+    return tb_error_set(err, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
+  }
+  rc = submit_new(s, kind, b, n_tokens, out);
+  return rc ? tb_error_set(err, rc, TB_CATEGORY_NONE, "%s", tb_strerror(rc)) : 0;
+}
+
+int tb_sampling_client_sample(tb_sampling_client_t *samp, const tb_model_input_t *prompt,
+                              size_t num_samples, const tb_sample_params_t *params,
+                              int include_prompt_logprobs, size_t topk_prompt_logprobs,
+                              tb_future_t **out) {
+  return sample_common(samp, S_SAMPLE, prompt, num_samples, params, include_prompt_logprobs,
+                       topk_prompt_logprobs, out, NULL);
+}
+
+int tb_sampling_client_sample_sync(tb_sampling_client_t *samp, const tb_model_input_t *prompt,
+                                   size_t num_samples, const tb_sample_params_t *params,
+                                   int include_prompt_logprobs, size_t topk_prompt_logprobs,
+                                   tb_sample_response_t **result, tb_error_t *err) {
+  tb_future_t *f;
+  int rc = sample_common(samp, S_SAMPLE, prompt, num_samples, params, include_prompt_logprobs,
+                         topk_prompt_logprobs, &f, err);
+  if (rc != 0)
+    return rc;
+  return tb__client_wait_take(samp->impl_->rt, f, &tb_result_sample_response,
+                              (void **)result, err);
+}
+
+int tb_sampling_client_compute_logprobs(tb_sampling_client_t *samp,
+                                        const tb_model_input_t *prompt, tb_future_t **out) {
+  tb_sample_params_t p;
+  tb_sample_params_default(&p);
+  p.max_tokens = 1;
+  return sample_common(samp, S_LOGPROBS, prompt, 1, &p, 1, 0, out, NULL);
+}
+
+int tb_sampling_client_compute_logprobs_sync(tb_sampling_client_t *samp,
+                                             const tb_model_input_t *prompt,
+                                             tb_logprobs_t **result, tb_error_t *err) {
+  tb_sample_params_t p;
+  tb_sample_params_default(&p);
+  p.max_tokens = 1;
+  tb_future_t *f;
+  int rc = sample_common(samp, S_LOGPROBS, prompt, 1, &p, 1, 0, &f, err);
+  if (rc != 0)
+    return rc;
+  return tb__client_wait_take(samp->impl_->rt, f, &tb_result_logprobs, (void **)result, err);
+}
+
+int tb_sampling_client_get_base_model(tb_sampling_client_t *samp, tb_future_t **out) {
+  sc_t *s = usable(samp);
+  if (s == NULL || out == NULL)
+    return TB_EINVAL;
+  if (s->closing)
+    return TB_ECLOSING;
+  return submit_new(s, S_BASE_MODEL, json_object(), 0, out);
+}
+
+int tb_sampling_client_get_base_model_sync(tb_sampling_client_t *samp, char **base_model,
+                                           tb_error_t *err) {
+  tb_future_t *f;
+  int rc = tb_sampling_client_get_base_model(samp, &f);
+  if (rc != 0)
+    return tb__client_refused(err, rc, "get_base_model");
+  return tb__client_wait_take(samp->impl_->rt, f, &tb_result_string, (void **)base_model, err);
+}
+
+void tb_sampling_client_set_max_in_flight(tb_sampling_client_t *samp, size_t n) {
+  sc_t *s = usable(samp);
+  if (s == NULL || n < 1)
+    return;
+  s->max_in_flight = n;
+  pump(s);
+}
+
+/* ------------------------------------------------------------ session */
+
+static void session_ready(sc_t *s, const char *session_id, const tb_error_t *err) {
+  tb_future_t *f = s->create_f;
+  s->create_f = NULL;
+  char *copy = session_id ? strdup(session_id) : NULL;
+  if (session_id != NULL && copy != NULL) {
+    s->session_id = copy;
+    s->state = 1;
+    s->pub->sampling_session_id = s->session_id;
+  } else {
+    s->state = -1;
+    if (err == NULL || tb_error_copy(&s->create_err, err) != 0 || s->create_err.code == 0)
+      tb_error_set(&s->create_err, err && err->code ? err->code : TB_ENOMEM,
+                   err ? err->category : TB_CATEGORY_NONE, "%s",
+                   err ? tb_error_message(err) : "out of memory");
+  }
+  pump(s);
+  if (f != NULL) {
+    if (s->state == 1) {
+      char *id = strdup(s->session_id);
+      if (id != NULL) {
+        tb__client_future_resolve(f, &tb_result_string, id);
+      } else {
+        tb_error_t e = { 0 };
+        tb_error_set(&e, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
+        tb__client_future_fail(f, &e);
+      }
+    } else {
+      tb_error_t e = { 0 };
+      tb_error_copy(&e, &s->create_err);
+      if (e.code == 0)
+        e.code = s->create_err.code;
+      tb__client_future_fail(f, &e);
+    }
+  }
+  check_closed(s);
+}
+
+void tb__sampling_client_ready(tb_sampling_client_t *samp, const char *session_id,
+                               const tb_error_t *err) {
+  sc_t *s = usable(samp);
+  if (s != NULL && s->state == 0)
+    session_ready(s, session_id, err);
+}
+
+static int decode_sampling_session(tb__client_op_t *cop, const char *body, size_t len,
+                                   int proto, const tb_result_type_t **type, void **result,
+                                   tb_error_t *err) {
+  json_t *doc = NULL;
+  int rc = tb__json_parse((tb_slice_t){ body, len }, &doc, err);
+  if (rc != 0) {
+    err->category = TB_CATEGORY_SERVER;
+    return rc;
+  }
+  const char *id = json_string_value(json_object_get(doc, "sampling_session_id"));
+  char *copy = id ? strdup(id) : NULL;
+  json_decref(doc);
+  if (id == NULL)
+    return tb_error_set(err, TB_EFIELD, TB_CATEGORY_SERVER,
+                        "create_sampling_session: the answer has no sampling_session_id");
+  if (copy == NULL)
+    return tb_error_set(err, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
+  *type = &tb_result_string;
+  *result = copy;
+  return 0;
+}
+
+static void on_session_created(tb_future_t *f, int status) {
+  sc_t *s = f->data;
+  s->create_op_f = NULL;
+  session_ready(s, status == 0 ? tb_future_result(f, &tb_result_string) : NULL,
+                status == 0 ? NULL : &f->error);
+  tb_future_free(f);
+}
+
+static void on_session(tb_future_t *f, int status) {
+  sc_t *s = f->data;
+  s->session_f = NULL;
+  if (status != 0) {
+    session_ready(s, NULL, &f->error);
+    tb_future_free(f);
+    return;
+  }
+  json_t *b = json_pack("{sssIss}", "session_id", (const char *)tb_future_result(f, &tb_result_string),
+                        "sampling_session_seq_id", (json_int_t)s->sampling_seq, "type",
+                        "create_sampling_session");
+  tb_future_free(f);
+  if (b != NULL && s->model_path != NULL)
+    json_object_set_new(b, "model_path", json_string(s->model_path));
+  if (b != NULL && s->base_model != NULL)
+    json_object_set_new(b, "base_model", json_string(s->base_model));
+  size_t len = 0;
+  char *text = b ? tb__json_dump(b, &len) : NULL;
+  json_decref(b);
+  int rc = text ? 0 : TB_ENOMEM;
+  if (rc == 0) {
+    tb__client_op_opts_t o = { 0 };
+    o.path = "/api/v1/create_sampling_session";
+    o.body = text;
+    o.body_len = len;
+    o.max_retries = -1;
+    o.decode = decode_sampling_session;
+    rc = tb__client_op_start(s->rt, &o, &s->create_op_f);
+  }
+  free(text);
+  if (rc != 0) {
+    tb_error_t e = { 0 };
+    tb_error_set(&e, rc, rc == TB_ECLOSING ? TB_CATEGORY_CANCELLED : TB_CATEGORY_NONE,
+                 "cannot create the sampling session: %s", tb_strerror(rc));
+    session_ready(s, NULL, &e);
+    tb_error_clear(&e);
+    return;
+  }
+  s->create_op_f->data = s;
+  tb_future_set_callback(s->create_op_f, on_session_created);
+}
+
+static void cancel_create(tb_future_t *f) {
+  sc_t *s = f->driver_;
+  if (s->session_f != NULL)
+    tb_future_cancel(s->session_f);
+  if (s->create_op_f != NULL)
+    tb_future_cancel(s->create_op_f);
+}
+
+int tb__sampling_client_init_pending(tb_service_client_t *svc, tb_sampling_client_t *samp,
+                                     const char *model_path, const char *base_model) {
+  if (svc == NULL || samp == NULL)
+    return TB_EINVAL;
+  tb__rt_t *rt = tb__service_rt(svc);
+  if (rt == NULL)
+    return svc->impl_ == NULL ? TB_EINVAL : TB_ECLOSING;
+  sc_t *s = calloc(1, sizeof(*s));
+  if (s == NULL)
+    return TB_ENOMEM;
+  if ((model_path != NULL && (s->model_path = strdup(model_path)) == NULL) ||
+      (base_model != NULL && (s->base_model = strdup(base_model)) == NULL)) {
+    free(s->model_path);
+    free(s);
+    return TB_ENOMEM;
+  }
+  memset(samp, 0, sizeof(*samp));
+  samp->loop = svc->loop;
+  samp->service = svc;
+  samp->model_path = s->model_path;
+  samp->base_model = s->base_model;
+  samp->impl_ = s;
+  s->pub = samp;
+  s->svc = svc;
+  s->rt = rt;
+  s->max_in_flight = TB_SAMPLING_DEFAULT_MAX_IN_FLIGHT;
+  tb__alarm_init(&s->backoff_alarm, on_backoff_over, s);
+  return 0;
+}
+
+int tb_service_client_create_sampling_client(tb_service_client_t *svc,
+                                             tb_sampling_client_t *samp, const char *model_path,
+                                             const char *base_model, tb_future_t **out) {
+  if (out == NULL || (model_path == NULL && base_model == NULL) ||
+      (model_path != NULL && strncmp(model_path, "tinker://", 9) != 0))
+    return TB_EINVAL;
+  tb__rt_t *rt = tb__service_rt(svc);
+  if (rt == NULL)
+    return svc == NULL || svc->impl_ == NULL ? TB_EINVAL : TB_ECLOSING;
+  tb_future_t *f = tb__client_future_new(svc->loop), *sf = NULL;
+  if (f == NULL)
+    return TB_ENOMEM;
+  int rc = tb_service_client_session(svc, &sf);
+  if (rc != 0) {
+    free(f);
+    return rc;
+  }
+  rc = tb__sampling_client_init_pending(svc, samp, model_path, base_model);
+  if (rc != 0) {
+    tb_future_free(sf);
+    free(f);
+    return rc;
+  }
+  sc_t *s = samp->impl_;
+  s->sampling_seq = tb__service_next_sampling_seq(svc);
+  s->create_f = f;
+  s->session_f = sf;
+  sf->data = s;
+  tb_future_set_callback(sf, on_session);
+  tb__client_future_set_driver(f, cancel_create, s);
+  *out = f;
+  return 0;
+}
+
+int tb_service_client_create_sampling_client_sync(tb_service_client_t *svc,
+                                                  tb_sampling_client_t *samp,
+                                                  const char *model_path, const char *base_model,
+                                                  tb_error_t *err) {
+  tb_future_t *f;
+  int rc = tb_service_client_create_sampling_client(svc, samp, model_path, base_model, &f);
+  if (rc != 0)
+    return tb__client_refused(err, rc, "create_sampling_client");
+  return tb__client_wait_take(samp->impl_->rt, f, &tb_result_string, NULL, err);
+}
+
+/* ------------------------------------------------------------ close */
+
+static void on_close_alarm(tb__alarm_t *a) {
+  sc_t *s = a->data;
+  tb_sampling_client_t *samp = s->pub;
+  tb_sampling_client_close_cb cb = samp->close_cb_;
+  free(s->session_id);
+  free(s->model_path);
+  free(s->base_model);
+  tb_error_clear(&s->create_err);
+  free(s);
+  samp->sampling_session_id = NULL;
+  samp->model_path = NULL;
+  samp->base_model = NULL;
+  samp->impl_ = NULL;
+  if (cb != NULL) {
+    tb__loop_frame_t frame;
+    tb__loop_enter(&frame, samp->loop);
+    cb(samp);
+    tb__loop_leave(&frame);
+  }
+}
+
+static void check_closed(sc_t *s) {
+  if (s->closing != 1 || s->n_live != 0 || s->create_f != NULL || s->session_f != NULL ||
+      s->create_op_f != NULL || s->state == 0)
+    return;
+  s->closing = 2;
+  tb__alarm_stop(s->rt, &s->backoff_alarm);
+  tb__alarm_init(&s->close_alarm, on_close_alarm, s);
+  if (tb__alarm_start(s->rt, &s->close_alarm, 0) != 0)
+    on_close_alarm(&s->close_alarm);
+}
+
+void tb_sampling_client_close(tb_sampling_client_t *samp, tb_sampling_client_close_cb close_cb) {
+  sc_t *s = usable(samp);
+  if (s == NULL || s->closing)
+    return;
+  s->closing = 1;
+  samp->close_cb_ = close_cb;
+  /* A client whose session comes from a training client's request closes
+   * once that request has answered (tb__sampling_client_ready). */
+  if (s->create_f != NULL)
+    tb_future_cancel(s->create_f);
+  /* Every sample fails: queued ones and retries later, those on the wire
+   * once their request is cancelled. */
+  for (sop_t *op = s->live; op != NULL; op = op->live_next) {
+    if (op->cancelled)
+      continue;
+    op->cancelled = 1;
+    if (op->queued) {
+      unqueue(op);
+      sop_fail_later(op);
+    } else if (op->inner != NULL) {
+      tb_future_cancel(op->inner);
+    } else if (tb__alarm_armed(&op->alarm) && op->alarm.cb == on_retry_alarm) {
+      tb__alarm_stop(s->rt, &op->alarm);
+      sop_fail_later(op);
+    }
+  }
+  check_closed(s);
+}
