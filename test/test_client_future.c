@@ -316,6 +316,60 @@ TEST(close_cancels_work_in_flight) {
   ASSERT_LOOP_CLOSE(&loop);
 }
 
+/* ------------------------------------------------------------ alarms */
+
+#define N_ALARMS 300
+
+static tb__alarm_t alarms[N_ALARMS];
+static int fired[N_ALARMS], n_fired;
+static uint64_t fire_due[2 * N_ALARMS];
+static uint64_t fired_at[N_ALARMS];
+
+static void on_test_alarm(tb__alarm_t *a) {
+  int i = (int)(a - alarms);
+  fired[i]++;
+  fired_at[i] = uv_now(&loop);
+  fire_due[n_fired++] = a->due;
+  /* Re-arming from inside a sweep runs on a later one, never this one. */
+  if (i % 10 == 0 && fired[i] == 1)
+    ASSERT_OK(tb__alarm_start(&rt, a, 0));
+}
+
+TEST(alarms_fire_in_due_order) {
+  ASSERT_OK(uv_loop_init(&loop));
+  tb_client_config_t c = { .base_url = "http://127.0.0.1:9" };
+  rt_start(&rt, &loop, &c);
+  unsigned seed = 7;
+  uint64_t t0 = uv_now(&loop);
+  for (int i = 0; i < N_ALARMS; i++) {
+    tb__alarm_init(&alarms[i], on_test_alarm, NULL);
+    seed = seed * 1103515245u + 12345u;
+    ASSERT_OK(tb__alarm_start(&rt, &alarms[i], (seed >> 16) % 60));
+  }
+  /* Re-arm some, stop others. */
+  for (int i = 1; i < N_ALARMS; i += 7)
+    ASSERT_OK(tb__alarm_start(&rt, &alarms[i], 80));
+  for (int i = 3; i < N_ALARMS; i += 5)
+    tb__alarm_stop(&rt, &alarms[i]);
+  ASSERT_OK(tb__alarm_reserve(&rt, 1000));
+  ASSERT_GE(rt.cap_heap, 1000);
+  tb__alarm_unreserve(&rt, 1000);
+  while (rt.n_heap > 0)
+    uv_run(&loop, UV_RUN_ONCE);
+  for (int i = 0; i < N_ALARMS; i++) {
+    int stopped = i >= 3 && (i - 3) % 5 == 0;
+    int want = stopped ? 0 : (i % 10 == 0 ? 2 : 1);
+    ASSERT_EQ_INT(fired[i], want);
+    if (!stopped && (i - 1) % 7 == 0 && i >= 1)
+      ASSERT_GE(fired_at[i] - t0, 80);
+  }
+  /* Each alarm fires no earlier than its due time, in due order. */
+  for (int k = 1; k < n_fired; k++)
+    ASSERT_LE(fire_due[k - 1], fire_due[k]);
+  rt_stop(&rt);
+  ASSERT_LOOP_CLOSE(&loop);
+}
+
 /* ------------------------------------------------------------ scale */
 
 /* Each submission {"i": N} gets the id "rN"; the first poll of every
@@ -392,5 +446,6 @@ TEST_LIST(
   TEST_ENTRY(wait_many_order_and_no_short_circuit),
   TEST_ENTRY(wait_many_one_deadline),
   TEST_ENTRY(close_cancels_work_in_flight),
+  TEST_ENTRY(alarms_fire_in_due_order),
   TEST_ENTRY_TIMEOUT(ten_thousand_futures_in_flight, 300000),
 )

@@ -104,6 +104,7 @@ struct tb__rt_s {
   uv_timer_t timer;           /* fires the earliest alarm */
   tb__alarm_t **heap;
   size_t n_heap, cap_heap;
+  size_t n_reserved;          /* heap slots promised (tb__alarm_reserve) */
   uint64_t alarm_seq;
   uint64_t rng;               /* xorshift64* state for the jitter */
   tb__client_op_t *ops;              /* operations in flight, for close */
@@ -126,8 +127,14 @@ void tb__rt_close(tb__rt_t *rt, tb__rt_close_cb close_cb);
 void tb__rt_check_closed(tb__rt_t *rt);
 
 void tb__alarm_init(tb__alarm_t *a, tb__alarm_cb cb, void *data);
-/* Arms (or re-arms) a to fire delay_ms from now. */
+/* Arms (or re-arms) a to fire delay_ms from now.  Returns 0, or TB_ENOMEM
+ * only when the heap must grow beyond what was reserved. */
 int tb__alarm_start(tb__rt_t *rt, tb__alarm_t *a, uint64_t delay_ms);
+/* Promises n heap slots, so that alarms of objects that reserved them
+ * never fail to start (a cancel must be able to defer its completion).
+ * Returns 0 or TB_ENOMEM; unreserve gives them back. */
+int tb__alarm_reserve(tb__rt_t *rt, size_t n);
+void tb__alarm_unreserve(tb__rt_t *rt, size_t n);
 void tb__alarm_stop(tb__rt_t *rt, tb__alarm_t *a);
 static inline int tb__alarm_armed(const tb__alarm_t *a) { return a->index != SIZE_MAX; }
 

@@ -72,6 +72,7 @@ static void finish(tb__client_poll_t *p, int status) {
   p->state_ = POLL_IDLE;
   if (status != 0 && p->err.request_id == NULL)
     tb_error_set_request_id(&p->err, p->request_id);
+  tb__alarm_unreserve(rt, 2);
   rt->n_busy--;
   p->cb_(p, status);  /* may free p */
   tb__rt_check_closed(rt);
@@ -502,10 +503,12 @@ int tb__client_poll_start(tb__rt_t *rt, tb__client_poll_t *p, const char *reques
   tb_error_clear(&p->last_err_);
   tb__alarm_init(&p->alarm_, on_alarm, p);
   tb__alarm_init(&p->deadline_alarm_, on_deadline, p);
+  if (tb__alarm_reserve(rt, 2) != 0)  /* the next poll and the deadline */
+    return TB_ENOMEM;
   p->started_ = uv_now(rt->loop);
   uint64_t deadline = p->deadline_ms != 0 ? p->deadline_ms : rt->cfg.poll_deadline_ms;
-  if (deadline != 0 && tb__alarm_start(rt, &p->deadline_alarm_, deadline) != 0)
-    return TB_ENOMEM;
+  if (deadline != 0)
+    tb__alarm_start(rt, &p->deadline_alarm_, deadline);
   rt->n_busy++;
   send_poll(p);
   return 0;

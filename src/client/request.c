@@ -165,6 +165,7 @@ static void finish(tb__call_t *call, int status) {
                  "%s %s: cancelled", call->method, call->path);
   }
   telemetry_stop(call, status);
+  tb__alarm_unreserve(rt, 1);
   rt->n_busy--;
   call->cb_(call, status);  /* may free call */
   tb__rt_check_closed(rt);
@@ -314,6 +315,8 @@ int tb__call_start(tb__rt_t *rt, tb__call_t *call, tb__call_cb cb) {
     hs[n++] = call->extra[i];
   call->n_headers_ = n;
   call->body_buf_ = uv_buf_init((char *)call->body.base, (unsigned)call->body.len);
+  if (tb__alarm_reserve(rt, 1) != 0)
+    return TB_ENOMEM;
   call->started_ = uv_now(rt->loop);
   rt->n_busy++;
   tb_telemetry_measure_t m[] = { { "attempt", 0 } };

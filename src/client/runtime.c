@@ -96,17 +96,34 @@ void tb__alarm_init(tb__alarm_t *a, tb__alarm_cb cb, void *data) {
   a->index = SIZE_MAX;
 }
 
+static int heap_grow(tb__rt_t *rt, size_t want) {
+  if (want <= rt->cap_heap)
+    return 0;
+  size_t cap = rt->cap_heap ? rt->cap_heap * 2 : 64;
+  if (cap < want)
+    cap = want;
+  tb__alarm_t **h = realloc(rt->heap, cap * sizeof(*h));
+  if (h == NULL)
+    return TB_ENOMEM;
+  rt->heap = h;
+  rt->cap_heap = cap;
+  return 0;
+}
+
+int tb__alarm_reserve(tb__rt_t *rt, size_t n) {
+  int rc = heap_grow(rt, rt->n_reserved + n);
+  if (rc == 0)
+    rt->n_reserved += n;
+  return rc;
+}
+
+void tb__alarm_unreserve(tb__rt_t *rt, size_t n) { rt->n_reserved -= n; }
+
 int tb__alarm_start(tb__rt_t *rt, tb__alarm_t *a, uint64_t delay_ms) {
   if (tb__alarm_armed(a))
     heap_remove(rt, a);
-  if (rt->n_heap == rt->cap_heap) {
-    size_t cap = rt->cap_heap ? rt->cap_heap * 2 : 64;
-    tb__alarm_t **h = realloc(rt->heap, cap * sizeof(*h));
-    if (h == NULL)
-      return TB_ENOMEM;
-    rt->heap = h;
-    rt->cap_heap = cap;
-  }
+  if (rt->n_heap == rt->cap_heap && heap_grow(rt, rt->n_heap + 1) != 0)
+    return TB_ENOMEM;
   uint64_t now = uv_now(rt->loop);
   a->due = delay_ms > UINT64_MAX - now ? UINT64_MAX : now + delay_ms;
   a->seq = rt->alarm_seq++;

@@ -225,6 +225,7 @@ static void complete_waiter(waiter_t *w, const char *session_id, const tb_error_
   tb_future_t *f = w->f;
   int cancelled = w->cancelled;
   tb__alarm_stop(&w->svc->rt, &w->alarm);
+  tb__alarm_unreserve(&w->svc->rt, 1);
   free(w);
   tb_error_t e = { 0 };
   if (cancelled || err != NULL || session_id == NULL) {
@@ -334,22 +335,22 @@ int tb_service_client_session(tb_service_client_t *sc, tb_future_t **out) {
   w->f = f;
   w->svc = s;
   tb__alarm_init(&w->alarm, on_waiter_alarm, w);
+  /* A slot for the alarm that completes a cancelled or late waiter. */
+  int rc = tb__alarm_reserve(&s->rt, 1);
+  if (rc == 0 && s->session_id == NULL && s->create_f == NULL) {
+    rc = start_create(s);
+    if (rc != 0)
+      tb__alarm_unreserve(&s->rt, 1);
+  }
+  if (rc != 0) {
+    free(w);
+    free(f);
+    return rc;
+  }
   if (s->session_id != NULL) {
-    if (tb__alarm_start(&s->rt, &w->alarm, 0) != 0) {
-      free(w);
-      free(f);
-      return TB_ENOMEM;
-    }
+    tb__alarm_start(&s->rt, &w->alarm, 0);
     push_waiter(&s->ready, w);
   } else {
-    if (s->create_f == NULL) {
-      int rc = start_create(s);
-      if (rc != 0) {
-        free(w);
-        free(f);
-        return rc;
-      }
-    }
     push_waiter(&s->waiters, w);
   }
   tb__client_future_set_driver(f, cancel_waiter, w);
