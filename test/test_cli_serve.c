@@ -18,6 +18,10 @@
 #include "test_server_client.h"
 #pragma GCC diagnostic pop
 
+#include "http/client.h"
+#include "http/tls.h"
+#include "test_tls_certs.h"
+
 extern char **environ;
 
 /* ------------------------------------------------------------ child */
@@ -165,7 +169,7 @@ static proc_t *run_to_end(const char *const *args) {
 static proc_t *serve(const char *const *args, const char *const *env) {
   proc_t *p = spawn(args, env);
   const char *url;
-  while ((url = strstr(out_of(p), "listening on http://")) == NULL ||
+  while ((url = strstr(out_of(p), "listening on http")) == NULL ||
          strchr(url, '\n') == NULL) {
     if (p->exited) {
       wait_exit(p);
@@ -224,7 +228,8 @@ TEST(help_lists_every_option) {
     "--host ADDR", "--port PORT", "--data-dir DIR", "--model SPEC", "--api-keys FILE",
     "--threads N", "--long-poll-ms MS", "--session-timeout-ms MS", "--result-grace-ms MS",
     "--result-ttl-ms MS", "--max-result-bytes SIZE", "--rate-limit RPS", "--rate-burst N",
-    "--max-models-per-user N", "--max-body SIZE", "--log-level LEVEL", "--help",
+    "--max-models-per-user N", "--max-body SIZE", "--log-level LEVEL", "--tls-cert FILE",
+    "--tls-key FILE", "--help",
   };
   for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++)
     ASSERT_STR_CONTAINS(out_of(p), opts[i]);
@@ -476,6 +481,74 @@ TEST(port_taken_exits_1) {
   teardown();
 }
 
+static int client_closed;
+
+static void on_client_closed(tb_http_client_t *c) {
+  client_closed++;
+}
+
+static void on_https_result(tb_http_client_req_t *req, int status) {
+  int *calls = req->data;
+  ASSERT_OK(status);
+  (*calls)++;
+}
+
+/* --tls-cert and --tls-key: the URL line says https, and the project's
+ * client, verifying the certificate, gets an answer. */
+TEST(https_with_a_certificate) {
+  setup();
+  certs_t certs;
+  make_cert(&certs, "/tmp/tb-cli-tls-XXXXXX", "tinkerbell serve");
+  char *data = in_tmp("data");
+  proc_t *p = serve((const char *[]){ "serve", "--port", "0", "--data-dir", data,
+                                      "--tls-cert", certs.cert, "--tls-key", certs.key,
+                                      NULL },
+                    NULL);
+  ASSERT_STR_CONTAINS(out_of(p), "tinkerbell serve: listening on https://127.0.0.1:");
+  tb_error_t err = { 0 };
+  tb__tls_ctx_t *ctx;
+  ASSERT_OK(tb__tls_ctx_client_new(certs.cert, 0, &ctx, &err));
+  tb_http_client_t client;
+  tb_http_client_opts_t co = { .tls_transport_new = tb__transport_tls_new, .tls_ctx = ctx };
+  ASSERT_OK(tb__http_client_init(&loop, &client, &co));
+  char url[64];
+  snprintf(url, sizeof(url), "https://127.0.0.1:%d/api/v1/healthz", port);
+  tb_http_client_req_t req;
+  tb__http_client_req_init(&req);
+  int calls = 0;
+  req.data = &calls;
+  req.method = "GET";
+  req.url = (tb_slice_t){ url, strlen(url) };
+  ASSERT_OK(tb__http_client_send(&client, &req, on_https_result));
+  RUN_UNTIL(calls == 1);
+  ASSERT_EQ_INT(req.response.status, 200);
+  ASSERT_MEM_EQ_STR(req.response.body, req.response.body_len, "{\"status\":\"ok\"}");
+  tb__http_client_req_free(&req);
+  client_closed = 0;
+  tb__http_client_close(&client, on_client_closed);
+  RUN_UNTIL(client_closed == 1);
+  tb__tls_ctx_free(ctx);
+  stop_with(p, SIGTERM);
+  ASSERT_STR_CONTAINS(err_of(p), "GET /api/v1/healthz 200");
+  proc_free(p);
+
+  /* A half pair, and a key that is none, are refused with status 2. */
+  p = run_to_end((const char *[]){ "serve", "--data-dir", data, "--tls-cert", certs.cert,
+                                   NULL });
+  ASSERT_EQ_INT(p->exit_status, 2);
+  ASSERT_STR_CONTAINS(err_of(p), "--tls-cert needs --tls-key");
+  proc_free(p);
+  p = run_to_end((const char *[]){ "serve", "--port", "0", "--data-dir", data, "--tls-cert",
+                                   certs.cert, "--tls-key", certs.cert, NULL });
+  ASSERT_EQ_INT(p->exit_status, 2);
+  ASSERT_STR_CONTAINS(err_of(p), "key");
+  ASSERT_STR_EQ(out_of(p), "");
+  proc_free(p);
+  remove_certs(&certs);
+  free(data);
+  teardown();
+}
+
 /* A string field of the 200 answer to a POST, copied. */
 static char *post_field(const char *path, const char *body, const char *key) {
   hc_t *c = hc_do("POST", path, NULL, body);
@@ -602,5 +675,6 @@ TEST_LIST(
   TEST_ENTRY(sigint_closes_gracefully_and_log_level),
   TEST_ENTRY(api_keys_file),
   TEST_ENTRY(port_taken_exits_1),
+  TEST_ENTRY(https_with_a_certificate),
   TEST_ENTRY_TIMEOUT(metrics_of_training, 60000),
 )

@@ -13,7 +13,8 @@
  * written atomically, so none is left half-written).
  *
  * Exit status: 0 after a signal, 2 for a command line that cannot be used
- * (including a keys file or data directory that cannot be read or made),
+ * (including a keys file, certificate, key or data directory that cannot
+ * be read or made),
  * 1 when the server cannot start (the port is taken, say).
  */
 #include <errno.h>
@@ -43,6 +44,8 @@ enum {
   OPT_DATA_DIR,
   OPT_MODEL,
   OPT_API_KEYS,
+  OPT_TLS_CERT,
+  OPT_TLS_KEY,
   OPT_THREADS,
   OPT_LONG_POLL_MS,
   OPT_SESSION_TIMEOUT_MS,
@@ -81,6 +84,11 @@ static const tb__cli_opt_t serve_opts[OPT_COUNT + 1] = {
                      "check and GET / then needs X-API-Key or\n"
                      "Authorization: Bearer, and each user sees only\n"
                      "its own models [no keys: one user, local]" },
+  [OPT_TLS_CERT] = { "tls-cert", "FILE",
+                     "serve HTTPS (TLS 1.2 or later) only, with this\n"
+                     "PEM certificate or chain; needs --tls-key\n"
+                     "[plain HTTP]" },
+  [OPT_TLS_KEY] = { "tls-key", "FILE", "the PEM private key of --tls-cert" },
   [OPT_THREADS] = { "threads", "N",
                     "threadpool size (sets UV_THREADPOOL_SIZE) and the\n"
                     "work items a training step is split into\n"
@@ -123,10 +131,10 @@ static const tb__cli_opt_t serve_opts[OPT_COUNT + 1] = {
 static const char serve_description[] =
     "Serves the Tinker API (/api/v1/..., what the Tinker SDK speaks) and the\n"
     "Tinkerbell dialect (sync and *_async routes, POST /retrieve_future) over\n"
-    "HTTP/1.1, training and sampling LoRA adapters on the CPU.  GET / lists every\n"
-    "route; GET /metrics gives Prometheus metrics.  Prints the URL it listens on,\n"
-    "logs a line per request to stderr, and closes gracefully on SIGINT or\n"
-    "SIGTERM (a second signal exits at once).";
+    "HTTP/1.1 or HTTPS, training and sampling LoRA adapters on the CPU.  GET /\n"
+    "lists every route; GET /metrics gives Prometheus metrics.  Prints the URL\n"
+    "it listens on, logs a line per request to stderr, and closes gracefully on\n"
+    "SIGINT or SIGTERM (a second signal exits at once).";
 
 typedef struct serve_config_s {
   const char *host;
@@ -237,6 +245,12 @@ static int parse_options(int argc, char **argv, serve_config_t *c) {
     case OPT_API_KEYS:
       c->so.api_keys_file = v;
       break;
+    case OPT_TLS_CERT:
+      c->so.tls_cert_file = v;
+      break;
+    case OPT_TLS_KEY:
+      c->so.tls_key_file = v;
+      break;
     case OPT_THREADS:
       rc = tb__cli_uint(&a, "threads", v, 1, 1024, &u);
       c->threads = (size_t)u;
@@ -292,6 +306,11 @@ static int parse_options(int argc, char **argv, serve_config_t *c) {
     }
     if (rc != 0)
       return -1;
+  }
+  if ((c->so.tls_cert_file == NULL) != (c->so.tls_key_file == NULL)) {
+    tb__cli_error(&a, "%s needs %s", c->so.tls_cert_file ? "--tls-cert" : "--tls-key",
+                  c->so.tls_cert_file ? "--tls-key" : "--tls-cert");
+    return -1;
   }
   if (rate_burst_given && c->so.rate_limit_rps == 0) {
     tb__cli_error(&a, "--rate-burst needs --rate-limit");
@@ -379,9 +398,9 @@ static int close_and_finish(serve_t *s, int status) {
   return finish(s, status);
 }
 
-static void print_url(const char *host, int port) {
+static void print_url(const char *scheme, const char *host, int port) {
   int v6 = strchr(host, ':') != NULL;
-  printf("tinkerbell serve: listening on http://%s%s%s:%d\n", v6 ? "[" : "", host,
+  printf("tinkerbell serve: listening on %s://%s%s%s:%d\n", scheme, v6 ? "[" : "", host,
          v6 ? "]" : "", port);
   fflush(stdout);
 }
@@ -395,15 +414,17 @@ static int run(serve_t *s, const serve_config_t *c) {
   s->server.data = s;
   rc = tb_server_init(&s->loop, &s->server, &c->so);
   if (rc != 0) {
-    /* The keys file is read first; its messages name it. */
+    /* The keys file is read first; its messages name it, as those of
+     * the certificate and key name theirs. */
     int keys = c->so.api_keys_file != NULL && strstr(s->server.message, "API keys") != NULL;
+    int usage = keys || rc == TB_ETLS;
     if (keys)
       fprintf(stderr, "tinkerbell serve: --api-keys %s: %s\n", c->so.api_keys_file,
               s->server.message[0] ? s->server.message : tb_strerror(rc));
     else
       fprintf(stderr, "tinkerbell serve: %s\n",
               s->server.message[0] ? s->server.message : tb_strerror(rc));
-    return finish(s, keys ? TB__CLI_USAGE : 1);
+    return finish(s, usage ? TB__CLI_USAGE : 1);
   }
   rc = tb_server_start_training(&s->server, c->models, c->n_models, c->threads);
   if (rc != 0) {
@@ -429,7 +450,7 @@ static int run(serve_t *s, const serve_config_t *c) {
     tb_server_close(&s->server, on_server_closed);
     return finish(s, 1);
   }
-  print_url(c->host, tb_server_port(&s->server));
+  print_url(c->so.tls_cert_file ? "https" : "http", c->host, tb_server_port(&s->server));
   if (TB_LOG_ENABLED(TB_LOG_INFO)) {
     char models[512] = "";
     size_t at = 0;
