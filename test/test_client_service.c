@@ -146,6 +146,49 @@ TEST(session_cancel_and_close_while_creating) {
   ASSERT_LOOP_CLOSE(&loop);
 }
 
+TEST(session_request_carries_tags_metadata_and_project) {
+  ASSERT_OK(uv_loop_init(&loop));
+  fake_start(&fk, &loop);
+  fk.decide = decide_service;
+  tb_client_config_t c = fake_config(&fk);
+  static const char *const tags[] = { "exp", " b ", "exp", "" };
+  static const tb_telemetry_meta_t meta[] = { { "run", "r7" } };
+  c.tags = tags;
+  c.n_tags = 4;
+  c.user_metadata = meta;
+  c.n_user_metadata = 1;
+  c.project_id = "proj-1";
+  tb_error_t err = { 0 };
+  ASSERT_OK(tb_service_client_init(&loop, &sc, &c, &err));
+  sc_closed = 0;
+  ASSERT_OK(tb_service_client_session_sync(&sc, NULL, &err));
+  const char *body = fake_nth(&fk, "/api/v1/create_session", 0)->body;
+  ASSERT_STR_CONTAINS(body, "\"tags\":[\"exp\",\"b\"]");
+  ASSERT_STR_CONTAINS(body, "\"user_metadata\":{\"run\":\"r7\"}");
+  ASSERT_STR_CONTAINS(body, "\"project_id\":\"proj-1\"");
+  ASSERT_STR_CONTAINS(body, "\"sdk_version\":\"" TB_VERSION_STRING "\"");
+  teardown();
+
+  /* TINKER_TAGS when the config has none; bad input named at init. */
+  tb__config_t rc;
+  setenv("TINKER_TAGS", "a,b,,a, c", 1);
+  ASSERT_OK(tb__config_resolve(NULL, &rc, &err));
+  ASSERT_EQ_INT(rc.n_tags, 3);
+  ASSERT_STR_EQ(rc.tags[0], "a");
+  ASSERT_STR_EQ(rc.tags[2], "c");
+  tb__config_free(&rc);
+  unsetenv("TINKER_TAGS");
+  static const char *const bad_tags[] = { "ok", "\xff\xfe" };
+  tb_client_config_t b = { .tags = bad_tags, .n_tags = 2 };
+  ASSERT_ERR(tb__config_resolve(&b, &rc, &err), TB_EINVAL);
+  ASSERT_STR_CONTAINS(err.message, "tags[1]");
+  static const tb_telemetry_meta_t bad_meta[] = { { "k", NULL } };
+  tb_client_config_t b2 = { .user_metadata = bad_meta, .n_user_metadata = 1 };
+  ASSERT_ERR(tb__config_resolve(&b2, &rc, &err), TB_EINVAL);
+  ASSERT_STR_CONTAINS(err.message, "user_metadata[0]");
+  tb_error_clear(&err);
+}
+
 /* ------------------------------------------------------------ heartbeat */
 
 static void timer_closed_cb(uv_handle_t *h) { *(int *)h->data = 1; }
@@ -395,6 +438,7 @@ TEST(https_against_the_real_server) {
 TEST_LIST(
   TEST_ENTRY(session_created_once_and_shared),
   TEST_ENTRY(session_cancel_and_close_while_creating),
+  TEST_ENTRY(session_request_carries_tags_metadata_and_project),
   TEST_ENTRY(heartbeat_runs_and_does_not_hold_the_loop),
   TEST_ENTRY(heartbeat_failures_warn_once_without_retries),
   TEST_ENTRY(capabilities_future_and_sync),

@@ -131,8 +131,14 @@ typedef struct tb_client_config_s {
   const char *base_url;
   /* Sent as X-API-Key on every request.  [TINKER_API_KEY, else none] */
   const char *api_key;
-  /* Sent in create_session. [none]; project_id [TINKER_PROJECT_ID] */
+  /* Sent in create_session: the project [TINKER_PROJECT_ID, else none],
+   * tags [the comma-separated TINKER_TAGS, else none; duplicates dropped]
+   * and the session's user metadata (string values) [none].  Copied. */
   const char *project_id;
+  const char *const *tags;
+  size_t n_tags;
+  const tb_telemetry_meta_t *user_metadata;
+  size_t n_user_metadata;
 
   /* Timeouts in milliseconds (see above). */
   uint64_t poll_deadline_ms;      /* [no deadline] */

@@ -9,7 +9,85 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "http/url.h"
+
+/* Strings that go into JSON must be UTF-8. */
+static int valid_utf8(const char *s) {
+  json_t *j = json_string(s);
+  json_decref(j);
+  return j != NULL;
+}
+
+/* Adds a tag unless empty or already there. */
+static int add_tag(tb__config_t *c, const char *t, size_t len) {
+  while (len > 0 && (*t == ' ' || *t == '\t')) {
+    t++;
+    len--;
+  }
+  while (len > 0 && (t[len - 1] == ' ' || t[len - 1] == '\t'))
+    len--;
+  if (len == 0)
+    return 0;
+  for (size_t i = 0; i < c->n_tags; i++)
+    if (strlen(c->tags[i]) == len && memcmp(c->tags[i], t, len) == 0)
+      return 0;
+  char *copy = tb__strndup(t, len);
+  if (copy == NULL)
+    return TB_ENOMEM;
+  if (!valid_utf8(copy)) {
+    free(copy);
+    return TB_EINVAL;
+  }
+  char **tags = realloc(c->tags, (c->n_tags + 1) * sizeof(*tags));
+  if (tags == NULL) {
+    free(copy);
+    return TB_ENOMEM;
+  }
+  c->tags = tags;
+  tags[c->n_tags++] = copy;
+  return 0;
+}
+
+/* Copies n key/value pairs; TB_EINVAL names the first NULL one. */
+static int copy_pairs(const tb_telemetry_meta_t *in, size_t n, const char *what,
+                      tb_telemetry_meta_t **out, size_t *n_out, tb_error_t *err) {
+  if (n == 0)
+    return 0;
+  if (in == NULL)
+    return tb_error_set(err, TB_EINVAL, TB_CATEGORY_USER, "%s: NULL with a count of %zu",
+                        what, n);
+  for (size_t i = 0; i < n; i++) {
+    if (in[i].key == NULL || in[i].value == NULL)
+      return tb_error_set(err, TB_EINVAL, TB_CATEGORY_USER, "%s[%zu]: NULL key or value",
+                          what, i);
+    if (!valid_utf8(in[i].key) || !valid_utf8(in[i].value))
+      return tb_error_set(err, TB_EINVAL, TB_CATEGORY_USER, "%s[%zu]: not UTF-8", what, i);
+  }
+  if ((*out = calloc(n, sizeof(**out))) == NULL)
+    return tb_error_set(err, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
+  for (size_t i = 0; i < n; i++) {
+    char *k = strdup(in[i].key), *v = strdup(in[i].value);
+    if (k == NULL || v == NULL) {
+      free(k);
+      free(v);
+      return tb_error_set(err, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
+    }
+    (*out)[i].key = k;
+    (*out)[i].value = v;
+    *n_out = i + 1;
+  }
+  return 0;
+}
+
+static void free_pairs(tb_telemetry_meta_t *p, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    free((char *)p[i].key);
+    free((char *)p[i].value);
+  }
+  free(p);
+}
 
 static uint64_t or_default(uint64_t v, uint64_t def) { return v != 0 ? v : def; }
 
@@ -64,6 +142,11 @@ int tb__config_resolve(const tb_client_config_t *in, tb__config_t *out,
   if (dup_opt(in->tls_ca_file, &out->tls_ca_file) != 0)
     goto nomem;
 
+  const char *project = pick(in->project_id, "TINKER_PROJECT_ID");
+  if (project != NULL && !valid_utf8(project)) {
+    tb__config_free(out);
+    return tb_error_set(err, TB_EINVAL, TB_CATEGORY_USER, "project_id: not UTF-8");
+  }
   const char *key = pick(in->api_key, "TINKER_API_KEY");
   if (key != NULL && !header_safe(key)) {
     tb__config_free(out);
@@ -71,7 +154,7 @@ int tb__config_resolve(const tb_client_config_t *in, tb__config_t *out,
                         "api_key: control characters are not allowed");
   }
   if (dup_opt(key, &out->api_key) != 0 ||
-      dup_opt(pick(in->project_id, "TINKER_PROJECT_ID"), &out->project_id) != 0)
+      dup_opt(project, &out->project_id) != 0)
     goto nomem;
 
   out->poll_deadline_ms = in->poll_deadline_ms;
@@ -105,31 +188,34 @@ int tb__config_resolve(const tb_client_config_t *in, tb__config_t *out,
                         "a backoff maximum is below its initial delay");
   }
 
-  if (in->n_telemetry_metadata > 0) {
-    if (in->telemetry_metadata == NULL) {
-      tb__config_free(out);
-      return tb_error_set(err, TB_EINVAL, TB_CATEGORY_USER,
-                          "telemetry_metadata: NULL with n_telemetry_metadata > 0");
-    }
-    out->meta = calloc(in->n_telemetry_metadata, sizeof(*out->meta));
-    if (out->meta == NULL)
-      goto nomem;
-    for (size_t i = 0; i < in->n_telemetry_metadata; i++) {
-      const tb_telemetry_meta_t *m = &in->telemetry_metadata[i];
-      char *k = NULL, *v = NULL;
-      if (m->key == NULL || m->value == NULL) {
-        tb__config_free(out);
-        return tb_error_set(err, TB_EINVAL, TB_CATEGORY_USER,
-                            "telemetry_metadata[%zu]: NULL key or value", i);
-      }
-      if (dup_opt(m->key, &k) != 0 || dup_opt(m->value, &v) != 0) {
-        free(k);
-        goto nomem;
-      }
-      out->meta[i].key = k;
-      out->meta[i].value = v;
-      out->n_meta = i + 1;
-    }
+  int rc = copy_pairs(in->telemetry_metadata, in->n_telemetry_metadata,
+                      "telemetry_metadata", &out->meta, &out->n_meta, err);
+  if (rc == 0)
+    rc = copy_pairs(in->user_metadata, in->n_user_metadata, "user_metadata",
+                    &out->user_metadata, &out->n_user_metadata, err);
+  if (rc == 0 && in->n_tags > 0 && in->tags == NULL)
+    rc = tb_error_set(err, TB_EINVAL, TB_CATEGORY_USER, "tags: NULL with a count of %zu",
+                      in->n_tags);
+  for (size_t i = 0; rc == 0 && i < in->n_tags; i++) {
+    int r = in->tags[i] == NULL ? TB_EINVAL : add_tag(out, in->tags[i], strlen(in->tags[i]));
+    if (r != 0)
+      rc = tb_error_set(err, r, r == TB_EINVAL ? TB_CATEGORY_USER : TB_CATEGORY_NONE,
+                        "tags[%zu]: %s", i, r == TB_ENOMEM ? "out of memory"
+                                            : in->tags[i] == NULL ? "NULL" : "not UTF-8");
+  }
+  const char *env_tags = in->n_tags == 0 ? getenv("TINKER_TAGS") : NULL;
+  while (rc == 0 && env_tags != NULL && *env_tags != '\0') {
+    const char *comma = strchr(env_tags, ',');
+    size_t len = comma ? (size_t)(comma - env_tags) : strlen(env_tags);
+    int r = add_tag(out, env_tags, len);
+    if (r != 0)
+      rc = tb_error_set(err, r, r == TB_EINVAL ? TB_CATEGORY_USER : TB_CATEGORY_NONE,
+                        "TINKER_TAGS: %s", r == TB_EINVAL ? "not UTF-8" : "out of memory");
+    env_tags = comma ? comma + 1 : NULL;
+  }
+  if (rc != 0) {
+    tb__config_free(out);
+    return rc;
   }
   return 0;
 
@@ -143,10 +229,10 @@ void tb__config_free(tb__config_t *c) {
   free(c->api_key);
   free(c->project_id);
   free(c->tls_ca_file);
-  for (size_t i = 0; i < c->n_meta; i++) {
-    free((char *)c->meta[i].key);
-    free((char *)c->meta[i].value);
-  }
-  free(c->meta);
+  for (size_t i = 0; i < c->n_tags; i++)
+    free(c->tags[i]);
+  free(c->tags);
+  free_pairs(c->meta, c->n_meta);
+  free_pairs(c->user_metadata, c->n_user_metadata);
   memset(c, 0, sizeof(*c));
 }

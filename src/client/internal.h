@@ -43,6 +43,10 @@ typedef struct tb__config_s {
   char *base_url;                 /* without a trailing '/' */
   char *api_key;                  /* NULL: none */
   char *project_id;               /* NULL: none */
+  char **tags;                    /* distinct, in first-seen order */
+  size_t n_tags;
+  tb_telemetry_meta_t *user_metadata; /* copies of keys and values */
+  size_t n_user_metadata;
   uint64_t poll_deadline_ms;      /* 0: none */
   uint64_t wait_timeout_ms;       /* 0: none */
   uint64_t http_timeout_ms;

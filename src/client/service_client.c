@@ -20,6 +20,7 @@
 
 #include "client/internal.h"
 #include "core/json.h"
+#include "core/log.h"
 
 typedef struct waiter_s {
   tb_future_t *f;
@@ -136,6 +137,16 @@ static int decode_session(tb__client_op_t *op, const char *body, size_t len, int
       rc = tb__json_get_string(&c, doc, "session_id", TB_JSON_REQUIRED, &id);
     if (rc == 0 && id.len == 0)
       rc = tb__jctx_fail_at(&c, "session_id", "empty");
+    /* What the server wants the user to read, as the SDK logs it. */
+    const char *info = json_string_value(json_object_get(doc, "info_message"));
+    const char *warning = json_string_value(json_object_get(doc, "warning_message"));
+    const char *error = json_string_value(json_object_get(doc, "error_message"));
+    if (rc == 0 && info != NULL)
+      tb_info("session %.*s: %s", (int)id.len, id.base, info);
+    if (rc == 0 && warning != NULL)
+      tb_warn("session %.*s: %s", (int)id.len, id.base, warning);
+    if (rc == 0 && error != NULL)
+      tb_log_error("session %.*s: %s", (int)id.len, id.base, error);
   }
   char *s = rc == 0 ? tb__strndup(id.base, id.len) : NULL;
   if (rc == 0 && s == NULL)
@@ -298,10 +309,22 @@ static void on_created(tb_future_t *f, int status) {
 }
 
 static int start_create(struct tb__service_s *s) {
+  const tb__config_t *cfg = &s->rt.cfg;
   json_t *b = json_pack("{s:[], s:{}, s:s, s:s}", "tags", "user_metadata", "sdk_version",
                         TB_VERSION_STRING, "type", "create_session");
-  if (b != NULL && s->rt.cfg.project_id != NULL)
-    json_object_set_new(b, "project_id", json_string(s->rt.cfg.project_id));
+  json_t *tags = json_object_get(b, "tags"), *meta = json_object_get(b, "user_metadata");
+  int ok = b != NULL;
+  for (size_t i = 0; ok && i < cfg->n_tags; i++)
+    ok = json_array_append_new(tags, json_string(cfg->tags[i])) == 0;
+  for (size_t i = 0; ok && i < cfg->n_user_metadata; i++)
+    ok = json_object_set_new(meta, cfg->user_metadata[i].key,
+                             json_string(cfg->user_metadata[i].value)) == 0;
+  if (ok && cfg->project_id != NULL)
+    ok = json_object_set_new(b, "project_id", json_string(cfg->project_id)) == 0;
+  if (!ok) {
+    json_decref(b);
+    return TB_ENOMEM;
+  }
   size_t len = 0;
   char *text = b != NULL ? tb__json_dump(b, &len) : NULL;
   json_decref(b);
