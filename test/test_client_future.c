@@ -148,6 +148,35 @@ TEST(cancel_during_backoff_and_during_http) {
   teardown();
 }
 
+static tb_future_t *to_cancel;
+
+static void cancel_from_observer(const tb_queue_state_event_t *ev) {
+  ASSERT_OK(tb_future_cancel(to_cancel));
+  ASSERT(!tb_future_is_done(to_cancel));
+}
+
+TEST(cancel_from_a_hook) {
+  static const fake_resp_t P[] = {
+    { 200, "{\"type\":\"try_again\",\"request_id\":\"req-1\","
+           "\"queue_state\":\"paused_capacity\"}" },
+    { 200, "{\"r\":1}" },
+  };
+  ASSERT_OK(uv_loop_init(&loop));
+  fake_start(&fk, &loop);
+  fk.submit = SUBMIT_OK;
+  fk.n_submit = 1;
+  fk.poll = P;
+  fk.n_poll = 2;
+  tb_client_config_t c = fake_config(&fk);
+  c.queue_observer = cancel_from_observer;
+  rt_start(&rt, &loop, &c);
+  to_cancel = start_polled(&rt);
+  ASSERT_ERR(tb_future_wait(to_cancel, 0), TB_ECANCELED);
+  ASSERT_EQ_INT(fake_count(&fk, POLL_PATH), 1);  /* no poll after the cancel */
+  tb_future_free(to_cancel);
+  teardown();
+}
+
 /* ------------------------------------------------------------ waits */
 
 TEST(wait_timeout_leaves_the_future_pending) {
@@ -441,6 +470,7 @@ TEST_LIST(
   TEST_ENTRY(callback_and_result_ownership),
   TEST_ENTRY(free_inside_callback_and_free_pending),
   TEST_ENTRY(cancel_during_backoff_and_during_http),
+  TEST_ENTRY(cancel_from_a_hook),
   TEST_ENTRY(wait_timeout_leaves_the_future_pending),
   TEST_ENTRY(nested_wait_is_refused),
   TEST_ENTRY(wait_many_order_and_no_short_circuit),

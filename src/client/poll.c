@@ -41,7 +41,9 @@
 
 #include "core/json.h"
 
-enum { POLL_IDLE = 0, POLL_SENDING, POLL_WAITING, POLL_DEFERRED };
+/* HANDLING: an answer is being processed; hooks called meanwhile (the
+ * observer, telemetry) may cancel, which takes effect when it is done. */
+enum { POLL_IDLE = 0, POLL_SENDING, POLL_WAITING, POLL_DEFERRED, POLL_HANDLING };
 
 static void send_poll(tb__client_poll_t *p);
 
@@ -170,6 +172,10 @@ static uint64_t exp_backoff(unsigned n, uint64_t initial, uint64_t max) {
 }
 
 static void repoll(tb__client_poll_t *p, uint64_t delay) {
+  if (p->cancelled_) {
+    finish(p, fail_cancelled(p));
+    return;
+  }
   if (delay == 0) {
     send_poll(p);
     return;
@@ -216,6 +222,10 @@ static void on_failed(tb__client_poll_t *p, const json_t *error, const json_t *d
 }
 
 static void on_result(tb__client_poll_t *p, const char *body, size_t len, int proto) {
+  if (p->cancelled_) {
+    finish(p, fail_cancelled(p));
+    return;
+  }
   p->result_body = body;
   p->result_len = len;
   p->result_proto = proto;
@@ -366,6 +376,7 @@ static void on_http_answer(tb__client_poll_t *p, const tb_http_response_t *res) 
 
 static void on_http(tb_http_client_req_t *req, int status) {
   tb__client_poll_t *p = req->data;
+  p->state_ = POLL_HANDLING;
   if (p->cancelled_) {
     finish(p, fail_cancelled(p));
     return;
@@ -523,6 +534,7 @@ int tb__client_poll_cancel(tb__client_poll_t *p) {
   if (p->state_ == POLL_SENDING) {
     tb__http_client_req_cancel(&p->http_);
   } else if (p->state_ == POLL_WAITING) {
+    tb__alarm_stop(p->rt_, &p->alarm_);
     fail_cancelled(p);
     finish_later(p, TB_ECANCELED);
   }
