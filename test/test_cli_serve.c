@@ -591,6 +591,116 @@ static char *get_metrics(void) {
   return text;
 }
 
+static char *create_session(void) {
+  return post_field("/api/v1/create_session",
+                    "{\"tags\":[],\"user_metadata\":{},\"sdk_version\":\"0.25.0\","
+                    "\"type\":\"create_session\"}",
+                    "session_id");
+}
+
+/* Submits create_model; returns its request id. */
+static char *submit_create(const char *sid, int mseq) {
+  char body[256];
+  snprintf(body, sizeof(body),
+           "{\"session_id\":\"%s\",\"model_seq_id\":%d,\"base_model\":\"base\","
+           "\"lora_config\":{\"rank\":4},\"type\":\"create_model\"}", sid, mseq);
+  return post_field("/api/v1/create_model", body, "request_id");
+}
+
+/* --max-body, --rate-limit with --rate-burst, --max-models-per-user and
+ * --long-poll-ms reach the server. */
+TEST(options_reach_the_server) {
+  setup();
+  char *data = in_tmp("data");
+  proc_t *p = serve((const char *[]){ "serve", "--port", "0", "--data-dir", data,
+                                      "--max-body", "2k", "--rate-limit", "0.001",
+                                      "--rate-burst", "2", "--max-models-per-user", "1",
+                                      "--long-poll-ms", "300", NULL },
+                    NULL);
+  /* 2k is 2048 bytes. */
+  char *big = xmalloc(2100);
+  memset(big, ' ', 2099);
+  big[2099] = '\0';
+  memcpy(big, "{\"events\":[]}", 13);
+  hc_expect("POST", "/api/v1/telemetry", NULL, big, 413, "request body too large");
+  big[2040] = '\0';
+  hc_expect("POST", "/api/v1/telemetry", NULL, big, 200, "accepted");
+  free(big);
+
+  char *sid = create_session();
+  char *first = submit_create(sid, 0);
+  await_ok(first);
+  /* The user's second model waits for the first: a poll is held for the
+   * long-poll time, then answers try_again. */
+  char *second = submit_create(sid, 1);
+  char body[128];
+  snprintf(body, sizeof(body), "{\"request_id\":\"%s\"}", second);
+  hc_t *c = hc_do("POST", "/api/v1/retrieve_future", NULL, body);
+  ASSERT_EQ_INT(c->status, 200);
+  ASSERT_STR_CONTAINS(c->body, "\"type\":\"try_again\"");
+  ASSERT_STR_CONTAINS(c->body, "\"queue_state\":\"paused_rate_limit\"");
+  ASSERT_GE(c->answered_at - c->sent_at, 250);
+  hc_free(c);
+  /* The burst of two submissions is spent. */
+  snprintf(body, sizeof(body),
+           "{\"session_id\":\"%s\",\"model_seq_id\":2,\"base_model\":\"base\","
+           "\"type\":\"create_model\"}", sid);
+  c = hc_do("POST", "/api/v1/create_model", NULL, body);
+  ASSERT_EQ_INT(c->status, 429);
+  ASSERT_STR_CONTAINS(c->head, "Retry-After: ");
+  ASSERT_STR_CONTAINS(c->body, "rate limit: 0.001 requests per second (burst 2)");
+  hc_free(c);
+  stop_with(p, SIGTERM);
+  proc_free(p);
+  free(first);
+  free(second);
+  free(sid);
+  free(data);
+  teardown();
+}
+
+/* SIGTERM while a poll is held: the poll is answered at once and the
+ * server exits 0. */
+TEST(sigterm_answers_held_polls) {
+  setup();
+  char *data = in_tmp("data");
+  proc_t *p = serve((const char *[]){ "serve", "--port", "0", "--data-dir", data,
+                                      "--max-models-per-user", "1", "--long-poll-ms",
+                                      "600000", NULL },
+                    NULL);
+  char *sid = create_session();
+  char *first = submit_create(sid, 0);
+  await_ok(first);
+  char *second = submit_create(sid, 1);
+  char body[128];
+  snprintf(body, sizeof(body), "{\"request_id\":\"%s\"}", second);
+  hc_t *poll = hc_send("POST", "/api/v1/retrieve_future", NULL, body);
+  for (;;) {
+    char *m = get_metrics();
+    int held = strstr(m, "tinkerbell_long_polls_held 1\n") != NULL;
+    free(m);
+    if (held)
+      break;
+    ASSERT(!poll->closed);
+  }
+  uint64_t sent = uv_now(&loop);
+  stop_with(p, SIGTERM);
+  hc_wait(poll);
+  ASSERT(poll->complete);
+  ASSERT_EQ_INT(poll->status, 200);
+  /* The closing server fails the waiting create, or answers try_again. */
+  if (strstr(poll->body, "try_again") == NULL)
+    ASSERT_STR_CONTAINS(poll->body, "closing");
+  ASSERT_LT(poll->answered_at - sent, (uint64_t)(10000 * timeout_scale()));
+  hc_free(poll);
+  proc_free(p);
+  free(first);
+  free(second);
+  free(sid);
+  free(data);
+  teardown();
+}
+
 /* The metrics after create, forward_backward, a create held by the
  * user's model limit and its release: queue states, queue depths, the
  * latency histogram and the tokens. */
@@ -677,4 +787,6 @@ TEST_LIST(
   TEST_ENTRY(port_taken_exits_1),
   TEST_ENTRY(https_with_a_certificate),
   TEST_ENTRY_TIMEOUT(metrics_of_training, 60000),
+  TEST_ENTRY_TIMEOUT(options_reach_the_server, 60000),
+  TEST_ENTRY_TIMEOUT(sigterm_answers_held_polls, 60000),
 )
