@@ -531,6 +531,27 @@ TEST(submit_x_should_retry_and_limits) {
   teardown();
 }
 
+TEST(submit_slow_answer_is_retried_after_its_timeout) {
+  static const fake_resp_t S[] = {
+    { 200, "{\"request_id\":\"late\"}", NULL, NULL, NULL, 3000 },
+    { 200, "{\"request_id\":\"req-1\"}" },
+  };
+  static const fake_resp_t P[] = { { 200, "{\"r\":10}" } };
+  tb_client_config_t o = { .http_timeout_ms = 100 };
+  setup(&o);
+  SCRIPT(S, P);
+  tb_future_t *f = start_polled(&rt);
+  ASSERT_OK(run(f));
+  ASSERT_EQ_INT(fake_count(&fk, "/api/v1/test_op"), 2);
+  ASSERT_STR_EQ(fake_nth(&fk, "/api/v1/test_op", 0)->idem,
+                fake_nth(&fk, "/api/v1/test_op", 1)->idem);
+  ASSERT_STR_EQ(fake_nth(&fk, "/api/v1/test_op", 1)->retry_count, "1");
+  ASSERT_STR_CONTAINS(fake_nth(&fk, POLL_PATH, 0)->body, "\"req-1\"");
+  ASSERT_EQ_INT(tele_count("http.retry"), 1);
+  tb_future_free(f);
+  teardown();
+}
+
 TEST(submit_connection_refused) {
   ASSERT_OK(uv_loop_init(&loop));
   /* A port nothing listens on: bind one, learn it, close it. */
@@ -672,6 +693,7 @@ TEST_LIST(
   TEST_ENTRY(poll_other_status_is_fatal),
   TEST_ENTRY(submit_retries_keep_the_idempotency_key),
   TEST_ENTRY(submit_x_should_retry_and_limits),
+  TEST_ENTRY(submit_slow_answer_is_retried_after_its_timeout),
   TEST_ENTRY(submit_connection_refused),
   TEST_ENTRY(submit_without_request_id_fails),
   TEST_ENTRY(retry_after_parsing),
