@@ -18,6 +18,7 @@
 #include "test_server_client.h"
 #pragma GCC diagnostic pop
 
+#include "engine/base_model.h"
 #include "http/client.h"
 #include "http/tls.h"
 #include "test_tls_certs.h"
@@ -270,6 +271,9 @@ TEST(bad_options_exit_2) {
   fclose(f);
   char *data = in_tmp("data");
   const char *keys_missing = "/nonexistent/keys";
+  char model_not_hf[96], model_file[96];
+  snprintf(model_not_hf, sizeof(model_not_hf), "x=%s", tmp_dir);
+  snprintf(model_file, sizeof(model_file), "x=%s", file);
   struct {
     const char *args[6];
     const char *message;
@@ -306,6 +310,8 @@ TEST(bad_options_exit_2) {
     { { "--model", "x=/nonexistent/model" },
       "--model x=/nonexistent/model: /nonexistent/model: No such file or directory" },
     { { "--model", "base", "--model", "base" }, "--model base: the name base is given twice" },
+    { { "--model", model_not_hf }, "no config.json in " },
+    { { "--model", model_file }, "is not a directory" },
     { { "--host", "example.org" }, "--host: expected an IP address such as 127.0.0.1" },
     { { "--log-level", "loud" }, "--log-level: expected debug, info, warn, error or off" },
     { { "--data-dir", "" }, "--data-dir: expected a directory" },
@@ -659,6 +665,48 @@ TEST(options_reach_the_server) {
   teardown();
 }
 
+/* --model NAME=HF_DIR: a Hugging Face directory (here `base` written as
+ * one) is announced once loaded and takes models. */
+TEST(serves_a_hugging_face_directory) {
+  setup();
+  char *hf = in_tmp("hf-base");
+  tb_error_t err = { 0 };
+  ASSERT_OK(tb__base_model_save(hf, &err));
+  char spec[128];
+  snprintf(spec, sizeof(spec), "copy=%s", hf);
+  char *data = in_tmp("data");
+  proc_t *p = serve((const char *[]){ "serve", "--port", "0", "--data-dir", data, "--model",
+                                      "base", "--model", spec, NULL },
+                    NULL);
+  for (;;) {
+    hc_t *c = hc_do("GET", "/api/v1/get_server_capabilities", NULL, NULL);
+    ASSERT_EQ_INT(c->status, 200);
+    ASSERT_STR_CONTAINS(c->body, "{\"model_name\":\"base\",\"max_context_length\":2048}");
+    int loaded = strstr(c->body, "{\"model_name\":\"copy\",\"max_context_length\":2048}") !=
+                 NULL;
+    hc_free(c);
+    if (loaded)
+      break;
+    wait_ms(20);
+  }
+  char *sid = create_session();
+  char body[256];
+  snprintf(body, sizeof(body),
+           "{\"session_id\":\"%s\",\"model_seq_id\":0,\"base_model\":\"copy\","
+           "\"lora_config\":{\"rank\":2},\"type\":\"create_model\"}", sid);
+  char *rid = post_field("/api/v1/create_model", body, "request_id");
+  await_ok(rid);
+  stop_with(p, SIGTERM);
+  ASSERT_STR_CONTAINS(err_of(p), "models base, copy=");
+  ASSERT_STR_CONTAINS(err_of(p), "model copy loaded from ");
+  proc_free(p);
+  free(rid);
+  free(sid);
+  free(data);
+  free(hf);
+  teardown();
+}
+
 /* SIGTERM while a poll is held: the poll is answered at once and the
  * server exits 0. */
 TEST(sigterm_answers_held_polls) {
@@ -769,6 +817,25 @@ TEST(metrics_of_training) {
   ASSERT_STR_CONTAINS(m, "tinkerbell_http_requests_total{method=\"POST\","
                          "route=\"/api/v1/forward_backward\",status=\"200\"} 1\n");
   free(m);
+
+  /* A sample counts its prompt and the tokens it generated. */
+  hc_t *c = hc_do("POST", "/api/v1/sample", NULL,
+                  "{\"prompt\":\"Hi\",\"max_tokens\":4,\"seed\":1}");
+  ASSERT_EQ_INT(c->status, 200);
+  json_t *v = hc_json(c);
+  json_int_t n = json_integer_value(json_object_get(v, "prompt_tokens"));
+  ASSERT_GT(n, 0);
+  json_t *tokens = json_object_get(json_array_get(json_object_get(v, "samples"), 0), "tokens");
+  ASSERT_GT(json_array_size(tokens), 0);
+  n += (json_int_t)json_array_size(tokens);
+  json_decref(v);
+  hc_free(c);
+  char want[96];
+  snprintf(want, sizeof(want), "tinkerbell_tokens_total{op=\"sample\"} %lld\n", (long long)n);
+  m = get_metrics();
+  ASSERT_STR_CONTAINS(m, want);
+  ASSERT_STR_CONTAINS(m, "tinkerbell_job_latency_seconds_count{op=\"sample\"} 1\n");
+  free(m);
   stop_with(p, SIGTERM);
   proc_free(p);
   free(held);
@@ -789,4 +856,5 @@ TEST_LIST(
   TEST_ENTRY_TIMEOUT(metrics_of_training, 60000),
   TEST_ENTRY_TIMEOUT(options_reach_the_server, 60000),
   TEST_ENTRY_TIMEOUT(sigterm_answers_held_polls, 60000),
+  TEST_ENTRY_TIMEOUT(serves_a_hugging_face_directory, 60000),
 )

@@ -189,6 +189,24 @@ static int check_model(const tb__cli_args_t *a, const serve_config_t *c, const c
                      "directory with config.json)", spec, eq + 1);
     return -1;
   }
+  if (eq != NULL) {
+    /* The rest of the directory is read when the model loads, off the
+     * loop; a directory that is not a model at all is told now. */
+    size_t dl = strlen(eq + 1);
+    char *config = malloc(dl + sizeof("/config.json"));
+    int missing = config == NULL;
+    if (config != NULL) {
+      memcpy(config, eq + 1, dl);
+      memcpy(config + dl, "/config.json", sizeof("/config.json"));
+      missing = stat(config, &st) != 0;
+    }
+    free(config);
+    if (missing) {
+      tb__cli_error(a, "--model %s: no config.json in %s (expected a Hugging Face model "
+                       "directory: config.json, model.safetensors)", spec, eq + 1);
+      return -1;
+    }
+  }
   for (size_t i = 0; i < c->n_models; i++) {
     const char *o = c->models[i];
     const char *oeq = strchr(o, '=');

@@ -823,6 +823,9 @@ static void on_base_loaded(tb_engine_job_t *job, int status) {
     /* Announced once its context length is known. */
     if (!b->builtin && !tr->closing)
       tb_server_add_model(tr->srv->pub, b->name, b->cfg.max_position_embeddings);
+    const char *dir = strchr(b->spec, '=');
+    if (!b->builtin)
+      tb_info("model %s loaded%s%s", b->name, dir ? " from " : "", dir ? dir + 1 : "");
   } else {
     b->state = -1;
     b->error = tb__asprintf("the base model %s failed to load: %s", b->name,
