@@ -31,6 +31,7 @@
 /* The sub-commands: argv[0] is the command's name. */
 int tb__cli_serve(int argc, char **argv);
 int tb__cli_bench(int argc, char **argv);
+int tb__cli_train(int argc, char **argv);
 
 typedef struct tb__cli_opt_s {
   const char *name;     /* without the leading "--" */

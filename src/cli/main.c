@@ -18,6 +18,7 @@ typedef struct {
 /* argv[0] of run is the command's name. */
 static const command_t commands[] = {
   { "serve", "run the training server (Tinker and Tinkerbell HTTP APIs)", tb__cli_serve },
+  { "train", "fine-tune a LoRA adapter on a chat JSONL file", tb__cli_train },
   { "bench", "run the benchmarks and print one table of figures and ratios", tb__cli_bench },
   { NULL, NULL, NULL },
 };

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The C examples (examples/c/) against `tinkerbell serve` on a free port:
+# each must exit 0 and print what its guide example prints.
+# usage: c_examples.sh TINKERBELL_EXE EXAMPLES_DIR
+exe=${1:?usage: $0 TINKERBELL_EXE EXAMPLES_DIR}
+dir=${2:?usage: $0 TINKERBELL_EXE EXAMPLES_DIR}
+tmp=$(mktemp -d /tmp/tb-c-examples-XXXXXX)
+"$exe" serve --port 0 --data-dir "$tmp/data" --log-level warn >"$tmp/serve.out" 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT
+url=
+for _ in $(seq 200); do
+  url=$(sed -n 's/.*listening on \(http[^ ]*\).*/\1/p' "$tmp/serve.out")
+  [ -n "$url" ] && break
+  sleep 0.05
+done
+[ -n "$url" ] || { cat "$tmp/serve.out"; echo "0 passed, 1 failed"; exit 1; }
+pass=0 fail=0
+run() {  # run NAME EXPECTED-LINE
+  out=$("$dir/$1" "$url" 2>&1)
+  status=$?
+  if [ $status = 0 ] && echo "$out" | grep -q "$2"; then
+    pass=$((pass + 1)); echo "ok - $1"
+  else
+    fail=$((fail + 1)); echo "not ok - $1 (status $status)"; echo "$out" | tail -15
+  fi
+}
+run sync_training '^Done!$'
+run async_training '^Done!$'
+run multi_user '^All users trained!$'
+run parallel_create '^Done!$'
+echo "$pass passed, $fail failed"
+[ $fail = 0 ]

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# `tinkerbell train` as a user runs it: the Quick start's command on a
+# shortened dataset (the loss falls, metrics.jsonl, loss.svg, the sampler
+# weights and their PEFT export are written), the same against a running
+# `tinkerbell serve` with --base-url, and bad data stopping the run before
+# anything trains.
+# usage: cli_train.sh TINKERBELL_EXE DATA.jsonl
+exe=${1:?usage: $0 TINKERBELL_EXE DATA.jsonl}
+data=${2:?usage: $0 TINKERBELL_EXE DATA.jsonl}
+tmp=$(mktemp -d /tmp/tb-cli-train-XXXXXX)
+serve_pid=
+cleanup() { [ -n "$serve_pid" ] && kill "$serve_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"; }
+trap cleanup EXIT
+pass=0 fail=0
+check() {  # check NAME STATUS
+  if [ "$2" = 0 ]; then pass=$((pass + 1)); echo "ok - $1"; else fail=$((fail + 1)); echo "not ok - $1"; fi
+}
+# first_last FILE: the first and the last step loss of a metrics.jsonl
+first_last() {
+  python3 - "$1" <<'PY'
+import json, sys
+steps = [json.loads(l) for l in open(sys.argv[1]) if '"loss"' in l]
+print(steps[0]["loss"], steps[-1]["loss"], len(steps))
+PY
+}
+
+head -n 64 "$data" >"$tmp/short.jsonl"
+cd "$tmp" || exit 1
+
+# --- the embedded server (the Quick start) ---
+out=$("$exe" train short.jsonl --epochs 4 --data-dir "$tmp/data" 2>&1)
+status=$?
+echo "$out" | tail -12
+[ $status = 0 ]
+check "train on the embedded server exits 0" $?
+model_dir=$(ls -d "$tmp"/data/sess-*:train:0 2>/dev/null | head -1)
+[ -n "$model_dir" ] && [ -s "$model_dir/metrics.jsonl" ] && [ -s "$model_dir/loss.svg" ]
+check "metrics.jsonl and loss.svg beside the checkpoints" $?
+read -r first last n < <(first_last "$model_dir/metrics.jsonl" 2>/dev/null)
+echo "loss $first -> $last over $n steps"
+python3 -c "import sys; sys.exit(0 if float('$last') < float('$first') / 2 else 1)" 2>/dev/null
+check "the loss falls (below half its start)" $?
+grep -q '^<svg ' "$model_dir/loss.svg" && grep -q 'polyline' "$model_dir/loss.svg"
+check "loss.svg is a chart" $?
+sampler=$(echo "$out" | sed -n 's/^sampler weights: //p')
+peft=$(echo "$out" | sed -n 's/^PEFT export: \([^ ]*\).*/\1/p')
+[ -n "$sampler" ] && [ -s "$peft" ] && [ -s "$(dirname "$peft")/adapter_config.json" ]
+check "the sampler weights and their PEFT export exist" $?
+echo "$out" | grep -q '^before: ' && echo "$out" | grep -q '^after: '
+check "a reply sampled before and after training" $?
+
+# --- against a running server, with --base-url ---
+"$exe" serve --port 0 --data-dir "$tmp/served" --log-level warn >"$tmp/serve.out" 2>&1 &
+serve_pid=$!
+url=
+for _ in $(seq 100); do
+  url=$(sed -n 's/.*listening on \(http[^ ]*\).*/\1/p' "$tmp/serve.out")
+  [ -n "$url" ] && break
+  sleep 0.1
+done
+out=$("$exe" train short.jsonl --epochs 1 --base-url "$url" --out "$tmp/remote" 2>&1)
+status=$?
+[ $status = 0 ] && [ -s "$tmp/remote/metrics.jsonl" ] && echo "$out" | grep -q "^sampler weights: tinker://"
+check "train with --base-url against tinkerbell serve" $?
+[ $status = 0 ] || echo "$out" | tail -20
+kill "$serve_pid"; wait "$serve_pid" 2>/dev/null; serve_pid=
+
+# --- Ctrl-C: the step under way finishes, a checkpoint is saved, status 130 ---
+"$exe" train short.jsonl --epochs 1000 --data-dir "$tmp/int" --out "$tmp/int-out" >"$tmp/int.log" 2>&1 &
+train_pid=$!
+for _ in $(seq 600); do
+  [ "$(grep -c '"loss"' "$tmp/int-out/metrics.jsonl" 2>/dev/null)" -ge 2 ] && break
+  sleep 0.1
+done
+kill -INT "$train_pid"
+wait "$train_pid"
+status=$?
+[ $status = 130 ] && grep -q 'weights/interrupted-step-[1-9]' "$tmp/int.log" && [ -s "$tmp/int-out/loss.svg" ]
+check "Ctrl-C saves a checkpoint and exits with 130" $?
+[ $status = 130 ] || tail -20 "$tmp/int.log"
+
+# --- bad input ---
+{ head -n 2 "$data"; echo '{"messages": [{"role": "robot", "content": "x"}]}'; } >bad.jsonl
+out=$("$exe" train bad.jsonl --data-dir "$tmp/bad-data" 2>&1)
+status=$?
+[ $status = 2 ] && echo "$out" | grep -q 'bad.jsonl:3: messages\[0\].role' && [ ! -e "$tmp/bad-data" ]
+check "a bad line stops the run before training, naming its line" $?
+"$exe" train >/dev/null 2>&1
+[ $? = 2 ]
+check "no data file is a usage error" $?
+"$exe" train --help | grep -q -- '--learning-rate'
+check "--help lists the options" $?
+
+echo "$pass passed, $fail failed"
+[ $fail = 0 ]
