@@ -9,10 +9,12 @@
 #include "tb_test.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "test_client_fake.h"
 #include "tinkerbell/sampling_client.h"
 #include "tinkerbell/server.h"
 #include "tinkerbell/service_client.h"
@@ -406,8 +408,383 @@ TEST(server_errors) {
   world_stop(&w);
 }
 
+/* ------------------------------------------------------------ against a fake */
+
+/* What the fake saw of each training POST (the bodies are JSON: the
+ * client runs with tb_training_client_use_json). */
+typedef struct sent_s {
+  char path[64];
+  int64_t seq;
+  size_t n_data;
+  char idem[96];
+  int status;
+} sent_t;
+
+typedef struct train_fake_s {
+  sent_t sent[64];
+  size_t n_sent;
+  size_t expect_posts;          /* results wait until this many POSTs came */
+  int fail_first_503;           /* 503s answered to the first training POST */
+  int refuse_seq;               /* seq_id answered 400, or 0 */
+  uint64_t create_delay_ms;     /* the create_model result comes this late */
+} train_fake_t;
+
+static train_fake_t tf;
+
+static char *arena_printf(tb_http_request_t *req, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static char *arena_printf(tb_http_request_t *req, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  char *tmp = tb__vasprintf(fmt, ap);
+  va_end(ap);
+  ASSERT(tmp != NULL);
+  char *r = tb__arena_strndup(&req->arena, tmp, strlen(tmp));
+  free(tmp);
+  return r;
+}
+
+/* A fwd/bwd result of n datums: loss:sum n, loss:mean the chunk's seq_id. */
+static char *fwdbwd_result(tb_http_request_t *req, int64_t seq, size_t n) {
+  tb_buf_t b = TB_BUF_INIT;
+  ASSERT_OK(tb__buf_append_str(&b, "{\"loss_fn_output_type\":\"ArrayRecord\",\"loss_fn_outputs\":["));
+  for (size_t i = 0; i < n; i++)
+    ASSERT_OK(tb__buf_printf(&b, "%s{\"logprobs\":{\"data\":[-%zu.5],\"dtype\":\"float32\"}}",
+                             i ? "," : "", i));
+  ASSERT_OK(tb__buf_printf(&b, "],\"metrics\":{\"loss:sum\":%zu,\"loss:mean\":%lld}}", n,
+                           (long long)seq));
+  char *r = tb__arena_strndup(&req->arena, b.base, b.len);
+  tb__buf_free(&b);
+  return r;
+}
+
+static fake_resp_t decide_train(fake_t *fk, tb_http_request_t *req, int is_poll) {
+  fake_resp_t ok = { .status = 200 };
+  char path[64];
+  snprintf(path, sizeof(path), "%.*s", (int)req->path.len, req->path.base);
+  if (strcmp(path, "/api/v1/create_session") == 0) {
+    ok.body = "{\"session_id\":\"s1\"}";
+    return ok;
+  }
+  if (strcmp(path, "/api/v1/create_model") == 0) {
+    ok.body = "{\"request_id\":\"create\",\"model_id\":\"s1:train:0\"}";
+    return ok;
+  }
+  json_t *doc = json_loadb(req->body.base, req->body.len, 0, NULL);
+  ASSERT(doc != NULL);
+  if (is_poll) {
+    const char *rid = json_string_value(json_object_get(doc, "request_id"));
+    ASSERT(rid != NULL);
+    if (strcmp(rid, "create") == 0) {
+      ok.body = "{\"model_id\":\"s1:train:0\",\"type\":\"create_model\"}";
+      ok.delay_ms = tf.create_delay_ms;
+    } else if (tf.n_sent < tf.expect_posts) {
+      /* Held like a long poll until every step is in. */
+      ok.body = arena_printf(req, "{\"type\":\"try_again\",\"request_id\":\"%s\","
+                                  "\"queue_state\":\"active\"}", rid);
+      ok.delay_ms = 5;
+    } else {
+      long long seq = 0;
+      size_t n = 0;
+      if (sscanf(rid, "fb-%lld-%zu", &seq, &n) == 2)
+        ok.body = fwdbwd_result(req, seq, n);
+      else
+        ok.body = "{\"metrics\":{\"learning_rate:mean\":0.001}}";
+    }
+    json_decref(doc);
+    return ok;
+  }
+  ASSERT_LT(tf.n_sent, 64);
+  sent_t *s = &tf.sent[tf.n_sent++];
+  memset(s, 0, sizeof(*s));
+  snprintf(s->path, sizeof(s->path), "%s", path);
+  json_t *in = json_object_get(doc, "forward_backward_input");
+  if (in == NULL)
+    in = json_object_get(doc, "forward_input");
+  s->seq = json_integer_value(json_object_get(doc, "seq_id"));
+  s->n_data = json_array_size(json_object_get(in, "data"));
+  fake_copy_header(req, "x-idempotency-key", s->idem, sizeof(s->idem));
+  json_decref(doc);
+  if (tf.fail_first_503 > 0) {
+    tf.fail_first_503--;
+    s->status = 503;
+    ok.status = 503;
+    ok.body = "{\"error\":\"busy\",\"category\":\"server\"}";
+    tf.n_sent--;  /* a failed attempt is not a submission (the fake's log has it) */
+    return ok;
+  }
+  if (s->seq == tf.refuse_seq) {
+    s->status = 400;
+    ok.status = 400;
+    ok.body = "{\"error\":\"seq_id: refused\",\"category\":\"user\"}";
+    return ok;
+  }
+  s->status = 200;
+  ok.body = in != NULL ? arena_printf(req, "{\"request_id\":\"fb-%lld-%zu\"}", (long long)s->seq,
+                                      s->n_data)
+                       : arena_printf(req, "{\"request_id\":\"op-%lld\"}", (long long)s->seq);
+  return ok;
+}
+
+typedef struct fake_world_s {
+  uv_loop_t loop;
+  fake_t fk;
+  tb_service_client_t sc;
+  tb_training_client_t tc;
+  int closed;
+} fake_world_t;
+
+static void fake_world_start(fake_world_t *w, int create) {
+  memset(w, 0, sizeof(*w));
+  memset(&tf, 0, sizeof(tf));
+  ASSERT_OK(uv_loop_init(&w->loop));
+  fake_start(&w->fk, &w->loop);
+  w->fk.decide = decide_train;
+  tb_client_config_t cfg = fake_config(&w->fk);
+  tb_error_t err = { 0 };
+  ASSERT_OK(tb_service_client_init(&w->loop, &w->sc, &cfg, &err));
+  if (create) {
+    ASSERT_OK(tb_service_client_create_lora_training_client_sync(&w->sc, &w->tc, "base", NULL,
+                                                                &err));
+    tb_training_client_use_json(&w->tc, 1);
+  }
+}
+
+static void on_fake_sc_closed(tb_service_client_t *sc) {
+  ((fake_world_t *)sc->data)->closed = 1;
+  uv_stop(sc->loop);
+}
+
+static void fake_world_stop(fake_world_t *w) {
+  int before = n_closed;
+  if (w->tc.impl_ != NULL) {
+    tb_training_client_close(&w->tc, on_tc_closed);
+    while (n_closed == before)
+      uv_run(&w->loop, UV_RUN_ONCE);
+  }
+  w->sc.data = w;
+  tb_service_client_close(&w->sc, on_fake_sc_closed);
+  while (!w->closed)
+    uv_run(&w->loop, UV_RUN_ONCE);
+  fake_stop(&w->fk);
+  uv_run(&w->loop, UV_RUN_DEFAULT);
+  ASSERT_LOOP_CLOSE(&w->loop);
+}
+
+static void tiny_data(tb_train_datum_t *d, size_t n) {
+  int32_t toks[3] = { 1, 2, 3 };
+  for (size_t i = 0; i < n; i++) {
+    memset(&d[i], 0, sizeof(d[i]));
+    ASSERT_OK(tb_train_datum_init_next_token(&d[i], toks, NULL, 3));
+  }
+}
+
+/* Results are held until every step was submitted: a client that waited
+ * for step k before sending step k+1 would never finish. */
+TEST(fake_pipelined_submissions) {
+  fake_world_t w;
+  fake_world_start(&w, 1);
+  tf.expect_posts = 6;
+  tb_train_datum_t d[2];
+  tiny_data(d, 2);
+  tb_future_t *fs[6];
+  for (int k = 0; k < 3; k++) {
+    ASSERT_OK(tb_training_client_forward_backward(&w.tc, d, 2, "cross_entropy", NULL, 0,
+                                                  &fs[2 * k]));
+    ASSERT_OK(tb_training_client_optim_step(&w.tc, NULL, &fs[2 * k + 1]));
+  }
+  int st[6];
+  ASSERT_OK(tb_future_wait_many(fs, 6, 60000, st));
+  ASSERT_EQ_INT(tf.n_sent, 6);
+  for (size_t i = 0; i < 6; i++) {
+    ASSERT_EQ_INT(tf.sent[i].seq, (int64_t)i + 1);
+    ASSERT_STR_EQ(tf.sent[i].path, i % 2 ? "/api/v1/optim_step" : "/api/v1/forward_backward");
+  }
+  for (int i = 0; i < 6; i++)
+    tb_future_free(fs[i]);
+  tb_train_datum_clear(&d[0]);
+  tb_train_datum_clear(&d[1]);
+  fake_world_stop(&w);
+}
+
+/* A POST answered 503 twice is sent again with the same seq_id and
+ * idempotency key; the next operation leaves only after it succeeded. */
+TEST(fake_sequencing_under_retries) {
+  fake_world_t w;
+  fake_world_start(&w, 1);
+  tf.fail_first_503 = 2;
+  tb_train_datum_t d[1];
+  tiny_data(d, 1);
+  tb_future_t *fs[2];
+  ASSERT_OK(tb_training_client_forward_backward(&w.tc, d, 1, "cross_entropy", NULL, 0, &fs[0]));
+  ASSERT_OK(tb_training_client_optim_step(&w.tc, NULL, &fs[1]));
+  ASSERT_OK(tb_future_wait_many(fs, 2, 60000, NULL));
+  ASSERT_EQ_INT(tf.n_sent, 2);
+  ASSERT_EQ_INT(tf.sent[0].seq, 1);
+  ASSERT_EQ_INT(tf.sent[1].seq, 2);
+  ASSERT_STR_EQ(tf.sent[1].path, "/api/v1/optim_step");
+  ASSERT(strcmp(tf.sent[0].idem, tf.sent[1].idem) != 0);
+  size_t fb_posts = fake_count(&w.fk, "/api/v1/forward_backward");
+  ASSERT_EQ_INT(fb_posts, 3);
+  const char *k0 = fake_nth(&w.fk, "/api/v1/forward_backward", 0)->idem;
+  ASSERT_STR_EQ(fake_nth(&w.fk, "/api/v1/forward_backward", 1)->idem, k0);
+  ASSERT_STR_EQ(fake_nth(&w.fk, "/api/v1/forward_backward", 2)->idem, k0);
+  /* optim_step came after the third forward_backward attempt */
+  size_t i_fb = 0, i_opt = 0;
+  for (size_t i = 0; i < w.fk.n_log; i++) {
+    if (strcmp(w.fk.log[i].path, "/api/v1/forward_backward") == 0)
+      i_fb = i;
+    if (strcmp(w.fk.log[i].path, "/api/v1/optim_step") == 0)
+      i_opt = i;
+  }
+  ASSERT_GT(i_opt, i_fb);
+  tb_future_free(fs[0]);
+  tb_future_free(fs[1]);
+  tb_train_datum_clear(&d[0]);
+  fake_world_stop(&w);
+}
+
+/* 1025 datums: two chunks, seq_ids 1 and 2, the second sent first; the
+ * results joined in input order and the metrics reduced. */
+TEST(fake_chunk_boundaries) {
+  fake_world_t w;
+  fake_world_start(&w, 1);
+  size_t n = 1025;
+  tb_train_datum_t *d = calloc(n, sizeof(*d));
+  tiny_data(d, n);
+  tb_future_t *fs[2];
+  ASSERT_OK(tb_training_client_forward_backward(&w.tc, d, n, "cross_entropy", NULL, 0, &fs[0]));
+  ASSERT_OK(tb_training_client_optim_step(&w.tc, NULL, &fs[1]));
+  ASSERT_OK(tb_future_wait_many(fs, 2, 60000, NULL));
+  ASSERT_EQ_INT(tf.n_sent, 3);
+  ASSERT_EQ_INT(tf.sent[0].seq, 2);
+  ASSERT_EQ_INT(tf.sent[0].n_data, 1);
+  ASSERT_EQ_INT(tf.sent[1].seq, 1);
+  ASSERT_EQ_INT(tf.sent[1].n_data, 1024);
+  ASSERT_EQ_INT(tf.sent[2].seq, 3);
+  const tb_forward_backward_output_t *o = tb_future_result(fs[0], &tb_result_forward_backward_output);
+  ASSERT_EQ_INT(o->n_outputs, 1025);
+  /* datum 1023 is the last of chunk 1, datum 1024 the only one of chunk 2 */
+  ASSERT_NEAR(tb_forward_backward_output_tensor(o, 1023, "logprobs")->f32[0], -1023.5, 0, 0);
+  ASSERT_NEAR(tb_forward_backward_output_tensor(o, 1024, "logprobs")->f32[0], -0.5, 0, 0);
+  double v;
+  ASSERT(tb_forward_backward_output_metric(o, "loss:sum", &v));
+  ASSERT_NEAR(v, 1025, 0, 0);
+  ASSERT(tb_forward_backward_output_metric(o, "loss:mean", &v));
+  ASSERT_NEAR(v, (1024.0 * 1 + 1.0 * 2) / 1025.0, 1e-12, 0);
+  tb_future_free(fs[0]);
+  tb_future_free(fs[1]);
+  for (size_t i = 0; i < n; i++)
+    tb_train_datum_clear(&d[i]);
+  free(d);
+  fake_world_stop(&w);
+}
+
+/* A seq_id the server refused is a gap no later operation can pass: the
+ * client fails them at once instead of sending them to wait forever. */
+TEST(fake_refused_seq_stops_the_client) {
+  fake_world_t w;
+  fake_world_start(&w, 1);
+  tf.refuse_seq = 1;
+  tb_train_datum_t d[1];
+  tiny_data(d, 1);
+  tb_future_t *fs[2];
+  ASSERT_OK(tb_training_client_forward_backward(&w.tc, d, 1, "cross_entropy", NULL, 0, &fs[0]));
+  ASSERT_OK(tb_training_client_optim_step(&w.tc, NULL, &fs[1]));
+  int st[2];
+  ASSERT_ERR(tb_future_wait_many(fs, 2, 60000, st), TB_EHTTP);
+  ASSERT_EQ_INT(st[0], TB_EHTTP);
+  ASSERT_EQ_INT(fs[0]->error.http_status, 400);
+  ASSERT_STR_CONTAINS(fs[0]->error.message, "refused");
+  ASSERT_EQ_INT(st[1], TB_EBUSY);
+  ASSERT_STR_CONTAINS(fs[1]->error.message, "seq_id 1");
+  ASSERT_EQ_INT(fake_count(&w.fk, "/api/v1/optim_step"), 0);
+  tb_future_free(fs[0]);
+  tb_future_free(fs[1]);
+  /* unsequenced calls still work: the model exists */
+  tb_future_t *info;
+  ASSERT_OK(tb_training_client_get_info(&w.tc, &info));
+  tb_future_free(info);  /* freeing a pending future cancels it */
+  tb_train_datum_clear(&d[0]);
+  fake_world_stop(&w);
+}
+
+static int cb_calls;
+static void count_cb(tb_future_t *f, int status) { cb_calls++; }
+
+/* Operations called before the model exists wait for it; one cancelled
+ * before it was sent fails with TB_ECANCELED, and the ones after it
+ * cannot run.  Nothing completes inside the call that cancels. */
+TEST(fake_cancel_before_sent) {
+  fake_world_t w;
+  fake_world_start(&w, 0);
+  tf.create_delay_ms = 50;
+  tb_future_t *created, *a, *b, *c;
+  ASSERT_OK(tb_service_client_create_lora_training_client(&w.sc, &w.tc, "base", NULL, &created));
+  tb_training_client_use_json(&w.tc, 1);
+  tb_train_datum_t d[1];
+  tiny_data(d, 1);
+  ASSERT_OK(tb_training_client_forward_backward(&w.tc, d, 1, "cross_entropy", NULL, 0, &a));
+  ASSERT_OK(tb_training_client_optim_step(&w.tc, NULL, &b));
+  ASSERT_OK(tb_training_client_optim_step(&w.tc, NULL, &c));
+  cb_calls = 0;
+  ASSERT_OK(tb_future_set_callback(b, count_cb));
+  ASSERT_OK(tb_future_cancel(b));
+  ASSERT_EQ_INT(cb_calls, 0);
+  ASSERT_ERR(tb_future_cancel(b), TB_EBUSY);
+  tb_future_t *all[4] = { created, a, b, c };
+  int st[4];
+  tb_future_wait_many(all, 4, 60000, st);
+  ASSERT_EQ_INT(st[0], 0);
+  ASSERT_EQ_INT(st[1], 0);
+  ASSERT_EQ_INT(st[2], TB_ECANCELED);
+  ASSERT_EQ_INT(b->error.category, TB_CATEGORY_CANCELLED);
+  ASSERT_EQ_INT(cb_calls, 1);
+  ASSERT_EQ_INT(st[3], TB_EBUSY);
+  ASSERT_EQ_INT(tf.n_sent, 1);
+  for (int i = 0; i < 4; i++)
+    tb_future_free(all[i]);
+  tb_train_datum_clear(&d[0]);
+  fake_world_stop(&w);
+}
+
+/* Closing with operations queued and in flight fails them all with
+ * TB_ECANCELED; the close callback runs once they are done. */
+TEST(fake_close_with_work) {
+  fake_world_t w;
+  fake_world_start(&w, 1);
+  tf.expect_posts = 100;  /* results never come */
+  tb_train_datum_t d[1];
+  tiny_data(d, 1);
+  tb_future_t *fs[3];
+  ASSERT_OK(tb_training_client_forward_backward(&w.tc, d, 1, "cross_entropy", NULL, 0, &fs[0]));
+  ASSERT_OK(tb_training_client_optim_step(&w.tc, NULL, &fs[1]));
+  ASSERT_OK(tb_training_client_optim_step(&w.tc, NULL, &fs[2]));
+  for (int i = 0; i < 20 && tf.n_sent < 1; i++)
+    uv_run(&w.loop, UV_RUN_ONCE);
+  int before = n_closed;
+  tb_training_client_close(&w.tc, on_tc_closed);
+  ASSERT_EQ_INT(n_closed, before);
+  ASSERT_ERR(tb_training_client_optim_step(&w.tc, NULL, &fs[0]), TB_ECLOSING);
+  while (n_closed == before)
+    uv_run(&w.loop, UV_RUN_ONCE);
+  for (int i = 0; i < 3; i++) {
+    ASSERT(tb_future_is_done(fs[i]));
+    ASSERT_EQ_INT(fs[i]->status, TB_ECANCELED);
+    tb_future_free(fs[i]);
+  }
+  tb_train_datum_clear(&d[0]);
+  fake_world_stop(&w);
+}
+
 TEST_LIST(
   TEST_ENTRY_TIMEOUT(training_run, 600000),
   TEST_ENTRY_TIMEOUT(custom_loss, 600000),
   TEST_ENTRY_TIMEOUT(server_errors, 300000),
+  TEST_ENTRY(fake_pipelined_submissions),
+  TEST_ENTRY(fake_sequencing_under_retries),
+  TEST_ENTRY(fake_chunk_boundaries),
+  TEST_ENTRY(fake_refused_seq_stops_the_client),
+  TEST_ENTRY(fake_cancel_before_sent),
+  TEST_ENTRY(fake_close_with_work),
 )

@@ -84,7 +84,8 @@ struct tc_op_s {
   /* sampling clients */
   tb_sampling_client_t *samp;
   char *model_path;
-  tc_op_t *next;
+  tc_op_t *next;               /* in the queue or the model's wait list */
+  tc_op_t *live_next, *live_prev;  /* every registered op, for close */
   tb__alarm_t alarm;           /* completes the op on a later turn */
 };
 
@@ -102,12 +103,14 @@ struct tb__training_client_s {
   tb_future_t *create_f;       /* the caller's creation future */
   tb_future_t *session_f;      /* the session being obtained */
   tb_future_t *create_op_f;    /* the create request */
-  int broken;
+  int broken;                  /* a seq_id was lost: those after it cannot run */
+  int64_t broken_seq;          /* the first lost seq_id (0: all, when closing) */
   tb_error_t broken_err;
   tc_op_t *queue, *queue_tail; /* sequenced ops not yet started */
   tc_op_t *submitting;         /* the op holding the turn */
   tc_op_t *waiting_model;      /* unsequenced ops waiting for the model */
-  size_t n_live;               /* ops not yet completed */
+  tc_op_t *live;               /* ops not yet completed */
+  size_t n_live;
   int closing;
   tb__alarm_t close_alarm;
   /* creation */
@@ -127,10 +130,16 @@ static void set_broken(tc_t *tc, int64_t seq, const tb_error_t *why) {
   if (tc->broken)
     return;
   tc->broken = 1;
+  tc->broken_seq = seq;
   tb_error_set(&tc->broken_err, TB_EBUSY, TB_CATEGORY_USER,
                "the training client stopped: seq_id %lld was not accepted by the server (%s), "
                "so no later operation of this model could run; create a new training client",
                (long long)seq, why ? tb_error_message(why) : "cancelled");
+}
+
+/* Whether seq (of an op not yet sent) comes after a lost one. */
+static int stopped_at(const tc_t *tc, int64_t seq) {
+  return tc->broken && seq >= tc->broken_seq;
 }
 
 static void keep_first_error(tc_op_t *op, const tb_error_t *e) {
@@ -208,6 +217,12 @@ static void op_complete(tc_op_t *op, const tb_result_type_t *type, void *result)
     e = op->err;
     memset(&op->err, 0, sizeof(op->err));
   }
+  if (op->live_prev != NULL)
+    op->live_prev->live_next = op->live_next;
+  else if (tc->live == op)
+    tc->live = op->live_next;
+  if (op->live_next != NULL)
+    op->live_next->live_prev = op->live_prev;
   op_free(op);
   tc->n_live--;
   if (failed) {
@@ -284,6 +299,10 @@ static void op_cancel(tb_future_t *f) {
 static int op_register(tc_op_t *op, tb_future_t **out) {
   tb__client_future_set_driver(op->future, op_cancel, op);
   op->tc->n_live++;
+  op->live_next = op->tc->live;
+  if (op->tc->live != NULL)
+    op->tc->live->live_prev = op;
+  op->tc->live = op;
   *out = op->future;
   return 0;
 }
@@ -456,14 +475,15 @@ static void on_req_submitted(tb__client_op_t *cop, int status) {
         return;  /* another one is still being sent */
       ok = ok && op->reqs[i].started && op->reqs[i].submit_status == 0;
     }
-    if (ok && !op->cancelled && !op->tc->broken && start_phase(op) == 0)
+    if (ok && !op->cancelled && !stopped_at(op->tc, r0->seq) && start_phase(op) == 0)
       return;
     /* The first request is not sent: its seq_id is lost. */
     set_broken(op->tc, r0->seq, op->err.code ? &op->err : NULL);
     release_turn(op);
     return;
   }
-  int keep = op->kind == K_CUSTOM && first == 0 && status == 0 && !op->tc->broken &&
+  int keep = op->kind == K_CUSTOM && first == 0 && status == 0 &&
+             !stopped_at(op->tc, op->reqs[op->count].seq) &&
              !op->cancelled;
   if (!keep)
     release_turn(op);
@@ -605,7 +625,7 @@ static void pump(tc_t *tc) {
     op->queued = 0;
     if (tc->state < 0) {
       op_fail_later(op, &tc->create_err);
-    } else if (tc->broken) {
+    } else if (op->n_reqs > 0 && op->reqs[0].seq >= 0 && stopped_at(tc, op->reqs[0].seq)) {
       op_fail_later(op, &tc->broken_err);
     } else {
       start_sequenced(op);
@@ -659,7 +679,7 @@ static void on_req_done(tb_future_t *f, int status) {
    * over. */
   size_t first = op->first;
   if (op->holds_turn && !op->reqs[first].started && !op->cancelled && op->err.code == 0 &&
-      !op->tc->broken)
+      !stopped_at(op->tc, op->reqs[first].seq))
     return;
   op_finish(op);
 }
@@ -906,7 +926,7 @@ static void run_custom_loss(tc_op_t *op) {
   /* Phase two holds the turn it kept since phase one. */
   op->first = c;
   op->count = c;
-  if (op->cancelled || tc->broken) {
+  if (op->cancelled || stopped_at(tc, op->reqs[c].seq)) {
     if (!op->cancelled)
       keep_first_error(op, &tc->broken_err);
     op_finish(op);
@@ -1530,8 +1550,10 @@ void tb_training_client_close(tb_training_client_t *ptc, tb_training_client_clos
     return;
   tc->closing = 1;
   ptc->close_cb_ = close_cb;
-  if (!tc->broken) {
+  if (!tc->broken || tc->broken_seq > 0) {
     tc->broken = 1;
+    tc->broken_seq = 0;
+    tb_error_clear(&tc->broken_err);
     tb_error_set(&tc->broken_err, TB_ECANCELED, TB_CATEGORY_CANCELLED,
                  "the training client is closing");
   }
@@ -1556,6 +1578,16 @@ void tb_training_client_close(tb_training_client_t *ptc, tb_training_client_clos
     w->cancelled = 1;
     op_fail_later(w, &tc->broken_err);
     w = next;
+  }
+  /* Ops on the wire: their requests are cancelled, and they fail once
+   * every one has stopped. */
+  for (tc_op_t *op = tc->live; op != NULL; op = op->live_next) {
+    if (op->cancelled || tb__alarm_armed(&op->alarm))
+      continue;
+    op->cancelled = 1;
+    for (size_t i = 0; i < op->n_reqs; i++)
+      if (op->reqs[i].f != NULL && !op->reqs[i].done)
+        tb_future_cancel(op->reqs[i].f);
   }
   check_closed(tc);
 }
