@@ -475,6 +475,17 @@ TEST(retrieve_future_answers) {
   /* The Tinker poll of the same future: the failure, answered 200. */
   free(failure_of(rid, "user"));
   free(rid);
+  /* A load that would create its model from a checkpoint that is not
+   * there fails, and leaves no model behind (the user's one model slot
+   * freed first). */
+  json_decref(post_ok("/api/v1/remove_lora", NULL, "{\"model_id\":\"second\"}"));
+  rid = submit("/api/v1/load_weights_async", NULL, "{\"model_id\":\"ghost\",\"path\":\"none\"}",
+               "ghost");
+  v = retrieve_status(rid, NULL, 500);
+  ASSERT(strncmp(str_of(v, "detail"), "Job failed: path: ", 18) == 0);
+  json_decref(v);
+  free(rid);
+  hc_expect("POST", "/api/v1/remove_lora", NULL, "{\"model_id\":\"ghost\"}", 404, NULL);
   hc_expect("POST", "/retrieve_future", NULL,
             "{\"request_id\":\"req-00000000000000000000000000000000\"}", 404, "unknown request");
   hc_expect("POST", "/retrieve_future", NULL, "{}", 400, "request_id: required");
