@@ -454,12 +454,27 @@ TEST(retrieve_future_answers) {
     hc_expect("POST", "/retrieve_future", NULL, body, 202, "{\"status\":\"pending\"}");
     wait_ms(20);
   }
+  /* At most 64 calls wait for a model being created; then 429. */
+  char *waiting[63];
+  for (int i = 0; i < 63; i++)
+    waiting[i] = submit("/api/v1/optim_step_async", NULL, "{\"model_id\":\"second\"}", "second");
+  hc_t *c = hc_do("POST", "/api/v1/optim_step_async", NULL, "{\"model_id\":\"second\"}");
+  ASSERT_EQ_INT(c->status, 429);
+  ASSERT_STR_CONTAINS(c->head, "Retry-After: 1");
+  ASSERT_STR_CONTAINS(c->body, "64 operations of this model wait");
+  hc_free(c);
   snprintf(body, sizeof(body), "{\"model_id\":\"%s\"}", first);
   json_decref(post_ok("/api/v1/remove_lora", NULL, body));
   v = retrieve(rid, NULL);
   check_fb(v, "second", 10);
   ASSERT(json_is_true(json_object_get(v, "created")));
   json_decref(v);
+  for (int i = 0; i < 63; i++) {
+    v = retrieve(waiting[i], NULL);
+    ASSERT_EQ_INT((int)num_of(v, "step"), i + 1);
+    json_decref(v);
+    free(waiting[i]);
+  }
   /* Retrieved twice, the same answer. */
   json_t *again = retrieve(rid, NULL);
   ASSERT_NEAR(num_of(again, "loss"), num_of(again, "loss_sum") / 10, 1e-9, 1e-6);

@@ -212,6 +212,25 @@ static void submit(tb_http_request_t *req, tb__top_t *op, tb_slice_t id, int syn
     op->model = cop->model;
     info->created = 1;
   }
+  tb__tmodel_t *m = op->model;
+  if (m->max_seq + 1 - m->next_seq >= TB__SEQ_WINDOW) {
+    /* Calls of this dialect carry no seq_id; what bounds the calls that
+     * wait for a model still being created is said plainly. */
+    static const tb_http_header_t h[2] = {
+      { TB_SLICE_LIT("Retry-After"), TB_SLICE_LIT("1") },
+      { TB_SLICE_LIT("Content-Type"), TB_SLICE_LIT("application/json") },
+    };
+    char *msg = tb__arena_alloc(&req->arena, 256);
+    int n = msg ? snprintf(msg, 256, "{\"error\":\"model_id: %d operations of this model wait "
+                                     "already; retry once they run\",\"category\":\"user\"}",
+                           TB__SEQ_WINDOW)
+                : 0;
+    uv_buf_t body = uv_buf_init(msg, (unsigned)n);
+    tb__server_respond(req, 429, h, 2, &body, 1);
+    tb__top_free(op);
+    tb__start_held(tr);
+    return;
+  }
   /* The model may be gone after tb__start_held (its creation failing at
    * once fails op's future too), so its name is kept here. */
   char *mid = tb__arena_strndup(&req->arena, op->model->id, strlen(op->model->id));
