@@ -14,8 +14,8 @@
  *
  * Exit status: 0 after a signal, 2 for a command line that cannot be used
  * (including a keys file, certificate, key or data directory that cannot
- * be read or made),
- * 1 when the server cannot start (the port is taken, say).
+ * be read or made), 1 when the server cannot start (the port is taken,
+ * say).
  */
 #include <errno.h>
 #include <signal.h>
@@ -151,6 +151,7 @@ typedef struct serve_s {
   uv_loop_t loop;
   tb_server_t server;
   uv_signal_t sigint, sigterm;
+  int n_signals;                /* of the two, the handles open */
   int closing;
 } serve_t;
 
@@ -381,8 +382,10 @@ static void on_signal_closed(uv_handle_t *h) {
 
 static void on_server_closed(tb_server_t *server) {
   serve_t *s = server->data;
-  uv_close((uv_handle_t *)&s->sigint, on_signal_closed);
-  uv_close((uv_handle_t *)&s->sigterm, on_signal_closed);
+  if (s->n_signals > 0)
+    uv_close((uv_handle_t *)&s->sigint, on_signal_closed);
+  if (s->n_signals > 1)
+    uv_close((uv_handle_t *)&s->sigterm, on_signal_closed);
 }
 
 static void on_signal(uv_signal_t *h, int signum) {
@@ -458,11 +461,15 @@ static int run(serve_t *s, const serve_config_t *c) {
   }
   s->sigint.data = s;
   s->sigterm.data = s;
-  if ((rc = uv_signal_init(&s->loop, &s->sigint)) != 0 ||
-      (rc = uv_signal_init(&s->loop, &s->sigterm)) != 0 ||
-      (rc = uv_signal_start(&s->sigint, on_signal, SIGINT)) != 0 ||
-      (rc = uv_signal_start(&s->sigterm, on_signal, SIGTERM)) != 0) {
-    /* uv_signal_init cannot fail on Linux once the loop exists. */
+  rc = uv_signal_init(&s->loop, &s->sigint);
+  s->n_signals = rc == 0;
+  if (rc == 0) {
+    rc = uv_signal_init(&s->loop, &s->sigterm);
+    s->n_signals += rc == 0;
+  }
+  rc = rc ? rc : uv_signal_start(&s->sigint, on_signal, SIGINT);
+  rc = rc ? rc : uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+  if (rc != 0) {
     fprintf(stderr, "tinkerbell serve: cannot watch signals: %s\n", uv_strerror(rc));
     s->closing = 1;
     tb_server_close(&s->server, on_server_closed);
