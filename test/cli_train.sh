@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# `tinkerbell train` as a user runs it: the Quick start's command on a
-# shortened dataset (the loss falls, metrics.jsonl, loss.svg, the sampler
-# weights and their PEFT export are written), the same against a running
-# `tinkerbell serve` with --base-url, and bad data stopping the run before
-# anything trains.
+# `tinkerbell train` and `tinkerbell sample` as a user runs them: the Quick
+# start's command on a shortened dataset (the loss falls, metrics.jsonl,
+# loss.svg, the sampler weights and their PEFT export are written), sampling
+# from those weights, training against a running `tinkerbell serve` with
+# --base-url, Ctrl-C, and bad data stopping the run before anything trains.
 # usage: cli_train.sh TINKERBELL_EXE DATA.jsonl
 exe=${1:?usage: $0 TINKERBELL_EXE DATA.jsonl}
 data=${2:?usage: $0 TINKERBELL_EXE DATA.jsonl}
@@ -48,6 +48,22 @@ peft=$(echo "$out" | sed -n 's/^PEFT export: \([^ ]*\).*/\1/p')
 check "the sampler weights and their PEFT export exist" $?
 echo "$out" | grep -q '^before: ' && echo "$out" | grep -q '^after: '
 check "a reply sampled before and after training" $?
+
+# --- tinkerbell sample from those weights, on a new embedded server ---
+one=$("$exe" sample --data-dir "$tmp/data" --model-path "$sampler" --temperature 0 "Who are you?" 2>&1)
+status=$?
+two=$("$exe" sample --data-dir "$tmp/data" --model-path "$sampler" --temperature 0 "Who are you?" 2>&1)
+[ $status = 0 ] && [ -n "$one" ] && [ "$one" = "$two" ]
+check "sample from the trained weights (greedy twice, the same text)" $?
+out=$("$exe" sample --data-dir "$tmp/data" --num-samples 2 --seed 7 --max-tokens 8 "Hello" 2>&1)
+[ $? = 0 ] && [ "$(echo "$out" | grep -c '^--- sample')" = 2 ]
+check "sample from the base model, two samples" $?
+out=$("$exe" sample --data-dir "$tmp/data" --model-path "tinker://nobody:train:0/sampler_weights/x" "hi" 2>&1)
+[ $? = 1 ] && echo "$out" | grep -q "no such checkpoint"
+check "sample from missing weights fails with the server's reason" $?
+"$exe" sample --data-dir "$tmp/data" >/dev/null 2>&1
+[ $? = 2 ]
+check "sample without a prompt is a usage error" $?
 
 # --- against a running server, with --base-url ---
 "$exe" serve --port 0 --data-dir "$tmp/served" --log-level warn >"$tmp/serve.out" 2>&1 &

@@ -32,6 +32,7 @@
 int tb__cli_serve(int argc, char **argv);
 int tb__cli_bench(int argc, char **argv);
 int tb__cli_train(int argc, char **argv);
+int tb__cli_sample(int argc, char **argv);
 
 typedef struct tb__cli_opt_s {
   const char *name;     /* without the leading "--" */

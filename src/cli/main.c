@@ -19,6 +19,7 @@ typedef struct {
 static const command_t commands[] = {
   { "serve", "run the training server (Tinker and Tinkerbell HTTP APIs)", tb__cli_serve },
   { "train", "fine-tune a LoRA adapter on a chat JSONL file", tb__cli_train },
+  { "sample", "sample a reply from a base model or trained weights", tb__cli_sample },
   { "bench", "run the benchmarks and print one table of figures and ratios", tb__cli_bench },
   { NULL, NULL, NULL },
 };

@@ -39,12 +39,12 @@
 #include <uv.h>
 
 #include "cli/cli.h"
+#include "cli/client_session.h"
 #include "cli/train_data.h"
 #include "cli/train_report.h"
 #include "core/buf.h"
 #include "core/log.h"
 #include "engine/base_model.h"
-#include "engine/tokenizer.h"
 #include "kernels/kernels.h"
 #include "tinkerbell.h"
 #include "tinkerbell/sampling_client.h"
@@ -130,15 +130,13 @@ typedef struct step_s {
 
 typedef struct trainer_s {
   train_config_t cfg;
-  uv_loop_t loop;
-  tb_server_t server;
-  int server_on;
-  tb_service_client_t sc;
-  int sc_on;
+  tb__cli_session_t session;
+  uv_loop_t *loop;              /* the session's */
   tb_training_client_t tc;
   int tc_on;
   uv_signal_t sigint;
   int interrupted;
+  int interrupt_on;
   tb_train_data_t data, eval;
   size_t *order;
   step_t pending[PIPELINE_DEPTH];
@@ -149,7 +147,6 @@ typedef struct trainer_s {
   uint64_t started_ms, last_done_ms;
   int tty;
   char *out_dir;
-  char base_url[96];
   char *model_id;
   char *last_checkpoint;
   int metrics_fd;
@@ -188,7 +185,7 @@ static void metrics_append(trainer_t *t, tb_buf_t *line) {
   w->t = t;
   w->data = tb__buf_steal(line, NULL);
   uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
-  if (uv_fs_write(&t->loop, &w->req, t->metrics_fd, &b, 1, t->metrics_off, on_written) != 0) {
+  if (uv_fs_write(t->loop, &w->req, t->metrics_fd, &b, 1, t->metrics_off, on_written) != 0) {
     free(w->data);
     free(w);
     return;
@@ -200,32 +197,16 @@ static void metrics_append(trainer_t *t, tb_buf_t *line) {
 /* Writes a whole file, waiting on the loop (the server keeps serving). */
 static int write_file(trainer_t *t, const char *path, const char *data, size_t len) {
   uv_fs_t req;
-  int fd = uv_fs_open(&t->loop, &req, path, O_WRONLY | O_CREAT | O_TRUNC, 0644, NULL);
+  int fd = uv_fs_open(t->loop, &req, path, O_WRONLY | O_CREAT | O_TRUNC, 0644, NULL);
   uv_fs_req_cleanup(&req);
   if (fd < 0)
     return fd;
   uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
-  int rc = uv_fs_write(&t->loop, &req, fd, &b, 1, 0, NULL);
+  int rc = uv_fs_write(t->loop, &req, fd, &b, 1, 0, NULL);
   uv_fs_req_cleanup(&req);
-  uv_fs_close(&t->loop, &req, fd, NULL);
+  uv_fs_close(t->loop, &req, fd, NULL);
   uv_fs_req_cleanup(&req);
   return rc < 0 ? rc : 0;
-}
-
-static int make_dirs(const char *dir) {
-  char path[4096];
-  snprintf(path, sizeof(path), "%s", dir);
-  for (char *p = path + 1;; p++) {
-    if (*p != '/' && *p != '\0')
-      continue;
-    char c = *p;
-    *p = '\0';
-    if (mkdir(path, 0777) != 0 && errno != EEXIST)
-      return -errno;
-    *p = c;
-    if (c == '\0')
-      return 0;
-  }
 }
 
 /* ------------------------------------------------------------ waiting */
@@ -329,7 +310,7 @@ static int finish_oldest(trainer_t *t, double eval) {
   tb_future_free(s.opt);
   if (rc != 0)
     return rc;
-  uint64_t now = uv_now(&t->loop);
+  uint64_t now = uv_now(t->loop);
   double dt = (double)(now - t->last_done_ms) / 1000.0;
   t->last_done_ms = now;
   tb_train_point_t *p = &t->points[t->n_points++];
@@ -406,81 +387,16 @@ static void shuffle(size_t *order, size_t n, tb__k_rng_t *rng) {
   }
 }
 
-/* ------------------------------------------------------------ closing */
-
-static int closed_flag;
-
-static void on_sampling_closed(tb_sampling_client_t *samp) {
-  closed_flag = 1;
-}
-
-static void on_training_closed(tb_training_client_t *tc) {
-  closed_flag = 1;
-}
-
-static void on_service_closed(tb_service_client_t *sc) {
-  closed_flag = 1;
-}
-
-/* Runs the loop until the close callback in flight has run. */
-static void wait_closed(uv_loop_t *loop) {
-  while (!closed_flag)
-    uv_run(loop, UV_RUN_ONCE);
-  closed_flag = 0;
-}
-
 /* ------------------------------------------------------------ sampling */
 
 /* A greedy reply of the model at path (NULL: the base model) to prompt. */
 static char *sample_reply(trainer_t *t, const char *path, const char *prompt) {
-  tb_chat_msg_t msg = { TB_SLICE_LIT("user"), { prompt, strlen(prompt) } };
-  tb_tokens_t toks = TB_TOKENS_INIT;
-  tb_error_t err = { 0 };
-  if (tb__chat_render_prompt(&msg, 1, &toks, &err) != 0) {
-    tb_error_clear(&err);
-    return NULL;
-  }
-  tb_sampling_client_t samp;
-  memset(&samp, 0, sizeof(samp));
+  tb_sample_params_t sp;
+  tb_sample_params_default(&sp);
+  sp.temperature = 0;
+  sp.max_tokens = SAMPLE_MAX_TOKENS;
   char *text = NULL;
-  int rc = tb_service_client_create_sampling_client_sync(&t->sc, &samp, path,
-                                                         path ? NULL : t->cfg.base_model, &err);
-  tb_model_input_t mi = { 0 };
-  if (rc == 0)
-    rc = tb_model_input_init(&mi, toks.ids, toks.len);
-  tb_sample_response_t *res = NULL;
-  if (rc == 0) {
-    tb_sample_params_t sp;
-    tb_sample_params_default(&sp);
-    const int32_t stop = TB_TOK_END;
-    sp.temperature = 0;
-    sp.max_tokens = SAMPLE_MAX_TOKENS;
-    sp.stop_tokens = &stop;
-    sp.n_stop_tokens = 1;
-    rc = tb_sampling_client_sample_sync(&samp, &mi, 1, &sp, 0, 0, &res, &err);
-  }
-  if (rc == 0 && res->n_sequences > 0) {
-    const tb_sampled_sequence_t *s = &res->sequences[0];
-    size_t n = s->n_tokens;
-    if (n > 0 && s->tokens[n - 1] == TB_TOK_END)
-      n--;
-    tb_buf_t b = TB_BUF_INIT;
-    if (tb__tok_decode(s->tokens, n, 0, &b) == 0 &&
-        tb__buf_terminate(&b) == 0)
-      text = tb__buf_steal(&b, NULL);
-    tb__buf_free(&b);
-  } else if (rc != 0) {
-    fprintf(stderr, "tinkerbell train: sampling failed: %s\n",
-            err.message ? tb_error_message(&err) : tb_strerror(rc));
-  }
-  tb_sample_response_free(res);
-  tb_model_input_clear(&mi);
-  if (samp.impl_ != NULL) {
-    tb_sampling_client_close(&samp, on_sampling_closed);
-    wait_closed(&t->loop);
-  }
-  tb__tokens_free(&toks);
-  tb_error_clear(&err);
+  tb__cli_sample_texts(&t->session, path, t->cfg.base_model, prompt, 0, &sp, 1, &text);
   return text;
 }
 
@@ -570,34 +486,6 @@ static int parse_options(int argc, char **argv, train_config_t *c) {
 
 /* ------------------------------------------------------------ the run */
 
-static void on_server_closed(tb_server_t *s) {
-  (void)s;
-}
-
-static int start_embedded(trainer_t *t) {
-  tb_server_options_t so = { .data_dir = t->cfg.data_dir };
-  int rc = make_dirs(t->cfg.data_dir);
-  if (rc != 0) {
-    fprintf(stderr, "tinkerbell train: --data-dir %s: %s\n", t->cfg.data_dir, uv_strerror(rc));
-    return TB__CLI_USAGE;
-  }
-  rc = tb_server_init(&t->loop, &t->server, &so);
-  if (rc != 0) {
-    fprintf(stderr, "tinkerbell train: %s\n", t->server.message);
-    return 1;
-  }
-  t->server_on = 1;
-  const char *models[] = { t->cfg.base_model };
-  rc = tb_server_start_training(&t->server, models, 1, t->cfg.threads);
-  rc = rc ? rc : tb_server_listen(&t->server, "127.0.0.1", 0);
-  if (rc != 0) {
-    fprintf(stderr, "tinkerbell train: the embedded server: %s\n", t->server.message);
-    return 1;
-  }
-  snprintf(t->base_url, sizeof(t->base_url), "http://127.0.0.1:%d", tb_server_port(&t->server));
-  return 0;
-}
-
 static int open_outputs(trainer_t *t) {
   if (t->cfg.out != NULL) {
     t->out_dir = tb__strndup(t->cfg.out, strlen(t->cfg.out));
@@ -608,12 +496,12 @@ static int open_outputs(trainer_t *t) {
   }
   if (t->out_dir == NULL)
     return TB_ENOMEM;
-  int rc = make_dirs(t->out_dir);
+  int rc = tb__cli_make_dirs(t->out_dir);
   char path[4200];
   snprintf(path, sizeof(path), "%s/metrics.jsonl", t->out_dir);
   uv_fs_t req;
   if (rc == 0) {
-    rc = uv_fs_open(&t->loop, &req, path, O_WRONLY | O_CREAT | O_TRUNC, 0644, NULL);
+    rc = uv_fs_open(t->loop, &req, path, O_WRONLY | O_CREAT | O_TRUNC, 0644, NULL);
     uv_fs_req_cleanup(&req);
   }
   if (rc < 0) {
@@ -649,7 +537,7 @@ static void write_curve(trainer_t *t) {
     fprintf(stderr, "tinkerbell train: cannot write %s\n", path);
   tb__buf_free(&svg);
   while (t->writes_in_flight > 0)
-    uv_run(&t->loop, UV_RUN_ONCE);
+    uv_run(t->loop, UV_RUN_ONCE);
 }
 
 static int train_loop(trainer_t *t) {
@@ -661,7 +549,7 @@ static int train_loop(trainer_t *t) {
     return TB_ENOMEM;
   for (size_t i = 0; i < t->data.n; i++)
     t->order[i] = i;
-  t->started_ms = t->last_done_ms = uv_now(&t->loop);
+  t->started_ms = t->last_done_ms = uv_now(t->loop);
   size_t step = 0;
   int rc = 0, failed = 0;
   for (size_t epoch = 1; rc == 0 && epoch <= t->cfg.epochs && !t->interrupted; epoch++) {
@@ -721,26 +609,28 @@ static int run(trainer_t *t) {
          (size_t)c->epochs, c->epochs == 1 ? "" : "s",
          t->data.n_truncated ? " (some conversations cut to --max-length)" : "");
 
-  if (c->base_url == NULL && (rc = start_embedded(t)) != 0)
+  rc = tb__cli_session_open(&t->session, "train", c->base_url, c->data_dir, c->base_model,
+                            c->threads);
+  t->loop = &t->session.loop;
+  if (rc != 0)
     return rc;
-  tb_client_config_t cc = { .base_url = c->base_url ? c->base_url : t->base_url };
-  rc = tb_service_client_init(&t->loop, &t->sc, &cc, &err);
-  if (rc != 0) {
-    fprintf(stderr, "tinkerbell train: %s\n", tb_error_message(&err));
-    tb_error_clear(&err);
-    return TB__CLI_USAGE;
+  if (t->interrupt_on == 0) {
+    uv_signal_init(t->loop, &t->sigint);
+    t->sigint.data = t;
+    uv_signal_start(&t->sigint, on_sigint, SIGINT);
+    uv_unref((uv_handle_t *)&t->sigint);
+    t->interrupt_on = 1;
   }
-  t->sc_on = 1;
   tb_lora_params_t lora;
   tb_lora_params_default(&lora);
   lora.rank = (int)c->rank;
   lora.has_seed = 1;
   lora.seed = c->seed;
-  rc = tb_service_client_create_lora_training_client_sync(&t->sc, &t->tc, c->base_model, &lora,
-                                                          &err);
+  rc = tb_service_client_create_lora_training_client_sync(&t->session.sc, &t->tc, c->base_model,
+                                                          &lora, &err);
   t->tc_on = t->tc.impl_ != NULL;
   if (rc != 0) {
-    fprintf(stderr, "tinkerbell train: cannot create the model on %s: %s\n", cc.base_url,
+    fprintf(stderr, "tinkerbell train: cannot create the model on %s: %s\n", t->session.url,
             err.message ? tb_error_message(&err) : tb_strerror(rc));
     tb_error_clear(&err);
     return 1;
@@ -748,7 +638,7 @@ static int run(trainer_t *t) {
   t->model_id = tb__strndup(t->tc.model_id, strlen(t->tc.model_id));
   if (t->model_id == NULL || open_outputs(t) != 0)
     return 1;
-  printf("tinkerbell train: model %s on %s%s\n", t->model_id, cc.base_url,
+  printf("tinkerbell train: model %s on %s%s\n", t->model_id, t->session.url,
          c->base_url ? "" : " (embedded)");
 
   const tb_train_example_t *probe = most_frequent_prompt(&t->data);
@@ -804,30 +694,25 @@ static int run(trainer_t *t) {
 }
 
 static void close_all(trainer_t *t) {
+  if (t->loop == NULL)
+    return;
   if (t->metrics_fd >= 0) {
     uv_fs_t req;
-    uv_fs_close(&t->loop, &req, t->metrics_fd, NULL);
+    uv_fs_close(t->loop, &req, t->metrics_fd, NULL);
     uv_fs_req_cleanup(&req);
   }
   for (size_t i = 0; i < t->n_pending; i++) {
     tb_future_free(t->pending[i].fb);
     tb_future_free(t->pending[i].opt);
   }
-  /* Clients close before the ServiceClient they were made from. */
+  /* The training client closes before the ServiceClient. */
   if (t->tc_on) {
-    tb_training_client_close(&t->tc, on_training_closed);
-    wait_closed(&t->loop);
+    tb_training_client_close(&t->tc, tb__cli_on_training_closed);
+    tb__cli_wait_closed(&t->session);
   }
-  if (t->sc_on) {
-    tb_service_client_close(&t->sc, on_service_closed);
-    wait_closed(&t->loop);
-  }
-  if (t->server_on)
-    tb_server_close(&t->server, on_server_closed);
-  uv_close((uv_handle_t *)&t->sigint, NULL);
-  uv_run(&t->loop, UV_RUN_DEFAULT);
-  if (uv_loop_close(&t->loop) != 0)
-    fprintf(stderr, "tinkerbell train: the loop did not close\n");
+  if (t->interrupt_on)
+    uv_close((uv_handle_t *)&t->sigint, NULL);
+  tb__cli_session_close(&t->session);
 }
 
 int tb__cli_train(int argc, char **argv) {
@@ -847,20 +732,9 @@ int tb__cli_train(int argc, char **argv) {
   int rc = parse_options(argc, argv, &t.cfg);
   if (rc != 0)
     return rc > 0 ? 0 : TB__CLI_USAGE;
-  if (t.cfg.threads > 0) {
-    char n[24];
-    snprintf(n, sizeof(n), "%llu", (unsigned long long)t.cfg.threads);
-    setenv("UV_THREADPOOL_SIZE", n, 1);
-  }
   if (getenv("TINKERBELL_LOG") == NULL)
     tb__log_set_level(TB_LOG_WARN);
   t.tty = isatty(STDOUT_FILENO);
-  if (uv_loop_init(&t.loop) != 0)
-    return 1;
-  uv_signal_init(&t.loop, &t.sigint);
-  t.sigint.data = &t;
-  uv_signal_start(&t.sigint, on_sigint, SIGINT);
-  uv_unref((uv_handle_t *)&t.sigint);
   rc = run(&t);
   close_all(&t);
   tb__train_data_free(&t.data);
