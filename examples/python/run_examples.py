@@ -133,7 +133,9 @@ def start_server(exe, data_dir, log):
 
 def route_counts(url):
     """{(route, status): count} from the server's metrics."""
-    with urllib.request.urlopen(url + "/metrics", timeout=30 * SCALE) as r:
+    # Straight to the server, whatever proxy the environment names.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url + "/metrics", timeout=30 * SCALE) as r:
         text = r.read().decode()
     counts = {}
     for m in re.finditer(r'^tinkerbell_http_requests_total\{method="[^"]*",'
@@ -153,6 +155,10 @@ def main():
         print(f"SKIP: {PYTHON} has no requests module "
               "(apt-get install python3-requests)")
         return 77
+    # requests honours proxy variables; the server is on loopback.
+    env = dict(os.environ)
+    for var in ("no_proxy", "NO_PROXY"):
+        env[var] = ",".join(filter(None, [env.get(var), "127.0.0.1", "localhost", "::1"]))
     failures = 0
     with tempfile.TemporaryDirectory(prefix="tb-examples-") as tmp:
         log_path = os.path.join(tmp, "serve.log")
@@ -165,7 +171,7 @@ def main():
                     t0 = time.monotonic()
                     try:
                         r = subprocess.run([PYTHON, os.path.join(HERE, name), url],
-                                           capture_output=True, text=True,
+                                           capture_output=True, text=True, env=env,
                                            timeout=600 * SCALE)
                     except subprocess.TimeoutExpired:
                         failures += fail(f"{name} did not finish in {600 * SCALE:.0f} s")
@@ -199,7 +205,8 @@ def main():
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     rc = proc.wait()
-                    failures += fail("tinkerbell serve did not exit within 30 s of SIGTERM")
+                    failures += fail(f"tinkerbell serve did not exit within {30 * SCALE:.0f} s "
+                                     "of SIGTERM")
                 if rc != 0:
                     failures += fail(f"tinkerbell serve exited with {rc} after SIGTERM")
         if failures:
