@@ -18,6 +18,7 @@
 #include "test_server_client.h"
 #pragma GCC diagnostic pop
 
+#include "cli/cli.h"
 #include "engine/base_model.h"
 #include "http/client.h"
 #include "http/tls.h"
@@ -220,6 +221,72 @@ static char *in_tmp(const char *name) {
 }
 
 /* ------------------------------------------------------------ tests */
+
+/* ------------------------------------------------------------ parser */
+
+/* The option parser of the sub-commands (src/cli/options.c) on its own. */
+TEST(option_parser) {
+  static const tb__cli_opt_t opts[] = {
+    { "size", "SIZE", "a size" },
+    { "verbose", NULL, "a flag" },
+    { "help", NULL, "help" },
+    { NULL, NULL, NULL },
+  };
+  char *argv[] = { "x", "in.jsonl", "--size=3M", "--verbose", "--size", "-7", "--",
+                   "--verbose", "-", NULL };
+  tb__cli_args_t a;
+  tb__cli_args_init(&a, "x", opts, 9, argv);
+  const char *v;
+  ASSERT_EQ_INT(tb__cli_next(&a, &v), TB__CLI_ARG);
+  ASSERT_STR_EQ(v, "in.jsonl");
+  ASSERT_EQ_INT(tb__cli_next(&a, &v), 0);
+  ASSERT_STR_EQ(v, "3M");
+  ASSERT_EQ_INT(tb__cli_next(&a, &v), 1);
+  ASSERT(v == NULL);
+  ASSERT_EQ_INT(tb__cli_next(&a, &v), 0);
+  ASSERT_STR_EQ(v, "-7");  /* a value may start with '-' */
+  /* After "--" everything is an argument. */
+  ASSERT_EQ_INT(tb__cli_next(&a, &v), TB__CLI_ARG);
+  ASSERT_STR_EQ(v, "--verbose");
+  ASSERT_EQ_INT(tb__cli_next(&a, &v), TB__CLI_ARG);
+  ASSERT_STR_EQ(v, "-");
+  ASSERT_EQ_INT(tb__cli_next(&a, &v), TB__CLI_END);
+
+  char *help[] = { "x", "-h", "--verb", NULL };
+  tb__cli_args_init(&a, "x", opts, 3, help);
+  ASSERT_EQ_INT(tb__cli_next(&a, &v), 2);
+  ASSERT_EQ_INT(tb__cli_next(&a, &v), TB__CLI_ERROR);  /* no abbreviations */
+
+  static const struct {
+    const char *s;
+    uint64_t want;  /* 0: refused */
+  } sizes[] = {
+    { "1024", 1024 }, { "1k", 1024 }, { "2K", 2048 }, { "1KiB", 1024 }, { "1kB", 1024 },
+    { "3M", 3 << 20 }, { "3MiB", 3 << 20 }, { "1G", 1 << 30 }, { "5B", 5 },
+    { "", 0 }, { "k", 0 }, { "1x", 0 }, { "-1", 0 }, { "+1", 0 }, { " 1", 0 },
+    { "1.5M", 0 }, { "0x10", 0 }, { "17179869184G", 0 }, { "99999999999999999999", 0 },
+  };
+  for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+    uint64_t got = 0;
+    int rc = tb__cli_size(&a, "size", sizes[i].s, 1, UINT64_MAX, &got);
+    if (sizes[i].want == 0) {
+      ASSERT_EQ_INT(rc, -1);
+    } else {
+      ASSERT_OK(rc);
+      ASSERT_EQ_INT(got, sizes[i].want);
+    }
+  }
+  uint64_t u;
+  ASSERT_OK(tb__cli_uint(&a, "n", "18446744073709551615", 0, UINT64_MAX, &u));
+  ASSERT(u == UINT64_MAX);
+  ASSERT_EQ_INT(tb__cli_uint(&a, "n", "18446744073709551616", 0, UINT64_MAX, &u), -1);
+  ASSERT_EQ_INT(tb__cli_uint(&a, "n", "5", 6, 9, &u), -1);
+  double d;
+  ASSERT_OK(tb__cli_number(&a, "n", "2.5e1", 0, 100, &d));
+  ASSERT_NEAR(d, 25, 0, 0);
+  ASSERT_EQ_INT(tb__cli_number(&a, "n", "1e999", 0, 1e300, &d), -1);
+  ASSERT_EQ_INT(tb__cli_number(&a, "n", "3 ", 0, 100, &d), -1);
+}
 
 TEST(help_lists_every_option) {
   setup();
@@ -846,6 +913,7 @@ TEST(metrics_of_training) {
 }
 
 TEST_LIST(
+  TEST_ENTRY(option_parser),
   TEST_ENTRY(help_lists_every_option),
   TEST_ENTRY_TIMEOUT(bad_options_exit_2, 60000),
   TEST_ENTRY(serves_until_sigterm),
