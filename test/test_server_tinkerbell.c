@@ -656,6 +656,15 @@ TEST(dispatch_on_shared_paths) {
   ASSERT(json_is_array(json_object_get(v, "sequences")));
   json_decref(v);
   free(rid);
+  /* The Python server's direct routes. */
+  v = post_ok("/get_info", NULL, "{\"model_id\":\"tb1\"}");
+  ASSERT_EQ_INT((int)num_of(v, "lora_rank"), 16);
+  ASSERT_STR_EQ(str_of(json_object_get(v, "model_data"), "model_name"), "base");
+  json_decref(v);
+  c = hc_do("GET", "/list_loss_functions", NULL, NULL);
+  ASSERT_EQ_INT(c->status, 200);
+  ASSERT_STR_CONTAINS(c->body, "\"cross_entropy\",\"importance_sampling\",\"ppo\"");
+  hc_free(c);
   /* The weights routes of both. */
   rid = submit("/api/v1/save_weights", NULL, "{\"model_id\":\"tb1\",\"path\":\"w\"}", "tb1");
   v = retrieve(rid, NULL);
@@ -780,6 +789,8 @@ TEST(bad_input) {
   /* Too long for the context of base: 422. */
   hc_expect("POST", "/api/v1/forward_backward", NULL, too_long, 422, "more than the context");
   free(too_long);
+  hc_expect("POST", "/get_info", NULL, "{\"model_id\":\"nope\"}", 404, "model_id: unknown model");
+  hc_expect("POST", "/get_info", NULL, "{}", 400, "model_id: required");
   /* Nothing was created by the refused calls. */
   hc_expect("POST", "/api/v1/remove_lora", NULL, "{\"model_id\":\"fresh\"}", 404, NULL);
   stop_training();

@@ -710,6 +710,56 @@ static void sample(tb_http_request_t *req, int sync) {
 static void route_sample(tb_http_request_t *req) { sample(req, 1); }
 static void route_asample(tb_http_request_t *req) { sample(req, 0); }
 
+/* ------------------------------------------------------------ direct */
+
+/* POST /get_info {"model_id"}: the caller's model, as the Python server's
+ * shape with what it left out filled in. */
+static void route_get_info(tb_http_request_t *req) {
+  json_t *doc = begin(req, 0);
+  if (doc == NULL)
+    return;
+  tb_error_t err = { 0 };
+  tb_jctx_t c;
+  tb__jctx_init(&c, &err);
+  tb_slice_t id;
+  if (tb__json_get_string(&c, doc, "model_id", TB_JSON_REQUIRED, &id) < 0) {
+    refuse(req, 400, &err, NULL, doc);
+    return;
+  }
+  tb__tmodel_t *m = find_model(tb__training_of(req), tb__sreq(req)->user, id);
+  if (m == NULL) {
+    unknown_model(req, id);
+    json_decref(doc);
+    return;
+  }
+  json_decref(doc);
+  json_t *v = json_pack("{sss{sssssi}sssisfsb}", "model_id", m->id, "model_data", "model_name",
+                        m->base->name, "arch", "llama", "vocab_size", m->base->cfg.vocab_size,
+                        "base_model", m->base->name, "lora_rank", m->lora.rank, "lora_alpha",
+                        (double)(m->lora.alpha > 0 ? m->lora.alpha : TB_LORA_DEFAULT_ALPHA),
+                        "ready", m->ready);
+  if (v == NULL) {
+    tb__server_respond_error(req, 503, "out of memory");
+    return;
+  }
+  tb__server_respond_jsonv(req, 200, v);
+  json_decref(v);
+}
+
+/* GET /list_loss_functions: the losses forward_backward takes. */
+static void route_list_loss_functions(tb_http_request_t *req) {
+  json_t *names = json_array();
+  for (int i = TB_LOSS_CROSS_ENTROPY; names != NULL && i <= TB_LOSS_DRO; i++)
+    json_array_append_new(names, json_string(tb__loss_fn_name((tb_loss_fn_t)i)));
+  json_t *v = json_pack("{so}", "available_loss_functions", names);
+  if (v == NULL) {
+    tb__server_respond_error(req, 503, "out of memory");
+    return;
+  }
+  tb__server_respond_jsonv(req, 200, v);
+  json_decref(v);
+}
+
 /* ------------------------------------------------------------ table */
 
 int tb__tinkerbell_routes(tb__training_t *tr) {
@@ -765,7 +815,13 @@ int tb__tinkerbell_routes(tb__training_t *tr) {
       "Legacy /api/v1/save_weights_for_sampler_async" },
 #undef FWD
   };
-  int rc = 0;
+  int rc = tb__server_route(tr->srv, "POST", "/get_info", TB__DIALECT_TINKERBELL, 0,
+                            route_get_info, tr,
+                            "A model: {model_id} -> {model_id, model_data, base_model, "
+                            "lora_rank, ...}");
+  rc = rc ? rc : tb__server_route(tr->srv, "GET", "/list_loss_functions",
+                                  TB__DIALECT_TINKERBELL, 0, route_list_loss_functions, tr,
+                                  "{available_loss_functions}");
   for (size_t i = 0; rc == 0 && i < sizeof(routes) / sizeof(routes[0]); i++)
     rc = routes[i].shared
              ? tb__server_route_tinkerbell(tr->srv, "POST", routes[i].path, routes[i].cb,
