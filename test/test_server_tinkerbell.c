@@ -920,6 +920,59 @@ TEST(sync_calls_waiting) {
   ASSERT_OK(system(cmd));
 }
 
+/* A base model from a Hugging Face directory has no chat template here:
+ * chat data and text are refused with 422, datums and token ids work. */
+TEST(another_base_model) {
+  char hf[] = "/tmp/tb-tb-hf-XXXXXX";
+  ASSERT(mkdtemp(hf) != NULL);
+  char dir[64];
+  snprintf(dir, sizeof(dir), "%s/m", hf);
+  tb_error_t err = { 0 };
+  ASSERT_OK(tb__base_model_save(dir, &err));
+  char spec[96];
+  snprintf(spec, sizeof(spec), "copy=%s", dir);
+  const char *models[] = { "base", spec };
+  tb_server_options_t o = { 0 };
+  start_training_models(&o, models, 2);
+  json_t *v = post_ok("/api/v1/add_lora", NULL, "{\"base_model\":\"copy\",\"model_id\":\"c\"}");
+  ASSERT_STR_EQ(str_of(v, "base_model"), "copy");
+  json_decref(v);
+  json_decref(post_ok("/api/v1/add_lora", NULL, "{\"model_id\":\"b\"}"));
+  hc_expect("POST", "/api/v1/forward_backward", NULL,
+            "{\"model_id\":\"c\",\"data\":" HELLO "}", 422,
+            "data: chat conversations need the chat template of base");
+  hc_expect("POST", "/api/v1/sample", NULL, "{\"model_id\":\"c\",\"prompt\":\"hi\"}", 422,
+            "prompt: text prompts need the byte tokenizer");
+  hc_expect("POST", "/api/v1/sample", NULL,
+            "{\"model_id\":\"c\",\"prompt_tokens\":[1,2],\"stop\":\"x\"}", 422,
+            "stop: stop strings need the byte tokenizer");
+  /* The copy has the weights of base: the same datum, the same loss. */
+  const char *datum = "\"data\":[{\"model_input\":{\"chunks\":[{\"type\":\"encoded_text\","
+                      "\"tokens\":[1,2,3,4]}]},\"loss_fn_inputs\":{\"target_tokens\":[2,3,4,5]}}]}";
+  char body[512];
+  snprintf(body, sizeof(body), "{\"model_id\":\"c\",%s", datum);
+  v = post_ok("/api/v1/forward", NULL, body);
+  double lc = num_of(v, "loss");
+  json_decref(v);
+  snprintf(body, sizeof(body), "{\"model_id\":\"b\",%s", datum);
+  v = post_ok("/api/v1/forward", NULL, body);
+  ASSERT_NEAR(num_of(v, "loss"), lc, 1e-6, 1e-6);
+  json_decref(v);
+  v = post_ok("/api/v1/sample", NULL, "{\"model_id\":\"c\",\"prompt_tokens\":[1,2],\"max_tokens\":2}");
+  json_t *s0 = json_array_get(json_object_get(v, "samples"), 0);
+  ASSERT(json_is_null(json_object_get(s0, "text")));
+  ASSERT_STR_EQ(str_of(v, "base_model"), "copy");
+  json_decref(v);
+  /* A base model's name samples it bare. */
+  v = post_ok("/api/v1/sample", NULL, "{\"model_id\":\"copy\",\"prompt_tokens\":[1],\"max_tokens\":1}");
+  ASSERT_STR_EQ(str_of(v, "model_id"), "copy");
+  json_decref(v);
+  stop_training();
+  char cmd[128];
+  snprintf(cmd, sizeof(cmd), "rm -rf %s", hf);
+  ASSERT_OK(system(cmd));
+}
+
 TEST_LIST(
   TEST_ENTRY(sync_training_save_load_sample),
   TEST_ENTRY(async_pipelined_training),
@@ -932,4 +985,5 @@ TEST_LIST(
   TEST_ENTRY(bad_input),
   TEST_ENTRY(datums_and_conversations),
   TEST_ENTRY(sync_calls_waiting),
+  TEST_ENTRY(another_base_model),
 )
