@@ -8,6 +8,7 @@
  */
 #define _GNU_SOURCE  /* nftw, memmem */
 #include <ftw.h>
+#include <signal.h>
 #include <sys/stat.h>
 
 /* The raw HTTP client of the server tests; its in-process server helpers
@@ -33,12 +34,35 @@ typedef struct proc_s {
   uv_pipe_t out, err;
   tb_buf_t out_buf, err_buf;
   int exited, open_handles;
+  pid_t pid;
   int64_t exit_status;
   int term_signal;
   uint64_t exited_at;
 } proc_t;
 
 static char tmp_dir[64];
+
+/* Children still running: a failed assertion (abort) kills them, so that
+ * a failing test leaves no server behind. */
+#define MAX_CHILDREN 4
+static volatile pid_t children[MAX_CHILDREN];
+
+static void on_abort_signal(int sig) {
+  for (int i = 0; i < MAX_CHILDREN; i++)
+    if (children[i] > 0)
+      kill(children[i], SIGKILL);
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+static void track_child(pid_t pid, pid_t replace) {
+  for (int i = 0; i < MAX_CHILDREN; i++)
+    if (children[i] == replace) {
+      children[i] = pid;
+      return;
+    }
+  ASSERT(0 && "more children than MAX_CHILDREN");
+}
 
 static double timeout_scale(void) {
   const char *s = getenv("TB_TEST_TIMEOUT_SCALE");
@@ -56,6 +80,7 @@ static void on_exit_cb(uv_process_t *h, int64_t status, int sig) {
   p->exit_status = status;
   p->term_signal = sig;
   p->exited_at = uv_now(&loop);
+  track_child(0, p->pid);
   uv_close((uv_handle_t *)h, on_handle_closed);
 }
 
@@ -131,7 +156,10 @@ static proc_t *spawn(const char *const *args, const char *const *env) {
   o.exit_cb = on_exit_cb;
   o.stdio = stdio;
   o.stdio_count = 3;
+  signal(SIGABRT, on_abort_signal);
   ASSERT_OK(uv_spawn(&loop, &p->proc, &o));
+  p->pid = p->proc.pid;
+  track_child(p->pid, 0);
   p->open_handles = 3;
   ASSERT_OK(uv_read_start((uv_stream_t *)&p->out, on_alloc, on_read));
   ASSERT_OK(uv_read_start((uv_stream_t *)&p->err, on_alloc, on_read));
