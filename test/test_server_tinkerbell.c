@@ -788,11 +788,28 @@ TEST(bad_input) {
   }
   /* Too long for the context of base: 422. */
   hc_expect("POST", "/api/v1/forward_backward", NULL, too_long, 422, "more than the context");
-  free(too_long);
+  /* A prompt and max_tokens beyond the context of base (2048); without
+   * max_tokens, the default shrinks to what is left. */
+  snprintf(too_long, 8192, "{\"prompt\":\"%.2000s\",\"max_tokens\":100}", long_text);
+  hc_expect("POST", "/api/v1/sample", NULL, too_long, 422,
+            "max_tokens: the prompt's 2004 tokens and 100 more exceed the context of 2048");
+  snprintf(too_long, 8192, "{\"prompt\":\"%.2000s\",\"raw\":true,\"stop\":[]}", long_text);
+  hc_t *c = hc_do("POST", "/api/v1/sample", NULL, too_long);
+  ASSERT_EQ_INT(c->status, 200);
+  /* Random bytes of the untrained model may hold a NUL: valid JSON. */
+  json_t *v = json_loadb(c->body, c->body_len, JSON_ALLOW_NUL, NULL);
+  ASSERT(v != NULL);
+  hc_free(c);
+  ASSERT_EQ_INT((int)num_of(v, "prompt_tokens"), 2001);
+  ASSERT_LE(json_array_size(json_object_get(json_array_get(json_object_get(v, "samples"), 0),
+                                            "tokens")),
+            47);
+  json_decref(v);
   hc_expect("POST", "/get_info", NULL, "{\"model_id\":\"nope\"}", 404, "model_id: unknown model");
   hc_expect("POST", "/get_info", NULL, "{}", 400, "model_id: required");
   /* Nothing was created by the refused calls. */
   hc_expect("POST", "/api/v1/remove_lora", NULL, "{\"model_id\":\"fresh\"}", 404, NULL);
+  free(too_long);
   stop_training();
 }
 

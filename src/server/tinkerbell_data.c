@@ -389,6 +389,15 @@ int tb__tb_decode_sample(tb_jctx_t *c, tb__training_t *tr, tb__top_t *op, const 
   int64_t ctx = mc ? mc->max_position_embeddings : INT32_MAX;
   rc = rc < 0 ? rc : tb__json_get_int(c, doc, "max_tokens", TB_JSON_OPTIONAL, 1, ctx,
                                       &max_tokens);
+  if (rc == 1 && mc != NULL && op->prompt_len + (size_t)max_tokens > (size_t)ctx) {
+    /* The default shrinks to what the context leaves. */
+    max_tokens = ctx - (int64_t)op->prompt_len;
+  } else if (rc == 0 && mc != NULL && op->prompt_len + (size_t)max_tokens > (size_t)ctx) {
+    *status = 422;
+    rc = tb__jctx_fail_at(c, "max_tokens", "the prompt's %zu tokens and %lld more exceed the "
+                          "context of %lld",
+                          op->prompt_len, (long long)max_tokens, (long long)ctx);
+  }
   rc = rc < 0 ? rc : tb__json_get_double(c, doc, "temperature", TB_JSON_OPTIONAL, &temperature);
   if (rc >= 0 && temperature < 0)
     rc = tb__jctx_fail_at(c, "temperature", "expected >= 0 (0 is greedy)");
