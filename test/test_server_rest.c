@@ -629,6 +629,39 @@ TEST(close_while_opening) {
   ASSERT_OK(system(cmd));
 }
 
+TEST(ownership_while_opening) {
+  /* Before the database is read (the loop has not run yet), who may load
+   * a checkpoint is known for runs this server made, and unknown (so the
+   * route answers 503, try again) for the others. */
+  char keys[] = "/tmp/tb-keys-XXXXXX";
+  write_keys(keys, "tml-a1 alice\ntml-b1 bob\n");
+  char dir[] = "/tmp/tb-rest-XXXXXX";
+  ASSERT(mkdtemp(dir) != NULL);
+  tb_server_options_t o = { .data_dir = dir, .api_keys_file = keys };
+  start_server(&o);
+  tb__user_t *alice = tb__auth_user(&srv->auth, "alice");
+  tb__user_t *bob = tb__auth_user(&srv->auth, "bob");
+  ASSERT(tb__store_state(srv->store) == 0);
+  tb__store_run_t run = { .id = "sess-x:train:0", .owner = "alice", .session_id = "sess-x",
+                          .base_model = "base", .lora_rank = 4 };
+  tb__store_run_created(srv->store, &run);
+  tb_slice_t id = { run.id, strlen(run.id) };
+  tb_slice_t path = TB_SLICE_LIT("tinker://sess-x:train:0/weights/a");
+  ASSERT_EQ_INT(tb__store_may_read(srv->store, alice, id, path), 1);
+  ASSERT_EQ_INT(tb__store_may_read(srv->store, bob, id, path), 0);
+  tb_slice_t old = TB_SLICE_LIT("sess-y:train:0");
+  ASSERT_EQ_INT(tb__store_may_read(srv->store, bob, old, path), UV_EAGAIN);
+  /* Once read: a run nobody made is nobody's. */
+  RUN_UNTIL(tb__store_state(srv->store) == 1);
+  ASSERT_EQ_INT(tb__store_may_read(srv->store, bob, old, path), 0);
+  ASSERT_EQ_INT(tb__store_may_read(srv->store, alice, id, path), 1);
+  stop_server();
+  char cmd[128];
+  snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+  ASSERT_OK(system(cmd));
+  unlink(keys);
+}
+
 TEST_LIST(
   TEST_ENTRY(runs_and_checkpoints),
   TEST_ENTRY(users_see_their_own),
@@ -638,4 +671,5 @@ TEST_LIST(
   TEST_ENTRY(restart_keeps_expired_sessions_expired),
   TEST_ENTRY(unusable_data_dir),
   TEST_ENTRY(close_while_opening),
+  TEST_ENTRY(ownership_while_opening),
 )

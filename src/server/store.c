@@ -33,6 +33,8 @@ typedef struct index_entry_s {
   char *key;
   char *owner;            /* runs: the owner's name */
   uint64_t touched_ms;    /* runs: last_request_time last written */
+  int fresh;              /* runs: created by this server, so what the
+                             loop knows of it is all there is */
   struct index_entry_s *next;
 } index_entry_t;
 
@@ -163,9 +165,13 @@ int tb__store_may_read(const tb__store_t *st, const tb__user_t *u, tb_slice_t ru
                        tb_slice_t tinker_path) {
   if (st == NULL || st->state < 0)
     return 0;
-  if (st->state == 0)
-    return UV_EAGAIN;
-  return tb__store_owns_run(st, u, run_id) || index_get(&st->public_ckpts, tinker_path) != NULL;
+  const index_entry_t *e = index_get(&st->runs, run_id);
+  if ((e != NULL && e->owner != NULL && strcmp(e->owner, u->name) == 0) ||
+      index_get(&st->public_ckpts, tinker_path) != NULL)
+    return 1;
+  /* While the database is read, only a run made by this server (which
+   * no earlier one can have published) has a known answer. */
+  return st->state == 0 && (e == NULL || !e->fresh) ? UV_EAGAIN : 0;
 }
 
 void tb__store_set_public(tb__store_t *st, const char *tinker_path, int is_public) {
@@ -767,8 +773,10 @@ void tb__store_run_created(tb__store_t *st, const tb__store_run_t *run) {
   w->i[3] = run->train_mlp;
   w->i[4] = run->train_unembed;
   index_entry_t *e = index_put(&st->runs, run->id, run->owner);
-  if (e != NULL)
+  if (e != NULL) {
     e->touched_ms = uv_now(st->loop);
+    e->fresh = 1;
+  }
   else
     tb_warn("out of memory: run %s is not in the index until a restart", run->id);
   enqueue(st, &w->op);

@@ -91,8 +91,9 @@ const char *tb__store_error(const tb__store_t *st);
 const char *tb__store_data_dir(const tb__store_t *st);
 
 /* Whether u may read the checkpoint at tinker_path of run run_id: 1 when
- * u owns the run or the checkpoint is public, 0 when not, UV_EAGAIN while
- * the store is still reading the database at open. */
+ * u owns the run or the checkpoint is public, 0 when not, UV_EAGAIN when
+ * that depends on what the store is still reading at open (a run this
+ * server did not make). */
 int tb__store_may_read(const tb__store_t *st, const tb__user_t *u, tb_slice_t run_id,
                        tb_slice_t tinker_path);
 /* Whether u owns run run_id (1 or 0). */
