@@ -318,6 +318,19 @@ TEST(fwdbwd_request_round_trips) {
   ASSERT_OK(tb__wire_fwdbwd_request_from_proto(&c, &back, tb__buf_slice(&buf), &r));
   assert_decoded(&r, 1);
   tb__buf_free(&buf);
+  w.forward_only = 0;
+
+  /* encoded without the model id, which is put in front later */
+  w.model_id = NULL;
+  tb_buf_t tail = TB_BUF_INIT;
+  ASSERT_OK(tb__wire_fwdbwd_request_to_proto(&w, &tail));
+  ASSERT_OK(tb__wire_fwdbwd_model_id_to_proto("s:train:0", &buf));
+  ASSERT_OK(tb__buf_append(&buf, tail.base, tail.len));
+  ASSERT_OK(tb__wire_fwdbwd_request_from_proto(&c, &back, tb__buf_slice(&buf), &r));
+  assert_decoded(&r, 0);
+  tb__buf_free(&tail);
+  tb__buf_free(&buf);
+  w.model_id = "s:train:0";
 
   /* JSON, both input keys */
   w.forward_only = 0;

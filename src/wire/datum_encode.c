@@ -229,3 +229,14 @@ done:
   tb__arena_free(&a);
   return rc;
 }
+
+int tb__wire_fwdbwd_model_id_to_proto(const char *model_id, tb_buf_t *out) {
+  TinkerPublic__ForwardBackwardRequest msg = TINKER_PUBLIC__FORWARD_BACKWARD_REQUEST__INIT;
+  msg.model_id = (char *)model_id;
+  size_t n = tinker_public__forward_backward_request__get_packed_size(&msg);
+  int rc = tb__buf_reserve(out, n);
+  if (rc == 0)
+    out->len += tinker_public__forward_backward_request__pack(
+        &msg, (uint8_t *)out->base + out->len);
+  return rc;
+}

@@ -31,6 +31,12 @@ json_t *tb__wire_model_input_to_json(const int32_t *tokens, size_t n);
  * TB_ENOMEM. */
 int tb__wire_fwdbwd_request_to_proto(const tb_wire_fwdbwd_t *f, tb_buf_t *out);
 
+/* A ForwardBackwardRequest holding model_id alone.  Protobuf merges
+ * concatenated messages, so these bytes followed by an encoding made
+ * without a model_id are the request for that model: a client encodes
+ * its data when the call is made and learns the model id later. */
+int tb__wire_fwdbwd_model_id_to_proto(const char *model_id, tb_buf_t *out);
+
 /* The JSON body {"<input_key>": {"data", "loss_fn", "loss_fn_config"?},
  * "model_id", "seq_id"} where input_key is "forward_backward_input" or
  * "forward_input" (for POST /api/v1/forward).  NULL on ENOMEM or a value
