@@ -256,10 +256,9 @@ static int get_model(tb_jctx_t *c, tb_http_request_t *req, const json_t *doc, tb
   return *m != NULL ? 0 : tb__tb_check_name(c, "model_id", *id);
 }
 
-static int unknown_model(tb_http_request_t *req, tb_slice_t id) {
+static void unknown_model(tb_http_request_t *req, tb_slice_t id) {
   tb__server_respond_error(req, 404, "model_id: unknown model %.*s",
                            (int)(id.len > 120 ? 120 : id.len), id.base);
-  return -1;
 }
 
 /* ------------------------------------------------------------ training */
