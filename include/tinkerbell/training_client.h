@@ -7,8 +7,9 @@
  * is set up by one of the creation functions below, which return at once
  * with the client usable and a future that completes when the model
  * exists; operations called before that wait for it (and fail with the
- * creation's error if it fails).  Close it with tb_training_client_close
- * in every case, before the ServiceClient.
+ * creation's error if it fails).  Freeing (or cancelling) the creation
+ * future before it completes cancels the creation.  Close the client with
+ * tb_training_client_close in every case, before the ServiceClient.
  *
  *   tb_training_client_t tc;
  *   tb_future_t *created, *step, *opt;

@@ -35,5 +35,8 @@ int tb__sampling_client_init_pending(tb_service_client_t *svc, tb_sampling_clien
                                      const char *model_path, const char *base_model);
 void tb__sampling_client_ready(tb_sampling_client_t *samp, const char *session_id,
                                const tb_error_t *err);
+/* Undoes tb__sampling_client_init_pending at once, before anything was
+ * asked of the client. */
+void tb__sampling_client_discard(tb_sampling_client_t *samp);
 
 #endif /* TB_CLIENT_CLIENTS_H */

@@ -725,6 +725,16 @@ int tb__sampling_client_init_pending(tb_service_client_t *svc, tb_sampling_clien
   return 0;
 }
 
+void tb__sampling_client_discard(tb_sampling_client_t *samp) {
+  sc_t *s = usable(samp);
+  if (s == NULL)
+    return;
+  free(s->model_path);
+  free(s->base_model);
+  free(s);
+  memset(samp, 0, sizeof(*samp));
+}
+
 int tb_service_client_create_sampling_client(tb_service_client_t *svc,
                                              tb_sampling_client_t *samp, const char *model_path,
                                              const char *base_model, tb_future_t **out) {
@@ -744,7 +754,7 @@ int tb_service_client_create_sampling_client(tb_service_client_t *svc,
   }
   rc = tb__sampling_client_init_pending(svc, samp, model_path, base_model);
   if (rc != 0) {
-    tb_future_free(sf);
+    tb_future_free(sf);  /* the session is made anyway, for the next caller */
     free(f);
     return rc;
   }

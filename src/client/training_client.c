@@ -217,6 +217,9 @@ static void op_complete(tc_op_t *op, const tb_result_type_t *type, void *result)
     e = op->err;
     memset(&op->err, 0, sizeof(op->err));
   }
+  /* A sampling client waiting for this op's session learns it failed. */
+  if (op->samp != NULL && failed)
+    tb__sampling_client_ready(op->samp, NULL, &e);
   if (op->live_prev != NULL)
     op->live_prev->live_next = op->live_next;
   else if (tc->live == op)
@@ -703,13 +706,6 @@ static void op_finish(tc_op_t *op) {
     }
   }
   if (op->err.code != 0 || op->cancelled) {
-    if (op->kind == K_SAVE_GET_SAMPLER || op->kind == K_SAMPLING_CLIENT) {
-      tb_error_t e = { 0 };
-      if (op->cancelled)
-        tb_error_set(&e, TB_ECANCELED, TB_CATEGORY_CANCELLED, "cancelled");
-      tb__sampling_client_ready(op->samp, NULL, op->cancelled ? &e : &op->err);
-      tb_error_clear(&e);
-    }
     op_complete(op, NULL, NULL);
     return;
   }
@@ -1241,12 +1237,12 @@ static void finish_sampling_client(tc_op_t *op, char *session_id) {
     tb_error_t e = { 0 };
     tb_error_set(&e, TB_EPROTO, TB_CATEGORY_SERVER, "no sampling session id in the answer");
     keep_first_error(op, &e);
-    tb__sampling_client_ready(op->samp, NULL, &e);
     tb_error_clear(&e);
     op_complete(op, NULL, NULL);
     return;
   }
   tb__sampling_client_ready(op->samp, session_id, NULL);
+  op->samp = NULL;
   op_complete(op, &tb_result_string, session_id);
 }
 
@@ -1266,11 +1262,7 @@ int tb_training_client_save_weights_and_get_sampling_client(tb_training_client_t
   tc_op_t *op = NULL;
   rc = json_op(ptc, K_SAVE_GET_SAMPLER, b, 1, &op, out);
   if (rc != 0) {
-    tb_error_t e = { 0 };
-    tb_error_set(&e, rc, TB_CATEGORY_NONE, "%s", tb_strerror(rc));
-    tb__sampling_client_ready(samp, NULL, &e);
-    tb_error_clear(&e);
-    tb_sampling_client_close(samp, NULL);
+    tb__sampling_client_discard(samp);
     return rc;
   }
   op->samp = samp;
