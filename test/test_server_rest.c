@@ -662,6 +662,25 @@ TEST(ownership_while_opening) {
   unlink(keys);
 }
 
+TEST(requests_wait_for_the_database) {
+  /* Sent before the loop ran, so possibly before the database is read:
+   * these wait for it (no 503) and get their real answer. */
+  tb_server_options_t o = { 0 };
+  start_training(&o);
+  hc_t *c[3];
+  for (int i = 0; i < 3; i++)
+    c[i] = hc_send("POST", "/api/v1/weights_info", NULL,
+                   "{\"tinker_path\":\"tinker://sess-nobody:train:0/weights/x\"}");
+  for (int i = 0; i < 3; i++) {
+    hc_wait(c[i]);
+    ASSERT(c[i]->complete);
+    ASSERT_EQ_INT(c[i]->status, 404);
+    ASSERT_STR_CONTAINS(c[i]->body, "tinker_path: no such checkpoint");
+    hc_free(c[i]);
+  }
+  stop_training();
+}
+
 TEST_LIST(
   TEST_ENTRY(runs_and_checkpoints),
   TEST_ENTRY(users_see_their_own),
@@ -672,4 +691,5 @@ TEST_LIST(
   TEST_ENTRY(unusable_data_dir),
   TEST_ENTRY(close_while_opening),
   TEST_ENTRY(ownership_while_opening),
+  TEST_ENTRY(requests_wait_for_the_database),
 )

@@ -427,8 +427,9 @@ char *tb__checkpoint_dir(tb_http_request_t *req, const char *field, tb_slice_t p
                 ? 1
                 : tb__store_may_read(tr->srv->store, tb__sreq(req)->user, mid, path);
   if (may == UV_EAGAIN) {
-    tb__server_respond_error(req, 503, "%s: the checkpoint index is still being read; "
-                             "try again", field);
+    /* The route runs again once the database is read. */
+    if (tb__store_defer(tr->srv->store, req) != 0)
+      tb__server_respond_error(req, 503, "out of memory");
     return NULL;
   }
   if (may != 1) {

@@ -61,9 +61,18 @@ struct tb__store_s {
   int closing;
   int db_closed;
   tb__store_op_t close_op;        /* the last op: closes the connection */
+  struct deferred_s *deferred;    /* requests run again once read */
+  struct deferred_s **deferred_tail;
   void (*close_cb)(void *data);
   void *close_data;
 };
+
+/* A request whose answer depends on what the store reads at open; its
+ * route runs again once that is done.  Lives in the request's arena. */
+typedef struct deferred_s {
+  tb_http_request_t *req;
+  struct deferred_s *next;
+} deferred_t;
 
 /* ------------------------------------------------------------ index */
 
@@ -250,6 +259,31 @@ const char *tb__store_error(const tb__store_t *st) {
 
 const char *tb__store_data_dir(const tb__store_t *st) {
   return st->data_dir;
+}
+
+int tb__store_defer(tb__store_t *st, tb_http_request_t *req) {
+  deferred_t *d = tb__arena_alloc(&req->arena, sizeof(*d));
+  if (d == NULL)
+    return TB_ENOMEM;
+  d->req = req;
+  d->next = NULL;
+  if (st->deferred_tail == NULL)
+    st->deferred_tail = &st->deferred;
+  *st->deferred_tail = d;
+  st->deferred_tail = &d->next;
+  return 0;
+}
+
+/* Runs the deferred requests' routes again, now that the store knows. */
+static void run_deferred(tb__store_t *st) {
+  deferred_t *d = st->deferred;
+  st->deferred = NULL;
+  st->deferred_tail = NULL;
+  while (d != NULL) {
+    deferred_t *next = d->next;  /* d goes with the request's arena */
+    tb__sreq(d->req)->route->handler(d->req);
+    d = next;
+  }
 }
 
 /* ------------------------------------------------------------ helpers */
@@ -544,6 +578,7 @@ static void open_done(tb__store_op_t *op, int status) {
   json_decref(o->runs);
   json_decref(o->publics);
   free(o);
+  run_deferred(st);
 }
 
 static void on_sweep_timer(uv_timer_t *t);

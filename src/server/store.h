@@ -41,6 +41,7 @@
 #include <uv.h>
 
 #include "core/buf.h"
+#include "http/server.h"
 #include "server/auth.h"
 #include "server/sessions.h"
 
@@ -93,9 +94,14 @@ const char *tb__store_data_dir(const tb__store_t *st);
 /* Whether u may read the checkpoint at tinker_path of run run_id: 1 when
  * u owns the run or the checkpoint is public, 0 when not, UV_EAGAIN when
  * that depends on what the store is still reading at open (a run this
- * server did not make). */
+ * server did not make): see tb__store_defer. */
 int tb__store_may_read(const tb__store_t *st, const tb__user_t *u, tb_slice_t run_id,
                        tb_slice_t tinker_path);
+/* Keeps req, unanswered, until the store has read the database at open,
+ * then runs its route's handler again (the Tinker one).  For a route that
+ * got UV_EAGAIN from tb__store_may_read before any side effect.  0 or
+ * TB_ENOMEM. */
+int tb__store_defer(tb__store_t *st, tb_http_request_t *req);
 /* Whether u owns run run_id (1 or 0). */
 int tb__store_owns_run(const tb__store_t *st, const tb__user_t *u, tb_slice_t run_id);
 /* Keeps the in-memory set of public checkpoints current. */
