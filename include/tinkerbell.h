@@ -12,6 +12,10 @@
 #include "tinkerbell/future.h"
 #include "tinkerbell/client.h"
 #include "tinkerbell/service_client.h"
+#include "tinkerbell/types.h"
+#include "tinkerbell/training_client.h"
+#include "tinkerbell/sampling_client.h"
+#include "tinkerbell/rest_client.h"
 #include "tinkerbell/tokenizer.h"
 
 #endif /* TINKERBELL_H */
