@@ -323,18 +323,23 @@ struct tb__client_op_s {
   tb__rt_t *rt;
   tb_future_t *future;
   tb__client_op_t *next, *prev;          /* rt->ops */
-  tb__call_t call;
-  tb__client_poll_t poll;
+  /* The submission, then the poll: one at a time, so they share memory
+   * (a pending future costs about half as much).  call is valid in phase
+   * 0 -- the submitted hook may read it -- and poll in phase 1. */
+  union {
+    tb__call_t call;
+    tb__client_poll_t poll;
+  };
   tb_buf_t body;
   tb__client_op_decode_fn decode;
   void (*submitted)(tb__client_op_t *op, int status);
   char *request_type;
   char *path;
+  const char *method;
   int accept_proto;
   int do_poll;
-  int phase;                      /* 0 call, 1 poll, 2 finishing */
+  int phase;                      /* 0 call, 1 poll */
   int cancelled;
-  tb__alarm_t alarm;              /* completes a cancelled op later */
 };
 
 /* Starts an operation whose outcome is the returned future.  Returns 0 or

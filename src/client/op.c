@@ -29,8 +29,10 @@ static void unlink_op(tb__client_op_t *op) {
 }
 
 static void destroy(tb__client_op_t *op) {
-  tb__call_free(&op->call);
-  tb__client_poll_free(&op->poll);
+  if (op->phase == 0)
+    tb__call_free(&op->call);
+  else
+    tb__client_poll_free(&op->poll);
   tb__buf_free(&op->body);
   free(op->request_type);
   free(op->path);
@@ -60,8 +62,8 @@ static void complete(tb__client_op_t *op, const tb_result_type_t *type, void *re
 static void complete_cancelled(tb__client_op_t *op) {
   tb_error_t e = { 0 };
   tb_error_set(&e, TB_ECANCELED, TB_CATEGORY_CANCELLED, "%s %s: cancelled",
-               op->call.method, op->call.path);
-  if (op->poll.request_id != NULL)
+               op->method, op->path);
+  if (op->phase == 1 && op->poll.request_id != NULL)
     tb_error_set_request_id(&e, op->poll.request_id);
   complete(op, NULL, NULL, &e);
 }
@@ -79,7 +81,7 @@ static void decode_and_complete(tb__client_op_t *op, const char *body, size_t le
     if (e.code == 0)
       tb_error_set(&e, rc, TB_CATEGORY_SERVER, "cannot decode the answer: %s",
                    tb_strerror(rc));
-    if (op->poll.request_id != NULL && e.request_id == NULL)
+    if (op->phase == 1 && op->poll.request_id != NULL && e.request_id == NULL)
       tb_error_set_request_id(&e, op->poll.request_id);
     complete(op, NULL, NULL, &e);
     return;
@@ -129,13 +131,24 @@ static void on_call(tb__call_t *call, int status) {
     complete(op, NULL, NULL, &e);
     return;
   }
+  /* The call is done with: its memory becomes the poll's. */
+  uint64_t rtt = uv_now(op->rt->loop) - call->started_;
+  char *id = strdup(rid);
+  json_decref(doc);
+  tb__call_free(&op->call);
+  memset(&op->poll, 0, sizeof(op->poll));
   op->phase = 1;
+  if (id == NULL) {
+    tb_error_set(&e, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
+    complete(op, NULL, NULL, &e);
+    return;
+  }
   op->poll.data = op;
   op->poll.request_type = op->request_type;
   op->poll.accept_proto = op->accept_proto;
-  op->poll.submit_rtt_ms = uv_now(op->rt->loop) - call->started_;
-  int rc = tb__client_poll_start(op->rt, &op->poll, rid, on_poll);
-  json_decref(doc);
+  op->poll.submit_rtt_ms = rtt;
+  int rc = tb__client_poll_start(op->rt, &op->poll, id, on_poll);
+  free(id);
   if (rc != 0) {
     tb_error_set(&e, rc, rc == TB_ECLOSING ? TB_CATEGORY_CANCELLED : TB_CATEGORY_NONE,
                  "cannot poll: %s", tb_strerror(rc));
@@ -178,8 +191,9 @@ int tb__client_op_start(tb__rt_t *rt, const tb__client_op_opts_t *opts, tb_futur
     goto nomem;
   if (opts->body_len > 0 && tb__buf_append(&op->body, opts->body, opts->body_len) != 0)
     goto nomem;
+  op->method = opts->method != NULL ? opts->method : "POST";
   op->call.data = op;
-  op->call.method = opts->method;
+  op->call.method = op->method;
   op->call.path = op->path;
   op->call.body = tb__buf_slice(&op->body);
   op->call.content_type = opts->content_type;
