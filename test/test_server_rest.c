@@ -662,15 +662,63 @@ TEST(ownership_while_opening) {
   unlink(keys);
 }
 
+/* Every threadpool thread waits at a gate the test opens, so that work
+ * queued meanwhile (the database's open) waits behind them. */
+static int n_sleepers;
+static uv_sem_t gate;
+
+static void sleep_work(uv_work_t *w) {
+  uv_sem_wait(&gate);
+}
+
+static void open_gate(void) {
+  for (int i = n_sleepers; i > 0; i--)
+    uv_sem_post(&gate);
+}
+
+static void sleep_done(uv_work_t *w, int status) {
+  n_sleepers--;
+  free(w);
+}
+
+/* start_training, with the database's open held up by a busy pool. */
+static void start_training_busy_pool(tb_server_options_t *o) {
+  strcpy(data_dir, "/tmp/tb-train-XXXXXX");
+  ASSERT(mkdtemp(data_dir) != NULL);
+  o->data_dir = data_dir;
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_OK(uv_sem_init(&gate, 0));
+  const char *env = getenv("UV_THREADPOOL_SIZE");
+  int n = env && atoi(env) > 0 ? atoi(env) : 4;
+  for (int i = 0; i < n; i++) {
+    uv_work_t *w = xmalloc(sizeof(*w));
+    ASSERT_OK(uv_queue_work(&loop, w, sleep_work, sleep_done));
+    n_sleepers++;
+  }
+  ASSERT_OK(tb_server_init(&loop, &server, o));
+  srv = tb__server_of(&server);
+  ASSERT_OK(tb_server_listen(&server, "127.0.0.1", 0));
+  port = tb_server_port(&server);
+  server_closed = 0;
+  tb_engine_opts_t eo = { .shards = 2 };
+  tb_error_t err = { 0 };
+  ASSERT_OK(tb__training_start(srv, &eo, NULL, 0, &err));
+}
+
+#define UNKNOWN_PATH "{\"tinker_path\":\"tinker://sess-nobody:train:0/weights/x\"}"
+
 TEST(requests_wait_for_the_database) {
-  /* Sent before the loop ran, so possibly before the database is read:
-   * these wait for it (no 503) and get their real answer. */
+  /* Sent while the database is not read yet: these wait for it (no
+   * 503) and then get their real answer. */
   tb_server_options_t o = { 0 };
-  start_training(&o);
+  start_training_busy_pool(&o);
   hc_t *c[3];
   for (int i = 0; i < 3; i++)
-    c[i] = hc_send("POST", "/api/v1/weights_info", NULL,
-                   "{\"tinker_path\":\"tinker://sess-nobody:train:0/weights/x\"}");
+    c[i] = hc_send("POST", "/api/v1/weights_info", NULL, UNKNOWN_PATH);
+  RUN_UNTIL(srv->http.n_requests >= 3);
+  ASSERT_EQ_INT(tb__store_state(srv->store), 0);
+  ASSERT(!c[0]->complete);
+  open_gate();
   for (int i = 0; i < 3; i++) {
     hc_wait(c[i]);
     ASSERT(c[i]->complete);
@@ -678,7 +726,38 @@ TEST(requests_wait_for_the_database) {
     ASSERT_STR_CONTAINS(c[i]->body, "tinker_path: no such checkpoint");
     hc_free(c[i]);
   }
+  RUN_UNTIL(n_sleepers == 0);
+  uv_sem_destroy(&gate);
   stop_training();
+}
+
+TEST(close_with_requests_waiting_for_the_database) {
+  /* Closed while requests wait for the database: they are answered 503
+   * and nothing of the training part, closed by then, is touched. */
+  tb_server_options_t o = { 0 };
+  start_training_busy_pool(&o);
+  hc_t *c[2];
+  for (int i = 0; i < 2; i++)
+    c[i] = hc_send("POST", "/api/v1/weights_info", NULL, UNKNOWN_PATH);
+  RUN_UNTIL(srv->http.n_requests >= 2);
+  ASSERT_EQ_INT(tb__store_state(srv->store), 0);
+  tb_server_close(&server, on_server_closed);
+  open_gate();
+  for (int i = 0; i < 2; i++) {
+    hc_wait(c[i]);
+    ASSERT(c[i]->complete);
+    ASSERT_EQ_INT(c[i]->status, 503);
+    ASSERT_STR_CONTAINS(c[i]->body, "the server is closing");
+    hc_free(c[i]);
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);
+  ASSERT_EQ_INT(server_closed, 1);
+  ASSERT_EQ_INT(n_sleepers, 0);
+  uv_sem_destroy(&gate);
+  ASSERT_LOOP_CLOSE(&loop);
+  char cmd[128];
+  snprintf(cmd, sizeof(cmd), "rm -rf %s", data_dir);
+  ASSERT_OK(system(cmd));
 }
 
 TEST_LIST(
@@ -692,4 +771,5 @@ TEST_LIST(
   TEST_ENTRY(close_while_opening),
   TEST_ENTRY(ownership_while_opening),
   TEST_ENTRY(requests_wait_for_the_database),
+  TEST_ENTRY(close_with_requests_waiting_for_the_database),
 )

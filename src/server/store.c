@@ -281,7 +281,11 @@ static void run_deferred(tb__store_t *st) {
   st->deferred_tail = NULL;
   while (d != NULL) {
     deferred_t *next = d->next;  /* d goes with the request's arena */
-    tb__sreq(d->req)->route->handler(d->req);
+    /* A closing server's routes may be gone with their parts. */
+    if (st->srv->closing)
+      tb__server_respond_error(d->req, 503, "the server is closing");
+    else
+      tb__sreq(d->req)->route->handler(d->req);
     d = next;
   }
 }
