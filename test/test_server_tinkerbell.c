@@ -373,6 +373,8 @@ TEST(implicit_creation) {
   const char *body = "{\"model_id\":\"test\",\"data\":[[{\"role\":\"user\",\"content\":"
                      "\"test\"}]],\"loss_fn\":\"cross_entropy\"}";
   hc_expect("POST", "/api/v1/forward_backward_async", NULL, body, 401, "API key");
+  hc_expect("POST", "/fwdbwd", "X-API-Key: nope\r\n", body, 401, "invalid API key");
+  hc_expect("GET", "/", NULL, NULL, 200, "\"/api/v1/forward_backward_async\"");
   char *rid = submit("/api/v1/forward_backward_async", alice, body, "test");
   ASSERT(strncmp(rid, "req-", 4) == 0);
   json_t *v = retrieve(rid, alice);
@@ -772,6 +774,22 @@ TEST(bad_input) {
     { "/api/v1/sample", "{\"model_id\":\"nope\",\"prompt\":\"a\"}", 404, "model_id: unknown model" },
     { "/api/v1/sample", "{\"base_model\":\"nope\",\"prompt\":\"a\"}", 400, "base_model: unknown model" },
     { "/api/v1/asample", "{\"prompt\":\"a\",\"raw\":1}", 400, "raw: expected a boolean" },
+    { "/api/v1/sample", "{\"prompt\":\"a\",\"num_samples\":129}", 400, "num_samples: " },
+    { "/api/v1/sample", "{\"prompt\":\"a\",\"seed\":-1}", 400, "seed: " },
+    { "/api/v1/sample", "{\"prompt_tokens\":[]}", 400, "prompt_tokens: expected a non-empty list" },
+    { "/api/v1/sample", "{\"prompt_tokens\":[1.5]}", 400, "prompt_tokens[0]: expected an integer" },
+    { "/api/v1/sample", "{\"messages\":{}}", 400, "messages: expected a non-empty list" },
+    { "/api/v1/sample", "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],\"raw\":true}", 400, "raw: only with a text prompt" },
+    { "/api/v1/sample", "{\"prompt\":\"a\",\"stop\":[1,\"x\",{}]}", 400, "stop[2]: expected an integer" },
+    { "/api/v1/sample", "{\"prompt\":\"a\",\"temperature\":\"hot\"}", 400, "temperature: expected a number" },
+    { "/api/v1/add_lora", "{\"rank\":5000}", 400, "rank: " },
+    { "/api/v1/add_lora", "{\"train_mlp\":\"yes\"}", 400, "train_mlp: expected a boolean" },
+    { "/api/v1/add_lora", "{\"seed\":-3}", 400, "seed: " },
+    { "/api/v1/load_weights_async", "{\"model_id\":\"m\",\"path\":\"x\",\"optimizer\":\"yes\"}", 400, "optimizer: expected a boolean" },
+    { "/api/v1/save_weights_async", "{\"model_id\":\"m\",\"overwrite\":1}", 400, "overwrite: expected a boolean" },
+    { "/api/v1/save_weights_for_sampler_async", "{\"model_id\":\"m\",\"path\":\"\"}", 400, "path: expected 1 to 128" },
+    { "/api/v1/optim_step", "{\"model_id\":\"m\",\"adam_params\":[]}", 400, "adam_params: expected an object" },
+    { "/api/v1/forward_backward", "{\"model_id\":\"m\",\"data\":" HELLO ",\"loss_fn\":7}", 400, "loss_fn: expected a string" },
     { "/api/v1/forward_async", "not json", 400, "invalid JSON" },
     { "/fwdbwd", "[1]", 400, "body: expected an object" },
   };
@@ -990,6 +1008,26 @@ TEST(another_base_model) {
   ASSERT_OK(system(cmd));
 }
 
+/* Submissions count against the user's rate limit: 429 with
+ * Retry-After. */
+TEST(rate_limited) {
+  tb_server_options_t o = { .rate_limit_rps = 0.1, .rate_limit_burst = 2 };
+  start_training(&o);
+  char *fb = fb_body("r", HELLO);
+  json_decref(post_ok("/api/v1/forward_backward", NULL, fb));
+  char *rid = submit("/api/v1/forward_backward_async", NULL, fb, "r");
+  hc_t *c = hc_do("POST", "/api/v1/forward_backward", NULL, fb);
+  ASSERT_EQ_INT(c->status, 429);
+  ASSERT_STR_CONTAINS(c->head, "Retry-After: ");
+  ASSERT_STR_CONTAINS(c->body, "\"category\":\"user\"");
+  hc_free(c);
+  /* Polling is no submission. */
+  json_decref(retrieve(rid, NULL));
+  free(rid);
+  free(fb);
+  stop_training();
+}
+
 TEST_LIST(
   TEST_ENTRY(sync_training_save_load_sample),
   TEST_ENTRY(async_pipelined_training),
@@ -1003,4 +1041,5 @@ TEST_LIST(
   TEST_ENTRY(datums_and_conversations),
   TEST_ENTRY(sync_calls_waiting),
   TEST_ENTRY(another_base_model),
+  TEST_ENTRY(rate_limited),
 )
