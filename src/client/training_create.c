@@ -1,0 +1,308 @@
+/*
+ * The TrainingClient's model: created by create_model or a load that
+ * creates it, and the client's close (see training_internal.h).
+ */
+#include "client/training_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/json.h"
+
+/* ------------------------------------------------------------ creation */
+
+static void created(tb__tc_t *tc, int status, tb_error_t *err) {
+  tb_future_t *f = tc->create_f;
+  tc->create_f = NULL;
+  if (status == 0) {
+    tc->state = 1;
+    tc->pub->model_id = tc->model_id;
+    tc->pub->base_model = tc->base_model;
+  } else {
+    tc->state = -1;
+    if (tb_error_copy(&tc->create_err, err) != 0)
+      tc->create_err.code = err->code;
+    if (tc->create_err.code == 0)
+      tc->create_err.code = TB_EIO;
+  }
+  /* Waiting ops go now (or fail later, on their own alarms). */
+  tb__tc_op_t *w = tc->waiting_model;
+  tc->waiting_model = NULL;
+  while (w != NULL) {
+    tb__tc_op_t *next = w->next;
+    w->next = NULL;
+    tb__tc_run_or_wait_model(w);
+    w = next;
+  }
+  tb__tc_pump(tc);
+  if (status == 0) {
+    char *id = strdup(tc->model_id);
+    if (id == NULL) {
+      tb_error_t e = { 0 };
+      tb_error_set(&e, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
+      tb__client_future_fail(f, &e);
+    } else {
+      tb__client_future_resolve(f, &tb_result_string, id);
+    }
+  } else {
+    tb__client_future_fail(f, err);
+  }
+  tb__tc_check_closed(tc);
+}
+
+static void on_create_done(tb_future_t *f, int status) {
+  tb__tc_t *tc = f->data;
+  tc->create_op_f = NULL;
+  tb_error_t e = { 0 };
+  if (status == 0) {
+    char *mid = tb_future_take(f, &tb_result_string);
+    if (mid != NULL) {
+      free(tc->model_id);
+      tc->model_id = mid;
+    }
+    if (tc->model_id == NULL) {
+      status = tb_error_set(&e, TB_EPROTO, TB_CATEGORY_SERVER, "the server named no model id");
+    }
+  } else {
+    tb_error_copy(&e, &f->error);
+    if (e.code == 0)
+      e.code = status;
+  }
+  tb_future_free(f);
+  created(tc, status, &e);
+  tb_error_clear(&e);
+}
+
+static int decode_model_id(tb__client_op_t *cop, const char *body, size_t len, int proto,
+                           const tb_result_type_t **type, void **result, tb_error_t *err) {
+  return tb__tc_decode_string_field(body, len, "model_id", 0, NULL, type, result, err);
+}
+
+static void on_session(tb_future_t *f, int status) {
+  tb__tc_t *tc = f->data;
+  tc->session_f = NULL;
+  tb_error_t e = { 0 };
+  if (status != 0) {
+    tb_error_copy(&e, &f->error);
+    if (e.code == 0)
+      e.code = status;
+    tb_future_free(f);
+    created(tc, status, &e);
+    tb_error_clear(&e);
+    return;
+  }
+  const char *sid = tb_future_result(f, &tb_result_string);
+  json_t *b;
+  if (tc->create_via_load) {
+    b = json_pack("{sssIsssbss}", "session_id", sid, "model_seq_id", (json_int_t)tc->model_seq,
+                  "path", tc->create_path, "optimizer", tc->create_optimizer, "type",
+                  "load_weights");
+    /* The SDK's assumption, kept unless the answer names the model. */
+    tc->model_id = tb__asprintf("%s:train:%lld", sid, (long long)tc->model_seq);
+  } else {
+    json_t *lc = json_pack("{sisbsbsb}", "rank", tc->lora.rank, "train_mlp",
+                           tc->lora.train_mlp, "train_attn", tc->lora.train_attn,
+                           "train_unembed", tc->lora.train_unembed);
+    if (lc != NULL && tc->lora.has_seed)
+      json_object_set_new(lc, "seed", json_integer((json_int_t)tc->lora.seed));
+    b = json_pack("{sssIsssoss}", "session_id", sid, "model_seq_id", (json_int_t)tc->model_seq,
+                  "base_model", tc->base_model, "lora_config", lc, "type", "create_model");
+  }
+  tb_future_free(f);
+  size_t len = 0;
+  char *text = b ? tb__json_dump(b, &len) : NULL;
+  json_decref(b);
+  int rc = text ? 0 : TB_ENOMEM;
+  if (rc == 0) {
+    tb__client_op_opts_t o = { 0 };
+    o.path = tc->create_via_load ? "/api/v1/load_weights" : "/api/v1/create_model";
+    o.body = text;
+    o.body_len = len;
+    o.max_retries = -1;
+    o.poll = 1;
+    o.request_type = tc->create_via_load ? "LoadWeights" : "CreateModel";
+    o.decode = decode_model_id;
+    rc = tb__client_op_start(tc->rt, &o, &tc->create_op_f);
+  }
+  free(text);
+  if (rc != 0) {
+    tb_error_set(&e, rc, rc == TB_ECLOSING ? TB_CATEGORY_CANCELLED : TB_CATEGORY_NONE,
+                 "cannot create the model: %s", tb_strerror(rc));
+    created(tc, rc, &e);
+    tb_error_clear(&e);
+    return;
+  }
+  tc->create_op_f->data = tc;
+  tb_future_set_callback(tc->create_op_f, on_create_done);
+}
+
+static void cancel_create(tb_future_t *f) {
+  tb__tc_t *tc = f->driver_;
+  if (tc->session_f != NULL)
+    tb_future_cancel(tc->session_f);
+  if (tc->create_op_f != NULL)
+    tb_future_cancel(tc->create_op_f);
+}
+
+static int create_common(tb_service_client_t *sc, tb_training_client_t *ptc,
+                         const char *base_model, const tb_lora_params_t *lora,
+                         const char *path, int optimizer, tb_future_t **out) {
+  if (sc == NULL || ptc == NULL || out == NULL)
+    return TB_EINVAL;
+  tb__rt_t *rt = tb__service_rt(sc);
+  if (rt == NULL)
+    return sc->impl_ == NULL ? TB_EINVAL : TB_ECLOSING;
+  tb__tc_t *tc = calloc(1, sizeof(*tc));
+  tb_future_t *f = tb__client_future_new(sc->loop);
+  int rc = tc && f ? 0 : TB_ENOMEM;
+  if (rc == 0 && base_model != NULL && (tc->base_model = strdup(base_model)) == NULL)
+    rc = TB_ENOMEM;
+  if (rc == 0 && path != NULL && (tc->create_path = strdup(path)) == NULL)
+    rc = TB_ENOMEM;
+  if (rc == 0)
+    rc = tb_service_client_session(sc, &tc->session_f);
+  if (rc != 0) {
+    if (tc != NULL) {
+      free(tc->base_model);
+      free(tc->create_path);
+    }
+    free(tc);
+    free(f);
+    return rc;
+  }
+  memset(ptc, 0, sizeof(*ptc));
+  ptc->loop = sc->loop;
+  ptc->service = sc;
+  ptc->impl_ = tc;
+  tc->pub = ptc;
+  tc->svc = sc;
+  tc->rt = rt;
+  tc->next_seq = 1;
+  tc->create_f = f;
+  tc->create_via_load = path != NULL;
+  tc->create_optimizer = optimizer;
+  if (lora != NULL)
+    tc->lora = *lora;
+  else
+    tb_lora_params_default(&tc->lora);
+  tc->model_seq = tb__service_next_model_seq(sc);
+  tc->session_f->data = tc;
+  tb_future_set_callback(tc->session_f, on_session);
+  tb__client_future_set_driver(f, cancel_create, tc);
+  *out = f;
+  return 0;
+}
+
+int tb_service_client_create_lora_training_client(tb_service_client_t *sc,
+                                                  tb_training_client_t *tc,
+                                                  const char *base_model,
+                                                  const tb_lora_params_t *lora,
+                                                  tb_future_t **out) {
+  if (base_model == NULL || base_model[0] == '\0')
+    return TB_EINVAL;
+  if (lora != NULL && (lora->rank < 1 || !(lora->train_mlp || lora->train_attn ||
+                                           lora->train_unembed)))
+    return TB_EINVAL;
+  return create_common(sc, tc, base_model, lora, NULL, 0, out);
+}
+
+int tb_service_client_create_training_client_from_state(tb_service_client_t *sc,
+                                                        tb_training_client_t *tc,
+                                                        const char *path, tb_future_t **out) {
+  if (path == NULL || strncmp(path, "tinker://", 9) != 0)
+    return TB_EINVAL;
+  return create_common(sc, tc, NULL, NULL, path, 0, out);
+}
+
+int tb_service_client_create_training_client_from_state_with_optimizer(
+    tb_service_client_t *sc, tb_training_client_t *tc, const char *path, tb_future_t **out) {
+  if (path == NULL || strncmp(path, "tinker://", 9) != 0)
+    return TB_EINVAL;
+  return create_common(sc, tc, NULL, NULL, path, 1, out);
+}
+
+void tb_training_client_use_json(tb_training_client_t *ptc, int on) {
+  tb__tc_t *tc = tb__tc_usable(ptc);
+  if (tc != NULL)
+    tc->json = on != 0;
+}
+
+/* ------------------------------------------------------------ close */
+
+static void on_close_alarm(tb__alarm_t *a) {
+  tb__tc_t *tc = a->data;
+  tb_training_client_t *ptc = tc->pub;
+  tb_training_client_close_cb cb = ptc->close_cb_;
+  free(tc->model_id);
+  free(tc->base_model);
+  free(tc->create_path);
+  tb_error_clear(&tc->create_err);
+  tb_error_clear(&tc->broken_err);
+  free(tc);
+  ptc->impl_ = NULL;
+  ptc->model_id = NULL;
+  ptc->base_model = NULL;
+  if (cb != NULL) {
+    tb__loop_frame_t frame;
+    tb__loop_enter(&frame, ptc->loop);
+    cb(ptc);
+    tb__loop_leave(&frame);
+  }
+}
+
+void tb__tc_check_closed(tb__tc_t *tc) {
+  if (tc->closing != 1 || tc->n_live != 0 || tc->create_f != NULL)
+    return;
+  tc->closing = 2;
+  tb__alarm_init(&tc->close_alarm, on_close_alarm, tc);
+  if (tb__alarm_start(tc->rt, &tc->close_alarm, 0) != 0)
+    on_close_alarm(&tc->close_alarm);
+}
+
+void tb_training_client_close(tb_training_client_t *ptc, tb_training_client_close_cb close_cb) {
+  tb__tc_t *tc = tb__tc_usable(ptc);
+  if (tc == NULL || tc->closing)
+    return;
+  tc->closing = 1;
+  ptc->close_cb_ = close_cb;
+  if (!tc->broken || tc->broken_seq > 0) {
+    tc->broken = 1;
+    tc->broken_seq = 0;
+    tb_error_clear(&tc->broken_err);
+    tb_error_set(&tc->broken_err, TB_ECANCELED, TB_CATEGORY_CANCELLED,
+                 "the training client is closing");
+  }
+  if (tc->create_f != NULL)
+    tb_future_cancel(tc->create_f);
+  /* Queued ops fail through the tb__tc_pump; started ones are cancelled. */
+  tb__tc_op_t *q = tc->queue;
+  tc->queue = tc->queue_tail = NULL;
+  while (q != NULL) {
+    tb__tc_op_t *next = q->next;
+    q->next = NULL;
+    q->queued = 0;
+    q->cancelled = 1;
+    tb__tc_op_fail_later(q, &tc->broken_err);
+    q = next;
+  }
+  tb__tc_op_t *w = tc->waiting_model;
+  tc->waiting_model = NULL;
+  while (w != NULL) {
+    tb__tc_op_t *next = w->next;
+    w->next = NULL;
+    w->cancelled = 1;
+    tb__tc_op_fail_later(w, &tc->broken_err);
+    w = next;
+  }
+  /* Ops on the wire: their requests are cancelled, and they fail once
+   * every one has stopped. */
+  for (tb__tc_op_t *op = tc->live; op != NULL; op = op->live_next) {
+    if (op->cancelled || tb__alarm_armed(&op->alarm))
+      continue;
+    op->cancelled = 1;
+    for (size_t i = 0; i < op->n_reqs; i++)
+      if (op->reqs[i].f != NULL && !op->reqs[i].done)
+        tb_future_cancel(op->reqs[i].f);
+  }
+  tb__tc_check_closed(tc);
+}
