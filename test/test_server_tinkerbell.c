@@ -1028,6 +1028,42 @@ TEST(rate_limited) {
   stop_training();
 }
 
+/* Checkpoints outlive the server: after a restart on the same data_dir a
+ * load creates the model again from them. */
+TEST(checkpoints_after_restart) {
+  tb_server_options_t o = { 0 };
+  start_training(&o);
+  char *fb = fb_body("p", HELLO);
+  json_decref(post_ok("/api/v1/forward_backward", NULL, fb));
+  json_decref(post_ok("/api/v1/optim_step", NULL,
+                      "{\"model_id\":\"p\",\"adam_params\":{\"learning_rate\":0.01}}"));
+  char *rid = submit("/save_weights", NULL, "{\"model_id\":\"p\",\"path\":\"s\"}", "p");
+  json_decref(retrieve(rid, NULL));
+  free(rid);
+  json_t *v = post_ok("/api/v1/forward", NULL, fb);
+  double before = num_of(v, "loss");
+  json_decref(v);
+  stop_server();  /* data_dir stays */
+
+  tb_server_options_t o2 = { .data_dir = data_dir, .long_poll_ms = 10000 };
+  start_server(&o2);
+  tb_engine_opts_t eo = { .shards = 2 };
+  tb_error_t err = { 0 };
+  ASSERT_OK(tb__training_start(srv, &eo, NULL, 0, &err));
+  hc_expect("POST", "/api/v1/remove_lora", NULL, "{\"model_id\":\"p\"}", 404, NULL);
+  rid = submit("/api/v1/load_weights_async", NULL,
+               "{\"model_id\":\"p\",\"path\":\"tinkerbell://p/weights/s\",\"optimizer\":true}", "p");
+  v = retrieve(rid, NULL);
+  ASSERT(json_is_true(json_object_get(v, "created")));
+  json_decref(v);
+  free(rid);
+  v = post_ok("/api/v1/forward", NULL, fb);
+  ASSERT_NEAR(num_of(v, "loss"), before, 1e-6, 1e-5);
+  json_decref(v);
+  free(fb);
+  stop_training();
+}
+
 TEST_LIST(
   TEST_ENTRY(sync_training_save_load_sample),
   TEST_ENTRY(async_pipelined_training),
@@ -1042,4 +1078,5 @@ TEST_LIST(
   TEST_ENTRY(sync_calls_waiting),
   TEST_ENTRY(another_base_model),
   TEST_ENTRY(rate_limited),
+  TEST_ENTRY(checkpoints_after_restart),
 )
