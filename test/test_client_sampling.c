@@ -310,10 +310,45 @@ TEST(close_with_samples) {
   sworld_stop(&w);
 }
 
+/* Closing while the sampling session is being made cancels it. */
+TEST(close_while_creating) {
+  sworld_t w;
+  memset(&w, 0, sizeof(w));
+  memset(&sf, 0, sizeof(sf));
+  ASSERT_OK(uv_loop_init(&w.loop));
+  fake_start(&w.fk, &w.loop);
+  w.fk.decide = decide_sampling;
+  tb_client_config_t cfg = fake_config(&w.fk);
+  tb_error_t err = { 0 };
+  ASSERT_OK(tb_service_client_init(&w.loop, &w.sc, &cfg, &err));
+  tb_future_t *created, *f;
+  ASSERT_OK(tb_service_client_create_sampling_client(&w.sc, &w.samp, "tinker://r:train:0/"
+                                                     "sampler_weights/x", NULL, &created));
+  int32_t toks[] = { 1, 2 };
+  ASSERT_OK(tb_model_input_init(&w.prompt, toks, 2));
+  ASSERT_OK(tb_sampling_client_sample(&w.samp, &w.prompt, 1, NULL, 0, 0, &f));
+  w.samp.data = &w;
+  tb_sampling_client_close(&w.samp, on_samp_closed);
+  while (w.closed < 1)
+    uv_run(&w.loop, UV_RUN_ONCE);
+  ASSERT_EQ_INT(created->status, TB_ECANCELED);
+  ASSERT_EQ_INT(f->status, TB_ECANCELED);
+  ASSERT_EQ_INT(sf.n, 0);
+  tb_future_free(created);
+  tb_future_free(f);
+  /* neither base model nor path, or a path that is not tinker:// */
+  ASSERT_ERR(tb_service_client_create_sampling_client(&w.sc, &w.samp, NULL, NULL, &created),
+             TB_EINVAL);
+  ASSERT_ERR(tb_service_client_create_sampling_client(&w.sc, &w.samp, "/tmp/x", NULL, &created),
+             TB_EINVAL);
+  sworld_stop(&w);
+}
+
 TEST_LIST(
   TEST_ENTRY(session_and_sample),
   TEST_ENTRY(backoff_on_429),
   TEST_ENTRY(resubmit_on_410),
   TEST_ENTRY(in_flight_limit),
   TEST_ENTRY(close_with_samples),
+  TEST_ENTRY(close_while_creating),
 )

@@ -367,6 +367,81 @@ TEST(custom_loss) {
   world_stop(&w);
 }
 
+/* 1025 datums in two chunks against the server (the second chunk is
+ * sent first and waits there for the first), and a loss with its
+ * loss_fn_config: a bad config fails that operation alone, on the
+ * server, and the client goes on. */
+TEST(chunks_and_losses) {
+  world_t w;
+  world_start(&w);
+  tb_training_client_t tc;
+  tb_error_t err = { 0 };
+  tb_lora_params_t lora;
+  tb_lora_params_default(&lora);
+  lora.rank = 2;
+  ASSERT_OK(tb_service_client_create_lora_training_client_sync(&w.sc, &tc, "base", &lora, &err));
+  size_t n = 1025;
+  tb_train_datum_t *d = calloc(n, sizeof(*d));
+  for (size_t i = 0; i < n; i++) {
+    int32_t toks[3] = { (int32_t)(i % 200), 'a', 'b' };
+    ASSERT_OK(tb_train_datum_init_next_token(&d[i], toks, NULL, 3));
+  }
+  tb_forward_backward_output_t *o = NULL;
+  ASSERT_OK(tb_training_client_forward_sync(&tc, d, n, "cross_entropy", NULL, 0, &o, &err));
+  ASSERT_EQ_INT(o->n_outputs, n);
+  double sum = 0, loss = 0;
+  for (size_t i = 0; i < n; i++) {
+    const tb_tensor_data_t *lp = tb_forward_backward_output_tensor(o, i, "logprobs");
+    ASSERT(lp != NULL);
+    ASSERT_EQ_INT(lp->numel, 2);
+    sum -= lp->f32[0] + lp->f32[1];
+  }
+  ASSERT(tb_forward_backward_output_metric(o, "loss:sum", &loss));
+  ASSERT_NEAR(loss, sum, 1e-2, 1e-4);
+  /* datum 1024, alone in the second chunk, is datum 24 again: the same
+   * outputs in its place; datum 25 differs */
+  const float *a = tb_forward_backward_output_tensor(o, 24, "logprobs")->f32;
+  const float *b = tb_forward_backward_output_tensor(o, 1024, "logprobs")->f32;
+  const float *c = tb_forward_backward_output_tensor(o, 25, "logprobs")->f32;
+  ASSERT_NEAR(a[0], b[0], 1e-5, 1e-5);
+  ASSERT_NEAR(a[1], b[1], 1e-5, 1e-5);
+  ASSERT(fabsf(a[0] - c[0]) > 1e-6f);
+  tb_forward_backward_output_free(o);
+
+  /* ppo reads its clip thresholds from loss_fn_config */
+  tb_train_datum_t pd[1] = { 0 };
+  int32_t toks[4] = { 'x', 'y', 'z', 'w' };
+  float lps[3] = { -1.0f, -2.0f, -3.0f }, adv[3] = { 1.0f, -0.5f, 2.0f };
+  ASSERT_OK(tb_train_datum_init_next_token(&pd[0], toks, NULL, 4));
+  ASSERT_OK(tb_train_datum_set_f32(&pd[0], "logprobs", lps, 3));
+  ASSERT_OK(tb_train_datum_set_f32(&pd[0], "advantages", adv, 3));
+  tb_loss_fn_config_entry_t bad[] = { { "clip_low_threshold", 1.5 },
+                                      { "clip_high_threshold", 0.5 } };
+  ASSERT_NE_INT(tb_training_client_forward_backward_sync(&tc, pd, 1, "ppo", bad, 2, &o, &err),
+                0);
+  ASSERT_EQ_INT(err.category, TB_CATEGORY_USER);
+  ASSERT_STR_CONTAINS(err.message, "clip");
+  tb_error_clear(&err);
+  tb_loss_fn_config_entry_t good[] = { { "clip_low_threshold", 0.8 },
+                                       { "clip_high_threshold", 1.2 } };
+  ASSERT_OK(tb_training_client_forward_backward_sync(&tc, pd, 1, "ppo", good, 2, &o, &err));
+  ASSERT_EQ_INT(o->n_outputs, 1);
+  tb_forward_backward_output_free(o);
+  ASSERT_OK(tb_training_client_optim_step_sync(&tc, NULL, NULL, &err));
+  /* an unknown loss is refused at the submission: a 400, after which the
+   * client stops */
+  ASSERT_ERR(tb_training_client_forward_sync(&tc, pd, 1, "hinge", NULL, 0, &o, &err), TB_EHTTP);
+  ASSERT_EQ_INT(err.http_status, 400);
+  ASSERT_STR_CONTAINS(err.message, "loss_fn");
+  tb_error_clear(&err);
+  tb_train_datum_clear(&pd[0]);
+  for (size_t i = 0; i < n; i++)
+    tb_train_datum_clear(&d[i]);
+  free(d);
+  close_training(&w, &tc);
+  world_stop(&w);
+}
+
 /* What the server refuses comes back as a precise error. */
 TEST(server_errors) {
   world_t w;
@@ -777,9 +852,35 @@ TEST(fake_close_with_work) {
   fake_world_stop(&w);
 }
 
+/* Closing while the model is being created cancels the creation; the
+ * operations waiting for it fail too. */
+TEST(fake_close_while_creating) {
+  fake_world_t w;
+  fake_world_start(&w, 0);
+  tf.create_delay_ms = 200;
+  tb_future_t *created, *step;
+  ASSERT_OK(tb_service_client_create_lora_training_client(&w.sc, &w.tc, "base", NULL, &created));
+  ASSERT_OK(tb_training_client_optim_step(&w.tc, NULL, &step));
+  for (int i = 0; i < 1000 && fake_count(&w.fk, "/api/v1/create_model") == 0; i++)
+    uv_run(&w.loop, UV_RUN_ONCE);
+  int before = n_closed;
+  tb_training_client_close(&w.tc, on_tc_closed);
+  while (n_closed == before)
+    uv_run(&w.loop, UV_RUN_ONCE);
+  ASSERT(tb_future_is_done(created));
+  ASSERT_EQ_INT(created->status, TB_ECANCELED);
+  ASSERT(tb_future_is_done(step));
+  ASSERT_EQ_INT(step->status, TB_ECANCELED);
+  ASSERT_EQ_INT(tf.n_sent, 0);
+  tb_future_free(created);
+  tb_future_free(step);
+  fake_world_stop(&w);
+}
+
 TEST_LIST(
   TEST_ENTRY_TIMEOUT(training_run, 600000),
   TEST_ENTRY_TIMEOUT(custom_loss, 600000),
+  TEST_ENTRY_TIMEOUT(chunks_and_losses, 600000),
   TEST_ENTRY_TIMEOUT(server_errors, 300000),
   TEST_ENTRY(fake_pipelined_submissions),
   TEST_ENTRY(fake_sequencing_under_retries),
@@ -787,4 +888,5 @@ TEST_LIST(
   TEST_ENTRY(fake_refused_seq_stops_the_client),
   TEST_ENTRY(fake_cancel_before_sent),
   TEST_ENTRY(fake_close_with_work),
+  TEST_ENTRY(fake_close_while_creating),
 )
