@@ -164,7 +164,7 @@ static void op_cancel(tb_future_t *f) {
         tc->queue_tail = q;
     }
     op->queued = 0;
-    if (op->n_reqs > 0)
+    if (op->n_reqs > 0 && op->reqs[0].seq >= 0)  /* unload has none */
       tb__tc_set_broken(tc, op->reqs[0].seq, NULL);
     tb__tc_op_fail_later(op, &op->err);
     tb__tc_pump(tc);
