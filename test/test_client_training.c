@@ -877,6 +877,38 @@ TEST(fake_close_while_creating) {
   fake_world_stop(&w);
 }
 
+/* A sampling client made by save_weights_and_get_sampling_client takes
+ * the save's failure: its samples fail with it, and it closes. */
+TEST(fake_sampling_client_of_a_failed_save) {
+  fake_world_t w;
+  fake_world_start(&w, 1);
+  tb_sampling_client_t samp;
+  tb_future_t *saved, *sample;
+  ASSERT_OK(tb_training_client_save_weights_and_get_sampling_client(&w.tc, &samp, &saved));
+  ASSERT(samp.sampling_session_id == NULL);
+  tb_model_input_t prompt = { 0 };
+  int32_t toks[] = { 1, 2 };
+  ASSERT_OK(tb_model_input_init(&prompt, toks, 2));
+  ASSERT_OK(tb_sampling_client_sample(&samp, &prompt, 1, NULL, 0, 0, &sample));
+  /* the fake answers the save with a result that names no session */
+  tb_future_t *both[2] = { saved, sample };
+  int st[2];
+  tb_future_wait_many(both, 2, 60000, st);
+  ASSERT_EQ_INT(st[0], TB_EFIELD);
+  ASSERT_STR_CONTAINS(saved->error.message, "sampling_session_id");
+  ASSERT_EQ_INT(st[1], TB_EFIELD);
+  ASSERT_STR_CONTAINS(sample->error.message, "sampling_session_id");
+  ASSERT_EQ_INT(fake_count(&w.fk, "/api/v1/asample"), 0);
+  tb_future_free(saved);
+  tb_future_free(sample);
+  int before = n_closed;
+  tb_sampling_client_close(&samp, on_samp_closed);
+  while (n_closed == before)
+    uv_run(&w.loop, UV_RUN_ONCE);
+  tb_model_input_clear(&prompt);
+  fake_world_stop(&w);
+}
+
 TEST_LIST(
   TEST_ENTRY_TIMEOUT(training_run, 600000),
   TEST_ENTRY_TIMEOUT(custom_loss, 600000),
@@ -889,4 +921,5 @@ TEST_LIST(
   TEST_ENTRY(fake_cancel_before_sent),
   TEST_ENTRY(fake_close_with_work),
   TEST_ENTRY(fake_close_while_creating),
+  TEST_ENTRY(fake_sampling_client_of_a_failed_save),
 )
