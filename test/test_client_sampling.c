@@ -72,6 +72,9 @@ static fake_resp_t decide_sampling(fake_t *fk, tb_http_request_t *req, int is_po
     return ok;
   }
   ASSERT_STR_EQ(path, "/api/v1/asample");
+  char bp[8];
+  fake_copy_header(req, "x-tinker-sampling-backpressure", bp, sizeof(bp));
+  ASSERT_STR_EQ(bp, "1");
   json_t *doc = json_loadb(req->body.base, req->body.len, 0, NULL);
   ASSERT(doc != NULL);
   ASSERT_STR_EQ(json_string_value(json_object_get(doc, "sampling_session_id")), "s1:sample:0");

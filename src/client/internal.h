@@ -316,6 +316,9 @@ typedef struct tb__client_op_opts_s {
    * the training client's turns and the sampling client's back-pressure
    * follow the POSTs.  NULL: none. */
   void (*submitted)(tb__client_op_t *op, int status);
+  /* More request headers; the strings must outlive the op (static). */
+  const tb_http_header_t *extra;
+  size_t n_extra;
 } tb__client_op_opts_t;
 
 struct tb__client_op_s {

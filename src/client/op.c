@@ -198,6 +198,8 @@ int tb__client_op_start(tb__rt_t *rt, const tb__client_op_opts_t *opts, tb_futur
   op->call.body = tb__buf_slice(&op->body);
   op->call.content_type = opts->content_type;
   op->call.max_retries = opts->max_retries;
+  op->call.extra = opts->extra;
+  op->call.n_extra = opts->n_extra;
   int rc = tb__call_start(rt, &op->call, on_call);
   if (rc != 0) {
     destroy(op);

@@ -271,6 +271,12 @@ static void on_submitted(tb__client_op_t *cop, int status) {
   pump(s);
 }
 
+/* Tells the server that this client handles a 429 itself (as the SDK
+ * does), so that it may answer one rather than queue the sample. */
+static const tb_http_header_t backpressure_header[] = {
+  { { "X-Tinker-Sampling-Backpressure", 30 }, { "1", 1 } },
+};
+
 static int start_sample(sop_t *op) {
   sc_t *s = op->s;
   if (op->seq < 0)
@@ -293,6 +299,8 @@ static int start_sample(sop_t *op) {
   o.decode = decode_sample;
   o.decode_data = op;
   o.submitted = on_submitted;
+  o.extra = backpressure_header;
+  o.n_extra = 1;
   op->submit_status = 1;
   int rc = tb__client_op_start(s->rt, &o, &op->inner);
   free(text);
