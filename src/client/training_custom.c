@@ -37,13 +37,6 @@ int tb_custom_loss_fail(tb_custom_loss_t *ctx, int code, const char *fmt, ...) {
   return code;
 }
 
-/* Encodes the requests [first, first + count) of op from datums, with
- * seq_ids from seq0; bounds split the datums. */
-int tb__tc_encode_chunks(tb__tc_op_t *op, size_t first, const tb_train_datum_t *data,
-                         const size_t *bounds, size_t count, int64_t seq0,
-                         const char *loss_fn, const tb_loss_fn_config_entry_t *config,
-                         size_t n_config, int forward_only);
-
 void tb__tc_run_custom_loss(tb__tc_op_t *op) {
   tb__tc_t *tc = op->tc;
   size_t n = op->n_datums;

@@ -113,32 +113,68 @@ struct tb__training_client_s {
   tb_lora_params_t lora;
 };
 
-void tb__tc_check_closed(tb__tc_t *tc);
+/* ------------------------------------------------------------ training_client.c */
+
+/* A seq_id was lost (a failed or cancelled submission, why NULL for
+ * cancelled): the ops after it fail with TB_EBUSY.  stopped_at tells
+ * whether seq is one of those. */
+void tb__tc_set_broken(tb__tc_t *tc, int64_t seq, const tb_error_t *why);
+int tb__tc_stopped_at(const tb__tc_t *tc, int64_t seq);
+/* Keeps e as op's failure unless it has one. */
+void tb__tc_keep_first_error(tb__tc_op_t *op, const tb_error_t *e);
+
+/* An op of n_reqs requests with its (not yet returned) future; discard
+ * releases one never registered, register hands its future to the caller
+ * and counts it live. */
+tb__tc_op_t *tb__tc_op_new(tb__tc_t *tc, tb__tc_kind_t kind, size_t n_reqs);
+void tb__tc_op_discard(tb__tc_op_t *op);
+int tb__tc_op_register(tb__tc_op_t *op, tb_future_t **out);
+/* Completes the caller's future (failed when op has an error or was
+ * cancelled) and releases op; fail_later does it on a later turn. */
+void tb__tc_op_complete(tb__tc_op_t *op, const tb_result_type_t *type, void *result);
+void tb__tc_op_fail_later(tb__tc_op_t *op, const tb_error_t *e);
+/* Every started request of op is done: complete it or start its next phase. */
+void tb__tc_op_finish(tb__tc_op_t *op);
+
+/* Requests: start request i, or the current phase (the others first, the
+ * first alone once they are in). */
+int tb__tc_start_req(tb__tc_op_t *op, size_t i);
+int tb__tc_start_phase(tb__tc_op_t *op);
+/* Turns: sequenced ops go through the queue; the turn is released when
+ * the op's submission is over. */
+void tb__tc_enqueue(tb__tc_op_t *op);
+void tb__tc_pump(tb__tc_t *tc);
+void tb__tc_release_turn(tb__tc_op_t *op);
+/* Unsequenced ops (get_info) wait only for the model. */
+void tb__tc_run_or_wait_model(tb__tc_op_t *op);
+/* A result's string field as a tb_result_string (fallback when absent and
+ * not required). */
 int tb__tc_decode_string_field(const char *body, size_t len, const char *field, int required,
                                const char *fallback, const tb_result_type_t **type, void **result,
                                tb_error_t *err);
+
+/* ------------------------------------------------------------ training_custom.c */
+
+/* The forward pass of a custom loss is done (in op->parts[0]): run the
+ * caller's function and start the backward pass. */
+void tb__tc_run_custom_loss(tb__tc_op_t *op);
+
+/* ------------------------------------------------------------ training_ops.c */
+
+tb__tc_t *tb__tc_usable(tb_training_client_t *tc);
+/* Encodes the requests [first, first + count) of op from datums, with
+ * seq_ids from seq0; bounds split the datums. */
 int tb__tc_encode_chunks(tb__tc_op_t *op, size_t first, const tb_train_datum_t *data,
                          const size_t *bounds, size_t count, int64_t seq0, const char *loss_fn,
                          const tb_loss_fn_config_entry_t *config, size_t n_config,
                          int forward_only);
-void tb__tc_enqueue(tb__tc_op_t *op);
-void tb__tc_finish_sampling_client(tb__tc_op_t *op, char *session_id);
-void tb__tc_keep_first_error(tb__tc_op_t *op, const tb_error_t *e);
-void tb__tc_op_complete(tb__tc_op_t *op, const tb_result_type_t *type, void *result);
-void tb__tc_op_discard(tb__tc_op_t *op);
-void tb__tc_op_fail_later(tb__tc_op_t *op, const tb_error_t *e);
-void tb__tc_op_finish(tb__tc_op_t *op);
-tb__tc_op_t *tb__tc_op_new(tb__tc_t *tc, tb__tc_kind_t kind, size_t n_reqs);
-int tb__tc_op_register(tb__tc_op_t *op, tb_future_t **out);
-void tb__tc_pump(tb__tc_t *tc);
-void tb__tc_release_turn(tb__tc_op_t *op);
-void tb__tc_run_custom_loss(tb__tc_op_t *op);
-void tb__tc_run_or_wait_model(tb__tc_op_t *op);
-void tb__tc_set_broken(tb__tc_t *tc, int64_t seq, const tb_error_t *why);
-int tb__tc_start_phase(tb__tc_op_t *op);
-int tb__tc_start_req(tb__tc_op_t *op, size_t i);
 void tb__tc_start_unsequenced(tb__tc_op_t *op);
-int tb__tc_stopped_at(const tb__tc_t *tc, int64_t seq);
-tb__tc_t *tb__tc_usable(tb_training_client_t *tc);
+/* save_weights_and_get_sampling_client answered: set up op->samp. */
+void tb__tc_finish_sampling_client(tb__tc_op_t *op, char *session_id);
+
+/* ------------------------------------------------------------ training_create.c */
+
+/* Closing: once nothing is live, the close callback runs on a later turn. */
+void tb__tc_check_closed(tb__tc_t *tc);
 
 #endif /* TB_CLIENT_TRAINING_INTERNAL_H */

@@ -136,9 +136,10 @@ static int fwd_common(tb_training_client_t *ptc, tb__tc_kind_t kind, const tb_tr
     rc = TB_ENOMEM;
   if (rc == 0)
     rc = tb__tc_encode_chunks(op, 0, data, bounds, nc, tc->next_seq,
-                       kind == TB__TC_CUSTOM ? "cross_entropy" : loss_fn,
-                       kind == TB__TC_CUSTOM ? NULL : config, kind == TB__TC_CUSTOM ? 0 : n_config,
-                       kind != TB__TC_FORWARD_BACKWARD);
+                              kind == TB__TC_CUSTOM ? "cross_entropy" : loss_fn,
+                              kind == TB__TC_CUSTOM ? NULL : config,
+                              kind == TB__TC_CUSTOM ? 0 : n_config,
+                              kind != TB__TC_FORWARD_BACKWARD);
   free(bounds);
   if (rc != 0) {
     if (op != NULL)
