@@ -4,7 +4,7 @@
  * published, given a TTL, archived and deleted.
  */
 #define _GNU_SOURCE
-#include "tb_test.h"
+#include "test_client_fake.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +31,11 @@ static void on_closed_sc(tb_service_client_t *c) {
   closed++;
   uv_stop(c->loop);
   tb_server_close(&server, on_closed_server);
+}
+
+static void on_closed_sc_flag(tb_service_client_t *c) {
+  *(int *)c->data = 1;
+  uv_stop(c->loop);
 }
 
 static void on_closed_tc(tb_training_client_t *tc) {
@@ -231,6 +236,97 @@ TEST(runs_checkpoints_sessions) {
   stop();
 }
 
+/* ------------------------------------------------------------ against a fake */
+
+static int trace_polls;
+
+static fake_resp_t decide_rest(fake_t *fk, tb_http_request_t *req, int is_poll) {
+  fake_resp_t ok = { .status = 200 };
+  char path[256];
+  snprintf(path, sizeof(path), "%.*s", (int)req->path.len, req->path.base);
+  if (strcmp(path, "/api/v1/sessions/s%201/trace_export") == 0) {
+    ok.body = trace_polls++ == 0 ? "{\"status\":\"pending\"}"
+                                 : "{\"status\":\"ready\",\"url\":\"https://x/trace.json\"}";
+  } else if (strcmp(path, "/api/v1/sessions/bad/trace_export") == 0) {
+    ok.body = "{\"status\":\"failed\",\"error\":\"no events\"}";
+  } else if (strncmp(path, "/api/v1/audit", 13) == 0) {
+    ok.body = "{\"entries\":[{\"timestamp\":\"2026-11-30T10:00:00Z\",\"event\":\"save\"}]}";
+  } else if (strncmp(path, "/api/v1/billing/usage/events", 28) == 0) {
+    ok.body = "{\"data\":[],\"sessions\":{}}";
+  } else if (strcmp(path, "/api/v1/sessions/s%201/project") == 0) {
+    ok.body = "{}";
+  } else {
+    ok.status = 404;
+    ok.body = "{\"error\":\"no such route\",\"category\":\"user\"}";
+  }
+  return ok;
+}
+
+/* The functions the server does not serve, against a fake: the trace
+ * export asked again until ready (one TB_REST_TRACE_POLL_MS pause), or
+ * failed; the audit log and billing usage as JSON text; the paths and
+ * queries as sent. */
+TEST(fake_trace_audit_billing) {
+  uv_loop_t l;
+  ASSERT_OK(uv_loop_init(&l));
+  fake_t fk;
+  fake_start(&fk, &l);
+  fk.decide = decide_rest;
+  tb_client_config_t cfg = fake_config(&fk);
+  tb_service_client_t s;
+  tb_error_t err = { 0 };
+  ASSERT_OK(tb_service_client_init(&l, &s, &cfg, &err));
+  tb_rest_client_t rc;
+  ASSERT_OK(tb_rest_client_init(&rc, &s));
+
+  trace_polls = 0;
+  char *url = NULL;
+  uint64_t t0 = uv_now(&l);
+  ASSERT_OK(tb_rest_client_export_session_trace_sync(&rc, "s 1", &url, &err));
+  ASSERT_STR_EQ(url, "https://x/trace.json");
+  ASSERT_EQ_INT(trace_polls, 2);
+  ASSERT_GE(uv_now(&l) - t0, TB_REST_TRACE_POLL_MS - 100);
+  free(url);
+  ASSERT_ERR(tb_rest_client_export_session_trace_sync(&rc, "bad", &url, &err), TB_ESERVER);
+  ASSERT_STR_CONTAINS(err.message, "no events");
+  tb_error_clear(&err);
+
+  char *json = NULL;
+  ASSERT_OK(tb_rest_client_get_audit_log_sync(&rc, "checkpoints", "2026-11-30", &json, &err));
+  ASSERT_STR_CONTAINS(json, "\"entries\"");
+  free(json);
+  ASSERT_STR_EQ(fk.log[fk.n_log - 1].path, "/api/v1/audit");
+  ASSERT_OK(tb_rest_client_get_billing_usage_sync(&rc, "2026-11-01T00:00:00Z",
+                                                  "2026-12-01T00:00:00Z", &json, &err));
+  ASSERT_STR_CONTAINS(json, "\"data\"");
+  free(json);
+  ASSERT_OK(tb_rest_client_assign_session_project_sync(&rc, "s 1", "p1", &err));
+  ASSERT_STR_CONTAINS(fk.log[fk.n_log - 1].body, "\"project_id\":\"p1\"");
+
+  /* cancelling an export in its pause fails it with TB_ECANCELED, later */
+  trace_polls = 0;
+  tb_future_t *f;
+  ASSERT_OK(tb_rest_client_export_session_trace(&rc, "s 1", &f));
+  for (int i = 0; i < 1000 && trace_polls == 0; i++)
+    uv_run(&l, UV_RUN_ONCE);
+  for (int i = 0; i < 20; i++)
+    uv_run(&l, UV_RUN_NOWAIT);
+  ASSERT_OK(tb_future_cancel(f));
+  ASSERT(!tb_future_is_done(f));
+  ASSERT_ERR(tb_future_wait(f, 10000), TB_ECANCELED);
+  tb_future_free(f);
+
+  int done = 0;
+  s.data = &done;
+  tb_service_client_close(&s, on_closed_sc_flag);
+  while (!done)
+    uv_run(&l, UV_RUN_ONCE);
+  fake_stop(&fk);
+  uv_run(&l, UV_RUN_DEFAULT);
+  ASSERT_LOOP_CLOSE(&l);
+}
+
 TEST_LIST(
   TEST_ENTRY_TIMEOUT(runs_checkpoints_sessions, 300000),
+  TEST_ENTRY_TIMEOUT(fake_trace_audit_billing, 60000),
 )
