@@ -267,10 +267,34 @@ TEST(async_pipelined_training) {
     free(orid);
     free(rids[i]);
   }
-  /* A result stays retrievable: polling again answers the same. */
   v = post_ok("/api/v1/forward_backward", NULL, fb);
   ASSERT_LT(check_fb(v, mid, 10), l0);
   json_decref(v);
+  /* Save, load and sample, all async and pipelined: they run in order. */
+  char body[512];
+  snprintf(body, sizeof(body), "{\"model_id\":\"%s\",\"path\":\"a1\"}", mid);
+  char *srid = submit("/api/v1/save_weights_async", NULL, body, mid);
+  char *lrid = submit("/api/v1/load_weights_async", NULL, body, mid);
+  snprintf(body, sizeof(body),
+           "{\"model_id\":\"%s\",\"prompt\":\"Hello!\",\"max_tokens\":4,\"seed\":9}", mid);
+  char *arid = submit("/api/v1/asample", NULL, body, mid);
+  v = retrieve(arid, NULL);
+  ASSERT_STR_EQ(str_of(v, "model_id"), mid);
+  ASSERT_EQ_INT(json_array_size(json_object_get(v, "samples")), 1);
+  json_decref(v);
+  v = retrieve(srid, NULL);
+  ASSERT_STR_EQ(str_of(v, "status"), "saved");
+  json_decref(v);
+  v = retrieve(lrid, NULL);
+  ASSERT_STR_EQ(str_of(v, "status"), "loaded");
+  json_decref(v);
+  /* A result stays retrievable: polling again answers the same. */
+  v = retrieve(lrid, NULL);
+  ASSERT_STR_EQ(str_of(v, "status"), "loaded");
+  json_decref(v);
+  free(srid);
+  free(lrid);
+  free(arid);
   free(fb);
   free(opt);
   free(mid);
@@ -337,6 +361,17 @@ TEST(concurrent_users) {
   }
   for (int u = 0; u < 3; u++)
     ASSERT_LT(loss[u][2], loss[u][0]);
+  /* Each samples its own model; another user's is not there. */
+  for (int u = 0; u < 3; u++) {
+    snprintf(body, sizeof(body), "{\"model_id\":\"%s\",\"prompt\":\"Hello %s!\","
+                                 "\"max_tokens\":4,\"seed\":1}", mids[u], names[u]);
+    rid = submit("/api/v1/asample", auth[u], body, mids[u]);
+    v = retrieve(rid, auth[u]);
+    ASSERT_STR_EQ(str_of(v, "model_id"), mids[u]);
+    json_decref(v);
+    free(rid);
+    hc_expect("POST", "/api/v1/asample", auth[(u + 1) % 3], body, 404, "unknown model");
+  }
   /* Different data, different losses. */
   ASSERT(fabs(loss[0][0] - loss[1][0]) > 1e-6);
 
