@@ -760,6 +760,90 @@ TEST(close_with_requests_waiting_for_the_database) {
   ASSERT_OK(system(cmd));
 }
 
+/* The prompt log-probs of [1, 2, 3, 4, 5] from a sampling session, or
+ * from the base model when smp is NULL. */
+static json_t *prompt_logprobs(const char *smp) {
+  char body[512], who[160];
+  if (smp != NULL)
+    snprintf(who, sizeof(who), "\"sampling_session_id\":\"%s\"", smp);
+  else
+    snprintf(who, sizeof(who), "\"base_model\":\"base\"");
+  snprintf(body, sizeof(body),
+           "{%s,\"seq_id\":0,\"num_samples\":1,\"prompt_logprobs\":true,\"prompt\":"
+           "{\"chunks\":[{\"type\":\"encoded_text\",\"tokens\":[1,2,3,4,5]}]},"
+           "\"sampling_params\":{\"max_tokens\":1,\"temperature\":1.0,\"seed\":1}}",
+           who);
+  char *rid = post_field("/api/v1/asample", NULL, body, "request_id");
+  json_t *v = result_json(rid, NULL);
+  free(rid);
+  json_t *lp = json_incref(json_object_get(v, "prompt_logprobs"));
+  json_decref(v);
+  ASSERT_EQ_INT(json_array_size(lp), 5);
+  return lp;
+}
+
+TEST(sampling_an_old_checkpoint_at_start) {
+  /* Right after a restart, the database and the base model are both
+   * still loading (the threadpool is held at a gate): a sampling session
+   * over trained weights of the earlier server waits for both, and then
+   * samples with those weights, not the bare base model. */
+  tb_server_options_t o = { 0 };
+  start_training(&o);
+  char *sid = create_session(NULL);
+  char *mid = create_model(sid, 0, NULL);
+  char *rid = submit_fwdbwd(mid, 1, NULL);
+  json_decref(result_json(rid, NULL));
+  free(rid);
+  char body[512];
+  snprintf(body, sizeof(body),
+           "{\"model_id\":\"%s\",\"seq_id\":2,\"adam_params\":{\"learning_rate\":0.05}}",
+           mid);
+  rid = post_field("/api/v1/optim_step", NULL, body, "request_id");
+  json_decref(result_json(rid, NULL));
+  free(rid);
+  char *spath = save(mid, 3, "save_weights_for_sampler", "s1", 0, NULL);
+  close_server_keep_loop();
+
+  ASSERT_OK(uv_sem_init(&gate, 0));
+  for (int i = 0; i < 4; i++) {
+    uv_work_t *w = xmalloc(sizeof(*w));
+    ASSERT_OK(uv_queue_work(&loop, w, sleep_work, sleep_done));
+    n_sleepers++;
+  }
+  tb_server_options_t o2 = { 0 };
+  reopen_training(&o2);
+  char *sid2 = create_session(NULL);
+  snprintf(body, sizeof(body),
+           "{\"session_id\":\"%s\",\"sampling_session_seq_id\":0,\"model_path\":\"%s\"}",
+           sid2, spath);
+  hc_t *c = hc_send("POST", "/api/v1/create_sampling_session", NULL, body);
+  uint64_t n0 = srv->http.n_requests;
+  RUN_UNTIL(srv->http.n_requests > n0);
+  ASSERT_EQ_INT(tb__store_state(srv->store), 0);
+  open_gate();
+  hc_wait(c);
+  ASSERT_EQ_INT(c->status, 200);
+  char *smp = field_of(c, "sampling_session_id");
+  hc_free(c);
+  json_t *trained = prompt_logprobs(smp);
+  json_t *plain = prompt_logprobs(NULL);
+  double diff = 0;
+  for (size_t i = 1; i < 5; i++)
+    diff += fabs(json_number_value(json_array_get(trained, i)) -
+                 json_number_value(json_array_get(plain, i)));
+  ASSERT_GT(diff, 1e-4);
+  json_decref(trained);
+  json_decref(plain);
+  RUN_UNTIL(n_sleepers == 0);
+  uv_sem_destroy(&gate);
+  free(smp);
+  free(sid2);
+  free(spath);
+  free(mid);
+  free(sid);
+  stop_training();
+}
+
 TEST_LIST(
   TEST_ENTRY(runs_and_checkpoints),
   TEST_ENTRY(users_see_their_own),
@@ -772,4 +856,5 @@ TEST_LIST(
   TEST_ENTRY(ownership_while_opening),
   TEST_ENTRY(requests_wait_for_the_database),
   TEST_ENTRY(close_with_requests_waiting_for_the_database),
+  TEST_ENTRY(sampling_an_old_checkpoint_at_start),
 )

@@ -83,7 +83,10 @@ static char *late_check(const tb__top_t *op) {
   return NULL;
 }
 
+static void samplers_base_settled(tb__training_t *tr);
+
 void tb__samples_base_settled(tb__training_t *tr) {
+  samplers_base_settled(tr);
   tb__top_t **p = &tr->base_waiting;
   while (*p != NULL) {
     tb__top_t *op = *p;
@@ -459,6 +462,31 @@ static void on_sampler_info(tb__training_t *tr, void *data, int status,
   sampler_create(s);
 }
 
+/* The samplers that waited for their base model: their adapters are made
+ * now, or they fail with it. */
+static void samplers_base_settled(tb__training_t *tr) {
+  for (tb__sampler_t *s = tr->samplers; s != NULL; s = s->next) {
+    if (s->await_base == 0 || (s->base->state == 0 && !tr->closing))
+      continue;
+    int known = s->await_base == 2;
+    s->await_base = 0;
+    if (tr->closing || s->base->state < 0) {
+      s->state = -1;
+      s->fail_category = TB_CATEGORY_SERVER;
+      s->fail_message = tr->closing ? tb__asprintf("the server is closing")
+                                    : tb__asprintf("the base model %s is not available",
+                                                   s->base->name);
+      sampler_flush(s);
+    } else if (known) {
+      sampler_create(s);
+    } else {
+      int rc = tb__read_checkpoint_lora(tr, s->dir, on_sampler_info, s);
+      if (rc != 0)
+        sampler_failed(s, rc);
+    }
+  }
+}
+
 tb__sampler_t *tb__sampler_open(tb__training_t *tr, tb__user_t *owner, tb__session_t *sess,
                                 tb__tbase_t *base, char *id, const tb_slice_t *path,
                                 char *dir, const tb_lora_config_t *lora) {
@@ -482,7 +510,11 @@ tb__sampler_t *tb__sampler_open(tb__training_t *tr, tb__user_t *owner, tb__sessi
   tr->samplers = s;
   tb__session_add_sampler(sess, id);
   if (dir != NULL) {
-    if (base->state != 1) {
+    if (base->state == 0) {
+      /* Its adapter is made once the base model is loaded. */
+      s->state = 0;
+      s->await_base = lora != NULL ? 2 : 1;
+    } else if (base->state != 1) {
       s->state = -1;
       s->fail_category = TB_CATEGORY_SERVER;
       s->fail_message = tb__asprintf("the base model %s is not loaded", base->name);

@@ -131,6 +131,9 @@ struct tb__sampler_s {
   tb_engine_adapter_t *adapter;  /* model_path samplers, once created */
   tb_engine_job_t job;           /* creating and loading the adapter */
   int state;                     /* 0 loading, 1 ready, -1 failed */
+  int await_base;                /* created while its base model loads:
+                                    1, or 2 with lora known; started by
+                                    tb__samples_base_settled */
   tb_category_t fail_category;
   char *fail_message;
   tb__top_t *waiting;            /* asamples until the adapter is ready */
