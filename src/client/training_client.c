@@ -223,8 +223,42 @@ static int req_body(tb__tc_req_t *r, tb_buf_t *out) {
   return rc ? rc : tb__buf_append(out, r->proto.base, r->proto.len);
 }
 
+/* A result body larger than this is decoded on the threadpool, not on the
+ * loop (docs/ARCHITECTURE.md §3): the operation layer hands it over as a
+ * raw_body_t, and on_req_done queues the work. */
+#define INLINE_DECODE_MAX (64 * 1024)
+
+typedef struct raw_body_s {
+  char *data;
+  size_t len;
+  int proto;
+} raw_body_t;
+
+static void raw_body_free(void *p) {
+  raw_body_t *b = p;
+  if (b != NULL)
+    free(b->data);
+  free(b);
+}
+
+static const tb_result_type_t raw_body_type = { "forward_backward_body", raw_body_free };
+
 static int decode_fwdbwd(tb__client_op_t *cop, const char *body, size_t len, int proto,
                          const tb_result_type_t **type, void **result, tb_error_t *err) {
+  if (len > INLINE_DECODE_MAX) {
+    raw_body_t *b = malloc(sizeof(*b));
+    char *copy = malloc(len);
+    if (b == NULL || copy == NULL) {
+      free(b);
+      free(copy);
+      return tb_error_set(err, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
+    }
+    memcpy(copy, body, len);
+    *b = (raw_body_t){ copy, len, proto };
+    *type = &raw_body_type;
+    *result = b;
+    return 0;
+  }
   tb_forward_backward_output_t *o = NULL;
   int rc = tb__decode_fwdbwd_output(body, len, proto, &o, err);
   if (rc == 0) {
@@ -557,16 +591,11 @@ void tb__tc_run_or_wait_model(tb__tc_op_t *op) {
 /* ------------------------------------------------------------ completion */
 
 
-static void on_req_done(tb_future_t *f, int status) {
-  tb__tc_req_t *r = f->data;
+/* Request r is over (its result or failure recorded). */
+static void req_finished(tb__tc_req_t *r) {
   tb__tc_op_t *op = r->op;
   r->done = 1;
   op->n_done++;
-  if (status != 0) {
-    tb__tc_keep_first_error(op, &f->error);
-  } else if (op->parts != NULL) {
-    op->parts[r->index] = tb_future_take(f, &tb_result_forward_backward_output);
-  }
   if (op->n_done < op->n_started)
     return;
   /* A phase whose first request still waits for the others' POSTs is not
@@ -576,6 +605,69 @@ static void on_req_done(tb_future_t *f, int status) {
       !tb__tc_stopped_at(op->tc, op->reqs[first].seq))
     return;
   tb__tc_op_finish(op);
+}
+
+/* A large result decoded off the loop: the work touches only this. */
+typedef struct decode_work_s {
+  uv_work_t work;
+  tb__tc_req_t *r;
+  raw_body_t *raw;
+  tb_forward_backward_output_t *out;
+  tb_error_t err;
+  int rc;
+} decode_work_t;
+
+static void decode_work(uv_work_t *w) {
+  decode_work_t *d = w->data;
+  d->rc = tb__decode_fwdbwd_output(d->raw->data, d->raw->len, d->raw->proto, &d->out, &d->err);
+}
+
+static void decode_done(uv_work_t *w, int status) {
+  decode_work_t *d = w->data;
+  tb__tc_req_t *r = d->r;
+  if (d->rc == 0) {
+    r->op->parts[r->index] = d->out;
+  } else {
+    if (d->err.code == 0)
+      tb_error_set(&d->err, d->rc, TB_CATEGORY_SERVER, "cannot decode the result: %s",
+                   tb_strerror(d->rc));
+    tb__tc_keep_first_error(r->op, &d->err);
+  }
+  tb_error_clear(&d->err);
+  raw_body_free(d->raw);
+  free(d);
+  req_finished(r);
+}
+
+static void on_req_done(tb_future_t *f, int status) {
+  tb__tc_req_t *r = f->data;
+  tb__tc_op_t *op = r->op;
+  if (status != 0) {
+    tb__tc_keep_first_error(op, &f->error);
+  } else if (f->result_type == &raw_body_type) {
+    decode_work_t *d = calloc(1, sizeof(*d));
+    raw_body_t *raw = tb_future_take(f, &raw_body_type);
+    if (d != NULL) {
+      d->r = r;
+      d->raw = raw;
+      d->work.data = d;
+      if (uv_queue_work(op->tc->rt->loop, &d->work, decode_work, decode_done) == 0)
+        return;  /* decode_done finishes r */
+    }
+    /* No work item: decode here rather than fail. */
+    tb_error_t e = { 0 };
+    tb_forward_backward_output_t *o = NULL;
+    if (tb__decode_fwdbwd_output(raw->data, raw->len, raw->proto, &o, &e) == 0)
+      op->parts[r->index] = o;
+    else
+      tb__tc_keep_first_error(op, &e);
+    tb_error_clear(&e);
+    raw_body_free(raw);
+    free(d);
+  } else if (op->parts != NULL) {
+    op->parts[r->index] = tb_future_take(f, &tb_result_forward_backward_output);
+  }
+  req_finished(r);
 }
 
 
