@@ -17,7 +17,9 @@
  * What the loop keeps in memory: the owner of every training run and the
  * set of public checkpoints (read at open, kept current by the hooks), so
  * that load_weights and create_sampling_session can check a tinker://
- * path without waiting for the database.
+ * path without waiting for the database.  Until the database has been
+ * read at open, a path only it can vouch for holds its request
+ * (tb__store_defer), which runs again once it is read.
  *
  * At open the sessions of earlier runs of the server are restored into
  * the sessions table in memory (sessions.h): those that had expired stay
