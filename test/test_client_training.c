@@ -914,6 +914,38 @@ TEST(fake_sampling_client_of_a_failed_save) {
   fake_world_stop(&w);
 }
 
+static int nested_rc;
+static char nested_msg[256];
+
+static void call_sync_inside(tb_future_t *f, int status) {
+  tb_training_client_t *tc = f->data;
+  tb_error_t err = { 0 };
+  nested_rc = tb_training_client_optim_step_sync(tc, NULL, NULL, &err);
+  snprintf(nested_msg, sizeof(nested_msg), "%s", err.message ? err.message : "");
+  tb_error_clear(&err);
+}
+
+/* A _sync function inside a callback of the loop is refused before it
+ * makes anything, so the client goes on. */
+TEST(fake_sync_inside_a_callback) {
+  fake_world_t w;
+  fake_world_start(&w, 1);
+  tb_future_t *f;
+  ASSERT_OK(tb_training_client_optim_step(&w.tc, NULL, &f));
+  f->data = &w.tc;
+  ASSERT_OK(tb_future_set_callback(f, call_sync_inside));
+  nested_rc = 0;
+  ASSERT_OK(tb_future_wait(f, 60000));
+  ASSERT_EQ_INT(nested_rc, TB_ENESTED);
+  ASSERT_STR_CONTAINS(nested_msg, "callback");
+  tb_future_free(f);
+  tb_error_t err = { 0 };
+  ASSERT_OK(tb_training_client_optim_step_sync(&w.tc, NULL, NULL, &err));
+  ASSERT_EQ_INT(tf.n_sent, 2);
+  ASSERT_EQ_INT(tf.sent[1].seq, 2);
+  fake_world_stop(&w);
+}
+
 TEST_LIST(
   TEST_ENTRY_TIMEOUT(training_run, 600000),
   TEST_ENTRY_TIMEOUT(custom_loss, 600000),
@@ -927,4 +959,5 @@ TEST_LIST(
   TEST_ENTRY(fake_close_with_work),
   TEST_ENTRY(fake_close_while_creating),
   TEST_ENTRY(fake_sampling_client_of_a_failed_save),
+  TEST_ENTRY(fake_sync_inside_a_callback),
 )

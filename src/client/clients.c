@@ -29,6 +29,14 @@ int tb__client_wait_take(tb__rt_t *rt, tb_future_t *f, const tb_result_type_t *t
   return rc;
 }
 
+int tb__client_check_nested(tb_service_client_t *sc, tb_error_t *err) {
+  if (sc == NULL || sc->loop == NULL || !tb__loop_is_entered(sc->loop))
+    return 0;
+  return tb_error_set(err, TB_ENESTED, TB_CATEGORY_USER,
+                      "a _sync function was called from inside a callback of its loop; "
+                      "use the future-returning form there");
+}
+
 int tb__client_refused(tb_error_t *err, int rc, const char *what) {
   tb_category_t cat = rc == TB_ENOMEM ? TB_CATEGORY_NONE
                       : rc == TB_ECLOSING ? TB_CATEGORY_CANCELLED

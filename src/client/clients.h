@@ -15,6 +15,12 @@
 int tb__client_wait_take(tb__rt_t *rt, tb_future_t *f, const tb_result_type_t *type,
                          void **result, tb_error_t *err);
 
+/* TB_ENESTED, with err saying so, when a blocking wait on sc's loop would
+ * nest (a _sync function called from a callback of that loop); else 0.
+ * Checked before the operation is made: a sequenced training operation
+ * that were made and then dropped would stop its client. */
+int tb__client_check_nested(tb_service_client_t *sc, tb_error_t *err);
+
 /* For a _sync twin whose asynchronous form returned rc before making a
  * future: fills err and returns rc. */
 int tb__client_refused(tb_error_t *err, int rc, const char *what);

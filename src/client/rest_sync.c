@@ -23,6 +23,8 @@ int tb_rest_client_get_training_run_sync(tb_rest_client_t *rc,
     tb_access_scope_t scope,
     tb_training_run_t **run,
     tb_error_t *err) {
+  if (tb__client_check_nested(rc ? rc->service : NULL, err) != 0)
+    return TB_ENESTED;
   tb_future_t *f = NULL;
   int ret = tb_rest_client_get_training_run(rc, training_run_id, scope, &f);
   return finish(rc, ret, f, "get_training_run",
@@ -34,6 +36,8 @@ int tb_rest_client_get_training_run_by_tinker_path_sync(tb_rest_client_t *rc,
     tb_access_scope_t scope,
     tb_training_run_t **run,
     tb_error_t *err) {
+  if (tb__client_check_nested(rc ? rc->service : NULL, err) != 0)
+    return TB_ENESTED;
   tb_future_t *f = NULL;
   int ret = tb_rest_client_get_training_run_by_tinker_path(rc, tinker_path, scope, &f);
   return finish(rc, ret, f, "get_training_run_by_tinker_path",
@@ -47,6 +51,8 @@ int tb_rest_client_list_training_runs_sync(tb_rest_client_t *rc,
     const char *project_id,
     tb_training_run_list_t **runs,
     tb_error_t *err) {
+  if (tb__client_check_nested(rc ? rc->service : NULL, err) != 0)
+    return TB_ENESTED;
   tb_future_t *f = NULL;
   int ret = tb_rest_client_list_training_runs(rc, limit, offset, scope, project_id, &f);
   return finish(rc, ret, f, "list_training_runs",
@@ -57,6 +63,8 @@ int tb_rest_client_get_weights_info_by_tinker_path_sync(tb_rest_client_t *rc,
     const char *tinker_path,
     tb_weights_info_t **info,
     tb_error_t *err) {
+  if (tb__client_check_nested(rc ? rc->service : NULL, err) != 0)
+    return TB_ENESTED;
   tb_future_t *f = NULL;
   int ret = tb_rest_client_get_weights_info_by_tinker_path(rc, tinker_path, &f);
   return finish(rc, ret, f, "get_weights_info_by_tinker_path",
@@ -67,6 +75,8 @@ int tb_rest_client_list_checkpoints_sync(tb_rest_client_t *rc,
     const char *training_run_id,
     tb_checkpoint_list_t **list,
     tb_error_t *err) {
+  if (tb__client_check_nested(rc ? rc->service : NULL, err) != 0)
+    return TB_ENESTED;
   tb_future_t *f = NULL;
   int ret = tb_rest_client_list_checkpoints(rc, training_run_id, &f);
   return finish(rc, ret, f, "list_checkpoints",
@@ -78,6 +88,8 @@ int tb_rest_client_list_user_checkpoints_sync(tb_rest_client_t *rc,
     int64_t offset,
     tb_checkpoint_list_t **list,
     tb_error_t *err) {
+  if (tb__client_check_nested(rc ? rc->service : NULL, err) != 0)
+    return TB_ENESTED;
   tb_future_t *f = NULL;
   int ret = tb_rest_client_list_user_checkpoints(rc, limit, offset, &f);
   return finish(rc, ret, f, "list_user_checkpoints",
@@ -89,6 +101,8 @@ int tb_rest_client_get_checkpoint_archive_url_sync(tb_rest_client_t *rc,
     const char *checkpoint_id,
     tb_archive_url_t **url,
     tb_error_t *err) {
+  if (tb__client_check_nested(rc ? rc->service : NULL, err) != 0)
+    return TB_ENESTED;
   tb_future_t *f = NULL;
   int ret = tb_rest_client_get_checkpoint_archive_url(rc, training_run_id, checkpoint_id, &f);
   return finish(rc, ret, f, "get_checkpoint_archive_url",
@@ -99,6 +113,8 @@ int tb_rest_client_get_checkpoint_archive_url_from_tinker_path_sync(tb_rest_clie
     const char *tinker_path,
     tb_archive_url_t **url,
     tb_error_t *err) {
+  if (tb__client_check_nested(rc ? rc->service : NULL, err) != 0)
+    return TB_ENESTED;
   tb_future_t *f = NULL;
   int ret = tb_rest_client_get_checkpoint_archive_url_from_tinker_path(rc, tinker_path, &f);
   return finish(rc, ret, f, "get_checkpoint_archive_url_from_tinker_path",
@@ -109,6 +125,8 @@ int tb_rest_client_delete_checkpoint_sync(tb_rest_client_t *rc,
     const char *training_run_id,
     const char *checkpoint_id,
     tb_error_t *err) {
+  if (tb__client_check_nested(rc ? rc->service : NULL, err) != 0)
+    return TB_ENESTED;
   tb_future_t *f = NULL;
   int ret = tb_rest_client_delete_checkpoint(rc, training_run_id, checkpoint_id, &f);
   return finish(rc, ret, f, "delete_checkpoint",
@@ -118,6 +136,8 @@ int tb_rest_client_delete_checkpoint_sync(tb_rest_client_t *rc,
 int tb_rest_client_delete_checkpoint_from_tinker_path_sync(tb_rest_client_t *rc,
     const char *tinker_path,
     tb_error_t *err) {
+  if (tb__client_check_nested(rc ? rc->service : NULL, err) != 0)
+    return TB_ENESTED;
   tb_future_t *f = NULL;
   int ret = tb_rest_client_delete_checkpoint_from_tinker_path(rc, tinker_path, &f);
   return finish(rc, ret, f, "delete_checkpoint_from_tinker_path",
@@ -127,6 +147,8 @@ int tb_rest_client_delete_checkpoint_from_tinker_path_sync(tb_rest_client_t *rc,
 int tb_rest_client_publish_checkpoint_from_tinker_path_sync(tb_rest_client_t *rc,
     const char *tinker_path,
     tb_error_t *err) {
+  if (tb__client_check_nested(rc ? rc->service : NULL, err) != 0)
+    return TB_ENESTED;
   tb_future_t *f = NULL;
   int ret = tb_rest_client_publish_checkpoint_from_tinker_path(rc, tinker_path, &f);
   return finish(rc, ret, f, "publish_checkpoint_from_tinker_path",
@@ -136,6 +158,8 @@ int tb_rest_client_publish_checkpoint_from_tinker_path_sync(tb_rest_client_t *rc
 int tb_rest_client_unpublish_checkpoint_from_tinker_path_sync(tb_rest_client_t *rc,
     const char *tinker_path,
     tb_error_t *err) {
+  if (tb__client_check_nested(rc ? rc->service : NULL, err) != 0)
+    return TB_ENESTED;
   tb_future_t *f = NULL;
   int ret = tb_rest_client_unpublish_checkpoint_from_tinker_path(rc, tinker_path, &f);
   return finish(rc, ret, f, "unpublish_checkpoint_from_tinker_path",
@@ -146,6 +170,8 @@ int tb_rest_client_set_checkpoint_ttl_from_tinker_path_sync(tb_rest_client_t *rc
     const char *tinker_path,
     int64_t ttl_seconds,
     tb_error_t *err) {
+  if (tb__client_check_nested(rc ? rc->service : NULL, err) != 0)
+    return TB_ENESTED;
   tb_future_t *f = NULL;
   int ret = tb_rest_client_set_checkpoint_ttl_from_tinker_path(rc, tinker_path, ttl_seconds, &f);
   return finish(rc, ret, f, "set_checkpoint_ttl_from_tinker_path",
@@ -157,6 +183,8 @@ int tb_rest_client_get_session_sync(tb_rest_client_t *rc,
     tb_access_scope_t scope,
     tb_session_info_t **info,
     tb_error_t *err) {
+  if (tb__client_check_nested(rc ? rc->service : NULL, err) != 0)
+    return TB_ENESTED;
   tb_future_t *f = NULL;
   int ret = tb_rest_client_get_session(rc, session_id, scope, &f);
   return finish(rc, ret, f, "get_session",
@@ -169,6 +197,8 @@ int tb_rest_client_list_sessions_sync(tb_rest_client_t *rc,
     tb_access_scope_t scope,
     tb_string_list_t **ids,
     tb_error_t *err) {
+  if (tb__client_check_nested(rc ? rc->service : NULL, err) != 0)
+    return TB_ENESTED;
   tb_future_t *f = NULL;
   int ret = tb_rest_client_list_sessions(rc, limit, offset, scope, &f);
   return finish(rc, ret, f, "list_sessions",
@@ -179,6 +209,8 @@ int tb_rest_client_assign_session_project_sync(tb_rest_client_t *rc,
     const char *session_id,
     const char *project_id,
     tb_error_t *err) {
+  if (tb__client_check_nested(rc ? rc->service : NULL, err) != 0)
+    return TB_ENESTED;
   tb_future_t *f = NULL;
   int ret = tb_rest_client_assign_session_project(rc, session_id, project_id, &f);
   return finish(rc, ret, f, "assign_session_project",
@@ -189,6 +221,8 @@ int tb_rest_client_export_session_trace_sync(tb_rest_client_t *rc,
     const char *session_id,
     char **url,
     tb_error_t *err) {
+  if (tb__client_check_nested(rc ? rc->service : NULL, err) != 0)
+    return TB_ENESTED;
   tb_future_t *f = NULL;
   int ret = tb_rest_client_export_session_trace(rc, session_id, &f);
   return finish(rc, ret, f, "export_session_trace",
@@ -199,6 +233,8 @@ int tb_rest_client_get_sampler_sync(tb_rest_client_t *rc,
     const char *sampler_id,
     tb_sampler_info_t **info,
     tb_error_t *err) {
+  if (tb__client_check_nested(rc ? rc->service : NULL, err) != 0)
+    return TB_ENESTED;
   tb_future_t *f = NULL;
   int ret = tb_rest_client_get_sampler(rc, sampler_id, &f);
   return finish(rc, ret, f, "get_sampler",
@@ -210,6 +246,8 @@ int tb_rest_client_get_audit_log_sync(tb_rest_client_t *rc,
     const char *day,
     char **json,
     tb_error_t *err) {
+  if (tb__client_check_nested(rc ? rc->service : NULL, err) != 0)
+    return TB_ENESTED;
   tb_future_t *f = NULL;
   int ret = tb_rest_client_get_audit_log(rc, event_type, day, &f);
   return finish(rc, ret, f, "get_audit_log",
@@ -221,6 +259,8 @@ int tb_rest_client_get_billing_usage_sync(tb_rest_client_t *rc,
     const char *ending_before,
     char **json,
     tb_error_t *err) {
+  if (tb__client_check_nested(rc ? rc->service : NULL, err) != 0)
+    return TB_ENESTED;
   tb_future_t *f = NULL;
   int ret = tb_rest_client_get_billing_usage(rc, starting_on, ending_before, &f);
   return finish(rc, ret, f, "get_billing_usage",

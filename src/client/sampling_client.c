@@ -521,6 +521,8 @@ int tb_sampling_client_sample_sync(tb_sampling_client_t *samp, const tb_model_in
                                    size_t num_samples, const tb_sample_params_t *params,
                                    int include_prompt_logprobs, size_t topk_prompt_logprobs,
                                    tb_sample_response_t **result, tb_error_t *err) {
+  if (tb__client_check_nested(samp ? samp->service : NULL, err) != 0)
+    return TB_ENESTED;
   tb_future_t *f;
   int rc = sample_common(samp, S_SAMPLE, prompt, num_samples, params, include_prompt_logprobs,
                          topk_prompt_logprobs, &f, err);
@@ -541,6 +543,8 @@ int tb_sampling_client_compute_logprobs(tb_sampling_client_t *samp,
 int tb_sampling_client_compute_logprobs_sync(tb_sampling_client_t *samp,
                                              const tb_model_input_t *prompt,
                                              tb_logprobs_t **result, tb_error_t *err) {
+  if (tb__client_check_nested(samp ? samp->service : NULL, err) != 0)
+    return TB_ENESTED;
   tb_sample_params_t p;
   tb_sample_params_default(&p);
   p.max_tokens = 1;
@@ -562,6 +566,8 @@ int tb_sampling_client_get_base_model(tb_sampling_client_t *samp, tb_future_t **
 
 int tb_sampling_client_get_base_model_sync(tb_sampling_client_t *samp, char **base_model,
                                            tb_error_t *err) {
+  if (tb__client_check_nested(samp ? samp->service : NULL, err) != 0)
+    return TB_ENESTED;
   tb_future_t *f;
   int rc = tb_sampling_client_get_base_model(samp, &f);
   if (rc != 0)
@@ -781,6 +787,8 @@ int tb_service_client_create_sampling_client_sync(tb_service_client_t *svc,
                                                   tb_sampling_client_t *samp,
                                                   const char *model_path, const char *base_model,
                                                   tb_error_t *err) {
+  if (tb__client_check_nested(svc, err) != 0)
+    return TB_ENESTED;
   tb_future_t *f;
   int rc = tb_service_client_create_sampling_client(svc, samp, model_path, base_model, &f);
   if (rc != 0)
