@@ -40,10 +40,12 @@
  * format.
  *
  * Every operation returns a future (tinkerbell/future.h) and has a _sync
- * twin that waits for it within the config's wait_timeout_ms (not from
- * inside a callback of the loop: TB_ENESTED).  A function that returns an
- * error makes no future.  The data given to an operation is copied: it may
- * be released as soon as the call returns.
+ * twin that waits for it within the config's wait_timeout_ms; a wait that
+ * runs out cancels the operation (see above for what that means to the
+ * order).  A _sync function called inside a callback of the loop returns
+ * TB_ENESTED and makes nothing.  A function that returns an error makes
+ * no future.  The data given to an operation is copied: it may be
+ * released as soon as the call returns.
  */
 #ifndef TINKERBELL_TRAINING_CLIENT_H
 #define TINKERBELL_TRAINING_CLIENT_H
