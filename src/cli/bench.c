@@ -62,6 +62,12 @@ static const bench_t benches[] = {
     { "--model", "base", "--steps", "20" }, { "--model", "base", "--steps", "3" },
     "{ms_per_step} ms/step, {tokens_per_s} tokens/s", "PyTorch {torch_ms} ms/step",
     "{ratio_torch}x PyTorch" },
+  { "pipeline", "training steps through the client, pipelined", "bench_pipeline",
+    { "--steps", "20", "--users", "4" }, { "--steps", "3", "--users", "2" },
+    "{pipe_sps} steps/s", "the sync pattern: {seq_sps} steps/s", "{pipe_ratio}x" },
+  { "users", "several users training at once (aggregate)", "bench_pipeline",
+    { NULL }, { NULL },
+    "{users} users: {users_tps} tokens/s", "one user: {one_tps} tokens/s", "{users_ratio}x" },
   { NULL, NULL, NULL, { NULL }, { NULL }, NULL, NULL, NULL },
 };
 

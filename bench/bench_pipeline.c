@@ -1,0 +1,272 @@
+/*
+ * Training through the client runtime against the embedded server, each
+ * figure against its peer in the same run:
+ *
+ *   pipeline  training steps per second of one client that submits the next
+ *             step while the current one runs (two steps in flight), against
+ *             the sync pattern (forward_backward, wait, optim_step, wait);
+ *             the server is embedded on the same loop (model base, 8
+ *             sequences of 128 tokens).
+ *   users     aggregate training tokens/s of several users training at once
+ *             (each its own ServiceClient, session and adapter, pipelined),
+ *             against one user alone doing the same per-user work.
+ *
+ * usage: bench_pipeline [--only pipeline|users] [--steps S] [--users U]
+ * Output: human lines, then one `BENCH pipeline key=value ...` line.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uv.h>
+
+#include "core/buf.h"
+#include "core/log.h"
+#include "kernels/kernels.h"
+#include "tinkerbell.h"
+#include "tinkerbell/training_client.h"
+
+#define SEQS 8
+#define SEQ_LEN 128
+
+static void die(const char *what, const tb_error_t *err, int rc) {
+  fprintf(stderr, "bench_pipeline: %s: %s\n", what,
+          err && err->message ? tb_error_message(err) : tb_strerror(rc));
+  exit(1);
+}
+
+static double now_s(void) {
+  return (double)uv_hrtime() / 1e9;
+}
+
+/* ------------------------------------------------------------ embedded */
+
+typedef struct {
+  uv_loop_t loop;
+  tb_server_t server;
+  char url[64];
+  char dir[64];
+} embedded_t;
+
+static void embedded_start(embedded_t *e) {
+  uv_loop_init(&e->loop);
+  snprintf(e->dir, sizeof(e->dir), "/tmp/tb-bench-pipeline-XXXXXX");
+  if (mkdtemp(e->dir) == NULL)
+    die("mkdtemp", NULL, TB_EIO);
+  tb_server_options_t so = { .data_dir = e->dir };
+  if (tb_server_init(&e->loop, &e->server, &so) != 0 ||
+      tb_server_start_training(&e->server, NULL, 0, 0) != 0 ||
+      tb_server_listen(&e->server, "127.0.0.1", 0) != 0)
+    die(e->server.message, NULL, TB_EIO);
+  snprintf(e->url, sizeof(e->url), "http://127.0.0.1:%d", tb_server_port(&e->server));
+}
+
+static void embedded_stop(embedded_t *e) {
+  tb_server_close(&e->server, NULL);
+  uv_run(&e->loop, UV_RUN_DEFAULT);
+  uv_loop_close(&e->loop);
+  char cmd[96];
+  snprintf(cmd, sizeof(cmd), "rm -rf %s", e->dir);
+  if (system(cmd) != 0)
+    fprintf(stderr, "bench_pipeline: could not remove %s\n", e->dir);
+}
+
+/* A batch of SEQS random byte sequences, every target trained. */
+static void make_batch(tb_train_datum_t *d, uint64_t seed) {
+  tb__k_rng_t rng;
+  tb__k_rng_seed(&rng, seed);
+  int32_t tokens[SEQ_LEN + 1];
+  for (int i = 0; i < SEQS; i++) {
+    for (int j = 0; j <= SEQ_LEN; j++)
+      tokens[j] = (int32_t)(tb__k_rng_next(&rng) % 256);
+    d[i] = (tb_train_datum_t){ 0 };
+    if (tb_train_datum_init_next_token(&d[i], tokens, NULL, SEQ_LEN + 1) != 0)
+      die("datum", NULL, TB_ENOMEM);
+  }
+}
+
+typedef struct {
+  tb_service_client_t sc;
+  tb_training_client_t tc;
+  tb_train_datum_t batch[SEQS];
+  tb_future_t *fb[2], *opt[2];
+} trainer_t;
+
+static void trainer_open(trainer_t *t, uv_loop_t *loop, const char *url, uint64_t seed) {
+  tb_client_config_t cfg = { .base_url = url };
+  tb_error_t err = { 0 };
+  int rc = tb_service_client_init(loop, &t->sc, &cfg, &err);
+  rc = rc ? rc : tb_service_client_create_lora_training_client_sync(&t->sc, &t->tc, "base", NULL,
+                                                                    &err);
+  if (rc != 0)
+    die("create", &err, rc);
+  make_batch(t->batch, seed);
+}
+
+/* Clients still closing: their memory must live until then. */
+static int closing;
+
+static void on_sc_closed(tb_service_client_t *sc) {
+  closing--;
+}
+
+static void on_tc_closed(tb_training_client_t *tc) {
+  tb_service_client_close(tc->service, on_sc_closed);
+}
+
+static void trainer_close(trainer_t *t) {
+  for (int i = 0; i < SEQS; i++)
+    tb_train_datum_clear(&t->batch[i]);
+  closing++;
+  tb_training_client_close(&t->tc, on_tc_closed);
+}
+
+static void wait_closed(uv_loop_t *loop) {
+  while (closing > 0)
+    uv_run(loop, UV_RUN_ONCE);
+}
+
+static void submit(trainer_t *t, int slot) {
+  tb_adamw_params_t adam;
+  tb_adamw_params_default(&adam);
+  if (tb_training_client_forward_backward(&t->tc, t->batch, SEQS, "cross_entropy", NULL, 0,
+                                          &t->fb[slot]) != 0 ||
+      tb_training_client_optim_step(&t->tc, &adam, &t->opt[slot]) != 0)
+    die("submit", NULL, TB_EIO);
+}
+
+static void finish(trainer_t *t, int slot) {
+  if (tb_future_wait(t->fb[slot], 0) != 0)
+    die("forward_backward", &t->fb[slot]->error, t->fb[slot]->status);
+  if (tb_future_wait(t->opt[slot], 0) != 0)
+    die("optim_step", &t->opt[slot]->error, t->opt[slot]->status);
+  tb_future_free(t->fb[slot]);
+  tb_future_free(t->opt[slot]);
+}
+
+/* Steps per second, sequential or with two steps in flight. */
+static double run_steps(trainer_t *t, int steps, int pipelined) {
+  double t0 = now_s();
+  if (!pipelined) {
+    /* The sync pattern: each call waits for its result. */
+    tb_adamw_params_t adam;
+    tb_adamw_params_default(&adam);
+    tb_error_t err = { 0 };
+    for (int s = 0; s < steps; s++) {
+      tb_forward_backward_output_t *out = NULL;
+      int rc = tb_training_client_forward_backward_sync(&t->tc, t->batch, SEQS, "cross_entropy",
+                                                        NULL, 0, &out, &err);
+      rc = rc ? rc : tb_training_client_optim_step_sync(&t->tc, &adam, NULL, &err);
+      if (rc != 0)
+        die("step", &err, rc);
+      tb_forward_backward_output_free(out);
+    }
+  } else {
+    submit(t, 0);
+    for (int s = 1; s < steps; s++) {
+      submit(t, s % 2);
+      finish(t, (s - 1) % 2);
+    }
+    finish(t, (steps - 1) % 2);
+  }
+  return steps / (now_s() - t0);
+}
+
+static void bench_pipeline(int steps, double *seq_sps, double *pipe_sps) {
+  embedded_t e;
+  embedded_start(&e);
+  trainer_t t;
+  trainer_open(&t, &e.loop, e.url, 1);
+  run_steps(&t, 2, 0); /* warm up: buffers, connections */
+  /* Alternate the modes so that drift of the machine hits both. */
+  double a = 0, b = 0;
+  for (int r = 0; r < 2; r++) {
+    a += run_steps(&t, steps, 0);
+    b += run_steps(&t, steps, 1);
+  }
+  *seq_sps = a / 2;
+  *pipe_sps = b / 2;
+  trainer_close(&t);
+  wait_closed(&e.loop);
+  embedded_stop(&e);
+  printf("pipeline: %.2f steps/s sequential, %.2f steps/s pipelined, ratio %.2f "
+         "(%d x %d tokens per step)\n", *seq_sps, *pipe_sps, *pipe_sps / *seq_sps, SEQS,
+         SEQ_LEN);
+}
+
+/* Aggregate tokens/s of n users each running steps pipelined steps. */
+static double users_tokens_per_s(embedded_t *e, int n, int steps) {
+  trainer_t *t = calloc((size_t)n, sizeof(*t));
+  for (int u = 0; u < n; u++)
+    trainer_open(&t[u], &e->loop, e->url, (uint64_t)u + 10);
+  double t0 = now_s();
+  for (int u = 0; u < n; u++)
+    submit(&t[u], 0);
+  for (int s = 1; s < steps; s++)
+    for (int u = 0; u < n; u++) {
+      submit(&t[u], s % 2);
+      finish(&t[u], (s - 1) % 2);
+    }
+  for (int u = 0; u < n; u++)
+    finish(&t[u], (steps - 1) % 2);
+  double tps = (double)n * steps * SEQS * SEQ_LEN / (now_s() - t0);
+  for (int u = 0; u < n; u++)
+    trainer_close(&t[u]);
+  wait_closed(&e->loop);
+  free(t);
+  return tps;
+}
+
+static void bench_users(int users, int steps, double *one, double *many) {
+  embedded_t e;
+  embedded_start(&e);
+  users_tokens_per_s(&e, 1, 2); /* warm up */
+  *one = users_tokens_per_s(&e, 1, steps);
+  *many = users_tokens_per_s(&e, users, steps);
+  embedded_stop(&e);
+  printf("users: one user %.0f tokens/s, %d users at once %.0f tokens/s in all, ratio %.2f\n",
+         *one, users, *many, *many / *one);
+}
+
+/* ------------------------------------------------------------ main */
+
+int main(int argc, char **argv) {
+  const char *only = NULL;
+  int steps = 20, users = 4;
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
+      only = argv[++i];
+    else if (strcmp(argv[i], "--steps") == 0 && i + 1 < argc)
+      steps = atoi(argv[++i]);
+    else if (strcmp(argv[i], "--users") == 0 && i + 1 < argc)
+      users = atoi(argv[++i]);
+    else {
+      fprintf(stderr, "usage: bench_pipeline [--only pipeline|users] [--steps S] "
+                      "[--users U]\n");
+      return 2;
+    }
+  }
+  if (steps < 2 || users < 2) {
+    fprintf(stderr, "bench_pipeline: --steps and --users must be at least 2\n");
+    return 2;
+  }
+  if (getenv("TINKERBELL_LOG") == NULL)
+    tb__log_set_level(TB_LOG_ERROR);
+  tb_buf_t line = TB_BUF_INIT;
+  tb__buf_printf(&line, "BENCH pipeline");
+  if (only == NULL || strcmp(only, "pipeline") == 0) {
+    double seq, pipe;
+    bench_pipeline(steps, &seq, &pipe);
+    tb__buf_printf(&line, " seq_sps=%.2f pipe_sps=%.2f pipe_ratio=%.2f", seq, pipe, pipe / seq);
+  }
+  if (only == NULL || strcmp(only, "users") == 0) {
+    double one, many;
+    bench_users(users, steps / 2 > 2 ? steps / 2 : 2, &one, &many);
+    tb__buf_printf(&line, " users=%d one_tps=%.0f users_tps=%.0f users_ratio=%.2f", users, one,
+                   many, many / one);
+  }
+  tb__buf_terminate(&line);
+  printf("%s\n", line.base);
+  tb__buf_free(&line);
+  return 0;
+}
