@@ -14,6 +14,7 @@
  * usage: bench_pipeline [--only pipeline|users] [--steps S] [--users U]
  * Output: human lines, then one `BENCH pipeline key=value ...` line.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -252,6 +253,7 @@ int main(int argc, char **argv) {
   }
   if (getenv("TINKERBELL_LOG") == NULL)
     tb__log_set_level(TB_LOG_ERROR);
+  signal(SIGPIPE, SIG_IGN);
   tb_buf_t line = TB_BUF_INIT;
   tb__buf_printf(&line, "BENCH pipeline");
   if (only == NULL || strcmp(only, "pipeline") == 0) {

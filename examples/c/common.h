@@ -8,6 +8,7 @@
 #ifndef TB_EXAMPLES_COMMON_H
 #define TB_EXAMPLES_COMMON_H
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 

@@ -23,6 +23,9 @@ typedef struct user_s {
 } user_t;
 
 int main(int argc, char **argv) {
+  /* libuv leaves SIGPIPE alone: a server that goes away mid-write must
+   * give an error, not end the program. */
+  signal(SIGPIPE, SIG_IGN);
   uv_loop_t loop;
   uv_loop_init(&loop);
   const char *base_url = argc > 1 ? argv[1] : NULL;

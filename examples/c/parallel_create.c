@@ -28,6 +28,9 @@ static void on_trainer_closed(tb_training_client_t *tc) {
 }
 
 int main(int argc, char **argv) {
+  /* libuv leaves SIGPIPE alone: a server that goes away mid-write must
+   * give an error, not end the program. */
+  signal(SIGPIPE, SIG_IGN);
   uv_loop_t loop;
   uv_loop_init(&loop);
   tb_client_config_t cfg = { .base_url = argc > 1 ? argv[1] : NULL };

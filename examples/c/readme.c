@@ -1,3 +1,4 @@
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <uv.h>
@@ -5,6 +6,7 @@
 #include "tinkerbell/training_client.h"
 
 int main(void) {
+  signal(SIGPIPE, SIG_IGN);                 /* libuv leaves it to the program */
   uv_loop_t loop;
   uv_loop_init(&loop);
   tb_client_config_t cfg = { 0 };          /* TINKER_BASE_URL, TINKER_API_KEY */

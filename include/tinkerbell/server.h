@@ -34,6 +34,11 @@
  * HTTPS: with tls_cert_file and tls_key_file the server speaks only TLS
  * (1.2 or later) on its port.
  *
+ * Signals: libuv leaves SIGPIPE to the program, and a client that goes
+ * away while its answer is written raises it; a program that embeds the
+ * server must ignore it (signal(SIGPIPE, SIG_IGN)), as `tinkerbell serve`
+ * does.
+ *
  * Non-goals: several processes sharing one store.
  */
 #ifndef TINKERBELL_SERVER_H

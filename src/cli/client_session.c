@@ -5,6 +5,7 @@
 #include "cli/client_session.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,6 +88,8 @@ int tb__cli_session_open(tb__cli_session_t *s, const char *cmd, const char *base
                          const char *data_dir, const char *base_model, uint64_t threads) {
   memset(s, 0, sizeof(*s));
   s->cmd = cmd;
+  /* A peer that closes while an answer is written must not kill us. */
+  signal(SIGPIPE, SIG_IGN);
   if (threads > 0) {
     /* Before anything on the loop starts libuv's threadpool. */
     char n[24];
