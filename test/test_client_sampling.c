@@ -347,6 +347,30 @@ TEST(close_while_creating) {
   sworld_stop(&w);
 }
 
+/* A prompt over 128 KiB (at the SDK's 10 bytes a token) pauses for 5 s
+ * after a 429. */
+TEST(long_backoff_for_a_large_prompt) {
+  sworld_t w;
+  sworld_start(&w);
+  sf.n_429 = 1;
+  size_t n = 15000;
+  int32_t *toks = malloc(n * sizeof(int32_t));
+  for (size_t i = 0; i < n; i++)
+    toks[i] = (int32_t)(i % 250);
+  tb_model_input_t big = { 0 };
+  ASSERT_OK(tb_model_input_init(&big, toks, n));
+  free(toks);
+  tb_sample_response_t *r = NULL;
+  tb_error_t err = { 0 };
+  ASSERT_OK(tb_sampling_client_sample_sync(&w.samp, &big, 1, NULL, 0, 0, &r, &err));
+  ASSERT_EQ_INT(sf.n, 2);
+  ASSERT_EQ_INT(sf.seqs[1], sf.seqs[0]);
+  ASSERT_GE(sf.at[1] - sf.at[0], 4900);
+  tb_sample_response_free(r);
+  tb_model_input_clear(&big);
+  sworld_stop(&w);
+}
+
 TEST_LIST(
   TEST_ENTRY(session_and_sample),
   TEST_ENTRY(backoff_on_429),
@@ -354,4 +378,5 @@ TEST_LIST(
   TEST_ENTRY(in_flight_limit),
   TEST_ENTRY(close_with_samples),
   TEST_ENTRY(close_while_creating),
+  TEST_ENTRY_TIMEOUT(long_backoff_for_a_large_prompt, 60000),
 )

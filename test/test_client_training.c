@@ -217,6 +217,20 @@ TEST(training_run) {
   ASSERT_EQ_INT(resp->n_prompt_logprobs, 4);
   ASSERT(isnan(resp->prompt_logprobs[0]));
   tb_sample_response_free(resp);
+  /* the top-3 log-probs of each prompt position: after the first, 3 cells
+   * in falling order, the prompt's own token's log-prob no higher than
+   * the first cell */
+  sp.stop_strings = NULL;
+  ASSERT_OK(tb_sampling_client_sample_sync(&samp, &prompt, 1, &sp, 1, 3, &resp, &err));
+  ASSERT_EQ_INT(resp->topk_k, 3);
+  ASSERT_EQ_INT(resp->topk_rows, 4);
+  for (size_t row = 1; row < 4; row++) {
+    const float *top = resp->topk_logprobs + row * 3;
+    ASSERT(top[0] != TB_SAMPLE_TOPK_EMPTY);
+    ASSERT(top[0] >= top[1] && top[1] >= top[2]);
+    ASSERT(resp->prompt_logprobs[row] <= top[0] + 1e-4f);
+  }
+  tb_sample_response_free(resp);
   /* The same seed samples the same tokens. */
   tb_sample_response_t *r1 = NULL, *r2 = NULL;
   sp.temperature = 0.8;
