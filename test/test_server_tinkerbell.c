@@ -1105,6 +1105,25 @@ TEST(checkpoints_after_restart) {
   stop_training();
 }
 
+/* A server without a data_dir keeps no checkpoints: saving and loading
+ * are refused at once; training and sampling work. */
+TEST(no_data_dir) {
+  tb_server_options_t o = { .long_poll_ms = 10000 };
+  start_server(&o);
+  tb_engine_opts_t eo = { .shards = 2 };
+  tb_error_t err = { 0 };
+  ASSERT_OK(tb__training_start(srv, &eo, NULL, 0, &err));
+  char *fb = fb_body("n", HELLO);
+  json_decref(post_ok("/api/v1/forward_backward", NULL, fb));
+  hc_expect("POST", "/api/v1/save_weights_async", NULL, "{\"model_id\":\"n\",\"path\":\"x\"}",
+            400, "path: this server keeps no checkpoints");
+  hc_expect("POST", "/load_weights", NULL, "{\"model_id\":\"n\",\"path\":\"x\"}", 400,
+            "path: this server keeps no checkpoints");
+  json_decref(post_ok("/api/v1/sample", NULL, "{\"model_id\":\"n\",\"prompt\":\"hi\",\"seed\":1}"));
+  free(fb);
+  stop_server();
+}
+
 TEST_LIST(
   TEST_ENTRY(sync_training_save_load_sample),
   TEST_ENTRY(async_pipelined_training),
@@ -1120,4 +1139,5 @@ TEST_LIST(
   TEST_ENTRY(another_base_model),
   TEST_ENTRY(rate_limited),
   TEST_ENTRY(checkpoints_after_restart),
+  TEST_ENTRY(no_data_dir),
 )
