@@ -59,12 +59,14 @@ static int wait_job(env_t *env, tb_engine_job_t *job, rec_t *r) {
   return r->status;
 }
 
-static void env_init(env_t *env, size_t shards) {
+/* An engine that keeps at most max_items work items in the threadpool (0:
+ * the default). */
+static void env_init_items(env_t *env, size_t shards, size_t max_items) {
   loop_thread = pthread_self();
   completions = 0;
   memset(env, 0, sizeof(*env));
   ASSERT_OK(uv_loop_init(&env->loop));
-  tb_engine_opts_t opts = { shards, 1, 0 };
+  tb_engine_opts_t opts = { shards, 1, max_items };
   env->engine.data = env;
   ASSERT_OK(tb__engine_init(&env->loop, &env->engine, &opts));
   tb_engine_job_t job = { 0 };
@@ -75,6 +77,10 @@ static void env_init(env_t *env, size_t shards) {
   env->base = job.model;
   ASSERT(env->base != NULL);
   tb__engine_job_cleanup(&job);
+}
+
+static void env_init(env_t *env, size_t shards) {
+  env_init_items(env, shards, 0);
 }
 
 static void env_close(env_t *env) {
@@ -888,10 +894,50 @@ TEST(base_learns_a_chat_dataset) {
   env_close(&env);
 }
 
+/* A job whose work finds every work item taken by another job's is told
+ * so (on_capacity 1, during its submission), and again when it starts. */
+static int capacity_events[8];
+static int n_capacity_events;
+
+static void on_capacity(tb_engine_job_t *job, int waiting) {
+  capacity_events[n_capacity_events++] = waiting;
+  ASSERT(job->data != NULL);
+}
+
+TEST(jobs_waiting_for_room_are_reported) {
+  env_t env;
+  env_init_items(&env, 1, 1);
+  data_t x, y;
+  make_data(&x, 21);
+  make_data(&y, 22);
+  tb_engine_adapter_t *a = new_adapter(&env, 4, 1);
+  tb_engine_adapter_t *b = new_adapter(&env, 4, 2);
+  tb_engine_job_t ja = { 0 }, jb = { 0 };
+  rec_t ra = { 0 }, rb = { 0 };
+  ja.data = &ra;
+  jb.data = &rb;
+  ja.on_capacity = on_capacity;
+  jb.on_capacity = on_capacity;
+  n_capacity_events = 0;
+  ASSERT_OK(tb__engine_forward_backward(&ja, a, &x.batch, rec_cb));
+  ASSERT_EQ_INT(n_capacity_events, 0);  /* room for the first */
+  ASSERT_OK(tb__engine_forward_backward(&jb, b, &y.batch, rec_cb));
+  ASSERT_EQ_INT(n_capacity_events, 1);  /* the second waits, at once */
+  ASSERT_EQ_INT(capacity_events[0], 1);
+  ASSERT_OK(wait_job(&env, &ja, &ra));
+  ASSERT_OK(wait_job(&env, &jb, &rb));
+  ASSERT_EQ_INT(n_capacity_events, 2);  /* and was told when it started */
+  ASSERT_EQ_INT(capacity_events[1], 0);
+  tb__engine_job_cleanup(&ja);
+  tb__engine_job_cleanup(&jb);
+  env_close(&env);
+}
+
 TEST_LIST(
   TEST_ENTRY(jobs_complete_on_the_loop),
   TEST_ENTRY(concurrent_loads_share_one_model),
   TEST_ENTRY(two_adapters_train_concurrently),
+  TEST_ENTRY(jobs_waiting_for_room_are_reported),
   TEST_ENTRY(sharded_equals_unsharded),
   TEST_ENTRY(fifo_order_per_adapter),
   TEST_ENTRY(user_errors_name_the_datum_and_key),

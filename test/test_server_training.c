@@ -998,7 +998,62 @@ TEST(with_the_http_client) {
   stop_training();
 }
 
+/* A job that waits because every engine worker runs another model's job
+ * is polled as paused_capacity, and as active (then done) once it runs. */
+TEST(paused_capacity_while_the_engine_is_full) {
+  strcpy(data_dir, "/tmp/tb-train-XXXXXX");
+  ASSERT(mkdtemp(data_dir) != NULL);
+  tb_server_options_t o = { .data_dir = data_dir, .long_poll_ms = 50 };
+  start_server(&o);
+  tb_engine_opts_t eo = { .shards = 1, .max_work_items = 1 };
+  tb_error_t err = { 0 };
+  ASSERT_OK(tb__training_start(srv, &eo, NULL, 0, &err));
+  char *sid = create_session(NULL);
+  char *a = create_model(sid, 0, NULL);
+  char *b = create_model(sid, 1, NULL);
+  /* A long job on a: 2000 tokens, 16 datums' worth of work in one. */
+  tb_buf_t toks = TB_BUF_INIT, ins = TB_BUF_INIT;
+  enum { N = 2000 };
+  tb__buf_append_str(&toks, "[");
+  tb__buf_append_str(&ins, "\"target_tokens\":{\"dtype\":\"int64\",\"shape\":[2000],\"data\":[");
+  for (int i = 0; i < N; i++) {
+    tb__buf_printf(&toks, "%s%d", i ? "," : "", 1 + i % 250);
+    tb__buf_printf(&ins, "%s%d", i ? "," : "", 2 + i % 250);
+  }
+  tb__buf_append_str(&toks, "]");
+  tb__buf_append_str(&ins, "]}");
+  tb__buf_terminate(&toks);
+  tb__buf_terminate(&ins);
+  char *long_body = fwd_body_n(a, 1, toks.base, ins.base);
+  char *ra = post_field("/api/v1/forward_backward", NULL, long_body, "request_id");
+  char *rb = submit_fwdbwd(b, 1, NULL);
+  /* b's first poll ends (50 ms) while a's job runs (far longer). */
+  char body[160];
+  snprintf(body, sizeof(body), "{\"request_id\":\"%s\"}", rb);
+  hc_t *c = hc_do("POST", "/api/v1/retrieve_future", NULL, body);
+  ASSERT_EQ_INT(c->status, 200);
+  json_t *v = hc_json(c);
+  ASSERT_STR_EQ(json_string_value(json_object_get(v, "type")), "try_again");
+  ASSERT_STR_EQ(json_string_value(json_object_get(v, "queue_state")), "paused_capacity");
+  ASSERT_STR_CONTAINS(json_string_value(json_object_get(v, "queue_state_reason")), "busy");
+  json_decref(v);
+  hc_free(c);
+  /* Both finish. */
+  json_decref(result_json(ra, NULL));
+  json_decref(result_json(rb, NULL));
+  free(ra);
+  free(rb);
+  free(long_body);
+  tb__buf_free(&toks);
+  tb__buf_free(&ins);
+  free(a);
+  free(b);
+  free(sid);
+  stop_training();
+}
+
 TEST_LIST(
+  TEST_ENTRY(paused_capacity_while_the_engine_is_full),
   TEST_ENTRY(train_save_load_sample),
   TEST_ENTRY(seq_id_order),
   TEST_ENTRY(unload_while_creating),

@@ -65,6 +65,11 @@ static void item_work_cb(uv_work_t *req) {
 static void item_after_cb(uv_work_t *req, int status);
 
 static void item_start(tb_engine_t *e, tb_engine_shard_t *it) {
+  tb_engine_job_t *job = it->job;
+  if (job->capacity_waiting) {
+    job->capacity_waiting = 0;
+    job->on_capacity(job, 0);
+  }
   if (it->skip == 0 && it->needs_ws && ws_take(e, &it->ws) != 0)
     it->skip = TB_ENOMEM;
   it->queued = 1;
@@ -89,6 +94,12 @@ static void item_submit(tb_engine_t *e, tb_engine_shard_t *it) {
   else
     e->wait_head = it;
   e->wait_tail = it;
+  /* Only a job none of whose work runs yet is waiting for room. */
+  tb_engine_job_t *job = it->job;
+  if (it == &job->items[0] && job->on_capacity != NULL && !job->capacity_waiting) {
+    job->capacity_waiting = 1;
+    job->on_capacity(job, 1);
+  }
 }
 
 static void pump(tb_engine_t *e) {
@@ -129,8 +140,10 @@ static void active_remove(tb_engine_t *e, tb_engine_job_t *job) {
 static int job_begin(tb_engine_job_t *job, tb_engine_t *e,
                      tb_engine_job_type_t type, tb_engine_job_cb cb) {
   void *data = job->data;
+  void (*on_capacity)(tb_engine_job_t *, int) = job->on_capacity;
   memset(job, 0, sizeof(*job));
   job->data = data;
+  job->on_capacity = on_capacity;
   job->engine = e;
   job->type = type;
   job->cb = cb;

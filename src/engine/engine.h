@@ -132,6 +132,12 @@ typedef struct tb_engine_metric_s {
 struct tb_engine_job_s {
   /* public */
   void *data;
+  /* Optional, set before submission: called on the loop (possibly from
+   * inside the submission) when the job's work has to wait because every
+   * work item the engine keeps in the threadpool belongs to other jobs
+   * (waiting 1), and again when its work starts (waiting 0).  A job that
+   * never waits for room is never reported. */
+  void (*on_capacity)(tb_engine_job_t *job, int waiting);
   /* read-only: set by the submission */
   tb_engine_t *engine;
   tb_engine_job_type_t type;
@@ -154,6 +160,7 @@ struct tb_engine_job_s {
   tb_engine_job_t *queue_next;   /* FIFO of target */
   tb_engine_job_t *active_prev, *active_next;
   int started;
+  int capacity_waiting;          /* on_capacity(job, 1) was called */
   /* inputs; pointers must stay valid until the callback */
   tb_batch_t batch;
   tb_adam_params_t adam;

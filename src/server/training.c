@@ -172,6 +172,7 @@ static void model_unlink(tb__training_t *tr, tb__tmodel_t *m, int counted) {
 static void start_held(tb__training_t *tr);
 static void drain(tb__tmodel_t *m);
 static void start_op(tb__top_t *op);
+static tb__future_t *client_future(tb__top_t *op);
 static void training_free(tb__training_t *tr);
 
 /* ------------------------------------------------------------ results */
@@ -499,10 +500,22 @@ static void on_create_lora(tb__training_t *tr, void *data, int status,
 }
 
 /* Submits op to the engine; on an immediate error fails it. */
+/* The engine is full: the client's poll says paused_capacity until the
+ * job's work starts. */
+static void on_capacity(tb_engine_job_t *job, int waiting) {
+  tb__top_t *op = job->data;
+  tb__future_t *f = client_future(op);
+  if (f != NULL)
+    tb__future_set_queue_state(f, waiting ? TB__QUEUE_PAUSED_CAPACITY : TB__QUEUE_ACTIVE,
+                               waiting ? "every worker is busy with other models' jobs"
+                                       : NULL);
+}
+
 static void start_op(tb__top_t *op) {
   tb__tmodel_t *m = op->model;
   tb__training_t *tr = op->tr;
   int rc;
+  op->job.on_capacity = on_capacity;
   switch (op->type) {
   case TB__OP_CREATE:
     if (op->need_lora) {
