@@ -494,6 +494,28 @@ TEST(server_errors) {
     tb_error_clear(&err);
     close_training(&w, &tc);
   }
+  /* sampling from the base model itself */
+  tb_sampling_client_t samp;
+  ASSERT_OK(tb_service_client_create_sampling_client_sync(&w.sc, &samp, NULL, "base", &err));
+  tb_model_input_t prompt = { 0 };
+  int32_t ptoks[] = { 'h', 'i' };
+  ASSERT_OK(tb_model_input_init(&prompt, ptoks, 2));
+  tb_sample_params_t sp;
+  tb_sample_params_default(&sp);
+  sp.max_tokens = 3;
+  tb_sample_response_t *resp = NULL;
+  ASSERT_OK(tb_sampling_client_sample_sync(&samp, &prompt, 3, &sp, 0, 0, &resp, &err));
+  ASSERT_EQ_INT(resp->n_sequences, 3);
+  tb_sample_response_free(resp);
+  /* a token outside the vocabulary is the caller's error, from the server */
+  int32_t bad_tok[] = { 1 << 20 };
+  ASSERT_OK(tb_model_input_init(&prompt, bad_tok, 1));
+  ASSERT_NE_INT(tb_sampling_client_sample_sync(&samp, &prompt, 1, &sp, 0, 0, &resp, &err), 0);
+  ASSERT_EQ_INT(err.category, TB_CATEGORY_USER);
+  tb_error_clear(&err);
+  tb_model_input_clear(&prompt);
+  close_sampling(&w, &samp);
+
   /* arguments refused before anything is sent */
   ASSERT_ERR(tb_service_client_create_lora_training_client(&w.sc, &tc, "", NULL, &created),
              TB_EINVAL);
@@ -521,6 +543,7 @@ typedef struct train_fake_s {
   int fail_first_503;           /* 503s answered to the first training POST */
   int refuse_seq;               /* seq_id answered 400, or 0 */
   uint64_t create_delay_ms;     /* the create_model result comes this late */
+  int poll_410;                 /* result polls answered 410 */
 } train_fake_t;
 
 static train_fake_t tf;
@@ -572,6 +595,10 @@ static fake_resp_t decide_train(fake_t *fk, tb_http_request_t *req, int is_poll)
     if (strcmp(rid, "create") == 0) {
       ok.body = "{\"model_id\":\"s1:train:0\",\"type\":\"create_model\"}";
       ok.delay_ms = tf.create_delay_ms;
+    } else if (tf.poll_410 > 0) {
+      tf.poll_410--;
+      ok.status = 410;
+      ok.body = "{\"error\":\"promise expired\",\"category\":\"server\"}";
     } else if (tf.n_sent < tf.expect_posts) {
       /* Held like a long poll until every step is in. */
       ok.body = arena_printf(req, "{\"type\":\"try_again\",\"request_id\":\"%s\","
@@ -960,6 +987,23 @@ TEST(fake_sync_inside_a_callback) {
   fake_world_stop(&w);
 }
 
+/* A training result whose server-side future expired (410) fails with
+ * TB_EEXPIRED; its seq_id was accepted, so the client goes on. */
+TEST(fake_expired_result) {
+  fake_world_t w;
+  fake_world_start(&w, 1);
+  tf.poll_410 = 1;
+  tb_future_t *f;
+  ASSERT_OK(tb_training_client_optim_step(&w.tc, NULL, &f));
+  ASSERT_ERR(tb_future_wait(f, 60000), TB_EEXPIRED);
+  ASSERT_EQ_INT(f->error.http_status, 410);
+  tb_future_free(f);
+  tb_error_t err = { 0 };
+  ASSERT_OK(tb_training_client_optim_step_sync(&w.tc, NULL, NULL, &err));
+  ASSERT_EQ_INT(tf.n_sent, 2);
+  fake_world_stop(&w);
+}
+
 TEST_LIST(
   TEST_ENTRY_TIMEOUT(training_run, 600000),
   TEST_ENTRY_TIMEOUT(custom_loss, 600000),
@@ -974,4 +1018,5 @@ TEST_LIST(
   TEST_ENTRY(fake_close_while_creating),
   TEST_ENTRY(fake_sampling_client_of_a_failed_save),
   TEST_ENTRY(fake_sync_inside_a_callback),
+  TEST_ENTRY(fake_expired_result),
 )
