@@ -158,7 +158,8 @@ TEST(training_run) {
   double first = loss_of(fs[1]), last = loss_of(fs[1 + 2 * (STEPS - 1)]);
   ASSERT_GT(first, 0);
   ASSERT_LT(last, first * 0.9);
-  const tb_forward_backward_output_t *o = tb_future_result(fs[1], &tb_result_forward_backward_output);
+  const tb_forward_backward_output_t *o =
+      tb_future_result(fs[1], &tb_result_forward_backward_output);
   ASSERT_EQ_INT(o->n_outputs, 2);
   const tb_tensor_data_t *lp = tb_forward_backward_output_tensor(o, 1, "logprobs");
   ASSERT(lp != NULL);
@@ -564,7 +565,8 @@ static char *arena_printf(tb_http_request_t *req, const char *fmt, ...) {
 /* A fwd/bwd result of n datums: loss:sum n, loss:mean the chunk's seq_id. */
 static char *fwdbwd_result(tb_http_request_t *req, int64_t seq, size_t n) {
   tb_buf_t b = TB_BUF_INIT;
-  ASSERT_OK(tb__buf_append_str(&b, "{\"loss_fn_output_type\":\"ArrayRecord\",\"loss_fn_outputs\":["));
+  ASSERT_OK(tb__buf_append_str(
+      &b, "{\"loss_fn_output_type\":\"ArrayRecord\",\"loss_fn_outputs\":["));
   for (size_t i = 0; i < n; i++)
     ASSERT_OK(tb__buf_printf(&b, "%s{\"logprobs\":{\"data\":[-%zu.5],\"dtype\":\"float32\"}}",
                              i ? "," : "", i));
@@ -783,7 +785,8 @@ TEST(fake_chunk_boundaries) {
   ASSERT_EQ_INT(tf.sent[1].seq, 1);
   ASSERT_EQ_INT(tf.sent[1].n_data, 1024);
   ASSERT_EQ_INT(tf.sent[2].seq, 3);
-  const tb_forward_backward_output_t *o = tb_future_result(fs[0], &tb_result_forward_backward_output);
+  const tb_forward_backward_output_t *o =
+      tb_future_result(fs[0], &tb_result_forward_backward_output);
   ASSERT_EQ_INT(o->n_outputs, 1025);
   /* datum 1023 is the last of chunk 1, datum 1024 the only one of chunk 2 */
   ASSERT_NEAR(tb_forward_backward_output_tensor(o, 1023, "logprobs")->f32[0], -1023.5, 0, 0);

@@ -764,7 +764,8 @@ int tb_rest_client_get_audit_log(tb_rest_client_t *rc, const char *event_type, c
     return TB_EINVAL;
   const char *args[] = { et, day ? day : "" };
   return start(rc, "GET",
-               build_path(day ? "/api/v1/audit?event_type=%q&day=%q" : "/api/v1/audit?event_type=%q",
+               build_path(day ? "/api/v1/audit?event_type=%q&day=%q"
+                              : "/api/v1/audit?event_type=%q",
                           args),
                NULL, decode_json_text, out);
 }

@@ -667,7 +667,8 @@ static void on_session(tb_future_t *f, int status) {
     tb_future_free(f);
     return;
   }
-  json_t *b = json_pack("{sssIss}", "session_id", (const char *)tb_future_result(f, &tb_result_string),
+  const char *sid = tb_future_result(f, &tb_result_string);
+  json_t *b = json_pack("{sssIss}", "session_id", sid,
                         "sampling_session_seq_id", (json_int_t)s->sampling_seq, "type",
                         "create_sampling_session");
   tb_future_free(f);

@@ -45,7 +45,8 @@ json_t *tb__wire_sample_request_to_json(const tb_wire_sample_request_t *r) {
   if (o == NULL)
     return NULL;
   if (json_object_set_new(o, "prompt", tb__wire_model_input_to_json(r->prompt, r->n_prompt)) != 0 ||
-      json_object_set_new(o, "sampling_params", tb__wire_sampling_params_to_json(&r->params)) != 0 ||
+      json_object_set_new(o, "sampling_params",
+                          tb__wire_sampling_params_to_json(&r->params)) != 0 ||
       json_object_set_new(o, "num_samples", json_integer((json_int_t)r->num_samples)) != 0 ||
       json_object_set_new(o, "prompt_logprobs", json_boolean(r->prompt_logprobs)) != 0 ||
       json_object_set_new(o, "topk_prompt_logprobs",
