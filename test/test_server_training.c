@@ -264,12 +264,17 @@ TEST(seq_id_order) {
   ASSERT_STR_EQ(again, rid1);
   free(again);
   free(b1);
-  /* Older than anything remembered, or too far ahead: refused. */
+  /* Older than anything remembered: refused; further ahead than the
+   * model's queue holds: 429, to be retried. */
   char *b0 = fwd_body(mid, 0, "forward_input", "cross_entropy", "[1,2,3,4]", SFT_INPUTS);
   hc_expect("POST", "/api/v1/forward", NULL, b0, 400, "seq_id: 0 is out of order");
   free(b0);
-  char *bf = fwd_body(mid, 500, "forward_input", "cross_entropy", "[1,2,3,4]", SFT_INPUTS);
-  hc_expect("POST", "/api/v1/forward", NULL, bf, 400, "seq_id: 500 is out of order");
+  char *bf = fwd_body(mid, 5000, "forward_input", "cross_entropy", "[1,2,3,4]", SFT_INPUTS);
+  hc_t *c = hc_do("POST", "/api/v1/forward", NULL, bf);
+  ASSERT_EQ_INT(c->status, 429);
+  ASSERT_STR_CONTAINS(c->body, "seq_id: 5000 is 64 or more ahead");
+  ASSERT_STR_CONTAINS(c->head, "Retry-After: 1");
+  hc_free(c);
   free(bf);
 
   /* The next seq_id runs at once. */
