@@ -533,6 +533,7 @@ typedef struct sent_s {
   char path[64];
   int64_t seq;
   size_t n_data;
+  double w0;                    /* the first datum's first weight, or NAN */
   char idem[96];
   int status;
 } sent_t;
@@ -562,13 +563,14 @@ static char *arena_printf(tb_http_request_t *req, const char *fmt, ...) {
   return r;
 }
 
-/* A fwd/bwd result of n datums: loss:sum n, loss:mean the chunk's seq_id. */
+/* A fwd/bwd result of n datums of two target tokens each (the fake's
+ * datums): loss:sum n, loss:mean the chunk's seq_id. */
 static char *fwdbwd_result(tb_http_request_t *req, int64_t seq, size_t n) {
   tb_buf_t b = TB_BUF_INIT;
   ASSERT_OK(tb__buf_append_str(
       &b, "{\"loss_fn_output_type\":\"ArrayRecord\",\"loss_fn_outputs\":["));
   for (size_t i = 0; i < n; i++)
-    ASSERT_OK(tb__buf_printf(&b, "%s{\"logprobs\":{\"data\":[-%zu.5],\"dtype\":\"float32\"}}",
+    ASSERT_OK(tb__buf_printf(&b, "%s{\"logprobs\":{\"data\":[-%zu.5,-1],\"dtype\":\"float32\"}}",
                              i ? "," : "", i));
   ASSERT_OK(tb__buf_printf(&b, "],\"metrics\":{\"loss:sum\":%zu,\"loss:mean\":%lld}}", n,
                            (long long)seq));
@@ -626,6 +628,10 @@ static fake_resp_t decide_train(fake_t *fk, tb_http_request_t *req, int is_poll)
     in = json_object_get(doc, "forward_input");
   s->seq = json_integer_value(json_object_get(doc, "seq_id"));
   s->n_data = json_array_size(json_object_get(in, "data"));
+  json_t *w0 = json_array_get(json_object_get(json_object_get(json_object_get(
+                                  json_array_get(json_object_get(in, "data"), 0),
+                                  "loss_fn_inputs"), "weights"), "data"), 0);
+  s->w0 = json_is_number(w0) ? json_number_value(w0) : NAN;
   fake_copy_header(req, "x-idempotency-key", s->idem, sizeof(s->idem));
   json_decref(doc);
   if (tf.fail_first_503 > 0) {
@@ -1007,6 +1013,64 @@ TEST(fake_expired_result) {
   fake_world_stop(&w);
 }
 
+static int unit_grads(tb_custom_loss_t *ctx) {
+  ctx->loss = 0;
+  for (size_t i = 0; i < ctx->n; i++)
+    for (size_t j = 0; j < ctx->n_logprobs[i]; j++) {
+      ctx->loss -= ctx->logprobs[i][j];
+      ctx->grads[i][j] = -1.0f;
+    }
+  return 0;
+}
+
+/* forward_backward_custom on 1025 datums: the forward pass in two chunks
+ * (seq_ids 1 and 2, the second sent first), then the backward pass in two
+ * (3 and 4) with -dLoss/dlogprob as the weights; an optim_step called
+ * right after the custom call takes seq_id 5. */
+TEST(fake_custom_loss_in_chunks) {
+  fake_world_t w;
+  fake_world_start(&w, 1);
+  size_t n = 1025;
+  tb_train_datum_t *d = calloc(n, sizeof(*d));
+  int32_t toks[3] = { 1, 2, 3 };
+  for (size_t i = 0; i < n; i++) {  /* target tokens, no weights */
+    ASSERT_OK(tb_train_datum_init(&d[i], toks, 2));
+    ASSERT_OK(tb_train_datum_set_tokens(&d[i], "target_tokens", toks + 1, 2));
+  }
+  tb_future_t *fs[2];
+  ASSERT_OK(tb_training_client_forward_backward_custom(&w.tc, d, n, unit_grads, NULL, &fs[0]));
+  ASSERT_OK(tb_training_client_optim_step(&w.tc, NULL, &fs[1]));
+  ASSERT_OK(tb_future_wait_many(fs, 2, 60000, NULL));
+  ASSERT_EQ_INT(tf.n_sent, 5);
+  int64_t want_seq[5] = { 2, 1, 4, 3, 5 };
+  const char *want_path[5] = { "/api/v1/forward", "/api/v1/forward", "/api/v1/forward_backward",
+                               "/api/v1/forward_backward", "/api/v1/optim_step" };
+  for (int i = 0; i < 5; i++) {
+    ASSERT_EQ_INT(tf.sent[i].seq, want_seq[i]);
+    ASSERT_STR_EQ(tf.sent[i].path, want_path[i]);
+  }
+  ASSERT_NEAR(tf.sent[0].w0, 0, 0, 0);  /* no weights given: zeros forward */
+  ASSERT_NEAR(tf.sent[2].w0, 1, 0, 0);  /* -dLoss/dlogprob */
+  ASSERT_NEAR(tf.sent[3].w0, 1, 0, 0);
+  const tb_forward_backward_output_t *o =
+      tb_future_result(fs[0], &tb_result_forward_backward_output);
+  ASSERT_EQ_INT(o->n_outputs, n);
+  double loss;
+  ASSERT(tb_forward_backward_output_metric(o, "loss:sum", &loss));
+  /* the loss function's own: the sum of -logprob over both chunks */
+  double want = 0;
+  for (size_t i = 0; i < 1024; i++)
+    want += (double)i + 0.5 + 1.0;
+  want += 0.5 + 1.0;  /* datum 1024, first of its chunk */
+  ASSERT_NEAR(loss, want, 1e-3, 1e-9);
+  tb_future_free(fs[0]);
+  tb_future_free(fs[1]);
+  for (size_t i = 0; i < n; i++)
+    tb_train_datum_clear(&d[i]);
+  free(d);
+  fake_world_stop(&w);
+}
+
 TEST_LIST(
   TEST_ENTRY_TIMEOUT(training_run, 600000),
   TEST_ENTRY_TIMEOUT(custom_loss, 600000),
@@ -1022,4 +1086,5 @@ TEST_LIST(
   TEST_ENTRY(fake_sampling_client_of_a_failed_save),
   TEST_ENTRY(fake_sync_inside_a_callback),
   TEST_ENTRY(fake_expired_result),
+  TEST_ENTRY(fake_custom_loss_in_chunks),
 )
