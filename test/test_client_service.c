@@ -309,6 +309,38 @@ TEST(sync_wait_timeout_and_close_with_work_in_flight) {
   ASSERT_LOOP_CLOSE(&loop);
 }
 
+static tb_future_t *second;
+
+static void close_from_callback(tb_future_t *f, int status) {
+  ASSERT_OK(status);
+  tb_service_client_close(&sc, on_sc_closed);
+  tb_service_client_close(&sc, on_sc_closed);  /* a second close is a no-op */
+  ASSERT_EQ_INT(sc_closed, 0);
+  ASSERT(!tb_future_is_done(second));
+  tb_future_free(f);
+}
+
+TEST(close_from_a_future_callback) {
+  setup(NULL);
+  caps_delay = 5000;  /* the second request is held */
+  ASSERT_OK(tb_service_client_get_server_capabilities(&sc, &second));
+  while (fake_count(&fk, "/api/v1/get_server_capabilities") < 1)
+    uv_run(&loop, UV_RUN_ONCE);
+  caps_delay = 0;
+  tb_future_t *f;
+  ASSERT_OK(tb_service_client_get_server_capabilities(&sc, &f));
+  ASSERT_OK(tb_future_set_callback(f, close_from_callback));
+  uint64_t t0 = uv_now(&loop);
+  while (!sc_closed)
+    uv_run(&loop, UV_RUN_ONCE);
+  ASSERT_LT(uv_now(&loop) - t0, 4000);
+  ASSERT_EQ_INT(sc_closed, 1);
+  ASSERT_ERR(second->status, TB_ECANCELED);
+  tb_future_free(second);
+  fake_stop(&fk);
+  ASSERT_LOOP_CLOSE(&loop);
+}
+
 TEST(init_errors) {
   ASSERT_OK(uv_loop_init(&loop));
   tb_client_config_t c = { .base_url = "localhost:8000" };
@@ -443,6 +475,7 @@ TEST_LIST(
   TEST_ENTRY(heartbeat_failures_warn_once_without_retries),
   TEST_ENTRY(capabilities_future_and_sync),
   TEST_ENTRY(sync_wait_timeout_and_close_with_work_in_flight),
+  TEST_ENTRY(close_from_a_future_callback),
   TEST_ENTRY(init_errors),
   TEST_ENTRY_TIMEOUT(against_the_real_server, 120000),
   TEST_ENTRY(https_against_the_real_server),
