@@ -552,6 +552,22 @@ TEST(submit_slow_answer_is_retried_after_its_timeout) {
   teardown();
 }
 
+TEST(submit_retry_count_past_nine) {
+  static const fake_resp_t S[] = { { 503, "" } };
+  static const fake_resp_t P[] = { { 200, "{}" } };
+  tb_client_config_t o = { .max_retries = 11 };
+  setup(&o);
+  SCRIPT(S, P);
+  tb_future_t *f = start_polled(&rt);
+  ASSERT_ERR(run(f), TB_EHTTP);
+  ASSERT_EQ_INT(fake_count(&fk, "/api/v1/test_op"), 12);
+  ASSERT_STR_EQ(fake_nth(&fk, "/api/v1/test_op", 9)->retry_count, "9");
+  ASSERT_STR_EQ(fake_nth(&fk, "/api/v1/test_op", 10)->retry_count, "10");
+  ASSERT_STR_EQ(fake_nth(&fk, "/api/v1/test_op", 11)->retry_count, "11");
+  tb_future_free(f);
+  teardown();
+}
+
 TEST(submit_connection_refused) {
   ASSERT_OK(uv_loop_init(&loop));
   /* A port nothing listens on: bind one, learn it, close it. */
@@ -694,6 +710,7 @@ TEST_LIST(
   TEST_ENTRY(submit_retries_keep_the_idempotency_key),
   TEST_ENTRY(submit_x_should_retry_and_limits),
   TEST_ENTRY(submit_slow_answer_is_retried_after_its_timeout),
+  TEST_ENTRY(submit_retry_count_past_nine),
   TEST_ENTRY(submit_connection_refused),
   TEST_ENTRY(submit_without_request_id_fails),
   TEST_ENTRY(retry_after_parsing),

@@ -214,6 +214,7 @@ struct tb__call_s {
   uv_buf_t body_buf_;
   char idem_[64];
   char retry_count_[16];
+  size_t retry_header_;           /* X-Stainless-Retry-Count in all_headers_ */
   uint64_t started_;
   int state_;
   int cancelled_;

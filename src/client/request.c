@@ -245,7 +245,8 @@ static void on_http(tb_http_client_req_t *req, int status) {
 
 static void attempt(tb__call_t *call) {
   tb__rt_t *rt = call->rt_;
-  snprintf(call->retry_count_, sizeof(call->retry_count_), "%u", call->retries);
+  int n = snprintf(call->retry_count_, sizeof(call->retry_count_), "%u", call->retries);
+  call->all_headers_[call->retry_header_].value.len = (size_t)n;  /* "9" -> "10" */
   tb_http_client_req_t *h = &call->http;
   h->data = call;
   h->method = call->method;
@@ -310,6 +311,7 @@ int tb__call_start(tb__rt_t *rt, tb__call_t *call, tb__call_cb cb) {
   }
   call->retry_count_[0] = '0';
   call->retry_count_[1] = '\0';
+  call->retry_header_ = n;
   set_header(&hs[n++], "X-Stainless-Retry-Count", call->retry_count_);
   for (size_t i = 0; i < call->n_extra; i++)
     hs[n++] = call->extra[i];
