@@ -54,7 +54,7 @@ static void start(void) {
   ASSERT(mkdtemp(data_dir) != NULL);
   tb_server_options_t o = { .data_dir = data_dir, .long_poll_ms = 10000 };
   ASSERT_OK(tb_server_init(&loop, &server, &o));
-  ASSERT_OK(tb_server_start_training(&server, NULL, 0, 2));
+  ASSERT_OK(tb_server_start_training(&server, NULL, 0, 0));
   ASSERT_OK(tb_server_listen(&server, "127.0.0.1", 0));
   char url[64];
   snprintf(url, sizeof(url), "http://127.0.0.1:%d", tb_server_port(&server));

@@ -35,7 +35,7 @@ static void world_start(world_t *w) {
   ASSERT(mkdtemp(w->data_dir) != NULL);
   tb_server_options_t o = { .data_dir = w->data_dir, .long_poll_ms = 10000 };
   ASSERT_OK(tb_server_init(&w->loop, &w->server, &o));
-  ASSERT_OK(tb_server_start_training(&w->server, NULL, 0, 2));
+  ASSERT_OK(tb_server_start_training(&w->server, NULL, 0, 0));
   ASSERT_OK(tb_server_listen(&w->server, "127.0.0.1", 0));
   char url[64];
   snprintf(url, sizeof(url), "http://127.0.0.1:%d", tb_server_port(&w->server));
