@@ -26,12 +26,15 @@ static const char *caps_body = "{\"supported_models\":[{\"model_name\":\"base\",
                                "\"max_context_length\":512},{\"model_name\":\"other\"}]}";
 static const char *heartbeat_body = "{\"type\":\"session_heartbeat\"}";
 static int heartbeat_status = 200;
+static int session_status = 200;
 static uint64_t caps_delay;
 
 static fake_resp_t decide_service(fake_t *f, tb_http_request_t *req, int is_poll) {
   fake_resp_t r = { 200, "{}" };
   if (tb__slice_eq_str(req->path, "/api/v1/create_session")) {
-    r.body = "{\"session_id\":\"sess-1\",\"type\":\"create_session\"}";
+    r.status = session_status;
+    r.body = session_status == 200 ? "{\"session_id\":\"sess-1\",\"type\":\"create_session\"}"
+                                   : "{\"error\":\"sessions are full\",\"category\":\"user\"}";
     r.delay_ms = 20;
   } else if (tb__slice_eq_str(req->path, "/api/v1/session_heartbeat")) {
     r.status = heartbeat_status;
@@ -51,6 +54,7 @@ static void setup(tb_client_config_t *extra) {
   fake_start(&fk, &loop);
   fk.decide = decide_service;
   heartbeat_status = 200;
+  session_status = 200;
   caps_delay = 0;
   tb_client_config_t c = fake_config(&fk);
   if (extra != NULL) {
@@ -122,6 +126,32 @@ TEST(session_created_once_and_shared) {
   tb_future_free(a);
   tb_future_free(b);
   tb_future_free(c);
+  teardown();
+}
+
+TEST(session_failure_is_shared_then_tried_again) {
+  setup(NULL);
+  session_status = 403;
+  tb_future_t *a, *b;
+  ASSERT_OK(tb_service_client_session(&sc, &a));
+  ASSERT_OK(tb_service_client_session(&sc, &b));
+  tb_future_t *both[2] = { a, b };
+  int st[2];
+  ASSERT_ERR(tb_future_wait_many(both, 2, 0, st), TB_EHTTP);
+  ASSERT_ERR(st[1], TB_EHTTP);
+  ASSERT_EQ_INT(a->error.http_status, 403);
+  ASSERT_EQ_INT(b->error.category, TB_CATEGORY_USER);
+  ASSERT_STR_CONTAINS(b->error.message, "sessions are full");
+  ASSERT_EQ_INT(fake_count(&fk, "/api/v1/create_session"), 1);
+  ASSERT(sc.session_id == NULL);
+  tb_future_free(a);
+  tb_future_free(b);
+  session_status = 200;
+  char *id = NULL;
+  ASSERT_OK(tb_service_client_session_sync(&sc, &id, NULL));
+  ASSERT_STR_EQ(id, "sess-1");
+  free(id);
+  ASSERT_EQ_INT(fake_count(&fk, "/api/v1/create_session"), 2);
   teardown();
 }
 
@@ -469,6 +499,7 @@ TEST(https_against_the_real_server) {
 
 TEST_LIST(
   TEST_ENTRY(session_created_once_and_shared),
+  TEST_ENTRY(session_failure_is_shared_then_tried_again),
   TEST_ENTRY(session_cancel_and_close_while_creating),
   TEST_ENTRY(session_request_carries_tags_metadata_and_project),
   TEST_ENTRY(heartbeat_runs_and_does_not_hold_the_loop),
