@@ -737,6 +737,22 @@ TEST(dispatch_on_shared_paths) {
   ASSERT_STR_EQ(str_of(v, "type"), "save_weights");
   json_decref(v);
   free(rid);
+  /* Only top-level keys count: a "type" inside the data, quotes and
+   * brackets inside strings, spacing and newlines do not make it Tinker. */
+  v = post_ok("/api/v1/forward_backward", NULL,
+              " {\n \"model_id\" : \"tb1\" ,\"data\":[[{\"role\":\"user\",\"content\":"
+              "\"say \\\"type\\\": {[1]}\\\\\"},{\"role\":\"assistant\",\"content\":\"ok ]}\"}]],"
+              "\"x\":[{\"type\":1,\"seq_id\":[2]}],\"n\":null , \"t\":true}\n");
+  ASSERT_STR_EQ(str_of(v, "model_id"), "tb1");
+  ASSERT(json_object_get(v, "loss") != NULL);
+  json_decref(v);
+  /* A top-level "type" after nested ones does. */
+  snprintf(body, sizeof(body),
+           "{ \"model_id\" : \"%s\", \"adam_params\": {\"learning_rate\": 0.01, \"x\": "
+           "[\"}\"]}, \"seq_id\" : 6 }", mid);
+  v = post_ok("/api/v1/optim_step", NULL, body);
+  ASSERT(json_object_get(v, "request_id") != NULL);
+  json_decref(v);
   /* A body that is no JSON object is the Tinker route's to refuse. */
   hc_expect("POST", "/api/v1/forward_backward", NULL, "[1,2]", 400, "\"category\":\"user\"");
   /* The index tells which dialect serves what. */
