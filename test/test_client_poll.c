@@ -148,7 +148,8 @@ TEST(poll_queue_state_transitions) {
            "\"queue_state_reason\":\"too many clients\"}" },
     { 200, "{\"type\":\"try_again\",\"request_id\":\"req-1\",\"queue_state\":\"paused_rate_limit\","
            "\"queue_state_reason\":\"too many clients\"}" },
-    { 200, "{\"type\":\"try_again\",\"request_id\":\"req-1\",\"queue_state\":\" PAUSED_CAPACITY \"}" },
+    { 200, "{\"type\":\"try_again\",\"request_id\":\"req-1\","
+           "\"queue_state\":\" PAUSED_CAPACITY \"}" },
     { 408, "{\"queue_state\":\"sleepy\"}" },
     { 200, "{\"type\":\"try_again\",\"request_id\":\"req-1\",\"queue_state\":\"active\","
            "\"retry_after_ms\":30}" },
