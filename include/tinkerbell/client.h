@@ -71,7 +71,9 @@ typedef struct tb_telemetry_meta_s {
 } tb_telemetry_meta_t;
 
 /* One event, valid only during the hook's call (copy what you keep).
- * Event names:
+ * Event names, their metadata and (measures); http.* events are per API
+ * call, its retries included, while the polls of a future report through
+ * the future.* events:
  *   http.request.start   method, path                  (measure: attempt)
  *   http.request.stop    method, path, result ok|error, http_status
  *                                   (duration_ms, retries)
@@ -84,6 +86,8 @@ typedef struct tb_telemetry_meta_s {
  *   future.api_error     request_id, request_type, http_status, category
  *   future.connection_error  request_id, request_type, error
  *   future.request_failed    request_id, request_type, category, error
+ *   future.validation_error  request_id, request_type, error (an answer
+ *                            that is not JSON)
  *   session.heartbeat_warning  session_id       (since_success_ms)
  * Every event also carries the config's telemetry_metadata entries. */
 typedef struct tb_telemetry_event_s {
