@@ -194,6 +194,28 @@ TEST(wait_timeout_leaves_the_future_pending) {
   teardown();
 }
 
+static void no_cancel(tb_future_t *f) {}
+
+TEST(wait_on_a_loop_with_nothing_left) {
+  ASSERT_OK(uv_loop_init(&loop));
+  tb_future_t *f = tb__client_future_new(&loop);
+  ASSERT(f != NULL);
+  tb__client_future_set_driver(f, no_cancel, NULL);
+  ASSERT_ERR(tb_future_wait(f, 0), TB_EIO);
+  int st[1] = { 0 };
+  ASSERT_ERR(tb_future_wait_many(&f, 1, 0, st), TB_EIO);
+  ASSERT_ERR(st[0], TB_EIO);
+  /* With a timeout the wait ends by it instead. */
+  ASSERT_ERR(tb_future_wait(f, 20), TB_ETIMEDOUT);
+  tb_error_t e = { 0 };
+  tb_error_set(&e, TB_EUSER, TB_CATEGORY_USER, "done by hand");
+  tb__client_future_fail(f, &e);
+  ASSERT_ERR(tb_future_wait(f, 0), TB_EUSER);
+  ASSERT_STR_EQ(f->error.message, "done by hand");
+  tb_future_free(f);
+  ASSERT_LOOP_CLOSE(&loop);
+}
+
 static tb_future_t *other;
 static int nested_rc;
 
@@ -472,6 +494,7 @@ TEST_LIST(
   TEST_ENTRY(cancel_during_backoff_and_during_http),
   TEST_ENTRY(cancel_from_a_hook),
   TEST_ENTRY(wait_timeout_leaves_the_future_pending),
+  TEST_ENTRY(wait_on_a_loop_with_nothing_left),
   TEST_ENTRY(nested_wait_is_refused),
   TEST_ENTRY(wait_many_order_and_no_short_circuit),
   TEST_ENTRY(wait_many_one_deadline),

@@ -140,9 +140,11 @@ TB_EXTERN int tb_future_wait(tb_future_t *f, uint64_t timeout_ms);
  * NULL) receives, in input order, each future's outcome: 0, its failure
  * code, or TB_ETIMEDOUT for a future still pending at the deadline.
  * Returns 0 when every future is done, TB_ETIMEDOUT when the deadline
- * passed with some pending, otherwise the code of the first failed future
- * in input order; TB_ENESTED and TB_EINVAL (a NULL entry, futures of
- * several loops) as tb_future_wait, with statuses untouched. */
+ * passed with some pending (TB_EIO when the loop had nothing left that
+ * could complete them; the pending ones get that code in statuses too),
+ * otherwise the code of the first failed future in input order;
+ * TB_ENESTED and TB_EINVAL (a NULL entry, futures of several loops) as
+ * tb_future_wait, with statuses untouched. */
 TB_EXTERN int tb_future_wait_many(tb_future_t *const *futures, size_t n,
                                   uint64_t timeout_ms, int *statuses);
 

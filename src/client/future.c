@@ -246,20 +246,23 @@ int tb_future_wait_many(tb_future_t *const *fs, size_t n, uint64_t timeout_ms,
   for (size_t i = 0; i < n; i++)
     if (fs[i] == NULL || fs[i]->loop != fs[0]->loop)
       return TB_EINVAL;
+  int why = TB_ETIMEDOUT;  /* what a future still pending is reported as */
   if (!all_done(fs, n)) {
     if (tb__loop_is_entered(fs[0]->loop))
       return TB_ENESTED;
-    run_until(fs[0]->loop, fs, n, timeout_ms);
+    int r = run_until(fs[0]->loop, fs, n, timeout_ms);
+    if (r != 0)
+      why = r;
   }
-  int rc = 0, timed_out = 0;
+  int rc = 0, pending = 0;
   for (size_t i = 0; i < n; i++) {
-    int s = fs[i]->state == TB_FUTURE_PENDING ? TB_ETIMEDOUT : fs[i]->status;
+    int s = fs[i]->state == TB_FUTURE_PENDING ? why : fs[i]->status;
     if (statuses != NULL)
       statuses[i] = s;
     if (fs[i]->state == TB_FUTURE_PENDING)
-      timed_out = 1;
+      pending = 1;
     else if (s != 0 && rc == 0)
       rc = s;
   }
-  return timed_out ? TB_ETIMEDOUT : rc;
+  return pending ? why : rc;
 }
