@@ -1057,7 +1057,56 @@ TEST(paused_capacity_while_the_engine_is_full) {
   stop_training();
 }
 
+/* Bodies over 64 KiB are decoded on the threadpool: the same answers as
+ * small ones, errors included. */
+TEST(large_bodies_decode_off_the_loop) {
+  tb_server_options_t o = { 0 };
+  start_training(&o);
+  char *sid = create_session(NULL);
+  char *mid = create_model(sid, 0, NULL);
+  char *small = fwd_body(mid, 1, "forward_input", "cross_entropy", "[1,2,3,4]", SFT_INPUTS);
+  /* The same request with 100 KiB of white space in it. */
+  size_t n = strlen(small), pad = 100 * 1024;
+  char *large = xmalloc(n + pad + 1);
+  memcpy(large, small, n - 1);
+  memset(large + n - 1, ' ', pad);
+  memcpy(large + n - 1 + pad, small + n - 1, 2);
+  char *r1 = post_field("/api/v1/forward", NULL, small, "request_id");
+  json_t *v1 = result_json(r1, NULL);
+  large[strstr(large, "\"seq_id\":1") - large + 9] = '2';
+  char *r2 = post_field("/api/v1/forward", NULL, large, "request_id");
+  json_t *v2 = result_json(r2, NULL);
+  free(r1);
+  free(r2);
+  ASSERT(metric_of(v1, "loss:sum") == metric_of(v2, "loss:sum"));
+  json_decref(v1);
+  json_decref(v2);
+  /* A large body with a bad field: the same path error. */
+  char *bad = fwd_body(mid, 3, "forward_input", "cross_entropy", "[1,2,3,4]",
+                       "\"target_tokens\":{\"data\":[2,3,4],\"dtype\":\"int64\","
+                       "\"shape\":[3]}");
+  n = strlen(bad);
+  char *bad_large = xmalloc(n + pad + 1);
+  memcpy(bad_large, bad, n - 1);
+  memset(bad_large + n - 1, ' ', pad);
+  memcpy(bad_large + n - 1 + pad, bad + n - 1, 2);
+  hc_expect("POST", "/api/v1/forward", NULL, bad_large, 400, "target_tokens");
+  /* And a large body that is no JSON at all. */
+  memset(bad_large, ' ', pad);
+  bad_large[pad] = '{';
+  bad_large[pad + 1] = '\0';
+  hc_expect("POST", "/api/v1/forward", NULL, bad_large, 400, "invalid JSON");
+  free(small);
+  free(large);
+  free(bad);
+  free(bad_large);
+  free(mid);
+  free(sid);
+  stop_training();
+}
+
 TEST_LIST(
+  TEST_ENTRY(large_bodies_decode_off_the_loop),
   TEST_ENTRY(paused_capacity_while_the_engine_is_full),
   TEST_ENTRY(train_save_load_sample),
   TEST_ENTRY(seq_id_order),

@@ -213,6 +213,83 @@ static int is_proto(const tb_http_request_t *req) {
          strncasecmp(h->value.base, want, sizeof(want) - 1) == 0;
 }
 
+/* Bodies larger than this are decoded on the threadpool: a 64 MiB JSON
+ * batch takes long enough to stall every other client of the loop. */
+#define OFF_LOOP_BODY (64u * 1024u)
+
+/* Decodes a forward / forward_backward body into op's batch.  Touches only
+ * the body, op's arena and the outputs: safe on a worker thread. */
+static int decode_fwd(tb_slice_t body, int proto, const char *key, tb__top_t *op,
+                      tb_wire_fwdbwd_t *w, tb_error_t *err) {
+  tb_jctx_t c;
+  tb__jctx_init(&c, err);
+  int rc;
+  if (proto) {
+    rc = tb__wire_fwdbwd_request_from_proto(&c, &op->arena, body, w);
+  } else {
+    json_t *doc = NULL;
+    rc = tb__json_parse(body, &doc, err);
+    rc = rc < 0 ? rc : tb__wire_fwdbwd_request_from_json(&c, &op->arena, doc, key, w);
+    json_decref(doc);
+  }
+  if (rc >= 0 && w->model_id == NULL)
+    rc = tb__jctx_fail_at(&c, "model_id", "required");
+  if (rc >= 0)
+    rc = to_batch(&c, &op->arena, w, &op->batch, proto ? NULL : key);
+  return rc;
+}
+
+/* On the loop, after the decode: the model, then the order. */
+static void finish_fwd(tb_http_request_t *req, tb__top_t *op, const tb_wire_fwdbwd_t *w,
+                       int rc, tb_error_t *err) {
+  if (rc < 0) {
+    respond_bad(req, err);
+    tb__top_free(op);
+    return;
+  }
+  if (w->forward_only)
+    op->type = TB__OP_FORWARD;
+  tb_slice_t mid = { w->model_id, strlen(w->model_id) };
+  op->model = tb__tmodel_find(req, mid);
+  if (op->model == NULL) {
+    tb__top_free(op);
+    return;
+  }
+  op->seq = w->seq_id;
+  tb__submit_ordered(req, op);
+}
+
+typedef struct fwd_decode_s {
+  uv_work_t work;
+  tb_http_request_t *req;
+  tb__top_t *op;
+  tb__training_t *tr;
+  int proto;
+  const char *key;
+  int rc;
+  tb_wire_fwdbwd_t w;
+  tb_error_t err;
+} fwd_decode_t;
+
+static void fwd_decode_work(uv_work_t *work) {
+  fwd_decode_t *d = work->data;
+  d->rc = decode_fwd(d->req->body, d->proto, d->key, d->op, &d->w, &d->err);
+}
+
+static void fwd_decode_done(uv_work_t *work, int status) {
+  fwd_decode_t *d = work->data;
+  tb__training_t *tr = d->tr;
+  if (tr->closing) {
+    tb__server_respond_error(d->req, 503, "the server is closing");
+    tb__top_free(d->op);
+  } else {
+    finish_fwd(d->req, d->op, &d->w, d->rc, &d->err);
+  }
+  tb_error_clear(&d->err);
+  free(d);
+  tb__training_fs_done(tr);
+}
+
 static void route_fwd_common(tb_http_request_t *req, int forward_only_route) {
   if (closing_503(req) || tb__server_rate_limited(req) != 0)
     return;
@@ -220,39 +297,31 @@ static void route_fwd_common(tb_http_request_t *req, int forward_only_route) {
                                                       : TB__OP_FORWARD_BACKWARD);
   if (op == NULL)
     return;
-  tb_error_t err = { 0 };
-  tb_jctx_t c;
-  tb__jctx_init(&c, &err);
-  tb_wire_fwdbwd_t w = { 0 };
   const char *key = forward_only_route ? "forward_input" : "forward_backward_input";
-  int rc;
-  if (is_proto(req)) {
-    rc = tb__wire_fwdbwd_request_from_proto(&c, &op->arena, req->body, &w);
-  } else {
-    json_t *doc = NULL;
-    rc = tb__json_parse(req->body, &doc, &err);
-    rc = rc < 0 ? rc : tb__wire_fwdbwd_request_from_json(&c, &op->arena, doc, key, &w);
-    json_decref(doc);
+  int proto = is_proto(req);
+  if (req->body.len > OFF_LOOP_BODY) {
+    tb__training_t *tr = tb__training_of(req);
+    fwd_decode_t *d = calloc(1, sizeof(*d));
+    if (d != NULL) {
+      d->work.data = d;
+      d->req = req;
+      d->op = op;
+      d->tr = tr;
+      d->proto = proto;
+      d->key = key;
+      if (uv_queue_work(tr->srv->loop, &d->work, fwd_decode_work, fwd_decode_done) == 0) {
+        tr->n_fs++;
+        return;
+      }
+      free(d);
+    }
+    /* No room off the loop: decode here rather than refuse. */
   }
-  if (rc >= 0 && w.model_id == NULL)
-    rc = tb__jctx_fail_at(&c, "model_id", "required");
-  if (rc >= 0)
-    rc = to_batch(&c, &op->arena, &w, &op->batch, is_proto(req) ? NULL : key);
-  if (rc < 0) {
-    respond_bad(req, &err);
-    tb__top_free(op);
-    return;
-  }
-  if (w.forward_only)
-    op->type = TB__OP_FORWARD;
-  tb_slice_t mid = { w.model_id, strlen(w.model_id) };
-  op->model = tb__tmodel_find(req, mid);
-  if (op->model == NULL) {
-    tb__top_free(op);
-    return;
-  }
-  op->seq = w.seq_id;
-  tb__submit_ordered(req, op);
+  tb_error_t err = { 0 };
+  tb_wire_fwdbwd_t w = { 0 };
+  int rc = decode_fwd(req->body, proto, key, op, &w, &err);
+  finish_fwd(req, op, &w, rc, &err);
+  tb_error_clear(&err);
 }
 
 static void route_forward_backward(tb_http_request_t *req) {

@@ -432,6 +432,11 @@ static void lora_read_work(uv_work_t *w) {
   tb__ckpt_info_free(&info);
 }
 
+void tb__training_fs_done(tb__training_t *tr) {
+  if (--tr->n_fs == 0 && tr->engine_closed)
+    training_free(tr);
+}
+
 static void lora_read_done(uv_work_t *w, int status) {
   lora_read_t *r = w->data;
   tb__training_t *tr = r->tr;
@@ -442,8 +447,7 @@ static void lora_read_done(uv_work_t *w, int status) {
   tb_error_clear(&r->err);
   free(r->dir);
   free(r);
-  if (--tr->n_fs == 0 && tr->engine_closed)
-    training_free(tr);
+  tb__training_fs_done(tr);
 }
 
 int tb__read_checkpoint_lora(tb__training_t *tr, const char *dir, tb__lora_read_cb cb,
@@ -967,6 +971,9 @@ static int base_init(tb__training_t *tr, tb__tbase_t *b, const char *spec) {
 
 int tb__training_start(tb__server_t *srv, const tb_engine_opts_t *opts,
                        const char *const *models, size_t n_models, tb_error_t *err) {
+  /* Large bodies are decoded on the threadpool: jansson's hash seed is
+   * set here, on the loop, before any worker makes an object. */
+  json_object_seed(0);
   static const char *const dflt[] = { TB_BASE_MODEL_NAME };
   if (n_models == 0) {
     models = dflt;

@@ -180,6 +180,10 @@ tb__tbase_t *tb__tbase_find(tb__training_t *tr, tb_slice_t name);
 /* --- shared by the route files ---------------------------------------- */
 
 tb__training_t *tb__training_of(tb_http_request_t *req);
+/* Work of the training part queued on the threadpool (file reads, large
+ * decodes) counts in tr->n_fs: the part is freed only once it is back.
+ * Call when such work has finished on the loop. */
+void tb__training_fs_done(tb__training_t *tr);
 /* A new op, without a future yet (requests refused at submission leave
  * none behind); answers 503 itself and returns NULL on failure. */
 tb__top_t *tb__top_new(tb_http_request_t *req, tb__op_type_t type);
