@@ -29,12 +29,14 @@ def main(include_dir):
                 futures[fn] = name
     if not futures:
         print('no future-returning operation found in %s' % include_dir)
+        print('0 passed, 1 failed')
         return 1
     missing = sorted('%s (%s)' % (fn, h) for fn, h in futures.items() if fn + '_sync' not in names)
     print('%d future-returning operations, %d with a _sync twin'
           % (len(futures), len(futures) - len(missing)))
     for m in missing:
         print('missing the _sync twin: ' + m)
+    print('%d passed, %d failed' % (len(futures) - len(missing), len(missing)))
     return 1 if missing else 0
 
 
