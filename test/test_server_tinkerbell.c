@@ -713,6 +713,18 @@ TEST(dispatch_on_shared_paths) {
   ASSERT_EQ_INT(c->status, 200);
   ASSERT_STR_CONTAINS(c->body, "\"cross_entropy\",\"importance_sampling\",\"ppo\"");
   hc_free(c);
+  /* The Python server's vLLM form of a sample: prompts and nested
+   * sampling_params are no Tinker markers. */
+  rid = submit("/api/v1/asample", NULL,
+               "{\"model_id\":\"tb1\",\"prompts\":[\"hi\"],\"sampling_params\":{\"n\":2,"
+               "\"max_tokens\":3,\"seed\":4,\"temperature\":0.7}}", "tb1");
+  v = retrieve(rid, NULL);
+  ASSERT_EQ_INT(json_array_size(json_object_get(v, "samples")), 2);
+  ASSERT_LE(json_array_size(json_object_get(json_array_get(json_object_get(v, "samples"), 1),
+                                            "tokens")),
+            3);
+  json_decref(v);
+  free(rid);
   /* The weights routes of both. */
   rid = submit("/api/v1/save_weights", NULL, "{\"model_id\":\"tb1\",\"path\":\"w\"}", "tb1");
   v = retrieve(rid, NULL);
@@ -836,6 +848,12 @@ TEST(bad_input) {
     { "/api/v1/sample", "{\"model_id\":\"nope\",\"prompt\":\"a\"}", 404, "model_id: unknown model" },
     { "/api/v1/sample", "{\"base_model\":\"nope\",\"prompt\":\"a\"}", 400, "base_model: unknown model" },
     { "/api/v1/asample", "{\"prompt\":\"a\",\"raw\":1}", 400, "raw: expected a boolean" },
+    { "/api/v1/asample", "{\"prompts\":[\"a\",\"b\"]}", 400, "prompts: expected a list of one prompt" },
+    { "/api/v1/asample", "{\"prompts\":[7]}", 400, "prompts[0]: expected a string" },
+    { "/api/v1/asample", "{\"prompts\":[\"a\"],\"prompt\":\"b\"}", 400, "prompt: give one of" },
+    { "/api/v1/asample", "{\"prompts\":[\"a\"],\"sampling_params\":{\"n\":0}}", 400, "sampling_params.n: " },
+    { "/api/v1/asample", "{\"prompts\":[\"a\"],\"sampling_params\":{\"max_tokens\":\"x\"}}", 400, "sampling_params.max_tokens: expected an integer" },
+    { "/api/v1/asample", "{\"prompts\":[\"a\"],\"sampling_params\":7}", 400, "sampling_params: expected an object" },
     { "/api/v1/sample", "{\"prompt\":\"a\",\"num_samples\":129}", 400, "num_samples: " },
     { "/api/v1/sample", "{\"prompt\":\"a\",\"seed\":-1}", 400, "seed: " },
     { "/api/v1/sample", "{\"prompt_tokens\":[]}", 400, "prompt_tokens: expected a non-empty list" },

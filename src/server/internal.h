@@ -143,11 +143,12 @@ int tb__server_route(tb__server_t *srv, const char *method, const char *pattern,
 int tb__server_route_tinkerbell(tb__server_t *srv, const char *method, const char *pattern,
                                 tb_http_handler_cb handler, const char *summary);
 /* The dialect of a request on a TB__DIALECT_BOTH route: a protobuf body,
- * or a JSON object with "type", "seq_id", "forward_backward_input",
- * "forward_input", "session_id", "sampling_session_id", "sampling_params"
- * or an object "prompt" (a ModelInput), is TB__DIALECT_TINKER; any other
- * JSON object is TB__DIALECT_TINKERBELL; a body that is no JSON object
- * goes to the Tinker route, which answers 400 (tinkerbell_routes.c). */
+ * or a JSON object with a top-level "type", "seq_id",
+ * "forward_backward_input", "forward_input", "session_id" or
+ * "sampling_session_id", or an object "prompt" (a ModelInput), is
+ * TB__DIALECT_TINKER; any other JSON object is TB__DIALECT_TINKERBELL; a
+ * body that is no JSON object goes to the Tinker route, which answers 400
+ * (tinkerbell_routes.c). */
 tb__dialect_t tb__dialect_of(const tb_http_request_t *req);
 void tb__server_add_ext(tb__server_t *srv, tb__server_ext_t *ext);
 void tb__server_ext_closed(tb__server_t *srv, tb__server_ext_t *ext);

@@ -143,9 +143,9 @@ static void route_index(tb_http_request_t *req) {
       "POST /retrieve_future answers 202 while pending.",
       "both",
       "Where a path is in both dialects, a protobuf body or a JSON body with type, "
-      "seq_id, forward_backward_input, forward_input, session_id, sampling_session_id, "
-      "sampling_params or an object prompt is the Tinker dialect; other JSON objects are "
-      "the Tinkerbell dialect.");
+      "seq_id, forward_backward_input, forward_input, session_id, sampling_session_id or "
+      "an object prompt is the Tinker dialect; other JSON objects are the Tinkerbell "
+      "dialect.");
   if (doc == NULL) {
     tb__server_respond_error(req, 503, "out of memory");
     return;

@@ -270,19 +270,29 @@ static int read_stop(tb_jctx_t *c, tb__training_t *tr, tb_arena_t *a, const json
 }
 
 /* The prompt: exactly one of "prompt" (text), "messages" (a conversation)
- * or "prompt_tokens" (ids). */
+ * or "prompt_tokens" (ids); or the Python server's "prompts", a list that
+ * here holds one text (a call samples one prompt). */
 static int read_prompt(tb_jctx_t *c, tb_arena_t *a, const json_t *doc, const tb__tbase_t *base,
                        int64_t vocab, tb__top_t *op, int32_t *stops, size_t *n_stops,
                        tb__tbop_t *info, int *status) {
   const json_t *text = json_object_get(doc, "prompt");
   const json_t *msgs = json_object_get(doc, "messages");
   const json_t *ids = json_object_get(doc, "prompt_tokens");
-  int given = (text != NULL) + (msgs != NULL) + (ids != NULL);
+  const json_t *list = json_object_get(doc, "prompts");
+  int given = (text != NULL) + (msgs != NULL) + (ids != NULL) + (list != NULL);
   if (given != 1)
     return tb__jctx_fail_at(c, "prompt", given == 0 ? "required (or messages, or "
                                                       "prompt_tokens)"
                                                     : "give one of prompt, messages and "
                                                       "prompt_tokens");
+  const char *text_key = "prompt";
+  if (list != NULL) {
+    if (!json_is_array(list) || json_array_size(list) != 1)
+      return tb__jctx_fail_at(c, "prompts", "expected a list of one prompt (a call samples "
+                                            "one; send a call per prompt)");
+    text = json_array_get(list, 0);
+    text_key = "prompts[0]";
+  }
   int raw = 0;
   int rc = tb__json_get_bool(c, doc, "raw", TB_JSON_OPTIONAL, &raw);
   if (rc < 0)
@@ -308,7 +318,7 @@ static int read_prompt(tb_jctx_t *c, tb_arena_t *a, const json_t *doc, const tb_
     info->text = base->builtin;
     return rc;
   }
-  const char *key = text != NULL ? "prompt" : "messages";
+  const char *key = text != NULL ? text_key : "messages";
   if (!base->builtin) {
     *status = 422;
     return tb__jctx_fail_at(c, key, "text prompts need the byte tokenizer of %s; the base %s "
@@ -318,8 +328,9 @@ static int read_prompt(tb_jctx_t *c, tb_arena_t *a, const json_t *doc, const tb_
   tb_tokens_t t = TB_TOKENS_INIT;
   tb_error_t rerr = { 0 };
   if (text != NULL) {
-    tb_slice_t s;
-    rc = tb__json_get_string(c, doc, "prompt", TB_JSON_REQUIRED, &s);
+    tb_slice_t s = { json_string_value(text), json_string_length(text) };
+    if (!json_is_string(text))
+      rc = tb__jctx_fail_at(c, text_key, "expected a string, got %s", tb__json_type_name(text));
     if (rc == 0 && raw) {
       /* A plain continuation of the text. */
       rc = tb__tokens_push(&t, TB_TOK_BOS, 0) != 0 || tb__tok_encode(s, &t) != 0
@@ -329,7 +340,7 @@ static int read_prompt(tb_jctx_t *c, tb_arena_t *a, const json_t *doc, const tb_
       /* As the Python server: the text is one user message. */
       tb_chat_msg_t m = { TB_SLICE_LIT("user"), s };
       if (tb__chat_render_prompt(&m, 1, &t, &rerr) != 0)
-        rc = tb__jctx_fail_at(c, "prompt", "%s", tb_error_message(&rerr));
+        rc = tb__jctx_fail_at(c, text_key, "%s", tb_error_message(&rerr));
     }
   } else {
     if (raw)
@@ -387,7 +398,14 @@ int tb__tb_decode_sample(tb_jctx_t *c, tb__training_t *tr, tb__top_t *op, const 
   int64_t max_tokens = TB__TB_DEFAULT_MAX_TOKENS, top_k = -1, num_samples = 1, seed = -1;
   double temperature = 1.0, top_p = 1.0;
   int64_t ctx = mc ? mc->max_position_embeddings : INT32_MAX;
-  rc = rc < 0 ? rc : tb__json_get_int(c, doc, "max_tokens", TB_JSON_OPTIONAL, 1, ctx,
+  /* The parameters sit at the top, or in "sampling_params" as the Python
+   * server's vLLM form has them (with "n" for num_samples). */
+  json_t *sp = NULL;
+  rc = rc < 0 ? rc : tb__json_get_object(c, doc, "sampling_params", TB_JSON_OPTIONAL, &sp);
+  const json_t *ps = sp != NULL ? sp : doc;
+  size_t mark = sp != NULL ? tb__jctx_push_key(c, "sampling_params") : 0;
+  const char *n_key = sp != NULL && json_object_get(sp, "n") != NULL ? "n" : "num_samples";
+  rc = rc < 0 ? rc : tb__json_get_int(c, ps, "max_tokens", TB_JSON_OPTIONAL, 1, ctx,
                                       &max_tokens);
   if (rc == 1 && mc != NULL && op->prompt_len + (size_t)max_tokens > (size_t)ctx) {
     /* The default shrinks to what the context leaves. */
@@ -398,19 +416,20 @@ int tb__tb_decode_sample(tb_jctx_t *c, tb__training_t *tr, tb__top_t *op, const 
                           "context of %lld",
                           op->prompt_len, (long long)max_tokens, (long long)ctx);
   }
-  rc = rc < 0 ? rc : tb__json_get_double(c, doc, "temperature", TB_JSON_OPTIONAL, &temperature);
+  rc = rc < 0 ? rc : tb__json_get_double(c, ps, "temperature", TB_JSON_OPTIONAL, &temperature);
   if (rc >= 0 && temperature < 0)
     rc = tb__jctx_fail_at(c, "temperature", "expected >= 0 (0 is greedy)");
-  rc = rc < 0 ? rc : tb__json_get_double(c, doc, "top_p", TB_JSON_OPTIONAL, &top_p);
+  rc = rc < 0 ? rc : tb__json_get_double(c, ps, "top_p", TB_JSON_OPTIONAL, &top_p);
   if (rc >= 0 && !(top_p > 0 && top_p <= 1))
     rc = tb__jctx_fail_at(c, "top_p", "expected a number in (0, 1]");
-  rc = rc < 0 ? rc : tb__json_get_int(c, doc, "top_k", TB_JSON_OPTIONAL, -1, INT32_MAX, &top_k);
+  rc = rc < 0 ? rc : tb__json_get_int(c, ps, "top_k", TB_JSON_OPTIONAL, -1, INT32_MAX, &top_k);
   if (rc >= 0 && top_k == 0)
     rc = tb__jctx_fail_at(c, "top_k", "expected -1 (no limit) or at least 1");
-  rc = rc < 0 ? rc : tb__json_get_int(c, doc, "seed", TB_JSON_OPTIONAL, 0, INT64_MAX, &seed);
-  rc = rc < 0 ? rc : tb__json_get_int(c, doc, "num_samples", TB_JSON_OPTIONAL, 1, 128,
-                                      &num_samples);
-  rc = rc < 0 ? rc : read_stop(c, tr, &op->arena, doc, base, vocab, p, stops, &n_stops, status);
+  rc = rc < 0 ? rc : tb__json_get_int(c, ps, "seed", TB_JSON_OPTIONAL, 0, INT64_MAX, &seed);
+  rc = rc < 0 ? rc : tb__json_get_int(c, ps, n_key, TB_JSON_OPTIONAL, 1, 128, &num_samples);
+  rc = rc < 0 ? rc : read_stop(c, tr, &op->arena, ps, base, vocab, p, stops, &n_stops, status);
+  if (sp != NULL)
+    tb__jctx_pop(c, mark);
   if (rc < 0)
     return rc;
   p->max_tokens = (size_t)max_tokens;

@@ -86,7 +86,7 @@ static const char *skip_value(const char *p, const char *e) {
 static int tinker_key(const char *k, size_t n, char value_start) {
   static const char *const tinker_only[] = { "type", "seq_id", "forward_backward_input",
                                              "forward_input", "session_id",
-                                             "sampling_session_id", "sampling_params" };
+                                             "sampling_session_id" };
   for (size_t i = 0; i < sizeof(tinker_only) / sizeof(tinker_only[0]); i++)
     if (strlen(tinker_only[i]) == n && memcmp(tinker_only[i], k, n) == 0)
       return 1;
