@@ -194,7 +194,8 @@ struct tb__call_s {
   tb_slice_t body;                /* not copied: valid until the callback */
   const char *content_type;       /* NULL: application/json when a body */
   const char *accept;             /* NULL: application/json */
-  const tb_http_header_t *extra;  /* copied when sent */
+  const tb_http_header_t *extra;  /* the array is copied at start; the
+                                     bytes must outlive the call */
   size_t n_extra;
   int max_retries;                /* <0: the config's; 0: none */
   uint64_t timeout_ms;            /* 0: the config's http_timeout_ms */
