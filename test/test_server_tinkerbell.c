@@ -1158,6 +1158,24 @@ TEST(no_data_dir) {
   stop_server();
 }
 
+/* A model trained into overflow still answers: the loss JSON cannot carry
+ * is null. */
+TEST(diverged_loss_is_null) {
+  tb_server_options_t o = { 0 };
+  start_training(&o);
+  char *fb = fb_body("boom", HELLO);
+  json_decref(post_ok("/api/v1/forward_backward", NULL, fb));
+  json_decref(post_ok("/api/v1/optim_step", NULL,
+                      "{\"model_id\":\"boom\",\"adam_params\":{\"learning_rate\":1e30}}"));
+  json_t *v = post_ok("/api/v1/forward_backward", NULL, fb);
+  ASSERT(json_is_null(json_object_get(v, "loss")));
+  ASSERT(json_is_null(json_object_get(v, "loss_sum")));
+  ASSERT_STR_EQ(str_of(v, "model_id"), "boom");
+  json_decref(v);
+  free(fb);
+  stop_training();
+}
+
 TEST_LIST(
   TEST_ENTRY(sync_training_save_load_sample),
   TEST_ENTRY(async_pipelined_training),
@@ -1174,4 +1192,5 @@ TEST_LIST(
   TEST_ENTRY(rate_limited),
   TEST_ENTRY(checkpoints_after_restart),
   TEST_ENTRY(no_data_dir),
+  TEST_ENTRY(diverged_loss_is_null),
 )

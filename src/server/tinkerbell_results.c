@@ -25,11 +25,17 @@ static const char *model_id_of(const tb__top_t *op) {
   return info && info->model_id ? info->model_id : op->base->name;
 }
 
+/* A number, or null for one JSON cannot carry (a loss that diverged to
+ * inf or NaN is still a result the caller should see). */
+static json_t *number(double x) {
+  return isfinite(x) ? json_real(x) : json_null();
+}
+
 /* {"key": value, ...} of the engine's metrics. */
 static json_t *metrics_of(const tb_engine_job_t *job) {
   json_t *m = json_object();
   for (size_t i = 0; m != NULL && i < job->num_metrics; i++)
-    json_object_set_new(m, job->metrics[i].key, json_real(job->metrics[i].value));
+    json_object_set_new(m, job->metrics[i].key, number(job->metrics[i].value));
   return m;
 }
 
@@ -38,7 +44,8 @@ static json_t *encode_forward(tb__top_t *op) {
   const tb_engine_job_t *job = &op->job;
   const tb_batch_t *b = &op->batch;
   double mean = info->trained_weight > 0 ? job->loss / info->trained_weight : 0.0;
-  json_t *v = json_pack("{sfsfsIsIsfsssssss{ss}so}", "loss", mean, "loss_sum", job->loss,
+  json_t *v = json_pack("{sososIsIsfsssssss{ss}so}", "loss", number(mean), "loss_sum",
+                        number(job->loss),
                         "num_samples", (json_int_t)b->num_data, "num_tokens",
                         (json_int_t)info->trained_tokens, "total_weight", info->trained_weight,
                         "model_id", op->model->id, "backend",
@@ -53,7 +60,7 @@ static json_t *encode_forward(tb__top_t *op) {
       size_t n = b->data[i].n * (b->data[i].k ? b->data[i].k : 1);
       json_t *row = json_array();
       for (size_t j = 0; row != NULL && j < n && at + j < job->num_logprobs; j++)
-        json_array_append_new(row, json_real(job->logprobs[at + j]));
+        json_array_append_new(row, number(job->logprobs[at + j]));
       at += n;
       json_array_append_new(all, row);
     }
@@ -67,7 +74,7 @@ static json_t *encode_optim(tb__top_t *op) {
   json_t *m = metrics_of(&op->job);
   if (m != NULL) {
     json_object_set_new(m, "learning_rate", json_real(o->learning_rate));
-    json_object_set_new(m, "grad_norm", json_real(o->grad_norm));
+    json_object_set_new(m, "grad_norm", number(o->grad_norm));
     json_object_set_new(m, "step_completed", json_real(1.0));
   }
   return json_pack("{sssssIso}", "model_id", op->model->id, "backend", TB__TB_BACKEND, "step",
@@ -125,7 +132,7 @@ static json_t *encode_sample(tb__top_t *op) {
     json_t *toks = json_array(), *lps = json_array();
     for (size_t j = 0; toks != NULL && lps != NULL && j < q->len; j++) {
       json_array_append_new(toks, json_integer(q->tokens[j]));
-      json_array_append_new(lps, json_real(q->logprobs[j]));
+      json_array_append_new(lps, number(q->logprobs[j]));
     }
     json_t *text = info->text ? text_of(q->tokens, q->len) : json_null();
     json_array_append(texts, text);
