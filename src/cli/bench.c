@@ -68,6 +68,10 @@ static const bench_t benches[] = {
   { "users", "several users training at once (aggregate)", "bench_pipeline",
     { NULL }, { NULL },
     "{users} users: {users_tps} tokens/s", "one user: {one_tps} tokens/s", "{users_ratio}x" },
+  { "futures", "pending futures of the client, 10k and 100k", "bench_client_futures",
+    { "--futures", "10000,100000" }, { "--futures", "1000", "--seconds", "1" },
+    "{n}: {bytes_per_future} B/future, {cpu_us_per_poll} us CPU/poll",
+    "bare HTTP client: {raw_cpu_us} us/poll", "{ratio}x the bare client's CPU" },
   { NULL, NULL, NULL, { NULL }, { NULL }, NULL, NULL, NULL },
 };
 
