@@ -25,6 +25,9 @@ extern "C" {
 #define TB_VERSION_PATCH 0
 #define TB_VERSION_STRING "0.1.0"
 
+/* The library's version, "MAJOR.MINOR.PATCH" (TB_VERSION_STRING of the
+ * build it was compiled from; compare with the header's to catch a
+ * mismatched shared library). */
 TB_EXTERN const char *tb_version_string(void);
 
 /* A read-only view of bytes.  Not NUL-terminated unless said otherwise. */

@@ -77,6 +77,8 @@ typedef enum {
   TB_CATEGORY_CANCELLED  /* the caller cancelled */
 } tb_category_t;
 
+/* "none", "user", "server", "network", "timeout" or "cancelled" ("unknown"
+ * for a value outside the enum). */
 TB_EXTERN const char *tb_category_name(tb_category_t c);
 
 /* A failure with everything a caller needs to act on it.  Strings are owned

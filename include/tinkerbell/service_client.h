@@ -70,6 +70,7 @@ typedef struct tb_server_capabilities_s {
 } tb_server_capabilities_t;
 
 TB_EXTERN extern const tb_result_type_t tb_result_server_capabilities;
+/* Releases caps and what it holds; NULL is a no-op. */
 TB_EXTERN void tb_server_capabilities_free(tb_server_capabilities_t *caps);
 
 /* Sets the client up on loop with cfg (NULL: defaults and the environment;
