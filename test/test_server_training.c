@@ -272,7 +272,7 @@ TEST(seq_id_order) {
   char *bf = fwd_body(mid, 5000, "forward_input", "cross_entropy", "[1,2,3,4]", SFT_INPUTS);
   hc_t *c = hc_do("POST", "/api/v1/forward", NULL, bf);
   ASSERT_EQ_INT(c->status, 429);
-  ASSERT_STR_CONTAINS(c->body, "seq_id: 5000 is 64 or more ahead");
+  ASSERT_STR_CONTAINS(c->body, "seq_id: 5000 is 1024 or more ahead");
   ASSERT_STR_CONTAINS(c->head, "Retry-After: 1");
   hc_free(c);
   free(bf);

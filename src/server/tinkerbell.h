@@ -25,6 +25,8 @@
 
 /* The adapter a Tinkerbell call creates when it gives no settings: the
  * Python server's LoraConfigParams (r 16, alpha 32), on every target. */
+/* Calls of one model of this dialect that may wait at once; more are 429. */
+#define TB__TB_MAX_WAITING 64
 #define TB__TB_DEFAULT_RANK 16
 #define TB__TB_DEFAULT_ALPHA 32.0
 /* What "backend" says in results. */

@@ -294,7 +294,7 @@ static void submit(tb_http_request_t *req, tb__top_t *op, tb_slice_t id, int syn
     info->created = 1;
   }
   tb__tmodel_t *m = op->model;
-  if (m->max_seq + 1 - m->next_seq >= TB__SEQ_WINDOW) {
+  if (m->max_seq + 1 - m->next_seq >= TB__TB_MAX_WAITING) {
     /* Calls of this dialect carry no seq_id; what bounds the calls that
      * wait for a model still being created is said plainly. */
     static const tb_http_header_t h[2] = {
@@ -304,7 +304,7 @@ static void submit(tb_http_request_t *req, tb__top_t *op, tb_slice_t id, int syn
     char *msg = tb__arena_alloc(&req->arena, 256);
     int n = msg ? snprintf(msg, 256, "{\"error\":\"model_id: %d operations of this model wait "
                                      "already; retry once they run\",\"category\":\"user\"}",
-                           TB__SEQ_WINDOW)
+                           TB__TB_MAX_WAITING)
                 : 0;
     uv_buf_t body = uv_buf_init(msg, (unsigned)n);
     tb__server_respond(req, 429, h, 2, &body, 1);

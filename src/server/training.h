@@ -23,8 +23,10 @@
 #include "wire/types.h"
 
 /* How many recent seq_ids of a model are remembered for deduplication,
- * and how far ahead of the next one a seq_id may be. */
-#define TB__SEQ_WINDOW 64
+ * and how far ahead of the next one a seq_id may be: a model's queue.  A
+ * pipelined client with a large batch (one seq_id per chunk of 1024
+ * datums) may be hundreds ahead. */
+#define TB__SEQ_WINDOW 1024
 
 typedef struct tb__training_s tb__training_t;
 typedef struct tb__tmodel_s tb__tmodel_t;
