@@ -467,6 +467,12 @@ void tb__http_conn_after_write(tb_http_conn_t *conn) {
 
 /* ------------------------------------------------------------ life cycle */
 
+void tb__http_sconn_on_written(uv_idle_t *idle) {
+  tb_http_conn_t *conn = idle->data;
+  uv_idle_stop(idle);
+  tb__http_conn_write_done(conn, 0);
+}
+
 static void on_handle_closed(uv_handle_t *h) {
   tb_http_conn_t *conn = h->data;
   if (--conn->open_handles > 0)
@@ -501,7 +507,9 @@ int tb__http_conn_start(tb_http_server_t *server, tb_http_conn_t **out) {
   conn->tcp.data = conn;
   uv_timer_init(server->loop, &conn->timer);
   conn->timer.data = conn;
-  conn->open_handles = 2;
+  uv_idle_init(server->loop, &conn->written);
+  conn->written.data = conn;
+  conn->open_handles = 3;
   server->n_conns++;
   conn->next = server->conns;
   if (server->conns)
@@ -561,9 +569,25 @@ void tb__http_conn_abort(tb_http_conn_t *conn, int status) {
     }
     r = next;
   }
-  /* Requests in a write in flight finish in its callback (UV_ECANCELED). */
+  /* A write that went out at once has no libuv callback to come: its
+   * requests finish here, written.  Those of a write in flight finish in
+   * its callback (UV_ECANCELED). */
+  if (conn->written_at_once) {
+    uv_idle_stop(&conn->written);
+    conn->written_at_once = 0;
+    conn->write_active = 0;
+    tb_http_request_t *w = conn->writing;
+    conn->writing = conn->writing_tail = NULL;
+    while (w != NULL) {
+      tb_http_request_t *next = w->next;
+      w->next = NULL;
+      tb__http_req_finish(w, 0);
+      w = next;
+    }
+  }
   uv_close((uv_handle_t *)&conn->tcp, on_handle_closed);
   uv_close((uv_handle_t *)&conn->timer, on_handle_closed);
+  uv_close((uv_handle_t *)&conn->written, on_handle_closed);
 }
 
 void tb__http_conn_drain(tb_http_conn_t *conn) {

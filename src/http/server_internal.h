@@ -26,6 +26,7 @@
 struct tb_http_conn_s {
   uv_tcp_t tcp;
   uv_timer_t timer;
+  uv_idle_t written;                /* completes a write done at once */
   uv_write_t write_req;
   uv_shutdown_t shutdown_req;
   tb_http_server_t *server;
@@ -52,6 +53,8 @@ struct tb_http_conn_s {
   unsigned read_paused : 1;     /* too many requests queued */
   unsigned stop_parsing : 1;    /* error, Connection: close, upgrade, drain */
   unsigned write_active : 1;
+  unsigned written_at_once : 1;     /* the write in flight went out whole in
+                                       uv_try_write; `written` completes it */
   unsigned close_after_write : 1;
   unsigned read_eof : 1;
   unsigned draining : 1;        /* the server is closing */
@@ -79,6 +82,11 @@ void tb__http_conn_arm_timer(tb_http_conn_t *conn);
 
 /* server_response.c */
 void tb__http_conn_flush(tb_http_conn_t *conn);
+/* The write in flight is over (status 0 or an error): its requests finish,
+ * then reading, flushing or closing goes on. */
+void tb__http_conn_write_done(tb_http_conn_t *conn, int status);
+/* server_conn.c: the idle callback of `written`. */
+void tb__http_sconn_on_written(uv_idle_t *idle);
 /* on_done(status), then back to the pool. */
 void tb__http_req_finish(tb_http_request_t *req, int status);
 
