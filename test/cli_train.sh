@@ -81,6 +81,29 @@ check "train with --base-url against tinkerbell serve" $?
 [ $status = 0 ] || echo "$out" | tail -20
 kill "$serve_pid"; wait "$serve_pid" 2>/dev/null; serve_pid=
 
+# --- over HTTPS: serve with a certificate, train verifying it with --ca-file ---
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+  -subj /CN=tinkerbell -addext subjectAltName=IP:127.0.0.1 \
+  -keyout "$tmp/key.pem" -out "$tmp/cert.pem" >/dev/null 2>&1
+"$exe" serve --port 0 --data-dir "$tmp/tls" --tls-cert "$tmp/cert.pem" --tls-key "$tmp/key.pem" \
+  --log-level warn >"$tmp/tls.out" 2>&1 &
+serve_pid=$!
+url=
+for _ in $(seq 100); do
+  url=$(sed -n 's/.*listening on \(https[^ ]*\).*/\1/p' "$tmp/tls.out")
+  [ -n "$url" ] && break
+  sleep 0.1
+done
+out=$("$exe" train short.jsonl --epochs 1 --base-url "$url" --ca-file "$tmp/cert.pem" --out "$tmp/tls-out" 2>&1)
+status=$?
+[ $status = 0 ] && echo "$out" | grep -q "^sampler weights: tinker://"
+check "train over HTTPS, verified with --ca-file" $?
+[ $status = 0 ] || echo "$out" | tail -10
+out=$("$exe" sample --base-url "$url" --max-tokens 4 "hi" 2>&1)
+[ $? = 1 ] && echo "$out" | grep -qi "TLS\|certificate"
+check "without --ca-file the self-signed certificate is refused" $?
+kill "$serve_pid"; wait "$serve_pid" 2>/dev/null; serve_pid=
+
 # --- Ctrl-C: the step under way finishes, a checkpoint is saved, status 130 ---
 "$exe" train short.jsonl --epochs 1000 --data-dir "$tmp/int" --out "$tmp/int-out" >"$tmp/int.log" 2>&1 &
 train_pid=$!

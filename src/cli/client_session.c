@@ -85,7 +85,8 @@ static int start_embedded(tb__cli_session_t *s, const char *data_dir, const char
 }
 
 int tb__cli_session_open(tb__cli_session_t *s, const char *cmd, const char *base_url,
-                         const char *data_dir, const char *base_model, uint64_t threads) {
+                         const char *ca_file, const char *data_dir, const char *base_model,
+                         uint64_t threads) {
   memset(s, 0, sizeof(*s));
   s->cmd = cmd;
   /* A peer that closes while an answer is written must not kill us. */
@@ -105,7 +106,7 @@ int tb__cli_session_open(tb__cli_session_t *s, const char *cmd, const char *base
   if (base_url == NULL && (rc = start_embedded(s, data_dir, base_model, threads)) != 0)
     return rc;
   s->url = base_url ? base_url : s->base_url;
-  tb_client_config_t cc = { .base_url = s->url };
+  tb_client_config_t cc = { .base_url = s->url, .tls_ca_file = ca_file };
   tb_error_t err = { 0 };
   rc = tb_service_client_init(&s->loop, &s->sc, &cc, &err);
   if (rc != 0) {

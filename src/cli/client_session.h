@@ -32,9 +32,12 @@ typedef struct tb__cli_session_s {
 /* Makes the loop, starts the embedded server serving base_model with its
  * checkpoints in data_dir (made if missing) unless base_url is given, and
  * the ServiceClient.  0, or the command's exit status after a message
- * (2 for unusable options, 1 otherwise); tb__cli_session_close either way. */
+ * (2 for unusable options, 1 otherwise); tb__cli_session_close either way.
+ * ca_file (may be NULL): the PEM certificates an https base URL is
+ * verified against instead of the system's trust store. */
 int tb__cli_session_open(tb__cli_session_t *s, const char *cmd, const char *base_url,
-                         const char *data_dir, const char *base_model, uint64_t threads);
+                         const char *ca_file, const char *data_dir, const char *base_model,
+                         uint64_t threads);
 /* Closes the ServiceClient (clients made from it first!) and the server,
  * runs the loop to its end and closes it. */
 void tb__cli_session_close(tb__cli_session_t *s);

@@ -19,6 +19,7 @@
 
 enum {
   OPT_BASE_URL,
+  OPT_CA_FILE,
   OPT_MODEL_PATH,
   OPT_BASE_MODEL,
   OPT_MAX_TOKENS,
@@ -40,6 +41,8 @@ static const tb__cli_opt_t sample_opts[OPT_COUNT + 1] = {
   [OPT_BASE_URL] = { "base-url", "URL",
                      "sample from a running Tinker-compatible service\n"
                      "(TINKER_API_KEY for its key) [embedded server]" },
+  [OPT_CA_FILE] = { "ca-file", "FILE", "verify an https --base-url against these PEM\n"
+                                        "certificates [the system's trust store]" },
   [OPT_MODEL_PATH] = { "model-path", "PATH",
                        "saved sampler weights, tinker://<model>/\n"
                        "sampler_weights/<name> (train prints it)\n"
@@ -67,7 +70,7 @@ static const char sample_description[] =
 int tb__cli_sample(int argc, char **argv) {
   tb__cli_args_t a;
   tb__cli_args_init(&a, "sample", sample_opts, argc, argv);
-  const char *base_url = NULL, *path = NULL, *base_model = TB_BASE_MODEL_NAME;
+  const char *base_url = NULL, *ca_file = NULL, *path = NULL, *base_model = TB_BASE_MODEL_NAME;
   const char *data_dir = "./tinkerbell-data", *prompt = NULL;
   const char *stops[MAX_STOPS];
   uint64_t max_tokens = 128, top_k = 0, seed = 0, num = 1;
@@ -85,6 +88,7 @@ int tb__cli_sample(int argc, char **argv) {
         prompt = v;
         break;
       case OPT_BASE_URL: base_url = v; break;
+      case OPT_CA_FILE: ca_file = v; break;
       case OPT_MODEL_PATH: path = v; break;
       case OPT_BASE_MODEL: base_model = v; break;
       case OPT_MAX_TOKENS: rc = tb__cli_uint(&a, "max-tokens", v, 1, 1u << 20, &max_tokens); break;
@@ -128,7 +132,7 @@ int tb__cli_sample(int argc, char **argv) {
     tb__log_set_level(TB_LOG_WARN);
 
   tb__cli_session_t s;
-  rc = tb__cli_session_open(&s, "sample", base_url, data_dir, base_model, 0);
+  rc = tb__cli_session_open(&s, "sample", base_url, ca_file, data_dir, base_model, 0);
   char **texts = calloc(num, sizeof(*texts));
   if (rc == 0 && texts != NULL) {
     tb_sample_params_t sp;

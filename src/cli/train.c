@@ -55,6 +55,7 @@
 
 enum {
   OPT_BASE_URL,
+  OPT_CA_FILE,
   OPT_BASE_MODEL,
   OPT_RANK,
   OPT_LEARNING_RATE,
@@ -76,6 +77,8 @@ static const tb__cli_opt_t train_opts[OPT_COUNT + 1] = {
                      "train on a running Tinker-compatible service\n"
                      "(TINKER_API_KEY for its key) instead of the\n"
                      "embedded server [embedded]" },
+  [OPT_CA_FILE] = { "ca-file", "FILE", "verify an https --base-url against these PEM\n"
+                                        "certificates [the system's trust store]" },
   [OPT_BASE_MODEL] = { "base-model", "NAME", "the base model to adapt [base]" },
   [OPT_RANK] = { "rank", "N", "LoRA rank [16]" },
   [OPT_LEARNING_RATE] = { "learning-rate", "LR", "AdamW learning rate [0.003]" },
@@ -113,6 +116,7 @@ static const char train_description[] =
 typedef struct train_config_s {
   const char *data_path;
   const char *base_url;
+  const char *ca_file;
   const char *base_model;
   const char *out;
   const char *data_dir;
@@ -439,6 +443,7 @@ static int parse_options(int argc, char **argv, train_config_t *c) {
         c->data_path = v;
         break;
       case OPT_BASE_URL: c->base_url = v; break;
+      case OPT_CA_FILE: c->ca_file = v; break;
       case OPT_BASE_MODEL: c->base_model = v; break;
       case OPT_RANK: rc = tb__cli_uint(&a, "rank", v, 1, 1024, &c->rank); break;
       case OPT_LEARNING_RATE:
@@ -609,8 +614,8 @@ static int run(trainer_t *t) {
          (size_t)c->epochs, c->epochs == 1 ? "" : "s",
          t->data.n_truncated ? " (some conversations cut to --max-length)" : "");
 
-  rc = tb__cli_session_open(&t->session, "train", c->base_url, c->data_dir, c->base_model,
-                            c->threads);
+  rc = tb__cli_session_open(&t->session, "train", c->base_url, c->ca_file, c->data_dir,
+                            c->base_model, c->threads);
   t->loop = &t->session.loop;
   if (rc != 0)
     return rc;

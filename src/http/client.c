@@ -283,7 +283,7 @@ void tb__http_conn_send(struct tb__http_conn_s *conn) {
     free(bufs); /* uv_write keeps its own copy of the array */
   if (rc != 0) {
     /* This may run inside send(): the callback must come later. */
-    tb__http_req_set_message(req, "write: %s", uv_strerror(rc));
+    tb__http_req_set_message(req, "write: %s", tb_strerror(rc));
     tb__http_pool_fail_later(req, rc);
     return;
   }
@@ -411,7 +411,7 @@ void tb__http_conn_io_error(struct tb__http_conn_s *conn, int err) {
   else
     tb__http_req_set_message(req, "%s %s:%u: %s", err == UV_EPIPE ? "write to"
                              : "read from", req->origin_->host,
-                             (unsigned)req->origin_->port, uv_strerror(err));
+                             (unsigned)req->origin_->port, tb_strerror(err));
   tb__http_conn_fail(conn, code);
 }
 

@@ -232,7 +232,7 @@ static void connect_next(struct tb__http_conn_s *conn) {
   }
   struct tb__http_origin_s *o = conn->origin;
   tb__http_req_set_message(conn->req, "connect to %s port %u: %s", o->host,
-                           (unsigned)o->port, uv_strerror(conn->last_err));
+                           (unsigned)o->port, tb_strerror(conn->last_err));
   tb__http_conn_fail(conn, connect_error(conn->last_err));
 }
 
@@ -255,7 +255,7 @@ static void on_connected(tb__transport_t *t, int status) {
   tb__http_conn_parser_init(conn);
   int rc = tb__transport_read_start(t, tb__http_conn_on_read);
   if (rc != 0) {
-    tb__http_req_set_message(conn->req, "read: %s", uv_strerror(rc));
+    tb__http_req_set_message(conn->req, "read: %s", tb_strerror(rc));
     tb__http_conn_fail(conn, rc);
     return;
   }
@@ -274,7 +274,7 @@ static void on_resolved(uv_getaddrinfo_t *gai, int status,
   conn->state = TB__CONN_CONNECTING;
   if (status < 0) {
     tb__http_req_set_message(conn->req, "resolve %s: %s", conn->origin->host,
-                             uv_strerror(status));
+                             tb_strerror(status));
     tb__http_conn_fail(conn, TB_EDNS);
     return;
   }
@@ -319,7 +319,7 @@ static void open_conn(struct tb__http_origin_s *o, tb_http_client_req_t *req) {
     rc = connect_addr(conn, &addr.sa);
     if (rc != 0) {
       tb__http_req_set_message(req, "connect to %s port %u: %s", o->host,
-                               (unsigned)o->port, uv_strerror(rc));
+                               (unsigned)o->port, tb_strerror(rc));
       tb__http_pool_fail_later(req, connect_error(rc));
     }
     return;
@@ -335,7 +335,7 @@ static void open_conn(struct tb__http_origin_s *o, tb_http_client_req_t *req) {
   rc = uv_getaddrinfo(c->loop, &conn->gai, on_resolved, o->host, port,
                       &hints);
   if (rc != 0) {
-    tb__http_req_set_message(req, "resolve %s: %s", o->host, uv_strerror(rc));
+    tb__http_req_set_message(req, "resolve %s: %s", o->host, tb_strerror(rc));
     tb__http_pool_fail_later(req, TB_EDNS);
     return;
   }
