@@ -14,6 +14,7 @@
 
 #include "engine/base_model.h"
 #include "engine/engine.h"
+#include "engine/llama.h"
 #include "engine/tokenizer.h"
 #include "kernels/kernels.h"
 
@@ -933,11 +934,66 @@ TEST(jobs_waiting_for_room_are_reported) {
   env_close(&env);
 }
 
+/* Long sequences cross the unembedding's row blocks (TB__LLAMA_LOGIT_ROWS):
+ * a 600-token sequence trained only on its first 300 targets gives the
+ * log-probs and the gradient of its 300-token prefix, computed with other
+ * block boundaries (causal attention: later tokens change nothing before
+ * them, and carry no loss). */
+TEST(long_sequences_cross_logit_blocks) {
+  env_t env;
+  env_init(&env, 1);
+  enum { LONG = 600, PREFIX = 300 };
+  ASSERT(LONG > 2 * TB__LLAMA_LOGIT_ROWS && PREFIX > TB__LLAMA_LOGIT_ROWS);
+  static int32_t tok[LONG], tgt[LONG];
+  static float w_long[LONG], w_prefix[PREFIX];
+  uint64_t st = 99;
+  for (int i = 0; i < LONG; i++) {
+    tok[i] = (int32_t)(tb__k_splitmix64(&st) % 256);
+    tgt[i] = (int32_t)(tb__k_splitmix64(&st) % 256);
+    w_long[i] = i < PREFIX ? 1.0f : 0.0f;
+  }
+  for (int i = 0; i < PREFIX; i++)
+    w_prefix[i] = 1.0f;
+  tb_datum_t dl = { tok, LONG, 1, tgt, w_long, NULL, NULL };
+  tb_datum_t dp = { tok, PREFIX, 1, tgt, w_prefix, NULL, NULL };
+  tb_batch_t bl = { &dl, 1, TB_LOSS_CROSS_ENTROPY, { 0.8f, 1.2f, 0.05f } };
+  tb_batch_t bp = { &dp, 1, TB_LOSS_CROSS_ENTROPY, { 0.8f, 1.2f, 0.05f } };
+  tb_engine_adapter_t *a = new_adapter(&env, 8, 5);
+  tb_engine_adapter_t *b = new_adapter(&env, 8, 5);
+  perturb(a, 6);
+  perturb(b, 6);
+  tb_engine_job_t ja = { 0 }, jb = { 0 };
+  rec_t ra = { 0 }, rb = { 0 };
+  ja.data = &ra;
+  jb.data = &rb;
+  ASSERT_OK(tb__engine_forward_backward(&ja, a, &bl, rec_cb));
+  ASSERT_OK(wait_job(&env, &ja, &ra));
+  ASSERT_OK(tb__engine_forward_backward(&jb, b, &bp, rec_cb));
+  ASSERT_OK(wait_job(&env, &jb, &rb));
+  ASSERT_EQ_INT(ja.num_logprobs, LONG);
+  ASSERT_EQ_INT(jb.num_logprobs, PREFIX);
+  for (int i = 0; i < PREFIX; i++)
+    ASSERT_NEAR(ja.logprobs[i], jb.logprobs[i], 1e-4, 1e-5);
+  ASSERT_NEAR(ja.loss, jb.loss, 1e-3, 1e-5);
+  const tb_lora_t *la = tb__engine_adapter_lora(a), *lb = tb__engine_adapter_lora(b);
+  ASSERT_EQ_INT(la->num_params, lb->num_params);
+  double norm = 0;
+  for (size_t i = 0; i < la->num_params; i++) {
+    ASSERT_NEAR(la->grads[i], lb->grads[i], 1e-4, 1e-3);
+    norm += (double)la->grads[i] * la->grads[i];
+  }
+  ASSERT(norm > 0);  /* a gradient that could fail the comparison */
+  tb__engine_job_cleanup(&ja);
+  tb__engine_job_cleanup(&jb);
+  env_close(&env);
+}
+
 TEST_LIST(
   TEST_ENTRY(jobs_complete_on_the_loop),
   TEST_ENTRY(concurrent_loads_share_one_model),
   TEST_ENTRY(two_adapters_train_concurrently),
   TEST_ENTRY(jobs_waiting_for_room_are_reported),
+  TEST_ENTRY(long_sequences_cross_logit_blocks),
   TEST_ENTRY(sharded_equals_unsharded),
   TEST_ENTRY(fifo_order_per_adapter),
   TEST_ENTRY(user_errors_name_the_datum_and_key),
