@@ -17,6 +17,7 @@ typedef struct samp_fake_s {
   int n_410;                /* polls answered 410 */
   uint64_t post_delay_ms;   /* each asample POST answered this late */
   int never_answer;         /* results stay try_again */
+  size_t big_prompt_logprobs;  /* results carry this many prompt log-probs */
   int64_t seqs[64];         /* seq_id of each asample POST, in order */
   uint64_t at[64];
   int status[64];
@@ -32,6 +33,10 @@ static fake_resp_t decide_sampling(fake_t *fk, tb_http_request_t *req, int is_po
   snprintf(path, sizeof(path), "%.*s", (int)req->path.len, req->path.base);
   if (strcmp(path, "/api/v1/create_session") == 0) {
     ok.body = "{\"session_id\":\"s1\"}";
+    return ok;
+  }
+  if (strcmp(path, "/api/v1/session_heartbeat") == 0) {
+    ok.body = "{\"type\":\"session_heartbeat\"}";
     return ok;
   }
   if (strcmp(path, "/api/v1/create_sampling_session") == 0) {
@@ -58,6 +63,15 @@ static fake_resp_t decide_sampling(fake_t *fk, tb_http_request_t *req, int is_po
       ok.body = tb__arena_strndup(&req->arena, b, strlen(b));
       free(b);
       ok.delay_ms = 5;
+    } else if (sf.big_prompt_logprobs > 0) {
+      tb_buf_t big = TB_BUF_INIT;
+      ASSERT_OK(tb__buf_append_str(&big, "{\"sequences\":[{\"stop_reason\":\"length\","
+                                         "\"tokens\":[7]}],\"prompt_logprobs\":[null"));
+      for (size_t i = 1; i < sf.big_prompt_logprobs; i++)
+        ASSERT_OK(tb__buf_printf(&big, ",-%zu.25", i % 100));
+      ASSERT_OK(tb__buf_append_str(&big, "]}"));
+      ok.body = tb__arena_strndup(&req->arena, big.base, big.len);
+      tb__buf_free(&big);
     } else {
       /* A JSON SampleResponse naming the seq_id in its one token. */
       long long seq = -1;
@@ -371,6 +385,32 @@ TEST(long_backoff_for_a_large_prompt) {
   sworld_stop(&w);
 }
 
+/* A result over 64 KiB is decoded on the threadpool; the same values
+ * come out. */
+TEST(large_result) {
+  sworld_t w;
+  sworld_start(&w);
+  sf.big_prompt_logprobs = 20000;
+  tb_logprobs_t *lp = NULL;
+  tb_error_t err = { 0 };
+  ASSERT_OK(tb_sampling_client_compute_logprobs_sync(&w.samp, &w.prompt, &lp, &err));
+  ASSERT_EQ_INT(lp->n, 20000);
+  ASSERT(isnan(lp->values[0]));
+  ASSERT_NEAR(lp->values[1], -1.25, 0, 0);
+  ASSERT_NEAR(lp->values[19999], -99.25, 1e-5, 0);
+  tb_logprobs_free(lp);
+  /* and cancelled while it decodes, or before: TB_ECANCELED either way */
+  tb_future_t *f;
+  ASSERT_OK(tb_sampling_client_sample(&w.samp, &w.prompt, 1, NULL, 1, 0, &f));
+  for (int i = 0; i < 1000 && sf.n < 2; i++)
+    uv_run(&w.loop, UV_RUN_ONCE);
+  tb_future_cancel(f);
+  int rc = tb_future_wait(f, 30000);
+  ASSERT(rc == 0 || rc == TB_ECANCELED);
+  tb_future_free(f);
+  sworld_stop(&w);
+}
+
 TEST_LIST(
   TEST_ENTRY(session_and_sample),
   TEST_ENTRY(backoff_on_429),
@@ -378,5 +418,6 @@ TEST_LIST(
   TEST_ENTRY(in_flight_limit),
   TEST_ENTRY(close_with_samples),
   TEST_ENTRY(close_while_creating),
+  TEST_ENTRY(large_result),
   TEST_ENTRY_TIMEOUT(long_backoff_for_a_large_prompt, 60000),
 )
