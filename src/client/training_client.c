@@ -445,23 +445,23 @@ int tb__tc_start_req(tb__tc_op_t *op, size_t i) {
       o.request_type = "OptimStep";
       o.decode = decode_optim;
       break;
+    /* Saves keep the submission retries: resent with its seq_id, a save is
+     * answered by the server with the first one's future (the SDK's outer
+     * retry layer resends it too), and a lost save would stop the client. */
     case TB__TC_SAVE:
       o.path = "/api/v1/save_weights";
       o.request_type = "SaveWeights";
       o.decode = decode_path;
-      o.max_retries = 0;  /* as the SDK: a resent save could clash with the first */
       break;
     case TB__TC_SAVE_SAMPLER:
       o.path = "/api/v1/save_weights_for_sampler";
       o.request_type = "SaveWeightsForSampler";
       o.decode = decode_path;
-      o.max_retries = 0;
       break;
     case TB__TC_SAVE_GET_SAMPLER:
       o.path = "/api/v1/save_weights_for_sampler";
       o.request_type = "SaveWeightsForSampler";
       o.decode = decode_sampling_session;
-      o.max_retries = 0;
       break;
     case TB__TC_LOAD:
       o.path = "/api/v1/load_weights";
