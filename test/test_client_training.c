@@ -508,6 +508,20 @@ TEST(server_errors) {
   ASSERT_OK(tb_sampling_client_sample_sync(&samp, &prompt, 3, &sp, 0, 0, &resp, &err));
   ASSERT_EQ_INT(resp->n_sequences, 3);
   tb_sample_response_free(resp);
+  /* sixteen samples at once, each seed its own */
+  tb_future_t *many[16];
+  for (int i = 0; i < 16; i++) {
+    sp.has_seed = 1;
+    sp.seed = (uint64_t)i;
+    ASSERT_OK(tb_sampling_client_sample(&samp, &prompt, 1, &sp, 0, 0, &many[i]));
+  }
+  ASSERT_OK(tb_future_wait_many(many, 16, 120000, NULL));
+  for (int i = 0; i < 16; i++) {
+    const tb_sample_response_t *r = tb_future_result(many[i], &tb_result_sample_response);
+    ASSERT(r != NULL && r->n_sequences == 1 && r->sequences[0].n_tokens > 0);
+    tb_future_free(many[i]);
+  }
+  sp.has_seed = 0;
   /* a token outside the vocabulary is the caller's error, from the server */
   int32_t bad_tok[] = { 1 << 20 };
   ASSERT_OK(tb_model_input_init(&prompt, bad_tok, 1));
