@@ -66,6 +66,7 @@ typedef struct tb_checkpoint_list_s {
   tb_cursor_t cursor;
 } tb_checkpoint_list_t;
 TB_EXTERN extern const tb_result_type_t tb_result_checkpoint_list;
+/* Releases the result and everything it holds; NULL is a no-op. */
 TB_EXTERN void tb_checkpoint_list_free(tb_checkpoint_list_t *l);
 
 /* A training run (the model of a training client). */
@@ -82,6 +83,7 @@ typedef struct tb_training_run_s {
   char *user_metadata_json;      /* the object as JSON text, or NULL */
 } tb_training_run_t;
 TB_EXTERN extern const tb_result_type_t tb_result_training_run;
+/* Releases the result and everything it holds; NULL is a no-op. */
 TB_EXTERN void tb_training_run_free(tb_training_run_t *r);
 
 typedef struct tb_training_run_list_s {
@@ -90,6 +92,7 @@ typedef struct tb_training_run_list_s {
   tb_cursor_t cursor;
 } tb_training_run_list_t;
 TB_EXTERN extern const tb_result_type_t tb_result_training_run_list;
+/* Releases the result and everything it holds; NULL is a no-op. */
 TB_EXTERN void tb_training_run_list_free(tb_training_run_list_t *l);
 
 /* What a checkpoint holds (weights_info). */
@@ -102,6 +105,7 @@ typedef struct tb_weights_info_s {
   int train_attn;
 } tb_weights_info_t;
 TB_EXTERN extern const tb_result_type_t tb_result_weights_info;
+/* Releases the result and everything it holds; NULL is a no-op. */
 TB_EXTERN void tb_weights_info_free(tb_weights_info_t *w);
 
 /* A signed download link of a checkpoint's archive. */
@@ -110,6 +114,7 @@ typedef struct tb_archive_url_s {
   char *expires;                 /* RFC 3339, or NULL */
 } tb_archive_url_t;
 TB_EXTERN extern const tb_result_type_t tb_result_archive_url;
+/* Releases the result and everything it holds; NULL is a no-op. */
 TB_EXTERN void tb_archive_url_free(tb_archive_url_t *a);
 
 /* A list of strings (session ids). */
@@ -118,6 +123,7 @@ typedef struct tb_string_list_s {
   size_t n;
 } tb_string_list_t;
 TB_EXTERN extern const tb_result_type_t tb_result_string_list;
+/* Releases the result and everything it holds; NULL is a no-op. */
 TB_EXTERN void tb_string_list_free(tb_string_list_t *l);
 
 /* A session: the runs and samplers made in it. */
@@ -128,6 +134,7 @@ typedef struct tb_session_info_s {
   size_t n_sampler_ids;
 } tb_session_info_t;
 TB_EXTERN extern const tb_result_type_t tb_result_session_info;
+/* Releases the result and everything it holds; NULL is a no-op. */
 TB_EXTERN void tb_session_info_free(tb_session_info_t *s);
 
 /* A sampler (sampling session). */
@@ -137,6 +144,7 @@ typedef struct tb_sampler_info_s {
   char *model_path;              /* NULL for a base model's sampler */
 } tb_sampler_info_t;
 TB_EXTERN extern const tb_result_type_t tb_result_sampler_info;
+/* Releases the result and everything it holds; NULL is a no-op. */
 TB_EXTERN void tb_sampler_info_free(tb_sampler_info_t *s);
 
 /* access_scope of the lookups: the caller's own, or also what others
@@ -277,10 +285,10 @@ TB_EXTERN int tb_rest_client_assign_session_project_sync(tb_rest_client_t *rc,
                                                          const char *session_id,
                                                          const char *project_id,
                                                          tb_error_t *err);
+#define TB_REST_TRACE_POLL_MS 5000
 /* GET /api/v1/sessions/{id}/trace_export, asked again every
  * TB_REST_TRACE_POLL_MS until the export is ready or failed.  Result: its
  * URL (tb_result_string). */
-#define TB_REST_TRACE_POLL_MS 5000
 TB_EXTERN int tb_rest_client_export_session_trace(tb_rest_client_t *rc, const char *session_id,
                                                   tb_future_t **out);
 TB_EXTERN int tb_rest_client_export_session_trace_sync(tb_rest_client_t *rc,

@@ -147,6 +147,7 @@ typedef struct tb_lora_params_s {
   int train_attn;                /* [1] */
   int train_unembed;             /* [1]; at least one of the three */
 } tb_lora_params_t;
+/* Fills p with the defaults in brackets above. */
 TB_EXTERN void tb_lora_params_default(tb_lora_params_t *p);
 
 /* An AdamW step (AdamParams); all six are sent. */
@@ -158,6 +159,7 @@ typedef struct tb_adamw_params_s {
   double weight_decay;           /* decoupled [0] */
   double grad_clip_norm;         /* 0: no clipping [0] */
 } tb_adamw_params_t;
+/* Fills p with the defaults in brackets above. */
 TB_EXTERN void tb_adamw_params_default(tb_adamw_params_t *p);
 
 /* How to sample (SamplingParams).  Stop on strings or on token ids, not
@@ -174,6 +176,7 @@ typedef struct tb_sample_params_s {
   const int32_t *stop_tokens;
   size_t n_stop_tokens;
 } tb_sample_params_t;
+/* Fills p with the defaults in brackets above. */
 TB_EXTERN void tb_sample_params_default(tb_sample_params_t *p);
 
 /* A loss function's extra numbers (loss_fn_config), e.g.
@@ -208,6 +211,7 @@ typedef struct tb_forward_backward_output_s {
   size_t n_metrics;
 } tb_forward_backward_output_t;
 TB_EXTERN extern const tb_result_type_t tb_result_forward_backward_output;
+/* Releases the result and everything it holds; NULL is a no-op. */
 TB_EXTERN void tb_forward_backward_output_free(tb_forward_backward_output_t *o);
 /* The output tensor `name` of datum i, or NULL. */
 TB_EXTERN const tb_tensor_data_t *tb_forward_backward_output_tensor(
@@ -222,6 +226,7 @@ typedef struct tb_optim_step_output_s {
   size_t n_metrics;
 } tb_optim_step_output_t;
 TB_EXTERN extern const tb_result_type_t tb_result_optim_step_output;
+/* Releases the result and everything it holds; NULL is a no-op. */
 TB_EXTERN void tb_optim_step_output_free(tb_optim_step_output_t *o);
 
 typedef enum {
@@ -257,6 +262,7 @@ typedef struct tb_sample_response_s {
 } tb_sample_response_t;
 #define TB_SAMPLE_TOPK_EMPTY (-99999.0f)
 TB_EXTERN extern const tb_result_type_t tb_result_sample_response;
+/* Releases the result and everything it holds; NULL is a no-op. */
 TB_EXTERN void tb_sample_response_free(tb_sample_response_t *r);
 
 /* The result of compute_logprobs: one log-prob per prompt token, NaN where
@@ -266,6 +272,7 @@ typedef struct tb_logprobs_s {
   size_t n;
 } tb_logprobs_t;
 TB_EXTERN extern const tb_result_type_t tb_result_logprobs;
+/* Releases the result and everything it holds; NULL is a no-op. */
 TB_EXTERN void tb_logprobs_free(tb_logprobs_t *l);
 
 /* The result of get_info (GetInfoResponse).  Strings may be NULL when the
@@ -279,6 +286,7 @@ typedef struct tb_model_info_s {
   int64_t lora_rank;             /* -1 when not given */
 } tb_model_info_t;
 TB_EXTERN extern const tb_result_type_t tb_result_model_info;
+/* Releases the result and everything it holds; NULL is a no-op. */
 TB_EXTERN void tb_model_info_free(tb_model_info_t *info);
 
 #ifdef __cplusplus
