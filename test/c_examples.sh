@@ -7,15 +7,9 @@ exe=${1:?usage: $0 TINKERBELL_EXE EXAMPLES_DIR SOURCE_ROOT}
 dir=${2:?usage: $0 TINKERBELL_EXE EXAMPLES_DIR SOURCE_ROOT}
 src=${3:?usage: $0 TINKERBELL_EXE EXAMPLES_DIR SOURCE_ROOT}
 tmp=$(mktemp -d /tmp/tb-c-examples-XXXXXX)
-"$exe" serve --port 0 --data-dir "$tmp/data" --log-level warn >"$tmp/serve.out" 2>&1 &
-pid=$!
-trap 'kill $pid 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT
-url=
-for _ in $(seq 200); do
-  url=$(sed -n 's/.*listening on \(http[^ ]*\).*/\1/p' "$tmp/serve.out")
-  [ -n "$url" ] && break
-  sleep 0.05
-done
+. "$(dirname "$0")/serve_lib.sh"
+start_serve "$exe" "$tmp/serve.out" --data-dir "$tmp/data"
+trap 'kill $serve_pid 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT
 [ -n "$url" ] || { cat "$tmp/serve.out"; echo "0 passed, 1 failed"; exit 1; }
 pass=0 fail=0
 run() {  # run NAME EXPECTED-LINE

@@ -5,6 +5,7 @@
 # from those weights, training against a running `tinkerbell serve` with
 # --base-url, Ctrl-C, and bad data stopping the run before anything trains.
 # usage: cli_train.sh TINKERBELL_EXE DATA.jsonl
+. "$(dirname "$0")/serve_lib.sh"
 exe=${1:?usage: $0 TINKERBELL_EXE DATA.jsonl}
 data=${2:?usage: $0 TINKERBELL_EXE DATA.jsonl}
 tmp=$(mktemp -d /tmp/tb-cli-train-XXXXXX)
@@ -66,14 +67,7 @@ check "sample from missing weights fails with the server's reason" $?
 check "sample without a prompt is a usage error" $?
 
 # --- against a running server, with --base-url ---
-"$exe" serve --port 0 --data-dir "$tmp/served" --log-level warn >"$tmp/serve.out" 2>&1 &
-serve_pid=$!
-url=
-for _ in $(seq 100); do
-  url=$(sed -n 's/.*listening on \(http[^ ]*\).*/\1/p' "$tmp/serve.out")
-  [ -n "$url" ] && break
-  sleep 0.1
-done
+start_serve "$exe" "$tmp/serve.out" --data-dir "$tmp/served"
 out=$("$exe" train short.jsonl --epochs 1 --base-url "$url" --out "$tmp/remote" 2>&1)
 status=$?
 [ $status = 0 ] && [ -s "$tmp/remote/metrics.jsonl" ] && echo "$out" | grep -q "^sampler weights: tinker://"
@@ -85,15 +79,8 @@ kill "$serve_pid"; wait "$serve_pid" 2>/dev/null; serve_pid=
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
   -subj /CN=tinkerbell -addext subjectAltName=IP:127.0.0.1 \
   -keyout "$tmp/key.pem" -out "$tmp/cert.pem" >/dev/null 2>&1
-"$exe" serve --port 0 --data-dir "$tmp/tls" --tls-cert "$tmp/cert.pem" --tls-key "$tmp/key.pem" \
-  --log-level warn >"$tmp/tls.out" 2>&1 &
-serve_pid=$!
-url=
-for _ in $(seq 100); do
-  url=$(sed -n 's/.*listening on \(https[^ ]*\).*/\1/p' "$tmp/tls.out")
-  [ -n "$url" ] && break
-  sleep 0.1
-done
+start_serve "$exe" "$tmp/tls.out" --data-dir "$tmp/tls" --tls-cert "$tmp/cert.pem" \
+  --tls-key "$tmp/key.pem"
 out=$("$exe" train short.jsonl --epochs 1 --base-url "$url" --ca-file "$tmp/cert.pem" --out "$tmp/tls-out" 2>&1)
 status=$?
 [ $status = 0 ] && echo "$out" | grep -q "^sampler weights: tinker://"

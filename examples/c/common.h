@@ -23,6 +23,29 @@ static inline void die(const char *what, const tb_error_t *err, int rc) {
   exit(1);
 }
 
+/* The loop and a ServiceClient of the server named on the command line
+ * (argv[1]; else TINKER_BASE_URL, else the default). */
+static inline void open_service(uv_loop_t *loop, tb_service_client_t *sc, int argc,
+                                char **argv) {
+  /* libuv leaves SIGPIPE alone: a server that goes away mid-write must
+   * give an error, not end the program. */
+  signal(SIGPIPE, SIG_IGN);
+  uv_loop_init(loop);
+  tb_client_config_t cfg = { .base_url = argc > 1 ? argv[1] : NULL };
+  tb_error_t err = { 0 };
+  int rc = tb_service_client_init(loop, sc, &cfg, &err);
+  if (rc != 0)
+    die("service client", &err, rc);
+}
+
+/* LoRA parameters of rank 16 on every target. */
+static inline tb_lora_params_t rank16(void) {
+  tb_lora_params_t lora;
+  tb_lora_params_default(&lora);
+  lora.rank = 16;
+  return lora;
+}
+
 /* One next-token example of a conversation of `base`; *trained receives
  * the number of tokens its loss counts. */
 static inline void chat_datum(tb_train_datum_t *d, const char *user, const char *assistant,

@@ -28,16 +28,9 @@ static void on_trainer_closed(tb_training_client_t *tc) {
 }
 
 int main(int argc, char **argv) {
-  /* libuv leaves SIGPIPE alone: a server that goes away mid-write must
-   * give an error, not end the program. */
-  signal(SIGPIPE, SIG_IGN);
   uv_loop_t loop;
-  uv_loop_init(&loop);
-  tb_client_config_t cfg = { .base_url = argc > 1 ? argv[1] : NULL };
-  tb_error_t err = { 0 };
-  int rc = tb_service_client_init(&loop, &sc, &cfg, &err);
-  if (rc != 0)
-    die("service client", &err, rc);
+  open_service(&loop, &sc, argc, argv);
+  int rc;
 
   tb_training_client_t tc[TRAINERS];
   tb_sampling_client_t samp;

@@ -7,23 +7,15 @@
 #include "common.h"
 
 int main(int argc, char **argv) {
-  /* libuv leaves SIGPIPE alone: a server that goes away mid-write must
-   * give an error, not end the program. */
-  signal(SIGPIPE, SIG_IGN);
   uv_loop_t loop;
-  uv_loop_init(&loop);
-  tb_client_config_t cfg = { .base_url = argc > 1 ? argv[1] : NULL };
   tb_service_client_t sc;
+  open_service(&loop, &sc, argc, argv);
   tb_error_t err = { 0 };
-  int rc = tb_service_client_init(&loop, &sc, &cfg, &err);
-  if (rc != 0)
-    die("service client", &err, rc);
+  int rc;
 
   /* 1. Create a LoRA adapter. */
   tb_training_client_t tc;
-  tb_lora_params_t lora;
-  tb_lora_params_default(&lora);
-  lora.rank = 16;
+  tb_lora_params_t lora = rank16();
   rc = tb_service_client_create_lora_training_client_sync(&sc, &tc, "base", &lora, &err);
   if (rc != 0)
     die("create the adapter", &err, rc);
