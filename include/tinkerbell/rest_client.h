@@ -147,6 +147,15 @@ TB_EXTERN extern const tb_result_type_t tb_result_sampler_info;
 /* Releases the result and everything it holds; NULL is a no-op. */
 TB_EXTERN void tb_sampler_info_free(tb_sampler_info_t *s);
 
+/* Who the caller is, from the claims of its key (whoami). */
+typedef struct tb_whoami_s {
+  char *user_urn;                /* the "sub" claim */
+  char *email;                   /* NULL when the key carries none */
+} tb_whoami_t;
+TB_EXTERN extern const tb_result_type_t tb_result_whoami;
+/* Releases the result and everything it holds; NULL is a no-op. */
+TB_EXTERN void tb_whoami_free(tb_whoami_t *w);
+
 /* access_scope of the lookups: the caller's own, or also what others
  * published. */
 typedef enum {
@@ -296,6 +305,15 @@ TB_EXTERN int tb_rest_client_export_session_trace_sync(tb_rest_client_t *rc,
                                                        tb_error_t *err);
 
 /* ------------------------------------------------------------ other */
+
+/* Who the caller is, as the SDK's whoami(): no request is sent; the
+ * claims of the API key are read when the key is a JWT whose issuer
+ * ("iss") starts with "passport-" (sub: the user's URN, email).  Any other
+ * key fails the future with TB_EUNSUPPORTED (category user): plain API
+ * keys name no user.  Result: tb_whoami_t (tb_result_whoami). */
+TB_EXTERN int tb_rest_client_whoami(tb_rest_client_t *rc, tb_future_t **out);
+TB_EXTERN int tb_rest_client_whoami_sync(tb_rest_client_t *rc, tb_whoami_t **who,
+                                         tb_error_t *err);
 
 /* GET /api/v1/samplers/{id}.  Result: tb_sampler_info_t. */
 TB_EXTERN int tb_rest_client_get_sampler(tb_rest_client_t *rc, const char *sampler_id,
