@@ -496,7 +496,54 @@ TEST(extension_closes_first) {
   ASSERT_LOOP_CLOSE(&loop);
 }
 
+/* Poll bodies: the common shapes (read without a JSON document) and every
+ * other body (read by jansson) find the same future or give the same
+ * errors. */
+TEST(poll_bodies_of_every_shape) {
+  tb_server_options_t o = { .long_poll_ms = 5000 };
+  start_server(&o);
+  tb__future_t *f = new_future();
+  resolve_json(f, "{\"ok\":1}");
+  char id[TB__FUTURE_ID_MAX];
+  memcpy(id, f->id, sizeof(id));
+  static const char *const found[] = {
+    "{\"request_id\":\"%s\"}",
+    " { \"request_id\" :\t\"%s\" } \n",
+    "{\"request_id\":\"%s\",\"allow_metadata_only\":false}",
+    "{\"request_id\": \"%s\", \"allow_metadata_only\": true}",
+    /* Not the common shape: jansson reads them. */
+    "{\"allow_metadata_only\":true,\"request_id\":\"%s\"}",
+    "{\"request_id\":\"%s\",\"extra\":[1,2,{}]}",
+    "{\"request_id\":\"\\u0072%s\"}",   /* "r" escaped: id without its r */
+  };
+  char body[256];
+  for (size_t i = 0; i < sizeof(found) / sizeof(found[0]); i++) {
+    snprintf(body, sizeof(body), found[i], i == 6 ? id + 1 : id);
+    hc_expect("POST", "/api/v1/retrieve_future", NULL, body, 200, "{\"ok\":1}");
+    hc_expect("POST", "/retrieve_future", NULL, body, 200, "{\"ok\":1}");
+  }
+  static const struct {
+    const char *body;
+    int status;
+    const char *want;
+  } bad[] = {
+    { "{\"request_id\":\"req-0\"", 400, "invalid JSON" },
+    { "{\"request_id\":\"req-0\"}}", 400, "invalid JSON" },
+    { "{\"request_id\":7}", 400, "request_id" },
+    { "{\"request_id\":\"req-0\",\"allow_metadata_only\":1}", 400, "allow_metadata_only" },
+    { "{}", 400, "request_id" },
+    { "[\"request_id\"]", 400, "object" },
+    { "{\"request_id\":\"\"}", 404, "unknown request" },
+    { "{\"request_id\":\"req-00000000000000000000000000000000\"}", 404, "unknown request" },
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+    hc_expect("POST", "/api/v1/retrieve_future", NULL, bad[i].body, bad[i].status,
+              bad[i].want);
+  stop_server();
+}
+
 TEST_LIST(
+  TEST_ENTRY(poll_bodies_of_every_shape),
   TEST_ENTRY(ids_unique_and_shaped),
   TEST_ENTRY(long_poll_answered_on_resolve),
   TEST_ENTRY(try_again_with_queue_state),
