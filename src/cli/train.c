@@ -404,6 +404,13 @@ static char *sample_reply(trainer_t *t, const char *path, const char *prompt) {
   return text;
 }
 
+/* A sampled reply as printed: said so when there is none. */
+static const char *reply_text(const char *text) {
+  if (text == NULL)
+    return "(sampling failed)";
+  return text[0] != '\0' ? text : "(an empty reply: the model ended its message at once)";
+}
+
 /* The example whose prompt comes most often in the data (the first of
  * them): the reply the model has seen most, to show before and after. */
 static const tb_train_example_t *most_frequent_prompt(const tb_train_data_t *d) {
@@ -686,8 +693,7 @@ static int run(trainer_t *t) {
       printf("\nprompt:  %s\n", probe->prompt);
       if (probe->reply)
         printf("data:    %s\n", probe->reply);
-      printf("before:  %s\nafter:   %s\n", before ? before : "(no sample)",
-             after ? after : "(no sample)");
+      printf("before:  %s\nafter:   %s\n", reply_text(before), reply_text(after));
       free(after);
     }
   }
