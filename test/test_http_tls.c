@@ -79,16 +79,6 @@ static void pair_finish(pair_t *p) {
   ASSERT_LOOP_CLOSE(&p->loop);
 }
 
-typedef struct {
-  int status, calls;
-} result_t;
-
-static void on_result(tb_http_client_req_t *req, int status) {
-  result_t *r = req->data;
-  r->status = status;
-  r->calls++;
-}
-
 /* POSTs body to /echo and runs the loop until the answer. */
 static int post_echo(pair_t *p, tb_http_client_req_t *req, const char *body, size_t len) {
   static char url[96];

@@ -20,16 +20,6 @@ static void on_client_closed(tb_http_client_t *c) {
   closed++;
 }
 
-typedef struct {
-  int status, calls;
-} result_t;
-
-static void on_result(tb_http_client_req_t *req, int status) {
-  result_t *r = req->data;
-  r->status = status;
-  r->calls++;
-}
-
 TEST(healthz_over_https) {
   certs_t c;
   make_cert(&c, "/tmp/tb-server-tls-XXXXXX", "tinkerbell server");

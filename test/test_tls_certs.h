@@ -1,6 +1,7 @@
 /*
- * A self-signed certificate for the TLS tests: a P-256 key and a
- * certificate for IP 127.0.0.1, written as PEM files to a new directory.
+ * What the TLS tests share: a self-signed certificate (a P-256 key and a
+ * certificate for IP 127.0.0.1, written as PEM files to a new directory)
+ * and the record of one client request's outcome.
  */
 #ifndef TB_TEST_TLS_CERTS_H
 #define TB_TEST_TLS_CERTS_H
@@ -13,7 +14,19 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
+#include "http/client.h"
 #include "tb_test.h"
+
+/* The outcome of a request of the project's HTTP client. */
+typedef struct {
+  int status, calls;
+} result_t;
+
+static void on_result(tb_http_client_req_t *req, int status) {
+  result_t *r = req->data;
+  r->status = status;
+  r->calls++;
+}
 
 typedef struct {
   char dir[64];
