@@ -498,25 +498,31 @@ static void add_lora(tb_http_request_t *req, int sync) {
   answer_call(req, fid, mid, sync);
 }
 
-static void remove_lora(tb_http_request_t *req, int sync) {
+/* The caller's model named by a body {"model_id"}, or NULL after
+ * answering 400 or 404. */
+static tb__tmodel_t *body_model(tb_http_request_t *req) {
   json_t *doc = begin(req, 0);
   if (doc == NULL)
-    return;
+    return NULL;
   tb_error_t err = { 0 };
   tb_jctx_t c;
   tb__jctx_init(&c, &err);
   tb_slice_t id;
   if (tb__json_get_string(&c, doc, "model_id", TB_JSON_REQUIRED, &id) < 0) {
     refuse(req, 400, &err, NULL, doc);
-    return;
+    return NULL;
   }
   tb__tmodel_t *m = find_model(tb__training_of(req), tb__sreq(req)->user, id);
-  if (m == NULL) {
+  if (m == NULL)
     unknown_model(req, id);
-    json_decref(doc);
-    return;
-  }
   json_decref(doc);
+  return m;
+}
+
+static void remove_lora(tb_http_request_t *req, int sync) {
+  tb__tmodel_t *m = body_model(req);
+  if (m == NULL)
+    return;
   tb__top_t *op = new_op(req, TB__OP_UNLOAD);
   if (op == NULL || tb__top_accept(req, op) != 0)
     return;
@@ -795,24 +801,9 @@ static void route_asample(tb_http_request_t *req) { sample(req, 0); }
 /* POST /get_info {"model_id"}: the caller's model, as the Python server's
  * shape with what it left out filled in. */
 static void route_get_info(tb_http_request_t *req) {
-  json_t *doc = begin(req, 0);
-  if (doc == NULL)
+  tb__tmodel_t *m = body_model(req);
+  if (m == NULL)
     return;
-  tb_error_t err = { 0 };
-  tb_jctx_t c;
-  tb__jctx_init(&c, &err);
-  tb_slice_t id;
-  if (tb__json_get_string(&c, doc, "model_id", TB_JSON_REQUIRED, &id) < 0) {
-    refuse(req, 400, &err, NULL, doc);
-    return;
-  }
-  tb__tmodel_t *m = find_model(tb__training_of(req), tb__sreq(req)->user, id);
-  if (m == NULL) {
-    unknown_model(req, id);
-    json_decref(doc);
-    return;
-  }
-  json_decref(doc);
   json_t *v = json_pack("{sss{sssssi}sssisfsb}", "model_id", m->id, "model_data", "model_name",
                         m->base->name, "arch", "llama", "vocab_size", m->base->cfg.vocab_size,
                         "base_model", m->base->name, "lora_rank", m->lora.rank, "lora_alpha",
