@@ -198,19 +198,53 @@ static void metrics_append(trainer_t *t, tb_buf_t *line) {
   t->writes_in_flight++;
 }
 
-/* Writes a whole file, waiting on the loop (the server keeps serving). */
+typedef struct file_job_s {
+  uv_work_t work;
+  const char *path, *data;
+  size_t len;
+  int status;
+  int done;
+} file_job_t;
+
+static void file_job_work(uv_work_t *w) {
+  file_job_t *j = w->data;
+  int fd = open(j->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    j->status = -errno;
+    return;
+  }
+  for (size_t off = 0; off < j->len;) {
+    ssize_t n = write(fd, j->data + off, j->len - off);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      j->status = -errno;
+      break;
+    }
+    off += (size_t)n;
+  }
+  if (close(fd) != 0 && j->status == 0)
+    j->status = -errno;
+}
+
+static void file_job_done(uv_work_t *w, int status) {
+  file_job_t *j = w->data;
+  j->done = 1;
+  if (status != 0)
+    j->status = status;
+}
+
+/* Writes a whole file on the threadpool while the loop runs on (the
+ * embedded server keeps serving), and returns once it is written. */
 static int write_file(trainer_t *t, const char *path, const char *data, size_t len) {
-  uv_fs_t req;
-  int fd = uv_fs_open(t->loop, &req, path, O_WRONLY | O_CREAT | O_TRUNC, 0644, NULL);
-  uv_fs_req_cleanup(&req);
-  if (fd < 0)
-    return fd;
-  uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
-  int rc = uv_fs_write(t->loop, &req, fd, &b, 1, 0, NULL);
-  uv_fs_req_cleanup(&req);
-  uv_fs_close(t->loop, &req, fd, NULL);
-  uv_fs_req_cleanup(&req);
-  return rc < 0 ? rc : 0;
+  file_job_t j = { .path = path, .data = data, .len = len };
+  j.work.data = &j;
+  int rc = uv_queue_work(t->loop, &j.work, file_job_work, file_job_done);
+  if (rc != 0)
+    return rc;
+  while (!j.done)
+    uv_run(t->loop, UV_RUN_ONCE);
+  return j.status < 0 ? j.status : 0;
 }
 
 /* ------------------------------------------------------------ waiting */
