@@ -77,6 +77,10 @@ int tb__cli_size(const tb__cli_args_t *a, const char *opt, const char *s, uint64
 int tb__cli_number(const tb__cli_args_t *a, const char *opt, const char *s, double min,
                    double max, double *out);
 
+/* mkdir -p (directories made 0777, as umask allows); 0 or a negative
+ * errno. */
+int tb__cli_make_dirs(const char *dir);
+
 /* Prints the usage line, a description and every option of the table. */
 void tb__cli_help(FILE *out, const char *usage, const char *description,
                   const tb__cli_opt_t *opts);

@@ -4,12 +4,10 @@
  */
 #include "cli/client_session.h"
 
-#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "cli/cli.h"
 #include "core/buf.h"
@@ -39,22 +37,6 @@ void tb__cli_wait_closed(tb__cli_session_t *s) {
   while (!closed_flag)
     uv_run(&s->loop, UV_RUN_ONCE);
   closed_flag = 0;
-}
-
-int tb__cli_make_dirs(const char *dir) {
-  char path[4096];
-  snprintf(path, sizeof(path), "%s", dir);
-  for (char *p = path + 1;; p++) {
-    if (*p != '/' && *p != '\0')
-      continue;
-    char c = *p;
-    *p = '\0';
-    if (mkdir(path, 0777) != 0 && errno != EEXIST)
-      return -errno;
-    *p = c;
-    if (c == '\0')
-      return 0;
-  }
 }
 
 /* ------------------------------------------------------------ opening */

@@ -46,9 +46,6 @@ void tb__cli_session_close(tb__cli_session_t *s);
 void tb__cli_wait_closed(tb__cli_session_t *s);
 void tb__cli_on_training_closed(tb_training_client_t *tc);
 
-/* mkdir -p; 0 or a negative errno. */
-int tb__cli_make_dirs(const char *dir);
-
 /* Samples from the model at path (NULL: base_model) a reply to prompt,
  * rendered as a user message of the chat template (raw: as plain text),
  * stopping at the end of the message.  texts[0..n) receive malloc'd

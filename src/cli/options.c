@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define HELP_COLUMN 26
 
@@ -177,4 +178,24 @@ void tb__cli_help(FILE *out, const char *usage, const char *description,
       line = nl ? nl + 1 : NULL;
     }
   }
+}
+
+int tb__cli_make_dirs(const char *dir) {
+  size_t len = strlen(dir);
+  char *path = malloc(len + 1);
+  if (path == NULL)
+    return -ENOMEM;
+  memcpy(path, dir, len + 1);
+  int err = 0;
+  for (size_t i = 1; err == 0 && i <= len; i++) {
+    if (path[i] != '/' && path[i] != '\0')
+      continue;
+    char c = path[i];
+    path[i] = '\0';
+    if (mkdir(path, 0777) != 0 && errno != EEXIST)
+      err = errno;
+    path[i] = c;
+  }
+  free(path);
+  return -err;
 }

@@ -340,24 +340,7 @@ static int parse_options(int argc, char **argv, serve_config_t *c) {
 
 /* mkdir -p, before the loop runs; 0 or -1 after a message. */
 static int make_data_dir(const char *dir) {
-  size_t len = strlen(dir);
-  char *path = malloc(len + 1);
-  if (path == NULL) {
-    fprintf(stderr, "tinkerbell serve: out of memory\n");
-    return -1;
-  }
-  memcpy(path, dir, len + 1);
-  int err = 0;
-  for (size_t i = 1; err == 0 && i <= len; i++) {
-    if (path[i] != '/' && path[i] != '\0')
-      continue;
-    char c = path[i];
-    path[i] = '\0';
-    if (mkdir(path, 0777) != 0 && errno != EEXIST)
-      err = errno;
-    path[i] = c;
-  }
-  free(path);
+  int err = -tb__cli_make_dirs(dir);
   struct stat st;
   const char *what = "cannot make the directory";
   if (err == 0 && stat(dir, &st) != 0)
