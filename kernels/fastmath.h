@@ -18,15 +18,19 @@
 #include <stdint.h>
 #include <string.h>
 
-/* exp(x) for x <= 88; below -87 the result is clamped to about 1.6e-38,
- * which is zero for every softmax it feeds.  The clamps work on integer
- * bits: a float compare-and-select is left as a branch by the vectoriser
- * under the default -ftrapping-math.  As unsigned integers, every float at
- * or below -87 (including -inf) has bits at or above those of -87. */
+/* exp(x), with x clamped to [-87, 88]: below, the result is about 1.6e-38,
+ * which is zero for every softmax and sigmoid it feeds; above, it is about
+ * 1.7e38 rather than infinity.  The clamps work on integer bits: a float
+ * compare-and-select is left as a branch by the vectoriser under the
+ * default -ftrapping-math.  As unsigned integers, every float at or below
+ * -87 (including -inf) has bits at or above those of -87; as signed
+ * integers, every float at or above 88 (including +inf) has bits at or
+ * above those of 88, and negative floats are negative. */
 static inline float tb__k_expf(float x) {
   uint32_t u;
   memcpy(&u, &x, sizeof u);
   u = u > 0xc2ae0000u ? 0xc2ae0000u : u;
+  u = (int32_t)u > (int32_t)0x42b00000 ? 0x42b00000u : u;
   memcpy(&x, &u, sizeof x);
   /* n = round(x / ln 2), by the 1.5 * 2^23 shifter; r = x - n ln 2 in two
    * parts (Cody-Waite). */
@@ -46,6 +50,11 @@ static inline float tb__k_expf(float x) {
   float scale;
   memcpy(&scale, &bits, sizeof scale);
   return p * scale;
+}
+
+/* 1 / (1 + exp(-x)), for every x. */
+static inline float tb__k_sigmoidf(float x) {
+  return 1.0f / (1.0f + tb__k_expf(-x));
 }
 
 /* dst[i] = exp(src[i] - shift); dst may equal src. */

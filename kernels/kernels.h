@@ -184,8 +184,9 @@ void tb__k_swiglu_forward(float *h,            /* (n) */
                           const float *up,     /* (n) */
                           size_t n);
 
-/* dgate += dh * up * sigmoid(g) * (1 + g * (1 - sigmoid(g)));
- * dup += dh * silu(g). */
+/* dgate = dh * up * sigmoid(g) * (1 + g * (1 - sigmoid(g)));
+ * dup = dh * silu(g).  Both are written, not accumulated: the gate and up
+ * projections have no other path to the loss. */
 void tb__k_swiglu_backward(float *dgate,       /* (n) */
                            float *dup,         /* (n) */
                            const float *dh,    /* (n) */

@@ -8,6 +8,7 @@
  * Naive references: ref_layers.c.
  */
 #include "kernels.h"
+#include "fastmath.h"
 
 #include <math.h>
 #include <string.h>
@@ -101,22 +102,20 @@ void tb__k_rope_backward(float *dx, const float *dout, const float *cos_t,
   rope_rotate(dx, dout, cos_t, sin_t, -1.0f, T, NH, D);
 }
 
-static float sigmoidf(float g) { return 1.0f / (1.0f + expf(-g)); }
-
 void tb__k_swiglu_forward(float *h, const float *gate, const float *up,
                           size_t n) {
   for (size_t i = 0; i < n; i++)
-    h[i] = gate[i] * sigmoidf(gate[i]) * up[i];
+    h[i] = gate[i] * tb__k_sigmoidf(gate[i]) * up[i];
 }
 
 void tb__k_swiglu_backward(float *dgate, float *dup, const float *dh,
                            const float *gate, const float *up, size_t n) {
   for (size_t i = 0; i < n; i++) {
     float g = gate[i];
-    float s = sigmoidf(g);
+    float s = tb__k_sigmoidf(g);
     float silu = g * s;
-    dgate[i] += dh[i] * up[i] * s * (1.0f + g * (1.0f - s));
-    dup[i] += dh[i] * silu;
+    dgate[i] = dh[i] * up[i] * s * (1.0f + g * (1.0f - s));
+    dup[i] = dh[i] * silu;
   }
 }
 

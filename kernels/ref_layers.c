@@ -105,8 +105,8 @@ void tb__kref_swiglu_backward(float *dgate, float *dup, const float *dh,
     double g = gate[i];
     double s = 1.0 / (1.0 + exp(-g));
     /* d(g s)/dg = s + g s (1 - s) */
-    dgate[i] += (float)(dh[i] * up[i] * (s + g * s * (1.0 - s)));
-    dup[i] += (float)(dh[i] * g * s);
+    dgate[i] = (float)(dh[i] * up[i] * (s + g * s * (1.0 - s)));
+    dup[i] = (float)(dh[i] * g * s);
   }
 }
 

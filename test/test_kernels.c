@@ -142,6 +142,8 @@ TEST(rmsnorm_swiglu_embedding_match_reference) {
 
   const size_t n = 37;
   float *g = rbuf(&rng, n, 3), *u = rbuf(&rng, n, 1);
+  /* Both tails of the sigmoid, past where exp(-g) over- and underflows. */
+  g[0] = 100.0f, g[1] = -100.0f, g[2] = -1e30f, g[3] = 1e30f, g[4] = 20.0f;
   float *h = fbuf(n), *hr = fbuf(n);
   tb__k_swiglu_forward(h, g, u, n);
   tb__kref_swiglu_forward(hr, g, u, n);
@@ -597,6 +599,11 @@ TEST(fast_exp_and_max) {
   /* Far below the range it clamps to about 1.6e-38 instead of 0. */
   ASSERT(tb__k_expf(-1000.0f) >= 0.0f && tb__k_expf(-1000.0f) < 2e-38f);
   ASSERT(tb__k_expf(-INFINITY) >= 0.0f && tb__k_expf(-INFINITY) < 2e-38f);
+  /* Far above it clamps to exp(88), finite, so a sigmoid never sees inf. */
+  ASSERT(tb__k_expf(1000.0f) == tb__k_expf(88.0f) && isfinite(tb__k_expf(88.0f)));
+  ASSERT(tb__k_expf(INFINITY) == tb__k_expf(88.0f));
+  ASSERT(tb__k_sigmoidf(-1000.0f) >= 0.0f && tb__k_sigmoidf(-1000.0f) < 1e-38f);
+  ASSERT(tb__k_sigmoidf(1000.0f) == 1.0f && tb__k_sigmoidf(0.0f) == 0.5f);
   float x[19] = { -3, -0.0f, -7, 2, 1e-30f, -1e30f };
   ASSERT(tb__k_maxf(x, 2) == 0.0f);
   ASSERT(tb__k_maxf(x, 19) == 2.0f);

@@ -323,7 +323,10 @@ TEST(training_drives_cross_entropy_down) {
   ASSERT_OK(tb__llama_ws_new(&ws));
   tb_adam_params_t ap;
   tb__adam_params_default(&ap);
-  ap.learning_rate = 2e-2f;
+  /* 2e-2 overshoots on this tiny model: the loss spikes and where it ends
+   * after 50 steps depends on the last bits of the arithmetic.  At 1e-2 it
+   * falls smoothly, to about 1/2000 of the start. */
+  ap.learning_rate = 1e-2f;
   ap.beta2 = 0.99f;
   ap.eps = 1e-8f;
   double first = 0, loss = 0;
@@ -334,7 +337,7 @@ TEST(training_drives_cross_entropy_down) {
     ASSERT_OK(tb__optim_step(&lora, &ap, NULL));
   }
   ASSERT_OK(tb__llama_forward(ws, &w, &lora, &b, NULL, &loss));
-  if (!(loss < first / 20))
+  if (!(loss < first / 100))
     tb_test_fail(__FILE__, __LINE__, "loss %.4f -> %.4f", first, loss);
   tb__llama_ws_free(ws);
   tb__weights_free(&w);

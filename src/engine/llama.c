@@ -464,8 +464,6 @@ static void layer_backward(const tb_llama_ws_t *ws, const acts_t *a,
   tb__k_linear_backward_input(a->dact, dres, lw->w_down, T, I, C);
   lora_backward(a->dact, grads, a, lora, slot_of(lora, l, TB_LORA_DOWN), dres,
                 a->act, la.xa[TB_LORA_DOWN], T, I, C);
-  tb__k_zero(a->dgate, T * I);
-  tb__k_zero(a->dup, T * I);
   tb__k_swiglu_backward(a->dgate, a->dup, a->dact, la.gate, la.up, T * I);
   tb__k_zero(a->dh, T * C);
   tb__k_linear_backward_input(a->dh, a->dgate, lw->w_gate, T, C, I);
