@@ -27,6 +27,7 @@ size_t tb__k_attention_scratch_floats(size_t nk) {
   return 2 * (size_t)TB__K_ATTN_BLOCK * nk + TB__K_ATTN_BLOCK;
 }
 
+TB__K_VECTORISED
 void tb__k_attention_forward(float *out, float *lse, float *scratch,
                              const float *q, const float *k, const float *v,
                              size_t T, size_t pos0, size_t H, size_t KVH,
@@ -74,6 +75,7 @@ void tb__k_attention_forward(float *out, float *lse, float *scratch,
   }
 }
 
+TB__K_VECTORISED
 void tb__k_attention_backward(float *dq, float *dk, float *dv, float *scratch,
                               const float *dout, const float *q,
                               const float *k, const float *v,
@@ -136,6 +138,7 @@ void tb__k_attention_backward(float *dq, float *dk, float *dv, float *scratch,
   }
 }
 
+TB__K_VECTORISED
 void tb__k_attention_decode(float *out, float *scratch, const float *q,
                             const float *k_cache, const float *v_cache,
                             size_t P, size_t H, size_t KVH, size_t D) {

@@ -95,6 +95,23 @@ static inline float tb__k_maxf(const float *x, size_t n) {
   return best;
 }
 
+/* sum x[i] * y[i] in eight double lanes: the products of floats are exact
+ * in double, and the lanes let the compiler vectorise a sum it may not
+ * reorder. */
+static inline double tb__k_dot_d(const float *x, const float *y, size_t n) {
+  double s[8] = { 0 };
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; j++)
+      s[j] += (double)x[i + j] * y[i + j];
+  double total = 0.0;
+  for (; i < n; i++)
+    total += (double)x[i] * y[i];
+  for (int j = 0; j < 8; j++)
+    total += s[j];
+  return total;
+}
+
 /* Sum in eight float lanes, combined in double. */
 static inline double tb__k_sumf(const float *x, size_t n) {
   float s[8] = { 0 };

@@ -30,6 +30,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The element-wise kernels are compiled three times, for AVX-512, for AVX2
+ * with FMA and for the baseline x86-64, and the loader picks the widest the
+ * processor runs (GCC's target_clones, resolved once through an ifunc).  A
+ * distribution build targets the baseline, whose SSE2 is a quarter of the
+ * width these loops can use; the matrix products get the same choice from
+ * OpenBLAS's own core detection.  Elsewhere the macro is empty. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
+    defined(__ELF__) && defined(__GLIBC__)
+#define TB__K_VECTORISED \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define TB__K_VECTORISED
+#endif
+
 /* ------------------------------------------------------------------ linear */
 
 /* y = x W^T, or y += x W^T when accumulate is non-zero. */

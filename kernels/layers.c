@@ -13,14 +13,13 @@
 #include <math.h>
 #include <string.h>
 
+TB__K_VECTORISED
 void tb__k_rmsnorm_forward(float *out, float *rstd, const float *x,
                            const float *w, float eps, size_t T, size_t C) {
   for (size_t t = 0; t < T; t++) {
     const float *xr = x + t * C;
     float *o = out + t * C;
-    double ss = 0.0;
-    for (size_t i = 0; i < C; i++)
-      ss += (double)xr[i] * xr[i];
+    double ss = tb__k_dot_d(xr, xr, C);
     float rs = (float)(1.0 / sqrt(ss / (double)C + (double)eps));
     for (size_t i = 0; i < C; i++)
       o[i] = xr[i] * rs * w[i];
@@ -29,6 +28,7 @@ void tb__k_rmsnorm_forward(float *out, float *rstd, const float *x,
   }
 }
 
+TB__K_VECTORISED
 void tb__k_rmsnorm_backward(float *dx, float *dw, const float *dout,
                             const float *x, const float *w, const float *rstd,
                             size_t T, size_t C) {
@@ -39,9 +39,15 @@ void tb__k_rmsnorm_backward(float *dx, float *dw, const float *dout,
     float rs = rstd[t];
     /* out_i = w_i xhat_i with xhat = x*rs; d rs/d x_j = -rs^3 x_j / C, so
      * dx_j = rs*(w_j g_j) - rs * xhat_j * mean_i(w_i g_i xhat_i). */
-    double dot = 0.0;
-    for (size_t i = 0; i < C; i++)
-      dot += (double)w[i] * dr[i] * (xr[i] * rs);
+    double lane[8] = { 0 }, dot = 0.0;  /* lanes: see tb__k_dot_d */
+    size_t i0 = 0;
+    for (; i0 + 8 <= C; i0 += 8)
+      for (size_t j = 0; j < 8; j++)
+        lane[j] += (double)w[i0 + j] * dr[i0 + j] * (xr[i0 + j] * rs);
+    for (; i0 < C; i0++)
+      dot += (double)w[i0] * dr[i0] * (xr[i0] * rs);
+    for (size_t j = 0; j < 8; j++)
+      dot += lane[j];
     float mean = (float)(dot / (double)C);
     for (size_t i = 0; i < C; i++) {
       float xhat = xr[i] * rs;
@@ -70,6 +76,7 @@ void tb__k_rope_table(float *cos_t, float *sin_t, float theta, size_t pos0,
 
 /* Rotates every head of every row by the table angle; sign = +1 applies
  * the rotation, -1 its inverse (the transpose). */
+TB__K_VECTORISED
 static void rope_rotate(float *out, const float *x, const float *cos_t,
                         const float *sin_t, float sign, size_t T, size_t NH,
                         size_t D) {
@@ -102,12 +109,14 @@ void tb__k_rope_backward(float *dx, const float *dout, const float *cos_t,
   rope_rotate(dx, dout, cos_t, sin_t, -1.0f, T, NH, D);
 }
 
+TB__K_VECTORISED
 void tb__k_swiglu_forward(float *h, const float *gate, const float *up,
                           size_t n) {
   for (size_t i = 0; i < n; i++)
     h[i] = gate[i] * tb__k_sigmoidf(gate[i]) * up[i];
 }
 
+TB__K_VECTORISED
 void tb__k_swiglu_backward(float *dgate, float *dup, const float *dh,
                            const float *gate, const float *up, size_t n) {
   for (size_t i = 0; i < n; i++) {

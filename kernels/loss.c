@@ -16,6 +16,7 @@
 
 #include <math.h>
 
+TB__K_VECTORISED
 void tb__k_logprobs(float *lse, float *lp, const float *logits,
                     const int32_t *targets, size_t T, size_t V, size_t K) {
   for (size_t t = 0; t < T; t++) {
@@ -38,6 +39,7 @@ void tb__k_logprobs(float *lse, float *lp, const float *logits,
   }
 }
 
+TB__K_VECTORISED
 void tb__k_logits_backward(float *dlogits, const float *logits,
                            const float *lse, const int32_t *targets,
                            const float *coef, size_t T, size_t V, size_t K) {

@@ -9,10 +9,12 @@
  * step count, as Python floats are.  Naive reference: ref_optim.c.
  */
 #include "kernels.h"
+#include "fastmath.h"
 
 #include <math.h>
 #include <string.h>
 
+TB__K_VECTORISED
 void tb__k_adamw_step(float *params, float *m, float *v, const float *grads,
                       double lr, double beta1, double beta2, double eps,
                       double weight_decay, long t, size_t n) {
@@ -38,13 +40,12 @@ void tb__k_adamw_step(float *params, float *m, float *v, const float *grads,
   }
 }
 
+TB__K_VECTORISED
 double tb__k_grad_norm(const float *g, size_t n) {
-  double ss = 0.0;
-  for (size_t i = 0; i < n; i++)
-    ss += (double)g[i] * g[i];
-  return sqrt(ss);
+  return sqrt(tb__k_dot_d(g, g, n));
 }
 
+TB__K_VECTORISED
 double tb__k_grad_clip(float *g, double max_norm, size_t n) {
   double norm = tb__k_grad_norm(g, n);
   if (max_norm > 0.0) {

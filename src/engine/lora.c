@@ -125,6 +125,7 @@ void tb__lora_free(tb_lora_t *lora) {
   memset(lora, 0, sizeof(*lora));
 }
 
+TB__K_VECTORISED
 void tb__lora_add_grads(tb_lora_t *lora, const float *shard) {
   float *g = lora->grads;
   for (size_t i = 0; i < lora->num_params; i++)
