@@ -93,6 +93,39 @@ void tb__k_lora_backward(float *dx,         /* (T, K) or NULL */
                          const float *b,    /* (N, r) */
                          float scale, size_t T, size_t K, size_t N, size_t r);
 
+/* The same in halves, for adapters that read one input x: their A
+ * matrices stacked as one (R, K) block (R = the sum of their ranks) give
+ * one down product, and each adapter's xa is a column slice of it, rows
+ * ldxa floats apart.
+ *   down:           xa = x A^T
+ *   up:             y += scale * xa B^T
+ *   up_backward:    dB += scale * dy^T xa;  dxa = scale * dy B (written)
+ *   down_backward:  dA += dxa^T x;  dx += dxa A (skipped when dx is NULL)
+ * tb__k_lora_forward is down then up with R = r; tb__k_lora_backward is
+ * up_backward then down_backward. */
+void tb__k_lora_down(float *xa,       /* (T, R) written */
+                     const float *x,  /* (T, K) */
+                     const float *a,  /* (R, K) */
+                     size_t T, size_t K, size_t R);
+void tb__k_lora_up(float *y,          /* (T, N) accumulated */
+                   const float *xa,   /* (T, r), rows ldxa apart */
+                   size_t ldxa,
+                   const float *b,    /* (N, r) */
+                   float scale, size_t T, size_t N, size_t r);
+void tb__k_lora_up_backward(float *dxa,        /* (T, r), rows ldxa apart */
+                            float *db,         /* (N, r) */
+                            const float *dy,   /* (T, N) */
+                            const float *xa,   /* (T, r), rows ldxa apart */
+                            size_t ldxa,
+                            const float *b,    /* (N, r) */
+                            float scale, size_t T, size_t N, size_t r);
+void tb__k_lora_down_backward(float *dx,         /* (T, K) or NULL */
+                              float *da,         /* (R, K) */
+                              const float *dxa,  /* (T, R) */
+                              const float *x,    /* (T, K) */
+                              const float *a,    /* (R, K) */
+                              size_t T, size_t K, size_t R);
+
 /* ------------------------------------------------------------------ RMSNorm */
 
 /* out = x / sqrt(mean(x^2) + eps) * w per row; rstd keeps 1/sqrt(...) for

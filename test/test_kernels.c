@@ -120,6 +120,48 @@ TEST(lora_matches_reference) {
   free_all();
 }
 
+/* Three adapters on one input (as q, k and v), run as one stacked down
+ * product and three up products on column slices, against the reference
+ * run per adapter. */
+TEST(lora_halves_stacked_match_per_adapter_reference) {
+  tb__k_rng_t rng;
+  setup(&rng, 12);
+  enum { G = 3 };
+  const size_t T = 7, K = 13, r = 3, R = G * r, N[G] = { 5, 2, 4 };
+  const float scale = 1.5f;
+  float *x = rbuf(&rng, T * K, 1), *a = rbuf(&rng, R * K, 1);
+  float *xa = fbuf(T * R), *dxa = fbuf(T * R);
+  float *da0 = rbuf(&rng, R * K, 1), *dx0 = rbuf(&rng, T * K, 1);
+  float *da = copy(da0, R * K), *dar = copy(da0, R * K);
+  float *dx = copy(dx0, T * K), *dxr = copy(dx0, T * K);
+  float *b[G], *y[G], *yr[G], *dy[G], *db[G], *dbr[G];
+  tb__k_lora_down(xa, x, a, T, K, R);
+  for (int j = 0; j < G; j++) {
+    b[j] = rbuf(&rng, N[j] * r, 1);
+    dy[j] = rbuf(&rng, T * N[j], 1);
+    y[j] = rbuf(&rng, T * N[j], 1);
+    yr[j] = copy(y[j], T * N[j]);
+    db[j] = rbuf(&rng, N[j] * r, 1);
+    dbr[j] = copy(db[j], N[j] * r);
+    float *xar = fbuf(T * r), *sr = fbuf(T * r);
+    tb__k_lora_up(y[j], xa + j * r, R, b[j], scale, T, N[j], r);
+    tb__kref_lora_forward(yr[j], xar, x, a + j * r * K, b[j], scale, T, K,
+                          N[j], r);
+    ASSERT_CLOSE(y[j], yr[j], T * N[j], 1e-4, 1e-5);
+    for (size_t t = 0; t < T; t++)
+      ASSERT_CLOSE(xa + t * R + j * r, xar + t * r, r, 1e-5, 1e-5);
+    tb__k_lora_up_backward(dxa + j * r, db[j], dy[j], xa + j * r, R, b[j],
+                           scale, T, N[j], r);
+    tb__kref_lora_backward(dxr, dar + j * r * K, dbr[j], sr, dy[j], x, xar,
+                           a + j * r * K, b[j], scale, T, K, N[j], r);
+    ASSERT_CLOSE(db[j], dbr[j], N[j] * r, 1e-4, 1e-5);
+  }
+  tb__k_lora_down_backward(dx, da, dxa, x, a, T, K, R);
+  ASSERT_CLOSE(da, dar, R * K, 1e-4, 1e-5);
+  ASSERT_CLOSE(dx, dxr, T * K, 1e-4, 1e-5);
+  free_all();
+}
+
 TEST(rmsnorm_swiglu_embedding_match_reference) {
   tb__k_rng_t rng;
   setup(&rng, 3);
@@ -617,6 +659,7 @@ TEST(fast_exp_and_max) {
 TEST_LIST(
   TEST_ENTRY(linear_matches_reference),
   TEST_ENTRY(lora_matches_reference),
+  TEST_ENTRY(lora_halves_stacked_match_per_adapter_reference),
   TEST_ENTRY(rmsnorm_swiglu_embedding_match_reference),
   TEST_ENTRY(rope_matches_reference),
   TEST_ENTRY(attention_matches_reference),

@@ -123,6 +123,15 @@ TEST(layout_init_and_names) {
   ASSERT_EQ_INT(shape[0], 4);
   ASSERT_EQ_INT(shape[1], 16);
   ASSERT_EQ_INT(off, 0);
+  /* The As of a group that reads one input are one block: q, k, v; gate,
+   * up. */
+  for (int l = 0; l < 2; l++) {
+    const tb_lora_slot_t *q = tb__lora_slot(&a, l, TB_LORA_Q);
+    ASSERT_EQ_INT(tb__lora_slot(&a, l, TB_LORA_K)->a_off, q->a_off + 4 * 16);
+    ASSERT_EQ_INT(tb__lora_slot(&a, l, TB_LORA_V)->a_off, q->a_off + 8 * 16);
+    const tb_lora_slot_t *g = tb__lora_slot(&a, l, TB_LORA_GATE);
+    ASSERT_EQ_INT(tb__lora_slot(&a, l, TB_LORA_UP)->a_off, g->a_off + 4 * 16);
+  }
   ASSERT_OK(tb__lora_tensor(&a, 27, name, sizeof(name), shape, &off));
   ASSERT_STR_EQ(name, "base_model.model.model.layers.1.mlp.down_proj.lora_B.weight");
   ASSERT_EQ_INT(off, s->b_off);

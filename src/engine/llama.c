@@ -226,7 +226,10 @@ typedef struct layer_acts_s {
   float *rstd2;    /* (T) */
   float *gate;     /* (T, I) */
   float *up;       /* (T, I) */
-  float *xa[TB_LORA_LAYER_TARGETS];  /* (T, r) each, NULL when not adapted */
+  /* (T, r) each, NULL when not adapted: column slices of one (T, R) block
+   * per LoRA group, R = members * r, so rows are xa_ld[t] floats apart. */
+  float *xa[TB_LORA_LAYER_TARGETS];
+  size_t xa_ld[TB_LORA_LAYER_TARGETS];
 } layer_acts_t;
 
 static void point_layer(layer_acts_t *a, bump_t *b, const dims_t *d,
@@ -241,9 +244,15 @@ static void point_layer(layer_acts_t *a, bump_t *b, const dims_t *d,
   a->rstd2 = take(b, T);
   a->gate = take(b, T * d->I);
   a->up = take(b, T * d->I);
-  for (int t = 0; t < TB_LORA_LAYER_TARGETS; t++) {
-    int on = lora && tb__lora_slot(lora, layer, (tb_lora_target_t)t)->on;
-    a->xa[t] = on ? take(b, T * d->r) : NULL;
+  for (int g = 0; g < TB_LORA_LAYER_GROUPS; g++) {
+    int t0 = (int)tb__lora_groups[g].first, n = tb__lora_groups[g].count;
+    int on = lora && tb__lora_slot(lora, layer, (tb_lora_target_t)t0)->on;
+    size_t R = (size_t)n * d->r;
+    float *block = on ? take(b, T * R) : NULL;
+    for (int j = 0; j < n; j++) {
+      a->xa[t0 + j] = block ? block + (size_t)j * d->r : NULL;
+      a->xa_ld[t0 + j] = R;
+    }
   }
 }
 
@@ -268,7 +277,7 @@ typedef struct acts_s {
   float *lp;       /* (T, K) */
   /* backward only */
   float *dres, *dh, *dq, *dk, *dv, *datt, *dgate, *dup, *dact;
-  float *lora_scratch;  /* (T, r) */
+  float *lora_scratch;  /* (T, TB_LORA_GROUP_MAX * r): a group's dxa */
 } acts_t;
 
 static void point_acts(acts_t *a, bump_t *b, const dims_t *d,
@@ -309,7 +318,7 @@ static void point_acts(acts_t *a, bump_t *b, const dims_t *d,
     a->dgate = take(b, T * d->I);
     a->dup = take(b, T * d->I);
     a->dact = take(b, T * d->I);
-    a->lora_scratch = take(b, T * d->r);
+    a->lora_scratch = take(b, T * TB_LORA_GROUP_MAX * d->r);
   } else {
     a->dres = a->dh = a->dq = a->dk = a->dv = a->datt = NULL;
     a->dgate = a->dup = a->dact = a->lora_scratch = NULL;
@@ -343,19 +352,31 @@ static float *res_at(const acts_t *a, const dims_t *d, size_t l) {
 
 /* ------------------------------------------------------------ forward */
 
-/* y (+)= x W^T, plus the adapter's term when the slot is on. */
-static void linear(float *y, float *xa, const float *x, const float *W,
-                   const tb_lora_t *lora, const tb_lora_slot_t *s,
-                   int accumulate, size_t T, size_t K, size_t N) {
-  tb__k_linear_forward(y, x, W, accumulate, T, K, N);
-  if (s && s->on)
-    tb__k_lora_forward(y, xa, x, lora->params + s->a_off,
-                       lora->params + s->b_off, lora->scale, T, K, N,
-                       lora->rank);
-}
-
 static const tb_lora_slot_t *slot_of(const tb_lora_t *lora, size_t l, int t) {
   return lora ? tb__lora_slot(lora, (int)l, (tb_lora_target_t)t) : NULL;
+}
+
+/* xa = x A^T for every adapter of group g at once (their As are one
+ * block), before the group's linears. */
+static void adapt_down(const layer_acts_t *la, const float *x,
+                       const tb_lora_t *lora, size_t l, int g, size_t T,
+                       size_t K) {
+  tb_lora_target_t t0 = tb__lora_groups[g].first;
+  const tb_lora_slot_t *s = slot_of(lora, l, t0);
+  if (s && s->on)
+    tb__k_lora_down(la->xa[t0], x, lora->params + s->a_off, T, K,
+                    la->xa_ld[t0]);
+}
+
+/* y (+)= x W^T, plus the adapter's up product when target t is adapted. */
+static void linear(float *y, const float *x, const float *W,
+                   const layer_acts_t *la, const tb_lora_t *lora, size_t l,
+                   int t, int accumulate, size_t T, size_t K, size_t N) {
+  tb__k_linear_forward(y, x, W, accumulate, T, K, N);
+  const tb_lora_slot_t *s = slot_of(lora, l, t);
+  if (s && s->on)
+    tb__k_lora_up(y, la->xa[t], la->xa_ld[t], lora->params + s->b_off,
+                  lora->scale, T, N, lora->rank);
 }
 
 static void layer_forward(tb_llama_ws_t *ws, const acts_t *a, const dims_t *d,
@@ -369,12 +390,10 @@ static void layer_forward(tb_llama_ws_t *ws, const acts_t *a, const dims_t *d,
   size_t T = a->T, half = d->D / 2;
 
   tb__k_rmsnorm_forward(a->h, la.rstd1, x, lw->attn_norm, d->eps, T, d->C);
-  linear(la.q, la.xa[TB_LORA_Q], a->h, lw->wq, lora, slot_of(lora, l, TB_LORA_Q),
-         0, T, d->C, d->QD);
-  linear(la.k, la.xa[TB_LORA_K], a->h, lw->wk, lora, slot_of(lora, l, TB_LORA_K),
-         0, T, d->C, d->KVD);
-  linear(la.v, la.xa[TB_LORA_V], a->h, lw->wv, lora, slot_of(lora, l, TB_LORA_V),
-         0, T, d->C, d->KVD);
+  adapt_down(&la, a->h, lora, l, TB_LORA_GROUP_QKV, T, d->C);
+  linear(la.q, a->h, lw->wq, &la, lora, l, TB_LORA_Q, 0, T, d->C, d->QD);
+  linear(la.k, a->h, lw->wk, &la, lora, l, TB_LORA_K, 0, T, d->C, d->KVD);
+  linear(la.v, a->h, lw->wv, &la, lora, l, TB_LORA_V, 0, T, d->C, d->KVD);
   for (size_t s = 0; s < nseq; s++) {
     const seq_t *sq = &seqs[s];
     const float *cs = ws->rope_cos + sq->pos0 * half;
@@ -397,18 +416,20 @@ static void layer_forward(tb_llama_ws_t *ws, const acts_t *a, const dims_t *d,
                             sq->cache ? sq->pos0 : 0, d->H, d->KVH, d->D);
   }
   memcpy(la.res_mid, x, T * d->C * sizeof(float));
-  linear(la.res_mid, la.xa[TB_LORA_O], la.att, lw->wo, lora,
-         slot_of(lora, l, TB_LORA_O), 1, T, d->QD, d->C);
+  adapt_down(&la, la.att, lora, l, TB_LORA_GROUP_O, T, d->QD);
+  linear(la.res_mid, la.att, lw->wo, &la, lora, l, TB_LORA_O, 1, T, d->QD,
+         d->C);
 
   tb__k_rmsnorm_forward(a->h, la.rstd2, la.res_mid, lw->mlp_norm, d->eps, T, d->C);
-  linear(la.gate, la.xa[TB_LORA_GATE], a->h, lw->w_gate, lora,
-         slot_of(lora, l, TB_LORA_GATE), 0, T, d->C, d->I);
-  linear(la.up, la.xa[TB_LORA_UP], a->h, lw->w_up, lora,
-         slot_of(lora, l, TB_LORA_UP), 0, T, d->C, d->I);
+  adapt_down(&la, a->h, lora, l, TB_LORA_GROUP_GATE_UP, T, d->C);
+  linear(la.gate, a->h, lw->w_gate, &la, lora, l, TB_LORA_GATE, 0, T, d->C,
+         d->I);
+  linear(la.up, a->h, lw->w_up, &la, lora, l, TB_LORA_UP, 0, T, d->C, d->I);
   tb__k_swiglu_forward(a->act, la.gate, la.up, T * d->I);
   memcpy(x_out, la.res_mid, T * d->C * sizeof(float));
-  linear(x_out, la.xa[TB_LORA_DOWN], a->act, lw->w_down, lora,
-         slot_of(lora, l, TB_LORA_DOWN), 1, T, d->I, d->C);
+  adapt_down(&la, a->act, lora, l, TB_LORA_GROUP_DOWN, T, d->I);
+  linear(x_out, a->act, lw->w_down, &la, lora, l, TB_LORA_DOWN, 1, T, d->I,
+         d->C);
 }
 
 /* Embedding, every layer and the final norm: a->hf holds the result. */
@@ -426,22 +447,36 @@ static void run_forward(tb_llama_ws_t *ws, const acts_t *a, const dims_t *d,
 static void head(float *logits, const acts_t *a, const dims_t *d,
                  const tb_weights_t *w, const tb_lora_t *lora,
                  const float *h, size_t t0, size_t n) {
-  linear(logits, a->xa_u + t0 * d->r, h + t0 * d->C, w->lm_head, lora,
-         lora ? tb__lora_unembed(lora) : NULL, 0, n, d->C, d->V);
+  const tb_lora_slot_t *u = lora ? tb__lora_unembed(lora) : NULL;
+  tb__k_linear_forward(logits, h + t0 * d->C, w->lm_head, 0, n, d->C, d->V);
+  if (u && u->on)
+    tb__k_lora_forward(logits, a->xa_u + t0 * d->r, h + t0 * d->C,
+                       lora->params + u->a_off, lora->params + u->b_off,
+                       lora->scale, n, d->C, d->V, lora->rank);
 }
 
 /* ------------------------------------------------------------ backward */
 
-static void lora_backward(float *dx, float *grads, const acts_t *a,
-                          const tb_lora_t *lora, const tb_lora_slot_t *s,
-                          const float *dy, const float *x, const float *xa,
-                          size_t T, size_t K, size_t N) {
-  if (!s->on)
+/* The adapters of group g, whose member j had output gradient dys[j] and
+ * input x: each member's dB and its slice of dxa, then one dA and one dx
+ * (accumulated) for the whole group. */
+static void adapt_backward(float *dx, float *grads, const acts_t *a,
+                           const layer_acts_t *la, const tb_lora_t *lora,
+                           size_t l, int g, const float *const *dys,
+                           const float *x, size_t T, size_t K) {
+  tb_lora_target_t t0 = tb__lora_groups[g].first;
+  const tb_lora_slot_t *s0 = slot_of(lora, l, t0);
+  if (!s0->on)
     return;
-  tb__k_lora_backward(dx, grads + s->a_off, grads + s->b_off, a->lora_scratch,
-                      dy, x, xa, lora->params + s->a_off,
-                      lora->params + s->b_off, lora->scale, T, K, N,
-                      lora->rank);
+  size_t r = lora->rank, R = la->xa_ld[t0];
+  for (int j = 0; j < tb__lora_groups[g].count; j++) {
+    const tb_lora_slot_t *s = slot_of(lora, l, (int)t0 + j);
+    tb__k_lora_up_backward(a->lora_scratch + (size_t)j * r, grads + s->b_off,
+                           dys[j], la->xa[t0 + j], R, lora->params + s->b_off,
+                           lora->scale, T, s->out, r);
+  }
+  tb__k_lora_down_backward(dx, grads + s0->a_off, a->lora_scratch, x,
+                           lora->params + s0->a_off, T, K, R);
 }
 
 /* On entry a->dres holds d(loss)/d(layer output); on return d/d(input). */
@@ -462,16 +497,16 @@ static void layer_backward(const tb_llama_ws_t *ws, const acts_t *a,
   tb__k_swiglu_forward(a->act, la.gate, la.up, T * I);
   tb__k_zero(a->dact, T * I);
   tb__k_linear_backward_input(a->dact, dres, lw->w_down, T, I, C);
-  lora_backward(a->dact, grads, a, lora, slot_of(lora, l, TB_LORA_DOWN), dres,
-                a->act, la.xa[TB_LORA_DOWN], T, I, C);
+  const float *dy_down[] = { dres };
+  adapt_backward(a->dact, grads, a, &la, lora, l, TB_LORA_GROUP_DOWN, dy_down,
+                 a->act, T, I);
   tb__k_swiglu_backward(a->dgate, a->dup, a->dact, la.gate, la.up, T * I);
   tb__k_zero(a->dh, T * C);
   tb__k_linear_backward_input(a->dh, a->dgate, lw->w_gate, T, C, I);
   tb__k_linear_backward_input(a->dh, a->dup, lw->w_up, T, C, I);
-  lora_backward(a->dh, grads, a, lora, slot_of(lora, l, TB_LORA_GATE), a->dgate,
-                a->h, la.xa[TB_LORA_GATE], T, C, I);
-  lora_backward(a->dh, grads, a, lora, slot_of(lora, l, TB_LORA_UP), a->dup,
-                a->h, la.xa[TB_LORA_UP], T, C, I);
+  const float *dy_gate_up[] = { a->dgate, a->dup };
+  adapt_backward(a->dh, grads, a, &la, lora, l, TB_LORA_GROUP_GATE_UP,
+                 dy_gate_up, a->h, T, C);
   tb__k_rmsnorm_backward(dres, NULL, a->dh, la.res_mid, lw->mlp_norm, la.rstd2,
                          T, C);
 
@@ -479,8 +514,9 @@ static void layer_backward(const tb_llama_ws_t *ws, const acts_t *a,
   tb__k_rmsnorm_forward(a->h, NULL, x, lw->attn_norm, d->eps, T, C);
   tb__k_zero(a->datt, T * d->QD);
   tb__k_linear_backward_input(a->datt, dres, lw->wo, T, d->QD, C);
-  lora_backward(a->datt, grads, a, lora, slot_of(lora, l, TB_LORA_O), dres,
-                la.att, la.xa[TB_LORA_O], T, d->QD, C);
+  const float *dy_o[] = { dres };
+  adapt_backward(a->datt, grads, a, &la, lora, l, TB_LORA_GROUP_O, dy_o, la.att,
+                 T, d->QD);
   tb__k_zero(a->dq, T * d->QD);
   tb__k_zero(a->dk, T * d->KVD);
   tb__k_zero(a->dv, T * d->KVD);
@@ -500,12 +536,9 @@ static void layer_backward(const tb_llama_ws_t *ws, const acts_t *a,
   tb__k_linear_backward_input(a->dh, a->dq, lw->wq, T, C, d->QD);
   tb__k_linear_backward_input(a->dh, a->dk, lw->wk, T, C, d->KVD);
   tb__k_linear_backward_input(a->dh, a->dv, lw->wv, T, C, d->KVD);
-  lora_backward(a->dh, grads, a, lora, slot_of(lora, l, TB_LORA_Q), a->dq, a->h,
-                la.xa[TB_LORA_Q], T, C, d->QD);
-  lora_backward(a->dh, grads, a, lora, slot_of(lora, l, TB_LORA_K), a->dk, a->h,
-                la.xa[TB_LORA_K], T, C, d->KVD);
-  lora_backward(a->dh, grads, a, lora, slot_of(lora, l, TB_LORA_V), a->dv, a->h,
-                la.xa[TB_LORA_V], T, C, d->KVD);
+  const float *dy_qkv[] = { a->dq, a->dk, a->dv };
+  adapt_backward(a->dh, grads, a, &la, lora, l, TB_LORA_GROUP_QKV, dy_qkv, a->h,
+                 T, C);
   tb__k_rmsnorm_backward(dres, NULL, a->dh, x, lw->attn_norm, la.rstd1, T, C);
 }
 

@@ -17,6 +17,10 @@ static const char *const target_names[TB_LORA_LAYER_TARGETS] = {
   "mlp.down_proj",
 };
 
+const tb_lora_group_t tb__lora_groups[TB_LORA_LAYER_GROUPS] = {
+  { TB_LORA_Q, 3 }, { TB_LORA_O, 1 }, { TB_LORA_GATE, 2 }, { TB_LORA_DOWN, 1 },
+};
+
 int tb__lora_config_validate(const tb_lora_config_t *c, const char **why) {
   const char *w = NULL;
   if (c->rank < 1)
@@ -44,18 +48,25 @@ static void point_views(tb_lora_t *lora) {
   size_t r = lora->rank, off = 0;
 
   for (int l = 0; l < m->num_layers; l++) {
-    for (int t = 0; t < TB_LORA_LAYER_TARGETS; t++) {
-      tb_lora_slot_t *s = &lora->slots[(size_t)l * TB_LORA_LAYER_TARGETS + (size_t)t];
-      memset(s, 0, sizeof(*s));
-      s->in = in[t];
-      s->out = out[t];
-      s->on = t <= TB_LORA_O ? c->train_attn : c->train_mlp;
-      if (!s->on)
-        continue;
-      s->a_off = off;
-      off += r * s->in;
-      s->b_off = off;
-      off += s->out * r;
+    tb_lora_slot_t *layer = &lora->slots[(size_t)l * TB_LORA_LAYER_TARGETS];
+    for (int g = 0; g < TB_LORA_LAYER_GROUPS; g++) {
+      int t0 = (int)tb__lora_groups[g].first, n = tb__lora_groups[g].count;
+      for (int t = t0; t < t0 + n; t++) {
+        tb_lora_slot_t *s = &layer[t];
+        memset(s, 0, sizeof(*s));
+        s->in = in[t];
+        s->out = out[t];
+        s->on = t <= TB_LORA_O ? c->train_attn : c->train_mlp;
+        if (s->on) {
+          s->a_off = off;
+          off += r * s->in;
+        }
+      }
+      for (int t = t0; t < t0 + n; t++)
+        if (layer[t].on) {
+          layer[t].b_off = off;
+          off += layer[t].out * r;
+        }
     }
   }
   tb_lora_slot_t *u = &lora->slots[lora->num_slots - 1];

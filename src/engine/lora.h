@@ -12,8 +12,11 @@
  * `grads`, `adam_m`, `adam_v` have exactly the same layout (STYLE.md rule
  * 14), so zero-grad, the optimizer and checkpoint I/O are single loops or
  * memcpys.  One walk (point_views, as in llm.c) assigns each tensor its
- * offset; the order is layer-major: for layer l, for target q,k,v,o,gate,
- * up,down that is on, A then B; the unembedding's A and B come last.
+ * offset; the order is layer-major: for layer l, for each group of targets
+ * that read the same input ({q, k, v}, {o}, {gate, up}, {down}; see
+ * tb__lora_groups), the A of every member that is on, then their Bs; the
+ * unembedding's A and B come last.  A group's A matrices are thus one
+ * (members * r, in) block, so llama.c runs one down product per group.
  *
  * A is drawn from the adapter's seed with the portable PRNG of kernels/
  * (uniform in +-1/sqrt(in), the bound of PEFT's kaiming_uniform_(a=sqrt(5)))
@@ -48,6 +51,24 @@ typedef struct tb_lora_config_s {
   int train_mlp;       /* gate, up, down */
   int train_unembed;   /* lm_head */
 } tb_lora_config_t;
+
+/* Targets that read the same input within a layer.  The members of a group
+ * are switched on and off together (train_attn, train_mlp), and their A
+ * matrices are adjacent in the layout, first member first. */
+typedef struct tb_lora_group_s {
+  tb_lora_target_t first;
+  int count;
+} tb_lora_group_t;
+
+enum {
+  TB_LORA_GROUP_QKV,      /* read the attention norm's output */
+  TB_LORA_GROUP_O,        /* reads the attention output */
+  TB_LORA_GROUP_GATE_UP,  /* read the MLP norm's output */
+  TB_LORA_GROUP_DOWN,     /* reads the SwiGLU output */
+  TB_LORA_LAYER_GROUPS
+};
+#define TB_LORA_GROUP_MAX 3 /* members of the largest group */
+extern const tb_lora_group_t tb__lora_groups[TB_LORA_LAYER_GROUPS];
 
 /* Where one adapted layer's A and B sit in a flat buffer, in floats.
  * `on` is 0 for layers the adapter does not target (no storage). */
@@ -104,10 +125,10 @@ static inline const tb_lora_slot_t *tb__lora_unembed(const tb_lora_t *lora) {
 void tb__lora_add_grads(tb_lora_t *lora, const float *shard);
 void tb__lora_zero_grads(tb_lora_t *lora);
 
-/* Tensors, for checkpoint I/O: 2 per targeted layer (A, then B), in
- * layout order.  tb__lora_tensor fills the name (NUL-terminated, in name of
- * `cap` bytes; 96 is enough), its shape (rows, cols) and its offset in the
- * flat buffers.  0, or TB_EINVAL when i is out of range or cap too small. */
+/* Tensors, for checkpoint I/O: 2 per targeted layer (A, then B), in slot
+ * order (layer by layer, q .. down, then the unembedding).  tb__lora_tensor
+ * fills the name (NUL-terminated, in name of `cap` bytes; 96 is enough),
+ * its shape (rows, cols) and its offset in the flat buffers.  0, or TB_EINVAL when i is out of range or cap too small. */
 size_t tb__lora_num_tensors(const tb_lora_t *lora);
 int tb__lora_tensor(const tb_lora_t *lora, size_t i, char *name, size_t cap,
                     size_t shape[2], size_t *offset);
