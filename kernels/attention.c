@@ -2,7 +2,7 @@
  * Causal grouped-query attention for one sequence, forward, backward and
  * one-token decoding, on cblas_sgemm.
  *
- * The forward walks each head in blocks of TB__K_ATTN_BLOCK query rows.  A
+ * The forward walks each KV head's query heads in blocks of TB__K_ATTN_BLOCK query rows.  A
  * block of rows i0..i1-1 can only see keys 0..pos0+i1-1, so the score
  * matrix of the block is (bq, pos0+i1) and the masked upper triangle is
  * computed only inside the diagonal block: about half the work of a full
@@ -10,21 +10,37 @@
  * stored; the forward keeps one log-sum-exp per (row, head), and the
  * backward recomputes each block's probabilities from it (the recompute
  * trick of FlashAttention), so activation memory is O(T H) rather than
- * O(H T^2).  Scratch is two (bq, nk) blocks plus one bq vector.
+ * O(H T^2).  Scratch: see tb__k_attention_scratch_floats.
  *
  * Layouts: q and out are (T, H, D), k and v are (nk, KVH, D); query head h
  * reads KV head h / (H / KVH), which sgemm reaches through leading
- * dimensions H*D and KVH*D without copying.  Naive reference:
- * ref_attention.c.
+ * dimensions H*D and KVH*D.  The H/KVH query heads that share one KV head
+ * are stacked into one (G bq, D) block per query block (a small copy), so
+ * every product is G times taller than one head's: with SmolLM2's 3 heads
+ * per KV head, 192 rows instead of 64.  Naive reference: ref_attention.c.
  */
 #include "kernels.h"
 #include "fastmath.h"
 
 #include <cblas.h>
 #include <math.h>
+#include <string.h>
 
-size_t tb__k_attention_scratch_floats(size_t nk) {
-  return 2 * (size_t)TB__K_ATTN_BLOCK * nk + TB__K_ATTN_BLOCK;
+size_t tb__k_attention_scratch_floats(size_t nk, size_t H, size_t KVH,
+                                      size_t D) {
+  size_t rows = (KVH ? H / KVH : 1) * (size_t)TB__K_ATTN_BLOCK;
+  return rows * (2 * nk + 3 * D + 1);
+}
+
+/* The query-side rows of one block for the G heads that share KV head kvh,
+ * stacked head by head: row g * bq + ii is head kvh * G + g at position
+ * i0 + ii.  src is (T, H, D); dst is (G * bq, D). */
+static void gather_heads(float *dst, const float *src, size_t i0, size_t bq,
+                         size_t kvh, size_t G, size_t H, size_t D) {
+  for (size_t g = 0; g < G; g++)
+    for (size_t ii = 0; ii < bq; ii++)
+      memcpy(dst + (g * bq + ii) * D, src + ((i0 + ii) * H + kvh * G + g) * D,
+             D * sizeof(float));
 }
 
 TB__K_VECTORISED
@@ -34,43 +50,48 @@ void tb__k_attention_forward(float *out, float *lse, float *scratch,
                              size_t D) {
   if (T == 0 || H == 0 || D == 0)
     return;
-  const size_t group = H / KVH;
+  const size_t G = H / KVH, B = TB__K_ATTN_BLOCK;
   const float scale = (float)(1.0 / sqrt((double)D));
-  const int ldq = (int)(H * D), ldk = (int)(KVH * D);
-  float *s = scratch; /* (bq, nk) scores, then unnormalised probabilities */
-  float *inv = scratch + 2 * (size_t)TB__K_ATTN_BLOCK * (pos0 + T); /* (bq) */
+  const int ldk = (int)(KVH * D);
+  float *s = scratch;                     /* (G bq, nk) scores, then exp */
+  float *qg = s + G * B * (pos0 + T);     /* (G bq, D) stacked queries */
+  float *og = qg + G * B * D;             /* (G bq, D) unnormalised output */
+  float *inv = og + G * B * D;            /* (G bq) 1 / row sums */
 
-  for (size_t h = 0; h < H; h++) {
-    const float *kh = k + (h / group) * D;
-    const float *vh = v + (h / group) * D;
-    for (size_t i0 = 0; i0 < T; i0 += TB__K_ATTN_BLOCK) {
-      size_t bq = T - i0 < TB__K_ATTN_BLOCK ? T - i0 : TB__K_ATTN_BLOCK;
-      size_t nk = pos0 + i0 + bq;
-      const float *qb = q + i0 * H * D + h * D;
-      /* S = scale * Q_blk K[0:nk]^T */
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)bq, (int)nk,
-                  (int)D, scale, qb, ldq, kh, ldk, 0.0f, s, (int)nk);
-      for (size_t ii = 0; ii < bq; ii++) {
-        float *row = s + ii * nk;
+  for (size_t kvh = 0; kvh < KVH; kvh++) {
+    const float *kh = k + kvh * D;
+    const float *vh = v + kvh * D;
+    for (size_t i0 = 0; i0 < T; i0 += B) {
+      size_t bq = T - i0 < B ? T - i0 : B;
+      size_t nk = pos0 + i0 + bq, rows = G * bq;
+      gather_heads(qg, q, i0, bq, kvh, G, H, D);
+      /* S = scale * Q_blk K[0:nk]^T for the whole group at once. */
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)nk,
+                  (int)D, scale, qg, (int)D, kh, ldk, 0.0f, s, (int)nk);
+      for (size_t row_i = 0; row_i < rows; row_i++) {
+        size_t g = row_i / bq, ii = row_i % bq;
+        float *row = s + row_i * nk;
         size_t lim = pos0 + i0 + ii + 1; /* keys 0..lim-1 are visible */
         float mx = tb__k_maxf(row, lim);
         tb__k_exp_shift(row, row, mx, lim);
         double sum = tb__k_sumf(row, lim);
         /* Normalising the (bq, D) output is cheaper than the (bq, nk)
          * probabilities. */
-        inv[ii] = (float)(1.0 / sum);
+        inv[row_i] = (float)(1.0 / sum);
         for (size_t j = lim; j < nk; j++)
           row[j] = 0.0f;
         if (lse != NULL)
-          lse[(i0 + ii) * H + h] = mx + (float)log(sum);
+          lse[(i0 + ii) * H + kvh * G + g] = mx + (float)log(sum);
       }
       /* out_blk = P V[0:nk], then each row divided by its sum. */
-      float *ob = out + i0 * H * D + h * D;
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)bq, (int)D,
-                  (int)nk, 1.0f, s, (int)nk, vh, ldk, 0.0f, ob, ldq);
-      for (size_t ii = 0; ii < bq; ii++)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)D,
+                  (int)nk, 1.0f, s, (int)nk, vh, ldk, 0.0f, og, (int)D);
+      for (size_t row_i = 0; row_i < rows; row_i++) {
+        size_t g = row_i / bq, ii = row_i % bq;
+        float *o = out + ((i0 + ii) * H + kvh * G + g) * D;
         for (size_t c = 0; c < D; c++)
-          ob[ii * H * D + c] *= inv[ii];
+          o[c] = og[row_i * D + c] * inv[row_i];
+      }
     }
   }
 }
@@ -83,57 +104,68 @@ void tb__k_attention_backward(float *dq, float *dk, float *dv, float *scratch,
                               size_t H, size_t KVH, size_t D) {
   if (T == 0 || H == 0 || D == 0)
     return;
-  const size_t group = H / KVH;
+  const size_t G = H / KVH, B = TB__K_ATTN_BLOCK;
   const float scale = (float)(1.0 / sqrt((double)D));
-  const int ldq = (int)(H * D), ldk = (int)(KVH * D);
-  float *p = scratch;                                        /* (bq, nk) */
-  float *dp = scratch + (size_t)TB__K_ATTN_BLOCK * T;        /* (bq, nk) */
-  float *drow = scratch + 2 * (size_t)TB__K_ATTN_BLOCK * T;  /* (bq) */
+  const int ldk = (int)(KVH * D);
+  float *p = scratch;                 /* (G bq, nk) probabilities */
+  float *dp = p + G * B * T;          /* (G bq, nk) dP, then dS */
+  float *qg = dp + G * B * T;         /* (G bq, D) stacked queries */
+  float *dog = qg + G * B * D;        /* (G bq, D) stacked dout */
+  float *dqg = dog + G * B * D;       /* (G bq, D) this block's dQ */
+  float *drow = dqg + G * B * D;      /* (G bq) */
 
-  for (size_t h = 0; h < H; h++) {
-    const float *kh = k + (h / group) * D;
-    const float *vh = v + (h / group) * D;
-    float *dkh = dk + (h / group) * D;
-    float *dvh = dv + (h / group) * D;
-    for (size_t i0 = 0; i0 < T; i0 += TB__K_ATTN_BLOCK) {
-      size_t bq = T - i0 < TB__K_ATTN_BLOCK ? T - i0 : TB__K_ATTN_BLOCK;
-      size_t nk = i0 + bq;
-      size_t off = i0 * H * D + h * D;
-      const float *qb = q + off, *dob = dout + off, *ob = out + off;
+  for (size_t kvh = 0; kvh < KVH; kvh++) {
+    const float *kh = k + kvh * D;
+    const float *vh = v + kvh * D;
+    float *dkh = dk + kvh * D;
+    float *dvh = dv + kvh * D;
+    for (size_t i0 = 0; i0 < T; i0 += B) {
+      size_t bq = T - i0 < B ? T - i0 : B;
+      size_t nk = i0 + bq, rows = G * bq;
+      gather_heads(qg, q, i0, bq, kvh, G, H, D);
+      gather_heads(dog, dout, i0, bq, kvh, G, H, D);
 
       /* P = exp(scale * Q K^T - lse), zero above the diagonal. */
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)bq, (int)nk,
-                  (int)D, scale, qb, ldq, kh, ldk, 0.0f, p, (int)nk);
-      for (size_t ii = 0; ii < bq; ii++) {
-        float *row = p + ii * nk;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)nk,
+                  (int)D, scale, qg, (int)D, kh, ldk, 0.0f, p, (int)nk);
+      for (size_t row_i = 0; row_i < rows; row_i++) {
+        size_t g = row_i / bq, ii = row_i % bq;
+        size_t at = (i0 + ii) * H + kvh * G + g;
+        float *row = p + row_i * nk;
         size_t lim = i0 + ii + 1;
-        float l = lse[(i0 + ii) * H + h];
-        tb__k_exp_shift(row, row, l, lim);
+        tb__k_exp_shift(row, row, lse[at], lim);
         for (size_t j = lim; j < nk; j++)
           row[j] = 0.0f;
         /* D_i = dO_i . O_i = sum_j P_ij dP_ij, the softmax's correction. */
+        const float *o = out + at * D, *dor = dog + row_i * D;
         float d = 0.0f;
         for (size_t c = 0; c < D; c++)
-          d += dob[ii * H * D + c] * ob[ii * H * D + c];
-        drow[ii] = d;
+          d += dor[c] * o[c];
+        drow[row_i] = d;
       }
       /* dV[0:nk] += P^T dO_blk */
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nk, (int)D,
-                  (int)bq, 1.0f, p, (int)nk, dob, ldq, 1.0f, dvh, ldk);
+                  (int)rows, 1.0f, p, (int)nk, dog, (int)D, 1.0f, dvh, ldk);
       /* dP = dO_blk V[0:nk]^T */
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)bq, (int)nk,
-                  (int)D, 1.0f, dob, ldq, vh, ldk, 0.0f, dp, (int)nk);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)nk,
+                  (int)D, 1.0f, dog, (int)D, vh, ldk, 0.0f, dp, (int)nk);
       /* dS = P * (dP - D_i); masked entries have P = 0. */
-      for (size_t ii = 0; ii < bq; ii++) {
-        float *pr = p + ii * nk, *dr = dp + ii * nk;
+      for (size_t row_i = 0; row_i < rows; row_i++) {
+        float *pr = p + row_i * nk, *dr = dp + row_i * nk;
         for (size_t j = 0; j < nk; j++)
-          dr[j] = pr[j] * (dr[j] - drow[ii]);
+          dr[j] = pr[j] * (dr[j] - drow[row_i]);
       }
-      /* dQ_blk += scale * dS K[0:nk];  dK[0:nk] += scale * dS^T Q_blk */
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)bq, (int)D,
-                  (int)nk, scale, dp, (int)nk, kh, ldk, 1.0f, dq + off, ldq);
+      /* dQ_blk = scale * dS K[0:nk];  dK[0:nk] += scale * dS^T Q_blk */
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)D,
+                  (int)nk, scale, dp, (int)nk, kh, ldk, 0.0f, dqg, (int)D);
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nk, (int)D,
-                  (int)bq, scale, dp, (int)nk, qb, ldq, 1.0f, dkh, ldk);
+                  (int)rows, scale, dp, (int)nk, qg, (int)D, 1.0f, dkh, ldk);
+      for (size_t row_i = 0; row_i < rows; row_i++) {
+        size_t g = row_i / bq, ii = row_i % bq;
+        float *d = dq + ((i0 + ii) * H + kvh * G + g) * D;
+        for (size_t c = 0; c < D; c++)
+          d[c] += dqg[row_i * D + c];
+      }
     }
   }
 }

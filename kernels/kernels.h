@@ -180,8 +180,12 @@ void tb__k_rope_backward(float *dx,           /* (T, NH, D) */
 /* Query rows per block in the blocked attention kernels. */
 #define TB__K_ATTN_BLOCK 64
 
-/* Floats of scratch that the attention kernels need for nk key rows. */
-size_t tb__k_attention_scratch_floats(size_t nk);
+/* Floats of scratch that the attention kernels need for nk key rows:
+ * per block of the H/KVH query heads that share a KV head, two (rows, nk)
+ * score blocks and three (rows, D) stacked blocks, rows = H/KVH *
+ * TB__K_ATTN_BLOCK. */
+size_t tb__k_attention_scratch_floats(size_t nk, size_t H, size_t KVH,
+                                      size_t D);
 
 /* Causal grouped-query attention for one sequence, softmax scale
  * 1/sqrt(D).  The T queries sit at positions pos0 .. pos0+T-1 and attend
@@ -193,7 +197,7 @@ size_t tb__k_attention_scratch_floats(size_t nk);
  * Masked scores are never computed, except inside the diagonal blocks. */
 void tb__k_attention_forward(float *out,       /* (T, H, D) */
                              float *lse,       /* (T, H) or NULL */
-                             float *scratch,   /* attention_scratch_floats(pos0+T) */
+                             float *scratch,   /* attention_scratch_floats(pos0+T, ..) */
                              const float *q,   /* (T, H, D) */
                              const float *k,   /* (pos0+T, KVH, D) */
                              const float *v,   /* (pos0+T, KVH, D) */
@@ -205,7 +209,7 @@ void tb__k_attention_forward(float *out,       /* (T, H, D) */
 void tb__k_attention_backward(float *dq,          /* (T, H, D) */
                               float *dk,          /* (T, KVH, D) */
                               float *dv,          /* (T, KVH, D) */
-                              float *scratch,     /* attention_scratch_floats(T) */
+                              float *scratch,     /* attention_scratch_floats(T, ..) */
                               const float *dout,  /* (T, H, D) */
                               const float *q,     /* (T, H, D) */
                               const float *k,     /* (T, KVH, D) */

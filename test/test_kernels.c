@@ -253,7 +253,7 @@ static void attention_case(uint64_t seed, size_t T, size_t pos0, size_t H,
   size_t nk = pos0 + T;
   float *q = rbuf(&rng, T * H * D, 1), *k = rbuf(&rng, nk * KVH * D, 1);
   float *v = rbuf(&rng, nk * KVH * D, 1);
-  float *scratch = fbuf(tb__k_attention_scratch_floats(nk));
+  float *scratch = fbuf(tb__k_attention_scratch_floats(nk, H, KVH, D));
   float *out = fbuf(T * H * D), *outr = fbuf(T * H * D);
   float *lse = fbuf(T * H), *lser = fbuf(T * H);
   tb__k_attention_forward(out, lse, scratch, q, k, v, T, pos0, H, KVH, D);

@@ -230,7 +230,7 @@ static void attention_grad_case(uint64_t seed, size_t T, size_t stride) {
   c.out = fbuf(nq);
   c.lse = fbuf(c.T * c.H);
   c.dout = rbuf(&rng, nq, 1);
-  c.scratch = fbuf(tb__k_attention_scratch_floats(c.T));
+  c.scratch = fbuf(tb__k_attention_scratch_floats(c.T, c.H, c.KVH, c.D));
   float *dq = fbuf(nq), *dk = fbuf(nk), *dv = fbuf(nk);
   attn_obj(&c);
   tb__k_attention_backward(dq, dk, dv, c.scratch, c.dout, c.q, c.k, c.v, c.out,

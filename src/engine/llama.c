@@ -303,7 +303,8 @@ static void point_acts(acts_t *a, bump_t *b, const dims_t *d,
   a->logits = take(b, R * d->V);
   a->lse_blk = take(b, R);
   a->coef = take(b, R * K);
-  a->att_scratch = take(b, tb__k_attention_scratch_floats(max_keys));
+  a->att_scratch =
+      take(b, tb__k_attention_scratch_floats(max_keys, d->H, d->KVH, d->D));
   a->weights = take(b, T * K);
   a->lp_samp = take(b, T);
   a->adv = take(b, T);
