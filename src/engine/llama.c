@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/bigmem.h"
 #include "kernels/kernels.h"
 #include "tinkerbell/error.h"
 
@@ -131,7 +132,7 @@ int tb__llama_ws_new(tb_llama_ws_t **out) {
 }
 
 void tb__llama_ws_trim(tb_llama_ws_t *ws) {
-  free(ws->acts);
+  tb__big_free(ws->acts, ws->acts_cap * sizeof(float));
   free(ws->ints);
   free(ws->seqs);
   free(ws->rope_cos);
@@ -331,9 +332,16 @@ static int acts_reserve(tb_llama_ws_t *ws, acts_t *a, const dims_t *d,
                         size_t max_keys, int backward) {
   bump_t b = { NULL, 0 };
   point_acts(a, &b, d, lora, T, K, max_keys, backward);
-  int rc = grow((void **)&ws->acts, &ws->acts_cap, b.used, sizeof(float));
-  if (rc)
-    return rc;
+  if (b.used > ws->acts_cap) {
+    /* Nothing in the buffer outlives a call, so it is replaced, not
+     * reallocated. */
+    tb__big_free(ws->acts, ws->acts_cap * sizeof(float));
+    ws->acts_cap = 0;
+    ws->acts = tb__big_alloc(b.used * sizeof(float));
+    if (ws->acts == NULL)
+      return TB_ENOMEM;
+    ws->acts_cap = b.used;
+  }
   b.base = ws->acts;
   b.used = 0;
   point_acts(a, &b, d, lora, T, K, max_keys, backward);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/bigmem.h"
 #include "tinkerbell/error.h"
 
 int tb__model_config_validate(const tb_model_config_t *c, const char **why) {
@@ -45,13 +46,13 @@ int tb__weights_alloc(tb_weights_t *w, const tb_model_config_t *c) {
   memset(w, 0, sizeof(*w));
   w->config = *c;
   size_t n = tb__weights_float_count(c);
-  w->storage = calloc(n, sizeof(float));
+  w->storage = tb__big_alloc(n * sizeof(float));
+  w->storage_floats = w->storage ? n : 0;  /* tb__weights_free needs it */
   w->layers = calloc((size_t)c->num_layers, sizeof(*w->layers));
   if (w->storage == NULL || w->layers == NULL) {
     tb__weights_free(w);
     return TB_ENOMEM;
   }
-  w->storage_floats = n;
 
   size_t C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
   size_t q = (size_t)c->num_heads * (size_t)c->head_dim;
@@ -80,7 +81,7 @@ int tb__weights_alloc(tb_weights_t *w, const tb_model_config_t *c) {
 }
 
 void tb__weights_free(tb_weights_t *w) {
-  free(w->storage);
+  tb__big_free(w->storage, w->storage_floats * sizeof(float));
   free(w->layers);
   memset(w, 0, sizeof(*w));
 }
