@@ -488,7 +488,8 @@ static void adapt_backward(float *dx, float *grads, const acts_t *a,
                            lora->params + s0->a_off, T, K, R);
 }
 
-/* On entry a->dres holds d(loss)/d(layer output); on return d/d(input). */
+/* On entry a->dres holds d(loss)/d(layer output); on return d/d(input),
+ * except for layer 0, whose input gradient nothing needs. */
 static void layer_backward(const tb_llama_ws_t *ws, const acts_t *a,
                            const dims_t *d,
                            const tb_weights_t *w, const tb_lora_t *lora,
@@ -541,14 +542,21 @@ static void layer_backward(const tb_llama_ws_t *ws, const acts_t *a,
     tb__k_rope_backward(dq, dq, ws->rope_cos, ws->rope_sin, n, d->H, d->D);
     tb__k_rope_backward(dk, dk, ws->rope_cos, ws->rope_sin, n, d->KVH, d->D);
   }
-  tb__k_zero(a->dh, T * C);
-  tb__k_linear_backward_input(a->dh, a->dq, lw->wq, T, C, d->QD);
-  tb__k_linear_backward_input(a->dh, a->dk, lw->wk, T, C, d->KVD);
-  tb__k_linear_backward_input(a->dh, a->dv, lw->wv, T, C, d->KVD);
+  /* The first layer's input is the frozen embedding: its gradient is of
+   * no use, so only the adapters' own gradients are computed there. */
+  int need_dx = l > 0;
   const float *dy_qkv[] = { a->dq, a->dk, a->dv };
-  adapt_backward(a->dh, grads, a, &la, lora, l, TB_LORA_GROUP_QKV, dy_qkv, a->h,
-                 T, C);
-  tb__k_rmsnorm_backward(dres, NULL, a->dh, x, lw->attn_norm, la.rstd1, T, C);
+  if (need_dx) {
+    tb__k_zero(a->dh, T * C);
+    tb__k_linear_backward_input(a->dh, a->dq, lw->wq, T, C, d->QD);
+    tb__k_linear_backward_input(a->dh, a->dk, lw->wk, T, C, d->KVD);
+    tb__k_linear_backward_input(a->dh, a->dv, lw->wv, T, C, d->KVD);
+  }
+  adapt_backward(need_dx ? a->dh : NULL, grads, a, &la, lora, l,
+                 TB_LORA_GROUP_QKV, dy_qkv, a->h, T, C);
+  if (need_dx)
+    tb__k_rmsnorm_backward(dres, NULL, a->dh, x, lw->attn_norm, la.rstd1, T,
+                           C);
 }
 
 /* ------------------------------------------------------------ batches */
