@@ -100,7 +100,7 @@ void tb__k_lora_backward(float *dx,         /* (T, K) or NULL */
  *   down:           xa = x A^T
  *   up:             y += scale * xa B^T
  *   up_backward:    dB += scale * dy^T xa;  dxa = scale * dy B (written)
- *   down_backward:  dA += dxa^T x;  dx += dxa A (skipped when dx is NULL)
+ *   down_backward:  dA += dxa^T x;  dx += dxa A (each skipped when NULL)
  * tb__k_lora_forward is down then up with R = r; tb__k_lora_backward is
  * up_backward then down_backward. */
 void tb__k_lora_down(float *xa,       /* (T, R) written */
@@ -120,7 +120,7 @@ void tb__k_lora_up_backward(float *dxa,        /* (T, r), rows ldxa apart */
                             const float *b,    /* (N, r) */
                             float scale, size_t T, size_t N, size_t r);
 void tb__k_lora_down_backward(float *dx,         /* (T, K) or NULL */
-                              float *da,         /* (R, K) */
+                              float *da,         /* (R, K) or NULL */
                               const float *dxa,  /* (T, R) */
                               const float *x,    /* (T, K) */
                               const float *a,    /* (R, K) */
@@ -237,8 +237,11 @@ void tb__k_swiglu_forward(float *h,            /* (n) */
 
 /* dgate = dh * up * sigmoid(g) * (1 + g * (1 - sigmoid(g)));
  * dup = dh * silu(g).  Both are written, not accumulated: the gate and up
- * projections have no other path to the loss. */
-void tb__k_swiglu_backward(float *dgate,       /* (n) */
+ * projections have no other path to the loss.  When h is not NULL the
+ * forward's output silu(g) * up is written there too, from the same
+ * sigmoid: a backward that did not keep it recomputes it for free. */
+void tb__k_swiglu_backward(float *h,           /* (n) or NULL */
+                           float *dgate,       /* (n) */
                            float *dup,         /* (n) */
                            const float *dh,    /* (n) */
                            const float *gate,  /* (n) */

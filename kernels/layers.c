@@ -117,8 +117,21 @@ void tb__k_swiglu_forward(float *h, const float *gate, const float *up,
 }
 
 TB__K_VECTORISED
-void tb__k_swiglu_backward(float *dgate, float *dup, const float *dh,
-                           const float *gate, const float *up, size_t n) {
+void tb__k_swiglu_backward(float *h, float *dgate, float *dup,
+                           const float *dh, const float *gate, const float *up,
+                           size_t n) {
+  /* Two loops rather than a test inside one, so each vectorises. */
+  if (h != NULL) {
+    for (size_t i = 0; i < n; i++) {
+      float g = gate[i];
+      float s = tb__k_sigmoidf(g);
+      float silu = g * s;
+      h[i] = silu * up[i];
+      dgate[i] = dh[i] * up[i] * s * (1.0f + g * (1.0f - s));
+      dup[i] = dh[i] * silu;
+    }
+    return;
+  }
   for (size_t i = 0; i < n; i++) {
     float g = gate[i];
     float s = tb__k_sigmoidf(g);

@@ -82,8 +82,9 @@ void tb__k_lora_down_backward(float *dx, float *da, const float *dxa,
   if (T == 0 || R == 0 || K == 0)
     return;
   /* dA (R, K) += dxa^T (R, T) x (T, K) */
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)R, (int)K, (int)T,
-              1.0f, dxa, ld(R), x, ld(K), 1.0f, da, ld(K));
+  if (da != NULL)
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)R, (int)K,
+                (int)T, 1.0f, dxa, ld(R), x, ld(K), 1.0f, da, ld(K));
   /* dx (T, K) += dxa (T, R) A (R, K) */
   if (dx != NULL)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)K,

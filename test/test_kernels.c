@@ -192,10 +192,16 @@ TEST(rmsnorm_swiglu_embedding_match_reference) {
   ASSERT_CLOSE(h, hr, n, 1e-6, 1e-5);
   float *dh = rbuf(&rng, n, 1);
   float *dg = fbuf(n), *dgr = fbuf(n), *du = fbuf(n), *dur = fbuf(n);
-  tb__k_swiglu_backward(dg, du, dh, g, u, n);
+  tb__k_swiglu_backward(NULL, dg, du, dh, g, u, n);
   tb__kref_swiglu_backward(dgr, dur, dh, g, u, n);
   ASSERT_CLOSE(dg, dgr, n, 1e-6, 1e-5);
   ASSERT_CLOSE(du, dur, n, 1e-6, 1e-5);
+  /* With h, the same gradients and the forward's output, bit for bit. */
+  float *h2 = fbuf(n), *dg2 = fbuf(n), *du2 = fbuf(n);
+  tb__k_swiglu_backward(h2, dg2, du2, dh, g, u, n);
+  ASSERT_CLOSE(h2, h, n, 0, 0);
+  ASSERT_CLOSE(dg2, dg, n, 0, 0);
+  ASSERT_CLOSE(du2, du, n, 0, 0);
 
   const size_t V = 37;
   float *table = rbuf(&rng, V * C, 1), *e = fbuf(T * C), *er = fbuf(T * C);

@@ -467,8 +467,9 @@ static void head(float *logits, const acts_t *a, const dims_t *d,
 /* ------------------------------------------------------------ backward */
 
 /* The adapters of group g, whose member j had output gradient dys[j] and
- * input x: each member's dB and its slice of dxa, then one dA and one dx
- * (accumulated) for the whole group. */
+ * input x: each member's dB and its slice of dxa (left in lora_scratch),
+ * then one dA and one dx (accumulated) for the whole group.  With x NULL
+ * the dA waits for adapt_backward_da. */
 static void adapt_backward(float *dx, float *grads, const acts_t *a,
                            const layer_acts_t *la, const tb_lora_t *lora,
                            size_t l, int g, const float *const *dys,
@@ -484,8 +485,20 @@ static void adapt_backward(float *dx, float *grads, const acts_t *a,
                            dys[j], la->xa[t0 + j], R, lora->params + s->b_off,
                            lora->scale, T, s->out, r);
   }
-  tb__k_lora_down_backward(dx, grads + s0->a_off, a->lora_scratch, x,
-                           lora->params + s0->a_off, T, K, R);
+  tb__k_lora_down_backward(dx, x ? grads + s0->a_off : NULL, a->lora_scratch,
+                           x, lora->params + s0->a_off, T, K, R);
+}
+
+/* The dA that adapt_backward left for later, once x exists. */
+static void adapt_backward_da(float *grads, const acts_t *a,
+                              const layer_acts_t *la, const tb_lora_t *lora,
+                              size_t l, int g, const float *x, size_t T,
+                              size_t K) {
+  tb_lora_target_t t0 = tb__lora_groups[g].first;
+  const tb_lora_slot_t *s0 = slot_of(lora, l, t0);
+  if (s0->on)
+    tb__k_lora_down_backward(NULL, grads + s0->a_off, a->lora_scratch, x,
+                             lora->params + s0->a_off, T, K, la->xa_ld[t0]);
 }
 
 /* On entry a->dres holds d(loss)/d(layer output); on return d/d(input),
@@ -502,15 +515,18 @@ static void layer_backward(const tb_llama_ws_t *ws, const acts_t *a,
   size_t T = a->T, C = d->C, I = d->I;
   float *dres = a->dres;
 
-  /* MLP: recompute its normalised input and the SwiGLU output. */
+  /* MLP: its normalised input is recomputed, and the SwiGLU output comes
+   * back with the SwiGLU gradient, just in time for the down adapter's
+   * dA. */
   tb__k_rmsnorm_forward(a->h, NULL, la.res_mid, lw->mlp_norm, d->eps, T, C);
-  tb__k_swiglu_forward(a->act, la.gate, la.up, T * I);
   tb__k_zero(a->dact, T * I);
   tb__k_linear_backward_input(a->dact, dres, lw->w_down, T, I, C);
   const float *dy_down[] = { dres };
   adapt_backward(a->dact, grads, a, &la, lora, l, TB_LORA_GROUP_DOWN, dy_down,
-                 a->act, T, I);
-  tb__k_swiglu_backward(a->dgate, a->dup, a->dact, la.gate, la.up, T * I);
+                 NULL, T, I);
+  tb__k_swiglu_backward(a->act, a->dgate, a->dup, a->dact, la.gate, la.up,
+                        T * I);
+  adapt_backward_da(grads, a, &la, lora, l, TB_LORA_GROUP_DOWN, a->act, T, I);
   tb__k_zero(a->dh, T * C);
   tb__k_linear_backward_input(a->dh, a->dgate, lw->w_gate, T, C, I);
   tb__k_linear_backward_input(a->dh, a->dup, lw->w_up, T, C, I);
