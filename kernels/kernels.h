@@ -358,15 +358,22 @@ void tb__k_adamw_step(float *params,       /* (n) */
                       double lr, double beta1, double beta2, double eps,
                       double weight_decay, long t, size_t n);
 
-/* sqrt(sum g^2), accumulated in double. */
+/* sum g^2 and sqrt(sum g^2), accumulated in double.  The sum of squares
+ * of a buffer's pieces adds up to the whole one's, so work items can each
+ * take a piece. */
+double tb__k_grad_sumsq(const float *g,  /* (n) */
+                        size_t n);
 double tb__k_grad_norm(const float *g,  /* (n) */
                        size_t n);
 
 /* Scales g by max_norm / (norm + 1e-6) when that is below 1, as
  * torch.nn.utils.clip_grad_norm_ does; max_norm <= 0 turns clipping off.
- * Returns the norm before clipping. */
+ * grad_clip measures the norm of g and returns it; grad_clip_to is given
+ * the norm (of a whole buffer g is a piece of). */
 double tb__k_grad_clip(float *g,  /* (n) */
                        double max_norm, size_t n);
+void tb__k_grad_clip_to(float *g,  /* (n) */
+                        double max_norm, double norm, size_t n);
 
 /* x = 0 (zero-grad of a flat buffer). */
 void tb__k_zero(float *x,  /* (n) */

@@ -41,21 +41,29 @@ void tb__k_adamw_step(float *params, float *m, float *v, const float *grads,
 }
 
 TB__K_VECTORISED
+double tb__k_grad_sumsq(const float *g, size_t n) {
+  return tb__k_dot_d(g, g, n);
+}
+
 double tb__k_grad_norm(const float *g, size_t n) {
-  return sqrt(tb__k_dot_d(g, g, n));
+  return sqrt(tb__k_grad_sumsq(g, n));
 }
 
 TB__K_VECTORISED
+void tb__k_grad_clip_to(float *g, double max_norm, double norm, size_t n) {
+  if (!(max_norm > 0.0))
+    return;
+  double coef = max_norm / (norm + 1e-6);
+  if (coef < 1.0) {
+    float c = (float)coef;
+    for (size_t i = 0; i < n; i++)
+      g[i] *= c;
+  }
+}
+
 double tb__k_grad_clip(float *g, double max_norm, size_t n) {
   double norm = tb__k_grad_norm(g, n);
-  if (max_norm > 0.0) {
-    double coef = max_norm / (norm + 1e-6);
-    if (coef < 1.0) {
-      float c = (float)coef;
-      for (size_t i = 0; i < n; i++)
-        g[i] *= c;
-    }
-  }
+  tb__k_grad_clip_to(g, max_norm, norm, n);
   return norm;
 }
 

@@ -416,13 +416,15 @@ TEST(two_adapters_train_concurrently) {
 
 TEST(sharded_equals_unsharded) {
   static float lp1[ND * NMAX], lp3[ND * NMAX];
-  float *g1 = NULL;
+  float *g1 = NULL, *p1 = NULL;
   size_t np = 0;
-  double l1 = 0;
+  double l1 = 0, norm1 = 0;
   for (int pass = 0; pass < 2; pass++) {
     env_t env;
     env_init(&env, pass == 0 ? 1 : 3);
-    tb_engine_adapter_t *a = new_adapter(&env, 4, 3);
+    /* Rank 24 gives over 3 * 64K parameters: the three-thread engine
+     * then sums the shards and steps the optimizer in three pieces. */
+    tb_engine_adapter_t *a = new_adapter(&env, 24, 3);
     perturb(a, 4);
     data_t x;
     make_data(&x, 9);
@@ -444,9 +446,31 @@ TEST(sharded_equals_unsharded) {
       for (size_t i = 0; i < data_outputs(&x); i++)
         ASSERT_NEAR(lp3[i], lp1[i], 1e-5, 1e-5);
     }
+    /* One optimizer step, clipping to a tenth of the norm: the pieces
+     * share one global norm. */
+    tb_engine_job_t job = { 0 };
+    rec_t r = { 0 };
+    job.data = &r;
+    tb_adam_params_t p = adam(1e-2f);
+    p.grad_clip_norm = (float)(sqrt(tb__k_grad_sumsq(lora->grads, np)) / 10);
+    ASSERT_OK(tb__engine_optim_step(&job, a, &p, rec_cb));
+    ASSERT_OK(wait_job(&env, &job, &r));
+    ASSERT(np >= 3 * 65536);  /* three pieces (engine.c, param_pieces) */
+    ASSERT_EQ_INT(lora->step, 1);
+    ASSERT_EQ_INT(tb__k_grad_sumsq(lora->grads, np), 0);  /* zeroed */
+    if (pass == 0) {
+      p1 = xmalloc(np * sizeof(float));
+      memcpy(p1, lora->params, np * sizeof(float));
+      norm1 = job.optim.grad_norm;
+    } else {
+      ASSERT_NEAR(job.optim.grad_norm, norm1, 1e-4 * norm1, 0);
+      assert_near_buffers(lora->params, p1, np, 1e-4);
+    }
+    tb__engine_job_cleanup(&job);
     env_close(&env);
   }
   free(g1);
+  free(p1);
 }
 
 TEST(fifo_order_per_adapter) {

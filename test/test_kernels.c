@@ -482,6 +482,15 @@ TEST(grad_norm_clip_and_zero) {
   ASSERT_NEAR(tb__k_grad_clip(h, 1.5, 3), tb__kref_grad_clip(hr, 1.5, 3), 0,
               0);
   ASSERT_CLOSE(h, hr, 3, 1e-7, 1e-6);
+  /* In pieces: the sums of squares add up, and clipping each piece to the
+   * whole's norm is clipping the whole. */
+  float p[5] = { 1, 2, -2, 4, 2 }, q[5] = { 1, 2, -2, 4, 2 };
+  double ss = tb__k_grad_sumsq(p, 2) + tb__k_grad_sumsq(p + 2, 3);
+  ASSERT_NEAR(ss, 29.0, 0, 0);
+  tb__k_grad_clip_to(p, 2.0, sqrt(ss), 2);
+  tb__k_grad_clip_to(p + 2, 2.0, sqrt(ss), 3);
+  tb__k_grad_clip(q, 2.0, 5);
+  ASSERT_CLOSE(p, q, 5, 0, 0);
   tb__k_zero(h, 3);
   ASSERT_NEAR(tb__k_grad_norm(h, 3), 0.0, 0, 0);
   ASSERT_NEAR(tb__k_grad_clip(h, 1.0, 3), 0.0, 0, 0);

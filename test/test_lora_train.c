@@ -218,8 +218,8 @@ TEST(accumulation_equals_concatenated_batch) {
   ASSERT_OK(tb__llama_forward_backward(ws, &w, &lora, &s1, g1, NULL, NULL));
   ASSERT_OK(tb__llama_forward_backward(ws2, &w, &lora, &s2, g2, NULL, NULL));
   tb__lora_zero_grads(&lora);
-  tb__lora_add_grads(&lora, g1);
-  tb__lora_add_grads(&lora, g2);
+  tb__lora_add_grads(&lora, g1, 0, lora.num_params);
+  tb__lora_add_grads(&lora, g2, 0, lora.num_params);
   assert_close_buffers(lora.grads, once, np);
 
   /* forward_backward needs an adapter and rejects bad batches. */

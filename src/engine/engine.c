@@ -16,6 +16,7 @@
 #include "engine/engine_internal.h"
 
 #include <cblas.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -209,6 +210,29 @@ static size_t plan_shards(const tb_engine_t *e, const tb_batch_t *b,
   return s + 1;
 }
 
+/* Gives items[first .. first+n-1] equal pieces of the adapter's flat
+ * buffers, in order, cut at multiples of 16 floats (a cache line). */
+static void split_params(tb_engine_job_t *job, size_t first, size_t n) {
+  size_t np = job->target->lora.num_params, p = 0;
+  for (size_t i = 0; i < n; i++) {
+    size_t end = i + 1 == n ? np : (np * (i + 1) / n) & ~(size_t)15;
+    if (end < p)
+      end = p;
+    job->items[first + i].p0 = p;
+    job->items[first + i].p1 = end;
+    p = end;
+  }
+}
+
+/* Pieces for the optimizer: one per engine thread, but none under 64K
+ * floats, where a second item would cost more than it saves. */
+static size_t param_pieces(const tb_engine_t *e, size_t np) {
+  size_t n = np / 65536;
+  if (n > e->shards)
+    n = e->shards;
+  return n < 1 ? 1 : n;
+}
+
 static int start_batch(tb_engine_job_t *job) {
   tb_engine_t *e = job->engine;
   const tb_batch_t *b = &job->batch;
@@ -217,8 +241,10 @@ static int start_batch(tb_engine_job_t *job) {
     return tb_error_set(&job->error, TB_ENOMEM, TB_CATEGORY_SERVER,
                         "out of memory");
   size_t S = plan_shards(e, b, cuts);
-  int sum = job->type == TB_ENGINE_FORWARD_BACKWARD && S > 1;
-  int rc = items_alloc(job, S + (size_t)sum, tb__engine_work_shard, 1);
+  /* With several shards and a backward pass, as many items then sum the
+   * shards' gradients, each over its piece of the buffers. */
+  size_t sums = job->type == TB_ENGINE_FORWARD_BACKWARD && S > 1 ? S : 0;
+  int rc = items_alloc(job, S + sums, tb__engine_work_shard, 1);
   if (rc != 0) {
     free(cuts);
     return rc;
@@ -235,7 +261,7 @@ static int start_batch(tb_engine_job_t *job) {
     it->out0 = out;
   }
   free(cuts);
-  if (sum) {
+  if (sums > 0) {
     tb_engine_adapter_t *a = job->target;
     size_t np = a->lora.num_params;
     if (a->shard_slots < S) {
@@ -250,13 +276,27 @@ static int start_batch(tb_engine_job_t *job) {
       }
       a->shard_slots = S;
     }
-    for (size_t s = 0; s < S; s++)
+    for (size_t s = 0; s < S; s++) {
       job->items[s].grads = a->shard_grads + s * np;
-    job->items[S].work = tb__engine_work_sum;
-    job->items[S].needs_ws = 0;
+      job->items[S + s].work = tb__engine_work_sum;
+      job->items[S + s].needs_ws = 0;
+    }
+    split_params(job, S, sums);
   }
   for (size_t s = 0; s < S; s++)
     item_submit(e, &job->items[s]);
+  return 0;
+}
+
+/* The optimizer's first round: each item's piece of the squared norm. */
+static int start_optim(tb_engine_job_t *job) {
+  size_t n = param_pieces(job->engine, job->target->lora.num_params);
+  int rc = items_alloc(job, n, tb__engine_work_optim_norm, 0);
+  if (rc != 0)
+    return rc;
+  split_params(job, 0, n);
+  for (size_t i = 0; i < n; i++)
+    item_submit(job->engine, &job->items[i]);
   return 0;
 }
 
@@ -268,6 +308,8 @@ static int job_start(tb_engine_job_t *job) {
     case TB_ENGINE_FORWARD:
     case TB_ENGINE_FORWARD_BACKWARD:
       return start_batch(job);
+    case TB_ENGINE_OPTIM_STEP:
+      return start_optim(job);
     default:
       break;
   }
@@ -277,7 +319,6 @@ static int job_start(tb_engine_job_t *job) {
     case TB_ENGINE_LOAD_MODEL: work = tb__engine_work_load_model; break;
     case TB_ENGINE_CREATE_ADAPTER: work = tb__engine_work_create; break;
     case TB_ENGINE_REMOVE_ADAPTER: work = tb__engine_work_remove; break;
-    case TB_ENGINE_OPTIM_STEP: work = tb__engine_work_optim; break;
     case TB_ENGINE_SAMPLE: work = tb__engine_work_sample; needs_ws = 1; break;
     case TB_ENGINE_SAVE: work = tb__engine_work_save; break;
     case TB_ENGINE_LOAD: work = tb__engine_work_load; break;
@@ -690,15 +731,16 @@ static void batch_done(tb_engine_job_t *job) {
   for (size_t s = 0; s < S && status == 0; s++)
     status = job->items[s].status;
   if (job->stage == 0 && job->num_items > S) {
-    tb_engine_shard_t *sum = &job->items[S];
-    sum->apply = status == 0;
     job->stage = 1;
-    job->items_left = 1;
-    item_submit(job->engine, sum);
+    job->items_left = job->num_items - S;
+    for (size_t i = S; i < job->num_items; i++) {
+      job->items[i].apply = status == 0;
+      item_submit(job->engine, &job->items[i]);
+    }
     return;
   }
-  if (status == 0 && job->num_items > S)
-    status = job->items[S].status;
+  for (size_t i = S; i < job->num_items && status == 0; i++)
+    status = job->items[i].status;
   if (status == 0) {
     double loss = 0;
     for (size_t s = 0; s < S; s++)
@@ -809,6 +851,25 @@ void tb__engine_job_cleanup(tb_engine_job_t *job) {
 
 /* ------------------------------------------------------------ completion */
 
+/* The optimizer's norm is known: count the step and run the update round
+ * over the same pieces. */
+static void optim_update(tb_engine_job_t *job) {
+  tb_lora_t *lora = &job->target->lora;
+  double sumsq = 0;
+  for (size_t i = 0; i < job->num_items; i++)  /* in order: reproducible */
+    sumsq += job->items[i].sumsq;
+  lora->step++;
+  job->optim.grad_norm = sqrt(sumsq);
+  job->optim.learning_rate = job->adam.learning_rate;
+  job->optim.step = lora->step;
+  job->stage = 1;
+  job->items_left = job->num_items;
+  for (size_t i = 0; i < job->num_items; i++) {
+    job->items[i].work = tb__engine_work_optim_update;
+    item_submit(job->engine, &job->items[i]);
+  }
+}
+
 static void item_after_cb(uv_work_t *req, int status) {
   tb_engine_shard_t *it = (tb_engine_shard_t *)req;
   tb_engine_job_t *job = it->job;
@@ -844,6 +905,15 @@ static void item_after_cb(uv_work_t *req, int status) {
     case TB_ENGINE_CREATE_ADAPTER: create_done(job, rc); break;
     case TB_ENGINE_REMOVE_ADAPTER: remove_done(job, rc); break;
     case TB_ENGINE_OPTIM_STEP:
+      for (size_t i = 0; i < job->num_items && rc == 0; i++)
+        if ((rc = job->items[i].status) != 0) {
+          job->error = job->items[i].error;
+          memset(&job->items[i].error, 0, sizeof(job->items[i].error));
+        }
+      if (rc == 0 && job->stage == 0) {
+        optim_update(job);
+        return;
+      }
       if (rc == 0) {
         job->metrics[0].key = "grad_norm:mean";
         job->metrics[0].value = job->optim.grad_norm;

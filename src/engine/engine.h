@@ -174,7 +174,8 @@ struct tb_engine_job_s {
   tb_engine_shard_t *items;      /* work items: the shards, then the sum */
   size_t num_items, items_left;
   size_t num_shards;
-  int stage;                     /* 1 while the sum of shards runs */
+  int stage;                     /* 1 while the sum of shards or the
+                                  * optimizer's update runs */
 };
 
 /* Calls openblas_set_num_threads(1) (parallelism comes from work items).

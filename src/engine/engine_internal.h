@@ -13,7 +13,9 @@
 #include "engine/engine.h"
 
 /* One uv_work_t of a job.  A batch job has one per shard plus, when it
- * has several shards and a backward pass, one that sums their gradients. */
+ * has several shards and a backward pass, as many that then sum their
+ * gradients, each over one piece of the flat buffers.  An optimizer step
+ * has one item per piece, run twice: for the norm, then for the update. */
 struct tb_engine_shard_s {
   uv_work_t req;
   tb_engine_job_t *job;
@@ -32,6 +34,10 @@ struct tb_engine_shard_s {
                                   * lent by the adapter */
   double loss;
   int apply;                     /* the sum: every shard succeeded */
+  /* the sum and the optimizer */
+  size_t p0, p1;                 /* the piece [p0, p1) of the adapter's
+                                  * flat buffers */
+  double sumsq;                  /* the optimizer: sum of squared grads */
 };
 
 struct tb_engine_model_s {
@@ -69,7 +75,8 @@ void tb__engine_work_create(tb_engine_shard_t *it);
 void tb__engine_work_remove(tb_engine_shard_t *it);
 void tb__engine_work_shard(tb_engine_shard_t *it);
 void tb__engine_work_sum(tb_engine_shard_t *it);
-void tb__engine_work_optim(tb_engine_shard_t *it);
+void tb__engine_work_optim_norm(tb_engine_shard_t *it);
+void tb__engine_work_optim_update(tb_engine_shard_t *it);
 void tb__engine_work_sample(tb_engine_shard_t *it);
 void tb__engine_work_save(tb_engine_shard_t *it);
 void tb__engine_work_load(tb_engine_shard_t *it);

@@ -206,17 +206,26 @@ void tb__engine_work_sum(tb_engine_shard_t *it) {
   for (size_t s = 0; s < job->num_shards; s++) {
     tb_engine_shard_t *sh = &job->items[s];
     if (it->apply && sh->grads != NULL)
-      tb__lora_add_grads(lora, sh->grads);
+      tb__lora_add_grads(lora, sh->grads, it->p0, it->p1);
   }
   it->status = 0;
 }
 
 /* ------------------------------------------------------------ optimizer */
 
-void tb__engine_work_optim(tb_engine_shard_t *it) {
+/* The optimizer step in two rounds over the pieces: the engine adds up
+ * the squares into the norm and counts the step between them.  The
+ * parameters were checked at submission. */
+void tb__engine_work_optim_norm(tb_engine_shard_t *it) {
+  it->sumsq = tb__optim_sumsq(&it->job->target->lora, it->p0, it->p1);
+  it->status = 0;
+}
+
+void tb__engine_work_optim_update(tb_engine_shard_t *it) {
   tb_engine_job_t *job = it->job;
-  it->status = tb__optim_step(&job->target->lora, &job->adam, &job->optim);
-  tb__engine_error_default(&it->error, it->status);
+  tb__optim_update(&job->target->lora, &job->adam, job->optim.grad_norm,
+                   it->p0, it->p1);
+  it->status = 0;
 }
 
 /* ------------------------------------------------------------ sampling */

@@ -137,9 +137,10 @@ void tb__lora_free(tb_lora_t *lora) {
 }
 
 TB__K_VECTORISED
-void tb__lora_add_grads(tb_lora_t *lora, const float *shard) {
+void tb__lora_add_grads(tb_lora_t *lora, const float *shard, size_t p0,
+                        size_t p1) {
   float *g = lora->grads;
-  for (size_t i = 0; i < lora->num_params; i++)
+  for (size_t i = p0; i < p1; i++)
     g[i] += shard[i];
 }
 

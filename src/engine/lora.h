@@ -120,9 +120,11 @@ static inline const tb_lora_slot_t *tb__lora_unembed(const tb_lora_t *lora) {
   return &lora->slots[lora->num_slots - 1];
 }
 
-/* grads += shard (a shard's gradient buffer of num_params floats), for
- * batches whose shards were computed separately. */
-void tb__lora_add_grads(tb_lora_t *lora, const float *shard);
+/* grads += shard over the piece [p0, p1) of the flat buffers (shard is a
+ * shard's gradient buffer of num_params floats), for batches whose shards
+ * were computed separately. */
+void tb__lora_add_grads(tb_lora_t *lora, const float *shard, size_t p0,
+                        size_t p1);
 void tb__lora_zero_grads(tb_lora_t *lora);
 
 /* Tensors, for checkpoint I/O: 2 per targeted layer (A, then B), in slot

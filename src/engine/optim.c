@@ -39,17 +39,29 @@ int tb__optim_step(tb_lora_t *lora, const tb_adam_params_t *p,
   if (tb__adam_params_validate(p, NULL) != 0)
     return TB_EINVAL;
   size_t n = lora->num_params;
-  /* clip_grad_norm_ semantics; with clipping off this only measures. */
-  double norm = tb__k_grad_clip(lora->grads, (double)p->grad_clip_norm, n);
+  double norm = sqrt(tb__optim_sumsq(lora, 0, n));
   lora->step++;
-  tb__k_adamw_step(lora->params, lora->adam_m, lora->adam_v, lora->grads,
-                   p->learning_rate, p->beta1, p->beta2, p->eps,
-                   p->weight_decay, lora->step, n);
-  tb__k_zero(lora->grads, n);
+  tb__optim_update(lora, p, norm, 0, n);
   if (metrics) {
     metrics->grad_norm = norm;
     metrics->learning_rate = p->learning_rate;
     metrics->step = lora->step;
   }
   return 0;
+}
+
+double tb__optim_sumsq(const tb_lora_t *lora, size_t p0, size_t p1) {
+  return tb__k_grad_sumsq(lora->grads + p0, p1 - p0);
+}
+
+void tb__optim_update(tb_lora_t *lora, const tb_adam_params_t *p,
+                      double grad_norm, size_t p0, size_t p1) {
+  size_t n = p1 - p0;
+  float *g = lora->grads + p0;
+  /* clip_grad_norm_ semantics: off when grad_clip_norm is 0. */
+  tb__k_grad_clip_to(g, (double)p->grad_clip_norm, grad_norm, n);
+  tb__k_adamw_step(lora->params + p0, lora->adam_m + p0, lora->adam_v + p0, g,
+                   p->learning_rate, p->beta1, p->beta2, p->eps,
+                   p->weight_decay, lora->step, n);
+  tb__k_zero(g, n);
 }

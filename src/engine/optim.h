@@ -43,4 +43,13 @@ int tb__adam_params_validate(const tb_adam_params_t *p, const char **why);
 int tb__optim_step(tb_lora_t *lora, const tb_adam_params_t *p,
                    tb_optim_metrics_t *metrics);
 
+/* The same step in two passes over pieces [p0, p1) of the flat buffers, so
+ * that several work items share it: the sum of tb__optim_sumsq over the
+ * pieces is the square of the gradient norm; then, with lora->step
+ * counted once by the caller, tb__optim_update does every piece.  The
+ * parameters must be valid. */
+double tb__optim_sumsq(const tb_lora_t *lora, size_t p0, size_t p1);
+void tb__optim_update(tb_lora_t *lora, const tb_adam_params_t *p,
+                      double grad_norm, size_t p0, size_t p1);
+
 #endif /* TB_ENGINE_OPTIM_H */
