@@ -117,10 +117,13 @@ void tb__k_swiglu_forward(float *h, const float *gate, const float *up,
 }
 
 TB__K_VECTORISED
-void tb__k_swiglu_backward(float *h, float *dgate, float *dup,
-                           const float *dh, const float *gate, const float *up,
-                           size_t n) {
-  /* Two loops rather than a test inside one, so each vectorises. */
+void tb__k_swiglu_backward(float *restrict h, float *restrict dgate,
+                           float *restrict dup, const float *restrict dh,
+                           const float *restrict gate,
+                           const float *restrict up, size_t n) {
+  /* Two loops rather than a test inside one, so each vectorises; restrict
+   * spares the compiler the run-time overlap checks of six arrays, which
+   * it gives up on. */
   if (h != NULL) {
     for (size_t i = 0; i < n; i++) {
       float g = gate[i];
