@@ -35,9 +35,12 @@
  * processor runs (GCC's target_clones, resolved once through an ifunc).  A
  * distribution build targets the baseline, whose SSE2 is a quarter of the
  * width these loops can use; the matrix products get the same choice from
- * OpenBLAS's own core detection.  Elsewhere the macro is empty. */
+ * OpenBLAS's own core detection.  Elsewhere the macro is empty, and so it is
+ * with TB__K_ONE_TARGET, which builds the kernels for the compiler's target
+ * alone: the tests build them so for the baseline and for AVX2, whose code
+ * a machine with AVX-512 would otherwise never run. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
-    defined(__ELF__) && defined(__GLIBC__)
+    defined(__ELF__) && defined(__GLIBC__) && !defined(TB__K_ONE_TARGET)
 #define TB__K_VECTORISED \
   __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
