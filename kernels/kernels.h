@@ -129,6 +129,18 @@ void tb__k_lora_down_backward(float *dx,         /* (T, K) or NULL */
                               const float *a,    /* (R, K) */
                               size_t T, size_t K, size_t R);
 
+/* dA += dxa^T h for the RMSNorm output h = x * rstd (per row) * w (per
+ * column), without forming h: a backward that did not keep h needs only
+ * the norm's input and rstd.  dxa is scratch: its rows are scaled by rstd
+ * in place. */
+void tb__k_lora_da_normed(float *da,          /* (R, K) */
+                          float *scratch,     /* (R, K) */
+                          float *dxa,         /* (T, R) scaled in place */
+                          const float *x,     /* (T, K) the norm's input */
+                          const float *rstd,  /* (T) */
+                          const float *w,     /* (K) the norm's weight */
+                          size_t T, size_t K, size_t R);
+
 /* ------------------------------------------------------------------ RMSNorm */
 
 /* out = x / sqrt(mean(x^2) + eps) * w per row; rstd keeps 1/sqrt(...) for

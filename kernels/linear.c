@@ -91,6 +91,24 @@ void tb__k_lora_down_backward(float *dx, float *da, const float *dxa,
                 (int)R, 1.0f, dxa, ld(R), a, ld(K), 1.0f, dx, ld(K));
 }
 
+TB__K_VECTORISED
+void tb__k_lora_da_normed(float *da, float *scratch, float *dxa,
+                          const float *x, const float *rstd, const float *w,
+                          size_t T, size_t K, size_t R) {
+  if (T == 0 || R == 0 || K == 0)
+    return;
+  /* h = diag(rstd) x diag(w), so dxa^T h = (diag(rstd) dxa)^T x, column
+   * by column times w. */
+  for (size_t t = 0; t < T; t++)
+    for (size_t j = 0; j < R; j++)
+      dxa[t * R + j] *= rstd[t];
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)R, (int)K, (int)T,
+              1.0f, dxa, ld(R), x, ld(K), 0.0f, scratch, ld(K));
+  for (size_t j = 0; j < R; j++)
+    for (size_t c = 0; c < K; c++)
+      da[j * K + c] += scratch[j * K + c] * w[c];
+}
+
 void tb__k_lora_forward(float *y, float *xa, const float *x, const float *a,
                         const float *b, float scale, size_t T, size_t K,
                         size_t N, size_t r) {

@@ -174,6 +174,24 @@ TEST(lora_halves_stacked_match_per_adapter_reference) {
   free_all();
 }
 
+/* dA through the RMSNorm's input, against dA from the normalised rows. */
+TEST(lora_da_through_rmsnorm_matches_reference) {
+  tb__k_rng_t rng;
+  setup(&rng, 13);
+  const size_t T = 9, K = 13, R = 6;
+  float *x = rbuf(&rng, T * K, 2), *w = rbuf(&rng, K, 1);
+  float *dxa = rbuf(&rng, T * R, 1), *da0 = rbuf(&rng, R * K, 1);
+  float *h = fbuf(T * K), *rstd = fbuf(T), *hr = fbuf(T * K), *rr = fbuf(T);
+  tb__k_rmsnorm_forward(h, rstd, x, w, 1e-5f, T, K);
+  tb__kref_rmsnorm_forward(hr, rr, x, w, 1e-5f, T, K);
+  float *da = copy(da0, R * K), *dar = copy(da0, R * K);
+  float *dxar = copy(dxa, T * R), *scratch = fbuf(R * K);
+  tb__kref_linear_backward_weight(dar, dxar, hr, T, K, R);
+  tb__k_lora_da_normed(da, scratch, dxa, x, rstd, w, T, K, R);
+  ASSERT_CLOSE(da, dar, R * K, 1e-5, 1e-5);
+  free_all();
+}
+
 TEST(rmsnorm_swiglu_embedding_match_reference) {
   tb__k_rng_t rng;
   setup(&rng, 3);
@@ -687,6 +705,7 @@ TEST_LIST(
   TEST_ENTRY(linear_matches_reference),
   TEST_ENTRY(lora_matches_reference),
   TEST_ENTRY(lora_halves_stacked_match_per_adapter_reference),
+  TEST_ENTRY(lora_da_through_rmsnorm_matches_reference),
   TEST_ENTRY(rmsnorm_swiglu_embedding_match_reference),
   TEST_ENTRY(rope_matches_reference),
   TEST_ENTRY(attention_matches_reference),

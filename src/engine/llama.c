@@ -10,10 +10,11 @@
  * Activations for the backward pass are kept per layer in one contiguous
  * block (point_layer lays it out), so layer l's views are the same walk
  * over base + l * stride.  To save memory the normalised inputs of the
- * projections and the SwiGLU output are not kept: the backward recomputes
- * them from the residual stream, the stored rstd and the gate/up values,
- * which costs a few elementwise passes.  A forward without backward keeps
- * a single layer block and two residual buffers.
+ * projections and the SwiGLU output are not kept.  The backward needs the
+ * former only for the adapters' dA, which it takes through the norm from
+ * the residual stream and the stored rstd (tb__k_lora_da_normed); the
+ * latter comes back with the SwiGLU gradient's pass.  A forward without
+ * backward keeps a single layer block and two residual buffers.
  */
 #include "engine/llama.h"
 
@@ -279,6 +280,7 @@ typedef struct acts_s {
   /* backward only */
   float *dres, *dh, *dq, *dk, *dv, *datt, *dgate, *dup, *dact;
   float *lora_scratch;  /* (T, TB_LORA_GROUP_MAX * r): a group's dxa */
+  float *lora_da;       /* (TB_LORA_GROUP_MAX * r, C): a group's dA */
 } acts_t;
 
 static void point_acts(acts_t *a, bump_t *b, const dims_t *d,
@@ -321,9 +323,10 @@ static void point_acts(acts_t *a, bump_t *b, const dims_t *d,
     a->dup = take(b, T * d->I);
     a->dact = take(b, T * d->I);
     a->lora_scratch = take(b, T * TB_LORA_GROUP_MAX * d->r);
+    a->lora_da = take(b, TB_LORA_GROUP_MAX * d->r * d->C);
   } else {
     a->dres = a->dh = a->dq = a->dk = a->dv = a->datt = NULL;
-    a->dgate = a->dup = a->dact = a->lora_scratch = NULL;
+    a->dgate = a->dup = a->dact = a->lora_scratch = a->lora_da = NULL;
   }
 }
 
@@ -489,6 +492,20 @@ static void adapt_backward(float *dx, float *grads, const acts_t *a,
                            x, lora->params + s0->a_off, T, K, R);
 }
 
+/* The dA of a group whose input is an RMSNorm's output, which the backward
+ * does not keep: from the norm's input x, its rstd and weight w. */
+static void adapt_backward_da_normed(float *grads, const acts_t *a,
+                                     const layer_acts_t *la,
+                                     const tb_lora_t *lora, size_t l, int g,
+                                     const float *x, const float *rstd,
+                                     const float *w, size_t T, size_t K) {
+  tb_lora_target_t t0 = tb__lora_groups[g].first;
+  const tb_lora_slot_t *s0 = slot_of(lora, l, t0);
+  if (s0->on)
+    tb__k_lora_da_normed(grads + s0->a_off, a->lora_da, a->lora_scratch, x,
+                         rstd, w, T, K, la->xa_ld[t0]);
+}
+
 /* The dA that adapt_backward left for later, once x exists. */
 static void adapt_backward_da(float *grads, const acts_t *a,
                               const layer_acts_t *la, const tb_lora_t *lora,
@@ -515,10 +532,9 @@ static void layer_backward(const tb_llama_ws_t *ws, const acts_t *a,
   size_t T = a->T, C = d->C, I = d->I;
   float *dres = a->dres;
 
-  /* MLP: its normalised input is recomputed, and the SwiGLU output comes
-   * back with the SwiGLU gradient, just in time for the down adapter's
-   * dA. */
-  tb__k_rmsnorm_forward(a->h, NULL, la.res_mid, lw->mlp_norm, d->eps, T, C);
+  /* MLP: the SwiGLU output comes back with the SwiGLU gradient, just in
+   * time for the down adapter's dA; the normalised inputs are not needed
+   * (adapt_backward_da_normed). */
   tb__k_zero(a->dact, T * I);
   tb__k_linear_backward_input(a->dact, dres, lw->w_down, T, I, C);
   const float *dy_down[] = { dres };
@@ -532,12 +548,13 @@ static void layer_backward(const tb_llama_ws_t *ws, const acts_t *a,
   tb__k_linear_backward_input(a->dh, a->dup, lw->w_up, T, C, I);
   const float *dy_gate_up[] = { a->dgate, a->dup };
   adapt_backward(a->dh, grads, a, &la, lora, l, TB_LORA_GROUP_GATE_UP,
-                 dy_gate_up, a->h, T, C);
+                 dy_gate_up, NULL, T, C);
+  adapt_backward_da_normed(grads, a, &la, lora, l, TB_LORA_GROUP_GATE_UP,
+                           la.res_mid, la.rstd2, lw->mlp_norm, T, C);
   tb__k_rmsnorm_backward(dres, NULL, a->dh, la.res_mid, lw->mlp_norm, la.rstd2,
                          T, C);
 
   /* Attention. */
-  tb__k_rmsnorm_forward(a->h, NULL, x, lw->attn_norm, d->eps, T, C);
   tb__k_zero(a->datt, T * d->QD);
   tb__k_linear_backward_input(a->datt, dres, lw->wo, T, d->QD, C);
   const float *dy_o[] = { dres };
@@ -569,7 +586,9 @@ static void layer_backward(const tb_llama_ws_t *ws, const acts_t *a,
     tb__k_linear_backward_input(a->dh, a->dv, lw->wv, T, C, d->KVD);
   }
   adapt_backward(need_dx ? a->dh : NULL, grads, a, &la, lora, l,
-                 TB_LORA_GROUP_QKV, dy_qkv, a->h, T, C);
+                 TB_LORA_GROUP_QKV, dy_qkv, NULL, T, C);
+  adapt_backward_da_normed(grads, a, &la, lora, l, TB_LORA_GROUP_QKV, x,
+                           la.rstd1, lw->attn_norm, T, C);
   if (need_dx)
     tb__k_rmsnorm_backward(dres, NULL, a->dh, x, lw->attn_norm, la.rstd1, T,
                            C);
