@@ -15,6 +15,7 @@
 
 #include "core/json.h"
 #include "engine/base_model.h"
+#include "engine/bigmem.h"
 #include "engine/checkpoint.h"
 #include "engine/hf_model.h"
 #include "engine/jsonfile.h"
@@ -929,7 +930,35 @@ TEST(peft_export_layout_and_config) {
   remove_tmpdir();
 }
 
+/* Both kinds of big buffer (calloc below TB__BIGMEM_MIN, huge-page-advised
+ * mappings above) come zeroed, take writes everywhere and free cleanly;
+ * weights of either size go through them. */
+TEST(big_buffers_and_weights_of_both_sizes) {
+  const size_t sizes[] = { 1000, TB__BIGMEM_MIN - 4, TB__BIGMEM_MIN,
+                           3 * TB__BIGMEM_MIN + 12 };
+  for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+    unsigned char *p = tb__big_alloc(sizes[i]);
+    ASSERT(p != NULL);
+    for (size_t j = 0; j < sizes[i]; j += 4093)
+      ASSERT_EQ_INT(p[j], 0);
+    ASSERT_EQ_INT(p[sizes[i] - 1], 0);
+    memset(p, 0xab, sizes[i]);
+    tb__big_free(p, sizes[i]);
+  }
+  tb__big_free(NULL, TB__BIGMEM_MIN);
+  tb_model_config_t c;
+  tb__base_model_config(&c);
+  c.vocab_size = 1 << 15;  /* 4M floats of embedding: the mapped kind */
+  tb_weights_t w;
+  ASSERT_OK(tb__weights_alloc(&w, &c));
+  ASSERT(w.storage_floats * sizeof(float) >= TB__BIGMEM_MIN);
+  ASSERT(w.embed[0] == 0.0f && w.final_norm[c.hidden_size - 1] == 0.0f);
+  w.storage[w.storage_floats - 1] = 1.0f;  /* the last float is ours */
+  tb__weights_free(&w);
+}
+
 TEST_LIST(
+  TEST_ENTRY(big_buffers_and_weights_of_both_sizes),
   TEST_ENTRY(base_model_is_deterministic_and_pinned),
   TEST_ENTRY(hf_round_trip_of_base_is_bitwise),
   TEST_ENTRY(hf_sharded_index_with_two_shards),
