@@ -252,11 +252,11 @@ void tb__k_swiglu_forward(float *h,            /* (n) */
 
 /* dgate = dh * up * sigmoid(g) * (1 + g * (1 - sigmoid(g)));
  * dup = dh * silu(g).  Both are written, not accumulated: the gate and up
- * projections have no other path to the loss.  When h is not NULL the
- * forward's output silu(g) * up is written there too, from the same
- * sigmoid: a backward that did not keep it recomputes it for free.  The
- * six arrays must not overlap. */
-void tb__k_swiglu_backward(float *h,           /* (n) or NULL */
+ * projections have no other path to the loss.  The forward's output
+ * silu(g) * up is written to h too, from the same sigmoid: a backward that
+ * did not keep it recomputes it for free.  The six arrays must not
+ * overlap. */
+void tb__k_swiglu_backward(float *h,           /* (n) */
                            float *dgate,       /* (n) */
                            float *dup,         /* (n) */
                            const float *dh,    /* (n) */

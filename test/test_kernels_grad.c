@@ -166,7 +166,8 @@ TEST(rmsnorm_and_swiglu_gate_gradients) {
   c.x = rbuf(&rng, c.T * c.C, 2);
   c.up = rbuf(&rng, c.T * c.C, 1);
   float *dg = fbuf(c.T * c.C), *du = fbuf(c.T * c.C);
-  tb__k_swiglu_backward(NULL, dg, du, c.dout, c.x, c.up, c.T * c.C);
+  tb__k_swiglu_backward(fbuf(c.T * c.C), dg, du, c.dout, c.x, c.up,
+                        c.T * c.C);
   check_grad("swiglu dgate", c.x, dg, c.T * c.C, 1, swiglu_obj, &c, 1e-2f,
              2e-3, 1e-2);
   free_all();
@@ -186,7 +187,8 @@ TEST(swiglu_up_and_rope_gradients) {
   c.dout = rbuf(&rng, c.T * c.C, 1);
   c.out = fbuf(c.T * c.C);
   float *dg = fbuf(c.T * c.C), *du = fbuf(c.T * c.C);
-  tb__k_swiglu_backward(NULL, dg, du, c.dout, gate, up, c.T * c.C);
+  tb__k_swiglu_backward(fbuf(c.T * c.C), dg, du, c.dout, gate, up,
+                        c.T * c.C);
   c.x = up;
   c.up = gate;
   check_grad("swiglu dup", c.x, du, c.T * c.C, 1, swiglu_up_obj, &c, 1e-2f,
