@@ -136,12 +136,9 @@ void tb__k_attention_backward(float *dq, float *dk, float *dv, float *scratch,
         tb__k_exp_shift(row, row, lse[at], lim);
         for (size_t j = lim; j < nk; j++)
           row[j] = 0.0f;
-        /* D_i = dO_i . O_i = sum_j P_ij dP_ij, the softmax's correction. */
-        const float *o = out + at * D, *dor = dog + row_i * D;
-        float d = 0.0f;
-        for (size_t c = 0; c < D; c++)
-          d += dor[c] * o[c];
-        drow[row_i] = d;
+        /* D_i = dO_i . O_i = sum_j P_ij dP_ij, the softmax's correction.
+         * A plain float sum here would be one serial chain of adds. */
+        drow[row_i] = (float)tb__k_dot_d(dog + row_i * D, out + at * D, D);
       }
       /* dV[0:nk] += P^T dO_blk */
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nk, (int)D,
