@@ -380,11 +380,14 @@ static void adapt_down(const layer_acts_t *la, const float *x,
                     la->xa_ld[t0]);
 }
 
-/* y (+)= x W^T, plus the adapter's up product when target t is adapted. */
-static void linear(float *y, const float *x, const float *W,
-                   const layer_acts_t *la, const tb_lora_t *lora, size_t l,
-                   int t, int accumulate, size_t T, size_t K, size_t N) {
-  tb__k_linear_forward(y, x, W, accumulate, T, K, N);
+/* y (+)= x W^T, plus the adapter's up product when target t is adapted.
+ * W is layer l's matrix of target t in w. */
+static void linear(float *y, const float *x, const tb_weights_t *w,
+                   const float *W, const layer_acts_t *la,
+                   const tb_lora_t *lora, size_t l, int t, int accumulate,
+                   size_t T, size_t K, size_t N) {
+  tb__packed_forward(w->packed, tb__weights_slot(l, (tb_lora_target_t)t), y,
+                     x, W, accumulate, T, K, N);
   const tb_lora_slot_t *s = slot_of(lora, l, t);
   if (s && s->on)
     tb__k_lora_up(y, la->xa[t], la->xa_ld[t], lora->params + s->b_off,
@@ -403,9 +406,9 @@ static void layer_forward(tb_llama_ws_t *ws, const acts_t *a, const dims_t *d,
 
   tb__k_rmsnorm_forward(a->h, la.rstd1, x, lw->attn_norm, d->eps, T, d->C);
   adapt_down(&la, a->h, lora, l, TB_LORA_GROUP_QKV, T, d->C);
-  linear(la.q, a->h, lw->wq, &la, lora, l, TB_LORA_Q, 0, T, d->C, d->QD);
-  linear(la.k, a->h, lw->wk, &la, lora, l, TB_LORA_K, 0, T, d->C, d->KVD);
-  linear(la.v, a->h, lw->wv, &la, lora, l, TB_LORA_V, 0, T, d->C, d->KVD);
+  linear(la.q, a->h, w, lw->wq, &la, lora, l, TB_LORA_Q, 0, T, d->C, d->QD);
+  linear(la.k, a->h, w, lw->wk, &la, lora, l, TB_LORA_K, 0, T, d->C, d->KVD);
+  linear(la.v, a->h, w, lw->wv, &la, lora, l, TB_LORA_V, 0, T, d->C, d->KVD);
   for (size_t s = 0; s < nseq; s++) {
     const seq_t *sq = &seqs[s];
     const float *cs = ws->rope_cos + sq->pos0 * half;
@@ -429,18 +432,18 @@ static void layer_forward(tb_llama_ws_t *ws, const acts_t *a, const dims_t *d,
   }
   memcpy(la.res_mid, x, T * d->C * sizeof(float));
   adapt_down(&la, la.att, lora, l, TB_LORA_GROUP_O, T, d->QD);
-  linear(la.res_mid, la.att, lw->wo, &la, lora, l, TB_LORA_O, 1, T, d->QD,
+  linear(la.res_mid, la.att, w, lw->wo, &la, lora, l, TB_LORA_O, 1, T, d->QD,
          d->C);
 
   tb__k_rmsnorm_forward(a->h, la.rstd2, la.res_mid, lw->mlp_norm, d->eps, T, d->C);
   adapt_down(&la, a->h, lora, l, TB_LORA_GROUP_GATE_UP, T, d->C);
-  linear(la.gate, a->h, lw->w_gate, &la, lora, l, TB_LORA_GATE, 0, T, d->C,
+  linear(la.gate, a->h, w, lw->w_gate, &la, lora, l, TB_LORA_GATE, 0, T, d->C,
          d->I);
-  linear(la.up, a->h, lw->w_up, &la, lora, l, TB_LORA_UP, 0, T, d->C, d->I);
+  linear(la.up, a->h, w, lw->w_up, &la, lora, l, TB_LORA_UP, 0, T, d->C, d->I);
   tb__k_swiglu_forward(a->act, la.gate, la.up, T * d->I);
   memcpy(x_out, la.res_mid, T * d->C * sizeof(float));
   adapt_down(&la, a->act, lora, l, TB_LORA_GROUP_DOWN, T, d->I);
-  linear(x_out, a->act, lw->w_down, &la, lora, l, TB_LORA_DOWN, 1, T, d->I,
+  linear(x_out, a->act, w, lw->w_down, &la, lora, l, TB_LORA_DOWN, 1, T, d->I,
          d->C);
 }
 
@@ -460,7 +463,8 @@ static void head(float *logits, const acts_t *a, const dims_t *d,
                  const tb_weights_t *w, const tb_lora_t *lora,
                  const float *h, size_t t0, size_t n) {
   const tb_lora_slot_t *u = lora ? tb__lora_unembed(lora) : NULL;
-  tb__k_linear_forward(logits, h + t0 * d->C, w->lm_head, 0, n, d->C, d->V);
+  tb__packed_forward(w->packed, tb__weights_head_slot(&w->config), logits,
+                     h + t0 * d->C, w->lm_head, 0, n, d->C, d->V);
   if (u && u->on)
     tb__k_lora_forward(logits, a->xa_u + t0 * d->r, h + t0 * d->C,
                        lora->params + u->a_off, lora->params + u->b_off,
@@ -536,7 +540,8 @@ static void layer_backward(const tb_llama_ws_t *ws, const acts_t *a,
    * time for the down adapter's dA; the normalised inputs are not needed
    * (adapt_backward_da_normed). */
   tb__k_zero(a->dact, T * I);
-  tb__k_linear_backward_input(a->dact, dres, lw->w_down, T, I, C);
+  tb__packed_backward_input(w->packed, tb__weights_slot(l, TB_LORA_DOWN),
+                            a->dact, dres, lw->w_down, T, I, C);
   const float *dy_down[] = { dres };
   adapt_backward(a->dact, grads, a, &la, lora, l, TB_LORA_GROUP_DOWN, dy_down,
                  NULL, T, I);
@@ -544,8 +549,10 @@ static void layer_backward(const tb_llama_ws_t *ws, const acts_t *a,
                         T * I);
   adapt_backward_da(grads, a, &la, lora, l, TB_LORA_GROUP_DOWN, a->act, T, I);
   tb__k_zero(a->dh, T * C);
-  tb__k_linear_backward_input(a->dh, a->dgate, lw->w_gate, T, C, I);
-  tb__k_linear_backward_input(a->dh, a->dup, lw->w_up, T, C, I);
+  tb__packed_backward_input(w->packed, tb__weights_slot(l, TB_LORA_GATE),
+                            a->dh, a->dgate, lw->w_gate, T, C, I);
+  tb__packed_backward_input(w->packed, tb__weights_slot(l, TB_LORA_UP), a->dh,
+                            a->dup, lw->w_up, T, C, I);
   const float *dy_gate_up[] = { a->dgate, a->dup };
   adapt_backward(a->dh, grads, a, &la, lora, l, TB_LORA_GROUP_GATE_UP,
                  dy_gate_up, NULL, T, C);
@@ -556,7 +563,8 @@ static void layer_backward(const tb_llama_ws_t *ws, const acts_t *a,
 
   /* Attention. */
   tb__k_zero(a->datt, T * d->QD);
-  tb__k_linear_backward_input(a->datt, dres, lw->wo, T, d->QD, C);
+  tb__packed_backward_input(w->packed, tb__weights_slot(l, TB_LORA_O),
+                            a->datt, dres, lw->wo, T, d->QD, C);
   const float *dy_o[] = { dres };
   adapt_backward(a->datt, grads, a, &la, lora, l, TB_LORA_GROUP_O, dy_o, la.att,
                  T, d->QD);
@@ -581,9 +589,12 @@ static void layer_backward(const tb_llama_ws_t *ws, const acts_t *a,
   const float *dy_qkv[] = { a->dq, a->dk, a->dv };
   if (need_dx) {
     tb__k_zero(a->dh, T * C);
-    tb__k_linear_backward_input(a->dh, a->dq, lw->wq, T, C, d->QD);
-    tb__k_linear_backward_input(a->dh, a->dk, lw->wk, T, C, d->KVD);
-    tb__k_linear_backward_input(a->dh, a->dv, lw->wv, T, C, d->KVD);
+    tb__packed_backward_input(w->packed, tb__weights_slot(l, TB_LORA_Q),
+                              a->dh, a->dq, lw->wq, T, C, d->QD);
+    tb__packed_backward_input(w->packed, tb__weights_slot(l, TB_LORA_K),
+                              a->dh, a->dk, lw->wk, T, C, d->KVD);
+    tb__packed_backward_input(w->packed, tb__weights_slot(l, TB_LORA_V),
+                              a->dh, a->dv, lw->wv, T, C, d->KVD);
   }
   adapt_backward(need_dx ? a->dh : NULL, grads, a, &la, lora, l,
                  TB_LORA_GROUP_QKV, dy_qkv, NULL, T, C);
@@ -685,7 +696,8 @@ static int run_batch(tb_llama_ws_t *ws, const tb_weights_t *w,
       continue;
     tb__k_logits_backward(a.logits, a.logits, a.lse_blk, tg, a.coef, n, d.V, K);
     float *dh = a.dh + t0 * d.C;
-    tb__k_linear_backward_input(dh, a.logits, w->lm_head, n, d.C, d.V);
+    tb__packed_backward_input(w->packed, tb__weights_head_slot(&w->config),
+                              dh, a.logits, w->lm_head, n, d.C, d.V);
     if (u->on)
       tb__k_lora_backward(dh, grads + u->a_off, grads + u->b_off,
                           a.lora_scratch, a.logits, a.hf + t0 * d.C,

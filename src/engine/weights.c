@@ -49,6 +49,8 @@ int tb__weights_alloc(tb_weights_t *w, const tb_model_config_t *c) {
   w->storage = tb__big_alloc(n * sizeof(float));
   w->storage_floats = w->storage ? n : 0;  /* tb__weights_free needs it */
   w->layers = calloc((size_t)c->num_layers, sizeof(*w->layers));
+  /* NULL when packing is off: the products then use OpenBLAS alone. */
+  w->packed = tb__packed_new(tb__weights_head_slot(c) + 1);
   if (w->storage == NULL || w->layers == NULL) {
     tb__weights_free(w);
     return TB_ENOMEM;
@@ -83,5 +85,6 @@ int tb__weights_alloc(tb_weights_t *w, const tb_model_config_t *c) {
 void tb__weights_free(tb_weights_t *w) {
   tb__big_free(w->storage, w->storage_floats * sizeof(float));
   free(w->layers);
+  tb__packed_free(w->packed);
   memset(w, 0, sizeof(*w));
 }

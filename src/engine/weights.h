@@ -12,6 +12,9 @@
 
 #include <stddef.h>
 
+#include "engine/lora_target.h"
+#include "engine/packed.h"
+
 typedef struct tb_model_config_s {
   int hidden_size;              /* C */
   int intermediate_size;        /* I */
@@ -48,7 +51,19 @@ typedef struct tb_weights_s {
    * (so the base is one allocation shared read-only by all adapters). */
   float *storage;
   size_t storage_floats;
+  /* The linears' matrices packed for their products, made on first use
+   * (packed.h); NULL when packing is off.  Slots: tb__weights_slot. */
+  tb_packed_t *packed;
 } tb_weights_t;
+
+/* The packed-set slots: layer l's linear t (TB_LORA_Q .. TB_LORA_DOWN),
+ * then lm_head after every layer's. */
+static inline size_t tb__weights_slot(size_t l, tb_lora_target_t t) {
+  return l * TB_LORA_LAYER_TARGETS + (size_t)t;
+}
+static inline size_t tb__weights_head_slot(const tb_model_config_t *c) {
+  return (size_t)c->num_layers * TB_LORA_LAYER_TARGETS;
+}
 
 /* Checks a config for values the math cannot run with; 0 or TB_EINVAL.
  * `why` (may be NULL) receives a short reason. */
