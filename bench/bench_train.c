@@ -361,6 +361,9 @@ int main(int argc, char **argv) {
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
   double maxrss_mb = (double)ru.ru_maxrss / 1024.0;
+  size_t packed_bytes = 0;
+  size_t packed = tb__packed_count(tb__engine_model_weights(m)->packed,
+                                   &packed_bytes);
   tb__engine_model_unref(m);
   tb__engine_close(&r.engine, NULL);
   uv_run(&loop, UV_RUN_DEFAULT);
@@ -375,6 +378,11 @@ int main(int argc, char **argv) {
   printf("model %s: %.1f GFLOP per step, %d tokens, LoRA rank %d, %d "
          "threads, OpenBLAS core %s\n", model, flops / 1e9, BATCH * SEQ,
          RANK, threads, openblas_get_corename());
+  if (packed > 0)
+    printf("weights: %zu matrices packed once by oneDNN, %.0f MB\n", packed,
+           (double)packed_bytes / 1048576.0);
+  else
+    printf("weights: packed by OpenBLAS in every product\n");
   printf("tinkerbell: %.1f ms/step (min %.1f, max %.1f; first %.1f), %.0f "
          "tokens/s, %.1f GFLOP/s, peak RSS %.0f MB, loss %.3f\n", ms,
          r.times[1] * 1e3, r.times[steps] * 1e3, r.times[0] * 1e3, tps,
@@ -389,9 +397,10 @@ int main(int argc, char **argv) {
                                        : "not available");
   printf("BENCH train model=%s threads=%d steps=%d ms_per_step=%.1f "
          "tokens_per_s=%.0f gflops=%.2f sgemm_gflops=%.2f ratio_sgemm=%.3f "
-         "torch_ms=%.1f ratio_torch=%.3f maxrss_mb=%.0f core=%s\n", model,
-         threads, steps, ms, tps, gflops, sgemm, gflops / sgemm, tms,
-         tms > 0 ? tms / ms : 0.0, maxrss_mb, openblas_get_corename());
+         "torch_ms=%.1f ratio_torch=%.3f maxrss_mb=%.0f packed_mb=%.0f "
+         "core=%s\n", model, threads, steps, ms, tps, gflops, sgemm,
+         gflops / sgemm, tms, tms > 0 ? tms / ms : 0.0, maxrss_mb,
+         (double)packed_bytes / 1048576.0, openblas_get_corename());
   free(r.times);
   return 0;
 }
