@@ -54,11 +54,13 @@ static void check_role(int backward) {
       float *y0 = random_floats(T * out, 20 + (unsigned)r);
       float *got = xmalloc(T * out * sizeof(float));
       float *want = xmalloc(T * out * sizeof(float));
-      for (int acc = backward; acc <= 1; acc++) {
+      for (int acc = 0; acc <= 1; acc++) {
         memcpy(got, y0, T * out * sizeof(float));
         memcpy(want, y0, T * out * sizeof(float));
         if (backward) {
-          tb__packed_backward_input(p, s, got, x, W, T, K, N);
+          tb__packed_backward_input(p, s, got, x, W, acc, T, K, N);
+          if (!acc)
+            memset(want, 0, T * out * sizeof(float));
           tb__k_linear_backward_input(want, x, W, T, K, N);
         } else {
           tb__packed_forward(p, s, got, x, W, acc, T, K, N);
@@ -132,7 +134,7 @@ typedef struct {
 static void job_work(uv_work_t *req) {
   job_t *j = req->data;
   tb__packed_forward(j->p, 0, j->y, j->x, j->W, 0, JT, JK, JN);
-  tb__packed_backward_input(j->p, 0, j->dx, j->y, j->W, JT, JK, JN);
+  tb__packed_backward_input(j->p, 0, j->dx, j->y, j->W, 1, JT, JK, JN);
 }
 
 static void job_after(uv_work_t *req, int status) {

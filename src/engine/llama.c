@@ -539,20 +539,18 @@ static void layer_backward(const tb_llama_ws_t *ws, const acts_t *a,
   /* MLP: the SwiGLU output comes back with the SwiGLU gradient, just in
    * time for the down adapter's dA; the normalised inputs are not needed
    * (adapt_backward_da_normed). */
-  tb__k_zero(a->dact, T * I);
   tb__packed_backward_input(w->packed, tb__weights_slot(l, TB_LORA_DOWN),
-                            a->dact, dres, lw->w_down, T, I, C);
+                            a->dact, dres, lw->w_down, 0, T, I, C);
   const float *dy_down[] = { dres };
   adapt_backward(a->dact, grads, a, &la, lora, l, TB_LORA_GROUP_DOWN, dy_down,
                  NULL, T, I);
   tb__k_swiglu_backward(a->act, a->dgate, a->dup, a->dact, la.gate, la.up,
                         T * I);
   adapt_backward_da(grads, a, &la, lora, l, TB_LORA_GROUP_DOWN, a->act, T, I);
-  tb__k_zero(a->dh, T * C);
   tb__packed_backward_input(w->packed, tb__weights_slot(l, TB_LORA_GATE),
-                            a->dh, a->dgate, lw->w_gate, T, C, I);
+                            a->dh, a->dgate, lw->w_gate, 0, T, C, I);
   tb__packed_backward_input(w->packed, tb__weights_slot(l, TB_LORA_UP), a->dh,
-                            a->dup, lw->w_up, T, C, I);
+                            a->dup, lw->w_up, 1, T, C, I);
   const float *dy_gate_up[] = { a->dgate, a->dup };
   adapt_backward(a->dh, grads, a, &la, lora, l, TB_LORA_GROUP_GATE_UP,
                  dy_gate_up, NULL, T, C);
@@ -562,9 +560,8 @@ static void layer_backward(const tb_llama_ws_t *ws, const acts_t *a,
                          T, C);
 
   /* Attention. */
-  tb__k_zero(a->datt, T * d->QD);
   tb__packed_backward_input(w->packed, tb__weights_slot(l, TB_LORA_O),
-                            a->datt, dres, lw->wo, T, d->QD, C);
+                            a->datt, dres, lw->wo, 0, T, d->QD, C);
   const float *dy_o[] = { dres };
   adapt_backward(a->datt, grads, a, &la, lora, l, TB_LORA_GROUP_O, dy_o, la.att,
                  T, d->QD);
@@ -588,13 +585,12 @@ static void layer_backward(const tb_llama_ws_t *ws, const acts_t *a,
   int need_dx = l > 0;
   const float *dy_qkv[] = { a->dq, a->dk, a->dv };
   if (need_dx) {
-    tb__k_zero(a->dh, T * C);
     tb__packed_backward_input(w->packed, tb__weights_slot(l, TB_LORA_Q),
-                              a->dh, a->dq, lw->wq, T, C, d->QD);
+                              a->dh, a->dq, lw->wq, 0, T, C, d->QD);
     tb__packed_backward_input(w->packed, tb__weights_slot(l, TB_LORA_K),
-                              a->dh, a->dk, lw->wk, T, C, d->KVD);
+                              a->dh, a->dk, lw->wk, 1, T, C, d->KVD);
     tb__packed_backward_input(w->packed, tb__weights_slot(l, TB_LORA_V),
-                              a->dh, a->dv, lw->wv, T, C, d->KVD);
+                              a->dh, a->dv, lw->wv, 1, T, C, d->KVD);
   }
   adapt_backward(need_dx ? a->dh : NULL, grads, a, &la, lora, l,
                  TB_LORA_GROUP_QKV, dy_qkv, NULL, T, C);
@@ -682,8 +678,6 @@ static int run_batch(tb_llama_ws_t *ws, const tb_weights_t *w,
   run_forward(ws, &a, &d, w, lora, tokens, ws->seqs, nseq);
 
   const tb_lora_slot_t *u = lora ? tb__lora_unembed(lora) : NULL;
-  if (backward)
-    tb__k_zero(a.dh, T * d.C);
   double loss = 0.0;
   for (size_t t0 = 0; t0 < T; t0 += TB__LLAMA_LOGIT_ROWS) {
     size_t n = T - t0 < TB__LLAMA_LOGIT_ROWS ? T - t0 : TB__LLAMA_LOGIT_ROWS;
@@ -696,8 +690,9 @@ static int run_batch(tb_llama_ws_t *ws, const tb_weights_t *w,
       continue;
     tb__k_logits_backward(a.logits, a.logits, a.lse_blk, tg, a.coef, n, d.V, K);
     float *dh = a.dh + t0 * d.C;
+    /* The row blocks cover dh, each written first here. */
     tb__packed_backward_input(w->packed, tb__weights_head_slot(&w->config),
-                              dh, a.logits, w->lm_head, n, d.C, d.V);
+                              dh, a.logits, w->lm_head, 0, n, d.C, d.V);
     if (u->on)
       tb__k_lora_backward(dh, grads + u->a_off, grads + u->b_off,
                           a.lora_scratch, a.logits, a.hf + t0 * d.C,

@@ -292,12 +292,20 @@ void tb__packed_forward(tb_packed_t *p, size_t slot, float *y, const float *x,
     tb__k_linear_forward(y, x, W, accumulate, T, K, N);
 }
 
+/* OpenBLAS's backward always accumulates: an overwrite starts from zero. */
+static void blas_backward_input(float *dx, const float *dy, const float *W,
+                                int accumulate, size_t T, size_t K, size_t N) {
+  if (!accumulate)
+    tb__k_zero(dx, T * K);
+  tb__k_linear_backward_input(dx, dy, W, T, K, N);
+}
+
 void tb__packed_backward_input(tb_packed_t *p, size_t slot, float *dx,
-                               const float *dy, const float *W, size_t T,
-                               size_t K, size_t N) {
+                               const float *dy, const float *W, int accumulate,
+                               size_t T, size_t K, size_t N) {
   const entry_t *e = entry_for(p, slot, ROLE_BACKWARD, W, T, N, K);
-  if (e == NULL || apply(e, dx, dy, T, N, K, 1) != 0)
-    tb__k_linear_backward_input(dx, dy, W, T, K, N);
+  if (e == NULL || apply(e, dx, dy, T, N, K, accumulate) != 0)
+    blas_backward_input(dx, dy, W, accumulate, T, K, N);
 }
 
 #else /* no oneDNN in this build: every product is OpenBLAS's */
@@ -327,10 +335,12 @@ void tb__packed_forward(tb_packed_t *p, size_t slot, float *y, const float *x,
 }
 
 void tb__packed_backward_input(tb_packed_t *p, size_t slot, float *dx,
-                               const float *dy, const float *W, size_t T,
-                               size_t K, size_t N) {
+                               const float *dy, const float *W, int accumulate,
+                               size_t T, size_t K, size_t N) {
   (void)p;
   (void)slot;
+  if (!accumulate)
+    tb__k_zero(dx, T * K);
   tb__k_linear_backward_input(dx, dy, W, T, K, N);
 }
 

@@ -12,7 +12,7 @@
  *
  * The two roles of a weight W (N, K), stored as Hugging Face does:
  *   forward          y (T, N) (+)= x (T, K) W^T
- *   backward_input  dx (T, K)  += dy (T, N) W
+ *   backward_input  dx (T, K) (+)= dy (T, N) W
  * Each costs one more copy of W.  Rows of fewer than TB__PACKED_MIN_ROWS
  * (decoding) stay on OpenBLAS, as does everything when packing is off: no
  * oneDNN in the build, a processor or shape it has no packed kernel for,
@@ -44,10 +44,11 @@ void tb__packed_forward(tb_packed_t *p, size_t slot, float *y, const float *x,
                         const float *W, int accumulate, size_t T, size_t K,
                         size_t N);
 
-/* dx += dy W, as tb__k_linear_backward_input. */
+/* dx (+)= dy W: as tb__k_linear_backward_input when accumulate, else dx
+ * is overwritten (and need not be initialised). */
 void tb__packed_backward_input(tb_packed_t *p, size_t slot, float *dx,
-                               const float *dy, const float *W, size_t T,
-                               size_t K, size_t N);
+                               const float *dy, const float *W, int accumulate,
+                               size_t T, size_t K, size_t N);
 
 /* Packed copies the set holds; *bytes (may be NULL) gets their size. */
 size_t tb__packed_count(const tb_packed_t *p, size_t *bytes);
