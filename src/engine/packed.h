@@ -2,11 +2,12 @@
  * The frozen base matrices, each packed once for the products that read it.
  *
  * OpenBLAS copies both operands of every product into its own blocked
- * layout before it multiplies, on every call.  For the activations that is
- * the price of a fresh operand; for the frozen weights it is the same copy
- * made again on every call, 10-18% of a training step.  OpenBLAS has no way
- * to keep a matrix packed; oneDNN's matmul has (Debian's libdnnl, when the
- * build finds it).  A weights' packed set holds, per matrix and per role,
+ * layout before it multiplies, on every call: 18% of a training step.  For
+ * the activations that is the price of a fresh operand; for the frozen
+ * weights, about half of it, it is the same copy made again and again.
+ * OpenBLAS has no way to keep a matrix packed; oneDNN's matmul has
+ * (Debian's libdnnl, when the build finds it).  A weights' packed set holds,
+ * per matrix and per role,
  * that matrix in the layout the product wants, made on first use and shared
  * read-only by every adapter and every work item on the model.
  *
