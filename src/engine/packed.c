@@ -17,6 +17,14 @@
 
 #include "kernels/kernels.h"
 
+/* OpenBLAS's backward always accumulates: an overwrite starts from zero. */
+static void blas_backward_input(float *dx, const float *dy, const float *W,
+                                int accumulate, size_t T, size_t K, size_t N) {
+  if (!accumulate)
+    tb__k_zero(dx, T * K);
+  tb__k_linear_backward_input(dx, dy, W, T, K, N);
+}
+
 #ifdef TB_HAVE_ONEDNN
 
 #include <oneapi/dnnl/dnnl.h>
@@ -114,14 +122,15 @@ static int run(dnnl_primitive_t prim, int nargs, const dnnl_exec_arg_t *args) {
   return rc ? -1 : 0;
 }
 
-/* Reorders W into the layout the product of T rows wants.  The forward
- * role reads W (N, K) as B = W^T (K, N): the same bytes, dims swapped. */
-static void pack(entry_t *e, const float *W, int role, size_t T, size_t Kp,
-                 size_t Np) {
-  e->state = PACK_OFF;
+/* Reorders W into the layout the product of T rows wants, filling e's
+ * fields; PACK_READY, or PACK_OFF when OpenBLAS should keep the products.
+ * The forward role reads W (N, K) as B = W^T (K, N): the same bytes, dims
+ * swapped. */
+static int pack(entry_t *e, const float *W, int role, size_t T, size_t Kp,
+                size_t Np) {
   dnnl_primitive_desc_t pd = product_desc(T, Kp, Np, 0);
   if (pd == NULL)
-    return;
+    return PACK_OFF;
   const char *impl = "";
   dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
   e->md = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
@@ -132,11 +141,11 @@ static void pack(entry_t *e, const float *W, int role, size_t T, size_t Kp,
   dims2(bd, Kp, Np);
   if (dnnl_memory_desc_init_by_tag(&plain, 2, bd, dnnl_f32,
                                    role == ROLE_FORWARD ? dnnl_ba : dnnl_ab))
-    return;
+    return PACK_OFF;
   /* A reference kernel, or one that reads W as it is, gains nothing over
    * OpenBLAS. */
   if (strncmp(impl, "ref", 3) == 0 || dnnl_memory_desc_equal(&e->md, &plain))
-    return;
+    return PACK_OFF;
 
   dnnl_memory_t from = NULL, to = NULL;
   dnnl_primitive_desc_t rpd = NULL;
@@ -160,12 +169,12 @@ static void pack(entry_t *e, const float *W, int role, size_t T, size_t Kp,
   if (rc != 0) {
     if (to != NULL)
       dnnl_memory_destroy(to);
-    return;
+    return PACK_OFF;
   }
   e->src = W;
   e->mem = to;
   e->bytes = dnnl_memory_desc_get_size(&e->md);
-  e->state = PACK_READY;
+  return PACK_READY;
 }
 
 /* The entry of slot's matrix in this role, packed on first use; NULL when
@@ -180,16 +189,11 @@ static const entry_t *entry_for(tb_packed_t *p, size_t slot, int role,
   if (state == PACK_NONE) {
     one_thread();
     uv_mutex_lock(&p->lock);
-    if (e->state == PACK_NONE) {
-      entry_t made = *e;
-      pack(&made, W, role, T, Kp, Np);
-      /* Fields first, then the state that publishes them. */
-      e->src = made.src;
-      e->md = made.md;
-      e->mem = made.mem;
-      e->bytes = made.bytes;
-      __atomic_store_n(&e->state, made.state, __ATOMIC_RELEASE);
-    }
+    /* Readers look at the fields only after seeing PACK_READY, which is
+     * stored after them. */
+    if (e->state == PACK_NONE)
+      __atomic_store_n(&e->state, pack(e, W, role, T, Kp, Np),
+                       __ATOMIC_RELEASE);
     state = e->state;
     uv_mutex_unlock(&p->lock);
   }
@@ -292,14 +296,6 @@ void tb__packed_forward(tb_packed_t *p, size_t slot, float *y, const float *x,
     tb__k_linear_forward(y, x, W, accumulate, T, K, N);
 }
 
-/* OpenBLAS's backward always accumulates: an overwrite starts from zero. */
-static void blas_backward_input(float *dx, const float *dy, const float *W,
-                                int accumulate, size_t T, size_t K, size_t N) {
-  if (!accumulate)
-    tb__k_zero(dx, T * K);
-  tb__k_linear_backward_input(dx, dy, W, T, K, N);
-}
-
 void tb__packed_backward_input(tb_packed_t *p, size_t slot, float *dx,
                                const float *dy, const float *W, int accumulate,
                                size_t T, size_t K, size_t N) {
@@ -339,9 +335,7 @@ void tb__packed_backward_input(tb_packed_t *p, size_t slot, float *dx,
                                size_t T, size_t K, size_t N) {
   (void)p;
   (void)slot;
-  if (!accumulate)
-    tb__k_zero(dx, T * K);
-  tb__k_linear_backward_input(dx, dy, W, T, K, N);
+  blas_backward_input(dx, dy, W, accumulate, T, K, N);
 }
 
 #endif
