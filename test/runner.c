@@ -5,7 +5,11 @@
  * test alone; a hang is killed after its timeout (default 30 s, scaled by
  * TB_TEST_TIMEOUT_SCALE for slow builds such as the sanitizer build).
  * `./test_x name` runs one test in-process, which is what a debugger wants.
- * Output: one "ok"/"not ok" line per test, then "N passed, N failed".
+ * A test that cannot run here calls SKIP(reason): its process exits with
+ * status 77 and the test is reported as skipped, never as passed.
+ * Output: one "ok", "not ok" or "skip" line per test, a "N skipped" line
+ * when any were, then "N passed, N failed".  An executable whose every
+ * test skipped exits 77 itself, which meson reports as SKIP.
  */
 #include "tb_test.h"
 
@@ -25,6 +29,18 @@ void tb_test_fail(const char *file, int line, const char *fmt, ...) {
   fputc('\n', stderr);
   fflush(stderr);
   abort();
+}
+
+void tb_test_skip(const char *fmt, ...) {
+  va_list ap;
+  printf("# skipped: ");
+  va_start(ap, fmt);
+  vprintf(fmt, ap);
+  va_end(ap);
+  printf("\n");
+  fflush(stdout);
+  fflush(stderr);
+  _exit(TB_TEST_SKIP_STATUS);
 }
 
 void *tb_test_xmalloc(size_t n, const char *file, int line) {
@@ -60,14 +76,16 @@ static unsigned timeout_of(const tb_test_t *t) {
   return (unsigned)((t->timeout_ms ? t->timeout_ms : 30000) * scale);
 }
 
-/* Runs one test in a child; returns 1 when it passed. */
+enum { FAILED, PASSED, SKIPPED };
+
+/* Runs one test in a child; returns PASSED, FAILED or SKIPPED. */
 static int run_forked(const tb_test_t *t) {
   fflush(stdout);
   fflush(stderr);
   pid_t pid = fork();
   if (pid < 0) {
     perror("fork");
-    return 0;
+    return FAILED;
   }
   if (pid == 0) {
     t->fn();
@@ -83,23 +101,25 @@ static int run_forked(const tb_test_t *t) {
       break;
     if (r < 0 && errno != EINTR) {
       perror("waitpid");
-      return 0;
+      return FAILED;
     }
     if (now_ms() > deadline) {
       kill(pid, SIGKILL);
       waitpid(pid, &status, 0);
       fprintf(stderr, "%s: timed out after %u ms\n", t->name, timeout_of(t));
-      return 0;
+      return FAILED;
     }
     usleep(1000);
   }
   if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
-    return 1;
+    return PASSED;
+  if (WIFEXITED(status) && WEXITSTATUS(status) == TB_TEST_SKIP_STATUS)
+    return SKIPPED;
   if (WIFSIGNALED(status))
     fprintf(stderr, "%s: killed by signal %d\n", t->name, WTERMSIG(status));
   else
     fprintf(stderr, "%s: exit status %d\n", t->name, WEXITSTATUS(status));
-  return 0;
+  return FAILED;
 }
 
 int tb_test_main(int argc, char **argv, const tb_test_t *tests) {
@@ -120,18 +140,19 @@ int tb_test_main(int argc, char **argv, const tb_test_t *tests) {
     return 2;
   }
 
-  int passed = 0, failed = 0, n = 0;
+  static const char *const verdict[] = { "not ok", "ok", "skip" };
+  int count[3] = { 0 }, n = 0;
   for (const tb_test_t *t = tests; t->name != NULL; t++) {
     double t0 = now_ms();
-    int ok = run_forked(t);
+    int v = run_forked(t);
     n++;
-    printf("%s %d - %s (%.0f ms)\n", ok ? "ok" : "not ok", n, t->name,
-           now_ms() - t0);
-    if (ok)
-      passed++;
-    else
-      failed++;
+    count[v]++;
+    printf("%s %d - %s (%.0f ms)\n", verdict[v], n, t->name, now_ms() - t0);
   }
-  printf("%d passed, %d failed\n", passed, failed);
-  return failed == 0 ? 0 : 1;
+  if (count[SKIPPED] > 0)
+    printf("%d skipped\n", count[SKIPPED]);
+  printf("%d passed, %d failed\n", count[PASSED], count[FAILED]);
+  if (count[FAILED] > 0)
+    return 1;
+  return count[PASSED] == 0 && count[SKIPPED] > 0 ? TB_TEST_SKIP_STATUS : 0;
 }

@@ -44,6 +44,18 @@ typedef struct tb_test_s {
 int tb_test_main(int argc, char **argv, const tb_test_t *tests);
 void tb_test_fail(const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4), noreturn));
+void tb_test_skip(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2), noreturn));
+
+/* Ends the test as skipped, with the reason: for a test that cannot run in
+ * this build or on this machine (no oneDNN, no IPv6, no PyTorch).  The
+ * runner counts and prints it apart; it is never counted as passed.  Call
+ * it before the test makes a loop or anything else that needs closing. */
+#define SKIP(...) tb_test_skip(__VA_ARGS__)
+
+/* The exit status of a test process that skipped (automake's and meson's
+ * convention for a skipped test program). */
+#define TB_TEST_SKIP_STATUS 77
 
 #define ASSERT(cond)                                                       \
   do {                                                                     \

@@ -18,8 +18,8 @@
 __attribute__((constructor)) static void check_processor(void) {
   if (strcmp(TB_TEST_KERNELS_VARIANT, "avx2") == 0 &&
       !(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))) {
-    printf("skipped: this processor has no AVX2 and FMA\n0 passed, 0 failed\n");
-    exit(77);
+    printf("# skipped: this processor has no AVX2 and FMA\n1 skipped\n0 passed, 0 failed\n");
+    exit(TB_TEST_SKIP_STATUS);
   }
 }
 #endif

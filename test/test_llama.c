@@ -442,8 +442,7 @@ TEST(grad_dro) { grad_check(TB_LOSS_DRO); }
  * (whose input gradient is not needed), and the unembedding both ways. */
 TEST(packed_weights_match_openblas) {
   if (!tb__packed_available()) {
-    printf("skipped: this build or processor packs no weights\n");
-    return;
+    SKIP("this build or processor packs no weights");
   }
   tb_model_config_t c = tiny_config();
   c.hidden_size = 64;
