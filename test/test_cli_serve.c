@@ -366,6 +366,9 @@ TEST(bad_options_exit_2) {
   fclose(f);
   char *data = in_tmp("data");
   const char *keys_missing = "/nonexistent/keys";
+  /* A FIFO nobody writes to: opening it for reading would wait forever. */
+  char *fifo = in_tmp("a-fifo");
+  ASSERT_EQ_INT(mkfifo(fifo, 0600), 0);
   char model_not_hf[96], model_file[96];
   snprintf(model_not_hf, sizeof(model_not_hf), "x=%s", tmp_dir);
   snprintf(model_file, sizeof(model_file), "x=%s", file);
@@ -412,6 +415,8 @@ TEST(bad_options_exit_2) {
     { { "--data-dir", "" }, "--data-dir: expected a directory" },
     { { "--data-dir", file }, "Not a directory" },
     { { "--api-keys", keys_missing }, "--api-keys /nonexistent/keys: " },
+    { { "--api-keys", fifo }, "a-fifo is not a regular file" },
+    { { "--tls-cert", fifo, "--tls-key", fifo }, "a-fifo: not a regular file" },
   };
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     const char *args[12] = { "serve", "--port", "0" };
@@ -434,12 +439,14 @@ TEST(bad_options_exit_2) {
      * file that cannot be used is a fact about the file instead. */
     if (strstr(cases[i].message, "--data-dir ") == NULL &&
         strstr(cases[i].message, "Not a directory") == NULL &&
-        strstr(cases[i].message, "--api-keys ") == NULL)
+        strstr(cases[i].message, "--api-keys ") == NULL &&
+        strstr(cases[i].message, "not a regular file") == NULL)
       ASSERT_STR_CONTAINS(err_of(p), "Run 'tinkerbell serve --help'");
     ASSERT_STR_EQ(out_of(p), "");  /* never a URL line */
     proc_free(p);
   }
   free(file);
+  free(fifo);
   free(data);
   teardown();
 }

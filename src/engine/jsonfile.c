@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/file.h"
 
 int tb__errno_code(int errnum) {
   if (errnum == 0)
@@ -43,20 +44,12 @@ static int io_error(tb_error_t *err, int errnum, const char *what,
 
 int tb__file_read_all(const char *path, tb_buf_t *out, tb_error_t *err) {
   out->len = 0;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return io_error(err, errno, "cannot open", path);
-  struct stat st;
-  if (fstat(fd, &st) != 0) {
-    int e = errno;
-    close(fd);
-    return io_error(err, e, "cannot stat", path);
-  }
-  if (!S_ISREG(st.st_mode)) {
-    close(fd);
+  int fd = tb__open_regular(path);
+  if (fd == TB_EINVAL)
     return tb_error_set(err, TB_EINVAL, TB_CATEGORY_USER,
                         "%s: not a regular file", path);
-  }
+  if (fd < 0)
+    return io_error(err, -fd, "cannot open", path);
   for (;;) {
     if (tb__buf_reserve(out, 65536) != 0) {
       close(fd);

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "core/buf.h"
+#include "core/file.h"
 #include "core/json.h"
 #include "engine/jsonfile.h"
 
@@ -252,18 +253,23 @@ int tb__st_open(tb_st_file_t *f, const char *path, tb_error_t *err) {
   if (f->path == NULL)
     return tb_error_set(err, TB_ENOMEM, TB_CATEGORY_SERVER, "out of memory");
   int rc = 0;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  int fd = tb__open_regular(path);
+  if (fd == TB_EINVAL) {
+    rc = tb_error_set(err, TB_EINVAL, TB_CATEGORY_USER,
+                      "%s: not a regular file", path);
+    goto fail;
+  }
   if (fd < 0) {
-    int e = errno;
-    rc = tb_error_set(err, tb__errno_code(e), TB_CATEGORY_USER,
-                      "%s: cannot open: %s", path, strerror(e));
+    rc = tb_error_set(err, fd, TB_CATEGORY_USER, "%s: cannot open: %s",
+                      path, strerror(-fd));
     goto fail;
   }
   struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+  if (fstat(fd, &st) != 0) {
+    int e = errno;
     close(fd);
-    rc = tb_error_set(err, TB_EINVAL, TB_CATEGORY_USER,
-                      "%s: not a readable regular file", path);
+    rc = tb_error_set(err, tb__errno_code(e), TB_CATEGORY_USER,
+                      "%s: cannot stat: %s", path, strerror(e));
     goto fail;
   }
   size_t size = (size_t)st.st_size;

@@ -7,10 +7,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+
+#include "core/file.h"
 
 struct tb__tls_ctx_s {
   SSL_CTX *ssl_ctx;
@@ -86,6 +89,20 @@ int tb__tls_ctx_server_new(const char *cert_file, const char *key_file, tb__tls_
   int rc = ctx_new(1, &c, err);
   if (rc != 0)
     return rc;
+  /* OpenSSL opens the files itself, blocking: a FIFO or device named here
+   * would hang the start, so each must be a regular file first. */
+  const char *files[2] = { cert_file, key_file };
+  for (int i = 0; i < 2; i++) {
+    int fd = tb__open_regular(files[i]);
+    if (fd >= 0) {
+      close(fd);
+      continue;
+    }
+    tb__tls_ctx_free(c);
+    return tb_error_set(err, TB_ETLS, TB_CATEGORY_USER, "TLS %s %s: %s",
+                        i ? "key" : "certificate", files[i],
+                        fd == TB_EINVAL ? "not a regular file" : strerror(-fd));
+  }
   int cert_ok = SSL_CTX_use_certificate_chain_file(c->ssl_ctx, cert_file) == 1;
   int ok = cert_ok && SSL_CTX_use_PrivateKey_file(c->ssl_ctx, key_file, SSL_FILETYPE_PEM) == 1 &&
            SSL_CTX_check_private_key(c->ssl_ctx) == 1;

@@ -11,8 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/buf.h"
+#include "core/file.h"
 
 #define TB__KEYS_FILE_MAX ((size_t)1 << 20)
 
@@ -140,9 +142,18 @@ int tb__auth_init(tb__auth_t *a, const char *keys_file, double rps, double burst
     }
     return 0;
   }
-  FILE *f = fopen(keys_file, "rb");
+  /* Opened without blocking: a FIFO named as the keys file would
+   * otherwise hang the start. */
+  int fd = tb__open_regular(keys_file);
+  if (fd == TB_EINVAL) {
+    snprintf(msg, msg_cap, "the API keys file %s is not a regular file", keys_file);
+    return TB_EINVAL;
+  }
+  FILE *f = fd >= 0 ? fdopen(fd, "rb") : NULL;
   if (f == NULL) {
-    int err = errno;
+    int err = fd < 0 ? -fd : errno;
+    if (fd >= 0)
+      close(fd);
     snprintf(msg, msg_cap, "cannot open the API keys file %s: %s", keys_file,
              strerror(err));
     return err == ENOENT ? TB_ENOENT : TB_EIO;
