@@ -67,6 +67,12 @@ void tb__k_linear_backward_weight(float *dw,        /* (N, K) */
                                   const float *x,   /* (T, K) */
                                   size_t T, size_t K, size_t N);
 
+/* y[t] += b for every row: the frozen bias of a linear layer (Qwen2's q,
+ * k and v).  Its gradient is never needed. */
+void tb__k_bias_forward(float *y,        /* (T, N) */
+                        const float *b,  /* (N) */
+                        size_t T, size_t N);
+
 /* ------------------------------------------------------------------ LoRA */
 
 /* The low-rank contribution of an adapted linear layer:
@@ -169,6 +175,30 @@ void tb__k_rmsnorm_backward(float *dx,          /* (T, C) */
 void tb__k_rope_table(float *cos_t,  /* (P, D/2) */
                       float *sin_t,  /* (P, D/2) */
                       float theta, size_t pos0, size_t P, size_t D);
+
+/* The rotary frequencies inv_freq[i] = theta^(-2i/D), i < D/2, rounded to
+ * float as PyTorch computes them (what tb__k_rope_table uses). */
+void tb__k_rope_inv_freq(float *inv_freq,  /* (D/2) */
+                         float theta, size_t D);
+
+/* Llama 3's rescaling of the frequencies, in place (rope_scaling
+ * rope_type "llama3"), in float in the order of Hugging Face's
+ * _compute_llama3_parameters: with wavelen = 2 pi / f, a frequency whose
+ * wavelength exceeds orig / low_freq_factor becomes f / factor, one whose
+ * wavelength is below orig / high_freq_factor stays, and between them
+ * s = (orig / wavelen - low) / (high - low) mixes the two:
+ * (1 - s) f / factor + s f. */
+void tb__k_rope_llama3(float *inv_freq,  /* (D/2) */
+                       float factor, float low_freq_factor,
+                       float high_freq_factor, float original_max_positions,
+                       size_t D);
+
+/* cos/sin tables for positions pos0 .. pos0+P-1 from given frequencies:
+ * angle = (float)pos * inv_freq[i] in float. */
+void tb__k_rope_table_freq(float *cos_t,           /* (P, D/2) */
+                           float *sin_t,           /* (P, D/2) */
+                           const float *inv_freq,  /* (D/2) */
+                           size_t pos0, size_t P, size_t D);
 
 /* Rotates pairs (i, i + D/2) of every head of every row:
  *   out[i]       = x[i] cos - x[i+D/2] sin

@@ -1,6 +1,7 @@
 /*
  * The row-wise layers of a Llama block: RMSNorm, rotary position
- * embeddings, the SwiGLU gate and the embedding lookup.
+ * embeddings (with Llama 3's frequency scaling), the SwiGLU gate, the
+ * frozen biases of Qwen2's projections and the embedding lookup.
  *
  * These are memory-bound loops over (T, C) rows; they stay plain C that the
  * compiler vectorises.  Row sums are accumulated in double so a long row
@@ -59,13 +60,56 @@ void tb__k_rmsnorm_backward(float *dx, float *dw, const float *dout,
   }
 }
 
+static float inv_freq_of(float theta, size_t i, size_t D) {
+  /* PyTorch: 1.0 / (base ** (arange(0, D, 2).float() / D)) in float32. */
+  float expo = (float)(2 * i) / (float)D;
+  return (float)(1.0 / pow((double)theta, (double)expo));
+}
+
+void tb__k_rope_inv_freq(float *inv_freq, float theta, size_t D) {
+  for (size_t i = 0; i < D / 2; i++)
+    inv_freq[i] = inv_freq_of(theta, i, D);
+}
+
+void tb__k_rope_llama3(float *inv_freq, float factor, float low_freq_factor,
+                       float high_freq_factor, float original_max_positions,
+                       size_t D) {
+  /* The bounds are Python floats (double) there, compared with float32
+   * tensors after rounding to float. */
+  float low_wavelen = (float)((double)original_max_positions /
+                              (double)low_freq_factor);
+  float high_wavelen = (float)((double)original_max_positions /
+                               (double)high_freq_factor);
+  for (size_t i = 0; i < D / 2; i++) {
+    float f = inv_freq[i];
+    float wavelen = (float)(2.0 * M_PI) / f;
+    float scaled = wavelen > low_wavelen ? f / factor : f;
+    if (!(wavelen < high_wavelen) && !(wavelen > low_wavelen)) {
+      float s = (original_max_positions / wavelen - low_freq_factor) /
+                (high_freq_factor - low_freq_factor);
+      scaled = (1.0f - s) * scaled / factor + s * scaled;
+    }
+    inv_freq[i] = scaled;
+  }
+}
+
+void tb__k_rope_table_freq(float *cos_t, float *sin_t, const float *inv_freq,
+                           size_t pos0, size_t P, size_t D) {
+  size_t half = D / 2;
+  for (size_t i = 0; i < half; i++) {
+    for (size_t p = 0; p < P; p++) {
+      float angle = (float)(pos0 + p) * inv_freq[i];
+      cos_t[p * half + i] = (float)cos((double)angle);
+      sin_t[p * half + i] = (float)sin((double)angle);
+    }
+  }
+}
+
 void tb__k_rope_table(float *cos_t, float *sin_t, float theta, size_t pos0,
                       size_t P, size_t D) {
   size_t half = D / 2;
   for (size_t i = 0; i < half; i++) {
-    /* PyTorch: 1.0 / (base ** (arange(0, D, 2).float() / D)) in float32. */
-    float expo = (float)(2 * i) / (float)D;
-    float inv_freq = (float)(1.0 / pow((double)theta, (double)expo));
+    float inv_freq = inv_freq_of(theta, i, D);
     for (size_t p = 0; p < P; p++) {
       float angle = (float)(pos0 + p) * inv_freq;
       cos_t[p * half + i] = (float)cos((double)angle);
@@ -130,6 +174,15 @@ void tb__k_swiglu_backward(float *restrict h, float *restrict dgate,
     h[i] = silu * up[i];
     dgate[i] = dh[i] * up[i] * s * (1.0f + g * (1.0f - s));
     dup[i] = dh[i] * silu;
+  }
+}
+
+TB__K_VECTORISED
+void tb__k_bias_forward(float *y, const float *b, size_t T, size_t N) {
+  for (size_t t = 0; t < T; t++) {
+    float *yr = y + t * N;
+    for (size_t n = 0; n < N; n++)
+      yr[n] += b[n];
   }
 }
 

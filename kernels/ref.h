@@ -33,6 +33,11 @@ void tb__kref_rmsnorm_backward(float *dx, float *dw, const float *dout,
                                const float *rstd, size_t T, size_t C);
 void tb__kref_rope_table(float *cos_t, float *sin_t, float theta, size_t pos0,
                          size_t P, size_t D);
+/* Meta's Llama 3.1 apply_scaling, in double, one frequency at a time. */
+void tb__kref_rope_llama3(float *inv_freq, float factor, float low_freq_factor,
+                          float high_freq_factor, float original_max_positions,
+                          size_t D);
+void tb__kref_bias_forward(float *y, const float *b, size_t T, size_t N);
 void tb__kref_rope_forward(float *out, const float *x, const float *cos_t,
                            const float *sin_t, size_t T, size_t NH, size_t D);
 void tb__kref_rope_backward(float *dx, const float *dout, const float *cos_t,

@@ -60,6 +60,34 @@ void tb__kref_rope_table(float *cos_t, float *sin_t, float theta, size_t pos0,
     }
 }
 
+void tb__kref_rope_llama3(float *inv_freq, float factor, float low_freq_factor,
+                          float high_freq_factor, float original_max_positions,
+                          size_t D) {
+  double low_wavelen = original_max_positions / (double)low_freq_factor;
+  double high_wavelen = original_max_positions / (double)high_freq_factor;
+  for (size_t i = 0; i < D / 2; i++) {
+    double freq = inv_freq[i];
+    double wavelen = 2 * M_PI / freq;
+    double out;
+    if (wavelen < high_wavelen) {
+      out = freq;
+    } else if (wavelen > low_wavelen) {
+      out = freq / factor;
+    } else {
+      double smooth = (original_max_positions / wavelen - low_freq_factor) /
+                      ((double)high_freq_factor - low_freq_factor);
+      out = (1 - smooth) * freq / factor + smooth * freq;
+    }
+    inv_freq[i] = (float)out;
+  }
+}
+
+void tb__kref_bias_forward(float *y, const float *b, size_t T, size_t N) {
+  for (size_t t = 0; t < T; t++)
+    for (size_t n = 0; n < N; n++)
+      y[t * N + n] = (float)((double)y[t * N + n] + b[n]);
+}
+
 /* q*cos + rotate_half(q)*sin, rotate_half(q) = cat(-q[D/2:], q[:D/2]);
  * sign -1 rotates backwards. */
 static void rope_hf(float *out, const float *x, const float *cos_t,

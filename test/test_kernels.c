@@ -283,6 +283,53 @@ TEST(rope_matches_reference) {
   free_all();
 }
 
+/* Llama 3.2's rope_scaling (factor 32, low 1, high 4, 8192 positions) on
+ * head_dim 64, theta 500000: the frequencies kept, divided and blended
+ * all occur, and the float kernel agrees with Meta's formulation in
+ * double; the table from frequencies equals the default table when they
+ * are unscaled. */
+TEST(rope_llama3_scaling_and_bias_match_reference) {
+  tb__k_rng_t rng;
+  setup(&rng, 9);
+  const size_t D = 64, half = D / 2, P = 40;
+  float *f = fbuf(half), *fr = fbuf(half), *f0 = fbuf(half);
+  tb__k_rope_inv_freq(f0, 500000.0f, D);
+  for (size_t i = 0; i < half; i++)
+    ASSERT_NEAR(f0[i], pow(500000.0, -(double)(2 * i) / (double)D), 0, 1e-6);
+  memcpy(f, f0, half * sizeof(float));
+  memcpy(fr, f0, half * sizeof(float));
+  tb__k_rope_llama3(f, 32.0f, 1.0f, 4.0f, 8192.0f, D);
+  tb__kref_rope_llama3(fr, 32.0f, 1.0f, 4.0f, 8192.0f, D);
+  ASSERT_CLOSE(f, fr, half, 0, 2e-6);
+  int kept = 0, divided = 0, blended = 0;
+  for (size_t i = 0; i < half; i++) {
+    if (f[i] == f0[i])
+      kept++;
+    else if (fabs(f[i] - f0[i] / 32.0f) <= 1e-6 * f0[i])
+      divided++;
+    else
+      blended++;
+  }
+  ASSERT(kept > 0 && divided > 0 && blended > 0);
+
+  float *c = fbuf(P * half), *s = fbuf(P * half);
+  float *cr = fbuf(P * half), *sr = fbuf(P * half);
+  tb__k_rope_table_freq(c, s, f0, 3, P, D);
+  tb__k_rope_table(cr, sr, 500000.0f, 3, P, D);
+  ASSERT_CLOSE(c, cr, P * half, 0, 0);
+  ASSERT_CLOSE(s, sr, P * half, 0, 0);
+  tb__k_rope_table_freq(c, s, f, 0, P, D);
+  ASSERT_NEAR(c[5 * half + half - 1], cos(5.0 * fr[half - 1]), 1e-6, 0);
+
+  const size_t T = 5, N = 19;
+  float *y = rbuf(&rng, T * N, 1), *b = rbuf(&rng, N, 1);
+  float *yr = copy(y, T * N);
+  tb__k_bias_forward(y, b, T, N);
+  tb__kref_bias_forward(yr, b, T, N);
+  ASSERT_CLOSE(y, yr, T * N, 0, 0);
+  free_all();
+}
+
 static void attention_case(uint64_t seed, size_t T, size_t pos0, size_t H,
                            size_t KVH, size_t D) {
   tb__k_rng_t rng;
@@ -709,6 +756,7 @@ TEST_LIST(
   TEST_ENTRY(lora_da_through_rmsnorm_matches_reference),
   TEST_ENTRY(rmsnorm_swiglu_embedding_match_reference),
   TEST_ENTRY(rope_matches_reference),
+  TEST_ENTRY(rope_llama3_scaling_and_bias_match_reference),
   TEST_ENTRY(attention_matches_reference),
   TEST_ENTRY(logprobs_and_logits_backward_match_reference),
   TEST_ENTRY(losses_match_reference_and_hand_values),

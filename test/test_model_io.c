@@ -298,7 +298,7 @@ static void write_edited(const char *dir, const tb_model_config_t *c,
   tb_weights_t w;
   ASSERT_OK(tb__weights_alloc(&w, c));
   tb_hf_tensor_t *ts = calloc(tb__hf_tensor_count(c), sizeof(*ts));
-  size_t n = tb__hf_tensors(&w, ts);
+  size_t n = tb__hf_tensors(c, &w, ts);
   json_t *hdr = json_object();
   tb_buf_t data = TB_BUF_INIT;
   size_t esize = strcmp(dtype, "F32") == 0 ? 4 : 2;
@@ -430,41 +430,42 @@ static int config_error(const char *text, tb_model_config_t *out,
   return rc;
 }
 
+/* A Llama config's first fields; each case adds the rest. */
+#define LLAMA_64 "{\"model_type\": \"llama\", \"hidden_size\": 64, " \
+                 "\"intermediate_size\": 128, \"num_hidden_layers\": 2, "
+
 TEST(hf_config_defaults_and_errors) {
   tb_model_config_t c;
   tb_error_t err = { 0 };
-  ASSERT_OK(config_error("{\"hidden_size\": 64, \"intermediate_size\": 128, "
-                         "\"num_hidden_layers\": 2, \"num_attention_heads\": 4,"
-                         " \"vocab_size\": 100}", &c, &err));
+  ASSERT_OK(config_error(LLAMA_64 "\"num_attention_heads\": 4, "
+                         "\"vocab_size\": 100}", &c, &err));
   ASSERT_EQ_INT(c.num_kv_heads, 4);
   ASSERT_EQ_INT(c.head_dim, 16);
   ASSERT_NEAR(c.rope_theta, 10000, 0, 0);
   ASSERT_EQ_INT(c.tie_word_embeddings, 0);
   ASSERT_EQ_INT(c.max_position_embeddings, 2048);
 
-  ASSERT_ERR(config_error("{\"intermediate_size\": 128}", &c, &err),
+  ASSERT_ERR(config_error("{\"model_type\": \"llama\", "
+                          "\"intermediate_size\": 128}", &c, &err),
              TB_EFIELD);
   ASSERT_STR_CONTAINS(err.message, "dir/config.json: hidden_size");
-  ASSERT_ERR(config_error("{\"hidden_size\": 64, \"intermediate_size\": 128,"
-                          " \"num_hidden_layers\": 2, \"num_attention_heads\":"
-                          " 4, \"vocab_size\": 100, \"num_key_value_heads\":"
-                          " 3}", &c, &err), TB_EINVAL);
+  ASSERT_ERR(config_error(LLAMA_64 "\"num_attention_heads\": 4, "
+                          "\"vocab_size\": 100, \"num_key_value_heads\": 3}",
+                          &c, &err), TB_EINVAL);
   ASSERT_STR_CONTAINS(err.message, "num_key_value_heads must divide");
-  ASSERT_ERR(config_error("{\"hidden_size\": 64, \"intermediate_size\": 128,"
-                          " \"num_hidden_layers\": 2, \"num_attention_heads\":"
-                          " 4, \"vocab_size\": 100, \"rope_scaling\": "
+  ASSERT_ERR(config_error(LLAMA_64 "\"num_attention_heads\": 4, "
+                          "\"vocab_size\": 100, \"rope_scaling\": "
                           "{\"type\": \"linear\"}}", &c, &err),
              TB_EUNSUPPORTED);
   ASSERT_STR_CONTAINS(err.message, "dir/config.json: rope_scaling");
-  ASSERT_ERR(config_error("{\"hidden_size\": 64, \"intermediate_size\": 128,"
-                          " \"num_hidden_layers\": 2, \"num_attention_heads\":"
-                          " 4, \"vocab_size\": 100, \"hidden_act\": \"gelu\"}",
+  ASSERT_ERR(config_error(LLAMA_64 "\"num_attention_heads\": 4, "
+                          "\"vocab_size\": 100, \"hidden_act\": \"gelu\"}",
                           &c, &err), TB_EUNSUPPORTED);
-  ASSERT_ERR(config_error("{\"hidden_size\": 64, \"intermediate_size\": 128,"
-                          " \"num_hidden_layers\": 2, \"num_attention_heads\":"
-                          " 5, \"vocab_size\": 100}", &c, &err), TB_EFIELD);
+  ASSERT_ERR(config_error(LLAMA_64 "\"num_attention_heads\": 5, "
+                          "\"vocab_size\": 100}", &c, &err), TB_EFIELD);
   ASSERT_STR_CONTAINS(err.message, "head_dim");
-  ASSERT_ERR(config_error("{\"hidden_size\": \"64\"}", &c, &err), TB_EFIELD);
+  ASSERT_ERR(config_error("{\"model_type\": \"llama\", "
+                          "\"hidden_size\": \"64\"}", &c, &err), TB_EFIELD);
   ASSERT_STR_CONTAINS(err.message, "expected an integer");
   tb_error_clear(&err);
 }

@@ -12,6 +12,7 @@
 
 #include "engine/jsonfile.h"
 #include "engine/safetensors.h"
+#include "kernels/kernels.h"
 
 static char tmpdir[64];
 
@@ -331,9 +332,61 @@ TEST(truncating_a_real_file_at_every_length_never_crashes) {
   remove_tmpdir();
 }
 
+/* The writer's rounding to f16 and bf16: every 16-bit value survives the
+ * round trip through float32, and a float between two neighbours goes to
+ * the nearer one, ties to the even one, against a definition in double. */
+TEST(f32_to_f16_and_bf16_round_to_nearest_even) {
+  for (uint32_t h = 0; h < 65536; h++) {
+    float f = tb__f16_to_f32((uint16_t)h), b = tb__bf16_to_f32((uint16_t)h);
+    if (isnan(f))
+      ASSERT(isnan(tb__f16_to_f32(tb__f32_to_f16(f))));
+    else
+      ASSERT_EQ_INT(tb__f32_to_f16(f), h);
+    if (isnan(b))
+      ASSERT(isnan(tb__bf16_to_f32(tb__f32_to_bf16(b))));
+    else
+      ASSERT_EQ_INT(tb__f32_to_bf16(b), h);
+  }
+  uint64_t st = 99;
+  for (int i = 0; i < 200000; i++) {
+    uint32_t bits = (uint32_t)tb__k_splitmix64(&st);
+    float f;
+    memcpy(&f, &bits, 4);
+    if (!isfinite(f))
+      continue;
+    /* Nearest by value in double; ties to an even pattern. */
+    uint16_t got = tb__f32_to_f16(f);
+    double g = tb__f16_to_f32(got);
+    if (fabs((double)f) < 65520.0) {
+      ASSERT(isfinite(g));
+      for (int d = -1; d <= 1; d += 2) {
+        uint16_t nb = (uint16_t)(got + d);
+        double n = tb__f16_to_f32(nb);
+        if ((nb & 0x7fff) > 0x7bff || ((got ^ nb) & 0x8000))
+          continue;
+        double eg = fabs(g - f), en = fabs(n - f);
+        ASSERT(eg < en || (eg == en && (got & 1) == 0));
+      }
+    } else {
+      ASSERT(isinf(g) && (g > 0) == (f > 0));
+    }
+    uint16_t b = tb__f32_to_bf16(f);
+    double bg = tb__bf16_to_f32(b);
+    for (int d = -1; d <= 1; d += 2) {
+      uint16_t nb = (uint16_t)(b + d);
+      double n = tb__bf16_to_f32(nb);
+      if (!isfinite(n) || ((b ^ nb) & 0x8000))
+        continue;
+      double eg = fabs(bg - f), en = fabs(n - f);
+      ASSERT(eg < en || (eg == en && (b & 1) == 0));
+    }
+  }
+}
+
 TEST_LIST(
   TEST_ENTRY(f16_conversion_matches_the_definition_for_every_value),
   TEST_ENTRY(bf16_conversion),
+  TEST_ENTRY(f32_to_f16_and_bf16_round_to_nearest_even),
   TEST_ENTRY(f32_round_trip_with_metadata),
   TEST_ENTRY(writer_rejects_bad_lists),
   TEST_ENTRY(reads_handwritten_f16_and_bf16),

@@ -1,8 +1,12 @@
 /*
  * The engine's LoRA math against an independent PyTorch float64
  * implementation (test/reference/torch_lora_reference.py): for each of the
- * five losses, the summed loss, every datum's target log-probs and the
- * gradient of every LoRA tensor must agree.
+ * five losses and each family (Llama with Llama 3's rope scaling, Qwen2's
+ * q/k/v biases, Qwen3's q/k norms with an explicit head_dim), the summed
+ * loss, every datum's target log-probs and the gradient of every LoRA
+ * tensor must agree.  The family models are tiny but have their family's
+ * real vocabulary (151936 for Qwen, 128256 for Llama 3) and tied
+ * embeddings; one is stored sharded in bf16.
  *
  * The model is written as a Hugging Face directory and loaded by the
  * engine by name ("NAME=DIR"), the adapter (all targets, unembedding
@@ -94,34 +98,92 @@ static void closed_cb(tb_engine_t *e) { ((env_t *)e->data)->done = -1; }
 
 /* ------------------------------------------------------------ models */
 
-/* A small untied model with random weights large enough that the
- * log-probs are far from uniform. */
-static void write_untied_model(const char *dir) {
-  tb_model_config_t c = { 0 };
-  c.hidden_size = 64;
-  c.intermediate_size = 96;
-  c.num_layers = 2;
-  c.num_heads = 4;
-  c.num_kv_heads = 2;
-  c.head_dim = 16;
-  c.vocab_size = 300;
-  c.max_position_embeddings = 128;
-  c.rms_norm_eps = 1e-5f;
-  c.rope_theta = 10000.0f;
-  c.tie_word_embeddings = 0;
+/* How a test's model is made: `base` itself, or a config with random
+ * weights, stored as dtype, sharded when shard_bytes > 0. */
+typedef struct model_s {
+  int base;
+  tb_model_config_t config;
+  tb_st_dtype_t dtype;
+  size_t shard_bytes;
+} model_t;
+
+/* A small untied Llama. */
+static model_t untied(void) {
+  model_t m = { 0 };
+  tb_model_config_t *c = &m.config;
+  c->hidden_size = 64;
+  c->intermediate_size = 96;
+  c->num_layers = 2;
+  c->num_heads = 4;
+  c->num_kv_heads = 2;
+  c->head_dim = 16;
+  c->vocab_size = 300;
+  c->max_position_embeddings = 128;
+  c->rms_norm_eps = 1e-5f;
+  c->rope_theta = 10000.0f;
+  return m;
+}
+
+/* The families at a tiny width with their real vocabularies, tied. */
+static model_t family(tb_model_arch_t arch) {
+  model_t m = untied();
+  tb_model_config_t *c = &m.config;
+  c->arch = arch;
+  c->hidden_size = 32;
+  c->intermediate_size = 48;
+  c->tie_word_embeddings = 1;
+  c->head_dim = 8;
+  c->vocab_size = 151936;
+  c->rms_norm_eps = 1e-6f;
+  if (arch == TB_ARCH_LLAMA) {
+    /* Llama 3's rope_scaling, with original_max_position_embeddings small
+     * enough that the short test sequences see all three bands of
+     * frequencies (kept, blended, divided). */
+    c->vocab_size = 128256;
+    c->rope_theta = 10000.0f;
+    c->rope_type = TB_ROPE_LLAMA3;
+    c->rope_factor = 8.0f;
+    c->rope_low_freq_factor = 1.0f;
+    c->rope_high_freq_factor = 4.0f;
+    c->rope_original_max_position_embeddings = 64;
+  } else if (arch == TB_ARCH_QWEN2) {
+    c->qkv_bias = 1;
+    c->rope_theta = 1000000.0f;
+  } else {
+    /* head_dim 16 with hidden 32 over 4 heads: q is 64 wide, as Qwen3-0.6B
+     * has 16 heads of 128 over hidden 1024. */
+    c->qk_norm = 1;
+    c->head_dim = 16;
+    c->rope_theta = 1000000.0f;
+  }
+  return m;
+}
+
+/* Random weights large enough that the log-probs are far from uniform;
+ * norm weights near 1. */
+static void write_model(const char *dir, const model_t *m) {
+  tb_error_t err = { 0 };
+  if (m->base) {
+    ASSERT_OK(tb__base_model_save(dir, &err));
+    return;
+  }
+  const tb_model_config_t *c = &m->config;
   tb_weights_t w;
-  ASSERT_OK(tb__weights_alloc(&w, &c));
+  ASSERT_OK(tb__weights_alloc(&w, c));
   tb__k_rng_t rng;
   tb__k_rng_seed(&rng, 77);
   tb__k_rng_fill_normal(w.storage, &rng, 0.0f, 0.15f, w.storage_floats);
-  size_t C = (size_t)c.hidden_size;
-  for (int l = 0; l < c.num_layers; l++) {
-    tb__k_rng_fill_uniform((float *)w.layers[l].attn_norm, &rng, 0.8f, 1.2f, C);
-    tb__k_rng_fill_uniform((float *)w.layers[l].mlp_norm, &rng, 0.8f, 1.2f, C);
+  tb_hf_tensor_t *ts = calloc(tb__hf_tensor_count(c), sizeof(*ts));
+  ASSERT(ts != NULL);
+  size_t n = tb__hf_tensors(c, &w, ts);
+  for (size_t i = 0; i < n; i++) {
+    size_t len = strlen(ts[i].name);
+    if (len > 11 && strcmp(ts[i].name + len - 11, "norm.weight") == 0)
+      tb__k_rng_fill_uniform((float *)ts[i].data, &rng, 0.8f, 1.2f,
+                             (size_t)ts[i].shape[0]);
   }
-  tb__k_rng_fill_uniform((float *)w.final_norm, &rng, 0.8f, 1.2f, C);
-  tb_error_t err = { 0 };
-  ASSERT_OK(tb__hf_save(dir, &w, NULL, 0, &err));
+  free(ts);
+  ASSERT_OK(tb__hf_save_as(dir, &w, NULL, m->shard_bytes, m->dtype, &err));
   tb__weights_free(&w);
 }
 
@@ -194,8 +256,8 @@ static double norm_rel(const float *got, const json_t *want, size_t n) {
 }
 
 /* Runs one loss through the engine and through PyTorch and compares. */
-static void check_loss(const char *model_spec_fmt, int base, tb_loss_fn_t fn,
-                       const tb_loss_config_t *cfg) {
+static void check_loss(const char *model_spec_fmt, const model_t *mdl,
+                       tb_loss_fn_t fn, const tb_loss_config_t *cfg) {
   if (torch_missing)
     SKIP("PyTorch not installed for %s (Debian: apt install python3-torch)", python());
   loop_thread = pthread_self();
@@ -206,11 +268,7 @@ static void check_loss(const char *model_spec_fmt, int base, tb_loss_fn_t fn,
   snprintf(adapter_dir, sizeof(adapter_dir), "%s/adapter", dir);
   snprintf(batch_path, sizeof(batch_path), "%s/batch.json", dir);
   snprintf(result_path, sizeof(result_path), "%s/result.json", dir);
-  tb_error_t err = { 0 };
-  if (base)
-    ASSERT_OK(tb__base_model_save(model_dir, &err));
-  else
-    write_untied_model(model_dir);
+  write_model(model_dir, mdl);
 
   env_t env;
   memset(&env, 0, sizeof(env));
@@ -353,35 +411,77 @@ static tb_loss_config_t config(float lo, float hi, float beta) {
 TEST(cross_entropy_on_base) {
   tb_loss_config_t c;
   tb__loss_config_default(&c);
-  check_loss("ref=%s", 1, TB_LOSS_CROSS_ENTROPY, &c);
+  model_t m = { 1, { 0 }, TB_ST_F32, 0 };
+  check_loss("ref=%s", &m, TB_LOSS_CROSS_ENTROPY, &c);
 }
 
 TEST(cross_entropy_untied) {
   tb_loss_config_t c;
   tb__loss_config_default(&c);
-  check_loss("tiny=%s", 0, TB_LOSS_CROSS_ENTROPY, &c);
+  model_t m = untied();
+  check_loss("tiny=%s", &m, TB_LOSS_CROSS_ENTROPY, &c);
 }
 
 TEST(importance_sampling) {
   tb_loss_config_t c;
   tb__loss_config_default(&c);
-  check_loss("tiny=%s", 0, TB_LOSS_IMPORTANCE_SAMPLING, &c);
+  model_t m = untied();
+  check_loss("tiny=%s", &m, TB_LOSS_IMPORTANCE_SAMPLING, &c);
 }
 
 TEST(ppo_with_clip_thresholds) {
   tb_loss_config_t c = config(0.9f, 1.1f, 0.05f);
-  check_loss("tiny=%s", 0, TB_LOSS_PPO, &c);
+  model_t m = untied();
+  check_loss("tiny=%s", &m, TB_LOSS_PPO, &c);
 }
 
 TEST(cispo_default_thresholds) {
   tb_loss_config_t c;
   tb__loss_config_default(&c);
-  check_loss("tiny=%s", 0, TB_LOSS_CISPO, &c);
+  model_t m = untied();
+  check_loss("tiny=%s", &m, TB_LOSS_CISPO, &c);
 }
 
 TEST(dro_with_beta) {
   tb_loss_config_t c = config(0.8f, 1.2f, 0.3f);
-  check_loss("tiny=%s", 0, TB_LOSS_DRO, &c);
+  model_t m = untied();
+  check_loss("tiny=%s", &m, TB_LOSS_DRO, &c);
+}
+
+/* Every loss on one family's model. */
+static void family_losses(const model_t *m) {
+  tb_loss_config_t def;
+  tb__loss_config_default(&def);
+  const struct {
+    tb_loss_fn_t fn;
+    tb_loss_config_t cfg;
+  } cases[] = {
+    { TB_LOSS_CROSS_ENTROPY, def },
+    { TB_LOSS_IMPORTANCE_SAMPLING, def },
+    { TB_LOSS_PPO, config(0.9f, 1.1f, 0.05f) },
+    { TB_LOSS_CISPO, def },
+    { TB_LOSS_DRO, config(0.8f, 1.2f, 0.3f) },
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+    check_loss("family=%s", m, cases[i].fn, &cases[i].cfg);
+}
+
+TEST(llama3_rope_scaling_every_loss) {
+  model_t m = family(TB_ARCH_LLAMA);
+  family_losses(&m);
+}
+
+TEST(qwen2_qkv_biases_f16_every_loss) {
+  model_t m = family(TB_ARCH_QWEN2);
+  m.dtype = TB_ST_F16;
+  family_losses(&m);
+}
+
+TEST(qwen3_qk_norm_head_dim_bf16_sharded_every_loss) {
+  model_t m = family(TB_ARCH_QWEN3);
+  m.dtype = TB_ST_BF16;
+  m.shard_bytes = 4 << 20;  /* the embedding alone is 9.7 MB in bf16 */
+  family_losses(&m);
 }
 
 static const tb_test_t tests[] = {
@@ -391,6 +491,9 @@ static const tb_test_t tests[] = {
   TEST_ENTRY_TIMEOUT(ppo_with_clip_thresholds, 120000),
   TEST_ENTRY_TIMEOUT(cispo_default_thresholds, 120000),
   TEST_ENTRY_TIMEOUT(dro_with_beta, 120000),
+  TEST_ENTRY_TIMEOUT(llama3_rope_scaling_every_loss, 600000),
+  TEST_ENTRY_TIMEOUT(qwen2_qkv_biases_f16_every_loss, 600000),
+  TEST_ENTRY_TIMEOUT(qwen3_qk_norm_head_dim_bf16_sharded_every_loss, 600000),
   { NULL, NULL, 0 },
 };
 

@@ -67,7 +67,7 @@ int tb__base_model_generate(tb_weights_t *w) {
     tb__weights_free(w);
     return TB_ENOMEM;
   }
-  size_t n = tb__hf_tensors(w, ts);
+  size_t n = tb__hf_tensors(&c, w, ts);
   /* 1/sqrt(8) for L = 4, written out so no libm call is involved. */
   const double out_scale = 0.35355339059327373;
   for (size_t i = 0; i < n; i++) {

@@ -1,11 +1,13 @@
 /*
- * Hugging Face directory loader and writer (see hf_model.h).
+ * Hugging Face directory loader and writer (see hf_model.h); config.json
+ * itself is hf_config.c's.
  *
- * The loader walks the tensors in tb_weights_t storage order, finds each one
- * by its Hugging Face name (in the single file, or through the index's
- * weight_map in its shard), checks its shape exactly and converts it into
- * the storage.  Non-goals: architectures other than Llama's, quantised
- * tensors, and tokenizer files (the `base` tokenizer is built in).
+ * The loader lists the tensors the config declares, in tb_weights_t
+ * storage order, finds each one by its Hugging Face name (in the single
+ * file, or through the index's weight_map in its shard) and checks its
+ * shape exactly, and refuses tensors the config does not declare; only
+ * then does it allocate, and convert tensor by tensor into the storage.
+ * Non-goals: quantised tensors, and tokenizer files.
  */
 #include "engine/hf_model.h"
 
@@ -21,161 +23,81 @@
 #include "engine/jsonfile.h"
 #include "engine/safetensors.h"
 
-/* ------------------------------------------------------------ config.json */
-
-static int get_dim(tb_jctx_t *c, const json_t *o, const char *key,
-                   int required, int *out) {
-  int64_t v;
-  int rc = tb__json_get_int(c, o, key, required, 1, (int64_t)1 << 30, &v);
-  if (rc == 0)
-    *out = (int)v;
-  return rc;
-}
-
-/* Records an unsupported setting at `key`: TB_EUNSUPPORTED. */
-static int unsupported(tb_jctx_t *c, const char *key, const char *what) {
-  tb__jctx_fail_at(c, key, "%s is not supported", what);
-  if (c->err != NULL)
-    c->err->code = TB_EUNSUPPORTED;
-  return TB_EUNSUPPORTED;
-}
-
-int tb__hf_config_from_json(const json_t *root, const char *file,
-                            tb_model_config_t *out, tb_error_t *err) {
-  tb_jctx_t c;
-  tb__jctx_init(&c, err);
-  tb_model_config_t m;
-  memset(&m, 0, sizeof(m));
-  m.max_position_embeddings = 2048;
-  double eps = 1e-6, theta = 10000.0;
-  /* Readers return 0 (read) or 1 (optional and absent); both go on. */
-  int rc = tb__json_expect_object(&c, root);
-  if (rc >= 0) rc = get_dim(&c, root, "hidden_size", 1, &m.hidden_size);
-  if (rc >= 0)
-    rc = get_dim(&c, root, "intermediate_size", 1, &m.intermediate_size);
-  if (rc >= 0) rc = get_dim(&c, root, "num_hidden_layers", 1, &m.num_layers);
-  if (rc >= 0)
-    rc = get_dim(&c, root, "num_attention_heads", 1, &m.num_heads);
-  if (rc >= 0) rc = get_dim(&c, root, "vocab_size", 1, &m.vocab_size);
-  if (rc >= 0) {
-    m.num_kv_heads = m.num_heads;
-    rc = get_dim(&c, root, "num_key_value_heads", 0, &m.num_kv_heads);
-  }
-  if (rc >= 0) {
-    m.head_dim = m.hidden_size / m.num_heads;
-    rc = get_dim(&c, root, "head_dim", 0, &m.head_dim);
-    if (rc == 1 && m.hidden_size % m.num_heads != 0)
-      rc = tb__jctx_fail_at(&c, "head_dim", "absent, and hidden_size %d is "
-                            "not a multiple of num_attention_heads %d",
-                            m.hidden_size, m.num_heads);
-  }
-  if (rc >= 0)
-    rc = get_dim(&c, root, "max_position_embeddings", 0,
-                 &m.max_position_embeddings);
-  if (rc >= 0) rc = tb__json_get_double(&c, root, "rms_norm_eps", 0, &eps);
-  if (rc >= 0) rc = tb__json_get_double(&c, root, "rope_theta", 0, &theta);
-  if (rc >= 0)
-    rc = tb__json_get_bool(&c, root, "tie_word_embeddings", 0,
-                           &m.tie_word_embeddings);
-  if (rc >= 0) {
-    tb_slice_t act;
-    rc = tb__json_get_string(&c, root, "hidden_act", 0, &act);
-    if (rc == 0 && !tb__slice_eq_str(act, "silu"))
-      rc = unsupported(&c, "hidden_act", "an activation other than silu");
-  }
-  json_t *scaling = json_object_get(root, "rope_scaling");
-  if (rc >= 0 && scaling != NULL && !json_is_null(scaling))
-    rc = unsupported(&c, "rope_scaling", "rope scaling");
-  if (rc >= 0 && json_is_true(json_object_get(root, "attention_bias")))
-    rc = unsupported(&c, "attention_bias", "an attention bias");
-  if (rc >= 0 && json_is_true(json_object_get(root, "mlp_bias")))
-    rc = unsupported(&c, "mlp_bias", "an MLP bias");
-  if (rc < 0) {
-    tb__error_prefix(err, file);
-    return rc;
-  }
-  if (!(eps > 0.0 && eps < 1.0) || !(theta > 0.0 && theta < 1e30))
-    return tb_error_set(err, TB_EFIELD, TB_CATEGORY_USER,
-                        "%s: rms_norm_eps or rope_theta out of range", file);
-  m.rms_norm_eps = (float)eps;
-  m.rope_theta = (float)theta;
-  const char *why;
-  if (tb__model_config_validate(&m, &why) != 0)
-    return tb_error_set(err, TB_EINVAL, TB_CATEGORY_USER, "%s: %s", file,
-                        why);
-  *out = m;
-  return 0;
-}
-
-/* The shortest decimal that reads back as the same float, as a double,
- * so that config.json says 1e-05 rather than 9.99999974737875e-06. */
-static double float_to_json(float f) {
-  char text[32];
-  for (int prec = 6; prec <= 9; prec++) {
-    snprintf(text, sizeof(text), "%.*g", prec, (double)f);
-    double d = strtod(text, NULL);
-    if ((float)d == f)
-      return d;
-  }
-  return (double)f;
-}
-
-json_t *tb__hf_config_to_json(const tb_model_config_t *c) {
-  return json_pack(
-      "{s:[s], s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:f, s:b, "
-      "s:s, s:s}",
-      "architectures", "LlamaForCausalLM", "model_type", "llama",
-      "hidden_size", c->hidden_size, "intermediate_size",
-      c->intermediate_size, "num_hidden_layers", c->num_layers,
-      "num_attention_heads", c->num_heads, "num_key_value_heads",
-      c->num_kv_heads, "head_dim", c->head_dim, "vocab_size", c->vocab_size,
-      "max_position_embeddings", c->max_position_embeddings, "rms_norm_eps",
-      float_to_json(c->rms_norm_eps), "rope_theta",
-      float_to_json(c->rope_theta), "tie_word_embeddings",
-      c->tie_word_embeddings ? 1 : 0, "hidden_act", "silu", "torch_dtype",
-      "float32");
-}
-
 /* ------------------------------------------------------------ tensor names */
 
 size_t tb__hf_tensor_count(const tb_model_config_t *c) {
-  return 2 + (size_t)c->num_layers * 9 + (c->tie_word_embeddings ? 0 : 1);
+  size_t per = 9 + (c->qkv_bias ? 3 : 0) + (c->qk_norm ? 2 : 0);
+  return 2 + (size_t)c->num_layers * per + (c->tie_word_embeddings ? 0 : 1);
 }
 
 static void put(tb_hf_tensor_t *t, const float *data, int64_t rows,
-                int64_t cols, const char *fmt, int layer) {
+                int64_t cols, const char *dims, const char *fmt, int layer) {
   snprintf(t->name, sizeof(t->name), fmt, layer);
   t->data = data;
   t->ndim = cols > 0 ? 2 : 1;
   t->shape[0] = rows;
   t->shape[1] = cols > 0 ? cols : 0;
+  t->dims = dims;
 }
 
-size_t tb__hf_tensors(const tb_weights_t *w, tb_hf_tensor_t *out) {
-  const tb_model_config_t *c = &w->config;
+#define QD "num_attention_heads * head_dim"
+#define KVD "num_key_value_heads * head_dim"
+
+size_t tb__hf_tensors(const tb_model_config_t *c, const tb_weights_t *w,
+                      tb_hf_tensor_t *out) {
   int64_t C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
-  int64_t q = (int64_t)c->num_heads * c->head_dim;
-  int64_t kv = (int64_t)c->num_kv_heads * c->head_dim;
+  int64_t D = c->head_dim;
+  int64_t q = (int64_t)c->num_heads * D;
+  int64_t kv = (int64_t)c->num_kv_heads * D;
+  static const tb_layer_weights_t none;
   size_t n = 0;
-  put(&out[n++], w->embed, V, C, "model.embed_tokens.weight", 0);
+  put(&out[n++], w ? w->embed : NULL, V, C, "vocab_size, hidden_size",
+      "model.embed_tokens.weight", 0);
   for (int l = 0; l < c->num_layers; l++) {
-    const tb_layer_weights_t *L = &w->layers[l];
-    put(&out[n++], L->attn_norm, C, 0, "model.layers.%d.input_layernorm.weight", l);
-    put(&out[n++], L->wq, q, C, "model.layers.%d.self_attn.q_proj.weight", l);
-    put(&out[n++], L->wk, kv, C, "model.layers.%d.self_attn.k_proj.weight", l);
-    put(&out[n++], L->wv, kv, C, "model.layers.%d.self_attn.v_proj.weight", l);
-    put(&out[n++], L->wo, C, q, "model.layers.%d.self_attn.o_proj.weight", l);
-    put(&out[n++], L->mlp_norm, C, 0,
+    const tb_layer_weights_t *L = w ? &w->layers[l] : &none;
+    put(&out[n++], L->attn_norm, C, 0, "hidden_size",
+        "model.layers.%d.input_layernorm.weight", l);
+    put(&out[n++], L->wq, q, C, QD ", hidden_size",
+        "model.layers.%d.self_attn.q_proj.weight", l);
+    put(&out[n++], L->wk, kv, C, KVD ", hidden_size",
+        "model.layers.%d.self_attn.k_proj.weight", l);
+    put(&out[n++], L->wv, kv, C, KVD ", hidden_size",
+        "model.layers.%d.self_attn.v_proj.weight", l);
+    if (c->qkv_bias) {
+      put(&out[n++], L->bq, q, 0, QD, "model.layers.%d.self_attn.q_proj.bias",
+          l);
+      put(&out[n++], L->bk, kv, 0, KVD,
+          "model.layers.%d.self_attn.k_proj.bias", l);
+      put(&out[n++], L->bv, kv, 0, KVD,
+          "model.layers.%d.self_attn.v_proj.bias", l);
+    }
+    if (c->qk_norm) {
+      put(&out[n++], L->q_norm, D, 0, "head_dim",
+          "model.layers.%d.self_attn.q_norm.weight", l);
+      put(&out[n++], L->k_norm, D, 0, "head_dim",
+          "model.layers.%d.self_attn.k_norm.weight", l);
+    }
+    put(&out[n++], L->wo, C, q, "hidden_size, " QD,
+        "model.layers.%d.self_attn.o_proj.weight", l);
+    put(&out[n++], L->mlp_norm, C, 0, "hidden_size",
         "model.layers.%d.post_attention_layernorm.weight", l);
-    put(&out[n++], L->w_gate, I, C, "model.layers.%d.mlp.gate_proj.weight", l);
-    put(&out[n++], L->w_up, I, C, "model.layers.%d.mlp.up_proj.weight", l);
-    put(&out[n++], L->w_down, C, I, "model.layers.%d.mlp.down_proj.weight", l);
+    put(&out[n++], L->w_gate, I, C, "intermediate_size, hidden_size",
+        "model.layers.%d.mlp.gate_proj.weight", l);
+    put(&out[n++], L->w_up, I, C, "intermediate_size, hidden_size",
+        "model.layers.%d.mlp.up_proj.weight", l);
+    put(&out[n++], L->w_down, C, I, "hidden_size, intermediate_size",
+        "model.layers.%d.mlp.down_proj.weight", l);
   }
-  put(&out[n++], w->final_norm, C, 0, "model.norm.weight", 0);
+  put(&out[n++], w ? w->final_norm : NULL, C, 0, "hidden_size",
+      "model.norm.weight", 0);
   if (!c->tie_word_embeddings)
-    put(&out[n++], w->lm_head, V, C, "lm_head.weight", 0);
+    put(&out[n++], w ? w->lm_head : NULL, V, C, "vocab_size, hidden_size",
+        "lm_head.weight", 0);
   return n;
 }
+
+#undef QD
+#undef KVD
 
 /* ------------------------------------------------------------ loading */
 
@@ -307,31 +229,67 @@ static void shape_str(char *buf, size_t cap, int ndim, const int64_t *shape) {
     snprintf(buf + n, cap - n, "]");
 }
 
-static int load_tensors(const sources_t *s, tb_weights_t *w,
-                        tb_error_t *err) {
-  /* Biases would silently change the function the model computes. */
-  for (size_t i = 0; i < s->n_files; i++) {
-    for (size_t j = 0; j < s->files[i].n_tensors; j++) {
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static int ends_with(const char *s, const char *suffix) {
+  size_t a = strlen(s), b = strlen(suffix);
+  return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+/* Every tensor of the files must be one the config declares: a bias, a
+ * norm or a layer it does not know of would be silently dropped, and the
+ * model would compute something else.  Two are harmless: the rotary
+ * frequencies some old checkpoints store, and a tied model's lm_head. */
+static int check_no_extra(const sources_t *s, const tb_hf_tensor_t *want,
+                          size_t n, const tb_model_config_t *c,
+                          tb_error_t *err) {
+  const char **names = calloc(n, sizeof(*names));
+  if (names == NULL)
+    return oom(err);
+  for (size_t i = 0; i < n; i++)
+    names[i] = want[i].name;
+  qsort(names, n, sizeof(*names), cmp_str);
+  int rc = 0;
+  for (size_t i = 0; rc == 0 && i < s->n_files; i++) {
+    for (size_t j = 0; rc == 0 && j < s->files[i].n_tensors; j++) {
       const char *nm = s->files[i].tensors[j].name;
-      size_t len = strlen(nm);
-      if (len >= 5 && strcmp(nm + len - 5, ".bias") == 0)
-        return tb_error_set(err, TB_EUNSUPPORTED, TB_CATEGORY_USER,
-                            "%s: tensor %s: biases are not supported",
-                            s->files[i].path, nm);
+      if (bsearch(&nm, names, n, sizeof(*names), cmp_str) != NULL ||
+          ends_with(nm, ".rotary_emb.inv_freq") ||
+          (c->tie_word_embeddings && strcmp(nm, "lm_head.weight") == 0))
+        continue;
+      rc = tb_error_set(err, TB_EUNSUPPORTED, TB_CATEGORY_USER,
+                        "%s: tensor %s is not part of a %s as config.json "
+                        "describes it", s->files[i].path, nm,
+                        tb__model_arch_name(c->arch));
     }
   }
-  size_t cap = tb__hf_tensor_count(&w->config);
-  tb_hf_tensor_t *want = calloc(cap, sizeof(*want));
-  if (want == NULL)
-    return oom(err);
-  size_t n = tb__hf_tensors(w, want);
-  int rc = 0;
-  for (size_t i = 0; rc == 0 && i < n; i++) {
+  free(names);
+  return rc;
+}
+
+/* Checks every tensor the config declares against the files: present,
+ * with exactly its shape.  Runs before anything is allocated, so a config
+ * that claims more than the files hold fails here, naming the field. */
+static int check_tensors(const sources_t *s, const tb_hf_tensor_t *want,
+                         size_t n, const tb_model_config_t *c,
+                         tb_error_t *err) {
+  for (size_t i = 0; i < n; i++) {
     const tb_st_file_t *f;
     const tb_st_tensor_t *t;
-    rc = find_tensor(s, want[i].name, &f, &t, err);
-    if (rc != 0)
-      break;
+    int rc = find_tensor(s, want[i].name, &f, &t, err);
+    if (rc != 0) {
+      /* A layer past the files' last one: the layer count is wrong. */
+      if (rc == TB_ENOENT && strncmp(want[i].name, "model.layers.", 13) == 0 &&
+          strncmp(want[i].name, "model.layers.0.", 15) != 0) {
+        char note[96];
+        snprintf(note, sizeof(note), "config.json num_hidden_layers is %d",
+                 c->num_layers);
+        tb__error_prefix(err, note);
+      }
+      return rc;
+    }
     int same = t->ndim == want[i].ndim;
     for (int d = 0; same && d < t->ndim; d++)
       same = t->shape[d] == want[i].shape[d];
@@ -339,15 +297,31 @@ static int load_tensors(const sources_t *s, tb_weights_t *w,
       char got[128], exp[128];
       shape_str(got, sizeof(got), t->ndim, t->shape);
       shape_str(exp, sizeof(exp), want[i].ndim, want[i].shape);
-      rc = tb_error_set(err, TB_ESHAPE, TB_CATEGORY_USER,
-                        "%s: tensor %s has shape %s, expected %s", f->path,
-                        want[i].name, got, exp);
-      break;
+      return tb_error_set(err, TB_ESHAPE, TB_CATEGORY_USER,
+                          "%s: tensor %s has shape %s, expected %s (config.json "
+                          "%s)", f->path, want[i].name, got, exp,
+                          want[i].dims);
     }
-    /* The views are const for the math; the loader owns the storage. */
-    rc = tb__st_read_f32(f, t, (float *)want[i].data, t->numel, err);
   }
-  free(want);
+  return check_no_extra(s, want, n, c, err);
+}
+
+/* Converts the tensors into w's storage one by one, giving back each
+ * one's pages of the file as soon as it is converted. */
+static int load_tensors(const sources_t *s, tb_weights_t *w,
+                        tb_hf_tensor_t *want, tb_error_t *err) {
+  size_t n = tb__hf_tensors(&w->config, w, want);
+  int rc = 0;
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    const tb_st_file_t *f;
+    const tb_st_tensor_t *t;
+    rc = find_tensor(s, want[i].name, &f, &t, err);
+    /* The views are const for the math; the loader owns the storage. */
+    if (rc == 0)
+      rc = tb__st_read_f32(f, t, (float *)want[i].data, t->numel, err);
+    if (rc == 0)
+      tb__st_release(f, t);
+  }
   return rc;
 }
 
@@ -368,13 +342,22 @@ int tb__hf_load(const char *dir, tb_weights_t *w, tb_error_t *err) {
     return rc;
   sources_t s;
   rc = open_sources(dir, &s, err);
+  tb_hf_tensor_t *want = NULL;
+  if (rc == 0) {
+    want = calloc(tb__hf_tensor_count(&cfg), sizeof(*want));
+    if (want == NULL)
+      rc = oom(err);
+  }
+  if (rc == 0)
+    rc = check_tensors(&s, want, tb__hf_tensors(&cfg, NULL, want), &cfg, err);
   if (rc == 0) {
     rc = tb__weights_alloc(w, &cfg);
     if (rc != 0)
       oom(err);
   }
   if (rc == 0)
-    rc = load_tensors(&s, w, err);
+    rc = load_tensors(&s, w, want, err);
+  free(want);
   sources_free(&s);
   if (rc != 0)
     tb__weights_free(w);
@@ -383,8 +366,10 @@ int tb__hf_load(const char *dir, tb_weights_t *w, tb_error_t *err) {
 
 /* ------------------------------------------------------------ writing */
 
-static void to_out(const tb_hf_tensor_t *h, tb_st_out_t *o) {
+static void to_out(const tb_hf_tensor_t *h, tb_st_dtype_t dtype,
+                   tb_st_out_t *o) {
   memset(o, 0, sizeof(*o));
+  o->dtype = dtype;
   o->name = h->name;
   o->ndim = h->ndim;
   o->shape[0] = h->shape[0];
@@ -460,6 +445,12 @@ static int write_shards(const char *dir, const tb_st_out_t *outs, size_t n,
 int tb__hf_save(const char *dir, const tb_weights_t *w,
                 const json_t *extra_config, size_t shard_bytes,
                 tb_error_t *err) {
+  return tb__hf_save_as(dir, w, extra_config, shard_bytes, TB_ST_F32, err);
+}
+
+int tb__hf_save_as(const char *dir, const tb_weights_t *w,
+                   const json_t *extra_config, size_t shard_bytes,
+                   tb_st_dtype_t dtype, tb_error_t *err) {
   int rc = tb__mkdir_p1(dir, err);
   if (rc != 0)
     return rc;
@@ -477,10 +468,17 @@ int tb__hf_save(const char *dir, const tb_weights_t *w,
     rc = oom(err);
     goto done;
   }
-  size_t n = tb__hf_tensors(w, hts);
+  if (json_object_set_new(cfg, "torch_dtype",
+                          json_string(dtype == TB_ST_BF16  ? "bfloat16"
+                                      : dtype == TB_ST_F16 ? "float16"
+                                                           : "float32")) != 0) {
+    rc = oom(err);
+    goto done;
+  }
+  size_t n = tb__hf_tensors(&w->config, w, hts);
   size_t total = 0;
   for (size_t i = 0; i < n; i++) {
-    to_out(&hts[i], &outs[i]);
+    to_out(&hts[i], dtype, &outs[i]);
     total += tb__st_out_nbytes(&outs[i]);
   }
   rc = tb__json_write_file(cfg_path, cfg, err);

@@ -1,5 +1,6 @@
 /*
- * The Llama-family decoder with LoRA, composed from kernels/ (see llama.h).
+ * The Llama-family decoder (Llama, Qwen2, Qwen3) with LoRA, composed from
+ * kernels/ (see llama.h).
  *
  * One forward pass (run_forward) serves training, evaluation and sampling:
  * the rows of a call are split into sequences, each with a start position
@@ -15,6 +16,14 @@
  * the residual stream and the stored rstd (tb__k_lora_da_normed); the
  * latter comes back with the SwiGLU gradient's pass.  A forward without
  * backward keeps a single layer block and two residual buffers.
+ *
+ * The families differ in three places (weights.h): Qwen2's q, k and v
+ * add frozen biases after their products; Qwen3 normalises every head of
+ * q and k (RMSNorm over head_dim) before rotary, and then keeps the raw
+ * projections with the norms' rstd and makes the normalised, rotated heads
+ * again in the backward pass, into one scratch that then takes their
+ * gradient; Llama 3 rescales the rotary frequencies (rope_reserve).  The
+ * LoRA gradients flow through all three like any other frozen op.
  */
 #include "engine/llama.h"
 
@@ -121,10 +130,11 @@ struct tb_llama_ws_s {
   size_t ints_cap;
   seq_t *seqs;
   size_t seqs_cap;
-  /* RoPE tables for positions 0 .. rope_len-1, reused across calls. */
+  /* RoPE tables for positions 0 .. rope_len-1, reused across calls, and
+   * the config they were made for (its rope fields and head_dim). */
   float *rope_cos, *rope_sin;
-  size_t rope_len, rope_D;
-  float rope_theta;
+  size_t rope_len;
+  tb_model_config_t rope_for;
 };
 
 int tb__llama_ws_new(tb_llama_ws_t **out) {
@@ -158,26 +168,42 @@ static int grow(void **p, size_t *cap, size_t n, size_t elem) {
   return 0;
 }
 
+static int same_rope(const tb_model_config_t *a, const tb_model_config_t *b) {
+  return a->head_dim == b->head_dim && a->rope_theta == b->rope_theta &&
+         a->rope_type == b->rope_type && a->rope_factor == b->rope_factor &&
+         a->rope_low_freq_factor == b->rope_low_freq_factor &&
+         a->rope_high_freq_factor == b->rope_high_freq_factor &&
+         a->rope_original_max_position_embeddings ==
+             b->rope_original_max_position_embeddings;
+}
+
 static int rope_reserve(tb_llama_ws_t *ws, const tb_model_config_t *m,
                         size_t npos) {
   size_t half = (size_t)m->head_dim / 2;
-  if (ws->rope_cos && npos <= ws->rope_len && ws->rope_D == (size_t)m->head_dim &&
-      ws->rope_theta == m->rope_theta)
+  int same = ws->rope_cos != NULL && same_rope(&ws->rope_for, m);
+  if (same && npos <= ws->rope_len)
     return 0;
   size_t len = npos < 64 ? 64 : npos;
-  if (len < 2 * ws->rope_len)
+  if (same && len < 2 * ws->rope_len)
     len = 2 * ws->rope_len;  /* decoding grows one position at a time */
-  float *t = malloc(2 * len * half * sizeof(float));
+  /* The frequencies sit after the two tables. */
+  float *t = malloc((2 * len + 1) * half * sizeof(float));
   if (t == NULL)
     return TB_ENOMEM;
   free(ws->rope_cos);
   ws->rope_cos = t;
   ws->rope_sin = t + len * half;
   ws->rope_len = len;
-  ws->rope_D = (size_t)m->head_dim;
-  ws->rope_theta = m->rope_theta;
-  tb__k_rope_table(ws->rope_cos, ws->rope_sin, m->rope_theta, 0, len,
-                   (size_t)m->head_dim);
+  ws->rope_for = *m;
+  float *freq = t + 2 * len * half;
+  tb__k_rope_inv_freq(freq, m->rope_theta, (size_t)m->head_dim);
+  if (m->rope_type == TB_ROPE_LLAMA3)
+    tb__k_rope_llama3(freq, m->rope_factor, m->rope_low_freq_factor,
+                      m->rope_high_freq_factor,
+                      (float)m->rope_original_max_position_embeddings,
+                      (size_t)m->head_dim);
+  tb__k_rope_table_freq(ws->rope_cos, ws->rope_sin, freq, 0, len,
+                        (size_t)m->head_dim);
   return 0;
 }
 
@@ -186,6 +212,7 @@ static int rope_reserve(tb_llama_ws_t *ws, const tb_model_config_t *m,
 typedef struct dims_s {
   size_t C, H, KVH, D, QD, KVD, I, V, L, r;
   float eps;
+  int qk_norm;
 } dims_t;
 
 static void dims_init(dims_t *d, const tb_model_config_t *m,
@@ -201,6 +228,7 @@ static void dims_init(dims_t *d, const tb_model_config_t *m,
   d->L = (size_t)m->num_layers;
   d->r = lora ? lora->rank : 0;
   d->eps = m->rms_norm_eps;
+  d->qk_norm = m->qk_norm;
 }
 
 /* A bump pointer over the activation buffer; with base NULL it only
@@ -219,8 +247,10 @@ static float *take(bump_t *b, size_t n) {
 /* What one layer keeps for its backward pass. */
 typedef struct layer_acts_s {
   float *rstd1;    /* (T) */
-  float *q;        /* (T, QD) after RoPE */
-  float *k;        /* (T, KVD) after RoPE */
+  float *q;        /* (T, QD) after RoPE; with qk_norm, before the norm */
+  float *k;        /* (T, KVD) after RoPE; with qk_norm, before the norm */
+  float *rstd_q;   /* (T, H) qk_norm only */
+  float *rstd_k;   /* (T, KVH) qk_norm only */
   float *v;        /* (T, KVD) */
   float *att;      /* (T, QD) attention output */
   float *lse;      /* (T, H) */
@@ -239,6 +269,8 @@ static void point_layer(layer_acts_t *a, bump_t *b, const dims_t *d,
   a->rstd1 = take(b, T);
   a->q = take(b, T * d->QD);
   a->k = take(b, T * d->KVD);
+  a->rstd_q = d->qk_norm ? take(b, T * d->H) : NULL;
+  a->rstd_k = d->qk_norm ? take(b, T * d->KVH) : NULL;
   a->v = take(b, T * d->KVD);
   a->att = take(b, T * d->QD);
   a->lse = take(b, T * d->H);
@@ -266,6 +298,7 @@ typedef struct acts_s {
   float *h;        /* (T, C) normalised input of a projection */
   float *act;      /* (T, I) SwiGLU output */
   float *hf;       /* (T, C) final norm output */
+  float *qn, *kn;  /* (T, QD), (T, KVD) qk_norm only: q, k normed, rotated */
   float *rstdf;    /* (T) */
   float *xa_u;     /* (T, r) unembedding LoRA */
   float *logits;   /* (R, V) */
@@ -301,6 +334,8 @@ static void point_acts(acts_t *a, bump_t *b, const dims_t *d,
   a->h = take(b, T * d->C);
   a->act = take(b, T * d->I);
   a->hf = take(b, T * d->C);
+  a->qn = d->qk_norm ? take(b, T * d->QD) : NULL;
+  a->kn = d->qk_norm ? take(b, T * d->KVD) : NULL;
   a->rstdf = take(b, T);
   a->xa_u = take(b, T * d->r);
   a->logits = take(b, R * d->V);
@@ -409,11 +444,27 @@ static void layer_forward(tb_llama_ws_t *ws, const acts_t *a, const dims_t *d,
   linear(la.q, a->h, w, lw->wq, &la, lora, l, TB_LORA_Q, 0, T, d->C, d->QD);
   linear(la.k, a->h, w, lw->wk, &la, lora, l, TB_LORA_K, 0, T, d->C, d->KVD);
   linear(la.v, a->h, w, lw->wv, &la, lora, l, TB_LORA_V, 0, T, d->C, d->KVD);
+  if (lw->bq != NULL) {
+    tb__k_bias_forward(la.q, lw->bq, T, d->QD);
+    tb__k_bias_forward(la.k, lw->bk, T, d->KVD);
+    tb__k_bias_forward(la.v, lw->bv, T, d->KVD);
+  }
+  /* With qk_norm the raw projections stay for the backward pass, and the
+   * heads are normalised (and then rotated) into scratch. */
+  float *qs = la.q, *ks = la.k;
+  if (d->qk_norm) {
+    qs = a->qn;
+    ks = a->kn;
+    tb__k_rmsnorm_forward(qs, la.rstd_q, la.q, lw->q_norm, d->eps, T * d->H,
+                          d->D);
+    tb__k_rmsnorm_forward(ks, la.rstd_k, la.k, lw->k_norm, d->eps,
+                          T * d->KVH, d->D);
+  }
   for (size_t s = 0; s < nseq; s++) {
     const seq_t *sq = &seqs[s];
     const float *cs = ws->rope_cos + sq->pos0 * half;
     const float *sn = ws->rope_sin + sq->pos0 * half;
-    float *q = la.q + sq->row0 * d->QD, *k = la.k + sq->row0 * d->KVD;
+    float *q = qs + sq->row0 * d->QD, *k = ks + sq->row0 * d->KVD;
     const float *v = la.v + sq->row0 * d->KVD;
     tb__k_rope_forward(q, q, cs, sn, sq->len, d->H, d->D);
     tb__k_rope_forward(k, k, cs, sn, sq->len, d->KVH, d->D);
@@ -568,27 +619,58 @@ static void layer_backward(const tb_llama_ws_t *ws, const acts_t *a,
   tb__k_zero(a->dq, T * d->QD);
   tb__k_zero(a->dk, T * d->KVD);
   tb__k_zero(a->dv, T * d->KVD);
+  /* With qk_norm the attention saw the normalised, rotated heads, which
+   * the forward did not keep: they are made again (cheap, row-wise). */
+  const float *qs = la.q, *ks = la.k;
+  if (d->qk_norm) {
+    tb__k_rmsnorm_forward(a->qn, NULL, la.q, lw->q_norm, d->eps, T * d->H,
+                          d->D);
+    tb__k_rmsnorm_forward(a->kn, NULL, la.k, lw->k_norm, d->eps, T * d->KVH,
+                          d->D);
+    for (size_t s = 0; s < nseq; s++) {
+      size_t r0 = seqs[s].row0, n = seqs[s].len;
+      tb__k_rope_forward(a->qn + r0 * d->QD, a->qn + r0 * d->QD, ws->rope_cos,
+                         ws->rope_sin, n, d->H, d->D);
+      tb__k_rope_forward(a->kn + r0 * d->KVD, a->kn + r0 * d->KVD,
+                         ws->rope_cos, ws->rope_sin, n, d->KVH, d->D);
+    }
+    qs = a->qn;
+    ks = a->kn;
+  }
   for (size_t s = 0; s < nseq; s++) {
     size_t r0 = seqs[s].row0, n = seqs[s].len;
     float *dq = a->dq + r0 * d->QD, *dk = a->dk + r0 * d->KVD;
     tb__k_attention_backward(dq, dk, a->dv + r0 * d->KVD, a->att_scratch,
-                             a->datt + r0 * d->QD, la.q + r0 * d->QD,
-                             la.k + r0 * d->KVD, la.v + r0 * d->KVD,
+                             a->datt + r0 * d->QD, qs + r0 * d->QD,
+                             ks + r0 * d->KVD, la.v + r0 * d->KVD,
                              la.att + r0 * d->QD, la.lse + r0 * d->H, n, d->H,
                              d->KVH, d->D);
     /* The training rows of a sequence sit at positions 0 .. n-1. */
     tb__k_rope_backward(dq, dq, ws->rope_cos, ws->rope_sin, n, d->H, d->D);
     tb__k_rope_backward(dk, dk, ws->rope_cos, ws->rope_sin, n, d->KVH, d->D);
   }
+  /* Through the head norms: the gradient of the raw projections goes to
+   * the scratch that held the normalised heads, now free. */
+  float *dq = a->dq, *dk = a->dk;
+  if (d->qk_norm) {
+    tb__k_zero(a->qn, T * d->QD);
+    tb__k_zero(a->kn, T * d->KVD);
+    tb__k_rmsnorm_backward(a->qn, NULL, a->dq, la.q, lw->q_norm, la.rstd_q,
+                           T * d->H, d->D);
+    tb__k_rmsnorm_backward(a->kn, NULL, a->dk, la.k, lw->k_norm, la.rstd_k,
+                           T * d->KVH, d->D);
+    dq = a->qn;
+    dk = a->kn;
+  }
   /* The first layer's input is the frozen embedding: its gradient is of
    * no use, so only the adapters' own gradients are computed there. */
   int need_dx = l > 0;
-  const float *dy_qkv[] = { a->dq, a->dk, a->dv };
+  const float *dy_qkv[] = { dq, dk, a->dv };
   if (need_dx) {
     tb__packed_backward_input(w->packed, tb__weights_slot(l, TB_LORA_Q),
-                              a->dh, a->dq, lw->wq, 0, T, C, d->QD);
+                              a->dh, dq, lw->wq, 0, T, C, d->QD);
     tb__packed_backward_input(w->packed, tb__weights_slot(l, TB_LORA_K),
-                              a->dh, a->dk, lw->wk, 1, T, C, d->KVD);
+                              a->dh, dk, lw->wk, 1, T, C, d->KVD);
     tb__packed_backward_input(w->packed, tb__weights_slot(l, TB_LORA_V),
                               a->dh, a->dv, lw->wv, 1, T, C, d->KVD);
   }

@@ -1,11 +1,12 @@
 /*
- * safetensors reading (mmap, validated up front) and atomic f32 writing;
- * see safetensors.h.
+ * safetensors reading (mmap, validated up front, pages given back tensor by
+ * tensor) and atomic writing; see safetensors.h.
  *
  * The reader trusts nothing in the file: every size is checked against the
  * mapping with overflow-safe size_t arithmetic before a tensor is exposed,
  * so a caller can read any tensor the open call returned without further
- * bounds checks.  Non-goals: writing f16/bf16, and big-endian hosts.
+ * bounds checks.  Non-goals: dtypes other than F32, F16 and BF16, and
+ * big-endian hosts.
  */
 #include "engine/safetensors.h"
 
@@ -76,6 +77,42 @@ float tb__bf16_to_f32(uint16_t b) {
   float f;
   memcpy(&f, &bits, sizeof(f));
   return f;
+}
+
+uint16_t tb__f32_to_bf16(float f) {
+  uint32_t bits;
+  memcpy(&bits, &f, sizeof(bits));
+  if ((bits & 0x7fffffffu) > 0x7f800000u)
+    return (uint16_t)((bits >> 16) | 0x40u);  /* quiet NaN, sign kept */
+  uint32_t round = 0x7fffu + ((bits >> 16) & 1u);
+  return (uint16_t)((bits + round) >> 16);
+}
+
+uint16_t tb__f32_to_f16(float f) {
+  uint32_t bits;
+  memcpy(&bits, &f, sizeof(bits));
+  uint16_t sign = (uint16_t)((bits >> 16) & 0x8000u);
+  uint32_t abs = bits & 0x7fffffffu;
+  if (abs > 0x7f800000u)
+    return (uint16_t)(sign | 0x7e00u);        /* NaN */
+  if (abs >= 0x477ff000u)                     /* >= 65520: rounds past max */
+    return (uint16_t)(sign | 0x7c00u);        /* infinity */
+  if (abs < 0x38800000u) {                    /* below 2^-14: subnormal */
+    if (abs < 0x33000000u)                    /* below 2^-25: rounds to 0 */
+      return sign;
+    uint32_t e = abs >> 23, mant = (abs & 0x7fffffu) | 0x800000u;
+    uint32_t shift = 126 - e;                 /* 14..24: value mant >> shift */
+    uint32_t half = mant >> shift;
+    uint32_t rest = mant & ((1u << shift) - 1u), mid = 1u << (shift - 1);
+    if (rest > mid || (rest == mid && (half & 1u)))
+      half++;
+    return (uint16_t)(sign | half);
+  }
+  /* Normal: rebias the exponent, round the 13 dropped bits to even; a
+   * carry into the exponent is the right result. */
+  uint32_t v = abs - ((uint32_t)(127 - 15) << 23);
+  v += 0xfffu + ((v >> 13) & 1u);
+  return (uint16_t)(sign | (v >> 13));
 }
 
 /* ------------------------------------------------------------------ reader */
@@ -368,13 +405,27 @@ int tb__st_read_f32(const tb_st_file_t *f, const tb_st_tensor_t *t,
   return 0;
 }
 
+void tb__st_release(const tb_st_file_t *f, const tb_st_tensor_t *t) {
+  if (f->map == NULL || t->nbytes == 0)
+    return;
+  /* Whole pages only, rounded outwards: a page shared with a neighbour is
+   * simply read again if that tensor is read later. */
+  uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+  uintptr_t lo = (uintptr_t)t->data & ~(page - 1);
+  uintptr_t hi = ((uintptr_t)t->data + t->nbytes + page - 1) & ~(page - 1);
+  uintptr_t map_hi = (uintptr_t)f->map + f->map_len;
+  if (hi > ((map_hi + page - 1) & ~(page - 1)))
+    hi = (map_hi + page - 1) & ~(page - 1);
+  (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
 /* ------------------------------------------------------------------ writer */
 
 size_t tb__st_out_nbytes(const tb_st_out_t *t) {
   size_t n = 1;
   for (int d = 0; d < t->ndim; d++)
     n *= (size_t)t->shape[d];
-  return n * sizeof(float);
+  return n * tb__st_dtype_size(t->dtype);
 }
 
 static int build_header(const char *path, const tb_st_out_t *tensors,
@@ -422,7 +473,8 @@ static int build_header(const char *path, const tb_st_out_t *tensors,
                                                                    : 0;
     }
     uint64_t end = off + (uint64_t)tb__st_out_nbytes(t);
-    json_t *e = json_pack("{s:s, s:o, s:[I,I]}", "dtype", "F32", "shape",
+    json_t *e = json_pack("{s:s, s:o, s:[I,I]}", "dtype",
+                          tb__st_dtype_name(t->dtype), "shape",
                           shape, "data_offsets", (json_int_t)off,
                           (json_int_t)end);
     if (rc == 0 && (e == NULL || json_object_set_new(h, t->name, e) != 0))
@@ -467,9 +519,22 @@ int tb__st_write(const char *path, const tb_st_out_t *tensors, size_t n,
     rc = tb__atomic_write(&f, head.base, head.len, err);
   tb__buf_free(&head);
   for (size_t i = 0; rc == 0 && i < n; i++) {
-    size_t nb = tb__st_out_nbytes(&tensors[i]);
-    if (nb > 0)
-      rc = tb__atomic_write(&f, tensors[i].data, nb, err);
+    const tb_st_out_t *t = &tensors[i];
+    size_t nb = tb__st_out_nbytes(t);
+    if (nb > 0 && t->dtype == TB_ST_F32) {
+      rc = tb__atomic_write(&f, t->data, nb, err);
+      continue;
+    }
+    /* 16-bit types: converted through a small buffer. */
+    uint16_t chunk[4096];
+    size_t numel = nb / 2;
+    for (size_t j = 0; rc == 0 && j < numel; j += 4096) {
+      size_t m = numel - j < 4096 ? numel - j : 4096;
+      for (size_t k = 0; k < m; k++)
+        chunk[k] = t->dtype == TB_ST_BF16 ? tb__f32_to_bf16(t->data[j + k])
+                                          : tb__f32_to_f16(t->data[j + k]);
+      rc = tb__atomic_write(&f, chunk, m * 2, err);
+    }
   }
   if (rc != 0) {
     tb__atomic_abort(&f);

@@ -1,5 +1,5 @@
 /*
- * The safetensors format: a memory-mapped reader and an atomic f32 writer.
+ * The safetensors format: a memory-mapped reader and an atomic writer.
  *
  * A file is an 8-byte little-endian header length N, N bytes of JSON
  * ({"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]},
@@ -10,7 +10,8 @@
  * or corrupt file gives TB_ECORRUPT (or TB_EUNSUPPORTED for a dtype) with a
  * message naming the file and, when one is involved, the tensor.
  *
- * The writer emits F32 tensors in the order given, with the header padded
+ * The writer emits tensors in the order given (F32, or rounded to F16 or
+ * BF16 to nearest even, for tests and smaller files), with the header padded
  * by spaces so that the data region starts 8-byte aligned, through
  * tb_atomic_file_t (temporary name, fsync, rename, fsync of the directory).
  *
@@ -74,17 +75,30 @@ const char *tb__st_metadata(const tb_st_file_t *f, const char *key);
 int tb__st_read_f32(const tb_st_file_t *f, const tb_st_tensor_t *t,
                     float *dst, size_t numel, tb_error_t *err);
 
+/* Gives back the memory the mapping holds for a tensor already read (its
+ * pages, which a later read faults in again from the file), so a loader
+ * that converts tensor by tensor holds at most one tensor of the file at
+ * a time besides its own copy. */
+void tb__st_release(const tb_st_file_t *f, const tb_st_tensor_t *t);
+
 /* Scalar conversions, exact for every input (subnormals, infinities, NaN
  * payloads keep their meaning). */
 float tb__f16_to_f32(uint16_t h);
 float tb__bf16_to_f32(uint16_t b);
 
-/* One tensor to write: float32 data of prod(shape) elements. */
+/* Rounding conversions to the 16-bit types, to nearest even (NaN stays a
+ * quiet NaN, overflow of f16 gives infinity). */
+uint16_t tb__f32_to_f16(float f);
+uint16_t tb__f32_to_bf16(float f);
+
+/* One tensor to write: float32 data of prod(shape) elements, stored as
+ * dtype (F32 when the struct is zeroed). */
 typedef struct tb_st_out_s {
   const char *name;
   int ndim;
   int64_t shape[TB_ST_MAX_DIMS];
   const float *data;
+  tb_st_dtype_t dtype;
 } tb_st_out_t;
 
 /* Writes n tensors atomically.  metadata, when not NULL, is an object of

@@ -15,6 +15,24 @@
 #include "engine/lora_target.h"
 #include "engine/packed.h"
 
+/* The families of decoder the math runs.  They share the Llama block and
+ * differ in a few switches of tb_model_config_t: Qwen2 adds biases to the
+ * q, k and v projections, Qwen3 an RMSNorm of every query and key head
+ * before rotary. */
+typedef enum {
+  TB_ARCH_LLAMA = 0,  /* LlamaForCausalLM (Llama 2/3.x, SmolLM2, base) */
+  TB_ARCH_QWEN2,      /* Qwen2ForCausalLM (Qwen2, Qwen2.5) */
+  TB_ARCH_QWEN3,      /* Qwen3ForCausalLM (Qwen3 dense) */
+  TB_ARCH_COUNT
+} tb_model_arch_t;
+
+/* Rotary frequencies: as computed (TB_ROPE_DEFAULT), or rescaled the
+ * Llama 3 way (rope_scaling {"rope_type": "llama3"}): wavelengths longer
+ * than original_max_position_embeddings / low_freq_factor are divided by
+ * factor, those shorter than .. / high_freq_factor kept, and the band
+ * between interpolated. */
+typedef enum { TB_ROPE_DEFAULT = 0, TB_ROPE_LLAMA3 } tb_rope_type_t;
+
 typedef struct tb_model_config_s {
   int hidden_size;              /* C */
   int intermediate_size;        /* I */
@@ -27,13 +45,30 @@ typedef struct tb_model_config_s {
   float rms_norm_eps;
   float rope_theta;
   int tie_word_embeddings;      /* lm_head shares embed_tokens */
+  tb_model_arch_t arch;
+  int qkv_bias;                 /* q, k, v projections add a frozen bias */
+  int qk_norm;                  /* RMSNorm (weight (D)) of each q, k head */
+  tb_rope_type_t rope_type;
+  float rope_factor;            /* TB_ROPE_LLAMA3 only */
+  float rope_low_freq_factor;
+  float rope_high_freq_factor;
+  int rope_original_max_position_embeddings;
 } tb_model_config_t;
+
+/* "LlamaForCausalLM", ...; and the config.json model_type, "llama", ... */
+const char *tb__model_arch_name(tb_model_arch_t a);
+const char *tb__model_arch_type(tb_model_arch_t a);
 
 typedef struct tb_layer_weights_s {
   const float *attn_norm;  /* (C)            input_layernorm.weight */
   const float *wq;         /* (H*D, C)       self_attn.q_proj.weight */
   const float *wk;         /* (KVH*D, C)     self_attn.k_proj.weight */
   const float *wv;         /* (KVH*D, C)     self_attn.v_proj.weight */
+  const float *bq;         /* (H*D)          self_attn.q_proj.bias, or NULL */
+  const float *bk;         /* (KVH*D)        self_attn.k_proj.bias, or NULL */
+  const float *bv;         /* (KVH*D)        self_attn.v_proj.bias, or NULL */
+  const float *q_norm;     /* (D)            self_attn.q_norm.weight, or NULL */
+  const float *k_norm;     /* (D)            self_attn.k_norm.weight, or NULL */
   const float *wo;         /* (C, H*D)       self_attn.o_proj.weight */
   const float *mlp_norm;   /* (C)            post_attention_layernorm.weight */
   const float *w_gate;     /* (I, C)         mlp.gate_proj.weight */
@@ -65,16 +100,27 @@ static inline size_t tb__weights_head_slot(const tb_model_config_t *c) {
   return (size_t)c->num_layers * TB_LORA_LAYER_TARGETS;
 }
 
-/* Checks a config for values the math cannot run with; 0 or TB_EINVAL.
- * `why` (may be NULL) receives a short reason. */
+/* Checks a config for values the math cannot run with and for sizes past
+ * the bounds below (so that no size computed from a config overflows or
+ * asks for absurd memory); 0 or TB_EINVAL.  `why` (may be NULL) receives a
+ * short reason that starts with the config.json field's name. */
+#define TB_MODEL_MAX_HIDDEN 65536
+#define TB_MODEL_MAX_INTERMEDIATE (1 << 20)
+#define TB_MODEL_MAX_LAYERS 1024
+#define TB_MODEL_MAX_HEADS 1024
+#define TB_MODEL_MAX_HEAD_DIM 1024
+#define TB_MODEL_MAX_VOCAB (1 << 22)
+#define TB_MODEL_MAX_POSITIONS (1 << 24)
 int tb__model_config_validate(const tb_model_config_t *c, const char **why);
 
 /* Number of floats a weights storage needs for this config. */
 size_t tb__weights_float_count(const tb_model_config_t *c);
 
 /* Allocates zeroed storage and points every view into it, in a fixed order:
- * embed, then per layer attn_norm, wq, wk, wv, wo, mlp_norm, w_gate, w_up,
- * w_down, then final_norm and (untied only) lm_head.  0 or TB_ENOMEM. */
+ * embed, then per layer attn_norm, wq, wk, wv, (qkv_bias) bq, bk, bv,
+ * (qk_norm) q_norm, k_norm, wo, mlp_norm, w_gate, w_up, w_down, then
+ * final_norm and (untied only) lm_head.  0, TB_EINVAL (a config that
+ * tb__model_config_validate refuses) or TB_ENOMEM. */
 int tb__weights_alloc(tb_weights_t *w, const tb_model_config_t *c);
 void tb__weights_free(tb_weights_t *w);
 

@@ -1,12 +1,19 @@
 #!/usr/bin/env python3
 """Independent reference for Tinkerbell's LoRA math, written with PyTorch.
 
-Loads a Hugging Face Llama directory (config.json + model.safetensors) and a
-PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors), runs the
-batch described in batch.json in float64, and writes the loss, the per-token
-target logprobs of every datum and the gradients of every LoRA tensor to
-result.json.  The model is written out plainly here (no transformers), so it
-checks the C implementation against an independent one.
+Loads a Hugging Face directory of one of the three families Tinkerbell runs
+(config.json + model.safetensors, or a sharded model.safetensors.index.json;
+F32, F16 or BF16) and a PEFT LoRA adapter (adapter_config.json +
+adapter_model.safetensors), runs the batch described in batch.json in
+float64, and writes the loss, the per-token target logprobs of every datum
+and the gradients of every LoRA tensor to result.json.  The model is written
+out plainly here (no transformers), after the transformers classes:
+  LlamaForCausalLM  RMSNorm, rotary (rope_scaling "llama3" as
+                    _compute_llama3_parameters), GQA, SwiGLU, tied or not
+  Qwen2ForCausalLM  the same with biases on q_proj, k_proj, v_proj
+  Qwen3ForCausalLM  the same with an RMSNorm over each head of q and k
+                    (q_norm, k_norm) before rotary, and head_dim from config
+so it checks the C implementation against an independent one.
 
 usage: torch_lora_reference.py MODEL_DIR ADAPTER_DIR BATCH_JSON RESULT_JSON
 
@@ -58,10 +65,38 @@ def rms_norm(x, w, eps):
     return x * torch.rsqrt((x * x).mean(-1, keepdim=True) + eps) * w
 
 
-def rope(x, theta):
+def read_weights(model_dir):
+    """model.safetensors, or every shard the index names."""
+    try:
+        return read_safetensors(model_dir + "/model.safetensors")
+    except FileNotFoundError:
+        index = json.load(open(model_dir + "/model.safetensors.index.json"))
+        out = {}
+        for shard in sorted(set(index["weight_map"].values())):
+            out.update(read_safetensors(model_dir + "/" + shard))
+        return out
+
+
+def inv_freq(cfg, D):
+    theta = cfg.get("rope_theta", 10000.0)
+    inv = 1.0 / (theta ** (torch.arange(0, D, 2, dtype=torch.float64) / D))
+    rs = cfg.get("rope_scaling")
+    if rs is None or rs.get("rope_type", rs.get("type")) == "default":
+        return inv
+    assert rs.get("rope_type", rs.get("type")) == "llama3", rs
+    factor, lo, hi = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"]
+    old = rs["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / inv
+    scaled = torch.where(wavelen > old / lo, inv / factor, inv)
+    smooth = (old / wavelen - lo) / (hi - lo)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= old / hi) & (wavelen <= old / lo)
+    return torch.where(medium, smoothed, scaled)
+
+
+def rope(x, inv):
     # x: (T, heads, D); Hugging Face Llama convention (rotate_half).
     T, _, D = x.shape
-    inv = 1.0 / (theta ** (torch.arange(0, D, 2, dtype=torch.float64) / D))
     freqs = torch.outer(torch.arange(T, dtype=torch.float64), inv)
     emb = torch.cat([freqs, freqs], -1)
     cos, sin = emb.cos()[:, None, :], emb.sin()[:, None, :]
@@ -72,7 +107,7 @@ def rope(x, theta):
 def main():
     model_dir, adapter_dir, batch_path, result_path = sys.argv[1:5]
     cfg = json.load(open(model_dir + "/config.json"))
-    W = read_safetensors(model_dir + "/model.safetensors")
+    W = read_weights(model_dir)
     acfg = json.load(open(adapter_dir + "/adapter_config.json"))
     A = read_safetensors(adapter_dir + "/adapter_model.safetensors")
     for t in A.values():
@@ -85,12 +120,16 @@ def main():
     D = cfg.get("head_dim", C // H)
     L = cfg["num_hidden_layers"]
     eps = cfg["rms_norm_eps"]
-    theta = cfg.get("rope_theta", 10000.0)
+    arch = cfg["architectures"][0]
+    assert arch in ("LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"), arch
+    inv = inv_freq(cfg, D)
     tied = cfg.get("tie_word_embeddings", False)
     scale = acfg["lora_alpha"] / acfg["r"]
 
-    def linear(x, weight_name, peft_prefix):
+    def linear(x, weight_name, peft_prefix, bias=False):
         y = x @ W[weight_name].T
+        if bias:
+            y = y + W[weight_name[:-len("weight")] + "bias"]
         a = A.get(peft_prefix + ".lora_A.weight")
         if a is not None:
             b = A[peft_prefix + ".lora_B.weight"]
@@ -105,10 +144,17 @@ def main():
             p = f"model.layers.{l}."
             pp = "base_model.model." + p
             h = rms_norm(x, W[p + "input_layernorm.weight"], eps)
-            q = linear(h, p + "self_attn.q_proj.weight", pp + "self_attn.q_proj").view(T, H, D)
-            k = linear(h, p + "self_attn.k_proj.weight", pp + "self_attn.k_proj").view(T, KVH, D)
-            v = linear(h, p + "self_attn.v_proj.weight", pp + "self_attn.v_proj").view(T, KVH, D)
-            q, k = rope(q, theta), rope(k, theta)
+            qkv_bias = arch == "Qwen2ForCausalLM"
+            q = linear(h, p + "self_attn.q_proj.weight", pp + "self_attn.q_proj",
+                       qkv_bias).view(T, H, D)
+            k = linear(h, p + "self_attn.k_proj.weight", pp + "self_attn.k_proj",
+                       qkv_bias).view(T, KVH, D)
+            v = linear(h, p + "self_attn.v_proj.weight", pp + "self_attn.v_proj",
+                       qkv_bias).view(T, KVH, D)
+            if arch == "Qwen3ForCausalLM":
+                q = rms_norm(q, W[p + "self_attn.q_norm.weight"], eps)
+                k = rms_norm(k, W[p + "self_attn.k_norm.weight"], eps)
+            q, k = rope(q, inv), rope(k, inv)
             rep = H // KVH
             k = k.repeat_interleave(rep, dim=1)
             v = v.repeat_interleave(rep, dim=1)
