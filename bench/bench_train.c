@@ -6,10 +6,15 @@
  *
  * Models: --model smollm (default), the shape of SmolLM2-135M (hidden 576,
  * 30 layers, 9 heads over 3 KV heads, intermediate 1536, vocabulary 49152,
- * tied embeddings) with random weights from the project PRNG; or --model
- * base, the built-in model.  LoRA rank 32 on q, k, v, o, gate, up, down
- * (not the unembedding); 4 sequences of 256 tokens; cross-entropy on every
- * position.
+ * tied embeddings); --model qwen3-0.6b, the shape of Qwen3-0.6B (hidden
+ * 1024, 28 layers, 16 heads of 128 over 8 KV heads, intermediate 3072,
+ * vocabulary 151936, tied, q/k norms); both with random weights from the
+ * project PRNG; --model base, the built-in model; or --model-dir DIR, any
+ * Hugging Face directory the engine loads -- with random weights of its
+ * config when DIR holds config.json alone (so a model's shape can be
+ * measured from its config without downloading its weights).  LoRA rank 32
+ * on q, k, v, o, gate, up, down (not the unembedding); 4 sequences of 256
+ * tokens; cross-entropy on every position.
  *
  * FLOPs are counted one fixed way (M = batch * seq tokens): a frozen
  * linear (K in, N out) counts 2MKN forward and 2MKN for its activation
@@ -17,10 +22,16 @@
  * and again for its weight gradients; the unembedding counts 2MCV forward
  * and 2MCV backward; attention counts 2PD per matmul over the P =
  * seq(seq+1)/2 causal pairs of each head (2 matmuls forward, 4 backward);
- * nothing else.  That is 638.1 GFLOP per step for the SmolLM2 shape.
+ * nothing else (norms, biases, rotary: element-wise).  That is 638.1 GFLOP
+ * per step for the SmolLM2 shape and 2655.7 for the Qwen3-0.6B shape.
+ *
+ * Memory: the peak RSS of the process (weights, the packed copies of
+ * them, every shard's activations and its (256, V) logits block), and the
+ * model's own memory after the step: its float32 weights and the copies
+ * packed for the products.
  *
  * usage: bench_train [--threads N] [--steps S] [--skip-torch]
- *                    [--model smollm|base]
+ *                    [--model smollm|qwen3-0.6b|base | --model-dir DIR]
  * Output: human lines, then one `BENCH train key=value ...` line.
  * OPENBLAS_CORETYPE is left as the environment sets it.
  */
@@ -37,6 +48,8 @@
 
 #include "engine/base_model.h"
 #include "engine/engine.h"
+#include "engine/hf_model.h"
+#include "engine/jsonfile.h"
 #include "kernels/kernels.h"
 
 #define BATCH 4
@@ -70,6 +83,69 @@ static void smollm_config(tb_model_config_t *c) {
   c->rms_norm_eps = 1e-5f;
   c->rope_theta = 100000.0f;
   c->tie_word_embeddings = 1;
+}
+
+static void qwen3_config(tb_model_config_t *c) {
+  memset(c, 0, sizeof(*c));
+  c->arch = TB_ARCH_QWEN3;
+  c->qk_norm = 1;
+  c->hidden_size = 1024;
+  c->intermediate_size = 3072;
+  c->num_layers = 28;
+  c->num_heads = 16;
+  c->num_kv_heads = 8;
+  c->head_dim = 128;
+  c->vocab_size = 151936;
+  c->max_position_embeddings = 40960;
+  c->rms_norm_eps = 1e-6f;
+  c->rope_theta = 1000000.0f;
+  c->tie_word_embeddings = 1;
+}
+
+/* Random weights for a config: matrices uniform with std 0.02, biases
+ * small, norm weights 1. */
+static void random_weights(tb_weights_t *w, const tb_model_config_t *c) {
+  int rc = tb__weights_alloc(w, c);
+  if (rc != 0)
+    die("weights", rc);
+  tb__k_rng_t rng;
+  tb__k_rng_seed(&rng, 2024);
+  tb__k_rng_fill_uniform(w->storage, &rng, -0.0346f, 0.0346f,
+                         w->storage_floats);
+  tb_hf_tensor_t *ts = xmalloc(tb__hf_tensor_count(c) * sizeof(*ts));
+  size_t n = tb__hf_tensors(c, w, ts);
+  for (size_t i = 0; i < n; i++) {
+    size_t len = strlen(ts[i].name);
+    if (len > 11 && strcmp(ts[i].name + len - 11, "norm.weight") == 0)
+      for (int64_t j = 0; j < ts[i].shape[0]; j++)
+        ((float *)ts[i].data)[j] = 1.0f;
+  }
+  free(ts);
+}
+
+/* DIR/config.json alone (no weights file): its config, for random
+ * weights; 0 when DIR has weights to load, 1 when the config was read. */
+static int config_only(const char *dir, tb_model_config_t *c) {
+  char *st = tb__path_join(dir, TB_HF_WEIGHTS);
+  char *ix = tb__path_join(dir, TB_HF_INDEX);
+  char *cf = tb__path_join(dir, TB_HF_CONFIG);
+  int weights = access(st, F_OK) == 0 || access(ix, F_OK) == 0;
+  int rc = 0;
+  if (!weights) {
+    json_t *root;
+    tb_error_t err = { 0 };
+    if (tb__json_read_file(cf, &root, &err) != 0 ||
+        tb__hf_config_from_json(root, cf, c, &err) != 0) {
+      fprintf(stderr, "bench_train: %s\n", tb_error_message(&err));
+      exit(2);
+    }
+    json_decref(root);
+    rc = 1;
+  }
+  free(st);
+  free(ix);
+  free(cf);
+  return rc;
 }
 
 /* The FLOP count described at the top of this file. */
@@ -178,8 +254,10 @@ static void created_cb(tb_engine_job_t *job, int status) {
 }
 
 static void loaded_cb(tb_engine_job_t *job, int status) {
-  if (status != 0)
-    die("load model", status);
+  if (status != 0) {
+    fprintf(stderr, "bench_train: %s\n", tb_error_message(&job->error));
+    exit(2);
+  }
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -220,12 +298,14 @@ static double torch_ms(const tb_model_config_t *c, int threads, int steps) {
   torch_script(script, sizeof(script));
   snprintf(cmd, sizeof(cmd),
            "OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=%d /usr/bin/python3 '%s' "
-           "--hidden %d --layers %d --heads %d --kv-heads %d --intermediate "
-           "%d --vocab %d --rank %d --batch %d --seq %d --threads %d "
-           "--steps %d",
+           "--hidden %d --layers %d --heads %d --kv-heads %d --head-dim %d "
+           "--intermediate %d --vocab %d --rank %d --batch %d --seq %d "
+           "--threads %d --steps %d%s%s%s",
            threads, script, c->hidden_size, c->num_layers, c->num_heads,
-           c->num_kv_heads, c->intermediate_size, c->vocab_size, RANK, BATCH,
-           SEQ, threads, steps);
+           c->num_kv_heads, c->head_dim, c->intermediate_size, c->vocab_size,
+           RANK, BATCH, SEQ, threads, steps, c->qk_norm ? " --qk-norm" : "",
+           c->qkv_bias ? " --qkv-bias" : "",
+           c->tie_word_embeddings ? "" : " --untied");
   FILE *p = popen(cmd, "r");
   if (p == NULL)
     return -1;
@@ -246,7 +326,7 @@ static double torch_ms(const tb_model_config_t *c, int threads, int steps) {
 
 int main(int argc, char **argv) {
   int threads = (int)uv_available_parallelism(), steps = 3, skip_torch = 0;
-  const char *model = "smollm";
+  const char *model = "smollm", *model_dir = NULL;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
       threads = atoi(argv[++i]);
@@ -256,14 +336,18 @@ int main(int argc, char **argv) {
       skip_torch = 1;
     else if (strcmp(argv[i], "--model") == 0 && i + 1 < argc)
       model = argv[++i];
+    else if (strcmp(argv[i], "--model-dir") == 0 && i + 1 < argc)
+      model_dir = argv[++i];
     else {
       fprintf(stderr, "usage: bench_train [--threads N] [--steps S] "
-                      "[--skip-torch] [--model smollm|base]\n");
+                      "[--skip-torch] [--model smollm|qwen3-0.6b|base | "
+                      "--model-dir DIR]\n");
       return 2;
     }
   }
   if (threads < 1 || steps < 1 ||
-      (strcmp(model, "smollm") != 0 && strcmp(model, "base") != 0)) {
+      (model_dir == NULL && strcmp(model, "smollm") != 0 &&
+       strcmp(model, "qwen3-0.6b") != 0 && strcmp(model, "base") != 0)) {
     fprintf(stderr, "bench_train: bad --threads, --steps or --model\n");
     return 2;
   }
@@ -278,34 +362,26 @@ int main(int argc, char **argv) {
   tb_model_config_t cfg;
   tb_weights_t w;
   memset(&w, 0, sizeof(w));
-  if (strcmp(model, "smollm") == 0) {
+  const char *weights_from = "random";
+  char load_spec[PATH_MAX + 16] = "base";
+  if (model_dir != NULL) {
+    model = "dir";
+    if (config_only(model_dir, &cfg)) {
+      random_weights(&w, &cfg);
+    } else {
+      snprintf(load_spec, sizeof(load_spec), "dir=%s", model_dir);
+      weights_from = model_dir;
+    }
+  } else if (strcmp(model, "smollm") == 0) {
     smollm_config(&cfg);
-    int rc = tb__weights_alloc(&w, &cfg);
-    if (rc != 0)
-      die("weights", rc);
-    /* Uniform with std 0.02; norm weights 1. */
-    tb__k_rng_t rng;
-    tb__k_rng_seed(&rng, 2024);
-    tb__k_rng_fill_uniform(w.storage, &rng, -0.0346f, 0.0346f,
-                           w.storage_floats);
-    size_t C = (size_t)cfg.hidden_size;
-    for (int l = 0; l < cfg.num_layers; l++)
-      for (size_t i = 0; i < C; i++) {
-        ((float *)w.layers[l].attn_norm)[i] = 1.0f;
-        ((float *)w.layers[l].mlp_norm)[i] = 1.0f;
-      }
-    for (size_t i = 0; i < C; i++)
-      ((float *)w.final_norm)[i] = 1.0f;
+    random_weights(&w, &cfg);
+  } else if (strcmp(model, "qwen3-0.6b") == 0) {
+    qwen3_config(&cfg);
+    random_weights(&w, &cfg);
   } else {
     tb__base_model_config(&cfg);
+    weights_from = "generated";
   }
-  double flops = step_flops(&cfg, BATCH, SEQ, RANK);
-  if (strcmp(model, "smollm") == 0 && fabs(flops / 1e9 - 638.1) > 0.05) {
-    fprintf(stderr, "bench_train: FLOP count %.2f GFLOP, expected 638.1\n",
-            flops / 1e9);
-    return 1;
-  }
-
   double sgemm = sgemm_gflops(threads);
 
   uv_loop_t loop;
@@ -321,12 +397,30 @@ int main(int argc, char **argv) {
     if ((rc = tb__engine_model_add(&r.engine, model, &w, &m)) != 0)
       die("model", rc);
   } else {
-    if ((rc = tb__engine_load_model(&job, &r.engine, "base", loaded_cb)) != 0)
+    double t0 = now_s();
+    if ((rc = tb__engine_load_model(&job, &r.engine, load_spec,
+                                    loaded_cb)) != 0)
       die("load model", rc);
     uv_run(&loop, UV_RUN_DEFAULT);
     m = job.model;
     tb__engine_job_cleanup(&job);
+    if (m == NULL)
+      return 1;
+    if (model_dir != NULL)
+      printf("loaded %s in %.2f s\n", model_dir, now_s() - t0);
   }
+  cfg = tb__engine_model_weights(m)->config;
+  double flops = step_flops(&cfg, BATCH, SEQ, RANK);
+  static const struct { const char *model; double gflop; } pinned[] = {
+    { "smollm", 638.1 }, { "qwen3-0.6b", 2655.7 },
+  };
+  for (size_t i = 0; i < sizeof(pinned) / sizeof(pinned[0]); i++)
+    if (strcmp(model, pinned[i].model) == 0 &&
+        fabs(flops / 1e9 - pinned[i].gflop) > 0.05) {
+      fprintf(stderr, "bench_train: FLOP count %.2f GFLOP, expected %.1f\n",
+              flops / 1e9, pinned[i].gflop);
+      return 1;
+    }
   tb_lora_config_t lc = { 0 };
   lc.rank = RANK;
   lc.seed = 1;
@@ -364,6 +458,8 @@ int main(int argc, char **argv) {
   size_t packed_bytes = 0;
   size_t packed = tb__packed_count(tb__engine_model_weights(m)->packed,
                                    &packed_bytes);
+  double weights_mb =
+      (double)tb__engine_model_weights(m)->storage_floats * 4 / 1048576.0;
   tb__engine_model_unref(m);
   tb__engine_close(&r.engine, NULL);
   uv_run(&loop, UV_RUN_DEFAULT);
@@ -375,14 +471,17 @@ int main(int argc, char **argv) {
   double tps = BATCH * SEQ / (ms / 1e3);
   double tms = skip_torch ? -1 : torch_ms(&cfg, threads, steps);
 
-  printf("model %s: %.1f GFLOP per step, %d tokens, LoRA rank %d, %d "
-         "threads, OpenBLAS core %s\n", model, flops / 1e9, BATCH * SEQ,
-         RANK, threads, openblas_get_corename());
+  printf("model %s (%s, weights %s): %.1f GFLOP per step, %d tokens, LoRA "
+         "rank %d, %d threads, OpenBLAS core %s\n", model,
+         tb__model_arch_name(cfg.arch), weights_from, flops / 1e9,
+         BATCH * SEQ, RANK, threads, openblas_get_corename());
   if (packed > 0)
-    printf("weights: %zu matrices packed once by oneDNN, %.0f MB\n", packed,
+    printf("model memory: weights %.0f MB (float32) + %zu matrices packed "
+           "once by oneDNN, %.0f MB\n", weights_mb, packed,
            (double)packed_bytes / 1048576.0);
   else
-    printf("weights: packed by OpenBLAS in every product\n");
+    printf("model memory: weights %.0f MB (float32), packed by OpenBLAS in "
+           "every product\n", weights_mb);
   printf("tinkerbell: %.1f ms/step (min %.1f, max %.1f; first %.1f), %.0f "
          "tokens/s, %.1f GFLOP/s, peak RSS %.0f MB, loss %.3f\n", ms,
          r.times[1] * 1e3, r.times[steps] * 1e3, r.times[0] * 1e3, tps,
@@ -397,10 +496,11 @@ int main(int argc, char **argv) {
                                        : "not available");
   printf("BENCH train model=%s threads=%d steps=%d ms_per_step=%.1f "
          "tokens_per_s=%.0f gflops=%.2f sgemm_gflops=%.2f ratio_sgemm=%.3f "
-         "torch_ms=%.1f ratio_torch=%.3f maxrss_mb=%.0f packed_mb=%.0f "
-         "core=%s\n", model, threads, steps, ms, tps, gflops, sgemm,
-         gflops / sgemm, tms, tms > 0 ? tms / ms : 0.0, maxrss_mb,
-         (double)packed_bytes / 1048576.0, openblas_get_corename());
+         "torch_ms=%.1f ratio_torch=%.3f maxrss_mb=%.0f weights_mb=%.0f "
+         "packed_mb=%.0f core=%s\n", model, threads, steps, ms, tps, gflops,
+         sgemm, gflops / sgemm, tms, tms > 0 ? tms / ms : 0.0, maxrss_mb,
+         weights_mb, (double)packed_bytes / 1048576.0,
+         openblas_get_corename());
   free(r.times);
   return 0;
 }

@@ -4,14 +4,17 @@ AdamW step) of a Llama-family model in PyTorch, on the same shape and the
 same thread count, so that bench_train can print the ratio.
 
 The model is written plainly (Llama decoder: RMSNorm, rotary embeddings,
-grouped-query causal attention, SwiGLU MLP, tied unembedding), base weights
+grouped-query causal attention, SwiGLU MLP, tied unembedding unless
+--untied; --head-dim when it is not hidden / heads, --qk-norm for Qwen3's
+per-head RMSNorm of q and k, --qkv-bias for Qwen2's biases), base weights
 frozen, LoRA on the listed linears.  Configure PyTorch at its best before
 starting Python: OMP_WAIT_POLICY=PASSIVE and OMP_NUM_THREADS equal to
 --threads (bench_train does this).
 
 usage: torch_train_step.py --hidden 576 --layers 30 --heads 9 --kv-heads 3
            --intermediate 1536 --vocab 49152 --rank 32 --batch 4 --seq 256
-           --threads 2 --steps 3
+           --threads 2 --steps 3 [--head-dim D] [--qk-norm] [--qkv-bias]
+           [--untied]
 Prints one line: TORCH ms_per_step=<median> min=<> max=<>.  Exit status 77
 when PyTorch is not installed.
 """
@@ -31,13 +34,16 @@ def main():
     p = argparse.ArgumentParser()
     for name, default in [("hidden", 576), ("layers", 30), ("heads", 9), ("kv-heads", 3),
                           ("intermediate", 1536), ("vocab", 49152), ("rank", 32),
-                          ("batch", 4), ("seq", 256), ("threads", 2), ("steps", 3)]:
+                          ("batch", 4), ("seq", 256), ("threads", 2), ("steps", 3),
+                          ("head-dim", 0)]:
         p.add_argument("--" + name, type=int, default=default)
+    for flag in ("qk-norm", "qkv-bias", "untied"):
+        p.add_argument("--" + flag, action="store_true")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     C, H, KVH, I, V, r = a.hidden, a.heads, a.kv_heads, a.intermediate, a.vocab, a.rank
-    D = C // H
+    D = a.head_dim or C // H
     alpha = 32.0
     scale = alpha / r
 
@@ -45,10 +51,13 @@ def main():
         return torch.randn(*shape) * 0.02
 
     embed = frozen(V, C)
+    head = frozen(V, C) if a.untied else embed
     layers = []
     lora_params = []
     for _ in range(a.layers):
-        lay = {"n1": torch.ones(C), "n2": torch.ones(C)}
+        lay = {"n1": torch.ones(C), "n2": torch.ones(C), "qn": torch.ones(D),
+               "kn": torch.ones(D), "bq": frozen(H * D), "bk": frozen(KVH * D),
+               "bv": frozen(KVH * D)}
         for name, (k, n) in {"q": (C, H * D), "k": (C, KVH * D), "v": (C, KVH * D),
                              "o": (H * D, C), "gate": (C, I), "up": (C, I),
                              "down": (I, C)}.items():
@@ -87,9 +96,16 @@ def main():
         Bn = x.shape[0]
         for lay in layers:
             h = rms(x, lay["n1"])
-            q = lin(h, lay["q"]).view(Bn, T, H, D).transpose(1, 2)
-            k = lin(h, lay["k"]).view(Bn, T, KVH, D).transpose(1, 2)
-            v = lin(h, lay["v"]).view(Bn, T, KVH, D).transpose(1, 2)
+            q, k, v = lin(h, lay["q"]), lin(h, lay["k"]), lin(h, lay["v"])
+            if a.qkv_bias:
+                q, k, v = q + lay["bq"], k + lay["bk"], v + lay["bv"]
+            q = q.view(Bn, T, H, D)
+            k = k.view(Bn, T, KVH, D)
+            if a.qk_norm:
+                q, k = rms(q, lay["qn"]), rms(k, lay["kn"])
+            q = q.transpose(1, 2)
+            k = k.transpose(1, 2)
+            v = v.view(Bn, T, KVH, D).transpose(1, 2)
             q, k = rope(q), rope(k)
             k = k.repeat_interleave(H // KVH, dim=1)
             v = v.repeat_interleave(H // KVH, dim=1)
@@ -99,7 +115,7 @@ def main():
             h = rms(x, lay["n2"])
             x = x + lin(torch.nn.functional.silu(lin(h, lay["gate"])) * lin(h, lay["up"]),
                         lay["down"])
-        logits = rms(x, final_norm) @ embed.t()
+        logits = rms(x, final_norm) @ head.t()
         loss = torch.nn.functional.cross_entropy(logits.view(-1, V), targets.reshape(-1),
                                                  reduction="sum")
         loss.backward()
