@@ -8,6 +8,9 @@
  */
 #include "test_server_training.h"
 
+#include "engine/hf_model.h"
+#include "kernels/kernels.h"
+
 #define HELLO                                                                   \
   "[[{\"role\":\"user\",\"content\":\"Hello!\"},{\"role\":\"assistant\",\"content\":" \
   "\"Hi there!\"}]]"
@@ -1083,6 +1086,66 @@ TEST(another_base_model) {
   ASSERT_OK(system(cmd));
 }
 
+/* A Qwen3 directory served beside base: its adapters train and sample,
+ * and get_info names its family. */
+TEST(a_qwen3_base_model) {
+  char hf[] = "/tmp/tb-tb-q3-XXXXXX";
+  ASSERT(mkdtemp(hf) != NULL);
+  char dir[64];
+  snprintf(dir, sizeof(dir), "%s/m", hf);
+  tb_model_config_t c = { 0 };
+  c.arch = TB_ARCH_QWEN3;
+  c.qk_norm = 1;
+  c.hidden_size = 32;
+  c.intermediate_size = 48;
+  c.num_layers = 2;
+  c.num_heads = 4;
+  c.num_kv_heads = 2;
+  c.head_dim = 16;
+  c.vocab_size = 300;
+  c.max_position_embeddings = 64;
+  c.rms_norm_eps = 1e-6f;
+  c.rope_theta = 1000000.0f;
+  c.tie_word_embeddings = 1;
+  tb_weights_t w;
+  ASSERT_OK(tb__weights_alloc(&w, &c));
+  tb__k_rng_t rng;
+  tb__k_rng_seed(&rng, 8);
+  tb__k_rng_fill_uniform(w.storage, &rng, -0.5f, 0.5f, w.storage_floats);
+  tb_error_t err = { 0 };
+  ASSERT_OK(tb__hf_save(dir, &w, NULL, 0, &err));
+  tb__weights_free(&w);
+  char spec[96];
+  snprintf(spec, sizeof(spec), "q3=%s", dir);
+  const char *models[] = { "base", spec };
+  tb_server_options_t o = { 0 };
+  start_training_models(&o, models, 2);
+  json_decref(post_ok("/api/v1/add_lora", NULL, "{\"base_model\":\"q3\",\"model_id\":\"q\"}"));
+  json_t *v = post_ok("/get_info", NULL, "{\"model_id\":\"q\"}");
+  ASSERT_STR_EQ(str_of(json_object_get(v, "model_data"), "arch"), "qwen3");
+  ASSERT_EQ_INT((int)num_of(json_object_get(v, "model_data"), "vocab_size"), 300);
+  json_decref(v);
+  const char *fb = "{\"model_id\":\"q\",\"data\":[{\"model_input\":{\"chunks\":[{\"type\":"
+                   "\"encoded_text\",\"tokens\":[1,2,3,299]}]},\"loss_fn_inputs\":"
+                   "{\"target_tokens\":[2,3,299,5]}}]}";
+  v = post_ok("/api/v1/forward_backward", NULL, fb);
+  double l0 = num_of(v, "loss");
+  json_decref(v);
+  json_decref(post_ok("/api/v1/optim_step", NULL,
+                      "{\"model_id\":\"q\",\"adam_params\":{\"learning_rate\":0.05}}"));
+  v = post_ok("/api/v1/forward_backward", NULL, fb);
+  ASSERT_LT(num_of(v, "loss"), l0);
+  json_decref(v);
+  v = post_ok("/api/v1/sample", NULL, "{\"model_id\":\"q\",\"prompt_tokens\":[1,2],\"max_tokens\":3}");
+  json_t *s0 = json_array_get(json_object_get(v, "samples"), 0);
+  ASSERT_EQ_INT(json_array_size(json_object_get(s0, "tokens")), 3);
+  json_decref(v);
+  stop_training();
+  char cmd[128];
+  snprintf(cmd, sizeof(cmd), "rm -rf %s", hf);
+  ASSERT_OK(system(cmd));
+}
+
 /* Submissions count against the user's rate limit: 429 with
  * Retry-After. */
 TEST(rate_limited) {
@@ -1189,6 +1252,7 @@ TEST_LIST(
   TEST_ENTRY(datums_and_conversations),
   TEST_ENTRY(sync_calls_waiting),
   TEST_ENTRY(another_base_model),
+  TEST_ENTRY(a_qwen3_base_model),
   TEST_ENTRY(rate_limited),
   TEST_ENTRY(checkpoints_after_restart),
   TEST_ENTRY(no_data_dir),

@@ -642,7 +642,8 @@ static void route_get_info(tb_http_request_t *req) {
   json_decref(doc);
   if (m == NULL)
     return;
-  json_t *v = json_pack("{s{ssssss}sssbsiss}", "model_data", "arch", "llama", "model_name",
+  json_t *v = json_pack("{s{ssssss}sssbsiss}", "model_data", "arch",
+                        tb__model_arch_type(m->base->cfg.arch), "model_name",
                         m->base->name, "tokenizer_id", m->base->name, "model_id", m->id,
                         "is_lora", 1, "lora_rank", m->lora.rank, "model_name", m->base->name);
   if (v != NULL && json_object_set_new(v, "type", json_string("get_info")) != 0) {

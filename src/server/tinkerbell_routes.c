@@ -805,7 +805,8 @@ static void route_get_info(tb_http_request_t *req) {
   if (m == NULL)
     return;
   json_t *v = json_pack("{sss{sssssi}sssisfsb}", "model_id", m->id, "model_data", "model_name",
-                        m->base->name, "arch", "llama", "vocab_size", m->base->cfg.vocab_size,
+                        m->base->name, "arch", tb__model_arch_type(m->base->cfg.arch),
+                        "vocab_size", m->base->cfg.vocab_size,
                         "base_model", m->base->name, "lora_rank", m->lora.rank, "lora_alpha",
                         (double)(m->lora.alpha > 0 ? m->lora.alpha : TB_LORA_DEFAULT_ALPHA),
                         "ready", m->ready);
