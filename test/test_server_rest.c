@@ -584,6 +584,28 @@ TEST(restart_keeps_expired_sessions_expired) {
   stop_training();
 }
 
+TEST(restart_keeps_closed_sessions_closed) {
+  tb_server_options_t o = { 0 };
+  start_training(&o);
+  char *sid = create_session(NULL);
+  char body[128];
+  snprintf(body, sizeof(body), "{\"session_id\":\"%s\",\"type\":\"close_session\"}", sid);
+  hc_expect("POST", "/api/v1/close_session", NULL, body, 200, NULL);
+  close_server_keep_loop();
+  tb_server_options_t o2 = { 0 };
+  reopen_training(&o2);
+  char url[256];
+  snprintf(url, sizeof(url), "/api/v1/sessions/%s", sid);
+  hc_expect("GET", url, NULL, NULL, 200, "\"closed\":true");
+  snprintf(body, sizeof(body), "{\"session_id\":\"%s\"}", sid);
+  hc_expect("POST", "/api/v1/session_heartbeat", NULL, body, 410, "was closed");
+  snprintf(body, sizeof(body),
+           "{\"session_id\":\"%s\",\"model_seq_id\":0,\"base_model\":\"base\"}", sid);
+  hc_expect("POST", "/api/v1/create_model", NULL, body, 410, "was closed");
+  free(sid);
+  stop_training();
+}
+
 TEST(unusable_data_dir) {
   /* data_dir names a file: the database cannot be made there.  The
    * server still runs; the routes that need the database say why. */
@@ -851,6 +873,7 @@ TEST_LIST(
   TEST_ENTRY(restart_keeps_runs_checkpoints_and_sessions),
   TEST_ENTRY(restart_with_another_keys_file),
   TEST_ENTRY(restart_keeps_expired_sessions_expired),
+  TEST_ENTRY(restart_keeps_closed_sessions_closed),
   TEST_ENTRY(unusable_data_dir),
   TEST_ENTRY(close_while_opening),
   TEST_ENTRY(ownership_while_opening),

@@ -91,6 +91,10 @@ static void route_create_model(tb_http_request_t *req) {
   }
   tb__session_t *s = tb__session_find(&tr->srv->sessions, tb__sreq(req)->user, sid);
   json_decref(doc);
+  if (s != NULL && s->closed) {
+    tb__session_respond_closed(req, s);
+    return;
+  }
   if (s == NULL || s->expired) {
     tb__server_respond_error(req, 404, "session_id: unknown or expired session");
     return;
@@ -535,6 +539,10 @@ static void load_creating(tb_http_request_t *req, json_t *doc, tb_jctx_t *c, tb_
     return;
   }
   tb__session_t *s = tb__session_find(&tr->srv->sessions, tb__sreq(req)->user, sid);
+  if (s != NULL && s->closed) {
+    tb__session_respond_closed(req, s);
+    return;
+  }
   if (s == NULL || s->expired) {
     tb__server_respond_error(req, 404, "session_id: unknown or expired session");
     return;

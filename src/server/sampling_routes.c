@@ -53,7 +53,8 @@ void tb__samplers_session_expired(tb__training_t *tr, const tb__session_t *sess)
       continue;
     s->state = -1;
     s->fail_category = TB_CATEGORY_USER;
-    s->fail_message = tb__asprintf("sampling_session_id: the session expired");
+    s->fail_message = tb__asprintf("sampling_session_id: the session %s",
+                                   sess->closed ? "was closed" : "expired");
     if (s->adapter != NULL) {
       memset(&s->job, 0, sizeof(s->job));
       s->job.data = s;
@@ -364,6 +365,12 @@ static void route_asample(tb_http_request_t *req) {
   tb__sampler_t *s = NULL;
   if (rc >= 0 && r.sampling_session_id != NULL) {
     s = tb__sampler_find(tr, tb__sreq(req)->user, r.sampling_session_id);
+    if (tb__session_gone(req, (tb_slice_t){ r.sampling_session_id,
+                                            strlen(r.sampling_session_id) })) {
+      json_decref(doc);
+      tb__top_free(op);
+      return;
+    }
     if (s == NULL) {
       tb__server_respond_error(req, 404, "sampling_session_id: unknown sampling session");
       json_decref(doc);
@@ -564,6 +571,11 @@ static void route_create_sampling_session(tb_http_request_t *req) {
     return;
   }
   tb__session_t *sess = tb__session_find(&tr->srv->sessions, tb__sreq(req)->user, sid);
+  if (sess != NULL && sess->closed) {
+    json_decref(doc);
+    tb__session_respond_closed(req, sess);
+    return;
+  }
   if (sess == NULL || sess->expired) {
     json_decref(doc);
     tb__server_respond_error(req, 404, "session_id: unknown or expired session");
@@ -614,6 +626,8 @@ answer:;
 static void route_get_sampler(tb_http_request_t *req) {
   tb__training_t *tr = tb__training_of(req);
   const tb_slice_t *id = tb__http_request_param(req, "sampler_id");
+  if (tb__session_gone(req, *id))
+    return;
   char *cid = tb__strndup(id->base, id->len);
   tb__sampler_t *s = cid ? tb__sampler_find(tr, tb__sreq(req)->user, cid) : NULL;
   free(cid);

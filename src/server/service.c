@@ -210,6 +210,9 @@ static void route_metrics(tb_http_request_t *req) {
          (double)srv->sessions.n_expired);
   metric(&b, "tinkerbell_sessions_created_total", "counter", "Sessions created.",
          (double)srv->sessions.n_created);
+  metric(&b, "tinkerbell_sessions_closed_total", "counter",
+         "Sessions closed by their clients (POST /api/v1/close_session).",
+         (double)srv->sessions.n_closed);
   metric(&b, "tinkerbell_telemetry_batches_total", "counter", "Telemetry batches accepted.",
          (double)srv->n_telemetry_batches);
   metric(&b, "tinkerbell_telemetry_events_total", "counter", "Telemetry events accepted.",

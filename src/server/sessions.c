@@ -1,6 +1,7 @@
 /*
  * Sessions (see sessions.h) and their routes:
  *   POST /api/v1/create_session, POST /api/v1/session_heartbeat,
+ *   POST /api/v1/close_session,
  *   GET /api/v1/sessions (limit, offset), GET /api/v1/sessions/{id}.
  */
 #include "server/sessions.h"
@@ -317,6 +318,7 @@ int tb__session_restore(tb__sessions_t *ss, const tb__user_t *owner, tb_slice_t 
   ss->all = s;
   if (expired) {
     s->expired = 1;
+    s->closed = expired == 2;
     LIST_PUSH(ss->dead, s);
     ss->n_expired++;
     while (ss->n_expired > ss->max_expired)
@@ -348,6 +350,41 @@ void tb__session_heartbeat(tb__sessions_t *ss, tb__session_t *s) {
   LIST_REMOVE(ss->live, s);
   LIST_PUSH(ss->live, s);
   arm(ss);
+}
+
+void tb__session_close(tb__sessions_t *ss, tb__session_t *s) {
+  if (s->expired)
+    return;
+  LIST_REMOVE(ss->live, s);
+  LIST_PUSH(ss->dead, s);
+  s->expired = 1;
+  s->closed = 1;
+  ss->n_live--;
+  ss->n_expired++;
+  ss->n_closed++;
+  tb_info("session %s of %s closed by its client", s->id, s->owner->name);
+  if (ss->on_expire)
+    ss->on_expire(ss, s);
+  if (ss->on_event)
+    ss->on_event(ss, s, TB__SESSION_CLOSED, NULL);
+  while (ss->n_expired > ss->max_expired)
+    session_drop(ss, ss->dead.head);
+  arm(ss);
+}
+
+int tb__session_gone(tb_http_request_t *req, tb_slice_t id) {
+  const char *colon = id.base != NULL ? memchr(id.base, ':', id.len) : NULL;
+  tb_slice_t sid = { id.base, colon != NULL ? (size_t)(colon - id.base) : id.len };
+  tb__server_t *srv = tb__server_from_req(req);
+  tb__session_t *s = tb__session_find(&srv->sessions, tb__sreq(req)->user, sid);
+  if (s == NULL || !s->closed)
+    return 0;
+  tb__session_respond_closed(req, s);
+  return 1;
+}
+
+void tb__session_respond_closed(tb_http_request_t *req, const tb__session_t *s) {
+  tb__server_respond_error(req, 410, "session %s was closed: open a new session", s->id);
 }
 
 /* ------------------------------------------------------------ routes */
@@ -441,12 +478,47 @@ static void route_heartbeat(tb_http_request_t *req) {
     tb_error_clear(&err);
   } else {
     tb__session_t *s = find_or_404(req, id);
-    if (s != NULL && s->expired) {
+    if (s != NULL && s->closed) {
+      tb__session_gone(req, id);
+    } else if (s != NULL && s->expired) {
       tb__server_respond_error(req, 410, "session %s expired: no heartbeat for %llu ms",
                                s->id, (unsigned long long)srv->sessions.timeout_ms);
     } else if (s != NULL) {
       tb__session_heartbeat(&srv->sessions, s);
       static const char ok[] = "{\"type\":\"session_heartbeat\"}";
+      tb__server_respond_json(req, 200, ok, sizeof(ok) - 1);
+    }
+  }
+  json_decref(doc);
+}
+
+/* {"session_id", "type": "close_session"} -> {"type": "close_session"}.
+ * A session already closed, or expired, is 410 like every later call. */
+static void route_close(tb_http_request_t *req) {
+  tb__server_t *srv = tb__server_from_req(req);
+  json_t *doc;
+  if (tb__server_parse_body(req, &doc) != 0)
+    return;
+  tb_error_t err = { 0 };
+  tb_jctx_t c;
+  tb__jctx_init(&c, &err);
+  tb_slice_t id;
+  int rc = check_type(&c, doc, "close_session");
+  if (rc >= 0)
+    rc = tb__json_get_string(&c, doc, "session_id", TB_JSON_REQUIRED, &id);
+  if (rc < 0) {
+    tb__server_respond_bad(req, &err);
+    tb_error_clear(&err);
+  } else {
+    tb__session_t *s = find_or_404(req, id);
+    if (s != NULL && s->closed) {
+      tb__session_gone(req, id);
+    } else if (s != NULL && s->expired) {
+      tb__server_respond_error(req, 410, "session %s expired: no heartbeat for %llu ms",
+                               s->id, (unsigned long long)srv->sessions.timeout_ms);
+    } else if (s != NULL) {
+      tb__session_close(&srv->sessions, s);
+      static const char ok[] = "{\"type\":\"close_session\"}";
       tb__server_respond_json(req, 200, ok, sizeof(ok) - 1);
     }
   }
@@ -510,11 +582,11 @@ static void route_get(tb_http_request_t *req) {
   tb__session_t *s = find_or_404(req, *id);
   if (s == NULL)
     return;
-  json_t *doc = json_pack("{s:s, s:o, s:o, s:b, s:O, s:O}", "session_id", s->id,
+  json_t *doc = json_pack("{s:s, s:o, s:o, s:b, s:b, s:O, s:O}", "session_id", s->id,
                           "training_run_ids", strlist_json(&s->training_run_ids),
                           "sampler_ids", strlist_json(&s->sampler_ids), "expired",
-                          s->expired, "tags", s->tags, "user_metadata",
-                          s->user_metadata);
+                          s->expired, "closed", s->closed, "tags", s->tags,
+                          "user_metadata", s->user_metadata);
   if (doc == NULL) {
     tb__server_respond_error(req, 503, "out of memory");
     return;
@@ -532,6 +604,11 @@ int tb__sessions_routes(tb__server_t *srv) {
   rc = rc ? rc : tb__server_route(srv, "POST", "/api/v1/session_heartbeat",
                                   TB__DIALECT_TINKER, 0, route_heartbeat, NULL,
                                   "Keeps a session alive: {session_id}");
+  rc = rc ? rc : tb__server_route(srv, "POST", "/api/v1/close_session",
+                                  TB__DIALECT_TINKER, 0, route_close, NULL,
+                                  "Closes a session: its models are unloaded at once, its "
+                                  "checkpoints kept; later calls on it answer 410: "
+                                  "{session_id}");
   rc = rc ? rc : tb__server_route(srv, "GET", "/api/v1/sessions", TB__DIALECT_TINKER, 0,
                                   route_list, NULL,
                                   "The caller's sessions, newest first (limit, offset)");

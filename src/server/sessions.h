@@ -7,6 +7,13 @@
  * max_expired expired sessions are kept in memory; older ones are dropped
  * (the database keeps them once persistence is in).
  *
+ * A client may also close its session (POST /api/v1/close_session): the
+ * same as an expiry -- the models are unloaded, checkpoints and records
+ * stay -- but at once and for good.  A closed session is kept with the
+ * expired ones, marked closed (in the database too, so a restart does not
+ * revive it), and every later call on it or on its models and sampling
+ * sessions is answered 410 Gone, its heartbeats too.
+ *
  * Live sessions are kept in order of their last heartbeat; since every
  * session has the same timeout, the head is always the next to expire and
  * one unref'd timer suffices.
@@ -46,7 +53,8 @@ struct tb__session_s {
   char *project_id;               /* NULL when not sent */
   double created_wall;            /* seconds since the epoch */
   uint64_t last_heartbeat_ms;     /* loop time */
-  int expired;
+  int expired;                    /* expired or closed: no longer live */
+  int closed;                     /* closed by its client */
   tb__strlist_t training_run_ids;
   tb__strlist_t sampler_ids;
   /* private */
@@ -57,9 +65,14 @@ struct tb__session_s {
 };
 
 typedef void (*tb__session_expire_cb)(tb__sessions_t *ss, tb__session_t *s);
-/* What the persistent store hears about (on_event): a session made or
- * expired, a sampling session id added (id). */
-enum { TB__SESSION_CREATED = 1, TB__SESSION_EXPIRED, TB__SESSION_SAMPLER_ADDED };
+/* What the persistent store hears about (on_event): a session made,
+ * expired or closed, a sampling session id added (id). */
+enum {
+  TB__SESSION_CREATED = 1,
+  TB__SESSION_EXPIRED,
+  TB__SESSION_SAMPLER_ADDED,
+  TB__SESSION_CLOSED
+};
 typedef void (*tb__session_event_cb)(tb__sessions_t *ss, tb__session_t *s, int event,
                                      const char *id);
 typedef void (*tb__sessions_close_cb)(tb__sessions_t *ss);
@@ -74,7 +87,7 @@ struct tb__sessions_s {
   uint64_t timeout_ms;
   size_t max_expired;
   size_t n_live, n_expired;
-  uint64_t n_created, n_heartbeats;
+  uint64_t n_created, n_heartbeats, n_closed;
   /* private */
   tb__idgen_t ids;
   tb__session_t **buckets;
@@ -96,7 +109,7 @@ int tb__session_create(tb__sessions_t *ss, const tb__user_t *owner, json_t *tags
                        json_t *user_metadata, tb_slice_t sdk_version,
                        tb_slice_t project_id, tb__session_t **out);
 /* A session of an earlier run of the server, read back from the store:
- * expired, or live with a fresh heartbeat.  tags and user_metadata are
+ * expired (expired 1), closed (2), or live with a fresh heartbeat (0).  tags and user_metadata are
  * taken (may be NULL); on_event is not told.  Returns 0, TB_EEXIST (the id
  * is known), TB_EINVAL (a malformed id), TB_ECLOSING or TB_ENOMEM. */
 int tb__session_restore(tb__sessions_t *ss, const tb__user_t *owner, tb_slice_t id,
@@ -108,6 +121,17 @@ tb__session_t *tb__session_find(tb__sessions_t *ss, const tb__user_t *owner,
                                 tb_slice_t id);
 /* Records a heartbeat of a live session. */
 void tb__session_heartbeat(tb__sessions_t *ss, tb__session_t *s);
+/* Closes a live session: it leaves the live list at once, on_expire
+ * unloads what it holds and on_event hears TB__SESSION_CLOSED.  A session
+ * that is no longer live is left as it is. */
+void tb__session_close(tb__sessions_t *ss, tb__session_t *s);
+/* When id -- a session id, or a model or sampling session id made from one
+ * ("<session_id>:train:N", "<session_id>:sample:N") -- names a session of
+ * the caller that was closed, answers 410 with a user error and returns 1;
+ * otherwise answers nothing and returns 0. */
+int tb__session_gone(tb_http_request_t *req, tb_slice_t id);
+/* Answers 410 for the closed session s. */
+void tb__session_respond_closed(tb_http_request_t *req, const tb__session_t *s);
 /* What GET /api/v1/sessions/{id} lists; the training part adds to them.
  * Returns 0 or TB_ENOMEM; an id already there is not added twice. */
 int tb__session_add_training_run(tb__session_t *s, const char *id);

@@ -348,6 +348,7 @@ static int exec_args(sqlite3 *db, const char *sql, const char *types, ...) {
 
 /* ------------------------------------------------------------ open */
 
+/* sessions.expired: 0 live, 1 expired, 2 closed by its client. */
 static const char schema[] =
     "PRAGMA journal_mode=WAL;"
     "PRAGMA synchronous=NORMAL;"
@@ -436,7 +437,7 @@ static int read_back(open_op_t *o, sqlite3 *db) {
   while (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
     const char *id = (const char *)sqlite3_column_text(s, 0);
     json_t *runs = json_array(), *samplers = json_array();
-    json_t *v = json_pack("{s:s, s:s, s:f, s:b, s:o*, s:o*, s:o, s:o, s:o, s:o}", "id", id,
+    json_t *v = json_pack("{s:s, s:s, s:f, s:i, s:o*, s:o*, s:o, s:o, s:o, s:o}", "id", id,
                           "owner", (const char *)sqlite3_column_text(s, 1), "created",
                           sqlite3_column_double(s, 2), "expired", sqlite3_column_int(s, 3),
                           "tags", col_json(s, 4), "user_metadata", col_json(s, 5),
@@ -521,7 +522,7 @@ static void restore_sessions(tb__store_t *st, json_t *sessions) {
     tb__session_t *s = NULL;
     int rc = tb__session_restore(ss, u, (tb_slice_t){ id, strlen(id) },
                                  json_real_value(json_object_get(v, "created")),
-                                 json_is_true(json_object_get(v, "expired")),
+                                 (int)json_integer_value(json_object_get(v, "expired")),
                                  tags ? json_incref(tags) : NULL,
                                  meta ? json_incref(meta) : NULL,
                                  json_string_value(json_object_get(v, "sdk_version")),
@@ -671,6 +672,7 @@ void tb__store_close(tb__store_t *st, void (*cb)(void *data), void *data) {
 enum {
   W_SESSION_CREATED = 1,
   W_SESSION_EXPIRED,
+  W_SESSION_CLOSED,
   W_SAMPLER,
   W_RUN,
   W_TOUCH,
@@ -700,6 +702,9 @@ static void write_work(tb__store_op_t *op, sqlite3 *db) {
     break;
   case W_SESSION_EXPIRED:
     exec_args(db, "UPDATE sessions SET expired = 1 WHERE id = ?", "s", w->s[0]);
+    break;
+  case W_SESSION_CLOSED:
+    exec_args(db, "UPDATE sessions SET expired = 2 WHERE id = ?", "s", w->s[0]);
     break;
   case W_SAMPLER:
     exec_args(db,
@@ -793,6 +798,9 @@ void tb__store_session_event(tb__sessions_t *ss, tb__session_t *s, int event,
   } else if (event == TB__SESSION_EXPIRED) {
     const char *strs[] = { s->id };
     w = write_new(st, W_SESSION_EXPIRED, strs, 1);
+  } else if (event == TB__SESSION_CLOSED) {
+    const char *strs[] = { s->id };
+    w = write_new(st, W_SESSION_CLOSED, strs, 1);
   } else if (event == TB__SESSION_SAMPLER_ADDED && id != NULL) {
     const char *strs[] = { id, s->id, s->owner->name };
     w = write_new(st, W_SAMPLER, strs, 3);

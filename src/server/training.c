@@ -139,6 +139,8 @@ tb__tmodel_t *tb__tmodel_find(tb_http_request_t *req, tb_slice_t id) {
     if (m->owner == tb__sreq(req)->user && m->session != NULL && !m->unloading &&
         tb__slice_eq_str(id, m->id))
       return m;
+  if (tb__session_gone(req, id))
+    return NULL;
   tb__server_respond_error(req, 404, "model %.*s: unknown model",
                            (int)(id.len > 120 ? 120 : id.len), id.base);
   return NULL;
@@ -808,7 +810,11 @@ void tb__unload_now(tb__tmodel_t *m, tb__top_t *op) {
   start_op(op);
 }
 
-/* A session expired: its models are unloaded (checkpoints stay). */
+/* A session expired or was closed: its models are unloaded (checkpoints
+ * stay).  Operations already in a model's engine FIFO run to the end
+ * (their results stay retrievable); the ones waiting for an earlier
+ * seq_id, and creations not yet started, fail; the adapter is removed
+ * behind the last running one. */
 static void on_session_expired(tb__sessions_t *ss, tb__session_t *s) {
   tb__server_t *srv = ss->data;
   tb__training_t *tr = NULL;
@@ -827,7 +833,8 @@ static void on_session_expired(tb__sessions_t *ss, tb__session_t *s) {
     *p = op->next;
     model_unlink(tr, op->model, 0);
     model_free(op->model);
-    tb__top_fail(op, TB_CATEGORY_USER, "the session expired");
+    tb__top_fail(op, TB_CATEGORY_USER,
+                 s->closed ? "the session was closed" : "the session expired");
   }
   tb__samplers_session_expired(tr, s);
   for (tb__tmodel_t *m = tr->models; m != NULL; m = m->next) {
