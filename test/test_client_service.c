@@ -8,6 +8,7 @@
 #include "test_client_fake.h"
 
 #include "test_tls_certs.h"
+#include "server/internal.h"
 #include "tinkerbell/server.h"
 
 static uv_loop_t loop;
@@ -28,6 +29,8 @@ static const char *heartbeat_body = "{\"type\":\"session_heartbeat\"}";
 static int heartbeat_status = 200;
 static int session_status = 200;
 static uint64_t caps_delay;
+static int close_status = 200;
+static uint64_t close_delay;
 
 static fake_resp_t decide_service(fake_t *f, tb_http_request_t *req, int is_poll) {
   fake_resp_t r = { 200, "{}" };
@@ -39,6 +42,12 @@ static fake_resp_t decide_service(fake_t *f, tb_http_request_t *req, int is_poll
   } else if (tb__slice_eq_str(req->path, "/api/v1/session_heartbeat")) {
     r.status = heartbeat_status;
     r.body = heartbeat_status == 200 ? heartbeat_body : "{\"error\":\"down\"}";
+  } else if (tb__slice_eq_str(req->path, "/api/v1/close_session")) {
+    r.status = close_status;
+    r.body = close_status == 200 ? "{\"type\":\"close_session\"}"
+                                 : "{\"error\":\"session sess-1 was closed\","
+                                   "\"category\":\"user\"}";
+    r.delay_ms = close_delay;
   } else if (tb__slice_eq_str(req->path, "/api/v1/get_server_capabilities")) {
     r.body = caps_body;
     r.delay_ms = caps_delay;
@@ -56,8 +65,12 @@ static void setup(tb_client_config_t *extra) {
   heartbeat_status = 200;
   session_status = 200;
   caps_delay = 0;
+  close_status = 200;
+  close_delay = 0;
   tb_client_config_t c = fake_config(&fk);
   if (extra != NULL) {
+    c.close_timeout_ms = extra->close_timeout_ms;
+    c.keep_session_open = extra->keep_session_open;
     c.heartbeat_interval_ms = extra->heartbeat_interval_ms;
     c.heartbeat_warn_ms = extra->heartbeat_warn_ms;
     c.wait_timeout_ms = extra->wait_timeout_ms;
@@ -279,6 +292,93 @@ TEST(heartbeat_failures_warn_once_without_retries) {
   teardown();
 }
 
+/* ------------------------------------------------------------ closing the session */
+
+TEST(close_closes_the_session) {
+  setup(NULL);
+  ASSERT_OK(tb_service_client_session_sync(&sc, NULL, NULL));
+  close_sc();
+  ASSERT_EQ_INT(fake_count(&fk, "/api/v1/close_session"), 1);
+  const fake_log_t *l = fake_nth(&fk, "/api/v1/close_session", 0);
+  ASSERT_STR_CONTAINS(l->body, "\"session_id\":\"sess-1\"");
+  ASSERT_STR_CONTAINS(l->body, "\"type\":\"close_session\"");
+  ASSERT_STR_EQ(l->retry_count, "0");
+  fake_stop(&fk);
+  ASSERT_LOOP_CLOSE(&loop);
+}
+
+TEST(close_without_a_session_or_kept_open_sends_nothing) {
+  setup(NULL);
+  close_sc();
+  ASSERT_EQ_INT(fake_count(&fk, "/api/v1/close_session"), 0);
+  fake_stop(&fk);
+  ASSERT_LOOP_CLOSE(&loop);
+  tb_client_config_t o = { .keep_session_open = 1 };
+  setup(&o);
+  ASSERT_OK(tb_service_client_session_sync(&sc, NULL, NULL));
+  close_sc();
+  ASSERT_EQ_INT(fake_count(&fk, "/api/v1/close_session"), 0);
+  fake_stop(&fk);
+  ASSERT_LOOP_CLOSE(&loop);
+}
+
+TEST(close_does_not_hang_on_a_silent_or_gone_server) {
+  /* A server that never answers: the close waits close_timeout_ms. */
+  tb_client_config_t o = { .close_timeout_ms = 150 };
+  setup(&o);
+  ASSERT_OK(tb_service_client_session_sync(&sc, NULL, NULL));
+  close_delay = 60000;
+  uint64_t t0 = uv_now(&loop);
+  close_sc();
+  uint64_t took = uv_now(&loop) - t0;
+  ASSERT_GE(took, 100);
+  ASSERT_LT(took, 5000);
+  ASSERT_EQ_INT(fake_count(&fk, "/api/v1/close_session"), 1);
+  fake_stop(&fk);
+  ASSERT_LOOP_CLOSE(&loop);
+  /* A server that is gone: refused at once, the close goes on. */
+  setup(&o);
+  ASSERT_OK(tb_service_client_session_sync(&sc, NULL, NULL));
+  fake_stop(&fk);
+  t0 = uv_now(&loop);
+  close_sc();
+  ASSERT_LT(uv_now(&loop) - t0, 5000);
+  ASSERT_LOOP_CLOSE(&loop);
+}
+
+TEST(close_session_future_and_sync) {
+  tb_client_config_t o = { .heartbeat_interval_ms = 20, .heartbeat_warn_ms = 100000 };
+  setup(&o);
+  tb_future_t *f;
+  ASSERT_ERR(tb_service_client_close_session(&sc, &f), TB_EINVAL);  /* no session yet */
+  ASSERT_OK(tb_service_client_session_sync(&sc, NULL, NULL));
+  ASSERT_OK(tb_service_client_close_session(&sc, &f));
+  ASSERT_OK(tb_future_wait(f, 0));
+  ASSERT(tb_future_result(f, NULL) == NULL);
+  tb_future_free(f);
+  ASSERT_EQ_INT(fake_count(&fk, "/api/v1/close_session"), 1);
+  /* No heartbeat any more, no new session, no second close. */
+  size_t beats = fake_count(&fk, "/api/v1/session_heartbeat");
+  run_for(100);
+  ASSERT_EQ_INT(fake_count(&fk, "/api/v1/session_heartbeat"), beats);
+  ASSERT_ERR(tb_service_client_session(&sc, &f), TB_ECLOSING);
+  ASSERT_ERR(tb_service_client_close_session(&sc, &f), TB_EINVAL);
+  close_sc();
+  ASSERT_EQ_INT(fake_count(&fk, "/api/v1/close_session"), 1);
+  fake_stop(&fk);
+  ASSERT_LOOP_CLOSE(&loop);
+  /* The twin, against a server that says the session is gone. */
+  setup(NULL);
+  ASSERT_OK(tb_service_client_session_sync(&sc, NULL, NULL));
+  close_status = 410;
+  tb_error_t err = { 0 };
+  ASSERT_ERR(tb_service_client_close_session_sync(&sc, &err), TB_EHTTP);
+  ASSERT_EQ_INT(err.http_status, 410);
+  ASSERT_STR_CONTAINS(err.message, "was closed");
+  tb_error_clear(&err);
+  teardown();
+}
+
 /* ------------------------------------------------------------ capabilities */
 
 TEST(capabilities_future_and_sync) {
@@ -441,7 +541,12 @@ TEST(against_the_real_server) {
   ASSERT_GE(ok, 2);
   ASSERT_EQ_INT(tele_count("http.request.error"), 0);
 
+  /* The close closes the session on the server. */
+  tb__server_t *srv = tb__server_of(&server);
+  ASSERT_EQ_INT(srv->sessions.n_live, 1);
   close_sc();
+  ASSERT_EQ_INT(srv->sessions.n_live, 0);
+  ASSERT_EQ_INT(srv->sessions.n_closed, 1);
   tb_server_close(&server, NULL);
   uv_run(&loop, UV_RUN_DEFAULT);
   ASSERT_LOOP_CLOSE(&loop);
@@ -499,6 +604,10 @@ TEST(https_against_the_real_server) {
 }
 
 TEST_LIST(
+  TEST_ENTRY(close_closes_the_session),
+  TEST_ENTRY(close_without_a_session_or_kept_open_sends_nothing),
+  TEST_ENTRY(close_does_not_hang_on_a_silent_or_gone_server),
+  TEST_ENTRY(close_session_future_and_sync),
   TEST_ENTRY(session_created_once_and_shared),
   TEST_ENTRY(session_failure_is_shared_then_tried_again),
   TEST_ENTRY(session_cancel_and_close_while_creating),

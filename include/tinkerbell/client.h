@@ -52,6 +52,9 @@
 extern "C" {
 #endif
 
+/* stall_ms: never report a stalled future. */
+#define TB_STALL_NEVER UINT64_MAX
+
 /* The base URL used when neither the config nor TINKER_BASE_URL names one:
  * a local `tinkerbell serve`. */
 #define TB_CLIENT_DEFAULT_BASE_URL "http://127.0.0.1:8000"
@@ -172,6 +175,21 @@ typedef struct tb_client_config_s {
   uint64_t heartbeat_interval_ms;    /* [10000] */
   uint64_t heartbeat_warn_ms;        /* warning after this long without a
                                         successful heartbeat [120000] */
+  /* The session's end: tb_service_client_close sends POST
+   * /api/v1/close_session for the session the client created (its models
+   * are unloaded at once), waiting at most close_timeout_ms for the
+   * answer and never retrying [2000].  keep_session_open = 1 sends
+   * nothing: for a program that hands the session id to another one,
+   * which keeps it alive with its own heartbeats. */
+  uint64_t close_timeout_ms;
+  int keep_session_open;
+
+  /* A future "stalls" when it made no progress for stall_ms: no change of
+   * its queue state (or of the server's started_at / queue_position) and
+   * no result.  Then the "future.stalled" telemetry event fires, once per
+   * stall; after progress, a new stall fires it again.  [60000]
+   * TB_STALL_NEVER turns it off. */
+  uint64_t stall_ms;
 
   /* Connections per origin [16]. */
   unsigned max_connections;

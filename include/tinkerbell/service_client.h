@@ -80,11 +80,15 @@ TB_EXTERN int tb_service_client_init(uv_loop_t *loop, tb_service_client_t *sc,
                                      const tb_client_config_t *cfg, tb_error_t *err);
 
 /* Closes the client: the heartbeat stops, every operation still in flight
- * fails with TB_ECANCELED (their callbacks run), connections close, and
- * close_cb (may be NULL) runs once nothing of the client is left on the
- * loop -- never from inside this call.  Futures the caller holds stay
- * valid until tb_future_free.  Clients made from this one must be closed
- * first. */
+ * fails with TB_ECANCELED (their callbacks run), the session this client
+ * created is closed on the server (POST /api/v1/close_session, once, no
+ * retries, at most the config's close_timeout_ms; not with
+ * keep_session_open, nor when tb_service_client_close_session already
+ * did), connections close, and close_cb (may be NULL) runs once nothing
+ * of the client is left on the loop -- never from inside this call.
+ * Whatever the server answers, or when it does not answer at all, the
+ * close goes on.  Futures the caller holds stay valid until
+ * tb_future_free.  Clients made from this one must be closed first. */
 TB_EXTERN void tb_service_client_close(tb_service_client_t *sc,
                                        tb_service_client_close_cb close_cb);
 
@@ -98,6 +102,17 @@ TB_EXTERN int tb_service_client_session(tb_service_client_t *sc, tb_future_t **o
  * the id.  Returns 0 or the failure (err, may be NULL, says why). */
 TB_EXTERN int tb_service_client_session_sync(tb_service_client_t *sc, char **session_id,
                                              tb_error_t *err);
+
+/* POST /api/v1/close_session for the client's session: the server unloads
+ * its models at once (their checkpoints stay) and answers every later call
+ * on the session, its models and samplers with 410 (TB_EHTTP,
+ * http_status 410).  The heartbeat stops at once; later operations that
+ * need a session return TB_ECLOSING.  The future has no result.  Returns
+ * 0, TB_EINVAL (no session yet, or closed already), TB_ECLOSING or
+ * TB_ENOMEM. */
+TB_EXTERN int tb_service_client_close_session(tb_service_client_t *sc, tb_future_t **out);
+/* The blocking twin. */
+TB_EXTERN int tb_service_client_close_session_sync(tb_service_client_t *sc, tb_error_t *err);
 
 /* GET /api/v1/get_server_capabilities: the base models the server offers.
  * The future's result is a tb_server_capabilities_t

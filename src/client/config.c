@@ -174,6 +174,9 @@ int tb__config_resolve(const tb_client_config_t *in, tb__config_t *out,
   out->poll_error_backoff_max_ms = or_default(in->poll_error_backoff_max_ms, 30000);
   out->heartbeat_interval_ms = or_default(in->heartbeat_interval_ms, 10000);
   out->heartbeat_warn_ms = or_default(in->heartbeat_warn_ms, 120000);
+  out->close_timeout_ms = or_default(in->close_timeout_ms, 2000);
+  out->keep_session_open = in->keep_session_open != 0;
+  out->stall_ms = or_default(in->stall_ms, 60000);
   out->max_connections = in->max_connections != 0 ? in->max_connections : 16;
   out->telemetry = in->telemetry;
   out->telemetry_data = in->telemetry_data;

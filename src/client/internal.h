@@ -58,6 +58,9 @@ typedef struct tb__config_s {
   uint64_t poll_retry_delay_ms;
   uint64_t poll_error_backoff_initial_ms, poll_error_backoff_max_ms;
   uint64_t heartbeat_interval_ms, heartbeat_warn_ms;
+  uint64_t close_timeout_ms;
+  int keep_session_open;
+  uint64_t stall_ms;              /* TB_STALL_NEVER: off */
   unsigned max_connections;
   char *tls_ca_file;              /* NULL: the system's trust store */
   int tls_insecure;

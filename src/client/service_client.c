@@ -12,6 +12,15 @@
  * The heartbeat runs on its own unreferenced uv_timer_t, so an idle client
  * does not keep the host's loop alive; one heartbeat at most is in flight,
  * with no retries.
+ *
+ * The end of the session: tb_service_client_close sends close_session for
+ * the session the client created (unless the config keeps it open), once,
+ * with no retries and under close_timeout_ms, after cancelling the work in
+ * flight, and closes the runtime whatever the answer -- a server that is
+ * gone or silent costs the close that timeout at most.  The session's
+ * models would otherwise hold the server's memory until the heartbeat
+ * timeout.  tb_service_client_close_session does the same as an operation
+ * of its own; the heartbeat stops when it is sent.
  */
 #include "tinkerbell/service_client.h"
 
@@ -42,6 +51,10 @@ struct tb__service_s {
   tb_buf_t hb_body;
   int hb_inflight;
   int hb_warned;
+  tb__call_t close_call;          /* close_session at close */
+  tb_buf_t close_body;
+  int close_inflight;
+  int session_closed;             /* close_session was sent */
   uint64_t hb_last_ok;
   int closing;
   int pending_closes;             /* the runtime and the heartbeat timer */
@@ -185,7 +198,7 @@ static void heartbeat_tick(uv_timer_t *t) {
                                    { "severity", "WARNING" } };
     tb__rt_telemetry(&s->rt, "session.heartbeat_warning", m, 1, meta, 2);
   }
-  if (s->hb_inflight || s->closing)
+  if (s->hb_inflight || s->closing || s->session_closed)
     return;
   tb__buf_reset(&s->hb_body);
   json_t *b = json_pack("{s:s, s:s}", "session_id", s->session_id, "type",
@@ -209,6 +222,81 @@ static void heartbeat_tick(uv_timer_t *t) {
     s->hb_inflight = 1;
   else
     tb__call_free(&s->hb_call);
+}
+
+/* ------------------------------------------------------------ closing the session */
+
+/* {"session_id", "type": "close_session"} into out. */
+static int close_body(struct tb__service_s *s, tb_buf_t *out) {
+  json_t *b = json_pack("{s:s, s:s}", "session_id", s->session_id, "type", "close_session");
+  size_t len = 0;
+  char *text = b != NULL ? tb__json_dump(b, &len) : NULL;
+  json_decref(b);
+  tb__buf_reset(out);
+  int rc = text != NULL ? tb__buf_append(out, text, len) : TB_ENOMEM;
+  free(text);
+  return rc;
+}
+
+/* From now on the session is the server's to forget: no heartbeats, no
+ * second close. */
+static void session_done(struct tb__service_s *s) {
+  s->session_closed = 1;
+  uv_timer_stop(&s->hb_timer);
+}
+
+static void on_close_call(tb__call_t *call, int status) {
+  struct tb__service_s *s = call->data;
+  s->close_inflight = 0;
+  if (status != 0)
+    tb_debug("close_session: %s", tb_error_message(&call->err));
+  tb__call_free(call);
+  sc_destroy_maybe(s);
+}
+
+/* At close: sends close_session once, bounded; 0 when it is in flight. */
+static int send_close(struct tb__service_s *s) {
+  if (s->session_id == NULL || s->session_closed || s->rt.cfg.keep_session_open)
+    return TB_EINVAL;
+  if (close_body(s, &s->close_body) != 0)
+    return TB_ENOMEM;
+  session_done(s);
+  memset(&s->close_call, 0, sizeof(s->close_call));
+  s->close_call.data = s;
+  s->close_call.path = "/api/v1/close_session";
+  s->close_call.body = tb__buf_slice(&s->close_body);
+  s->close_call.max_retries = 0;
+  s->close_call.timeout_ms = s->rt.cfg.close_timeout_ms;
+  int rc = tb__call_start(&s->rt, &s->close_call, on_close_call);
+  if (rc != 0) {
+    tb__call_free(&s->close_call);
+    return rc;
+  }
+  s->close_inflight = 1;
+  return 0;
+}
+
+int tb_service_client_close_session(tb_service_client_t *sc, tb_future_t **out) {
+  if (sc == NULL || out == NULL || sc->impl_ == NULL)
+    return TB_EINVAL;
+  struct tb__service_s *s = sc->impl_;
+  *out = NULL;
+  if (s->closing)
+    return TB_ECLOSING;
+  if (s->session_id == NULL || s->session_closed)
+    return TB_EINVAL;  /* no session yet, or closed already */
+  tb_buf_t body = { 0 };
+  if (close_body(s, &body) != 0) {
+    tb__buf_free(&body);
+    return TB_ENOMEM;
+  }
+  tb__client_op_opts_t o = { .path = "/api/v1/close_session", .body = body.base,
+                             .body_len = body.len, .max_retries = -1 };
+  int rc = tb__client_op_start(&s->rt, &o, out);
+  tb__buf_free(&body);
+  if (rc == 0)
+    session_done(s);
+  return rc;
 }
 
 /* ------------------------------------------------------------ session */
@@ -346,7 +434,7 @@ int tb_service_client_session(tb_service_client_t *sc, tb_future_t **out) {
     return TB_EINVAL;
   struct tb__service_s *s = sc->impl_;
   *out = NULL;
-  if (s->closing)
+  if (s->closing || s->session_closed)
     return TB_ECLOSING;
   waiter_t *w = calloc(1, sizeof(*w));
   tb_future_t *f = tb__client_future_new(sc->loop);
@@ -430,6 +518,14 @@ int tb_service_client_session_sync(tb_service_client_t *sc, char **session_id,
   return wait_sync(sc->impl_, f, &tb_result_string, (void **)session_id, err);
 }
 
+int tb_service_client_close_session_sync(tb_service_client_t *sc, tb_error_t *err) {
+  tb_future_t *f;
+  int rc = tb_service_client_close_session(sc, &f);
+  if (rc != 0)
+    return tb_error_set(err, rc, TB_CATEGORY_USER, "close_session: %s", tb_strerror(rc));
+  return wait_sync(sc->impl_, f, NULL, NULL, err);
+}
+
 int tb_service_client_get_server_capabilities_sync(tb_service_client_t *sc,
                                                    tb_server_capabilities_t **caps,
                                                    tb_error_t *err) {
@@ -475,6 +571,7 @@ int tb_service_client_init(uv_loop_t *loop, tb_service_client_t *sc,
 static void sc_finished(struct tb__service_s *s) {
   tb_service_client_t *sc = s->sc;
   tb__buf_free(&s->hb_body);
+  tb__buf_free(&s->close_body);
   free(s->session_id);
   free(s);
   sc->impl_ = NULL;
@@ -507,8 +604,8 @@ static void on_hb_closed(uv_handle_t *h) {
 /* The runtime is closed once the heartbeat and the waiters are done: they
  * use its alarms and calls. */
 static void sc_destroy_maybe(struct tb__service_s *s) {
-  if (s->closing != 1 || s->hb_inflight || s->ready != NULL || s->waiters != NULL ||
-      s->create_f != NULL)
+  if (s->closing != 1 || s->hb_inflight || s->close_inflight || s->ready != NULL ||
+      s->waiters != NULL || s->create_f != NULL)
     return;
   s->closing = 2;
   tb__rt_close(&s->rt, on_rt_closed);
@@ -531,6 +628,9 @@ void tb_service_client_close(tb_service_client_t *sc, tb_service_client_close_cb
     tb_future_cancel(s->create_f);  /* its callback fails the waiters */
   for (waiter_t *w = s->ready; w != NULL; w = w->next)
     w->cancelled = 1;
+  /* The work in flight is cancelled first: the session goes after it. */
+  tb__client_op_cancel_all(&s->rt);
+  send_close(s);
   sc_destroy_maybe(s);
 }
 
