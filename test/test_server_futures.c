@@ -101,6 +101,9 @@ TEST(try_again_with_queue_state) {
   ASSERT_STR_EQ(json_string_value(json_object_get(v, "queue_state")), "paused_capacity");
   ASSERT_STR_EQ(json_string_value(json_object_get(v, "queue_state_reason")),
                 "waiting for \"a\" free slot");
+  /* Not started, and no training part to say what is ahead. */
+  ASSERT(json_is_null(json_object_get(v, "started_at")));
+  ASSERT_EQ_INT(json_integer_value(json_object_get(v, "queue_position")), 0);
   json_decref(v);
   hc_free(c);
   ASSERT_OK(tb__future_set_queue_state(f, TB__QUEUE_PAUSED_RATE_LIMIT, NULL));
@@ -110,6 +113,11 @@ TEST(try_again_with_queue_state) {
   ASSERT_STR_EQ(json_string_value(json_object_get(v, "queue_state")), "paused_rate_limit");
   ASSERT(json_object_get(v, "queue_state_reason") == NULL);
   json_decref(v);
+  hc_free(c);
+  tb__future_set_started(f);
+  c = poll_send(f->id, NULL);
+  hc_wait(c);
+  ASSERT_STR_CONTAINS(c->body, "\"started_at\":\"20");
   hc_free(c);
   /* Several polls time out in order, each after its own long_poll_ms. */
   hc_t *p[3];
@@ -124,7 +132,7 @@ TEST(try_again_with_queue_state) {
     ASSERT_LT(p[i]->answered_at - p[i]->sent_at, 1000);
     hc_free(p[i]);
   }
-  ASSERT_EQ_INT(srv->futures.n_try_again, 5);
+  ASSERT_EQ_INT(srv->futures.n_try_again, 6);
   tb__future_fail(f, TB_CATEGORY_SERVER, "shutting down");
   stop_server();
 }

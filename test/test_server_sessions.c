@@ -96,6 +96,103 @@ TEST(close_session_unloads_and_answers_410) {
   stop_training();
 }
 
+/* A poll's fields, as JSON. */
+static json_t *poll_once(const char *rid) {
+  char body[160];
+  snprintf(body, sizeof(body), "{\"request_id\":\"%s\"}", rid);
+  hc_t *c = hc_do("POST", "/api/v1/retrieve_future", NULL, body);
+  ASSERT_EQ_INT(c->status, 200);
+  json_t *v = hc_json(c);
+  hc_free(c);
+  return v;
+}
+
+static double metric_value(const char *body, const char *name) {
+  const char *p = strstr(body, name);
+  ASSERT(p != NULL);
+  return strtod(p + strlen(name), NULL);
+}
+
+TEST(try_again_tells_queued_from_running) {
+  strcpy(data_dir, "/tmp/tb-train-XXXXXX");
+  ASSERT(mkdtemp(data_dir) != NULL);
+  tb_server_options_t o = { .data_dir = data_dir, .long_poll_ms = 5 };
+  start_server(&o);
+  tb_engine_opts_t eo = { .shards = 1, .max_work_items = 1 };
+  tb_error_t err = { 0 };
+  ASSERT_OK(tb__training_start(srv, &eo, NULL, 0, &err));
+  char *sid = create_session(NULL);
+  char *a = create_model(sid, 0, NULL);
+  char *b = create_model(sid, 1, NULL);
+  /* A long job on a runs; a's seq 3 waits for seq 2; b's job waits for
+   * the one work item. */
+  tb_buf_t toks = TB_BUF_INIT, ins = TB_BUF_INIT;
+  enum { N = 2000 };
+  tb__buf_append_str(&toks, "[");
+  tb__buf_append_str(&ins, "\"target_tokens\":{\"dtype\":\"int64\",\"shape\":[2000],\"data\":[");
+  for (int i = 0; i < N; i++) {
+    tb__buf_printf(&toks, "%s%d", i ? "," : "", 1 + i % 250);
+    tb__buf_printf(&ins, "%s%d", i ? "," : "", 2 + i % 250);
+  }
+  tb__buf_append_str(&toks, "]");
+  tb__buf_append_str(&ins, "]}");
+  tb__buf_terminate(&toks);
+  tb__buf_terminate(&ins);
+  char *long_body = fwd_body_n(a, 1, toks.base, ins.base);
+  char *ra = post_field("/api/v1/forward_backward", NULL, long_body, "request_id");
+  char *ra3 = submit_fwdbwd(a, 3, NULL);
+  char *rb = submit_fwdbwd(b, 1, NULL);
+
+  json_t *v = poll_once(ra);
+  ASSERT_STR_EQ(json_string_value(json_object_get(v, "type")), "try_again");
+  const char *started = json_string_value(json_object_get(v, "started_at"));
+  ASSERT(started != NULL);
+  ASSERT(strlen(started) == 24 && started[10] == 'T' && started[23] == 'Z');
+  ASSERT_EQ_INT(json_integer_value(json_object_get(v, "queue_position")), 0);
+  json_decref(v);
+  v = poll_once(rb);  /* behind the running job, for the work item */
+  ASSERT(json_is_null(json_object_get(v, "started_at")));
+  ASSERT_EQ_INT(json_integer_value(json_object_get(v, "queue_position")), 1);
+  ASSERT_STR_EQ(json_string_value(json_object_get(v, "queue_state")), "paused_capacity");
+  json_decref(v);
+  v = poll_once(ra3);  /* behind a's running job; seq 2 is no job */
+  ASSERT(json_is_null(json_object_get(v, "started_at")));
+  ASSERT_EQ_INT(json_integer_value(json_object_get(v, "queue_position")), 1);
+  json_decref(v);
+  wait_ms(20);
+  hc_t *m = hc_do("GET", "/metrics", NULL, NULL);
+  ASSERT_STR_CONTAINS(m->body, "tinkerbell_jobs{state=\"queued\"} 2\n");
+  ASSERT_STR_CONTAINS(m->body, "tinkerbell_jobs{state=\"running\"} 1\n");
+  ASSERT_GE(metric_value(m->body, "tinkerbell_job_oldest_age_seconds{state=\"queued\"} "),
+            0.015);
+  ASSERT_GE(metric_value(m->body, "tinkerbell_job_oldest_age_seconds{state=\"running\"} "),
+            0.015);
+  hc_free(m);
+  /* Seq 2 comes: everything finishes, and nothing is left to age. */
+  char *ra2 = submit_fwdbwd(a, 2, NULL);
+  json_decref(result_json(ra, NULL));
+  json_decref(result_json(ra2, NULL));
+  json_decref(result_json(ra3, NULL));
+  json_decref(result_json(rb, NULL));
+  m = hc_do("GET", "/metrics", NULL, NULL);
+  ASSERT_STR_CONTAINS(m->body, "tinkerbell_jobs{state=\"queued\"} 0\n");
+  ASSERT_STR_CONTAINS(m->body, "tinkerbell_jobs{state=\"running\"} 0\n");
+  ASSERT_STR_CONTAINS(m->body, "tinkerbell_job_oldest_age_seconds{state=\"running\"} 0.000\n");
+  hc_free(m);
+  free(ra);
+  free(ra2);
+  free(ra3);
+  free(rb);
+  free(long_body);
+  tb__buf_free(&toks);
+  tb__buf_free(&ins);
+  free(a);
+  free(b);
+  free(sid);
+  stop_training();
+}
+
 TEST_LIST(
+  TEST_ENTRY(try_again_tells_queued_from_running),
   TEST_ENTRY(close_session_unloads_and_answers_410),
 )

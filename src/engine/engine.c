@@ -71,6 +71,8 @@ static void item_start(tb_engine_t *e, tb_engine_shard_t *it) {
     job->capacity_waiting = 0;
     job->on_capacity(job, 0);
   }
+  if (it == &job->items[0] && job->on_start != NULL)
+    job->on_start(job);
   if (it->skip == 0 && it->needs_ws && ws_take(e, &it->ws) != 0)
     it->skip = TB_ENOMEM;
   it->queued = 1;
@@ -142,9 +144,11 @@ static int job_begin(tb_engine_job_t *job, tb_engine_t *e,
                      tb_engine_job_type_t type, tb_engine_job_cb cb) {
   void *data = job->data;
   void (*on_capacity)(tb_engine_job_t *, int) = job->on_capacity;
+  void (*on_start)(tb_engine_job_t *) = job->on_start;
   memset(job, 0, sizeof(*job));
   job->data = data;
   job->on_capacity = on_capacity;
+  job->on_start = on_start;
   job->engine = e;
   job->type = type;
   job->cb = cb;
@@ -659,6 +663,36 @@ static int adapter_submit(tb_engine_job_t *job, tb_engine_adapter_t *a) {
   a->tail = job;
   active_add(a->engine, job);
   return 0;
+}
+
+size_t tb__engine_adapter_jobs(const tb_engine_adapter_t *a) {
+  size_t n = 0;
+  for (const tb_engine_job_t *j = a->head; j != NULL; j = j->queue_next)
+    n++;
+  return n;
+}
+
+size_t tb__engine_job_position(const tb_engine_job_t *job) {
+  size_t n = 0;
+  if (job->target != NULL)
+    for (const tb_engine_job_t *j = job->target->head; j != NULL && j != job; j = j->queue_next)
+      n++;
+  if (job->started && job->num_items > 0 && !job->items[0].queued) {
+    /* Waiting for room: the jobs whose work holds the threadpool, and the
+     * ones whose items wait ahead of it (each job's items are queued
+     * together, so counting changes of job counts jobs). */
+    for (const tb_engine_job_t *j = job->engine->active; j != NULL; j = j->active_next)
+      if (j != job && j->started && j->num_items > 0 && j->items[0].queued)
+        n++;
+    const tb_engine_job_t *last = NULL;
+    for (const tb_engine_shard_t *it = job->engine->wait_head;
+         it != NULL && it != &job->items[0]; it = it->wait_next)
+      if (it->job != last && it->job != job) {
+        n++;
+        last = it->job;
+      }
+  }
+  return n;
 }
 
 /* Starts the next job of the FIFO, or cancels the queue while closing. */

@@ -138,6 +138,10 @@ struct tb_engine_job_s {
    * (waiting 1), and again when its work starts (waiting 0).  A job that
    * never waits for room is never reported. */
   void (*on_capacity)(tb_engine_job_t *job, int waiting);
+  /* Optional, set before submission: called on the loop when the job's
+   * work starts (its first work item is handed to the threadpool), so
+   * that the caller can tell a running job from a queued one. */
+  void (*on_start)(tb_engine_job_t *job);
   /* read-only: set by the submission */
   tb_engine_t *engine;
   tb_engine_job_type_t type;
@@ -237,6 +241,13 @@ tb_engine_model_t *tb__engine_adapter_model(const tb_engine_adapter_t *a);
  * job of the adapter is queued or running (tb__engine_adapter_busy). */
 tb_lora_t *tb__engine_adapter_lora(tb_engine_adapter_t *a);
 int tb__engine_adapter_busy(const tb_engine_adapter_t *a);
+/* Jobs in a's FIFO, the running one included. */
+size_t tb__engine_adapter_jobs(const tb_engine_adapter_t *a);
+/* How many jobs must make way before a submitted job's work starts: the
+ * jobs ahead of it in its adapter's FIFO and, while its work waits for
+ * room in the threadpool, the jobs whose work runs there or waits ahead
+ * of it.  0 once it runs. */
+size_t tb__engine_job_position(const tb_engine_job_t *job);
 
 /* ------------------------------------------------------------ jobs */
 

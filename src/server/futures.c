@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "core/buf.h"
+#include "core/clock.h"
 #include "core/log.h"
 
 struct tb__tombstone_s {
@@ -357,12 +358,18 @@ int tb__future_set_queue_state(tb__future_t *f, tb__queue_state_t state,
   return 0;
 }
 
+void tb__future_set_started(tb__future_t *f) {
+  f->started_ms = uv_now(f->store->loop);
+  f->started_wall = tb__wall_time();
+}
+
 static void finish(tb__future_t *f, size_t bytes) {
   tb__futures_t *fs = f->store;
   free(f->queue_reason);
   f->queue_reason = NULL;
   fs->n_queue_state[f->queue_state]--;
   f->queue_state = TB__QUEUE_ACTIVE;
+  f->data = NULL;  /* whatever drove it is done with it */
   f->finished_ms = uv_now(fs->loop);
   f->bytes = bytes + FUTURE_OVERHEAD;
   fs->bytes += f->bytes;

@@ -2,7 +2,9 @@
  * The futures store: every asynchronous request gets a future with an
  * unguessable id ("req-" + 32 hex digits) that belongs to one user.  A
  * future is pending until the training part resolves it with an encoded
- * result or fails it; until then it reports a queue state.
+ * result or fails it; until then it reports a queue state, when its job
+ * started (started_at, null while queued) and how many jobs are ahead of
+ * it (queue_position, through the training part's position callback).
  *
  * Lifetime of a finished future:
  *   - unretrieved, it expires result_ttl_ms after it finished;
@@ -95,6 +97,8 @@ struct tb__future_s {
   tb_category_t category;          /* FAILED: user or server */
   char *message;                   /* FAILED */
   uint64_t created_ms, finished_ms, delivered_ms;  /* loop times; 0: not yet */
+  uint64_t started_ms;             /* loop time its job started; 0: queued */
+  double started_wall;             /* the same, seconds since the epoch */
   /* private */
   tb__futures_t *store;
   size_t bytes;                    /* counted against max_bytes */
@@ -115,10 +119,13 @@ typedef struct tb__futures_opts_s {
 
 typedef struct tb__poll_s tb__poll_t;
 typedef void (*tb__futures_close_cb)(tb__futures_t *fs);
+/* How many jobs are ahead of pending f's (the training part knows). */
+typedef size_t (*tb__futures_position_fn)(const tb__future_t *f);
 
 struct tb__futures_s {
   /* public */
   void *data;
+  tb__futures_position_fn position;  /* optional: queue_position of try_again */
   /* read-only */
   uv_loop_t *loop;
   tb__futures_opts_t opts;
@@ -159,6 +166,8 @@ int tb__future_create(tb__futures_t *fs, const tb__user_t *owner, tb__future_t *
 /* Updates what try_again reports; reason may be NULL. */
 int tb__future_set_queue_state(tb__future_t *f, tb__queue_state_t state,
                                const char *reason);
+/* Records that f's job started running now (started_at of try_again). */
+void tb__future_set_started(tb__future_t *f);
 /* Finishes f with a result (JSON and/or protobuf).  Takes the buffers
  * (malloc'd) in every case, also on TB_ENOMEM (f then fails with category
  * server).  Every waiter is answered.  Afterwards f belongs to the

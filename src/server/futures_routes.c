@@ -23,6 +23,7 @@
 
 #include "core/json.h"
 #include "server/internal.h"
+#include "server/store.h"
 
 struct tb__poll_s {
   tb__fwaiter_t w;            /* first: the waiter callback gets &w */
@@ -35,10 +36,15 @@ struct tb__poll_s {
 
 /* ------------------------------------------------------------ answers */
 
+/* {"type": "try_again", "request_id", "queue_state", "queue_state_reason"?,
+ * "started_at": RFC 3339 | null, "queue_position": jobs ahead}.  The SDK
+ * ignores the fields it does not know (its response models are
+ * extra="ignore"); the last two tell a job queued behind others from one
+ * that runs. */
 static void answer_try_again(tb_http_request_t *req, const tb__future_t *f) {
   const char *state = tb__queue_state_name(f->queue_state);
   size_t rl = f->queue_reason ? strlen(f->queue_reason) : 0;
-  char *json = tb__arena_alloc(&req->arena, 128 + f->id_len + rl * 6);
+  char *json = tb__arena_alloc(&req->arena, 200 + f->id_len + rl * 6);
   if (json == NULL) {
     tb__server_respond_error(req, 503, "out of memory");
     return;
@@ -51,6 +57,15 @@ static void answer_try_again(tb_http_request_t *req, const tb__future_t *f) {
     p += tb__json_escape(p, f->queue_reason, rl);
     *p++ = '"';
   }
+  if (f->started_ms != 0) {
+    char when[48];
+    tb__store_iso_time(f->started_wall, when, sizeof(when));
+    p += sprintf(p, ",\"started_at\":\"%s\"", when);
+  } else {
+    p += sprintf(p, ",\"started_at\":null");
+  }
+  size_t pos = f->store->position != NULL && f->started_ms == 0 ? f->store->position(f) : 0;
+  p += sprintf(p, ",\"queue_position\":%zu", pos);
   *p++ = '}';
   f->store->n_try_again++;
   tb__server_respond_json(req, 200, json, (size_t)(p - json));

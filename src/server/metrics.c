@@ -113,6 +113,40 @@ void tb__metrics_training(const tb__training_t *tr, tb_buf_t *out) {
                  "# TYPE tinkerbell_engine_work_items_running gauge\n"
                  "tinkerbell_engine_work_items_running %zu\n",
                  list_length(tr->held), ordered, engine, tr->engine.running_items);
+  /* Clients' jobs by whether their work started, and the oldest of each:
+   * a queued job that ages is stuck behind others, a running one that
+   * ages is slow or lost. */
+  size_t n_queued = 0, n_running = 0;
+  uint64_t now = uv_now(tr->srv->loop), oldest_queued = 0, oldest_running = 0;
+  for (const tb__top_t *op = tr->ops; op != NULL; op = op->anext) {
+    const tb__future_t *f = op->future;
+    if (f == NULL || f->state != TB__FUTURE_PENDING || f->data != op)
+      continue;
+    if (f->started_ms != 0) {
+      n_running++;
+      if (now - f->started_ms > oldest_running)
+        oldest_running = now - f->started_ms;
+    } else {
+      n_queued++;
+      if (now - f->created_ms > oldest_queued)
+        oldest_queued = now - f->created_ms;
+    }
+  }
+  tb__buf_printf(out,
+                 "# HELP tinkerbell_jobs Clients' operations accepted and not finished: "
+                 "queued (held, ordered, or in the engine behind other jobs) or running "
+                 "(their work started).\n"
+                 "# TYPE tinkerbell_jobs gauge\n"
+                 "tinkerbell_jobs{state=\"queued\"} %zu\n"
+                 "tinkerbell_jobs{state=\"running\"} %zu\n"
+                 "# HELP tinkerbell_job_oldest_age_seconds The oldest queued job's time "
+                 "since it was accepted, and the oldest running job's time since it "
+                 "started; 0 when there is none.\n"
+                 "# TYPE tinkerbell_job_oldest_age_seconds gauge\n"
+                 "tinkerbell_job_oldest_age_seconds{state=\"queued\"} %.3f\n"
+                 "tinkerbell_job_oldest_age_seconds{state=\"running\"} %.3f\n",
+                 n_queued, n_running, (double)oldest_queued / 1e3,
+                 (double)oldest_running / 1e3);
   tb__buf_printf(out, "# HELP tinkerbell_tokens_total Tokens processed by finished "
                       "operations: the inputs of forward and forward_backward, the prompt "
                       "and generated tokens of sample.\n"

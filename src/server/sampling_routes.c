@@ -166,6 +166,7 @@ static void on_sampled(tb_engine_job_t *job, int status) {
   op->tr->n_done++;
   tb__metrics_op_finished(op, 1);
   tb__future_resolve(op->future, json, jlen, pb.base, pb.len);
+  op->future = NULL;  /* the store's now */
   tb__top_free(op);
 }
 

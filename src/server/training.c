@@ -29,6 +29,15 @@ tb__training_t *tb__training_of(tb_http_request_t *req) {
   return tb__sreq(req)->route->data;
 }
 
+static tb__future_t *client_future(tb__top_t *op);
+
+/* The op's work started: try_again says so from now on. */
+static void on_op_start(tb_engine_job_t *job) {
+  tb__future_t *f = client_future(job->data);
+  if (f != NULL)
+    tb__future_set_started(f);
+}
+
 static tb__top_t *top_alloc(tb__training_t *tr, tb__op_type_t type) {
   tb__top_t *op = calloc(1, sizeof(*op));
   if (op == NULL)
@@ -38,9 +47,35 @@ static tb__top_t *top_alloc(tb__training_t *tr, tb__op_type_t type) {
   op->seq = -1;
   op->sampler_seq = -1;
   op->job.data = op;
+  op->job.on_start = on_op_start;
   tb__arena_init(&op->arena, 0);
+  op->anext = tr->ops;
+  if (tr->ops != NULL)
+    tr->ops->aprev = op;
+  tr->ops = op;
   tr->n_ops++;
   return op;
+}
+
+/* queue_position of a pending future's op: the jobs it waits behind. */
+static size_t op_position(const tb__future_t *f) {
+  const tb__top_t *op = f->data;
+  if (op == NULL)
+    return 0;
+  if (op->job.engine != NULL)  /* submitted to the engine */
+    return tb__engine_job_position(&op->job);
+  size_t k = 0;
+  for (const tb__top_t *p = op->tr->held; p != NULL; p = p->next, k++)
+    if (p == op)
+      return k;  /* creates ahead of it */
+  const tb__tmodel_t *m = op->model;
+  if (m == NULL)
+    return 0;
+  k = m->adapter != NULL ? tb__engine_adapter_jobs(m->adapter) : 0;
+  for (const tb__top_t *p = m->waiting; p != NULL; p = p->next, k++)
+    if (p == op)
+      return k;  /* its model's jobs, and the ops of lower seq_id */
+  return 0;
 }
 
 tb__top_t *tb__top_new(tb_http_request_t *req, tb__op_type_t type) {
@@ -53,6 +88,8 @@ tb__top_t *tb__top_new(tb_http_request_t *req, tb__op_type_t type) {
 int tb__top_accept(tb_http_request_t *req, tb__top_t *op) {
   tb__training_t *tr = op->tr;
   int rc = tb__future_create(&tr->srv->futures, tb__sreq(req)->user, &op->future);
+  if (rc == 0)
+    op->future->data = op;
   if (rc != 0) {
     tb__server_respond_error(req, 503, "cannot create a future: %s", tb_strerror(rc));
     tb__top_free(op);
@@ -63,6 +100,14 @@ int tb__top_accept(tb_http_request_t *req, tb__top_t *op) {
 void tb__top_free(tb__top_t *op) {
   if (op->then != NULL)
     tb__top_free(op->then);
+  if (op->future != NULL && op->future->data == op)
+    op->future->data = NULL;
+  if (op->aprev != NULL)
+    op->aprev->anext = op->anext;
+  else
+    op->tr->ops = op->anext;
+  if (op->anext != NULL)
+    op->anext->aprev = op->aprev;
   tb__engine_job_cleanup(&op->job);
   tb__arena_free(&op->arena);
   free(op->dir);
@@ -81,6 +126,7 @@ void tb__top_fail(tb__top_t *op, tb_category_t category, const char *message) {
   tb__metrics_op_finished(op, 0);
   if (op->future != NULL)
     tb__future_fail(op->future, category, "%s", message);
+  op->future = NULL;  /* the store's now */
   tb__top_free(op);
 }
 
@@ -111,6 +157,7 @@ static void top_resolve_json(tb__top_t *op, json_t *v) {
   op->tr->n_done++;
   tb__metrics_op_finished(op, 1);
   tb__future_resolve(op->future, json, len, NULL, 0);
+  op->future = NULL;  /* the store's now */
   tb__top_free(op);
 }
 
@@ -174,7 +221,6 @@ static void model_unlink(tb__training_t *tr, tb__tmodel_t *m, int counted) {
 static void start_held(tb__training_t *tr);
 static void drain(tb__tmodel_t *m);
 static void start_op(tb__top_t *op);
-static tb__future_t *client_future(tb__top_t *op);
 static void training_free(tb__training_t *tr);
 
 /* ------------------------------------------------------------ results */
@@ -227,6 +273,7 @@ static void on_forward(tb__top_t *op) {
   op->tr->n_done++;
   tb__metrics_op_finished(op, 1);
   tb__future_resolve(op->future, json, jlen, pb.base, pb.len);
+  op->future = NULL;  /* the store's now */
   tb__top_free(op);
 }
 
@@ -1029,6 +1076,7 @@ int tb__training_start(tb__server_t *srv, const tb_engine_opts_t *opts,
   /* From here the engine is the extension's to close, also on error. */
   tb__server_add_ext(srv, &tr->ext);
   srv->sessions.on_expire = on_session_expired;
+  srv->futures.position = op_position;
   for (i = 0; i < n_models; i++) {
     tb__tbase_t *b = &bases[i];
     b->job.data = b;

@@ -91,6 +91,7 @@ struct tb__top_s {
   tb__top_t *then;               /* create: the load of create-via-load */
   int need_lora;                 /* create: read the shape from then->dir */
   tb__top_t *next;               /* a model's waiting list, held lists */
+  tb__top_t *anext, *aprev;      /* every op alive (tr->ops) */
   /* The Tinkerbell dialect's shape of the result (tinkerbell_results.c),
    * or NULL for the Tinker one; called once the job succeeded, before the
    * model of an unload is freed. */
@@ -157,7 +158,8 @@ struct tb__training_s {
   tb_slice_t *token_bytes;       /* the tokens of `base` as bytes, for stop
                                     strings; built on first use */
   char *token_text;
-  size_t n_ops;                  /* ops alive */
+  tb__top_t *ops;                /* ops alive, newest first */
+  size_t n_ops;
   size_t n_fs;                   /* file requests in flight */
   int engine_closed;
   uint64_t n_done, n_failed;
