@@ -6,6 +6,7 @@
 #include "core/arena.h"
 #include "core/buf.h"
 #include "core/json.h"
+#include "core/json_scan.h"
 #include "core/log.h"
 
 TEST(error_names_and_messages) {
@@ -148,6 +149,59 @@ TEST(json_paths_in_errors) {
   tb_error_clear(&err);
 }
 
+typedef struct {
+  char log[512];
+  int stop_at;   /* give up at this member (1-based); 0: never */
+  int n;
+} jscan_log_t;
+
+static int jscan_record(void *ctx, const tb_jscan_member_t *m) {
+  jscan_log_t *l = ctx;
+  static const char *const types[] = { "s", "n", "t", "f", "0" };
+  size_t len = strlen(l->log);
+  snprintf(l->log + len, sizeof(l->log) - len, "%.*s=%s:%.*s;", (int)m->key.len, m->key.base,
+           types[m->type], (int)m->str.len, m->str.base);
+  return ++l->n == l->stop_at;
+}
+
+static int jscan(const char *text, jscan_log_t *l) {
+  memset(l, 0, sizeof(*l));
+  return tb__jscan_object((tb_slice_t){ text, strlen(text) }, jscan_record, l);
+}
+
+TEST(json_scan_reads_flat_objects_only) {
+  jscan_log_t l;
+  ASSERT_EQ_INT(jscan(" { \"type\" : \"try_again\", \"n\":-1.5e3,\"a\":true,\"b\":false,"
+                      "\"c\":null,\"e\":\"\" } \n", &l), 1);
+  ASSERT_STR_EQ(l.log, "type=s:try_again;n=n:-1.5e3;a=t:;b=f:;c=0:;e=s:;");
+  ASSERT_EQ_INT(jscan("{}", &l), 1);
+  ASSERT_EQ_INT(l.n, 0);
+  /* Everything else is left to jansson: nesting, escapes, bad JSON. */
+  static const char *const others[] = {
+    "", "[]", "{", "{\"a\":1", "{\"a\":1,}", "{\"a\" 1}", "{a:1}", "{\"a\":{}}",
+    "{\"a\":[1]}", "{\"a\":\"x\\\"y\"}", "{\"a\\n\":1}", "{\"a\":\"\x01\"}", "{\"a\":01}",
+    "{\"a\":1.}", "{\"a\":-}", "{\"a\":1e}", "{\"a\":tru}", "{\"a\":1} x", "{\"a\":1}{}",
+    "{\"a\":1 \"b\":2}", "{\"a\":123456789012345678901234567890123456789012345678901234567890123456}",
+  };
+  for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
+    if (jscan(others[i], &l) != 0)
+      fprintf(stderr, "accepted: %s\n", others[i]);
+    ASSERT_EQ_INT(jscan(others[i], &l), 0);
+  }
+  /* The callback may give up. */
+  jscan_log_t g;
+  memset(&g, 0, sizeof(g));
+  g.stop_at = 2;
+  const char *t = "{\"a\":1,\"b\":2,\"c\":3}";
+  ASSERT_EQ_INT(tb__jscan_object((tb_slice_t){ t, strlen(t) }, jscan_record, &g), 0);
+  ASSERT_EQ_INT(g.n, 2);
+  tb_jscan_member_t m = { TB_SLICE_LIT("k"), TB_JSCAN_STRING, TB_SLICE_LIT("try_again"), 0 };
+  ASSERT(tb__jscan_is(&m, "try_again"));
+  ASSERT(!tb__jscan_is(&m, "try_agai"));
+  m.type = TB_JSCAN_TRUE;
+  ASSERT(tb__jscan_is(&m, "true"));
+}
+
 TEST(log_levels_parse) {
   ASSERT_EQ_INT(tb__log_parse_level("debug"), TB_LOG_DEBUG);
   ASSERT_EQ_INT(tb__log_parse_level("warn"), TB_LOG_WARN);
@@ -158,6 +212,7 @@ TEST(log_levels_parse) {
 }
 
 TEST_LIST(
+  TEST_ENTRY(json_scan_reads_flat_objects_only),
   TEST_ENTRY(error_names_and_messages),
   TEST_ENTRY(rich_error_owns_its_strings),
   TEST_ENTRY(buf_grows_and_consumes),

@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "core/json.h"
+#include "core/json_scan.h"
 #include "server/internal.h"
 #include "server/store.h"
 
@@ -204,57 +205,41 @@ static void hold(tb_http_request_t *req, tb__futures_t *fs, tb__future_t *f,
  * then. */
 /* ------------------------------------------------------------ the body */
 
-static const char *skip_ws(const char *p, const char *end) {
-  while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
-    p++;
-  return p;
-}
+typedef struct {
+  tb_slice_t id;
+  int has_id;
+} poll_body_t;
 
-static const char *expect(const char *p, const char *end, const char *lit) {
-  size_t n = strlen(lit);
-  if ((size_t)(end - p) < n || memcmp(p, lit, n) != 0)
-    return NULL;
-  return p + n;
+static int poll_member(void *ctx, const tb_jscan_member_t *m) {
+  poll_body_t *b = ctx;
+  if (tb__slice_eq_str(m->key, "request_id") && m->type == TB_JSCAN_STRING && !b->has_id) {
+    for (size_t i = 0; i < m->str.len; i++) {
+      char c = m->str.base[i];
+      if (!isalnum((unsigned char)c) && c != '-' && c != '_' && c != ':' && c != '.')
+        return 1;
+    }
+    b->id = m->str;
+    b->has_id = m->str.len > 0;
+    return !b->has_id;
+  }
+  if (tb__slice_eq_str(m->key, "allow_metadata_only") &&
+      (m->type == TB_JSCAN_TRUE || m->type == TB_JSCAN_FALSE))
+    return 0;
+  return 1;
 }
 
 /* Nearly every poll's body is {"request_id": "<id>"}, the SDK's with
  * "allow_metadata_only": true|false after it.  That one shape is read
- * here without building a document (jansson's allocations were a tenth of
- * a poll's CPU); any other body -- other keys, escapes, errors -- goes
+ * with the flat-object reader the client also uses for try_again answers,
+ * without building a document (jansson's allocations were a tenth of a
+ * poll's CPU); any other body -- other keys, escapes, errors -- goes
  * through jansson and its error messages.  1 and *id, or 0. */
 static int scan_poll_body(tb_slice_t body, tb_slice_t *id) {
-  const char *p = body.base, *end = body.base + body.len;
-  if (p == NULL || body.len > 512)
+  poll_body_t b = { { NULL, 0 }, 0 };
+  if (body.len > 512 || !tb__jscan_object(body, poll_member, &b) || !b.has_id)
     return 0;
-  p = skip_ws(p, end);
-  p = p ? expect(p, end, "{") : NULL;
-  p = p ? expect(skip_ws(p, end), end, "\"request_id\"") : NULL;
-  p = p ? expect(skip_ws(p, end), end, ":") : NULL;
-  p = p ? expect(skip_ws(p, end), end, "\"") : NULL;
-  if (p == NULL)
-    return 0;
-  const char *start = p;
-  while (p < end && (isalnum((unsigned char)*p) || *p == '-' || *p == '_' || *p == ':' ||
-                     *p == '.'))
-    p++;
-  if (p == start || p == end || *p != '"')
-    return 0;
-  *id = (tb_slice_t){ start, (size_t)(p - start) };
-  p = skip_ws(p + 1, end);
-  if (p < end && *p == ',') {
-    p = expect(skip_ws(p + 1, end), end, "\"allow_metadata_only\"");
-    p = p ? expect(skip_ws(p, end), end, ":") : NULL;
-    if (p == NULL)
-      return 0;
-    p = skip_ws(p, end);
-    const char *q = expect(p, end, "true");
-    p = q ? q : expect(p, end, "false");
-    if (p == NULL)
-      return 0;
-    p = skip_ws(p, end);
-  }
-  p = p < end ? expect(p, end, "}") : NULL;
-  return p != NULL && skip_ws(p, end) == end;
+  *id = b.id;
+  return 1;
 }
 
 static tb__future_t *lookup(tb_http_request_t *req, json_t **doc, int tinker) {
