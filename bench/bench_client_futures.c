@@ -8,7 +8,8 @@
  * submissions answer {"request_id"}, retrieve_future answers "try_again"
  * at once until the parent says /finish, then results.  The parent makes N
  * futures, waits until every one is polling, reads the heap in use
- * (mallinfo2) per future, then counts CPU time and polls for a while.
+ * (mallinfo2) per future, then counts CPU time, polls and heap
+ * allocations (the bench wraps malloc) for a while.
  *
  * usage: bench_client_futures [--futures N[,N...]] [--seconds S] [--conns C]
  * Output: a human line per N, then one `BENCH futures key=value ...` line
@@ -96,6 +97,28 @@ static int responder(int fd) {
 
 /* ------------------------------------------------------------ measuring */
 
+/* Allocations counted by wrapping glibc's allocator (an executable's own
+ * malloc takes precedence over libc's): what a poll costs the heap. */
+extern void *__libc_malloc(size_t n);
+extern void *__libc_calloc(size_t n, size_t size);
+extern void *__libc_realloc(void *p, size_t n);
+static uint64_t n_allocs;
+
+void *malloc(size_t n) {
+  n_allocs++;
+  return __libc_malloc(n);
+}
+
+void *calloc(size_t n, size_t size) {
+  n_allocs++;
+  return __libc_calloc(n, size);
+}
+
+void *realloc(void *p, size_t n) {
+  n_allocs++;
+  return __libc_realloc(p, n);
+}
+
 static double cpu_us(void) {
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
@@ -156,6 +179,7 @@ typedef struct {
   double bytes_per_future;
   double cpu_us_per_poll;
   double polls_per_s;
+  double allocs_per_poll;
 } result_t;
 
 static result_t measure_futures(uv_loop_t *loop, const char *url, size_t n, double seconds,
@@ -188,13 +212,16 @@ static result_t measure_futures(uv_loop_t *loop, const char *url, size_t n, doub
 
   size_t k;
   uint64_t p0 = polls_sent(&rt, &k);
+  uint64_t a0 = n_allocs;
   double c0 = cpu_us();
   uint64_t t0 = uv_hrtime();
   run_for(loop, (uint64_t)(seconds * 1000));
   double c1 = cpu_us();
   double dt = (double)(uv_hrtime() - t0) / 1e9;
+  uint64_t a1 = n_allocs;
   uint64_t p1 = polls_sent(&rt, &k);
   res.cpu_us_per_poll = p1 > p0 ? (c1 - c0) / (double)(p1 - p0) : 0;
+  res.allocs_per_poll = p1 > p0 ? (double)(a1 - a0) / (double)(p1 - p0) : 0;
   res.polls_per_s = (double)(p1 - p0) / dt;
 
   control(&rt, "/finish");
@@ -262,6 +289,8 @@ static void raw_send(raw_t *r) {
 static int raw_closed;
 static void on_raw_closed(tb_http_client_t *c) { raw_closed = 1; }
 
+static double raw_allocs_per_poll;
+
 static double measure_raw(uv_loop_t *loop, const char *url, double seconds, unsigned conns) {
   snprintf(raw_url, sizeof(raw_url), "%s/api/v1/retrieve_future", url);
   tb_http_client_opts_t o = { .max_conns_per_origin = conns };
@@ -273,10 +302,12 @@ static double measure_raw(uv_loop_t *loop, const char *url, double seconds, unsi
     raw_send(&rs[i]);
   run_for(loop, 300);  /* connections made */
   uint64_t d0 = raw_done;
+  uint64_t a0 = n_allocs;
   double c0 = cpu_us();
   run_for(loop, (uint64_t)(seconds * 1000));
   double c1 = cpu_us();
   uint64_t d1 = raw_done;
+  raw_allocs_per_poll = d1 > d0 ? (double)(n_allocs - a0) / (double)(d1 - d0) : 0;
   raw_stop = 1;
   tb__http_client_close(&raw_client, on_raw_closed);
   while (!raw_closed)
@@ -331,7 +362,8 @@ int main(int argc, char **argv) {
   uv_loop_t loop;
   uv_loop_init(&loop);
   double raw = measure_raw(&loop, url, seconds, conns);
-  printf("bare HTTP client: %.2f us CPU per poll (%u connections)\n", raw, conns);
+  printf("bare HTTP client: %.2f us CPU per poll, %.2f allocations per poll (%u connections)\n",
+         raw, raw_allocs_per_poll, conns);
   result_t last = { 0 };
   size_t last_n = 0;
   for (const char *p = counts; *p != '\0';) {
@@ -343,18 +375,19 @@ int main(int argc, char **argv) {
     }
     result_t r = measure_futures(&loop, url, n, seconds, conns);
     printf("%zu futures in flight: %.0f bytes per pending future, %.2f us CPU per poll "
-           "(%.2fx the bare client), %.0f polls/s\n",
+           "(%.2fx the bare client), %.2f allocations per poll, %.0f polls/s\n",
            n, r.bytes_per_future, r.cpu_us_per_poll, raw > 0 ? r.cpu_us_per_poll / raw : 0,
-           r.polls_per_s);
+           r.allocs_per_poll, r.polls_per_s);
     fflush(stdout);
     last = r;
     last_n = n;
     p = *end == ',' ? end + 1 : end;
   }
   printf("BENCH futures n=%zu bytes_per_future=%.0f cpu_us_per_poll=%.2f raw_cpu_us=%.2f "
-         "ratio=%.2f polls_per_s=%.0f\n",
+         "ratio=%.2f polls_per_s=%.0f allocs_per_poll=%.2f raw_allocs_per_poll=%.2f\n",
          last_n, last.bytes_per_future, last.cpu_us_per_poll, raw,
-         raw > 0 ? last.cpu_us_per_poll / raw : 0, last.polls_per_s);
+         raw > 0 ? last.cpu_us_per_poll / raw : 0, last.polls_per_s, last.allocs_per_poll,
+         raw_allocs_per_poll);
   kill(pid, SIGTERM);
   waitpid(pid, NULL, 0);
   uv_loop_close(&loop);

@@ -8,6 +8,8 @@
  */
 #include "test_client_fake.h"
 
+#include <math.h>
+
 static uv_loop_t loop;
 static fake_t fk;
 static tb__rt_t rt;
@@ -34,6 +36,8 @@ static void setup(const tb_client_config_t *override) {
       c.poll_error_backoff_initial_ms = override->poll_error_backoff_initial_ms;
       c.poll_error_backoff_max_ms = override->poll_error_backoff_max_ms;
     }
+    if (override->stall_ms)
+      c.stall_ms = override->stall_ms;
     c.queue_observer = override->queue_observer;
     c.queue_observer_data = override->queue_observer_data;
   }
@@ -178,6 +182,108 @@ TEST(poll_queue_state_transitions) {
   /* retry_after_ms was honoured before the last poll. */
   ASSERT_GE(fake_nth(&fk, POLL_PATH, 6)->at - fake_nth(&fk, POLL_PATH, 5)->at, 30);
   ASSERT_STR_EQ(tb_queue_state_name(TB_QUEUE_PAUSED_RATE_LIMIT), "paused_rate_limit");
+  tb_future_free(f);
+  teardown();
+}
+
+/* ------------------------------------------------------------ stalls */
+
+#define TA(extra) "{\"type\":\"try_again\",\"request_id\":\"req-1\",\"queue_state\":\"active\"" extra "}"
+
+typedef struct jlog_s {
+  double started[8];
+  int64_t pos[8];
+  int n;
+} jlog_t;
+
+static void on_job(const tb_queue_state_event_t *ev) {
+  jlog_t *j = ev->data;
+  ASSERT_LT(j->n, 8);
+  j->started[j->n] = ev->started_at;
+  j->pos[j->n] = ev->queue_position;
+  j->n++;
+}
+
+TEST(poll_stalled_once_per_stall) {
+  /* Queued behind two jobs, then nothing new for a while (a stall), then
+   * one job ahead (progress), nothing new again (a second stall), then it
+   * starts and finishes. */
+  static const fake_resp_t P[] = {
+    { 200, TA(",\"started_at\":null,\"queue_position\":2"), .delay_ms = 5 },
+    { 200, TA(",\"started_at\":null,\"queue_position\":2"), .delay_ms = 30 },
+    { 200, TA(",\"started_at\":null,\"queue_position\":2"), .delay_ms = 30 },
+    { 200, TA(",\"started_at\":null,\"queue_position\":2"), .delay_ms = 30 },
+    { 200, TA(",\"started_at\":null,\"queue_position\":2"), .delay_ms = 30 },
+    { 200, TA(",\"started_at\":null,\"queue_position\":2"), .delay_ms = 30 },
+    { 200, TA(",\"started_at\":null,\"queue_position\":1"), .delay_ms = 5 },
+    { 200, TA(",\"started_at\":null,\"queue_position\":1"), .delay_ms = 30 },
+    { 200, TA(",\"started_at\":null,\"queue_position\":1"), .delay_ms = 30 },
+    { 200, TA(",\"started_at\":null,\"queue_position\":1"), .delay_ms = 30 },
+    { 200, TA(",\"started_at\":null,\"queue_position\":1"), .delay_ms = 30 },
+    { 200, TA(",\"started_at\":null,\"queue_position\":1"), .delay_ms = 30 },
+    { 200, TA(",\"started_at\":\"2026-12-06T09:56:51.500Z\",\"queue_position\":0") },
+    { 200, "{\"done\":1}" },
+  };
+  jlog_t j = { 0 };
+  tb_client_config_t o = { .stall_ms = 80, .queue_observer = on_job,
+                           .queue_observer_data = &j };
+  setup(&o);
+  SCRIPT(SUBMIT_OK, P);
+  tele.meta_key = "queue_position";
+  tb_future_t *f = start_polled(&rt);
+  ASSERT_OK(run(f));
+  ASSERT_EQ_INT(fake_count(&fk, POLL_PATH), 14);
+  /* Once per stall, saying where the job stood. */
+  ASSERT_EQ_INT(tele_count("future.stalled"), 2);
+  int k = 0;
+  for (size_t i = 0; i < tele.n; i++)
+    if (strcmp(tele.names[i], "future.stalled") == 0)
+      ASSERT_STR_EQ(tele.meta[i], k++ == 0 ? "2" : "1");
+  /* The observer hears each change of what the server says of the job;
+   * the repeated answers are no change. */
+  ASSERT_EQ_INT(j.n, 3);
+  ASSERT_EQ_INT(j.pos[0], 2);
+  ASSERT(j.started[0] == 0);
+  ASSERT_EQ_INT(j.pos[1], 1);
+  ASSERT_EQ_INT(j.pos[2], 0);
+  ASSERT(fabs(j.started[2] - 1796551011.5) < 1e-3);  /* 2026-12-06T09:56:51.5Z */
+  tb_future_free(f);
+  teardown();
+}
+
+TEST(poll_stalled_while_an_answer_is_held) {
+  /* A server that holds the poll: the stall is told when it is due, not
+   * when the answer comes; a server without the new fields still works. */
+  static const fake_resp_t P[] = {
+    { 200, TA(""), .delay_ms = 250 },
+    { 200, "{\"done\":1}" },
+  };
+  tb_client_config_t o = { .stall_ms = 60 };
+  setup(&o);
+  SCRIPT(SUBMIT_OK, P);
+  tele.meta_key = "request_id";
+  tb_future_t *f = start_polled(&rt);
+  ASSERT_OK(run(f));
+  ASSERT_EQ_INT(tele_count("future.stalled"), 1);
+  size_t at = 0, ans = 0;
+  for (size_t i = 0; i < tele.n; i++) {
+    if (strcmp(tele.names[i], "future.stalled") == 0) {
+      at = i;
+      ASSERT_STR_EQ(tele.meta[i], "req-1");
+    }
+    if (strcmp(tele.names[i], "http.request.stop") == 0)
+      ans = i;  /* the submission's */
+  }
+  ASSERT_GT(at, ans);
+  tb_future_free(f);
+  teardown();
+  /* Off. */
+  tb_client_config_t off = { .stall_ms = TB_STALL_NEVER };
+  setup(&off);
+  SCRIPT(SUBMIT_OK, P);
+  f = start_polled(&rt);
+  ASSERT_OK(run(f));
+  ASSERT_EQ_INT(tele_count("future.stalled"), 0);
   tb_future_free(f);
   teardown();
 }
@@ -693,6 +799,8 @@ TEST(config_resolution) {
 }
 
 TEST_LIST(
+  TEST_ENTRY(poll_stalled_once_per_stall),
+  TEST_ENTRY(poll_stalled_while_an_answer_is_held),
   TEST_ENTRY(poll_bare_result),
   TEST_ENTRY(poll_wrapped_completed_and_metadata_only),
   TEST_ENTRY(poll_protobuf_result),

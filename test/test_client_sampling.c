@@ -39,6 +39,10 @@ static fake_resp_t decide_sampling(fake_t *fk, tb_http_request_t *req, int is_po
     ok.body = "{\"type\":\"session_heartbeat\"}";
     return ok;
   }
+  if (strcmp(path, "/api/v1/close_session") == 0) {
+    ok.body = "{\"type\":\"close_session\"}";
+    return ok;
+  }
   if (strcmp(path, "/api/v1/create_sampling_session") == 0) {
     snprintf(sf.session_body, sizeof(sf.session_body), "%.*s", (int)req->body.len,
              req->body.base);

@@ -37,7 +37,9 @@
  * the sampling client, a training request reports it) and any other
  * status (TB_EHTTP).  At the poll deadline it fails with the last retried
  * failure, or TB_ETIMEDOUT.  Queue states reported by "try_again" (and
- * 408) answers reach queue_observer on every change of (state, reason).
+ * 408) answers reach queue_observer on every change of (state, reason,
+ * started_at, queue_position).  At most three quarters of max_connections
+ * carry polls at once, so submissions always find a connection.
  */
 #ifndef TINKERBELL_CLIENT_H
 #define TINKERBELL_CLIENT_H
@@ -84,6 +86,11 @@ typedef struct tb_telemetry_meta_s {
  *   http.request.error   method, path, error, category (a call failed)
  *   future.queue_state_change  request_id, request_type, queue_state,
  *                              queue_state_reason
+ *   future.stalled       request_id, request_type, queue_state,
+ *                        queue_state_reason, started_at, queue_position,
+ *                        severity WARNING  (waited_s: since the last
+ *                        progress, elapsed_s, iteration): no progress
+ *                        for stall_ms -- see stall_ms below
  *   future.timeout       request_id, request_type      (elapsed_ms,
  *                                                       iteration)
  *   future.api_error     request_id, request_type, http_status, category
@@ -116,9 +123,11 @@ typedef enum {
 /* "active", "paused_capacity", "paused_rate_limit", "unknown". */
 TB_EXTERN const char *tb_queue_state_name(tb_queue_state_t s);
 
-/* A change of (state, reason) seen while polling one request, valid only
- * during the observer's call.  The first state reported by a poll is
- * compared with "active, no reason". */
+/* A change seen while polling one request -- of the queue state, its
+ * reason, or what the server says of the job (started_at,
+ * queue_position) -- valid only during the observer's call.  The first
+ * answer of a poll is compared with "active, no reason, not started, no
+ * position". */
 typedef struct tb_queue_state_event_s {
   void *data;                     /* the config's queue_observer_data */
   const char *request_id;
@@ -126,6 +135,13 @@ typedef struct tb_queue_state_event_s {
   tb_queue_state_t state;
   const char *reason;             /* the server's reason, or NULL */
   tb_queue_state_t previous;
+  /* When the job's work started, seconds since the epoch; 0 while it is
+   * queued (or when the server does not say). */
+  double started_at;
+  /* Jobs that must make way before it starts; -1 when the server does
+   * not say.  A queued job with a position above 0 waits behind others;
+   * a started one runs. */
+  int64_t queue_position;
 } tb_queue_state_event_t;
 
 typedef void (*tb_queue_state_cb)(const tb_queue_state_event_t *event);
@@ -184,11 +200,14 @@ typedef struct tb_client_config_s {
   uint64_t close_timeout_ms;
   int keep_session_open;
 
-  /* A future "stalls" when it made no progress for stall_ms: no change of
-   * its queue state (or of the server's started_at / queue_position) and
-   * no result.  Then the "future.stalled" telemetry event fires, once per
-   * stall; after progress, a new stall fires it again.  [60000]
-   * TB_STALL_NEVER turns it off. */
+  /* A polled future "stalls" when it made no progress for stall_ms.
+   * Progress is a change of its queue state or reason, of the server's
+   * started_at (the job started) or queue_position (a job ahead of it
+   * finished), or its result; try_again answers that say the same as the
+   * last one, failed polls and retries are not progress.  Then the
+   * "future.stalled" telemetry event fires, once per stall; after
+   * progress, a new stall fires it again.  [60000]  TB_STALL_NEVER turns
+   * it off. */
   uint64_t stall_ms;
 
   /* Connections per origin [16]. */

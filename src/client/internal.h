@@ -114,6 +114,14 @@ struct tb__rt_s {
   size_t n_reserved;          /* heap slots promised (tb__alarm_reserve) */
   uint64_t alarm_seq;
   uint64_t rng;               /* xorshift64* state for the jitter */
+  /* Polls share the HTTP requests they send (poll.c): a pending future
+   * holds none while it waits for its turn or for a backoff.  At most
+   * max_poll_wires are lent at once; the polls beyond wait in a FIFO. */
+  struct tb__wire_s *wires_free;  /* idle, their buffers kept for reuse */
+  size_t n_wires_lent, n_wires;
+  size_t max_poll_wires;
+  tb__client_poll_t *pq_head, *pq_tail;  /* polls waiting for a wire */
+  char *poll_url;                 /* .../api/v1/retrieve_future */
   tb__client_op_t *ops;              /* operations in flight, for close */
   size_t n_ops;
   size_t n_busy;              /* calls/polls not yet finished (any owner) */
@@ -186,7 +194,7 @@ typedef void (*tb__call_cb)(tb__call_t *call, int status);
 
 /* One API request with retries.  The caller owns the memory, fills the
  * input, starts it; the callback runs once, on a later loop turn, with 0
- * (a 2xx answer: call->http.response) or a negative code with call->err
+ * (a 2xx answer: call->http->response) or a negative code with call->err
  * filled (TB_EHTTP for a non-2xx answer, whose response is also kept; a
  * network code; TB_ECANCELED).  Then tb__call_free. */
 struct tb__call_s {
@@ -206,13 +214,15 @@ struct tb__call_s {
   int http_status;                /* of the last answer; 0 when none */
   unsigned retries;               /* retries made */
   tb_error_t err;
-  tb_http_client_req_t http;      /* the last attempt's response */
+  tb_http_client_req_t *http;     /* the last attempt's response; NULL
+                                     before the start (allocated then, so
+                                     that a call waiting in an operation's
+                                     union costs little) */
   /* private */
   tb__rt_t *rt_;
   tb__call_cb cb_;
   tb__alarm_t alarm_;
   char *url_;
-  tb_http_header_t headers_[8];
   size_t n_headers_;
   tb_http_header_t *all_headers_;
   uv_buf_t body_buf_;
@@ -246,8 +256,15 @@ typedef void (*tb__client_poll_cb)(tb__client_poll_t *poll, int status);
 
 /* Polls POST /api/v1/retrieve_future for one request id until a result, a
  * terminal failure or the deadline.  The callback runs once with 0 (the
- * result: result_body/result_len, protobuf when result_proto) or a negative
- * code with err filled.  Then tb__client_poll_free. */
+ * result: result_body/result_len, protobuf when result_proto, valid
+ * during the callback only) or a negative code with err filled.  Then
+ * tb__client_poll_free.
+ *
+ * A poll owns no HTTP request: it borrows one of the runtime's (a
+ * "wire") to send, and gives it back as soon as the answer is read, so a
+ * pending future costs this struct and its request id. */
+typedef struct tb__wire_s tb__wire_t;
+
 struct tb__client_poll_s {
   void *data;
   /* input */
@@ -257,7 +274,7 @@ struct tb__client_poll_s {
   uint64_t deadline_ms;           /* 0: the config's poll deadline */
   uint64_t submit_rtt_ms;         /* X-Tinker-Create-Promise-Roundtrip-Time */
   /* output */
-  const char *result_body;        /* valid until tb__client_poll_free */
+  const char *result_body;        /* valid during the callback */
   size_t result_len;
   int result_proto;
   unsigned iteration;             /* polls sent */
@@ -265,27 +282,27 @@ struct tb__client_poll_s {
   /* private */
   tb__rt_t *rt_;
   tb__client_poll_cb cb_;
-  tb_http_client_req_t http_;
+  tb__wire_t *wire_;              /* while sending and reading the answer */
+  tb__client_poll_t *qnext_, *qprev_;  /* the runtime's FIFO of polls to send */
   tb__alarm_t alarm_;             /* the next poll */
-  tb__alarm_t deadline_alarm_;
-  char *url_;
-  tb_buf_t req_body_;
-  uv_buf_t body_buf_;
-  tb_http_header_t headers_[8];
-  char iter_buf_[24];
-  char rtt_buf_[32];
+  tb__alarm_t watch_alarm_;       /* the deadline, and the stall check */
   tb_error_t last_err_;           /* the last retried failure, for timeouts */
   char *result_own_;              /* a "completed" envelope's result, dumped */
-  int cancelled_;
-  int timed_out_;
-  uint64_t started_;
-  unsigned n_pending_;            /* consecutive "pending" / server failures */
-  unsigned n_conn_errors_;        /* consecutive 429 / connection errors */
-  unsigned n_empty_400_;          /* consecutive empty 400s */
-  tb_queue_state_t qstate_;
   char *qreason_;
-  int allow_metadata_only_;
-  int state_;
+  uint64_t started_;
+  uint64_t deadline_at_;          /* loop time; 0: none */
+  uint64_t progress_at_;          /* loop time of the last progress */
+  double started_at_;             /* the server's started_at; 0: queued */
+  int64_t qpos_;                  /* the server's queue_position; -1: none */
+  uint16_t n_pending_;            /* consecutive "pending" / server failures */
+  uint16_t n_conn_errors_;        /* consecutive 429 / connection errors */
+  uint8_t n_empty_400_;           /* consecutive empty 400s */
+  uint8_t qstate_;                /* tb_queue_state_t */
+  uint8_t state_;
+  unsigned cancelled_ : 1;
+  unsigned timed_out_ : 1;
+  unsigned stalled_ : 1;          /* future.stalled was reported */
+  unsigned allow_metadata_only_ : 1;
   int finish_status_;
 };
 
@@ -293,6 +310,9 @@ int tb__client_poll_start(tb__rt_t *rt, tb__client_poll_t *poll, const char *req
                    tb__client_poll_cb cb);
 int tb__client_poll_cancel(tb__client_poll_t *poll);
 void tb__client_poll_free(tb__client_poll_t *poll);
+/* The runtime's shared poll requests (runtime.c: at init and at close). */
+int tb__client_poll_wires_init(tb__rt_t *rt);
+void tb__client_poll_wires_free(tb__rt_t *rt);
 /* "active" etc. (trimmed, any case); anything else is unknown. */
 tb_queue_state_t tb__queue_state_parse(const char *s, size_t len);
 

@@ -114,7 +114,7 @@ static void on_call(tb__call_t *call, int status) {
     complete(op, NULL, NULL, &call->err);
     return;
   }
-  const tb_http_response_t *res = &call->http.response;
+  const tb_http_response_t *res = &call->http->response;
   if (!op->do_poll) {
     decode_and_complete(op, res->body, res->body_len, 0);
     return;
@@ -136,6 +136,7 @@ static void on_call(tb__call_t *call, int status) {
   char *id = strdup(rid);
   json_decref(doc);
   tb__call_free(&op->call);
+  tb__buf_free(&op->body);  /* sent: a pending future keeps no copy */
   memset(&op->poll, 0, sizeof(op->poll));
   op->phase = 1;
   if (id == NULL) {

@@ -29,23 +29,63 @@
  * At the deadline the poll fails with the last retried failure, or with
  * TB_ETIMEDOUT (category timeout) when there was none; a long poll in
  * flight is aborted then.
+ *
+ * Progress, for the stall report: a change of the queue state or its
+ * reason, of the server's started_at (the job started) or of its
+ * queue_position (a job ahead finished), or the end of the poll.  A
+ * "try_again" that says the same as the last one is no progress, nor is a
+ * failed or retried poll.  After stall_ms without progress the
+ * "future.stalled" event fires once; progress re-arms it.
+ *
+ * Cost: a pending future holds no HTTP request.  The runtime lends its
+ * polls "wires" -- an HTTP request with its headers and body buffer, kept
+ * for reuse -- at most max_poll_wires at once, three quarters of the
+ * connections, so that submissions always find one free even while
+ * every poll is held by a long-polling server.  Polls beyond wait in a
+ * FIFO; a poll gives its wire back as soon as its answer is read, so a
+ * re-poll goes to the back of the line.  Answers are read with the
+ * flat-object reader (core/json_scan.h) and only fall back to jansson
+ * for other shapes, so a steady try_again costs no allocation.
  */
 #define _GNU_SOURCE  /* memmem */
 #include "client/internal.h"
 
 #include <ctype.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "core/json.h"
+#include "core/json_scan.h"
 
-/* HANDLING: an answer is being processed; hooks called meanwhile (the
- * observer, telemetry) may cancel, which takes effect when it is done. */
-enum { POLL_IDLE = 0, POLL_SENDING, POLL_WAITING, POLL_DEFERRED, POLL_HANDLING };
+/* QUEUED: waiting for a wire.  HANDLING: an answer is being processed;
+ * hooks called meanwhile (the observer, telemetry) may cancel, which
+ * takes effect when it is done. */
+enum {
+  POLL_IDLE = 0,
+  POLL_QUEUED,
+  POLL_SENDING,
+  POLL_WAITING,
+  POLL_DEFERRED,
+  POLL_HANDLING
+};
+
+struct tb__wire_s {
+  tb_http_client_req_t http;
+  tb_http_header_t headers[6];
+  uv_buf_t body_buf;
+  tb_buf_t body;
+  char iter[24];
+  char rtt[32];
+  tb__wire_t *next;               /* rt->wires_free */
+};
 
 static void send_poll(tb__client_poll_t *p);
+static void send_now(tb__client_poll_t *p);
+static void watch_rearm(tb__client_poll_t *p);
 
 tb_queue_state_t tb__queue_state_parse(const char *s, size_t len) {
   while (len > 0 && isspace((unsigned char)*s)) {
@@ -65,24 +105,105 @@ tb_queue_state_t tb__queue_state_parse(const char *s, size_t len) {
   return TB_QUEUE_UNKNOWN;
 }
 
+/* ------------------------------------------------------------ wires */
+
+int tb__client_poll_wires_init(tb__rt_t *rt) {
+  unsigned c = rt->cfg.max_connections;
+  rt->max_poll_wires = c > 1 ? c - c / 4 : 1;
+  rt->poll_url = tb__rt_url(rt, "/api/v1/retrieve_future");
+  return rt->poll_url != NULL ? 0 : TB_ENOMEM;
+}
+
+void tb__client_poll_wires_free(tb__rt_t *rt) {
+  while (rt->wires_free != NULL) {
+    tb__wire_t *w = rt->wires_free;
+    rt->wires_free = w->next;
+    tb__http_client_req_free(&w->http);
+    tb__buf_free(&w->body);
+    free(w);
+  }
+  rt->n_wires = 0;
+  free(rt->poll_url);
+  rt->poll_url = NULL;
+}
+
+static void queue_push(tb__rt_t *rt, tb__client_poll_t *p) {
+  p->qnext_ = NULL;
+  p->qprev_ = rt->pq_tail;
+  if (rt->pq_tail != NULL)
+    rt->pq_tail->qnext_ = p;
+  else
+    rt->pq_head = p;
+  rt->pq_tail = p;
+  p->state_ = POLL_QUEUED;
+}
+
+static void queue_remove(tb__rt_t *rt, tb__client_poll_t *p) {
+  if (p->qprev_ != NULL)
+    p->qprev_->qnext_ = p->qnext_;
+  else
+    rt->pq_head = p->qnext_;
+  if (p->qnext_ != NULL)
+    p->qnext_->qprev_ = p->qprev_;
+  else
+    rt->pq_tail = p->qprev_;
+  p->qnext_ = p->qprev_ = NULL;
+}
+
+/* Sends the polls waiting for a wire while wires are free. */
+static void pump(tb__rt_t *rt) {
+  while (rt->pq_head != NULL && rt->n_wires_lent < rt->max_poll_wires) {
+    tb__client_poll_t *p = rt->pq_head;
+    queue_remove(rt, p);
+    send_now(p);
+  }
+}
+
+/* Gives p's wire back (its answer is read) and lets a waiting poll use it. */
+static void wire_release(tb__rt_t *rt, tb__wire_t *w) {
+  w->next = rt->wires_free;
+  rt->wires_free = w;
+  rt->n_wires_lent--;
+  pump(rt);
+}
+
+static void drop_wire(tb__client_poll_t *p) {
+  tb__wire_t *w = p->wire_;
+  if (w != NULL) {
+    p->wire_ = NULL;
+    wire_release(p->rt_, w);
+  }
+}
+
 /* ------------------------------------------------------------ finishing */
 
 static void finish(tb__client_poll_t *p, int status) {
   tb__rt_t *rt = p->rt_;
   tb__alarm_stop(rt, &p->alarm_);
-  tb__alarm_stop(rt, &p->deadline_alarm_);
+  tb__alarm_stop(rt, &p->watch_alarm_);
+  if (p->state_ == POLL_QUEUED)
+    queue_remove(rt, p);
   p->state_ = POLL_IDLE;
   if (status != 0 && p->err.request_id == NULL)
     tb_error_set_request_id(&p->err, p->request_id);
   tb__alarm_unreserve(rt, 2);
   rt->n_busy--;
+  /* The result is in the wire's response: lent until the callback is
+   * done. */
+  tb__wire_t *w = p->wire_;
+  p->wire_ = NULL;
   p->cb_(p, status);  /* may free p */
+  if (w != NULL)
+    wire_release(rt, w);
   tb__rt_check_closed(rt);
 }
 
 /* Finishes from an alarm on a later turn (cancel, the deadline while
  * waiting, a send that failed at once). */
 static void finish_later(tb__client_poll_t *p, int status) {
+  drop_wire(p);
+  if (p->state_ == POLL_QUEUED)
+    queue_remove(p->rt_, p);
   p->finish_status_ = status;
   p->state_ = POLL_DEFERRED;
   tb__alarm_start(p->rt_, &p->alarm_, 0);
@@ -112,7 +233,123 @@ static int fail_deadline(tb__client_poll_t *p) {
                       (unsigned long long)elapsed);
 }
 
-/* ------------------------------------------------------------ telemetry */
+/* ------------------------------------------------------------ answers */
+
+/* What a JSON answer says, read by the flat-object reader or from a
+ * jansson document; the slices point into the body or the document. */
+typedef struct answer_s {
+  tb_slice_t type, status;        /* base NULL: absent */
+  int has_error;                  /* "error" present and not null */
+  tb_slice_t error_msg, category;
+  int has_queue_state;
+  tb_slice_t queue_state, reason;
+  int has_started;                /* "started_at" present */
+  double started_at;              /* 0: null or unreadable */
+  int64_t queue_position;         /* -1: absent */
+  int64_t retry_after_ms;         /* 0: absent */
+} answer_t;
+
+static void answer_init(answer_t *a) {
+  memset(a, 0, sizeof(*a));
+  a->queue_position = -1;
+}
+
+static int slice_is(tb_slice_t s, const char *lit) {
+  size_t n = strlen(lit);
+  return s.base != NULL && s.len == n && memcmp(s.base, lit, n) == 0;
+}
+
+/* "2026-12-06T09:56:51.808Z" (an offset other than Z is taken as UTC) as
+ * seconds since the epoch; 0 when unreadable. */
+static double parse_time(tb_slice_t s) {
+  char buf[48];
+  if (s.base == NULL || s.len == 0 || s.len >= sizeof(buf))
+    return 0;
+  memcpy(buf, s.base, s.len);
+  buf[s.len] = '\0';
+  struct tm tm;
+  memset(&tm, 0, sizeof(tm));
+  int n = 0;
+  if (sscanf(buf, "%4d-%2d-%2d%*[Tt ]%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+             &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &n) != 6)
+    return 0;
+  tm.tm_year -= 1900;
+  tm.tm_mon -= 1;
+  double frac = 0;
+  if (buf[n] == '.')
+    frac = strtod(buf + n, NULL);
+  time_t t = timegm(&tm);
+  return t > 0 ? (double)t + frac : 0;
+}
+
+static int scan_member(void *ctx, const tb_jscan_member_t *m) {
+  answer_t *a = ctx;
+  int str = m->type == TB_JSCAN_STRING;
+  if (tb__slice_eq_str(m->key, "type")) {
+    a->type = str ? m->str : (tb_slice_t){ NULL, 0 };
+  } else if (tb__slice_eq_str(m->key, "status")) {
+    a->status = str ? m->str : (tb_slice_t){ NULL, 0 };
+  } else if (tb__slice_eq_str(m->key, "error")) {
+    a->has_error = m->type != TB_JSCAN_NULL;
+    a->error_msg = str ? m->str : (tb_slice_t){ NULL, 0 };
+  } else if (tb__slice_eq_str(m->key, "category")) {
+    a->category = str ? m->str : (tb_slice_t){ NULL, 0 };
+  } else if (tb__slice_eq_str(m->key, "queue_state")) {
+    a->has_queue_state = str;
+    a->queue_state = m->str;
+  } else if (tb__slice_eq_str(m->key, "queue_state_reason")) {
+    a->reason = str ? m->str : (tb_slice_t){ NULL, 0 };
+  } else if (tb__slice_eq_str(m->key, "started_at")) {
+    a->has_started = 1;
+    a->started_at = str ? parse_time(m->str)
+                        : m->type == TB_JSCAN_NUMBER && m->num > 0 ? m->num : 0;
+  } else if (tb__slice_eq_str(m->key, "queue_position")) {
+    if (m->type == TB_JSCAN_NUMBER && m->num >= 0 && m->num < 1e15)
+      a->queue_position = (int64_t)m->num;
+  } else if (tb__slice_eq_str(m->key, "retry_after_ms")) {
+    if (m->type == TB_JSCAN_NUMBER && m->num > 0 && m->num < 1e12 &&
+        memchr(m->str.base, '.', m->str.len) == NULL)
+      a->retry_after_ms = (int64_t)m->num;
+  }
+  return 0;  /* other members: a result's, read later by its decoder */
+}
+
+static tb_slice_t doc_string(const json_t *v) {
+  const char *s = json_string_value(v);
+  return s != NULL ? (tb_slice_t){ s, json_string_length(v) } : (tb_slice_t){ NULL, 0 };
+}
+
+/* The same from a document (nested values, escapes, an error object). */
+static void answer_from_doc(answer_t *a, const json_t *doc) {
+  answer_init(a);
+  a->type = doc_string(json_object_get(doc, "type"));
+  a->status = doc_string(json_object_get(doc, "status"));
+  const json_t *error = json_object_get(doc, "error");
+  a->has_error = error != NULL && !json_is_null(error);
+  a->error_msg = doc_string(error);
+  if (a->error_msg.base == NULL && json_is_object(error))
+    a->error_msg = doc_string(json_object_get(error, "message"));
+  a->category = doc_string(json_object_get(doc, "category"));
+  if (a->category.base == NULL && json_is_object(error))
+    a->category = doc_string(json_object_get(error, "category"));
+  a->queue_state = doc_string(json_object_get(doc, "queue_state"));
+  a->has_queue_state = a->queue_state.base != NULL;
+  a->reason = doc_string(json_object_get(doc, "queue_state_reason"));
+  const json_t *st = json_object_get(doc, "started_at");
+  a->has_started = st != NULL;
+  if (json_is_string(st))
+    a->started_at = parse_time(doc_string(st));
+  else if (json_is_number(st) && json_number_value(st) > 0)
+    a->started_at = json_number_value(st);
+  const json_t *qp = json_object_get(doc, "queue_position");
+  if (json_is_integer(qp) && json_integer_value(qp) >= 0)
+    a->queue_position = json_integer_value(qp);
+  const json_t *ra = json_object_get(doc, "retry_after_ms");
+  if (json_is_integer(ra) && json_integer_value(ra) > 0)
+    a->retry_after_ms = json_integer_value(ra);
+}
+
+/* ------------------------------------------------------------ progress */
 
 static void emit_error(tb__client_poll_t *p, const char *event, const tb_error_t *e) {
   char st[16];
@@ -129,37 +366,114 @@ static void emit_error(tb__client_poll_t *p, const char *event, const tb_error_t
   tb__rt_telemetry(p->rt_, event, m, 2, meta, 5);
 }
 
-static void note_queue_state(tb__client_poll_t *p, const json_t *doc) {
-  const char *qs = json_string_value(json_object_get(doc, "queue_state"));
-  if (qs == NULL)
-    return;
-  tb_queue_state_t st = tb__queue_state_parse(qs, strlen(qs));
-  const char *reason = json_string_value(json_object_get(doc, "queue_state_reason"));
-  int same_reason = (reason == NULL && p->qreason_ == NULL) ||
-                    (reason != NULL && p->qreason_ != NULL && strcmp(reason, p->qreason_) == 0);
-  if (st == p->qstate_ && same_reason)
-    return;
-  tb_queue_state_t prev = p->qstate_;
-  char *r = reason != NULL ? strdup(reason) : NULL;
-  if (reason != NULL && r == NULL)
-    return;  /* out of memory: the change is reported with the next answer */
-  free(p->qreason_);
-  p->qreason_ = r;
-  p->qstate_ = st;
+static void progressed(tb__client_poll_t *p) {
+  p->progress_at_ = uv_now(p->rt_->loop);
+  if (p->stalled_) {
+    p->stalled_ = 0;
+    watch_rearm(p);
+  }
+}
+
+/* Notes what a try_again (or 408) says of the job: the queue state and
+ * its reason (telemetry on a change), started_at and queue_position (the
+ * observer hears of any change of the four). */
+static void note_queue_state(tb__client_poll_t *p, const answer_t *a) {
   tb__rt_t *rt = p->rt_;
-  tb_telemetry_meta_t meta[] = {
-    { "request_id", p->request_id }, { "request_type", p->request_type },
-    { "queue_state", tb_queue_state_name(st) }, { "queue_state_reason", r },
-  };
-  tb__rt_telemetry(rt, "future.queue_state_change", NULL, 0, meta, 4);
+  int state_changed = 0;
+  tb_queue_state_t prev = (tb_queue_state_t)p->qstate_;
+  if (a->has_queue_state) {
+    tb_queue_state_t st = tb__queue_state_parse(a->queue_state.base, a->queue_state.len);
+    const char *r = p->qreason_;
+    int same_reason = (a->reason.base == NULL && r == NULL) ||
+                      (a->reason.base != NULL && r != NULL && strlen(r) == a->reason.len &&
+                       memcmp(r, a->reason.base, a->reason.len) == 0);
+    if (st != prev || !same_reason) {
+      char *copy = a->reason.base != NULL ? tb__strndup(a->reason.base, a->reason.len) : NULL;
+      if (a->reason.base != NULL && copy == NULL)
+        return;  /* out of memory: the change is reported with the next answer */
+      free(p->qreason_);
+      p->qreason_ = copy;
+      p->qstate_ = (uint8_t)st;
+      state_changed = 1;
+    }
+  }
+  int job_changed = 0;
+  if (a->has_started && a->started_at != p->started_at_) {
+    p->started_at_ = a->started_at;
+    job_changed = 1;
+  }
+  if (a->queue_position >= 0 && a->queue_position != p->qpos_) {
+    p->qpos_ = a->queue_position;
+    job_changed = 1;
+  }
+  if (!state_changed && !job_changed)
+    return;
+  progressed(p);
+  if (state_changed) {
+    tb_telemetry_meta_t meta[] = {
+      { "request_id", p->request_id }, { "request_type", p->request_type },
+      { "queue_state", tb_queue_state_name((tb_queue_state_t)p->qstate_) },
+      { "queue_state_reason", p->qreason_ },
+    };
+    tb__rt_telemetry(rt, "future.queue_state_change", NULL, 0, meta, 4);
+  }
   if (rt->cfg.queue_observer != NULL) {
     tb_queue_state_event_t ev = { rt->cfg.queue_observer_data, p->request_id,
-                                  p->request_type ? p->request_type : "", st, r, prev };
+                                  p->request_type ? p->request_type : "",
+                                  (tb_queue_state_t)p->qstate_, p->qreason_, prev,
+                                  p->started_at_, p->qpos_ };
     tb__loop_frame_t frame;
     tb__loop_enter(&frame, rt->loop);
     rt->cfg.queue_observer(&ev);
     tb__loop_leave(&frame);
   }
+}
+
+/* No progress for stall_ms: said once, until progress. */
+static void report_stall(tb__client_poll_t *p) {
+  tb__rt_t *rt = p->rt_;
+  uint64_t now = uv_now(rt->loop);
+  p->stalled_ = 1;
+  char pos[24] = "", started[48] = "";
+  if (p->qpos_ >= 0)
+    snprintf(pos, sizeof(pos), "%lld", (long long)p->qpos_);
+  if (p->started_at_ > 0) {
+    time_t t = (time_t)p->started_at_;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(started, sizeof(started), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  }
+  tb_telemetry_measure_t m[] = {
+    { "waited_s", (double)(now - p->progress_at_) / 1e3 },
+    { "elapsed_s", (double)(now - p->started_) / 1e3 },
+    { "iteration", (double)p->iteration },
+  };
+  tb_telemetry_meta_t meta[] = {
+    { "request_id", p->request_id },
+    { "request_type", p->request_type },
+    { "queue_state", tb_queue_state_name((tb_queue_state_t)p->qstate_) },
+    { "queue_state_reason", p->qreason_ },
+    { "started_at", started[0] ? started : NULL },
+    { "queue_position", pos[0] ? pos : NULL },
+    { "severity", "WARNING" },
+  };
+  tb__rt_telemetry(rt, "future.stalled", m, 3, meta, 7);
+}
+
+/* The watch alarm fires at the deadline or when a stall is due, whichever
+ * comes first. */
+static void watch_rearm(tb__client_poll_t *p) {
+  tb__rt_t *rt = p->rt_;
+  uint64_t due = p->deadline_at_ != 0 ? p->deadline_at_ : UINT64_MAX;
+  uint64_t stall = rt->cfg.stall_ms;
+  if (!p->stalled_ && stall != TB_STALL_NEVER && p->progress_at_ + stall < due)
+    due = p->progress_at_ + stall;
+  if (due == UINT64_MAX) {
+    tb__alarm_stop(rt, &p->watch_alarm_);
+    return;
+  }
+  uint64_t now = uv_now(rt->loop);
+  tb__alarm_start(rt, &p->watch_alarm_, due > now ? due - now : 0);
 }
 
 /* ------------------------------------------------------------ decisions */
@@ -172,6 +486,7 @@ static uint64_t exp_backoff(unsigned n, uint64_t initial, uint64_t max) {
 }
 
 static void repoll(tb__client_poll_t *p, uint64_t delay) {
+  drop_wire(p);
   if (p->cancelled_) {
     finish(p, fail_cancelled(p));
     return;
@@ -194,18 +509,16 @@ static void keep_last(tb__client_poll_t *p, tb_error_t *e) {
 }
 
 /* A failure reported by the server in a 200 answer. */
-static void on_failed(tb__client_poll_t *p, const json_t *error, const json_t *doc) {
-  const char *msg = json_string_value(error);
-  if (msg == NULL && json_is_object(error))
-    msg = json_string_value(json_object_get(error, "message"));
-  const char *cat = json_string_value(json_object_get(doc, "category"));
-  if (cat == NULL && json_is_object(error))
-    cat = json_string_value(json_object_get(error, "category"));
-  int user = cat != NULL && strcasecmp(cat, "user") == 0;
+static void on_failed(tb__client_poll_t *p, const answer_t *a) {
+  int user = a->category.base != NULL && a->category.len == 4 &&
+             strncasecmp(a->category.base, "user", 4) == 0;
   tb_error_t e = { 0 };
-  tb_error_set(&e, user ? TB_EUSER : TB_ESERVER,
-               user ? TB_CATEGORY_USER : TB_CATEGORY_SERVER, "%s",
-               msg != NULL ? msg : "the request failed");
+  if (a->error_msg.base != NULL)
+    tb_error_set(&e, user ? TB_EUSER : TB_ESERVER, user ? TB_CATEGORY_USER : TB_CATEGORY_SERVER,
+                 "%.*s", (int)a->error_msg.len, a->error_msg.base);
+  else
+    tb_error_set(&e, user ? TB_EUSER : TB_ESERVER, user ? TB_CATEGORY_USER : TB_CATEGORY_SERVER,
+                 "the request failed");
   e.http_status = 200;
   tb_error_set_request_id(&e, p->request_id);
   emit_error(p, "future.request_failed", &e);
@@ -233,57 +546,62 @@ static void on_result(tb__client_poll_t *p, const char *body, size_t len, int pr
   finish(p, 0);
 }
 
-static void on_json_answer(tb__client_poll_t *p, const tb_http_response_t *res) {
-  json_error_t jerr;
-  json_t *doc = res->body_len > 0 ? json_loadb(res->body, res->body_len, 0, &jerr) : NULL;
-  if (!json_is_object(doc)) {
-    tb_error_set(&p->err, TB_EJSON, TB_CATEGORY_SERVER,
-                 "retrieve_future for %s: the answer is not a JSON object", p->request_id);
-    p->err.http_status = res->status;
-    emit_error(p, "future.validation_error", &p->err);
-    json_decref(doc);
-    finish(p, TB_EJSON);
+/* A "completed" envelope: its result, dumped (a rare shape, so jansson). */
+static void on_completed(tb__client_poll_t *p, const tb_http_response_t *res, json_t *doc) {
+  json_t *own = doc == NULL ? json_loadb(res->body, res->body_len, 0, NULL) : NULL;
+  json_t *r = json_object_get(doc != NULL ? doc : own, "result");
+  size_t len = 0;
+  free(p->result_own_);
+  p->result_own_ = r != NULL ? tb__json_dump(r, &len) : NULL;
+  json_decref(own);
+  if (r != NULL && p->result_own_ == NULL) {
+    tb_error_set(&p->err, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
+    finish(p, TB_ENOMEM);
     return;
   }
-  const char *type = json_string_value(json_object_get(doc, "type"));
-  const char *status = json_string_value(json_object_get(doc, "status"));
-  json_t *error = json_object_get(doc, "error");
+  on_result(p, p->result_own_ ? p->result_own_ : "null", p->result_own_ ? len : 4, 0);
+}
+
+static void on_json_answer(tb__client_poll_t *p, const tb_http_response_t *res) {
+  answer_t a;
+  answer_init(&a);
+  json_t *doc = NULL;
+  tb_slice_t body = { res->body, res->body_len };
+  if (!tb__jscan_object(body, scan_member, &a)) {
+    json_error_t jerr;
+    doc = res->body_len > 0 ? json_loadb(res->body, res->body_len, 0, &jerr) : NULL;
+    if (!json_is_object(doc)) {
+      tb_error_set(&p->err, TB_EJSON, TB_CATEGORY_SERVER,
+                   "retrieve_future for %s: the answer is not a JSON object", p->request_id);
+      p->err.http_status = res->status;
+      emit_error(p, "future.validation_error", &p->err);
+      json_decref(doc);
+      finish(p, TB_EJSON);
+      return;
+    }
+    answer_from_doc(&a, doc);
+  }
   p->n_empty_400_ = 0;
-  if (type != NULL && strcmp(type, "try_again") == 0) {
+  if (slice_is(a.type, "try_again")) {
     p->n_pending_ = 0;
-    note_queue_state(p, doc);
-    json_t *ra = json_object_get(doc, "retry_after_ms");
-    uint64_t delay = json_is_integer(ra) && json_integer_value(ra) > 0
-                         ? (uint64_t)json_integer_value(ra) : 0;
+    note_queue_state(p, &a);
     json_decref(doc);
-    repoll(p, delay);
-  } else if (status != NULL && strcmp(status, "pending") == 0) {
+    repoll(p, (uint64_t)a.retry_after_ms);
+  } else if (slice_is(a.status, "pending")) {
     json_decref(doc);
     p->n_pending_++;
     repoll(p, exp_backoff(p->n_pending_, p->rt_->cfg.poll_backoff_initial_ms,
                           p->rt_->cfg.poll_backoff_max_ms));
-  } else if (status != NULL && strcmp(status, "complete_metadata") == 0) {
+  } else if (slice_is(a.status, "complete_metadata")) {
     json_decref(doc);
     p->n_pending_ = 0;
     p->allow_metadata_only_ = 0;
     repoll(p, 0);
-  } else if (status != NULL && strcmp(status, "completed") == 0) {
-    json_t *r = json_object_get(doc, "result");
-    size_t len = 0;
-    free(p->result_own_);
-    p->result_own_ = r != NULL ? tb__json_dump(r, &len) : NULL;
+  } else if (slice_is(a.status, "completed")) {
+    on_completed(p, res, doc);
     json_decref(doc);
-    if (r != NULL && p->result_own_ == NULL) {
-      tb_error_set(&p->err, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
-      finish(p, TB_ENOMEM);
-      return;
-    }
-    on_result(p, p->result_own_ ? p->result_own_ : "null", p->result_own_ ? len : 4, 0);
-  } else if (status != NULL && strcmp(status, "failed") == 0) {
-    on_failed(p, error, doc);
-    json_decref(doc);
-  } else if (error != NULL && !json_is_null(error)) {
-    on_failed(p, error, doc);
+  } else if (slice_is(a.status, "failed") || a.has_error) {
+    on_failed(p, &a);
     json_decref(doc);
   } else {
     json_decref(doc);
@@ -328,8 +646,11 @@ static void on_http_answer(tb__client_poll_t *p, const tb_http_response_t *res) 
   if (s == 408 || s >= 500) {
     if (s == 408 && res->body_len > 0) {
       json_t *doc = json_loadb(res->body, res->body_len, 0, NULL);
-      if (json_is_object(doc))
-        note_queue_state(p, doc);
+      if (json_is_object(doc)) {
+        answer_t a;
+        answer_from_doc(&a, doc);
+        note_queue_state(p, &a);
+      }
       json_decref(doc);
     }
     emit_error(p, "future.api_error", &e);
@@ -415,44 +736,73 @@ static void set_header(tb_http_header_t *h, const char *name, const char *value)
   h->value = (tb_slice_t){ value, strlen(value) };
 }
 
-static void send_poll(tb__client_poll_t *p) {
+/* {"request_id": ..., "allow_metadata_only": ...} into b.  Ids need no
+ * escaping in practice; one that does goes through jansson. */
+static int poll_body(tb_buf_t *b, const char *id, int allow_metadata_only) {
+  tb__buf_reset(b);
+  int plain = 1;
+  for (const char *c = id; *c != '\0'; c++)
+    if (*c == '"' || *c == '\\' || (unsigned char)*c < 0x20)
+      plain = 0;
+  int rc;
+  if (plain) {
+    rc = tb__buf_append_str(b, "{\"request_id\":\"");
+    rc = rc ? rc : tb__buf_append_str(b, id);
+    rc = rc ? rc : tb__buf_append_str(b, "\",\"allow_metadata_only\":");
+  } else {
+    char *quoted = json_dumps(json_string(id), JSON_ENCODE_ANY);
+    rc = quoted != NULL ? 0 : TB_ENOMEM;
+    rc = rc ? rc : tb__buf_append_str(b, "{\"request_id\":");
+    rc = rc ? rc : tb__buf_append_str(b, quoted);
+    rc = rc ? rc : tb__buf_append_str(b, ",\"allow_metadata_only\":");
+    free(quoted);
+  }
+  return rc ? rc : tb__buf_append_str(b, allow_metadata_only ? "true}" : "false}");
+}
+
+/* Sends p on a wire, which the caller knows is free to lend. */
+static void send_now(tb__client_poll_t *p) {
   tb__rt_t *rt = p->rt_;
-  json_t *body = json_pack("{s:s, s:b}", "request_id", p->request_id,
-                           "allow_metadata_only", p->allow_metadata_only_);
-  size_t len = 0;
-  char *text = body != NULL ? tb__json_dump(body, &len) : NULL;
-  json_decref(body);
-  tb__buf_reset(&p->req_body_);
-  if (text == NULL || tb__buf_append(&p->req_body_, text, len) != 0) {
-    free(text);
+  tb__wire_t *w = rt->wires_free;
+  if (w != NULL) {
+    rt->wires_free = w->next;
+  } else if ((w = calloc(1, sizeof(*w))) != NULL) {
+    rt->n_wires++;
+  } else {
     tb_error_set(&p->err, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
     finish_later(p, TB_ENOMEM);
     return;
   }
-  free(text);
+  rt->n_wires_lent++;
+  p->wire_ = w;
+  if (poll_body(&w->body, p->request_id, p->allow_metadata_only_) != 0) {
+    tb_error_set(&p->err, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
+    finish_later(p, TB_ENOMEM);
+    return;
+  }
   size_t n = 0;
-  set_header(&p->headers_[n++], "Content-Type", "application/json");
-  set_header(&p->headers_[n++], "Accept",
+  set_header(&w->headers[n++], "Content-Type", "application/json");
+  set_header(&w->headers[n++], "Accept",
              p->accept_proto ? "application/x-protobuf, application/json"
                              : "application/json");
   if (rt->cfg.api_key != NULL)
-    set_header(&p->headers_[n++], "X-API-Key", rt->cfg.api_key);
-  snprintf(p->iter_buf_, sizeof(p->iter_buf_), "%u", p->iteration);
-  set_header(&p->headers_[n++], "X-Tinker-Request-Iteration", p->iter_buf_);
+    set_header(&w->headers[n++], "X-API-Key", rt->cfg.api_key);
+  snprintf(w->iter, sizeof(w->iter), "%u", p->iteration);
+  set_header(&w->headers[n++], "X-Tinker-Request-Iteration", w->iter);
   if (p->request_type != NULL && p->request_type[0] != '\0')
-    set_header(&p->headers_[n++], "X-Tinker-Request-Type", p->request_type);
+    set_header(&w->headers[n++], "X-Tinker-Request-Type", p->request_type);
   if (p->iteration == 0 && p->submit_rtt_ms > 0) {
-    snprintf(p->rtt_buf_, sizeof(p->rtt_buf_), "%.3f", (double)p->submit_rtt_ms / 1000.0);
-    set_header(&p->headers_[n++], "X-Tinker-Create-Promise-Roundtrip-Time", p->rtt_buf_);
+    snprintf(w->rtt, sizeof(w->rtt), "%.3f", (double)p->submit_rtt_ms / 1000.0);
+    set_header(&w->headers[n++], "X-Tinker-Create-Promise-Roundtrip-Time", w->rtt);
   }
-  tb_http_client_req_t *h = &p->http_;
+  tb_http_client_req_t *h = &w->http;
   h->data = p;
   h->method = "POST";
-  h->url = (tb_slice_t){ p->url_, strlen(p->url_) };
-  h->headers = p->headers_;
+  h->url = (tb_slice_t){ rt->poll_url, strlen(rt->poll_url) };
+  h->headers = w->headers;
   h->n_headers = n;
-  p->body_buf_ = uv_buf_init(p->req_body_.base, (unsigned)p->req_body_.len);
-  h->body = &p->body_buf_;
+  w->body_buf = uv_buf_init(w->body.base, (unsigned)w->body.len);
+  h->body = &w->body_buf;
   h->n_body = 1;
   h->timeout_ms = rt->cfg.poll_http_timeout_ms;
   p->iteration++;
@@ -465,6 +815,15 @@ static void send_poll(tb__client_poll_t *p) {
   }
 }
 
+/* Sends p now, or queues it behind the polls waiting for a wire. */
+static void send_poll(tb__client_poll_t *p) {
+  tb__rt_t *rt = p->rt_;
+  if (rt->pq_head != NULL || rt->n_wires_lent >= rt->max_poll_wires)
+    queue_push(rt, p);
+  else
+    send_now(p);
+}
+
 static void on_alarm(tb__alarm_t *a) {
   tb__client_poll_t *p = a->data;
   if (p->state_ == POLL_DEFERRED) {
@@ -474,18 +833,27 @@ static void on_alarm(tb__alarm_t *a) {
   send_poll(p);
 }
 
-static void on_deadline(tb__alarm_t *a) {
+static void on_watch(tb__alarm_t *a) {
   tb__client_poll_t *p = a->data;
-  p->timed_out_ = 1;
-  if (p->state_ == POLL_SENDING) {
-    tb__http_client_req_cancel(&p->http_);  /* on_http finishes */
-  } else if (p->state_ == POLL_WAITING) {
-    finish(p, fail_deadline(p));
+  uint64_t now = uv_now(p->rt_->loop);
+  if (p->deadline_at_ != 0 && now >= p->deadline_at_) {
+    p->timed_out_ = 1;
+    if (p->state_ == POLL_SENDING) {
+      tb__http_client_req_cancel(&p->wire_->http);  /* on_http finishes */
+    } else if (p->state_ == POLL_WAITING || p->state_ == POLL_QUEUED) {
+      finish(p, fail_deadline(p));
+    }
+    return;
   }
+  uint64_t stall = p->rt_->cfg.stall_ms;
+  if (!p->stalled_ && stall != TB_STALL_NEVER && now >= p->progress_at_ + stall &&
+      p->state_ != POLL_DEFERRED)
+    report_stall(p);
+  watch_rearm(p);
 }
 
 int tb__client_poll_start(tb__rt_t *rt, tb__client_poll_t *p, const char *request_id,
-                   tb__client_poll_cb cb) {
+                          tb__client_poll_cb cb) {
   if (cb == NULL || request_id == NULL || request_id[0] == '\0')
     return TB_EINVAL;
   if (rt->closing)
@@ -493,33 +861,34 @@ int tb__client_poll_start(tb__rt_t *rt, tb__client_poll_t *p, const char *reques
   if (p->state_ != POLL_IDLE)
     return TB_EBUSY;
   free(p->request_id);
-  free(p->url_);
   p->request_id = strdup(request_id);
-  p->url_ = tb__rt_url(rt, "/api/v1/retrieve_future");
-  if (p->request_id == NULL || p->url_ == NULL)
+  if (p->request_id == NULL)
     return TB_ENOMEM;
   p->rt_ = rt;
   p->cb_ = cb;
+  p->wire_ = NULL;
   p->iteration = 0;
   p->n_pending_ = p->n_conn_errors_ = p->n_empty_400_ = 0;
   p->qstate_ = TB_QUEUE_ACTIVE;
   free(p->qreason_);
   p->qreason_ = NULL;
+  p->started_at_ = 0;
+  p->qpos_ = -1;
   p->allow_metadata_only_ = 1;
-  p->cancelled_ = p->timed_out_ = 0;
+  p->cancelled_ = p->timed_out_ = p->stalled_ = 0;
   p->result_body = NULL;
   p->result_len = 0;
   p->result_proto = 0;
   tb_error_clear(&p->err);
   tb_error_clear(&p->last_err_);
   tb__alarm_init(&p->alarm_, on_alarm, p);
-  tb__alarm_init(&p->deadline_alarm_, on_deadline, p);
-  if (tb__alarm_reserve(rt, 2) != 0)  /* the next poll and the deadline */
+  tb__alarm_init(&p->watch_alarm_, on_watch, p);
+  if (tb__alarm_reserve(rt, 2) != 0)  /* the next poll and the watch */
     return TB_ENOMEM;
-  p->started_ = uv_now(rt->loop);
+  p->started_ = p->progress_at_ = uv_now(rt->loop);
   uint64_t deadline = p->deadline_ms != 0 ? p->deadline_ms : rt->cfg.poll_deadline_ms;
-  if (deadline != 0)
-    tb__alarm_start(rt, &p->deadline_alarm_, deadline);
+  p->deadline_at_ = deadline != 0 ? p->started_ + deadline : 0;
+  watch_rearm(p);
   rt->n_busy++;
   send_poll(p);
   return 0;
@@ -532,8 +901,8 @@ int tb__client_poll_cancel(tb__client_poll_t *p) {
     return 0;
   p->cancelled_ = 1;
   if (p->state_ == POLL_SENDING) {
-    tb__http_client_req_cancel(&p->http_);
-  } else if (p->state_ == POLL_WAITING) {
+    tb__http_client_req_cancel(&p->wire_->http);
+  } else if (p->state_ == POLL_WAITING || p->state_ == POLL_QUEUED) {
     tb__alarm_stop(p->rt_, &p->alarm_);
     fail_cancelled(p);
     finish_later(p, TB_ECANCELED);
@@ -542,14 +911,11 @@ int tb__client_poll_cancel(tb__client_poll_t *p) {
 }
 
 void tb__client_poll_free(tb__client_poll_t *p) {
-  tb__http_client_req_free(&p->http_);
   free(p->request_id);
-  free(p->url_);
   free(p->qreason_);
   free(p->result_own_);
-  tb__buf_free(&p->req_body_);
   tb_error_clear(&p->err);
   tb_error_clear(&p->last_err_);
-  p->request_id = p->url_ = p->qreason_ = p->result_own_ = NULL;
+  p->request_id = p->qreason_ = p->result_own_ = NULL;
   p->result_body = NULL;
 }

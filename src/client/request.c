@@ -247,7 +247,7 @@ static void attempt(tb__call_t *call) {
   tb__rt_t *rt = call->rt_;
   int n = snprintf(call->retry_count_, sizeof(call->retry_count_), "%u", call->retries);
   call->all_headers_[call->retry_header_].value.len = (size_t)n;  /* "9" -> "10" */
-  tb_http_client_req_t *h = &call->http;
+  tb_http_client_req_t *h = call->http;
   h->data = call;
   h->method = call->method;
   h->url = (tb_slice_t){ call->url_, strlen(call->url_) };
@@ -287,7 +287,9 @@ int tb__call_start(tb__rt_t *rt, tb__call_t *call, tb__call_cb cb) {
   call->all_headers_ = NULL;
   call->url_ = tb__rt_url(rt, call->path);
   call->all_headers_ = calloc(8 + call->n_extra, sizeof(tb_http_header_t));
-  if (call->url_ == NULL || call->all_headers_ == NULL)
+  if (call->http == NULL)
+    call->http = calloc(1, sizeof(*call->http));
+  if (call->url_ == NULL || call->all_headers_ == NULL || call->http == NULL)
     return TB_ENOMEM;
   call->rt_ = rt;
   call->cb_ = cb;
@@ -337,7 +339,7 @@ int tb__call_cancel(tb__call_t *call) {
   if (call->state_ == CALL_SENDING) {
     /* The HTTP callback follows (with UV_ECANCELED, or with the status it
      * was already due with); it sees cancelled_. */
-    tb__http_client_req_cancel(&call->http);
+    tb__http_client_req_cancel(call->http);
   } else if (call->state_ == CALL_WAITING) {
     call->state_ = CALL_DEFERRED;
     if (tb__alarm_start(call->rt_, &call->alarm_, 0) != 0)
@@ -347,7 +349,11 @@ int tb__call_cancel(tb__call_t *call) {
 }
 
 void tb__call_free(tb__call_t *call) {
-  tb__http_client_req_free(&call->http);
+  if (call->http != NULL) {
+    tb__http_client_req_free(call->http);
+    free(call->http);
+    call->http = NULL;
+  }
   free(call->url_);
   free(call->all_headers_);
   call->url_ = NULL;

@@ -236,6 +236,10 @@ int tb__rt_init(uv_loop_t *loop, tb__rt_t *rt, const tb_client_config_t *cfg,
     return rc;
   rt->rng = rt->cfg.jitter_seed != 0 ? rt->cfg.jitter_seed
                                      : (uv_hrtime() ^ (uintptr_t)rt) | 1;
+  if (tb__client_poll_wires_init(rt) != 0) {
+    tb__config_free(&rt->cfg);
+    return tb_error_set(err, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
+  }
   tb_http_client_opts_t ho = {
     .max_conns_per_origin = rt->cfg.max_connections,
     .connect_timeout_ms = rt->cfg.connect_timeout_ms,
@@ -244,6 +248,7 @@ int tb__rt_init(uv_loop_t *loop, tb__rt_t *rt, const tb_client_config_t *cfg,
   if (rt->cfg.tls) {
     rc = tb__tls_ctx_client_new(rt->cfg.tls_ca_file, rt->cfg.tls_insecure, &rt->tls_ctx, err);
     if (rc != 0) {
+      tb__client_poll_wires_free(rt);
       tb__config_free(&rt->cfg);
       return rc;
     }
@@ -254,6 +259,7 @@ int tb__rt_init(uv_loop_t *loop, tb__rt_t *rt, const tb_client_config_t *cfg,
   if (rc != 0) {
     tb__tls_ctx_free(rt->tls_ctx);
     rt->tls_ctx = NULL;
+    tb__client_poll_wires_free(rt);
     tb__config_free(&rt->cfg);
     return tb_error_set(err, rc, TB_CATEGORY_NONE, "HTTP client: %s", tb_strerror(rc));
   }
@@ -271,6 +277,7 @@ static void on_timer_closed(uv_handle_t *h) {
   rt->handles_open--;
   free(rt->heap);
   rt->heap = NULL;
+  tb__client_poll_wires_free(rt);
   /* Every connection is gone with the HTTP client: the context may go. */
   tb__tls_ctx_free(rt->tls_ctx);
   rt->tls_ctx = NULL;
