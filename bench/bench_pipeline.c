@@ -7,14 +7,20 @@
  *             the sync pattern (forward_backward, wait, optim_step, wait);
  *             the server is embedded on the same loop (model base, 8
  *             sequences of 128 tokens).
+ *   delayed   the same two patterns through a loopback proxy that delays
+ *             each direction by --delay-ms (10): what pipelining is for,
+ *             a server that is not 0.1 ms away.  The proxy runs on the same
+ *             loop, every delay a libuv timer.
  *   users     aggregate training tokens/s of several users training at once
  *             (each its own ServiceClient, session and adapter, pipelined),
  *             against one user alone doing the same per-user work.
  *
- * usage: bench_pipeline [--only pipeline|users] [--steps S] [--users U]
+ * usage: bench_pipeline [--only pipeline|delayed|users] [--steps S]
+ *                       [--users U] [--delay-ms MS]
  * Output: human lines, then one `BENCH pipeline key=value ...` line.
  */
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +76,217 @@ static void embedded_stop(embedded_t *e) {
   snprintf(cmd, sizeof(cmd), "rm -rf %s", e->dir);
   if (system(cmd) != 0)
     fprintf(stderr, "bench_pipeline: could not remove %s\n", e->dir);
+}
+
+/* ------------------------------------------------------------ delay proxy */
+
+/* Bytes read from one side, written to the other once due. */
+typedef struct chunk_s {
+  struct chunk_s *next;
+  uint64_t due;
+  uv_write_t wr;
+  uv_buf_t buf;
+  char data[];
+} chunk_t;
+
+typedef struct pconn_s pconn_t;
+
+/* One direction of a proxied connection. */
+typedef struct {
+  pconn_t *c;
+  uv_tcp_t *to;
+  chunk_t *head, *tail;
+  uv_timer_t timer;
+} pdir_t;
+
+struct pconn_s {
+  uv_tcp_t down, up;             /* the client's side, the server's side */
+  uv_connect_t connect;
+  pdir_t d2u, u2d;
+  int up_ready;
+  int closing;
+  int open;                      /* handles not yet closed */
+};
+
+typedef struct {
+  uv_tcp_t listener;
+  struct sockaddr_in upstream;
+  uint64_t delay_ms;
+  char url[64];
+} proxy_t;
+
+static proxy_t proxy;
+
+static void pdir_drop(pdir_t *d) {
+  while (d->head != NULL) {
+    chunk_t *k = d->head;
+    d->head = k->next;
+    free(k);
+  }
+  d->tail = NULL;
+}
+
+static void pconn_handle_closed(uv_handle_t *h) {
+  pconn_t *c = h->data;
+  if (--c->open == 0) {
+    pdir_drop(&c->d2u);
+    pdir_drop(&c->u2d);
+    free(c);
+  }
+}
+
+static void pconn_close(pconn_t *c) {
+  if (c->closing)
+    return;
+  c->closing = 1;
+  /* The timers' data was their direction; their close callback needs c. */
+  c->d2u.timer.data = c->u2d.timer.data = c;
+  uv_close((uv_handle_t *)&c->down, pconn_handle_closed);
+  uv_close((uv_handle_t *)&c->up, pconn_handle_closed);
+  uv_close((uv_handle_t *)&c->d2u.timer, pconn_handle_closed);
+  uv_close((uv_handle_t *)&c->u2d.timer, pconn_handle_closed);
+}
+
+static void on_chunk_written(uv_write_t *wr, int status) {
+  chunk_t *k = wr->data;
+  pconn_t *c = wr->handle->data;
+  free(k);
+  if (status != 0)
+    pconn_close(c);
+}
+
+static void pdir_flush(uv_timer_t *t);
+
+static void pdir_arm(pdir_t *d, uint64_t min_ms) {
+  if (d->head == NULL || d->c->closing)
+    return;
+  uint64_t now = uv_now(d->timer.loop);
+  uint64_t wait = d->head->due > now ? d->head->due - now : 0;
+  uv_timer_start(&d->timer, pdir_flush, wait > min_ms ? wait : min_ms, 0);
+}
+
+/* Writes every chunk that is due, in order. */
+static void pdir_flush(uv_timer_t *t) {
+  pdir_t *d = t->data;
+  pconn_t *c = d->c;
+  uint64_t now = uv_now(t->loop);
+  if (d->to == &c->up && !c->up_ready) {
+    pdir_arm(d, 1);  /* upstream still connecting */
+    return;
+  }
+  while (d->head != NULL && d->head->due <= now) {
+    chunk_t *k = d->head;
+    d->head = k->next;
+    if (d->head == NULL)
+      d->tail = NULL;
+    k->wr.data = k;
+    if (uv_write(&k->wr, (uv_stream_t *)d->to, &k->buf, 1, on_chunk_written) != 0) {
+      free(k);
+      pconn_close(c);
+      return;
+    }
+  }
+  pdir_arm(d, 0);
+}
+
+static void palloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  chunk_t *k = malloc(sizeof(*k) + 65536);
+  buf->base = k ? k->data : NULL;
+  buf->len = k ? 65536 : 0;
+}
+
+static void on_pread(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  pconn_t *c = s->data;
+  pdir_t *d = s == (uv_stream_t *)&c->down ? &c->d2u : &c->u2d;
+  chunk_t *k = buf->base ? (chunk_t *)(buf->base - offsetof(chunk_t, data)) : NULL;
+  if (n <= 0) {
+    free(k);
+    if (n < 0)
+      pconn_close(c);
+    return;
+  }
+  if (c->closing) {
+    free(k);
+    return;
+  }
+  k->next = NULL;
+  k->due = uv_now(s->loop) + proxy.delay_ms;
+  k->buf = uv_buf_init(k->data, (unsigned)n);
+  if (d->tail != NULL)
+    d->tail->next = k;
+  else
+    d->head = k;
+  d->tail = k;
+  if (d->head == k)
+    pdir_arm(d, 0);
+}
+
+static void on_upstream(uv_connect_t *req, int status) {
+  pconn_t *c = req->data;
+  if (c->closing)
+    return;
+  if (status != 0) {
+    pconn_close(c);
+    return;
+  }
+  c->up_ready = 1;
+  uv_read_start((uv_stream_t *)&c->up, palloc, on_pread);
+}
+
+static void on_proxy_conn(uv_stream_t *server, int status) {
+  if (status != 0)
+    return;
+  pconn_t *c = calloc(1, sizeof(*c));
+  if (c == NULL)
+    die("proxy", NULL, TB_ENOMEM);
+  uv_loop_t *loop = server->loop;
+  uv_tcp_init(loop, &c->down);
+  uv_tcp_init(loop, &c->up);
+  uv_timer_init(loop, &c->d2u.timer);
+  uv_timer_init(loop, &c->u2d.timer);
+  c->open = 4;
+  c->down.data = c->up.data = c;
+  c->d2u.c = c->u2d.c = c;
+  c->d2u.to = &c->up;
+  c->u2d.to = &c->down;
+  c->d2u.timer.data = &c->d2u;
+  c->u2d.timer.data = &c->u2d;
+  if (uv_accept(server, (uv_stream_t *)&c->down) != 0) {
+    pconn_close(c);
+    return;
+  }
+  uv_tcp_nodelay(&c->down, 1);
+  c->connect.data = c;
+  if (uv_tcp_connect(&c->connect, &c->up, (const struct sockaddr *)&proxy.upstream,
+                     on_upstream) != 0) {
+    pconn_close(c);
+    return;
+  }
+  uv_tcp_nodelay(&c->up, 1);
+  uv_read_start((uv_stream_t *)&c->down, palloc, on_pread);
+}
+
+/* A proxy on an ephemeral loopback port in front of upstream_port. */
+static void proxy_start(uv_loop_t *loop, int upstream_port, uint64_t delay_ms) {
+  memset(&proxy, 0, sizeof(proxy));
+  proxy.delay_ms = delay_ms;
+  uv_ip4_addr("127.0.0.1", upstream_port, &proxy.upstream);
+  struct sockaddr_in a;
+  uv_ip4_addr("127.0.0.1", 0, &a);
+  uv_tcp_init(loop, &proxy.listener);
+  if (uv_tcp_bind(&proxy.listener, (const struct sockaddr *)&a, 0) != 0 ||
+      uv_listen((uv_stream_t *)&proxy.listener, 128, on_proxy_conn) != 0)
+    die("proxy listen", NULL, TB_EIO);
+  struct sockaddr_storage ss;
+  int len = sizeof(ss);
+  uv_tcp_getsockname(&proxy.listener, (struct sockaddr *)&ss, &len);
+  snprintf(proxy.url, sizeof(proxy.url), "http://127.0.0.1:%d",
+           ntohs(((struct sockaddr_in *)&ss)->sin_port));
+}
+
+/* Stops listening; the proxied connections end when their peers close. */
+static void proxy_stop(void) {
+  uv_close((uv_handle_t *)&proxy.listener, NULL);
 }
 
 /* A batch of SEQS random byte sequences, every target trained. */
@@ -195,6 +412,30 @@ static void bench_pipeline(int steps, double *seq_sps, double *pipe_sps) {
          SEQ_LEN);
 }
 
+/* The same through the delay proxy: a server delay_ms away each way. */
+static void bench_delayed(int steps, uint64_t delay_ms, double *seq_sps, double *pipe_sps) {
+  embedded_t e;
+  embedded_start(&e);
+  proxy_start(&e.loop, tb_server_port(&e.server), delay_ms);
+  trainer_t t;
+  trainer_open(&t, &e.loop, proxy.url, 1);
+  run_steps(&t, 2, 0); /* warm up */
+  double a = 0, b = 0;
+  for (int r = 0; r < 2; r++) {
+    a += run_steps(&t, steps, 0);
+    b += run_steps(&t, steps, 1);
+  }
+  *seq_sps = a / 2;
+  *pipe_sps = b / 2;
+  trainer_close(&t);
+  wait_closed(&e.loop);
+  proxy_stop();
+  embedded_stop(&e);
+  printf("pipeline, server %llu ms away each way: %.2f steps/s sequential, %.2f steps/s "
+         "pipelined, ratio %.2f\n", (unsigned long long)delay_ms, *seq_sps, *pipe_sps,
+         *pipe_sps / *seq_sps);
+}
+
 /* Aggregate tokens/s of n users each running steps pipelined steps. */
 static double users_tokens_per_s(embedded_t *e, int n, int steps) {
   trainer_t *t = calloc((size_t)n, sizeof(*t));
@@ -234,18 +475,25 @@ static void bench_users(int users, int steps, double *one, double *many) {
 int main(int argc, char **argv) {
   const char *only = NULL;
   int steps = 20, users = 4;
+  long delay_ms = 10;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
       only = argv[++i];
+    else if (strcmp(argv[i], "--delay-ms") == 0 && i + 1 < argc)
+      delay_ms = atol(argv[++i]);
     else if (strcmp(argv[i], "--steps") == 0 && i + 1 < argc)
       steps = atoi(argv[++i]);
     else if (strcmp(argv[i], "--users") == 0 && i + 1 < argc)
       users = atoi(argv[++i]);
     else {
-      fprintf(stderr, "usage: bench_pipeline [--only pipeline|users] [--steps S] "
-                      "[--users U]\n");
+      fprintf(stderr, "usage: bench_pipeline [--only pipeline|delayed|users] [--steps S] "
+                      "[--users U] [--delay-ms MS]\n");
       return 2;
     }
+  }
+  if (delay_ms < 1 || delay_ms > 10000) {
+    fprintf(stderr, "bench_pipeline: --delay-ms must be from 1 to 10000\n");
+    return 2;
   }
   if (steps < 2 || users < 2) {
     fprintf(stderr, "bench_pipeline: --steps and --users must be at least 2\n");
@@ -260,6 +508,12 @@ int main(int argc, char **argv) {
     double seq, pipe;
     bench_pipeline(steps, &seq, &pipe);
     tb__buf_printf(&line, " seq_sps=%.2f pipe_sps=%.2f pipe_ratio=%.2f", seq, pipe, pipe / seq);
+  }
+  if (only == NULL || strcmp(only, "delayed") == 0) {
+    double seq, pipe;
+    bench_delayed(steps, (uint64_t)delay_ms, &seq, &pipe);
+    tb__buf_printf(&line, " delay_ms=%ld delay_seq_sps=%.2f delay_pipe_sps=%.2f "
+                   "delay_ratio=%.2f", delay_ms, seq, pipe, pipe / seq);
   }
   if (only == NULL || strcmp(only, "users") == 0) {
     double one, many;
