@@ -10,7 +10,9 @@
  *   delayed   the same two patterns through a loopback proxy that delays
  *             each direction by --delay-ms (10): what pipelining is for,
  *             a server that is not 0.1 ms away.  The proxy runs on the same
- *             loop, every delay a libuv timer.
+ *             loop, every delay a libuv timer.  Once with the batch above,
+ *             once with a light one (1 x 16 tokens), where the round trips
+ *             are nearly all of a step: the client's overlap alone.
  *   users     aggregate training tokens/s of several users training at once
  *             (each its own ServiceClient, session and adapter, pipelined),
  *             against one user alone doing the same per-user work.
@@ -289,16 +291,16 @@ static void proxy_stop(void) {
   uv_close((uv_handle_t *)&proxy.listener, NULL);
 }
 
-/* A batch of SEQS random byte sequences, every target trained. */
-static void make_batch(tb_train_datum_t *d, uint64_t seed) {
+/* A batch of n random byte sequences of len tokens, every target trained. */
+static void make_batch(tb_train_datum_t *d, uint64_t seed, int n, int len) {
   tb__k_rng_t rng;
   tb__k_rng_seed(&rng, seed);
   int32_t tokens[SEQ_LEN + 1];
-  for (int i = 0; i < SEQS; i++) {
-    for (int j = 0; j <= SEQ_LEN; j++)
+  for (int i = 0; i < n; i++) {
+    for (int j = 0; j <= len; j++)
       tokens[j] = (int32_t)(tb__k_rng_next(&rng) % 256);
     d[i] = (tb_train_datum_t){ 0 };
-    if (tb_train_datum_init_next_token(&d[i], tokens, NULL, SEQ_LEN + 1) != 0)
+    if (tb_train_datum_init_next_token(&d[i], tokens, NULL, (size_t)len + 1) != 0)
       die("datum", NULL, TB_ENOMEM);
   }
 }
@@ -307,10 +309,12 @@ typedef struct {
   tb_service_client_t sc;
   tb_training_client_t tc;
   tb_train_datum_t batch[SEQS];
+  int n;                         /* sequences per step, at most SEQS */
   tb_future_t *fb[2], *opt[2];
 } trainer_t;
 
-static void trainer_open(trainer_t *t, uv_loop_t *loop, const char *url, uint64_t seed) {
+static void trainer_open_batch(trainer_t *t, uv_loop_t *loop, const char *url, uint64_t seed,
+                               int n, int len) {
   tb_client_config_t cfg = { .base_url = url };
   tb_error_t err = { 0 };
   int rc = tb_service_client_init(loop, &t->sc, &cfg, &err);
@@ -318,7 +322,12 @@ static void trainer_open(trainer_t *t, uv_loop_t *loop, const char *url, uint64_
                                                                     &err);
   if (rc != 0)
     die("create", &err, rc);
-  make_batch(t->batch, seed);
+  t->n = n;
+  make_batch(t->batch, seed, n, len);
+}
+
+static void trainer_open(trainer_t *t, uv_loop_t *loop, const char *url, uint64_t seed) {
+  trainer_open_batch(t, loop, url, seed, SEQS, SEQ_LEN);
 }
 
 /* Clients still closing: their memory must live until then. */
@@ -333,7 +342,7 @@ static void on_tc_closed(tb_training_client_t *tc) {
 }
 
 static void trainer_close(trainer_t *t) {
-  for (int i = 0; i < SEQS; i++)
+  for (int i = 0; i < t->n; i++)
     tb_train_datum_clear(&t->batch[i]);
   closing++;
   tb_training_client_close(&t->tc, on_tc_closed);
@@ -347,7 +356,7 @@ static void wait_closed(uv_loop_t *loop) {
 static void submit(trainer_t *t, int slot) {
   tb_adamw_params_t adam;
   tb_adamw_params_default(&adam);
-  if (tb_training_client_forward_backward(&t->tc, t->batch, SEQS, "cross_entropy", NULL, 0,
+  if (tb_training_client_forward_backward(&t->tc, t->batch, (size_t)t->n, "cross_entropy", NULL, 0,
                                           &t->fb[slot]) != 0 ||
       tb_training_client_optim_step(&t->tc, &adam, &t->opt[slot]) != 0)
     die("submit", NULL, TB_EIO);
@@ -372,7 +381,7 @@ static double run_steps(trainer_t *t, int steps, int pipelined) {
     tb_error_t err = { 0 };
     for (int s = 0; s < steps; s++) {
       tb_forward_backward_output_t *out = NULL;
-      int rc = tb_training_client_forward_backward_sync(&t->tc, t->batch, SEQS, "cross_entropy",
+      int rc = tb_training_client_forward_backward_sync(&t->tc, t->batch, (size_t)t->n, "cross_entropy",
                                                         NULL, 0, &out, &err);
       rc = rc ? rc : tb_training_client_optim_step_sync(&t->tc, &adam, NULL, &err);
       if (rc != 0)
@@ -412,13 +421,16 @@ static void bench_pipeline(int steps, double *seq_sps, double *pipe_sps) {
          SEQ_LEN);
 }
 
-/* The same through the delay proxy: a server delay_ms away each way. */
-static void bench_delayed(int steps, uint64_t delay_ms, double *seq_sps, double *pipe_sps) {
+/* The same through the delay proxy: a server delay_ms away each way,
+ * with n sequences of len tokens per step (the light batch leaves the
+ * client's overlap of round trips alone in the figure). */
+static void bench_delayed(int steps, uint64_t delay_ms, int n, int len, double *seq_sps,
+                          double *pipe_sps) {
   embedded_t e;
   embedded_start(&e);
   proxy_start(&e.loop, tb_server_port(&e.server), delay_ms);
   trainer_t t;
-  trainer_open(&t, &e.loop, proxy.url, 1);
+  trainer_open_batch(&t, &e.loop, proxy.url, 1, n, len);
   run_steps(&t, 2, 0); /* warm up */
   double a = 0, b = 0;
   for (int r = 0; r < 2; r++) {
@@ -431,9 +443,9 @@ static void bench_delayed(int steps, uint64_t delay_ms, double *seq_sps, double 
   wait_closed(&e.loop);
   proxy_stop();
   embedded_stop(&e);
-  printf("pipeline, server %llu ms away each way: %.2f steps/s sequential, %.2f steps/s "
-         "pipelined, ratio %.2f\n", (unsigned long long)delay_ms, *seq_sps, *pipe_sps,
-         *pipe_sps / *seq_sps);
+  printf("pipeline, server %llu ms away each way, %d x %d tokens per step: %.2f steps/s "
+         "sequential, %.2f steps/s pipelined, ratio %.2f\n", (unsigned long long)delay_ms, n,
+         len, *seq_sps, *pipe_sps, *pipe_sps / *seq_sps);
 }
 
 /* Aggregate tokens/s of n users each running steps pipelined steps. */
@@ -510,10 +522,12 @@ int main(int argc, char **argv) {
     tb__buf_printf(&line, " seq_sps=%.2f pipe_sps=%.2f pipe_ratio=%.2f", seq, pipe, pipe / seq);
   }
   if (only == NULL || strcmp(only, "delayed") == 0) {
-    double seq, pipe;
-    bench_delayed(steps, (uint64_t)delay_ms, &seq, &pipe);
+    double seq, pipe, lseq, lpipe;
+    bench_delayed(steps, (uint64_t)delay_ms, SEQS, SEQ_LEN, &seq, &pipe);
+    bench_delayed(steps, (uint64_t)delay_ms, 1, 16, &lseq, &lpipe);
     tb__buf_printf(&line, " delay_ms=%ld delay_seq_sps=%.2f delay_pipe_sps=%.2f "
-                   "delay_ratio=%.2f", delay_ms, seq, pipe, pipe / seq);
+                   "delay_ratio=%.2f light_seq_sps=%.2f light_pipe_sps=%.2f light_ratio=%.2f",
+                   delay_ms, seq, pipe, pipe / seq, lseq, lpipe, lpipe / lseq);
   }
   if (only == NULL || strcmp(only, "users") == 0) {
     double one, many;
