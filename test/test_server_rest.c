@@ -594,6 +594,9 @@ TEST(restart_keeps_closed_sessions_closed) {
   close_server_keep_loop();
   tb_server_options_t o2 = { 0 };
   reopen_training(&o2);
+  /* A REST route waits for the database, and so for the sessions read
+   * back from it. */
+  hc_expect("GET", "/api/v1/training_runs", NULL, NULL, 200, NULL);
   char url[256];
   snprintf(url, sizeof(url), "/api/v1/sessions/%s", sid);
   hc_expect("GET", url, NULL, NULL, 200, "\"closed\":true");
