@@ -421,6 +421,54 @@ TEST(alarms_fire_in_due_order) {
   ASSERT_LOOP_CLOSE(&loop);
 }
 
+/* Held polls (a long-polling server) take at most three quarters of the
+ * connections, and hold no HTTP request while they wait for one: a
+ * submission made meanwhile is answered at once, not behind the polls. */
+static fake_resp_t decide_held(fake_t *f, tb_http_request_t *req, int is_poll) {
+  fake_resp_t r = { 200, "{\"request_id\":\"held\"}" };
+  if (is_poll) {
+    r.body = "{\"r\":1}";
+    r.delay_ms = 150;
+  } else if (tb__slice_eq_str(req->path, "/api/v1/direct")) {
+    r.body = "{\"d\":1}";
+  }
+  return r;
+}
+
+TEST(held_polls_leave_a_connection_to_submissions) {
+  ASSERT_OK(uv_loop_init(&loop));
+  fake_start(&fk, &loop);
+  fk.decide = decide_held;
+  tb_client_config_t c = fake_config(&fk);
+  c.max_connections = 4;
+  rt_start(&rt, &loop, &c);
+  ASSERT_EQ_INT(rt.max_poll_wires, 3);
+  tb_future_t *fs[8];
+  for (int i = 0; i < 8; i++)
+    fs[i] = start_polled(&rt);
+  /* Three polls held, the others waiting with no request of their own. */
+  while (rt.n_wires_lent < 3 || rt.pq_head == NULL)
+    uv_run(&loop, UV_RUN_ONCE);
+  ASSERT_EQ_INT(rt.n_wires, 3);
+  tb__client_op_opts_t o = { .path = "/api/v1/direct", .body = "{}", .body_len = 2,
+                             .max_retries = -1, .decode = decode_text };
+  tb_future_t *d = NULL;
+  uint64_t t0 = uv_now(&loop);
+  ASSERT_OK(tb__client_op_start(&rt, &o, &d));
+  ASSERT_OK(tb_future_wait(d, 60000));
+  ASSERT_LT(uv_now(&loop) - t0, 120);  /* not behind a 150 ms poll */
+  ASSERT_STR_EQ(tb_future_result(d, &tb_result_string), "{\"d\":1}");
+  tb_future_free(d);
+  ASSERT_OK(tb_future_wait_many(fs, 8, 60000, NULL));
+  ASSERT_EQ_INT(rt.n_wires, 3);
+  ASSERT_EQ_INT(rt.n_wires_lent, 0);
+  for (int i = 0; i < 8; i++)
+    tb_future_free(fs[i]);
+  rt_stop(&rt);
+  fake_stop(&fk);
+  ASSERT_LOOP_CLOSE(&loop);
+}
+
 /* ------------------------------------------------------------ scale */
 
 /* Each submission {"i": N} gets the id "rN"; the first poll of every
@@ -489,6 +537,7 @@ TEST(ten_thousand_futures_in_flight) {
 }
 
 TEST_LIST(
+  TEST_ENTRY(held_polls_leave_a_connection_to_submissions),
   TEST_ENTRY(callback_and_result_ownership),
   TEST_ENTRY(free_inside_callback_and_free_pending),
   TEST_ENTRY(cancel_during_backoff_and_during_http),
