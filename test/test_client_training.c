@@ -558,6 +558,7 @@ typedef struct train_fake_s {
   size_t expect_posts;          /* results wait until this many POSTs came */
   int fail_first_503;           /* 503s answered to the first training POST */
   int refuse_seq;               /* seq_id answered 400, or 0 */
+  uint64_t refuse_delay_ms;     /* that answer comes this much later */
   uint64_t create_delay_ms;     /* the create_model result comes this late */
   int poll_410;                 /* result polls answered 410 */
 } train_fake_t;
@@ -660,6 +661,7 @@ static fake_resp_t decide_train(fake_t *fk, tb_http_request_t *req, int is_poll)
     s->status = 400;
     ok.status = 400;
     ok.body = "{\"error\":\"seq_id: refused\",\"category\":\"user\"}";
+    ok.delay_ms = tf.refuse_delay_ms;
     return ok;
   }
   s->status = 200;
@@ -739,9 +741,15 @@ TEST(fake_pipelined_submissions) {
   int st[6];
   ASSERT_OK(tb_future_wait_many(fs, 6, 60000, st));
   ASSERT_EQ_INT(tf.n_sent, 6);
+  /* Every seq_id once, on its operation's route; they leave without
+   * waiting for each other's answers, so on several connections they may
+   * arrive in any order (the server orders them by seq_id). */
+  int seen[7] = { 0 };
   for (size_t i = 0; i < 6; i++) {
-    ASSERT_EQ_INT(tf.sent[i].seq, (int64_t)i + 1);
-    ASSERT_STR_EQ(tf.sent[i].path, i % 2 ? "/api/v1/optim_step" : "/api/v1/forward_backward");
+    int64_t q = tf.sent[i].seq;
+    ASSERT(q >= 1 && q <= 6 && !seen[q]);
+    seen[q] = 1;
+    ASSERT_STR_EQ(tf.sent[i].path, q % 2 ? "/api/v1/forward_backward" : "/api/v1/optim_step");
   }
   for (int i = 0; i < 6; i++)
     tb_future_free(fs[i]);
@@ -750,8 +758,10 @@ TEST(fake_pipelined_submissions) {
   fake_world_stop(&w);
 }
 
-/* A POST answered 503 twice is sent again with the same seq_id and
- * idempotency key; the next operation leaves only after it succeeded. */
+/* Each POST answered 503 is sent again with the same seq_id and
+ * idempotency key.  The next operation does not wait for the answer --
+ * the server holds a seq_id that arrives before an earlier one -- so both
+ * leave at once. */
 TEST(fake_sequencing_under_retries) {
   fake_world_t w;
   fake_world_start(&w, 1);
@@ -763,24 +773,29 @@ TEST(fake_sequencing_under_retries) {
   ASSERT_OK(tb_training_client_optim_step(&w.tc, NULL, &fs[1]));
   ASSERT_OK(tb_future_wait_many(fs, 2, 60000, NULL));
   ASSERT_EQ_INT(tf.n_sent, 2);
-  ASSERT_EQ_INT(tf.sent[0].seq, 1);
-  ASSERT_EQ_INT(tf.sent[1].seq, 2);
-  ASSERT_STR_EQ(tf.sent[1].path, "/api/v1/optim_step");
+  for (int i = 0; i < 2; i++)
+    ASSERT_STR_EQ(tf.sent[i].path, tf.sent[i].seq == 1 ? "/api/v1/forward_backward"
+                                                       : "/api/v1/optim_step");
+  ASSERT_EQ_INT(tf.sent[0].seq + tf.sent[1].seq, 3);
   ASSERT(strcmp(tf.sent[0].idem, tf.sent[1].idem) != 0);
   size_t fb_posts = fake_count(&w.fk, "/api/v1/forward_backward");
-  ASSERT_EQ_INT(fb_posts, 3);
+  size_t opt_posts = fake_count(&w.fk, "/api/v1/optim_step");
+  ASSERT_EQ_INT(fb_posts + opt_posts, 4);
   const char *k0 = fake_nth(&w.fk, "/api/v1/forward_backward", 0)->idem;
-  ASSERT_STR_EQ(fake_nth(&w.fk, "/api/v1/forward_backward", 1)->idem, k0);
-  ASSERT_STR_EQ(fake_nth(&w.fk, "/api/v1/forward_backward", 2)->idem, k0);
-  /* optim_step came after the third forward_backward attempt */
-  size_t i_fb = 0, i_opt = 0;
+  for (size_t i = 1; i < fb_posts; i++)
+    ASSERT_STR_EQ(fake_nth(&w.fk, "/api/v1/forward_backward", i)->idem, k0);
+  const char *k1 = fake_nth(&w.fk, "/api/v1/optim_step", 0)->idem;
+  for (size_t i = 1; i < opt_posts; i++)
+    ASSERT_STR_EQ(fake_nth(&w.fk, "/api/v1/optim_step", i)->idem, k1);
+  /* optim_step left before forward_backward's last attempt was answered */
+  size_t i_fb = 0, i_opt = SIZE_MAX;
   for (size_t i = 0; i < w.fk.n_log; i++) {
     if (strcmp(w.fk.log[i].path, "/api/v1/forward_backward") == 0)
       i_fb = i;
-    if (strcmp(w.fk.log[i].path, "/api/v1/optim_step") == 0)
+    if (strcmp(w.fk.log[i].path, "/api/v1/optim_step") == 0 && i_opt == SIZE_MAX)
       i_opt = i;
   }
-  ASSERT_GT(i_opt, i_fb);
+  ASSERT_LT(i_opt, i_fb);
   tb_future_free(fs[0]);
   tb_future_free(fs[1]);
   tb_train_datum_clear(&d[0]);
@@ -802,9 +817,13 @@ TEST(fake_chunk_boundaries) {
   ASSERT_EQ_INT(tf.n_sent, 3);
   ASSERT_EQ_INT(tf.sent[0].seq, 2);
   ASSERT_EQ_INT(tf.sent[0].n_data, 1);
-  ASSERT_EQ_INT(tf.sent[1].seq, 1);
-  ASSERT_EQ_INT(tf.sent[1].n_data, 1024);
-  ASSERT_EQ_INT(tf.sent[2].seq, 3);
+  /* The first chunk once the second was answered; optim_step right after
+   * it was sent, so the two may arrive in either order. */
+  const sent_t *c1 = tf.sent[1].seq == 1 ? &tf.sent[1] : &tf.sent[2];
+  const sent_t *c3 = tf.sent[1].seq == 1 ? &tf.sent[2] : &tf.sent[1];
+  ASSERT_EQ_INT(c1->seq, 1);
+  ASSERT_EQ_INT(c1->n_data, 1024);
+  ASSERT_EQ_INT(c3->seq, 3);
   const tb_forward_backward_output_t *o =
       tb_future_result(fs[0], &tb_result_forward_backward_output);
   ASSERT_EQ_INT(o->n_outputs, 1025);
@@ -825,7 +844,8 @@ TEST(fake_chunk_boundaries) {
 }
 
 /* A seq_id the server refused is a gap no later operation can pass: the
- * client fails them at once instead of sending them to wait forever. */
+ * ones already sent are stopped (the server would hold them forever) and
+ * the later ones fail at once without being sent. */
 TEST(fake_refused_seq_stops_the_client) {
   fake_world_t w;
   fake_world_start(&w, 1);
@@ -842,13 +862,45 @@ TEST(fake_refused_seq_stops_the_client) {
   ASSERT_STR_CONTAINS(fs[0]->error.message, "refused");
   ASSERT_EQ_INT(st[1], TB_EBUSY);
   ASSERT_STR_CONTAINS(fs[1]->error.message, "seq_id 1");
-  ASSERT_EQ_INT(fake_count(&w.fk, "/api/v1/optim_step"), 0);
+  size_t opt_posts = fake_count(&w.fk, "/api/v1/optim_step");
+  ASSERT_LE(opt_posts, 1);  /* it may have left before the refusal came */
   tb_future_free(fs[0]);
   tb_future_free(fs[1]);
+  tb_future_t *later;
+  ASSERT_OK(tb_training_client_optim_step(&w.tc, NULL, &later));
+  ASSERT_ERR(tb_future_wait(later, 60000), TB_EBUSY);
+  ASSERT_EQ_INT(fake_count(&w.fk, "/api/v1/optim_step"), opt_posts);
+  tb_future_free(later);
   /* unsequenced calls still work: the model exists */
   tb_future_t *info;
   ASSERT_OK(tb_training_client_get_info(&w.tc, &info));
   tb_future_free(info);  /* freeing a pending future cancels it */
+  tb_train_datum_clear(&d[0]);
+  fake_world_stop(&w);
+}
+
+/* The same when the refusal comes late: the operation sent meanwhile
+ * would be held by the server forever (this fake holds its polls like
+ * one); the client stops its poll and fails it. */
+TEST(fake_refused_seq_stops_what_was_sent) {
+  fake_world_t w;
+  fake_world_start(&w, 1);
+  tf.refuse_seq = 1;
+  tf.refuse_delay_ms = 100;
+  tf.expect_posts = 100;  /* polls are held: no result ever comes */
+  tb_train_datum_t d[1];
+  tiny_data(d, 1);
+  tb_future_t *fs[2];
+  ASSERT_OK(tb_training_client_forward_backward(&w.tc, d, 1, "cross_entropy", NULL, 0, &fs[0]));
+  ASSERT_OK(tb_training_client_optim_step(&w.tc, NULL, &fs[1]));
+  int st[2];
+  ASSERT_ERR(tb_future_wait_many(fs, 2, 60000, st), TB_EHTTP);
+  ASSERT_EQ_INT(st[0], TB_EHTTP);
+  ASSERT_EQ_INT(st[1], TB_EBUSY);
+  ASSERT_STR_CONTAINS(fs[1]->error.message, "seq_id 1");
+  ASSERT_EQ_INT(fake_count(&w.fk, "/api/v1/optim_step"), 1);  /* it had left */
+  tb_future_free(fs[0]);
+  tb_future_free(fs[1]);
   tb_train_datum_clear(&d[0]);
   fake_world_stop(&w);
 }
@@ -1094,6 +1146,7 @@ TEST_LIST(
   TEST_ENTRY(fake_sequencing_under_retries),
   TEST_ENTRY(fake_chunk_boundaries),
   TEST_ENTRY(fake_refused_seq_stops_the_client),
+  TEST_ENTRY(fake_refused_seq_stops_what_was_sent),
   TEST_ENTRY(fake_cancel_before_sent),
   TEST_ENTRY(fake_close_with_work),
   TEST_ENTRY(fake_close_while_creating),

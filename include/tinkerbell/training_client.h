@@ -20,9 +20,11 @@
  *
  * Order.  Every training operation takes its seq_id(s) when it is called,
  * so the server runs them in the order of the calls.  Submissions leave
- * one at a time in that order (a POST is sent once the previous one was
- * answered); results are polled concurrently, so a pipelined caller has
- * step k+1 submitted while step k runs.  forward / forward_backward data
+ * in that order without waiting for each other's answers (the server
+ * holds a seq_id that arrives before an earlier one; only the custom loss
+ * keeps its turn from its forward pass to its backward pass); results are
+ * polled concurrently, so a pipelined caller has step k+1 submitted while
+ * step k runs, even with a server far away.  forward / forward_backward data
  * is split into chunks of at most 1024 datums and 5,000,000 estimated
  * bytes (one seq_id each); the chunks of one call are sent together, the
  * first one last, and their results are joined in input order with the
@@ -31,8 +33,9 @@
  *
  * A submission that fails (after its retries) or is cancelled leaves a
  * gap in the server's sequence that no later operation could pass, so the
- * client then stops: every later training operation fails at once with
- * TB_EBUSY, category user, naming the seq_id that was lost.  Create a new
+ * client then stops: every later training operation fails with TB_EBUSY,
+ * category user, naming the seq_id that was lost -- those already sent
+ * have their polls stopped, the others are never sent.  Create a new
  * client (from a saved state) to go on.
  *
  * Requests are sent as protobuf (the Tinker SDK 0.25 wire), or as JSON

@@ -384,16 +384,45 @@ void tb__tc_release_turn(tb__tc_op_t *op) {
   tb__tc_pump(op->tc);
 }
 
+/* Whether op's turn passes on as soon as the last POST of its phase is
+ * handed to the runtime, rather than when it is answered: the server holds
+ * a seq_id that arrives before an earlier one (the chunks of one call
+ * already rely on it), so waiting for the answer would only add a round
+ * trip per operation to a pipelined client.  The custom loss keeps the
+ * turn from its forward pass to its backward pass, and passes it on the
+ * backward pass's answer. */
+static int passes_at_send(const tb__tc_op_t *op) {
+  return op->kind != TB__TC_CUSTOM;
+}
+
+/* Request r's seq_id was lost after later operations were sent: the
+ * server holds those until it comes, which it never will, so their polls
+ * are cancelled and the operations fail with the client's TB_EBUSY (the
+ * other requests of r's own operation fail with it, with its error). */
+static void stop_sent_after(tb__tc_t *tc, const tb__tc_req_t *lost) {
+  for (tb__tc_op_t *op = tc->live; op != NULL; op = op->live_next)
+    for (size_t i = 0; i < op->n_reqs; i++) {
+      tb__tc_req_t *q = &op->reqs[i];
+      if (!q->started || q->done || q->f == NULL || q->seq <= lost->seq ||
+          tb_future_is_done(q->f))
+        continue;
+      if (op != lost->op)
+        tb__tc_keep_first_error(op, &tc->broken_err);
+      tb_future_cancel(q->f);
+    }
+}
+
 /* The POST of request r ended.  The first request of a phase goes last,
- * once the others' POSTs were all answered; when it has been, the turn
- * passes on (the custom loss keeps it from its forward pass to its
- * backward pass). */
+ * once the others' POSTs were all answered; the turn passes on once it
+ * is sent (passes_at_send), or once it is answered. */
 static void on_req_submitted(tb__client_op_t *cop, int status) {
   tb__tc_req_t *r = cop->decode_data;
   tb__tc_op_t *op = r->op;
   r->submit_status = status;
-  if (status != 0 && r->seq >= 0)
+  if (status != 0 && r->seq >= 0) {
     tb__tc_set_broken(op->tc, r->seq, &cop->call.err);
+    stop_sent_after(op->tc, r);
+  }
   if (!op->holds_turn)
     return;
   size_t first = op->first, end = op->first + op->count;
@@ -405,8 +434,12 @@ static void on_req_submitted(tb__client_op_t *cop, int status) {
         return;  /* another one is still being sent */
       ok = ok && op->reqs[i].started && op->reqs[i].submit_status == 0;
     }
-    if (ok && !op->cancelled && !tb__tc_stopped_at(op->tc, r0->seq) && tb__tc_start_phase(op) == 0)
+    if (ok && !op->cancelled && !tb__tc_stopped_at(op->tc, r0->seq) &&
+        tb__tc_start_phase(op) == 0) {
+      if (passes_at_send(op))
+        tb__tc_release_turn(op);
       return;
+    }
     /* The first request is not sent: its seq_id is lost. */
     tb__tc_set_broken(op->tc, r0->seq, op->err.code ? &op->err : NULL);
     tb__tc_release_turn(op);
@@ -529,17 +562,26 @@ int tb__tc_start_phase(tb__tc_op_t *op) {
 
 /* ------------------------------------------------------------ turns */
 
+/* Called from tb__tc_pump's loop, which starts the next op once the turn
+ * is free: passing it here by hand (not through tb__tc_release_turn)
+ * keeps a long queue from recursing. */
 static void start_sequenced(tb__tc_op_t *op) {
   tb__tc_t *tc = op->tc;
   op->holds_turn = 1;
   tc->submitting = op;
   if (tb__tc_start_phase(op) != 0) {
-    tb__tc_release_turn(op);
+    op->holds_turn = 0;
+    tc->submitting = NULL;
     if (op->n_started == 0) {
       tb__tc_op_fail_later(op, &op->err);
       return;
     }
     /* Some chunks are on the wire: the op ends when they do. */
+    return;
+  }
+  if (passes_at_send(op) && op->reqs[op->first].started && tc->submitting == op) {
+    op->holds_turn = 0;
+    tc->submitting = NULL;
   }
 }
 

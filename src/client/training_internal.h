@@ -11,8 +11,9 @@
  * bodies are encoded at the call, without the model id, which is added
  * when they are sent (the model may not exist yet).  Sequenced ops wait in
  * a FIFO; the head is started when no other op is being submitted, and
- * the turn passes on when its last request's POST has been answered (the
- * submitted hook of the operation layer, op.c).  Each request is then a
+ * the turn passes on once its last request's POST is handed to the
+ * runtime (the custom loss's forward pass: once its backward pass's POST
+ * was answered, through the submitted hook of the operation layer, op.c).  Each request is then a
  * tb__client_op_t of its own whose future is polled concurrently with the
  * others; when all of an op's requests are done, its chunk results are
  * joined (chunk.c) and the op's own future completes.
