@@ -427,12 +427,13 @@ void tb__k_zero(float *x,  /* (n) */
 
 /* ------------------------------------------------------------------ sampling */
 
-/* Index of the largest value; the lowest index wins a tie. */
+/* Index of the largest value; the lowest index wins a tie, and a NaN wins
+ * only when every value is NaN (then 0). */
 size_t tb__k_argmax(const float *x,  /* (n) */
                     size_t n);
 
-/* The k largest values of x in descending order (ties: lower index first),
- * with their indices.  k <= n. */
+/* The k largest values of x in descending order (ties: lower index first,
+ * NaN after every number), with their indices.  k <= n. */
 void tb__k_topk(int32_t *idx,        /* (k) */
                 float *val,          /* (k) */
                 int32_t *scratch,    /* (n) */
@@ -445,7 +446,16 @@ void tb__k_topk(int32_t *idx,        /* (k) */
  * the top-k set, reaches top_p (top_p >= 1: no limit).  u is a uniform
  * number in [0, 1) from the caller.  temperature <= 0 or top_k == 1 gives
  * the argmax.  Ties between equal logits are ordered by index, so a seed
- * gives the same tokens on every machine. */
+ * gives the same tokens on every machine.
+ *
+ * Any input is safe and gives a token in [0, V) (-1 only when V is 0):
+ * NaN and -inf logits have probability 0 (NaN ordered after every
+ * number); when no logit is finite, the largest is +inf, or temperature
+ * is NaN or too small for 1 / temperature to be finite, the result is the
+ * argmax.  top_k <= 0 or >= V and top_p >= 1 (or NaN) mean no limit;
+ * top_p <= 0 keeps the first token only.  Such a draw is defined, not
+ * meaningful: a caller that must not sample a diverged model checks the
+ * logits first. */
 int32_t tb__k_sample(float *probs_scratch,  /* (V) */
                      int32_t *idx_scratch,  /* (V) */
                      const float *logits,   /* (V) */

@@ -10,15 +10,31 @@
  * small top-k, top-p) touch only the head of the order instead of sorting
  * the whole vocabulary.  The draw walks the kept candidates in that same
  * order.  Naive reference (full sort): ref_sample.c.
+ *
+ * Every input is safe, not only the finite ones a healthy model gives: a
+ * NaN logit comes after every number (-inf included) in the order and has
+ * probability 0, as has -inf; when no logit is finite, or the largest is
+ * +inf, or the temperature leaves no finite scale, the draw is the argmax.
+ * Callers that must not sample a diverged model check the logits first
+ * (the engine's sampler does).
  */
 #include "kernels.h"
 
 #include <float.h>
 #include <math.h>
 
-/* Does candidate a come before candidate b? */
+/* Does candidate a come before candidate b?  Larger logits first, ties by
+ * the lower id, NaN after every number. */
 static int before(const float *x, int32_t a, int32_t b) {
-  return x[a] > x[b] || (x[a] == x[b] && a < b);
+  const float xa = x[a], xb = x[b];
+  if (xa > xb)
+    return 1;
+  if (xa == xb)
+    return a < b;
+  /* xa < xb, or unordered: one of them is NaN. */
+  if (isnan(xa))
+    return isnan(xb) && a < b;
+  return isnan(xb);
 }
 
 static void sift_down(int32_t *heap, const float *x, size_t i, size_t n) {
@@ -55,7 +71,7 @@ static int32_t pop(int32_t *heap, const float *x, size_t n) {
 size_t tb__k_argmax(const float *x, size_t n) {
   size_t best = 0;
   for (size_t i = 1; i < n; i++)
-    if (x[i] > x[best])
+    if (x[i] > x[best] || (isnan(x[best]) && !isnan(x[i])))
       best = i;
   return best;
 }
@@ -75,17 +91,25 @@ void tb__k_topk(int32_t *idx, float *val, int32_t *scratch, const float *x,
 int32_t tb__k_sample(float *probs, int32_t *idx, const float *logits,
                      float temperature, int top_k, float top_p, double u,
                      size_t V) {
-  if (temperature <= 0.0f || top_k == 1 || V == 1)
-    return (int32_t)tb__k_argmax(logits, V);
+  if (V == 0)
+    return -1;
+  const size_t am = tb__k_argmax(logits, V);
+  const float mx = logits[am];
   const float inv_t = 1.0f / temperature;
-  const float mx = logits[tb__k_argmax(logits, V)];
+  /* No distribution to draw from: greedy decoding, a single candidate, a
+   * scale that is not finite, or no finite logit on top. */
+  if (!(temperature > 0.0f) || top_k == 1 || V == 1 || !isfinite(inv_t) ||
+      !isfinite(mx))
+    return (int32_t)am;
   const int use_k = top_k > 0 && (size_t)top_k < V;
   const int use_p = top_p < 1.0f;
 
-  /* Unnormalised probabilities; the sums are kept in double. */
+  /* Unnormalised probabilities; the sums are kept in double.  -inf and
+   * NaN logits have probability 0 (NaN also when temperature is inf). */
   double z = 0.0;
   for (size_t v = 0; v < V; v++) {
-    probs[v] = expf((logits[v] - mx) * inv_t);
+    float e = expf((logits[v] - mx) * inv_t);
+    probs[v] = e == e ? e : 0.0f;
     z += probs[v];
   }
 
@@ -139,6 +163,9 @@ int32_t tb__k_sample(float *probs, int32_t *idx, const float *logits,
     target = u * z;
   }
 
+  /* The first candidate has probability 1, so one always qualifies; a
+   * draw rounded up to the full mass takes the last with any mass, never
+   * a token of probability 0. */
   double acc = 0.0;
   int32_t last = idx[nc - 1];
   for (size_t j = 0; j < keep; j++) {
@@ -146,10 +173,12 @@ int32_t tb__k_sample(float *probs, int32_t *idx, const float *logits,
       pop(idx, logits, nc - popped);
       popped++;
     }
-    last = idx[nc - 1 - j];
-    acc += probs[last];
+    int32_t t = idx[nc - 1 - j];
+    if (probs[t] > 0.0f)
+      last = t;
+    acc += probs[t];
     if (acc > target)
       return last;
   }
-  return last; /* u * mass rounded up to the full mass */
+  return last;
 }

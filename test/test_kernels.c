@@ -659,6 +659,109 @@ TEST(sampling_behaviour) {
   free_all();
 }
 
+/* One draw on any input: the fast kernel and the reference agree, the
+ * token is in range, and it has probability > 0 whenever some token has. */
+static void check_draw(float *probs, int32_t *idx, int32_t *order, const float *x,
+                       size_t V, float t, int k, float p, double u) {
+  int32_t f = tb__k_sample(probs, idx, x, t, k, p, u, V);
+  int32_t r = tb__kref_sample(order, x, t, k, p, u, V);
+  if (f != r)
+    tb_test_fail(__FILE__, __LINE__, "V=%zu T=%g k=%d p=%g u=%.17g: %d vs ref %d", V, t, k,
+                 p, u, f, r);
+  ASSERT(f >= 0 && (size_t)f < V);
+  int any_finite = 0, any_nan_free = 0;
+  for (size_t v = 0; v < V; v++) {
+    any_finite |= isfinite(x[v]) != 0;
+    any_nan_free |= !isnan(x[v]);
+  }
+  if (any_nan_free && isnan(x[f]))
+    tb_test_fail(__FILE__, __LINE__, "T=%g k=%d p=%g u=%g: drew NaN token %d", t, k, p, u, f);
+  if (any_finite && isinf(x[f]) && x[f] < 0)
+    tb_test_fail(__FILE__, __LINE__, "T=%g k=%d p=%g u=%g: drew -inf token %d", t, k, p, u, f);
+}
+
+TEST(sampling_is_safe_for_every_input) {
+  enum { V = 37 };
+  tb__k_rng_t rng;
+  setup(&rng, 17);
+  float *probs = fbuf(V);
+  int32_t idx[V], order[V];
+  const float nan = NAN, inf = INFINITY;
+  const float temps[] = { 0.0f, -1.0f, NAN, 1e-45f, 1e-30f, 0.3f, 1.0f, 50.0f, INFINITY };
+  const int ks[] = { -5, -1, 0, 1, 2, V - 1, V, V + 1, 1 << 30 };
+  const float ps[] = { -1.0f, 0.0f, 1e-9f, 0.5f, 0.9f, 0.999f, 1.0f, 2.0f, NAN };
+  const double us[] = { 0.0, 0.25, 0.5, 0.999999, 0x1.fffffffffffffp-1 };
+  float x[V];
+  /* Shapes of logits a diverged or odd model produces. */
+  for (int shape = 0; shape < 9; shape++) {
+    tb__k_rng_fill_normal(x, &rng, 0.0f, 2.0f, V);
+    switch (shape) {
+      case 0: for (size_t v = 0; v < V; v++) x[v] = nan; break;            /* all NaN */
+      case 1: for (size_t v = 0; v < V; v += 3) x[v] = nan; break;         /* some NaN */
+      case 2: x[5] = inf; x[20] = inf; break;                              /* +inf */
+      case 3: for (size_t v = 0; v < V; v += 2) x[v] = -inf; break;        /* some -inf */
+      case 4: for (size_t v = 0; v < V; v++) x[v] = -inf; break;           /* all -inf */
+      case 5: for (size_t v = 0; v < V; v++) x[v] = 0.75f; break;          /* all equal */
+      case 6: x[0] = nan; x[1] = inf; x[2] = -inf; break;                  /* all three */
+      case 7: for (size_t v = 1; v < V; v++) x[v] = nan; x[0] = -inf; break;
+      case 8: x[3] = 3e38f; x[4] = -3e38f; break;                          /* huge spread */
+    }
+    for (size_t a = 0; a < sizeof(temps) / sizeof(temps[0]); a++)
+      for (size_t b = 0; b < sizeof(ks) / sizeof(ks[0]); b++)
+        for (size_t c = 0; c < sizeof(ps) / sizeof(ps[0]); c++)
+          for (size_t d = 0; d < sizeof(us) / sizeof(us[0]); d++)
+            check_draw(probs, idx, order, x, V, temps[a], ks[b], ps[c], us[d]);
+  }
+  /* Where the answer is known: +inf wins (the first one), no finite logit
+   * gives the argmax, NaN loses to everything. */
+  for (size_t v = 0; v < V; v++)
+    x[v] = (float)v;
+  x[5] = inf;
+  x[20] = inf;
+  ASSERT_EQ_INT(tb__k_sample(probs, idx, x, 1.0f, -1, 0.9f, 0.7, V), 5);
+  for (size_t v = 0; v < V; v++)
+    x[v] = nan;
+  ASSERT_EQ_INT(tb__k_argmax(x, V), 0);
+  ASSERT_EQ_INT(tb__k_sample(probs, idx, x, 1.0f, -1, 0.9f, 0.7, V), 0);
+  x[30] = -inf;
+  ASSERT_EQ_INT(tb__k_argmax(x, V), 30);
+  ASSERT_EQ_INT(tb__k_sample(probs, idx, x, 1.0f, 5, 0.5f, 0.3, V), 30);
+  x[12] = 1.0f;
+  x[31] = 2.0f;
+  for (int i = 0; i < 200; i++) {
+    int32_t t = tb__k_sample(probs, idx, x, 1.0f, -1, 1.0f, tb__k_rng_uniform(&rng), V);
+    ASSERT(t == 12 || t == 31);
+  }
+  int32_t ti[4];
+  float tv[4];
+  tb__k_topk(ti, tv, idx, x, 4, V);
+  ASSERT_EQ_INT(ti[0], 31);
+  ASSERT_EQ_INT(ti[1], 12);
+  ASSERT_EQ_INT(ti[2], 30);
+  ASSERT_EQ_INT(ti[3], 0);
+  /* All equal: uniform over the tokens top_k keeps. */
+  int counts[V] = { 0 };
+  for (size_t v = 0; v < V; v++)
+    x[v] = -2.0f;
+  for (int i = 0; i < 8000; i++)
+    counts[tb__k_sample(probs, idx, x, 1.0f, 4, 1.0f, tb__k_rng_uniform(&rng), V)]++;
+  for (int v = 0; v < 4; v++)
+    ASSERT_NEAR(counts[v] / 8000.0, 0.25, 0.03, 0);
+  for (int v = 4; v < V; v++)
+    ASSERT_EQ_INT(counts[v], 0);
+  /* One token, and none. */
+  float one = nan;
+  for (size_t a = 0; a < sizeof(temps) / sizeof(temps[0]); a++) {
+    ASSERT_EQ_INT(tb__k_sample(probs, idx, &one, temps[a], -1, 0.5f, 0.5, 1), 0);
+    ASSERT_EQ_INT(tb__kref_sample(order, &one, temps[a], -1, 0.5f, 0.5, 1), 0);
+  }
+  one = 4.0f;
+  ASSERT_EQ_INT(tb__k_sample(probs, idx, &one, 1.0f, 3, 0.1f, 0.99, 1), 0);
+  ASSERT_EQ_INT(tb__k_sample(probs, idx, &one, 1.0f, -1, 1.0f, 0.5, 0), -1);
+  ASSERT_EQ_INT(tb__kref_sample(order, &one, 1.0f, -1, 1.0f, 0.5, 0), -1);
+  free_all();
+}
+
 TEST(prng_known_answers) {
   /* splitmix64 from seed 1234567: the published test vector. */
   uint64_t st = 1234567;
@@ -763,6 +866,7 @@ TEST_LIST(
   TEST_ENTRY(adamw_two_steps_by_hand),
   TEST_ENTRY(grad_norm_clip_and_zero),
   TEST_ENTRY(sampling_behaviour),
+  TEST_ENTRY(sampling_is_safe_for_every_input),
   TEST_ENTRY(prng_known_answers),
   TEST_ENTRY(fast_exp_and_max),
 )

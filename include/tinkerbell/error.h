@@ -53,6 +53,7 @@ extern "C" {
   XX(NESTED, "blocking wait called from inside a callback of its loop")    \
   XX(UNSUPPORTED, "not supported")                                         \
   XX(TLS, "TLS handshake or certificate verification failed")             \
+  XX(NONFINITE, "a model's outputs are not finite (NaN or infinity)")      \
 
 typedef enum {
   TB__ERR_BASE = -5000,

@@ -256,6 +256,18 @@ void tb__engine_work_sample(tb_engine_shard_t *it) {
     rc = user_error(&it->error, "sampling_params: invalid (num_samples >= 1, "
                     "temperature >= 0, top_p in (0, 1], stop strings need "
                     "token bytes)");
+  else if (rc == TB_ENONFINITE)
+    /* No tokens from noise: the weights, not the request, are broken, but
+     * it is the user's adapter (or model) that made them so. */
+    rc = tb_error_set(&it->error, TB_ENONFINITE, TB_CATEGORY_USER, "%s",
+                      lora != NULL
+                          ? "the model's outputs are not finite (NaN or "
+                            "infinity): the adapter has diverged; load an "
+                            "earlier checkpoint or train with a lower "
+                            "learning rate"
+                          : "the model's outputs are not finite (NaN or "
+                            "infinity): the base model's weights are "
+                            "broken");
   it->status = rc;
   tb__engine_error_default(&it->error, rc);
 }

@@ -76,6 +76,21 @@ static int hits_stop_string(const tb_buf_t *text, size_t added,
   return 0;
 }
 
+/* Whether every logit of rows is finite.  A model whose weights diverged
+ * gives NaN or infinities here; a draw from them would be noise (or, for
+ * an all-NaN row, always token 0), so the sample fails instead. */
+static int logits_finite(const float *x, size_t n) {
+  /* All exponent bits set: NaN or an infinity.  Integer ORs without a
+   * branch, so the loop vectorises. */
+  uint32_t bad = 0;
+  for (size_t i = 0; i < n; i++) {
+    uint32_t b;
+    memcpy(&b, &x[i], sizeof(b));
+    bad |= (uint32_t)((b & 0x7f800000u) == 0x7f800000u);
+  }
+  return bad == 0;
+}
+
 /* The prompt's log-probs and top-k from the logits of rows [r0, r0+rows)
  * of the prompt: row i predicts prompt[i + 1]. */
 static void prompt_scores(tb_sample_result_t *out, const float *logits,
@@ -163,6 +178,10 @@ int tb__sample(tb_llama_ws_t *ws, const tb_weights_t *w, const tb_lora_t *lora,
     if ((rc = tb__llama_step(ws, w, lora, prompt + r0, &len, &c0, 1,
                              want_prompt, logits)) != 0)
       goto done;
+    if (!logits_finite(logits, (want_prompt ? len : 1) * V)) {
+      rc = TB_ENONFINITE;
+      goto done;
+    }
     if (want_prompt)
       prompt_scores(out, logits, prompt, n, r0, len, V, idx);
     first = want_prompt ? logits + (len - 1) * V : logits;
@@ -226,6 +245,10 @@ int tb__sample(tb_llama_ws_t *ws, const tb_weights_t *w, const tb_lora_t *lora,
     if ((rc = tb__llama_step(ws, w, lora, next, lens, caches, nactive, 0,
                              logits)) != 0)
       goto done;
+    if (!logits_finite(logits, nactive * V)) {
+      rc = TB_ENONFINITE;
+      goto done;
+    }
   }
   rc = 0;
 

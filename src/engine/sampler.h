@@ -89,7 +89,9 @@ typedef struct tb_sample_result_s {
 /* Generates p->num_samples continuations of prompt (n >= 1 tokens).  lora
  * may be NULL (the base model).  ws is the caller's workspace.  On success
  * *out owns its arrays (free with tb__sample_result_free); on error it is
- * zeroed.  0, TB_EINVAL (parameters or tokens) or TB_ENOMEM. */
+ * zeroed.  0, TB_EINVAL (parameters or tokens), TB_ENONFINITE (a row of
+ * logits the model computed holds NaN or an infinity: diverged weights;
+ * no token is drawn from it) or TB_ENOMEM. */
 int tb__sample(tb_llama_ws_t *ws, const tb_weights_t *w, const tb_lora_t *lora,
                const int32_t *prompt, size_t n, const tb_sampling_params_t *p,
                tb_sample_result_t *out);
