@@ -822,7 +822,7 @@ TEST(bad_input) {
     { "/api/v1/forward_backward", "{\"model_id\":\"m\",\"data\":[{\"model_input\":{\"chunks\":[{\"type\":\"encoded_text\",\"tokens\":[1,2]}]},\"loss_fn_inputs\":{\"target_tokens\":[2,999]}}]}", 400, "data: " },
     { "/api/v1/forward_backward", "{\"model_id\":\"m\",\"data\":[{\"model_input\":{\"chunks\":[{\"type\":\"encoded_text\",\"tokens\":[1,2]}]},\"loss_fn_inputs\":{\"target_tokens\":[2,3]}}],\"loss_fn\":\"nope\"}", 400, "loss_fn: unknown loss function" },
     { "/api/v1/optim_step", "{\"model_id\":\"m\",\"adam_params\":{\"lr\":0.1}}", 400, "adam_params.lr: unknown Adam parameter" },
-    { "/api/v1/optim_step", "{\"model_id\":\"m\",\"adam_params\":{\"learning_rate\":-1}}", 400, "adam_params: " },
+    { "/api/v1/optim_step", "{\"model_id\":\"m\",\"adam_params\":{\"learning_rate\":-1}}", 400, "adam_params.learning_rate: must be a finite number in [0, 1]" },
     { "/api/v1/optim_step", "{\"model_id\":\"m\",\"adam_params\":{\"learning_rate\":\"x\"}}", 400, "adam_params.learning_rate: expected a number" },
     { "/api/v1/add_lora", "{\"rank\":0}", 400, "rank: " },
     { "/api/v1/add_lora", "{\"alpha\":-1}", 400, "alpha: expected a number > 0" },
@@ -1221,24 +1221,6 @@ TEST(no_data_dir) {
   stop_server();
 }
 
-/* A model trained into overflow still answers: the loss JSON cannot carry
- * is null. */
-TEST(diverged_loss_is_null) {
-  tb_server_options_t o = { 0 };
-  start_training(&o);
-  char *fb = fb_body("boom", HELLO);
-  json_decref(post_ok("/api/v1/forward_backward", NULL, fb));
-  json_decref(post_ok("/api/v1/optim_step", NULL,
-                      "{\"model_id\":\"boom\",\"adam_params\":{\"learning_rate\":1e30}}"));
-  json_t *v = post_ok("/api/v1/forward_backward", NULL, fb);
-  ASSERT(json_is_null(json_object_get(v, "loss")));
-  ASSERT(json_is_null(json_object_get(v, "loss_sum")));
-  ASSERT_STR_EQ(str_of(v, "model_id"), "boom");
-  json_decref(v);
-  free(fb);
-  stop_training();
-}
-
 TEST_LIST(
   TEST_ENTRY(sync_training_save_load_sample),
   TEST_ENTRY(async_pipelined_training),
@@ -1256,5 +1238,4 @@ TEST_LIST(
   TEST_ENTRY(rate_limited),
   TEST_ENTRY(checkpoints_after_restart),
   TEST_ENTRY(no_data_dir),
-  TEST_ENTRY(diverged_loss_is_null),
 )

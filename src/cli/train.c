@@ -81,7 +81,7 @@ static const tb__cli_opt_t train_opts[OPT_COUNT + 1] = {
                                         "certificates [the system's trust store]" },
   [OPT_BASE_MODEL] = { "base-model", "NAME", "the base model to adapt [base]" },
   [OPT_RANK] = { "rank", "N", "LoRA rank [16]" },
-  [OPT_LEARNING_RATE] = { "learning-rate", "LR", "AdamW learning rate [0.003]" },
+  [OPT_LEARNING_RATE] = { "learning-rate", "LR", "AdamW learning rate, at most 1 [0.003]" },
   [OPT_EPOCHS] = { "epochs", "N", "passes over the training data [10]" },
   [OPT_BATCH_SIZE] = { "batch-size", "N", "conversations per step [8]" },
   [OPT_MAX_LENGTH] = { "max-length", "TOKENS",
@@ -488,7 +488,7 @@ static int parse_options(int argc, char **argv, train_config_t *c) {
       case OPT_BASE_MODEL: c->base_model = v; break;
       case OPT_RANK: rc = tb__cli_uint(&a, "rank", v, 1, 1024, &c->rank); break;
       case OPT_LEARNING_RATE:
-        rc = tb__cli_number(&a, "learning-rate", v, 1e-12, 10, &c->learning_rate);
+        rc = tb__cli_number(&a, "learning-rate", v, 1e-12, 1, &c->learning_rate);
         break;
       case OPT_EPOCHS: rc = tb__cli_uint(&a, "epochs", v, 1, 100000, &c->epochs); break;
       case OPT_BATCH_SIZE:

@@ -801,10 +801,11 @@ int tb__engine_optim_step(tb_engine_job_t *job, tb_engine_adapter_t *a,
   int rc = job_begin(job, a->engine, TB_ENGINE_OPTIM_STEP, cb);
   if (rc != 0)
     return rc;
-  const char *why = NULL;
-  if (params == NULL || tb__adam_params_validate(params, &why) != 0)
+  const char *field = NULL, *why = NULL;
+  if (params == NULL || tb__adam_params_validate(params, &field, &why) != 0)
     return tb_error_set(&job->error, TB_EINVAL, TB_CATEGORY_USER,
-                        "adam_params: %s", why ? why : "missing");
+                        "adam_params%s%s: %s", field ? "." : "",
+                        field ? field : "", why ? why : "missing");
   job->adam = *params;
   return adapter_submit(job, a);
 }

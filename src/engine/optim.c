@@ -3,6 +3,7 @@
  */
 #include "engine/optim.h"
 
+#include <float.h>
 #include <math.h>
 
 #include "kernels/kernels.h"
@@ -17,26 +18,51 @@ void tb__adam_params_default(tb_adam_params_t *p) {
   p->grad_clip_norm = 0.0f;
 }
 
-int tb__adam_params_validate(const tb_adam_params_t *p, const char **why) {
-  const char *w = NULL;
-  if (!isfinite(p->learning_rate) || p->learning_rate < 0)
-    w = "learning_rate must be a finite number >= 0";
-  else if (!(p->beta1 >= 0 && p->beta1 < 1) || !(p->beta2 >= 0 && p->beta2 < 1))
-    w = "beta1 and beta2 must lie in [0, 1)";
-  else if (!isfinite(p->eps) || p->eps < 0)
-    w = "eps must be a finite number >= 0";
-  else if (!isfinite(p->weight_decay) || p->weight_decay < 0)
-    w = "weight_decay must be a finite number >= 0";
-  else if (!isfinite(p->grad_clip_norm) || p->grad_clip_norm < 0)
-    w = "grad_clip_norm must be a finite number >= 0";
+int tb__adam_values_validate(double learning_rate, double beta1, double beta2,
+                             double eps, double weight_decay,
+                             double grad_clip_norm, const char **field,
+                             const char **why) {
+  const char *f = NULL, *w = NULL;
+  if (!isfinite(learning_rate) || learning_rate < 0 ||
+      learning_rate > TB__ADAM_MAX_LEARNING_RATE) {
+    f = "learning_rate";
+    w = "must be a finite number in [0, 1]";
+  } else if (!(beta1 >= 0 && beta1 < 1)) {
+    f = "beta1";
+    w = "must lie in [0, 1)";
+  } else if (!(beta2 >= 0 && beta2 < 1)) {
+    f = "beta2";
+    w = "must lie in [0, 1)";
+  } else if (!isfinite(eps) || !(eps > 0) || eps > FLT_MAX) {
+    f = "eps";
+    w = "must be a finite number > 0";
+  } else if (!isfinite(weight_decay) || weight_decay < 0 ||
+             weight_decay > FLT_MAX || learning_rate * weight_decay > 1) {
+    f = "weight_decay";
+    w = "must be a finite number >= 0 with learning_rate x weight_decay "
+        "at most 1";
+  } else if (!isfinite(grad_clip_norm) || grad_clip_norm < 0 ||
+             grad_clip_norm > FLT_MAX) {
+    f = "grad_clip_norm";
+    w = "must be a finite number >= 0";
+  }
+  if (field)
+    *field = f;
   if (why)
     *why = w;
   return w ? TB_EINVAL : 0;
 }
 
+int tb__adam_params_validate(const tb_adam_params_t *p, const char **field,
+                             const char **why) {
+  return tb__adam_values_validate(p->learning_rate, p->beta1, p->beta2, p->eps,
+                                  p->weight_decay, p->grad_clip_norm, field,
+                                  why);
+}
+
 int tb__optim_step(tb_lora_t *lora, const tb_adam_params_t *p,
                    tb_optim_metrics_t *metrics) {
-  if (tb__adam_params_validate(p, NULL) != 0)
+  if (tb__adam_params_validate(p, NULL, NULL) != 0)
     return TB_EINVAL;
   size_t n = lora->num_params;
   double norm = sqrt(tb__optim_sumsq(lora, 0, n));

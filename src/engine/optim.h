@@ -33,10 +33,26 @@ typedef struct tb_optim_metrics_s {
 /* Tinker's defaults (wire protocol §5.6). */
 void tb__adam_params_default(tb_adam_params_t *p);
 
-/* 0, or TB_EINVAL with a reason in *why (may be NULL) for values AdamW
- * cannot use: negative or non-finite rates, betas outside [0, 1), eps or
- * weight decay or clip norm negative. */
-int tb__adam_params_validate(const tb_adam_params_t *p, const char **why);
+/* The largest learning rate accepted.  An AdamW step moves each weight by
+ * about the learning rate, so a rate near 1 already wrecks an adapter in
+ * one step; beyond this bound it is a typo (1e30 for 1e-3). */
+#define TB__ADAM_MAX_LEARNING_RATE 1.0
+
+/* Checks AdamW values as a request gives them (doubles, before they are
+ * narrowed to float).  0, or TB_EINVAL with the offending field's name
+ * ("learning_rate", "beta1", ...) in *field and the reason in *why (both
+ * may be NULL).  Refused: a learning rate that is not finite, negative or
+ * above TB__ADAM_MAX_LEARNING_RATE; betas outside [0, 1); eps not finite
+ * or <= 0; weight_decay not finite, negative, or so large that
+ * learning_rate x weight_decay exceeds 1 (a step would flip the weights'
+ * signs); grad_clip_norm not finite or negative. */
+int tb__adam_values_validate(double learning_rate, double beta1, double beta2,
+                             double eps, double weight_decay,
+                             double grad_clip_norm, const char **field,
+                             const char **why);
+/* The same for params already in floats. */
+int tb__adam_params_validate(const tb_adam_params_t *p, const char **field,
+                             const char **why);
 
 /* One step: clip lora->grads, update params, adam_m and adam_v, count the
  * step, zero the grads.  metrics may be NULL.  0 or TB_EINVAL (params). */

@@ -355,6 +355,44 @@ static tb__top_t *json_op(tb_http_request_t *req, tb__op_type_t type, json_t *do
   return op;
 }
 
+int tb__adam_from_json(tb_jctx_t *c, const json_t *ap, int strict, tb_adam_params_t *out) {
+  static const char *names[] = { "learning_rate", "beta1", "beta2", "eps", "weight_decay",
+                                 "grad_clip_norm" };
+  tb_adam_params_t d;
+  tb__adam_params_default(&d);
+  double v[6] = { d.learning_rate, d.beta1, d.beta2, d.eps, d.weight_decay, d.grad_clip_norm };
+  size_t mark = tb__jctx_push_key(c, "adam_params");
+  int rc = 0;
+  for (size_t i = 0; rc >= 0 && ap != NULL && i < 6; i++)
+    rc = tb__json_get_double(c, ap, names[i], TB_JSON_OPTIONAL, &v[i]);
+  /* An unknown key is a typo ("lr"), not something to ignore. */
+  for (void *it = strict && rc >= 0 && ap != NULL ? json_object_iter((json_t *)ap) : NULL;
+       it != NULL && rc >= 0; it = json_object_iter_next((json_t *)ap, it)) {
+    const char *k = json_object_iter_key(it);
+    int known = 0;
+    for (size_t i = 0; i < 6; i++)
+      known |= strcmp(k, names[i]) == 0;
+    if (!known)
+      rc = tb__jctx_fail_at(c, k, "unknown Adam parameter (expected learning_rate, beta1, "
+                                  "beta2, eps, weight_decay or grad_clip_norm)");
+  }
+  /* Checked as doubles, before they are narrowed to float. */
+  const char *field = NULL, *why = NULL;
+  if (rc >= 0 && tb__adam_values_validate(v[0], v[1], v[2], v[3], v[4], v[5], &field,
+                                          &why) != 0)
+    rc = tb__jctx_fail_at(c, field, "%s", why);
+  tb__jctx_pop(c, mark);
+  if (rc < 0)
+    return rc;
+  out->learning_rate = (float)v[0];
+  out->beta1 = (float)v[1];
+  out->beta2 = (float)v[2];
+  out->eps = (float)v[3];
+  out->weight_decay = (float)v[4];
+  out->grad_clip_norm = (float)v[5];
+  return 0;
+}
+
 /* Refuses op after a validation error known at submission. */
 static void refuse(tb_http_request_t *req, tb__top_t *op, tb_error_t *err) {
   respond_bad(req, err);
@@ -370,25 +408,10 @@ static void route_optim_step(tb_http_request_t *req) {
     json_decref(doc);
     return;
   }
-  tb__adam_params_default(&op->adam);
   json_t *ap = NULL;
   int rc = tb__json_get_object(&c, doc, "adam_params", TB_JSON_OPTIONAL, &ap);
-  if (rc >= 0 && ap != NULL) {
-    static const char *names[] = { "learning_rate", "beta1", "beta2", "eps",
-                                   "weight_decay", "grad_clip_norm" };
-    float *dst[] = { &op->adam.learning_rate, &op->adam.beta1, &op->adam.beta2,
-                     &op->adam.eps, &op->adam.weight_decay, &op->adam.grad_clip_norm };
-    size_t mark = tb__jctx_push_key(&c, "adam_params");
-    for (size_t i = 0; rc >= 0 && i < 6; i++) {
-      double v = *dst[i];
-      rc = tb__json_get_double(&c, ap, names[i], TB_JSON_OPTIONAL, &v);
-      *dst[i] = (float)v;
-    }
-    const char *why = NULL;
-    if (rc >= 0 && tb__adam_params_validate(&op->adam, &why) != 0)
-      rc = tb__jctx_fail(&c, "%s", why ? why : "invalid");
-    tb__jctx_pop(&c, mark);
-  }
+  if (rc >= 0)
+    rc = tb__adam_from_json(&c, ap, 0, &op->adam);
   json_decref(doc);
   if (rc < 0) {
     refuse(req, op, &err);

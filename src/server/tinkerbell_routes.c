@@ -365,34 +365,10 @@ static void train(tb_http_request_t *req, tb__op_type_t type, int sync) {
     rc = tb__tb_decode_batch(&c, &op->arena, doc, m ? m->base : &tr->bases[0], &op->batch,
                              op->encode_data, &status);
   } else if (rc >= 0) {
-    tb__adam_params_default(&op->adam);
     json_t *ap = NULL;
     rc = tb__json_get_object(&c, doc, "adam_params", TB_JSON_OPTIONAL, &ap);
-    static const char *names[] = { "learning_rate", "beta1", "beta2", "eps", "weight_decay",
-                                   "grad_clip_norm" };
-    float *dst[] = { &op->adam.learning_rate, &op->adam.beta1, &op->adam.beta2,
-                     &op->adam.eps, &op->adam.weight_decay, &op->adam.grad_clip_norm };
-    size_t mark = tb__jctx_push_key(&c, "adam_params");
-    for (size_t i = 0; rc >= 0 && ap != NULL && i < 6; i++) {
-      double v = *dst[i];
-      rc = tb__json_get_double(&c, ap, names[i], TB_JSON_OPTIONAL, &v);
-      *dst[i] = (float)v;
-    }
-    /* An unknown key is a typo ("lr"), not something to ignore. */
-    for (void *it = rc >= 0 && ap != NULL ? json_object_iter(ap) : NULL; it != NULL && rc >= 0;
-         it = json_object_iter_next(ap, it)) {
-      const char *k = json_object_iter_key(it);
-      int known = 0;
-      for (size_t i = 0; i < 6; i++)
-        known |= strcmp(k, names[i]) == 0;
-      if (!known)
-        rc = tb__jctx_fail_at(&c, k, "unknown Adam parameter (expected learning_rate, beta1, "
-                                     "beta2, eps, weight_decay or grad_clip_norm)");
-    }
-    const char *why = NULL;
-    if (rc >= 0 && tb__adam_params_validate(&op->adam, &why) != 0)
-      rc = tb__jctx_fail(&c, "%s", why ? why : "invalid");
-    tb__jctx_pop(&c, mark);
+    if (rc >= 0)
+      rc = tb__adam_from_json(&c, ap, 1, &op->adam);
   }
   if (rc < 0) {
     refuse(req, status, &err, op, doc);

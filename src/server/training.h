@@ -265,6 +265,12 @@ int tb__model_routes(tb__training_t *tr);
 int tb__fwdbwd_to_batch(tb_jctx_t *c, tb_arena_t *a, const tb_wire_fwdbwd_t *w, tb_batch_t *b,
                         const char *input_key);
 
+/* The adam_params object of an optim_step (NULL: the defaults) into out,
+ * checked before it is narrowed to float: failures name the field
+ * ("adam_params.learning_rate: ...").  strict: unknown keys are refused
+ * too. */
+int tb__adam_from_json(tb_jctx_t *c, const json_t *ap, int strict, tb_adam_params_t *out);
+
 /* sampling_routes.c */
 /* owner's sampling session with this id, or NULL. */
 tb__sampler_t *tb__sampler_find(tb__training_t *tr, const tb__user_t *owner, const char *id);
