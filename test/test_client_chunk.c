@@ -315,7 +315,7 @@ TEST(fwdbwd_request_round_trips) {
   w.forward_only = 1;
   ASSERT_OK(tb__wire_fwdbwd_request_to_proto(&w, &buf));
   tb_wire_fwdbwd_t r;
-  ASSERT_OK(tb__wire_fwdbwd_request_from_proto(&c, &back, tb__buf_slice(&buf), &r));
+  ASSERT_OK(tb__wire_fwdbwd_request_from_proto(&c, &back, tb__buf_slice(&buf), SIZE_MAX, &r));
   assert_decoded(&r, 1);
   tb__buf_free(&buf);
   w.forward_only = 0;
@@ -326,7 +326,7 @@ TEST(fwdbwd_request_round_trips) {
   ASSERT_OK(tb__wire_fwdbwd_request_to_proto(&w, &tail));
   ASSERT_OK(tb__wire_fwdbwd_model_id_to_proto("s:train:0", &buf));
   ASSERT_OK(tb__buf_append(&buf, tail.base, tail.len));
-  ASSERT_OK(tb__wire_fwdbwd_request_from_proto(&c, &back, tb__buf_slice(&buf), &r));
+  ASSERT_OK(tb__wire_fwdbwd_request_from_proto(&c, &back, tb__buf_slice(&buf), SIZE_MAX, &r));
   assert_decoded(&r, 0);
   tb__buf_free(&tail);
   tb__buf_free(&buf);
@@ -336,11 +336,11 @@ TEST(fwdbwd_request_round_trips) {
   w.forward_only = 0;
   json_t *j = tb__wire_fwdbwd_request_to_json(&w, "forward_backward_input");
   ASSERT(j != NULL);
-  ASSERT_OK(tb__wire_fwdbwd_request_from_json(&c, &back, j, "forward_backward_input", &r));
+  ASSERT_OK(tb__wire_fwdbwd_request_from_json(&c, &back, j, "forward_backward_input", SIZE_MAX, &r));
   assert_decoded(&r, 0);
   json_decref(j);
   j = tb__wire_fwdbwd_request_to_json(&w, "forward_input");
-  ASSERT_OK(tb__wire_fwdbwd_request_from_json(&c, &back, j, "forward_input", &r));
+  ASSERT_OK(tb__wire_fwdbwd_request_from_json(&c, &back, j, "forward_input", SIZE_MAX, &r));
   assert_decoded(&r, 1);
   json_decref(j);
 

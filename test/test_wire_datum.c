@@ -8,6 +8,9 @@
 #include "wire/datum.h"
 #include "wire/proto.h"
 
+/* What a decoded tensor may take here: the server's default max body. */
+#define LIMIT ((size_t)64 << 20)
+
 typedef struct {
   tb_arena_t arena;
   tb_error_t err;
@@ -21,7 +24,7 @@ static int decode_json(fixture_t *f, const char *text, const char *key) {
   memset(&f->err, 0, sizeof(f->err));
   tb__jctx_init(&f->ctx, &f->err);
   ASSERT_OK(tb__json_parse((tb_slice_t){ text, strlen(text) }, &f->doc, &f->err));
-  return tb__wire_fwdbwd_request_from_json(&f->ctx, &f->arena, f->doc, key, &f->req);
+  return tb__wire_fwdbwd_request_from_json(&f->ctx, &f->arena, f->doc, key, LIMIT, &f->req);
 }
 
 static void fixture_free(fixture_t *f) {
@@ -185,7 +188,7 @@ TEST(proto_request_decodes_like_json) {
   tb_jctx_t c;
   tb__jctx_init(&c, &err);
   tb_wire_fwdbwd_t out;
-  ASSERT_OK(tb__wire_fwdbwd_request_from_proto(&c, &arena, (tb_slice_t){ (char *)buf, n }, &out));
+  ASSERT_OK(tb__wire_fwdbwd_request_from_proto(&c, &arena, (tb_slice_t){ (char *)buf, n }, LIMIT, &out));
   ASSERT_STR_EQ(out.model_id, "m2");
   ASSERT_EQ_INT(out.seq_id, 3);
   ASSERT_EQ_INT(out.data[0].n_tokens, 3);
@@ -200,12 +203,12 @@ TEST(proto_request_decodes_like_json) {
   /* A dense tensor whose bytes do not match its dtype is a user error. */
   tw.dense.len = 5;
   n = tinker_public__forward_backward_request__pack(&req, buf);
-  ASSERT_ERR(tb__wire_fwdbwd_request_from_proto(&c, &arena, (tb_slice_t){ (char *)buf, n }, &out),
+  ASSERT_ERR(tb__wire_fwdbwd_request_from_proto(&c, &arena, (tb_slice_t){ (char *)buf, n }, LIMIT, &out),
              TB_EFIELD);
   ASSERT_STR_EQ(err.message, "data[0].loss_fn_inputs.weights: data: 5 bytes is not a "
                 "whole number of 4-byte elements");
   /* Garbage is rejected. */
-  ASSERT_ERR(tb__wire_fwdbwd_request_from_proto(&c, &arena, TB_SLICE_LIT("\xff\xff\xff"), &out),
+  ASSERT_ERR(tb__wire_fwdbwd_request_from_proto(&c, &arena, TB_SLICE_LIT("\xff\xff\xff"), LIMIT, &out),
              TB_EFIELD);
   ASSERT_STR_CONTAINS(err.message, "not a valid protobuf");
   free(buf);
@@ -213,9 +216,135 @@ TEST(proto_request_decodes_like_json) {
   tb_error_clear(&err);
 }
 
+/* A protobuf request of one datum whose target_tokens tensor declares
+ * `shape` (n_shape dimensions) over n_vals int64 values, dense or as CSR
+ * (one value per row); packed into buf, its length returned. */
+static size_t lying_proto(uint8_t *buf, size_t cap, const int64_t *shape, size_t n_shape,
+                          size_t n_vals, int sparse) {
+  static int32_t toks[1] = { 1 };
+  static int64_t vals[4] = { 2, 2, 2, 2 }, crow[2] = { 0, 1 }, col[1] = { 0 };
+  TinkerPublic__EncodedTextChunk etc = TINKER_PUBLIC__ENCODED_TEXT_CHUNK__INIT;
+  etc.tokens.data = (uint8_t *)toks;
+  etc.tokens.len = sizeof(toks);
+  TinkerPublic__Chunk ch = TINKER_PUBLIC__CHUNK__INIT;
+  ch.chunk_case = TINKER_PUBLIC__CHUNK__CHUNK_ENCODED_TEXT;
+  ch.encoded_text = &etc;
+  TinkerPublic__Chunk *chs[] = { &ch };
+  TinkerPublic__Tensor tt = TINKER_PUBLIC__TENSOR__INIT;
+  TinkerPublic__SparseCsr csr = TINKER_PUBLIC__SPARSE_CSR__INIT;
+  tt.dtype = TINKER_PUBLIC__DTYPE__DTYPE_INT64;
+  tt.n_shape = n_shape;
+  tt.shape = (int64_t *)shape;
+  if (sparse) {
+    csr.values.data = (uint8_t *)vals;
+    csr.values.len = n_vals * 8;
+    csr.crow_indices.data = (uint8_t *)crow;
+    csr.crow_indices.len = sizeof(crow);
+    csr.col_indices.data = (uint8_t *)col;
+    csr.col_indices.len = sizeof(col);
+    tt.encoding_case = TINKER_PUBLIC__TENSOR__ENCODING_SPARSE_CSR;
+    tt.sparse_csr = &csr;
+  } else {
+    tt.encoding_case = TINKER_PUBLIC__TENSOR__ENCODING_DENSE;
+    tt.dense.data = (uint8_t *)vals;
+    tt.dense.len = n_vals * 8;
+  }
+  TinkerPublic__Datum__LossFnInputsEntry e = TINKER_PUBLIC__DATUM__LOSS_FN_INPUTS_ENTRY__INIT;
+  e.key = "target_tokens";
+  e.value = &tt;
+  TinkerPublic__Datum__LossFnInputsEntry *es[] = { &e };
+  TinkerPublic__Datum datum = TINKER_PUBLIC__DATUM__INIT;
+  datum.n_model_input = 1;
+  datum.model_input = chs;
+  datum.n_loss_fn_inputs = 1;
+  datum.loss_fn_inputs = es;
+  TinkerPublic__Datum *ds[] = { &datum };
+  TinkerPublic__ForwardBackwardRequest req = TINKER_PUBLIC__FORWARD_BACKWARD_REQUEST__INIT;
+  req.model_id = "m";
+  req.loss_fn = "cross_entropy";
+  req.n_data = 1;
+  req.data = ds;
+  size_t n = tinker_public__forward_backward_request__get_packed_size(&req);
+  ASSERT_LE(n, cap);
+  return tinker_public__forward_backward_request__pack(&req, buf);
+}
+
+/* Decodes a protobuf body: its status, with the message in err and the
+ * bytes the arena handed out in *taken. */
+static int decode_proto(const uint8_t *buf, size_t n, tb_error_t *err, size_t *taken) {
+  tb_arena_t arena;
+  tb__arena_init(&arena, 0);
+  tb_jctx_t c;
+  tb__jctx_init(&c, err);
+  tb_wire_fwdbwd_t out;
+  int rc = tb__wire_fwdbwd_request_from_proto(&c, &arena, (tb_slice_t){ (char *)buf, n },
+                                              LIMIT, &out);
+  *taken = arena.total;
+  tb__arena_free(&arena);
+  return rc;
+}
+
+/* A size declared on the wire is checked against the bytes present (and
+ * the limit) before anything is allocated from it: the issue's bodies
+ * made the server allocate and zero 1 GiB, or fail with no message. */
+TEST(declared_sizes_checked_before_allocating) {
+  uint8_t buf[256];
+  tb_error_t err = { 0 };
+  size_t taken;
+  /* shape [2^27] over one value: 1 GiB of int64 before the fix. */
+  int64_t s27[1] = { (int64_t)1 << 27 };
+  size_t n = lying_proto(buf, sizeof(buf), s27, 1, 1, 0);
+  ASSERT_ERR(decode_proto(buf, n, &err, &taken), TB_EFIELD);
+  ASSERT_STR_EQ(err.message, "data[0].loss_fn_inputs.target_tokens: data has 1 elements "
+                             "but the shape holds 134217728");
+  ASSERT_LT(taken, 1 << 20);
+  /* [2^40]: no allocation could succeed; the answer was "success". */
+  int64_t s40[1] = { (int64_t)1 << 40 };
+  n = lying_proto(buf, sizeof(buf), s40, 1, 1, 0);
+  ASSERT_ERR(decode_proto(buf, n, &err, &taken), TB_EFIELD);
+  ASSERT_STR_CONTAINS(err.message, "but the shape holds 1099511627776");
+  ASSERT_LT(taken, 1 << 20);
+  /* Sparse: one stored value of a [1, 2^27] tensor is legal CSR, but its
+   * dense form (1 GiB) is more than a request may take. */
+  int64_t sp[2] = { 1, (int64_t)1 << 27 };
+  n = lying_proto(buf, sizeof(buf), sp, 2, 1, 1);
+  ASSERT_ERR(decode_proto(buf, n, &err, &taken), TB_EFIELD);
+  ASSERT_STR_EQ(err.message, "data[0].loss_fn_inputs.target_tokens: shape [1, 134217728]: "
+                             "134217728 elements of 8 bytes, more than the 67108864 bytes "
+                             "a tensor of a request may take");
+  ASSERT_LT(taken, 1 << 20);
+  /* Within the limit, the same sparse tensor decodes. */
+  int64_t ok[2] = { 1, 1000 };
+  n = lying_proto(buf, sizeof(buf), ok, 2, 1, 1);
+  ASSERT_OK(decode_proto(buf, n, &err, &taken));
+  tb_error_clear(&err);
+
+  /* The JSON sparse path. */
+  fixture_t f;
+  ASSERT_ERR(decode_json(&f, DATUM("\"target_tokens\":{\"data\":[5],\"dtype\":\"int64\","
+                                   "\"shape\":[1,2147483647],\"sparse_crow_indices\":[0,1],"
+                                   "\"sparse_col_indices\":[0]}"),
+                         "forward_backward_input"),
+             TB_EFIELD);
+  ASSERT_STR_EQ(f.err.message, "forward_backward_input.data[0].loss_fn_inputs.target_tokens: "
+                               "shape [1, 2147483647]: 2147483647 elements of 8 bytes, more "
+                               "than the 67108864 bytes a tensor of a request may take");
+  ASSERT_LT(f.arena.total, 1 << 20);
+  fixture_free(&f);
+  ASSERT_ERR(decode_json(&f, DATUM("\"weights\":{\"data\":[5],\"dtype\":\"float32\","
+                                   "\"shape\":[65536,65536],\"sparse_crow_indices\":[0,1],"
+                                   "\"sparse_col_indices\":[0]}"),
+                         "forward_backward_input"),
+             TB_EFIELD);
+  ASSERT_STR_CONTAINS(f.err.message, "more than the 67108864 bytes");
+  ASSERT_LT(f.arena.total, 1 << 20);
+  fixture_free(&f);
+}
+
 TEST_LIST(
   TEST_ENTRY(json_request_decodes),
   TEST_ENTRY(json_sparse_csr_expands),
   TEST_ENTRY(json_errors_name_the_field),
   TEST_ENTRY(proto_request_decodes_like_json),
+  TEST_ENTRY(declared_sizes_checked_before_allocating),
 )

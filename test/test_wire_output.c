@@ -200,8 +200,44 @@ TEST(proto_decode_widens_and_rejects_bad_offsets) {
   tb_error_clear(&err);
 }
 
+/* A count on the wire is checked against the bytes that back it: an
+ * answer of a few bytes declaring 2^24 datums in each of its records
+ * made the client allocate gigabytes of empty outputs. */
+TEST(proto_decode_checks_declared_datums) {
+  TinkerPublic__ArrayRecord rec = TINKER_PUBLIC__ARRAY_RECORD__INIT;
+  rec.num_datums = 1 << 24;
+  TinkerPublic__ArrayRecord *recs[64];
+  for (int i = 0; i < 64; i++)
+    recs[i] = &rec;
+  TinkerPublic__ForwardBackwardOutput msg = TINKER_PUBLIC__FORWARD_BACKWARD_OUTPUT__INIT;
+  msg.n_loss_fn_outputs = 64;
+  msg.loss_fn_outputs = recs;
+  uint8_t buf[1024];
+  size_t n = tinker_public__forward_backward_output__pack(&msg, buf);
+  ASSERT_LT(n, 512);
+  tb_arena_t a;
+  tb__arena_init(&a, 0);
+  tb_error_t err = { 0 };
+  tb_jctx_t c;
+  tb__jctx_init(&c, &err);
+  tb_wire_fwdbwd_output_t o;
+  ASSERT_ERR(tb__wire_fwdbwd_output_from_proto(&c, &a, (tb_slice_t){ (char *)buf, n }, &o),
+             TB_EFIELD);
+  ASSERT_STR_CONTAINS(err.message, "loss_fn_outputs[0]: 16777216 datums in an answer of");
+  ASSERT_LT(a.total, 1 << 20);
+  /* As many datums as the record has (empty), it decodes. */
+  rec.num_datums = 3;
+  msg.n_loss_fn_outputs = 1;
+  n = tinker_public__forward_backward_output__pack(&msg, buf);
+  ASSERT_OK(tb__wire_fwdbwd_output_from_proto(&c, &a, (tb_slice_t){ (char *)buf, n }, &o));
+  ASSERT_EQ_INT(o.n_outputs, 3);
+  tb__arena_free(&a);
+  tb_error_clear(&err);
+}
+
 TEST_LIST(
   TEST_ENTRY(json_round_trip),
   TEST_ENTRY(proto_round_trip_and_layout),
   TEST_ENTRY(proto_decode_widens_and_rejects_bad_offsets),
+  TEST_ENTRY(proto_decode_checks_declared_datums),
 )

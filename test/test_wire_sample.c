@@ -4,6 +4,7 @@
 #include "tb_test.h"
 
 #include "core/arena.h"
+#include "core/buf.h"
 #include "wire/proto.h"
 #include "wire/sample.h"
 
@@ -199,9 +200,34 @@ TEST(sample_response_proto_round_trip) {
   ctx_free(&c);
 }
 
+/* The padded top-k grid is bounded by what the answer sends: 4000 empty
+ * rows and one of 4000 cells made a grid of 16 million cells from 50 KB. */
+TEST(sample_response_topk_grid_is_bounded) {
+  tb_buf_t b = TB_BUF_INIT;
+  ASSERT_OK(tb__buf_append_str(&b, "{\"sequences\":[],\"topk_prompt_logprobs\":[null,["));
+  for (int i = 0; i < 4000; i++)
+    ASSERT_OK(tb__buf_printf(&b, "%s[%d,-1.0]", i ? "," : "", i));
+  ASSERT_OK(tb__buf_append_str(&b, "]"));
+  for (int i = 0; i < 4000; i++)
+    ASSERT_OK(tb__buf_append_str(&b, ",[]"));
+  ASSERT_OK(tb__buf_append_str(&b, "]}"));
+  json_t *j = json_loadb(b.base, b.len, 0, NULL);
+  ASSERT(j != NULL);
+  ctx_t c;
+  ctx_init(&c);
+  tb_wire_sample_response_t r;
+  ASSERT_ERR(tb__wire_sample_response_from_json(&c.ctx, &c.arena, j, &r), TB_EFIELD);
+  ASSERT_STR_CONTAINS(c.err.message, "topk_prompt_logprobs: rows of very different lengths");
+  ASSERT_LT(c.arena.total, 1 << 20);
+  json_decref(j);
+  tb__buf_free(&b);
+  ctx_free(&c);
+}
+
 TEST_LIST(
   TEST_ENTRY(sample_request_decodes_with_defaults),
   TEST_ENTRY(sample_request_errors),
   TEST_ENTRY(sample_response_json_round_trip),
   TEST_ENTRY(sample_response_proto_round_trip),
+  TEST_ENTRY(sample_response_topk_grid_is_bounded),
 )

@@ -173,7 +173,8 @@ void tb__server_respond_result(tb_http_request_t *req, int status, tb__result_t 
 /* The body as a JSON object.  On failure answers 400 with "<path>:
  * <reason>" and returns a negative code; the route just returns. */
 int tb__server_parse_body(tb_http_request_t *req, json_t **out);
-/* Answers 400 with err's message (a path error from core/json.h). */
+/* Answers 400 with err's message (a path error from core/json.h), or 503
+ * when err holds no error or TB_ENOMEM (a decoder's bare out of memory). */
 void tb__server_respond_bad(tb_http_request_t *req, const tb_error_t *err);
 
 /* The submission rate limit: returns 0 when the request may go on;

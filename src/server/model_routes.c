@@ -227,13 +227,16 @@ static int decode_fwd(tb_slice_t body, int proto, const char *key, tb__top_t *op
                       tb_wire_fwdbwd_t *w, tb_error_t *err) {
   tb_jctx_t c;
   tb__jctx_init(&c, err);
+  /* No decoded tensor may take more than a whole request could. */
+  size_t max_bytes = op->tr->srv->opts.max_body;
   int rc;
   if (proto) {
-    rc = tb__wire_fwdbwd_request_from_proto(&c, &op->arena, body, w);
+    rc = tb__wire_fwdbwd_request_from_proto(&c, &op->arena, body, max_bytes, w);
   } else {
     json_t *doc = NULL;
     rc = tb__json_parse(body, &doc, err);
-    rc = rc < 0 ? rc : tb__wire_fwdbwd_request_from_json(&c, &op->arena, doc, key, w);
+    rc = rc < 0 ? rc
+                : tb__wire_fwdbwd_request_from_json(&c, &op->arena, doc, key, max_bytes, w);
     json_decref(doc);
   }
   if (rc >= 0 && w->model_id == NULL)

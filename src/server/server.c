@@ -271,6 +271,13 @@ void tb__server_respond_error(tb_http_request_t *req, int status, const char *fm
 }
 
 void tb__server_respond_bad(tb_http_request_t *req, const tb_error_t *err) {
+  /* A decoder that failed without a path error ran out of memory (its
+   * only bare return); that is the server's failure, not the request's,
+   * and never a 400 whose message is "success". */
+  if (err == NULL || err->code == 0 || err->code == TB_ENOMEM) {
+    tb__server_respond_error(req, 503, "out of memory while reading the request");
+    return;
+  }
   tb__server_respond_error(req, 400, "%s", tb_error_message(err));
 }
 

@@ -143,7 +143,7 @@ static int datum_batch(tb_jctx_t *c, tb_arena_t *a, json_t *doc, const tb__tbase
                        tb_batch_t *b, tb__tbop_t *info, int *status) {
   tb_wire_fwdbwd_t w;
   memset(&w, 0, sizeof(w));
-  int rc = tb__wire_fwdbwd_input_from_json(c, a, doc, &w);
+  int rc = tb__wire_fwdbwd_input_from_json(c, a, doc, base->tr->srv->opts.max_body, &w);
   rc = rc < 0 ? rc : tb__fwdbwd_to_batch(c, a, &w, b, NULL);
   if (rc < 0)
     return rc;

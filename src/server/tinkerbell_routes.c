@@ -207,7 +207,10 @@ static void answer_call(tb_http_request_t *req, const char *fid, const char *mod
 /* Answers c's error with status and frees what the route held. */
 static void refuse(tb_http_request_t *req, int status, tb_error_t *err, tb__top_t *op,
                    json_t *doc) {
-  tb__server_respond_error(req, status, "%s", tb_error_message(err));
+  if (status == 400)
+    tb__server_respond_bad(req, err);  /* 503 for a bare out of memory */
+  else
+    tb__server_respond_error(req, status, "%s", tb_error_message(err));
   tb_error_clear(err);
   if (op != NULL)
     tb__top_free(op);

@@ -63,7 +63,8 @@ static int store_value(tb_jctx_t *c, tb_wire_tensor_t *t, size_t pos,
 }
 
 int tb__wire_tensor_from_json(tb_jctx_t *c, tb_arena_t *a, const char *key,
-                              const json_t *v, tb_wire_tensor_t *t) {
+                              const json_t *v, size_t max_bytes,
+                              tb_wire_tensor_t *t) {
   memset(t, 0, sizeof(*t));
   const json_t *data = v;
   json_t *shape = NULL, *crow = NULL, *col = NULL;
@@ -119,7 +120,7 @@ int tb__wire_tensor_from_json(tb_jctx_t *c, tb_arena_t *a, const char *key,
   if (crow == NULL && nvals != t->numel)
     return tb__jctx_fail(c, "data has %zu elements but the shape holds %zu",
                          nvals, t->numel);
-  if ((rc = tb__wire_tensor_alloc(c, a, t)) != 0)
+  if ((rc = tb__wire_tensor_alloc(c, a, t, max_bytes)) != 0)
     return rc;
 
   size_t mark = tb__jctx_push_key(c, "data");
@@ -224,7 +225,7 @@ out:
 }
 
 static int datum_from_json(tb_jctx_t *c, tb_arena_t *a, const json_t *d,
-                           tb_wire_datum_t *out) {
+                           size_t max_bytes, tb_wire_datum_t *out) {
   json_t *mi, *lfi;
   int rc;
   if ((rc = tb__json_expect_object(c, d)) != 0 ||
@@ -252,7 +253,8 @@ static int datum_from_json(tb_jctx_t *c, tb_arena_t *a, const json_t *d,
     size_t mk = tb__jctx_push_key(c, key);
     tb_wire_named_tensor_t *nt = &out->inputs[i++];
     nt->name = tb__arena_strndup(a, key, strlen(key));
-    rc = nt->name ? tb__wire_tensor_from_json(c, a, key, v, &nt->tensor) : TB_ENOMEM;
+    rc = nt->name ? tb__wire_tensor_from_json(c, a, key, v, max_bytes, &nt->tensor)
+                  : TB_ENOMEM;
     tb__jctx_pop(c, mk);
     if (rc != 0)
       break;
@@ -262,7 +264,8 @@ static int datum_from_json(tb_jctx_t *c, tb_arena_t *a, const json_t *d,
 }
 
 int tb__wire_fwdbwd_input_from_json(tb_jctx_t *c, tb_arena_t *a,
-                                    const json_t *in, tb_wire_fwdbwd_t *out) {
+                                    const json_t *in, size_t max_bytes,
+                                    tb_wire_fwdbwd_t *out) {
   json_t *data, *conf;
   tb_slice_t loss_fn;
   int rc;
@@ -280,7 +283,7 @@ int tb__wire_fwdbwd_input_from_json(tb_jctx_t *c, tb_arena_t *a,
   size_t mark = tb__jctx_push_key(c, "data");
   for (size_t i = 0; i < out->n_data; i++) {
     size_t mi = tb__jctx_push_index(c, i);
-    rc = datum_from_json(c, a, json_array_get(data, i), &out->data[i]);
+    rc = datum_from_json(c, a, json_array_get(data, i), max_bytes, &out->data[i]);
     tb__jctx_pop(c, mi);
     if (rc != 0) {
       tb__jctx_pop(c, mark);
@@ -317,7 +320,7 @@ int tb__wire_fwdbwd_input_from_json(tb_jctx_t *c, tb_arena_t *a,
 
 int tb__wire_fwdbwd_request_from_json(tb_jctx_t *c, tb_arena_t *a,
                                       const json_t *body, const char *input_key,
-                                      tb_wire_fwdbwd_t *out) {
+                                      size_t max_bytes, tb_wire_fwdbwd_t *out) {
   json_t *in;
   tb_slice_t model_id;
   int rc;
@@ -328,7 +331,7 @@ int tb__wire_fwdbwd_request_from_json(tb_jctx_t *c, tb_arena_t *a,
       (rc = tb__json_get_object(c, body, input_key, TB_JSON_REQUIRED, &in)) != 0)
     return rc;
   size_t mark = tb__jctx_push_key(c, input_key);
-  rc = tb__wire_fwdbwd_input_from_json(c, a, in, out);
+  rc = tb__wire_fwdbwd_input_from_json(c, a, in, max_bytes, out);
   tb__jctx_pop(c, mark);
   if (rc != 0)
     return rc;

@@ -39,7 +39,7 @@ static int store(tb_jctx_t *c, tb_wire_tensor_t *t, TinkerPublic__DType d,
 }
 
 static int tensor_from_proto(tb_jctx_t *c, tb_arena_t *a,
-                             const TinkerPublic__Tensor *pt,
+                             const TinkerPublic__Tensor *pt, size_t max_bytes,
                              tb_wire_tensor_t *t) {
   size_t esize = 0;
   int rc;
@@ -59,13 +59,15 @@ static int tensor_from_proto(tb_jctx_t *c, tb_arena_t *a,
   size_t nvals = vals->len / esize;
   if ((rc = tb__wire_tensor_set_shape(c, t, pt->shape, pt->n_shape, nvals)) != 0)
     return rc;
-  if ((rc = tb__wire_tensor_alloc(c, a, t)) != 0)
+  /* A dense tensor's shape must describe the values sent, before its
+   * storage is allocated from that shape. */
+  if (pt->encoding_case == TINKER_PUBLIC__TENSOR__ENCODING_DENSE && nvals != t->numel)
+    return tb__jctx_fail(c, "data has %zu elements but the shape holds %zu",
+                         nvals, t->numel);
+  if ((rc = tb__wire_tensor_alloc(c, a, t, max_bytes)) != 0)
     return rc;
 
   if (pt->encoding_case == TINKER_PUBLIC__TENSOR__ENCODING_DENSE) {
-    if (nvals != t->numel)
-      return tb__jctx_fail(c, "data has %zu elements but the shape holds %zu",
-                           nvals, t->numel);
     for (size_t i = 0; i < nvals; i++)
       if ((rc = store(c, t, pt->dtype, i, vals->data + i * esize)) != 0)
         return rc;
@@ -94,7 +96,8 @@ static int tensor_from_proto(tb_jctx_t *c, tb_arena_t *a,
 }
 
 static int datum_from_proto(tb_jctx_t *c, tb_arena_t *a,
-                            const TinkerPublic__Datum *pd, tb_wire_datum_t *d) {
+                            const TinkerPublic__Datum *pd, size_t max_bytes,
+                            tb_wire_datum_t *d) {
   size_t total = 0;
   size_t mark = tb__jctx_push_key(c, "model_input");
   for (size_t i = 0; i < pd->n_model_input; i++) {
@@ -146,7 +149,7 @@ static int datum_from_proto(tb_jctx_t *c, tb_arena_t *a,
     const TinkerPublic__Datum__LossFnInputsEntry *e = pd->loss_fn_inputs[i];
     size_t mk = tb__jctx_push_key(c, e->key);
     d->inputs[i].name = e->key;
-    int rc = e->value ? tensor_from_proto(c, a, e->value, &d->inputs[i].tensor)
+    int rc = e->value ? tensor_from_proto(c, a, e->value, max_bytes, &d->inputs[i].tensor)
                       : tb__jctx_fail(c, "missing tensor");
     tb__jctx_pop(c, mk);
     if (rc != 0) {
@@ -159,7 +162,8 @@ static int datum_from_proto(tb_jctx_t *c, tb_arena_t *a,
 }
 
 int tb__wire_fwdbwd_request_from_proto(tb_jctx_t *c, tb_arena_t *a,
-                                       tb_slice_t body, tb_wire_fwdbwd_t *out) {
+                                       tb_slice_t body, size_t max_bytes,
+                                       tb_wire_fwdbwd_t *out) {
   ProtobufCAllocator alloc = tb__wire_proto_allocator(a);
   memset(out, 0, sizeof(*out));
   TinkerPublic__ForwardBackwardRequest *req =
@@ -195,7 +199,7 @@ int tb__wire_fwdbwd_request_from_proto(tb_jctx_t *c, tb_arena_t *a,
   size_t mark = tb__jctx_push_key(c, "data");
   for (size_t i = 0; i < out->n_data; i++) {
     size_t mi = tb__jctx_push_index(c, i);
-    int rc = datum_from_proto(c, a, req->data[i], &out->data[i]);
+    int rc = datum_from_proto(c, a, req->data[i], max_bytes, &out->data[i]);
     tb__jctx_pop(c, mi);
     if (rc != 0) {
       tb__jctx_pop(c, mark);

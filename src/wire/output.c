@@ -12,6 +12,11 @@
 #include "wire/proto.h"
 #include "wire/tensor.h"
 
+/* What one tensor of a result may take once decoded: a dense one holds
+ * only the values the answer carries; this bounds a sparse one, which is
+ * expanded to its declared shape. */
+#define OUTPUT_MAX_TENSOR_BYTES ((size_t)1 << 30)
+
 /* ---------------------------------------------------------------- JSON */
 
 /* JSON has no NaN or infinity: such a value travels as null. */
@@ -121,7 +126,9 @@ int tb__wire_fwdbwd_output_from_json(tb_jctx_t *c, tb_arena_t *a,
         size_t mk = tb__jctx_push_key(c, key);
         tb_wire_named_tensor_t *nt = &d->fields[d->n_fields++];
         nt->name = tb__arena_strndup(a, key, strlen(key));
-        rc = nt->name ? tb__wire_tensor_from_json(c, a, key, tv, &nt->tensor) : TB_ENOMEM;
+        rc = nt->name ? tb__wire_tensor_from_json(c, a, key, tv, OUTPUT_MAX_TENSOR_BYTES,
+                                                  &nt->tensor)
+                      : TB_ENOMEM;
         tb__jctx_pop(c, mk);
       }
     }
@@ -311,7 +318,7 @@ static int field_from_proto(tb_jctx_t *c, tb_arena_t *a, const char *name,
     for (size_t k = 0; k < bt->n_trailing_shape; k++)
       t->shape[k + 1] = bt->trailing_shape[k];
     t->numel = count;
-    int rc = tb__wire_tensor_alloc(c, a, t);
+    int rc = tb__wire_tensor_alloc(c, a, t, SIZE_MAX);  /* count <= the bytes present */
     if (rc != 0)
       return rc;
     const uint8_t *p = bt->data.data + lo;
@@ -354,6 +361,12 @@ int tb__wire_fwdbwd_output_from_proto(tb_jctx_t *c, tb_arena_t *a,
     if (counts[r] > (1u << 24))
       return tb__jctx_fail(c, "loss_fn_outputs[%zu]: too many datums", r);
     total += counts[r];
+    /* num_datums is only a number: every datum of a real answer carries
+     * at least an offset, so more datums than bytes is a lie, and would
+     * allocate far more than the answer holds. */
+    if (total > body.len)
+      return tb__jctx_fail(c, "loss_fn_outputs[%zu]: %zu datums in an answer of %zu bytes",
+                           r, total, body.len);
   }
   o->n_outputs = total;
   o->outputs = tb__arena_calloc(a, total + 1, sizeof(*o->outputs));

@@ -331,11 +331,21 @@ int tb__wire_sample_response_from_json(tb_jctx_t *c, tb_arena_t *a,
   if (tk != NULL) {
     /* Rows of [id, logprob] pairs of varying length, or null. */
     r->topk_rows = json_array_size(tk);
+    size_t sent = 0;
     for (size_t row = 0; row < r->topk_rows; row++) {
       size_t n = json_array_size(json_array_get(tk, row));
+      sent += n;
       if (n > r->topk_k)
         r->topk_k = n;
     }
+    /* Rows are padded to the longest: real answers have rows of one
+     * length (the first may be empty), so the padded grid is about the
+     * cells sent.  Many empty rows and one long one would make it
+     * quadratic in the answer's size. */
+    if (r->topk_k > 0 && r->topk_rows > 2 * (sent / r->topk_k) + 2)
+      return tb__jctx_fail(c, "topk_prompt_logprobs: rows of very different lengths "
+                           "(%zu rows, %zu cells, up to %zu per row)",
+                           r->topk_rows, sent, r->topk_k);
     size_t cells = r->topk_rows * r->topk_k + 1;
     r->topk_ids = tb__arena_calloc(a, cells, sizeof(int32_t));
     r->topk_logprobs = tb__arena_calloc(a, cells, sizeof(float));

@@ -54,7 +54,18 @@ int tb__wire_tensor_set_shape(tb_jctx_t *c, tb_wire_tensor_t *t,
 }
 
 int tb__wire_tensor_alloc(tb_jctx_t *c, tb_arena_t *arena,
-                          tb_wire_tensor_t *t) {
+                          tb_wire_tensor_t *t, size_t max_bytes) {
+  size_t esize = t->dtype == TB_DTYPE_FLOAT32 ? sizeof(float) : sizeof(int64_t);
+  if (t->numel > max_bytes / esize) {
+    char shape[128];
+    size_t len = 0;
+    for (int i = 0; i < t->ndim && len < sizeof(shape); i++)
+      len += (size_t)snprintf(shape + len, sizeof(shape) - len, "%s%lld", i ? ", " : "",
+                              (long long)t->shape[i]);
+    return tb__jctx_fail(c, "shape [%s]: %zu elements of %zu bytes, more than the %zu "
+                         "bytes a tensor of a request may take", shape, t->numel, esize,
+                         max_bytes);
+  }
   size_t n = t->numel ? t->numel : 1;
   if (t->dtype == TB_DTYPE_FLOAT32) {
     t->f32 = tb__arena_calloc(arena, n, sizeof(float));

@@ -12,9 +12,13 @@
 int tb__wire_tensor_set_shape(tb_jctx_t *c, tb_wire_tensor_t *t,
                               const int64_t *shape, size_t ndim,
                               size_t numel_given);
-/* Zeroed storage for t->numel elements of t->dtype. */
+/* Zeroed storage for t->numel elements of t->dtype, refused with a path
+ * error naming the shape when that is more than max_bytes.  Decoders
+ * check a dense tensor's shape against the values present before they
+ * get here; a sparse tensor is expanded to its declared shape, so this is
+ * what keeps a few bytes of request from asking for gigabytes. */
 int tb__wire_tensor_alloc(tb_jctx_t *c, tb_arena_t *arena,
-                          tb_wire_tensor_t *t);
+                          tb_wire_tensor_t *t, size_t max_bytes);
 /* Validates CSR indices of a 2-D tensor holding nnz stored values. */
 int tb__wire_csr_check(tb_jctx_t *c, const tb_wire_tensor_t *t,
                        const int64_t *crow, size_t n_crow, const int64_t *col,

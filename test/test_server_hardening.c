@@ -1,0 +1,438 @@
+/*
+ * The server against inputs an attacker or an unlucky operator sends:
+ * weights that diverged (NaN or infinite logits) and the Adam parameters
+ * that make them, bodies whose declared sizes lie about the bytes they
+ * carry, bytes that are not UTF-8 quoted back in errors, crash leftovers
+ * of checkpoint saves, and errors that must name the user's tinker://
+ * path rather than where the server keeps it.  Each reproduces what a
+ * probe of the server found, with the request that found it.
+ */
+#include "test_server_training.h"
+
+#include <fcntl.h>
+#include <sys/resource.h>
+
+#include "engine/safetensors.h"
+
+/* ------------------------------------------------------------ helpers */
+
+/* Overwrites every float of the tensors of the safetensors file at path
+ * whose names contain `part` with value (f32, f16 or bf16 as stored):
+ * weights as a diverged run leaves them.  Returns how many were hit. */
+static size_t poison_tensors(const char *path, const char *part, float value) {
+  tb_st_file_t f;
+  tb_error_t err = { 0 };
+  ASSERT_OK(tb__st_open(&f, path, &err));
+  int fd = open(path, O_WRONLY);
+  ASSERT(fd >= 0);
+  size_t hit = 0;
+  for (size_t i = 0; i < f.n_tensors; i++) {
+    const tb_st_tensor_t *t = &f.tensors[i];
+    if (strstr(t->name, part) == NULL)
+      continue;
+    off_t off = (off_t)(t->data - (const unsigned char *)f.map);
+    size_t es = tb__st_dtype_size(t->dtype);
+    uint32_t bits;
+    memcpy(&bits, &value, 4);
+    uint16_t half = t->dtype == TB_ST_BF16 ? (uint16_t)(bits >> 16)
+                    : isnan(value)         ? 0x7e00
+                    : value > 0            ? 0x7c00
+                                           : 0xfc00;
+    for (size_t k = 0; k < t->nbytes / es; k++) {
+      const void *src = es == 4 ? (const void *)&bits : (const void *)&half;
+      ASSERT_EQ_INT(pwrite(fd, src, es, off + (off_t)(k * es)), (long long)es);
+    }
+    hit++;
+  }
+  close(fd);
+  tb__st_close(&f);
+  return hit;
+}
+
+/* POSTs body and expects status with want in the answer (or NULL). */
+static json_t *post_json(const char *path, const char *body, int status) {
+  hc_t *c = hc_do("POST", path, NULL, body);
+  if (c->status != status)
+    fprintf(stderr, "%s -> %d %s\n", path, c->status, c->body);
+  ASSERT_EQ_INT(c->status, status);
+  json_t *v = hc_json(c);
+  hc_free(c);
+  return v;
+}
+
+/* Asserts v is {"error": "...want...", "category": cat} and frees it. */
+static void expect_error(json_t *v, const char *cat, const char *want) {
+  const char *e = json_string_value(json_object_get(v, "error"));
+  if (e == NULL || strstr(e, want) == NULL)
+    fprintf(stderr, "expected an error with \"%s\", got %s\n", want,
+            e ? e : "(no error)");
+  ASSERT(e != NULL);
+  ASSERT_STR_CONTAINS(e, want);
+  ASSERT_STR_EQ(json_string_value(json_object_get(v, "category")), cat);
+  ASSERT(json_object_get(v, "sequences") == NULL && json_object_get(v, "samples") == NULL);
+  json_decref(v);
+}
+
+/* A Tinker-dialect op answered with a request id: its future's result. */
+static json_t *tinker_op(const char *path, const char *body) {
+  char *rid = post_field(path, NULL, body, "request_id");
+  json_t *v = result_json(rid, NULL);
+  free(rid);
+  return v;
+}
+
+static char *sample_body(const char *ssid, int seq) {
+  char *b = xmalloc(512);
+  snprintf(b, 512,
+           "{\"sampling_session_id\":\"%s\",\"seq_id\":%d,\"num_samples\":1,"
+           "\"prompt\":{\"chunks\":[{\"type\":\"encoded_text\",\"tokens\":[1,2,3]}]},"
+           "\"sampling_params\":{\"max_tokens\":3,\"seed\":7,\"temperature\":1.0,"
+           "\"top_p\":0.9},\"type\":\"sample\"}", ssid, seq);
+  return b;
+}
+
+/* The Tinkerbell dialect's poll of an async answer {request_id}, until it
+ * is no longer 202; the caller frees the answer. */
+static hc_t *tb_await(json_t *accepted) {
+  char body[256];
+  snprintf(body, sizeof(body), "{\"request_id\":\"%s\"}",
+           json_string_value(json_object_get(accepted, "request_id")));
+  json_decref(accepted);
+  for (;;) {
+    hc_t *c = hc_do("POST", "/retrieve_future", NULL, body);
+    if (c->status != 202)
+      return c;
+    hc_free(c);
+    wait_ms(5);
+  }
+}
+
+/* An async Tinkerbell call that must succeed. */
+static void tb_async_ok(const char *path, const char *body) {
+  hc_t *c = tb_await(post_json(path, body, 200));
+  if (c->status != 200)
+    fprintf(stderr, "%s -> %d %s\n", path, c->status, c->body);
+  ASSERT_EQ_INT(c->status, 200);
+  hc_free(c);
+}
+
+#define NOT_FINITE "the model's outputs are not finite"
+
+/* ------------------------------------------------------------ fault 1 */
+
+/* The issue's path: forward_backward, optim_step with learning_rate 1e30,
+ * then a sample with top_p 0.9.  The step is refused now; weights that
+ * diverged anyway (here a checkpoint holding NaN, loaded with
+ * load_weights) fail the sample as the user's error, in the Tinker
+ * dialect, instead of drawing tokens from NaN (which read before the
+ * sampler's buffer). */
+TEST(diverged_adapter_fails_the_sample_tinker) {
+  tb_server_options_t o = { 0 };
+  start_training(&o);
+  char *sid = create_session(NULL);
+  char *mid = create_model(sid, 0, NULL);
+  char body[1024];
+  char *rid = submit_fwdbwd(mid, 1, NULL);
+  json_decref(result_json(rid, NULL));
+  free(rid);
+  snprintf(body, sizeof(body),
+           "{\"model_id\":\"%s\",\"seq_id\":2,\"adam_params\":{\"learning_rate\":1e30},"
+           "\"type\":\"optim_step\"}", mid);
+  expect_error(post_json("/api/v1/optim_step", body, 400), "user",
+               "adam_params.learning_rate: must be a finite number in [0, 1]");
+  /* Every absurd Adam parameter is refused at submission, by name. */
+  static const char *bad[][2] = {
+    { "\"learning_rate\":-0.001", "adam_params.learning_rate: " },
+    { "\"learning_rate\":1.5", "adam_params.learning_rate: " },
+    { "\"beta1\":1", "adam_params.beta1: must lie in [0, 1)" },
+    { "\"beta2\":-0.1", "adam_params.beta2: must lie in [0, 1)" },
+    { "\"eps\":0", "adam_params.eps: must be a finite number > 0" },
+    { "\"eps\":1e300", "adam_params.eps: " },
+    { "\"weight_decay\":-1", "adam_params.weight_decay: " },
+    { "\"learning_rate\":0.5,\"weight_decay\":3", "adam_params.weight_decay: " },
+    { "\"grad_clip_norm\":-1", "adam_params.grad_clip_norm: " },
+    { "\"grad_clip_norm\":1e300", "adam_params.grad_clip_norm: " },
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    snprintf(body, sizeof(body),
+             "{\"model_id\":\"%s\",\"seq_id\":2,\"adam_params\":{%s},\"type\":\"optim_step\"}",
+             mid, bad[i][0]);
+    expect_error(post_json("/api/v1/optim_step", body, 400), "user", bad[i][1]);
+  }
+  /* The refusals took no seq_id: step 2 is still to come. */
+  snprintf(body, sizeof(body), "{\"model_id\":\"%s\",\"type\":\"get_info\"}", mid);
+  hc_expect("POST", "/api/v1/get_info", NULL, body, 200, "\"lora_rank\":4");
+  snprintf(body, sizeof(body),
+           "{\"model_id\":\"%s\",\"seq_id\":2,\"adam_params\":{\"learning_rate\":0.01},"
+           "\"type\":\"optim_step\"}", mid);
+  json_decref(tinker_op("/api/v1/optim_step", body));
+
+  /* A checkpoint of the adapter, its tensors then turned to NaN. */
+  snprintf(body, sizeof(body),
+           "{\"model_id\":\"%s\",\"seq_id\":3,\"path\":\"good\",\"type\":\"save_weights\"}", mid);
+  json_decref(tinker_op("/api/v1/save_weights", body));
+  char path[512];
+  snprintf(path, sizeof(path), "%s/%s/weights/good/adapter_model.safetensors", data_dir, mid);
+  ASSERT_GT(poison_tensors(path, "lora_B", NAN), 0);
+  snprintf(body, sizeof(body),
+           "{\"model_id\":\"%s\",\"seq_id\":4,\"path\":\"tinker://%s/weights/good\","
+           "\"type\":\"load_weights\"}", mid, mid);
+  json_decref(tinker_op("/api/v1/load_weights", body));
+  snprintf(body, sizeof(body),
+           "{\"model_id\":\"%s\",\"seq_id\":5,\"path\":\"s\","
+           "\"type\":\"save_weights_for_sampler\"}", mid);
+  json_decref(tinker_op("/api/v1/save_weights_for_sampler", body));
+  snprintf(body, sizeof(body),
+           "{\"session_id\":\"%s\",\"sampling_session_seq_id\":0,"
+           "\"model_path\":\"tinker://%s/sampler_weights/s\","
+           "\"type\":\"create_sampling_session\"}", sid, mid);
+  char *ssid = post_field("/api/v1/create_sampling_session", NULL, body,
+                          "sampling_session_id");
+  char *sb = sample_body(ssid, 0);
+  rid = post_field("/api/v1/asample", NULL, sb, "request_id");
+  char *msg = failure_of(rid, "user");
+  ASSERT_STR_CONTAINS(msg, NOT_FINITE);
+  ASSERT_STR_CONTAINS(msg, "the adapter has diverged");
+  free(msg);
+  free(rid);
+  free(sb);
+  /* A forward pass of the same weights still answers: a diverged loss is
+   * a number the client may look at, not a draw. */
+  rid = submit_fwdbwd(mid, 6, NULL);
+  json_decref(result_json(rid, NULL));
+  free(rid);
+  free(ssid);
+  free(mid);
+  free(sid);
+  stop_training();
+}
+
+/* The same in the Tinkerbell dialect: optim_step refuses the rate, and a
+ * model whose adapter holds infinities fails sample (400) and asample
+ * (a failed future), with the user's category. */
+TEST(diverged_adapter_fails_the_sample_tinkerbell) {
+  tb_server_options_t o = { 0 };
+  start_training(&o);
+  const char *fb = "{\"model_id\":\"boom\",\"data\":[[{\"role\":\"user\",\"content\":\"hi\"},"
+                   "{\"role\":\"assistant\",\"content\":\"hello\"}]],"
+                   "\"loss_fn\":\"cross_entropy\"}";
+  json_decref(post_json("/api/v1/forward_backward", fb, 200));
+  expect_error(post_json("/api/v1/optim_step",
+                         "{\"model_id\":\"boom\",\"adam_params\":{\"learning_rate\":1e30}}",
+                         400),
+               "user", "adam_params.learning_rate: must be a finite number in [0, 1]");
+  expect_error(post_json("/api/v1/optim_step_async",
+                         "{\"model_id\":\"boom\",\"adam_params\":{\"eps\":-1}}", 400),
+               "user", "adam_params.eps: ");
+  expect_error(post_json("/optim_step",
+                         "{\"model_id\":\"boom\",\"adam_params\":{\"beta2\":1.0}}", 400),
+               "user", "adam_params.beta2: ");
+  json_decref(post_json("/api/v1/optim_step",
+                        "{\"model_id\":\"boom\",\"adam_params\":{\"learning_rate\":0.01}}",
+                        200));
+  tb_async_ok("/api/v1/save_weights", "{\"model_id\":\"boom\",\"path\":\"w\"}");
+  /* The dialect's checkpoints: DIR/tb-<hex of the user>-<model>/... */
+  char cmd[512], path[512];
+  snprintf(cmd, sizeof(cmd), "ls -d %s/tb-*-boom/weights/w", data_dir);
+  FILE *p = popen(cmd, "r");
+  ASSERT(p != NULL && fgets(path, sizeof(path), p) != NULL);
+  pclose(p);
+  path[strcspn(path, "\n")] = '\0';
+  strcat(path, "/adapter_model.safetensors");
+  ASSERT_GT(poison_tensors(path, "lora_B", INFINITY), 0);
+  ASSERT_GT(poison_tensors(path, "lora_A", 1.0f), 0);
+  tb_async_ok("/api/v1/load_weights", "{\"model_id\":\"boom\",\"path\":\"w\"}");
+  const char *sample = "{\"model_id\":\"boom\",\"prompt\":\"hi\",\"max_tokens\":4,"
+                       "\"top_p\":0.9,\"seed\":1}";
+  json_t *v = post_json("/api/v1/sample", sample, 400);
+  ASSERT_STR_CONTAINS(json_string_value(json_object_get(v, "detail")), NOT_FINITE);
+  expect_error(v, "user", NOT_FINITE);
+  hc_t *c = tb_await(post_json("/api/v1/asample", sample, 200));
+  ASSERT_EQ_INT(c->status, 500);
+  expect_error(hc_json(c), "user", "the adapter has diverged");
+  hc_free(c);
+  /* Training such a model still answers: the loss JSON cannot carry is
+   * null. */
+  v = post_json("/api/v1/forward_backward", fb, 200);
+  ASSERT(json_is_null(json_object_get(v, "loss")));
+  ASSERT(json_is_null(json_object_get(v, "loss_sum")));
+  ASSERT_STR_EQ(json_string_value(json_object_get(v, "model_id")), "boom");
+  json_decref(v);
+  stop_training();
+}
+
+/* A base model whose lm_head (or embeddings) hold NaN: sampling it fails
+ * with the user's error in both dialects, never with tokens. */
+TEST(nan_base_model_fails_the_sample) {
+  char hf[] = "/tmp/tb-harden-hf-XXXXXX";
+  ASSERT(mkdtemp(hf) != NULL);
+  char dir[64], st[96];
+  snprintf(dir, sizeof(dir), "%s/m", hf);
+  tb_error_t err = { 0 };
+  ASSERT_OK(tb__base_model_save(dir, &err));
+  snprintf(st, sizeof(st), "%s/model.safetensors", dir);
+  if (poison_tensors(st, "lm_head", NAN) == 0)
+    ASSERT_GT(poison_tensors(st, "embed_tokens", NAN), 0);
+  char spec[96];
+  snprintf(spec, sizeof(spec), "nan=%s", dir);
+  const char *models[] = { "base", spec };
+  tb_server_options_t o = { 0 };
+  start_training_models(&o, models, 2);
+  const char *sample = "{\"base_model\":\"nan\",\"prompt\":{\"chunks\":[{\"type\":"
+                       "\"encoded_text\",\"tokens\":[1,2]}]},\"sampling_params\":"
+                       "{\"max_tokens\":2,\"seed\":4,\"top_p\":0.9}}";
+  char *rid = post_field("/api/v1/asample", NULL, sample, "request_id");
+  char *msg = failure_of(rid, "user");
+  ASSERT_STR_CONTAINS(msg, NOT_FINITE);
+  ASSERT_STR_CONTAINS(msg, "base model");
+  free(msg);
+  free(rid);
+  /* With top_k, greedy, and prompt log-probs only (no token drawn). */
+  rid = post_field("/api/v1/asample", NULL,
+                   "{\"base_model\":\"nan\",\"prompt\":{\"chunks\":[{\"type\":"
+                   "\"encoded_text\",\"tokens\":[1,2]}]},\"sampling_params\":"
+                   "{\"max_tokens\":0,\"top_k\":5,\"temperature\":0},"
+                   "\"prompt_logprobs\":true}",
+                   "request_id");
+  free(failure_of(rid, "user"));
+  free(rid);
+  json_t *v = post_json("/api/v1/sample",
+                        "{\"base_model\":\"nan\",\"prompt_tokens\":[1,2,3],\"top_p\":0.9,"
+                        "\"max_tokens\":3}",
+                        400);
+  expect_error(v, "user", NOT_FINITE);
+  /* The healthy model next to it still samples. */
+  rid = post_field("/api/v1/asample", NULL,
+                   "{\"base_model\":\"base\",\"prompt\":{\"chunks\":[{\"type\":"
+                   "\"encoded_text\",\"tokens\":[1,2]}]},\"sampling_params\":"
+                   "{\"max_tokens\":2,\"seed\":4,\"top_p\":0.9}}",
+                   "request_id");
+  json_decref(result_json(rid, NULL));
+  free(rid);
+  stop_training();
+  char cmd[128];
+  snprintf(cmd, sizeof(cmd), "rm -rf %s", hf);
+  ASSERT_OK(system(cmd));
+}
+
+/* ------------------------------------------------------------ fault 2 */
+
+/* A ForwardBackwardRequest for model mid of one datum whose target_tokens
+ * declares shape[0..n_shape) over a single int64 value: about 121 bytes
+ * with a model id of the server's form. */
+static uint8_t *shape_body(const char *mid, const int64_t *shape, size_t n_shape, size_t *len) {
+  static int32_t toks[1] = { 1 };
+  static int64_t val[1] = { 2 };
+  TinkerPublic__EncodedTextChunk etc = TINKER_PUBLIC__ENCODED_TEXT_CHUNK__INIT;
+  etc.tokens.data = (uint8_t *)toks;
+  etc.tokens.len = sizeof(toks);
+  TinkerPublic__Chunk ch = TINKER_PUBLIC__CHUNK__INIT;
+  ch.chunk_case = TINKER_PUBLIC__CHUNK__CHUNK_ENCODED_TEXT;
+  ch.encoded_text = &etc;
+  TinkerPublic__Chunk *chs[] = { &ch };
+  TinkerPublic__Tensor tt = TINKER_PUBLIC__TENSOR__INIT;
+  tt.encoding_case = TINKER_PUBLIC__TENSOR__ENCODING_DENSE;
+  tt.dense.data = (uint8_t *)val;
+  tt.dense.len = sizeof(val);
+  tt.dtype = TINKER_PUBLIC__DTYPE__DTYPE_INT64;
+  tt.n_shape = n_shape;
+  tt.shape = (int64_t *)shape;
+  TinkerPublic__Datum__LossFnInputsEntry e = TINKER_PUBLIC__DATUM__LOSS_FN_INPUTS_ENTRY__INIT;
+  e.key = "target_tokens";
+  e.value = &tt;
+  TinkerPublic__Datum__LossFnInputsEntry *es[] = { &e };
+  TinkerPublic__Datum datum = TINKER_PUBLIC__DATUM__INIT;
+  datum.n_model_input = 1;
+  datum.model_input = chs;
+  datum.n_loss_fn_inputs = 1;
+  datum.loss_fn_inputs = es;
+  TinkerPublic__Datum *ds[] = { &datum };
+  TinkerPublic__ForwardBackwardRequest req = TINKER_PUBLIC__FORWARD_BACKWARD_REQUEST__INIT;
+  req.model_id = (char *)mid;
+  req.seq_id = 1;
+  req.loss_fn = "cross_entropy";
+  req.n_data = 1;
+  req.data = ds;
+  *len = tinker_public__forward_backward_request__get_packed_size(&req);
+  uint8_t *buf = xmalloc(*len);
+  tinker_public__forward_backward_request__pack(&req, buf);
+  return buf;
+}
+
+static long peak_rss_kib(void) {
+  struct rusage ru;
+  ASSERT_OK(getrusage(RUSAGE_SELF, &ru));
+  return ru.ru_maxrss;
+}
+
+/* The issue's bodies: shape [2^27] made the server allocate and zero
+ * 1 GiB on the loop before it compared the shape with the one value
+ * sent; [2^40] answered 400 {"error":"success"}.  Both are refused now
+ * with a message, with no such allocation (the process' peak memory
+ * does not move). */
+TEST(lying_sizes_are_refused_before_allocating) {
+  tb_server_options_t o = { 0 };
+  start_training(&o);
+  char *sid = create_session(NULL);
+  char *mid = create_model(sid, 0, NULL);
+  long rss0 = peak_rss_kib();
+  int64_t s27[1] = { (int64_t)1 << 27 }, s40[1] = { (int64_t)1 << 40 };
+  size_t len;
+  uint8_t *b = shape_body(mid, s27, 1, &len);
+  ASSERT_LT(len, 160);
+  hc_t *c = hc_do_raw("/api/v1/forward_backward", "Content-Type: application/x-protobuf\r\n",
+                      b, len);
+  free(b);
+  ASSERT_EQ_INT(c->status, 400);
+  expect_error(hc_json(c), "user", "target_tokens: data has 1 elements but the shape "
+                                   "holds 134217728");
+  hc_free(c);
+  ASSERT_LT(peak_rss_kib() - rss0, 64 * 1024);
+  b = shape_body(mid, s40, 1, &len);
+  c = hc_do_raw("/api/v1/forward_backward", "Content-Type: application/x-protobuf\r\n", b,
+                len);
+  free(b);
+  ASSERT_EQ_INT(c->status, 400);
+  ASSERT(strstr(c->body, "success") == NULL);
+  expect_error(hc_json(c), "user", "but the shape holds 1099511627776");
+  hc_free(c);
+  /* The JSON sparse path, in both dialects: one value of a [1, 2^31-1]
+   * tensor is 16 GiB once dense. */
+  const char *sparse = "\"target_tokens\":{\"data\":[5],\"dtype\":\"int64\","
+                       "\"shape\":[1,2147483647],\"sparse_crow_indices\":[0,1],"
+                       "\"sparse_col_indices\":[0]}";
+  char *fb = fwd_body_n(mid, 1, "[1]", sparse);
+  expect_error(post_json("/api/v1/forward_backward", fb, 400), "user",
+               "shape [1, 2147483647]: 2147483647 elements of 8 bytes, more than the "
+               "67108864 bytes a tensor of a request may take");
+  free(fb);
+  char tbb[512];
+  snprintf(tbb, sizeof(tbb),
+           "{\"model_id\":\"lies\",\"data\":[{\"model_input\":{\"chunks\":[{\"type\":"
+           "\"encoded_text\",\"tokens\":[1]}]},\"loss_fn_inputs\":{%s}}]}", sparse);
+  expect_error(post_json("/api/v1/forward_backward", tbb, 400), "user",
+               "more than the 67108864 bytes");
+  ASSERT_LT(peak_rss_kib() - rss0, 64 * 1024);
+  /* The model is unharmed, and an honest protobuf body trains it. */
+  b = proto_body(mid, 1, &len);
+  c = hc_do_raw("/api/v1/forward_backward", "Content-Type: application/x-protobuf\r\n", b,
+                len);
+  free(b);
+  ASSERT_EQ_INT(c->status, 200);
+  char *rid = field_of(c, "request_id");
+  hc_free(c);
+  json_t *v = result_json(rid, NULL);
+  ASSERT_GT(metric_of(v, "loss:sum"), 0);
+  json_decref(v);
+  free(rid);
+  free(mid);
+  free(sid);
+  stop_training();
+}
+
+TEST_LIST(
+  TEST_ENTRY(diverged_adapter_fails_the_sample_tinker),
+  TEST_ENTRY(diverged_adapter_fails_the_sample_tinkerbell),
+  TEST_ENTRY(nan_base_model_fails_the_sample),
+  TEST_ENTRY(lying_sizes_are_refused_before_allocating),
+)
