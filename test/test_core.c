@@ -202,6 +202,46 @@ TEST(json_scan_reads_flat_objects_only) {
   ASSERT(tb__jscan_is(&m, "true"));
 }
 
+/* Escapes s (n bytes) and checks the result, quoted, is valid JSON whose
+ * bytes are want. */
+static void expect_escape(const char *s, size_t n, const char *want) {
+  char out[256];
+  ASSERT_LE(n * 6, sizeof(out) - 3);
+  out[0] = '"';
+  size_t len = tb__json_escape(out + 1, s, n);
+  ASSERT_LE(len, n * 6);
+  out[len + 1] = '"';
+  out[len + 2] = '\0';
+  ASSERT_MEM_EQ_STR(out + 1, len, want);
+  json_error_t e;
+  json_t *v = json_loadb(out, len + 2, JSON_DECODE_ANY | JSON_ALLOW_NUL, &e);
+  if (v == NULL)
+    tb_test_fail(__FILE__, __LINE__, "not JSON: %s (%s)", out, e.text);
+  json_decref(v);
+}
+
+#define FFFD "\xef\xbf\xbd"
+
+TEST(json_escape_keeps_json_valid) {
+  expect_escape("plain", 5, "plain");
+  expect_escape("a\"b\\c\n\x01", 7, "a\\\"b\\\\c\\u000a\\u0001");
+  /* Well-formed UTF-8 passes as it is: 2, 3 and 4 bytes. */
+  expect_escape("\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", 9, "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80");
+  /* Every byte of an ill-formed sequence becomes U+FFFD. */
+  expect_escape("\xff", 1, FFFD);
+  expect_escape("x\x80y", 3, "x" FFFD "y");                    /* stray continuation */
+  expect_escape("\xc0\xaf", 2, FFFD FFFD);                     /* overlong '/' */
+  expect_escape("\xe0\x80\xaf", 3, FFFD FFFD FFFD);            /* overlong, 3 bytes */
+  expect_escape("\xed\xa0\x80", 3, FFFD FFFD FFFD);            /* a surrogate */
+  expect_escape("\xf4\x90\x80\x80", 4, FFFD FFFD FFFD FFFD);   /* above U+10FFFF */
+  expect_escape("\xf5\x80", 2, FFFD FFFD);
+  expect_escape("ab\xe2\x82", 4, "ab" FFFD FFFD);              /* cut short */
+  expect_escape("\xc3(", 2, FFFD "(");
+  expect_escape("\"\xff\"", 3, "\\\"" FFFD "\\\"");
+  /* NUL bytes inside the length are characters like any other. */
+  expect_escape("a\0b", 3, "a\\u0000b");
+}
+
 TEST(log_levels_parse) {
   ASSERT_EQ_INT(tb__log_parse_level("debug"), TB_LOG_DEBUG);
   ASSERT_EQ_INT(tb__log_parse_level("warn"), TB_LOG_WARN);
@@ -218,5 +258,6 @@ TEST_LIST(
   TEST_ENTRY(buf_grows_and_consumes),
   TEST_ENTRY(arena_alignment_and_large_blocks),
   TEST_ENTRY(json_paths_in_errors),
+  TEST_ENTRY(json_escape_keeps_json_valid),
   TEST_ENTRY(log_levels_parse),
 )

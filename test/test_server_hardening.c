@@ -317,10 +317,12 @@ TEST(nan_base_model_fails_the_sample) {
 
 /* ------------------------------------------------------------ fault 2 */
 
-/* A ForwardBackwardRequest for model mid of one datum whose target_tokens
- * declares shape[0..n_shape) over a single int64 value: about 121 bytes
- * with a model id of the server's form. */
-static uint8_t *shape_body(const char *mid, const int64_t *shape, size_t n_shape, size_t *len) {
+/* A ForwardBackwardRequest for model mid of one datum whose input `key`
+ * (an int64 tensor) declares shape[0..n_shape) over a single value, with
+ * loss function loss_fn: about 121 bytes with a model id of the server's
+ * form. */
+static uint8_t *datum_body(const char *mid, const char *loss_fn, const char *key,
+                           const int64_t *shape, size_t n_shape, size_t *len) {
   static int32_t toks[1] = { 1 };
   static int64_t val[1] = { 2 };
   TinkerPublic__EncodedTextChunk etc = TINKER_PUBLIC__ENCODED_TEXT_CHUNK__INIT;
@@ -338,7 +340,7 @@ static uint8_t *shape_body(const char *mid, const int64_t *shape, size_t n_shape
   tt.n_shape = n_shape;
   tt.shape = (int64_t *)shape;
   TinkerPublic__Datum__LossFnInputsEntry e = TINKER_PUBLIC__DATUM__LOSS_FN_INPUTS_ENTRY__INIT;
-  e.key = "target_tokens";
+  e.key = (char *)key;
   e.value = &tt;
   TinkerPublic__Datum__LossFnInputsEntry *es[] = { &e };
   TinkerPublic__Datum datum = TINKER_PUBLIC__DATUM__INIT;
@@ -350,13 +352,17 @@ static uint8_t *shape_body(const char *mid, const int64_t *shape, size_t n_shape
   TinkerPublic__ForwardBackwardRequest req = TINKER_PUBLIC__FORWARD_BACKWARD_REQUEST__INIT;
   req.model_id = (char *)mid;
   req.seq_id = 1;
-  req.loss_fn = "cross_entropy";
+  req.loss_fn = (char *)loss_fn;
   req.n_data = 1;
   req.data = ds;
   *len = tinker_public__forward_backward_request__get_packed_size(&req);
   uint8_t *buf = xmalloc(*len);
   tinker_public__forward_backward_request__pack(&req, buf);
   return buf;
+}
+
+static uint8_t *shape_body(const char *mid, const int64_t *shape, size_t n_shape, size_t *len) {
+  return datum_body(mid, "cross_entropy", "target_tokens", shape, n_shape, len);
 }
 
 static long peak_rss_kib(void) {
@@ -430,9 +436,89 @@ TEST(lying_sizes_are_refused_before_allocating) {
   stop_training();
 }
 
+/* ------------------------------------------------------------ fault 5 */
+
+/* An answer's body must be JSON a client can parse (jansson refuses
+ * anything that is not UTF-8); returns the error message. */
+static char *error_of(hc_t *c, int status) {
+  if (c->status != status)
+    fprintf(stderr, "%d %s\n", c->status, c->body);
+  ASSERT_EQ_INT(c->status, status);
+  json_error_t e;
+  json_t *v = json_loadb(c->body, c->body_len, 0, &e);
+  if (v == NULL)
+    tb_test_fail(__FILE__, __LINE__, "the answer is not JSON (%s): %s", e.text, c->body);
+  const char *msg = json_string_value(json_object_get(v, "error"));
+  ASSERT(msg != NULL);
+  char *r = xstrdup(msg);
+  json_decref(v);
+  return r;
+}
+
+#define FFFD "\xef\xbf\xbd"
+
+/* Protobuf strings are bytes: a loss function, an input's key or a model
+ * id that is not UTF-8 was quoted raw into the error, and the answer was
+ * no JSON at all.  Such bytes come back as U+FFFD. */
+TEST(invalid_utf8_is_never_echoed_into_json) {
+  tb_server_options_t o = { 0 };
+  start_training(&o);
+  char *sid = create_session(NULL);
+  char *mid = create_model(sid, 0, NULL);
+  int64_t one[1] = { 1 };
+  size_t len;
+  const char *proto = "Content-Type: application/x-protobuf\r\n";
+  uint8_t *b = datum_body(mid, "cross\xc3(entropy\xff", "target_tokens", one, 1, &len);
+  hc_t *c = hc_do_raw("/api/v1/forward_backward", proto, b, len);
+  free(b);
+  char *msg = error_of(c, 400);
+  ASSERT_STR_CONTAINS(msg, "unknown loss function \"cross" FFFD "(entropy" FFFD "\"");
+  free(msg);
+  hc_free(c);
+  b = datum_body(mid, "cross_entropy", "we\xffights\xe2\x82", one, 1, &len);
+  c = hc_do_raw("/api/v1/forward_backward", proto, b, len);
+  free(b);
+  msg = error_of(c, 400);
+  ASSERT_STR_CONTAINS(msg, "target_tokens: missing");
+  free(msg);
+  hc_free(c);
+  b = datum_body(mid, "cross_entropy", "target_tokens\xc0\xaf", (int64_t[]){ 7 }, 1, &len);
+  c = hc_do_raw("/api/v1/forward_backward", proto, b, len);
+  free(b);
+  msg = error_of(c, 400);
+  ASSERT_STR_CONTAINS(msg, "loss_fn_inputs.target_tokens" FFFD FFFD ": data has 1 elements");
+  free(msg);
+  hc_free(c);
+  b = datum_body("sess-\xff\xfe:train:0", "cross_entropy", "target_tokens", one, 1, &len);
+  c = hc_do_raw("/api/v1/forward_backward", proto, b, len);
+  free(b);
+  msg = error_of(c, 404);
+  ASSERT_STR_CONTAINS(msg, "sess-" FFFD FFFD ":train:0");
+  free(msg);
+  hc_free(c);
+  /* A path parameter percent-decoded to bytes that are not UTF-8. */
+  c = hc_do("GET", "/api/v1/training_runs/%FF%C3%28", NULL, NULL);
+  free(error_of(c, 400));
+  hc_free(c);
+  c = hc_do("GET", "/api/v1/nope/%FF\xfe", NULL, NULL);
+  free(error_of(c, 404));
+  hc_free(c);
+  /* A JSON body that is not UTF-8: jansson's message quotes the bytes. */
+  c = hc_do("POST", "/api/v1/create_session", NULL, "{\"tags\":[\"\xff\xfe\"]}");
+  free(error_of(c, 400));
+  hc_free(c);
+  c = hc_do("POST", "/api/v1/forward_backward", NULL, "{\"model_id\":\"\xc3(\"}");
+  free(error_of(c, 400));
+  hc_free(c);
+  free(mid);
+  free(sid);
+  stop_training();
+}
+
 TEST_LIST(
   TEST_ENTRY(diverged_adapter_fails_the_sample_tinker),
   TEST_ENTRY(diverged_adapter_fails_the_sample_tinkerbell),
   TEST_ENTRY(nan_base_model_fails_the_sample),
   TEST_ENTRY(lying_sizes_are_refused_before_allocating),
+  TEST_ENTRY(invalid_utf8_is_never_echoed_into_json),
 )

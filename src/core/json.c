@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <utf8proc.h>
+
 #include "core/buf.h"
 
 void tb__jctx_init(tb_jctx_t *c, tb_error_t *err) {
@@ -254,4 +256,40 @@ char *tb__json_dump(const json_t *v, size_t *len) {
   if (s != NULL && len != NULL)
     *len = strlen(s);
   return s;
+}
+
+size_t tb__json_escape(char *dst, const char *s, size_t len) {
+  static const char hex[] = "0123456789abcdef";
+  const unsigned char *u = (const unsigned char *)s;
+  char *p = dst;
+  for (size_t i = 0; i < len;) {
+    unsigned char c = u[i];
+    if (c >= 0x80) {
+      utf8proc_int32_t cp;
+      utf8proc_ssize_t n = utf8proc_iterate(u + i, (utf8proc_ssize_t)(len - i), &cp);
+      if (n > 0) {
+        memcpy(p, u + i, (size_t)n);
+        p += n;
+        i += (size_t)n;
+      } else {
+        memcpy(p, "\xef\xbf\xbd", 3);  /* U+FFFD for this byte, then go on */
+        p += 3;
+        i++;
+      }
+      continue;
+    }
+    if (c == '"' || c == '\\') {
+      *p++ = '\\';
+      *p++ = (char)c;
+    } else if (c < 0x20) {
+      memcpy(p, "\\u00", 4);
+      p[4] = hex[c >> 4];
+      p[5] = hex[c & 15];
+      p += 6;
+    } else {
+      *p++ = (char)c;
+    }
+    i++;
+  }
+  return (size_t)(p - dst);
 }

@@ -82,4 +82,14 @@ int tb__json_as_int(tb_jctx_t *c, const json_t *v, int64_t min, int64_t max,
 /* Serialises compactly into a malloc'd string (NULL on ENOMEM). */
 char *tb__json_dump(const json_t *v, size_t *len);
 
+/* Writes s[0..len) as the inside of a JSON string (no quotes) to dst,
+ * which has room for 6 * len bytes, and returns the bytes written.
+ * Quotes, backslashes and control characters are escaped, and every byte
+ * that is not part of well-formed UTF-8 (a stray continuation, an
+ * overlong form, a surrogate, a truncated sequence) becomes U+FFFD, so
+ * the result is valid JSON text whatever the input: a protobuf string
+ * quoted in an error, a path, a message cut short.  Every JSON body the
+ * server writes by hand goes through here. */
+size_t tb__json_escape(char *dst, const char *s, size_t len);
+
 #endif /* TB_CORE_JSON_H */

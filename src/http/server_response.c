@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/json.h"
 #include "core/log.h"
 #include "http/tls.h"
 
@@ -180,21 +181,7 @@ void tb__http_respond_error(tb_http_request_t *req, int status, const char *mess
   char *p = json;
   memcpy(p, "{\"error\": \"", 11);
   p += 11;
-  for (size_t i = 0; i < ml; i++) {
-    unsigned char c = (unsigned char)message[i];
-    if (c == '"' || c == '\\') {
-      *p++ = '\\';
-      *p++ = (char)c;
-    } else if (c < 0x20) {
-      static const char hex[] = "0123456789abcdef";
-      memcpy(p, "\\u00", 4);
-      p[4] = hex[c >> 4];
-      p[5] = hex[c & 15];
-      p += 6;
-    } else {
-      *p++ = (char)c;
-    }
-  }
+  p += tb__json_escape(p, message, ml);
   p += sprintf(p, "\", \"category\": \"%s\"}", category);
   tb__http_respond_json(req, status, json, (size_t)(p - json));
 }

@@ -74,8 +74,8 @@ static void answer_try_again(tb_http_request_t *req, const tb__future_t *f) {
 
 /* {"error": message, "category": ...} plus, for the Tinkerbell dialect,
  * "detail": "Job failed: message". */
-static void answer_failure(tb_http_request_t *req, int status, const tb__future_t *f,
-                           int with_detail) {
+void tb__futures_respond_failure(tb_http_request_t *req, int status, const tb__future_t *f,
+                                 int with_detail) {
   size_t ml = strlen(f->message);
   char *json = tb__arena_alloc(&req->arena, 96 + ml * 12);
   if (json == NULL) {
@@ -106,7 +106,7 @@ static void answer_tinker(tb_http_request_t *req, tb__future_t *f, int want_prot
       return;
     case TB__FUTURE_FAILED:
       tb__future_mark_delivered(f);
-      answer_failure(req, 200, f, 0);
+      tb__futures_respond_failure(req, 200, f, 0);
       return;
   }
 }
@@ -309,7 +309,7 @@ void tb__futures_route_tinkerbell(tb_http_request_t *req) {
       return;
     case TB__FUTURE_FAILED:
       tb__future_mark_delivered(f);
-      answer_failure(req, 500, f, 1);
+      tb__futures_respond_failure(req, 500, f, 1);
       return;
   }
 }

@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "core/buf.h"
+#include "core/json.h"
 #include "http/router.h"
 #include "http/server.h"
 #include "server/auth.h"
@@ -162,9 +163,16 @@ void tb__server_respond_json(tb_http_request_t *req, int status, const char *jso
                              size_t len);
 /* Serialises v (which is not consumed) into the request's arena. */
 void tb__server_respond_jsonv(tb_http_request_t *req, int status, const json_t *v);
-/* {"error": message, "category": "user" (4xx) | "server" (5xx)}. */
+/* {"error": message, "category": "user" (4xx) | "server" (5xx)}.  The
+ * message may hold any bytes: it is escaped, and what is not UTF-8
+ * becomes U+FFFD.  Every error body of the server goes through here. */
 void tb__server_respond_error(tb_http_request_t *req, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The same with extra headers (up to 3: Retry-After, WWW-Authenticate). */
+void tb__server_respond_error_h(tb_http_request_t *req, int status,
+                                const tb_http_header_t *headers, size_t n_headers,
+                                const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 /* A result, by reference: protobuf when it has that form and want_proto
  * (or no JSON form), else JSON. */
 void tb__server_respond_result(tb_http_request_t *req, int status, tb__result_t *r,
@@ -191,9 +199,6 @@ int tb__server_accepts_proto(const tb_http_request_t *req);
  * is sent; it is logged and counted as 499. */
 void tb__server_release(tb_http_request_t *req);
 
-/* Writes s as the inside of a JSON string (no quotes) to dst, which has
- * room for 6 * len bytes; returns the bytes written. */
-size_t tb__json_escape(char *dst, const char *s, size_t len);
 
 /* service.c: the service routes, the index and the metrics. */
 int tb__service_routes(tb__server_t *srv);

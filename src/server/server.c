@@ -176,17 +176,10 @@ static void on_request(tb_http_request_t *req) {
       srv->n_unauthorized++;
       static const tb_http_header_t h = { TB_SLICE_LIT("WWW-Authenticate"),
                                           TB_SLICE_LIT("Bearer") };
-      const char *msg = has_key ? "invalid API key"
-                                : "missing API key: send X-API-Key or "
-                                  "Authorization: Bearer";
-      char *json = tb__arena_alloc(&req->arena, 128);
-      int n = json ? snprintf(json, 128, "{\"error\":\"%s\",\"category\":\"user\"}", msg)
-                   : 0;
-      tb_http_header_t hs[2] = {
-        h, { TB_SLICE_LIT("Content-Type"), TB_SLICE_LIT("application/json") }
-      };
-      uv_buf_t b = uv_buf_init(json, (unsigned)n);
-      tb__server_respond(req, 401, hs, 2, &b, 1);
+      tb__server_respond_error_h(req, 401, &h, 1, "%s",
+                                 has_key ? "invalid API key"
+                                         : "missing API key: send X-API-Key or "
+                                           "Authorization: Bearer");
       return;
     }
   } else {
@@ -231,43 +224,47 @@ void tb__server_respond_jsonv(tb_http_request_t *req, int status, const json_t *
   tb__server_respond_json(req, status, buf, n);
 }
 
-size_t tb__json_escape(char *dst, const char *s, size_t len) {
-  static const char hex[] = "0123456789abcdef";
-  char *p = dst;
-  for (size_t i = 0; i < len; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if (c == '"' || c == '\\') {
-      *p++ = '\\';
-      *p++ = (char)c;
-    } else if (c < 0x20) {
-      memcpy(p, "\\u00", 4);
-      p[4] = hex[c >> 4];
-      p[5] = hex[c & 15];
-      p += 6;
-    } else {
-      *p++ = (char)c;
-    }
-  }
-  return (size_t)(p - dst);
-}
-
-void tb__server_respond_error(tb_http_request_t *req, int status, const char *fmt, ...) {
+/* Every error body of the server is built here: the message (cut at 1 KiB)
+ * goes through tb__json_escape, so it is valid JSON whatever bytes a
+ * request put into it. */
+static void respond_errorv(tb_http_request_t *req, int status, const tb_http_header_t *headers,
+                           size_t n_headers, const char *fmt, va_list ap) {
   char msg[1024];
-  va_list ap;
-  va_start(ap, fmt);
   int n = vsnprintf(msg, sizeof(msg), fmt, ap);
-  va_end(ap);
   size_t ml = n < 0 ? 0 : (size_t)n >= sizeof(msg) ? sizeof(msg) - 1 : (size_t)n;
+  tb_http_header_t h[4];
+  size_t nh = 0;
+  for (size_t i = 0; i < n_headers && nh < 3; i++)
+    h[nh++] = headers[i];
+  h[nh++] = (tb_http_header_t){ TB_SLICE_LIT("Content-Type"), TB_SLICE_LIT("application/json") };
   char *json = tb__arena_alloc(&req->arena, ml * 6 + 64);
   if (json == NULL) {
-    tb__server_respond_json(req, status, "{}", 2);
+    uv_buf_t b = uv_buf_init("{}", 2);
+    tb__server_respond(req, status, h, nh, &b, 1);
     return;
   }
   char *p = json;
   p += sprintf(p, "{\"error\":\"");
   p += tb__json_escape(p, msg, ml);
   p += sprintf(p, "\",\"category\":\"%s\"}", status >= 500 ? "server" : "user");
-  tb__server_respond_json(req, status, json, (size_t)(p - json));
+  uv_buf_t b = uv_buf_init(json, (unsigned)(p - json));
+  tb__server_respond(req, status, h, nh, &b, 1);
+}
+
+void tb__server_respond_error(tb_http_request_t *req, int status, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  respond_errorv(req, status, NULL, 0, fmt, ap);
+  va_end(ap);
+}
+
+void tb__server_respond_error_h(tb_http_request_t *req, int status,
+                                const tb_http_header_t *headers, size_t n_headers,
+                                const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  respond_errorv(req, status, headers, n_headers, fmt, ap);
+  va_end(ap);
 }
 
 void tb__server_respond_bad(tb_http_request_t *req, const tb_error_t *err) {

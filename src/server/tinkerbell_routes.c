@@ -151,18 +151,9 @@ static void answer_finished(tb_http_request_t *req, tb__future_t *f) {
     tb__server_respond_result(req, 200, f->result, 0);
     return;
   }
-  json_t *v = json_pack("{ssss}", "error", f->message, "category",
-                        tb_category_name(f->category));
-  json_t *detail = json_sprintf("Job failed: %s", f->message);
-  if (v == NULL || detail == NULL) {
-    json_decref(v);
-    json_decref(detail);
-    tb__server_respond_error(req, 503, "out of memory");
-    return;
-  }
-  json_object_set_new(v, "detail", detail);
-  tb__server_respond_jsonv(req, f->category == TB_CATEGORY_USER ? 400 : 500, v);
-  json_decref(v);
+  /* Built by hand, as retrieve_future's answer: jansson refuses a message
+   * that is not UTF-8. */
+  tb__futures_respond_failure(req, f->category == TB_CATEGORY_USER ? 400 : 500, f, 1);
 }
 
 static void on_sync_finished(tb__fwaiter_t *w, tb__future_t *f) {
@@ -300,17 +291,10 @@ static void submit(tb_http_request_t *req, tb__top_t *op, tb_slice_t id, int syn
   if (m->max_seq + 1 - m->next_seq >= TB__TB_MAX_WAITING) {
     /* Calls of this dialect carry no seq_id; what bounds the calls that
      * wait for a model still being created is said plainly. */
-    static const tb_http_header_t h[2] = {
-      { TB_SLICE_LIT("Retry-After"), TB_SLICE_LIT("1") },
-      { TB_SLICE_LIT("Content-Type"), TB_SLICE_LIT("application/json") },
-    };
-    char *msg = tb__arena_alloc(&req->arena, 256);
-    int n = msg ? snprintf(msg, 256, "{\"error\":\"model_id: %d operations of this model wait "
-                                     "already; retry once they run\",\"category\":\"user\"}",
-                           TB__TB_MAX_WAITING)
-                : 0;
-    uv_buf_t body = uv_buf_init(msg, (unsigned)n);
-    tb__server_respond(req, 429, h, 2, &body, 1);
+    static const tb_http_header_t h = { TB_SLICE_LIT("Retry-After"), TB_SLICE_LIT("1") };
+    tb__server_respond_error_h(req, 429, &h, 1,
+                               "model_id: %d operations of this model wait already; retry "
+                               "once they run", TB__TB_MAX_WAITING);
     tb__top_free(op);
     tb__start_held(tr);
     return;

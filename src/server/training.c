@@ -660,19 +660,11 @@ int tb__submit_ordered_id(tb_http_request_t *req, tb__top_t *op, char id[TB__FUT
   if (seq >= m->next_seq + TB__SEQ_WINDOW) {
     /* The bound of a model's queue: back-pressure the client retries,
      * not a user error (a large pipelined batch may get here). */
-    static const tb_http_header_t h[2] = {
-      { TB_SLICE_LIT("Retry-After"), TB_SLICE_LIT("1") },
-      { TB_SLICE_LIT("Content-Type"), TB_SLICE_LIT("application/json") },
-    };
-    char *msg = tb__arena_alloc(&req->arena, 320);
-    int n = msg ? snprintf(msg, 320,
-                           "{\"error\":\"seq_id: %lld is %d or more ahead of model %s's next "
-                           "operation (%lld); retry once earlier ones ran\",\"category\":"
-                           "\"user\"}",
-                           (long long)seq, TB__SEQ_WINDOW, m->id, (long long)m->next_seq)
-                : 0;
-    uv_buf_t body = uv_buf_init(msg, (unsigned)(n > 0 && n < 320 ? n : 0));
-    tb__server_respond(req, 429, h, 2, &body, 1);
+    static const tb_http_header_t h = { TB_SLICE_LIT("Retry-After"), TB_SLICE_LIT("1") };
+    tb__server_respond_error_h(req, 429, &h, 1,
+                               "seq_id: %lld is %d or more ahead of model %s's next "
+                               "operation (%lld); retry once earlier ones ran",
+                               (long long)seq, TB__SEQ_WINDOW, m->id, (long long)m->next_seq);
     tb__top_free(op);
     return -1;
   }
