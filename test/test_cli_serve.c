@@ -324,7 +324,8 @@ TEST(help_lists_every_option) {
     "--host ADDR", "--port PORT", "--data-dir DIR", "--model SPEC", "--api-keys FILE",
     "--threads N", "--long-poll-ms MS", "--session-timeout-ms MS", "--result-grace-ms MS",
     "--result-ttl-ms MS", "--max-result-bytes SIZE", "--rate-limit RPS", "--rate-burst N",
-    "--max-models-per-user N", "--max-body SIZE", "--log-level LEVEL", "--tls-cert FILE",
+    "--max-models-per-user N", "--max-body SIZE", "--max-body-memory SIZE",
+    "--request-timeout-ms MS", "--max-connections N", "--log-level LEVEL", "--tls-cert FILE",
     "--tls-key FILE", "--help",
   };
   for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++)
@@ -401,6 +402,12 @@ TEST(bad_options_exit_2) {
     { { "--max-body", "12Q" }, "--max-body: expected a size in bytes from 1024" },
     { { "--max-body", "100" }, "got '100'" },
     { { "--max-body", "99999999999G" }, "--max-body: expected a size" },
+    { { "--max-body-memory", "1x" }, "--max-body-memory: expected a size" },
+    { { "--max-body", "2M", "--max-body-memory", "1M" },
+      "--max-body-memory must be at least --max-body (2097152 bytes)" },
+    { { "--max-body-memory", "32M" }, "--max-body-memory must be at least --max-body" },
+    { { "--request-timeout-ms", "0" }, "--request-timeout-ms: expected an integer from 1" },
+    { { "--max-connections", "none" }, "--max-connections: expected an integer" },
     { { "--model", "nonesuch" }, "--model nonesuch: a model is base (the built-in model) or "
                                  "NAME=HF_DIR" },
     { { "--model", "x=" }, "--model x=: expected NAME=HF_DIR with a name and a directory" },
@@ -716,14 +723,17 @@ static char *submit_create(const char *sid, int mseq) {
 }
 
 /* --max-body, --rate-limit with --rate-burst, --max-models-per-user and
- * --long-poll-ms reach the server. */
+ * --long-poll-ms reach the server; --max-body-memory equal to --max-body,
+ * --request-timeout-ms and --max-connections are taken. */
 TEST(options_reach_the_server) {
   setup();
   char *data = in_tmp("data");
   proc_t *p = serve((const char *[]){ "serve", "--port", "0", "--data-dir", data,
                                       "--max-body", "2k", "--rate-limit", "0.001",
                                       "--rate-burst", "2", "--max-models-per-user", "1",
-                                      "--long-poll-ms", "300", NULL },
+                                      "--long-poll-ms", "300", "--max-body-memory", "2k",
+                                      "--request-timeout-ms", "60000",
+                                      "--max-connections", "64", NULL },
                     NULL);
   /* 2k is 2048 bytes. */
   char *big = xmalloc(2100);

@@ -31,7 +31,7 @@ static tb__http_msg_t *h_begin(tb__http_parser_t *p) {
   return m;
 }
 
-static void h_head(tb__http_parser_t *p, tb__http_msg_t *m) {
+static int h_head(tb__http_parser_t *p, tb__http_msg_t *m) {
   harness_t *h = p->data;
   tb_slice_t url = tb__http_msg_url(m);
   tb__buf_printf(&h->log, "head %s %.*s HTTP/%u.%u\n",
@@ -49,6 +49,7 @@ static void h_head(tb__http_parser_t *p, tb__http_msg_t *m) {
   if (m->has_content_length)
     tb__buf_printf(&h->log, "  content-length %llu\n",
                    (unsigned long long)m->content_length);
+  return 0;
 }
 
 static const tb__http_parser_cbs_t h_cbs = { h_begin, h_head };

@@ -29,7 +29,9 @@
  * with "tml-".  With a file, every route except GET /api/v1/healthz and
  * GET / needs the key in X-API-Key or "Authorization: Bearer <key>";
  * what a user creates is invisible to the others.  Without a file, every
- * request is the single user "local".
+ * request is the single user "local".  The key is checked on the
+ * request's head: a request without a valid one is answered 401 before
+ * its body is read (and its connection closes when a body was coming).
  *
  * HTTPS: with tls_cert_file and tls_key_file the server speaks only TLS
  * (1.2 or later) on its port.
@@ -77,7 +79,21 @@ typedef struct tb_server_options_s {
                                    [no limit] */
   double rate_limit_burst;      /* token bucket size [max(1, rps)] */
   unsigned max_models_per_user; /* concurrent models per user [no limit] */
-  size_t max_body;              /* request body limit [64 MiB] */
+  size_t max_body;              /* request body limit [64 MiB]; larger
+                                   bodies are answered 413 */
+  size_t max_body_memory;       /* bytes of request bodies held at once
+                                   over all connections, counted from
+                                   each request's head [512 MiB, or
+                                   max_body if larger]; a request that
+                                   would pass it is answered 503 with
+                                   Retry-After before its body is read.
+                                   At least max_body. */
+  uint64_t request_timeout_ms;  /* a request's head and body must arrive
+                                   within this long of its first byte,
+                                   or the connection closes [120000] */
+  size_t max_connections;       /* open connections; one more is answered
+                                   503 with Retry-After and closed [1024,
+                                   or the open-file limit less 64] */
   const char *tls_cert_file;    /* HTTPS: a PEM certificate (chain) and */
   const char *tls_key_file;     /* its key, read at init [plain HTTP] */
 } tb_server_options_t;

@@ -56,6 +56,9 @@ enum {
   OPT_RATE_BURST,
   OPT_MAX_MODELS_PER_USER,
   OPT_MAX_BODY,
+  OPT_MAX_BODY_MEMORY,
+  OPT_REQUEST_TIMEOUT_MS,
+  OPT_MAX_CONNECTIONS,
   OPT_LOG_LEVEL,
   OPT_HELP,
   OPT_COUNT
@@ -121,6 +124,18 @@ static const tb__cli_opt_t serve_opts[OPT_COUNT + 1] = {
   [OPT_MAX_BODY] = { "max-body", "SIZE",
                      "largest request body; larger ones are answered\n"
                      "413 (suffixes k, M, G) [64M]" },
+  [OPT_MAX_BODY_MEMORY] = { "max-body-memory", "SIZE",
+                            "request bodies held at once over all\n"
+                            "connections, counted from each head; more are\n"
+                            "answered 503 with Retry-After before the body\n"
+                            "is read; at least --max-body [512M]" },
+  [OPT_REQUEST_TIMEOUT_MS] = { "request-timeout-ms", "MS",
+                               "a request's head and body must arrive within\n"
+                               "this long of its first byte, or the\n"
+                               "connection closes [120000]" },
+  [OPT_MAX_CONNECTIONS] = { "max-connections", "N",
+                            "open connections; one more is answered 503\n"
+                            "and closed [1024, or ulimit -n less 64]" },
   [OPT_LOG_LEVEL] = { "log-level", "LEVEL",
                       "debug, info (a line per request), warn, error\n"
                       "or off [TINKERBELL_LOG, else info]" },
@@ -308,6 +323,18 @@ static int parse_options(int argc, char **argv, serve_config_t *c) {
       rc = tb__cli_size(&a, "max-body", v, 1024, (uint64_t)1 << 34, &u);
       c->so.max_body = (size_t)u;
       break;
+    case OPT_MAX_BODY_MEMORY:
+      rc = tb__cli_size(&a, "max-body-memory", v, 1024, (uint64_t)1 << 40, &u);
+      c->so.max_body_memory = (size_t)u;
+      break;
+    case OPT_REQUEST_TIMEOUT_MS:
+      rc = tb__cli_uint(&a, "request-timeout-ms", v, 1, 86400000, &u);
+      c->so.request_timeout_ms = u;
+      break;
+    case OPT_MAX_CONNECTIONS:
+      rc = tb__cli_uint(&a, "max-connections", v, 1, 1000000, &u);
+      c->so.max_connections = (size_t)u;
+      break;
     case OPT_LOG_LEVEL:
       c->log_level = tb__log_parse_level(v);
       if (c->log_level < 0) {
@@ -333,6 +360,11 @@ static int parse_options(int argc, char **argv, serve_config_t *c) {
   }
   if (rate_burst_given && c->so.rate_limit_rps == 0) {
     tb__cli_error(&a, "--rate-burst needs --rate-limit");
+    return -1;
+  }
+  size_t max_body = c->so.max_body ? c->so.max_body : (size_t)64 << 20;
+  if (c->so.max_body_memory != 0 && c->so.max_body_memory < max_body) {
+    tb__cli_error(&a, "--max-body-memory must be at least --max-body (%zu bytes)", max_body);
     return -1;
   }
   return 0;

@@ -21,6 +21,11 @@ typedef struct tb_http_header_s {
 #define TB_HTTP_MAX_URL_BYTES (8u * 1024u)       /* larger -> 414 */
 #define TB_HTTP_MAX_HEADERS 100
 #define TB_HTTP_DEFAULT_MAX_BODY ((size_t)64 * 1024 * 1024) /* larger -> 413 */
+/* The server's defaults for what all connections together may hold (see
+ * tb_http_server_options_t). */
+#define TB_HTTP_DEFAULT_MAX_BODY_MEMORY ((size_t)512 * 1024 * 1024)
+#define TB_HTTP_DEFAULT_REQUEST_TIMEOUT_MS 120000u
+#define TB_HTTP_DEFAULT_MAX_CONNECTIONS 1024u
 
 /* "OK", "Not Found", ...; "Unknown" for codes without a phrase. */
 const char *tb__http_status_text(int status);

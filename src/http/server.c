@@ -6,11 +6,16 @@
  * Request objects are recycled through a free list on the server, with
  * their arena's first block and their buffers kept, so that a keep-alive
  * request costs no malloc once the server is warm.
+ *
+ * A connection accepted beyond max_connections gets a fixed 503 written
+ * straight into its socket and is closed at once: not accepting it would
+ * leave the client waiting in the kernel's backlog instead.
  */
 #include "http/server_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "core/log.h"
 
@@ -34,6 +39,22 @@ int tb__http_server_init(uv_loop_t *loop, tb_http_server_t *server,
     o->body_timeout_ms = 30000;
   if (o->max_pipeline == 0)
     o->max_pipeline = 32;
+  if (o->request_timeout_ms == 0)
+    o->request_timeout_ms = TB_HTTP_DEFAULT_REQUEST_TIMEOUT_MS;
+  if (o->max_body_memory == 0)
+    o->max_body_memory = o->max_body > TB_HTTP_DEFAULT_MAX_BODY_MEMORY
+                             ? o->max_body : TB_HTTP_DEFAULT_MAX_BODY_MEMORY;
+  if (o->max_body_memory < o->max_body)
+    return TB_EINVAL;  /* a body of the largest size could never be read */
+  if (o->max_connections == 0) {
+    /* Each connection is a descriptor; leave some for files, the
+     * database and the listener. */
+    o->max_connections = TB_HTTP_DEFAULT_MAX_CONNECTIONS;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        rl.rlim_cur < o->max_connections + 64)
+      o->max_connections = rl.rlim_cur > 64 + 16 ? (size_t)rl.rlim_cur - 64 : 16;
+  }
   if (o->backlog <= 0)
     o->backlog = 511;
   server->read_buf = malloc(TB__HTTP_READ_BUF);
@@ -49,6 +70,40 @@ int tb__http_server_init(uv_loop_t *loop, tb_http_server_t *server,
   return 0;
 }
 
+static const char tb__busy_response[] =
+    "HTTP/1.1 503 Service Unavailable\r\n"
+    "Content-Type: application/json\r\n"
+    "Retry-After: 1\r\n"
+    "Content-Length: 68\r\n"
+    "Connection: close\r\n"
+    "\r\n"
+    "{\"error\": \"too many connections; retry later\", \"category\": \"server\"}";
+
+static void on_refused_closed(uv_handle_t *h) {
+  tb_http_server_t *server = h->data;
+  free(h);
+  server->n_refusing--;
+  tb__http_server_maybe_finish(server);
+}
+
+/* Accepts the connection over the cap, answers 503 if the socket takes it
+ * at once, and closes. */
+static void refuse_connection(tb_http_server_t *server) {
+  uv_tcp_t *tcp = malloc(sizeof(*tcp));
+  if (tcp == NULL || uv_tcp_init(server->loop, tcp) != 0) {
+    free(tcp);
+    return;  /* it waits in the backlog; the next accept tries again */
+  }
+  tcp->data = server;
+  server->n_refusing++;
+  server->n_refused_conns++;
+  if (uv_accept((uv_stream_t *)&server->tcp, (uv_stream_t *)tcp) == 0) {
+    uv_buf_t b = uv_buf_init((char *)tb__busy_response, sizeof(tb__busy_response) - 1);
+    (void)uv_try_write((uv_stream_t *)tcp, &b, 1);
+  }
+  uv_close((uv_handle_t *)tcp, on_refused_closed);
+}
+
 static void on_connection(uv_stream_t *listener, int status) {
   tb_http_server_t *server = listener->data;
   if (status < 0) {
@@ -57,6 +112,11 @@ static void on_connection(uv_stream_t *listener, int status) {
   }
   if (server->closing)
     return;
+  if (server->n_conns >= server->opts.max_connections) {
+    tb_debug("http server: %zu connections open, refusing one more", server->n_conns);
+    refuse_connection(server);
+    return;
+  }
   tb_http_conn_t *conn;
   int rc = tb__http_conn_start(server, &conn);
   if (rc != 0)
@@ -104,7 +164,7 @@ static void free_req(tb_http_request_t *req) {
 
 void tb__http_server_maybe_finish(tb_http_server_t *server) {
   if (!server->closing || !server->tcp_closed || server->n_conns > 0 ||
-      server->n_detached > 0 || server->close_cb == NULL)
+      server->n_detached > 0 || server->n_refusing > 0 || server->close_cb == NULL)
     return;
   while (server->free_reqs != NULL) {
     tb_http_request_t *req = server->free_reqs;
@@ -158,6 +218,8 @@ tb_http_request_t *tb__http_req_get(tb_http_server_t *server) {
 
 void tb__http_req_put(tb_http_request_t *req) {
   tb_http_server_t *server = req->server;
+  server->body_memory -= req->body_held;
+  req->body_held = 0;
   tb__arena_reset(&req->arena);
   tb__http_msg_clear(&req->msg, TB__HTTP_KEEP_CAP);
   if (req->out.cap > TB__HTTP_KEEP_CAP)
@@ -175,6 +237,8 @@ void tb__http_req_put(tb_http_request_t *req) {
   req->n_body_iov = 0;
   req->close_after = 0;
   req->continue_state = 0;
+  req->head_seen = 0;
+  req->status = 0;
   if (server->n_free_reqs >= TB__HTTP_MAX_FREE_REQS || server->read_buf == NULL) {
     free_req(req);
     return;

@@ -24,6 +24,15 @@
  * 413, 414, 431, 503) carry a JSON body {"error": "...", "category":
  * "user"}; timeouts close the connection without an answer.
  *
+ * What clients may hold: a request's head and body must arrive within
+ * request_timeout_ms of its first byte (besides the per-read header and
+ * body timeouts), the bodies being received or held by handlers take at
+ * most max_body_memory bytes together (a request that would pass it is
+ * answered 503 with Retry-After before its body is read), and at most
+ * max_connections are open (a connection beyond is answered 503 and
+ * closed at once).  An on_head handler sees each request before its body
+ * (to refuse it, say for its credentials, without reading the body).
+ *
  * A client that closes its side (EOF) or resets while a handler holds one
  * of its requests counts as gone: on_abort.  That is noticed while the
  * connection reads, which it always does except when max_pipeline
@@ -81,6 +90,30 @@ typedef struct tb_http_server_options_s {
   uint64_t idle_timeout_ms;
   uint64_t header_timeout_ms;
   uint64_t body_timeout_ms;
+  /* The whole request, head and body, from its first byte; the
+   * connection closes when it is not complete by then
+   * [TB_HTTP_DEFAULT_REQUEST_TIMEOUT_MS].  A client that sends one byte
+   * just often enough to beat the body timeout still ends here. */
+  uint64_t request_timeout_ms;
+  /* Bytes of request bodies held at once, over all connections: those
+   * arriving and those whose requests a handler holds.  A request is
+   * counted for its Content-Length from its head (a chunked one as it
+   * grows); one that would pass the limit is answered 503 with
+   * Retry-After (before its body is read), and its connection closes.
+   * At least max_body [TB_HTTP_DEFAULT_MAX_BODY_MEMORY or max_body,
+   * whichever is larger]. */
+  size_t max_body_memory;
+  /* Open connections; one accepted beyond them is answered 503 with
+   * Retry-After and closed at once [TB_HTTP_DEFAULT_MAX_CONNECTIONS, or
+   * the open-file limit less 64 when that is lower]. */
+  size_t max_connections;
+  /* Optional: called once a request's head is complete, before its body
+   * is read, with method, url, path, query and headers set (body empty).
+   * It may answer the request (tb__http_respond*): the body is then never
+   * read, and when one was still to come the connection closes after the
+   * answer.  Otherwise the request goes on to the router / on_request
+   * once complete, with the req->data and req->on_done set here. */
+  tb_http_handler_cb on_head;
   /* Requests a connection may have parsed but not yet answered; reading
    * stops at this many until answers go out [32]. */
   unsigned max_pipeline;
@@ -105,6 +138,10 @@ struct tb_http_server_s {
   int tcp_closed;
   size_t n_conns;
   size_t n_detached;              /* aborted requests a handler still holds */
+  size_t body_memory;             /* bytes counted against max_body_memory */
+  size_t n_refusing;              /* connections over the cap, closing */
+  uint64_t n_refused_conns;       /* connections refused over the cap */
+  uint64_t n_refused_bodies;      /* requests refused for body memory */
   tb_http_conn_t *conns;          /* every open connection */
   tb_http_request_t *free_reqs;   /* recycled request objects */
   size_t n_free_reqs;
@@ -140,6 +177,7 @@ struct tb_http_request_s {
   tb_arena_t arena;             /* released after on_done */
   int keep_alive;               /* the client wants to keep the connection */
   int aborted;                  /* the client went away; answers go nowhere */
+  int status;                   /* what was answered; 0 before */
   /* private */
   tb__http_req_state_t state;
   tb_http_conn_t *conn;         /* NULL once detached */
@@ -150,6 +188,8 @@ struct tb_http_request_s {
   size_t n_body_iov;
   int close_after;              /* the connection ends after this answer */
   int continue_state;           /* 0 none, 1 "100 Continue" owed, 2 sent */
+  int head_seen;                /* method, url, headers set at the head */
+  size_t body_held;             /* counted in server->body_memory */
 };
 
 /* Fills in defaults and prepares the listener.  Returns 0 or a negative
@@ -181,6 +221,9 @@ void tb__http_respond_json(tb_http_request_t *req, int status, const char *json,
                            size_t len);
 /* {"error": message, "category": "user"} (4xx) or "server" (5xx). */
 void tb__http_respond_error(tb_http_request_t *req, int status, const char *message);
+/* The connection closes after this request's answer ("Connection:
+ * close"), whatever the client asked.  Call before answering. */
+void tb__http_request_close_connection(tb_http_request_t *req);
 
 /* The first header with this name (case-insensitive); NULL when absent. */
 const tb_http_header_t *tb__http_request_header(const tb_http_request_t *req,

@@ -8,7 +8,15 @@
  * with max_pipeline requests unanswered, the rest of the buffer is kept in
  * conn->pending and reading stops until answers go out.
  *
- * One uv_timer serves all three timeouts.  It is re-armed lazily (after
+ * Memory: a request's body is counted against the server's
+ * max_body_memory from its head (its Content-Length) or as it grows
+ * (chunked), until the request is released; one that would pass the limit
+ * is refused at once, so clients that announce large bodies and send
+ * them slowly cannot together hold more than that.  The head of every
+ * request goes to the server's on_head before its body is read, which is
+ * where a request without credentials is refused without buffering it.
+ *
+ * One uv_timer serves all the timeouts.  It is re-armed lazily (after
  * redis' ae timers): state changes only move conn's timestamps, and the
  * timer, when it fires, computes the real deadline and either acts or
  * sleeps again, so a busy keep-alive connection does not touch the timer
@@ -36,6 +44,7 @@
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void stop_parsing_input(tb_http_conn_t *conn);
+static void fill_head(tb_http_request_t *req);
 
 /* ------------------------------------------------------------ parser glue */
 
@@ -57,18 +66,66 @@ static tb__http_msg_t *conn_begin(tb__http_parser_t *p) {
   return &req->msg;
 }
 
-static void conn_head(tb__http_parser_t *p, tb__http_msg_t *m) {
+/* Counts `more` body bytes of req against the server's limit: 0, or
+ * TB_EBUSY when they do not fit. */
+static int hold_body(tb_http_request_t *req, size_t more) {
+  tb_http_server_t *server = req->server;
+  if (more > server->opts.max_body_memory - server->body_memory) {
+    server->n_refused_bodies++;
+    return TB_EBUSY;
+  }
+  req->body_held += more;
+  server->body_memory += more;
+  return 0;
+}
+
+static int conn_head(tb__http_parser_t *p, tb__http_msg_t *m) {
   tb_http_conn_t *conn = p->data;
+  tb_http_server_t *server = conn->server;
   tb_http_request_t *req = container_of(m, tb_http_request_t, msg);
-  conn->last_read = uv_now(conn->server->loop);
+  conn->last_read = uv_now(server->loop);
+  int body_follows = m->content_length > 0 || m->chunked;
+  /* An answer given here closes the connection when a body was to come:
+   * it is never read. */
+  req->keep_alive = m->keep_alive && !m->upgrade && !body_follows;
+  fill_head(req);
+  if (!req->head_seen) {
+    tb__http_respond_error(req, 503, "out of memory");
+    return TB__HTTP_HEAD_ANSWERED;
+  }
+  if (m->content_length > 0 && hold_body(req, (size_t)m->content_length) != 0) {
+    tb_debug("http server: %zu bytes of bodies held, refusing %llu more",
+             server->body_memory, (unsigned long long)m->content_length);
+    tb__http_respond_error(req, 503, "request bodies hold too much memory; retry later");
+    return TB__HTTP_HEAD_ANSWERED;
+  }
+  if (server->opts.on_head != NULL) {
+    server->opts.on_head(req);
+    if (req->state != TB__REQ_PARSING) {
+      server->n_requests++;
+      return TB__HTTP_HEAD_ANSWERED;
+    }
+  }
+  req->keep_alive = 0;  /* decided again when the request is complete */
   /* Owed only while the body is still to come; flush decides when. */
   if (m->expect_continue && m->http_major == 1 && m->http_minor >= 1) {
     req->continue_state = 1;
     conn->dirty = 1;
   }
+  return 0;
 }
 
-static const tb__http_parser_cbs_t conn_parser_cbs = { conn_begin, conn_head };
+/* Chunked bodies are counted as they grow (a Content-Length was counted
+ * whole at the head). */
+static int conn_body(tb__http_parser_t *p, tb__http_msg_t *m, size_t len) {
+  tb_http_request_t *req = container_of(m, tb_http_request_t, msg);
+  size_t have = m->body.len + len;
+  if (have <= req->body_held)
+    return 0;
+  return hold_body(req, have - req->body_held) == 0 ? 0 : 503;
+}
+
+static const tb__http_parser_cbs_t conn_parser_cbs = { conn_begin, conn_head, conn_body };
 
 /* ------------------------------------------------------------ timers */
 
@@ -80,9 +137,11 @@ static uint64_t conn_deadline(const tb_http_conn_t *conn) {
     return conn->linger_until;
   if (tb__http_parser_in_message(&conn->parser) && !conn->stop_parsing &&
       !conn->read_paused) {
-    if (!conn->parser.msg->head_complete)
-      return conn->header_start + o->header_timeout_ms;
-    return conn->last_read + o->body_timeout_ms;
+    /* Per read, and for the whole request from its first byte. */
+    uint64_t d = conn->parser.msg->head_complete ? conn->last_read + o->body_timeout_ms
+                                                 : conn->header_start + o->header_timeout_ms;
+    uint64_t whole = conn->header_start + o->request_timeout_ms;
+    return d < whole ? d : whole;
   }
   if (conn->n_queued == 0 && !conn->write_active && !conn->stop_parsing &&
       !conn->read_eof)
@@ -148,8 +207,9 @@ static void split_url(tb_http_request_t *req) {
   }
 }
 
-static void dispatch(tb_http_conn_t *conn, tb_http_request_t *req) {
-  tb_http_server_t *server = conn->server;
+/* Method, URL, path, query and headers, once the head is complete; sets
+ * head_seen unless out of memory. */
+static void fill_head(tb_http_request_t *req) {
   tb__http_msg_t *m = &req->msg;
   const char *method = llhttp_method_name((llhttp_method_t)m->method);
   req->method.base = method;
@@ -159,14 +219,25 @@ static void dispatch(tb_http_conn_t *conn, tb_http_request_t *req) {
   req->n_headers = m->n_headers;
   if (m->n_headers > 0) {
     tb_http_header_t *h = tb__arena_alloc(&req->arena, m->n_headers * sizeof(*h));
-    if (h == NULL) {
+    if (h == NULL)
+      return;
+    tb__http_msg_headers(m, h);
+    req->headers = h;
+  }
+  req->head_seen = 1;
+}
+
+static void dispatch(tb_http_conn_t *conn, tb_http_request_t *req) {
+  tb_http_server_t *server = conn->server;
+  tb__http_msg_t *m = &req->msg;
+  if (!req->head_seen) {
+    fill_head(req);
+    if (!req->head_seen) {
       req->state = TB__REQ_HANDLER;
       req->keep_alive = 0;
       tb__http_respond_error(req, 503, "out of memory");
       return;
     }
-    tb__http_msg_headers(m, h);
-    req->headers = h;
   }
   req->body.base = m->body.base ? m->body.base : "";
   req->body.len = m->body.len;
@@ -223,7 +294,14 @@ static size_t conn_process(tb_http_conn_t *conn, const char *data, size_t len) {
           container_of(conn->parser.completed, tb_http_request_t, msg);
       if (!req->msg.keep_alive || req->msg.upgrade)
         conn->stop_parsing = 1;
-      dispatch(conn, req);
+      if (req->state == TB__REQ_PARSING)
+        dispatch(conn, req);  /* unless it was answered at its head */
+    } else if (rc == TB__HTTP_PARSE_ANSWERED) {
+      /* Answered at the head with a body still to come: the answer stays
+       * in the queue, and nothing more is read. */
+      conn->parser.msg = NULL;
+      conn->stop_parsing = 1;
+      break;
     } else if (rc < 0) {
       parse_error(conn);
       break;

@@ -161,6 +161,20 @@ static int on_headers_complete(llhttp_t *ll) {
   }
   if (m->content_length > p->max_body)
     return fail(p, 413, "request body too large");
+  m->head_complete = 1;
+  p->in_trailers = 1;
+  /* Whether the connection may live on, as far as the head tells; an
+   * answer given at the head needs it. */
+  m->keep_alive = llhttp_should_keep_alive(ll) != 0;
+  if (p->cbs->head != NULL && p->cbs->head(p, m) == TB__HTTP_HEAD_ANSWERED) {
+    /* Answered: a body still to come is not read.  Without one the
+     * message simply completes. */
+    if (m->content_length > 0 || m->chunked) {
+      p->answered = 1;
+      return -1;
+    }
+    return 0;
+  }
   if (m->content_length > 0) {
     size_t want = m->content_length < TB__BODY_PRERESERVE
                       ? (size_t)m->content_length
@@ -168,10 +182,6 @@ static int on_headers_complete(llhttp_t *ll) {
     if (tb__buf_reserve(&m->body, want) != 0)
       return fail(p, 503, "out of memory");
   }
-  m->head_complete = 1;
-  p->in_trailers = 1;
-  if (p->cbs->head != NULL)
-    p->cbs->head(p, m);
   return 0;
 }
 
@@ -180,6 +190,10 @@ static int on_body(llhttp_t *ll, const char *at, size_t len) {
   tb__http_msg_t *m = p->msg;
   if (len > p->max_body - m->body.len)
     return fail(p, 413, "request body too large");
+  int status = p->cbs->body != NULL ? p->cbs->body(p, m, len) : 0;
+  if (status != 0)
+    return fail(p, status, status == 503 ? "request bodies hold too much memory; retry later"
+                                         : "request body refused");
   if (tb__buf_append(&m->body, at, len) != 0)
     return fail(p, 503, "out of memory");
   return 0;
@@ -221,7 +235,7 @@ void tb__http_parser_init(tb__http_parser_t *p, const tb__http_parser_cbs_t *cbs
 int tb__http_parser_execute(tb__http_parser_t *p, const char *data, size_t len,
                             size_t *consumed) {
   *consumed = 0;
-  if (p->status != 0)
+  if (p->status != 0 || p->answered)
     return TB_EPROTO;
   p->completed = NULL;
   llhttp_errno_t err = llhttp_execute(&p->ll, data, len);
@@ -246,6 +260,8 @@ int tb__http_parser_execute(tb__http_parser_t *p, const char *data, size_t len,
       return TB_EPROTO;
     default:
       *consumed = pos != NULL && pos >= data ? (size_t)(pos - data) : 0;
+      if (p->answered && p->status == 0)
+        return TB__HTTP_PARSE_ANSWERED;
       if (p->status == 0) {
         /* A malformed request: llhttp's reason is static text too. */
         p->status = 400;

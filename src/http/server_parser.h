@@ -76,9 +76,18 @@ typedef struct tb__http_parser_cbs_s {
    * out of memory (the parser then fails with status 503). */
   tb__http_msg_t *(*begin)(tb__http_parser_t *p);
   /* The head is complete and within limits; the body (if any) follows.
-   * This is where "100 Continue" is decided.  Optional. */
-  void (*head)(tb__http_parser_t *p, tb__http_msg_t *m);
+   * This is where "100 Continue" is decided.  Returns 0 to go on, or
+   * TB__HTTP_HEAD_ANSWERED when the owner answered the request already:
+   * a body still to come is then not read, and execute returns
+   * TB__HTTP_PARSE_ANSWERED.  Optional. */
+  int (*head)(tb__http_parser_t *p, tb__http_msg_t *m);
+  /* len more body bytes arrived (before they are kept): 0, or an HTTP
+   * status to fail the request with (503 when bodies hold too much
+   * memory).  Optional. */
+  int (*body)(tb__http_parser_t *p, tb__http_msg_t *m, size_t len);
 } tb__http_parser_cbs_t;
+
+#define TB__HTTP_HEAD_ANSWERED 1
 
 struct tb__http_parser_s {
   /* public */
@@ -94,6 +103,7 @@ struct tb__http_parser_s {
   size_t max_body;
   size_t span_start;
   int in_trailers;
+  int answered;               /* stopped after an answer at the head */
 };
 
 /* max_body 0 means TB_HTTP_DEFAULT_MAX_BODY. */
@@ -104,11 +114,13 @@ enum {
   TB__HTTP_PARSE_MORE = 0,     /* everything consumed, no message ended */
   TB__HTTP_PARSE_MESSAGE = 1,  /* p->completed is done; call again with the
                                   bytes after *consumed */
+  TB__HTTP_PARSE_ANSWERED = 2, /* the head callback answered p->msg, whose
+                                  body is not read: parsing is over */
 };
 
-/* Feeds bytes.  Returns MORE, MESSAGE, or TB_EPROTO with p->status and
- * p->reason set (then *consumed says where parsing stopped, and every
- * later call fails the same way). */
+/* Feeds bytes.  Returns MORE, MESSAGE, ANSWERED, or TB_EPROTO with
+ * p->status and p->reason set (then *consumed says where parsing stopped,
+ * and every later call fails the same way). */
 int tb__http_parser_execute(tb__http_parser_t *p, const char *data, size_t len,
                             size_t *consumed);
 

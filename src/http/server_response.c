@@ -145,6 +145,7 @@ void tb__http_respond(tb_http_request_t *req, int status,
     req->close_after = 1;
   if (status < 100 || status > 999)
     status = 500;
+  req->status = status;
   req->body_iov = NULL;
   req->n_body_iov = 0;
   if (serialize(req, status, headers, n_headers, body, n_body) != 0) {
@@ -183,7 +184,17 @@ void tb__http_respond_error(tb_http_request_t *req, int status, const char *mess
   p += 11;
   p += tb__json_escape(p, message, ml);
   p += sprintf(p, "\", \"category\": \"%s\"}", category);
-  tb__http_respond_json(req, status, json, (size_t)(p - json));
+  /* What the server refuses with 503 (memory, connections) passes. */
+  static const tb_http_header_t h[2] = {
+    { TB_SLICE_LIT("Content-Type"), TB_SLICE_LIT("application/json") },
+    { TB_SLICE_LIT("Retry-After"), TB_SLICE_LIT("1") },
+  };
+  uv_buf_t b = uv_buf_init(json, (unsigned)(p - json));
+  tb__http_respond(req, status, h, status == 503 ? 2 : 1, &b, 1);
+}
+
+void tb__http_request_close_connection(tb_http_request_t *req) {
+  req->keep_alive = 0;
 }
 
 /* ------------------------------------------------------------ writing */

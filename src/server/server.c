@@ -118,6 +118,9 @@ static void on_req_done(tb_http_request_t *req, int status) {
     sr->on_done(req, status);
   tb__result_unref(sr->lent);
   sr->lent = NULL;
+  /* The HTTP layer may have answered itself (a body over the limits). */
+  if (sr->status == 0)
+    sr->status = req->status;
   count(sr->route ? sr->route : &sr->srv->unmatched, sr->status);
   if (TB_LOG_ENABLED(TB_LOG_INFO)) {
     double ms = (double)(uv_hrtime() - sr->start_ns) / 1e6;
@@ -128,7 +131,11 @@ static void on_req_done(tb_http_request_t *req, int status) {
   }
 }
 
-static void on_request(tb_http_request_t *req) {
+/* The head of every request, before its body is read: the route and the
+ * caller's key are known from the head alone, so a request that has no
+ * route or no valid key is answered here and its body is never read (nor
+ * held in memory).  What passes goes on to on_request once complete. */
+static void on_head(tb_http_request_t *req) {
   tb__server_t *srv = container_of(req->server, tb__server_t, http);
   tb__sreq_t *sr = tb__arena_calloc(&req->arena, 1, sizeof(*sr));
   if (sr == NULL) {
@@ -185,6 +192,12 @@ static void on_request(tb_http_request_t *req) {
   } else {
     sr->user = srv->auth.local;
   }
+}
+
+/* A complete request that passed on_head: its route's handler. */
+static void on_request(tb_http_request_t *req) {
+  tb__sreq_t *sr = req->data;
+  tb__route_t *rt = sr->route;
   if (rt->dialect == TB__DIALECT_BOTH && tb__dialect_of(req) == TB__DIALECT_TINKERBELL)
     rt->tinkerbell_handler(req);
   else
@@ -488,6 +501,12 @@ int tb_server_init(uv_loop_t *loop, tb_server_t *server, const tb_server_options
     o.max_result_bytes = DEFAULT_MAX_RESULT_BYTES;
   if (o.max_body == 0)
     o.max_body = TB_HTTP_DEFAULT_MAX_BODY;
+  if (o.max_body_memory != 0 && o.max_body_memory < o.max_body) {
+    snprintf(server->message, sizeof(server->message),
+             "max_body_memory (%zu) must be at least max_body (%zu)", o.max_body_memory,
+             o.max_body);
+    return TB_EINVAL;
+  }
   tb__server_t *srv = calloc(1, sizeof(*srv));
   if (srv == NULL)
     return TB_ENOMEM;
@@ -537,8 +556,12 @@ int tb_server_init(uv_loop_t *loop, tb_server_t *server, const tb_server_options
     .max_bytes = o.max_result_bytes,
   };
   tb_http_server_options_t ho = { 0 };
+  ho.on_head = on_head;
   ho.on_request = on_request;
   ho.max_body = o.max_body;
+  ho.max_body_memory = o.max_body_memory;
+  ho.request_timeout_ms = o.request_timeout_ms;
+  ho.max_connections = o.max_connections;
   ho.tls_ctx = srv->tls;
   /* A held poll must not be cut by the idle timer: the longest silence
    * on a connection is a poll held to its end. */

@@ -221,6 +221,17 @@ static void route_metrics(tb_http_request_t *req) {
          (double)srv->n_rate_limited);
   metric(&b, "tinkerbell_unauthorized_total", "counter", "Requests answered 401.",
          (double)srv->n_unauthorized);
+  metric(&b, "tinkerbell_http_connections_open", "gauge", "Connections open.",
+         (double)srv->http.n_conns);
+  metric(&b, "tinkerbell_http_connections_refused_total", "counter",
+         "Connections answered 503 beyond --max-connections.",
+         (double)srv->http.n_refused_conns);
+  metric(&b, "tinkerbell_http_body_bytes", "gauge",
+         "Bytes of request bodies held (counted against --max-body-memory).",
+         (double)srv->http.body_memory);
+  metric(&b, "tinkerbell_http_bodies_refused_total", "counter",
+         "Requests answered 503 beyond --max-body-memory.",
+         (double)srv->http.n_refused_bodies);
   for (tb__server_ext_t *e = srv->exts; e != NULL; e = e->next)
     if (e->metrics)
       e->metrics(srv, e, &b);
