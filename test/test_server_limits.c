@@ -3,7 +3,8 @@
  * API key are refused on their head, never buffered; the bodies held over
  * all connections stay under max_body_memory; a request that trickles in
  * ends at request_timeout_ms; connections beyond max_connections are
- * refused at once.  Each test drives raw TCP clients that send
+ * refused at once; and the Tinker SDK's one-off client/config connection
+ * is closed by the server.  Each test drives raw TCP clients that send
  * exactly what they are told, when they are told.
  */
 #include "test_server_client.h"
@@ -375,9 +376,54 @@ TEST(connections_beyond_the_cap_are_refused) {
   stop_server();
 }
 
+/* ------------------------------------------------------------ fault 10 */
+
+/* POST /api/v1/client/config is answered with Connection: close and the
+ * server then closes the connection, although the client asked to keep
+ * it: the Tinker SDK never closes the one-off client it uses for it. */
+TEST(client_config_closes_the_connection) {
+  tb_server_options_t o = { 0 };
+  start_server(&o);
+  rc_t *c = rc_open();
+  const char *body = "{\"sdk_version\":\"0.25.0\"}";
+  char req[256];
+  snprintf(req, sizeof(req),
+           "POST /api/v1/client/config HTTP/1.1\r\nHost: t\r\nConnection: keep-alive\r\n"
+           "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+           strlen(body), body);
+  uv_update_time(&loop);
+  uint64_t t0 = uv_now(&loop);
+  rc_send_str(c, req);
+  ASSERT(RUN_FOR(c->eof, 3000));
+  ASSERT_LT(c->eof_at - t0, 1000);
+  ASSERT(rc_answered(c));
+  ASSERT_EQ_INT(rc_status(c), 200);
+  ASSERT_STR_CONTAINS(c->in.base, "Connection: close\r\n");
+  json_t *v = rc_json(c);
+  ASSERT(json_is_false(json_object_get(v, "pjwt_auth_enabled")));
+  json_decref(v);
+  rc_free(c);
+  /* The client of the project, hc_t, reads the same. */
+  hc_t *h = hc_do("POST", "/api/v1/client/config", NULL, body);
+  ASSERT_STR_CONTAINS(h->head, "Connection: close\r\n");
+  v = hc_json(h);
+  ASSERT(json_is_true(json_object_get(v, "parallel_fwdbwd_chunks")));
+  json_decref(v);
+  hc_free(h);
+  /* Other routes keep the connection. */
+  c = rc_open();
+  rc_send_str(c, "GET /api/v1/healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+  ASSERT(RUN_FOR(rc_answered(c), 2000));
+  ASSERT(strstr(c->in.base, "Connection: close") == NULL);
+  ASSERT(!RUN_FOR(c->eof, 300));
+  rc_free(c);
+  stop_server();
+}
+
 TEST_LIST(
   TEST_ENTRY(unauthenticated_bodies_are_not_buffered),
   TEST_ENTRY(body_memory_cap_holds),
   TEST_ENTRY(slow_requests_end_at_the_request_deadline),
   TEST_ENTRY(connections_beyond_the_cap_are_refused),
+  TEST_ENTRY(client_config_closes_the_connection),
 )

@@ -51,7 +51,12 @@ static int check_sdk_body(tb_http_request_t *req) {
   return 0;
 }
 
+/* The Tinker Python SDK (0.25, httpx) asks this through a one-off client
+ * it never closes; its late clean-up then breaks the next connection, a
+ * 10 s stall at the start of every script.  Closing the connection from
+ * this side after the answer leaves it nothing to clean up. */
 static void route_client_config(tb_http_request_t *req) {
+  tb__http_request_close_connection(req);
   if (check_sdk_body(req) == 0)
     tb__server_respond_json(req, 200, client_config, sizeof(client_config) - 1);
 }
@@ -260,7 +265,7 @@ int tb__service_routes(tb__server_t *srv) {
   ROUTE("GET", "/healthz", TB__DIALECT_TINKERBELL, TB__ROUTE_PUBLIC, route_healthz,
         "{status: ok}");
   ROUTE("POST", "/api/v1/client/config", TB__DIALECT_TINKER, 0, route_client_config,
-        "The SDK's feature flags (ClientConfigResponse)");
+        "The SDK's feature flags (ClientConfigResponse); the connection closes after it");
   ROUTE("POST", "/api/v1/client/dynamic_config", TB__DIALECT_TINKER, 0,
         route_dynamic_config, "{refresh_interval_sec}");
   ROUTE("GET", "/api/v1/get_server_capabilities", TB__DIALECT_TINKER, 0,
