@@ -10,9 +10,13 @@
 #include "test_server_training.h"
 
 #include <fcntl.h>
+#include <stdarg.h>
+#include <sys/wait.h>
 #include <sys/resource.h>
 
+#include "engine/checkpoint.h"
 #include "engine/safetensors.h"
+#include "server/store.h"
 
 /* ------------------------------------------------------------ helpers */
 
@@ -515,10 +519,168 @@ TEST(invalid_utf8_is_never_echoed_into_json) {
   stop_training();
 }
 
+/* ------------------------------------------------------------ fault 8 */
+
+static float ckpt_data[2][8];
+
+static const char *crash_at;
+
+static void crash_hook(const char *stage) {
+  if (strcmp(stage, crash_at) == 0)
+    _exit(3);
+}
+
+/* A small real checkpoint save into dir; with stage set, in a child that
+ * dies at that stage, as a kill -9 would, leaving its temporary. */
+static void save_ckpt(const char *dir, const char *stage) {
+  char na[128], nb[128];
+  ASSERT_OK(tb__peft_tensor_name(na, sizeof(na), 0, TB_LORA_Q, 0));
+  ASSERT_OK(tb__peft_tensor_name(nb, sizeof(nb), 0, TB_LORA_Q, 1));
+  tb_ckpt_tensor_t t[2] = {
+    { na, 2, { 2, 4 }, ckpt_data[0], NULL, NULL },
+    { nb, 2, { 4, 2 }, ckpt_data[1], NULL, NULL },
+  };
+  char *targets[] = { "q_proj" };
+  tb_ckpt_info_t info = { .rank = 2, .alpha = 4, .targets = targets, .n_targets = 1,
+                          .base_model = "base", .step = 1 };
+  tb_error_t err = { 0 };
+  if (stage == NULL) {
+    ASSERT_OK(tb__ckpt_save(dir, t, 2, &info, 0, &err));
+    return;
+  }
+  pid_t pid = fork();
+  ASSERT(pid >= 0);
+  if (pid == 0) {
+    crash_at = stage;
+    tb__ckpt_test_hook = crash_hook;
+    tb__ckpt_save(dir, t, 2, &info, 0, &err);
+    _exit(0);
+  }
+  int status;
+  ASSERT_EQ_INT(waitpid(pid, &status, 0), pid);
+  ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 3);
+}
+
+/* How many entries of dir start with prefix. */
+static int entries(const char *dir, const char *prefix) {
+  char cmd[512];
+  snprintf(cmd, sizeof(cmd), "ls -a '%s' | grep -c '^%s' || true", dir, prefix);
+  FILE *p = popen(cmd, "r");
+  int n = -1;
+  ASSERT(p != NULL && fscanf(p, "%d", &n) == 1);
+  pclose(p);
+  return n;
+}
+
+static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void sh(const char *fmt, ...) {
+  char cmd[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(cmd, sizeof(cmd), fmt, ap);
+  va_end(ap);
+  ASSERT_OK(system(cmd));
+}
+
+/* Saves cut short by a crash left ".NAME.tmp-XXXXXX" directories (and,
+ * where two names cannot be exchanged, ".NAME.old-XXXXXX") that nothing
+ * removed.  The server sweeps them when it starts: only directories with
+ * exactly the names its saves make, only in the checkpoint directories
+ * under its data directory, and an old checkpoint whose replacement never
+ * made it goes back under its name. */
+TEST(crash_leftovers_are_swept_at_start) {
+  char root[] = "/tmp/tb-harden-sweep-XXXXXX";
+  ASSERT(mkdtemp(root) != NULL);
+  char dir[128], w[192], s[192], tbw[192], out[192], path[256];
+  snprintf(dir, sizeof(dir), "%s/data", root);
+  snprintf(w, sizeof(w), "%s/run:train:0/weights", dir);
+  snprintf(s, sizeof(s), "%s/run:train:0/sampler_weights", dir);
+  snprintf(tbw, sizeof(tbw), "%s/tb-6c6f63616c-m/weights", dir);
+  snprintf(out, sizeof(out), "%s/outside/weights", root);
+  sh("mkdir -p '%s' '%s'", w, s);
+  sh("mkdir -p '%s' '%s'", tbw, out);
+  /* Real leftovers: saves killed before and after their files were
+   * written, one of them over an existing checkpoint. */
+  snprintf(path, sizeof(path), "%s/ckpt", w);
+  save_ckpt(path, NULL);
+  save_ckpt(path, "rename");
+  save_ckpt(path, TB_CKPT_WEIGHTS);
+  snprintf(path, sizeof(path), "%s/new", w);
+  save_ckpt(path, TB_CKPT_META);
+  ASSERT_EQ_INT(entries(w, ".ckpt.tmp-"), 2);
+  ASSERT_EQ_INT(entries(w, ".new.tmp-"), 1);
+  /* A checkpoint moved aside whose replacement never arrived, and one
+   * whose replacement did. */
+  snprintf(path, sizeof(path), "%s/.s.old-Ab12Cd", s);
+  save_ckpt(path, NULL);
+  snprintf(path, sizeof(path), "%s/.ckpt.old-Zz99Yy", w);
+  save_ckpt(path, NULL);
+  sh("mkdir '%s/.w.tmp-Q1w2E3' && touch '%s/.w.tmp-Q1w2E3/adapter_model.safetensors'", tbw,
+     tbw);
+  /* Not the server's: other names, a file, a link, other places. */
+  sh("mkdir '%s/.ckpt.tmp-short' '%s/.ckpt.tmp-AB_DEF'", w, w);
+  sh("mkdir '%s/notes.tmp-ABCDEF' && touch '%s/.f.tmp-ABCDEF'", w, w);
+  sh("mkdir '%s/.x.tmp-ABCDEF' && touch '%s/.x.tmp-ABCDEF/keep'", out, out);
+  sh("ln -s '%s/.x.tmp-ABCDEF' '%s/.l.tmp-ABCDEF'", out, w);
+  sh("mkdir '%s/run:train:0/.weights.tmp-ABCDEF' '%s/.hidden'", dir, dir);
+  sh("mkdir -p '%s/.hidden/weights/.h.tmp-ABCDEF'", dir);
+
+  tb_server_options_t o = { .data_dir = dir };
+  start_server(&o);
+  RUN_UNTIL(tb__store_state(srv->store) != 0);
+  ASSERT_EQ_INT(tb__store_state(srv->store), 1);
+  ASSERT_EQ_INT(entries(w, ".ckpt.tmp-"), 2);  /* -short and -AB_DEF */
+  ASSERT_EQ_INT(entries(w, ".ckpt.tmp-short"), 1);
+  ASSERT_EQ_INT(entries(w, ".ckpt.tmp-AB_DEF"), 1);
+  ASSERT_EQ_INT(entries(w, ".new.tmp-"), 0);
+  ASSERT_EQ_INT(entries(w, ".ckpt.old-"), 0);
+  ASSERT_EQ_INT(entries(s, ".s.old-"), 0);
+  ASSERT_EQ_INT(entries(tbw, ".w.tmp-"), 0);
+  ASSERT_EQ_INT(entries(w, "notes.tmp-ABCDEF"), 1);
+  ASSERT_EQ_INT(entries(w, ".f.tmp-ABCDEF"), 1);
+  ASSERT_EQ_INT(entries(w, ".l.tmp-ABCDEF"), 1);
+  snprintf(path, sizeof(path), "%s/.x.tmp-ABCDEF", out);
+  ASSERT_EQ_INT(entries(path, "keep"), 1);
+  snprintf(path, sizeof(path), "%s/run:train:0", dir);
+  ASSERT_EQ_INT(entries(path, ".weights.tmp-ABCDEF"), 1);
+  snprintf(path, sizeof(path), "%s/.hidden/weights", dir);
+  ASSERT_EQ_INT(entries(path, ".h.tmp-ABCDEF"), 1);
+  /* The checkpoints are whole: the one in place, and the one put back. */
+  tb_error_t err = { 0 };
+  tb_ckpt_info_t info = { 0 };
+  snprintf(path, sizeof(path), "%s/ckpt", w);
+  ASSERT_OK(tb__ckpt_read_info(path, &info, &err));
+  tb__ckpt_info_free(&info);
+  snprintf(path, sizeof(path), "%s/s", s);
+  ASSERT_OK(tb__ckpt_read_info(path, &info, &err));
+  ASSERT_EQ_INT(info.rank, 2);
+  tb__ckpt_info_free(&info);
+  stop_server();
+
+  /* What saves of a running server hold is newer than its start, and is
+   * left alone. */
+  struct timespec before;
+  ASSERT_OK(clock_gettime(CLOCK_REALTIME, &before));
+  before.tv_sec -= 5;
+  snprintf(path, sizeof(path), "%s/live", w);
+  save_ckpt(path, "rename");
+  size_t removed = 0, restored = 0;
+  ASSERT_OK(tb__ckpt_sweep(w, &before, &removed, &restored));
+  ASSERT_EQ_INT(removed + restored, 0);
+  ASSERT_EQ_INT(entries(w, ".live.tmp-"), 1);
+  ASSERT_OK(clock_gettime(CLOCK_REALTIME, &before));
+  ASSERT_OK(tb__ckpt_sweep(w, &before, &removed, &restored));
+  ASSERT_EQ_INT(removed, 1);
+  ASSERT_EQ_INT(entries(w, ".live.tmp-"), 0);
+  sh("rm -rf '%s'", root);
+}
+
 TEST_LIST(
   TEST_ENTRY(diverged_adapter_fails_the_sample_tinker),
   TEST_ENTRY(diverged_adapter_fails_the_sample_tinkerbell),
   TEST_ENTRY(nan_base_model_fails_the_sample),
   TEST_ENTRY(lying_sizes_are_refused_before_allocating),
   TEST_ENTRY(invalid_utf8_is_never_echoed_into_json),
+  TEST_ENTRY(crash_leftovers_are_swept_at_start),
 )

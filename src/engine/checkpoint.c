@@ -431,6 +431,68 @@ static int save_dir(const char *dir_in, const save_req_t *r,
   return rc;
 }
 
+/* The kind of a crash leftover ".<name>.<tag>-XXXXXX" of sibling_template,
+ * with the length of <name>: 't' (tmp), 'o' (old) or 0 for any other name. */
+static int leftover_kind(const char *entry, size_t *name_len) {
+  size_t len = strlen(entry);
+  if (len < 1 + 1 + 5 + 6 || entry[0] != '.')
+    return 0;
+  const char *x = entry + len - 6;
+  for (size_t i = 0; i < 6; i++) {
+    char c = x[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')))
+      return 0;
+  }
+  const char *tag = x - 5;
+  int kind = memcmp(tag, ".tmp-", 5) == 0 ? 't' : memcmp(tag, ".old-", 5) == 0 ? 'o' : 0;
+  *name_len = (size_t)(tag - entry) - 1;
+  return *name_len > 0 ? kind : 0;
+}
+
+static int changed_before(const struct stat *st, const struct timespec *t) {
+  return st->st_ctim.tv_sec < t->tv_sec ||
+         (st->st_ctim.tv_sec == t->tv_sec && st->st_ctim.tv_nsec < t->tv_nsec);
+}
+
+int tb__ckpt_sweep(const char *dir, const struct timespec *before, size_t *removed,
+                   size_t *restored) {
+  /* Two passes: an old checkpoint goes back before the temporaries of
+   * its name go, which keeps a crash during the sweep itself harmless. */
+  for (int pass = 0; pass < 2; pass++) {
+    DIR *d = opendir(dir);
+    if (d == NULL)
+      return -errno;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+      size_t name_len;
+      int kind = leftover_kind(e->d_name, &name_len);
+      if (kind != (pass == 0 ? 'o' : 't'))
+        continue;
+      struct stat st;
+      if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+          !S_ISDIR(st.st_mode) || !changed_before(&st, before))
+        continue;
+      char *path = tb__path_join(dir, e->d_name);
+      char *name = tb__strndup(e->d_name + 1, name_len);
+      char *final = name != NULL ? tb__path_join(dir, name) : NULL;
+      struct stat fs;
+      if (path != NULL && final != NULL && kind == 'o' &&
+          lstat(final, &fs) != 0 && errno == ENOENT && rename(path, final) == 0) {
+        (*restored)++;
+      } else if (path != NULL) {
+        remove_dir(path);
+        if (access(path, F_OK) != 0)
+          (*removed)++;
+      }
+      free(path);
+      free(name);
+      free(final);
+    }
+    closedir(d);
+  }
+  return 0;
+}
+
 int tb__ckpt_save(const char *dir, const tb_ckpt_tensor_t *tensors,
                   size_t n, const tb_ckpt_info_t *info, int flags,
                   tb_error_t *err) {

@@ -126,6 +126,20 @@ int tb__ckpt_load(const char *dir, const tb_ckpt_tensor_t *expected,
                   size_t n, int flags, tb_ckpt_info_t *info,
                   tb_error_t *err);
 
+/* What interrupted saves left in dir, a directory that holds checkpoints
+ * (DIR/<run>/weights, say), is swept: each temporary sibling
+ * ".<name>.tmp-XXXXXX" is removed, and a ".<name>.old-XXXXXX" (a previous
+ * checkpoint moved aside where the file system cannot exchange two names)
+ * goes back to <name> when nothing is there (the save that moved it never
+ * finished), else it is removed.  Only directories with exactly these
+ * names (XXXXXX as mkdtemp makes them) whose status changed before
+ * `before` (wall clock) are touched, so the saves of a process that
+ * started at `before` keep theirs.  Adds to *removed and *restored; 0, or
+ * a negative errno when dir cannot be read. */
+struct timespec;
+int tb__ckpt_sweep(const char *dir, const struct timespec *before, size_t *removed,
+                   size_t *restored);
+
 /* Called after each file is complete and before the final rename, with the
  * file's name or "rename"; NULL in production.  Crash tests set it to stop
  * a child process in the middle of a save. */

@@ -392,6 +392,9 @@ typedef struct open_op_s {
                              runs: [id], samplers: [id]}], oldest first */
   json_t *runs;           /* [[id, owner]] */
   json_t *publics;        /* [tinker_path] */
+  struct timespec started; /* when the server started: older leftovers of
+                              interrupted saves are swept */
+  size_t swept, restored;
   double next_expiry;     /* 0: none */
   sqlite3 *db;            /* the connection, handed over in open_done */
 } open_op_t;
@@ -490,6 +493,9 @@ static void open_work(tb__store_op_t *op, sqlite3 *unused) {
     o->failed = 1;
     return;
   }
+  /* What saves cut short by a crash left; the saves of this server, which
+   * may already run, began after `started` and keep theirs. */
+  (void)tb__store_sweep_leftovers(o->data_dir, &o->started, &o->swept, &o->restored);
   sqlite3 *db = NULL;
   int rc = sqlite3_open_v2(o->db_path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
   char *msg = NULL;
@@ -547,6 +553,9 @@ static void restore_sessions(tb__store_t *st, json_t *sessions) {
 static void open_done(tb__store_op_t *op, int status) {
   open_op_t *o = (open_op_t *)op;
   tb__store_t *st = op->store;
+  if (o->swept > 0 || o->restored > 0)
+    tb_info("%s: swept %zu leftovers of interrupted checkpoint saves (%zu earlier "
+            "checkpoints put back)", o->data_dir, o->swept + o->restored, o->restored);
   if (status != 0 && !o->failed) {
     snprintf(o->error, sizeof(o->error), "cannot open the database: %s", uv_strerror(status));
     o->failed = 1;
@@ -611,6 +620,7 @@ int tb__store_open(tb__server_t *srv, tb__store_t **out) {
   uv_unref((uv_handle_t *)&st->sweep);
   o->data_dir = st->data_dir;
   o->db_path = st->db_path;
+  clock_gettime(CLOCK_REALTIME, &o->started);
   o->op.work = open_work;
   o->op.done = open_done;
   srv->sessions.on_event = tb__store_session_event;

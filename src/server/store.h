@@ -157,6 +157,12 @@ void tb__store_iso_time(double t, char *buf, size_t cap);
 int tb__store_remove_tree(const char *dir);
 /* The bytes of the regular files directly in dir, or a negative errno. */
 int64_t tb__store_dir_size(const char *dir);
+/* Sweeps the leftovers of saves interrupted before `before` (a crash, a
+ * kill -9) from every checkpoint directory of data_dir; see
+ * tb__ckpt_sweep.  0 or a negative errno when data_dir cannot be read. */
+struct timespec;
+int tb__store_sweep_leftovers(const char *data_dir, const struct timespec *before,
+                              size_t *removed, size_t *restored);
 /* A ustar archive of the regular files of dir under the folder name top.
  * 0, or a negative errno / TB_ETOOLARGE; out is reset on failure. */
 int tb__store_tar_dir(const char *dir, const char *top, tb_buf_t *out);

@@ -1,7 +1,8 @@
 /*
- * The file work of the store: a checkpoint's size, its removal, and the
- * tar the archive route serves.  Synchronous by design: these run inside
- * the store's threadpool work items, never on the loop.
+ * The file work of the store: a checkpoint's size, its removal, the tar
+ * the archive route serves, and the sweep of what interrupted saves left
+ * in the data directory.  Synchronous by design: these run inside the
+ * store's threadpool work items, never on the loop.
  *
  * The tar is POSIX ustar: one directory entry named after the checkpoint
  * and its regular files, sorted by name, with mode 0644 and the files'
@@ -21,6 +22,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/buf.h"
+#include "engine/checkpoint.h"
 #include "tinkerbell/error.h"
 
 /* ustar's size field holds 11 octal digits. */
@@ -208,4 +211,31 @@ int tb__store_tar_dir(const char *dir, const char *top, tb_buf_t *out) {
   if (rc != 0)
     out->len = 0;
   return rc;
+}
+
+/* Checkpoints live in DIR/<run>/<kind>/<name> (both dialects' runs), and a
+ * save writes its temporaries beside <name>: only those directories are
+ * swept, and only names the engine's atomic saves make. */
+int tb__store_sweep_leftovers(const char *data_dir, const struct timespec *before,
+                              size_t *removed, size_t *restored) {
+  static const char *const kinds[] = { "weights", "sampler_weights" };
+  DIR *d = opendir(data_dir);
+  if (d == NULL)
+    return -errno;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    if (e->d_name[0] == '.')
+      continue;
+    struct stat st;
+    if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode))
+      continue;
+    for (size_t k = 0; k < 2; k++) {
+      char *kd = tb__asprintf("%s/%s/%s", data_dir, e->d_name, kinds[k]);
+      if (kd != NULL && lstat(kd, &st) == 0 && S_ISDIR(st.st_mode))
+        (void)tb__ckpt_sweep(kd, before, removed, restored);
+      free(kd);
+    }
+  }
+  closedir(d);
+  return 0;
 }
