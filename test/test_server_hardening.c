@@ -206,6 +206,29 @@ TEST(diverged_adapter_fails_the_sample_tinker) {
   json_decref(result_json(rid, NULL));
   free(rid);
   free(ssid);
+  /* The rewriting itself, on messages of every shape it meets. */
+  ASSERT_OK(tb__server_name_path(srv, "/models/smol/", "smol"));
+  static const char *const cases[][2] = {
+    { "%s/r:train:1/weights/c: not a checkpoint", "tinker://r:train:1/weights/c: not a checkpoint" },
+    { "cannot open %s/r/sampler_weights/s/adapter_config.json: No such file",
+      "cannot open tinker://r/sampler_weights/s/adapter_config.json: No such file" },
+    { "%s/tb-616c696365-my.model/weights/w (x)", "tinkerbell://my.model/weights/w (x)" },
+    { "\"%s/r/weights/.c.tmp-Ab12Cd/optimizer.safetensors\": write failed",
+      "\"tinker://r/weights/c/optimizer.safetensors\": write failed" },
+    { "cannot open the database %s/tinkerbell.db: locked",
+      "cannot open the database the server's database: locked" },
+    { "cannot create %s: Permission denied", "cannot create the data directory: Permission denied" },
+    { "/models/smol/model.safetensors: header is not JSON", "smol/model.safetensors: header is not JSON" },
+    { "two: %s/a/weights/x, %s/b/weights/y", "two: tinker://a/weights/x, tinker://b/weights/y" },
+    { "no path here: /models/smolder/x", "no path here: /models/smolder/x" },
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    char in[512];
+    snprintf(in, sizeof(in), cases[i][0], data_dir, data_dir);
+    char *outp = tb__server_user_paths(srv, in);
+    ASSERT_STR_EQ(outp, cases[i][1]);
+    free(outp);
+  }
   free(mid);
   free(sid);
   stop_training();
@@ -676,6 +699,195 @@ TEST(crash_leftovers_are_swept_at_start) {
   sh("rm -rf '%s'", root);
 }
 
+/* ------------------------------------------------------------ fault 9 */
+
+/* An error message must name what the user sent, never where the server
+ * keeps it: no data directory, no absolute path. */
+static void no_server_path(const char *msg, const char *want) {
+  if (strstr(msg, data_dir) != NULL || strstr(msg, "/tmp/") != NULL || msg[0] == '/')
+    tb_test_fail(__FILE__, __LINE__, "a server path in \"%s\"", msg);
+  if (want != NULL && strstr(msg, want) == NULL)
+    tb_test_fail(__FILE__, __LINE__, "\"%s\" does not name %s", msg, want);
+}
+
+/* The message of a failed Tinker future, checked. */
+static void failed_op(const char *path, const char *body, const char *want) {
+  char *rid = post_field(path, NULL, body, "request_id");
+  char *msg = failure_of(rid, "user");
+  no_server_path(msg, want);
+  free(msg);
+  free(rid);
+}
+
+/* Every error built from a checkpoint the user named: a load of one that
+ * is missing or corrupt, its weights_info, a sampling session over it, a
+ * model created from it, the same in the Tinkerbell dialect, and the REST
+ * routes over its files.  The probe found "model_path: /srv/.../data/...:
+ * not a checkpoint". */
+TEST(errors_name_the_users_path) {
+  tb_server_options_t o = { 0 };
+  start_training(&o);
+  char *sid = create_session(NULL);
+  char *mid = create_model(sid, 0, NULL);
+  char body[1024], tp[256], path[512];
+  int seq = 1;
+  /* A good checkpoint and sampler weights, then corrupt copies. */
+  static const char *const names[] = { "bad", "badmeta", "good" };
+  for (size_t i = 0; i < 3; i++) {
+    snprintf(body, sizeof(body),
+             "{\"model_id\":\"%s\",\"seq_id\":%d,\"path\":\"%s\",\"type\":\"save_weights\"}",
+             mid, seq++, names[i]);
+    json_decref(tinker_op("/api/v1/save_weights", body));
+  }
+  snprintf(body, sizeof(body),
+           "{\"model_id\":\"%s\",\"seq_id\":%d,\"path\":\"sbad\","
+           "\"type\":\"save_weights_for_sampler\"}", mid, seq++);
+  json_decref(tinker_op("/api/v1/save_weights_for_sampler", body));
+  snprintf(path, sizeof(path), "%s/%s/weights/bad/adapter_model.safetensors", data_dir, mid);
+  ASSERT_OK(truncate(path, 20));
+  snprintf(path, sizeof(path), "%s/%s/weights/badmeta/checkpoint.json", data_dir, mid);
+  FILE *f = fopen(path, "w");
+  fputs("{\"format\":", f);
+  fclose(f);
+  snprintf(path, sizeof(path), "%s/%s/sampler_weights/sbad/adapter_config.json", data_dir, mid);
+  ASSERT_OK(unlink(path));
+
+  /* load_weights: missing, corrupt tensors, corrupt metadata. */
+  static const char *const loads[] = { "nothere", "bad", "badmeta" };
+  for (size_t i = 0; i < 3; i++) {
+    snprintf(tp, sizeof(tp), "tinker://%s/weights/%s", mid, loads[i]);
+    snprintf(body, sizeof(body),
+             "{\"model_id\":\"%s\",\"seq_id\":%d,\"path\":\"%s\",\"type\":\"load_weights\"}",
+             mid, seq++, tp);
+    failed_op("/api/v1/load_weights", body, tp);
+  }
+  /* weights_info of a corrupt checkpoint of a model no longer loaded
+   * (a loaded one's shape is known without reading it). */
+  char *mid2 = create_model(sid, 3, NULL);
+  snprintf(body, sizeof(body),
+           "{\"model_id\":\"%s\",\"seq_id\":1,\"path\":\"gone\",\"type\":\"save_weights\"}",
+           mid2);
+  json_decref(tinker_op("/api/v1/save_weights", body));
+  snprintf(body, sizeof(body), "{\"model_id\":\"%s\",\"type\":\"unload_model\"}", mid2);
+  json_decref(tinker_op("/api/v1/unload_model", body));
+  snprintf(path, sizeof(path), "%s/%s/weights/gone/checkpoint.json", data_dir, mid2);
+  f = fopen(path, "w");
+  fputs("[]", f);
+  fclose(f);
+  snprintf(tp, sizeof(tp), "tinker://%s/weights/gone", mid2);
+  snprintf(body, sizeof(body), "{\"tinker_path\":\"%s\"}", tp);
+  hc_t *c = hc_do("POST", "/api/v1/weights_info", NULL, body);
+  ASSERT_GE(c->status, 400);
+  json_t *v = hc_json(c);
+  no_server_path(json_string_value(json_object_get(v, "error")), tp);
+  json_decref(v);
+  hc_free(c);
+  /* A sampling session and a model created over it. */
+  snprintf(body, sizeof(body),
+           "{\"session_id\":\"%s\",\"sampling_session_seq_id\":1,\"model_path\":\"%s\","
+           "\"type\":\"create_sampling_session\"}", sid, tp);
+  c = hc_do("POST", "/api/v1/create_sampling_session", NULL, body);
+  if (c->status == 200) {
+    char *ssid = field_of(c, "sampling_session_id");
+    char *sb = sample_body(ssid, 0);
+    failed_op("/api/v1/asample", sb, tp);
+    free(sb);
+    free(ssid);
+  } else {
+    v = hc_json(c);
+    no_server_path(json_string_value(json_object_get(v, "error")), tp);
+    json_decref(v);
+  }
+  hc_free(c);
+  snprintf(body, sizeof(body),
+           "{\"session_id\":\"%s\",\"model_seq_id\":4,\"path\":\"%s\",\"type\":\"load_weights\"}",
+           sid, tp);
+  failed_op("/api/v1/load_weights", body, tp);
+  free(mid2);
+  /* A sampling session over broken sampler weights. */
+  snprintf(tp, sizeof(tp), "tinker://%s/sampler_weights/sbad", mid);
+  snprintf(body, sizeof(body),
+           "{\"session_id\":\"%s\",\"sampling_session_seq_id\":0,\"model_path\":\"%s\","
+           "\"type\":\"create_sampling_session\"}", sid, tp);
+  c = hc_do("POST", "/api/v1/create_sampling_session", NULL, body);
+  if (c->status == 200) {
+    char *ssid = field_of(c, "sampling_session_id");
+    char *sb = sample_body(ssid, 0);
+    failed_op("/api/v1/asample", sb, tp);
+    free(sb);
+    free(ssid);
+  } else {
+    v = hc_json(c);
+    no_server_path(json_string_value(json_object_get(v, "error")), tp);
+    json_decref(v);
+  }
+  hc_free(c);
+  /* A model created from a corrupt checkpoint. */
+  snprintf(tp, sizeof(tp), "tinker://%s/weights/badmeta", mid);
+  snprintf(body, sizeof(body),
+           "{\"session_id\":\"%s\",\"model_seq_id\":1,\"path\":\"%s\",\"type\":\"load_weights\"}",
+           sid, tp);
+  failed_op("/api/v1/load_weights", body, tp);
+  snprintf(tp, sizeof(tp), "tinker://%s/weights/bad", mid);
+  snprintf(body, sizeof(body),
+           "{\"session_id\":\"%s\",\"model_seq_id\":2,\"path\":\"%s\",\"type\":\"load_weights\"}",
+           sid, tp);
+  failed_op("/api/v1/load_weights", body, tp);
+
+  /* The Tinkerbell dialect. */
+  const char *fb = "{\"model_id\":\"tbm\",\"data\":[[{\"role\":\"user\",\"content\":\"hi\"}]]}";
+  json_decref(post_json("/api/v1/forward_backward", fb, 200));
+  tb_async_ok("/api/v1/save_weights", "{\"model_id\":\"tbm\",\"path\":\"w\"}");
+  snprintf(path, sizeof(path), "ls -d %s/tb-*-tbm/weights/w", data_dir);
+  FILE *ls = popen(path, "r");
+  ASSERT(ls != NULL && fgets(path, sizeof(path), ls) != NULL);
+  pclose(ls);
+  path[strcspn(path, "\n")] = '\0';
+  strcat(path, "/adapter_model.safetensors");
+  ASSERT_OK(truncate(path, 20));
+  static const char *const tbloads[][2] = {
+    { "{\"model_id\":\"tbm\",\"path\":\"w\"}", "tinkerbell://tbm/weights/w" },
+    { "{\"model_id\":\"tbm\",\"path\":\"nothere\"}", "tinkerbell://tbm/weights/nothere" },
+    { "{\"model_id\":\"tbm2\",\"path\":\"tinkerbell://tbm/weights/w\"}",
+      "tinkerbell://tbm/weights/w" },
+  };
+  for (size_t i = 0; i < 3; i++) {
+    c = hc_do("POST", "/api/v1/load_weights", NULL, tbloads[i][0]);
+    if (c->status == 200) {
+      v = hc_json(c);
+      hc_free(c);
+      c = tb_await(v);
+    }
+    v = hc_json(c);
+    no_server_path(json_string_value(json_object_get(v, "error")), tbloads[i][1]);
+    json_decref(v);
+    hc_free(c);
+  }
+
+  /* REST: the archive of a checkpoint whose files went away. */
+  snprintf(path, sizeof(path), "rm -rf '%s/%s/weights/good'", data_dir, mid);
+  ASSERT_OK(system(path));
+  snprintf(path, sizeof(path), "/api/v1/training_runs/%s/checkpoints/weights/good/archive",
+           mid);
+  RUN_UNTIL(tb__store_state(srv->store) != 0);
+  c = hc_do("GET", path, NULL, NULL);
+  ASSERT_EQ_INT(c->status, 200);
+  v = hc_json(c);
+  hc_free(c);
+  const char *url = json_string_value(json_object_get(v, "url"));
+  ASSERT(url != NULL && strncmp(url, "http://t/", 9) == 0);
+  c = hc_do("GET", url + 8, NULL, NULL);
+  json_decref(v);
+  ASSERT_GE(c->status, 400);
+  v = hc_json(c);
+  no_server_path(json_string_value(json_object_get(v, "error")), NULL);
+  json_decref(v);
+  hc_free(c);
+  free(mid);
+  free(sid);
+  stop_training();
+}
+
 TEST_LIST(
   TEST_ENTRY(diverged_adapter_fails_the_sample_tinker),
   TEST_ENTRY(diverged_adapter_fails_the_sample_tinkerbell),
@@ -683,4 +895,5 @@ TEST_LIST(
   TEST_ENTRY(lying_sizes_are_refused_before_allocating),
   TEST_ENTRY(invalid_utf8_is_never_echoed_into_json),
   TEST_ENTRY(crash_leftovers_are_swept_at_start),
+  TEST_ENTRY(errors_name_the_users_path),
 )

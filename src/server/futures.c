@@ -428,6 +428,14 @@ void tb__future_fail(tb__future_t *f, tb_category_t category, const char *fmt, .
     fail_nomem(f);
     return;
   }
+  tb__futures_t *fs = f->store;
+  char *rewritten = fs->opts.rewrite_message != NULL
+                        ? fs->opts.rewrite_message(fs->opts.rewrite_data, msg)
+                        : NULL;
+  if (rewritten != NULL) {
+    free(msg);
+    msg = rewritten;
+  }
   f->state = TB__FUTURE_FAILED;
   f->category = category == TB_CATEGORY_USER ? TB_CATEGORY_USER : TB_CATEGORY_SERVER;
   f->message = msg;

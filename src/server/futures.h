@@ -115,6 +115,11 @@ typedef struct tb__futures_opts_s {
   uint64_t ttl_ms;
   uint64_t tombstone_ms;
   size_t max_bytes;
+  /* Optional: rewrites a failure's message before it is kept (the server
+   * replaces its paths by the user's names for them); returns a malloc'd
+   * string, or NULL to keep the message as it is. */
+  char *(*rewrite_message)(void *data, const char *msg);
+  void *rewrite_data;
 } tb__futures_opts_t;
 
 typedef struct tb__poll_s tb__poll_t;

@@ -93,6 +93,13 @@ typedef struct tb__model_info_s {
   int64_t max_context_length;
 } tb__model_info_t;
 
+/* A directory of the server's that messages call by a name of the user's
+ * (a base model's HF_DIR, by the model's name). */
+typedef struct tb__path_name_s {
+  char *dir;
+  char *name;
+} tb__path_name_t;
+
 struct tb__server_s {
   tb_server_t *pub;
   uv_loop_t *loop;
@@ -110,6 +117,8 @@ struct tb__server_s {
                                    data_dir */
   tb__model_info_t *models;
   size_t n_models, cap_models;
+  tb__path_name_t *path_names;  /* user_paths.c */
+  size_t n_path_names, cap_path_names;
   tb__server_ext_t *exts;
   uint64_t n_telemetry_batches, n_telemetry_events;
   uint64_t n_rate_limited;
@@ -199,6 +208,17 @@ int tb__server_accepts_proto(const tb_http_request_t *req);
  * is sent; it is logged and counted as 499. */
 void tb__server_release(tb_http_request_t *req);
 
+
+/* user_paths.c: msg with the server's paths replaced by what the user
+ * calls them: a checkpoint under data_dir by its tinker:// (or
+ * tinkerbell://) path, a base model's directory by the model's name, the
+ * data directory and the database by those words.  Every error body and
+ * every failed future's message goes through it, so no absolute server
+ * path reaches a client.  malloc'd; NULL on ENOMEM. */
+char *tb__server_user_paths(const tb__server_t *srv, const char *msg);
+/* Names dir (copied) as `name` in messages from now on.  0 or TB_ENOMEM. */
+int tb__server_name_path(tb__server_t *srv, const char *dir, const char *name);
+void tb__server_path_names_free(tb__server_t *srv);
 
 /* service.c: the service routes, the index and the metrics. */
 int tb__service_routes(tb__server_t *srv);

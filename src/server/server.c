@@ -242,9 +242,16 @@ void tb__server_respond_jsonv(tb_http_request_t *req, int status, const json_t *
  * request put into it. */
 static void respond_errorv(tb_http_request_t *req, int status, const tb_http_header_t *headers,
                            size_t n_headers, const char *fmt, va_list ap) {
-  char msg[1024];
-  int n = vsnprintf(msg, sizeof(msg), fmt, ap);
-  size_t ml = n < 0 ? 0 : (size_t)n >= sizeof(msg) ? sizeof(msg) - 1 : (size_t)n;
+  char buf[1024];
+  int n = vsnprintf(buf, sizeof(buf), fmt, ap);
+  if (n < 0)
+    buf[0] = '\0';
+  /* Paths of the server's become the user's names for them. */
+  char *named = tb__server_user_paths(tb__sreq(req)->srv, buf);
+  const char *msg = named ? named : buf;
+  size_t ml = strlen(msg);
+  if (ml > sizeof(buf) - 1)
+    ml = sizeof(buf) - 1;
   tb_http_header_t h[4];
   size_t nh = 0;
   for (size_t i = 0; i < n_headers && nh < 3; i++)
@@ -252,6 +259,7 @@ static void respond_errorv(tb_http_request_t *req, int status, const tb_http_hea
   h[nh++] = (tb_http_header_t){ TB_SLICE_LIT("Content-Type"), TB_SLICE_LIT("application/json") };
   char *json = tb__arena_alloc(&req->arena, ml * 6 + 64);
   if (json == NULL) {
+    free(named);
     uv_buf_t b = uv_buf_init("{}", 2);
     tb__server_respond(req, status, h, nh, &b, 1);
     return;
@@ -260,6 +268,7 @@ static void respond_errorv(tb_http_request_t *req, int status, const tb_http_hea
   p += sprintf(p, "{\"error\":\"");
   p += tb__json_escape(p, msg, ml);
   p += sprintf(p, "\",\"category\":\"%s\"}", status >= 500 ? "server" : "user");
+  free(named);
   uv_buf_t b = uv_buf_init(json, (unsigned)(p - json));
   tb__server_respond(req, status, h, nh, &b, 1);
 }
@@ -406,6 +415,11 @@ void tb__server_ext_closed(tb__server_t *srv, tb__server_ext_t *ext) {
 
 /* ------------------------------------------------------------ lifecycle */
 
+/* The futures' hook: failures name the user's paths, as error bodies do. */
+static char *user_paths_of(void *data, const char *msg) {
+  return tb__server_user_paths(data, msg);
+}
+
 static void free_impl(tb__server_t *srv) {
   for (size_t i = 0; i < srv->n_routes; i++) {
     tb__route_t *rt = srv->routes[i];
@@ -422,6 +436,7 @@ static void free_impl(tb__server_t *srv) {
     free(srv->models[i].name);
   free(srv->models);
   tb__auth_free(&srv->auth);
+  tb__server_path_names_free(srv);
   tb__tls_ctx_free(srv->tls);
   free((char *)srv->opts.data_dir);
   free((char *)srv->opts.api_keys_file);
@@ -554,6 +569,8 @@ int tb_server_init(uv_loop_t *loop, tb_server_t *server, const tb_server_options
     .ttl_ms = o.result_ttl_ms,
     .tombstone_ms = TOMBSTONE_MS,
     .max_bytes = o.max_result_bytes,
+    .rewrite_message = user_paths_of,
+    .rewrite_data = srv,
   };
   tb_http_server_options_t ho = { 0 };
   ho.on_head = on_head;

@@ -1007,6 +1007,9 @@ static int base_init(tb__training_t *tr, tb__tbase_t *b, const char *spec) {
   if (b->name[0] == '\0' || (eq != NULL && eq[1] == '\0'))
     return TB_EINVAL;
   b->builtin = eq == NULL && strcmp(spec, TB_BASE_MODEL_NAME) == 0;
+  /* Messages about its files name the model, not the operator's path. */
+  if (eq != NULL && tb__server_name_path(tr->srv, eq + 1, b->name) != 0)
+    return TB_ENOMEM;
   if (b->builtin)
     tb__base_model_config(&b->cfg);
   for (tb__tbase_t *o = tr->bases; o < b; o++)
