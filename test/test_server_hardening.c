@@ -463,6 +463,45 @@ TEST(lying_sizes_are_refused_before_allocating) {
   stop_training();
 }
 
+/* The rank in a checkpoint's metadata sizes the adapter a load creates,
+ * before any tensor is read: it must be the rank its tensors have.  (A
+ * rank of 4096 over rank-4 tensors allocated some 800 MB.) */
+TEST(checkpoint_rank_is_checked_against_its_tensors) {
+  tb_server_options_t o = { 0 };
+  start_training(&o);
+  char *sid = create_session(NULL);
+  char *mid = create_model(sid, 0, NULL);
+  char body[1024], path[512], tp[256];
+  snprintf(body, sizeof(body),
+           "{\"model_id\":\"%s\",\"seq_id\":1,\"path\":\"w\",\"type\":\"save_weights\"}", mid);
+  json_decref(tinker_op("/api/v1/save_weights", body));
+  snprintf(body, sizeof(body), "{\"model_id\":\"%s\",\"type\":\"unload_model\"}", mid);
+  json_decref(tinker_op("/api/v1/unload_model", body));
+  snprintf(path, sizeof(path), "sed -i 's/\"rank\": *4,/\"rank\":4096,/' '%s/%s/weights/w/%s'",
+           data_dir, mid, TB_CKPT_META);
+  ASSERT_OK(system(path));
+  snprintf(path, sizeof(path), "grep -q '\"rank\":4096' '%s/%s/weights/w/%s'", data_dir, mid,
+           TB_CKPT_META);
+  ASSERT_OK(system(path));
+  long rss0 = peak_rss_kib();
+  snprintf(tp, sizeof(tp), "tinker://%s/weights/w", mid);
+  snprintf(body, sizeof(body),
+           "{\"session_id\":\"%s\",\"model_seq_id\":1,\"path\":\"%s\",\"type\":\"load_weights\"}",
+           sid, tp);
+  char *rid = post_field("/api/v1/load_weights", NULL, body, "request_id");
+  char *msg = failure_of(rid, "user");
+  ASSERT_STR_CONTAINS(msg, "has rank 4, but the checkpoint's metadata says 4096");
+  ASSERT_STR_CONTAINS(msg, tp);
+  free(msg);
+  free(rid);
+  ASSERT_LT(peak_rss_kib() - rss0, 64 * 1024);
+  snprintf(body, sizeof(body), "{\"tinker_path\":\"%s\"}", tp);
+  hc_expect("POST", "/api/v1/weights_info", NULL, body, 404, "says 4096");
+  free(mid);
+  free(sid);
+  stop_training();
+}
+
 /* ------------------------------------------------------------ fault 5 */
 
 /* An answer's body must be JSON a client can parse (jansson refuses
@@ -893,6 +932,7 @@ TEST_LIST(
   TEST_ENTRY(diverged_adapter_fails_the_sample_tinkerbell),
   TEST_ENTRY(nan_base_model_fails_the_sample),
   TEST_ENTRY(lying_sizes_are_refused_before_allocating),
+  TEST_ENTRY(checkpoint_rank_is_checked_against_its_tensors),
   TEST_ENTRY(invalid_utf8_is_never_echoed_into_json),
   TEST_ENTRY(crash_leftovers_are_swept_at_start),
   TEST_ENTRY(errors_name_the_users_path),

@@ -626,6 +626,40 @@ static int parse_info(const json_t *root, int peft, tb_ckpt_info_t *info,
   return 0;
 }
 
+/* The rank a checkpoint's metadata states must be the rank of its tensors:
+ * an adapter of that rank is allocated from it before any tensor is read,
+ * and the tensors are what the file's bytes back (the safetensors reader
+ * checks every size against them), so a lying number cannot ask for more
+ * memory than the checkpoint holds. */
+static int check_rank(const char *dir, const tb_ckpt_info_t *info, tb_error_t *err) {
+  char *path = tb__path_join(dir, TB_CKPT_WEIGHTS);
+  if (path == NULL)
+    return oom(err);
+  tb_st_file_t f;
+  int rc = tb__st_open(&f, path, err);
+  size_t n_lora = 0;
+  for (size_t i = 0; rc == 0 && i < f.n_tensors; i++) {
+    const tb_st_tensor_t *t = &f.tensors[i];
+    int layer, is_b;
+    tb_lora_target_t tgt;
+    if (tb__peft_parse_name(t->name, &layer, &tgt, &is_b) != 0)
+      continue;
+    n_lora++;
+    int64_t r = t->ndim == 2 ? t->shape[is_b ? 1 : 0] : -1;
+    if (r != info->rank)
+      rc = tb_error_set(err, TB_ESHAPE, TB_CATEGORY_USER,
+                        "%s: tensor %s has rank %lld, but the checkpoint's "
+                        "metadata says %d", path, t->name, (long long)r,
+                        info->rank);
+  }
+  if (rc == 0 && n_lora == 0)
+    rc = tb_error_set(err, TB_ESHAPE, TB_CATEGORY_USER,
+                      "%s: holds no LoRA tensors", path);
+  tb__st_close(&f);
+  free(path);
+  return rc;
+}
+
 int tb__ckpt_read_info(const char *dir, tb_ckpt_info_t *info,
                        tb_error_t *err) {
   memset(info, 0, sizeof(*info));
@@ -655,6 +689,8 @@ int tb__ckpt_read_info(const char *dir, tb_ckpt_info_t *info,
     if (rc != 0 && rc != TB_ENOMEM)
       tb__error_prefix(err, path);
   }
+  if (rc == 0)
+    rc = check_rank(dir, info, err);
   json_decref(root);
   free(meta);
   free(peft);

@@ -110,7 +110,9 @@ int tb__peft_export(const char *dir, const tb_ckpt_tensor_t *tensors,
 
 /* Reads the metadata of a checkpoint (checkpoint.json), or of a PEFT
  * adapter directory (adapter_config.json, step 0) when there is no
- * checkpoint.json.  info must be zeroed or freed; on error it stays
+ * checkpoint.json, and checks the rank it states against the tensors of
+ * adapter_model.safetensors (TB_ESHAPE naming the tensor), since callers
+ * size adapters by it.  info must be zeroed or freed; on error it stays
  * empty. */
 int tb__ckpt_read_info(const char *dir, tb_ckpt_info_t *info,
                        tb_error_t *err);
