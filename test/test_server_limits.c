@@ -9,6 +9,8 @@
  */
 #include "test_server_client.h"
 
+#include "http/client.h"
+
 /* ------------------------------------------------------------ raw client */
 
 /* A connection that sends what the test says and keeps reading until the
@@ -171,6 +173,47 @@ static void write_keys(const char *path) {
 
 /* ------------------------------------------------------------ fault 6 */
 
+static int cl_status, cl_done, cl_closed;
+
+static void on_cl(tb_http_client_req_t *req, int status) {
+  cl_status = status == 0 ? req->response.status : status;
+  cl_done = 1;
+}
+
+static void on_cl_closed(tb_http_client_t *c) {
+  cl_closed = 1;
+}
+
+/* The project's client, sending 8 MiB with a wrong key: it reads the 401
+ * the server gives on the head while the server drops the rest. */
+static void client_gets_401_early(void) {
+  tb_http_client_t cl;
+  ASSERT_OK(tb__http_client_init(&loop, &cl, NULL));
+  tb_http_client_req_t req;
+  tb__http_client_req_init(&req);
+  char url[64];
+  snprintf(url, sizeof(url), "http://127.0.0.1:%d/api/v1/create_session", port);
+  static const tb_http_header_t h = { TB_SLICE_LIT("X-API-Key"), TB_SLICE_LIT("tml-wrong") };
+  size_t n = (size_t)8 << 20;
+  char *big = xmalloc(n);
+  memset(big, ' ', n);
+  uv_buf_t b = uv_buf_init(big, (unsigned)n);
+  req.method = "POST";
+  req.url = (tb_slice_t){ url, strlen(url) };
+  req.headers = &h;
+  req.n_headers = 1;
+  req.body = &b;
+  req.n_body = 1;
+  cl_done = cl_closed = 0;
+  ASSERT_OK(tb__http_client_send(&cl, &req, on_cl));
+  RUN_UNTIL(cl_done);
+  ASSERT_EQ_INT(cl_status, 401);
+  tb__http_client_req_free(&req);
+  free(big);
+  tb__http_client_close(&cl, on_cl_closed);
+  RUN_UNTIL(cl_closed);
+}
+
 /* Eight clients without a key each announce a 60 MiB body and send the
  * first MiB of it: each is answered 401 on its head and closed, and the
  * server holds none of their bytes (they held 480 MiB before).  A
@@ -207,6 +250,7 @@ TEST(unauthenticated_bodies_are_not_buffered) {
   ASSERT_EQ_INT(srv->n_unauthorized, 8);
   for (int i = 0; i < 8; i++)
     rc_free(cs[i]);
+  client_gets_401_early();
   /* A wrong key, and a request without a body on a kept-alive connection:
    * refused at the head, and the next request on it is served. */
   rc_t *c = rc_open();

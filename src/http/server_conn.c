@@ -93,18 +93,20 @@ static int conn_head(tb__http_parser_t *p, tb__http_msg_t *m) {
     tb__http_respond_error(req, 503, "out of memory");
     return TB__HTTP_HEAD_ANSWERED;
   }
-  if (m->content_length > 0 && hold_body(req, (size_t)m->content_length) != 0) {
-    tb_debug("http server: %zu bytes of bodies held, refusing %llu more",
-             server->body_memory, (unsigned long long)m->content_length);
-    tb__http_respond_error(req, 503, "request bodies hold too much memory; retry later");
-    return TB__HTTP_HEAD_ANSWERED;
-  }
+  /* The handler's verdict first (a request without credentials is a 401
+   * whatever the memory), then room for the body. */
   if (server->opts.on_head != NULL) {
     server->opts.on_head(req);
     if (req->state != TB__REQ_PARSING) {
       server->n_requests++;
       return TB__HTTP_HEAD_ANSWERED;
     }
+  }
+  if (m->content_length > 0 && hold_body(req, (size_t)m->content_length) != 0) {
+    tb_debug("http server: %zu bytes of bodies held, refusing %llu more",
+             server->body_memory, (unsigned long long)m->content_length);
+    tb__http_respond_error(req, 503, "request bodies hold too much memory; retry later");
+    return TB__HTTP_HEAD_ANSWERED;
   }
   req->keep_alive = 0;  /* decided again when the request is complete */
   /* Owed only while the body is still to come; flush decides when. */
