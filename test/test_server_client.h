@@ -22,12 +22,12 @@ static tb__server_t *srv;
 static int port;
 static int server_closed;
 
-static void on_server_closed(tb_server_t *s) {
+static inline void on_server_closed(tb_server_t *s) {
   ASSERT(s == &server);
   server_closed++;
 }
 
-static void start_server(tb_server_options_t *opts) {
+static inline void start_server(tb_server_options_t *opts) {
   ASSERT_OK(uv_loop_init(&loop));
   int rc = tb_server_init(&loop, &server, opts);
   if (rc != 0)
@@ -40,7 +40,7 @@ static void start_server(tb_server_options_t *opts) {
   server_closed = 0;
 }
 
-static void stop_server(void) {
+static inline void stop_server(void) {
   tb_server_close(&server, on_server_closed);
   ASSERT_EQ_INT(server_closed, 0);  /* never from inside the call */
   uv_run(&loop, UV_RUN_DEFAULT);
@@ -63,16 +63,16 @@ typedef struct hc_s {
   uint64_t sent_at, answered_at;
 } hc_t;
 
-static void hc_closed_cb(uv_handle_t *h) {
+static inline void hc_closed_cb(uv_handle_t *h) {
   ((hc_t *)h->data)->closed = 1;
 }
 
-static void hc_close(hc_t *c) {
+static inline void hc_close(hc_t *c) {
   if (!uv_is_closing((uv_handle_t *)&c->tcp))
     uv_close((uv_handle_t *)&c->tcp, hc_closed_cb);
 }
 
-static void hc_parse(hc_t *c) {
+static inline void hc_parse(hc_t *c) {
   const char *end = memmem(c->in.base, c->in.len, "\r\n\r\n", 4);
   if (end == NULL)
     return;
@@ -93,14 +93,14 @@ static void hc_parse(hc_t *c) {
   c->answered_at = uv_now(&loop);
 }
 
-static void hc_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
+static inline void hc_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
   hc_t *c = h->data;
   ASSERT_OK(tb__buf_reserve(&c->in, 65536));
   buf->base = c->in.base + c->in.len;
   buf->len = c->in.cap - c->in.len;
 }
 
-static void hc_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+static inline void hc_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   hc_t *c = s->data;
   if (nread < 0) {
     c->eof = 1;
@@ -115,11 +115,11 @@ static void hc_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   }
 }
 
-static void hc_written(uv_write_t *w, int status) {
+static inline void hc_written(uv_write_t *w, int status) {
   free(w);
 }
 
-static void hc_connected(uv_connect_t *cr, int status) {
+static inline void hc_connected(uv_connect_t *cr, int status) {
   hc_t *c = cr->data;
   ASSERT_OK(status);
   c->connected = 1;
@@ -130,7 +130,7 @@ static void hc_connected(uv_connect_t *cr, int status) {
 }
 
 /* Sends one request; extra is "Name: value\r\n" lines or NULL. */
-static hc_t *hc_send(const char *method, const char *path, const char *extra,
+static inline hc_t *hc_send(const char *method, const char *path, const char *extra,
                      const char *body) {
   hc_t *c = calloc(1, sizeof(*c));
   ASSERT(c != NULL);
@@ -153,12 +153,12 @@ static hc_t *hc_send(const char *method, const char *path, const char *extra,
   return c;
 }
 
-static void hc_wait(hc_t *c) {
+static inline void hc_wait(hc_t *c) {
   while (!c->closed)
     uv_run(&loop, UV_RUN_ONCE);
 }
 
-static void hc_free(hc_t *c) {
+static inline void hc_free(hc_t *c) {
   ASSERT(c->closed);
   tb__buf_free(&c->out);
   tb__buf_free(&c->in);
@@ -167,7 +167,7 @@ static void hc_free(hc_t *c) {
 }
 
 /* One request, run to its end; the caller frees the client. */
-static hc_t *hc_do(const char *method, const char *path, const char *extra,
+static inline hc_t *hc_do(const char *method, const char *path, const char *extra,
                    const char *body) {
   hc_t *c = hc_send(method, path, extra, body);
   hc_wait(c);
@@ -176,7 +176,7 @@ static hc_t *hc_do(const char *method, const char *path, const char *extra,
 }
 
 /* The request's status, with the body checked to contain want (or NULL). */
-static void hc_expect(const char *method, const char *path, const char *extra,
+static inline void hc_expect(const char *method, const char *path, const char *extra,
                       const char *body, int status, const char *want) {
   hc_t *c = hc_do(method, path, extra, body);
   if (c->status != status)
@@ -187,7 +187,7 @@ static void hc_expect(const char *method, const char *path, const char *extra,
   hc_free(c);
 }
 
-static json_t *hc_json(const hc_t *c) {
+static inline json_t *hc_json(const hc_t *c) {
   json_error_t e;
   json_t *v = json_loadb(c->body, c->body_len, 0, &e);
   if (v == NULL)
@@ -200,11 +200,11 @@ static json_t *hc_json(const hc_t *c) {
 
 static int waited;
 
-static void on_wait(uv_timer_t *t) {
+static inline void on_wait(uv_timer_t *t) {
   waited = 1;
 }
 
-static void wait_ms(uint64_t ms) {
+static inline void wait_ms(uint64_t ms) {
   uv_timer_t t;
   ASSERT_OK(uv_timer_init(&loop, &t));
   waited = 0;
@@ -222,7 +222,7 @@ static void wait_ms(uint64_t ms) {
       uv_run(&loop, UV_RUN_ONCE);   \
   } while (0)
 
-static char *xstrdup(const char *s) {
+static inline char *xstrdup(const char *s) {
   size_t n = strlen(s) + 1;
   char *p = xmalloc(n);
   memcpy(p, s, n);

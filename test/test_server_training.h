@@ -26,7 +26,8 @@ static char data_dir[64];
 
 /* The server on its loop with the training part serving models (NULL:
  * the generated base only). */
-static void start_training_models(tb_server_options_t *o, const char *const *models, size_t n) {
+static inline void start_training_models(tb_server_options_t *o, const char *const *models,
+                                         size_t n) {
   strcpy(data_dir, "/tmp/tb-train-XXXXXX");
   ASSERT(mkdtemp(data_dir) != NULL);
   o->data_dir = data_dir;
@@ -38,11 +39,11 @@ static void start_training_models(tb_server_options_t *o, const char *const *mod
   ASSERT_OK(tb__training_start(srv, &eo, models, n, &err));
 }
 
-static void start_training(tb_server_options_t *o) {
+static inline void start_training(tb_server_options_t *o) {
   start_training_models(o, NULL, 0);
 }
 
-static void stop_training(void) {
+static inline void stop_training(void) {
   stop_server();
   char cmd[128];
   snprintf(cmd, sizeof(cmd), "rm -rf %s", data_dir);
@@ -50,7 +51,7 @@ static void stop_training(void) {
 }
 
 /* A string field of a JSON answer, copied. */
-static char *field_of(hc_t *c, const char *key) {
+static inline char *field_of(hc_t *c, const char *key) {
   json_t *v = hc_json(c);
   const char *s = json_string_value(json_object_get(v, key));
   if (s == NULL)
@@ -62,7 +63,7 @@ static char *field_of(hc_t *c, const char *key) {
 }
 
 /* POSTs body and returns a string field of the 200 answer. */
-static char *post_field(const char *path, const char *extra, const char *body,
+static inline char *post_field(const char *path, const char *extra, const char *body,
                         const char *key) {
   hc_t *c = hc_do("POST", path, extra, body);
   if (c->status != 200)
@@ -74,7 +75,7 @@ static char *post_field(const char *path, const char *extra, const char *body,
 }
 
 /* Long-polls a future until it finished; the caller frees the answer. */
-static hc_t *await_future(const char *rid, const char *extra) {
+static inline hc_t *await_future(const char *rid, const char *extra) {
   char body[128];
   snprintf(body, sizeof(body), "{\"request_id\":\"%s\",\"allow_metadata_only\":false}", rid);
   for (;;) {
@@ -87,7 +88,7 @@ static hc_t *await_future(const char *rid, const char *extra) {
 }
 
 /* The finished future's JSON result (must not be a failure). */
-static json_t *result_json(const char *rid, const char *extra) {
+static inline json_t *result_json(const char *rid, const char *extra) {
   hc_t *c = await_future(rid, extra);
   json_t *v = hc_json(c);
   if (json_object_get(v, "error") != NULL)
@@ -98,7 +99,7 @@ static json_t *result_json(const char *rid, const char *extra) {
 }
 
 /* The failed future's message; category must be cat. */
-static char *failure_of(const char *rid, const char *cat) {
+static inline char *failure_of(const char *rid, const char *cat) {
   hc_t *c = await_future(rid, NULL);
   json_t *v = hc_json(c);
   const char *e = json_string_value(json_object_get(v, "error"));
@@ -112,7 +113,7 @@ static char *failure_of(const char *rid, const char *cat) {
   return r;
 }
 
-static char *create_session(const char *extra) {
+static inline char *create_session(const char *extra) {
   return post_field("/api/v1/create_session", extra,
                     "{\"tags\":[],\"user_metadata\":{},\"sdk_version\":\"0.25.0\","
                     "\"type\":\"create_session\"}",
@@ -120,7 +121,7 @@ static char *create_session(const char *extra) {
 }
 
 /* create_model, awaited; returns the model id. */
-static char *create_model(const char *sid, int mseq, const char *extra) {
+static inline char *create_model(const char *sid, int mseq, const char *extra) {
   char body[256];
   snprintf(body, sizeof(body),
            "{\"session_id\":\"%s\",\"model_seq_id\":%d,\"base_model\":\"base\","
@@ -140,7 +141,7 @@ static char *create_model(const char *sid, int mseq, const char *extra) {
 }
 
 /* A JSON forward_backward (or forward) body with one datum. */
-static char *fwd_body(const char *mid, int seq, const char *key, const char *loss_fn,
+static inline char *fwd_body(const char *mid, int seq, const char *key, const char *loss_fn,
                       const char *tokens, const char *inputs) {
   char *b = xmalloc(1024);
   snprintf(b, 1024,
@@ -152,7 +153,7 @@ static char *fwd_body(const char *mid, int seq, const char *key, const char *los
 }
 
 /* The same with a body of any size. */
-static char *fwd_body_n(const char *mid, int seq, const char *tokens, const char *inputs) {
+static inline char *fwd_body_n(const char *mid, int seq, const char *tokens, const char *inputs) {
   size_t cap = strlen(tokens) + strlen(inputs) + 512;
   char *b = xmalloc(cap);
   snprintf(b, cap,
@@ -167,7 +168,7 @@ static char *fwd_body_n(const char *mid, int seq, const char *tokens, const char
   "\"target_tokens\":{\"data\":[2,3,4,5],\"dtype\":\"int64\",\"shape\":[4]}," \
   "\"weights\":{\"data\":[1,1,1,1],\"dtype\":\"float32\",\"shape\":[4]}"
 
-static char *submit_fwdbwd(const char *mid, int seq, const char *extra) {
+static inline char *submit_fwdbwd(const char *mid, int seq, const char *extra) {
   char *b = fwd_body(mid, seq, "forward_backward_input", "cross_entropy", "[1,2,3,4]",
                      SFT_INPUTS);
   char *rid = post_field("/api/v1/forward_backward", extra, b, "request_id");
@@ -175,14 +176,14 @@ static char *submit_fwdbwd(const char *mid, int seq, const char *extra) {
   return rid;
 }
 
-static double metric_of(json_t *v, const char *key) {
+static inline double metric_of(json_t *v, const char *key) {
   json_t *m = json_object_get(json_object_get(v, "metrics"), key);
   ASSERT(json_is_number(m));
   return json_number_value(m);
 }
 
 /* A protobuf ForwardBackwardRequest of the same datum as SFT_INPUTS. */
-static uint8_t *proto_body_loss(const char *mid, int seq, const char *loss_fn, size_t *len) {
+static inline uint8_t *proto_body_loss(const char *mid, int seq, const char *loss_fn, size_t *len) {
   static int32_t toks[4] = { 1, 2, 3, 4 };
   static float w[4] = { 1, 1, 1, 1 };
   static int64_t tgt[4] = { 2, 3, 4, 5 };
@@ -227,12 +228,12 @@ static uint8_t *proto_body_loss(const char *mid, int seq, const char *loss_fn, s
   return buf;
 }
 
-static uint8_t *proto_body(const char *mid, int seq, size_t *len) {
+static inline uint8_t *proto_body(const char *mid, int seq, size_t *len) {
   return proto_body_loss(mid, seq, "cross_entropy", len);
 }
 
 /* Sends a raw request with a binary body and the given content type. */
-static hc_t *hc_do_raw(const char *path, const char *headers, const void *body, size_t n) {
+static inline hc_t *hc_do_raw(const char *path, const char *headers, const void *body, size_t n) {
   hc_t *c = hc_send("POST", path, headers, NULL);
   /* hc_send wrote the head ending in a blank line; put the body after a
    * Content-Length before the connection starts writing. */
