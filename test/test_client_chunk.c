@@ -336,7 +336,8 @@ TEST(fwdbwd_request_round_trips) {
   w.forward_only = 0;
   json_t *j = tb__wire_fwdbwd_request_to_json(&w, "forward_backward_input");
   ASSERT(j != NULL);
-  ASSERT_OK(tb__wire_fwdbwd_request_from_json(&c, &back, j, "forward_backward_input", SIZE_MAX, &r));
+  ASSERT_OK(tb__wire_fwdbwd_request_from_json(&c, &back, j, "forward_backward_input", SIZE_MAX,
+                                              &r));
   assert_decoded(&r, 0);
   json_decref(j);
   j = tb__wire_fwdbwd_request_to_json(&w, "forward_input");

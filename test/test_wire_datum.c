@@ -188,7 +188,8 @@ TEST(proto_request_decodes_like_json) {
   tb_jctx_t c;
   tb__jctx_init(&c, &err);
   tb_wire_fwdbwd_t out;
-  ASSERT_OK(tb__wire_fwdbwd_request_from_proto(&c, &arena, (tb_slice_t){ (char *)buf, n }, LIMIT, &out));
+  ASSERT_OK(tb__wire_fwdbwd_request_from_proto(&c, &arena, (tb_slice_t){ (char *)buf, n }, LIMIT,
+                                               &out));
   ASSERT_STR_EQ(out.model_id, "m2");
   ASSERT_EQ_INT(out.seq_id, 3);
   ASSERT_EQ_INT(out.data[0].n_tokens, 3);
@@ -203,12 +204,14 @@ TEST(proto_request_decodes_like_json) {
   /* A dense tensor whose bytes do not match its dtype is a user error. */
   tw.dense.len = 5;
   n = tinker_public__forward_backward_request__pack(&req, buf);
-  ASSERT_ERR(tb__wire_fwdbwd_request_from_proto(&c, &arena, (tb_slice_t){ (char *)buf, n }, LIMIT, &out),
+  ASSERT_ERR(tb__wire_fwdbwd_request_from_proto(&c, &arena, (tb_slice_t){ (char *)buf, n },
+                                                LIMIT, &out),
              TB_EFIELD);
   ASSERT_STR_EQ(err.message, "data[0].loss_fn_inputs.weights: data: 5 bytes is not a "
                 "whole number of 4-byte elements");
   /* Garbage is rejected. */
-  ASSERT_ERR(tb__wire_fwdbwd_request_from_proto(&c, &arena, TB_SLICE_LIT("\xff\xff\xff"), LIMIT, &out),
+  ASSERT_ERR(tb__wire_fwdbwd_request_from_proto(&c, &arena, TB_SLICE_LIT("\xff\xff\xff"),
+                                                LIMIT, &out),
              TB_EFIELD);
   ASSERT_STR_CONTAINS(err.message, "not a valid protobuf");
   free(buf);
