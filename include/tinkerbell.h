@@ -17,5 +17,6 @@
 #include "tinkerbell/sampling_client.h"
 #include "tinkerbell/rest_client.h"
 #include "tinkerbell/tokenizer.h"
+#include "tinkerbell/renderer.h"
 
 #endif /* TINKERBELL_H */

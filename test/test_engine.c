@@ -15,7 +15,7 @@
 #include "engine/base_model.h"
 #include "engine/engine.h"
 #include "engine/llama.h"
-#include "engine/tokenizer.h"
+#include "text/base_chat.h"
 #include "kernels/kernels.h"
 
 /* ------------------------------------------------------------ helpers */

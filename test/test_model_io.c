@@ -20,7 +20,7 @@
 #include "engine/hf_model.h"
 #include "engine/jsonfile.h"
 #include "engine/safetensors.h"
-#include "engine/tokenizer.h"
+#include "text/base_chat.h"
 
 /* FNV-1a of the `base` weights: pinned so that any change to the
  * generator, the shape or the storage order is noticed. */

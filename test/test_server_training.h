@@ -15,7 +15,7 @@
 #include "core/arena.h"
 #include "core/json.h"
 #include "engine/base_model.h"
-#include "engine/tokenizer.h"
+#include "text/base_chat.h"
 #include "http/client.h"
 #include "server/training.h"
 #include "wire/output.h"

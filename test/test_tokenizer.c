@@ -5,7 +5,7 @@
 #include "tb_test.h"
 
 #include "core/buf.h"
-#include "engine/tokenizer.h"
+#include "text/base_chat.h"
 #include "tinkerbell/tokenizer.h"
 
 TEST(bytes_round_trip) {

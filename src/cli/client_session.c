@@ -11,7 +11,6 @@
 
 #include "cli/cli.h"
 #include "core/buf.h"
-#include "engine/tokenizer.h"
 
 /* ------------------------------------------------------------ closing */
 
@@ -37,6 +36,30 @@ void tb__cli_wait_closed(tb__cli_session_t *s) {
   while (!closed_flag)
     uv_run(&s->loop, UV_RUN_ONCE);
   closed_flag = 0;
+}
+
+/* ------------------------------------------------------------ text */
+
+int tb__cli_text_open(tb__cli_text_t *t, const char *cmd) {
+  memset(t, 0, sizeof(*t));
+  tb_error_t err = { 0 };
+  int rc = tb_tokenizer_base(&t->tok);
+  if (rc == 0)
+    rc = tb_renderer_new("base", t->tok, &t->renderer, &err);
+  if (rc != 0) {
+    fprintf(stderr, "tinkerbell %s: %s\n", cmd, err.message ? tb_error_message(&err)
+                                                             : tb_strerror(rc));
+    tb_error_clear(&err);
+    tb__cli_text_close(t);
+    return 1;
+  }
+  return 0;
+}
+
+void tb__cli_text_close(tb__cli_text_t *t) {
+  tb_renderer_free(t->renderer);
+  tb_tokenizer_free(t->tok);
+  memset(t, 0, sizeof(*t));
 }
 
 /* ------------------------------------------------------------ opening */
@@ -85,6 +108,8 @@ int tb__cli_session_open(tb__cli_session_t *s, const char *cmd, const char *base
     return 1;
   }
   s->loop_on = 1;
+  if ((rc = tb__cli_text_open(&s->text, cmd)) != 0)
+    return rc;
   if (base_url == NULL && (rc = start_embedded(s, data_dir, base_model, threads)) != 0)
     return rc;
   s->url = base_url ? base_url : s->base_url;
@@ -101,6 +126,7 @@ int tb__cli_session_open(tb__cli_session_t *s, const char *cmd, const char *base
 }
 
 void tb__cli_session_close(tb__cli_session_t *s) {
+  tb__cli_text_close(&s->text);
   if (!s->loop_on)
     return;
   if (s->sc_on) {
@@ -119,13 +145,65 @@ void tb__cli_session_close(tb__cli_session_t *s) {
 
 /* ------------------------------------------------------------ sampling */
 
-static int render_prompt(const char *prompt, int raw, tb_tokens_t *toks, tb_error_t *err) {
+/* The prompt's tokens: one user message and the assistant's header, or
+ * (raw) BOS and the text, whose special-token text stays text. */
+static int render_prompt(const tb__cli_text_t *t, const char *prompt, int raw, int32_t **ids,
+                         size_t *n, tb_error_t *err) {
   if (!raw) {
-    tb_chat_msg_t msg = { TB_SLICE_LIT("user"), { prompt, strlen(prompt) } };
-    return tb__chat_render_prompt(&msg, 1, toks, err);
+    tb_chat_message_t msg = { "user", prompt, NULL, 0 };
+    tb_rendered_t r;
+    int rc = tb_renderer_render(t->renderer, &msg, 1, TB_RENDER_GENERATION_PROMPT, &r, err);
+    if (rc == 0) {
+      *ids = r.tokens;
+      *n = r.len;
+      r.tokens = NULL;
+      tb_rendered_free(&r);
+    }
+    return rc;
   }
-  int rc = tb__tokens_push(toks, TB_TOK_BOS, 0);
-  return rc ? rc : tb__tok_encode((tb_slice_t){ prompt, strlen(prompt) }, toks);
+  int32_t *text;
+  size_t len;
+  int rc = tb_tokenizer_encode(t->tok, prompt, strlen(prompt), TB_ENCODE_SPECIAL_AS_TEXT, &text,
+                               NULL, &len, err);
+  if (rc != 0)
+    return rc;
+  int32_t bos = tb_tokenizer_bos_id(t->tok);
+  *ids = malloc((len + 1) * sizeof(**ids));
+  if (*ids == NULL) {
+    free(text);
+    return tb_error_set(err, TB_ENOMEM, TB_CATEGORY_USER, "out of memory");
+  }
+  *n = 0;
+  if (bos >= 0)
+    (*ids)[(*n)++] = bos;
+  memcpy(*ids + *n, text, len * sizeof(*text));
+  *n += len;
+  free(text);
+  return 0;
+}
+
+/* The text of a sampled sequence: the reply as the renderer reads it, or
+ * (raw) the text up to an end-of-sequence token. */
+static int reply_text(const tb__cli_text_t *t, const int32_t *ids, size_t n, int raw,
+                      char **text, tb_error_t *err) {
+  if (raw) {
+    size_t n_eos;
+    const int32_t *eos = tb_tokenizer_eos_ids(t->tok, &n_eos);
+    for (size_t i = 0; n > 0 && i < n_eos; i++)
+      if (ids[n - 1] == eos[i]) {
+        n--;
+        break;
+      }
+    return tb_tokenizer_decode(t->tok, ids, n, TB_DECODE_SKIP_SPECIAL, text, NULL, err);
+  }
+  tb_reply_t r;
+  int rc = tb_renderer_parse(t->renderer, ids, n, &r, err);
+  if (rc == 0) {
+    *text = r.content;
+    r.content = NULL;
+    tb_reply_free(&r);
+  }
+  return rc;
 }
 
 int tb__cli_sample_texts(tb__cli_session_t *s, const char *path, const char *base_model,
@@ -133,25 +211,29 @@ int tb__cli_sample_texts(tb__cli_session_t *s, const char *path, const char *bas
                    char **texts) {
   for (size_t i = 0; i < n; i++)
     texts[i] = NULL;
-  tb_tokens_t toks = TB_TOKENS_INIT;
+  int32_t *prompt_ids = NULL;
+  size_t n_prompt = 0;
   tb_error_t err = { 0 };
   tb_sampling_client_t samp;
   memset(&samp, 0, sizeof(samp));
   tb_model_input_t mi = { 0 };
   tb_sample_response_t *res = NULL;
   const char *what = "the prompt";
-  int rc = render_prompt(prompt, raw, &toks, &err);
+  int rc = render_prompt(&s->text, prompt, raw, &prompt_ids, &n_prompt, &err);
   if (rc == 0) {
     what = "the sampling session";
     rc = tb_service_client_create_sampling_client_sync(&s->sc, &samp, path,
                                                        path ? NULL : base_model, &err);
   }
-  rc = rc ? rc : tb_model_input_init(&mi, toks.ids, toks.len);
+  rc = rc ? rc : tb_model_input_init(&mi, prompt_ids, n_prompt);
   tb_sample_params_t sp = *params;
-  const int32_t stop = TB_TOK_END;
+  tb_stop_t stop;
+  tb_renderer_stop(s->text.renderer, &stop);
   if (!raw && sp.n_stop_tokens == 0 && sp.n_stop_strings == 0) {
-    sp.stop_tokens = &stop;
-    sp.n_stop_tokens = 1;
+    sp.stop_tokens = stop.tokens;
+    sp.n_stop_tokens = stop.n_tokens;
+    sp.stop_strings = stop.strings;
+    sp.n_stop_strings = stop.n_strings;
   }
   if (rc == 0) {
     what = "sampling";
@@ -159,14 +241,7 @@ int tb__cli_sample_texts(tb__cli_session_t *s, const char *path, const char *bas
   }
   for (size_t i = 0; rc == 0 && i < n && i < res->n_sequences; i++) {
     const tb_sampled_sequence_t *q = &res->sequences[i];
-    size_t len = q->n_tokens;
-    if (len > 0 && tb__chat_is_stop(q->tokens[len - 1]))
-      len--;
-    tb_buf_t b = TB_BUF_INIT;
-    rc = tb__tok_decode(q->tokens, len, 0, &b);
-    rc = rc ? rc : tb__buf_terminate(&b);
-    texts[i] = rc == 0 ? tb__buf_steal(&b, NULL) : NULL;
-    tb__buf_free(&b);
+    rc = reply_text(&s->text, q->tokens, q->n_tokens, raw, &texts[i], &err);
   }
   if (rc != 0) {
     fprintf(stderr, "tinkerbell %s: %s failed: %s\n", s->cmd, what,
@@ -182,7 +257,7 @@ int tb__cli_sample_texts(tb__cli_session_t *s, const char *path, const char *bas
     tb_sampling_client_close(&samp, on_sampling_closed);
     tb__cli_wait_closed(s);
   }
-  tb__tokens_free(&toks);
+  free(prompt_ids);
   tb_error_clear(&err);
   return rc;
 }

@@ -17,6 +17,17 @@
 #include "tinkerbell/sampling_client.h"
 #include "tinkerbell/training_client.h"
 
+/* The tokenizer and renderer a command renders chat with: `base`'s today,
+ * through the public API as any client program would. */
+typedef struct tb__cli_text_s {
+  tb_tokenizer_t *tok;
+  tb_renderer_t *renderer;
+} tb__cli_text_t;
+
+/* 0, or 1 after a message. */
+int tb__cli_text_open(tb__cli_text_t *t, const char *cmd);
+void tb__cli_text_close(tb__cli_text_t *t);
+
 typedef struct tb__cli_session_s {
   const char *cmd;            /* "train": messages say "tinkerbell train: " */
   uv_loop_t loop;
@@ -27,6 +38,7 @@ typedef struct tb__cli_session_s {
   int sc_on;
   char base_url[96];          /* the embedded server's */
   const char *url;            /* the one in use */
+  tb__cli_text_t text;        /* what prompts are rendered with */
 } tb__cli_session_t;
 
 /* Makes the loop, starts the embedded server serving base_model with its

@@ -23,7 +23,7 @@
  * files and exits with status 130; a second Ctrl-C exits at once.
  *
  * Tokenization: conversations are rendered with the byte-level chat
- * template of the built-in `base` model (src/engine/tokenizer.h); models
+ * template of the built-in `base` model (the `base` renderer); models
  * with other tokenizers are not supported by this command yet.
  */
 #include <errno.h>
@@ -142,6 +142,7 @@ typedef struct trainer_s {
   int interrupted;
   int interrupt_on;
   tb_train_data_t data, eval;
+  tb__cli_text_t text;          /* what the data is rendered with */
   size_t *order;
   step_t pending[PIPELINE_DEPTH];
   size_t n_pending;
@@ -638,7 +639,10 @@ static int train_loop(trainer_t *t) {
 static int run(trainer_t *t) {
   train_config_t *c = &t->cfg;
   tb_error_t err = { 0 };
-  int rc = tb__train_data_load(c->data_path, c->max_length, &t->data, &err);
+  int rc = tb__cli_text_open(&t->text, "train");
+  if (rc != 0)
+    return rc;
+  rc = tb__train_data_load(t->text.renderer, c->data_path, c->max_length, &t->data, &err);
   if (rc == 0)
     rc = tb__train_data_split(&t->data, c->eval_fraction, c->seed, &t->eval);
   if (rc != 0) {
@@ -784,6 +788,7 @@ int tb__cli_train(int argc, char **argv) {
   close_all(&t);
   tb__train_data_free(&t.data);
   tb__train_data_free(&t.eval);
+  tb__cli_text_close(&t.text);
   free(t.order);
   free(t.points);
   free(t.out_dir);

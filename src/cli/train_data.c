@@ -11,7 +11,7 @@
 
 #include "core/buf.h"
 #include "core/json.h"
-#include "engine/tokenizer.h"
+#include "tinkerbell/renderer.h"
 #include "kernels/kernels.h"
 
 void tb__train_example_free(tb_train_example_t *e) {
@@ -31,7 +31,7 @@ void tb__train_data_free(tb_train_data_t *d) {
 }
 
 /* messages[] of one line into msgs (borrowed from the document). */
-static int read_messages(tb_jctx_t *c, const json_t *obj, tb_chat_msg_t **out, size_t *n) {
+static int read_messages(tb_jctx_t *c, const json_t *obj, tb_chat_message_t **out, size_t *n) {
   json_t *arr;
   int rc = tb__json_get_array(c, obj, "messages", TB_JSON_REQUIRED, &arr);
   if (rc != 0)
@@ -39,7 +39,7 @@ static int read_messages(tb_jctx_t *c, const json_t *obj, tb_chat_msg_t **out, s
   size_t count = json_array_size(arr);
   if (count == 0)
     return tb__jctx_fail_at(c, "messages", "expected at least one message");
-  tb_chat_msg_t *msgs = calloc(count, sizeof(*msgs));
+  tb_chat_message_t *msgs = calloc(count, sizeof(*msgs));
   if (msgs == NULL)
     return TB_ENOMEM;
   size_t top = tb__jctx_push_key(c, "messages");
@@ -47,13 +47,18 @@ static int read_messages(tb_jctx_t *c, const json_t *obj, tb_chat_msg_t **out, s
     size_t mark = tb__jctx_push_index(c, i);
     const json_t *m = json_array_get(arr, i);
     rc = tb__json_expect_object(c, m);
-    rc = rc ? rc : tb__json_get_string(c, m, "role", TB_JSON_REQUIRED, &msgs[i].role);
-    rc = rc ? rc : tb__json_get_string(c, m, "content", TB_JSON_REQUIRED, &msgs[i].content);
-    if (rc == 0 && !tb__slice_eq_str(msgs[i].role, "system") &&
-        !tb__slice_eq_str(msgs[i].role, "user") && !tb__slice_eq_str(msgs[i].role, "assistant"))
+    tb_slice_t role = { NULL, 0 }, content = { NULL, 0 };
+    rc = rc ? rc : tb__json_get_string(c, m, "role", TB_JSON_REQUIRED, &role);
+    rc = rc ? rc : tb__json_get_string(c, m, "content", TB_JSON_REQUIRED, &content);
+    /* The strings are the document's (jansson keeps them NUL-terminated);
+     * content goes by length, since JSON strings may hold NUL. */
+    msgs[i].role = role.base;
+    msgs[i].content = content.len ? content.base : "";
+    msgs[i].content_len = content.len;
+    if (rc == 0 && !tb__slice_eq_str(role, "system") && !tb__slice_eq_str(role, "user") &&
+        !tb__slice_eq_str(role, "assistant"))
       rc = tb__jctx_fail_at(c, "role", "expected \"system\", \"user\" or \"assistant\", got "
-                            "\"%.*s\"", (int)(msgs[i].role.len > 40 ? 40 : msgs[i].role.len),
-                            msgs[i].role.base);
+                            "\"%.*s\"", (int)(role.len > 40 ? 40 : role.len), role.base);
     tb__jctx_pop(c, mark);
   }
   tb__jctx_pop(c, top);
@@ -67,16 +72,16 @@ static int read_messages(tb_jctx_t *c, const json_t *obj, tb_chat_msg_t **out, s
 }
 
 /* The first user message and the assistant reply that follows it. */
-static int keep_texts(const tb_chat_msg_t *msgs, size_t n, tb_train_example_t *e) {
+static int keep_texts(const tb_chat_message_t *msgs, size_t n, tb_train_example_t *e) {
   for (size_t i = 0; i < n; i++) {
-    if (!tb__slice_eq_str(msgs[i].role, "user"))
+    if (strcmp(msgs[i].role, "user") != 0)
       continue;
-    e->prompt = tb__strndup(msgs[i].content.base, msgs[i].content.len);
+    e->prompt = tb__strndup(msgs[i].content, msgs[i].content_len);
     if (e->prompt == NULL)
       return TB_ENOMEM;
     for (size_t j = i + 1; j < n; j++)
-      if (tb__slice_eq_str(msgs[j].role, "assistant")) {
-        e->reply = tb__strndup(msgs[j].content.base, msgs[j].content.len);
+      if (strcmp(msgs[j].role, "assistant") == 0) {
+        e->reply = tb__strndup(msgs[j].content, msgs[j].content_len);
         return e->reply ? 0 : TB_ENOMEM;
       }
     return 0;
@@ -84,8 +89,9 @@ static int keep_texts(const tb_chat_msg_t *msgs, size_t n, tb_train_example_t *e
   return 0;
 }
 
-int tb__train_example_from_line(const char *text, size_t len, size_t max_length, size_t line,
-                                tb_train_example_t *out, int *truncated, tb_error_t *err) {
+int tb__train_example_from_line(const tb_renderer_t *r, const char *text, size_t len,
+                                size_t max_length, size_t line, tb_train_example_t *out,
+                                int *truncated, tb_error_t *err) {
   memset(out, 0, sizeof(*out));
   *truncated = 0;
   json_t *doc = NULL;
@@ -94,15 +100,12 @@ int tb__train_example_from_line(const char *text, size_t len, size_t max_length,
     return rc;
   tb_jctx_t c;
   tb__jctx_init(&c, err);
-  tb_chat_msg_t *msgs = NULL;
+  tb_chat_message_t *msgs = NULL;
   size_t n_msgs = 0;
   rc = tb__json_expect_object(&c, doc);
   rc = rc ? rc : read_messages(&c, doc, &msgs, &n_msgs);
-  tb_tokens_t toks = TB_TOKENS_INIT;
-  int has_assistant = 0;
-  for (size_t i = 0; rc == 0 && i < n_msgs; i++)
-    has_assistant |= tb__slice_eq_str(msgs[i].role, "assistant");
-  rc = rc ? rc : tb__chat_render(msgs, n_msgs, &toks, err);
+  tb_rendered_t toks = { 0 };
+  rc = rc ? rc : tb_renderer_render(r, msgs, n_msgs, 0, &toks, err);
   rc = rc ? rc : keep_texts(msgs, n_msgs, out);
   if (rc == 0 && toks.len > max_length) {
     toks.len = max_length;
@@ -117,10 +120,11 @@ int tb__train_example_from_line(const char *text, size_t len, size_t max_length,
       rc = tb_error_set(err, TB_ENOMEM, TB_CATEGORY_USER, "out of memory");
   }
   for (size_t i = 0; rc == 0 && i < n; i++) {
-    out->tokens[i] = toks.ids[i];
-    out->targets[i] = toks.ids[i + 1];
-    /* Without an assistant message every token is a target. */
-    int trained = has_assistant ? toks.trainable[i + 1] : 1;
+    out->tokens[i] = toks.tokens[i];
+    out->targets[i] = toks.tokens[i + 1];
+    /* The renderer weights every token of a conversation without an
+     * assistant message. */
+    int trained = toks.weights[i + 1] > 0;
     out->weights[i] = trained ? 1.0f : 0.0f;
     out->n_trained += (size_t)trained;
   }
@@ -130,7 +134,7 @@ int tb__train_example_from_line(const char *text, size_t len, size_t max_length,
     rc = tb_error_set(err, TB_EFIELD, TB_CATEGORY_USER,
                       "no assistant token within the first %zu tokens (raise --max-length)",
                       max_length);
-  tb__tokens_free(&toks);
+  tb_rendered_free(&toks);
   free(msgs);
   json_decref(doc);
   if (rc != 0)
@@ -155,7 +159,8 @@ static int is_blank(const char *s, size_t n) {
   return 1;
 }
 
-int tb__train_data_load(const char *path, size_t max_length, tb_train_data_t *out,
+int tb__train_data_load(const tb_renderer_t *r, const char *path, size_t max_length,
+                        tb_train_data_t *out,
                         tb_error_t *err) {
   memset(out, 0, sizeof(*out));
   if (max_length < 2)
@@ -188,7 +193,7 @@ int tb__train_data_load(const char *path, size_t max_length, tb_train_data_t *ou
       cap_ex = nc;
     }
     int truncated;
-    rc = tb__train_example_from_line(line, len, max_length, lineno, &out->examples[out->n],
+    rc = tb__train_example_from_line(r, line, len, max_length, lineno, &out->examples[out->n],
                                      &truncated, err);
     if (rc != 0) {
       rc = fail_line(err, rc, path, lineno);

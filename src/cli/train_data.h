@@ -4,9 +4,9 @@
  *
  *   {"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]}
  *
- * rendered with the chat template of the `base` tokenizer into examples
- * whose loss counts the assistant tokens (a conversation without an
- * assistant message trains on all its tokens).  Position i of an example
+ * rendered by a renderer (tinkerbell/renderer.h) into examples whose
+ * loss counts the tokens it weights: the assistant messages' (a
+ * conversation without an assistant message trains on all its tokens).  Position i of an example
  * predicts token i+1, as the Tinker losses expect: inputs are tokens[0..n-1],
  * targets tokens[1..n], weights the trainable mask of the targets.
  *
@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "tinkerbell/error.h"
+#include "tinkerbell/renderer.h"
 
 typedef struct tb_train_example_s {
   int32_t *tokens;   /* model input, n entries */
@@ -44,13 +45,13 @@ typedef struct tb_train_data_s {
  * conversations.  0, or TB_ENOENT / TB_EIO (the file) or TB_EFIELD (a bad
  * line; an empty file is one) with err's message naming the file and line;
  * nothing to free then. */
-int tb__train_data_load(const char *path, size_t max_length, tb_train_data_t *out,
-                        tb_error_t *err);
+int tb__train_data_load(const tb_renderer_t *r, const char *path, size_t max_length,
+                        tb_train_data_t *out, tb_error_t *err);
 /* Renders one line's object (exposed for tests).  line only labels the
  * example. */
-int tb__train_example_from_line(const char *text, size_t len, size_t max_length,
-                                size_t line, tb_train_example_t *out, int *truncated,
-                                tb_error_t *err);
+int tb__train_example_from_line(const tb_renderer_t *r, const char *text, size_t len,
+                                size_t max_length, size_t line, tb_train_example_t *out,
+                                int *truncated, tb_error_t *err);
 void tb__train_example_free(tb_train_example_t *e);
 void tb__train_data_free(tb_train_data_t *d);
 

@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "engine/hf_model.h"
-#include "engine/tokenizer.h"
+#include "text/base_vocab.h"
 
 void tb__base_model_config(tb_model_config_t *c) {
   memset(c, 0, sizeof(*c));

@@ -5,7 +5,7 @@
  * Shape: a Llama decoder with hidden 128, intermediate 384, 4 layers,
  * 4 attention heads over 2 KV heads (head_dim 32), 2048 positions,
  * rope_theta 10000, rms_norm_eps 1e-5, tied embeddings, and the 272-token
- * byte-level vocabulary of tokenizer.h -- about 0.82 M parameters, so a
+ * byte-level vocabulary of text/base_vocab.h -- about 0.82 M parameters, so a
  * training step over a few thousand tokens stays well under a second on
  * two cores.
  *

@@ -15,7 +15,7 @@
 
 #include "core/json.h"
 #include "engine/base_model.h"
-#include "engine/tokenizer.h"
+#include "text/base_chat.h"
 #include "wire/sample.h"
 
 static void sampler_free(tb__sampler_t *s) {

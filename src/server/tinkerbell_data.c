@@ -24,7 +24,7 @@
 #include <string.h>
 
 #include "engine/base_model.h"
-#include "engine/tokenizer.h"
+#include "text/base_chat.h"
 #include "wire/datum.h"
 
 int tb__tb_check_name(tb_jctx_t *c, const char *key, tb_slice_t name) {

@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "core/buf.h"
-#include "engine/tokenizer.h"
+#include "text/base_chat.h"
 
 static const char *model_id_of(const tb__top_t *op) {
   const tb__tbop_t *info = op->encode_data;

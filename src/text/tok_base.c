@@ -13,7 +13,7 @@
 #include "text/tok_config.h"
 #include "text/tok_internal.h"
 
-static const char *const special_names[TB_TOK_VOCAB - TB_TOK_BYTES] = {
+const char *const tb__tok_base_special_names[TB_TOK_VOCAB - TB_TOK_BYTES] = {
   "<|bos|>", "<|eos|>", "<|system|>", "<|user|>", "<|assistant|>",
   "<|end|>", "<|pad|>", "<|reserved_0|>", "<|reserved_1|>",
   "<|reserved_2|>", "<|reserved_3|>", "<|reserved_4|>", "<|reserved_5|>",
@@ -45,12 +45,12 @@ int tb__tok_base_new(tb_tokenizer_t **out) {
   }
   for (int i = 0; rc == 0 && i < TB_TOK_VOCAB - TB_TOK_BYTES; i++) {
     int id = TB_TOK_BYTES + i;
-    rc = tb__tok_add_string(t, special_names[i], strlen(special_names[i]), &t->text[id]);
+    rc = tb__tok_add_string(t, tb__tok_base_special_names[i], strlen(tb__tok_base_special_names[i]), &t->text[id]);
     t->bytes[id] = t->text[id];
     t->flags[id] = TB__ID_PRESENT | TB__ID_ADDED | TB__ID_SPECIAL;
     t->added[t->n_added++] = (tb__added_t){ id, 0, 0, 0, 0, 1 };
     if (rc == 0)
-      rc = tb__trie_add(&t->trie_raw, special_names[i], strlen(special_names[i]), i);
+      rc = tb__trie_add(&t->trie_raw, tb__tok_base_special_names[i], strlen(tb__tok_base_special_names[i]), i);
   }
   for (int id = 0; rc == 0 && id < TB_TOK_VOCAB; id++)
     tb__strhash_put(&t->by_text, t->blob, t->text, id, 0);

@@ -239,5 +239,6 @@ size_t tb__utf8_incomplete_tail(const char *s, size_t len);
 
 /* --- tok_base.c */
 int tb__tok_base_new(tb_tokenizer_t **out);
+extern const char *const tb__tok_base_special_names[16];
 
 #endif /* TB_TEXT_TOK_INTERNAL_H */

@@ -16,6 +16,7 @@ from datetime import datetime
 
 try:
     import jinja2
+    import jinja2.ext
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 except ImportError:
     print("python3-jinja2 is not installed", file=sys.stderr)
