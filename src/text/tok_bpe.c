@@ -50,18 +50,31 @@ void tb__strhash_free(tb__strhash_t *h) {
 
 void tb__strhash_put(tb__strhash_t *h, const char *blob, const tb__span32_t *spans,
                      int32_t id, int replace) {
+  tb__strhash_put_hashed(h, blob, spans, id,
+                         tb__tok_hash(blob + spans[id].off, spans[id].len), replace);
+}
+
+void tb__strhash_prefetch(const tb__strhash_t *h, uint32_t hv) {
+  __builtin_prefetch(&h->slots[hv & h->mask]);
+}
+
+void tb__strhash_put_hashed(tb__strhash_t *h, const char *blob, const tb__span32_t *spans,
+                            int32_t id, uint32_t hv, int replace) {
   const char *k = blob + spans[id].off;
   size_t n = spans[id].len;
-  for (uint64_t i = tb__tok_hash(k, n) & h->mask;; i = (i + 1) & h->mask) {
-    uint32_t v = h->slots[i];
-    if (v == 0) {
-      h->slots[i] = (uint32_t)id + 1;
+  for (uint64_t i = hv & h->mask;; i = (i + 1) & h->mask) {
+    tb__strhash_slot_t *s = &h->slots[i];
+    if (s->id1 == 0) {
+      s->hash = hv;
+      s->id1 = (uint32_t)id + 1;
       return;
     }
-    const tb__span32_t *o = &spans[v - 1];
+    if (s->hash != hv)
+      continue;
+    const tb__span32_t *o = &spans[s->id1 - 1];
     if (o->len == n && memcmp(blob + o->off, k, n) == 0) {
       if (replace)
-        h->slots[i] = (uint32_t)id + 1;
+        s->id1 = (uint32_t)id + 1;
       return;
     }
   }
@@ -71,14 +84,39 @@ int32_t tb__strhash_get(const tb__strhash_t *h, const char *blob, const tb__span
                         const void *key, size_t n) {
   if (h->slots == NULL)
     return -1;
-  for (uint64_t i = tb__tok_hash(key, n) & h->mask;; i = (i + 1) & h->mask) {
-    uint32_t v = h->slots[i];
-    if (v == 0)
+  uint32_t hv = tb__tok_hash(key, n);
+  for (uint64_t i = hv & h->mask;; i = (i + 1) & h->mask) {
+    const tb__strhash_slot_t *s = &h->slots[i];
+    if (s->id1 == 0)
       return -1;
-    const tb__span32_t *o = &spans[v - 1];
+    if (s->hash != hv)
+      continue;
+    const tb__span32_t *o = &spans[s->id1 - 1];
     if (o->len == n && memcmp(blob + o->off, key, n) == 0)
-      return (int32_t)(v - 1);
+      return (int32_t)(s->id1 - 1);
   }
+}
+
+/* Lookups by the thousand (the merges at load) spend their time waiting
+ * for memory: each stage here starts the loads the next one needs, for
+ * the whole batch, before any is used. */
+void tb__strhash_get_many(const tb__strhash_t *h, const char *blob, const tb__span32_t *spans,
+                          tb__lookup_t *q, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    q[i].hash = tb__tok_hash(q[i].key, q[i].n);
+    __builtin_prefetch(&h->slots[q[i].hash & h->mask]);
+  }
+  for (size_t i = 0; i < n; i++) {
+    const tb__strhash_slot_t *s = &h->slots[q[i].hash & h->mask];
+    q[i].id = s->hash == q[i].hash && s->id1 != 0 ? (int32_t)s->id1 - 1 : -1;
+    if (q[i].id >= 0)
+      __builtin_prefetch(&spans[q[i].id]);
+  }
+  for (size_t i = 0; i < n; i++)
+    if (q[i].id >= 0)
+      __builtin_prefetch(blob + spans[q[i].id].off);
+  for (size_t i = 0; i < n; i++)
+    q[i].id = tb__strhash_get(h, blob, spans, q[i].key, q[i].n);
 }
 
 static inline uint64_t pair_hash(uint64_t k) {
@@ -89,7 +127,9 @@ static inline uint64_t pair_hash(uint64_t k) {
 }
 
 int tb__pairhash_init(tb__pairhash_t *h, size_t n) {
-  uint64_t cap = pow2_at_least(n * 2 + 1);
+  /* At most two thirds full: every merge is looked up in encoding, most
+   * of them in vain, and probes stay short. */
+  uint64_t cap = pow2_at_least(n + n / 2 + 1);
   h->slots = calloc(cap, sizeof(*h->slots));
   if (h->slots == NULL)
     return TB_ENOMEM;
@@ -100,6 +140,11 @@ int tb__pairhash_init(tb__pairhash_t *h, size_t n) {
 void tb__pairhash_free(tb__pairhash_t *h) {
   free(h->slots);
   h->slots = NULL;
+}
+
+void tb__pairhash_prefetch(const tb__pairhash_t *h, int32_t a, int32_t b) {
+  uint64_t key = ((uint64_t)(uint32_t)a << 32 | (uint32_t)b) + 1;
+  __builtin_prefetch(&h->slots[pair_hash(key) & h->mask], 1);
 }
 
 int tb__pairhash_put(tb__pairhash_t *h, int32_t a, int32_t b, uint32_t rank, int32_t merged) {

@@ -45,8 +45,13 @@ typedef struct tb__span32_s {
 } tb__span32_t;
 
 /* An open-addressing hash of byte strings (in a blob) to ids. */
+typedef struct tb__strhash_slot_s {
+  uint32_t hash; /* of the string, so most misses need no look at it */
+  uint32_t id1;  /* id + 1, 0 = empty */
+} tb__strhash_slot_t;
+
 typedef struct tb__strhash_s {
-  uint32_t *slots; /* id + 1, 0 = empty */
+  tb__strhash_slot_t *slots;
   uint64_t mask;
 } tb__strhash_t;
 
@@ -167,6 +172,20 @@ void tb__strhash_put(tb__strhash_t *h, const char *blob, const tb__span32_t *spa
                      int32_t id, int replace);
 int32_t tb__strhash_get(const tb__strhash_t *h, const char *blob, const tb__span32_t *spans,
                         const void *key, size_t n);
+void tb__strhash_put_hashed(tb__strhash_t *h, const char *blob, const tb__span32_t *spans,
+                            int32_t id, uint32_t hv, int replace);
+void tb__strhash_prefetch(const tb__strhash_t *h, uint32_t hv);
+/* Many lookups at once, their memory loads overlapped: q[i].id is the
+ * id of q[i].key or -1. */
+typedef struct tb__lookup_s {
+  const char *key;
+  uint32_t n;
+  uint32_t hash;
+  int32_t id;
+} tb__lookup_t;
+void tb__strhash_get_many(const tb__strhash_t *h, const char *blob, const tb__span32_t *spans,
+                          tb__lookup_t *q, size_t n);
+void tb__pairhash_prefetch(const tb__pairhash_t *h, int32_t a, int32_t b);
 int tb__pairhash_init(tb__pairhash_t *h, size_t n);
 void tb__pairhash_free(tb__pairhash_t *h);
 /* 0, or 1 when the pair was there already (the first rank stays). */

@@ -189,7 +189,21 @@ int tb__jscan_skip(tb__jscan_t *s, int depth) {
   int rc;
   switch (*s->p) {
     case '"':
-      return tb__jscan_string(s);
+      /* Skipped strings are not unescaped: the member that is read later
+       * (by jansson or the readers here) checks them. */
+      for (s->p++; s->p < s->end; s->p++) {
+        if (*s->p == '\\') {
+          s->p++;
+          continue;
+        }
+        if (*s->p == '"') {
+          s->p++;
+          return 0;
+        }
+        if ((unsigned char)*s->p < 0x20)
+          return TB_EINVAL;
+      }
+      return TB_EINVAL;
     case '{':
     case '[': {
       char close = *s->p == '{' ? '}' : ']';
@@ -201,8 +215,10 @@ int tb__jscan_skip(tb__jscan_t *s, int depth) {
         return 0;
       }
       for (;;) {
-        if (obj && ((rc = tb__jscan_string(s)) != 0 || (rc = tb__jscan_expect(s, ':')) != 0))
-          return rc;
+        tb__jscan_ws(s);
+        if (obj && (s->p >= s->end || *s->p != '"' || (rc = tb__jscan_skip(s, depth + 1)) != 0 ||
+                    (rc = tb__jscan_expect(s, ':')) != 0))
+          return rc ? rc : TB_EINVAL;
         if ((rc = tb__jscan_skip(s, depth + 1)) != 0)
           return rc;
         tb__jscan_ws(s);

@@ -148,6 +148,9 @@ typedef struct parse_s {
   json_t *top;     /* every top-level member but model */
   json_t *model;   /* every model member but vocab and merges */
   const char *vocab_at, *merges_at; /* where their values start */
+  tb_buf_t merge_text;              /* the merges' sides, read before the ids */
+  struct merge_s *merges;
+  size_t n_merges, cap_merges;
   vocab_entry_t *vocab;
   size_t n_vocab, cap_vocab;
   uint32_t max_id;
@@ -212,16 +215,22 @@ static int scan_members(parse_t *ps, tb__jscan_t *s, const char *what, json_t *i
   }
 }
 
+static int read_vocab(parse_t *ps, tb__jscan_t *s);
+static int read_merges(parse_t *ps, tb__jscan_t *s);
+
 static int model_member(parse_t *ps, tb__jscan_t *s, const char *key, int *taken) {
   if (strcmp(key, "vocab") == 0 || strcmp(key, "merges") == 0) {
+    /* Read where they stand, in the one pass over the file. */
     tb__jscan_ws(s);
-    if (key[0] == 'v')
-      ps->vocab_at = s->p;
-    else
-      ps->merges_at = s->p;
     *taken = 1;
-    if (tb__jscan_skip(s, 0) != 0)
-      return scan_fail(ps, s, key[0] == 'v' ? "model.vocab" : "model.merges");
+    if ((key[0] == 'v' ? ps->vocab_at : ps->merges_at) != NULL)
+      return tb__tok_fail(ps->err, ps->file, "model.%s: given twice", key);
+    if (key[0] == 'v') {
+      ps->vocab_at = s->p;
+      return read_vocab(ps, s);
+    }
+    ps->merges_at = s->p;
+    return read_merges(ps, s);
   }
   return 0;
 }
@@ -239,7 +248,6 @@ static int top_member(parse_t *ps, tb__jscan_t *s, const char *key, int *taken) 
 
 static int read_vocab(parse_t *ps, tb__jscan_t *s) {
   tb_tokenizer_t *t = ps->t;
-  s->p = ps->vocab_at;
   if (tb__jscan_expect(s, '{') != 0)
     return tb__tok_fail(ps->err, ps->file, "model.vocab: expected an object of token: id");
   tb__jscan_ws(s);
@@ -284,64 +292,84 @@ static int read_vocab(parse_t *ps, tb__jscan_t *s) {
   return 0;
 }
 
-/* The id of a merge's side, by spelling, or a failure naming it. */
-static int merge_side(parse_t *ps, const char *p, size_t n, size_t i, int32_t *id) {
-  tb_tokenizer_t *t = ps->t;
-  *id = tb__strhash_get(&t->by_text, t->blob, t->text, p, n);
-  if (*id < 0 || !(t->flags[*id] & TB__ID_MODEL))
-    return tb__tok_fail(ps->err, ps->file, "model.merges[%zu]: \"%.*s\" is not in model.vocab",
-                        i, (int)(n > 40 ? 40 : n), p);
-  return 0;
+/* One merge as read: its two sides stored one after the other in a
+ * buffer, so the merged token's spelling is their concatenation. */
+typedef struct merge_s {
+  uint32_t off, na, nb;
+} merge_t;
+
+static int merge_fail(parse_t *ps, const tb_buf_t *text, const merge_t *m, size_t i,
+                      const char *which) {
+  const char *p = text->base + m->off + (which[0] == 'r' ? m->na : 0);
+  size_t n = which[0] == 'l' ? m->na : which[0] == 'r' ? m->nb : m->na + m->nb;
+  return tb__tok_fail(ps->err, ps->file, "model.merges[%zu]: %s \"%.*s\" is not in model.vocab",
+                      i, which[0] == 'm' ? "the merged token" : "the token",
+                      (int)(n > 40 ? 40 : n), p);
 }
 
-static int add_merge(parse_t *ps, const char *a, size_t na, const char *b, size_t nb,
-                     size_t i, char **cat, size_t *cat_cap) {
+/* Resolves the merges' ids in batches whose hash lookups overlap. */
+static int resolve_merges(parse_t *ps, const tb_buf_t *text, const merge_t *m, size_t n) {
   tb_tokenizer_t *t = ps->t;
-  int32_t ia, ib;
-  int rc = merge_side(ps, a, na, i, &ia);
-  if (rc == 0)
-    rc = merge_side(ps, b, nb, i, &ib);
-  if (rc != 0)
-    return rc;
-  if (na + nb > *cat_cap) {
-    char *c = realloc(*cat, na + nb);
-    if (c == NULL)
-      return tb_error_set(ps->err, TB_ENOMEM, TB_CATEGORY_SERVER, "out of memory");
-    *cat = c;
-    *cat_cap = na + nb;
+  enum { B = 64 };
+  tb__lookup_t q[3 * B];
+  for (size_t at = 0; at < n; at += B) {
+    size_t k = n - at < B ? n - at : B;
+    for (size_t i = 0; i < k; i++) {
+      const merge_t *g = &m[at + i];
+      const char *p = text->base + g->off;
+      q[3 * i] = (tb__lookup_t){ p, g->na, 0, -1 };
+      q[3 * i + 1] = (tb__lookup_t){ p + g->na, g->nb, 0, -1 };
+      q[3 * i + 2] = (tb__lookup_t){ p, g->na + g->nb, 0, -1 };
+    }
+    tb__strhash_get_many(&t->by_text, t->blob, t->text, q, 3 * k);
+    for (size_t i = 0; i < k; i++) {
+      static const char *const which[3] = { "left", "right", "merged" };
+      for (int j = 0; j < 3; j++)
+        if (q[3 * i + j].id < 0 || !(t->flags[q[3 * i + j].id] & TB__ID_MODEL))
+          return merge_fail(ps, text, &m[at + i], at + i, which[j]);
+      tb__pairhash_prefetch(&t->merges, q[3 * i].id, q[3 * i + 1].id);
+    }
+    for (size_t i = 0; i < k; i++)
+      tb__pairhash_put(&t->merges, q[3 * i].id, q[3 * i + 1].id, (uint32_t)(at + i),
+                       q[3 * i + 2].id);
   }
-  memcpy(*cat, a, na);
-  memcpy(*cat + na, b, nb);
-  int32_t m = tb__strhash_get(&t->by_text, t->blob, t->text, *cat, na + nb);
-  if (m < 0 || !(t->flags[m] & TB__ID_MODEL))
-    return tb__tok_fail(ps->err, ps->file,
-                        "model.merges[%zu]: the merged token \"%.*s\" is not in model.vocab", i,
-                        (int)(na + nb > 40 ? 40 : na + nb), *cat);
-  tb__pairhash_put(&t->merges, ia, ib, (uint32_t)i, m);
   return 0;
 }
 
+static int push_merge(tb_buf_t *text, merge_t **m, size_t *n, size_t *cap, const char *a,
+                      size_t na, const char *b, size_t nb) {
+  if (*n == *cap) {
+    size_t c = *cap ? *cap * 2 : 65536;
+    merge_t *g = realloc(*m, c * sizeof(*g));
+    if (g == NULL)
+      return TB_ENOMEM;
+    *m = g;
+    *cap = c;
+  }
+  if (text->len + na + nb > UINT32_MAX || na > TB__TOK_MAX_TOKEN || nb > TB__TOK_MAX_TOKEN)
+    return TB_EINVAL;
+  (*m)[*n] = (merge_t){ (uint32_t)text->len, (uint32_t)na, (uint32_t)nb };
+  if (tb__buf_append(text, a, na) != 0 || tb__buf_append(text, b, nb) != 0)
+    return TB_ENOMEM;
+  (*n)++;
+  return 0;
+}
+
+/* Reads the merges' spellings; their ids are resolved once the
+ * vocabulary is in (resolve_merges). */
 static int read_merges(parse_t *ps, tb__jscan_t *s) {
-  size_t n_est = 0;
-  /* A first pass counts the entries so the table is sized once. */
-  s->p = ps->merges_at;
   if (tb__jscan_expect(s, '[') != 0)
     return tb__tok_fail(ps->err, ps->file, "model.merges: expected an array");
-  const char *body = s->p;
-  for (const char *q = body; q < s->end; q++)
-    n_est += *q == '"';
-  if (tb__pairhash_init(&ps->t->merges, n_est / 2 + 1) != 0)
-    return tb_error_set(ps->err, TB_ENOMEM, TB_CATEGORY_SERVER, "out of memory");
-  tb__jscan_ws(s);
-  if (s->p < s->end && *s->p == ']') {
-    s->p++;
-    return 0;
-  }
   tb_buf_t first = TB_BUF_INIT;
-  char *cat = NULL;
-  size_t cat_cap = 0;
+  tb_buf_t *text = &ps->merge_text;
+  merge_t **m = &ps->merges;
+  size_t *n = &ps->n_merges, *cap = &ps->cap_merges;
   int rc = 0;
-  for (size_t i = 0;; i++) {
+  tb__jscan_ws(s);
+  int empty = s->p < s->end && *s->p == ']';
+  if (empty)
+    s->p++;
+  for (size_t i = 0; !empty; i++) {
     tb__jscan_ws(s);
     if (s->p < s->end && *s->p == '[') {
       /* ["a", "b"], as newer files write them. */
@@ -356,10 +384,8 @@ static int read_merges(parse_t *ps, tb__jscan_t *s) {
       if ((rc = tb__jscan_expect(s, ',')) != 0 || (rc = tb__jscan_string(s)) != 0 ||
           (rc = tb__jscan_expect(s, ']')) != 0)
         break;
-      rc = add_merge(ps, first.base ? first.base : "", first.len, s->str.base ? s->str.base : "",
-                     s->str.len, i, &cat, &cat_cap);
-      if (rc != 0)
-        goto done;
+      rc = push_merge(text, m, n, cap, first.base ? first.base : "", first.len,
+                      s->str.base ? s->str.base : "", s->str.len);
     } else {
       /* "a b", as older files write them. */
       if ((rc = tb__jscan_string(s)) != 0)
@@ -372,11 +398,15 @@ static int read_merges(parse_t *ps, tb__jscan_t *s) {
                           i, str);
         goto done;
       }
-      rc = add_merge(ps, str, (size_t)(sp - str), sp + 1, s->str.len - (size_t)(sp + 1 - str),
-                     i, &cat, &cat_cap);
-      if (rc != 0)
-        goto done;
+      rc = push_merge(text, m, n, cap, str, (size_t)(sp - str), sp + 1,
+                      s->str.len - (size_t)(sp + 1 - str));
     }
+    if (rc == TB_EINVAL) {
+      rc = tb__tok_fail(ps->err, ps->file, "model.merges[%zu]: too long", i);
+      goto done;
+    }
+    if (rc != 0)
+      break;
     tb__jscan_ws(s);
     if (s->p < s->end && *s->p == ',') {
       s->p++;
@@ -391,7 +421,6 @@ static int read_merges(parse_t *ps, tb__jscan_t *s) {
     rc = scan_fail(ps, s, "model.merges");
 done:
   tb__buf_free(&first);
-  free(cat);
   return rc;
 }
 
@@ -460,10 +489,22 @@ static int build_ids(parse_t *ps, json_t *added) {
     if (tb__tok_add_string(t, tmp, bl, &t->bytes[e->id]) != 0)
       return tb_error_set(ps->err, TB_ENOMEM, TB_CATEGORY_SERVER, "out of memory");
   }
-  for (size_t i = 0; i < ps->n_vocab; i++) {
-    uint32_t id = ps->vocab[i].id;
-    tb__strhash_put(&t->by_text, t->blob, t->text, (int32_t)id, 0);
-    tb__strhash_put(&t->by_bytes, t->blob, t->bytes, (int32_t)id, 0);
+  /* In batches whose table slots are fetched before they are written. */
+  uint32_t ht[64], hb[64];
+  for (size_t at = 0; at < ps->n_vocab; at += 64) {
+    size_t k = ps->n_vocab - at < 64 ? ps->n_vocab - at : 64;
+    for (size_t i = 0; i < k; i++) {
+      uint32_t id = ps->vocab[at + i].id;
+      ht[i] = tb__tok_hash(t->blob + t->text[id].off, t->text[id].len);
+      hb[i] = tb__tok_hash(t->blob + t->bytes[id].off, t->bytes[id].len);
+      tb__strhash_prefetch(&t->by_text, ht[i]);
+      tb__strhash_prefetch(&t->by_bytes, hb[i]);
+    }
+    for (size_t i = 0; i < k; i++) {
+      int32_t id = (int32_t)ps->vocab[at + i].id;
+      tb__strhash_put_hashed(&t->by_text, t->blob, t->text, id, ht[i], 0);
+      tb__strhash_put_hashed(&t->by_bytes, t->blob, t->bytes, id, hb[i], 0);
+    }
   }
   return tb__tok_config_added(t, ps->file, added, ps->byte_of, ps->err);
 }
@@ -472,6 +513,8 @@ static void parse_free(parse_t *ps) {
   json_decref(ps->top);
   json_decref(ps->model);
   free(ps->vocab);
+  tb__buf_free(&ps->merge_text);
+  free(ps->merges);
 }
 
 static int load_tokenizer_json(tb_tokenizer_t *t, const tb_tokenizer_source_t *src,
@@ -496,15 +539,15 @@ static int load_tokenizer_json(tb_tokenizer_t *t, const tb_tokenizer_source_t *s
     rc = tb__tok_fail(err, ps.file, "model: missing");
   if (rc == 0)
     rc = check_model_fields(&ps);
-  if (rc == 0)
-    rc = read_vocab(&ps, &s);
   json_t *added = json_object_get(ps.top, "added_tokens");
   if (rc == 0 && added != NULL && !json_is_array(added) && !json_is_null(added))
     rc = tb__tok_fail(err, ps.file, "added_tokens: expected an array");
   if (rc == 0)
     rc = build_ids(&ps, added);
+  if (rc == 0 && tb__pairhash_init(&t->merges, ps.n_merges) != 0)
+    rc = tb_error_set(err, TB_ENOMEM, TB_CATEGORY_SERVER, "out of memory");
   if (rc == 0)
-    rc = read_merges(&ps, &s);
+    rc = resolve_merges(&ps, &ps.merge_text, ps.merges, ps.n_merges);
   if (rc == 0)
     rc = tb__tok_config_model(t, ps.file, ps.model, err);
   if (rc == 0)
