@@ -1,11 +1,13 @@
 /*
- * engine/tokenizer: byte round trips, special tokens by name, and the chat
- * template with its trainable mask.
+ * The `base` tokenizer and template (text/base_chat.h and the public
+ * tokenizer and renderer API): byte round trips, special tokens by name,
+ * and the chat template with its trainable mask.
  */
 #include "tb_test.h"
 
 #include "core/buf.h"
 #include "text/base_chat.h"
+#include "tinkerbell/renderer.h"
 #include "tinkerbell/tokenizer.h"
 
 TEST(bytes_round_trip) {
@@ -214,7 +216,63 @@ TEST(public_chat_render_and_decode) {
   ASSERT_ERR(tb_base_decode(out_of_range, 2, &text), TB_EINVAL);
 }
 
+/* `base` behind the tokenizer and renderer API: special tokens are read
+ * in text as every tokenizer's are (not inside content the renderer
+ * writes), bytes round-trip, and the renderer gives the same tokens and
+ * weights as the template above. */
+TEST(base_through_the_public_api) {
+  tb_tokenizer_t *t;
+  ASSERT_OK(tb_tokenizer_base(&t));
+  ASSERT_EQ_INT(tb_tokenizer_vocab_size(t), TB_TOK_VOCAB);
+  ASSERT_EQ_INT(tb_tokenizer_bos_id(t), TB_TOK_BOS);
+  ASSERT_EQ_INT(tb_tokenizer_eos_id(t), TB_TOK_EOS);
+  ASSERT_EQ_INT(tb_tokenizer_token_to_id(t, "<|end|>", 7), TB_TOK_END);
+  int32_t *ids;
+  size_t n;
+  tb_error_t err = { 0 };
+  ASSERT_OK(tb_tokenizer_encode(t, "a<|end|>\xff", 9, 0, &ids, NULL, &n, &err));
+  ASSERT_EQ_INT(n, 3);
+  ASSERT_EQ_INT(ids[0], 'a');
+  ASSERT_EQ_INT(ids[1], TB_TOK_END);
+  ASSERT_EQ_INT(ids[2], 0xff);
+  char *text;
+  size_t len;
+  ASSERT_OK(tb_tokenizer_decode(t, ids, n, 0, &text, &len, &err));
+  ASSERT_MEM_EQ_STR(text, len, "a<|end|>\xff");
+  free(text);
+  free(ids);
+  ASSERT_OK(tb_tokenizer_encode(t, "<|end|>", 7, TB_ENCODE_SPECIAL_AS_TEXT, &ids, NULL, &n, &err));
+  ASSERT_EQ_INT(n, 7);
+  free(ids);
+  tb_renderer_t *r;
+  ASSERT_OK(tb_renderer_new("base", t, &r, &err));
+  const tb_chat_message_t chat[] = { { "user", "<|end|>" }, { "assistant", "yo" } };
+  tb_rendered_t out;
+  ASSERT_OK(tb_renderer_render(r, chat, 2, 0, &out, &err));
+  const int32_t want[] = { TB_TOK_BOS, TB_TOK_USER, '<', '|', 'e', 'n', 'd', '|', '>', TB_TOK_END,
+                           TB_TOK_ASSISTANT, 'y', 'o', TB_TOK_END };
+  ASSERT_EQ_INT(out.len, 14);
+  for (size_t i = 0; i < out.len; i++) {
+    ASSERT_EQ_INT(out.tokens[i], want[i]);
+    ASSERT_EQ_INT(out.weights[i] == 1.0f, i >= 11);
+  }
+  tb_stop_t stop;
+  tb_renderer_stop(r, &stop);
+  ASSERT_EQ_INT(stop.n_tokens, 2);
+  ASSERT_EQ_INT(stop.tokens[0], TB_TOK_END);
+  ASSERT_EQ_INT(stop.tokens[1], TB_TOK_EOS);
+  tb_reply_t reply;
+  ASSERT_OK(tb_renderer_parse(r, out.tokens + 11, 3, &reply, &err));
+  ASSERT_STR_EQ(reply.content, "yo");
+  ASSERT(reply.ended && reply.reasoning == NULL);
+  tb_reply_free(&reply);
+  tb_rendered_free(&out);
+  tb_renderer_free(r);
+  tb_tokenizer_free(t);
+}
+
 TEST_LIST(
+  TEST_ENTRY(base_through_the_public_api),
   TEST_ENTRY(bytes_round_trip),
   TEST_ENTRY(special_tokens_are_never_parsed_from_text),
   TEST_ENTRY(special_tokens_by_name_and_decode_flags),

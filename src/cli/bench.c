@@ -81,6 +81,10 @@ static const bench_t benches[] = {
     { "--futures", "10000,100000" }, { "--futures", "1000", "--seconds", "1" },
     "{n}: {bytes_per_future} B/future, {cpu_us_per_poll} us CPU/poll, {allocs_per_poll} allocs",
     "bare HTTP client: {raw_cpu_us} us/poll", "{ratio}x the bare client's CPU" },
+  { "tokenizer", "tokenizer encode, Llama 3, mixed text, one thread", "bench_tokenizer",
+    { "--seconds", "3", "--mb", "4" }, { "--seconds", "0.3", "--mb", "0.5" },
+    "{mb_per_s} MB/s; tokenizer.json load: Qwen3 {load_qwen3_ms} ms, Llama 3 {load_llama3_ms} ms",
+    "JavaScript (@huggingface/tokenizers): {js_mb_per_s} MB/s", "{ratio}x" },
   { NULL, NULL, NULL, { NULL }, { NULL }, NULL, NULL, NULL },
 };
 

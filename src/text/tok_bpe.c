@@ -461,11 +461,8 @@ int tb__bpe_word(const tb_tokenizer_t *t, const char *w, size_t n, size_t base,
                  tb__bpe_scratch_t *s, tb__ids_t *out) {
   if (n == 0)
     return 0;
-  if (t->ignore_merges) {
-    int32_t id = tb__strhash_get(&t->by_bytes, t->blob, t->bytes, w, n);
-    if (id >= 0)
-      return tb__ids_push(out, id, base, base + n);
-  }
+  /* The cache first: a hit costs one slot's load, where a look in the
+   * vocabulary (ignore_merges) costs three. */
   uint32_t h = 0;
   int cacheable = t->cache != NULL && n <= TB__CACHE_KEY && !out->want_offs;
   if (cacheable) {
@@ -477,6 +474,14 @@ int tb__bpe_word(const tb_tokenizer_t *t, const char *w, size_t n, size_t base,
         if (tb__ids_push(out, ids[i], 0, 0) != 0)
           return TB_ENOMEM;
       return 0;
+    }
+  }
+  if (t->ignore_merges) {
+    int32_t id = tb__strhash_get(&t->by_bytes, t->blob, t->bytes, w, n);
+    if (id >= 0) {
+      if (cacheable)
+        cache_put(t, h, w, n, &id, 1);
+      return tb__ids_push(out, id, base, base + n);
     }
   }
   long k = initial_symbols(t, w, n, s);

@@ -21,8 +21,10 @@
 /* ---------------------------------------------------------------- UTF-8 */
 
 /* Length of the valid UTF-8 character at s (1..4), or 0 when the bytes
- * are not one; *need is how many bytes a valid prefix still lacks. */
-static size_t utf8_char(const unsigned char *s, size_t n, size_t *maximal) {
+ * are not one; then *maximal is the length of the longest valid prefix
+ * of a character there (at least 1), and *cut says that prefix was cut
+ * short by the end of the bytes rather than by a wrong byte. */
+static size_t utf8_char_cut(const unsigned char *s, size_t n, size_t *maximal, int *cut) {
   unsigned char c = s[0];
   size_t len;
   unsigned char lo = 0x80, hi = 0xBF;
@@ -38,20 +40,28 @@ static size_t utf8_char(const unsigned char *s, size_t n, size_t *maximal) {
     if (c == 0xF4) hi = 0x8F;
   } else {
     *maximal = 1;
+    *cut = 0;
     return 0;
   }
   for (size_t i = 1; i < len; i++) {
     if (i >= n) {
       *maximal = i; /* a valid prefix cut off by the end */
+      *cut = 1;
       return 0;
     }
     unsigned char x = s[i];
     if (x < (i == 1 ? lo : 0x80) || x > (i == 1 ? hi : 0xBF)) {
       *maximal = i;
+      *cut = 0;
       return 0;
     }
   }
   return len;
+}
+
+static size_t utf8_char(const unsigned char *s, size_t n, size_t *maximal) {
+  int cut;
+  return utf8_char_cut(s, n, maximal, &cut);
 }
 
 size_t tb__utf8_valid_prefix(const char *s, size_t len) {
@@ -100,8 +110,9 @@ size_t tb__utf8_incomplete_tail(const char *s, size_t len) {
       return 0;
     if (p[at] >= 0xC0) {
       size_t m = 0;
-      size_t l = utf8_char(p + at, k, &m);
-      return l == 0 && m == k ? k : 0;
+      int cut = 0;
+      size_t l = utf8_char_cut(p + at, k, &m, &cut);
+      return l == 0 && cut && m == k ? k : 0;
     }
   }
   return 0;

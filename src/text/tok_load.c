@@ -261,7 +261,8 @@ static int read_vocab(parse_t *ps, tb__jscan_t *s) {
       return scan_fail(ps, s, "model.vocab");
     if (tb__jscan_int(s, &id) != 0 || id < 0 || id >= TB__TOK_MAX_IDS)
       return tb__tok_fail(ps->err, ps->file,
-                          "model.vocab: \"%.40s\": the id must be an integer in [0, %u)",
+                          "model.vocab: \"%.*s\": the id must be an integer in [0, %u)",
+                          (int)(s->str.len > 40 ? 40 : s->str.len),
                           s->str.base ? s->str.base : "", TB__TOK_MAX_IDS);
     if (ps->n_vocab == ps->cap_vocab) {
       size_t cap = ps->cap_vocab ? ps->cap_vocab * 2 : 4096;
@@ -394,8 +395,8 @@ static int read_merges(parse_t *ps, tb__jscan_t *s) {
       const char *sp = memchr(str, ' ', s->str.len);
       if (sp == NULL || memchr(sp + 1, ' ', s->str.len - (size_t)(sp + 1 - str)) != NULL) {
         rc = tb__tok_fail(ps->err, ps->file,
-                          "model.merges[%zu]: \"%.40s\" is not two tokens separated by a space",
-                          i, str);
+                          "model.merges[%zu]: \"%.*s\" is not two tokens separated by a space",
+                          i, (int)(s->str.len > 40 ? 40 : s->str.len), str);
         goto done;
       }
       rc = push_merge(text, m, n, cap, str, (size_t)(sp - str), sp + 1,
