@@ -77,8 +77,11 @@ TB_EXTERN int tb_renderer_detect_buffers(const char *config_json, size_t config_
                                          size_t tokenizer_config_len, const char *file_name,
                                          const char **name, tb_error_t *err);
 
+/* The renderer's name ("qwen3"), static. */
 TB_EXTERN const char *tb_renderer_name(const tb_renderer_t *r);
+/* The tokenizer it was made for. */
 TB_EXTERN const tb_tokenizer_t *tb_renderer_tokenizer(const tb_renderer_t *r);
+/* Frees r (NULL is fine); its tokenizer is the caller's. */
 TB_EXTERN void tb_renderer_free(tb_renderer_t *r);
 
 enum {
@@ -118,6 +121,7 @@ typedef struct tb_stop_s {
   size_t n_strings;
 } tb_stop_t;
 
+/* Fills out with the renderer's stop sequences. */
 TB_EXTERN void tb_renderer_stop(const tb_renderer_t *r, tb_stop_t *out);
 
 /* A sampled reply read back as a message. */

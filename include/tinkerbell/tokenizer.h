@@ -78,6 +78,7 @@ TB_EXTERN int tb_tokenizer_load_buffers(const tb_tokenizer_source_t *tokenizer_j
  * Returns 0 or TB_ENOMEM. */
 TB_EXTERN int tb_tokenizer_base(tb_tokenizer_t **out);
 
+/* Frees tok (NULL is fine), after its last use by any thread. */
 TB_EXTERN void tb_tokenizer_free(tb_tokenizer_t *tok);
 
 enum {
@@ -120,6 +121,7 @@ TB_EXTERN int tb_tokenizer_decode(const tb_tokenizer_t *tok, const int32_t *ids,
  * ids.  The decoder holds a pointer to tok, which must outlive it. */
 typedef struct tb_decoder_s tb_decoder_t;
 
+/* A streaming decoder (flags: TB_DECODE_SKIP_SPECIAL); 0 or TB_ENOMEM. */
 TB_EXTERN int tb_decoder_new(const tb_tokenizer_t *tok, int flags, tb_decoder_t **out);
 /* Appends the text of ids to the malloc'd string *out (*out_len bytes,
  * NUL-terminated; *out may start NULL).  Returns 0, TB_EINVAL (an id
@@ -128,6 +130,7 @@ TB_EXTERN int tb_decoder_feed(tb_decoder_t *d, const int32_t *ids, size_t n, cha
                               size_t *out_len, tb_error_t *err);
 /* Appends what is held back (an incomplete character, as U+FFFD). */
 TB_EXTERN int tb_decoder_finish(tb_decoder_t *d, char **out, size_t *out_len);
+/* Frees d (NULL is fine). */
 TB_EXTERN void tb_decoder_free(tb_decoder_t *d);
 
 /* The number of ids (one more than the largest id, added tokens
