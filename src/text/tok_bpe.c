@@ -177,7 +177,9 @@ int tb__cache_init(tb_tokenizer_t *t) {
   if (t->cache == NULL)
     return TB_ENOMEM;
   for (size_t i = 0; i < TB__CACHE_SHARDS; i++) {
-    t->cache[i].slots = calloc(TB__CACHE_SLOTS, sizeof(tb__cache_slot_t));
+    t->cache[i].slots = aligned_alloc(64, TB__CACHE_SLOTS * sizeof(tb__cache_slot_t));
+    if (t->cache[i].slots != NULL)
+      memset(t->cache[i].slots, 0, TB__CACHE_SLOTS * sizeof(tb__cache_slot_t));
     if (t->cache[i].slots == NULL || pthread_mutex_init(&t->cache[i].lock, NULL) != 0) {
       free(t->cache[i].slots);
       t->cache[i].slots = NULL;
@@ -202,6 +204,12 @@ void tb__cache_free(tb_tokenizer_t *t) {
   }
   free(t->cache);
   t->cache = NULL;
+}
+
+void tb__cache_prefetch(const tb_tokenizer_t *t, uint32_t h) {
+  if (t->cache != NULL)
+    __builtin_prefetch(&t->cache[h % TB__CACHE_SHARDS].slots[(h / TB__CACHE_SHARDS) %
+                                                             TB__CACHE_SLOTS]);
 }
 
 /* Copies the cached ids of word w into ids; returns their count or -1. */
@@ -459,15 +467,18 @@ static long merge_heap(const tb_tokenizer_t *t, tb__bpe_scratch_t *s, size_t k) 
 
 int tb__bpe_word(const tb_tokenizer_t *t, const char *w, size_t n, size_t base,
                  tb__bpe_scratch_t *s, tb__ids_t *out) {
+  return tb__bpe_word_hashed(t, w, n, base, tb__tok_hash(w, n), s, out);
+}
+
+int tb__bpe_word_hashed(const tb_tokenizer_t *t, const char *w, size_t n, size_t base,
+                        uint32_t h, tb__bpe_scratch_t *s, tb__ids_t *out) {
   if (n == 0)
     return 0;
   /* The cache first: a hit costs one slot's load, where a look in the
    * vocabulary (ignore_merges) costs three. */
-  uint32_t h = 0;
   int cacheable = t->cache != NULL && n <= TB__CACHE_KEY && !out->want_offs;
   if (cacheable) {
     int32_t ids[TB__CACHE_IDS];
-    h = tb__tok_hash(w, n);
     int got = cache_get(t, h, w, n, ids);
     if (got >= 0) {
       for (int i = 0; i < got; i++)

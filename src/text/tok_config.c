@@ -277,7 +277,7 @@ static char *rewrite_pattern(const char *p, size_t n, int *bad) {
 }
 
 static int compile(const char *file, const char *field, const char *pat, size_t n, int literal,
-                   pcre2_code **out, tb_error_t *err) {
+                   pcre2_code **out, int *jit, tb_error_t *err) {
   int bad = 0;
   char *p = NULL;
   if (!literal) {
@@ -304,7 +304,7 @@ static int compile(const char *file, const char *field, const char *pat, size_t 
   }
   /* Without JIT (an unsupported CPU) the interpreter gives the same
    * matches, only slower. */
-  (void)pcre2_jit_compile(*out, PCRE2_JIT_COMPLETE);
+  *jit = pcre2_jit_compile(*out, PCRE2_JIT_COMPLETE) == 0;
   return 0;
 }
 
@@ -347,7 +347,7 @@ static int add_pretok(tb_tokenizer_t *t, const char *file, json_t *o, int depth,
     p->removed = strcmp(beh, "Removed") == 0;
     json_t *s = json_is_string(re) ? re : str;
     int rc = compile(file, "pre_tokenizer.pattern", json_string_value(s), json_string_length(s),
-                     !json_is_string(re), &p->re, err);
+                     !json_is_string(re), &p->re, &p->jit, err);
     if (rc != 0)
       return rc;
   } else if (strcmp(ty, "ByteLevel") == 0) {
@@ -359,7 +359,7 @@ static int add_pretok(tb_tokenizer_t *t, const char *file, json_t *o, int depth,
     p->kind = TB__PRE_BYTELEVEL;
     if (use_regex) {
       int rc = compile(file, "pre_tokenizer (ByteLevel's regex)", gpt2_pattern,
-                       sizeof(gpt2_pattern) - 1, 0, &p->re, err);
+                       sizeof(gpt2_pattern) - 1, 0, &p->re, &p->jit, err);
       if (rc != 0)
         return rc;
     }

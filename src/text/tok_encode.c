@@ -126,8 +126,23 @@ typedef struct align_s {
   int same;         /* the stretch is unchanged */
 } align_t;
 
+/* A word waiting for BPE: words are taken in batches whose cache slots
+ * are fetched before the first is looked up. */
+typedef struct pending_s {
+  const char *p;
+  size_t n;
+  long long org;
+  size_t lo;
+  uint32_t h;
+} pending_t;
+
+#define TB__BATCH 16
+
 typedef struct enc_s {
   const tb_tokenizer_t *t;
+  pending_t pend[TB__BATCH];
+  size_t n_pend;
+  int batch; /* words may wait: they point into the caller's text */
   tb__ids_t *out;
   int flags;
   const size_t *plain;
@@ -156,15 +171,36 @@ static void fix_offsets(enc_t *e, size_t k0, long long org, size_t lo) {
   }
 }
 
-static int bpe_piece(enc_t *e, const char *p, size_t n, long long org, size_t lo) {
+static int bpe_now(enc_t *e, const char *p, size_t n, long long org, size_t lo, uint32_t h) {
   size_t k0 = e->out->len;
-  int rc = tb__bpe_word(e->t, p, n, 0, &e->bpe, e->out);
+  int rc = tb__bpe_word_hashed(e->t, p, n, 0, h, &e->bpe, e->out);
   if (rc == TB_ENOMEM)
     return fail_oom(e);
   if (rc != 0)
     return tb_error_set(e->err, TB_EINVAL, TB_CATEGORY_USER, "text: a byte without a token");
   fix_offsets(e, k0, org, lo);
   return 0;
+}
+
+/* Runs BPE on the waiting words, in order. */
+static int flush(enc_t *e) {
+  for (size_t i = 0; i < e->n_pend; i++) {
+    pending_t *w = &e->pend[i];
+    w->h = tb__tok_hash(w->p, w->n);
+    tb__cache_prefetch(e->t, w->h);
+  }
+  int rc = 0;
+  for (size_t i = 0; rc == 0 && i < e->n_pend; i++)
+    rc = bpe_now(e, e->pend[i].p, e->pend[i].n, e->pend[i].org, e->pend[i].lo, e->pend[i].h);
+  e->n_pend = 0;
+  return rc;
+}
+
+static int bpe_piece(enc_t *e, const char *p, size_t n, long long org, size_t lo) {
+  if (!e->batch)
+    return bpe_now(e, p, n, org, lo, tb__tok_hash(p, n));
+  e->pend[e->n_pend++] = (pending_t){ p, n, org, lo, 0 };
+  return e->n_pend == TB__BATCH ? flush(e) : 0;
 }
 
 static int pretok(enc_t *e, size_t step, const char *p, size_t n, long long org, size_t lo);
@@ -181,7 +217,9 @@ static int regex_split(enc_t *e, size_t step, const tb__pretok_t *pt, const char
   size_t off = 0, last = 0;
   int keep_match = !(pt->removed && !pt->invert), keep_gap = !(pt->removed && pt->invert);
   while (off < n) {
-    int rc = pcre2_match(pt->re, (PCRE2_SPTR)p, n, off, PCRE2_NO_UTF_CHECK, e->md, NULL);
+    /* The text is valid UTF-8 (checked once): no check per match. */
+    int rc = pt->jit ? pcre2_jit_match(pt->re, (PCRE2_SPTR)p, n, off, 0, e->md, NULL)
+                     : pcre2_match(pt->re, (PCRE2_SPTR)p, n, off, PCRE2_NO_UTF_CHECK, e->md, NULL);
     if (rc == PCRE2_ERROR_NOMATCH)
       break;
     if (rc < 0)
@@ -375,6 +413,8 @@ static int split_added(enc_t *e, const tb__trie_t *tr, const char *s, size_t a, 
         stop += l;
     if (start > from && (rc = fn(e, s, from, start)) != 0)
       return rc;
+    if ((rc = flush(e)) != 0)
+      return rc;
     if (tb__ids_push(e->out, t->added[best].id, start, stop) != 0)
       return fail_oom(e);
     from = pos = stop;
@@ -513,8 +553,10 @@ static int text_piece(enc_t *e, const char *s, size_t a, size_t b) {
         return fail_oom(e);
     return 0;
   }
-  if (t->n_norm == 0)
-    return pretok(e, 0, s + a, b - a, (long long)a, 0);
+  if (t->n_norm == 0) {
+    int rc = pretok(e, 0, s + a, b - a, (long long)a, 0);
+    return rc ? rc : flush(e);
+  }
   int rc = normalize(e, s, a, b);
   if (rc != 0)
     return rc;
@@ -529,6 +571,8 @@ static int text_piece(enc_t *e, const char *s, size_t a, size_t b) {
     rc = norm_piece(e, ns, 0, keep.len);
   tb__buf_free(&e->norm);
   e->norm = keep;
+  if (rc == 0)
+    rc = flush(e);
   if (rc == 0 && e->out->want_offs)
     for (size_t k = k0; k < e->out->len; k++) {
       e->out->offs[2 * k] = map_back(e, e->out->offs[2 * k], 0);
@@ -565,6 +609,12 @@ int tb__tok_encode_spans(const tb_tokenizer_t *t, const char *text, size_t len, 
     if (e.md == NULL)
       return fail_oom(&e);
   }
+  /* Words may wait for BPE unless a pre-tokenizer copies them (ByteLevel's
+   * prefix space) or offsets are wanted (no cache then). */
+  e.batch = t->cache != NULL && !out->want_offs;
+  for (size_t i = 0; i < t->n_pre; i++)
+    if (t->pre[i].kind == TB__PRE_BYTELEVEL && t->pre[i].prefix_space)
+      e.batch = 0;
   size_t k0 = out->len;
   int rc = split_added(&e, &t->trie_raw, text, 0, len, 1, text_piece);
   if (rc == 0 && (flags & TB_ENCODE_ADD_SPECIAL)) {

@@ -73,15 +73,16 @@ typedef struct tb__pairhash_s {
  * or of more than TB__CACHE_IDS tokens are not kept. */
 #define TB__CACHE_SHARDS 64
 #define TB__CACHE_SLOTS 512 /* per shard: 32768 words in all */
-#define TB__CACHE_KEY 30
-#define TB__CACHE_IDS 12
+#define TB__CACHE_KEY 22
+#define TB__CACHE_IDS 9
+/* One cache line: a hit loads one line. */
 typedef struct tb__cache_slot_s {
   uint32_t hash;
   uint8_t klen; /* 0 = empty */
   uint8_t nids;
   char key[TB__CACHE_KEY];
   int32_t ids[TB__CACHE_IDS];
-} tb__cache_slot_t;
+} __attribute__((aligned(64))) tb__cache_slot_t;
 
 typedef struct tb__cache_shard_s {
   pthread_mutex_t lock;
@@ -95,6 +96,7 @@ enum { TB__PRE_SPLIT = 1, TB__PRE_BYTELEVEL, TB__PRE_DIGITS };
 typedef struct tb__pretok_s {
   int kind;
   pcre2_code *re;     /* SPLIT, and BYTELEVEL with use_regex */
+  int jit;            /* re was JIT-compiled: match with pcre2_jit_match */
   int removed;        /* SPLIT: behavior Removed (else Isolated) */
   int invert;         /* SPLIT */
   int prefix_space;   /* BYTELEVEL: add_prefix_space */
@@ -217,6 +219,11 @@ typedef struct tb__bpe_scratch_s {
 
 int tb__bpe_word(const tb_tokenizer_t *t, const char *w, size_t n, size_t base,
                  tb__bpe_scratch_t *s, tb__ids_t *out);
+/* The same with the word's hash (tb__tok_hash) already taken. */
+int tb__bpe_word_hashed(const tb_tokenizer_t *t, const char *w, size_t n, size_t base,
+                        uint32_t h, tb__bpe_scratch_t *s, tb__ids_t *out);
+/* Starts loading the cache slot of a word's hash. */
+void tb__cache_prefetch(const tb_tokenizer_t *t, uint32_t h);
 void tb__bpe_scratch_free(tb__bpe_scratch_t *s);
 
 /* --- tok_json.c: a strict JSON scanner for the vocabulary and merges,
