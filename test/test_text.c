@@ -316,6 +316,38 @@ TEST(threads_share_one_tokenizer) {
   tb_tokenizer_free(t);
 }
 
+/* generation_config.json's ids win over tokenizer_config.json's names, and
+ * its eos_token_id may be a list (Llama 3.1's is). */
+TEST(generation_config_ids) {
+  json_t *j = small_tokenizer();
+  char *s = json_dumps(j, JSON_COMPACT);
+  json_decref(j);
+  char gen[128];
+  snprintf(gen, sizeof(gen), "{\"bos_token_id\": %d, \"eos_token_id\": [%d, %d], "
+           "\"pad_token_id\": %d}", ID_THINK, ID_SEP, ID_EOT, ID_BOS);
+  tb_tokenizer_source_t tj = { s, strlen(s), "tokenizer.json" };
+  tb_tokenizer_source_t cf = { small_config, strlen(small_config), "tokenizer_config.json" };
+  tb_tokenizer_source_t gc = { gen, strlen(gen), "generation_config.json" };
+  tb_tokenizer_t *t;
+  tb_error_t err = { 0 };
+  ASSERT_OK(tb_tokenizer_load_buffers(&tj, &cf, &gc, &t, &err));
+  ASSERT_EQ_INT(tb_tokenizer_bos_id(t), ID_THINK);
+  ASSERT_EQ_INT(tb_tokenizer_eos_id(t), ID_SEP);
+  ASSERT_EQ_INT(tb_tokenizer_pad_id(t), ID_BOS);
+  size_t n;
+  const int32_t *eos = tb_tokenizer_eos_ids(t, &n);
+  ASSERT_EQ_INT(n, 2);
+  ASSERT_EQ_INT(eos[0], ID_SEP);
+  ASSERT_EQ_INT(eos[1], ID_EOT);
+  tb_tokenizer_free(t);
+  const char *bad = "{\"eos_token_id\": 999999}";
+  gc = (tb_tokenizer_source_t){ bad, strlen(bad), "generation_config.json" };
+  ASSERT_ERR(tb_tokenizer_load_buffers(&tj, &cf, &gc, &t, &err), TB_EINVAL);
+  ASSERT_STR_CONTAINS(tb_error_message(&err), "generation_config.json: eos_token_id: expected an id");
+  tb_error_clear(&err);
+  free(s);
+}
+
 /* SmolLM2's pre-tokenizer: Digits (each digit alone), then ByteLevel with
  * GPT-2's pattern; and ByteLevel's add_prefix_space. */
 TEST(digits_and_byte_level_pattern) {
@@ -569,6 +601,7 @@ TEST_LIST(
   TEST_ENTRY(streaming_decode_holds_half_characters),
   TEST_ENTRY(threads_share_one_tokenizer),
   TEST_ENTRY(digits_and_byte_level_pattern),
+  TEST_ENTRY(generation_config_ids),
   TEST_ENTRY(other_models_and_parts_are_refused),
   TEST_ENTRY(truncated_and_corrupt_files_are_refused),
   TEST_ENTRY(bad_text_and_ids_are_refused),
