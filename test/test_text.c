@@ -316,6 +316,37 @@ TEST(threads_share_one_tokenizer) {
   tb_tokenizer_free(t);
 }
 
+/* An added token with normalized=true is matched in the normalized text
+ * (NFD input finds the NFC token); byte_fallback stands in for a byte
+ * without a token of its own. */
+TEST(normalized_added_tokens_and_byte_fallback) {
+  json_t *j = small_tokenizer();
+  json_array_append_new(json_object_get(j, "added_tokens"),
+                        json_pack("{s:i,s:s,s:b,s:b,s:b,s:b,s:b}", "id", ID_THINK + 1, "content",
+                                  "caf\xc3\xa9", "single_word", 0, "lstrip", 0, "rstrip", 0,
+                                  "normalized", 1, "special", 0));
+  json_t *vocab = json_object_get(json_object_get(j, "model"), "vocab");
+  json_object_del(vocab, "A");
+  json_object_set_new(vocab, "<0x41>", json_integer('A'));
+  json_object_set_new(json_object_get(j, "model"), "byte_fallback", json_true());
+  tb_tokenizer_t *t;
+  tb_error_t err = { 0 };
+  ASSERT_OK(load_json(j, NULL, &t, &err));
+  const int32_t a[] = { ID_HELLO, ' ', ID_THINK + 1 };
+  expect_ids(t, "hello cafe\xcc\x81", 0, a, 3);
+  expect_ids(t, "hello caf\xc3\xa9", 0, a, 3);
+  const int32_t b[] = { 'A', ID_HELLO };
+  expect_ids(t, "Ahello", 0, b, 2);
+  tb_tokenizer_free(t);
+  /* without byte_fallback (or an unknown token) a byte without a token is
+   * refused at load, naming it */
+  json_object_set_new(json_object_get(j, "model"), "byte_fallback", json_false());
+  ASSERT_ERR(load_json(j, NULL, &t, &err), TB_EINVAL);
+  ASSERT_STR_CONTAINS(tb_error_message(&err), "model.vocab: no token for the byte 0x41");
+  tb_error_clear(&err);
+  json_decref(j);
+}
+
 /* generation_config.json's ids win over tokenizer_config.json's names, and
  * its eos_token_id may be a list (Llama 3.1's is). */
 TEST(generation_config_ids) {
@@ -602,6 +633,7 @@ TEST_LIST(
   TEST_ENTRY(threads_share_one_tokenizer),
   TEST_ENTRY(digits_and_byte_level_pattern),
   TEST_ENTRY(generation_config_ids),
+  TEST_ENTRY(normalized_added_tokens_and_byte_fallback),
   TEST_ENTRY(other_models_and_parts_are_refused),
   TEST_ENTRY(truncated_and_corrupt_files_are_refused),
   TEST_ENTRY(bad_text_and_ids_are_refused),
