@@ -334,6 +334,10 @@ static int scratch_reserve(tb__bpe_scratch_t *s, size_t n) {
   if (len == NULL)
     return TB_ENOMEM;
   s->len = len;
+  uint32_t *link = realloc(s->link, 2 * cap * sizeof(*link));
+  if (link == NULL)
+    return TB_ENOMEM;
+  s->link = link;
   s->cap = cap;
   return 0;
 }
@@ -342,6 +346,7 @@ void tb__bpe_scratch_free(tb__bpe_scratch_t *s) {
   free(s->sym);
   free(s->pos);
   free(s->len);
+  free(s->link);
   free(s->heap);
   memset(s, 0, sizeof(*s));
 }
@@ -410,12 +415,7 @@ static long merge_heap(const tb_tokenizer_t *t, tb__bpe_scratch_t *s, size_t k) 
     s->heap = h;
     s->heap_cap = 3 * k;
   }
-  /* next/prev links live in pos's spare room: reuse len for lengths and
-   * keep links in two more arrays carved from one allocation. */
-  uint32_t *next = malloc(2 * k * sizeof(*next));
-  if (next == NULL)
-    return -2;
-  uint32_t *prev = next + k;
+  uint32_t *next = s->link, *prev = s->link + k;
   for (size_t i = 0; i < k; i++) {
     next[i] = (uint32_t)(i + 1);
     prev[i] = (uint32_t)(i ? i - 1 : UINT32_MAX);
@@ -461,7 +461,6 @@ static long merge_heap(const tb_tokenizer_t *t, tb__bpe_scratch_t *s, size_t k) 
       s->len[m] = s->len[i];
       m++;
     }
-  free(next);
   return (long)m;
 }
 
@@ -500,7 +499,9 @@ int tb__bpe_word_hashed(const tb_tokenizer_t *t, const char *w, size_t n, size_t
     return TB_ENOMEM;
   if (k < 0)
     return TB_EINVAL;
-  if (k <= 48)
+  /* The scan looks up every pair again after each merge: quadratic, and
+   * faster than the heap only for the shortest words. */
+  if (k <= 8)
     k = (long)merge_scan(t, s, (size_t)k);
   else
     k = merge_heap(t, s, (size_t)k);

@@ -212,6 +212,7 @@ typedef struct tb__bpe_scratch_s {
   int32_t *sym;  /* ids of the current symbols */
   uint32_t *pos; /* byte start of each symbol */
   uint32_t *len; /* byte length of each symbol */
+  uint32_t *link; /* the heap merge's next and prev lists, 2 * cap */
   size_t cap;
   struct tb__heap_s *heap;
   size_t heap_cap;
