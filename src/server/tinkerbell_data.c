@@ -9,7 +9,7 @@
  * engine otherwise.
  *
  * Chat conversations ([[{"role", "content"}, ...], ...]) are rendered with
- * the chat template of `base` (engine/tokenizer.h): the byte tokenizer is
+ * the chat template of `base` (text/base_chat.h): the byte tokenizer is
  * the only one this server has, so chat data and text prompts on another
  * base model are refused with 422 and a pointer to the token forms.  A
  * rendered conversation of L tokens becomes one datum of L - 1 positions,
