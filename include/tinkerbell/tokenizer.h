@@ -144,6 +144,13 @@ TB_EXTERN int32_t tb_tokenizer_token_to_id(const tb_tokenizer_t *tok, const char
  * NULL for an id without a token. */
 TB_EXTERN const char *tb_tokenizer_id_to_token(const tb_tokenizer_t *tok, int32_t id,
                                                size_t *len);
+/* The bytes id stands for, as decoding joins them (not NUL-terminated:
+ * *len bytes, valid while tok lives): a piece of UTF-8 that may end or
+ * begin inside a character, or an added token's text (special or not).
+ * NULL for an id without a token.  For matching stop strings on sampled
+ * tokens as they come. */
+TB_EXTERN const char *tb_tokenizer_token_bytes(const tb_tokenizer_t *tok, int32_t id,
+                                               size_t *len);
 /* 1 when id is a special added token (left out by TB_DECODE_SKIP_SPECIAL). */
 TB_EXTERN int tb_tokenizer_is_special(const tb_tokenizer_t *tok, int32_t id);
 
@@ -161,6 +168,8 @@ TB_EXTERN const int32_t *tb_tokenizer_eos_ids(const tb_tokenizer_t *tok, size_t 
  * The chat template of `base`, kept for programs written against it; the
  * renderer API (tinkerbell/renderer.h) does the same for every model. */
 
+/* The name of the built-in model (tinkerbell serve --model base). */
+#define TB_BASE_MODEL_NAME "base"
 /* The token that ends a message of `base`: stop sampling at it. */
 #define TB_BASE_TOKEN_END 261
 /* The number of token ids of `base`. */

@@ -24,8 +24,8 @@
 
 #include "engine/weights.h"
 #include "tinkerbell/error.h"
+#include "tinkerbell/tokenizer.h" /* TB_BASE_MODEL_NAME */
 
-#define TB_BASE_MODEL_NAME "base"
 #define TB_BASE_MODEL_SEED UINT64_C(0x74696e6b65726265) /* "tinkerbe" */
 
 /* The configuration of `base`. */

@@ -167,6 +167,15 @@ const char *tb_tokenizer_id_to_token(const tb_tokenizer_t *t, int32_t id, size_t
   return t->blob + t->text[id].off;
 }
 
+const char *tb_tokenizer_token_bytes(const tb_tokenizer_t *t, int32_t id, size_t *len) {
+  if (id < 0 || (uint32_t)id >= t->n_ids || !(t->flags[id] & TB__ID_PRESENT)) {
+    *len = 0;
+    return NULL;
+  }
+  *len = t->bytes[id].len;
+  return t->blob + t->bytes[id].off;
+}
+
 int tb_tokenizer_is_special(const tb_tokenizer_t *t, int32_t id) {
   return id >= 0 && (uint32_t)id < t->n_ids && (t->flags[id] & TB__ID_SPECIAL) != 0;
 }
