@@ -1054,12 +1054,12 @@ TEST(another_base_model) {
   json_decref(post_ok("/api/v1/add_lora", NULL, "{\"model_id\":\"b\"}"));
   hc_expect("POST", "/api/v1/forward_backward", NULL,
             "{\"model_id\":\"c\",\"data\":" HELLO "}", 422,
-            "data: chat conversations need the chat template of base");
+            "data: the model copy has no tokenizer (copy/tokenizer.json is missing");
   hc_expect("POST", "/api/v1/sample", NULL, "{\"model_id\":\"c\",\"prompt\":\"hi\"}", 422,
-            "prompt: text prompts need the byte tokenizer");
+            "prompt: the model copy has no tokenizer");
   hc_expect("POST", "/api/v1/sample", NULL,
             "{\"model_id\":\"c\",\"prompt_tokens\":[1,2],\"stop\":\"x\"}", 422,
-            "stop: stop strings need the byte tokenizer");
+            "stop: the model copy has no tokenizer");
   /* The copy has the weights of base: the same datum, the same loss. */
   const char *datum = "\"data\":[{\"model_input\":{\"chunks\":[{\"type\":\"encoded_text\","
                       "\"tokens\":[1,2,3,4]}]},\"loss_fn_inputs\":{\"target_tokens\":[2,3,4,5]}}]}";

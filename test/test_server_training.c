@@ -882,7 +882,8 @@ TEST(several_base_models) {
   hc_expect("POST", "/api/v1/asample", NULL,
             "{\"base_model\":\"copy\",\"prompt\":{\"chunks\":[{\"type\":\"encoded_text\","
             "\"tokens\":[1]}]},\"sampling_params\":{\"max_tokens\":2,\"stop\":[\"x\"]}}",
-            400, "sampling_params.stop: stop strings need the byte tokenizer");
+            422, "sampling_params.stop: the model copy has no tokenizer (copy/tokenizer.json "
+                 "is missing");
   free(bmid);
   free(cmid);
   free(sid);

@@ -68,6 +68,8 @@ typedef struct tb__sreq_s {
   tb__route_t *route;           /* NULL when no route matched */
   uint64_t start_ns;
   int status;                   /* what was answered; 0: nothing yet */
+  int resumed;                  /* its route runs again after a wait: the
+                                   rate limit counted it already */
   tb__result_t *lent;           /* a result the answer sends by reference */
   void *data;                   /* the route's */
   tb_http_request_cb on_done;   /* the route's */

@@ -14,8 +14,6 @@
 #include <string.h>
 
 #include "core/json.h"
-#include "engine/base_model.h"
-#include "text/base_chat.h"
 #include "wire/sample.h"
 
 static void sampler_free(tb__sampler_t *s) {
@@ -28,10 +26,6 @@ static void sampler_free(tb__sampler_t *s) {
 }
 
 void tb__samplers_free(tb__training_t *tr) {
-  free(tr->token_bytes);
-  free(tr->token_text);
-  tr->token_bytes = NULL;
-  tr->token_text = NULL;
   while (tr->samplers != NULL) {
     tb__sampler_t *s = tr->samplers;
     tr->samplers = s->next;
@@ -234,44 +228,11 @@ static void on_sampler_created(tb_engine_job_t *job, int status) {
     sampler_failed(s, rc);
 }
 
-/* The bytes of every token of `base` (a few hundred, decoded
- * once), which stop strings are matched on. */
-static const tb_slice_t *token_bytes(tb__training_t *tr, int32_t vocab) {
-  if (tr->token_bytes != NULL)
-    return tr->token_bytes;
-  tb_buf_t text = { 0 };
-  size_t *off = malloc(((size_t)vocab + 1) * sizeof(*off));
-  tb_slice_t *tb = malloc((size_t)vocab * sizeof(*tb));
-  int ok = off != NULL && tb != NULL;
-  for (int32_t i = 0; ok && i < vocab; i++) {
-    off[i] = text.len;
-    int rc = tb__tok_decode(&i, 1, 0, &text);
-    ok = rc == 0 || rc == TB_EINVAL;  /* an id the tokenizer lacks: no bytes */
-  }
-  if (!ok) {
-    free(off);
-    free(tb);
-    tb__buf_free(&text);
-    return NULL;
-  }
-  off[vocab] = text.len;
-  for (int32_t i = 0; i < vocab; i++)
-    tb[i] = (tb_slice_t){ text.base + off[i], off[i + 1] - off[i] };
-  free(off);
-  tr->token_bytes = tb;
-  tr->token_text = text.base;
-  return tb;
-}
-
-const tb_slice_t *tb__token_bytes(tb__training_t *tr, int32_t vocab) {
-  return token_bytes(tr, vocab);
-}
-
 /* The sampling parameters of the wire for the engine; checks the prompt
  * against the vocabulary. */
 static int to_sampling(tb_jctx_t *c, tb__training_t *tr, tb_arena_t *a, const tb__tbase_t *b,
                        const tb_wire_sample_request_t *r, tb_sampling_params_t *p,
-                       int *unchecked) {
+                       int *unchecked, int *status) {
   /* The vocabulary is known once the model is loaded, or from the start
    * for the generated base; otherwise the checks wait (late_check). */
   const tb_model_config_t *mc = b->state == 1 || b->builtin ? &b->cfg : NULL;
@@ -291,13 +252,15 @@ static int to_sampling(tb_jctx_t *c, tb__training_t *tr, tb_arena_t *a, const tb
   const tb_wire_sampling_params_t *wp = &r->params;
   size_t m = tb__jctx_push_key(c, "sampling_params");
   int rc = 0;
-  if (wp->n_stop_strings > 0 && !b->builtin) {
-    rc = tb__jctx_fail_at(c, "stop", "stop strings need the byte tokenizer of %s; send token "
-                          "ids", TB_BASE_MODEL_NAME);
+  tb__tctx_t x;
+  tb__tctx_init(&x, tr, b);
+  if (wp->n_stop_strings > 0 && tb__tctx_tokenizer(c, &x, "stop", status) == NULL) {
+    rc = -1;  /* 422: the model has no tokenizer to match them with */
   } else if (wp->n_stop_strings > 0) {
+    /* Matched on the bytes of the model's tokens as they are sampled. */
     tb_slice_t *ss = tb__arena_calloc(a, wp->n_stop_strings, sizeof(*ss));
-    p->token_bytes = token_bytes(tr, (int32_t)vocab);
-    if (ss == NULL || p->token_bytes == NULL)
+    p->token_bytes = x.text->token_bytes;
+    if (ss == NULL)
       rc = tb__jctx_fail_at(c, "stop", "out of memory");
     for (size_t i = 0; rc == 0 && i < wp->n_stop_strings; i++) {
       /* Copied: the decoder lends them from the JSON document. */
@@ -393,11 +356,22 @@ static void route_asample(tb_http_request_t *req) {
     tb__top_free(op);
     return;
   }
+  if (rc >= 0 && r.params.n_stop_strings > 0 && tb__mtext_wait(req, op->base, route_asample)) {
+    /* Stop strings need the model's tokenizer, which is loading. */
+    json_decref(doc);
+    tb__top_free(op);
+    return;
+  }
+  int status = 400;
   rc = rc < 0 ? rc
-              : to_sampling(&c, tr, &op->arena, op->base, &r, &op->sampling, &op->unchecked);
+              : to_sampling(&c, tr, &op->arena, op->base, &r, &op->sampling, &op->unchecked,
+                            &status);
   json_decref(doc);
   if (rc < 0) {
-    tb__server_respond_bad(req, &err);
+    if (status == 400)
+      tb__server_respond_bad(req, &err);
+    else
+      tb__server_respond_error(req, status, "%s", tb_error_message(&err));
     tb_error_clear(&err);
     tb__top_free(op);
     return;

@@ -348,8 +348,8 @@ int tb__server_rate_limited(tb_http_request_t *req) {
   tb__sreq_t *sr = tb__sreq(req);
   tb__server_t *srv = sr->srv;
   uint64_t retry_ms = 0;
-  if (sr->user == NULL || tb__auth_take(&srv->auth, sr->user, uv_now(srv->loop),
-                                        &retry_ms) == 0)
+  if (sr->user == NULL || sr->resumed ||
+      tb__auth_take(&srv->auth, sr->user, uv_now(srv->loop), &retry_ms) == 0)
     return 0;
   srv->n_rate_limited++;
   uint64_t secs = (retry_ms + 999) / 1000;

@@ -6,25 +6,27 @@
  * answered at once with the path of the field at fault; what needs the
  * model's vocabulary and context is checked against the base model's
  * config when it is known (always for the generated `base`), and by the
- * engine otherwise.
+ * engine otherwise.  The functions read only the request, its arena and
+ * the base model's settled text (tb__tctx_t), so they may run on a
+ * worker thread.
  *
- * Chat conversations ([[{"role", "content"}, ...], ...]) are rendered with
- * the chat template of `base` (text/base_chat.h): the byte tokenizer is
- * the only one this server has, so chat data and text prompts on another
- * base model are refused with 422 and a pointer to the token forms.  A
- * rendered conversation of L tokens becomes one datum of L - 1 positions,
- * position i predicting token i + 1, weighted by the template's mask (the
- * assistant's content and its <|end|>), or by 1 everywhere when the
- * conversation has no assistant message (the Python server trained on
- * every token; this keeps that for such data, and only for it).
+ * Chat conversations ([[{"role", "content"}, ...], ...]) are rendered
+ * with the base model's renderer (model_text.h; a request's "renderer"
+ * picks another), as transformers' apply_chat_template renders them: the
+ * text of a special token inside content becomes that token.  A model
+ * without a tokenizer refuses chat data and text prompts with 422 and a
+ * pointer to the token forms.  A rendered conversation of L tokens
+ * becomes one datum of L - 1 positions, position i predicting token
+ * i + 1, weighted as the renderer weights token i + 1 (the assistant
+ * messages' bodies, or every token when the conversation has no
+ * assistant message: the Python server trained on every token; this
+ * keeps that for such data, and only for it).
  */
 #include "server/tinkerbell.h"
 
 #include <math.h>
 #include <string.h>
 
-#include "engine/base_model.h"
-#include "text/base_chat.h"
 #include "wire/datum.h"
 
 int tb__tb_check_name(tb_jctx_t *c, const char *key, tb_slice_t name) {
@@ -38,46 +40,61 @@ int tb__tb_check_name(tb_jctx_t *c, const char *key, tb_slice_t name) {
                                            "'-', not starting with '.'");
 }
 
-/* The vocabulary and context of base when known now, else NULL. */
-static const tb_model_config_t *known_config(const tb__tbase_t *base) {
-  return base->state == 1 || base->builtin ? &base->cfg : NULL;
+/* The vocabulary and context of the base when known now, else NULL. */
+static const tb_model_config_t *known_config(const tb__tctx_t *x) {
+  return x->has_cfg ? &x->cfg : NULL;
 }
 
 /* ------------------------------------------------------------ chat */
 
-/* data[i][j] = {"role", "content"} into msgs[j]. */
-static int read_conversation(tb_jctx_t *c, const json_t *conv, tb_chat_msg_t *msgs,
-                             int *has_assistant) {
+int tb__tb_read_messages(tb_jctx_t *c, tb_arena_t *a, const json_t *conv,
+                         tb_chat_message_t **out) {
+  size_t n = json_array_size(conv);
+  tb_chat_message_t *msgs = tb__arena_calloc(a, n ? n : 1, sizeof(*msgs));
+  if (msgs == NULL)
+    return tb__jctx_fail(c, "out of memory");
   int rc = 0;
-  *has_assistant = 0;
-  for (size_t j = 0; rc == 0 && j < json_array_size(conv); j++) {
+  for (size_t j = 0; rc == 0 && j < n; j++) {
     const json_t *m = json_array_get(conv, j);
     size_t mark = tb__jctx_push_index(c, j);
     rc = tb__json_expect_object(c, m);
-    tb_slice_t role = { NULL, 0 }, content = { NULL, 0 };
+    tb_slice_t role = { NULL, 0 }, content = { NULL, 0 }, reasoning = { NULL, 0 };
     rc = rc < 0 ? rc : tb__json_get_string(c, m, "role", TB_JSON_REQUIRED, &role);
     rc = rc < 0 ? rc : tb__json_get_string(c, m, "content", TB_JSON_REQUIRED, &content);
+    rc = rc < 0 ? rc : tb__json_get_string(c, m, "reasoning_content", TB_JSON_OPTIONAL,
+                                            &reasoning);
     if (rc >= 0 && !tb__slice_eq_str(role, "system") && !tb__slice_eq_str(role, "user") &&
         !tb__slice_eq_str(role, "assistant"))
       rc = tb__jctx_fail_at(c, "role", "expected system, user or assistant, got \"%.*s\"",
                             (int)(role.len > 40 ? 40 : role.len), role.base);
+    if (rc >= 0 && reasoning.base != NULL && !tb__slice_eq_str(role, "assistant"))
+      rc = tb__jctx_fail_at(c, "reasoning_content", "only an assistant message has one");
     if (rc >= 0) {
-      msgs[j].role = role;
-      msgs[j].content = content;
-      *has_assistant |= tb__slice_eq_str(role, "assistant");
+      /* The strings are the document's, which jansson keeps
+       * NUL-terminated; content goes by length (JSON strings may hold
+       * NUL). */
+      msgs[j].role = role.base;
+      msgs[j].content = content.len ? content.base : "";
+      msgs[j].content_len = content.len;
+      msgs[j].reasoning = reasoning.base;
       rc = 0;
     }
     tb__jctx_pop(c, mark);
   }
+  *out = msgs;
   return rc;
 }
 
-static int chat_batch(tb_jctx_t *c, tb_arena_t *a, const json_t *data, const tb__tbase_t *base,
-                      tb_batch_t *b, tb__tbop_t *info, int *status) {
+static int chat_batch(tb_jctx_t *c, tb_arena_t *a, const json_t *doc, const json_t *data,
+                      const tb__tctx_t *x, tb_batch_t *b, tb__tbop_t *info, int *status) {
+  const tb_renderer_t *r = tb__tctx_renderer(c, x, doc, "data", status);
+  if (r == NULL)
+    return -1;
   size_t n = json_array_size(data);
   tb_datum_t *d = tb__arena_calloc(a, n, sizeof(*d));
   if (d == NULL)
     return tb__jctx_fail(c, "out of memory");
+  const tb_model_config_t *mc = known_config(x);
   int rc = 0;
   size_t m1 = tb__jctx_push_key(c, "data");
   for (size_t i = 0; rc == 0 && i < n; i++) {
@@ -89,23 +106,22 @@ static int chat_batch(tb_jctx_t *c, tb_arena_t *a, const json_t *data, const tb_
     } else if (json_array_size(conv) == 0) {
       rc = tb__jctx_fail(c, "expected at least one message");
     }
-    tb_chat_msg_t *msgs = rc == 0 ? tb__arena_calloc(a, json_array_size(conv), sizeof(*msgs))
-                                  : NULL;
-    if (rc == 0 && msgs == NULL)
-      rc = tb__jctx_fail(c, "out of memory");
-    int has_assistant = 0;
-    rc = rc < 0 ? rc : read_conversation(c, conv, msgs, &has_assistant);
-    tb_tokens_t t = TB_TOKENS_INIT;
+    tb_chat_message_t *msgs = NULL;
+    rc = rc < 0 ? rc : tb__tb_read_messages(c, a, conv, &msgs);
+    tb_rendered_t t = { 0 };
     tb_error_t rerr = { 0 };
-    if (rc == 0 && tb__chat_render(msgs, json_array_size(conv), &t, &rerr) != 0)
+    if (rc == 0 && tb_renderer_render(r, msgs, json_array_size(conv), 0, &t, &rerr) != 0)
       rc = tb__jctx_fail(c, "%s", tb_error_message(&rerr));
     tb_error_clear(&rerr);
-    size_t len = t.len;  /* >= 3: <|bos|>, a role header and <|end|> */
-    if (rc == 0 && len - 1 > (size_t)base->cfg.max_position_embeddings) {
+    size_t len = t.len;
+    if (rc == 0 && len < 2)
+      rc = tb__jctx_fail(c, "renders to %zu token%s: nothing to predict", len,
+                         len == 1 ? "" : "s");
+    if (rc == 0 && mc != NULL && len - 1 > (size_t)mc->max_position_embeddings) {
       *status = 422;
       rc = tb__jctx_fail(c, "the conversation renders to %zu tokens, more than the context of "
                             "%d",
-                         len, base->cfg.max_position_embeddings);
+                         len, mc->max_position_embeddings);
     }
     int32_t *tokens = rc == 0 ? tb__arena_alloc(a, (len - 1) * sizeof(int32_t)) : NULL;
     int32_t *targets = rc == 0 ? tb__arena_alloc(a, (len - 1) * sizeof(int32_t)) : NULL;
@@ -113,9 +129,11 @@ static int chat_batch(tb_jctx_t *c, tb_arena_t *a, const json_t *data, const tb_
     if (rc == 0 && (tokens == NULL || targets == NULL || weights == NULL))
       rc = tb__jctx_fail(c, "out of memory");
     for (size_t p = 0; rc == 0 && p + 1 < len; p++) {
-      tokens[p] = t.ids[p];
-      targets[p] = t.ids[p + 1];
-      weights[p] = has_assistant ? (float)t.trainable[p + 1] : 1.0f;
+      /* The renderer weights every token of a conversation without an
+       * assistant message. */
+      tokens[p] = t.tokens[p];
+      targets[p] = t.tokens[p + 1];
+      weights[p] = t.weights[p + 1];
       info->trained_weight += weights[p];
       info->trained_tokens += weights[p] > 0;
     }
@@ -126,7 +144,7 @@ static int chat_batch(tb_jctx_t *c, tb_arena_t *a, const json_t *data, const tb_
       d[i].target_tokens = targets;
       d[i].weights = weights;
     }
-    tb__tokens_free(&t);
+    tb_rendered_free(&t);
     tb__jctx_pop(c, m2);
   }
   tb__jctx_pop(c, m1);
@@ -139,15 +157,15 @@ static int chat_batch(tb_jctx_t *c, tb_arena_t *a, const json_t *data, const tb_
 
 /* ------------------------------------------------------------ datums */
 
-static int datum_batch(tb_jctx_t *c, tb_arena_t *a, json_t *doc, const tb__tbase_t *base,
+static int datum_batch(tb_jctx_t *c, tb_arena_t *a, json_t *doc, const tb__tctx_t *x,
                        tb_batch_t *b, tb__tbop_t *info, int *status) {
   tb_wire_fwdbwd_t w;
   memset(&w, 0, sizeof(w));
-  int rc = tb__wire_fwdbwd_input_from_json(c, a, doc, base->tr->srv->opts.max_body, &w);
+  int rc = tb__wire_fwdbwd_input_from_json(c, a, doc, x->max_body, &w);
   rc = rc < 0 ? rc : tb__fwdbwd_to_batch(c, a, &w, b, NULL);
   if (rc < 0)
     return rc;
-  const tb_model_config_t *mc = known_config(base);
+  const tb_model_config_t *mc = known_config(x);
   for (size_t i = 0; mc != NULL && i < b->num_data; i++)
     if (b->data[i].n > (size_t)mc->max_position_embeddings) {
       *status = 422;
@@ -176,7 +194,11 @@ static int datum_batch(tb_jctx_t *c, tb_arena_t *a, json_t *doc, const tb__tbase
   return 0;
 }
 
-int tb__tb_decode_batch(tb_jctx_t *c, tb_arena_t *a, json_t *doc, const tb__tbase_t *base,
+int tb__tb_batch_is_chat(const json_t *doc) {
+  return json_is_array(json_array_get(json_object_get(doc, "data"), 0));
+}
+
+int tb__tb_decode_batch(tb_jctx_t *c, tb_arena_t *a, json_t *doc, const tb__tctx_t *x,
                         tb_batch_t *b, tb__tbop_t *info, int *status) {
   *status = 400;
   json_t *data;
@@ -195,19 +217,13 @@ int tb__tb_decode_batch(tb_jctx_t *c, tb_arena_t *a, json_t *doc, const tb__tbas
   if (!json_is_array(json_array_get(data, 0))) {
     if (rc == 1 && json_object_set_new(doc, "loss_fn", json_string("cross_entropy")) != 0)
       return tb__jctx_fail(c, "out of memory");
-    return datum_batch(c, a, doc, base, b, info, status);
+    return datum_batch(c, a, doc, x, b, info, status);
   }
   if (!tb__slice_eq_str(lf, "cross_entropy"))
     return tb__jctx_fail_at(c, "loss_fn", "chat conversations train with cross_entropy; send "
                                           "Tinker datums for %.*s",
                             (int)(lf.len > 40 ? 40 : lf.len), lf.base);
-  if (!base->builtin) {
-    *status = 422;
-    return tb__jctx_fail_at(c, "data", "chat conversations need the chat template of %s; the "
-                                       "model's base %s has none here: send Tinker datums",
-                            TB_BASE_MODEL_NAME, base->name);
-  }
-  rc = chat_batch(c, a, data, base, b, info, status);
+  rc = chat_batch(c, a, doc, data, x, b, info, status);
   if (rc == 0 && info->trained_weight <= 0)
     rc = tb__jctx_fail_at(c, "data", "no token to train on");
   return rc;
@@ -215,10 +231,25 @@ int tb__tb_decode_batch(tb_jctx_t *c, tb_arena_t *a, json_t *doc, const tb__tbas
 
 /* ------------------------------------------------------------ sampling */
 
-/* "stop": a string, or a list of strings and token ids. */
-static int read_stop(tb_jctx_t *c, tb__training_t *tr, tb_arena_t *a, const json_t *doc,
-                     const tb__tbase_t *base, int64_t vocab, tb_sampling_params_t *p,
-                     int32_t *stops, size_t *n_stops, int *status) {
+int tb__tb_sample_needs_text(const json_t *doc) {
+  if (json_object_get(doc, "prompt") || json_object_get(doc, "messages") ||
+      json_object_get(doc, "prompts"))
+    return 1;
+  const json_t *sp = json_object_get(doc, "sampling_params");
+  const json_t *stop = json_object_get(json_is_object(sp) ? sp : doc, "stop");
+  if (json_is_string(stop))
+    return 1;
+  for (size_t i = 0; i < json_array_size(stop); i++)
+    if (json_is_string(json_array_get(stop, i)))
+      return 1;
+  return 0;
+}
+
+/* "stop": a string, or a list of strings and token ids.  The strings go
+ * to p->stop_strings, the ids to stops. */
+static int read_stop(tb_jctx_t *c, tb_arena_t *a, const json_t *doc, const tb__tctx_t *x,
+                     int64_t vocab, tb_sampling_params_t *p, int32_t *stops,
+                     size_t *n_stops, int *status) {
   const json_t *v = json_object_get(doc, "stop");
   if (v == NULL || json_is_null(v))
     return 0;
@@ -239,12 +270,10 @@ static int read_stop(tb_jctx_t *c, tb__training_t *tr, tb_arena_t *a, const json
     const json_t *s = json_is_array(v) ? json_array_get(v, i) : v;
     size_t m2 = json_is_array(v) ? tb__jctx_push_index(c, i) : mark;
     if (json_is_string(s)) {
-      if (json_string_length(s) == 0)
+      if (json_string_length(s) == 0) {
         rc = tb__jctx_fail(c, "an empty stop string");
-      else if (!base->builtin) {
-        *status = 422;
-        rc = tb__jctx_fail(c, "stop strings need the byte tokenizer of %s; send token ids",
-                           TB_BASE_MODEL_NAME);
+      } else if (tb__tctx_tokenizer(c, x, NULL, status) == NULL) {
+        rc = -1;  /* 422: the model has no tokenizer to match it with */
       } else {
         size_t len = json_string_length(s);
         ss[n_ss] = (tb_slice_t){ tb__arena_strndup(a, json_string_value(s), len), len };
@@ -262,19 +291,71 @@ static int read_stop(tb_jctx_t *c, tb__training_t *tr, tb_arena_t *a, const json
   if (rc == 0 && n_ss > 0) {
     p->stop_strings = ss;
     p->num_stop_strings = n_ss;
-    p->token_bytes = tb__token_bytes(tr, (int32_t)vocab);
-    if (p->token_bytes == NULL)
-      rc = tb__jctx_fail(c, "out of memory");
+    p->token_bytes = x->text->token_bytes;
   }
   return rc;
+}
+
+/* Appends the renderer's stop sequences to the sampling parameters (room
+ * for them was made). */
+static int add_renderer_stops(tb_jctx_t *c, tb_arena_t *a, const tb__tctx_t *x,
+                              const tb_renderer_t *r, tb_sampling_params_t *p, int32_t *stops,
+                              size_t *n_stops) {
+  tb_stop_t st;
+  tb_renderer_stop(r, &st);
+  for (size_t i = 0; i < st.n_tokens; i++)
+    stops[(*n_stops)++] = st.tokens[i];
+  if (st.n_strings == 0)
+    return 0;
+  tb_slice_t *ss = tb__arena_calloc(a, p->num_stop_strings + st.n_strings, sizeof(*ss));
+  if (ss == NULL)
+    return tb__jctx_fail(c, "out of memory");
+  if (p->num_stop_strings > 0)
+    memcpy(ss, p->stop_strings, p->num_stop_strings * sizeof(*ss));
+  for (size_t i = 0; i < st.n_strings; i++)
+    ss[p->num_stop_strings++] = (tb_slice_t){ st.strings[i], strlen(st.strings[i]) };
+  p->stop_strings = ss;
+  p->token_bytes = x->text->token_bytes;
+  return 0;
+}
+
+/* The ids of a text prompt as a plain continuation: the post-processor's
+ * BOS as the tokenizer file says (for `base`, its <|bos|>), then the
+ * text. */
+static int raw_prompt(tb_jctx_t *c, tb_arena_t *a, const tb__tctx_t *x,
+                      const tb_tokenizer_t *tok, tb_slice_t s, const char *key,
+                      int32_t **out, size_t *n) {
+  int32_t *ids = NULL;
+  size_t len = 0;
+  tb_error_t err = { 0 };
+  int rc = tb_tokenizer_encode(tok, s.base, s.len, TB_ENCODE_ADD_SPECIAL, &ids, NULL, &len,
+                               &err);
+  if (rc != 0) {
+    rc = tb__jctx_fail_at(c, key, "%s", tb_error_message(&err));
+    tb_error_clear(&err);
+    return rc;
+  }
+  int bos = x->builtin && tb_tokenizer_bos_id(tok) >= 0;
+  int32_t *p = tb__arena_alloc(a, (len + 1) * sizeof(*p));
+  if (p == NULL) {
+    free(ids);
+    return tb__jctx_fail(c, "out of memory");
+  }
+  *n = 0;
+  if (bos)
+    p[(*n)++] = tb_tokenizer_bos_id(tok);
+  memcpy(p + *n, ids, len * sizeof(*ids));
+  *n += len;
+  free(ids);
+  *out = p;
+  return 0;
 }
 
 /* The prompt: exactly one of "prompt" (text), "messages" (a conversation)
  * or "prompt_tokens" (ids); or the Python server's "prompts", a list that
  * here holds one text (a call samples one prompt). */
-static int read_prompt(tb_jctx_t *c, tb_arena_t *a, const json_t *doc, const tb__tbase_t *base,
-                       int64_t vocab, tb__top_t *op, int32_t *stops, size_t *n_stops,
-                       tb__tbop_t *info, int *status) {
+static int read_prompt(tb_jctx_t *c, tb_arena_t *a, const json_t *doc, const tb__tctx_t *x,
+                       int64_t vocab, tb__top_t *op, tb__tbop_t *info, int *status) {
   const json_t *text = json_object_get(doc, "prompt");
   const json_t *msgs = json_object_get(doc, "messages");
   const json_t *ids = json_object_get(doc, "prompt_tokens");
@@ -315,81 +396,96 @@ static int read_prompt(tb_jctx_t *c, tb_arena_t *a, const json_t *doc, const tb_
     tb__jctx_pop(c, mark);
     op->prompt = p;
     op->prompt_len = json_array_size(ids);
-    info->text = base->builtin;
+    /* The sampled tokens are shown as text where the model has a
+     * tokenizer. */
+    info->text = x->text != NULL && x->text->tok != NULL;
     return rc;
   }
   const char *key = text != NULL ? text_key : "messages";
-  if (!base->builtin) {
-    *status = 422;
-    return tb__jctx_fail_at(c, key, "text prompts need the byte tokenizer of %s; the base %s "
-                                    "has none here: send prompt_tokens",
-                            TB_BASE_MODEL_NAME, base->name);
-  }
-  tb_tokens_t t = TB_TOKENS_INIT;
-  tb_error_t rerr = { 0 };
-  if (text != NULL) {
+  if (text != NULL && !json_is_string(text))
+    return tb__jctx_fail_at(c, text_key, "expected a string, got %s", tb__json_type_name(text));
+  if (msgs != NULL && raw)
+    return tb__jctx_fail_at(c, "raw", "only with a text prompt");
+  if (msgs != NULL && (!json_is_array(msgs) || json_array_size(msgs) == 0))
+    return tb__jctx_fail_at(c, "messages", "expected a non-empty list of {role, content}");
+  const tb_tokenizer_t *tok = tb__tctx_tokenizer(c, x, key, status);
+  if (tok == NULL)
+    return -1;
+  if (text != NULL && raw) {
+    /* A plain continuation of the text, stopping at the end of the
+     * sequence. */
     tb_slice_t s = { json_string_value(text), json_string_length(text) };
-    if (!json_is_string(text))
-      rc = tb__jctx_fail_at(c, text_key, "expected a string, got %s", tb__json_type_name(text));
-    if (rc == 0 && raw) {
-      /* A plain continuation of the text. */
-      rc = tb__tokens_push(&t, TB_TOK_BOS, 0) != 0 || tb__tok_encode(s, &t) != 0
-               ? tb__jctx_fail(c, "out of memory")
-               : 0;
-    } else if (rc == 0) {
-      /* As the Python server: the text is one user message. */
-      tb_chat_msg_t m = { TB_SLICE_LIT("user"), s };
-      if (tb__chat_render_prompt(&m, 1, &t, &rerr) != 0)
-        rc = tb__jctx_fail_at(c, text_key, "%s", tb_error_message(&rerr));
+    int32_t *p = NULL;
+    size_t n = 0;
+    rc = raw_prompt(c, a, x, tok, s, text_key, &p, &n);
+    if (rc == 0) {
+      op->prompt = p;
+      op->prompt_len = n;
+      size_t n_eos;
+      const int32_t *eos = tb_tokenizer_eos_ids(tok, &n_eos);
+      int32_t *stops = (int32_t *)op->sampling.stop_tokens;
+      for (size_t i = 0; i < n_eos; i++)
+        stops[op->sampling.num_stop_tokens++] = eos[i];
+      info->text = 1;
     }
-  } else {
-    if (raw)
-      rc = tb__jctx_fail_at(c, "raw", "only with a text prompt");
-    else if (!json_is_array(msgs) || json_array_size(msgs) == 0)
-      rc = tb__jctx_fail_at(c, "messages", "expected a non-empty list of {role, content}");
-    tb_chat_msg_t *m = rc == 0 ? tb__arena_calloc(a, json_array_size(msgs), sizeof(*m)) : NULL;
-    if (rc == 0 && m == NULL)
-      rc = tb__jctx_fail(c, "out of memory");
-    int has_assistant;
-    size_t mark = tb__jctx_push_key(c, "messages");
-    rc = rc < 0 ? rc : read_conversation(c, msgs, m, &has_assistant);
-    tb__jctx_pop(c, mark);
-    if (rc == 0 && tb__chat_render_prompt(m, json_array_size(msgs), &t, &rerr) != 0)
-      rc = tb__jctx_fail_at(c, "messages", "%s", tb_error_message(&rerr));
+    return rc;
   }
+  const tb_renderer_t *r = tb__tctx_renderer(c, x, doc, key, status);
+  if (r == NULL)
+    return -1;
+  tb_chat_message_t one = { "user", NULL, NULL, 0 }, *m = &one;
+  size_t n_msgs = 1;
+  if (text != NULL) {
+    /* As the Python server: the text is one user message. */
+    one.content = json_string_length(text) ? json_string_value(text) : "";
+    one.content_len = json_string_length(text);
+  } else {
+    n_msgs = json_array_size(msgs);
+    size_t mark = tb__jctx_push_key(c, "messages");
+    rc = tb__tb_read_messages(c, a, msgs, &m);
+    tb__jctx_pop(c, mark);
+    if (rc != 0)
+      return rc;
+  }
+  tb_rendered_t t = { 0 };
+  tb_error_t rerr = { 0 };
+  if (tb_renderer_render(r, m, n_msgs, TB_RENDER_GENERATION_PROMPT, &t, &rerr) != 0)
+    rc = tb__jctx_fail_at(c, key, "%s", tb_error_message(&rerr));
   tb_error_clear(&rerr);
   int32_t *p = rc == 0 ? tb__arena_alloc(a, t.len * sizeof(*p) + 1) : NULL;
   if (rc == 0 && p == NULL)
     rc = tb__jctx_fail(c, "out of memory");
   if (rc == 0) {
-    memcpy(p, t.ids, t.len * sizeof(*p));
+    memcpy(p, t.tokens, t.len * sizeof(*p));
     op->prompt = p;
     op->prompt_len = t.len;
-    /* The template closes the reply with <|end|>; plain text ends with
-     * <|eos|>. */
-    if (!raw)
-      stops[(*n_stops)++] = TB_TOK_END;
-    stops[(*n_stops)++] = TB_TOK_EOS;
     info->text = 1;
+    info->renderer = r;
   }
-  tb__tokens_free(&t);
+  tb_rendered_free(&t);
   return rc;
 }
 
-int tb__tb_decode_sample(tb_jctx_t *c, tb__training_t *tr, tb__top_t *op, const json_t *doc,
+int tb__tb_decode_sample(tb_jctx_t *c, const tb__tctx_t *x, tb__top_t *op, const json_t *doc,
                          tb__tbop_t *info, int *status) {
   *status = 400;
-  const tb__tbase_t *base = op->base;
-  const tb_model_config_t *mc = known_config(base);
+  const tb_model_config_t *mc = known_config(x);
   int64_t vocab = mc ? mc->vocab_size : INT32_MAX;
   tb_sampling_params_t *p = &op->sampling;
   tb__sampling_params_default(p);
-  /* Two default stops and up to 16 of the request's. */
-  int32_t *stops = tb__arena_alloc(&op->arena, 18 * sizeof(*stops));
+  /* The renderer's stops or the end of sequence, and up to 16 of the
+   * request's. */
+  size_t n_eos = 0;
+  if (x->text != NULL && x->text->tok != NULL)
+    tb_tokenizer_eos_ids(x->text->tok, &n_eos);
+  size_t room = 16 + 72 + n_eos;
+  int32_t *stops = tb__arena_alloc(&op->arena, room * sizeof(*stops));
   if (stops == NULL)
     return tb__jctx_fail(c, "out of memory");
-  size_t n_stops = 0;
-  int rc = read_prompt(c, &op->arena, doc, base, vocab, op, stops, &n_stops, info, status);
+  p->stop_tokens = stops;
+  p->num_stop_tokens = 0;
+  int rc = read_prompt(c, &op->arena, doc, x, vocab, op, info, status);
+  size_t n_stops = p->num_stop_tokens;
   if (rc == 0 && mc != NULL && op->prompt_len >= (size_t)mc->max_position_embeddings) {
     *status = 422;
     rc = tb__jctx_fail_at(c, "prompt", "%zu tokens do not fit the context of %d",
@@ -427,9 +523,12 @@ int tb__tb_decode_sample(tb_jctx_t *c, tb__training_t *tr, tb__top_t *op, const 
     rc = tb__jctx_fail_at(c, "top_k", "expected -1 (no limit) or at least 1");
   rc = rc < 0 ? rc : tb__json_get_int(c, ps, "seed", TB_JSON_OPTIONAL, 0, INT64_MAX, &seed);
   rc = rc < 0 ? rc : tb__json_get_int(c, ps, n_key, TB_JSON_OPTIONAL, 1, 128, &num_samples);
-  rc = rc < 0 ? rc : read_stop(c, tr, &op->arena, ps, base, vocab, p, stops, &n_stops, status);
+  rc = rc < 0 ? rc : read_stop(c, &op->arena, ps, x, vocab, p, stops, &n_stops, status);
   if (sp != NULL)
     tb__jctx_pop(c, mark);
+  p->num_stop_tokens = n_stops;
+  if (rc >= 0 && info->renderer != NULL)
+    rc = add_renderer_stops(c, &op->arena, x, info->renderer, p, stops, &p->num_stop_tokens);
   if (rc < 0)
     return rc;
   p->max_tokens = (size_t)max_tokens;
@@ -438,8 +537,6 @@ int tb__tb_decode_sample(tb_jctx_t *c, tb__training_t *tr, tb__top_t *op, const 
   p->top_k = (int)top_k;
   p->seed = seed >= 0 ? (uint64_t)seed : uv_hrtime();
   p->num_samples = (size_t)num_samples;
-  p->stop_tokens = stops;
-  p->num_stop_tokens = n_stops;
   op->unchecked = mc == NULL;
   return 0;
 }

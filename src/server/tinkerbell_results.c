@@ -13,10 +13,10 @@
 #include "server/tinkerbell.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/buf.h"
-#include "text/base_chat.h"
 
 static const char *model_id_of(const tb__top_t *op) {
   const tb__tbop_t *info = op->encode_data;
@@ -100,26 +100,48 @@ static size_t utf8_seq(const unsigned char *s, size_t n) {
   return len;
 }
 
-/* The text of generated tokens: their bytes, special tokens left out.  A
- * sample may stop inside a UTF-8 sequence (tokens are bytes), so bytes
- * that are no valid UTF-8 become U+FFFD, as a text decoder would show
- * them; the tokens stay exact. */
-static json_t *text_of(const int32_t *ids, size_t n) {
-  tb_buf_t b = TB_BUF_INIT, t = TB_BUF_INIT;
-  json_t *s = NULL;
-  if (tb__tok_decode(ids, n, 0, &b) == 0) {
-    const unsigned char *p = (const unsigned char *)b.base;
-    int ok = 1;
-    for (size_t i = 0; ok && i < b.len;) {
-      size_t k = utf8_seq(p + i, b.len - i);
-      ok = k ? tb__buf_append(&t, p + i, k) == 0 : tb__buf_append(&t, "\xef\xbf\xbd", 3) == 0;
-      i += k ? k : 1;
-    }
-    if (ok)
-      s = json_stringn(t.base ? t.base : "", t.len);
+json_t *tb__tb_text_json(const char *s, size_t n) {
+  tb_buf_t t = TB_BUF_INIT;
+  const unsigned char *p = (const unsigned char *)(s ? s : "");
+  int ok = tb__buf_reserve(&t, n + 1) == 0;
+  for (size_t i = 0; ok && i < n;) {
+    size_t k = utf8_seq(p + i, n - i);
+    ok = k ? tb__buf_append(&t, p + i, k) == 0 : tb__buf_append(&t, "\xef\xbf\xbd", 3) == 0;
+    i += k ? k : 1;
   }
-  tb__buf_free(&b);
+  json_t *v = ok ? json_stringn(t.base ? t.base : "", t.len) : NULL;
   tb__buf_free(&t);
+  return v;
+}
+
+/* The text of a sample: a chat reply as the renderer reads it back (with
+ * Qwen3's reasoning apart, in *reasoning), or the tokens' text with
+ * special tokens left out.  A sample may stop inside a UTF-8 sequence,
+ * so bytes that are no valid UTF-8 become U+FFFD, as a text decoder would
+ * show them; the tokens stay exact. */
+static json_t *text_of(const tb__top_t *op, const int32_t *ids, size_t n, json_t **reasoning) {
+  const tb__tbop_t *info = op->encode_data;
+  const tb_tokenizer_t *tok = op->base->text ? op->base->text->tok : NULL;
+  *reasoning = NULL;
+  json_t *s = NULL;
+  tb_error_t err = { 0 };
+  if (info->renderer != NULL) {
+    tb_reply_t r;
+    if (tb_renderer_parse(info->renderer, ids, n, &r, &err) == 0) {
+      s = tb__tb_text_json(r.content, r.content_len);
+      if (r.reasoning != NULL)
+        *reasoning = tb__tb_text_json(r.reasoning, r.reasoning_len);
+      tb_reply_free(&r);
+    }
+  } else if (tok != NULL) {
+    char *text;
+    size_t len;
+    if (tb_tokenizer_decode(tok, ids, n, TB_DECODE_SKIP_SPECIAL, &text, &len, &err) == 0) {
+      s = tb__tb_text_json(text, len);
+      free(text);
+    }
+  }
+  tb_error_clear(&err);
   return s ? s : json_null();
 }
 
@@ -134,11 +156,16 @@ static json_t *encode_sample(tb__top_t *op) {
       json_array_append_new(toks, json_integer(q->tokens[j]));
       json_array_append_new(lps, number(q->logprobs[j]));
     }
-    json_t *text = info->text ? text_of(q->tokens, q->len) : json_null();
+    json_t *reasoning = NULL;
+    json_t *text = info->text ? text_of(op, q->tokens, q->len, &reasoning) : json_null();
     json_array_append(texts, text);
-    json_array_append_new(samples, json_pack("{sosososs}", "text", text, "tokens", toks,
-                                             "logprobs", lps, "stop_reason",
-                                             tb__stop_reason_name(q->stop_reason)));
+    json_t *one = json_pack("{sosososs}", "text", text, "tokens", toks, "logprobs", lps,
+                            "stop_reason", tb__stop_reason_name(q->stop_reason));
+    if (one != NULL && reasoning != NULL)
+      json_object_set_new(one, "reasoning", reasoning);
+    else
+      json_decref(reasoning);
+    json_array_append_new(samples, one);
   }
   json_t *first = json_array_get(texts, 0);
   return json_pack("{sssssssOsosIso}", "model_id", model_id_of(op), "base_model",

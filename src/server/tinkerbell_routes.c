@@ -168,7 +168,8 @@ static void on_sync_abort(tb_http_request_t *req, int status) {
 
 /* Answers an accepted call: async, {"request_id", "model_id"}; sync, the
  * future's result once it finishes. */
-static void answer_call(tb_http_request_t *req, const char *fid, const char *model_id, int sync) {
+void tb__tb_answer_call(tb_http_request_t *req, const char *fid, const char *model_id,
+                        int sync) {
   if (!sync) {
     tb__respond_future(req, fid, model_id);
     return;
@@ -196,7 +197,7 @@ static void answer_call(tb_http_request_t *req, const char *fid, const char *mod
 }
 
 /* Answers c's error with status and frees what the route held. */
-static void refuse(tb_http_request_t *req, int status, tb_error_t *err, tb__top_t *op,
+void tb__tb_refuse(tb_http_request_t *req, int status, tb_error_t *err, tb__top_t *op,
                    json_t *doc) {
   if (status == 400)
     tb__server_respond_bad(req, err);  /* 503 for a bare out of memory */
@@ -211,7 +212,7 @@ static void refuse(tb_http_request_t *req, int status, tb_error_t *err, tb__top_
 /* ------------------------------------------------------------ models */
 
 /* The caller's model of this dialect named id, or NULL. */
-static tb__tmodel_t *find_model(tb__training_t *tr, const tb__user_t *u, tb_slice_t id) {
+tb__tmodel_t *tb__tb_find_model(tb__training_t *tr, const tb__user_t *u, tb_slice_t id) {
   for (tb__tmodel_t *m = tr->models; m != NULL; m = m->next)
     if (m->owner == u && m->session == NULL && !m->unloading && tb__slice_eq_str(id, m->id))
       return m;
@@ -220,7 +221,7 @@ static tb__tmodel_t *find_model(tb__training_t *tr, const tb__user_t *u, tb_slic
 
 /* The common start of a call: not closing, not rate limited, a JSON
  * object.  NULL after answering. */
-static json_t *begin(tb_http_request_t *req, int submits) {
+json_t *tb__tb_begin(tb_http_request_t *req, int submits) {
   if (tb__training_of(req)->closing) {
     tb__server_respond_error(req, 503, "the server is closing");
     return NULL;
@@ -232,7 +233,7 @@ static json_t *begin(tb_http_request_t *req, int submits) {
 }
 
 /* A new op with the dialect's encoder; NULL after answering 503. */
-static tb__top_t *new_op(tb_http_request_t *req, tb__op_type_t type) {
+tb__top_t *tb__tb_new_op(tb_http_request_t *req, tb__op_type_t type) {
   tb__top_t *op = tb__top_new(req, type);
   if (op == NULL)
     return NULL;
@@ -271,7 +272,7 @@ static int create_implicit(tb_http_request_t *req, tb__top_t *cop, tb_slice_t id
 
 /* Submits op (of op->model, or of a new model id when op->model is NULL)
  * in the model's order and answers.  Takes op. */
-static void submit(tb_http_request_t *req, tb__top_t *op, tb_slice_t id, int sync) {
+void tb__tb_submit(tb_http_request_t *req, tb__top_t *op, tb_slice_t id, int sync) {
   tb__training_t *tr = tb__training_of(req);
   tb__tbop_t *info = op->encode_data;
   if (op->model == NULL) {
@@ -310,7 +311,7 @@ static void submit(tb_http_request_t *req, tb__top_t *op, tb_slice_t id, int syn
   if (mid == NULL)
     tb__server_respond_error(req, 503, "out of memory");
   else
-    answer_call(req, fid, mid, sync);
+    tb__tb_answer_call(req, fid, mid, sync);
 }
 
 /* "model_id" of the body: the caller's model, or (*m NULL) a name a call
@@ -320,20 +321,83 @@ static int get_model(tb_jctx_t *c, tb_http_request_t *req, const json_t *doc, tb
   int rc = tb__json_get_string(c, doc, "model_id", TB_JSON_REQUIRED, id);
   if (rc < 0)
     return rc;
-  *m = find_model(tb__training_of(req), tb__sreq(req)->user, *id);
+  *m = tb__tb_find_model(tb__training_of(req), tb__sreq(req)->user, *id);
   return *m != NULL ? 0 : tb__tb_check_name(c, "model_id", *id);
 }
 
-static void unknown_model(tb_http_request_t *req, tb_slice_t id) {
+void tb__tb_unknown_model(tb_http_request_t *req, tb_slice_t id) {
   tb__server_respond_error(req, 404, "model_id: unknown model %.*s",
                            (int)(id.len > 120 ? 120 : id.len), id.base);
 }
 
 /* ------------------------------------------------------------ training */
 
+/* A forward / forward_backward whose data is decoded (and rendered) off
+ * the loop when the body is large (model_text.h). */
+typedef struct train_decode_s {
+  tb__offload_t o;
+  tb__top_t *op;
+  json_t *doc;
+  tb_slice_t id;           /* model_id, in doc */
+  tb__tmodel_t *m;         /* the model when the call came, or NULL */
+  tb__tctx_t x;
+  int sync, status, rc;
+  tb_error_t err;
+} train_decode_t;
+
+static void train_decode_run(tb__offload_t *o) {
+  train_decode_t *d = (train_decode_t *)o;
+  tb_jctx_t c;
+  tb__jctx_init(&c, &d->err);
+  d->rc = tb__tb_decode_batch(&c, &d->op->arena, d->doc, &d->x, &d->op->batch,
+                              d->op->encode_data, &d->status);
+}
+
+static void train_decode_done(tb__offload_t *o) {
+  train_decode_t *d = (train_decode_t *)o;
+  tb_http_request_t *req = o->req;
+  tb__training_t *tr = o->tr;
+  if (tr->closing) {
+    tb__server_respond_error(req, 503, "the server is closing");
+    tb__top_free(d->op);
+    json_decref(d->doc);
+  } else if (d->rc < 0) {
+    tb__tb_refuse(req, d->status, &d->err, d->op, d->doc);
+  } else {
+    /* The model may have gone (or come) while the data was encoded for
+     * the base model it had then. */
+    tb__tmodel_t *m = tb__tb_find_model(tr, tb__sreq(req)->user, d->id);
+    const tb__tbase_t *now = m ? m->base : &tr->bases[0];
+    if (m != d->m && strcmp(now->name, d->x.name) != 0) {
+      tb__server_respond_error(req, 409, "model_id: %.*s changed while its data was "
+                                         "encoded; retry",
+                               (int)(d->id.len > 120 ? 120 : d->id.len), d->id.base);
+      tb__top_free(d->op);
+    } else {
+      d->op->model = m;
+      tb__tb_submit(req, d->op, d->id, d->sync);
+    }
+    json_decref(d->doc);
+  }
+  tb_error_clear(&d->err);
+  free(d);
+}
+
+static void route_forward(tb_http_request_t *req);
+static void route_forward_async(tb_http_request_t *req);
+static void route_fwdbwd(tb_http_request_t *req);
+static void route_fwdbwd_async(tb_http_request_t *req);
+
+/* The route itself, to run again once a base model's text is loaded. */
+static tb_http_handler_cb train_route(tb__op_type_t type, int sync) {
+  if (type == TB__OP_FORWARD)
+    return sync ? route_forward : route_forward_async;
+  return sync ? route_fwdbwd : route_fwdbwd_async;
+}
+
 static void train(tb_http_request_t *req, tb__op_type_t type, int sync) {
   tb__training_t *tr = tb__training_of(req);
-  json_t *doc = begin(req, 1);
+  json_t *doc = tb__tb_begin(req, 1);
   if (doc == NULL)
     return;
   tb_error_t err = { 0 };
@@ -341,28 +405,49 @@ static void train(tb_http_request_t *req, tb__op_type_t type, int sync) {
   tb__jctx_init(&c, &err);
   tb_slice_t id;
   tb__tmodel_t *m = NULL;
-  int status = 400;
   int rc = get_model(&c, req, doc, &id, &m);
-  tb__top_t *op = rc < 0 ? NULL : new_op(req, type);
+  tb__tbase_t *base = m ? m->base : &tr->bases[0];
+  if (rc >= 0 && type != TB__OP_OPTIM && tb__tb_batch_is_chat(doc) &&
+      tb__mtext_wait(req, base, train_route(type, sync))) {
+    json_decref(doc);  /* read again when the route runs again */
+    return;
+  }
+  tb__top_t *op = rc < 0 ? NULL : tb__tb_new_op(req, type);
   if (rc >= 0 && op == NULL) {
     json_decref(doc);
     return;
   }
   if (rc >= 0 && type != TB__OP_OPTIM) {
-    rc = tb__tb_decode_batch(&c, &op->arena, doc, m ? m->base : &tr->bases[0], &op->batch,
-                             op->encode_data, &status);
-  } else if (rc >= 0) {
+    train_decode_t *d = calloc(1, sizeof(*d));
+    if (d == NULL) {
+      tb__server_respond_error(req, 503, "out of memory");
+      tb__top_free(op);
+      json_decref(doc);
+      return;
+    }
+    d->o = (tb__offload_t){ .tr = tr, .req = req, .run = train_decode_run,
+                            .done = train_decode_done };
+    d->op = op;
+    d->doc = doc;
+    d->id = id;
+    d->m = m;
+    d->sync = sync;
+    tb__tctx_init(&d->x, tr, base);
+    tb__offload(&d->o);
+    return;
+  }
+  if (rc >= 0) {
     json_t *ap = NULL;
     rc = tb__json_get_object(&c, doc, "adam_params", TB_JSON_OPTIONAL, &ap);
     if (rc >= 0)
       rc = tb__adam_from_json(&c, ap, 1, &op->adam);
   }
   if (rc < 0) {
-    refuse(req, status, &err, op, doc);
+    tb__tb_refuse(req, 400, &err, op, doc);
     return;
   }
   op->model = m;
-  submit(req, op, id, sync);
+  tb__tb_submit(req, op, id, sync);
   json_decref(doc);
 }
 
@@ -384,7 +469,7 @@ static int get_bool(tb_jctx_t *c, const json_t *o, const char *key, int *out) {
  * "train_mlp"?, "train_unembed"?} creates an adapter. */
 static void add_lora(tb_http_request_t *req, int sync) {
   tb__training_t *tr = tb__training_of(req);
-  json_t *doc = begin(req, 1);
+  json_t *doc = tb__tb_begin(req, 1);
   if (doc == NULL)
     return;
   tb_error_t err = { 0 };
@@ -419,15 +504,15 @@ static void add_lora(tb_http_request_t *req, int sync) {
                           "get_server_capabilities)",
                           (int)(base.len > 80 ? 80 : base.len), base.base);
   if (rc < 0) {
-    refuse(req, 400, &err, NULL, doc);
+    tb__tb_refuse(req, 400, &err, NULL, doc);
     return;
   }
-  if (name.base != NULL && find_model(tr, tb__sreq(req)->user, name) != NULL) {
+  if (name.base != NULL && tb__tb_find_model(tr, tb__sreq(req)->user, name) != NULL) {
     tb__server_respond_error(req, 409, "model_id: %.*s exists", (int)name.len, name.base);
     json_decref(doc);
     return;
   }
-  tb__top_t *op = new_op(req, TB__OP_CREATE);
+  tb__top_t *op = tb__tb_new_op(req, TB__OP_CREATE);
   if (op == NULL || tb__top_accept(req, op) != 0) {
     json_decref(doc);
     return;
@@ -458,13 +543,13 @@ static void add_lora(tb_http_request_t *req, int sync) {
     return;
   }
   tb__start_held(tr);
-  answer_call(req, fid, mid, sync);
+  tb__tb_answer_call(req, fid, mid, sync);
 }
 
 /* The caller's model named by a body {"model_id"}, or NULL after
  * answering 400 or 404. */
 static tb__tmodel_t *body_model(tb_http_request_t *req) {
-  json_t *doc = begin(req, 0);
+  json_t *doc = tb__tb_begin(req, 0);
   if (doc == NULL)
     return NULL;
   tb_error_t err = { 0 };
@@ -472,12 +557,12 @@ static tb__tmodel_t *body_model(tb_http_request_t *req) {
   tb__jctx_init(&c, &err);
   tb_slice_t id;
   if (tb__json_get_string(&c, doc, "model_id", TB_JSON_REQUIRED, &id) < 0) {
-    refuse(req, 400, &err, NULL, doc);
+    tb__tb_refuse(req, 400, &err, NULL, doc);
     return NULL;
   }
-  tb__tmodel_t *m = find_model(tb__training_of(req), tb__sreq(req)->user, id);
+  tb__tmodel_t *m = tb__tb_find_model(tb__training_of(req), tb__sreq(req)->user, id);
   if (m == NULL)
-    unknown_model(req, id);
+    tb__tb_unknown_model(req, id);
   json_decref(doc);
   return m;
 }
@@ -486,7 +571,7 @@ static void remove_lora(tb_http_request_t *req, int sync) {
   tb__tmodel_t *m = body_model(req);
   if (m == NULL)
     return;
-  tb__top_t *op = new_op(req, TB__OP_UNLOAD);
+  tb__top_t *op = tb__tb_new_op(req, TB__OP_UNLOAD);
   if (op == NULL || tb__top_accept(req, op) != 0)
     return;
   char fid[TB__FUTURE_ID_MAX];
@@ -503,7 +588,7 @@ static void remove_lora(tb_http_request_t *req, int sync) {
   if (mid == NULL)
     tb__server_respond_error(req, 503, "out of memory");
   else
-    answer_call(req, fid, mid, sync);
+    tb__tb_answer_call(req, fid, mid, sync);
 }
 
 static void route_add_lora(tb_http_request_t *req) { add_lora(req, 1); }
@@ -534,7 +619,7 @@ static char *checkpoint_dir(tb_http_request_t *req, tb_slice_t mid, const char *
  * save_weights_for_sampler ("sampler_weights"). */
 static void save(tb_http_request_t *req, tb__op_type_t type) {
   tb__training_t *tr = tb__training_of(req);
-  json_t *doc = begin(req, 1);
+  json_t *doc = tb__tb_begin(req, 1);
   if (doc == NULL)
     return;
   tb_error_t err = { 0 };
@@ -555,16 +640,16 @@ static void save(tb_http_request_t *req, tb__op_type_t type) {
   if (rc >= 0 && tr->srv->opts.data_dir == NULL)
     rc = tb__jctx_fail_at(&c, "path", "this server keeps no checkpoints (no data_dir)");
   if (rc < 0) {
-    refuse(req, 400, &err, NULL, doc);
+    tb__tb_refuse(req, 400, &err, NULL, doc);
     return;
   }
-  tb__tmodel_t *m = find_model(tr, tb__sreq(req)->user, id);
+  tb__tmodel_t *m = tb__tb_find_model(tr, tb__sreq(req)->user, id);
   if (m == NULL) {
-    unknown_model(req, id);
+    tb__tb_unknown_model(req, id);
     json_decref(doc);
     return;
   }
-  tb__top_t *op = new_op(req, type);
+  tb__top_t *op = tb__tb_new_op(req, type);
   if (op == NULL) {
     json_decref(doc);
     return;
@@ -581,7 +666,7 @@ static void save(tb_http_request_t *req, tb__op_type_t type) {
     tb__top_free(op);
     return;
   }
-  submit(req, op, id, 0);
+  tb__tb_submit(req, op, id, 0);
 }
 
 /* {"model_id", "path", "optimizer"?}: path is a name of the model's own
@@ -590,7 +675,7 @@ static void save(tb_http_request_t *req, tb__op_type_t type) {
  * created with the checkpoint's LoRA shape. */
 static void load(tb_http_request_t *req) {
   tb__training_t *tr = tb__training_of(req);
-  json_t *doc = begin(req, 1);
+  json_t *doc = tb__tb_begin(req, 1);
   if (doc == NULL)
     return;
   tb_error_t err = { 0 };
@@ -622,10 +707,10 @@ static void load(tb_http_request_t *req) {
   if (rc >= 0 && tr->srv->opts.data_dir == NULL)
     rc = tb__jctx_fail_at(&c, "path", "this server keeps no checkpoints (no data_dir)");
   if (rc < 0) {
-    refuse(req, 400, &err, NULL, doc);
+    tb__tb_refuse(req, 400, &err, NULL, doc);
     return;
   }
-  tb__top_t *op = new_op(req, TB__OP_LOAD);
+  tb__top_t *op = tb__tb_new_op(req, TB__OP_LOAD);
   if (op == NULL) {
     json_decref(doc);
     return;
@@ -644,7 +729,7 @@ static void load(tb_http_request_t *req) {
   }
   if (m != NULL) {
     op->model = m;
-    submit(req, op, id, 0);
+    tb__tb_submit(req, op, id, 0);
     json_decref(doc);
     return;
   }
@@ -674,90 +759,12 @@ static void load(tb_http_request_t *req) {
   if (mid == NULL)
     tb__server_respond_error(req, 503, "out of memory");
   else
-    answer_call(req, fid, mid, 0);
+    tb__tb_answer_call(req, fid, mid, 0);
 }
 
 static void route_save_async(tb_http_request_t *req) { save(req, TB__OP_SAVE); }
 static void route_save_sampler_async(tb_http_request_t *req) { save(req, TB__OP_SAVE_SAMPLER); }
 static void route_load_async(tb_http_request_t *req) { load(req); }
-
-/* ------------------------------------------------------------ sampling */
-
-/* {"model_id"? | "base_model"?, "prompt" | "messages" | "prompt_tokens",
- * sampling parameters}: from the caller's model (after its earlier
- * operations) or from a base model. */
-static void sample(tb_http_request_t *req, int sync) {
-  tb__training_t *tr = tb__training_of(req);
-  json_t *doc = begin(req, 1);
-  if (doc == NULL)
-    return;
-  tb_error_t err = { 0 };
-  tb_jctx_t c;
-  tb__jctx_init(&c, &err);
-  tb_slice_t id = { NULL, 0 }, base = { NULL, 0 };
-  int rc = tb__json_get_string(&c, doc, "model_id", TB_JSON_OPTIONAL, &id);
-  rc = rc < 0 ? rc : tb__json_get_string(&c, doc, "base_model", TB_JSON_OPTIONAL, &base);
-  if (rc < 0) {
-    refuse(req, 400, &err, NULL, doc);
-    return;
-  }
-  tb__tmodel_t *m = id.base ? find_model(tr, tb__sreq(req)->user, id) : NULL;
-  tb__tbase_t *b = m ? m->base : &tr->bases[0];
-  if (m == NULL && id.base != NULL) {
-    /* As in the Python server, a base model's name samples it bare. */
-    b = tb__tbase_find(tr, id);
-    if (b == NULL) {
-      unknown_model(req, id);
-      json_decref(doc);
-      return;
-    }
-  } else if (m == NULL && base.base != NULL && (b = tb__tbase_find(tr, base)) == NULL) {
-    rc = tb__jctx_fail_at(&c, "base_model", "unknown model \"%.*s\" (see "
-                          "get_server_capabilities)",
-                          (int)(base.len > 80 ? 80 : base.len), base.base);
-    refuse(req, 400, &err, NULL, doc);
-    return;
-  }
-  if (b->state < 0) {
-    tb__server_respond_error(req, 503, "the base model %s is not available", b->name);
-    json_decref(doc);
-    return;
-  }
-  tb__top_t *op = new_op(req, TB__OP_SAMPLE);
-  if (op == NULL) {
-    json_decref(doc);
-    return;
-  }
-  op->base = b;
-  tb__tbop_t *info = op->encode_data;
-  info->model_id = b->name;
-  int status = 400;
-  rc = tb__tb_decode_sample(&c, tr, op, doc, info, &status);
-  if (rc < 0) {
-    refuse(req, status, &err, op, doc);
-    return;
-  }
-  json_decref(doc);
-  if (m != NULL) {
-    op->model = m;
-    submit(req, op, id, sync);
-    return;
-  }
-  if (tb__top_accept(req, op) != 0)
-    return;
-  char fid[TB__FUTURE_ID_MAX];
-  memcpy(fid, op->future->id, sizeof(fid));
-  if (b->state == 0) {
-    op->next = tr->base_waiting;  /* sampled once the base model is loaded */
-    tr->base_waiting = op;
-  } else {
-    tb__sample_start(op);
-  }
-  answer_call(req, fid, b->name, sync);
-}
-
-static void route_sample(tb_http_request_t *req) { sample(req, 1); }
-static void route_asample(tb_http_request_t *req) { sample(req, 0); }
 
 /* ------------------------------------------------------------ direct */
 
@@ -829,11 +836,6 @@ int tb__tinkerbell_routes(tb__training_t *tr) {
     { "/api/v1/remove_lora_async", route_remove_lora_async, 0,
       "Removes an adapter: {model_id} -> {request_id, model_id}" },
     { "/remove_lora", route_remove_lora_async, 0, "Legacy /api/v1/remove_lora_async" },
-    { "/api/v1/sample", route_sample, 0,
-      "Samples, sync: {model_id?, prompt | messages, max_tokens?, ...} -> {generated_text, "
-      "samples}" },
-    { "/api/v1/asample", route_asample, 1,
-      "Samples: {model_id?, prompt | messages, ...} -> {request_id, model_id}" },
     { "/api/v1/load_weights_async", route_load_async, 0,
       "Loads a checkpoint: {model_id, path} -> {request_id, model_id}" },
     { "/api/v1/load_weights", route_load_async, 1, "As /api/v1/load_weights_async" },
@@ -863,5 +865,5 @@ int tb__tinkerbell_routes(tb__training_t *tr) {
                                            routes[i].summary)
              : tb__server_route(tr->srv, "POST", routes[i].path, TB__DIALECT_TINKERBELL, 0,
                                 routes[i].cb, tr, routes[i].summary);
-  return rc;
+  return rc ? rc : tb__tb_text_routes(tr);
 }

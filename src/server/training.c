@@ -933,6 +933,7 @@ static void training_free(tb__training_t *tr) {
   }
   tb__samplers_free(tr);
   for (size_t i = 0; i < tr->n_bases; i++) {
+    tb__mtext_free(tr->bases[i].text);
     free(tr->bases[i].name);
     free(tr->bases[i].spec);
     free(tr->bases[i].error);
@@ -973,6 +974,7 @@ static void ext_close(tb__server_t *srv, tb__server_ext_t *ext) {
     }
   tb__samplers_fail_all(tr, "the server is closing");
   tb__samples_base_settled(tr);
+  tb__mtext_fail_waiters(tr);
   /* The engine releases the base models with everything else. */
   for (size_t i = 0; i < tr->n_bases; i++)
     tr->bases[i].model = NULL;
@@ -1075,6 +1077,13 @@ int tb__training_start(tb__server_t *srv, const tb_engine_opts_t *opts,
   for (i = 0; i < n_models; i++) {
     tb__tbase_t *b = &bases[i];
     b->job.data = b;
+    /* The tokenizer loads beside the weights, on the threadpool too. */
+    int trc = rc ? rc : tb__mtext_start(tr, b);
+    if (trc != 0) {
+      b->text_state = -1;
+      if (rc == 0)
+        rc = trc;
+    }
     int lrc = rc ? rc : tb__engine_load_model(&b->job, &tr->engine, b->spec, on_base_loaded);
     if (lrc != 0) {
       b->state = -1;

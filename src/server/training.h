@@ -20,6 +20,7 @@
 #include "engine/engine.h"
 #include "server/internal.h"
 #include "server/metrics.h"
+#include "server/model_text.h"
 #include "wire/types.h"
 
 /* How many recent seq_ids of a model are remembered for deduplication,
@@ -45,6 +46,11 @@ typedef struct tb__tbase_s {
   int state;                     /* 0 loading, 1 ready, -1 failed */
   char *error;
   tb_model_config_t cfg;         /* once loaded; from the start if builtin */
+  /* Its tokenizer and renderers (model_text.h), loaded beside the
+   * weights; immutable once text_state is 1. */
+  tb__mtext_t *text;
+  int text_state;                /* 0 loading, 1 settled, -1 out of memory */
+  struct text_wait_s *text_waiters;
 } tb__tbase_t;
 
 typedef enum {
@@ -155,9 +161,6 @@ struct tb__training_s {
   tb__sampler_t *samplers;
   tb__top_t *base_waiting;       /* asamples of a base model while it
                                     loads */
-  tb_slice_t *token_bytes;       /* the tokens of `base` as bytes, for stop
-                                    strings; built on first use */
-  char *token_text;
   tb__top_t *ops;                /* ops alive, newest first */
   size_t n_ops;
   size_t n_fs;                   /* file requests in flight */
@@ -290,7 +293,5 @@ void tb__samples_base_settled(tb__training_t *tr);
 void tb__samplers_free(tb__training_t *tr);
 /* Samples op (op->base, op->sampler) now. */
 void tb__sample_start(tb__top_t *op);
-/* The bytes of every token of `base`, for stop strings; NULL on ENOMEM. */
-const tb_slice_t *tb__token_bytes(tb__training_t *tr, int32_t vocab);
 
 #endif /* TB_SERVER_TRAINING_H */

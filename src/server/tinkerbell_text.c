@@ -1,0 +1,452 @@
+/*
+ * The routes of the Tinkerbell dialect that meet text (tinkerbell.h):
+ * sampling (/api/v1/sample, /api/v1/asample), and tokenize and
+ * detokenize, as llama.cpp's server offers them:
+ *
+ *   POST /api/v1/tokenize {"model_id" | "base_model", "text",
+ *                          "add_special_tokens"?}             -> {"tokens"}
+ *   POST /api/v1/tokenize {"model_id" | "base_model", "messages",
+ *                          "add_generation_prompt"?, "renderer"?}
+ *                                                            -> {"tokens", "text"}
+ *   POST /api/v1/detokenize {"model_id" | "base_model", "tokens",
+ *                            "skip_special_tokens"?}         -> {"text"}
+ *
+ * "text" is encoded as transformers encodes with add_special_tokens=False
+ * (special-token text becomes the special token; no BOS or EOS), unless
+ * "add_special_tokens" asks for the post-processor's; "messages" are
+ * rendered by the model's renderer (or "renderer"), the rendered string
+ * coming back beside its tokens; detokenize keeps special tokens unless
+ * "skip_special_tokens".  The model is the caller's model of this dialect
+ * or a base model by name (either field; neither: the default model).
+ *
+ * Every one of them needs the base model's text (model_text.h): it waits
+ * while that loads, is 422 for a model without a tokenizer, and runs its
+ * encoding on the threadpool when the body is large.
+ */
+#include "server/tinkerbell.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/json.h"
+
+/* ------------------------------------------------------------ sampling */
+
+/* A sample whose prompt is decoded (and rendered) off the loop when the
+ * body is large. */
+typedef struct sample_decode_s {
+  tb__offload_t o;
+  tb__top_t *op;
+  json_t *doc;
+  tb_slice_t id;           /* model_id, in doc; NULL base when not given */
+  tb__tmodel_t *m;         /* the caller's model named by id, or NULL */
+  tb__tctx_t x;
+  int sync, status, rc;
+  tb_error_t err;
+} sample_decode_t;
+
+static void sample_run(tb__offload_t *o) {
+  sample_decode_t *d = (sample_decode_t *)o;
+  tb_jctx_t c;
+  tb__jctx_init(&c, &d->err);
+  d->rc = tb__tb_decode_sample(&c, &d->x, d->op, d->doc, d->op->encode_data, &d->status);
+}
+
+static void sample_done(tb__offload_t *o) {
+  sample_decode_t *d = (sample_decode_t *)o;
+  tb_http_request_t *req = o->req;
+  tb__training_t *tr = o->tr;
+  tb__top_t *op = d->op;
+  if (tr->closing) {
+    tb__server_respond_error(req, 503, "the server is closing");
+    tb__top_free(op);
+  } else if (d->rc < 0) {
+    tb__tb_refuse(req, d->status, &d->err, op, NULL);
+  } else if (d->m != NULL) {
+    /* After the model's earlier operations; it may have gone meanwhile. */
+    tb__tmodel_t *m = tb__tb_find_model(tr, tb__sreq(req)->user, d->id);
+    if (m == NULL || m->base != op->base) {
+      tb__tb_unknown_model(req, d->id);
+      tb__top_free(op);
+    } else {
+      op->model = m;
+      tb__tb_submit(req, op, d->id, d->sync);
+    }
+  } else if (tb__top_accept(req, op) == 0) {
+    tb__tbase_t *b = op->base;
+    char fid[TB__FUTURE_ID_MAX];
+    memcpy(fid, op->future->id, sizeof(fid));
+    if (b->state == 0) {
+      op->next = tr->base_waiting;  /* sampled once the base model is loaded */
+      tr->base_waiting = op;
+    } else {
+      tb__sample_start(op);
+    }
+    tb__tb_answer_call(req, fid, b->name, d->sync);
+  }
+  json_decref(d->doc);
+  tb_error_clear(&d->err);
+  free(d);
+}
+
+static void route_sample(tb_http_request_t *req);
+static void route_asample(tb_http_request_t *req);
+
+/* {"model_id"? | "base_model"?, "prompt" | "messages" | "prompt_tokens",
+ * sampling parameters}: from the caller's model (after its earlier
+ * operations) or from a base model. */
+static void sample(tb_http_request_t *req, int sync) {
+  tb__training_t *tr = tb__training_of(req);
+  json_t *doc = tb__tb_begin(req, 1);
+  if (doc == NULL)
+    return;
+  tb_error_t err = { 0 };
+  tb_jctx_t c;
+  tb__jctx_init(&c, &err);
+  tb_slice_t id = { NULL, 0 }, base = { NULL, 0 };
+  int rc = tb__json_get_string(&c, doc, "model_id", TB_JSON_OPTIONAL, &id);
+  rc = rc < 0 ? rc : tb__json_get_string(&c, doc, "base_model", TB_JSON_OPTIONAL, &base);
+  if (rc < 0) {
+    tb__tb_refuse(req, 400, &err, NULL, doc);
+    return;
+  }
+  tb__tmodel_t *m = id.base ? tb__tb_find_model(tr, tb__sreq(req)->user, id) : NULL;
+  tb__tbase_t *b = m ? m->base : &tr->bases[0];
+  if (m == NULL && id.base != NULL) {
+    /* As in the Python server, a base model's name samples it bare. */
+    b = tb__tbase_find(tr, id);
+    if (b == NULL) {
+      tb__tb_unknown_model(req, id);
+      json_decref(doc);
+      return;
+    }
+  } else if (m == NULL && base.base != NULL && (b = tb__tbase_find(tr, base)) == NULL) {
+    rc = tb__jctx_fail_at(&c, "base_model", "unknown model \"%.*s\" (see "
+                          "get_server_capabilities)",
+                          (int)(base.len > 80 ? 80 : base.len), base.base);
+    tb__tb_refuse(req, 400, &err, NULL, doc);
+    return;
+  }
+  if (b->state < 0) {
+    tb__server_respond_error(req, 503, "the base model %s is not available", b->name);
+    json_decref(doc);
+    return;
+  }
+  if (tb__tb_sample_needs_text(doc) &&
+      tb__mtext_wait(req, b, sync ? route_sample : route_asample)) {
+    json_decref(doc);
+    return;
+  }
+  tb__top_t *op = tb__tb_new_op(req, TB__OP_SAMPLE);
+  sample_decode_t *d = op ? calloc(1, sizeof(*d)) : NULL;
+  if (d == NULL) {
+    if (op != NULL) {
+      tb__server_respond_error(req, 503, "out of memory");
+      tb__top_free(op);
+    }
+    json_decref(doc);
+    return;
+  }
+  op->base = b;
+  ((tb__tbop_t *)op->encode_data)->model_id = b->name;
+  d->o = (tb__offload_t){ .tr = tr, .req = req, .run = sample_run, .done = sample_done };
+  d->op = op;
+  d->doc = doc;
+  d->id = id;
+  d->m = m;
+  d->sync = sync;
+  tb__tctx_init(&d->x, tr, b);
+  tb__offload(&d->o);
+}
+
+static void route_sample(tb_http_request_t *req) { sample(req, 1); }
+static void route_asample(tb_http_request_t *req) { sample(req, 0); }
+
+/* ------------------------------------------------------------ tokenize */
+
+/* A tokenize or detokenize call: decoded, encoded and its answer
+ * written off the loop when the body is large. */
+typedef struct text_call_s {
+  tb__offload_t o;
+  json_t *doc;
+  tb__tctx_t x;
+  int detokenize;
+  tb_arena_t arena;        /* the messages of a conversation */
+  int status;              /* of the answer */
+  char *answer;            /* JSON, malloc'd: the body until on_done */
+  size_t answer_len;
+  tb_error_t err;
+} text_call_t;
+
+/* "text": its tokens. */
+static json_t *tokenize_text(tb_jctx_t *c, const tb__tctx_t *x, const json_t *doc,
+                             const json_t *text, int *status) {
+  int add_special = 0;
+  if (tb__json_get_bool(c, doc, "add_special_tokens", TB_JSON_OPTIONAL, &add_special) < 0)
+    return NULL;
+  if (json_object_get(doc, "add_generation_prompt") != NULL) {
+    tb__jctx_fail_at(c, "add_generation_prompt", "only with messages");
+    return NULL;
+  }
+  if (json_object_get(doc, "renderer") != NULL) {
+    tb__jctx_fail_at(c, "renderer", "only with messages");
+    return NULL;
+  }
+  if (!json_is_string(text)) {
+    tb__jctx_fail_at(c, "text", "expected a string, got %s", tb__json_type_name(text));
+    return NULL;
+  }
+  const tb_tokenizer_t *tok = tb__tctx_tokenizer(c, x, "text", status);
+  if (tok == NULL)
+    return NULL;
+  int32_t *ids;
+  size_t n;
+  tb_error_t err = { 0 };
+  if (tb_tokenizer_encode(tok, json_string_value(text), json_string_length(text),
+                          add_special ? TB_ENCODE_ADD_SPECIAL : 0, &ids, NULL, &n, &err) != 0) {
+    tb__jctx_fail_at(c, "text", "%s", tb_error_message(&err));
+    tb_error_clear(&err);
+    return NULL;
+  }
+  json_t *toks = json_array();
+  for (size_t i = 0; toks != NULL && i < n; i++)
+    if (json_array_append_new(toks, json_integer(ids[i])) != 0) {
+      json_decref(toks);
+      toks = NULL;
+    }
+  free(ids);
+  json_t *v = toks ? json_pack("{so}", "tokens", toks) : NULL;
+  if (v == NULL)
+    tb__jctx_fail(c, "out of memory");
+  return v;
+}
+
+/* "messages": the rendered conversation's tokens and text. */
+static json_t *tokenize_messages(tb_jctx_t *c, tb_arena_t *a, const tb__tctx_t *x,
+                                 const json_t *doc, const json_t *msgs, int *status) {
+  int gen = 0;
+  if (tb__json_get_bool(c, doc, "add_generation_prompt", TB_JSON_OPTIONAL, &gen) < 0)
+    return NULL;
+  if (json_object_get(doc, "add_special_tokens") != NULL) {
+    tb__jctx_fail_at(c, "add_special_tokens", "only with text (a chat template writes its "
+                                              "own special tokens)");
+    return NULL;
+  }
+  if (!json_is_array(msgs) || json_array_size(msgs) == 0) {
+    tb__jctx_fail_at(c, "messages", "expected a non-empty list of {role, content}");
+    return NULL;
+  }
+  tb_chat_message_t *m;
+  size_t mark = tb__jctx_push_key(c, "messages");
+  int rc = tb__tb_read_messages(c, a, msgs, &m);
+  tb__jctx_pop(c, mark);
+  if (rc != 0)
+    return NULL;
+  const tb_renderer_t *r = tb__tctx_renderer(c, x, doc, "messages", status);
+  if (r == NULL)
+    return NULL;
+  tb_rendered_t out;
+  tb_error_t err = { 0 };
+  if (tb_renderer_render(r, m, json_array_size(msgs), gen ? TB_RENDER_GENERATION_PROMPT : 0,
+                         &out, &err) != 0) {
+    tb__jctx_fail_at(c, "messages", "%s", tb_error_message(&err));
+    tb_error_clear(&err);
+    return NULL;
+  }
+  json_t *toks = json_array();
+  for (size_t i = 0; toks != NULL && i < out.len; i++)
+    if (json_array_append_new(toks, json_integer(out.tokens[i])) != 0) {
+      json_decref(toks);
+      toks = NULL;
+    }
+  json_t *text = toks ? tb__tb_text_json(out.text, out.text_len) : NULL;
+  json_t *v = text ? json_pack("{soso}", "tokens", toks, "text", text) : NULL;
+  if (v == NULL && text == NULL)
+    json_decref(toks);
+  tb_rendered_free(&out);
+  if (v == NULL)
+    tb__jctx_fail(c, "out of memory");
+  return v;
+}
+
+/* "tokens": their text, special tokens kept. */
+static json_t *detokenize(tb_jctx_t *c, const tb__tctx_t *x, const json_t *doc, int *status) {
+  json_t *arr;
+  int skip = 0;
+  if (tb__json_get_array(c, doc, "tokens", TB_JSON_REQUIRED, &arr) < 0 ||
+      tb__json_get_bool(c, doc, "skip_special_tokens", TB_JSON_OPTIONAL, &skip) < 0)
+    return NULL;
+  const tb_tokenizer_t *tok = tb__tctx_tokenizer(c, x, "tokens", status);
+  if (tok == NULL)
+    return NULL;
+  size_t n = json_array_size(arr);
+  int32_t *ids = malloc((n ? n : 1) * sizeof(*ids));
+  if (ids == NULL) {
+    tb__jctx_fail(c, "out of memory");
+    return NULL;
+  }
+  int64_t vocab = (int64_t)tb_tokenizer_vocab_size(tok);
+  int rc = 0;
+  size_t mark = tb__jctx_push_key(c, "tokens");
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    size_t m2 = tb__jctx_push_index(c, i);
+    int64_t id;
+    size_t len;
+    rc = tb__json_as_int(c, json_array_get(arr, i), 0, vocab - 1, &id);
+    if (rc == 0 && tb_tokenizer_token_bytes(tok, (int32_t)id, &len) == NULL)
+      rc = tb__jctx_fail(c, "%lld is no token of the model's tokenizer", (long long)id);
+    ids[i] = (int32_t)id;
+    tb__jctx_pop(c, m2);
+  }
+  tb__jctx_pop(c, mark);
+  char *text = NULL;
+  size_t len = 0;
+  tb_error_t err = { 0 };
+  if (rc == 0 && tb_tokenizer_decode(tok, ids, n, skip ? TB_DECODE_SKIP_SPECIAL : 0, &text,
+                                     &len, &err) != 0)
+    rc = tb__jctx_fail(c, "%s", tb_error_message(&err));
+  tb_error_clear(&err);
+  free(ids);
+  json_t *s = rc == 0 ? tb__tb_text_json(text, len) : NULL;
+  free(text);
+  json_t *v = s ? json_pack("{so}", "text", s) : NULL;
+  if (rc == 0 && v == NULL)
+    tb__jctx_fail(c, "out of memory");
+  return v;
+}
+
+static void text_call_run(tb__offload_t *o) {
+  text_call_t *t = (text_call_t *)o;
+  tb_jctx_t c;
+  tb__jctx_init(&c, &t->err);
+  t->status = 400;
+  json_t *v = NULL;
+  if (t->detokenize) {
+    v = detokenize(&c, &t->x, t->doc, &t->status);
+  } else {
+    const json_t *text = json_object_get(t->doc, "text");
+    const json_t *msgs = json_object_get(t->doc, "messages");
+    if ((text != NULL) == (msgs != NULL))
+      tb__jctx_fail_at(&c, "text", text ? "give text or messages, not both"
+                                        : "required (or messages)");
+    else if (text != NULL)
+      v = tokenize_text(&c, &t->x, t->doc, text, &t->status);
+    else
+      v = tokenize_messages(&c, &t->arena, &t->x, t->doc, msgs, &t->status);
+  }
+  if (v != NULL) {
+    t->status = 200;
+    t->answer = tb__json_dump(v, &t->answer_len);
+    json_decref(v);
+  }
+}
+
+static void on_text_answered(tb_http_request_t *req, int status) {
+  (void)status;
+  free(tb__sreq(req)->data);
+}
+
+static void text_call_done(tb__offload_t *o) {
+  text_call_t *t = (text_call_t *)o;
+  tb_http_request_t *req = o->req;
+  if (o->tr->closing) {
+    tb__server_respond_error(req, 503, "the server is closing");
+    free(t->answer);
+  } else if (t->status == 200 && t->answer == NULL) {
+    tb__server_respond_error(req, 503, "out of memory");
+  } else if (t->status == 200) {
+    /* Lent to the answer: freed once it is written. */
+    tb__sreq(req)->data = t->answer;
+    tb__sreq(req)->on_done = on_text_answered;
+    tb__server_respond_json(req, 200, t->answer, t->answer_len);
+  } else {
+    tb__tb_refuse(req, t->status, &t->err, NULL, NULL);
+  }
+  json_decref(t->doc);
+  tb__arena_free(&t->arena);
+  tb_error_clear(&t->err);
+  free(t);
+}
+
+static void route_tokenize(tb_http_request_t *req);
+static void route_detokenize(tb_http_request_t *req);
+
+/* The base model a tokenize or detokenize call names; NULL after
+ * answering 404 (an unknown model) or 400. */
+static tb__tbase_t *text_call_base(tb_http_request_t *req, const json_t *doc) {
+  tb__training_t *tr = tb__training_of(req);
+  tb_error_t err = { 0 };
+  tb_jctx_t c;
+  tb__jctx_init(&c, &err);
+  tb_slice_t id = { NULL, 0 }, base = { NULL, 0 };
+  int rc = tb__json_get_string(&c, doc, "model_id", TB_JSON_OPTIONAL, &id);
+  rc = rc < 0 ? rc : tb__json_get_string(&c, doc, "base_model", TB_JSON_OPTIONAL, &base);
+  if (rc >= 0 && id.base != NULL && base.base != NULL)
+    rc = tb__jctx_fail_at(&c, "base_model", "give model_id or base_model, not both");
+  if (rc < 0) {
+    tb__tb_refuse(req, 400, &err, NULL, NULL);
+    return NULL;
+  }
+  if (id.base != NULL) {
+    tb__tmodel_t *m = tb__tb_find_model(tr, tb__sreq(req)->user, id);
+    tb__tbase_t *b = m ? m->base : tb__tbase_find(tr, id);
+    if (b == NULL)
+      tb__tb_unknown_model(req, id);
+    return b;
+  }
+  if (base.base == NULL)
+    return &tr->bases[0];
+  tb__tbase_t *b = tb__tbase_find(tr, base);
+  if (b == NULL)
+    tb__server_respond_error(req, 404, "base_model: unknown model \"%.*s\" (see "
+                                       "get_server_capabilities)",
+                             (int)(base.len > 80 ? 80 : base.len), base.base);
+  return b;
+}
+
+static void text_call(tb_http_request_t *req, int detok) {
+  tb__training_t *tr = tb__training_of(req);
+  json_t *doc = tb__tb_begin(req, 1);
+  if (doc == NULL)
+    return;
+  tb__tbase_t *b = text_call_base(req, doc);
+  if (b == NULL || tb__mtext_wait(req, b, detok ? route_detokenize : route_tokenize)) {
+    json_decref(doc);
+    return;
+  }
+  text_call_t *t = calloc(1, sizeof(*t));
+  if (t == NULL) {
+    tb__server_respond_error(req, 503, "out of memory");
+    json_decref(doc);
+    return;
+  }
+  t->o = (tb__offload_t){ .tr = tr, .req = req, .run = text_call_run, .done = text_call_done };
+  t->doc = doc;
+  t->detokenize = detok;
+  tb__arena_init(&t->arena, 4096);
+  tb__tctx_init(&t->x, tr, b);
+  tb__offload(&t->o);
+}
+
+static void route_tokenize(tb_http_request_t *req) { text_call(req, 0); }
+static void route_detokenize(tb_http_request_t *req) { text_call(req, 1); }
+
+int tb__tb_text_routes(tb__training_t *tr) {
+  int rc = tb__server_route(tr->srv, "POST", "/api/v1/sample", TB__DIALECT_TINKERBELL, 0,
+                            route_sample, tr,
+                            "Samples, sync: {model_id?, prompt | messages, max_tokens?, ...} -> "
+                            "{generated_text, samples}");
+  rc = rc ? rc : tb__server_route_tinkerbell(tr->srv, "POST", "/api/v1/asample", route_asample,
+                                             "Samples: {model_id?, prompt | messages, ...} -> "
+                                             "{request_id, model_id}");
+  rc = rc ? rc : tb__server_route(tr->srv, "POST", "/api/v1/tokenize", TB__DIALECT_TINKERBELL,
+                                  0, route_tokenize, tr,
+                                  "Text to tokens with a model's tokenizer: {model_id | "
+                                  "base_model, text, add_special_tokens?} -> {tokens}; "
+                                  "{..., messages, add_generation_prompt?, renderer?} -> "
+                                  "{tokens, text}");
+  return rc ? rc : tb__server_route(tr->srv, "POST", "/api/v1/detokenize",
+                                    TB__DIALECT_TINKERBELL, 0, route_detokenize, tr,
+                                    "Tokens to text, special tokens kept: {model_id | "
+                                    "base_model, tokens, skip_special_tokens?} -> {text}");
+}
