@@ -56,9 +56,16 @@ status=$?
 two=$("$exe" sample --data-dir "$tmp/data" --model-path "$sampler" --temperature 0 "Who are you?" 2>&1)
 [ $status = 0 ] && [ -n "$one" ] && [ "$one" = "$two" ]
 check "sample from the trained weights (greedy twice, the same text)" $?
+start=$(date +%s%N)
 out=$("$exe" sample --data-dir "$tmp/data" --num-samples 2 --seed 7 --max-tokens 8 "Hello" 2>&1)
-[ $? = 0 ] && [ "$(echo "$out" | grep -c '^--- sample')" = 2 ]
+status=$?
+ms=$(( ($(date +%s%N) - start) / 1000000 ))
+[ $status = 0 ] && [ "$(echo "$out" | grep -c '^--- sample')" = 2 ]
 check "sample from the base model, two samples" $?
+# Closing the clients does not wait for an idle timer (it took 5 s).
+echo "sample took $ms ms"
+[ $ms -lt 3000 ]
+check "sample exits once it has its reply" $?
 out=$("$exe" sample --data-dir "$tmp/data" --model-path "tinker://nobody:train:0/sampler_weights/x" "hi" 2>&1)
 [ $? = 1 ] && echo "$out" | grep -q "no such checkpoint"
 check "sample from missing weights fails with the server's reason" $?

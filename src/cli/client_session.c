@@ -15,17 +15,27 @@
 /* ------------------------------------------------------------ closing */
 
 static int closed_flag;
+static uv_loop_t *closing_loop;
+
+/* A close callback runs inside uv_run(UV_RUN_ONCE), which would then go on
+ * to wait for I/O until the next timer (seconds, with an idle connection
+ * open): uv_stop makes that run return at once. */
+static void closed(void) {
+  closed_flag = 1;
+  if (closing_loop != NULL)
+    uv_stop(closing_loop);
+}
 
 static void on_sampling_closed(tb_sampling_client_t *samp) {
-  closed_flag = 1;
+  closed();
 }
 
 void tb__cli_on_training_closed(tb_training_client_t *tc) {
-  closed_flag = 1;
+  closed();
 }
 
 static void on_service_closed(tb_service_client_t *sc) {
-  closed_flag = 1;
+  closed();
 }
 
 static void on_server_closed(tb_server_t *server) {
@@ -33,8 +43,10 @@ static void on_server_closed(tb_server_t *server) {
 }
 
 void tb__cli_wait_closed(tb__cli_session_t *s) {
+  closing_loop = &s->loop;
   while (!closed_flag)
     uv_run(&s->loop, UV_RUN_ONCE);
+  closing_loop = NULL;
   closed_flag = 0;
 }
 
