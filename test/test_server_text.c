@@ -255,18 +255,18 @@ TEST(models_without_usable_text) {
   const char *names[] = { "none", "cut", "uni", "tpl", "badcfg" };
   for (int i = 0; i < 5; i++) {
     snprintf(dirs[i], sizeof(dirs[i]), "%s/%s", hf, names[i]);
-    tb_test_write_model(dirs[i], TB_ARCH_LLAMA, 300, 5);
+    ASSERT_OK(tb_test_write_model(dirs[i], TB_ARCH_LLAMA, 300, 5));
   }
   char *tj = bytes_tokenizer(NULL);
   char cut[64];
   snprintf(cut, sizeof(cut), "%.40s", tj);
-  tb_test_write_file(dirs[1], "tokenizer.json", cut);
+  ASSERT_OK(tb_test_write_file(dirs[1], "tokenizer.json", cut));
   char *uni = bytes_tokenizer("Unigram");
-  tb_test_write_file(dirs[2], "tokenizer.json", uni);
-  tb_test_write_file(dirs[3], "tokenizer.json", tj);
-  tb_test_write_file(dirs[3], "tokenizer_config.json", unknown_template);
-  tb_test_write_file(dirs[4], "tokenizer.json", tj);
-  tb_test_write_file(dirs[4], "tokenizer_config.json", "{\"eos_token\": 5}");
+  ASSERT_OK(tb_test_write_file(dirs[2], "tokenizer.json", uni));
+  ASSERT_OK(tb_test_write_file(dirs[3], "tokenizer.json", tj));
+  ASSERT_OK(tb_test_write_file(dirs[3], "tokenizer_config.json", unknown_template));
+  ASSERT_OK(tb_test_write_file(dirs[4], "tokenizer.json", tj));
+  ASSERT_OK(tb_test_write_file(dirs[4], "tokenizer_config.json", "{\"eos_token\": 5}"));
   char specs[5][640];
   const char *models[5];
   for (int i = 0; i < 5; i++) {
@@ -338,7 +338,7 @@ TEST(models_without_usable_text) {
   free(tj);
   free(uni);
   stop_training();
-  tb_test_remove_tree(hf);
+  ASSERT_OK(tb_test_remove_tree(hf));
 }
 
 /* ------------------------------------------------------------ Qwen3 */
@@ -358,10 +358,10 @@ static void start_real(real_t *r) {
   ASSERT(mkdtemp(r->hf) != NULL);
   snprintf(r->q, sizeof(r->q), "%s/q", r->hf);
   snprintf(r->l, sizeof(r->l), "%s/l", r->hf);
-  tb_test_write_model(r->q, TB_ARCH_QWEN3, TB_TEST_QWEN3_VOCAB, 11);
-  tb_test_copy_tokenizer(qsrc, r->q);
-  tb_test_write_model(r->l, TB_ARCH_LLAMA, TB_TEST_LLAMA3_VOCAB, 12);
-  tb_test_copy_tokenizer(lsrc, r->l);
+  ASSERT_OK(tb_test_write_model(r->q, TB_ARCH_QWEN3, TB_TEST_QWEN3_VOCAB, 11));
+  ASSERT_OK(tb_test_copy_tokenizer(qsrc, r->q));
+  ASSERT_OK(tb_test_write_model(r->l, TB_ARCH_LLAMA, TB_TEST_LLAMA3_VOCAB, 12));
+  ASSERT_OK(tb_test_copy_tokenizer(lsrc, r->l));
   free(qsrc);
   free(lsrc);
   tb_error_t err = { 0 };
@@ -382,7 +382,7 @@ static void stop_real(real_t *r) {
   tb_renderer_free(r->qr);
   tb_tokenizer_free(r->qtok);
   tb_tokenizer_free(r->ltok);
-  tb_test_remove_tree(r->hf);
+  ASSERT_OK(tb_test_remove_tree(r->hf));
 }
 
 static const char hard[] = "Hello, 世界! <|im_start|>user\n  tabs\t\tand 1234567 don't 🤷🏽‍♀️";

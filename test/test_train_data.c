@@ -32,7 +32,7 @@ TEST(renders_shifts_and_masks) {
   tb_train_example_t e;
   tb_error_t err = { 0 };
   int truncated = 1;
-  ASSERT_OK(tb__train_example_from_line(tb__base_renderer(), line, strlen(line), 512, 7, &e, &truncated, &err));
+  ASSERT_OK(tb__train_example_from_line(tb__base_renderer(), line, strlen(line), 512, 0, 7, &e, &truncated, &err));
   ASSERT_EQ_INT(truncated, 0);
   /* <|bos|> <|user|> h i <|end|> <|assistant|> y o <|end|>: 9 tokens, 8
    * predictions; trained targets are y, o and the closing <|end|>. */
@@ -52,7 +52,7 @@ TEST(renders_shifts_and_masks) {
 
   /* No assistant message: every token is a target. */
   line = "{\"messages\":[{\"role\":\"user\",\"content\":\"abc\"}]}";
-  ASSERT_OK(tb__train_example_from_line(tb__base_renderer(), line, strlen(line), 512, 1, &e, &truncated, &err));
+  ASSERT_OK(tb__train_example_from_line(tb__base_renderer(), line, strlen(line), 512, 0, 1, &e, &truncated, &err));
   ASSERT_EQ_INT(e.n_trained, e.n);
   ASSERT(e.reply == NULL);
   tb__train_example_free(&e);
@@ -60,11 +60,47 @@ TEST(renders_shifts_and_masks) {
   /* Truncation keeps the first max_length tokens. */
   line = "{\"messages\":[{\"role\":\"user\",\"content\":\"q\"},"
          "{\"role\":\"assistant\",\"content\":\"a long reply\"}]}";
-  ASSERT_OK(tb__train_example_from_line(tb__base_renderer(), line, strlen(line), 8, 1, &e, &truncated, &err));
+  ASSERT_OK(tb__train_example_from_line(tb__base_renderer(), line, strlen(line), 8, 0, 1, &e, &truncated, &err));
   ASSERT_EQ_INT(truncated, 1);
   ASSERT_EQ_INT(e.n, 7);
   ASSERT_EQ_INT(e.n_trained, 3);
   tb__train_example_free(&e);
+}
+
+/* --train-on last weights only the last assistant message; an assistant
+ * message may carry its reasoning, nobody else's may. */
+TEST(train_on_last_and_reasoning) {
+  const char *line = "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"},"
+                     "{\"role\":\"assistant\",\"content\":\"bc\"},"
+                     "{\"role\":\"user\",\"content\":\"d\"},"
+                     "{\"role\":\"assistant\",\"content\":\"ef\","
+                     "\"reasoning_content\":\"hm\"}]}";
+  tb_train_example_t e;
+  tb_error_t err = { 0 };
+  int truncated;
+  ASSERT_OK(tb__train_example_from_line(tb__base_renderer(), line, strlen(line), 512, 0, 1,
+                                        &e, &truncated, &err));
+  /* b c <|end|> and e f <|end|>. */
+  ASSERT_EQ_INT(e.n_trained, 6);
+  tb__train_example_free(&e);
+  ASSERT_OK(tb__train_example_from_line(tb__base_renderer(), line, strlen(line), 512,
+                                        TB_RENDER_TRAIN_LAST, 1, &e, &truncated, &err));
+  ASSERT_EQ_INT(e.n_trained, 3);
+  ASSERT_EQ_INT(e.targets[e.n - 3], 'e');
+  tb__train_example_free(&e);
+  line = "{\"messages\":[{\"role\":\"user\",\"content\":\"a\",\"reasoning_content\":\"x\"}]}";
+  ASSERT_ERR(tb__train_example_from_line(tb__base_renderer(), line, strlen(line), 512, 0, 1,
+                                         &e, &truncated, &err),
+             TB_EFIELD);
+  ASSERT_STR_CONTAINS(tb_error_message(&err),
+                      "messages[0].reasoning_content: only an assistant message has one");
+  tb_error_clear(&err);
+  line = "{\"messages\":[{\"role\":\"assistant\",\"content\":\"a\",\"reasoning_content\":1}]}";
+  ASSERT_ERR(tb__train_example_from_line(tb__base_renderer(), line, strlen(line), 512, 0, 1,
+                                         &e, &truncated, &err),
+             TB_EFIELD);
+  ASSERT_STR_CONTAINS(tb_error_message(&err), "messages[0].reasoning_content: expected a string");
+  tb_error_clear(&err);
 }
 
 TEST(bad_lines_name_file_line_and_field) {
@@ -86,7 +122,7 @@ TEST(bad_lines_name_file_line_and_field) {
     char *path = write_tmp(text);
     tb_train_data_t d;
     tb_error_t err = { 0 };
-    ASSERT_ERR(tb__train_data_load(tb__base_renderer(), path, 256, &d, &err), TB_EFIELD);
+    ASSERT_ERR(tb__train_data_load(tb__base_renderer(), path, 256, 0, &d, &err), TB_EFIELD);
     char where[96];
     snprintf(where, sizeof(where), "%s:3: ", path);
     ASSERT_STR_CONTAINS(tb_error_message(&err), where);
@@ -99,18 +135,18 @@ TEST(bad_lines_name_file_line_and_field) {
                          "{\"role\":\"assistant\",\"content\":\"x\"}]}\n");
   tb_train_data_t d;
   tb_error_t err = { 0 };
-  ASSERT_ERR(tb__train_data_load(tb__base_renderer(), path, 6, &d, &err), TB_EFIELD);
+  ASSERT_ERR(tb__train_data_load(tb__base_renderer(), path, 6, 0, &d, &err), TB_EFIELD);
   ASSERT_STR_CONTAINS(tb_error_message(&err), ":1: no assistant token");
   tb_error_clear(&err);
   unlink(path);
 
   path = write_tmp("\n  \n");
-  ASSERT_ERR(tb__train_data_load(tb__base_renderer(), path, 64, &d, &err), TB_EFIELD);
+  ASSERT_ERR(tb__train_data_load(tb__base_renderer(), path, 64, 0, &d, &err), TB_EFIELD);
   ASSERT_STR_CONTAINS(tb_error_message(&err), "no conversations");
   tb_error_clear(&err);
   unlink(path);
 
-  ASSERT_ERR(tb__train_data_load(tb__base_renderer(), "/nonexistent/data.jsonl", 64, &d, &err), TB_ENOENT);
+  ASSERT_ERR(tb__train_data_load(tb__base_renderer(), "/nonexistent/data.jsonl", 64, 0, &d, &err), TB_ENOENT);
   ASSERT_STR_CONTAINS(tb_error_message(&err), "/nonexistent/data.jsonl");
   tb_error_clear(&err);
 }
@@ -127,8 +163,8 @@ TEST(split_is_seeded_and_keeps_order) {
   char *path = write_tmp(text);
   tb_train_data_t a, b, ea, eb;
   tb_error_t err = { 0 };
-  ASSERT_OK(tb__train_data_load(tb__base_renderer(), path, 64, &a, &err));
-  ASSERT_OK(tb__train_data_load(tb__base_renderer(), path, 64, &b, &err));
+  ASSERT_OK(tb__train_data_load(tb__base_renderer(), path, 64, 0, &a, &err));
+  ASSERT_OK(tb__train_data_load(tb__base_renderer(), path, 64, 0, &b, &err));
   unlink(path);
   ASSERT_EQ_INT(a.n, 20);
   size_t total = a.n_tokens;
@@ -150,7 +186,7 @@ TEST(split_is_seeded_and_keeps_order) {
 
   /* A tiny fraction still holds one example out; one example never. */
   path = write_tmp("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}\n");
-  ASSERT_OK(tb__train_data_load(tb__base_renderer(), path, 64, &a, &err));
+  ASSERT_OK(tb__train_data_load(tb__base_renderer(), path, 64, 0, &a, &err));
   unlink(path);
   ASSERT_OK(tb__train_data_split(&a, 0.5, 1, &ea));
   ASSERT_EQ_INT(ea.n, 0);
@@ -161,7 +197,7 @@ TEST(split_is_seeded_and_keeps_order) {
 TEST(the_example_dataset_loads) {
   tb_train_data_t d;
   tb_error_t err = { 0 };
-  ASSERT_OK(tb__train_data_load(tb__base_renderer(), TB_SOURCE_ROOT "/examples/data/chat.jsonl", 256, &d, &err));
+  ASSERT_OK(tb__train_data_load(tb__base_renderer(), TB_SOURCE_ROOT "/examples/data/chat.jsonl", 256, 0, &d, &err));
   ASSERT_EQ_INT(d.n, 240);
   ASSERT_EQ_INT(d.n_truncated, 0);
   for (size_t i = 0; i < d.n; i++) {
@@ -216,6 +252,7 @@ TEST(progress_metrics_and_svg) {
 TEST_LIST(
   TEST_ENTRY(renders_shifts_and_masks),
   TEST_ENTRY(bad_lines_name_file_line_and_field),
+  TEST_ENTRY(train_on_last_and_reasoning),
   TEST_ENTRY(split_is_seeded_and_keeps_order),
   TEST_ENTRY(the_example_dataset_loads),
   TEST_ENTRY(progress_metrics_and_svg),

@@ -4,10 +4,13 @@
  */
 #include "cli/client_session.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli/cli.h"
 #include "core/buf.h"
@@ -50,20 +53,121 @@ void tb__cli_wait_closed(tb__cli_session_t *s) {
   closed_flag = 0;
 }
 
+/* ------------------------------------------------------------ the model */
+
+/* Whether path is a directory holding name. */
+static int dir_has(const char *dir, const char *name) {
+  char path[4096];
+  struct stat st;
+  snprintf(path, sizeof(path), "%s/%s", dir, name);
+  return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+int tb__cli_model_resolve(const tb__cli_args_t *a, const char *base_url, tb__cli_model_t *m) {
+  struct stat st;
+  if (m->dir != NULL && base_url != NULL) {
+    tb__cli_error(a, "--model %s runs the model on the embedded server; against --base-url, "
+                     "name the service's model with --base-model and its tokenizer with "
+                     "--tokenizer %s",
+                  m->dir, m->dir);
+    return -1;
+  }
+  if (m->dir != NULL) {
+    int found = stat(m->dir, &st) == 0;
+    if (!found || !S_ISDIR(st.st_mode)) {
+      tb__cli_error(a, "--model %s: %s", m->dir, found ? "not a directory" : strerror(errno));
+      return -1;
+    }
+    if (!dir_has(m->dir, "config.json")) {
+      tb__cli_error(a, "--model %s: no config.json in it (expected a Hugging Face model "
+                       "directory: config.json, model.safetensors, tokenizer.json, "
+                       "tokenizer_config.json)",
+                    m->dir);
+      return -1;
+    }
+    /* The model's name: --base-model, else the directory's own
+     * ("/models/Qwen3-0.6B/" and "." in it are Qwen3-0.6B). */
+    char *abs = m->base_model ? NULL : realpath(m->dir, NULL);
+    const char *base = abs ? strrchr(abs, '/') : NULL;
+    char *name = m->base_model ? tb__strndup(m->base_model, strlen(m->base_model))
+                 : base != NULL ? tb__strndup(base + 1, strlen(base + 1))
+                                : NULL;
+    free(abs);
+    if (name == NULL || name[0] == '\0' || strchr(name, '=') != NULL) {
+      tb__cli_error(a, "--model %s: name the model with --base-model NAME (a name without "
+                       "'=')", m->dir);
+      free(name);
+      return -1;
+    }
+    m->spec = tb__asprintf("%s=%s", name, m->dir);
+    m->name = m->name_buf = name;
+    if (m->spec == NULL)
+      return -1;
+    m->text_dir = m->tokenizer ? m->tokenizer : m->dir;
+    return 0;
+  }
+  m->name = m->base_model ? m->base_model : TB_BASE_MODEL_NAME;
+  int is_base = strcmp(m->name, TB_BASE_MODEL_NAME) == 0;
+  if (base_url == NULL && !is_base) {
+    tb__cli_error(a, "--base-model %s: the embedded server serves %s, or the Hugging Face "
+                     "directory --model DIR",
+                  m->name, TB_BASE_MODEL_NAME);
+    return -1;
+  }
+  if (!is_base && m->tokenizer == NULL) {
+    tb__cli_error(a, "--base-model %s: its chat cannot be rendered with the byte template of "
+                     "%s (it would be sent byte ids it does not read); pass --tokenizer DIR, "
+                     "a folder with the model's tokenizer.json and tokenizer_config.json (as "
+                     "its Hugging Face repository has)",
+                  m->name, TB_BASE_MODEL_NAME);
+    return -1;
+  }
+  if (m->tokenizer != NULL && base_url == NULL) {
+    tb__cli_error(a, "--tokenizer %s: the embedded %s has its own; --tokenizer goes with "
+                     "--base-url or --model",
+                  m->tokenizer, TB_BASE_MODEL_NAME);
+    return -1;
+  }
+  m->spec = tb__asprintf("%s", TB_BASE_MODEL_NAME);
+  m->text_dir = m->tokenizer;
+  return m->spec ? 0 : -1;
+}
+
+void tb__cli_model_clear(tb__cli_model_t *m) {
+  free(m->name_buf);
+  free(m->spec);
+  m->name_buf = m->spec = NULL;
+  m->name = NULL;
+}
+
 /* ------------------------------------------------------------ text */
 
-int tb__cli_text_open(tb__cli_text_t *t, const char *cmd) {
+int tb__cli_text_open(tb__cli_text_t *t, const char *cmd, const tb__cli_model_t *m) {
   memset(t, 0, sizeof(*t));
   tb_error_t err = { 0 };
-  int rc = tb_tokenizer_base(&t->tok);
-  if (rc == 0)
-    rc = tb_renderer_new("base", t->tok, &t->renderer, &err);
+  int rc;
+  if (m->text_dir != NULL) {
+    rc = tb_tokenizer_load_dir(m->text_dir, &t->tok, &err);
+  } else {
+    rc = tb_tokenizer_base(&t->tok);
+    t->is_base = 1;
+  }
+  if (rc == 0 && m->renderer != NULL)
+    rc = tb_renderer_new(m->renderer, t->tok, &t->renderer, &err);
+  else if (rc == 0 && m->text_dir != NULL)
+    rc = tb_renderer_from_dir(m->text_dir, t->tok, &t->renderer, &err);
+  else if (rc == 0)
+    rc = tb_renderer_new(TB_BASE_MODEL_NAME, t->tok, &t->renderer, &err);
+  if (rc == 0 && !t->is_base && strcmp(tb_renderer_name(t->renderer), TB_BASE_MODEL_NAME) == 0)
+    rc = tb_error_set(&err, TB_EINVAL, TB_CATEGORY_USER,
+                      "--renderer %s: the byte template of %s renders only %s", m->renderer,
+                      TB_BASE_MODEL_NAME, TB_BASE_MODEL_NAME);
   if (rc != 0) {
     fprintf(stderr, "tinkerbell %s: %s\n", cmd, err.message ? tb_error_message(&err)
                                                              : tb_strerror(rc));
     tb_error_clear(&err);
     tb__cli_text_close(t);
-    return 1;
+    return TB__CLI_USAGE;
   }
   return 0;
 }
@@ -76,7 +180,7 @@ void tb__cli_text_close(tb__cli_text_t *t) {
 
 /* ------------------------------------------------------------ opening */
 
-static int start_embedded(tb__cli_session_t *s, const char *data_dir, const char *base_model,
+static int start_embedded(tb__cli_session_t *s, const char *data_dir, const char *model_spec,
                           uint64_t threads) {
   int rc = tb__cli_make_dirs(data_dir);
   if (rc != 0) {
@@ -90,7 +194,7 @@ static int start_embedded(tb__cli_session_t *s, const char *data_dir, const char
     return 1;
   }
   s->server_on = 1;
-  const char *models[] = { base_model };
+  const char *models[] = { model_spec };
   rc = tb_server_start_training(&s->server, models, 1, (size_t)threads);
   rc = rc ? rc : tb_server_listen(&s->server, "127.0.0.1", 0);
   if (rc != 0) {
@@ -102,7 +206,7 @@ static int start_embedded(tb__cli_session_t *s, const char *data_dir, const char
 }
 
 int tb__cli_session_open(tb__cli_session_t *s, const char *cmd, const char *base_url,
-                         const char *ca_file, const char *data_dir, const char *base_model,
+                         const char *ca_file, const char *data_dir, const char *model_spec,
                          uint64_t threads) {
   memset(s, 0, sizeof(*s));
   s->cmd = cmd;
@@ -120,9 +224,7 @@ int tb__cli_session_open(tb__cli_session_t *s, const char *cmd, const char *base
     return 1;
   }
   s->loop_on = 1;
-  if ((rc = tb__cli_text_open(&s->text, cmd)) != 0)
-    return rc;
-  if (base_url == NULL && (rc = start_embedded(s, data_dir, base_model, threads)) != 0)
+  if (base_url == NULL && (rc = start_embedded(s, data_dir, model_spec, threads)) != 0)
     return rc;
   s->url = base_url ? base_url : s->base_url;
   tb_client_config_t cc = { .base_url = s->url, .tls_ca_file = ca_file };
@@ -138,7 +240,6 @@ int tb__cli_session_open(tb__cli_session_t *s, const char *cmd, const char *base
 }
 
 void tb__cli_session_close(tb__cli_session_t *s) {
-  tb__cli_text_close(&s->text);
   if (!s->loop_on)
     return;
   if (s->sc_on) {
@@ -158,7 +259,9 @@ void tb__cli_session_close(tb__cli_session_t *s) {
 /* ------------------------------------------------------------ sampling */
 
 /* The prompt's tokens: one user message and the assistant's header, or
- * (raw) BOS and the text, whose special-token text stays text. */
+ * (raw) the text as the tokenizer encodes it with its special tokens
+ * (BOS, where its post-processor adds one; `base`'s <|bos|>), whose
+ * special-token text stays text. */
 static int render_prompt(const tb__cli_text_t *t, const char *prompt, int raw, int32_t **ids,
                          size_t *n, tb_error_t *err) {
   if (!raw) {
@@ -175,11 +278,12 @@ static int render_prompt(const tb__cli_text_t *t, const char *prompt, int raw, i
   }
   int32_t *text;
   size_t len;
-  int rc = tb_tokenizer_encode(t->tok, prompt, strlen(prompt), TB_ENCODE_SPECIAL_AS_TEXT, &text,
-                               NULL, &len, err);
+  int rc = tb_tokenizer_encode(t->tok, prompt, strlen(prompt),
+                               TB_ENCODE_SPECIAL_AS_TEXT | TB_ENCODE_ADD_SPECIAL, &text, NULL,
+                               &len, err);
   if (rc != 0)
     return rc;
-  int32_t bos = tb_tokenizer_bos_id(t->tok);
+  int32_t bos = t->is_base ? tb_tokenizer_bos_id(t->tok) : -1;
   *ids = malloc((len + 1) * sizeof(**ids));
   if (*ids == NULL) {
     free(text);
@@ -194,10 +298,11 @@ static int render_prompt(const tb__cli_text_t *t, const char *prompt, int raw, i
   return 0;
 }
 
-/* The text of a sampled sequence: the reply as the renderer reads it, or
- * (raw) the text up to an end-of-sequence token. */
+/* The text of a sampled sequence: the reply as the renderer reads it
+ * (with its reasoning apart), or (raw) the text up to an end-of-sequence
+ * token. */
 static int reply_text(const tb__cli_text_t *t, const int32_t *ids, size_t n, int raw,
-                      char **text, tb_error_t *err) {
+                      char **text, char **reasoning, tb_error_t *err) {
   if (raw) {
     size_t n_eos;
     const int32_t *eos = tb_tokenizer_eos_ids(t->tok, &n_eos);
@@ -213,16 +318,24 @@ static int reply_text(const tb__cli_text_t *t, const int32_t *ids, size_t n, int
   if (rc == 0) {
     *text = r.content;
     r.content = NULL;
+    if (reasoning != NULL) {
+      *reasoning = r.reasoning;
+      r.reasoning = NULL;
+    }
     tb_reply_free(&r);
   }
   return rc;
 }
 
-int tb__cli_sample_texts(tb__cli_session_t *s, const char *path, const char *base_model,
-                   const char *prompt, int raw, const tb_sample_params_t *params, size_t n,
-                   char **texts) {
-  for (size_t i = 0; i < n; i++)
+int tb__cli_sample_texts(tb__cli_session_t *s, const tb__cli_text_t *text, const char *path,
+                         const char *base_model, const char *prompt, int raw,
+                         const tb_sample_params_t *params, size_t n, char **texts,
+                         char **reasoning) {
+  for (size_t i = 0; i < n; i++) {
     texts[i] = NULL;
+    if (reasoning != NULL)
+      reasoning[i] = NULL;
+  }
   int32_t *prompt_ids = NULL;
   size_t n_prompt = 0;
   tb_error_t err = { 0 };
@@ -231,7 +344,7 @@ int tb__cli_sample_texts(tb__cli_session_t *s, const char *path, const char *bas
   tb_model_input_t mi = { 0 };
   tb_sample_response_t *res = NULL;
   const char *what = "the prompt";
-  int rc = render_prompt(&s->text, prompt, raw, &prompt_ids, &n_prompt, &err);
+  int rc = render_prompt(text, prompt, raw, &prompt_ids, &n_prompt, &err);
   if (rc == 0) {
     what = "the sampling session";
     rc = tb_service_client_create_sampling_client_sync(&s->sc, &samp, path,
@@ -240,7 +353,7 @@ int tb__cli_sample_texts(tb__cli_session_t *s, const char *path, const char *bas
   rc = rc ? rc : tb_model_input_init(&mi, prompt_ids, n_prompt);
   tb_sample_params_t sp = *params;
   tb_stop_t stop;
-  tb_renderer_stop(s->text.renderer, &stop);
+  tb_renderer_stop(text->renderer, &stop);
   if (!raw && sp.n_stop_tokens == 0 && sp.n_stop_strings == 0) {
     sp.stop_tokens = stop.tokens;
     sp.n_stop_tokens = stop.n_tokens;
@@ -253,7 +366,8 @@ int tb__cli_sample_texts(tb__cli_session_t *s, const char *path, const char *bas
   }
   for (size_t i = 0; rc == 0 && i < n && i < res->n_sequences; i++) {
     const tb_sampled_sequence_t *q = &res->sequences[i];
-    rc = reply_text(&s->text, q->tokens, q->n_tokens, raw, &texts[i], &err);
+    rc = reply_text(text, q->tokens, q->n_tokens, raw, &texts[i],
+                    reasoning ? &reasoning[i] : NULL, &err);
   }
   if (rc != 0) {
     fprintf(stderr, "tinkerbell %s: %s failed: %s\n", s->cmd, what,
@@ -261,6 +375,10 @@ int tb__cli_sample_texts(tb__cli_session_t *s, const char *path, const char *bas
     for (size_t i = 0; i < n; i++) {
       free(texts[i]);
       texts[i] = NULL;
+      if (reasoning != NULL) {
+        free(reasoning[i]);
+        reasoning[i] = NULL;
+      }
     }
   }
   tb_sample_response_free(res);

@@ -4,9 +4,16 @@
  * --data-dir holds the checkpoints `tinkerbell train` wrote) or a running
  * service with --base-url.
  *
- * The prompt is one user message of the chat template, and sampling stops
- * where the model ends its message (--raw: the prompt is plain text after
- * <|bos|> and sampling runs to --max-tokens or a --stop string).
+ * The model is `base`, a Hugging Face directory served by the embedded
+ * server (--model DIR), or the remote service's --base-model, whose text
+ * comes from --tokenizer DIR (client_session.h).  The prompt is one user
+ * message rendered by the model's renderer, sampling stops at the
+ * renderer's stop sequences, and the reply printed is the message the
+ * renderer reads back: Qwen3's thinking part is left out unless
+ * --show-thinking prints it first, between <think> and </think> lines.
+ * --raw: the prompt is plain text (after the BOS the tokenizer adds) and
+ * sampling runs to --max-tokens, the end of the sequence or a --stop
+ * string.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,13 +22,15 @@
 #include "cli/cli.h"
 #include "cli/client_session.h"
 #include "core/log.h"
-#include "engine/base_model.h"
 
 enum {
   OPT_BASE_URL,
   OPT_CA_FILE,
   OPT_MODEL_PATH,
   OPT_BASE_MODEL,
+  OPT_MODEL,
+  OPT_TOKENIZER,
+  OPT_RENDERER,
   OPT_MAX_TOKENS,
   OPT_TEMPERATURE,
   OPT_TOP_P,
@@ -30,6 +39,7 @@ enum {
   OPT_NUM_SAMPLES,
   OPT_STOP,
   OPT_RAW,
+  OPT_SHOW_THINKING,
   OPT_DATA_DIR,
   OPT_HELP,
   OPT_COUNT
@@ -47,7 +57,17 @@ static const tb__cli_opt_t sample_opts[OPT_COUNT + 1] = {
                        "saved sampler weights, tinker://<model>/\n"
                        "sampler_weights/<name> (train prints it)\n"
                        "[the base model]" },
-  [OPT_BASE_MODEL] = { "base-model", "NAME", "the base model [base]" },
+  [OPT_BASE_MODEL] = { "base-model", "NAME", "the base model: the service's name for it\n"
+                                           "[base, or the --model directory's name]" },
+  [OPT_MODEL] = { "model", "DIR", "a Hugging Face model directory (weights,\n"
+                                  "tokenizer, chat template) for the embedded\n"
+                                  "server to serve [the built-in base]" },
+  [OPT_TOKENIZER] = { "tokenizer", "DIR", "the model's tokenizer.json and\n"
+                                          "tokenizer_config.json are in DIR (needed\n"
+                                          "for a --base-model other than base)" },
+  [OPT_RENDERER] = { "renderer", "NAME", "llama3, qwen3, qwen3_disable_thinking, chatml,\n"
+                                         "role_colon or base [the one the chat\n"
+                                         "template asks for]" },
   [OPT_MAX_TOKENS] = { "max-tokens", "N", "longest reply in tokens [128]" },
   [OPT_TEMPERATURE] = { "temperature", "T", "0 is greedy [0.7]" },
   [OPT_TOP_P] = { "top-p", "P", "nucleus sampling, in (0, 1] [1]" },
@@ -56,6 +76,8 @@ static const tb__cli_opt_t sample_opts[OPT_COUNT + 1] = {
   [OPT_NUM_SAMPLES] = { "num-samples", "N", "replies to draw [1]" },
   [OPT_STOP] = { "stop", "TEXT", "also stop at this text (repeatable)" },
   [OPT_RAW] = { "raw", NULL, "the prompt is plain text, not a chat message" },
+  [OPT_SHOW_THINKING] = { "show-thinking", NULL, "print a reply's thinking part (Qwen3's\n"
+                                                 "<think>) before it [left out]" },
   [OPT_DATA_DIR] = { "data-dir", "DIR", "the embedded server's checkpoints\n"
                                         "[./tinkerbell-data]" },
   [OPT_HELP] = { "help", NULL, "print this help and exit" },
@@ -65,17 +87,19 @@ static const tb__cli_opt_t sample_opts[OPT_COUNT + 1] = {
 static const char sample_description[] =
     "Samples a reply to PROMPT from a base model or from sampler weights saved\n"
     "by training, on the embedded server or the service at --base-url, and\n"
-    "prints it (one block per sample with --num-samples).";
+    "prints it (one block per sample with --num-samples).  The prompt is a user\n"
+    "message in the model's chat format; the reply is the message it writes.";
 
 int tb__cli_sample(int argc, char **argv) {
   tb__cli_args_t a;
   tb__cli_args_init(&a, "sample", sample_opts, argc, argv);
-  const char *base_url = NULL, *ca_file = NULL, *path = NULL, *base_model = TB_BASE_MODEL_NAME;
+  const char *base_url = NULL, *ca_file = NULL, *path = NULL;
+  tb__cli_model_t model = { 0 };
   const char *data_dir = "./tinkerbell-data", *prompt = NULL;
   const char *stops[MAX_STOPS];
   uint64_t max_tokens = 128, top_k = 0, seed = 0, num = 1;
   double temperature = 0.7, top_p = 1.0;
-  int raw = 0, has_seed = 0, rc = 0, opt;
+  int raw = 0, has_seed = 0, show_thinking = 0, rc = 0, opt;
   size_t n_stops = 0;
   const char *v;
   while (rc == 0 && (opt = tb__cli_next(&a, &v)) != TB__CLI_END) {
@@ -90,7 +114,10 @@ int tb__cli_sample(int argc, char **argv) {
       case OPT_BASE_URL: base_url = v; break;
       case OPT_CA_FILE: ca_file = v; break;
       case OPT_MODEL_PATH: path = v; break;
-      case OPT_BASE_MODEL: base_model = v; break;
+      case OPT_BASE_MODEL: model.base_model = v; break;
+      case OPT_MODEL: model.dir = v; break;
+      case OPT_TOKENIZER: model.tokenizer = v; break;
+      case OPT_RENDERER: model.renderer = v; break;
       case OPT_MAX_TOKENS: rc = tb__cli_uint(&a, "max-tokens", v, 1, 1u << 20, &max_tokens); break;
       case OPT_TEMPERATURE: rc = tb__cli_number(&a, "temperature", v, 0, 100, &temperature); break;
       case OPT_TOP_P: rc = tb__cli_number(&a, "top-p", v, 1e-9, 1, &top_p); break;
@@ -108,6 +135,7 @@ int tb__cli_sample(int argc, char **argv) {
         stops[n_stops++] = v;
         break;
       case OPT_RAW: raw = 1; break;
+      case OPT_SHOW_THINKING: show_thinking = 1; break;
       case OPT_DATA_DIR: data_dir = v; break;
       case OPT_HELP:
         tb__cli_help(stdout, "tinkerbell sample [options] PROMPT", sample_description,
@@ -128,13 +156,24 @@ int tb__cli_sample(int argc, char **argv) {
                   path);
     return TB__CLI_USAGE;
   }
+  if (tb__cli_model_resolve(&a, base_url, &model) != 0) {
+    tb__cli_model_clear(&model);
+    return TB__CLI_USAGE;
+  }
   if (getenv("TINKERBELL_LOG") == NULL)
     tb__log_set_level(TB_LOG_WARN);
 
+  tb__cli_text_t text;
+  rc = tb__cli_text_open(&text, "sample", &model);
+  if (rc != 0) {
+    tb__cli_model_clear(&model);
+    return rc;
+  }
   tb__cli_session_t s;
-  rc = tb__cli_session_open(&s, "sample", base_url, ca_file, data_dir, base_model, 0);
+  rc = tb__cli_session_open(&s, "sample", base_url, ca_file, data_dir, model.spec, 0);
   char **texts = calloc(num, sizeof(*texts));
-  if (rc == 0 && texts != NULL) {
+  char **thoughts = calloc(num, sizeof(*thoughts));
+  if (rc == 0 && texts != NULL && thoughts != NULL) {
     tb_sample_params_t sp;
     tb_sample_params_default(&sp);
     sp.max_tokens = (int64_t)max_tokens;
@@ -145,18 +184,26 @@ int tb__cli_sample(int argc, char **argv) {
     sp.seed = seed;
     sp.stop_strings = n_stops ? stops : NULL;
     sp.n_stop_strings = n_stops;
-    rc = tb__cli_sample_texts(&s, path, base_model, prompt, raw, &sp, num, texts) != 0;
+    rc = tb__cli_sample_texts(&s, &text, path, model.name, prompt, raw, &sp, num, texts,
+                              thoughts) != 0;
     for (size_t i = 0; rc == 0 && i < num; i++) {
       if (num > 1)
         printf("--- sample %zu\n", i + 1);
+      if (show_thinking && thoughts[i] != NULL)
+        printf("<think>\n%s\n</think>\n", thoughts[i]);
       printf("%s\n", texts[i] ? texts[i] : "");
     }
   } else if (rc == 0) {
     rc = 1;
   }
-  for (size_t i = 0; texts != NULL && i < num; i++)
-    free(texts[i]);
+  for (size_t i = 0; i < num; i++) {
+    free(texts ? texts[i] : NULL);
+    free(thoughts ? thoughts[i] : NULL);
+  }
   free(texts);
+  free(thoughts);
   tb__cli_session_close(&s);
+  tb__cli_text_close(&text);
+  tb__cli_model_clear(&model);
   return rc;
 }

@@ -29,7 +29,6 @@
 
 #include "cli/cli.h"
 #include "core/log.h"
-#include "engine/base_model.h"
 #include "tinkerbell.h"
 #include "tinkerbell/server.h"
 

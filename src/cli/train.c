@@ -22,9 +22,13 @@
  * Ctrl-C finishes the step under way, saves a checkpoint, writes the
  * files and exits with status 130; a second Ctrl-C exits at once.
  *
- * Tokenization: conversations are rendered with the byte-level chat
- * template of the built-in `base` model (the `base` renderer); models
- * with other tokenizers are not supported by this command yet.
+ * The model: the built-in `base`, a Hugging Face directory the embedded
+ * server loads (--model DIR), or a remote service's --base-model rendered
+ * with the tokenizer of --tokenizer DIR (client_session.h).  The
+ * conversations are rendered by the model's renderer (its chat template's,
+ * or --renderer), as the model's own template renders them, and the loss
+ * counts what it weights: every assistant message, or with --train-on
+ * last only the last one of each conversation.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -44,8 +48,6 @@
 #include "cli/train_report.h"
 #include "core/buf.h"
 #include "core/log.h"
-#include "engine/base_model.h"
-#include "kernels/kernels.h"
 #include "tinkerbell.h"
 #include "tinkerbell/sampling_client.h"
 #include "tinkerbell/training_client.h"
@@ -57,6 +59,10 @@ enum {
   OPT_BASE_URL,
   OPT_CA_FILE,
   OPT_BASE_MODEL,
+  OPT_MODEL,
+  OPT_TOKENIZER,
+  OPT_RENDERER,
+  OPT_TRAIN_ON,
   OPT_RANK,
   OPT_LEARNING_RATE,
   OPT_EPOCHS,
@@ -79,7 +85,20 @@ static const tb__cli_opt_t train_opts[OPT_COUNT + 1] = {
                      "embedded server [embedded]" },
   [OPT_CA_FILE] = { "ca-file", "FILE", "verify an https --base-url against these PEM\n"
                                         "certificates [the system's trust store]" },
-  [OPT_BASE_MODEL] = { "base-model", "NAME", "the base model to adapt [base]" },
+  [OPT_BASE_MODEL] = { "base-model", "NAME", "the base model to adapt: the service's name\n"
+                                           "for it [base, or the --model directory's\n"
+                                           "name]" },
+  [OPT_MODEL] = { "model", "DIR", "a Hugging Face model directory (weights,\n"
+                                  "tokenizer, chat template) for the embedded\n"
+                                  "server to train [the built-in base]" },
+  [OPT_TOKENIZER] = { "tokenizer", "DIR", "the model's tokenizer.json and\n"
+                                          "tokenizer_config.json are in DIR (needed\n"
+                                          "for a --base-model other than base)" },
+  [OPT_RENDERER] = { "renderer", "NAME", "llama3, qwen3, qwen3_disable_thinking, chatml,\n"
+                                         "role_colon or base [the one the chat\n"
+                                         "template asks for]" },
+  [OPT_TRAIN_ON] = { "train-on", "WHICH", "the assistant messages the loss counts: all,\n"
+                                          "or the last of each conversation [all]" },
   [OPT_RANK] = { "rank", "N", "LoRA rank [16]" },
   [OPT_LEARNING_RATE] = { "learning-rate", "LR", "AdamW learning rate, at most 1 [0.003]" },
   [OPT_EPOCHS] = { "epochs", "N", "passes over the training data [10]" },
@@ -106,9 +125,9 @@ static const tb__cli_opt_t train_opts[OPT_COUNT + 1] = {
 
 static const char train_description[] =
     "Fine-tunes a LoRA adapter on DATA.jsonl: one JSON object per line with\n"
-    "\"messages\": [{\"role\": \"system\"|\"user\"|\"assistant\", \"content\": ...}, ...];\n"
-    "the loss counts the assistant tokens.  Runs the training server embedded\n"
-    "unless --base-url names one.  Shows progress (step, epoch, loss, eval loss,\n"
+    "\"messages\": [{\"role\": \"system\"|\"user\"|\"assistant\", \"content\": ...}, ...],\n"
+    "rendered in the model's chat format; the loss counts the assistant tokens.\n"
+    "Runs the training server embedded unless --base-url names one.  Shows progress (step, epoch, loss, eval loss,\n"
     "tokens/s, ETA), writes metrics.jsonl and loss.svg next to the checkpoints,\n"
     "and prints where the final weights and their PEFT export are, with a reply\n"
     "sampled before and after training.  Ctrl-C saves a checkpoint and stops.";
@@ -117,7 +136,8 @@ typedef struct train_config_s {
   const char *data_path;
   const char *base_url;
   const char *ca_file;
-  const char *base_model;
+  tb__cli_model_t model;
+  int render_flags;             /* TB_RENDER_TRAIN_LAST with --train-on last */
   const char *out;
   const char *data_dir;
   uint64_t rank, epochs, batch_size, max_length, save_every, seed, threads;
@@ -417,9 +437,9 @@ static int submit_step(trainer_t *t, size_t step, size_t epoch, size_t first) {
   return 0;
 }
 
-static void shuffle(size_t *order, size_t n, tb__k_rng_t *rng) {
+static void shuffle(size_t *order, size_t n, uint64_t *rng) {
   for (size_t i = n; i > 1; i--) {
-    size_t j = (size_t)(tb__k_rng_next(rng) % i);
+    size_t j = (size_t)(tb__cli_rand(rng) % i);
     size_t tmp = order[i - 1];
     order[i - 1] = order[j];
     order[j] = tmp;
@@ -435,7 +455,8 @@ static char *sample_reply(trainer_t *t, const char *path, const char *prompt) {
   sp.temperature = 0;
   sp.max_tokens = SAMPLE_MAX_TOKENS;
   char *text = NULL;
-  tb__cli_sample_texts(&t->session, path, t->cfg.base_model, prompt, 0, &sp, 1, &text);
+  tb__cli_sample_texts(&t->session, &t->text, path, t->cfg.model.name, prompt, 0, &sp, 1,
+                       &text, NULL);
   return text;
 }
 
@@ -486,7 +507,17 @@ static int parse_options(int argc, char **argv, train_config_t *c) {
         break;
       case OPT_BASE_URL: c->base_url = v; break;
       case OPT_CA_FILE: c->ca_file = v; break;
-      case OPT_BASE_MODEL: c->base_model = v; break;
+      case OPT_BASE_MODEL: c->model.base_model = v; break;
+      case OPT_MODEL: c->model.dir = v; break;
+      case OPT_TOKENIZER: c->model.tokenizer = v; break;
+      case OPT_RENDERER: c->model.renderer = v; break;
+      case OPT_TRAIN_ON:
+        if (strcmp(v, "all") != 0 && strcmp(v, "last") != 0) {
+          tb__cli_error(&a, "--train-on: expected all or last, got '%s'", v);
+          return -1;
+        }
+        c->render_flags = strcmp(v, "last") == 0 ? TB_RENDER_TRAIN_LAST : 0;
+        break;
       case OPT_RANK: rc = tb__cli_uint(&a, "rank", v, 1, 1024, &c->rank); break;
       case OPT_LEARNING_RATE:
         rc = tb__cli_number(&a, "learning-rate", v, 1e-12, 1, &c->learning_rate);
@@ -522,13 +553,7 @@ static int parse_options(int argc, char **argv, train_config_t *c) {
     tb__cli_error(&a, "which data? (tinkerbell train DATA.jsonl)");
     return -1;
   }
-  if (c->base_url == NULL && strcmp(c->base_model, TB_BASE_MODEL_NAME) != 0) {
-    tb__cli_error(&a, "--base-model %s: the embedded server trains '%s' (the chat template "
-                      "of other models is not supported yet)", c->base_model,
-                  TB_BASE_MODEL_NAME);
-    return -1;
-  }
-  return 0;
+  return tb__cli_model_resolve(&a, c->base_url, &c->model);
 }
 
 /* ------------------------------------------------------------ the run */
@@ -588,8 +613,7 @@ static void write_curve(trainer_t *t) {
 }
 
 static int train_loop(trainer_t *t) {
-  tb__k_rng_t rng;
-  tb__k_rng_seed(&rng, t->cfg.seed ^ 0x5eedull);
+  uint64_t rng = t->cfg.seed ^ 0x5eedull;
   t->order = malloc(t->data.n * sizeof(*t->order));
   t->points = calloc(t->total_steps, sizeof(*t->points));
   if (t->order == NULL || t->points == NULL)
@@ -639,10 +663,11 @@ static int train_loop(trainer_t *t) {
 static int run(trainer_t *t) {
   train_config_t *c = &t->cfg;
   tb_error_t err = { 0 };
-  int rc = tb__cli_text_open(&t->text, "train");
+  int rc = tb__cli_text_open(&t->text, "train", &c->model);
   if (rc != 0)
     return rc;
-  rc = tb__train_data_load(t->text.renderer, c->data_path, c->max_length, &t->data, &err);
+  rc = tb__train_data_load(t->text.renderer, c->data_path, c->max_length, c->render_flags,
+                           &t->data, &err);
   if (rc == 0)
     rc = tb__train_data_split(&t->data, c->eval_fraction, c->seed, &t->eval);
   if (rc != 0) {
@@ -660,7 +685,7 @@ static int run(trainer_t *t) {
          t->data.n_truncated ? " (some conversations cut to --max-length)" : "");
 
   rc = tb__cli_session_open(&t->session, "train", c->base_url, c->ca_file, c->data_dir,
-                            c->base_model, c->threads);
+                            c->model.spec, c->threads);
   t->loop = &t->session.loop;
   if (rc != 0)
     return rc;
@@ -676,8 +701,8 @@ static int run(trainer_t *t) {
   lora.rank = (int)c->rank;
   lora.has_seed = 1;
   lora.seed = c->seed;
-  rc = tb_service_client_create_lora_training_client_sync(&t->session.sc, &t->tc, c->base_model,
-                                                          &lora, &err);
+  rc = tb_service_client_create_lora_training_client_sync(&t->session.sc, &t->tc,
+                                                          c->model.name, &lora, &err);
   t->tc_on = t->tc.impl_ != NULL;
   if (rc != 0) {
     fprintf(stderr, "tinkerbell train: cannot create the model on %s: %s\n", t->session.url,
@@ -769,7 +794,6 @@ int tb__cli_train(int argc, char **argv) {
   memset(&t, 0, sizeof(t));
   t.metrics_fd = -1;
   t.cfg = (train_config_t){
-    .base_model = TB_BASE_MODEL_NAME,
     .data_dir = "./tinkerbell-data",
     .rank = 16,
     .epochs = 10,
@@ -779,8 +803,10 @@ int tb__cli_train(int argc, char **argv) {
     .eval_fraction = 0.1,
   };
   int rc = parse_options(argc, argv, &t.cfg);
-  if (rc != 0)
+  if (rc != 0) {
+    tb__cli_model_clear(&t.cfg.model);
     return rc > 0 ? 0 : TB__CLI_USAGE;
+  }
   if (getenv("TINKERBELL_LOG") == NULL)
     tb__log_set_level(TB_LOG_WARN);
   t.tty = isatty(STDOUT_FILENO);
@@ -794,5 +820,6 @@ int tb__cli_train(int argc, char **argv) {
   free(t.out_dir);
   free(t.model_id);
   free(t.last_checkpoint);
+  tb__cli_model_clear(&t.cfg.model);
   return rc;
 }

@@ -12,7 +12,6 @@
 #include "core/buf.h"
 #include "core/json.h"
 #include "tinkerbell/renderer.h"
-#include "kernels/kernels.h"
 
 void tb__train_example_free(tb_train_example_t *e) {
   free(e->tokens);
@@ -47,18 +46,24 @@ static int read_messages(tb_jctx_t *c, const json_t *obj, tb_chat_message_t **ou
     size_t mark = tb__jctx_push_index(c, i);
     const json_t *m = json_array_get(arr, i);
     rc = tb__json_expect_object(c, m);
-    tb_slice_t role = { NULL, 0 }, content = { NULL, 0 };
+    tb_slice_t role = { NULL, 0 }, content = { NULL, 0 }, reasoning = { NULL, 0 };
     rc = rc ? rc : tb__json_get_string(c, m, "role", TB_JSON_REQUIRED, &role);
     rc = rc ? rc : tb__json_get_string(c, m, "content", TB_JSON_REQUIRED, &content);
+    if (rc == 0 && tb__json_get_string(c, m, "reasoning_content", TB_JSON_OPTIONAL,
+                                       &reasoning) < 0)
+      rc = TB_EFIELD;
     /* The strings are the document's (jansson keeps them NUL-terminated);
      * content goes by length, since JSON strings may hold NUL. */
     msgs[i].role = role.base;
     msgs[i].content = content.len ? content.base : "";
     msgs[i].content_len = content.len;
+    msgs[i].reasoning = reasoning.base;
     if (rc == 0 && !tb__slice_eq_str(role, "system") && !tb__slice_eq_str(role, "user") &&
         !tb__slice_eq_str(role, "assistant"))
       rc = tb__jctx_fail_at(c, "role", "expected \"system\", \"user\" or \"assistant\", got "
                             "\"%.*s\"", (int)(role.len > 40 ? 40 : role.len), role.base);
+    if (rc == 0 && reasoning.base != NULL && !tb__slice_eq_str(role, "assistant"))
+      rc = tb__jctx_fail_at(c, "reasoning_content", "only an assistant message has one");
     tb__jctx_pop(c, mark);
   }
   tb__jctx_pop(c, top);
@@ -90,8 +95,8 @@ static int keep_texts(const tb_chat_message_t *msgs, size_t n, tb_train_example_
 }
 
 int tb__train_example_from_line(const tb_renderer_t *r, const char *text, size_t len,
-                                size_t max_length, size_t line, tb_train_example_t *out,
-                                int *truncated, tb_error_t *err) {
+                                size_t max_length, int flags, size_t line,
+                                tb_train_example_t *out, int *truncated, tb_error_t *err) {
   memset(out, 0, sizeof(*out));
   *truncated = 0;
   json_t *doc = NULL;
@@ -105,7 +110,7 @@ int tb__train_example_from_line(const tb_renderer_t *r, const char *text, size_t
   rc = tb__json_expect_object(&c, doc);
   rc = rc ? rc : read_messages(&c, doc, &msgs, &n_msgs);
   tb_rendered_t toks = { 0 };
-  rc = rc ? rc : tb_renderer_render(r, msgs, n_msgs, 0, &toks, err);
+  rc = rc ? rc : tb_renderer_render(r, msgs, n_msgs, flags, &toks, err);
   rc = rc ? rc : keep_texts(msgs, n_msgs, out);
   if (rc == 0 && toks.len > max_length) {
     toks.len = max_length;
@@ -160,8 +165,7 @@ static int is_blank(const char *s, size_t n) {
 }
 
 int tb__train_data_load(const tb_renderer_t *r, const char *path, size_t max_length,
-                        tb_train_data_t *out,
-                        tb_error_t *err) {
+                        int flags, tb_train_data_t *out, tb_error_t *err) {
   memset(out, 0, sizeof(*out));
   if (max_length < 2)
     return tb_error_set(err, TB_EINVAL, TB_CATEGORY_USER,
@@ -193,8 +197,8 @@ int tb__train_data_load(const tb_renderer_t *r, const char *path, size_t max_len
       cap_ex = nc;
     }
     int truncated;
-    rc = tb__train_example_from_line(r, line, len, max_length, lineno, &out->examples[out->n],
-                                     &truncated, err);
+    rc = tb__train_example_from_line(r, line, len, max_length, flags, lineno,
+                                     &out->examples[out->n], &truncated, err);
     if (rc != 0) {
       rc = fail_line(err, rc, path, lineno);
       break;
@@ -241,12 +245,11 @@ int tb__train_data_split(tb_train_data_t *d, double eval_fraction, uint64_t seed
     eval->examples = NULL;
     return TB_ENOMEM;
   }
-  tb__k_rng_t rng;
-  tb__k_rng_seed(&rng, seed);
+  uint64_t rng = seed;
   for (size_t i = 0; i < d->n; i++)
     idx[i] = i;
   for (size_t i = 0; i < k; i++) {
-    size_t j = i + (size_t)(tb__k_rng_next(&rng) % (d->n - i));
+    size_t j = i + (size_t)(tb__cli_rand(&rng) % (d->n - i));
     size_t t = idx[i];
     idx[i] = idx[j];
     idx[j] = t;

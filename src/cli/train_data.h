@@ -4,6 +4,9 @@
  *
  *   {"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]}
  *
+ * (an assistant message may carry its "reasoning_content", which Qwen3's
+ * template writes inside <think>)
+ *
  * rendered by a renderer (tinkerbell/renderer.h) into examples whose
  * loss counts the tokens it weights: the assistant messages' (a
  * conversation without an assistant message trains on all its tokens).  Position i of an example
@@ -42,18 +45,28 @@ typedef struct tb_train_data_s {
 } tb_train_data_t;
 
 /* Loads path.  max_length (tokens per example, at least 2) cuts longer
- * conversations.  0, or TB_ENOENT / TB_EIO (the file) or TB_EFIELD (a bad
- * line; an empty file is one) with err's message naming the file and line;
- * nothing to free then. */
+ * conversations; flags are the renderer's (TB_RENDER_TRAIN_LAST: only the
+ * last assistant message is trained).  0, or TB_ENOENT / TB_EIO (the file)
+ * or TB_EFIELD (a bad line; an empty file is one) with err's message
+ * naming the file and line; nothing to free then. */
 int tb__train_data_load(const tb_renderer_t *r, const char *path, size_t max_length,
-                        tb_train_data_t *out, tb_error_t *err);
+                        int flags, tb_train_data_t *out, tb_error_t *err);
 /* Renders one line's object (exposed for tests).  line only labels the
  * example. */
 int tb__train_example_from_line(const tb_renderer_t *r, const char *text, size_t len,
-                                size_t max_length, size_t line, tb_train_example_t *out,
-                                int *truncated, tb_error_t *err);
+                                size_t max_length, int flags, size_t line,
+                                tb_train_example_t *out, int *truncated, tb_error_t *err);
 void tb__train_example_free(tb_train_example_t *e);
 void tb__train_data_free(tb_train_data_t *d);
+
+/* The next number of a splitmix64 generator: the data's order and split
+ * are the same on every machine for a seed. */
+static inline uint64_t tb__cli_rand(uint64_t *state) {
+  uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
 
 /* Moves a seeded random fraction (rounded, at least one example when the
  * fraction is above 0 and at most n-1) of d's examples to eval, keeping
