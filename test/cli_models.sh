@@ -27,7 +27,7 @@ tmp=$(mktemp -d /tmp/tb-cli-models-XXXXXX)
 serve_pid=
 cleanup() { [ -n "$serve_pid" ] && kill "$serve_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
-[ -n "$TB_KEEP" ] && trap - EXIT
+[ -n "$TB_KEEP" ] && trap - EXIT  # TB_KEEP=1: the directory stays for a look
 pass=0 fail=0
 check() {  # check NAME STATUS
   if [ "$2" = 0 ]; then pass=$((pass + 1)); echo "ok - $1"; else fail=$((fail + 1)); echo "not ok - $1"; fi
@@ -144,6 +144,13 @@ refused "--model of a missing directory" "$out" $? "--model $tmp/nowhere: No suc
 mkdir -p empty
 out=$("$exe" sample --model empty "hi" 2>&1)
 refused "--model of a directory without config.json" "$out" $? "no config.json in it"
+mkdir -p yarn && cp "$model"/* yarn/ && python3 -c "
+import json; c = json.load(open('yarn/config.json')); c['rope_scaling'] = {'rope_type': 'yarn', 'factor': 4.0}
+json.dump(c, open('yarn/config.json', 'w'))"
+out=$("$exe" train data.jsonl --model yarn --data-dir "$tmp/yarn-data" 2>&1 >/dev/null)
+refused "a config.json the engine refuses" "$out" $? "--model yarn: the base model yarn failed to load: yarn/config.json: rope_scaling.rope_type: \"yarn\" is not supported"
+[ "$(echo "$out" | wc -l)" = 1 ]
+check "one line" $?
 mkdir -p notok && cp "$model/config.json" "$model/model.safetensors" notok/
 out=$("$exe" sample --model notok "hi" 2>&1)
 refused "a model without tokenizer.json" "$out" $? "notok/tokenizer.json"

@@ -341,6 +341,64 @@ TEST(models_without_usable_text) {
   ASSERT_OK(tb_test_remove_tree(hf));
 }
 
+/* A model whose directory the engine refuses is refused for good, at
+ * once and naming the file and field: in tb_server_model_state, and to
+ * every request that names it (no retry can help). */
+TEST(a_model_that_fails_to_load) {
+  char hf[] = "/tmp/tb-text-bad-XXXXXX";
+  ASSERT(mkdtemp(hf) != NULL);
+  char dir[64], spec[96];
+  snprintf(dir, sizeof(dir), "%s/m", hf);
+  ASSERT_OK(tb_test_write_model(dir, TB_ARCH_LLAMA, 300, 5));
+  ASSERT_OK(tb_test_write_file(dir, "config.json",
+                               "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": "
+                               "\"llama\", \"hidden_size\": 32, \"intermediate_size\": 64, "
+                               "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, "
+                               "\"vocab_size\": 300, \"rope_scaling\": {\"rope_type\": "
+                               "\"yarn\", \"factor\": 4.0}}"));
+  snprintf(spec, sizeof(spec), "bad=%s", dir);
+  const char *models[] = { "base", spec };
+  tb_server_options_t o = { 0 };
+  start_training_models(&o, models, 2);
+  const char *why = NULL;
+  int st;
+  while ((st = tb_server_model_state(&server, "bad", &why)) == 0)
+    uv_run(&loop, UV_RUN_ONCE);
+  ASSERT_EQ_INT(st, TB_EINVAL);
+  ASSERT_STR_CONTAINS(why, "the base model bad failed to load: ");
+  ASSERT_STR_CONTAINS(why, "/config.json: rope_scaling.rope_type: \"yarn\" is not supported");
+  while ((st = tb_server_model_state(&server, "base", NULL)) == 0)
+    uv_run(&loop, UV_RUN_ONCE);
+  ASSERT_EQ_INT(st, 1);
+  ASSERT_EQ_INT(tb_server_model_state(&server, "nope", &why), TB_ENOENT);
+  /* The Tinker dialect: the create fails as the user's, not as a server
+   * failure a client would poll on. */
+  char *sid = create_session(NULL);
+  char body[512];
+  snprintf(body, sizeof(body),
+           "{\"session_id\":\"%s\",\"model_seq_id\":0,\"base_model\":\"bad\","
+           "\"lora_config\":{\"rank\":4},\"type\":\"create_model\"}",
+           sid);
+  char *rid = post_field("/api/v1/create_model", NULL, body, "request_id");
+  char *msg = failure_of(rid, "user");
+  ASSERT_STR_CONTAINS(msg, "bad/config.json: rope_scaling.rope_type");
+  free(msg);
+  free(rid);
+  free(sid);
+  expect_error("/api/v1/asample", NULL,
+               "{\"base_model\":\"bad\",\"prompt\":{\"chunks\":[{\"type\":\"encoded_text\","
+               "\"tokens\":[1]}]},\"sampling_params\":{\"max_tokens\":2},\"type\":\"sample\"}",
+               422, "base_model: the base model bad failed to load: bad/config.json");
+  /* The Tinkerbell dialect. */
+  expect_error("/api/v1/sample", NULL, "{\"base_model\":\"bad\",\"prompt_tokens\":[1]}", 422,
+               "base_model: the base model bad failed to load: bad/config.json");
+  json_t *v = post_json("/api/v1/add_lora", NULL, "{\"base_model\":\"bad\"}", 400);
+  ASSERT_STR_CONTAINS(json_string_value(json_object_get(v, "error")), "bad/config.json");
+  json_decref(v);
+  stop_training();
+  ASSERT_OK(tb_test_remove_tree(hf));
+}
+
 /* ------------------------------------------------------------ Qwen3 */
 
 typedef struct real_s {
@@ -644,6 +702,7 @@ TEST_LIST(
   TEST_ENTRY(tokenize_and_detokenize_on_base),
   TEST_ENTRY(tokenize_bad_input),
   TEST_ENTRY(models_without_usable_text),
+  TEST_ENTRY(a_model_that_fails_to_load),
   TEST_ENTRY_TIMEOUT(tokenize_real_qwen3_and_llama3, 300000),
   TEST_ENTRY_TIMEOUT(chat_data_on_real_qwen3, 300000),
   TEST_ENTRY_TIMEOUT(prompts_and_stop_strings_on_real_qwen3, 300000),

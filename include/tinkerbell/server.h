@@ -140,6 +140,14 @@ TB_EXTERN int tb_server_add_model(tb_server_t *server, const char *name,
  * still needs its tb_server_close. */
 TB_EXTERN int tb_server_start_training(tb_server_t *server, const char *const *models,
                                        size_t n_models, size_t shards);
+/* Whether a base model of the training part is there: 1 loaded, 0 still
+ * loading (on the threadpool), TB_EINVAL when its load failed (*message,
+ * valid while the server lives, says why, naming the file and field:
+ * "the base model q failed to load: DIR/config.json: ..."), or TB_ENOENT
+ * for a name it does not serve.  message may be NULL.  A program that
+ * serves its own models can wait for them with this before it listens. */
+TB_EXTERN int tb_server_model_state(tb_server_t *server, const char *name,
+                                    const char **message);
 /* Graceful close (see above).  close_cb may be NULL; it never runs from
  * inside this call. */
 TB_EXTERN void tb_server_close(tb_server_t *server, tb_server_close_cb close_cb);

@@ -202,6 +202,20 @@ static int start_embedded(tb__cli_session_t *s, const char *data_dir, const char
     return 1;
   }
   snprintf(s->base_url, sizeof(s->base_url), "http://127.0.0.1:%d", tb_server_port(&s->server));
+  /* A directory the engine refuses (its config.json, its tensors) is the
+   * command line's mistake: said now, rather than as a failed request. */
+  const char *eq = strchr(model_spec, '=');
+  char name[256];
+  snprintf(name, sizeof(name), "%.*s", (int)(eq ? (size_t)(eq - model_spec) : strlen(model_spec)),
+           model_spec);
+  const char *why = NULL;
+  while ((rc = tb_server_model_state(&s->server, name, &why)) == 0)
+    uv_run(&s->loop, UV_RUN_ONCE);
+  if (rc < 0) {
+    fprintf(stderr, "tinkerbell %s: --model %s: %s\n", s->cmd, eq ? eq + 1 : model_spec,
+            why ? why : tb_strerror(rc));
+    return TB__CLI_USAGE;
+  }
   return 0;
 }
 

@@ -160,8 +160,11 @@ int tb__cli_sample(int argc, char **argv) {
     tb__cli_model_clear(&model);
     return TB__CLI_USAGE;
   }
+  /* The command reports what goes wrong itself (a model that does not
+   * load, a failed request); the embedded server's warnings would say it
+   * twice.  TINKERBELL_LOG=warn shows them. */
   if (getenv("TINKERBELL_LOG") == NULL)
-    tb__log_set_level(TB_LOG_WARN);
+    tb__log_set_level(TB_LOG_ERROR);
 
   tb__cli_text_t text;
   rc = tb__cli_text_open(&text, "sample", &model);

@@ -807,8 +807,11 @@ int tb__cli_train(int argc, char **argv) {
     tb__cli_model_clear(&t.cfg.model);
     return rc > 0 ? 0 : TB__CLI_USAGE;
   }
+  /* The command reports what goes wrong itself (a model that does not
+   * load, a failed request); the embedded server's warnings would say it
+   * twice.  TINKERBELL_LOG=warn shows them. */
   if (getenv("TINKERBELL_LOG") == NULL)
-    tb__log_set_level(TB_LOG_WARN);
+    tb__log_set_level(TB_LOG_ERROR);
   t.tty = isatty(STDOUT_FILENO);
   rc = run(&t);
   close_all(&t);

@@ -92,9 +92,11 @@ void tb__samples_base_settled(tb__training_t *tr) {
     *p = op->next;
     op->next = NULL;
     char *why = NULL;
-    if (tr->closing || op->base->state < 0)
-      tb__top_fail(op, TB_CATEGORY_SERVER,
-                   tr->closing ? "the server is closing" : "the base model is not available");
+    if (tr->closing)
+      tb__top_fail(op, TB_CATEGORY_SERVER, "the server is closing");
+    else if (op->base->state < 0)
+      tb__top_fail(op, TB_CATEGORY_USER, op->base->error ? op->base->error
+                                                         : "the base model failed to load");
     else if (op->unchecked && (why = late_check(op)) != NULL)
       tb__top_fail(op, TB_CATEGORY_USER, why);
     else
@@ -352,7 +354,8 @@ static void route_asample(tb_http_request_t *req) {
     op->base = s->base;
   if (rc >= 0 && op->base->state < 0) {
     json_decref(doc);
-    tb__server_respond_error(req, 503, "the base model %s is not available", op->base->name);
+    tb__server_respond_error(req, 422, "base_model: %s", op->base->error ? op->base->error
+                                                                           : "failed to load");
     tb__top_free(op);
     return;
   }
@@ -454,10 +457,11 @@ static void samplers_base_settled(tb__training_t *tr) {
     s->await_base = 0;
     if (tr->closing || s->base->state < 0) {
       s->state = -1;
-      s->fail_category = TB_CATEGORY_SERVER;
+      s->fail_category = tr->closing ? TB_CATEGORY_SERVER : TB_CATEGORY_USER;
       s->fail_message = tr->closing ? tb__asprintf("the server is closing")
-                                    : tb__asprintf("the base model %s is not available",
-                                                   s->base->name);
+                                    : tb__asprintf("%s", s->base->error ? s->base->error
+                                                                        : "the base model "
+                                                                          "failed to load");
       sampler_flush(s);
     } else if (known) {
       sampler_create(s);

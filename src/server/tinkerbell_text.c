@@ -128,7 +128,9 @@ static void sample(tb_http_request_t *req, int sync) {
     return;
   }
   if (b->state < 0) {
-    tb__server_respond_error(req, 503, "the base model %s is not available", b->name);
+    tb__server_respond_error(req, 422, "%s: %s", m ? "model_id" : id.base ? "model_id"
+                                                                       : "base_model",
+                             b->error ? b->error : "the base model failed to load");
     json_decref(doc);
     return;
   }

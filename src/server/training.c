@@ -721,10 +721,12 @@ static void start_held(tb__training_t *tr) {
     tb__tmodel_t *m = op->model;
     tb__tbase_t *b = m->base;
     if (b->state < 0) {
+      /* For good: the client is told why at once (a server failure would
+       * have it poll on until the result expires). */
       *p = op->next;
       model_unlink(tr, m, 0);
       model_free(m);
-      tb__top_fail(op, TB_CATEGORY_SERVER, b->error ? b->error : "the base model failed to load");
+      tb__top_fail(op, TB_CATEGORY_USER, b->error ? b->error : "the base model failed to load");
       continue;
     }
     if (b->state == 0 || tb__server_user_at_model_limit(tr->srv, m->owner)) {
@@ -1098,6 +1100,23 @@ int tb__training_start(tb__server_t *srv, const tb_engine_opts_t *opts,
     return tb_error_set(err, rc, TB_CATEGORY_SERVER, "cannot start the training part: %s",
                         tb_strerror(rc));
   return 0;
+}
+
+int tb_server_model_state(tb_server_t *server, const char *name, const char **message) {
+  tb__server_t *srv = server->impl_;
+  if (message != NULL)
+    *message = NULL;
+  for (tb__server_ext_t *e = srv ? srv->exts : NULL; e != NULL; e = e->next) {
+    if (e->close != ext_close)
+      continue;
+    tb__tbase_t *b = tb__tbase_find(e->data, (tb_slice_t){ name, strlen(name) });
+    if (b == NULL)
+      break;
+    if (b->state < 0 && message != NULL)
+      *message = b->error ? b->error : "out of memory";
+    return b->state < 0 ? TB_EINVAL : b->state;
+  }
+  return TB_ENOENT;
 }
 
 int tb_server_start_training(tb_server_t *server, const char *const *models, size_t n_models,
