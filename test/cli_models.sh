@@ -164,6 +164,12 @@ import json; j = json.load(open('$qwen3/tokenizer.json')); j['model']['type'] = 
 json.dump(j, open('uni/tokenizer.json', 'w'))"
 out=$("$exe" sample --tokenizer uni --base-url http://127.0.0.1:9 --base-model x "hi" 2>&1)
 refused "a Unigram tokenizer.json" "$out" $? "uni/tokenizer.json: model.type: \"Unigram\" is not supported"
+mkdir -p pre && cp cut/tokenizer_config.json pre/ && \
+  python3 -c "
+import json; j = json.load(open('$qwen3/tokenizer.json')); j['pre_tokenizer'] = {'type': 'Whitespace'}
+json.dump(j, open('pre/tokenizer.json', 'w'))"
+out=$("$exe" sample --tokenizer pre --base-url http://127.0.0.1:9 --base-model x "hi" 2>&1)
+refused "an unknown pre-tokenizer" "$out" $? "pre/tokenizer.json: pre_tokenizer.type: \"Whitespace\" is not supported"
 mkdir -p tpl && cp notok/* tpl/ && cp "$qwen3/tokenizer.json" tpl/ && \
   python3 -c "
 import json; c = json.load(open('$qwen3/tokenizer_config.json')); c['chat_template'] = '{{ messages }}'

@@ -251,9 +251,9 @@ static const char unknown_template[] =
 TEST(models_without_usable_text) {
   char hf[] = "/tmp/tb-text-hf-XXXXXX";
   ASSERT(mkdtemp(hf) != NULL);
-  char dirs[5][96];
-  const char *names[] = { "none", "cut", "uni", "tpl", "badcfg" };
-  for (int i = 0; i < 5; i++) {
+  char dirs[6][96];
+  const char *names[] = { "none", "cut", "uni", "tpl", "badcfg", "norm" };
+  for (int i = 0; i < 6; i++) {
     snprintf(dirs[i], sizeof(dirs[i]), "%s/%s", hf, names[i]);
     ASSERT_OK(tb_test_write_model(dirs[i], TB_ARCH_LLAMA, 300, 5));
   }
@@ -267,14 +267,21 @@ TEST(models_without_usable_text) {
   ASSERT_OK(tb_test_write_file(dirs[3], "tokenizer_config.json", unknown_template));
   ASSERT_OK(tb_test_write_file(dirs[4], "tokenizer.json", tj));
   ASSERT_OK(tb_test_write_file(dirs[4], "tokenizer_config.json", "{\"eos_token\": 5}"));
-  char specs[5][640];
-  const char *models[5];
-  for (int i = 0; i < 5; i++) {
+  json_t *lower = json_loads(tj, 0, NULL);
+  ASSERT(lower != NULL);
+  json_object_set_new(lower, "normalizer", json_pack("{s:s}", "type", "Lowercase"));
+  char *lj = json_dumps(lower, JSON_COMPACT);
+  ASSERT_OK(tb_test_write_file(dirs[5], "tokenizer.json", lj));
+  free(lj);
+  json_decref(lower);
+  char specs[6][640];
+  const char *models[6];
+  for (int i = 0; i < 6; i++) {
     snprintf(specs[i], sizeof(specs[i]), "%s=%s", names[i], dirs[i]);
     models[i] = specs[i];
   }
   tb_server_options_t o = { 0 };
-  start_training_models(&o, models, 5);
+  start_training_models(&o, models, 6);
   const char *tk = "/api/v1/tokenize";
   expect_error(tk, NULL, "{\"base_model\":\"none\",\"text\":\"x\"}", 422,
                "text: the model none has no tokenizer (none/tokenizer.json is missing");
@@ -286,6 +293,8 @@ TEST(models_without_usable_text) {
                "uni/tokenizer.json: model.type: \"Unigram\" is not supported");
   expect_error(tk, NULL, "{\"base_model\":\"badcfg\",\"text\":\"x\"}", 422,
                "badcfg/tokenizer_config.json: eos_token");
+  expect_error(tk, NULL, "{\"base_model\":\"norm\",\"text\":\"x\"}", 422,
+               "norm/tokenizer.json: normalizer.type: \"Lowercase\" is not supported");
   /* Chat data and prompts on a model without a tokenizer; datums and
    * prompt ids still work. */
   json_decref(post_ok("/api/v1/add_lora", "{\"base_model\":\"none\",\"model_id\":\"n\"}"));
