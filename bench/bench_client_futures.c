@@ -34,16 +34,16 @@
 
 static int finished;
 static uv_signal_t sigterm;
-static tb_http_server_t server;
+static tb__http_server_t server;
 
-static void respond_text(tb_http_request_t *req, const char *text) {
+static void respond_text(tb__http_request_t *req, const char *text) {
   size_t n = strlen(text);
   char *copy = tb__arena_alloc(&req->arena, n);
   memcpy(copy, text, n);
   tb__http_respond_json(req, 200, copy, n);
 }
 
-static void on_request(tb_http_request_t *req) {
+static void on_request(tb__http_request_t *req) {
   char buf[160];
   if (tb__slice_eq_str(req->path, "/finish")) {
     finished = 1;
@@ -80,7 +80,7 @@ static void on_sigterm(uv_signal_t *s, int signum) {
 static int responder(int fd) {
   uv_loop_t loop;
   uv_loop_init(&loop);
-  tb_http_server_options_t o = { .on_request = on_request, .max_pipeline = 64 };
+  tb__http_server_options_t o = { .on_request = on_request, .max_pipeline = 64 };
   if (tb__http_server_init(&loop, &server, &o) != 0 ||
       tb__http_server_listen(&server, "127.0.0.1", 0) != 0)
     return 1;
@@ -244,12 +244,12 @@ static result_t measure_futures(uv_loop_t *loop, const char *url, size_t n, doub
 /* The peer: the same try_again polls from the bare HTTP client, conns of
  * them in flight at a time. */
 typedef struct {
-  tb_http_client_req_t req;
-  tb_http_header_t hdr;
+  tb__http_client_req_t req;
+  tb__http_header_t hdr;
   uv_buf_t body;
 } raw_t;
 
-static tb_http_client_t raw_client;
+static tb__http_client_t raw_client;
 static uint64_t raw_done;
 static int raw_stop;
 static char raw_url[96];
@@ -257,7 +257,7 @@ static const char raw_body[] = "{\"request_id\":\"r0\",\"allow_metadata_only\":t
 
 static void raw_send(raw_t *r);
 
-static void raw_cb(tb_http_client_req_t *req, int status) {
+static void raw_cb(tb__http_client_req_t *req, int status) {
   if (raw_stop)
     return;  /* cancelled by the close */
   if (status != 0 || req->response.status != 200) {
@@ -287,13 +287,13 @@ static void raw_send(raw_t *r) {
 }
 
 static int raw_closed;
-static void on_raw_closed(tb_http_client_t *c) { raw_closed = 1; }
+static void on_raw_closed(tb__http_client_t *c) { raw_closed = 1; }
 
 static double raw_allocs_per_poll;
 
 static double measure_raw(uv_loop_t *loop, const char *url, double seconds, unsigned conns) {
   snprintf(raw_url, sizeof(raw_url), "%s/api/v1/retrieve_future", url);
-  tb_http_client_opts_t o = { .max_conns_per_origin = conns };
+  tb__http_client_opts_t o = { .max_conns_per_origin = conns };
   if (tb__http_client_init(loop, &raw_client, &o) != 0)
     abort();
   raw_t *rs = calloc(conns, sizeof(*rs));

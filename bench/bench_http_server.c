@@ -17,12 +17,12 @@
 static const char *body = "{\"status\":\"ok\"}";
 static size_t body_len;
 
-static void on_request(tb_http_request_t *req) {
+static void on_request(tb__http_request_t *req) {
   tb__http_respond_json(req, 200, body, body_len);
 }
 
 static uv_signal_t sigint, sigterm;
-static tb_http_server_t server;
+static tb__http_server_t server;
 
 static void on_closed(uv_handle_t *h) {
   (void)h;
@@ -55,7 +55,7 @@ int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
 
   uv_loop_t *loop = uv_default_loop();
-  tb_http_server_options_t opts = { .on_request = on_request };
+  tb__http_server_options_t opts = { .on_request = on_request };
   int rc = tb__http_server_init(loop, &server, &opts);
   if (rc == 0)
     rc = tb__http_server_listen(&server, host, port);

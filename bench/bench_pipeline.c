@@ -514,7 +514,7 @@ int main(int argc, char **argv) {
   if (getenv("TINKERBELL_LOG") == NULL)
     tb__log_set_level(TB_LOG_ERROR);
   signal(SIGPIPE, SIG_IGN);
-  tb_buf_t line = TB_BUF_INIT;
+  tb__buf_t line = TB_BUF_INIT;
   tb__buf_printf(&line, "BENCH pipeline");
   if (only == NULL || strcmp(only, "pipeline") == 0) {
     double seq, pipe;

@@ -70,7 +70,7 @@ static void *xmalloc(size_t n) {
   return p;
 }
 
-static void smollm_config(tb_model_config_t *c) {
+static void smollm_config(tb__model_config_t *c) {
   memset(c, 0, sizeof(*c));
   c->hidden_size = 576;
   c->intermediate_size = 1536;
@@ -85,7 +85,7 @@ static void smollm_config(tb_model_config_t *c) {
   c->tie_word_embeddings = 1;
 }
 
-static void qwen3_config(tb_model_config_t *c) {
+static void qwen3_config(tb__model_config_t *c) {
   memset(c, 0, sizeof(*c));
   c->arch = TB_ARCH_QWEN3;
   c->qk_norm = 1;
@@ -104,7 +104,7 @@ static void qwen3_config(tb_model_config_t *c) {
 
 /* Random weights for a config: matrices uniform with std 0.02, biases
  * small, norm weights 1. */
-static void random_weights(tb_weights_t *w, const tb_model_config_t *c) {
+static void random_weights(tb__weights_t *w, const tb__model_config_t *c) {
   int rc = tb__weights_alloc(w, c);
   if (rc != 0)
     die("weights", rc);
@@ -112,7 +112,7 @@ static void random_weights(tb_weights_t *w, const tb_model_config_t *c) {
   tb__k_rng_seed(&rng, 2024);
   tb__k_rng_fill_uniform(w->storage, &rng, -0.0346f, 0.0346f,
                          w->storage_floats);
-  tb_hf_tensor_t *ts = xmalloc(tb__hf_tensor_count(c) * sizeof(*ts));
+  tb__hf_tensor_t *ts = xmalloc(tb__hf_tensor_count(c) * sizeof(*ts));
   size_t n = tb__hf_tensors(c, w, ts);
   for (size_t i = 0; i < n; i++) {
     size_t len = strlen(ts[i].name);
@@ -125,7 +125,7 @@ static void random_weights(tb_weights_t *w, const tb_model_config_t *c) {
 
 /* DIR/config.json alone (no weights file): its config, for random
  * weights; 0 when DIR has weights to load, 1 when the config was read. */
-static int config_only(const char *dir, tb_model_config_t *c) {
+static int config_only(const char *dir, tb__model_config_t *c) {
   char *st = tb__path_join(dir, TB_HF_WEIGHTS);
   char *ix = tb__path_join(dir, TB_HF_INDEX);
   char *cf = tb__path_join(dir, TB_HF_CONFIG);
@@ -149,7 +149,7 @@ static int config_only(const char *dir, tb_model_config_t *c) {
 }
 
 /* The FLOP count described at the top of this file. */
-static double step_flops(const tb_model_config_t *c, double B, double T,
+static double step_flops(const tb__model_config_t *c, double B, double T,
                          double r) {
   double M = B * T, C = c->hidden_size, In = c->intermediate_size;
   double qd = (double)c->num_heads * c->head_dim;
@@ -199,10 +199,10 @@ static double sgemm_gflops(int threads) {
 /* ------------------------------------------------------------ our step */
 
 typedef struct run_s {
-  tb_engine_t engine;
-  tb_engine_adapter_t *adapter;
-  tb_batch_t batch;
-  tb_engine_job_t job;
+  tb__engine_t engine;
+  tb__engine_adapter_t *adapter;
+  tb__batch_t batch;
+  tb__engine_job_t job;
   int steps_left;
   int in_optim;
   double t0;
@@ -211,7 +211,7 @@ typedef struct run_s {
   double loss;
 } run_t;
 
-static void step_cb(tb_engine_job_t *job, int status);
+static void step_cb(tb__engine_job_t *job, int status);
 
 static void step_start(run_t *r) {
   r->t0 = now_s();
@@ -223,7 +223,7 @@ static void step_start(run_t *r) {
     die("forward_backward", rc);
 }
 
-static void step_cb(tb_engine_job_t *job, int status) {
+static void step_cb(tb__engine_job_t *job, int status) {
   run_t *r = job->data;
   if (status != 0) {
     fprintf(stderr, "bench_train: %s\n", tb_error_message(&job->error));
@@ -232,7 +232,7 @@ static void step_cb(tb_engine_job_t *job, int status) {
   if (!r->in_optim) {
     r->loss = job->loss;
     tb__engine_job_cleanup(job);
-    tb_adam_params_t p;
+    tb__adam_params_t p;
     tb__adam_params_default(&p);
     r->in_optim = 1;
     job->data = r;
@@ -247,13 +247,13 @@ static void step_cb(tb_engine_job_t *job, int status) {
     step_start(r);
 }
 
-static void created_cb(tb_engine_job_t *job, int status) {
+static void created_cb(tb__engine_job_t *job, int status) {
   if (status != 0)
     die("create adapter", status);
   ((run_t *)job->data)->adapter = job->adapter;
 }
 
-static void loaded_cb(tb_engine_job_t *job, int status) {
+static void loaded_cb(tb__engine_job_t *job, int status) {
   if (status != 0) {
     fprintf(stderr, "bench_train: %s\n", tb_error_message(&job->error));
     exit(2);
@@ -293,7 +293,7 @@ static void torch_script(char *out, size_t cap) {
 }
 
 /* ms per step of the PyTorch peer, or -1 when it could not run. */
-static double torch_ms(const tb_model_config_t *c, int threads, int steps) {
+static double torch_ms(const tb__model_config_t *c, int threads, int steps) {
   char script[PATH_MAX], cmd[2 * PATH_MAX];
   torch_script(script, sizeof(script));
   snprintf(cmd, sizeof(cmd),
@@ -359,8 +359,8 @@ int main(int argc, char **argv) {
     setenv("UV_THREADPOOL_SIZE", v, 1);
   }
 
-  tb_model_config_t cfg;
-  tb_weights_t w;
+  tb__model_config_t cfg;
+  tb__weights_t w;
   memset(&w, 0, sizeof(w));
   const char *weights_from = "random";
   char load_spec[PATH_MAX + 16] = "base";
@@ -387,12 +387,12 @@ int main(int argc, char **argv) {
   uv_loop_t loop;
   uv_loop_init(&loop);
   static run_t r;
-  tb_engine_opts_t opts = { (size_t)threads, 0, (size_t)threads };
+  tb__engine_opts_t opts = { (size_t)threads, 0, (size_t)threads };
   int rc = tb__engine_init(&loop, &r.engine, &opts);
   if (rc != 0)
     die("engine", rc);
-  tb_engine_model_t *m = NULL;
-  tb_engine_job_t job = { 0 };
+  tb__engine_model_t *m = NULL;
+  tb__engine_job_t job = { 0 };
   if (w.storage != NULL) {
     if ((rc = tb__engine_model_add(&r.engine, model, &w, &m)) != 0)
       die("model", rc);
@@ -421,7 +421,7 @@ int main(int argc, char **argv) {
               flops / 1e9, pinned[i].gflop);
       return 1;
     }
-  tb_lora_config_t lc = { 0 };
+  tb__lora_config_t lc = { 0 };
   lc.rank = RANK;
   lc.seed = 1;
   lc.train_attn = lc.train_mlp = 1;
@@ -433,7 +433,7 @@ int main(int argc, char **argv) {
 
   static int32_t tok[BATCH][SEQ], tgt[BATCH][SEQ];
   static float wts[BATCH][SEQ];
-  tb_datum_t d[BATCH];
+  tb__datum_t d[BATCH];
   uint64_t st = 7;
   for (int b = 0; b < BATCH; b++) {
     for (int t = 0; t < SEQ; t++) {
@@ -444,9 +444,9 @@ int main(int argc, char **argv) {
       tgt[b][t] = t + 1 < SEQ ? tok[b][t + 1]
                               : (int32_t)(tb__k_splitmix64(&st) %
                                           (uint64_t)cfg.vocab_size);
-    d[b] = (tb_datum_t){ tok[b], SEQ, 1, tgt[b], wts[b], NULL, NULL };
+    d[b] = (tb__datum_t){ tok[b], SEQ, 1, tgt[b], wts[b], NULL, NULL };
   }
-  r.batch = (tb_batch_t){ d, BATCH, TB_LOSS_CROSS_ENTROPY,
+  r.batch = (tb__batch_t){ d, BATCH, TB_LOSS_CROSS_ENTROPY,
                           { 0.8f, 1.2f, 0.05f } };
   r.times = xmalloc((size_t)(steps + 1) * sizeof(double));
   r.steps_left = steps + 1;  /* the first step warms up */

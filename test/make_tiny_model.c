@@ -15,7 +15,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: %s DIR qwen3|llama VOCAB [TOKENIZER_DIR]\n", argv[0]);
     return 2;
   }
-  tb_model_arch_t arch = strcmp(argv[2], "qwen3") == 0 ? TB_ARCH_QWEN3 : TB_ARCH_LLAMA;
+  tb__model_arch_t arch = strcmp(argv[2], "qwen3") == 0 ? TB_ARCH_QWEN3 : TB_ARCH_LLAMA;
   int vocab = atoi(argv[3]);
   if (vocab < 2) {
     fprintf(stderr, "%s: VOCAB must be at least 2\n", argv[0]);

@@ -10,8 +10,8 @@
 #include "engine/hf_model.h"
 #include "kernels/kernels.h"
 
-int tb_test_write_model(const char *dir, tb_model_arch_t arch, int vocab, uint64_t seed) {
-  tb_model_config_t c;
+int tb_test_write_model(const char *dir, tb__model_arch_t arch, int vocab, uint64_t seed) {
+  tb__model_config_t c;
   memset(&c, 0, sizeof(c));
   c.arch = arch;
   c.hidden_size = 32;
@@ -27,7 +27,7 @@ int tb_test_write_model(const char *dir, tb_model_arch_t arch, int vocab, uint64
   c.tie_word_embeddings = arch != TB_ARCH_LLAMA;
   c.qk_norm = arch == TB_ARCH_QWEN3;
   c.qkv_bias = arch == TB_ARCH_QWEN2;
-  tb_weights_t w;
+  tb__weights_t w;
   if (tb__weights_alloc(&w, &c) != 0) {
     fprintf(stderr, "%s: cannot allocate the weights\n", dir);
     return -1;

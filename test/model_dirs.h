@@ -18,7 +18,7 @@
 /* Writes dir (made; its parent must exist): config.json and
  * model.safetensors of a tiny model of arch with vocab ids, normal(0,
  * 0.02) weights from seed (norm weights 1). */
-int tb_test_write_model(const char *dir, tb_model_arch_t arch, int vocab, uint64_t seed);
+int tb_test_write_model(const char *dir, tb__model_arch_t arch, int vocab, uint64_t seed);
 /* Copies tokenizer.json and tokenizer_config.json (each when present)
  * from src_dir into dir. */
 int tb_test_copy_tokenizer(const char *src_dir, const char *dir);

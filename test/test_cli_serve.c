@@ -32,7 +32,7 @@ extern char **environ;
 typedef struct proc_s {
   uv_process_t proc;
   uv_pipe_t out, err;
-  tb_buf_t out_buf, err_buf;
+  tb__buf_t out_buf, err_buf;
   int exited, open_handles;
   pid_t pid;
   int64_t exit_status;
@@ -86,7 +86,7 @@ static void on_exit_cb(uv_process_t *h, int64_t status, int sig) {
 
 static void on_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
   proc_t *p = h->data;
-  tb_buf_t *b = (uv_pipe_t *)h == &p->out ? &p->out_buf : &p->err_buf;
+  tb__buf_t *b = (uv_pipe_t *)h == &p->out ? &p->out_buf : &p->err_buf;
   ASSERT_OK(tb__buf_reserve(b, 4096 + 1));
   buf->base = b->base + b->len;
   buf->len = b->cap - b->len - 1;  /* room for a NUL */
@@ -94,7 +94,7 @@ static void on_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   proc_t *p = s->data;
-  tb_buf_t *b = (uv_pipe_t *)s == &p->out ? &p->out_buf : &p->err_buf;
+  tb__buf_t *b = (uv_pipe_t *)s == &p->out ? &p->out_buf : &p->err_buf;
   if (n < 0) {
     uv_close((uv_handle_t *)s, on_handle_closed);
     return;
@@ -598,11 +598,11 @@ TEST(port_taken_exits_1) {
 
 static int client_closed;
 
-static void on_client_closed(tb_http_client_t *c) {
+static void on_client_closed(tb__http_client_t *c) {
   client_closed++;
 }
 
-static void on_https_result(tb_http_client_req_t *req, int status) {
+static void on_https_result(tb__http_client_req_t *req, int status) {
   int *calls = req->data;
   ASSERT_OK(status);
   (*calls)++;
@@ -623,12 +623,12 @@ TEST(https_with_a_certificate) {
   tb_error_t err = { 0 };
   tb__tls_ctx_t *ctx;
   ASSERT_OK(tb__tls_ctx_client_new(certs.cert, 0, &ctx, &err));
-  tb_http_client_t client;
-  tb_http_client_opts_t co = { .tls_transport_new = tb__transport_tls_new, .tls_ctx = ctx };
+  tb__http_client_t client;
+  tb__http_client_opts_t co = { .tls_transport_new = tb__transport_tls_new, .tls_ctx = ctx };
   ASSERT_OK(tb__http_client_init(&loop, &client, &co));
   char url[64];
   snprintf(url, sizeof(url), "https://127.0.0.1:%d/api/v1/healthz", port);
-  tb_http_client_req_t req;
+  tb__http_client_req_t req;
   tb__http_client_req_init(&req);
   int calls = 0;
   req.data = &calls;

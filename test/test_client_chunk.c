@@ -257,7 +257,7 @@ TEST(combine_in_input_order) {
   tb_error_clear(&err);
 }
 
-static void fill_request(tb_train_datum_t d[2], tb_wire_fwdbwd_t *w, tb_arena_t *a) {
+static void fill_request(tb_train_datum_t d[2], tb__wire_fwdbwd_t *w, tb__arena_t *a) {
   int32_t toks[] = { 1, 2, 3, 4 };
   float adv[] = { 0.5f, -1.0f, 2.0f };
   ASSERT_OK(tb_train_datum_init_next_token(&d[0], toks, NULL, 4));
@@ -266,7 +266,7 @@ static void fill_request(tb_train_datum_t d[2], tb_wire_fwdbwd_t *w, tb_arena_t 
   /* two chunks of model input are joined into one token list */
   ASSERT_OK(tb_model_input_init(&d[1].model_input, toks, 1));
   ASSERT_OK(tb_model_input_append(&d[1].model_input, toks + 1, 1));
-  static tb_wire_config_entry_t cfg[] = { { "clip_low_threshold", 0.8 } };
+  static tb__wire_config_entry_t cfg[] = { { "clip_low_threshold", 0.8 } };
   memset(w, 0, sizeof(*w));
   ASSERT_OK(tb__datums_to_wire(a, d, 2, &w->data));
   w->n_data = 2;
@@ -277,7 +277,7 @@ static void fill_request(tb_train_datum_t d[2], tb_wire_fwdbwd_t *w, tb_arena_t 
   w->seq_id = 7;
 }
 
-static void assert_decoded(const tb_wire_fwdbwd_t *r, int forward_only) {
+static void assert_decoded(const tb__wire_fwdbwd_t *r, int forward_only) {
   ASSERT_STR_EQ(r->model_id, "s:train:0");
   ASSERT_EQ_INT(r->seq_id, 7);
   ASSERT_STR_EQ(r->loss_fn, "ppo");
@@ -289,8 +289,8 @@ static void assert_decoded(const tb_wire_fwdbwd_t *r, int forward_only) {
   ASSERT_EQ_INT(r->data[0].tokens[2], 3);
   ASSERT_EQ_INT(r->data[1].n_tokens, 2);
   ASSERT_EQ_INT(r->data[1].tokens[1], 2);
-  const tb_wire_tensor_t *tt = tb__wire_datum_input(&r->data[0], "target_tokens");
-  const tb_wire_tensor_t *ad = tb__wire_datum_input(&r->data[0], "advantages");
+  const tb__wire_tensor_t *tt = tb__wire_datum_input(&r->data[0], "target_tokens");
+  const tb__wire_tensor_t *ad = tb__wire_datum_input(&r->data[0], "advantages");
   ASSERT(tt != NULL && ad != NULL);
   ASSERT_EQ_INT(tt->dtype, TB_DTYPE_INT64);
   ASSERT_EQ_INT(tt->i64[0], 2);
@@ -300,21 +300,21 @@ static void assert_decoded(const tb_wire_fwdbwd_t *r, int forward_only) {
 }
 
 TEST(fwdbwd_request_round_trips) {
-  tb_arena_t a, back;
+  tb__arena_t a, back;
   tb__arena_init(&a, 0);
   tb__arena_init(&back, 0);
   tb_train_datum_t d[2] = { 0 };
-  tb_wire_fwdbwd_t w;
+  tb__wire_fwdbwd_t w;
   fill_request(d, &w, &a);
   tb_error_t err = { 0 };
-  tb_jctx_t c;
+  tb__jctx_t c;
   tb__jctx_init(&c, &err);
 
   /* protobuf, through the server's decoder */
-  tb_buf_t buf = TB_BUF_INIT;
+  tb__buf_t buf = TB_BUF_INIT;
   w.forward_only = 1;
   ASSERT_OK(tb__wire_fwdbwd_request_to_proto(&w, &buf));
-  tb_wire_fwdbwd_t r;
+  tb__wire_fwdbwd_t r;
   ASSERT_OK(tb__wire_fwdbwd_request_from_proto(&c, &back, tb__buf_slice(&buf), SIZE_MAX, &r));
   assert_decoded(&r, 1);
   tb__buf_free(&buf);
@@ -322,7 +322,7 @@ TEST(fwdbwd_request_round_trips) {
 
   /* encoded without the model id, which is put in front later */
   w.model_id = NULL;
-  tb_buf_t tail = TB_BUF_INIT;
+  tb__buf_t tail = TB_BUF_INIT;
   ASSERT_OK(tb__wire_fwdbwd_request_to_proto(&w, &tail));
   ASSERT_OK(tb__wire_fwdbwd_model_id_to_proto("s:train:0", &buf));
   ASSERT_OK(tb__buf_append(&buf, tail.base, tail.len));
@@ -368,7 +368,7 @@ TEST(sample_request_round_trips) {
   p.stop_strings = stops;
   p.n_stop_strings = 2;
   tb_error_t err = { 0 };
-  tb_wire_sample_request_t req = { 0 };
+  tb__wire_sample_request_t req = { 0 };
   ASSERT_OK(tb__sample_params_to_wire(&p, &req.params, &err));
   int32_t prompt[] = { 10, 11, 12 };
   req.prompt = prompt;
@@ -382,11 +382,11 @@ TEST(sample_request_round_trips) {
   ASSERT(j != NULL);
   ASSERT_STR_EQ(json_string_value(json_object_get(j, "type")), "sample");
 
-  tb_arena_t a;
+  tb__arena_t a;
   tb__arena_init(&a, 0);
-  tb_jctx_t c;
+  tb__jctx_t c;
   tb__jctx_init(&c, &err);
-  tb_wire_sample_request_t r;
+  tb__wire_sample_request_t r;
   ASSERT_OK(tb__wire_sample_request_from_json(&c, &a, j, &r));
   ASSERT_EQ_INT(r.n_prompt, 3);
   ASSERT_EQ_INT(r.prompt[2], 12);
@@ -414,7 +414,7 @@ TEST(sample_request_round_trips) {
   j = tb__wire_sampling_params_to_json(&req.params);
   ASSERT(json_object_get(j, "max_tokens") == NULL);
   ASSERT(json_object_get(j, "seed") == NULL);
-  tb_wire_sampling_params_t sp;
+  tb__wire_sampling_params_t sp;
   ASSERT_OK(tb__wire_sampling_params_from_json(&c, &a, j, &sp));
   ASSERT_EQ_INT(sp.n_stop_tokens, 2);
   ASSERT_EQ_INT(sp.stop_tokens[1], 4);

@@ -44,19 +44,19 @@ typedef struct fake_log_s {
 } fake_log_t;
 
 typedef struct fake_s fake_t;
-typedef fake_resp_t (*fake_decide_fn)(fake_t *fk, tb_http_request_t *req, int is_poll);
+typedef fake_resp_t (*fake_decide_fn)(fake_t *fk, tb__http_request_t *req, int is_poll);
 
 typedef struct fake_delay_s {
   uv_timer_t timer;
   fake_t *fk;
-  tb_http_request_t *req;
+  tb__http_request_t *req;
   fake_resp_t resp;
   struct fake_delay_s *next, *prev;
 } fake_delay_t;
 
 struct fake_s {
   uv_loop_t *loop;
-  tb_http_server_t http;
+  tb__http_server_t http;
   int port;
   const fake_resp_t *submit;
   size_t n_submit, i_submit;
@@ -71,14 +71,14 @@ struct fake_s {
   int closed;
 };
 
-static inline void fake_answer(tb_http_request_t *req, const fake_resp_t *r) {
+static inline void fake_answer(tb__http_request_t *req, const fake_resp_t *r) {
   if (r->drop) {
     if (req->conn != NULL)
       tb__http_conn_abort(req->conn, TB_ECLOSED);
     tb__http_respond(req, 500, NULL, 0, NULL, 0);  /* releases the request */
     return;
   }
-  tb_http_header_t hs[2];
+  tb__http_header_t hs[2];
   size_t n = 0;
   const char *body = r->body ? r->body : "";
   size_t len = strlen(body);
@@ -120,15 +120,15 @@ static inline void fake_delay_fire(uv_timer_t *t) {
   uv_close((uv_handle_t *)&d->timer, fake_delay_closed);
 }
 
-static inline void fake_copy_header(tb_http_request_t *req, const char *name, char *out,
+static inline void fake_copy_header(tb__http_request_t *req, const char *name, char *out,
                                     size_t cap) {
-  const tb_http_header_t *h = tb__http_request_header(req, name);
+  const tb__http_header_t *h = tb__http_request_header(req, name);
   out[0] = '\0';
   if (h != NULL)
     snprintf(out, cap, "%.*s", (int)h->value.len, h->value.base);
 }
 
-static inline void fake_on_request(tb_http_request_t *req) {
+static inline void fake_on_request(tb__http_request_t *req) {
   fake_t *fk = req->server->data;
   int is_poll = tb__slice_eq_str(req->path, "/api/v1/retrieve_future");
   if (fk->n_log == fk->cap_log) {
@@ -181,7 +181,7 @@ static inline void fake_on_request(tb_http_request_t *req) {
 static inline void fake_start(fake_t *fk, uv_loop_t *loop) {
   memset(fk, 0, sizeof(*fk));
   fk->loop = loop;
-  tb_http_server_options_t o = { .on_request = fake_on_request };
+  tb__http_server_options_t o = { .on_request = fake_on_request };
   ASSERT_OK(tb__http_server_init(loop, &fk->http, &o));
   fk->http.data = fk;
   ASSERT_OK(tb__http_server_listen(&fk->http, "127.0.0.1", 0));
@@ -189,7 +189,7 @@ static inline void fake_start(fake_t *fk, uv_loop_t *loop) {
   ASSERT_GT(fk->port, 0);
 }
 
-static inline void fake_closed_cb(tb_http_server_t *s) { ((fake_t *)s->data)->closed = 1; }
+static inline void fake_closed_cb(tb__http_server_t *s) { ((fake_t *)s->data)->closed = 1; }
 
 /* Answers what is still delayed (as it would have been), then closes. */
 static inline void fake_stop(fake_t *fk) {

@@ -424,7 +424,7 @@ TEST(alarms_fire_in_due_order) {
 /* Held polls (a long-polling server) take at most three quarters of the
  * connections, and hold no HTTP request while they wait for one: a
  * submission made meanwhile is answered at once, not behind the polls. */
-static fake_resp_t decide_held(fake_t *f, tb_http_request_t *req, int is_poll) {
+static fake_resp_t decide_held(fake_t *f, tb__http_request_t *req, int is_poll) {
   fake_resp_t r = { 200, "{\"request_id\":\"held\"}" };
   if (is_poll) {
     r.body = "{\"r\":1}";
@@ -473,7 +473,7 @@ TEST(held_polls_leave_a_connection_to_submissions) {
 
 /* Each submission {"i": N} gets the id "rN"; the first poll of every
  * third id answers try_again, every other poll the result naming the id. */
-static fake_resp_t decide_many(fake_t *f, tb_http_request_t *req, int is_poll) {
+static fake_resp_t decide_many(fake_t *f, tb__http_request_t *req, int is_poll) {
   static char buf[128];
   fake_resp_t r = { 200, buf };
   json_t *doc = json_loadb(req->body.base, req->body.len, 0, NULL);
@@ -487,7 +487,7 @@ static fake_resp_t decide_many(fake_t *f, tb_http_request_t *req, int is_poll) {
   const char *id = json_string_value(json_object_get(doc, "request_id"));
   ASSERT(id != NULL);
   unsigned long n = strtoul(id + 1, NULL, 10);
-  const tb_http_header_t *it = tb__http_request_header(req, "x-tinker-request-iteration");
+  const tb__http_header_t *it = tb__http_request_header(req, "x-tinker-request-iteration");
   int first = it != NULL && it->value.len == 1 && it->value.base[0] == '0';
   if (n % 3 == 0 && first)
     snprintf(buf, sizeof(buf), "{\"type\":\"try_again\",\"request_id\":\"%s\","

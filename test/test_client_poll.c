@@ -707,17 +707,17 @@ TEST(submit_without_request_id_fails) {
 
 /* ------------------------------------------------------------ units */
 
-static tb_http_response_t response_with(int status, const char *name, const char *value,
-                                        tb_http_header_t *h) {
+static tb__http_response_t response_with(int status, const char *name, const char *value,
+                                        tb__http_header_t *h) {
   h->name = (tb_slice_t){ name, strlen(name) };
   h->value = (tb_slice_t){ value, strlen(value) };
-  tb_http_response_t r = { .status = status, .headers = h, .n_headers = 1 };
+  tb__http_response_t r = { .status = status, .headers = h, .n_headers = 1 };
   return r;
 }
 
 TEST(retry_after_parsing) {
-  tb_http_header_t h;
-  tb_http_response_t r = response_with(429, "retry-after-ms", "250", &h);
+  tb__http_header_t h;
+  tb__http_response_t r = response_with(429, "retry-after-ms", "250", &h);
   ASSERT_EQ_INT(tb__retry_after_ms(&r, 60000), 250);
   r = response_with(429, "Retry-After", "2", &h);
   ASSERT_EQ_INT(tb__retry_after_ms(&r, 60000), 2000);

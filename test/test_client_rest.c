@@ -240,7 +240,7 @@ TEST(runs_checkpoints_sessions) {
 
 static int trace_polls;
 
-static fake_resp_t decide_rest(fake_t *fk, tb_http_request_t *req, int is_poll) {
+static fake_resp_t decide_rest(fake_t *fk, tb__http_request_t *req, int is_poll) {
   fake_resp_t ok = { .status = 200 };
   char path[256];
   snprintf(path, sizeof(path), "%.*s", (int)req->path.len, req->path.base);

@@ -27,7 +27,7 @@ typedef struct samp_fake_s {
 
 static samp_fake_t sf;
 
-static fake_resp_t decide_sampling(fake_t *fk, tb_http_request_t *req, int is_poll) {
+static fake_resp_t decide_sampling(fake_t *fk, tb__http_request_t *req, int is_poll) {
   fake_resp_t ok = { .status = 200 };
   char path[96];
   snprintf(path, sizeof(path), "%.*s", (int)req->path.len, req->path.base);
@@ -68,7 +68,7 @@ static fake_resp_t decide_sampling(fake_t *fk, tb_http_request_t *req, int is_po
       free(b);
       ok.delay_ms = 5;
     } else if (sf.big_prompt_logprobs > 0) {
-      tb_buf_t big = TB_BUF_INIT;
+      tb__buf_t big = TB_BUF_INIT;
       ASSERT_OK(tb__buf_append_str(&big, "{\"sequences\":[{\"stop_reason\":\"length\","
                                          "\"tokens\":[7]}],\"prompt_logprobs\":[null"));
       for (size_t i = 1; i < sf.big_prompt_logprobs; i++)

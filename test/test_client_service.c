@@ -32,7 +32,7 @@ static uint64_t caps_delay;
 static int close_status = 200;
 static uint64_t close_delay;
 
-static fake_resp_t decide_service(fake_t *f, tb_http_request_t *req, int is_poll) {
+static fake_resp_t decide_service(fake_t *f, tb__http_request_t *req, int is_poll) {
   fake_resp_t r = { 200, "{}" };
   if (tb__slice_eq_str(req->path, "/api/v1/create_session")) {
     r.status = session_status;

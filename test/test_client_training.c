@@ -565,9 +565,9 @@ typedef struct train_fake_s {
 
 static train_fake_t tf;
 
-static char *arena_printf(tb_http_request_t *req, const char *fmt, ...)
+static char *arena_printf(tb__http_request_t *req, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-static char *arena_printf(tb_http_request_t *req, const char *fmt, ...) {
+static char *arena_printf(tb__http_request_t *req, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   char *tmp = tb__vasprintf(fmt, ap);
@@ -580,8 +580,8 @@ static char *arena_printf(tb_http_request_t *req, const char *fmt, ...) {
 
 /* A fwd/bwd result of n datums of two target tokens each (the fake's
  * datums): loss:sum n, loss:mean the chunk's seq_id. */
-static char *fwdbwd_result(tb_http_request_t *req, int64_t seq, size_t n) {
-  tb_buf_t b = TB_BUF_INIT;
+static char *fwdbwd_result(tb__http_request_t *req, int64_t seq, size_t n) {
+  tb__buf_t b = TB_BUF_INIT;
   ASSERT_OK(tb__buf_append_str(
       &b, "{\"loss_fn_output_type\":\"ArrayRecord\",\"loss_fn_outputs\":["));
   for (size_t i = 0; i < n; i++)
@@ -594,7 +594,7 @@ static char *fwdbwd_result(tb_http_request_t *req, int64_t seq, size_t n) {
   return r;
 }
 
-static fake_resp_t decide_train(fake_t *fk, tb_http_request_t *req, int is_poll) {
+static fake_resp_t decide_train(fake_t *fk, tb__http_request_t *req, int is_poll) {
   fake_resp_t ok = { .status = 200 };
   char path[64];
   snprintf(path, sizeof(path), "%.*s", (int)req->path.len, req->path.base);

@@ -42,7 +42,7 @@ TEST(rich_error_owns_its_strings) {
 }
 
 TEST(buf_grows_and_consumes) {
-  tb_buf_t b = TB_BUF_INIT;
+  tb__buf_t b = TB_BUF_INIT;
   for (int i = 0; i < 1000; i++)
     ASSERT_OK(tb__buf_printf(&b, "%d,", i));
   ASSERT_EQ_INT(b.len, 3890);
@@ -65,7 +65,7 @@ TEST(buf_grows_and_consumes) {
 }
 
 TEST(arena_alignment_and_large_blocks) {
-  tb_arena_t a;
+  tb__arena_t a;
   tb__arena_init(&a, 256);
   for (int i = 0; i < 100; i++) {
     char *p = tb__arena_alloc(&a, (size_t)(i % 7) + 1);
@@ -95,7 +95,7 @@ TEST(json_paths_in_errors) {
       "\"n\":3.0,\"f\":1.5,\"big\":100,\"s\":\"hi\",\"b\":true}";
   ASSERT_OK(tb__json_parse((tb_slice_t){ text, strlen(text) }, &doc, &err));
 
-  tb_jctx_t c;
+  tb__jctx_t c;
   tb__jctx_init(&c, &err);
   json_t *data, *lfi;
   ASSERT_OK(tb__json_get_array(&c, doc, "data", TB_JSON_REQUIRED, &data));
@@ -155,7 +155,7 @@ typedef struct {
   int n;
 } jscan_log_t;
 
-static int jscan_record(void *ctx, const tb_jscan_member_t *m) {
+static int jscan_record(void *ctx, const tb__jscan_member_t *m) {
   jscan_log_t *l = ctx;
   static const char *const types[] = { "s", "n", "t", "f", "0" };
   size_t len = strlen(l->log);
@@ -195,7 +195,7 @@ TEST(json_scan_reads_flat_objects_only) {
   const char *t = "{\"a\":1,\"b\":2,\"c\":3}";
   ASSERT_EQ_INT(tb__jscan_object((tb_slice_t){ t, strlen(t) }, jscan_record, &g), 0);
   ASSERT_EQ_INT(g.n, 2);
-  tb_jscan_member_t m = { TB_SLICE_LIT("k"), TB_JSCAN_STRING, TB_SLICE_LIT("try_again"), 0 };
+  tb__jscan_member_t m = { TB_SLICE_LIT("k"), TB_JSCAN_STRING, TB_SLICE_LIT("try_again"), 0 };
   ASSERT(tb__jscan_is(&m, "try_again"));
   ASSERT(!tb__jscan_is(&m, "try_agai"));
   m.type = TB_JSCAN_TRUE;

@@ -29,7 +29,7 @@ typedef struct rec_s {
   int seq;
 } rec_t;
 
-static void rec_cb(tb_engine_job_t *job, int status) {
+static void rec_cb(tb__engine_job_t *job, int status) {
   rec_t *r = job->data;
   ASSERT(pthread_equal(pthread_self(), loop_thread));
   r->calls++;
@@ -41,19 +41,19 @@ static void rec_cb(tb_engine_job_t *job, int status) {
 
 typedef struct env_s {
   uv_loop_t loop;
-  tb_engine_t engine;
-  tb_engine_model_t *base;
+  tb__engine_t engine;
+  tb__engine_model_t *base;
   int closed;
 } env_t;
 
-static void closed_cb(tb_engine_t *e) {
+static void closed_cb(tb__engine_t *e) {
   env_t *env = e->data;
   ASSERT(pthread_equal(pthread_self(), loop_thread));
   env->closed++;
 }
 
 /* Runs the loop until every queued job has completed; returns its status. */
-static int wait_job(env_t *env, tb_engine_job_t *job, rec_t *r) {
+static int wait_job(env_t *env, tb__engine_job_t *job, rec_t *r) {
   ASSERT_OK(uv_run(&env->loop, UV_RUN_DEFAULT));
   ASSERT_EQ_INT(r->calls, 1);
   (void)job;
@@ -67,10 +67,10 @@ static void env_init_items(env_t *env, size_t shards, size_t max_items) {
   completions = 0;
   memset(env, 0, sizeof(*env));
   ASSERT_OK(uv_loop_init(&env->loop));
-  tb_engine_opts_t opts = { shards, 1, max_items };
+  tb__engine_opts_t opts = { shards, 1, max_items };
   env->engine.data = env;
   ASSERT_OK(tb__engine_init(&env->loop, &env->engine, &opts));
-  tb_engine_job_t job = { 0 };
+  tb__engine_job_t job = { 0 };
   rec_t r = { 0 };
   job.data = &r;
   ASSERT_OK(tb__engine_load_model(&job, &env->engine, "base", rec_cb));
@@ -92,31 +92,31 @@ static void env_close(env_t *env) {
   ASSERT_LOOP_CLOSE(&env->loop);
 }
 
-static tb_lora_config_t lora_config(int rank, uint64_t seed) {
-  tb_lora_config_t c = { 0 };
+static tb__lora_config_t lora_config(int rank, uint64_t seed) {
+  tb__lora_config_t c = { 0 };
   c.rank = rank;
   c.seed = seed;
   c.train_attn = c.train_mlp = c.train_unembed = 1;
   return c;
 }
 
-static tb_engine_adapter_t *new_adapter(env_t *env, int rank, uint64_t seed) {
-  tb_engine_job_t job = { 0 };
+static tb__engine_adapter_t *new_adapter(env_t *env, int rank, uint64_t seed) {
+  tb__engine_job_t job = { 0 };
   rec_t r = { 0 };
   job.data = &r;
-  tb_lora_config_t c = lora_config(rank, seed);
+  tb__lora_config_t c = lora_config(rank, seed);
   ASSERT_OK(tb__engine_create_adapter(&job, env->base, &c, rec_cb));
   ASSERT_OK(wait_job(env, &job, &r));
-  tb_engine_adapter_t *a = job.adapter;
+  tb__engine_adapter_t *a = job.adapter;
   ASSERT(a != NULL);
   tb__engine_job_cleanup(&job);
   return a;
 }
 
 /* Makes B non-zero so that gradients reach every tensor. */
-static void perturb(tb_engine_adapter_t *a, uint64_t seed) {
+static void perturb(tb__engine_adapter_t *a, uint64_t seed) {
   ASSERT(!tb__engine_adapter_busy(a));
-  tb_lora_t *l = tb__engine_adapter_lora(a);
+  tb__lora_t *l = tb__engine_adapter_lora(a);
   tb__k_rng_t rng;
   tb__k_rng_seed(&rng, seed);
   tb__k_rng_fill_uniform(l->params, &rng, -0.05f, 0.05f, l->num_params);
@@ -128,8 +128,8 @@ static void perturb(tb_engine_adapter_t *a, uint64_t seed) {
 typedef struct data_s {
   int32_t tok[ND][NMAX], tgt[ND][NMAX];
   float wts[ND][NMAX], lps[ND][NMAX], adv[ND][NMAX];
-  tb_datum_t d[ND];
-  tb_batch_t batch;
+  tb__datum_t d[ND];
+  tb__batch_t batch;
 } data_t;
 
 static void make_data(data_t *x, uint64_t seed) {
@@ -143,10 +143,10 @@ static void make_data(data_t *x, uint64_t seed) {
       x->lps[i][t] = -5.0f;
       x->adv[i][t] = 1.0f;
     }
-    x->d[i] = (tb_datum_t){ x->tok[i], n, 1, x->tgt[i], x->wts[i], x->lps[i],
+    x->d[i] = (tb__datum_t){ x->tok[i], n, 1, x->tgt[i], x->wts[i], x->lps[i],
                             x->adv[i] };
   }
-  x->batch = (tb_batch_t){ x->d, ND, TB_LOSS_CROSS_ENTROPY,
+  x->batch = (tb__batch_t){ x->d, ND, TB_LOSS_CROSS_ENTROPY,
                            { 0.8f, 1.2f, 0.05f } };
 }
 
@@ -157,9 +157,9 @@ static size_t data_outputs(const data_t *x) {
 static size_t last_shards;
 
 /* One forward or forward_backward, synchronously; logprobs copied out. */
-static double run_batch(env_t *env, tb_engine_adapter_t *a, const data_t *x,
+static double run_batch(env_t *env, tb__engine_adapter_t *a, const data_t *x,
                         int backward, float *lp) {
-  tb_engine_job_t job = { 0 };
+  tb__engine_job_t job = { 0 };
   rec_t r = { 0 };
   job.data = &r;
   if (backward)
@@ -179,18 +179,18 @@ static double run_batch(env_t *env, tb_engine_adapter_t *a, const data_t *x,
   return loss;
 }
 
-static tb_adam_params_t adam(float lr) {
-  tb_adam_params_t p;
+static tb__adam_params_t adam(float lr) {
+  tb__adam_params_t p;
   tb__adam_params_default(&p);
   p.learning_rate = lr;
   return p;
 }
 
-static void run_optim(env_t *env, tb_engine_adapter_t *a, float lr) {
-  tb_engine_job_t job = { 0 };
+static void run_optim(env_t *env, tb__engine_adapter_t *a, float lr) {
+  tb__engine_job_t job = { 0 };
   rec_t r = { 0 };
   job.data = &r;
-  tb_adam_params_t p = adam(lr);
+  tb__adam_params_t p = adam(lr);
   ASSERT_OK(tb__engine_optim_step(&job, a, &p, rec_cb));
   ASSERT_OK(wait_job(env, &job, &r));
   ASSERT_EQ_INT(job.num_metrics, 2);
@@ -199,8 +199,8 @@ static void run_optim(env_t *env, tb_engine_adapter_t *a, float lr) {
   tb__engine_job_cleanup(&job);
 }
 
-static void remove_adapter(env_t *env, tb_engine_adapter_t *a) {
-  tb_engine_job_t job = { 0 };
+static void remove_adapter(env_t *env, tb__engine_adapter_t *a) {
+  tb__engine_job_t job = { 0 };
   rec_t r = { 0 };
   job.data = &r;
   ASSERT_OK(tb__engine_remove_adapter(&job, a, rec_cb));
@@ -224,7 +224,7 @@ TEST(jobs_complete_on_the_loop) {
   env_t env;
   env_init(&env, 2);
   /* "base" again is the same model, shared, with another reference. */
-  tb_engine_job_t job = { 0 };
+  tb__engine_job_t job = { 0 };
   rec_t r = { 0 };
   job.data = &r;
   ASSERT_OK(tb__engine_load_model(&job, &env.engine, "base", rec_cb));
@@ -236,8 +236,8 @@ TEST(jobs_complete_on_the_loop) {
   tb__engine_model_unref(job.model);
   tb__engine_job_cleanup(&job);
 
-  tb_engine_adapter_t *a = new_adapter(&env, 4, 1);
-  tb_engine_adapter_t *b = new_adapter(&env, 4, 2);
+  tb__engine_adapter_t *a = new_adapter(&env, 4, 1);
+  tb__engine_adapter_t *b = new_adapter(&env, 4, 2);
   ASSERT(tb__engine_adapter_model(a) == env.base);
   ASSERT(tb__engine_adapter_model(b) == env.base);
   /* A new adapter leaves the model unchanged (B = 0): both agree. */
@@ -264,7 +264,7 @@ TEST(concurrent_loads_share_one_model) {
   ASSERT_OK(uv_loop_init(&env.loop));
   env.engine.data = &env;
   ASSERT_OK(tb__engine_init(&env.loop, &env.engine, NULL));
-  tb_engine_job_t jobs[5];
+  tb__engine_job_t jobs[5];
   rec_t recs[5];
   memset(jobs, 0, sizeof(jobs));
   memset(recs, 0, sizeof(recs));
@@ -283,7 +283,7 @@ TEST(concurrent_loads_share_one_model) {
   /* Waiters complete after the loader, in arrival order. */
   ASSERT(recs[0].seq < recs[1].seq && recs[1].seq < recs[2].seq);
   ASSERT(recs[3].seq < recs[4].seq);
-  tb_engine_model_t *m = jobs[0].model;
+  tb__engine_model_t *m = jobs[0].model;
   ASSERT(m != NULL && jobs[1].model == m && jobs[2].model == m);
   ASSERT(tb__engine_model_find(&env.engine, "base") == m);
   for (int i = 3; i < 5; i++) {
@@ -301,13 +301,13 @@ TEST(concurrent_loads_share_one_model) {
   for (int i = 0; i < 5; i++)
     tb__engine_job_cleanup(&jobs[i]);
   /* A model handed over in memory. */
-  tb_weights_t w;
+  tb__weights_t w;
   ASSERT_OK(tb__base_model_generate(&w));
   ASSERT_OK(tb__engine_model_add(&env.engine, "mine", &w, &m));
   ASSERT(w.storage == NULL);
   ASSERT(tb__engine_model_find(&env.engine, "mine") == m);
   ASSERT_OK(tb__base_model_generate(&w));
-  tb_engine_model_t *m2;
+  tb__engine_model_t *m2;
   ASSERT_ERR(tb__engine_model_add(&env.engine, "mine", &w, &m2), TB_EEXIST);
   ASSERT(w.storage == NULL);
   env_close(&env);
@@ -317,9 +317,9 @@ TEST(concurrent_loads_share_one_model) {
  * returns the logprobs after. */
 typedef struct trainer_s {
   env_t *env;
-  tb_engine_adapter_t *a;
+  tb__engine_adapter_t *a;
   const data_t *x;
-  tb_engine_job_t job;
+  tb__engine_job_t job;
   rec_t rec;
   int steps_left;
   int phase;  /* 0 forward_backward, 1 optim, 2 final forward */
@@ -329,7 +329,7 @@ typedef struct trainer_s {
 
 static void trainer_next(trainer_t *t);
 
-static void trainer_cb(tb_engine_job_t *job, int status) {
+static void trainer_cb(tb__engine_job_t *job, int status) {
   trainer_t *t = job->data;
   ASSERT_OK(status);
   if (t->phase == 2) {
@@ -354,14 +354,14 @@ static void trainer_next(trainer_t *t) {
     ASSERT_OK(tb__engine_forward_backward(&t->job, t->a, &t->x->batch,
                                           trainer_cb));
   } else if (t->phase == 1) {
-    tb_adam_params_t p = adam(1e-2f);
+    tb__adam_params_t p = adam(1e-2f);
     ASSERT_OK(tb__engine_optim_step(&t->job, t->a, &p, trainer_cb));
   } else {
     ASSERT_OK(tb__engine_forward(&t->job, t->a, &t->x->batch, trainer_cb));
   }
 }
 
-static void trainer_start(trainer_t *t, env_t *env, tb_engine_adapter_t *a,
+static void trainer_start(trainer_t *t, env_t *env, tb__engine_adapter_t *a,
                           const data_t *x, int steps) {
   memset(t, 0, sizeof(*t));
   t->env = env;
@@ -379,8 +379,8 @@ TEST(two_adapters_train_concurrently) {
   make_data(&y, 12);
   y.batch.loss_fn = TB_LOSS_PPO;
   /* Alone, one after the other. */
-  tb_engine_adapter_t *a = new_adapter(&env, 4, 7);
-  tb_engine_adapter_t *b = new_adapter(&env, 8, 8);
+  tb__engine_adapter_t *a = new_adapter(&env, 4, 7);
+  tb__engine_adapter_t *b = new_adapter(&env, 8, 8);
   static trainer_t ta, tb;
   trainer_start(&ta, &env, a, &x, 3);
   ASSERT_OK(uv_run(&env.loop, UV_RUN_DEFAULT));
@@ -424,7 +424,7 @@ TEST(sharded_equals_unsharded) {
     env_init(&env, pass == 0 ? 1 : 3);
     /* Rank 24 gives over 3 * 64K parameters: the three-thread engine
      * then sums the shards and steps the optimizer in three pieces. */
-    tb_engine_adapter_t *a = new_adapter(&env, 24, 3);
+    tb__engine_adapter_t *a = new_adapter(&env, 24, 3);
     perturb(a, 4);
     data_t x;
     make_data(&x, 9);
@@ -433,7 +433,7 @@ TEST(sharded_equals_unsharded) {
     double l = run_batch(&env, a, &x, 1, pass == 0 ? lp1 : lp3);
     ASSERT_EQ_INT(last_shards, pass == 0 ? 1 : 3);
     l += run_batch(&env, a, &x, 1, NULL);
-    tb_lora_t *lora = tb__engine_adapter_lora(a);
+    tb__lora_t *lora = tb__engine_adapter_lora(a);
     if (pass == 0) {
       np = lora->num_params;
       g1 = xmalloc(np * sizeof(float));
@@ -448,10 +448,10 @@ TEST(sharded_equals_unsharded) {
     }
     /* One optimizer step, clipping to a tenth of the norm: the pieces
      * share one global norm. */
-    tb_engine_job_t job = { 0 };
+    tb__engine_job_t job = { 0 };
     rec_t r = { 0 };
     job.data = &r;
-    tb_adam_params_t p = adam(1e-2f);
+    tb__adam_params_t p = adam(1e-2f);
     p.grad_clip_norm = (float)(sqrt(tb__k_grad_sumsq(lora->grads, np)) / 10);
     ASSERT_OK(tb__engine_optim_step(&job, a, &p, rec_cb));
     ASSERT_OK(wait_job(&env, &job, &r));
@@ -476,16 +476,16 @@ TEST(sharded_equals_unsharded) {
 TEST(fifo_order_per_adapter) {
   env_t env;
   env_init(&env, 2);
-  tb_engine_adapter_t *a = new_adapter(&env, 4, 3);
+  tb__engine_adapter_t *a = new_adapter(&env, 4, 3);
   data_t x;
   make_data(&x, 21);
-  tb_engine_job_t jobs[6];
+  tb__engine_job_t jobs[6];
   rec_t recs[6];
   memset(jobs, 0, sizeof(jobs));
   memset(recs, 0, sizeof(recs));
   for (int i = 0; i < 6; i++)
     jobs[i].data = &recs[i];
-  tb_adam_params_t p = adam(1e-2f);
+  tb__adam_params_t p = adam(1e-2f);
   char dir[] = "/tmp/tb_engine_fifo_XXXXXX";
   ASSERT(mkdtemp(dir) != NULL);
   char path[128];
@@ -515,7 +515,7 @@ TEST(fifo_order_per_adapter) {
   env_close(&env);
 }
 
-static void assert_user_error(const tb_engine_job_t *job, int code,
+static void assert_user_error(const tb__engine_job_t *job, int code,
                               const char *a, const char *b) {
   ASSERT_ERR(job->error.code, code);
   ASSERT_EQ_INT(job->error.category, TB_CATEGORY_USER);
@@ -527,11 +527,11 @@ static void assert_user_error(const tb_engine_job_t *job, int code,
 TEST(user_errors_name_the_datum_and_key) {
   env_t env;
   env_init(&env, 3);
-  tb_engine_adapter_t *a = new_adapter(&env, 4, 3);
-  tb_lora_t *lora = tb__engine_adapter_lora(a);
+  tb__engine_adapter_t *a = new_adapter(&env, 4, 3);
+  tb__lora_t *lora = tb__engine_adapter_lora(a);
   data_t x;
   make_data(&x, 31);
-  tb_engine_job_t job = { 0 };
+  tb__engine_job_t job = { 0 };
   rec_t r = { 0 };
   job.data = &r;
 
@@ -561,7 +561,7 @@ TEST(user_errors_name_the_datum_and_key) {
   static float longw[2100];
   for (int i = 0; i < 2100; i++)
     longw[i] = 1.0f;
-  x.d[1] = (tb_datum_t){ longtok, 2100, 1, longtgt, longw, NULL, NULL };
+  x.d[1] = (tb__datum_t){ longtok, 2100, 1, longtgt, longw, NULL, NULL };
   memset(&r, 0, sizeof(r));
   ASSERT_OK(tb__engine_forward_backward(&job, a, &x.batch, rec_cb));
   ASSERT_ERR(wait_job(&env, &job, &r), TB_EINVAL);
@@ -596,7 +596,7 @@ TEST(user_errors_name_the_datum_and_key) {
 
   /* A prompt token outside the vocabulary; a prompt beyond the context. */
   int32_t prompt[3] = { 1, 999, 2 };
-  tb_sampling_params_t sp;
+  tb__sampling_params_t sp;
   tb__sampling_params_default(&sp);
   memset(&r, 0, sizeof(r));
   ASSERT_OK(tb__engine_sample(&job, NULL, a, prompt, 3, &sp, rec_cb));
@@ -620,7 +620,7 @@ TEST(user_errors_name_the_datum_and_key) {
   env_close(&env);
 }
 
-static void forward_lp(env_t *env, tb_engine_adapter_t *a, const data_t *x,
+static void forward_lp(env_t *env, tb__engine_adapter_t *a, const data_t *x,
                        float *lp) {
   run_batch(env, a, x, 0, lp);
 }
@@ -630,7 +630,7 @@ TEST(save_load_round_trip) {
   env_init(&env, 2);
   data_t x;
   make_data(&x, 41);
-  tb_engine_adapter_t *a = new_adapter(&env, 4, 3);
+  tb__engine_adapter_t *a = new_adapter(&env, 4, 3);
   for (int s = 0; s < 2; s++) {
     run_batch(&env, a, &x, 1, NULL);
     run_optim(&env, a, 1e-2f);
@@ -642,11 +642,11 @@ TEST(save_load_round_trip) {
   snprintf(full, sizeof(full), "%s/full", dir);
   snprintf(sampler, sizeof(sampler), "%s/sampler", dir);
   const char *paths[3] = { state, full, sampler };
-  tb_engine_save_kind_t kinds[3] = { TB_ENGINE_SAVE_STATE,
+  tb__engine_save_kind_t kinds[3] = { TB_ENGINE_SAVE_STATE,
                                      TB_ENGINE_SAVE_STATE_OPTIMIZER,
                                      TB_ENGINE_SAVE_SAMPLER };
   for (int k = 0; k < 3; k++) {
-    tb_engine_job_t job = { 0 };
+    tb__engine_job_t job = { 0 };
     rec_t r = { 0 };
     job.data = &r;
     ASSERT_OK(tb__engine_save(&job, a, paths[k], kinds[k], rec_cb));
@@ -660,8 +660,8 @@ TEST(save_load_round_trip) {
   /* Each of the three loads into a fresh adapter (another seed) gives
    * the same log-probs, bit for bit. */
   for (int k = 0; k < 3; k++) {
-    tb_engine_adapter_t *b = new_adapter(&env, 4, 99);
-    tb_engine_job_t job = { 0 };
+    tb__engine_adapter_t *b = new_adapter(&env, 4, 99);
+    tb__engine_job_t job = { 0 };
     rec_t r = { 0 };
     job.data = &r;
     ASSERT_OK(tb__engine_load(&job, b, paths[k], k == 1, rec_cb));
@@ -669,7 +669,7 @@ TEST(save_load_round_trip) {
     tb__engine_job_cleanup(&job);
     forward_lp(&env, b, &x, got);
     ASSERT_EQ_INT(memcmp(got, saved, data_outputs(&x) * sizeof(float)), 0);
-    tb_lora_t *lb = tb__engine_adapter_lora(b), *la = tb__engine_adapter_lora(a);
+    tb__lora_t *lb = tb__engine_adapter_lora(b), *la = tb__engine_adapter_lora(a);
     if (k == 1) {
       /* With the optimizer state, the next step is the same step. */
       ASSERT_EQ_INT(lb->step, 2);
@@ -690,11 +690,11 @@ TEST(save_load_round_trip) {
 
   /* The optimizer state is required when asked for, and a rank that
    * does not match is refused; the adapter is unchanged either way. */
-  tb_engine_adapter_t *c = new_adapter(&env, 4, 5);
-  tb_engine_adapter_t *d = new_adapter(&env, 8, 5);
+  tb__engine_adapter_t *c = new_adapter(&env, 4, 5);
+  tb__engine_adapter_t *d = new_adapter(&env, 8, 5);
   static float before[ND * NMAX];
   forward_lp(&env, c, &x, before);
-  tb_engine_job_t job = { 0 };
+  tb__engine_job_t job = { 0 };
   rec_t r = { 0 };
   job.data = &r;
   ASSERT_OK(tb__engine_load(&job, c, state, 1, rec_cb));
@@ -718,19 +718,19 @@ TEST(save_load_round_trip) {
 TEST(error_return_means_no_callback) {
   env_t env;
   env_init(&env, 2);
-  tb_engine_adapter_t *a = new_adapter(&env, 4, 3);
+  tb__engine_adapter_t *a = new_adapter(&env, 4, 3);
   data_t x;
   make_data(&x, 51);
-  tb_engine_job_t job = { 0 };
+  tb__engine_job_t job = { 0 };
   rec_t r = { 0 };
   job.data = &r;
-  tb_adam_params_t bad = adam(-1.0f);
+  tb__adam_params_t bad = adam(-1.0f);
   ASSERT_ERR(tb__engine_optim_step(&job, a, &bad, rec_cb), TB_EINVAL);
   ASSERT_STR_CONTAINS(job.error.message, "learning_rate");
   tb__engine_job_cleanup(&job);
   ASSERT_ERR(tb__engine_forward(&job, a, NULL, rec_cb), TB_EINVAL);
   tb__engine_job_cleanup(&job);
-  x.batch.loss_fn = (tb_loss_fn_t)17;
+  x.batch.loss_fn = (tb__loss_fn_t)17;
   ASSERT_ERR(tb__engine_forward_backward(&job, a, &x.batch, rec_cb),
              TB_EINVAL);
   tb__engine_job_cleanup(&job);
@@ -739,7 +739,7 @@ TEST(error_return_means_no_callback) {
   ASSERT_ERR(tb__engine_forward(&job, a, &x.batch, rec_cb), TB_EINVAL);
   assert_user_error(&job, TB_EINVAL, "loss_fn_config", NULL);
   tb__engine_job_cleanup(&job);
-  tb_lora_config_t lc = lora_config(0, 1);
+  tb__lora_config_t lc = lora_config(0, 1);
   ASSERT_ERR(tb__engine_create_adapter(&job, env.base, &lc, rec_cb),
              TB_EINVAL);
   assert_user_error(&job, TB_EINVAL, "lora_config", "rank");
@@ -749,13 +749,13 @@ TEST(error_return_means_no_callback) {
   tb__engine_job_cleanup(&job);
 
   /* After a removal is queued, the adapter takes no more jobs. */
-  tb_engine_job_t rm = { 0 };
+  tb__engine_job_t rm = { 0 };
   rec_t rr = { 0 };
   rm.data = &rr;
   ASSERT_OK(tb__engine_remove_adapter(&rm, a, rec_cb));
   ASSERT_ERR(tb__engine_optim_step(&job, a, &bad, rec_cb), TB_EINVAL);
   tb__engine_job_cleanup(&job);
-  tb_adam_params_t good = adam(1e-3f);
+  tb__adam_params_t good = adam(1e-3f);
   ASSERT_ERR(tb__engine_optim_step(&job, a, &good, rec_cb), TB_ECLOSING);
   tb__engine_job_cleanup(&job);
   ASSERT_OK(wait_job(&env, &rm, &rr));
@@ -778,15 +778,15 @@ TEST(close_with_jobs_in_flight) {
   data_t x;
   make_data(&x, 61);
   enum { NA = 3, PER = 4 };
-  tb_engine_adapter_t *ad[NA];
+  tb__engine_adapter_t *ad[NA];
   for (int i = 0; i < NA; i++)
     ad[i] = new_adapter(&env, 4, (uint64_t)i);
-  static tb_engine_job_t jobs[NA * PER + 2];
+  static tb__engine_job_t jobs[NA * PER + 2];
   static rec_t recs[NA * PER + 2];
   memset(jobs, 0, sizeof(jobs));
   memset(recs, 0, sizeof(recs));
   int n = 0;
-  tb_adam_params_t p = adam(1e-3f);
+  tb__adam_params_t p = adam(1e-3f);
   for (int k = 0; k < PER; k++)
     for (int i = 0; i < NA; i++) {
       jobs[n].data = &recs[n];
@@ -801,7 +801,7 @@ TEST(close_with_jobs_in_flight) {
   jobs[n].data = &recs[n];
   ASSERT_OK(tb__engine_load_model(&jobs[n++], &env.engine, "base", rec_cb));
   int32_t prompt[2] = { TB_TOK_BOS, 'a' };
-  tb_sampling_params_t sp;
+  tb__sampling_params_t sp;
   tb__sampling_params_default(&sp);
   jobs[n].data = &recs[n];
   ASSERT_OK(tb__engine_sample(&jobs[n++], env.base, NULL, prompt, 2, &sp,
@@ -839,20 +839,20 @@ static const char *const chat[][2] = {
 TEST(base_learns_a_chat_dataset) {
   env_t env;
   env_init(&env, 2);
-  tb_engine_adapter_t *a = new_adapter(&env, 16, 1);
+  tb__engine_adapter_t *a = new_adapter(&env, 16, 1);
   /* Render each conversation; position i predicts token i+1 and counts
    * when that token is trainable (assistant content and its <|end|>). */
-  tb_tokens_t toks[NCHAT];
+  tb__tokens_t toks[NCHAT];
   static int32_t tgt[NCHAT][128];
   static float w[NCHAT][128];
-  tb_datum_t d[NCHAT];
+  tb__datum_t d[NCHAT];
   for (size_t c = 0; c < NCHAT; c++) {
-    tb_chat_msg_t m[2] = {
+    tb__chat_msg_t m[2] = {
       { TB_SLICE_LIT("user"), { chat[c][0], strlen(chat[c][0]) } },
       { TB_SLICE_LIT("assistant"), { chat[c][1], strlen(chat[c][1]) } },
     };
     tb_error_t err = { 0 };
-    toks[c] = (tb_tokens_t)TB_TOKENS_INIT;
+    toks[c] = (tb__tokens_t)TB_TOKENS_INIT;
     ASSERT_OK(tb__chat_render(m, 2, &toks[c], &err));
     size_t n = toks[c].len - 1;
     ASSERT(n < 128);
@@ -860,13 +860,13 @@ TEST(base_learns_a_chat_dataset) {
       tgt[c][i] = toks[c].ids[i + 1];
       w[c][i] = toks[c].trainable[i + 1] ? 1.0f : 0.0f;
     }
-    d[c] = (tb_datum_t){ toks[c].ids, n, 1, tgt[c], w[c], NULL, NULL };
+    d[c] = (tb__datum_t){ toks[c].ids, n, 1, tgt[c], w[c], NULL, NULL };
   }
-  tb_batch_t batch = { d, NCHAT, TB_LOSS_CROSS_ENTROPY, { 0.8f, 1.2f, 0.05f } };
+  tb__batch_t batch = { d, NCHAT, TB_LOSS_CROSS_ENTROPY, { 0.8f, 1.2f, 0.05f } };
   double first = 0, last = 0;
   int steps = 0;
   for (; steps < 150; steps++) {
-    tb_engine_job_t job = { 0 };
+    tb__engine_job_t job = { 0 };
     rec_t r = { 0 };
     job.data = &r;
     ASSERT_OK(tb__engine_forward_backward(&job, a, &batch, rec_cb));
@@ -886,28 +886,28 @@ TEST(base_learns_a_chat_dataset) {
 
   /* Greedy sampling from the prompt reproduces the trained reply. */
   for (size_t c = 0; c < NCHAT; c++) {
-    tb_chat_msg_t m = { TB_SLICE_LIT("user"), { chat[c][0], strlen(chat[c][0]) } };
-    tb_tokens_t prompt = TB_TOKENS_INIT;
+    tb__chat_msg_t m = { TB_SLICE_LIT("user"), { chat[c][0], strlen(chat[c][0]) } };
+    tb__tokens_t prompt = TB_TOKENS_INIT;
     tb_error_t err = { 0 };
     ASSERT_OK(tb__chat_render_prompt(&m, 1, &prompt, &err));
     int32_t stop = TB_TOK_END;
-    tb_sampling_params_t sp;
+    tb__sampling_params_t sp;
     tb__sampling_params_default(&sp);
     sp.temperature = 0;
     sp.max_tokens = 40;
     sp.stop_tokens = &stop;
     sp.num_stop_tokens = 1;
-    tb_engine_job_t job = { 0 };
+    tb__engine_job_t job = { 0 };
     rec_t r = { 0 };
     job.data = &r;
     ASSERT_OK(tb__engine_sample(&job, NULL, a, prompt.ids, prompt.len, &sp,
                                 rec_cb));
     ASSERT_OK(wait_job(&env, &job, &r));
     ASSERT_EQ_INT(job.sample.num_seqs, 1);
-    tb_sample_seq_t *s = &job.sample.seqs[0];
+    tb__sample_seq_t *s = &job.sample.seqs[0];
     ASSERT_EQ_INT(s->stop_reason, TB_STOP_STOP);
     ASSERT(s->len >= 1 && s->tokens[s->len - 1] == TB_TOK_END);
-    tb_buf_t text = { 0 };
+    tb__buf_t text = { 0 };
     ASSERT_OK(tb__tok_decode(s->tokens, s->len - 1, 0, &text));
     ASSERT_MEM_EQ_STR(text.base, text.len, chat[c][1]);
     tb__buf_free(&text);
@@ -924,7 +924,7 @@ TEST(base_learns_a_chat_dataset) {
 static int capacity_events[8];
 static int n_capacity_events;
 
-static void on_capacity(tb_engine_job_t *job, int waiting) {
+static void on_capacity(tb__engine_job_t *job, int waiting) {
   capacity_events[n_capacity_events++] = waiting;
   ASSERT(job->data != NULL);
 }
@@ -935,9 +935,9 @@ TEST(jobs_waiting_for_room_are_reported) {
   data_t x, y;
   make_data(&x, 21);
   make_data(&y, 22);
-  tb_engine_adapter_t *a = new_adapter(&env, 4, 1);
-  tb_engine_adapter_t *b = new_adapter(&env, 4, 2);
-  tb_engine_job_t ja = { 0 }, jb = { 0 };
+  tb__engine_adapter_t *a = new_adapter(&env, 4, 1);
+  tb__engine_adapter_t *b = new_adapter(&env, 4, 2);
+  tb__engine_job_t ja = { 0 }, jb = { 0 };
   rec_t ra = { 0 }, rb = { 0 };
   ja.data = &ra;
   jb.data = &rb;
@@ -978,15 +978,15 @@ TEST(long_sequences_cross_logit_blocks) {
   }
   for (int i = 0; i < PREFIX; i++)
     w_prefix[i] = 1.0f;
-  tb_datum_t dl = { tok, LONG, 1, tgt, w_long, NULL, NULL };
-  tb_datum_t dp = { tok, PREFIX, 1, tgt, w_prefix, NULL, NULL };
-  tb_batch_t bl = { &dl, 1, TB_LOSS_CROSS_ENTROPY, { 0.8f, 1.2f, 0.05f } };
-  tb_batch_t bp = { &dp, 1, TB_LOSS_CROSS_ENTROPY, { 0.8f, 1.2f, 0.05f } };
-  tb_engine_adapter_t *a = new_adapter(&env, 8, 5);
-  tb_engine_adapter_t *b = new_adapter(&env, 8, 5);
+  tb__datum_t dl = { tok, LONG, 1, tgt, w_long, NULL, NULL };
+  tb__datum_t dp = { tok, PREFIX, 1, tgt, w_prefix, NULL, NULL };
+  tb__batch_t bl = { &dl, 1, TB_LOSS_CROSS_ENTROPY, { 0.8f, 1.2f, 0.05f } };
+  tb__batch_t bp = { &dp, 1, TB_LOSS_CROSS_ENTROPY, { 0.8f, 1.2f, 0.05f } };
+  tb__engine_adapter_t *a = new_adapter(&env, 8, 5);
+  tb__engine_adapter_t *b = new_adapter(&env, 8, 5);
   perturb(a, 6);
   perturb(b, 6);
-  tb_engine_job_t ja = { 0 }, jb = { 0 };
+  tb__engine_job_t ja = { 0 }, jb = { 0 };
   rec_t ra = { 0 }, rb = { 0 };
   ja.data = &ra;
   jb.data = &rb;
@@ -999,7 +999,7 @@ TEST(long_sequences_cross_logit_blocks) {
   for (int i = 0; i < PREFIX; i++)
     ASSERT_NEAR(ja.logprobs[i], jb.logprobs[i], 1e-4, 1e-5);
   ASSERT_NEAR(ja.loss, jb.loss, 1e-3, 1e-5);
-  const tb_lora_t *la = tb__engine_adapter_lora(a), *lb = tb__engine_adapter_lora(b);
+  const tb__lora_t *la = tb__engine_adapter_lora(a), *lb = tb__engine_adapter_lora(b);
   ASSERT_EQ_INT(la->num_params, lb->num_params);
   double norm = 0;
   for (size_t i = 0; i < la->num_params; i++) {

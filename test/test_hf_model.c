@@ -44,7 +44,7 @@ static char *path_in(const char *dir, const char *name) {
 }
 
 /* A small untied Llama. */
-static void tiny_config(tb_model_config_t *c) {
+static void tiny_config(tb__model_config_t *c) {
   memset(c, 0, sizeof(*c));
   c->hidden_size = 8;
   c->intermediate_size = 12;
@@ -59,10 +59,10 @@ static void tiny_config(tb_model_config_t *c) {
 }
 
 /* Writes w's model as a directory under tmpdir, random weights. */
-static char *write_model(const char *name, const tb_model_config_t *c,
+static char *write_model(const char *name, const tb__model_config_t *c,
                          size_t shard_bytes) {
   char *dir = path_in(tmpdir, name);
-  tb_weights_t w;
+  tb__weights_t w;
   ASSERT_OK(tb__weights_alloc(&w, c));
   tb__k_rng_t rng;
   tb__k_rng_seed(&rng, 3);
@@ -88,9 +88,9 @@ static void make_fifo(const char *dir, const char *name) {
  * open(2) for reading used to wait for a writer forever. */
 TEST(fifo_files_are_refused_not_waited_on) {
   make_tmpdir();
-  tb_model_config_t c;
+  tb__model_config_t c;
   tiny_config(&c);
-  tb_weights_t w;
+  tb__weights_t w;
   tb_error_t err = { 0 };
   static const char *const names[] = { "model.safetensors", "config.json" };
   for (int i = 0; i < 2; i++) {
@@ -127,7 +127,7 @@ TEST(fifo_files_are_refused_not_waited_on) {
   char *ck = path_in(tmpdir, "ckpt");
   ASSERT_EQ_INT(mkdir(ck, 0755), 0);
   make_fifo(ck, TB_CKPT_META);
-  tb_ckpt_info_t info = { 0 };
+  tb__ckpt_info_t info = { 0 };
   ASSERT_ERR(tb__ckpt_read_info(ck, &info, &err), TB_EINVAL);
   ASSERT_STR_CONTAINS(err.message, "checkpoint.json: not a regular file");
   free(ck);
@@ -140,7 +140,7 @@ TEST(fifo_files_are_refused_not_waited_on) {
   json_decref(peft);
   free(pp);
   make_fifo(ck, TB_CKPT_WEIGHTS);
-  tb_ckpt_tensor_t t = { 0 };
+  tb__ckpt_tensor_t t = { 0 };
   float x[4];
   t.name = "base_model.model.lm_head.lora_A.weight";
   t.ndim = 2;
@@ -166,7 +166,7 @@ static void write_config_text(const char *dir, const char *text) {
 
 /* The tiny model's config.json with one member set (value is JSON text;
  * NULL removes the member). */
-static void edit_config(const char *dir, const tb_model_config_t *c,
+static void edit_config(const char *dir, const tb__model_config_t *c,
                         const char *key, const char *value) {
   json_t *j = tb__hf_config_to_json(c);
   ASSERT(j != NULL);
@@ -188,10 +188,10 @@ static void edit_config(const char *dir, const tb_model_config_t *c,
  * 72 GiB allocation (and answered "out of memory"). */
 TEST(config_sizes_are_checked_before_allocating) {
   make_tmpdir();
-  tb_model_config_t c;
+  tb__model_config_t c;
   tiny_config(&c);
   char *dir = write_model("m", &c, 0);
-  tb_weights_t w;
+  tb__weights_t w;
   tb_error_t err = { 0 };
 
   edit_config(dir, &c, "num_hidden_layers", "1073741824");
@@ -239,7 +239,7 @@ TEST(config_sizes_are_checked_before_allocating) {
 
 /* ------------------------------------------------------------ families */
 
-static void family_config(tb_model_config_t *c, tb_model_arch_t arch) {
+static void family_config(tb__model_config_t *c, tb__model_arch_t arch) {
   tiny_config(c);
   c->arch = arch;
   c->tie_word_embeddings = arch != TB_ARCH_LLAMA;
@@ -262,10 +262,10 @@ static void family_config(tb_model_config_t *c, tb_model_arch_t arch) {
 TEST(families_round_trip) {
   make_tmpdir();
   for (int a = 0; a < TB_ARCH_COUNT; a++) {
-    tb_model_config_t c;
-    family_config(&c, (tb_model_arch_t)a);
+    tb__model_config_t c;
+    family_config(&c, (tb__model_arch_t)a);
     char *dir = write_model(tb__model_arch_type(a), &c, 0);
-    tb_weights_t w, x;
+    tb__weights_t w, x;
     tb_error_t err = { 0 };
     ASSERT_OK(tb__hf_load(dir, &w, &err));
     ASSERT_EQ_INT(memcmp(&w.config, &c, sizeof(c)), 0);
@@ -277,7 +277,7 @@ TEST(families_round_trip) {
     ASSERT_EQ_INT(memcmp(w.storage, x.storage, w.storage_floats * 4), 0);
     ASSERT((w.layers[1].bq != NULL) == (a == TB_ARCH_QWEN2));
     ASSERT((w.layers[1].q_norm != NULL) == (a == TB_ARCH_QWEN3));
-    tb_st_file_t f;
+    tb__st_file_t f;
     char *st = path_in(dir, TB_HF_WEIGHTS);
     ASSERT_OK(tb__st_open(&f, st, &err));
     ASSERT_EQ_INT(f.n_tensors, tb__hf_tensor_count(&c));
@@ -300,7 +300,7 @@ TEST(families_round_trip) {
 TEST(unsupported_configs_name_the_field_and_value) {
   make_tmpdir();
   static const struct {
-    tb_model_arch_t arch;
+    tb__model_arch_t arch;
     const char *key, *value, *message;
   } cases[] = {
     { TB_ARCH_LLAMA, "architectures", "[\"MistralForCausalLM\"]",
@@ -340,10 +340,10 @@ TEST(unsupported_configs_name_the_field_and_value) {
     { TB_ARCH_LLAMA, "partial_rotary_factor", "0.5",
       "partial_rotary_factor: 0.5 is not supported" },
   };
-  tb_weights_t w;
+  tb__weights_t w;
   tb_error_t err = { 0 };
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-    tb_model_config_t c;
+    tb__model_config_t c;
     family_config(&c, cases[i].arch);
     char name[16];
     snprintf(name, sizeof(name), "case%zu", i);
@@ -363,7 +363,7 @@ TEST(unsupported_configs_name_the_field_and_value) {
     free(dir);
   }
   /* Neither architectures nor model_type: the family is unknown. */
-  tb_model_config_t c;
+  tb__model_config_t c;
   family_config(&c, TB_ARCH_LLAMA);
   char *dir = write_model("anon", &c, 0);
   json_t *j = tb__hf_config_to_json(&c);
@@ -385,13 +385,13 @@ TEST(unsupported_configs_name_the_field_and_value) {
  * bias, or with a bias on o_proj. */
 TEST(tensors_the_config_does_not_declare_are_refused) {
   make_tmpdir();
-  tb_model_config_t q3, q2;
+  tb__model_config_t q3, q2;
   family_config(&q3, TB_ARCH_QWEN3);
   family_config(&q2, TB_ARCH_QWEN2);
-  tb_weights_t w;
+  tb__weights_t w;
   tb_error_t err = { 0 };
   char *dir = write_model("q3", &q3, 0);
-  tb_model_config_t as_llama = q3;
+  tb__model_config_t as_llama = q3;
   as_llama.arch = TB_ARCH_LLAMA;
   as_llama.qk_norm = 0;
   edit_config(dir, &as_llama, "model_type", "\"llama\"");
@@ -402,7 +402,7 @@ TEST(tensors_the_config_does_not_declare_are_refused) {
   free(dir);
 
   /* A Qwen2 directory whose file lacks the biases: a Llama's file. */
-  tb_model_config_t l = q2;
+  tb__model_config_t l = q2;
   l.arch = TB_ARCH_LLAMA;
   l.qkv_bias = 0;
   dir = write_model("q2", &l, 0);
@@ -415,11 +415,11 @@ TEST(tensors_the_config_does_not_declare_are_refused) {
   /* An o_proj bias beside Qwen2's own. */
   dir = write_model("q2o", &q2, 0);
   char *st = path_in(dir, TB_HF_WEIGHTS);
-  tb_weights_t x;
+  tb__weights_t x;
   ASSERT_OK(tb__weights_alloc(&x, &q2));
   size_t cap = tb__hf_tensor_count(&q2) + 1;
-  tb_hf_tensor_t *ts = calloc(cap, sizeof(*ts));
-  tb_st_out_t *outs = calloc(cap, sizeof(*outs));
+  tb__hf_tensor_t *ts = calloc(cap, sizeof(*ts));
+  tb__st_out_t *outs = calloc(cap, sizeof(*outs));
   size_t n = tb__hf_tensors(&q2, &x, ts);
   for (size_t i = 0; i < n; i++) {
     outs[i].name = ts[i].name;
@@ -451,32 +451,32 @@ TEST(tensors_the_config_does_not_declare_are_refused) {
  * PyTorch in test_torch_reference. */
 TEST(families_kv_cache_decode_equals_full_forward) {
   for (int a = 0; a < TB_ARCH_COUNT; a++) {
-    tb_model_config_t c;
-    family_config(&c, (tb_model_arch_t)a);
+    tb__model_config_t c;
+    family_config(&c, (tb__model_arch_t)a);
     c.vocab_size = 23;
     /* Positions up to 12 with original_max_position_embeddings 16 put
      * frequencies in all three of Llama 3's bands. */
     c.rope_original_max_position_embeddings =
         a == TB_ARCH_LLAMA ? 16 : 0;
     c.rope_theta = a == TB_ARCH_LLAMA ? 100.0f : c.rope_theta;
-    tb_weights_t w;
+    tb__weights_t w;
     ASSERT_OK(tb__weights_alloc(&w, &c));
     tb__k_rng_t rng;
     tb__k_rng_seed(&rng, 40 + (uint64_t)a);
     tb__k_rng_fill_normal(w.storage, &rng, 0.0f, 0.5f, w.storage_floats);
-    tb_lora_t lora;
-    tb_lora_config_t lc = { 2, 9, 4.0f, 1, 1, 1 };
+    tb__lora_t lora;
+    tb__lora_config_t lc = { 2, 9, 4.0f, 1, 1, 1 };
     ASSERT_OK(tb__lora_init(&lora, &c, &lc));
     tb__k_rng_fill_uniform(lora.params, &rng, -0.3f, 0.3f, lora.num_params);
     enum { N = 12, V = 23 };
     int32_t seq[N] = { 3, 14, 15, 9, 2, 6, 5, 22, 8, 9, 7, 1 };
-    tb_llama_ws_t *ws;
+    tb__llama_ws_t *ws;
     ASSERT_OK(tb__llama_ws_new(&ws));
     static float full[N * V], step[N * V];
     ASSERT_OK(tb__llama_logits(ws, &w, &lora, seq, N, full));
-    tb_kv_cache_t cache;
+    tb__kv_cache_t cache;
     ASSERT_OK(tb__kv_cache_init(&cache, &c, N));
-    tb_kv_cache_t *cp = &cache;
+    tb__kv_cache_t *cp = &cache;
     size_t len = 4;
     ASSERT_OK(tb__llama_step(ws, &w, &lora, seq, &len, &cp, 1, 1, step));
     for (size_t i = 0; i < 4 * V; i++)
@@ -488,10 +488,10 @@ TEST(families_kv_cache_decode_equals_full_forward) {
         ASSERT_NEAR(step[v], full[t * V + v], 1e-5, 1e-5);
     }
     /* The family's feature matters: without it the logits differ. */
-    tb_weights_t plain = w;
+    tb__weights_t plain = w;
     plain.config.rope_type = TB_ROPE_DEFAULT;
     plain.config.qkv_bias = plain.config.qk_norm = 0;
-    tb_layer_weights_t layers[2];
+    tb__layer_weights_t layers[2];
     memcpy(layers, w.layers, sizeof(layers));
     for (int l = 0; l < 2; l++) {
       layers[l].bq = layers[l].bk = layers[l].bv = NULL;
@@ -544,7 +544,7 @@ TEST(bf16_load_holds_the_weights_and_one_tensor) {
   if (reset_peak_rss() != 0)
     SKIP("/proc/self/clear_refs cannot reset the peak RSS here");
   make_tmpdir();
-  tb_model_config_t c;
+  tb__model_config_t c;
   tiny_config(&c);
   c.hidden_size = 512;
   c.intermediate_size = 1024;
@@ -554,7 +554,7 @@ TEST(bf16_load_holds_the_weights_and_one_tensor) {
   c.num_layers = 4;
   c.vocab_size = 16384;
   char *dir = path_in(tmpdir, "bf16");
-  tb_weights_t w;
+  tb__weights_t w;
   ASSERT_OK(tb__weights_alloc(&w, &c));
   tb__k_rng_t rng;
   tb__k_rng_seed(&rng, 5);

@@ -31,7 +31,7 @@ typedef struct srv_s srv_t;
 typedef struct sconn_s {
   uv_tcp_t tcp;
   srv_t *srv;
-  tb_buf_t in;
+  tb__buf_t in;
   int index;   /* accept order, from 0 */
   int n_req;   /* requests seen on this connection */
   int closed;
@@ -55,7 +55,7 @@ struct srv_s {
   char paths[256][64];
   int n_paths;
   char last_head[4096];
-  tb_buf_t last_body;
+  tb__buf_t last_body;
   void *data;
 };
 
@@ -154,7 +154,7 @@ static void respond(sconn_t *c, int status, const char *body) {
   char head[256];
   snprintf(head, sizeof(head), "HTTP/1.1 %d X\r\nContent-Length: %zu\r\n\r\n",
            status, strlen(body));
-  tb_buf_t b = TB_BUF_INIT;
+  tb__buf_t b = TB_BUF_INIT;
   ASSERT_OK(tb__buf_append_str(&b, head));
   ASSERT_OK(tb__buf_append_str(&b, body));
   sconn_send(c, b.base, b.len);
@@ -285,7 +285,7 @@ static void srv_close(srv_t *s) {
 /* --------------------------------------------------------- client side */
 
 typedef struct creq_s {
-  tb_http_client_req_t req;
+  tb__http_client_req_t req;
   char url[256];
   int calls;
   int status;
@@ -295,7 +295,7 @@ typedef struct creq_s {
 static int g_order;
 static int g_client_closed;
 
-static void on_done(tb_http_client_req_t *req, int status) {
+static void on_done(tb__http_client_req_t *req, int status) {
   creq_t *r = req->data;
   r->calls++;
   r->status = status;
@@ -311,14 +311,14 @@ static void creq_init(creq_t *r, const srv_t *s, const char *path) {
   r->req.url = (tb_slice_t){ r->url, strlen(r->url) };
 }
 
-static void send_ok(tb_http_client_t *c, creq_t *r) {
+static void send_ok(tb__http_client_t *c, creq_t *r) {
   int rc = tb__http_client_send(c, &r->req, on_done);
   if (rc != 0)
     tb_test_fail(__FILE__, __LINE__, "send: %s (%s)", tb_err_name(rc),
                  r->req.message);
 }
 
-static void on_client_closed(tb_http_client_t *c) { g_client_closed++; }
+static void on_client_closed(tb__http_client_t *c) { g_client_closed++; }
 
 static void on_run_for(uv_timer_t *t) {
   uv_close((uv_handle_t *)t, NULL);
@@ -333,7 +333,7 @@ static void run_for(uv_loop_t *loop, uint64_t ms) {
   uv_run(loop, UV_RUN_DEFAULT);
 }
 
-static void finish(uv_loop_t *loop, tb_http_client_t *c, srv_t *s) {
+static void finish(uv_loop_t *loop, tb__http_client_t *c, srv_t *s) {
   g_client_closed = 0;
   tb__http_client_close(c, on_client_closed);
   ASSERT_EQ_INT(g_client_closed, 0); /* never synchronously */
@@ -344,7 +344,7 @@ static void finish(uv_loop_t *loop, tb_http_client_t *c, srv_t *s) {
   ASSERT_LOOP_CLOSE(loop);
 }
 
-static void body_is(const tb_http_client_req_t *req, const char *expected) {
+static void body_is(const tb__http_client_req_t *req, const char *expected) {
   ASSERT_MEM_EQ_STR(req->response.body ? req->response.body : "",
                     req->response.body_len, expected);
 }
@@ -372,12 +372,12 @@ static void script_never(sconn_t *c, const char *req, size_t hl, size_t n) {}
 
 typedef struct seq_s {
   creq_t r;
-  tb_http_client_t *client;
+  tb__http_client_t *client;
   int left;
   int bad;
 } seq_t;
 
-static void on_seq(tb_http_client_req_t *req, int status) {
+static void on_seq(tb__http_client_req_t *req, int status) {
   seq_t *s = req->data;
   if (status != 0 || req->response.status != 200 ||
       req->response.body_len != 5 || memcmp(req->response.body, "hello", 5))
@@ -394,7 +394,7 @@ TEST(keepalive_reuses_one_connection) {
   ASSERT_OK(uv_loop_init(&loop));
   srv_t srv;
   srv_start(&srv, &loop, script_hello);
-  tb_http_client_t client;
+  tb__http_client_t client;
   ASSERT_OK(tb__http_client_init(&loop, &client, NULL));
 
   seq_t s;
@@ -435,8 +435,8 @@ TEST(post_bodies_and_headers) {
   ASSERT_OK(uv_loop_init(&loop));
   srv_t srv;
   srv_start(&srv, &loop, script_echo);
-  tb_http_client_opts_t opts = { .user_agent = "probe/1" };
-  tb_http_client_t client;
+  tb__http_client_opts_t opts = { .user_agent = "probe/1" };
+  tb__http_client_t client;
   ASSERT_OK(tb__http_client_init(&loop, &client, &opts));
 
   /* A large body in three pieces goes out as iovecs, not copied. */
@@ -446,7 +446,7 @@ TEST(post_bodies_and_headers) {
     a[i] = (char)('a' + i % 26);
   uv_buf_t parts[3] = { uv_buf_init(a, 1000), uv_buf_init(a + 1000, 0),
                         uv_buf_init(a + 1000, (unsigned)(big - 1000)) };
-  tb_http_header_t hdrs[2] = {
+  tb__http_header_t hdrs[2] = {
     { TB_SLICE_LIT("Content-Type"), TB_SLICE_LIT("application/json") },
     { TB_SLICE_LIT("X-Idempotency-Key"), TB_SLICE_LIT("k-1") },
   };
@@ -472,7 +472,7 @@ TEST(post_bodies_and_headers) {
   /* A small body joins the head; an empty POST still says its length;
    * the caller's Host and User-Agent replace the client's. */
   uv_buf_t small = uv_buf_init((char *)"{\"x\":1}", 7);
-  tb_http_header_t mine[2] = {
+  tb__http_header_t mine[2] = {
     { TB_SLICE_LIT("host"), TB_SLICE_LIT("api.example") },
     { TB_SLICE_LIT("user-agent"), TB_SLICE_LIT("mine") },
   };
@@ -519,8 +519,8 @@ TEST(max_connections_per_origin_queue_fifo) {
   ASSERT_OK(uv_loop_init(&loop));
   srv_t srv;
   srv_start(&srv, &loop, script_slow);
-  tb_http_client_opts_t opts = { .max_conns_per_origin = 2 };
-  tb_http_client_t client;
+  tb__http_client_opts_t opts = { .max_conns_per_origin = 2 };
+  tb__http_client_t client;
   ASSERT_OK(tb__http_client_init(&loop, &client, &opts));
   creq_t r[7];
   g_order = 0;
@@ -593,7 +593,7 @@ static void script_bodies(sconn_t *c, const char *req, size_t hl, size_t n) {
   }
 }
 
-static void get(tb_http_client_t *client, uv_loop_t *loop, creq_t *r,
+static void get(tb__http_client_t *client, uv_loop_t *loop, creq_t *r,
                 const srv_t *srv, const char *method, const char *path) {
   creq_init(r, srv, path);
   r->req.method = method;
@@ -607,7 +607,7 @@ TEST(body_framings) {
   ASSERT_OK(uv_loop_init(&loop));
   srv_t srv;
   srv_start(&srv, &loop, script_bodies);
-  tb_http_client_t client;
+  tb__http_client_t client;
   ASSERT_OK(tb__http_client_init(&loop, &client, NULL));
   creq_t r;
 
@@ -661,7 +661,7 @@ TEST(body_framings) {
   get(&client, &loop, &r, &srv, NULL, "/close");
   ASSERT_OK(r.status);
   body_is(&r.req, "until the end");
-  const tb_http_header_t *h = tb__http_response_header(&r.req.response,
+  const tb__http_header_t *h = tb__http_response_header(&r.req.response,
                                                        "X-MODE");
   ASSERT(h != NULL);
   ASSERT_MEM_EQ_STR(h->value.base, h->value.len, "eof");
@@ -697,11 +697,11 @@ static void script_split(sconn_t *c, const char *req, size_t hl, size_t n) {
 
 typedef struct split_s {
   creq_t r;
-  tb_http_client_t *client;
+  tb__http_client_t *client;
   size_t k;
 } split_t;
 
-static void on_split(tb_http_client_req_t *req, int status) {
+static void on_split(tb__http_client_req_t *req, int status) {
   split_t *s = req->data;
   if (status != 0)
     tb_test_fail(__FILE__, __LINE__, "split at %zu: %s (%s)", s->k,
@@ -723,7 +723,7 @@ TEST(chunked_split_at_every_offset) {
   ASSERT_OK(uv_loop_init(&loop));
   srv_t srv;
   srv_start(&srv, &loop, script_split);
-  tb_http_client_t client;
+  tb__http_client_t client;
   ASSERT_OK(tb__http_client_init(&loop, &client, NULL));
   split_t s;
   memset(&s, 0, sizeof(s));
@@ -754,7 +754,7 @@ TEST(server_closed_idle_connection_reconnects) {
   ASSERT_OK(uv_loop_init(&loop));
   srv_t srv;
   srv_start(&srv, &loop, script_answer_then_close);
-  tb_http_client_t client;
+  tb__http_client_t client;
   ASSERT_OK(tb__http_client_init(&loop, &client, NULL));
   creq_t r;
   for (int i = 0; i < 3; i++) {
@@ -787,7 +787,7 @@ static void script_drop_second(sconn_t *c, const char *req, size_t hl,
   respond(c, 200, "hello");
 }
 
-static void on_first_then_second(tb_http_client_req_t *req, int status) {
+static void on_first_then_second(tb__http_client_req_t *req, int status) {
   creq_t *r = req->data;
   ASSERT_OK(status);
   r->calls++;
@@ -801,7 +801,7 @@ static void retry_case(int reset) {
   srv_t srv;
   srv_start(&srv, &loop, script_drop_second);
   g_drop_with_reset = reset;
-  tb_http_client_t client;
+  tb__http_client_t client;
   ASSERT_OK(tb__http_client_init(&loop, &client, NULL));
   creq_t r;
   creq_init(&r, &srv, "/x");
@@ -833,7 +833,7 @@ TEST(fresh_connection_closed_is_not_retried) {
   ASSERT_OK(uv_loop_init(&loop));
   srv_t srv;
   srv_start(&srv, &loop, script_close_at_once);
-  tb_http_client_t client;
+  tb__http_client_t client;
   ASSERT_OK(tb__http_client_init(&loop, &client, NULL));
   creq_t r;
   get(&client, &loop, &r, &srv, NULL, "/x");
@@ -863,7 +863,7 @@ static int free_port(uv_loop_t *loop) {
 TEST(connection_refused) {
   uv_loop_t loop;
   ASSERT_OK(uv_loop_init(&loop));
-  tb_http_client_t client;
+  tb__http_client_t client;
   ASSERT_OK(tb__http_client_init(&loop, &client, NULL));
   int port = free_port(&loop);
   creq_t r;
@@ -899,7 +899,7 @@ TEST(connection_refused) {
 TEST(dns_failure) {
   uv_loop_t loop;
   ASSERT_OK(uv_loop_init(&loop));
-  tb_http_client_t client;
+  tb__http_client_t client;
   ASSERT_OK(tb__http_client_init(&loop, &client, NULL));
   creq_t r;
   creq_init(&r, NULL, "/");
@@ -919,7 +919,7 @@ TEST(name_resolution_localhost) {
   ASSERT_OK(uv_loop_init(&loop));
   srv_t srv;
   srv_start(&srv, &loop, script_hello);
-  tb_http_client_t client;
+  tb__http_client_t client;
   ASSERT_OK(tb__http_client_init(&loop, &client, NULL));
   creq_t r;
   creq_init(&r, NULL, "/");
@@ -950,7 +950,7 @@ TEST(ipv6_literal_host) {
     ASSERT_LOOP_CLOSE(&loop);
     SKIP("no IPv6 loopback");
   }
-  tb_http_client_t client;
+  tb__http_client_t client;
   ASSERT_OK(tb__http_client_init(&loop, &client, NULL));
   creq_t r;
   creq_init(&r, NULL, "/");
@@ -973,7 +973,7 @@ TEST(total_timeout_when_server_never_answers) {
   ASSERT_OK(uv_loop_init(&loop));
   srv_t srv;
   srv_start(&srv, &loop, script_never);
-  tb_http_client_t client;
+  tb__http_client_t client;
   ASSERT_OK(tb__http_client_init(&loop, &client, NULL));
   creq_t r, q;
   creq_init(&r, &srv, "/stall");
@@ -1029,7 +1029,7 @@ TEST(connect_timeout_on_full_backlog) {
 
   uv_loop_t loop;
   ASSERT_OK(uv_loop_init(&loop));
-  tb_http_client_t client;
+  tb__http_client_t client;
   ASSERT_OK(tb__http_client_init(&loop, &client, NULL));
   creq_t r;
   creq_init(&r, NULL, "/");
@@ -1064,7 +1064,7 @@ TEST(malformed_response_is_a_protocol_error) {
   ASSERT_OK(uv_loop_init(&loop));
   srv_t srv;
   srv_start(&srv, &loop, script_malformed);
-  tb_http_client_t client;
+  tb__http_client_t client;
   ASSERT_OK(tb__http_client_init(&loop, &client, NULL));
   creq_t r;
   get(&client, &loop, &r, &srv, NULL, "/x");
@@ -1094,7 +1094,7 @@ TEST(connection_ends_mid_body) {
     srv_t srv;
     srv_start(&srv, &loop, script_cut_body);
     g_mid_body_reset = reset;
-    tb_http_client_t client;
+    tb__http_client_t client;
     ASSERT_OK(tb__http_client_init(&loop, &client, NULL));
     creq_t r;
     get(&client, &loop, &r, &srv, NULL, "/x");
@@ -1136,8 +1136,8 @@ TEST(response_limits) {
   ASSERT_OK(uv_loop_init(&loop));
   srv_t srv;
   srv_start(&srv, &loop, script_large);
-  tb_http_client_opts_t opts = { .max_body = 100 };
-  tb_http_client_t client;
+  tb__http_client_opts_t opts = { .max_body = 100 };
+  tb__http_client_t client;
   ASSERT_OK(tb__http_client_init(&loop, &client, &opts));
   creq_t r;
   get(&client, &loop, &r, &srv, NULL, "/cl");
@@ -1182,8 +1182,8 @@ TEST(cancel_in_flight_and_queued) {
   ASSERT_OK(uv_loop_init(&loop));
   srv_t srv;
   srv_start(&srv, &loop, script_never);
-  tb_http_client_opts_t opts = { .max_conns_per_origin = 1 };
-  tb_http_client_t client;
+  tb__http_client_opts_t opts = { .max_conns_per_origin = 1 };
+  tb__http_client_t client;
   ASSERT_OK(tb__http_client_init(&loop, &client, &opts));
 
   /* In flight: the connection is discarded. */
@@ -1238,13 +1238,13 @@ static void on_close_timer(uv_timer_t *t) {
 
 static int g_seen_at_close_cb;
 static creq_t *g_close_reqs;
-static void on_client_closed_count(tb_http_client_t *c) {
+static void on_client_closed_count(tb__http_client_t *c) {
   g_client_closed++;
   for (int i = 0; i < 3; i++)
     g_seen_at_close_cb += g_close_reqs[i].calls;
 }
 
-static void on_done_send_again(tb_http_client_req_t *req, int status) {
+static void on_done_send_again(tb__http_client_req_t *req, int status) {
   on_done(req, status);
   /* The client is closing: refused, and the callback never runs again. */
   ASSERT_ERR(tb__http_client_send(req->client_, req, on_done), TB_ECLOSING);
@@ -1255,8 +1255,8 @@ TEST(close_cancels_everything) {
   ASSERT_OK(uv_loop_init(&loop));
   srv_t srv;
   srv_start(&srv, &loop, script_never);
-  tb_http_client_opts_t opts = { .max_conns_per_origin = 1 };
-  tb_http_client_t client;
+  tb__http_client_opts_t opts = { .max_conns_per_origin = 1 };
+  tb__http_client_t client;
   ASSERT_OK(tb__http_client_init(&loop, &client, &opts));
   creq_t r[3];
   for (int i = 0; i < 3; i++) {
@@ -1295,7 +1295,7 @@ TEST(close_from_timer_with_request_in_flight) {
   ASSERT_OK(uv_loop_init(&loop));
   srv_t srv;
   srv_start(&srv, &loop, script_never);
-  tb_http_client_t client;
+  tb__http_client_t client;
   ASSERT_OK(tb__http_client_init(&loop, &client, NULL));
   creq_t r;
   creq_init(&r, &srv, "/x");
@@ -1322,8 +1322,8 @@ TEST(idle_connections_are_evicted) {
   ASSERT_OK(uv_loop_init(&loop));
   srv_t srv;
   srv_start(&srv, &loop, script_hello);
-  tb_http_client_opts_t opts = { .idle_timeout_ms = 200 };
-  tb_http_client_t client;
+  tb__http_client_opts_t opts = { .idle_timeout_ms = 200 };
+  tb__http_client_t client;
   ASSERT_OK(tb__http_client_init(&loop, &client, &opts));
   creq_t r[3];
   for (int i = 0; i < 3; i++) {
@@ -1389,7 +1389,7 @@ TEST(redirects_only_when_asked) {
   srv_start(&srv, &loop, script_redirects);
   srv_start(&other, &loop, script_redirects);
   g_other = &other;
-  tb_http_client_t client;
+  tb__http_client_t client;
   ASSERT_OK(tb__http_client_init(&loop, &client, NULL));
   creq_t r;
 
@@ -1468,9 +1468,9 @@ TEST(redirects_only_when_asked) {
 /* --------------------------------------- errors returned, no callback */
 
 static int g_never_calls;
-static void on_never(tb_http_client_req_t *req, int status) { g_never_calls++; }
+static void on_never(tb__http_client_req_t *req, int status) { g_never_calls++; }
 
-static void expect_refused(tb_http_client_t *c, creq_t *r, int code,
+static void expect_refused(tb__http_client_t *c, creq_t *r, int code,
                            const char *msg) {
   int rc = tb__http_client_send(c, &r->req, on_never);
   if (rc != code)
@@ -1484,7 +1484,7 @@ TEST(returned_error_means_no_callback) {
   ASSERT_OK(uv_loop_init(&loop));
   srv_t srv;
   srv_start(&srv, &loop, script_slow);
-  tb_http_client_t client;
+  tb__http_client_t client;
   ASSERT_OK(tb__http_client_init(&loop, &client, NULL));
   g_never_calls = 0;
   creq_t r;
@@ -1503,14 +1503,14 @@ TEST(returned_error_means_no_callback) {
   r.req.method = "GE T";
   expect_refused(&client, &r, TB_EINVAL, "method");
   r.req.method = NULL;
-  tb_http_header_t bad_value = { TB_SLICE_LIT("X-A"), TB_SLICE_LIT("a\r\nb") };
+  tb__http_header_t bad_value = { TB_SLICE_LIT("X-A"), TB_SLICE_LIT("a\r\nb") };
   r.req.headers = &bad_value;
   r.req.n_headers = 1;
   expect_refused(&client, &r, TB_EINVAL, "invalid header");
-  tb_http_header_t bad_name = { TB_SLICE_LIT("X A"), TB_SLICE_LIT("v") };
+  tb__http_header_t bad_name = { TB_SLICE_LIT("X A"), TB_SLICE_LIT("v") };
   r.req.headers = &bad_name;
   expect_refused(&client, &r, TB_EINVAL, "invalid header");
-  tb_http_header_t ours = { TB_SLICE_LIT("content-length"), TB_SLICE_LIT("3") };
+  tb__http_header_t ours = { TB_SLICE_LIT("content-length"), TB_SLICE_LIT("3") };
   r.req.headers = &ours;
   expect_refused(&client, &r, TB_EINVAL, "set by the client");
   r.req.n_headers = 0;
@@ -1559,9 +1559,9 @@ TEST(https_goes_through_the_tls_transport_hook) {
   srv_t srv;
   srv_start(&srv, &loop, script_hello);
   int ctx;
-  tb_http_client_opts_t opts = { .tls_transport_new = fake_tls_new,
+  tb__http_client_opts_t opts = { .tls_transport_new = fake_tls_new,
                                  .tls_ctx = &ctx };
-  tb_http_client_t client;
+  tb__http_client_t client;
   ASSERT_OK(tb__http_client_init(&loop, &client, &opts));
   g_tls_calls = 0;
   creq_t r;
@@ -1589,8 +1589,8 @@ TEST(https_goes_through_the_tls_transport_hook) {
 TEST(client_init_rejects_bad_options) {
   uv_loop_t loop;
   ASSERT_OK(uv_loop_init(&loop));
-  tb_http_client_t client;
-  tb_http_client_opts_t opts = { .user_agent = "a\r\nX-Evil: 1" };
+  tb__http_client_t client;
+  tb__http_client_opts_t opts = { .user_agent = "a\r\nX-Evil: 1" };
   ASSERT_ERR(tb__http_client_init(&loop, &client, &opts), TB_EINVAL);
   ASSERT_ERR(tb__http_client_init(NULL, &client, NULL), TB_EINVAL);
   /* Nothing was left on the loop. */
@@ -1601,7 +1601,7 @@ TEST(client_init_rejects_bad_options) {
 
 typedef struct tprobe_s {
   int connected, written, shut, closed;
-  tb_buf_t got;
+  tb__buf_t got;
   int eof;
 } tprobe_t;
 

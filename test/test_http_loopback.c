@@ -16,26 +16,26 @@
 
 typedef struct {
   uv_loop_t loop;
-  tb_http_router_t router;
-  tb_http_server_t server;
-  tb_http_client_t client;
+  tb__http_router_t router;
+  tb__http_server_t server;
+  tb__http_client_t client;
   char base[64];
   int server_closed, client_closed;
-  tb_http_request_t *held;   /* the request /hang never answers */
+  tb__http_request_t *held;   /* the request /hang never answers */
   int held_aborted;
 } pair_t;
 
 /* GET /echo/{rest...}: answers the decoded trailing parameter. */
-static void on_echo(tb_http_request_t *req) {
+static void on_echo(tb__http_request_t *req) {
   const tb_slice_t *v = tb__http_request_param(req, "rest");
   uv_buf_t b = uv_buf_init((char *)v->base, (unsigned)v->len);
-  static const tb_http_header_t ct = { TB_SLICE_LIT("Content-Type"),
+  static const tb__http_header_t ct = { TB_SLICE_LIT("Content-Type"),
                                        TB_SLICE_LIT("text/plain") };
   tb__http_respond(req, 200, &ct, 1, &b, 1);
 }
 
 /* POST /sum: the byte sum of the body, as text. */
-static void on_sum(tb_http_request_t *req) {
+static void on_sum(tb__http_request_t *req) {
   unsigned long sum = 0;
   for (size_t i = 0; i < req->body.len; i++)
     sum += (unsigned char)req->body.base[i];
@@ -45,7 +45,7 @@ static void on_sum(tb_http_request_t *req) {
   tb__http_respond(req, 200, NULL, 0, &b, 1);
 }
 
-static void on_hang_abort(tb_http_request_t *req, int status) {
+static void on_hang_abort(tb__http_request_t *req, int status) {
   pair_t *p = req->route_data;
   ASSERT_EQ_INT(status, TB_ECLOSED);
   p->held_aborted++;
@@ -53,21 +53,21 @@ static void on_hang_abort(tb_http_request_t *req, int status) {
   tb__http_respond_error(req, 500, "never sent"); /* only releases it */
 }
 
-static void on_hang(tb_http_request_t *req) {
+static void on_hang(tb__http_request_t *req) {
   pair_t *p = req->route_data;
   p->held = req;
   req->on_abort = on_hang_abort;
 }
 
-static void pair_start(pair_t *p, const tb_http_server_options_t *sopts,
-                       const tb_http_client_opts_t *copts) {
+static void pair_start(pair_t *p, const tb__http_server_options_t *sopts,
+                       const tb__http_client_opts_t *copts) {
   memset(p, 0, sizeof(*p));
   ASSERT_OK(uv_loop_init(&p->loop));
   tb__http_router_init(&p->router);
   ASSERT_OK(tb__http_router_add(&p->router, "GET", "/echo/{rest...}", on_echo, p));
   ASSERT_OK(tb__http_router_add(&p->router, "POST", "/sum", on_sum, p));
   ASSERT_OK(tb__http_router_add(&p->router, "GET", "/hang", on_hang, p));
-  tb_http_server_options_t so = sopts ? *sopts : (tb_http_server_options_t){ 0 };
+  tb__http_server_options_t so = sopts ? *sopts : (tb__http_server_options_t){ 0 };
   so.router = &p->router;
   ASSERT_OK(tb__http_server_init(&p->loop, &p->server, &so));
   ASSERT_OK(tb__http_server_listen(&p->server, "127.0.0.1", 0));
@@ -78,11 +78,11 @@ static void pair_start(pair_t *p, const tb_http_server_options_t *sopts,
   p->client.data = p;
 }
 
-static void on_server_closed(tb_http_server_t *s) {
+static void on_server_closed(tb__http_server_t *s) {
   ((pair_t *)s->data)->server_closed = 1;
 }
 
-static void on_client_closed(tb_http_client_t *c) {
+static void on_client_closed(tb__http_client_t *c) {
   ((pair_t *)c->data)->client_closed = 1;
 }
 
@@ -102,7 +102,7 @@ static void pair_finish(pair_t *p) {
 #define WINDOW 64
 
 typedef struct {
-  tb_http_client_req_t req;
+  tb__http_client_req_t req;
   char url[128];
   char body[256];
   uv_buf_t iov;
@@ -120,7 +120,7 @@ static void volume_send(volume_t *v, call_t *c);
 /* The one volume run in flight (each test runs in its own process). */
 static volume_t *g_volume;
 
-static void check_and_continue(tb_http_client_req_t *req, int status) {
+static void check_and_continue(tb__http_client_req_t *req, int status) {
   volume_t *v = g_volume;
   call_t *c = req->data;
   if (status != 0 || req->response.status != 200) {
@@ -168,7 +168,7 @@ static void volume_send(volume_t *v, call_t *c) {
 
 TEST(thousands_of_requests_over_a_small_pool) {
   pair_t p;
-  tb_http_client_opts_t copts = { .max_conns_per_origin = 4 };
+  tb__http_client_opts_t copts = { .max_conns_per_origin = 4 };
   pair_start(&p, NULL, &copts);
   static volume_t v;
   memset(&v, 0, sizeof(v));
@@ -199,7 +199,7 @@ typedef struct {
   int calls;
 } result_t;
 
-static void on_result(tb_http_client_req_t *req, int status) {
+static void on_result(tb__http_client_req_t *req, int status) {
   result_t *r = req->data;
   r->status = status;
   r->http_status = req->response.status;
@@ -207,8 +207,8 @@ static void on_result(tb_http_client_req_t *req, int status) {
 }
 
 /* Sends one request and runs the loop until it completes. */
-static void call(pair_t *p, tb_http_client_req_t *req, const char *method,
-                 const char *url, const tb_http_header_t *headers, size_t nh,
+static void call(pair_t *p, tb__http_client_req_t *req, const char *method,
+                 const char *url, const tb__http_header_t *headers, size_t nh,
                  const uv_buf_t *body, result_t *r) {
   memset(r, 0, sizeof(*r));
   req->data = r;
@@ -240,16 +240,16 @@ static void run_for(uv_loop_t *loop, uint64_t ms) {
   uv_run(loop, UV_RUN_NOWAIT);
 }
 
-static const char *header(const tb_http_client_req_t *req, const char *name) {
+static const char *header(const tb__http_client_req_t *req, const char *name) {
   static char buf[256];
-  const tb_http_header_t *h = tb__http_response_header(&req->response, name);
+  const tb__http_header_t *h = tb__http_response_header(&req->response, name);
   if (h == NULL)
     return NULL;
   snprintf(buf, sizeof(buf), "%.*s", (int)h->value.len, h->value.base);
   return buf;
 }
 
-static void body_contains(const tb_http_client_req_t *req, const char *what) {
+static void body_contains(const tb__http_client_req_t *req, const char *what) {
   char buf[512];
   snprintf(buf, sizeof(buf), "%.*s", (int)req->response.body_len,
            req->response.body ? req->response.body : "");
@@ -258,9 +258,9 @@ static void body_contains(const tb_http_client_req_t *req, const char *what) {
 
 TEST(every_limit_through_the_client) {
   pair_t p;
-  tb_http_server_options_t so = { .max_body = 1024 };
+  tb__http_server_options_t so = { .max_body = 1024 };
   pair_start(&p, &so, NULL);
-  tb_http_client_req_t req;
+  tb__http_client_req_t req;
   tb__http_client_req_init(&req);
   result_t r;
   char url[20000];
@@ -302,7 +302,7 @@ TEST(every_limit_through_the_client) {
   /* 431: a header block over 16 KiB. */
   static char value[17000];
   memset(value, 'v', sizeof(value) - 1);
-  tb_http_header_t h = { TB_SLICE_LIT("X-Big"), { value, sizeof(value) - 1 } };
+  tb__http_header_t h = { TB_SLICE_LIT("X-Big"), { value, sizeof(value) - 1 } };
   snprintf(url, sizeof(url), "%s/echo/ok", p.base);
   call(&p, &req, "GET", url, &h, 1, NULL, &r);
   ASSERT_OK(r.status);
@@ -319,9 +319,9 @@ TEST(every_limit_through_the_client) {
 
 TEST(server_closes_idle_connections_client_reconnects) {
   pair_t p;
-  tb_http_server_options_t so = { .idle_timeout_ms = 50 };
+  tb__http_server_options_t so = { .idle_timeout_ms = 50 };
   pair_start(&p, &so, NULL);
-  tb_http_client_req_t req;
+  tb__http_client_req_t req;
   tb__http_client_req_init(&req);
   result_t r;
   char url[128];
@@ -346,7 +346,7 @@ TEST(server_closes_idle_connections_client_reconnects) {
 TEST(client_timeout_against_a_handler_that_never_answers) {
   pair_t p;
   pair_start(&p, NULL, NULL);
-  tb_http_client_req_t req;
+  tb__http_client_req_t req;
   tb__http_client_req_init(&req);
   req.timeout_ms = 100;
   result_t r;

@@ -19,7 +19,7 @@ typedef struct {
   tb__http_parser_t parser;
   tb__http_msg_t msgs[N_MSGS];
   size_t next;
-  tb_buf_t log;
+  tb__buf_t log;
   int failed;
 } harness_t;
 
@@ -37,7 +37,7 @@ static int h_head(tb__http_parser_t *p, tb__http_msg_t *m) {
   tb__buf_printf(&h->log, "head %s %.*s HTTP/%u.%u\n",
                  llhttp_method_name((llhttp_method_t)m->method), (int)url.len,
                  url.base, m->http_major, m->http_minor);
-  tb_http_header_t hdrs[TB_HTTP_MAX_HEADERS];
+  tb__http_header_t hdrs[TB_HTTP_MAX_HEADERS];
   tb__http_msg_headers(m, hdrs);
   for (size_t i = 0; i < m->n_headers; i++)
     tb__buf_printf(&h->log, "  %.*s: [%.*s]\n", (int)hdrs[i].name.len,
@@ -269,7 +269,7 @@ TEST(url_and_header_limits) {
   golden_large(s, "begin\nerror 431 request header fields too large\n");
   free(s);
 
-  tb_buf_t many = TB_BUF_INIT;
+  tb__buf_t many = TB_BUF_INIT;
   tb__buf_append_str(&many, "GET / HTTP/1.1\r\n");
   for (int i = 0; i <= TB_HTTP_MAX_HEADERS; i++)
     tb__buf_printf(&many, "X-H%d: v\r\n", i);

@@ -14,14 +14,14 @@
 /* ------------------------------------------------------------ fixture */
 
 static uv_loop_t loop;
-static tb_http_server_t server;
-static tb_http_router_t router;
+static tb__http_server_t server;
+static tb__http_router_t router;
 static int port;
 static int server_closed;
 static int clients_open;
 static int close_server_when_clients_done;
 
-static void on_server_closed(tb_http_server_t *s) {
+static void on_server_closed(tb__http_server_t *s) {
   ASSERT(s == &server);
   server_closed++;
 }
@@ -30,13 +30,13 @@ static void close_server(void) {
   tb__http_server_close(&server, on_server_closed);
 }
 
-static void h_sync(tb_http_request_t *req);
-static void h_async(tb_http_request_t *req);
-static void h_hold(tb_http_request_t *req);
-static void h_big(tb_http_request_t *req);
-static void h_files(tb_http_request_t *req);
+static void h_sync(tb__http_request_t *req);
+static void h_async(tb__http_request_t *req);
+static void h_hold(tb__http_request_t *req);
+static void h_big(tb__http_request_t *req);
+static void h_files(tb__http_request_t *req);
 
-static void setup_with(tb_http_server_options_t *opts, const char *host) {
+static void setup_with(tb__http_server_options_t *opts, const char *host) {
   ASSERT_OK(uv_loop_init(&loop));
   tb__http_router_init(&router);
   ASSERT_OK(tb__http_router_add(&router, "GET", "/sync/{x}", h_sync, NULL));
@@ -58,7 +58,7 @@ static void setup_with(tb_http_server_options_t *opts, const char *host) {
 }
 
 static void setup(void) {
-  tb_http_server_options_t opts = { 0 };
+  tb__http_server_options_t opts = { 0 };
   setup_with(&opts, "127.0.0.1");
 }
 
@@ -70,7 +70,7 @@ static void teardown(void) {
 
 /* ------------------------------------------------------------ handlers */
 
-static void h_sync(tb_http_request_t *req) {
+static void h_sync(tb__http_request_t *req) {
   tb_slice_t q = { "", 0 };
   int rc = tb__http_request_query(req, "q", &q);
   ASSERT(rc >= 0);
@@ -82,14 +82,14 @@ static void h_sync(tb_http_request_t *req) {
                    (int)req->method.len, req->method.base, (int)req->path.len,
                    req->path.base, (int)x->len, x->base, (int)q.len, q.base,
                    (int)req->body.len, req->body.base);
-  tb_http_header_t h = { TB_SLICE_LIT("Content-Type"), TB_SLICE_LIT("text/plain") };
+  tb__http_header_t h = { TB_SLICE_LIT("Content-Type"), TB_SLICE_LIT("text/plain") };
   uv_buf_t b = uv_buf_init(body, (unsigned)n);
   tb__http_respond(req, 200, &h, 1, &b, 1);
 }
 
 typedef struct {
   uv_timer_t timer;
-  tb_http_request_t *req;
+  tb__http_request_t *req;
 } delayed_t;
 
 static int async_answered;
@@ -100,7 +100,7 @@ static void on_delayed_closed(uv_handle_t *h) {
 
 static void on_delay(uv_timer_t *t) {
   delayed_t *d = t->data;
-  tb_http_request_t *req = d->req;
+  tb__http_request_t *req = d->req;
   const tb_slice_t *ms = tb__http_request_param(req, "ms");
   char *body = tb__arena_alloc(&req->arena, 64);
   int n = ms ? snprintf(body, 64, "async %.*s", (int)ms->len, ms->base)
@@ -110,7 +110,7 @@ static void on_delay(uv_timer_t *t) {
   uv_close((uv_handle_t *)t, on_delayed_closed);
 }
 
-static void answer_later(tb_http_request_t *req, uint64_t ms) {
+static void answer_later(tb__http_request_t *req, uint64_t ms) {
   delayed_t *d = xmalloc(sizeof(*d));
   d->req = req;
   uv_timer_init(&loop, &d->timer);
@@ -118,18 +118,18 @@ static void answer_later(tb_http_request_t *req, uint64_t ms) {
   uv_timer_start(&d->timer, on_delay, ms, 0);
 }
 
-static void h_async(tb_http_request_t *req) {
+static void h_async(tb__http_request_t *req) {
   const tb_slice_t *ms = tb__http_request_param(req, "ms");
   answer_later(req, (uint64_t)strtoul(ms->base, NULL, 10));
 }
 
 /* /hold keeps the request until the test decides. */
-static tb_http_request_t *held;
+static tb__http_request_t *held;
 static int held_aborts, held_abort_status, held_done, held_done_status;
 static int answer_in_abort;
 static void (*on_held)(void);
 
-static void on_held_abort(tb_http_request_t *req, int status) {
+static void on_held_abort(tb__http_request_t *req, int status) {
   ASSERT(req == held);
   ASSERT(req->aborted);
   held_aborts++;
@@ -140,14 +140,14 @@ static void on_held_abort(tb_http_request_t *req, int status) {
     answer_later(req, 30);  /* a long poll that ends later anyway */
 }
 
-static void on_held_done(tb_http_request_t *req, int status) {
+static void on_held_done(tb__http_request_t *req, int status) {
   ASSERT(req == held);
   held_done++;
   held_done_status = status;
   held = NULL;
 }
 
-static void h_hold(tb_http_request_t *req) {
+static void h_hold(tb__http_request_t *req) {
   held = req;
   req->on_abort = on_held_abort;
   req->on_done = on_held_done;
@@ -159,13 +159,13 @@ static void h_hold(tb_http_request_t *req) {
 #define BIG_LEN (200u * 1024u)
 static int big_done;
 
-static void on_big_done(tb_http_request_t *req, int status) {
+static void on_big_done(tb__http_request_t *req, int status) {
   ASSERT_OK(status);
   free(req->data);
   big_done++;
 }
 
-static void h_big(tb_http_request_t *req) {
+static void h_big(tb__http_request_t *req) {
   char *body = xmalloc(BIG_LEN);
   for (size_t i = 0; i < BIG_LEN; i++)
     body[i] = (char)('a' + i % 26);
@@ -175,7 +175,7 @@ static void h_big(tb_http_request_t *req) {
   tb__http_respond(req, 200, NULL, 0, b, 2);
 }
 
-static void h_files(tb_http_request_t *req) {
+static void h_files(tb__http_request_t *req) {
   const tb_slice_t *p = tb__http_request_param(req, "path");
   tb__http_respond(req, 200, NULL, 0, &(uv_buf_t){ (char *)p->base, p->len }, 1);
 }
@@ -185,7 +185,7 @@ static void h_files(tb_http_request_t *req) {
 typedef struct client_s {
   uv_tcp_t tcp;
   uv_connect_t connect_req;
-  tb_buf_t in;
+  tb__buf_t in;
   int connected, eof, closed;
   uint64_t eof_at;
   int want;        /* close after this many complete responses (0: at EOF) */
@@ -203,7 +203,7 @@ typedef struct {
 } resp_t;
 
 /* Complete responses in buf, in order (100 Continue counts as one). */
-static int parse_responses(const tb_buf_t *buf, resp_t *out, int max) {
+static int parse_responses(const tb__buf_t *buf, resp_t *out, int max) {
   int n = 0;
   size_t off = 0;
   while (n < max && off < buf->len) {
@@ -397,9 +397,9 @@ TEST(pipelined_answers_stay_in_order) {
 }
 
 TEST(pipeline_back_pressure) {
-  tb_http_server_options_t opts = { .max_pipeline = 1 };
+  tb__http_server_options_t opts = { .max_pipeline = 1 };
   setup_with(&opts, "127.0.0.1");
-  tb_buf_t reqs = TB_BUF_INIT;
+  tb__buf_t reqs = TB_BUF_INIT;
   for (int i = 0; i < 20; i++)
     tb__buf_printf(&reqs, "GET /async/%d HTTP/1.1\r\nX-Pad: %0*d\r\n\r\n",
                    1 + (i * 7) % 5, 1000 + i * 300, 0);
@@ -449,7 +449,7 @@ static char *big_request(const char *prefix, char fill, size_t n, const char *su
 }
 
 TEST(every_limit_has_its_status) {
-  tb_http_server_options_t opts = { .max_body = 1000 };
+  tb__http_server_options_t opts = { .max_body = 1000 };
   setup_with(&opts, "127.0.0.1");
   char *s = big_request("GET /sync/x HTTP/1.1\r\nX-Big: ", 'b', 17000, "\r\n\r\n");
   expect_status(s, strlen(s), 431,
@@ -461,7 +461,7 @@ TEST(every_limit_has_its_status) {
   s = big_request("POST /sync/x HTTP/1.1\r\nContent-Length: 1001\r\n\r\n", 'x', 1001, "");
   expect_status(s, strlen(s), 413, "\"request body too large\"", 1);
   free(s);
-  tb_buf_t chunked = TB_BUF_INIT;
+  tb__buf_t chunked = TB_BUF_INIT;
   tb__buf_append_str(&chunked, "POST /sync/x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
   for (int i = 0; i < 2; i++) {
     tb__buf_append_str(&chunked, "300\r\n");
@@ -519,7 +519,7 @@ static void cont_on_data(client_t *c) {
 }
 
 TEST(expect_100_continue) {
-  tb_http_server_options_t opts = { .max_body = 100 };
+  tb__http_server_options_t opts = { .max_body = 100 };
   setup_with(&opts, "127.0.0.1");
   cont_stage = 0;
   client_start_str(&cont_c, "POST /sync/e HTTP/1.1\r\nExpect: 100-continue\r\n"
@@ -577,7 +577,7 @@ TEST(large_body_by_reference_and_trailing_params) {
 }
 
 TEST(idle_timeout_closes_connection) {
-  tb_http_server_options_t opts = { .idle_timeout_ms = 100 };
+  tb__http_server_options_t opts = { .idle_timeout_ms = 100 };
   setup_with(&opts, "127.0.0.1");
   client_t c;
   client_start_str(&c, "GET /sync/1 HTTP/1.1\r\n\r\n", 0);
@@ -594,7 +594,7 @@ TEST(idle_timeout_closes_connection) {
 }
 
 TEST(header_and_body_timeouts) {
-  tb_http_server_options_t opts = { .header_timeout_ms = 100, .body_timeout_ms = 150,
+  tb__http_server_options_t opts = { .header_timeout_ms = 100, .body_timeout_ms = 150,
                                     .idle_timeout_ms = 5000 };
   setup_with(&opts, "127.0.0.1");
   client_t a, b;
@@ -655,7 +655,7 @@ TEST(client_disconnect_answered_in_on_abort) {
 }
 
 TEST(ipv6_loopback) {
-  tb_http_server_options_t opts = { 0 };
+  tb__http_server_options_t opts = { 0 };
   setup_with(&opts, NULL);
   int rc = tb__http_server_listen(&server, "::1", 0);
   if (rc != 0) {
@@ -716,7 +716,7 @@ TEST(graceful_close_with_request_in_flight) {
 }
 
 TEST(close_right_after_init) {
-  tb_http_server_options_t opts = { 0 };
+  tb__http_server_options_t opts = { 0 };
   setup_with(&opts, NULL);
   close_server();
   ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
@@ -725,25 +725,25 @@ TEST(close_right_after_init) {
 
 TEST(init_rejects_missing_handler) {
   ASSERT_OK(uv_loop_init(&loop));
-  tb_http_server_options_t opts = { 0 };
+  tb__http_server_options_t opts = { 0 };
   ASSERT_ERR(tb__http_server_init(&loop, &server, &opts), TB_EINVAL);
   ASSERT_LOOP_CLOSE(&loop);
 }
 
 /* ------------------------------------------------------------ router */
 
-static void h_dummy(tb_http_request_t *req) { (void)req; }
-static void h_dummy2(tb_http_request_t *req) { (void)req; }
+static void h_dummy(tb__http_request_t *req) { (void)req; }
+static void h_dummy2(tb__http_request_t *req) { (void)req; }
 
-static int match(tb_http_router_t *r, const char *method, const char *path,
-                 tb_arena_t *a, tb_http_route_match_t *m) {
+static int match(tb__http_router_t *r, const char *method, const char *path,
+                 tb__arena_t *a, tb__http_route_match_t *m) {
   return tb__http_router_match(r, (tb_slice_t){ method, strlen(method) },
                                (tb_slice_t){ path, strlen(path) }, a, m);
 }
 
 TEST(router_params_and_methods) {
   ASSERT_OK(uv_loop_init(&loop));
-  tb_http_router_t r;
+  tb__http_router_t r;
   tb__http_router_init(&r);
   int data = 7;
   ASSERT_OK(tb__http_router_add(&r, "GET", "/", h_dummy, NULL));
@@ -758,9 +758,9 @@ TEST(router_params_and_methods) {
   ASSERT_ERR(tb__http_router_add(&r, "GET", "/a/{}", h_dummy, NULL), TB_EINVAL);
   ASSERT_ERR(tb__http_router_add(&r, "GET", "/a/x{y}", h_dummy, NULL), TB_EINVAL);
 
-  tb_arena_t a;
+  tb__arena_t a;
   tb__arena_init(&a, 0);
-  tb_http_route_match_t m;
+  tb__http_route_match_t m;
   ASSERT_EQ_INT(match(&r, "GET", "/", &a, &m), 0);
   ASSERT_EQ_INT(m.n_params, 0);
   ASSERT_EQ_INT(match(&r, "GET", "/api/v1/training_runs/run%2D1", &a, &m), 0);
@@ -804,7 +804,7 @@ TEST(router_params_and_methods) {
 
 TEST(query_parameters) {
   ASSERT_OK(uv_loop_init(&loop));
-  tb_http_request_t req;
+  tb__http_request_t req;
   memset(&req, 0, sizeof(req));
   tb__arena_init(&req.arena, 0);
   req.query = TB_SLICE_LIT("a=1&name=hello+world%21&empty=&flag&a=2&k%20x=v&bad=%zz");

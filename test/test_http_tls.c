@@ -23,25 +23,25 @@
 
 typedef struct {
   uv_loop_t loop;
-  tb_http_router_t router;
-  tb_http_server_t server;
-  tb_http_client_t client;
+  tb__http_router_t router;
+  tb__http_server_t server;
+  tb__http_client_t client;
   tb__tls_ctx_t *server_ctx, *client_ctx;
   char base[64];
   int closed;
 } pair_t;
 
 /* POST /echo: the body back. */
-static void on_echo(tb_http_request_t *req) {
+static void on_echo(tb__http_request_t *req) {
   uv_buf_t b = uv_buf_init((char *)req->body.base, (unsigned)req->body.len);
   tb__http_respond(req, 200, NULL, 0, &b, 1);
 }
 
-static void on_closed_server(tb_http_server_t *s) {
+static void on_closed_server(tb__http_server_t *s) {
   ((pair_t *)s->data)->closed++;
 }
 
-static void on_closed_client(tb_http_client_t *c) {
+static void on_closed_client(tb__http_client_t *c) {
   ((pair_t *)c->data)->closed++;
 }
 
@@ -54,13 +54,13 @@ static void pair_start(pair_t *p, const certs_t *server_certs, const char *ca, i
   ASSERT_OK(tb__http_router_add(&p->router, "POST", "/echo", on_echo, p));
   tb_error_t err = { 0 };
   ASSERT_OK(tb__tls_ctx_server_new(server_certs->cert, server_certs->key, &p->server_ctx, &err));
-  tb_http_server_options_t so = { .router = &p->router, .tls_ctx = p->server_ctx };
+  tb__http_server_options_t so = { .router = &p->router, .tls_ctx = p->server_ctx };
   ASSERT_OK(tb__http_server_init(&p->loop, &p->server, &so));
   ASSERT_OK(tb__http_server_listen(&p->server, "127.0.0.1", 0));
   snprintf(p->base, sizeof(p->base), "%s://127.0.0.1:%d", client_tls ? "https" : "http",
            tb__http_server_port(&p->server));
   ASSERT_OK(tb__tls_ctx_client_new(ca, insecure, &p->client_ctx, &err));
-  tb_http_client_opts_t co = { .max_conns_per_origin = 2,
+  tb__http_client_opts_t co = { .max_conns_per_origin = 2,
                                .tls_transport_new = tb__transport_tls_new,
                                .tls_ctx = p->client_ctx };
   ASSERT_OK(tb__http_client_init(&p->loop, &p->client, &co));
@@ -80,7 +80,7 @@ static void pair_finish(pair_t *p) {
 }
 
 /* POSTs body to /echo and runs the loop until the answer. */
-static int post_echo(pair_t *p, tb_http_client_req_t *req, const char *body, size_t len) {
+static int post_echo(pair_t *p, tb__http_client_req_t *req, const char *body, size_t len) {
   static char url[96];
   snprintf(url, sizeof(url), "%s/echo", p->base);
   result_t r = { 0 };
@@ -103,7 +103,7 @@ TEST(https_round_trips_verified_against_its_ca) {
   make_cert(&c, "/tmp/tb-tls-XXXXXX", "tinkerbell test");
   pair_t p;
   pair_start(&p, &c, c.cert, 0, 1);
-  tb_http_client_req_t req;
+  tb__http_client_req_t req;
   tb__http_client_req_init(&req);
   /* Keep-alive: ten requests, one connection, one handshake. */
   for (int i = 0; i < 10; i++) {
@@ -137,7 +137,7 @@ TEST(verification_refuses_unknown_certificates) {
   /* The system store knows nothing of a self-signed certificate. */
   pair_t p;
   pair_start(&p, &c, NULL, 0, 1);
-  tb_http_client_req_t req;
+  tb__http_client_req_t req;
   tb__http_client_req_init(&req);
   ASSERT_ERR(post_echo(&p, &req, "x", 1), TB_ETLS);
   tb__http_client_req_free(&req);
@@ -164,7 +164,7 @@ TEST(plain_http_against_https_fails_cleanly) {
   make_cert(&c, "/tmp/tb-tls-XXXXXX", "tinkerbell test");
   pair_t p;
   pair_start(&p, &c, c.cert, 0, 0);
-  tb_http_client_req_t req;
+  tb__http_client_req_t req;
   tb__http_client_req_init(&req);
   int rc = post_echo(&p, &req, "x", 1);
   ASSERT(rc < 0);

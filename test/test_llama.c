@@ -15,8 +15,8 @@
 
 /* ------------------------------------------------------------ fixtures */
 
-static tb_model_config_t tiny_config(void) {
-  tb_model_config_t c = { 0 };
+static tb__model_config_t tiny_config(void) {
+  tb__model_config_t c = { 0 };
   c.hidden_size = 16;
   c.intermediate_size = 24;
   c.num_layers = 2;
@@ -32,7 +32,7 @@ static tb_model_config_t tiny_config(void) {
 }
 
 /* Random weights; norm weights near 1 so every path matters. */
-static void random_model(tb_weights_t *w, const tb_model_config_t *c,
+static void random_model(tb__weights_t *w, const tb__model_config_t *c,
                          uint64_t seed) {
   ASSERT_OK(tb__weights_alloc(w, c));
   tb__k_rng_t rng;
@@ -46,8 +46,8 @@ static void random_model(tb_weights_t *w, const tb_model_config_t *c,
   tb__k_rng_fill_uniform((float *)w->final_norm, &rng, 0.8f, 1.2f, C);
 }
 
-static tb_lora_config_t all_targets(int rank) {
-  tb_lora_config_t lc = { 0 };
+static tb__lora_config_t all_targets(int rank) {
+  tb__lora_config_t lc = { 0 };
   lc.rank = rank;
   lc.seed = 7;
   lc.alpha = 4.0f;
@@ -56,9 +56,9 @@ static tb_lora_config_t all_targets(int rank) {
 }
 
 /* An adapter whose B is not zero, so it changes the model. */
-static void random_lora(tb_lora_t *lora, const tb_model_config_t *c, int rank,
+static void random_lora(tb__lora_t *lora, const tb__model_config_t *c, int rank,
                         uint64_t seed) {
-  tb_lora_config_t lc = all_targets(rank);
+  tb__lora_config_t lc = all_targets(rank);
   ASSERT_OK(tb__lora_init(lora, c, &lc));
   tb__k_rng_t rng;
   tb__k_rng_seed(&rng, seed);
@@ -121,18 +121,18 @@ static void ref_rope(double *x, size_t T, size_t NH, size_t D, double theta) {
 #define MAXW 64
 
 /* A, B of slot i of the adapter in double (NULL when off). */
-static const double *ref_a(const tb_lora_t *lo, const double *p, size_t slot) {
+static const double *ref_a(const tb__lora_t *lo, const double *p, size_t slot) {
   return lo && lo->slots[slot].on ? p + lo->slots[slot].a_off : NULL;
 }
-static const double *ref_b(const tb_lora_t *lo, const double *p, size_t slot) {
+static const double *ref_b(const tb__lora_t *lo, const double *p, size_t slot) {
   return lo && lo->slots[slot].on ? p + lo->slots[slot].b_off : NULL;
 }
 
 /* logits (T, V) of one sequence; lora/p may be NULL. */
-static void ref_forward(double *logits, const tb_weights_t *w,
-                        const tb_lora_t *lo, const double *p,
+static void ref_forward(double *logits, const tb__weights_t *w,
+                        const tb__lora_t *lo, const double *p,
                         const int32_t *tok, size_t T) {
-  const tb_model_config_t *c = &w->config;
+  const tb__model_config_t *c = &w->config;
   size_t C = (size_t)c->hidden_size, H = (size_t)c->num_heads;
   size_t KVH = (size_t)c->num_kv_heads, D = (size_t)c->head_dim;
   size_t I = (size_t)c->intermediate_size, V = (size_t)c->vocab_size;
@@ -146,7 +146,7 @@ static void ref_forward(double *logits, const tb_weights_t *w,
     for (size_t i = 0; i < C; i++)
       x[t * C + i] = w->embed[(size_t)tok[t] * C + i];
   for (size_t l = 0; l < (size_t)c->num_layers; l++) {
-    const tb_layer_weights_t *lw = &w->layers[l];
+    const tb__layer_weights_t *lw = &w->layers[l];
     size_t s0 = l * TB_LORA_LAYER_TARGETS;
 #define LIN(y, xin, W, t, K, N) \
     ref_linear(y, xin, W, ref_a(lo, p, s0 + t), ref_b(lo, p, s0 + t), sc, T, K, N, r)
@@ -212,14 +212,14 @@ static void ref_logprobs(double *lp, const double *logits, const int32_t *tg,
 
 /* The summed loss of a batch under the reference.  frozen_lp (per packed
  * token) fixes the stop-gradient ratio of CISPO; NULL uses the current. */
-static double ref_loss(const tb_weights_t *w, const tb_lora_t *lo,
-                       const double *p, const tb_batch_t *b, double *lp_out,
+static double ref_loss(const tb__weights_t *w, const tb__lora_t *lo,
+                       const double *p, const tb__batch_t *b, double *lp_out,
                        const double *frozen_lp) {
   double total = 0, logits[MAXT * 64], lp[MAXT];
   size_t V = (size_t)w->config.vocab_size, row = 0;
-  const tb_loss_config_t *cf = &b->loss_config;
+  const tb__loss_config_t *cf = &b->loss_config;
   for (size_t i = 0; i < b->num_data; i++) {
-    const tb_datum_t *d = &b->data[i];
+    const tb__datum_t *d = &b->data[i];
     ref_forward(logits, w, lo, p, d->tokens, d->n);
     ref_logprobs(lp, logits, d->target_tokens, d->n, V);
     for (size_t t = 0; t < d->n; t++, row++) {
@@ -256,7 +256,7 @@ static double ref_loss(const tb_weights_t *w, const tb_lora_t *lo,
   return total;
 }
 
-static double *params_double(const tb_lora_t *lo) {
+static double *params_double(const tb__lora_t *lo) {
   double *p = xmalloc(lo->num_params * sizeof(double));
   for (size_t i = 0; i < lo->num_params; i++)
     p[i] = lo->params[i];
@@ -268,12 +268,12 @@ static double *params_double(const tb_lora_t *lo) {
 typedef struct fixture_s {
   int32_t tok[2][MAXT], tgt[2][MAXT];
   float wts[2][MAXT], lps[2][MAXT], adv[2][MAXT];
-  tb_datum_t data[2];
-  tb_batch_t batch;
+  tb__datum_t data[2];
+  tb__batch_t batch;
 } fixture_t;
 
-static void make_batch(fixture_t *f, const tb_model_config_t *c,
-                       tb_loss_fn_t fn) {
+static void make_batch(fixture_t *f, const tb__model_config_t *c,
+                       tb__loss_fn_t fn) {
   static const size_t lens[2] = { 5, 7 };
   uint64_t st = 99;
   memset(f, 0, sizeof(*f));
@@ -284,7 +284,7 @@ static void make_batch(fixture_t *f, const tb_model_config_t *c,
       f->wts[d][t] = (float)(t % 3) * 0.5f + 0.25f;
       f->adv[d][t] = (t % 2 ? 1.0f : -0.7f) * (float)(1 + t % 3);
     }
-    f->data[d] = (tb_datum_t){ f->tok[d], lens[d], 1, f->tgt[d], f->wts[d],
+    f->data[d] = (tb__datum_t){ f->tok[d], lens[d], 1, f->tgt[d], f->wts[d],
                                f->lps[d], f->adv[d] };
   }
   f->batch.data = f->data;
@@ -307,14 +307,14 @@ static void set_sampler_logprobs(fixture_t *f, const double *lp) {
 /* ------------------------------------------------------------ tests */
 
 TEST(forward_matches_float64_reference) {
-  tb_model_config_t c = tiny_config();
-  tb_weights_t w;
-  tb_lora_t lora;
+  tb__model_config_t c = tiny_config();
+  tb__weights_t w;
+  tb__lora_t lora;
   random_model(&w, &c, 1);
   random_lora(&lora, &c, 3, 2);
   fixture_t f;
   make_batch(&f, &c, TB_LOSS_CROSS_ENTROPY);
-  tb_llama_ws_t *ws;
+  tb__llama_ws_t *ws;
   ASSERT_OK(tb__llama_ws_new(&ws));
   size_t n = tb__batch_num_outputs(&f.batch);
   ASSERT_EQ_INT(n, 12);
@@ -322,7 +322,7 @@ TEST(forward_matches_float64_reference) {
   double loss, ref_lp[12];
   double *p = params_double(&lora);
   for (int with_lora = 0; with_lora < 2; with_lora++) {
-    const tb_lora_t *lo = with_lora ? &lora : NULL;
+    const tb__lora_t *lo = with_lora ? &lora : NULL;
     ASSERT_OK(tb__llama_forward(ws, &w, lo, &f.batch, lp, &loss));
     double ref = ref_loss(&w, lo, p, &f.batch, ref_lp, NULL);
     for (size_t i = 0; i < n; i++)
@@ -330,9 +330,9 @@ TEST(forward_matches_float64_reference) {
     ASSERT_NEAR(loss, ref, 1e-4, 1e-5);
   }
   /* A tied unembedding reads the embedding table. */
-  tb_model_config_t ct = c;
+  tb__model_config_t ct = c;
   ct.tie_word_embeddings = 1;
-  tb_weights_t wt;
+  tb__weights_t wt;
   random_model(&wt, &ct, 3);
   ASSERT(wt.lm_head == wt.embed);
   ASSERT_OK(tb__llama_forward(ws, &wt, &lora, &f.batch, lp, &loss));
@@ -347,18 +347,18 @@ TEST(forward_matches_float64_reference) {
 }
 
 TEST(new_adapter_gives_base_logprobs_exactly) {
-  tb_model_config_t c = tiny_config();
-  tb_weights_t w;
+  tb__model_config_t c = tiny_config();
+  tb__weights_t w;
   random_model(&w, &c, 4);
-  tb_lora_t lora;
-  tb_lora_config_t lc = all_targets(4);
+  tb__lora_t lora;
+  tb__lora_config_t lc = all_targets(4);
   lc.alpha = 0;  /* default */
   ASSERT_OK(tb__lora_init(&lora, &c, &lc));
   ASSERT(lora.config.alpha == TB_LORA_DEFAULT_ALPHA);
   ASSERT(lora.scale == TB_LORA_DEFAULT_ALPHA / 4);
   fixture_t f;
   make_batch(&f, &c, TB_LOSS_CROSS_ENTROPY);
-  tb_llama_ws_t *ws;
+  tb__llama_ws_t *ws;
   ASSERT_OK(tb__llama_ws_new(&ws));
   float a[12], b[12];
   double la, lb;
@@ -374,10 +374,10 @@ TEST(new_adapter_gives_base_logprobs_exactly) {
 /* Analytical gradients of every adapter tensor (all targets, unembedding
  * included) against central differences of the float64 reference, for
  * each loss.  Two entries of each tensor are checked. */
-static void grad_check(tb_loss_fn_t fn) {
-  tb_model_config_t c = tiny_config();
-  tb_weights_t w;
-  tb_lora_t lora;
+static void grad_check(tb__loss_fn_t fn) {
+  tb__model_config_t c = tiny_config();
+  tb__weights_t w;
+  tb__lora_t lora;
   random_model(&w, &c, 5);
   random_lora(&lora, &c, 2, 6);
   fixture_t f;
@@ -386,7 +386,7 @@ static void grad_check(tb_loss_fn_t fn) {
   ref_loss(&w, &lora, p, &f.batch, base_lp, NULL);
   set_sampler_logprobs(&f, base_lp);
 
-  tb_llama_ws_t *ws;
+  tb__llama_ws_t *ws;
   ASSERT_OK(tb__llama_ws_new(&ws));
   float *g = calloc(lora.num_params, sizeof(float));
   float lp[12];
@@ -444,19 +444,19 @@ TEST(packed_weights_match_openblas) {
   if (!tb__packed_available()) {
     SKIP("this build or processor packs no weights");
   }
-  tb_model_config_t c = tiny_config();
+  tb__model_config_t c = tiny_config();
   c.hidden_size = 64;
   c.intermediate_size = 96;
   c.head_dim = 16;
   c.vocab_size = 100;
-  tb_weights_t w;
-  tb_lora_t lora;
+  tb__weights_t w;
+  tb__lora_t lora;
   random_model(&w, &c, 11);
   random_lora(&lora, &c, 4, 12);
   enum { N = 40 };
   int32_t tok[2][N], tgt[2][N];
   float wts[2][N];
-  tb_datum_t data[2];
+  tb__datum_t data[2];
   uint64_t st = 5;
   for (int d = 0; d < 2; d++) {
     for (size_t t = 0; t < N; t++) {
@@ -464,15 +464,15 @@ TEST(packed_weights_match_openblas) {
       tgt[d][t] = (int32_t)(tb__k_splitmix64(&st) % 100);
       wts[d][t] = 1.0f;
     }
-    data[d] = (tb_datum_t){ tok[d], N, 1, tgt[d], wts[d], NULL, NULL };
+    data[d] = (tb__datum_t){ tok[d], N, 1, tgt[d], wts[d], NULL, NULL };
   }
-  tb_batch_t b = { 0 };
+  tb__batch_t b = { 0 };
   b.data = data;
   b.num_data = 2;
   b.loss_fn = TB_LOSS_CROSS_ENTROPY;
   tb__loss_config_default(&b.loss_config);
 
-  tb_llama_ws_t *ws;
+  tb__llama_ws_t *ws;
   ASSERT_OK(tb__llama_ws_new(&ws));
   float *g_packed = calloc(lora.num_params, sizeof(float));
   float *g_blas = calloc(lora.num_params, sizeof(float));
@@ -483,7 +483,7 @@ TEST(packed_weights_match_openblas) {
   size_t L = (size_t)c.num_layers;
   ASSERT_EQ_INT(tb__packed_count(w.packed, NULL),
                 (7 * L + 1) + (7 * L - 3 + 1));
-  tb_packed_t *keep = w.packed;
+  tb__packed_t *keep = w.packed;
   w.packed = NULL;
   ASSERT_OK(tb__llama_forward_backward(ws, &w, &lora, &b, g_blas, lp_blas,
                                        &loss_blas));
@@ -505,7 +505,7 @@ TEST(packed_weights_match_openblas) {
 }
 
 TEST(batch_validation) {
-  tb_model_config_t c = tiny_config();
+  tb__model_config_t c = tiny_config();
   fixture_t f;
   make_batch(&f, &c, TB_LOSS_PPO);
   const char *why;
@@ -527,7 +527,7 @@ TEST(batch_validation) {
   f.data[1].n = 0;
   ASSERT_ERR(tb__batch_validate(&f.batch, &c, &why), TB_EINVAL);
   ASSERT_STR_CONTAINS(why, "no tokens");
-  tb_loss_fn_t fn;
+  tb__loss_fn_t fn;
   ASSERT_OK(tb__loss_fn_parse("cispo", 5, &fn));
   ASSERT_EQ_INT(fn, TB_LOSS_CISPO);
   ASSERT_ERR(tb__loss_fn_parse("cisp", 4, &fn), TB_EINVAL);
@@ -536,9 +536,9 @@ TEST(batch_validation) {
 /* Top-K distillation: (n, K) targets give (n, K) log-probs, each equal to
  * the single-target log-prob of that token. */
 TEST(cross_entropy_with_k_targets) {
-  tb_model_config_t c = tiny_config();
-  tb_weights_t w;
-  tb_lora_t lora;
+  tb__model_config_t c = tiny_config();
+  tb__weights_t w;
+  tb__lora_t lora;
   random_model(&w, &c, 8);
   random_lora(&lora, &c, 2, 9);
   int32_t tok[4] = { 1, 5, 9, 3 }, tg2[8], tg1[4];
@@ -547,9 +547,9 @@ TEST(cross_entropy_with_k_targets) {
     tg2[i] = (int32_t)((i * 11 + 3) % 37);
     w2[i] = i % 2 ? 0.25f : 0.75f;
   }
-  tb_datum_t d2 = { tok, 4, 2, tg2, w2, NULL, NULL };
-  tb_batch_t b2 = { &d2, 1, TB_LOSS_CROSS_ENTROPY, { 0.8f, 1.2f, 0.05f } };
-  tb_llama_ws_t *ws;
+  tb__datum_t d2 = { tok, 4, 2, tg2, w2, NULL, NULL };
+  tb__batch_t b2 = { &d2, 1, TB_LOSS_CROSS_ENTROPY, { 0.8f, 1.2f, 0.05f } };
+  tb__llama_ws_t *ws;
   ASSERT_OK(tb__llama_ws_new(&ws));
   float lp2[8], lp1[4];
   double loss2, loss1, sum = 0;
@@ -560,8 +560,8 @@ TEST(cross_entropy_with_k_targets) {
       tg1[t] = tg2[t * 2 + j];
       w1[t] = w2[t * 2 + j];
     }
-    tb_datum_t d1 = { tok, 4, 1, tg1, w1, NULL, NULL };
-    tb_batch_t b1 = { &d1, 1, TB_LOSS_CROSS_ENTROPY, { 0.8f, 1.2f, 0.05f } };
+    tb__datum_t d1 = { tok, 4, 1, tg1, w1, NULL, NULL };
+    tb__batch_t b1 = { &d1, 1, TB_LOSS_CROSS_ENTROPY, { 0.8f, 1.2f, 0.05f } };
     ASSERT_OK(tb__llama_forward(ws, &w, &lora, &b1, lp1, &loss1));
     for (int t = 0; t < 4; t++)
       ASSERT_NEAR(lp2[t * 2 + j], lp1[t], 1e-6, 1e-6);
@@ -586,14 +586,14 @@ static void log_softmax_row(double *out, const float *row, size_t V) {
 }
 
 TEST(kv_cache_logits_equal_full_forward) {
-  tb_model_config_t c = tiny_config();
-  tb_weights_t w;
-  tb_lora_t lora;
+  tb__model_config_t c = tiny_config();
+  tb__weights_t w;
+  tb__lora_t lora;
   random_model(&w, &c, 10);
   random_lora(&lora, &c, 2, 11);
   const size_t V = 37, n = 13;
   int32_t seq[13] = { 3, 14, 15, 9, 2, 6, 5, 35, 8, 9, 7, 9, 3 };
-  tb_llama_ws_t *ws;
+  tb__llama_ws_t *ws;
   ASSERT_OK(tb__llama_ws_new(&ws));
   float *full = xmalloc(n * V * sizeof(float));
   float step[5 * 37];
@@ -606,11 +606,11 @@ TEST(kv_cache_logits_equal_full_forward) {
 
   /* Two caches decoding the same sequence in one batched step: one is
    * prefilled with 5 tokens, the other with 1 and caught up one by one. */
-  tb_kv_cache_t a, b;
+  tb__kv_cache_t a, b;
   ASSERT_OK(tb__kv_cache_init(&a, &c, n));
   ASSERT_OK(tb__kv_cache_init(&b, &c, n));
   size_t len = 5;
-  tb_kv_cache_t *ca = &a, *cb = &b;
+  tb__kv_cache_t *ca = &a, *cb = &b;
   ASSERT_OK(tb__llama_step(ws, &w, &lora, seq, &len, &ca, 1, 1, step));
   for (size_t i = 0; i < 5 * V; i++)
     ASSERT_NEAR(step[i], full[i], 1e-5, 1e-5);
@@ -625,7 +625,7 @@ TEST(kv_cache_logits_equal_full_forward) {
   for (size_t i = 5; i < n; i++) {
     int32_t two[2] = { seq[i], seq[i] };
     size_t lens[2] = { 1, 1 };
-    tb_kv_cache_t *cs[2] = { &a, &b };
+    tb__kv_cache_t *cs[2] = { &a, &b };
     ASSERT_OK(tb__llama_step(ws, &w, &lora, two, lens, cs, 2, 0, step));
     for (size_t v = 0; v < V; v++) {
       ASSERT_NEAR(step[v], full[i * V + v], 1e-5, 1e-5);
@@ -644,24 +644,24 @@ TEST(kv_cache_logits_equal_full_forward) {
   tb__lora_free(&lora);
 }
 
-static int same_tokens(const tb_sample_seq_t *a, const tb_sample_seq_t *b) {
+static int same_tokens(const tb__sample_seq_t *a, const tb__sample_seq_t *b) {
   return a->len == b->len &&
          memcmp(a->tokens, b->tokens, a->len * sizeof(int32_t)) == 0;
 }
 
 TEST(sampler_seed_determinism) {
-  tb_model_config_t c = tiny_config();
-  tb_weights_t w;
+  tb__model_config_t c = tiny_config();
+  tb__weights_t w;
   random_model(&w, &c, 12);
-  tb_llama_ws_t *ws;
+  tb__llama_ws_t *ws;
   ASSERT_OK(tb__llama_ws_new(&ws));
   int32_t prompt[3] = { 1, 2, 3 };
-  tb_sampling_params_t sp;
+  tb__sampling_params_t sp;
   tb__sampling_params_default(&sp);
   sp.max_tokens = 24;
   sp.num_samples = 3;
   sp.seed = 42;
-  tb_sample_result_t r1, r2, r3;
+  tb__sample_result_t r1, r2, r3;
   ASSERT_OK(tb__sample(ws, &w, NULL, prompt, 3, &sp, &r1));
   ASSERT_OK(tb__sample(ws, &w, NULL, prompt, 3, &sp, &r2));
   sp.seed = 43;
@@ -689,24 +689,24 @@ TEST(sampler_seed_determinism) {
  * logits over the prompt and the tokens so far, and its reported
  * log-prob is the model's. */
 TEST(sampler_greedy_is_argmax_of_forward) {
-  tb_model_config_t c = tiny_config();
-  tb_weights_t w;
-  tb_lora_t lora;
+  tb__model_config_t c = tiny_config();
+  tb__weights_t w;
+  tb__lora_t lora;
   random_model(&w, &c, 13);
   random_lora(&lora, &c, 2, 14);
-  tb_llama_ws_t *ws;
+  tb__llama_ws_t *ws;
   ASSERT_OK(tb__llama_ws_new(&ws));
   const size_t V = 37;
   int32_t all[32] = { 4, 8, 15, 16, 23 };
   size_t n = 5;
-  tb_sampling_params_t sp;
+  tb__sampling_params_t sp;
   tb__sampling_params_default(&sp);
   sp.max_tokens = 12;
   sp.top_k = 1;
   sp.seed = 1;
   sp.prompt_logprobs = 1;
   sp.topk_prompt_logprobs = 3;
-  tb_sample_result_t r;
+  tb__sample_result_t r;
   ASSERT_OK(tb__sample(ws, &w, &lora, all, n, &sp, &r));
   ASSERT_EQ_INT(r.seqs[0].len, 12);
   memcpy(all + n, r.seqs[0].tokens, 12 * sizeof(int32_t));
@@ -733,7 +733,7 @@ TEST(sampler_greedy_is_argmax_of_forward) {
     ASSERT(r.topk_logprobs[i * 3 + 1] >= r.topk_logprobs[i * 3 + 2]);
   }
   /* Temperature 0 is greedy too. */
-  tb_sample_result_t r0;
+  tb__sample_result_t r0;
   sp.top_k = -1;
   sp.temperature = 0;
   sp.prompt_logprobs = 0;
@@ -750,19 +750,19 @@ TEST(sampler_greedy_is_argmax_of_forward) {
 }
 
 TEST(sampler_stops) {
-  tb_model_config_t c = tiny_config();
-  tb_weights_t w;
+  tb__model_config_t c = tiny_config();
+  tb__weights_t w;
   random_model(&w, &c, 15);
-  tb_llama_ws_t *ws;
+  tb__llama_ws_t *ws;
   ASSERT_OK(tb__llama_ws_new(&ws));
   int32_t prompt[2] = { 7, 7 };
-  tb_sampling_params_t sp;
+  tb__sampling_params_t sp;
   tb__sampling_params_default(&sp);
   sp.max_tokens = 20;
   sp.seed = 5;
-  tb_sample_result_t free_run;
+  tb__sample_result_t free_run;
   ASSERT_OK(tb__sample(ws, &w, NULL, prompt, 2, &sp, &free_run));
-  const tb_sample_seq_t *s0 = &free_run.seqs[0];
+  const tb__sample_seq_t *s0 = &free_run.seqs[0];
   ASSERT_EQ_INT(s0->len, 20);
 
   /* A stop token: generation ends right after its first occurrence. */
@@ -772,7 +772,7 @@ TEST(sampler_stops) {
     first++;
   sp.stop_tokens = &stop_tok;
   sp.num_stop_tokens = 1;
-  tb_sample_result_t r;
+  tb__sample_result_t r;
   ASSERT_OK(tb__sample(ws, &w, NULL, prompt, 2, &sp, &r));
   ASSERT_EQ_INT(r.seqs[0].stop_reason, TB_STOP_STOP);
   ASSERT_EQ_INT(r.seqs[0].len, first + 1);
@@ -819,7 +819,7 @@ TEST(sampler_stops) {
   sp.num_stop_strings = 0;
   sp.max_tokens = 4;
   ASSERT_OK(tb__sample(ws, &w, NULL, prompt, 2, &sp, &r));
-  ASSERT(same_tokens(&r.seqs[0], &(tb_sample_seq_t){ s0->tokens, NULL, 4, 0 }));
+  ASSERT(same_tokens(&r.seqs[0], &(tb__sample_seq_t){ s0->tokens, NULL, 4, 0 }));
   tb__sample_result_free(&r);
   sp.num_samples = 2;
   ASSERT_OK(tb__sample(ws, &w, NULL, prompt, 2, &sp, &r));

@@ -11,8 +11,8 @@
 #include "engine/weights.h"
 #include "kernels/kernels.h"
 
-static tb_model_config_t tiny_config(void) {
-  tb_model_config_t c = { 0 };
+static tb__model_config_t tiny_config(void) {
+  tb__model_config_t c = { 0 };
   c.hidden_size = 16;
   c.intermediate_size = 24;
   c.num_layers = 2;
@@ -26,7 +26,7 @@ static tb_model_config_t tiny_config(void) {
   return c;
 }
 
-static void random_model(tb_weights_t *w, const tb_model_config_t *c,
+static void random_model(tb__weights_t *w, const tb__model_config_t *c,
                          uint64_t seed) {
   ASSERT_OK(tb__weights_alloc(w, c));
   tb__k_rng_t rng;
@@ -40,8 +40,8 @@ static void random_model(tb_weights_t *w, const tb_model_config_t *c,
   tb__k_rng_fill_uniform((float *)w->final_norm, &rng, 0.8f, 1.2f, C);
 }
 
-static tb_lora_config_t all_targets(int rank, uint64_t seed) {
-  tb_lora_config_t lc = { 0 };
+static tb__lora_config_t all_targets(int rank, uint64_t seed) {
+  tb__lora_config_t lc = { 0 };
   lc.rank = rank;
   lc.seed = seed;
   lc.train_attn = lc.train_mlp = lc.train_unembed = 1;
@@ -52,7 +52,7 @@ static tb_lora_config_t all_targets(int rank, uint64_t seed) {
 typedef struct data_s {
   int32_t tok[4][9], tgt[4][9];
   float wts[4][9];
-  tb_datum_t d[4];
+  tb__datum_t d[4];
 } data_t;
 
 static void make_data(data_t *x) {
@@ -64,12 +64,12 @@ static void make_data(data_t *x) {
       x->tgt[i][t] = (int32_t)(tb__k_splitmix64(&st) % 37);
       x->wts[i][t] = 1.0f;
     }
-    x->d[i] = (tb_datum_t){ x->tok[i], n, 1, x->tgt[i], x->wts[i], NULL, NULL };
+    x->d[i] = (tb__datum_t){ x->tok[i], n, 1, x->tgt[i], x->wts[i], NULL, NULL };
   }
 }
 
-static tb_batch_t batch_of(const tb_datum_t *d, size_t n) {
-  tb_batch_t b = { d, n, TB_LOSS_CROSS_ENTROPY, { 0.8f, 1.2f, 0.05f } };
+static tb__batch_t batch_of(const tb__datum_t *d, size_t n) {
+  tb__batch_t b = { d, n, TB_LOSS_CROSS_ENTROPY, { 0.8f, 1.2f, 0.05f } };
   return b;
 }
 
@@ -83,16 +83,16 @@ static void assert_close_buffers(const float *a, const float *b, size_t n) {
 }
 
 /* Fills B too, so that gradients reach every tensor. */
-static void perturb(tb_lora_t *lora, uint64_t seed) {
+static void perturb(tb__lora_t *lora, uint64_t seed) {
   tb__k_rng_t rng;
   tb__k_rng_seed(&rng, seed);
   tb__k_rng_fill_uniform(lora->params, &rng, -0.2f, 0.2f, lora->num_params);
 }
 
 TEST(layout_init_and_names) {
-  tb_model_config_t c = tiny_config();
-  tb_lora_config_t lc = all_targets(4, 11);
-  tb_lora_t a, b;
+  tb__model_config_t c = tiny_config();
+  tb__lora_config_t lc = all_targets(4, 11);
+  tb__lora_t a, b;
   ASSERT_OK(tb__lora_init(&a, &c, &lc));
   ASSERT_OK(tb__lora_init(&b, &c, &lc));
   /* per layer: q 4*16+16*4, k 4*16+8*4, v same, o 4*16+16*4,
@@ -103,7 +103,7 @@ TEST(layout_init_and_names) {
   /* The same seed gives the same A; B starts at zero; A is within the
    * kaiming-uniform bound and not constant. */
   ASSERT_EQ_INT(memcmp(a.params, b.params, a.num_params * sizeof(float)), 0);
-  const tb_lora_slot_t *s = tb__lora_slot(&a, 1, TB_LORA_DOWN);
+  const tb__lora_slot_t *s = tb__lora_slot(&a, 1, TB_LORA_DOWN);
   ASSERT_EQ_INT(s->in, 24);
   ASSERT_EQ_INT(s->out, 16);
   double bound = 1.0 / sqrt(24.0), mx = 0;
@@ -126,10 +126,10 @@ TEST(layout_init_and_names) {
   /* The As of a group that reads one input are one block: q, k, v; gate,
    * up. */
   for (int l = 0; l < 2; l++) {
-    const tb_lora_slot_t *q = tb__lora_slot(&a, l, TB_LORA_Q);
+    const tb__lora_slot_t *q = tb__lora_slot(&a, l, TB_LORA_Q);
     ASSERT_EQ_INT(tb__lora_slot(&a, l, TB_LORA_K)->a_off, q->a_off + 4 * 16);
     ASSERT_EQ_INT(tb__lora_slot(&a, l, TB_LORA_V)->a_off, q->a_off + 8 * 16);
-    const tb_lora_slot_t *g = tb__lora_slot(&a, l, TB_LORA_GATE);
+    const tb__lora_slot_t *g = tb__lora_slot(&a, l, TB_LORA_GATE);
     ASSERT_EQ_INT(tb__lora_slot(&a, l, TB_LORA_UP)->a_off, g->a_off + 4 * 16);
   }
   ASSERT_OK(tb__lora_tensor(&a, 27, name, sizeof(name), shape, &off));
@@ -145,7 +145,7 @@ TEST(layout_init_and_names) {
 
   /* Another seed, other values; MLP-only adapters have no attention
    * tensors and a different layout. */
-  tb_lora_t m;
+  tb__lora_t m;
   lc.seed = 12;
   lc.train_attn = lc.train_unembed = 0;
   ASSERT_OK(tb__lora_init(&m, &c, &lc));
@@ -171,21 +171,21 @@ TEST(layout_init_and_names) {
 }
 
 TEST(accumulation_equals_concatenated_batch) {
-  tb_model_config_t c = tiny_config();
-  tb_weights_t w;
+  tb__model_config_t c = tiny_config();
+  tb__weights_t w;
   random_model(&w, &c, 21);
-  tb_lora_config_t lc = all_targets(3, 22);
-  tb_lora_t lora;
+  tb__lora_config_t lc = all_targets(3, 22);
+  tb__lora_t lora;
   ASSERT_OK(tb__lora_init(&lora, &c, &lc));
   perturb(&lora, 23);
   data_t x;
   make_data(&x);
-  tb_llama_ws_t *ws;
+  tb__llama_ws_t *ws;
   ASSERT_OK(tb__llama_ws_new(&ws));
   size_t np = lora.num_params;
 
   /* Two calls accumulate into lora->grads. */
-  tb_batch_t b1 = batch_of(x.d, 2), b2 = batch_of(x.d + 2, 2), all = batch_of(x.d, 4);
+  tb__batch_t b1 = batch_of(x.d, 2), b2 = batch_of(x.d + 2, 2), all = batch_of(x.d, 4);
   float lp1[8], lp2[16], lpall[24];
   double l1, l2, lall;
   ASSERT_OK(tb__llama_forward_backward(ws, &w, &lora, &b1, lora.grads, lp1, &l1));
@@ -211,10 +211,10 @@ TEST(accumulation_equals_concatenated_batch) {
   ASSERT_NEAR(lf, lall, 1e-5, 1e-6);
 
   /* Shards on their own workspaces and buffers, summed by the caller. */
-  tb_llama_ws_t *ws2;
+  tb__llama_ws_t *ws2;
   ASSERT_OK(tb__llama_ws_new(&ws2));
   float *g1 = calloc(np, sizeof(float)), *g2 = calloc(np, sizeof(float));
-  tb_batch_t s1 = batch_of(x.d, 1), s2 = batch_of(x.d + 1, 3);
+  tb__batch_t s1 = batch_of(x.d, 1), s2 = batch_of(x.d + 1, 3);
   ASSERT_OK(tb__llama_forward_backward(ws, &w, &lora, &s1, g1, NULL, NULL));
   ASSERT_OK(tb__llama_forward_backward(ws2, &w, &lora, &s2, g2, NULL, NULL));
   tb__lora_zero_grads(&lora);
@@ -225,7 +225,7 @@ TEST(accumulation_equals_concatenated_batch) {
   /* forward_backward needs an adapter and rejects bad batches. */
   ASSERT_ERR(tb__llama_forward_backward(ws, &w, NULL, &all, once, NULL, NULL),
              TB_EINVAL);
-  tb_batch_t empty = batch_of(x.d, 0);
+  tb__batch_t empty = batch_of(x.d, 0);
   ASSERT_ERR(tb__llama_forward(ws, &w, &lora, &empty, lpf, &lf), TB_EINVAL);
 
   tb__llama_ws_trim(ws);  /* still usable */
@@ -242,17 +242,17 @@ TEST(accumulation_equals_concatenated_batch) {
 }
 
 TEST(adamw_step_updates_and_zeroes_grads) {
-  tb_model_config_t c = tiny_config();
-  tb_weights_t w;
+  tb__model_config_t c = tiny_config();
+  tb__weights_t w;
   random_model(&w, &c, 31);
-  tb_lora_config_t lc = all_targets(2, 32);
-  tb_lora_t lora;
+  tb__lora_config_t lc = all_targets(2, 32);
+  tb__lora_t lora;
   ASSERT_OK(tb__lora_init(&lora, &c, &lc));
   data_t x;
   make_data(&x);
-  tb_llama_ws_t *ws;
+  tb__llama_ws_t *ws;
   ASSERT_OK(tb__llama_ws_new(&ws));
-  tb_batch_t b = batch_of(x.d, 4);
+  tb__batch_t b = batch_of(x.d, 4);
   ASSERT_OK(tb__llama_forward_backward(ws, &w, &lora, &b, lora.grads, NULL, NULL));
   size_t np = lora.num_params;
   double norm = tb__k_grad_norm(lora.grads, np);
@@ -260,12 +260,12 @@ TEST(adamw_step_updates_and_zeroes_grads) {
   float *p0 = xmalloc(np * sizeof(float));
   memcpy(p0, lora.params, np * sizeof(float));
 
-  tb_adam_params_t ap;
+  tb__adam_params_t ap;
   tb__adam_params_default(&ap);
   ASSERT(ap.beta2 == 0.95f && ap.eps == 1e-12f && ap.grad_clip_norm == 0);
   ap.learning_rate = 1e-2f;
   ap.grad_clip_norm = (float)(norm / 2);
-  tb_optim_metrics_t met;
+  tb__optim_metrics_t met;
   ASSERT_OK(tb__optim_step(&lora, &ap, &met));
   ASSERT_NEAR(met.grad_norm, norm, 1e-6, 1e-5);
   ASSERT_EQ_INT(met.step, 1);
@@ -278,14 +278,14 @@ TEST(adamw_step_updates_and_zeroes_grads) {
   }
   /* B was zero, so at step 1 only B has a gradient (A's gradient goes
    * through B); every B entry moves by about lr (Adam's first step). */
-  const tb_lora_slot_t *u = tb__lora_unembed(&lora);
+  const tb__lora_slot_t *u = tb__lora_unembed(&lora);
   ASSERT(changed > 0);
   ASSERT_NEAR(fabs(lora.params[u->b_off]), 1e-2, 1e-4, 0);
   ASSERT(lora.adam_v[u->b_off] > 0);
 
   /* Clipping to half the norm halves the gradient the moments see:
    * m = (1 - beta1) * g * clip / norm after a first step. */
-  tb_lora_t fresh;
+  tb__lora_t fresh;
   ASSERT_OK(tb__lora_init(&fresh, &c, &lc));
   for (size_t i = 0; i < np; i++)
     fresh.grads[i] = (i % 2) ? 0.5f : -1.0f;
@@ -305,7 +305,7 @@ TEST(adamw_step_updates_and_zeroes_grads) {
   ASSERT_NEAR(fresh.adam_m[0], ap.beta1 * m0 + (1 - ap.beta1) * 1.0, 1e-6, 1e-5);
   tb__lora_free(&fresh);
 
-  tb_adam_params_t bad = ap;
+  tb__adam_params_t bad = ap;
   bad.beta1 = 1.0f;
   ASSERT_ERR(tb__optim_step(&lora, &bad, NULL), TB_EINVAL);
   ASSERT_EQ_INT(lora.step, 1);
@@ -316,21 +316,21 @@ TEST(adamw_step_updates_and_zeroes_grads) {
 }
 
 TEST(training_drives_cross_entropy_down) {
-  tb_model_config_t c = tiny_config();
-  tb_weights_t w;
+  tb__model_config_t c = tiny_config();
+  tb__weights_t w;
   random_model(&w, &c, 41);
-  tb_lora_config_t lc = all_targets(4, 42);
-  tb_lora_t lora;
+  tb__lora_config_t lc = all_targets(4, 42);
+  tb__lora_t lora;
   ASSERT_OK(tb__lora_init(&lora, &c, &lc));
   int32_t seq[13] = { 2, 30, 11, 5, 19, 27, 3, 8, 33, 14, 21, 6, 17 };
   float wts[12];
   for (int i = 0; i < 12; i++)
     wts[i] = 1.0f;
-  tb_datum_t d = { seq, 12, 1, seq + 1, wts, NULL, NULL };
-  tb_batch_t b = batch_of(&d, 1);
-  tb_llama_ws_t *ws;
+  tb__datum_t d = { seq, 12, 1, seq + 1, wts, NULL, NULL };
+  tb__batch_t b = batch_of(&d, 1);
+  tb__llama_ws_t *ws;
   ASSERT_OK(tb__llama_ws_new(&ws));
-  tb_adam_params_t ap;
+  tb__adam_params_t ap;
   tb__adam_params_default(&ap);
   /* 2e-2 overshoots on this tiny model: the loss spikes and where it ends
    * after 50 steps depends on the last bits of the arithmetic.  At 1e-2 it

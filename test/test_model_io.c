@@ -75,7 +75,7 @@ static int count_entries(const char *dir, const char *needle, int *found) {
   return n;
 }
 
-static void assert_weights_equal(const tb_weights_t *a, const tb_weights_t *b) {
+static void assert_weights_equal(const tb__weights_t *a, const tb__weights_t *b) {
   ASSERT_EQ_INT(memcmp(&a->config, &b->config, sizeof(a->config)), 0);
   ASSERT_EQ_INT(a->storage_floats, b->storage_floats);
   ASSERT_EQ_INT(memcmp(a->storage, b->storage,
@@ -85,7 +85,7 @@ static void assert_weights_equal(const tb_weights_t *a, const tb_weights_t *b) {
 /* ------------------------------------------------------------ base model */
 
 TEST(base_model_is_deterministic_and_pinned) {
-  tb_weights_t a, b;
+  tb__weights_t a, b;
   ASSERT_OK(tb__base_model_generate(&a));
   ASSERT_OK(tb__base_model_generate(&b));
   assert_weights_equal(&a, &b);
@@ -94,7 +94,7 @@ TEST(base_model_is_deterministic_and_pinned) {
     tb_test_fail(__FILE__, __LINE__, "base hash 0x%016" PRIx64
                  " != pinned 0x%016" PRIx64, h, BASE_HASH);
 
-  const tb_model_config_t *c = &a.config;
+  const tb__model_config_t *c = &a.config;
   ASSERT_EQ_INT(c->hidden_size, 128);
   ASSERT_EQ_INT(c->num_layers, 4);
   ASSERT_EQ_INT(c->num_kv_heads, 2);
@@ -140,7 +140,7 @@ TEST(hf_round_trip_of_base_is_bitwise) {
   ASSERT_EQ_INT(count_entries(dir, ".tmp", &found), 2);
   ASSERT(!found);
 
-  tb_weights_t a, b;
+  tb__weights_t a, b;
   ASSERT_OK(tb__base_model_generate(&a));
   ASSERT_OK(tb__hf_load(dir, &b, &err));
   assert_weights_equal(&a, &b);
@@ -166,7 +166,7 @@ TEST(hf_round_trip_of_base_is_bitwise) {
 
   /* Tied: no lm_head.weight in the file. */
   char *st_path = tb__path_join(dir, "model.safetensors");
-  tb_st_file_t f;
+  tb__st_file_t f;
   ASSERT_OK(tb__st_open(&f, st_path, &err));
   ASSERT(tb__st_find(&f, "lm_head.weight") == NULL);
   ASSERT(tb__st_find(&f, "model.layers.3.mlp.down_proj.weight") != NULL);
@@ -194,7 +194,7 @@ TEST(hf_round_trip_of_base_is_bitwise) {
 TEST(hf_sharded_index_with_two_shards) {
   make_tmpdir();
   char *dir = path_in("sharded");
-  tb_weights_t a, b;
+  tb__weights_t a, b;
   ASSERT_OK(tb__base_model_generate(&a));
   tb_error_t err = { 0 };
   size_t total = a.storage_floats * sizeof(float);
@@ -245,7 +245,7 @@ TEST(hf_sharded_index_with_two_shards) {
 }
 
 /* A small untied model with head_dim != hidden / heads. */
-static void tiny_config(tb_model_config_t *c) {
+static void tiny_config(tb__model_config_t *c) {
   memset(c, 0, sizeof(*c));
   c->hidden_size = 8;
   c->intermediate_size = 12;
@@ -263,9 +263,9 @@ static void tiny_config(tb_model_config_t *c) {
 TEST(hf_untied_round_trip) {
   make_tmpdir();
   char *dir = path_in("tiny");
-  tb_model_config_t c;
+  tb__model_config_t c;
   tiny_config(&c);
-  tb_weights_t a, b;
+  tb__weights_t a, b;
   ASSERT_OK(tb__weights_alloc(&a, &c));
   for (size_t i = 0; i < a.storage_floats; i++)
     a.storage[i] = (float)i * 0.25f - 3.0f;
@@ -284,7 +284,7 @@ TEST(hf_untied_round_trip) {
 
 /* Writes a model directory for `c` whose tensor list is changed by
  * `edit` (drop or reshape one), with 1.0 everywhere, as dtype `dt`. */
-static void write_edited(const char *dir, const tb_model_config_t *c,
+static void write_edited(const char *dir, const tb__model_config_t *c,
                          const char *drop, const char *reshape,
                          const char *dtype) {
   tb_error_t err = { 0 };
@@ -295,12 +295,12 @@ static void write_edited(const char *dir, const tb_model_config_t *c,
   json_decref(cfg);
   free(cpath);
 
-  tb_weights_t w;
+  tb__weights_t w;
   ASSERT_OK(tb__weights_alloc(&w, c));
-  tb_hf_tensor_t *ts = calloc(tb__hf_tensor_count(c), sizeof(*ts));
+  tb__hf_tensor_t *ts = calloc(tb__hf_tensor_count(c), sizeof(*ts));
   size_t n = tb__hf_tensors(c, &w, ts);
   json_t *hdr = json_object();
-  tb_buf_t data = TB_BUF_INIT;
+  tb__buf_t data = TB_BUF_INIT;
   size_t esize = strcmp(dtype, "F32") == 0 ? 4 : 2;
   for (size_t i = 0; i < n; i++) {
     if (drop != NULL && strcmp(ts[i].name, drop) == 0)
@@ -330,7 +330,7 @@ static void write_edited(const char *dir, const tb_model_config_t *c,
     }
   }
   char *text = json_dumps(hdr, JSON_COMPACT);
-  tb_buf_t file = TB_BUF_INIT;
+  tb__buf_t file = TB_BUF_INIT;
   uint64_t hl = strlen(text);
   unsigned char lb[8];
   for (int i = 0; i < 8; i++)
@@ -351,13 +351,13 @@ static void write_edited(const char *dir, const tb_model_config_t *c,
 
 TEST(hf_loads_f16_and_bf16_weights) {
   make_tmpdir();
-  tb_model_config_t c;
+  tb__model_config_t c;
   tiny_config(&c);
   static const char *const dtypes[] = { "F16", "BF16" };
   for (int k = 0; k < 2; k++) {
     char *dir = path_in(dtypes[k]);
     write_edited(dir, &c, NULL, NULL, dtypes[k]);
-    tb_weights_t w;
+    tb__weights_t w;
     tb_error_t err = { 0 };
     ASSERT_OK(tb__hf_load(dir, &w, &err));
     for (size_t i = 0; i < w.storage_floats; i++)
@@ -370,9 +370,9 @@ TEST(hf_loads_f16_and_bf16_weights) {
 
 TEST(hf_missing_tensor_and_wrong_shape_name_the_tensor) {
   make_tmpdir();
-  tb_model_config_t c;
+  tb__model_config_t c;
   tiny_config(&c);
-  tb_weights_t w;
+  tb__weights_t w;
   tb_error_t err = { 0 };
 
   char *dir = path_in("missing");
@@ -421,7 +421,7 @@ TEST(hf_missing_tensor_and_wrong_shape_name_the_tensor) {
   remove_tmpdir();
 }
 
-static int config_error(const char *text, tb_model_config_t *out,
+static int config_error(const char *text, tb__model_config_t *out,
                         tb_error_t *err) {
   json_t *root = json_loads(text, 0, NULL);
   ASSERT(root != NULL);
@@ -435,7 +435,7 @@ static int config_error(const char *text, tb_model_config_t *out,
                  "\"intermediate_size\": 128, \"num_hidden_layers\": 2, "
 
 TEST(hf_config_defaults_and_errors) {
-  tb_model_config_t c;
+  tb__model_config_t c;
   tb_error_t err = { 0 };
   ASSERT_OK(config_error(LLAMA_64 "\"num_attention_heads\": 4, "
                          "\"vocab_size\": 100}", &c, &err));
@@ -477,7 +477,7 @@ TEST(hf_config_defaults_and_errors) {
 
 typedef struct {
   char names[MAX_T][128];
-  tb_ckpt_tensor_t t[MAX_T];
+  tb__ckpt_tensor_t t[MAX_T];
   size_t n;
   float *buf;      /* data, m, v for every tensor, contiguous */
   size_t floats;
@@ -487,9 +487,9 @@ typedef struct {
  * pattern shifted by `seed`. */
 static void lora_make(lora_t *l, int rank, float seed) {
   memset(l, 0, sizeof(*l));
-  tb_model_config_t c;
+  tb__model_config_t c;
   tb__base_model_config(&c);
-  tb_lora_target_t tg[] = { TB_LORA_Q, TB_LORA_V, TB_LORA_DOWN };
+  tb__lora_target_t tg[] = { TB_LORA_Q, TB_LORA_V, TB_LORA_DOWN };
   size_t k = 0;
   for (int layer = 0; layer < 2; layer++)
     for (int j = 0; j < 3; j++)
@@ -532,8 +532,8 @@ static void lora_zero(lora_t *l) {
 
 static char *targets_list[] = { "q_proj", "v_proj", "down_proj", "lm_head" };
 
-static tb_ckpt_info_t info_for(int64_t step) {
-  tb_ckpt_info_t info;
+static tb__ckpt_info_t info_for(int64_t step) {
+  tb__ckpt_info_t info;
   memset(&info, 0, sizeof(info));
   info.rank = RANK;
   info.alpha = 32;
@@ -560,7 +560,7 @@ TEST(peft_names) {
   for (int t = 0; t < TB_LORA_NTARGETS; t++)
     for (int b = 0; b < 2; b++) {
       int layer, is_b;
-      tb_lora_target_t got;
+      tb__lora_target_t got;
       ASSERT_OK(tb__peft_tensor_name(buf, sizeof(buf), 17, t, b));
       ASSERT_OK(tb__peft_parse_name(buf, &layer, &got, &is_b));
       ASSERT_EQ_INT(got, t);
@@ -569,7 +569,7 @@ TEST(peft_names) {
       ASSERT_EQ_INT(tb__lora_target_from_module(tb__lora_target_module(t)), t);
     }
   int layer, is_b;
-  tb_lora_target_t got;
+  tb__lora_target_t got;
   ASSERT_ERR(tb__peft_parse_name("model.layers.0.self_attn.q_proj.weight",
                                  &layer, &got, &is_b), TB_EINVAL);
   ASSERT_ERR(tb__peft_parse_name("base_model.model.model.layers.01.mlp."
@@ -580,7 +580,7 @@ TEST(peft_names) {
                                  &is_b), TB_EINVAL);
   ASSERT_EQ_INT(tb__lora_target_from_module("embed_tokens"), -1);
 
-  tb_model_config_t c;
+  tb__model_config_t c;
   tb__base_model_config(&c);
   int64_t in, out;
   tb__lora_target_dims(&c, TB_LORA_K, &in, &out);
@@ -600,7 +600,7 @@ TEST(checkpoint_round_trip_with_optimizer_state) {
   lora_make(&a, RANK, 1.0f);
   lora_make(&b, RANK, 0.0f);
   lora_zero(&b);
-  tb_ckpt_info_t info = info_for(7);
+  tb__ckpt_info_t info = info_for(7);
   tb_error_t err = { 0 };
   ASSERT_OK(tb__ckpt_save(dir, a.t, a.n, &info, TB_CKPT_OPTIMIZER, &err));
   int found;
@@ -611,7 +611,7 @@ TEST(checkpoint_round_trip_with_optimizer_state) {
   /* Nothing but the checkpoint is left next to it. */
   ASSERT_EQ_INT(count_entries(tmpdir, NULL, &found), 1);
 
-  tb_ckpt_info_t got;
+  tb__ckpt_info_t got;
   ASSERT_OK(tb__ckpt_load(dir, b.t, b.n, TB_CKPT_OPTIMIZER, &got, &err));
   ASSERT_EQ_INT(memcmp(a.buf, b.buf, a.floats * sizeof(float)), 0);
   ASSERT_EQ_INT(got.rank, RANK);
@@ -659,7 +659,7 @@ TEST(checkpoint_load_validates_the_layout) {
   char *dir = path_in("ckpt");
   lora_t a, b;
   lora_make(&a, RANK, 1.0f);
-  tb_ckpt_info_t info = info_for(1);
+  tb__ckpt_info_t info = info_for(1);
   tb_error_t err = { 0 };
   ASSERT_OK(tb__ckpt_save(dir, a.t, a.n, &info, TB_CKPT_OPTIMIZER, &err));
 
@@ -725,11 +725,11 @@ TEST(checkpoint_overwrite_is_atomic_and_clean) {
   lora_make(&a, RANK, 1.0f);
   lora_make(&b, RANK, 2.0f);
   lora_make(&c, RANK, 0.0f);
-  tb_ckpt_info_t ia = info_for(1), ib = info_for(2);
+  tb__ckpt_info_t ia = info_for(1), ib = info_for(2);
   tb_error_t err = { 0 };
   ASSERT_OK(tb__ckpt_save(dir, a.t, a.n, &ia, TB_CKPT_OPTIMIZER, &err));
   ASSERT_OK(tb__ckpt_save(dir, b.t, b.n, &ib, 0, &err));
-  tb_ckpt_info_t got;
+  tb__ckpt_info_t got;
   ASSERT_OK(tb__ckpt_load(dir, c.t, c.n, 0, &got, &err));
   ASSERT_EQ_INT(got.step, 2);
   ASSERT_EQ_INT(got.has_optimizer, 0);
@@ -780,7 +780,7 @@ static void save_and_crash(const char *dir, lora_t *l, int64_t step,
   if (pid == 0) {
     crash_stage = stage;
     tb__ckpt_test_hook = crash_hook;
-    tb_ckpt_info_t info = info_for(step);
+    tb__ckpt_info_t info = info_for(step);
     tb_error_t err = { 0 };
     tb__ckpt_save(dir, l->t, l->n, &info, TB_CKPT_OPTIMIZER, &err);
     _exit(0);  /* the hook never fired */
@@ -816,11 +816,11 @@ TEST(crash_during_save_never_exposes_a_partial_checkpoint) {
   ASSERT(found);
 
   /* With an old checkpoint in place, a crash at any stage keeps it whole. */
-  tb_ckpt_info_t info = info_for(1);
+  tb__ckpt_info_t info = info_for(1);
   ASSERT_OK(tb__ckpt_save(dir, old.t, old.n, &info, TB_CKPT_OPTIMIZER, &err));
   for (size_t s = 0; s < 5; s++) {
     save_and_crash(dir, &neu, 9, stages[s]);
-    tb_ckpt_info_t gi;
+    tb__ckpt_info_t gi;
     lora_zero(&got);
     ASSERT_OK(tb__ckpt_load(dir, got.t, got.n, TB_CKPT_OPTIMIZER, &gi, &err));
     ASSERT_EQ_INT(gi.step, 1);
@@ -846,7 +846,7 @@ TEST(peft_export_layout_and_config) {
   char *dir = path_in("sampler");
   lora_t a;
   lora_make(&a, RANK, 1.0f);
-  tb_ckpt_info_t info = info_for(3);
+  tb__ckpt_info_t info = info_for(3);
   tb_error_t err = { 0 };
   ASSERT_OK(tb__peft_export(dir, a.t, a.n, &info, &err));
   int found;
@@ -855,10 +855,10 @@ TEST(peft_export_layout_and_config) {
   ASSERT(exists(dir, "adapter_config.json"));
 
   char *st = tb__path_join(dir, "adapter_model.safetensors");
-  tb_st_file_t f;
+  tb__st_file_t f;
   ASSERT_OK(tb__st_open(&f, st, &err));
   ASSERT_EQ_INT(f.n_tensors, a.n);
-  const tb_st_tensor_t *t = tb__st_find(
+  const tb__st_tensor_t *t = tb__st_find(
       &f, "base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight");
   ASSERT(t != NULL);
   ASSERT_EQ_INT(t->shape[0], RANK);
@@ -901,7 +901,7 @@ TEST(peft_export_layout_and_config) {
   lora_t b;
   lora_make(&b, RANK, 0.0f);
   lora_zero(&b);
-  tb_ckpt_info_t got;
+  tb__ckpt_info_t got;
   ASSERT_OK(tb__ckpt_load(dir, b.t, b.n, 0, &got, &err));
   ASSERT_EQ_INT(memcmp(a.buf, b.buf, a.floats / 3 * sizeof(float)), 0);
   ASSERT_EQ_INT(got.rank, RANK);
@@ -947,10 +947,10 @@ TEST(big_buffers_and_weights_of_both_sizes) {
     tb__big_free(p, sizes[i]);
   }
   tb__big_free(NULL, TB__BIGMEM_MIN);
-  tb_model_config_t c;
+  tb__model_config_t c;
   tb__base_model_config(&c);
   c.vocab_size = 1 << 15;  /* 4M floats of embedding: the mapped kind */
-  tb_weights_t w;
+  tb__weights_t w;
   ASSERT_OK(tb__weights_alloc(&w, &c));
   ASSERT(w.storage_floats * sizeof(float) >= TB__BIGMEM_MIN);
   ASSERT(w.embed[0] == 0.0f && w.final_norm[c.hidden_size - 1] == 0.0f);

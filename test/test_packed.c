@@ -49,7 +49,7 @@ static void need_packing(void) {
 /* One slot per shape; every row count and both accumulate modes. */
 static void check_role(int backward) {
   need_packing();
-  tb_packed_t *p = tb__packed_new(NSHAPES);
+  tb__packed_t *p = tb__packed_new(NSHAPES);
   ASSERT(p != NULL);
   for (size_t s = 0; s < NSHAPES; s++) {
     size_t K = shapes[s].K, N = shapes[s].N;
@@ -99,7 +99,7 @@ TEST(backward_input_matches_openblas) { check_role(1); }
 TEST(slot_names_one_matrix) {
   need_packing();
   size_t T = 64, K = 96, N = 80;
-  tb_packed_t *p = tb__packed_new(1);
+  tb__packed_t *p = tb__packed_new(1);
   float *W1 = random_floats(N * K, 1), *W2 = random_floats(N * K, 2);
   float *x = random_floats(T * K, 3);
   float *got = xmalloc(T * N * sizeof(float)), *want = xmalloc(T * N * sizeof(float));
@@ -124,7 +124,7 @@ TEST(slot_names_one_matrix) {
  * packs, the others wait for it, and every product is right. */
 typedef struct {
   uv_work_t req;
-  tb_packed_t *p;
+  tb__packed_t *p;
   const float *W, *x;
   float *y, *dx;
   int done;
@@ -150,7 +150,7 @@ TEST(concurrent_first_use) {
   need_packing();
   uv_loop_t loop;
   ASSERT_OK(uv_loop_init(&loop));
-  tb_packed_t *p = tb__packed_new(1);
+  tb__packed_t *p = tb__packed_new(1);
   float *W = random_floats(JN * JK, 4), *x = random_floats(JT * JK, 5);
   float *y = xmalloc(JT * JN * sizeof(float));
   float *dx = calloc(JT * JK, sizeof(float));
@@ -187,7 +187,7 @@ TEST(concurrent_first_use) {
 TEST(off_by_environment) {
   ASSERT_OK(setenv("TINKERBELL_PACKED_WEIGHTS", "0", 1));
   ASSERT_EQ_INT(tb__packed_available(), 0);
-  tb_packed_t *p = tb__packed_new(3);
+  tb__packed_t *p = tb__packed_new(3);
   ASSERT(p == NULL);
   size_t T = 64, K = 32, N = 48;
   float *W = random_floats(N * K, 6), *x = random_floats(T * K, 7);

@@ -102,7 +102,7 @@ TEST(f32_round_trip_with_metadata) {
   float a[6] = { 1.5f, -2.25f, 3e-39f /* subnormal */, 0.0f, -0.0f, 1e30f };
   float b[3] = { 7, 8, 9 };
   float c[1] = { 42 };
-  tb_st_out_t outs[4] = {
+  tb__st_out_t outs[4] = {
     { "layer.a", 2, { 2, 3 }, a },
     { "b", 1, { 3 }, b },
     { "scalar", 0, { 0 }, c },
@@ -125,7 +125,7 @@ TEST(f32_round_trip_with_metadata) {
   closedir(d);
   ASSERT_EQ_INT(entries, 1);
 
-  tb_st_file_t f;
+  tb__st_file_t f;
   ASSERT_OK(tb__st_open(&f, path, &err));
   ASSERT_EQ_INT(f.n_tensors, 4);
   /* The data region starts 8-byte aligned. */
@@ -138,7 +138,7 @@ TEST(f32_round_trip_with_metadata) {
   ASSERT_STR_EQ(tb__st_metadata(&f, "format"), "pt");
   ASSERT(tb__st_metadata(&f, "absent") == NULL);
 
-  const tb_st_tensor_t *ta = tb__st_find(&f, "layer.a");
+  const tb__st_tensor_t *ta = tb__st_find(&f, "layer.a");
   ASSERT(ta != NULL);
   ASSERT_EQ_INT(ta->ndim, 2);
   ASSERT_EQ_INT(ta->shape[0], 2);
@@ -147,7 +147,7 @@ TEST(f32_round_trip_with_metadata) {
   float got[6];
   ASSERT_OK(tb__st_read_f32(&f, ta, got, 6, &err));
   ASSERT_EQ_INT(memcmp(got, a, sizeof(a)), 0);
-  const tb_st_tensor_t *ts = tb__st_find(&f, "scalar");
+  const tb__st_tensor_t *ts = tb__st_find(&f, "scalar");
   ASSERT_EQ_INT(ts->ndim, 0);
   ASSERT_EQ_INT(ts->numel, 1);
   ASSERT_OK(tb__st_read_f32(&f, ts, got, 1, &err));
@@ -175,11 +175,11 @@ TEST(writer_rejects_bad_lists) {
   make_tmpdir();
   char *path = path_in("bad.safetensors");
   float x[2] = { 1, 2 };
-  tb_st_out_t dup[2] = { { "x", 1, { 2 }, x }, { "x", 1, { 2 }, x } };
+  tb__st_out_t dup[2] = { { "x", 1, { 2 }, x }, { "x", 1, { 2 }, x } };
   tb_error_t err = { 0 };
   ASSERT_ERR(tb__st_write(path, dup, 2, NULL, &err), TB_EINVAL);
   ASSERT_STR_CONTAINS(err.message, "duplicate");
-  tb_st_out_t meta_name[1] = { { "__metadata__", 1, { 2 }, x } };
+  tb__st_out_t meta_name[1] = { { "__metadata__", 1, { 2 }, x } };
   ASSERT_ERR(tb__st_write(path, meta_name, 1, NULL, &err), TB_EINVAL);
   ASSERT(access(path, F_OK) != 0);
   tb_error_clear(&err);
@@ -203,10 +203,10 @@ TEST(reads_handwritten_f16_and_bf16) {
     0x80, 0x3f, 0x40, 0xc0, 0x20, 0x3e,
   };
   write_raw(path, strlen(hdr), hdr, data, sizeof(data));
-  tb_st_file_t f;
+  tb__st_file_t f;
   tb_error_t err = { 0 };
   ASSERT_OK(tb__st_open(&f, path, &err));
-  const tb_st_tensor_t *a = tb__st_find(&f, "a"), *b = tb__st_find(&f, "b");
+  const tb__st_tensor_t *a = tb__st_find(&f, "a"), *b = tb__st_find(&f, "b");
   ASSERT(a != NULL && b != NULL);
   ASSERT_EQ_INT(a->dtype, TB_ST_F16);
   ASSERT_EQ_INT(b->dtype, TB_ST_BF16);
@@ -233,7 +233,7 @@ static void expect_bad(const char *name, uint64_t hlen, const char *hdr,
   unsigned char data[64] = { 0 };
   ASSERT(data_len <= sizeof(data));
   write_raw(path, hlen, hdr, data, data_len);
-  tb_st_file_t f;
+  tb__st_file_t f;
   tb_error_t err = { 0 };
   int rc = tb__st_open(&f, path, &err);
   if (rc != code)
@@ -295,7 +295,7 @@ TEST(corrupt_files_give_errors_naming_the_file) {
   FILE *fp = fopen(tiny, "wb");
   fwrite("abc", 1, 3, fp);
   fclose(fp);
-  tb_st_file_t f;
+  tb__st_file_t f;
   tb_error_t err = { 0 };
   ASSERT_ERR(tb__st_open(&f, tiny, &err), TB_ECORRUPT);
   ASSERT_STR_CONTAINS(err.message, tiny);
@@ -313,15 +313,15 @@ TEST(truncating_a_real_file_at_every_length_never_crashes) {
   make_tmpdir();
   char *path = path_in("full.st");
   float a[5] = { 1, 2, 3, 4, 5 }, b[2] = { 6, 7 };
-  tb_st_out_t outs[2] = { { "a", 1, { 5 }, a }, { "b", 2, { 1, 2 }, b } };
+  tb__st_out_t outs[2] = { { "a", 1, { 5 }, a }, { "b", 2, { 1, 2 }, b } };
   tb_error_t err = { 0 };
   ASSERT_OK(tb__st_write(path, outs, 2, NULL, &err));
-  tb_buf_t whole = TB_BUF_INIT;
+  tb__buf_t whole = TB_BUF_INIT;
   ASSERT_OK(tb__file_read_all(path, &whole, &err));
   char *cut = path_in("cut.st");
   for (size_t len = 0; len < whole.len; len++) {
     ASSERT_OK(tb__file_write_atomic(cut, whole.base, len, &err));
-    tb_st_file_t f;
+    tb__st_file_t f;
     ASSERT_ERR(tb__st_open(&f, cut, &err), TB_ECORRUPT);
     ASSERT_STR_CONTAINS(err.message, cut);
   }

@@ -54,7 +54,7 @@ static inline void stop_server(void) {
 typedef struct hc_s {
   uv_tcp_t tcp;
   uv_connect_t cr;
-  tb_buf_t out, in;
+  tb__buf_t out, in;
   int connected, closed, complete, eof;
   int status;
   char head[4096];

@@ -266,7 +266,7 @@ TEST(keys_file_errors) {
 }
 
 /* A submission route as the training part will write it. */
-static void route_submit(tb_http_request_t *req) {
+static void route_submit(tb__http_request_t *req) {
   if (tb__server_rate_limited(req))
     return;
   tb__server_respond_json(req, 200, "{\"request_id\":\"r\"}", 18);

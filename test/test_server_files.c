@@ -71,12 +71,12 @@ static void save_ckpt(const char *dir, const char *stage) {
   char na[128], nb[128];
   ASSERT_OK(tb__peft_tensor_name(na, sizeof(na), 0, TB_LORA_Q, 0));
   ASSERT_OK(tb__peft_tensor_name(nb, sizeof(nb), 0, TB_LORA_Q, 1));
-  tb_ckpt_tensor_t t[2] = {
+  tb__ckpt_tensor_t t[2] = {
     { na, 2, { 2, 4 }, ckpt_data[0], NULL, NULL },
     { nb, 2, { 4, 2 }, ckpt_data[1], NULL, NULL },
   };
   char *targets[] = { "q_proj" };
-  tb_ckpt_info_t info = { .rank = 2, .alpha = 4, .targets = targets, .n_targets = 1,
+  tb__ckpt_info_t info = { .rank = 2, .alpha = 4, .targets = targets, .n_targets = 1,
                           .base_model = "base", .step = 1 };
   tb_error_t err = { 0 };
   if (stage == NULL) {
@@ -183,7 +183,7 @@ TEST(crash_leftovers_are_swept_at_start) {
   ASSERT_EQ_INT(entries(path, ".h.tmp-ABCDEF"), 1);
   /* The checkpoints are whole: the one in place, and the one put back. */
   tb_error_t err = { 0 };
-  tb_ckpt_info_t info = { 0 };
+  tb__ckpt_info_t info = { 0 };
   snprintf(path, sizeof(path), "%s/ckpt", w);
   ASSERT_OK(tb__ckpt_read_info(path, &info, &err));
   tb__ckpt_info_free(&info);

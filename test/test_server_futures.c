@@ -480,7 +480,7 @@ static void ext_close(tb__server_t *s, tb__server_ext_t *ext) {
   ASSERT_OK(uv_timer_start(&ext_timer, on_ext_timer, 10, 0));
 }
 
-static void ext_metrics(tb__server_t *s, tb__server_ext_t *ext, tb_buf_t *out) {
+static void ext_metrics(tb__server_t *s, tb__server_ext_t *ext, tb__buf_t *out) {
   tb__buf_printf(out, "tinkerbell_queue_depth 7\n");
 }
 

@@ -19,14 +19,14 @@
  * whose names contain `part` with value (f32, f16 or bf16 as stored):
  * weights as a diverged run leaves them.  Returns how many were hit. */
 static size_t poison_tensors(const char *path, const char *part, float value) {
-  tb_st_file_t f;
+  tb__st_file_t f;
   tb_error_t err = { 0 };
   ASSERT_OK(tb__st_open(&f, path, &err));
   int fd = open(path, O_WRONLY);
   ASSERT(fd >= 0);
   size_t hit = 0;
   for (size_t i = 0; i < f.n_tensors; i++) {
-    const tb_st_tensor_t *t = &f.tensors[i];
+    const tb__st_tensor_t *t = &f.tensors[i];
     if (strstr(t->name, part) == NULL)
       continue;
     off_t off = (off_t)(t->data - (const unsigned char *)f.map);

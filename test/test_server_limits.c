@@ -18,7 +18,7 @@
 typedef struct rc_s {
   uv_tcp_t tcp;
   uv_connect_t cr;
-  tb_buf_t in;
+  tb__buf_t in;
   int connected, eof, closed;
   uint64_t eof_at;
 } rc_t;
@@ -175,25 +175,25 @@ static void write_keys(const char *path) {
 
 static int cl_status, cl_done, cl_closed;
 
-static void on_cl(tb_http_client_req_t *req, int status) {
+static void on_cl(tb__http_client_req_t *req, int status) {
   cl_status = status == 0 ? req->response.status : status;
   cl_done = 1;
 }
 
-static void on_cl_closed(tb_http_client_t *c) {
+static void on_cl_closed(tb__http_client_t *c) {
   cl_closed = 1;
 }
 
 /* The project's client, sending 8 MiB with a wrong key: it reads the 401
  * the server gives on the head while the server drops the rest. */
 static void client_gets_401_early(void) {
-  tb_http_client_t cl;
+  tb__http_client_t cl;
   ASSERT_OK(tb__http_client_init(&loop, &cl, NULL));
-  tb_http_client_req_t req;
+  tb__http_client_req_t req;
   tb__http_client_req_init(&req);
   char url[64];
   snprintf(url, sizeof(url), "http://127.0.0.1:%d/api/v1/create_session", port);
-  static const tb_http_header_t h = { TB_SLICE_LIT("X-API-Key"), TB_SLICE_LIT("tml-wrong") };
+  static const tb__http_header_t h = { TB_SLICE_LIT("X-API-Key"), TB_SLICE_LIT("tml-wrong") };
   size_t n = (size_t)8 << 20;
   char *big = xmalloc(n);
   memset(big, ' ', n);

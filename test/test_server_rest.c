@@ -40,7 +40,7 @@ static void reopen_training(tb_server_options_t *o) {
   ASSERT_OK(tb_server_listen(&server, "127.0.0.1", 0));
   port = tb_server_port(&server);
   server_closed = 0;
-  tb_engine_opts_t eo = { .shards = 2 };
+  tb__engine_opts_t eo = { .shards = 2 };
   tb_error_t err = { 0 };
   ASSERT_OK(tb__training_start(srv, &eo, NULL, 0, &err));
 }
@@ -725,7 +725,7 @@ static void start_training_busy_pool(tb_server_options_t *o) {
   ASSERT_OK(tb_server_listen(&server, "127.0.0.1", 0));
   port = tb_server_port(&server);
   server_closed = 0;
-  tb_engine_opts_t eo = { .shards = 2 };
+  tb__engine_opts_t eo = { .shards = 2 };
   tb_error_t err = { 0 };
   ASSERT_OK(tb__training_start(srv, &eo, NULL, 0, &err));
 }

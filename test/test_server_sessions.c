@@ -118,7 +118,7 @@ TEST(try_again_tells_queued_from_running) {
   ASSERT(mkdtemp(data_dir) != NULL);
   tb_server_options_t o = { .data_dir = data_dir, .long_poll_ms = 5 };
   start_server(&o);
-  tb_engine_opts_t eo = { .shards = 1, .max_work_items = 1 };
+  tb__engine_opts_t eo = { .shards = 1, .max_work_items = 1 };
   tb_error_t err = { 0 };
   ASSERT_OK(tb__training_start(srv, &eo, NULL, 0, &err));
   char *sid = create_session(NULL);
@@ -126,7 +126,7 @@ TEST(try_again_tells_queued_from_running) {
   char *b = create_model(sid, 1, NULL);
   /* A long job on a runs; a's seq 3 waits for seq 2; b's job waits for
    * the one work item. */
-  tb_buf_t toks = TB_BUF_INIT, ins = TB_BUF_INIT;
+  tb__buf_t toks = TB_BUF_INIT, ins = TB_BUF_INIT;
   enum { N = 2000 };
   tb__buf_append_str(&toks, "[");
   tb__buf_append_str(&ins, "\"target_tokens\":{\"dtype\":\"int64\",\"shape\":[2000],\"data\":[");

@@ -1094,7 +1094,7 @@ TEST(a_qwen3_base_model) {
   ASSERT(mkdtemp(hf) != NULL);
   char dir[64];
   snprintf(dir, sizeof(dir), "%s/m", hf);
-  tb_model_config_t c = { 0 };
+  tb__model_config_t c = { 0 };
   c.arch = TB_ARCH_QWEN3;
   c.qk_norm = 1;
   c.hidden_size = 32;
@@ -1108,7 +1108,7 @@ TEST(a_qwen3_base_model) {
   c.rms_norm_eps = 1e-6f;
   c.rope_theta = 1000000.0f;
   c.tie_word_embeddings = 1;
-  tb_weights_t w;
+  tb__weights_t w;
   ASSERT_OK(tb__weights_alloc(&w, &c));
   tb__k_rng_t rng;
   tb__k_rng_seed(&rng, 8);
@@ -1186,7 +1186,7 @@ TEST(checkpoints_after_restart) {
 
   tb_server_options_t o2 = { .data_dir = data_dir, .long_poll_ms = 10000 };
   start_server(&o2);
-  tb_engine_opts_t eo = { .shards = 2 };
+  tb__engine_opts_t eo = { .shards = 2 };
   tb_error_t err = { 0 };
   ASSERT_OK(tb__training_start(srv, &eo, NULL, 0, &err));
   hc_expect("POST", "/api/v1/remove_lora", NULL, "{\"model_id\":\"p\"}", 404, NULL);
@@ -1208,7 +1208,7 @@ TEST(checkpoints_after_restart) {
 TEST(no_data_dir) {
   tb_server_options_t o = { .long_poll_ms = 10000 };
   start_server(&o);
-  tb_engine_opts_t eo = { .shards = 2 };
+  tb__engine_opts_t eo = { .shards = 2 };
   tb_error_t err = { 0 };
   ASSERT_OK(tb__training_start(srv, &eo, NULL, 0, &err));
   char *fb = fb_body("n", HELLO);

@@ -16,7 +16,7 @@ static void on_server_closed(tb_server_t *s) {
   closed++;
 }
 
-static void on_client_closed(tb_http_client_t *c) {
+static void on_client_closed(tb__http_client_t *c) {
   closed++;
 }
 
@@ -32,12 +32,12 @@ TEST(healthz_over_https) {
   tb_error_t err = { 0 };
   tb__tls_ctx_t *ctx;
   ASSERT_OK(tb__tls_ctx_client_new(c.cert, 0, &ctx, &err));
-  tb_http_client_t client;
-  tb_http_client_opts_t co = { .tls_transport_new = tb__transport_tls_new, .tls_ctx = ctx };
+  tb__http_client_t client;
+  tb__http_client_opts_t co = { .tls_transport_new = tb__transport_tls_new, .tls_ctx = ctx };
   ASSERT_OK(tb__http_client_init(&loop, &client, &co));
   char url[64];
   snprintf(url, sizeof(url), "https://127.0.0.1:%d/api/v1/healthz", tb_server_port(&server));
-  tb_http_client_req_t req;
+  tb__http_client_req_t req;
   tb__http_client_req_init(&req);
   result_t r = { 0 };
   req.data = &r;

@@ -65,12 +65,12 @@ TEST(train_save_load_sample) {
   c = await_future(rid, "Accept: application/x-protobuf\r\n");
   free(rid);
   ASSERT_STR_CONTAINS(c->head, "application/x-protobuf");
-  tb_arena_t arena;
+  tb__arena_t arena;
   tb__arena_init(&arena, 0);
   tb_error_t err = { 0 };
-  tb_jctx_t jc;
+  tb__jctx_t jc;
   tb__jctx_init(&jc, &err);
-  tb_wire_fwdbwd_output_t out;
+  tb__wire_fwdbwd_output_t out;
   ASSERT_OK(tb__wire_fwdbwd_output_from_proto(&jc, &arena,
                                               (tb_slice_t){ c->body, c->body_len }, &out));
   hc_free(c);
@@ -148,7 +148,7 @@ TEST(train_save_load_sample) {
   /* The same result in protobuf. */
   c = await_future(rid, "Accept: application/x-protobuf\r\n");
   tb__arena_init(&arena, 0);
-  tb_wire_sample_response_t sr;
+  tb__wire_sample_response_t sr;
   ASSERT_OK(tb__wire_sample_response_from_proto(&jc, &arena,
                                                 (tb_slice_t){ c->body, c->body_len }, &sr));
   ASSERT_EQ_INT(sr.n_sequences, 2);
@@ -297,7 +297,7 @@ TEST(bad_input) {
   start_training(&o);
   char *sid = create_session(NULL);
   char *mid = create_model(sid, 0, NULL);
-  tb_model_config_t cfg;
+  tb__model_config_t cfg;
   tb__base_model_config(&cfg);
 
   /* Known at submission: 400 with the field's path. */
@@ -363,7 +363,7 @@ TEST(bad_input) {
   free(rid);
   /* A sequence longer than the context. */
   size_t n = (size_t)cfg.max_position_embeddings + 1;
-  tb_buf_t toks = { 0 }, ins = { 0 };
+  tb__buf_t toks = { 0 }, ins = { 0 };
   ASSERT_OK(tb__buf_printf(&toks, "["));
   ASSERT_OK(tb__buf_printf(&ins, "\"target_tokens\":["));
   for (size_t i = 0; i < n; i++) {
@@ -794,13 +794,13 @@ TEST(stop_strings) {
       continue;
     }
     int32_t t = (int32_t)json_integer_value(json_array_get(toks, 1));
-    tb_buf_t b = { 0 };
+    tb__buf_t b = { 0 };
     int rc = tb__tok_decode(&t, 1, 0, &b);
     int printable = rc == 0 && b.len == 1 && b.base[0] > 32 && b.base[0] < 127 &&
                     b.base[0] != '"' && b.base[0] != '\\';
     /* The first token must not hold the stop string already. */
     int32_t t0 = (int32_t)json_integer_value(json_array_get(toks, 0));
-    tb_buf_t b0 = { 0 };
+    tb__buf_t b0 = { 0 };
     printable = printable && tb__tok_decode(&t0, 1, 0, &b0) == 0 &&
                 (b0.len == 0 || memchr(b0.base, b.base[0], b0.len) == NULL);
     if (printable) {
@@ -840,7 +840,7 @@ TEST(several_base_models) {
   start_training_models(&o, models, 2);
   /* Names are unique. */
   const char *twice[] = { "base", "base" };
-  tb_engine_opts_t eo = { 0 };
+  tb__engine_opts_t eo = { 0 };
   ASSERT_ERR(tb__training_start(srv, &eo, twice, 2, &err), TB_EEXIST);
   ASSERT_STR_CONTAINS(err.message, "named twice");
   tb_error_clear(&err);
@@ -897,15 +897,15 @@ TEST(several_base_models) {
 
 static int cl_done;
 
-static void cl_cb(tb_http_client_req_t *req, int status) {
+static void cl_cb(tb__http_client_req_t *req, int status) {
   ASSERT_OK(status);
   cl_done++;
 }
 
 /* Sends one request with the project's client and runs the loop until it
  * is answered; the response stays in req until it is freed. */
-static void cl_send(tb_http_client_t *cl, tb_http_client_req_t *req, const char *path,
-                    const tb_http_header_t *h, size_t nh, const void *body, size_t len) {
+static void cl_send(tb__http_client_t *cl, tb__http_client_req_t *req, const char *path,
+                    const tb__http_header_t *h, size_t nh, const void *body, size_t len) {
   static char url[128];
   snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
   static uv_buf_t b;
@@ -923,7 +923,7 @@ static void cl_send(tb_http_client_t *cl, tb_http_client_req_t *req, const char 
   ASSERT_EQ_INT(req->response.status, 200);
 }
 
-static char *cl_field(tb_http_client_req_t *req, const char *key) {
+static char *cl_field(tb__http_client_req_t *req, const char *key) {
   json_error_t e;
   json_t *v = json_loadb(req->response.body, req->response.body_len, 0, &e);
   ASSERT(v != NULL);
@@ -935,21 +935,21 @@ static char *cl_field(tb_http_client_req_t *req, const char *key) {
 
 static int cl_closed;
 
-static void on_cl_closed(tb_http_client_t *c) {
+static void on_cl_closed(tb__http_client_t *c) {
   cl_closed = 1;
 }
 
 TEST(with_the_http_client) {
   tb_server_options_t o = { 0 };
   start_training(&o);
-  tb_http_client_t cl;
+  tb__http_client_t cl;
   ASSERT_OK(tb__http_client_init(&loop, &cl, NULL));
-  tb_http_client_req_t req;
+  tb__http_client_req_t req;
   tb__http_client_req_init(&req);
-  static const tb_http_header_t json_h[] = {
+  static const tb__http_header_t json_h[] = {
     { TB_SLICE_LIT("Content-Type"), TB_SLICE_LIT("application/json") },
   };
-  static const tb_http_header_t proto_h[] = {
+  static const tb__http_header_t proto_h[] = {
     { TB_SLICE_LIT("Content-Type"), TB_SLICE_LIT("application/x-protobuf") },
     { TB_SLICE_LIT("Accept"), TB_SLICE_LIT("application/x-protobuf") },
   };
@@ -979,15 +979,15 @@ TEST(with_the_http_client) {
   rid = cl_field(&req, "request_id");
   snprintf(body, sizeof(body), "{\"request_id\":\"%s\",\"allow_metadata_only\":false}", rid);
   cl_send(&cl, &req, "/api/v1/retrieve_future", proto_h + 1, 1, body, strlen(body));
-  const tb_http_header_t *ct = tb__http_response_header(&req.response, "Content-Type");
+  const tb__http_header_t *ct = tb__http_response_header(&req.response, "Content-Type");
   ASSERT(ct != NULL);
   ASSERT_MEM_EQ_STR(ct->value.base, ct->value.len, "application/x-protobuf");
-  tb_arena_t arena;
+  tb__arena_t arena;
   tb__arena_init(&arena, 0);
   tb_error_t err = { 0 };
-  tb_jctx_t jc;
+  tb__jctx_t jc;
   tb__jctx_init(&jc, &err);
-  tb_wire_fwdbwd_output_t out;
+  tb__wire_fwdbwd_output_t out;
   ASSERT_OK(tb__wire_fwdbwd_output_from_proto(
       &jc, &arena, (tb_slice_t){ req.response.body, req.response.body_len }, &out));
   ASSERT_EQ_INT(out.n_outputs, 1);
@@ -1011,14 +1011,14 @@ TEST(paused_capacity_while_the_engine_is_full) {
   ASSERT(mkdtemp(data_dir) != NULL);
   tb_server_options_t o = { .data_dir = data_dir, .long_poll_ms = 50 };
   start_server(&o);
-  tb_engine_opts_t eo = { .shards = 1, .max_work_items = 1 };
+  tb__engine_opts_t eo = { .shards = 1, .max_work_items = 1 };
   tb_error_t err = { 0 };
   ASSERT_OK(tb__training_start(srv, &eo, NULL, 0, &err));
   char *sid = create_session(NULL);
   char *a = create_model(sid, 0, NULL);
   char *b = create_model(sid, 1, NULL);
   /* A long job on a: 2000 tokens, 16 datums' worth of work in one. */
-  tb_buf_t toks = TB_BUF_INIT, ins = TB_BUF_INIT;
+  tb__buf_t toks = TB_BUF_INIT, ins = TB_BUF_INIT;
   enum { N = 2000 };
   tb__buf_append_str(&toks, "[");
   tb__buf_append_str(&ins, "\"target_tokens\":{\"dtype\":\"int64\",\"shape\":[2000],\"data\":[");

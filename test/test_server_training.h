@@ -34,7 +34,7 @@ static inline void start_training_models(tb_server_options_t *o, const char *con
   if (o->long_poll_ms == 0)
     o->long_poll_ms = 10000;
   start_server(o);
-  tb_engine_opts_t eo = { .shards = 2 };
+  tb__engine_opts_t eo = { .shards = 2 };
   tb_error_t err = { 0 };
   ASSERT_OK(tb__training_start(srv, &eo, models, n, &err));
 }

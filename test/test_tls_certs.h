@@ -22,7 +22,7 @@ typedef struct {
   int status, calls;
 } result_t;
 
-static inline void on_result(tb_http_client_req_t *req, int status) {
+static inline void on_result(tb__http_client_req_t *req, int status) {
   result_t *r = req->data;
   r->status = status;
   r->calls++;

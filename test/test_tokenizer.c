@@ -15,14 +15,14 @@ TEST(bytes_round_trip) {
   char text[256];
   for (int i = 0; i < 256; i++)
     text[i] = (char)i;
-  tb_tokens_t t = TB_TOKENS_INIT;
+  tb__tokens_t t = TB_TOKENS_INIT;
   ASSERT_OK(tb__tok_encode((tb_slice_t){ text, sizeof(text) }, &t));
   ASSERT_EQ_INT(t.len, 256);
   for (int i = 0; i < 256; i++) {
     ASSERT_EQ_INT(t.ids[i], i);
     ASSERT_EQ_INT(t.trainable[i], 0);
   }
-  tb_buf_t out = TB_BUF_INIT;
+  tb__buf_t out = TB_BUF_INIT;
   ASSERT_OK(tb__tok_decode(t.ids, t.len, 0, &out));
   ASSERT_EQ_INT(out.len, 256);
   ASSERT_EQ_INT(memcmp(out.base, text, 256), 0);
@@ -36,7 +36,7 @@ TEST(bytes_round_trip) {
 }
 
 TEST(special_tokens_are_never_parsed_from_text) {
-  tb_tokens_t t = TB_TOKENS_INIT;
+  tb__tokens_t t = TB_TOKENS_INIT;
   ASSERT_OK(tb__tok_encode(TB_SLICE_LIT("<|end|>"), &t));
   ASSERT_EQ_INT(t.len, 7);
   for (size_t i = 0; i < t.len; i++)
@@ -61,7 +61,7 @@ TEST(special_tokens_by_name_and_decode_flags) {
   }
 
   int32_t ids[] = { TB_TOK_USER, 'h', 'i', TB_TOK_END };
-  tb_buf_t out = TB_BUF_INIT;
+  tb__buf_t out = TB_BUF_INIT;
   ASSERT_OK(tb__tok_decode(ids, 4, 0, &out));
   ASSERT_MEM_EQ_STR(out.base, out.len, "hi");
   out.len = 0;
@@ -79,14 +79,14 @@ TEST(special_tokens_by_name_and_decode_flags) {
 #define MSG(r, c) { TB_SLICE_LIT(r), TB_SLICE_LIT(c) }
 
 TEST(chat_template_and_mask) {
-  tb_chat_msg_t msgs[] = {
+  tb__chat_msg_t msgs[] = {
     MSG("system", "S"),
     MSG("user", "hi"),
     MSG("assistant", "yo"),
     MSG("user", "q"),
     MSG("assistant", "a"),
   };
-  tb_tokens_t t = TB_TOKENS_INIT;
+  tb__tokens_t t = TB_TOKENS_INIT;
   tb_error_t err = { 0 };
   ASSERT_OK(tb__chat_render(msgs, 5, &t, &err));
   int32_t want[] = {
@@ -111,7 +111,7 @@ TEST(chat_template_and_mask) {
     ASSERT_EQ_INT(t.ids[i], want[i]);
     ASSERT_EQ_INT(t.trainable[i], mask[i]);
   }
-  tb_buf_t text = TB_BUF_INIT;
+  tb__buf_t text = TB_BUF_INIT;
   ASSERT_OK(tb__tok_decode(t.ids, t.len, TB_TOK_DECODE_SPECIAL, &text));
   ASSERT_MEM_EQ_STR(text.base, text.len,
                     "<|bos|><|system|>S<|end|><|user|>hi<|end|>"
@@ -144,8 +144,8 @@ TEST(chat_template_and_mask) {
 }
 
 TEST(chat_rejects_unknown_roles_without_side_effects) {
-  tb_chat_msg_t msgs[] = { MSG("user", "x"), MSG("tool", "y") };
-  tb_tokens_t t = TB_TOKENS_INIT;
+  tb__chat_msg_t msgs[] = { MSG("user", "x"), MSG("tool", "y") };
+  tb__tokens_t t = TB_TOKENS_INIT;
   tb_error_t err = { 0 };
   ASSERT_OK(tb__tokens_push(&t, 'z', 1));
   ASSERT_ERR(tb__chat_render(msgs, 2, &t, &err), TB_EINVAL);
@@ -162,8 +162,8 @@ TEST(long_content_grows_the_buffer) {
   size_t n = 100000;
   char *big = xmalloc(n);
   memset(big, 'x', n);
-  tb_chat_msg_t msgs[] = { { TB_SLICE_LIT("assistant"), { big, n } } };
-  tb_tokens_t t = TB_TOKENS_INIT;
+  tb__chat_msg_t msgs[] = { { TB_SLICE_LIT("assistant"), { big, n } } };
+  tb__tokens_t t = TB_TOKENS_INIT;
   tb_error_t err = { 0 };
   ASSERT_OK(tb__chat_render(msgs, 1, &t, &err));
   ASSERT_EQ_INT(t.len, n + 3);

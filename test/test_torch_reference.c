@@ -76,11 +76,11 @@ static pthread_t loop_thread;
 
 typedef struct env_s {
   uv_loop_t loop;
-  tb_engine_t engine;
+  tb__engine_t engine;
   int done;
 } env_t;
 
-static void job_cb(tb_engine_job_t *job, int status) {
+static void job_cb(tb__engine_job_t *job, int status) {
   ASSERT(pthread_equal(pthread_self(), loop_thread));
   if (status != 0)
     fprintf(stderr, "job failed: %s\n", tb_error_message(&job->error));
@@ -94,7 +94,7 @@ static void run(env_t *env) {
   ASSERT_EQ_INT(env->done, before + 1);
 }
 
-static void closed_cb(tb_engine_t *e) { ((env_t *)e->data)->done = -1; }
+static void closed_cb(tb__engine_t *e) { ((env_t *)e->data)->done = -1; }
 
 /* ------------------------------------------------------------ models */
 
@@ -102,15 +102,15 @@ static void closed_cb(tb_engine_t *e) { ((env_t *)e->data)->done = -1; }
  * weights, stored as dtype, sharded when shard_bytes > 0. */
 typedef struct model_s {
   int base;
-  tb_model_config_t config;
-  tb_st_dtype_t dtype;
+  tb__model_config_t config;
+  tb__st_dtype_t dtype;
   size_t shard_bytes;
 } model_t;
 
 /* A small untied Llama. */
 static model_t untied(void) {
   model_t m = { 0 };
-  tb_model_config_t *c = &m.config;
+  tb__model_config_t *c = &m.config;
   c->hidden_size = 64;
   c->intermediate_size = 96;
   c->num_layers = 2;
@@ -125,9 +125,9 @@ static model_t untied(void) {
 }
 
 /* The families at a tiny width with their real vocabularies, tied. */
-static model_t family(tb_model_arch_t arch) {
+static model_t family(tb__model_arch_t arch) {
   model_t m = untied();
-  tb_model_config_t *c = &m.config;
+  tb__model_config_t *c = &m.config;
   c->arch = arch;
   c->hidden_size = 32;
   c->intermediate_size = 48;
@@ -167,13 +167,13 @@ static void write_model(const char *dir, const model_t *m) {
     ASSERT_OK(tb__base_model_save(dir, &err));
     return;
   }
-  const tb_model_config_t *c = &m->config;
-  tb_weights_t w;
+  const tb__model_config_t *c = &m->config;
+  tb__weights_t w;
   ASSERT_OK(tb__weights_alloc(&w, c));
   tb__k_rng_t rng;
   tb__k_rng_seed(&rng, 77);
   tb__k_rng_fill_normal(w.storage, &rng, 0.0f, 0.15f, w.storage_floats);
-  tb_hf_tensor_t *ts = calloc(tb__hf_tensor_count(c), sizeof(*ts));
+  tb__hf_tensor_t *ts = calloc(tb__hf_tensor_count(c), sizeof(*ts));
   ASSERT(ts != NULL);
   size_t n = tb__hf_tensors(c, &w, ts);
   for (size_t i = 0; i < n; i++) {
@@ -195,8 +195,8 @@ static void write_model(const char *dir, const model_t *m) {
 typedef struct batch_s {
   int32_t tok[ND][NMAX], tgt[ND][NMAX];
   float w[ND][NMAX], lps[ND][NMAX], adv[ND][NMAX];
-  tb_datum_t d[ND];
-  tb_batch_t b;
+  tb__datum_t d[ND];
+  tb__batch_t b;
 } batch_t;
 
 static json_t *ints(const int32_t *x, size_t n) {
@@ -217,7 +217,7 @@ static void write_batch_json(const char *path, const batch_t *bt,
                              int with_config) {
   json_t *data = json_array();
   for (size_t i = 0; i < bt->b.num_data; i++) {
-    const tb_datum_t *d = &bt->d[i];
+    const tb__datum_t *d = &bt->d[i];
     json_array_append_new(
         data, json_pack("{s:o, s:o, s:o, s:o, s:o}", "tokens",
                         ints(d->tokens, d->n), "target_tokens",
@@ -226,7 +226,7 @@ static void write_batch_json(const char *path, const batch_t *bt,
                         floats(d->logprobs, d->n), "advantages",
                         floats(d->advantages, d->n)));
   }
-  const tb_loss_config_t *c = &bt->b.loss_config;
+  const tb__loss_config_t *c = &bt->b.loss_config;
   json_t *cfg = with_config
                     ? json_pack("{s:f, s:f, s:f}", "clip_low_threshold",
                                 (double)c->clip_low_threshold,
@@ -257,7 +257,7 @@ static double norm_rel(const float *got, const json_t *want, size_t n) {
 
 /* Runs one loss through the engine and through PyTorch and compares. */
 static void check_loss(const char *model_spec_fmt, const model_t *mdl,
-                       tb_loss_fn_t fn, const tb_loss_config_t *cfg) {
+                       tb__loss_fn_t fn, const tb__loss_config_t *cfg) {
   if (torch_missing)
     SKIP("PyTorch not installed for %s (Debian: apt install python3-torch)", python());
   loop_thread = pthread_self();
@@ -274,30 +274,30 @@ static void check_loss(const char *model_spec_fmt, const model_t *mdl,
   memset(&env, 0, sizeof(env));
   ASSERT_OK(uv_loop_init(&env.loop));
   env.engine.data = &env;
-  tb_engine_opts_t opts = { 2, 1, 0 };
+  tb__engine_opts_t opts = { 2, 1, 0 };
   ASSERT_OK(tb__engine_init(&env.loop, &env.engine, &opts));
   char spec[300];
   snprintf(spec, sizeof(spec), model_spec_fmt, model_dir);
-  tb_engine_job_t job = { 0 };
+  tb__engine_job_t job = { 0 };
   job.data = &env;
   ASSERT_OK(tb__engine_load_model(&job, &env.engine, spec, job_cb));
   run(&env);
-  tb_engine_model_t *model = job.model;
+  tb__engine_model_t *model = job.model;
   tb__engine_job_cleanup(&job);
-  const tb_model_config_t *mc = &tb__engine_model_weights(model)->config;
+  const tb__model_config_t *mc = &tb__engine_model_weights(model)->config;
 
-  tb_lora_config_t lc = { 0 };
+  tb__lora_config_t lc = { 0 };
   lc.rank = 4;
   lc.seed = 5;
   lc.alpha = 16;
   lc.train_attn = lc.train_mlp = lc.train_unembed = 1;
   ASSERT_OK(tb__engine_create_adapter(&job, model, &lc, job_cb));
   run(&env);
-  tb_engine_adapter_t *a = job.adapter;
+  tb__engine_adapter_t *a = job.adapter;
   tb__engine_job_cleanup(&job);
   /* B is zero at init; give every tensor values so that all gradients
    * are non-trivial. */
-  tb_lora_t *lora = tb__engine_adapter_lora(a);
+  tb__lora_t *lora = tb__engine_adapter_lora(a);
   tb__k_rng_t rng;
   tb__k_rng_seed(&rng, 6);
   tb__k_rng_fill_uniform(lora->params, &rng, -0.1f, 0.1f, lora->num_params);
@@ -319,10 +319,10 @@ static void check_loss(const char *model_spec_fmt, const model_t *mdl,
       bt.w[i][t] = (float)(tb__k_splitmix64(&st) % 4) * 0.5f;
       bt.adv[i][t] = (float)(tb__k_rng_uniform(&rng) * 2.0 - 1.0);
     }
-    bt.d[i] = (tb_datum_t){ bt.tok[i], n, 1, bt.tgt[i], bt.w[i], bt.lps[i],
+    bt.d[i] = (tb__datum_t){ bt.tok[i], n, 1, bt.tgt[i], bt.w[i], bt.lps[i],
                             bt.adv[i] };
   }
-  bt.b = (tb_batch_t){ bt.d, ND, TB_LOSS_CROSS_ENTROPY, *cfg };
+  bt.b = (tb__batch_t){ bt.d, ND, TB_LOSS_CROSS_ENTROPY, *cfg };
   ASSERT_OK(tb__engine_forward(&job, a, &bt.b, job_cb));
   run(&env);
   size_t k = 0;
@@ -343,7 +343,7 @@ static void check_loss(const char *model_spec_fmt, const model_t *mdl,
 
   /* Theirs.  The default clip thresholds are checked by leaving the
    * config out for some losses. */
-  tb_loss_config_t def;
+  tb__loss_config_t def;
   tb__loss_config_default(&def);
   int with_config = fn == TB_LOSS_DRO ||
                     memcmp(cfg, &def, sizeof(def)) != 0;
@@ -403,58 +403,58 @@ static void check_loss(const char *model_spec_fmt, const model_t *mdl,
   ASSERT_EQ_INT(system(cmd), 0);
 }
 
-static tb_loss_config_t config(float lo, float hi, float beta) {
-  tb_loss_config_t c = { lo, hi, beta };
+static tb__loss_config_t config(float lo, float hi, float beta) {
+  tb__loss_config_t c = { lo, hi, beta };
   return c;
 }
 
 TEST(cross_entropy_on_base) {
-  tb_loss_config_t c;
+  tb__loss_config_t c;
   tb__loss_config_default(&c);
   model_t m = { 1, { 0 }, TB_ST_F32, 0 };
   check_loss("ref=%s", &m, TB_LOSS_CROSS_ENTROPY, &c);
 }
 
 TEST(cross_entropy_untied) {
-  tb_loss_config_t c;
+  tb__loss_config_t c;
   tb__loss_config_default(&c);
   model_t m = untied();
   check_loss("tiny=%s", &m, TB_LOSS_CROSS_ENTROPY, &c);
 }
 
 TEST(importance_sampling) {
-  tb_loss_config_t c;
+  tb__loss_config_t c;
   tb__loss_config_default(&c);
   model_t m = untied();
   check_loss("tiny=%s", &m, TB_LOSS_IMPORTANCE_SAMPLING, &c);
 }
 
 TEST(ppo_with_clip_thresholds) {
-  tb_loss_config_t c = config(0.9f, 1.1f, 0.05f);
+  tb__loss_config_t c = config(0.9f, 1.1f, 0.05f);
   model_t m = untied();
   check_loss("tiny=%s", &m, TB_LOSS_PPO, &c);
 }
 
 TEST(cispo_default_thresholds) {
-  tb_loss_config_t c;
+  tb__loss_config_t c;
   tb__loss_config_default(&c);
   model_t m = untied();
   check_loss("tiny=%s", &m, TB_LOSS_CISPO, &c);
 }
 
 TEST(dro_with_beta) {
-  tb_loss_config_t c = config(0.8f, 1.2f, 0.3f);
+  tb__loss_config_t c = config(0.8f, 1.2f, 0.3f);
   model_t m = untied();
   check_loss("tiny=%s", &m, TB_LOSS_DRO, &c);
 }
 
 /* Every loss on one family's model. */
 static void family_losses(const model_t *m) {
-  tb_loss_config_t def;
+  tb__loss_config_t def;
   tb__loss_config_default(&def);
   const struct {
-    tb_loss_fn_t fn;
-    tb_loss_config_t cfg;
+    tb__loss_fn_t fn;
+    tb__loss_config_t cfg;
   } cases[] = {
     { TB_LOSS_CROSS_ENTROPY, def },
     { TB_LOSS_IMPORTANCE_SAMPLING, def },

@@ -29,7 +29,7 @@ static char *write_tmp(const char *text) {
 TEST(renders_shifts_and_masks) {
   const char *line = "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"},"
                      "{\"role\":\"assistant\",\"content\":\"yo\"}]}";
-  tb_train_example_t e;
+  tb__train_example_t e;
   tb_error_t err = { 0 };
   int truncated = 1;
   ASSERT_OK(tb__train_example_from_line(tb__base_renderer(), line, strlen(line), 512, 0, 7, &e, &truncated, &err));
@@ -75,7 +75,7 @@ TEST(train_on_last_and_reasoning) {
                      "{\"role\":\"user\",\"content\":\"d\"},"
                      "{\"role\":\"assistant\",\"content\":\"ef\","
                      "\"reasoning_content\":\"hm\"}]}";
-  tb_train_example_t e;
+  tb__train_example_t e;
   tb_error_t err = { 0 };
   int truncated;
   ASSERT_OK(tb__train_example_from_line(tb__base_renderer(), line, strlen(line), 512, 0, 1,
@@ -120,7 +120,7 @@ TEST(bad_lines_name_file_line_and_field) {
     snprintf(text, sizeof(text),
              "{\"messages\":[{\"role\":\"user\",\"content\":\"ok\"}]}\n\n%s\n", cases[i].line);
     char *path = write_tmp(text);
-    tb_train_data_t d;
+    tb__train_data_t d;
     tb_error_t err = { 0 };
     ASSERT_ERR(tb__train_data_load(tb__base_renderer(), path, 256, 0, &d, &err), TB_EFIELD);
     char where[96];
@@ -133,7 +133,7 @@ TEST(bad_lines_name_file_line_and_field) {
   /* An assistant reply past max_length leaves nothing to train. */
   char *path = write_tmp("{\"messages\":[{\"role\":\"user\",\"content\":\"a long question\"},"
                          "{\"role\":\"assistant\",\"content\":\"x\"}]}\n");
-  tb_train_data_t d;
+  tb__train_data_t d;
   tb_error_t err = { 0 };
   ASSERT_ERR(tb__train_data_load(tb__base_renderer(), path, 6, 0, &d, &err), TB_EFIELD);
   ASSERT_STR_CONTAINS(tb_error_message(&err), ":1: no assistant token");
@@ -161,7 +161,7 @@ TEST(split_is_seeded_and_keeps_order) {
     strcat(text, line);
   }
   char *path = write_tmp(text);
-  tb_train_data_t a, b, ea, eb;
+  tb__train_data_t a, b, ea, eb;
   tb_error_t err = { 0 };
   ASSERT_OK(tb__train_data_load(tb__base_renderer(), path, 64, 0, &a, &err));
   ASSERT_OK(tb__train_data_load(tb__base_renderer(), path, 64, 0, &b, &err));
@@ -195,7 +195,7 @@ TEST(split_is_seeded_and_keeps_order) {
 }
 
 TEST(the_example_dataset_loads) {
-  tb_train_data_t d;
+  tb__train_data_t d;
   tb_error_t err = { 0 };
   ASSERT_OK(tb__train_data_load(tb__base_renderer(), TB_SOURCE_ROOT "/examples/data/chat.jsonl", 256, 0, &d, &err));
   ASSERT_EQ_INT(d.n, 240);
@@ -208,9 +208,9 @@ TEST(the_example_dataset_loads) {
 }
 
 TEST(progress_metrics_and_svg) {
-  tb_train_point_t p = { .step = 10, .epoch = 1, .loss = 1.5, .eval_loss = NAN,
+  tb__train_point_t p = { .step = 10, .epoch = 1, .loss = 1.5, .eval_loss = NAN,
                          .tokens_per_s = 812.4, .elapsed_s = 20 };
-  tb_buf_t b = TB_BUF_INIT;
+  tb__buf_t b = TB_BUF_INIT;
   ASSERT_OK(tb__train_progress(&b, &p, 40, 2, 8));
   ASSERT_OK(tb__buf_terminate(&b));
   /* 10 of 40 steps in 20 s: 60 s left. */
@@ -228,7 +228,7 @@ TEST(progress_metrics_and_svg) {
                         "\"tokens_per_s\":812.4,\"elapsed_s\":20.000}\n");
   tb__buf_reset(&b);
 
-  tb_train_point_t pts[3] = {
+  tb__train_point_t pts[3] = {
     { .step = 1, .epoch = 1, .loss = 4, .eval_loss = NAN },
     { .step = 2, .epoch = 1, .loss = 2, .eval_loss = 3 },
     { .step = 4, .epoch = 1, .loss = 1, .eval_loss = NAN },

@@ -7,26 +7,26 @@
 #include "http/http.h"
 #include "http/url.h"
 
-static tb_url_t parse_ok(const char *s) {
-  tb_url_t u;
+static tb__url_t parse_ok(const char *s) {
+  tb__url_t u;
   int rc = tb__url_parse(&u, s, strlen(s));
   if (rc != 0)
     tb_test_fail(__FILE__, __LINE__, "parse \"%s\": %s", s, tb_err_name(rc));
   return u;
 }
 
-static char *target_of(const tb_url_t *u) {
+static char *target_of(const tb__url_t *u) {
   static char out[512];
-  tb_buf_t b = TB_BUF_INIT;
+  tb__buf_t b = TB_BUF_INIT;
   ASSERT_OK(tb__url_append_target(u, &b));
   snprintf(out, sizeof(out), "%.*s", (int)b.len, b.base);
   tb__buf_free(&b);
   return out;
 }
 
-static char *authority_of(const tb_url_t *u) {
+static char *authority_of(const tb__url_t *u) {
   static char out[512];
-  tb_buf_t b = TB_BUF_INIT;
+  tb__buf_t b = TB_BUF_INIT;
   ASSERT_OK(tb__url_append_authority(u, &b));
   snprintf(out, sizeof(out), "%.*s", (int)b.len, b.base);
   tb__buf_free(&b);
@@ -34,7 +34,7 @@ static char *authority_of(const tb_url_t *u) {
 }
 
 TEST(parses_plain_http) {
-  tb_url_t u = parse_ok("http://example.com/a/b?x=1&y=2#frag");
+  tb__url_t u = parse_ok("http://example.com/a/b?x=1&y=2#frag");
   ASSERT_MEM_EQ_STR(u.scheme.base, u.scheme.len, "http");
   ASSERT_MEM_EQ_STR(u.host.base, u.host.len, "example.com");
   ASSERT_EQ_INT(u.port, 80);
@@ -47,7 +47,7 @@ TEST(parses_plain_http) {
 }
 
 TEST(default_and_explicit_ports) {
-  tb_url_t u = parse_ok("https://api.example.org");
+  tb__url_t u = parse_ok("https://api.example.org");
   ASSERT_EQ_INT(u.tls, 1);
   ASSERT_EQ_INT(u.port, 443);
   ASSERT_STR_EQ(target_of(&u), "/");
@@ -78,7 +78,7 @@ TEST(default_and_explicit_ports) {
 }
 
 TEST(ipv6_literals) {
-  tb_url_t u = parse_ok("http://[::1]:8000/v1/x");
+  tb__url_t u = parse_ok("http://[::1]:8000/v1/x");
   ASSERT_EQ_INT(u.ipv6, 1);
   ASSERT_MEM_EQ_STR(u.host.base, u.host.len, "::1");
   ASSERT_EQ_INT(u.port, 8000);
@@ -120,13 +120,13 @@ TEST(errors) {
     "http://ex%41mple.com/",
   };
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-    tb_url_t u;
+    tb__url_t u;
     int rc = tb__url_parse(&u, bad[i], strlen(bad[i]));
     if (rc != TB_EURL)
       tb_test_fail(__FILE__, __LINE__, "\"%s\": got %s, expected TB_EURL",
                    bad[i], tb_err_name(rc));
   }
-  tb_url_t u;
+  tb__url_t u;
   ASSERT_ERR(tb__url_parse(&u, NULL, 0), TB_EURL);
   /* A NUL inside the given length is not part of a URL. */
   ASSERT_ERR(tb__url_parse(&u, "http://h/\0x", 11), TB_EURL);
@@ -141,10 +141,10 @@ TEST(errors) {
 }
 
 TEST(same_origin) {
-  tb_url_t a = parse_ok("http://Example.COM/x");
-  tb_url_t b = parse_ok("http://example.com:80/y?z");
-  tb_url_t c = parse_ok("https://example.com/x");
-  tb_url_t d = parse_ok("http://example.com:8080/x");
+  tb__url_t a = parse_ok("http://Example.COM/x");
+  tb__url_t b = parse_ok("http://example.com:80/y?z");
+  tb__url_t c = parse_ok("https://example.com/x");
+  tb__url_t d = parse_ok("http://example.com:8080/x");
   ASSERT_EQ_INT(tb__url_same_origin(&a, &b), 1);
   ASSERT_EQ_INT(tb__url_same_origin(&a, &c), 0);
   ASSERT_EQ_INT(tb__url_same_origin(&a, &d), 0);
@@ -152,10 +152,10 @@ TEST(same_origin) {
 
 static void check_resolve(const char *base, const char *ref,
                           const char *expected, int line) {
-  tb_url_t u;
+  tb__url_t u;
   if (tb__url_parse(&u, base, strlen(base)) != 0)
     tb_test_fail(__FILE__, line, "base \"%s\" does not parse", base);
-  tb_buf_t out = TB_BUF_INIT;
+  tb__buf_t out = TB_BUF_INIT;
   int rc = tb__url_resolve(&u, (tb_slice_t){ ref, strlen(ref) }, &out);
   if (rc != 0)
     tb_test_fail(__FILE__, line, "resolve \"%s\": %s", ref, tb_err_name(rc));
@@ -207,10 +207,10 @@ TEST(resolves_references) {
 }
 
 TEST(resolved_urls_parse) {
-  tb_url_t base = parse_ok("http://127.0.0.1:9/v1/a?z");
-  tb_buf_t out = TB_BUF_INIT;
+  tb__url_t base = parse_ok("http://127.0.0.1:9/v1/a?z");
+  tb__buf_t out = TB_BUF_INIT;
   ASSERT_OK(tb__url_resolve(&base, TB_SLICE_LIT("../v2/b?k=1"), &out));
-  tb_url_t u;
+  tb__url_t u;
   ASSERT_OK(tb__url_parse(&u, out.base, out.len));
   ASSERT_EQ_INT(u.port, 9);
   ASSERT_STR_EQ(target_of(&u), "/v2/b?k=1");

@@ -12,11 +12,11 @@
 #define LIMIT ((size_t)64 << 20)
 
 typedef struct {
-  tb_arena_t arena;
+  tb__arena_t arena;
   tb_error_t err;
-  tb_jctx_t ctx;
+  tb__jctx_t ctx;
   json_t *doc;
-  tb_wire_fwdbwd_t req;
+  tb__wire_fwdbwd_t req;
 } fixture_t;
 
 static int decode_json(fixture_t *f, const char *text, const char *key) {
@@ -51,10 +51,10 @@ TEST(json_request_decodes) {
   ASSERT_NEAR(v, 0.9, 0, 0);
   ASSERT_EQ_INT(tb__wire_fwdbwd_config(&f.req, "beta", &v), 0);
   ASSERT_EQ_INT(f.req.n_data, 1);
-  const tb_wire_datum_t *d = &f.req.data[0];
+  const tb__wire_datum_t *d = &f.req.data[0];
   ASSERT_EQ_INT(d->n_tokens, 3);
   ASSERT_EQ_INT(d->tokens[2], 3);
-  const tb_wire_tensor_t *t = tb__wire_datum_input(d, "target_tokens");
+  const tb__wire_tensor_t *t = tb__wire_datum_input(d, "target_tokens");
   ASSERT(t != NULL);
   ASSERT_EQ_INT(t->dtype, TB_DTYPE_INT64);
   ASSERT_EQ_INT(t->i64[2], 4);
@@ -82,7 +82,7 @@ TEST(json_sparse_csr_expands) {
     "\"data\":[5,7],\"dtype\":\"float32\",\"shape\":[3,2],"
     "\"sparse_crow_indices\":[0,1,2,2],\"sparse_col_indices\":[1,0]}}}]}}",
     "forward_backward_input"));
-  const tb_wire_tensor_t *t = tb__wire_datum_input(&f.req.data[0], "weights");
+  const tb__wire_tensor_t *t = tb__wire_datum_input(&f.req.data[0], "weights");
   ASSERT_EQ_INT(t->numel, 6);
   float want[6] = { 0, 5, 7, 0, 0, 0 };
   for (int i = 0; i < 6; i++)
@@ -182,19 +182,19 @@ TEST(proto_request_decodes_like_json) {
   uint8_t *buf = xmalloc(n);
   tinker_public__forward_backward_request__pack(&req, buf);
 
-  tb_arena_t arena;
+  tb__arena_t arena;
   tb__arena_init(&arena, 0);
   tb_error_t err = { 0 };
-  tb_jctx_t c;
+  tb__jctx_t c;
   tb__jctx_init(&c, &err);
-  tb_wire_fwdbwd_t out;
+  tb__wire_fwdbwd_t out;
   ASSERT_OK(tb__wire_fwdbwd_request_from_proto(&c, &arena, (tb_slice_t){ (char *)buf, n }, LIMIT,
                                                &out));
   ASSERT_STR_EQ(out.model_id, "m2");
   ASSERT_EQ_INT(out.seq_id, 3);
   ASSERT_EQ_INT(out.data[0].n_tokens, 3);
   ASSERT_EQ_INT(out.data[0].tokens[1], 8);
-  const tb_wire_tensor_t *t = tb__wire_datum_input(&out.data[0], "target_tokens");
+  const tb__wire_tensor_t *t = tb__wire_datum_input(&out.data[0], "target_tokens");
   ASSERT_EQ_INT(t->ndim, 1);
   ASSERT_EQ_INT(t->shape[0], 3); /* no shape: read as 1-D */
   ASSERT_EQ_INT(t->i64[2], 10);
@@ -275,11 +275,11 @@ static size_t lying_proto(uint8_t *buf, size_t cap, const int64_t *shape, size_t
 /* Decodes a protobuf body: its status, with the message in err and the
  * bytes the arena handed out in *taken. */
 static int decode_proto(const uint8_t *buf, size_t n, tb_error_t *err, size_t *taken) {
-  tb_arena_t arena;
+  tb__arena_t arena;
   tb__arena_init(&arena, 0);
-  tb_jctx_t c;
+  tb__jctx_t c;
   tb__jctx_init(&c, err);
-  tb_wire_fwdbwd_t out;
+  tb__wire_fwdbwd_t out;
   int rc = tb__wire_fwdbwd_request_from_proto(&c, &arena, (tb_slice_t){ (char *)buf, n },
                                               LIMIT, &out);
   *taken = arena.total;

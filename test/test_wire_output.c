@@ -10,29 +10,29 @@
 static float lp0[3] = { -0.5f, -1.0f, -2.5f };
 static float lp1[2] = { -0.25f, -4.0f };
 
-static tb_wire_fwdbwd_output_t sample_output(tb_wire_named_tensor_t f[2],
-                                             tb_wire_datum_output_t d[2],
-                                             tb_wire_metric_t m[1]) {
+static tb__wire_fwdbwd_output_t sample_output(tb__wire_named_tensor_t f[2],
+                                             tb__wire_datum_output_t d[2],
+                                             tb__wire_metric_t m[1]) {
   memset(f, 0, 2 * sizeof(*f));
   f[0].name = "logprobs";
-  f[0].tensor = (tb_wire_tensor_t){ .dtype = TB_DTYPE_FLOAT32, .ndim = 1,
+  f[0].tensor = (tb__wire_tensor_t){ .dtype = TB_DTYPE_FLOAT32, .ndim = 1,
                                     .shape = { 3 }, .numel = 3, .f32 = lp0 };
   f[1].name = "logprobs";
-  f[1].tensor = (tb_wire_tensor_t){ .dtype = TB_DTYPE_FLOAT32, .ndim = 1,
+  f[1].tensor = (tb__wire_tensor_t){ .dtype = TB_DTYPE_FLOAT32, .ndim = 1,
                                     .shape = { 2 }, .numel = 2, .f32 = lp1 };
-  d[0] = (tb_wire_datum_output_t){ &f[0], 1 };
-  d[1] = (tb_wire_datum_output_t){ &f[1], 1 };
-  m[0] = (tb_wire_metric_t){ "loss:sum", 8.25 };
-  return (tb_wire_fwdbwd_output_t){ "ArrayRecord", d, 2, m, 1 };
+  d[0] = (tb__wire_datum_output_t){ &f[0], 1 };
+  d[1] = (tb__wire_datum_output_t){ &f[1], 1 };
+  m[0] = (tb__wire_metric_t){ "loss:sum", 8.25 };
+  return (tb__wire_fwdbwd_output_t){ "ArrayRecord", d, 2, m, 1 };
 }
 
-static void assert_same(const tb_wire_fwdbwd_output_t *got) {
+static void assert_same(const tb__wire_fwdbwd_output_t *got) {
   ASSERT_STR_EQ(got->loss_fn_output_type, "ArrayRecord");
   ASSERT_EQ_INT(got->n_outputs, 2);
   ASSERT_EQ_INT(got->outputs[0].n_fields, 1);
   ASSERT_STR_EQ(got->outputs[0].fields[0].name, "logprobs");
-  const tb_wire_tensor_t *t0 = &got->outputs[0].fields[0].tensor;
-  const tb_wire_tensor_t *t1 = &got->outputs[1].fields[0].tensor;
+  const tb__wire_tensor_t *t0 = &got->outputs[0].fields[0].tensor;
+  const tb__wire_tensor_t *t1 = &got->outputs[1].fields[0].tensor;
   ASSERT_EQ_INT(t0->dtype, TB_DTYPE_FLOAT32);
   ASSERT_EQ_INT(t0->ndim, 1);
   ASSERT_EQ_INT(t0->shape[0], 3);
@@ -47,10 +47,10 @@ static void assert_same(const tb_wire_fwdbwd_output_t *got) {
 }
 
 TEST(json_round_trip) {
-  tb_wire_named_tensor_t f[2];
-  tb_wire_datum_output_t d[2];
-  tb_wire_metric_t m[1];
-  tb_wire_fwdbwd_output_t o = sample_output(f, d, m);
+  tb__wire_named_tensor_t f[2];
+  tb__wire_datum_output_t d[2];
+  tb__wire_metric_t m[1];
+  tb__wire_fwdbwd_output_t o = sample_output(f, d, m);
   json_t *j = tb__wire_fwdbwd_output_to_json(&o);
   ASSERT(j != NULL);
   char *text = tb__json_dump(j, NULL);
@@ -61,12 +61,12 @@ TEST(json_round_trip) {
     "\"metrics\":{\"loss:sum\":8.25}}");
   free(text);
 
-  tb_arena_t a;
+  tb__arena_t a;
   tb__arena_init(&a, 0);
   tb_error_t err = { 0 };
-  tb_jctx_t c;
+  tb__jctx_t c;
   tb__jctx_init(&c, &err);
-  tb_wire_fwdbwd_output_t back;
+  tb__wire_fwdbwd_output_t back;
   ASSERT_OK(tb__wire_fwdbwd_output_from_json(&c, &a, j, &back));
   assert_same(&back);
   json_decref(j);
@@ -92,11 +92,11 @@ TEST(json_round_trip) {
 }
 
 TEST(proto_round_trip_and_layout) {
-  tb_wire_named_tensor_t f[2];
-  tb_wire_datum_output_t d[2];
-  tb_wire_metric_t m[1];
-  tb_wire_fwdbwd_output_t o = sample_output(f, d, m);
-  tb_buf_t buf = TB_BUF_INIT;
+  tb__wire_named_tensor_t f[2];
+  tb__wire_datum_output_t d[2];
+  tb__wire_metric_t m[1];
+  tb__wire_fwdbwd_output_t o = sample_output(f, d, m);
+  tb__buf_t buf = TB_BUF_INIT;
   ASSERT_OK(tb__wire_fwdbwd_output_to_proto(&o, &buf));
 
   /* The SDK's reading: one record, byte offsets 0, 12, 20. */
@@ -115,12 +115,12 @@ TEST(proto_round_trip_and_layout) {
   ASSERT_EQ_INT(bt->dtype, TINKER_PUBLIC__DTYPE__DTYPE_FLOAT32);
   tinker_public__forward_backward_output__free_unpacked(msg, NULL);
 
-  tb_arena_t a;
+  tb__arena_t a;
   tb__arena_init(&a, 0);
   tb_error_t err = { 0 };
-  tb_jctx_t c;
+  tb__jctx_t c;
   tb__jctx_init(&c, &err);
-  tb_wire_fwdbwd_output_t back;
+  tb__wire_fwdbwd_output_t back;
   ASSERT_OK(tb__wire_fwdbwd_output_from_proto(&c, &a, tb__buf_slice(&buf), &back));
   assert_same(&back);
 
@@ -172,16 +172,16 @@ TEST(proto_decode_widens_and_rejects_bad_offsets) {
   uint8_t buf[256];
   size_t n = tinker_public__forward_backward_output__pack(&msg, buf);
 
-  tb_arena_t a;
+  tb__arena_t a;
   tb__arena_init(&a, 0);
   tb_error_t err = { 0 };
-  tb_jctx_t c;
+  tb__jctx_t c;
   tb__jctx_init(&c, &err);
-  tb_wire_fwdbwd_output_t o;
+  tb__wire_fwdbwd_output_t o;
   ASSERT_OK(tb__wire_fwdbwd_output_from_proto(&c, &a, (tb_slice_t){ (char *)buf, n }, &o));
   ASSERT_STR_EQ(o.loss_fn_output_type, "ArrayRecord");
   ASSERT_EQ_INT(o.n_outputs, 1);
-  const tb_wire_tensor_t *t = &o.outputs[0].fields[0].tensor;
+  const tb__wire_tensor_t *t = &o.outputs[0].fields[0].tensor;
   ASSERT_EQ_INT(t->dtype, TB_DTYPE_INT64);
   ASSERT_EQ_INT(t->ndim, 2);
   ASSERT_EQ_INT(t->shape[0], 2);
@@ -215,12 +215,12 @@ TEST(proto_decode_checks_declared_datums) {
   uint8_t buf[1024];
   size_t n = tinker_public__forward_backward_output__pack(&msg, buf);
   ASSERT_LT(n, 512);
-  tb_arena_t a;
+  tb__arena_t a;
   tb__arena_init(&a, 0);
   tb_error_t err = { 0 };
-  tb_jctx_t c;
+  tb__jctx_t c;
   tb__jctx_init(&c, &err);
-  tb_wire_fwdbwd_output_t o;
+  tb__wire_fwdbwd_output_t o;
   ASSERT_ERR(tb__wire_fwdbwd_output_from_proto(&c, &a, (tb_slice_t){ (char *)buf, n }, &o),
              TB_EFIELD);
   ASSERT_STR_CONTAINS(err.message, "loss_fn_outputs[0]: 16777216 datums in an answer of");

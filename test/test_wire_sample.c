@@ -9,9 +9,9 @@
 #include "wire/sample.h"
 
 typedef struct {
-  tb_arena_t arena;
+  tb__arena_t arena;
   tb_error_t err;
-  tb_jctx_t ctx;
+  tb__jctx_t ctx;
   json_t *docs[4];  /* decoded strings point into these */
   size_t n_docs;
 } ctx_t;
@@ -29,7 +29,7 @@ static void ctx_free(ctx_t *c) {
   tb_error_clear(&c->err);
 }
 
-static int decode_request(ctx_t *c, const char *text, tb_wire_sample_request_t *r) {
+static int decode_request(ctx_t *c, const char *text, tb__wire_sample_request_t *r) {
   json_t *doc;
   ASSERT_OK(tb__json_parse((tb_slice_t){ text, strlen(text) }, &doc, &c->err));
   ASSERT_LT(c->n_docs, 4);
@@ -40,7 +40,7 @@ static int decode_request(ctx_t *c, const char *text, tb_wire_sample_request_t *
 TEST(sample_request_decodes_with_defaults) {
   ctx_t c;
   ctx_init(&c);
-  tb_wire_sample_request_t r;
+  tb__wire_sample_request_t r;
   ASSERT_OK(decode_request(&c,
     "{\"prompt\":{\"chunks\":[{\"type\":\"encoded_text\",\"tokens\":[5,6,7]}]},"
     "\"sampling_params\":{\"max_tokens\":20,\"seed\":42,\"stop\":[\"\\n\",\"END\"],"
@@ -95,7 +95,7 @@ TEST(sample_request_errors) {
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     ctx_t c;
     ctx_init(&c);
-    tb_wire_sample_request_t r;
+    tb__wire_sample_request_t r;
     ASSERT_ERR(decode_request(&c, cases[i].body, &r), TB_EFIELD);
     ASSERT_STR_EQ(c.err.message, cases[i].message);
     ctx_free(&c);
@@ -110,13 +110,13 @@ static int32_t tk_ids[6] = { 0, 0, 4, 5, 6, 0 };
 static float tk_lps[6] = { TB_WIRE_TOPK_EMPTY_LOGPROB, TB_WIRE_TOPK_EMPTY_LOGPROB,
                            -0.5f, -1.0f, -0.25f, TB_WIRE_TOPK_EMPTY_LOGPROB };
 
-static tb_wire_sample_response_t sample_response(tb_wire_sequence_t seqs[2]) {
-  seqs[0] = (tb_wire_sequence_t){ TB_WIRE_STOP_REASON_STOP, toks0, 3, lps0 };
-  seqs[1] = (tb_wire_sequence_t){ TB_WIRE_STOP_REASON_LENGTH, toks1, 1, NULL };
-  return (tb_wire_sample_response_t){ seqs, 2, plp, 3, tk_ids, tk_lps, 3, 2, 0 };
+static tb__wire_sample_response_t sample_response(tb__wire_sequence_t seqs[2]) {
+  seqs[0] = (tb__wire_sequence_t){ TB_WIRE_STOP_REASON_STOP, toks0, 3, lps0 };
+  seqs[1] = (tb__wire_sequence_t){ TB_WIRE_STOP_REASON_LENGTH, toks1, 1, NULL };
+  return (tb__wire_sample_response_t){ seqs, 2, plp, 3, tk_ids, tk_lps, 3, 2, 0 };
 }
 
-static void assert_same_response(const tb_wire_sample_response_t *r) {
+static void assert_same_response(const tb__wire_sample_response_t *r) {
   ASSERT_EQ_INT(r->n_sequences, 2);
   ASSERT_EQ_INT(r->sequences[0].stop_reason, TB_WIRE_STOP_REASON_STOP);
   ASSERT_EQ_INT(r->sequences[0].n_tokens, 3);
@@ -136,8 +136,8 @@ static void assert_same_response(const tb_wire_sample_response_t *r) {
 }
 
 TEST(sample_response_json_round_trip) {
-  tb_wire_sequence_t seqs[2];
-  tb_wire_sample_response_t r = sample_response(seqs);
+  tb__wire_sequence_t seqs[2];
+  tb__wire_sample_response_t r = sample_response(seqs);
   json_t *j = tb__wire_sample_response_to_json(&r);
   ASSERT(j != NULL);
   char *text = tb__json_dump(j, NULL);
@@ -150,7 +150,7 @@ TEST(sample_response_json_round_trip) {
   free(text);
   ctx_t c;
   ctx_init(&c);
-  tb_wire_sample_response_t back;
+  tb__wire_sample_response_t back;
   ASSERT_OK(tb__wire_sample_response_from_json(&c.ctx, &c.arena, j, &back));
   assert_same_response(&back);
   json_decref(j);
@@ -169,9 +169,9 @@ TEST(sample_response_json_round_trip) {
 }
 
 TEST(sample_response_proto_round_trip) {
-  tb_wire_sequence_t seqs[2];
-  tb_wire_sample_response_t r = sample_response(seqs);
-  tb_buf_t buf = TB_BUF_INIT;
+  tb__wire_sequence_t seqs[2];
+  tb__wire_sample_response_t r = sample_response(seqs);
+  tb__buf_t buf = TB_BUF_INIT;
   ASSERT_OK(tb__wire_sample_response_to_proto(&r, &buf));
   /* What the SDK reads: tokens int32 LE, an empty logprobs means none. */
   TinkerPublic__SampleResponse *msg =
@@ -189,7 +189,7 @@ TEST(sample_response_proto_round_trip) {
 
   ctx_t c;
   ctx_init(&c);
-  tb_wire_sample_response_t back;
+  tb__wire_sample_response_t back;
   ASSERT_OK(tb__wire_sample_response_from_proto(&c.ctx, &c.arena, tb__buf_slice(&buf), &back));
   assert_same_response(&back);
   ASSERT_ERR(tb__wire_sample_response_from_proto(&c.ctx, &c.arena,
@@ -203,7 +203,7 @@ TEST(sample_response_proto_round_trip) {
 /* The padded top-k grid is bounded by what the answer sends: 4000 empty
  * rows and one of 4000 cells made a grid of 16 million cells from 50 KB. */
 TEST(sample_response_topk_grid_is_bounded) {
-  tb_buf_t b = TB_BUF_INIT;
+  tb__buf_t b = TB_BUF_INIT;
   ASSERT_OK(tb__buf_append_str(&b, "{\"sequences\":[],\"topk_prompt_logprobs\":[null,["));
   for (int i = 0; i < 4000; i++)
     ASSERT_OK(tb__buf_printf(&b, "%s[%d,-1.0]", i ? "," : "", i));
@@ -215,7 +215,7 @@ TEST(sample_response_topk_grid_is_bounded) {
   ASSERT(j != NULL);
   ctx_t c;
   ctx_init(&c);
-  tb_wire_sample_response_t r;
+  tb__wire_sample_response_t r;
   ASSERT_ERR(tb__wire_sample_response_from_json(&c.ctx, &c.arena, j, &r), TB_EFIELD);
   ASSERT_STR_CONTAINS(c.err.message, "topk_prompt_logprobs: rows of very different lengths");
   ASSERT_LT(c.arena.total, 1 << 20);

@@ -93,7 +93,7 @@ static const bench_t benches[] = {
 typedef struct run_s {
   uv_process_t proc;
   uv_pipe_t out;
-  tb_buf_t line;        /* the output line being read */
+  tb__buf_t line;        /* the output line being read */
   char *bench_line;     /* the last "BENCH ..." line */
   int64_t exit_status;
   int term_signal;
@@ -204,7 +204,7 @@ static const char *value_of(const char *line, const char *key, size_t key_len) {
 }
 
 /* Expands {key} from the BENCH line; a missing key reads "?". */
-static void expand(tb_buf_t *out, const char *tmpl, const char *line) {
+static void expand(tb__buf_t *out, const char *tmpl, const char *line) {
   out->len = 0;
   for (const char *p = tmpl; *p; p++) {
     const char *end = *p == '{' ? strchr(p, '}') : NULL;
@@ -356,7 +356,7 @@ int tb__cli_bench(int argc, char **argv) {
   uv_loop_close(&loop);
 
   printf("\n%-48s | %-44s | %-46s | %s\n", "benchmark", "Tinkerbell", "peer", "ratio");
-  tb_buf_t ours = TB_BUF_INIT, peer = TB_BUF_INIT, ratio = TB_BUF_INIT;
+  tb__buf_t ours = TB_BUF_INIT, peer = TB_BUF_INIT, ratio = TB_BUF_INIT;
   for (size_t i = 0; i < n_benches; i++) {
     const bench_t *b = &benches[i];
     if (!selected(only, b->name))

@@ -412,7 +412,7 @@ static void on_signal(uv_signal_t *h, int signum) {
     _exit(128 + signum);
   }
   s->closing = 1;
-  tb_info("%s: closing (answering held polls, finishing answers under way; send it "
+  tb__info("%s: closing (answering held polls, finishing answers under way; send it "
           "again to exit at once)", name);
   tb_server_close(&s->server, on_server_closed);
 }
@@ -534,7 +534,7 @@ int tb__cli_serve(int argc, char **argv) {
     c.log_level = env_level != NULL && tb__log_parse_level(env_level) >= 0
                       ? tb__log_parse_level(env_level)
                       : TB_LOG_INFO;
-  tb__log_set_level((tb_log_level_t)c.log_level);
+  tb__log_set_level((tb__log_level_t)c.log_level);
   if (make_data_dir(c.data_dir) != 0) {
     free(c.models);
     return TB__CLI_USAGE;

@@ -161,12 +161,12 @@ typedef struct trainer_s {
   uv_signal_t sigint;
   int interrupted;
   int interrupt_on;
-  tb_train_data_t data, eval;
+  tb__train_data_t data, eval;
   tb__cli_text_t text;          /* what the data is rendered with */
   size_t *order;
   step_t pending[PIPELINE_DEPTH];
   size_t n_pending;
-  tb_train_point_t *points;
+  tb__train_point_t *points;
   size_t n_points;
   size_t total_steps, steps_per_epoch;
   uint64_t started_ms, last_done_ms;
@@ -200,7 +200,7 @@ static void on_written(uv_fs_t *req) {
 
 /* Appends a line to metrics.jsonl off the loop thread (at its own offset,
  * so the order of completion does not matter). */
-static void metrics_append(trainer_t *t, tb_buf_t *line) {
+static void metrics_append(trainer_t *t, tb__buf_t *line) {
   if (t->metrics_fd < 0)
     return;
   file_write_t *w = malloc(sizeof(*w));
@@ -291,7 +291,7 @@ static void on_sigint(uv_signal_t *s, int signum) {
 
 /* ------------------------------------------------------------ batches */
 
-static int make_datums(const tb_train_example_t *const *ex, size_t n, tb_train_datum_t **out,
+static int make_datums(const tb__train_example_t *const *ex, size_t n, tb_train_datum_t **out,
                        size_t *trained, size_t *tokens) {
   tb_train_datum_t *d = calloc(n, sizeof(*d));
   if (d == NULL)
@@ -334,7 +334,7 @@ static double mean_loss(tb_future_t *f, size_t trained) {
 static double eval_loss(trainer_t *t, int *failed) {
   if (t->eval.n == 0)
     return NAN;
-  const tb_train_example_t **ex = malloc(t->eval.n * sizeof(*ex));
+  const tb__train_example_t **ex = malloc(t->eval.n * sizeof(*ex));
   if (ex == NULL)
     return NAN;
   for (size_t i = 0; i < t->eval.n; i++)
@@ -372,8 +372,8 @@ static int finish_oldest(trainer_t *t, double eval) {
   uint64_t now = uv_now(t->loop);
   double dt = (double)(now - t->last_done_ms) / 1000.0;
   t->last_done_ms = now;
-  tb_train_point_t *p = &t->points[t->n_points++];
-  *p = (tb_train_point_t){
+  tb__train_point_t *p = &t->points[t->n_points++];
+  *p = (tb__train_point_t){
     .step = s.step,
     .epoch = s.epoch,
     .loss = loss,
@@ -381,7 +381,7 @@ static int finish_oldest(trainer_t *t, double eval) {
     .tokens_per_s = dt > 0 ? (double)s.tokens / dt : 0,
     .elapsed_s = (double)(now - t->started_ms) / 1000.0,
   };
-  tb_buf_t line = TB_BUF_INIT;
+  tb__buf_t line = TB_BUF_INIT;
   tb__train_progress(&line, p, t->total_steps, t->cfg.epochs, t->tty ? 24 : 0);
   tb__buf_terminate(&line);
   if (t->tty)
@@ -408,7 +408,7 @@ static int submit_step(trainer_t *t, size_t step, size_t epoch, size_t first) {
   size_t n = t->cfg.batch_size;
   if (first + n > t->data.n)
     n = t->data.n - first;
-  const tb_train_example_t **ex = malloc(n * sizeof(*ex));
+  const tb__train_example_t **ex = malloc(n * sizeof(*ex));
   if (ex == NULL)
     return TB_ENOMEM;
   for (size_t i = 0; i < n; i++)
@@ -469,13 +469,13 @@ static const char *reply_text(const char *text) {
 
 /* The example whose prompt comes most often in the data (the first of
  * them): the reply the model has seen most, to show before and after. */
-static const tb_train_example_t *most_frequent_prompt(const tb_train_data_t *d) {
-  const tb_train_example_t *best = &d->examples[0];
+static const tb__train_example_t *most_frequent_prompt(const tb__train_data_t *d) {
+  const tb__train_example_t *best = &d->examples[0];
   size_t best_count = 0;
   /* Quadratic, over a bounded prefix: a probe, not an analysis. */
   size_t n = d->n < 2000 ? d->n : 2000;
   for (size_t i = 0; i < n; i++) {
-    const tb_train_example_t *e = &d->examples[i];
+    const tb__train_example_t *e = &d->examples[i];
     if (e->prompt == NULL || e->reply == NULL)
       continue;
     size_t count = 0;
@@ -601,7 +601,7 @@ static int save_state(trainer_t *t, const char *name) {
 }
 
 static void write_curve(trainer_t *t) {
-  tb_buf_t svg = TB_BUF_INIT;
+  tb__buf_t svg = TB_BUF_INIT;
   char path[4200];
   snprintf(path, sizeof(path), "%s/loss.svg", t->out_dir);
   if (tb__train_loss_svg(&svg, t->points, t->n_points, 720, 400) == 0 &&
@@ -640,14 +640,14 @@ static int train_loop(trainer_t *t) {
     rc = rc ? rc : drain(t);
     if (rc == 0 && t->n_points > 0 && !t->interrupted) {
       /* The epoch's eval loss goes with its last step. */
-      tb_train_point_t *p = &t->points[t->n_points - 1];
+      tb__train_point_t *p = &t->points[t->n_points - 1];
       p->eval_loss = eval_loss(t, &failed);
       if (failed)
         rc = TB_ESERVER;
       else if (!isnan(p->eval_loss)) {
         fprintf(stdout, "%sepoch %zu: eval loss %.4f\n", t->tty ? "\n" : "", epoch,
                 p->eval_loss);
-        tb_buf_t line = TB_BUF_INIT;
+        tb__buf_t line = TB_BUF_INIT;
         tb__buf_printf(&line, "{\"epoch\":%zu,\"step\":%zu,\"eval_loss\":%.9g}\n", epoch,
                        p->step, p->eval_loss);
         metrics_append(t, &line);
@@ -716,7 +716,7 @@ static int run(trainer_t *t) {
   printf("tinkerbell train: model %s on %s%s\n", t->model_id, t->session.url,
          c->base_url ? "" : " (embedded)");
 
-  const tb_train_example_t *probe = most_frequent_prompt(&t->data);
+  const tb__train_example_t *probe = most_frequent_prompt(&t->data);
   char *before = probe->prompt ? sample_reply(t, NULL, probe->prompt) : NULL;
 
   rc = train_loop(t);

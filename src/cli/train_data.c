@@ -13,7 +13,7 @@
 #include "core/json.h"
 #include "tinkerbell/renderer.h"
 
-void tb__train_example_free(tb_train_example_t *e) {
+void tb__train_example_free(tb__train_example_t *e) {
   free(e->tokens);
   free(e->targets);
   free(e->weights);
@@ -22,7 +22,7 @@ void tb__train_example_free(tb_train_example_t *e) {
   memset(e, 0, sizeof(*e));
 }
 
-void tb__train_data_free(tb_train_data_t *d) {
+void tb__train_data_free(tb__train_data_t *d) {
   for (size_t i = 0; i < d->n; i++)
     tb__train_example_free(&d->examples[i]);
   free(d->examples);
@@ -30,7 +30,7 @@ void tb__train_data_free(tb_train_data_t *d) {
 }
 
 /* messages[] of one line into msgs (borrowed from the document). */
-static int read_messages(tb_jctx_t *c, const json_t *obj, tb_chat_message_t **out, size_t *n) {
+static int read_messages(tb__jctx_t *c, const json_t *obj, tb_chat_message_t **out, size_t *n) {
   json_t *arr;
   int rc = tb__json_get_array(c, obj, "messages", TB_JSON_REQUIRED, &arr);
   if (rc != 0)
@@ -77,7 +77,7 @@ static int read_messages(tb_jctx_t *c, const json_t *obj, tb_chat_message_t **ou
 }
 
 /* The first user message and the assistant reply that follows it. */
-static int keep_texts(const tb_chat_message_t *msgs, size_t n, tb_train_example_t *e) {
+static int keep_texts(const tb_chat_message_t *msgs, size_t n, tb__train_example_t *e) {
   for (size_t i = 0; i < n; i++) {
     if (strcmp(msgs[i].role, "user") != 0)
       continue;
@@ -96,14 +96,14 @@ static int keep_texts(const tb_chat_message_t *msgs, size_t n, tb_train_example_
 
 int tb__train_example_from_line(const tb_renderer_t *r, const char *text, size_t len,
                                 size_t max_length, int flags, size_t line,
-                                tb_train_example_t *out, int *truncated, tb_error_t *err) {
+                                tb__train_example_t *out, int *truncated, tb_error_t *err) {
   memset(out, 0, sizeof(*out));
   *truncated = 0;
   json_t *doc = NULL;
   int rc = tb__json_parse((tb_slice_t){ text, len }, &doc, err);
   if (rc != 0)
     return rc;
-  tb_jctx_t c;
+  tb__jctx_t c;
   tb__jctx_init(&c, err);
   tb_chat_message_t *msgs = NULL;
   size_t n_msgs = 0;
@@ -165,7 +165,7 @@ static int is_blank(const char *s, size_t n) {
 }
 
 int tb__train_data_load(const tb_renderer_t *r, const char *path, size_t max_length,
-                        int flags, tb_train_data_t *out, tb_error_t *err) {
+                        int flags, tb__train_data_t *out, tb_error_t *err) {
   memset(out, 0, sizeof(*out));
   if (max_length < 2)
     return tb_error_set(err, TB_EINVAL, TB_CATEGORY_USER,
@@ -188,7 +188,7 @@ int tb__train_data_load(const tb_renderer_t *r, const char *path, size_t max_len
       continue;
     if (out->n == cap_ex) {
       size_t nc = cap_ex ? 2 * cap_ex : 64;
-      tb_train_example_t *p = realloc(out->examples, nc * sizeof(*p));
+      tb__train_example_t *p = realloc(out->examples, nc * sizeof(*p));
       if (p == NULL) {
         rc = tb_error_set(err, TB_ENOMEM, TB_CATEGORY_USER, "out of memory");
         break;
@@ -219,8 +219,8 @@ int tb__train_data_load(const tb_renderer_t *r, const char *path, size_t max_len
   return rc;
 }
 
-int tb__train_data_split(tb_train_data_t *d, double eval_fraction, uint64_t seed,
-                         tb_train_data_t *eval) {
+int tb__train_data_split(tb__train_data_t *d, double eval_fraction, uint64_t seed,
+                         tb__train_data_t *eval) {
   memset(eval, 0, sizeof(*eval));
   size_t k = 0;
   if (eval_fraction > 0 && d->n > 1) {
@@ -235,7 +235,7 @@ int tb__train_data_split(tb_train_data_t *d, double eval_fraction, uint64_t seed
    * file order within both parts. */
   size_t *idx = malloc(d->n * sizeof(*idx));
   unsigned char *pick = calloc(d->n, 1);
-  tb_train_example_t *train = malloc((d->n - k) * sizeof(*train));
+  tb__train_example_t *train = malloc((d->n - k) * sizeof(*train));
   eval->examples = malloc(k * sizeof(*eval->examples));
   if (idx == NULL || pick == NULL || train == NULL || eval->examples == NULL) {
     free(idx);

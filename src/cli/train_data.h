@@ -26,7 +26,7 @@
 #include "tinkerbell/error.h"
 #include "tinkerbell/renderer.h"
 
-typedef struct tb_train_example_s {
+typedef struct tb__train_example_s {
   int32_t *tokens;   /* model input, n entries */
   int32_t *targets;  /* tokens shifted by one, n entries */
   float *weights;    /* 1 where the target is trained, n entries */
@@ -35,14 +35,14 @@ typedef struct tb_train_example_s {
   size_t line;       /* line of the file it came from (1-based) */
   char *prompt;      /* the first user message, for samples */
   char *reply;       /* the first assistant reply after it, or NULL */
-} tb_train_example_t;
+} tb__train_example_t;
 
-typedef struct tb_train_data_s {
-  tb_train_example_t *examples;
+typedef struct tb__train_data_s {
+  tb__train_example_t *examples;
   size_t n;
   size_t n_truncated;  /* conversations cut to max_length tokens */
   size_t n_tokens;     /* input tokens over all examples */
-} tb_train_data_t;
+} tb__train_data_t;
 
 /* Loads path.  max_length (tokens per example, at least 2) cuts longer
  * conversations; flags are the renderer's (TB_RENDER_TRAIN_LAST: only the
@@ -50,14 +50,14 @@ typedef struct tb_train_data_s {
  * or TB_EFIELD (a bad line; an empty file is one) with err's message
  * naming the file and line; nothing to free then. */
 int tb__train_data_load(const tb_renderer_t *r, const char *path, size_t max_length,
-                        int flags, tb_train_data_t *out, tb_error_t *err);
+                        int flags, tb__train_data_t *out, tb_error_t *err);
 /* Renders one line's object (exposed for tests).  line only labels the
  * example. */
 int tb__train_example_from_line(const tb_renderer_t *r, const char *text, size_t len,
                                 size_t max_length, int flags, size_t line,
-                                tb_train_example_t *out, int *truncated, tb_error_t *err);
-void tb__train_example_free(tb_train_example_t *e);
-void tb__train_data_free(tb_train_data_t *d);
+                                tb__train_example_t *out, int *truncated, tb_error_t *err);
+void tb__train_example_free(tb__train_example_t *e);
+void tb__train_data_free(tb__train_data_t *d);
 
 /* The next number of a splitmix64 generator: the data's order and split
  * are the same on every machine for a seed. */
@@ -71,7 +71,7 @@ static inline uint64_t tb__cli_rand(uint64_t *state) {
 /* Moves a seeded random fraction (rounded, at least one example when the
  * fraction is above 0 and at most n-1) of d's examples to eval, keeping
  * the order of both.  0 or TB_ENOMEM. */
-int tb__train_data_split(tb_train_data_t *d, double eval_fraction, uint64_t seed,
-                         tb_train_data_t *eval);
+int tb__train_data_split(tb__train_data_t *d, double eval_fraction, uint64_t seed,
+                         tb__train_data_t *eval);
 
 #endif /* TB_CLI_TRAIN_DATA_H */

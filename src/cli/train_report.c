@@ -7,7 +7,7 @@
 #include <math.h>
 #include <stdio.h>
 
-static int append_duration(tb_buf_t *out, double s) {
+static int append_duration(tb__buf_t *out, double s) {
   if (!isfinite(s) || s < 0)
     return tb__buf_append_str(out, "--:--");
   unsigned long t = (unsigned long)(s + 0.5);
@@ -16,7 +16,7 @@ static int append_duration(tb_buf_t *out, double s) {
   return tb__buf_printf(out, "%lu:%02lu", t / 60, t % 60);
 }
 
-int tb__train_progress(tb_buf_t *out, const tb_train_point_t *p, size_t total_steps,
+int tb__train_progress(tb__buf_t *out, const tb__train_point_t *p, size_t total_steps,
                        size_t total_epochs, int bar_width) {
   int rc = tb__buf_printf(out, "step %zu/%zu epoch %zu/%zu", p->step, total_steps, p->epoch,
                           total_epochs);
@@ -39,7 +39,7 @@ int tb__train_progress(tb_buf_t *out, const tb_train_point_t *p, size_t total_st
   return rc ? rc : append_duration(out, eta);
 }
 
-int tb__train_metrics_line(tb_buf_t *out, const tb_train_point_t *p) {
+int tb__train_metrics_line(tb__buf_t *out, const tb__train_point_t *p) {
   int rc = tb__buf_printf(out, "{\"step\":%zu,\"epoch\":%zu,\"loss\":%.9g", p->step, p->epoch,
                           p->loss);
   if (rc == 0 && !isnan(p->eval_loss))
@@ -57,7 +57,7 @@ static double tick_step(double span, int n) {
   return (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10) * mag;
 }
 
-int tb__train_loss_svg(tb_buf_t *out, const tb_train_point_t *pts, size_t n, int width,
+int tb__train_loss_svg(tb__buf_t *out, const tb__train_point_t *pts, size_t n, int width,
                        int height) {
   const double left = 64, right = 16, top = 28, bottom = 40;
   double pw = width - left - right, ph = height - top - bottom;

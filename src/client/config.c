@@ -125,7 +125,7 @@ int tb__config_resolve(const tb_client_config_t *in, tb__config_t *out,
   const char *base = pick(in->base_url, "TINKER_BASE_URL");
   if (base == NULL)
     base = TB_CLIENT_DEFAULT_BASE_URL;
-  tb_url_t url;
+  tb__url_t url;
   size_t blen = strlen(base);
   while (blen > 0 && base[blen - 1] == '/')
     blen--;

@@ -10,9 +10,9 @@
 #include "core/json.h"
 #include "wire/output.h"
 
-int tb__datums_to_wire(tb_arena_t *a, const tb_train_datum_t *data, size_t n,
-                       tb_wire_datum_t **out) {
-  tb_wire_datum_t *w = tb__arena_calloc(a, n + 1, sizeof(*w));
+int tb__datums_to_wire(tb__arena_t *a, const tb_train_datum_t *data, size_t n,
+                       tb__wire_datum_t **out) {
+  tb__wire_datum_t *w = tb__arena_calloc(a, n + 1, sizeof(*w));
   if (w == NULL)
     return TB_ENOMEM;
   for (size_t i = 0; i < n; i++) {
@@ -34,7 +34,7 @@ int tb__datums_to_wire(tb_arena_t *a, const tb_train_datum_t *data, size_t n,
       return TB_ENOMEM;
     for (size_t j = 0; j < d->n_loss_fn_inputs; j++) {
       const tb_tensor_data_t *t = &d->loss_fn_inputs[j].tensor;
-      tb_wire_tensor_t *wt = &w[i].inputs[j].tensor;
+      tb__wire_tensor_t *wt = &w[i].inputs[j].tensor;
       w[i].inputs[j].name = d->loss_fn_inputs[j].name;
       wt->dtype = t->dtype == TB_TENSOR_FLOAT32 ? TB_DTYPE_FLOAT32 : TB_DTYPE_INT64;
       wt->ndim = t->ndim;
@@ -48,7 +48,7 @@ int tb__datums_to_wire(tb_arena_t *a, const tb_train_datum_t *data, size_t n,
   return 0;
 }
 
-int tb__sample_params_to_wire(const tb_sample_params_t *p, tb_wire_sampling_params_t *w,
+int tb__sample_params_to_wire(const tb_sample_params_t *p, tb__wire_sampling_params_t *w,
                               tb_error_t *err) {
   memset(w, 0, sizeof(*w));
   if (p->n_stop_strings > 0 && p->n_stop_tokens > 0)
@@ -85,7 +85,7 @@ int tb__sample_params_to_wire(const tb_sample_params_t *p, tb_wire_sampling_para
 
 /* ------------------------------------------------------------ results */
 
-static int tensor_from_wire(const tb_wire_tensor_t *w, tb_tensor_data_t *t) {
+static int tensor_from_wire(const tb__wire_tensor_t *w, tb_tensor_data_t *t) {
   memset(t, 0, sizeof(*t));
   t->dtype = w->dtype == TB_DTYPE_FLOAT32 ? TB_TENSOR_FLOAT32 : TB_TENSOR_INT64;
   t->ndim = w->ndim;
@@ -105,7 +105,7 @@ static int tensor_from_wire(const tb_wire_tensor_t *w, tb_tensor_data_t *t) {
   return 0;
 }
 
-static int metrics_from_wire(const tb_wire_metric_t *m, size_t n, tb_metric_t **out,
+static int metrics_from_wire(const tb__wire_metric_t *m, size_t n, tb_metric_t **out,
                              size_t *n_out) {
   *out = calloc(n + 1, sizeof(**out));
   *n_out = 0;
@@ -121,7 +121,7 @@ static int metrics_from_wire(const tb_wire_metric_t *m, size_t n, tb_metric_t **
   return 0;
 }
 
-int tb__fwdbwd_output_from_wire(const tb_wire_fwdbwd_output_t *w,
+int tb__fwdbwd_output_from_wire(const tb__wire_fwdbwd_output_t *w,
                                 tb_forward_backward_output_t **out) {
   tb_forward_backward_output_t *o = calloc(1, sizeof(*o));
   if (o == NULL)
@@ -132,7 +132,7 @@ int tb__fwdbwd_output_from_wire(const tb_wire_fwdbwd_output_t *w,
   if (o->loss_fn_output_type == NULL || o->outputs == NULL)
     goto fail;
   for (size_t i = 0; i < w->n_outputs; i++) {
-    const tb_wire_datum_output_t *wd = &w->outputs[i];
+    const tb__wire_datum_output_t *wd = &w->outputs[i];
     tb_loss_fn_output_t *od = &o->outputs[i];
     o->n_outputs++;
     od->fields = calloc(wd->n_fields + 1, sizeof(*od->fields));
@@ -163,7 +163,7 @@ static void *dup_mem(const void *p, size_t n) {
   return m;
 }
 
-int tb__sample_response_from_wire(const tb_wire_sample_response_t *w,
+int tb__sample_response_from_wire(const tb__wire_sample_response_t *w,
                                   tb_sample_response_t **out) {
   tb_sample_response_t *r = calloc(1, sizeof(*r));
   if (r == NULL)
@@ -172,7 +172,7 @@ int tb__sample_response_from_wire(const tb_wire_sample_response_t *w,
   if (r->sequences == NULL)
     goto fail;
   for (size_t i = 0; i < w->n_sequences; i++) {
-    const tb_wire_sequence_t *ws = &w->sequences[i];
+    const tb__wire_sequence_t *ws = &w->sequences[i];
     tb_sampled_sequence_t *s = &r->sequences[i];
     r->n_sequences++;
     s->stop_reason = ws->stop_reason == TB_WIRE_STOP_REASON_LENGTH
@@ -219,12 +219,12 @@ static int unreadable(tb_error_t *err, const char *what, tb_error_t *why) {
 
 int tb__decode_fwdbwd_output(const char *body, size_t len, int proto,
                              tb_forward_backward_output_t **out, tb_error_t *err) {
-  tb_arena_t a;
+  tb__arena_t a;
   tb__arena_init(&a, 0);
   tb_error_t why = { 0 };
-  tb_jctx_t c;
+  tb__jctx_t c;
   tb__jctx_init(&c, &why);
-  tb_wire_fwdbwd_output_t w;
+  tb__wire_fwdbwd_output_t w;
   int rc;
   tb_slice_t s = { body, len };
   if (proto) {
@@ -248,12 +248,12 @@ int tb__decode_fwdbwd_output(const char *body, size_t len, int proto,
 
 int tb__decode_sample_response(const char *body, size_t len, int proto,
                                tb_sample_response_t **out, tb_error_t *err) {
-  tb_arena_t a;
+  tb__arena_t a;
   tb__arena_init(&a, 0);
   tb_error_t why = { 0 };
-  tb_jctx_t c;
+  tb__jctx_t c;
   tb__jctx_init(&c, &why);
-  tb_wire_sample_response_t w;
+  tb__wire_sample_response_t w;
   int rc;
   tb_slice_t s = { body, len };
   if (proto) {

@@ -15,18 +15,18 @@
 
 /* Wire datums that point into data (tokens of several chunks are joined
  * in the arena). */
-int tb__datums_to_wire(tb_arena_t *a, const tb_train_datum_t *data, size_t n,
-                       tb_wire_datum_t **out);
+int tb__datums_to_wire(tb__arena_t *a, const tb_train_datum_t *data, size_t n,
+                       tb__wire_datum_t **out);
 
 /* Sampling parameters for the encoder (pointers borrowed from p).
  * Returns 0 or TB_EINVAL with err saying which field is wrong. */
-int tb__sample_params_to_wire(const tb_sample_params_t *p, tb_wire_sampling_params_t *w,
+int tb__sample_params_to_wire(const tb_sample_params_t *p, tb__wire_sampling_params_t *w,
                               tb_error_t *err);
 
 /* Deep copies of decoded results; TB_ENOMEM on failure. */
-int tb__fwdbwd_output_from_wire(const tb_wire_fwdbwd_output_t *w,
+int tb__fwdbwd_output_from_wire(const tb__wire_fwdbwd_output_t *w,
                                 tb_forward_backward_output_t **out);
-int tb__sample_response_from_wire(const tb_wire_sample_response_t *w,
+int tb__sample_response_from_wire(const tb__wire_sample_response_t *w,
                                   tb_sample_response_t **out);
 
 /* Decodes a result body (protobuf when proto, else JSON).  Returns 0, or

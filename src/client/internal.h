@@ -106,7 +106,7 @@ struct tb__rt_s {
   void *data;
   uv_loop_t *loop;
   tb__config_t cfg;
-  tb_http_client_t http;
+  tb__http_client_t http;
   struct tb__tls_ctx_s *tls_ctx; /* https: shared by every connection */
   uv_timer_t timer;           /* fires the earliest alarm */
   tb__alarm_t **heap;
@@ -205,7 +205,7 @@ struct tb__call_s {
   tb_slice_t body;                /* not copied: valid until the callback */
   const char *content_type;       /* NULL: application/json when a body */
   const char *accept;             /* NULL: application/json */
-  const tb_http_header_t *extra;  /* the array is copied at start; the
+  const tb__http_header_t *extra;  /* the array is copied at start; the
                                      bytes must outlive the call */
   size_t n_extra;
   int max_retries;                /* <0: the config's; 0: none */
@@ -214,7 +214,7 @@ struct tb__call_s {
   int http_status;                /* of the last answer; 0 when none */
   unsigned retries;               /* retries made */
   tb_error_t err;
-  tb_http_client_req_t *http;     /* the last attempt's response; NULL
+  tb__http_client_req_t *http;     /* the last attempt's response; NULL
                                      before the start (allocated then, so
                                      that a call waiting in an operation's
                                      union costs little) */
@@ -224,7 +224,7 @@ struct tb__call_s {
   tb__alarm_t alarm_;
   char *url_;
   size_t n_headers_;
-  tb_http_header_t *all_headers_;
+  tb__http_header_t *all_headers_;
   uv_buf_t body_buf_;
   char idem_[64];
   char retry_count_[16];
@@ -242,13 +242,13 @@ int tb__call_cancel(tb__call_t *call);
 void tb__call_free(tb__call_t *call);
 /* The retry decision for an answer: 1 to retry, 0 not (x-should-retry wins,
  * then 408, 409, 429, >= 500). */
-int tb__call_should_retry_status(const tb_http_response_t *res);
+int tb__call_should_retry_status(const tb__http_response_t *res);
 /* The server's Retry-After in ms when given and in (0, max_ms]; else -1. */
-int64_t tb__retry_after_ms(const tb_http_response_t *res, uint64_t max_ms);
+int64_t tb__retry_after_ms(const tb__http_response_t *res, uint64_t max_ms);
 /* Fills err from a non-2xx answer: the body's "error"/"message"/"detail",
  * its "category" (else user for 4xx, server for 5xx), the status and the
  * request id when the body names one.  Returns TB_EHTTP. */
-int tb__error_from_response(const tb_http_response_t *res, tb_error_t *err);
+int tb__error_from_response(const tb__http_response_t *res, tb_error_t *err);
 
 /* ------------------------------------------------------------ poll.c */
 
@@ -342,7 +342,7 @@ typedef struct tb__client_op_opts_s {
    * follow the POSTs.  NULL: none. */
   void (*submitted)(tb__client_op_t *op, int status);
   /* More request headers; the strings must outlive the op (static). */
-  const tb_http_header_t *extra;
+  const tb__http_header_t *extra;
   size_t n_extra;
 } tb__client_op_opts_t;
 
@@ -358,7 +358,7 @@ struct tb__client_op_s {
     tb__call_t call;
     tb__client_poll_t poll;
   };
-  tb_buf_t body;
+  tb__buf_t body;
   tb__client_op_decode_fn decode;
   void (*submitted)(tb__client_op_t *op, int status);
   char *request_type;

@@ -114,7 +114,7 @@ static void on_call(tb__call_t *call, int status) {
     complete(op, NULL, NULL, &call->err);
     return;
   }
-  const tb_http_response_t *res = &call->http->response;
+  const tb__http_response_t *res = &call->http->response;
   if (!op->do_poll) {
     decode_and_complete(op, res->body, res->body_len, 0);
     return;

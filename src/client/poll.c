@@ -74,10 +74,10 @@ enum {
 };
 
 struct tb__wire_s {
-  tb_http_client_req_t http;
-  tb_http_header_t headers[6];
+  tb__http_client_req_t http;
+  tb__http_header_t headers[6];
   uv_buf_t body_buf;
-  tb_buf_t body;
+  tb__buf_t body;
   char iter[24];
   char rtt[32];
   tb__wire_t *next;               /* rt->wires_free */
@@ -282,7 +282,7 @@ static double parse_time(tb_slice_t s) {
   return t > 0 ? (double)t + frac : 0;
 }
 
-static int scan_member(void *ctx, const tb_jscan_member_t *m) {
+static int scan_member(void *ctx, const tb__jscan_member_t *m) {
   answer_t *a = ctx;
   int str = m->type == TB_JSCAN_STRING;
   if (tb__slice_eq_str(m->key, "type")) {
@@ -547,7 +547,7 @@ static void on_result(tb__client_poll_t *p, const char *body, size_t len, int pr
 }
 
 /* A "completed" envelope: its result, dumped (a rare shape, so jansson). */
-static void on_completed(tb__client_poll_t *p, const tb_http_response_t *res, json_t *doc) {
+static void on_completed(tb__client_poll_t *p, const tb__http_response_t *res, json_t *doc) {
   json_t *own = doc == NULL ? json_loadb(res->body, res->body_len, 0, NULL) : NULL;
   json_t *r = json_object_get(doc != NULL ? doc : own, "result");
   size_t len = 0;
@@ -562,7 +562,7 @@ static void on_completed(tb__client_poll_t *p, const tb_http_response_t *res, js
   on_result(p, p->result_own_ ? p->result_own_ : "null", p->result_own_ ? len : 4, 0);
 }
 
-static void on_json_answer(tb__client_poll_t *p, const tb_http_response_t *res) {
+static void on_json_answer(tb__client_poll_t *p, const tb__http_response_t *res) {
   answer_t a;
   answer_init(&a);
   json_t *doc = NULL;
@@ -609,20 +609,20 @@ static void on_json_answer(tb__client_poll_t *p, const tb_http_response_t *res) 
   }
 }
 
-static int body_blank(const tb_http_response_t *res) {
+static int body_blank(const tb__http_response_t *res) {
   for (size_t i = 0; i < res->body_len; i++)
     if (!isspace((unsigned char)res->body[i]))
       return 0;
   return 1;
 }
 
-static void on_http_answer(tb__client_poll_t *p, const tb_http_response_t *res) {
+static void on_http_answer(tb__client_poll_t *p, const tb__http_response_t *res) {
   const tb__config_t *cfg = &p->rt_->cfg;
   int s = res->status;
   if (s != 429)
     p->n_conn_errors_ = 0;
   if (s >= 200 && s < 300) {
-    const tb_http_header_t *ct = tb__http_response_header(res, "content-type");
+    const tb__http_header_t *ct = tb__http_response_header(res, "content-type");
     if (ct != NULL && memmem(ct->value.base, ct->value.len, "application/x-protobuf", 22)) {
       on_result(p, res->body, res->body_len, 1);
       return;
@@ -695,7 +695,7 @@ static void on_http_answer(tb__client_poll_t *p, const tb_http_response_t *res) 
 
 /* ------------------------------------------------------------ I/O */
 
-static void on_http(tb_http_client_req_t *req, int status) {
+static void on_http(tb__http_client_req_t *req, int status) {
   tb__client_poll_t *p = req->data;
   p->state_ = POLL_HANDLING;
   if (p->cancelled_) {
@@ -731,14 +731,14 @@ static void on_http(tb_http_client_req_t *req, int status) {
                         p->rt_->cfg.poll_error_backoff_max_ms));
 }
 
-static void set_header(tb_http_header_t *h, const char *name, const char *value) {
+static void set_header(tb__http_header_t *h, const char *name, const char *value) {
   h->name = (tb_slice_t){ name, strlen(name) };
   h->value = (tb_slice_t){ value, strlen(value) };
 }
 
 /* {"request_id": ..., "allow_metadata_only": ...} into b.  Ids need no
  * escaping in practice; one that does goes through jansson. */
-static int poll_body(tb_buf_t *b, const char *id, int allow_metadata_only) {
+static int poll_body(tb__buf_t *b, const char *id, int allow_metadata_only) {
   tb__buf_reset(b);
   int plain = 1;
   for (const char *c = id; *c != '\0'; c++)
@@ -795,7 +795,7 @@ static void send_now(tb__client_poll_t *p) {
     snprintf(w->rtt, sizeof(w->rtt), "%.3f", (double)p->submit_rtt_ms / 1000.0);
     set_header(&w->headers[n++], "X-Tinker-Create-Promise-Roundtrip-Time", w->rtt);
   }
-  tb_http_client_req_t *h = &w->http;
+  tb__http_client_req_t *h = &w->http;
   h->data = p;
   h->method = "POST";
   h->url = (tb_slice_t){ rt->poll_url, strlen(rt->poll_url) };

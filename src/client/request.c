@@ -29,12 +29,12 @@ static void attempt(tb__call_t *call);
 
 /* ------------------------------------------------------------ policy */
 
-static int header_is(const tb_http_header_t *h, const char *v) {
+static int header_is(const tb__http_header_t *h, const char *v) {
   return h != NULL && tb__slice_case_eq_str(h->value, v);
 }
 
-int tb__call_should_retry_status(const tb_http_response_t *res) {
-  const tb_http_header_t *h = tb__http_response_header(res, "x-should-retry");
+int tb__call_should_retry_status(const tb__http_response_t *res) {
+  const tb__http_header_t *h = tb__http_response_header(res, "x-should-retry");
   if (header_is(h, "true"))
     return 1;
   if (header_is(h, "false"))
@@ -44,7 +44,7 @@ int tb__call_should_retry_status(const tb_http_response_t *res) {
 }
 
 /* A number of the header's value, or -1 when it is not one. */
-static double header_number(const tb_http_header_t *h) {
+static double header_number(const tb__http_header_t *h) {
   if (h == NULL || h->value.len == 0 || h->value.len > 31)
     return -1;
   char tmp[32], *end;
@@ -56,10 +56,10 @@ static double header_number(const tb_http_header_t *h) {
   return *end == '\0' && end != tmp && v == v ? v : -1;
 }
 
-int64_t tb__retry_after_ms(const tb_http_response_t *res, uint64_t max_ms) {
+int64_t tb__retry_after_ms(const tb__http_response_t *res, uint64_t max_ms) {
   double ms = header_number(tb__http_response_header(res, "retry-after-ms"));
   if (ms < 0) {
-    const tb_http_header_t *h = tb__http_response_header(res, "retry-after");
+    const tb__http_header_t *h = tb__http_response_header(res, "retry-after");
     double s = header_number(h);
     if (s >= 0) {
       ms = s * 1000.0;
@@ -80,7 +80,7 @@ int64_t tb__retry_after_ms(const tb_http_response_t *res, uint64_t max_ms) {
   return (int64_t)ms;
 }
 
-int tb__error_from_response(const tb_http_response_t *res, tb_error_t *err) {
+int tb__error_from_response(const tb__http_response_t *res, tb_error_t *err) {
   int st = res->status;
   tb_category_t cat = st >= 500 || st == 408 || st == 429 ? TB_CATEGORY_SERVER
                                                           : TB_CATEGORY_USER;
@@ -209,14 +209,14 @@ static unsigned max_retries(const tb__call_t *call) {
   return call->max_retries < 0 ? call->rt_->cfg.max_retries : (unsigned)call->max_retries;
 }
 
-static void on_http(tb_http_client_req_t *req, int status) {
+static void on_http(tb__http_client_req_t *req, int status) {
   tb__call_t *call = req->data;
   if (call->cancelled_) {
     finish(call, TB_ECANCELED);
     return;
   }
   if (status == 0) {
-    const tb_http_response_t *res = &req->response;
+    const tb__http_response_t *res = &req->response;
     call->http_status = res->status;
     if (res->status >= 200 && res->status < 300) {
       tb_error_clear(&call->err);
@@ -247,7 +247,7 @@ static void attempt(tb__call_t *call) {
   tb__rt_t *rt = call->rt_;
   int n = snprintf(call->retry_count_, sizeof(call->retry_count_), "%u", call->retries);
   call->all_headers_[call->retry_header_].value.len = (size_t)n;  /* "9" -> "10" */
-  tb_http_client_req_t *h = call->http;
+  tb__http_client_req_t *h = call->http;
   h->data = call;
   h->method = call->method;
   h->url = (tb_slice_t){ call->url_, strlen(call->url_) };
@@ -268,7 +268,7 @@ static void attempt(tb__call_t *call) {
   }
 }
 
-static void set_header(tb_http_header_t *h, const char *name, const char *value) {
+static void set_header(tb__http_header_t *h, const char *name, const char *value) {
   h->name = (tb_slice_t){ name, strlen(name) };
   h->value = (tb_slice_t){ value, strlen(value) };
 }
@@ -286,7 +286,7 @@ int tb__call_start(tb__rt_t *rt, tb__call_t *call, tb__call_cb cb) {
   free(call->all_headers_);
   call->all_headers_ = NULL;
   call->url_ = tb__rt_url(rt, call->path);
-  call->all_headers_ = calloc(8 + call->n_extra, sizeof(tb_http_header_t));
+  call->all_headers_ = calloc(8 + call->n_extra, sizeof(tb__http_header_t));
   if (call->http == NULL)
     call->http = calloc(1, sizeof(*call->http));
   if (call->url_ == NULL || call->all_headers_ == NULL || call->http == NULL)
@@ -299,7 +299,7 @@ int tb__call_start(tb__rt_t *rt, tb__call_t *call, tb__call_cb cb) {
   tb_error_clear(&call->err);
   tb__alarm_init(&call->alarm_, on_alarm, call);
   size_t n = 0;
-  tb_http_header_t *hs = call->all_headers_;
+  tb__http_header_t *hs = call->all_headers_;
   set_header(&hs[n++], "Accept", call->accept ? call->accept : "application/json");
   if (call->body.len > 0)
     set_header(&hs[n++], "Content-Type",

@@ -445,7 +445,7 @@ DECODER(decode_json_text) {
 
 /* Appends s percent-encoded (keeping unreserved characters, ':' and, when
  * keep_slash, '/'). */
-static int append_segment(tb_buf_t *b, const char *s, int keep_slash) {
+static int append_segment(tb__buf_t *b, const char *s, int keep_slash) {
   for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
     int plain = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
                 (*p >= '0' && *p <= '9') || *p == '-' || *p == '.' || *p == '_' ||
@@ -461,7 +461,7 @@ static int append_segment(tb_buf_t *b, const char *s, int keep_slash) {
  * percent-encoded; %c keeps its '/' (a checkpoint id); %q is a query
  * value.  Returns a malloc'd string or NULL. */
 static char *build_path(const char *tmpl, const char *const *args) {
-  tb_buf_t b = TB_BUF_INIT;
+  tb__buf_t b = TB_BUF_INIT;
   int rc = 0;
   size_t k = 0;
   for (const char *t = tmpl; *t && rc == 0; t++) {

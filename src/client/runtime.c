@@ -240,7 +240,7 @@ int tb__rt_init(uv_loop_t *loop, tb__rt_t *rt, const tb_client_config_t *cfg,
     tb__config_free(&rt->cfg);
     return tb_error_set(err, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
   }
-  tb_http_client_opts_t ho = {
+  tb__http_client_opts_t ho = {
     .max_conns_per_origin = rt->cfg.max_connections,
     .connect_timeout_ms = rt->cfg.connect_timeout_ms,
     .user_agent = "tinkerbell-c/" TB_VERSION_STRING,
@@ -296,7 +296,7 @@ static void maybe_closed(tb__rt_t *rt) {
   uv_close((uv_handle_t *)&rt->timer, on_timer_closed);
 }
 
-static void on_http_closed(tb_http_client_t *c) {
+static void on_http_closed(tb__http_client_t *c) {
   tb__rt_t *rt = c->data;
   rt->handles_open--;
   maybe_closed(rt);

@@ -372,7 +372,7 @@ static void on_submitted(tb__client_op_t *cop, int status) {
 
 /* Tells the server that this client handles a 429 itself (as the SDK
  * does), so that it may answer one rather than queue the sample. */
-static const tb_http_header_t backpressure_header[] = {
+static const tb__http_header_t backpressure_header[] = {
   { { "X-Tinker-Sampling-Backpressure", 30 }, { "1", 1 } },
 };
 
@@ -595,7 +595,7 @@ static int sample_common(tb_sampling_client_t *samp, skind_t kind, const tb_mode
     tb_sample_params_default(&def);
     params = &def;
   }
-  tb_wire_sampling_params_t wp;
+  tb__wire_sampling_params_t wp;
   int rc = tb__sample_params_to_wire(params, &wp, err);
   if (rc != 0)
     return rc;

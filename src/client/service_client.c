@@ -48,11 +48,11 @@ struct tb__service_s {
   waiter_t *ready;                /* completed on the next turn */
   uv_timer_t hb_timer;
   tb__call_t hb_call;
-  tb_buf_t hb_body;
+  tb__buf_t hb_body;
   int hb_inflight;
   int hb_warned;
   tb__call_t close_call;          /* close_session at close */
-  tb_buf_t close_body;
+  tb__buf_t close_body;
   int close_inflight;
   int session_closed;             /* close_session was sent */
   uint64_t hb_last_ok;
@@ -89,7 +89,7 @@ static int decode_caps(tb__client_op_t *op, const char *body, size_t len, int pr
     err->category = TB_CATEGORY_SERVER;
     return rc;
   }
-  tb_jctx_t c;
+  tb__jctx_t c;
   tb__jctx_init(&c, err);
   json_t *models = NULL;
   rc = tb__json_expect_object(&c, doc);
@@ -143,7 +143,7 @@ static int decode_session(tb__client_op_t *op, const char *body, size_t len, int
   int rc = tb__json_parse((tb_slice_t){ body, len }, &doc, err);
   tb_slice_t id = { NULL, 0 };
   if (rc == 0) {
-    tb_jctx_t c;
+    tb__jctx_t c;
     tb__jctx_init(&c, err);
     rc = tb__json_expect_object(&c, doc);
     if (rc == 0)
@@ -155,11 +155,11 @@ static int decode_session(tb__client_op_t *op, const char *body, size_t len, int
     const char *warning = json_string_value(json_object_get(doc, "warning_message"));
     const char *error = json_string_value(json_object_get(doc, "error_message"));
     if (rc == 0 && info != NULL)
-      tb_info("session %.*s: %s", (int)id.len, id.base, info);
+      tb__info("session %.*s: %s", (int)id.len, id.base, info);
     if (rc == 0 && warning != NULL)
-      tb_warn("session %.*s: %s", (int)id.len, id.base, warning);
+      tb__warn("session %.*s: %s", (int)id.len, id.base, warning);
     if (rc == 0 && error != NULL)
-      tb_log_error("session %.*s: %s", (int)id.len, id.base, error);
+      tb__log_error("session %.*s: %s", (int)id.len, id.base, error);
   }
   char *s = rc == 0 ? tb__strndup(id.base, id.len) : NULL;
   if (rc == 0 && s == NULL)
@@ -227,7 +227,7 @@ static void heartbeat_tick(uv_timer_t *t) {
 /* ------------------------------------------------------------ closing the session */
 
 /* {"session_id", "type": "close_session"} into out. */
-static int close_body(struct tb__service_s *s, tb_buf_t *out) {
+static int close_body(struct tb__service_s *s, tb__buf_t *out) {
   json_t *b = json_pack("{s:s, s:s}", "session_id", s->session_id, "type", "close_session");
   size_t len = 0;
   char *text = b != NULL ? tb__json_dump(b, &len) : NULL;
@@ -249,7 +249,7 @@ static void on_close_call(tb__call_t *call, int status) {
   struct tb__service_s *s = call->data;
   s->close_inflight = 0;
   if (status != 0)
-    tb_debug("close_session: %s", tb_error_message(&call->err));
+    tb__debug("close_session: %s", tb_error_message(&call->err));
   tb__call_free(call);
   sc_destroy_maybe(s);
 }
@@ -285,7 +285,7 @@ int tb_service_client_close_session(tb_service_client_t *sc, tb_future_t **out) 
     return TB_ECLOSING;
   if (s->session_id == NULL || s->session_closed)
     return TB_EINVAL;  /* no session yet, or closed already */
-  tb_buf_t body = { 0 };
+  tb__buf_t body = { 0 };
   if (close_body(s, &body) != 0) {
     tb__buf_free(&body);
     return TB_ENOMEM;

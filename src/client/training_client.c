@@ -206,7 +206,7 @@ int tb__tc_op_register(tb__tc_op_t *op, tb_future_t **out) {
 
 /* The final body of a request: the model id put in front (protobuf) or
  * into the object (JSON). */
-static int req_body(tb__tc_req_t *r, tb_buf_t *out) {
+static int req_body(tb__tc_req_t *r, tb__buf_t *out) {
   tb__tc_t *tc = r->op->tc;
   if (r->json != NULL) {
     if (json_object_set_new(r->json, "model_id", json_string(tc->model_id)) != 0)
@@ -513,7 +513,7 @@ int tb__tc_start_req(tb__tc_op_t *op, size_t i) {
     default:
       return TB_EINVAL;
   }
-  tb_buf_t body = TB_BUF_INIT;
+  tb__buf_t body = TB_BUF_INIT;
   int rc = req_body(r, &body);
   if (rc == 0) {
     o.body = body.base;

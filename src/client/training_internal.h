@@ -47,7 +47,7 @@ typedef struct tb__tc_req_s {
   tb__tc_op_t *op;
   size_t index;
   int64_t seq;                 /* -1: none */
-  tb_buf_t proto;              /* the protobuf body without model_id, or */
+  tb__buf_t proto;              /* the protobuf body without model_id, or */
   json_t *json;                /* the JSON body without model_id */
   size_t n_datums;
   tb_future_t *f;              /* the operation's future once started */

@@ -21,10 +21,10 @@ int tb__tc_encode_chunks(tb__tc_op_t *op, size_t first, const tb_train_datum_t *
                          const char *loss_fn, const tb_loss_fn_config_entry_t *config,
                          size_t n_config, int forward_only) {
   tb__tc_t *tc = op->tc;
-  tb_arena_t a;
+  tb__arena_t a;
   tb__arena_init(&a, 0);
   int rc = 0;
-  tb_wire_config_entry_t *cfg = tb__arena_calloc(&a, n_config + 1, sizeof(*cfg));
+  tb__wire_config_entry_t *cfg = tb__arena_calloc(&a, n_config + 1, sizeof(*cfg));
   if (cfg == NULL)
     rc = TB_ENOMEM;
   for (size_t i = 0; rc == 0 && i < n_config; i++) {
@@ -33,7 +33,7 @@ int tb__tc_encode_chunks(tb__tc_op_t *op, size_t first, const tb_train_datum_t *
   }
   for (size_t k = 0; rc == 0 && k < count; k++) {
     tb__tc_req_t *r = &op->reqs[first + k];
-    tb_wire_fwdbwd_t w = { 0 };
+    tb__wire_fwdbwd_t w = { 0 };
     size_t lo = bounds[k], hi = bounds[k + 1];
     rc = tb__datums_to_wire(&a, data + lo, hi - lo, &w.data);
     if (rc != 0)

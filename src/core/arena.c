@@ -12,13 +12,13 @@
 #define TB__ARENA_ALIGN 16
 #define TB__ARENA_DEFAULT 4096
 
-struct tb_arena_block_s {
-  tb_arena_block_t *next;
+struct tb__arena_block_s {
+  tb__arena_block_t *next;
   size_t size;
   _Alignas(16) unsigned char data[];
 };
 
-void tb__arena_init(tb_arena_t *a, size_t block_size) {
+void tb__arena_init(tb__arena_t *a, size_t block_size) {
   a->head = NULL;
   a->used = 0;
   a->block_size = block_size ? block_size : TB__ARENA_DEFAULT;
@@ -29,8 +29,8 @@ static size_t align_up(size_t n) {
   return (n + TB__ARENA_ALIGN - 1) & ~(size_t)(TB__ARENA_ALIGN - 1);
 }
 
-static tb_arena_block_t *new_block(size_t size) {
-  tb_arena_block_t *b = malloc(sizeof(*b) + size);
+static tb__arena_block_t *new_block(size_t size) {
+  tb__arena_block_t *b = malloc(sizeof(*b) + size);
   if (b != NULL) {
     b->next = NULL;
     b->size = size;
@@ -38,13 +38,13 @@ static tb_arena_block_t *new_block(size_t size) {
   return b;
 }
 
-void *tb__arena_alloc(tb_arena_t *a, size_t size) {
+void *tb__arena_alloc(tb__arena_t *a, size_t size) {
   if (size > SIZE_MAX - TB__ARENA_ALIGN)
     return NULL;
   size = align_up(size ? size : 1);
   if (size > a->block_size / 4) {
     /* A dedicated block, linked behind head so head keeps filling. */
-    tb_arena_block_t *b = new_block(size);
+    tb__arena_block_t *b = new_block(size);
     if (b == NULL)
       return NULL;
     if (a->head == NULL) {
@@ -58,7 +58,7 @@ void *tb__arena_alloc(tb_arena_t *a, size_t size) {
     return b->data;
   }
   if (a->head == NULL || a->head->size - a->used < size) {
-    tb_arena_block_t *b = new_block(a->block_size);
+    tb__arena_block_t *b = new_block(a->block_size);
     if (b == NULL)
       return NULL;
     b->next = a->head;
@@ -71,7 +71,7 @@ void *tb__arena_alloc(tb_arena_t *a, size_t size) {
   return p;
 }
 
-void *tb__arena_calloc(tb_arena_t *a, size_t n, size_t size) {
+void *tb__arena_calloc(tb__arena_t *a, size_t n, size_t size) {
   if (size != 0 && n > SIZE_MAX / size)
     return NULL;
   void *p = tb__arena_alloc(a, n * size);
@@ -80,7 +80,7 @@ void *tb__arena_calloc(tb_arena_t *a, size_t n, size_t size) {
   return p;
 }
 
-char *tb__arena_strndup(tb_arena_t *a, const char *s, size_t n) {
+char *tb__arena_strndup(tb__arena_t *a, const char *s, size_t n) {
   char *p = tb__arena_alloc(a, n + 1);
   if (p == NULL)
     return NULL;
@@ -90,17 +90,17 @@ char *tb__arena_strndup(tb_arena_t *a, const char *s, size_t n) {
   return p;
 }
 
-void tb__arena_reset(tb_arena_t *a) {
+void tb__arena_reset(tb__arena_t *a) {
   /* Keep the most recent block if it is a regular one. */
-  tb_arena_block_t *keep = NULL;
-  tb_arena_block_t *b = a->head;
+  tb__arena_block_t *keep = NULL;
+  tb__arena_block_t *b = a->head;
   if (b != NULL && b->size == a->block_size) {
     keep = b;
     b = b->next;
     keep->next = NULL;
   }
   while (b != NULL) {
-    tb_arena_block_t *next = b->next;
+    tb__arena_block_t *next = b->next;
     free(b);
     b = next;
   }
@@ -109,7 +109,7 @@ void tb__arena_reset(tb_arena_t *a) {
   a->total = 0;
 }
 
-void tb__arena_free(tb_arena_t *a) {
+void tb__arena_free(tb__arena_t *a) {
   tb__arena_reset(a);
   free(a->head);
   a->head = NULL;

@@ -8,21 +8,21 @@
 #include <string.h>
 #include <strings.h>
 
-void tb__buf_init(tb_buf_t *b) {
+void tb__buf_init(tb__buf_t *b) {
   b->base = NULL;
   b->len = 0;
   b->cap = 0;
 }
 
-void tb__buf_free(tb_buf_t *b) {
+void tb__buf_free(tb__buf_t *b) {
   free(b->base);
   tb__buf_init(b);
 }
 
-int tb__buf_reserve(tb_buf_t *b, size_t extra) {
+int tb__buf_reserve(tb__buf_t *b, size_t extra) {
   if (extra > SIZE_MAX - b->len - 1)
     return TB_ENOMEM;
-  size_t need = b->len + extra + 1; /* room for tb_buf_terminate */
+  size_t need = b->len + extra + 1; /* room for tb__buf_terminate */
   if (need <= b->cap)
     return 0;
   size_t cap = b->cap ? b->cap : 64;
@@ -36,7 +36,7 @@ int tb__buf_reserve(tb_buf_t *b, size_t extra) {
   return 0;
 }
 
-int tb__buf_append(tb_buf_t *b, const void *data, size_t len) {
+int tb__buf_append(tb__buf_t *b, const void *data, size_t len) {
   if (len == 0)
     return 0;
   int rc = tb__buf_reserve(b, len);
@@ -47,11 +47,11 @@ int tb__buf_append(tb_buf_t *b, const void *data, size_t len) {
   return 0;
 }
 
-int tb__buf_append_str(tb_buf_t *b, const char *s) {
+int tb__buf_append_str(tb__buf_t *b, const char *s) {
   return tb__buf_append(b, s, strlen(s));
 }
 
-int tb__buf_vprintf(tb_buf_t *b, const char *fmt, va_list ap) {
+int tb__buf_vprintf(tb__buf_t *b, const char *fmt, va_list ap) {
   va_list ap2;
   va_copy(ap2, ap);
   int n = vsnprintf(NULL, 0, fmt, ap2);
@@ -66,7 +66,7 @@ int tb__buf_vprintf(tb_buf_t *b, const char *fmt, va_list ap) {
   return 0;
 }
 
-int tb__buf_printf(tb_buf_t *b, const char *fmt, ...) {
+int tb__buf_printf(tb__buf_t *b, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   int rc = tb__buf_vprintf(b, fmt, ap);
@@ -74,7 +74,7 @@ int tb__buf_printf(tb_buf_t *b, const char *fmt, ...) {
   return rc;
 }
 
-int tb__buf_terminate(tb_buf_t *b) {
+int tb__buf_terminate(tb__buf_t *b) {
   int rc = tb__buf_reserve(b, 0);
   if (rc != 0)
     return rc;
@@ -82,7 +82,7 @@ int tb__buf_terminate(tb_buf_t *b) {
   return 0;
 }
 
-void tb__buf_consume(tb_buf_t *b, size_t n) {
+void tb__buf_consume(tb__buf_t *b, size_t n) {
   if (n >= b->len) {
     b->len = 0;
     return;
@@ -91,7 +91,7 @@ void tb__buf_consume(tb_buf_t *b, size_t n) {
   b->len -= n;
 }
 
-char *tb__buf_steal(tb_buf_t *b, size_t *len) {
+char *tb__buf_steal(tb__buf_t *b, size_t *len) {
   if (tb__buf_terminate(b) != 0)
     return NULL;
   char *p = b->base;
@@ -102,7 +102,7 @@ char *tb__buf_steal(tb_buf_t *b, size_t *len) {
 }
 
 char *tb__vasprintf(const char *fmt, va_list ap) {
-  tb_buf_t b = TB_BUF_INIT;
+  tb__buf_t b = TB_BUF_INIT;
   if (tb__buf_vprintf(&b, fmt, ap) != 0 || tb__buf_terminate(&b) != 0) {
     tb__buf_free(&b);
     return NULL;

@@ -1,7 +1,7 @@
 /*
  * Growable byte buffers and small string helpers.
  *
- * tb_buf_t is layout-compatible with the first two fields of uv_buf_t's
+ * tb__buf_t is layout-compatible with the first two fields of uv_buf_t's
  * Linux definition (base, len) so a filled buffer can be handed to uv_write
  * as-is.  Growth doubles the capacity; every function that may allocate
  * returns 0 or TB_ENOMEM and leaves the buffer valid on failure.
@@ -15,33 +15,33 @@
 #include "tinkerbell/common.h"
 #include "tinkerbell/error.h"
 
-typedef struct tb_buf_s {
+typedef struct tb__buf_s {
   char *base;
   size_t len;
   size_t cap;
-} tb_buf_t;
+} tb__buf_t;
 
 #define TB_BUF_INIT { NULL, 0, 0 }
 
-void tb__buf_init(tb_buf_t *b);
-void tb__buf_free(tb_buf_t *b);
+void tb__buf_init(tb__buf_t *b);
+void tb__buf_free(tb__buf_t *b);
 /* Makes room for at least `extra` more bytes past len. */
-int tb__buf_reserve(tb_buf_t *b, size_t extra);
-int tb__buf_append(tb_buf_t *b, const void *data, size_t len);
-int tb__buf_append_str(tb_buf_t *b, const char *s);
-int tb__buf_printf(tb_buf_t *b, const char *fmt, ...)
+int tb__buf_reserve(tb__buf_t *b, size_t extra);
+int tb__buf_append(tb__buf_t *b, const void *data, size_t len);
+int tb__buf_append_str(tb__buf_t *b, const char *s);
+int tb__buf_printf(tb__buf_t *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-int tb__buf_vprintf(tb_buf_t *b, const char *fmt, va_list ap);
+int tb__buf_vprintf(tb__buf_t *b, const char *fmt, va_list ap);
 /* Keeps a NUL byte after len without counting it, so base can be used as
  * a C string (for logging and libraries that need one). */
-int tb__buf_terminate(tb_buf_t *b);
+int tb__buf_terminate(tb__buf_t *b);
 /* Drops the first n bytes (used by connection read buffers). */
-void tb__buf_consume(tb_buf_t *b, size_t n);
-static inline void tb__buf_reset(tb_buf_t *b) { b->len = 0; }
+void tb__buf_consume(tb__buf_t *b, size_t n);
+static inline void tb__buf_reset(tb__buf_t *b) { b->len = 0; }
 /* Hands the bytes to the caller (who frees them) and empties the buffer. */
-char *tb__buf_steal(tb_buf_t *b, size_t *len);
+char *tb__buf_steal(tb__buf_t *b, size_t *len);
 
-static inline tb_slice_t tb__buf_slice(const tb_buf_t *b) {
+static inline tb_slice_t tb__buf_slice(const tb__buf_t *b) {
   tb_slice_t s = { b->base, b->len };
   return s;
 }

@@ -12,17 +12,17 @@
 
 #include "core/buf.h"
 
-void tb__jctx_init(tb_jctx_t *c, tb_error_t *err) {
+void tb__jctx_init(tb__jctx_t *c, tb_error_t *err) {
   c->path[0] = '\0';
   c->len = 0;
   c->truncated = 0;
   c->err = err;
 }
 
-static void path_append(tb_jctx_t *c, const char *fmt, ...)
+static void path_append(tb__jctx_t *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-static void path_append(tb_jctx_t *c, const char *fmt, ...) {
+static void path_append(tb__jctx_t *c, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   size_t room = sizeof(c->path) - c->len;
@@ -37,19 +37,19 @@ static void path_append(tb_jctx_t *c, const char *fmt, ...) {
   c->len += (size_t)n;
 }
 
-size_t tb__jctx_push_key(tb_jctx_t *c, const char *key) {
+size_t tb__jctx_push_key(tb__jctx_t *c, const char *key) {
   size_t mark = c->len;
   path_append(c, c->len == 0 ? "%s" : ".%s", key);
   return mark;
 }
 
-size_t tb__jctx_push_index(tb_jctx_t *c, size_t index) {
+size_t tb__jctx_push_index(tb__jctx_t *c, size_t index) {
   size_t mark = c->len;
   path_append(c, "[%zu]", index);
   return mark;
 }
 
-void tb__jctx_pop(tb_jctx_t *c, size_t mark) {
+void tb__jctx_pop(tb__jctx_t *c, size_t mark) {
   if (mark < sizeof(c->path)) {
     c->len = mark;
     c->path[mark] = '\0';
@@ -57,11 +57,11 @@ void tb__jctx_pop(tb_jctx_t *c, size_t mark) {
   }
 }
 
-const char *tb__jctx_path(const tb_jctx_t *c) {
+const char *tb__jctx_path(const tb__jctx_t *c) {
   return c->len == 0 ? "body" : c->path;
 }
 
-static int fail_v(tb_jctx_t *c, const char *fmt, va_list ap) {
+static int fail_v(tb__jctx_t *c, const char *fmt, va_list ap) {
   char reason[512];
   vsnprintf(reason, sizeof(reason), fmt, ap);
   if (c->err != NULL)
@@ -70,7 +70,7 @@ static int fail_v(tb_jctx_t *c, const char *fmt, va_list ap) {
   return TB_EFIELD;
 }
 
-int tb__jctx_fail(tb_jctx_t *c, const char *fmt, ...) {
+int tb__jctx_fail(tb__jctx_t *c, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   int rc = fail_v(c, fmt, ap);
@@ -78,7 +78,7 @@ int tb__jctx_fail(tb_jctx_t *c, const char *fmt, ...) {
   return rc;
 }
 
-int tb__jctx_fail_at(tb_jctx_t *c, const char *key, const char *fmt, ...) {
+int tb__jctx_fail_at(tb__jctx_t *c, const char *key, const char *fmt, ...) {
   size_t mark = tb__jctx_push_key(c, key);
   va_list ap;
   va_start(ap, fmt);
@@ -121,7 +121,7 @@ int tb__json_parse(tb_slice_t text, json_t **out, tb_error_t *err) {
 }
 
 /* Looks a field up; returns 1 when absent or null (and not required). */
-static int lookup(tb_jctx_t *c, const json_t *obj, const char *key,
+static int lookup(tb__jctx_t *c, const json_t *obj, const char *key,
                   int required, json_t **out) {
   json_t *v = json_is_object(obj) ? json_object_get(obj, key) : NULL;
   if (v == NULL || json_is_null(v)) {
@@ -134,19 +134,19 @@ static int lookup(tb_jctx_t *c, const json_t *obj, const char *key,
   return 0;
 }
 
-int tb__json_expect_object(tb_jctx_t *c, const json_t *v) {
+int tb__json_expect_object(tb__jctx_t *c, const json_t *v) {
   if (json_is_object(v))
     return 0;
   return tb__jctx_fail(c, "expected an object, got %s", tb__json_type_name(v));
 }
 
-int tb__json_expect_array(tb_jctx_t *c, const json_t *v) {
+int tb__json_expect_array(tb__jctx_t *c, const json_t *v) {
   if (json_is_array(v))
     return 0;
   return tb__jctx_fail(c, "expected an array, got %s", tb__json_type_name(v));
 }
 
-int tb__json_get_object(tb_jctx_t *c, const json_t *obj, const char *key,
+int tb__json_get_object(tb__jctx_t *c, const json_t *obj, const char *key,
                         int required, json_t **out) {
   int rc = lookup(c, obj, key, required, out);
   if (rc != 0)
@@ -157,7 +157,7 @@ int tb__json_get_object(tb_jctx_t *c, const json_t *obj, const char *key,
   return 0;
 }
 
-int tb__json_get_array(tb_jctx_t *c, const json_t *obj, const char *key,
+int tb__json_get_array(tb__jctx_t *c, const json_t *obj, const char *key,
                        int required, json_t **out) {
   int rc = lookup(c, obj, key, required, out);
   if (rc != 0)
@@ -168,7 +168,7 @@ int tb__json_get_array(tb_jctx_t *c, const json_t *obj, const char *key,
   return 0;
 }
 
-int tb__json_get_string(tb_jctx_t *c, const json_t *obj, const char *key,
+int tb__json_get_string(tb__jctx_t *c, const json_t *obj, const char *key,
                         int required, tb_slice_t *out) {
   json_t *v;
   int rc = lookup(c, obj, key, required, &v);
@@ -182,7 +182,7 @@ int tb__json_get_string(tb_jctx_t *c, const json_t *obj, const char *key,
   return 0;
 }
 
-int tb__json_as_int(tb_jctx_t *c, const json_t *v, int64_t min, int64_t max,
+int tb__json_as_int(tb__jctx_t *c, const json_t *v, int64_t min, int64_t max,
                     int64_t *out) {
   int64_t n;
   if (json_is_integer(v)) {
@@ -203,7 +203,7 @@ int tb__json_as_int(tb_jctx_t *c, const json_t *v, int64_t min, int64_t max,
   return 0;
 }
 
-int tb__json_get_int(tb_jctx_t *c, const json_t *obj, const char *key,
+int tb__json_get_int(tb__jctx_t *c, const json_t *obj, const char *key,
                      int required, int64_t min, int64_t max, int64_t *out) {
   json_t *v;
   int rc = lookup(c, obj, key, required, &v);
@@ -215,7 +215,7 @@ int tb__json_get_int(tb_jctx_t *c, const json_t *obj, const char *key,
   return rc;
 }
 
-int tb__json_as_double(tb_jctx_t *c, const json_t *v, double *out) {
+int tb__json_as_double(tb__jctx_t *c, const json_t *v, double *out) {
   if (!json_is_number(v))
     return tb__jctx_fail(c, "expected a number, got %s",
                          tb__json_type_name(v));
@@ -226,7 +226,7 @@ int tb__json_as_double(tb_jctx_t *c, const json_t *v, double *out) {
   return 0;
 }
 
-int tb__json_get_double(tb_jctx_t *c, const json_t *obj, const char *key,
+int tb__json_get_double(tb__jctx_t *c, const json_t *obj, const char *key,
                         int required, double *out) {
   json_t *v;
   int rc = lookup(c, obj, key, required, &v);
@@ -238,7 +238,7 @@ int tb__json_get_double(tb_jctx_t *c, const json_t *obj, const char *key,
   return rc;
 }
 
-int tb__json_get_bool(tb_jctx_t *c, const json_t *obj, const char *key,
+int tb__json_get_bool(tb__jctx_t *c, const json_t *obj, const char *key,
                       int required, int *out) {
   json_t *v;
   int rc = lookup(c, obj, key, required, &v);

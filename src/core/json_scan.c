@@ -68,7 +68,7 @@ static const char *literal(const char *p, const char *end, const char *lit) {
   return (size_t)(end - p) >= n && memcmp(p, lit, n) == 0 ? p + n : NULL;
 }
 
-int tb__jscan_object(tb_slice_t text, tb_jscan_fn fn, void *ctx) {
+int tb__jscan_object(tb_slice_t text, tb__jscan_fn fn, void *ctx) {
   const char *p = text.base, *end = text.base + text.len;
   if (p == NULL)
     return 0;
@@ -79,7 +79,7 @@ int tb__jscan_object(tb_slice_t text, tb_jscan_fn fn, void *ctx) {
   if (p < end && *p == '}')
     return skip_ws(p + 1, end) == end;
   for (;;) {
-    tb_jscan_member_t m;
+    tb__jscan_member_t m;
     if (p >= end || *p != '"')
       return 0;
     const char *q = scan_string(p + 1, end);
@@ -130,7 +130,7 @@ int tb__jscan_object(tb_slice_t text, tb_jscan_fn fn, void *ctx) {
   }
 }
 
-int tb__jscan_is(const tb_jscan_member_t *m, const char *s) {
+int tb__jscan_is(const tb__jscan_member_t *m, const char *s) {
   size_t n = strlen(s);
   switch (m->type) {
     case TB_JSCAN_STRING:

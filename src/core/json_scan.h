@@ -23,25 +23,25 @@ typedef enum {
   TB_JSCAN_TRUE,
   TB_JSCAN_FALSE,
   TB_JSCAN_NULL
-} tb_jscan_type_t;
+} tb__jscan_type_t;
 
-typedef struct tb_jscan_member_s {
+typedef struct tb__jscan_member_s {
   tb_slice_t key;        /* without quotes; never has escapes */
-  tb_jscan_type_t type;
+  tb__jscan_type_t type;
   tb_slice_t str;
   double num;
-} tb_jscan_member_t;
+} tb__jscan_member_t;
 
 /* Called for each member in order; returns 0 to go on, anything else to
  * give up (tb__jscan_object then returns 0). */
-typedef int (*tb_jscan_fn)(void *ctx, const tb_jscan_member_t *m);
+typedef int (*tb__jscan_fn)(void *ctx, const tb__jscan_member_t *m);
 
 /* 1 when text is one flat object (surrounding white space allowed) and fn
  * accepted every member; 0 otherwise -- the caller falls back to a full
  * parser.  Members seen before giving up were passed to fn already. */
-int tb__jscan_object(tb_slice_t text, tb_jscan_fn fn, void *ctx);
+int tb__jscan_object(tb_slice_t text, tb__jscan_fn fn, void *ctx);
 
 /* 1 when the member is the string or literal s. */
-int tb__jscan_is(const tb_jscan_member_t *m, const char *s);
+int tb__jscan_is(const tb__jscan_member_t *m, const char *s);
 
 #endif /* TB_CORE_JSON_SCAN_H */

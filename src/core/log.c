@@ -22,7 +22,7 @@ int tb__log_parse_level(const char *name) {
   return -1;
 }
 
-tb_log_level_t tb__log_level(void) {
+tb__log_level_t tb__log_level(void) {
   int lvl = log_level;
   if (lvl < 0) {
     const char *env = getenv("TINKERBELL_LOG");
@@ -31,14 +31,14 @@ tb_log_level_t tb__log_level(void) {
       lvl = TB_LOG_WARN;
     log_level = lvl;
   }
-  return (tb_log_level_t)lvl;
+  return (tb__log_level_t)lvl;
 }
 
-void tb__log_set_level(tb_log_level_t level) {
+void tb__log_set_level(tb__log_level_t level) {
   log_level = (int)level;
 }
 
-void tb__log(tb_log_level_t level, const char *fmt, ...) {
+void tb__log(tb__log_level_t level, const char *fmt, ...) {
   static const char *tags[] = { "debug", "info", "warn", "error", "off" };
   char msg[1024];
   struct timespec ts;

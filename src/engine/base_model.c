@@ -13,7 +13,7 @@
 #include "engine/hf_model.h"
 #include "text/base_vocab.h"
 
-void tb__base_model_config(tb_model_config_t *c) {
+void tb__base_model_config(tb__model_config_t *c) {
   memset(c, 0, sizeof(*c));
   c->hidden_size = 128;
   c->intermediate_size = 384;
@@ -56,13 +56,13 @@ static int ends_with(const char *s, const char *suffix) {
   return a >= b && strcmp(s + a - b, suffix) == 0;
 }
 
-int tb__base_model_generate(tb_weights_t *w) {
-  tb_model_config_t c;
+int tb__base_model_generate(tb__weights_t *w) {
+  tb__model_config_t c;
   tb__base_model_config(&c);
   int rc = tb__weights_alloc(w, &c);
   if (rc != 0)
     return rc;
-  tb_hf_tensor_t *ts = calloc(tb__hf_tensor_count(&c), sizeof(*ts));
+  tb__hf_tensor_t *ts = calloc(tb__hf_tensor_count(&c), sizeof(*ts));
   if (ts == NULL) {
     tb__weights_free(w);
     return TB_ENOMEM;
@@ -93,7 +93,7 @@ int tb__base_model_generate(tb_weights_t *w) {
 }
 
 int tb__base_model_save(const char *dir, tb_error_t *err) {
-  tb_weights_t w;
+  tb__weights_t w;
   if (tb__base_model_generate(&w) != 0)
     return tb_error_set(err, TB_ENOMEM, TB_CATEGORY_SERVER, "out of memory");
   json_t *extra = json_pack("{s:i, s:i, s:i, s:s}", "bos_token_id",
@@ -109,7 +109,7 @@ int tb__base_model_save(const char *dir, tb_error_t *err) {
   return rc;
 }
 
-int tb__model_weights_load(const char *model, tb_weights_t *w,
+int tb__model_weights_load(const char *model, tb__weights_t *w,
                            tb_error_t *err) {
   if (strcmp(model, TB_BASE_MODEL_NAME) == 0) {
     if (tb__base_model_generate(w) != 0)
@@ -120,7 +120,7 @@ int tb__model_weights_load(const char *model, tb_weights_t *w,
   return tb__hf_load(model, w, err);
 }
 
-uint64_t tb__weights_hash(const tb_weights_t *w) {
+uint64_t tb__weights_hash(const tb__weights_t *w) {
   uint64_t h = UINT64_C(0xcbf29ce484222325);
   for (size_t i = 0; i < w->storage_floats; i++) {
     uint32_t bits;

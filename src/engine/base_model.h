@@ -29,10 +29,10 @@
 #define TB_BASE_MODEL_SEED UINT64_C(0x74696e6b65726265) /* "tinkerbe" */
 
 /* The configuration of `base`. */
-void tb__base_model_config(tb_model_config_t *c);
+void tb__base_model_config(tb__model_config_t *c);
 
 /* Allocates w and fills it with the `base` weights.  0 or TB_ENOMEM. */
-int tb__base_model_generate(tb_weights_t *w);
+int tb__base_model_generate(tb__weights_t *w);
 
 /* Writes `base` as a Hugging Face directory (config.json with the
  * tokenizer's bos/eos/pad ids, and model.safetensors), for tests and the
@@ -42,11 +42,11 @@ int tb__base_model_save(const char *dir, tb_error_t *err);
 /* Loads the weights a model name refers to: TB_BASE_MODEL_NAME is
  * generated, anything else is a Hugging Face directory (tb__hf_load).
  * Synchronous file I/O: call it from a work item. */
-int tb__model_weights_load(const char *model, tb_weights_t *w,
+int tb__model_weights_load(const char *model, tb__weights_t *w,
                            tb_error_t *err);
 
 /* FNV-1a 64 over the little-endian bytes of every float in w's storage;
  * the same value on every machine for the same weights. */
-uint64_t tb__weights_hash(const tb_weights_t *w);
+uint64_t tb__weights_hash(const tb__weights_t *w);
 
 #endif /* TB_ENGINE_BASE_MODEL_H */

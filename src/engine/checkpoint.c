@@ -35,7 +35,7 @@ static const char *const modules[TB_LORA_NTARGETS] = {
   "down_proj", "lm_head",
 };
 
-const char *tb__lora_target_module(tb_lora_target_t t) {
+const char *tb__lora_target_module(tb__lora_target_t t) {
   return (unsigned)t < TB_LORA_NTARGETS ? modules[t] : NULL;
 }
 
@@ -46,7 +46,7 @@ int tb__lora_target_from_module(const char *module) {
   return -1;
 }
 
-void tb__lora_target_dims(const tb_model_config_t *c, tb_lora_target_t t,
+void tb__lora_target_dims(const tb__model_config_t *c, tb__lora_target_t t,
                           int64_t *in, int64_t *out) {
   int64_t C = c->hidden_size, I = c->intermediate_size;
   int64_t q = (int64_t)c->num_heads * c->head_dim;
@@ -63,12 +63,12 @@ void tb__lora_target_dims(const tb_model_config_t *c, tb_lora_target_t t,
   }
 }
 
-static const char *block_of(tb_lora_target_t t) {
+static const char *block_of(tb__lora_target_t t) {
   return t <= TB_LORA_O ? "self_attn" : "mlp";
 }
 
 int tb__peft_tensor_name(char *buf, size_t cap, int layer,
-                         tb_lora_target_t t, int is_b) {
+                         tb__lora_target_t t, int is_b) {
   if ((unsigned)t >= TB_LORA_NTARGETS)
     return TB_EINVAL;
   int n;
@@ -81,7 +81,7 @@ int tb__peft_tensor_name(char *buf, size_t cap, int layer,
   return n < 0 || (size_t)n >= cap ? TB_EINVAL : 0;
 }
 
-int tb__peft_parse_name(const char *name, int *layer, tb_lora_target_t *t,
+int tb__peft_parse_name(const char *name, int *layer, tb__lora_target_t *t,
                         int *is_b) {
   static const char layers[] = "base_model.model.model.layers.";
   int l = 0;
@@ -101,12 +101,12 @@ int tb__peft_parse_name(const char *name, int *layer, tb_lora_target_t *t,
   for (int k = 0; k < TB_LORA_NTARGETS; k++) {
     for (int b = 0; b < 2; b++) {
       char want[256];
-      if (tb__peft_tensor_name(want, sizeof(want), l, (tb_lora_target_t)k,
+      if (tb__peft_tensor_name(want, sizeof(want), l, (tb__lora_target_t)k,
                                b) != 0)
         return TB_EINVAL;
       if (strcmp(name, want) == 0 && (k == TB_LORA_UNEMBED) == (p == NULL)) {
         *layer = k == TB_LORA_UNEMBED ? 0 : l;
-        *t = (tb_lora_target_t)k;
+        *t = (tb__lora_target_t)k;
         *is_b = b;
         return 0;
       }
@@ -126,7 +126,7 @@ static void hook(const char *stage) {
     tb__ckpt_test_hook(stage);
 }
 
-void tb__ckpt_info_free(tb_ckpt_info_t *info) {
+void tb__ckpt_info_free(tb__ckpt_info_t *info) {
   for (size_t i = 0; i < info->n_targets; i++)
     free(info->targets[i]);
   free(info->targets);
@@ -134,15 +134,15 @@ void tb__ckpt_info_free(tb_ckpt_info_t *info) {
   memset(info, 0, sizeof(*info));
 }
 
-static size_t numel_of(const tb_ckpt_tensor_t *t) {
+static size_t numel_of(const tb__ckpt_tensor_t *t) {
   size_t n = 1;
   for (int d = 0; d < t->ndim; d++)
     n *= (size_t)t->shape[d];
   return n;
 }
 
-static void to_out(const tb_ckpt_tensor_t *t, const char *name,
-                   const float *data, tb_st_out_t *o) {
+static void to_out(const tb__ckpt_tensor_t *t, const char *name,
+                   const float *data, tb__st_out_t *o) {
   memset(o, 0, sizeof(*o));
   o->name = name;
   o->ndim = t->ndim;
@@ -158,7 +158,7 @@ static json_t *number(double v) {
   return json_real(v);
 }
 
-static json_t *targets_json(const tb_ckpt_info_t *info) {
+static json_t *targets_json(const tb__ckpt_info_t *info) {
   json_t *a = json_array();
   for (size_t i = 0; a != NULL && i < info->n_targets; i++)
     if (json_array_append_new(a, json_string(info->targets[i])) != 0) {
@@ -168,7 +168,7 @@ static json_t *targets_json(const tb_ckpt_info_t *info) {
   return a;
 }
 
-static json_t *peft_config_json(const tb_ckpt_info_t *info) {
+static json_t *peft_config_json(const tb__ckpt_info_t *info) {
   json_t *targets = targets_json(info);
   if (targets == NULL)
     return NULL;
@@ -183,7 +183,7 @@ static json_t *peft_config_json(const tb_ckpt_info_t *info) {
       "use_rslora", 0, "use_dora", 0, "layers_to_transform");
 }
 
-static json_t *meta_json(const tb_ckpt_info_t *info, int64_t created,
+static json_t *meta_json(const tb__ckpt_info_t *info, int64_t created,
                          int has_optimizer, size_t n_tensors) {
   char iso[32];
   time_t tt = (time_t)created;
@@ -291,16 +291,16 @@ static int commit_dir(const char *tmp, const char *dir, tb_error_t *err) {
 }
 
 typedef struct {
-  const tb_ckpt_tensor_t *tensors;
+  const tb__ckpt_tensor_t *tensors;
   size_t n;
-  const tb_ckpt_info_t *info;
+  const tb__ckpt_info_t *info;
   int flags;
   int peft_only;
 } save_req_t;
 
 static int write_weights(const char *tmp, const save_req_t *r,
                          tb_error_t *err) {
-  tb_st_out_t *outs = calloc(r->n + 1, sizeof(*outs));
+  tb__st_out_t *outs = calloc(r->n + 1, sizeof(*outs));
   json_t *meta = json_pack("{s:s}", "format", "pt");
   char *path = tb__path_join(tmp, TB_CKPT_WEIGHTS);
   int rc = 0;
@@ -322,12 +322,12 @@ static int write_weights(const char *tmp, const save_req_t *r,
 
 static int write_optimizer(const char *tmp, const save_req_t *r,
                            tb_error_t *err) {
-  tb_st_out_t *outs = calloc(2 * r->n + 1, sizeof(*outs));
+  tb__st_out_t *outs = calloc(2 * r->n + 1, sizeof(*outs));
   char **names = calloc(2 * r->n + 1, sizeof(*names));
   char *path = tb__path_join(tmp, TB_CKPT_OPTIMIZER_FILE);
   int rc = outs == NULL || names == NULL || path == NULL ? oom(err) : 0;
   for (size_t i = 0; rc == 0 && i < r->n; i++) {
-    const tb_ckpt_tensor_t *t = &r->tensors[i];
+    const tb__ckpt_tensor_t *t = &r->tensors[i];
     names[2 * i] = tb__asprintf("%s.exp_avg", t->name);
     names[2 * i + 1] = tb__asprintf("%s.exp_avg_sq", t->name);
     if (names[2 * i] == NULL || names[2 * i + 1] == NULL) {
@@ -366,7 +366,7 @@ static int check_list(const save_req_t *r, tb_error_t *err) {
     return tb_error_set(err, TB_EINVAL, TB_CATEGORY_USER,
                         "checkpoint: rank must be positive");
   for (size_t i = 0; i < r->n; i++) {
-    const tb_ckpt_tensor_t *t = &r->tensors[i];
+    const tb__ckpt_tensor_t *t = &r->tensors[i];
     if (t->name == NULL || t->data == NULL || t->ndim < 1 ||
         t->ndim > TB_ST_MAX_DIMS)
       return tb_error_set(err, TB_EINVAL, TB_CATEGORY_USER,
@@ -493,20 +493,20 @@ int tb__ckpt_sweep(const char *dir, const struct timespec *before, size_t *remov
   return 0;
 }
 
-int tb__ckpt_save(const char *dir, const tb_ckpt_tensor_t *tensors,
-                  size_t n, const tb_ckpt_info_t *info, int flags,
+int tb__ckpt_save(const char *dir, const tb__ckpt_tensor_t *tensors,
+                  size_t n, const tb__ckpt_info_t *info, int flags,
                   tb_error_t *err) {
   save_req_t r = { tensors, n, info, flags, 0 };
   return save_dir(dir, &r, err);
 }
 
-int tb__peft_export(const char *dir, const tb_ckpt_tensor_t *tensors,
-                    size_t n, const tb_ckpt_info_t *info, tb_error_t *err) {
+int tb__peft_export(const char *dir, const tb__ckpt_tensor_t *tensors,
+                    size_t n, const tb__ckpt_info_t *info, tb_error_t *err) {
   /* Each A must have its B with a matching rank; remember which we saw. */
   for (size_t i = 0; i < n; i++) {
-    const tb_ckpt_tensor_t *t = &tensors[i];
+    const tb__ckpt_tensor_t *t = &tensors[i];
     int layer, is_b;
-    tb_lora_target_t tgt;
+    tb__lora_target_t tgt;
     if (t->name == NULL ||
         tb__peft_parse_name(t->name, &layer, &tgt, &is_b) != 0)
       return tb_error_set(err, TB_EINVAL, TB_CATEGORY_USER,
@@ -534,8 +534,8 @@ int tb__peft_export(const char *dir, const tb_ckpt_tensor_t *tensors,
 
 /* ------------------------------------------------------------ loading */
 
-static int read_targets(tb_jctx_t *c, const json_t *obj, const char *key,
-                        tb_ckpt_info_t *info) {
+static int read_targets(tb__jctx_t *c, const json_t *obj, const char *key,
+                        tb__ckpt_info_t *info) {
   json_t *a;
   int rc = tb__json_get_array(c, obj, key, TB_JSON_REQUIRED, &a);
   if (rc != 0)
@@ -560,9 +560,9 @@ static int read_targets(tb_jctx_t *c, const json_t *obj, const char *key,
   return 0;
 }
 
-static int parse_info(const json_t *root, int peft, tb_ckpt_info_t *info,
+static int parse_info(const json_t *root, int peft, tb__ckpt_info_t *info,
                       tb_error_t *err) {
-  tb_jctx_t c;
+  tb__jctx_t c;
   tb__jctx_init(&c, err);
   int64_t rank = 0, step = 0, created = 0;
   double alpha = 0;
@@ -631,17 +631,17 @@ static int parse_info(const json_t *root, int peft, tb_ckpt_info_t *info,
  * and the tensors are what the file's bytes back (the safetensors reader
  * checks every size against them), so a lying number cannot ask for more
  * memory than the checkpoint holds. */
-static int check_rank(const char *dir, const tb_ckpt_info_t *info, tb_error_t *err) {
+static int check_rank(const char *dir, const tb__ckpt_info_t *info, tb_error_t *err) {
   char *path = tb__path_join(dir, TB_CKPT_WEIGHTS);
   if (path == NULL)
     return oom(err);
-  tb_st_file_t f;
+  tb__st_file_t f;
   int rc = tb__st_open(&f, path, err);
   size_t n_lora = 0;
   for (size_t i = 0; rc == 0 && i < f.n_tensors; i++) {
-    const tb_st_tensor_t *t = &f.tensors[i];
+    const tb__st_tensor_t *t = &f.tensors[i];
     int layer, is_b;
-    tb_lora_target_t tgt;
+    tb__lora_target_t tgt;
     if (tb__peft_parse_name(t->name, &layer, &tgt, &is_b) != 0)
       continue;
     n_lora++;
@@ -660,7 +660,7 @@ static int check_rank(const char *dir, const tb_ckpt_info_t *info, tb_error_t *e
   return rc;
 }
 
-int tb__ckpt_read_info(const char *dir, tb_ckpt_info_t *info,
+int tb__ckpt_read_info(const char *dir, tb__ckpt_info_t *info,
                        tb_error_t *err) {
   memset(info, 0, sizeof(*info));
   char *meta = tb__path_join(dir, TB_CKPT_META);
@@ -700,9 +700,9 @@ int tb__ckpt_read_info(const char *dir, tb_ckpt_info_t *info,
 }
 
 /* Reads `name` (with the shape of t) from f into dst. */
-static int load_one(const tb_st_file_t *f, const char *name,
-                    const tb_ckpt_tensor_t *t, float *dst, tb_error_t *err) {
-  const tb_st_tensor_t *s = tb__st_find(f, name);
+static int load_one(const tb__st_file_t *f, const char *name,
+                    const tb__ckpt_tensor_t *t, float *dst, tb_error_t *err) {
+  const tb__st_tensor_t *s = tb__st_find(f, name);
   if (s == NULL)
     return tb_error_set(err, TB_ENOENT, TB_CATEGORY_USER,
                         "%s: tensor %s is missing", f->path, name);
@@ -727,8 +727,8 @@ static int load_one(const tb_st_file_t *f, const char *name,
 
 /* Every tensor in f must be one the caller expects: its names, or with
  * `moments` its names plus ".exp_avg" / ".exp_avg_sq". */
-static int check_no_extra(const tb_st_file_t *f, int moments,
-                          const tb_ckpt_tensor_t *ts, size_t n,
+static int check_no_extra(const tb__st_file_t *f, int moments,
+                          const tb__ckpt_tensor_t *ts, size_t n,
                           tb_error_t *err) {
   for (size_t i = 0; i < f->n_tensors; i++) {
     const char *nm = f->tensors[i].name;
@@ -751,14 +751,14 @@ static int check_no_extra(const tb_st_file_t *f, int moments,
   return 0;
 }
 
-int tb__ckpt_load(const char *dir, const tb_ckpt_tensor_t *expected,
-                  size_t n, int flags, tb_ckpt_info_t *info_out,
+int tb__ckpt_load(const char *dir, const tb__ckpt_tensor_t *expected,
+                  size_t n, int flags, tb__ckpt_info_t *info_out,
                   tb_error_t *err) {
-  tb_ckpt_info_t info;
+  tb__ckpt_info_t info;
   int rc = tb__ckpt_read_info(dir, &info, err);
   if (rc != 0)
     return rc;
-  tb_st_file_t f;
+  tb__st_file_t f;
   memset(&f, 0, sizeof(f));
   char *path = tb__path_join(dir, TB_CKPT_WEIGHTS);
   rc = path == NULL ? oom(err) : tb__st_open(&f, path, err);

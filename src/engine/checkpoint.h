@@ -3,9 +3,9 @@
  * saved and loaded as a directory, and the PEFT layout for samplers.
  *
  * The API is generic on purpose: a checkpoint is a list of named float32
- * tensors (tb_ckpt_tensor_t: name, shape, data and optional Adam m/v
+ * tensors (tb__ckpt_tensor_t: name, shape, data and optional Adam m/v
  * pointers, typically views into an adapter's contiguous buffers) plus
- * tb_ckpt_info_t metadata.  Names should be PEFT names, built with
+ * tb__ckpt_info_t metadata.  Names should be PEFT names, built with
  * tb__peft_tensor_name(), so that every checkpoint is also a PEFT adapter.
  *
  * A training checkpoint directory holds
@@ -45,34 +45,34 @@
 /* ------------------------------------------------------------ PEFT names */
 
 /* "q_proj", "k_proj", ..., "down_proj", "lm_head". */
-const char *tb__lora_target_module(tb_lora_target_t t);
+const char *tb__lora_target_module(tb__lora_target_t t);
 /* The target for a module name, or -1. */
 int tb__lora_target_from_module(const char *module);
 /* The (in, out) features of the linear layer a target adapts:
  * A is (r, in) and B is (out, r). */
-void tb__lora_target_dims(const tb_model_config_t *c, tb_lora_target_t t,
+void tb__lora_target_dims(const tb__model_config_t *c, tb__lora_target_t t,
                           int64_t *in, int64_t *out);
 /* base_model.model.model.layers.{layer}.self_attn.q_proj.lora_A.weight,
  * ...mlp.gate_proj.lora_B.weight, base_model.model.lm_head.lora_A.weight
  * (layer ignored).  Returns 0, or TB_EINVAL when it does not fit in cap. */
 int tb__peft_tensor_name(char *buf, size_t cap, int layer,
-                         tb_lora_target_t t, int is_b);
+                         tb__lora_target_t t, int is_b);
 /* The inverse; 0 or TB_EINVAL when name is not a PEFT LoRA name. */
-int tb__peft_parse_name(const char *name, int *layer, tb_lora_target_t *t,
+int tb__peft_parse_name(const char *name, int *layer, tb__lora_target_t *t,
                         int *is_b);
 
 /* ------------------------------------------------------------ checkpoints */
 
-typedef struct tb_ckpt_tensor_s {
+typedef struct tb__ckpt_tensor_s {
   const char *name;
   int ndim;
   int64_t shape[TB_ST_MAX_DIMS];
   float *data;     /* save: read; load: written */
   float *adam_m;   /* optimizer state, used with TB_CKPT_OPTIMIZER */
   float *adam_v;
-} tb_ckpt_tensor_t;
+} tb__ckpt_tensor_t;
 
-typedef struct tb_ckpt_info_s {
+typedef struct tb__ckpt_info_s {
   int rank;
   double alpha;
   char **targets;      /* module names ("q_proj", ..., "lm_head") */
@@ -81,10 +81,10 @@ typedef struct tb_ckpt_info_s {
   int64_t step;
   int64_t created;     /* unix seconds; 0 on save means now */
   int has_optimizer;   /* set by loads; ignored by saves */
-} tb_ckpt_info_t;
+} tb__ckpt_info_t;
 
 /* Frees what a load or tb__ckpt_read_info put in info; safe on zeroed. */
-void tb__ckpt_info_free(tb_ckpt_info_t *info);
+void tb__ckpt_info_free(tb__ckpt_info_t *info);
 
 enum { TB_CKPT_OPTIMIZER = 1 };
 
@@ -97,16 +97,16 @@ enum { TB_CKPT_OPTIMIZER = 1 };
  * flags: TB_CKPT_OPTIMIZER to include adam_m/adam_v (which must then be
  * non-NULL).  Codes: TB_EINVAL (bad tensor list), I/O errors naming the
  * path, TB_ENOMEM. */
-int tb__ckpt_save(const char *dir, const tb_ckpt_tensor_t *tensors,
-                  size_t n, const tb_ckpt_info_t *info, int flags,
+int tb__ckpt_save(const char *dir, const tb__ckpt_tensor_t *tensors,
+                  size_t n, const tb__ckpt_info_t *info, int flags,
                   tb_error_t *err);
 
 /* Writes what PEFT reads (adapter_model.safetensors and
  * adapter_config.json), atomically as above.  Every name must be a PEFT
  * LoRA name, A tensors (rank, in) and B tensors (out, rank), each A with
  * its B: TB_EINVAL or TB_ESHAPE naming the tensor otherwise. */
-int tb__peft_export(const char *dir, const tb_ckpt_tensor_t *tensors,
-                    size_t n, const tb_ckpt_info_t *info, tb_error_t *err);
+int tb__peft_export(const char *dir, const tb__ckpt_tensor_t *tensors,
+                    size_t n, const tb__ckpt_info_t *info, tb_error_t *err);
 
 /* Reads the metadata of a checkpoint (checkpoint.json), or of a PEFT
  * adapter directory (adapter_config.json, step 0) when there is no
@@ -114,7 +114,7 @@ int tb__peft_export(const char *dir, const tb_ckpt_tensor_t *tensors,
  * adapter_model.safetensors (TB_ESHAPE naming the tensor), since callers
  * size adapters by it.  info must be zeroed or freed; on error it stays
  * empty. */
-int tb__ckpt_read_info(const char *dir, tb_ckpt_info_t *info,
+int tb__ckpt_read_info(const char *dir, tb__ckpt_info_t *info,
                        tb_error_t *err);
 
 /* Loads the tensors of `expected` (names and shapes are the layout the
@@ -124,8 +124,8 @@ int tb__ckpt_read_info(const char *dir, tb_ckpt_info_t *info,
  * naming the tensor and file.  With TB_CKPT_OPTIMIZER the checkpoint must
  * hold optimizer state (TB_ENOENT otherwise).  info (may be NULL) receives
  * the metadata.  On error the destination buffers may be partly written. */
-int tb__ckpt_load(const char *dir, const tb_ckpt_tensor_t *expected,
-                  size_t n, int flags, tb_ckpt_info_t *info,
+int tb__ckpt_load(const char *dir, const tb__ckpt_tensor_t *expected,
+                  size_t n, int flags, tb__ckpt_info_t *info,
                   tb_error_t *err);
 
 /* What interrupted saves left in dir, a directory that holds checkpoints

@@ -25,12 +25,12 @@
 
 #define DEFAULT_MIN_SHARD_TOKENS 64
 
-static void maybe_close(tb_engine_t *e);
-static void job_finish(tb_engine_job_t *job, int status);
+static void maybe_close(tb__engine_t *e);
+static void job_finish(tb__engine_job_t *job, int status);
 
 /* ------------------------------------------------------------ workspaces */
 
-static int ws_take(tb_engine_t *e, tb_llama_ws_t **out) {
+static int ws_take(tb__engine_t *e, tb__llama_ws_t **out) {
   if (e->ws_free_len > 0) {
     *out = e->ws_free[--e->ws_free_len];
     return 0;
@@ -38,10 +38,10 @@ static int ws_take(tb_engine_t *e, tb_llama_ws_t **out) {
   return tb__llama_ws_new(out);
 }
 
-static void ws_give(tb_engine_t *e, tb_llama_ws_t *ws) {
+static void ws_give(tb__engine_t *e, tb__llama_ws_t *ws) {
   if (e->ws_free_len == e->ws_free_cap) {
     size_t cap = e->ws_free_cap ? 2 * e->ws_free_cap : 8;
-    tb_llama_ws_t **p = realloc(e->ws_free, cap * sizeof(*p));
+    tb__llama_ws_t **p = realloc(e->ws_free, cap * sizeof(*p));
     if (p == NULL) {
       tb__llama_ws_free(ws);
       return;
@@ -55,7 +55,7 @@ static void ws_give(tb_engine_t *e, tb_llama_ws_t *ws) {
 /* ------------------------------------------------------------ work items */
 
 static void item_work_cb(uv_work_t *req) {
-  tb_engine_shard_t *it = (tb_engine_shard_t *)req;
+  tb__engine_shard_t *it = (tb__engine_shard_t *)req;
   if (it->skip != 0) {
     it->status = it->skip;
     return;
@@ -65,8 +65,8 @@ static void item_work_cb(uv_work_t *req) {
 
 static void item_after_cb(uv_work_t *req, int status);
 
-static void item_start(tb_engine_t *e, tb_engine_shard_t *it) {
-  tb_engine_job_t *job = it->job;
+static void item_start(tb__engine_t *e, tb__engine_shard_t *it) {
+  tb__engine_job_t *job = it->job;
   if (job->capacity_waiting) {
     job->capacity_waiting = 0;
     job->on_capacity(job, 0);
@@ -84,7 +84,7 @@ static void item_start(tb_engine_t *e, tb_engine_shard_t *it) {
 
 /* Items beyond max_work_items wait in the engine's queue, so that at most
  * that many workspaces hold activations at once. */
-static void item_submit(tb_engine_t *e, tb_engine_shard_t *it) {
+static void item_submit(tb__engine_t *e, tb__engine_shard_t *it) {
   if (e->closing)
     it->skip = TB_ECANCELED;
   if (it->skip != 0 || e->running_items < e->max_work_items) {
@@ -98,16 +98,16 @@ static void item_submit(tb_engine_t *e, tb_engine_shard_t *it) {
     e->wait_head = it;
   e->wait_tail = it;
   /* Only a job none of whose work runs yet is waiting for room. */
-  tb_engine_job_t *job = it->job;
+  tb__engine_job_t *job = it->job;
   if (it == &job->items[0] && job->on_capacity != NULL && !job->capacity_waiting) {
     job->capacity_waiting = 1;
     job->on_capacity(job, 1);
   }
 }
 
-static void pump(tb_engine_t *e) {
+static void pump(tb__engine_t *e) {
   while (e->wait_head != NULL && e->running_items < e->max_work_items) {
-    tb_engine_shard_t *it = e->wait_head;
+    tb__engine_shard_t *it = e->wait_head;
     e->wait_head = it->wait_next;
     if (e->wait_head == NULL)
       e->wait_tail = NULL;
@@ -116,12 +116,12 @@ static void pump(tb_engine_t *e) {
 }
 
 static void *items_calloc(size_t n) {
-  return calloc(n, sizeof(tb_engine_shard_t));
+  return calloc(n, sizeof(tb__engine_shard_t));
 }
 
 /* ------------------------------------------------------------ active jobs */
 
-static void active_add(tb_engine_t *e, tb_engine_job_t *job) {
+static void active_add(tb__engine_t *e, tb__engine_job_t *job) {
   job->active_prev = NULL;
   job->active_next = e->active;
   if (e->active)
@@ -129,7 +129,7 @@ static void active_add(tb_engine_t *e, tb_engine_job_t *job) {
   e->active = job;
 }
 
-static void active_remove(tb_engine_t *e, tb_engine_job_t *job) {
+static void active_remove(tb__engine_t *e, tb__engine_job_t *job) {
   if (job->active_prev)
     job->active_prev->active_next = job->active_next;
   else
@@ -140,11 +140,11 @@ static void active_remove(tb_engine_t *e, tb_engine_job_t *job) {
 }
 
 /* Resets a job for a new submission, keeping the caller's data. */
-static int job_begin(tb_engine_job_t *job, tb_engine_t *e,
-                     tb_engine_job_type_t type, tb_engine_job_cb cb) {
+static int job_begin(tb__engine_job_t *job, tb__engine_t *e,
+                     tb__engine_job_type_t type, tb__engine_job_cb cb) {
   void *data = job->data;
-  void (*on_capacity)(tb_engine_job_t *, int) = job->on_capacity;
-  void (*on_start)(tb_engine_job_t *) = job->on_start;
+  void (*on_capacity)(tb__engine_job_t *, int) = job->on_capacity;
+  void (*on_start)(tb__engine_job_t *) = job->on_start;
   memset(job, 0, sizeof(*job));
   job->data = data;
   job->on_capacity = on_capacity;
@@ -158,7 +158,7 @@ static int job_begin(tb_engine_job_t *job, tb_engine_t *e,
   return 0;
 }
 
-static void release_items(tb_engine_job_t *job) {
+static void release_items(tb__engine_job_t *job) {
   if (job->items == NULL)
     return;
   for (size_t i = 0; i < job->num_items; i++)
@@ -169,8 +169,8 @@ static void release_items(tb_engine_job_t *job) {
 }
 
 /* Allocates n work items running `work`. */
-static int items_alloc(tb_engine_job_t *job, size_t n,
-                       void (*work)(tb_engine_shard_t *), int needs_ws) {
+static int items_alloc(tb__engine_job_t *job, size_t n,
+                       void (*work)(tb__engine_shard_t *), int needs_ws) {
   job->items = items_calloc(n);
   if (job->items == NULL)
     return tb_error_set(&job->error, TB_ENOMEM, TB_CATEGORY_SERVER,
@@ -189,7 +189,7 @@ static int items_alloc(tb_engine_job_t *job, size_t n,
 /* Splits the batch into contiguous datum ranges of about equal token
  * counts: at most engine->shards, none smaller than min_shard_tokens
  * (unless there is only one), never more than the datums with tokens. */
-static size_t plan_shards(const tb_engine_t *e, const tb_batch_t *b,
+static size_t plan_shards(const tb__engine_t *e, const tb__batch_t *b,
                           size_t *cuts) {
   size_t total = 0, nonempty = 0;
   for (size_t i = 0; i < b->num_data; i++) {
@@ -216,7 +216,7 @@ static size_t plan_shards(const tb_engine_t *e, const tb_batch_t *b,
 
 /* Gives items[first .. first+n-1] equal pieces of the adapter's flat
  * buffers, in order, cut at multiples of 16 floats (a cache line). */
-static void split_params(tb_engine_job_t *job, size_t first, size_t n) {
+static void split_params(tb__engine_job_t *job, size_t first, size_t n) {
   size_t np = job->target->lora.num_params, p = 0;
   for (size_t i = 0; i < n; i++) {
     size_t end = i + 1 == n ? np : (np * (i + 1) / n) & ~(size_t)15;
@@ -230,16 +230,16 @@ static void split_params(tb_engine_job_t *job, size_t first, size_t n) {
 
 /* Pieces for the optimizer: one per engine thread, but none under 64K
  * floats, where a second item would cost more than it saves. */
-static size_t param_pieces(const tb_engine_t *e, size_t np) {
+static size_t param_pieces(const tb__engine_t *e, size_t np) {
   size_t n = np / 65536;
   if (n > e->shards)
     n = e->shards;
   return n < 1 ? 1 : n;
 }
 
-static int start_batch(tb_engine_job_t *job) {
-  tb_engine_t *e = job->engine;
-  const tb_batch_t *b = &job->batch;
+static int start_batch(tb__engine_job_t *job) {
+  tb__engine_t *e = job->engine;
+  const tb__batch_t *b = &job->batch;
   size_t *cuts = malloc((e->shards + 1) * sizeof(size_t));
   if (cuts == NULL)
     return tb_error_set(&job->error, TB_ENOMEM, TB_CATEGORY_SERVER,
@@ -257,7 +257,7 @@ static int start_batch(tb_engine_job_t *job) {
   job->items_left = S;
   size_t out = 0, d = 0;
   for (size_t s = 0; s < S; s++) {
-    tb_engine_shard_t *it = &job->items[s];
+    tb__engine_shard_t *it = &job->items[s];
     it->d0 = cuts[s];
     it->d1 = cuts[s + 1];
     for (; d < it->d0; d++)
@@ -266,7 +266,7 @@ static int start_batch(tb_engine_job_t *job) {
   }
   free(cuts);
   if (sums > 0) {
-    tb_engine_adapter_t *a = job->target;
+    tb__engine_adapter_t *a = job->target;
     size_t np = a->lora.num_params;
     if (a->shard_slots < S) {
       /* Untouched pages cost nothing until a shard writes them. */
@@ -293,7 +293,7 @@ static int start_batch(tb_engine_job_t *job) {
 }
 
 /* The optimizer's first round: each item's piece of the squared norm. */
-static int start_optim(tb_engine_job_t *job) {
+static int start_optim(tb__engine_job_t *job) {
   size_t n = param_pieces(job->engine, job->target->lora.num_params);
   int rc = items_alloc(job, n, tb__engine_work_optim_norm, 0);
   if (rc != 0)
@@ -305,8 +305,8 @@ static int start_optim(tb_engine_job_t *job) {
 }
 
 /* Starts the work of a job; on error nothing was queued. */
-static int job_start(tb_engine_job_t *job) {
-  tb_engine_t *e = job->engine;
+static int job_start(tb__engine_job_t *job) {
+  tb__engine_t *e = job->engine;
   job->started = 1;
   switch (job->type) {
     case TB_ENGINE_FORWARD:
@@ -317,7 +317,7 @@ static int job_start(tb_engine_job_t *job) {
     default:
       break;
   }
-  void (*work)(tb_engine_shard_t *) = NULL;
+  void (*work)(tb__engine_shard_t *) = NULL;
   int needs_ws = 0;
   switch (job->type) {
     case TB_ENGINE_LOAD_MODEL: work = tb__engine_work_load_model; break;
@@ -338,17 +338,17 @@ static int job_start(tb_engine_job_t *job) {
 /* A model load that found the model already loaded still completes
  * through the threadpool, so that the callback never runs inside the
  * submission. */
-static void work_nothing(tb_engine_shard_t *it) { it->status = 0; }
+static void work_nothing(tb__engine_shard_t *it) { it->status = 0; }
 
 /* ------------------------------------------------------------ models */
 
 static void model_free_work(uv_work_t *req) {
-  tb_engine_model_t *m = (tb_engine_model_t *)((char *)req -
-                         offsetof(tb_engine_model_t, free_req));
+  tb__engine_model_t *m = (tb__engine_model_t *)((char *)req -
+                         offsetof(tb__engine_model_t, free_req));
   tb__weights_free(&m->weights);
 }
 
-static void model_free_struct(tb_engine_model_t *m) {
+static void model_free_struct(tb__engine_model_t *m) {
   free(m->name);
   free(m->source);
   free(m);
@@ -356,16 +356,16 @@ static void model_free_struct(tb_engine_model_t *m) {
 
 static void model_free_after(uv_work_t *req, int status) {
   (void)status;  /* never cancelled: close does not cancel these */
-  tb_engine_model_t *m = (tb_engine_model_t *)((char *)req -
-                         offsetof(tb_engine_model_t, free_req));
-  tb_engine_t *e = m->engine;
+  tb__engine_model_t *m = (tb__engine_model_t *)((char *)req -
+                         offsetof(tb__engine_model_t, free_req));
+  tb__engine_t *e = m->engine;
   e->pending_work--;
   model_free_struct(m);
   maybe_close(e);
 }
 
-static void model_unlink(tb_engine_model_t *m) {
-  tb_engine_model_t **p = &m->engine->models;
+static void model_unlink(tb__engine_model_t *m) {
+  tb__engine_model_t **p = &m->engine->models;
   while (*p != NULL && *p != m)
     p = &(*p)->next;
   if (*p == m)
@@ -374,47 +374,47 @@ static void model_unlink(tb_engine_model_t *m) {
 
 /* Weights can be hundreds of megabytes, so they are released off the
  * loop. */
-static void model_destroy(tb_engine_model_t *m) {
-  tb_engine_t *e = m->engine;
+static void model_destroy(tb__engine_model_t *m) {
+  tb__engine_t *e = m->engine;
   model_unlink(m);
   e->pending_work++;
   uv_queue_work(e->loop, &m->free_req, model_free_work, model_free_after);
 }
 
-tb_engine_model_t *tb__engine_model_find(tb_engine_t *e, const char *name) {
-  for (tb_engine_model_t *m = e->models; m != NULL; m = m->next)
+tb__engine_model_t *tb__engine_model_find(tb__engine_t *e, const char *name) {
+  for (tb__engine_model_t *m = e->models; m != NULL; m = m->next)
     if (m->loaded && strcmp(m->name, name) == 0)
       return m;
   return NULL;
 }
 
-static tb_engine_model_t *model_lookup(tb_engine_t *e, const char *name) {
-  for (tb_engine_model_t *m = e->models; m != NULL; m = m->next)
+static tb__engine_model_t *model_lookup(tb__engine_t *e, const char *name) {
+  for (tb__engine_model_t *m = e->models; m != NULL; m = m->next)
     if (strcmp(m->name, name) == 0)
       return m;
   return NULL;
 }
 
-void tb__engine_model_ref(tb_engine_model_t *m) { m->refs++; }
+void tb__engine_model_ref(tb__engine_model_t *m) { m->refs++; }
 
-void tb__engine_model_unref(tb_engine_model_t *m) {
+void tb__engine_model_unref(tb__engine_model_t *m) {
   if (m == NULL || m->refs == 0)
     return;
   if (--m->refs == 0 && m->loaded)
     model_destroy(m);
 }
 
-const char *tb__engine_model_name(const tb_engine_model_t *m) {
+const char *tb__engine_model_name(const tb__engine_model_t *m) {
   return m->name;
 }
 
-const tb_weights_t *tb__engine_model_weights(const tb_engine_model_t *m) {
+const tb__weights_t *tb__engine_model_weights(const tb__engine_model_t *m) {
   return &m->weights;
 }
 
-static tb_engine_model_t *model_new(tb_engine_t *e, const char *name,
+static tb__engine_model_t *model_new(tb__engine_t *e, const char *name,
                                     size_t name_len, const char *source) {
-  tb_engine_model_t *m = calloc(1, sizeof(*m));
+  tb__engine_model_t *m = calloc(1, sizeof(*m));
   if (m == NULL)
     return NULL;
   m->engine = e;
@@ -429,9 +429,9 @@ static tb_engine_model_t *model_new(tb_engine_t *e, const char *name,
   return m;
 }
 
-int tb__engine_model_add(tb_engine_t *e, const char *name, tb_weights_t *w,
-                         tb_engine_model_t **out) {
-  tb_weights_t taken = *w;
+int tb__engine_model_add(tb__engine_t *e, const char *name, tb__weights_t *w,
+                         tb__engine_model_t **out) {
+  tb__weights_t taken = *w;
   memset(w, 0, sizeof(*w));
   int rc = 0;
   if (e->closing)
@@ -440,7 +440,7 @@ int tb__engine_model_add(tb_engine_t *e, const char *name, tb_weights_t *w,
     rc = TB_EEXIST;
   else if (tb__model_config_validate(&taken.config, NULL) != 0)
     rc = TB_EINVAL;
-  tb_engine_model_t *m = NULL;
+  tb__engine_model_t *m = NULL;
   if (rc == 0) {
     m = model_new(e, name, strlen(name), name);
     if (m == NULL)
@@ -459,8 +459,8 @@ int tb__engine_model_add(tb_engine_t *e, const char *name, tb_weights_t *w,
   return 0;
 }
 
-int tb__engine_load_model(tb_engine_job_t *job, tb_engine_t *e,
-                          const char *spec, tb_engine_job_cb cb) {
+int tb__engine_load_model(tb__engine_job_t *job, tb__engine_t *e,
+                          const char *spec, tb__engine_job_cb cb) {
   int rc = job_begin(job, e, TB_ENGINE_LOAD_MODEL, cb);
   if (rc != 0)
     return rc;
@@ -473,8 +473,8 @@ int tb__engine_load_model(tb_engine_job_t *job, tb_engine_t *e,
   if (eq != NULL && (name_len == 0 || *source == '\0'))
     return tb_error_set(&job->error, TB_EINVAL, TB_CATEGORY_USER,
                         "base_model: \"%s\" is not NAME=DIRECTORY", spec);
-  tb_engine_model_t *m = NULL;
-  for (tb_engine_model_t *x = e->models; x != NULL; x = x->next)
+  tb__engine_model_t *m = NULL;
+  for (tb__engine_model_t *x = e->models; x != NULL; x = x->next)
     if (strlen(x->name) == name_len && memcmp(x->name, spec, name_len) == 0)
       m = x;
   if (m != NULL && eq != NULL && strcmp(m->source, source) != 0)
@@ -519,19 +519,19 @@ int tb__engine_load_model(tb_engine_job_t *job, tb_engine_t *e,
 }
 
 /* The loader's load finished: every job waiting for it completes. */
-static void load_model_done(tb_engine_job_t *job, int status) {
-  tb_engine_model_t *m = job->held;
+static void load_model_done(tb__engine_job_t *job, int status) {
+  tb__engine_model_t *m = job->held;
   if (m->loaded) {  /* it was loaded before this job: nothing to do */
     job_finish(job, status);
     return;
   }
-  tb_engine_job_t *waiters = m->waiters;
+  tb__engine_job_t *waiters = m->waiters;
   m->waiters = NULL;
   /* The waiters were pushed at the front; complete them in arrival order
    * after the loader. */
-  tb_engine_job_t *rev = NULL;
+  tb__engine_job_t *rev = NULL;
   while (waiters != NULL) {
-    tb_engine_job_t *next = waiters->queue_next;
+    tb__engine_job_t *next = waiters->queue_next;
     waiters->queue_next = rev;
     rev = waiters;
     waiters = next;
@@ -540,18 +540,18 @@ static void load_model_done(tb_engine_job_t *job, int status) {
     m->loaded = 1;
     m->refs++;
     job->model = m;
-    for (tb_engine_job_t *w = rev; w != NULL; w = w->queue_next) {
+    for (tb__engine_job_t *w = rev; w != NULL; w = w->queue_next) {
       m->refs++;
       w->model = m;
     }
   } else {
     model_unlink(m);
-    for (tb_engine_job_t *w = rev; w != NULL; w = w->queue_next)
+    for (tb__engine_job_t *w = rev; w != NULL; w = w->queue_next)
       tb_error_copy(&w->error, &job->error);
   }
   job_finish(job, status);
   while (rev != NULL) {
-    tb_engine_job_t *next = rev->queue_next;
+    tb__engine_job_t *next = rev->queue_next;
     rev->queue_next = NULL;
     job_finish(rev, status);
     rev = next;
@@ -562,29 +562,29 @@ static void load_model_done(tb_engine_job_t *job, int status) {
 
 /* ------------------------------------------------------------ adapters */
 
-static void adapter_unlink(tb_engine_adapter_t *a) {
-  tb_engine_adapter_t **p = &a->engine->adapters;
+static void adapter_unlink(tb__engine_adapter_t *a) {
+  tb__engine_adapter_t **p = &a->engine->adapters;
   while (*p != NULL && *p != a)
     p = &(*p)->next;
   if (*p == a)
     *p = a->next;
 }
 
-tb_engine_model_t *tb__engine_adapter_model(const tb_engine_adapter_t *a) {
+tb__engine_model_t *tb__engine_adapter_model(const tb__engine_adapter_t *a) {
   return a->model;
 }
 
-tb_lora_t *tb__engine_adapter_lora(tb_engine_adapter_t *a) {
+tb__lora_t *tb__engine_adapter_lora(tb__engine_adapter_t *a) {
   return &a->lora;
 }
 
-int tb__engine_adapter_busy(const tb_engine_adapter_t *a) {
+int tb__engine_adapter_busy(const tb__engine_adapter_t *a) {
   return a->head != NULL;
 }
 
-int tb__engine_create_adapter(tb_engine_job_t *job, tb_engine_model_t *m,
-                              const tb_lora_config_t *config,
-                              tb_engine_job_cb cb) {
+int tb__engine_create_adapter(tb__engine_job_t *job, tb__engine_model_t *m,
+                              const tb__lora_config_t *config,
+                              tb__engine_job_cb cb) {
   int rc = job_begin(job, m->engine, TB_ENGINE_CREATE_ADAPTER, cb);
   if (rc != 0)
     return rc;
@@ -595,7 +595,7 @@ int tb__engine_create_adapter(tb_engine_job_t *job, tb_engine_model_t *m,
   if (tb__lora_config_validate(config, &why) != 0)
     return tb_error_set(&job->error, TB_EINVAL, TB_CATEGORY_USER,
                         "lora_config: %s", why);
-  tb_engine_adapter_t *a = calloc(1, sizeof(*a));
+  tb__engine_adapter_t *a = calloc(1, sizeof(*a));
   if (a == NULL)
     return tb_error_set(&job->error, TB_ENOMEM, TB_CATEGORY_SERVER,
                         "out of memory");
@@ -613,9 +613,9 @@ int tb__engine_create_adapter(tb_engine_job_t *job, tb_engine_model_t *m,
   return 0;
 }
 
-static void create_done(tb_engine_job_t *job, int status) {
-  tb_engine_adapter_t *a = job->target;
-  tb_engine_t *e = job->engine;
+static void create_done(tb__engine_job_t *job, int status) {
+  tb__engine_adapter_t *a = job->target;
+  tb__engine_t *e = job->engine;
   job->target = NULL;
   if (status == 0) {
     a->next = e->adapters;
@@ -629,8 +629,8 @@ static void create_done(tb_engine_job_t *job, int status) {
   job_finish(job, status);
 }
 
-static void remove_done(tb_engine_job_t *job, int status) {
-  tb_engine_adapter_t *a = job->target;
+static void remove_done(tb__engine_job_t *job, int status) {
+  tb__engine_adapter_t *a = job->target;
   if (status == 0) {
     /* The removal was the last job of the FIFO: nothing can follow it. */
     a->head = a->tail = NULL;
@@ -643,7 +643,7 @@ static void remove_done(tb_engine_job_t *job, int status) {
 }
 
 /* Queues an adapter job; it starts at once when the FIFO was empty. */
-static int adapter_submit(tb_engine_job_t *job, tb_engine_adapter_t *a) {
+static int adapter_submit(tb__engine_job_t *job, tb__engine_adapter_t *a) {
   if (a->removing)
     return tb_error_set(&job->error, TB_ECLOSING, TB_CATEGORY_USER,
                         "the adapter is being removed");
@@ -665,27 +665,27 @@ static int adapter_submit(tb_engine_job_t *job, tb_engine_adapter_t *a) {
   return 0;
 }
 
-size_t tb__engine_adapter_jobs(const tb_engine_adapter_t *a) {
+size_t tb__engine_adapter_jobs(const tb__engine_adapter_t *a) {
   size_t n = 0;
-  for (const tb_engine_job_t *j = a->head; j != NULL; j = j->queue_next)
+  for (const tb__engine_job_t *j = a->head; j != NULL; j = j->queue_next)
     n++;
   return n;
 }
 
-size_t tb__engine_job_position(const tb_engine_job_t *job) {
+size_t tb__engine_job_position(const tb__engine_job_t *job) {
   size_t n = 0;
   if (job->target != NULL)
-    for (const tb_engine_job_t *j = job->target->head; j != NULL && j != job; j = j->queue_next)
+    for (const tb__engine_job_t *j = job->target->head; j != NULL && j != job; j = j->queue_next)
       n++;
   if (job->started && job->num_items > 0 && !job->items[0].queued) {
     /* Waiting for room: the jobs whose work holds the threadpool, and the
      * ones whose items wait ahead of it (each job's items are queued
      * together, so counting changes of job counts jobs). */
-    for (const tb_engine_job_t *j = job->engine->active; j != NULL; j = j->active_next)
+    for (const tb__engine_job_t *j = job->engine->active; j != NULL; j = j->active_next)
       if (j != job && j->started && j->num_items > 0 && j->items[0].queued)
         n++;
-    const tb_engine_job_t *last = NULL;
-    for (const tb_engine_shard_t *it = job->engine->wait_head;
+    const tb__engine_job_t *last = NULL;
+    for (const tb__engine_shard_t *it = job->engine->wait_head;
          it != NULL && it != &job->items[0]; it = it->wait_next)
       if (it->job != last && it->job != job) {
         n++;
@@ -696,14 +696,14 @@ size_t tb__engine_job_position(const tb_engine_job_t *job) {
 }
 
 /* Starts the next job of the FIFO, or cancels the queue while closing. */
-static void adapter_kick(tb_engine_adapter_t *a) {
+static void adapter_kick(tb__engine_adapter_t *a) {
   /* job_finish calls back in here; the outer call keeps going instead, so
    * cancelling a long queue does not recurse once per job. */
   if (a->kicking)
     return;
   a->kicking = 1;
   while (a->head != NULL && !a->head->started) {
-    tb_engine_job_t *job = a->head;
+    tb__engine_job_t *job = a->head;
     int rc = a->engine->closing ? TB_ECANCELED : job_start(job);
     if (rc == 0)
       break;
@@ -716,8 +716,8 @@ static void adapter_kick(tb_engine_adapter_t *a) {
   a->kicking = 0;
 }
 
-int tb__engine_remove_adapter(tb_engine_job_t *job, tb_engine_adapter_t *a,
-                              tb_engine_job_cb cb) {
+int tb__engine_remove_adapter(tb__engine_job_t *job, tb__engine_adapter_t *a,
+                              tb__engine_job_cb cb) {
   int rc = job_begin(job, a->engine, TB_ENGINE_REMOVE_ADAPTER, cb);
   if (rc == 0)
     rc = adapter_submit(job, a);
@@ -728,9 +728,9 @@ int tb__engine_remove_adapter(tb_engine_job_t *job, tb_engine_adapter_t *a,
 
 /* ------------------------------------------------------------ jobs */
 
-static int batch_submit(tb_engine_job_t *job, tb_engine_adapter_t *a,
-                        const tb_batch_t *batch, tb_engine_job_type_t type,
-                        tb_engine_job_cb cb) {
+static int batch_submit(tb__engine_job_t *job, tb__engine_adapter_t *a,
+                        const tb__batch_t *batch, tb__engine_job_type_t type,
+                        tb__engine_job_cb cb) {
   int rc = job_begin(job, a->engine, type, cb);
   if (rc != 0)
     return rc;
@@ -748,18 +748,18 @@ static int batch_submit(tb_engine_job_t *job, tb_engine_adapter_t *a,
   return adapter_submit(job, a);
 }
 
-int tb__engine_forward(tb_engine_job_t *job, tb_engine_adapter_t *a,
-                       const tb_batch_t *batch, tb_engine_job_cb cb) {
+int tb__engine_forward(tb__engine_job_t *job, tb__engine_adapter_t *a,
+                       const tb__batch_t *batch, tb__engine_job_cb cb) {
   return batch_submit(job, a, batch, TB_ENGINE_FORWARD, cb);
 }
 
-int tb__engine_forward_backward(tb_engine_job_t *job, tb_engine_adapter_t *a,
-                                const tb_batch_t *batch, tb_engine_job_cb cb) {
+int tb__engine_forward_backward(tb__engine_job_t *job, tb__engine_adapter_t *a,
+                                const tb__batch_t *batch, tb__engine_job_cb cb) {
   return batch_submit(job, a, batch, TB_ENGINE_FORWARD_BACKWARD, cb);
 }
 
 /* All shards are done: sum their gradients (off the loop) or finish. */
-static void batch_done(tb_engine_job_t *job) {
+static void batch_done(tb__engine_job_t *job) {
   int status = 0;
   size_t S = job->num_shards;
   for (size_t s = 0; s < S && status == 0; s++)
@@ -795,9 +795,9 @@ static void batch_done(tb_engine_job_t *job) {
   job_finish(job, status);
 }
 
-int tb__engine_optim_step(tb_engine_job_t *job, tb_engine_adapter_t *a,
-                          const tb_adam_params_t *params,
-                          tb_engine_job_cb cb) {
+int tb__engine_optim_step(tb__engine_job_t *job, tb__engine_adapter_t *a,
+                          const tb__adam_params_t *params,
+                          tb__engine_job_cb cb) {
   int rc = job_begin(job, a->engine, TB_ENGINE_OPTIM_STEP, cb);
   if (rc != 0)
     return rc;
@@ -810,10 +810,10 @@ int tb__engine_optim_step(tb_engine_job_t *job, tb_engine_adapter_t *a,
   return adapter_submit(job, a);
 }
 
-int tb__engine_sample(tb_engine_job_t *job, tb_engine_model_t *model,
-                      tb_engine_adapter_t *a, const int32_t *prompt,
-                      size_t n, const tb_sampling_params_t *params,
-                      tb_engine_job_cb cb) {
+int tb__engine_sample(tb__engine_job_t *job, tb__engine_model_t *model,
+                      tb__engine_adapter_t *a, const int32_t *prompt,
+                      size_t n, const tb__sampling_params_t *params,
+                      tb__engine_job_cb cb) {
   if (a != NULL)
     model = a->model;
   if (model == NULL)
@@ -843,9 +843,9 @@ int tb__engine_sample(tb_engine_job_t *job, tb_engine_model_t *model,
   return 0;
 }
 
-static int path_submit(tb_engine_job_t *job, tb_engine_adapter_t *a,
-                       const char *dir, int flags, tb_engine_job_type_t type,
-                       tb_engine_job_cb cb) {
+static int path_submit(tb__engine_job_t *job, tb__engine_adapter_t *a,
+                       const char *dir, int flags, tb__engine_job_type_t type,
+                       tb__engine_job_cb cb) {
   int rc = job_begin(job, a->engine, type, cb);
   if (rc != 0)
     return rc;
@@ -860,20 +860,20 @@ static int path_submit(tb_engine_job_t *job, tb_engine_adapter_t *a,
   return adapter_submit(job, a);
 }
 
-int tb__engine_save(tb_engine_job_t *job, tb_engine_adapter_t *a,
-                    const char *dir, tb_engine_save_kind_t kind,
-                    tb_engine_job_cb cb) {
+int tb__engine_save(tb__engine_job_t *job, tb__engine_adapter_t *a,
+                    const char *dir, tb__engine_save_kind_t kind,
+                    tb__engine_job_cb cb) {
   if ((unsigned)kind > TB_ENGINE_SAVE_SAMPLER)
     return TB_EINVAL;
   return path_submit(job, a, dir, (int)kind, TB_ENGINE_SAVE, cb);
 }
 
-int tb__engine_load(tb_engine_job_t *job, tb_engine_adapter_t *a,
-                    const char *dir, int with_optimizer, tb_engine_job_cb cb) {
+int tb__engine_load(tb__engine_job_t *job, tb__engine_adapter_t *a,
+                    const char *dir, int with_optimizer, tb__engine_job_cb cb) {
   return path_submit(job, a, dir, with_optimizer != 0, TB_ENGINE_LOAD, cb);
 }
 
-void tb__engine_job_cleanup(tb_engine_job_t *job) {
+void tb__engine_job_cleanup(tb__engine_job_t *job) {
   free(job->logprobs);
   job->logprobs = NULL;
   job->num_logprobs = 0;
@@ -888,8 +888,8 @@ void tb__engine_job_cleanup(tb_engine_job_t *job) {
 
 /* The optimizer's norm is known: count the step and run the update round
  * over the same pieces. */
-static void optim_update(tb_engine_job_t *job) {
-  tb_lora_t *lora = &job->target->lora;
+static void optim_update(tb__engine_job_t *job) {
+  tb__lora_t *lora = &job->target->lora;
   double sumsq = 0;
   for (size_t i = 0; i < job->num_items; i++)  /* in order: reproducible */
     sumsq += job->items[i].sumsq;
@@ -906,9 +906,9 @@ static void optim_update(tb_engine_job_t *job) {
 }
 
 static void item_after_cb(uv_work_t *req, int status) {
-  tb_engine_shard_t *it = (tb_engine_shard_t *)req;
-  tb_engine_job_t *job = it->job;
-  tb_engine_t *e = job->engine;
+  tb__engine_shard_t *it = (tb__engine_shard_t *)req;
+  tb__engine_job_t *job = it->job;
+  tb__engine_t *e = job->engine;
   e->pending_work--;
   e->running_items--;
   it->queued = 0;
@@ -964,9 +964,9 @@ static void item_after_cb(uv_work_t *req, int status) {
 
 /* Takes the job out of the engine's books, runs its callback, then lets
  * its adapter's next job start. */
-static void job_finish(tb_engine_job_t *job, int status) {
-  tb_engine_t *e = job->engine;
-  tb_engine_adapter_t *a = job->target;
+static void job_finish(tb__engine_job_t *job, int status) {
+  tb__engine_t *e = job->engine;
+  tb__engine_adapter_t *a = job->target;
   if (status != 0) {
     tb__engine_error_default(&job->error, status);
     status = job->error.code;
@@ -1003,8 +1003,8 @@ static size_t threadpool_size(void) {
   return (size_t)n;
 }
 
-int tb__engine_init(uv_loop_t *loop, tb_engine_t *e,
-                    const tb_engine_opts_t *opts) {
+int tb__engine_init(uv_loop_t *loop, tb__engine_t *e,
+                    const tb__engine_opts_t *opts) {
   if (loop == NULL || e == NULL)
     return TB_EINVAL;
   void *data = e->data;
@@ -1026,14 +1026,14 @@ int tb__engine_init(uv_loop_t *loop, tb_engine_t *e,
 }
 
 static void close_work(uv_work_t *req) {
-  tb_engine_t *e = (tb_engine_t *)((char *)req -
-                                   offsetof(tb_engine_t, close_req));
+  tb__engine_t *e = (tb__engine_t *)((char *)req -
+                                   offsetof(tb__engine_t, close_req));
   /* Nothing else runs now: free the big buffers here, off the loop. */
-  for (tb_engine_adapter_t *a = e->adapters; a != NULL; a = a->next) {
+  for (tb__engine_adapter_t *a = e->adapters; a != NULL; a = a->next) {
     tb__lora_free(&a->lora);
     free(a->shard_grads);
   }
-  for (tb_engine_model_t *m = e->models; m != NULL; m = m->next)
+  for (tb__engine_model_t *m = e->models; m != NULL; m = m->next)
     tb__weights_free(&m->weights);
   for (size_t i = 0; i < e->ws_free_len; i++)
     tb__llama_ws_free(e->ws_free[i]);
@@ -1042,15 +1042,15 @@ static void close_work(uv_work_t *req) {
 
 static void close_after(uv_work_t *req, int status) {
   (void)status;
-  tb_engine_t *e = (tb_engine_t *)((char *)req -
-                                   offsetof(tb_engine_t, close_req));
+  tb__engine_t *e = (tb__engine_t *)((char *)req -
+                                   offsetof(tb__engine_t, close_req));
   while (e->adapters != NULL) {
-    tb_engine_adapter_t *a = e->adapters;
+    tb__engine_adapter_t *a = e->adapters;
     e->adapters = a->next;
     free(a);
   }
   while (e->models != NULL) {
-    tb_engine_model_t *m = e->models;
+    tb__engine_model_t *m = e->models;
     e->models = m->next;
     model_free_struct(m);
   }
@@ -1061,7 +1061,7 @@ static void close_after(uv_work_t *req, int status) {
     e->close_cb(e);
 }
 
-static void maybe_close(tb_engine_t *e) {
+static void maybe_close(tb__engine_t *e) {
   if (!e->closing || e->close_queued || e->active != NULL ||
       e->pending_work != 0)
     return;
@@ -1069,7 +1069,7 @@ static void maybe_close(tb_engine_t *e) {
   uv_queue_work(e->loop, &e->close_req, close_work, close_after);
 }
 
-int tb__engine_close(tb_engine_t *e, tb_engine_close_cb close_cb) {
+int tb__engine_close(tb__engine_t *e, tb__engine_close_cb close_cb) {
   if (e->closing)
     return TB_ECLOSING;
   e->closing = 1;
@@ -1077,7 +1077,7 @@ int tb__engine_close(tb_engine_t *e, tb_engine_close_cb close_cb) {
   /* Waiting items never reach a worker: queue them as no-ops that
    * complete with TB_ECANCELED. */
   while (e->wait_head != NULL) {
-    tb_engine_shard_t *it = e->wait_head;
+    tb__engine_shard_t *it = e->wait_head;
     e->wait_head = it->wait_next;
     it->skip = TB_ECANCELED;
     item_start(e, it);
@@ -1085,7 +1085,7 @@ int tb__engine_close(tb_engine_t *e, tb_engine_close_cb close_cb) {
   e->wait_tail = NULL;
   /* Items a worker has not picked up yet are cancelled; running ones
    * finish normally. */
-  for (tb_engine_job_t *job = e->active; job != NULL; job = job->active_next)
+  for (tb__engine_job_t *job = e->active; job != NULL; job = job->active_next)
     for (size_t i = 0; i < job->num_items; i++)
       if (job->items[i].queued)
         uv_cancel((uv_req_t *)&job->items[i].req);

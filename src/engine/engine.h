@@ -3,7 +3,7 @@
  * them, run on the libuv threadpool of a host's loop.
  *
  * Objects:
- *  - tb_engine_t, a handle the caller owns (tb__engine_init /
+ *  - tb__engine_t, a handle the caller owns (tb__engine_init /
  *    tb__engine_close, libuv style: its memory may be released only in
  *    the close callback).
  *  - Models, loaded once by name and reference-counted: "base" (the
@@ -11,9 +11,9 @@
  *    as NAME), or weights the caller hands over (tb__engine_model_add).
  *    Every adapter on a model shares its one read-only copy of the base
  *    weights.
- *  - Adapters (tb_engine_adapter_t): a LoRA adapter over a model with its
+ *  - Adapters (tb__engine_adapter_t): a LoRA adapter over a model with its
  *    gradients and Adam moments.
- *  - Jobs (tb_engine_job_t), requests the caller owns: load a model,
+ *  - Jobs (tb__engine_job_t), requests the caller owns: load a model,
  *    create or remove an adapter, forward, forward_backward, optim_step,
  *    sample, save, load.  Each runs in uv_queue_work items and completes
  *    on the loop thread through its callback, with the results inside the
@@ -53,17 +53,17 @@
 #include "engine/weights.h"
 #include "tinkerbell/error.h"
 
-typedef struct tb_engine_s tb_engine_t;
-typedef struct tb_engine_job_s tb_engine_job_t;
-typedef struct tb_engine_model_s tb_engine_model_t;      /* opaque */
-typedef struct tb_engine_adapter_s tb_engine_adapter_t;  /* opaque */
-typedef struct tb_engine_shard_s tb_engine_shard_t;      /* private */
+typedef struct tb__engine_s tb__engine_t;
+typedef struct tb__engine_job_s tb__engine_job_t;
+typedef struct tb__engine_model_s tb__engine_model_t;      /* opaque */
+typedef struct tb__engine_adapter_s tb__engine_adapter_t;  /* opaque */
+typedef struct tb__engine_shard_s tb__engine_shard_t;      /* private */
 
-typedef void (*tb_engine_close_cb)(tb_engine_t *engine);
+typedef void (*tb__engine_close_cb)(tb__engine_t *engine);
 /* status is 0 or job->error.code. */
-typedef void (*tb_engine_job_cb)(tb_engine_job_t *job, int status);
+typedef void (*tb__engine_job_cb)(tb__engine_job_t *job, int status);
 
-typedef struct tb_engine_opts_s {
+typedef struct tb__engine_opts_s {
   /* Work items per forward / forward_backward; 0 means one per core
    * (uv_available_parallelism). */
   size_t shards;
@@ -75,9 +75,9 @@ typedef struct tb_engine_opts_s {
    * many workspaces.  0 means the threadpool's size (UV_THREADPOOL_SIZE,
    * default 4). */
   size_t max_work_items;
-} tb_engine_opts_t;
+} tb__engine_opts_t;
 
-struct tb_engine_s {
+struct tb__engine_s {
   /* public */
   void *data;
   /* read-only */
@@ -88,15 +88,15 @@ struct tb_engine_s {
   /* private */
   int closing;
   int close_queued;
-  tb_engine_close_cb close_cb;
-  tb_engine_model_t *models;      /* registry: loading and loaded */
-  tb_engine_adapter_t *adapters;
-  tb_engine_job_t *active;        /* submitted and not completed */
+  tb__engine_close_cb close_cb;
+  tb__engine_model_t *models;      /* registry: loading and loaded */
+  tb__engine_adapter_t *adapters;
+  tb__engine_job_t *active;        /* submitted and not completed */
   size_t pending_work;            /* our uv_work_t in the threadpool */
   size_t running_items;           /* job items among them */
-  tb_engine_shard_t *wait_head;   /* job items waiting for a slot */
-  tb_engine_shard_t *wait_tail;
-  tb_llama_ws_t **ws_free;        /* idle workspaces, one per work item */
+  tb__engine_shard_t *wait_head;   /* job items waiting for a slot */
+  tb__engine_shard_t *wait_tail;
+  tb__llama_ws_t **ws_free;        /* idle workspaces, one per work item */
   size_t ws_free_len, ws_free_cap;
   uv_work_t close_req;
 };
@@ -112,24 +112,24 @@ typedef enum {
   TB_ENGINE_SAMPLE,
   TB_ENGINE_SAVE,
   TB_ENGINE_LOAD
-} tb_engine_job_type_t;
+} tb__engine_job_type_t;
 
 typedef enum {
   TB_ENGINE_SAVE_STATE = 0,        /* checkpoint: weights only */
   TB_ENGINE_SAVE_STATE_OPTIMIZER,  /* checkpoint with the Adam moments */
   TB_ENGINE_SAVE_SAMPLER           /* PEFT export for sampling */
-} tb_engine_save_kind_t;
+} tb__engine_save_kind_t;
 
 /* A result metric: key is a static "<name>:<reduction>" string with
  * exactly one colon (the Tinker client splits keys on it). */
-typedef struct tb_engine_metric_s {
+typedef struct tb__engine_metric_s {
   const char *key;
   double value;
-} tb_engine_metric_t;
+} tb__engine_metric_t;
 
 #define TB_ENGINE_MAX_METRICS 4
 
-struct tb_engine_job_s {
+struct tb__engine_job_s {
   /* public */
   void *data;
   /* Optional, set before submission: called on the loop (possibly from
@@ -137,45 +137,45 @@ struct tb_engine_job_s {
    * work item the engine keeps in the threadpool belongs to other jobs
    * (waiting 1), and again when its work starts (waiting 0).  A job that
    * never waits for room is never reported. */
-  void (*on_capacity)(tb_engine_job_t *job, int waiting);
+  void (*on_capacity)(tb__engine_job_t *job, int waiting);
   /* Optional, set before submission: called on the loop when the job's
    * work starts (its first work item is handed to the threadpool), so
    * that the caller can tell a running job from a queued one. */
-  void (*on_start)(tb_engine_job_t *job);
+  void (*on_start)(tb__engine_job_t *job);
   /* read-only: set by the submission */
-  tb_engine_t *engine;
-  tb_engine_job_type_t type;
+  tb__engine_t *engine;
+  tb__engine_job_type_t type;
   /* read-only: results, valid from the callback until
    * tb__engine_job_cleanup */
   tb_error_t error;
-  tb_engine_model_t *model;      /* LOAD_MODEL: a reference the caller owns */
-  tb_engine_adapter_t *adapter;  /* CREATE_ADAPTER: the new adapter */
+  tb__engine_model_t *model;      /* LOAD_MODEL: a reference the caller owns */
+  tb__engine_adapter_t *adapter;  /* CREATE_ADAPTER: the new adapter */
   float *logprobs;               /* FORWARD*: (num_logprobs) per-token */
   size_t num_logprobs;           /*   target log-probs in datum order */
   double loss;                   /* FORWARD*: summed loss */
-  tb_engine_metric_t metrics[TB_ENGINE_MAX_METRICS];
+  tb__engine_metric_t metrics[TB_ENGINE_MAX_METRICS];
   size_t num_metrics;
-  tb_optim_metrics_t optim;      /* OPTIM_STEP */
-  tb_sample_result_t sample;     /* SAMPLE */
+  tb__optim_metrics_t optim;      /* OPTIM_STEP */
+  tb__sample_result_t sample;     /* SAMPLE */
   /* private */
-  tb_engine_job_cb cb;
-  tb_engine_adapter_t *target;   /* the adapter whose FIFO holds the job */
-  tb_engine_model_t *held;       /* model reference held while running */
-  tb_engine_job_t *queue_next;   /* FIFO of target */
-  tb_engine_job_t *active_prev, *active_next;
+  tb__engine_job_cb cb;
+  tb__engine_adapter_t *target;   /* the adapter whose FIFO holds the job */
+  tb__engine_model_t *held;       /* model reference held while running */
+  tb__engine_job_t *queue_next;   /* FIFO of target */
+  tb__engine_job_t *active_prev, *active_next;
   int started;
   int capacity_waiting;          /* on_capacity(job, 1) was called */
   /* inputs; pointers must stay valid until the callback */
-  tb_batch_t batch;
-  tb_adam_params_t adam;
-  tb_lora_config_t lora_config;
+  tb__batch_t batch;
+  tb__adam_params_t adam;
+  tb__lora_config_t lora_config;
   const int32_t *prompt;
   size_t prompt_len;
-  tb_sampling_params_t sampling;
+  tb__sampling_params_t sampling;
   char *path;                    /* copied */
   int flags;
   /* execution */
-  tb_engine_shard_t *items;      /* work items: the shards, then the sum */
+  tb__engine_shard_t *items;      /* work items: the shards, then the sum */
   size_t num_items, items_left;
   size_t num_shards;
   int stage;                     /* 1 while the sum of shards or the
@@ -184,20 +184,20 @@ struct tb_engine_job_s {
 
 /* Calls openblas_set_num_threads(1) (parallelism comes from work items).
  * 0 or TB_EINVAL. */
-int tb__engine_init(uv_loop_t *loop, tb_engine_t *engine,
-                    const tb_engine_opts_t *opts);
+int tb__engine_init(uv_loop_t *loop, tb__engine_t *engine,
+                    const tb__engine_opts_t *opts);
 /* Stops accepting jobs, cancels the work that has not started (those jobs
  * complete with TB_ECANCELED), waits for running work, frees every model,
  * adapter and workspace, then calls close_cb (may be NULL) from the loop.
  * Models and adapters the caller still points to are gone afterwards.
  * 0, or TB_ECLOSING when already closing. */
-int tb__engine_close(tb_engine_t *engine, tb_engine_close_cb close_cb);
+int tb__engine_close(tb__engine_t *engine, tb__engine_close_cb close_cb);
 
 /* Releases what a job's results hold (log-probs, samples, the error
  * message); job->model of a LOAD_MODEL job is the caller's reference and
  * is not released here.  Call after the callback, or after a submission
  * that returned an error.  Safe on a zeroed job. */
-void tb__engine_job_cleanup(tb_engine_job_t *job);
+void tb__engine_job_cleanup(tb__engine_job_t *job);
 
 /* ------------------------------------------------------------ models */
 
@@ -205,83 +205,83 @@ void tb__engine_job_cleanup(tb_engine_job_t *job);
  * unless a model of that name is already loaded or loading; job->model
  * receives a reference (release it with tb__engine_model_unref).  A bare
  * name other than "base" that is not loaded gives TB_ENOTFOUND at once. */
-int tb__engine_load_model(tb_engine_job_t *job, tb_engine_t *engine,
-                          const char *spec, tb_engine_job_cb cb);
+int tb__engine_load_model(tb__engine_job_t *job, tb__engine_t *engine,
+                          const char *spec, tb__engine_job_cb cb);
 /* Registers weights the caller built (the engine takes ownership of w's
  * storage and zeroes *w, also on error) as model `name`, with one
  * reference for the caller.  No I/O, so it is synchronous.  TB_EEXIST
  * when the name is taken, TB_EINVAL for an invalid config. */
-int tb__engine_model_add(tb_engine_t *engine, const char *name,
-                         tb_weights_t *w, tb_engine_model_t **out);
+int tb__engine_model_add(tb__engine_t *engine, const char *name,
+                         tb__weights_t *w, tb__engine_model_t **out);
 /* A loaded model by name (no reference is taken), or NULL. */
-tb_engine_model_t *tb__engine_model_find(tb_engine_t *engine,
+tb__engine_model_t *tb__engine_model_find(tb__engine_t *engine,
                                          const char *name);
-void tb__engine_model_ref(tb_engine_model_t *m);
+void tb__engine_model_ref(tb__engine_model_t *m);
 /* Drops a reference; the weights are freed (on the threadpool) when no
  * caller, adapter or job holds the model any more. */
-void tb__engine_model_unref(tb_engine_model_t *m);
-const char *tb__engine_model_name(const tb_engine_model_t *m);
-const tb_weights_t *tb__engine_model_weights(const tb_engine_model_t *m);
+void tb__engine_model_unref(tb__engine_model_t *m);
+const char *tb__engine_model_name(const tb__engine_model_t *m);
+const tb__weights_t *tb__engine_model_weights(const tb__engine_model_t *m);
 
 /* ------------------------------------------------------------ adapters */
 
 /* Creates an adapter over a loaded model (A drawn from config->seed, B
  * zero); job->adapter receives it.  Invalid configs give TB_EINVAL at
  * once, with the reason in job->error. */
-int tb__engine_create_adapter(tb_engine_job_t *job, tb_engine_model_t *model,
-                              const tb_lora_config_t *config,
-                              tb_engine_job_cb cb);
+int tb__engine_create_adapter(tb__engine_job_t *job, tb__engine_model_t *model,
+                              const tb__lora_config_t *config,
+                              tb__engine_job_cb cb);
 /* Queues the removal behind the adapter's jobs; the adapter is freed
  * before cb runs, and jobs submitted after this one fail at once with
  * TB_ECLOSING. */
-int tb__engine_remove_adapter(tb_engine_job_t *job, tb_engine_adapter_t *a,
-                              tb_engine_job_cb cb);
-tb_engine_model_t *tb__engine_adapter_model(const tb_engine_adapter_t *a);
+int tb__engine_remove_adapter(tb__engine_job_t *job, tb__engine_adapter_t *a,
+                              tb__engine_job_cb cb);
+tb__engine_model_t *tb__engine_adapter_model(const tb__engine_adapter_t *a);
 /* The adapter's LoRA state.  Reading or writing it is safe only while no
  * job of the adapter is queued or running (tb__engine_adapter_busy). */
-tb_lora_t *tb__engine_adapter_lora(tb_engine_adapter_t *a);
-int tb__engine_adapter_busy(const tb_engine_adapter_t *a);
+tb__lora_t *tb__engine_adapter_lora(tb__engine_adapter_t *a);
+int tb__engine_adapter_busy(const tb__engine_adapter_t *a);
 /* Jobs in a's FIFO, the running one included. */
-size_t tb__engine_adapter_jobs(const tb_engine_adapter_t *a);
+size_t tb__engine_adapter_jobs(const tb__engine_adapter_t *a);
 /* How many jobs must make way before a submitted job's work starts: the
  * jobs ahead of it in its adapter's FIFO and, while its work waits for
  * room in the threadpool, the jobs whose work runs there or waits ahead
  * of it.  0 once it runs. */
-size_t tb__engine_job_position(const tb_engine_job_t *job);
+size_t tb__engine_job_position(const tb__engine_job_t *job);
 
 /* ------------------------------------------------------------ jobs */
 
 /* Forward only: job->logprobs and "loss:sum".  The batch and every array
  * it points to must stay valid until the callback. */
-int tb__engine_forward(tb_engine_job_t *job, tb_engine_adapter_t *a,
-                       const tb_batch_t *batch, tb_engine_job_cb cb);
+int tb__engine_forward(tb__engine_job_t *job, tb__engine_adapter_t *a,
+                       const tb__batch_t *batch, tb__engine_job_cb cb);
 /* Forward and backward: as tb__engine_forward, and the gradient of the
  * summed loss is added to the adapter's gradients (they accumulate until
  * the next optim_step). */
-int tb__engine_forward_backward(tb_engine_job_t *job, tb_engine_adapter_t *a,
-                                const tb_batch_t *batch, tb_engine_job_cb cb);
+int tb__engine_forward_backward(tb__engine_job_t *job, tb__engine_adapter_t *a,
+                                const tb__batch_t *batch, tb__engine_job_cb cb);
 /* One AdamW step over the accumulated gradients, which are then zeroed:
  * job->optim and the metrics "grad_norm:mean", "learning_rate:mean".
  * Invalid params give TB_EINVAL at once. */
-int tb__engine_optim_step(tb_engine_job_t *job, tb_engine_adapter_t *a,
-                          const tb_adam_params_t *params, tb_engine_job_cb cb);
+int tb__engine_optim_step(tb__engine_job_t *job, tb__engine_adapter_t *a,
+                          const tb__adam_params_t *params, tb__engine_job_cb cb);
 /* Samples a continuation of prompt from the adapter (queued in its FIFO)
  * or, with a == NULL, from the bare model (which runs at once).  Result in
  * job->sample.  prompt and the pointers inside params must stay valid
  * until the callback. */
-int tb__engine_sample(tb_engine_job_t *job, tb_engine_model_t *model,
-                      tb_engine_adapter_t *a, const int32_t *prompt,
-                      size_t n, const tb_sampling_params_t *params,
-                      tb_engine_job_cb cb);
+int tb__engine_sample(tb__engine_job_t *job, tb__engine_model_t *model,
+                      tb__engine_adapter_t *a, const int32_t *prompt,
+                      size_t n, const tb__sampling_params_t *params,
+                      tb__engine_job_cb cb);
 /* Writes the adapter to dir (see checkpoint.h for the layouts). */
-int tb__engine_save(tb_engine_job_t *job, tb_engine_adapter_t *a,
-                    const char *dir, tb_engine_save_kind_t kind,
-                    tb_engine_job_cb cb);
+int tb__engine_save(tb__engine_job_t *job, tb__engine_adapter_t *a,
+                    const char *dir, tb__engine_save_kind_t kind,
+                    tb__engine_job_cb cb);
 /* Loads a checkpoint into the adapter, whose rank, alpha and targets must
  * match it.  With with_optimizer the Adam moments and step count come
  * from the checkpoint; without, they restart from zero.  The adapter is
  * unchanged when the load fails.  Pending gradients are dropped. */
-int tb__engine_load(tb_engine_job_t *job, tb_engine_adapter_t *a,
-                    const char *dir, int with_optimizer, tb_engine_job_cb cb);
+int tb__engine_load(tb__engine_job_t *job, tb__engine_adapter_t *a,
+                    const char *dir, int with_optimizer, tb__engine_job_cb cb);
 
 #endif /* TB_ENGINE_ENGINE_H */

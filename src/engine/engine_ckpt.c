@@ -22,13 +22,13 @@ static size_t target_names(const tb__eng_ckpt_meta_t *m, char **out) {
     int on = t <= TB_LORA_O ? m->train_attn
            : t == TB_LORA_UNEMBED ? m->train_unembed : m->train_mlp;
     if (on)
-      out[n++] = (char *)tb__lora_target_module((tb_lora_target_t)t);
+      out[n++] = (char *)tb__lora_target_module((tb__lora_target_t)t);
   }
   return n;
 }
 
-static tb_ckpt_tensor_t *to_ckpt(const tb__eng_tensor_t *t, size_t n) {
-  tb_ckpt_tensor_t *c = calloc(n ? n : 1, sizeof(*c));
+static tb__ckpt_tensor_t *to_ckpt(const tb__eng_tensor_t *t, size_t n) {
+  tb__ckpt_tensor_t *c = calloc(n ? n : 1, sizeof(*c));
   for (size_t i = 0; c != NULL && i < n; i++) {
     c[i].name = t[i].name;
     c[i].ndim = 2;
@@ -45,7 +45,7 @@ int tb__eng_ckpt_save(const char *dir, const tb__eng_tensor_t *t, size_t n,
                       const tb__eng_ckpt_meta_t *meta, int flags,
                       tb_error_t *err) {
   char *targets[TB_LORA_NTARGETS];
-  tb_ckpt_info_t info;
+  tb__ckpt_info_t info;
   memset(&info, 0, sizeof(info));
   info.rank = meta->rank;
   info.alpha = meta->alpha;
@@ -53,7 +53,7 @@ int tb__eng_ckpt_save(const char *dir, const tb__eng_tensor_t *t, size_t n,
   info.n_targets = target_names(meta, targets);
   info.base_model = (char *)meta->base_model;
   info.step = meta->step;
-  tb_ckpt_tensor_t *c = to_ckpt(t, n);
+  tb__ckpt_tensor_t *c = to_ckpt(t, n);
   if (c == NULL)
     return oom(err);
   int rc;
@@ -70,7 +70,7 @@ int tb__eng_ckpt_save(const char *dir, const tb__eng_tensor_t *t, size_t n,
 /* The checkpoint must describe the same adapter layout: the tensor check
  * of tb__ckpt_load catches a different rank or target set by shape or
  * name, but not a different alpha, which would silently rescale B. */
-static int check_meta(const char *dir, const tb_ckpt_info_t *info,
+static int check_meta(const char *dir, const tb__ckpt_info_t *info,
                       const tb__eng_ckpt_meta_t *meta, tb_error_t *err) {
   char *want[TB_LORA_NTARGETS];
   size_t nw = target_names(meta, want);
@@ -99,7 +99,7 @@ static int check_meta(const char *dir, const tb_ckpt_info_t *info,
 int tb__eng_ckpt_load(const char *dir, const tb__eng_tensor_t *t, size_t n,
                       const tb__eng_ckpt_meta_t *meta, int flags,
                       int64_t *step, tb_error_t *err) {
-  tb_ckpt_info_t info;
+  tb__ckpt_info_t info;
   memset(&info, 0, sizeof(info));
   int rc = tb__ckpt_read_info(dir, &info, err);
   if (rc == 0)
@@ -107,7 +107,7 @@ int tb__eng_ckpt_load(const char *dir, const tb__eng_tensor_t *t, size_t n,
   tb__ckpt_info_free(&info);
   if (rc != 0)
     return rc;
-  tb_ckpt_tensor_t *c = to_ckpt(t, n);
+  tb__ckpt_tensor_t *c = to_ckpt(t, n);
   if (c == NULL)
     return oom(err);
   rc = tb__ckpt_load(dir, c, n,

@@ -16,12 +16,12 @@
  * has several shards and a backward pass, as many that then sum their
  * gradients, each over one piece of the flat buffers.  An optimizer step
  * has one item per piece, run twice: for the norm, then for the update. */
-struct tb_engine_shard_s {
+struct tb__engine_shard_s {
   uv_work_t req;
-  tb_engine_job_t *job;
-  void (*work)(tb_engine_shard_t *it);
-  tb_engine_shard_t *wait_next;  /* the engine's queue of waiting items */
-  tb_llama_ws_t *ws;             /* lent by the engine while queued */
+  tb__engine_job_t *job;
+  void (*work)(tb__engine_shard_t *it);
+  tb__engine_shard_t *wait_next;  /* the engine's queue of waiting items */
+  tb__llama_ws_t *ws;             /* lent by the engine while queued */
   int needs_ws;
   int queued;                    /* handed to uv_queue_work */
   int skip;                      /* non-zero: do not run, complete with this */
@@ -40,24 +40,24 @@ struct tb_engine_shard_s {
   double sumsq;                  /* the optimizer: sum of squared grads */
 };
 
-struct tb_engine_model_s {
-  tb_engine_t *engine;
-  tb_engine_model_t *next;       /* registry */
+struct tb__engine_model_s {
+  tb__engine_t *engine;
+  tb__engine_model_t *next;       /* registry */
   char *name;
   char *source;                  /* "base" or the directory */
-  tb_weights_t weights;
+  tb__weights_t weights;
   size_t refs;
   int loaded;
-  tb_engine_job_t *waiters;      /* LOAD_MODEL jobs until it is loaded */
+  tb__engine_job_t *waiters;      /* LOAD_MODEL jobs until it is loaded */
   uv_work_t free_req;
 };
 
-struct tb_engine_adapter_s {
-  tb_engine_t *engine;
-  tb_engine_adapter_t *next;
-  tb_engine_model_t *model;      /* one reference */
-  tb_lora_t lora;
-  tb_engine_job_t *head, *tail;  /* FIFO; head is the running job */
+struct tb__engine_adapter_s {
+  tb__engine_t *engine;
+  tb__engine_adapter_t *next;
+  tb__engine_model_t *model;      /* one reference */
+  tb__lora_t lora;
+  tb__engine_job_t *head, *tail;  /* FIFO; head is the running job */
   int removing;
   int kicking;                   /* inside adapter_kick */
   /* Gradient buffers of the shards of a forward_backward (shard_slots of
@@ -70,21 +70,21 @@ struct tb_engine_adapter_s {
 
 /* Work functions (engine_jobs.c); each sets it->status and, on failure,
  * it->error. */
-void tb__engine_work_load_model(tb_engine_shard_t *it);
-void tb__engine_work_create(tb_engine_shard_t *it);
-void tb__engine_work_remove(tb_engine_shard_t *it);
-void tb__engine_work_shard(tb_engine_shard_t *it);
-void tb__engine_work_sum(tb_engine_shard_t *it);
-void tb__engine_work_optim_norm(tb_engine_shard_t *it);
-void tb__engine_work_optim_update(tb_engine_shard_t *it);
-void tb__engine_work_sample(tb_engine_shard_t *it);
-void tb__engine_work_save(tb_engine_shard_t *it);
-void tb__engine_work_load(tb_engine_shard_t *it);
+void tb__engine_work_load_model(tb__engine_shard_t *it);
+void tb__engine_work_create(tb__engine_shard_t *it);
+void tb__engine_work_remove(tb__engine_shard_t *it);
+void tb__engine_work_shard(tb__engine_shard_t *it);
+void tb__engine_work_sum(tb__engine_shard_t *it);
+void tb__engine_work_optim_norm(tb__engine_shard_t *it);
+void tb__engine_work_optim_update(tb__engine_shard_t *it);
+void tb__engine_work_sample(tb__engine_shard_t *it);
+void tb__engine_work_save(tb__engine_shard_t *it);
+void tb__engine_work_load(tb__engine_shard_t *it);
 
 /* Cheap whole-batch checks for the loop thread (loss function, its
  * config, the number of targets per position): 0 or TB_EINVAL with the
  * reason in err. */
-int tb__engine_batch_precheck(const tb_batch_t *b, tb_error_t *err);
+int tb__engine_batch_precheck(const tb__batch_t *b, tb_error_t *err);
 
 /* Gives an error that carries only a code a message and a category. */
 void tb__engine_error_default(tb_error_t *err, int code);

@@ -46,20 +46,20 @@ static int user_error(tb_error_t *err, const char *fmt, ...) {
 
 /* ------------------------------------------------------------ models */
 
-void tb__engine_work_load_model(tb_engine_shard_t *it) {
-  tb_engine_model_t *m = it->job->held;
+void tb__engine_work_load_model(tb__engine_shard_t *it) {
+  tb__engine_model_t *m = it->job->held;
   it->status = tb__model_weights_load(m->source, &m->weights, &it->error);
 }
 
-void tb__engine_work_create(tb_engine_shard_t *it) {
-  tb_engine_job_t *job = it->job;
-  tb_engine_adapter_t *a = job->target;
+void tb__engine_work_create(tb__engine_shard_t *it) {
+  tb__engine_job_t *job = it->job;
+  tb__engine_adapter_t *a = job->target;
   it->status = tb__lora_init(&a->lora, &a->model->weights.config,
                              &job->lora_config);
 }
 
-void tb__engine_work_remove(tb_engine_shard_t *it) {
-  tb_engine_adapter_t *a = it->job->target;
+void tb__engine_work_remove(tb__engine_shard_t *it) {
+  tb__engine_adapter_t *a = it->job->target;
   tb__lora_free(&a->lora);
   free(a->shard_grads);
   a->shard_grads = NULL;
@@ -69,10 +69,10 @@ void tb__engine_work_remove(tb_engine_shard_t *it) {
 
 /* ------------------------------------------------------------ batches */
 
-static size_t datum_k(const tb_datum_t *d) { return d->k ? d->k : 1; }
+static size_t datum_k(const tb__datum_t *d) { return d->k ? d->k : 1; }
 
-int tb__engine_batch_precheck(const tb_batch_t *b, tb_error_t *err) {
-  const tb_loss_config_t *c = &b->loss_config;
+int tb__engine_batch_precheck(const tb__batch_t *b, tb_error_t *err) {
+  const tb__loss_config_t *c = &b->loss_config;
   if ((unsigned)b->loss_fn > TB_LOSS_DRO)
     return user_error(err, "loss_fn: unknown loss function");
   if ((b->loss_fn == TB_LOSS_PPO || b->loss_fn == TB_LOSS_CISPO) &&
@@ -87,7 +87,7 @@ int tb__engine_batch_precheck(const tb_batch_t *b, tb_error_t *err) {
     return user_error(err, "data: the batch is empty");
   size_t k0 = 0, total = 0;
   for (size_t i = 0; i < b->num_data; i++) {
-    const tb_datum_t *d = &b->data[i];
+    const tb__datum_t *d = &b->data[i];
     total += d->n;
     if (d->n == 0)
       continue;
@@ -130,9 +130,9 @@ static int check_floats(const float *x, size_t n, size_t di, const char *key,
 
 /* Everything about datum di that the math cannot run with, named by the
  * wire's keys. */
-static int check_datum(const tb_batch_t *b, size_t di,
-                       const tb_model_config_t *m, tb_error_t *err) {
-  const tb_datum_t *d = &b->data[di];
+static int check_datum(const tb__batch_t *b, size_t di,
+                       const tb__model_config_t *m, tb_error_t *err) {
+  const tb__datum_t *d = &b->data[di];
   size_t k = datum_k(d);
   const char *loss = tb__loss_fn_name(b->loss_fn);
   int rc;
@@ -160,11 +160,11 @@ static int check_datum(const tb_batch_t *b, size_t di,
   return check_floats(d->advantages, d->n, di, "advantages", loss, err);
 }
 
-void tb__engine_work_shard(tb_engine_shard_t *it) {
-  tb_engine_job_t *job = it->job;
-  tb_engine_adapter_t *a = job->target;
-  const tb_weights_t *w = &a->model->weights;
-  const tb_lora_t *lora = &a->lora;
+void tb__engine_work_shard(tb__engine_shard_t *it) {
+  tb__engine_job_t *job = it->job;
+  tb__engine_adapter_t *a = job->target;
+  const tb__weights_t *w = &a->model->weights;
+  const tb__lora_t *lora = &a->lora;
   size_t tokens = 0;
   for (size_t i = it->d0; i < it->d1; i++) {
     it->status = check_datum(&job->batch, i, &w->config, &it->error);
@@ -177,7 +177,7 @@ void tb__engine_work_shard(tb_engine_shard_t *it) {
     it->status = 0;
     return;
   }
-  tb_batch_t sub = job->batch;
+  tb__batch_t sub = job->batch;
   sub.data = job->batch.data + it->d0;
   sub.num_data = it->d1 - it->d0;
   float *lp = job->logprobs + it->out0;
@@ -198,13 +198,13 @@ void tb__engine_work_shard(tb_engine_shard_t *it) {
   tb__engine_error_default(&it->error, rc);
 }
 
-void tb__engine_work_sum(tb_engine_shard_t *it) {
-  tb_engine_job_t *job = it->job;
-  tb_lora_t *lora = &job->target->lora;
+void tb__engine_work_sum(tb__engine_shard_t *it) {
+  tb__engine_job_t *job = it->job;
+  tb__lora_t *lora = &job->target->lora;
   /* In shard order, so a given sharding always gives the same sums.  The
    * buffers stay with the adapter for its next forward_backward. */
   for (size_t s = 0; s < job->num_shards; s++) {
-    tb_engine_shard_t *sh = &job->items[s];
+    tb__engine_shard_t *sh = &job->items[s];
     if (it->apply && sh->grads != NULL)
       tb__lora_add_grads(lora, sh->grads, it->p0, it->p1);
   }
@@ -216,13 +216,13 @@ void tb__engine_work_sum(tb_engine_shard_t *it) {
 /* The optimizer step in two rounds over the pieces: the engine adds up
  * the squares into the norm and counts the step between them.  The
  * parameters were checked at submission. */
-void tb__engine_work_optim_norm(tb_engine_shard_t *it) {
+void tb__engine_work_optim_norm(tb__engine_shard_t *it) {
   it->sumsq = tb__optim_sumsq(&it->job->target->lora, it->p0, it->p1);
   it->status = 0;
 }
 
-void tb__engine_work_optim_update(tb_engine_shard_t *it) {
-  tb_engine_job_t *job = it->job;
+void tb__engine_work_optim_update(tb__engine_shard_t *it) {
+  tb__engine_job_t *job = it->job;
   tb__optim_update(&job->target->lora, &job->adam, job->optim.grad_norm,
                    it->p0, it->p1);
   it->status = 0;
@@ -230,11 +230,11 @@ void tb__engine_work_optim_update(tb_engine_shard_t *it) {
 
 /* ------------------------------------------------------------ sampling */
 
-void tb__engine_work_sample(tb_engine_shard_t *it) {
-  tb_engine_job_t *job = it->job;
-  const tb_weights_t *w = &job->held->weights;
-  const tb_model_config_t *c = &w->config;
-  const tb_sampling_params_t *p = &job->sampling;
+void tb__engine_work_sample(tb__engine_shard_t *it) {
+  tb__engine_job_t *job = it->job;
+  const tb__weights_t *w = &job->held->weights;
+  const tb__model_config_t *c = &w->config;
+  const tb__sampling_params_t *p = &job->sampling;
   for (size_t i = 0; i < job->prompt_len; i++)
     if (job->prompt[i] < 0 || job->prompt[i] >= c->vocab_size) {
       it->status = user_error(&it->error, "prompt[%zu]: token %d is outside "
@@ -249,7 +249,7 @@ void tb__engine_work_sample(tb_engine_shard_t *it) {
                             c->max_position_embeddings);
     return;
   }
-  const tb_lora_t *lora = job->target ? &job->target->lora : NULL;
+  const tb__lora_t *lora = job->target ? &job->target->lora : NULL;
   int rc = tb__sample(it->ws, w, lora, job->prompt, job->prompt_len, p,
                       &job->sample);
   if (rc == TB_EINVAL)
@@ -276,7 +276,7 @@ void tb__engine_work_sample(tb_engine_shard_t *it) {
 
 /* The adapter's tensors with views into params/m/v (laid out like the
  * adapter's buffers; m and v may be NULL). */
-static int tensors_of(const tb_lora_t *lora, float *params, float *m,
+static int tensors_of(const tb__lora_t *lora, float *params, float *m,
                       float *v, tb__eng_tensor_t **out, size_t *n) {
   size_t count = tb__lora_num_tensors(lora);
   tb__eng_tensor_t *t = calloc(count ? count : 1, sizeof(*t));
@@ -301,8 +301,8 @@ static int tensors_of(const tb_lora_t *lora, float *params, float *m,
   return 0;
 }
 
-static void meta_of(const tb_engine_adapter_t *a, tb__eng_ckpt_meta_t *meta) {
-  const tb_lora_t *lora = &a->lora;
+static void meta_of(const tb__engine_adapter_t *a, tb__eng_ckpt_meta_t *meta) {
+  const tb__lora_t *lora = &a->lora;
   memset(meta, 0, sizeof(*meta));
   meta->rank = lora->config.rank;
   meta->alpha = lora->config.alpha;
@@ -313,9 +313,9 @@ static void meta_of(const tb_engine_adapter_t *a, tb__eng_ckpt_meta_t *meta) {
   meta->step = lora->step;
 }
 
-void tb__engine_work_save(tb_engine_shard_t *it) {
-  tb_engine_job_t *job = it->job;
-  tb_lora_t *lora = &job->target->lora;
+void tb__engine_work_save(tb__engine_shard_t *it) {
+  tb__engine_job_t *job = it->job;
+  tb__lora_t *lora = &job->target->lora;
   tb__eng_tensor_t *t;
   size_t n;
   int rc = tensors_of(lora, lora->params, lora->adam_m, lora->adam_v, &t, &n);
@@ -332,9 +332,9 @@ void tb__engine_work_save(tb_engine_shard_t *it) {
   tb__engine_error_default(&it->error, rc);
 }
 
-void tb__engine_work_load(tb_engine_shard_t *it) {
-  tb_engine_job_t *job = it->job;
-  tb_lora_t *lora = &job->target->lora;
+void tb__engine_work_load(tb__engine_shard_t *it) {
+  tb__engine_job_t *job = it->job;
+  tb__lora_t *lora = &job->target->lora;
   size_t np = lora->num_params;
   int with_opt = job->flags != 0;
   /* Loaded into a copy first: a failed load leaves the adapter as it

@@ -1,6 +1,6 @@
 /*
  * config.json of a Hugging Face model directory: read into, and written
- * from, a tb_model_config_t (see hf_model.h).
+ * from, a tb__model_config_t (see hf_model.h).
  *
  * The reader accepts the three families the math runs (Llama, Qwen2,
  * Qwen3 dense) with the features each one's transformers class reads, and
@@ -23,7 +23,7 @@
 #include "core/json.h"
 #include "engine/jsonfile.h"
 
-static int get_dim(tb_jctx_t *c, const json_t *o, const char *key,
+static int get_dim(tb__jctx_t *c, const json_t *o, const char *key,
                    int required, int64_t max, int *out) {
   int64_t v;
   int rc = tb__json_get_int(c, o, key, required, 1, max, &v);
@@ -33,9 +33,9 @@ static int get_dim(tb_jctx_t *c, const json_t *o, const char *key,
 }
 
 /* Records an unsupported setting at `key`: TB_EUNSUPPORTED. */
-static int unsupported(tb_jctx_t *c, const char *key, const char *fmt, ...)
+static int unsupported(tb__jctx_t *c, const char *key, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-static int unsupported(tb_jctx_t *c, const char *key, const char *fmt, ...) {
+static int unsupported(tb__jctx_t *c, const char *key, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   char *msg = tb__vasprintf(fmt, ap);
@@ -60,8 +60,8 @@ static void value_text(const json_t *v, char *buf, size_t cap) {
 
 static int arch_from_name(const char *s, int by_type) {
   for (int a = 0; a < TB_ARCH_COUNT; a++) {
-    const char *n = by_type ? tb__model_arch_type((tb_model_arch_t)a)
-                            : tb__model_arch_name((tb_model_arch_t)a);
+    const char *n = by_type ? tb__model_arch_type((tb__model_arch_t)a)
+                            : tb__model_arch_name((tb__model_arch_t)a);
     if (strcmp(s, n) == 0)
       return a;
   }
@@ -70,7 +70,7 @@ static int arch_from_name(const char *s, int by_type) {
 
 /* architectures decides; model_type, when present, must agree.  A config
  * with model_type alone (no architectures) is read by that. */
-static int read_arch(tb_jctx_t *c, const json_t *root, tb_model_arch_t *out) {
+static int read_arch(tb__jctx_t *c, const json_t *root, tb__model_arch_t *out) {
   json_t *archs = json_object_get(root, "architectures");
   tb_slice_t type = { NULL, 0 };
   int rc = tb__json_get_string(c, root, "model_type", TB_JSON_OPTIONAL, &type);
@@ -106,13 +106,13 @@ static int read_arch(tb_jctx_t *c, const json_t *root, tb_model_arch_t *out) {
     return tb__jctx_fail_at(c, "architectures", "missing, and no model_type "
                             "either: the model's family is not known");
   }
-  *out = (tb_model_arch_t)arch;
+  *out = (tb__model_arch_t)arch;
   return 0;
 }
 
 /* A field that must be absent, null, false or 0 (or equal to `allowed`
  * when that is not NULL); its presence would change the computation. */
-static int must_be_off(tb_jctx_t *c, const json_t *root, const char *key,
+static int must_be_off(tb__jctx_t *c, const json_t *root, const char *key,
                        const char *what) {
   json_t *v = json_object_get(root, key);
   if (v == NULL || json_is_null(v) || json_is_false(v) ||
@@ -126,7 +126,7 @@ static int must_be_off(tb_jctx_t *c, const json_t *root, const char *key,
 /* Sliding-window attention, in either of the two ways transformers
  * configures it for Qwen2/Qwen3: use_sliding_window, or per-layer
  * layer_types. */
-static int no_sliding_window(tb_jctx_t *c, const json_t *root) {
+static int no_sliding_window(tb__jctx_t *c, const json_t *root) {
   int rc = must_be_off(c, root, "use_sliding_window",
                        "sliding-window attention");
   if (rc != 0)
@@ -152,7 +152,7 @@ static int no_sliding_window(tb_jctx_t *c, const json_t *root) {
 
 /* rope_scaling (or transformers 5's rope_parameters): none, "default", or
  * "llama3" with its four numbers. */
-static int read_rope(tb_jctx_t *c, const json_t *root, tb_model_config_t *m,
+static int read_rope(tb__jctx_t *c, const json_t *root, tb__model_config_t *m,
                      double *theta) {
   const char *key = "rope_scaling";
   json_t *rs = json_object_get(root, key);
@@ -212,10 +212,10 @@ static int read_rope(tb_jctx_t *c, const json_t *root, tb_model_config_t *m,
 /* ------------------------------------------------------------ reading */
 
 int tb__hf_config_from_json(const json_t *root, const char *file,
-                            tb_model_config_t *out, tb_error_t *err) {
-  tb_jctx_t c;
+                            tb__model_config_t *out, tb_error_t *err) {
+  tb__jctx_t c;
   tb__jctx_init(&c, err);
-  tb_model_config_t m;
+  tb__model_config_t m;
   memset(&m, 0, sizeof(m));
   double eps = 1e-6, theta = 10000.0;
   int rc = tb__json_expect_object(&c, root);
@@ -335,7 +335,7 @@ static double float_to_json(float f) {
   return (double)f;
 }
 
-json_t *tb__hf_config_to_json(const tb_model_config_t *c) {
+json_t *tb__hf_config_to_json(const tb__model_config_t *c) {
   json_t *j = json_pack(
       "{s:[s], s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:f, s:b, "
       "s:s, s:s}",

@@ -2,7 +2,7 @@
  * Hugging Face directory loader and writer (see hf_model.h); config.json
  * itself is hf_config.c's.
  *
- * The loader lists the tensors the config declares, in tb_weights_t
+ * The loader lists the tensors the config declares, in tb__weights_t
  * storage order, finds each one by its Hugging Face name (in the single
  * file, or through the index's weight_map in its shard) and checks its
  * shape exactly, and refuses tensors the config does not declare; only
@@ -25,12 +25,12 @@
 
 /* ------------------------------------------------------------ tensor names */
 
-size_t tb__hf_tensor_count(const tb_model_config_t *c) {
+size_t tb__hf_tensor_count(const tb__model_config_t *c) {
   size_t per = 9 + (c->qkv_bias ? 3 : 0) + (c->qk_norm ? 2 : 0);
   return 2 + (size_t)c->num_layers * per + (c->tie_word_embeddings ? 0 : 1);
 }
 
-static void put(tb_hf_tensor_t *t, const float *data, int64_t rows,
+static void put(tb__hf_tensor_t *t, const float *data, int64_t rows,
                 int64_t cols, const char *dims, const char *fmt, int layer) {
   snprintf(t->name, sizeof(t->name), fmt, layer);
   t->data = data;
@@ -43,18 +43,18 @@ static void put(tb_hf_tensor_t *t, const float *data, int64_t rows,
 #define QD "num_attention_heads * head_dim"
 #define KVD "num_key_value_heads * head_dim"
 
-size_t tb__hf_tensors(const tb_model_config_t *c, const tb_weights_t *w,
-                      tb_hf_tensor_t *out) {
+size_t tb__hf_tensors(const tb__model_config_t *c, const tb__weights_t *w,
+                      tb__hf_tensor_t *out) {
   int64_t C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
   int64_t D = c->head_dim;
   int64_t q = (int64_t)c->num_heads * D;
   int64_t kv = (int64_t)c->num_kv_heads * D;
-  static const tb_layer_weights_t none;
+  static const tb__layer_weights_t none;
   size_t n = 0;
   put(&out[n++], w ? w->embed : NULL, V, C, "vocab_size, hidden_size",
       "model.embed_tokens.weight", 0);
   for (int l = 0; l < c->num_layers; l++) {
-    const tb_layer_weights_t *L = w ? &w->layers[l] : &none;
+    const tb__layer_weights_t *L = w ? &w->layers[l] : &none;
     put(&out[n++], L->attn_norm, C, 0, "hidden_size",
         "model.layers.%d.input_layernorm.weight", l);
     put(&out[n++], L->wq, q, C, QD ", hidden_size",
@@ -102,7 +102,7 @@ size_t tb__hf_tensors(const tb_model_config_t *c, const tb_weights_t *w,
 /* ------------------------------------------------------------ loading */
 
 typedef struct {
-  tb_st_file_t *files;    /* one, or one per distinct shard */
+  tb__st_file_t *files;    /* one, or one per distinct shard */
   size_t n_files;
   json_t *index;          /* NULL when single-file */
   char *index_path;
@@ -153,7 +153,7 @@ static int open_sources(const char *dir, sources_t *s, tb_error_t *err) {
   rc = tb__json_read_file(s->index_path, &s->index, err);
   if (rc != 0)
     return rc;
-  tb_jctx_t c;
+  tb__jctx_t c;
   tb__jctx_init(&c, err);
   json_t *map;
   rc = tb__json_get_object(&c, s->index, "weight_map", TB_JSON_REQUIRED, &map);
@@ -194,9 +194,9 @@ static int open_sources(const char *dir, sources_t *s, tb_error_t *err) {
 
 /* The file that should hold `name` and the tensor, or an error. */
 static int find_tensor(const sources_t *s, const char *name,
-                       const tb_st_file_t **file, const tb_st_tensor_t **t,
+                       const tb__st_file_t **file, const tb__st_tensor_t **t,
                        tb_error_t *err) {
-  const tb_st_file_t *f = &s->files[0];
+  const tb__st_file_t *f = &s->files[0];
   if (s->index != NULL) {
     const char *shard = json_string_value(
         json_object_get(json_object_get(s->index, "weight_map"), name));
@@ -242,8 +242,8 @@ static int ends_with(const char *s, const char *suffix) {
  * norm or a layer it does not know of would be silently dropped, and the
  * model would compute something else.  Two are harmless: the rotary
  * frequencies some old checkpoints store, and a tied model's lm_head. */
-static int check_no_extra(const sources_t *s, const tb_hf_tensor_t *want,
-                          size_t n, const tb_model_config_t *c,
+static int check_no_extra(const sources_t *s, const tb__hf_tensor_t *want,
+                          size_t n, const tb__model_config_t *c,
                           tb_error_t *err) {
   const char **names = calloc(n, sizeof(*names));
   if (names == NULL)
@@ -272,12 +272,12 @@ static int check_no_extra(const sources_t *s, const tb_hf_tensor_t *want,
 /* Checks every tensor the config declares against the files: present,
  * with exactly its shape.  Runs before anything is allocated, so a config
  * that claims more than the files hold fails here, naming the field. */
-static int check_tensors(const sources_t *s, const tb_hf_tensor_t *want,
-                         size_t n, const tb_model_config_t *c,
+static int check_tensors(const sources_t *s, const tb__hf_tensor_t *want,
+                         size_t n, const tb__model_config_t *c,
                          tb_error_t *err) {
   for (size_t i = 0; i < n; i++) {
-    const tb_st_file_t *f;
-    const tb_st_tensor_t *t;
+    const tb__st_file_t *f;
+    const tb__st_tensor_t *t;
     int rc = find_tensor(s, want[i].name, &f, &t, err);
     if (rc != 0) {
       /* A layer past the files' last one: the layer count is wrong. */
@@ -308,13 +308,13 @@ static int check_tensors(const sources_t *s, const tb_hf_tensor_t *want,
 
 /* Converts the tensors into w's storage one by one, giving back each
  * one's pages of the file as soon as it is converted. */
-static int load_tensors(const sources_t *s, tb_weights_t *w,
-                        tb_hf_tensor_t *want, tb_error_t *err) {
+static int load_tensors(const sources_t *s, tb__weights_t *w,
+                        tb__hf_tensor_t *want, tb_error_t *err) {
   size_t n = tb__hf_tensors(&w->config, w, want);
   int rc = 0;
   for (size_t i = 0; rc == 0 && i < n; i++) {
-    const tb_st_file_t *f;
-    const tb_st_tensor_t *t;
+    const tb__st_file_t *f;
+    const tb__st_tensor_t *t;
     rc = find_tensor(s, want[i].name, &f, &t, err);
     /* The views are const for the math; the loader owns the storage. */
     if (rc == 0)
@@ -325,14 +325,14 @@ static int load_tensors(const sources_t *s, tb_weights_t *w,
   return rc;
 }
 
-int tb__hf_load(const char *dir, tb_weights_t *w, tb_error_t *err) {
+int tb__hf_load(const char *dir, tb__weights_t *w, tb_error_t *err) {
   memset(w, 0, sizeof(*w));
   char *cfg_path = tb__path_join(dir, TB_HF_CONFIG);
   if (cfg_path == NULL)
     return oom(err);
   json_t *root;
   int rc = tb__json_read_file(cfg_path, &root, err);
-  tb_model_config_t cfg;
+  tb__model_config_t cfg;
   if (rc == 0) {
     rc = tb__hf_config_from_json(root, cfg_path, &cfg, err);
     json_decref(root);
@@ -342,7 +342,7 @@ int tb__hf_load(const char *dir, tb_weights_t *w, tb_error_t *err) {
     return rc;
   sources_t s;
   rc = open_sources(dir, &s, err);
-  tb_hf_tensor_t *want = NULL;
+  tb__hf_tensor_t *want = NULL;
   if (rc == 0) {
     want = calloc(tb__hf_tensor_count(&cfg), sizeof(*want));
     if (want == NULL)
@@ -366,8 +366,8 @@ int tb__hf_load(const char *dir, tb_weights_t *w, tb_error_t *err) {
 
 /* ------------------------------------------------------------ writing */
 
-static void to_out(const tb_hf_tensor_t *h, tb_st_dtype_t dtype,
-                   tb_st_out_t *o) {
+static void to_out(const tb__hf_tensor_t *h, tb__st_dtype_t dtype,
+                   tb__st_out_t *o) {
   memset(o, 0, sizeof(*o));
   o->dtype = dtype;
   o->name = h->name;
@@ -391,7 +391,7 @@ static int remove_stale(const char *dir, const char *name, tb_error_t *err) {
   return rc;
 }
 
-static int write_shards(const char *dir, const tb_st_out_t *outs, size_t n,
+static int write_shards(const char *dir, const tb__st_out_t *outs, size_t n,
                         size_t shard_bytes, const json_t *meta,
                         tb_error_t *err) {
   /* Greedy split in storage order. */
@@ -442,21 +442,21 @@ static int write_shards(const char *dir, const tb_st_out_t *outs, size_t n,
   return rc;
 }
 
-int tb__hf_save(const char *dir, const tb_weights_t *w,
+int tb__hf_save(const char *dir, const tb__weights_t *w,
                 const json_t *extra_config, size_t shard_bytes,
                 tb_error_t *err) {
   return tb__hf_save_as(dir, w, extra_config, shard_bytes, TB_ST_F32, err);
 }
 
-int tb__hf_save_as(const char *dir, const tb_weights_t *w,
+int tb__hf_save_as(const char *dir, const tb__weights_t *w,
                    const json_t *extra_config, size_t shard_bytes,
-                   tb_st_dtype_t dtype, tb_error_t *err) {
+                   tb__st_dtype_t dtype, tb_error_t *err) {
   int rc = tb__mkdir_p1(dir, err);
   if (rc != 0)
     return rc;
   size_t cap = tb__hf_tensor_count(&w->config);
-  tb_hf_tensor_t *hts = calloc(cap, sizeof(*hts));
-  tb_st_out_t *outs = calloc(cap, sizeof(*outs));
+  tb__hf_tensor_t *hts = calloc(cap, sizeof(*hts));
+  tb__st_out_t *outs = calloc(cap, sizeof(*outs));
   json_t *cfg = tb__hf_config_to_json(&w->config);
   json_t *meta = json_pack("{s:s}", "format", "pt");
   char *cfg_path = tb__path_join(dir, TB_HF_CONFIG);

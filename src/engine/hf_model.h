@@ -1,7 +1,7 @@
 /*
  * Hugging Face model directories: config.json plus model.safetensors or a
  * sharded model.safetensors.index.json, read into and written from a
- * tb_weights_t.
+ * tb__weights_t.
  *
  * Three families are accepted, as their transformers classes define them
  * (hf_config.c): LlamaForCausalLM (with Llama 3's rope scaling, tied or
@@ -44,30 +44,30 @@
  * TB_MODEL_MAX_* of weights.h) and the result is checked with
  * tb__model_config_validate. */
 int tb__hf_config_from_json(const json_t *root, const char *file,
-                            tb_model_config_t *out, tb_error_t *err);
+                            tb__model_config_t *out, tb_error_t *err);
 /* The config.json object for a config (plus architectures, model_type,
  * hidden_act, torch_dtype and the family's switches); NULL on allocation
  * failure. */
-json_t *tb__hf_config_to_json(const tb_model_config_t *c);
+json_t *tb__hf_config_to_json(const tb__model_config_t *c);
 
 /* Loads a directory into w (allocated with tb__weights_alloc; on error w is
  * left zeroed). */
-int tb__hf_load(const char *dir, tb_weights_t *w, tb_error_t *err);
+int tb__hf_load(const char *dir, tb__weights_t *w, tb_error_t *err);
 
 /* The safetensors name of every tensor of a model of config c, in storage
  * order, with its shape, the config fields its shape comes from (for
  * messages) and, when w is not NULL, its view in w (for writers and
  * tests).  Returns the count, which is at most tb__hf_tensor_count(c). */
-typedef struct tb_hf_tensor_s {
+typedef struct tb__hf_tensor_s {
   char name[96];
   const float *data;   /* NULL without w */
   int ndim;
   int64_t shape[2];
   const char *dims;    /* e.g. "vocab_size, hidden_size" */
-} tb_hf_tensor_t;
-size_t tb__hf_tensor_count(const tb_model_config_t *c);
-size_t tb__hf_tensors(const tb_model_config_t *c, const tb_weights_t *w,
-                      tb_hf_tensor_t *out);
+} tb__hf_tensor_t;
+size_t tb__hf_tensor_count(const tb__model_config_t *c);
+size_t tb__hf_tensors(const tb__model_config_t *c, const tb__weights_t *w,
+                      tb__hf_tensor_t *out);
 
 /* Writes w as a Hugging Face directory (created if needed; its parent must
  * exist): config.json, with the members of extra_config (may be NULL)
@@ -78,13 +78,13 @@ size_t tb__hf_tensors(const tb_model_config_t *c, const tb_weights_t *w,
  * directory as a whole is not (a crash between files can pair a new
  * config.json with old weights, which a load reports as a shape error);
  * adapter checkpoints, which must never be torn, use checkpoint.h. */
-int tb__hf_save(const char *dir, const tb_weights_t *w,
+int tb__hf_save(const char *dir, const tb__weights_t *w,
                 const json_t *extra_config, size_t shard_bytes,
                 tb_error_t *err);
 /* The same with the tensors stored as dtype (rounded to nearest even for
  * F16 and BF16), as released models are. */
-int tb__hf_save_as(const char *dir, const tb_weights_t *w,
+int tb__hf_save_as(const char *dir, const tb__weights_t *w,
                    const json_t *extra_config, size_t shard_bytes,
-                   tb_st_dtype_t dtype, tb_error_t *err);
+                   tb__st_dtype_t dtype, tb_error_t *err);
 
 #endif /* TB_ENGINE_HF_MODEL_H */

@@ -42,7 +42,7 @@ static int io_error(tb_error_t *err, int errnum, const char *what,
                       strerror(errnum));
 }
 
-int tb__file_read_all(const char *path, tb_buf_t *out, tb_error_t *err) {
+int tb__file_read_all(const char *path, tb__buf_t *out, tb_error_t *err) {
   out->len = 0;
   int fd = tb__open_regular(path);
   if (fd == TB_EINVAL)
@@ -115,7 +115,7 @@ char *tb__path_dir(const char *path) {
   return tb__strndup(path, (size_t)(slash - path));
 }
 
-static void atomic_release(tb_atomic_file_t *f) {
+static void atomic_release(tb__atomic_file_t *f) {
   free(f->path);
   free(f->tmp);
   f->path = NULL;
@@ -123,7 +123,7 @@ static void atomic_release(tb_atomic_file_t *f) {
   f->fd = -1;
 }
 
-int tb__atomic_open(tb_atomic_file_t *f, const char *path, tb_error_t *err) {
+int tb__atomic_open(tb__atomic_file_t *f, const char *path, tb_error_t *err) {
   f->fd = -1;
   f->path = tb__strndup(path, strlen(path));
   f->tmp = tb__asprintf("%s.tmp.XXXXXX", path);
@@ -143,7 +143,7 @@ int tb__atomic_open(tb_atomic_file_t *f, const char *path, tb_error_t *err) {
   return 0;
 }
 
-int tb__atomic_write(tb_atomic_file_t *f, const void *data, size_t len,
+int tb__atomic_write(tb__atomic_file_t *f, const void *data, size_t len,
                      tb_error_t *err) {
   const char *p = data;
   while (len > 0) {
@@ -159,7 +159,7 @@ int tb__atomic_write(tb_atomic_file_t *f, const void *data, size_t len,
   return 0;
 }
 
-int tb__atomic_commit(tb_atomic_file_t *f, tb_error_t *err) {
+int tb__atomic_commit(tb__atomic_file_t *f, tb_error_t *err) {
   int rc = 0;
   if (fsync(f->fd) != 0)
     rc = io_error(err, errno, "fsync failed", f->tmp);
@@ -182,7 +182,7 @@ int tb__atomic_commit(tb_atomic_file_t *f, tb_error_t *err) {
   return rc;
 }
 
-void tb__atomic_abort(tb_atomic_file_t *f) {
+void tb__atomic_abort(tb__atomic_file_t *f) {
   if (f->fd >= 0)
     close(f->fd);
   if (f->tmp != NULL)
@@ -192,7 +192,7 @@ void tb__atomic_abort(tb_atomic_file_t *f) {
 
 int tb__file_write_atomic(const char *path, const void *data, size_t len,
                           tb_error_t *err) {
-  tb_atomic_file_t f;
+  tb__atomic_file_t f;
   int rc = tb__atomic_open(&f, path, err);
   if (rc != 0)
     return rc;
@@ -206,7 +206,7 @@ int tb__file_write_atomic(const char *path, const void *data, size_t len,
 
 int tb__json_read_file(const char *path, json_t **out, tb_error_t *err) {
   *out = NULL;
-  tb_buf_t b = TB_BUF_INIT;
+  tb__buf_t b = TB_BUF_INIT;
   int rc = tb__file_read_all(path, &b, err);
   if (rc == 0) {
     /* Parsed here rather than with tb__json_parse, whose messages speak
@@ -228,7 +228,7 @@ int tb__json_write_file(const char *path, const json_t *v, tb_error_t *err) {
     return tb_error_set(err, TB_ENOMEM, TB_CATEGORY_SERVER,
                         "%s: cannot serialise JSON", path);
   size_t n = strlen(text);
-  tb_buf_t b = TB_BUF_INIT;
+  tb__buf_t b = TB_BUF_INIT;
   int rc = tb__buf_append(&b, text, n);
   if (rc == 0)
     rc = tb__buf_append(&b, "\n", 1);

@@ -3,7 +3,7 @@
  * the file.
  *
  * Everything that writes a file the engine will read back later (weights,
- * checkpoints, configs) goes through tb_atomic_file_t: the bytes go to a
+ * checkpoints, configs) goes through tb__atomic_file_t: the bytes go to a
  * temporary name in the same directory, are fsync'ed, and are renamed over
  * the final name, after which the directory is fsync'ed.  A reader therefore
  * sees either the old file or the complete new one, never a prefix.
@@ -29,7 +29,7 @@ int tb__error_prefix(tb_error_t *err, const char *prefix);
 
 /* Reads a whole regular file into out (replacing its contents, with a NUL
  * kept after len).  Errors name the file. */
-int tb__file_read_all(const char *path, tb_buf_t *out, tb_error_t *err);
+int tb__file_read_all(const char *path, tb__buf_t *out, tb_error_t *err);
 
 /* "<dir>/<name>" as a malloc'd string; NULL on allocation failure. */
 char *tb__path_join(const char *dir, const char *name);
@@ -44,23 +44,23 @@ int tb__mkdir_p1(const char *dir, tb_error_t *err);
 /* fsyncs a directory so that a rename inside it is durable. */
 int tb__fsync_dir(const char *dir, tb_error_t *err);
 
-typedef struct tb_atomic_file_s {
+typedef struct tb__atomic_file_s {
   char *path;  /* final name */
   char *tmp;   /* temporary name in the same directory */
   int fd;      /* -1 when not open */
-} tb_atomic_file_t;
+} tb__atomic_file_t;
 
 /* Opens a fresh temporary file next to `path`.  On error nothing is left
  * behind and f needs no abort. */
-int tb__atomic_open(tb_atomic_file_t *f, const char *path, tb_error_t *err);
-int tb__atomic_write(tb_atomic_file_t *f, const void *data, size_t len,
+int tb__atomic_open(tb__atomic_file_t *f, const char *path, tb_error_t *err);
+int tb__atomic_write(tb__atomic_file_t *f, const void *data, size_t len,
                      tb_error_t *err);
 /* fsync, close, rename over the final name, fsync the directory.  On error
  * the temporary file is removed.  Either way f is released. */
-int tb__atomic_commit(tb_atomic_file_t *f, tb_error_t *err);
+int tb__atomic_commit(tb__atomic_file_t *f, tb_error_t *err);
 /* Removes the temporary file and releases f; safe on a zeroed or released
  * struct. */
-void tb__atomic_abort(tb_atomic_file_t *f);
+void tb__atomic_abort(tb__atomic_file_t *f);
 
 /* Writes a whole file atomically. */
 int tb__file_write_atomic(const char *path, const void *data, size_t len,

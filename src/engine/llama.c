@@ -41,31 +41,31 @@ static const char *const loss_names[] = {
   "cross_entropy", "importance_sampling", "ppo", "cispo", "dro",
 };
 
-int tb__loss_fn_parse(const char *name, size_t len, tb_loss_fn_t *out) {
+int tb__loss_fn_parse(const char *name, size_t len, tb__loss_fn_t *out) {
   for (size_t i = 0; i < sizeof(loss_names) / sizeof(loss_names[0]); i++) {
     if (strlen(loss_names[i]) == len && memcmp(loss_names[i], name, len) == 0) {
-      *out = (tb_loss_fn_t)i;
+      *out = (tb__loss_fn_t)i;
       return 0;
     }
   }
   return TB_EINVAL;
 }
 
-const char *tb__loss_fn_name(tb_loss_fn_t fn) {
+const char *tb__loss_fn_name(tb__loss_fn_t fn) {
   if ((unsigned)fn < sizeof(loss_names) / sizeof(loss_names[0]))
     return loss_names[fn];
   return "unknown";
 }
 
-void tb__loss_config_default(tb_loss_config_t *c) {
+void tb__loss_config_default(tb__loss_config_t *c) {
   c->clip_low_threshold = 0.8f;
   c->clip_high_threshold = 1.2f;
   c->beta = 0.05f;
 }
 
-static size_t datum_k(const tb_datum_t *d) { return d->k ? d->k : 1; }
+static size_t datum_k(const tb__datum_t *d) { return d->k ? d->k : 1; }
 
-size_t tb__batch_num_outputs(const tb_batch_t *b) {
+size_t tb__batch_num_outputs(const tb__batch_t *b) {
   size_t n = 0;
   for (size_t i = 0; i < b->num_data; i++)
     n += b->data[i].n * datum_k(&b->data[i]);
@@ -79,7 +79,7 @@ static int ids_ok(const int32_t *ids, size_t n, int V) {
   return 1;
 }
 
-int tb__batch_validate(const tb_batch_t *b, const tb_model_config_t *m,
+int tb__batch_validate(const tb__batch_t *b, const tb__model_config_t *m,
                        const char **why) {
   const char *w = NULL;
   size_t total = 0, k0 = 0;
@@ -87,7 +87,7 @@ int tb__batch_validate(const tb_batch_t *b, const tb_model_config_t *m,
   if ((unsigned)b->loss_fn > TB_LOSS_DRO)
     w = "unknown loss function";
   for (size_t i = 0; w == NULL && i < b->num_data; i++) {
-    const tb_datum_t *d = &b->data[i];
+    const tb__datum_t *d = &b->data[i];
     size_t k = datum_k(d);
     total += d->n;
     if (d->n == 0)
@@ -120,10 +120,10 @@ int tb__batch_validate(const tb_batch_t *b, const tb_model_config_t *m,
 
 typedef struct seq_s {
   size_t row0, len, pos0;
-  tb_kv_cache_t *cache;  /* NULL: attend to the call's own keys */
+  tb__kv_cache_t *cache;  /* NULL: attend to the call's own keys */
 } seq_t;
 
-struct tb_llama_ws_s {
+struct tb__llama_ws_s {
   float *acts;
   size_t acts_cap;
   int32_t *ints;
@@ -134,15 +134,15 @@ struct tb_llama_ws_s {
    * the config they were made for (its rope fields and head_dim). */
   float *rope_cos, *rope_sin;
   size_t rope_len;
-  tb_model_config_t rope_for;
+  tb__model_config_t rope_for;
 };
 
-int tb__llama_ws_new(tb_llama_ws_t **out) {
+int tb__llama_ws_new(tb__llama_ws_t **out) {
   *out = calloc(1, sizeof(**out));
   return *out ? 0 : TB_ENOMEM;
 }
 
-void tb__llama_ws_trim(tb_llama_ws_t *ws) {
+void tb__llama_ws_trim(tb__llama_ws_t *ws) {
   tb__big_free(ws->acts, ws->acts_cap * sizeof(float));
   free(ws->ints);
   free(ws->seqs);
@@ -150,7 +150,7 @@ void tb__llama_ws_trim(tb_llama_ws_t *ws) {
   memset(ws, 0, sizeof(*ws));
 }
 
-void tb__llama_ws_free(tb_llama_ws_t *ws) {
+void tb__llama_ws_free(tb__llama_ws_t *ws) {
   if (ws == NULL)
     return;
   tb__llama_ws_trim(ws);
@@ -168,7 +168,7 @@ static int grow(void **p, size_t *cap, size_t n, size_t elem) {
   return 0;
 }
 
-static int same_rope(const tb_model_config_t *a, const tb_model_config_t *b) {
+static int same_rope(const tb__model_config_t *a, const tb__model_config_t *b) {
   return a->head_dim == b->head_dim && a->rope_theta == b->rope_theta &&
          a->rope_type == b->rope_type && a->rope_factor == b->rope_factor &&
          a->rope_low_freq_factor == b->rope_low_freq_factor &&
@@ -177,7 +177,7 @@ static int same_rope(const tb_model_config_t *a, const tb_model_config_t *b) {
              b->rope_original_max_position_embeddings;
 }
 
-static int rope_reserve(tb_llama_ws_t *ws, const tb_model_config_t *m,
+static int rope_reserve(tb__llama_ws_t *ws, const tb__model_config_t *m,
                         size_t npos) {
   size_t half = (size_t)m->head_dim / 2;
   int same = ws->rope_cos != NULL && same_rope(&ws->rope_for, m);
@@ -215,8 +215,8 @@ typedef struct dims_s {
   int qk_norm;
 } dims_t;
 
-static void dims_init(dims_t *d, const tb_model_config_t *m,
-                      const tb_lora_t *lora) {
+static void dims_init(dims_t *d, const tb__model_config_t *m,
+                      const tb__lora_t *lora) {
   d->C = (size_t)m->hidden_size;
   d->H = (size_t)m->num_heads;
   d->KVH = (size_t)m->num_kv_heads;
@@ -265,7 +265,7 @@ typedef struct layer_acts_s {
 } layer_acts_t;
 
 static void point_layer(layer_acts_t *a, bump_t *b, const dims_t *d,
-                        const tb_lora_t *lora, int layer, size_t T) {
+                        const tb__lora_t *lora, int layer, size_t T) {
   a->rstd1 = take(b, T);
   a->q = take(b, T * d->QD);
   a->k = take(b, T * d->KVD);
@@ -280,7 +280,7 @@ static void point_layer(layer_acts_t *a, bump_t *b, const dims_t *d,
   a->up = take(b, T * d->I);
   for (int g = 0; g < TB_LORA_LAYER_GROUPS; g++) {
     int t0 = (int)tb__lora_groups[g].first, n = tb__lora_groups[g].count;
-    int on = lora && tb__lora_slot(lora, layer, (tb_lora_target_t)t0)->on;
+    int on = lora && tb__lora_slot(lora, layer, (tb__lora_target_t)t0)->on;
     size_t R = (size_t)n * d->r;
     float *block = on ? take(b, T * R) : NULL;
     for (int j = 0; j < n; j++) {
@@ -317,7 +317,7 @@ typedef struct acts_s {
 } acts_t;
 
 static void point_acts(acts_t *a, bump_t *b, const dims_t *d,
-                       const tb_lora_t *lora, size_t T, size_t K,
+                       const tb__lora_t *lora, size_t T, size_t K,
                        size_t max_keys, int backward) {
   /* A block of the unembedding never has more rows than the call. */
   const size_t R = T < TB__LLAMA_LOGIT_ROWS ? T : TB__LLAMA_LOGIT_ROWS;
@@ -365,8 +365,8 @@ static void point_acts(acts_t *a, bump_t *b, const dims_t *d,
   }
 }
 
-static int acts_reserve(tb_llama_ws_t *ws, acts_t *a, const dims_t *d,
-                        const tb_lora_t *lora, size_t T, size_t K,
+static int acts_reserve(tb__llama_ws_t *ws, acts_t *a, const dims_t *d,
+                        const tb__lora_t *lora, size_t T, size_t K,
                         size_t max_keys, int backward) {
   bump_t b = { NULL, 0 };
   point_acts(a, &b, d, lora, T, K, max_keys, backward);
@@ -387,7 +387,7 @@ static int acts_reserve(tb_llama_ws_t *ws, acts_t *a, const dims_t *d,
 }
 
 static void layer_view(layer_acts_t *la, const acts_t *a, const dims_t *d,
-                       const tb_lora_t *lora, size_t l) {
+                       const tb__lora_t *lora, size_t l) {
   size_t slot = a->nlayer == 1 ? 0 : l;
   bump_t b = { a->layers + slot * a->layer_stride, 0 };
   point_layer(la, &b, d, lora, (int)l, a->T);
@@ -399,17 +399,17 @@ static float *res_at(const acts_t *a, const dims_t *d, size_t l) {
 
 /* ------------------------------------------------------------ forward */
 
-static const tb_lora_slot_t *slot_of(const tb_lora_t *lora, size_t l, int t) {
-  return lora ? tb__lora_slot(lora, (int)l, (tb_lora_target_t)t) : NULL;
+static const tb__lora_slot_t *slot_of(const tb__lora_t *lora, size_t l, int t) {
+  return lora ? tb__lora_slot(lora, (int)l, (tb__lora_target_t)t) : NULL;
 }
 
 /* xa = x A^T for every adapter of group g at once (their As are one
  * block), before the group's linears. */
 static void adapt_down(const layer_acts_t *la, const float *x,
-                       const tb_lora_t *lora, size_t l, int g, size_t T,
+                       const tb__lora_t *lora, size_t l, int g, size_t T,
                        size_t K) {
-  tb_lora_target_t t0 = tb__lora_groups[g].first;
-  const tb_lora_slot_t *s = slot_of(lora, l, t0);
+  tb__lora_target_t t0 = tb__lora_groups[g].first;
+  const tb__lora_slot_t *s = slot_of(lora, l, t0);
   if (s && s->on)
     tb__k_lora_down(la->xa[t0], x, lora->params + s->a_off, T, K,
                     la->xa_ld[t0]);
@@ -417,22 +417,22 @@ static void adapt_down(const layer_acts_t *la, const float *x,
 
 /* y (+)= x W^T, plus the adapter's up product when target t is adapted.
  * W is layer l's matrix of target t in w. */
-static void linear(float *y, const float *x, const tb_weights_t *w,
+static void linear(float *y, const float *x, const tb__weights_t *w,
                    const float *W, const layer_acts_t *la,
-                   const tb_lora_t *lora, size_t l, int t, int accumulate,
+                   const tb__lora_t *lora, size_t l, int t, int accumulate,
                    size_t T, size_t K, size_t N) {
-  tb__packed_forward(w->packed, tb__weights_slot(l, (tb_lora_target_t)t), y,
+  tb__packed_forward(w->packed, tb__weights_slot(l, (tb__lora_target_t)t), y,
                      x, W, accumulate, T, K, N);
-  const tb_lora_slot_t *s = slot_of(lora, l, t);
+  const tb__lora_slot_t *s = slot_of(lora, l, t);
   if (s && s->on)
     tb__k_lora_up(y, la->xa[t], la->xa_ld[t], lora->params + s->b_off,
                   lora->scale, T, N, lora->rank);
 }
 
-static void layer_forward(tb_llama_ws_t *ws, const acts_t *a, const dims_t *d,
-                          const tb_weights_t *w, const tb_lora_t *lora,
+static void layer_forward(tb__llama_ws_t *ws, const acts_t *a, const dims_t *d,
+                          const tb__weights_t *w, const tb__lora_t *lora,
                           size_t l, const seq_t *seqs, size_t nseq) {
-  const tb_layer_weights_t *lw = &w->layers[l];
+  const tb__layer_weights_t *lw = &w->layers[l];
   layer_acts_t la;
   layer_view(&la, a, d, lora, l);
   const float *x = res_at(a, d, l);
@@ -499,8 +499,8 @@ static void layer_forward(tb_llama_ws_t *ws, const acts_t *a, const dims_t *d,
 }
 
 /* Embedding, every layer and the final norm: a->hf holds the result. */
-static void run_forward(tb_llama_ws_t *ws, const acts_t *a, const dims_t *d,
-                        const tb_weights_t *w, const tb_lora_t *lora,
+static void run_forward(tb__llama_ws_t *ws, const acts_t *a, const dims_t *d,
+                        const tb__weights_t *w, const tb__lora_t *lora,
                         const int32_t *tokens, const seq_t *seqs, size_t nseq) {
   tb__k_embedding_forward(res_at(a, d, 0), tokens, w->embed, a->T, d->C);
   for (size_t l = 0; l < d->L; l++)
@@ -511,9 +511,9 @@ static void run_forward(tb_llama_ws_t *ws, const acts_t *a, const dims_t *d,
 
 /* logits = h lm_head^T (+ adapter), rows [t0, t0 + n) of the call. */
 static void head(float *logits, const acts_t *a, const dims_t *d,
-                 const tb_weights_t *w, const tb_lora_t *lora,
+                 const tb__weights_t *w, const tb__lora_t *lora,
                  const float *h, size_t t0, size_t n) {
-  const tb_lora_slot_t *u = lora ? tb__lora_unembed(lora) : NULL;
+  const tb__lora_slot_t *u = lora ? tb__lora_unembed(lora) : NULL;
   tb__packed_forward(w->packed, tb__weights_head_slot(&w->config), logits,
                      h + t0 * d->C, w->lm_head, 0, n, d->C, d->V);
   if (u && u->on)
@@ -529,16 +529,16 @@ static void head(float *logits, const acts_t *a, const dims_t *d,
  * then one dA and one dx (accumulated) for the whole group.  With x NULL
  * the dA waits for adapt_backward_da. */
 static void adapt_backward(float *dx, float *grads, const acts_t *a,
-                           const layer_acts_t *la, const tb_lora_t *lora,
+                           const layer_acts_t *la, const tb__lora_t *lora,
                            size_t l, int g, const float *const *dys,
                            const float *x, size_t T, size_t K) {
-  tb_lora_target_t t0 = tb__lora_groups[g].first;
-  const tb_lora_slot_t *s0 = slot_of(lora, l, t0);
+  tb__lora_target_t t0 = tb__lora_groups[g].first;
+  const tb__lora_slot_t *s0 = slot_of(lora, l, t0);
   if (!s0->on)
     return;
   size_t r = lora->rank, R = la->xa_ld[t0];
   for (int j = 0; j < tb__lora_groups[g].count; j++) {
-    const tb_lora_slot_t *s = slot_of(lora, l, (int)t0 + j);
+    const tb__lora_slot_t *s = slot_of(lora, l, (int)t0 + j);
     tb__k_lora_up_backward(a->lora_scratch + (size_t)j * r, grads + s->b_off,
                            dys[j], la->xa[t0 + j], R, lora->params + s->b_off,
                            lora->scale, T, s->out, r);
@@ -551,11 +551,11 @@ static void adapt_backward(float *dx, float *grads, const acts_t *a,
  * does not keep: from the norm's input x, its rstd and weight w. */
 static void adapt_backward_da_normed(float *grads, const acts_t *a,
                                      const layer_acts_t *la,
-                                     const tb_lora_t *lora, size_t l, int g,
+                                     const tb__lora_t *lora, size_t l, int g,
                                      const float *x, const float *rstd,
                                      const float *w, size_t T, size_t K) {
-  tb_lora_target_t t0 = tb__lora_groups[g].first;
-  const tb_lora_slot_t *s0 = slot_of(lora, l, t0);
+  tb__lora_target_t t0 = tb__lora_groups[g].first;
+  const tb__lora_slot_t *s0 = slot_of(lora, l, t0);
   if (s0->on)
     tb__k_lora_da_normed(grads + s0->a_off, a->lora_da, a->lora_scratch, x,
                          rstd, w, T, K, la->xa_ld[t0]);
@@ -563,11 +563,11 @@ static void adapt_backward_da_normed(float *grads, const acts_t *a,
 
 /* The dA that adapt_backward left for later, once x exists. */
 static void adapt_backward_da(float *grads, const acts_t *a,
-                              const layer_acts_t *la, const tb_lora_t *lora,
+                              const layer_acts_t *la, const tb__lora_t *lora,
                               size_t l, int g, const float *x, size_t T,
                               size_t K) {
-  tb_lora_target_t t0 = tb__lora_groups[g].first;
-  const tb_lora_slot_t *s0 = slot_of(lora, l, t0);
+  tb__lora_target_t t0 = tb__lora_groups[g].first;
+  const tb__lora_slot_t *s0 = slot_of(lora, l, t0);
   if (s0->on)
     tb__k_lora_down_backward(NULL, grads + s0->a_off, a->lora_scratch, x,
                              lora->params + s0->a_off, T, K, la->xa_ld[t0]);
@@ -575,12 +575,12 @@ static void adapt_backward_da(float *grads, const acts_t *a,
 
 /* On entry a->dres holds d(loss)/d(layer output); on return d/d(input),
  * except for layer 0, whose input gradient nothing needs. */
-static void layer_backward(const tb_llama_ws_t *ws, const acts_t *a,
+static void layer_backward(const tb__llama_ws_t *ws, const acts_t *a,
                            const dims_t *d,
-                           const tb_weights_t *w, const tb_lora_t *lora,
+                           const tb__weights_t *w, const tb__lora_t *lora,
                            float *grads, size_t l, const seq_t *seqs,
                            size_t nseq) {
-  const tb_layer_weights_t *lw = &w->layers[l];
+  const tb__layer_weights_t *lw = &w->layers[l];
   layer_acts_t la;
   layer_view(&la, a, d, lora, l);
   const float *x = res_at(a, d, l);
@@ -687,10 +687,10 @@ static void layer_backward(const tb_llama_ws_t *ws, const acts_t *a,
 
 /* The loss of rows whose target log-probs are lp; coef (may be NULL)
  * receives dloss/dlp.  Inputs are the packed arrays at the same rows. */
-static double block_loss(const tb_batch_t *b, float *coef, const float *lp,
+static double block_loss(const tb__batch_t *b, float *coef, const float *lp,
                          const float *weights, const float *lp_samp,
                          const float *adv, size_t n, size_t K) {
-  const tb_loss_config_t *c = &b->loss_config;
+  const tb__loss_config_t *c = &b->loss_config;
   switch (b->loss_fn) {
   case TB_LOSS_CROSS_ENTROPY:
     return tb__k_loss_cross_entropy(NULL, coef, lp, weights, n * K);
@@ -708,8 +708,8 @@ static double block_loss(const tb_batch_t *b, float *coef, const float *lp,
   return 0.0;
 }
 
-static int run_batch(tb_llama_ws_t *ws, const tb_weights_t *w,
-                     const tb_lora_t *lora, const tb_batch_t *b, float *grads,
+static int run_batch(tb__llama_ws_t *ws, const tb__weights_t *w,
+                     const tb__lora_t *lora, const tb__batch_t *b, float *grads,
                      float *logprobs, double *loss_out, int backward) {
   if (tb__batch_validate(b, &w->config, NULL) != 0)
     return TB_EINVAL;
@@ -720,7 +720,7 @@ static int run_batch(tb_llama_ws_t *ws, const tb_weights_t *w,
 
   size_t T = 0, K = 1, nseq = 0, maxn = 0;
   for (size_t i = 0; i < b->num_data; i++) {
-    const tb_datum_t *dt = &b->data[i];
+    const tb__datum_t *dt = &b->data[i];
     if (dt->n == 0)
       continue;
     K = datum_k(dt);
@@ -741,7 +741,7 @@ static int run_batch(tb_llama_ws_t *ws, const tb_weights_t *w,
   int32_t *tokens = ws->ints, *targets = ws->ints + T;
   size_t row = 0, s = 0;
   for (size_t i = 0; i < b->num_data; i++) {
-    const tb_datum_t *dt = &b->data[i];
+    const tb__datum_t *dt = &b->data[i];
     size_t n = dt->n;
     if (n == 0)
       continue;
@@ -759,7 +759,7 @@ static int run_batch(tb_llama_ws_t *ws, const tb_weights_t *w,
 
   run_forward(ws, &a, &d, w, lora, tokens, ws->seqs, nseq);
 
-  const tb_lora_slot_t *u = lora ? tb__lora_unembed(lora) : NULL;
+  const tb__lora_slot_t *u = lora ? tb__lora_unembed(lora) : NULL;
   double loss = 0.0;
   for (size_t t0 = 0; t0 < T; t0 += TB__LLAMA_LOGIT_ROWS) {
     size_t n = T - t0 < TB__LLAMA_LOGIT_ROWS ? T - t0 : TB__LLAMA_LOGIT_ROWS;
@@ -798,20 +798,20 @@ static int run_batch(tb_llama_ws_t *ws, const tb_weights_t *w,
   return 0;
 }
 
-int tb__llama_forward(tb_llama_ws_t *ws, const tb_weights_t *w,
-                      const tb_lora_t *lora, const tb_batch_t *b,
+int tb__llama_forward(tb__llama_ws_t *ws, const tb__weights_t *w,
+                      const tb__lora_t *lora, const tb__batch_t *b,
                       float *logprobs, double *loss) {
   return run_batch(ws, w, lora, b, NULL, logprobs, loss, 0);
 }
 
-int tb__llama_forward_backward(tb_llama_ws_t *ws, const tb_weights_t *w,
-                               const tb_lora_t *lora, const tb_batch_t *b,
+int tb__llama_forward_backward(tb__llama_ws_t *ws, const tb__weights_t *w,
+                               const tb__lora_t *lora, const tb__batch_t *b,
                                float *grads, float *logprobs, double *loss) {
   return run_batch(ws, w, lora, b, grads, logprobs, loss, 1);
 }
 
-int tb__llama_logits(tb_llama_ws_t *ws, const tb_weights_t *w,
-                     const tb_lora_t *lora, const int32_t *tokens, size_t n,
+int tb__llama_logits(tb__llama_ws_t *ws, const tb__weights_t *w,
+                     const tb__lora_t *lora, const int32_t *tokens, size_t n,
                      float *logits) {
   if (n == 0 || !ids_ok(tokens, n, w->config.vocab_size))
     return TB_EINVAL;
@@ -831,7 +831,7 @@ int tb__llama_logits(tb_llama_ws_t *ws, const tb_weights_t *w,
 
 /* ------------------------------------------------------------ KV cache */
 
-int tb__kv_cache_init(tb_kv_cache_t *c, const tb_model_config_t *m,
+int tb__kv_cache_init(tb__kv_cache_t *c, const tb__model_config_t *m,
                       size_t cap) {
   memset(c, 0, sizeof(*c));
   size_t per = (size_t)m->num_layers * cap * (size_t)m->num_kv_heads *
@@ -845,13 +845,13 @@ int tb__kv_cache_init(tb_kv_cache_t *c, const tb_model_config_t *m,
   return 0;
 }
 
-void tb__kv_cache_free(tb_kv_cache_t *c) {
+void tb__kv_cache_free(tb__kv_cache_t *c) {
   free(c->k);  /* v shares the allocation */
   memset(c, 0, sizeof(*c));
 }
 
-void tb__kv_cache_copy(tb_kv_cache_t *dst, const tb_kv_cache_t *src,
-                       const tb_model_config_t *m) {
+void tb__kv_cache_copy(tb__kv_cache_t *dst, const tb__kv_cache_t *src,
+                       const tb__model_config_t *m) {
   size_t kvd = (size_t)m->num_kv_heads * (size_t)m->head_dim;
   for (size_t l = 0; l < (size_t)m->num_layers; l++) {
     memcpy(dst->k + l * dst->cap * kvd, src->k + l * src->cap * kvd,
@@ -862,9 +862,9 @@ void tb__kv_cache_copy(tb_kv_cache_t *dst, const tb_kv_cache_t *src,
   dst->len = src->len;
 }
 
-int tb__llama_step(tb_llama_ws_t *ws, const tb_weights_t *w,
-                   const tb_lora_t *lora, const int32_t *tokens,
-                   const size_t *lens, tb_kv_cache_t *const *caches,
+int tb__llama_step(tb__llama_ws_t *ws, const tb__weights_t *w,
+                   const tb__lora_t *lora, const int32_t *tokens,
+                   const size_t *lens, tb__kv_cache_t *const *caches,
                    size_t num_seqs, int all_rows, float *logits) {
   size_t T = 0, max_keys = 0;
   for (size_t s = 0; s < num_seqs; s++) {

@@ -7,7 +7,7 @@
  * The batch's sequences are packed into one (T, C) row block, so every
  * linear layer is one GEMM over all tokens; attention and RoPE walk the
  * sequences (each starts at position 0).  Activations live in one flat
- * float buffer of a workspace (tb_llama_ws_t) that grows to the largest
+ * float buffer of a workspace (tb__llama_ws_t) that grows to the largest
  * batch seen and is reused, so a worker thread that keeps its workspace
  * allocates nothing in the steady state.  Logits are never held for the
  * whole batch: the unembedding runs over row blocks of TB__LLAMA_LOGIT_ROWS.
@@ -21,7 +21,7 @@
  * adapter parameters are only read, so shards may share them.
  *
  * Non-goals: loss inputs in JSON or tensors (the server converts them to
- * tb_datum_t), scheduling, and sampling policy (sampler.c).
+ * tb__datum_t), scheduling, and sampling policy (sampler.c).
  */
 #ifndef TB_ENGINE_LLAMA_H
 #define TB_ENGINE_LLAMA_H
@@ -41,21 +41,21 @@ typedef enum {
   TB_LOSS_PPO,
   TB_LOSS_CISPO,
   TB_LOSS_DRO
-} tb_loss_fn_t;
+} tb__loss_fn_t;
 
 /* "cross_entropy", ... -> the enum; 0 or TB_EINVAL. */
-int tb__loss_fn_parse(const char *name, size_t len, tb_loss_fn_t *out);
-const char *tb__loss_fn_name(tb_loss_fn_t fn);
+int tb__loss_fn_parse(const char *name, size_t len, tb__loss_fn_t *out);
+const char *tb__loss_fn_name(tb__loss_fn_t fn);
 
 /* loss_fn_config.  tb__loss_config_default gives clip 0.8 / 1.2 (PPO's
  * epsilon 0.2) and beta 0.05. */
-typedef struct tb_loss_config_s {
+typedef struct tb__loss_config_s {
   float clip_low_threshold;
   float clip_high_threshold;
   float beta;
-} tb_loss_config_t;
+} tb__loss_config_t;
 
-void tb__loss_config_default(tb_loss_config_t *c);
+void tb__loss_config_default(tb__loss_config_t *c);
 
 /* One datum: the model input and the loss inputs, all per position.
  * Input position i predicts target_tokens[i] (the caller has shifted).
@@ -64,7 +64,7 @@ void tb__loss_config_default(tb_loss_config_t *c);
  * weights are (n, K).  Arrays a loss does not use may be NULL:
  *   cross_entropy          target_tokens, weights
  *   the other four         target_tokens, logprobs, advantages */
-typedef struct tb_datum_s {
+typedef struct tb__datum_s {
   const int32_t *tokens;         /* (n) */
   size_t n;
   size_t k;
@@ -72,73 +72,73 @@ typedef struct tb_datum_s {
   const float *weights;          /* (n, k) */
   const float *logprobs;         /* (n) the sampler's log-probs */
   const float *advantages;       /* (n) */
-} tb_datum_t;
+} tb__datum_t;
 
-typedef struct tb_batch_s {
-  const tb_datum_t *data;
+typedef struct tb__batch_s {
+  const tb__datum_t *data;
   size_t num_data;
-  tb_loss_fn_t loss_fn;
-  tb_loss_config_t loss_config;
-} tb_batch_t;
+  tb__loss_fn_t loss_fn;
+  tb__loss_config_t loss_config;
+} tb__batch_t;
 
 /* Total floats of the per-token log-probs output: sum of n * k. */
-size_t tb__batch_num_outputs(const tb_batch_t *b);
+size_t tb__batch_num_outputs(const tb__batch_t *b);
 
 /* Checks the batch against the model: tokens and targets in [0, V), the
  * arrays the loss needs present, k > 1 only with cross_entropy and the
  * same k for every datum, at least one token in total.  0 or TB_EINVAL
  * with a short reason in *why (may be NULL). */
-int tb__batch_validate(const tb_batch_t *b, const tb_model_config_t *m,
+int tb__batch_validate(const tb__batch_t *b, const tb__model_config_t *m,
                        const char **why);
 
 /* The workspace: activation and scratch buffers, reused across calls.
  * One per thread that runs model math. */
-typedef struct tb_llama_ws_s tb_llama_ws_t;
+typedef struct tb__llama_ws_s tb__llama_ws_t;
 
-int tb__llama_ws_new(tb_llama_ws_t **out);
-void tb__llama_ws_free(tb_llama_ws_t *ws);
+int tb__llama_ws_new(tb__llama_ws_t **out);
+void tb__llama_ws_free(tb__llama_ws_t *ws);
 /* Releases the buffers but keeps the workspace usable (for idle workers). */
-void tb__llama_ws_trim(tb_llama_ws_t *ws);
+void tb__llama_ws_trim(tb__llama_ws_t *ws);
 
 /* Forward only.  lora may be NULL (the base model).  logprobs (may be
  * NULL) receives tb__batch_num_outputs(b) floats: each datum's (n, k)
  * target log-probs in datum order.  *loss (may be NULL) receives the
  * summed loss.  0,
  * TB_EINVAL (batch invalid) or TB_ENOMEM. */
-int tb__llama_forward(tb_llama_ws_t *ws, const tb_weights_t *w,
-                      const tb_lora_t *lora, const tb_batch_t *b,
+int tb__llama_forward(tb__llama_ws_t *ws, const tb__weights_t *w,
+                      const tb__lora_t *lora, const tb__batch_t *b,
                       float *logprobs, double *loss);
 
 /* Forward and backward: as tb__llama_forward, and grads (lora->num_params
  * floats, laid out as lora->grads) += d(summed loss)/d(adapter params).
  * lora and grads are required (TB_EINVAL otherwise). */
-int tb__llama_forward_backward(tb_llama_ws_t *ws, const tb_weights_t *w,
-                               const tb_lora_t *lora, const tb_batch_t *b,
+int tb__llama_forward_backward(tb__llama_ws_t *ws, const tb__weights_t *w,
+                               const tb__lora_t *lora, const tb__batch_t *b,
                                float *grads, float *logprobs, double *loss);
 
 /* The logits of every position of one sequence, (n, V), by the full
  * (packed, non-cached) forward.  For tests and small prompts. */
-int tb__llama_logits(tb_llama_ws_t *ws, const tb_weights_t *w,
-                     const tb_lora_t *lora, const int32_t *tokens, size_t n,
+int tb__llama_logits(tb__llama_ws_t *ws, const tb__weights_t *w,
+                     const tb__lora_t *lora, const int32_t *tokens, size_t n,
                      float *logits);
 
 /* ------------------------------------------------------------ KV cache */
 
 /* The keys and values of one sequence for every layer:
  * k and v are (L, cap, KVH*D); len positions are filled. */
-typedef struct tb_kv_cache_s {
+typedef struct tb__kv_cache_s {
   float *k;
   float *v;
   size_t cap;
   size_t len;
-} tb_kv_cache_t;
+} tb__kv_cache_t;
 
-int tb__kv_cache_init(tb_kv_cache_t *c, const tb_model_config_t *m,
+int tb__kv_cache_init(tb__kv_cache_t *c, const tb__model_config_t *m,
                       size_t cap);
-void tb__kv_cache_free(tb_kv_cache_t *c);
+void tb__kv_cache_free(tb__kv_cache_t *c);
 /* dst takes src's filled positions (same model, dst->cap >= src->len). */
-void tb__kv_cache_copy(tb_kv_cache_t *dst, const tb_kv_cache_t *src,
-                       const tb_model_config_t *m);
+void tb__kv_cache_copy(tb__kv_cache_t *dst, const tb__kv_cache_t *src,
+                       const tb__model_config_t *m);
 
 /* Runs new tokens through the model against KV caches.  The tokens form
  * num_seqs runs of lens[s] consecutive tokens; run s continues the
@@ -148,9 +148,9 @@ void tb__kv_cache_copy(tb_kv_cache_t *dst, const tb_kv_cache_t *src,
  * run order (num_seqs rows).  A prefill is one run holding the prompt; a
  * decode step of S samples is S runs of one token.  0 or TB_EINVAL /
  * TB_ENOMEM (the caches are unchanged on error). */
-int tb__llama_step(tb_llama_ws_t *ws, const tb_weights_t *w,
-                   const tb_lora_t *lora, const int32_t *tokens,
-                   const size_t *lens, tb_kv_cache_t *const *caches,
+int tb__llama_step(tb__llama_ws_t *ws, const tb__weights_t *w,
+                   const tb__lora_t *lora, const int32_t *tokens,
+                   const size_t *lens, tb__kv_cache_t *const *caches,
                    size_t num_seqs, int all_rows, float *logits);
 
 #endif /* TB_ENGINE_LLAMA_H */

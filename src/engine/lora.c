@@ -17,11 +17,11 @@ static const char *const target_names[TB_LORA_LAYER_TARGETS] = {
   "mlp.down_proj",
 };
 
-const tb_lora_group_t tb__lora_groups[TB_LORA_LAYER_GROUPS] = {
+const tb__lora_group_t tb__lora_groups[TB_LORA_LAYER_GROUPS] = {
   { TB_LORA_Q, 3 }, { TB_LORA_O, 1 }, { TB_LORA_GATE, 2 }, { TB_LORA_DOWN, 1 },
 };
 
-int tb__lora_config_validate(const tb_lora_config_t *c, const char **why) {
+int tb__lora_config_validate(const tb__lora_config_t *c, const char **why) {
   const char *w = NULL;
   if (c->rank < 1)
     w = "rank must be at least 1";
@@ -36,9 +36,9 @@ int tb__lora_config_validate(const tb_lora_config_t *c, const char **why) {
 
 /* The one walk that decides where every tensor lives.  Fills lora->slots
  * and lora->num_params; allocates nothing. */
-static void point_views(tb_lora_t *lora) {
-  const tb_model_config_t *m = &lora->model;
-  const tb_lora_config_t *c = &lora->config;
+static void point_views(tb__lora_t *lora) {
+  const tb__model_config_t *m = &lora->model;
+  const tb__lora_config_t *c = &lora->config;
   size_t C = (size_t)m->hidden_size, I = (size_t)m->intermediate_size;
   size_t qd = (size_t)m->num_heads * (size_t)m->head_dim;
   size_t kvd = (size_t)m->num_kv_heads * (size_t)m->head_dim;
@@ -48,11 +48,11 @@ static void point_views(tb_lora_t *lora) {
   size_t r = lora->rank, off = 0;
 
   for (int l = 0; l < m->num_layers; l++) {
-    tb_lora_slot_t *layer = &lora->slots[(size_t)l * TB_LORA_LAYER_TARGETS];
+    tb__lora_slot_t *layer = &lora->slots[(size_t)l * TB_LORA_LAYER_TARGETS];
     for (int g = 0; g < TB_LORA_LAYER_GROUPS; g++) {
       int t0 = (int)tb__lora_groups[g].first, n = tb__lora_groups[g].count;
       for (int t = t0; t < t0 + n; t++) {
-        tb_lora_slot_t *s = &layer[t];
+        tb__lora_slot_t *s = &layer[t];
         memset(s, 0, sizeof(*s));
         s->in = in[t];
         s->out = out[t];
@@ -69,7 +69,7 @@ static void point_views(tb_lora_t *lora) {
         }
     }
   }
-  tb_lora_slot_t *u = &lora->slots[lora->num_slots - 1];
+  tb__lora_slot_t *u = &lora->slots[lora->num_slots - 1];
   memset(u, 0, sizeof(*u));
   u->in = C;
   u->out = (size_t)m->vocab_size;
@@ -83,8 +83,8 @@ static void point_views(tb_lora_t *lora) {
   lora->num_params = off;
 }
 
-int tb__lora_init(tb_lora_t *lora, const tb_model_config_t *m,
-                  const tb_lora_config_t *c) {
+int tb__lora_init(tb__lora_t *lora, const tb__model_config_t *m,
+                  const tb__lora_config_t *c) {
   memset(lora, 0, sizeof(*lora));
   if (tb__lora_config_validate(c, NULL) != 0 ||
       tb__model_config_validate(m, NULL) != 0)
@@ -118,7 +118,7 @@ int tb__lora_init(tb_lora_t *lora, const tb_model_config_t *m,
   uint64_t state = c->seed;
   for (size_t i = 0; i < lora->num_slots; i++) {
     uint64_t tensor_seed = tb__k_splitmix64(&state);
-    const tb_lora_slot_t *s = &lora->slots[i];
+    const tb__lora_slot_t *s = &lora->slots[i];
     if (!s->on)
       continue;
     tb__k_rng_t rng;
@@ -130,35 +130,35 @@ int tb__lora_init(tb_lora_t *lora, const tb_model_config_t *m,
   return 0;
 }
 
-void tb__lora_free(tb_lora_t *lora) {
+void tb__lora_free(tb__lora_t *lora) {
   free(lora->params);  /* the base of all four buffers */
   free(lora->slots);
   memset(lora, 0, sizeof(*lora));
 }
 
 TB__K_VECTORISED
-void tb__lora_add_grads(tb_lora_t *lora, const float *shard, size_t p0,
+void tb__lora_add_grads(tb__lora_t *lora, const float *shard, size_t p0,
                         size_t p1) {
   float *g = lora->grads;
   for (size_t i = p0; i < p1; i++)
     g[i] += shard[i];
 }
 
-void tb__lora_zero_grads(tb_lora_t *lora) {
+void tb__lora_zero_grads(tb__lora_t *lora) {
   tb__k_zero(lora->grads, lora->num_params);
 }
 
-size_t tb__lora_num_tensors(const tb_lora_t *lora) {
+size_t tb__lora_num_tensors(const tb__lora_t *lora) {
   size_t n = 0;
   for (size_t i = 0; i < lora->num_slots; i++)
     n += lora->slots[i].on ? 2 : 0;
   return n;
 }
 
-int tb__lora_tensor(const tb_lora_t *lora, size_t i, char *name, size_t cap,
+int tb__lora_tensor(const tb__lora_t *lora, size_t i, char *name, size_t cap,
                     size_t shape[2], size_t *offset) {
   for (size_t k = 0; k < lora->num_slots; k++) {
-    const tb_lora_slot_t *s = &lora->slots[k];
+    const tb__lora_slot_t *s = &lora->slots[k];
     if (!s->on)
       continue;
     if (i >= 2) {

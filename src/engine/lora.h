@@ -43,22 +43,22 @@
 /* The default lora_alpha when a request does not give one. */
 #define TB_LORA_DEFAULT_ALPHA 32.0f
 
-typedef struct tb_lora_config_s {
+typedef struct tb__lora_config_s {
   int rank;            /* r >= 1 */
   uint64_t seed;       /* A's initialisation */
   float alpha;         /* <= 0 means TB_LORA_DEFAULT_ALPHA */
   int train_attn;      /* q, k, v, o */
   int train_mlp;       /* gate, up, down */
   int train_unembed;   /* lm_head */
-} tb_lora_config_t;
+} tb__lora_config_t;
 
 /* Targets that read the same input within a layer.  The members of a group
  * are switched on and off together (train_attn, train_mlp), and their A
  * matrices are adjacent in the layout, first member first. */
-typedef struct tb_lora_group_s {
-  tb_lora_target_t first;
+typedef struct tb__lora_group_s {
+  tb__lora_target_t first;
   int count;
-} tb_lora_group_t;
+} tb__lora_group_t;
 
 enum {
   TB_LORA_GROUP_QKV,      /* read the attention norm's output */
@@ -68,27 +68,27 @@ enum {
   TB_LORA_LAYER_GROUPS
 };
 #define TB_LORA_GROUP_MAX 3 /* members of the largest group */
-extern const tb_lora_group_t tb__lora_groups[TB_LORA_LAYER_GROUPS];
+extern const tb__lora_group_t tb__lora_groups[TB_LORA_LAYER_GROUPS];
 
 /* Where one adapted layer's A and B sit in a flat buffer, in floats.
  * `on` is 0 for layers the adapter does not target (no storage). */
-typedef struct tb_lora_slot_s {
+typedef struct tb__lora_slot_s {
   int on;
   size_t in, out;     /* the base layer's (out, in) */
   size_t a_off;       /* A (r, in) */
   size_t b_off;       /* B (out, r) */
-} tb_lora_slot_t;
+} tb__lora_slot_t;
 
-typedef struct tb_lora_s {
+typedef struct tb__lora_s {
   /* read-only after tb__lora_init */
-  tb_lora_config_t config;     /* alpha filled in */
-  tb_model_config_t model;
+  tb__lora_config_t config;     /* alpha filled in */
+  tb__model_config_t model;
   float scale;                 /* alpha / rank */
   size_t rank;
   size_t num_params;           /* floats in each of the four buffers */
   /* slots[l * TB_LORA_LAYER_TARGETS + t] for the layers, then the
    * unembedding at index num_layers * TB_LORA_LAYER_TARGETS. */
-  tb_lora_slot_t *slots;
+  tb__lora_slot_t *slots;
   size_t num_slots;
   /* the four equally laid-out buffers */
   float *params;
@@ -96,43 +96,43 @@ typedef struct tb_lora_s {
   float *adam_m;
   float *adam_v;
   long step;                   /* optimizer steps taken */
-} tb_lora_t;
+} tb__lora_t;
 
 /* Checks a LoRA configuration; 0 or TB_EINVAL with a short reason in *why
  * (may be NULL). */
-int tb__lora_config_validate(const tb_lora_config_t *c, const char **why);
+int tb__lora_config_validate(const tb__lora_config_t *c, const char **why);
 
 /* Lays out and allocates an adapter for the model `m`, initialised from
  * c->seed (A random, B zero; grads and moments zero; step 0).  0,
  * TB_EINVAL or TB_ENOMEM; on failure *lora is left safe to free. */
-int tb__lora_init(tb_lora_t *lora, const tb_model_config_t *m,
-                  const tb_lora_config_t *c);
+int tb__lora_init(tb__lora_t *lora, const tb__model_config_t *m,
+                  const tb__lora_config_t *c);
 /* Releases what init allocated; safe on a zeroed struct. */
-void tb__lora_free(tb_lora_t *lora);
+void tb__lora_free(tb__lora_t *lora);
 
 /* The slot of layer l's target t, or of the unembedding. */
-static inline const tb_lora_slot_t *tb__lora_slot(const tb_lora_t *lora,
+static inline const tb__lora_slot_t *tb__lora_slot(const tb__lora_t *lora,
                                                   int layer,
-                                                  tb_lora_target_t t) {
+                                                  tb__lora_target_t t) {
   return &lora->slots[(size_t)layer * TB_LORA_LAYER_TARGETS + (size_t)t];
 }
-static inline const tb_lora_slot_t *tb__lora_unembed(const tb_lora_t *lora) {
+static inline const tb__lora_slot_t *tb__lora_unembed(const tb__lora_t *lora) {
   return &lora->slots[lora->num_slots - 1];
 }
 
 /* grads += shard over the piece [p0, p1) of the flat buffers (shard is a
  * shard's gradient buffer of num_params floats), for batches whose shards
  * were computed separately. */
-void tb__lora_add_grads(tb_lora_t *lora, const float *shard, size_t p0,
+void tb__lora_add_grads(tb__lora_t *lora, const float *shard, size_t p0,
                         size_t p1);
-void tb__lora_zero_grads(tb_lora_t *lora);
+void tb__lora_zero_grads(tb__lora_t *lora);
 
 /* Tensors, for checkpoint I/O: 2 per targeted layer (A, then B), in slot
  * order (layer by layer, q .. down, then the unembedding).  tb__lora_tensor
  * fills the name (NUL-terminated, in name of `cap` bytes; 96 is enough),
  * its shape (rows, cols) and its offset in the flat buffers.  0, or TB_EINVAL when i is out of range or cap too small. */
-size_t tb__lora_num_tensors(const tb_lora_t *lora);
-int tb__lora_tensor(const tb_lora_t *lora, size_t i, char *name, size_t cap,
+size_t tb__lora_num_tensors(const tb__lora_t *lora);
+int tb__lora_tensor(const tb__lora_t *lora, size_t i, char *name, size_t cap,
                     size_t shape[2], size_t *offset);
 
 #endif /* TB_ENGINE_LORA_H */

@@ -15,7 +15,7 @@ typedef enum {
   TB_LORA_DOWN,
   TB_LORA_UNEMBED,  /* lm_head */
   TB_LORA_NTARGETS
-} tb_lora_target_t;
+} tb__lora_target_t;
 
 /* The targets inside each decoder layer come first: q .. down. */
 #define TB_LORA_LAYER_TARGETS TB_LORA_UNEMBED

@@ -9,7 +9,7 @@
 #include "kernels/kernels.h"
 #include "tinkerbell/error.h"
 
-void tb__adam_params_default(tb_adam_params_t *p) {
+void tb__adam_params_default(tb__adam_params_t *p) {
   p->learning_rate = 1e-4f;
   p->beta1 = 0.9f;
   p->beta2 = 0.95f;
@@ -53,15 +53,15 @@ int tb__adam_values_validate(double learning_rate, double beta1, double beta2,
   return w ? TB_EINVAL : 0;
 }
 
-int tb__adam_params_validate(const tb_adam_params_t *p, const char **field,
+int tb__adam_params_validate(const tb__adam_params_t *p, const char **field,
                              const char **why) {
   return tb__adam_values_validate(p->learning_rate, p->beta1, p->beta2, p->eps,
                                   p->weight_decay, p->grad_clip_norm, field,
                                   why);
 }
 
-int tb__optim_step(tb_lora_t *lora, const tb_adam_params_t *p,
-                   tb_optim_metrics_t *metrics) {
+int tb__optim_step(tb__lora_t *lora, const tb__adam_params_t *p,
+                   tb__optim_metrics_t *metrics) {
   if (tb__adam_params_validate(p, NULL, NULL) != 0)
     return TB_EINVAL;
   size_t n = lora->num_params;
@@ -76,11 +76,11 @@ int tb__optim_step(tb_lora_t *lora, const tb_adam_params_t *p,
   return 0;
 }
 
-double tb__optim_sumsq(const tb_lora_t *lora, size_t p0, size_t p1) {
+double tb__optim_sumsq(const tb__lora_t *lora, size_t p0, size_t p1) {
   return tb__k_grad_sumsq(lora->grads + p0, p1 - p0);
 }
 
-void tb__optim_update(tb_lora_t *lora, const tb_adam_params_t *p,
+void tb__optim_update(tb__lora_t *lora, const tb__adam_params_t *p,
                       double grad_norm, size_t p0, size_t p1) {
   size_t n = p1 - p0;
   float *g = lora->grads + p0;

@@ -15,23 +15,23 @@
 
 #include "engine/lora.h"
 
-typedef struct tb_adam_params_s {
+typedef struct tb__adam_params_s {
   float learning_rate;   /* 1e-4 */
   float beta1;           /* 0.9 */
   float beta2;           /* 0.95 */
   float eps;             /* 1e-12 */
   float weight_decay;    /* 0: decoupled, as AdamW */
   float grad_clip_norm;  /* 0: no clipping */
-} tb_adam_params_t;
+} tb__adam_params_t;
 
-typedef struct tb_optim_metrics_s {
+typedef struct tb__optim_metrics_s {
   double grad_norm;      /* global L2 norm before clipping */
   float learning_rate;
   long step;             /* the adapter's step count after this step */
-} tb_optim_metrics_t;
+} tb__optim_metrics_t;
 
 /* Tinker's defaults (wire protocol §5.6). */
-void tb__adam_params_default(tb_adam_params_t *p);
+void tb__adam_params_default(tb__adam_params_t *p);
 
 /* The largest learning rate accepted.  An AdamW step moves each weight by
  * about the learning rate, so a rate near 1 already wrecks an adapter in
@@ -51,21 +51,21 @@ int tb__adam_values_validate(double learning_rate, double beta1, double beta2,
                              double grad_clip_norm, const char **field,
                              const char **why);
 /* The same for params already in floats. */
-int tb__adam_params_validate(const tb_adam_params_t *p, const char **field,
+int tb__adam_params_validate(const tb__adam_params_t *p, const char **field,
                              const char **why);
 
 /* One step: clip lora->grads, update params, adam_m and adam_v, count the
  * step, zero the grads.  metrics may be NULL.  0 or TB_EINVAL (params). */
-int tb__optim_step(tb_lora_t *lora, const tb_adam_params_t *p,
-                   tb_optim_metrics_t *metrics);
+int tb__optim_step(tb__lora_t *lora, const tb__adam_params_t *p,
+                   tb__optim_metrics_t *metrics);
 
 /* The same step in two passes over pieces [p0, p1) of the flat buffers, so
  * that several work items share it: the sum of tb__optim_sumsq over the
  * pieces is the square of the gradient norm; then, with lora->step
  * counted once by the caller, tb__optim_update does every piece.  The
  * parameters must be valid. */
-double tb__optim_sumsq(const tb_lora_t *lora, size_t p0, size_t p1);
-void tb__optim_update(tb_lora_t *lora, const tb_adam_params_t *p,
+double tb__optim_sumsq(const tb__lora_t *lora, size_t p0, size_t p1);
+void tb__optim_update(tb__lora_t *lora, const tb__adam_params_t *p,
                       double grad_norm, size_t p0, size_t p1);
 
 #endif /* TB_ENGINE_OPTIM_H */

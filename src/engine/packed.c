@@ -43,7 +43,7 @@ typedef struct {
   size_t bytes;
 } entry_t;
 
-struct tb_packed_s {
+struct tb__packed_s {
   uv_mutex_t lock;          /* serialises packing; products never take it */
   size_t slots;
   entry_t e[];              /* slots * ROLES */
@@ -179,7 +179,7 @@ static int pack(entry_t *e, const float *W, int role, size_t T, size_t Kp,
 
 /* The entry of slot's matrix in this role, packed on first use; NULL when
  * the product should go to OpenBLAS. */
-static const entry_t *entry_for(tb_packed_t *p, size_t slot, int role,
+static const entry_t *entry_for(tb__packed_t *p, size_t slot, int role,
                                 const float *W, size_t T, size_t Kp,
                                 size_t Np) {
   if (p == NULL || slot >= p->slots || T < TB__PACKED_MIN_ROWS)
@@ -252,10 +252,10 @@ out:
   return rc;
 }
 
-tb_packed_t *tb__packed_new(size_t slots) {
+tb__packed_t *tb__packed_new(size_t slots) {
   if (!tb__packed_available() || slots == 0)
     return NULL;
-  tb_packed_t *p = calloc(1, sizeof(*p) + slots * ROLES * sizeof(entry_t));
+  tb__packed_t *p = calloc(1, sizeof(*p) + slots * ROLES * sizeof(entry_t));
   if (p == NULL)
     return NULL;
   if (uv_mutex_init(&p->lock) != 0) {
@@ -266,7 +266,7 @@ tb_packed_t *tb__packed_new(size_t slots) {
   return p;
 }
 
-void tb__packed_free(tb_packed_t *p) {
+void tb__packed_free(tb__packed_t *p) {
   if (p == NULL)
     return;
   for (size_t i = 0; i < p->slots * ROLES; i++)
@@ -276,7 +276,7 @@ void tb__packed_free(tb_packed_t *p) {
   free(p);
 }
 
-size_t tb__packed_count(const tb_packed_t *p, size_t *bytes) {
+size_t tb__packed_count(const tb__packed_t *p, size_t *bytes) {
   size_t n = 0, b = 0;
   for (size_t i = 0; p != NULL && i < p->slots * ROLES; i++)
     if (__atomic_load_n(&p->e[i].state, __ATOMIC_ACQUIRE) == PACK_READY) {
@@ -288,7 +288,7 @@ size_t tb__packed_count(const tb_packed_t *p, size_t *bytes) {
   return n;
 }
 
-void tb__packed_forward(tb_packed_t *p, size_t slot, float *y, const float *x,
+void tb__packed_forward(tb__packed_t *p, size_t slot, float *y, const float *x,
                         const float *W, int accumulate, size_t T, size_t K,
                         size_t N) {
   const entry_t *e = entry_for(p, slot, ROLE_FORWARD, W, T, K, N);
@@ -296,7 +296,7 @@ void tb__packed_forward(tb_packed_t *p, size_t slot, float *y, const float *x,
     tb__k_linear_forward(y, x, W, accumulate, T, K, N);
 }
 
-void tb__packed_backward_input(tb_packed_t *p, size_t slot, float *dx,
+void tb__packed_backward_input(tb__packed_t *p, size_t slot, float *dx,
                                const float *dy, const float *W, int accumulate,
                                size_t T, size_t K, size_t N) {
   const entry_t *e = entry_for(p, slot, ROLE_BACKWARD, W, T, N, K);
@@ -306,23 +306,23 @@ void tb__packed_backward_input(tb_packed_t *p, size_t slot, float *dx,
 
 #else /* no oneDNN in this build: every product is OpenBLAS's */
 
-tb_packed_t *tb__packed_new(size_t slots) {
+tb__packed_t *tb__packed_new(size_t slots) {
   (void)slots;
   return NULL;
 }
 
-void tb__packed_free(tb_packed_t *p) { (void)p; }
+void tb__packed_free(tb__packed_t *p) { (void)p; }
 
 int tb__packed_available(void) { return 0; }
 
-size_t tb__packed_count(const tb_packed_t *p, size_t *bytes) {
+size_t tb__packed_count(const tb__packed_t *p, size_t *bytes) {
   (void)p;
   if (bytes != NULL)
     *bytes = 0;
   return 0;
 }
 
-void tb__packed_forward(tb_packed_t *p, size_t slot, float *y, const float *x,
+void tb__packed_forward(tb__packed_t *p, size_t slot, float *y, const float *x,
                         const float *W, int accumulate, size_t T, size_t K,
                         size_t N) {
   (void)p;
@@ -330,7 +330,7 @@ void tb__packed_forward(tb_packed_t *p, size_t slot, float *y, const float *x,
   tb__k_linear_forward(y, x, W, accumulate, T, K, N);
 }
 
-void tb__packed_backward_input(tb_packed_t *p, size_t slot, float *dx,
+void tb__packed_backward_input(tb__packed_t *p, size_t slot, float *dx,
                                const float *dy, const float *W, int accumulate,
                                size_t T, size_t K, size_t N) {
   (void)p;

@@ -26,32 +26,32 @@
 
 #include <stddef.h>
 
-typedef struct tb_packed_s tb_packed_t;
+typedef struct tb__packed_s tb__packed_t;
 
 /* Calls with fewer rows than this use OpenBLAS. */
 #define TB__PACKED_MIN_ROWS 32
 
 /* A set for `slots` matrices, nothing packed yet; NULL when packing is off
  * or out of memory (callers then use OpenBLAS throughout). */
-tb_packed_t *tb__packed_new(size_t slots);
-void tb__packed_free(tb_packed_t *p);
+tb__packed_t *tb__packed_new(size_t slots);
+void tb__packed_free(tb__packed_t *p);
 
 /* 1 when this build and this environment pack weights. */
 int tb__packed_available(void);
 
 /* y (+)= x W^T, as tb__k_linear_forward; W is slot's matrix, (N, K).  p may
  * be NULL.  Safe to call from several threads at once. */
-void tb__packed_forward(tb_packed_t *p, size_t slot, float *y, const float *x,
+void tb__packed_forward(tb__packed_t *p, size_t slot, float *y, const float *x,
                         const float *W, int accumulate, size_t T, size_t K,
                         size_t N);
 
 /* dx (+)= dy W: as tb__k_linear_backward_input when accumulate, else dx
  * is overwritten (and need not be initialised). */
-void tb__packed_backward_input(tb_packed_t *p, size_t slot, float *dx,
+void tb__packed_backward_input(tb__packed_t *p, size_t slot, float *dx,
                                const float *dy, const float *W, int accumulate,
                                size_t T, size_t K, size_t N);
 
 /* Packed copies the set holds; *bytes (may be NULL) gets their size. */
-size_t tb__packed_count(const tb_packed_t *p, size_t *bytes);
+size_t tb__packed_count(const tb__packed_t *p, size_t *bytes);
 
 #endif /* TB_ENGINE_PACKED_H */

@@ -28,11 +28,11 @@
 #error "safetensors data is little-endian; big-endian hosts are not supported"
 #endif
 
-size_t tb__st_dtype_size(tb_st_dtype_t dt) {
+size_t tb__st_dtype_size(tb__st_dtype_t dt) {
   return dt == TB_ST_F32 ? 4 : 2;
 }
 
-const char *tb__st_dtype_name(tb_st_dtype_t dt) {
+const char *tb__st_dtype_name(tb__st_dtype_t dt) {
   switch (dt) {
     case TB_ST_F32: return "F32";
     case TB_ST_F16: return "F16";
@@ -131,7 +131,7 @@ static int corrupt(tb_error_t *err, const char *path, const char *fmt, ...) {
   return rc;
 }
 
-static int parse_dtype(const char *s, tb_st_dtype_t *out) {
+static int parse_dtype(const char *s, tb__st_dtype_t *out) {
   if (strcmp(s, "F32") == 0) *out = TB_ST_F32;
   else if (strcmp(s, "F16") == 0) *out = TB_ST_F16;
   else if (strcmp(s, "BF16") == 0) *out = TB_ST_BF16;
@@ -141,8 +141,8 @@ static int parse_dtype(const char *s, tb_st_dtype_t *out) {
 
 /* Reads one header entry into t; failures are recorded through the JSON
  * context (TB_EFIELD / TB_EUNSUPPORTED) and reworded by the caller. */
-static int parse_entry(tb_jctx_t *c, const char *name, const json_t *v,
-                       tb_st_tensor_t *t, uint64_t off[2]) {
+static int parse_entry(tb__jctx_t *c, const char *name, const json_t *v,
+                       tb__st_tensor_t *t, uint64_t off[2]) {
   size_t mark = tb__jctx_push_key(c, name);
   int rc = tb__json_expect_object(c, v);
   tb_slice_t dt;
@@ -207,20 +207,20 @@ static int parse_entry(tb_jctx_t *c, const char *name, const json_t *v,
 }
 
 static int cmp_offset(const void *a, const void *b) {
-  const tb_st_tensor_t *x = a, *y = b;
+  const tb__st_tensor_t *x = a, *y = b;
   if (x->data != y->data)
     return x->data < y->data ? -1 : 1;
   return x->nbytes < y->nbytes ? -1 : x->nbytes > y->nbytes;
 }
 
 static int cmp_name(const void *a, const void *b) {
-  const tb_st_tensor_t *x = a, *y = b;
+  const tb__st_tensor_t *x = a, *y = b;
   return strcmp(x->name, y->name);
 }
 
-static int validate_header(tb_st_file_t *f, const unsigned char *data,
+static int validate_header(tb__st_file_t *f, const unsigned char *data,
                            size_t data_len, tb_error_t *err) {
-  tb_jctx_t c;
+  tb__jctx_t c;
   tb__jctx_init(&c, err);
   if (!json_is_object(f->header))
     return corrupt(err, f->path, "header is %s, not an object",
@@ -246,7 +246,7 @@ static int validate_header(tb_st_file_t *f, const unsigned char *data,
       }
       continue;
     }
-    tb_st_tensor_t *t = &f->tensors[f->n_tensors];
+    tb__st_tensor_t *t = &f->tensors[f->n_tensors];
     uint64_t off[2];
     int rc = parse_entry(&c, key, v, t, off);
     if (rc != 0) {
@@ -275,7 +275,7 @@ static int validate_header(tb_st_file_t *f, const unsigned char *data,
   /* No two tensors may share bytes. */
   qsort(f->tensors, f->n_tensors, sizeof(*f->tensors), cmp_offset);
   for (size_t i = 1; i < f->n_tensors; i++) {
-    const tb_st_tensor_t *a = &f->tensors[i - 1], *b = &f->tensors[i];
+    const tb__st_tensor_t *a = &f->tensors[i - 1], *b = &f->tensors[i];
     if (a->data + a->nbytes > b->data && b->nbytes > 0)
       return corrupt(err, f->path, "tensors %s and %s overlap", a->name,
                      b->name);
@@ -284,7 +284,7 @@ static int validate_header(tb_st_file_t *f, const unsigned char *data,
   return 0;
 }
 
-int tb__st_open(tb_st_file_t *f, const char *path, tb_error_t *err) {
+int tb__st_open(tb__st_file_t *f, const char *path, tb_error_t *err) {
   memset(f, 0, sizeof(*f));
   f->path = tb__strndup(path, strlen(path));
   if (f->path == NULL)
@@ -357,7 +357,7 @@ fail:
   return rc;
 }
 
-void tb__st_close(tb_st_file_t *f) {
+void tb__st_close(tb__st_file_t *f) {
   if (f->map != NULL)
     munmap(f->map, f->map_len);
   if (f->header != NULL)
@@ -367,8 +367,8 @@ void tb__st_close(tb_st_file_t *f) {
   memset(f, 0, sizeof(*f));
 }
 
-const tb_st_tensor_t *tb__st_find(const tb_st_file_t *f, const char *name) {
-  tb_st_tensor_t key;
+const tb__st_tensor_t *tb__st_find(const tb__st_file_t *f, const char *name) {
+  tb__st_tensor_t key;
   memset(&key, 0, sizeof(key));
   key.name = name;
   if (f->n_tensors == 0)
@@ -376,12 +376,12 @@ const tb_st_tensor_t *tb__st_find(const tb_st_file_t *f, const char *name) {
   return bsearch(&key, f->tensors, f->n_tensors, sizeof(key), cmp_name);
 }
 
-const char *tb__st_metadata(const tb_st_file_t *f, const char *key) {
+const char *tb__st_metadata(const tb__st_file_t *f, const char *key) {
   json_t *m = json_object_get(f->header, "__metadata__");
   return json_string_value(json_object_get(m, key));
 }
 
-int tb__st_read_f32(const tb_st_file_t *f, const tb_st_tensor_t *t,
+int tb__st_read_f32(const tb__st_file_t *f, const tb__st_tensor_t *t,
                     float *dst, size_t numel, tb_error_t *err) {
   if (numel != t->numel)
     return tb_error_set(err, TB_ESHAPE, TB_CATEGORY_USER,
@@ -405,7 +405,7 @@ int tb__st_read_f32(const tb_st_file_t *f, const tb_st_tensor_t *t,
   return 0;
 }
 
-void tb__st_release(const tb_st_file_t *f, const tb_st_tensor_t *t) {
+void tb__st_release(const tb__st_file_t *f, const tb__st_tensor_t *t) {
   if (f->map == NULL || t->nbytes == 0)
     return;
   /* Whole pages only, rounded outwards: a page shared with a neighbour is
@@ -421,15 +421,15 @@ void tb__st_release(const tb_st_file_t *f, const tb_st_tensor_t *t) {
 
 /* ------------------------------------------------------------------ writer */
 
-size_t tb__st_out_nbytes(const tb_st_out_t *t) {
+size_t tb__st_out_nbytes(const tb__st_out_t *t) {
   size_t n = 1;
   for (int d = 0; d < t->ndim; d++)
     n *= (size_t)t->shape[d];
   return n * tb__st_dtype_size(t->dtype);
 }
 
-static int build_header(const char *path, const tb_st_out_t *tensors,
-                        size_t n, const json_t *metadata, tb_buf_t *out,
+static int build_header(const char *path, const tb__st_out_t *tensors,
+                        size_t n, const json_t *metadata, tb__buf_t *out,
                         tb_error_t *err) {
   json_t *h = json_object();
   int rc = h == NULL ? TB_ENOMEM : 0;
@@ -448,7 +448,7 @@ static int build_header(const char *path, const tb_st_out_t *tensors,
   }
   uint64_t off = 0;
   for (size_t i = 0; rc == 0 && i < n; i++) {
-    const tb_st_out_t *t = &tensors[i];
+    const tb__st_out_t *t = &tensors[i];
     if (t->name == NULL || t->name[0] == '\0' ||
         strcmp(t->name, "__metadata__") == 0 ||
         json_object_get(h, t->name) != NULL || t->ndim < 0 ||
@@ -505,21 +505,21 @@ static int build_header(const char *path, const tb_st_out_t *tensors,
   return 0;
 }
 
-int tb__st_write(const char *path, const tb_st_out_t *tensors, size_t n,
+int tb__st_write(const char *path, const tb__st_out_t *tensors, size_t n,
                  const json_t *metadata, tb_error_t *err) {
-  tb_buf_t head = TB_BUF_INIT;
+  tb__buf_t head = TB_BUF_INIT;
   int rc = build_header(path, tensors, n, metadata, &head, err);
   if (rc != 0) {
     tb__buf_free(&head);
     return rc;
   }
-  tb_atomic_file_t f;
+  tb__atomic_file_t f;
   rc = tb__atomic_open(&f, path, err);
   if (rc == 0)
     rc = tb__atomic_write(&f, head.base, head.len, err);
   tb__buf_free(&head);
   for (size_t i = 0; rc == 0 && i < n; i++) {
-    const tb_st_out_t *t = &tensors[i];
+    const tb__st_out_t *t = &tensors[i];
     size_t nb = tb__st_out_nbytes(t);
     if (nb > 0 && t->dtype == TB_ST_F32) {
       rc = tb__atomic_write(&f, t->data, nb, err);

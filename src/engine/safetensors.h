@@ -13,7 +13,7 @@
  * The writer emits tensors in the order given (F32, or rounded to F16 or
  * BF16 to nearest even, for tests and smaller files), with the header padded
  * by spaces so that the data region starts 8-byte aligned, through
- * tb_atomic_file_t (temporary name, fsync, rename, fsync of the directory).
+ * tb__atomic_file_t (temporary name, fsync, rename, fsync of the directory).
  *
  * Little-endian hosts only (checked at compile time).  File I/O here is
  * synchronous by design: the engine calls these functions from threadpool
@@ -33,53 +33,53 @@
  * implementation's limit). */
 #define TB_ST_MAX_HEADER ((uint64_t)100 * 1000 * 1000)
 
-typedef enum { TB_ST_F32 = 0, TB_ST_F16, TB_ST_BF16 } tb_st_dtype_t;
+typedef enum { TB_ST_F32 = 0, TB_ST_F16, TB_ST_BF16 } tb__st_dtype_t;
 
-typedef struct tb_st_tensor_s {
+typedef struct tb__st_tensor_s {
   const char *name;          /* owned by the file's header */
-  tb_st_dtype_t dtype;
+  tb__st_dtype_t dtype;
   int ndim;
   int64_t shape[TB_ST_MAX_DIMS];
   size_t numel;              /* product of shape (1 for a scalar) */
   const unsigned char *data; /* inside the mapping; not aligned */
   size_t nbytes;             /* numel * dtype size */
-} tb_st_tensor_t;
+} tb__st_tensor_t;
 
-typedef struct tb_st_file_s {
+typedef struct tb__st_file_s {
   char *path;
   void *map;
   size_t map_len;
   json_t *header;            /* keeps the names alive */
-  tb_st_tensor_t *tensors;   /* sorted by name */
+  tb__st_tensor_t *tensors;   /* sorted by name */
   size_t n_tensors;
-} tb_st_file_t;
+} tb__st_file_t;
 
 /* Size in bytes of one element; "F32", "F16", "BF16" names. */
-size_t tb__st_dtype_size(tb_st_dtype_t dt);
-const char *tb__st_dtype_name(tb_st_dtype_t dt);
+size_t tb__st_dtype_size(tb__st_dtype_t dt);
+const char *tb__st_dtype_name(tb__st_dtype_t dt);
 
 /* Maps and validates a file.  On error f is left zeroed (no close needed).
  * Codes: the open error (TB_ENOENT, ...), TB_ECORRUPT, TB_EUNSUPPORTED,
  * TB_ENOMEM. */
-int tb__st_open(tb_st_file_t *f, const char *path, tb_error_t *err);
+int tb__st_open(tb__st_file_t *f, const char *path, tb_error_t *err);
 /* Unmaps; safe on a zeroed or closed struct. */
-void tb__st_close(tb_st_file_t *f);
+void tb__st_close(tb__st_file_t *f);
 
 /* The tensor with this name, or NULL. */
-const tb_st_tensor_t *tb__st_find(const tb_st_file_t *f, const char *name);
+const tb__st_tensor_t *tb__st_find(const tb__st_file_t *f, const char *name);
 /* A value of __metadata__, or NULL. */
-const char *tb__st_metadata(const tb_st_file_t *f, const char *key);
+const char *tb__st_metadata(const tb__st_file_t *f, const char *key);
 
 /* Converts a tensor to float32 into dst, which holds exactly `numel`
  * floats (TB_ESHAPE naming the tensor when numel differs). */
-int tb__st_read_f32(const tb_st_file_t *f, const tb_st_tensor_t *t,
+int tb__st_read_f32(const tb__st_file_t *f, const tb__st_tensor_t *t,
                     float *dst, size_t numel, tb_error_t *err);
 
 /* Gives back the memory the mapping holds for a tensor already read (its
  * pages, which a later read faults in again from the file), so a loader
  * that converts tensor by tensor holds at most one tensor of the file at
  * a time besides its own copy. */
-void tb__st_release(const tb_st_file_t *f, const tb_st_tensor_t *t);
+void tb__st_release(const tb__st_file_t *f, const tb__st_tensor_t *t);
 
 /* Scalar conversions, exact for every input (subnormals, infinities, NaN
  * payloads keep their meaning). */
@@ -93,21 +93,21 @@ uint16_t tb__f32_to_bf16(float f);
 
 /* One tensor to write: float32 data of prod(shape) elements, stored as
  * dtype (F32 when the struct is zeroed). */
-typedef struct tb_st_out_s {
+typedef struct tb__st_out_s {
   const char *name;
   int ndim;
   int64_t shape[TB_ST_MAX_DIMS];
   const float *data;
-  tb_st_dtype_t dtype;
-} tb_st_out_t;
+  tb__st_dtype_t dtype;
+} tb__st_out_t;
 
 /* Writes n tensors atomically.  metadata, when not NULL, is an object of
  * string values stored as __metadata__.  Codes: TB_EINVAL (bad name or
  * shape, duplicate name), I/O errors naming the file, TB_ENOMEM. */
-int tb__st_write(const char *path, const tb_st_out_t *tensors, size_t n,
+int tb__st_write(const char *path, const tb__st_out_t *tensors, size_t n,
                  const json_t *metadata, tb_error_t *err);
 
 /* Number of bytes tb__st_write produces for these tensors (for sharding). */
-size_t tb__st_out_nbytes(const tb_st_out_t *t);
+size_t tb__st_out_nbytes(const tb__st_out_t *t);
 
 #endif /* TB_ENGINE_SAFETENSORS_H */

@@ -35,7 +35,7 @@
 /* The sentinel of an empty top-k prompt cell (wire protocol §5.9). */
 #define TB_TOPK_EMPTY_LOGPROB (-99999.0f)
 
-typedef struct tb_sampling_params_s {
+typedef struct tb__sampling_params_s {
   size_t max_tokens;          /* tokens to generate at most per sample */
   float temperature;          /* 1.0; 0 is greedy */
   int top_k;                  /* -1: no limit */
@@ -51,28 +51,28 @@ typedef struct tb_sampling_params_s {
   const tb_slice_t *token_bytes;  /* (V) the bytes of each token, or NULL */
   int prompt_logprobs;            /* also the prompt's token log-probs */
   size_t topk_prompt_logprobs;    /* > 0: that many top log-probs per position */
-} tb_sampling_params_t;
+} tb__sampling_params_t;
 
 /* Tinker's defaults: temperature 1, top_k -1, top_p 1, one sample, 16
  * tokens; no stops, no prompt log-probs. */
-void tb__sampling_params_default(tb_sampling_params_t *p);
+void tb__sampling_params_default(tb__sampling_params_t *p);
 
 typedef enum {
   TB_STOP_LENGTH = 0,  /* "length": max_tokens reached */
   TB_STOP_STOP         /* "stop": a stop token or string */
-} tb_stop_reason_t;
+} tb__stop_reason_t;
 
-const char *tb__stop_reason_name(tb_stop_reason_t r);
+const char *tb__stop_reason_name(tb__stop_reason_t r);
 
-typedef struct tb_sample_seq_s {
+typedef struct tb__sample_seq_s {
   int32_t *tokens;      /* (len) including the stop token, if any */
   float *logprobs;      /* (len) */
   size_t len;
-  tb_stop_reason_t stop_reason;
-} tb_sample_seq_t;
+  tb__stop_reason_t stop_reason;
+} tb__sample_seq_t;
 
-typedef struct tb_sample_result_s {
-  tb_sample_seq_t *seqs;
+typedef struct tb__sample_result_s {
+  tb__sample_seq_t *seqs;
   size_t num_seqs;
   size_t prompt_len;
   /* (prompt_len) log p(prompt[i] | prompt[<i]); [0] is NaN.  NULL unless
@@ -84,7 +84,7 @@ typedef struct tb_sample_result_s {
   size_t topk;
   int32_t *topk_ids;
   float *topk_logprobs;
-} tb_sample_result_t;
+} tb__sample_result_t;
 
 /* Generates p->num_samples continuations of prompt (n >= 1 tokens).  lora
  * may be NULL (the base model).  ws is the caller's workspace.  On success
@@ -92,9 +92,9 @@ typedef struct tb_sample_result_s {
  * zeroed.  0, TB_EINVAL (parameters or tokens), TB_ENONFINITE (a row of
  * logits the model computed holds NaN or an infinity: diverged weights;
  * no token is drawn from it) or TB_ENOMEM. */
-int tb__sample(tb_llama_ws_t *ws, const tb_weights_t *w, const tb_lora_t *lora,
-               const int32_t *prompt, size_t n, const tb_sampling_params_t *p,
-               tb_sample_result_t *out);
-void tb__sample_result_free(tb_sample_result_t *r);
+int tb__sample(tb__llama_ws_t *ws, const tb__weights_t *w, const tb__lora_t *lora,
+               const int32_t *prompt, size_t n, const tb__sampling_params_t *p,
+               tb__sample_result_t *out);
+void tb__sample_result_free(tb__sample_result_t *r);
 
 #endif /* TB_ENGINE_SAMPLER_H */

@@ -16,15 +16,15 @@ static const char *const arch_names[TB_ARCH_COUNT] = {
 static const char *const arch_types[TB_ARCH_COUNT] = { "llama", "qwen2",
                                                        "qwen3" };
 
-const char *tb__model_arch_name(tb_model_arch_t a) {
+const char *tb__model_arch_name(tb__model_arch_t a) {
   return (unsigned)a < TB_ARCH_COUNT ? arch_names[a] : "unknown";
 }
 
-const char *tb__model_arch_type(tb_model_arch_t a) {
+const char *tb__model_arch_type(tb__model_arch_t a) {
   return (unsigned)a < TB_ARCH_COUNT ? arch_types[a] : "unknown";
 }
 
-int tb__model_config_validate(const tb_model_config_t *c, const char **why) {
+int tb__model_config_validate(const tb__model_config_t *c, const char **why) {
   const char *reason = NULL;
   if (c->hidden_size <= 0 || c->hidden_size > TB_MODEL_MAX_HIDDEN)
     reason = "hidden_size must be from 1 to 65536";
@@ -74,7 +74,7 @@ int tb__model_config_validate(const tb_model_config_t *c, const char **why) {
 
 /* Floats of one decoder layer.  The bounds of tb__model_config_validate
  * keep every product here far inside size_t. */
-static size_t layer_floats(const tb_model_config_t *c) {
+static size_t layer_floats(const tb__model_config_t *c) {
   size_t C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
   size_t D = (size_t)c->head_dim;
   size_t q = (size_t)c->num_heads * D;
@@ -83,13 +83,13 @@ static size_t layer_floats(const tb_model_config_t *c) {
          (c->qk_norm ? 2 * D : 0) + C * q + C + 3 * I * C;
 }
 
-size_t tb__weights_float_count(const tb_model_config_t *c) {
+size_t tb__weights_float_count(const tb__model_config_t *c) {
   size_t VC = (size_t)c->vocab_size * (size_t)c->hidden_size;
   return VC + (size_t)c->num_layers * layer_floats(c) +
          (size_t)c->hidden_size + (c->tie_word_embeddings ? 0 : VC);
 }
 
-int tb__weights_alloc(tb_weights_t *w, const tb_model_config_t *c) {
+int tb__weights_alloc(tb__weights_t *w, const tb__model_config_t *c) {
   memset(w, 0, sizeof(*w));
   if (tb__model_config_validate(c, NULL) != 0)
     return TB_EINVAL;
@@ -112,7 +112,7 @@ int tb__weights_alloc(tb_weights_t *w, const tb_model_config_t *c) {
   float *p = w->storage;
   w->embed = p; p += (size_t)c->vocab_size * C;
   for (int l = 0; l < c->num_layers; l++) {
-    tb_layer_weights_t *L = &w->layers[l];
+    tb__layer_weights_t *L = &w->layers[l];
     L->attn_norm = p; p += C;
     L->wq = p; p += q * C;
     L->wk = p; p += kv * C;
@@ -141,7 +141,7 @@ int tb__weights_alloc(tb_weights_t *w, const tb_model_config_t *c) {
   return 0;
 }
 
-void tb__weights_free(tb_weights_t *w) {
+void tb__weights_free(tb__weights_t *w) {
   tb__big_free(w->storage, w->storage_floats * sizeof(float));
   free(w->layers);
   tb__packed_free(w->packed);

@@ -27,7 +27,7 @@ static const llhttp_settings_t settings; /* set up below */
 
 /* ------------------------------------------------------------- messages */
 
-void tb__http_req_set_message(tb_http_client_req_t *req, const char *fmt, ...) {
+void tb__http_req_set_message(tb__http_client_req_t *req, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(req->message, sizeof(req->message), fmt, ap);
@@ -59,20 +59,20 @@ static int valid_value(tb_slice_t v) {
   return 1;
 }
 
-static const char *method_of(const tb_http_client_req_t *req) {
+static const char *method_of(const tb__http_client_req_t *req) {
   return req->method ? req->method : "GET";
 }
 
 /* Checks what the caller gave before anything is built, so that a bad
  * request is refused by send() and never half sent. */
-static int validate_input(tb_http_client_req_t *req) {
+static int validate_input(tb__http_client_req_t *req) {
   const char *m = method_of(req);
   if (!valid_token(m, strlen(m))) {
     tb__http_req_set_message(req, "invalid method");
     return TB_EINVAL;
   }
   for (size_t i = 0; i < req->n_headers; i++) {
-    const tb_http_header_t *h = &req->headers[i];
+    const tb__http_header_t *h = &req->headers[i];
     if (h->name.base == NULL || !valid_token(h->name.base, h->name.len) ||
         (h->value.len && h->value.base == NULL) || !valid_value(h->value)) {
       tb__http_req_set_message(req, "invalid header %zu", i);
@@ -94,7 +94,7 @@ static int validate_input(tb_http_client_req_t *req) {
 }
 
 /* Copies the URL into the request and parses it there. */
-static int take_url(tb_http_client_req_t *req, const char *s, size_t n) {
+static int take_url(tb__http_client_req_t *req, const char *s, size_t n) {
   tb__buf_reset(&req->url_buf_);
   if (tb__buf_append(&req->url_buf_, s, n) != 0)
     return TB_ENOMEM;
@@ -112,16 +112,16 @@ static int take_url(tb_http_client_req_t *req, const char *s, size_t n) {
   return 0;
 }
 
-static int has_header(const tb_http_client_req_t *req, const char *name) {
+static int has_header(const tb__http_client_req_t *req, const char *name) {
   return tb__http_find_header(req->headers, req->n_headers, name) != NULL;
 }
 
 /* The request head: request line, Host, User-Agent, Content-Length,
  * Connection, the caller's headers, and a small body appended so that
  * the whole request is one buffer. */
-static int build_head(tb_http_client_req_t *req) {
-  tb_buf_t *b = &req->head_;
-  tb_http_client_t *c = req->client_;
+static int build_head(tb__http_client_req_t *req) {
+  tb__buf_t *b = &req->head_;
+  tb__http_client_t *c = req->client_;
   const char *m = method_of(req);
   int rc = 0;
   tb__buf_reset(b);
@@ -141,7 +141,7 @@ static int build_head(tb_http_client_req_t *req) {
     rc |= tb__buf_printf(b, "Content-Length: %zu\r\n", req->body_total_);
   rc |= tb__buf_append(b, "Connection: keep-alive\r\n", 24);
   for (size_t i = 0; i < req->n_headers; i++) {
-    const tb_http_header_t *h = &req->headers[i];
+    const tb__http_header_t *h = &req->headers[i];
     rc |= tb__buf_append(b, h->name.base, h->name.len);
     rc |= tb__buf_append(b, ": ", 2);
     rc |= tb__buf_append(b, h->value.base, h->value.len);
@@ -155,7 +155,7 @@ static int build_head(tb_http_client_req_t *req) {
   return rc ? TB_ENOMEM : 0;
 }
 
-static void reset_response(tb_http_client_req_t *req) {
+static void reset_response(tb__http_client_req_t *req) {
   memset(&req->response, 0, sizeof(req->response));
   tb__buf_reset(&req->resp_strs_);
   tb__buf_reset(&req->resp_body_);
@@ -166,11 +166,11 @@ static void reset_response(tb_http_client_req_t *req) {
 
 /* ------------------------------------------------------------- sending */
 
-void tb__http_client_req_init(tb_http_client_req_t *req) {
+void tb__http_client_req_init(tb__http_client_req_t *req) {
   memset(req, 0, sizeof(*req));
 }
 
-void tb__http_client_req_free(tb_http_client_req_t *req) {
+void tb__http_client_req_free(tb__http_client_req_t *req) {
   if (req->state_ != TB__REQ_IDLE)
     return; /* in flight: the client still uses these buffers */
   tb__buf_free(&req->url_buf_);
@@ -187,8 +187,8 @@ void tb__http_client_req_free(tb_http_client_req_t *req) {
   memset(&req->url_, 0, sizeof(req->url_));
 }
 
-int tb__http_client_send(tb_http_client_t *c, tb_http_client_req_t *req,
-                         tb_http_client_req_cb cb) {
+int tb__http_client_send(tb__http_client_t *c, tb__http_client_req_t *req,
+                         tb__http_client_req_cb cb) {
   if (req->state_ != TB__REQ_IDLE)
     return TB_EBUSY; /* message untouched: it belongs to the flight */
   req->message[0] = '\0';
@@ -240,7 +240,7 @@ int tb__http_client_send(tb_http_client_t *c, tb_http_client_req_t *req,
   return 0;
 }
 
-int tb__http_client_req_cancel(tb_http_client_req_t *req) {
+int tb__http_client_req_cancel(tb__http_client_req_t *req) {
   if (req->state_ == TB__REQ_IDLE)
     return UV_EINVAL;
   if (req->state_ == TB__REQ_DEFERRED)
@@ -253,7 +253,7 @@ int tb__http_client_req_cancel(tb_http_client_req_t *req) {
 /* -------------------------------------------------------- the exchange */
 
 void tb__http_conn_send(struct tb__http_conn_s *conn) {
-  tb_http_client_req_t *req = conn->req;
+  tb__http_client_req_t *req = conn->req;
   uv_buf_t small[8];
   uv_buf_t *bufs = small;
   unsigned n = 1;
@@ -293,12 +293,12 @@ void tb__http_conn_send(struct tb__http_conn_s *conn) {
 /* The request on conn has its whole response (and its write finished):
  * follow a redirect or complete it. */
 static void finish_exchange(struct tb__http_conn_s *conn) {
-  tb_http_client_req_t *req = conn->req;
+  tb__http_client_req_t *req = conn->req;
   int keep = llhttp_should_keep_alive(&conn->ll) && !conn->leftover;
   tb__http_conn_release(conn, keep);
 
   int st = req->response.status;
-  const tb_http_header_t *loc = tb__http_response_header(&req->response,
+  const tb__http_header_t *loc = tb__http_response_header(&req->response,
                                                          "location");
   if (req->redirects < req->follow_redirects && loc != NULL &&
       strcmp(method_of(req), "GET") == 0 &&
@@ -306,7 +306,7 @@ static void finish_exchange(struct tb__http_conn_s *conn) {
     tb__buf_reset(&req->scratch_);
     int rc = tb__url_resolve(&req->url_, loc->value, &req->scratch_);
     if (rc == 0) {
-      tb_buf_t t = req->url_buf_;
+      tb__buf_t t = req->url_buf_;
       req->url_buf_ = req->scratch_;
       req->scratch_ = t;
       rc = tb__url_parse(&req->url_, req->url_buf_.base, req->url_buf_.len);
@@ -369,7 +369,7 @@ static const char *io_error_message(int err, int got_bytes) {
 }
 
 void tb__http_conn_io_error(struct tb__http_conn_s *conn, int err) {
-  tb_http_client_req_t *req = conn->req;
+  tb__http_client_req_t *req = conn->req;
   if (req == NULL) {
     tb__http_pool_discard(conn);
     return;
@@ -418,7 +418,7 @@ void tb__http_conn_io_error(struct tb__http_conn_s *conn, int err) {
 void tb__http_conn_on_read(tb__transport_t *t, ssize_t nread,
                            const char *data) {
   struct tb__http_conn_s *conn = t->data;
-  tb_http_client_req_t *req = conn->req;
+  tb__http_client_req_t *req = conn->req;
   if (req == NULL || conn->response_done) {
     /* Idle: the server closed (or sent what nobody asked for).  After a
      * complete response: the connection is done either way. */
@@ -458,7 +458,7 @@ void tb__http_conn_on_read(tb__transport_t *t, ssize_t nread,
 
 /* --------------------------------------------------- llhttp callbacks */
 
-static tb_http_client_req_t *req_of(llhttp_t *ll) {
+static tb__http_client_req_t *req_of(llhttp_t *ll) {
   return ((struct tb__http_conn_s *)ll->data)->req;
 }
 
@@ -469,13 +469,13 @@ static int cb_fail(llhttp_t *ll, int code, const char *msg) {
   return -1;
 }
 
-static int grow_headers(tb_http_client_req_t *req) {
+static int grow_headers(tb__http_client_req_t *req) {
   size_t cap = req->hdr_cap_ ? req->hdr_cap_ * 2 : 16;
   size_t *spans = realloc(req->spans_, cap * 4 * sizeof(*spans));
   if (spans == NULL)
     return TB_ENOMEM;
   req->spans_ = spans;
-  tb_http_header_t *h = realloc(req->resp_headers_, cap * sizeof(*h));
+  tb__http_header_t *h = realloc(req->resp_headers_, cap * sizeof(*h));
   if (h == NULL)
     return TB_ENOMEM;
   req->resp_headers_ = h;
@@ -484,7 +484,7 @@ static int grow_headers(tb_http_client_req_t *req) {
 }
 
 static int on_header_field(llhttp_t *ll, const char *at, size_t len) {
-  tb_http_client_req_t *req = req_of(ll);
+  tb__http_client_req_t *req = req_of(ll);
   if (req->head_done_)
     return 0; /* trailers are dropped */
   if (!req->in_field_) {
@@ -508,7 +508,7 @@ static int on_header_field(llhttp_t *ll, const char *at, size_t len) {
 }
 
 static int on_header_value(llhttp_t *ll, const char *at, size_t len) {
-  tb_http_client_req_t *req = req_of(ll);
+  tb__http_client_req_t *req = req_of(ll);
   if (req->head_done_)
     return 0;
   size_t *s = &req->spans_[4 * (req->response.n_headers - 1)];
@@ -525,7 +525,7 @@ static int on_header_value(llhttp_t *ll, const char *at, size_t len) {
 }
 
 static int on_headers_complete(llhttp_t *ll) {
-  tb_http_client_req_t *req = req_of(ll);
+  tb__http_client_req_t *req = req_of(ll);
   int st = llhttp_get_status_code(ll);
   if (st == 101 || llhttp_get_upgrade(ll))
     return cb_fail(ll, TB_EPROTO, "unexpected protocol upgrade");
@@ -562,7 +562,7 @@ static int on_headers_complete(llhttp_t *ll) {
 }
 
 static int on_body(llhttp_t *ll, const char *at, size_t len) {
-  tb_http_client_req_t *req = req_of(ll);
+  tb__http_client_req_t *req = req_of(ll);
   if (len > req->max_body_ - req->resp_body_.len)
     return cb_fail(ll, TB_ETOOLARGE, "response body exceeds the limit");
   if (tb__buf_append(&req->resp_body_, at, len) != 0)
@@ -572,7 +572,7 @@ static int on_body(llhttp_t *ll, const char *at, size_t len) {
 
 static int on_message_complete(llhttp_t *ll) {
   struct tb__http_conn_s *conn = ll->data;
-  tb_http_client_req_t *req = conn->req;
+  tb__http_client_req_t *req = conn->req;
   if (!req->head_done_)
     return 0; /* the end of an interim response */
   req->response.body = req->resp_body_.len ? req->resp_body_.base : NULL;
@@ -598,12 +598,12 @@ void tb__http_conn_parser_init(struct tb__http_conn_s *conn) {
 
 /* ------------------------------------------------------------ helpers */
 
-const tb_http_header_t *tb__http_response_header(const tb_http_response_t *res,
+const tb__http_header_t *tb__http_response_header(const tb__http_response_t *res,
                                                  const char *name) {
   return tb__http_find_header(res->headers, res->n_headers, name);
 }
 
-int tb__http_client_req_error(const tb_http_client_req_t *req, int status,
+int tb__http_client_req_error(const tb__http_client_req_t *req, int status,
                            tb_error_t *err) {
   tb_category_t cat;
   if (status == 0)

@@ -5,7 +5,7 @@
  * connection: no connect, one write, and no allocation when the request
  * object is reused.
  *
- * A tb_http_client_t is a handle, as in libuv: the caller owns its memory,
+ * A tb__http_client_t is a handle, as in libuv: the caller owns its memory,
  * tb__http_client_init() sets it up on a loop, tb__http_client_close()
  * starts closing it and the memory may be released only in the close
  * callback.  It owns one connection pool per origin (scheme, host, port):
@@ -14,7 +14,7 @@
  * after idle_timeout_ms.  Idle connections and the client's timers do not
  * keep the loop alive.
  *
- * A tb_http_client_req_t is a request, as in libuv: the caller owns it, fills
+ * A tb__http_client_req_t is a request, as in libuv: the caller owns it, fills
  * its input fields and sends it; the callback runs exactly once with 0 or
  * a negative code, unless tb__http_client_send() returned an error, in
  * which case it never runs.  A request may be sent again after its
@@ -59,11 +59,11 @@
 #include "http/transport.h"
 #include "http/url.h"
 
-typedef struct tb_http_client_s tb_http_client_t;
-typedef struct tb_http_client_req_s tb_http_client_req_t;
+typedef struct tb__http_client_s tb__http_client_t;
+typedef struct tb__http_client_req_s tb__http_client_req_t;
 
-typedef void (*tb_http_client_req_cb)(tb_http_client_req_t *req, int status);
-typedef void (*tb_http_client_close_cb)(tb_http_client_t *client);
+typedef void (*tb__http_client_req_cb)(tb__http_client_req_t *req, int status);
+typedef void (*tb__http_client_close_cb)(tb__http_client_t *client);
 
 /* A doubly linked list node, circular with a sentinel head. */
 typedef struct tb__http_link_s {
@@ -73,33 +73,33 @@ typedef struct tb__http_link_s {
 /* Makes the transport for one connection to an https origin: the TLS
  * transport (a transport_tls.c over OpenSSL) provides one, with its
  * context in tls_ctx and the host name for SNI and verification. */
-typedef int (*tb_http_tls_transport_new_t)(uv_loop_t *loop, void *tls_ctx,
+typedef int (*tb__http_tls_transport_new_t)(uv_loop_t *loop, void *tls_ctx,
                                             const char *host,
                                             tb__transport_t **out);
 
-typedef struct tb_http_client_opts_s {
+typedef struct tb__http_client_opts_s {
   unsigned max_conns_per_origin; /* 0: 8 */
   uint64_t idle_timeout_ms;      /* 0: 30 s */
   uint64_t connect_timeout_ms;   /* 0: 10 s; requests may override */
   uint64_t timeout_ms;           /* 0: no total timeout; requests may set one */
   size_t max_body;               /* 0: TB_HTTP_DEFAULT_MAX_BODY */
   const char *user_agent;        /* NULL: "tinkerbell/<version>"; copied */
-  tb_http_tls_transport_new_t tls_transport_new; /* NULL: no https */
+  tb__http_tls_transport_new_t tls_transport_new; /* NULL: no https */
   void *tls_ctx;
-} tb_http_client_opts_t;
+} tb__http_client_opts_t;
 
 /* What came back.  Everything points into memory the request owns; it is
  * valid from the callback until the request is sent again or freed. */
-typedef struct tb_http_response_s {
+typedef struct tb__http_response_s {
   int status;                      /* 200, 404, ...; 0 before a head */
   uint8_t http_major, http_minor;
-  const tb_http_header_t *headers; /* in the order received */
+  const tb__http_header_t *headers; /* in the order received */
   size_t n_headers;
   const char *body;                /* contiguous; NULL when empty */
   size_t body_len;
-} tb_http_response_t;
+} tb__http_response_t;
 
-struct tb_http_client_req_s {
+struct tb__http_client_req_s {
   /* public */
   void *data;
 
@@ -108,7 +108,7 @@ struct tb_http_client_req_s {
    * array of them) must stay valid until the callback. */
   const char *method;               /* NULL: "GET" */
   tb_slice_t url;                   /* absolute http:// or https:// URL */
-  const tb_http_header_t *headers;  /* extra headers; not Content-Length,
+  const tb__http_header_t *headers;  /* extra headers; not Content-Length,
                                        Connection or Transfer-Encoding */
   size_t n_headers;
   const uv_buf_t *body;
@@ -124,15 +124,15 @@ struct tb_http_client_req_s {
   unsigned follow_redirects;        /* GET only: follow up to this many */
 
   /* read-only */
-  tb_http_response_t response;
+  tb__http_response_t response;
   unsigned redirects;               /* redirects followed */
   unsigned reused_connection : 1;   /* the last attempt reused a connection */
   unsigned retried : 1;             /* sent again after a stale connection */
   char message[192];                /* after a failure: what happened */
 
   /* private */
-  tb_http_client_t *client_;
-  tb_http_client_req_cb cb_;
+  tb__http_client_t *client_;
+  tb__http_client_req_cb cb_;
   struct tb__http_origin_s *origin_;
   struct tb__http_conn_s *conn_;
   tb__http_link_t queue_link_;      /* in the origin's queue or deferred */
@@ -144,14 +144,14 @@ struct tb_http_client_req_s {
   uint64_t connect_timeout_;
   size_t max_body_;
   size_t body_total_;               /* bytes in body[] */
-  tb_url_t url_;                    /* slices into url_buf_ */
-  tb_buf_t url_buf_;
-  tb_buf_t scratch_;                /* redirect resolution */
-  tb_buf_t head_;                   /* request head, plus a small body */
-  tb_buf_t resp_strs_;              /* header names and values */
-  tb_buf_t resp_body_;
+  tb__url_t url_;                    /* slices into url_buf_ */
+  tb__buf_t url_buf_;
+  tb__buf_t scratch_;                /* redirect resolution */
+  tb__buf_t head_;                   /* request head, plus a small body */
+  tb__buf_t resp_strs_;              /* header names and values */
+  tb__buf_t resp_body_;
   size_t *spans_;                   /* 4 per header: name off/len, value */
-  tb_http_header_t *resp_headers_;
+  tb__http_header_t *resp_headers_;
   size_t hdr_cap_;
   unsigned is_head_ : 1;
   unsigned body_inline_ : 1;
@@ -161,14 +161,14 @@ struct tb_http_client_req_s {
   unsigned head_done_ : 1;
 };
 
-struct tb_http_client_s {
+struct tb__http_client_s {
   /* public */
   void *data;
   /* read-only */
   uv_loop_t *loop;
   uint64_t n_connects;         /* connections established, for metrics */
   /* private */
-  tb_http_client_opts_t opts_;  /* with defaults filled in */
+  tb__http_client_opts_t opts_;  /* with defaults filled in */
   char *user_agent_;
   uv_timer_t timer_;            /* request deadlines and idle expiry */
   uv_timer_t defer_;            /* completions on the next loop turn */
@@ -182,48 +182,48 @@ struct tb_http_client_s {
   int n_handles_;               /* timers not yet closed */
   int closing_;
   int timers_closing_;
-  tb_http_client_close_cb close_cb_;
+  tb__http_client_close_cb close_cb_;
 };
 
 /* Sets up the client on loop.  opts may be NULL for the defaults.  Returns
  * 0, TB_EINVAL or TB_ENOMEM. */
-int tb__http_client_init(uv_loop_t *loop, tb_http_client_t *client,
-                         const tb_http_client_opts_t *opts);
+int tb__http_client_init(uv_loop_t *loop, tb__http_client_t *client,
+                         const tb__http_client_opts_t *opts);
 
 /* Cancels every request (their callbacks run with UV_ECANCELED), closes
  * every connection and calls close_cb (which may be NULL) once nothing of
  * the client remains on the loop.  Never calls back synchronously. */
-void tb__http_client_close(tb_http_client_t *client,
-                           tb_http_client_close_cb close_cb);
+void tb__http_client_close(tb__http_client_t *client,
+                           tb__http_client_close_cb close_cb);
 
 /* Zeroes a request: a zeroed request is valid for tb__http_client_req_free. */
-void tb__http_client_req_init(tb_http_client_req_t *req);
+void tb__http_client_req_init(tb__http_client_req_t *req);
 
 /* Starts the request.  Returns 0, or an error without ever calling cb:
  * TB_EINVAL (no callback, bad method or header), TB_EURL, TB_EUNSUPPORTED
  * (https without opts.tls_transport_new), TB_EBUSY (the request is in flight),
  * TB_ECLOSING (the client is closing), TB_ENOMEM.  req->message says why. */
-int tb__http_client_send(tb_http_client_t *client, tb_http_client_req_t *req,
-                         tb_http_client_req_cb cb);
+int tb__http_client_send(tb__http_client_t *client, tb__http_client_req_t *req,
+                         tb__http_client_req_cb cb);
 
 /* Cancels a request in flight: its connection, if it had one, is
  * discarded, and the callback runs on a later loop turn with
  * UV_ECANCELED.  Returns 0, UV_EINVAL when the request is not in flight,
  * or UV_EBUSY when its callback is already due (with another status). */
-int tb__http_client_req_cancel(tb_http_client_req_t *req);
+int tb__http_client_req_cancel(tb__http_client_req_t *req);
 
 /* Releases the response and the request's buffers.  Not while the request
  * is in flight.  The request may be sent again afterwards. */
-void tb__http_client_req_free(tb_http_client_req_t *req);
+void tb__http_client_req_free(tb__http_client_req_t *req);
 
 /* The first response header with this name (ASCII case-insensitive), or
  * NULL. */
-const tb_http_header_t *tb__http_response_header(const tb_http_response_t *res,
+const tb__http_header_t *tb__http_response_header(const tb__http_response_t *res,
                                                  const char *name);
 
 /* Fills err from a callback status and req->message, with the category a
  * retry policy needs (network, timeout, cancelled).  Returns status. */
-int tb__http_client_req_error(const tb_http_client_req_t *req, int status,
+int tb__http_client_req_error(const tb__http_client_req_t *req, int status,
                            tb_error_t *err);
 
 /* ------------------------------------------------------------------
@@ -249,7 +249,7 @@ enum {
 /* One scheme+host+port and its pool. */
 struct tb__http_origin_s {
   tb__http_link_t link;   /* in client->origins_ */
-  tb_http_client_t *client;
+  tb__http_client_t *client;
   char *host;             /* lowercase, NUL-terminated, no [] */
   uint16_t port;
   unsigned tls : 1;
@@ -264,9 +264,9 @@ struct tb__http_origin_s {
 struct tb__http_conn_s {
   tb__http_link_t link;   /* in origin->busy or origin->idle */
   struct tb__http_origin_s *origin;
-  tb_http_client_t *client;
+  tb__http_client_t *client;
   tb__transport_t *t;     /* NULL while resolving or between addresses */
-  tb_http_client_req_t *req; /* NULL when idle */
+  tb__http_client_req_t *req; /* NULL when idle */
   llhttp_t ll;
   uv_getaddrinfo_t gai;
   struct addrinfo *ai;    /* the resolved addresses */
@@ -283,7 +283,7 @@ struct tb__http_conn_s {
   unsigned dead : 1;      /* discarded while a lookup runs */
 };
 
-void tb__http_req_set_message(tb_http_client_req_t *req, const char *fmt, ...)
+void tb__http_req_set_message(tb__http_client_req_t *req, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 /* client.c: the exchange on a connection. */
@@ -295,15 +295,15 @@ void tb__http_conn_on_read(tb__transport_t *t, ssize_t nread,
 void tb__http_conn_io_error(struct tb__http_conn_s *conn, int err);
 
 /* pool.c */
-int tb__http_pool_has_tls(const tb_http_client_t *c);
-struct tb__http_origin_s *tb__http_pool_origin(tb_http_client_t *c,
-                                               const tb_url_t *url);
-void tb__http_pool_activate(tb_http_client_t *c, tb_http_client_req_t *req);
+int tb__http_pool_has_tls(const tb__http_client_t *c);
+struct tb__http_origin_s *tb__http_pool_origin(tb__http_client_t *c,
+                                               const tb__url_t *url);
+void tb__http_pool_activate(tb__http_client_t *c, tb__http_client_req_t *req);
 void tb__http_pool_enqueue(struct tb__http_origin_s *o,
-                           tb_http_client_req_t *req, int front);
+                           tb__http_client_req_t *req, int front);
 void tb__http_pool_dispatch(struct tb__http_origin_s *o);
-void tb__http_pool_complete(tb_http_client_req_t *req, int status);
-void tb__http_pool_fail_later(tb_http_client_req_t *req, int status);
+void tb__http_pool_complete(tb__http_client_req_t *req, int status);
+void tb__http_pool_fail_later(tb__http_client_req_t *req, int status);
 void tb__http_pool_retry(struct tb__http_conn_s *conn);
 void tb__http_pool_discard(struct tb__http_conn_s *conn);
 void tb__http_pool_discard_idle(struct tb__http_conn_s *conn);

@@ -47,7 +47,7 @@ const char *tb__http_status_text(int status) {
   }
 }
 
-const tb_http_header_t *tb__http_find_header(const tb_http_header_t *headers,
+const tb__http_header_t *tb__http_find_header(const tb__http_header_t *headers,
                                              size_t n, const char *name) {
   for (size_t i = 0; i < n; i++)
     if (tb__slice_case_eq_str(headers[i].name, name))

@@ -12,17 +12,17 @@
 
 /* One header field.  Slices point into memory owned by the message (the
  * request's arena on the server, the response on the client). */
-typedef struct tb_http_header_s {
+typedef struct tb__http_header_s {
   tb_slice_t name;
   tb_slice_t value;
-} tb_http_header_t;
+} tb__http_header_t;
 
 #define TB_HTTP_MAX_HEADER_BYTES (16u * 1024u)   /* larger -> 431 */
 #define TB_HTTP_MAX_URL_BYTES (8u * 1024u)       /* larger -> 414 */
 #define TB_HTTP_MAX_HEADERS 100
 #define TB_HTTP_DEFAULT_MAX_BODY ((size_t)64 * 1024 * 1024) /* larger -> 413 */
 /* The server's defaults for what all connections together may hold (see
- * tb_http_server_options_t). */
+ * tb__http_server_options_t). */
 #define TB_HTTP_DEFAULT_MAX_BODY_MEMORY ((size_t)512 * 1024 * 1024)
 #define TB_HTTP_DEFAULT_REQUEST_TIMEOUT_MS 120000u
 #define TB_HTTP_DEFAULT_MAX_CONNECTIONS 1024u
@@ -31,7 +31,7 @@ typedef struct tb_http_header_s {
 const char *tb__http_status_text(int status);
 
 /* Finds a header by case-insensitive name; NULL when absent. */
-const tb_http_header_t *tb__http_find_header(const tb_http_header_t *headers,
+const tb__http_header_t *tb__http_find_header(const tb__http_header_t *headers,
                                              size_t n, const char *name);
 
 #endif /* TB_HTTP_HTTP_H */

@@ -65,7 +65,7 @@ static void link_insert_head(tb__http_link_t *h, tb__http_link_t *l) {
 
 static void on_timer(uv_timer_t *t);
 
-static void update_ref(tb_http_client_t *c) {
+static void update_ref(tb__http_client_t *c) {
   if (c->n_active_ > 0)
     uv_ref((uv_handle_t *)&c->timer_);
   else
@@ -73,7 +73,7 @@ static void update_ref(tb_http_client_t *c) {
 }
 
 /* Makes the timer fire no later than `due` (a uv_now time; 0: never). */
-static void arm(tb_http_client_t *c, uint64_t due) {
+static void arm(tb__http_client_t *c, uint64_t due) {
   if (due == 0 || c->closing_)
     return;
   if (c->timer_due_ != 0 && c->timer_due_ <= due)
@@ -85,7 +85,7 @@ static void arm(tb_http_client_t *c, uint64_t due) {
 
 /* ------------------------------------------------------------ closing */
 
-static void maybe_finish_close(tb_http_client_t *c) {
+static void maybe_finish_close(tb__http_client_t *c) {
   if (!c->closing_ || c->n_handles_ > 0 || c->n_conns_ > 0 ||
       c->n_transports_ > 0 || !link_empty(&c->deferred_))
     return;
@@ -98,25 +98,25 @@ static void maybe_finish_close(tb_http_client_t *c) {
   }
   free(c->user_agent_);
   c->user_agent_ = NULL;
-  tb_http_client_close_cb cb = c->close_cb_;
+  tb__http_client_close_cb cb = c->close_cb_;
   c->close_cb_ = NULL;
   if (cb != NULL)
     cb(c);
 }
 
 static void on_transport_closed(tb__transport_t *t) {
-  tb_http_client_t *c = t->data;
+  tb__http_client_t *c = t->data;
   c->n_transports_--;
   maybe_finish_close(c);
 }
 
-static void close_transport(tb_http_client_t *c, tb__transport_t *t) {
+static void close_transport(tb__http_client_t *c, tb__transport_t *t) {
   t->data = c;
   tb__transport_close(t, on_transport_closed);
 }
 
 static void on_timer_closed(uv_handle_t *h) {
-  tb_http_client_t *c = h->data;
+  tb__http_client_t *c = h->data;
   c->n_handles_--;
   maybe_finish_close(c);
 }
@@ -124,7 +124,7 @@ static void on_timer_closed(uv_handle_t *h) {
 /* ------------------------------------------------------- connections */
 
 static void free_conn(struct tb__http_conn_s *conn) {
-  tb_http_client_t *c = conn->client;
+  tb__http_client_t *c = conn->client;
   if (conn->ai != NULL)
     uv_freeaddrinfo(conn->ai);
   free(conn);
@@ -133,7 +133,7 @@ static void free_conn(struct tb__http_conn_s *conn) {
 }
 
 void tb__http_pool_discard(struct tb__http_conn_s *conn) {
-  tb_http_client_t *c = conn->client;
+  tb__http_client_t *c = conn->client;
   link_remove(&conn->link);
   conn->origin->n_conns--;
   if (conn->req != NULL) {
@@ -161,7 +161,7 @@ void tb__http_pool_discard_idle(struct tb__http_conn_s *conn) {
 }
 
 void tb__http_conn_release(struct tb__http_conn_s *conn, int keep) {
-  tb_http_client_t *c = conn->client;
+  tb__http_client_t *c = conn->client;
   struct tb__http_origin_s *o = conn->origin;
   conn->req->conn_ = NULL;
   conn->req = NULL;
@@ -178,13 +178,13 @@ void tb__http_conn_release(struct tb__http_conn_s *conn, int keep) {
 }
 
 void tb__http_conn_fail(struct tb__http_conn_s *conn, int status) {
-  tb_http_client_req_t *req = conn->req;
+  tb__http_client_req_t *req = conn->req;
   tb__http_pool_discard(conn);
   tb__http_pool_complete(req, status);
 }
 
 static int transport_new(struct tb__http_conn_s *conn, tb__transport_t **t) {
-  tb_http_client_t *c = conn->client;
+  tb__http_client_t *c = conn->client;
   if (!conn->origin->tls)
     return tb__transport_tcp_new(c->loop, t);
   if (c->opts_.tls_transport_new == NULL)
@@ -197,7 +197,7 @@ static void on_connected(tb__transport_t *t, int status);
 
 static int connect_addr(struct tb__http_conn_s *conn,
                         const struct sockaddr *sa) {
-  tb_http_client_t *c = conn->client;
+  tb__http_client_t *c = conn->client;
   tb__transport_t *t;
   int rc = transport_new(conn, &t);
   if (rc != 0)
@@ -238,7 +238,7 @@ static void connect_next(struct tb__http_conn_s *conn) {
 
 static void on_connected(tb__transport_t *t, int status) {
   struct tb__http_conn_s *conn = t->data;
-  tb_http_client_t *c = conn->client;
+  tb__http_client_t *c = conn->client;
   if (status < 0) {
     close_transport(c, t);
     conn->t = NULL;
@@ -286,8 +286,8 @@ static void on_resolved(uv_getaddrinfo_t *gai, int status,
 /* Opens a new connection for req: resolve (unless the host is an address
  * literal), then connect.  Runs inside dispatch, so failures found here
  * complete the request later. */
-static void open_conn(struct tb__http_origin_s *o, tb_http_client_req_t *req) {
-  tb_http_client_t *c = o->client;
+static void open_conn(struct tb__http_origin_s *o, tb__http_client_req_t *req) {
+  tb__http_client_t *c = o->client;
   struct tb__http_conn_s *conn = calloc(1, sizeof(*conn));
   if (conn == NULL) {
     tb__http_req_set_message(req, "out of memory");
@@ -344,12 +344,12 @@ static void open_conn(struct tb__http_origin_s *o, tb_http_client_req_t *req) {
 
 /* --------------------------------------------------------- requests */
 
-int tb__http_pool_has_tls(const tb_http_client_t *c) {
+int tb__http_pool_has_tls(const tb__http_client_t *c) {
   return c->opts_.tls_transport_new != NULL;
 }
 
-struct tb__http_origin_s *tb__http_pool_origin(tb_http_client_t *c,
-                                               const tb_url_t *url) {
+struct tb__http_origin_s *tb__http_pool_origin(tb__http_client_t *c,
+                                               const tb__url_t *url) {
   for (tb__http_link_t *l = c->origins_.next; l != &c->origins_; l = l->next) {
     struct tb__http_origin_s *o = LINK_DATA(l, struct tb__http_origin_s, link);
     if (o->tls == url->tls && o->port == url->port &&
@@ -378,7 +378,7 @@ struct tb__http_origin_s *tb__http_pool_origin(tb_http_client_t *c,
   return o;
 }
 
-void tb__http_pool_activate(tb_http_client_t *c, tb_http_client_req_t *req) {
+void tb__http_pool_activate(tb__http_client_t *c, tb__http_client_req_t *req) {
   link_init(&req->queue_link_);
   link_insert_tail(&c->active_, &req->active_link_);
   if (c->n_active_++ == 0)
@@ -387,7 +387,7 @@ void tb__http_pool_activate(tb_http_client_t *c, tb_http_client_req_t *req) {
 }
 
 void tb__http_pool_enqueue(struct tb__http_origin_s *o,
-                           tb_http_client_req_t *req, int front) {
+                           tb__http_client_req_t *req, int front) {
   req->state_ = TB__REQ_QUEUED;
   if (front)
     link_insert_head(&o->queue, &req->queue_link_);
@@ -395,7 +395,7 @@ void tb__http_pool_enqueue(struct tb__http_origin_s *o,
     link_insert_tail(&o->queue, &req->queue_link_);
 }
 
-static void assign(struct tb__http_conn_s *conn, tb_http_client_req_t *req) {
+static void assign(struct tb__http_conn_s *conn, tb__http_client_req_t *req) {
   link_remove(&conn->link);
   link_insert_head(&conn->origin->busy, &conn->link);
   conn->state = TB__CONN_BUSY;
@@ -406,13 +406,13 @@ static void assign(struct tb__http_conn_s *conn, tb_http_client_req_t *req) {
 }
 
 void tb__http_pool_dispatch(struct tb__http_origin_s *o) {
-  tb_http_client_t *c = o->client;
+  tb__http_client_t *c = o->client;
   if (c->closing_ || o->dispatching)
     return;
   o->dispatching = 1;
   while (!link_empty(&o->queue)) {
-    tb_http_client_req_t *req =
-        LINK_DATA(o->queue.next, tb_http_client_req_t, queue_link_);
+    tb__http_client_req_t *req =
+        LINK_DATA(o->queue.next, tb__http_client_req_t, queue_link_);
     if (req->fresh_only_ && !link_empty(&o->idle)) {
       /* Make room for the fresh connection a retry needs: the oldest
        * idle one is the likeliest to be stale as well. */
@@ -434,14 +434,14 @@ void tb__http_pool_dispatch(struct tb__http_origin_s *o) {
 
 /* Takes req off whatever holds it: its origin's queue, its connection
  * (which is discarded) or the deferred list. */
-static void detach(tb_http_client_req_t *req) {
+static void detach(tb__http_client_req_t *req) {
   link_remove(&req->queue_link_);
   if (req->conn_ != NULL)
     tb__http_pool_discard(req->conn_);
 }
 
-void tb__http_pool_complete(tb_http_client_req_t *req, int status) {
-  tb_http_client_t *c = req->client_;
+void tb__http_pool_complete(tb__http_client_req_t *req, int status) {
+  tb__http_client_t *c = req->client_;
   link_remove(&req->queue_link_);
   link_remove(&req->active_link_);
   req->state_ = TB__REQ_IDLE;
@@ -457,10 +457,10 @@ void tb__http_pool_complete(tb_http_client_req_t *req, int status) {
 }
 
 static void on_defer(uv_timer_t *t) {
-  tb_http_client_t *c = t->data;
+  tb__http_client_t *c = t->data;
   while (!link_empty(&c->deferred_)) {
-    tb_http_client_req_t *req =
-        LINK_DATA(c->deferred_.next, tb_http_client_req_t, queue_link_);
+    tb__http_client_req_t *req =
+        LINK_DATA(c->deferred_.next, tb__http_client_req_t, queue_link_);
     tb__http_pool_complete(req, req->deferred_status_);
   }
   if (c->closing_ && !c->timers_closing_) {
@@ -470,8 +470,8 @@ static void on_defer(uv_timer_t *t) {
   }
 }
 
-void tb__http_pool_fail_later(tb_http_client_req_t *req, int status) {
-  tb_http_client_t *c = req->client_;
+void tb__http_pool_fail_later(tb__http_client_req_t *req, int status) {
+  tb__http_client_t *c = req->client_;
   struct tb__http_origin_s *o = req->origin_;
   detach(req);
   link_remove(&req->active_link_);
@@ -484,7 +484,7 @@ void tb__http_pool_fail_later(tb_http_client_req_t *req, int status) {
 }
 
 void tb__http_pool_retry(struct tb__http_conn_s *conn) {
-  tb_http_client_req_t *req = conn->req;
+  tb__http_client_req_t *req = conn->req;
   struct tb__http_origin_s *o = conn->origin;
   tb__http_pool_discard(conn);
   req->retried = 1;
@@ -494,9 +494,9 @@ void tb__http_pool_retry(struct tb__http_conn_s *conn) {
 }
 
 /* Fails the first request whose deadline has passed; 0 when none has. */
-static int expire_one(tb_http_client_t *c, uint64_t now) {
+static int expire_one(tb__http_client_t *c, uint64_t now) {
   for (tb__http_link_t *l = c->active_.next; l != &c->active_; l = l->next) {
-    tb_http_client_req_t *req = LINK_DATA(l, tb_http_client_req_t, active_link_);
+    tb__http_client_req_t *req = LINK_DATA(l, tb__http_client_req_t, active_link_);
     int conn_late = req->state_ == TB__REQ_CONNECTING &&
                     req->connect_deadline_ != 0 &&
                     req->connect_deadline_ <= now;
@@ -523,7 +523,7 @@ static int expire_one(tb_http_client_t *c, uint64_t now) {
 }
 
 static void on_timer(uv_timer_t *t) {
-  tb_http_client_t *c = t->data;
+  tb__http_client_t *c = t->data;
   uint64_t now = uv_now(c->loop);
   c->timer_due_ = 0;
   /* One at a time: a callback may cancel, send or close anything. */
@@ -551,7 +551,7 @@ static void on_timer(uv_timer_t *t) {
       tb__http_pool_dispatch(o);
   }
   for (tb__http_link_t *l = c->active_.next; l != &c->active_; l = l->next) {
-    tb_http_client_req_t *req = LINK_DATA(l, tb_http_client_req_t, active_link_);
+    tb__http_client_req_t *req = LINK_DATA(l, tb__http_client_req_t, active_link_);
     uint64_t d[2] = { req->deadline_, req->state_ == TB__REQ_CONNECTING
                                           ? req->connect_deadline_ : 0 };
     for (int i = 0; i < 2; i++)
@@ -563,8 +563,8 @@ static void on_timer(uv_timer_t *t) {
 
 /* ------------------------------------------------------------ client */
 
-int tb__http_client_init(uv_loop_t *loop, tb_http_client_t *c,
-                         const tb_http_client_opts_t *opts) {
+int tb__http_client_init(uv_loop_t *loop, tb__http_client_t *c,
+                         const tb__http_client_opts_t *opts) {
   if (loop == NULL || c == NULL)
     return TB_EINVAL;
   memset(c, 0, sizeof(*c));
@@ -600,15 +600,15 @@ int tb__http_client_init(uv_loop_t *loop, tb_http_client_t *c,
   return 0;
 }
 
-void tb__http_client_close(tb_http_client_t *c,
-                           tb_http_client_close_cb close_cb) {
+void tb__http_client_close(tb__http_client_t *c,
+                           tb__http_client_close_cb close_cb) {
   if (c->closing_)
     return;
   c->closing_ = 1;
   c->close_cb_ = close_cb;
   while (!link_empty(&c->active_)) {
-    tb_http_client_req_t *req =
-        LINK_DATA(c->active_.next, tb_http_client_req_t, active_link_);
+    tb__http_client_req_t *req =
+        LINK_DATA(c->active_.next, tb__http_client_req_t, active_link_);
     tb__http_req_set_message(req, "the HTTP client was closed");
     tb__http_pool_fail_later(req, UV_ECANCELED);
   }

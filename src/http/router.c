@@ -23,15 +23,15 @@ struct tb__http_route_s {
   char *pattern;    /* owns the bytes seg_t slices point to */
   seg_t *segs;
   size_t n_segs;
-  tb_http_handler_cb handler;
+  tb__http_handler_cb handler;
   void *data;
 };
 
-void tb__http_router_init(tb_http_router_t *r) {
+void tb__http_router_init(tb__http_router_t *r) {
   memset(r, 0, sizeof(*r));
 }
 
-void tb__http_router_free(tb_http_router_t *r) {
+void tb__http_router_free(tb__http_router_t *r) {
   for (size_t i = 0; i < r->n_routes; i++) {
     free(r->routes[i].method);
     free(r->routes[i].pattern);
@@ -80,8 +80,8 @@ static long compile(const char *pattern, seg_t *segs, size_t max) {
   return (long)n;
 }
 
-int tb__http_router_add(tb_http_router_t *r, const char *method,
-                        const char *pattern, tb_http_handler_cb handler,
+int tb__http_router_add(tb__http_router_t *r, const char *method,
+                        const char *pattern, tb__http_handler_cb handler,
                         void *data) {
   if (method == NULL || pattern == NULL || handler == NULL || method[0] == '\0')
     return TB_EINVAL;
@@ -175,7 +175,7 @@ static int hexval(char c) {
   return -1;
 }
 
-int tb__http_percent_decode(tb_slice_t in, int plus_is_space, tb_arena_t *arena,
+int tb__http_percent_decode(tb_slice_t in, int plus_is_space, tb__arena_t *arena,
                             tb_slice_t *out) {
   char *dst = tb__arena_alloc(arena, in.len + 1);
   if (dst == NULL)
@@ -224,9 +224,9 @@ static void allow_add(char *allow, size_t cap, const char *method) {
   memcpy(allow + len, method, ml + 1);
 }
 
-int tb__http_router_match(const tb_http_router_t *r, tb_slice_t method,
-                          tb_slice_t path, tb_arena_t *arena,
-                          tb_http_route_match_t *m) {
+int tb__http_router_match(const tb__http_router_t *r, tb_slice_t method,
+                          tb_slice_t path, tb__arena_t *arena,
+                          tb__http_route_match_t *m) {
   tb_slice_t raw[TB_HTTP_MAX_PARAMS];
   int path_seen = 0;
   m->allow[0] = '\0';
@@ -260,8 +260,8 @@ int tb__http_router_match(const tb_http_router_t *r, tb_slice_t method,
   return path_seen ? 405 : 404;
 }
 
-void tb__http_router_handle(const tb_http_router_t *r, tb_http_request_t *req) {
-  tb_http_route_match_t m;
+void tb__http_router_handle(const tb__http_router_t *r, tb__http_request_t *req) {
+  tb__http_route_match_t m;
   int rc = tb__http_router_match(r, req->method, req->path, &req->arena, &m);
   if (rc == 0) {
     memcpy(req->params, m.params, m.n_params * sizeof(m.params[0]));
@@ -273,7 +273,7 @@ void tb__http_router_handle(const tb_http_router_t *r, tb_http_request_t *req) {
   if (rc == 405) {
     static const char body[] =
         "{\"error\": \"method not allowed\", \"category\": \"user\"}";
-    tb_http_header_t h[2] = {
+    tb__http_header_t h[2] = {
       { TB_SLICE_LIT("Allow"), { m.allow, strlen(m.allow) } },
       { TB_SLICE_LIT("Content-Type"), TB_SLICE_LIT("application/json") },
     };
@@ -289,7 +289,7 @@ void tb__http_router_handle(const tb_http_router_t *r, tb_http_request_t *req) {
     tb__http_respond_error(req, 503, "out of memory");
 }
 
-const tb_slice_t *tb__http_request_param(const tb_http_request_t *req,
+const tb_slice_t *tb__http_request_param(const tb__http_request_t *req,
                                          const char *name) {
   for (size_t i = 0; i < req->n_params; i++)
     if (tb__slice_eq_str(req->params[i].name, name))
@@ -297,7 +297,7 @@ const tb_slice_t *tb__http_request_param(const tb_http_request_t *req,
   return NULL;
 }
 
-int tb__http_request_query(tb_http_request_t *req, const char *name,
+int tb__http_request_query(tb__http_request_t *req, const char *name,
                            tb_slice_t *value) {
   const char *p = req->query.base, *end = req->query.base + req->query.len;
   while (p < end) {

@@ -25,42 +25,42 @@
 
 typedef struct tb__http_route_s tb__http_route_t;
 
-struct tb_http_router_s {
+struct tb__http_router_s {
   /* private */
   tb__http_route_t *routes;
   size_t n_routes, cap_routes;
 };
 
-void tb__http_router_init(tb_http_router_t *r);
-void tb__http_router_free(tb_http_router_t *r);
+void tb__http_router_init(tb__http_router_t *r);
+void tb__http_router_free(tb__http_router_t *r);
 /* Adds a route; data is handed to the handler as req->route_data.
  * Returns 0, TB_EINVAL for a malformed pattern, or TB_ENOMEM. */
-int tb__http_router_add(tb_http_router_t *r, const char *method,
-                        const char *pattern, tb_http_handler_cb handler,
+int tb__http_router_add(tb__http_router_t *r, const char *method,
+                        const char *pattern, tb__http_handler_cb handler,
                         void *data);
 
-typedef struct tb_http_route_match_s {
-  tb_http_handler_cb handler;
+typedef struct tb__http_route_match_s {
+  tb__http_handler_cb handler;
   void *data;
-  tb_http_param_t params[TB_HTTP_MAX_PARAMS];
+  tb__http_param_t params[TB_HTTP_MAX_PARAMS];
   size_t n_params;
   char allow[96];  /* for 405: "GET, POST" */
-} tb_http_route_match_t;
+} tb__http_route_match_t;
 
 /* Finds the route for method and raw path.  Returns 0 (m filled), 404,
  * 405 (m->allow filled), 400 (bad percent-encoding in a parameter), or
  * TB_ENOMEM.  Parameter values are allocated in arena. */
-int tb__http_router_match(const tb_http_router_t *r, tb_slice_t method,
-                          tb_slice_t path, tb_arena_t *arena,
-                          tb_http_route_match_t *m);
+int tb__http_router_match(const tb__http_router_t *r, tb_slice_t method,
+                          tb_slice_t path, tb__arena_t *arena,
+                          tb__http_route_match_t *m);
 
 /* Routes one request: calls its handler, or answers 404/405/400 itself.
- * Suits tb_http_server_options_t.router. */
-void tb__http_router_handle(const tb_http_router_t *r, tb_http_request_t *req);
+ * Suits tb__http_server_options_t.router. */
+void tb__http_router_handle(const tb__http_router_t *r, tb__http_request_t *req);
 
 /* Percent-decodes in into arena (NUL-terminated).  plus_is_space for
  * query strings.  Returns 0, TB_EINVAL (bad escape or %00), TB_ENOMEM. */
-int tb__http_percent_decode(tb_slice_t in, int plus_is_space, tb_arena_t *arena,
+int tb__http_percent_decode(tb_slice_t in, int plus_is_space, tb__arena_t *arena,
                             tb_slice_t *out);
 
 #endif /* TB_HTTP_ROUTER_H */

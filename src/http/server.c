@@ -21,14 +21,14 @@
 
 #define TB__HTTP_MAX_FREE_REQS 1024
 
-int tb__http_server_init(uv_loop_t *loop, tb_http_server_t *server,
-                         const tb_http_server_options_t *opts) {
+int tb__http_server_init(uv_loop_t *loop, tb__http_server_t *server,
+                         const tb__http_server_options_t *opts) {
   if (opts == NULL || (opts->router == NULL && opts->on_request == NULL))
     return TB_EINVAL;
   memset(server, 0, sizeof(*server));
   server->loop = loop;
   server->opts = *opts;
-  tb_http_server_options_t *o = &server->opts;
+  tb__http_server_options_t *o = &server->opts;
   if (o->max_body == 0)
     o->max_body = TB_HTTP_DEFAULT_MAX_BODY;
   if (o->idle_timeout_ms == 0)
@@ -80,7 +80,7 @@ static const char tb__busy_response[] =
     "{\"error\": \"too many connections; retry later\", \"category\": \"server\"}";
 
 static void on_refused_closed(uv_handle_t *h) {
-  tb_http_server_t *server = h->data;
+  tb__http_server_t *server = h->data;
   free(h);
   server->n_refusing--;
   tb__http_server_maybe_finish(server);
@@ -88,7 +88,7 @@ static void on_refused_closed(uv_handle_t *h) {
 
 /* Accepts the connection over the cap, answers 503 if the socket takes it
  * at once, and closes. */
-static void refuse_connection(tb_http_server_t *server) {
+static void refuse_connection(tb__http_server_t *server) {
   uv_tcp_t *tcp = malloc(sizeof(*tcp));
   if (tcp == NULL || uv_tcp_init(server->loop, tcp) != 0) {
     free(tcp);
@@ -105,25 +105,25 @@ static void refuse_connection(tb_http_server_t *server) {
 }
 
 static void on_connection(uv_stream_t *listener, int status) {
-  tb_http_server_t *server = listener->data;
+  tb__http_server_t *server = listener->data;
   if (status < 0) {
-    tb_warn("http server: accept failed: %s", uv_strerror(status));
+    tb__warn("http server: accept failed: %s", uv_strerror(status));
     return;
   }
   if (server->closing)
     return;
   if (server->n_conns >= server->opts.max_connections) {
-    tb_debug("http server: %zu connections open, refusing one more", server->n_conns);
+    tb__debug("http server: %zu connections open, refusing one more", server->n_conns);
     refuse_connection(server);
     return;
   }
-  tb_http_conn_t *conn;
+  tb__http_server_conn_t *conn;
   int rc = tb__http_conn_start(server, &conn);
   if (rc != 0)
-    tb_warn("http server: connection dropped: %s", tb_strerror(rc));
+    tb__warn("http server: connection dropped: %s", tb_strerror(rc));
 }
 
-int tb__http_server_listen(tb_http_server_t *server, const char *host, int port) {
+int tb__http_server_listen(tb__http_server_t *server, const char *host, int port) {
   if (server->closing || server->listening)
     return TB_EINVAL;
   if (port < 0 || port > 65535)
@@ -144,7 +144,7 @@ int tb__http_server_listen(tb_http_server_t *server, const char *host, int port)
   return 0;
 }
 
-int tb__http_server_port(const tb_http_server_t *server) {
+int tb__http_server_port(const tb__http_server_t *server) {
   struct sockaddr_storage ss;
   int len = sizeof(ss);
   int rc = uv_tcp_getsockname(&server->tcp, (struct sockaddr *)&ss, &len);
@@ -155,38 +155,38 @@ int tb__http_server_port(const tb_http_server_t *server) {
   return ntohs(((struct sockaddr_in *)&ss)->sin_port);
 }
 
-static void free_req(tb_http_request_t *req) {
+static void free_req(tb__http_request_t *req) {
   tb__arena_free(&req->arena);
   tb__http_msg_free(&req->msg);
   tb__buf_free(&req->out);
   free(req);
 }
 
-void tb__http_server_maybe_finish(tb_http_server_t *server) {
+void tb__http_server_maybe_finish(tb__http_server_t *server) {
   if (!server->closing || !server->tcp_closed || server->n_conns > 0 ||
       server->n_detached > 0 || server->n_refusing > 0 || server->close_cb == NULL)
     return;
   while (server->free_reqs != NULL) {
-    tb_http_request_t *req = server->free_reqs;
+    tb__http_request_t *req = server->free_reqs;
     server->free_reqs = req->next;
     free_req(req);
   }
   server->n_free_reqs = 0;
   free(server->read_buf);
   server->read_buf = NULL;
-  tb_http_server_close_cb cb = server->close_cb;
+  tb__http_server_close_cb cb = server->close_cb;
   server->close_cb = NULL;
   /* Last: the callback may free the server. */
   cb(server);
 }
 
 static void on_listener_closed(uv_handle_t *h) {
-  tb_http_server_t *server = h->data;
+  tb__http_server_t *server = h->data;
   server->tcp_closed = 1;
   tb__http_server_maybe_finish(server);
 }
 
-void tb__http_server_close(tb_http_server_t *server, tb_http_server_close_cb close_cb) {
+void tb__http_server_close(tb__http_server_t *server, tb__http_server_close_cb close_cb) {
   if (server->closing)
     return;
   server->closing = 1;
@@ -194,12 +194,12 @@ void tb__http_server_close(tb_http_server_t *server, tb_http_server_close_cb clo
   uv_close((uv_handle_t *)&server->tcp, on_listener_closed);
   /* Draining may close a connection at once, but its memory goes only in
    * its close callback, so walking the list stays safe. */
-  for (tb_http_conn_t *c = server->conns; c != NULL; c = c->next)
+  for (tb__http_server_conn_t *c = server->conns; c != NULL; c = c->next)
     tb__http_conn_drain(c);
 }
 
-tb_http_request_t *tb__http_req_get(tb_http_server_t *server) {
-  tb_http_request_t *req = server->free_reqs;
+tb__http_request_t *tb__http_req_get(tb__http_server_t *server) {
+  tb__http_request_t *req = server->free_reqs;
   if (req != NULL) {
     server->free_reqs = req->next;
     server->n_free_reqs--;
@@ -216,8 +216,8 @@ tb_http_request_t *tb__http_req_get(tb_http_server_t *server) {
   return req;
 }
 
-void tb__http_req_put(tb_http_request_t *req) {
-  tb_http_server_t *server = req->server;
+void tb__http_req_put(tb__http_request_t *req) {
+  tb__http_server_t *server = req->server;
   server->body_memory -= req->body_held;
   req->body_held = 0;
   tb__arena_reset(&req->arena);
@@ -227,7 +227,7 @@ void tb__http_req_put(tb_http_request_t *req) {
   tb__buf_reset(&req->out);
   /* The public and read-only fields go back to zero; the arena, message
    * and output buffer keep their memory. */
-  memset(req, 0, offsetof(tb_http_request_t, arena));
+  memset(req, 0, offsetof(tb__http_request_t, arena));
   req->aborted = 0;
   req->keep_alive = 0;
   req->state = TB__REQ_PARSING;
@@ -248,7 +248,7 @@ void tb__http_req_put(tb_http_request_t *req) {
   server->n_free_reqs++;
 }
 
-const tb_http_header_t *tb__http_request_header(const tb_http_request_t *req,
+const tb__http_header_t *tb__http_request_header(const tb__http_request_t *req,
                                                 const char *name) {
   return tb__http_find_header(req->headers, req->n_headers, name);
 }

@@ -4,9 +4,9 @@
  * order, and handlers that answer at once or later (long polls).
  *
  * Object model, after libuv:
- *   - tb_http_server_t is a handle: tb__http_server_init, _listen, _close.
+ *   - tb__http_server_t is a handle: tb__http_server_init, _listen, _close.
  *     The caller owns its memory, which must stay valid until close_cb.
- *   - tb_http_request_t is handed to the handler when a request is
+ *   - tb__http_request_t is handed to the handler when a request is
  *     complete.  The handler answers it exactly once with one of the
  *     tb__http_respond* functions, now or later; that call gives the
  *     request back to the server.  Its memory (arena, headers, body) stays
@@ -55,31 +55,31 @@
 #include "http/server_parser.h"
 #include "tinkerbell/error.h"
 
-typedef struct tb_http_server_s tb_http_server_t;
-typedef struct tb_http_request_s tb_http_request_t;
-typedef struct tb_http_conn_s tb_http_conn_t;
-typedef struct tb_http_router_s tb_http_router_t;
+typedef struct tb__http_server_s tb__http_server_t;
+typedef struct tb__http_request_s tb__http_request_t;
+typedef struct tb__http_server_conn_s tb__http_server_conn_t;
+typedef struct tb__http_router_s tb__http_router_t;
 
 /* Handles one complete request; must eventually answer it. */
-typedef void (*tb_http_handler_cb)(tb_http_request_t *req);
+typedef void (*tb__http_handler_cb)(tb__http_request_t *req);
 /* on_abort and on_done: the request plus a status (see above). */
-typedef void (*tb_http_request_cb)(tb_http_request_t *req, int status);
-typedef void (*tb_http_server_close_cb)(tb_http_server_t *server);
+typedef void (*tb__http_request_cb)(tb__http_request_t *req, int status);
+typedef void (*tb__http_server_close_cb)(tb__http_server_t *server);
 
 /* A path parameter captured by the router, percent-decoded.  value is
  * also NUL-terminated (in the request's arena). */
-typedef struct tb_http_param_s {
+typedef struct tb__http_param_s {
   tb_slice_t name;
   tb_slice_t value;
-} tb_http_param_t;
+} tb__http_param_t;
 
 #define TB_HTTP_MAX_PARAMS 8
 
-typedef struct tb_http_server_options_s {
+typedef struct tb__http_server_options_s {
   /* Every complete request goes to the router when one is set, else to
    * on_request.  One of the two is required. */
-  tb_http_router_t *router;
-  tb_http_handler_cb on_request;
+  tb__http_router_t *router;
+  tb__http_handler_cb on_request;
   size_t max_body;            /* 0: TB_HTTP_DEFAULT_MAX_BODY; more -> 413 */
   /* Timeouts in milliseconds; 0 means the default in brackets.  The
    * connection is closed (the server stays up) when
@@ -113,7 +113,7 @@ typedef struct tb_http_server_options_s {
    * read, and when one was still to come the connection closes after the
    * answer.  Otherwise the request goes on to the router / on_request
    * once complete, with the req->data and req->on_done set here. */
-  tb_http_handler_cb on_head;
+  tb__http_handler_cb on_head;
   /* Requests a connection may have parsed but not yet answered; reading
    * stops at this many until answers go out [32]. */
   unsigned max_pipeline;
@@ -122,14 +122,14 @@ typedef struct tb_http_server_options_s {
    * by every connection and kept by the caller until the server closed;
    * NULL: plain HTTP. */
   struct tb__tls_ctx_s *tls_ctx;
-} tb_http_server_options_t;
+} tb__http_server_options_t;
 
-struct tb_http_server_s {
+struct tb__http_server_s {
   /* public */
   void *data;
   /* read-only */
   uv_loop_t *loop;
-  tb_http_server_options_t opts;  /* with the defaults filled in */
+  tb__http_server_options_t opts;  /* with the defaults filled in */
   uint64_t n_requests;            /* requests dispatched so far */
   /* private */
   uv_tcp_t tcp;
@@ -142,11 +142,11 @@ struct tb_http_server_s {
   size_t n_refusing;              /* connections over the cap, closing */
   uint64_t n_refused_conns;       /* connections refused over the cap */
   uint64_t n_refused_bodies;      /* requests refused for body memory */
-  tb_http_conn_t *conns;          /* every open connection */
-  tb_http_request_t *free_reqs;   /* recycled request objects */
+  tb__http_server_conn_t *conns;          /* every open connection */
+  tb__http_request_t *free_reqs;   /* recycled request objects */
   size_t n_free_reqs;
   char *read_buf;                 /* shared by every connection */
-  tb_http_server_close_cb close_cb;
+  tb__http_server_close_cb close_cb;
 };
 
 typedef enum {
@@ -157,33 +157,33 @@ typedef enum {
   TB__REQ_DETACHED       /* connection gone, handler still holds it */
 } tb__http_req_state_t;
 
-struct tb_http_request_s {
+struct tb__http_request_s {
   /* public */
   void *data;                   /* the handler's; NULL at dispatch */
-  tb_http_request_cb on_abort;  /* optional: the client went away */
-  tb_http_request_cb on_done;   /* optional: the answer is finished */
+  tb__http_request_cb on_abort;  /* optional: the client went away */
+  tb__http_request_cb on_done;   /* optional: the answer is finished */
   /* read-only */
-  tb_http_server_t *server;
+  tb__http_server_t *server;
   tb_slice_t method;            /* "GET", ... (static, NUL-terminated) */
   tb_slice_t url;               /* as sent: path?query */
   tb_slice_t path;              /* raw (not decoded), without the query */
   tb_slice_t query;             /* raw, after '?'; empty when none */
-  const tb_http_header_t *headers;
+  const tb__http_header_t *headers;
   size_t n_headers;
   tb_slice_t body;              /* contiguous */
-  tb_http_param_t params[TB_HTTP_MAX_PARAMS];
+  tb__http_param_t params[TB_HTTP_MAX_PARAMS];
   size_t n_params;
   void *route_data;             /* the data given with the route */
-  tb_arena_t arena;             /* released after on_done */
+  tb__arena_t arena;             /* released after on_done */
   int keep_alive;               /* the client wants to keep the connection */
   int aborted;                  /* the client went away; answers go nowhere */
   int status;                   /* what was answered; 0 before */
   /* private */
   tb__http_req_state_t state;
-  tb_http_conn_t *conn;         /* NULL once detached */
-  tb_http_request_t *next, *prev;
+  tb__http_server_conn_t *conn;         /* NULL once detached */
+  tb__http_request_t *next, *prev;
   tb__http_msg_t msg;
-  tb_buf_t out;                 /* status line, headers, small bodies */
+  tb__buf_t out;                 /* status line, headers, small bodies */
   uv_buf_t *body_iov;           /* large bodies, by reference */
   size_t n_body_iov;
   int close_after;              /* the connection ends after this answer */
@@ -195,46 +195,46 @@ struct tb_http_request_s {
 /* Fills in defaults and prepares the listener.  Returns 0 or a negative
  * error (nothing to close then).  After a successful init the server must
  * be closed with tb__http_server_close, even when listen fails. */
-int tb__http_server_init(uv_loop_t *loop, tb_http_server_t *server,
-                         const tb_http_server_options_t *opts);
+int tb__http_server_init(uv_loop_t *loop, tb__http_server_t *server,
+                         const tb__http_server_options_t *opts);
 /* Binds host ("127.0.0.1", "::1", "0.0.0.0", "::") and port (0: an
  * ephemeral port, see tb__http_server_port) and starts accepting. */
-int tb__http_server_listen(tb_http_server_t *server, const char *host, int port);
+int tb__http_server_listen(tb__http_server_t *server, const char *host, int port);
 /* The bound port, or a negative error. */
-int tb__http_server_port(const tb_http_server_t *server);
+int tb__http_server_port(const tb__http_server_t *server);
 /* Graceful close: stops accepting, closes idle connections, lets requests
  * already with a handler be answered and written (with Connection: close),
  * then closes the rest.  close_cb runs once every handle is closed and
  * every aborted request was released by its handler.  Also valid after
  * init alone. */
-void tb__http_server_close(tb_http_server_t *server, tb_http_server_close_cb close_cb);
+void tb__http_server_close(tb__http_server_t *server, tb__http_server_close_cb close_cb);
 
 /* Answers a request: status, extra headers (copied now), and the body as
  * buffers that must stay valid until on_done (the request's arena, static
  * memory, or memory on_done frees).  Gives the request back to the server.
  * Headers must not include Content-Length or Connection. */
-void tb__http_respond(tb_http_request_t *req, int status,
-                      const tb_http_header_t *headers, size_t n_headers,
+void tb__http_respond(tb__http_request_t *req, int status,
+                      const tb__http_header_t *headers, size_t n_headers,
                       const uv_buf_t *body, size_t n_body);
 /* The same with "Content-Type: application/json". */
-void tb__http_respond_json(tb_http_request_t *req, int status, const char *json,
+void tb__http_respond_json(tb__http_request_t *req, int status, const char *json,
                            size_t len);
 /* {"error": message, "category": "user"} (4xx) or "server" (5xx). */
-void tb__http_respond_error(tb_http_request_t *req, int status, const char *message);
+void tb__http_respond_error(tb__http_request_t *req, int status, const char *message);
 /* The connection closes after this request's answer ("Connection:
  * close"), whatever the client asked.  Call before answering. */
-void tb__http_request_close_connection(tb_http_request_t *req);
+void tb__http_request_close_connection(tb__http_request_t *req);
 
 /* The first header with this name (case-insensitive); NULL when absent. */
-const tb_http_header_t *tb__http_request_header(const tb_http_request_t *req,
+const tb__http_header_t *tb__http_request_header(const tb__http_request_t *req,
                                                 const char *name);
 /* The path parameter with this name; NULL when absent. */
-const tb_slice_t *tb__http_request_param(const tb_http_request_t *req,
+const tb_slice_t *tb__http_request_param(const tb__http_request_t *req,
                                          const char *name);
 /* The first query parameter with this name, percent-decoded ('+' is a
  * space) into the request's arena and NUL-terminated.  Returns 1 when
  * found, 0 when absent, TB_EINVAL for bad percent-encoding, TB_ENOMEM. */
-int tb__http_request_query(tb_http_request_t *req, const char *name,
+int tb__http_request_query(tb__http_request_t *req, const char *name,
                            tb_slice_t *value);
 
 #endif /* TB_HTTP_SERVER_H */

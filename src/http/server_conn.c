@@ -43,14 +43,14 @@
   ((type *)((char *)(ptr) - offsetof(type, member)))
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
-static void stop_parsing_input(tb_http_conn_t *conn);
-static void fill_head(tb_http_request_t *req);
+static void stop_parsing_input(tb__http_server_conn_t *conn);
+static void fill_head(tb__http_request_t *req);
 
 /* ------------------------------------------------------------ parser glue */
 
 static tb__http_msg_t *conn_begin(tb__http_parser_t *p) {
-  tb_http_conn_t *conn = p->data;
-  tb_http_request_t *req = tb__http_req_get(conn->server);
+  tb__http_server_conn_t *conn = p->data;
+  tb__http_request_t *req = tb__http_req_get(conn->server);
   if (req == NULL)
     return NULL;
   req->conn = conn;
@@ -68,8 +68,8 @@ static tb__http_msg_t *conn_begin(tb__http_parser_t *p) {
 
 /* Counts `more` body bytes of req against the server's limit: 0, or
  * TB_EBUSY when they do not fit. */
-static int hold_body(tb_http_request_t *req, size_t more) {
-  tb_http_server_t *server = req->server;
+static int hold_body(tb__http_request_t *req, size_t more) {
+  tb__http_server_t *server = req->server;
   if (more > server->opts.max_body_memory - server->body_memory) {
     server->n_refused_bodies++;
     return TB_EBUSY;
@@ -80,9 +80,9 @@ static int hold_body(tb_http_request_t *req, size_t more) {
 }
 
 static int conn_head(tb__http_parser_t *p, tb__http_msg_t *m) {
-  tb_http_conn_t *conn = p->data;
-  tb_http_server_t *server = conn->server;
-  tb_http_request_t *req = container_of(m, tb_http_request_t, msg);
+  tb__http_server_conn_t *conn = p->data;
+  tb__http_server_t *server = conn->server;
+  tb__http_request_t *req = container_of(m, tb__http_request_t, msg);
   conn->last_read = uv_now(server->loop);
   int body_follows = m->content_length > 0 || m->chunked;
   /* An answer given here closes the connection when a body was to come:
@@ -103,7 +103,7 @@ static int conn_head(tb__http_parser_t *p, tb__http_msg_t *m) {
     }
   }
   if (m->content_length > 0 && hold_body(req, (size_t)m->content_length) != 0) {
-    tb_debug("http server: %zu bytes of bodies held, refusing %llu more",
+    tb__debug("http server: %zu bytes of bodies held, refusing %llu more",
              server->body_memory, (unsigned long long)m->content_length);
     tb__http_respond_error(req, 503, "request bodies hold too much memory; retry later");
     return TB__HTTP_HEAD_ANSWERED;
@@ -120,7 +120,7 @@ static int conn_head(tb__http_parser_t *p, tb__http_msg_t *m) {
 /* Chunked bodies are counted as they grow (a Content-Length was counted
  * whole at the head). */
 static int conn_body(tb__http_parser_t *p, tb__http_msg_t *m, size_t len) {
-  tb_http_request_t *req = container_of(m, tb_http_request_t, msg);
+  tb__http_request_t *req = container_of(m, tb__http_request_t, msg);
   size_t have = m->body.len + len;
   if (have <= req->body_held)
     return 0;
@@ -131,8 +131,8 @@ static const tb__http_parser_cbs_t conn_parser_cbs = { conn_begin, conn_head, co
 
 /* ------------------------------------------------------------ timers */
 
-static uint64_t conn_deadline(const tb_http_conn_t *conn) {
-  const tb_http_server_options_t *o = &conn->server->opts;
+static uint64_t conn_deadline(const tb__http_server_conn_t *conn) {
+  const tb__http_server_options_t *o = &conn->server->opts;
   if (conn->closing)
     return 0;
   if (conn->lingering)
@@ -152,7 +152,7 @@ static uint64_t conn_deadline(const tb_http_conn_t *conn) {
 }
 
 static void on_timer(uv_timer_t *t) {
-  tb_http_conn_t *conn = t->data;
+  tb__http_server_conn_t *conn = t->data;
   uint64_t now = uv_now(conn->server->loop);
   uint64_t d = conn_deadline(conn);
   if (d == 0)
@@ -163,13 +163,13 @@ static void on_timer(uv_timer_t *t) {
     return;
   }
   if (conn->lingering)
-    tb_debug("http server: linger over, closing");
+    tb__debug("http server: linger over, closing");
   else
-    tb_debug("http server: connection timed out");
+    tb__debug("http server: connection timed out");
   tb__http_conn_abort(conn, TB_ETIMEDOUT);
 }
 
-void tb__http_conn_arm_timer(tb_http_conn_t *conn) {
+void tb__http_conn_arm_timer(tb__http_server_conn_t *conn) {
   uint64_t d = conn_deadline(conn);
   if (d == 0)
     return;
@@ -182,7 +182,7 @@ void tb__http_conn_arm_timer(tb_http_conn_t *conn) {
 
 /* ------------------------------------------------------------ dispatch */
 
-static void split_url(tb_http_request_t *req) {
+static void split_url(tb__http_request_t *req) {
   tb_slice_t url = req->url;
   const char *p = url.base, *end = url.base + url.len;
   /* Absolute form (a proxy's request line): drop scheme and authority. */
@@ -211,7 +211,7 @@ static void split_url(tb_http_request_t *req) {
 
 /* Method, URL, path, query and headers, once the head is complete; sets
  * head_seen unless out of memory. */
-static void fill_head(tb_http_request_t *req) {
+static void fill_head(tb__http_request_t *req) {
   tb__http_msg_t *m = &req->msg;
   const char *method = llhttp_method_name((llhttp_method_t)m->method);
   req->method.base = method;
@@ -220,7 +220,7 @@ static void fill_head(tb_http_request_t *req) {
   split_url(req);
   req->n_headers = m->n_headers;
   if (m->n_headers > 0) {
-    tb_http_header_t *h = tb__arena_alloc(&req->arena, m->n_headers * sizeof(*h));
+    tb__http_header_t *h = tb__arena_alloc(&req->arena, m->n_headers * sizeof(*h));
     if (h == NULL)
       return;
     tb__http_msg_headers(m, h);
@@ -229,8 +229,8 @@ static void fill_head(tb_http_request_t *req) {
   req->head_seen = 1;
 }
 
-static void dispatch(tb_http_conn_t *conn, tb_http_request_t *req) {
-  tb_http_server_t *server = conn->server;
+static void dispatch(tb__http_server_conn_t *conn, tb__http_request_t *req) {
+  tb__http_server_t *server = conn->server;
   tb__http_msg_t *m = &req->msg;
   if (!req->head_seen) {
     fill_head(req);
@@ -255,7 +255,7 @@ static void dispatch(tb_http_conn_t *conn, tb_http_request_t *req) {
 
 /* The parser failed: the request it was filling becomes the error answer
  * and nothing more is read. */
-static void parse_error(tb_http_conn_t *conn) {
+static void parse_error(tb__http_server_conn_t *conn) {
   tb__http_parser_t *p = &conn->parser;
   conn->stop_parsing = 1;
   if (p->msg == NULL) {
@@ -263,24 +263,24 @@ static void parse_error(tb_http_conn_t *conn) {
     tb__http_conn_abort(conn, TB_ENOMEM);
     return;
   }
-  tb_http_request_t *req = container_of(p->msg, tb_http_request_t, msg);
+  tb__http_request_t *req = container_of(p->msg, tb__http_request_t, msg);
   p->msg = NULL;
   req->keep_alive = 0;
   req->continue_state = 0;
-  tb_debug("http server: %d %s", p->status, p->reason);
+  tb__debug("http server: %d %s", p->status, p->reason);
   tb__http_respond_error(req, p->status, p->reason);
 }
 
 /* Complete requests not yet written count against max_pipeline; the one
  * still arriving does not, or a limit of 1 could never finish it. */
-static int pipeline_full(const tb_http_conn_t *conn) {
+static int pipeline_full(const tb__http_server_conn_t *conn) {
   size_t n = conn->n_queued - (conn->parser.msg != NULL ? 1 : 0);
   return n >= conn->server->opts.max_pipeline;
 }
 
 /* Parses and dispatches; returns how many bytes were consumed.  Stops early
  * when parsing must stop or too many requests wait for answers. */
-static size_t conn_process(tb_http_conn_t *conn, const char *data, size_t len) {
+static size_t conn_process(tb__http_server_conn_t *conn, const char *data, size_t len) {
   size_t total = 0;
   conn->in_process = 1;
   while (len > 0 && !conn->stop_parsing && !conn->closing) {
@@ -292,8 +292,8 @@ static size_t conn_process(tb_http_conn_t *conn, const char *data, size_t len) {
     len -= used;
     total += used;
     if (rc == TB__HTTP_PARSE_MESSAGE) {
-      tb_http_request_t *req =
-          container_of(conn->parser.completed, tb_http_request_t, msg);
+      tb__http_request_t *req =
+          container_of(conn->parser.completed, tb__http_request_t, msg);
       if (!req->msg.keep_alive || req->msg.upgrade)
         conn->stop_parsing = 1;
       if (req->state == TB__REQ_PARSING)
@@ -328,29 +328,29 @@ static size_t conn_process(tb_http_conn_t *conn, const char *data, size_t len) {
 /* ------------------------------------------------------------ reading */
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  tb_http_conn_t *conn = h->data;
+  tb__http_server_conn_t *conn = h->data;
   buf->base = conn->server->read_buf;
   buf->len = TB__HTTP_READ_BUF;
 }
 
-static int has_handler_requests(const tb_http_conn_t *conn) {
-  for (const tb_http_request_t *r = conn->head; r != NULL; r = r->next)
+static int has_handler_requests(const tb__http_server_conn_t *conn) {
+  for (const tb__http_request_t *r = conn->head; r != NULL; r = r->next)
     if (r->state == TB__REQ_HANDLER)
       return 1;
   return 0;
 }
 
-static void drop_partial(tb_http_conn_t *conn) {
+static void drop_partial(tb__http_server_conn_t *conn) {
   if (conn->parser.msg == NULL)
     return;
-  tb_http_request_t *req = container_of(conn->parser.msg, tb_http_request_t, msg);
+  tb__http_request_t *req = container_of(conn->parser.msg, tb__http_request_t, msg);
   conn->parser.msg = NULL;
   tb__http_queue_remove(conn, req);
   tb__http_req_put(req);
 }
 
 /* EOF or a read error. */
-static void conn_read_end(tb_http_conn_t *conn, ssize_t nread) {
+static void conn_read_end(tb__http_server_conn_t *conn, ssize_t nread) {
   if (nread != UV_EOF || has_handler_requests(conn)) {
     /* Gone: whatever a handler holds is answered into the void. */
     tb__http_conn_abort(conn, nread == UV_EOF ? TB_ECLOSED : (int)nread);
@@ -373,7 +373,7 @@ static void on_discard_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) 
     conn_read_end(s->data, nread);
 }
 
-static void stop_parsing_input(tb_http_conn_t *conn) {
+static void stop_parsing_input(tb__http_server_conn_t *conn) {
   conn->stop_parsing = 1;
   uv_read_stop((uv_stream_t *)&conn->tcp);
   if (uv_read_start((uv_stream_t *)&conn->tcp, on_alloc, on_discard_read) != 0)
@@ -389,17 +389,17 @@ typedef struct tls_send_s {
 
 static void on_tls_sent(uv_write_t *wr, int status) {
   tls_send_t *w = (tls_send_t *)wr;
-  tb_http_conn_t *conn = wr->data;
+  tb__http_server_conn_t *conn = wr->data;
   free(w->data);
   free(w);
   if (status < 0 && !conn->closing)
     tb__http_conn_abort(conn, status);
 }
 
-void tb__http_conn_tls_send(tb_http_conn_t *conn) {
+void tb__http_conn_tls_send(tb__http_server_conn_t *conn) {
   if (conn->tls == NULL || conn->closing || tb__tls_pending(conn->tls) == 0)
     return;
-  tb_buf_t out = TB_BUF_INIT;
+  tb__buf_t out = TB_BUF_INIT;
   tls_send_t *w = malloc(sizeof(*w));
   if (w == NULL || tb__tls_take_output(conn->tls, &out) != 0) {
     free(w);
@@ -421,17 +421,17 @@ void tb__http_conn_tls_send(tb_http_conn_t *conn) {
 /* Decrypts one read into conn->tls_plain.  0 with the plaintext (maybe
  * none yet: a handshake), or the read's end: UV_EOF after close_notify,
  * TB_ETLS for a failed handshake or a corrupt record. */
-static int tls_decrypt(tb_http_conn_t *conn, const char *data, size_t len) {
+static int tls_decrypt(tb__http_server_conn_t *conn, const char *data, size_t len) {
   conn->tls_plain.len = 0;
   int rc = tb__tls_feed(conn->tls, data, len, &conn->tls_plain);
   tb__http_conn_tls_send(conn);
   if (rc == TB_ETLS)
-    tb_debug("http server: %s", tb__tls_error(conn->tls));
+    tb__debug("http server: %s", tb__tls_error(conn->tls));
   return rc;
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  tb_http_conn_t *conn = s->data;
+  tb__http_server_conn_t *conn = s->data;
   if (nread == 0)
     return;
   if (nread < 0) {
@@ -466,13 +466,13 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 }
 
 static void on_linger_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  tb_http_conn_t *conn = s->data;
+  tb__http_server_conn_t *conn = s->data;
   if (nread < 0)
     tb__http_conn_abort(conn, TB_ECLOSED);
 }
 
 static void on_shutdown(uv_shutdown_t *sr, int status) {
-  tb_http_conn_t *conn = sr->data;
+  tb__http_server_conn_t *conn = sr->data;
   if (conn->closing)
     return;
   if (status < 0 || conn->read_eof) {
@@ -490,7 +490,7 @@ static void on_shutdown(uv_shutdown_t *sr, int status) {
 }
 
 /* Every answer is out and no more will come: FIN, then linger. */
-static void conn_finish(tb_http_conn_t *conn) {
+static void conn_finish(tb__http_server_conn_t *conn) {
   /* A half-closed client sends nothing more, and a draining connection
    * was idle: neither needs the linger. */
   if (conn->read_eof || conn->draining) {
@@ -512,7 +512,7 @@ static void conn_finish(tb_http_conn_t *conn) {
     tb__http_conn_abort(conn, rc);
 }
 
-void tb__http_conn_after_write(tb_http_conn_t *conn) {
+void tb__http_conn_after_write(tb__http_server_conn_t *conn) {
   if (conn->close_after_write) {
     conn_finish(conn);
     return;
@@ -548,16 +548,16 @@ void tb__http_conn_after_write(tb_http_conn_t *conn) {
 /* ------------------------------------------------------------ life cycle */
 
 void tb__http_sconn_on_written(uv_idle_t *idle) {
-  tb_http_conn_t *conn = idle->data;
+  tb__http_server_conn_t *conn = idle->data;
   uv_idle_stop(idle);
   tb__http_conn_write_done(conn, 0);
 }
 
 static void on_handle_closed(uv_handle_t *h) {
-  tb_http_conn_t *conn = h->data;
+  tb__http_server_conn_t *conn = h->data;
   if (--conn->open_handles > 0)
     return;
-  tb_http_server_t *server = conn->server;
+  tb__http_server_t *server = conn->server;
   if (conn->prev)
     conn->prev->next = conn->next;
   else
@@ -574,8 +574,8 @@ static void on_handle_closed(uv_handle_t *h) {
   tb__http_server_maybe_finish(server);
 }
 
-int tb__http_conn_start(tb_http_server_t *server, tb_http_conn_t **out) {
-  tb_http_conn_t *conn = calloc(1, sizeof(*conn));
+int tb__http_conn_start(tb__http_server_t *server, tb__http_server_conn_t **out) {
+  tb__http_server_conn_t *conn = calloc(1, sizeof(*conn));
   if (conn == NULL)
     return TB_ENOMEM;
   conn->server = server;
@@ -617,19 +617,19 @@ int tb__http_conn_start(tb_http_server_t *server, tb_http_conn_t **out) {
   return 0;
 }
 
-void tb__http_conn_abort(tb_http_conn_t *conn, int status) {
+void tb__http_conn_abort(tb__http_server_conn_t *conn, int status) {
   if (conn->closing)
     return;
   conn->closing = 1;
   conn->parser.msg = NULL;
-  tb_http_server_t *server = conn->server;
+  tb__http_server_t *server = conn->server;
   /* Take the whole queue first: on_abort may answer (and so release)
    * requests, which must not touch this list any more. */
-  tb_http_request_t *r = conn->head;
+  tb__http_request_t *r = conn->head;
   conn->head = conn->tail = NULL;
   conn->n_queued = 0;
   while (r != NULL) {
-    tb_http_request_t *next = r->next;
+    tb__http_request_t *next = r->next;
     r->next = r->prev = NULL;
     switch (r->state) {
       case TB__REQ_HANDLER:
@@ -656,10 +656,10 @@ void tb__http_conn_abort(tb_http_conn_t *conn, int status) {
     uv_idle_stop(&conn->written);
     conn->written_at_once = 0;
     conn->write_active = 0;
-    tb_http_request_t *w = conn->writing;
+    tb__http_request_t *w = conn->writing;
     conn->writing = conn->writing_tail = NULL;
     while (w != NULL) {
-      tb_http_request_t *next = w->next;
+      tb__http_request_t *next = w->next;
       w->next = NULL;
       tb__http_req_finish(w, 0);
       w = next;
@@ -670,7 +670,7 @@ void tb__http_conn_abort(tb_http_conn_t *conn, int status) {
   uv_close((uv_handle_t *)&conn->written, on_handle_closed);
 }
 
-void tb__http_conn_drain(tb_http_conn_t *conn) {
+void tb__http_conn_drain(tb__http_server_conn_t *conn) {
   if (conn->closing)
     return;
   conn->draining = 1;

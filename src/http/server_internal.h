@@ -23,25 +23,25 @@
  * sends, so that an early answer (413, 400) is not lost to a reset. */
 #define TB__HTTP_LINGER_MS 2000u
 
-struct tb_http_conn_s {
+struct tb__http_server_conn_s {
   uv_tcp_t tcp;
   uv_timer_t timer;
   uv_idle_t written;                /* completes a write done at once */
   uv_write_t write_req;
   uv_shutdown_t shutdown_req;
-  tb_http_server_t *server;
-  tb_http_conn_t *next, *prev;      /* server->conns */
+  tb__http_server_t *server;
+  tb__http_server_conn_t *next, *prev;      /* server->conns */
   tb__http_parser_t parser;
-  tb_http_request_t *head, *tail;   /* the queue, in arrival order */
+  tb__http_request_t *head, *tail;   /* the queue, in arrival order */
   size_t n_queued;
-  tb_http_request_t *writing;       /* the write in flight, in order */
-  tb_http_request_t *writing_tail;
+  tb__http_request_t *writing;       /* the write in flight, in order */
+  tb__http_request_t *writing_tail;
   uv_buf_t *iov;
   size_t iov_cap;
-  tb_buf_t pending;                 /* read but not yet parsed */
+  tb__buf_t pending;                 /* read but not yet parsed */
   struct tb__tls_s *tls;            /* HTTPS: the connection's codec */
-  tb_buf_t tls_plain;               /* HTTPS: the bytes one read decrypted */
-  tb_buf_t tls_wire;                /* HTTPS: ciphertext of the write in flight */
+  tb__buf_t tls_plain;               /* HTTPS: the bytes one read decrypted */
+  tb__buf_t tls_wire;                /* HTTPS: ciphertext of the write in flight */
   uint64_t idle_since;
   uint64_t header_start;
   uint64_t last_read;
@@ -63,34 +63,34 @@ struct tb_http_conn_s {
 };
 
 /* server.c */
-tb_http_request_t *tb__http_req_get(tb_http_server_t *server);
-void tb__http_req_put(tb_http_request_t *req);
-void tb__http_server_maybe_finish(tb_http_server_t *server);
+tb__http_request_t *tb__http_req_get(tb__http_server_t *server);
+void tb__http_req_put(tb__http_request_t *req);
+void tb__http_server_maybe_finish(tb__http_server_t *server);
 
 /* server_conn.c */
 /* HTTPS: writes what the TLS codec queued of its own (handshake,
  * close_notify) in a write of its own, ordered with the answers. */
-void tb__http_conn_tls_send(tb_http_conn_t *conn);
-int tb__http_conn_start(tb_http_server_t *server, tb_http_conn_t **out);
+void tb__http_conn_tls_send(tb__http_server_conn_t *conn);
+int tb__http_conn_start(tb__http_server_t *server, tb__http_server_conn_t **out);
 /* Closes at once; requests with a handler are detached (on_abort). */
-void tb__http_conn_abort(tb_http_conn_t *conn, int status);
+void tb__http_conn_abort(tb__http_server_conn_t *conn, int status);
 /* The server closes: finish what handlers hold, take nothing new. */
-void tb__http_conn_drain(tb_http_conn_t *conn);
+void tb__http_conn_drain(tb__http_server_conn_t *conn);
 /* A write finished and the connection lives on: read, flush, or close. */
-void tb__http_conn_after_write(tb_http_conn_t *conn);
-void tb__http_conn_arm_timer(tb_http_conn_t *conn);
+void tb__http_conn_after_write(tb__http_server_conn_t *conn);
+void tb__http_conn_arm_timer(tb__http_server_conn_t *conn);
 
 /* server_response.c */
-void tb__http_conn_flush(tb_http_conn_t *conn);
+void tb__http_conn_flush(tb__http_server_conn_t *conn);
 /* The write in flight is over (status 0 or an error): its requests finish,
  * then reading, flushing or closing goes on. */
-void tb__http_conn_write_done(tb_http_conn_t *conn, int status);
+void tb__http_conn_write_done(tb__http_server_conn_t *conn, int status);
 /* server_conn.c: the idle callback of `written`. */
 void tb__http_sconn_on_written(uv_idle_t *idle);
 /* on_done(status), then back to the pool. */
-void tb__http_req_finish(tb_http_request_t *req, int status);
+void tb__http_req_finish(tb__http_request_t *req, int status);
 
-static inline void tb__http_queue_remove(tb_http_conn_t *c, tb_http_request_t *r) {
+static inline void tb__http_queue_remove(tb__http_server_conn_t *c, tb__http_request_t *r) {
   if (r->prev)
     r->prev->next = r->next;
   else

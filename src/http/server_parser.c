@@ -24,7 +24,7 @@ void tb__http_msg_init(tb__http_msg_t *m) {
 }
 
 void tb__http_msg_clear(tb__http_msg_t *m, size_t keep_cap) {
-  tb_buf_t head = m->head, body = m->body;
+  tb__buf_t head = m->head, body = m->body;
   if (head.cap > keep_cap)
     tb__buf_free(&head);
   if (body.cap > keep_cap)
@@ -42,7 +42,7 @@ void tb__http_msg_free(tb__http_msg_t *m) {
   tb__http_msg_init(m);
 }
 
-void tb__http_msg_headers(const tb__http_msg_t *m, tb_http_header_t *out) {
+void tb__http_msg_headers(const tb__http_msg_t *m, tb__http_header_t *out) {
   for (size_t i = 0; i < m->n_headers; i++) {
     const tb__http_hdr_span_t *s = &m->hdr[i];
     out[i].name.base = m->head.base + s->name_off;

@@ -37,8 +37,8 @@ typedef struct tb__http_hdr_span_s {
 /* One request as the glue builds it.  The owner allocates it (the begin
  * callback) and reuses it: tb__http_msg_clear keeps the buffers' memory. */
 typedef struct tb__http_msg_s {
-  tb_buf_t head;            /* URL, then each header name and value */
-  tb_buf_t body;
+  tb__buf_t head;            /* URL, then each header name and value */
+  tb__buf_t body;
   size_t url_len;           /* the URL is head.base[0 .. url_len) */
   size_t n_headers;
   size_t header_bytes;      /* counted against TB_HTTP_MAX_HEADER_BYTES */
@@ -67,7 +67,7 @@ static inline tb_slice_t tb__http_msg_url(const tb__http_msg_t *m) {
 }
 /* Fills out[0 .. n_headers) with slices into m->head; only valid once the
  * head is complete. */
-void tb__http_msg_headers(const tb__http_msg_t *m, tb_http_header_t *out);
+void tb__http_msg_headers(const tb__http_msg_t *m, tb__http_header_t *out);
 
 typedef struct tb__http_parser_s tb__http_parser_t;
 

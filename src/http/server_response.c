@@ -30,7 +30,7 @@ static const char tb__oom_response[] =
     "\r\n"
     "{\"error\": \"out of memory\", \"category\": \"server\"}";
 
-void tb__http_req_finish(tb_http_request_t *req, int status) {
+void tb__http_req_finish(tb__http_request_t *req, int status) {
   if (req->on_done != NULL)
     req->on_done(req, status);
   tb__http_req_put(req);
@@ -53,10 +53,10 @@ static int body_allowed(int status) {
 }
 
 /* Builds the head (and a small body) in req->out.  0 or TB_ENOMEM. */
-static int serialize(tb_http_request_t *req, int status,
-                     const tb_http_header_t *headers, size_t n_headers,
+static int serialize(tb__http_request_t *req, int status,
+                     const tb__http_header_t *headers, size_t n_headers,
                      const uv_buf_t *body, size_t n_body) {
-  tb_buf_t *out = &req->out;
+  tb__buf_t *out = &req->out;
   size_t body_len = 0;
   for (size_t i = 0; i < n_body; i++)
     body_len += body[i].len;
@@ -125,22 +125,22 @@ static int serialize(tb_http_request_t *req, int status,
   return 0;
 }
 
-void tb__http_respond(tb_http_request_t *req, int status,
-                      const tb_http_header_t *headers, size_t n_headers,
+void tb__http_respond(tb__http_request_t *req, int status,
+                      const tb__http_header_t *headers, size_t n_headers,
                       const uv_buf_t *body, size_t n_body) {
   if (req->state == TB__REQ_DETACHED) {
     /* The client is gone; the handler is only giving the request back. */
-    tb_http_server_t *server = req->server;
+    tb__http_server_t *server = req->server;
     server->n_detached--;
     tb__http_req_finish(req, TB_ECLOSED);
     tb__http_server_maybe_finish(server);
     return;
   }
   if (req->state != TB__REQ_HANDLER && req->state != TB__REQ_PARSING) {
-    tb_log_error("http server: a request was answered twice (status %d)", status);
+    tb__log_error("http server: a request was answered twice (status %d)", status);
     return;
   }
-  tb_http_conn_t *conn = req->conn;
+  tb__http_server_conn_t *conn = req->conn;
   if (!req->keep_alive || (conn->draining && req->next == NULL))
     req->close_after = 1;
   if (status < 100 || status > 999)
@@ -161,16 +161,16 @@ void tb__http_respond(tb_http_request_t *req, int status,
     tb__http_conn_flush(conn);
 }
 
-void tb__http_respond_json(tb_http_request_t *req, int status, const char *json,
+void tb__http_respond_json(tb__http_request_t *req, int status, const char *json,
                            size_t len) {
-  static const tb_http_header_t ct = {
+  static const tb__http_header_t ct = {
     TB_SLICE_LIT("Content-Type"), TB_SLICE_LIT("application/json")
   };
   uv_buf_t b = uv_buf_init((char *)json, (unsigned)len);
   tb__http_respond(req, status, &ct, 1, &b, 1);
 }
 
-void tb__http_respond_error(tb_http_request_t *req, int status, const char *message) {
+void tb__http_respond_error(tb__http_request_t *req, int status, const char *message) {
   const char *category = status >= 500 ? "server" : "user";
   size_t ml = strlen(message);
   /* Worst case every byte becomes \u00XX. */
@@ -185,7 +185,7 @@ void tb__http_respond_error(tb_http_request_t *req, int status, const char *mess
   p += tb__json_escape(p, message, ml);
   p += sprintf(p, "\", \"category\": \"%s\"}", category);
   /* What the server refuses with 503 (memory, connections) passes. */
-  static const tb_http_header_t h[2] = {
+  static const tb__http_header_t h[2] = {
     { TB_SLICE_LIT("Content-Type"), TB_SLICE_LIT("application/json") },
     { TB_SLICE_LIT("Retry-After"), TB_SLICE_LIT("1") },
   };
@@ -193,13 +193,13 @@ void tb__http_respond_error(tb_http_request_t *req, int status, const char *mess
   tb__http_respond(req, status, h, status == 503 ? 2 : 1, &b, 1);
 }
 
-void tb__http_request_close_connection(tb_http_request_t *req) {
+void tb__http_request_close_connection(tb__http_request_t *req) {
   req->keep_alive = 0;
 }
 
 /* ------------------------------------------------------------ writing */
 
-static int iov_reserve(tb_http_conn_t *conn, size_t n) {
+static int iov_reserve(tb__http_server_conn_t *conn, size_t n) {
   if (n <= conn->iov_cap)
     return 0;
   size_t cap = conn->iov_cap ? conn->iov_cap : 16;
@@ -217,13 +217,13 @@ static void on_write(uv_write_t *wr, int status) {
   tb__http_conn_write_done(wr->data, status);
 }
 
-void tb__http_conn_write_done(tb_http_conn_t *conn, int status) {
+void tb__http_conn_write_done(tb__http_server_conn_t *conn, int status) {
   conn->write_active = 0;
   conn->written_at_once = 0;
-  tb_http_request_t *r = conn->writing;
+  tb__http_request_t *r = conn->writing;
   conn->writing = conn->writing_tail = NULL;
   while (r != NULL) {
-    tb_http_request_t *next = r->next;
+    tb__http_request_t *next = r->next;
     r->next = NULL;
     tb__http_req_finish(r, status < 0 ? status : 0);
     r = next;
@@ -231,18 +231,18 @@ void tb__http_conn_write_done(tb_http_conn_t *conn, int status) {
   if (conn->closing)
     return;
   if (status < 0) {
-    tb_debug("http server: write failed: %s", uv_strerror(status));
+    tb__debug("http server: write failed: %s", uv_strerror(status));
     tb__http_conn_abort(conn, status);
     return;
   }
   tb__http_conn_after_write(conn);
 }
 
-void tb__http_conn_flush(tb_http_conn_t *conn) {
+void tb__http_conn_flush(tb__http_server_conn_t *conn) {
   if (conn->write_active || conn->closing)
     return;
   size_t n_iov = 0;
-  tb_http_request_t *r;
+  tb__http_request_t *r;
   while ((r = conn->head) != NULL) {
     if (r->state == TB__REQ_PARSING) {
       /* An interim answer, in order, while the body is still to come. */
@@ -327,11 +327,11 @@ void tb__http_conn_flush(tb_http_conn_t *conn) {
     rc = uv_write(&conn->write_req, (uv_stream_t *)&conn->tcp, iov, (unsigned)n_iov,
                   on_write);
   if (rc != 0) {
-    tb_http_request_t *w = conn->writing;
+    tb__http_request_t *w = conn->writing;
     conn->writing = conn->writing_tail = NULL;
     tb__http_conn_abort(conn, rc);
     while (w != NULL) {
-      tb_http_request_t *next = w->next;
+      tb__http_request_t *next = w->next;
       w->next = NULL;
       tb__http_req_finish(w, rc);
       w = next;

@@ -207,7 +207,7 @@ int tb__tls_handshake(tb__tls_t *tls) {
   return fail(tls, rc, "TLS handshake failed");
 }
 
-int tb__tls_feed(tb__tls_t *tls, const char *data, size_t n, tb_buf_t *plain) {
+int tb__tls_feed(tb__tls_t *tls, const char *data, size_t n, tb__buf_t *plain) {
   if (n > 0 && BIO_write(tls->in, data, (int)n) != (int)n)
     return TB_ENOMEM;
   if (!tls->done) {
@@ -256,7 +256,7 @@ size_t tb__tls_pending(const tb__tls_t *tls) {
   return BIO_ctrl_pending(tls->out);
 }
 
-int tb__tls_take_output(tb__tls_t *tls, tb_buf_t *out) {
+int tb__tls_take_output(tb__tls_t *tls, tb__buf_t *out) {
   size_t n = BIO_ctrl_pending(tls->out);
   if (n == 0)
     return 0;

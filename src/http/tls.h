@@ -47,7 +47,7 @@ int tb__tls_handshake(tb__tls_t *tls);
 /* Feeds n bytes of ciphertext and appends the plaintext they complete to
  * plain (the handshake first runs on, when not complete).  0, UV_EOF after
  * the peer's close_notify, TB_ETLS or TB_ENOMEM. */
-int tb__tls_feed(tb__tls_t *tls, const char *data, size_t n, tb_buf_t *plain);
+int tb__tls_feed(tb__tls_t *tls, const char *data, size_t n, tb__buf_t *plain);
 /* Encrypts the buffers (in order) into the pending output.  0, TB_ETLS or
  * TB_ENOMEM.  Only after the handshake. */
 int tb__tls_encrypt(tb__tls_t *tls, const uv_buf_t bufs[], unsigned nbufs);
@@ -56,14 +56,14 @@ void tb__tls_close_notify(tb__tls_t *tls);
 /* Bytes of ciphertext waiting to be written. */
 size_t tb__tls_pending(const tb__tls_t *tls);
 /* Moves the pending ciphertext to the end of out.  0 or TB_ENOMEM. */
-int tb__tls_take_output(tb__tls_t *tls, tb_buf_t *out);
+int tb__tls_take_output(tb__tls_t *tls, tb__buf_t *out);
 /* Why the last call failed: OpenSSL's reason ("certificate verify failed:
  * self-signed certificate", ...). */
 const char *tb__tls_error(const tb__tls_t *tls);
 int tb__tls_handshake_done(const tb__tls_t *tls);
 
 /* The TLS client transport (transport.h) over a TCP one, with the
- * signature of tb_http_client_opts_t.tls_transport_new: tls_ctx is a
+ * signature of tb__http_client_opts_t.tls_transport_new: tls_ctx is a
  * tb__tls_ctx_t.  A failed handshake fails the connect with TB_ETLS. */
 int tb__transport_tls_new(uv_loop_t *loop, void *tls_ctx, const char *host,
                           tb__transport_t **out);

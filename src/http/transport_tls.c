@@ -26,8 +26,8 @@ typedef struct tls_transport_s {
   tb__transport_cb shutdown_cb;
   tb__transport_read_cb read_cb;
   tb__transport_close_cb close_cb;
-  tb_buf_t wire;                  /* ciphertext of the TCP write in flight */
-  tb_buf_t plain;                 /* decrypted bytes of one read */
+  tb__buf_t wire;                  /* ciphertext of the TCP write in flight */
+  tb__buf_t plain;                 /* decrypted bytes of one read */
   uv_buf_t wire_buf;
   int writing;                    /* a TCP write is in flight */
   int caller_in_flight;           /* the caller's data is in that write */

@@ -59,7 +59,7 @@ static int valid_ipv6(const char *p, size_t n) {
   return uv_inet_pton(AF_INET6, tmp, addr) == 0;
 }
 
-int tb__url_parse(tb_url_t *u, const char *s, size_t len) {
+int tb__url_parse(tb__url_t *u, const char *s, size_t len) {
   memset(u, 0, sizeof(*u));
   if (s == NULL || len == 0 || len > TB_HTTP_MAX_URL_BYTES)
     return TB_EURL;
@@ -136,7 +136,7 @@ int tb__url_parse(tb_url_t *u, const char *s, size_t len) {
   return 0;
 }
 
-int tb__url_append_target(const tb_url_t *u, tb_buf_t *out) {
+int tb__url_append_target(const tb__url_t *u, tb__buf_t *out) {
   int rc;
   if (u->path.len == 0)
     rc = tb__buf_append(out, "/", 1);
@@ -147,7 +147,7 @@ int tb__url_append_target(const tb_url_t *u, tb_buf_t *out) {
   return rc;
 }
 
-int tb__url_append_authority(const tb_url_t *u, tb_buf_t *out) {
+int tb__url_append_authority(const tb__url_t *u, tb__buf_t *out) {
   int rc = 0;
   if (u->ipv6)
     rc = tb__buf_append(out, "[", 1);
@@ -160,7 +160,7 @@ int tb__url_append_authority(const tb_url_t *u, tb_buf_t *out) {
   return rc;
 }
 
-int tb__url_same_origin(const tb_url_t *a, const tb_url_t *b) {
+int tb__url_same_origin(const tb__url_t *a, const tb__url_t *b) {
   return a->tls == b->tls && a->port == b->port &&
          a->host.len == b->host.len &&
          strncasecmp(a->host.base, b->host.base, a->host.len) == 0;
@@ -169,7 +169,7 @@ int tb__url_same_origin(const tb_url_t *a, const tb_url_t *b) {
 /* Appends `path` to out with its dot segments removed (RFC 3986 section
  * 5.2.4).  Segments are removed from out no further back than out->len at
  * entry, so an excess of ".." stops at the root. */
-static int append_without_dots(tb_buf_t *out, const char *path, size_t n) {
+static int append_without_dots(tb__buf_t *out, const char *path, size_t n) {
   char *in = tb__strndup(path, n);
   if (in == NULL)
     return TB_ENOMEM;
@@ -229,7 +229,7 @@ static int has_scheme(tb_slice_t r) {
   return 0;
 }
 
-int tb__url_resolve(const tb_url_t *base, tb_slice_t ref, tb_buf_t *out) {
+int tb__url_resolve(const tb__url_t *base, tb_slice_t ref, tb__buf_t *out) {
   if (ref.len > TB_HTTP_MAX_URL_BYTES)
     return TB_EURL;
   /* The fragment never travels. */
@@ -268,7 +268,7 @@ int tb__url_resolve(const tb_url_t *base, tb_slice_t ref, tb_buf_t *out) {
     rc = append_without_dots(out, ref.base, rpath_len);
   } else {
     /* Merge: the base path up to its last '/', then the reference. */
-    tb_buf_t merged = TB_BUF_INIT;
+    tb__buf_t merged = TB_BUF_INIT;
     size_t keep = base->path.len;
     while (keep > 0 && base->path.base[keep - 1] != '/')
       keep--;

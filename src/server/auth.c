@@ -158,7 +158,7 @@ int tb__auth_init(tb__auth_t *a, const char *keys_file, double rps, double burst
              strerror(err));
     return err == ENOENT ? TB_ENOENT : TB_EIO;
   }
-  tb_buf_t b = TB_BUF_INIT;
+  tb__buf_t b = TB_BUF_INIT;
   char chunk[4096];
   size_t n;
   int rc = 0;
@@ -202,8 +202,8 @@ void tb__auth_free(tb__auth_t *a) {
   a->burst = burst;
 }
 
-int tb__auth_request_key(const tb_http_request_t *req, tb_slice_t *key) {
-  const tb_http_header_t *h = tb__http_request_header(req, "X-API-Key");
+int tb__auth_request_key(const tb__http_request_t *req, tb_slice_t *key) {
+  const tb__http_header_t *h = tb__http_request_header(req, "X-API-Key");
   if (h != NULL && h->value.len > 0) {
     *key = h->value;
     return 1;

@@ -62,7 +62,7 @@ void tb__auth_free(tb__auth_t *a);
 
 /* The credential a request carries: X-API-Key, else "Authorization:
  * Bearer <key>".  Returns 1 with key set, or 0 when there is none. */
-int tb__auth_request_key(const tb_http_request_t *req, tb_slice_t *key);
+int tb__auth_request_key(const tb__http_request_t *req, tb_slice_t *key);
 /* The key's user, or NULL. */
 tb__user_t *tb__auth_lookup(const tb__auth_t *a, tb_slice_t key);
 /* A user by name, or NULL. */

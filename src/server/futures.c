@@ -180,7 +180,7 @@ static void expire(tb__futures_t *fs, tb__future_t *f, int evicted) {
     fs->n_evicted++;
   else
     fs->n_expired++;
-  tb_debug("futures: %s %s", evicted ? "evicted" : "expired", f->id);
+  tb__debug("futures: %s %s", evicted ? "evicted" : "expired", f->id);
   tomb_add(fs, f);
   future_free(f);
 }
@@ -392,7 +392,7 @@ static void fail_nomem(tb__future_t *f) {
 int tb__future_resolve(tb__future_t *f, char *json, size_t json_len, char *proto,
                        size_t proto_len) {
   if (f->state != TB__FUTURE_PENDING) {
-    tb_log_error("futures: %s finished twice", f->id);
+    tb__log_error("futures: %s finished twice", f->id);
     free(json);
     free(proto);
     return TB_EINVAL;
@@ -417,7 +417,7 @@ int tb__future_resolve(tb__future_t *f, char *json, size_t json_len, char *proto
 
 void tb__future_fail(tb__future_t *f, tb_category_t category, const char *fmt, ...) {
   if (f->state != TB__FUTURE_PENDING) {
-    tb_log_error("futures: %s finished twice", f->id);
+    tb__log_error("futures: %s finished twice", f->id);
     return;
   }
   va_list ap;

@@ -211,12 +211,12 @@ const char *tb__queue_state_name(tb__queue_state_t s);
 /* --- the retrieve_future routes (futures_routes.c) --------------------- */
 
 /* POST /api/v1/retrieve_future and POST /retrieve_future. */
-void tb__futures_route_tinker(tb_http_request_t *req);
-void tb__futures_route_tinkerbell(tb_http_request_t *req);
+void tb__futures_route_tinker(tb__http_request_t *req);
+void tb__futures_route_tinkerbell(tb__http_request_t *req);
 /* Answers status with a failed future's {"error", "category"} (and, with
  * with_detail, the Tinkerbell dialect's "detail": "Job failed: ..."),
  * whatever bytes its message holds. */
-void tb__futures_respond_failure(tb_http_request_t *req, int status, const tb__future_t *f,
+void tb__futures_respond_failure(tb__http_request_t *req, int status, const tb__future_t *f,
                                  int with_detail);
 
 /* The long-poll timer's callback (futures_routes.c). */

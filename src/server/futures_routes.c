@@ -28,7 +28,7 @@
 
 struct tb__poll_s {
   tb__fwaiter_t w;            /* first: the waiter callback gets &w */
-  tb_http_request_t *req;
+  tb__http_request_t *req;
   tb__futures_t *fs;
   uint64_t deadline;
   int want_proto;
@@ -42,7 +42,7 @@ struct tb__poll_s {
  * ignores the fields it does not know (its response models are
  * extra="ignore"); the last two tell a job queued behind others from one
  * that runs. */
-static void answer_try_again(tb_http_request_t *req, const tb__future_t *f) {
+static void answer_try_again(tb__http_request_t *req, const tb__future_t *f) {
   const char *state = tb__queue_state_name(f->queue_state);
   size_t rl = f->queue_reason ? strlen(f->queue_reason) : 0;
   char *json = tb__arena_alloc(&req->arena, 200 + f->id_len + rl * 6);
@@ -74,7 +74,7 @@ static void answer_try_again(tb_http_request_t *req, const tb__future_t *f) {
 
 /* {"error": message, "category": ...} plus, for the Tinkerbell dialect,
  * "detail": "Job failed: message". */
-void tb__futures_respond_failure(tb_http_request_t *req, int status, const tb__future_t *f,
+void tb__futures_respond_failure(tb__http_request_t *req, int status, const tb__future_t *f,
                                  int with_detail) {
   size_t ml = strlen(f->message);
   char *json = tb__arena_alloc(&req->arena, 96 + ml * 12);
@@ -95,7 +95,7 @@ void tb__futures_respond_failure(tb_http_request_t *req, int status, const tb__f
   tb__server_respond_json(req, status, json, (size_t)(p - json));
 }
 
-static void answer_tinker(tb_http_request_t *req, tb__future_t *f, int want_proto) {
+static void answer_tinker(tb__http_request_t *req, tb__future_t *f, int want_proto) {
   switch (f->state) {
     case TB__FUTURE_PENDING:
       answer_try_again(req, f);
@@ -163,7 +163,7 @@ void tb__futures_poll_timeout(uv_timer_t *t) {
   arm_poll_timer(fs);
 }
 
-static void on_poll_abort(tb_http_request_t *req, int status) {
+static void on_poll_abort(tb__http_request_t *req, int status) {
   tb__poll_t *p = tb__sreq(req)->data;
   tb__futures_t *fs = p->fs;
   int was_head = fs->phead == p;
@@ -173,7 +173,7 @@ static void on_poll_abort(tb_http_request_t *req, int status) {
   tb__server_release(req);
 }
 
-static void hold(tb_http_request_t *req, tb__futures_t *fs, tb__future_t *f,
+static void hold(tb__http_request_t *req, tb__futures_t *fs, tb__future_t *f,
                  int want_proto) {
   tb__poll_t *p = tb__arena_calloc(&req->arena, 1, sizeof(*p));
   if (p == NULL) {
@@ -210,7 +210,7 @@ typedef struct {
   int has_id;
 } poll_body_t;
 
-static int poll_member(void *ctx, const tb_jscan_member_t *m) {
+static int poll_member(void *ctx, const tb__jscan_member_t *m) {
   poll_body_t *b = ctx;
   if (tb__slice_eq_str(m->key, "request_id") && m->type == TB_JSCAN_STRING && !b->has_id) {
     for (size_t i = 0; i < m->str.len; i++) {
@@ -242,14 +242,14 @@ static int scan_poll_body(tb_slice_t body, tb_slice_t *id) {
   return 1;
 }
 
-static tb__future_t *lookup(tb_http_request_t *req, json_t **doc, int tinker) {
+static tb__future_t *lookup(tb__http_request_t *req, json_t **doc, int tinker) {
   tb__server_t *srv = tb__server_from_req(req);
   tb_slice_t id;
   if (!scan_poll_body(req->body, &id)) {
     if (tb__server_parse_body(req, doc) != 0)
       return NULL;
     tb_error_t err = { 0 };
-    tb_jctx_t c;
+    tb__jctx_t c;
     tb__jctx_init(&c, &err);
     int rc = tb__json_get_string(&c, *doc, "request_id", TB_JSON_REQUIRED, &id);
     if (rc == 0 && tinker) {
@@ -278,7 +278,7 @@ static tb__future_t *lookup(tb_http_request_t *req, json_t **doc, int tinker) {
   }
 }
 
-void tb__futures_route_tinker(tb_http_request_t *req) {
+void tb__futures_route_tinker(tb__http_request_t *req) {
   tb__server_t *srv = tb__server_from_req(req);
   json_t *doc = NULL;
   tb__future_t *f = lookup(req, &doc, 1);
@@ -293,7 +293,7 @@ void tb__futures_route_tinker(tb_http_request_t *req) {
   json_decref(doc);
 }
 
-void tb__futures_route_tinkerbell(tb_http_request_t *req) {
+void tb__futures_route_tinkerbell(tb__http_request_t *req) {
   json_t *doc = NULL;
   tb__future_t *f = lookup(req, &doc, 0);
   json_decref(doc);

@@ -6,7 +6,7 @@
  * logged and counted with its status, JSON body parsing with path errors,
  * the rate limit, the futures store and the sessions.
  *
- * A route handler is a tb_http_handler_cb.  The server owns req->data (a
+ * A route handler is a tb__http_handler_cb.  The server owns req->data (a
  * tb__sreq_t) and req->on_done; a route keeps its own state in
  * tb__sreq(req)->data and its completion in tb__sreq(req)->on_done, which
  * the server calls from its own.  req->on_abort is the route's.  Routes
@@ -52,11 +52,11 @@ typedef struct tb__route_s {
   char *summary;
   tb__dialect_t dialect;
   unsigned flags;
-  tb_http_handler_cb handler;
+  tb__http_handler_cb handler;
   void *data;
   /* TB__DIALECT_BOTH: the Tinkerbell dialect's handler (handler is the
    * Tinker one's); tb__dialect_of picks per request. */
-  tb_http_handler_cb tinkerbell_handler;
+  tb__http_handler_cb tinkerbell_handler;
   tb__status_count_t *counts;   /* requests answered, by status */
   size_t n_counts, cap_counts;
 } tb__route_t;
@@ -72,7 +72,7 @@ typedef struct tb__sreq_s {
                                    rate limit counted it already */
   tb__result_t *lent;           /* a result the answer sends by reference */
   void *data;                   /* the route's */
-  tb_http_request_cb on_done;   /* the route's */
+  tb__http_request_cb on_done;   /* the route's */
 } tb__sreq_t;
 
 /* A part of the server that plugs in later (training, persistence): it is
@@ -85,7 +85,7 @@ struct tb__server_ext_s {
    * so futures it fails now still reach their clients. */
   void (*close)(tb__server_t *srv, tb__server_ext_t *ext);
   /* Appends Prometheus text to out. */
-  void (*metrics)(tb__server_t *srv, tb__server_ext_t *ext, tb_buf_t *out);
+  void (*metrics)(tb__server_t *srv, tb__server_ext_t *ext, tb__buf_t *out);
   tb__server_ext_t *next;
   int closed;
 };
@@ -106,10 +106,10 @@ struct tb__server_s {
   tb_server_t *pub;
   uv_loop_t *loop;
   tb_server_options_t opts;     /* defaults filled in, strings copied */
-  tb_http_server_t http;
+  tb__http_server_t http;
   tb__route_t **routes;
   size_t n_routes, cap_routes;
-  tb_http_router_t router;
+  tb__http_router_t router;
   tb__route_t unmatched;        /* counts requests no route took */
   tb__auth_t auth;
   tb__futures_t futures;
@@ -135,25 +135,25 @@ static inline tb__server_t *tb__server_of(tb_server_t *s) {
   return s->impl_;
 }
 
-static inline tb__sreq_t *tb__sreq(tb_http_request_t *req) {
+static inline tb__sreq_t *tb__sreq(tb__http_request_t *req) {
   return (tb__sreq_t *)req->data;
 }
 
-static inline tb__server_t *tb__server_from_req(tb_http_request_t *req) {
+static inline tb__server_t *tb__server_from_req(tb__http_request_t *req) {
   return tb__sreq(req)->srv;
 }
 
 /* Adds a route (before or after listen).  summary is one line for the
  * index.  Returns 0, TB_EINVAL or TB_ENOMEM. */
 int tb__server_route(tb__server_t *srv, const char *method, const char *pattern,
-                     tb__dialect_t dialect, unsigned flags, tb_http_handler_cb handler,
+                     tb__dialect_t dialect, unsigned flags, tb__http_handler_cb handler,
                      void *data, const char *summary);
 /* Serves a path the Tinker dialect already serves (same method, same
  * data) in the Tinkerbell dialect too: the route becomes TB__DIALECT_BOTH
  * and its summary tells both.  0, TB_ENOENT (no such Tinker route) or
  * TB_ENOMEM. */
 int tb__server_route_tinkerbell(tb__server_t *srv, const char *method, const char *pattern,
-                                tb_http_handler_cb handler, const char *summary);
+                                tb__http_handler_cb handler, const char *summary);
 /* The dialect of a request on a TB__DIALECT_BOTH route: a protobuf body,
  * or a JSON object with a top-level "type", "seq_id",
  * "forward_backward_input", "forward_input", "session_id" or
@@ -161,54 +161,54 @@ int tb__server_route_tinkerbell(tb__server_t *srv, const char *method, const cha
  * TB__DIALECT_TINKER; any other JSON object is TB__DIALECT_TINKERBELL; a
  * body that is no JSON object goes to the Tinker route, which answers 400
  * (tinkerbell_routes.c). */
-tb__dialect_t tb__dialect_of(const tb_http_request_t *req);
+tb__dialect_t tb__dialect_of(const tb__http_request_t *req);
 void tb__server_add_ext(tb__server_t *srv, tb__server_ext_t *ext);
 void tb__server_ext_closed(tb__server_t *srv, tb__server_ext_t *ext);
 
 /* Answers (see the file comment).  Headers are copied; body buffers must
  * live until the route's on_done (arena, static, or freed there). */
-void tb__server_respond(tb_http_request_t *req, int status,
-                        const tb_http_header_t *headers, size_t n_headers,
+void tb__server_respond(tb__http_request_t *req, int status,
+                        const tb__http_header_t *headers, size_t n_headers,
                         const uv_buf_t *body, size_t n_body);
-void tb__server_respond_json(tb_http_request_t *req, int status, const char *json,
+void tb__server_respond_json(tb__http_request_t *req, int status, const char *json,
                              size_t len);
 /* Serialises v (which is not consumed) into the request's arena. */
-void tb__server_respond_jsonv(tb_http_request_t *req, int status, const json_t *v);
+void tb__server_respond_jsonv(tb__http_request_t *req, int status, const json_t *v);
 /* {"error": message, "category": "user" (4xx) | "server" (5xx)}.  The
  * message may hold any bytes: it is escaped, and what is not UTF-8
  * becomes U+FFFD.  Every error body of the server goes through here. */
-void tb__server_respond_error(tb_http_request_t *req, int status, const char *fmt, ...)
+void tb__server_respond_error(tb__http_request_t *req, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* The same with extra headers (up to 3: Retry-After, WWW-Authenticate). */
-void tb__server_respond_error_h(tb_http_request_t *req, int status,
-                                const tb_http_header_t *headers, size_t n_headers,
+void tb__server_respond_error_h(tb__http_request_t *req, int status,
+                                const tb__http_header_t *headers, size_t n_headers,
                                 const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 /* A result, by reference: protobuf when it has that form and want_proto
  * (or no JSON form), else JSON. */
-void tb__server_respond_result(tb_http_request_t *req, int status, tb__result_t *r,
+void tb__server_respond_result(tb__http_request_t *req, int status, tb__result_t *r,
                                int want_proto);
 
 /* The body as a JSON object.  On failure answers 400 with "<path>:
  * <reason>" and returns a negative code; the route just returns. */
-int tb__server_parse_body(tb_http_request_t *req, json_t **out);
+int tb__server_parse_body(tb__http_request_t *req, json_t **out);
 /* Answers 400 with err's message (a path error from core/json.h), or 503
  * when err holds no error or TB_ENOMEM (a decoder's bare out of memory). */
-void tb__server_respond_bad(tb_http_request_t *req, const tb_error_t *err);
+void tb__server_respond_bad(tb__http_request_t *req, const tb_error_t *err);
 
 /* The submission rate limit: returns 0 when the request may go on;
  * otherwise answers 429 with Retry-After and returns TB_EBUSY. */
-int tb__server_rate_limited(tb_http_request_t *req);
+int tb__server_rate_limited(tb__http_request_t *req);
 /* Whether u already has as many models loaded as max_models_per_user
  * allows; the training part counts u->n_models and reports the queue
  * state paused_rate_limit while this holds. */
 int tb__server_user_at_model_limit(const tb__server_t *srv, const tb__user_t *u);
 /* Whether the request's Accept names application/x-protobuf. */
-int tb__server_accepts_proto(const tb_http_request_t *req);
+int tb__server_accepts_proto(const tb__http_request_t *req);
 
 /* Gives back a request whose client went away (from on_abort): nothing
  * is sent; it is logged and counted as 499. */
-void tb__server_release(tb_http_request_t *req);
+void tb__server_release(tb__http_request_t *req);
 
 
 /* user_paths.c: msg with the server's paths replaced by what the user

@@ -40,7 +40,7 @@ void tb__histogram_observe(tb__histogram_t *h, double seconds) {
   h->sum += seconds;
 }
 
-void tb__histogram_print(tb_buf_t *out, const char *name, const char *labels,
+void tb__histogram_print(tb__buf_t *out, const char *name, const char *labels,
                          const tb__histogram_t *h) {
   const char *sep = labels[0] != '\0' ? "," : "";
   uint64_t cum = 0;
@@ -93,11 +93,11 @@ static size_t list_length(const tb__top_t *op) {
   return n;
 }
 
-void tb__metrics_training(const tb__training_t *tr, tb_buf_t *out) {
+void tb__metrics_training(const tb__training_t *tr, tb__buf_t *out) {
   size_t ordered = 0, engine = 0;
   for (const tb__tmodel_t *m = tr->models; m != NULL; m = m->next)
     ordered += list_length(m->waiting);
-  for (const tb_engine_job_t *j = tr->engine.active; j != NULL; j = j->active_next)
+  for (const tb__engine_job_t *j = tr->engine.active; j != NULL; j = j->active_next)
     engine++;
   tb__buf_printf(out,
                  "# HELP tinkerbell_queue_depth Operations accepted and not finished, by "

@@ -35,13 +35,13 @@ struct tb__training_s;
 void tb__histogram_observe(tb__histogram_t *h, double seconds);
 /* name_bucket{labels,le="..."} lines (cumulative), name_sum and
  * name_count; labels is "" or "key=\"value\"". */
-void tb__histogram_print(tb_buf_t *out, const char *name, const char *labels,
+void tb__histogram_print(tb__buf_t *out, const char *name, const char *labels,
                          const tb__histogram_t *h);
 
 /* Counts op, whose future is about to finish: the time since it was
  * accepted and, when ok, the tokens its job processed. */
 void tb__metrics_op_finished(struct tb__top_s *op, int ok);
 /* Appends the queue depths, latencies and token counts of tr. */
-void tb__metrics_training(const struct tb__training_s *tr, tb_buf_t *out);
+void tb__metrics_training(const struct tb__training_s *tr, tb__buf_t *out);
 
 #endif /* TB_SERVER_METRICS_H */

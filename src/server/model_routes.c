@@ -22,7 +22,7 @@
 #include "server/store.h"
 #include "wire/datum.h"
 
-static void respond_bad(tb_http_request_t *req, tb_error_t *err) {
+static void respond_bad(tb__http_request_t *req, tb_error_t *err) {
   tb__server_respond_bad(req, err);
   tb_error_clear(err);
 }
@@ -33,23 +33,23 @@ static void respond_bad(tb_http_request_t *req, tb_error_t *err) {
   if (tb__server_parse_body(req, &doc) != 0)       \
     return;                                        \
   tb_error_t err = { 0 };                          \
-  tb_jctx_t c;                                     \
+  tb__jctx_t c;                                     \
   tb__jctx_init(&c, &err)
 
-static int closing_503(tb_http_request_t *req) {
+static int closing_503(tb__http_request_t *req) {
   if (!tb__training_of(req)->closing)
     return 0;
   tb__server_respond_error(req, 503, "the server is closing");
   return 1;
 }
 
-static int get_bool_default(tb_jctx_t *c, const json_t *o, const char *key, int def,
+static int get_bool_default(tb__jctx_t *c, const json_t *o, const char *key, int def,
                             int *out) {
   *out = def;
   return tb__json_get_bool(c, o, key, TB_JSON_OPTIONAL, out);
 }
 
-static void route_create_model(tb_http_request_t *req) {
+static void route_create_model(tb__http_request_t *req) {
   tb__training_t *tr = tb__training_of(req);
   if (closing_503(req) || tb__server_rate_limited(req) != 0)
     return;
@@ -57,7 +57,7 @@ static void route_create_model(tb_http_request_t *req) {
   tb_slice_t sid, base;
   int64_t mseq = 0, rank = 32, seed = 0;
   json_t *lc = NULL;
-  tb_lora_config_t lora = { 0 };
+  tb__lora_config_t lora = { 0 };
   int rc = tb__json_get_string(&c, doc, "session_id", TB_JSON_REQUIRED, &sid);
   rc = rc < 0 ? rc
               : tb__json_get_int(&c, doc, "model_seq_id", TB_JSON_REQUIRED, 0, INT32_MAX,
@@ -103,7 +103,7 @@ static void route_create_model(tb_http_request_t *req) {
 }
 
 /* model_id and seq_id of a JSON training request. */
-static int get_model_seq(tb_jctx_t *c, const json_t *doc, tb_slice_t *mid, int64_t *seq) {
+static int get_model_seq(tb__jctx_t *c, const json_t *doc, tb_slice_t *mid, int64_t *seq) {
   int rc = tb__json_get_string(c, doc, "model_id", TB_JSON_REQUIRED, mid);
   *seq = -1;
   return rc < 0 ? rc : tb__json_get_int(c, doc, "seq_id", TB_JSON_OPTIONAL, 0, INT64_MAX, seq);
@@ -111,7 +111,7 @@ static int get_model_seq(tb_jctx_t *c, const json_t *doc, tb_slice_t *mid, int64
 
 /* The decoded request as an engine batch; checks that the loss has its
  * inputs, with their lengths. */
-static int to_batch(tb_jctx_t *c, tb_arena_t *a, const tb_wire_fwdbwd_t *w, tb_batch_t *b,
+static int to_batch(tb__jctx_t *c, tb__arena_t *a, const tb__wire_fwdbwd_t *w, tb__batch_t *b,
                     const char *input_key) {
   /* The protobuf request has the input's fields at its top level. */
   size_t m0 = input_key ? tb__jctx_push_key(c, input_key) : 0;
@@ -129,20 +129,20 @@ static int to_batch(tb_jctx_t *c, tb_arena_t *a, const tb_wire_fwdbwd_t *w, tb_b
     b->loss_config.clip_high_threshold = (float)v;
   if (tb__wire_fwdbwd_config(w, "beta", &v))
     b->loss_config.beta = (float)v;
-  tb_datum_t *d = tb__arena_calloc(a, w->n_data + 1, sizeof(*d));
+  tb__datum_t *d = tb__arena_calloc(a, w->n_data + 1, sizeof(*d));
   if (rc == 0 && d == NULL)
     rc = tb__jctx_fail(c, "out of memory");
   size_t m1 = tb__jctx_push_key(c, "data");
   for (size_t i = 0; rc == 0 && i < w->n_data; i++) {
-    const tb_wire_datum_t *wd = &w->data[i];
+    const tb__wire_datum_t *wd = &w->data[i];
     size_t m2 = tb__jctx_push_index(c, i);
     size_t m3 = tb__jctx_push_key(c, "loss_fn_inputs");
     d[i].tokens = wd->tokens;
     d[i].n = wd->n_tokens;
-    const tb_wire_tensor_t *tt = tb__wire_datum_input(wd, "target_tokens");
-    const tb_wire_tensor_t *wt = tb__wire_datum_input(wd, "weights");
-    const tb_wire_tensor_t *lp = tb__wire_datum_input(wd, "logprobs");
-    const tb_wire_tensor_t *ad = tb__wire_datum_input(wd, "advantages");
+    const tb__wire_tensor_t *tt = tb__wire_datum_input(wd, "target_tokens");
+    const tb__wire_tensor_t *wt = tb__wire_datum_input(wd, "weights");
+    const tb__wire_tensor_t *lp = tb__wire_datum_input(wd, "logprobs");
+    const tb__wire_tensor_t *ad = tb__wire_datum_input(wd, "advantages");
     int ce = b->loss_fn == TB_LOSS_CROSS_ENTROPY;
     const char *loss = w->loss_fn;
     if (tt == NULL)
@@ -205,13 +205,13 @@ static int to_batch(tb_jctx_t *c, tb_arena_t *a, const tb_wire_fwdbwd_t *w, tb_b
   return rc;
 }
 
-int tb__fwdbwd_to_batch(tb_jctx_t *c, tb_arena_t *a, const tb_wire_fwdbwd_t *w, tb_batch_t *b,
+int tb__fwdbwd_to_batch(tb__jctx_t *c, tb__arena_t *a, const tb__wire_fwdbwd_t *w, tb__batch_t *b,
                         const char *input_key) {
   return to_batch(c, a, w, b, input_key);
 }
 
-static int is_proto(const tb_http_request_t *req) {
-  const tb_http_header_t *h = tb__http_request_header(req, "Content-Type");
+static int is_proto(const tb__http_request_t *req) {
+  const tb__http_header_t *h = tb__http_request_header(req, "Content-Type");
   static const char want[] = "application/x-protobuf";
   return h != NULL && h->value.len >= sizeof(want) - 1 &&
          strncasecmp(h->value.base, want, sizeof(want) - 1) == 0;
@@ -224,8 +224,8 @@ static int is_proto(const tb_http_request_t *req) {
 /* Decodes a forward / forward_backward body into op's batch.  Touches only
  * the body, op's arena and the outputs: safe on a worker thread. */
 static int decode_fwd(tb_slice_t body, int proto, const char *key, tb__top_t *op,
-                      tb_wire_fwdbwd_t *w, tb_error_t *err) {
-  tb_jctx_t c;
+                      tb__wire_fwdbwd_t *w, tb_error_t *err) {
+  tb__jctx_t c;
   tb__jctx_init(&c, err);
   /* No decoded tensor may take more than a whole request could. */
   size_t max_bytes = op->tr->srv->opts.max_body;
@@ -247,7 +247,7 @@ static int decode_fwd(tb_slice_t body, int proto, const char *key, tb__top_t *op
 }
 
 /* On the loop, after the decode: the model, then the order. */
-static void finish_fwd(tb_http_request_t *req, tb__top_t *op, const tb_wire_fwdbwd_t *w,
+static void finish_fwd(tb__http_request_t *req, tb__top_t *op, const tb__wire_fwdbwd_t *w,
                        int rc, tb_error_t *err) {
   if (rc < 0) {
     respond_bad(req, err);
@@ -268,13 +268,13 @@ static void finish_fwd(tb_http_request_t *req, tb__top_t *op, const tb_wire_fwdb
 
 typedef struct fwd_decode_s {
   uv_work_t work;
-  tb_http_request_t *req;
+  tb__http_request_t *req;
   tb__top_t *op;
   tb__training_t *tr;
   int proto;
   const char *key;
   int rc;
-  tb_wire_fwdbwd_t w;
+  tb__wire_fwdbwd_t w;
   tb_error_t err;
 } fwd_decode_t;
 
@@ -297,7 +297,7 @@ static void fwd_decode_done(uv_work_t *work, int status) {
   tb__training_fs_done(tr);
 }
 
-static void route_fwd_common(tb_http_request_t *req, int forward_only_route) {
+static void route_fwd_common(tb__http_request_t *req, int forward_only_route) {
   if (closing_503(req) || tb__server_rate_limited(req) != 0)
     return;
   tb__top_t *op = tb__top_new(req, forward_only_route ? TB__OP_FORWARD
@@ -325,24 +325,24 @@ static void route_fwd_common(tb_http_request_t *req, int forward_only_route) {
     /* No room off the loop: decode here rather than refuse. */
   }
   tb_error_t err = { 0 };
-  tb_wire_fwdbwd_t w = { 0 };
+  tb__wire_fwdbwd_t w = { 0 };
   int rc = decode_fwd(req->body, proto, key, op, &w, &err);
   finish_fwd(req, op, &w, rc, &err);
   tb_error_clear(&err);
 }
 
-static void route_forward_backward(tb_http_request_t *req) {
+static void route_forward_backward(tb__http_request_t *req) {
   route_fwd_common(req, 0);
 }
 
-static void route_forward(tb_http_request_t *req) {
+static void route_forward(tb__http_request_t *req) {
   route_fwd_common(req, 1);
 }
 
 /* Common to the JSON training routes: the model and seq of the body, and
  * a new op; NULL after answering. */
-static tb__top_t *json_op(tb_http_request_t *req, tb__op_type_t type, json_t *doc,
-                          tb_jctx_t *c, tb_error_t *err) {
+static tb__top_t *json_op(tb__http_request_t *req, tb__op_type_t type, json_t *doc,
+                          tb__jctx_t *c, tb_error_t *err) {
   tb_slice_t mid;
   int64_t seq;
   if (get_model_seq(c, doc, &mid, &seq) < 0) {
@@ -358,10 +358,10 @@ static tb__top_t *json_op(tb_http_request_t *req, tb__op_type_t type, json_t *do
   return op;
 }
 
-int tb__adam_from_json(tb_jctx_t *c, const json_t *ap, int strict, tb_adam_params_t *out) {
+int tb__adam_from_json(tb__jctx_t *c, const json_t *ap, int strict, tb__adam_params_t *out) {
   static const char *names[] = { "learning_rate", "beta1", "beta2", "eps", "weight_decay",
                                  "grad_clip_norm" };
-  tb_adam_params_t d;
+  tb__adam_params_t d;
   tb__adam_params_default(&d);
   double v[6] = { d.learning_rate, d.beta1, d.beta2, d.eps, d.weight_decay, d.grad_clip_norm };
   size_t mark = tb__jctx_push_key(c, "adam_params");
@@ -397,12 +397,12 @@ int tb__adam_from_json(tb_jctx_t *c, const json_t *ap, int strict, tb_adam_param
 }
 
 /* Refuses op after a validation error known at submission. */
-static void refuse(tb_http_request_t *req, tb__top_t *op, tb_error_t *err) {
+static void refuse(tb__http_request_t *req, tb__top_t *op, tb_error_t *err) {
   respond_bad(req, err);
   tb__top_free(op);
 }
 
-static void route_optim_step(tb_http_request_t *req) {
+static void route_optim_step(tb__http_request_t *req) {
   if (closing_503(req) || tb__server_rate_limited(req) != 0)
     return;
   ROUTE_BEGIN(req, doc, err, c);
@@ -424,7 +424,7 @@ static void route_optim_step(tb_http_request_t *req) {
 }
 
 /* A checkpoint name: a single path component of safe characters. */
-static int check_name(tb_jctx_t *c, tb_slice_t name) {
+static int check_name(tb__jctx_t *c, tb_slice_t name) {
   int ok = name.len > 0 && name.len <= 128 && name.base[0] != '.';
   for (size_t i = 0; ok && i < name.len; i++) {
     char ch = name.base[i];
@@ -435,7 +435,7 @@ static int check_name(tb_jctx_t *c, tb_slice_t name) {
                                                 "'.', '_' or '-', not starting with '.'");
 }
 
-static void route_save_common(tb_http_request_t *req, tb__op_type_t type) {
+static void route_save_common(tb__http_request_t *req, tb__op_type_t type) {
   tb__training_t *tr = tb__training_of(req);
   if (closing_503(req) || tb__server_rate_limited(req) != 0)
     return;
@@ -481,15 +481,15 @@ static void route_save_common(tb_http_request_t *req, tb__op_type_t type) {
   tb__submit_ordered(req, op);
 }
 
-static void route_save_weights(tb_http_request_t *req) {
+static void route_save_weights(tb__http_request_t *req) {
   route_save_common(req, TB__OP_SAVE);
 }
 
-static void route_save_for_sampler(tb_http_request_t *req) {
+static void route_save_for_sampler(tb__http_request_t *req) {
   route_save_common(req, TB__OP_SAVE_SAMPLER);
 }
 
-char *tb__checkpoint_dir(tb_http_request_t *req, const char *field, tb_slice_t path) {
+char *tb__checkpoint_dir(tb__http_request_t *req, const char *field, tb_slice_t path) {
   tb__training_t *tr = tb__training_of(req);
   static const char scheme[] = "tinker://";
   size_t sl = sizeof(scheme) - 1;
@@ -501,7 +501,7 @@ char *tb__checkpoint_dir(tb_http_request_t *req, const char *field, tb_slice_t p
   tb_slice_t kind = { s1 ? s1 + 1 : NULL, s2 ? (size_t)(s2 - s1 - 1) : 0 };
   tb_slice_t name = { s2 ? s2 + 1 : NULL, s2 ? (size_t)(end - s2 - 1) : 0 };
   tb_error_t err = { 0 };
-  tb_jctx_t c;
+  tb__jctx_t c;
   tb__jctx_init(&c, &err);
   int rc = 0;
   if (s2 == NULL || mid.len == 0 ||
@@ -545,7 +545,7 @@ char *tb__checkpoint_dir(tb_http_request_t *req, const char *field, tb_slice_t p
 /* The create-via-load form: {"session_id", "model_seq_id", "base_model"?,
  * "path", "optimizer"} creates model <session_id>:train:<model_seq_id>
  * with the checkpoint's LoRA shape and loads it as its first operation. */
-static void load_creating(tb_http_request_t *req, json_t *doc, tb_jctx_t *c, tb_error_t *err) {
+static void load_creating(tb__http_request_t *req, json_t *doc, tb__jctx_t *c, tb_error_t *err) {
   tb__training_t *tr = tb__training_of(req);
   tb_slice_t sid, path, base = { NULL, 0 };
   int64_t mseq = 0;
@@ -576,7 +576,7 @@ static void load_creating(tb_http_request_t *req, json_t *doc, tb_jctx_t *c, tb_
   char *dir = tb__checkpoint_dir(req, "path", path);
   if (dir == NULL)
     return;
-  tb_lora_config_t lora;
+  tb__lora_config_t lora;
   tb__tbase_t *live_base = NULL;
   int known = tb__checkpoint_lora(tr, path, &lora, &live_base);
   if (b == NULL)  /* the base of the live model, else the default one */
@@ -600,7 +600,7 @@ static void load_creating(tb_http_request_t *req, json_t *doc, tb_jctx_t *c, tb_
   tb__create_model(req, tr, b, s, mseq, known ? &lora : NULL, op);
 }
 
-static void route_load_weights(tb_http_request_t *req) {
+static void route_load_weights(tb__http_request_t *req) {
   if (closing_503(req) || tb__server_rate_limited(req) != 0)
     return;
   ROUTE_BEGIN(req, doc, err, c);
@@ -634,7 +634,7 @@ static void route_load_weights(tb_http_request_t *req) {
   tb__submit_ordered(req, op);
 }
 
-static void route_unload_model(tb_http_request_t *req) {
+static void route_unload_model(tb__http_request_t *req) {
   if (closing_503(req))
     return;
   ROUTE_BEGIN(req, doc, err, c);
@@ -663,7 +663,7 @@ static void route_unload_model(tb_http_request_t *req) {
   tb__unload_now(m, op);
 }
 
-static void route_get_info(tb_http_request_t *req) {
+static void route_get_info(tb__http_request_t *req) {
   ROUTE_BEGIN(req, doc, err, c);
   tb_slice_t mid;
   int rc = tb__json_get_string(&c, doc, "model_id", TB_JSON_REQUIRED, &mid);
@@ -693,8 +693,8 @@ static void route_get_info(tb_http_request_t *req) {
 }
 
 /* {"base_model", "is_lora", "lora_rank", "train_*"} of a checkpoint. */
-static void respond_weights_info(tb_http_request_t *req, const char *base,
-                                 const tb_lora_config_t *l) {
+static void respond_weights_info(tb__http_request_t *req, const char *base,
+                                 const tb__lora_config_t *l) {
   json_t *v = json_pack("{sssbsisbsbsb}", "base_model", base, "is_lora", 1, "lora_rank", l->rank,
                         "train_unembed", l->train_unembed, "train_mlp", l->train_mlp,
                         "train_attn", l->train_attn);
@@ -707,11 +707,11 @@ static void respond_weights_info(tb_http_request_t *req, const char *base,
 }
 
 static void on_weights_info(tb__training_t *tr, void *data, int status,
-                            const tb_lora_config_t *lora, const char *base_name,
+                            const tb__lora_config_t *lora, const char *base_name,
                             const char *message) {
   /* The request is still ours: if its client went away, answering only
    * gives it back. */
-  tb_http_request_t *req = data;
+  tb__http_request_t *req = data;
   if (status != 0)
     tb__server_respond_error(req, 404, "tinker_path: %s", message);
   else
@@ -720,7 +720,7 @@ static void on_weights_info(tb__training_t *tr, void *data, int status,
 
 /* POST /api/v1/weights_info {"tinker_path"}: what the SDK reads before
  * create_training_client_from_state. */
-static void route_weights_info(tb_http_request_t *req) {
+static void route_weights_info(tb__http_request_t *req) {
   tb__training_t *tr = tb__training_of(req);
   ROUTE_BEGIN(req, doc, err, c);
   tb_slice_t path;
@@ -730,7 +730,7 @@ static void route_weights_info(tb_http_request_t *req) {
     return;
   }
   char *dir = tb__checkpoint_dir(req, "tinker_path", path);
-  tb_lora_config_t lora;
+  tb__lora_config_t lora;
   tb__tbase_t *base = NULL;
   if (dir != NULL && tb__checkpoint_lora(tr, path, &lora, &base)) {
     respond_weights_info(req, base->name, &lora);
@@ -746,7 +746,7 @@ static void route_weights_info(tb_http_request_t *req) {
 int tb__model_routes(tb__training_t *tr) {
   static const struct {
     const char *path;
-    tb_http_handler_cb cb;
+    tb__http_handler_cb cb;
     const char *summary;
   } routes[] = {
     { "/api/v1/create_model", route_create_model,

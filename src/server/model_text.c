@@ -48,7 +48,7 @@ static int read_file(const char *path, size_t max, int optional, char **data, si
   if (fd < 0)
     return tb_error_set(err, fd == -ENOENT ? TB_ENOENT : TB_EIO, TB_CATEGORY_USER, "%s: %s",
                         path, fd == TB_EINVAL ? "not a regular file" : strerror(-fd));
-  tb_buf_t b = TB_BUF_INIT;
+  tb__buf_t b = TB_BUF_INIT;
   int rc = 0;
   for (;;) {
     if (tb__buf_reserve(&b, b.len + 65536) != 0) {
@@ -208,8 +208,8 @@ typedef struct text_load_s {
 
 /* A request that waits for its base model's text. */
 typedef struct text_wait_s {
-  tb_http_request_t *req;
-  tb_http_handler_cb resume;
+  tb__http_request_t *req;
+  tb__http_handler_cb resume;
   tb__tbase_t *b;
   struct text_wait_s *next;
 } text_wait_t;
@@ -234,7 +234,7 @@ static void flush_waiters(tb__tbase_t *b) {
   }
   for (w = rev; w != NULL;) {
     text_wait_t *next = w->next;
-    tb_http_request_t *req = w->req;
+    tb__http_request_t *req = w->req;
     req->on_abort = NULL;
     if (b->tr->closing)
       tb__server_respond_error(req, 503, "the server is closing");
@@ -262,9 +262,9 @@ static void load_done(uv_work_t *w, int status) {
   b->text = l->text;
   b->text_state = b->text != NULL ? 1 : -1;
   if (b->text != NULL && b->text->tok == NULL)
-    tb_info("model %s has no tokenizer: %s", b->name, b->text->missing);
+    tb__info("model %s has no tokenizer: %s", b->name, b->text->missing);
   else if (b->text != NULL && b->text->dflt < 0)
-    tb_info("model %s has no chat renderer of its own: %s", b->name, b->text->dflt_why);
+    tb__info("model %s has no chat renderer of its own: %s", b->name, b->text->dflt_why);
   flush_waiters(b);
   free(l->dir);
   free(l);
@@ -305,7 +305,7 @@ int tb__mtext_start(tb__training_t *tr, tb__tbase_t *b) {
 
 /* ------------------------------------------------------------ waiting */
 
-static void on_wait_abort(tb_http_request_t *req, int status) {
+static void on_wait_abort(tb__http_request_t *req, int status) {
   (void)status;
   text_wait_t *w = tb__sreq(req)->data;
   for (text_wait_t **p = &w->b->text_waiters; *p != NULL; p = &(*p)->next)
@@ -316,7 +316,7 @@ static void on_wait_abort(tb_http_request_t *req, int status) {
   tb__server_release(req);
 }
 
-int tb__mtext_wait(tb_http_request_t *req, tb__tbase_t *b, tb_http_handler_cb resume) {
+int tb__mtext_wait(tb__http_request_t *req, tb__tbase_t *b, tb__http_handler_cb resume) {
   if (b->text_state != 0)
     return 0;
   text_wait_t *w = tb__arena_calloc(&req->arena, 1, sizeof(*w));
@@ -354,14 +354,14 @@ void tb__tctx_init(tb__tctx_t *x, const tb__training_t *tr, const tb__tbase_t *b
 }
 
 /* c's error at key (NULL: at the current path). */
-static void fail(tb_jctx_t *c, const char *key, const char *msg) {
+static void fail(tb__jctx_t *c, const char *key, const char *msg) {
   if (key != NULL)
     tb__jctx_fail_at(c, key, "%s", msg);
   else
     tb__jctx_fail(c, "%s", msg);
 }
 
-const tb_tokenizer_t *tb__tctx_tokenizer(tb_jctx_t *c, const tb__tctx_t *x, const char *key,
+const tb_tokenizer_t *tb__tctx_tokenizer(tb__jctx_t *c, const tb__tctx_t *x, const char *key,
                                          int *status) {
   *status = 422;
   char *msg = NULL;
@@ -382,7 +382,7 @@ const tb_tokenizer_t *tb__tctx_tokenizer(tb_jctx_t *c, const tb__tctx_t *x, cons
   return NULL;
 }
 
-const tb_renderer_t *tb__tctx_renderer(tb_jctx_t *c, const tb__tctx_t *x, const json_t *doc,
+const tb_renderer_t *tb__tctx_renderer(tb__jctx_t *c, const tb__tctx_t *x, const json_t *doc,
                                        const char *key, int *status) {
   if (tb__tctx_tokenizer(c, x, key, status) == NULL)
     return NULL;

@@ -67,7 +67,7 @@ typedef struct tb__tctx_s {
   int builtin;                   /* `base` */
   const tb__mtext_t *text;       /* settled; NULL while it loads */
   int has_cfg;                   /* cfg is known */
-  tb_model_config_t cfg;
+  tb__model_config_t cfg;
   size_t max_body;
 } tb__tctx_t;
 
@@ -79,7 +79,7 @@ void tb__mtext_free(tb__mtext_t *t);
 /* 1 when req must wait for b's text, which is loading: resume(req) runs
  * once it is settled (the route starts over), or the request is answered
  * 503 when the server closes first.  0 when the text is settled. */
-int tb__mtext_wait(tb_http_request_t *req, tb__tbase_t *b, tb_http_handler_cb resume);
+int tb__mtext_wait(tb__http_request_t *req, tb__tbase_t *b, tb__http_handler_cb resume);
 /* Answers 503 to every request waiting for text (the server closes). */
 void tb__mtext_fail_waiters(tb__training_t *tr);
 
@@ -88,13 +88,13 @@ void tb__tctx_init(tb__tctx_t *x, const tb__training_t *tr, const tb__tbase_t *b
 
 /* The tokenizer of x for a request field key; NULL after c's error (a
  * 422 in *status) naming what the model lacks. */
-const tb_tokenizer_t *tb__tctx_tokenizer(tb_jctx_t *c, const tb__tctx_t *x, const char *key,
+const tb_tokenizer_t *tb__tctx_tokenizer(tb__jctx_t *c, const tb__tctx_t *x, const char *key,
                                          int *status);
 /* The renderer of a chat request: doc's "renderer" (a name), else the
  * model's own.  NULL after c's error: 400 for an unknown name, 422 for a
  * model without a tokenizer, a renderer its tokenizer cannot take, or no
  * renderer of its own. */
-const tb_renderer_t *tb__tctx_renderer(tb_jctx_t *c, const tb__tctx_t *x, const json_t *doc,
+const tb_renderer_t *tb__tctx_renderer(tb__jctx_t *c, const tb__tctx_t *x, const json_t *doc,
                                        const char *key, int *status);
 
 /* ------------------------------------------------------------ off the loop */
@@ -107,7 +107,7 @@ typedef struct tb__offload_s tb__offload_t;
 struct tb__offload_s {
   uv_work_t work;
   tb__training_t *tr;
-  tb_http_request_t *req;
+  tb__http_request_t *req;
   void (*run)(tb__offload_t *o);
   void (*done)(tb__offload_t *o);
 };

@@ -55,7 +55,7 @@ enum {
 
 typedef struct rest_op_s {
   tb__store_op_t op;
-  tb_http_request_t *req;
+  tb__http_request_t *req;
   int kind;
   /* inputs, copied */
   char *user;
@@ -74,7 +74,7 @@ typedef struct rest_op_s {
   json_t *answer;
   char *tinker_path;      /* publish/unpublish/delete: what changed */
   double expires_at;      /* Q_TTL */
-  tb_buf_t tar;
+  tb__buf_t tar;
   char *tar_name;
 } rest_op_t;
 
@@ -93,7 +93,7 @@ static int fail(rest_op_t *q, int status, const char *fmt, ...) {
 }
 
 static int db_fail(rest_op_t *q, sqlite3 *db) {
-  tb_warn("database: %s", sqlite3_errmsg(db));
+  tb__warn("database: %s", sqlite3_errmsg(db));
   return fail(q, 500, "the database failed: %s", sqlite3_errmsg(db));
 }
 
@@ -384,7 +384,7 @@ static void delete_checkpoint(rest_op_t *q, sqlite3 *db, double now) {
   char *dir = tb__asprintf("%s/%s/%s", q->data_dir, q->run_id, q->ckpt_id);
   int rc = dir ? tb__store_remove_tree(dir) : -ENOMEM;
   if (rc != 0 && rc != -ENOENT) {
-    tb_warn("cannot remove checkpoint %s: %s", dir ? dir : q->ckpt_id, strerror(-rc));
+    tb__warn("cannot remove checkpoint %s: %s", dir ? dir : q->ckpt_id, strerror(-rc));
     fail(q, 500, "cannot remove the checkpoint's files: %s", strerror(-rc));
   } else if (exec1(db, "DELETE FROM checkpoints WHERE run_id = ? AND checkpoint_id = ?",
                    q->run_id, q->ckpt_id, 0, 0) != SQLITE_OK) {
@@ -583,14 +583,14 @@ static void rest_op_free(rest_op_t *q) {
 }
 
 /* The tar is lent to the answer until the request is done. */
-static void on_download_done(tb_http_request_t *req, int status) {
+static void on_download_done(tb__http_request_t *req, int status) {
   rest_op_free(tb__sreq(req)->data);
 }
 
 /* "http://<Host>" of the request, when its Host header is a plain host
  * and port; else the address the server listens on. */
-static char *base_url(tb_http_request_t *req) {
-  const tb_http_header_t *h = tb__http_request_header(req, "Host");
+static char *base_url(tb__http_request_t *req) {
+  const tb__http_header_t *h = tb__http_request_header(req, "Host");
   int ok = h != NULL && h->value.len > 0 && h->value.len < 256;
   for (size_t i = 0; ok && i < h->value.len; i++) {
     char c = h->value.base[i];
@@ -605,7 +605,7 @@ static char *base_url(tb_http_request_t *req) {
 
 static void rest_done(tb__store_op_t *op, int status) {
   rest_op_t *q = (rest_op_t *)op;
-  tb_http_request_t *req = q->req;
+  tb__http_request_t *req = q->req;
   tb__store_t *st = op->store;
   if (status != 0 && q->status == 0)
     fail(q, 503, "the database is unavailable: %s", uv_strerror(status));
@@ -649,7 +649,7 @@ static void rest_done(tb__store_op_t *op, int status) {
       return;
     }
     sprintf(disp, "attachment; filename=\"%s.tar\"", q->tar_name);
-    tb_http_header_t hs[2] = {
+    tb__http_header_t hs[2] = {
       { TB_SLICE_LIT("Content-Type"), TB_SLICE_LIT("application/x-tar") },
       { TB_SLICE_LIT("Content-Disposition"), { disp, strlen(disp) } },
     };
@@ -666,7 +666,7 @@ static void rest_done(tb__store_op_t *op, int status) {
   rest_op_free(q);
 }
 
-static rest_op_t *rest_op_new(tb_http_request_t *req, int kind) {
+static rest_op_t *rest_op_new(tb__http_request_t *req, int kind) {
   tb__server_t *srv = tb__server_from_req(req);
   if (srv->store == NULL || tb__store_state(srv->store) < 0) {
     tb__server_respond_error(req, 503, "the database is unavailable: %s",
@@ -691,7 +691,7 @@ static rest_op_t *rest_op_new(tb_http_request_t *req, int kind) {
   return q;
 }
 
-static void rest_submit(tb_http_request_t *req, rest_op_t *q) {
+static void rest_submit(tb__http_request_t *req, rest_op_t *q) {
   if (tb__store_submit(tb__server_from_req(req)->store, &q->op) != 0) {
     tb__server_respond_error(req, 503, "the server is closing");
     rest_op_free(q);
@@ -701,7 +701,7 @@ static void rest_submit(tb_http_request_t *req, rest_op_t *q) {
 /* A path parameter that names a file-system component: printable ASCII
  * without '/', not "." or "..", nor starting with '.'.  Answers 400 and
  * returns NULL otherwise; the copy is malloc'd. */
-static char *path_param(tb_http_request_t *req, const char *name, size_t max) {
+static char *path_param(tb__http_request_t *req, const char *name, size_t max) {
   const tb_slice_t *v = tb__http_request_param(req, name);
   const char *why = NULL;
   if (v == NULL || v->len == 0)
@@ -728,7 +728,7 @@ static char *path_param(tb_http_request_t *req, const char *name, size_t max) {
 }
 
 /* run_id, and with a checkpoint "<kind>/<name>" in q->ckpt_id. */
-static int checkpoint_params(tb_http_request_t *req, rest_op_t *q, int with_checkpoint) {
+static int checkpoint_params(tb__http_request_t *req, rest_op_t *q, int with_checkpoint) {
   q->run_id = path_param(req, "run_id", 200);
   if (q->run_id == NULL)
     return -1;
@@ -755,7 +755,7 @@ static int checkpoint_params(tb_http_request_t *req, rest_op_t *q, int with_chec
 
 /* An integer query parameter within [min, max] (def when absent); answers
  * 400 and returns -1 when malformed. */
-static int query_int(tb_http_request_t *req, const char *name, int64_t min, int64_t max,
+static int query_int(tb__http_request_t *req, const char *name, int64_t min, int64_t max,
                      int64_t def, int64_t *out) {
   tb_slice_t v;
   *out = def;
@@ -781,7 +781,7 @@ static int query_int(tb_http_request_t *req, const char *name, int64_t min, int6
 }
 
 /* access_scope=owned (default) or accessible. */
-static int query_scope(tb_http_request_t *req, int *accessible) {
+static int query_scope(tb__http_request_t *req, int *accessible) {
   tb_slice_t v;
   *accessible = 0;
   int rc = tb__http_request_query(req, "access_scope", &v);
@@ -795,7 +795,7 @@ static int query_scope(tb_http_request_t *req, int *accessible) {
   return -1;
 }
 
-static void route_list_runs(tb_http_request_t *req) {
+static void route_list_runs(tb__http_request_t *req) {
   rest_op_t *q = rest_op_new(req, Q_LIST_RUNS);
   if (q == NULL)
     return;
@@ -820,7 +820,7 @@ static void route_list_runs(tb_http_request_t *req) {
   rest_submit(req, q);
 }
 
-static void route_get_run(tb_http_request_t *req) {
+static void route_get_run(tb__http_request_t *req) {
   rest_op_t *q = rest_op_new(req, Q_GET_RUN);
   if (q == NULL)
     return;
@@ -831,7 +831,7 @@ static void route_get_run(tb_http_request_t *req) {
   rest_submit(req, q);
 }
 
-static void route_run_checkpoints(tb_http_request_t *req) {
+static void route_run_checkpoints(tb__http_request_t *req) {
   rest_op_t *q = rest_op_new(req, Q_RUN_CHECKPOINTS);
   if (q == NULL)
     return;
@@ -844,7 +844,7 @@ static void route_run_checkpoints(tb_http_request_t *req) {
   rest_submit(req, q);
 }
 
-static void route_user_checkpoints(tb_http_request_t *req) {
+static void route_user_checkpoints(tb__http_request_t *req) {
   rest_op_t *q = rest_op_new(req, Q_USER_CHECKPOINTS);
   if (q == NULL)
     return;
@@ -857,7 +857,7 @@ static void route_user_checkpoints(tb_http_request_t *req) {
 }
 
 /* The routes on one checkpoint. */
-static void checkpoint_route(tb_http_request_t *req, int kind) {
+static void checkpoint_route(tb__http_request_t *req, int kind) {
   rest_op_t *q = rest_op_new(req, kind);
   if (q == NULL)
     return;
@@ -868,23 +868,23 @@ static void checkpoint_route(tb_http_request_t *req, int kind) {
   rest_submit(req, q);
 }
 
-static void route_delete(tb_http_request_t *req) {
+static void route_delete(tb__http_request_t *req) {
   checkpoint_route(req, Q_DELETE);
 }
 
-static void route_archive(tb_http_request_t *req) {
+static void route_archive(tb__http_request_t *req) {
   checkpoint_route(req, Q_ARCHIVE);
 }
 
-static void route_publish(tb_http_request_t *req) {
+static void route_publish(tb__http_request_t *req) {
   checkpoint_route(req, Q_PUBLISH);
 }
 
-static void route_unpublish(tb_http_request_t *req) {
+static void route_unpublish(tb__http_request_t *req) {
   checkpoint_route(req, Q_UNPUBLISH);
 }
 
-static void route_ttl(tb_http_request_t *req) {
+static void route_ttl(tb__http_request_t *req) {
   json_t *doc;
   if (tb__server_parse_body(req, &doc) != 0)
     return;
@@ -917,7 +917,7 @@ static void route_ttl(tb_http_request_t *req) {
   rest_submit(req, q);
 }
 
-static void route_download(tb_http_request_t *req) {
+static void route_download(tb__http_request_t *req) {
   const tb_slice_t *t = tb__http_request_param(req, "token");
   int ok = t != NULL && t->len == 36 && memcmp(t->base, "arc-", 4) == 0;
   for (size_t i = 4; ok && i < t->len; i++)
@@ -941,7 +941,7 @@ int tb__rest_routes(tb__server_t *srv) {
 #define CKPT "/api/v1/training_runs/{run_id}/checkpoints/{kind}/{name}"
   static const struct {
     const char *method, *path;
-    tb_http_handler_cb cb;
+    tb__http_handler_cb cb;
     unsigned flags;
     const char *summary;
   } routes[] = {

@@ -33,7 +33,7 @@ void tb__samplers_free(tb__training_t *tr) {
   }
 }
 
-static void on_sampler_removed(tb_engine_job_t *job, int status) {
+static void on_sampler_removed(tb__engine_job_t *job, int status) {
   tb__sampler_t *s = job->data;
   s->adapter = NULL;
   tb__engine_job_cleanup(job);
@@ -63,7 +63,7 @@ static void start_sample(tb__top_t *op);
 /* The checks of the tokens that had to wait for the base model's
  * vocabulary; a message, or NULL when they pass. */
 static char *late_check(const tb__top_t *op) {
-  const tb_model_config_t *mc = &op->base->cfg;
+  const tb__model_config_t *mc = &op->base->cfg;
   if (op->prompt_len >= (size_t)mc->max_position_embeddings)
     return tb__asprintf("prompt: %zu tokens do not fit the context of %d", op->prompt_len,
                         mc->max_position_embeddings);
@@ -116,7 +116,7 @@ void tb__samplers_fail_all(tb__training_t *tr, const char *message) {
 
 /* ------------------------------------------------------------ asample */
 
-static void on_sampled(tb_engine_job_t *job, int status) {
+static void on_sampled(tb__engine_job_t *job, int status) {
   tb__top_t *op = job->data;
   if (status != 0) {
     tb__top_fail_job(op, status);
@@ -127,8 +127,8 @@ static void on_sampled(tb_engine_job_t *job, int status) {
     tb__top_resolve_json(op, op->encode(op));
     return;
   }
-  const tb_sample_result_t *r = &job->sample;
-  tb_wire_sample_response_t w = { 0 };
+  const tb__sample_result_t *r = &job->sample;
+  tb__wire_sample_response_t w = { 0 };
   w.n_sequences = r->num_seqs;
   w.sequences = tb__arena_calloc(&op->arena, r->num_seqs + 1, sizeof(*w.sequences));
   for (size_t i = 0; w.sequences != NULL && i < r->num_seqs; i++) {
@@ -151,7 +151,7 @@ static void on_sampled(tb_engine_job_t *job, int status) {
   size_t jlen = 0;
   char *json = v ? tb__json_dump(v, &jlen) : NULL;
   json_decref(v);
-  tb_buf_t pb = { 0 };
+  tb__buf_t pb = { 0 };
   int rc = json ? tb__wire_sample_response_to_proto(&w, &pb) : TB_ENOMEM;
   if (rc != 0) {
     free(json);
@@ -168,7 +168,7 @@ static void on_sampled(tb_engine_job_t *job, int status) {
 
 static void start_sample(tb__top_t *op) {
   tb__sampler_t *s = op->sampler;
-  tb_engine_adapter_t *a = s ? s->adapter : NULL;
+  tb__engine_adapter_t *a = s ? s->adapter : NULL;
   int rc = tb__engine_sample(&op->job, op->base->model, a, op->prompt, op->prompt_len,
                              &op->sampling, on_sampled);
   if (rc != 0)
@@ -204,7 +204,7 @@ static void sampler_failed(tb__sampler_t *s, int status) {
   sampler_flush(s);
 }
 
-static void on_sampler_loaded(tb_engine_job_t *job, int status) {
+static void on_sampler_loaded(tb__engine_job_t *job, int status) {
   tb__sampler_t *s = job->data;
   if (status != 0) {
     sampler_failed(s, status);
@@ -215,7 +215,7 @@ static void on_sampler_loaded(tb_engine_job_t *job, int status) {
   sampler_flush(s);
 }
 
-static void on_sampler_created(tb_engine_job_t *job, int status) {
+static void on_sampler_created(tb__engine_job_t *job, int status) {
   tb__sampler_t *s = job->data;
   if (status != 0) {
     sampler_failed(s, status);
@@ -232,12 +232,12 @@ static void on_sampler_created(tb_engine_job_t *job, int status) {
 
 /* The sampling parameters of the wire for the engine; checks the prompt
  * against the vocabulary. */
-static int to_sampling(tb_jctx_t *c, tb__training_t *tr, tb_arena_t *a, const tb__tbase_t *b,
-                       const tb_wire_sample_request_t *r, tb_sampling_params_t *p,
+static int to_sampling(tb__jctx_t *c, tb__training_t *tr, tb__arena_t *a, const tb__tbase_t *b,
+                       const tb__wire_sample_request_t *r, tb__sampling_params_t *p,
                        int *unchecked, int *status) {
   /* The vocabulary is known once the model is loaded, or from the start
    * for the generated base; otherwise the checks wait (late_check). */
-  const tb_model_config_t *mc = b->state == 1 || b->builtin ? &b->cfg : NULL;
+  const tb__model_config_t *mc = b->state == 1 || b->builtin ? &b->cfg : NULL;
   int64_t vocab = mc ? mc->vocab_size : INT32_MAX;
   *unchecked = mc == NULL;
   tb__sampling_params_default(p);
@@ -251,7 +251,7 @@ static int to_sampling(tb_jctx_t *c, tb__training_t *tr, tb_arena_t *a, const tb
       return tb__jctx_fail_at(c, "prompt",
                               "token %d at position %zu is outside the vocabulary [0, %lld)",
                               r->prompt[i], i, (long long)vocab);
-  const tb_wire_sampling_params_t *wp = &r->params;
+  const tb__wire_sampling_params_t *wp = &r->params;
   size_t m = tb__jctx_push_key(c, "sampling_params");
   int rc = 0;
   tb__tctx_t x;
@@ -309,7 +309,7 @@ tb__sampler_t *tb__sampler_find(tb__training_t *tr, const tb__user_t *u, const c
   return NULL;
 }
 
-static void route_asample(tb_http_request_t *req) {
+static void route_asample(tb__http_request_t *req) {
   tb__training_t *tr = tb__training_of(req);
   if (tr->closing) {
     tb__server_respond_error(req, 503, "the server is closing");
@@ -321,10 +321,10 @@ static void route_asample(tb_http_request_t *req) {
   if (op == NULL)
     return;
   tb_error_t err = { 0 };
-  tb_jctx_t c;
+  tb__jctx_t c;
   tb__jctx_init(&c, &err);
   json_t *doc = NULL;
-  tb_wire_sample_request_t r;
+  tb__wire_sample_request_t r;
   memset(&r, 0, sizeof(r));
   int rc = tb__json_parse(req->body, &doc, &err);
   rc = rc < 0 ? rc : tb__wire_sample_request_from_json(&c, &op->arena, doc, &r);
@@ -404,7 +404,7 @@ static void route_asample(tb_http_request_t *req) {
 
 /* ------------------------------------------------------------ sessions */
 
-int tb__checkpoint_lora(tb__training_t *tr, tb_slice_t path, tb_lora_config_t *out,
+int tb__checkpoint_lora(tb__training_t *tr, tb_slice_t path, tb__lora_config_t *out,
                         tb__tbase_t **base) {
   static const char scheme[] = "tinker://";
   const char *mid = path.base + sizeof(scheme) - 1;
@@ -425,7 +425,7 @@ static void sampler_create(tb__sampler_t *s) {
 }
 
 static void on_sampler_info(tb__training_t *tr, void *data, int status,
-                            const tb_lora_config_t *lora, const char *base_name,
+                            const tb__lora_config_t *lora, const char *base_name,
                             const char *message) {
   tb__sampler_t *s = data;
   char why[256];
@@ -475,7 +475,7 @@ static void samplers_base_settled(tb__training_t *tr) {
 
 tb__sampler_t *tb__sampler_open(tb__training_t *tr, tb__user_t *owner, tb__session_t *sess,
                                 tb__tbase_t *base, char *id, const tb_slice_t *path,
-                                char *dir, const tb_lora_config_t *lora) {
+                                char *dir, const tb__lora_config_t *lora) {
   tb__sampler_t *s = calloc(1, sizeof(*s));
   if (s == NULL || (path && (s->model_path = tb__strndup(path->base, path->len)) == NULL)) {
     free(s);
@@ -517,7 +517,7 @@ tb__sampler_t *tb__sampler_open(tb__training_t *tr, tb__user_t *owner, tb__sessi
   return s;
 }
 
-static void route_create_sampling_session(tb_http_request_t *req) {
+static void route_create_sampling_session(tb__http_request_t *req) {
   tb__training_t *tr = tb__training_of(req);
   if (tr->closing) {
     tb__server_respond_error(req, 503, "the server is closing");
@@ -527,7 +527,7 @@ static void route_create_sampling_session(tb_http_request_t *req) {
   if (tb__server_parse_body(req, &doc) != 0)
     return;
   tb_error_t err = { 0 };
-  tb_jctx_t c;
+  tb__jctx_t c;
   tb__jctx_init(&c, &err);
   tb_slice_t sid, base = { NULL, 0 }, path = { NULL, 0 };
   int64_t seq = 0;
@@ -569,7 +569,7 @@ static void route_create_sampling_session(tb_http_request_t *req) {
     goto answer;
   }
   char *dir = NULL;
-  tb_lora_config_t lora = { 0 };
+  tb__lora_config_t lora = { 0 };
   int known = 0;
   if (id != NULL && path.base != NULL) {
     dir = tb__checkpoint_dir(req, "model_path", path);
@@ -602,7 +602,7 @@ answer:;
   json_decref(v);
 }
 
-static void route_get_sampler(tb_http_request_t *req) {
+static void route_get_sampler(tb__http_request_t *req) {
   tb__training_t *tr = tb__training_of(req);
   const tb_slice_t *id = tb__http_request_param(req, "sampler_id");
   if (tb__session_gone(req, *id))

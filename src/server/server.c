@@ -37,7 +37,7 @@
 /* ------------------------------------------------------------ routes */
 
 int tb__server_route(tb__server_t *srv, const char *method, const char *pattern,
-                     tb__dialect_t dialect, unsigned flags, tb_http_handler_cb handler,
+                     tb__dialect_t dialect, unsigned flags, tb__http_handler_cb handler,
                      void *data, const char *summary) {
   if (srv->n_routes == srv->cap_routes) {
     size_t cap = srv->cap_routes ? srv->cap_routes * 2 : 32;
@@ -73,7 +73,7 @@ int tb__server_route(tb__server_t *srv, const char *method, const char *pattern,
 }
 
 int tb__server_route_tinkerbell(tb__server_t *srv, const char *method, const char *pattern,
-                                tb_http_handler_cb handler, const char *summary) {
+                                tb__http_handler_cb handler, const char *summary) {
   for (size_t i = 0; i < srv->n_routes; i++) {
     tb__route_t *rt = srv->routes[i];
     if (rt->dialect != TB__DIALECT_TINKER || strcmp(rt->method, method) != 0 ||
@@ -112,7 +112,7 @@ static void count(tb__route_t *rt, int status) {
 
 /* ------------------------------------------------------------ dispatch */
 
-static void on_req_done(tb_http_request_t *req, int status) {
+static void on_req_done(tb__http_request_t *req, int status) {
   tb__sreq_t *sr = req->data;
   if (sr->on_done != NULL)
     sr->on_done(req, status);
@@ -135,7 +135,7 @@ static void on_req_done(tb_http_request_t *req, int status) {
  * caller's key are known from the head alone, so a request that has no
  * route or no valid key is answered here and its body is never read (nor
  * held in memory).  What passes goes on to on_request once complete. */
-static void on_head(tb_http_request_t *req) {
+static void on_head(tb__http_request_t *req) {
   tb__server_t *srv = container_of(req->server, tb__server_t, http);
   tb__sreq_t *sr = tb__arena_calloc(&req->arena, 1, sizeof(*sr));
   if (sr == NULL) {
@@ -146,11 +146,11 @@ static void on_head(tb_http_request_t *req) {
   sr->start_ns = uv_hrtime();
   req->data = sr;
   req->on_done = on_req_done;
-  tb_http_route_match_t m;
+  tb__http_route_match_t m;
   int rc = tb__http_router_match(&srv->router, req->method, req->path, &req->arena, &m);
   if (rc == 405) {
     static const char body[] = "{\"error\":\"method not allowed\",\"category\":\"user\"}";
-    tb_http_header_t h[2] = {
+    tb__http_header_t h[2] = {
       { TB_SLICE_LIT("Allow"), { m.allow, strlen(m.allow) } },
       { TB_SLICE_LIT("Content-Type"), TB_SLICE_LIT("application/json") },
     };
@@ -181,7 +181,7 @@ static void on_head(tb_http_request_t *req) {
       sr->user = tb__auth_lookup(&srv->auth, key);
     if (sr->user == NULL && !(rt->flags & TB__ROUTE_PUBLIC)) {
       srv->n_unauthorized++;
-      static const tb_http_header_t h = { TB_SLICE_LIT("WWW-Authenticate"),
+      static const tb__http_header_t h = { TB_SLICE_LIT("WWW-Authenticate"),
                                           TB_SLICE_LIT("Bearer") };
       tb__server_respond_error_h(req, 401, &h, 1, "%s",
                                  has_key ? "invalid API key"
@@ -195,7 +195,7 @@ static void on_head(tb_http_request_t *req) {
 }
 
 /* A complete request that passed on_head: its route's handler. */
-static void on_request(tb_http_request_t *req) {
+static void on_request(tb__http_request_t *req) {
   tb__sreq_t *sr = req->data;
   tb__route_t *rt = sr->route;
   if (rt->dialect == TB__DIALECT_BOTH && tb__dialect_of(req) == TB__DIALECT_TINKERBELL)
@@ -206,28 +206,28 @@ static void on_request(tb_http_request_t *req) {
 
 /* ------------------------------------------------------------ answers */
 
-void tb__server_respond(tb_http_request_t *req, int status,
-                        const tb_http_header_t *headers, size_t n_headers,
+void tb__server_respond(tb__http_request_t *req, int status,
+                        const tb__http_header_t *headers, size_t n_headers,
                         const uv_buf_t *body, size_t n_body) {
   tb__sreq(req)->status = status;
   tb__http_respond(req, status, headers, n_headers, body, n_body);
 }
 
-void tb__server_release(tb_http_request_t *req) {
+void tb__server_release(tb__http_request_t *req) {
   tb__sreq(req)->status = 499;
   tb__http_respond(req, 499, NULL, 0, NULL, 0);
 }
 
-void tb__server_respond_json(tb_http_request_t *req, int status, const char *json,
+void tb__server_respond_json(tb__http_request_t *req, int status, const char *json,
                              size_t len) {
-  static const tb_http_header_t ct = {
+  static const tb__http_header_t ct = {
     TB_SLICE_LIT("Content-Type"), TB_SLICE_LIT("application/json")
   };
   uv_buf_t b = uv_buf_init((char *)json, (unsigned)len);
   tb__server_respond(req, status, &ct, 1, &b, 1);
 }
 
-void tb__server_respond_jsonv(tb_http_request_t *req, int status, const json_t *v) {
+void tb__server_respond_jsonv(tb__http_request_t *req, int status, const json_t *v) {
   size_t n = json_dumpb(v, NULL, 0, JSON_COMPACT);
   char *buf = n > 0 ? tb__arena_alloc(&req->arena, n) : NULL;
   if (buf == NULL || json_dumpb(v, buf, n, JSON_COMPACT) != n) {
@@ -240,7 +240,7 @@ void tb__server_respond_jsonv(tb_http_request_t *req, int status, const json_t *
 /* Every error body of the server is built here: the message (cut at 1 KiB)
  * goes through tb__json_escape, so it is valid JSON whatever bytes a
  * request put into it. */
-static void respond_errorv(tb_http_request_t *req, int status, const tb_http_header_t *headers,
+static void respond_errorv(tb__http_request_t *req, int status, const tb__http_header_t *headers,
                            size_t n_headers, const char *fmt, va_list ap) {
   char buf[1024];
   int n = vsnprintf(buf, sizeof(buf), fmt, ap);
@@ -252,11 +252,11 @@ static void respond_errorv(tb_http_request_t *req, int status, const tb_http_hea
   size_t ml = strlen(msg);
   if (ml > sizeof(buf) - 1)
     ml = sizeof(buf) - 1;
-  tb_http_header_t h[4];
+  tb__http_header_t h[4];
   size_t nh = 0;
   for (size_t i = 0; i < n_headers && nh < 3; i++)
     h[nh++] = headers[i];
-  h[nh++] = (tb_http_header_t){ TB_SLICE_LIT("Content-Type"), TB_SLICE_LIT("application/json") };
+  h[nh++] = (tb__http_header_t){ TB_SLICE_LIT("Content-Type"), TB_SLICE_LIT("application/json") };
   char *json = tb__arena_alloc(&req->arena, ml * 6 + 64);
   if (json == NULL) {
     free(named);
@@ -273,15 +273,15 @@ static void respond_errorv(tb_http_request_t *req, int status, const tb_http_hea
   tb__server_respond(req, status, h, nh, &b, 1);
 }
 
-void tb__server_respond_error(tb_http_request_t *req, int status, const char *fmt, ...) {
+void tb__server_respond_error(tb__http_request_t *req, int status, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   respond_errorv(req, status, NULL, 0, fmt, ap);
   va_end(ap);
 }
 
-void tb__server_respond_error_h(tb_http_request_t *req, int status,
-                                const tb_http_header_t *headers, size_t n_headers,
+void tb__server_respond_error_h(tb__http_request_t *req, int status,
+                                const tb__http_header_t *headers, size_t n_headers,
                                 const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
@@ -289,7 +289,7 @@ void tb__server_respond_error_h(tb_http_request_t *req, int status,
   va_end(ap);
 }
 
-void tb__server_respond_bad(tb_http_request_t *req, const tb_error_t *err) {
+void tb__server_respond_bad(tb__http_request_t *req, const tb_error_t *err) {
   /* A decoder that failed without a path error ran out of memory (its
    * only bare return); that is the server's failure, not the request's,
    * and never a 400 whose message is "success". */
@@ -300,12 +300,12 @@ void tb__server_respond_bad(tb_http_request_t *req, const tb_error_t *err) {
   tb__server_respond_error(req, 400, "%s", tb_error_message(err));
 }
 
-void tb__server_respond_result(tb_http_request_t *req, int status, tb__result_t *r,
+void tb__server_respond_result(tb__http_request_t *req, int status, tb__result_t *r,
                                int want_proto) {
-  static const tb_http_header_t ct_json = {
+  static const tb__http_header_t ct_json = {
     TB_SLICE_LIT("Content-Type"), TB_SLICE_LIT("application/json")
   };
-  static const tb_http_header_t ct_proto = {
+  static const tb__http_header_t ct_proto = {
     TB_SLICE_LIT("Content-Type"), TB_SLICE_LIT("application/x-protobuf")
   };
   tb__sreq_t *sr = tb__sreq(req);
@@ -324,13 +324,13 @@ void tb__server_respond_result(tb_http_request_t *req, int status, tb__result_t 
   tb__server_respond(req, status, proto ? &ct_proto : &ct_json, 1, &b, 1);
 }
 
-int tb__server_parse_body(tb_http_request_t *req, json_t **out) {
+int tb__server_parse_body(tb__http_request_t *req, json_t **out) {
   tb_error_t err = { 0 };
   *out = NULL;
   json_t *doc;
   int rc = tb__json_parse(req->body, &doc, &err);
   if (rc == 0 && !json_is_object(doc)) {
-    tb_jctx_t c;
+    tb__jctx_t c;
     tb__jctx_init(&c, &err);
     rc = tb__json_expect_object(&c, doc);
     json_decref(doc);
@@ -344,7 +344,7 @@ int tb__server_parse_body(tb_http_request_t *req, json_t **out) {
   return 0;
 }
 
-int tb__server_rate_limited(tb_http_request_t *req) {
+int tb__server_rate_limited(tb__http_request_t *req) {
   tb__sreq_t *sr = tb__sreq(req);
   tb__server_t *srv = sr->srv;
   uint64_t retry_ms = 0;
@@ -365,7 +365,7 @@ int tb__server_rate_limited(tb_http_request_t *req) {
                    "after %llu s\",\"category\":\"user\",\"retry_after_ms\":%llu}",
                    srv->auth.rps, srv->auth.burst, (unsigned long long)secs,
                    (unsigned long long)retry_ms);
-  tb_http_header_t h[2] = {
+  tb__http_header_t h[2] = {
     { TB_SLICE_LIT("Retry-After"), { v, (size_t)vn } },
     { TB_SLICE_LIT("Content-Type"), TB_SLICE_LIT("application/json") },
   };
@@ -378,10 +378,10 @@ int tb__server_user_at_model_limit(const tb__server_t *srv, const tb__user_t *u)
   return srv->opts.max_models_per_user > 0 && u->n_models >= srv->opts.max_models_per_user;
 }
 
-int tb__server_accepts_proto(const tb_http_request_t *req) {
+int tb__server_accepts_proto(const tb__http_request_t *req) {
   static const char want[] = "application/x-protobuf";
   const size_t wl = sizeof(want) - 1;
-  const tb_http_header_t *h = tb__http_request_header(req, "Accept");
+  const tb__http_header_t *h = tb__http_request_header(req, "Accept");
   if (h == NULL)
     return 0;
   for (size_t i = 0; i + wl <= h->value.len; i++) {
@@ -481,7 +481,7 @@ static void on_sessions_closed(tb__sessions_t *ss) {
   part_closed(ss->data);
 }
 
-static void on_http_closed(tb_http_server_t *http) {
+static void on_http_closed(tb__http_server_t *http) {
   part_closed(container_of(http, tb__server_t, http));
 }
 
@@ -572,7 +572,7 @@ int tb_server_init(uv_loop_t *loop, tb_server_t *server, const tb_server_options
     .rewrite_message = user_paths_of,
     .rewrite_data = srv,
   };
-  tb_http_server_options_t ho = { 0 };
+  tb__http_server_options_t ho = { 0 };
   ho.on_head = on_head;
   ho.on_request = on_request;
   ho.max_body = o.max_body;

@@ -31,14 +31,14 @@ static const char client_config[] =
 
 /* Validates {"sdk_version"?: str}; answers 400 itself and returns -1 when
  * the body is wrong.  An empty body is accepted. */
-static int check_sdk_body(tb_http_request_t *req) {
+static int check_sdk_body(tb__http_request_t *req) {
   if (req->body.len == 0)
     return 0;
   json_t *doc;
   if (tb__server_parse_body(req, &doc) != 0)
     return -1;
   tb_error_t err = { 0 };
-  tb_jctx_t c;
+  tb__jctx_t c;
   tb__jctx_init(&c, &err);
   tb_slice_t v;
   int rc = tb__json_get_string(&c, doc, "sdk_version", TB_JSON_OPTIONAL, &v);
@@ -55,24 +55,24 @@ static int check_sdk_body(tb_http_request_t *req) {
  * it never closes; its late clean-up then breaks the next connection, a
  * 10 s stall at the start of every script.  Closing the connection from
  * this side after the answer leaves it nothing to clean up. */
-static void route_client_config(tb_http_request_t *req) {
+static void route_client_config(tb__http_request_t *req) {
   tb__http_request_close_connection(req);
   if (check_sdk_body(req) == 0)
     tb__server_respond_json(req, 200, client_config, sizeof(client_config) - 1);
 }
 
-static void route_dynamic_config(tb_http_request_t *req) {
+static void route_dynamic_config(tb__http_request_t *req) {
   static const char body[] = "{\"refresh_interval_sec\":300}";
   if (check_sdk_body(req) == 0)
     tb__server_respond_json(req, 200, body, sizeof(body) - 1);
 }
 
-static void route_healthz(tb_http_request_t *req) {
+static void route_healthz(tb__http_request_t *req) {
   static const char body[] = "{\"status\":\"ok\"}";
   tb__server_respond_json(req, 200, body, sizeof(body) - 1);
 }
 
-static void route_capabilities(tb_http_request_t *req) {
+static void route_capabilities(tb__http_request_t *req) {
   tb__server_t *srv = tb__server_from_req(req);
   json_t *models = json_array();
   for (size_t i = 0; models != NULL && i < srv->n_models; i++)
@@ -90,13 +90,13 @@ static void route_capabilities(tb_http_request_t *req) {
 
 /* {"events": [...], "platform", "sdk_version", "session_id",
  * "process_uuid"}: counted, not stored. */
-static void route_telemetry(tb_http_request_t *req) {
+static void route_telemetry(tb__http_request_t *req) {
   tb__server_t *srv = tb__server_from_req(req);
   json_t *doc;
   if (tb__server_parse_body(req, &doc) != 0)
     return;
   tb_error_t err = { 0 };
-  tb_jctx_t c;
+  tb__jctx_t c;
   tb__jctx_init(&c, &err);
   json_t *events;
   tb_slice_t s;
@@ -127,7 +127,7 @@ static const char *dialect_name(tb__dialect_t d) {
   }
 }
 
-static void route_index(tb_http_request_t *req) {
+static void route_index(tb__http_request_t *req) {
   tb__server_t *srv = tb__server_from_req(req);
   json_t *eps = json_array();
   for (size_t i = 0; eps != NULL && i < srv->n_routes; i++) {
@@ -159,13 +159,13 @@ static void route_index(tb_http_request_t *req) {
   json_decref(doc);
 }
 
-static void metric(tb_buf_t *b, const char *name, const char *type, const char *help,
+static void metric(tb__buf_t *b, const char *name, const char *type, const char *help,
                    double value) {
   tb__buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name, type,
                  name, value);
 }
 
-static void route_counts(tb_buf_t *b, const tb__route_t *rt) {
+static void route_counts(tb__buf_t *b, const tb__route_t *rt) {
   for (size_t i = 0; i < rt->n_counts; i++)
     tb__buf_printf(b, "tinkerbell_http_requests_total{method=\"%s\",route=\"%s\","
                       "status=\"%d\"} %llu\n",
@@ -174,14 +174,14 @@ static void route_counts(tb_buf_t *b, const tb__route_t *rt) {
                    (unsigned long long)rt->counts[i].count);
 }
 
-static void on_metrics_done(tb_http_request_t *req, int status) {
+static void on_metrics_done(tb__http_request_t *req, int status) {
   free(tb__sreq(req)->data);
 }
 
-static void route_metrics(tb_http_request_t *req) {
+static void route_metrics(tb__http_request_t *req) {
   tb__server_t *srv = tb__server_from_req(req);
   const tb__futures_t *fs = &srv->futures;
-  tb_buf_t b = TB_BUF_INIT;
+  tb__buf_t b = TB_BUF_INIT;
   tb__buf_printf(&b, "# HELP tinkerbell_http_requests_total Requests answered, by route "
                      "and status (499: the client went away).\n"
                      "# TYPE tinkerbell_http_requests_total counter\n");
@@ -244,7 +244,7 @@ static void route_metrics(tb_http_request_t *req) {
     tb__server_respond_error(req, 503, "out of memory");
     return;
   }
-  static const tb_http_header_t ct = { TB_SLICE_LIT("Content-Type"),
+  static const tb__http_header_t ct = { TB_SLICE_LIT("Content-Type"),
                                        TB_SLICE_LIT("text/plain; version=0.0.4") };
   tb__sreq(req)->data = b.base;
   tb__sreq(req)->on_done = on_metrics_done;

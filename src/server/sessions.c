@@ -139,7 +139,7 @@ void tb__sessions_sweep(tb__sessions_t *ss) {
     s->expired = 1;
     ss->n_live--;
     ss->n_expired++;
-    tb_info("session %s of %s expired (no heartbeat for %llu ms)", s->id,
+    tb__info("session %s of %s expired (no heartbeat for %llu ms)", s->id,
             s->owner->name, (unsigned long long)(now - s->last_heartbeat_ms));
     if (ss->on_expire)
       ss->on_expire(ss, s);
@@ -362,7 +362,7 @@ void tb__session_close(tb__sessions_t *ss, tb__session_t *s) {
   ss->n_live--;
   ss->n_expired++;
   ss->n_closed++;
-  tb_info("session %s of %s closed by its client", s->id, s->owner->name);
+  tb__info("session %s of %s closed by its client", s->id, s->owner->name);
   if (ss->on_expire)
     ss->on_expire(ss, s);
   if (ss->on_event)
@@ -372,7 +372,7 @@ void tb__session_close(tb__sessions_t *ss, tb__session_t *s) {
   arm(ss);
 }
 
-int tb__session_gone(tb_http_request_t *req, tb_slice_t id) {
+int tb__session_gone(tb__http_request_t *req, tb_slice_t id) {
   const char *colon = id.base != NULL ? memchr(id.base, ':', id.len) : NULL;
   tb_slice_t sid = { id.base, colon != NULL ? (size_t)(colon - id.base) : id.len };
   tb__server_t *srv = tb__server_from_req(req);
@@ -383,14 +383,14 @@ int tb__session_gone(tb_http_request_t *req, tb_slice_t id) {
   return 1;
 }
 
-void tb__session_respond_closed(tb_http_request_t *req, const tb__session_t *s) {
+void tb__session_respond_closed(tb__http_request_t *req, const tb__session_t *s) {
   tb__server_respond_error(req, 410, "session %s was closed: open a new session", s->id);
 }
 
 /* ------------------------------------------------------------ routes */
 
 /* "type", when sent, must name the request. */
-static int check_type(tb_jctx_t *c, const json_t *doc, const char *want) {
+static int check_type(tb__jctx_t *c, const json_t *doc, const char *want) {
   tb_slice_t type;
   int rc = tb__json_get_string(c, doc, "type", TB_JSON_OPTIONAL, &type);
   if (rc == 0 && !tb__slice_eq_str(type, want))
@@ -398,13 +398,13 @@ static int check_type(tb_jctx_t *c, const json_t *doc, const char *want) {
   return rc < 0 ? rc : 0;
 }
 
-static void route_create(tb_http_request_t *req) {
+static void route_create(tb__http_request_t *req) {
   tb__server_t *srv = tb__server_from_req(req);
   json_t *doc;
   if (tb__server_parse_body(req, &doc) != 0)
     return;
   tb_error_t err = { 0 };
-  tb_jctx_t c;
+  tb__jctx_t c;
   tb__jctx_init(&c, &err);
   json_t *tags = NULL, *meta = NULL;
   tb_slice_t sdk = { NULL, 0 }, project = { NULL, 0 };
@@ -452,7 +452,7 @@ static void route_create(tb_http_request_t *req) {
 
 /* Finds the caller's session named by a body field or path parameter;
  * answers 404 itself when there is none. */
-static tb__session_t *find_or_404(tb_http_request_t *req, tb_slice_t id) {
+static tb__session_t *find_or_404(tb__http_request_t *req, tb_slice_t id) {
   tb__server_t *srv = tb__server_from_req(req);
   tb__session_t *s = tb__session_find(&srv->sessions, tb__sreq(req)->user, id);
   if (s == NULL)
@@ -461,13 +461,13 @@ static tb__session_t *find_or_404(tb_http_request_t *req, tb_slice_t id) {
   return s;
 }
 
-static void route_heartbeat(tb_http_request_t *req) {
+static void route_heartbeat(tb__http_request_t *req) {
   tb__server_t *srv = tb__server_from_req(req);
   json_t *doc;
   if (tb__server_parse_body(req, &doc) != 0)
     return;
   tb_error_t err = { 0 };
-  tb_jctx_t c;
+  tb__jctx_t c;
   tb__jctx_init(&c, &err);
   tb_slice_t id;
   int rc = check_type(&c, doc, "session_heartbeat");
@@ -494,13 +494,13 @@ static void route_heartbeat(tb_http_request_t *req) {
 
 /* {"session_id", "type": "close_session"} -> {"type": "close_session"}.
  * A session already closed, or expired, is 410 like every later call. */
-static void route_close(tb_http_request_t *req) {
+static void route_close(tb__http_request_t *req) {
   tb__server_t *srv = tb__server_from_req(req);
   json_t *doc;
   if (tb__server_parse_body(req, &doc) != 0)
     return;
   tb_error_t err = { 0 };
-  tb_jctx_t c;
+  tb__jctx_t c;
   tb__jctx_init(&c, &err);
   tb_slice_t id;
   int rc = check_type(&c, doc, "close_session");
@@ -527,7 +527,7 @@ static void route_close(tb_http_request_t *req) {
 
 /* Reads an integer query parameter within [min, max]; answers 400 itself
  * and returns -1 when it is malformed. */
-static int query_int(tb_http_request_t *req, const char *name, long min, long max,
+static int query_int(tb__http_request_t *req, const char *name, long min, long max,
                      long *out) {
   tb_slice_t v;
   int rc = tb__http_request_query(req, name, &v);
@@ -544,7 +544,7 @@ static int query_int(tb_http_request_t *req, const char *name, long min, long ma
   return 0;
 }
 
-static void route_list(tb_http_request_t *req) {
+static void route_list(tb__http_request_t *req) {
   tb__server_t *srv = tb__server_from_req(req);
   long limit = 20, offset = 0;
   if (query_int(req, "limit", 1, 1000, &limit) != 0 ||
@@ -577,7 +577,7 @@ static json_t *strlist_json(const tb__strlist_t *l) {
   return a;
 }
 
-static void route_get(tb_http_request_t *req) {
+static void route_get(tb__http_request_t *req) {
   const tb_slice_t *id = tb__http_request_param(req, "session_id");
   tb__session_t *s = find_or_404(req, *id);
   if (s == NULL)

@@ -129,9 +129,9 @@ void tb__session_close(tb__sessions_t *ss, tb__session_t *s);
  * ("<session_id>:train:N", "<session_id>:sample:N") -- names a session of
  * the caller that was closed, answers 410 with a user error and returns 1;
  * otherwise answers nothing and returns 0. */
-int tb__session_gone(tb_http_request_t *req, tb_slice_t id);
+int tb__session_gone(tb__http_request_t *req, tb_slice_t id);
 /* Answers 410 for the closed session s. */
-void tb__session_respond_closed(tb_http_request_t *req, const tb__session_t *s);
+void tb__session_respond_closed(tb__http_request_t *req, const tb__session_t *s);
 /* What GET /api/v1/sessions/{id} lists; the training part adds to them.
  * Returns 0 or TB_ENOMEM; an id already there is not added twice. */
 int tb__session_add_training_run(tb__session_t *s, const char *id);

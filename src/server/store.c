@@ -70,7 +70,7 @@ struct tb__store_s {
 /* A request whose answer depends on what the store reads at open; its
  * route runs again once that is done.  Lives in the request's arena. */
 typedef struct deferred_s {
-  tb_http_request_t *req;
+  tb__http_request_t *req;
   struct deferred_s *next;
 } deferred_t;
 
@@ -188,7 +188,7 @@ void tb__store_set_public(tb__store_t *st, const char *tinker_path, int is_publi
     return;
   if (is_public) {
     if (index_put(&st->public_ckpts, tinker_path, NULL) == NULL)
-      tb_warn("out of memory: %s is public but not known as such until a restart",
+      tb__warn("out of memory: %s is public but not known as such until a restart",
               tinker_path);
   } else {
     index_del(&st->public_ckpts, tinker_path);
@@ -261,7 +261,7 @@ const char *tb__store_data_dir(const tb__store_t *st) {
   return st->data_dir;
 }
 
-int tb__store_defer(tb__store_t *st, tb_http_request_t *req) {
+int tb__store_defer(tb__store_t *st, tb__http_request_t *req) {
   deferred_t *d = tb__arena_alloc(&req->arena, sizeof(*d));
   if (d == NULL)
     return TB_ENOMEM;
@@ -341,7 +341,7 @@ static int exec_args(sqlite3 *db, const char *sql, const char *types, ...) {
     rc = rc == SQLITE_DONE || rc == SQLITE_ROW ? SQLITE_OK : rc;
   }
   if (rc != SQLITE_OK)
-    tb_warn("database: %s: %s", sql, sqlite3_errmsg(db));
+    tb__warn("database: %s: %s", sql, sqlite3_errmsg(db));
   sqlite3_finalize(stmt);
   return rc;
 }
@@ -535,7 +535,7 @@ static void restore_sessions(tb__store_t *st, json_t *sessions) {
                                  json_string_value(json_object_get(v, "project_id")), &s);
     if (rc != 0) {
       if (rc != TB_EEXIST)
-        tb_warn("cannot restore session %s: %s", id, tb_strerror(rc));
+        tb__warn("cannot restore session %s: %s", id, tb_strerror(rc));
       continue;
     }
     size_t j;
@@ -547,14 +547,14 @@ static void restore_sessions(tb__store_t *st, json_t *sessions) {
     n_restored++;
   }
   if (n_restored > 0)
-    tb_info("sessions read back from %s: %zu", st->db_path, n_restored);
+    tb__info("sessions read back from %s: %zu", st->db_path, n_restored);
 }
 
 static void open_done(tb__store_op_t *op, int status) {
   open_op_t *o = (open_op_t *)op;
   tb__store_t *st = op->store;
   if (o->swept > 0 || o->restored > 0)
-    tb_info("%s: swept %zu leftovers of interrupted checkpoint saves (%zu earlier "
+    tb__info("%s: swept %zu leftovers of interrupted checkpoint saves (%zu earlier "
             "checkpoints put back)", o->data_dir, o->swept + o->restored, o->restored);
   if (status != 0 && !o->failed) {
     snprintf(o->error, sizeof(o->error), "cannot open the database: %s", uv_strerror(status));
@@ -583,7 +583,7 @@ static void open_done(tb__store_op_t *op, int status) {
     json_array_foreach(o->publics, i, v)
       ok &= index_put(&st->public_ckpts, json_string_value(v), NULL) != NULL;
     if (!ok)
-      tb_warn("out of memory reading the index of %s", st->db_path);
+      tb__warn("out of memory reading the index of %s", st->db_path);
     st->state = 1;
     if (o->next_expiry > 0)
       tb__store_sweep_at(st, o->next_expiry);
@@ -647,7 +647,7 @@ static void on_sweep_closed(uv_handle_t *h) {
 
 static void close_db_work(tb__store_op_t *op, sqlite3 *db) {
   if (db != NULL && sqlite3_close(db) != SQLITE_OK)
-    tb_warn("cannot close the database: %s", sqlite3_errmsg(db));
+    tb__warn("cannot close the database: %s", sqlite3_errmsg(db));
 }
 
 static void close_db_done(tb__store_op_t *op, int status) {
@@ -785,7 +785,7 @@ static write_op_t *write_new(tb__store_t *st, int kind, const char *const *s, si
     }
   return w;
 oom:
-  tb_warn("out of memory: a change is not written to %s", st->db_path);
+  tb__warn("out of memory: a change is not written to %s", st->db_path);
   return NULL;
 }
 
@@ -835,7 +835,7 @@ void tb__store_run_created(tb__store_t *st, const tb__store_run_t *run) {
     e->fresh = 1;
   }
   else
-    tb_warn("out of memory: run %s is not in the index until a restart", run->id);
+    tb__warn("out of memory: run %s is not in the index until a restart", run->id);
   enqueue(st, &w->op);
 }
 
@@ -907,10 +907,10 @@ static void sweep_work(tb__store_op_t *op, sqlite3 *db) {
     char *dir = tb__asprintf("%s/%s/%s", w->data_dir, run, cid);
     int frc = dir ? tb__store_remove_tree(dir) : TB_ENOMEM;
     if (frc != 0 && frc != -ENOENT) {
-      tb_warn("cannot remove the expired checkpoint %s: %s", dir ? dir : cid, strerror(-frc));
+      tb__warn("cannot remove the expired checkpoint %s: %s", dir ? dir : cid, strerror(-frc));
     } else {
       json_array_append_new(w->removed, json_string((const char *)sqlite3_column_text(s, 2)));
-      tb_info("checkpoint %s expired and was removed", (const char *)sqlite3_column_text(s, 2));
+      tb__info("checkpoint %s expired and was removed", (const char *)sqlite3_column_text(s, 2));
     }
     free(dir);
   }
@@ -950,7 +950,7 @@ void tb__store_sweep_now(tb__store_t *st) {
   sweep_op_t *w = calloc(1, sizeof(*w));
   if (w == NULL || (w->removed = json_array()) == NULL) {
     free(w);
-    tb_warn("out of memory: the checkpoint sweep waits for its next turn");
+    tb__warn("out of memory: the checkpoint sweep waits for its next turn");
     tb__store_sweep_at(st, tb__wall_time() + 60);
     return;
   }

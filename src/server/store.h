@@ -103,7 +103,7 @@ int tb__store_may_read(const tb__store_t *st, const tb__user_t *u, tb_slice_t ru
  * then runs its route's handler again (the Tinker one).  For a route that
  * got UV_EAGAIN from tb__store_may_read before any side effect.  0 or
  * TB_ENOMEM. */
-int tb__store_defer(tb__store_t *st, tb_http_request_t *req);
+int tb__store_defer(tb__store_t *st, tb__http_request_t *req);
 /* Whether u owns run run_id (1 or 0). */
 int tb__store_owns_run(const tb__store_t *st, const tb__user_t *u, tb_slice_t run_id);
 /* Keeps the in-memory set of public checkpoints current. */
@@ -165,7 +165,7 @@ int tb__store_sweep_leftovers(const char *data_dir, const struct timespec *befor
                               size_t *removed, size_t *restored);
 /* A ustar archive of the regular files of dir under the folder name top.
  * 0, or a negative errno / TB_ETOOLARGE; out is reset on failure. */
-int tb__store_tar_dir(const char *dir, const char *top, tb_buf_t *out);
+int tb__store_tar_dir(const char *dir, const char *top, tb__buf_t *out);
 
 /* rest_routes.c */
 int tb__rest_routes(tb__server_t *srv);

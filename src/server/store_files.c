@@ -118,7 +118,7 @@ int64_t tb__store_dir_size(const char *dir) {
 }
 
 /* One ustar header block at the end of out (already reserved). */
-static void tar_header(tb_buf_t *out, const char *prefix, const char *name, int64_t size,
+static void tar_header(tb__buf_t *out, const char *prefix, const char *name, int64_t size,
                        int64_t mtime, char type) {
   unsigned char *h = (unsigned char *)out->base + out->len;
   memset(h, 0, TAR_BLOCK);
@@ -143,7 +143,7 @@ static void tar_header(tb_buf_t *out, const char *prefix, const char *name, int6
   out->len += TAR_BLOCK;
 }
 
-static int read_file_into(int dfd, const char *name, int64_t size, tb_buf_t *out) {
+static int read_file_into(int dfd, const char *name, int64_t size, tb__buf_t *out) {
   int fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0)
     return -errno;
@@ -163,7 +163,7 @@ static int read_file_into(int dfd, const char *name, int64_t size, tb_buf_t *out
   return rc;
 }
 
-int tb__store_tar_dir(const char *dir, const char *top, tb_buf_t *out) {
+int tb__store_tar_dir(const char *dir, const char *top, tb__buf_t *out) {
   out->len = 0;
   /* A directory name longer than the prefix field does not fit ustar. */
   if (strlen(top) >= 155)

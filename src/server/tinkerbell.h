@@ -53,24 +53,24 @@ int tb__tinkerbell_routes(tb__training_t *tr);
 /* What the route files share (tinkerbell_routes.c). */
 /* The common start of a call: not closing, not rate limited (submits),
  * a JSON object.  NULL after answering. */
-json_t *tb__tb_begin(tb_http_request_t *req, int submits);
+json_t *tb__tb_begin(tb__http_request_t *req, int submits);
 /* A new op with the dialect's encoder; NULL after answering 503. */
-tb__top_t *tb__tb_new_op(tb_http_request_t *req, tb__op_type_t type);
+tb__top_t *tb__tb_new_op(tb__http_request_t *req, tb__op_type_t type);
 /* The caller's model of this dialect named id, or NULL. */
 tb__tmodel_t *tb__tb_find_model(tb__training_t *tr, const tb__user_t *u, tb_slice_t id);
 /* Submits op (of op->model, or of a new model id when op->model is NULL)
  * in the model's order and answers.  Takes op. */
-void tb__tb_submit(tb_http_request_t *req, tb__top_t *op, tb_slice_t id, int sync);
+void tb__tb_submit(tb__http_request_t *req, tb__top_t *op, tb_slice_t id, int sync);
 /* Answers an accepted call: async, {"request_id", "model_id"}; sync, the
  * future's result once it finishes. */
-void tb__tb_answer_call(tb_http_request_t *req, const char *fid, const char *model_id,
+void tb__tb_answer_call(tb__http_request_t *req, const char *fid, const char *model_id,
                         int sync);
 /* Answers err with status (400 through the bad-request path) and frees
  * op and doc (either may be NULL). */
-void tb__tb_refuse(tb_http_request_t *req, int status, tb_error_t *err, tb__top_t *op,
+void tb__tb_refuse(tb__http_request_t *req, int status, tb_error_t *err, tb__top_t *op,
                    json_t *doc);
 /* 404 for a model id the caller does not have. */
-void tb__tb_unknown_model(tb_http_request_t *req, tb_slice_t id);
+void tb__tb_unknown_model(tb__http_request_t *req, tb_slice_t id);
 
 /* tinkerbell_text.c: sample, asample, tokenize and detokenize. */
 int tb__tb_text_routes(tb__training_t *tr);
@@ -84,15 +84,15 @@ int tb__tb_text_routes(tb__training_t *tr);
  * on all its tokens), or Tinker datums.  Fills info->trained_*.  0, or a
  * negative code with c's error; *status is the HTTP status to answer
  * (400, or 422 for data the model cannot take).  Safe on a worker. */
-int tb__tb_decode_batch(tb_jctx_t *c, tb_arena_t *a, json_t *doc, const tb__tctx_t *x,
-                        tb_batch_t *b, tb__tbop_t *info, int *status);
+int tb__tb_decode_batch(tb__jctx_t *c, tb__arena_t *a, json_t *doc, const tb__tctx_t *x,
+                        tb__batch_t *b, tb__tbop_t *info, int *status);
 /* Whether a forward / forward_backward body holds chat conversations. */
 int tb__tb_batch_is_chat(const json_t *doc);
 
 /* The prompt ("prompt" text, "messages" or "prompt_tokens") and the
  * sampling parameters of a sample call into op->prompt and op->sampling.
  * Same conventions as above. */
-int tb__tb_decode_sample(tb_jctx_t *c, const tb__tctx_t *x, tb__top_t *op, const json_t *doc,
+int tb__tb_decode_sample(tb__jctx_t *c, const tb__tctx_t *x, tb__top_t *op, const json_t *doc,
                          tb__tbop_t *info, int *status);
 /* Whether a sample body needs the model's text (a text prompt, messages,
  * stop strings). */
@@ -101,13 +101,13 @@ int tb__tb_sample_needs_text(const json_t *doc);
 /* A conversation's messages ([{"role", "content", "reasoning_content"?},
  * ...], c's path at the list) for a renderer, borrowing the document's
  * strings; *out in a.  0 or c's error. */
-int tb__tb_read_messages(tb_jctx_t *c, tb_arena_t *a, const json_t *conv,
+int tb__tb_read_messages(tb__jctx_t *c, tb__arena_t *a, const json_t *conv,
                          tb_chat_message_t **out);
 
 /* A model id a caller may choose: 1 to 128 letters, digits, '.', '_' or
  * '-', not starting with '.' (no ':', so it never looks like a Tinker
  * model's).  0 or c's error at key. */
-int tb__tb_check_name(tb_jctx_t *c, const char *key, tb_slice_t name);
+int tb__tb_check_name(tb__jctx_t *c, const char *key, tb_slice_t name);
 
 /* --- tinkerbell_results.c ---------------------------------------------- */
 

@@ -29,7 +29,7 @@
 
 #include "wire/datum.h"
 
-int tb__tb_check_name(tb_jctx_t *c, const char *key, tb_slice_t name) {
+int tb__tb_check_name(tb__jctx_t *c, const char *key, tb_slice_t name) {
   int ok = name.len > 0 && name.len <= 128 && name.base[0] != '.';
   for (size_t i = 0; ok && i < name.len; i++) {
     char ch = name.base[i];
@@ -41,13 +41,13 @@ int tb__tb_check_name(tb_jctx_t *c, const char *key, tb_slice_t name) {
 }
 
 /* The vocabulary and context of the base when known now, else NULL. */
-static const tb_model_config_t *known_config(const tb__tctx_t *x) {
+static const tb__model_config_t *known_config(const tb__tctx_t *x) {
   return x->has_cfg ? &x->cfg : NULL;
 }
 
 /* ------------------------------------------------------------ chat */
 
-int tb__tb_read_messages(tb_jctx_t *c, tb_arena_t *a, const json_t *conv,
+int tb__tb_read_messages(tb__jctx_t *c, tb__arena_t *a, const json_t *conv,
                          tb_chat_message_t **out) {
   size_t n = json_array_size(conv);
   tb_chat_message_t *msgs = tb__arena_calloc(a, n ? n : 1, sizeof(*msgs));
@@ -85,16 +85,16 @@ int tb__tb_read_messages(tb_jctx_t *c, tb_arena_t *a, const json_t *conv,
   return rc;
 }
 
-static int chat_batch(tb_jctx_t *c, tb_arena_t *a, const json_t *doc, const json_t *data,
-                      const tb__tctx_t *x, tb_batch_t *b, tb__tbop_t *info, int *status) {
+static int chat_batch(tb__jctx_t *c, tb__arena_t *a, const json_t *doc, const json_t *data,
+                      const tb__tctx_t *x, tb__batch_t *b, tb__tbop_t *info, int *status) {
   const tb_renderer_t *r = tb__tctx_renderer(c, x, doc, "data", status);
   if (r == NULL)
     return -1;
   size_t n = json_array_size(data);
-  tb_datum_t *d = tb__arena_calloc(a, n, sizeof(*d));
+  tb__datum_t *d = tb__arena_calloc(a, n, sizeof(*d));
   if (d == NULL)
     return tb__jctx_fail(c, "out of memory");
-  const tb_model_config_t *mc = known_config(x);
+  const tb__model_config_t *mc = known_config(x);
   int rc = 0;
   size_t m1 = tb__jctx_push_key(c, "data");
   for (size_t i = 0; rc == 0 && i < n; i++) {
@@ -157,15 +157,15 @@ static int chat_batch(tb_jctx_t *c, tb_arena_t *a, const json_t *doc, const json
 
 /* ------------------------------------------------------------ datums */
 
-static int datum_batch(tb_jctx_t *c, tb_arena_t *a, json_t *doc, const tb__tctx_t *x,
-                       tb_batch_t *b, tb__tbop_t *info, int *status) {
-  tb_wire_fwdbwd_t w;
+static int datum_batch(tb__jctx_t *c, tb__arena_t *a, json_t *doc, const tb__tctx_t *x,
+                       tb__batch_t *b, tb__tbop_t *info, int *status) {
+  tb__wire_fwdbwd_t w;
   memset(&w, 0, sizeof(w));
   int rc = tb__wire_fwdbwd_input_from_json(c, a, doc, x->max_body, &w);
   rc = rc < 0 ? rc : tb__fwdbwd_to_batch(c, a, &w, b, NULL);
   if (rc < 0)
     return rc;
-  const tb_model_config_t *mc = known_config(x);
+  const tb__model_config_t *mc = known_config(x);
   for (size_t i = 0; mc != NULL && i < b->num_data; i++)
     if (b->data[i].n > (size_t)mc->max_position_embeddings) {
       *status = 422;
@@ -181,7 +181,7 @@ static int datum_batch(tb_jctx_t *c, tb_arena_t *a, json_t *doc, const tb__tctx_
   if (mc != NULL && tb__batch_validate(b, mc, &why) != 0)
     return tb__jctx_fail_at(c, "data", "%s", why ? why : "invalid");
   for (size_t i = 0; i < b->num_data; i++) {
-    const tb_datum_t *d = &b->data[i];
+    const tb__datum_t *d = &b->data[i];
     size_t k = d->k ? d->k : 1;
     for (size_t j = 0; j < d->n * k; j++) {
       /* The mean of a policy loss is over its tokens; cross-entropy's
@@ -198,8 +198,8 @@ int tb__tb_batch_is_chat(const json_t *doc) {
   return json_is_array(json_array_get(json_object_get(doc, "data"), 0));
 }
 
-int tb__tb_decode_batch(tb_jctx_t *c, tb_arena_t *a, json_t *doc, const tb__tctx_t *x,
-                        tb_batch_t *b, tb__tbop_t *info, int *status) {
+int tb__tb_decode_batch(tb__jctx_t *c, tb__arena_t *a, json_t *doc, const tb__tctx_t *x,
+                        tb__batch_t *b, tb__tbop_t *info, int *status) {
   *status = 400;
   json_t *data;
   int rc = tb__json_get_array(c, doc, "data", TB_JSON_REQUIRED, &data);
@@ -247,8 +247,8 @@ int tb__tb_sample_needs_text(const json_t *doc) {
 
 /* "stop": a string, or a list of strings and token ids.  The strings go
  * to p->stop_strings, the ids to stops. */
-static int read_stop(tb_jctx_t *c, tb_arena_t *a, const json_t *doc, const tb__tctx_t *x,
-                     int64_t vocab, tb_sampling_params_t *p, int32_t *stops,
+static int read_stop(tb__jctx_t *c, tb__arena_t *a, const json_t *doc, const tb__tctx_t *x,
+                     int64_t vocab, tb__sampling_params_t *p, int32_t *stops,
                      size_t *n_stops, int *status) {
   const json_t *v = json_object_get(doc, "stop");
   if (v == NULL || json_is_null(v))
@@ -298,8 +298,8 @@ static int read_stop(tb_jctx_t *c, tb_arena_t *a, const json_t *doc, const tb__t
 
 /* Appends the renderer's stop sequences to the sampling parameters (room
  * for them was made). */
-static int add_renderer_stops(tb_jctx_t *c, tb_arena_t *a, const tb__tctx_t *x,
-                              const tb_renderer_t *r, tb_sampling_params_t *p, int32_t *stops,
+static int add_renderer_stops(tb__jctx_t *c, tb__arena_t *a, const tb__tctx_t *x,
+                              const tb_renderer_t *r, tb__sampling_params_t *p, int32_t *stops,
                               size_t *n_stops) {
   tb_stop_t st;
   tb_renderer_stop(r, &st);
@@ -322,7 +322,7 @@ static int add_renderer_stops(tb_jctx_t *c, tb_arena_t *a, const tb__tctx_t *x,
 /* The ids of a text prompt as a plain continuation: the post-processor's
  * BOS as the tokenizer file says (for `base`, its <|bos|>), then the
  * text. */
-static int raw_prompt(tb_jctx_t *c, tb_arena_t *a, const tb__tctx_t *x,
+static int raw_prompt(tb__jctx_t *c, tb__arena_t *a, const tb__tctx_t *x,
                       const tb_tokenizer_t *tok, tb_slice_t s, const char *key,
                       int32_t **out, size_t *n) {
   int32_t *ids = NULL;
@@ -354,7 +354,7 @@ static int raw_prompt(tb_jctx_t *c, tb_arena_t *a, const tb__tctx_t *x,
 /* The prompt: exactly one of "prompt" (text), "messages" (a conversation)
  * or "prompt_tokens" (ids); or the Python server's "prompts", a list that
  * here holds one text (a call samples one prompt). */
-static int read_prompt(tb_jctx_t *c, tb_arena_t *a, const json_t *doc, const tb__tctx_t *x,
+static int read_prompt(tb__jctx_t *c, tb__arena_t *a, const json_t *doc, const tb__tctx_t *x,
                        int64_t vocab, tb__top_t *op, tb__tbop_t *info, int *status) {
   const json_t *text = json_object_get(doc, "prompt");
   const json_t *msgs = json_object_get(doc, "messages");
@@ -466,12 +466,12 @@ static int read_prompt(tb_jctx_t *c, tb_arena_t *a, const json_t *doc, const tb_
   return rc;
 }
 
-int tb__tb_decode_sample(tb_jctx_t *c, const tb__tctx_t *x, tb__top_t *op, const json_t *doc,
+int tb__tb_decode_sample(tb__jctx_t *c, const tb__tctx_t *x, tb__top_t *op, const json_t *doc,
                          tb__tbop_t *info, int *status) {
   *status = 400;
-  const tb_model_config_t *mc = known_config(x);
+  const tb__model_config_t *mc = known_config(x);
   int64_t vocab = mc ? mc->vocab_size : INT32_MAX;
-  tb_sampling_params_t *p = &op->sampling;
+  tb__sampling_params_t *p = &op->sampling;
   tb__sampling_params_default(p);
   /* The renderer's stops or the end of sequence, and up to 16 of the
    * request's. */

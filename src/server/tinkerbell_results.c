@@ -32,7 +32,7 @@ static json_t *number(double x) {
 }
 
 /* {"key": value, ...} of the engine's metrics. */
-static json_t *metrics_of(const tb_engine_job_t *job) {
+static json_t *metrics_of(const tb__engine_job_t *job) {
   json_t *m = json_object();
   for (size_t i = 0; m != NULL && i < job->num_metrics; i++)
     json_object_set_new(m, job->metrics[i].key, number(job->metrics[i].value));
@@ -41,8 +41,8 @@ static json_t *metrics_of(const tb_engine_job_t *job) {
 
 static json_t *encode_forward(tb__top_t *op) {
   const tb__tbop_t *info = op->encode_data;
-  const tb_engine_job_t *job = &op->job;
-  const tb_batch_t *b = &op->batch;
+  const tb__engine_job_t *job = &op->job;
+  const tb__batch_t *b = &op->batch;
   double mean = info->trained_weight > 0 ? job->loss / info->trained_weight : 0.0;
   json_t *v = json_pack("{sososIsIsfsssssss{ss}so}", "loss", number(mean), "loss_sum",
                         number(job->loss),
@@ -70,7 +70,7 @@ static json_t *encode_forward(tb__top_t *op) {
 }
 
 static json_t *encode_optim(tb__top_t *op) {
-  const tb_optim_metrics_t *o = &op->job.optim;
+  const tb__optim_metrics_t *o = &op->job.optim;
   json_t *m = metrics_of(&op->job);
   if (m != NULL) {
     json_object_set_new(m, "learning_rate", json_real(o->learning_rate));
@@ -101,7 +101,7 @@ static size_t utf8_seq(const unsigned char *s, size_t n) {
 }
 
 json_t *tb__tb_text_json(const char *s, size_t n) {
-  tb_buf_t t = TB_BUF_INIT;
+  tb__buf_t t = TB_BUF_INIT;
   const unsigned char *p = (const unsigned char *)(s ? s : "");
   int ok = tb__buf_reserve(&t, n + 1) == 0;
   for (size_t i = 0; ok && i < n;) {
@@ -147,10 +147,10 @@ static json_t *text_of(const tb__top_t *op, const int32_t *ids, size_t n, json_t
 
 static json_t *encode_sample(tb__top_t *op) {
   const tb__tbop_t *info = op->encode_data;
-  const tb_sample_result_t *r = &op->job.sample;
+  const tb__sample_result_t *r = &op->job.sample;
   json_t *samples = json_array(), *texts = json_array();
   for (size_t i = 0; samples != NULL && texts != NULL && i < r->num_seqs; i++) {
-    const tb_sample_seq_t *q = &r->seqs[i];
+    const tb__sample_seq_t *q = &r->seqs[i];
     json_t *toks = json_array(), *lps = json_array();
     for (size_t j = 0; toks != NULL && lps != NULL && j < q->len; j++) {
       json_array_append_new(toks, json_integer(q->tokens[j]));

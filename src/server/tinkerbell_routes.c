@@ -93,9 +93,9 @@ static int tinker_key(const char *k, size_t n, char value_start) {
   return n == 6 && memcmp(k, "prompt", 6) == 0 && value_start == '{';
 }
 
-tb__dialect_t tb__dialect_of(const tb_http_request_t *req) {
+tb__dialect_t tb__dialect_of(const tb__http_request_t *req) {
   static const char proto[] = "application/x-protobuf";
-  const tb_http_header_t *ct = tb__http_request_header(req, "Content-Type");
+  const tb__http_header_t *ct = tb__http_request_header(req, "Content-Type");
   if (ct != NULL && ct->value.len >= sizeof(proto) - 1 &&
       strncasecmp(ct->value.base, proto, sizeof(proto) - 1) == 0)
     return TB__DIALECT_TINKER;
@@ -135,13 +135,13 @@ tb__dialect_t tb__dialect_of(const tb_http_request_t *req) {
 
 typedef struct sync_wait_s {
   tb__fwaiter_t w;  /* first: the waiter callback gets &w */
-  tb_http_request_t *req;
+  tb__http_request_t *req;
 } sync_wait_t;
 
 /* A finished future as the answer of a sync route.  A job that failed
  * for a reason of the request is 400, for one of the server 500; both
  * carry the guide's "detail" beside the error. */
-static void answer_finished(tb_http_request_t *req, tb__future_t *f) {
+static void answer_finished(tb__http_request_t *req, tb__future_t *f) {
   if (f->state == TB__FUTURE_PENDING) {
     tb__server_respond_error(req, 503, "the server is closing");
     return;
@@ -160,7 +160,7 @@ static void on_sync_finished(tb__fwaiter_t *w, tb__future_t *f) {
   answer_finished(((sync_wait_t *)w)->req, f);
 }
 
-static void on_sync_abort(tb_http_request_t *req, int status) {
+static void on_sync_abort(tb__http_request_t *req, int status) {
   sync_wait_t *sw = tb__sreq(req)->data;
   tb__future_unwait(&sw->w);
   tb__server_release(req);
@@ -168,7 +168,7 @@ static void on_sync_abort(tb_http_request_t *req, int status) {
 
 /* Answers an accepted call: async, {"request_id", "model_id"}; sync, the
  * future's result once it finishes. */
-void tb__tb_answer_call(tb_http_request_t *req, const char *fid, const char *model_id,
+void tb__tb_answer_call(tb__http_request_t *req, const char *fid, const char *model_id,
                         int sync) {
   if (!sync) {
     tb__respond_future(req, fid, model_id);
@@ -197,7 +197,7 @@ void tb__tb_answer_call(tb_http_request_t *req, const char *fid, const char *mod
 }
 
 /* Answers c's error with status and frees what the route held. */
-void tb__tb_refuse(tb_http_request_t *req, int status, tb_error_t *err, tb__top_t *op,
+void tb__tb_refuse(tb__http_request_t *req, int status, tb_error_t *err, tb__top_t *op,
                    json_t *doc) {
   if (status == 400)
     tb__server_respond_bad(req, err);  /* 503 for a bare out of memory */
@@ -221,7 +221,7 @@ tb__tmodel_t *tb__tb_find_model(tb__training_t *tr, const tb__user_t *u, tb_slic
 
 /* The common start of a call: not closing, not rate limited, a JSON
  * object.  NULL after answering. */
-json_t *tb__tb_begin(tb_http_request_t *req, int submits) {
+json_t *tb__tb_begin(tb__http_request_t *req, int submits) {
   if (tb__training_of(req)->closing) {
     tb__server_respond_error(req, 503, "the server is closing");
     return NULL;
@@ -233,7 +233,7 @@ json_t *tb__tb_begin(tb_http_request_t *req, int submits) {
 }
 
 /* A new op with the dialect's encoder; NULL after answering 503. */
-tb__top_t *tb__tb_new_op(tb_http_request_t *req, tb__op_type_t type) {
+tb__top_t *tb__tb_new_op(tb__http_request_t *req, tb__op_type_t type) {
   tb__top_t *op = tb__top_new(req, type);
   if (op == NULL)
     return NULL;
@@ -247,7 +247,7 @@ tb__top_t *tb__tb_new_op(tb_http_request_t *req, tb__op_type_t type) {
   return op;
 }
 
-static void default_lora(tb_lora_config_t *l) {
+static void default_lora(tb__lora_config_t *l) {
   memset(l, 0, sizeof(*l));
   l->rank = TB__TB_DEFAULT_RANK;
   l->alpha = (float)TB__TB_DEFAULT_ALPHA;
@@ -257,8 +257,8 @@ static void default_lora(tb_lora_config_t *l) {
 /* Registers the caller's model id with create op cop (its `then`, if
  * any, runs first after the adapter exists) on the default base model.
  * The create starts with tb__start_held.  0, or answers 503. */
-static int create_implicit(tb_http_request_t *req, tb__top_t *cop, tb_slice_t id,
-                           const tb_lora_config_t *lora) {
+static int create_implicit(tb__http_request_t *req, tb__top_t *cop, tb_slice_t id,
+                           const tb__lora_config_t *lora) {
   tb__training_t *tr = tb__training_of(req);
   char *mid = tb__strndup(id.base, id.len);
   if (mid == NULL ||
@@ -272,12 +272,12 @@ static int create_implicit(tb_http_request_t *req, tb__top_t *cop, tb_slice_t id
 
 /* Submits op (of op->model, or of a new model id when op->model is NULL)
  * in the model's order and answers.  Takes op. */
-void tb__tb_submit(tb_http_request_t *req, tb__top_t *op, tb_slice_t id, int sync) {
+void tb__tb_submit(tb__http_request_t *req, tb__top_t *op, tb_slice_t id, int sync) {
   tb__training_t *tr = tb__training_of(req);
   tb__tbop_t *info = op->encode_data;
   if (op->model == NULL) {
     tb__top_t *cop = tb__top_new(req, TB__OP_CREATE);
-    tb_lora_config_t lora;
+    tb__lora_config_t lora;
     default_lora(&lora);
     if (cop == NULL || create_implicit(req, cop, id, &lora) != 0) {
       if (cop != NULL)
@@ -292,7 +292,7 @@ void tb__tb_submit(tb_http_request_t *req, tb__top_t *op, tb_slice_t id, int syn
   if (m->max_seq + 1 - m->next_seq >= TB__TB_MAX_WAITING) {
     /* Calls of this dialect carry no seq_id; what bounds the calls that
      * wait for a model still being created is said plainly. */
-    static const tb_http_header_t h = { TB_SLICE_LIT("Retry-After"), TB_SLICE_LIT("1") };
+    static const tb__http_header_t h = { TB_SLICE_LIT("Retry-After"), TB_SLICE_LIT("1") };
     tb__server_respond_error_h(req, 429, &h, 1,
                                "model_id: %d operations of this model wait already; retry "
                                "once they run", TB__TB_MAX_WAITING);
@@ -316,7 +316,7 @@ void tb__tb_submit(tb_http_request_t *req, tb__top_t *op, tb_slice_t id, int syn
 
 /* "model_id" of the body: the caller's model, or (*m NULL) a name a call
  * may create.  0 or c's error. */
-static int get_model(tb_jctx_t *c, tb_http_request_t *req, const json_t *doc, tb_slice_t *id,
+static int get_model(tb__jctx_t *c, tb__http_request_t *req, const json_t *doc, tb_slice_t *id,
                      tb__tmodel_t **m) {
   int rc = tb__json_get_string(c, doc, "model_id", TB_JSON_REQUIRED, id);
   if (rc < 0)
@@ -325,7 +325,7 @@ static int get_model(tb_jctx_t *c, tb_http_request_t *req, const json_t *doc, tb
   return *m != NULL ? 0 : tb__tb_check_name(c, "model_id", *id);
 }
 
-void tb__tb_unknown_model(tb_http_request_t *req, tb_slice_t id) {
+void tb__tb_unknown_model(tb__http_request_t *req, tb_slice_t id) {
   tb__server_respond_error(req, 404, "model_id: unknown model %.*s",
                            (int)(id.len > 120 ? 120 : id.len), id.base);
 }
@@ -347,7 +347,7 @@ typedef struct train_decode_s {
 
 static void train_decode_run(tb__offload_t *o) {
   train_decode_t *d = (train_decode_t *)o;
-  tb_jctx_t c;
+  tb__jctx_t c;
   tb__jctx_init(&c, &d->err);
   d->rc = tb__tb_decode_batch(&c, &d->op->arena, d->doc, &d->x, &d->op->batch,
                               d->op->encode_data, &d->status);
@@ -355,7 +355,7 @@ static void train_decode_run(tb__offload_t *o) {
 
 static void train_decode_done(tb__offload_t *o) {
   train_decode_t *d = (train_decode_t *)o;
-  tb_http_request_t *req = o->req;
+  tb__http_request_t *req = o->req;
   tb__training_t *tr = o->tr;
   if (tr->closing) {
     tb__server_respond_error(req, 503, "the server is closing");
@@ -383,25 +383,25 @@ static void train_decode_done(tb__offload_t *o) {
   free(d);
 }
 
-static void route_forward(tb_http_request_t *req);
-static void route_forward_async(tb_http_request_t *req);
-static void route_fwdbwd(tb_http_request_t *req);
-static void route_fwdbwd_async(tb_http_request_t *req);
+static void route_forward(tb__http_request_t *req);
+static void route_forward_async(tb__http_request_t *req);
+static void route_fwdbwd(tb__http_request_t *req);
+static void route_fwdbwd_async(tb__http_request_t *req);
 
 /* The route itself, to run again once a base model's text is loaded. */
-static tb_http_handler_cb train_route(tb__op_type_t type, int sync) {
+static tb__http_handler_cb train_route(tb__op_type_t type, int sync) {
   if (type == TB__OP_FORWARD)
     return sync ? route_forward : route_forward_async;
   return sync ? route_fwdbwd : route_fwdbwd_async;
 }
 
-static void train(tb_http_request_t *req, tb__op_type_t type, int sync) {
+static void train(tb__http_request_t *req, tb__op_type_t type, int sync) {
   tb__training_t *tr = tb__training_of(req);
   json_t *doc = tb__tb_begin(req, 1);
   if (doc == NULL)
     return;
   tb_error_t err = { 0 };
-  tb_jctx_t c;
+  tb__jctx_t c;
   tb__jctx_init(&c, &err);
   tb_slice_t id;
   tb__tmodel_t *m = NULL;
@@ -451,32 +451,32 @@ static void train(tb_http_request_t *req, tb__op_type_t type, int sync) {
   json_decref(doc);
 }
 
-static void route_forward(tb_http_request_t *req) { train(req, TB__OP_FORWARD, 1); }
-static void route_forward_async(tb_http_request_t *req) { train(req, TB__OP_FORWARD, 0); }
-static void route_fwdbwd(tb_http_request_t *req) { train(req, TB__OP_FORWARD_BACKWARD, 1); }
-static void route_fwdbwd_async(tb_http_request_t *req) { train(req, TB__OP_FORWARD_BACKWARD, 0); }
-static void route_optim(tb_http_request_t *req) { train(req, TB__OP_OPTIM, 1); }
-static void route_optim_async(tb_http_request_t *req) { train(req, TB__OP_OPTIM, 0); }
+static void route_forward(tb__http_request_t *req) { train(req, TB__OP_FORWARD, 1); }
+static void route_forward_async(tb__http_request_t *req) { train(req, TB__OP_FORWARD, 0); }
+static void route_fwdbwd(tb__http_request_t *req) { train(req, TB__OP_FORWARD_BACKWARD, 1); }
+static void route_fwdbwd_async(tb__http_request_t *req) { train(req, TB__OP_FORWARD_BACKWARD, 0); }
+static void route_optim(tb__http_request_t *req) { train(req, TB__OP_OPTIM, 1); }
+static void route_optim_async(tb__http_request_t *req) { train(req, TB__OP_OPTIM, 0); }
 
 /* ------------------------------------------------------------ adapters */
 
-static int get_bool(tb_jctx_t *c, const json_t *o, const char *key, int *out) {
+static int get_bool(tb__jctx_t *c, const json_t *o, const char *key, int *out) {
   int rc = tb__json_get_bool(c, o, key, TB_JSON_OPTIONAL, out);
   return rc < 0 ? rc : 0;
 }
 
 /* {"base_model"?, "rank"?, "alpha"?, "model_id"?, "seed"?, "train_attn"?,
  * "train_mlp"?, "train_unembed"?} creates an adapter. */
-static void add_lora(tb_http_request_t *req, int sync) {
+static void add_lora(tb__http_request_t *req, int sync) {
   tb__training_t *tr = tb__training_of(req);
   json_t *doc = tb__tb_begin(req, 1);
   if (doc == NULL)
     return;
   tb_error_t err = { 0 };
-  tb_jctx_t c;
+  tb__jctx_t c;
   tb__jctx_init(&c, &err);
   tb_slice_t base = { tr->bases[0].name, strlen(tr->bases[0].name) }, name = { NULL, 0 };
-  tb_lora_config_t lora;
+  tb__lora_config_t lora;
   default_lora(&lora);
   int64_t rank = lora.rank, seed = 0;
   double alpha = lora.alpha;
@@ -522,7 +522,7 @@ static void add_lora(tb_http_request_t *req, int sync) {
    * (NAME=HF_DIR may be anything) is left out. */
   char gen[200];
   tb_slice_t bn = { b->name, strlen(b->name) };
-  tb_jctx_t quiet;
+  tb__jctx_t quiet;
   tb__jctx_init(&quiet, NULL);
   if (name.base == NULL) {
     int ok = bn.len <= 64 && tb__tb_check_name(&quiet, "", bn) == 0;
@@ -548,12 +548,12 @@ static void add_lora(tb_http_request_t *req, int sync) {
 
 /* The caller's model named by a body {"model_id"}, or NULL after
  * answering 400 or 404. */
-static tb__tmodel_t *body_model(tb_http_request_t *req) {
+static tb__tmodel_t *body_model(tb__http_request_t *req) {
   json_t *doc = tb__tb_begin(req, 0);
   if (doc == NULL)
     return NULL;
   tb_error_t err = { 0 };
-  tb_jctx_t c;
+  tb__jctx_t c;
   tb__jctx_init(&c, &err);
   tb_slice_t id;
   if (tb__json_get_string(&c, doc, "model_id", TB_JSON_REQUIRED, &id) < 0) {
@@ -567,7 +567,7 @@ static tb__tmodel_t *body_model(tb_http_request_t *req) {
   return m;
 }
 
-static void remove_lora(tb_http_request_t *req, int sync) {
+static void remove_lora(tb__http_request_t *req, int sync) {
   tb__tmodel_t *m = body_model(req);
   if (m == NULL)
     return;
@@ -591,15 +591,15 @@ static void remove_lora(tb_http_request_t *req, int sync) {
     tb__tb_answer_call(req, fid, mid, sync);
 }
 
-static void route_add_lora(tb_http_request_t *req) { add_lora(req, 1); }
-static void route_add_lora_async(tb_http_request_t *req) { add_lora(req, 0); }
-static void route_remove_lora(tb_http_request_t *req) { remove_lora(req, 1); }
-static void route_remove_lora_async(tb_http_request_t *req) { remove_lora(req, 0); }
+static void route_add_lora(tb__http_request_t *req) { add_lora(req, 1); }
+static void route_add_lora_async(tb__http_request_t *req) { add_lora(req, 0); }
+static void route_remove_lora(tb__http_request_t *req) { remove_lora(req, 1); }
+static void route_remove_lora_async(tb__http_request_t *req) { remove_lora(req, 0); }
 
 /* ------------------------------------------------------------ weights */
 
 /* The checkpoint directory of the caller's model mid. */
-static char *checkpoint_dir(tb_http_request_t *req, tb_slice_t mid, const char *kind,
+static char *checkpoint_dir(tb__http_request_t *req, tb_slice_t mid, const char *kind,
                             tb_slice_t name) {
   static const char hex[] = "0123456789abcdef";
   const tb__user_t *u = tb__sreq(req)->user;
@@ -617,13 +617,13 @@ static char *checkpoint_dir(tb_http_request_t *req, tb_slice_t mid, const char *
 
 /* {"model_id", "path"?, "overwrite"?}: save_weights (kind "weights") or
  * save_weights_for_sampler ("sampler_weights"). */
-static void save(tb_http_request_t *req, tb__op_type_t type) {
+static void save(tb__http_request_t *req, tb__op_type_t type) {
   tb__training_t *tr = tb__training_of(req);
   json_t *doc = tb__tb_begin(req, 1);
   if (doc == NULL)
     return;
   tb_error_t err = { 0 };
-  tb_jctx_t c;
+  tb__jctx_t c;
   tb__jctx_init(&c, &err);
   tb_slice_t id, name = { NULL, 0 };
   int rc = tb__json_get_string(&c, doc, "model_id", TB_JSON_REQUIRED, &id);
@@ -673,13 +673,13 @@ static void save(tb_http_request_t *req, tb__op_type_t type) {
  * weights or tinkerbell://<model_id>/<weights|sampler_weights>/<name> of
  * any of the caller's models.  A model_id the caller does not have is
  * created with the checkpoint's LoRA shape. */
-static void load(tb_http_request_t *req) {
+static void load(tb__http_request_t *req) {
   tb__training_t *tr = tb__training_of(req);
   json_t *doc = tb__tb_begin(req, 1);
   if (doc == NULL)
     return;
   tb_error_t err = { 0 };
-  tb_jctx_t c;
+  tb__jctx_t c;
   tb__jctx_init(&c, &err);
   tb_slice_t id, path;
   tb__tmodel_t *m = NULL;
@@ -762,15 +762,15 @@ static void load(tb_http_request_t *req) {
     tb__tb_answer_call(req, fid, mid, 0);
 }
 
-static void route_save_async(tb_http_request_t *req) { save(req, TB__OP_SAVE); }
-static void route_save_sampler_async(tb_http_request_t *req) { save(req, TB__OP_SAVE_SAMPLER); }
-static void route_load_async(tb_http_request_t *req) { load(req); }
+static void route_save_async(tb__http_request_t *req) { save(req, TB__OP_SAVE); }
+static void route_save_sampler_async(tb__http_request_t *req) { save(req, TB__OP_SAVE_SAMPLER); }
+static void route_load_async(tb__http_request_t *req) { load(req); }
 
 /* ------------------------------------------------------------ direct */
 
 /* POST /get_info {"model_id"}: the caller's model, as the Python server's
  * shape with what it left out filled in. */
-static void route_get_info(tb_http_request_t *req) {
+static void route_get_info(tb__http_request_t *req) {
   tb__tmodel_t *m = body_model(req);
   if (m == NULL)
     return;
@@ -789,10 +789,10 @@ static void route_get_info(tb_http_request_t *req) {
 }
 
 /* GET /list_loss_functions: the losses forward_backward takes. */
-static void route_list_loss_functions(tb_http_request_t *req) {
+static void route_list_loss_functions(tb__http_request_t *req) {
   json_t *names = json_array();
   for (int i = TB_LOSS_CROSS_ENTROPY; names != NULL && i <= TB_LOSS_DRO; i++)
-    json_array_append_new(names, json_string(tb__loss_fn_name((tb_loss_fn_t)i)));
+    json_array_append_new(names, json_string(tb__loss_fn_name((tb__loss_fn_t)i)));
   json_t *v = json_pack("{so}", "available_loss_functions", names);
   if (v == NULL) {
     tb__server_respond_error(req, 503, "out of memory");
@@ -807,7 +807,7 @@ static void route_list_loss_functions(tb_http_request_t *req) {
 int tb__tinkerbell_routes(tb__training_t *tr) {
   static const struct {
     const char *path;
-    tb_http_handler_cb cb;
+    tb__http_handler_cb cb;
     int shared;        /* a Tinker path: the body decides */
     const char *summary;
   } routes[] = {

@@ -47,14 +47,14 @@ typedef struct sample_decode_s {
 
 static void sample_run(tb__offload_t *o) {
   sample_decode_t *d = (sample_decode_t *)o;
-  tb_jctx_t c;
+  tb__jctx_t c;
   tb__jctx_init(&c, &d->err);
   d->rc = tb__tb_decode_sample(&c, &d->x, d->op, d->doc, d->op->encode_data, &d->status);
 }
 
 static void sample_done(tb__offload_t *o) {
   sample_decode_t *d = (sample_decode_t *)o;
-  tb_http_request_t *req = o->req;
+  tb__http_request_t *req = o->req;
   tb__training_t *tr = o->tr;
   tb__top_t *op = d->op;
   if (tr->closing) {
@@ -89,19 +89,19 @@ static void sample_done(tb__offload_t *o) {
   free(d);
 }
 
-static void route_sample(tb_http_request_t *req);
-static void route_asample(tb_http_request_t *req);
+static void route_sample(tb__http_request_t *req);
+static void route_asample(tb__http_request_t *req);
 
 /* {"model_id"? | "base_model"?, "prompt" | "messages" | "prompt_tokens",
  * sampling parameters}: from the caller's model (after its earlier
  * operations) or from a base model. */
-static void sample(tb_http_request_t *req, int sync) {
+static void sample(tb__http_request_t *req, int sync) {
   tb__training_t *tr = tb__training_of(req);
   json_t *doc = tb__tb_begin(req, 1);
   if (doc == NULL)
     return;
   tb_error_t err = { 0 };
-  tb_jctx_t c;
+  tb__jctx_t c;
   tb__jctx_init(&c, &err);
   tb_slice_t id = { NULL, 0 }, base = { NULL, 0 };
   int rc = tb__json_get_string(&c, doc, "model_id", TB_JSON_OPTIONAL, &id);
@@ -161,8 +161,8 @@ static void sample(tb_http_request_t *req, int sync) {
   tb__offload(&d->o);
 }
 
-static void route_sample(tb_http_request_t *req) { sample(req, 1); }
-static void route_asample(tb_http_request_t *req) { sample(req, 0); }
+static void route_sample(tb__http_request_t *req) { sample(req, 1); }
+static void route_asample(tb__http_request_t *req) { sample(req, 0); }
 
 /* ------------------------------------------------------------ tokenize */
 
@@ -173,7 +173,7 @@ typedef struct text_call_s {
   json_t *doc;
   tb__tctx_t x;
   int detokenize;
-  tb_arena_t arena;        /* the messages of a conversation */
+  tb__arena_t arena;        /* the messages of a conversation */
   int status;              /* of the answer */
   char *answer;            /* JSON, malloc'd: the body until on_done */
   size_t answer_len;
@@ -181,7 +181,7 @@ typedef struct text_call_s {
 } text_call_t;
 
 /* "text": its tokens. */
-static json_t *tokenize_text(tb_jctx_t *c, const tb__tctx_t *x, const json_t *doc,
+static json_t *tokenize_text(tb__jctx_t *c, const tb__tctx_t *x, const json_t *doc,
                              const json_t *text, int *status) {
   int add_special = 0;
   if (tb__json_get_bool(c, doc, "add_special_tokens", TB_JSON_OPTIONAL, &add_special) < 0)
@@ -224,7 +224,7 @@ static json_t *tokenize_text(tb_jctx_t *c, const tb__tctx_t *x, const json_t *do
 }
 
 /* "messages": the rendered conversation's tokens and text. */
-static json_t *tokenize_messages(tb_jctx_t *c, tb_arena_t *a, const tb__tctx_t *x,
+static json_t *tokenize_messages(tb__jctx_t *c, tb__arena_t *a, const tb__tctx_t *x,
                                  const json_t *doc, const json_t *msgs, int *status) {
   int gen = 0;
   if (tb__json_get_bool(c, doc, "add_generation_prompt", TB_JSON_OPTIONAL, &gen) < 0)
@@ -272,7 +272,7 @@ static json_t *tokenize_messages(tb_jctx_t *c, tb_arena_t *a, const tb__tctx_t *
 }
 
 /* "tokens": their text, special tokens kept. */
-static json_t *detokenize(tb_jctx_t *c, const tb__tctx_t *x, const json_t *doc, int *status) {
+static json_t *detokenize(tb__jctx_t *c, const tb__tctx_t *x, const json_t *doc, int *status) {
   json_t *arr;
   int skip = 0;
   if (tb__json_get_array(c, doc, "tokens", TB_JSON_REQUIRED, &arr) < 0 ||
@@ -319,7 +319,7 @@ static json_t *detokenize(tb_jctx_t *c, const tb__tctx_t *x, const json_t *doc, 
 
 static void text_call_run(tb__offload_t *o) {
   text_call_t *t = (text_call_t *)o;
-  tb_jctx_t c;
+  tb__jctx_t c;
   tb__jctx_init(&c, &t->err);
   t->status = 400;
   json_t *v = NULL;
@@ -343,14 +343,14 @@ static void text_call_run(tb__offload_t *o) {
   }
 }
 
-static void on_text_answered(tb_http_request_t *req, int status) {
+static void on_text_answered(tb__http_request_t *req, int status) {
   (void)status;
   free(tb__sreq(req)->data);
 }
 
 static void text_call_done(tb__offload_t *o) {
   text_call_t *t = (text_call_t *)o;
-  tb_http_request_t *req = o->req;
+  tb__http_request_t *req = o->req;
   if (o->tr->closing) {
     tb__server_respond_error(req, 503, "the server is closing");
     free(t->answer);
@@ -370,15 +370,15 @@ static void text_call_done(tb__offload_t *o) {
   free(t);
 }
 
-static void route_tokenize(tb_http_request_t *req);
-static void route_detokenize(tb_http_request_t *req);
+static void route_tokenize(tb__http_request_t *req);
+static void route_detokenize(tb__http_request_t *req);
 
 /* The base model a tokenize or detokenize call names; NULL after
  * answering 404 (an unknown model) or 400. */
-static tb__tbase_t *text_call_base(tb_http_request_t *req, const json_t *doc) {
+static tb__tbase_t *text_call_base(tb__http_request_t *req, const json_t *doc) {
   tb__training_t *tr = tb__training_of(req);
   tb_error_t err = { 0 };
-  tb_jctx_t c;
+  tb__jctx_t c;
   tb__jctx_init(&c, &err);
   tb_slice_t id = { NULL, 0 }, base = { NULL, 0 };
   int rc = tb__json_get_string(&c, doc, "model_id", TB_JSON_OPTIONAL, &id);
@@ -406,7 +406,7 @@ static tb__tbase_t *text_call_base(tb_http_request_t *req, const json_t *doc) {
   return b;
 }
 
-static void text_call(tb_http_request_t *req, int detok) {
+static void text_call(tb__http_request_t *req, int detok) {
   tb__training_t *tr = tb__training_of(req);
   json_t *doc = tb__tb_begin(req, 1);
   if (doc == NULL)
@@ -430,8 +430,8 @@ static void text_call(tb_http_request_t *req, int detok) {
   tb__offload(&t->o);
 }
 
-static void route_tokenize(tb_http_request_t *req) { text_call(req, 0); }
-static void route_detokenize(tb_http_request_t *req) { text_call(req, 1); }
+static void route_tokenize(tb__http_request_t *req) { text_call(req, 0); }
+static void route_detokenize(tb__http_request_t *req) { text_call(req, 1); }
 
 int tb__tb_text_routes(tb__training_t *tr) {
   int rc = tb__server_route(tr->srv, "POST", "/api/v1/sample", TB__DIALECT_TINKERBELL, 0,

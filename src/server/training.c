@@ -25,14 +25,14 @@
 
 /* ------------------------------------------------------------ ops */
 
-tb__training_t *tb__training_of(tb_http_request_t *req) {
+tb__training_t *tb__training_of(tb__http_request_t *req) {
   return tb__sreq(req)->route->data;
 }
 
 static tb__future_t *client_future(tb__top_t *op);
 
 /* The op's work started: try_again says so from now on. */
-static void on_op_start(tb_engine_job_t *job) {
+static void on_op_start(tb__engine_job_t *job) {
   tb__future_t *f = client_future(job->data);
   if (f != NULL)
     tb__future_set_started(f);
@@ -78,14 +78,14 @@ static size_t op_position(const tb__future_t *f) {
   return 0;
 }
 
-tb__top_t *tb__top_new(tb_http_request_t *req, tb__op_type_t type) {
+tb__top_t *tb__top_new(tb__http_request_t *req, tb__op_type_t type) {
   tb__top_t *op = top_alloc(tb__training_of(req), type);
   if (op == NULL)
     tb__server_respond_error(req, 503, "out of memory");
   return op;
 }
 
-int tb__top_accept(tb_http_request_t *req, tb__top_t *op) {
+int tb__top_accept(tb__http_request_t *req, tb__top_t *op) {
   tb__training_t *tr = op->tr;
   int rc = tb__future_create(&tr->srv->futures, tb__sreq(req)->user, &op->future);
   if (rc == 0)
@@ -165,7 +165,7 @@ void tb__top_resolve_json(tb__top_t *op, json_t *v) {
   top_resolve_json(op, v);
 }
 
-void tb__respond_future(tb_http_request_t *req, const char *request_id,
+void tb__respond_future(tb__http_request_t *req, const char *request_id,
                         const char *model_id) {
   json_t *v = json_pack("{ss}", "request_id", request_id);
   if (v != NULL && model_id != NULL)
@@ -180,7 +180,7 @@ void tb__respond_future(tb_http_request_t *req, const char *request_id,
 
 /* ------------------------------------------------------------ models */
 
-tb__tmodel_t *tb__tmodel_find(tb_http_request_t *req, tb_slice_t id) {
+tb__tmodel_t *tb__tmodel_find(tb__http_request_t *req, tb_slice_t id) {
   tb__training_t *tr = tb__training_of(req);
   for (tb__tmodel_t *m = tr->models; m != NULL; m = m->next)
     if (m->owner == tb__sreq(req)->user && m->session != NULL && !m->unloading &&
@@ -226,9 +226,9 @@ static void training_free(tb__training_t *tr);
 /* ------------------------------------------------------------ results */
 
 static void on_forward(tb__top_t *op) {
-  tb_engine_job_t *j = &op->job;
-  const tb_batch_t *b = &op->batch;
-  tb_wire_fwdbwd_output_t o = { 0 };
+  tb__engine_job_t *j = &op->job;
+  const tb__batch_t *b = &op->batch;
+  tb__wire_fwdbwd_output_t o = { 0 };
   o.loss_fn_output_type = "ArrayRecord";
   o.n_outputs = b->num_data;
   o.outputs = tb__arena_calloc(&op->arena, b->num_data + 1, sizeof(*o.outputs));
@@ -236,9 +236,9 @@ static void on_forward(tb__top_t *op) {
   int ok = o.outputs != NULL && o.metrics != NULL;
   size_t at = 0;
   for (size_t i = 0; ok && i < b->num_data; i++) {
-    const tb_datum_t *d = &b->data[i];
+    const tb__datum_t *d = &b->data[i];
     size_t k = d->k ? d->k : 1;
-    tb_wire_named_tensor_t *f = tb__arena_calloc(&op->arena, 1, sizeof(*f));
+    tb__wire_named_tensor_t *f = tb__arena_calloc(&op->arena, 1, sizeof(*f));
     ok = f != NULL && at + d->n * k <= j->num_logprobs;
     if (!ok)
       break;
@@ -262,7 +262,7 @@ static void on_forward(tb__top_t *op) {
   size_t jlen = 0;
   char *json = v ? tb__json_dump(v, &jlen) : NULL;
   json_decref(v);
-  tb_buf_t pb = { 0 };
+  tb__buf_t pb = { 0 };
   int rc = json ? tb__wire_fwdbwd_output_to_proto(&o, &pb) : TB_ENOMEM;
   if (rc != 0) {
     free(json);
@@ -277,7 +277,7 @@ static void on_forward(tb__top_t *op) {
   tb__top_free(op);
 }
 
-static void on_job(tb_engine_job_t *job, int status) {
+static void on_job(tb__engine_job_t *job, int status) {
   tb__top_t *op = job->data;
   tb__tmodel_t *m = op->model;
   tb__store_job_done(op, status);  /* runs and checkpoints in the database */
@@ -423,10 +423,10 @@ static void on_mkdir(uv_fs_t *fs) {
     tb__top_fail(op, TB_CATEGORY_USER, msg ? msg : "path: the checkpoint exists");
     free(msg);
   } else if (op->mkdir_stage == 2 && result != UV_ENOENT) {
-    tb_warn("cannot look up %s: %s", op->dir, uv_strerror((int)result));
+    tb__warn("cannot look up %s: %s", op->dir, uv_strerror((int)result));
     tb__top_fail(op, TB_CATEGORY_SERVER, "cannot look up the checkpoint directory");
   } else if (op->mkdir_stage < 2 && result < 0 && result != UV_EEXIST) {
-    tb_warn("cannot create a directory for %s: %s", op->dir, uv_strerror((int)result));
+    tb__warn("cannot create a directory for %s: %s", op->dir, uv_strerror((int)result));
     tb__top_fail(op, TB_CATEGORY_SERVER, "cannot create the checkpoint directory");
   } else {
     op->mkdir_stage++;
@@ -454,14 +454,14 @@ typedef struct lora_read_s {
   tb__lora_read_cb cb;
   void *data;
   int status;
-  tb_lora_config_t lora;
+  tb__lora_config_t lora;
   char base_name[128];
   tb_error_t err;
 } lora_read_t;
 
 static void lora_read_work(uv_work_t *w) {
   lora_read_t *r = w->data;
-  tb_ckpt_info_t info = { 0 };
+  tb__ckpt_info_t info = { 0 };
   r->status = tb__ckpt_read_info(r->dir, &info, &r->err);
   if (r->status != 0)
     return;
@@ -524,7 +524,7 @@ int tb__read_checkpoint_lora(tb__training_t *tr, const char *dir, tb__lora_read_
 
 /* A create-via-load whose shape was read from the checkpoint. */
 static void on_create_lora(tb__training_t *tr, void *data, int status,
-                           const tb_lora_config_t *lora, const char *base_name,
+                           const tb__lora_config_t *lora, const char *base_name,
                            const char *message) {
   tb__top_t *op = data;
   tb__tmodel_t *m = op->model;
@@ -555,7 +555,7 @@ static void on_create_lora(tb__training_t *tr, void *data, int status,
 /* Submits op to the engine; on an immediate error fails it. */
 /* The engine is full: the client's poll says paused_capacity until the
  * job's work starts. */
-static void on_capacity(tb_engine_job_t *job, int waiting) {
+static void on_capacity(tb__engine_job_t *job, int waiting) {
   tb__top_t *op = job->data;
   tb__future_t *f = client_future(op);
   if (f != NULL)
@@ -637,7 +637,7 @@ static void drain(tb__tmodel_t *m) {
 
 /* Takes op (of model m, seq op->seq or -1) in order; answers only a
  * refusal. */
-int tb__submit_ordered_id(tb_http_request_t *req, tb__top_t *op, char id[TB__FUTURE_ID_MAX]) {
+int tb__submit_ordered_id(tb__http_request_t *req, tb__top_t *op, char id[TB__FUTURE_ID_MAX]) {
   tb__tmodel_t *m = op->model;
   int64_t seq = op->seq;
   if (seq < 0)
@@ -660,7 +660,7 @@ int tb__submit_ordered_id(tb_http_request_t *req, tb__top_t *op, char id[TB__FUT
   if (seq >= m->next_seq + TB__SEQ_WINDOW) {
     /* The bound of a model's queue: back-pressure the client retries,
      * not a user error (a large pipelined batch may get here). */
-    static const tb_http_header_t h = { TB_SLICE_LIT("Retry-After"), TB_SLICE_LIT("1") };
+    static const tb__http_header_t h = { TB_SLICE_LIT("Retry-After"), TB_SLICE_LIT("1") };
     tb__server_respond_error_h(req, 429, &h, 1,
                                "seq_id: %lld is %d or more ahead of model %s's next "
                                "operation (%lld); retry once earlier ones ran",
@@ -685,7 +685,7 @@ int tb__submit_ordered_id(tb_http_request_t *req, tb__top_t *op, char id[TB__FUT
   return 0;
 }
 
-void tb__submit_ordered(tb_http_request_t *req, tb__top_t *op) {
+void tb__submit_ordered(tb__http_request_t *req, tb__top_t *op) {
   tb__tmodel_t *m = op->model;
   char id[TB__FUTURE_ID_MAX];
   /* The model outlives the drain: only an unload or a failed create
@@ -747,8 +747,8 @@ static void start_held(tb__training_t *tr) {
 /* Registers model <session>:train:<mseq> and queues its creation.  With
  * then (an accepted-to-be load), the client's future is then's, which
  * runs right after the adapter exists; otherwise the create's own. */
-void tb__create_model(tb_http_request_t *req, tb__training_t *tr, tb__tbase_t *base,
-                      tb__session_t *s, int64_t mseq, const tb_lora_config_t *lora,
+void tb__create_model(tb__http_request_t *req, tb__training_t *tr, tb__tbase_t *base,
+                      tb__session_t *s, int64_t mseq, const tb__lora_config_t *lora,
                       tb__top_t *then) {
   char *id = tb__asprintf("%s:train:%lld", s->id, (long long)mseq);
   if (id == NULL) {
@@ -793,7 +793,7 @@ void tb__create_model(tb_http_request_t *req, tb__training_t *tr, tb__tbase_t *b
 
 tb__tmodel_t *tb__model_register(tb__training_t *tr, tb__top_t *op, tb__user_t *owner,
                                  tb__session_t *s, tb__tbase_t *base, char *id,
-                                 const tb_lora_config_t *lora) {
+                                 const tb__lora_config_t *lora) {
   tb__tmodel_t *m = calloc(1, sizeof(*m));
   if (m == NULL)
     return NULL;
@@ -840,7 +840,7 @@ void tb__unload_now(tb__tmodel_t *m, tb__top_t *op) {
     tb__top_fail(w, TB_CATEGORY_USER, "the model was unloaded");
   }
   if (op == NULL && (op = top_alloc(m->tr, TB__OP_UNLOAD)) == NULL) {
-    tb_warn("cannot unload model %s: out of memory", m->id);
+    tb__warn("cannot unload model %s: out of memory", m->id);
     return;
   }
   op->model = m;
@@ -897,7 +897,7 @@ tb__tbase_t *tb__tbase_find(tb__training_t *tr, tb_slice_t name) {
   return NULL;
 }
 
-static void on_base_loaded(tb_engine_job_t *job, int status) {
+static void on_base_loaded(tb__engine_job_t *job, int status) {
   tb__tbase_t *b = job->data;
   tb__training_t *tr = b->tr;
   if (status == 0) {
@@ -909,12 +909,12 @@ static void on_base_loaded(tb_engine_job_t *job, int status) {
       tb_server_add_model(tr->srv->pub, b->name, b->cfg.max_position_embeddings);
     const char *dir = strchr(b->spec, '=');
     if (!b->builtin)
-      tb_info("model %s loaded%s%s", b->name, dir ? " from " : "", dir ? dir + 1 : "");
+      tb__info("model %s loaded%s%s", b->name, dir ? " from " : "", dir ? dir + 1 : "");
   } else {
     b->state = -1;
     b->error = tb__asprintf("the base model %s failed to load: %s", b->name,
                             job->error.message ? job->error.message : tb_strerror(status));
-    tb_warn("%s", b->error ? b->error : "a base model failed to load");
+    tb__warn("%s", b->error ? b->error : "a base model failed to load");
   }
   tb__engine_job_cleanup(job);
   if (!tr->closing) {
@@ -951,7 +951,7 @@ static void training_free(tb__training_t *tr) {
   free(tr);
 }
 
-static void on_engine_closed(tb_engine_t *e) {
+static void on_engine_closed(tb__engine_t *e) {
   tb__training_t *tr = e->data;
   tr->engine_closed = 1;
   /* A directory still being made finishes the close. */
@@ -983,7 +983,7 @@ static void ext_close(tb__server_t *srv, tb__server_ext_t *ext) {
   tb__engine_close(&tr->engine, on_engine_closed);
 }
 
-static void ext_metrics(tb__server_t *srv, tb__server_ext_t *ext, tb_buf_t *out) {
+static void ext_metrics(tb__server_t *srv, tb__server_ext_t *ext, tb__buf_t *out) {
   tb__training_t *tr = ext->data;
   size_t n_models = 0;
   for (tb__tmodel_t *m = tr->models; m != NULL; m = m->next)
@@ -1022,7 +1022,7 @@ static int base_init(tb__training_t *tr, tb__tbase_t *b, const char *spec) {
   return 0;
 }
 
-int tb__training_start(tb__server_t *srv, const tb_engine_opts_t *opts,
+int tb__training_start(tb__server_t *srv, const tb__engine_opts_t *opts,
                        const char *const *models, size_t n_models, tb_error_t *err) {
   /* Large bodies are decoded on the threadpool: jansson's hash seed is
    * set here, on the loop, before any worker makes an object. */
@@ -1129,7 +1129,7 @@ int tb_server_start_training(tb_server_t *server, const char *const *models, siz
       snprintf(server->message, sizeof(server->message), "the training part already runs");
       return TB_EBUSY;
     }
-  tb_engine_opts_t eo = { .shards = shards };
+  tb__engine_opts_t eo = { .shards = shards };
   tb_error_t err = { 0 };
   int rc = tb__training_start(srv, &eo, models, n_models, &err);
   if (rc != 0)

@@ -3,7 +3,7 @@
  * and their seq_id-ordered operations) and sampling_routes.c (sampling
  * sessions and asample) share.
  *
- * The training part is a server extension that owns a tb_engine_t on the
+ * The training part is a server extension that owns a tb__engine_t on the
  * server's loop.  Every model is a LoRA adapter over one of the base
  * models loaded at start.  Each asynchronous request becomes an op that
  * owns a future, an arena for its decoded inputs (which must outlive the HTTP
@@ -41,11 +41,11 @@ typedef struct tb__tbase_s {
   char *name;
   char *spec;                    /* what the engine loads */
   int builtin;                   /* the generated `base` (byte tokenizer) */
-  tb_engine_job_t job;
-  tb_engine_model_t *model;      /* our reference, once loaded */
+  tb__engine_job_t job;
+  tb__engine_model_t *model;      /* our reference, once loaded */
   int state;                     /* 0 loading, 1 ready, -1 failed */
   char *error;
-  tb_model_config_t cfg;         /* once loaded; from the start if builtin */
+  tb__model_config_t cfg;         /* once loaded; from the start if builtin */
   /* Its tokenizer and renderers (model_text.h), loaded beside the
    * weights; immutable once text_state is 1. */
   tb__mtext_t *text;
@@ -76,11 +76,11 @@ struct tb__top_s {
   int64_t seq;
   tb__future_t *future;          /* pending until the op ends; NULL until
                                     accepted */
-  tb_engine_job_t job;
-  tb_arena_t arena;              /* decoded inputs */
-  tb_batch_t batch;
-  tb_adam_params_t adam;
-  tb_sampling_params_t sampling;
+  tb__engine_job_t job;
+  tb__arena_t arena;              /* decoded inputs */
+  tb__batch_t batch;
+  tb__adam_params_t adam;
+  tb__sampling_params_t sampling;
   const int32_t *prompt;
   size_t prompt_len;
   char *dir;                     /* save / load: the checkpoint directory */
@@ -111,8 +111,8 @@ struct tb__tmodel_s {
   tb__user_t *owner;
   tb__session_t *session;
   tb__tbase_t *base;
-  tb_lora_config_t lora;
-  tb_engine_adapter_t *adapter;  /* NULL until created */
+  tb__lora_config_t lora;
+  tb__engine_adapter_t *adapter;  /* NULL until created */
   char create_id[TB__FUTURE_ID_MAX];
   int ready;                     /* the adapter exists */
   int unloading;
@@ -136,9 +136,9 @@ struct tb__sampler_s {
   tb__tbase_t *base;
   char *model_path;              /* NULL: the base model */
   char *dir;
-  tb_lora_config_t lora;
-  tb_engine_adapter_t *adapter;  /* model_path samplers, once created */
-  tb_engine_job_t job;           /* creating and loading the adapter */
+  tb__lora_config_t lora;
+  tb__engine_adapter_t *adapter;  /* model_path samplers, once created */
+  tb__engine_job_t job;           /* creating and loading the adapter */
   int state;                     /* 0 loading, 1 ready, -1 failed */
   int await_base;                /* created while its base model loads:
                                     1, or 2 with lora known; started by
@@ -152,7 +152,7 @@ struct tb__sampler_s {
 struct tb__training_s {
   tb__server_ext_t ext;
   tb__server_t *srv;
-  tb_engine_t engine;
+  tb__engine_t engine;
   tb__tbase_t *bases;            /* [0] is the default */
   size_t n_bases;
   tb__tmodel_t *models;
@@ -179,51 +179,51 @@ struct tb__training_s {
  * twice, TB_EINVAL for a malformed one (nothing to close then), or the
  * engine's error for a model it refuses at once (the extension then
  * closes with the server). */
-int tb__training_start(tb__server_t *srv, const tb_engine_opts_t *opts,
+int tb__training_start(tb__server_t *srv, const tb__engine_opts_t *opts,
                        const char *const *models, size_t n_models, tb_error_t *err);
 /* The base model of this name, or NULL. */
 tb__tbase_t *tb__tbase_find(tb__training_t *tr, tb_slice_t name);
 
 /* --- shared by the route files ---------------------------------------- */
 
-tb__training_t *tb__training_of(tb_http_request_t *req);
+tb__training_t *tb__training_of(tb__http_request_t *req);
 /* Work of the training part queued on the threadpool (file reads, large
  * decodes) counts in tr->n_fs: the part is freed only once it is back.
  * Call when such work has finished on the loop. */
 void tb__training_fs_done(tb__training_t *tr);
 /* A new op, without a future yet (requests refused at submission leave
  * none behind); answers 503 itself and returns NULL on failure. */
-tb__top_t *tb__top_new(tb_http_request_t *req, tb__op_type_t type);
+tb__top_t *tb__top_new(tb__http_request_t *req, tb__op_type_t type);
 /* Gives op its pending future of the request's user.  0, or answers 503,
  * frees op and returns a negative code. */
-int tb__top_accept(tb_http_request_t *req, tb__top_t *op);
+int tb__top_accept(tb__http_request_t *req, tb__top_t *op);
 void tb__top_free(tb__top_t *op);
 /* Fails op's future and frees op. */
 void tb__top_fail(tb__top_t *op, tb_category_t category, const char *message);
 /* Answers {"request_id", "model_id"?} for a future. */
-void tb__respond_future(tb_http_request_t *req, const char *request_id,
+void tb__respond_future(tb__http_request_t *req, const char *request_id,
                         const char *model_id);
 /* Resolves op's future with a JSON object (consumed) and frees op. */
 void tb__top_resolve_json(tb__top_t *op, json_t *v);
 /* The caller's model, or NULL after answering 404.  Models of the
  * Tinkerbell dialect (no session) are not the Tinker dialect's to see. */
-tb__tmodel_t *tb__tmodel_find(tb_http_request_t *req, tb_slice_t id);
+tb__tmodel_t *tb__tmodel_find(tb__http_request_t *req, tb_slice_t id);
 /* Parses "tinker://<model_id>/<kind>/<name>"; answers 400 / 404 itself
  * and returns NULL, else the checkpoint directory (malloc'd). */
-char *tb__checkpoint_dir(tb_http_request_t *req, const char *field, tb_slice_t path);
+char *tb__checkpoint_dir(tb__http_request_t *req, const char *field, tb_slice_t path);
 /* The engine's error as a failed future of op (and frees op). */
 void tb__top_fail_job(tb__top_t *op, int status);
 
 /* The LoRA shape of the checkpoint at path when its model is loaded:
  * 1 and *out, else 0. */
-int tb__checkpoint_lora(tb__training_t *tr, tb_slice_t path, tb_lora_config_t *out,
+int tb__checkpoint_lora(tb__training_t *tr, tb_slice_t path, tb__lora_config_t *out,
                         tb__tbase_t **base);
 /* Reads the LoRA shape of the checkpoint at dir on the threadpool.  cb
  * runs on the loop, also while closing (tr->closing then holds), with
  * status 0, lora and the base model the checkpoint was made on ("" when
  * it does not say), or a negative status and a message. */
 typedef void (*tb__lora_read_cb)(tb__training_t *tr, void *data, int status,
-                                 const tb_lora_config_t *lora, const char *base_name,
+                                 const tb__lora_config_t *lora, const char *base_name,
                                  const char *message);
 int tb__read_checkpoint_lora(tb__training_t *tr, const char *dir, tb__lora_read_cb cb,
                              void *data);
@@ -232,18 +232,18 @@ int tb__read_checkpoint_lora(tb__training_t *tr, const char *dir, tb__lora_read_
  * accepted") in seq_id order and answers the request: the future of an
  * earlier op with the same seq_id, 400 for a seq_id out of the window,
  * else op's new future. */
-void tb__submit_ordered(tb_http_request_t *req, tb__top_t *op);
+void tb__submit_ordered(tb__http_request_t *req, tb__top_t *op);
 /* The same, but it answers only its refusals: 0 with the id of the
  * future that answers op (its own, or an earlier one's for a repeated
  * seq_id) copied to id, else the request was answered. */
-int tb__submit_ordered_id(tb_http_request_t *req, tb__top_t *op, char id[TB__FUTURE_ID_MAX]);
+int tb__submit_ordered_id(tb__http_request_t *req, tb__top_t *op, char id[TB__FUTURE_ID_MAX]);
 /* Registers model <session>:train:<mseq> and queues its creation behind
  * the base model's load and the user's model limit.  lora NULL: read from
  * then's checkpoint first.  With then (a load, not yet accepted), the
  * client's future is then's, which runs right after the adapter exists;
  * otherwise the create's own.  Answers the request. */
-void tb__create_model(tb_http_request_t *req, tb__training_t *tr, tb__tbase_t *base,
-                      tb__session_t *s, int64_t mseq, const tb_lora_config_t *lora,
+void tb__create_model(tb__http_request_t *req, tb__training_t *tr, tb__tbase_t *base,
+                      tb__session_t *s, int64_t mseq, const tb__lora_config_t *lora,
                       tb__top_t *then);
 /* Registers model id (malloc'd; the model's on success) of owner, in
  * session s or, for the Tinkerbell dialect, in none, and holds its create
@@ -252,7 +252,7 @@ void tb__create_model(tb_http_request_t *req, tb__training_t *tr, tb__tbase_t *b
  * checkpoint first.  NULL on ENOMEM (nothing changed). */
 tb__tmodel_t *tb__model_register(tb__training_t *tr, tb__top_t *op, tb__user_t *owner,
                                  tb__session_t *s, tb__tbase_t *base, char *id,
-                                 const tb_lora_config_t *lora);
+                                 const tb__lora_config_t *lora);
 /* Starts the held creates that may run now (may free models whose
  * creation fails at once). */
 void tb__start_held(tb__training_t *tr);
@@ -265,14 +265,14 @@ void tb__unload_now(tb__tmodel_t *m, tb__top_t *op);
 int tb__model_routes(tb__training_t *tr);
 /* A decoded forward_backward request as an engine batch (input_key: the
  * path prefix of data, or NULL); checks that the loss has its inputs. */
-int tb__fwdbwd_to_batch(tb_jctx_t *c, tb_arena_t *a, const tb_wire_fwdbwd_t *w, tb_batch_t *b,
+int tb__fwdbwd_to_batch(tb__jctx_t *c, tb__arena_t *a, const tb__wire_fwdbwd_t *w, tb__batch_t *b,
                         const char *input_key);
 
 /* The adam_params object of an optim_step (NULL: the defaults) into out,
  * checked before it is narrowed to float: failures name the field
  * ("adam_params.learning_rate: ...").  strict: unknown keys are refused
  * too. */
-int tb__adam_from_json(tb_jctx_t *c, const json_t *ap, int strict, tb_adam_params_t *out);
+int tb__adam_from_json(tb__jctx_t *c, const json_t *ap, int strict, tb__adam_params_t *out);
 
 /* sampling_routes.c */
 /* owner's sampling session with this id, or NULL. */
@@ -282,7 +282,7 @@ tb__sampler_t *tb__sampler_find(tb__training_t *tr, const tb__user_t *owner, con
  * LoRA shape lora, whose adapter starts loading now.  NULL on ENOMEM. */
 tb__sampler_t *tb__sampler_open(tb__training_t *tr, tb__user_t *owner, tb__session_t *sess,
                                 tb__tbase_t *base, char *id, const tb_slice_t *path,
-                                char *dir, const tb_lora_config_t *lora);
+                                char *dir, const tb__lora_config_t *lora);
 int tb__sampling_routes(tb__training_t *tr);
 void tb__samplers_fail_all(tb__training_t *tr, const char *message);
 /* Releases the adapters of sess's sampling sessions; their samples fail

@@ -86,7 +86,7 @@ static int at_dir(const char *p, const char *dir, size_t len) {
 
 /* Appends the user's name of the data-directory path rest (what follows
  * DIR, without its leading slashes), rest[0 .. n). */
-static void append_data_path(tb_buf_t *out, const char *rest, size_t n) {
+static void append_data_path(tb__buf_t *out, const char *rest, size_t n) {
   while (n > 0 && rest[0] == '/') {
     rest++;
     n--;
@@ -141,7 +141,7 @@ char *tb__server_user_paths(const tb__server_t *srv, const char *msg) {
   size_t dl = data ? strlen(data) : 0;
   while (dl > 1 && data[dl - 1] == '/')
     dl--;
-  tb_buf_t out = TB_BUF_INIT;
+  tb__buf_t out = TB_BUF_INIT;
   const char *p = msg;
   while (*p != '\0') {
     /* Paths start a message or follow a separator. */

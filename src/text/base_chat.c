@@ -33,13 +33,13 @@ const tb_renderer_t *tb__base_renderer(void) {
   return base_renderer;
 }
 
-void tb__tokens_free(tb_tokens_t *t) {
+void tb__tokens_free(tb__tokens_t *t) {
   free(t->ids);
   free(t->trainable);
   memset(t, 0, sizeof(*t));
 }
 
-static int tokens_reserve(tb_tokens_t *t, size_t extra) {
+static int tokens_reserve(tb__tokens_t *t, size_t extra) {
   if (extra <= t->cap - t->len)
     return 0;
   if (extra > SIZE_MAX / 2 / sizeof(int32_t) - t->len)
@@ -59,7 +59,7 @@ static int tokens_reserve(tb_tokens_t *t, size_t extra) {
   return 0;
 }
 
-int tb__tokens_push(tb_tokens_t *t, int32_t id, int trainable) {
+int tb__tokens_push(tb__tokens_t *t, int32_t id, int trainable) {
   if (tokens_reserve(t, 1) != 0)
     return TB_ENOMEM;
   t->ids[t->len] = id;
@@ -68,7 +68,7 @@ int tb__tokens_push(tb_tokens_t *t, int32_t id, int trainable) {
   return 0;
 }
 
-int tb__tok_encode(tb_slice_t text, tb_tokens_t *out) {
+int tb__tok_encode(tb_slice_t text, tb__tokens_t *out) {
   if (tokens_reserve(out, text.len) != 0)
     return TB_ENOMEM;
   const unsigned char *p = (const unsigned char *)text.base;
@@ -93,7 +93,7 @@ int tb__tok_special_id(tb_slice_t name) {
   return TB_ENOENT;
 }
 
-int tb__tok_decode(const int32_t *ids, size_t n, int flags, tb_buf_t *out) {
+int tb__tok_decode(const int32_t *ids, size_t n, int flags, tb__buf_t *out) {
   for (size_t i = 0; i < n; i++)
     if (ids[i] < 0 || ids[i] >= TB_TOK_VOCAB)
       return TB_EINVAL;
@@ -110,7 +110,7 @@ int tb__tok_decode(const int32_t *ids, size_t n, int flags, tb_buf_t *out) {
   return 0;
 }
 
-static int render(const tb_chat_msg_t *msgs, size_t n, int flags, tb_tokens_t *out,
+static int render(const tb__chat_msg_t *msgs, size_t n, int flags, tb__tokens_t *out,
                   tb_error_t *err) {
   const tb_renderer_t *r = tb__base_renderer();
   tb_chat_message_t *m = calloc(n ? n : 1, sizeof(*m));
@@ -153,11 +153,11 @@ static int render(const tb_chat_msg_t *msgs, size_t n, int flags, tb_tokens_t *o
   return 0;
 }
 
-int tb__chat_render(const tb_chat_msg_t *msgs, size_t n, tb_tokens_t *out, tb_error_t *err) {
+int tb__chat_render(const tb__chat_msg_t *msgs, size_t n, tb__tokens_t *out, tb_error_t *err) {
   return render(msgs, n, 0, out, err);
 }
 
-int tb__chat_render_prompt(const tb_chat_msg_t *msgs, size_t n, tb_tokens_t *out,
+int tb__chat_render_prompt(const tb__chat_msg_t *msgs, size_t n, tb__tokens_t *out,
                            tb_error_t *err) {
   return render(msgs, n, TB_RENDER_GENERATION_PROMPT, out, err);
 }

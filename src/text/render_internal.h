@@ -41,7 +41,7 @@ typedef struct tb__msg_s {
  * message (plain text under TB_RENDER_PLAIN_CONTENT) and the weighted
  * body of each assistant message. */
 typedef struct tb__rbuild_s {
-  tb_buf_t text;
+  tb__buf_t text;
   size_t *content; /* pairs */
   size_t n_content, cap_content;
   size_t *body;    /* pairs, one per assistant message in order */

@@ -225,7 +225,7 @@ static int add_normalizer(tb_tokenizer_t *t, const char *file, json_t *o, int de
 
 /* Rewrites an Oniguruma pattern's \s and \S for PCRE2 (see the top). */
 static char *rewrite_pattern(const char *p, size_t n, int *bad) {
-  tb_buf_t b = TB_BUF_INIT;
+  tb__buf_t b = TB_BUF_INIT;
   int in_class = 0, rc = 0;
   *bad = 0;
   for (size_t i = 0; i < n && rc == 0; i++) {

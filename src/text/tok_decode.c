@@ -21,7 +21,7 @@ static int bad_id(tb_error_t *err, size_t i, int32_t id) {
 /* Appends the bytes of ids (checked first, so a failure appends
  * nothing). */
 static int ids_bytes(const tb_tokenizer_t *t, const int32_t *ids, size_t n, int flags,
-                     tb_buf_t *out, tb_error_t *err) {
+                     tb__buf_t *out, tb_error_t *err) {
   size_t total = 0;
   for (size_t i = 0; i < n; i++) {
     if (ids[i] < 0 || (uint32_t)ids[i] >= t->n_ids || !(t->flags[ids[i]] & TB__ID_PRESENT))
@@ -45,12 +45,12 @@ int tb_tokenizer_decode(const tb_tokenizer_t *t, const int32_t *ids, size_t n, i
   *text = NULL;
   if (len)
     *len = 0;
-  tb_buf_t raw = TB_BUF_INIT, out = TB_BUF_INIT;
+  tb__buf_t raw = TB_BUF_INIT, out = TB_BUF_INIT;
   int rc = ids_bytes(t, ids, n, flags, &raw, err);
   if (rc == 0) {
     if (t->kind == TB__TOK_BYTES) {
       out = raw;
-      raw = (tb_buf_t)TB_BUF_INIT;
+      raw = (tb__buf_t)TB_BUF_INIT;
     } else if (tb__utf8_lossy_append(&out, raw.base ? raw.base : "", raw.len) != 0) {
       rc = tb_error_set(err, TB_ENOMEM, TB_CATEGORY_SERVER, "out of memory");
     }
@@ -107,7 +107,7 @@ static int append_out(char **out, size_t *out_len, const char *s, size_t len) {
 
 int tb_decoder_feed(tb_decoder_t *d, const int32_t *ids, size_t n, char **out,
                     size_t *out_len, tb_error_t *err) {
-  tb_buf_t raw = TB_BUF_INIT, text = TB_BUF_INIT;
+  tb__buf_t raw = TB_BUF_INIT, text = TB_BUF_INIT;
   if (d->n_held && tb__buf_append(&raw, d->held, d->n_held) != 0)
     return tb_error_set(err, TB_ENOMEM, TB_CATEGORY_SERVER, "out of memory");
   int rc = ids_bytes(d->tok, ids, n, d->flags, &raw, err);
@@ -135,7 +135,7 @@ int tb_decoder_feed(tb_decoder_t *d, const int32_t *ids, size_t n, char **out,
 }
 
 int tb_decoder_finish(tb_decoder_t *d, char **out, size_t *out_len) {
-  tb_buf_t text = TB_BUF_INIT;
+  tb__buf_t text = TB_BUF_INIT;
   int rc = d->tok->kind == TB__TOK_BYTES ? tb__buf_append(&text, d->held, d->n_held)
                                          : tb__utf8_lossy_append(&text, d->held, d->n_held);
   if (rc == 0)

@@ -81,7 +81,7 @@ size_t tb__utf8_valid_prefix(const char *s, size_t len) {
   return len;
 }
 
-int tb__utf8_lossy_append(tb_buf_t *out, const char *s, size_t len) {
+int tb__utf8_lossy_append(tb__buf_t *out, const char *s, size_t len) {
   const unsigned char *p = (const unsigned char *)s;
   size_t i = 0;
   while (i < len) {
@@ -150,10 +150,10 @@ typedef struct enc_s {
   tb_error_t *err;
   tb__bpe_scratch_t bpe;
   pcre2_match_data *md;
-  tb_buf_t norm;
+  tb__buf_t norm;
   align_t *al;
   size_t n_al, cap_al;
-  tb_buf_t pre[TB__TOK_MAX_STEPS]; /* ByteLevel's prefixed copies */
+  tb__buf_t pre[TB__TOK_MAX_STEPS]; /* ByteLevel's prefixed copies */
 } enc_t;
 
 static int fail_oom(enc_t *e) {
@@ -285,7 +285,7 @@ static int pretok(enc_t *e, size_t step, const char *p, size_t n, long long org,
       /* ByteLevel: BPE works on raw bytes, so the byte mapping is free;
        * what is left is the prefix space and GPT-2's split. */
       if (pt->prefix_space && p[0] != ' ') {
-        tb_buf_t *b = &e->pre[step];
+        tb__buf_t *b = &e->pre[step];
         b->len = 0;
         if (tb__buf_append(b, " ", 1) != 0 || tb__buf_append(b, p, n) != 0)
           return fail_oom(e);
@@ -563,8 +563,8 @@ static int text_piece(enc_t *e, const char *s, size_t a, size_t b) {
   size_t k0 = e->out->len;
   const char *ns = e->norm.base ? e->norm.base : "";
   /* The normalized text is reused by the next stretch: process it now. */
-  tb_buf_t keep = e->norm;
-  e->norm = (tb_buf_t)TB_BUF_INIT;
+  tb__buf_t keep = e->norm;
+  e->norm = (tb__buf_t)TB_BUF_INIT;
   if (t->has_norm_added)
     rc = split_added(e, &t->trie_norm, ns, 0, keep.len, 0, norm_piece);
   else

@@ -232,7 +232,7 @@ void tb__bpe_scratch_free(tb__bpe_scratch_t *s);
  * tree (a 150k-token file took ~350 ms in jansson alone). */
 typedef struct tb__jscan_s {
   const char *p, *end, *start;
-  tb_buf_t str; /* the last string read, unescaped */
+  tb__buf_t str; /* the last string read, unescaped */
 } tb__jscan_t;
 
 void tb__jscan_ws(tb__jscan_t *s);
@@ -259,7 +259,7 @@ int tb__tok_encode_spans(const tb_tokenizer_t *t, const char *text, size_t len, 
 size_t tb__utf8_valid_prefix(const char *s, size_t len);
 /* Appends bytes to out with every invalid UTF-8 sequence replaced by
  * U+FFFD, maximal subparts as Rust's from_utf8_lossy and WHATWG do. */
-int tb__utf8_lossy_append(tb_buf_t *out, const char *s, size_t len);
+int tb__utf8_lossy_append(tb__buf_t *out, const char *s, size_t len);
 /* Length of the longest prefix of s that is a proper prefix of a valid
  * UTF-8 character at its end: the bytes a streaming decoder holds back. */
 size_t tb__utf8_incomplete_tail(const char *s, size_t len);

@@ -41,7 +41,7 @@ static int hex4(const char *p, unsigned *v) {
   return 0;
 }
 
-static int put_utf8(tb_buf_t *b, unsigned cp) {
+static int put_utf8(tb__buf_t *b, unsigned cp) {
   char u[4];
   size_t n;
   if (cp < 0x80) { u[0] = (char)cp; n = 1; }

@@ -148,7 +148,7 @@ typedef struct parse_s {
   json_t *top;     /* every top-level member but model */
   json_t *model;   /* every model member but vocab and merges */
   const char *vocab_at, *merges_at; /* where their values start */
-  tb_buf_t merge_text;              /* the merges' sides, read before the ids */
+  tb__buf_t merge_text;              /* the merges' sides, read before the ids */
   struct merge_s *merges;
   size_t n_merges, cap_merges;
   vocab_entry_t *vocab;
@@ -299,7 +299,7 @@ typedef struct merge_s {
   uint32_t off, na, nb;
 } merge_t;
 
-static int merge_fail(parse_t *ps, const tb_buf_t *text, const merge_t *m, size_t i,
+static int merge_fail(parse_t *ps, const tb__buf_t *text, const merge_t *m, size_t i,
                       const char *which) {
   const char *p = text->base + m->off + (which[0] == 'r' ? m->na : 0);
   size_t n = which[0] == 'l' ? m->na : which[0] == 'r' ? m->nb : m->na + m->nb;
@@ -309,7 +309,7 @@ static int merge_fail(parse_t *ps, const tb_buf_t *text, const merge_t *m, size_
 }
 
 /* Resolves the merges' ids in batches whose hash lookups overlap. */
-static int resolve_merges(parse_t *ps, const tb_buf_t *text, const merge_t *m, size_t n) {
+static int resolve_merges(parse_t *ps, const tb__buf_t *text, const merge_t *m, size_t n) {
   tb_tokenizer_t *t = ps->t;
   enum { B = 64 };
   tb__lookup_t q[3 * B];
@@ -337,7 +337,7 @@ static int resolve_merges(parse_t *ps, const tb_buf_t *text, const merge_t *m, s
   return 0;
 }
 
-static int push_merge(tb_buf_t *text, merge_t **m, size_t *n, size_t *cap, const char *a,
+static int push_merge(tb__buf_t *text, merge_t **m, size_t *n, size_t *cap, const char *a,
                       size_t na, const char *b, size_t nb) {
   if (*n == *cap) {
     size_t c = *cap ? *cap * 2 : 65536;
@@ -361,8 +361,8 @@ static int push_merge(tb_buf_t *text, merge_t **m, size_t *n, size_t *cap, const
 static int read_merges(parse_t *ps, tb__jscan_t *s) {
   if (tb__jscan_expect(s, '[') != 0)
     return tb__tok_fail(ps->err, ps->file, "model.merges: expected an array");
-  tb_buf_t first = TB_BUF_INIT;
-  tb_buf_t *text = &ps->merge_text;
+  tb__buf_t first = TB_BUF_INIT;
+  tb__buf_t *text = &ps->merge_text;
   merge_t **m = &ps->merges;
   size_t *n = &ps->n_merges, *cap = &ps->cap_merges;
   int rc = 0;

@@ -1,5 +1,5 @@
 /*
- * Decoders of forward/forward_backward requests into tb_wire_fwdbwd_t:
+ * Decoders of forward/forward_backward requests into tb__wire_fwdbwd_t:
  * the JSON form of SDK 0.24 (datum_json.c) and the protobuf
  * ForwardBackwardRequest of SDK 0.25 (datum_proto.c).  Both give the same
  * structs and the same path errors.  Memory comes from the arena.
@@ -18,25 +18,25 @@
  * one is expanded to its dense shape): the server passes its max body.
  * Every size is checked against the values present or max_bytes before
  * anything is allocated. */
-int tb__wire_tensor_from_json(tb_jctx_t *c, tb_arena_t *a, const char *key,
+int tb__wire_tensor_from_json(tb__jctx_t *c, tb__arena_t *a, const char *key,
                               const json_t *v, size_t max_bytes,
-                              tb_wire_tensor_t *t);
+                              tb__wire_tensor_t *t);
 /* ModelInput {"chunks": [...]} flattened to its tokens. */
-int tb__wire_model_input_from_json(tb_jctx_t *c, tb_arena_t *a,
+int tb__wire_model_input_from_json(tb__jctx_t *c, tb__arena_t *a,
                                    const json_t *mi, int32_t **tokens,
                                    size_t *n_tokens);
 /* {"data": [Datum], "loss_fn", "loss_fn_config"?} */
-int tb__wire_fwdbwd_input_from_json(tb_jctx_t *c, tb_arena_t *a,
+int tb__wire_fwdbwd_input_from_json(tb__jctx_t *c, tb__arena_t *a,
                                     const json_t *in, size_t max_bytes,
-                                    tb_wire_fwdbwd_t *out);
+                                    tb__wire_fwdbwd_t *out);
 /* The whole request body; input_key is "forward_backward_input" or
  * "forward_input" (which also sets forward_only). */
-int tb__wire_fwdbwd_request_from_json(tb_jctx_t *c, tb_arena_t *a,
+int tb__wire_fwdbwd_request_from_json(tb__jctx_t *c, tb__arena_t *a,
                                       const json_t *body, const char *input_key,
-                                      size_t max_bytes, tb_wire_fwdbwd_t *out);
+                                      size_t max_bytes, tb__wire_fwdbwd_t *out);
 /* A protobuf ForwardBackwardRequest (max_bytes as above). */
-int tb__wire_fwdbwd_request_from_proto(tb_jctx_t *c, tb_arena_t *a,
+int tb__wire_fwdbwd_request_from_proto(tb__jctx_t *c, tb__arena_t *a,
                                        tb_slice_t body, size_t max_bytes,
-                                       tb_wire_fwdbwd_t *out);
+                                       tb__wire_fwdbwd_t *out);
 
 #endif /* TB_WIRE_DATUM_H */

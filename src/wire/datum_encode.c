@@ -16,7 +16,7 @@
 
 /* ---------------------------------------------------------------- JSON */
 
-json_t *tb__wire_tensor_to_json(const tb_wire_tensor_t *t) {
+json_t *tb__wire_tensor_to_json(const tb__wire_tensor_t *t) {
   json_t *obj = json_object(), *data = json_array(), *shape = json_array();
   if (obj == NULL) {
     json_decref(data);
@@ -75,7 +75,7 @@ fail:
   return NULL;
 }
 
-static json_t *datum_to_json(const tb_wire_datum_t *d) {
+static json_t *datum_to_json(const tb__wire_datum_t *d) {
   json_t *obj = json_object(), *inputs = json_object();
   if (obj == NULL || json_object_set_new(obj, "loss_fn_inputs", inputs) != 0) {
     json_decref(obj);
@@ -94,7 +94,7 @@ fail:
   return NULL;
 }
 
-json_t *tb__wire_fwdbwd_request_to_json(const tb_wire_fwdbwd_t *f,
+json_t *tb__wire_fwdbwd_request_to_json(const tb__wire_fwdbwd_t *f,
                                         const char *input_key) {
   json_t *root = json_object(), *in = json_object(), *data = json_array();
   if (root == NULL || json_object_set_new(root, input_key, in) != 0) {
@@ -131,7 +131,7 @@ fail:
 
 /* ---------------------------------------------------------------- protobuf */
 
-static int tensor_to_proto(tb_arena_t *a, const tb_wire_tensor_t *t, TinkerPublic__Tensor **out) {
+static int tensor_to_proto(tb__arena_t *a, const tb__wire_tensor_t *t, TinkerPublic__Tensor **out) {
   TinkerPublic__Tensor *pt = tb__arena_alloc(a, sizeof(*pt));
   int64_t *shape = tb__arena_calloc(a, (size_t)t->ndim + 1, sizeof(int64_t));
   if (pt == NULL || shape == NULL)
@@ -154,7 +154,7 @@ static int tensor_to_proto(tb_arena_t *a, const tb_wire_tensor_t *t, TinkerPubli
   return 0;
 }
 
-static int datum_to_proto(tb_arena_t *a, const tb_wire_datum_t *d, TinkerPublic__Datum *pd) {
+static int datum_to_proto(tb__arena_t *a, const tb__wire_datum_t *d, TinkerPublic__Datum *pd) {
   tinker_public__datum__init(pd);
   TinkerPublic__Chunk *chunk = tb__arena_alloc(a, sizeof(*chunk));
   TinkerPublic__EncodedTextChunk *text = tb__arena_alloc(a, sizeof(*text));
@@ -187,10 +187,10 @@ static int datum_to_proto(tb_arena_t *a, const tb_wire_datum_t *d, TinkerPublic_
   return 0;
 }
 
-int tb__wire_fwdbwd_request_to_proto(const tb_wire_fwdbwd_t *f, tb_buf_t *out) {
+int tb__wire_fwdbwd_request_to_proto(const tb__wire_fwdbwd_t *f, tb__buf_t *out) {
   if (f->seq_id > INT32_MAX)
     return TB_EINVAL;
-  tb_arena_t a;
+  tb__arena_t a;
   tb__arena_init(&a, 0);
   TinkerPublic__ForwardBackwardRequest msg = TINKER_PUBLIC__FORWARD_BACKWARD_REQUEST__INIT;
   int rc = TB_ENOMEM;
@@ -230,7 +230,7 @@ done:
   return rc;
 }
 
-int tb__wire_fwdbwd_model_id_to_proto(const char *model_id, tb_buf_t *out) {
+int tb__wire_fwdbwd_model_id_to_proto(const char *model_id, tb__buf_t *out) {
   TinkerPublic__ForwardBackwardRequest msg = TINKER_PUBLIC__FORWARD_BACKWARD_REQUEST__INIT;
   msg.model_id = (char *)model_id;
   size_t n = tinker_public__forward_backward_request__get_packed_size(&msg);

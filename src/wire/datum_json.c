@@ -14,7 +14,7 @@
 #include "wire/tensor.h"
 
 /* Plain lists in loss_fn_inputs are cast by key name, as the SDK does. */
-static int default_dtype_for_key(const char *key, tb_dtype_t *out) {
+static int default_dtype_for_key(const char *key, tb__dtype_t *out) {
   static const char *floats[] = { "weights", "advantages", "logprobs",
                                   "clip_low_threshold", "clip_high_threshold" };
   if (strcmp(key, "target_tokens") == 0) {
@@ -30,7 +30,7 @@ static int default_dtype_for_key(const char *key, tb_dtype_t *out) {
   return 0;
 }
 
-static int read_int64_array(tb_jctx_t *c, tb_arena_t *a, const json_t *arr,
+static int read_int64_array(tb__jctx_t *c, tb__arena_t *a, const json_t *arr,
                             int64_t **out, size_t *n) {
   *n = json_array_size(arr);
   *out = tb__arena_calloc(a, *n ? *n : 1, sizeof(int64_t));
@@ -47,7 +47,7 @@ static int read_int64_array(tb_jctx_t *c, tb_arena_t *a, const json_t *arr,
   return 0;
 }
 
-static int store_value(tb_jctx_t *c, tb_wire_tensor_t *t, size_t pos,
+static int store_value(tb__jctx_t *c, tb__wire_tensor_t *t, size_t pos,
                        const json_t *v) {
   if (t->dtype == TB_DTYPE_FLOAT32) {
     double d;
@@ -62,9 +62,9 @@ static int store_value(tb_jctx_t *c, tb_wire_tensor_t *t, size_t pos,
   return tb__json_as_int(c, v, INT64_MIN, INT64_MAX, &t->i64[pos]);
 }
 
-int tb__wire_tensor_from_json(tb_jctx_t *c, tb_arena_t *a, const char *key,
+int tb__wire_tensor_from_json(tb__jctx_t *c, tb__arena_t *a, const char *key,
                               const json_t *v, size_t max_bytes,
-                              tb_wire_tensor_t *t) {
+                              tb__wire_tensor_t *t) {
   memset(t, 0, sizeof(*t));
   const json_t *data = v;
   json_t *shape = NULL, *crow = NULL, *col = NULL;
@@ -163,7 +163,7 @@ int tb__wire_tensor_from_json(tb_jctx_t *c, tb_arena_t *a, const char *key,
   return rc;
 }
 
-int tb__wire_model_input_from_json(tb_jctx_t *c, tb_arena_t *a,
+int tb__wire_model_input_from_json(tb__jctx_t *c, tb__arena_t *a,
                                    const json_t *mi, int32_t **tokens,
                                    size_t *n_tokens) {
   json_t *chunks;
@@ -224,8 +224,8 @@ out:
   return rc;
 }
 
-static int datum_from_json(tb_jctx_t *c, tb_arena_t *a, const json_t *d,
-                           size_t max_bytes, tb_wire_datum_t *out) {
+static int datum_from_json(tb__jctx_t *c, tb__arena_t *a, const json_t *d,
+                           size_t max_bytes, tb__wire_datum_t *out) {
   json_t *mi, *lfi;
   int rc;
   if ((rc = tb__json_expect_object(c, d)) != 0 ||
@@ -251,7 +251,7 @@ static int datum_from_json(tb_jctx_t *c, tb_arena_t *a, const json_t *d,
   mark = tb__jctx_push_key(c, "loss_fn_inputs");
   json_object_foreach(lfi, key, v) {
     size_t mk = tb__jctx_push_key(c, key);
-    tb_wire_named_tensor_t *nt = &out->inputs[i++];
+    tb__wire_named_tensor_t *nt = &out->inputs[i++];
     nt->name = tb__arena_strndup(a, key, strlen(key));
     rc = nt->name ? tb__wire_tensor_from_json(c, a, key, v, max_bytes, &nt->tensor)
                   : TB_ENOMEM;
@@ -263,9 +263,9 @@ static int datum_from_json(tb_jctx_t *c, tb_arena_t *a, const json_t *d,
   return rc;
 }
 
-int tb__wire_fwdbwd_input_from_json(tb_jctx_t *c, tb_arena_t *a,
+int tb__wire_fwdbwd_input_from_json(tb__jctx_t *c, tb__arena_t *a,
                                     const json_t *in, size_t max_bytes,
-                                    tb_wire_fwdbwd_t *out) {
+                                    tb__wire_fwdbwd_t *out) {
   json_t *data, *conf;
   tb_slice_t loss_fn;
   int rc;
@@ -318,9 +318,9 @@ int tb__wire_fwdbwd_input_from_json(tb_jctx_t *c, tb_arena_t *a,
   return rc;
 }
 
-int tb__wire_fwdbwd_request_from_json(tb_jctx_t *c, tb_arena_t *a,
+int tb__wire_fwdbwd_request_from_json(tb__jctx_t *c, tb__arena_t *a,
                                       const json_t *body, const char *input_key,
-                                      size_t max_bytes, tb_wire_fwdbwd_t *out) {
+                                      size_t max_bytes, tb__wire_fwdbwd_t *out) {
   json_t *in;
   tb_slice_t model_id;
   int rc;

@@ -1,6 +1,6 @@
 /*
  * Protobuf decoding of ForwardBackwardRequest (Tinker SDK 0.25) into the
- * same tb_wire_fwdbwd_t the JSON decoder fills.  protobuf-c allocates from
+ * same tb__wire_fwdbwd_t the JSON decoder fills.  protobuf-c allocates from
  * the request arena, so nothing here is freed one by one.
  */
 #include "wire/datum.h"
@@ -13,8 +13,8 @@
 #include "wire/tensor.h"
 
 /* Element size and target dtype of a proto DType. */
-static int proto_dtype(tb_jctx_t *c, TinkerPublic__DType d, size_t *esize,
-                       tb_dtype_t *out) {
+static int proto_dtype(tb__jctx_t *c, TinkerPublic__DType d, size_t *esize,
+                       tb__dtype_t *out) {
   switch (d) {
     case TINKER_PUBLIC__DTYPE__DTYPE_FLOAT32: *esize = 4; *out = TB_DTYPE_FLOAT32; return 0;
     case TINKER_PUBLIC__DTYPE__DTYPE_BFLOAT16: *esize = 2; *out = TB_DTYPE_FLOAT32; return 0;
@@ -25,7 +25,7 @@ static int proto_dtype(tb_jctx_t *c, TinkerPublic__DType d, size_t *esize,
   }
 }
 
-static int store(tb_jctx_t *c, tb_wire_tensor_t *t, TinkerPublic__DType d,
+static int store(tb__jctx_t *c, tb__wire_tensor_t *t, TinkerPublic__DType d,
                  size_t pos, const uint8_t *p) {
   switch (d) {
     case TINKER_PUBLIC__DTYPE__DTYPE_FLOAT32: t->f32[pos] = tb__le_f32(p); break;
@@ -38,9 +38,9 @@ static int store(tb_jctx_t *c, tb_wire_tensor_t *t, TinkerPublic__DType d,
   return 0;
 }
 
-static int tensor_from_proto(tb_jctx_t *c, tb_arena_t *a,
+static int tensor_from_proto(tb__jctx_t *c, tb__arena_t *a,
                              const TinkerPublic__Tensor *pt, size_t max_bytes,
-                             tb_wire_tensor_t *t) {
+                             tb__wire_tensor_t *t) {
   size_t esize = 0;
   int rc;
   memset(t, 0, sizeof(*t));
@@ -95,9 +95,9 @@ static int tensor_from_proto(tb_jctx_t *c, tb_arena_t *a,
   return 0;
 }
 
-static int datum_from_proto(tb_jctx_t *c, tb_arena_t *a,
+static int datum_from_proto(tb__jctx_t *c, tb__arena_t *a,
                             const TinkerPublic__Datum *pd, size_t max_bytes,
-                            tb_wire_datum_t *d) {
+                            tb__wire_datum_t *d) {
   size_t total = 0;
   size_t mark = tb__jctx_push_key(c, "model_input");
   for (size_t i = 0; i < pd->n_model_input; i++) {
@@ -161,9 +161,9 @@ static int datum_from_proto(tb_jctx_t *c, tb_arena_t *a,
   return 0;
 }
 
-int tb__wire_fwdbwd_request_from_proto(tb_jctx_t *c, tb_arena_t *a,
+int tb__wire_fwdbwd_request_from_proto(tb__jctx_t *c, tb__arena_t *a,
                                        tb_slice_t body, size_t max_bytes,
-                                       tb_wire_fwdbwd_t *out) {
+                                       tb__wire_fwdbwd_t *out) {
   ProtobufCAllocator alloc = tb__wire_proto_allocator(a);
   memset(out, 0, sizeof(*out));
   TinkerPublic__ForwardBackwardRequest *req =

@@ -6,7 +6,7 @@
  *                               or the JSON body of SDK 0.24
  *   asample                     the JSON SampleRequest
  * Nothing here allocates from an arena: JSON values are new references,
- * protobuf bytes are appended to a tb_buf_t.
+ * protobuf bytes are appended to a tb__buf_t.
  */
 #ifndef TB_WIRE_ENCODE_H
 #define TB_WIRE_ENCODE_H
@@ -19,7 +19,7 @@
 
 /* TensorData JSON: {"data": [...], "dtype", "shape": [...]}.  Float
  * values that are not finite are refused (NULL), as JSON has no NaN. */
-json_t *tb__wire_tensor_to_json(const tb_wire_tensor_t *t);
+json_t *tb__wire_tensor_to_json(const tb__wire_tensor_t *t);
 
 /* ModelInput JSON of one encoded_text chunk: {"chunks": [{"type":
  * "encoded_text", "tokens": [...]}]}. */
@@ -29,28 +29,28 @@ json_t *tb__wire_model_input_to_json(const int32_t *tokens, size_t n);
  * data, loss_fn, loss_fn_config, forward_only) to out.  Returns 0,
  * TB_EINVAL (a tensor with no storage, a seq_id beyond int32) or
  * TB_ENOMEM. */
-int tb__wire_fwdbwd_request_to_proto(const tb_wire_fwdbwd_t *f, tb_buf_t *out);
+int tb__wire_fwdbwd_request_to_proto(const tb__wire_fwdbwd_t *f, tb__buf_t *out);
 
 /* A ForwardBackwardRequest holding model_id alone.  Protobuf merges
  * concatenated messages, so these bytes followed by an encoding made
  * without a model_id are the request for that model: a client encodes
  * its data when the call is made and learns the model id later. */
-int tb__wire_fwdbwd_model_id_to_proto(const char *model_id, tb_buf_t *out);
+int tb__wire_fwdbwd_model_id_to_proto(const char *model_id, tb__buf_t *out);
 
 /* The JSON body {"<input_key>": {"data", "loss_fn", "loss_fn_config"?},
  * "model_id", "seq_id"} where input_key is "forward_backward_input" or
  * "forward_input" (for POST /api/v1/forward).  NULL on ENOMEM or a value
  * JSON cannot carry. */
-json_t *tb__wire_fwdbwd_request_to_json(const tb_wire_fwdbwd_t *f,
+json_t *tb__wire_fwdbwd_request_to_json(const tb__wire_fwdbwd_t *f,
                                         const char *input_key);
 
 /* SamplingParams JSON; absent fields (max_tokens < 0, no seed, no stop)
  * are omitted, as the SDK omits None. */
-json_t *tb__wire_sampling_params_to_json(const tb_wire_sampling_params_t *p);
+json_t *tb__wire_sampling_params_to_json(const tb__wire_sampling_params_t *p);
 
 /* The asample body: {"prompt", "sampling_params", "num_samples",
  * "prompt_logprobs", "topk_prompt_logprobs", "sampling_session_id"?,
  * "base_model"?, "model_path"?, "seq_id"? (when >= 0), "type": "sample"}. */
-json_t *tb__wire_sample_request_to_json(const tb_wire_sample_request_t *r);
+json_t *tb__wire_sample_request_to_json(const tb__wire_sample_request_t *r);
 
 #endif /* TB_WIRE_ENCODE_H */

@@ -27,7 +27,7 @@ static json_t *real_or_null(double v) {
 /* json_object_set_new steals its value even when it fails, so children are
  * attached to their parent first and filled afterwards: one decref of the
  * root releases everything on any failure. */
-static json_t *tensor_to_json(const tb_wire_tensor_t *t) {
+static json_t *tensor_to_json(const tb__wire_tensor_t *t) {
   json_t *obj = json_object(), *data = json_array(), *shape = json_array();
   if (obj == NULL) {
     json_decref(data);
@@ -57,7 +57,7 @@ fail:
   return NULL;
 }
 
-json_t *tb__wire_fwdbwd_output_to_json(const tb_wire_fwdbwd_output_t *o) {
+json_t *tb__wire_fwdbwd_output_to_json(const tb__wire_fwdbwd_output_t *o) {
   json_t *root = json_object(), *outs = json_array(), *metrics = json_object();
   if (root == NULL) {
     json_decref(outs);
@@ -74,7 +74,7 @@ json_t *tb__wire_fwdbwd_output_to_json(const tb_wire_fwdbwd_output_t *o) {
     if (json_array_append_new(outs, rec) != 0)
       goto fail;
     for (size_t f = 0; f < o->outputs[i].n_fields; f++) {
-      const tb_wire_named_tensor_t *nt = &o->outputs[i].fields[f];
+      const tb__wire_named_tensor_t *nt = &o->outputs[i].fields[f];
       if (json_object_set_new(rec, nt->name, tensor_to_json(&nt->tensor)) != 0)
         goto fail;
     }
@@ -89,9 +89,9 @@ fail:
   return NULL;
 }
 
-int tb__wire_fwdbwd_output_from_json(tb_jctx_t *c, tb_arena_t *a,
+int tb__wire_fwdbwd_output_from_json(tb__jctx_t *c, tb__arena_t *a,
                                      const json_t *v,
-                                     tb_wire_fwdbwd_output_t *o) {
+                                     tb__wire_fwdbwd_output_t *o) {
   json_t *outs, *metrics;
   tb_slice_t type = TB_SLICE_LIT("ArrayRecord");
   int rc;
@@ -116,7 +116,7 @@ int tb__wire_fwdbwd_output_from_json(tb_jctx_t *c, tb_arena_t *a,
     const char *key;
     size_t mi = tb__jctx_push_index(c, i);
     if ((rc = tb__json_expect_object(c, rec)) == 0) {
-      tb_wire_datum_output_t *d = &o->outputs[i];
+      tb__wire_datum_output_t *d = &o->outputs[i];
       d->fields = tb__arena_calloc(a, json_object_size(rec) + 1, sizeof(*d->fields));
       if (d->fields == NULL)
         rc = TB_ENOMEM;
@@ -124,7 +124,7 @@ int tb__wire_fwdbwd_output_from_json(tb_jctx_t *c, tb_arena_t *a,
         if (rc != 0)
           break;
         size_t mk = tb__jctx_push_key(c, key);
-        tb_wire_named_tensor_t *nt = &d->fields[d->n_fields++];
+        tb__wire_named_tensor_t *nt = &d->fields[d->n_fields++];
         nt->name = tb__arena_strndup(a, key, strlen(key));
         rc = nt->name ? tb__wire_tensor_from_json(c, a, key, tv, OUTPUT_MAX_TENSOR_BYTES,
                                                   &nt->tensor)
@@ -157,12 +157,12 @@ int tb__wire_fwdbwd_output_from_json(tb_jctx_t *c, tb_arena_t *a,
 
 /* ---------------------------------------------------------------- protobuf */
 
-static size_t elem_size(tb_dtype_t d) {
+static size_t elem_size(tb__dtype_t d) {
   return d == TB_DTYPE_FLOAT32 ? 4 : 8;
 }
 
 /* The field layout shared by all datums must match datum 0's. */
-static int same_layout(const tb_wire_tensor_t *a, const tb_wire_tensor_t *b) {
+static int same_layout(const tb__wire_tensor_t *a, const tb__wire_tensor_t *b) {
   if (a->dtype != b->dtype || a->ndim != b->ndim)
     return 0;
   for (int d = 1; d < a->ndim; d++)
@@ -171,7 +171,7 @@ static int same_layout(const tb_wire_tensor_t *a, const tb_wire_tensor_t *b) {
   return 1;
 }
 
-static const tb_wire_tensor_t *find_field(const tb_wire_datum_output_t *d,
+static const tb__wire_tensor_t *find_field(const tb__wire_datum_output_t *d,
                                           const char *name) {
   for (size_t f = 0; f < d->n_fields; f++)
     if (strcmp(d->fields[f].name, name) == 0)
@@ -179,8 +179,8 @@ static const tb_wire_tensor_t *find_field(const tb_wire_datum_output_t *d,
   return NULL;
 }
 
-int tb__wire_fwdbwd_output_to_proto(const tb_wire_fwdbwd_output_t *o,
-                                    tb_buf_t *out) {
+int tb__wire_fwdbwd_output_to_proto(const tb__wire_fwdbwd_output_t *o,
+                                    tb__buf_t *out) {
   size_t nf = o->n_outputs ? o->outputs[0].n_fields : 0;
   size_t nd = o->n_outputs;
   int rc = TB_ENOMEM;
@@ -196,10 +196,10 @@ int tb__wire_fwdbwd_output_to_proto(const tb_wire_fwdbwd_output_t *o,
     goto done;
 
   for (size_t f = 0; f < nf; f++) {
-    const tb_wire_named_tensor_t *f0 = &o->outputs[0].fields[f];
+    const tb__wire_named_tensor_t *f0 = &o->outputs[0].fields[f];
     size_t es = elem_size(f0->tensor.dtype), bytes = 0;
     for (size_t i = 0; i < nd; i++) {
-      const tb_wire_tensor_t *t = find_field(&o->outputs[i], f0->name);
+      const tb__wire_tensor_t *t = find_field(&o->outputs[i], f0->name);
       if (t == NULL || !same_layout(t, &f0->tensor)) {
         rc = TB_EINVAL;
         goto done;
@@ -217,7 +217,7 @@ int tb__wire_fwdbwd_output_to_proto(const tb_wire_fwdbwd_output_t *o,
     size_t off = 0;
     tb__le_put_i64(bt->offsets.data, 0);
     for (size_t i = 0; i < nd; i++) {
-      const tb_wire_tensor_t *t = find_field(&o->outputs[i], f0->name);
+      const tb__wire_tensor_t *t = find_field(&o->outputs[i], f0->name);
       /* Host order is the wire's little-endian order (le.h). */
       memcpy(bt->data.data + off,
              t->dtype == TB_DTYPE_FLOAT32 ? (const void *)t->f32 : (const void *)t->i64,
@@ -276,11 +276,11 @@ done:
 }
 
 /* Decodes one field of one ArrayRecord into datums [first, first + n). */
-static int field_from_proto(tb_jctx_t *c, tb_arena_t *a, const char *name,
+static int field_from_proto(tb__jctx_t *c, tb__arena_t *a, const char *name,
                             const TinkerPublic__BatchedTensor *bt,
-                            tb_wire_fwdbwd_output_t *o, size_t first, size_t n) {
+                            tb__wire_fwdbwd_output_t *o, size_t first, size_t n) {
   size_t es;
-  tb_dtype_t dt;
+  tb__dtype_t dt;
   switch (bt->dtype) {
     case TINKER_PUBLIC__DTYPE__DTYPE_FLOAT32: es = 4; dt = TB_DTYPE_FLOAT32; break;
     case TINKER_PUBLIC__DTYPE__DTYPE_BFLOAT16: es = 2; dt = TB_DTYPE_FLOAT32; break;
@@ -308,10 +308,10 @@ static int field_from_proto(tb_jctx_t *c, tb_arena_t *a, const char *name,
     if (count % inner != 0)
       return tb__jctx_fail(c, "datum %zu: %zu elements do not fill the trailing shape", i,
                            count);
-    tb_wire_datum_output_t *d = &o->outputs[first + i];
-    tb_wire_named_tensor_t *nt = &d->fields[d->n_fields++];
+    tb__wire_datum_output_t *d = &o->outputs[first + i];
+    tb__wire_named_tensor_t *nt = &d->fields[d->n_fields++];
     nt->name = name;
-    tb_wire_tensor_t *t = &nt->tensor;
+    tb__wire_tensor_t *t = &nt->tensor;
     t->dtype = dt;
     t->ndim = 1 + (int)bt->n_trailing_shape;
     t->shape[0] = (int64_t)(count / inner);
@@ -334,9 +334,9 @@ static int field_from_proto(tb_jctx_t *c, tb_arena_t *a, const char *name,
   return 0;
 }
 
-int tb__wire_fwdbwd_output_from_proto(tb_jctx_t *c, tb_arena_t *a,
+int tb__wire_fwdbwd_output_from_proto(tb__jctx_t *c, tb__arena_t *a,
                                       tb_slice_t body,
-                                      tb_wire_fwdbwd_output_t *o) {
+                                      tb__wire_fwdbwd_output_t *o) {
   ProtobufCAllocator alloc = tb__wire_proto_allocator(a);
   memset(o, 0, sizeof(*o));
   TinkerPublic__ForwardBackwardOutput *msg = tinker_public__forward_backward_output__unpack(
@@ -377,7 +377,7 @@ int tb__wire_fwdbwd_output_from_proto(tb_jctx_t *c, tb_arena_t *a,
     const TinkerPublic__ArrayRecord *rec = msg->loss_fn_outputs[r];
     for (size_t i = 0; i < counts[r]; i++) {
       o->outputs[first + i].fields = tb__arena_calloc(a, rec->n_fields + 1,
-                                                      sizeof(tb_wire_named_tensor_t));
+                                                      sizeof(tb__wire_named_tensor_t));
       if (o->outputs[first + i].fields == NULL)
         return TB_ENOMEM;
     }

@@ -18,17 +18,17 @@
 #include "wire/types.h"
 
 /* A new JSON object (NULL on ENOMEM). */
-json_t *tb__wire_fwdbwd_output_to_json(const tb_wire_fwdbwd_output_t *o);
+json_t *tb__wire_fwdbwd_output_to_json(const tb__wire_fwdbwd_output_t *o);
 /* Appends the protobuf encoding to out.  Every datum must carry the same
  * field names with the same dtype and trailing shape (TB_EINVAL if not). */
-int tb__wire_fwdbwd_output_to_proto(const tb_wire_fwdbwd_output_t *o,
-                                    tb_buf_t *out);
+int tb__wire_fwdbwd_output_to_proto(const tb__wire_fwdbwd_output_t *o,
+                                    tb__buf_t *out);
 /* Decoders; memory from the arena.  Errors are TB_EFIELD with a path. */
-int tb__wire_fwdbwd_output_from_json(tb_jctx_t *c, tb_arena_t *a,
+int tb__wire_fwdbwd_output_from_json(tb__jctx_t *c, tb__arena_t *a,
                                      const json_t *v,
-                                     tb_wire_fwdbwd_output_t *o);
-int tb__wire_fwdbwd_output_from_proto(tb_jctx_t *c, tb_arena_t *a,
+                                     tb__wire_fwdbwd_output_t *o);
+int tb__wire_fwdbwd_output_from_proto(tb__jctx_t *c, tb__arena_t *a,
                                       tb_slice_t body,
-                                      tb_wire_fwdbwd_output_t *o);
+                                      tb__wire_fwdbwd_output_t *o);
 
 #endif /* TB_WIRE_OUTPUT_H */

@@ -20,7 +20,7 @@ static inline void tb__wire_arena_free(void *arena, void *ptr) {
 
 /* A protobuf-c allocator drawing from a request's arena, so a decoded
  * message needs no free_unpacked: it goes with the arena. */
-static inline ProtobufCAllocator tb__wire_proto_allocator(tb_arena_t *arena) {
+static inline ProtobufCAllocator tb__wire_proto_allocator(tb__arena_t *arena) {
   ProtobufCAllocator a = { tb__wire_arena_alloc, tb__wire_arena_free, arena };
   return a;
 }

@@ -13,8 +13,8 @@
 
 /* ---------------------------------------------------------------- request */
 
-static int stop_from_json(tb_jctx_t *c, tb_arena_t *a, const json_t *stop,
-                          tb_wire_sampling_params_t *p) {
+static int stop_from_json(tb__jctx_t *c, tb__arena_t *a, const json_t *stop,
+                          tb__wire_sampling_params_t *p) {
   if (json_is_string(stop)) {
     p->stop_strings = tb__arena_alloc(a, sizeof(char *));
     if (p->stop_strings == NULL)
@@ -61,9 +61,9 @@ static int stop_from_json(tb_jctx_t *c, tb_arena_t *a, const json_t *stop,
   return 0;
 }
 
-int tb__wire_sampling_params_from_json(tb_jctx_t *c, tb_arena_t *a,
+int tb__wire_sampling_params_from_json(tb__jctx_t *c, tb__arena_t *a,
                                        const json_t *v,
-                                       tb_wire_sampling_params_t *p) {
+                                       tb__wire_sampling_params_t *p) {
   int64_t seed;
   int rc;
   memset(p, 0, sizeof(*p));
@@ -103,7 +103,7 @@ int tb__wire_sampling_params_from_json(tb_jctx_t *c, tb_arena_t *a,
   return 0;
 }
 
-static int opt_string(tb_jctx_t *c, tb_arena_t *a, const json_t *body,
+static int opt_string(tb__jctx_t *c, tb__arena_t *a, const json_t *body,
                       const char *key, const char **out) {
   tb_slice_t s;
   int rc = tb__json_get_string(c, body, key, TB_JSON_OPTIONAL, &s);
@@ -114,9 +114,9 @@ static int opt_string(tb_jctx_t *c, tb_arena_t *a, const json_t *body,
   return *out ? 0 : TB_ENOMEM;
 }
 
-int tb__wire_sample_request_from_json(tb_jctx_t *c, tb_arena_t *a,
+int tb__wire_sample_request_from_json(tb__jctx_t *c, tb__arena_t *a,
                                       const json_t *body,
-                                      tb_wire_sample_request_t *r) {
+                                      tb__wire_sample_request_t *r) {
   json_t *prompt, *params;
   int rc;
   memset(r, 0, sizeof(*r));
@@ -158,13 +158,13 @@ static json_t *real_or_null(double v) {
   return isfinite(v) ? json_real(v) : json_null();
 }
 
-static const char *stop_reason_name(tb_wire_stop_reason_t r) {
+static const char *stop_reason_name(tb__wire_stop_reason_t r) {
   return r == TB_WIRE_STOP_REASON_LENGTH ? "length" : "stop";
 }
 
 /* A top-k row whose first cell is the empty sentinel is null; trailing
  * sentinel cells are trimmed, as the SDK reads them. */
-static json_t *topk_row_to_json(const tb_wire_sample_response_t *r, size_t row) {
+static json_t *topk_row_to_json(const tb__wire_sample_response_t *r, size_t row) {
   const int32_t *ids = r->topk_ids + row * r->topk_k;
   const float *lps = r->topk_logprobs + row * r->topk_k;
   if (r->topk_k == 0 || lps[0] == TB_WIRE_TOPK_EMPTY_LOGPROB)
@@ -178,7 +178,7 @@ static json_t *topk_row_to_json(const tb_wire_sample_response_t *r, size_t row) 
   return arr;
 }
 
-json_t *tb__wire_sample_response_to_json(const tb_wire_sample_response_t *r) {
+json_t *tb__wire_sample_response_to_json(const tb__wire_sample_response_t *r) {
   json_t *root = json_object(), *seqs = json_array();
   if (root == NULL) {
     json_decref(seqs);
@@ -190,7 +190,7 @@ json_t *tb__wire_sample_response_to_json(const tb_wire_sample_response_t *r) {
                           json_integer((json_int_t)r->prompt_cache_hit_tokens)) != 0)
     goto fail;
   for (size_t i = 0; i < r->n_sequences; i++) {
-    const tb_wire_sequence_t *s = &r->sequences[i];
+    const tb__wire_sequence_t *s = &r->sequences[i];
     json_t *seq = json_object(), *toks = json_array();
     if (json_array_append_new(seqs, seq) != 0 || toks == NULL ||
         json_object_set_new(seq, "stop_reason", json_string(stop_reason_name(s->stop_reason))) ||
@@ -230,7 +230,7 @@ fail:
   return NULL;
 }
 
-static int floats_from_json(tb_jctx_t *c, tb_arena_t *a, const json_t *arr,
+static int floats_from_json(tb__jctx_t *c, tb__arena_t *a, const json_t *arr,
                             float **out, size_t *n) {
   *n = json_array_size(arr);
   *out = tb__arena_calloc(a, *n + 1, sizeof(float));
@@ -251,9 +251,9 @@ static int floats_from_json(tb_jctx_t *c, tb_arena_t *a, const json_t *arr,
   return 0;
 }
 
-int tb__wire_sample_response_from_json(tb_jctx_t *c, tb_arena_t *a,
+int tb__wire_sample_response_from_json(tb__jctx_t *c, tb__arena_t *a,
                                        const json_t *v,
-                                       tb_wire_sample_response_t *r) {
+                                       tb__wire_sample_response_t *r) {
   json_t *seqs, *plp, *tk;
   int rc;
   memset(r, 0, sizeof(*r));
@@ -271,7 +271,7 @@ int tb__wire_sample_response_from_json(tb_jctx_t *c, tb_arena_t *a,
   size_t mark = tb__jctx_push_key(c, "sequences");
   for (size_t i = 0; i < r->n_sequences; i++) {
     const json_t *s = json_array_get(seqs, i);
-    tb_wire_sequence_t *seq = &r->sequences[i];
+    tb__wire_sequence_t *seq = &r->sequences[i];
     json_t *toks, *lps;
     tb_slice_t reason;
     tb__jctx_pop(c, mark);
@@ -384,8 +384,8 @@ out:
 
 /* ---------------------------------------------------------------- response, protobuf */
 
-int tb__wire_sample_response_to_proto(const tb_wire_sample_response_t *r,
-                                      tb_buf_t *out) {
+int tb__wire_sample_response_to_proto(const tb__wire_sample_response_t *r,
+                                      tb__buf_t *out) {
   int rc = TB_ENOMEM;
   TinkerPublic__SampledSequence *seqs = calloc(r->n_sequences + 1, sizeof(*seqs));
   TinkerPublic__SampledSequence **seqp = calloc(r->n_sequences + 1, sizeof(*seqp));
@@ -396,7 +396,7 @@ int tb__wire_sample_response_to_proto(const tb_wire_sample_response_t *r,
   /* Host order is the wire's little-endian order (le.h): arrays are
    * referenced in place, not copied. */
   for (size_t i = 0; i < r->n_sequences; i++) {
-    const tb_wire_sequence_t *s = &r->sequences[i];
+    const tb__wire_sequence_t *s = &r->sequences[i];
     tinker_public__sampled_sequence__init(&seqs[i]);
     seqs[i].stop_reason = s->stop_reason == TB_WIRE_STOP_REASON_LENGTH
                               ? TINKER_PUBLIC__STOP_REASON__STOP_REASON_LENGTH
@@ -439,7 +439,7 @@ done:
 }
 
 /* Copies a little-endian byte array of 4-byte elements. */
-static int copy4(tb_jctx_t *c, tb_arena_t *a, const ProtobufCBinaryData *b,
+static int copy4(tb__jctx_t *c, tb__arena_t *a, const ProtobufCBinaryData *b,
                  void **out, size_t *n, const char *what) {
   if (b->len % 4 != 0)
     return tb__jctx_fail(c, "%s: %zu bytes is not a whole number of 4-byte values",
@@ -453,9 +453,9 @@ static int copy4(tb_jctx_t *c, tb_arena_t *a, const ProtobufCBinaryData *b,
   return 0;
 }
 
-int tb__wire_sample_response_from_proto(tb_jctx_t *c, tb_arena_t *a,
+int tb__wire_sample_response_from_proto(tb__jctx_t *c, tb__arena_t *a,
                                         tb_slice_t body,
-                                        tb_wire_sample_response_t *r) {
+                                        tb__wire_sample_response_t *r) {
   ProtobufCAllocator alloc = tb__wire_proto_allocator(a);
   memset(r, 0, sizeof(*r));
   TinkerPublic__SampleResponse *msg =
@@ -471,7 +471,7 @@ int tb__wire_sample_response_from_proto(tb_jctx_t *c, tb_arena_t *a,
   size_t mark = tb__jctx_push_key(c, "sequences");
   for (size_t i = 0; i < r->n_sequences && rc == 0; i++) {
     const TinkerPublic__SampledSequence *s = msg->sequences[i];
-    tb_wire_sequence_t *seq = &r->sequences[i];
+    tb__wire_sequence_t *seq = &r->sequences[i];
     size_t mi = tb__jctx_push_index(c, i);
     if (s->stop_reason == TINKER_PUBLIC__STOP_REASON__STOP_REASON_STOP)
       seq->stop_reason = TB_WIRE_STOP_REASON_STOP;

@@ -15,9 +15,9 @@
 typedef enum {
   TB_WIRE_STOP_REASON_STOP = 0,    /* a stop string or token, or end of sequence */
   TB_WIRE_STOP_REASON_LENGTH = 1   /* max_tokens reached */
-} tb_wire_stop_reason_t;
+} tb__wire_stop_reason_t;
 
-typedef struct tb_wire_sampling_params_s {
+typedef struct tb__wire_sampling_params_s {
   int64_t max_tokens;        /* -1 when absent (the server's default) */
   int has_seed;
   uint64_t seed;
@@ -28,12 +28,12 @@ typedef struct tb_wire_sampling_params_s {
   size_t n_stop_strings;
   int32_t *stop_tokens;      /* ... or as token ids */
   size_t n_stop_tokens;
-} tb_wire_sampling_params_t;
+} tb__wire_sampling_params_t;
 
-typedef struct tb_wire_sample_request_s {
+typedef struct tb__wire_sample_request_s {
   int32_t *prompt;
   size_t n_prompt;
-  tb_wire_sampling_params_t params;
+  tb__wire_sampling_params_t params;
   int64_t num_samples;              /* default 1 */
   int prompt_logprobs;              /* bool */
   int64_t topk_prompt_logprobs;     /* default 0 */
@@ -41,20 +41,20 @@ typedef struct tb_wire_sample_request_s {
   const char *base_model;           /* NULL when absent */
   const char *model_path;           /* NULL when absent */
   int64_t seq_id;                   /* -1 when absent */
-} tb_wire_sample_request_t;
+} tb__wire_sample_request_t;
 
-typedef struct tb_wire_sequence_s {
-  tb_wire_stop_reason_t stop_reason;
+typedef struct tb__wire_sequence_s {
+  tb__wire_stop_reason_t stop_reason;
   int32_t *tokens;
   size_t n_tokens;
   float *logprobs;           /* n_tokens values, or NULL */
-} tb_wire_sequence_t;
+} tb__wire_sequence_t;
 
 /* Sentinel of an empty top-k cell, as the SDK reads it. */
 #define TB_WIRE_TOPK_EMPTY_LOGPROB (-99999.0f)
 
-typedef struct tb_wire_sample_response_s {
-  tb_wire_sequence_t *sequences;
+typedef struct tb__wire_sample_response_s {
+  tb__wire_sequence_t *sequences;
   size_t n_sequences;
   float *prompt_logprobs;    /* n_prompt values (NaN = none), or NULL */
   size_t n_prompt;
@@ -63,26 +63,26 @@ typedef struct tb_wire_sample_response_s {
   size_t topk_rows;
   size_t topk_k;
   int64_t prompt_cache_hit_tokens;
-} tb_wire_sample_response_t;
+} tb__wire_sample_response_t;
 
 /* SamplingParams JSON (stop as a string, a list of strings or a list of
  * token ids). */
-int tb__wire_sampling_params_from_json(tb_jctx_t *c, tb_arena_t *a,
+int tb__wire_sampling_params_from_json(tb__jctx_t *c, tb__arena_t *a,
                                        const json_t *v,
-                                       tb_wire_sampling_params_t *p);
+                                       tb__wire_sampling_params_t *p);
 /* The asample body: {"prompt": ModelInput, "sampling_params", ...}. */
-int tb__wire_sample_request_from_json(tb_jctx_t *c, tb_arena_t *a,
+int tb__wire_sample_request_from_json(tb__jctx_t *c, tb__arena_t *a,
                                       const json_t *body,
-                                      tb_wire_sample_request_t *r);
+                                      tb__wire_sample_request_t *r);
 
-json_t *tb__wire_sample_response_to_json(const tb_wire_sample_response_t *r);
-int tb__wire_sample_response_to_proto(const tb_wire_sample_response_t *r,
-                                      tb_buf_t *out);
-int tb__wire_sample_response_from_json(tb_jctx_t *c, tb_arena_t *a,
+json_t *tb__wire_sample_response_to_json(const tb__wire_sample_response_t *r);
+int tb__wire_sample_response_to_proto(const tb__wire_sample_response_t *r,
+                                      tb__buf_t *out);
+int tb__wire_sample_response_from_json(tb__jctx_t *c, tb__arena_t *a,
                                        const json_t *v,
-                                       tb_wire_sample_response_t *r);
-int tb__wire_sample_response_from_proto(tb_jctx_t *c, tb_arena_t *a,
+                                       tb__wire_sample_response_t *r);
+int tb__wire_sample_response_from_proto(tb__jctx_t *c, tb__arena_t *a,
                                         tb_slice_t body,
-                                        tb_wire_sample_response_t *r);
+                                        tb__wire_sample_response_t *r);
 
 #endif /* TB_WIRE_SAMPLE_H */

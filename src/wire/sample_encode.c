@@ -6,7 +6,7 @@
 
 #include <math.h>
 
-json_t *tb__wire_sampling_params_to_json(const tb_wire_sampling_params_t *p) {
+json_t *tb__wire_sampling_params_to_json(const tb__wire_sampling_params_t *p) {
   json_t *o = json_object();
   if (o == NULL)
     return NULL;
@@ -40,7 +40,7 @@ fail:
   return NULL;
 }
 
-json_t *tb__wire_sample_request_to_json(const tb_wire_sample_request_t *r) {
+json_t *tb__wire_sample_request_to_json(const tb__wire_sample_request_t *r) {
   json_t *o = json_object();
   if (o == NULL)
     return NULL;

@@ -6,7 +6,7 @@
 
 #include <string.h>
 
-const tb_wire_tensor_t *tb__wire_datum_input(const tb_wire_datum_t *d,
+const tb__wire_tensor_t *tb__wire_datum_input(const tb__wire_datum_t *d,
                                              const char *name) {
   for (size_t i = 0; i < d->n_inputs; i++)
     if (strcmp(d->inputs[i].name, name) == 0)
@@ -14,7 +14,7 @@ const tb_wire_tensor_t *tb__wire_datum_input(const tb_wire_datum_t *d,
   return NULL;
 }
 
-int tb__wire_fwdbwd_config(const tb_wire_fwdbwd_t *f, const char *name,
+int tb__wire_fwdbwd_config(const tb__wire_fwdbwd_t *f, const char *name,
                            double *out) {
   for (size_t i = 0; i < f->n_config; i++) {
     if (strcmp(f->config[i].name, name) == 0) {
@@ -25,7 +25,7 @@ int tb__wire_fwdbwd_config(const tb_wire_fwdbwd_t *f, const char *name,
   return 0;
 }
 
-int tb__wire_tensor_set_shape(tb_jctx_t *c, tb_wire_tensor_t *t,
+int tb__wire_tensor_set_shape(tb__jctx_t *c, tb__wire_tensor_t *t,
                               const int64_t *shape, size_t ndim,
                               size_t numel_given) {
   if (ndim == 0) {
@@ -53,8 +53,8 @@ int tb__wire_tensor_set_shape(tb_jctx_t *c, tb_wire_tensor_t *t,
   return 0;
 }
 
-int tb__wire_tensor_alloc(tb_jctx_t *c, tb_arena_t *arena,
-                          tb_wire_tensor_t *t, size_t max_bytes) {
+int tb__wire_tensor_alloc(tb__jctx_t *c, tb__arena_t *arena,
+                          tb__wire_tensor_t *t, size_t max_bytes) {
   size_t esize = t->dtype == TB_DTYPE_FLOAT32 ? sizeof(float) : sizeof(int64_t);
   if (t->numel > max_bytes / esize) {
     char shape[128];
@@ -81,7 +81,7 @@ int tb__wire_tensor_alloc(tb_jctx_t *c, tb_arena_t *arena,
   return 0;
 }
 
-int tb__wire_csr_check(tb_jctx_t *c, const tb_wire_tensor_t *t,
+int tb__wire_csr_check(tb__jctx_t *c, const tb__wire_tensor_t *t,
                        const int64_t *crow, size_t n_crow, const int64_t *col,
                        size_t n_col, size_t nnz) {
   if (t->ndim != 2)
@@ -107,7 +107,7 @@ int tb__wire_csr_check(tb_jctx_t *c, const tb_wire_tensor_t *t,
 }
 
 /* Position of the i-th stored value in the dense row-major tensor. */
-size_t tb__wire_csr_position(const tb_wire_tensor_t *t, const int64_t *crow,
+size_t tb__wire_csr_position(const tb__wire_tensor_t *t, const int64_t *crow,
                              const int64_t *col, size_t i, size_t *row_hint) {
   size_t r = *row_hint;
   while ((size_t)crow[r + 1] <= i)
