@@ -43,27 +43,3 @@ int tb__client_refused(tb_error_t *err, int rc, const char *what) {
                                           : TB_CATEGORY_USER;
   return tb_error_set(err, rc, cat, "%s: %s", what, tb_strerror(rc));
 }
-
-static void on_late_fail(tb__alarm_t *a) {
-  tb__late_fail_t *lf = a->data;
-  tb_future_t *f = lf->f;
-  tb_error_t e = lf->err;
-  free(lf);
-  tb__client_future_fail(f, &e);
-}
-
-int tb__late_fail(tb__rt_t *rt, tb_future_t *f, tb_error_t *err) {
-  tb__late_fail_t *lf = calloc(1, sizeof(*lf));
-  if (lf == NULL)
-    return TB_ENOMEM;
-  lf->f = f;
-  lf->err = *err;
-  memset(err, 0, sizeof(*err));
-  tb__alarm_init(&lf->alarm, on_late_fail, lf);
-  int rc = tb__alarm_start(rt, &lf->alarm, 0);
-  if (rc != 0) {
-    *err = lf->err;
-    free(lf);
-  }
-  return rc;
-}

@@ -25,15 +25,6 @@ int tb__client_check_nested(tb_service_client_t *sc, tb_error_t *err);
  * future: fills err and returns rc. */
 int tb__client_refused(tb_error_t *err, int rc, const char *what);
 
-/* Fails a future on a later loop turn (never inside the call that made
- * it): the alarm must stay valid until it fires.  err is moved. */
-typedef struct tb__late_fail_s {
-  tb__alarm_t alarm;
-  tb_future_t *f;
-  tb_error_t err;
-} tb__late_fail_t;
-int tb__late_fail(tb__rt_t *rt, tb_future_t *f, tb_error_t *err);
-
 /* A sampling client set up now whose session id comes later: by
  * tb__sampling_client_ready (id, or err when it failed).  The training
  * client uses it for save_weights_and_get_sampling_client. */

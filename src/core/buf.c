@@ -128,10 +128,6 @@ char *tb__strndup(const char *s, size_t n) {
   return p;
 }
 
-int tb__slice_eq(tb_slice_t a, tb_slice_t b) {
-  return a.len == b.len && (a.len == 0 || memcmp(a.base, b.base, a.len) == 0);
-}
-
 int tb__slice_eq_str(tb_slice_t a, const char *s) {
   size_t n = strlen(s);
   return a.len == n && (n == 0 || memcmp(a.base, s, n) == 0);

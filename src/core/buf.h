@@ -52,7 +52,6 @@ char *tb__vasprintf(const char *fmt, va_list ap);
 /* malloc'd NUL-terminated copy of a slice; NULL on allocation failure. */
 char *tb__strndup(const char *s, size_t n);
 
-int tb__slice_eq(tb_slice_t a, tb_slice_t b);
 int tb__slice_eq_str(tb_slice_t a, const char *s);
 /* ASCII case-insensitive comparison, for HTTP header names. */
 int tb__slice_case_eq_str(tb_slice_t a, const char *s);

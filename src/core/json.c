@@ -140,12 +140,6 @@ int tb__json_expect_object(tb__jctx_t *c, const json_t *v) {
   return tb__jctx_fail(c, "expected an object, got %s", tb__json_type_name(v));
 }
 
-int tb__json_expect_array(tb__jctx_t *c, const json_t *v) {
-  if (json_is_array(v))
-    return 0;
-  return tb__jctx_fail(c, "expected an array, got %s", tb__json_type_name(v));
-}
-
 int tb__json_get_object(tb__jctx_t *c, const json_t *obj, const char *key,
                         int required, json_t **out) {
   int rc = lookup(c, obj, key, required, out);

@@ -55,7 +55,6 @@ int tb__json_parse(tb_slice_t text, json_t **out, tb_error_t *err);
 
 /* The current value must be of a type; these fail with the current path. */
 int tb__json_expect_object(tb__jctx_t *c, const json_t *v);
-int tb__json_expect_array(tb__jctx_t *c, const json_t *v);
 
 /* Field readers on an object.  Borrowed references, valid while obj is. */
 int tb__json_get_object(tb__jctx_t *c, const json_t *obj, const char *key,

@@ -395,8 +395,6 @@ static tb__engine_model_t *model_lookup(tb__engine_t *e, const char *name) {
   return NULL;
 }
 
-void tb__engine_model_ref(tb__engine_model_t *m) { m->refs++; }
-
 void tb__engine_model_unref(tb__engine_model_t *m) {
   if (m == NULL || m->refs == 0)
     return;

@@ -216,7 +216,6 @@ int tb__engine_model_add(tb__engine_t *engine, const char *name,
 /* A loaded model by name (no reference is taken), or NULL. */
 tb__engine_model_t *tb__engine_model_find(tb__engine_t *engine,
                                          const char *name);
-void tb__engine_model_ref(tb__engine_model_t *m);
 /* Drops a reference; the weights are freed (on the threadpool) when no
  * caller, adapter or job holds the model any more. */
 void tb__engine_model_unref(tb__engine_model_t *m);

@@ -165,11 +165,6 @@ static void index_free(index_t *ix) {
   memset(ix, 0, sizeof(*ix));
 }
 
-int tb__store_owns_run(const tb__store_t *st, const tb__user_t *u, tb_slice_t run_id) {
-  const index_entry_t *e = st ? index_get(&st->runs, run_id) : NULL;
-  return e != NULL && e->owner != NULL && strcmp(e->owner, u->name) == 0;
-}
-
 int tb__store_may_read(const tb__store_t *st, const tb__user_t *u, tb_slice_t run_id,
                        tb_slice_t tinker_path) {
   if (st == NULL || st->state < 0)

@@ -104,8 +104,6 @@ int tb__store_may_read(const tb__store_t *st, const tb__user_t *u, tb_slice_t ru
  * got UV_EAGAIN from tb__store_may_read before any side effect.  0 or
  * TB_ENOMEM. */
 int tb__store_defer(tb__store_t *st, tb__http_request_t *req);
-/* Whether u owns run run_id (1 or 0). */
-int tb__store_owns_run(const tb__store_t *st, const tb__user_t *u, tb_slice_t run_id);
 /* Keeps the in-memory set of public checkpoints current. */
 void tb__store_set_public(tb__store_t *st, const char *tinker_path, int is_public);
 /* Arms the ttl sweep for expires_at (seconds since the epoch) if that is

@@ -23,11 +23,6 @@ static void make_base(void) {
   tb_error_clear(&err);
 }
 
-const tb_tokenizer_t *tb__base_tokenizer(void) {
-  pthread_once(&base_once, make_base);
-  return base_tok;
-}
-
 const tb_renderer_t *tb__base_renderer(void) {
   pthread_once(&base_once, make_base);
   return base_renderer;

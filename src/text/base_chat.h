@@ -22,7 +22,6 @@
 #include "tinkerbell/renderer.h"
 
 /* The shared `base` tokenizer and renderer (never freed). */
-const tb_tokenizer_t *tb__base_tokenizer(void);
 const tb_renderer_t *tb__base_renderer(void);
 
 /* A growable token sequence with its per-token trainable mask (0/1). */
