@@ -19,6 +19,7 @@
 #include <strings.h>
 
 #include "core/json.h"
+#include "server/sched.h"
 #include "server/store.h"
 #include "wire/datum.h"
 

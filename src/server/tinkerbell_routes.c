@@ -27,6 +27,7 @@
 #include <strings.h>
 
 #include "core/json.h"
+#include "server/sched.h"
 
 /* ------------------------------------------------------------ dispatch */
 

@@ -1,14 +1,13 @@
 /*
  * The training part of the server: an extension owning an engine on the
  * server's loop, the models (LoRA adapters over its base models) and the
- * ops the routes (model_routes.c, sampling_routes.c) submit.
+ * ops the routes (model_routes.c, sampling_routes.c) submit: what each op
+ * does on the engine (start_op), its result (on_job), the checkpoint
+ * directories a save makes, the session expiry, the base models' loads and
+ * the part's lifecycle.
  *
- * Order: the operations of one model run strictly in seq_id order (the
- * SDK numbers them from 1, create_model being 0).  A later seq_id waits in
- * the model's list until the missing earlier ones arrive; only then is it
- * submitted to the engine, whose per-adapter FIFO keeps that order.  A
- * seq_id seen again is answered with the first one's request_id (retries
- * of the SDK resend it), one older than the remembered window is refused.
+ * Not here: when an op runs (sched.c: seq_id order, held creates), an
+ * op's life (ops.c).
  */
 #include "server/training.h"
 
@@ -19,207 +18,15 @@
 #include "core/log.h"
 #include "engine/base_model.h"
 #include "engine/checkpoint.h"
+#include "server/sched.h"
 #include "server/store.h"
 #include "server/tinkerbell.h"
 #include "wire/output.h"
 
 /* ------------------------------------------------------------ ops */
 
-tb__training_t *tb__training_of(tb__http_request_t *req) {
-  return tb__sreq(req)->route->data;
-}
-
-static tb__future_t *client_future(tb__top_t *op);
-
-/* The op's work started: try_again says so from now on. */
-static void on_op_start(tb__engine_job_t *job) {
-  tb__future_t *f = client_future(job->data);
-  if (f != NULL)
-    tb__future_set_started(f);
-}
-
-static tb__top_t *top_alloc(tb__training_t *tr, tb__op_type_t type) {
-  tb__top_t *op = calloc(1, sizeof(*op));
-  if (op == NULL)
-    return NULL;
-  op->tr = tr;
-  op->type = type;
-  op->seq = -1;
-  op->sampler_seq = -1;
-  op->job.data = op;
-  op->job.on_start = on_op_start;
-  tb__arena_init(&op->arena, 0);
-  op->anext = tr->ops;
-  if (tr->ops != NULL)
-    tr->ops->aprev = op;
-  tr->ops = op;
-  tr->n_ops++;
-  return op;
-}
-
-/* queue_position of a pending future's op: the jobs it waits behind. */
-static size_t op_position(const tb__future_t *f) {
-  const tb__top_t *op = f->data;
-  if (op == NULL)
-    return 0;
-  if (op->job.engine != NULL)  /* submitted to the engine */
-    return tb__engine_job_position(&op->job);
-  size_t k = 0;
-  for (const tb__top_t *p = op->tr->held; p != NULL; p = p->next, k++)
-    if (p == op)
-      return k;  /* creates ahead of it */
-  const tb__tmodel_t *m = op->model;
-  if (m == NULL)
-    return 0;
-  k = m->adapter != NULL ? tb__engine_adapter_jobs(m->adapter) : 0;
-  for (const tb__top_t *p = m->waiting; p != NULL; p = p->next, k++)
-    if (p == op)
-      return k;  /* its model's jobs, and the ops of lower seq_id */
-  return 0;
-}
-
-tb__top_t *tb__top_new(tb__http_request_t *req, tb__op_type_t type) {
-  tb__top_t *op = top_alloc(tb__training_of(req), type);
-  if (op == NULL)
-    tb__server_respond_error(req, 503, "out of memory");
-  return op;
-}
-
-int tb__top_accept(tb__http_request_t *req, tb__top_t *op) {
-  tb__training_t *tr = op->tr;
-  int rc = tb__future_create(&tr->srv->futures, tb__sreq(req)->user, &op->future);
-  if (rc == 0)
-    op->future->data = op;
-  if (rc != 0) {
-    tb__server_respond_error(req, 503, "cannot create a future: %s", tb_strerror(rc));
-    tb__top_free(op);
-  }
-  return rc;
-}
-
-void tb__top_free(tb__top_t *op) {
-  if (op->then != NULL)
-    tb__top_free(op->then);
-  if (op->future != NULL && op->future->data == op)
-    op->future->data = NULL;
-  if (op->aprev != NULL)
-    op->aprev->anext = op->anext;
-  else
-    op->tr->ops = op->anext;
-  if (op->anext != NULL)
-    op->anext->aprev = op->aprev;
-  tb__engine_job_cleanup(&op->job);
-  tb__arena_free(&op->arena);
-  free(op->dir);
-  free(op->tinker_path);
-  op->tr->n_ops--;
-  free(op);
-}
-
-void tb__top_fail(tb__top_t *op, tb_category_t category, const char *message) {
-  if (op->then != NULL) {
-    /* A load that was to follow a create fails with it. */
-    tb__top_fail(op->then, category, message);
-    op->then = NULL;
-  }
-  op->tr->n_failed++;
-  tb__metrics_op_finished(op, 0);
-  if (op->future != NULL)
-    tb__future_fail(op->future, category, "%s", message);
-  op->future = NULL;  /* the store's now */
-  tb__top_free(op);
-}
-
-void tb__top_fail_job(tb__top_t *op, int status) {
-  tb_category_t cat = op->job.error.category == TB_CATEGORY_USER ? TB_CATEGORY_USER
-                                                                 : TB_CATEGORY_SERVER;
-  const char *msg = op->job.error.message;
-  if (status == TB_ECANCELED || op->tr->closing)
-    msg = "the server is closing";
-  tb__top_fail(op, cat, msg ? msg : tb_strerror(status));
-}
-
-/* Resolves op's future with a JSON object (consumed) and frees op. */
-static void top_resolve_json(tb__top_t *op, json_t *v) {
-  if (op->future == NULL) {
-    /* An op of the server's own (an unload at session expiry). */
-    json_decref(v);
-    tb__top_free(op);
-    return;
-  }
-  size_t len = 0;
-  char *json = v ? tb__json_dump(v, &len) : NULL;
-  json_decref(v);
-  if (json == NULL) {
-    tb__top_fail(op, TB_CATEGORY_SERVER, "out of memory encoding the result");
-    return;
-  }
-  op->tr->n_done++;
-  tb__metrics_op_finished(op, 1);
-  tb__future_resolve(op->future, json, len, NULL, 0);
-  op->future = NULL;  /* the store's now */
-  tb__top_free(op);
-}
-
-void tb__top_resolve_json(tb__top_t *op, json_t *v) {
-  top_resolve_json(op, v);
-}
-
-void tb__respond_future(tb__http_request_t *req, const char *request_id,
-                        const char *model_id) {
-  json_t *v = json_pack("{ss}", "request_id", request_id);
-  if (v != NULL && model_id != NULL)
-    json_object_set_new(v, "model_id", json_string(model_id));
-  if (v == NULL) {
-    tb__server_respond_error(req, 500, "out of memory");
-    return;
-  }
-  tb__server_respond_jsonv(req, 200, v);
-  json_decref(v);
-}
-
 /* ------------------------------------------------------------ models */
 
-tb__tmodel_t *tb__tmodel_find(tb__http_request_t *req, tb_slice_t id) {
-  tb__training_t *tr = tb__training_of(req);
-  for (tb__tmodel_t *m = tr->models; m != NULL; m = m->next)
-    if (m->owner == tb__sreq(req)->user && m->session != NULL && !m->unloading &&
-        tb__slice_eq_str(id, m->id))
-      return m;
-  if (tb__session_gone(req, id))
-    return NULL;
-  tb__server_respond_error(req, 404, "model %.*s: unknown model",
-                           (int)(id.len > 120 ? 120 : id.len), id.base);
-  return NULL;
-}
-
-static void model_free(tb__tmodel_t *m) {
-  /* Ops a client sent before the model existed, when its creation
-   * failed. */
-  while (m->waiting != NULL) {
-    tb__top_t *w = m->waiting;
-    m->waiting = w->next;
-    tb__top_fail(w, TB_CATEGORY_USER, "the model could not be created");
-  }
-  if (m->pending_unload != NULL)
-    tb__top_fail(m->pending_unload, TB_CATEGORY_USER, "the model could not be created");
-  free(m->id);
-  free(m);
-}
-
-/* counted: the model was counted in its owner's n_models. */
-static void model_unlink(tb__training_t *tr, tb__tmodel_t *m, int counted) {
-  for (tb__tmodel_t **p = &tr->models; *p != NULL; p = &(*p)->next)
-    if (*p == m) {
-      *p = m->next;
-      break;
-    }
-  if (counted && m->owner->n_models > 0)
-    m->owner->n_models--;
-}
-
-static void start_held(tb__training_t *tr);
-static void drain(tb__tmodel_t *m);
 static void start_op(tb__top_t *op);
 static void training_free(tb__training_t *tr);
 
@@ -283,16 +90,16 @@ static void on_job(tb__engine_job_t *job, int status) {
   tb__store_job_done(op, status);  /* runs and checkpoints in the database */
   if (status != 0) {
     if (op->type == TB__OP_CREATE) {
-      model_unlink(op->tr, m, 1);
-      model_free(m);
-      start_held(op->tr);
+      tb__model_unlink(op->tr, m, 1);
+      tb__model_free(m);
+      tb__start_held(op->tr);
     }
     tb__top_fail_job(op, status);
     return;
   }
   if (op->encode != NULL && op->type != TB__OP_CREATE && op->type != TB__OP_UNLOAD) {
     /* The Tinkerbell dialect's result. */
-    top_resolve_json(op, op->encode(op));
+    tb__top_resolve_json(op, op->encode(op));
     return;
   }
   json_t *v = NULL;
@@ -304,7 +111,7 @@ static void on_job(tb__engine_job_t *job, int status) {
                    : json_pack("{ssss}", "model_id", m->id, "type", "create_model");
     tb__top_t *then = op->then;
     op->then = NULL;
-    top_resolve_json(op, v);
+    tb__top_resolve_json(op, v);
     if (then != NULL)
       start_op(then);  /* before any seq_id of the client */
     if (m->unloading) {
@@ -313,7 +120,7 @@ static void on_job(tb__engine_job_t *job, int status) {
       m->pending_unload = NULL;
       tb__unload_now(m, u);
     } else {
-      drain(m);
+      tb__sched_drain(m);
     }
     return;
   case TB__OP_FORWARD:
@@ -359,17 +166,17 @@ static void on_job(tb__engine_job_t *job, int status) {
     v = op->encode ? op->encode(op)
                    : json_pack("{ssss}", "model_id", m->id, "type", "unload_model");
     tb__training_t *tr = op->tr;
-    model_unlink(tr, m, 1);
-    model_free(m);
+    tb__model_unlink(tr, m, 1);
+    tb__model_free(m);
     op->model = NULL;
-    top_resolve_json(op, v);
-    start_held(tr);
+    tb__top_resolve_json(op, v);
+    tb__start_held(tr);
     return;
   }
   default:
     break;
   }
-  top_resolve_json(op, v);
+  tb__top_resolve_json(op, v);
 }
 
 /* ------------------------------------------------------------ order */
@@ -443,7 +250,7 @@ static void on_mkdir(uv_fs_t *fs) {
     if (unload != NULL)
       tb__unload_now(m, unload);
     else
-      drain(m);
+      tb__sched_drain(m);
   }
 }
 
@@ -537,14 +344,14 @@ static void on_create_lora(tb__training_t *tr, void *data, int status,
     status = TB_EINVAL;
   }
   if (tr->closing || status != 0) {
-    model_unlink(tr, m, 1);
-    model_free(m);
+    tb__model_unlink(tr, m, 1);
+    tb__model_free(m);
     char *msg = tb__asprintf("path: %s", message);
     tb__top_fail(op, tr->closing ? TB_CATEGORY_SERVER : TB_CATEGORY_USER,
                  tr->closing ? "the server is closing" : msg ? msg : message);
     free(msg);
     if (!tr->closing)
-      start_held(tr);
+      tb__start_held(tr);
     return;
   }
   m->lora = *lora;
@@ -552,23 +359,11 @@ static void on_create_lora(tb__training_t *tr, void *data, int status,
   start_op(op);
 }
 
-/* Submits op to the engine; on an immediate error fails it. */
-/* The engine is full: the client's poll says paused_capacity until the
- * job's work starts. */
-static void on_capacity(tb__engine_job_t *job, int waiting) {
-  tb__top_t *op = job->data;
-  tb__future_t *f = client_future(op);
-  if (f != NULL)
-    tb__future_set_queue_state(f, waiting ? TB__QUEUE_PAUSED_CAPACITY : TB__QUEUE_ACTIVE,
-                               waiting ? "every worker is busy with other models' jobs"
-                                       : NULL);
-}
-
 static void start_op(tb__top_t *op) {
   tb__tmodel_t *m = op->model;
   tb__training_t *tr = op->tr;
   int rc;
-  op->job.on_capacity = on_capacity;
+  op->job.on_capacity = tb__sched_on_capacity;
   switch (op->type) {
   case TB__OP_CREATE:
     if (op->need_lora) {
@@ -616,131 +411,10 @@ static void start_op(tb__top_t *op) {
   }
   if (rc != 0) {
     if (op->type == TB__OP_CREATE) {
-      model_unlink(tr, m, 1);
-      model_free(m);
+      tb__model_unlink(tr, m, 1);
+      tb__model_free(m);
     }
     tb__top_fail_job(op, rc);
-  }
-}
-
-/* Runs the waiting ops of m that are next in order. */
-static void drain(tb__tmodel_t *m) {
-  while (m->ready && !m->unloading && !m->blocked && m->waiting != NULL &&
-         m->waiting->seq == m->next_seq) {
-    tb__top_t *op = m->waiting;
-    m->waiting = op->next;
-    op->next = NULL;
-    m->next_seq++;
-    start_op(op);
-  }
-}
-
-/* Takes op (of model m, seq op->seq or -1) in order; answers only a
- * refusal. */
-int tb__submit_ordered_id(tb__http_request_t *req, tb__top_t *op, char id[TB__FUTURE_ID_MAX]) {
-  tb__tmodel_t *m = op->model;
-  int64_t seq = op->seq;
-  if (seq < 0)
-    seq = (m->max_seq + 1 > m->next_seq ? m->max_seq + 1 : m->next_seq);
-  size_t slot = (size_t)(seq % TB__SEQ_WINDOW);
-  if (m->recent[slot].seq == seq) {
-    /* A retry: the first one's future answers it. */
-    memcpy(id, m->recent[slot].id, TB__FUTURE_ID_MAX);
-    tb__top_free(op);
-    return 0;
-  }
-  if (seq < m->next_seq) {
-    tb__server_respond_error(req, 400,
-                             "seq_id: %lld is out of order for model %s (the next "
-                             "operation is %lld)",
-                             (long long)seq, m->id, (long long)m->next_seq);
-    tb__top_free(op);
-    return -1;
-  }
-  if (seq >= m->next_seq + TB__SEQ_WINDOW) {
-    /* The bound of a model's queue: back-pressure the client retries,
-     * not a user error (a large pipelined batch may get here). */
-    static const tb__http_header_t h = { TB_SLICE_LIT("Retry-After"), TB_SLICE_LIT("1") };
-    tb__server_respond_error_h(req, 429, &h, 1,
-                               "seq_id: %lld is %d or more ahead of model %s's next "
-                               "operation (%lld); retry once earlier ones ran",
-                               (long long)seq, TB__SEQ_WINDOW, m->id, (long long)m->next_seq);
-    tb__top_free(op);
-    return -1;
-  }
-  if (tb__top_accept(req, op) != 0)
-    return -1;
-  op->seq = seq;
-  m->recent[slot].seq = seq;
-  memcpy(m->recent[slot].id, op->future->id, sizeof(m->recent[slot].id));
-  memcpy(id, op->future->id, TB__FUTURE_ID_MAX);
-  if (seq > m->max_seq)
-    m->max_seq = seq;
-  tb__top_t **p = &m->waiting;
-  while (*p != NULL && (*p)->seq < seq)
-    p = &(*p)->next;
-  op->next = *p;
-  *p = op;
-  drain(m);
-  return 0;
-}
-
-void tb__submit_ordered(tb__http_request_t *req, tb__top_t *op) {
-  tb__tmodel_t *m = op->model;
-  char id[TB__FUTURE_ID_MAX];
-  /* The model outlives the drain: only an unload or a failed create
-   * frees it, and neither runs from there. */
-  if (tb__submit_ordered_id(req, op, id) == 0)
-    tb__respond_future(req, id, m->id);
-}
-
-/* The future the client of a create polls: its own, or that of the load
- * of create-via-load; NULL for the implicit creates of the Tinkerbell
- * dialect, whose client polls the operation that caused them. */
-static tb__future_t *client_future(tb__top_t *op) {
-  if (op->future != NULL)
-    return op->future;
-  return op->then != NULL ? op->then->future : NULL;
-}
-
-static void set_create_state(tb__top_t *op, tb__queue_state_t state, const char *reason) {
-  tb__future_t *f = client_future(op);
-  if (f != NULL)
-    tb__future_set_queue_state(f, state, reason);
-}
-
-void tb__start_held(tb__training_t *tr) {
-  start_held(tr);
-}
-
-/* Starts the creates that may run now. */
-static void start_held(tb__training_t *tr) {
-  tb__top_t **p = &tr->held;
-  while (*p != NULL) {
-    tb__top_t *op = *p;
-    tb__tmodel_t *m = op->model;
-    tb__tbase_t *b = m->base;
-    if (b->state < 0) {
-      /* For good: the client is told why at once (a server failure would
-       * have it poll on until the result expires). */
-      *p = op->next;
-      model_unlink(tr, m, 0);
-      model_free(m);
-      tb__top_fail(op, TB_CATEGORY_USER, b->error ? b->error : "the base model failed to load");
-      continue;
-    }
-    if (b->state == 0 || tb__server_user_at_model_limit(tr->srv, m->owner)) {
-      set_create_state(op, b->state == 0 ? TB__QUEUE_ACTIVE : TB__QUEUE_PAUSED_RATE_LIMIT,
-                       b->state == 0 ? NULL
-                                     : "the user has as many models loaded as allowed");
-      p = &op->next;
-      continue;
-    }
-    *p = op->next;
-    op->next = NULL;
-    m->owner->n_models++;
-    set_create_state(op, TB__QUEUE_ACTIVE, NULL);
-    start_op(op);
   }
 }
 
@@ -788,43 +462,7 @@ void tb__create_model(tb__http_request_t *req, tb__training_t *tr, tb__tbase_t *
     return;
   }
   tb__respond_future(req, fop->future->id, id);
-  start_held(tr);
-}
-
-tb__tmodel_t *tb__model_register(tb__training_t *tr, tb__top_t *op, tb__user_t *owner,
-                                 tb__session_t *s, tb__tbase_t *base, char *id,
-                                 const tb__lora_config_t *lora) {
-  tb__tmodel_t *m = calloc(1, sizeof(*m));
-  if (m == NULL)
-    return NULL;
-  tb__top_t *fop = op->then ? op->then : op;
-  op->need_lora = lora == NULL;
-  m->tr = tr;
-  m->id = id;
-  m->owner = owner;
-  m->session = s;
-  m->base = base;
-  if (lora != NULL)
-    m->lora = *lora;
-  m->next_seq = 1;
-  m->max_seq = 0;
-  for (size_t i = 0; i < TB__SEQ_WINDOW; i++)
-    m->recent[i].seq = -1;
-  if (fop->future != NULL)
-    memcpy(m->create_id, fop->future->id, sizeof(m->create_id));
-  m->next = tr->models;
-  tr->models = m;
-  if (s != NULL)
-    tb__session_add_training_run(s, id);
-  op->model = m;
-  if (op->then != NULL)
-    op->then->model = m;
-  /* Held first, so that creates start in arrival order. */
-  tb__top_t **p = &tr->held;
-  while (*p != NULL)
-    p = &(*p)->next;
-  *p = op;
-  return m;
+  tb__start_held(tr);
 }
 
 static void ext_close(tb__server_t *srv, tb__server_ext_t *ext);
@@ -839,7 +477,7 @@ void tb__unload_now(tb__tmodel_t *m, tb__top_t *op) {
     m->waiting = w->next;
     tb__top_fail(w, TB_CATEGORY_USER, "the model was unloaded");
   }
-  if (op == NULL && (op = top_alloc(m->tr, TB__OP_UNLOAD)) == NULL) {
+  if (op == NULL && (op = tb__top_alloc(m->tr, TB__OP_UNLOAD)) == NULL) {
     tb__warn("cannot unload model %s: out of memory", m->id);
     return;
   }
@@ -872,8 +510,8 @@ static void on_session_expired(tb__sessions_t *ss, tb__session_t *s) {
       continue;
     }
     *p = op->next;
-    model_unlink(tr, op->model, 0);
-    model_free(op->model);
+    tb__model_unlink(tr, op->model, 0);
+    tb__model_free(op->model);
     tb__top_fail(op, TB_CATEGORY_USER,
                  s->closed ? "the session was closed" : "the session expired");
   }
@@ -918,7 +556,7 @@ static void on_base_loaded(tb__engine_job_t *job, int status) {
   }
   tb__engine_job_cleanup(job);
   if (!tr->closing) {
-    start_held(tr);
+    tb__start_held(tr);
     tb__samples_base_settled(tr);
   }
 }
@@ -930,7 +568,7 @@ static void training_free(tb__training_t *tr) {
     if (m->pending_unload != NULL)
       tb__top_fail(m->pending_unload, TB_CATEGORY_SERVER, "the server is closing");
     m->pending_unload = NULL;
-    model_free(m);
+    tb__model_free(m);
     m = next;
   }
   tb__samplers_free(tr);
@@ -1061,6 +699,7 @@ int tb__training_start(tb__server_t *srv, const tb__engine_opts_t *opts,
                                                                                : tb_strerror(rc));
   }
   tr->engine.data = tr;
+  tr->start = start_op;
   tr->ext.data = tr;
   tr->ext.close = ext_close;
   tr->ext.metrics = ext_metrics;
@@ -1075,7 +714,7 @@ int tb__training_start(tb__server_t *srv, const tb__engine_opts_t *opts,
   /* From here the engine is the extension's to close, also on error. */
   tb__server_add_ext(srv, &tr->ext);
   srv->sessions.on_expire = on_session_expired;
-  srv->futures.position = op_position;
+  srv->futures.position = tb__sched_position;
   for (i = 0; i < n_models; i++) {
     tb__tbase_t *b = &bases[i];
     b->job.data = b;

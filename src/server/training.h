@@ -167,6 +167,9 @@ struct tb__training_s {
   int engine_closed;
   uint64_t n_done, n_failed;
   tb__op_metrics_t metrics;      /* latencies and tokens (metrics.c) */
+  /* Submits an op whose turn came to the engine (training.c's start_op):
+   * the scheduler (sched.c) decides when, training.c what runs. */
+  void (*start)(tb__top_t *op);
   int closing;
 };
 
@@ -191,8 +194,12 @@ tb__training_t *tb__training_of(tb__http_request_t *req);
  * decodes) counts in tr->n_fs: the part is freed only once it is back.
  * Call when such work has finished on the loop. */
 void tb__training_fs_done(tb__training_t *tr);
-/* A new op, without a future yet (requests refused at submission leave
- * none behind); answers 503 itself and returns NULL on failure. */
+/* ops.c: an op's life. */
+/* A new op of tr, without a future yet (requests refused at submission
+ * leave none behind); NULL on ENOMEM. */
+tb__top_t *tb__top_alloc(tb__training_t *tr, tb__op_type_t type);
+/* The same for a request; answers 503 itself and returns NULL on
+ * failure. */
 tb__top_t *tb__top_new(tb__http_request_t *req, tb__op_type_t type);
 /* Gives op its pending future of the request's user.  0, or answers 503,
  * frees op and returns a negative code. */
@@ -205,14 +212,16 @@ void tb__respond_future(tb__http_request_t *req, const char *request_id,
                         const char *model_id);
 /* Resolves op's future with a JSON object (consumed) and frees op. */
 void tb__top_resolve_json(tb__top_t *op, json_t *v);
-/* The caller's model, or NULL after answering 404.  Models of the
- * Tinkerbell dialect (no session) are not the Tinker dialect's to see. */
-tb__tmodel_t *tb__tmodel_find(tb__http_request_t *req, tb_slice_t id);
 /* Parses "tinker://<model_id>/<kind>/<name>"; answers 400 / 404 itself
  * and returns NULL, else the checkpoint directory (malloc'd). */
 char *tb__checkpoint_dir(tb__http_request_t *req, const char *field, tb_slice_t path);
 /* The engine's error as a failed future of op (and frees op). */
 void tb__top_fail_job(tb__top_t *op, int status);
+/* The future the client of op polls: its own or, for a create, that of
+ * the load of create-via-load; NULL for the implicit creates of the
+ * Tinkerbell dialect, whose client polls the operation that caused
+ * them. */
+tb__future_t *tb__top_client_future(tb__top_t *op);
 
 /* The LoRA shape of the checkpoint at path when its model is loaded:
  * 1 and *out, else 0. */
@@ -228,15 +237,6 @@ typedef void (*tb__lora_read_cb)(tb__training_t *tr, void *data, int status,
 int tb__read_checkpoint_lora(tb__training_t *tr, const char *dir, tb__lora_read_cb cb,
                              void *data);
 
-/* Takes op (of op->model; op->seq, or -1 for "after everything
- * accepted") in seq_id order and answers the request: the future of an
- * earlier op with the same seq_id, 400 for a seq_id out of the window,
- * else op's new future. */
-void tb__submit_ordered(tb__http_request_t *req, tb__top_t *op);
-/* The same, but it answers only its refusals: 0 with the id of the
- * future that answers op (its own, or an earlier one's for a repeated
- * seq_id) copied to id, else the request was answered. */
-int tb__submit_ordered_id(tb__http_request_t *req, tb__top_t *op, char id[TB__FUTURE_ID_MAX]);
 /* Registers model <session>:train:<mseq> and queues its creation behind
  * the base model's load and the user's model limit.  lora NULL: read from
  * then's checkpoint first.  With then (a load, not yet accepted), the
@@ -245,17 +245,6 @@ int tb__submit_ordered_id(tb__http_request_t *req, tb__top_t *op, char id[TB__FU
 void tb__create_model(tb__http_request_t *req, tb__training_t *tr, tb__tbase_t *base,
                       tb__session_t *s, int64_t mseq, const tb__lora_config_t *lora,
                       tb__top_t *then);
-/* Registers model id (malloc'd; the model's on success) of owner, in
- * session s or, for the Tinkerbell dialect, in none, and holds its create
- * op (with op->then, if any) behind the base model's load and the user's
- * model limit; tb__start_held starts it.  lora NULL: read from op->then's
- * checkpoint first.  NULL on ENOMEM (nothing changed). */
-tb__tmodel_t *tb__model_register(tb__training_t *tr, tb__top_t *op, tb__user_t *owner,
-                                 tb__session_t *s, tb__tbase_t *base, char *id,
-                                 const tb__lora_config_t *lora);
-/* Starts the held creates that may run now (may free models whose
- * creation fails at once). */
-void tb__start_held(tb__training_t *tr);
 /* Removes m's adapter behind the jobs already in its FIFO; what waits for
  * a missing seq_id fails.  op carries the client's future, or is NULL for
  * the server's own unloads. */
