@@ -24,6 +24,7 @@
 #include "core/json.h"
 #include "core/json_scan.h"
 #include "server/internal.h"
+#include "server/routes.h"
 #include "server/store.h"
 
 struct tb__poll_s {

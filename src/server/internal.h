@@ -38,8 +38,12 @@ typedef enum {
 } tb__dialect_t;
 
 enum {
-  TB__ROUTE_PUBLIC = 1      /* no API key needed */
+  TB__ROUTE_PUBLIC = 1,     /* no API key needed */
+  TB__ROUTE_CLOSING = 2,    /* 503 while the server closes */
+  TB__ROUTE_SUBMITS = 4     /* takes the user's rate limit (429) */
 };
+
+typedef struct tb__route_row_s tb__route_row_t;
 
 typedef struct tb__status_count_s {
   int status;
@@ -143,24 +147,25 @@ static inline tb__server_t *tb__server_from_req(tb__http_request_t *req) {
   return tb__sreq(req)->srv;
 }
 
-/* Adds a route (before or after listen).  summary is one line for the
- * index.  Returns 0, TB_EINVAL or TB_ENOMEM. */
+/* Adds a route (before or after listen) of one dialect, not
+ * TB__DIALECT_BOTH.  summary is one line for the index.  The server's
+ * own routes are the rows of the route table (routes.h); this is for a
+ * part that plugs in a route of its own.  Returns 0, TB_EINVAL or
+ * TB_ENOMEM. */
 int tb__server_route(tb__server_t *srv, const char *method, const char *pattern,
                      tb__dialect_t dialect, unsigned flags, tb__http_handler_cb handler,
                      void *data, const char *summary);
-/* Serves a path the Tinker dialect already serves (same method, same
- * data) in the Tinkerbell dialect too: the route becomes TB__DIALECT_BOTH
- * and its summary tells both.  0, TB_ENOENT (no such Tinker route) or
+/* Adds a row of the route table with data as its route data; a
+ * TB__DIALECT_BOTH row's summary tells both dialects'.  0, TB_EINVAL or
  * TB_ENOMEM. */
-int tb__server_route_tinkerbell(tb__server_t *srv, const char *method, const char *pattern,
-                                tb__http_handler_cb handler, const char *summary);
+int tb__server_add_row(tb__server_t *srv, const tb__route_row_t *row, void *data);
 /* The dialect of a request on a TB__DIALECT_BOTH route: a protobuf body,
  * or a JSON object with a top-level "type", "seq_id",
  * "forward_backward_input", "forward_input", "session_id" or
  * "sampling_session_id", or an object "prompt" (a ModelInput), is
  * TB__DIALECT_TINKER; any other JSON object is TB__DIALECT_TINKERBELL; a
  * body that is no JSON object goes to the Tinker route, which answers 400
- * (tinkerbell_routes.c). */
+ * (dialect.c). */
 tb__dialect_t tb__dialect_of(const tb__http_request_t *req);
 void tb__server_add_ext(tb__server_t *srv, tb__server_ext_t *ext);
 void tb__server_ext_closed(tb__server_t *srv, tb__server_ext_t *ext);
@@ -221,10 +226,5 @@ char *tb__server_user_paths(const tb__server_t *srv, const char *msg);
 /* Names dir (copied) as `name` in messages from now on.  0 or TB_ENOMEM. */
 int tb__server_name_path(tb__server_t *srv, const char *dir, const char *name);
 void tb__server_path_names_free(tb__server_t *srv);
-
-/* service.c: the service routes, the index and the metrics. */
-int tb__service_routes(tb__server_t *srv);
-/* sessions_routes in sessions.c */
-int tb__sessions_routes(tb__server_t *srv);
 
 #endif /* TB_SERVER_INTERNAL_H */

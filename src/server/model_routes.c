@@ -19,6 +19,7 @@
 #include <strings.h>
 
 #include "core/json.h"
+#include "server/routes.h"
 #include "server/sched.h"
 #include "server/store.h"
 #include "wire/datum.h"
@@ -28,33 +29,20 @@ static void respond_bad(tb__http_request_t *req, tb_error_t *err) {
   tb_error_clear(err);
 }
 
-/* The common start of a route: parsed body and jctx. */
-#define ROUTE_BEGIN(req, doc, err, c)              \
-  json_t *doc;                                     \
-  if (tb__server_parse_body(req, &doc) != 0)       \
-    return;                                        \
-  tb_error_t err = { 0 };                          \
-  tb__jctx_t c;                                     \
-  tb__jctx_init(&c, &err)
-
-static int closing_503(tb__http_request_t *req) {
-  if (!tb__training_of(req)->closing)
-    return 0;
-  tb__server_respond_error(req, 503, "the server is closing");
-  return 1;
-}
-
 static int get_bool_default(tb__jctx_t *c, const json_t *o, const char *key, int def,
                             int *out) {
   *out = def;
   return tb__json_get_bool(c, o, key, TB_JSON_OPTIONAL, out);
 }
 
-static void route_create_model(tb__http_request_t *req) {
+void tb__route_create_model(tb__http_request_t *req) {
   tb__training_t *tr = tb__training_of(req);
-  if (closing_503(req) || tb__server_rate_limited(req) != 0)
+  json_t *doc;
+  if (tb__server_parse_body(req, &doc) != 0)
     return;
-  ROUTE_BEGIN(req, doc, err, c);
+  tb_error_t err = { 0 };
+  tb__jctx_t c;
+  tb__jctx_init(&c, &err);
   tb_slice_t sid, base;
   int64_t mseq = 0, rank = 32, seed = 0;
   json_t *lc = NULL;
@@ -299,8 +287,6 @@ static void fwd_decode_done(uv_work_t *work, int status) {
 }
 
 static void route_fwd_common(tb__http_request_t *req, int forward_only_route) {
-  if (closing_503(req) || tb__server_rate_limited(req) != 0)
-    return;
   tb__top_t *op = tb__top_new(req, forward_only_route ? TB__OP_FORWARD
                                                       : TB__OP_FORWARD_BACKWARD);
   if (op == NULL)
@@ -332,11 +318,11 @@ static void route_fwd_common(tb__http_request_t *req, int forward_only_route) {
   tb_error_clear(&err);
 }
 
-static void route_forward_backward(tb__http_request_t *req) {
+void tb__route_forward_backward(tb__http_request_t *req) {
   route_fwd_common(req, 0);
 }
 
-static void route_forward(tb__http_request_t *req) {
+void tb__route_forward(tb__http_request_t *req) {
   route_fwd_common(req, 1);
 }
 
@@ -403,10 +389,13 @@ static void refuse(tb__http_request_t *req, tb__top_t *op, tb_error_t *err) {
   tb__top_free(op);
 }
 
-static void route_optim_step(tb__http_request_t *req) {
-  if (closing_503(req) || tb__server_rate_limited(req) != 0)
+void tb__route_optim_step(tb__http_request_t *req) {
+  json_t *doc;
+  if (tb__server_parse_body(req, &doc) != 0)
     return;
-  ROUTE_BEGIN(req, doc, err, c);
+  tb_error_t err = { 0 };
+  tb__jctx_t c;
+  tb__jctx_init(&c, &err);
   tb__top_t *op = json_op(req, TB__OP_OPTIM, doc, &c, &err);
   if (op == NULL) {
     json_decref(doc);
@@ -438,9 +427,12 @@ static int check_name(tb__jctx_t *c, tb_slice_t name) {
 
 static void route_save_common(tb__http_request_t *req, tb__op_type_t type) {
   tb__training_t *tr = tb__training_of(req);
-  if (closing_503(req) || tb__server_rate_limited(req) != 0)
+  json_t *doc;
+  if (tb__server_parse_body(req, &doc) != 0)
     return;
-  ROUTE_BEGIN(req, doc, err, c);
+  tb_error_t err = { 0 };
+  tb__jctx_t c;
+  tb__jctx_init(&c, &err);
   tb__top_t *op = json_op(req, type, doc, &c, &err);
   if (op == NULL) {
     json_decref(doc);
@@ -482,11 +474,11 @@ static void route_save_common(tb__http_request_t *req, tb__op_type_t type) {
   tb__submit_ordered(req, op);
 }
 
-static void route_save_weights(tb__http_request_t *req) {
+void tb__route_save_weights(tb__http_request_t *req) {
   route_save_common(req, TB__OP_SAVE);
 }
 
-static void route_save_for_sampler(tb__http_request_t *req) {
+void tb__route_save_for_sampler(tb__http_request_t *req) {
   route_save_common(req, TB__OP_SAVE_SAMPLER);
 }
 
@@ -601,10 +593,13 @@ static void load_creating(tb__http_request_t *req, json_t *doc, tb__jctx_t *c, t
   tb__create_model(req, tr, b, s, mseq, known ? &lora : NULL, op);
 }
 
-static void route_load_weights(tb__http_request_t *req) {
-  if (closing_503(req) || tb__server_rate_limited(req) != 0)
+void tb__route_load_weights(tb__http_request_t *req) {
+  json_t *doc;
+  if (tb__server_parse_body(req, &doc) != 0)
     return;
-  ROUTE_BEGIN(req, doc, err, c);
+  tb_error_t err = { 0 };
+  tb__jctx_t c;
+  tb__jctx_init(&c, &err);
   if (json_object_get(doc, "model_id") == NULL && json_object_get(doc, "session_id") != NULL) {
     load_creating(req, doc, &c, &err);
     json_decref(doc);
@@ -635,10 +630,13 @@ static void route_load_weights(tb__http_request_t *req) {
   tb__submit_ordered(req, op);
 }
 
-static void route_unload_model(tb__http_request_t *req) {
-  if (closing_503(req))
+void tb__route_unload_model(tb__http_request_t *req) {
+  json_t *doc;
+  if (tb__server_parse_body(req, &doc) != 0)
     return;
-  ROUTE_BEGIN(req, doc, err, c);
+  tb_error_t err = { 0 };
+  tb__jctx_t c;
+  tb__jctx_init(&c, &err);
   tb_slice_t mid;
   int rc = tb__json_get_string(&c, doc, "model_id", TB_JSON_REQUIRED, &mid);
   if (rc < 0) {
@@ -664,8 +662,13 @@ static void route_unload_model(tb__http_request_t *req) {
   tb__unload_now(m, op);
 }
 
-static void route_get_info(tb__http_request_t *req) {
-  ROUTE_BEGIN(req, doc, err, c);
+void tb__route_get_info(tb__http_request_t *req) {
+  json_t *doc;
+  if (tb__server_parse_body(req, &doc) != 0)
+    return;
+  tb_error_t err = { 0 };
+  tb__jctx_t c;
+  tb__jctx_init(&c, &err);
   tb_slice_t mid;
   int rc = tb__json_get_string(&c, doc, "model_id", TB_JSON_REQUIRED, &mid);
   if (rc < 0) {
@@ -721,9 +724,14 @@ static void on_weights_info(tb__training_t *tr, void *data, int status,
 
 /* POST /api/v1/weights_info {"tinker_path"}: what the SDK reads before
  * create_training_client_from_state. */
-static void route_weights_info(tb__http_request_t *req) {
+void tb__route_weights_info(tb__http_request_t *req) {
   tb__training_t *tr = tb__training_of(req);
-  ROUTE_BEGIN(req, doc, err, c);
+  json_t *doc;
+  if (tb__server_parse_body(req, &doc) != 0)
+    return;
+  tb_error_t err = { 0 };
+  tb__jctx_t c;
+  tb__jctx_init(&c, &err);
   tb_slice_t path;
   if (tb__json_get_string(&c, doc, "tinker_path", TB_JSON_REQUIRED, &path) < 0) {
     respond_bad(req, &err);
@@ -742,33 +750,4 @@ static void route_weights_info(tb__http_request_t *req) {
   }
   free(dir);
   json_decref(doc);
-}
-
-int tb__model_routes(tb__training_t *tr) {
-  static const struct {
-    const char *path;
-    tb__http_handler_cb cb;
-    const char *summary;
-  } routes[] = {
-    { "/api/v1/create_model", route_create_model,
-      "Creates a LoRA model: future of {model_id}" },
-    { "/api/v1/forward_backward", route_forward_backward,
-      "Forward and backward (JSON or protobuf body): future of ForwardBackwardOutput" },
-    { "/api/v1/forward", route_forward, "Forward only: future of ForwardBackwardOutput" },
-    { "/api/v1/optim_step", route_optim_step, "An Adam step: future of {metrics}" },
-    { "/api/v1/save_weights", route_save_weights,
-      "Saves a training checkpoint: future of {path}" },
-    { "/api/v1/save_weights_for_sampler", route_save_for_sampler,
-      "Saves sampler weights: future of {path}" },
-    { "/api/v1/load_weights", route_load_weights, "Loads a checkpoint: future" },
-    { "/api/v1/unload_model", route_unload_model, "Unloads a model: future" },
-    { "/api/v1/get_info", route_get_info, "A model's base, rank and tokenizer" },
-    { "/api/v1/weights_info", route_weights_info,
-      "A checkpoint's base model, rank and trained parts" },
-  };
-  int rc = 0;
-  for (size_t i = 0; rc == 0 && i < sizeof(routes) / sizeof(routes[0]); i++)
-    rc = tb__server_route(tr->srv, "POST", routes[i].path, TB__DIALECT_TINKER, 0,
-                          routes[i].cb, tr, routes[i].summary);
-  return rc;
 }

@@ -35,6 +35,7 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "server/internal.h"
+#include "server/routes.h"
 
 /* How long an archive URL stays valid. */
 #define ARCHIVE_URL_SECONDS (15 * 60)
@@ -795,7 +796,7 @@ static int query_scope(tb__http_request_t *req, int *accessible) {
   return -1;
 }
 
-static void route_list_runs(tb__http_request_t *req) {
+void tb__route_list_runs(tb__http_request_t *req) {
   rest_op_t *q = rest_op_new(req, Q_LIST_RUNS);
   if (q == NULL)
     return;
@@ -820,7 +821,7 @@ static void route_list_runs(tb__http_request_t *req) {
   rest_submit(req, q);
 }
 
-static void route_get_run(tb__http_request_t *req) {
+void tb__route_get_run(tb__http_request_t *req) {
   rest_op_t *q = rest_op_new(req, Q_GET_RUN);
   if (q == NULL)
     return;
@@ -831,7 +832,7 @@ static void route_get_run(tb__http_request_t *req) {
   rest_submit(req, q);
 }
 
-static void route_run_checkpoints(tb__http_request_t *req) {
+void tb__route_run_checkpoints(tb__http_request_t *req) {
   rest_op_t *q = rest_op_new(req, Q_RUN_CHECKPOINTS);
   if (q == NULL)
     return;
@@ -844,7 +845,7 @@ static void route_run_checkpoints(tb__http_request_t *req) {
   rest_submit(req, q);
 }
 
-static void route_user_checkpoints(tb__http_request_t *req) {
+void tb__route_user_checkpoints(tb__http_request_t *req) {
   rest_op_t *q = rest_op_new(req, Q_USER_CHECKPOINTS);
   if (q == NULL)
     return;
@@ -868,23 +869,23 @@ static void checkpoint_route(tb__http_request_t *req, int kind) {
   rest_submit(req, q);
 }
 
-static void route_delete(tb__http_request_t *req) {
+void tb__route_delete_checkpoint(tb__http_request_t *req) {
   checkpoint_route(req, Q_DELETE);
 }
 
-static void route_archive(tb__http_request_t *req) {
+void tb__route_archive(tb__http_request_t *req) {
   checkpoint_route(req, Q_ARCHIVE);
 }
 
-static void route_publish(tb__http_request_t *req) {
+void tb__route_publish(tb__http_request_t *req) {
   checkpoint_route(req, Q_PUBLISH);
 }
 
-static void route_unpublish(tb__http_request_t *req) {
+void tb__route_unpublish(tb__http_request_t *req) {
   checkpoint_route(req, Q_UNPUBLISH);
 }
 
-static void route_ttl(tb__http_request_t *req) {
+void tb__route_ttl(tb__http_request_t *req) {
   json_t *doc;
   if (tb__server_parse_body(req, &doc) != 0)
     return;
@@ -917,7 +918,7 @@ static void route_ttl(tb__http_request_t *req) {
   rest_submit(req, q);
 }
 
-static void route_download(tb__http_request_t *req) {
+void tb__route_download(tb__http_request_t *req) {
   const tb_slice_t *t = tb__http_request_param(req, "token");
   int ok = t != NULL && t->len == 36 && memcmp(t->base, "arc-", 4) == 0;
   for (size_t i = 4; ok && i < t->len; i++)
@@ -935,41 +936,4 @@ static void route_download(tb__http_request_t *req) {
     return;
   }
   rest_submit(req, q);
-}
-
-int tb__rest_routes(tb__server_t *srv) {
-#define CKPT "/api/v1/training_runs/{run_id}/checkpoints/{kind}/{name}"
-  static const struct {
-    const char *method, *path;
-    tb__http_handler_cb cb;
-    unsigned flags;
-    const char *summary;
-  } routes[] = {
-    { "GET", "/api/v1/training_runs", route_list_runs, 0,
-      "The caller's training runs, newest first (limit, offset, access_scope, project_id) "
-      "-> {training_runs, cursor}" },
-    { "GET", "/api/v1/training_runs/{run_id}", route_get_run, 0,
-      "A training run (access_scope)" },
-    { "GET", "/api/v1/training_runs/{run_id}/checkpoints", route_run_checkpoints, 0,
-      "A run's checkpoints, newest first -> {checkpoints, cursor}" },
-    { "GET", "/api/v1/checkpoints", route_user_checkpoints, 0,
-      "The caller's checkpoints, newest first (limit, offset) -> {checkpoints, cursor}" },
-    { "DELETE", CKPT, route_delete, 0, "Deletes a checkpoint and its files" },
-    { "GET", CKPT "/archive", route_archive, 0,
-      "A download link for a checkpoint's tar -> {url, expires}" },
-    { "POST", CKPT "/publish", route_publish, 0,
-      "Makes a checkpoint loadable by every user (409 if public)" },
-    { "DELETE", CKPT "/publish", route_unpublish, 0,
-      "Makes a checkpoint private again (409 if private)" },
-    { "PUT", CKPT "/ttl", route_ttl, 0,
-      "Sets a checkpoint's expiry: {ttl_seconds: int | null}" },
-    { "GET", "/api/v1/checkpoint_archives/{token}", route_download, TB__ROUTE_PUBLIC,
-      "A checkpoint as a tar (the link from .../archive; no API key)" },
-  };
-#undef CKPT
-  int rc = 0;
-  for (size_t i = 0; rc == 0 && i < sizeof(routes) / sizeof(routes[0]); i++)
-    rc = tb__server_route(srv, routes[i].method, routes[i].path, TB__DIALECT_TINKER,
-                          routes[i].flags, routes[i].cb, srv, routes[i].summary);
-  return rc;
 }

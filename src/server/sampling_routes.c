@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "core/json.h"
+#include "server/routes.h"
 #include "wire/sample.h"
 
 static void sampler_free(tb__sampler_t *s) {
@@ -309,14 +310,8 @@ tb__sampler_t *tb__sampler_find(tb__training_t *tr, const tb__user_t *u, const c
   return NULL;
 }
 
-static void route_asample(tb__http_request_t *req) {
+void tb__route_asample(tb__http_request_t *req) {
   tb__training_t *tr = tb__training_of(req);
-  if (tr->closing) {
-    tb__server_respond_error(req, 503, "the server is closing");
-    return;
-  }
-  if (tb__server_rate_limited(req) != 0)
-    return;
   tb__top_t *op = tb__top_new(req, TB__OP_SAMPLE);
   if (op == NULL)
     return;
@@ -359,7 +354,7 @@ static void route_asample(tb__http_request_t *req) {
     tb__top_free(op);
     return;
   }
-  if (rc >= 0 && r.params.n_stop_strings > 0 && tb__mtext_wait(req, op->base, route_asample)) {
+  if (rc >= 0 && r.params.n_stop_strings > 0 && tb__mtext_wait(req, op->base, tb__route_asample)) {
     /* Stop strings need the model's tokenizer, which is loading. */
     json_decref(doc);
     tb__top_free(op);
@@ -517,12 +512,8 @@ tb__sampler_t *tb__sampler_open(tb__training_t *tr, tb__user_t *owner, tb__sessi
   return s;
 }
 
-static void route_create_sampling_session(tb__http_request_t *req) {
+void tb__route_create_sampling_session(tb__http_request_t *req) {
   tb__training_t *tr = tb__training_of(req);
-  if (tr->closing) {
-    tb__server_respond_error(req, 503, "the server is closing");
-    return;
-  }
   json_t *doc;
   if (tb__server_parse_body(req, &doc) != 0)
     return;
@@ -602,7 +593,7 @@ answer:;
   json_decref(v);
 }
 
-static void route_get_sampler(tb__http_request_t *req) {
+void tb__route_get_sampler(tb__http_request_t *req) {
   tb__training_t *tr = tb__training_of(req);
   const tb_slice_t *id = tb__http_request_param(req, "sampler_id");
   if (tb__session_gone(req, *id))
@@ -624,16 +615,4 @@ static void route_get_sampler(tb__http_request_t *req) {
   }
   tb__server_respond_jsonv(req, 200, v);
   json_decref(v);
-}
-
-int tb__sampling_routes(tb__training_t *tr) {
-  int rc = tb__server_route(tr->srv, "POST", "/api/v1/create_sampling_session",
-                            TB__DIALECT_TINKER, 0, route_create_sampling_session, tr,
-                            "A sampling session over the base model or saved weights");
-  rc = rc ? rc : tb__server_route(tr->srv, "GET", "/api/v1/samplers/{sampler_id}",
-                                  TB__DIALECT_TINKER, 0, route_get_sampler, tr,
-                                  "A sampling session's base model and weights");
-  return rc ? rc : tb__server_route(tr->srv, "POST", "/api/v1/asample", TB__DIALECT_TINKER, 0,
-                                    route_asample, tr,
-                                    "Samples: future of SampleResponse");
 }

@@ -22,6 +22,7 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "http/tls.h"
+#include "server/routes.h"
 #include "server/store.h"
 
 #define DEFAULT_LONG_POLL_MS 30000u
@@ -36,9 +37,9 @@
 
 /* ------------------------------------------------------------ routes */
 
-int tb__server_route(tb__server_t *srv, const char *method, const char *pattern,
+static int add_route(tb__server_t *srv, const char *method, const char *pattern,
                      tb__dialect_t dialect, unsigned flags, tb__http_handler_cb handler,
-                     void *data, const char *summary) {
+                     tb__http_handler_cb tinkerbell, void *data, const char *summary) {
   if (srv->n_routes == srv->cap_routes) {
     size_t cap = srv->cap_routes ? srv->cap_routes * 2 : 32;
     tb__route_t **routes = realloc(srv->routes, cap * sizeof(*routes));
@@ -56,6 +57,7 @@ int tb__server_route(tb__server_t *srv, const char *method, const char *pattern,
   rt->dialect = dialect;
   rt->flags = flags;
   rt->handler = handler;
+  rt->tinkerbell_handler = tinkerbell;
   rt->data = data;
   int rc = rt->method && rt->pattern && rt->summary ? 0 : TB_ENOMEM;
   /* The router hands the route back as route_data; dispatch unwraps it. */
@@ -72,23 +74,28 @@ int tb__server_route(tb__server_t *srv, const char *method, const char *pattern,
   return 0;
 }
 
-int tb__server_route_tinkerbell(tb__server_t *srv, const char *method, const char *pattern,
-                                tb__http_handler_cb handler, const char *summary) {
-  for (size_t i = 0; i < srv->n_routes; i++) {
-    tb__route_t *rt = srv->routes[i];
-    if (rt->dialect != TB__DIALECT_TINKER || strcmp(rt->method, method) != 0 ||
-        strcmp(rt->pattern, pattern) != 0)
-      continue;
-    char *both = tb__asprintf("Tinker: %s. Tinkerbell: %s", rt->summary, summary);
-    if (both == NULL)
-      return TB_ENOMEM;
-    free(rt->summary);
-    rt->summary = both;
-    rt->dialect = TB__DIALECT_BOTH;
-    rt->tinkerbell_handler = handler;
-    return 0;
-  }
-  return TB_ENOENT;
+int tb__server_route(tb__server_t *srv, const char *method, const char *pattern,
+                     tb__dialect_t dialect, unsigned flags, tb__http_handler_cb handler,
+                     void *data, const char *summary) {
+  if (dialect == TB__DIALECT_BOTH)
+    return TB_EINVAL;  /* a row of the table, with both handlers */
+  return add_route(srv, method, pattern, dialect, flags, handler, NULL, data, summary);
+}
+
+int tb__server_add_row(tb__server_t *srv, const tb__route_row_t *row, void *data) {
+  if (row->dialect != TB__DIALECT_BOTH)
+    return add_route(srv, row->method, row->path, row->dialect, row->flags, row->handler, NULL,
+                     data, row->summary);
+  if (row->tinkerbell == NULL)
+    return TB_EINVAL;
+  char *both = tb__asprintf("Tinker: %s. Tinkerbell: %s", row->summary,
+                            row->tinkerbell_summary);
+  if (both == NULL)
+    return TB_ENOMEM;
+  int rc = add_route(srv, row->method, row->path, row->dialect, row->flags, row->handler,
+                     row->tinkerbell, data, both);
+  free(both);
+  return rc;
 }
 
 static void count(tb__route_t *rt, int status) {
@@ -198,6 +205,14 @@ static void on_head(tb__http_request_t *req) {
 static void on_request(tb__http_request_t *req) {
   tb__sreq_t *sr = req->data;
   tb__route_t *rt = sr->route;
+  /* The gates of the route's row, in this order, before its handler
+   * reads the body. */
+  if ((rt->flags & TB__ROUTE_CLOSING) && sr->srv->closing) {
+    tb__server_respond_error(req, 503, "the server is closing");
+    return;
+  }
+  if ((rt->flags & TB__ROUTE_SUBMITS) && tb__server_rate_limited(req) != 0)
+    return;
   if (rt->dialect == TB__DIALECT_BOTH && tb__dialect_of(req) == TB__DIALECT_TINKERBELL)
     rt->tinkerbell_handler(req);
   else
@@ -443,21 +458,6 @@ static void free_impl(tb__server_t *srv) {
   free(srv);
 }
 
-static int add_core_routes(tb__server_t *srv) {
-  int rc = tb__service_routes(srv);
-  rc = rc ? rc : tb__sessions_routes(srv);
-  rc = rc ? rc : tb__server_route(srv, "POST", "/api/v1/retrieve_future",
-                                  TB__DIALECT_TINKER, 0, tb__futures_route_tinker, NULL,
-                                  "Long-polls a future: {request_id} -> the result, "
-                                  "{error, category} or {type: try_again, queue_state}");
-  rc = rc ? rc : tb__server_route(srv, "POST", "/retrieve_future",
-                                  TB__DIALECT_TINKERBELL, 0, tb__futures_route_tinkerbell,
-                                  NULL,
-                                  "Polls a future: 202 {status: pending}, 200 the result, "
-                                  "500 {detail: Job failed: ...}");
-  return rc;
-}
-
 static void part_closed(tb__server_t *srv) {
   if (--srv->pending_closes > 0)
     return;
@@ -557,7 +557,7 @@ int tb_server_init(uv_loop_t *loop, tb_server_t *server, const tb_server_options
       return rc;
     }
   }
-  rc = add_core_routes(srv);
+  rc = tb__routes_add(srv, TB__PART_CORE, NULL);
   if (rc != 0) {
     snprintf(server->message, sizeof(server->message), "cannot set up the routes");
     free_impl(srv);
@@ -600,7 +600,7 @@ int tb_server_init(uv_loop_t *loop, tb_server_t *server, const tb_server_options
   /* With a data_dir: the database (opened on the threadpool) and the
    * REST routes over it. */
   if (rc == 0 && srv->opts.data_dir != NULL) {
-    rc = tb__rest_routes(srv);
+    rc = tb__routes_add(srv, TB__PART_STORE, srv);
     rc = rc ? rc : tb__store_open(srv, &srv->store);
   }
   if (rc != 0) {

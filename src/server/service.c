@@ -9,6 +9,7 @@
 
 #include "core/json.h"
 #include "server/internal.h"
+#include "server/routes.h"
 
 /* Table 2.1 of the wire notes: the SDK's defaults, except that pyqwest is
  * off (a plain HTTP/1.1 server is reached through httpx). */
@@ -55,24 +56,24 @@ static int check_sdk_body(tb__http_request_t *req) {
  * it never closes; its late clean-up then breaks the next connection, a
  * 10 s stall at the start of every script.  Closing the connection from
  * this side after the answer leaves it nothing to clean up. */
-static void route_client_config(tb__http_request_t *req) {
+void tb__route_client_config(tb__http_request_t *req) {
   tb__http_request_close_connection(req);
   if (check_sdk_body(req) == 0)
     tb__server_respond_json(req, 200, client_config, sizeof(client_config) - 1);
 }
 
-static void route_dynamic_config(tb__http_request_t *req) {
+void tb__route_dynamic_config(tb__http_request_t *req) {
   static const char body[] = "{\"refresh_interval_sec\":300}";
   if (check_sdk_body(req) == 0)
     tb__server_respond_json(req, 200, body, sizeof(body) - 1);
 }
 
-static void route_healthz(tb__http_request_t *req) {
+void tb__route_healthz(tb__http_request_t *req) {
   static const char body[] = "{\"status\":\"ok\"}";
   tb__server_respond_json(req, 200, body, sizeof(body) - 1);
 }
 
-static void route_capabilities(tb__http_request_t *req) {
+void tb__route_capabilities(tb__http_request_t *req) {
   tb__server_t *srv = tb__server_from_req(req);
   json_t *models = json_array();
   for (size_t i = 0; models != NULL && i < srv->n_models; i++)
@@ -90,7 +91,7 @@ static void route_capabilities(tb__http_request_t *req) {
 
 /* {"events": [...], "platform", "sdk_version", "session_id",
  * "process_uuid"}: counted, not stored. */
-static void route_telemetry(tb__http_request_t *req) {
+void tb__route_telemetry(tb__http_request_t *req) {
   tb__server_t *srv = tb__server_from_req(req);
   json_t *doc;
   if (tb__server_parse_body(req, &doc) != 0)
@@ -127,7 +128,7 @@ static const char *dialect_name(tb__dialect_t d) {
   }
 }
 
-static void route_index(tb__http_request_t *req) {
+void tb__route_index(tb__http_request_t *req) {
   tb__server_t *srv = tb__server_from_req(req);
   json_t *eps = json_array();
   for (size_t i = 0; eps != NULL && i < srv->n_routes; i++) {
@@ -178,7 +179,7 @@ static void on_metrics_done(tb__http_request_t *req, int status) {
   free(tb__sreq(req)->data);
 }
 
-static void route_metrics(tb__http_request_t *req) {
+void tb__route_metrics(tb__http_request_t *req) {
   tb__server_t *srv = tb__server_from_req(req);
   const tb__futures_t *fs = &srv->futures;
   tb__buf_t b = TB_BUF_INIT;
@@ -250,30 +251,4 @@ static void route_metrics(tb__http_request_t *req) {
   tb__sreq(req)->on_done = on_metrics_done;
   uv_buf_t body = uv_buf_init(b.base, (unsigned)b.len);
   tb__server_respond(req, 200, &ct, 1, &body, 1);
-}
-
-int tb__service_routes(tb__server_t *srv) {
-  int rc = 0;
-#define ROUTE(m, p, d, f, h, s) \
-  rc = rc ? rc : tb__server_route(srv, m, p, d, f, h, NULL, s)
-  ROUTE("GET", "/", TB__DIALECT_SERVICE, TB__ROUTE_PUBLIC, route_index,
-        "This index: every route of both dialects");
-  ROUTE("GET", "/metrics", TB__DIALECT_SERVICE, 0, route_metrics,
-        "Prometheus metrics");
-  ROUTE("GET", "/api/v1/healthz", TB__DIALECT_TINKER, TB__ROUTE_PUBLIC, route_healthz,
-        "{status: ok}");
-  ROUTE("GET", "/healthz", TB__DIALECT_TINKERBELL, TB__ROUTE_PUBLIC, route_healthz,
-        "{status: ok}");
-  ROUTE("POST", "/api/v1/client/config", TB__DIALECT_TINKER, 0, route_client_config,
-        "The SDK's feature flags (ClientConfigResponse); the connection closes after it");
-  ROUTE("POST", "/api/v1/client/dynamic_config", TB__DIALECT_TINKER, 0,
-        route_dynamic_config, "{refresh_interval_sec}");
-  ROUTE("GET", "/api/v1/get_server_capabilities", TB__DIALECT_TINKER, 0,
-        route_capabilities, "The base models served, with max_context_length");
-  ROUTE("GET", "/get_server_capabilities", TB__DIALECT_TINKERBELL, 0, route_capabilities,
-        "The base models served, with max_context_length");
-  ROUTE("POST", "/api/v1/telemetry", TB__DIALECT_TINKER, 0, route_telemetry,
-        "SDK telemetry batches: counted, {status: accepted}");
-#undef ROUTE
-  return rc;
 }

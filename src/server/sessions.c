@@ -14,6 +14,7 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "server/internal.h"
+#include "server/routes.h"
 
 #define MAX_EXPIRED_KEPT 10000
 
@@ -398,7 +399,7 @@ static int check_type(tb__jctx_t *c, const json_t *doc, const char *want) {
   return rc < 0 ? rc : 0;
 }
 
-static void route_create(tb__http_request_t *req) {
+void tb__route_create_session(tb__http_request_t *req) {
   tb__server_t *srv = tb__server_from_req(req);
   json_t *doc;
   if (tb__server_parse_body(req, &doc) != 0)
@@ -461,7 +462,7 @@ static tb__session_t *find_or_404(tb__http_request_t *req, tb_slice_t id) {
   return s;
 }
 
-static void route_heartbeat(tb__http_request_t *req) {
+void tb__route_heartbeat(tb__http_request_t *req) {
   tb__server_t *srv = tb__server_from_req(req);
   json_t *doc;
   if (tb__server_parse_body(req, &doc) != 0)
@@ -494,7 +495,7 @@ static void route_heartbeat(tb__http_request_t *req) {
 
 /* {"session_id", "type": "close_session"} -> {"type": "close_session"}.
  * A session already closed, or expired, is 410 like every later call. */
-static void route_close(tb__http_request_t *req) {
+void tb__route_close_session(tb__http_request_t *req) {
   tb__server_t *srv = tb__server_from_req(req);
   json_t *doc;
   if (tb__server_parse_body(req, &doc) != 0)
@@ -544,7 +545,7 @@ static int query_int(tb__http_request_t *req, const char *name, long min, long m
   return 0;
 }
 
-static void route_list(tb__http_request_t *req) {
+void tb__route_list_sessions(tb__http_request_t *req) {
   tb__server_t *srv = tb__server_from_req(req);
   long limit = 20, offset = 0;
   if (query_int(req, "limit", 1, 1000, &limit) != 0 ||
@@ -577,7 +578,7 @@ static json_t *strlist_json(const tb__strlist_t *l) {
   return a;
 }
 
-static void route_get(tb__http_request_t *req) {
+void tb__route_get_session(tb__http_request_t *req) {
   const tb_slice_t *id = tb__http_request_param(req, "session_id");
   tb__session_t *s = find_or_404(req, *id);
   if (s == NULL)
@@ -593,27 +594,4 @@ static void route_get(tb__http_request_t *req) {
   }
   tb__server_respond_jsonv(req, 200, doc);
   json_decref(doc);
-}
-
-int tb__sessions_routes(tb__server_t *srv) {
-  int rc = 0;
-  rc = rc ? rc : tb__server_route(srv, "POST", "/api/v1/create_session",
-                                  TB__DIALECT_TINKER, 0, route_create, NULL,
-                                  "Creates a session: {tags, user_metadata, sdk_version, "
-                                  "project_id?} -> {session_id}");
-  rc = rc ? rc : tb__server_route(srv, "POST", "/api/v1/session_heartbeat",
-                                  TB__DIALECT_TINKER, 0, route_heartbeat, NULL,
-                                  "Keeps a session alive: {session_id}");
-  rc = rc ? rc : tb__server_route(srv, "POST", "/api/v1/close_session",
-                                  TB__DIALECT_TINKER, 0, route_close, NULL,
-                                  "Closes a session: its models are unloaded at once, its "
-                                  "checkpoints kept; later calls on it answer 410: "
-                                  "{session_id}");
-  rc = rc ? rc : tb__server_route(srv, "GET", "/api/v1/sessions", TB__DIALECT_TINKER, 0,
-                                  route_list, NULL,
-                                  "The caller's sessions, newest first (limit, offset)");
-  rc = rc ? rc : tb__server_route(srv, "GET", "/api/v1/sessions/{session_id}",
-                                  TB__DIALECT_TINKER, 0, route_get, NULL,
-                                  "A session's training runs and samplers");
-  return rc;
 }

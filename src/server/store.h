@@ -165,7 +165,5 @@ int tb__store_sweep_leftovers(const char *data_dir, const struct timespec *befor
  * 0, or a negative errno / TB_ETOOLARGE; out is reset on failure. */
 int tb__store_tar_dir(const char *dir, const char *top, tb__buf_t *out);
 
-/* rest_routes.c */
-int tb__rest_routes(tb__server_t *srv);
 
 #endif /* TB_SERVER_STORE_H */

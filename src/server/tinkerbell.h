@@ -9,7 +9,7 @@
  * caller's user.  A training call naming a model the user does not have
  * creates it with the defaults below on the default base model.
  *
- * Files: tinkerbell_routes.c (routes, dialect dispatch, sync waits),
+ * Files: tinkerbell_routes.c (the training routes, sync waits),
  * tinkerbell_text.c (the routes that meet text: sampling, tokenize and
  * detokenize), tinkerbell_data.c (training data and sampling requests
  * decoded into engine inputs), tinkerbell_results.c (the result shapes).
@@ -46,14 +46,7 @@ typedef struct tb__tbop_s {
                                     the replies back */
 } tb__tbop_t;
 
-/* Registers the dialect's routes (after the Tinker ones, whose shared
- * paths become TB__DIALECT_BOTH). */
-int tb__tinkerbell_routes(tb__training_t *tr);
-
 /* What the route files share (tinkerbell_routes.c). */
-/* The common start of a call: not closing, not rate limited (submits),
- * a JSON object.  NULL after answering. */
-json_t *tb__tb_begin(tb__http_request_t *req, int submits);
 /* A new op with the dialect's encoder; NULL after answering 503. */
 tb__top_t *tb__tb_new_op(tb__http_request_t *req, tb__op_type_t type);
 /* The caller's model of this dialect named id, or NULL. */
@@ -71,9 +64,6 @@ void tb__tb_refuse(tb__http_request_t *req, int status, tb_error_t *err, tb__top
                    json_t *doc);
 /* 404 for a model id the caller does not have. */
 void tb__tb_unknown_model(tb__http_request_t *req, tb_slice_t id);
-
-/* tinkerbell_text.c: sample, asample, tokenize and detokenize. */
-int tb__tb_text_routes(tb__training_t *tr);
 
 /* --- tinkerbell_data.c ------------------------------------------------- */
 

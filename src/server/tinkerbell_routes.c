@@ -9,9 +9,9 @@
  *
  * Paths that both dialects serve (/api/v1/forward, forward_backward,
  * optim_step, asample, load_weights, save_weights,
- * save_weights_for_sampler) are TB__DIALECT_BOTH routes: tb__dialect_of
- * reads the body and the server calls this dialect's handler or the
- * Tinker one's.
+ * save_weights_for_sampler) are TB__DIALECT_BOTH rows of the route table
+ * (routes.c): tb__dialect_of (dialect.c) reads the body and the server
+ * calls this dialect's handler or the Tinker one's.
  *
  * Checkpoints of this dialect live apart from the Tinker dialect's, under
  * a directory per user and model, since model names here are the
@@ -27,110 +27,8 @@
 #include <strings.h>
 
 #include "core/json.h"
+#include "server/routes.h"
 #include "server/sched.h"
-
-/* ------------------------------------------------------------ dispatch */
-
-/* The dialect is read off the body's top-level keys with a scan that
- * builds nothing: the route's handler parses the body anyway, and a body
- * can be megabytes.  The scan assumes valid JSON; on anything else it
- * gives up, and whichever handler gets the body answers 400. */
-
-static const char *skip_ws(const char *p, const char *e) {
-  while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
-    p++;
-  return p;
-}
-
-/* p at '"': past the closing quote, or NULL. */
-static const char *skip_string(const char *p, const char *e) {
-  for (p++; p < e; p++) {
-    if (*p == '\\')
-      p++;
-    else if (*p == '"')
-      return p + 1;
-  }
-  return NULL;
-}
-
-/* Past one value (string, container or scalar), or NULL. */
-static const char *skip_value(const char *p, const char *e) {
-  if (p < e && *p == '"')
-    return skip_string(p, e);
-  if (p < e && (*p == '{' || *p == '[')) {
-    size_t depth = 0;
-    while (p < e) {
-      if (*p == '"') {
-        if ((p = skip_string(p, e)) == NULL)
-          return NULL;
-        continue;
-      }
-      if (*p == '{' || *p == '[')
-        depth++;
-      else if ((*p == '}' || *p == ']') && --depth == 0)
-        return p + 1;
-      p++;
-    }
-    return NULL;
-  }
-  const char *start = p;
-  while (p < e && *p != ',' && *p != '}' && *p != ']' && *p != ' ' && *p != '\t' &&
-         *p != '\n' && *p != '\r')
-    p++;
-  return p > start ? p : NULL;
-}
-
-/* Whether a top-level key (as sent, escapes not decoded) and the start of
- * its value mark a Tinker body: fields only the Tinker dialect's bodies
- * have, or a prompt that is a ModelInput object (a Tinkerbell prompt is a
- * string). */
-static int tinker_key(const char *k, size_t n, char value_start) {
-  static const char *const tinker_only[] = { "type", "seq_id", "forward_backward_input",
-                                             "forward_input", "session_id",
-                                             "sampling_session_id" };
-  for (size_t i = 0; i < sizeof(tinker_only) / sizeof(tinker_only[0]); i++)
-    if (strlen(tinker_only[i]) == n && memcmp(tinker_only[i], k, n) == 0)
-      return 1;
-  return n == 6 && memcmp(k, "prompt", 6) == 0 && value_start == '{';
-}
-
-tb__dialect_t tb__dialect_of(const tb__http_request_t *req) {
-  static const char proto[] = "application/x-protobuf";
-  const tb__http_header_t *ct = tb__http_request_header(req, "Content-Type");
-  if (ct != NULL && ct->value.len >= sizeof(proto) - 1 &&
-      strncasecmp(ct->value.base, proto, sizeof(proto) - 1) == 0)
-    return TB__DIALECT_TINKER;
-  const char *p = req->body.base, *e = req->body.base + req->body.len;
-  p = skip_ws(p, e);
-  if (p == e || *p != '{')
-    return TB__DIALECT_TINKER;  /* no object: the Tinker route says so */
-  p = skip_ws(p + 1, e);
-  if (p < e && *p == '}')
-    return TB__DIALECT_TINKERBELL;
-  while (p < e && *p == '"') {
-    const char *k = p + 1;
-    if ((p = skip_string(p, e)) == NULL)
-      break;
-    size_t n = (size_t)(p - 1 - k);
-    p = skip_ws(p, e);
-    if (p == e || *p != ':')
-      break;
-    p = skip_ws(p + 1, e);
-    if (p == e)
-      break;
-    if (tinker_key(k, n, *p))
-      return TB__DIALECT_TINKER;
-    if ((p = skip_value(p, e)) == NULL)
-      break;
-    p = skip_ws(p, e);
-    if (p < e && *p == '}')
-      return TB__DIALECT_TINKERBELL;
-    if (p == e || *p != ',')
-      break;
-    p = skip_ws(p + 1, e);
-  }
-  return TB__DIALECT_TINKER;  /* malformed: the Tinker route answers 400 */
-}
 
 /* ------------------------------------------------------------ answers */
 
@@ -218,19 +116,6 @@ tb__tmodel_t *tb__tb_find_model(tb__training_t *tr, const tb__user_t *u, tb_slic
     if (m->owner == u && m->session == NULL && !m->unloading && tb__slice_eq_str(id, m->id))
       return m;
   return NULL;
-}
-
-/* The common start of a call: not closing, not rate limited, a JSON
- * object.  NULL after answering. */
-json_t *tb__tb_begin(tb__http_request_t *req, int submits) {
-  if (tb__training_of(req)->closing) {
-    tb__server_respond_error(req, 503, "the server is closing");
-    return NULL;
-  }
-  if (submits && tb__server_rate_limited(req) != 0)
-    return NULL;
-  json_t *doc;
-  return tb__server_parse_body(req, &doc) == 0 ? doc : NULL;
 }
 
 /* A new op with the dialect's encoder; NULL after answering 503. */
@@ -384,22 +269,18 @@ static void train_decode_done(tb__offload_t *o) {
   free(d);
 }
 
-static void route_forward(tb__http_request_t *req);
-static void route_forward_async(tb__http_request_t *req);
-static void route_fwdbwd(tb__http_request_t *req);
-static void route_fwdbwd_async(tb__http_request_t *req);
 
 /* The route itself, to run again once a base model's text is loaded. */
 static tb__http_handler_cb train_route(tb__op_type_t type, int sync) {
   if (type == TB__OP_FORWARD)
-    return sync ? route_forward : route_forward_async;
-  return sync ? route_fwdbwd : route_fwdbwd_async;
+    return sync ? tb__route_tb_forward : tb__route_tb_forward_async;
+  return sync ? tb__route_tb_fwdbwd : tb__route_tb_fwdbwd_async;
 }
 
 static void train(tb__http_request_t *req, tb__op_type_t type, int sync) {
   tb__training_t *tr = tb__training_of(req);
-  json_t *doc = tb__tb_begin(req, 1);
-  if (doc == NULL)
+  json_t *doc;
+  if (tb__server_parse_body(req, &doc) != 0)
     return;
   tb_error_t err = { 0 };
   tb__jctx_t c;
@@ -452,12 +333,12 @@ static void train(tb__http_request_t *req, tb__op_type_t type, int sync) {
   json_decref(doc);
 }
 
-static void route_forward(tb__http_request_t *req) { train(req, TB__OP_FORWARD, 1); }
-static void route_forward_async(tb__http_request_t *req) { train(req, TB__OP_FORWARD, 0); }
-static void route_fwdbwd(tb__http_request_t *req) { train(req, TB__OP_FORWARD_BACKWARD, 1); }
-static void route_fwdbwd_async(tb__http_request_t *req) { train(req, TB__OP_FORWARD_BACKWARD, 0); }
-static void route_optim(tb__http_request_t *req) { train(req, TB__OP_OPTIM, 1); }
-static void route_optim_async(tb__http_request_t *req) { train(req, TB__OP_OPTIM, 0); }
+void tb__route_tb_forward(tb__http_request_t *req) { train(req, TB__OP_FORWARD, 1); }
+void tb__route_tb_forward_async(tb__http_request_t *req) { train(req, TB__OP_FORWARD, 0); }
+void tb__route_tb_fwdbwd(tb__http_request_t *req) { train(req, TB__OP_FORWARD_BACKWARD, 1); }
+void tb__route_tb_fwdbwd_async(tb__http_request_t *req) { train(req, TB__OP_FORWARD_BACKWARD, 0); }
+void tb__route_tb_optim(tb__http_request_t *req) { train(req, TB__OP_OPTIM, 1); }
+void tb__route_tb_optim_async(tb__http_request_t *req) { train(req, TB__OP_OPTIM, 0); }
 
 /* ------------------------------------------------------------ adapters */
 
@@ -470,8 +351,8 @@ static int get_bool(tb__jctx_t *c, const json_t *o, const char *key, int *out) {
  * "train_mlp"?, "train_unembed"?} creates an adapter. */
 static void add_lora(tb__http_request_t *req, int sync) {
   tb__training_t *tr = tb__training_of(req);
-  json_t *doc = tb__tb_begin(req, 1);
-  if (doc == NULL)
+  json_t *doc;
+  if (tb__server_parse_body(req, &doc) != 0)
     return;
   tb_error_t err = { 0 };
   tb__jctx_t c;
@@ -550,8 +431,8 @@ static void add_lora(tb__http_request_t *req, int sync) {
 /* The caller's model named by a body {"model_id"}, or NULL after
  * answering 400 or 404. */
 static tb__tmodel_t *body_model(tb__http_request_t *req) {
-  json_t *doc = tb__tb_begin(req, 0);
-  if (doc == NULL)
+  json_t *doc;
+  if (tb__server_parse_body(req, &doc) != 0)
     return NULL;
   tb_error_t err = { 0 };
   tb__jctx_t c;
@@ -592,10 +473,10 @@ static void remove_lora(tb__http_request_t *req, int sync) {
     tb__tb_answer_call(req, fid, mid, sync);
 }
 
-static void route_add_lora(tb__http_request_t *req) { add_lora(req, 1); }
-static void route_add_lora_async(tb__http_request_t *req) { add_lora(req, 0); }
-static void route_remove_lora(tb__http_request_t *req) { remove_lora(req, 1); }
-static void route_remove_lora_async(tb__http_request_t *req) { remove_lora(req, 0); }
+void tb__route_tb_add_lora(tb__http_request_t *req) { add_lora(req, 1); }
+void tb__route_tb_add_lora_async(tb__http_request_t *req) { add_lora(req, 0); }
+void tb__route_tb_remove_lora(tb__http_request_t *req) { remove_lora(req, 1); }
+void tb__route_tb_remove_lora_async(tb__http_request_t *req) { remove_lora(req, 0); }
 
 /* ------------------------------------------------------------ weights */
 
@@ -620,8 +501,8 @@ static char *checkpoint_dir(tb__http_request_t *req, tb_slice_t mid, const char 
  * save_weights_for_sampler ("sampler_weights"). */
 static void save(tb__http_request_t *req, tb__op_type_t type) {
   tb__training_t *tr = tb__training_of(req);
-  json_t *doc = tb__tb_begin(req, 1);
-  if (doc == NULL)
+  json_t *doc;
+  if (tb__server_parse_body(req, &doc) != 0)
     return;
   tb_error_t err = { 0 };
   tb__jctx_t c;
@@ -676,8 +557,8 @@ static void save(tb__http_request_t *req, tb__op_type_t type) {
  * created with the checkpoint's LoRA shape. */
 static void load(tb__http_request_t *req) {
   tb__training_t *tr = tb__training_of(req);
-  json_t *doc = tb__tb_begin(req, 1);
-  if (doc == NULL)
+  json_t *doc;
+  if (tb__server_parse_body(req, &doc) != 0)
     return;
   tb_error_t err = { 0 };
   tb__jctx_t c;
@@ -763,15 +644,15 @@ static void load(tb__http_request_t *req) {
     tb__tb_answer_call(req, fid, mid, 0);
 }
 
-static void route_save_async(tb__http_request_t *req) { save(req, TB__OP_SAVE); }
-static void route_save_sampler_async(tb__http_request_t *req) { save(req, TB__OP_SAVE_SAMPLER); }
-static void route_load_async(tb__http_request_t *req) { load(req); }
+void tb__route_tb_save_async(tb__http_request_t *req) { save(req, TB__OP_SAVE); }
+void tb__route_tb_save_sampler_async(tb__http_request_t *req) { save(req, TB__OP_SAVE_SAMPLER); }
+void tb__route_tb_load_async(tb__http_request_t *req) { load(req); }
 
 /* ------------------------------------------------------------ direct */
 
 /* POST /get_info {"model_id"}: the caller's model, as the Python server's
  * shape with what it left out filled in. */
-static void route_get_info(tb__http_request_t *req) {
+void tb__route_tb_get_info(tb__http_request_t *req) {
   tb__tmodel_t *m = body_model(req);
   if (m == NULL)
     return;
@@ -790,7 +671,7 @@ static void route_get_info(tb__http_request_t *req) {
 }
 
 /* GET /list_loss_functions: the losses forward_backward takes. */
-static void route_list_loss_functions(tb__http_request_t *req) {
+void tb__route_tb_list_loss_functions(tb__http_request_t *req) {
   json_t *names = json_array();
   for (int i = TB_LOSS_CROSS_ENTROPY; names != NULL && i <= TB_LOSS_DRO; i++)
     json_array_append_new(names, json_string(tb__loss_fn_name((tb__loss_fn_t)i)));
@@ -801,70 +682,4 @@ static void route_list_loss_functions(tb__http_request_t *req) {
   }
   tb__server_respond_jsonv(req, 200, v);
   json_decref(v);
-}
-
-/* ------------------------------------------------------------ table */
-
-int tb__tinkerbell_routes(tb__training_t *tr) {
-  static const struct {
-    const char *path;
-    tb__http_handler_cb cb;
-    int shared;        /* a Tinker path: the body decides */
-    const char *summary;
-  } routes[] = {
-#define FWD "{model_id, data, loss_fn?}"
-    { "/api/v1/forward", route_forward, 1, "Forward only, sync: " FWD " -> {loss, logprobs, ...}" },
-    { "/api/v1/forward_async", route_forward_async, 0,
-      "Forward only: " FWD " -> {request_id, model_id}" },
-    { "/fwd", route_forward_async, 0, "Legacy /api/v1/forward_async" },
-    { "/api/v1/forward_backward", route_fwdbwd, 1,
-      "Forward and backward, sync: " FWD " -> {loss, num_samples, model_id, backend, ...}" },
-    { "/api/v1/forward_backward_async", route_fwdbwd_async, 0,
-      "Forward and backward: " FWD " -> {request_id, model_id}" },
-    { "/fwdbwd", route_fwdbwd_async, 0, "Legacy /api/v1/forward_backward_async" },
-    { "/api/v1/optim_step", route_optim, 1,
-      "An Adam step, sync: {model_id, adam_params?} -> {metrics, step, ...}" },
-    { "/api/v1/optim_step_async", route_optim_async, 0,
-      "An Adam step: {model_id, adam_params?} -> {request_id, model_id}" },
-    { "/optim_step", route_optim_async, 0, "Legacy /api/v1/optim_step_async" },
-    { "/api/v1/add_lora", route_add_lora, 0,
-      "Creates an adapter, sync: {base_model?, rank?, alpha?} -> {model_id, ...}" },
-    { "/api/v1/add_lora_async", route_add_lora_async, 0,
-      "Creates an adapter: {base_model?, rank?, alpha?} -> {request_id, model_id}" },
-    { "/add_lora", route_add_lora_async, 0, "Legacy /api/v1/add_lora_async" },
-    { "/api/v1/remove_lora", route_remove_lora, 0,
-      "Removes an adapter, sync: {model_id} -> {model_id, status: deleted}" },
-    { "/api/v1/remove_lora_async", route_remove_lora_async, 0,
-      "Removes an adapter: {model_id} -> {request_id, model_id}" },
-    { "/remove_lora", route_remove_lora_async, 0, "Legacy /api/v1/remove_lora_async" },
-    { "/api/v1/load_weights_async", route_load_async, 0,
-      "Loads a checkpoint: {model_id, path} -> {request_id, model_id}" },
-    { "/api/v1/load_weights", route_load_async, 1, "As /api/v1/load_weights_async" },
-    { "/load_weights", route_load_async, 0, "Legacy /api/v1/load_weights_async" },
-    { "/api/v1/save_weights_async", route_save_async, 0,
-      "Saves a checkpoint: {model_id, path?} -> {request_id, model_id}" },
-    { "/api/v1/save_weights", route_save_async, 1, "As /api/v1/save_weights_async" },
-    { "/save_weights", route_save_async, 0, "Legacy /api/v1/save_weights_async" },
-    { "/api/v1/save_weights_for_sampler_async", route_save_sampler_async, 0,
-      "Saves sampler weights: {model_id, path?} -> {request_id, model_id}" },
-    { "/api/v1/save_weights_for_sampler", route_save_sampler_async, 1,
-      "As /api/v1/save_weights_for_sampler_async" },
-    { "/save_weights_for_sampler", route_save_sampler_async, 0,
-      "Legacy /api/v1/save_weights_for_sampler_async" },
-#undef FWD
-  };
-  int rc = tb__server_route(tr->srv, "POST", "/get_info", TB__DIALECT_TINKERBELL, 0,
-                            route_get_info, tr,
-                            "A model: {model_id} -> {model_id, model_data, base_model, "
-                            "lora_rank, ...}");
-  rc = rc ? rc : tb__server_route(tr->srv, "GET", "/list_loss_functions",
-                                  TB__DIALECT_TINKERBELL, 0, route_list_loss_functions, tr,
-                                  "{available_loss_functions}");
-  for (size_t i = 0; rc == 0 && i < sizeof(routes) / sizeof(routes[0]); i++)
-    rc = routes[i].shared
-             ? tb__server_route_tinkerbell(tr->srv, "POST", routes[i].path, routes[i].cb,
-                                           routes[i].summary)
-             : tb__server_route(tr->srv, "POST", routes[i].path, TB__DIALECT_TINKERBELL, 0,
-                                routes[i].cb, tr, routes[i].summary);
-  return rc ? rc : tb__tb_text_routes(tr);
 }

@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "core/json.h"
+#include "server/routes.h"
 
 /* ------------------------------------------------------------ sampling */
 
@@ -89,16 +90,14 @@ static void sample_done(tb__offload_t *o) {
   free(d);
 }
 
-static void route_sample(tb__http_request_t *req);
-static void route_asample(tb__http_request_t *req);
 
 /* {"model_id"? | "base_model"?, "prompt" | "messages" | "prompt_tokens",
  * sampling parameters}: from the caller's model (after its earlier
  * operations) or from a base model. */
 static void sample(tb__http_request_t *req, int sync) {
   tb__training_t *tr = tb__training_of(req);
-  json_t *doc = tb__tb_begin(req, 1);
-  if (doc == NULL)
+  json_t *doc;
+  if (tb__server_parse_body(req, &doc) != 0)
     return;
   tb_error_t err = { 0 };
   tb__jctx_t c;
@@ -135,7 +134,7 @@ static void sample(tb__http_request_t *req, int sync) {
     return;
   }
   if (tb__tb_sample_needs_text(doc) &&
-      tb__mtext_wait(req, b, sync ? route_sample : route_asample)) {
+      tb__mtext_wait(req, b, sync ? tb__route_tb_sample : tb__route_tb_asample)) {
     json_decref(doc);
     return;
   }
@@ -161,8 +160,8 @@ static void sample(tb__http_request_t *req, int sync) {
   tb__offload(&d->o);
 }
 
-static void route_sample(tb__http_request_t *req) { sample(req, 1); }
-static void route_asample(tb__http_request_t *req) { sample(req, 0); }
+void tb__route_tb_sample(tb__http_request_t *req) { sample(req, 1); }
+void tb__route_tb_asample(tb__http_request_t *req) { sample(req, 0); }
 
 /* ------------------------------------------------------------ tokenize */
 
@@ -370,8 +369,6 @@ static void text_call_done(tb__offload_t *o) {
   free(t);
 }
 
-static void route_tokenize(tb__http_request_t *req);
-static void route_detokenize(tb__http_request_t *req);
 
 /* The base model a tokenize or detokenize call names; NULL after
  * answering 404 (an unknown model) or 400. */
@@ -408,11 +405,12 @@ static tb__tbase_t *text_call_base(tb__http_request_t *req, const json_t *doc) {
 
 static void text_call(tb__http_request_t *req, int detok) {
   tb__training_t *tr = tb__training_of(req);
-  json_t *doc = tb__tb_begin(req, 1);
-  if (doc == NULL)
+  json_t *doc;
+  if (tb__server_parse_body(req, &doc) != 0)
     return;
   tb__tbase_t *b = text_call_base(req, doc);
-  if (b == NULL || tb__mtext_wait(req, b, detok ? route_detokenize : route_tokenize)) {
+  if (b == NULL ||
+      tb__mtext_wait(req, b, detok ? tb__route_tb_detokenize : tb__route_tb_tokenize)) {
     json_decref(doc);
     return;
   }
@@ -430,25 +428,5 @@ static void text_call(tb__http_request_t *req, int detok) {
   tb__offload(&t->o);
 }
 
-static void route_tokenize(tb__http_request_t *req) { text_call(req, 0); }
-static void route_detokenize(tb__http_request_t *req) { text_call(req, 1); }
-
-int tb__tb_text_routes(tb__training_t *tr) {
-  int rc = tb__server_route(tr->srv, "POST", "/api/v1/sample", TB__DIALECT_TINKERBELL, 0,
-                            route_sample, tr,
-                            "Samples, sync: {model_id?, prompt | messages, max_tokens?, ...} -> "
-                            "{generated_text, samples}");
-  rc = rc ? rc : tb__server_route_tinkerbell(tr->srv, "POST", "/api/v1/asample", route_asample,
-                                             "Samples: {model_id?, prompt | messages, ...} -> "
-                                             "{request_id, model_id}");
-  rc = rc ? rc : tb__server_route(tr->srv, "POST", "/api/v1/tokenize", TB__DIALECT_TINKERBELL,
-                                  0, route_tokenize, tr,
-                                  "Text to tokens with a model's tokenizer: {model_id | "
-                                  "base_model, text, add_special_tokens?} -> {tokens}; "
-                                  "{..., messages, add_generation_prompt?, renderer?} -> "
-                                  "{tokens, text}");
-  return rc ? rc : tb__server_route(tr->srv, "POST", "/api/v1/detokenize",
-                                    TB__DIALECT_TINKERBELL, 0, route_detokenize, tr,
-                                    "Tokens to text, special tokens kept: {model_id | "
-                                    "base_model, tokens, skip_special_tokens?} -> {text}");
-}
+void tb__route_tb_tokenize(tb__http_request_t *req) { text_call(req, 0); }
+void tb__route_tb_detokenize(tb__http_request_t *req) { text_call(req, 1); }

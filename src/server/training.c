@@ -18,6 +18,7 @@
 #include "core/log.h"
 #include "engine/base_model.h"
 #include "engine/checkpoint.h"
+#include "server/routes.h"
 #include "server/sched.h"
 #include "server/store.h"
 #include "server/tinkerbell.h"
@@ -703,9 +704,7 @@ int tb__training_start(tb__server_t *srv, const tb__engine_opts_t *opts,
   tr->ext.data = tr;
   tr->ext.close = ext_close;
   tr->ext.metrics = ext_metrics;
-  rc = tb__model_routes(tr);
-  rc = rc ? rc : tb__sampling_routes(tr);
-  rc = rc ? rc : tb__tinkerbell_routes(tr);
+  rc = tb__routes_add(srv, TB__PART_TRAINING, tr);
   for (i = 0; rc == 0 && i < n_models; i++)
     if (bases[i].builtin) {
       rc = tb_server_add_model(srv->pub, bases[i].name, bases[i].cfg.max_position_embeddings);

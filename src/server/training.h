@@ -251,7 +251,6 @@ void tb__create_model(tb__http_request_t *req, tb__training_t *tr, tb__tbase_t *
 void tb__unload_now(tb__tmodel_t *m, tb__top_t *op);
 
 /* model_routes.c */
-int tb__model_routes(tb__training_t *tr);
 /* A decoded forward_backward request as an engine batch (input_key: the
  * path prefix of data, or NULL); checks that the loss has its inputs. */
 int tb__fwdbwd_to_batch(tb__jctx_t *c, tb__arena_t *a, const tb__wire_fwdbwd_t *w, tb__batch_t *b,
@@ -272,7 +271,6 @@ tb__sampler_t *tb__sampler_find(tb__training_t *tr, const tb__user_t *owner, con
 tb__sampler_t *tb__sampler_open(tb__training_t *tr, tb__user_t *owner, tb__session_t *sess,
                                 tb__tbase_t *base, char *id, const tb_slice_t *path,
                                 char *dir, const tb__lora_config_t *lora);
-int tb__sampling_routes(tb__training_t *tr);
 void tb__samplers_fail_all(tb__training_t *tr, const char *message);
 /* Releases the adapters of sess's sampling sessions; their samples fail
  * from now on. */

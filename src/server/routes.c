@@ -1,0 +1,203 @@
+/*
+ * The route table: every route of the server, one row each (routes.h),
+ * in the order the index at GET / lists them.  A path both dialects
+ * serve is one row of dialect TB__DIALECT_BOTH with a handler for each;
+ * the body decides which runs (tb__dialect_of).  The gates of a row
+ * (closing, rate limit) run in the server's common start, so a handler
+ * begins with its body.
+ *
+ * Not here: what a route does (the handler's file), the matching of
+ * paths (http/router.c).
+ */
+#include "server/routes.h"
+
+#include <stddef.h>
+
+#define C TB__ROUTE_CLOSING
+#define S TB__ROUTE_SUBMITS
+#define P TB__ROUTE_PUBLIC
+#define SERVICE TB__DIALECT_SERVICE
+#define TINKER TB__DIALECT_TINKER
+#define TINKERBELL TB__DIALECT_TINKERBELL
+#define BOTH TB__DIALECT_BOTH
+#define CKPT "/api/v1/training_runs/{run_id}/checkpoints/{kind}/{name}"
+#define FWD "{model_id, data, loss_fn?}"
+
+static const tb__route_row_t table[] = {
+  /* ---------------------------------------------------------- core */
+  { TB__PART_CORE, "GET", "/", SERVICE, P, tb__route_index, NULL,
+    "This index: every route of both dialects", NULL },
+  { TB__PART_CORE, "GET", "/metrics", SERVICE, 0, tb__route_metrics, NULL,
+    "Prometheus metrics", NULL },
+  { TB__PART_CORE, "GET", "/api/v1/healthz", TINKER, P, tb__route_healthz, NULL,
+    "{status: ok}", NULL },
+  { TB__PART_CORE, "GET", "/healthz", TINKERBELL, P, tb__route_healthz, NULL,
+    "{status: ok}", NULL },
+  { TB__PART_CORE, "POST", "/api/v1/client/config", TINKER, 0, tb__route_client_config, NULL,
+    "The SDK's feature flags (ClientConfigResponse); the connection closes after it", NULL },
+  { TB__PART_CORE, "POST", "/api/v1/client/dynamic_config", TINKER, 0,
+    tb__route_dynamic_config, NULL, "{refresh_interval_sec}", NULL },
+  { TB__PART_CORE, "GET", "/api/v1/get_server_capabilities", TINKER, 0,
+    tb__route_capabilities, NULL, "The base models served, with max_context_length", NULL },
+  { TB__PART_CORE, "GET", "/get_server_capabilities", TINKERBELL, 0, tb__route_capabilities,
+    NULL, "The base models served, with max_context_length", NULL },
+  { TB__PART_CORE, "POST", "/api/v1/telemetry", TINKER, 0, tb__route_telemetry, NULL,
+    "SDK telemetry batches: counted, {status: accepted}", NULL },
+  { TB__PART_CORE, "POST", "/api/v1/create_session", TINKER, 0, tb__route_create_session,
+    NULL,
+    "Creates a session: {tags, user_metadata, sdk_version, project_id?} -> {session_id}",
+    NULL },
+  { TB__PART_CORE, "POST", "/api/v1/session_heartbeat", TINKER, 0, tb__route_heartbeat, NULL,
+    "Keeps a session alive: {session_id}", NULL },
+  { TB__PART_CORE, "POST", "/api/v1/close_session", TINKER, 0, tb__route_close_session, NULL,
+    "Closes a session: its models are unloaded at once, its checkpoints kept; later calls "
+    "on it answer 410: {session_id}",
+    NULL },
+  { TB__PART_CORE, "GET", "/api/v1/sessions", TINKER, 0, tb__route_list_sessions, NULL,
+    "The caller's sessions, newest first (limit, offset)", NULL },
+  { TB__PART_CORE, "GET", "/api/v1/sessions/{session_id}", TINKER, 0, tb__route_get_session,
+    NULL, "A session's training runs and samplers", NULL },
+  { TB__PART_CORE, "POST", "/api/v1/retrieve_future", TINKER, 0, tb__futures_route_tinker,
+    NULL,
+    "Long-polls a future: {request_id} -> the result, {error, category} or {type: "
+    "try_again, queue_state}",
+    NULL },
+  { TB__PART_CORE, "POST", "/retrieve_future", TINKERBELL, 0, tb__futures_route_tinkerbell,
+    NULL,
+    "Polls a future: 202 {status: pending}, 200 the result, 500 {detail: Job failed: ...}",
+    NULL },
+
+  /* ---------------------------------------------------------- store */
+  { TB__PART_STORE, "GET", "/api/v1/training_runs", TINKER, 0, tb__route_list_runs, NULL,
+    "The caller's training runs, newest first (limit, offset, access_scope, project_id) "
+    "-> {training_runs, cursor}",
+    NULL },
+  { TB__PART_STORE, "GET", "/api/v1/training_runs/{run_id}", TINKER, 0, tb__route_get_run,
+    NULL, "A training run (access_scope)", NULL },
+  { TB__PART_STORE, "GET", "/api/v1/training_runs/{run_id}/checkpoints", TINKER, 0,
+    tb__route_run_checkpoints, NULL,
+    "A run's checkpoints, newest first -> {checkpoints, cursor}", NULL },
+  { TB__PART_STORE, "GET", "/api/v1/checkpoints", TINKER, 0, tb__route_user_checkpoints, NULL,
+    "The caller's checkpoints, newest first (limit, offset) -> {checkpoints, cursor}", NULL },
+  { TB__PART_STORE, "DELETE", CKPT, TINKER, 0, tb__route_delete_checkpoint, NULL,
+    "Deletes a checkpoint and its files", NULL },
+  { TB__PART_STORE, "GET", CKPT "/archive", TINKER, 0, tb__route_archive, NULL,
+    "A download link for a checkpoint's tar -> {url, expires}", NULL },
+  { TB__PART_STORE, "POST", CKPT "/publish", TINKER, 0, tb__route_publish, NULL,
+    "Makes a checkpoint loadable by every user (409 if public)", NULL },
+  { TB__PART_STORE, "DELETE", CKPT "/publish", TINKER, 0, tb__route_unpublish, NULL,
+    "Makes a checkpoint private again (409 if private)", NULL },
+  { TB__PART_STORE, "PUT", CKPT "/ttl", TINKER, 0, tb__route_ttl, NULL,
+    "Sets a checkpoint's expiry: {ttl_seconds: int | null}", NULL },
+  { TB__PART_STORE, "GET", "/api/v1/checkpoint_archives/{token}", TINKER, P,
+    tb__route_download, NULL,
+    "A checkpoint as a tar (the link from .../archive; no API key)", NULL },
+
+  /* ---------------------------------------------------------- training */
+  { TB__PART_TRAINING, "POST", "/api/v1/create_model", TINKER, C | S, tb__route_create_model,
+    NULL, "Creates a LoRA model: future of {model_id}", NULL },
+  { TB__PART_TRAINING, "POST", "/api/v1/forward_backward", BOTH, C | S,
+    tb__route_forward_backward, tb__route_tb_fwdbwd,
+    "Forward and backward (JSON or protobuf body): future of ForwardBackwardOutput",
+    "Forward and backward, sync: " FWD " -> {loss, num_samples, model_id, backend, ...}" },
+  { TB__PART_TRAINING, "POST", "/api/v1/forward", BOTH, C | S, tb__route_forward,
+    tb__route_tb_forward, "Forward only: future of ForwardBackwardOutput",
+    "Forward only, sync: " FWD " -> {loss, logprobs, ...}" },
+  { TB__PART_TRAINING, "POST", "/api/v1/optim_step", BOTH, C | S, tb__route_optim_step,
+    tb__route_tb_optim, "An Adam step: future of {metrics}",
+    "An Adam step, sync: {model_id, adam_params?} -> {metrics, step, ...}" },
+  { TB__PART_TRAINING, "POST", "/api/v1/save_weights", BOTH, C | S, tb__route_save_weights,
+    tb__route_tb_save_async, "Saves a training checkpoint: future of {path}",
+    "As /api/v1/save_weights_async" },
+  { TB__PART_TRAINING, "POST", "/api/v1/save_weights_for_sampler", BOTH, C | S,
+    tb__route_save_for_sampler, tb__route_tb_save_sampler_async,
+    "Saves sampler weights: future of {path}", "As /api/v1/save_weights_for_sampler_async" },
+  { TB__PART_TRAINING, "POST", "/api/v1/load_weights", BOTH, C | S, tb__route_load_weights,
+    tb__route_tb_load_async, "Loads a checkpoint: future", "As /api/v1/load_weights_async" },
+  { TB__PART_TRAINING, "POST", "/api/v1/unload_model", TINKER, C, tb__route_unload_model, NULL,
+    "Unloads a model: future", NULL },
+  { TB__PART_TRAINING, "POST", "/api/v1/get_info", TINKER, 0, tb__route_get_info, NULL,
+    "A model's base, rank and tokenizer", NULL },
+  { TB__PART_TRAINING, "POST", "/api/v1/weights_info", TINKER, 0, tb__route_weights_info, NULL,
+    "A checkpoint's base model, rank and trained parts", NULL },
+  { TB__PART_TRAINING, "POST", "/api/v1/create_sampling_session", TINKER, C,
+    tb__route_create_sampling_session, NULL,
+    "A sampling session over the base model or saved weights", NULL },
+  { TB__PART_TRAINING, "GET", "/api/v1/samplers/{sampler_id}", TINKER, 0,
+    tb__route_get_sampler, NULL, "A sampling session's base model and weights", NULL },
+  { TB__PART_TRAINING, "POST", "/api/v1/asample", BOTH, C | S, tb__route_asample,
+    tb__route_tb_asample, "Samples: future of SampleResponse",
+    "Samples: {model_id?, prompt | messages, ...} -> {request_id, model_id}" },
+  { TB__PART_TRAINING, "POST", "/get_info", TINKERBELL, C, tb__route_tb_get_info, NULL,
+    "A model: {model_id} -> {model_id, model_data, base_model, lora_rank, ...}", NULL },
+  { TB__PART_TRAINING, "GET", "/list_loss_functions", TINKERBELL, 0,
+    tb__route_tb_list_loss_functions, NULL, "{available_loss_functions}", NULL },
+  { TB__PART_TRAINING, "POST", "/api/v1/forward_async", TINKERBELL, C | S,
+    tb__route_tb_forward_async, NULL, "Forward only: " FWD " -> {request_id, model_id}",
+    NULL },
+  { TB__PART_TRAINING, "POST", "/fwd", TINKERBELL, C | S, tb__route_tb_forward_async, NULL,
+    "Legacy /api/v1/forward_async", NULL },
+  { TB__PART_TRAINING, "POST", "/api/v1/forward_backward_async", TINKERBELL, C | S,
+    tb__route_tb_fwdbwd_async, NULL,
+    "Forward and backward: " FWD " -> {request_id, model_id}", NULL },
+  { TB__PART_TRAINING, "POST", "/fwdbwd", TINKERBELL, C | S, tb__route_tb_fwdbwd_async, NULL,
+    "Legacy /api/v1/forward_backward_async", NULL },
+  { TB__PART_TRAINING, "POST", "/api/v1/optim_step_async", TINKERBELL, C | S,
+    tb__route_tb_optim_async, NULL,
+    "An Adam step: {model_id, adam_params?} -> {request_id, model_id}", NULL },
+  { TB__PART_TRAINING, "POST", "/optim_step", TINKERBELL, C | S, tb__route_tb_optim_async,
+    NULL, "Legacy /api/v1/optim_step_async", NULL },
+  { TB__PART_TRAINING, "POST", "/api/v1/add_lora", TINKERBELL, C | S, tb__route_tb_add_lora,
+    NULL, "Creates an adapter, sync: {base_model?, rank?, alpha?} -> {model_id, ...}", NULL },
+  { TB__PART_TRAINING, "POST", "/api/v1/add_lora_async", TINKERBELL, C | S,
+    tb__route_tb_add_lora_async, NULL,
+    "Creates an adapter: {base_model?, rank?, alpha?} -> {request_id, model_id}", NULL },
+  { TB__PART_TRAINING, "POST", "/add_lora", TINKERBELL, C | S, tb__route_tb_add_lora_async,
+    NULL, "Legacy /api/v1/add_lora_async", NULL },
+  { TB__PART_TRAINING, "POST", "/api/v1/remove_lora", TINKERBELL, C, tb__route_tb_remove_lora,
+    NULL, "Removes an adapter, sync: {model_id} -> {model_id, status: deleted}", NULL },
+  { TB__PART_TRAINING, "POST", "/api/v1/remove_lora_async", TINKERBELL, C,
+    tb__route_tb_remove_lora_async, NULL,
+    "Removes an adapter: {model_id} -> {request_id, model_id}", NULL },
+  { TB__PART_TRAINING, "POST", "/remove_lora", TINKERBELL, C, tb__route_tb_remove_lora_async,
+    NULL, "Legacy /api/v1/remove_lora_async", NULL },
+  { TB__PART_TRAINING, "POST", "/api/v1/load_weights_async", TINKERBELL, C | S,
+    tb__route_tb_load_async, NULL,
+    "Loads a checkpoint: {model_id, path} -> {request_id, model_id}", NULL },
+  { TB__PART_TRAINING, "POST", "/load_weights", TINKERBELL, C | S, tb__route_tb_load_async,
+    NULL, "Legacy /api/v1/load_weights_async", NULL },
+  { TB__PART_TRAINING, "POST", "/api/v1/save_weights_async", TINKERBELL, C | S,
+    tb__route_tb_save_async, NULL,
+    "Saves a checkpoint: {model_id, path?} -> {request_id, model_id}", NULL },
+  { TB__PART_TRAINING, "POST", "/save_weights", TINKERBELL, C | S, tb__route_tb_save_async,
+    NULL, "Legacy /api/v1/save_weights_async", NULL },
+  { TB__PART_TRAINING, "POST", "/api/v1/save_weights_for_sampler_async", TINKERBELL, C | S,
+    tb__route_tb_save_sampler_async, NULL,
+    "Saves sampler weights: {model_id, path?} -> {request_id, model_id}", NULL },
+  { TB__PART_TRAINING, "POST", "/save_weights_for_sampler", TINKERBELL, C | S,
+    tb__route_tb_save_sampler_async, NULL, "Legacy /api/v1/save_weights_for_sampler_async",
+    NULL },
+  { TB__PART_TRAINING, "POST", "/api/v1/sample", TINKERBELL, C | S, tb__route_tb_sample, NULL,
+    "Samples, sync: {model_id?, prompt | messages, max_tokens?, ...} -> {generated_text, "
+    "samples}",
+    NULL },
+  { TB__PART_TRAINING, "POST", "/api/v1/tokenize", TINKERBELL, C | S, tb__route_tb_tokenize,
+    NULL,
+    "Text to tokens with a model's tokenizer: {model_id | base_model, text, "
+    "add_special_tokens?} -> {tokens}; {..., messages, add_generation_prompt?, renderer?} "
+    "-> {tokens, text}",
+    NULL },
+  { TB__PART_TRAINING, "POST", "/api/v1/detokenize", TINKERBELL, C | S,
+    tb__route_tb_detokenize, NULL,
+    "Tokens to text, special tokens kept: {model_id | base_model, tokens, "
+    "skip_special_tokens?} -> {text}",
+    NULL },
+};
+
+int tb__routes_add(tb__server_t *srv, tb__part_t part, void *data) {
+  int rc = 0;
+  for (size_t i = 0; rc == 0 && i < sizeof(table) / sizeof(table[0]); i++)
+    if (table[i].part == part)
+      rc = tb__server_add_row(srv, &table[i], data);
+  return rc;
+}
