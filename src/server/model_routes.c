@@ -206,10 +206,6 @@ static int is_proto(const tb__http_request_t *req) {
          strncasecmp(h->value.base, want, sizeof(want) - 1) == 0;
 }
 
-/* Bodies larger than this are decoded on the threadpool: a 64 MiB JSON
- * batch takes long enough to stall every other client of the loop. */
-#define OFF_LOOP_BODY (64u * 1024u)
-
 /* Decodes a forward / forward_backward body into op's batch.  Touches only
  * the body, op's arena and the outputs: safe on a worker thread. */
 static int decode_fwd(tb_slice_t body, int proto, const char *key, tb__top_t *op,
@@ -255,11 +251,12 @@ static void finish_fwd(tb__http_request_t *req, tb__top_t *op, const tb__wire_fw
   tb__submit_ordered(req, op);
 }
 
+/* A forward / forward_backward body is decoded off the loop when it is
+ * large (tb__offload, model_text.h): a 64 MiB JSON batch takes long
+ * enough to stall every other client of the loop. */
 typedef struct fwd_decode_s {
-  uv_work_t work;
-  tb__http_request_t *req;
+  tb__offload_t o;  /* first */
   tb__top_t *op;
-  tb__training_t *tr;
   int proto;
   const char *key;
   int rc;
@@ -267,23 +264,21 @@ typedef struct fwd_decode_s {
   tb_error_t err;
 } fwd_decode_t;
 
-static void fwd_decode_work(uv_work_t *work) {
-  fwd_decode_t *d = work->data;
-  d->rc = decode_fwd(d->req->body, d->proto, d->key, d->op, &d->w, &d->err);
+static void fwd_decode_run(tb__offload_t *o) {
+  fwd_decode_t *d = (fwd_decode_t *)o;
+  d->rc = decode_fwd(o->req->body, d->proto, d->key, d->op, &d->w, &d->err);
 }
 
-static void fwd_decode_done(uv_work_t *work, int status) {
-  fwd_decode_t *d = work->data;
-  tb__training_t *tr = d->tr;
-  if (tr->closing) {
-    tb__server_respond_error(d->req, 503, "the server is closing");
+static void fwd_decode_done(tb__offload_t *o) {
+  fwd_decode_t *d = (fwd_decode_t *)o;
+  if (o->tr->closing) {
+    tb__server_respond_error(o->req, 503, "the server is closing");
     tb__top_free(d->op);
   } else {
-    finish_fwd(d->req, d->op, &d->w, d->rc, &d->err);
+    finish_fwd(o->req, d->op, &d->w, d->rc, &d->err);
   }
   tb_error_clear(&d->err);
   free(d);
-  tb__training_fs_done(tr);
 }
 
 static void route_fwd_common(tb__http_request_t *req, int forward_only_route) {
@@ -291,31 +286,18 @@ static void route_fwd_common(tb__http_request_t *req, int forward_only_route) {
                                                       : TB__OP_FORWARD_BACKWARD);
   if (op == NULL)
     return;
-  const char *key = forward_only_route ? "forward_input" : "forward_backward_input";
-  int proto = is_proto(req);
-  if (req->body.len > OFF_LOOP_BODY) {
-    tb__training_t *tr = tb__training_of(req);
-    fwd_decode_t *d = calloc(1, sizeof(*d));
-    if (d != NULL) {
-      d->work.data = d;
-      d->req = req;
-      d->op = op;
-      d->tr = tr;
-      d->proto = proto;
-      d->key = key;
-      if (uv_queue_work(tr->srv->loop, &d->work, fwd_decode_work, fwd_decode_done) == 0) {
-        tr->n_fs++;
-        return;
-      }
-      free(d);
-    }
-    /* No room off the loop: decode here rather than refuse. */
+  fwd_decode_t *d = calloc(1, sizeof(*d));
+  if (d == NULL) {
+    tb__server_respond_error(req, 503, "out of memory");
+    tb__top_free(op);
+    return;
   }
-  tb_error_t err = { 0 };
-  tb__wire_fwdbwd_t w = { 0 };
-  int rc = decode_fwd(req->body, proto, key, op, &w, &err);
-  finish_fwd(req, op, &w, rc, &err);
-  tb_error_clear(&err);
+  d->o = (tb__offload_t){ .tr = tb__training_of(req), .req = req, .run = fwd_decode_run,
+                          .done = fwd_decode_done };
+  d->op = op;
+  d->proto = is_proto(req);
+  d->key = forward_only_route ? "forward_input" : "forward_backward_input";
+  tb__offload(&d->o);
 }
 
 void tb__route_forward_backward(tb__http_request_t *req) {
