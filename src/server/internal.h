@@ -43,7 +43,30 @@ enum {
   TB__ROUTE_SUBMITS = 4     /* takes the user's rate limit (429) */
 };
 
-typedef struct tb__route_row_s tb__route_row_t;
+
+/* The parts of the server whose routes are added together (routes.c). */
+typedef enum {
+  TB__PART_CORE = 0,   /* service, sessions, futures: at init */
+  TB__PART_STORE,      /* the REST routes over the database: with a data_dir */
+  TB__PART_TRAINING    /* the engine-backed routes of both dialects */
+} tb__part_t;
+
+/* Adds the routes of a part (tb__routes_add). */
+typedef int (*tb__add_routes_fn)(tb__server_t *srv, tb__part_t part, void *data);
+
+/* A row of the route table (routes.c). */
+typedef struct tb__route_row_s {
+  tb__part_t part;
+  const char *method;
+  const char *path;
+  tb__dialect_t dialect;           /* TB__DIALECT_BOTH: the body decides
+                                      (tb__dialect_of) */
+  unsigned flags;                  /* TB__ROUTE_* */
+  tb__http_handler_cb handler;      /* the Tinker dialect's, or the only one */
+  tb__http_handler_cb tinkerbell;   /* TB__DIALECT_BOTH: the Tinkerbell one's */
+  const char *summary;             /* one line for the index at GET / */
+  const char *tinkerbell_summary;  /* TB__DIALECT_BOTH */
+} tb__route_row_t;
 
 typedef struct tb__status_count_s {
   int status;
@@ -167,6 +190,11 @@ int tb__server_add_row(tb__server_t *srv, const tb__route_row_t *row, void *data
  * body that is no JSON object goes to the Tinker route, which answers 400
  * (dialect.c). */
 tb__dialect_t tb__dialect_of(const tb__http_request_t *req);
+/* tb_server_init without its routes: the server core registers none of
+ * its own; it has add_routes add the core part's, and the store part's
+ * with a data_dir (api.c passes the route table's tb__routes_add). */
+int tb__server_init(uv_loop_t *loop, tb_server_t *server, const tb_server_options_t *opts,
+                    tb__add_routes_fn add_routes);
 void tb__server_add_ext(tb__server_t *srv, tb__server_ext_t *ext);
 void tb__server_ext_closed(tb__server_t *srv, tb__server_ext_t *ext);
 

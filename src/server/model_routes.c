@@ -396,17 +396,6 @@ void tb__route_optim_step(tb__http_request_t *req) {
 }
 
 /* A checkpoint name: a single path component of safe characters. */
-static int check_name(tb__jctx_t *c, tb_slice_t name) {
-  int ok = name.len > 0 && name.len <= 128 && name.base[0] != '.';
-  for (size_t i = 0; ok && i < name.len; i++) {
-    char ch = name.base[i];
-    ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-         ch == '.' || ch == '_' || ch == '-';
-  }
-  return ok ? 0 : tb__jctx_fail_at(c, "path", "expected a name of 1 to 128 letters, digits, "
-                                                "'.', '_' or '-', not starting with '.'");
-}
-
 static void route_save_common(tb__http_request_t *req, tb__op_type_t type) {
   tb__training_t *tr = tb__training_of(req);
   json_t *doc;
@@ -433,7 +422,7 @@ static void route_save_common(tb__http_request_t *req, tb__op_type_t type) {
                      (unsigned long long)(uv_hrtime() / 1000));
     name = (tb_slice_t){ gen, (size_t)n };
   }
-  rc = rc < 0 ? rc : check_name(&c, name);
+  rc = rc < 0 ? rc : tb__checkpoint_check_name(&c, name);
   rc = rc < 0 ? rc : get_bool_default(&c, doc, "overwrite", 0, &op->overwrite);
   rc = rc < 0 ? rc
               : tb__json_get_int(&c, doc, "ttl_seconds", TB_JSON_OPTIONAL, 1,
@@ -462,59 +451,6 @@ void tb__route_save_weights(tb__http_request_t *req) {
 
 void tb__route_save_for_sampler(tb__http_request_t *req) {
   route_save_common(req, TB__OP_SAVE_SAMPLER);
-}
-
-char *tb__checkpoint_dir(tb__http_request_t *req, const char *field, tb_slice_t path) {
-  tb__training_t *tr = tb__training_of(req);
-  static const char scheme[] = "tinker://";
-  size_t sl = sizeof(scheme) - 1;
-  const char *p = path.base, *end = path.base + path.len;
-  const char *s1 = path.len > sl && memcmp(p, scheme, sl) == 0 ? memchr(p + sl, '/', path.len - sl)
-                                                                : NULL;
-  const char *s2 = s1 ? memchr(s1 + 1, '/', (size_t)(end - s1 - 1)) : NULL;
-  tb_slice_t mid = { p + sl, s1 ? (size_t)(s1 - p - sl) : 0 };
-  tb_slice_t kind = { s1 ? s1 + 1 : NULL, s2 ? (size_t)(s2 - s1 - 1) : 0 };
-  tb_slice_t name = { s2 ? s2 + 1 : NULL, s2 ? (size_t)(end - s2 - 1) : 0 };
-  tb_error_t err = { 0 };
-  tb__jctx_t c;
-  tb__jctx_init(&c, &err);
-  int rc = 0;
-  if (s2 == NULL || mid.len == 0 ||
-      !(tb__slice_eq_str(kind, "weights") || tb__slice_eq_str(kind, "sampler_weights")))
-    rc = tb__jctx_fail_at(&c, field, "expected tinker://<model_id>/weights/<name> or "
-                                     "tinker://<model_id>/sampler_weights/<name>");
-  rc = rc < 0 ? rc : check_name(&c, name);
-  if (rc >= 0 && tr->srv->opts.data_dir == NULL)
-    rc = tb__jctx_fail(&c, "this server keeps no checkpoints (no data_dir)");
-  for (size_t i = 0; rc >= 0 && i < mid.len; i++)
-    if (mid.base[i] == '.' && i == 0)
-      rc = tb__jctx_fail(&c, "invalid model id");
-  if (rc < 0) {
-    respond_bad(req, &err);
-    return NULL;
-  }
-  /* Checkpoints belong to the user whose session made the model. */
-  const char *colon = memchr(mid.base, ':', mid.len);
-  tb_slice_t sid = { mid.base, colon ? (size_t)(colon - mid.base) : mid.len };
-  /* Or, by the database, to the run's owner; public ones to everyone. */
-  int may = tb__session_find(&tr->srv->sessions, tb__sreq(req)->user, sid) != NULL
-                ? 1
-                : tb__store_may_read(tr->srv->store, tb__sreq(req)->user, mid, path);
-  if (may == UV_EAGAIN) {
-    /* The route runs again once the database is read. */
-    if (tb__store_defer(tr->srv->store, req) != 0)
-      tb__server_respond_error(req, 503, "out of memory");
-    return NULL;
-  }
-  if (may != 1) {
-    tb__server_respond_error(req, 404, "%s: no such checkpoint", field);
-    return NULL;
-  }
-  char *dir = tb__asprintf("%s/%.*s/%.*s/%.*s", tr->srv->opts.data_dir, (int)mid.len,
-                           mid.base, (int)kind.len, kind.base, (int)name.len, name.base);
-  if (dir == NULL)
-    tb__server_respond_error(req, 503, "out of memory");
-  return dir;
 }
 
 /* The create-via-load form: {"session_id", "model_seq_id", "base_model"?,

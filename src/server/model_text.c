@@ -415,31 +415,3 @@ const tb_renderer_t *tb__tctx_renderer(tb__jctx_t *c, const tb__tctx_t *x, const
                    (int)(name.len > 40 ? 40 : name.len), name.base);
   return NULL;
 }
-
-/* ------------------------------------------------------------ off the loop */
-
-static void offload_work(uv_work_t *w) {
-  tb__offload_t *o = w->data;
-  o->run(o);
-}
-
-static void offload_done(uv_work_t *w, int status) {
-  (void)status;  /* never cancelled */
-  tb__offload_t *o = w->data;
-  tb__training_t *tr = o->tr;
-  o->done(o);
-  tb__training_fs_done(tr);
-}
-
-void tb__offload(tb__offload_t *o) {
-  if (o->req->body.len > TB__OFF_LOOP_BODY) {
-    o->work.data = o;
-    if (uv_queue_work(o->tr->srv->loop, &o->work, offload_work, offload_done) == 0) {
-      o->tr->n_fs++;
-      return;
-    }
-    /* No room off the loop: run here rather than refuse. */
-  }
-  o->run(o);
-  o->done(o);
-}

@@ -113,7 +113,7 @@ struct tb__offload_s {
 };
 
 /* Runs o->run and o->done: on the threadpool and then the loop when the
- * request's body is over TB__OFF_LOOP_BODY, else both now. */
+ * request's body is over TB__OFF_LOOP_BODY, else both now (ops.c). */
 void tb__offload(tb__offload_t *o);
 
 #endif /* TB_SERVER_MODEL_TEXT_H */

@@ -1,8 +1,10 @@
 /*
  * The life of an op (training.h): made for a request, given its future
  * when accepted, and ended once: resolved with its result or failed with
- * a message, which also counts it in the metrics.  What an op does and
- * when it runs are training.c's and sched.c's.
+ * a message, which also counts it in the metrics; and the work of a
+ * request that runs off the loop (tb__offload), which the training part
+ * waits for before it is freed.  What an op does and when it runs are
+ * training.c's and sched.c's.
  */
 #include "server/training.h"
 
@@ -145,4 +147,37 @@ tb__future_t *tb__top_client_future(tb__top_t *op) {
   if (op->future != NULL)
     return op->future;
   return op->then != NULL ? op->then->future : NULL;
+}
+
+/* ------------------------------------------------------------ off the loop */
+
+void tb__training_fs_done(tb__training_t *tr) {
+  if (--tr->n_fs == 0 && tr->engine_closed)
+    tr->idle(tr);
+}
+
+static void offload_work(uv_work_t *w) {
+  tb__offload_t *o = w->data;
+  o->run(o);
+}
+
+static void offload_done(uv_work_t *w, int status) {
+  (void)status;  /* never cancelled */
+  tb__offload_t *o = w->data;
+  tb__training_t *tr = o->tr;
+  o->done(o);
+  tb__training_fs_done(tr);
+}
+
+void tb__offload(tb__offload_t *o) {
+  if (o->req->body.len > TB__OFF_LOOP_BODY) {
+    o->work.data = o;
+    if (uv_queue_work(o->tr->srv->loop, &o->work, offload_work, offload_done) == 0) {
+      o->tr->n_fs++;
+      return;
+    }
+    /* No room off the loop: run here rather than refuse. */
+  }
+  o->run(o);
+  o->done(o);
 }

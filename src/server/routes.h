@@ -17,25 +17,6 @@
 
 #include "server/internal.h"
 
-/* The parts of the server whose routes are added together. */
-typedef enum {
-  TB__PART_CORE = 0,   /* service, sessions, futures: at init */
-  TB__PART_STORE,      /* the REST routes over the database: with a data_dir */
-  TB__PART_TRAINING    /* the engine-backed routes of both dialects */
-} tb__part_t;
-
-struct tb__route_row_s {
-  tb__part_t part;
-  const char *method;
-  const char *path;
-  tb__dialect_t dialect;           /* TB__DIALECT_BOTH: the body decides
-                                      (tb__dialect_of) */
-  unsigned flags;                  /* TB__ROUTE_* (internal.h) */
-  tb__http_handler_cb handler;      /* the Tinker dialect's, or the only one */
-  tb__http_handler_cb tinkerbell;   /* TB__DIALECT_BOTH: the Tinkerbell one's */
-  const char *summary;             /* one line for the index at GET / */
-  const char *tinkerbell_summary;  /* TB__DIALECT_BOTH */
-};
 
 /* Adds the rows of part, in the table's order (which the index keeps),
  * with data as their route data (tb__training_t for the training part,

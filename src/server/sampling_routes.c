@@ -399,20 +399,6 @@ void tb__route_asample(tb__http_request_t *req) {
 
 /* ------------------------------------------------------------ sessions */
 
-int tb__checkpoint_lora(tb__training_t *tr, tb_slice_t path, tb__lora_config_t *out,
-                        tb__tbase_t **base) {
-  static const char scheme[] = "tinker://";
-  const char *mid = path.base + sizeof(scheme) - 1;
-  const char *slash = memchr(mid, '/', path.len - (sizeof(scheme) - 1));
-  for (tb__tmodel_t *m = tr->models; m != NULL && slash != NULL; m = m->next)
-    if (m->session != NULL && strlen(m->id) == (size_t)(slash - mid) && memcmp(m->id, mid, (size_t)(slash - mid)) == 0) {
-      *out = m->lora;
-      *base = m->base;
-      return 1;
-    }
-  return 0;
-}
-
 static void sampler_create(tb__sampler_t *s) {
   int rc = tb__engine_create_adapter(&s->job, s->base->model, &s->lora, on_sampler_created);
   if (rc != 0)

@@ -22,6 +22,13 @@
 
 /* ------------------------------------------------------------ models */
 
+tb__tbase_t *tb__tbase_find(tb__training_t *tr, tb_slice_t name) {
+  for (size_t i = 0; i < tr->n_bases; i++)
+    if (tb__slice_eq_str(name, tr->bases[i].name))
+      return &tr->bases[i];
+  return NULL;
+}
+
 tb__tmodel_t *tb__tmodel_find(tb__http_request_t *req, tb_slice_t id) {
   tb__training_t *tr = tb__training_of(req);
   for (tb__tmodel_t *m = tr->models; m != NULL; m = m->next)

@@ -22,7 +22,6 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "http/tls.h"
-#include "server/routes.h"
 #include "server/store.h"
 
 #define DEFAULT_LONG_POLL_MS 30000u
@@ -217,6 +216,15 @@ static void on_request(tb__http_request_t *req) {
     rt->tinkerbell_handler(req);
   else
     rt->handler(req);
+}
+
+/* A request the store deferred until its contents were read, run again
+ * (a closing server's routes may be gone with their parts). */
+static void resume_deferred(tb__http_request_t *req) {
+  if (tb__sreq(req)->srv->closing)
+    tb__server_respond_error(req, 503, "the server is closing");
+  else
+    tb__sreq(req)->route->handler(req);
 }
 
 /* ------------------------------------------------------------ answers */
@@ -491,7 +499,8 @@ static void on_store_closed(void *data) {
   part_closed(srv);
 }
 
-int tb_server_init(uv_loop_t *loop, tb_server_t *server, const tb_server_options_t *opts) {
+int tb__server_init(uv_loop_t *loop, tb_server_t *server, const tb_server_options_t *opts,
+                    tb__add_routes_fn add_routes) {
   void *data = server->data;
   memset(server, 0, sizeof(*server));
   server->data = data;
@@ -557,7 +566,7 @@ int tb_server_init(uv_loop_t *loop, tb_server_t *server, const tb_server_options
       return rc;
     }
   }
-  rc = tb__routes_add(srv, TB__PART_CORE, NULL);
+  rc = add_routes(srv, TB__PART_CORE, NULL);
   if (rc != 0) {
     snprintf(server->message, sizeof(server->message), "cannot set up the routes");
     free_impl(srv);
@@ -600,8 +609,8 @@ int tb_server_init(uv_loop_t *loop, tb_server_t *server, const tb_server_options
   /* With a data_dir: the database (opened on the threadpool) and the
    * REST routes over it. */
   if (rc == 0 && srv->opts.data_dir != NULL) {
-    rc = tb__routes_add(srv, TB__PART_STORE, srv);
-    rc = rc ? rc : tb__store_open(srv, &srv->store);
+    rc = add_routes(srv, TB__PART_STORE, srv);
+    rc = rc ? rc : tb__store_open(srv, resume_deferred, &srv->store);
   }
   if (rc != 0) {
     /* The stores' timers are open: they close when the loop runs next,

@@ -62,6 +62,7 @@ struct tb__store_s {
   int db_closed;
   tb__store_op_t close_op;        /* the last op: closes the connection */
   struct deferred_s *deferred;    /* requests run again once read */
+  tb__http_handler_cb resume;     /* runs a deferred request again */
   struct deferred_s **deferred_tail;
   void (*close_cb)(void *data);
   void *close_data;
@@ -276,11 +277,7 @@ static void run_deferred(tb__store_t *st) {
   st->deferred_tail = NULL;
   while (d != NULL) {
     deferred_t *next = d->next;  /* d goes with the request's arena */
-    /* A closing server's routes may be gone with their parts. */
-    if (st->srv->closing)
-      tb__server_respond_error(d->req, 503, "the server is closing");
-    else
-      tb__sreq(d->req)->route->handler(d->req);
+    st->resume(d->req);
     d = next;
   }
 }
@@ -592,7 +589,7 @@ static void open_done(tb__store_op_t *op, int status) {
 
 static void on_sweep_timer(uv_timer_t *t);
 
-int tb__store_open(tb__server_t *srv, tb__store_t **out) {
+int tb__store_open(tb__server_t *srv, tb__http_handler_cb resume, tb__store_t **out) {
   tb__store_t *st = calloc(1, sizeof(*st));
   open_op_t *o = st ? calloc(1, sizeof(*o)) : NULL;
   if (o == NULL) {
@@ -600,6 +597,7 @@ int tb__store_open(tb__server_t *srv, tb__store_t **out) {
     return TB_ENOMEM;
   }
   st->srv = srv;
+  st->resume = resume;
   st->loop = srv->loop;
   st->data_dir = tb__strndup(srv->opts.data_dir, strlen(srv->opts.data_dir));
   st->db_path = tb__asprintf("%s/%s", srv->opts.data_dir, TB__STORE_DB_NAME);

@@ -76,8 +76,10 @@ struct tb__store_op_s {
  * is opened, its schema made and its contents read on the threadpool; the
  * sessions are restored on the loop once that is done.  Returns 0 or
  * TB_ENOMEM; a database that cannot be opened is reported in the log and
- * by every route that needs it (503). */
-int tb__store_open(tb__server_t *srv, tb__store_t **out);
+ * by every route that needs it (503).  resume runs the requests
+ * tb__store_defer held again once the contents are read (the server's
+ * dispatch, which answers 503 while it closes). */
+int tb__store_open(tb__server_t *srv, tb__http_handler_cb resume, tb__store_t **out);
 /* Closes after the ops already queued ran; cb runs on the loop (never
  * from inside this call), then the store's memory is gone. */
 void tb__store_close(tb__store_t *st, void (*cb)(void *data), void *data);

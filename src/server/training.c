@@ -18,7 +18,6 @@
 #include "core/log.h"
 #include "engine/base_model.h"
 #include "engine/checkpoint.h"
-#include "server/routes.h"
 #include "server/sched.h"
 #include "server/store.h"
 #include "server/tinkerbell.h"
@@ -255,81 +254,6 @@ static void on_mkdir(uv_fs_t *fs) {
   }
 }
 
-typedef struct lora_read_s {
-  uv_work_t work;
-  tb__training_t *tr;
-  char *dir;
-  tb__lora_read_cb cb;
-  void *data;
-  int status;
-  tb__lora_config_t lora;
-  char base_name[128];
-  tb_error_t err;
-} lora_read_t;
-
-static void lora_read_work(uv_work_t *w) {
-  lora_read_t *r = w->data;
-  tb__ckpt_info_t info = { 0 };
-  r->status = tb__ckpt_read_info(r->dir, &info, &r->err);
-  if (r->status != 0)
-    return;
-  r->lora.rank = info.rank;
-  r->lora.alpha = (float)info.alpha;
-  snprintf(r->base_name, sizeof(r->base_name), "%s", info.base_model ? info.base_model : "");
-  for (size_t i = 0; i < info.n_targets; i++) {
-    const char *t = info.targets[i];
-    if (strcmp(t, "lm_head") == 0)
-      r->lora.train_unembed = 1;
-    else if (strcmp(t, "gate_proj") == 0 || strcmp(t, "up_proj") == 0 ||
-             strcmp(t, "down_proj") == 0)
-      r->lora.train_mlp = 1;
-    else
-      r->lora.train_attn = 1;
-  }
-  tb__ckpt_info_free(&info);
-}
-
-void tb__training_fs_done(tb__training_t *tr) {
-  if (--tr->n_fs == 0 && tr->engine_closed)
-    training_free(tr);
-}
-
-static void lora_read_done(uv_work_t *w, int status) {
-  lora_read_t *r = w->data;
-  tb__training_t *tr = r->tr;
-  if (status != 0 && r->status == 0)
-    r->status = status;
-  const char *msg = r->err.message ? r->err.message : tb_strerror(r->status);
-  r->cb(tr, r->data, r->status, &r->lora, r->base_name, msg);
-  tb_error_clear(&r->err);
-  free(r->dir);
-  free(r);
-  tb__training_fs_done(tr);
-}
-
-int tb__read_checkpoint_lora(tb__training_t *tr, const char *dir, tb__lora_read_cb cb,
-                             void *data) {
-  lora_read_t *r = calloc(1, sizeof(*r));
-  char *d = r ? tb__strndup(dir, strlen(dir)) : NULL;
-  if (d == NULL) {
-    free(r);
-    return TB_ENOMEM;
-  }
-  r->work.data = r;
-  r->tr = tr;
-  r->dir = d;
-  r->cb = cb;
-  r->data = data;
-  int rc = uv_queue_work(tr->srv->loop, &r->work, lora_read_work, lora_read_done);
-  if (rc != 0) {
-    free(d);
-    free(r);
-    return TB_EIO;
-  }
-  tr->n_fs++;
-  return 0;
-}
-
 /* A create-via-load whose shape was read from the checkpoint. */
 static void on_create_lora(tb__training_t *tr, void *data, int status,
                            const tb__lora_config_t *lora, const char *base_name,
@@ -529,10 +453,10 @@ static void on_session_expired(tb__sessions_t *ss, tb__session_t *s) {
 
 /* ------------------------------------------------------------ lifecycle */
 
-tb__tbase_t *tb__tbase_find(tb__training_t *tr, tb_slice_t name) {
-  for (size_t i = 0; i < tr->n_bases; i++)
-    if (tb__slice_eq_str(name, tr->bases[i].name))
-      return &tr->bases[i];
+tb__training_t *tb__training_find(tb__server_t *srv) {
+  for (tb__server_ext_t *e = srv->exts; e != NULL; e = e->next)
+    if (e->close == ext_close)
+      return e->data;
   return NULL;
 }
 
@@ -661,8 +585,10 @@ static int base_init(tb__training_t *tr, tb__tbase_t *b, const char *spec) {
   return 0;
 }
 
-int tb__training_start(tb__server_t *srv, const tb__engine_opts_t *opts,
-                       const char *const *models, size_t n_models, tb_error_t *err) {
+int tb__training_create(tb__server_t *srv, const tb__engine_opts_t *opts,
+                        const char *const *models, size_t n_models, tb__training_t **out,
+                        tb_error_t *err) {
+  *out = NULL;
   /* Large bodies are decoded on the threadpool: jansson's hash seed is
    * set here, on the loop, before any worker makes an object. */
   json_object_seed(0);
@@ -701,10 +627,10 @@ int tb__training_start(tb__server_t *srv, const tb__engine_opts_t *opts,
   }
   tr->engine.data = tr;
   tr->start = start_op;
+  tr->idle = training_free;
   tr->ext.data = tr;
   tr->ext.close = ext_close;
   tr->ext.metrics = ext_metrics;
-  rc = tb__routes_add(srv, TB__PART_TRAINING, tr);
   for (i = 0; rc == 0 && i < n_models; i++)
     if (bases[i].builtin) {
       rc = tb_server_add_model(srv->pub, bases[i].name, bases[i].cfg.max_position_embeddings);
@@ -712,6 +638,7 @@ int tb__training_start(tb__server_t *srv, const tb__engine_opts_t *opts,
     }
   /* From here the engine is the extension's to close, also on error. */
   tb__server_add_ext(srv, &tr->ext);
+  *out = tr;
   srv->sessions.on_expire = on_session_expired;
   srv->futures.position = tb__sched_position;
   for (i = 0; i < n_models; i++) {
@@ -755,23 +682,4 @@ int tb_server_model_state(tb_server_t *server, const char *name, const char **me
     return b->state < 0 ? TB_EINVAL : b->state;
   }
   return TB_ENOENT;
-}
-
-int tb_server_start_training(tb_server_t *server, const char *const *models, size_t n_models,
-                             size_t shards) {
-  tb__server_t *srv = server->impl_;
-  if (srv == NULL || srv->closing)
-    return TB_ECLOSING;
-  for (tb__server_ext_t *e = srv->exts; e != NULL; e = e->next)
-    if (e->close == ext_close) {
-      snprintf(server->message, sizeof(server->message), "the training part already runs");
-      return TB_EBUSY;
-    }
-  tb__engine_opts_t eo = { .shards = shards };
-  tb_error_t err = { 0 };
-  int rc = tb__training_start(srv, &eo, models, n_models, &err);
-  if (rc != 0)
-    snprintf(server->message, sizeof(server->message), "%s", tb_error_message(&err));
-  tb_error_clear(&err);
-  return rc;
 }

@@ -170,31 +170,41 @@ struct tb__training_s {
   /* Submits an op whose turn came to the engine (training.c's start_op):
    * the scheduler (sched.c) decides when, training.c what runs. */
   void (*start)(tb__top_t *op);
+  /* Frees the part once the engine closed and no work is off the loop
+   * (training.c's; ops.c calls it when the last work is back). */
+  void (*idle)(tb__training_t *tr);
   int closing;
 };
 
-/* Starts the training part on srv's loop: the engine, the routes and the
- * loads of the base models, each "base" (the generated model) or
- * "NAME=HF_DIR"; n_models 0 means {"base"}.  The first is the default
- * where a request names none.  Every model is announced in
- * get_server_capabilities (`base` at once, the others once loaded).  0,
- * or a negative code with err's message: TB_EEXIST for a name given
- * twice, TB_EINVAL for a malformed one (nothing to close then), or the
+/* Starts the training part on srv's loop: the engine and the loads of
+ * the base models, each "base" (the generated model) or "NAME=HF_DIR";
+ * n_models 0 means {"base"}.  The first is the default where a request
+ * names none.  Every model is announced in get_server_capabilities
+ * (`base` at once, the others once loaded).  0 with *out, or a negative
+ * code with err's message: TB_EEXIST for a name given twice, TB_EINVAL
+ * for a malformed one (nothing to close then, *out NULL), or the
  * engine's error for a model it refuses at once (the extension then
- * closes with the server). */
+ * closes with the server).  Its routes are the route table's training
+ * part, which tb__training_start (api.c) adds. */
+int tb__training_create(tb__server_t *srv, const tb__engine_opts_t *opts,
+                        const char *const *models, size_t n_models, tb__training_t **out,
+                        tb_error_t *err);
+/* tb__training_create and the training part's routes (api.c). */
 int tb__training_start(tb__server_t *srv, const tb__engine_opts_t *opts,
                        const char *const *models, size_t n_models, tb_error_t *err);
-/* The base model of this name, or NULL. */
+/* srv's training part, or NULL when it does not run. */
+tb__training_t *tb__training_find(tb__server_t *srv);
+/* The base model of this name, or NULL (sched.c). */
 tb__tbase_t *tb__tbase_find(tb__training_t *tr, tb_slice_t name);
 
 /* --- shared by the route files ---------------------------------------- */
 
+/* ops.c: an op's life, and work off the loop. */
 tb__training_t *tb__training_of(tb__http_request_t *req);
 /* Work of the training part queued on the threadpool (file reads, large
  * decodes) counts in tr->n_fs: the part is freed only once it is back.
  * Call when such work has finished on the loop. */
 void tb__training_fs_done(tb__training_t *tr);
-/* ops.c: an op's life. */
 /* A new op of tr, without a future yet (requests refused at submission
  * leave none behind); NULL on ENOMEM. */
 tb__top_t *tb__top_alloc(tb__training_t *tr, tb__op_type_t type);
@@ -212,9 +222,6 @@ void tb__respond_future(tb__http_request_t *req, const char *request_id,
                         const char *model_id);
 /* Resolves op's future with a JSON object (consumed) and frees op. */
 void tb__top_resolve_json(tb__top_t *op, json_t *v);
-/* Parses "tinker://<model_id>/<kind>/<name>"; answers 400 / 404 itself
- * and returns NULL, else the checkpoint directory (malloc'd). */
-char *tb__checkpoint_dir(tb__http_request_t *req, const char *field, tb_slice_t path);
 /* The engine's error as a failed future of op (and frees op). */
 void tb__top_fail_job(tb__top_t *op, int status);
 /* The future the client of op polls: its own or, for a create, that of
@@ -223,6 +230,13 @@ void tb__top_fail_job(tb__top_t *op, int status);
  * them. */
 tb__future_t *tb__top_client_future(tb__top_t *op);
 
+/* checkpoints.c */
+/* Parses "tinker://<model_id>/<kind>/<name>"; answers 400 / 404 itself
+ * and returns NULL, else the checkpoint directory (malloc'd). */
+char *tb__checkpoint_dir(tb__http_request_t *req, const char *field, tb_slice_t path);
+/* A checkpoint's name: 1 to 128 letters, digits, '.', '_' or '-', not
+ * starting with '.'.  0 or c's error at "path". */
+int tb__checkpoint_check_name(tb__jctx_t *c, tb_slice_t name);
 /* The LoRA shape of the checkpoint at path when its model is loaded:
  * 1 and *out, else 0. */
 int tb__checkpoint_lora(tb__training_t *tr, tb_slice_t path, tb__lora_config_t *out,
