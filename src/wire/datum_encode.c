@@ -16,40 +16,6 @@
 
 /* ---------------------------------------------------------------- JSON */
 
-json_t *tb__wire_tensor_to_json(const tb__wire_tensor_t *t) {
-  json_t *obj = json_object(), *data = json_array(), *shape = json_array();
-  if (obj == NULL) {
-    json_decref(data);
-    json_decref(shape);
-    return NULL;
-  }
-  /* Children are attached first, so one decref of obj frees all. */
-  if (json_object_set_new(obj, "data", data) != 0 ||
-      json_object_set_new(obj, "dtype", json_string(t->dtype == TB_DTYPE_FLOAT32
-                                                        ? "float32" : "int64")) != 0 ||
-      json_object_set_new(obj, "shape", shape) != 0)
-    goto fail;
-  for (size_t i = 0; i < t->numel; i++) {
-    json_t *v;
-    if (t->dtype == TB_DTYPE_FLOAT32) {
-      if (!isfinite(t->f32[i]))
-        goto fail;
-      v = json_real(t->f32[i]);
-    } else {
-      v = json_integer((json_int_t)t->i64[i]);
-    }
-    if (json_array_append_new(data, v) != 0)
-      goto fail;
-  }
-  for (int d = 0; d < t->ndim; d++)
-    if (json_array_append_new(shape, json_integer(t->shape[d])) != 0)
-      goto fail;
-  return obj;
-fail:
-  json_decref(obj);
-  return NULL;
-}
-
 json_t *tb__wire_model_input_to_json(const int32_t *tokens, size_t n) {
   json_t *mi = json_object(), *chunks = json_array(), *chunk = json_object(),
          *toks = json_array();
@@ -86,7 +52,7 @@ static json_t *datum_to_json(const tb__wire_datum_t *d) {
     goto fail;
   for (size_t i = 0; i < d->n_inputs; i++)
     if (json_object_set_new(inputs, d->inputs[i].name,
-                            tb__wire_tensor_to_json(&d->inputs[i].tensor)) != 0)
+                            tb__wire_tensor_to_json(&d->inputs[i].tensor, 0)) != 0)
       goto fail;
   return obj;
 fail:

@@ -17,9 +17,11 @@
 #include "wire/sample.h"
 #include "wire/types.h"
 
-/* TensorData JSON: {"data": [...], "dtype", "shape": [...]}.  Float
- * values that are not finite are refused (NULL), as JSON has no NaN. */
-json_t *tb__wire_tensor_to_json(const tb__wire_tensor_t *t);
+/* TensorData JSON: {"data": [...], "dtype", "shape": [...]} (tensor.c).
+ * JSON has no NaN: a float value that is not finite is refused (NULL),
+ * or with nonfinite_null (results, whose values the server computed)
+ * travels as null. */
+json_t *tb__wire_tensor_to_json(const tb__wire_tensor_t *t, int nonfinite_null);
 
 /* ModelInput JSON of one encoded_text chunk: {"chunks": [{"type":
  * "encoded_text", "tokens": [...]}]}. */

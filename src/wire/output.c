@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "wire/datum.h"
+#include "wire/encode.h"
 #include "wire/le.h"
 #include "wire/proto.h"
 #include "wire/tensor.h"
@@ -22,39 +23,6 @@
 /* JSON has no NaN or infinity: such a value travels as null. */
 static json_t *real_or_null(double v) {
   return isfinite(v) ? json_real(v) : json_null();
-}
-
-/* json_object_set_new steals its value even when it fails, so children are
- * attached to their parent first and filled afterwards: one decref of the
- * root releases everything on any failure. */
-static json_t *tensor_to_json(const tb__wire_tensor_t *t) {
-  json_t *obj = json_object(), *data = json_array(), *shape = json_array();
-  if (obj == NULL) {
-    json_decref(data);
-    json_decref(shape);
-    return NULL;
-  }
-  if (json_object_set_new(obj, "data", data) != 0 ||
-      json_object_set_new(obj, "dtype", json_string(t->dtype == TB_DTYPE_FLOAT32
-                                                        ? "float32" : "int64")) != 0 ||
-      json_object_set_new(obj, "shape", shape) != 0)
-    goto fail;
-  for (size_t i = 0; i < t->numel; i++) {
-    json_t *v;
-    if (t->dtype == TB_DTYPE_FLOAT32)
-      v = real_or_null(t->f32[i]);
-    else
-      v = json_integer((json_int_t)t->i64[i]);
-    if (json_array_append_new(data, v) != 0)
-      goto fail;
-  }
-  for (int d = 0; d < t->ndim; d++)
-    if (json_array_append_new(shape, json_integer(t->shape[d])) != 0)
-      goto fail;
-  return obj;
-fail:
-  json_decref(obj);
-  return NULL;
 }
 
 json_t *tb__wire_fwdbwd_output_to_json(const tb__wire_fwdbwd_output_t *o) {
@@ -75,7 +43,7 @@ json_t *tb__wire_fwdbwd_output_to_json(const tb__wire_fwdbwd_output_t *o) {
       goto fail;
     for (size_t f = 0; f < o->outputs[i].n_fields; f++) {
       const tb__wire_named_tensor_t *nt = &o->outputs[i].fields[f];
-      if (json_object_set_new(rec, nt->name, tensor_to_json(&nt->tensor)) != 0)
+      if (json_object_set_new(rec, nt->name, tb__wire_tensor_to_json(&nt->tensor, 1)) != 0)
         goto fail;
     }
   }

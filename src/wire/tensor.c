@@ -1,10 +1,51 @@
 /*
  * Tensor helpers shared by the JSON and protobuf decoders: shape checks,
- * allocation from the request arena and CSR expansion.
+ * allocation from the request arena and CSR expansion; and the one JSON
+ * encoder of a tensor (encode.h), for requests and results alike.
  */
 #include "wire/tensor.h"
 
+#include <math.h>
 #include <string.h>
+
+#include "wire/encode.h"
+
+/* json_object_set_new steals its value even when it fails, so children are
+ * attached to their parent first and filled afterwards: one decref of the
+ * root releases everything on any failure. */
+json_t *tb__wire_tensor_to_json(const tb__wire_tensor_t *t, int nonfinite_null) {
+  json_t *obj = json_object(), *data = json_array(), *shape = json_array();
+  if (obj == NULL) {
+    json_decref(data);
+    json_decref(shape);
+    return NULL;
+  }
+  if (json_object_set_new(obj, "data", data) != 0 ||
+      json_object_set_new(obj, "dtype", json_string(t->dtype == TB_DTYPE_FLOAT32
+                                                        ? "float32" : "int64")) != 0 ||
+      json_object_set_new(obj, "shape", shape) != 0)
+    goto fail;
+  for (size_t i = 0; i < t->numel; i++) {
+    json_t *v;
+    if (t->dtype != TB_DTYPE_FLOAT32)
+      v = json_integer((json_int_t)t->i64[i]);
+    else if (isfinite(t->f32[i]))
+      v = json_real(t->f32[i]);
+    else if (nonfinite_null)
+      v = json_null();
+    else
+      goto fail;
+    if (json_array_append_new(data, v) != 0)
+      goto fail;
+  }
+  for (int d = 0; d < t->ndim; d++)
+    if (json_array_append_new(shape, json_integer(t->shape[d])) != 0)
+      goto fail;
+  return obj;
+fail:
+  json_decref(obj);
+  return NULL;
+}
 
 const tb__wire_tensor_t *tb__wire_datum_input(const tb__wire_datum_t *d,
                                              const char *name) {
