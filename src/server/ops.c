@@ -33,7 +33,8 @@ tb__top_t *tb__top_alloc(tb__training_t *tr, tb__op_type_t type) {
   op->tr = tr;
   op->type = type;
   op->seq = -1;
-  op->sampler_seq = -1;
+  if (tb__top_has_checkpoint(op))
+    op->sampler_seq = -1;
   op->job.data = op;
   op->job.on_start = on_op_start;
   tb__arena_init(&op->arena, 0);
@@ -65,7 +66,7 @@ int tb__top_accept(tb__http_request_t *req, tb__top_t *op) {
 }
 
 void tb__top_free(tb__top_t *op) {
-  if (op->then != NULL)
+  if (op->type == TB__OP_CREATE && op->then != NULL)
     tb__top_free(op->then);
   if (op->future != NULL && op->future->data == op)
     op->future->data = NULL;
@@ -77,14 +78,16 @@ void tb__top_free(tb__top_t *op) {
     op->anext->aprev = op->aprev;
   tb__engine_job_cleanup(&op->job);
   tb__arena_free(&op->arena);
-  free(op->dir);
-  free(op->tinker_path);
+  if (tb__top_has_checkpoint(op)) {
+    free(op->dir);
+    free(op->tinker_path);
+  }
   op->tr->n_ops--;
   free(op);
 }
 
 void tb__top_fail(tb__top_t *op, tb_category_t category, const char *message) {
-  if (op->then != NULL) {
+  if (op->type == TB__OP_CREATE && op->then != NULL) {
     /* A load that was to follow a create fails with it. */
     tb__top_fail(op->then, category, message);
     op->then = NULL;
@@ -146,7 +149,7 @@ void tb__respond_future(tb__http_request_t *req, const char *request_id,
 tb__future_t *tb__top_client_future(tb__top_t *op) {
   if (op->future != NULL)
     return op->future;
-  return op->then != NULL ? op->then->future : NULL;
+  return op->type == TB__OP_CREATE && op->then != NULL ? op->then->future : NULL;
 }
 
 /* ------------------------------------------------------------ off the loop */

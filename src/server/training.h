@@ -65,37 +65,19 @@ typedef enum {
   TB__OP_SAMPLE
 } tb__op_type_t;
 
+/* An op: what every type shares, then the fields of its type, a tagged
+ * union on type (C11 anonymous members, so each is named as a field of
+ * the op).  Code that handles every type reads a member only under its
+ * tag. */
 struct tb__top_s {
   tb__training_t *tr;
-  tb__op_type_t type;
-  tb__tmodel_t *model;           /* training ops */
-  tb__tbase_t *base;             /* TB__OP_SAMPLE: the base model */
-  int unchecked;                 /* TB__OP_SAMPLE: tokens not yet checked
-                                    against the vocabulary (base loading) */
-  tb__sampler_t *sampler;        /* TB__OP_SAMPLE with a sampler */
+  tb__op_type_t type;            /* the tag */
+  tb__tmodel_t *model;           /* training ops; TB__OP_SAMPLE of a model */
   int64_t seq;
   tb__future_t *future;          /* pending until the op ends; NULL until
                                     accepted */
   tb__engine_job_t job;
   tb__arena_t arena;              /* decoded inputs */
-  tb__batch_t batch;
-  tb__adam_params_t adam;
-  tb__sampling_params_t sampling;
-  const int32_t *prompt;
-  size_t prompt_len;
-  char *dir;                     /* save / load: the checkpoint directory */
-  char *tinker_path;             /* save: what the result names */
-  int optimizer;                 /* load: with the Adam moments */
-  uv_fs_t fs;                    /* save: making the parent directories */
-  int mkdir_stage;               /* save: parents made (2: all; 3: the
-                                    name is free too) */
-  int overwrite;                 /* save_weights: replace a checkpoint */
-  int64_t sampler_seq;           /* unnamed save for sampler: the
-                                    sampling_session_seq_id, else -1 */
-  int64_t ttl_seconds;           /* save: the checkpoint expires after
-                                    this long; 0: never (store.h) */
-  tb__top_t *then;               /* create: the load of create-via-load */
-  int need_lora;                 /* create: read the shape from then->dir */
   tb__top_t *next;               /* a model's waiting list, held lists */
   tb__top_t *anext, *aprev;      /* every op alive (tr->ops) */
   /* The Tinkerbell dialect's shape of the result (tinkerbell_results.c),
@@ -103,7 +85,43 @@ struct tb__top_s {
    * model of an unload is freed. */
   json_t *(*encode)(tb__top_t *op);
   void *encode_data;             /* the encoder's, in the arena */
+  union {
+    struct {                     /* TB__OP_CREATE */
+      tb__top_t *then;           /* the load of create-via-load */
+      int need_lora;             /* read the shape from then->dir */
+    };
+    tb__batch_t batch;            /* TB__OP_FORWARD, TB__OP_FORWARD_BACKWARD */
+    tb__adam_params_t adam;       /* TB__OP_OPTIM */
+    struct {                     /* TB__OP_SAVE, TB__OP_SAVE_SAMPLER, TB__OP_LOAD */
+      char *dir;                 /* the checkpoint directory */
+      char *tinker_path;         /* what the result names */
+      int optimizer;             /* load: with the Adam moments */
+      uv_fs_t fs;                /* save: making the parent directories */
+      int mkdir_stage;           /* save: parents made (2: all; 3: the
+                                    name is free too) */
+      int overwrite;             /* save_weights: replace a checkpoint */
+      int64_t sampler_seq;       /* unnamed save for sampler: the
+                                    sampling_session_seq_id, else -1 */
+      int64_t ttl_seconds;       /* save: the checkpoint expires after
+                                    this long; 0: never (store.h) */
+    };
+    struct {                     /* TB__OP_SAMPLE */
+      tb__tbase_t *base;         /* the base model */
+      int unchecked;             /* tokens not yet checked against the
+                                    vocabulary (base loading) */
+      tb__sampler_t *sampler;    /* a Tinker sampling session's, or NULL */
+      tb__sampling_params_t sampling;
+      const int32_t *prompt;
+      size_t prompt_len;
+    };
+  };
 };
+
+/* Whether op's type has the checkpoint members (dir, tinker_path...). */
+static inline int tb__top_has_checkpoint(const tb__top_t *op) {
+  return op->type == TB__OP_SAVE || op->type == TB__OP_SAVE_SAMPLER ||
+         op->type == TB__OP_LOAD;
+}
 
 struct tb__tmodel_s {
   tb__training_t *tr;
