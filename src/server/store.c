@@ -2,8 +2,8 @@
  * The persistent store (store.h): the op queue that keeps the database
  * on one threadpool worker at a time, opening and reading the database
  * back at start, the in-memory index of run owners and public
- * checkpoints, the hooks that write runs, checkpoints and sessions, and
- * the ttl sweep.  The SQL of the REST routes is in rest_routes.c, the
+ * checkpoints (a store_index.c table each), the hooks that write runs, checkpoints and sessions, and
+ * the ttl sweep.  The SQL of the REST routes is in rest_queries.c, the
  * file work (sizes, removal, tar) in store_files.c.
  */
 #include "server/store.h"
@@ -20,6 +20,7 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "server/internal.h"
+#include "server/store_index.h"
 
 /* Sessions read back at open, newest first; as many as the sessions
  * table keeps expired. */
@@ -29,20 +30,6 @@
 /* The sweep looks again at least this often, whatever it waits for. */
 #define MAX_SWEEP_DELAY_MS (3600u * 1000u)
 
-typedef struct index_entry_s {
-  char *key;
-  char *owner;            /* runs: the owner's name */
-  uint64_t touched_ms;    /* runs: last_request_time last written */
-  int fresh;              /* runs: created by this server, so what the
-                             loop knows of it is all there is */
-  struct index_entry_s *next;
-} index_entry_t;
-
-/* A chained hash of strings. */
-typedef struct index_s {
-  index_entry_t **buckets;
-  size_t n_buckets, n;
-} index_t;
 
 struct tb__store_s {
   tb__server_t *srv;
@@ -54,8 +41,8 @@ struct tb__store_s {
   char *error;
   tb__store_op_t *head, *tail;    /* waiting ops */
   int busy;                       /* an op is on the threadpool */
-  index_t runs;                   /* run id -> owner */
-  index_t public_ckpts;           /* tinker paths */
+  tb__sindex_t runs;                   /* run id -> owner */
+  tb__sindex_t public_ckpts;           /* tinker paths */
   uv_timer_t sweep;
   double sweep_due;               /* wall time the timer waits for; 0: none */
   int closing;
@@ -77,102 +64,13 @@ typedef struct deferred_s {
 
 /* ------------------------------------------------------------ index */
 
-static size_t index_bucket(const index_t *ix, const char *s, size_t len) {
-  uint64_t h = 1469598103934665603ULL;  /* FNV-1a */
-  for (size_t i = 0; i < len; i++)
-    h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
-  return (size_t)(h & (ix->n_buckets - 1));
-}
-
-static index_entry_t *index_get(const index_t *ix, tb_slice_t key) {
-  if (ix->n_buckets == 0)
-    return NULL;
-  for (index_entry_t *e = ix->buckets[index_bucket(ix, key.base, key.len)]; e; e = e->next)
-    if (tb__slice_eq_str(key, e->key))
-      return e;
-  return NULL;
-}
-
-static int index_grow(index_t *ix) {
-  size_t n = ix->n_buckets ? ix->n_buckets * 2 : 64;
-  index_entry_t **b = calloc(n, sizeof(*b));
-  if (b == NULL)
-    return TB_ENOMEM;
-  index_t nx = { b, n, ix->n };
-  for (size_t i = 0; i < ix->n_buckets; i++)
-    for (index_entry_t *e = ix->buckets[i], *next; e != NULL; e = next) {
-      next = e->next;
-      size_t k = index_bucket(&nx, e->key, strlen(e->key));
-      e->next = b[k];
-      b[k] = e;
-    }
-  free(ix->buckets);
-  *ix = nx;
-  return 0;
-}
-
-/* Adds key (or finds it) and sets its owner (may be NULL). */
-static index_entry_t *index_put(index_t *ix, const char *key, const char *owner) {
-  tb_slice_t k = { key, strlen(key) };
-  index_entry_t *e = index_get(ix, k);
-  if (e == NULL) {
-    if (ix->n >= ix->n_buckets && index_grow(ix) != 0)
-      return NULL;
-    e = calloc(1, sizeof(*e));
-    if (e == NULL || (e->key = tb__strndup(key, k.len)) == NULL) {
-      free(e);
-      return NULL;
-    }
-    size_t b = index_bucket(ix, key, k.len);
-    e->next = ix->buckets[b];
-    ix->buckets[b] = e;
-    ix->n++;
-  }
-  if (owner != NULL && (e->owner == NULL || strcmp(e->owner, owner) != 0)) {
-    char *o = tb__strndup(owner, strlen(owner));
-    if (o == NULL)
-      return NULL;
-    free(e->owner);
-    e->owner = o;
-  }
-  return e;
-}
-
-static void index_del(index_t *ix, const char *key) {
-  if (ix->n_buckets == 0)
-    return;
-  for (index_entry_t **p = &ix->buckets[index_bucket(ix, key, strlen(key))]; *p;
-       p = &(*p)->next)
-    if (strcmp((*p)->key, key) == 0) {
-      index_entry_t *e = *p;
-      *p = e->next;
-      free(e->key);
-      free(e->owner);
-      free(e);
-      ix->n--;
-      return;
-    }
-}
-
-static void index_free(index_t *ix) {
-  for (size_t i = 0; i < ix->n_buckets; i++)
-    for (index_entry_t *e = ix->buckets[i], *next; e != NULL; e = next) {
-      next = e->next;
-      free(e->key);
-      free(e->owner);
-      free(e);
-    }
-  free(ix->buckets);
-  memset(ix, 0, sizeof(*ix));
-}
-
 int tb__store_may_read(const tb__store_t *st, const tb__user_t *u, tb_slice_t run_id,
                        tb_slice_t tinker_path) {
   if (st == NULL || st->state < 0)
     return 0;
-  const index_entry_t *e = index_get(&st->runs, run_id);
+  const tb__sindex_entry_t *e = tb__sindex_get(&st->runs, run_id);
   if ((e != NULL && e->owner != NULL && strcmp(e->owner, u->name) == 0) ||
-      index_get(&st->public_ckpts, tinker_path) != NULL)
+      tb__sindex_get(&st->public_ckpts, tinker_path) != NULL)
     return 1;
   /* While the database is read, only a run made by this server (which
    * no earlier one can have published) has a known answer. */
@@ -183,11 +81,11 @@ void tb__store_set_public(tb__store_t *st, const char *tinker_path, int is_publi
   if (st == NULL)
     return;
   if (is_public) {
-    if (index_put(&st->public_ckpts, tinker_path, NULL) == NULL)
+    if (tb__sindex_put(&st->public_ckpts, tinker_path, NULL) == NULL)
       tb__warn("out of memory: %s is public but not known as such until a restart",
               tinker_path);
   } else {
-    index_del(&st->public_ckpts, tinker_path);
+    tb__sindex_del(&st->public_ckpts, tinker_path);
   }
 }
 
@@ -570,10 +468,10 @@ static void open_done(tb__store_op_t *op, int status) {
     json_t *v;
     int ok = 1;
     json_array_foreach(o->runs, i, v)
-      ok &= index_put(&st->runs, json_string_value(json_array_get(v, 0)),
+      ok &= tb__sindex_put(&st->runs, json_string_value(json_array_get(v, 0)),
                       json_string_value(json_array_get(v, 1))) != NULL;
     json_array_foreach(o->publics, i, v)
-      ok &= index_put(&st->public_ckpts, json_string_value(v), NULL) != NULL;
+      ok &= tb__sindex_put(&st->public_ckpts, json_string_value(v), NULL) != NULL;
     if (!ok)
       tb__warn("out of memory reading the index of %s", st->db_path);
     st->state = 1;
@@ -626,8 +524,8 @@ int tb__store_open(tb__server_t *srv, tb__http_handler_cb resume, tb__store_t **
 
 static void on_sweep_closed(uv_handle_t *h) {
   tb__store_t *st = h->data;
-  index_free(&st->runs);
-  index_free(&st->public_ckpts);
+  tb__sindex_free(&st->runs);
+  tb__sindex_free(&st->public_ckpts);
   void (*cb)(void *) = st->close_cb;
   void *data = st->close_data;
   free(st->data_dir);
@@ -822,7 +720,7 @@ void tb__store_run_created(tb__store_t *st, const tb__store_run_t *run) {
   w->i[2] = run->train_attn;
   w->i[3] = run->train_mlp;
   w->i[4] = run->train_unembed;
-  index_entry_t *e = index_put(&st->runs, run->id, run->owner);
+  tb__sindex_entry_t *e = tb__sindex_put(&st->runs, run->id, run->owner);
   if (e != NULL) {
     e->touched_ms = uv_now(st->loop);
     e->fresh = 1;
@@ -835,7 +733,7 @@ void tb__store_run_created(tb__store_t *st, const tb__store_run_t *run) {
 void tb__store_run_touched(tb__store_t *st, const char *run_id) {
   if (st == NULL)
     return;
-  index_entry_t *e = index_get(&st->runs, (tb_slice_t){ run_id, strlen(run_id) });
+  tb__sindex_entry_t *e = tb__sindex_get(&st->runs, (tb_slice_t){ run_id, strlen(run_id) });
   uint64_t now = uv_now(st->loop);
   if (e == NULL || now - e->touched_ms < TOUCH_INTERVAL_MS)
     return;  /* not a run of the database, or written a moment ago */
@@ -930,7 +828,7 @@ static void sweep_done(tb__store_op_t *op, int status) {
   size_t i;
   json_t *v;
   json_array_foreach(w->removed, i, v)
-    index_del(&st->public_ckpts, json_string_value(v));
+    tb__sindex_del(&st->public_ckpts, json_string_value(v));
   if (w->next > 0 && !st->closing)
     tb__store_sweep_at(st, w->next);
   json_decref(w->removed);
