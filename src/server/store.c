@@ -2,8 +2,8 @@
  * The persistent store (store.h): the op queue that keeps the database
  * on one threadpool worker at a time, opening and reading the database
  * back at start, the in-memory index of run owners and public
- * checkpoints (a store_index.c table each), the hooks that write runs, checkpoints and sessions, and
- * the ttl sweep.  The SQL of the REST routes is in rest_queries.c, the
+ * checkpoints (a store_index.c table each), the hooks that write runs,
+ * checkpoints and sessions, and the ttl sweep.  The SQL of the REST routes is in rest_queries.c, the
  * file work (sizes, removal, tar) in store_files.c.
  */
 #include "server/store.h"
