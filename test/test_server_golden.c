@@ -74,8 +74,10 @@ static const rule_t rules[] = {
     "run_ms|wall_ms|compute_ms|server_ms|started_at|finished_at|updated_at|"
     "last_checkpoint_time|seconds)\":[-0-9.eE+]+",
     R_KEEP_PREFIX, "<n>" },
-  /* Prometheus samples of durations and clocks. */
-  { "(_seconds(_sum|_total|_bucket)?|_ms(_sum|_bucket)?|_timestamp|uptime[a-z_]*)"
+  /* Prometheus samples of durations and clocks, and the bytes results
+   * hold (their real numbers' text is as long as their digits). */
+  { "(_seconds(_sum|_total|_bucket)?|_ms(_sum|_bucket)?|_timestamp|uptime[a-z_]*|"
+    "_result_bytes)"
     "(\\{[^}]*\\})? [-0-9.eE+]+",
     R_KEEP_PREFIX, "<n>" },
 };
