@@ -1,7 +1,8 @@
 /*
- * The engine's loop side (see engine.h): the model registry, adapters and
- * their FIFOs, jobs turned into work items, the bounded queue of items
- * waiting for the threadpool, completion and close.
+ * The engine's job scheduling (see engine.h): adapters and their FIFOs,
+ * jobs turned into work items, the bounded queue of items waiting for the
+ * threadpool, completion and close.  The model registry is in
+ * engine_models.c.
  *
  * Everything in this file runs on the loop thread.  The work functions
  * are in engine_jobs.c.  Ownership rules:
@@ -24,9 +25,6 @@
 #include "engine/weights.h"
 
 #define DEFAULT_MIN_SHARD_TOKENS 64
-
-static void maybe_close(tb__engine_t *e);
-static void job_finish(tb__engine_job_t *job, int status);
 
 /* ------------------------------------------------------------ workspaces */
 
@@ -84,7 +82,7 @@ static void item_start(tb__engine_t *e, tb__engine_shard_t *it) {
 
 /* Items beyond max_work_items wait in the engine's queue, so that at most
  * that many workspaces hold activations at once. */
-static void item_submit(tb__engine_t *e, tb__engine_shard_t *it) {
+void tb__engine_item_submit(tb__engine_t *e, tb__engine_shard_t *it) {
   if (e->closing)
     it->skip = TB_ECANCELED;
   if (it->skip != 0 || e->running_items < e->max_work_items) {
@@ -121,7 +119,7 @@ static void *items_calloc(size_t n) {
 
 /* ------------------------------------------------------------ active jobs */
 
-static void active_add(tb__engine_t *e, tb__engine_job_t *job) {
+void tb__engine_active_add(tb__engine_t *e, tb__engine_job_t *job) {
   job->active_prev = NULL;
   job->active_next = e->active;
   if (e->active)
@@ -140,8 +138,8 @@ static void active_remove(tb__engine_t *e, tb__engine_job_t *job) {
 }
 
 /* Resets a job for a new submission, keeping the caller's data. */
-static int job_begin(tb__engine_job_t *job, tb__engine_t *e,
-                     tb__engine_job_type_t type, tb__engine_job_cb cb) {
+int tb__engine_job_begin(tb__engine_job_t *job, tb__engine_t *e,
+                         tb__engine_job_type_t type, tb__engine_job_cb cb) {
   void *data = job->data;
   void (*on_capacity)(tb__engine_job_t *, int) = job->on_capacity;
   void (*on_start)(tb__engine_job_t *) = job->on_start;
@@ -169,8 +167,8 @@ static void release_items(tb__engine_job_t *job) {
 }
 
 /* Allocates n work items running `work`. */
-static int items_alloc(tb__engine_job_t *job, size_t n,
-                       void (*work)(tb__engine_shard_t *), int needs_ws) {
+int tb__engine_items_alloc(tb__engine_job_t *job, size_t n,
+                           void (*work)(tb__engine_shard_t *), int needs_ws) {
   job->items = items_calloc(n);
   if (job->items == NULL)
     return tb_error_set(&job->error, TB_ENOMEM, TB_CATEGORY_SERVER,
@@ -248,7 +246,7 @@ static int start_batch(tb__engine_job_t *job) {
   /* With several shards and a backward pass, as many items then sum the
    * shards' gradients, each over its piece of the buffers. */
   size_t sums = job->type == TB_ENGINE_FORWARD_BACKWARD && S > 1 ? S : 0;
-  int rc = items_alloc(job, S + sums, tb__engine_work_shard, 1);
+  int rc = tb__engine_items_alloc(job, S + sums, tb__engine_work_shard, 1);
   if (rc != 0) {
     free(cuts);
     return rc;
@@ -288,24 +286,24 @@ static int start_batch(tb__engine_job_t *job) {
     split_params(job, S, sums);
   }
   for (size_t s = 0; s < S; s++)
-    item_submit(e, &job->items[s]);
+    tb__engine_item_submit(e, &job->items[s]);
   return 0;
 }
 
 /* The optimizer's first round: each item's piece of the squared norm. */
 static int start_optim(tb__engine_job_t *job) {
   size_t n = param_pieces(job->engine, job->target->lora.num_params);
-  int rc = items_alloc(job, n, tb__engine_work_optim_norm, 0);
+  int rc = tb__engine_items_alloc(job, n, tb__engine_work_optim_norm, 0);
   if (rc != 0)
     return rc;
   split_params(job, 0, n);
   for (size_t i = 0; i < n; i++)
-    item_submit(job->engine, &job->items[i]);
+    tb__engine_item_submit(job->engine, &job->items[i]);
   return 0;
 }
 
 /* Starts the work of a job; on error nothing was queued. */
-static int job_start(tb__engine_job_t *job) {
+int tb__engine_job_start(tb__engine_job_t *job) {
   tb__engine_t *e = job->engine;
   job->started = 1;
   switch (job->type) {
@@ -328,234 +326,11 @@ static int job_start(tb__engine_job_t *job) {
     case TB_ENGINE_LOAD: work = tb__engine_work_load; break;
     default: break;
   }
-  int rc = items_alloc(job, 1, work, needs_ws);
+  int rc = tb__engine_items_alloc(job, 1, work, needs_ws);
   if (rc != 0)
     return rc;
-  item_submit(e, &job->items[0]);
+  tb__engine_item_submit(e, &job->items[0]);
   return 0;
-}
-
-/* A model load that found the model already loaded still completes
- * through the threadpool, so that the callback never runs inside the
- * submission. */
-static void work_nothing(tb__engine_shard_t *it) { it->status = 0; }
-
-/* ------------------------------------------------------------ models */
-
-static void model_free_work(uv_work_t *req) {
-  tb__engine_model_t *m = (tb__engine_model_t *)((char *)req -
-                         offsetof(tb__engine_model_t, free_req));
-  tb__weights_free(&m->weights);
-}
-
-static void model_free_struct(tb__engine_model_t *m) {
-  free(m->name);
-  free(m->source);
-  free(m);
-}
-
-static void model_free_after(uv_work_t *req, int status) {
-  (void)status;  /* never cancelled: close does not cancel these */
-  tb__engine_model_t *m = (tb__engine_model_t *)((char *)req -
-                         offsetof(tb__engine_model_t, free_req));
-  tb__engine_t *e = m->engine;
-  e->pending_work--;
-  model_free_struct(m);
-  maybe_close(e);
-}
-
-static void model_unlink(tb__engine_model_t *m) {
-  tb__engine_model_t **p = &m->engine->models;
-  while (*p != NULL && *p != m)
-    p = &(*p)->next;
-  if (*p == m)
-    *p = m->next;
-}
-
-/* Weights can be hundreds of megabytes, so they are released off the
- * loop. */
-static void model_destroy(tb__engine_model_t *m) {
-  tb__engine_t *e = m->engine;
-  model_unlink(m);
-  e->pending_work++;
-  uv_queue_work(e->loop, &m->free_req, model_free_work, model_free_after);
-}
-
-tb__engine_model_t *tb__engine_model_find(tb__engine_t *e, const char *name) {
-  for (tb__engine_model_t *m = e->models; m != NULL; m = m->next)
-    if (m->loaded && strcmp(m->name, name) == 0)
-      return m;
-  return NULL;
-}
-
-static tb__engine_model_t *model_lookup(tb__engine_t *e, const char *name) {
-  for (tb__engine_model_t *m = e->models; m != NULL; m = m->next)
-    if (strcmp(m->name, name) == 0)
-      return m;
-  return NULL;
-}
-
-void tb__engine_model_unref(tb__engine_model_t *m) {
-  if (m == NULL || m->refs == 0)
-    return;
-  if (--m->refs == 0 && m->loaded)
-    model_destroy(m);
-}
-
-const char *tb__engine_model_name(const tb__engine_model_t *m) {
-  return m->name;
-}
-
-const tb__weights_t *tb__engine_model_weights(const tb__engine_model_t *m) {
-  return &m->weights;
-}
-
-static tb__engine_model_t *model_new(tb__engine_t *e, const char *name,
-                                    size_t name_len, const char *source) {
-  tb__engine_model_t *m = calloc(1, sizeof(*m));
-  if (m == NULL)
-    return NULL;
-  m->engine = e;
-  m->name = malloc(name_len + 1);
-  m->source = strdup(source);
-  if (m->name == NULL || m->source == NULL) {
-    model_free_struct(m);
-    return NULL;
-  }
-  memcpy(m->name, name, name_len);
-  m->name[name_len] = '\0';
-  return m;
-}
-
-int tb__engine_model_add(tb__engine_t *e, const char *name, tb__weights_t *w,
-                         tb__engine_model_t **out) {
-  tb__weights_t taken = *w;
-  memset(w, 0, sizeof(*w));
-  int rc = 0;
-  if (e->closing)
-    rc = TB_ECLOSING;
-  else if (model_lookup(e, name) != NULL)
-    rc = TB_EEXIST;
-  else if (tb__model_config_validate(&taken.config, NULL) != 0)
-    rc = TB_EINVAL;
-  tb__engine_model_t *m = NULL;
-  if (rc == 0) {
-    m = model_new(e, name, strlen(name), name);
-    if (m == NULL)
-      rc = TB_ENOMEM;
-  }
-  if (rc != 0) {
-    tb__weights_free(&taken);
-    return rc;
-  }
-  m->weights = taken;
-  m->loaded = 1;
-  m->refs = 1;
-  m->next = e->models;
-  e->models = m;
-  *out = m;
-  return 0;
-}
-
-int tb__engine_load_model(tb__engine_job_t *job, tb__engine_t *e,
-                          const char *spec, tb__engine_job_cb cb) {
-  int rc = job_begin(job, e, TB_ENGINE_LOAD_MODEL, cb);
-  if (rc != 0)
-    return rc;
-  if (spec == NULL || spec[0] == '\0')
-    return tb_error_set(&job->error, TB_EINVAL, TB_CATEGORY_USER,
-                        "base_model: empty model name");
-  const char *eq = strchr(spec, '=');
-  size_t name_len = eq ? (size_t)(eq - spec) : strlen(spec);
-  const char *source = eq ? eq + 1 : spec;
-  if (eq != NULL && (name_len == 0 || *source == '\0'))
-    return tb_error_set(&job->error, TB_EINVAL, TB_CATEGORY_USER,
-                        "base_model: \"%s\" is not NAME=DIRECTORY", spec);
-  tb__engine_model_t *m = NULL;
-  for (tb__engine_model_t *x = e->models; x != NULL; x = x->next)
-    if (strlen(x->name) == name_len && memcmp(x->name, spec, name_len) == 0)
-      m = x;
-  if (m != NULL && eq != NULL && strcmp(m->source, source) != 0)
-    return tb_error_set(&job->error, TB_EEXIST, TB_CATEGORY_USER,
-                        "base_model: %.*s is already loaded from %s",
-                        (int)name_len, spec, m->source);
-  if (m == NULL && eq == NULL && strcmp(spec, TB_BASE_MODEL_NAME) != 0)
-    return tb_error_set(&job->error, TB_ENOTFOUND, TB_CATEGORY_USER,
-                        "base_model: unknown model \"%s\"", spec);
-  if (m != NULL && !m->loaded) {
-    /* Loading already: wait for that load. */
-    job->held = m;
-    job->queue_next = m->waiters;
-    m->waiters = job;
-    active_add(e, job);
-    return 0;
-  }
-  if (m != NULL) {
-    if ((rc = items_alloc(job, 1, work_nothing, 0)) != 0)
-      return rc;
-    m->refs++;
-    job->model = m;
-    job->held = m;
-    job->started = 1;
-    active_add(e, job);
-    item_submit(e, &job->items[0]);
-    return 0;
-  }
-  m = model_new(e, spec, name_len, source);
-  if (m == NULL)
-    return tb_error_set(&job->error, TB_ENOMEM, TB_CATEGORY_SERVER,
-                        "out of memory");
-  job->held = m;
-  if ((rc = job_start(job)) != 0) {
-    model_free_struct(m);
-    return rc;
-  }
-  m->next = e->models;
-  e->models = m;
-  active_add(e, job);
-  return 0;
-}
-
-/* The loader's load finished: every job waiting for it completes. */
-static void load_model_done(tb__engine_job_t *job, int status) {
-  tb__engine_model_t *m = job->held;
-  if (m->loaded) {  /* it was loaded before this job: nothing to do */
-    job_finish(job, status);
-    return;
-  }
-  tb__engine_job_t *waiters = m->waiters;
-  m->waiters = NULL;
-  /* The waiters were pushed at the front; complete them in arrival order
-   * after the loader. */
-  tb__engine_job_t *rev = NULL;
-  while (waiters != NULL) {
-    tb__engine_job_t *next = waiters->queue_next;
-    waiters->queue_next = rev;
-    rev = waiters;
-    waiters = next;
-  }
-  if (status == 0) {
-    m->loaded = 1;
-    m->refs++;
-    job->model = m;
-    for (tb__engine_job_t *w = rev; w != NULL; w = w->queue_next) {
-      m->refs++;
-      w->model = m;
-    }
-  } else {
-    model_unlink(m);
-    for (tb__engine_job_t *w = rev; w != NULL; w = w->queue_next)
-      tb_error_copy(&w->error, &job->error);
-  }
-  job_finish(job, status);
-  while (rev != NULL) {
-    tb__engine_job_t *next = rev->queue_next;
-    rev->queue_next = NULL;
-    job_finish(rev, status);
-    rev = next;
-  }
-  if (status != 0)
-    model_free_struct(m);  /* weights were never filled */
 }
 
 /* ------------------------------------------------------------ adapters */
@@ -583,7 +358,7 @@ int tb__engine_adapter_busy(const tb__engine_adapter_t *a) {
 int tb__engine_create_adapter(tb__engine_job_t *job, tb__engine_model_t *m,
                               const tb__lora_config_t *config,
                               tb__engine_job_cb cb) {
-  int rc = job_begin(job, m->engine, TB_ENGINE_CREATE_ADAPTER, cb);
+  int rc = tb__engine_job_begin(job, m->engine, TB_ENGINE_CREATE_ADAPTER, cb);
   if (rc != 0)
     return rc;
   const char *why = NULL;
@@ -601,13 +376,13 @@ int tb__engine_create_adapter(tb__engine_job_t *job, tb__engine_model_t *m,
   a->model = m;
   job->lora_config = *config;
   job->target = a;
-  if ((rc = job_start(job)) != 0) {
+  if ((rc = tb__engine_job_start(job)) != 0) {
     free(a);
     job->target = NULL;
     return rc;
   }
   m->refs++;
-  active_add(m->engine, job);
+  tb__engine_active_add(m->engine, job);
   return 0;
 }
 
@@ -624,7 +399,7 @@ static void create_done(tb__engine_job_t *job, int status) {
     tb__engine_model_unref(a->model);
     free(a);
   }
-  job_finish(job, status);
+  tb__engine_job_finish(job, status);
 }
 
 static void remove_done(tb__engine_job_t *job, int status) {
@@ -637,7 +412,7 @@ static void remove_done(tb__engine_job_t *job, int status) {
     tb__engine_model_unref(a->model);
     free(a);
   }
-  job_finish(job, status);
+  tb__engine_job_finish(job, status);
 }
 
 /* Queues an adapter job; it starts at once when the FIFO was empty. */
@@ -649,7 +424,7 @@ static int adapter_submit(tb__engine_job_t *job, tb__engine_adapter_t *a) {
   job->queue_next = NULL;
   int first = a->head == NULL;
   if (first) {
-    int rc = job_start(job);
+    int rc = tb__engine_job_start(job);
     if (rc != 0) {
       job->target = NULL;
       return rc;
@@ -659,7 +434,7 @@ static int adapter_submit(tb__engine_job_t *job, tb__engine_adapter_t *a) {
     a->tail->queue_next = job;
   }
   a->tail = job;
-  active_add(a->engine, job);
+  tb__engine_active_add(a->engine, job);
   return 0;
 }
 
@@ -695,28 +470,28 @@ size_t tb__engine_job_position(const tb__engine_job_t *job) {
 
 /* Starts the next job of the FIFO, or cancels the queue while closing. */
 static void adapter_kick(tb__engine_adapter_t *a) {
-  /* job_finish calls back in here; the outer call keeps going instead, so
+  /* tb__engine_job_finish calls back in here; the outer call keeps going instead, so
    * cancelling a long queue does not recurse once per job. */
   if (a->kicking)
     return;
   a->kicking = 1;
   while (a->head != NULL && !a->head->started) {
     tb__engine_job_t *job = a->head;
-    int rc = a->engine->closing ? TB_ECANCELED : job_start(job);
+    int rc = a->engine->closing ? TB_ECANCELED : tb__engine_job_start(job);
     if (rc == 0)
       break;
     if (rc == TB_ECANCELED)
       tb_error_set(&job->error, rc, TB_CATEGORY_CANCELLED,
                    "the engine closed before the job ran");
     job->started = 1;
-    job_finish(job, rc);
+    tb__engine_job_finish(job, rc);
   }
   a->kicking = 0;
 }
 
 int tb__engine_remove_adapter(tb__engine_job_t *job, tb__engine_adapter_t *a,
                               tb__engine_job_cb cb) {
-  int rc = job_begin(job, a->engine, TB_ENGINE_REMOVE_ADAPTER, cb);
+  int rc = tb__engine_job_begin(job, a->engine, TB_ENGINE_REMOVE_ADAPTER, cb);
   if (rc == 0)
     rc = adapter_submit(job, a);
   if (rc == 0)
@@ -729,7 +504,7 @@ int tb__engine_remove_adapter(tb__engine_job_t *job, tb__engine_adapter_t *a,
 static int batch_submit(tb__engine_job_t *job, tb__engine_adapter_t *a,
                         const tb__batch_t *batch, tb__engine_job_type_t type,
                         tb__engine_job_cb cb) {
-  int rc = job_begin(job, a->engine, type, cb);
+  int rc = tb__engine_job_begin(job, a->engine, type, cb);
   if (rc != 0)
     return rc;
   if (batch == NULL)
@@ -767,7 +542,7 @@ static void batch_done(tb__engine_job_t *job) {
     job->items_left = job->num_items - S;
     for (size_t i = S; i < job->num_items; i++) {
       job->items[i].apply = status == 0;
-      item_submit(job->engine, &job->items[i]);
+      tb__engine_item_submit(job->engine, &job->items[i]);
     }
     return;
   }
@@ -790,13 +565,13 @@ static void batch_done(tb__engine_job_t *job) {
         break;
       }
   }
-  job_finish(job, status);
+  tb__engine_job_finish(job, status);
 }
 
 int tb__engine_optim_step(tb__engine_job_t *job, tb__engine_adapter_t *a,
                           const tb__adam_params_t *params,
                           tb__engine_job_cb cb) {
-  int rc = job_begin(job, a->engine, TB_ENGINE_OPTIM_STEP, cb);
+  int rc = tb__engine_job_begin(job, a->engine, TB_ENGINE_OPTIM_STEP, cb);
   if (rc != 0)
     return rc;
   const char *field = NULL, *why = NULL;
@@ -816,7 +591,7 @@ int tb__engine_sample(tb__engine_job_t *job, tb__engine_model_t *model,
     model = a->model;
   if (model == NULL)
     return TB_EINVAL;
-  int rc = job_begin(job, model->engine, TB_ENGINE_SAMPLE, cb);
+  int rc = tb__engine_job_begin(job, model->engine, TB_ENGINE_SAMPLE, cb);
   if (rc != 0)
     return rc;
   if (prompt == NULL || n == 0 || params == NULL)
@@ -829,9 +604,9 @@ int tb__engine_sample(tb__engine_job_t *job, tb__engine_model_t *model,
   if (a != NULL) {
     rc = adapter_submit(job, a);
   } else {
-    rc = job_start(job);
+    rc = tb__engine_job_start(job);
     if (rc == 0)
-      active_add(model->engine, job);
+      tb__engine_active_add(model->engine, job);
   }
   if (rc != 0) {
     job->held = NULL;
@@ -844,7 +619,7 @@ int tb__engine_sample(tb__engine_job_t *job, tb__engine_model_t *model,
 static int path_submit(tb__engine_job_t *job, tb__engine_adapter_t *a,
                        const char *dir, int flags, tb__engine_job_type_t type,
                        tb__engine_job_cb cb) {
-  int rc = job_begin(job, a->engine, type, cb);
+  int rc = tb__engine_job_begin(job, a->engine, type, cb);
   if (rc != 0)
     return rc;
   if (dir == NULL || dir[0] == '\0')
@@ -899,7 +674,7 @@ static void optim_update(tb__engine_job_t *job) {
   job->items_left = job->num_items;
   for (size_t i = 0; i < job->num_items; i++) {
     job->items[i].work = tb__engine_work_optim_update;
-    item_submit(job->engine, &job->items[i]);
+    tb__engine_item_submit(job->engine, &job->items[i]);
   }
 }
 
@@ -934,7 +709,7 @@ static void item_after_cb(uv_work_t *req, int status) {
     memset(&it->error, 0, sizeof(it->error));
   }
   switch (job->type) {
-    case TB_ENGINE_LOAD_MODEL: load_model_done(job, rc); break;
+    case TB_ENGINE_LOAD_MODEL: tb__engine_load_model_done(job, rc); break;
     case TB_ENGINE_CREATE_ADAPTER: create_done(job, rc); break;
     case TB_ENGINE_REMOVE_ADAPTER: remove_done(job, rc); break;
     case TB_ENGINE_OPTIM_STEP:
@@ -954,15 +729,15 @@ static void item_after_cb(uv_work_t *req, int status) {
         job->metrics[1].value = job->optim.learning_rate;
         job->num_metrics = 2;
       }
-      job_finish(job, rc);
+      tb__engine_job_finish(job, rc);
       break;
-    default: job_finish(job, rc); break;
+    default: tb__engine_job_finish(job, rc); break;
   }
 }
 
 /* Takes the job out of the engine's books, runs its callback, then lets
  * its adapter's next job start. */
-static void job_finish(tb__engine_job_t *job, int status) {
+void tb__engine_job_finish(tb__engine_job_t *job, int status) {
   tb__engine_t *e = job->engine;
   tb__engine_adapter_t *a = job->target;
   if (status != 0) {
@@ -986,7 +761,7 @@ static void job_finish(tb__engine_job_t *job, int status) {
     job->cb(job, status);
   if (a != NULL)
     adapter_kick(a);
-  maybe_close(e);
+  tb__engine_maybe_close(e);
 }
 
 /* ------------------------------------------------------------ engine */
@@ -1050,7 +825,7 @@ static void close_after(uv_work_t *req, int status) {
   while (e->models != NULL) {
     tb__engine_model_t *m = e->models;
     e->models = m->next;
-    model_free_struct(m);
+    tb__engine_model_free_struct(m);
   }
   free(e->ws_free);
   e->ws_free = NULL;
@@ -1059,7 +834,7 @@ static void close_after(uv_work_t *req, int status) {
     e->close_cb(e);
 }
 
-static void maybe_close(tb__engine_t *e) {
+void tb__engine_maybe_close(tb__engine_t *e) {
   if (!e->closing || e->close_queued || e->active != NULL ||
       e->pending_work != 0)
     return;
@@ -1087,6 +862,6 @@ int tb__engine_close(tb__engine_t *e, tb__engine_close_cb close_cb) {
     for (size_t i = 0; i < job->num_items; i++)
       if (job->items[i].queued)
         uv_cancel((uv_req_t *)&job->items[i].req);
-  maybe_close(e);
+  tb__engine_maybe_close(e);
   return 0;
 }

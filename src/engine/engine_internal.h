@@ -1,6 +1,7 @@
 /*
- * What engine.c (scheduling, models, adapters) and engine_jobs.c (the
- * work the threadpool runs) share.  Not for use outside src/engine/.
+ * What engine.c (scheduling, adapters), engine_models.c (the model
+ * registry) and engine_jobs.c (the work the threadpool runs) share.  Not
+ * for use outside src/engine/.
  *
  * Threads: everything here is owned by the loop thread, except while a
  * work item runs, when its work function may touch its own item, its job,
@@ -67,6 +68,28 @@ struct tb__engine_adapter_s {
   float *shard_grads;
   size_t shard_slots;
 };
+
+/* The scheduler (engine.c), for the registry's LOAD_MODEL jobs. */
+/* Resets a job for a new submission, keeping the caller's data. */
+int tb__engine_job_begin(tb__engine_job_t *job, tb__engine_t *e,
+                         tb__engine_job_type_t type, tb__engine_job_cb cb);
+/* Allocates n work items running `work`. */
+int tb__engine_items_alloc(tb__engine_job_t *job, size_t n,
+                           void (*work)(tb__engine_shard_t *), int needs_ws);
+/* Starts the work of a job; on error nothing was queued. */
+int tb__engine_job_start(tb__engine_job_t *job);
+void tb__engine_item_submit(tb__engine_t *e, tb__engine_shard_t *it);
+void tb__engine_active_add(tb__engine_t *e, tb__engine_job_t *job);
+void tb__engine_job_finish(tb__engine_job_t *job, int status);
+/* Queues the close once nothing runs any more. */
+void tb__engine_maybe_close(tb__engine_t *e);
+
+/* The registry (engine_models.c), for completion and close. */
+/* A LOAD_MODEL job's work finished: it and every job waiting for the same
+ * model complete. */
+void tb__engine_load_model_done(tb__engine_job_t *job, int status);
+/* Frees a model's struct (its weights are freed apart). */
+void tb__engine_model_free_struct(tb__engine_model_t *m);
 
 /* Work functions (engine_jobs.c); each sets it->status and, on failure,
  * it->error. */
