@@ -81,6 +81,12 @@ typedef struct tb__batch_s {
   tb__loss_config_t loss_config;
 } tb__batch_t;
 
+/* A datum's targets per position (k, 0 read as 1). */
+static inline size_t tb__datum_k(const tb__datum_t *d) { return d->k ? d->k : 1; }
+
+/* Whether the n ids are all in [0, V). */
+int tb__ids_in_vocab(const int32_t *ids, size_t n, int V);
+
 /* Total floats of the per-token log-probs output: sum of n * k. */
 size_t tb__batch_num_outputs(const tb__batch_t *b);
 
