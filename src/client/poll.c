@@ -45,10 +45,12 @@
  * FIFO; a poll gives its wire back as soon as its answer is read, so a
  * re-poll goes to the back of the line.  Answers are read with the
  * flat-object reader (core/json_scan.h) and only fall back to jansson
- * for other shapes, so a steady try_again costs no allocation.
+ * for other shapes, so a steady try_again costs no allocation
+ * (poll_answer.c).
  */
 #define _GNU_SOURCE  /* memmem */
 #include "client/internal.h"
+#include "client/poll_answer.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -233,120 +235,9 @@ static int fail_deadline(tb__client_poll_t *p) {
                       (unsigned long long)elapsed);
 }
 
-/* ------------------------------------------------------------ answers */
-
-/* What a JSON answer says, read by the flat-object reader or from a
- * jansson document; the slices point into the body or the document. */
-typedef struct answer_s {
-  tb_slice_t type, status;        /* base NULL: absent */
-  int has_error;                  /* "error" present and not null */
-  tb_slice_t error_msg, category;
-  int has_queue_state;
-  tb_slice_t queue_state, reason;
-  int has_started;                /* "started_at" present */
-  double started_at;              /* 0: null or unreadable */
-  int64_t queue_position;         /* -1: absent */
-  int64_t retry_after_ms;         /* 0: absent */
-} answer_t;
-
-static void answer_init(answer_t *a) {
-  memset(a, 0, sizeof(*a));
-  a->queue_position = -1;
-}
-
 static int slice_is(tb_slice_t s, const char *lit) {
   size_t n = strlen(lit);
   return s.base != NULL && s.len == n && memcmp(s.base, lit, n) == 0;
-}
-
-/* "2026-12-06T09:56:51.808Z" (an offset other than Z is taken as UTC) as
- * seconds since the epoch; 0 when unreadable. */
-static double parse_time(tb_slice_t s) {
-  char buf[48];
-  if (s.base == NULL || s.len == 0 || s.len >= sizeof(buf))
-    return 0;
-  memcpy(buf, s.base, s.len);
-  buf[s.len] = '\0';
-  struct tm tm;
-  memset(&tm, 0, sizeof(tm));
-  int n = 0;
-  if (sscanf(buf, "%4d-%2d-%2d%*[Tt ]%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
-             &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &n) != 6)
-    return 0;
-  tm.tm_year -= 1900;
-  tm.tm_mon -= 1;
-  double frac = 0;
-  if (buf[n] == '.')
-    frac = strtod(buf + n, NULL);
-  time_t t = timegm(&tm);
-  return t > 0 ? (double)t + frac : 0;
-}
-
-static int scan_member(void *ctx, const tb__jscan_member_t *m) {
-  answer_t *a = ctx;
-  int str = m->type == TB_JSCAN_STRING;
-  if (tb__slice_eq_str(m->key, "type")) {
-    a->type = str ? m->str : (tb_slice_t){ NULL, 0 };
-  } else if (tb__slice_eq_str(m->key, "status")) {
-    a->status = str ? m->str : (tb_slice_t){ NULL, 0 };
-  } else if (tb__slice_eq_str(m->key, "error")) {
-    a->has_error = m->type != TB_JSCAN_NULL;
-    a->error_msg = str ? m->str : (tb_slice_t){ NULL, 0 };
-  } else if (tb__slice_eq_str(m->key, "category")) {
-    a->category = str ? m->str : (tb_slice_t){ NULL, 0 };
-  } else if (tb__slice_eq_str(m->key, "queue_state")) {
-    a->has_queue_state = str;
-    a->queue_state = m->str;
-  } else if (tb__slice_eq_str(m->key, "queue_state_reason")) {
-    a->reason = str ? m->str : (tb_slice_t){ NULL, 0 };
-  } else if (tb__slice_eq_str(m->key, "started_at")) {
-    a->has_started = 1;
-    a->started_at = str ? parse_time(m->str)
-                        : m->type == TB_JSCAN_NUMBER && m->num > 0 ? m->num : 0;
-  } else if (tb__slice_eq_str(m->key, "queue_position")) {
-    if (m->type == TB_JSCAN_NUMBER && m->num >= 0 && m->num < 1e15)
-      a->queue_position = (int64_t)m->num;
-  } else if (tb__slice_eq_str(m->key, "retry_after_ms")) {
-    if (m->type == TB_JSCAN_NUMBER && m->num > 0 && m->num < 1e12 &&
-        memchr(m->str.base, '.', m->str.len) == NULL)
-      a->retry_after_ms = (int64_t)m->num;
-  }
-  return 0;  /* other members: a result's, read later by its decoder */
-}
-
-static tb_slice_t doc_string(const json_t *v) {
-  const char *s = json_string_value(v);
-  return s != NULL ? (tb_slice_t){ s, json_string_length(v) } : (tb_slice_t){ NULL, 0 };
-}
-
-/* The same from a document (nested values, escapes, an error object). */
-static void answer_from_doc(answer_t *a, const json_t *doc) {
-  answer_init(a);
-  a->type = doc_string(json_object_get(doc, "type"));
-  a->status = doc_string(json_object_get(doc, "status"));
-  const json_t *error = json_object_get(doc, "error");
-  a->has_error = error != NULL && !json_is_null(error);
-  a->error_msg = doc_string(error);
-  if (a->error_msg.base == NULL && json_is_object(error))
-    a->error_msg = doc_string(json_object_get(error, "message"));
-  a->category = doc_string(json_object_get(doc, "category"));
-  if (a->category.base == NULL && json_is_object(error))
-    a->category = doc_string(json_object_get(error, "category"));
-  a->queue_state = doc_string(json_object_get(doc, "queue_state"));
-  a->has_queue_state = a->queue_state.base != NULL;
-  a->reason = doc_string(json_object_get(doc, "queue_state_reason"));
-  const json_t *st = json_object_get(doc, "started_at");
-  a->has_started = st != NULL;
-  if (json_is_string(st))
-    a->started_at = parse_time(doc_string(st));
-  else if (json_is_number(st) && json_number_value(st) > 0)
-    a->started_at = json_number_value(st);
-  const json_t *qp = json_object_get(doc, "queue_position");
-  if (json_is_integer(qp) && json_integer_value(qp) >= 0)
-    a->queue_position = json_integer_value(qp);
-  const json_t *ra = json_object_get(doc, "retry_after_ms");
-  if (json_is_integer(ra) && json_integer_value(ra) > 0)
-    a->retry_after_ms = json_integer_value(ra);
 }
 
 /* ------------------------------------------------------------ progress */
@@ -377,7 +268,7 @@ static void progressed(tb__client_poll_t *p) {
 /* Notes what a try_again (or 408) says of the job: the queue state and
  * its reason (telemetry on a change), started_at and queue_position (the
  * observer hears of any change of the four). */
-static void note_queue_state(tb__client_poll_t *p, const answer_t *a) {
+static void note_queue_state(tb__client_poll_t *p, const tb__poll_answer_t *a) {
   tb__rt_t *rt = p->rt_;
   int state_changed = 0;
   tb_queue_state_t prev = (tb_queue_state_t)p->qstate_;
@@ -509,7 +400,7 @@ static void keep_last(tb__client_poll_t *p, tb_error_t *e) {
 }
 
 /* A failure reported by the server in a 200 answer. */
-static void on_failed(tb__client_poll_t *p, const answer_t *a) {
+static void on_failed(tb__client_poll_t *p, const tb__poll_answer_t *a) {
   int user = a->category.base != NULL && a->category.len == 4 &&
              strncasecmp(a->category.base, "user", 4) == 0;
   tb_error_t e = { 0 };
@@ -563,11 +454,11 @@ static void on_completed(tb__client_poll_t *p, const tb__http_response_t *res, j
 }
 
 static void on_json_answer(tb__client_poll_t *p, const tb__http_response_t *res) {
-  answer_t a;
-  answer_init(&a);
+  tb__poll_answer_t a;
+  tb__poll_answer_init(&a);
   json_t *doc = NULL;
   tb_slice_t body = { res->body, res->body_len };
-  if (!tb__jscan_object(body, scan_member, &a)) {
+  if (!tb__jscan_object(body, tb__poll_answer_member, &a)) {
     json_error_t jerr;
     doc = res->body_len > 0 ? json_loadb(res->body, res->body_len, 0, &jerr) : NULL;
     if (!json_is_object(doc)) {
@@ -579,7 +470,7 @@ static void on_json_answer(tb__client_poll_t *p, const tb__http_response_t *res)
       finish(p, TB_EJSON);
       return;
     }
-    answer_from_doc(&a, doc);
+    tb__poll_answer_from_doc(&a, doc);
   }
   p->n_empty_400_ = 0;
   if (slice_is(a.type, "try_again")) {
@@ -647,8 +538,8 @@ static void on_http_answer(tb__client_poll_t *p, const tb__http_response_t *res)
     if (s == 408 && res->body_len > 0) {
       json_t *doc = json_loadb(res->body, res->body_len, 0, NULL);
       if (json_is_object(doc)) {
-        answer_t a;
-        answer_from_doc(&a, doc);
+        tb__poll_answer_t a;
+        tb__poll_answer_from_doc(&a, doc);
         note_queue_state(p, &a);
       }
       json_decref(doc);

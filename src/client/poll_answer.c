@@ -1,0 +1,104 @@
+/*
+ * One answer of retrieve_future read into a tb__poll_answer_t (see
+ * poll_answer.h); what the answer leads to is poll.c's.
+ */
+#include "client/poll_answer.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+void tb__poll_answer_init(tb__poll_answer_t *a) {
+  memset(a, 0, sizeof(*a));
+  a->queue_position = -1;
+}
+
+/* "2026-12-06T09:56:51.808Z" (an offset other than Z is taken as UTC) as
+ * seconds since the epoch; 0 when unreadable. */
+static double parse_time(tb_slice_t s) {
+  char buf[48];
+  if (s.base == NULL || s.len == 0 || s.len >= sizeof(buf))
+    return 0;
+  memcpy(buf, s.base, s.len);
+  buf[s.len] = '\0';
+  struct tm tm;
+  memset(&tm, 0, sizeof(tm));
+  int n = 0;
+  if (sscanf(buf, "%4d-%2d-%2d%*[Tt ]%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+             &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &n) != 6)
+    return 0;
+  tm.tm_year -= 1900;
+  tm.tm_mon -= 1;
+  double frac = 0;
+  if (buf[n] == '.')
+    frac = strtod(buf + n, NULL);
+  time_t t = timegm(&tm);
+  return t > 0 ? (double)t + frac : 0;
+}
+
+int tb__poll_answer_member(void *ctx, const tb__jscan_member_t *m) {
+  tb__poll_answer_t *a = ctx;
+  int str = m->type == TB_JSCAN_STRING;
+  if (tb__slice_eq_str(m->key, "type")) {
+    a->type = str ? m->str : (tb_slice_t){ NULL, 0 };
+  } else if (tb__slice_eq_str(m->key, "status")) {
+    a->status = str ? m->str : (tb_slice_t){ NULL, 0 };
+  } else if (tb__slice_eq_str(m->key, "error")) {
+    a->has_error = m->type != TB_JSCAN_NULL;
+    a->error_msg = str ? m->str : (tb_slice_t){ NULL, 0 };
+  } else if (tb__slice_eq_str(m->key, "category")) {
+    a->category = str ? m->str : (tb_slice_t){ NULL, 0 };
+  } else if (tb__slice_eq_str(m->key, "queue_state")) {
+    a->has_queue_state = str;
+    a->queue_state = m->str;
+  } else if (tb__slice_eq_str(m->key, "queue_state_reason")) {
+    a->reason = str ? m->str : (tb_slice_t){ NULL, 0 };
+  } else if (tb__slice_eq_str(m->key, "started_at")) {
+    a->has_started = 1;
+    a->started_at = str ? parse_time(m->str)
+                        : m->type == TB_JSCAN_NUMBER && m->num > 0 ? m->num : 0;
+  } else if (tb__slice_eq_str(m->key, "queue_position")) {
+    if (m->type == TB_JSCAN_NUMBER && m->num >= 0 && m->num < 1e15)
+      a->queue_position = (int64_t)m->num;
+  } else if (tb__slice_eq_str(m->key, "retry_after_ms")) {
+    if (m->type == TB_JSCAN_NUMBER && m->num > 0 && m->num < 1e12 &&
+        memchr(m->str.base, '.', m->str.len) == NULL)
+      a->retry_after_ms = (int64_t)m->num;
+  }
+  return 0;  /* other members: a result's, read later by its decoder */
+}
+
+static tb_slice_t doc_string(const json_t *v) {
+  const char *s = json_string_value(v);
+  return s != NULL ? (tb_slice_t){ s, json_string_length(v) } : (tb_slice_t){ NULL, 0 };
+}
+
+void tb__poll_answer_from_doc(tb__poll_answer_t *a, const json_t *doc) {
+  tb__poll_answer_init(a);
+  a->type = doc_string(json_object_get(doc, "type"));
+  a->status = doc_string(json_object_get(doc, "status"));
+  const json_t *error = json_object_get(doc, "error");
+  a->has_error = error != NULL && !json_is_null(error);
+  a->error_msg = doc_string(error);
+  if (a->error_msg.base == NULL && json_is_object(error))
+    a->error_msg = doc_string(json_object_get(error, "message"));
+  a->category = doc_string(json_object_get(doc, "category"));
+  if (a->category.base == NULL && json_is_object(error))
+    a->category = doc_string(json_object_get(error, "category"));
+  a->queue_state = doc_string(json_object_get(doc, "queue_state"));
+  a->has_queue_state = a->queue_state.base != NULL;
+  a->reason = doc_string(json_object_get(doc, "queue_state_reason"));
+  const json_t *st = json_object_get(doc, "started_at");
+  a->has_started = st != NULL;
+  if (json_is_string(st))
+    a->started_at = parse_time(doc_string(st));
+  else if (json_is_number(st) && json_number_value(st) > 0)
+    a->started_at = json_number_value(st);
+  const json_t *qp = json_object_get(doc, "queue_position");
+  if (json_is_integer(qp) && json_integer_value(qp) >= 0)
+    a->queue_position = json_integer_value(qp);
+  const json_t *ra = json_object_get(doc, "retry_after_ms");
+  if (json_is_integer(ra) && json_integer_value(ra) > 0)
+    a->retry_after_ms = json_integer_value(ra);
+}
