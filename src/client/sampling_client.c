@@ -11,6 +11,8 @@
  * retryable failures of the POST (connection errors, 408, 409, 5xx) are
  * retried here with the config's backoff; a 410 while polling (the
  * server's future expired) submits the sample again with a new seq_id.
+ * The session (creation, the pending client of the training side) is
+ * sampling_session.c's.
  */
 #include "tinkerbell/sampling_client.h"
 
@@ -19,6 +21,7 @@
 #include <string.h>
 
 #include "client/clients.h"
+#include "client/sampling_internal.h"
 #include "client/convert.h"
 #include "core/json.h"
 #include "wire/encode.h"
@@ -33,9 +36,9 @@
 typedef enum { S_SAMPLE, S_LOGPROBS, S_BASE_MODEL } skind_t;
 
 typedef struct tb__sampling_client_s sc_t;
-typedef struct sop_s sop_t;
+typedef struct tb__sampling_op_s sop_t;
 
-struct sop_s {
+struct tb__sampling_op_s {
   sc_t *s;
   skind_t kind;
   tb_future_t *future;          /* the caller's */
@@ -53,33 +56,7 @@ struct sop_s {
   tb__alarm_t alarm;
 };
 
-struct tb__sampling_client_s {
-  tb_sampling_client_t *pub;
-  tb_service_client_t *svc;
-  tb__rt_t *rt;
-  char *session_id;
-  char *model_path;
-  char *base_model;
-  int state;                    /* 0 waiting for the session, 1 ready, -1 failed */
-  tb_error_t create_err;
-  int64_t sampling_seq;         /* its sampling_session_seq_id */
-  tb_future_t *create_f;        /* the caller's creation future, if any */
-  tb_future_t *session_f;
-  tb_future_t *create_op_f;
-  int64_t next_seq;
-  size_t max_in_flight;
-  size_t in_flight;
-  uint64_t backoff_until;       /* uv_now() before which nothing is sent */
-  tb__alarm_t backoff_alarm;
-  sop_t *queue, *queue_tail;
-  sop_t *live;
-  size_t n_live;
-  int closing;
-  tb__alarm_t close_alarm;
-};
 
-static void pump(sc_t *s);
-static void check_closed(sc_t *s);
 
 /* ------------------------------------------------------------ ops */
 
@@ -129,7 +106,7 @@ static void sop_complete(sop_t *op, const tb_result_type_t *type, void *result,
   } else {
     tb__client_future_resolve(f, type, result);
   }
-  check_closed(s);
+  tb__sampling_check_closed(s);
 }
 
 static void on_fail_alarm(tb__alarm_t *a) {
@@ -367,7 +344,7 @@ static void on_submitted(tb__client_op_t *cop, int status) {
     if (until > s->backoff_until)
       s->backoff_until = until;
   }
-  pump(s);
+  tb__sampling_pump(s);
 }
 
 /* Tells the server that this client handles a 429 itself (as the SDK
@@ -434,7 +411,7 @@ static int start_base_model(sop_t *op) {
 static void on_retry_alarm(tb__alarm_t *a) {
   sop_t *op = a->data;
   enqueue(op, 1);
-  pump(op->s);
+  tb__sampling_pump(op->s);
 }
 
 static int retryable_submit(const sop_t *op) {
@@ -498,15 +475,11 @@ static void on_sample_done(tb_future_t *f, int status) {
       return;
   }
   enqueue(op, at_head);
-  pump(s);
-}
-
-static void on_backoff_over(tb__alarm_t *a) {
-  pump(a->data);
+  tb__sampling_pump(s);
 }
 
 /* Sends what may be sent now. */
-static void pump(sc_t *s) {
+void tb__sampling_pump(sc_t *s) {
   if (s->state == 0)
     return;
   if (s->state < 0 || s->closing) {
@@ -540,10 +513,6 @@ static void pump(sc_t *s) {
 
 /* ------------------------------------------------------------ API */
 
-static sc_t *usable(tb_sampling_client_t *samp) {
-  return samp != NULL ? samp->impl_ : NULL;
-}
-
 static json_t *prompt_json(const tb_model_input_t *prompt, size_t *n_tokens) {
   size_t n = tb_model_input_length(prompt);
   int32_t *toks = malloc((n + 1) * sizeof(int32_t));
@@ -573,7 +542,7 @@ static int submit_new(sc_t *s, skind_t kind, json_t *body, size_t prompt_tokens,
   s->live = op;
   *out = op->future;
   enqueue(op, 0);
-  pump(s);
+  tb__sampling_pump(s);
   return 0;
 }
 
@@ -581,7 +550,7 @@ static int sample_common(tb_sampling_client_t *samp, skind_t kind, const tb_mode
                          size_t num_samples, const tb_sample_params_t *params,
                          int include_prompt_logprobs, size_t topk, tb_future_t **out,
                          tb_error_t *err) {
-  sc_t *s = usable(samp);
+  sc_t *s = tb__sampling_usable(samp);
   if (s == NULL || out == NULL || prompt == NULL)
     return tb_error_set(err, TB_EINVAL, TB_CATEGORY_USER, "sample: NULL argument");
   if (s->closing)
@@ -662,7 +631,7 @@ int tb_sampling_client_compute_logprobs_sync(tb_sampling_client_t *samp,
 }
 
 int tb_sampling_client_get_base_model(tb_sampling_client_t *samp, tb_future_t **out) {
-  sc_t *s = usable(samp);
+  sc_t *s = tb__sampling_usable(samp);
   if (s == NULL || out == NULL)
     return TB_EINVAL;
   if (s->closing)
@@ -682,225 +651,11 @@ int tb_sampling_client_get_base_model_sync(tb_sampling_client_t *samp, char **ba
 }
 
 void tb_sampling_client_set_max_in_flight(tb_sampling_client_t *samp, size_t n) {
-  sc_t *s = usable(samp);
+  sc_t *s = tb__sampling_usable(samp);
   if (s == NULL || n < 1)
     return;
   s->max_in_flight = n;
-  pump(s);
-}
-
-/* ------------------------------------------------------------ session */
-
-static void session_ready(sc_t *s, const char *session_id, const tb_error_t *err) {
-  tb_future_t *f = s->create_f;
-  s->create_f = NULL;
-  char *copy = session_id ? strdup(session_id) : NULL;
-  if (session_id != NULL && copy != NULL) {
-    s->session_id = copy;
-    s->state = 1;
-    s->pub->sampling_session_id = s->session_id;
-  } else {
-    s->state = -1;
-    if (err == NULL || tb_error_copy(&s->create_err, err) != 0 || s->create_err.code == 0)
-      tb_error_set(&s->create_err, err && err->code ? err->code : TB_ENOMEM,
-                   err ? err->category : TB_CATEGORY_NONE, "%s",
-                   err ? tb_error_message(err) : "out of memory");
-  }
-  pump(s);
-  if (f != NULL) {
-    if (s->state == 1) {
-      char *id = strdup(s->session_id);
-      if (id != NULL) {
-        tb__client_future_resolve(f, &tb_result_string, id);
-      } else {
-        tb_error_t e = { 0 };
-        tb_error_set(&e, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
-        tb__client_future_fail(f, &e);
-      }
-    } else {
-      tb_error_t e = { 0 };
-      tb_error_copy(&e, &s->create_err);
-      if (e.code == 0)
-        e.code = s->create_err.code;
-      tb__client_future_fail(f, &e);
-    }
-  }
-  check_closed(s);
-}
-
-void tb__sampling_client_ready(tb_sampling_client_t *samp, const char *session_id,
-                               const tb_error_t *err) {
-  sc_t *s = usable(samp);
-  if (s != NULL && s->state == 0)
-    session_ready(s, session_id, err);
-}
-
-static int decode_sampling_session(tb__client_op_t *cop, const char *body, size_t len,
-                                   int proto, const tb_result_type_t **type, void **result,
-                                   tb_error_t *err) {
-  json_t *doc = NULL;
-  int rc = tb__json_parse((tb_slice_t){ body, len }, &doc, err);
-  if (rc != 0) {
-    err->category = TB_CATEGORY_SERVER;
-    return rc;
-  }
-  const char *id = json_string_value(json_object_get(doc, "sampling_session_id"));
-  char *copy = id ? strdup(id) : NULL;
-  json_decref(doc);
-  if (id == NULL)
-    return tb_error_set(err, TB_EFIELD, TB_CATEGORY_SERVER,
-                        "create_sampling_session: the answer has no sampling_session_id");
-  if (copy == NULL)
-    return tb_error_set(err, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
-  *type = &tb_result_string;
-  *result = copy;
-  return 0;
-}
-
-static void on_session_created(tb_future_t *f, int status) {
-  sc_t *s = f->data;
-  s->create_op_f = NULL;
-  session_ready(s, status == 0 ? tb_future_result(f, &tb_result_string) : NULL,
-                status == 0 ? NULL : &f->error);
-  tb_future_free(f);
-}
-
-static void on_session(tb_future_t *f, int status) {
-  sc_t *s = f->data;
-  s->session_f = NULL;
-  if (status != 0) {
-    session_ready(s, NULL, &f->error);
-    tb_future_free(f);
-    return;
-  }
-  const char *sid = tb_future_result(f, &tb_result_string);
-  json_t *b = json_pack("{sssIss}", "session_id", sid,
-                        "sampling_session_seq_id", (json_int_t)s->sampling_seq, "type",
-                        "create_sampling_session");
-  tb_future_free(f);
-  if (b != NULL && s->model_path != NULL)
-    json_object_set_new(b, "model_path", json_string(s->model_path));
-  if (b != NULL && s->base_model != NULL)
-    json_object_set_new(b, "base_model", json_string(s->base_model));
-  size_t len = 0;
-  char *text = b ? tb__json_dump(b, &len) : NULL;
-  json_decref(b);
-  int rc = text ? 0 : TB_ENOMEM;
-  if (rc == 0) {
-    tb__client_op_opts_t o = { 0 };
-    o.path = "/api/v1/create_sampling_session";
-    o.body = text;
-    o.body_len = len;
-    o.max_retries = -1;
-    o.decode = decode_sampling_session;
-    rc = tb__client_op_start(s->rt, &o, &s->create_op_f);
-  }
-  free(text);
-  if (rc != 0) {
-    tb_error_t e = { 0 };
-    tb_error_set(&e, rc, rc == TB_ECLOSING ? TB_CATEGORY_CANCELLED : TB_CATEGORY_NONE,
-                 "cannot create the sampling session: %s", tb_strerror(rc));
-    session_ready(s, NULL, &e);
-    tb_error_clear(&e);
-    return;
-  }
-  s->create_op_f->data = s;
-  tb_future_set_callback(s->create_op_f, on_session_created);
-}
-
-static void cancel_create(tb_future_t *f) {
-  sc_t *s = f->driver_;
-  if (s->session_f != NULL)
-    tb_future_cancel(s->session_f);
-  if (s->create_op_f != NULL)
-    tb_future_cancel(s->create_op_f);
-}
-
-int tb__sampling_client_init_pending(tb_service_client_t *svc, tb_sampling_client_t *samp,
-                                     const char *model_path, const char *base_model) {
-  if (svc == NULL || samp == NULL)
-    return TB_EINVAL;
-  tb__rt_t *rt = tb__service_rt(svc);
-  if (rt == NULL)
-    return svc->impl_ == NULL ? TB_EINVAL : TB_ECLOSING;
-  sc_t *s = calloc(1, sizeof(*s));
-  if (s == NULL)
-    return TB_ENOMEM;
-  if ((model_path != NULL && (s->model_path = strdup(model_path)) == NULL) ||
-      (base_model != NULL && (s->base_model = strdup(base_model)) == NULL)) {
-    free(s->model_path);
-    free(s);
-    return TB_ENOMEM;
-  }
-  memset(samp, 0, sizeof(*samp));
-  samp->loop = svc->loop;
-  samp->service = svc;
-  samp->model_path = s->model_path;
-  samp->base_model = s->base_model;
-  samp->impl_ = s;
-  s->pub = samp;
-  s->svc = svc;
-  s->rt = rt;
-  s->max_in_flight = TB_SAMPLING_DEFAULT_MAX_IN_FLIGHT;
-  tb__alarm_init(&s->backoff_alarm, on_backoff_over, s);
-  return 0;
-}
-
-void tb__sampling_client_discard(tb_sampling_client_t *samp) {
-  sc_t *s = usable(samp);
-  if (s == NULL)
-    return;
-  free(s->model_path);
-  free(s->base_model);
-  free(s);
-  memset(samp, 0, sizeof(*samp));
-}
-
-int tb_service_client_create_sampling_client(tb_service_client_t *svc,
-                                             tb_sampling_client_t *samp, const char *model_path,
-                                             const char *base_model, tb_future_t **out) {
-  if (out == NULL || (model_path == NULL && base_model == NULL) ||
-      (model_path != NULL && strncmp(model_path, "tinker://", 9) != 0))
-    return TB_EINVAL;
-  tb__rt_t *rt = tb__service_rt(svc);
-  if (rt == NULL)
-    return svc == NULL || svc->impl_ == NULL ? TB_EINVAL : TB_ECLOSING;
-  tb_future_t *f = tb__client_future_new(svc->loop), *sf = NULL;
-  if (f == NULL)
-    return TB_ENOMEM;
-  int rc = tb_service_client_session(svc, &sf);
-  if (rc != 0) {
-    free(f);
-    return rc;
-  }
-  rc = tb__sampling_client_init_pending(svc, samp, model_path, base_model);
-  if (rc != 0) {
-    tb_future_free(sf);  /* the session is made anyway, for the next caller */
-    free(f);
-    return rc;
-  }
-  sc_t *s = samp->impl_;
-  s->sampling_seq = tb__service_next_sampling_seq(svc);
-  s->create_f = f;
-  s->session_f = sf;
-  sf->data = s;
-  tb_future_set_callback(sf, on_session);
-  tb__client_future_set_driver(f, cancel_create, s);
-  *out = f;
-  return 0;
-}
-
-int tb_service_client_create_sampling_client_sync(tb_service_client_t *svc,
-                                                  tb_sampling_client_t *samp,
-                                                  const char *model_path, const char *base_model,
-                                                  tb_error_t *err) {
-  if (tb__client_check_nested(svc, err) != 0)
-    return TB_ENESTED;
-  tb_future_t *f;
-  int rc = tb_service_client_create_sampling_client(svc, samp, model_path, base_model, &f);
-  if (rc != 0)
-    return tb__client_refused(err, rc, "create_sampling_client");
-  return tb__client_wait_take(samp->impl_->rt, f, &tb_result_string, NULL, err);
+  tb__sampling_pump(s);
 }
 
 /* ------------------------------------------------------------ close */
@@ -926,7 +681,7 @@ static void on_close_alarm(tb__alarm_t *a) {
   }
 }
 
-static void check_closed(sc_t *s) {
+void tb__sampling_check_closed(sc_t *s) {
   if (s->closing != 1 || s->n_live != 0 || s->create_f != NULL || s->session_f != NULL ||
       s->create_op_f != NULL || s->state == 0)
     return;
@@ -938,7 +693,7 @@ static void check_closed(sc_t *s) {
 }
 
 void tb_sampling_client_close(tb_sampling_client_t *samp, tb_sampling_client_close_cb close_cb) {
-  sc_t *s = usable(samp);
+  sc_t *s = tb__sampling_usable(samp);
   if (s == NULL || s->closing)
     return;
   s->closing = 1;
@@ -963,5 +718,5 @@ void tb_sampling_client_close(tb_sampling_client_t *samp, tb_sampling_client_clo
       sop_fail_later(op);
     }
   }
-  check_closed(s);
+  tb__sampling_check_closed(s);
 }
