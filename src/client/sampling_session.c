@@ -13,7 +13,6 @@
 #include "client/clients.h"
 #include "client/sampling_internal.h"
 #include "core/json.h"
-#include "wire/encode.h"
 
 typedef struct tb__sampling_client_s sc_t;
 

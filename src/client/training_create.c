@@ -1,6 +1,7 @@
 /*
  * The TrainingClient's model: created by create_model or a load that
- * creates it, and the client's close (see training_internal.h).
+ * creates it; the ops that waited for it then go out (see
+ * training_internal.h).
  */
 #include "client/training_internal.h"
 
@@ -225,84 +226,4 @@ void tb_training_client_use_json(tb_training_client_t *ptc, int on) {
   tb__tc_t *tc = tb__tc_usable(ptc);
   if (tc != NULL)
     tc->json = on != 0;
-}
-
-/* ------------------------------------------------------------ close */
-
-static void on_close_alarm(tb__alarm_t *a) {
-  tb__tc_t *tc = a->data;
-  tb_training_client_t *ptc = tc->pub;
-  tb_training_client_close_cb cb = ptc->close_cb_;
-  free(tc->model_id);
-  free(tc->base_model);
-  free(tc->create_path);
-  tb_error_clear(&tc->create_err);
-  tb_error_clear(&tc->broken_err);
-  free(tc);
-  ptc->impl_ = NULL;
-  ptc->model_id = NULL;
-  ptc->base_model = NULL;
-  if (cb != NULL) {
-    tb__loop_frame_t frame;
-    tb__loop_enter(&frame, ptc->loop);
-    cb(ptc);
-    tb__loop_leave(&frame);
-  }
-}
-
-void tb__tc_check_closed(tb__tc_t *tc) {
-  if (tc->closing != 1 || tc->n_live != 0 || tc->create_f != NULL)
-    return;
-  tc->closing = 2;
-  tb__alarm_init(&tc->close_alarm, on_close_alarm, tc);
-  if (tb__alarm_start(tc->rt, &tc->close_alarm, 0) != 0)
-    on_close_alarm(&tc->close_alarm);
-}
-
-void tb_training_client_close(tb_training_client_t *ptc, tb_training_client_close_cb close_cb) {
-  tb__tc_t *tc = tb__tc_usable(ptc);
-  if (tc == NULL || tc->closing)
-    return;
-  tc->closing = 1;
-  ptc->close_cb_ = close_cb;
-  if (!tc->broken || tc->broken_seq > 0) {
-    tc->broken = 1;
-    tc->broken_seq = 0;
-    tb_error_clear(&tc->broken_err);
-    tb_error_set(&tc->broken_err, TB_ECANCELED, TB_CATEGORY_CANCELLED,
-                 "the training client is closing");
-  }
-  if (tc->create_f != NULL)
-    tb_future_cancel(tc->create_f);
-  /* Queued ops fail through the tb__tc_pump; started ones are cancelled. */
-  tb__tc_op_t *q = tc->queue;
-  tc->queue = tc->queue_tail = NULL;
-  while (q != NULL) {
-    tb__tc_op_t *next = q->next;
-    q->next = NULL;
-    q->queued = 0;
-    q->cancelled = 1;
-    tb__tc_op_fail_later(q, &tc->broken_err);
-    q = next;
-  }
-  tb__tc_op_t *w = tc->waiting_model;
-  tc->waiting_model = NULL;
-  while (w != NULL) {
-    tb__tc_op_t *next = w->next;
-    w->next = NULL;
-    w->cancelled = 1;
-    tb__tc_op_fail_later(w, &tc->broken_err);
-    w = next;
-  }
-  /* Ops on the wire: their requests are cancelled, and they fail once
-   * every one has stopped. */
-  for (tb__tc_op_t *op = tc->live; op != NULL; op = op->live_next) {
-    if (op->cancelled || tb__alarm_armed(&op->alarm))
-      continue;
-    op->cancelled = 1;
-    for (size_t i = 0; i < op->n_reqs; i++)
-      if (op->reqs[i].f != NULL && !op->reqs[i].done)
-        tb_future_cancel(op->reqs[i].f);
-  }
-  tb__tc_check_closed(tc);
 }

@@ -1,10 +1,16 @@
 /*
  * What the files of the TrainingClient share (tinkerbell/training_client.h):
  *
- *   training_client.c  ops and their requests, turns, completion
+ *   training_op.c      op objects, their encoded requests, completion, close
+ *   training_seq.c     seq_id order: requests, turns, joining the results
  *   training_custom.c  forward_backward_custom's loss function and second pass
- *   training_ops.c     the operations' entry points and their encoding
- *   training_create.c  creation of the model, and close
+ *   training_ops.c     the operations' entry points and their checks
+ *   training_create.c  creation of the model
+ *   training_sync.c    the blocking twins
+ *
+ * Each file calls only those listed above it (training_ops.c sets the
+ * hooks by which training_seq.c reaches the custom loss and the sampling
+ * client), so the files form no circle.
  *
  * Each public call becomes a tb__tc_op_t holding one or more requests
  * (tb__tc_req_t, one per seq_id: the chunks of a forward_backward).  Their
@@ -75,9 +81,12 @@ struct tb__tc_op_s {
   size_t n_datums;
   tb_custom_loss_fn fn;
   void *fn_data;
-  /* sampling clients */
+  /* what follows a forward pass of a custom loss (training_custom.c) */
+  void (*after_forward)(tb__tc_op_t *op);
+  /* sampling clients; take_session receives the answer's session id */
   tb_sampling_client_t *samp;
   char *model_path;
+  void (*take_session)(tb__tc_op_t *op, char *session_id);
   tb__tc_op_t *next;               /* in the queue or the model's wait list */
   tb__tc_op_t *live_next, *live_prev;  /* every registered op, for close */
   tb__alarm_t alarm;           /* completes the op on a later turn */
@@ -114,7 +123,11 @@ struct tb__training_client_s {
   tb_lora_params_t lora;
 };
 
-/* ------------------------------------------------------------ training_client.c */
+/* ------------------------------------------------------------ training_op.c */
+
+static inline tb__tc_t *tb__tc_usable(tb_training_client_t *tc) {
+  return tc != NULL ? tc->impl_ : NULL;
+}
 
 /* A seq_id was lost (a failed or cancelled submission, why NULL for
  * cancelled): the ops after it fail with TB_EBUSY.  stopped_at tells
@@ -125,18 +138,29 @@ int tb__tc_stopped_at(const tb__tc_t *tc, int64_t seq);
 void tb__tc_keep_first_error(tb__tc_op_t *op, const tb_error_t *e);
 
 /* An op of n_reqs requests with its (not yet returned) future; discard
- * releases one never registered, register hands its future to the caller
- * and counts it live. */
+ * releases one never registered (training_seq.c registers). */
 tb__tc_op_t *tb__tc_op_new(tb__tc_t *tc, tb__tc_kind_t kind, size_t n_reqs);
 void tb__tc_op_discard(tb__tc_op_t *op);
-int tb__tc_op_register(tb__tc_op_t *op, tb_future_t **out);
 /* Completes the caller's future (failed when op has an error or was
  * cancelled) and releases op; fail_later does it on a later turn. */
 void tb__tc_op_complete(tb__tc_op_t *op, const tb_result_type_t *type, void *result);
 void tb__tc_op_fail_later(tb__tc_op_t *op, const tb_error_t *e);
+/* Encodes the requests [first, first + count) of op from datums, with
+ * seq_ids from seq0; bounds split the datums. */
+int tb__tc_encode_chunks(tb__tc_op_t *op, size_t first, const tb_train_datum_t *data,
+                         const size_t *bounds, size_t count, int64_t seq0, const char *loss_fn,
+                         const tb_loss_fn_config_entry_t *config, size_t n_config,
+                         int forward_only);
+/* Closing: once nothing is live, the close callback runs on a later turn. */
+void tb__tc_check_closed(tb__tc_t *tc);
+
+/* ------------------------------------------------------------ training_seq.c */
+
+/* Hands op's future to the caller, counts it live, and lets the caller
+ * cancel it (the op then leaves the order). */
+int tb__tc_op_register(tb__tc_op_t *op, tb_future_t **out);
 /* Every started request of op is done: complete it or start its next phase. */
 void tb__tc_op_finish(tb__tc_op_t *op);
-
 /* Requests: start request i, or the current phase (the others first, the
  * first alone once they are in). */
 int tb__tc_start_req(tb__tc_op_t *op, size_t i);
@@ -146,8 +170,10 @@ int tb__tc_start_phase(tb__tc_op_t *op);
 void tb__tc_enqueue(tb__tc_op_t *op);
 void tb__tc_pump(tb__tc_t *tc);
 void tb__tc_release_turn(tb__tc_op_t *op);
-/* Unsequenced ops (get_info) wait only for the model. */
+/* Unsequenced ops (get_info) wait only for the model; start_unsequenced
+ * sends one now. */
 void tb__tc_run_or_wait_model(tb__tc_op_t *op);
+void tb__tc_start_unsequenced(tb__tc_op_t *op);
 /* A result's string field as a tb_result_string (fallback when absent and
  * not required). */
 int tb__tc_decode_string_field(const char *body, size_t len, const char *field, int required,
@@ -157,25 +183,7 @@ int tb__tc_decode_string_field(const char *body, size_t len, const char *field, 
 /* ------------------------------------------------------------ training_custom.c */
 
 /* The forward pass of a custom loss is done (in op->parts[0]): run the
- * caller's function and start the backward pass. */
+ * caller's function and start the backward pass (op->after_forward). */
 void tb__tc_run_custom_loss(tb__tc_op_t *op);
-
-/* ------------------------------------------------------------ training_ops.c */
-
-tb__tc_t *tb__tc_usable(tb_training_client_t *tc);
-/* Encodes the requests [first, first + count) of op from datums, with
- * seq_ids from seq0; bounds split the datums. */
-int tb__tc_encode_chunks(tb__tc_op_t *op, size_t first, const tb_train_datum_t *data,
-                         const size_t *bounds, size_t count, int64_t seq0, const char *loss_fn,
-                         const tb_loss_fn_config_entry_t *config, size_t n_config,
-                         int forward_only);
-void tb__tc_start_unsequenced(tb__tc_op_t *op);
-/* save_weights_and_get_sampling_client answered: set up op->samp. */
-void tb__tc_finish_sampling_client(tb__tc_op_t *op, char *session_id);
-
-/* ------------------------------------------------------------ training_create.c */
-
-/* Closing: once nothing is live, the close callback runs on a later turn. */
-void tb__tc_check_closed(tb__tc_t *tc);
 
 #endif /* TB_CLIENT_TRAINING_INTERNAL_H */

@@ -14,51 +14,7 @@
 #include "core/json.h"
 #include "wire/encode.h"
 
-/* ------------------------------------------------------------ encoding */
-
-int tb__tc_encode_chunks(tb__tc_op_t *op, size_t first, const tb_train_datum_t *data,
-                         const size_t *bounds, size_t count, int64_t seq0,
-                         const char *loss_fn, const tb_loss_fn_config_entry_t *config,
-                         size_t n_config, int forward_only) {
-  tb__tc_t *tc = op->tc;
-  tb__arena_t a;
-  tb__arena_init(&a, 0);
-  int rc = 0;
-  tb__wire_config_entry_t *cfg = tb__arena_calloc(&a, n_config + 1, sizeof(*cfg));
-  if (cfg == NULL)
-    rc = TB_ENOMEM;
-  for (size_t i = 0; rc == 0 && i < n_config; i++) {
-    cfg[i].name = config[i].name;
-    cfg[i].value = config[i].value;
-  }
-  for (size_t k = 0; rc == 0 && k < count; k++) {
-    tb__tc_req_t *r = &op->reqs[first + k];
-    tb__wire_fwdbwd_t w = { 0 };
-    size_t lo = bounds[k], hi = bounds[k + 1];
-    rc = tb__datums_to_wire(&a, data + lo, hi - lo, &w.data);
-    if (rc != 0)
-      break;
-    w.n_data = hi - lo;
-    w.loss_fn = loss_fn;
-    w.config = cfg;
-    w.n_config = n_config;
-    w.forward_only = forward_only;
-    w.seq_id = seq0 + (int64_t)k;
-    r->seq = w.seq_id;
-    r->n_datums = hi - lo;
-    if (tc->json) {
-      r->json = tb__wire_fwdbwd_request_to_json(
-          &w, forward_only ? "forward_input" : "forward_backward_input");
-      if (r->json == NULL)
-        rc = TB_ENOMEM;
-    } else {
-      rc = tb__wire_fwdbwd_request_to_proto(&w, &r->proto);
-    }
-    tb__arena_reset(&a);
-  }
-  tb__arena_free(&a);
-  return rc;
-}
+/* ------------------------------------------------------------ checks */
 
 static int check_data(const tb_train_datum_t *data, size_t n) {
   if (data == NULL || n == 0)
@@ -76,12 +32,6 @@ static int check_data(const tb_train_datum_t *data, size_t n) {
     }
   }
   return 0;
-}
-
-tb__tc_t *tb__tc_usable(tb_training_client_t *tc) {
-  if (tc == NULL || tc->impl_ == NULL)
-    return NULL;
-  return tc->impl_;
 }
 
 /* forward, forward_backward and the first half of the custom loss. */
@@ -154,6 +104,7 @@ static int fwd_common(tb_training_client_t *ptc, tb__tc_kind_t kind, const tb_tr
     op->n_datums = n;
     op->fn = fn;
     op->fn_data = fn_data;
+    op->after_forward = tb__tc_run_custom_loss;
     for (size_t k = 0; k < nc; k++) {
       op->reqs[nc + k].seq = tc->next_seq + (int64_t)(nc + k);
       op->reqs[nc + k].n_datums = op->reqs[k].n_datums;
@@ -315,7 +266,8 @@ int tb_training_client_get_info(tb_training_client_t *tc, tb_future_t **out) {
 
 /* ------------------------------------------------------------ sampling clients */
 
-void tb__tc_finish_sampling_client(tb__tc_op_t *op, char *session_id) {
+/* save_weights_and_get_sampling_client answered: set up op->samp. */
+static void finish_sampling_client(tb__tc_op_t *op, char *session_id) {
   if (session_id == NULL) {
     tb_error_t e = { 0 };
     tb_error_set(&e, TB_EPROTO, TB_CATEGORY_SERVER, "no sampling session id in the answer");
@@ -349,6 +301,7 @@ int tb_training_client_save_weights_and_get_sampling_client(tb_training_client_t
     return rc;
   }
   op->samp = samp;
+  op->take_session = finish_sampling_client;
   return 0;
 }
 
@@ -358,13 +311,4 @@ int tb_training_client_create_sampling_client(tb_training_client_t *ptc, const c
   if (tc == NULL)
     return TB_EINVAL;
   return tb_service_client_create_sampling_client(tc->svc, samp, model_path, NULL, out);
-}
-
-void tb__tc_start_unsequenced(tb__tc_op_t *op) {
-  if (tb__tc_start_req(op, 0) != 0) {
-    tb_error_t e = { 0 };
-    tb_error_set(&e, TB_ECLOSING, TB_CATEGORY_CANCELLED, "the client is closing");
-    tb__tc_op_fail_later(op, &e);
-    tb_error_clear(&e);
-  }
 }

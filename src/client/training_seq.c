@@ -1,7 +1,7 @@
 /*
- * The TrainingClient's ops: their requests on the operation layer, the
- * turns that send them in call order, and their completion (see
- * training_internal.h).
+ * The TrainingClient's seq_id order: an op's requests on the operation
+ * layer, the turns that send them in call order, and their completion
+ * (see training_internal.h).
  *
  * Non-goals: retries of a whole operation (the request layer retries each
  * POST) and any ordering of the unsequenced get_info and sampling-client
@@ -17,133 +17,12 @@
 #include "core/json.h"
 #include "wire/encode.h"
 
-/* ------------------------------------------------------------ errors */
+/* ------------------------------------------------------------ cancel */
 
-void tb__tc_set_broken(tb__tc_t *tc, int64_t seq, const tb_error_t *why) {
-  if (tc->broken)
-    return;
-  tc->broken = 1;
-  tc->broken_seq = seq;
-  tb_error_set(&tc->broken_err, TB_EBUSY, TB_CATEGORY_USER,
-               "the training client stopped: seq_id %lld was not accepted by the server (%s), "
-               "so no later operation of this model could run; create a new training client",
-               (long long)seq, why ? tb_error_message(why) : "cancelled");
-}
-
-/* Whether seq (of an op not yet sent) comes after a lost one. */
-int tb__tc_stopped_at(const tb__tc_t *tc, int64_t seq) {
-  return tc->broken && seq >= tc->broken_seq;
-}
-
-void tb__tc_keep_first_error(tb__tc_op_t *op, const tb_error_t *e) {
-  if (op->err.code == 0 && tb_error_copy(&op->err, e) != 0)
-    tb_error_set(&op->err, e->code ? e->code : TB_EIO, e->category, "%s", tb_strerror(e->code));
-}
-
-/* ------------------------------------------------------------ ops */
-
-tb__tc_op_t *tb__tc_op_new(tb__tc_t *tc, tb__tc_kind_t kind, size_t n_reqs) {
-  tb__tc_op_t *op = calloc(1, sizeof(*op));
-  if (op == NULL)
-    return NULL;
-  op->tc = tc;
-  op->kind = kind;
-  op->reqs = calloc(n_reqs + 1, sizeof(*op->reqs));
-  op->future = tb__client_future_new(tc->rt->loop);
-  if (op->reqs == NULL || op->future == NULL) {
-    free(op->reqs);
-    free(op->future);
-    free(op);
-    return NULL;
-  }
-  op->n_reqs = n_reqs;
-  for (size_t i = 0; i < n_reqs; i++) {
-    op->reqs[i].op = op;
-    op->reqs[i].index = i;
-    op->reqs[i].seq = -1;
-    op->reqs[i].submit_status = 1;
-  }
-  tb__alarm_init(&op->alarm, NULL, op);
-  return op;
-}
-
-static void op_free(tb__tc_op_t *op) {
-  for (size_t i = 0; i < op->n_reqs; i++) {
-    tb__buf_free(&op->reqs[i].proto);
-    json_decref(op->reqs[i].json);
-    if (op->reqs[i].f != NULL)
-      tb_future_free(op->reqs[i].f);
-  }
-  if (op->parts != NULL)
-    for (size_t i = 0; i < op->n_reqs; i++)
-      tb_forward_backward_output_free(op->parts[i]);
-  free(op->parts);
-  free(op->reqs);
-  for (size_t i = 0; op->datums != NULL && i < op->n_datums; i++)
-    tb_train_datum_clear(&op->datums[i]);
-  free(op->datums);
-  free(op->model_path);
-  tb_error_clear(&op->err);
-  free(op);
-}
-
-/* A future that was never started (tb__tc_op_new's) is discarded with the op. */
-void tb__tc_op_discard(tb__tc_op_t *op) {
-  free(op->future);
-  op->future = NULL;
-  op_free(op);
-}
-
-
-/* Completes the caller's future and releases the op. */
-void tb__tc_op_complete(tb__tc_op_t *op, const tb_result_type_t *type, void *result) {
-  tb__tc_t *tc = op->tc;
-  tb_future_t *f = op->future;
-  tb_error_t e = { 0 };
-  int failed = op->err.code != 0 || op->cancelled;
-  if (op->cancelled) {
-    tb_error_set(&e, TB_ECANCELED, TB_CATEGORY_CANCELLED, "cancelled");
-    if (op->err.request_id)
-      tb_error_set_request_id(&e, op->err.request_id);
-  } else if (failed) {
-    e = op->err;
-    memset(&op->err, 0, sizeof(op->err));
-  }
-  /* A sampling client waiting for this op's session learns it failed. */
-  if (op->samp != NULL && failed)
-    tb__sampling_client_ready(op->samp, NULL, &e);
-  if (op->live_prev != NULL)
-    op->live_prev->live_next = op->live_next;
-  else if (tc->live == op)
-    tc->live = op->live_next;
-  if (op->live_next != NULL)
-    op->live_next->live_prev = op->live_prev;
-  op_free(op);
-  tc->n_live--;
-  if (failed) {
-    if (type != NULL && type->free != NULL)
-      type->free(result);
-    tb__client_future_fail(f, &e);
-  } else {
-    tb__client_future_resolve(f, type, result);
-  }
-  tb__tc_check_closed(tc);
-}
-
+/* A cancelled op leaves the order: queued, its seq_ids are lost; waiting
+ * for the model, it fails; on the wire, its requests are cancelled. */
 static void on_finish_alarm(tb__alarm_t *a) {
   tb__tc_op_finish(a->data);
-}
-
-static void on_op_alarm(tb__alarm_t *a) {
-  tb__tc_op_complete(a->data, NULL, NULL);
-}
-
-/* Fails an op that never started, on a later turn. */
-void tb__tc_op_fail_later(tb__tc_op_t *op, const tb_error_t *e) {
-  tb__tc_keep_first_error(op, e);
-  op->alarm.cb = on_op_alarm;
-  if (tb__alarm_start(op->tc->rt, &op->alarm, 0) != 0)
-    tb__tc_op_complete(op, NULL, NULL);  /* out of memory: at once rather than never */
 }
 
 static void op_cancel(tb_future_t *f) {
@@ -618,6 +497,15 @@ void tb__tc_enqueue(tb__tc_op_t *op) {
 
 /* Unsequenced ops run once the model exists. */
 
+void tb__tc_start_unsequenced(tb__tc_op_t *op) {
+  if (tb__tc_start_req(op, 0) != 0) {
+    tb_error_t e = { 0 };
+    tb_error_set(&e, TB_ECLOSING, TB_CATEGORY_CANCELLED, "the client is closing");
+    tb__tc_op_fail_later(op, &e);
+    tb_error_clear(&e);
+  }
+}
+
 void tb__tc_run_or_wait_model(tb__tc_op_t *op) {
   tb__tc_t *tc = op->tc;
   if (tc->state == 0) {
@@ -631,7 +519,6 @@ void tb__tc_run_or_wait_model(tb__tc_op_t *op) {
 }
 
 /* ------------------------------------------------------------ completion */
-
 
 /* Request r is over (its result or failure recorded). */
 static void req_finished(tb__tc_req_t *r) {
@@ -759,11 +646,11 @@ void tb__tc_op_finish(tb__tc_op_t *op) {
       }
       if (op->kind == TB__TC_CUSTOM && first == 0) {
         op->parts[0] = o;  /* the forward pass, for the loss function */
-        tb__tc_run_custom_loss(op);
+        op->after_forward(op);
         return;
       }
       if (op->kind == TB__TC_CUSTOM) {
-        /* the loss function's numbers, kept in parts[0] by tb__tc_run_custom_loss */
+        /* the loss function's numbers, kept in parts[0] by after_forward */
         tb_forward_backward_output_t *fwd = op->parts[0];
         for (size_t i = 0; i < fwd->n_metrics; i++) {
           int replaced = 0;
@@ -789,7 +676,7 @@ void tb__tc_op_finish(tb__tc_op_t *op) {
     }
     case TB__TC_SAVE_GET_SAMPLER: {
       char *sid = tb_future_take(op->reqs[0].f, &tb_result_string);
-      tb__tc_finish_sampling_client(op, sid);
+      op->take_session(op, sid);
       return;
     }
     default: {
