@@ -6,6 +6,7 @@
  */
 #define _GNU_SOURCE  /* nftw flags */
 #include "tb_test.h"
+#include "fixtures.h"
 
 #include <ftw.h>
 #include <sys/stat.h>
@@ -21,27 +22,9 @@
 #include "kernels/kernels.h"
 
 static char tmpdir[64];
-
-static void make_tmpdir(void) {
-  strcpy(tmpdir, "/tmp/tb-hf-XXXXXX");
-  ASSERT(mkdtemp(tmpdir) != NULL);
-}
-
-static int rm_cb(const char *p, const struct stat *st, int flag,
-                 struct FTW *ftw) {
-  (void)st; (void)flag; (void)ftw;
-  return remove(p);
-}
-
-static void remove_tmpdir(void) {
-  ASSERT_EQ_INT(nftw(tmpdir, rm_cb, 16, FTW_DEPTH | FTW_PHYS), 0);
-}
-
-static char *path_in(const char *dir, const char *name) {
-  char *p = tb__path_join(dir, name);
-  ASSERT(p != NULL);
-  return p;
-}
+static void make_tmpdir(void) { tb_test_tmpdir(tmpdir, "tb-hf"); }
+static void remove_tmpdir(void) { tb_test_tmpdir_remove(tmpdir); }
+#define path_in tb_test_path_in
 
 /* A small untied Llama. */
 static void tiny_config(tb__model_config_t *c) {

@@ -6,6 +6,7 @@
  * (determinism, greedy, KV cache, stops, prompt log-probs).
  */
 #include "tb_test.h"
+#include "fixtures.h"
 
 #include "engine/llama.h"
 #include "engine/lora.h"
@@ -13,45 +14,11 @@
 #include "engine/weights.h"
 #include "kernels/kernels.h"
 
-/* ------------------------------------------------------------ fixtures */
-
-static tb__model_config_t tiny_config(void) {
-  tb__model_config_t c = { 0 };
-  c.hidden_size = 16;
-  c.intermediate_size = 24;
-  c.num_layers = 2;
-  c.num_heads = 4;
-  c.num_kv_heads = 2;
-  c.head_dim = 4;
-  c.vocab_size = 37;
-  c.max_position_embeddings = 64;
-  c.rms_norm_eps = 1e-5f;
-  c.rope_theta = 10000.0f;
-  c.tie_word_embeddings = 0;
-  return c;
-}
-
-/* Random weights; norm weights near 1 so every path matters. */
-static void random_model(tb__weights_t *w, const tb__model_config_t *c,
-                         uint64_t seed) {
-  ASSERT_OK(tb__weights_alloc(w, c));
-  tb__k_rng_t rng;
-  tb__k_rng_seed(&rng, seed);
-  tb__k_rng_fill_normal(w->storage, &rng, 0.0f, 0.4f, w->storage_floats);
-  size_t C = (size_t)c->hidden_size;
-  for (int l = 0; l < c->num_layers; l++) {
-    tb__k_rng_fill_uniform((float *)w->layers[l].attn_norm, &rng, 0.8f, 1.2f, C);
-    tb__k_rng_fill_uniform((float *)w->layers[l].mlp_norm, &rng, 0.8f, 1.2f, C);
-  }
-  tb__k_rng_fill_uniform((float *)w->final_norm, &rng, 0.8f, 1.2f, C);
-}
+/* ------------------------------------------------------------ fixtures (see fixtures.h for the shared ones) */
 
 static tb__lora_config_t all_targets(int rank) {
-  tb__lora_config_t lc = { 0 };
-  lc.rank = rank;
-  lc.seed = 7;
+  tb__lora_config_t lc = tb_test_all_targets(rank, 7);
   lc.alpha = 4.0f;
-  lc.train_attn = lc.train_mlp = lc.train_unembed = 1;
   return lc;
 }
 
@@ -307,10 +274,10 @@ static void set_sampler_logprobs(fixture_t *f, const double *lp) {
 /* ------------------------------------------------------------ tests */
 
 TEST(forward_matches_float64_reference) {
-  tb__model_config_t c = tiny_config();
+  tb__model_config_t c = tb_test_tiny_config();
   tb__weights_t w;
   tb__lora_t lora;
-  random_model(&w, &c, 1);
+  tb_test_random_model(&w, &c, 1);
   random_lora(&lora, &c, 3, 2);
   fixture_t f;
   make_batch(&f, &c, TB_LOSS_CROSS_ENTROPY);
@@ -333,7 +300,7 @@ TEST(forward_matches_float64_reference) {
   tb__model_config_t ct = c;
   ct.tie_word_embeddings = 1;
   tb__weights_t wt;
-  random_model(&wt, &ct, 3);
+  tb_test_random_model(&wt, &ct, 3);
   ASSERT(wt.lm_head == wt.embed);
   ASSERT_OK(tb__llama_forward(ws, &wt, &lora, &f.batch, lp, &loss));
   ref_loss(&wt, &lora, p, &f.batch, ref_lp, NULL);
@@ -347,9 +314,9 @@ TEST(forward_matches_float64_reference) {
 }
 
 TEST(new_adapter_gives_base_logprobs_exactly) {
-  tb__model_config_t c = tiny_config();
+  tb__model_config_t c = tb_test_tiny_config();
   tb__weights_t w;
-  random_model(&w, &c, 4);
+  tb_test_random_model(&w, &c, 4);
   tb__lora_t lora;
   tb__lora_config_t lc = all_targets(4);
   lc.alpha = 0;  /* default */
@@ -375,10 +342,10 @@ TEST(new_adapter_gives_base_logprobs_exactly) {
  * included) against central differences of the float64 reference, for
  * each loss.  Two entries of each tensor are checked. */
 static void grad_check(tb__loss_fn_t fn) {
-  tb__model_config_t c = tiny_config();
+  tb__model_config_t c = tb_test_tiny_config();
   tb__weights_t w;
   tb__lora_t lora;
-  random_model(&w, &c, 5);
+  tb_test_random_model(&w, &c, 5);
   random_lora(&lora, &c, 2, 6);
   fixture_t f;
   make_batch(&f, &c, fn);
@@ -444,14 +411,14 @@ TEST(packed_weights_match_openblas) {
   if (!tb__packed_available()) {
     SKIP("this build or processor packs no weights");
   }
-  tb__model_config_t c = tiny_config();
+  tb__model_config_t c = tb_test_tiny_config();
   c.hidden_size = 64;
   c.intermediate_size = 96;
   c.head_dim = 16;
   c.vocab_size = 100;
   tb__weights_t w;
   tb__lora_t lora;
-  random_model(&w, &c, 11);
+  tb_test_random_model(&w, &c, 11);
   random_lora(&lora, &c, 4, 12);
   enum { N = 40 };
   int32_t tok[2][N], tgt[2][N];
@@ -505,7 +472,7 @@ TEST(packed_weights_match_openblas) {
 }
 
 TEST(batch_validation) {
-  tb__model_config_t c = tiny_config();
+  tb__model_config_t c = tb_test_tiny_config();
   fixture_t f;
   make_batch(&f, &c, TB_LOSS_PPO);
   const char *why;
@@ -536,10 +503,10 @@ TEST(batch_validation) {
 /* Top-K distillation: (n, K) targets give (n, K) log-probs, each equal to
  * the single-target log-prob of that token. */
 TEST(cross_entropy_with_k_targets) {
-  tb__model_config_t c = tiny_config();
+  tb__model_config_t c = tb_test_tiny_config();
   tb__weights_t w;
   tb__lora_t lora;
-  random_model(&w, &c, 8);
+  tb_test_random_model(&w, &c, 8);
   random_lora(&lora, &c, 2, 9);
   int32_t tok[4] = { 1, 5, 9, 3 }, tg2[8], tg1[4];
   float w2[8], w1[4];
@@ -586,10 +553,10 @@ static void log_softmax_row(double *out, const float *row, size_t V) {
 }
 
 TEST(kv_cache_logits_equal_full_forward) {
-  tb__model_config_t c = tiny_config();
+  tb__model_config_t c = tb_test_tiny_config();
   tb__weights_t w;
   tb__lora_t lora;
-  random_model(&w, &c, 10);
+  tb_test_random_model(&w, &c, 10);
   random_lora(&lora, &c, 2, 11);
   const size_t V = 37, n = 13;
   int32_t seq[13] = { 3, 14, 15, 9, 2, 6, 5, 35, 8, 9, 7, 9, 3 };
@@ -650,9 +617,9 @@ static int same_tokens(const tb__sample_seq_t *a, const tb__sample_seq_t *b) {
 }
 
 TEST(sampler_seed_determinism) {
-  tb__model_config_t c = tiny_config();
+  tb__model_config_t c = tb_test_tiny_config();
   tb__weights_t w;
-  random_model(&w, &c, 12);
+  tb_test_random_model(&w, &c, 12);
   tb__llama_ws_t *ws;
   ASSERT_OK(tb__llama_ws_new(&ws));
   int32_t prompt[3] = { 1, 2, 3 };
@@ -689,10 +656,10 @@ TEST(sampler_seed_determinism) {
  * logits over the prompt and the tokens so far, and its reported
  * log-prob is the model's. */
 TEST(sampler_greedy_is_argmax_of_forward) {
-  tb__model_config_t c = tiny_config();
+  tb__model_config_t c = tb_test_tiny_config();
   tb__weights_t w;
   tb__lora_t lora;
-  random_model(&w, &c, 13);
+  tb_test_random_model(&w, &c, 13);
   random_lora(&lora, &c, 2, 14);
   tb__llama_ws_t *ws;
   ASSERT_OK(tb__llama_ws_new(&ws));
@@ -750,9 +717,9 @@ TEST(sampler_greedy_is_argmax_of_forward) {
 }
 
 TEST(sampler_stops) {
-  tb__model_config_t c = tiny_config();
+  tb__model_config_t c = tb_test_tiny_config();
   tb__weights_t w;
-  random_model(&w, &c, 15);
+  tb_test_random_model(&w, &c, 15);
   tb__llama_ws_t *ws;
   ASSERT_OK(tb__llama_ws_new(&ws));
   int32_t prompt[2] = { 7, 7 };

@@ -4,49 +4,13 @@
  * AdamW step, and a short training run that must drive cross-entropy down.
  */
 #include "tb_test.h"
+#include "fixtures.h"
 
 #include "engine/llama.h"
 #include "engine/lora.h"
 #include "engine/optim.h"
 #include "engine/weights.h"
 #include "kernels/kernels.h"
-
-static tb__model_config_t tiny_config(void) {
-  tb__model_config_t c = { 0 };
-  c.hidden_size = 16;
-  c.intermediate_size = 24;
-  c.num_layers = 2;
-  c.num_heads = 4;
-  c.num_kv_heads = 2;
-  c.head_dim = 4;
-  c.vocab_size = 37;
-  c.max_position_embeddings = 64;
-  c.rms_norm_eps = 1e-5f;
-  c.rope_theta = 10000.0f;
-  return c;
-}
-
-static void random_model(tb__weights_t *w, const tb__model_config_t *c,
-                         uint64_t seed) {
-  ASSERT_OK(tb__weights_alloc(w, c));
-  tb__k_rng_t rng;
-  tb__k_rng_seed(&rng, seed);
-  tb__k_rng_fill_normal(w->storage, &rng, 0.0f, 0.4f, w->storage_floats);
-  size_t C = (size_t)c->hidden_size;
-  for (int l = 0; l < c->num_layers; l++) {
-    tb__k_rng_fill_uniform((float *)w->layers[l].attn_norm, &rng, 0.8f, 1.2f, C);
-    tb__k_rng_fill_uniform((float *)w->layers[l].mlp_norm, &rng, 0.8f, 1.2f, C);
-  }
-  tb__k_rng_fill_uniform((float *)w->final_norm, &rng, 0.8f, 1.2f, C);
-}
-
-static tb__lora_config_t all_targets(int rank, uint64_t seed) {
-  tb__lora_config_t lc = { 0 };
-  lc.rank = rank;
-  lc.seed = seed;
-  lc.train_attn = lc.train_mlp = lc.train_unembed = 1;
-  return lc;
-}
 
 /* Four data of lengths 3..9 with random tokens and CE weights. */
 typedef struct data_s {
@@ -90,8 +54,8 @@ static void perturb(tb__lora_t *lora, uint64_t seed) {
 }
 
 TEST(layout_init_and_names) {
-  tb__model_config_t c = tiny_config();
-  tb__lora_config_t lc = all_targets(4, 11);
+  tb__model_config_t c = tb_test_tiny_config();
+  tb__lora_config_t lc = tb_test_all_targets(4, 11);
   tb__lora_t a, b;
   ASSERT_OK(tb__lora_init(&a, &c, &lc));
   ASSERT_OK(tb__lora_init(&b, &c, &lc));
@@ -171,10 +135,10 @@ TEST(layout_init_and_names) {
 }
 
 TEST(accumulation_equals_concatenated_batch) {
-  tb__model_config_t c = tiny_config();
+  tb__model_config_t c = tb_test_tiny_config();
   tb__weights_t w;
-  random_model(&w, &c, 21);
-  tb__lora_config_t lc = all_targets(3, 22);
+  tb_test_random_model(&w, &c, 21);
+  tb__lora_config_t lc = tb_test_all_targets(3, 22);
   tb__lora_t lora;
   ASSERT_OK(tb__lora_init(&lora, &c, &lc));
   perturb(&lora, 23);
@@ -242,10 +206,10 @@ TEST(accumulation_equals_concatenated_batch) {
 }
 
 TEST(adamw_step_updates_and_zeroes_grads) {
-  tb__model_config_t c = tiny_config();
+  tb__model_config_t c = tb_test_tiny_config();
   tb__weights_t w;
-  random_model(&w, &c, 31);
-  tb__lora_config_t lc = all_targets(2, 32);
+  tb_test_random_model(&w, &c, 31);
+  tb__lora_config_t lc = tb_test_all_targets(2, 32);
   tb__lora_t lora;
   ASSERT_OK(tb__lora_init(&lora, &c, &lc));
   data_t x;
@@ -316,10 +280,10 @@ TEST(adamw_step_updates_and_zeroes_grads) {
 }
 
 TEST(training_drives_cross_entropy_down) {
-  tb__model_config_t c = tiny_config();
+  tb__model_config_t c = tb_test_tiny_config();
   tb__weights_t w;
-  random_model(&w, &c, 41);
-  tb__lora_config_t lc = all_targets(4, 42);
+  tb_test_random_model(&w, &c, 41);
+  tb__lora_config_t lc = tb_test_all_targets(4, 42);
   tb__lora_t lora;
   ASSERT_OK(tb__lora_init(&lora, &c, &lc));
   int32_t seq[13] = { 2, 30, 11, 5, 19, 27, 3, 8, 33, 14, 21, 6, 17 };

@@ -6,6 +6,7 @@
  */
 #define _GNU_SOURCE  /* nftw flags */
 #include "tb_test.h"
+#include "fixtures.h"
 
 #include <dirent.h>
 #include <ftw.h>
@@ -27,27 +28,9 @@
 #define BASE_HASH UINT64_C(0x0b3cbdb6278bea12)
 
 static char tmpdir[64];
-
-static void make_tmpdir(void) {
-  strcpy(tmpdir, "/tmp/tb-mio-XXXXXX");
-  ASSERT(mkdtemp(tmpdir) != NULL);
-}
-
-static int rm_cb(const char *p, const struct stat *st, int flag,
-                 struct FTW *ftw) {
-  (void)st; (void)flag; (void)ftw;
-  return remove(p);
-}
-
-static void remove_tmpdir(void) {
-  ASSERT_EQ_INT(nftw(tmpdir, rm_cb, 16, FTW_DEPTH | FTW_PHYS), 0);
-}
-
-static char *path_in(const char *name) {
-  char *p = tb__path_join(tmpdir, name);
-  ASSERT(p != NULL);
-  return p;
-}
+static void make_tmpdir(void) { tb_test_tmpdir(tmpdir, "tb-mio"); }
+static void remove_tmpdir(void) { tb_test_tmpdir_remove(tmpdir); }
+static char *path_in(const char *name) { return tb_test_path_in(tmpdir, name); }
 
 static int exists(const char *dir, const char *name) {
   char *p = tb__path_join(dir, name);

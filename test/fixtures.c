@@ -1,0 +1,70 @@
+/*
+ * The shared fixtures of fixtures.h.
+ */
+#define _GNU_SOURCE  /* nftw flags */
+#include "fixtures.h"
+
+#include <ftw.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#include "engine/jsonfile.h"
+#include "kernels/kernels.h"
+#include "tb_test.h"
+
+tb__model_config_t tb_test_tiny_config(void) {
+  tb__model_config_t c = { 0 };
+  c.hidden_size = 16;
+  c.intermediate_size = 24;
+  c.num_layers = 2;
+  c.num_heads = 4;
+  c.num_kv_heads = 2;
+  c.head_dim = 4;
+  c.vocab_size = 37;
+  c.max_position_embeddings = 64;
+  c.rms_norm_eps = 1e-5f;
+  c.rope_theta = 10000.0f;
+  c.tie_word_embeddings = 0;
+  return c;
+}
+
+void tb_test_random_model(tb__weights_t *w, const tb__model_config_t *c, uint64_t seed) {
+  ASSERT_OK(tb__weights_alloc(w, c));
+  tb__k_rng_t rng;
+  tb__k_rng_seed(&rng, seed);
+  tb__k_rng_fill_normal(w->storage, &rng, 0.0f, 0.4f, w->storage_floats);
+  size_t C = (size_t)c->hidden_size;
+  for (int l = 0; l < c->num_layers; l++) {
+    tb__k_rng_fill_uniform((float *)w->layers[l].attn_norm, &rng, 0.8f, 1.2f, C);
+    tb__k_rng_fill_uniform((float *)w->layers[l].mlp_norm, &rng, 0.8f, 1.2f, C);
+  }
+  tb__k_rng_fill_uniform((float *)w->final_norm, &rng, 0.8f, 1.2f, C);
+}
+
+tb__lora_config_t tb_test_all_targets(int rank, uint64_t seed) {
+  tb__lora_config_t lc = { 0 };
+  lc.rank = rank;
+  lc.seed = seed;
+  lc.train_attn = lc.train_mlp = lc.train_unembed = 1;
+  return lc;
+}
+
+void tb_test_tmpdir(char *dir, const char *prefix) {
+  ASSERT(snprintf(dir, 64, "/tmp/%s-XXXXXX", prefix) < 64);
+  ASSERT(mkdtemp(dir) != NULL);
+}
+
+static int rm_cb(const char *p, const struct stat *st, int flag, struct FTW *ftw) {
+  (void)st; (void)flag; (void)ftw;
+  return remove(p);
+}
+
+void tb_test_tmpdir_remove(const char *dir) {
+  ASSERT_EQ_INT(nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS), 0);
+}
+
+char *tb_test_path_in(const char *dir, const char *name) {
+  char *p = tb__path_join(dir, name);
+  ASSERT(p != NULL);
+  return p;
+}

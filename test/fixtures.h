@@ -1,0 +1,31 @@
+/*
+ * Fixtures the engine-level tests share: a tiny model (its config and
+ * random weights), the adapter config that trains everything, and a
+ * temporary directory removed with what it holds.  Each fails the test
+ * (ASSERT) instead of returning an error.
+ */
+#ifndef TB_TEST_FIXTURES_H
+#define TB_TEST_FIXTURES_H
+
+#include <stdint.h>
+
+#include "engine/lora.h"
+#include "engine/weights.h"
+
+/* A tiny untied Llama: hidden 16, 2 layers, 4 heads over 2 KV heads of
+ * head_dim 4, vocabulary 37, 64 positions. */
+tb__model_config_t tb_test_tiny_config(void);
+/* Weights of c drawn from seed: normal(0, 0.4), norm weights uniform in
+ * [0.8, 1.2] so that every path matters.  Free with tb__weights_free. */
+void tb_test_random_model(tb__weights_t *w, const tb__model_config_t *c, uint64_t seed);
+/* LoRA of rank on attention, MLP and unembedding. */
+tb__lora_config_t tb_test_all_targets(int rank, uint64_t seed);
+
+/* Makes a directory /tmp/<prefix>-XXXXXX into dir (64 bytes). */
+void tb_test_tmpdir(char *dir, const char *prefix);
+/* Removes dir and everything in it. */
+void tb_test_tmpdir_remove(const char *dir);
+/* dir/name, malloc'd. */
+char *tb_test_path_in(const char *dir, const char *name);
+
+#endif
