@@ -14,7 +14,8 @@
 #include "engine/weights.h"
 #include "kernels/kernels.h"
 
-/* ------------------------------------------------------------ fixtures (see fixtures.h for the shared ones) */
+/* ------------------------------------------------------------ fixtures */
+/* (the shared ones are in fixtures.h) */
 
 static tb__lora_config_t all_targets(int rank) {
   tb__lora_config_t lc = tb_test_all_targets(rank, 7);

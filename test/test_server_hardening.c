@@ -268,42 +268,12 @@ TEST(nan_base_model_fails_the_sample) {
  * form. */
 static uint8_t *datum_body(const char *mid, const char *loss_fn, const char *key,
                            const int64_t *shape, size_t n_shape, size_t *len) {
-  static int32_t toks[1] = { 1 };
-  static int64_t val[1] = { 2 };
-  TinkerPublic__EncodedTextChunk etc = TINKER_PUBLIC__ENCODED_TEXT_CHUNK__INIT;
-  etc.tokens.data = (uint8_t *)toks;
-  etc.tokens.len = sizeof(toks);
-  TinkerPublic__Chunk ch = TINKER_PUBLIC__CHUNK__INIT;
-  ch.chunk_case = TINKER_PUBLIC__CHUNK__CHUNK_ENCODED_TEXT;
-  ch.encoded_text = &etc;
-  TinkerPublic__Chunk *chs[] = { &ch };
-  TinkerPublic__Tensor tt = TINKER_PUBLIC__TENSOR__INIT;
-  tt.encoding_case = TINKER_PUBLIC__TENSOR__ENCODING_DENSE;
-  tt.dense.data = (uint8_t *)val;
-  tt.dense.len = sizeof(val);
-  tt.dtype = TINKER_PUBLIC__DTYPE__DTYPE_INT64;
-  tt.n_shape = n_shape;
-  tt.shape = (int64_t *)shape;
-  TinkerPublic__Datum__LossFnInputsEntry e = TINKER_PUBLIC__DATUM__LOSS_FN_INPUTS_ENTRY__INIT;
-  e.key = (char *)key;
-  e.value = &tt;
-  TinkerPublic__Datum__LossFnInputsEntry *es[] = { &e };
-  TinkerPublic__Datum datum = TINKER_PUBLIC__DATUM__INIT;
-  datum.n_model_input = 1;
-  datum.model_input = chs;
-  datum.n_loss_fn_inputs = 1;
-  datum.loss_fn_inputs = es;
-  TinkerPublic__Datum *ds[] = { &datum };
-  TinkerPublic__ForwardBackwardRequest req = TINKER_PUBLIC__FORWARD_BACKWARD_REQUEST__INIT;
-  req.model_id = (char *)mid;
-  req.seq_id = 1;
-  req.loss_fn = (char *)loss_fn;
-  req.n_data = 1;
-  req.data = ds;
-  *len = tinker_public__forward_backward_request__get_packed_size(&req);
-  uint8_t *buf = xmalloc(*len);
-  tinker_public__forward_backward_request__pack(&req, buf);
-  return buf;
+  static const int32_t toks[1] = { 1 };
+  static const int64_t val[1] = { 2 };
+  TinkerPublic__Tensor tt =
+      tb_test_proto_dense(val, sizeof(val), TINKER_PUBLIC__DTYPE__DTYPE_INT64, shape, n_shape);
+  tb_test_proto_input_t in[] = { { key, &tt } };
+  return tb_test_proto_fwdbwd(mid, 1, loss_fn, toks, 1, in, 1, len);
 }
 
 static uint8_t *shape_body(const char *mid, const int64_t *shape, size_t n_shape, size_t *len) {

@@ -19,6 +19,7 @@
 #include "http/client.h"
 #include "server/training.h"
 #include "wire/output.h"
+#include "fixtures_proto.h"
 #include "wire/proto.h"
 #include "wire/sample.h"
 
@@ -184,48 +185,13 @@ static inline double metric_of(json_t *v, const char *key) {
 
 /* A protobuf ForwardBackwardRequest of the same datum as SFT_INPUTS. */
 static inline uint8_t *proto_body_loss(const char *mid, int seq, const char *loss_fn, size_t *len) {
-  static int32_t toks[4] = { 1, 2, 3, 4 };
-  static float w[4] = { 1, 1, 1, 1 };
-  static int64_t tgt[4] = { 2, 3, 4, 5 };
-  TinkerPublic__EncodedTextChunk etc = TINKER_PUBLIC__ENCODED_TEXT_CHUNK__INIT;
-  etc.tokens.data = (uint8_t *)toks;
-  etc.tokens.len = sizeof(toks);
-  TinkerPublic__Chunk ch = TINKER_PUBLIC__CHUNK__INIT;
-  ch.chunk_case = TINKER_PUBLIC__CHUNK__CHUNK_ENCODED_TEXT;
-  ch.encoded_text = &etc;
-  TinkerPublic__Chunk *chs[] = { &ch };
-  TinkerPublic__Tensor tw = TINKER_PUBLIC__TENSOR__INIT, tt = TINKER_PUBLIC__TENSOR__INIT;
-  tw.encoding_case = TINKER_PUBLIC__TENSOR__ENCODING_DENSE;
-  tw.dense.data = (uint8_t *)w;
-  tw.dense.len = sizeof(w);
-  tw.dtype = TINKER_PUBLIC__DTYPE__DTYPE_FLOAT32;
-  tt.encoding_case = TINKER_PUBLIC__TENSOR__ENCODING_DENSE;
-  tt.dense.data = (uint8_t *)tgt;
-  tt.dense.len = sizeof(tgt);
-  tt.dtype = TINKER_PUBLIC__DTYPE__DTYPE_INT64;
-  TinkerPublic__Datum__LossFnInputsEntry e1 = TINKER_PUBLIC__DATUM__LOSS_FN_INPUTS_ENTRY__INIT;
-  TinkerPublic__Datum__LossFnInputsEntry e2 = TINKER_PUBLIC__DATUM__LOSS_FN_INPUTS_ENTRY__INIT;
-  e1.key = "weights";
-  e1.value = &tw;
-  e2.key = "target_tokens";
-  e2.value = &tt;
-  TinkerPublic__Datum__LossFnInputsEntry *es[] = { &e1, &e2 };
-  TinkerPublic__Datum datum = TINKER_PUBLIC__DATUM__INIT;
-  datum.n_model_input = 1;
-  datum.model_input = chs;
-  datum.n_loss_fn_inputs = 2;
-  datum.loss_fn_inputs = es;
-  TinkerPublic__Datum *ds[] = { &datum };
-  TinkerPublic__ForwardBackwardRequest req = TINKER_PUBLIC__FORWARD_BACKWARD_REQUEST__INIT;
-  req.model_id = (char *)mid;
-  req.seq_id = seq;
-  req.loss_fn = (char *)loss_fn;
-  req.n_data = 1;
-  req.data = ds;
-  *len = tinker_public__forward_backward_request__get_packed_size(&req);
-  uint8_t *buf = xmalloc(*len + 1);
-  tinker_public__forward_backward_request__pack(&req, buf);
-  return buf;
+  static const int32_t toks[4] = { 1, 2, 3, 4 };
+  static const float w[4] = { 1, 1, 1, 1 };
+  static const int64_t tgt[4] = { 2, 3, 4, 5 };
+  TinkerPublic__Tensor tw = tb_test_proto_dense(w, sizeof(w), TINKER_PUBLIC__DTYPE__DTYPE_FLOAT32, NULL, 0);
+  TinkerPublic__Tensor tt = tb_test_proto_dense(tgt, sizeof(tgt), TINKER_PUBLIC__DTYPE__DTYPE_INT64, NULL, 0);
+  tb_test_proto_input_t in[] = { { "weights", &tw }, { "target_tokens", &tt } };
+  return tb_test_proto_fwdbwd(mid, seq, loss_fn, toks, 4, in, 2, len);
 }
 
 static inline uint8_t *proto_body(const char *mid, int seq, size_t *len) {

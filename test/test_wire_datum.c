@@ -7,6 +7,7 @@
 #include "core/arena.h"
 #include "wire/datum.h"
 #include "wire/proto.h"
+#include "fixtures_proto.h"
 
 /* What a decoded tensor may take here: the server's default max body. */
 #define LIMIT ((size_t)64 << 20)
@@ -141,46 +142,13 @@ TEST(proto_request_decodes_like_json) {
   float w[3] = { 0, 1, 1 };
   int64_t tgt[3] = { 8, 9, 10 };
   int64_t shape[1] = { 3 };
-  TinkerPublic__EncodedTextChunk etc = TINKER_PUBLIC__ENCODED_TEXT_CHUNK__INIT;
-  etc.tokens.data = (uint8_t *)toks;
-  etc.tokens.len = sizeof(toks);
-  TinkerPublic__Chunk ch = TINKER_PUBLIC__CHUNK__INIT;
-  ch.chunk_case = TINKER_PUBLIC__CHUNK__CHUNK_ENCODED_TEXT;
-  ch.encoded_text = &etc;
-  TinkerPublic__Chunk *chs[] = { &ch };
-  TinkerPublic__Tensor tw = TINKER_PUBLIC__TENSOR__INIT, tt = TINKER_PUBLIC__TENSOR__INIT;
-  tw.encoding_case = TINKER_PUBLIC__TENSOR__ENCODING_DENSE;
-  tw.dense.data = (uint8_t *)w;
-  tw.dense.len = sizeof(w);
-  tw.dtype = TINKER_PUBLIC__DTYPE__DTYPE_FLOAT32;
-  tw.n_shape = 1;
-  tw.shape = shape;
-  tt.encoding_case = TINKER_PUBLIC__TENSOR__ENCODING_DENSE;
-  tt.dense.data = (uint8_t *)tgt;
-  tt.dense.len = sizeof(tgt);
-  tt.dtype = TINKER_PUBLIC__DTYPE__DTYPE_INT64;
-  TinkerPublic__Datum__LossFnInputsEntry e1 = TINKER_PUBLIC__DATUM__LOSS_FN_INPUTS_ENTRY__INIT;
-  TinkerPublic__Datum__LossFnInputsEntry e2 = TINKER_PUBLIC__DATUM__LOSS_FN_INPUTS_ENTRY__INIT;
-  e1.key = "weights";
-  e1.value = &tw;
-  e2.key = "target_tokens";
-  e2.value = &tt;
-  TinkerPublic__Datum__LossFnInputsEntry *es[] = { &e1, &e2 };
-  TinkerPublic__Datum datum = TINKER_PUBLIC__DATUM__INIT;
-  datum.n_model_input = 1;
-  datum.model_input = chs;
-  datum.n_loss_fn_inputs = 2;
-  datum.loss_fn_inputs = es;
-  TinkerPublic__Datum *ds[] = { &datum };
-  TinkerPublic__ForwardBackwardRequest req = TINKER_PUBLIC__FORWARD_BACKWARD_REQUEST__INIT;
-  req.model_id = "m2";
-  req.seq_id = 3;
-  req.loss_fn = "cross_entropy";
-  req.n_data = 1;
-  req.data = ds;
-  size_t n = tinker_public__forward_backward_request__get_packed_size(&req);
-  uint8_t *buf = xmalloc(n);
-  tinker_public__forward_backward_request__pack(&req, buf);
+  TinkerPublic__Tensor tw =
+      tb_test_proto_dense(w, sizeof(w), TINKER_PUBLIC__DTYPE__DTYPE_FLOAT32, shape, 1);
+  TinkerPublic__Tensor tt =
+      tb_test_proto_dense(tgt, sizeof(tgt), TINKER_PUBLIC__DTYPE__DTYPE_INT64, NULL, 0);
+  tb_test_proto_input_t in[] = { { "weights", &tw }, { "target_tokens", &tt } };
+  size_t n;
+  uint8_t *buf = tb_test_proto_fwdbwd("m2", 3, "cross_entropy", toks, 3, in, 2, &n);
 
   tb__arena_t arena;
   tb__arena_init(&arena, 0);
@@ -203,7 +171,8 @@ TEST(proto_request_decodes_like_json) {
 
   /* A dense tensor whose bytes do not match its dtype is a user error. */
   tw.dense.len = 5;
-  n = tinker_public__forward_backward_request__pack(&req, buf);
+  free(buf);
+  buf = tb_test_proto_fwdbwd("m2", 3, "cross_entropy", toks, 3, in, 2, &n);
   ASSERT_ERR(tb__wire_fwdbwd_request_from_proto(&c, &arena, (tb_slice_t){ (char *)buf, n },
                                                 LIMIT, &out),
              TB_EFIELD);
@@ -226,13 +195,6 @@ static size_t lying_proto(uint8_t *buf, size_t cap, const int64_t *shape, size_t
                           size_t n_vals, int sparse) {
   static int32_t toks[1] = { 1 };
   static int64_t vals[4] = { 2, 2, 2, 2 }, crow[2] = { 0, 1 }, col[1] = { 0 };
-  TinkerPublic__EncodedTextChunk etc = TINKER_PUBLIC__ENCODED_TEXT_CHUNK__INIT;
-  etc.tokens.data = (uint8_t *)toks;
-  etc.tokens.len = sizeof(toks);
-  TinkerPublic__Chunk ch = TINKER_PUBLIC__CHUNK__INIT;
-  ch.chunk_case = TINKER_PUBLIC__CHUNK__CHUNK_ENCODED_TEXT;
-  ch.encoded_text = &etc;
-  TinkerPublic__Chunk *chs[] = { &ch };
   TinkerPublic__Tensor tt = TINKER_PUBLIC__TENSOR__INIT;
   TinkerPublic__SparseCsr csr = TINKER_PUBLIC__SPARSE_CSR__INIT;
   tt.dtype = TINKER_PUBLIC__DTYPE__DTYPE_INT64;
@@ -252,24 +214,13 @@ static size_t lying_proto(uint8_t *buf, size_t cap, const int64_t *shape, size_t
     tt.dense.data = (uint8_t *)vals;
     tt.dense.len = n_vals * 8;
   }
-  TinkerPublic__Datum__LossFnInputsEntry e = TINKER_PUBLIC__DATUM__LOSS_FN_INPUTS_ENTRY__INIT;
-  e.key = "target_tokens";
-  e.value = &tt;
-  TinkerPublic__Datum__LossFnInputsEntry *es[] = { &e };
-  TinkerPublic__Datum datum = TINKER_PUBLIC__DATUM__INIT;
-  datum.n_model_input = 1;
-  datum.model_input = chs;
-  datum.n_loss_fn_inputs = 1;
-  datum.loss_fn_inputs = es;
-  TinkerPublic__Datum *ds[] = { &datum };
-  TinkerPublic__ForwardBackwardRequest req = TINKER_PUBLIC__FORWARD_BACKWARD_REQUEST__INIT;
-  req.model_id = "m";
-  req.loss_fn = "cross_entropy";
-  req.n_data = 1;
-  req.data = ds;
-  size_t n = tinker_public__forward_backward_request__get_packed_size(&req);
+  tb_test_proto_input_t in[] = { { "target_tokens", &tt } };
+  size_t n;
+  uint8_t *packed = tb_test_proto_fwdbwd("m", 0, "cross_entropy", toks, 1, in, 1, &n);
   ASSERT_LE(n, cap);
-  return tinker_public__forward_backward_request__pack(&req, buf);
+  memcpy(buf, packed, n);
+  free(packed);
+  return n;
 }
 
 /* Decodes a protobuf body: its status, with the message in err and the

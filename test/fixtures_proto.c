@@ -1,0 +1,56 @@
+/*
+ * The protobuf bodies of fixtures_proto.h.
+ */
+#include "fixtures_proto.h"
+
+#include <stdlib.h>
+
+#include "tb_test.h"
+
+TinkerPublic__Tensor tb_test_proto_dense(const void *data, size_t len, TinkerPublic__DType dtype,
+                                         const int64_t *shape, size_t n_shape) {
+  TinkerPublic__Tensor t = TINKER_PUBLIC__TENSOR__INIT;
+  t.encoding_case = TINKER_PUBLIC__TENSOR__ENCODING_DENSE;
+  t.dense.data = (uint8_t *)data;
+  t.dense.len = len;
+  t.dtype = dtype;
+  t.n_shape = n_shape;
+  t.shape = (int64_t *)shape;
+  return t;
+}
+
+uint8_t *tb_test_proto_fwdbwd(const char *model_id, int64_t seq_id, const char *loss_fn,
+                              const int32_t *tokens, size_t n_tokens,
+                              const tb_test_proto_input_t *inputs, size_t n_inputs, size_t *len) {
+  TinkerPublic__EncodedTextChunk etc = TINKER_PUBLIC__ENCODED_TEXT_CHUNK__INIT;
+  etc.tokens.data = (uint8_t *)tokens;
+  etc.tokens.len = n_tokens * sizeof(*tokens);
+  TinkerPublic__Chunk ch = TINKER_PUBLIC__CHUNK__INIT;
+  ch.chunk_case = TINKER_PUBLIC__CHUNK__CHUNK_ENCODED_TEXT;
+  ch.encoded_text = &etc;
+  TinkerPublic__Chunk *chs[] = { &ch };
+  TinkerPublic__Datum__LossFnInputsEntry e[4], *es[4];
+  ASSERT_LE(n_inputs, 4);
+  for (size_t i = 0; i < n_inputs; i++) {
+    tinker_public__datum__loss_fn_inputs_entry__init(&e[i]);
+    e[i].key = (char *)inputs[i].key;
+    e[i].value = inputs[i].tensor;
+    es[i] = &e[i];
+  }
+  TinkerPublic__Datum datum = TINKER_PUBLIC__DATUM__INIT;
+  datum.n_model_input = 1;
+  datum.model_input = chs;
+  datum.n_loss_fn_inputs = n_inputs;
+  datum.loss_fn_inputs = es;
+  TinkerPublic__Datum *ds[] = { &datum };
+  TinkerPublic__ForwardBackwardRequest req = TINKER_PUBLIC__FORWARD_BACKWARD_REQUEST__INIT;
+  req.model_id = (char *)model_id;
+  req.seq_id = seq_id;
+  req.loss_fn = (char *)loss_fn;
+  req.n_data = 1;
+  req.data = ds;
+  *len = tinker_public__forward_backward_request__get_packed_size(&req);
+  uint8_t *buf = xmalloc(*len + 1);
+  tinker_public__forward_backward_request__pack(&req, buf);
+  return buf;
+}
