@@ -126,19 +126,7 @@ TEST(try_again_tells_queued_from_running) {
   char *b = create_model(sid, 1, NULL);
   /* A long job on a runs; a's seq 3 waits for seq 2; b's job waits for
    * the one work item. */
-  tb__buf_t toks = TB_BUF_INIT, ins = TB_BUF_INIT;
-  enum { N = 2000 };
-  tb__buf_append_str(&toks, "[");
-  tb__buf_append_str(&ins, "\"target_tokens\":{\"dtype\":\"int64\",\"shape\":[2000],\"data\":[");
-  for (int i = 0; i < N; i++) {
-    tb__buf_printf(&toks, "%s%d", i ? "," : "", 1 + i % 250);
-    tb__buf_printf(&ins, "%s%d", i ? "," : "", 2 + i % 250);
-  }
-  tb__buf_append_str(&toks, "]");
-  tb__buf_append_str(&ins, "]}");
-  tb__buf_terminate(&toks);
-  tb__buf_terminate(&ins);
-  char *long_body = fwd_body_n(a, 1, toks.base, ins.base);
+  char *long_body = long_fwd_body(a, 1);
   char *ra = post_field("/api/v1/forward_backward", NULL, long_body, "request_id");
   char *ra3 = submit_fwdbwd(a, 3, NULL);
   char *rb = submit_fwdbwd(b, 1, NULL);
@@ -184,8 +172,6 @@ TEST(try_again_tells_queued_from_running) {
   free(ra3);
   free(rb);
   free(long_body);
-  tb__buf_free(&toks);
-  tb__buf_free(&ins);
   free(a);
   free(b);
   free(sid);

@@ -524,15 +524,9 @@ TEST(create_via_load_and_unnamed_sampler) {
   start_training(&o);
   char *sid = create_session(NULL);
   char *mid = create_model(sid, 0, NULL);
-  char *rid = submit_fwdbwd(mid, 1, NULL);
-  json_decref(result_json(rid, NULL));
-  free(rid);
+  train_step(mid, 1, 0.01);
+  char *rid;
   char body[1024];
-  snprintf(body, sizeof(body),
-           "{\"model_id\":\"%s\",\"seq_id\":2,\"adam_params\":{\"learning_rate\":0.01}}", mid);
-  rid = post_field("/api/v1/optim_step", NULL, body, "request_id");
-  json_decref(result_json(rid, NULL));
-  free(rid);
   double trained = forward_loss(mid, 3);
   snprintf(body, sizeof(body), "{\"model_id\":\"%s\",\"seq_id\":4,\"path\":\"c\"}", mid);
   rid = post_field("/api/v1/save_weights", NULL, body, "request_id");
@@ -1018,19 +1012,7 @@ TEST(paused_capacity_while_the_engine_is_full) {
   char *a = create_model(sid, 0, NULL);
   char *b = create_model(sid, 1, NULL);
   /* A long job on a: 2000 tokens, 16 datums' worth of work in one. */
-  tb__buf_t toks = TB_BUF_INIT, ins = TB_BUF_INIT;
-  enum { N = 2000 };
-  tb__buf_append_str(&toks, "[");
-  tb__buf_append_str(&ins, "\"target_tokens\":{\"dtype\":\"int64\",\"shape\":[2000],\"data\":[");
-  for (int i = 0; i < N; i++) {
-    tb__buf_printf(&toks, "%s%d", i ? "," : "", 1 + i % 250);
-    tb__buf_printf(&ins, "%s%d", i ? "," : "", 2 + i % 250);
-  }
-  tb__buf_append_str(&toks, "]");
-  tb__buf_append_str(&ins, "]}");
-  tb__buf_terminate(&toks);
-  tb__buf_terminate(&ins);
-  char *long_body = fwd_body_n(a, 1, toks.base, ins.base);
+  char *long_body = long_fwd_body(a, 1);
   char *ra = post_field("/api/v1/forward_backward", NULL, long_body, "request_id");
   char *rb = submit_fwdbwd(b, 1, NULL);
   /* b's first poll ends (50 ms) while a's job runs (far longer). */
@@ -1050,8 +1032,6 @@ TEST(paused_capacity_while_the_engine_is_full) {
   free(ra);
   free(rb);
   free(long_body);
-  tb__buf_free(&toks);
-  tb__buf_free(&ins);
   free(a);
   free(b);
   free(sid);

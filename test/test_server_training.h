@@ -183,6 +183,42 @@ static inline double metric_of(json_t *v, const char *key) {
   return json_number_value(m);
 }
 
+/* One step on mid: forward_backward of the SFT datum at seq, then
+ * optim_step at seq + 1 with learning rate lr; waits for both. */
+static inline void train_step(const char *mid, int seq, double lr) {
+  char *rid = submit_fwdbwd(mid, seq, NULL);
+  json_decref(result_json(rid, NULL));
+  free(rid);
+  char body[256];
+  snprintf(body, sizeof(body),
+           "{\"model_id\":\"%s\",\"seq_id\":%d,\"adam_params\":{\"learning_rate\":%g}}", mid,
+           seq + 1, lr);
+  rid = post_field("/api/v1/optim_step", NULL, body, "request_id");
+  json_decref(result_json(rid, NULL));
+  free(rid);
+}
+
+/* A forward_backward body for mid at seq of 2000 tokens: far more work
+ * than any other job of the tests.  Free it. */
+static inline char *long_fwd_body(const char *mid, int seq) {
+  tb__buf_t toks = TB_BUF_INIT, ins = TB_BUF_INIT;
+  enum { N = 2000 };
+  tb__buf_append_str(&toks, "[");
+  tb__buf_append_str(&ins, "\"target_tokens\":{\"dtype\":\"int64\",\"shape\":[2000],\"data\":[");
+  for (int i = 0; i < N; i++) {
+    tb__buf_printf(&toks, "%s%d", i ? "," : "", 1 + i % 250);
+    tb__buf_printf(&ins, "%s%d", i ? "," : "", 2 + i % 250);
+  }
+  tb__buf_append_str(&toks, "]");
+  tb__buf_append_str(&ins, "]}");
+  tb__buf_terminate(&toks);
+  tb__buf_terminate(&ins);
+  char *body = fwd_body_n(mid, seq, toks.base, ins.base);
+  tb__buf_free(&toks);
+  tb__buf_free(&ins);
+  return body;
+}
+
 /* A protobuf ForwardBackwardRequest of the same datum as SFT_INPUTS. */
 static inline uint8_t *proto_body_loss(const char *mid, int seq, const char *loss_fn, size_t *len) {
   static const int32_t toks[4] = { 1, 2, 3, 4 };
