@@ -203,30 +203,23 @@ static void check_config(const config_t *c) {
   free(dir);
 }
 
-TEST(llama3_matches_template) {
-  config_t c = { "llama3", "llama3_1", NULL, -1, "llama3" };
-  check_config(&c);
-}
+/* A test that renders and encodes every conversation with one
+ * configuration (config_t) and compares with the reference. */
+#define CONFIG_TEST(name, ...)   \
+  TEST(name) {                   \
+    config_t c = { __VA_ARGS__ }; \
+    check_config(&c);            \
+  }
 
-TEST(llama3_early_template_detected_and_matched) {
-  config_t c = { NULL, "llama3", NULL, -1, "llama3" };
-  check_config(&c);
-}
+CONFIG_TEST(llama3_matches_template, "llama3", "llama3_1", NULL, -1, "llama3")
 
-TEST(qwen3_matches_template) {
-  config_t c = { "qwen3", "qwen3", NULL, -1, "qwen3" };
-  check_config(&c);
-}
+CONFIG_TEST(llama3_early_template_detected_and_matched, NULL, "llama3", NULL, -1, "llama3")
 
-TEST(qwen3_detected_from_directory) {
-  config_t c = { NULL, "qwen3", NULL, -1, "qwen3" };
-  check_config(&c);
-}
+CONFIG_TEST(qwen3_matches_template, "qwen3", "qwen3", NULL, -1, "qwen3")
 
-TEST(qwen3_disable_thinking_matches_template) {
-  config_t c = { "qwen3_disable_thinking", "qwen3", NULL, 0, "qwen3_disable_thinking" };
-  check_config(&c);
-}
+CONFIG_TEST(qwen3_detected_from_directory, NULL, "qwen3", NULL, -1, "qwen3")
+
+CONFIG_TEST(qwen3_disable_thinking_matches_template, "qwen3_disable_thinking", "qwen3", NULL, 0, "qwen3_disable_thinking")
 
 /* Special-token text in content is what transformers makes of it, unless
  * TB_RENDER_PLAIN_CONTENT keeps it text: then the template's own tokens
@@ -263,15 +256,9 @@ TEST(plain_content_keeps_special_text_as_text) {
   tb_tokenizer_free(tok);
 }
 
-TEST(chatml_matches_template) {
-  config_t c = { NULL, "qwen3", "chatml", -1, "chatml" };
-  check_config(&c);
-}
+CONFIG_TEST(chatml_matches_template, NULL, "qwen3", "chatml", -1, "chatml")
 
-TEST(chatml_smollm2_template_detected_and_matched) {
-  config_t c = { NULL, "qwen3", "smollm2", -1, "chatml" };
-  check_config(&c);
-}
+CONFIG_TEST(chatml_smollm2_template_detected_and_matched, NULL, "qwen3", "smollm2", -1, "chatml")
 
 /* Long enough for the first test to fetch the npm packages. */
 TEST_LIST(

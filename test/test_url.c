@@ -15,23 +15,17 @@ static tb__url_t parse_ok(const char *s) {
   return u;
 }
 
-static char *target_of(const tb__url_t *u) {
+/* What one of the appenders writes for u, as a string (static). */
+static char *text_of(int (*append)(const tb__url_t *, tb__buf_t *), const tb__url_t *u) {
   static char out[512];
   tb__buf_t b = TB_BUF_INIT;
-  ASSERT_OK(tb__url_append_target(u, &b));
+  ASSERT_OK(append(u, &b));
   snprintf(out, sizeof(out), "%.*s", (int)b.len, b.base);
   tb__buf_free(&b);
   return out;
 }
-
-static char *authority_of(const tb__url_t *u) {
-  static char out[512];
-  tb__buf_t b = TB_BUF_INIT;
-  ASSERT_OK(tb__url_append_authority(u, &b));
-  snprintf(out, sizeof(out), "%.*s", (int)b.len, b.base);
-  tb__buf_free(&b);
-  return out;
-}
+#define target_of(u) text_of(tb__url_append_target, (u))
+#define authority_of(u) text_of(tb__url_append_authority, (u))
 
 TEST(parses_plain_http) {
   tb__url_t u = parse_ok("http://example.com/a/b?x=1&y=2#frag");
