@@ -14,14 +14,20 @@ static const fake_resp_t SUBMIT_OK[] = { { 200, "{\"request_id\":\"req-1\"}" } }
 static const fake_resp_t RESULT[] = { { 200, "{\"r\":1}" } };
 static const fake_resp_t PENDING[] = { { 200, "{\"status\":\"pending\"}" } };
 
-static void setup(const fake_resp_t *poll, size_t n_poll, uint64_t pending_ms) {
+/* A new loop and fake server that accepts one submission and answers
+ * its polls with poll; the client's config for it. */
+static tb_client_config_t fake_setup(const fake_resp_t *poll, size_t n_poll) {
   ASSERT_OK(uv_loop_init(&loop));
   fake_start(&fk, &loop);
   fk.submit = SUBMIT_OK;
   fk.n_submit = 1;
   fk.poll = poll;
   fk.n_poll = n_poll;
-  tb_client_config_t c = fake_config(&fk);
+  return fake_config(&fk);
+}
+
+static void setup(const fake_resp_t *poll, size_t n_poll, uint64_t pending_ms) {
+  tb_client_config_t c = fake_setup(poll, n_poll);
   if (pending_ms) {
     c.poll_backoff_initial_ms = pending_ms;
     c.poll_backoff_max_ms = pending_ms;
@@ -161,13 +167,7 @@ TEST(cancel_from_a_hook) {
            "\"queue_state\":\"paused_capacity\"}" },
     { 200, "{\"r\":1}" },
   };
-  ASSERT_OK(uv_loop_init(&loop));
-  fake_start(&fk, &loop);
-  fk.submit = SUBMIT_OK;
-  fk.n_submit = 1;
-  fk.poll = P;
-  fk.n_poll = 2;
-  tb_client_config_t c = fake_config(&fk);
+  tb_client_config_t c = fake_setup(P, 2);
   c.queue_observer = cancel_from_observer;
   rt_start(&rt, &loop, &c);
   to_cancel = start_polled(&rt);
@@ -266,13 +266,7 @@ TEST(nested_wait_is_refused) {
   teardown();
 
   /* From a telemetry hook. */
-  ASSERT_OK(uv_loop_init(&loop));
-  fake_start(&fk, &loop);
-  fk.submit = SUBMIT_OK;
-  fk.n_submit = 1;
-  fk.poll = RESULT;
-  fk.n_poll = 1;
-  tb_client_config_t c = fake_config(&fk);
+  tb_client_config_t c = fake_setup(RESULT, 1);
   c.telemetry = nested_telemetry;
   rt_start(&rt, &loop, &c);
   other = start_polled(&rt);
