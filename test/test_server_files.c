@@ -19,10 +19,8 @@
  * before any tensor is read: it must be the rank its tensors have.  (A
  * rank of 4096 over rank-4 tensors allocated some 800 MB.) */
 TEST(checkpoint_rank_is_checked_against_its_tensors) {
-  tb_server_options_t o = { 0 };
-  start_training(&o);
-  char *sid = create_session(NULL);
-  char *mid = create_model(sid, 0, NULL);
+  char *sid, *mid;
+  start_training_with_model(&sid, &mid);
   char body[1024], path[512], tp[256];
   snprintf(body, sizeof(body),
            "{\"model_id\":\"%s\",\"seq_id\":1,\"path\":\"w\",\"type\":\"save_weights\"}", mid);
@@ -237,10 +235,8 @@ static void failed_op(const char *path, const char *body, const char *want) {
  * routes over its files.  The probe found "model_path: /srv/.../data/...:
  * not a checkpoint". */
 TEST(errors_name_the_users_path) {
-  tb_server_options_t o = { 0 };
-  start_training(&o);
-  char *sid = create_session(NULL);
-  char *mid = create_model(sid, 0, NULL);
+  char *sid, *mid;
+  start_training_with_model(&sid, &mid);
   char body[1024], tp[256], path[512];
   int seq = 1;
   /* A good checkpoint and sampler weights, then corrupt copies. */

@@ -72,10 +72,8 @@ static void expect_error(json_t *v, const char *cat, const char *want) {
  * dialect, instead of drawing tokens from NaN (which read before the
  * sampler's buffer). */
 TEST(diverged_adapter_fails_the_sample_tinker) {
-  tb_server_options_t o = { 0 };
-  start_training(&o);
-  char *sid = create_session(NULL);
-  char *mid = create_model(sid, 0, NULL);
+  char *sid, *mid;
+  start_training_with_model(&sid, &mid);
   char body[1024];
   char *rid = submit_fwdbwd(mid, 1, NULL);
   json_decref(result_json(rid, NULL));
@@ -286,10 +284,8 @@ static uint8_t *shape_body(const char *mid, const int64_t *shape, size_t n_shape
  * with a message, with no such allocation (the process' peak memory
  * does not move). */
 TEST(lying_sizes_are_refused_before_allocating) {
-  tb_server_options_t o = { 0 };
-  start_training(&o);
-  char *sid = create_session(NULL);
-  char *mid = create_model(sid, 0, NULL);
+  char *sid, *mid;
+  start_training_with_model(&sid, &mid);
   long rss0 = peak_rss_kib();
   int64_t s27[1] = { (int64_t)1 << 27 }, s40[1] = { (int64_t)1 << 40 };
   size_t len;
@@ -370,10 +366,8 @@ static char *error_of(hc_t *c, int status) {
  * id that is not UTF-8 was quoted raw into the error, and the answer was
  * no JSON at all.  Such bytes come back as U+FFFD. */
 TEST(invalid_utf8_is_never_echoed_into_json) {
-  tb_server_options_t o = { 0 };
-  start_training(&o);
-  char *sid = create_session(NULL);
-  char *mid = create_model(sid, 0, NULL);
+  char *sid, *mid;
+  start_training_with_model(&sid, &mid);
   int64_t one[1] = { 1 };
   size_t len;
   const char *proto = "Content-Type: application/x-protobuf\r\n";

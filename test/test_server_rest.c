@@ -101,10 +101,8 @@ static size_t list_size(const char *path, const char *key, const char *extra,
 }
 
 TEST(runs_and_checkpoints) {
-  tb_server_options_t o = { 0 };
-  start_training(&o);
-  char *sid = create_session(NULL);
-  char *mid = create_model(sid, 0, NULL);
+  char *sid, *mid;
+  start_training_with_model(&sid, &mid);
   char *rid = submit_fwdbwd(mid, 1, NULL);
   json_decref(result_json(rid, NULL));
   free(rid);
@@ -365,10 +363,8 @@ TEST(users_see_their_own) {
 }
 
 TEST(ttl_expiry) {
-  tb_server_options_t o = { 0 };
-  start_training(&o);
-  char *sid = create_session(NULL);
-  char *mid = create_model(sid, 0, NULL);
+  char *sid, *mid;
+  start_training_with_model(&sid, &mid);
   char body[512];
   snprintf(body, sizeof(body),
            "{\"model_id\":\"%s\",\"seq_id\":1,\"path\":\"x\",\"ttl_seconds\":0}", mid);
@@ -812,10 +808,8 @@ TEST(sampling_an_old_checkpoint_at_start) {
    * still loading (the threadpool is held at a gate): a sampling session
    * over trained weights of the earlier server waits for both, and then
    * samples with those weights, not the bare base model. */
-  tb_server_options_t o = { 0 };
-  start_training(&o);
-  char *sid = create_session(NULL);
-  char *mid = create_model(sid, 0, NULL);
+  char *sid, *mid;
+  start_training_with_model(&sid, &mid);
   train_step(mid, 1, 0.05);
   char body[512];
   char *spath = save(mid, 3, "save_weights_for_sampler", "s1", 0, NULL);

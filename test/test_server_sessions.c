@@ -12,10 +12,8 @@
 #include <sys/stat.h>
 
 TEST(close_session_unloads_and_answers_410) {
-  tb_server_options_t o = { 0 };
-  start_training(&o);
-  char *sid = create_session(NULL);
-  char *mid = create_model(sid, 0, NULL);
+  char *sid, *mid;
+  start_training_with_model(&sid, &mid);
   char body[512];
   snprintf(body, sizeof(body),
            "{\"model_id\":\"%s\",\"seq_id\":1,\"path\":\"keep\",\"type\":\"save_weights\"}",

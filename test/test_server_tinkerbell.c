@@ -654,10 +654,8 @@ static const char *dialect_in_index(json_t *idx, const char *path) {
 
 /* On a path both dialects serve, the body decides. */
 TEST(dispatch_on_shared_paths) {
-  tb_server_options_t o = { 0 };
-  start_training(&o);
-  char *sid = create_session(NULL);
-  char *mid = create_model(sid, 0, NULL);
+  char *sid, *mid;
+  start_training_with_model(&sid, &mid);
   /* Tinker JSON (type, seq_id, forward_backward_input): a future. */
   char *rid = submit_fwdbwd(mid, 1, NULL);
   json_t *v = result_json(rid, NULL);

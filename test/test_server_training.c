@@ -235,10 +235,8 @@ TEST(unload_while_creating) {
 }
 
 TEST(seq_id_order) {
-  tb_server_options_t o = { 0 };
-  start_training(&o);
-  char *sid = create_session(NULL);
-  char *mid = create_model(sid, 0, NULL);
+  char *sid, *mid;
+  start_training_with_model(&sid, &mid);
 
   /* 2 before 1: 2 waits for 1. */
   char *b2 = fwd_body(mid, 2, "forward_input", "cross_entropy", "[1,2,3,4]", SFT_INPUTS);
@@ -293,10 +291,8 @@ TEST(seq_id_order) {
 }
 
 TEST(bad_input) {
-  tb_server_options_t o = { 0 };
-  start_training(&o);
-  char *sid = create_session(NULL);
-  char *mid = create_model(sid, 0, NULL);
+  char *sid, *mid;
+  start_training_with_model(&sid, &mid);
   tb__model_config_t cfg;
   tb__base_model_config(&cfg);
 
@@ -520,10 +516,8 @@ static double forward_loss(const char *mid, int seq) {
 }
 
 TEST(create_via_load_and_unnamed_sampler) {
-  tb_server_options_t o = { 0 };
-  start_training(&o);
-  char *sid = create_session(NULL);
-  char *mid = create_model(sid, 0, NULL);
+  char *sid, *mid;
+  start_training_with_model(&sid, &mid);
   train_step(mid, 1, 0.01);
   char *rid;
   char body[1024];
@@ -673,10 +667,8 @@ TEST(create_via_load_and_unnamed_sampler) {
  * op waiting for a missing seq_id and a held unload: everything is
  * answered or released (ASan checks the rest). */
 TEST(close_with_work_in_flight) {
-  tb_server_options_t o = { 0 };
-  start_training(&o);
-  char *sid = create_session(NULL);
-  char *mid = create_model(sid, 0, NULL);
+  char *sid, *mid;
+  start_training_with_model(&sid, &mid);
   char *r1 = submit_fwdbwd(mid, 1, NULL);
   char body[512];
   snprintf(body, sizeof(body), "{\"model_id\":\"%s\",\"seq_id\":2,\"path\":\"w\"}", mid);
@@ -706,10 +698,8 @@ TEST(close_with_work_in_flight) {
 /* A save and the operations after it run in order, the save's
  * directories made off the loop. */
 TEST(save_keeps_the_order) {
-  tb_server_options_t o = { 0 };
-  start_training(&o);
-  char *sid = create_session(NULL);
-  char *mid = create_model(sid, 0, NULL);
+  char *sid, *mid;
+  start_training_with_model(&sid, &mid);
   double fresh = forward_loss(mid, 1);
   char body[512];
   snprintf(body, sizeof(body), "{\"model_id\":\"%s\",\"seq_id\":2,\"path\":\"before\"}", mid);
@@ -1041,10 +1031,8 @@ TEST(paused_capacity_while_the_engine_is_full) {
 /* Bodies over 64 KiB are decoded on the threadpool: the same answers as
  * small ones, errors included. */
 TEST(large_bodies_decode_off_the_loop) {
-  tb_server_options_t o = { 0 };
-  start_training(&o);
-  char *sid = create_session(NULL);
-  char *mid = create_model(sid, 0, NULL);
+  char *sid, *mid;
+  start_training_with_model(&sid, &mid);
   char *small = fwd_body(mid, 1, "forward_input", "cross_entropy", "[1,2,3,4]", SFT_INPUTS);
   /* The same request with 100 KiB of white space in it. */
   size_t n = strlen(small), pad = 100 * 1024;

@@ -183,6 +183,15 @@ static inline double metric_of(json_t *v, const char *key) {
   return json_number_value(m);
 }
 
+/* A training server with the default options, a session and one model
+ * in it (model_seq_id 0).  Free *sid and *mid; stop_training ends it. */
+static inline void start_training_with_model(char **sid, char **mid) {
+  tb_server_options_t o = { 0 };
+  start_training(&o);
+  *sid = create_session(NULL);
+  *mid = create_model(*sid, 0, NULL);
+}
+
 /* One step on mid: forward_backward of the SFT datum at seq, then
  * optim_step at seq + 1 with learning rate lr; waits for both. */
 static inline void train_step(const char *mid, int seq, double lr) {
