@@ -112,16 +112,8 @@ static double metric_value(const char *body, const char *name) {
 }
 
 TEST(try_again_tells_queued_from_running) {
-  strcpy(data_dir, "/tmp/tb-train-XXXXXX");
-  ASSERT(mkdtemp(data_dir) != NULL);
-  tb_server_options_t o = { .data_dir = data_dir, .long_poll_ms = 5 };
-  start_server(&o);
-  tb__engine_opts_t eo = { .shards = 1, .max_work_items = 1 };
-  tb_error_t err = { 0 };
-  ASSERT_OK(tb__training_start(srv, &eo, NULL, 0, &err));
-  char *sid = create_session(NULL);
-  char *a = create_model(sid, 0, NULL);
-  char *b = create_model(sid, 1, NULL);
+  char *sid, *a, *b;
+  start_one_worker(5, &sid, &a, &b);
   /* A long job on a runs; a's seq 3 waits for seq 2; b's job waits for
    * the one work item. */
   char *long_body = long_fwd_body(a, 1);

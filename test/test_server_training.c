@@ -991,16 +991,8 @@ TEST(with_the_http_client) {
 /* A job that waits because every engine worker runs another model's job
  * is polled as paused_capacity, and as active (then done) once it runs. */
 TEST(paused_capacity_while_the_engine_is_full) {
-  strcpy(data_dir, "/tmp/tb-train-XXXXXX");
-  ASSERT(mkdtemp(data_dir) != NULL);
-  tb_server_options_t o = { .data_dir = data_dir, .long_poll_ms = 50 };
-  start_server(&o);
-  tb__engine_opts_t eo = { .shards = 1, .max_work_items = 1 };
-  tb_error_t err = { 0 };
-  ASSERT_OK(tb__training_start(srv, &eo, NULL, 0, &err));
-  char *sid = create_session(NULL);
-  char *a = create_model(sid, 0, NULL);
-  char *b = create_model(sid, 1, NULL);
+  char *sid, *a, *b;
+  start_one_worker(50, &sid, &a, &b);
   /* A long job on a: 2000 tokens, 16 datums' worth of work in one. */
   char *long_body = long_fwd_body(a, 1);
   char *ra = post_field("/api/v1/forward_backward", NULL, long_body, "request_id");

@@ -27,17 +27,23 @@ static char data_dir[64];
 
 /* The server on its loop with the training part serving models (NULL:
  * the generated base only). */
-static inline void start_training_models(tb_server_options_t *o, const char *const *models,
-                                         size_t n) {
+/* The same with the engine's options. */
+static inline void start_training_engine(tb_server_options_t *o, const tb__engine_opts_t *eo,
+                                         const char *const *models, size_t n) {
   strcpy(data_dir, "/tmp/tb-train-XXXXXX");
   ASSERT(mkdtemp(data_dir) != NULL);
   o->data_dir = data_dir;
   if (o->long_poll_ms == 0)
     o->long_poll_ms = 10000;
   start_server(o);
-  tb__engine_opts_t eo = { .shards = 2 };
   tb_error_t err = { 0 };
-  ASSERT_OK(tb__training_start(srv, &eo, models, n, &err));
+  ASSERT_OK(tb__training_start(srv, eo, models, n, &err));
+}
+
+static inline void start_training_models(tb_server_options_t *o, const char *const *models,
+                                         size_t n) {
+  tb__engine_opts_t eo = { .shards = 2 };
+  start_training_engine(o, &eo, models, n);
 }
 
 static inline void start_training(tb_server_options_t *o) {
@@ -190,6 +196,18 @@ static inline void start_training_with_model(char **sid, char **mid) {
   start_training(&o);
   *sid = create_session(NULL);
   *mid = create_model(*sid, 0, NULL);
+}
+
+/* A training server whose engine runs one work item at a time, with
+ * long polls of long_poll_ms, a session and its models a (model_seq_id 0)
+ * and b (1).  Free the three; stop_training ends it. */
+static inline void start_one_worker(uint64_t long_poll_ms, char **sid, char **a, char **b) {
+  tb_server_options_t o = { .long_poll_ms = long_poll_ms };
+  tb__engine_opts_t eo = { .shards = 1, .max_work_items = 1 };
+  start_training_engine(&o, &eo, NULL, 0);
+  *sid = create_session(NULL);
+  *a = create_model(*sid, 0, NULL);
+  *b = create_model(*sid, 1, NULL);
 }
 
 /* One step on mid: forward_backward of the SFT datum at seq, then
