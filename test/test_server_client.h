@@ -27,8 +27,8 @@ static inline void on_server_closed(tb_server_t *s) {
   server_closed++;
 }
 
-static inline void start_server(tb_server_options_t *opts) {
-  ASSERT_OK(uv_loop_init(&loop));
+/* A server on the loop (already initialised), listening. */
+static inline void open_server(tb_server_options_t *opts) {
   int rc = tb_server_init(&loop, &server, opts);
   if (rc != 0)
     fprintf(stderr, "tb_server_init: %s\n", server.message);
@@ -38,6 +38,11 @@ static inline void start_server(tb_server_options_t *opts) {
   port = tb_server_port(&server);
   ASSERT_GT(port, 0);
   server_closed = 0;
+}
+
+static inline void start_server(tb_server_options_t *opts) {
+  ASSERT_OK(uv_loop_init(&loop));
+  open_server(opts);
 }
 
 static inline void stop_server(void) {

@@ -32,14 +32,7 @@ static void close_server_keep_loop(void) {
 /* A new server (and training part) on the same loop and data_dir. */
 static void reopen_training(tb_server_options_t *o) {
   o->data_dir = data_dir;
-  int rc = tb_server_init(&loop, &server, o);
-  if (rc != 0)
-    fprintf(stderr, "tb_server_init: %s\n", server.message);
-  ASSERT_OK(rc);
-  srv = tb__server_of(&server);
-  ASSERT_OK(tb_server_listen(&server, "127.0.0.1", 0));
-  port = tb_server_port(&server);
-  server_closed = 0;
+  open_server(o);
   tb__engine_opts_t eo = { .shards = 2 };
   tb_error_t err = { 0 };
   ASSERT_OK(tb__training_start(srv, &eo, NULL, 0, &err));
@@ -706,7 +699,6 @@ static void sleep_done(uv_work_t *w, int status) {
 static void start_training_busy_pool(tb_server_options_t *o) {
   strcpy(data_dir, "/tmp/tb-train-XXXXXX");
   ASSERT(mkdtemp(data_dir) != NULL);
-  o->data_dir = data_dir;
   ASSERT_OK(uv_loop_init(&loop));
   ASSERT_OK(uv_sem_init(&gate, 0));
   const char *env = getenv("UV_THREADPOOL_SIZE");
@@ -716,14 +708,7 @@ static void start_training_busy_pool(tb_server_options_t *o) {
     ASSERT_OK(uv_queue_work(&loop, w, sleep_work, sleep_done));
     n_sleepers++;
   }
-  ASSERT_OK(tb_server_init(&loop, &server, o));
-  srv = tb__server_of(&server);
-  ASSERT_OK(tb_server_listen(&server, "127.0.0.1", 0));
-  port = tb_server_port(&server);
-  server_closed = 0;
-  tb__engine_opts_t eo = { .shards = 2 };
-  tb_error_t err = { 0 };
-  ASSERT_OK(tb__training_start(srv, &eo, NULL, 0, &err));
+  reopen_training(o);
 }
 
 #define UNKNOWN_PATH "{\"tinker_path\":\"tinker://sess-nobody:train:0/weights/x\"}"
