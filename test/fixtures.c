@@ -12,20 +12,25 @@
 #include "kernels/kernels.h"
 #include "tb_test.h"
 
-tb__model_config_t tb_test_tiny_config(void) {
+tb__model_config_t tb_test_config(int hidden, int intermediate, int layers, int heads,
+                                  int kv_heads, int head_dim, int vocab, int max_positions,
+                                  float rms_norm_eps, float rope_theta) {
   tb__model_config_t c = { 0 };
-  c.hidden_size = 16;
-  c.intermediate_size = 24;
-  c.num_layers = 2;
-  c.num_heads = 4;
-  c.num_kv_heads = 2;
-  c.head_dim = 4;
-  c.vocab_size = 37;
-  c.max_position_embeddings = 64;
-  c.rms_norm_eps = 1e-5f;
-  c.rope_theta = 10000.0f;
-  c.tie_word_embeddings = 0;
+  c.hidden_size = hidden;
+  c.intermediate_size = intermediate;
+  c.num_layers = layers;
+  c.num_heads = heads;
+  c.num_kv_heads = kv_heads;
+  c.head_dim = head_dim;
+  c.vocab_size = vocab;
+  c.max_position_embeddings = max_positions;
+  c.rms_norm_eps = rms_norm_eps;
+  c.rope_theta = rope_theta;
   return c;
+}
+
+tb__model_config_t tb_test_tiny_config(void) {
+  return tb_test_config(16, 24, 2, 4, 2, 4, 37, 64, 1e-5f, 10000.0f);
 }
 
 void tb_test_random_model(tb__weights_t *w, const tb__model_config_t *c, uint64_t seed) {

@@ -12,6 +12,11 @@
 #include "engine/lora.h"
 #include "engine/weights.h"
 
+/* An untied Llama config of these dimensions (the rest 0: no biases, no
+ * q/k norms, plain rotary), a table row in one call. */
+tb__model_config_t tb_test_config(int hidden, int intermediate, int layers, int heads,
+                                  int kv_heads, int head_dim, int vocab, int max_positions,
+                                  float rms_norm_eps, float rope_theta);
 /* A tiny untied Llama: hidden 16, 2 layers, 4 heads over 2 KV heads of
  * head_dim 4, vocabulary 37, 64 positions. */
 tb__model_config_t tb_test_tiny_config(void);

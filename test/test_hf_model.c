@@ -28,17 +28,7 @@ static void remove_tmpdir(void) { tb_test_tmpdir_remove(tmpdir); }
 
 /* A small untied Llama. */
 static void tiny_config(tb__model_config_t *c) {
-  memset(c, 0, sizeof(*c));
-  c->hidden_size = 8;
-  c->intermediate_size = 12;
-  c->num_layers = 2;
-  c->num_heads = 2;
-  c->num_kv_heads = 1;
-  c->head_dim = 4;
-  c->vocab_size = 10;
-  c->max_position_embeddings = 64;
-  c->rms_norm_eps = 1e-6f;
-  c->rope_theta = 10000.0f;
+  *c = tb_test_config(8, 12, 2, 2, 1, 4, 10, 64, 1e-6f, 10000.0f);
 }
 
 /* Writes w's model as a directory under tmpdir, random weights. */

@@ -229,18 +229,7 @@ TEST(hf_sharded_index_with_two_shards) {
 
 /* A small untied model with head_dim != hidden / heads. */
 static void tiny_config(tb__model_config_t *c) {
-  memset(c, 0, sizeof(*c));
-  c->hidden_size = 8;
-  c->intermediate_size = 12;
-  c->num_layers = 2;
-  c->num_heads = 2;
-  c->num_kv_heads = 1;
-  c->head_dim = 6;
-  c->vocab_size = 10;
-  c->max_position_embeddings = 64;
-  c->rms_norm_eps = 1e-6f;
-  c->rope_theta = 500000.0f;
-  c->tie_word_embeddings = 0;
+  *c = tb_test_config(8, 12, 2, 2, 1, 6, 10, 64, 1e-6f, 500000.0f);
 }
 
 TEST(hf_untied_round_trip) {

@@ -7,6 +7,7 @@
  * kind answered with a field path.
  */
 #include "test_server_training.h"
+#include "fixtures.h"
 
 #include "engine/hf_model.h"
 #include "kernels/kernels.h"
@@ -1092,19 +1093,9 @@ TEST(a_qwen3_base_model) {
   ASSERT(mkdtemp(hf) != NULL);
   char dir[64];
   snprintf(dir, sizeof(dir), "%s/m", hf);
-  tb__model_config_t c = { 0 };
+  tb__model_config_t c = tb_test_config(32, 48, 2, 4, 2, 16, 300, 64, 1e-6f, 1000000.0f);
   c.arch = TB_ARCH_QWEN3;
   c.qk_norm = 1;
-  c.hidden_size = 32;
-  c.intermediate_size = 48;
-  c.num_layers = 2;
-  c.num_heads = 4;
-  c.num_kv_heads = 2;
-  c.head_dim = 16;
-  c.vocab_size = 300;
-  c.max_position_embeddings = 64;
-  c.rms_norm_eps = 1e-6f;
-  c.rope_theta = 1000000.0f;
   c.tie_word_embeddings = 1;
   tb__weights_t w;
   ASSERT_OK(tb__weights_alloc(&w, &c));

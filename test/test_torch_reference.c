@@ -20,6 +20,7 @@
  * why, and the program exits 77, which meson reports as a skip.
  */
 #include "tb_test.h"
+#include "fixtures.h"
 
 #include <jansson.h>
 #include <libgen.h>
@@ -110,17 +111,7 @@ typedef struct model_s {
 /* A small untied Llama. */
 static model_t untied(void) {
   model_t m = { 0 };
-  tb__model_config_t *c = &m.config;
-  c->hidden_size = 64;
-  c->intermediate_size = 96;
-  c->num_layers = 2;
-  c->num_heads = 4;
-  c->num_kv_heads = 2;
-  c->head_dim = 16;
-  c->vocab_size = 300;
-  c->max_position_embeddings = 128;
-  c->rms_norm_eps = 1e-5f;
-  c->rope_theta = 10000.0f;
+  m.config = tb_test_config(64, 96, 2, 4, 2, 16, 300, 128, 1e-5f, 10000.0f);
   return m;
 }
 
