@@ -229,6 +229,29 @@ static void failed_op(const char *path, const char *body, const char *want) {
   free(rid);
 }
 
+/* A sampling session over the checkpoint tp (seq_id seq of session sid):
+ * refused, or its sample failed, with an error that shows no server
+ * path. */
+static void sampling_over(const char *sid, int seq, const char *tp) {
+  char body[1024];
+  snprintf(body, sizeof(body),
+           "{\"session_id\":\"%s\",\"sampling_session_seq_id\":%d,\"model_path\":\"%s\","
+           "\"type\":\"create_sampling_session\"}", sid, seq, tp);
+  hc_t *c = hc_do("POST", "/api/v1/create_sampling_session", NULL, body);
+  if (c->status == 200) {
+    char *ssid = field_of(c, "sampling_session_id");
+    char *sb = sample_body(ssid, 0);
+    failed_op("/api/v1/asample", sb, tp);
+    free(sb);
+    free(ssid);
+  } else {
+    json_t *v = hc_json(c);
+    no_server_path(json_string_value(json_object_get(v, "error")), tp);
+    json_decref(v);
+  }
+  hc_free(c);
+}
+
 /* Every error built from a checkpoint the user named: a load of one that
  * is missing or corrupt, its weights_info, a sampling session over it, a
  * model created from it, the same in the Tinkerbell dialect, and the REST
@@ -291,22 +314,7 @@ TEST(errors_name_the_users_path) {
   json_decref(v);
   hc_free(c);
   /* A sampling session and a model created over it. */
-  snprintf(body, sizeof(body),
-           "{\"session_id\":\"%s\",\"sampling_session_seq_id\":1,\"model_path\":\"%s\","
-           "\"type\":\"create_sampling_session\"}", sid, tp);
-  c = hc_do("POST", "/api/v1/create_sampling_session", NULL, body);
-  if (c->status == 200) {
-    char *ssid = field_of(c, "sampling_session_id");
-    char *sb = sample_body(ssid, 0);
-    failed_op("/api/v1/asample", sb, tp);
-    free(sb);
-    free(ssid);
-  } else {
-    v = hc_json(c);
-    no_server_path(json_string_value(json_object_get(v, "error")), tp);
-    json_decref(v);
-  }
-  hc_free(c);
+  sampling_over(sid, 1, tp);
   snprintf(body, sizeof(body),
            "{\"session_id\":\"%s\",\"model_seq_id\":4,\"path\":\"%s\",\"type\":\"load_weights\"}",
            sid, tp);
@@ -314,22 +322,7 @@ TEST(errors_name_the_users_path) {
   free(mid2);
   /* A sampling session over broken sampler weights. */
   snprintf(tp, sizeof(tp), "tinker://%s/sampler_weights/sbad", mid);
-  snprintf(body, sizeof(body),
-           "{\"session_id\":\"%s\",\"sampling_session_seq_id\":0,\"model_path\":\"%s\","
-           "\"type\":\"create_sampling_session\"}", sid, tp);
-  c = hc_do("POST", "/api/v1/create_sampling_session", NULL, body);
-  if (c->status == 200) {
-    char *ssid = field_of(c, "sampling_session_id");
-    char *sb = sample_body(ssid, 0);
-    failed_op("/api/v1/asample", sb, tp);
-    free(sb);
-    free(ssid);
-  } else {
-    v = hc_json(c);
-    no_server_path(json_string_value(json_object_get(v, "error")), tp);
-    json_decref(v);
-  }
-  hc_free(c);
+  sampling_over(sid, 0, tp);
   /* A model created from a corrupt checkpoint. */
   snprintf(tp, sizeof(tp), "tinker://%s/weights/badmeta", mid);
   snprintf(body, sizeof(body),
