@@ -293,6 +293,7 @@ static inline void rt_start(tb__rt_t *rt, uv_loop_t *loop,
 }
 
 static inline void rt_stop(tb__rt_t *rt) {
+  tb__client_op_cancel_all(rt);  /* as the service client's close does */
   tb__rt_close(rt, on_rt_closed);
   ASSERT_EQ_INT(rt_closed, 0);
   while (!rt_closed)

@@ -343,6 +343,9 @@ TEST(close_cancels_work_in_flight) {
   ASSERT_OK(tb_future_set_callback(f, count_cb));
   while (fake_count(&fk, POLL_PATH) < 1)
     uv_run(&loop, UV_RUN_ONCE);
+  /* The owner cancels its operations, as the service client's close does;
+   * the runtime then waits for them. */
+  tb__client_op_cancel_all(&rt);
   tb__rt_close(&rt, on_rt_closed);
   rt_closed = 0;
   /* New work is refused while closing. */

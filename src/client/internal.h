@@ -132,9 +132,11 @@ struct tb__rt_s {
 
 int tb__rt_init(uv_loop_t *loop, tb__rt_t *rt, const tb_client_config_t *cfg,
                 tb_error_t *err);
-/* Cancels every operation (their futures fail with TB_ECANCELED), waits for
- * every call and poll to finish, closes the HTTP client and the timer, then
- * calls close_cb (never from inside this call). */
+/* Waits for every operation, call and poll to finish (the owner cancels
+ * its operations first: tb__client_op_cancel_all), closes the HTTP client
+ * and the timer, then calls close_cb (never from inside this call).  The
+ * runtime calls nothing above it, so that op.c, poll.c and request.c build
+ * on it without a circle. */
 void tb__rt_close(tb__rt_t *rt, tb__rt_close_cb close_cb);
 
 /* Called by calls, polls and operations when they finish: they may be the
@@ -265,6 +267,19 @@ typedef void (*tb__client_poll_cb)(tb__client_poll_t *poll, int status);
  * pending future costs this struct and its request id. */
 typedef struct tb__wire_s tb__wire_t;
 
+/* A wire: the runtime owns its idle wires (runtime.c frees them at close),
+ * a poll fills and sends one (poll.c). */
+struct tb__wire_s {
+  tb__http_client_req_t http;
+  tb__http_header_t headers[6];
+  uv_buf_t body_buf;
+  tb__buf_t body;
+  char iter[24];
+  char rtt[32];
+  tb__wire_t *next;               /* rt->wires_free */
+};
+
+
 struct tb__client_poll_s {
   void *data;
   /* input */
@@ -310,9 +325,6 @@ int tb__client_poll_start(tb__rt_t *rt, tb__client_poll_t *poll, const char *req
                    tb__client_poll_cb cb);
 int tb__client_poll_cancel(tb__client_poll_t *poll);
 void tb__client_poll_free(tb__client_poll_t *poll);
-/* The runtime's shared poll requests (runtime.c: at init and at close). */
-int tb__client_poll_wires_init(tb__rt_t *rt);
-void tb__client_poll_wires_free(tb__rt_t *rt);
 /* "active" etc. (trimmed, any case); anything else is unknown. */
 tb_queue_state_t tb__queue_state_parse(const char *s, size_t len);
 
@@ -373,7 +385,8 @@ struct tb__client_op_s {
 /* Starts an operation whose outcome is the returned future.  Returns 0 or
  * TB_ENOMEM / TB_ECLOSING (no future then). */
 int tb__client_op_start(tb__rt_t *rt, const tb__client_op_opts_t *opts, tb_future_t **out);
-/* Cancels every operation of rt (tb__rt_close). */
+/* Cancels every operation of rt: the service client's close, before
+ * tb__rt_close, which then waits for them to end. */
 void tb__client_op_cancel_all(tb__rt_t *rt);
 
 /* ------------------------------------------------------------ service_client.c */

@@ -75,16 +75,6 @@ enum {
   POLL_HANDLING
 };
 
-struct tb__wire_s {
-  tb__http_client_req_t http;
-  tb__http_header_t headers[6];
-  uv_buf_t body_buf;
-  tb__buf_t body;
-  char iter[24];
-  char rtt[32];
-  tb__wire_t *next;               /* rt->wires_free */
-};
-
 static void send_poll(tb__client_poll_t *p);
 static void send_now(tb__client_poll_t *p);
 static void watch_rearm(tb__client_poll_t *p);
@@ -109,25 +99,6 @@ tb_queue_state_t tb__queue_state_parse(const char *s, size_t len) {
 
 /* ------------------------------------------------------------ wires */
 
-int tb__client_poll_wires_init(tb__rt_t *rt) {
-  unsigned c = rt->cfg.max_connections;
-  rt->max_poll_wires = c > 1 ? c - c / 4 : 1;
-  rt->poll_url = tb__rt_url(rt, "/api/v1/retrieve_future");
-  return rt->poll_url != NULL ? 0 : TB_ENOMEM;
-}
-
-void tb__client_poll_wires_free(tb__rt_t *rt) {
-  while (rt->wires_free != NULL) {
-    tb__wire_t *w = rt->wires_free;
-    rt->wires_free = w->next;
-    tb__http_client_req_free(&w->http);
-    tb__buf_free(&w->body);
-    free(w);
-  }
-  rt->n_wires = 0;
-  free(rt->poll_url);
-  rt->poll_url = NULL;
-}
 
 static void queue_push(tb__rt_t *rt, tb__client_poll_t *p) {
   p->qnext_ = NULL;

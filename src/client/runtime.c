@@ -227,6 +227,29 @@ const char *tb_queue_state_name(tb_queue_state_t s) {
 
 /* ------------------------------------------------------------ lifecycle */
 
+/* The HTTP requests polls borrow (poll.c): at most three quarters of the
+ * connections are lent to polls at once, so a submission always finds one. */
+static int wires_init(tb__rt_t *rt) {
+  unsigned c = rt->cfg.max_connections;
+  rt->max_poll_wires = c > 1 ? c - c / 4 : 1;
+  rt->poll_url = tb__rt_url(rt, "/api/v1/retrieve_future");
+  return rt->poll_url != NULL ? 0 : TB_ENOMEM;
+}
+
+static void wires_free(tb__rt_t *rt) {
+  while (rt->wires_free != NULL) {
+    tb__wire_t *w = rt->wires_free;
+    rt->wires_free = w->next;
+    tb__http_client_req_free(&w->http);
+    tb__buf_free(&w->body);
+    free(w);
+  }
+  rt->n_wires = 0;
+  free(rt->poll_url);
+  rt->poll_url = NULL;
+}
+
+
 int tb__rt_init(uv_loop_t *loop, tb__rt_t *rt, const tb_client_config_t *cfg,
                 tb_error_t *err) {
   memset(rt, 0, sizeof(*rt));
@@ -236,7 +259,7 @@ int tb__rt_init(uv_loop_t *loop, tb__rt_t *rt, const tb_client_config_t *cfg,
     return rc;
   rt->rng = rt->cfg.jitter_seed != 0 ? rt->cfg.jitter_seed
                                      : (uv_hrtime() ^ (uintptr_t)rt) | 1;
-  if (tb__client_poll_wires_init(rt) != 0) {
+  if (wires_init(rt) != 0) {
     tb__config_free(&rt->cfg);
     return tb_error_set(err, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
   }
@@ -248,7 +271,7 @@ int tb__rt_init(uv_loop_t *loop, tb__rt_t *rt, const tb_client_config_t *cfg,
   if (rt->cfg.tls) {
     rc = tb__tls_ctx_client_new(rt->cfg.tls_ca_file, rt->cfg.tls_insecure, &rt->tls_ctx, err);
     if (rc != 0) {
-      tb__client_poll_wires_free(rt);
+      wires_free(rt);
       tb__config_free(&rt->cfg);
       return rc;
     }
@@ -259,7 +282,7 @@ int tb__rt_init(uv_loop_t *loop, tb__rt_t *rt, const tb_client_config_t *cfg,
   if (rc != 0) {
     tb__tls_ctx_free(rt->tls_ctx);
     rt->tls_ctx = NULL;
-    tb__client_poll_wires_free(rt);
+    wires_free(rt);
     tb__config_free(&rt->cfg);
     return tb_error_set(err, rc, TB_CATEGORY_NONE, "HTTP client: %s", tb_strerror(rc));
   }
@@ -277,7 +300,7 @@ static void on_timer_closed(uv_handle_t *h) {
   rt->handles_open--;
   free(rt->heap);
   rt->heap = NULL;
-  tb__client_poll_wires_free(rt);
+  wires_free(rt);
   /* Every connection is gone with the HTTP client: the context may go. */
   tb__tls_ctx_free(rt->tls_ctx);
   rt->tls_ctx = NULL;
@@ -312,6 +335,5 @@ void tb__rt_close(tb__rt_t *rt, tb__rt_close_cb close_cb) {
     return;
   rt->closing = 1;
   rt->close_cb = close_cb;
-  tb__client_op_cancel_all(rt);
   tb__http_client_close(&rt->http, on_http_closed);
 }

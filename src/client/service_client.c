@@ -608,6 +608,8 @@ static void sc_destroy_maybe(struct tb__service_s *s) {
       s->waiters != NULL || s->create_f != NULL)
     return;
   s->closing = 2;
+  /* Callbacks of the work cancelled at close may have started more. */
+  tb__client_op_cancel_all(&s->rt);
   tb__rt_close(&s->rt, on_rt_closed);
 }
 
