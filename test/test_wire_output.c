@@ -235,9 +235,72 @@ TEST(proto_decode_checks_declared_datums) {
   tb_error_clear(&err);
 }
 
+/* A protobuf map may carry a key twice; the last value is the one (the
+ * protobuf rule): a metric, and a field of an ArrayRecord, are then read
+ * once, as the JSON form (which cannot repeat a key) would carry them. */
+TEST(proto_repeated_map_keys_take_the_last_value) {
+  float first[2] = { -1, -2 }, last[2] = { -3, -4 };
+  int64_t offs[2] = { 0, 8 };
+  TinkerPublic__BatchedTensor b1 = TINKER_PUBLIC__BATCHED_TENSOR__INIT;
+  b1.data.data = (uint8_t *)first;
+  b1.data.len = sizeof(first);
+  b1.offsets.data = (uint8_t *)offs;
+  b1.offsets.len = sizeof(offs);
+  b1.dtype = TINKER_PUBLIC__DTYPE__DTYPE_FLOAT32;
+  TinkerPublic__BatchedTensor b2 = b1;
+  b2.data.data = (uint8_t *)last;
+  TinkerPublic__ArrayRecord__FieldsEntry e1 = TINKER_PUBLIC__ARRAY_RECORD__FIELDS_ENTRY__INIT;
+  TinkerPublic__ArrayRecord__FieldsEntry e2 = e1;
+  e1.key = e2.key = "logprobs";
+  e1.value = &b1;
+  e2.value = &b2;
+  TinkerPublic__ArrayRecord__FieldsEntry *es[] = { &e1, &e2 };
+  TinkerPublic__ArrayRecord rec = TINKER_PUBLIC__ARRAY_RECORD__INIT;
+  rec.n_fields = 2;
+  rec.fields = es;
+  rec.num_datums = 1;
+  TinkerPublic__ArrayRecord *recs[] = { &rec };
+  TinkerPublic__ForwardBackwardOutput__MetricsEntry m1 =
+      TINKER_PUBLIC__FORWARD_BACKWARD_OUTPUT__METRICS_ENTRY__INIT;
+  TinkerPublic__ForwardBackwardOutput__MetricsEntry m2 = m1, m3 = m1;
+  m1.key = m3.key = "loss:sum";
+  m1.value = 1;
+  m2.key = "tokens:sum";
+  m2.value = 3;
+  m3.value = 2;
+  TinkerPublic__ForwardBackwardOutput__MetricsEntry *ms[] = { &m1, &m2, &m3 };
+  TinkerPublic__ForwardBackwardOutput msg = TINKER_PUBLIC__FORWARD_BACKWARD_OUTPUT__INIT;
+  msg.n_loss_fn_outputs = 1;
+  msg.loss_fn_outputs = recs;
+  msg.n_metrics = 3;
+  msg.metrics = ms;
+  uint8_t buf[256];
+  size_t n = tinker_public__forward_backward_output__pack(&msg, buf);
+
+  tb__arena_t a;
+  tb__arena_init(&a, 0);
+  tb_error_t err = { 0 };
+  tb__jctx_t c;
+  tb__jctx_init(&c, &err);
+  tb__wire_fwdbwd_output_t o;
+  ASSERT_OK(tb__wire_fwdbwd_output_from_proto(&c, &a, (tb_slice_t){ (char *)buf, n }, &o));
+  ASSERT_EQ_INT(o.n_outputs, 1);
+  ASSERT_EQ_INT(o.outputs[0].n_fields, 1);
+  ASSERT_STR_EQ(o.outputs[0].fields[0].name, "logprobs");
+  ASSERT_NEAR(o.outputs[0].fields[0].tensor.f32[1], -4.0, 0, 0);
+  ASSERT_EQ_INT(o.n_metrics, 2);
+  ASSERT_STR_EQ(o.metrics[0].name, "tokens:sum");
+  ASSERT_NEAR(o.metrics[0].value, 3.0, 0, 0);
+  ASSERT_STR_EQ(o.metrics[1].name, "loss:sum");
+  ASSERT_NEAR(o.metrics[1].value, 2.0, 0, 0);
+  tb__arena_free(&a);
+  tb_error_clear(&err);
+}
+
 TEST_LIST(
   TEST_ENTRY(json_round_trip),
   TEST_ENTRY(proto_round_trip_and_layout),
   TEST_ENTRY(proto_decode_widens_and_rejects_bad_offsets),
   TEST_ENTRY(proto_decode_checks_declared_datums),
+  TEST_ENTRY(proto_repeated_map_keys_take_the_last_value),
 )

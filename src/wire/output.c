@@ -343,6 +343,15 @@ int tb__wire_fwdbwd_output_from_proto(tb__jctx_t *c, tb__arena_t *a,
       &alloc, body.len, (const uint8_t *)body.base);
   if (msg == NULL)
     return tb__jctx_fail(c, "not a valid protobuf ForwardBackwardOutput");
+  /* A map key sent twice means its last value (wire/proto.h). */
+  int mrc = TB__WIRE_PROTO_MAP_LAST(a, msg->metrics, msg->n_metrics,
+                                    TinkerPublic__ForwardBackwardOutput__MetricsEntry);
+  for (size_t r = 0; mrc == 0 && r < msg->n_loss_fn_outputs; r++)
+    mrc = TB__WIRE_PROTO_MAP_LAST(a, msg->loss_fn_outputs[r]->fields,
+                                  msg->loss_fn_outputs[r]->n_fields,
+                                  TinkerPublic__ArrayRecord__FieldsEntry);
+  if (mrc != 0)
+    return TB_ENOMEM;
   o->loss_fn_output_type = msg->loss_fn_output_type && msg->loss_fn_output_type[0]
                                ? msg->loss_fn_output_type : "ArrayRecord";
   /* Datum counts per record: num_datums, or the first field's offsets. */
