@@ -3,7 +3,10 @@
  */
 #include "tb_test.h"
 
+#include <math.h>
+
 #include "core/arena.h"
+#include "wire/datum.h"
 #include "wire/output.h"
 #include "wire/proto.h"
 
@@ -297,10 +300,55 @@ TEST(proto_repeated_map_keys_take_the_last_value) {
   tb_error_clear(&err);
 }
 
+/* What the encoder writes for a value JSON cannot carry (null for a NaN
+ * or infinite log-prob or metric, as a diverged loss gives) decodes again,
+ * as NaN: a JSON client can read every result the server sends. */
+TEST(json_null_reads_back_as_nan) {
+  tb__wire_named_tensor_t f[2];
+  tb__wire_datum_output_t d[2];
+  tb__wire_metric_t m[1];
+  tb__wire_fwdbwd_output_t o = sample_output(f, d, m);
+  float lp[3] = { -1.0f, -INFINITY, NAN };
+  f[0].tensor.f32 = lp;
+  m[0].value = NAN;
+  json_t *j = tb__wire_fwdbwd_output_to_json(&o);
+  ASSERT(j != NULL);
+  char *text = tb__json_dump(j, NULL);
+  json_decref(j);
+  ASSERT_STR_CONTAINS(text, "[-1.0,null,null]");
+  ASSERT_STR_CONTAINS(text, "\"loss:sum\":null");
+  tb__arena_t a;
+  tb__arena_init(&a, 0);
+  tb_error_t err = { 0 };
+  tb__jctx_t c;
+  tb__jctx_init(&c, &err);
+  json_t *doc;
+  ASSERT_OK(tb__json_parse((tb_slice_t){ text, strlen(text) }, &doc, &err));
+  tb__wire_fwdbwd_output_t back;
+  ASSERT_OK(tb__wire_fwdbwd_output_from_json(&c, &a, doc, &back));
+  const tb__wire_tensor_t *t = &back.outputs[0].fields[0].tensor;
+  ASSERT_EQ_INT(t->numel, 3);
+  ASSERT_NEAR(t->f32[0], -1.0, 0, 0);
+  ASSERT(isnan(t->f32[1]) && isnan(t->f32[2]));
+  ASSERT(isnan(back.metrics[0].value));
+  /* Requests stay strict: a null weight is refused. */
+  json_t *req = json_pack("{s:[n]}", "weights");
+  tb__wire_tensor_t w;
+  ASSERT_ERR(tb__wire_tensor_from_json(&c, &a, "weights", json_object_get(req, "weights"),
+                                       (size_t)1 << 20, &w),
+             TB_EFIELD);
+  json_decref(req);
+  json_decref(doc);
+  free(text);
+  tb__arena_free(&a);
+  tb_error_clear(&err);
+}
+
 TEST_LIST(
   TEST_ENTRY(json_round_trip),
   TEST_ENTRY(proto_round_trip_and_layout),
   TEST_ENTRY(proto_decode_widens_and_rejects_bad_offsets),
   TEST_ENTRY(proto_decode_checks_declared_datums),
   TEST_ENTRY(proto_repeated_map_keys_take_the_last_value),
+  TEST_ENTRY(json_null_reads_back_as_nan),
 )

@@ -126,8 +126,8 @@ int tb__wire_fwdbwd_output_from_json(tb__jctx_t *c, tb__arena_t *a,
         size_t mk = tb__jctx_push_key(c, key);
         tb__wire_named_tensor_t *nt = &d->fields[d->n_fields++];
         nt->name = tb__arena_strndup(a, key, strlen(key));
-        rc = nt->name ? tb__wire_tensor_from_json(c, a, key, tv, OUTPUT_MAX_TENSOR_BYTES,
-                                                  &nt->tensor)
+        rc = nt->name ? tb__wire_result_tensor_from_json(c, a, key, tv, OUTPUT_MAX_TENSOR_BYTES,
+                                                         &nt->tensor)
                       : TB_ENOMEM;
         tb__jctx_pop(c, mk);
       }
@@ -145,7 +145,11 @@ int tb__wire_fwdbwd_output_from_json(tb__jctx_t *c, tb__arena_t *a,
   json_object_foreach(metrics, key, mv) {
     size_t mk = tb__jctx_push_key(c, key);
     o->metrics[i].name = tb__arena_strndup(a, key, strlen(key));
-    rc = o->metrics[i].name ? tb__json_as_double(c, mv, &o->metrics[i].value) : TB_ENOMEM;
+    /* A metric that diverged travels as null (real_or_null). */
+    if (o->metrics[i].name != NULL && json_is_null(mv))
+      o->metrics[i].value = NAN;
+    else
+      rc = o->metrics[i].name ? tb__json_as_double(c, mv, &o->metrics[i].value) : TB_ENOMEM;
     tb__jctx_pop(c, mk);
     i++;
     if (rc != 0)
