@@ -344,6 +344,37 @@ TEST(json_null_reads_back_as_nan) {
   tb_error_clear(&err);
 }
 
+/* jansson's allocations, counted, to see that a failed encoding leaves
+ * nothing behind. */
+static long live_json;
+
+static void *counting_malloc(size_t n) {
+  void *p = malloc(n);
+  live_json += p != NULL;
+  return p;
+}
+
+static void counting_free(void *p) {
+  live_json -= p != NULL;
+  free(p);
+}
+
+/* A loss_fn_output_type that is no UTF-8 (a result decoded from protobuf
+ * may carry one) cannot be encoded as JSON: the encoder says so and
+ * releases what it built. */
+TEST(json_encode_failure_leaks_nothing) {
+  tb__wire_named_tensor_t f[2];
+  tb__wire_datum_output_t d[2];
+  tb__wire_metric_t m[1];
+  tb__wire_fwdbwd_output_t o = sample_output(f, d, m);
+  o.loss_fn_output_type = "Array\xffRecord";
+  json_set_alloc_funcs(counting_malloc, counting_free);
+  json_t *j = tb__wire_fwdbwd_output_to_json(&o);
+  json_set_alloc_funcs(malloc, free);
+  ASSERT(j == NULL);
+  ASSERT_EQ_INT(live_json, 0);
+}
+
 TEST_LIST(
   TEST_ENTRY(json_round_trip),
   TEST_ENTRY(proto_round_trip_and_layout),
@@ -351,4 +382,5 @@ TEST_LIST(
   TEST_ENTRY(proto_decode_checks_declared_datums),
   TEST_ENTRY(proto_repeated_map_keys_take_the_last_value),
   TEST_ENTRY(json_null_reads_back_as_nan),
+  TEST_ENTRY(json_encode_failure_leaks_nothing),
 )

@@ -26,7 +26,8 @@ static json_t *real_or_null(double v) {
 
 /* json_object_set_new steals its value even when it fails, so children are
  * attached to their parent first and filled afterwards: one decref of the
- * root releases everything on any failure. */
+ * root releases everything on any failure.  Every child is attached, also
+ * after a failed one (no || chains), or it would be left behind. */
 static json_t *tensor_to_json(const tb__wire_tensor_t *t) {
   json_t *obj = json_object(), *data = json_array(), *shape = json_array();
   if (obj == NULL) {
@@ -34,10 +35,11 @@ static json_t *tensor_to_json(const tb__wire_tensor_t *t) {
     json_decref(shape);
     return NULL;
   }
-  if (json_object_set_new(obj, "data", data) != 0 ||
-      json_object_set_new(obj, "dtype", json_string(t->dtype == TB_DTYPE_FLOAT32
-                                                        ? "float32" : "int64")) != 0 ||
-      json_object_set_new(obj, "shape", shape) != 0)
+  int bad = json_object_set_new(obj, "data", data) != 0;
+  bad |= json_object_set_new(obj, "dtype", json_string(t->dtype == TB_DTYPE_FLOAT32
+                                                           ? "float32" : "int64")) != 0;
+  bad |= json_object_set_new(obj, "shape", shape) != 0;
+  if (bad)
     goto fail;
   for (size_t i = 0; i < t->numel; i++) {
     json_t *v;
@@ -65,9 +67,10 @@ json_t *tb__wire_fwdbwd_output_to_json(const tb__wire_fwdbwd_output_t *o) {
     return NULL;
   }
   const char *type = o->loss_fn_output_type ? o->loss_fn_output_type : "ArrayRecord";
-  if (json_object_set_new(root, "loss_fn_output_type", json_string(type)) != 0 ||
-      json_object_set_new(root, "loss_fn_outputs", outs) != 0 ||
-      json_object_set_new(root, "metrics", metrics) != 0)
+  int bad = json_object_set_new(root, "loss_fn_output_type", json_string(type)) != 0;
+  bad |= json_object_set_new(root, "loss_fn_outputs", outs) != 0;
+  bad |= json_object_set_new(root, "metrics", metrics) != 0;
+  if (bad)
     goto fail;
   for (size_t i = 0; i < o->n_outputs; i++) {
     json_t *rec = json_object();

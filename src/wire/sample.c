@@ -184,17 +184,25 @@ json_t *tb__wire_sample_response_to_json(const tb__wire_sample_response_t *r) {
     json_decref(seqs);
     return NULL;
   }
-  if (json_object_set_new(root, "type", json_string("sample")) != 0 ||
-      json_object_set_new(root, "sequences", seqs) != 0 ||
-      json_object_set_new(root, "prompt_cache_hit_tokens",
-                          json_integer((json_int_t)r->prompt_cache_hit_tokens)) != 0)
+  /* Every child is attached, also after a failed one, so that one decref
+   * of the root releases everything. */
+  int bad = json_object_set_new(root, "type", json_string("sample")) != 0;
+  bad |= json_object_set_new(root, "sequences", seqs) != 0;
+  bad |= json_object_set_new(root, "prompt_cache_hit_tokens",
+                             json_integer((json_int_t)r->prompt_cache_hit_tokens)) != 0;
+  if (bad)
     goto fail;
   for (size_t i = 0; i < r->n_sequences; i++) {
     const tb__wire_sequence_t *s = &r->sequences[i];
     json_t *seq = json_object(), *toks = json_array();
-    if (json_array_append_new(seqs, seq) != 0 || toks == NULL ||
-        json_object_set_new(seq, "stop_reason", json_string(stop_reason_name(s->stop_reason))) ||
-        json_object_set_new(seq, "tokens", toks) != 0)
+    if (json_array_append_new(seqs, seq) != 0) {
+      json_decref(toks);
+      goto fail;
+    }
+    bad = json_object_set_new(seq, "stop_reason",
+                              json_string(stop_reason_name(s->stop_reason))) != 0;
+    bad |= json_object_set_new(seq, "tokens", toks) != 0;
+    if (bad)
       goto fail;
     for (size_t k = 0; k < s->n_tokens; k++)
       if (json_array_append_new(toks, json_integer(s->tokens[k])) != 0)
