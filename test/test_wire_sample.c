@@ -12,7 +12,7 @@ typedef struct {
   tb__arena_t arena;
   tb_error_t err;
   tb__jctx_t ctx;
-  json_t *docs[4];  /* decoded strings point into these */
+  json_t *docs[4];
   size_t n_docs;
 } ctx_t;
 
@@ -224,10 +224,41 @@ TEST(sample_response_topk_grid_is_bounded) {
   ctx_free(&c);
 }
 
+/* Decoded values live in the arena (sample.h): the stop strings too, so
+ * that a request outlives its JSON document. */
+TEST(sample_request_stop_strings_outlive_the_document) {
+  const char *texts[] = {
+    "{\"prompt\":{\"chunks\":[{\"type\":\"encoded_text\",\"tokens\":[1]}]},"
+    "\"sampling_params\":{\"stop\":\"END\"}}",
+    "{\"prompt\":{\"chunks\":[{\"type\":\"encoded_text\",\"tokens\":[1]}]},"
+    "\"sampling_params\":{\"stop\":[\"a\",\"END\"]}}",
+  };
+  for (size_t k = 0; k < 2; k++) {
+    tb__arena_t a;
+    tb__arena_init(&a, 0);
+    tb_error_t err = { 0 };
+    tb__jctx_t c;
+    tb__jctx_init(&c, &err);
+    json_t *doc;
+    ASSERT_OK(tb__json_parse((tb_slice_t){ texts[k], strlen(texts[k]) }, &doc, &err));
+    tb__wire_sample_request_t r;
+    ASSERT_OK(tb__wire_sample_request_from_json(&c, &a, doc, &r));
+    const json_t *stop = json_object_get(json_object_get(doc, "sampling_params"), "stop");
+    const json_t *last = json_is_array(stop) ? json_array_get(stop, 1) : stop;
+    ASSERT(r.params.stop_strings[k] != json_string_value(last));
+    json_decref(doc);
+    ASSERT_EQ_INT(r.params.n_stop_strings, k + 1);
+    ASSERT_STR_EQ(r.params.stop_strings[k], "END");
+    tb__arena_free(&a);
+    tb_error_clear(&err);
+  }
+}
+
 TEST_LIST(
   TEST_ENTRY(sample_request_decodes_with_defaults),
   TEST_ENTRY(sample_request_errors),
   TEST_ENTRY(sample_response_json_round_trip),
   TEST_ENTRY(sample_response_proto_round_trip),
   TEST_ENTRY(sample_response_topk_grid_is_bounded),
+  TEST_ENTRY(sample_request_stop_strings_outlive_the_document),
 )

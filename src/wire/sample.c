@@ -19,7 +19,10 @@ static int stop_from_json(tb__jctx_t *c, tb__arena_t *a, const json_t *stop,
     p->stop_strings = tb__arena_alloc(a, sizeof(char *));
     if (p->stop_strings == NULL)
       return TB_ENOMEM;
-    p->stop_strings[0] = json_string_value(stop);
+    p->stop_strings[0] = tb__arena_strndup(a, json_string_value(stop),
+                                           json_string_length(stop));
+    if (p->stop_strings[0] == NULL)
+      return TB_ENOMEM;
     p->n_stop_strings = 1;
     return 0;
   }
@@ -40,7 +43,10 @@ static int stop_from_json(tb__jctx_t *c, tb__arena_t *a, const json_t *stop,
         return tb__jctx_fail(c, "expected a non-empty string, got %s",
                              tb__json_type_name(s));
       }
-      p->stop_strings[i] = json_string_value(s);
+      p->stop_strings[i] = tb__arena_strndup(a, json_string_value(s),
+                                             json_string_length(s));
+      if (p->stop_strings[i] == NULL)
+        return TB_ENOMEM;
     }
     p->n_stop_strings = n;
     return 0;
