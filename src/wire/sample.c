@@ -476,6 +476,10 @@ int tb__wire_sample_response_from_proto(tb__jctx_t *c, tb__arena_t *a,
       tinker_public__sample_response__unpack(&alloc, body.len, (const uint8_t *)body.base);
   if (msg == NULL)
     return tb__jctx_fail(c, "not a valid protobuf SampleResponse");
+  /* What the JSON decoder refuses, this one refuses too. */
+  if (msg->prompt_cache_hit_tokens < 0)
+    return tb__jctx_fail_at(c, "prompt_cache_hit_tokens", "%d is negative",
+                            (int)msg->prompt_cache_hit_tokens);
   r->prompt_cache_hit_tokens = msg->prompt_cache_hit_tokens;
   r->n_sequences = msg->n_sequences;
   r->sequences = tb__arena_calloc(a, r->n_sequences + 1, sizeof(*r->sequences));
@@ -495,6 +499,13 @@ int tb__wire_sample_response_from_proto(tb__jctx_t *c, tb__arena_t *a,
       rc = tb__jctx_fail(c, "stop_reason: unknown value %d", (int)s->stop_reason);
     if (rc == 0)
       rc = copy4(c, a, &s->tokens, (void **)&seq->tokens, &seq->n_tokens, "tokens");
+    for (size_t k = 0; rc == 0 && k < seq->n_tokens; k++)
+      if (seq->tokens[k] < 0) {
+        size_t mt = tb__jctx_push_key(c, "tokens");
+        tb__jctx_push_index(c, k);
+        rc = tb__jctx_fail(c, "%d is negative", (int)seq->tokens[k]);
+        tb__jctx_pop(c, mt);
+      }
     /* Empty logprobs bytes are read as absent, as the SDK does. */
     if (rc == 0 && s->logprobs.len > 0) {
       size_t n = 0;
@@ -527,6 +538,17 @@ int tb__wire_sample_response_from_proto(tb__jctx_t *c, tb__arena_t *a,
     if (ni != cells || nl != cells)
       return tb__jctx_fail(c, "topk_prompt_logprobs: expected %zu cells (k x prompt_length)",
                            cells);
+    for (size_t i = 0; i < cells; i++) {
+      float lp = r->topk_logprobs[i];
+      if (lp != TB_WIRE_TOPK_EMPTY_LOGPROB && (r->topk_ids[i] < 0 || !isfinite(lp))) {
+        size_t mt = tb__jctx_push_key(c, "topk_prompt_logprobs");
+        tb__jctx_push_index(c, i / tk->k);
+        tb__jctx_push_index(c, i % tk->k);
+        rc = tb__jctx_fail(c, "expected [token_id, logprob]");
+        tb__jctx_pop(c, mt);
+        return rc;
+      }
+    }
     r->topk_k = tk->k;
     r->topk_rows = tk->prompt_length;
   }
