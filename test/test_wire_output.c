@@ -375,6 +375,42 @@ TEST(json_encode_failure_leaks_nothing) {
   ASSERT_EQ_INT(live_json, 0);
 }
 
+/* A field whose data bytes are empty (absent on the wire, so protobuf-c
+ * leaves no buffer) holds empty tensors: no pointer arithmetic on the
+ * missing buffer (undefined behaviour, which UBSan reports). */
+TEST(proto_empty_field_decodes_to_empty_tensors) {
+  int64_t offs[3] = { 0, 0, 0 };
+  TinkerPublic__BatchedTensor bt = TINKER_PUBLIC__BATCHED_TENSOR__INIT;
+  bt.offsets.data = (uint8_t *)offs;
+  bt.offsets.len = sizeof(offs);
+  bt.dtype = TINKER_PUBLIC__DTYPE__DTYPE_FLOAT32;
+  TinkerPublic__ArrayRecord__FieldsEntry e = TINKER_PUBLIC__ARRAY_RECORD__FIELDS_ENTRY__INIT;
+  e.key = "logprobs";
+  e.value = &bt;
+  TinkerPublic__ArrayRecord__FieldsEntry *es[] = { &e };
+  TinkerPublic__ArrayRecord rec = TINKER_PUBLIC__ARRAY_RECORD__INIT;
+  rec.n_fields = 1;
+  rec.fields = es;
+  rec.num_datums = 2;
+  TinkerPublic__ArrayRecord *recs[] = { &rec };
+  TinkerPublic__ForwardBackwardOutput msg = TINKER_PUBLIC__FORWARD_BACKWARD_OUTPUT__INIT;
+  msg.n_loss_fn_outputs = 1;
+  msg.loss_fn_outputs = recs;
+  uint8_t buf[128];
+  size_t n = tinker_public__forward_backward_output__pack(&msg, buf);
+  tb__arena_t a;
+  tb__arena_init(&a, 0);
+  tb_error_t err = { 0 };
+  tb__jctx_t c;
+  tb__jctx_init(&c, &err);
+  tb__wire_fwdbwd_output_t o;
+  ASSERT_OK(tb__wire_fwdbwd_output_from_proto(&c, &a, (tb_slice_t){ (char *)buf, n }, &o));
+  ASSERT_EQ_INT(o.n_outputs, 2);
+  ASSERT_EQ_INT(o.outputs[1].fields[0].tensor.numel, 0);
+  tb__arena_free(&a);
+  tb_error_clear(&err);
+}
+
 TEST_LIST(
   TEST_ENTRY(json_round_trip),
   TEST_ENTRY(proto_round_trip_and_layout),
@@ -383,4 +419,5 @@ TEST_LIST(
   TEST_ENTRY(proto_repeated_map_keys_take_the_last_value),
   TEST_ENTRY(json_null_reads_back_as_nan),
   TEST_ENTRY(json_encode_failure_leaks_nothing),
+  TEST_ENTRY(proto_empty_field_decodes_to_empty_tensors),
 )

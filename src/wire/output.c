@@ -328,7 +328,8 @@ static int field_from_proto(tb__jctx_t *c, tb__arena_t *a, const char *name,
     int rc = tb__wire_tensor_alloc(c, a, t, SIZE_MAX);  /* count <= the bytes present */
     if (rc != 0)
       return rc;
-    const uint8_t *p = bt->data.data + lo;
+    /* No arithmetic on an empty field's missing buffer. */
+    const uint8_t *p = count > 0 ? bt->data.data + lo : NULL;
     for (size_t k = 0; k < count; k++, p += es) {
       switch (bt->dtype) {
         case TINKER_PUBLIC__DTYPE__DTYPE_FLOAT32: t->f32[k] = tb__le_f32(p); break;
