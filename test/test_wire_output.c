@@ -411,6 +411,44 @@ TEST(proto_empty_field_decodes_to_empty_tensors) {
   tb_error_clear(&err);
 }
 
+/* A trailing shape whose product does not fit a size_t is refused, not
+ * wrapped to zero (and then divided by). */
+TEST(proto_trailing_shape_overflow_is_refused) {
+  int64_t offs[2] = { 0, 0 };
+  int64_t trailing[2] = { (int64_t)1 << 32, (int64_t)1 << 32 };
+  TinkerPublic__BatchedTensor bt = TINKER_PUBLIC__BATCHED_TENSOR__INIT;
+  bt.offsets.data = (uint8_t *)offs;
+  bt.offsets.len = sizeof(offs);
+  bt.dtype = TINKER_PUBLIC__DTYPE__DTYPE_FLOAT32;
+  bt.n_trailing_shape = 2;
+  bt.trailing_shape = trailing;
+  TinkerPublic__ArrayRecord__FieldsEntry e = TINKER_PUBLIC__ARRAY_RECORD__FIELDS_ENTRY__INIT;
+  e.key = "logprobs";
+  e.value = &bt;
+  TinkerPublic__ArrayRecord__FieldsEntry *es[] = { &e };
+  TinkerPublic__ArrayRecord rec = TINKER_PUBLIC__ARRAY_RECORD__INIT;
+  rec.n_fields = 1;
+  rec.fields = es;
+  rec.num_datums = 1;
+  TinkerPublic__ArrayRecord *recs[] = { &rec };
+  TinkerPublic__ForwardBackwardOutput msg = TINKER_PUBLIC__FORWARD_BACKWARD_OUTPUT__INIT;
+  msg.n_loss_fn_outputs = 1;
+  msg.loss_fn_outputs = recs;
+  uint8_t buf[128];
+  size_t n = tinker_public__forward_backward_output__pack(&msg, buf);
+  tb__arena_t a;
+  tb__arena_init(&a, 0);
+  tb_error_t err = { 0 };
+  tb__jctx_t c;
+  tb__jctx_init(&c, &err);
+  tb__wire_fwdbwd_output_t o;
+  ASSERT_ERR(tb__wire_fwdbwd_output_from_proto(&c, &a, (tb_slice_t){ (char *)buf, n }, &o),
+             TB_EFIELD);
+  ASSERT_STR_CONTAINS(err.message, "loss_fn_outputs[0].logprobs: trailing_shape");
+  tb__arena_free(&a);
+  tb_error_clear(&err);
+}
+
 TEST_LIST(
   TEST_ENTRY(json_round_trip),
   TEST_ENTRY(proto_round_trip_and_layout),
@@ -420,4 +458,5 @@ TEST_LIST(
   TEST_ENTRY(json_null_reads_back_as_nan),
   TEST_ENTRY(json_encode_failure_leaks_nothing),
   TEST_ENTRY(proto_empty_field_decodes_to_empty_tensors),
+  TEST_ENTRY(proto_trailing_shape_overflow_is_refused),
 )

@@ -304,6 +304,9 @@ static int field_from_proto(tb__jctx_t *c, tb__arena_t *a, const char *name,
   for (size_t d = 0; d < bt->n_trailing_shape; d++) {
     if (bt->trailing_shape[d] <= 0)
       return tb__jctx_fail(c, "trailing_shape[%zu]: must be positive", d);
+    /* A product past SIZE_MAX would wrap, to zero at worst. */
+    if ((uint64_t)bt->trailing_shape[d] > SIZE_MAX / inner)
+      return tb__jctx_fail(c, "trailing_shape: too many elements");
     inner *= (size_t)bt->trailing_shape[d];
   }
   for (size_t i = 0; i < n; i++) {
