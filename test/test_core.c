@@ -87,6 +87,20 @@ TEST(arena_alignment_and_large_blocks) {
   tb__arena_free(&a);
 }
 
+/* A size within 16 bytes of SIZE_MAX passes the arena's own check, and a
+ * dedicated block's header must not wrap it around to a tiny malloc (then
+ * overrun by the caller's memset: a tensor of 2^61 - 3 int64 values). */
+TEST(arena_refuses_sizes_its_block_header_would_wrap) {
+  tb__arena_t a;
+  tb__arena_init(&a, 0);
+  /* Every size that rounds up to the last 16 bytes (larger ones than
+   * those never reach malloc; smaller ones are malloc's to refuse). */
+  for (size_t back = 16; back <= 30; back++)
+    ASSERT(tb__arena_alloc(&a, SIZE_MAX - back) == NULL);
+  ASSERT(tb__arena_calloc(&a, ((size_t)1 << 61) - 3, 8) == NULL);
+  tb__arena_free(&a);
+}
+
 TEST(json_paths_in_errors) {
   tb_error_t err = { 0 };
   json_t *doc;
@@ -254,6 +268,7 @@ TEST(log_levels_parse) {
 TEST_LIST(
   TEST_ENTRY(json_scan_reads_flat_objects_only),
   TEST_ENTRY(error_names_and_messages),
+  TEST_ENTRY(arena_refuses_sizes_its_block_header_would_wrap),
   TEST_ENTRY(rich_error_owns_its_strings),
   TEST_ENTRY(buf_grows_and_consumes),
   TEST_ENTRY(arena_alignment_and_large_blocks),
