@@ -10,6 +10,7 @@
 #include "core/buf.h"
 #include "http/router.h"
 #include "http/server.h"
+#include "http/server_internal.h"
 
 /* ------------------------------------------------------------ fixture */
 
@@ -802,6 +803,39 @@ TEST(router_params_and_methods) {
   ASSERT_LOOP_CLOSE(&loop);
 }
 
+/* The view a handler gets of a request whose URL is empty (llhttp lets
+ * "CONNECT" without an authority through): an empty URL and the path "/",
+ * with no arithmetic on the head buffer that does not exist yet. */
+static tb__http_msg_t *empty_url_begin(tb__http_parser_t *p) {
+  return p->data;
+}
+
+TEST(request_view_of_an_empty_url) {
+  ASSERT_OK(uv_loop_init(&loop));
+  static const tb__http_parser_cbs_t cbs = { empty_url_begin, NULL };
+  tb__http_request_t req;
+  memset(&req, 0, sizeof(req));
+  tb__arena_init(&req.arena, 0);
+  tb__http_msg_init(&req.msg);
+  tb__http_parser_t p;
+  tb__http_parser_init(&p, &cbs, 0);
+  p.data = &req.msg;
+  static const char text[] = "CONNECT \n\n";
+  size_t used;
+  ASSERT_EQ_INT(tb__http_parser_execute(&p, text, sizeof(text) - 1, &used), TB__HTTP_PARSE_MESSAGE);
+  ASSERT_EQ_INT(req.msg.url_len, 0);
+  ASSERT_OK(tb__http_req_fill_head(&req));
+  tb__http_req_fill_body(&req);
+  ASSERT(req.url.base != NULL);
+  ASSERT_EQ_INT(req.url.len, 0);
+  ASSERT_MEM_EQ_STR(req.path.base, req.path.len, "/");
+  ASSERT(req.query.base != NULL);
+  ASSERT_EQ_INT(req.query.len, 0);
+  tb__http_msg_free(&req.msg);
+  tb__arena_free(&req.arena);
+  ASSERT_LOOP_CLOSE(&loop);
+}
+
 TEST(query_parameters) {
   ASSERT_OK(uv_loop_init(&loop));
   tb__http_request_t req;
@@ -832,6 +866,7 @@ TEST(query_parameters) {
 
 TEST_LIST(
   TEST_ENTRY(keep_alive_many_sequential_requests),
+  TEST_ENTRY(request_view_of_an_empty_url),
   TEST_ENTRY(pipelined_answers_stay_in_order),
   TEST_ENTRY(pipeline_back_pressure),
   TEST_ENTRY(every_limit_has_its_status),

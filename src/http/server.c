@@ -282,6 +282,8 @@ int tb__http_req_fill_head(tb__http_request_t *req) {
   req->method.base = method;
   req->method.len = strlen(method);
   req->url = tb__http_msg_url(m);
+  if (req->url.base == NULL)
+    req->url.base = "";  /* an empty URL, before any head byte was kept */
   split_url(req);
   req->n_headers = m->n_headers;
   if (m->n_headers > 0) {
