@@ -222,6 +222,9 @@ char *tb__server_user_paths(const tb__server_t *srv, const char *msg);
 int tb__server_name_path(tb__server_t *srv, const char *dir, const char *name);
 void tb__server_path_names_free(tb__server_t *srv);
 
+/* The routes every server has, whatever parts it runs: the service
+ * routes, the sessions and retrieve_future of both dialects. */
+int tb__server_core_routes(tb__server_t *srv);
 /* service.c: the service routes, the index and the metrics. */
 int tb__service_routes(tb__server_t *srv);
 /* sessions_routes in sessions.c */

@@ -443,7 +443,7 @@ static void free_impl(tb__server_t *srv) {
   free(srv);
 }
 
-static int add_core_routes(tb__server_t *srv) {
+int tb__server_core_routes(tb__server_t *srv) {
   int rc = tb__service_routes(srv);
   rc = rc ? rc : tb__sessions_routes(srv);
   rc = rc ? rc : tb__server_route(srv, "POST", "/api/v1/retrieve_future",
@@ -557,7 +557,7 @@ int tb_server_init(uv_loop_t *loop, tb_server_t *server, const tb_server_options
       return rc;
     }
   }
-  rc = add_core_routes(srv);
+  rc = tb__server_core_routes(srv);
   if (rc != 0) {
     snprintf(server->message, sizeof(server->message), "cannot set up the routes");
     free_impl(srv);
