@@ -1,7 +1,8 @@
 /*
  * Fuzz target: config.json of a Hugging Face model directory, read as
  * the model loader reads it (src/engine/hf_model.c tb__hf_load: the JSON
- * text, then tb__hf_config_from_json and its checks).
+ * text, then tb__hf_config_from_json of src/engine/hf_config.c with its
+ * bounds and the settings of each family it refuses).
  *
  * Input: the file's text.  A config that loads must be one the math can
  * run (tb__model_config_validate) and must survive the writer: the
@@ -69,7 +70,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                  again.vocab_size == cfg.vocab_size &&
                  again.max_position_embeddings == cfg.max_position_embeddings &&
                  again.tie_word_embeddings == cfg.tie_word_embeddings &&
-                 again.rms_norm_eps == cfg.rms_norm_eps && again.rope_theta == cfg.rope_theta,
+                 again.rms_norm_eps == cfg.rms_norm_eps && again.rope_theta == cfg.rope_theta &&
+                 again.arch == cfg.arch && again.qkv_bias == cfg.qkv_bias &&
+                 again.qk_norm == cfg.qk_norm && again.rope_type == cfg.rope_type &&
+                 again.rope_factor == cfg.rope_factor &&
+                 again.rope_low_freq_factor == cfg.rope_low_freq_factor &&
+                 again.rope_high_freq_factor == cfg.rope_high_freq_factor &&
+                 again.rope_original_max_position_embeddings ==
+                     cfg.rope_original_max_position_embeddings,
              "the written config.json loads differently: %s", text);
   free(text);
   return 0;
