@@ -265,6 +265,17 @@ TEST(log_levels_parse) {
   ASSERT(TB_LOG_ENABLED(TB_LOG_ERROR));
 }
 
+/* Bytes outside ASCII in a key or a string are left to jansson, which
+ * checks that they are UTF-8: the reader must not accept what JSON does
+ * not, such as a request_id with a byte 0xff. */
+TEST(json_scan_leaves_non_ascii_to_jansson) {
+  jscan_log_t l;
+  ASSERT_EQ_INT(jscan("{\"request_id\":\"req-\xff\"}", &l), 0);
+  ASSERT_EQ_INT(jscan("{\"\xc3\":1}", &l), 0);
+  ASSERT_EQ_INT(jscan("{\"k\":\"\xe2\x9c\x93\"}", &l), 0);
+  ASSERT_EQ_INT(jscan("{\"k\":\"ascii\"}", &l), 1);
+}
+
 TEST_LIST(
   TEST_ENTRY(json_scan_reads_flat_objects_only),
   TEST_ENTRY(error_names_and_messages),
@@ -275,4 +286,5 @@ TEST_LIST(
   TEST_ENTRY(json_paths_in_errors),
   TEST_ENTRY(json_escape_keeps_json_valid),
   TEST_ENTRY(log_levels_parse),
+  TEST_ENTRY(json_scan_leaves_non_ascii_to_jansson),
 )
