@@ -1,7 +1,7 @@
 /*
  * Fuzz target: the decoders of src/wire/, both formats, both directions.
  *
- * Input: a selector byte, then the body.  The selector (mod 8) picks
+ * Input: a selector byte, then the body.  The selector (mod 9) picks
  *   0  forward_backward request, JSON    (server: forward_backward_input)
  *   1  forward request, JSON             (server: forward_input)
  *   2  forward / forward_backward request, protobuf (server)
@@ -10,6 +10,10 @@
  *   5  ForwardBackwardOutput, protobuf   (client)
  *   6  SampleResponse, JSON              (client)
  *   7  SampleResponse, protobuf          (client)
+ *   8  a flat JSON object as the poll reader takes it (core/json_scan.h:
+ *      retrieve_future bodies on the server, try_again answers on the
+ *      client), against jansson: what it accepts, jansson must read as
+ *      the same object, member by member
  * Requests go the way the server decodes them (model_routes.c decode_fwd:
  * the body, then the engine batch and its checks against `base`);
  * results the way the client does (client/convert.c, into the public
@@ -25,6 +29,7 @@
 #include <string.h>
 
 #include "client/convert.h"
+#include "core/json_scan.h"
 #include "core/log.h"
 #include "engine/base_model.h"
 #include "engine/llama.h"
@@ -334,9 +339,82 @@ static void sample_response(tb_slice_t body, int proto) {
   tb__arena_free(&a);
 }
 
+/* ------------------------------------------------------------ flat objects */
+
+typedef struct scan_check_s {
+  json_t *doc;  /* what jansson read, or NULL */
+  int dup;      /* a key comes twice: jansson keeps the last value */
+  int skip;     /* a number jansson cannot hold: no verdict */
+  size_t i;     /* the member the scanner is at */
+} scan_check_t;
+
+static int scan_member(void *ctx, const tb__jscan_member_t *m) {
+  scan_check_t *s = ctx;
+  if (s->skip)
+    return 0;
+  FUZZ_CHECK(s->doc != NULL, "the scanner reads what is no JSON object (member %zu)", s->i);
+  json_t *v = json_object_getn(s->doc, m->key.base, m->key.len);
+  FUZZ_CHECK(v != NULL, "member %zu: key %.*s is not jansson's", s->i, (int)m->key.len,
+             m->key.base);
+  if (!s->dup) {
+    switch (m->type) {
+      case TB_JSCAN_STRING:
+        FUZZ_CHECK(json_is_string(v) && json_string_length(v) == m->str.len &&
+                       memcmp(json_string_value(v), m->str.base, m->str.len) == 0,
+                   "member %zu: the string differs from jansson's", s->i);
+        break;
+      case TB_JSCAN_NUMBER:
+        FUZZ_CHECK(json_is_number(v) && json_number_value(v) == m->num,
+                   "member %zu: the number %.17g differs from jansson's", s->i, m->num);
+        break;
+      case TB_JSCAN_TRUE:
+        FUZZ_CHECK(json_is_true(v), "member %zu: true for the scanner only", s->i);
+        break;
+      case TB_JSCAN_FALSE:
+        FUZZ_CHECK(json_is_false(v), "member %zu: false for the scanner only", s->i);
+        break;
+      case TB_JSCAN_NULL:
+        FUZZ_CHECK(json_is_null(v), "member %zu: null for the scanner only", s->i);
+        break;
+    }
+  }
+  s->i++;
+  return 0;
+}
+
+static int scan_count(void *ctx, const tb__jscan_member_t *m) {
+  return 0;
+}
+
+static void flat_object(tb_slice_t body) {
+  scan_check_t s = { 0 };
+  json_error_t je;
+  s.doc = json_loadb(body.base, body.len, JSON_DECODE_INT_AS_REAL, &je);
+  /* JSON has numbers of any size; jansson's stop at a double. */
+  s.skip = s.doc == NULL && json_error_code(&je) == json_error_numeric_overflow;
+  if (s.doc != NULL && !json_is_object(s.doc)) {
+    json_decref(s.doc);
+    s.doc = NULL;
+  }
+  if (s.doc != NULL) {
+    json_t *strict =
+        json_loadb(body.base, body.len, JSON_DECODE_INT_AS_REAL | JSON_REJECT_DUPLICATES, &je);
+    s.dup = strict == NULL;
+    json_decref(strict);
+  }
+  /* Members before a give-up are passed on too: the verdict is on the
+   * objects it reads whole, member by member in a second pass. */
+  if (tb__jscan_object(body, scan_count, NULL) && !s.skip) {
+    FUZZ_CHECK(tb__jscan_object(body, scan_member, &s), "the second pass gave up");
+    FUZZ_CHECK(s.dup || s.i == json_object_size(s.doc),
+               "the scanner read %zu members, jansson %zu", s.i, json_object_size(s.doc));
+  }
+  json_decref(s.doc);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   fuzz_in_t in = { data, size };
-  uint8_t sel = fuzz_byte(&in) % 8;
+  uint8_t sel = fuzz_byte(&in) % 9;
   tb_slice_t body = { (const char *)in.p, in.n };
   switch (sel) {
     case 0: fwdbwd_request(body, 0, "forward_backward_input"); break;
@@ -347,6 +425,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     case 5: fwdbwd_output(body, 1); break;
     case 6: sample_response(body, 0); break;
     case 7: sample_response(body, 1); break;
+    case 8: flat_object(body); break;
   }
   return 0;
 }

@@ -176,6 +176,15 @@ def wire_seeds():
         b"\x05" + field(2, 2, field(1, 2, b"ArrayRecord") + field(3, 0, 1 << 24)))
 
 
+    # Flat objects of the long poll (core/json_scan.h): the SDK's body and
+    # a try_again answer.
+    put("wire", "poll-body", b"\x08" + b'{"request_id": "req-fd94", "allow_metadata_only": true}')
+    put("wire", "poll-try-again", b"\x08" + json.dumps({
+        "type": "try_again", "request_id": "req-fd94", "queue_state": "paused_capacity",
+        "queue_state_reason": "busy", "started_at": None, "queue_position": 3,
+        "retry_after_ms": 1.5e3}).encode())
+
+
 # ------------------------------------------------------------ config.json
 
 def config_seeds():
