@@ -296,9 +296,22 @@ static void same_response(const tb__wire_sample_response_t *a,
                     memcmp(x->tokens, y->tokens, x->n_tokens * sizeof(int32_t)) == 0),
                "%s: sequence %zu differs", how, i);
   }
-  FUZZ_CHECK(a->n_prompt == b->n_prompt && a->topk_rows == b->topk_rows &&
-                 a->topk_k == b->topk_k,
-             "%s: prompt log-probs differ", how);
+  FUZZ_CHECK(a->n_prompt == b->n_prompt, "%s: prompt log-probs differ", how);
+  FUZZ_CHECK(a->topk_rows == b->topk_rows, "%s: %zu top-k rows became %zu", how, a->topk_rows,
+             b->topk_rows);
+  /* A row is its cells up to the first empty one (the JSON form keeps no
+   * more, as the SDK reads it); k may shrink to the longest row. */
+  for (size_t r = 0; r < a->topk_rows; r++)
+    for (size_t k = 0; k < a->topk_k || k < b->topk_k; k++) {
+      float la = k < a->topk_k ? a->topk_logprobs[r * a->topk_k + k] : TB_WIRE_TOPK_EMPTY_LOGPROB;
+      float lb = k < b->topk_k ? b->topk_logprobs[r * b->topk_k + k] : TB_WIRE_TOPK_EMPTY_LOGPROB;
+      if (la == TB_WIRE_TOPK_EMPTY_LOGPROB) {
+        FUZZ_CHECK(lb == TB_WIRE_TOPK_EMPTY_LOGPROB, "%s: top-k row %zu grew", how, r);
+        break;
+      }
+      FUZZ_CHECK(la == lb && a->topk_ids[r * a->topk_k + k] == b->topk_ids[r * b->topk_k + k],
+                 "%s: top-k row %zu cell %zu differs", how, r, k);
+    }
 }
 
 static void sample_response(tb_slice_t body, int proto) {
