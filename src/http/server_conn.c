@@ -209,9 +209,14 @@ static void parse_error(tb__http_server_conn_t *conn) {
   }
   tb__http_request_t *req = container_of(p->msg, tb__http_request_t, msg);
   p->msg = NULL;
+  tb__debug("http server: %d %s", p->status, p->reason);
+  /* Answered at its head already (llhttp finds some faults of a head,
+   * such as a Transfer-Encoding that is not chunked, only after it): that
+   * answer stands, and the connection ends after it. */
+  if (req->state == TB__REQ_RESPONDED)
+    return;
   req->keep_alive = 0;
   req->continue_state = 0;
-  tb__debug("http server: %d %s", p->status, p->reason);
   tb__http_respond_error(req, p->status, p->reason);
 }
 
