@@ -33,10 +33,13 @@
 #include "core/log.h"
 #include "engine/base_model.h"
 #include "engine/llama.h"
-#include "engine/tokenizer.h"
+#include "server/internal.h"
 #include "server/tinkerbell.h"
 #include "server/training.h"
+#include "text/base_chat.h"
+#include "text/base_vocab.h"
 
+static tb__server_t server;  /* only its options are read: --max-body 1M */
 static tb__training_t training;
 static tb__tbase_t base;
 static int data_fd = -1;
@@ -44,6 +47,8 @@ static char data_path[64];
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   tb__log_set_level(TB_LOG_OFF);
+  server.opts.max_body = (size_t)1 << 20;
+  training.srv = &server;
   base.tr = &training;
   base.name = (char *)TB_BASE_MODEL_NAME;
   base.builtin = 1;
@@ -81,7 +86,8 @@ static void train_line(const char *text, size_t len, size_t max_length) {
   tb__train_example_t e;
   tb_error_t err = { 0 };
   int truncated;
-  int rc = tb__train_example_from_line(text, len, max_length, 1, &e, &truncated, &err);
+  int rc = tb__train_example_from_line(tb__base_renderer(), text, len, max_length, 1, &e,
+                                       &truncated, &err);
   if (rc == 0) {
     check_example(&e, max_length);
     tb__train_example_free(&e);
@@ -96,7 +102,7 @@ static void train_file(const uint8_t *data, size_t len, size_t max_length) {
     abort();
   tb__train_data_t d;
   tb_error_t err = { 0 };
-  int rc = tb__train_data_load(data_path, max_length, &d, &err);
+  int rc = tb__train_data_load(tb__base_renderer(), data_path, max_length, &d, &err);
   if (rc == 0) {
     FUZZ_CHECK(d.n > 0, "loaded no examples");
     size_t tokens = 0;

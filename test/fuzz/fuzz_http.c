@@ -3,28 +3,29 @@
  * connection reads to the answer it would write, without a socket.
  *
  * Input: one flags byte (bits 0-2: how many split points follow, bit 3: a
- * 1 KiB body limit instead of the default), that many piece lengths (one
- * byte each, 1 to 256 bytes), then the bytes a client sends.  They reach
- * the request parser (src/http/server_parser.c) in those pieces, as reads
- * would, and each complete request goes the way server_conn.c's dispatch
- * sends it: tb__http_req_prepare (method, path and query, headers, body),
- * then the server's own route table (every route of both dialects, built
- * by the server's registration functions) through what the server does
- * before a handler runs (src/server/server.c on_request: 404 and 405
- * answers, the API key, the dialect of a shared path).  Instead of the
- * route's handler, which would start real work, the target reads every
- * parameter and a few query fields and answers with them as JSON.  A
- * parse error is answered as the connection answers it.
+ * 1 KiB body limit instead of the default, bit 4: API keys required), that
+ * many piece lengths (one byte each, 1 to 256 bytes), then the bytes a
+ * client sends.  They reach the request parser (src/http/server_parser.c)
+ * in those pieces, as reads would, and each request goes the way
+ * server_conn.c takes it: at its head, tb__http_req_fill_head and the
+ * server's tb__server_on_head (src/server/server.c: the route in the
+ * server's own table of every route of both dialects, 404, 405, 400, the
+ * API key and 401); once complete, tb__http_req_fill_body and the server's
+ * on_request step (the dialect of a shared path).  Instead of the route's
+ * handler, which would start real work, the target reads every parameter
+ * and a few query fields and answers with them as JSON.  A parse error is
+ * answered as the connection answers it.  Error messages go through the
+ * server's path rewriter (a data directory is set).
  *
  * Every answer the server serialises (server_response.c) must be one
  * well-formed HTTP/1.1 response whose Content-Length is its body's, and
  * every JSON body valid JSON (hence valid UTF-8).
  *
- * Not reached: the socket half of server_conn.c (reads, writes,
- * back-pressure, timers) and the handlers themselves; the wire target
- * decodes the bodies the handlers decode.  The server keeps no request
- * objects between inputs (no read buffer, so none are pooled), and each
- * input gets a fresh parser and connection.
+ * Not reached: the socket half of server_conn.c (reads, writes, body
+ * memory, back-pressure, timers) and the handlers themselves; the wire
+ * target decodes the bodies the handlers decode.  The server keeps no
+ * request objects between inputs (no read buffer, so none are pooled),
+ * and each input gets a fresh parser and connection.
  */
 #include "fuzz.h"
 
@@ -45,9 +46,10 @@
   ((type *)((char *)(ptr) - offsetof(type, member)))
 
 /* The route table, built once: registration allocates, matching does not
- * change it. */
+ * change it.  The API keys too, put in place per input. */
 static tb__server_t *srv;
 static tb__training_t training;
+static tb__auth_t keyed, open_auth;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   tb__log_set_level(TB_LOG_OFF);
@@ -55,12 +57,18 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   if (srv == NULL)
     abort();
   tb__http_router_init(&srv->router);
+  srv->opts.data_dir = "/srv/tinkerbell-data";
+  srv->unmatched.method = "";
+  srv->unmatched.pattern = "";
   training.srv = srv;
   int rc = tb__server_core_routes(srv);
   rc = rc ? rc : tb__rest_routes(srv);
   rc = rc ? rc : tb__model_routes(&training);
   rc = rc ? rc : tb__sampling_routes(&training);
   rc = rc ? rc : tb__tinkerbell_routes(&training);
+  static const char keys[] = "tml-fuzz-alice alice\ntml-fuzz-bob bob\n";
+  char msg[256];
+  rc = rc ? rc : tb__auth_init_text(&keyed, keys, sizeof(keys) - 1, 0, 0, msg, sizeof(msg));
   if (rc != 0 || srv->n_routes < 50) {
     fprintf(stderr, "fuzz_http: cannot build the route table (%d)\n", rc);
     abort();
@@ -145,49 +153,13 @@ static void check_answer(tb__http_request_t *req, int status) {
 
 /* ------------------------------------------------------------ requests */
 
-/* What the server does with a request before its route's handler runs
- * (src/server/server.c on_request), then a stand-in handler. */
-static void route(tb__http_request_t *req) {
-  tb__sreq_t *sr = tb__arena_calloc(&req->arena, 1, sizeof(*sr));
-  if (sr == NULL) {
-    tb__http_respond_error(req, 503, "out of memory");
-    return;
-  }
-  sr->srv = srv;
-  req->data = sr;
-  tb__http_route_match_t m;
-  int rc = tb__http_router_match(&srv->router, req->method, req->path, &req->arena, &m);
-  if (rc == 405) {
-    static const char body[] = "{\"error\":\"method not allowed\",\"category\":\"user\"}";
-    tb__http_header_t h[2] = {
-      { TB_SLICE_LIT("Allow"), { m.allow, strlen(m.allow) } },
-      { TB_SLICE_LIT("Content-Type"), TB_SLICE_LIT("application/json") },
-    };
-    FUZZ_CHECK(m.allow[0] != '\0', "405 without an Allow list");
-    uv_buf_t b = uv_buf_init((char *)body, sizeof(body) - 1);
-    tb__server_respond(req, 405, h, 2, &b, 1);
-    return;
-  }
-  if (rc == 404) {
-    tb__server_respond_error(req, 404, "no route for %s %.*s", req->method.base,
-                             (int)(req->path.len > 200 ? 200 : req->path.len),
-                             req->path.base);
-    return;
-  }
-  if (rc == 400) {
-    tb__server_respond_error(req, 400, "invalid percent-encoding in the path");
-    return;
-  }
-  if (rc != 0) {
-    tb__server_respond_error(req, 503, "out of memory");
-    return;
-  }
-  tb__route_t *rt = m.data;
-  sr->route = rt;
-  memcpy(req->params, m.params, m.n_params * sizeof(m.params[0]));
-  req->n_params = m.n_params;
-  req->route_data = rt->data;
-
+/* A complete request that passed tb__server_on_head: the server's
+ * on_request step, then a stand-in for the route's handler. */
+static void handle(tb__http_request_t *req) {
+  tb__sreq_t *sr = tb__sreq(req);
+  FUZZ_CHECK(sr != NULL && sr->route != NULL, "a request reached its handler without a route");
+  tb__route_t *rt = sr->route;
+  int rc;
   json_t *out = json_object();
   if (out == NULL) {
     tb__server_respond_error(req, 503, "out of memory");
@@ -229,36 +201,64 @@ static void route(tb__http_request_t *req) {
   json_decref(out);
 }
 
-/* One connection's worth of parsing. */
+/* One connection's worth of parsing.  The connection struct holds the
+ * queue of requests, as server_conn.c keeps it; in_process stays set, so
+ * answers are kept for the harness rather than flushed to a socket. */
 typedef struct conn_s {
-  tb__http_server_t server;
   tb__http_server_conn_t conn;
-  tb__http_request_t *parsing;  /* the request the parser fills */
-  int stop;                    /* Connection: close, upgrade, or an error */
+  int stop;  /* Connection: close, upgrade, an answer at the head, an error */
 } conn_t;
 
 static tb__http_msg_t *on_begin(tb__http_parser_t *p) {
   conn_t *c = p->data;
-  tb__http_request_t *req = tb__http_req_get(&c->server);
+  tb__http_request_t *req = tb__http_req_get(&srv->http);
   if (req == NULL)
     return NULL;
   req->conn = &c->conn;
   req->state = TB__REQ_PARSING;
-  c->parsing = req;
+  req->prev = c->conn.tail;
+  if (c->conn.tail)
+    c->conn.tail->next = req;
+  else
+    c->conn.head = req;
+  c->conn.tail = req;
+  c->conn.n_queued++;
   return &req->msg;
 }
 
-static const tb__http_parser_cbs_t cbs = { on_begin, NULL };
+/* The head, as server_conn.c's conn_head takes it (without the body
+ * memory and the timers): the request's view, then the server's verdict. */
+static int on_head(tb__http_parser_t *p, tb__http_msg_t *m) {
+  tb__http_request_t *req = container_of(m, tb__http_request_t, msg);
+  int body_follows = m->content_length > 0 || m->chunked;
+  req->keep_alive = m->keep_alive && !m->upgrade && !body_follows;
+  if (tb__http_req_fill_head(req) != 0) {
+    tb__http_respond_error(req, 503, "out of memory");
+    return TB__HTTP_HEAD_ANSWERED;
+  }
+  FUZZ_CHECK(req->head_seen, "the head was filled without head_seen");
+  tb__server_on_head(req);
+  if (req->state != TB__REQ_PARSING)
+    return TB__HTTP_HEAD_ANSWERED;
+  req->keep_alive = 0;  /* decided again when the request is complete */
+  return 0;
+}
 
-static void answered(tb__http_request_t *req) {
-  int status = tb__sreq(req) != NULL && tb__sreq(req)->status != 0
-                   ? tb__sreq(req)->status
-                   : 0;
-  if (status != 0)
-    check_answer(req, status);
-  else
-    FUZZ_CHECK(req->state == TB__REQ_RESPONDED, "a request was not answered");
-  tb__http_req_put(req);
+static const tb__http_parser_cbs_t cbs = { on_begin, on_head, NULL };
+
+/* What a write would do: the answered requests at the head of the queue,
+ * in order, are checked and released. */
+static void write_answers(conn_t *c) {
+  tb__http_request_t *req;
+  while ((req = c->conn.head) != NULL && req->state == TB__REQ_RESPONDED) {
+    tb__sreq_t *sr = tb__sreq(req);
+    if (sr != NULL && sr->status != 0)
+      check_answer(req, sr->status);
+    else
+      FUZZ_CHECK(req->out.len > 0, "an answer without a status line");
+    tb__http_queue_remove(&c->conn, req);
+    tb__http_req_finish(req, 0);
+  }
 }
 
 /* Feeds one piece, looping over the requests it completes as
@@ -273,19 +273,19 @@ static void feed(conn_t *c, const char *data, size_t len) {
     if (rc == TB__HTTP_PARSE_MESSAGE) {
       tb__http_request_t *req =
           container_of(c->conn.parser.completed, tb__http_request_t, msg);
-      FUZZ_CHECK(req == c->parsing, "completed a request that was not parsing");
-      c->parsing = NULL;
       if (!req->msg.keep_alive || req->msg.upgrade)
         c->stop = 1;
-      rc = tb__http_req_prepare(req);
-      req->state = TB__REQ_HANDLER;
-      if (rc != 0) {
-        req->keep_alive = 0;
-        tb__http_respond_error(req, 503, "out of memory");
-      } else {
-        route(req);
+      if (req->state == TB__REQ_PARSING) {  /* not answered at its head */
+        tb__http_req_fill_body(req);
+        req->state = TB__REQ_HANDLER;
+        handle(req);
+        FUZZ_CHECK(req->state == TB__REQ_RESPONDED, "a request was not answered");
       }
-      answered(req);
+    } else if (rc == TB__HTTP_PARSE_ANSWERED) {
+      /* Answered at the head with a body still to come: nothing more is
+       * read. */
+      c->conn.parser.msg = NULL;
+      c->stop = 1;
     } else if (rc < 0) {
       tb__http_parser_t *p = &c->conn.parser;
       FUZZ_CHECK(p->status >= 400 && p->status <= 599 && p->reason != NULL,
@@ -295,16 +295,18 @@ static void feed(conn_t *c, const char *data, size_t len) {
         /* The connection answers the error with the request it was filling. */
         tb__http_request_t *req = container_of(p->msg, tb__http_request_t, msg);
         p->msg = NULL;
-        c->parsing = NULL;
-        req->keep_alive = 0;
-        tb__http_respond_error(req, p->status, p->reason);
-        FUZZ_CHECK(req->state == TB__REQ_RESPONDED, "the error was not answered");
-        check_answer(req, p->status);
-        tb__http_req_put(req);
+        if (req->state != TB__REQ_RESPONDED) {  /* else answered at its head */
+          req->keep_alive = 0;
+          req->continue_state = 0;
+          tb__http_respond_error(req, p->status, p->reason);
+          FUZZ_CHECK(req->state == TB__REQ_RESPONDED, "the error was not answered");
+          check_answer(req, p->status);
+        }
       }
     } else if (used == 0) {
       break;
     }
+    write_answers(c);
   }
 }
 
@@ -319,11 +321,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   conn_t *c = calloc(1, sizeof(*c));
   if (c == NULL)
     return 0;
-  c->server.opts.max_body = flags & 8 ? 1024 : TB_HTTP_DEFAULT_MAX_BODY;
-  c->server.opts.max_pipeline = 32;
-  c->conn.server = &c->server;
-  c->conn.in_process = 1;  /* answers are kept, not flushed */
-  tb__http_parser_init(&c->conn.parser, &cbs, c->server.opts.max_body);
+  memset(&srv->http, 0, sizeof(srv->http));
+  srv->http.opts.max_body = flags & 8 ? 1024 : TB_HTTP_DEFAULT_MAX_BODY;
+  srv->http.opts.max_pipeline = 32;
+  srv->http.opts.on_head = tb__server_on_head;
+  srv->auth = flags & 16 ? keyed : open_auth;
+  c->conn.server = &srv->http;
+  c->conn.in_process = 1;
+  tb__http_parser_init(&c->conn.parser, &cbs, srv->http.opts.max_body);
   c->conn.parser.data = c;
 
   const char *p = (const char *)in.p;
@@ -335,9 +340,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     left -= n;
   }
   feed(c, p, left);
-  /* The client went away: a request still arriving is dropped. */
-  if (c->parsing != NULL)
-    tb__http_req_put(c->parsing);
+  write_answers(c);
+  /* The client went away: what is left (a request still arriving, an
+   * error answer) is released. */
+  tb__http_request_t *req;
+  while ((req = c->conn.head) != NULL) {
+    tb__http_queue_remove(&c->conn, req);
+    if (req->state == TB__REQ_RESPONDED)
+      tb__http_req_finish(req, TB_ECLOSED);
+    else
+      tb__http_req_put(req);
+  }
   free(c);
   return 0;
 }

@@ -39,6 +39,10 @@
 #include "wire/output.h"
 #include "wire/sample.h"
 
+/* The server's --max-body, which bounds every decoded tensor: a server
+ * run with --max-body 1M (the default 64M only makes inputs slower). */
+#define MAX_BODY ((size_t)1 << 20)
+
 static tb__model_config_t base_cfg;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
@@ -97,11 +101,11 @@ static int decode_fwd(tb__arena_t *a, tb_slice_t body, int proto, const char *ke
   memset(w, 0, sizeof(*w));
   int rc;
   if (proto) {
-    rc = tb__wire_fwdbwd_request_from_proto(&c, a, body, w);
+    rc = tb__wire_fwdbwd_request_from_proto(&c, a, body, MAX_BODY, w);
   } else {
     json_t *doc = NULL;
     rc = tb__json_parse(body, &doc, &err);
-    rc = rc < 0 ? rc : tb__wire_fwdbwd_request_from_json(&c, a, doc, key, w);
+    rc = rc < 0 ? rc : tb__wire_fwdbwd_request_from_json(&c, a, doc, key, MAX_BODY, w);
     json_decref(doc);
   }
   if (rc < 0)

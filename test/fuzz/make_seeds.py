@@ -144,14 +144,14 @@ def wire_seeds():
         ("logprobs", tensor(4, [2], bf16(-1.0, -2.0))),
         ("advantages", tensor(1, [2], f32(0.5, -0.5))),
     ])], loss_fn="ppo", config=[("clip_low_threshold", 0.8), ("clip_high_threshold", 1.2)]))
-    # Issue 11, fault 2: a declared shape far beyond the bytes sent is
-    # allocated (and zeroed) before it is checked: [2^27] int64 is 1 GiB,
+    # Issue 11, fault 2: a declared shape far beyond the bytes sent was
+    # allocated (and zeroed) before it was checked: [2^27] int64 is 1 GiB,
     # [2^40] cannot be allocated at all.
     for name, n in (("2p27", 1 << 27), ("2p40", 1 << 40)):
         body = fwdbwd(mid, [datum([72, 105, 33], [
             ("target_tokens", tensor(2, [n], struct.pack("<3q", 105, 33, 10))),
         ])], seq_id=1)
-        put("wire", "known-fault2-proto-shape-" + name, b"\x02" + body)
+        put("wire", "fault2-proto-shape-" + name, b"\x02" + body)
     # A shape just short of 2^64 bytes: the arena's block header wrapped
     # it around to a tiny block, which the zeroing then overran.
     body = fwdbwd(mid, [datum([72], [
@@ -164,15 +164,15 @@ def wire_seeds():
             "loss_fn_inputs": {"target_tokens": {
                 "data": [105], "dtype": "int64", "shape": [1 << 27, 1],
                 "sparse_crow_indices": [0, 1], "sparse_col_indices": [0]}}}]}}
-    put("wire", "known-fault2-json-sparse-2p27",
+    put("wire", "fault2-json-sparse-2p27",
         b"\x00" + json.dumps(sparse, separators=(",", ":")).encode())
 
 
     # The same fault in a result the client decodes: an ArrayRecord's
-    # num_datums (up to 2^24) sizes per-datum arrays before any datum's
-    # bytes are seen; 100 bytes of protobuf make the client allocate
-    # gigabytes.
-    put("wire", "known-fault2-output-num-datums-2p24",
+    # num_datums (up to 2^24) sized per-datum arrays before any datum's
+    # bytes were seen; 20 bytes of protobuf made the client allocate
+    # 256 MiB.
+    put("wire", "fault2-output-num-datums-2p24",
         b"\x05" + field(2, 2, field(1, 2, b"ArrayRecord") + field(3, 0, 1 << 24)))
 
 
@@ -188,7 +188,7 @@ def wire_seeds():
 # ------------------------------------------------------------ config.json
 
 def config_seeds():
-    put("config", "known-fault3-layers-2p30", json.dumps({
+    put("config", "fault3-layers-2p30", json.dumps({
         "architectures": ["LlamaForCausalLM"], "model_type": "llama",
         "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1 << 30,
         "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 272,
