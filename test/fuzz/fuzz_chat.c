@@ -10,8 +10,10 @@
  *   3  the body of a Tinkerbell sample call: "prompt", "messages" or
  *      "prompt_tokens", the parameters and "stop"
  * and the length byte the most tokens per example of `train` (2 to 256,
- * or 512, the default, for 0).  Both render conversations with the chat
- * template of `base`; the server's bodies are read for `base`.
+ * or 512, the default, for 0); the selector's bit 2 trains only the last
+ * assistant message (--train-last).  Both render conversations with the
+ * renderer of `base`; the server's bodies are read for `base`, with its
+ * text (tokenizer and renderers) as the server loads it.
  *
  * What is accepted must be what the trainer and the sampler rely on:
  * targets are the inputs shifted by one, weights 0 or 1 and some of them
@@ -42,6 +44,7 @@
 static tb__server_t server;  /* only its options are read: --max-body 1M */
 static tb__training_t training;
 static tb__tbase_t base;
+static tb__tctx_t text;        /* what a request on `base` may use */
 static int data_fd = -1;
 static char data_path[64];
 
@@ -56,6 +59,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   tb__base_model_config(&base.cfg);
   training.bases = &base;
   training.n_bases = 1;
+  if (tb__mtext_start(&training, &base) != 0)
+    abort();
+  tb__tctx_init(&text, &training, &base);
   data_fd = memfd_create("chat.jsonl", 0);
   if (data_fd < 0)
     abort();
@@ -82,12 +88,12 @@ static void check_example(const tb__train_example_t *e, size_t max_length) {
              e->n_trained);
 }
 
-static void train_line(const char *text, size_t len, size_t max_length) {
+static void train_line(const char *line, size_t len, size_t max_length, int flags) {
   tb__train_example_t e;
   tb_error_t err = { 0 };
   int truncated;
-  int rc = tb__train_example_from_line(tb__base_renderer(), text, len, max_length, 1, &e,
-                                       &truncated, &err);
+  int rc = tb__train_example_from_line(tb__base_renderer(), line, len, max_length, flags, 1,
+                                       &e, &truncated, &err);
   if (rc == 0) {
     check_example(&e, max_length);
     tb__train_example_free(&e);
@@ -97,12 +103,12 @@ static void train_line(const char *text, size_t len, size_t max_length) {
   tb_error_clear(&err);
 }
 
-static void train_file(const uint8_t *data, size_t len, size_t max_length) {
+static void train_file(const uint8_t *data, size_t len, size_t max_length, int flags) {
   if (ftruncate(data_fd, 0) != 0 || (len > 0 && pwrite(data_fd, data, len, 0) != (ssize_t)len))
     abort();
   tb__train_data_t d;
   tb_error_t err = { 0 };
-  int rc = tb__train_data_load(tb__base_renderer(), data_path, max_length, &d, &err);
+  int rc = tb__train_data_load(tb__base_renderer(), data_path, max_length, flags, &d, &err);
   if (rc == 0) {
     FUZZ_CHECK(d.n > 0, "loaded no examples");
     size_t tokens = 0;
@@ -154,7 +160,7 @@ static void server_batch(const uint8_t *data, size_t len) {
   tb__tbop_t info;
   memset(&info, 0, sizeof(info));
   int status = 0;
-  int rc = tb__tb_decode_batch(&c, &a, doc, &base, &b, &info, &status);
+  int rc = tb__tb_decode_batch(&c, &a, doc, &text, &b, &info, &status);
   if (rc == 0) {
     const char *why = NULL;
     FUZZ_CHECK(tb__batch_validate(&b, &base.cfg, &why) == 0,
@@ -188,7 +194,7 @@ static void server_sample(const uint8_t *data, size_t len) {
   tb__tbop_t info;
   memset(&info, 0, sizeof(info));
   int status = 0;
-  int rc = tb__tb_decode_sample(&c, &training, op, doc, &info, &status);
+  int rc = tb__tb_decode_sample(&c, &text, op, doc, &info, &status);
   if (rc == 0) {
     const tb__sampling_params_t *p = &op->sampling;
     size_t ctx = (size_t)base.cfg.max_position_embeddings;
@@ -218,12 +224,13 @@ static void server_sample(const uint8_t *data, size_t len) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   fuzz_in_t in = { data, size };
-  uint8_t sel = fuzz_byte(&in) % 4;
+  uint8_t sel = fuzz_byte(&in);
+  int flags = (sel & 4) ? TB_RENDER_TRAIN_LAST : 0;
   uint8_t lb = fuzz_byte(&in);
   size_t max_length = lb == 0 ? 512 : (size_t)lb + 1;
-  switch (sel) {
-    case 0: train_line((const char *)in.p, in.n, max_length); break;
-    case 1: train_file(in.p, in.n, max_length); break;
+  switch (sel % 4) {
+    case 0: train_line((const char *)in.p, in.n, max_length, flags); break;
+    case 1: train_file(in.p, in.n, max_length, flags); break;
     case 2: server_batch(in.p, in.n); break;
     case 3: server_sample(in.p, in.n); break;
   }
