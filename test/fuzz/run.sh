@@ -4,13 +4,17 @@
 #   test/fuzz/run.sh TARGET SECONDS [BUILD_DIR]
 #
 # TARGET is a name of test/fuzz/meson.build (http, wire, safetensors,
-# config, chat), BUILD_DIR a build configured with -Dfuzz=enabled
+# config, chat, tokenizer), BUILD_DIR a build configured with -Dfuzz=enabled
 # (default build-fuzz).  The seed corpus of the tree (test/fuzz/corpus/
 # TARGET) is read, never written: what the run finds goes to a working
 # corpus in WORK_DIR (default a fresh temporary directory, removed after
 # a clean run).  A crash, leak, timeout or out-of-memory input is saved
 # there as crash-*, leak-*, timeout-* or oom-*; the last line says
 # "TARGET: ok" or "TARGET: FINDING <file>" and the exit status is 0 or 1.
+#
+# The tokenizer target fuzzes the real Qwen3 and Llama 3 tokenizers of
+# the text tests when TB_NPM_CACHE (or the source tree's build/npm-cache)
+# holds them, else the small one in test/fuzz/corpus/tokenizer-files/.
 #
 # Limits: 10 s per input, 2 GiB of memory, and no single allocation above
 # 256 MiB: the inputs are small, so a larger allocation is a size taken
