@@ -87,6 +87,20 @@ TEST(arena_alignment_and_large_blocks) {
   tb__arena_free(&a);
 }
 
+/* A size within 16 bytes of SIZE_MAX passes the arena's own check, and a
+ * dedicated block's header must not wrap it around to a tiny malloc (then
+ * overrun by the caller's memset: a tensor of 2^61 - 3 int64 values). */
+TEST(arena_refuses_sizes_its_block_header_would_wrap) {
+  tb__arena_t a;
+  tb__arena_init(&a, 0);
+  /* Every size that rounds up to the last 16 bytes (larger ones than
+   * those never reach malloc; smaller ones are malloc's to refuse). */
+  for (size_t back = 16; back <= 30; back++)
+    ASSERT(tb__arena_alloc(&a, SIZE_MAX - back) == NULL);
+  ASSERT(tb__arena_calloc(&a, ((size_t)1 << 61) - 3, 8) == NULL);
+  tb__arena_free(&a);
+}
+
 TEST(json_paths_in_errors) {
   tb_error_t err = { 0 };
   json_t *doc;
@@ -251,13 +265,26 @@ TEST(log_levels_parse) {
   ASSERT(TB_LOG_ENABLED(TB_LOG_ERROR));
 }
 
+/* Bytes outside ASCII in a key or a string are left to jansson, which
+ * checks that they are UTF-8: the reader must not accept what JSON does
+ * not, such as a request_id with a byte 0xff. */
+TEST(json_scan_leaves_non_ascii_to_jansson) {
+  jscan_log_t l;
+  ASSERT_EQ_INT(jscan("{\"request_id\":\"req-\xff\"}", &l), 0);
+  ASSERT_EQ_INT(jscan("{\"\xc3\":1}", &l), 0);
+  ASSERT_EQ_INT(jscan("{\"k\":\"\xe2\x9c\x93\"}", &l), 0);
+  ASSERT_EQ_INT(jscan("{\"k\":\"ascii\"}", &l), 1);
+}
+
 TEST_LIST(
   TEST_ENTRY(json_scan_reads_flat_objects_only),
   TEST_ENTRY(error_names_and_messages),
+  TEST_ENTRY(arena_refuses_sizes_its_block_header_would_wrap),
   TEST_ENTRY(rich_error_owns_its_strings),
   TEST_ENTRY(buf_grows_and_consumes),
   TEST_ENTRY(arena_alignment_and_large_blocks),
   TEST_ENTRY(json_paths_in_errors),
   TEST_ENTRY(json_escape_keeps_json_valid),
   TEST_ENTRY(log_levels_parse),
+  TEST_ENTRY(json_scan_leaves_non_ascii_to_jansson),
 )

@@ -7,9 +7,12 @@
 #define _GNU_SOURCE  /* memmem */
 #include "tb_test.h"
 
+#include <unistd.h>
+
 #include "core/buf.h"
 #include "http/router.h"
 #include "http/server.h"
+#include "http/server_internal.h"
 
 /* ------------------------------------------------------------ fixture */
 
@@ -448,6 +451,53 @@ static char *big_request(const char *prefix, char fill, size_t n, const char *su
   return s;
 }
 
+/* A head that the server answers at once (on_head) and that llhttp finds
+ * malformed only after it (a Transfer-Encoding that is not chunked):
+ * that one answer goes out, the parse error does not answer the request
+ * a second time (which logged "answered twice" for every such request),
+ * and the connection closes. */
+static void refuse_at_head(tb__http_request_t *req) {
+  if (tb__slice_eq_str(req->path, "/refused"))
+    tb__http_respond_error(req, 404, "refused at the head");
+}
+
+TEST(answer_at_the_head_then_a_parse_error) {
+  tb__http_server_options_t opts = { 0 };
+  opts.on_head = refuse_at_head;
+  setup_with(&opts, "127.0.0.1");
+  /* The server's log goes to stderr: keep it in a file to read it. */
+  char log_path[] = "/tmp/tb-test-log-XXXXXX";
+  int log_fd = mkstemp(log_path);
+  ASSERT(log_fd >= 0);
+  fflush(stderr);
+  int saved = dup(2);
+  ASSERT(dup2(log_fd, 2) >= 0);
+  static const char req[] = "POST /refused HTTP/1.1\r\nTransfer-Encoding: chu)ked\r\n\r\n";
+  client_t c;
+  client_start(&c, "127.0.0.1", req, sizeof(req) - 1, 0);
+  run_until_closed(&c);
+  fflush(stderr);
+  dup2(saved, 2);
+  close(saved);
+  resp_t r[4];
+  ASSERT_EQ_INT(parse_responses(&c.in, r, 4), 1);
+  ASSERT_EQ_INT(r[0].status, 404);
+  ASSERT(c.eof);
+  client_free(&c);
+  tb__buf_t text = TB_BUF_INIT;
+  char chunk[4096];
+  ssize_t n;
+  lseek(log_fd, 0, SEEK_SET);
+  while ((n = read(log_fd, chunk, sizeof(chunk))) > 0)
+    tb__buf_append(&text, chunk, (size_t)n);
+  close(log_fd);
+  unlink(log_path);
+  ASSERT(text.len == 0 || memmem(text.base, text.len, "answered twice", 14) == NULL);
+  tb__buf_free(&text);
+  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+  teardown();
+}
+
 TEST(every_limit_has_its_status) {
   tb__http_server_options_t opts = { .max_body = 1000 };
   setup_with(&opts, "127.0.0.1");
@@ -802,6 +852,39 @@ TEST(router_params_and_methods) {
   ASSERT_LOOP_CLOSE(&loop);
 }
 
+/* The view a handler gets of a request whose URL is empty (llhttp lets
+ * "CONNECT" without an authority through): an empty URL and the path "/",
+ * with no arithmetic on the head buffer that does not exist yet. */
+static tb__http_msg_t *empty_url_begin(tb__http_parser_t *p) {
+  return p->data;
+}
+
+TEST(request_view_of_an_empty_url) {
+  ASSERT_OK(uv_loop_init(&loop));
+  static const tb__http_parser_cbs_t cbs = { empty_url_begin, NULL };
+  tb__http_request_t req;
+  memset(&req, 0, sizeof(req));
+  tb__arena_init(&req.arena, 0);
+  tb__http_msg_init(&req.msg);
+  tb__http_parser_t p;
+  tb__http_parser_init(&p, &cbs, 0);
+  p.data = &req.msg;
+  static const char text[] = "CONNECT \n\n";
+  size_t used;
+  ASSERT_EQ_INT(tb__http_parser_execute(&p, text, sizeof(text) - 1, &used), TB__HTTP_PARSE_MESSAGE);
+  ASSERT_EQ_INT(req.msg.url_len, 0);
+  ASSERT_OK(tb__http_req_fill_head(&req));
+  tb__http_req_fill_body(&req);
+  ASSERT(req.url.base != NULL);
+  ASSERT_EQ_INT(req.url.len, 0);
+  ASSERT_MEM_EQ_STR(req.path.base, req.path.len, "/");
+  ASSERT(req.query.base != NULL);
+  ASSERT_EQ_INT(req.query.len, 0);
+  tb__http_msg_free(&req.msg);
+  tb__arena_free(&req.arena);
+  ASSERT_LOOP_CLOSE(&loop);
+}
+
 TEST(query_parameters) {
   ASSERT_OK(uv_loop_init(&loop));
   tb__http_request_t req;
@@ -832,9 +915,11 @@ TEST(query_parameters) {
 
 TEST_LIST(
   TEST_ENTRY(keep_alive_many_sequential_requests),
+  TEST_ENTRY(request_view_of_an_empty_url),
   TEST_ENTRY(pipelined_answers_stay_in_order),
   TEST_ENTRY(pipeline_back_pressure),
   TEST_ENTRY(every_limit_has_its_status),
+  TEST_ENTRY(answer_at_the_head_then_a_parse_error),
   TEST_ENTRY(method_not_allowed_lists_methods),
   TEST_ENTRY(expect_100_continue),
   TEST_ENTRY(http10_closes_unless_keep_alive),

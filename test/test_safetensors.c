@@ -366,6 +366,40 @@ TEST(f32_to_f16_and_bf16_round_to_nearest_even) {
   }
 }
 
+/* The same reader over the bytes in memory: every prefix of a file fails
+ * as the file would, naming what the caller calls it, and the whole of it
+ * opens with tensors that point into the caller's buffer. */
+TEST(buffer_reads_like_the_file) {
+  make_tmpdir();
+  char *path = path_in("buf.st");
+  float a[5] = { 1, 2, 3, 4, 5 }, b[2] = { 6, 7 };
+  tb__st_out_t outs[2] = { { "a", 1, { 5 }, a }, { "b", 2, { 1, 2 }, b } };
+  tb_error_t err = { 0 };
+  ASSERT_OK(tb__st_write(path, outs, 2, NULL, &err));
+  tb__buf_t whole = TB_BUF_INIT;
+  ASSERT_OK(tb__file_read_all(path, &whole, &err));
+  tb__st_file_t f;
+  for (size_t len = 0; len < whole.len; len++) {
+    ASSERT_ERR(tb__st_open_buffer(&f, "upload", whole.base, len, &err), TB_ECORRUPT);
+    ASSERT_STR_CONTAINS(err.message, "upload: ");
+    ASSERT(f.path == NULL && f.tensors == NULL);
+  }
+  ASSERT_OK(tb__st_open_buffer(&f, "upload", whole.base, whole.len, &err));
+  ASSERT_EQ_INT(f.n_tensors, 2);
+  const tb__st_tensor_t *tb = tb__st_find(&f, "b");
+  ASSERT(tb != NULL);
+  ASSERT((const char *)tb->data > whole.base &&
+         (const char *)tb->data + tb->nbytes <= whole.base + whole.len);
+  float got[2];
+  ASSERT_OK(tb__st_read_f32(&f, tb, got, 2, &err));
+  ASSERT_NEAR(got[1], 7, 0, 0);
+  tb__st_close(&f);
+  tb__buf_free(&whole);
+  tb_error_clear(&err);
+  free(path);
+  remove_tmpdir();
+}
+
 TEST_LIST(
   TEST_ENTRY(f16_conversion_matches_the_definition_for_every_value),
   TEST_ENTRY(bf16_conversion),
@@ -375,4 +409,5 @@ TEST_LIST(
   TEST_ENTRY(reads_handwritten_f16_and_bf16),
   TEST_ENTRY(corrupt_files_give_errors_naming_the_file),
   TEST_ENTRY(truncating_a_real_file_at_every_length_never_crashes),
+  TEST_ENTRY(buffer_reads_like_the_file),
 )

@@ -624,6 +624,36 @@ TEST(renderers_refuse_what_they_cannot_render) {
   tb_tokenizer_free(t);
 }
 
+/* role_colon strips a reply as Python's str.strip() does, by character:
+ * U+3000 is whitespace, and the last byte of 你 (0xA0, which as a
+ * code point would be U+00A0) is not a character of its own. */
+TEST(role_colon_strips_characters_not_bytes) {
+  tb_tokenizer_t *t;
+  ASSERT_OK(tb_tokenizer_base(&t));
+  tb_renderer_t *r;
+  tb_error_t err = { 0 };
+  ASSERT_OK(tb_renderer_new("role_colon", t, &r, &err));
+  static const char *const replies[][2] = {
+    { " \xe4\xbd\xa0\xe5\xa5\xbd\xe3\x80\x80 \n", "\xe4\xbd\xa0\xe5\xa5\xbd" },
+    { "\xe4\xbd\xa0", "\xe4\xbd\xa0" },
+    { "\xc2\xa0x\xc2\x85", "x" },
+  };
+  for (size_t i = 0; i < sizeof(replies) / sizeof(replies[0]); i++) {
+    int32_t *ids;
+    size_t n;
+    ASSERT_OK(tb_tokenizer_encode(t, replies[i][0], strlen(replies[i][0]), 0, &ids, NULL, &n,
+                                  &err));
+    tb_reply_t reply;
+    ASSERT_OK(tb_renderer_parse(r, ids, n, &reply, &err));
+    ASSERT_STR_EQ(reply.content, replies[i][1]);
+    ASSERT_EQ_INT(reply.content_len, strlen(replies[i][1]));
+    tb_reply_free(&reply);
+    free(ids);
+  }
+  tb_renderer_free(r);
+  tb_tokenizer_free(t);
+}
+
 TEST_LIST(
   TEST_ENTRY(bpe_merges_by_rank),
   TEST_ENTRY(added_tokens_and_their_flags),
@@ -638,4 +668,5 @@ TEST_LIST(
   TEST_ENTRY(truncated_and_corrupt_files_are_refused),
   TEST_ENTRY(bad_text_and_ids_are_refused),
   TEST_ENTRY(renderers_refuse_what_they_cannot_render),
+  TEST_ENTRY(role_colon_strips_characters_not_bytes),
 )

@@ -295,10 +295,87 @@ TEST(declared_sizes_checked_before_allocating) {
   fixture_free(&f);
 }
 
+/* A protobuf map may carry a key twice; the last value is the one (the
+ * protobuf rule), for the loss inputs of a datum and for loss_fn_config,
+ * so that the server reads what any other protobuf reader would. */
+TEST(proto_repeated_map_keys_take_the_last_value) {
+  int32_t toks[2] = { 7, 8 };
+  float w_first[2] = { 0, 0 }, w_last[2] = { 1, 0.5f };
+  TinkerPublic__EncodedTextChunk etc = TINKER_PUBLIC__ENCODED_TEXT_CHUNK__INIT;
+  etc.tokens.data = (uint8_t *)toks;
+  etc.tokens.len = sizeof(toks);
+  TinkerPublic__Chunk ch = TINKER_PUBLIC__CHUNK__INIT;
+  ch.chunk_case = TINKER_PUBLIC__CHUNK__CHUNK_ENCODED_TEXT;
+  ch.encoded_text = &etc;
+  TinkerPublic__Chunk *chs[] = { &ch };
+  TinkerPublic__Tensor t1 = TINKER_PUBLIC__TENSOR__INIT, t2 = TINKER_PUBLIC__TENSOR__INIT;
+  t1.encoding_case = t2.encoding_case = TINKER_PUBLIC__TENSOR__ENCODING_DENSE;
+  t1.dtype = t2.dtype = TINKER_PUBLIC__DTYPE__DTYPE_FLOAT32;
+  t1.dense.data = (uint8_t *)w_first;
+  t1.dense.len = sizeof(w_first);
+  t2.dense.data = (uint8_t *)w_last;
+  t2.dense.len = sizeof(w_last);
+  TinkerPublic__Datum__LossFnInputsEntry e1 = TINKER_PUBLIC__DATUM__LOSS_FN_INPUTS_ENTRY__INIT;
+  TinkerPublic__Datum__LossFnInputsEntry e2 = TINKER_PUBLIC__DATUM__LOSS_FN_INPUTS_ENTRY__INIT;
+  e1.key = e2.key = "weights";
+  e1.value = &t1;
+  e2.value = &t2;
+  TinkerPublic__Datum__LossFnInputsEntry *es[] = { &e1, &e2 };
+  TinkerPublic__Datum datum = TINKER_PUBLIC__DATUM__INIT;
+  datum.n_model_input = 1;
+  datum.model_input = chs;
+  datum.n_loss_fn_inputs = 2;
+  datum.loss_fn_inputs = es;
+  TinkerPublic__Datum *ds[] = { &datum };
+  TinkerPublic__ForwardBackwardRequest__LossFnConfigEntry c1 =
+      TINKER_PUBLIC__FORWARD_BACKWARD_REQUEST__LOSS_FN_CONFIG_ENTRY__INIT;
+  TinkerPublic__ForwardBackwardRequest__LossFnConfigEntry c2 = c1, c3 = c1;
+  c1.key = c3.key = "clip_low_threshold";
+  c1.value = 0.5;
+  c2.key = "clip_high_threshold";
+  c2.value = 1.5;
+  c3.value = 0.75;
+  TinkerPublic__ForwardBackwardRequest__LossFnConfigEntry *cs[] = { &c1, &c2, &c3 };
+  TinkerPublic__ForwardBackwardRequest req = TINKER_PUBLIC__FORWARD_BACKWARD_REQUEST__INIT;
+  req.model_id = "m";
+  req.loss_fn = "ppo";
+  req.n_data = 1;
+  req.data = ds;
+  req.n_loss_fn_config = 3;
+  req.loss_fn_config = cs;
+  size_t n = tinker_public__forward_backward_request__get_packed_size(&req);
+  uint8_t *buf = xmalloc(n);
+  tinker_public__forward_backward_request__pack(&req, buf);
+
+  tb__arena_t arena;
+  tb__arena_init(&arena, 0);
+  tb_error_t err = { 0 };
+  tb__jctx_t c;
+  tb__jctx_init(&c, &err);
+  tb__wire_fwdbwd_t out;
+  ASSERT_OK(tb__wire_fwdbwd_request_from_proto(&c, &arena, (tb_slice_t){ (char *)buf, n }, LIMIT,
+                                               &out));
+  ASSERT_EQ_INT(out.data[0].n_inputs, 1);
+  const tb__wire_tensor_t *t = tb__wire_datum_input(&out.data[0], "weights");
+  ASSERT(t != NULL);
+  ASSERT_NEAR(t->f32[0], 1.0, 0, 0);
+  ASSERT_NEAR(t->f32[1], 0.5, 0, 0);
+  ASSERT_EQ_INT(out.n_config, 2);
+  double v = 0;
+  ASSERT(tb__wire_fwdbwd_config(&out, "clip_low_threshold", &v));
+  ASSERT_NEAR(v, 0.75, 0, 0);
+  ASSERT(tb__wire_fwdbwd_config(&out, "clip_high_threshold", &v));
+  ASSERT_NEAR(v, 1.5, 0, 0);
+  free(buf);
+  tb__arena_free(&arena);
+  tb_error_clear(&err);
+}
+
 TEST_LIST(
   TEST_ENTRY(json_request_decodes),
   TEST_ENTRY(json_sparse_csr_expands),
   TEST_ENTRY(json_errors_name_the_field),
   TEST_ENTRY(proto_request_decodes_like_json),
   TEST_ENTRY(declared_sizes_checked_before_allocating),
+  TEST_ENTRY(proto_repeated_map_keys_take_the_last_value),
 )

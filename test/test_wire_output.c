@@ -3,7 +3,10 @@
  */
 #include "tb_test.h"
 
+#include <math.h>
+
 #include "core/arena.h"
+#include "wire/datum.h"
 #include "wire/output.h"
 #include "wire/proto.h"
 
@@ -235,9 +238,225 @@ TEST(proto_decode_checks_declared_datums) {
   tb_error_clear(&err);
 }
 
+/* A protobuf map may carry a key twice; the last value is the one (the
+ * protobuf rule): a metric, and a field of an ArrayRecord, are then read
+ * once, as the JSON form (which cannot repeat a key) would carry them. */
+TEST(proto_repeated_map_keys_take_the_last_value) {
+  float first[2] = { -1, -2 }, last[2] = { -3, -4 };
+  int64_t offs[2] = { 0, 8 };
+  TinkerPublic__BatchedTensor b1 = TINKER_PUBLIC__BATCHED_TENSOR__INIT;
+  b1.data.data = (uint8_t *)first;
+  b1.data.len = sizeof(first);
+  b1.offsets.data = (uint8_t *)offs;
+  b1.offsets.len = sizeof(offs);
+  b1.dtype = TINKER_PUBLIC__DTYPE__DTYPE_FLOAT32;
+  TinkerPublic__BatchedTensor b2 = b1;
+  b2.data.data = (uint8_t *)last;
+  TinkerPublic__ArrayRecord__FieldsEntry e1 = TINKER_PUBLIC__ARRAY_RECORD__FIELDS_ENTRY__INIT;
+  TinkerPublic__ArrayRecord__FieldsEntry e2 = e1;
+  e1.key = e2.key = "logprobs";
+  e1.value = &b1;
+  e2.value = &b2;
+  TinkerPublic__ArrayRecord__FieldsEntry *es[] = { &e1, &e2 };
+  TinkerPublic__ArrayRecord rec = TINKER_PUBLIC__ARRAY_RECORD__INIT;
+  rec.n_fields = 2;
+  rec.fields = es;
+  rec.num_datums = 1;
+  TinkerPublic__ArrayRecord *recs[] = { &rec };
+  TinkerPublic__ForwardBackwardOutput__MetricsEntry m1 =
+      TINKER_PUBLIC__FORWARD_BACKWARD_OUTPUT__METRICS_ENTRY__INIT;
+  TinkerPublic__ForwardBackwardOutput__MetricsEntry m2 = m1, m3 = m1;
+  m1.key = m3.key = "loss:sum";
+  m1.value = 1;
+  m2.key = "tokens:sum";
+  m2.value = 3;
+  m3.value = 2;
+  TinkerPublic__ForwardBackwardOutput__MetricsEntry *ms[] = { &m1, &m2, &m3 };
+  TinkerPublic__ForwardBackwardOutput msg = TINKER_PUBLIC__FORWARD_BACKWARD_OUTPUT__INIT;
+  msg.n_loss_fn_outputs = 1;
+  msg.loss_fn_outputs = recs;
+  msg.n_metrics = 3;
+  msg.metrics = ms;
+  uint8_t buf[256];
+  size_t n = tinker_public__forward_backward_output__pack(&msg, buf);
+
+  tb__arena_t a;
+  tb__arena_init(&a, 0);
+  tb_error_t err = { 0 };
+  tb__jctx_t c;
+  tb__jctx_init(&c, &err);
+  tb__wire_fwdbwd_output_t o;
+  ASSERT_OK(tb__wire_fwdbwd_output_from_proto(&c, &a, (tb_slice_t){ (char *)buf, n }, &o));
+  ASSERT_EQ_INT(o.n_outputs, 1);
+  ASSERT_EQ_INT(o.outputs[0].n_fields, 1);
+  ASSERT_STR_EQ(o.outputs[0].fields[0].name, "logprobs");
+  ASSERT_NEAR(o.outputs[0].fields[0].tensor.f32[1], -4.0, 0, 0);
+  ASSERT_EQ_INT(o.n_metrics, 2);
+  ASSERT_STR_EQ(o.metrics[0].name, "tokens:sum");
+  ASSERT_NEAR(o.metrics[0].value, 3.0, 0, 0);
+  ASSERT_STR_EQ(o.metrics[1].name, "loss:sum");
+  ASSERT_NEAR(o.metrics[1].value, 2.0, 0, 0);
+  tb__arena_free(&a);
+  tb_error_clear(&err);
+}
+
+/* What the encoder writes for a value JSON cannot carry (null for a NaN
+ * or infinite log-prob or metric, as a diverged loss gives) decodes again,
+ * as NaN: a JSON client can read every result the server sends. */
+TEST(json_null_reads_back_as_nan) {
+  tb__wire_named_tensor_t f[2];
+  tb__wire_datum_output_t d[2];
+  tb__wire_metric_t m[1];
+  tb__wire_fwdbwd_output_t o = sample_output(f, d, m);
+  float lp[3] = { -1.0f, -INFINITY, NAN };
+  f[0].tensor.f32 = lp;
+  m[0].value = NAN;
+  json_t *j = tb__wire_fwdbwd_output_to_json(&o);
+  ASSERT(j != NULL);
+  char *text = tb__json_dump(j, NULL);
+  json_decref(j);
+  ASSERT_STR_CONTAINS(text, "[-1.0,null,null]");
+  ASSERT_STR_CONTAINS(text, "\"loss:sum\":null");
+  tb__arena_t a;
+  tb__arena_init(&a, 0);
+  tb_error_t err = { 0 };
+  tb__jctx_t c;
+  tb__jctx_init(&c, &err);
+  json_t *doc;
+  ASSERT_OK(tb__json_parse((tb_slice_t){ text, strlen(text) }, &doc, &err));
+  tb__wire_fwdbwd_output_t back;
+  ASSERT_OK(tb__wire_fwdbwd_output_from_json(&c, &a, doc, &back));
+  const tb__wire_tensor_t *t = &back.outputs[0].fields[0].tensor;
+  ASSERT_EQ_INT(t->numel, 3);
+  ASSERT_NEAR(t->f32[0], -1.0, 0, 0);
+  ASSERT(isnan(t->f32[1]) && isnan(t->f32[2]));
+  ASSERT(isnan(back.metrics[0].value));
+  /* Requests stay strict: a null weight is refused. */
+  json_t *req = json_pack("{s:[n]}", "weights");
+  tb__wire_tensor_t w;
+  ASSERT_ERR(tb__wire_tensor_from_json(&c, &a, "weights", json_object_get(req, "weights"),
+                                       (size_t)1 << 20, &w),
+             TB_EFIELD);
+  json_decref(req);
+  json_decref(doc);
+  free(text);
+  tb__arena_free(&a);
+  tb_error_clear(&err);
+}
+
+/* jansson's allocations, counted, to see that a failed encoding leaves
+ * nothing behind. */
+static long live_json;
+
+static void *counting_malloc(size_t n) {
+  void *p = malloc(n);
+  live_json += p != NULL;
+  return p;
+}
+
+static void counting_free(void *p) {
+  live_json -= p != NULL;
+  free(p);
+}
+
+/* A loss_fn_output_type that is no UTF-8 (a result decoded from protobuf
+ * may carry one) cannot be encoded as JSON: the encoder says so and
+ * releases what it built. */
+TEST(json_encode_failure_leaks_nothing) {
+  tb__wire_named_tensor_t f[2];
+  tb__wire_datum_output_t d[2];
+  tb__wire_metric_t m[1];
+  tb__wire_fwdbwd_output_t o = sample_output(f, d, m);
+  o.loss_fn_output_type = "Array\xffRecord";
+  json_set_alloc_funcs(counting_malloc, counting_free);
+  json_t *j = tb__wire_fwdbwd_output_to_json(&o);
+  json_set_alloc_funcs(malloc, free);
+  ASSERT(j == NULL);
+  ASSERT_EQ_INT(live_json, 0);
+}
+
+/* A field whose data bytes are empty (absent on the wire, so protobuf-c
+ * leaves no buffer) holds empty tensors: no pointer arithmetic on the
+ * missing buffer (undefined behaviour, which UBSan reports). */
+TEST(proto_empty_field_decodes_to_empty_tensors) {
+  int64_t offs[3] = { 0, 0, 0 };
+  TinkerPublic__BatchedTensor bt = TINKER_PUBLIC__BATCHED_TENSOR__INIT;
+  bt.offsets.data = (uint8_t *)offs;
+  bt.offsets.len = sizeof(offs);
+  bt.dtype = TINKER_PUBLIC__DTYPE__DTYPE_FLOAT32;
+  TinkerPublic__ArrayRecord__FieldsEntry e = TINKER_PUBLIC__ARRAY_RECORD__FIELDS_ENTRY__INIT;
+  e.key = "logprobs";
+  e.value = &bt;
+  TinkerPublic__ArrayRecord__FieldsEntry *es[] = { &e };
+  TinkerPublic__ArrayRecord rec = TINKER_PUBLIC__ARRAY_RECORD__INIT;
+  rec.n_fields = 1;
+  rec.fields = es;
+  rec.num_datums = 2;
+  TinkerPublic__ArrayRecord *recs[] = { &rec };
+  TinkerPublic__ForwardBackwardOutput msg = TINKER_PUBLIC__FORWARD_BACKWARD_OUTPUT__INIT;
+  msg.n_loss_fn_outputs = 1;
+  msg.loss_fn_outputs = recs;
+  uint8_t buf[128];
+  size_t n = tinker_public__forward_backward_output__pack(&msg, buf);
+  tb__arena_t a;
+  tb__arena_init(&a, 0);
+  tb_error_t err = { 0 };
+  tb__jctx_t c;
+  tb__jctx_init(&c, &err);
+  tb__wire_fwdbwd_output_t o;
+  ASSERT_OK(tb__wire_fwdbwd_output_from_proto(&c, &a, (tb_slice_t){ (char *)buf, n }, &o));
+  ASSERT_EQ_INT(o.n_outputs, 2);
+  ASSERT_EQ_INT(o.outputs[1].fields[0].tensor.numel, 0);
+  tb__arena_free(&a);
+  tb_error_clear(&err);
+}
+
+/* A trailing shape whose product does not fit a size_t is refused, not
+ * wrapped to zero (and then divided by). */
+TEST(proto_trailing_shape_overflow_is_refused) {
+  int64_t offs[2] = { 0, 0 };
+  int64_t trailing[2] = { (int64_t)1 << 32, (int64_t)1 << 32 };
+  TinkerPublic__BatchedTensor bt = TINKER_PUBLIC__BATCHED_TENSOR__INIT;
+  bt.offsets.data = (uint8_t *)offs;
+  bt.offsets.len = sizeof(offs);
+  bt.dtype = TINKER_PUBLIC__DTYPE__DTYPE_FLOAT32;
+  bt.n_trailing_shape = 2;
+  bt.trailing_shape = trailing;
+  TinkerPublic__ArrayRecord__FieldsEntry e = TINKER_PUBLIC__ARRAY_RECORD__FIELDS_ENTRY__INIT;
+  e.key = "logprobs";
+  e.value = &bt;
+  TinkerPublic__ArrayRecord__FieldsEntry *es[] = { &e };
+  TinkerPublic__ArrayRecord rec = TINKER_PUBLIC__ARRAY_RECORD__INIT;
+  rec.n_fields = 1;
+  rec.fields = es;
+  rec.num_datums = 1;
+  TinkerPublic__ArrayRecord *recs[] = { &rec };
+  TinkerPublic__ForwardBackwardOutput msg = TINKER_PUBLIC__FORWARD_BACKWARD_OUTPUT__INIT;
+  msg.n_loss_fn_outputs = 1;
+  msg.loss_fn_outputs = recs;
+  uint8_t buf[128];
+  size_t n = tinker_public__forward_backward_output__pack(&msg, buf);
+  tb__arena_t a;
+  tb__arena_init(&a, 0);
+  tb_error_t err = { 0 };
+  tb__jctx_t c;
+  tb__jctx_init(&c, &err);
+  tb__wire_fwdbwd_output_t o;
+  ASSERT_ERR(tb__wire_fwdbwd_output_from_proto(&c, &a, (tb_slice_t){ (char *)buf, n }, &o),
+             TB_EFIELD);
+  ASSERT_STR_CONTAINS(err.message, "loss_fn_outputs[0].logprobs: trailing_shape");
+  tb__arena_free(&a);
+  tb_error_clear(&err);
+}
+
 TEST_LIST(
   TEST_ENTRY(json_round_trip),
   TEST_ENTRY(proto_round_trip_and_layout),
   TEST_ENTRY(proto_decode_widens_and_rejects_bad_offsets),
   TEST_ENTRY(proto_decode_checks_declared_datums),
+  TEST_ENTRY(proto_repeated_map_keys_take_the_last_value),
+  TEST_ENTRY(json_null_reads_back_as_nan),
+  TEST_ENTRY(json_encode_failure_leaks_nothing),
+  TEST_ENTRY(proto_empty_field_decodes_to_empty_tensors),
+  TEST_ENTRY(proto_trailing_shape_overflow_is_refused),
 )

@@ -3,6 +3,8 @@
  */
 #include "tb_test.h"
 
+#include <math.h>
+
 #include "core/arena.h"
 #include "core/buf.h"
 #include "wire/proto.h"
@@ -12,7 +14,7 @@ typedef struct {
   tb__arena_t arena;
   tb_error_t err;
   tb__jctx_t ctx;
-  json_t *docs[4];  /* decoded strings point into these */
+  json_t *docs[4];
   size_t n_docs;
 } ctx_t;
 
@@ -224,10 +226,107 @@ TEST(sample_response_topk_grid_is_bounded) {
   ctx_free(&c);
 }
 
+/* Decoded values live in the arena (sample.h): the stop strings too, so
+ * that a request outlives its JSON document. */
+TEST(sample_request_stop_strings_outlive_the_document) {
+  const char *texts[] = {
+    "{\"prompt\":{\"chunks\":[{\"type\":\"encoded_text\",\"tokens\":[1]}]},"
+    "\"sampling_params\":{\"stop\":\"END\"}}",
+    "{\"prompt\":{\"chunks\":[{\"type\":\"encoded_text\",\"tokens\":[1]}]},"
+    "\"sampling_params\":{\"stop\":[\"a\",\"END\"]}}",
+  };
+  for (size_t k = 0; k < 2; k++) {
+    tb__arena_t a;
+    tb__arena_init(&a, 0);
+    tb_error_t err = { 0 };
+    tb__jctx_t c;
+    tb__jctx_init(&c, &err);
+    json_t *doc;
+    ASSERT_OK(tb__json_parse((tb_slice_t){ texts[k], strlen(texts[k]) }, &doc, &err));
+    tb__wire_sample_request_t r;
+    ASSERT_OK(tb__wire_sample_request_from_json(&c, &a, doc, &r));
+    const json_t *stop = json_object_get(json_object_get(doc, "sampling_params"), "stop");
+    const json_t *last = json_is_array(stop) ? json_array_get(stop, 1) : stop;
+    ASSERT(r.params.stop_strings[k] != json_string_value(last));
+    json_decref(doc);
+    ASSERT_EQ_INT(r.params.n_stop_strings, k + 1);
+    ASSERT_STR_EQ(r.params.stop_strings[k], "END");
+    tb__arena_free(&a);
+    tb_error_clear(&err);
+  }
+}
+
+/* The protobuf decoder refuses what the JSON one refuses: negative token
+ * ids (sampled or top-k), a non-finite top-k log-prob, a negative cache
+ * hit count; so both forms of a result read the same. */
+TEST(sample_response_proto_checks_like_json) {
+  int32_t toks[2] = { 5, -1170 };
+  TinkerPublic__SampledSequence seq = TINKER_PUBLIC__SAMPLED_SEQUENCE__INIT;
+  seq.tokens.data = (uint8_t *)toks;
+  seq.tokens.len = sizeof(toks);
+  TinkerPublic__SampledSequence *seqs[] = { &seq };
+  TinkerPublic__SampleResponse msg = TINKER_PUBLIC__SAMPLE_RESPONSE__INIT;
+  msg.n_sequences = 1;
+  msg.sequences = seqs;
+  uint8_t buf[256];
+  ctx_t c;
+  ctx_init(&c);
+  tb__wire_sample_response_t back;
+  size_t n = tinker_public__sample_response__pack(&msg, buf);
+  ASSERT_ERR(tb__wire_sample_response_from_proto(&c.ctx, &c.arena, (tb_slice_t){ (char *)buf, n },
+                                                 &back),
+             TB_EFIELD);
+  ASSERT_STR_EQ(c.err.message, "sequences[0].tokens[1]: -1170 is negative");
+
+  toks[1] = 6;
+  msg.prompt_cache_hit_tokens = -3;
+  n = tinker_public__sample_response__pack(&msg, buf);
+  ASSERT_ERR(tb__wire_sample_response_from_proto(&c.ctx, &c.arena, (tb_slice_t){ (char *)buf, n },
+                                                 &back),
+             TB_EFIELD);
+  ASSERT_STR_EQ(c.err.message, "prompt_cache_hit_tokens: -3 is negative");
+
+  msg.prompt_cache_hit_tokens = 0;
+  int32_t ids[2] = { 1, -2 };
+  float lps[2] = { -0.5f, -1.0f };
+  TinkerPublic__TopkPromptLogprobs tk = TINKER_PUBLIC__TOPK_PROMPT_LOGPROBS__INIT;
+  tk.token_ids.data = (uint8_t *)ids;
+  tk.token_ids.len = sizeof(ids);
+  tk.logprobs.data = (uint8_t *)lps;
+  tk.logprobs.len = sizeof(lps);
+  tk.k = 2;
+  tk.prompt_length = 1;
+  msg._topk_prompt_logprobs_case =
+      TINKER_PUBLIC__SAMPLE_RESPONSE___TOPK_PROMPT_LOGPROBS_TOPK_PROMPT_LOGPROBS;
+  msg.topk_prompt_logprobs = &tk;
+  n = tinker_public__sample_response__pack(&msg, buf);
+  ASSERT_ERR(tb__wire_sample_response_from_proto(&c.ctx, &c.arena, (tb_slice_t){ (char *)buf, n },
+                                                 &back),
+             TB_EFIELD);
+  ASSERT_STR_EQ(c.err.message, "topk_prompt_logprobs[0][1]: expected [token_id, logprob]");
+  ids[1] = 2;
+  lps[1] = NAN;
+  n = tinker_public__sample_response__pack(&msg, buf);
+  ASSERT_ERR(tb__wire_sample_response_from_proto(&c.ctx, &c.arena, (tb_slice_t){ (char *)buf, n },
+                                                 &back),
+             TB_EFIELD);
+  /* An empty cell (the sentinel log-prob) is not checked. */
+  ids[1] = -1;
+  lps[1] = TB_WIRE_TOPK_EMPTY_LOGPROB;
+  n = tinker_public__sample_response__pack(&msg, buf);
+  ASSERT_OK(tb__wire_sample_response_from_proto(&c.ctx, &c.arena, (tb_slice_t){ (char *)buf, n },
+                                                &back));
+  ASSERT_EQ_INT(back.topk_k, 2);
+  ASSERT_EQ_INT(back.sequences[0].tokens[1], 6);
+  ctx_free(&c);
+}
+
 TEST_LIST(
   TEST_ENTRY(sample_request_decodes_with_defaults),
   TEST_ENTRY(sample_request_errors),
   TEST_ENTRY(sample_response_json_round_trip),
   TEST_ENTRY(sample_response_proto_round_trip),
   TEST_ENTRY(sample_response_topk_grid_is_bounded),
+  TEST_ENTRY(sample_request_stop_strings_outlive_the_document),
+  TEST_ENTRY(sample_response_proto_checks_like_json),
 )

@@ -30,6 +30,9 @@ static size_t align_up(size_t n) {
 }
 
 static tb__arena_block_t *new_block(size_t size) {
+  /* The header must not wrap a huge size around to a tiny block. */
+  if (size > SIZE_MAX - sizeof(tb__arena_block_t))
+    return NULL;
   tb__arena_block_t *b = malloc(sizeof(*b) + size);
   if (b != NULL) {
     b->next = NULL;

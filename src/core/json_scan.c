@@ -13,11 +13,12 @@ static const char *skip_ws(const char *p, const char *end) {
   return p;
 }
 
-/* A string without escapes or control characters; p is past the quote.
- * Returns the closing quote, or NULL. */
+/* A string of printable ASCII without escapes; p is past the quote.
+ * Returns the closing quote, or NULL.  Other bytes are jansson's to
+ * read: it checks that they are UTF-8, which JSON text must be. */
 static const char *scan_string(const char *p, const char *end) {
   while (p < end && *p != '"') {
-    if (*p == '\\' || (unsigned char)*p < 0x20)
+    if (*p == '\\' || (unsigned char)*p < 0x20 || (unsigned char)*p >= 0x80)
       return NULL;
     p++;
   }

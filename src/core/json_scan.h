@@ -6,9 +6,10 @@
  * allocation; both sides of the wire use it.
  *
  * Non-goals: everything else.  A value that is an object or an array, a
- * string with an escape, a number it cannot read whole -- anything outside
- * that flat shape -- makes it give up (0), and the caller parses the
- * text with jansson instead, which also produces the error messages.
+ * string with an escape or a byte outside ASCII, a number it cannot read
+ * whole -- anything outside that flat shape -- makes it give up (0), and
+ * the caller parses the text with jansson instead, which also produces the
+ * error messages.
  */
 #ifndef TB_CORE_JSON_SCAN_H
 #define TB_CORE_JSON_SCAN_H

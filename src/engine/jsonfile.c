@@ -204,20 +204,25 @@ int tb__file_write_atomic(const char *path, const void *data, size_t len,
   return tb__atomic_commit(&f, err);
 }
 
+int tb__json_parse_text(const char *path, const char *text, size_t len,
+                        json_t **out, tb_error_t *err) {
+  /* Parsed here rather than with tb__json_parse, whose messages speak of
+   * a request body. */
+  json_error_t je;
+  *out = json_loadb(text != NULL ? text : "", len, JSON_REJECT_DUPLICATES, &je);
+  if (*out == NULL)
+    return tb_error_set(err, TB_EJSON, TB_CATEGORY_USER,
+                        "%s: invalid JSON at line %d column %d: %s", path,
+                        je.line, je.column, je.text);
+  return 0;
+}
+
 int tb__json_read_file(const char *path, json_t **out, tb_error_t *err) {
   *out = NULL;
   tb__buf_t b = TB_BUF_INIT;
   int rc = tb__file_read_all(path, &b, err);
-  if (rc == 0) {
-    /* Parsed here rather than with tb__json_parse, whose messages speak
-     * of a request body. */
-    json_error_t je;
-    *out = json_loadb(b.base, b.len, JSON_REJECT_DUPLICATES, &je);
-    if (*out == NULL)
-      rc = tb_error_set(err, TB_EJSON, TB_CATEGORY_USER,
-                        "%s: invalid JSON at line %d column %d: %s", path,
-                        je.line, je.column, je.text);
-  }
+  if (rc == 0)
+    rc = tb__json_parse_text(path, b.base, b.len, out, err);
   tb__buf_free(&b);
   return rc;
 }

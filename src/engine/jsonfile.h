@@ -69,6 +69,9 @@ int tb__file_write_atomic(const char *path, const void *data, size_t len,
 /* Parses a JSON file.  Errors: the file's open error, or TB_EJSON with
  * "<path>: invalid JSON at line L column C: ...". */
 int tb__json_read_file(const char *path, json_t **out, tb_error_t *err);
+/* The same over the file's text already in memory (path names it). */
+int tb__json_parse_text(const char *path, const char *text, size_t len,
+                        json_t **out, tb_error_t *err);
 /* Writes v indented by two spaces, keys in insertion order, with a final
  * newline, atomically. */
 int tb__json_write_file(const char *path, const json_t *v, tb_error_t *err);

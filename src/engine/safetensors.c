@@ -284,6 +284,32 @@ static int validate_header(tb__st_file_t *f, const unsigned char *data,
   return 0;
 }
 
+/* Reads the header and the tensor index of bytes[0 .. size), which f's
+ * tensors then point into; f->path names them in messages. */
+static int parse(tb__st_file_t *f, const unsigned char *p, size_t size,
+                 tb_error_t *err) {
+  const char *path = f->path;
+  if (size < 8)
+    return corrupt(err, path, "file is %zu bytes, too short for the 8-byte "
+                   "header length (truncated?)", size);
+  uint64_t hlen = 0;
+  for (int i = 7; i >= 0; i--)
+    hlen = (hlen << 8) | p[i];
+  if (hlen == 0 || hlen > TB_ST_MAX_HEADER || hlen > (uint64_t)(size - 8))
+    return corrupt(err, path, "header length %llu does not fit the file "
+                   "(%zu bytes; limit %llu; truncated or not safetensors?)",
+                   (unsigned long long)hlen, size,
+                   (unsigned long long)TB_ST_MAX_HEADER);
+  json_error_t je;
+  f->header = json_loadb((const char *)p + 8, (size_t)hlen,
+                         JSON_REJECT_DUPLICATES, &je);
+  if (f->header == NULL)
+    return corrupt(err, path, "header is not valid JSON (line %d column %d: "
+                   "%s)", je.line, je.column, je.text);
+  size_t base = 8 + (size_t)hlen;
+  return validate_header(f, p + base, size - base, err);
+}
+
 int tb__st_open(tb__st_file_t *f, const char *path, tb_error_t *err) {
   memset(f, 0, sizeof(*f));
   f->path = tb__strndup(path, strlen(path));
@@ -312,8 +338,7 @@ int tb__st_open(tb__st_file_t *f, const char *path, tb_error_t *err) {
   size_t size = (size_t)st.st_size;
   if (size < 8) {
     close(fd);
-    rc = corrupt(err, path, "file is %zu bytes, too short for the 8-byte "
-                 "header length (truncated?)", size);
+    rc = parse(f, NULL, size, err);  /* too short to map: says so */
     goto fail;
   }
   void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -326,34 +351,25 @@ int tb__st_open(tb__st_file_t *f, const char *path, tb_error_t *err) {
   }
   f->map = map;
   f->map_len = size;
-
-  const unsigned char *p = map;
-  uint64_t hlen = 0;
-  for (int i = 7; i >= 0; i--)
-    hlen = (hlen << 8) | p[i];
-  if (hlen == 0 || hlen > TB_ST_MAX_HEADER || hlen > (uint64_t)(size - 8)) {
-    rc = corrupt(err, path, "header length %llu does not fit the file "
-                 "(%zu bytes; limit %llu; truncated or not safetensors?)",
-                 (unsigned long long)hlen, size,
-                 (unsigned long long)TB_ST_MAX_HEADER);
-    goto fail;
-  }
-  json_error_t je;
-  f->header = json_loadb((const char *)p + 8, (size_t)hlen,
-                         JSON_REJECT_DUPLICATES, &je);
-  if (f->header == NULL) {
-    rc = corrupt(err, path, "header is not valid JSON (line %d column %d: "
-                 "%s)", je.line, je.column, je.text);
-    goto fail;
-  }
-  size_t base = 8 + (size_t)hlen;
-  rc = validate_header(f, p + base, size - base, err);
+  rc = parse(f, map, size, err);
   if (rc != 0)
     goto fail;
   return 0;
 
 fail:
   tb__st_close(f);
+  return rc;
+}
+
+int tb__st_open_buffer(tb__st_file_t *f, const char *name, const void *data,
+                       size_t len, tb_error_t *err) {
+  memset(f, 0, sizeof(*f));
+  f->path = tb__strndup(name, strlen(name));
+  if (f->path == NULL)
+    return tb_error_set(err, TB_ENOMEM, TB_CATEGORY_SERVER, "out of memory");
+  int rc = parse(f, data, len, err);
+  if (rc != 0)
+    tb__st_close(f);
   return rc;
 }
 

@@ -1,5 +1,6 @@
 /*
- * The safetensors format: a memory-mapped reader and an atomic writer.
+ * The safetensors format: a memory-mapped reader (also over bytes in
+ * memory) and an atomic writer.
  *
  * A file is an 8-byte little-endian header length N, N bytes of JSON
  * ({"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]},
@@ -47,7 +48,7 @@ typedef struct tb__st_tensor_s {
 
 typedef struct tb__st_file_s {
   char *path;
-  void *map;
+  void *map;                 /* NULL when opened over a buffer */
   size_t map_len;
   json_t *header;            /* keeps the names alive */
   tb__st_tensor_t *tensors;   /* sorted by name */
@@ -62,6 +63,11 @@ const char *tb__st_dtype_name(tb__st_dtype_t dt);
  * Codes: the open error (TB_ENOENT, ...), TB_ECORRUPT, TB_EUNSUPPORTED,
  * TB_ENOMEM. */
 int tb__st_open(tb__st_file_t *f, const char *path, tb_error_t *err);
+/* The same over a file's bytes already in memory, which must stay valid
+ * and unchanged until tb__st_close (the tensors point into them); name
+ * stands for the path in messages. */
+int tb__st_open_buffer(tb__st_file_t *f, const char *name, const void *data,
+                       size_t len, tb_error_t *err);
 /* Unmaps; safe on a zeroed or closed struct. */
 void tb__st_close(tb__st_file_t *f);
 

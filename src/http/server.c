@@ -1,6 +1,6 @@
 /*
- * The HTTP server's listener, its pool of request objects and its
- * graceful close (see server.h).  Connections live in server_conn.c,
+ * The HTTP server's listener, its pool of request objects (and the
+ * handler's view of a parsed one) and its graceful close (see server.h).  Connections live in server_conn.c,
  * answers in server_response.c.
  *
  * Request objects are recycled through a free list on the server, with
@@ -246,6 +246,63 @@ void tb__http_req_put(tb__http_request_t *req) {
   req->next = server->free_reqs;
   server->free_reqs = req;
   server->n_free_reqs++;
+}
+
+/* Splits the URL as sent into path and query. */
+static void split_url(tb__http_request_t *req) {
+  tb_slice_t url = req->url;
+  const char *p = url.base, *end = url.base + url.len;
+  /* Absolute form (a proxy's request line): drop scheme and authority. */
+  if (url.len > 7 && (memcmp(p, "http://", 7) == 0 ||
+                      (url.len > 8 && memcmp(p, "https://", 8) == 0))) {
+    p = (const char *)memchr(p, '/', (size_t)(end - p)) + 2;
+    const char *slash = memchr(p, '/', (size_t)(end - p));
+    p = slash ? slash : end;
+  }
+  const char *q = memchr(p, '?', (size_t)(end - p));
+  const char *path_end = q ? q : end;
+  if (p == path_end) {
+    req->path = TB_SLICE_LIT("/");
+  } else {
+    req->path.base = p;
+    req->path.len = (size_t)(path_end - p);
+  }
+  if (q != NULL) {
+    req->query.base = q + 1;
+    req->query.len = (size_t)(end - q - 1);
+  } else {
+    req->query.base = end;
+    req->query.len = 0;
+  }
+}
+
+int tb__http_req_fill_head(tb__http_request_t *req) {
+  tb__http_msg_t *m = &req->msg;
+  const char *method = llhttp_method_name((llhttp_method_t)m->method);
+  req->method.base = method;
+  req->method.len = strlen(method);
+  req->url = tb__http_msg_url(m);
+  if (req->url.base == NULL)
+    req->url.base = "";  /* an empty URL, before any head byte was kept */
+  split_url(req);
+  req->n_headers = m->n_headers;
+  if (m->n_headers > 0) {
+    tb__http_header_t *h = tb__arena_alloc(&req->arena, m->n_headers * sizeof(*h));
+    if (h == NULL)
+      return TB_ENOMEM;
+    tb__http_msg_headers(m, h);
+    req->headers = h;
+  }
+  req->head_seen = 1;
+  return 0;
+}
+
+void tb__http_req_fill_body(tb__http_request_t *req) {
+  tb__http_msg_t *m = &req->msg;
+  req->body.base = m->body.base ? m->body.base : "";
+  req->body.len = m->body.len;
+  req->keep_alive = m->keep_alive && !m->upgrade;
+  req->continue_state = 0;
 }
 
 const tb__http_header_t *tb__http_request_header(const tb__http_request_t *req,

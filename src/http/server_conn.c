@@ -44,7 +44,6 @@
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void stop_parsing_input(tb__http_server_conn_t *conn);
-static void fill_head(tb__http_request_t *req);
 
 /* ------------------------------------------------------------ parser glue */
 
@@ -88,8 +87,7 @@ static int conn_head(tb__http_parser_t *p, tb__http_msg_t *m) {
   /* An answer given here closes the connection when a body was to come:
    * it is never read. */
   req->keep_alive = m->keep_alive && !m->upgrade && !body_follows;
-  fill_head(req);
-  if (!req->head_seen) {
+  if (tb__http_req_fill_head(req) != 0) {
     tb__http_respond_error(req, 503, "out of memory");
     return TB__HTTP_HEAD_ANSWERED;
   }
@@ -182,69 +180,15 @@ void tb__http_conn_arm_timer(tb__http_server_conn_t *conn) {
 
 /* ------------------------------------------------------------ dispatch */
 
-static void split_url(tb__http_request_t *req) {
-  tb_slice_t url = req->url;
-  const char *p = url.base, *end = url.base + url.len;
-  /* Absolute form (a proxy's request line): drop scheme and authority. */
-  if (url.len > 7 && (memcmp(p, "http://", 7) == 0 ||
-                      (url.len > 8 && memcmp(p, "https://", 8) == 0))) {
-    p = (const char *)memchr(p, '/', (size_t)(end - p)) + 2;
-    const char *slash = memchr(p, '/', (size_t)(end - p));
-    p = slash ? slash : end;
-  }
-  const char *q = memchr(p, '?', (size_t)(end - p));
-  const char *path_end = q ? q : end;
-  if (p == path_end) {
-    req->path = TB_SLICE_LIT("/");
-  } else {
-    req->path.base = p;
-    req->path.len = (size_t)(path_end - p);
-  }
-  if (q != NULL) {
-    req->query.base = q + 1;
-    req->query.len = (size_t)(end - q - 1);
-  } else {
-    req->query.base = end;
-    req->query.len = 0;
-  }
-}
-
-/* Method, URL, path, query and headers, once the head is complete; sets
- * head_seen unless out of memory. */
-static void fill_head(tb__http_request_t *req) {
-  tb__http_msg_t *m = &req->msg;
-  const char *method = llhttp_method_name((llhttp_method_t)m->method);
-  req->method.base = method;
-  req->method.len = strlen(method);
-  req->url = tb__http_msg_url(m);
-  split_url(req);
-  req->n_headers = m->n_headers;
-  if (m->n_headers > 0) {
-    tb__http_header_t *h = tb__arena_alloc(&req->arena, m->n_headers * sizeof(*h));
-    if (h == NULL)
-      return;
-    tb__http_msg_headers(m, h);
-    req->headers = h;
-  }
-  req->head_seen = 1;
-}
-
 static void dispatch(tb__http_server_conn_t *conn, tb__http_request_t *req) {
   tb__http_server_t *server = conn->server;
-  tb__http_msg_t *m = &req->msg;
-  if (!req->head_seen) {
-    fill_head(req);
-    if (!req->head_seen) {
-      req->state = TB__REQ_HANDLER;
-      req->keep_alive = 0;
-      tb__http_respond_error(req, 503, "out of memory");
-      return;
-    }
+  if (!req->head_seen && tb__http_req_fill_head(req) != 0) {
+    req->state = TB__REQ_HANDLER;
+    req->keep_alive = 0;
+    tb__http_respond_error(req, 503, "out of memory");
+    return;
   }
-  req->body.base = m->body.base ? m->body.base : "";
-  req->body.len = m->body.len;
-  req->keep_alive = m->keep_alive && !m->upgrade;
-  req->continue_state = 0;
+  tb__http_req_fill_body(req);
   req->state = TB__REQ_HANDLER;
   server->n_requests++;
   if (server->opts.router != NULL)
@@ -265,9 +209,14 @@ static void parse_error(tb__http_server_conn_t *conn) {
   }
   tb__http_request_t *req = container_of(p->msg, tb__http_request_t, msg);
   p->msg = NULL;
+  tb__debug("http server: %d %s", p->status, p->reason);
+  /* Answered at its head already (llhttp finds some faults of a head,
+   * such as a Transfer-Encoding that is not chunked, only after it): that
+   * answer stands, and the connection ends after it. */
+  if (req->state == TB__REQ_RESPONDED)
+    return;
   req->keep_alive = 0;
   req->continue_state = 0;
-  tb__debug("http server: %d %s", p->status, p->reason);
   tb__http_respond_error(req, p->status, p->reason);
 }
 

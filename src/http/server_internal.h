@@ -66,6 +66,14 @@ struct tb__http_server_conn_s {
 tb__http_request_t *tb__http_req_get(tb__http_server_t *server);
 void tb__http_req_put(tb__http_request_t *req);
 void tb__http_server_maybe_finish(tb__http_server_t *server);
+/* The handler's view of a request, in the two steps a connection takes
+ * (server.c, beside the request pool, so that the fuzz target of
+ * test/fuzz/ runs them as the connection does, without a socket):
+ * fill_head once the head is complete (method, URL, path and query,
+ * headers; sets head_seen), 0 or TB_ENOMEM; fill_body once the request is
+ * (body, keep-alive). */
+int tb__http_req_fill_head(tb__http_request_t *req);
+void tb__http_req_fill_body(tb__http_request_t *req);
 
 /* server_conn.c */
 /* HTTPS: writes what the TLS codec queued of its own (handshake,

@@ -255,4 +255,11 @@ char *tb__server_user_paths(const tb__server_t *srv, const char *msg);
 int tb__server_name_path(tb__server_t *srv, const char *dir, const char *name);
 void tb__server_path_names_free(tb__server_t *srv);
 
+/* The HTTP server's on_head: a request's route and API key, from its head
+ * alone (server.c).  Answers 404, 405, 400 or 401 itself; otherwise sets
+ * req->data (tb__sreq_t) and the route, and the request goes on to its
+ * handler once complete.  The HTTP fuzz target of test/fuzz/ calls it as
+ * the HTTP layer does. */
+void tb__server_on_head(tb__http_request_t *req);
+
 #endif /* TB_SERVER_INTERNAL_H */

@@ -266,12 +266,9 @@ static int to_sampling(tb__jctx_t *c, tb__training_t *tr, tb__arena_t *a, const 
     if (ss == NULL)
       rc = tb__jctx_fail_at(c, "stop", "out of memory");
     for (size_t i = 0; rc == 0 && i < wp->n_stop_strings; i++) {
-      /* Copied: the decoder lends them from the JSON document. */
-      size_t n = strlen(wp->stop_strings[i]);
-      ss[i] = (tb_slice_t){ tb__arena_strndup(a, wp->stop_strings[i], n), n };
-      if (ss[i].base == NULL)
-        rc = tb__jctx_fail_at(c, "stop", "out of memory");
-      else if (ss[i].len == 0)
+      /* The decoder's copies, in the same arena. */
+      ss[i] = (tb_slice_t){ wp->stop_strings[i], strlen(wp->stop_strings[i]) };
+      if (ss[i].len == 0)
         rc = tb__jctx_fail_at(c, "stop", "an empty stop string");
     }
     p->stop_strings = ss;

@@ -141,7 +141,7 @@ static void on_req_done(tb__http_request_t *req, int status) {
  * caller's key are known from the head alone, so a request that has no
  * route or no valid key is answered here and its body is never read (nor
  * held in memory).  What passes goes on to on_request once complete. */
-static void on_head(tb__http_request_t *req) {
+void tb__server_on_head(tb__http_request_t *req) {
   tb__server_t *srv = container_of(req->server, tb__server_t, http);
   tb__sreq_t *sr = tb__arena_calloc(&req->arena, 1, sizeof(*sr));
   if (sr == NULL) {
@@ -200,7 +200,7 @@ static void on_head(tb__http_request_t *req) {
   }
 }
 
-/* A complete request that passed on_head: its route's handler. */
+/* A complete request that passed tb__server_on_head: its route's handler. */
 static void on_request(tb__http_request_t *req) {
   tb__sreq_t *sr = req->data;
   tb__route_t *rt = sr->route;
@@ -582,7 +582,7 @@ int tb__server_init(uv_loop_t *loop, tb_server_t *server, const tb_server_option
     .rewrite_data = srv,
   };
   tb__http_server_options_t ho = { 0 };
-  ho.on_head = on_head;
+  ho.on_head = tb__server_on_head;
   ho.on_request = on_request;
   ho.max_body = o.max_body;
   ho.max_body_memory = o.max_body_memory;

@@ -563,7 +563,7 @@ static void load(tb__http_request_t *req) {
   tb_error_t err = { 0 };
   tb__jctx_t c;
   tb__jctx_init(&c, &err);
-  tb_slice_t id, path;
+  tb_slice_t id = { 0 }, path = { 0 };  /* read below only when found */
   tb__tmodel_t *m = NULL;
   int optimizer = 0;
   int rc = get_model(&c, req, doc, &id, &m);

@@ -64,8 +64,7 @@ int tb__py_isspace(uint32_t cp) {
          p->bidi_class == UTF8PROC_BIDI_CLASS_B || p->bidi_class == UTF8PROC_BIDI_CLASS_S;
 }
 
-/* Jinja's trim: Python's str.strip() with no argument. */
-static tb_slice_t py_strip(tb_slice_t s) {
+tb_slice_t tb__py_strip(tb_slice_t s) {
   const utf8proc_uint8_t *p = (const utf8proc_uint8_t *)s.base;
   size_t a = 0, e = s.len;
   while (a < e) {
@@ -155,7 +154,7 @@ static void format_llama3(const tb_renderer_t *r, const tb__msg_t *m, size_t n, 
     tb__rb_mem(b, m[i].role.base, m[i].role.len);
     tb__rb_str(b, "<|end_header_id|>\n\n");
     size_t body = b->text.len;
-    tb_slice_t c = py_strip(m[i].content);
+    tb_slice_t c = tb__py_strip(m[i].content);
     tb__rb_content(b, c.base, c.len);
     tb__rb_str(b, "<|eot_id|>");
     if (m[i].assistant)

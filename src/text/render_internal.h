@@ -60,6 +60,9 @@ void tb__render_format(const tb_renderer_t *r, const tb__msg_t *m, size_t n, int
                        tb__rbuild_t *b);
 /* Python's str.isspace for one code point (Jinja's trim). */
 int tb__py_isspace(uint32_t cp);
+/* Python's str.strip() with no argument (Jinja's trim), by character:
+ * whitespace of any length in UTF-8 at either end. */
+tb_slice_t tb__py_strip(tb_slice_t s);
 
 int tb__renderer_new_variant(const char *name, const tb__render_variant_t *v,
                              const tb_tokenizer_t *tok, tb_renderer_t **out, tb_error_t *err);

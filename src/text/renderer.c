@@ -290,11 +290,9 @@ int tb_renderer_parse(const tb_renderer_t *r, const int32_t *tokens, size_t n, t
   }
   tb_slice_t c = { text, len }, reasoning = { NULL, 0 };
   if (r->kind == TB__R_ROLE_COLON) {
-    /* the cookbook strips the reply */
-    while (c.len && tb__py_isspace((unsigned char)c.base[0]))
-      c.base++, c.len--;
-    while (c.len && tb__py_isspace((unsigned char)c.base[c.len - 1]))
-      c.len--;
+    /* the cookbook strips the reply (by character: a byte of UTF-8 is
+     * no code point of its own) */
+    c = tb__py_strip(c);
   } else if (r->kind == TB__R_QWEN3) {
     /* As the template reads an assistant message back: the reasoning is
      * what precedes the first </think> (after the last <think>), the

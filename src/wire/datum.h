@@ -21,6 +21,11 @@
 int tb__wire_tensor_from_json(tb__jctx_t *c, tb__arena_t *a, const char *key,
                               const json_t *v, size_t max_bytes,
                               tb__wire_tensor_t *t);
+/* The same for a tensor of a result, where a float32 value that JSON
+ * cannot carry (NaN, an infinity) travels as null: null reads as NaN. */
+int tb__wire_result_tensor_from_json(tb__jctx_t *c, tb__arena_t *a, const char *key,
+                                     const json_t *v, size_t max_bytes,
+                                     tb__wire_tensor_t *t);
 /* ModelInput {"chunks": [...]} flattened to its tokens. */
 int tb__wire_model_input_from_json(tb__jctx_t *c, tb__arena_t *a,
                                    const json_t *mi, int32_t **tokens,

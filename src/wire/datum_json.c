@@ -48,8 +48,12 @@ static int read_int64_array(tb__jctx_t *c, tb__arena_t *a, const json_t *arr,
 }
 
 static int store_value(tb__jctx_t *c, tb__wire_tensor_t *t, size_t pos,
-                       const json_t *v) {
+                       const json_t *v, int null_is_nan) {
   if (t->dtype == TB_DTYPE_FLOAT32) {
+    if (null_is_nan && json_is_null(v)) {
+      t->f32[pos] = NAN;
+      return 0;
+    }
     double d;
     int rc = tb__json_as_double(c, v, &d);
     if (rc != 0)
@@ -62,9 +66,9 @@ static int store_value(tb__jctx_t *c, tb__wire_tensor_t *t, size_t pos,
   return tb__json_as_int(c, v, INT64_MIN, INT64_MAX, &t->i64[pos]);
 }
 
-int tb__wire_tensor_from_json(tb__jctx_t *c, tb__arena_t *a, const char *key,
-                              const json_t *v, size_t max_bytes,
-                              tb__wire_tensor_t *t) {
+static int tensor_from_json(tb__jctx_t *c, tb__arena_t *a, const char *key,
+                            const json_t *v, size_t max_bytes, tb__wire_tensor_t *t,
+                            int null_is_nan) {
   memset(t, 0, sizeof(*t));
   const json_t *data = v;
   json_t *shape = NULL, *crow = NULL, *col = NULL;
@@ -127,7 +131,7 @@ int tb__wire_tensor_from_json(tb__jctx_t *c, tb__arena_t *a, const char *key,
   if (crow == NULL) {
     for (size_t i = 0; i < nvals; i++) {
       size_t mi = tb__jctx_push_index(c, i);
-      rc = store_value(c, t, i, json_array_get(data, i));
+      rc = store_value(c, t, i, json_array_get(data, i), null_is_nan);
       tb__jctx_pop(c, mi);
       if (rc != 0)
         break;
@@ -156,11 +160,23 @@ int tb__wire_tensor_from_json(tb__jctx_t *c, tb__arena_t *a, const char *key,
   for (size_t i = 0; i < nvals && rc == 0; i++) {
     size_t mi = tb__jctx_push_index(c, i);
     rc = store_value(c, t, tb__wire_csr_position(t, cr, co, i, &row),
-                     json_array_get(data, i));
+                     json_array_get(data, i), null_is_nan);
     tb__jctx_pop(c, mi);
   }
   tb__jctx_pop(c, mark);
   return rc;
+}
+
+int tb__wire_tensor_from_json(tb__jctx_t *c, tb__arena_t *a, const char *key,
+                              const json_t *v, size_t max_bytes,
+                              tb__wire_tensor_t *t) {
+  return tensor_from_json(c, a, key, v, max_bytes, t, 0);
+}
+
+int tb__wire_result_tensor_from_json(tb__jctx_t *c, tb__arena_t *a, const char *key,
+                                     const json_t *v, size_t max_bytes,
+                                     tb__wire_tensor_t *t) {
+  return tensor_from_json(c, a, key, v, max_bytes, t, 1);
 }
 
 int tb__wire_model_input_from_json(tb__jctx_t *c, tb__arena_t *a,

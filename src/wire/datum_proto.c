@@ -161,6 +161,17 @@ static int datum_from_proto(tb__jctx_t *c, tb__arena_t *a,
   return 0;
 }
 
+/* A map key sent twice means its last value (wire/proto.h). */
+static int maps_last_wins(tb__arena_t *a, TinkerPublic__ForwardBackwardRequest *req) {
+  int rc = TB__WIRE_PROTO_MAP_LAST(a, req->loss_fn_config, req->n_loss_fn_config,
+                                   TinkerPublic__ForwardBackwardRequest__LossFnConfigEntry);
+  for (size_t i = 0; rc == 0 && i < req->n_data; i++)
+    rc = TB__WIRE_PROTO_MAP_LAST(a, req->data[i]->loss_fn_inputs,
+                                 req->data[i]->n_loss_fn_inputs,
+                                 TinkerPublic__Datum__LossFnInputsEntry);
+  return rc;
+}
+
 int tb__wire_fwdbwd_request_from_proto(tb__jctx_t *c, tb__arena_t *a,
                                        tb_slice_t body, size_t max_bytes,
                                        tb__wire_fwdbwd_t *out) {
@@ -171,6 +182,8 @@ int tb__wire_fwdbwd_request_from_proto(tb__jctx_t *c, tb__arena_t *a,
           &alloc, body.len, (const uint8_t *)body.base);
   if (req == NULL)
     return tb__jctx_fail(c, "not a valid protobuf ForwardBackwardRequest");
+  if (maps_last_wins(a, req) != 0)
+    return TB_ENOMEM;
   out->model_id = req->model_id && req->model_id[0] ? req->model_id : NULL;
   out->seq_id = req->seq_id;
   out->loss_fn = req->loss_fn ? req->loss_fn : "";

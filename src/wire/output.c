@@ -33,9 +33,10 @@ json_t *tb__wire_fwdbwd_output_to_json(const tb__wire_fwdbwd_output_t *o) {
     return NULL;
   }
   const char *type = o->loss_fn_output_type ? o->loss_fn_output_type : "ArrayRecord";
-  if (json_object_set_new(root, "loss_fn_output_type", json_string(type)) != 0 ||
-      json_object_set_new(root, "loss_fn_outputs", outs) != 0 ||
-      json_object_set_new(root, "metrics", metrics) != 0)
+  int bad = json_object_set_new(root, "loss_fn_output_type", json_string(type)) != 0;
+  bad |= json_object_set_new(root, "loss_fn_outputs", outs) != 0;
+  bad |= json_object_set_new(root, "metrics", metrics) != 0;
+  if (bad)
     goto fail;
   for (size_t i = 0; i < o->n_outputs; i++) {
     json_t *rec = json_object();
@@ -94,8 +95,8 @@ int tb__wire_fwdbwd_output_from_json(tb__jctx_t *c, tb__arena_t *a,
         size_t mk = tb__jctx_push_key(c, key);
         tb__wire_named_tensor_t *nt = &d->fields[d->n_fields++];
         nt->name = tb__arena_strndup(a, key, strlen(key));
-        rc = nt->name ? tb__wire_tensor_from_json(c, a, key, tv, OUTPUT_MAX_TENSOR_BYTES,
-                                                  &nt->tensor)
+        rc = nt->name ? tb__wire_result_tensor_from_json(c, a, key, tv, OUTPUT_MAX_TENSOR_BYTES,
+                                                         &nt->tensor)
                       : TB_ENOMEM;
         tb__jctx_pop(c, mk);
       }
@@ -113,7 +114,11 @@ int tb__wire_fwdbwd_output_from_json(tb__jctx_t *c, tb__arena_t *a,
   json_object_foreach(metrics, key, mv) {
     size_t mk = tb__jctx_push_key(c, key);
     o->metrics[i].name = tb__arena_strndup(a, key, strlen(key));
-    rc = o->metrics[i].name ? tb__json_as_double(c, mv, &o->metrics[i].value) : TB_ENOMEM;
+    /* A metric that diverged travels as null (real_or_null). */
+    if (o->metrics[i].name != NULL && json_is_null(mv))
+      o->metrics[i].value = NAN;
+    else
+      rc = o->metrics[i].name ? tb__json_as_double(c, mv, &o->metrics[i].value) : TB_ENOMEM;
     tb__jctx_pop(c, mk);
     i++;
     if (rc != 0)
@@ -265,6 +270,9 @@ static int field_from_proto(tb__jctx_t *c, tb__arena_t *a, const char *name,
   for (size_t d = 0; d < bt->n_trailing_shape; d++) {
     if (bt->trailing_shape[d] <= 0)
       return tb__jctx_fail(c, "trailing_shape[%zu]: must be positive", d);
+    /* A product past SIZE_MAX would wrap, to zero at worst. */
+    if ((uint64_t)bt->trailing_shape[d] > SIZE_MAX / inner)
+      return tb__jctx_fail(c, "trailing_shape: too many elements");
     inner *= (size_t)bt->trailing_shape[d];
   }
   for (size_t i = 0; i < n; i++) {
@@ -289,7 +297,8 @@ static int field_from_proto(tb__jctx_t *c, tb__arena_t *a, const char *name,
     int rc = tb__wire_tensor_alloc(c, a, t, SIZE_MAX);  /* count <= the bytes present */
     if (rc != 0)
       return rc;
-    const uint8_t *p = bt->data.data + lo;
+    /* No arithmetic on an empty field's missing buffer. */
+    const uint8_t *p = count > 0 ? bt->data.data + lo : NULL;
     for (size_t k = 0; k < count; k++, p += es) {
       switch (bt->dtype) {
         case TINKER_PUBLIC__DTYPE__DTYPE_FLOAT32: t->f32[k] = tb__le_f32(p); break;
@@ -311,6 +320,15 @@ int tb__wire_fwdbwd_output_from_proto(tb__jctx_t *c, tb__arena_t *a,
       &alloc, body.len, (const uint8_t *)body.base);
   if (msg == NULL)
     return tb__jctx_fail(c, "not a valid protobuf ForwardBackwardOutput");
+  /* A map key sent twice means its last value (wire/proto.h). */
+  int mrc = TB__WIRE_PROTO_MAP_LAST(a, msg->metrics, msg->n_metrics,
+                                    TinkerPublic__ForwardBackwardOutput__MetricsEntry);
+  for (size_t r = 0; mrc == 0 && r < msg->n_loss_fn_outputs; r++)
+    mrc = TB__WIRE_PROTO_MAP_LAST(a, msg->loss_fn_outputs[r]->fields,
+                                  msg->loss_fn_outputs[r]->n_fields,
+                                  TinkerPublic__ArrayRecord__FieldsEntry);
+  if (mrc != 0)
+    return TB_ENOMEM;
   o->loss_fn_output_type = msg->loss_fn_output_type && msg->loss_fn_output_type[0]
                                ? msg->loss_fn_output_type : "ArrayRecord";
   /* Datum counts per record: num_datums, or the first field's offsets. */

@@ -19,7 +19,10 @@ static int stop_from_json(tb__jctx_t *c, tb__arena_t *a, const json_t *stop,
     p->stop_strings = tb__arena_alloc(a, sizeof(char *));
     if (p->stop_strings == NULL)
       return TB_ENOMEM;
-    p->stop_strings[0] = json_string_value(stop);
+    p->stop_strings[0] = tb__arena_strndup(a, json_string_value(stop),
+                                           json_string_length(stop));
+    if (p->stop_strings[0] == NULL)
+      return TB_ENOMEM;
     p->n_stop_strings = 1;
     return 0;
   }
@@ -40,7 +43,10 @@ static int stop_from_json(tb__jctx_t *c, tb__arena_t *a, const json_t *stop,
         return tb__jctx_fail(c, "expected a non-empty string, got %s",
                              tb__json_type_name(s));
       }
-      p->stop_strings[i] = json_string_value(s);
+      p->stop_strings[i] = tb__arena_strndup(a, json_string_value(s),
+                                             json_string_length(s));
+      if (p->stop_strings[i] == NULL)
+        return TB_ENOMEM;
     }
     p->n_stop_strings = n;
     return 0;
@@ -184,17 +190,25 @@ json_t *tb__wire_sample_response_to_json(const tb__wire_sample_response_t *r) {
     json_decref(seqs);
     return NULL;
   }
-  if (json_object_set_new(root, "type", json_string("sample")) != 0 ||
-      json_object_set_new(root, "sequences", seqs) != 0 ||
-      json_object_set_new(root, "prompt_cache_hit_tokens",
-                          json_integer((json_int_t)r->prompt_cache_hit_tokens)) != 0)
+  /* Every child is attached, also after a failed one, so that one decref
+   * of the root releases everything. */
+  int bad = json_object_set_new(root, "type", json_string("sample")) != 0;
+  bad |= json_object_set_new(root, "sequences", seqs) != 0;
+  bad |= json_object_set_new(root, "prompt_cache_hit_tokens",
+                             json_integer((json_int_t)r->prompt_cache_hit_tokens)) != 0;
+  if (bad)
     goto fail;
   for (size_t i = 0; i < r->n_sequences; i++) {
     const tb__wire_sequence_t *s = &r->sequences[i];
     json_t *seq = json_object(), *toks = json_array();
-    if (json_array_append_new(seqs, seq) != 0 || toks == NULL ||
-        json_object_set_new(seq, "stop_reason", json_string(stop_reason_name(s->stop_reason))) ||
-        json_object_set_new(seq, "tokens", toks) != 0)
+    if (json_array_append_new(seqs, seq) != 0) {
+      json_decref(toks);
+      goto fail;
+    }
+    bad = json_object_set_new(seq, "stop_reason",
+                              json_string(stop_reason_name(s->stop_reason))) != 0;
+    bad |= json_object_set_new(seq, "tokens", toks) != 0;
+    if (bad)
       goto fail;
     for (size_t k = 0; k < s->n_tokens; k++)
       if (json_array_append_new(toks, json_integer(s->tokens[k])) != 0)
@@ -462,6 +476,10 @@ int tb__wire_sample_response_from_proto(tb__jctx_t *c, tb__arena_t *a,
       tinker_public__sample_response__unpack(&alloc, body.len, (const uint8_t *)body.base);
   if (msg == NULL)
     return tb__jctx_fail(c, "not a valid protobuf SampleResponse");
+  /* What the JSON decoder refuses, this one refuses too. */
+  if (msg->prompt_cache_hit_tokens < 0)
+    return tb__jctx_fail_at(c, "prompt_cache_hit_tokens", "%d is negative",
+                            (int)msg->prompt_cache_hit_tokens);
   r->prompt_cache_hit_tokens = msg->prompt_cache_hit_tokens;
   r->n_sequences = msg->n_sequences;
   r->sequences = tb__arena_calloc(a, r->n_sequences + 1, sizeof(*r->sequences));
@@ -481,6 +499,13 @@ int tb__wire_sample_response_from_proto(tb__jctx_t *c, tb__arena_t *a,
       rc = tb__jctx_fail(c, "stop_reason: unknown value %d", (int)s->stop_reason);
     if (rc == 0)
       rc = copy4(c, a, &s->tokens, (void **)&seq->tokens, &seq->n_tokens, "tokens");
+    for (size_t k = 0; rc == 0 && k < seq->n_tokens; k++)
+      if (seq->tokens[k] < 0) {
+        size_t mt = tb__jctx_push_key(c, "tokens");
+        tb__jctx_push_index(c, k);
+        rc = tb__jctx_fail(c, "%d is negative", (int)seq->tokens[k]);
+        tb__jctx_pop(c, mt);
+      }
     /* Empty logprobs bytes are read as absent, as the SDK does. */
     if (rc == 0 && s->logprobs.len > 0) {
       size_t n = 0;
@@ -513,6 +538,17 @@ int tb__wire_sample_response_from_proto(tb__jctx_t *c, tb__arena_t *a,
     if (ni != cells || nl != cells)
       return tb__jctx_fail(c, "topk_prompt_logprobs: expected %zu cells (k x prompt_length)",
                            cells);
+    for (size_t i = 0; i < cells; i++) {
+      float lp = r->topk_logprobs[i];
+      if (lp != TB_WIRE_TOPK_EMPTY_LOGPROB && (r->topk_ids[i] < 0 || !isfinite(lp))) {
+        size_t mt = tb__jctx_push_key(c, "topk_prompt_logprobs");
+        tb__jctx_push_index(c, i / tk->k);
+        tb__jctx_push_index(c, i % tk->k);
+        rc = tb__jctx_fail(c, "expected [token_id, logprob]");
+        tb__jctx_pop(c, mt);
+        return rc;
+      }
+    }
     r->topk_k = tk->k;
     r->topk_rows = tk->prompt_length;
   }

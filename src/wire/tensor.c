@@ -20,10 +20,14 @@ json_t *tb__wire_tensor_to_json(const tb__wire_tensor_t *t, int nonfinite_null) 
     json_decref(shape);
     return NULL;
   }
-  if (json_object_set_new(obj, "data", data) != 0 ||
-      json_object_set_new(obj, "dtype", json_string(t->dtype == TB_DTYPE_FLOAT32
-                                                        ? "float32" : "int64")) != 0 ||
-      json_object_set_new(obj, "shape", shape) != 0)
+  /* json_object_set_new steals its value even when it fails: every child
+   * is attached (no || chain, which would leave the later ones behind), so
+   * one decref of obj releases everything on any failure. */
+  int bad = json_object_set_new(obj, "data", data) != 0;
+  bad |= json_object_set_new(obj, "dtype", json_string(t->dtype == TB_DTYPE_FLOAT32
+                                                           ? "float32" : "int64")) != 0;
+  bad |= json_object_set_new(obj, "shape", shape) != 0;
+  if (bad)
     goto fail;
   for (size_t i = 0; i < t->numel; i++) {
     json_t *v;
