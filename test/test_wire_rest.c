@@ -1,0 +1,356 @@
+/*
+ * wire/rest: the REST answers (training runs, checkpoints, their changes,
+ * the archive link, sessions, samplers, weights info).  Each type is read
+ * from the bytes the server answered in test/golden/tinker.txt and written
+ * again, which must give the same bytes; malformed answers are refused
+ * naming the field.
+ */
+#include "tb_test.h"
+
+#include <stddef.h>
+#include <stdio.h>
+
+#include "core/arena.h"
+#include "core/json.h"
+#include "wire/rest.h"
+
+/* The whole of test/golden/tinker.txt (TB_GOLDEN_DIR, set by meson). */
+static char *golden_text(void) {
+  const char *dir = getenv("TB_GOLDEN_DIR");
+  if (dir == NULL)
+    SKIP("TB_GOLDEN_DIR is not set");
+  char path[1024];
+  snprintf(path, sizeof(path), "%s/tinker.txt", dir);
+  FILE *f = fopen(path, "rb");
+  ASSERT(f != NULL);
+  ASSERT_OK(fseek(f, 0, SEEK_END));
+  long n = ftell(f);
+  ASSERT_GT(n, 0);
+  rewind(f);
+  char *s = xmalloc((size_t)n + 1);
+  ASSERT_EQ_INT(fread(s, 1, (size_t)n, f), n);
+  s[n] = '\0';
+  fclose(f);
+  return s;
+}
+
+/* The JSON answer (a copy) to the nth request whose line is exactly
+ * ">>> <request>" in the golden file: the first line starting with '{'
+ * after its "<<< " line. */
+static char *golden_answer(const char *request, int nth) {
+  char *all = golden_text();
+  char want[512];
+  snprintf(want, sizeof(want), "\n>>> %s\n", request);
+  const char *p = all;
+  for (int i = 0; i <= nth; i++) {
+    p = strstr(p, want);
+    ASSERT(p != NULL);
+    p += strlen(want) - 1;
+  }
+  p = strstr(p, "\n<<< ");
+  ASSERT(p != NULL);
+  p = strstr(p, "\n{");
+  ASSERT(p != NULL);
+  p++;
+  const char *end = strchr(p, '\n');
+  ASSERT(end != NULL);
+  char *line = xmalloc((size_t)(end - p) + 1);
+  memcpy(line, p, (size_t)(end - p));
+  line[end - p] = '\0';
+  free(all);
+  return line;
+}
+
+static json_t *parse(const char *text) {
+  json_t *doc = NULL;
+  tb_error_t err = { 0 };
+  ASSERT_OK(tb__json_parse((tb_slice_t){ text, strlen(text) }, &doc, &err));
+  return doc;
+}
+
+/* The bytes a value is sent as, compared with want; v is released. */
+static void assert_bytes(json_t *v, const char *want) {
+  ASSERT(v != NULL);
+  char *got = tb__json_dump(v, NULL);
+  ASSERT(got != NULL);
+  ASSERT_STR_EQ(got, want);
+  free(got);
+  json_decref(v);
+}
+
+#define SESS "<sess#1>"
+#define RUN SESS ":train:0"
+
+TEST(training_runs_round_trip) {
+  const char *reqs[2] = { "GET /api/v1/training_runs", "GET /api/v1/training_runs?limit=5&offset=0" };
+  for (int i = 0; i < 2; i++) {
+    char *bytes = golden_answer(reqs[i], 0);
+    json_t *doc = parse(bytes);
+    tb__arena_t a;
+    tb__arena_init(&a, 0);
+    tb__jctx_t c;
+    tb_error_t err = { 0 };
+    tb__jctx_init(&c, &err);
+    tb__wire_training_runs_t l;
+    ASSERT_OK(tb__wire_training_runs_from_json(&c, &a, doc, &l));
+    ASSERT_EQ_INT(l.n, 1);
+    ASSERT_EQ_INT(l.cursor.limit, i == 0 ? 20 : 5);
+    ASSERT_EQ_INT(l.cursor.total_count, 1);
+    const tb__wire_training_run_t *r = &l.runs[0];
+    ASSERT_STR_EQ(r->training_run_id, RUN);
+    ASSERT_STR_EQ(r->model_owner, "local");
+    ASSERT_EQ_INT(r->lora_rank, 4);
+    ASSERT(r->last_checkpoint != NULL && r->last_sampler_checkpoint != NULL);
+    ASSERT_STR_EQ(r->last_checkpoint->checkpoint_id, "weights/w1");
+    ASSERT_EQ_INT(r->last_checkpoint->size_bytes, 509826);
+    ASSERT(r->last_checkpoint->expires_at == NULL);
+    ASSERT(r->user_metadata == NULL);
+    ASSERT(r->lora_config.present);
+    ASSERT_EQ_INT(r->lora_config.seed, 3);
+    assert_bytes(tb__wire_training_runs_to_json(&l), bytes);
+    json_decref(doc);
+    tb__arena_free(&a);
+    free(bytes);
+  }
+}
+
+TEST(training_run_round_trip) {
+  char *bytes = golden_answer("GET /api/v1/training_runs/" RUN, 0);
+  json_t *doc = parse(bytes);
+  tb__arena_t a;
+  tb__arena_init(&a, 0);
+  tb__jctx_t c;
+  tb_error_t err = { 0 };
+  tb__jctx_init(&c, &err);
+  tb__wire_training_run_t r;
+  ASSERT_OK(tb__wire_training_run_from_json(&c, &a, doc, &r));
+  ASSERT_STR_EQ(r.last_sampler_checkpoint->checkpoint_type, "sampler");
+  assert_bytes(tb__wire_training_run_to_json(&r), bytes);
+  json_decref(doc);
+  tb__arena_free(&a);
+  free(bytes);
+}
+
+TEST(checkpoints_round_trip) {
+  const char *reqs[2] = { "GET /api/v1/training_runs/" RUN "/checkpoints",
+                          "GET /api/v1/checkpoints" };
+  for (int i = 0; i < 2; i++) {
+    char *bytes = golden_answer(reqs[i], 0);
+    json_t *doc = parse(bytes);
+    tb__arena_t a;
+    tb__arena_init(&a, 0);
+    tb__jctx_t c;
+    tb_error_t err = { 0 };
+    tb__jctx_init(&c, &err);
+    tb__wire_checkpoints_t l;
+    ASSERT_OK(tb__wire_checkpoints_from_json(&c, &a, doc, &l));
+    ASSERT_EQ_INT(l.n, 2);
+    ASSERT_STR_EQ(l.checkpoints[0].checkpoint_id, "sampler_weights/s1");
+    ASSERT_EQ_INT(l.checkpoints[1].is_public, 0);
+    ASSERT_EQ_INT(l.cursor.limit, i == 0 ? 10000 : 100);
+    assert_bytes(tb__wire_checkpoints_to_json(&l), bytes);
+    json_decref(doc);
+    tb__arena_free(&a);
+    free(bytes);
+  }
+}
+
+TEST(checkpoint_changes_round_trip) {
+  struct {
+    const char *req;
+    int nth;
+    tb__wire_ckpt_change_kind_t kind;
+  } cases[] = {
+    { "POST /api/v1/training_runs/" RUN "/checkpoints/weights/w1/publish", 0,
+      TB__WIRE_CKPT_PUBLIC },
+    { "DELETE /api/v1/training_runs/" RUN "/checkpoints/weights/w1/publish", 0,
+      TB__WIRE_CKPT_PUBLIC },
+    { "PUT /api/v1/training_runs/" RUN "/checkpoints/weights/w1/ttl", 0, TB__WIRE_CKPT_TTL },
+    { "PUT /api/v1/training_runs/" RUN "/checkpoints/weights/w1/ttl", 1, TB__WIRE_CKPT_TTL },
+    { "DELETE /api/v1/training_runs/" RUN "/checkpoints/sampler_weights/s1", 0,
+      TB__WIRE_CKPT_DELETED },
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    char *bytes = golden_answer(cases[i].req, cases[i].nth);
+    json_t *doc = parse(bytes);
+    tb__jctx_t c;
+    tb_error_t err = { 0 };
+    tb__jctx_init(&c, &err);
+    tb__wire_checkpoint_change_t ch;
+    ASSERT_OK(tb__wire_checkpoint_change_from_json(&c, doc, cases[i].kind, &ch));
+    ASSERT_STR_CONTAINS(ch.tinker_path, "tinker://" RUN "/");
+    if (i < 2)
+      ASSERT_EQ_INT(ch.is_public, i == 0);
+    if (cases[i].kind == TB__WIRE_CKPT_TTL)
+      ASSERT((ch.expires_at != NULL) == (cases[i].nth == 0));
+    assert_bytes(tb__wire_checkpoint_change_to_json(&ch), bytes);
+    json_decref(doc);
+    free(bytes);
+  }
+}
+
+TEST(small_answers_round_trip) {
+  tb__jctx_t c;
+  tb_error_t err = { 0 };
+  tb__jctx_init(&c, &err);
+
+  char *bytes = golden_answer("GET /api/v1/training_runs/" RUN "/checkpoints/weights/w1/archive", 0);
+  json_t *doc = parse(bytes);
+  tb__wire_archive_url_t au;
+  ASSERT_OK(tb__wire_archive_url_from_json(&c, doc, &au));
+  ASSERT_STR_CONTAINS(au.url, "/api/v1/checkpoint_archives/");
+  assert_bytes(tb__wire_archive_url_to_json(&au), bytes);
+  json_decref(doc);
+  free(bytes);
+
+  bytes = golden_answer("POST /api/v1/weights_info", 0);
+  doc = parse(bytes);
+  tb__wire_weights_info_t wi;
+  ASSERT_OK(tb__wire_weights_info_from_json(&c, doc, &wi));
+  ASSERT_EQ_INT(wi.lora_rank, 4);
+  ASSERT_EQ_INT(wi.train_unembed, 1);
+  assert_bytes(tb__wire_weights_info_to_json(&wi), bytes);
+  json_decref(doc);
+  free(bytes);
+
+  bytes = golden_answer("GET /api/v1/samplers/" SESS ":sample:0", 0);
+  doc = parse(bytes);
+  tb__wire_sampler_info_t si;
+  ASSERT_OK(tb__wire_sampler_info_from_json(&c, doc, &si));
+  ASSERT_STR_EQ(si.base_model, "base");
+  assert_bytes(tb__wire_sampler_info_to_json(&si), bytes);
+  /* A base model's sampler has no model_path: the key is left out. */
+  si.model_path = NULL;
+  assert_bytes(tb__wire_sampler_info_to_json(&si),
+               "{\"sampler_id\":\"" SESS ":sample:0\",\"base_model\":\"base\"}");
+  json_decref(doc);
+  free(bytes);
+}
+
+TEST(sessions_round_trip) {
+  tb__arena_t a;
+  tb__arena_init(&a, 0);
+  tb__jctx_t c;
+  tb_error_t err = { 0 };
+  tb__jctx_init(&c, &err);
+
+  char *bytes = golden_answer("GET /api/v1/sessions", 0);
+  json_t *doc = parse(bytes);
+  tb__wire_sessions_t l;
+  ASSERT_OK(tb__wire_sessions_from_json(&c, &a, doc, &l));
+  ASSERT_EQ_INT(l.n, 1);
+  ASSERT_STR_EQ(l.ids[0], SESS);
+  assert_bytes(tb__wire_sessions_to_json(&l), bytes);
+  json_decref(doc);
+  free(bytes);
+
+  bytes = golden_answer("GET /api/v1/sessions/" SESS, 0);
+  doc = parse(bytes);
+  tb__wire_session_info_t s;
+  ASSERT_OK(tb__wire_session_info_from_json(&c, &a, doc, &s));
+  ASSERT_EQ_INT(s.n_training_run_ids, 1);
+  ASSERT_EQ_INT(s.n_sampler_ids, 2);
+  ASSERT_STR_EQ(s.sampler_ids[1], SESS ":sample:1");
+  ASSERT(s.tags != NULL && s.user_metadata != NULL);
+  assert_bytes(tb__wire_session_info_to_json(&s), bytes);
+  json_decref(doc);
+  free(bytes);
+  tb__arena_free(&a);
+}
+
+_Static_assert(sizeof(tb__wire_session_info_t) <= 256, "the refusals' scratch is too small");
+
+/* Reads text with read, which must refuse it; returns the message. */
+static char *refusal(const char *text, int (*read)(tb__jctx_t *, tb__arena_t *,
+                                                   const json_t *, void *)) {
+  json_t *doc = parse(text);
+  tb__arena_t a;
+  tb__arena_init(&a, 0);
+  tb__jctx_t c;
+  tb_error_t err = { 0 };
+  tb__jctx_init(&c, &err);
+  _Alignas(max_align_t) char out[256];  /* any of the wire structs read */
+  ASSERT_ERR(read(&c, &a, doc, out), TB_EFIELD);
+  ASSERT_EQ_INT(err.category, TB_CATEGORY_USER);
+  ASSERT(err.message != NULL);
+  char *msg = strdup(err.message);
+  tb_error_clear(&err);
+  json_decref(doc);
+  tb__arena_free(&a);
+  return msg;
+}
+
+static int read_ckpts(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
+  return tb__wire_checkpoints_from_json(c, a, v, out);
+}
+
+static int read_runs(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
+  return tb__wire_training_runs_from_json(c, a, v, out);
+}
+
+static int read_session(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
+  return tb__wire_session_info_from_json(c, a, v, out);
+}
+
+static int read_archive(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
+  (void)a;
+  return tb__wire_archive_url_from_json(c, v, out);
+}
+
+static int read_ttl(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
+  (void)a;
+  return tb__wire_checkpoint_change_from_json(c, v, TB__WIRE_CKPT_TTL, out);
+}
+
+static int read_deleted(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
+  (void)a;
+  return tb__wire_checkpoint_change_from_json(c, v, TB__WIRE_CKPT_DELETED, out);
+}
+
+TEST(malformed_answers_refused) {
+  struct {
+    const char *text;
+    int (*read)(tb__jctx_t *, tb__arena_t *, const json_t *, void *);
+    const char *want;
+  } cases[] = {
+    { "{\"cursor\":{}}", read_ckpts, "checkpoints: required field is missing" },
+    { "{\"checkpoints\":{}}", read_ckpts, "checkpoints: expected an array, got an object" },
+    { "{\"checkpoints\":[{\"checkpoint_id\":\"weights/a\",\"checkpoint_type\":\"training\"}]}",
+      read_ckpts, "checkpoints[0].tinker_path: required field is missing" },
+    { "{\"checkpoints\":[{\"checkpoint_id\":\"weights/a\",\"checkpoint_type\":\"training\","
+      "\"tinker_path\":\"tinker://r/weights/a\",\"size_bytes\":\"12\"}]}",
+      read_ckpts, "checkpoints[0].size_bytes: expected an integer, got a string" },
+    { "{\"checkpoints\":[],\"cursor\":{\"limit\":true}}", read_ckpts,
+      "cursor.limit: expected an integer, got a boolean" },
+    { "{\"training_runs\":[{\"training_run_id\":\"r\"}]}", read_runs,
+      "training_runs[0].base_model: required field is missing" },
+    { "{\"training_runs\":[{\"training_run_id\":\"r\",\"base_model\":\"b\","
+      "\"last_checkpoint\":{\"checkpoint_id\":7}}]}",
+      read_runs, "training_runs[0].last_checkpoint.checkpoint_id: expected a string, got an integer" },
+    { "{\"training_runs\":[{\"training_run_id\":\"r\",\"base_model\":\"b\","
+      "\"lora_config\":{\"rank\":4,\"seed\":1,\"train_attn\":1}}]}",
+      read_runs, "training_runs[0].lora_config.train_attn: expected a boolean, got an integer" },
+    { "[]", read_runs, "expected an object, got an array" },
+    { "{\"sampler_ids\":[\"a\",3]}", read_session, "sampler_ids[1]: expected a string, got an integer" },
+    { "{\"expires\":\"t\"}", read_archive, "url: required field is missing" },
+    { "{\"tinker_path\":\"tinker://r/weights/a\"}", read_ttl,
+      "expires_at: required (a time, or null)" },
+    { "{\"tinker_path\":\"tinker://r/weights/a\",\"deleted\":false}", read_deleted,
+      "deleted: expected true" },
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    char *msg = refusal(cases[i].text, cases[i].read);
+    ASSERT_STR_CONTAINS(msg, cases[i].want);
+    free(msg);
+  }
+}
+
+TEST_LIST(
+  TEST_ENTRY(training_runs_round_trip),
+  TEST_ENTRY(training_run_round_trip),
+  TEST_ENTRY(checkpoints_round_trip),
+  TEST_ENTRY(checkpoint_changes_round_trip),
+  TEST_ENTRY(small_answers_round_trip),
+  TEST_ENTRY(sessions_round_trip),
+  TEST_ENTRY(malformed_answers_refused),
+)
