@@ -33,7 +33,7 @@ typedef struct tb__rest_op_s {
   char *user;
   char *run_id;
   char *ckpt_id;          /* "<kind>/<name>" */
-  char *token;
+  char *token;            /* Q_DOWNLOAD's input, Q_ARCHIVE's result */
   char *project_id;
   const char *data_dir;
   int64_t limit, offset;
@@ -46,6 +46,7 @@ typedef struct tb__rest_op_s {
   json_t *answer;
   char *tinker_path;      /* publish/unpublish/delete: what changed */
   double expires_at;      /* Q_TTL */
+  char expires[40];       /* Q_ARCHIVE: when the link expires, RFC 3339 */
   tb__buf_t tar;
   char *tar_name;
 } tb__rest_op_t;

@@ -15,6 +15,7 @@
 #include "core/clock.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "wire/rest.h"
 
 /* How long an archive URL stays valid. */
 #define ARCHIVE_URL_SECONDS (15 * 60)
@@ -33,34 +34,46 @@ static int db_fail(tb__rest_op_t *q, sqlite3 *db) {
   return tb__rest_fail(q, 500, "the database failed: %s", sqlite3_errmsg(db));
 }
 
-static json_t *iso_or_null(sqlite3_stmt *s, int col) {
+/* The time in column col as RFC 3339 into buf, or NULL when NULL. */
+static const char *iso_or_null(sqlite3_stmt *s, int col, char *buf, size_t size) {
   if (sqlite3_column_type(s, col) == SQLITE_NULL)
-    return json_null();
-  char buf[40];
-  tb__store_iso_time(sqlite3_column_double(s, col), buf, sizeof(buf));
-  return json_string(buf);
+    return NULL;
+  tb__store_iso_time(sqlite3_column_double(s, col), buf, size);
+  return buf;
 }
 
 #define CKPT_COLS "run_id, checkpoint_id, kind, tinker_path, time, size_bytes, public, expires_at"
 /* Expired but not yet swept: already gone as far as anyone can see. */
 #define LIVE "(expires_at IS NULL OR expires_at > ?)"
 
-/* The Checkpoint of a row of CKPT_COLS starting at column c. */
-static json_t *checkpoint_json(sqlite3_stmt *s, int c) {
-  return json_pack("{s:s, s:s, s:o, s:s, s:I, s:b, s:o, s:s}", "checkpoint_id",
-                   (const char *)sqlite3_column_text(s, c + 1), "checkpoint_type",
-                   (const char *)sqlite3_column_text(s, c + 2), "time", iso_or_null(s, c + 4),
-                   "tinker_path", (const char *)sqlite3_column_text(s, c + 3), "size_bytes",
-                   (json_int_t)sqlite3_column_int64(s, c + 5), "public",
-                   sqlite3_column_int(s, c + 6), "expires_at", iso_or_null(s, c + 7),
-                   "training_run_id", (const char *)sqlite3_column_text(s, c + 0));
+/* The Checkpoint of a row of CKPT_COLS starting at column c, its times in
+ * t[0] and t[1]; valid until the statement steps again. */
+static void checkpoint_row(sqlite3_stmt *s, int c, tb__wire_checkpoint_t *ck, char t[2][40]) {
+  *ck = (tb__wire_checkpoint_t){
+    .checkpoint_id = (const char *)sqlite3_column_text(s, c + 1),
+    .checkpoint_type = (const char *)sqlite3_column_text(s, c + 2),
+    .time = iso_or_null(s, c + 4, t[0], 40),
+    .tinker_path = (const char *)sqlite3_column_text(s, c + 3),
+    .size_bytes = sqlite3_column_int64(s, c + 5),
+    .is_public = sqlite3_column_int(s, c + 6) != 0,
+    .expires_at = iso_or_null(s, c + 7, t[1], 40),
+    .training_run_id = (const char *)sqlite3_column_text(s, c + 0),
+  };
 }
 
-/* The newest live checkpoint of run of this kind, or JSON null. */
-static json_t *last_checkpoint(sqlite3 *db, const char *run, const char *kind, double now,
-                               const char *viewer, const char *owner) {
+static json_t *checkpoint_json(sqlite3_stmt *s, int c) {
+  tb__wire_checkpoint_t ck;
+  char t[2][40];
+  checkpoint_row(s, c, &ck, t);
+  return tb__wire_checkpoint_to_json(&ck);
+}
+
+/* The newest live checkpoint of run of this kind: its statement, stepped
+ * onto the row (*found), for the caller to finalize. */
+static sqlite3_stmt *last_checkpoint(sqlite3 *db, const char *run, const char *kind, double now,
+                                     const char *viewer, const char *owner, int *found) {
   sqlite3_stmt *s = NULL;
-  json_t *v = NULL;
+  *found = 0;
   int rc = sqlite3_prepare_v2(db,
                               "SELECT " CKPT_COLS " FROM checkpoints WHERE run_id = ? AND "
                               "kind = ? AND " LIVE " AND (public = 1 OR ? = ?) "
@@ -72,11 +85,9 @@ static json_t *last_checkpoint(sqlite3 *db, const char *run, const char *kind, d
     sqlite3_bind_double(s, 3, now);
     sqlite3_bind_text(s, 4, viewer, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(s, 5, owner, -1, SQLITE_TRANSIENT);
-    if (sqlite3_step(s) == SQLITE_ROW)
-      v = checkpoint_json(s, 0);
+    *found = sqlite3_step(s) == SQLITE_ROW;
   }
-  sqlite3_finalize(s);
-  return v ? v : json_null();
+  return s;
 }
 
 #define RUN_COLS                                                                         \
@@ -93,21 +104,40 @@ static json_t *last_checkpoint(sqlite3 *db, const char *run, const char *kind, d
 static json_t *run_json(sqlite3 *db, sqlite3_stmt *s, const char *viewer, double now) {
   const char *id = (const char *)sqlite3_column_text(s, 0);
   const char *owner = (const char *)sqlite3_column_text(s, 1);
-  json_t *lora = json_pack("{s:i, s:I, s:b, s:b, s:b}", "rank", sqlite3_column_int(s, 4),
-                           "seed", (json_int_t)sqlite3_column_int64(s, 5), "train_attn",
-                           sqlite3_column_int(s, 6), "train_mlp", sqlite3_column_int(s, 7),
-                           "train_unembed", sqlite3_column_int(s, 8));
-  return json_pack("{s:s, s:s, s:s, s:b, s:b, s:i, s:o, s:o, s:o, s:o, s:o, s:s, s:o*}",
-                   "training_run_id", id, "base_model",
-                   (const char *)sqlite3_column_text(s, 3), "model_owner", owner, "is_lora", 1,
-                   "corrupted", sqlite3_column_int(s, 11), "lora_rank",
-                   sqlite3_column_int(s, 4), "last_request_time", iso_or_null(s, 10),
-                   "created_time", iso_or_null(s, 9), "last_checkpoint",
-                   last_checkpoint(db, id, "training", now, viewer, owner),
-                   "last_sampler_checkpoint",
-                   last_checkpoint(db, id, "sampler", now, viewer, owner), "user_metadata",
-                   json_null(), "session_id", (const char *)sqlite3_column_text(s, 2),
-                   "lora_config", lora);
+  char times[2][40], ct[2][2][40];
+  tb__wire_checkpoint_t ck[2];
+  int found[2];
+  sqlite3_stmt *last[2] = {
+    last_checkpoint(db, id, "training", now, viewer, owner, &found[0]),
+    last_checkpoint(db, id, "sampler", now, viewer, owner, &found[1]),
+  };
+  for (int i = 0; i < 2; i++)
+    if (found[i])
+      checkpoint_row(last[i], 0, &ck[i], ct[i]);
+  tb__wire_training_run_t r = {
+    .training_run_id = id,
+    .base_model = (const char *)sqlite3_column_text(s, 3),
+    .model_owner = owner,
+    .is_lora = 1,
+    .corrupted = sqlite3_column_int(s, 11) != 0,
+    .lora_rank = sqlite3_column_int(s, 4),
+    .last_request_time = iso_or_null(s, 10, times[0], sizeof(times[0])),
+    .created_time = iso_or_null(s, 9, times[1], sizeof(times[1])),
+    .last_checkpoint = found[0] ? &ck[0] : NULL,
+    .last_sampler_checkpoint = found[1] ? &ck[1] : NULL,
+    .user_metadata = NULL,
+    .session_id = (const char *)sqlite3_column_text(s, 2),
+    .lora_config = { .present = 1,
+                     .rank = sqlite3_column_int(s, 4),
+                     .seed = sqlite3_column_int64(s, 5),
+                     .train_attn = sqlite3_column_int(s, 6) != 0,
+                     .train_mlp = sqlite3_column_int(s, 7) != 0,
+                     .train_unembed = sqlite3_column_int(s, 8) != 0 },
+  };
+  json_t *v = tb__wire_training_run_to_json(&r);
+  sqlite3_finalize(last[0]);
+  sqlite3_finalize(last[1]);
+  return v;
 }
 
 static void bind_visible(sqlite3_stmt *s, const tb__rest_op_t *q, double now) {
@@ -132,9 +162,8 @@ static int64_t count_rows(sqlite3 *db, const char *sql, const tb__rest_op_t *q, 
   return n;
 }
 
-static json_t *cursor_json(const tb__rest_op_t *q, int64_t total) {
-  return json_pack("{s:I, s:I, s:I}", "offset", (json_int_t)q->offset, "limit",
-                   (json_int_t)q->limit, "total_count", (json_int_t)total);
+static tb__wire_cursor_t cursor_of(const tb__rest_op_t *q, int64_t total) {
+  return (tb__wire_cursor_t){ .offset = q->offset, .limit = q->limit, .total_count = total };
 }
 
 static void list_runs(tb__rest_op_t *q, sqlite3 *db, double now) {
@@ -164,7 +193,8 @@ static void list_runs(tb__rest_op_t *q, sqlite3 *db, double now) {
   if (rc != SQLITE_DONE) {
     db_fail(q, db);
   } else {
-    q->answer = json_pack("{s:o, s:o}", "training_runs", runs, "cursor", cursor_json(q, total));
+    tb__wire_cursor_t cur = cursor_of(q, total);
+    q->answer = tb__wire_training_runs_wrap(runs, &cur);
     runs = NULL;
   }
   sqlite3_finalize(s);
@@ -264,7 +294,8 @@ static void list_checkpoints(tb__rest_op_t *q, sqlite3 *db, double now) {
     db_fail(q, db);
     return;
   }
-  q->answer = json_pack("{s:o, s:o}", "checkpoints", list, "cursor", cursor_json(q, total));
+  tb__wire_cursor_t cur = cursor_of(q, total);
+  q->answer = tb__wire_checkpoints_wrap(list, &cur);
 }
 
 /* The tinker path of the live checkpoint q names that the user may use
@@ -326,7 +357,9 @@ static void delete_checkpoint(tb__rest_op_t *q, sqlite3 *db, double now) {
                    q->run_id, q->ckpt_id, 0, 0) != SQLITE_OK) {
     db_fail(q, db);
   } else {
-    q->answer = json_pack("{s:s, s:b}", "tinker_path", q->tinker_path, "deleted", 1);
+    tb__wire_checkpoint_change_t c = { .kind = TB__WIRE_CKPT_DELETED,
+                                       .tinker_path = q->tinker_path };
+    q->answer = tb__wire_checkpoint_change_to_json(&c);
   }
   free(dir);
 }
@@ -347,7 +380,9 @@ static void publish(tb__rest_op_t *q, sqlite3 *db, double now, int on) {
     db_fail(q, db);
     return;
   }
-  q->answer = json_pack("{s:s, s:b}", "tinker_path", q->tinker_path, "public", on);
+  tb__wire_checkpoint_change_t c = { .kind = TB__WIRE_CKPT_PUBLIC,
+                                     .tinker_path = q->tinker_path, .is_public = on };
+  q->answer = tb__wire_checkpoint_change_to_json(&c);
 }
 
 static void set_ttl(tb__rest_op_t *q, sqlite3 *db, double now) {
@@ -369,8 +404,10 @@ static void set_ttl(tb__rest_op_t *q, sqlite3 *db, double now) {
   }
   char buf[40];
   tb__store_iso_time(q->expires_at, buf, sizeof(buf));
-  q->answer = json_pack("{s:s, s:o}", "tinker_path", q->tinker_path, "expires_at",
-                        q->has_ttl ? json_string(buf) : json_null());
+  tb__wire_checkpoint_change_t c = { .kind = TB__WIRE_CKPT_TTL,
+                                     .tinker_path = q->tinker_path,
+                                     .expires_at = q->has_ttl ? buf : NULL };
+  q->answer = tb__wire_checkpoint_change_to_json(&c);
 }
 
 static void archive(tb__rest_op_t *q, sqlite3 *db, double now) {
@@ -409,10 +446,11 @@ static void archive(tb__rest_op_t *q, sqlite3 *db, double now) {
     db_fail(q, db);
     return;
   }
-  char when[40];
-  tb__store_iso_time(expires, when, sizeof(when));
-  /* The loop turns the token into a URL with the request's Host. */
-  q->answer = json_pack("{s:s, s:s}", "token", token, "expires", when);
+  /* The loop turns the token into a URL with the request's Host
+   * (rest_routes.c) and encodes the answer. */
+  tb__store_iso_time(expires, q->expires, sizeof(q->expires));
+  if ((q->token = strdup(token)) == NULL)
+    tb__rest_fail(q, 500, "out of memory");
 }
 
 static void download(tb__rest_op_t *q, sqlite3 *db, double now) {
@@ -499,6 +537,6 @@ void tb__rest_work(tb__store_op_t *op, sqlite3 *db) {
   default:
     break;
   }
-  if (q->status == 0 && q->answer == NULL && q->tar.len == 0)
+  if (q->status == 0 && q->answer == NULL && q->tar.len == 0 && q->kind != Q_ARCHIVE)
     tb__rest_fail(q, 500, "out of memory");
 }

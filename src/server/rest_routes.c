@@ -35,6 +35,7 @@
 #include "server/internal.h"
 #include "server/rest.h"
 #include "server/routes.h"
+#include "wire/rest.h"
 
 #define MAX_TTL_SECONDS ((int64_t)100 * 365 * 24 * 3600)
 
@@ -100,17 +101,16 @@ static void rest_done(tb__store_op_t *op, int status) {
     break;
   case Q_ARCHIVE: {
     char *base = base_url(req);
-    const char *token = json_string_value(json_object_get(q->answer, "token"));
-    char *url = base ? tb__asprintf("%s/api/v1/checkpoint_archives/%s", base, token) : NULL;
+    char *url = base ? tb__asprintf("%s/api/v1/checkpoint_archives/%s", base, q->token) : NULL;
     free(base);
-    if (url == NULL) {
+    tb__wire_archive_url_t a = { .url = url, .expires = q->expires };
+    q->answer = url ? tb__wire_archive_url_to_json(&a) : NULL;
+    free(url);
+    if (q->answer == NULL) {
       tb__server_respond_error(req, 503, "out of memory");
       rest_op_free(q);
       return;
     }
-    json_object_set_new(q->answer, "url", json_string(url));
-    json_object_del(q->answer, "token");
-    free(url);
     break;
   }
   case Q_DOWNLOAD: {
