@@ -10,7 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/arena.h"
 #include "core/json.h"
+#include "wire/rest.h"
 
 /* ------------------------------------------------------------ results */
 
@@ -126,132 +128,139 @@ const tb_result_type_t tb_result_sampler_info = { "sampler_info", free_sampler }
 
 /* ------------------------------------------------------------ decoding */
 
-/* A copy of a string field; *ok becomes 0 when a present string cannot be
- * copied or a required one is missing. */
-static char *str_field(const json_t *o, const char *key, int required, int *ok) {
-  const char *v = json_string_value(json_object_get(o, key));
-  if (v == NULL) {
-    if (required)
-      *ok = 0;
+/* Each answer is read by its wire type (wire/rest.h), whose strings point
+ * into the document and whose arrays live in a scratch arena, then copied
+ * into the public result the user frees. */
+
+static char *dup_or_null(const char *s, int *ok) {
+  if (s == NULL)
     return NULL;
-  }
-  char *c = strdup(v);
+  char *c = strdup(s);
   if (c == NULL)
     *ok = 0;
   return c;
 }
 
-static int64_t int_field(const json_t *o, const char *key) {
-  const json_t *v = json_object_get(o, key);
-  return json_is_integer(v) ? (int64_t)json_integer_value(v) : -1;
+static void cursor_copy(const tb__wire_cursor_t *w, tb_cursor_t *c) {
+  c->offset = w->offset;
+  c->limit = w->limit;
+  c->total_count = w->total_count;
 }
 
-static int bool_field(const json_t *o, const char *key, int absent) {
-  const json_t *v = json_object_get(o, key);
-  return json_is_boolean(v) ? json_is_true(v) : absent;
-}
-
-static int checkpoint_from_json(const json_t *o, tb_checkpoint_t *c) {
-  int ok = json_is_object(o);
+static int checkpoint_copy(const tb__wire_checkpoint_t *w, tb_checkpoint_t *c) {
+  int ok = 1;
   memset(c, 0, sizeof(*c));
-  if (!ok)
-    return 0;
-  c->checkpoint_id = str_field(o, "checkpoint_id", 1, &ok);
-  c->checkpoint_type = str_field(o, "checkpoint_type", 1, &ok);
-  c->time = str_field(o, "time", 0, &ok);
-  c->tinker_path = str_field(o, "tinker_path", 1, &ok);
-  c->expires_at = str_field(o, "expires_at", 0, &ok);
-  c->size_bytes = int_field(o, "size_bytes");
-  c->is_public = bool_field(o, "public", 0);
+  c->checkpoint_id = dup_or_null(w->checkpoint_id, &ok);
+  c->checkpoint_type = dup_or_null(w->checkpoint_type, &ok);
+  c->time = dup_or_null(w->time, &ok);
+  c->tinker_path = dup_or_null(w->tinker_path, &ok);
+  c->expires_at = dup_or_null(w->expires_at, &ok);
+  c->size_bytes = w->size_bytes;
+  c->is_public = w->is_public;
   return ok;
 }
 
-static void cursor_from_json(const json_t *o, tb_cursor_t *c) {
-  c->offset = int_field(o, "offset");
-  c->limit = int_field(o, "limit");
-  c->total_count = int_field(o, "total_count");
-}
-
-static int run_from_json(const json_t *o, tb_training_run_t *r) {
-  int ok = json_is_object(o);
+static int run_copy(const tb__wire_training_run_t *w, tb_training_run_t *r) {
+  int ok = 1;
   memset(r, 0, sizeof(*r));
-  if (!ok)
-    return 0;
-  r->training_run_id = str_field(o, "training_run_id", 1, &ok);
-  r->base_model = str_field(o, "base_model", 1, &ok);
-  r->model_owner = str_field(o, "model_owner", 0, &ok);
-  r->last_request_time = str_field(o, "last_request_time", 0, &ok);
-  r->is_lora = bool_field(o, "is_lora", 0);
-  r->corrupted = bool_field(o, "corrupted", 0);
-  r->lora_rank = int_field(o, "lora_rank");
-  const char *keys[2] = { "last_checkpoint", "last_sampler_checkpoint" };
+  r->training_run_id = dup_or_null(w->training_run_id, &ok);
+  r->base_model = dup_or_null(w->base_model, &ok);
+  r->model_owner = dup_or_null(w->model_owner, &ok);
+  r->last_request_time = dup_or_null(w->last_request_time, &ok);
+  r->is_lora = w->is_lora;
+  r->corrupted = w->corrupted;
+  r->lora_rank = w->lora_rank;
+  const tb__wire_checkpoint_t *src[2] = { w->last_checkpoint, w->last_sampler_checkpoint };
   tb_checkpoint_t **dst[2] = { &r->last_checkpoint, &r->last_sampler_checkpoint };
   for (int i = 0; i < 2 && ok; i++) {
-    const json_t *c = json_object_get(o, keys[i]);
-    if (!json_is_object(c))
+    if (src[i] == NULL)
       continue;
     *dst[i] = malloc(sizeof(tb_checkpoint_t));
-    ok = *dst[i] != NULL && checkpoint_from_json(c, *dst[i]);
+    ok = *dst[i] != NULL && checkpoint_copy(src[i], *dst[i]);
   }
-  const json_t *md = json_object_get(o, "user_metadata");
-  if (ok && json_is_object(md) && (r->user_metadata_json = tb__json_dump(md, NULL)) == NULL)
+  if (ok && w->user_metadata != NULL &&
+      (r->user_metadata_json = tb__json_dump(w->user_metadata, NULL)) == NULL)
     ok = 0;
   return ok;
 }
 
-static int strings_from_json(const json_t *a, char ***out, size_t *n) {
-  *out = NULL;
-  *n = 0;
-  if (a == NULL || json_is_null(a))
-    return 1;
-  if (!json_is_array(a))
-    return 0;
-  *out = calloc(json_array_size(a) + 1, sizeof(char *));
+static int strings_copy(const char *const *w, size_t n, char ***out, size_t *nout) {
+  *out = calloc(n + 1, sizeof(char *));
+  *nout = 0;
   if (*out == NULL)
     return 0;
-  for (size_t i = 0; i < json_array_size(a); i++) {
-    const char *s = json_string_value(json_array_get(a, i));
-    if (s == NULL || ((*out)[i] = strdup(s)) == NULL)
+  for (; *nout < n; (*nout)++)
+    if (((*out)[*nout] = strdup(w[*nout])) == NULL)
       return 0;
-    (*n)++;
-  }
   return 1;
 }
 
-/* The answer as a JSON object; a malformed answer is the server's error. */
-static int parse_answer(const char *body, size_t len, json_t **doc, tb_error_t *err) {
-  int rc = tb__json_parse((tb_slice_t){ body, len }, doc, err);
-  if (rc != 0) {
+/* The state of one decoding: the document and the arena behind the wire
+ * struct, freed together by decode_end. */
+typedef struct {
+  json_t *doc;
+  tb__arena_t arena;
+  tb__jctx_t jc;
+} decoding_t;
+
+/* Parses the answer; a malformed answer is the server's error. */
+static int decode_begin(decoding_t *d, const char *body, size_t len, tb_error_t *err) {
+  tb__arena_init(&d->arena, 0);
+  tb__jctx_init(&d->jc, err);
+  int rc = tb__json_parse((tb_slice_t){ body, len }, &d->doc, err);
+  if (rc != 0)
     err->category = TB_CATEGORY_SERVER;
-    return rc;
-  }
-  if (!json_is_object(*doc)) {
-    json_decref(*doc);
-    return tb_error_set(err, TB_EPROTO, TB_CATEGORY_SERVER, "the answer is not a JSON object");
-  }
-  return 0;
+  return rc;
 }
 
-static int malformed(tb_error_t *err, const char *what) {
-  return tb_error_set(err, TB_EPROTO, TB_CATEGORY_SERVER,
-                      "%s: the answer lacks a required field (or memory ran out)", what);
+static void decode_end(decoding_t *d) {
+  json_decref(d->doc);
+  tb__arena_free(&d->arena);
+}
+
+/* rc of a wire decoder: an answer the wire type refuses is the server's
+ * protocol error, named by what was read and the field's path. */
+static int refused(int rc, tb_error_t *err, const char *what) {
+  if (rc == TB_ENOMEM)
+    return tb_error_set(err, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
+  char *why = err->message;  /* tb_error_set frees the old message */
+  err->message = NULL;
+  tb_error_set(err, TB_EPROTO, TB_CATEGORY_SERVER, "%s: %s", what,
+               why ? why : "malformed answer");
+  free(why);
+  return TB_EPROTO;
+}
+
+static int out_of_memory(tb_error_t *err) {
+  return tb_error_set(err, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
 }
 
 #define DECODER(name) \
   int name(tb__client_op_t *cop, const char *body, size_t len, int proto, \
            const tb_result_type_t **type, void **result, tb_error_t *err)
 
+/* The head every decoder shares: parse, read the wire type W with CALL,
+ * else fail naming WHAT. */
+#define DECODE_WIRE(W, CALL, WHAT)                     \
+  decoding_t d;                                        \
+  W w;                                                 \
+  int rc = decode_begin(&d, body, len, err);           \
+  if (rc == 0 && (rc = (CALL)) != 0)                   \
+    rc = refused(rc, err, WHAT);                       \
+  if (rc != 0) {                                       \
+    decode_end(&d);                                    \
+    return rc;                                         \
+  }
+
 DECODER(tb__rest_decode_run) {
-  json_t *doc;
-  int rc = parse_answer(body, len, &doc, err);
-  if (rc != 0)
-    return rc;
+  DECODE_WIRE(tb__wire_training_run_t,
+              tb__wire_training_run_from_json(&d.jc, &d.arena, d.doc, &w), "training run");
   tb_training_run_t *r = calloc(1, sizeof(*r));
-  int ok = r != NULL && run_from_json(doc, r);
-  json_decref(doc);
+  int ok = r != NULL && run_copy(&w, r);
+  decode_end(&d);
   if (!ok) {
     tb_training_run_free(r);
-    return malformed(err, "training run");
+    return out_of_memory(err);
   }
   *type = &tb_result_training_run;
   *result = r;
@@ -259,24 +268,18 @@ DECODER(tb__rest_decode_run) {
 }
 
 DECODER(tb__rest_decode_runs) {
-  json_t *doc;
-  int rc = parse_answer(body, len, &doc, err);
-  if (rc != 0)
-    return rc;
-  const json_t *a = json_object_get(doc, "training_runs");
+  DECODE_WIRE(tb__wire_training_runs_t,
+              tb__wire_training_runs_from_json(&d.jc, &d.arena, d.doc, &w), "training runs");
   tb_training_run_list_t *l = calloc(1, sizeof(*l));
-  int ok = l != NULL && json_is_array(a) &&
-           (l->runs = calloc(json_array_size(a) + 1, sizeof(*l->runs))) != NULL;
-  for (size_t i = 0; ok && i < json_array_size(a); i++) {
-    ok = run_from_json(json_array_get(a, i), &l->runs[i]);
-    l->n++;
-  }
-  if (l != NULL)
-    cursor_from_json(json_object_get(doc, "cursor"), &l->cursor);
-  json_decref(doc);
+  int ok = l != NULL && (l->runs = calloc(w.n + 1, sizeof(*l->runs))) != NULL;
+  for (size_t i = 0; ok && i < w.n; i++, l->n++)
+    ok = run_copy(&w.runs[i], &l->runs[i]);
+  if (ok)
+    cursor_copy(&w.cursor, &l->cursor);
+  decode_end(&d);
   if (!ok) {
     tb_training_run_list_free(l);
-    return malformed(err, "training runs");
+    return out_of_memory(err);
   }
   *type = &tb_result_training_run_list;
   *result = l;
@@ -284,24 +287,18 @@ DECODER(tb__rest_decode_runs) {
 }
 
 DECODER(tb__rest_decode_checkpoints) {
-  json_t *doc;
-  int rc = parse_answer(body, len, &doc, err);
-  if (rc != 0)
-    return rc;
-  const json_t *a = json_object_get(doc, "checkpoints");
+  DECODE_WIRE(tb__wire_checkpoints_t,
+              tb__wire_checkpoints_from_json(&d.jc, &d.arena, d.doc, &w), "checkpoints");
   tb_checkpoint_list_t *l = calloc(1, sizeof(*l));
-  int ok = l != NULL && json_is_array(a) &&
-           (l->checkpoints = calloc(json_array_size(a) + 1, sizeof(*l->checkpoints))) != NULL;
-  for (size_t i = 0; ok && i < json_array_size(a); i++) {
-    ok = checkpoint_from_json(json_array_get(a, i), &l->checkpoints[i]);
-    l->n++;
-  }
-  if (l != NULL)
-    cursor_from_json(json_object_get(doc, "cursor"), &l->cursor);
-  json_decref(doc);
+  int ok = l != NULL && (l->checkpoints = calloc(w.n + 1, sizeof(*l->checkpoints))) != NULL;
+  for (size_t i = 0; ok && i < w.n; i++, l->n++)
+    ok = checkpoint_copy(&w.checkpoints[i], &l->checkpoints[i]);
+  if (ok)
+    cursor_copy(&w.cursor, &l->cursor);
+  decode_end(&d);
   if (!ok) {
     tb_checkpoint_list_free(l);
-    return malformed(err, "checkpoints");
+    return out_of_memory(err);
   }
   *type = &tb_result_checkpoint_list;
   *result = l;
@@ -309,46 +306,42 @@ DECODER(tb__rest_decode_checkpoints) {
 }
 
 DECODER(tb__rest_decode_weights_info) {
-  json_t *doc;
-  int rc = parse_answer(body, len, &doc, err);
-  if (rc != 0)
-    return rc;
-  tb_weights_info_t *w = calloc(1, sizeof(*w));
-  int ok = w != NULL;
+  DECODE_WIRE(tb__wire_weights_info_t, tb__wire_weights_info_from_json(&d.jc, d.doc, &w),
+              "weights_info");
+  tb_weights_info_t *i = calloc(1, sizeof(*i));
+  int ok = i != NULL;
   if (ok) {
-    w->base_model = str_field(doc, "base_model", 1, &ok);
-    w->is_lora = bool_field(doc, "is_lora", 0);
-    w->lora_rank = int_field(doc, "lora_rank");
-    w->train_unembed = bool_field(doc, "train_unembed", -1);
-    w->train_mlp = bool_field(doc, "train_mlp", -1);
-    w->train_attn = bool_field(doc, "train_attn", -1);
+    i->base_model = dup_or_null(w.base_model, &ok);
+    i->is_lora = w.is_lora;
+    i->lora_rank = w.lora_rank;
+    i->train_unembed = w.train_unembed;
+    i->train_mlp = w.train_mlp;
+    i->train_attn = w.train_attn;
   }
-  json_decref(doc);
+  decode_end(&d);
   if (!ok) {
-    tb_weights_info_free(w);
-    return malformed(err, "weights_info");
+    tb_weights_info_free(i);
+    return out_of_memory(err);
   }
   *type = &tb_result_weights_info;
-  *result = w;
+  *result = i;
   return 0;
 }
 
 /* The archive's link: {"url", "expires"}. */
 DECODER(tb__rest_decode_archive) {
-  json_t *doc;
-  int rc = parse_answer(body, len, &doc, err);
-  if (rc != 0)
-    return rc;
+  DECODE_WIRE(tb__wire_archive_url_t, tb__wire_archive_url_from_json(&d.jc, d.doc, &w),
+              "checkpoint archive");
   tb_archive_url_t *a = calloc(1, sizeof(*a));
   int ok = a != NULL;
   if (ok) {
-    a->url = str_field(doc, "url", 1, &ok);
-    a->expires = str_field(doc, "expires", 0, &ok);
+    a->url = dup_or_null(w.url, &ok);
+    a->expires = dup_or_null(w.expires, &ok);
   }
-  json_decref(doc);
+  decode_end(&d);
   if (!ok) {
     tb_archive_url_free(a);
-    return malformed(err, "checkpoint archive");
+    return out_of_memory(err);
   }
   *type = &tb_result_archive_url;
   *result = a;
@@ -356,20 +349,17 @@ DECODER(tb__rest_decode_archive) {
 }
 
 DECODER(tb__rest_decode_session) {
-  json_t *doc;
-  int rc = parse_answer(body, len, &doc, err);
-  if (rc != 0)
-    return rc;
+  DECODE_WIRE(tb__wire_session_info_t,
+              tb__wire_session_info_from_json(&d.jc, &d.arena, d.doc, &w), "session");
   tb_session_info_t *s = calloc(1, sizeof(*s));
   int ok = s != NULL &&
-           strings_from_json(json_object_get(doc, "training_run_ids"), &s->training_run_ids,
-                             &s->n_training_run_ids) &&
-           strings_from_json(json_object_get(doc, "sampler_ids"), &s->sampler_ids,
-                             &s->n_sampler_ids);
-  json_decref(doc);
+           strings_copy(w.training_run_ids, w.n_training_run_ids, &s->training_run_ids,
+                        &s->n_training_run_ids) &&
+           strings_copy(w.sampler_ids, w.n_sampler_ids, &s->sampler_ids, &s->n_sampler_ids);
+  decode_end(&d);
   if (!ok) {
     tb_session_info_free(s);
-    return malformed(err, "session");
+    return out_of_memory(err);
   }
   *type = &tb_result_session_info;
   *result = s;
@@ -377,17 +367,14 @@ DECODER(tb__rest_decode_session) {
 }
 
 DECODER(tb__rest_decode_sessions) {
-  json_t *doc;
-  int rc = parse_answer(body, len, &doc, err);
-  if (rc != 0)
-    return rc;
+  DECODE_WIRE(tb__wire_sessions_t, tb__wire_sessions_from_json(&d.jc, &d.arena, d.doc, &w),
+              "sessions");
   tb_string_list_t *l = calloc(1, sizeof(*l));
-  const json_t *a = json_object_get(doc, "sessions");
-  int ok = l != NULL && json_is_array(a) && strings_from_json(a, &l->items, &l->n);
-  json_decref(doc);
+  int ok = l != NULL && strings_copy(w.ids, w.n, &l->items, &l->n);
+  decode_end(&d);
   if (!ok) {
     tb_string_list_free(l);
-    return malformed(err, "sessions");
+    return out_of_memory(err);
   }
   *type = &tb_result_string_list;
   *result = l;
@@ -395,21 +382,19 @@ DECODER(tb__rest_decode_sessions) {
 }
 
 DECODER(tb__rest_decode_sampler) {
-  json_t *doc;
-  int rc = parse_answer(body, len, &doc, err);
-  if (rc != 0)
-    return rc;
+  DECODE_WIRE(tb__wire_sampler_info_t, tb__wire_sampler_info_from_json(&d.jc, d.doc, &w),
+              "sampler");
   tb_sampler_info_t *s = calloc(1, sizeof(*s));
   int ok = s != NULL;
   if (ok) {
-    s->sampler_id = str_field(doc, "sampler_id", 1, &ok);
-    s->base_model = str_field(doc, "base_model", 1, &ok);
-    s->model_path = str_field(doc, "model_path", 0, &ok);
+    s->sampler_id = dup_or_null(w.sampler_id, &ok);
+    s->base_model = dup_or_null(w.base_model, &ok);
+    s->model_path = dup_or_null(w.model_path, &ok);
   }
-  json_decref(doc);
+  decode_end(&d);
   if (!ok) {
     tb_sampler_info_free(s);
-    return malformed(err, "sampler");
+    return out_of_memory(err);
   }
   *type = &tb_result_sampler_info;
   *result = s;
@@ -419,9 +404,15 @@ DECODER(tb__rest_decode_sampler) {
 /* The whole answer as JSON text (checked to be JSON). */
 DECODER(tb__rest_decode_json_text) {
   json_t *doc;
-  int rc = parse_answer(body, len, &doc, err);
-  if (rc != 0)
+  int rc = tb__json_parse((tb_slice_t){ body, len }, &doc, err);
+  if (rc != 0) {
+    err->category = TB_CATEGORY_SERVER;
     return rc;
+  }
+  if (!json_is_object(doc)) {
+    json_decref(doc);
+    return tb_error_set(err, TB_EPROTO, TB_CATEGORY_SERVER, "the answer is not a JSON object");
+  }
   json_decref(doc);
   char *s = tb__strndup(body, len);
   if (s == NULL)
