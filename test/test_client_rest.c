@@ -255,6 +255,11 @@ static fake_resp_t decide_rest(fake_t *fk, tb__http_request_t *req, int is_poll)
     ok.body = "{\"data\":[],\"sessions\":{}}";
   } else if (strcmp(path, "/api/v1/sessions/s%201/project") == 0) {
     ok.body = "{}";
+  } else if (strcmp(path, "/api/v1/training_runs/bad") == 0) {
+    ok.body = "{\"training_run_id\":\"bad\"}";
+  } else if (strcmp(path, "/api/v1/training_runs/bad/checkpoints") == 0) {
+    ok.body = "{\"checkpoints\":[{\"checkpoint_id\":\"weights/a\",\"checkpoint_type\":"
+              "\"training\",\"tinker_path\":\"tinker://bad/weights/a\",\"size_bytes\":\"9\"}]}";
   } else {
     ok.status = 404;
     ok.body = "{\"error\":\"no such route\",\"category\":\"user\"}";
@@ -265,7 +270,7 @@ static fake_resp_t decide_rest(fake_t *fk, tb__http_request_t *req, int is_poll)
 /* The functions the server does not serve, against a fake: the trace
  * export asked again until ready (one TB_REST_TRACE_POLL_MS pause), or
  * failed; the audit log and billing usage as JSON text; the paths and
- * queries as sent. */
+ * queries as sent; malformed answers refused naming the field. */
 TEST(fake_trace_audit_billing) {
   uv_loop_t l;
   ASSERT_OK(uv_loop_init(&l));
@@ -302,6 +307,19 @@ TEST(fake_trace_audit_billing) {
   free(json);
   ASSERT_OK(tb_rest_client_assign_session_project_sync(&rc, "s 1", "p1", &err));
   ASSERT_STR_CONTAINS(fk.log[fk.n_log - 1].body, "\"project_id\":\"p1\"");
+
+  /* malformed answers fail as the server's, naming the field */
+  tb_training_run_t *run = NULL;
+  ASSERT_ERR(tb_rest_client_get_training_run_sync(&rc, "bad", TB_ACCESS_OWNED, &run, &err),
+             TB_EPROTO);
+  ASSERT_EQ_INT(err.category, TB_CATEGORY_SERVER);
+  ASSERT_STR_CONTAINS(err.message, "training run: base_model: required field is missing");
+  tb_error_clear(&err);
+  tb_checkpoint_list_t *cl = NULL;
+  ASSERT_ERR(tb_rest_client_list_checkpoints_sync(&rc, "bad", &cl, &err), TB_EPROTO);
+  ASSERT_STR_CONTAINS(err.message,
+                      "checkpoints: checkpoints[0].size_bytes: expected an integer, got a string");
+  tb_error_clear(&err);
 
   /* cancelling an export in its pause fails it with TB_ECANCELED, later */
   trace_polls = 0;
