@@ -1,6 +1,7 @@
 /*
  * wire/rest: the REST answers (training runs, checkpoints, their changes,
- * the archive link, sessions, samplers, weights info).  Each type is read
+ * the archive link, sessions, samplers, weights info), and wire/op_result:
+ * the training futures' small results.  Each type is read
  * from the bytes the server answered in test/golden/tinker.txt and written
  * again, which must give the same bytes; malformed answers are refused
  * naming the field.
@@ -12,6 +13,7 @@
 
 #include "core/arena.h"
 #include "core/json.h"
+#include "wire/op_result.h"
 #include "wire/rest.h"
 
 /* The whole of test/golden/tinker.txt (TB_GOLDEN_DIR, set by meson). */
@@ -50,6 +52,23 @@ static char *golden_answer(const char *request, int nth) {
   p = strstr(p, "\n<<< ");
   ASSERT(p != NULL);
   p = strstr(p, "\n{");
+  ASSERT(p != NULL);
+  p++;
+  const char *end = strchr(p, '\n');
+  ASSERT(end != NULL);
+  char *line = xmalloc((size_t)(end - p) + 1);
+  memcpy(line, p, (size_t)(end - p));
+  line[end - p] = '\0';
+  free(all);
+  return line;
+}
+
+/* The first line of the golden file that starts with prefix (a copy). */
+static char *golden_line(const char *prefix) {
+  char *all = golden_text();
+  char want[256];
+  snprintf(want, sizeof(want), "\n%s", prefix);
+  const char *p = strstr(all, want);
   ASSERT(p != NULL);
   p++;
   const char *end = strchr(p, '\n');
@@ -345,6 +364,57 @@ TEST(malformed_answers_refused) {
   }
 }
 
+TEST(training_results_round_trip) {
+  const char *prefixes[] = {
+    "{\"model_id\":\"" RUN "\",\"type\":\"create_model\"}",
+    "{\"path\":\"tinker://" RUN "/weights/w1\",\"type\":\"save_weights\"}",
+    "{\"path\":\"tinker://" RUN "/weights/w1\",\"model_id\":",
+    "{\"path\":\"tinker://" RUN "/sampler_weights/s1\",\"type\":\"save_weights_for_sampler\"",
+  };
+  tb__jctx_t c;
+  tb_error_t err = { 0 };
+  tb__jctx_init(&c, &err);
+  for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++) {
+    char *bytes = golden_line(prefixes[i]);
+    json_t *doc = parse(bytes);
+    tb__wire_op_result_t r;
+    ASSERT_OK(tb__wire_op_result_from_json(&c, doc, &r));
+    ASSERT(r.type != NULL);
+    assert_bytes(tb__wire_op_result_to_json(&r), bytes);
+    json_decref(doc);
+    free(bytes);
+  }
+  /* save_weights_for_sampler names the sampler it opened last */
+  tb__wire_op_result_t r = { .path = "tinker://r/sampler_weights/s", .type =
+                             "save_weights_for_sampler", .sampling_session_id = "s:sample:0" };
+  assert_bytes(tb__wire_op_result_to_json(&r),
+               "{\"path\":\"tinker://r/sampler_weights/s\",\"type\":"
+               "\"save_weights_for_sampler\",\"sampling_session_id\":\"s:sample:0\"}");
+
+  char *bytes = golden_line("{\"metrics\":{\"grad_norm:mean\":");
+  json_t *doc = parse(bytes);
+  tb__arena_t a;
+  tb__arena_init(&a, 0);
+  tb__wire_optim_result_t o;
+  ASSERT_OK(tb__wire_optim_result_from_json(&c, &a, doc, &o));
+  ASSERT_EQ_INT(o.n_metrics, 2);
+  ASSERT_STR_EQ(o.metrics[1].name, "learning_rate:mean");
+  assert_bytes(tb__wire_optim_result_to_json(&o), bytes);
+  json_decref(doc);
+  free(bytes);
+
+  doc = parse("{\"metrics\":{\"loss:sum\":\"1\"}}");
+  ASSERT_ERR(tb__wire_optim_result_from_json(&c, &a, doc, &o), TB_EFIELD);
+  ASSERT_STR_CONTAINS(err.message, "metrics.loss:sum: expected a number, got a string");
+  json_decref(doc);
+  doc = parse("{\"path\":\"p\"}");
+  ASSERT_ERR(tb__wire_op_result_from_json(&c, doc, &r), TB_EFIELD);
+  ASSERT_STR_CONTAINS(err.message, "type: required field is missing");
+  json_decref(doc);
+  tb_error_clear(&err);
+  tb__arena_free(&a);
+}
+
 TEST_LIST(
   TEST_ENTRY(training_runs_round_trip),
   TEST_ENTRY(training_run_round_trip),
@@ -353,4 +423,5 @@ TEST_LIST(
   TEST_ENTRY(small_answers_round_trip),
   TEST_ENTRY(sessions_round_trip),
   TEST_ENTRY(malformed_answers_refused),
+  TEST_ENTRY(training_results_round_trip),
 )

@@ -21,6 +21,7 @@
 #include "server/sched.h"
 #include "server/store.h"
 #include "server/tinkerbell.h"
+#include "wire/op_result.h"
 #include "wire/output.h"
 
 /* ------------------------------------------------------------ ops */
@@ -108,7 +109,8 @@ static void on_job(tb__engine_job_t *job, int status) {
     m->adapter = job->adapter;
     m->ready = 1;
     v = op->encode ? op->encode(op)
-                   : json_pack("{ssss}", "model_id", m->id, "type", "create_model");
+                   : tb__wire_op_result_to_json(
+                         &(tb__wire_op_result_t){ .model_id = m->id, .type = "create_model" });
     tb__top_t *then = op->then;
     op->then = NULL;
     tb__top_resolve_json(op, v);
@@ -128,18 +130,21 @@ static void on_job(tb__engine_job_t *job, int status) {
     on_forward(op);
     return;
   case TB__OP_OPTIM: {
-    json_t *metrics = json_object();
-    for (size_t i = 0; metrics && i < job->num_metrics; i++)
-      json_object_set_new(metrics, job->metrics[i].key, json_real(job->metrics[i].value));
-    v = json_pack("{so}", "metrics", metrics);
+    tb__wire_metric_t ms[TB_ENGINE_MAX_METRICS];
+    size_t n = job->num_metrics < TB_ENGINE_MAX_METRICS ? job->num_metrics
+                                                         : TB_ENGINE_MAX_METRICS;
+    for (size_t i = 0; i < n; i++)
+      ms[i] = (tb__wire_metric_t){ job->metrics[i].key, job->metrics[i].value };
+    v = tb__wire_optim_result_to_json(&(tb__wire_optim_result_t){ ms, n });
     break;
   }
   case TB__OP_SAVE:
-    v = json_pack("{ssss}", "path", op->tinker_path, "type", "save_weights");
+    v = tb__wire_op_result_to_json(
+        &(tb__wire_op_result_t){ .path = op->tinker_path, .type = "save_weights" });
     break;
-  case TB__OP_SAVE_SAMPLER:
-    v = json_pack("{ssss}", "path", op->tinker_path, "type", "save_weights_for_sampler");
-    if (v != NULL && op->sampler_seq >= 0) {
+  case TB__OP_SAVE_SAMPLER: {
+    tb__wire_op_result_t r = { .path = op->tinker_path, .type = "save_weights_for_sampler" };
+    if (op->sampler_seq >= 0) {
       char *id = tb__asprintf("%s:sample:%lld", m->session->id, (long long)op->sampler_seq);
       tb__sampler_t *s = id ? tb__sampler_find(op->tr, m->owner, id) : NULL;
       if (s != NULL) {
@@ -151,20 +156,22 @@ static void on_job(tb__engine_job_t *job, int status) {
         op->dir = NULL;  /* the sampler's now */
       }
       if (s == NULL) {
-        json_decref(v);
         tb__top_fail(op, TB_CATEGORY_SERVER, "out of memory");
         return;
       }
-      json_object_set_new(v, "sampling_session_id", json_string(s->id));
+      r.sampling_session_id = s->id;
     }
+    v = tb__wire_op_result_to_json(&r);
     break;
+  }
   case TB__OP_LOAD:
-    v = json_pack("{ssssss}", "path", op->tinker_path, "model_id", m->id, "type",
-                  "load_weights");
+    v = tb__wire_op_result_to_json(&(tb__wire_op_result_t){
+        .path = op->tinker_path, .model_id = m->id, .type = "load_weights" });
     break;
   case TB__OP_UNLOAD: {
     v = op->encode ? op->encode(op)
-                   : json_pack("{ssss}", "model_id", m->id, "type", "unload_model");
+                   : tb__wire_op_result_to_json(
+                         &(tb__wire_op_result_t){ .model_id = m->id, .type = "unload_model" });
     tb__training_t *tr = op->tr;
     tb__model_unlink(tr, m, 1);
     tb__model_free(m);
