@@ -548,22 +548,28 @@ void tb__route_load_weights(tb__http_request_t *req) {
   tb__submit_ordered(req, op);
 }
 
-void tb__route_unload_model(tb__http_request_t *req) {
+/* The model named by the body's "model_id", for the routes that take nothing else; NULL once
+ * the answer (400, 404) has been sent. */
+static tb__tmodel_t *body_model(tb__http_request_t *req) {
   json_t *doc;
   if (tb__server_parse_body(req, &doc) != 0)
-    return;
+    return NULL;
   tb_error_t err = { 0 };
   tb__jctx_t c;
   tb__jctx_init(&c, &err);
   tb_slice_t mid;
-  int rc = tb__json_get_string(&c, doc, "model_id", TB_JSON_REQUIRED, &mid);
-  if (rc < 0) {
+  if (tb__json_get_string(&c, doc, "model_id", TB_JSON_REQUIRED, &mid) < 0) {
     respond_bad(req, &err);
     json_decref(doc);
-    return;
+    return NULL;
   }
   tb__tmodel_t *m = tb__tmodel_find(req, mid);
   json_decref(doc);
+  return m;
+}
+
+void tb__route_unload_model(tb__http_request_t *req) {
+  tb__tmodel_t *m = body_model(req);
   if (m == NULL)
     return;
   tb__top_t *op = tb__top_new(req, TB__OP_UNLOAD);
@@ -581,21 +587,7 @@ void tb__route_unload_model(tb__http_request_t *req) {
 }
 
 void tb__route_get_info(tb__http_request_t *req) {
-  json_t *doc;
-  if (tb__server_parse_body(req, &doc) != 0)
-    return;
-  tb_error_t err = { 0 };
-  tb__jctx_t c;
-  tb__jctx_init(&c, &err);
-  tb_slice_t mid;
-  int rc = tb__json_get_string(&c, doc, "model_id", TB_JSON_REQUIRED, &mid);
-  if (rc < 0) {
-    respond_bad(req, &err);
-    json_decref(doc);
-    return;
-  }
-  tb__tmodel_t *m = tb__tmodel_find(req, mid);
-  json_decref(doc);
+  tb__tmodel_t *m = body_model(req);
   if (m == NULL)
     return;
   json_t *v = json_pack("{s{ssssss}sssbsiss}", "model_data", "arch",

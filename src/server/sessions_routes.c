@@ -7,6 +7,7 @@
  */
 #include "server/sessions.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -106,7 +107,10 @@ static tb__session_t *find_or_404(tb__http_request_t *req, tb_slice_t id) {
   return s;
 }
 
-void tb__route_heartbeat(tb__http_request_t *req) {
+/* {"session_id", "type": type}: applies act to the caller's live session and answers
+ * {"type": type}; a session closed or expired is 410, an unknown one 404. */
+static void session_call(tb__http_request_t *req, const char *type,
+                         void (*act)(tb__sessions_t *, tb__session_t *)) {
   tb__server_t *srv = tb__server_from_req(req);
   json_t *doc;
   if (tb__server_parse_body(req, &doc) != 0)
@@ -115,7 +119,7 @@ void tb__route_heartbeat(tb__http_request_t *req) {
   tb__jctx_t c;
   tb__jctx_init(&c, &err);
   tb_slice_t id;
-  int rc = check_type(&c, doc, "session_heartbeat");
+  int rc = check_type(&c, doc, type);
   if (rc >= 0)
     rc = tb__json_get_string(&c, doc, "session_id", TB_JSON_REQUIRED, &id);
   if (rc < 0) {
@@ -129,45 +133,23 @@ void tb__route_heartbeat(tb__http_request_t *req) {
       tb__server_respond_error(req, 410, "session %s expired: no heartbeat for %llu ms",
                                s->id, (unsigned long long)srv->sessions.timeout_ms);
     } else if (s != NULL) {
-      tb__session_heartbeat(&srv->sessions, s);
-      static const char ok[] = "{\"type\":\"session_heartbeat\"}";
-      tb__server_respond_json(req, 200, ok, sizeof(ok) - 1);
+      act(&srv->sessions, s);
+      char ok[64];
+      int n = snprintf(ok, sizeof(ok), "{\"type\":\"%s\"}", type);
+      tb__server_respond_json(req, 200, ok, (size_t)n);
     }
   }
   json_decref(doc);
 }
 
+void tb__route_heartbeat(tb__http_request_t *req) {
+  session_call(req, "session_heartbeat", tb__session_heartbeat);
+}
+
 /* {"session_id", "type": "close_session"} -> {"type": "close_session"}.
  * A session already closed, or expired, is 410 like every later call. */
 void tb__route_close_session(tb__http_request_t *req) {
-  tb__server_t *srv = tb__server_from_req(req);
-  json_t *doc;
-  if (tb__server_parse_body(req, &doc) != 0)
-    return;
-  tb_error_t err = { 0 };
-  tb__jctx_t c;
-  tb__jctx_init(&c, &err);
-  tb_slice_t id;
-  int rc = check_type(&c, doc, "close_session");
-  if (rc >= 0)
-    rc = tb__json_get_string(&c, doc, "session_id", TB_JSON_REQUIRED, &id);
-  if (rc < 0) {
-    tb__server_respond_bad(req, &err);
-    tb_error_clear(&err);
-  } else {
-    tb__session_t *s = find_or_404(req, id);
-    if (s != NULL && s->closed) {
-      tb__session_gone(req, id);
-    } else if (s != NULL && s->expired) {
-      tb__server_respond_error(req, 410, "session %s expired: no heartbeat for %llu ms",
-                               s->id, (unsigned long long)srv->sessions.timeout_ms);
-    } else if (s != NULL) {
-      tb__session_close(&srv->sessions, s);
-      static const char ok[] = "{\"type\":\"close_session\"}";
-      tb__server_respond_json(req, 200, ok, sizeof(ok) - 1);
-    }
-  }
-  json_decref(doc);
+  session_call(req, "close_session", tb__session_close);
 }
 
 /* Reads an integer query parameter within [min, max]; answers 400 itself
