@@ -40,6 +40,22 @@ typedef struct tb__cli_opt_s {
   const char *help;     /* lines separated by '\n' */
 } tb__cli_opt_t;
 
+/* The rows of the options that mean the same in every command that takes them. */
+#define TB__CLI_OPT_CA_FILE                                                                  \
+  { "ca-file", "FILE",                                                                      \
+    "verify an https --base-url against these PEM\n"                                        \
+    "certificates [the system's trust store]" }
+#define TB__CLI_OPT_TOKENIZER                                                                \
+  { "tokenizer", "DIR",                                                                     \
+    "the model's tokenizer.json and\n"                                                      \
+    "tokenizer_config.json are in DIR (needed\n"                                            \
+    "for a --base-model other than base)" }
+#define TB__CLI_OPT_RENDERER                                                                 \
+  { "renderer", "NAME",                                                                     \
+    "llama3, qwen3, qwen3_disable_thinking, chatml,\n"                                      \
+    "role_colon or base [the one the chat\n"                                                \
+    "template asks for]" }
+
 typedef struct tb__cli_args_s {
   const char *cmd;            /* "serve": messages say "tinkerbell serve: " */
   const tb__cli_opt_t *opts;  /* ends with a NULL name */

@@ -51,8 +51,7 @@ static const tb__cli_opt_t sample_opts[OPT_COUNT + 1] = {
   [OPT_BASE_URL] = { "base-url", "URL",
                      "sample from a running Tinker-compatible service\n"
                      "(TINKER_API_KEY for its key) [embedded server]" },
-  [OPT_CA_FILE] = { "ca-file", "FILE", "verify an https --base-url against these PEM\n"
-                                        "certificates [the system's trust store]" },
+  [OPT_CA_FILE] = TB__CLI_OPT_CA_FILE,
   [OPT_MODEL_PATH] = { "model-path", "PATH",
                        "saved sampler weights, tinker://<model>/\n"
                        "sampler_weights/<name> (train prints it)\n"
@@ -62,12 +61,8 @@ static const tb__cli_opt_t sample_opts[OPT_COUNT + 1] = {
   [OPT_MODEL] = { "model", "DIR", "a Hugging Face model directory (weights,\n"
                                   "tokenizer, chat template) for the embedded\n"
                                   "server to serve [the built-in base]" },
-  [OPT_TOKENIZER] = { "tokenizer", "DIR", "the model's tokenizer.json and\n"
-                                          "tokenizer_config.json are in DIR (needed\n"
-                                          "for a --base-model other than base)" },
-  [OPT_RENDERER] = { "renderer", "NAME", "llama3, qwen3, qwen3_disable_thinking, chatml,\n"
-                                         "role_colon or base [the one the chat\n"
-                                         "template asks for]" },
+  [OPT_TOKENIZER] = TB__CLI_OPT_TOKENIZER,
+  [OPT_RENDERER] = TB__CLI_OPT_RENDERER,
   [OPT_MAX_TOKENS] = { "max-tokens", "N", "longest reply in tokens [128]" },
   [OPT_TEMPERATURE] = { "temperature", "T", "0 is greedy [0.7]" },
   [OPT_TOP_P] = { "top-p", "P", "nucleus sampling, in (0, 1] [1]" },

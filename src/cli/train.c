@@ -83,20 +83,15 @@ static const tb__cli_opt_t train_opts[OPT_COUNT + 1] = {
                      "train on a running Tinker-compatible service\n"
                      "(TINKER_API_KEY for its key) instead of the\n"
                      "embedded server [embedded]" },
-  [OPT_CA_FILE] = { "ca-file", "FILE", "verify an https --base-url against these PEM\n"
-                                        "certificates [the system's trust store]" },
+  [OPT_CA_FILE] = TB__CLI_OPT_CA_FILE,
   [OPT_BASE_MODEL] = { "base-model", "NAME", "the base model to adapt: the service's name\n"
                                            "for it [base, or the --model directory's\n"
                                            "name]" },
   [OPT_MODEL] = { "model", "DIR", "a Hugging Face model directory (weights,\n"
                                   "tokenizer, chat template) for the embedded\n"
                                   "server to train [the built-in base]" },
-  [OPT_TOKENIZER] = { "tokenizer", "DIR", "the model's tokenizer.json and\n"
-                                          "tokenizer_config.json are in DIR (needed\n"
-                                          "for a --base-model other than base)" },
-  [OPT_RENDERER] = { "renderer", "NAME", "llama3, qwen3, qwen3_disable_thinking, chatml,\n"
-                                         "role_colon or base [the one the chat\n"
-                                         "template asks for]" },
+  [OPT_TOKENIZER] = TB__CLI_OPT_TOKENIZER,
+  [OPT_RENDERER] = TB__CLI_OPT_RENDERER,
   [OPT_TRAIN_ON] = { "train-on", "WHICH", "the assistant messages the loss counts: all,\n"
                                           "or the last of each conversation [all]" },
   [OPT_RANK] = { "rank", "N", "LoRA rank [16]" },
