@@ -399,4 +399,21 @@ tb__rt_t *tb__service_rt(tb_service_client_t *sc);
 int64_t tb__service_next_model_seq(tb_service_client_t *sc);
 int64_t tb__service_next_sampling_seq(tb_service_client_t *sc);
 
+/* A result body larger than this is decoded on the threadpool, not on the loop
+ * (docs/ARCHITECTURE.md §3): the decoder keeps a copy of it as a tb__raw_body_t, and the
+ * caller's completion queues the work. */
+#define TB__INLINE_DECODE_MAX (64 * 1024)
+
+typedef struct tb__raw_body_s {
+  char *data;
+  size_t len;
+  int proto;
+} tb__raw_body_t;
+
+/* The free function of every raw body result type. */
+void tb__raw_body_free(void *p);
+/* Makes *result a copy of body as a tb__raw_body_t of result type t. */
+int tb__raw_body_keep(const char *body, size_t len, int proto, const tb_result_type_t *t,
+                      const tb_result_type_t **type, void **result, tb_error_t *err);
+
 #endif /* TB_CLIENT_INTERNAL_H */

@@ -229,3 +229,26 @@ void tb__client_op_cancel_all(tb__rt_t *rt) {
     op_cancel(op->future);
   }
 }
+
+void tb__raw_body_free(void *p) {
+  tb__raw_body_t *b = p;
+  if (b != NULL)
+    free(b->data);
+  free(b);
+}
+
+int tb__raw_body_keep(const char *body, size_t len, int proto, const tb_result_type_t *t,
+                      const tb_result_type_t **type, void **result, tb_error_t *err) {
+  tb__raw_body_t *b = malloc(sizeof(*b));
+  char *copy = malloc(len);
+  if (b == NULL || copy == NULL) {
+    free(b);
+    free(copy);
+    return tb_error_set(err, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
+  }
+  memcpy(copy, body, len);
+  *b = (tb__raw_body_t){ copy, len, proto };
+  *type = t;
+  *result = b;
+  return 0;
+}

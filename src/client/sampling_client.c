@@ -208,43 +208,15 @@ static int decode_result(skind_t kind, const char *body, size_t len, int proto,
   return 0;
 }
 
-/* A result body larger than this is decoded on the threadpool, not on the
- * loop (docs/ARCHITECTURE.md §3): the operation layer hands it over as a
- * raw_body_t and on_sample_done queues the work. */
-#define INLINE_DECODE_MAX (64 * 1024)
-
-typedef struct raw_body_s {
-  char *data;
-  size_t len;
-  int proto;
-} raw_body_t;
-
-static void raw_body_free(void *p) {
-  raw_body_t *b = p;
-  if (b != NULL)
-    free(b->data);
-  free(b);
-}
-
-static const tb_result_type_t raw_body_type = { "sample_body", raw_body_free };
+/* Large answers are decoded off the loop: on_sample_done queues the work. */
+static const tb_result_type_t raw_body_type = { "sample_body", tb__raw_body_free };
 
 static int decode_sample(tb__client_op_t *cop, const char *body, size_t len, int proto,
                          const tb_result_type_t **type, void **result, tb_error_t *err) {
   sop_t *op = cop->decode_data;
-  if (len <= INLINE_DECODE_MAX)
+  if (len <= TB__INLINE_DECODE_MAX)
     return decode_result(op->kind, body, len, proto, type, result, err);
-  raw_body_t *b = malloc(sizeof(*b));
-  char *copy = malloc(len);
-  if (b == NULL || copy == NULL) {
-    free(b);
-    free(copy);
-    return tb_error_set(err, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
-  }
-  memcpy(copy, body, len);
-  *b = (raw_body_t){ copy, len, proto };
-  *type = &raw_body_type;
-  *result = b;
-  return 0;
+  return tb__raw_body_keep(body, len, proto, &raw_body_type, type, result, err);
 }
 
 /* A large result decoded off the loop: the work touches only this. */
@@ -252,7 +224,7 @@ typedef struct decode_work_s {
   uv_work_t work;
   sop_t *op;
   skind_t kind;
-  raw_body_t *raw;
+  tb__raw_body_t *raw;
   const tb_result_type_t *type;
   void *result;
   tb_error_t err;
@@ -274,7 +246,7 @@ static void decode_done(uv_work_t *w, int status) {
   if (d->rc != 0 && d->err.code == 0)
     tb_error_set(&d->err, d->rc, TB_CATEGORY_SERVER, "cannot decode the result: %s",
                  tb_strerror(d->rc));
-  raw_body_free(d->raw);
+  tb__raw_body_free(d->raw);
   if (d->rc == 0)
     sop_complete(op, d->type, d->result, NULL);
   else
@@ -285,7 +257,7 @@ static void decode_done(uv_work_t *w, int status) {
 
 /* Completes op with the raw body of a large result, decoded off the loop
  * (or here when no work item can be made). */
-static void complete_raw(sop_t *op, raw_body_t *raw) {
+static void complete_raw(sop_t *op, tb__raw_body_t *raw) {
   decode_work_t *d = calloc(1, sizeof(*d));
   if (d != NULL) {
     d->op = op;
@@ -300,7 +272,7 @@ static void complete_raw(sop_t *op, raw_body_t *raw) {
   void *result = NULL;
   tb_error_t e = { 0 };
   int rc = decode_result(op->kind, raw->data, raw->len, raw->proto, &type, &result, &e);
-  raw_body_free(raw);
+  tb__raw_body_free(raw);
   sop_complete(op, type, result, rc == 0 ? NULL : &e);
   tb_error_clear(&e);
 }
@@ -423,7 +395,7 @@ static void on_sample_done(tb_future_t *f, int status) {
   sop_t *op = f->data;
   sc_t *s = op->s;
   if (status == 0 && f->result_type == &raw_body_type && !op->cancelled) {
-    raw_body_t *raw = tb_future_take(f, &raw_body_type);
+    tb__raw_body_t *raw = tb_future_take(f, &raw_body_type);
     tb_future_free(f);
     op->inner = NULL;
     complete_raw(op, raw);

@@ -102,42 +102,14 @@ static int req_body(tb__tc_req_t *r, tb__buf_t *out) {
   return rc ? rc : tb__buf_append(out, r->proto.base, r->proto.len);
 }
 
-/* A result body larger than this is decoded on the threadpool, not on the
- * loop (docs/ARCHITECTURE.md §3): the operation layer hands it over as a
- * raw_body_t, and on_req_done queues the work. */
-#define INLINE_DECODE_MAX (64 * 1024)
-
-typedef struct raw_body_s {
-  char *data;
-  size_t len;
-  int proto;
-} raw_body_t;
-
-static void raw_body_free(void *p) {
-  raw_body_t *b = p;
-  if (b != NULL)
-    free(b->data);
-  free(b);
-}
-
-static const tb_result_type_t raw_body_type = { "forward_backward_body", raw_body_free };
+/* Large answers are decoded off the loop: on_req_done queues the work. */
+static const tb_result_type_t raw_body_type = { "forward_backward_body",
+                                                tb__raw_body_free };
 
 static int decode_fwdbwd(tb__client_op_t *cop, const char *body, size_t len, int proto,
                          const tb_result_type_t **type, void **result, tb_error_t *err) {
-  if (len > INLINE_DECODE_MAX) {
-    raw_body_t *b = malloc(sizeof(*b));
-    char *copy = malloc(len);
-    if (b == NULL || copy == NULL) {
-      free(b);
-      free(copy);
-      return tb_error_set(err, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
-    }
-    memcpy(copy, body, len);
-    *b = (raw_body_t){ copy, len, proto };
-    *type = &raw_body_type;
-    *result = b;
-    return 0;
-  }
+  if (len > TB__INLINE_DECODE_MAX)
+    return tb__raw_body_keep(body, len, proto, &raw_body_type, type, result, err);
   tb_forward_backward_output_t *o = NULL;
   int rc = tb__decode_fwdbwd_output(body, len, proto, &o, err);
   if (rc == 0) {
@@ -540,7 +512,7 @@ static void req_finished(tb__tc_req_t *r) {
 typedef struct decode_work_s {
   uv_work_t work;
   tb__tc_req_t *r;
-  raw_body_t *raw;
+  tb__raw_body_t *raw;
   tb_forward_backward_output_t *out;
   tb_error_t err;
   int rc;
@@ -563,7 +535,7 @@ static void decode_done(uv_work_t *w, int status) {
     tb__tc_keep_first_error(r->op, &d->err);
   }
   tb_error_clear(&d->err);
-  raw_body_free(d->raw);
+  tb__raw_body_free(d->raw);
   free(d);
   req_finished(r);
 }
@@ -575,7 +547,7 @@ static void on_req_done(tb_future_t *f, int status) {
     tb__tc_keep_first_error(op, &f->error);
   } else if (f->result_type == &raw_body_type) {
     decode_work_t *d = calloc(1, sizeof(*d));
-    raw_body_t *raw = tb_future_take(f, &raw_body_type);
+    tb__raw_body_t *raw = tb_future_take(f, &raw_body_type);
     if (d != NULL) {
       d->r = r;
       d->raw = raw;
@@ -591,7 +563,7 @@ static void on_req_done(tb_future_t *f, int status) {
     else
       tb__tc_keep_first_error(op, &e);
     tb_error_clear(&e);
-    raw_body_free(raw);
+    tb__raw_body_free(raw);
     free(d);
   } else if (op->parts != NULL) {
     op->parts[r->index] = tb_future_take(f, &tb_result_forward_backward_output);
