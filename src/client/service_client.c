@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "client/clients.h"
 #include "client/internal.h"
 #include "core/json.h"
 #include "core/log.h"
@@ -484,38 +485,14 @@ int tb_service_client_get_server_capabilities(tb_service_client_t *sc, tb_future
 
 /* ------------------------------------------------------------ _sync */
 
-/* Waits for f within the config's wait timeout, then takes its result of
- * type (into *result when not NULL) or copies its error; frees f. */
-static int wait_sync(struct tb__service_s *s, tb_future_t *f, const tb_result_type_t *type,
-                     void **result, tb_error_t *err) {
-  uint64_t timeout = s->rt.cfg.wait_timeout_ms;
-  int rc = tb_future_wait(f, timeout);
-  if (rc == 0) {
-    void *r = tb_future_take(f, type);
-    if (result != NULL)
-      *result = r;
-    else if (r != NULL && type != NULL && type->free != NULL)
-      type->free(r);
-  } else if (tb_future_is_done(f)) {
-    if (err != NULL && tb_error_copy(err, &f->error) != 0)
-      tb_error_set(err, rc, f->error.category, "%s", tb_strerror(rc));
-  } else if (rc == TB_ETIMEDOUT) {
-    tb_error_set(err, rc, TB_CATEGORY_TIMEOUT, "no answer within the wait of %llu ms",
-                 (unsigned long long)timeout);
-  } else {
-    tb_error_set(err, rc, TB_CATEGORY_USER, "cannot wait: %s", tb_strerror(rc));
-  }
-  tb_future_free(f);
-  return rc;
-}
-
 int tb_service_client_session_sync(tb_service_client_t *sc, char **session_id,
                                    tb_error_t *err) {
   tb_future_t *f;
   int rc = tb_service_client_session(sc, &f);
   if (rc != 0)
     return tb_error_set(err, rc, TB_CATEGORY_USER, "session: %s", tb_strerror(rc));
-  return wait_sync(sc->impl_, f, &tb_result_string, (void **)session_id, err);
+  return tb__client_wait_take(&sc->impl_->rt, f, &tb_result_string, (void **)session_id,
+                              err);
 }
 
 int tb_service_client_close_session_sync(tb_service_client_t *sc, tb_error_t *err) {
@@ -523,7 +500,7 @@ int tb_service_client_close_session_sync(tb_service_client_t *sc, tb_error_t *er
   int rc = tb_service_client_close_session(sc, &f);
   if (rc != 0)
     return tb_error_set(err, rc, TB_CATEGORY_USER, "close_session: %s", tb_strerror(rc));
-  return wait_sync(sc->impl_, f, NULL, NULL, err);
+  return tb__client_wait_take(&sc->impl_->rt, f, NULL, NULL, err);
 }
 
 int tb_service_client_get_server_capabilities_sync(tb_service_client_t *sc,
@@ -534,7 +511,8 @@ int tb_service_client_get_server_capabilities_sync(tb_service_client_t *sc,
   if (rc != 0)
     return tb_error_set(err, rc, TB_CATEGORY_USER, "get_server_capabilities: %s",
                         tb_strerror(rc));
-  return wait_sync(sc->impl_, f, &tb_result_server_capabilities, (void **)caps, err);
+  return tb__client_wait_take(&sc->impl_->rt, f, &tb_result_server_capabilities,
+                              (void **)caps, err);
 }
 
 /* ------------------------------------------------------------ lifecycle */
