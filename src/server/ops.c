@@ -109,6 +109,23 @@ void tb__top_fail_job(tb__top_t *op, int status) {
   tb__top_fail(op, cat, msg ? msg : tb_strerror(status));
 }
 
+void tb__top_resolve_encoded(tb__top_t *op, json_t *v, tb__buf_t *pb, int rc,
+                             const char *message) {
+  size_t jlen = 0;
+  char *json = v != NULL && rc == 0 ? tb__json_dump(v, &jlen) : NULL;
+  json_decref(v);
+  if (json == NULL) {
+    tb__buf_free(pb);
+    tb__top_fail(op, TB_CATEGORY_SERVER, message);
+    return;
+  }
+  op->tr->n_done++;
+  tb__metrics_op_finished(op, 1);
+  tb__future_resolve(op->future, json, jlen, pb->base, pb->len);
+  op->future = NULL;  /* the store's now */
+  tb__top_free(op);
+}
+
 void tb__top_resolve_json(tb__top_t *op, json_t *v) {
   if (op->future == NULL) {
     /* An op of the server's own (an unload at session expiry). */

@@ -149,22 +149,9 @@ static void on_sampled(tb__engine_job_t *job, int status) {
     w.topk_k = r->topk;
   }
   json_t *v = w.sequences ? tb__wire_sample_response_to_json(&w) : NULL;
-  size_t jlen = 0;
-  char *json = v ? tb__json_dump(v, &jlen) : NULL;
-  json_decref(v);
   tb__buf_t pb = { 0 };
-  int rc = json ? tb__wire_sample_response_to_proto(&w, &pb) : TB_ENOMEM;
-  if (rc != 0) {
-    free(json);
-    tb__buf_free(&pb);
-    tb__top_fail(op, TB_CATEGORY_SERVER, "cannot encode the samples");
-    return;
-  }
-  op->tr->n_done++;
-  tb__metrics_op_finished(op, 1);
-  tb__future_resolve(op->future, json, jlen, pb.base, pb.len);
-  op->future = NULL;  /* the store's now */
-  tb__top_free(op);
+  int rc = v ? tb__wire_sample_response_to_proto(&w, &pb) : TB_ENOMEM;
+  tb__top_resolve_encoded(op, v, &pb, rc, "cannot encode the samples");
 }
 
 static void start_sample(tb__top_t *op) {

@@ -67,22 +67,9 @@ static void on_forward(tb__top_t *op) {
   }
   o.n_metrics = j->num_metrics;
   json_t *v = ok ? tb__wire_fwdbwd_output_to_json(&o) : NULL;
-  size_t jlen = 0;
-  char *json = v ? tb__json_dump(v, &jlen) : NULL;
-  json_decref(v);
   tb__buf_t pb = { 0 };
-  int rc = json ? tb__wire_fwdbwd_output_to_proto(&o, &pb) : TB_ENOMEM;
-  if (rc != 0) {
-    free(json);
-    tb__buf_free(&pb);
-    tb__top_fail(op, TB_CATEGORY_SERVER, "cannot encode the output");
-    return;
-  }
-  op->tr->n_done++;
-  tb__metrics_op_finished(op, 1);
-  tb__future_resolve(op->future, json, jlen, pb.base, pb.len);
-  op->future = NULL;  /* the store's now */
-  tb__top_free(op);
+  int rc = v ? tb__wire_fwdbwd_output_to_proto(&o, &pb) : TB_ENOMEM;
+  tb__top_resolve_encoded(op, v, &pb, rc, "cannot encode the output");
 }
 
 static void on_job(tb__engine_job_t *job, int status) {

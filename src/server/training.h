@@ -240,6 +240,11 @@ void tb__respond_future(tb__http_request_t *req, const char *request_id,
                         const char *model_id);
 /* Resolves op's future with a JSON object (consumed) and frees op. */
 void tb__top_resolve_json(tb__top_t *op, json_t *v);
+/* Resolves op's future with a JSON object (consumed) and its protobuf twin pb (taken;
+ * rc is what encoding it returned), and frees op; fails it with message when either could
+ * not be made. */
+void tb__top_resolve_encoded(tb__top_t *op, json_t *v, tb__buf_t *pb, int rc,
+                             const char *message);
 /* The engine's error as a failed future of op (and frees op). */
 void tb__top_fail_job(tb__top_t *op, int status);
 /* The future the client of op polls: its own or, for a create, that of
