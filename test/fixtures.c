@@ -6,7 +6,10 @@
 
 #include <ftw.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "engine/jsonfile.h"
 #include "kernels/kernels.h"
@@ -72,4 +75,11 @@ char *tb_test_path_in(const char *dir, const char *name) {
   char *p = tb__path_join(dir, name);
   ASSERT(p != NULL);
   return p;
+}
+
+void tb_test_temp_file(char *path, const char *text) {
+  int fd = mkstemp(path);
+  ASSERT(fd >= 0);
+  ASSERT_EQ_INT(write(fd, text, strlen(text)), (long)strlen(text));
+  close(fd);
 }

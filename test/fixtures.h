@@ -32,5 +32,7 @@ void tb_test_tmpdir(char *dir, const char *prefix);
 void tb_test_tmpdir_remove(const char *dir);
 /* dir/name, malloc'd. */
 char *tb_test_path_in(const char *dir, const char *name);
+/* Makes a file from path, a mkstemp template ending in XXXXXX, holding text. */
+void tb_test_temp_file(char *path, const char *text);
 
 #endif

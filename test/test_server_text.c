@@ -10,6 +10,7 @@
  * the text tests (text_ref.h) and say skipped without them.
  */
 #include "test_server_training.h"
+#include "fixtures.h"
 
 #include "model_dirs.h"
 #include "text_ref.h"
@@ -133,11 +134,7 @@ TEST(tokenize_and_detokenize_on_base) {
  * cannot see, 422 for a renderer the model's tokenizer cannot take. */
 TEST(tokenize_bad_input) {
   char keys[] = "/tmp/tb-keys-XXXXXX";
-  int fd = mkstemp(keys);
-  ASSERT(fd >= 0);
-  const char *text = "k-alice alice\nk-bob bob\n";
-  ASSERT_EQ_INT(write(fd, text, strlen(text)), (long)strlen(text));
-  close(fd);
+  tb_test_temp_file(keys, "k-alice alice\nk-bob bob\n");
   tb_server_options_t o = { .api_keys_file = keys };
   start_training(&o);
   const char *alice = "X-API-Key: k-alice\r\n", *bob = "X-API-Key: k-bob\r\n";
@@ -195,25 +192,6 @@ TEST(tokenize_bad_input) {
 
 /* ------------------------------------------------------------ files */
 
-/* GPT-2's byte-level spelling of byte b, as UTF-8. */
-static void byte_char(int b, char out[3]) {
-  int n = 0, cp = -1;
-  for (int x = 0; x < 256; x++) {
-    int printable = (x >= '!' && x <= '~') || (x >= 0xA1 && x <= 0xAC) || x >= 0xAE;
-    int c = printable ? x : 256 + n++;
-    if (x == b)
-      cp = c;
-  }
-  if (cp < 0x80) {
-    out[0] = (char)cp;
-    out[1] = 0;
-  } else {
-    out[0] = (char)(0xC0 | cp >> 6);
-    out[1] = (char)(0x80 | (cp & 0x3F));
-    out[2] = 0;
-  }
-}
-
 /* A byte-level BPE tokenizer.json without merges: a token per byte, and
  * ChatML's special tokens (ids 256, 257, 258); model_type replaces
  * "BPE" when given. */
@@ -221,7 +199,7 @@ static char *bytes_tokenizer(const char *model_type) {
   json_t *vocab = json_object();
   for (int b = 0; b < 256; b++) {
     char c[3];
-    byte_char(b, c);
+    tb_text_byte_char(b, c);
     json_object_set_new(vocab, c, json_integer(b));
   }
   json_t *added = json_array();

@@ -309,11 +309,7 @@ TEST(async_pipelined_training) {
  * result is what the same training alone gives. */
 TEST(concurrent_users) {
   char keys[] = "/tmp/tb-keys-XXXXXX";
-  int fd = mkstemp(keys);
-  ASSERT(fd >= 0);
-  const char *text = "k-alice alice\nk-bob bob\nk-carol carol\n";
-  ASSERT_EQ_INT(write(fd, text, strlen(text)), (long)strlen(text));
-  close(fd);
+  tb_test_temp_file(keys, "k-alice alice\nk-bob bob\nk-carol carol\n");
   tb_server_options_t o = { .api_keys_file = keys };
   start_training(&o);
   static const char *names[] = { "Alice", "Bob", "Carol" };
@@ -412,11 +408,7 @@ TEST(concurrent_users) {
  * these models. */
 TEST(implicit_creation) {
   char keys[] = "/tmp/tb-keys-XXXXXX";
-  int fd = mkstemp(keys);
-  ASSERT(fd >= 0);
-  const char *text = "k-alice alice\nk-bob bob\n";
-  ASSERT_EQ_INT(write(fd, text, strlen(text)), (long)strlen(text));
-  close(fd);
+  tb_test_temp_file(keys, "k-alice alice\nk-bob bob\n");
   tb_server_options_t o = { .api_keys_file = keys };
   start_training(&o);
   const char *alice = "X-API-Key: k-alice\r\n", *bob = "X-API-Key: k-bob\r\n";

@@ -14,27 +14,9 @@
 #include <uv.h>
 
 #include "tb_test.h"
+#include "text_ref.h"
 #include "tinkerbell/renderer.h"
 #include "tinkerbell/tokenizer.h"
-
-/* GPT-2's byte-level spelling of byte b, as UTF-8. */
-static void byte_char(int b, char out[3]) {
-  int n = 0, cp = -1;
-  for (int x = 0; x < 256; x++) {
-    int printable = (x >= '!' && x <= '~') || (x >= 0xA1 && x <= 0xAC) || x >= 0xAE;
-    int c = printable ? x : 256 + n++;
-    if (x == b)
-      cp = c;
-  }
-  if (cp < 0x80) {
-    out[0] = (char)cp;
-    out[1] = 0;
-  } else {
-    out[0] = (char)(0xC0 | cp >> 6);
-    out[1] = (char)(0x80 | (cp & 0x3F));
-    out[2] = 0;
-  }
-}
 
 enum { ID_HE = 256, ID_LL, ID_HELL, ID_HELLO, ID_SPACE_W, ID_BOS, ID_EOT, ID_SEP, ID_THINK };
 
@@ -44,7 +26,7 @@ static json_t *small_tokenizer(void) {
   json_t *vocab = json_object();
   for (int b = 0; b < 256; b++) {
     char c[3];
-    byte_char(b, c);
+    tb_text_byte_char(b, c);
     json_object_set_new(vocab, c, json_integer(b));
   }
   const char *merged[] = { "he", "ll", "hell", "hello", "\xc4\xa0w" };

@@ -100,3 +100,21 @@ char *tb_text_ids_str(const int32_t *ids, size_t n) {
   snprintf(s + k, cap - k, "]");
   return s;
 }
+
+void tb_text_byte_char(int b, char out[3]) {
+  int n = 0, cp = -1;
+  for (int x = 0; x < 256; x++) {
+    int printable = (x >= '!' && x <= '~') || (x >= 0xA1 && x <= 0xAC) || x >= 0xAE;
+    int c = printable ? x : 256 + n++;
+    if (x == b)
+      cp = c;
+  }
+  if (cp < 0x80) {
+    out[0] = (char)cp;
+    out[1] = 0;
+  } else {
+    out[0] = (char)(0xC0 | cp >> 6);
+    out[1] = (char)(0x80 | (cp & 0x3F));
+    out[2] = 0;
+  }
+}

@@ -29,4 +29,8 @@ json_t *tb_text_corpus(void);
 /* Prints ids for a failure message. */
 char *tb_text_ids_str(const int32_t *ids, size_t n);
 
+/* GPT-2's byte-level spelling of byte b, as UTF-8 (what a byte-level BPE
+ * vocabulary writes for it). */
+void tb_text_byte_char(int b, char out[3]);
+
 #endif
