@@ -21,6 +21,7 @@
  */
 #include "kernels.h"
 #include "fastmath.h"
+#include "vec16.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -188,5 +189,52 @@ void tb__k_attention_decode(float *out, float *scratch, const float *q,
     /* out_h = V^T p / sum */
     cblas_sgemv(CblasRowMajor, CblasTrans, (int)P, (int)D, inv, vh, ldk,
                 scratch, 1, 0.0f, out + h * D, 1);
+  }
+}
+
+/* The paged decode attention keeps its own order of operations (vec16.h),
+ * so that a row's output is the same whether it is computed in a decode
+ * step or in a prefill chunk, alone or beside other sequences. */
+TB__K_VECTORISED
+void tb__k_attention_paged(float *out, float *scratch, const float *q,
+                           const float *const *k_blocks,
+                           const float *const *v_blocks, size_t block,
+                           size_t ld, size_t P, size_t H, size_t KVH,
+                           size_t D) {
+  if (P == 0 || H == 0 || D == 0)
+    return;
+  const size_t G = H / KVH;
+  const float scale = (float)(1.0 / sqrt((double)D));
+  for (size_t kvh = 0; kvh < KVH; kvh++) {
+    const float *qg = q + kvh * G * D;
+    float *og = out + kvh * G * D;
+    /* Scores of the G heads that read this KV head: each key is read once
+     * for all of them.  scratch holds (G, P). */
+    for (size_t j = 0; j < P; j++) {
+      const float *kj = k_blocks[j / block] + (j % block) * ld + kvh * D;
+      for (size_t g = 0; g < G; g++)
+        scratch[g * P + j] = scale * tb__v16_dot(qg + g * D, kj, D);
+    }
+    float inv[G];
+    for (size_t g = 0; g < G; g++) {
+      float *s = scratch + g * P;
+      float mx = tb__k_maxf(s, P);
+      tb__k_exp_shift(s, s, mx, P);
+      inv[g] = (float)(1.0 / tb__k_sumf(s, P));
+    }
+    for (size_t i = 0; i < G * D; i++)
+      og[i] = 0.0f;
+    for (size_t j = 0; j < P; j++) {
+      const float *vj = v_blocks[j / block] + (j % block) * ld + kvh * D;
+      for (size_t g = 0; g < G; g++) {
+        float p = scratch[g * P + j];
+        float *o = og + g * D;
+        for (size_t c = 0; c < D; c++)
+          o[c] += p * vj[c];
+      }
+    }
+    for (size_t g = 0; g < G; g++)
+      for (size_t c = 0; c < D; c++)
+        og[g * D + c] *= inv[g];
   }
 }

@@ -19,7 +19,8 @@
  *
  * Non-goals: the model forward/backward itself (engine/llama.c composes
  * these kernels), batching across sequences (attention works on one
- * sequence; the caller loops), and reduced-precision storage.
+ * sequence; the caller loops), and reduced-precision arithmetic (bfloat16
+ * weights are widened to float32 for the decode products).
  *
  * Every kernel has a naive reference in kernels/ref_*.c (kernels/ref.h),
  * which the tests compare against with explicit tolerances.
@@ -72,6 +73,43 @@ void tb__k_linear_backward_weight(float *dw,        /* (N, K) */
 void tb__k_bias_forward(float *y,        /* (T, N) */
                         const float *b,  /* (N) */
                         size_t T, size_t N);
+
+/* ------------------------------------------------------------------ decoding */
+
+/* Row-independent products for decoding (rowmm.c):
+ *   y[t,n] = alpha * d            (accumulate == 0)
+ *   y[t,n] = y[t,n] + alpha * d   (accumulate != 0)
+ * with d = sum_k x[t,k] W[n,k] accumulated in one fixed order: sixteen
+ * lanes over k (lane j takes k = j mod 16, ascending), summed pairwise
+ * (j, j+8), (j, j+4), (j, j+2), (j, j+1).  An element's value depends
+ * only on its row of x and row of W, never on T, N or the element's
+ * neighbours, so a sequence's rows come out the same in any batch.  The
+ * weights are float32 or bfloat16 (uint16_t, the top half of a float).
+ * Leading dimensions let y, x and W be slices of wider matrices. */
+void tb__k_rowmm_f32(float *y,        /* (T, N), rows ldy apart */
+                     size_t ldy,
+                     const float *x,  /* (T, K), rows ldx apart */
+                     size_t ldx,
+                     const float *w,  /* (N, K), rows ldw apart */
+                     size_t ldw, float alpha, int accumulate, size_t T,
+                     size_t K, size_t N);
+void tb__k_rowmm_bf16(float *y,           /* (T, N), rows ldy apart */
+                      size_t ldy,
+                      const float *x,     /* (T, K), rows ldx apart */
+                      size_t ldx,
+                      const uint16_t *w,  /* (N, K) bfloat16, rows ldw apart */
+                      size_t ldw, float alpha, int accumulate, size_t T,
+                      size_t K, size_t N);
+
+/* dst = src rounded to bfloat16, to nearest with ties to even (a NaN
+ * stays NaN). */
+void tb__k_bf16_from_f32(uint16_t *dst,     /* (n) */
+                         const float *src,  /* (n) */
+                         size_t n);
+/* 1 when every value of src is exactly a bfloat16 (its low 16 bits are
+ * zero): a checkpoint stored in bfloat16 and widened to float32. */
+int tb__k_f32_is_bf16(const float *src,  /* (n) */
+                      size_t n);
 
 /* ------------------------------------------------------------------ LoRA */
 
@@ -271,6 +309,23 @@ void tb__k_attention_decode(float *out,            /* (H, D) */
                             const float *k_cache,  /* (P, KVH, D) */
                             const float *v_cache,  /* (P, KVH, D) */
                             size_t P, size_t H, size_t KVH, size_t D);
+
+/* One query row at position P-1 against keys 0 .. P-1 held in blocks of
+ * `block` positions: the keys of position j for KV head h are the D floats
+ * at k_blocks[j / block] + (j % block) * ld + h * D (likewise v), so a
+ * block may hold more than these heads (ld >= KVH*D): one KV head's call
+ * passes pointers offset to it.
+ * Softmax scale 1/sqrt(D).  Every output is computed in one fixed order
+ * (scores by tb__v16_dot, the max, exp and sum of fastmath.h, then the
+ * weighted values in ascending position), so a row gives the same bits
+ * whichever other rows and sequences are computed around it. */
+void tb__k_attention_paged(float *out,                   /* (H, D) */
+                           float *scratch,               /* (H/KVH, P) */
+                           const float *q,               /* (H, D) */
+                           const float *const *k_blocks, /* (P/block) */
+                           const float *const *v_blocks, /* (P/block) */
+                           size_t block, size_t ld, size_t P, size_t H,
+                           size_t KVH, size_t D);
 
 /* ------------------------------------------------------------------ MLP, embedding */
 

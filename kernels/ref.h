@@ -18,6 +18,10 @@ void tb__kref_linear_backward_input(float *dx, const float *dy, const float *w,
                                     size_t T, size_t K, size_t N);
 void tb__kref_linear_backward_weight(float *dw, const float *dy, const float *x,
                                      size_t T, size_t K, size_t N);
+/* y (+)= alpha * x W^T in double; W float32 or bfloat16 (w16 non-NULL). */
+void tb__kref_rowmm(float *y, size_t ldy, const float *x, size_t ldx,
+                    const float *w, const uint16_t *w16, size_t ldw,
+                    float alpha, int accumulate, size_t T, size_t K, size_t N);
 void tb__kref_lora_forward(float *y, float *xa, const float *x, const float *a,
                            const float *b, float scale, size_t T, size_t K,
                            size_t N, size_t r);
@@ -61,6 +65,12 @@ void tb__kref_attention_backward(float *dq, float *dk, float *dv,
 void tb__kref_attention_decode(float *out, const float *q,
                                const float *k_cache, const float *v_cache,
                                size_t P, size_t H, size_t KVH, size_t D);
+
+/* Gathers the blocks into one cache and runs tb__kref_attention_decode. */
+void tb__kref_attention_paged(float *out, const float *q,
+                              const float *const *k_blocks,
+                              const float *const *v_blocks, size_t block,
+                              size_t P, size_t H, size_t KVH, size_t D);
 
 void tb__kref_logprobs(float *lse, float *lp, const float *logits,
                        const int32_t *targets, size_t T, size_t V, size_t K);

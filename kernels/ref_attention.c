@@ -8,6 +8,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Softmax probabilities of query row (t, h) over keys 0..nk-1, into p;
  * returns the log-sum-exp of the scaled scores. */
@@ -98,4 +99,22 @@ void tb__kref_attention_decode(float *out, const float *q,
   /* The newest position sees every cached one: a forward of one row. */
   tb__kref_attention_forward(out, NULL, q, k_cache, v_cache, 1, P - 1, H, KVH,
                              D);
+}
+
+void tb__kref_attention_paged(float *out, const float *q,
+                              const float *const *k_blocks,
+                              const float *const *v_blocks, size_t block,
+                              size_t P, size_t H, size_t KVH, size_t D) {
+  size_t ld = KVH * D;
+  float *k = malloc(P * ld * sizeof(float));
+  float *v = malloc(P * ld * sizeof(float));
+  for (size_t j = 0; j < P; j++) {
+    memcpy(k + j * ld, k_blocks[j / block] + (j % block) * ld,
+           ld * sizeof(float));
+    memcpy(v + j * ld, v_blocks[j / block] + (j % block) * ld,
+           ld * sizeof(float));
+  }
+  tb__kref_attention_decode(out, q, k, v, P, H, KVH, D);
+  free(k);
+  free(v);
 }

@@ -3,6 +3,8 @@
  */
 #include "ref.h"
 
+#include <string.h>
+
 void tb__kref_linear_forward(float *y, const float *x, const float *w,
                              int accumulate, size_t T, size_t K, size_t N) {
   for (size_t t = 0; t < T; t++)
@@ -72,4 +74,28 @@ void tb__kref_lora_backward(float *dx, float *da, float *db, float *scratch,
   tb__kref_linear_backward_weight(da, scratch, x, T, K, r);
   if (dx != NULL)
     tb__kref_linear_backward_input(dx, scratch, a, T, K, r);
+}
+
+void tb__kref_rowmm(float *y, size_t ldy, const float *x, size_t ldx,
+                    const float *w, const uint16_t *w16, size_t ldw,
+                    float alpha, int accumulate, size_t T, size_t K,
+                    size_t N) {
+  for (size_t t = 0; t < T; t++)
+    for (size_t n = 0; n < N; n++) {
+      double s = 0.0;
+      for (size_t k = 0; k < K; k++) {
+        float wk;
+        if (w16 != NULL) {
+          uint32_t u = (uint32_t)w16[n * ldw + k] << 16;
+          memcpy(&wk, &u, sizeof(wk));
+        } else {
+          wk = w[n * ldw + k];
+        }
+        s += (double)x[t * ldx + k] * wk;
+      }
+      double v = (double)alpha * s;
+      if (accumulate)
+        v += y[t * ldy + n];
+      y[t * ldy + n] = (float)v;
+    }
 }

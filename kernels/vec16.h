@@ -1,0 +1,81 @@
+/*
+ * Sixteen-lane float vectors in GCC's vector extension, for the kernels
+ * whose every output must come out of one fixed order of operations,
+ * whatever the number of rows computed with it (rowmm.c, the paged
+ * attention of attention.c).
+ *
+ * A vector of 16 floats is one AVX-512 register, two AVX2 registers or
+ * four SSE2 ones: the lanes mean the same in every clone of
+ * TB__K_VECTORISED, so a dot product accumulated lane by lane and then
+ * summed in the fixed tree of tb__v16_hsum is the same function of its
+ * inputs in every block shape a kernel uses (the clones may differ from
+ * each other, as fused and unfused multiply-adds do; one process runs one
+ * clone).  Internal to kernels/.
+ */
+#ifndef TB_KERNELS_VEC16_H
+#define TB_KERNELS_VEC16_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+/* These helpers are static and always inlined, so no vector ever crosses a
+ * call; GCC still warns that returning a 64-byte vector without AVX-512
+ * would change the calling convention. */
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+typedef float tb__v16f __attribute__((vector_size(64)));
+typedef uint16_t tb__v16h __attribute__((vector_size(32)));
+typedef uint32_t tb__v16u __attribute__((vector_size(64)));
+
+static inline tb__v16f tb__v16_load(const float *p) {
+  tb__v16f v;
+  memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+/* bfloat16 is the top half of a float: widening is exact. */
+static inline tb__v16f tb__v16_load_bf16(const uint16_t *p) {
+  tb__v16h h;
+  memcpy(&h, p, sizeof(h));
+  tb__v16u u = __builtin_convertvector(h, tb__v16u) << 16;
+  return (tb__v16f)u;
+}
+
+/* The first n < 16 floats of p, zeros after: a zero lane adds nothing. */
+static inline tb__v16f tb__v16_load_tail(const float *p, size_t n) {
+  float t[16] = { 0 };
+  memcpy(t, p, n * sizeof(float));
+  return tb__v16_load(t);
+}
+
+static inline tb__v16f tb__v16_load_tail_bf16(const uint16_t *p, size_t n) {
+  uint16_t t[16] = { 0 };
+  memcpy(t, p, n * sizeof(uint16_t));
+  return tb__v16_load_bf16(t);
+}
+
+/* Lanes summed pairwise: (j, j+8), then (j, j+4), (j, j+2), (j, j+1). */
+static inline float tb__v16_hsum(tb__v16f a) {
+  float r[8];
+  for (int j = 0; j < 8; j++)
+    r[j] = a[j] + a[j + 8];
+  for (int j = 0; j < 4; j++)
+    r[j] = r[j] + r[j + 4];
+  r[0] = r[0] + r[2];
+  r[1] = r[1] + r[3];
+  return r[0] + r[1];
+}
+
+/* sum x[i] y[i]: lane j takes i = j mod 16 in ascending order. */
+static inline float tb__v16_dot(const float *x, const float *y, size_t n) {
+  tb__v16f s = { 0 };
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    s += tb__v16_load(x + i) * tb__v16_load(y + i);
+  if (i < n)
+    s += tb__v16_load_tail(x + i, n - i) * tb__v16_load_tail(y + i, n - i);
+  return tb__v16_hsum(s);
+}
+
+#endif /* TB_KERNELS_VEC16_H */
