@@ -4,10 +4,12 @@
  * per-token log-probs, stop tokens and stop strings, and optionally the
  * prompt's own log-probs and top-k log-probs.
  *
- * The prompt is prefilled once (in chunks, so activations and logits stay
- * bounded) and its cache copied to each sample; the samples then decode in
- * lockstep, one row each per model call, so the projections are GEMMs over
- * the live samples.  A sample leaves the batch when it stops.
+ * tb__sample runs one request on the calling thread through the decoder
+ * (decode.h): the prompt is prefilled once, in chunks, and its KV blocks
+ * shared by the samples, which then decode together, one row each per
+ * step.  A sample leaves the batch when it stops.  The engine's sample
+ * jobs run through a decoder of their model the same way, so a request's
+ * results are the same through either.
  *
  * Determinism: sample i draws its uniform numbers from its own PRNG stream,
  * derived from (seed, i) by splitmix64, and the kernels order ties by token
@@ -17,8 +19,7 @@
  * distribution (softmax of the raw logits, before temperature, top-k and
  * top-p), which is what importance-sampling losses compare against.
  *
- * Non-goals: speculative decoding, beam search, prompt caching across
- * requests, and text decoding (stop strings are matched on the bytes the
+ * Non-goals: speculative decoding, beam search, and text decoding (stop strings are matched on the bytes the
  * caller's token_bytes table gives for each token).
  */
 #ifndef TB_ENGINE_SAMPLER_H
@@ -27,6 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/buf.h"
 #include "engine/llama.h"
 #include "engine/lora.h"
 #include "engine/weights.h"
@@ -96,5 +98,23 @@ int tb__sample(tb__llama_ws_t *ws, const tb__weights_t *w, const tb__lora_t *lor
                const int32_t *prompt, size_t n, const tb__sampling_params_t *p,
                tb__sample_result_t *out);
 void tb__sample_result_free(tb__sample_result_t *r);
+
+/* The pieces of sampling the decoder (decode.c) runs per row. */
+
+/* 1 when p is valid for a vocabulary of V tokens. */
+int tb__sampling_params_ok(const tb__sampling_params_t *p, int V);
+/* Whether every value of x is finite (an integer OR over the exponent
+ * bits, which vectorises).  A model whose weights diverged gives NaN or
+ * infinities; a draw from them would be noise. */
+int tb__logits_finite(const float *x, size_t n);
+/* Whether appending `added` bytes to text completed one of p's stop
+ * strings (only windows ending in the new bytes are searched). */
+int tb__hits_stop_string(const tb__buf_t *text, size_t added,
+                         const tb__sampling_params_t *p);
+/* The prompt's log-prob and top-k at position i + 1 from the logits of
+ * prompt position i (row, V floats); iscratch holds V ints. */
+void tb__prompt_score(tb__sample_result_t *out, const float *row,
+                      const int32_t *prompt, size_t n, size_t i, size_t V,
+                      int32_t *iscratch);
 
 #endif /* TB_ENGINE_SAMPLER_H */
