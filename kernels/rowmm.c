@@ -26,7 +26,7 @@
 /* Widest K whose four-row float32 panel is kept on the stack (32 KiB). */
 #define PANEL_MAX_K 2048
 
-static inline void store(float *y, float d, float alpha, int accumulate) {
+TB__V16 void store(float *y, float d, float alpha, int accumulate) {
   *y = accumulate ? *y + alpha * d : alpha * d;
 }
 

@@ -19,23 +19,26 @@
 #include <stdint.h>
 #include <string.h>
 
-/* These helpers are static and always inlined, so no vector ever crosses a
- * call; GCC still warns that returning a 64-byte vector without AVX-512
- * would change the calling convention. */
+/* These helpers are always inlined, so no vector ever crosses a call:
+ * they are compiled for the baseline but called from the AVX-512 and AVX2
+ * clones, whose calling conventions for 64-byte vectors differ (an
+ * unoptimised build would otherwise call them).  GCC still warns at the
+ * definitions that the convention would change. */
 #pragma GCC diagnostic ignored "-Wpsabi"
+#define TB__V16 static inline __attribute__((always_inline))
 
 typedef float tb__v16f __attribute__((vector_size(64)));
 typedef uint16_t tb__v16h __attribute__((vector_size(32)));
 typedef uint32_t tb__v16u __attribute__((vector_size(64)));
 
-static inline tb__v16f tb__v16_load(const float *p) {
+TB__V16 tb__v16f tb__v16_load(const float *p) {
   tb__v16f v;
   memcpy(&v, p, sizeof(v));
   return v;
 }
 
 /* bfloat16 is the top half of a float: widening is exact. */
-static inline tb__v16f tb__v16_load_bf16(const uint16_t *p) {
+TB__V16 tb__v16f tb__v16_load_bf16(const uint16_t *p) {
   tb__v16h h;
   memcpy(&h, p, sizeof(h));
   tb__v16u u = __builtin_convertvector(h, tb__v16u) << 16;
@@ -43,20 +46,20 @@ static inline tb__v16f tb__v16_load_bf16(const uint16_t *p) {
 }
 
 /* The first n < 16 floats of p, zeros after: a zero lane adds nothing. */
-static inline tb__v16f tb__v16_load_tail(const float *p, size_t n) {
+TB__V16 tb__v16f tb__v16_load_tail(const float *p, size_t n) {
   float t[16] = { 0 };
   memcpy(t, p, n * sizeof(float));
   return tb__v16_load(t);
 }
 
-static inline tb__v16f tb__v16_load_tail_bf16(const uint16_t *p, size_t n) {
+TB__V16 tb__v16f tb__v16_load_tail_bf16(const uint16_t *p, size_t n) {
   uint16_t t[16] = { 0 };
   memcpy(t, p, n * sizeof(uint16_t));
   return tb__v16_load_bf16(t);
 }
 
 /* Lanes summed pairwise: (j, j+8), then (j, j+4), (j, j+2), (j, j+1). */
-static inline float tb__v16_hsum(tb__v16f a) {
+TB__V16 float tb__v16_hsum(tb__v16f a) {
   float r[8];
   for (int j = 0; j < 8; j++)
     r[j] = a[j] + a[j + 8];
@@ -68,7 +71,7 @@ static inline float tb__v16_hsum(tb__v16f a) {
 }
 
 /* sum x[i] y[i]: lane j takes i = j mod 16 in ascending order. */
-static inline float tb__v16_dot(const float *x, const float *y, size_t n) {
+TB__V16 float tb__v16_dot(const float *x, const float *y, size_t n) {
   tb__v16f s = { 0 };
   size_t i = 0;
   for (; i + 16 <= n; i += 16)
