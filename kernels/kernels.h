@@ -101,6 +101,20 @@ void tb__k_rowmm_bf16(float *y,           /* (T, N), rows ldy apart */
                       size_t ldw, float alpha, int accumulate, size_t T,
                       size_t K, size_t N);
 
+/* The same product in another fixed order, for short K (LoRA's up
+ * products, K = its rank): d = x[t,0] W[n,0], then + x[t,k] W[n,k] for
+ * k = 1 .. K-1 in turn, one multiply-add each.  Row-independent like
+ * tb__k_rowmm_f32, whose results it does not reproduce.  K at most
+ * TB__K_ROWMM_SEQ_MAX_K (a larger K computes nothing). */
+#define TB__K_ROWMM_SEQ_MAX_K 256
+void tb__k_rowmm_seq_f32(float *y,        /* (T, N), rows ldy apart */
+                         size_t ldy,
+                         const float *x,  /* (T, K), rows ldx apart */
+                         size_t ldx,
+                         const float *w,  /* (N, K), rows ldw apart */
+                         size_t ldw, float alpha, int accumulate, size_t T,
+                         size_t K, size_t N);
+
 /* dst = src rounded to bfloat16, to nearest with ties to even (a NaN
  * stays NaN). */
 void tb__k_bf16_from_f32(uint16_t *dst,     /* (n) */

@@ -4,12 +4,13 @@
  *
  * Candidates are ordered by logit, descending, with ties broken by the
  * lower token id.  That is a total order, so the chosen token depends only
- * on the logits and the caller's uniform number, never on the sort.  A
- * binary max-heap over the caller's index scratch gives the candidates in
- * that order one at a time, so the common cases (peaked distributions,
- * small top-k, top-p) touch only the head of the order instead of sorting
- * the whole vocabulary.  The draw walks the kept candidates in that same
- * order.  Naive reference (full sort): ref_sample.c.
+ * on the logits and the caller's uniform number, never on the sort.  The
+ * draw walks the kept candidates in that order, which is produced lazily:
+ * a counting sort into buckets of descending logit, each bucket sorted
+ * when the walk reaches it, so a peaked distribution touches only the
+ * head of the order and a flat one (walked far) costs two passes over the
+ * vocabulary and small sorts rather than a heap pop per candidate.
+ * tb__k_topk uses a binary max-heap.  Naive reference (full sort): ref_sample.c.
  *
  * Every input is safe, not only the finite ones a healthy model gives: a
  * NaN logit comes after every number (-inf included) in the order and has
@@ -22,6 +23,7 @@
 
 #include <float.h>
 #include <math.h>
+#include <string.h>
 
 /* Does candidate a come before candidate b?  Larger logits first, ties by
  * the lower id, NaN after every number. */
@@ -66,6 +68,123 @@ static int32_t pop(int32_t *heap, const float *x, size_t n) {
   heap[n - 1] = top;
   sift_down(heap, x, 0, n - 1);
   return top;
+}
+
+/* The candidates in that same order, produced lazily and fast when many
+ * are needed (a flat distribution is walked far): a counting sort by the
+ * top 12 bits of an order key puts the candidates in buckets of
+ * descending logit (ids ascending within each, as they were scattered in
+ * id order), and each bucket is put in exact order only when the walk
+ * reaches it (a counting sort by the next 8 bits, then an insertion sort
+ * by the full comparison, which has little left to do).  The order is the
+ * heap's, so the tokens drawn are the same. */
+#define ORDER_BITS 12
+#define ORDER_BUCKETS (1u << ORDER_BITS)
+#define ORDER_SMALL 4096
+
+typedef struct order_s {
+  int32_t *idx;        /* the candidates, bucket by bucket */
+  const float *x;
+  size_t n;
+  size_t sorted;       /* idx[0 .. sorted) is in final order */
+  size_t bucket;       /* the next bucket to sort */
+  uint32_t end[ORDER_BUCKETS];  /* each bucket's end in idx */
+} order_t;
+
+/* Ascending key for descending logits; every NaN after -inf (as
+ * `before` orders them). */
+static uint32_t order_key(float f) {
+  if (isnan(f))
+    return UINT32_MAX;
+  uint32_t b;
+  memcpy(&b, &f, sizeof(b));
+  b = b & 0x80000000u ? ~b : b | 0x80000000u;  /* ascending with f */
+  return ~b;
+}
+
+static void insertion(int32_t *a, size_t n, const float *x) {
+  for (size_t i = 1; i < n; i++) {
+    int32_t v = a[i];
+    size_t j = i;
+    for (; j > 0 && before(x, v, a[j - 1]); j--)
+      a[j] = a[j - 1];
+    a[j] = v;
+  }
+}
+
+static void sort_range(int32_t *a, size_t n, const float *x) {
+  if (n <= 32) {
+    insertion(a, n, x);
+    return;
+  }
+  if (n <= ORDER_SMALL) {
+    /* Stable counting sort by the next 8 bits of the key. */
+    int32_t tmp[ORDER_SMALL];
+    uint32_t cnt[257] = { 0 };
+    for (size_t i = 0; i < n; i++)
+      cnt[((order_key(x[a[i]]) >> (24 - ORDER_BITS)) & 0xff) + 1]++;
+    for (size_t b = 1; b < 257; b++)
+      cnt[b] += cnt[b - 1];
+    for (size_t i = 0; i < n; i++)
+      tmp[cnt[(order_key(x[a[i]]) >> (24 - ORDER_BITS)) & 0xff]++] = a[i];
+    memcpy(a, tmp, n * sizeof(int32_t));
+    insertion(a, n, x);
+    return;
+  }
+  /* A huge bucket (logits bunched within one part in eight of an
+   * octave): a heap sort, first candidate popped last. */
+  heapify(a, x, n);
+  for (size_t m = n; m > 1; m--)
+    pop(a, x, m);
+  for (size_t i = 0, j = n - 1; i < j; i++, j--) {
+    int32_t t = a[i];
+    a[i] = a[j];
+    a[j] = t;
+  }
+}
+
+/* Is token v a candidate?  With a filter, those of probability at least
+ * cut, and the top ones. */
+static int candidate(const float *probs, const float *x, size_t v,
+                     int filter, double cut, float mx) {
+  return !filter || (double)probs[v] >= cut || x[v] == mx;
+}
+
+/* Scatters the candidates among tokens 0 .. V-1 into idx by bucket, in
+ * id order within each; returns their number. */
+static size_t order_init(order_t *o, int32_t *idx, const float *x,
+                         const float *probs, size_t V, int filter,
+                         double cut, float mx) {
+  uint32_t *cnt = o->end;
+  memset(cnt, 0, sizeof(o->end));
+  for (size_t v = 0; v < V; v++)
+    if (candidate(probs, x, v, filter, cut, mx))
+      cnt[order_key(x[v]) >> (32 - ORDER_BITS)]++;
+  uint32_t at = 0;
+  for (size_t b = 0; b < ORDER_BUCKETS; b++) {
+    uint32_t c = cnt[b];
+    cnt[b] = at;  /* the start, for the scatter; then the end */
+    at += c;
+  }
+  for (size_t v = 0; v < V; v++)
+    if (candidate(probs, x, v, filter, cut, mx))
+      idx[cnt[order_key(x[v]) >> (32 - ORDER_BITS)]++] = (int32_t)v;
+  o->idx = idx;
+  o->x = x;
+  o->n = at;
+  o->sorted = 0;
+  o->bucket = 0;
+  return at;
+}
+
+/* Makes sure idx[i] is in its final place (i < n). */
+static void order_reach(order_t *o, size_t i) {
+  while (o->sorted <= i) {
+    size_t start = o->bucket == 0 ? 0 : o->end[o->bucket - 1];
+    size_t end = o->end[o->bucket++];
+    sort_range(o->idx + start, end - start, o->x);
+    o->sorted = end;
+  }
 }
 
 size_t tb__k_argmax(const float *x, size_t n) {
@@ -117,25 +236,21 @@ int32_t tb__k_sample(float *probs, int32_t *idx, const float *logits,
    * cannot be in the nucleus: if it were, it and everything after it
    * (at most V - 1 tokens) would hold less than 1 - top_p, yet more than
    * 1 - top_p remains once the nucleus is not yet complete.  Dropping such
-   * tokens up front keeps the heap small.  The first token always stays. */
-  size_t nc = 0;
-  if (use_p && !use_k) {
-    double cut = (1.0 - (double)top_p) / (double)(V - 1) * z;
-    for (size_t v = 0; v < V; v++)
-      if ((double)probs[v] >= cut || logits[v] == mx)
-        idx[nc++] = (int32_t)v;
-  } else {
-    for (size_t v = 0; v < V; v++)
-      idx[nc++] = (int32_t)v;
-  }
-  heapify(idx, logits, nc);
+   * tokens up front keeps the candidates few.  The first token always
+   * stays. */
+  const int filter = use_p && !use_k;
+  const double cut = filter ? (1.0 - (double)top_p) / (double)(V - 1) * z : 0;
+  order_t *o = &(order_t){ 0 };
+  const size_t nc = order_init(o, idx, logits, probs, V, filter, cut, mx);
 
-  size_t popped = 0; /* candidates so far sit at idx[nc-1], idx[nc-2], ... */
+  size_t popped = 0; /* candidates idx[0 .. popped) are in order */
   if (use_k) {
     size_t k = (size_t)top_k;
     z = 0.0;
-    for (; popped < k; popped++)
-      z += probs[pop(idx, logits, nc - popped)];
+    for (; popped < k; popped++) {
+      order_reach(o, popped);
+      z += probs[idx[popped]];
+    }
   }
 
   /* Keep the shortest head of the order whose mass reaches top_p * z
@@ -149,10 +264,10 @@ int32_t tb__k_sample(float *probs, int32_t *idx, const float *logits,
       if (keep == popped) {
         if (popped == nc)
           break;
-        pop(idx, logits, nc - popped);
+        order_reach(o, popped);
         popped++;
       }
-      cum += probs[idx[nc - 1 - keep]];
+      cum += probs[idx[keep]];
       keep++;
       if (cum >= need)
         break;
@@ -167,13 +282,14 @@ int32_t tb__k_sample(float *probs, int32_t *idx, const float *logits,
    * draw rounded up to the full mass takes the last with any mass, never
    * a token of probability 0. */
   double acc = 0.0;
-  int32_t last = idx[nc - 1];
+  order_reach(o, 0);
+  int32_t last = idx[0];
   for (size_t j = 0; j < keep; j++) {
     if (j == popped) {
-      pop(idx, logits, nc - popped);
+      order_reach(o, popped);
       popped++;
     }
-    int32_t t = idx[nc - 1 - j];
+    int32_t t = idx[j];
     if (probs[t] > 0.0f)
       last = t;
     acc += probs[t];

@@ -863,11 +863,15 @@ static uint16_t *hbuf_from(const float *src, size_t n) {
   return p;
 }
 
-/* One product of either weight type, y (T, N) rows ldy apart. */
+/* One product of either weight type (or, with seq, the short-K order),
+ * y (T, N) rows ldy apart. */
+static int seq;
 static void rowmm(float *y, size_t ldy, const float *x, size_t ldx,
                   const float *w, const uint16_t *w16, size_t ldw, float alpha,
                   int acc, size_t T, size_t K, size_t N) {
-  if (w16 != NULL)
+  if (seq)
+    tb__k_rowmm_seq_f32(y, ldy, x, ldx, w, ldw, alpha, acc, T, K, N);
+  else if (w16 != NULL)
     tb__k_rowmm_bf16(y, ldy, x, ldx, w16, ldw, alpha, acc, T, K, N);
   else
     tb__k_rowmm_f32(y, ldy, x, ldx, w, ldw, alpha, acc, T, K, N);
@@ -878,15 +882,17 @@ TEST(rowmm_matches_reference) {
   setup(&rng, 40);
   const size_t Ts[] = { 1, 3, 4, 5, 9, 17 }, Ks[] = { 1, 15, 16, 17, 64, 100 };
   const size_t Ns[] = { 1, 3, 4, 7, 13 };
+  const size_t Ns2[] = { 1, 3, 4, 7, 13, 33, 70 };
   for (size_t a = 0; a < 6; a++)
     for (size_t b = 0; b < 6; b++)
-      for (size_t c = 0; c < 5; c++)
-        for (int bf = 0; bf <= 1; bf++) {
-          size_t T = Ts[a], K = Ks[b], N = Ns[c];
+      for (size_t c = 0; c < 7; c++)
+        for (int bf = 0; bf <= 2; bf++) {
+          size_t T = Ts[a], K = Ks[b], N = c < 5 ? Ns[c] : Ns2[c];
+          seq = bf == 2;
           /* Leading dimensions wider than the matrices. */
           size_t ldy = N + 2, ldx = K + 3, ldw = K + 1;
           float *x = rbuf(&rng, T * ldx, 1), *w = rbuf(&rng, N * ldw, 1);
-          uint16_t *w16 = bf ? hbuf_from(w, N * ldw) : NULL;
+          uint16_t *w16 = bf == 1 ? hbuf_from(w, N * ldw) : NULL;
           float *y0 = rbuf(&rng, T * ldy, 1);
           for (int acc = 0; acc <= 1; acc++) {
             float *y = copy(y0, T * ldy), *yr = copy(y0, T * ldy);
@@ -896,6 +902,7 @@ TEST(rowmm_matches_reference) {
           }
           free_all();
         }
+  seq = 0;
 }
 
 /* Every element is the same bits whatever rows and outputs are computed
@@ -906,13 +913,14 @@ TEST(rowmm_rows_are_independent) {
   tb__k_rng_t rng;
   setup(&rng, 41);
   const size_t shapes[][3] = { { 19, 37, 9 }, { 12, 64, 6 }, { 21, 16, 5 },
-                               { 9, 5, 11 }, { 33, 130, 4 } };
-  for (size_t sh = 0; sh < 5; sh++)
-    for (int bf = 0; bf <= 1; bf++)
+                               { 9, 5, 11 }, { 33, 130, 4 }, { 10, 32, 70 } };
+  for (size_t sh = 0; sh < 6; sh++)
+    for (int bf = 0; bf <= 2; bf++)
       for (int acc = 0; acc <= 1; acc++) {
         size_t T = shapes[sh][0], K = shapes[sh][1], N = shapes[sh][2];
+        seq = bf == 2;
         float *x = rbuf(&rng, T * K, 1), *w = rbuf(&rng, N * K, 1);
-        uint16_t *w16 = bf ? hbuf_from(w, N * K) : NULL;
+        uint16_t *w16 = bf == 1 ? hbuf_from(w, N * K) : NULL;
         float *y0 = rbuf(&rng, T * N, 1);
         float *full = copy(y0, T * N), *part = fbuf(T * N);
         rowmm(full, N, x, K, w, w16, K, 1.0f, acc, T, K, N);
@@ -935,6 +943,7 @@ TEST(rowmm_rows_are_independent) {
           }
         free_all();
       }
+  seq = 0;
 }
 
 TEST(bf16_conversion) {
@@ -1006,6 +1015,37 @@ TEST(attention_paged_matches_reference) {
   }
 }
 
+/* Large vocabularies walked far: flat logits (many buckets), logits
+ * bunched within one bucket (its heap sort), and many ties; the token
+ * drawn is the reference's (a full sort and walk). */
+TEST(sampling_large_vocabularies_match_reference) {
+  tb__k_rng_t rng;
+  setup(&rng, 43);
+  const size_t V = 6000;
+  float *x = fbuf(V), *probs = fbuf(V);
+  int32_t *idx = xmalloc(V * sizeof(int32_t)), *order = xmalloc(V * sizeof(int32_t));
+  const int ks[] = { -1, -1, 50, 50, 4000 };
+  const float ps[] = { 1.0f, 0.9f, 1.0f, 0.8f, 0.95f };
+  for (int kind = 0; kind < 3; kind++) {
+    for (size_t v = 0; v < V; v++) {
+      double g = tb__k_rng_normal(&rng);
+      x[v] = kind == 0 ? (float)(0.5 * g)
+             : kind == 1 ? 1.0f + (float)(1e-4 * g)
+                         : (float)((int)(4 * g)) * 0.25f;
+    }
+    for (int c = 0; c < 5; c++)
+      for (int j = 0; j < 2; j++) {
+        double u = tb__k_rng_uniform(&rng);
+        int32_t f = tb__k_sample(probs, idx, x, 1.0f, ks[c], ps[c], u, V);
+        int32_t r = tb__kref_sample(order, x, 1.0f, ks[c], ps[c], u, V);
+        ASSERT_EQ_INT(f, r);
+      }
+  }
+  free(idx);
+  free(order);
+  free_all();
+}
+
 TEST_LIST(
   TEST_ENTRY(linear_matches_reference),
   TEST_ENTRY(lora_matches_reference),
@@ -1027,4 +1067,5 @@ TEST_LIST(
   TEST_ENTRY(rowmm_rows_are_independent),
   TEST_ENTRY(bf16_conversion),
   TEST_ENTRY(attention_paged_matches_reference),
+  TEST_ENTRY(sampling_large_vocabularies_match_reference),
 )

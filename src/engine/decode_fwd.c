@@ -306,6 +306,18 @@ static void product_chunk(const tb__dec_fwd_t *f, const prod_t *pr, size_t l,
   }
 }
 
+/* y (+)= alpha x W^T for an up product, whose K is the adapter's rank:
+ * one chain per element (tb__k_rowmm_seq_f32), or lanes for a rank too
+ * large for it.  Either way a rank always takes the same path. */
+static void up_product(float *y, size_t ldy, const float *x, size_t ldx,
+                       const float *w, float alpha, size_t T, size_t r,
+                       size_t N) {
+  if (r <= TB__K_ROWMM_SEQ_MAX_K)
+    tb__k_rowmm_seq_f32(y, ldy, x, ldx, w, r, alpha, 1, T, r, N);
+  else
+    tb__k_rowmm_f32(y, ldy, x, ldx, w, r, alpha, 1, T, r, N);
+}
+
 /* Member j of group g (its column offset in the product's output, and its
  * width) adds scale * xa_j B^T over output columns [n0, n1) of its own. */
 static void up_member(const tb__dec_fwd_t *f, const prod_t *pr,
@@ -316,10 +328,10 @@ static void up_member(const tb__dec_fwd_t *f, const prod_t *pr,
   if (s == NULL || n0 >= n1)
     return;
   size_t r = gr->lora->rank;
-  tb__k_rowmm_f32(pr->out + gr->row0 * pr->ldo + off + n0, pr->ldo,
-                  f->xa + gr->row0 * f->ldxa + (size_t)j * r, f->ldxa,
-                  gr->lora->params + s->b_off + n0 * r, r, gr->lora->scale, 1,
-                  gr->rows, r, n1 - n0);
+  up_product(pr->out + gr->row0 * pr->ldo + off + n0, pr->ldo,
+             f->xa + gr->row0 * f->ldxa + (size_t)j * r, f->ldxa,
+             gr->lora->params + s->b_off + n0 * r, gr->lora->scale, gr->rows,
+             r, n1 - n0);
 }
 
 static void up_chunk(tb__dec_fwd_t *f, const dims_t *d, size_t l, int k,
@@ -429,10 +441,10 @@ static void head_chunk(tb__dec_fwd_t *f, const dims_t *d, size_t i, int up) {
       if (s == NULL)
         continue;
       size_t r = gr->lora->rank;
-      tb__k_rowmm_f32(f->logits + gr->logit0 * d->V + n0, d->V,
-                      f->xau + gr->logit0 * f->ldxau, f->ldxau,
-                      gr->lora->params + s->b_off + n0 * r, r, gr->lora->scale,
-                      1, gr->logits, r, n1 - n0);
+      up_product(f->logits + gr->logit0 * d->V + n0, d->V,
+                 f->xau + gr->logit0 * f->ldxau, f->ldxau,
+                 gr->lora->params + s->b_off + n0 * r, gr->lora->scale,
+                 gr->logits, r, n1 - n0);
     }
     return;
   }
