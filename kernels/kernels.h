@@ -101,10 +101,43 @@ void tb__k_rowmm_bf16(float *y,           /* (T, N), rows ldy apart */
                       size_t ldw, float alpha, int accumulate, size_t T,
                       size_t K, size_t N);
 
-/* The same product in another fixed order, for short K (LoRA's up
- * products, K = its rank): d = x[t,0] W[n,0], then + x[t,k] W[n,k] for
- * k = 1 .. K-1 in turn, one multiply-add each.  Row-independent like
- * tb__k_rowmm_f32, whose results it does not reproduce.  K at most
+/* Row-independent products in another fixed order, over weights packed
+ * once (rowmm_packed.c): d = x[t,0] W[n,0], then + x[t,k] W[n,k] for
+ * k = 1 .. K-1 in turn, one multiply-add each (so they do not reproduce
+ * tb__k_rowmm_f32's results), then y as above.
+ *
+ * Packed layout of W (N, K): panels of TB__K_PANEL = 32 outputs, the last
+ * one zero-padded, tb__k_packed_elems(K, N) elements in all.  Panel p
+ * holds, for k = 0 .. K-1 in turn, W[32p + j, k] for j = 0 .. 31: as 32
+ * floats (tb__k_pack_f32), or as 16 words (tb__k_pack_bf16, rounded to
+ * bfloat16 to nearest even) whose word j holds output j in its low half
+ * and output j + 16 in its high half.  A product starts at a panel: w
+ * points to panel n0 / 32 of a packed matrix, y to column n0, and N is the
+ * number of outputs wanted from there. */
+#define TB__K_PANEL 32
+size_t tb__k_packed_elems(size_t K, size_t N);
+void tb__k_pack_f32(float *dst,      /* packed_elems(K, N) */
+                    const float *w,  /* (N, K), rows ldw apart */
+                    size_t ldw, size_t K, size_t N);
+void tb__k_pack_bf16(uint32_t *dst,   /* packed_elems(K, N) / 2 */
+                     const float *w,  /* (N, K), rows ldw apart */
+                     size_t ldw, size_t K, size_t N);
+void tb__k_rowmm_packed_f32(float *y,        /* (T, N), rows ldy apart */
+                            size_t ldy,
+                            const float *x,  /* (T, K), rows ldx apart */
+                            size_t ldx,
+                            const float *w,  /* packed (N, K) */
+                            float alpha, int accumulate, size_t T, size_t K,
+                            size_t N);
+void tb__k_rowmm_packed_bf16(float *y,           /* (T, N), rows ldy apart */
+                             size_t ldy,
+                             const float *x,     /* (T, K), rows ldx apart */
+                             size_t ldx,
+                             const uint32_t *w,  /* packed bfloat16 (N, K) */
+                             float alpha, int accumulate, size_t T, size_t K,
+                             size_t N);
+/* The same order for W (N, K) unpacked with a short K (LoRA's up
+ * products, K = its rank), packed on the stack as it goes.  K at most
  * TB__K_ROWMM_SEQ_MAX_K (a larger K computes nothing). */
 #define TB__K_ROWMM_SEQ_MAX_K 256
 void tb__k_rowmm_seq_f32(float *y,        /* (T, N), rows ldy apart */

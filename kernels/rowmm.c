@@ -13,10 +13,8 @@
  * summed in one fixed tree (vec16.h).  The blocking, 4 rows by 4 outputs
  * sharing their loads, only decides which elements are computed together.
  *
- * tb__k_rowmm_seq_f32 keeps another fixed order, for short K (the up
- * products of LoRA, K = rank): each element is one chain of multiply-adds
- * over k, sixteen outputs to a vector, so a short product pays no sum
- * across lanes.
+ * The other order, one chain of multiply-adds per element over k, is
+ * rowmm_packed.c's: faster wherever the weights can be packed once.
  *
  * The weights may be float32 or bfloat16 (the top half of a float, widened
  * exactly), so a checkpoint stored in bfloat16 is streamed at half the
@@ -147,61 +145,6 @@ void tb__k_rowmm_bf16(float *y, size_t ldy, const float *x, size_t ldx,
     for (; t < T; t++)
       h_1x1(y + t * ldy + n, ldy, x + t * ldx, ldx, w + n * ldw, ldw, alpha,
             accumulate, K);
-  }
-}
-
-/* ------------------------------------------------------------ short K */
-
-/* Outputs per panel of the short-K product: two vectors. */
-#define SEQ_N 32
-
-/* rows x 32 outputs of one transposed panel (K, 32): each element one
- * chain of multiply-adds over k, in ascending order. */
-#define ROWMM_SEQ_BLOCK(NAME, TR)                                            \
-  static inline __attribute__((always_inline)) void NAME(                    \
-      float *y, size_t ldy, const float *x, size_t ldx, const float *panel,  \
-      float alpha, int accumulate, size_t K, size_t nv) {                    \
-    tb__v16f s[TR][2];                                                       \
-    for (int i = 0; i < TR; i++)                                             \
-      s[i][0] = s[i][1] = (tb__v16f){ 0 };                                   \
-    for (size_t k = 0; k < K; k++) {                                         \
-      tb__v16f w0 = tb__v16_load(panel + k * SEQ_N);                         \
-      tb__v16f w1 = tb__v16_load(panel + k * SEQ_N + 16);                    \
-      for (int i = 0; i < TR; i++) {                                         \
-        tb__v16f xb = (tb__v16f){ 0 } + x[(size_t)i * ldx + k];              \
-        s[i][0] += xb * w0;                                                  \
-        s[i][1] += xb * w1;                                                  \
-      }                                                                      \
-    }                                                                        \
-    for (int i = 0; i < TR; i++)                                             \
-      for (size_t j = 0; j < nv; j++)                                        \
-        store(y + (size_t)i * ldy + j, s[i][j / 16][j % 16], alpha,          \
-              accumulate);                                                   \
-  }
-
-ROWMM_SEQ_BLOCK(seq_4, 4)
-ROWMM_SEQ_BLOCK(seq_1, 1)
-
-TB__K_VECTORISED
-void tb__k_rowmm_seq_f32(float *y, size_t ldy, const float *x, size_t ldx,
-                         const float *w, size_t ldw, float alpha,
-                         int accumulate, size_t T, size_t K, size_t N) {
-  float panel[TB__K_ROWMM_SEQ_MAX_K * SEQ_N];
-  if (K > TB__K_ROWMM_SEQ_MAX_K)
-    return;
-  for (size_t n0 = 0; n0 < N; n0 += SEQ_N) {
-    size_t nv = N - n0 < SEQ_N ? N - n0 : SEQ_N;
-    /* W's rows n0 .. n0+nv as columns; the lanes past N stay zero. */
-    for (size_t k = 0; k < K; k++)
-      for (size_t j = 0; j < SEQ_N; j++)
-        panel[k * SEQ_N + j] = j < nv ? w[(n0 + j) * ldw + k] : 0.0f;
-    size_t t = 0;
-    for (; t + 4 <= T; t += 4)
-      seq_4(y + t * ldy + n0, ldy, x + t * ldx, ldx, panel, alpha,
-            accumulate, K, nv);
-    for (; t < T; t++)
-      seq_1(y + t * ldy + n0, ldy, x + t * ldx, ldx, panel, alpha,
-            accumulate, K, nv);
   }
 }
 

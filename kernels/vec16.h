@@ -45,6 +45,12 @@ TB__V16 tb__v16f tb__v16_load_bf16(const uint16_t *p) {
   return (tb__v16f)u;
 }
 
+/* Every lane v: a broadcast, never an arithmetic operation (adding v to a
+ * zero vector would cost an add before the broadcast). */
+TB__V16 tb__v16f tb__v16_splat(float v) {
+  return (tb__v16f){ v, v, v, v, v, v, v, v, v, v, v, v, v, v, v, v };
+}
+
 /* The first n < 16 floats of p, zeros after: a zero lane adds nothing. */
 TB__V16 tb__v16f tb__v16_load_tail(const float *p, size_t n) {
   float t[16] = { 0 };

@@ -863,18 +863,43 @@ static uint16_t *hbuf_from(const float *src, size_t n) {
   return p;
 }
 
-/* One product of either weight type (or, with seq, the short-K order),
- * y (T, N) rows ldy apart. */
-static int seq;
+/* One product: mode 0 and 1 the lanes order with float32 and bfloat16
+ * weights, 2 the short-K chain (packed on the stack), 3 and 4 the chain
+ * over float32 and bfloat16 packed weights.  y (T, N) rows ldy apart; the
+ * outputs from n0 (a multiple of 32 in modes 3 and 4). */
+static int mode;
+static void rowmm_at(float *y, size_t ldy, const float *x, size_t ldx,
+                     const float *w, const uint16_t *w16, size_t ldw,
+                     float alpha, int acc, size_t T, size_t K, size_t N,
+                     size_t n0) {
+  if (mode >= 3) {
+    size_t all = n0 + N, el = tb__k_packed_elems(K, all);
+    void *pk = xmalloc(el * sizeof(float));
+    if (mode == 3) {
+      tb__k_pack_f32(pk, w, ldw, K, all);
+      tb__k_rowmm_packed_f32(y, ldy, x, ldx, (float *)pk + n0 * K, alpha, acc,
+                             T, K, N);
+    } else {
+      tb__k_pack_bf16(pk, w, ldw, K, all);
+      tb__k_rowmm_packed_bf16(y, ldy, x, ldx, (uint32_t *)pk + n0 * K / 2,
+                              alpha, acc, T, K, N);
+    }
+    free(pk);
+    return;
+  }
+  w += n0 * ldw;
+  if (mode == 2)
+    tb__k_rowmm_seq_f32(y, ldy, x, ldx, w, ldw, alpha, acc, T, K, N);
+  else if (mode == 1)
+    tb__k_rowmm_bf16(y, ldy, x, ldx, w16 + n0 * ldw, ldw, alpha, acc, T, K, N);
+  else
+    tb__k_rowmm_f32(y, ldy, x, ldx, w, ldw, alpha, acc, T, K, N);
+}
+
 static void rowmm(float *y, size_t ldy, const float *x, size_t ldx,
                   const float *w, const uint16_t *w16, size_t ldw, float alpha,
                   int acc, size_t T, size_t K, size_t N) {
-  if (seq)
-    tb__k_rowmm_seq_f32(y, ldy, x, ldx, w, ldw, alpha, acc, T, K, N);
-  else if (w16 != NULL)
-    tb__k_rowmm_bf16(y, ldy, x, ldx, w16, ldw, alpha, acc, T, K, N);
-  else
-    tb__k_rowmm_f32(y, ldy, x, ldx, w, ldw, alpha, acc, T, K, N);
+  rowmm_at(y, ldy, x, ldx, w, w16, ldw, alpha, acc, T, K, N, 0);
 }
 
 TEST(rowmm_matches_reference) {
@@ -886,13 +911,13 @@ TEST(rowmm_matches_reference) {
   for (size_t a = 0; a < 6; a++)
     for (size_t b = 0; b < 6; b++)
       for (size_t c = 0; c < 7; c++)
-        for (int bf = 0; bf <= 2; bf++) {
+        for (int bf = 0; bf <= 4; bf++) {
           size_t T = Ts[a], K = Ks[b], N = c < 5 ? Ns[c] : Ns2[c];
-          seq = bf == 2;
+          mode = bf;
           /* Leading dimensions wider than the matrices. */
           size_t ldy = N + 2, ldx = K + 3, ldw = K + 1;
           float *x = rbuf(&rng, T * ldx, 1), *w = rbuf(&rng, N * ldw, 1);
-          uint16_t *w16 = bf == 1 ? hbuf_from(w, N * ldw) : NULL;
+          uint16_t *w16 = bf == 1 || bf == 4 ? hbuf_from(w, N * ldw) : NULL;
           float *y0 = rbuf(&rng, T * ldy, 1);
           for (int acc = 0; acc <= 1; acc++) {
             float *y = copy(y0, T * ldy), *yr = copy(y0, T * ldy);
@@ -902,7 +927,7 @@ TEST(rowmm_matches_reference) {
           }
           free_all();
         }
-  seq = 0;
+  mode = 0;
 }
 
 /* Every element is the same bits whatever rows and outputs are computed
@@ -915,10 +940,10 @@ TEST(rowmm_rows_are_independent) {
   const size_t shapes[][3] = { { 19, 37, 9 }, { 12, 64, 6 }, { 21, 16, 5 },
                                { 9, 5, 11 }, { 33, 130, 4 }, { 10, 32, 70 } };
   for (size_t sh = 0; sh < 6; sh++)
-    for (int bf = 0; bf <= 2; bf++)
+    for (int bf = 0; bf <= 4; bf++)
       for (int acc = 0; acc <= 1; acc++) {
         size_t T = shapes[sh][0], K = shapes[sh][1], N = shapes[sh][2];
-        seq = bf == 2;
+        mode = bf;
         float *x = rbuf(&rng, T * K, 1), *w = rbuf(&rng, N * K, 1);
         uint16_t *w16 = bf == 1 ? hbuf_from(w, N * K) : NULL;
         float *y0 = rbuf(&rng, T * N, 1);
@@ -932,18 +957,40 @@ TEST(rowmm_rows_are_independent) {
             ASSERT_EQ_INT(memcmp(part + t0 * N, full + t0 * N,
                                  (t1 - t0) * N * sizeof(float)), 0);
           }
-        for (size_t n0 = 0; n0 < N; n0++)
+        for (size_t n0 = 0; n0 < N; n0 += bf >= 3 ? TB__K_PANEL : 1)
           for (size_t n1 = n0 + 1; n1 <= N; n1++) {
             memcpy(part, y0, T * N * sizeof(float));
-            rowmm(part + n0, N, x, K, w + n0 * K, w16 ? w16 + n0 * K : NULL,
-                  K, 1.0f, acc, T, K, n1 - n0);
+            rowmm_at(part + n0, N, x, K, w, w16, K, 1.0f, acc, T, K, n1 - n0,
+                     n0);
             for (size_t t = 0; t < T; t++)
               ASSERT_EQ_INT(memcmp(part + t * N + n0, full + t * N + n0,
                                    (n1 - n0) * sizeof(float)), 0);
           }
         free_all();
       }
-  seq = 0;
+  mode = 0;
+}
+
+/* Packed bfloat16 weights that are exactly bfloat16 give the very bits of
+ * the same weights packed as float32. */
+TEST(rowmm_packed_bf16_of_bf16_weights_is_exact) {
+  tb__k_rng_t rng;
+  setup(&rng, 44);
+  const size_t T = 13, K = 70, N = 77;
+  float *x = rbuf(&rng, T * K, 1), *w = rbuf(&rng, N * K, 1);
+  uint16_t *h = hbuf_from(w, N * K);
+  for (size_t i = 0; i < N * K; i++) {
+    uint32_t u = (uint32_t)h[i] << 16;
+    memcpy(&w[i], &u, sizeof(u));
+  }
+  float *a = fbuf(T * N), *b = fbuf(T * N);
+  mode = 3;
+  rowmm(a, N, x, K, w, NULL, K, 0.5f, 0, T, K, N);
+  mode = 4;
+  rowmm(b, N, x, K, w, NULL, K, 0.5f, 0, T, K, N);
+  mode = 0;
+  ASSERT_EQ_INT(memcmp(a, b, T * N * sizeof(float)), 0);
+  free_all();
 }
 
 TEST(bf16_conversion) {
@@ -1065,6 +1112,7 @@ TEST_LIST(
   TEST_ENTRY(fast_exp_and_max),
   TEST_ENTRY(rowmm_matches_reference),
   TEST_ENTRY(rowmm_rows_are_independent),
+  TEST_ENTRY(rowmm_packed_bf16_of_bf16_weights_is_exact),
   TEST_ENTRY(bf16_conversion),
   TEST_ENTRY(attention_paged_matches_reference),
   TEST_ENTRY(sampling_large_vocabularies_match_reference),
