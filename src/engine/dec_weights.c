@@ -13,6 +13,7 @@
 typedef struct mats_s {
   const float *m[4];  /* qkv, o, gate_up, down of one layer */
   size_t n[4];        /* their floats */
+  size_t K[4];        /* their columns */
 } mats_t;
 
 static int layer_mats(mats_t *mt, const tb__weights_t *w, size_t l) {
@@ -24,6 +25,9 @@ static int layer_mats(mats_t *mt, const tb__weights_t *w, size_t l) {
   if (lw->wk != lw->wq + QD * C || lw->wv != lw->wk + KVD * C ||
       lw->w_up != lw->w_gate + I * C)
     return TB_EINVAL;
+  mt->K[0] = mt->K[2] = C;
+  mt->K[1] = QD;
+  mt->K[3] = I;
   mt->m[0] = lw->wq;
   mt->n[0] = (QD + 2 * KVD) * C;
   mt->m[1] = lw->wo;
@@ -41,6 +45,15 @@ void tb__dec_weights_free(tb__dec_weights_t *dw) {
   memset(dw, 0, sizeof(*dw));
 }
 
+/* Packs w (N, K) into bfloat16 panels at *p (its slot in the copy),
+ * points *dst at them and moves *p past them. */
+static void pack(uint16_t **p, const void **dst, const float *w, size_t K,
+                 size_t N) {
+  tb__k_pack_bf16((uint32_t *)*p, w, K, K, N);
+  *dst = *p;
+  *p += tb__k_packed_elems(K, N);
+}
+
 int tb__dec_weights_init(tb__dec_weights_t *dw, const tb__weights_t *w,
                          tb__dec_weights_mode_t mode) {
   memset(dw, 0, sizeof(*dw));
@@ -51,6 +64,8 @@ int tb__dec_weights_init(tb__dec_weights_t *dw, const tb__weights_t *w,
   if (dw->layers == NULL)
     return TB_ENOMEM;
   size_t total = VC;
+  size_t packed = tb__k_packed_elems((size_t)c->hidden_size,
+                                     (size_t)c->vocab_size);
   int exact = tb__k_f32_is_bf16(w->lm_head, VC);
   for (size_t l = 0; l < L; l++) {
     mats_t mt;
@@ -60,13 +75,14 @@ int tb__dec_weights_init(tb__dec_weights_t *dw, const tb__weights_t *w,
     }
     for (int i = 0; i < 4; i++) {
       total += mt.n[i];
+      packed += tb__k_packed_elems(mt.K[i], mt.n[i] / mt.K[i]);
       if (mode == TB_DEC_WEIGHTS_AUTO && exact)
         exact = tb__k_f32_is_bf16(mt.m[i], mt.n[i]);
     }
   }
   dw->bf16 = mode == TB_DEC_WEIGHTS_BF16 ||
              (mode == TB_DEC_WEIGHTS_AUTO && exact);
-  dw->bytes = total * (dw->bf16 ? sizeof(uint16_t) : sizeof(float));
+  dw->bytes = dw->bf16 ? packed * sizeof(uint16_t) : total * sizeof(float);
   if (!dw->bf16) {
     for (size_t l = 0; l < L; l++) {
       mats_t mt;
@@ -76,12 +92,12 @@ int tb__dec_weights_init(tb__dec_weights_t *dw, const tb__weights_t *w,
     dw->head = w->lm_head;
     return 0;
   }
-  dw->copy = tb__big_alloc(total * sizeof(uint16_t));
+  dw->copy = tb__big_alloc(packed * sizeof(uint16_t));
   if (dw->copy == NULL) {
     tb__dec_weights_free(dw);
     return TB_ENOMEM;
   }
-  dw->copy_len = total;
+  dw->copy_len = packed;
   uint16_t *p = dw->copy;
   for (size_t l = 0; l < L; l++) {
     mats_t mt;
@@ -89,12 +105,10 @@ int tb__dec_weights_init(tb__dec_weights_t *dw, const tb__weights_t *w,
     const void **dst[4] = { &dw->layers[l].qkv, &dw->layers[l].o,
                             &dw->layers[l].gate_up, &dw->layers[l].down };
     for (int i = 0; i < 4; i++) {
-      tb__k_bf16_from_f32(p, mt.m[i], mt.n[i]);
-      *dst[i] = p;
-      p += mt.n[i];
+      pack(&p, dst[i], mt.m[i], mt.K[i], mt.n[i] / mt.K[i]);
     }
   }
-  tb__k_bf16_from_f32(p, w->lm_head, VC);
-  dw->head = p;
+  pack(&p, &dw->head, w->lm_head, (size_t)c->hidden_size,
+       (size_t)c->vocab_size);
   return 0;
 }

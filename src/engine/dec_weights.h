@@ -14,7 +14,11 @@
  *
  * Layout: per layer the q, k and v matrices stacked into one (QD + 2 KVD,
  * C) matrix, o (C, QD), gate and up stacked (2 I, C), down (C, I); then
- * the unembedding (V, C).  The float32 views rely on tb__weights_alloc
+ * the unembedding (V, C).  The bfloat16 copies are packed in panels of 32
+ * outputs (tb__k_pack_bf16, kernels.h) for tb__k_rowmm_packed_bf16, which
+ * streams them at memory speed at batch 1 and keeps a panel in cache for
+ * every row of a large batch; the float32 views are the model's own rows
+ * (tb__k_rowmm_f32), since a packed float32 copy would double the memory.  The float32 views rely on tb__weights_alloc
  * placing wq, wk, wv and w_gate, w_up next to each other, which it does.
  */
 #ifndef TB_ENGINE_DEC_WEIGHTS_H
@@ -39,11 +43,11 @@ typedef struct tb__dec_layer_s {
 } tb__dec_layer_t;
 
 typedef struct tb__dec_weights_s {
-  int bf16;                /* the matrices are uint16_t bfloat16 */
+  int bf16;                /* the matrices are packed bfloat16 */
   tb__dec_layer_t *layers;  /* L */
   const void *head;        /* (V, C) */
   size_t bytes;            /* read per token by the matrices above */
-  uint16_t *copy;          /* the bfloat16 copies, owned */
+  uint16_t *copy;          /* the packed bfloat16 copies, owned */
   size_t copy_len;
 } tb__dec_weights_t;
 

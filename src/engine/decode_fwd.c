@@ -269,9 +269,11 @@ void tb__dec_fwd_free(tb__dec_fwd_t *f) {
 static void base_product(const tb__dec_fwd_t *f, float *y, size_t ldy,
                          const float *x, size_t ldx, const void *W, size_t T,
                          size_t K, size_t n0, size_t n1, int accumulate) {
+  /* n0 is a multiple of the chunk widths, themselves of TB__K_PANEL. */
   if (f->dw->bf16)
-    tb__k_rowmm_bf16(y + n0, ldy, x, ldx, (const uint16_t *)W + n0 * K, K,
-                     1.0f, accumulate, T, K, n1 - n0);
+    tb__k_rowmm_packed_bf16(y + n0, ldy, x, ldx,
+                            (const uint32_t *)W + n0 * K / 2, 1.0f,
+                            accumulate, T, K, n1 - n0);
   else
     tb__k_rowmm_f32(y + n0, ldy, x, ldx, (const float *)W + n0 * K, K, 1.0f,
                     accumulate, T, K, n1 - n0);
