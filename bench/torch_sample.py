@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""The peer of bench_sample: a decode loop with a KV cache in PyTorch, on
+the same shape, the same LoRA (unmerged, rank --rank on q, k, v, o, gate,
+up, down) and the same thread count, so that bench_sample can print the
+ratio.
+
+The model is written plainly, float32 (Llama decoder: RMSNorm, rotary
+embeddings, grouped-query attention against preallocated key and value
+caches, SwiGLU MLP, tied unembedding; --head-dim when it is not hidden /
+heads, --qk-norm for Qwen3's head norms, --qkv-bias for Qwen2's biases).
+A batch of --batch sequences is prefilled with --prompt random tokens,
+then decodes --tokens tokens, each drawn from the softmax of its logits
+(temperature 1, as bench_sample draws).  Only the decode loop is timed.
+At batch 1 every product is torch.mv (a matrix-vector product, PyTorch's
+fastest path for one row), above it F.linear.  Configure PyTorch at its
+best before starting Python: OMP_WAIT_POLICY=PASSIVE and OMP_NUM_THREADS
+equal to --threads (bench_sample does this).
+
+usage: torch_sample.py --hidden 576 --layers 30 --heads 9 --kv-heads 3
+           --intermediate 1536 --vocab 49152 --rank 32 --batch 1
+           --prompt 64 --tokens 64 --threads 2 --reps 3 [--head-dim D]
+           [--qk-norm] [--qkv-bias]
+Prints one line: TORCH tokens_per_s=<median> min=<> max=<>.  Exit status
+77 when PyTorch is not installed.
+"""
+import argparse
+import math
+import sys
+import time
+
+try:
+    import torch
+    import torch.nn.functional as F
+except ImportError:
+    print("PyTorch is not installed")
+    sys.exit(77)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    for name, default in [("hidden", 576), ("layers", 30), ("heads", 9), ("kv-heads", 3),
+                          ("intermediate", 1536), ("vocab", 49152), ("rank", 32),
+                          ("batch", 1), ("prompt", 64), ("tokens", 64), ("threads", 2),
+                          ("reps", 3), ("head-dim", 0)]:
+        p.add_argument("--" + name, type=int, default=default)
+    for flag in ("qk-norm", "qkv-bias"):
+        p.add_argument("--" + flag, action="store_true")
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    C, H, KVH, I, V, r = a.hidden, a.heads, a.kv_heads, a.intermediate, a.vocab, a.rank
+    D = a.head_dim or C // H
+    G = H // KVH
+    scale = 32.0 / r
+    Bsz, P, N = a.batch, a.prompt, a.tokens
+    L = P + N
+
+    def frozen(*shape):
+        return torch.randn(*shape) * 0.02
+
+    embed = frozen(V, C)
+    layers = []
+    for _ in range(a.layers):
+        lay = {"n1": torch.ones(C), "n2": torch.ones(C), "qn": torch.ones(D),
+               "kn": torch.ones(D), "bq": frozen(H * D), "bk": frozen(KVH * D),
+               "bv": frozen(KVH * D)}
+        for name, (k, n) in {"q": (C, H * D), "k": (C, KVH * D), "v": (C, KVH * D),
+                             "o": (H * D, C), "gate": (C, I), "up": (C, I),
+                             "down": (I, C)}.items():
+            lay[name] = (frozen(n, k), torch.randn(r, k) / math.sqrt(k),
+                         torch.randn(n, r) * 0.01)
+        layers.append(lay)
+    final_norm = torch.ones(C)
+
+    inv = 1.0 / (100000.0 ** (torch.arange(0, D, 2).float() / D))
+    freqs = torch.outer(torch.arange(L).float(), inv)
+    emb = torch.cat([freqs, freqs], -1)
+    cos_t, sin_t = emb.cos(), emb.sin()
+
+    def rms(x, w):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * w
+
+    def rope(x, pos):
+        # x (B, T, heads, D); pos (T)
+        c, s = cos_t[pos][None, :, None], sin_t[pos][None, :, None]
+        x1, x2 = x[..., :D // 2], x[..., D // 2:]
+        return x * c + torch.cat([-x2, x1], -1) * s
+
+    def lin(x, w):
+        W, A, B = w
+        if x.dim() == 1:
+            return W.mv(x) + scale * B.mv(A.mv(x))
+        return F.linear(x, W) + scale * F.linear(F.linear(x, A), B)
+
+    def forward(tokens, pos0, kc, vc):
+        # tokens (B, T); the caches (layers, B, KVH, L, D) hold pos0 positions
+        T = tokens.shape[1]
+        pos = torch.arange(pos0, pos0 + T)
+        x = embed[tokens]
+        one = Bsz == 1 and T == 1
+        if one:
+            x = x.view(C)
+        for li, lay in enumerate(layers):
+            h = rms(x, lay["n1"])
+            q, k, v = lin(h, lay["q"]), lin(h, lay["k"]), lin(h, lay["v"])
+            if a.qkv_bias:
+                q, k, v = q + lay["bq"], k + lay["bk"], v + lay["bv"]
+            q = q.view(Bsz, T, H, D)
+            k = k.view(Bsz, T, KVH, D)
+            if a.qk_norm:
+                q, k = rms(q, lay["qn"]), rms(k, lay["kn"])
+            q, k = rope(q, pos), rope(k, pos)
+            kc[li, :, :, pos0:pos0 + T] = k.transpose(1, 2)
+            vc[li, :, :, pos0:pos0 + T] = v.view(Bsz, T, KVH, D).transpose(1, 2)
+            keys, vals = kc[li, :, :, :pos0 + T], vc[li, :, :, :pos0 + T]
+            # (B, KVH, G*T, D) queries against (B, KVH, S, D) keys
+            qg = q.view(Bsz, T, KVH, G, D).permute(0, 2, 3, 1, 4).reshape(Bsz, KVH, G * T, D)
+            att = (qg @ keys.transpose(-1, -2)) / math.sqrt(D)
+            if T > 1:
+                qpos = pos.repeat(G)
+                mask = torch.arange(pos0 + T)[None, :] > qpos[:, None]
+                att = att.masked_fill(mask, float("-inf"))
+            o = att.softmax(-1) @ vals
+            o = o.view(Bsz, KVH, G, T, D).permute(0, 3, 1, 2, 4).reshape(Bsz, T, H * D)
+            if one:
+                o = o.view(H * D)
+            x = x + lin(o, lay["o"])
+            h = rms(x, lay["n2"])
+            x = x + lin(F.silu(lin(h, lay["gate"])) * lin(h, lay["up"]), lay["down"])
+        hf = rms(x, final_norm)
+        if one:
+            return embed.mv(hf).view(1, V)
+        return F.linear(hf[:, -1], embed)
+
+    times = []
+    with torch.inference_mode():
+        for rep in range(a.reps + 1):  # the first warms up
+            kc = torch.zeros(a.layers, Bsz, KVH, L, D)
+            vc = torch.zeros(a.layers, Bsz, KVH, L, D)
+            prompt = torch.randint(0, V, (Bsz, P))
+            logits = forward(prompt, 0, kc, vc)
+            t0 = time.perf_counter()
+            for i in range(N):
+                tok = torch.multinomial(logits.softmax(-1), 1)
+                logits = forward(tok, P + i, kc, vc)
+            dt = time.perf_counter() - t0
+            if rep > 0:
+                times.append(Bsz * N / dt)
+    times.sort()
+    print("TORCH tokens_per_s=%.2f min=%.2f max=%.2f batch=%d threads=%d" %
+          (times[len(times) // 2], times[0], times[-1], Bsz, torch.get_num_threads()))
+
+
+if __name__ == "__main__":
+    main()
