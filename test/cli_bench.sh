@@ -9,7 +9,7 @@ check() {  # check NAME COMMAND-STATUS-OK
 }
 
 out=$("$exe" bench --list)
-echo "$out" | grep -q '^train-base ' && echo "$out" | grep -q '^http '
+echo "$out" | grep -q '^train-base ' && echo "$out" | grep -q '^http ' && echo "$out" | grep -q '^sample '
 check "list names the benchmarks" $?
 
 "$exe" bench --only nope >/dev/null 2>/tmp/tb-cli-bench-err.$$

@@ -67,6 +67,13 @@ static const bench_t benches[] = {
     { "--model", "base", "--steps", "20" }, { "--model", "base", "--steps", "3" },
     "{ms_per_step} ms/step, {tokens_per_s} tokens/s", "PyTorch {torch_ms} ms/step",
     "{ratio_torch}x PyTorch" },
+  { "sample", "decode, SmolLM2-135M shape, rank-32 LoRA, 2 threads", "bench_sample",
+    { "--threads", "2", "--batch", "64", "--tokens", "64", "--reps", "3" },
+    { "--threads", "2", "--batch", "8", "--tokens", "4", "--reps", "1" },
+    "batch 1 {b1_tps} tokens/s ({b1_limit} of {limit_tps} at {read_gbs} GB/s), "
+    "batch {batch} {bn_tps} tokens/s",
+    "PyTorch: batch 1 {torch_b1_tps}, batch {batch} {torch_bn_tps} tokens/s",
+    "{ratio_torch_b1}x, {ratio_torch_bn}x PyTorch" },
   { "pipeline", "training steps through the client, pipelined", "bench_pipeline",
     { "--steps", "20", "--users", "4" }, { "--steps", "3", "--users", "2" },
     "{pipe_sps} steps/s", "the sync pattern: {seq_sps} steps/s", "{pipe_ratio}x" },
