@@ -56,6 +56,11 @@ TB__V16 void load_bf16(const uint32_t *w, size_t k, tb__v16f *lo,
   *hi = (tb__v16f)(u & 0xffff0000u);
 }
 
+/* The loops over a block's rows and vectors are unrolled whole, so its
+ * accumulators stay in registers (a loop left rolled keeps them in memory:
+ * a tenth of the speed). */
+#define UNROLL _Pragma("GCC unroll 16")
+
 /* TR rows by TP panels (of 32 outputs, pstride elements apart) over the
  * whole of K; nv outputs of the TP panels are kept. */
 #define PACKED_BLOCK(NAME, TR, TP, WT, LOADW)                                \
@@ -63,16 +68,16 @@ TB__V16 void load_bf16(const uint32_t *w, size_t k, tb__v16f *lo,
       float *y, size_t ldy, const float *x, size_t ldx, const WT *w,         \
       size_t pstride, float alpha, int accumulate, size_t K, size_t nv) {    \
     tb__v16f s[TR][2 * TP];                                                  \
-    for (int i = 0; i < TR; i++)                                             \
-      for (int j = 0; j < 2 * TP; j++)                                       \
+    UNROLL for (int i = 0; i < TR; i++)                                      \
+      UNROLL for (int j = 0; j < 2 * TP; j++)                                \
         s[i][j] = (tb__v16f){ 0 };                                           \
     for (size_t k = 0; k < K; k++) {                                         \
       tb__v16f wv[2 * TP];                                                   \
-      for (int q = 0; q < TP; q++)                                           \
+      UNROLL for (int q = 0; q < TP; q++)                                    \
         LOADW(w + (size_t)q * pstride, k, &wv[2 * q], &wv[2 * q + 1]);       \
-      for (int i = 0; i < TR; i++) {                                         \
+      UNROLL for (int i = 0; i < TR; i++) {                                  \
         tb__v16f xb = tb__v16_splat(x[(size_t)i * ldx + k]);                 \
-        for (int j = 0; j < 2 * TP; j++)                                     \
+        UNROLL for (int j = 0; j < 2 * TP; j++)                              \
           s[i][j] += xb * wv[j];                                             \
       }                                                                      \
     }                                                                        \

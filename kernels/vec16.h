@@ -45,10 +45,10 @@ TB__V16 tb__v16f tb__v16_load_bf16(const uint16_t *p) {
   return (tb__v16f)u;
 }
 
-/* Every lane v: a broadcast, never an arithmetic operation (adding v to a
- * zero vector would cost an add before the broadcast). */
+/* Every lane v: one broadcast (an initialiser of sixteen v's is built
+ * lane by lane under masks, and adding v to a zero vector costs an add). */
 TB__V16 tb__v16f tb__v16_splat(float v) {
-  return (tb__v16f){ v, v, v, v, v, v, v, v, v, v, v, v, v, v, v, v };
+  return __builtin_shuffle((tb__v16f){ v }, (tb__v16u){ 0 });
 }
 
 /* The first n < 16 floats of p, zeros after: a zero lane adds nothing. */
