@@ -4,12 +4,12 @@
  * per-token log-probs, stop tokens and stop strings, and optionally the
  * prompt's own log-probs and top-k log-probs.
  *
- * tb__sample runs one request on the calling thread through the decoder
- * (decode.h): the prompt is prefilled once, in chunks, and its KV blocks
- * shared by the samples, which then decode together, one row each per
- * step.  A sample leaves the batch when it stops.  The engine's sample
- * jobs run through a decoder of their model the same way, so a request's
- * results are the same through either.
+ * tb__sample (sample_one.c) runs one request on the calling thread through
+ * the decoder (decode.h): the prompt is prefilled once, in chunks, and its KV
+ * blocks shared by the samples, which then decode together, one row each per
+ * step.  A sample leaves the batch when it stops.  The engine's sample jobs run
+ * through a decoder of their model the same way, so a request's results are
+ * the same through either.
  *
  * Determinism: sample i draws its uniform numbers from its own PRNG stream,
  * derived from (seed, i) by splitmix64, and the kernels order ties by token
