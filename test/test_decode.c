@@ -9,6 +9,7 @@
  * fails its own sequences only, and that memory waits and comes back.
  */
 #include "tb_test.h"
+#include "fixtures.h"
 
 #include <stdatomic.h>
 
@@ -247,17 +248,7 @@ TEST(coop_one_item_alone_and_a_late_one) {
 /* ------------------------------------------------------------ fixtures */
 
 static tb__model_config_t small_config(int qwen) {
-  tb__model_config_t c = { 0 };
-  c.hidden_size = 48;
-  c.intermediate_size = 80;
-  c.num_layers = 2;
-  c.num_heads = 6;
-  c.num_kv_heads = 2;
-  c.head_dim = 8;
-  c.vocab_size = 101;
-  c.max_position_embeddings = 512;
-  c.rms_norm_eps = 1e-5f;
-  c.rope_theta = 10000.0f;
+  tb__model_config_t c = tb_test_config(48, 80, 2, 6, 2, 8, 101, 512, 1e-5f, 10000.0f);
   c.tie_word_embeddings = 1;
   if (qwen) {
     c.arch = TB_ARCH_QWEN3;
