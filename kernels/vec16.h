@@ -48,7 +48,12 @@ TB__V16 tb__v16f tb__v16_load_bf16(const uint16_t *p) {
 /* Every lane v: one broadcast (an initialiser of sixteen v's is built
  * lane by lane under masks, and adding v to a zero vector costs an add). */
 TB__V16 tb__v16f tb__v16_splat(float v) {
+#ifdef __clang__  /* clang has no __builtin_shuffle, GCC no __builtin_shufflevector before 12 */
+  tb__v16f x = { v };
+  return __builtin_shufflevector(x, x, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+#else
   return __builtin_shuffle((tb__v16f){ v }, (tb__v16u){ 0 });
+#endif
 }
 
 /* The first n < 16 floats of p, zeros after: a zero lane adds nothing. */
