@@ -94,6 +94,13 @@ typedef struct tb_server_options_s {
   size_t max_connections;       /* open connections; one more is answered
                                    503 with Retry-After and closed [1024,
                                    or the open-file limit less 64] */
+  size_t kv_memory;             /* the KV cache of each base model's
+                                   decoder, in bytes [twice the model's
+                                   float32 weights, at least 64 MiB]: the
+                                   sequences of all sample requests share
+                                   it; a request that does not fit now
+                                   waits (paused_capacity), one larger
+                                   than all of it is answered 400 */
   const char *tls_cert_file;    /* HTTPS: a PEM certificate (chain) and */
   const char *tls_key_file;     /* its key, read at init [plain HTTP] */
 } tb_server_options_t;

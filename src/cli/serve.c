@@ -56,6 +56,7 @@ enum {
   OPT_MAX_MODELS_PER_USER,
   OPT_MAX_BODY,
   OPT_MAX_BODY_MEMORY,
+  OPT_KV_MEMORY,
   OPT_REQUEST_TIMEOUT_MS,
   OPT_MAX_CONNECTIONS,
   OPT_LOG_LEVEL,
@@ -128,6 +129,11 @@ static const tb__cli_opt_t serve_opts[OPT_COUNT + 1] = {
                             "connections, counted from each head; more are\n"
                             "answered 503 with Retry-After before the body\n"
                             "is read; at least --max-body [512M]" },
+  [OPT_KV_MEMORY] = { "kv-memory", "SIZE",
+                      "the KV cache of each base model, shared by every\n"
+                      "sample request; a request that does not fit waits\n"
+                      "(paused_capacity) [twice the model's float32\n"
+                      "weights, at least 64M]" },
   [OPT_REQUEST_TIMEOUT_MS] = { "request-timeout-ms", "MS",
                                "a request's head and body must arrive within\n"
                                "this long of its first byte, or the\n"
@@ -325,6 +331,10 @@ static int parse_options(int argc, char **argv, serve_config_t *c) {
     case OPT_MAX_BODY_MEMORY:
       rc = tb__cli_size(&a, "max-body-memory", v, 1024, (uint64_t)1 << 40, &u);
       c->so.max_body_memory = (size_t)u;
+      break;
+    case OPT_KV_MEMORY:
+      rc = tb__cli_size(&a, "kv-memory", v, 1 << 20, (uint64_t)1 << 44, &u);
+      c->so.kv_memory = (size_t)u;
       break;
     case OPT_REQUEST_TIMEOUT_MS:
       rc = tb__cli_uint(&a, "request-timeout-ms", v, 1, 86400000, &u);

@@ -9,7 +9,8 @@
  *  - a job is in engine->active from a successful submission until just
  *    before its callback;
  *  - an adapter job is in its adapter's FIFO from submission until
- *    completion, and only the FIFO's head has started;
+ *    completion; the started jobs are a prefix of the FIFO: its head
+ *    alone, or a run of sample jobs (readers of the weights together);
  *  - a model is freed when its last reference goes (callers' references
  *    from LOAD_MODEL or tb__engine_model_add, one per adapter, one per
  *    running sample job), or at close.
@@ -69,7 +70,9 @@ static void item_start(tb__engine_t *e, tb__engine_shard_t *it) {
     job->capacity_waiting = 0;
     job->on_capacity(job, 0);
   }
-  if (it == &job->items[0] && job->on_start != NULL)
+  /* An item that only carries a failure or a cancellation starts
+   * nothing. */
+  if (it == &job->items[0] && job->on_start != NULL && it->skip == 0)
     job->on_start(job);
   if (it->skip == 0 && it->needs_ws && ws_take(e, &it->ws) != 0)
     it->skip = TB_ENOMEM;
@@ -81,11 +84,17 @@ static void item_start(tb__engine_t *e, tb__engine_shard_t *it) {
 }
 
 /* Items beyond max_work_items wait in the engine's queue, so that at most
- * that many workspaces hold activations at once. */
+ * that many workspaces hold activations at once; while decoders step, the
+ * threadpool slots their steps take are kept free for them (engine.h). */
+static size_t item_limit(const tb__engine_t *e) {
+  size_t dec = tb__engine_decode_items(e);
+  return e->max_work_items > dec ? e->max_work_items - dec : 1;
+}
+
 void tb__engine_item_submit(tb__engine_t *e, tb__engine_shard_t *it) {
   if (e->closing)
     it->skip = TB_ECANCELED;
-  if (it->skip != 0 || e->running_items < e->max_work_items) {
+  if (it->skip != 0 || e->running_items < item_limit(e)) {
     item_start(e, it);
     return;
   }
@@ -103,8 +112,8 @@ void tb__engine_item_submit(tb__engine_t *e, tb__engine_shard_t *it) {
   }
 }
 
-static void pump(tb__engine_t *e) {
-  while (e->wait_head != NULL && e->running_items < e->max_work_items) {
+void tb__engine_pump(tb__engine_t *e) {
+  while (e->wait_head != NULL && e->running_items < item_limit(e)) {
     tb__engine_shard_t *it = e->wait_head;
     e->wait_head = it->wait_next;
     if (e->wait_head == NULL)
@@ -312,6 +321,8 @@ int tb__engine_job_start(tb__engine_job_t *job) {
       return start_batch(job);
     case TB_ENGINE_OPTIM_STEP:
       return start_optim(job);
+    case TB_ENGINE_SAMPLE:
+      return tb__engine_sample_start(job);
     default:
       break;
   }
@@ -321,7 +332,6 @@ int tb__engine_job_start(tb__engine_job_t *job) {
     case TB_ENGINE_LOAD_MODEL: work = tb__engine_work_load_model; break;
     case TB_ENGINE_CREATE_ADAPTER: work = tb__engine_work_create; break;
     case TB_ENGINE_REMOVE_ADAPTER: work = tb__engine_work_remove; break;
-    case TB_ENGINE_SAMPLE: work = tb__engine_work_sample; needs_ws = 1; break;
     case TB_ENGINE_SAVE: work = tb__engine_work_save; break;
     case TB_ENGINE_LOAD: work = tb__engine_work_load; break;
     default: break;
@@ -374,6 +384,7 @@ int tb__engine_create_adapter(tb__engine_job_t *job, tb__engine_model_t *m,
                         "out of memory");
   a->engine = m->engine;
   a->model = m;
+  a->id = ++m->engine->next_adapter_id;
   job->lora_config = *config;
   job->target = a;
   if ((rc = tb__engine_job_start(job)) != 0) {
@@ -422,14 +433,21 @@ static int adapter_submit(tb__engine_job_t *job, tb__engine_adapter_t *a) {
                         "the adapter is being removed");
   job->target = a;
   job->queue_next = NULL;
-  int first = a->head == NULL;
+  /* The started jobs are a prefix: a sample joins a started run of
+   * samples at the tail. */
+  int first = a->head == NULL ||
+              (job->type == TB_ENGINE_SAMPLE && a->tail->started &&
+               a->tail->type == TB_ENGINE_SAMPLE);
   if (first) {
     int rc = tb__engine_job_start(job);
     if (rc != 0) {
       job->target = NULL;
       return rc;
     }
-    a->head = job;
+    if (a->head == NULL)
+      a->head = job;
+    else
+      a->tail->queue_next = job;
   } else {
     a->tail->queue_next = job;
   }
@@ -447,8 +465,13 @@ size_t tb__engine_adapter_jobs(const tb__engine_adapter_t *a) {
 
 size_t tb__engine_job_position(const tb__engine_job_t *job) {
   size_t n = 0;
-  if (job->target != NULL)
+  if (job->target != NULL && !job->started)
     for (const tb__engine_job_t *j = job->target->head; j != NULL && j != job; j = j->queue_next)
+      n++;
+  if (job->dec_queued && job->held != NULL && job->held->decoder != NULL)
+    /* Waiting for room in the decoder: the jobs admitted before it. */
+    for (const tb__engine_job_t *j = job->held->decoder->wait_head;
+         j != NULL && j != job; j = j->dec_next)
       n++;
   if (job->started && job->num_items > 0 && !job->items[0].queued) {
     /* Waiting for room: the jobs whose work holds the threadpool, and the
@@ -468,19 +491,33 @@ size_t tb__engine_job_position(const tb__engine_job_t *job) {
   return n;
 }
 
-/* Starts the next job of the FIFO, or cancels the queue while closing. */
+/* The FIFO's first job not started, if it may start now: it is the head,
+ * or a sample behind a run of started samples. */
+static tb__engine_job_t *next_to_start(tb__engine_adapter_t *a) {
+  tb__engine_job_t *j = a->head;
+  while (j != NULL && j->started) {
+    if (j->type != TB_ENGINE_SAMPLE)
+      return NULL;
+    j = j->queue_next;
+  }
+  if (j == NULL || (j != a->head && j->type != TB_ENGINE_SAMPLE))
+    return NULL;
+  return j;
+}
+
+/* Starts the next jobs of the FIFO, or cancels the queue while closing. */
 static void adapter_kick(tb__engine_adapter_t *a) {
   /* tb__engine_job_finish calls back in here; the outer call keeps going instead, so
    * cancelling a long queue does not recurse once per job. */
   if (a->kicking)
     return;
   a->kicking = 1;
-  while (a->head != NULL && !a->head->started) {
-    tb__engine_job_t *job = a->head;
+  tb__engine_job_t *job;
+  while ((job = next_to_start(a)) != NULL) {
     int rc = a->engine->closing ? TB_ECANCELED : tb__engine_job_start(job);
     if (rc == 0)
-      break;
-    if (rc == TB_ECANCELED)
+      continue;
+    if (rc == TB_ECANCELED && job->error.code == 0)
       tb_error_set(&job->error, rc, TB_CATEGORY_CANCELLED,
                    "the engine closed before the job ran");
     job->started = 1;
@@ -691,11 +728,11 @@ static void item_after_cb(uv_work_t *req, int status) {
   }
   if (status == UV_ECANCELED)
     it->status = TB_ECANCELED;
-  if (it->status == TB_ECANCELED)
+  if (it->status == TB_ECANCELED && it->error.code == 0)
     tb_error_set(&it->error, TB_ECANCELED, TB_CATEGORY_CANCELLED,
                  "the engine closed before the job ran");
   tb__engine_error_default(&it->error, it->status);
-  pump(e);
+  tb__engine_pump(e);
   if (--job->items_left > 0)
     return;
   if (job->type == TB_ENGINE_FORWARD ||
@@ -735,6 +772,49 @@ static void item_after_cb(uv_work_t *req, int status) {
   }
 }
 
+/* Takes job out of a's FIFO, wherever it is (sample jobs of a started run
+ * end in any order); 0 when it was not there. */
+static int fifo_unlink(tb__engine_adapter_t *a, tb__engine_job_t *job) {
+  tb__engine_job_t *prev = NULL;
+  for (tb__engine_job_t *j = a->head; j != NULL; prev = j, j = j->queue_next) {
+    if (j != job)
+      continue;
+    if (prev != NULL)
+      prev->queue_next = j->queue_next;
+    else
+      a->head = j->queue_next;
+    if (a->tail == j)
+      a->tail = prev;
+    job->queue_next = NULL;
+    return 1;
+  }
+  return 0;
+}
+
+void tb__engine_job_fail_later(tb__engine_job_t *job, int rc, tb_error_t *err) {
+  /* One no-op work item carries the failure through the threadpool's
+   * completion, as every job's result comes back. */
+  if (tb__engine_items_alloc(job, 1, NULL, 0) != 0) {
+    tb_error_clear(err);
+    tb__engine_job_finish(job, TB_ENOMEM);
+    return;
+  }
+  tb__engine_shard_t *it = &job->items[0];
+  it->skip = rc;
+  if (err != NULL) {
+    it->error = *err;
+    memset(err, 0, sizeof(*err));
+  }
+  item_start(job->engine, it);
+}
+
+int tb__engine_job_cancel(tb__engine_job_t *job) {
+  if (job == NULL || job->type != TB_ENGINE_SAMPLE || job->engine == NULL)
+    return TB_EINVAL;
+  tb__engine_sample_cancel(job);
+  return 0;
+}
+
 /* Takes the job out of the engine's books, runs its callback, then lets
  * its adapter's next job start. */
 void tb__engine_job_finish(tb__engine_job_t *job, int status) {
@@ -749,14 +829,11 @@ void tb__engine_job_finish(tb__engine_job_t *job, int status) {
     tb__engine_model_unref(job->held);
   job->held = NULL;
   active_remove(e, job);
-  if (a != NULL && a->head == job) {
-    a->head = job->queue_next;
-    if (a->head == NULL)
-      a->tail = NULL;
-  } else {
+  if (a != NULL && !fifo_unlink(a, job))
     a = NULL;
-  }
-  job->queue_next = NULL;
+  if (a != NULL && status == 0 &&
+      (job->type == TB_ENGINE_OPTIM_STEP || job->type == TB_ENGINE_LOAD))
+    a->version++;  /* new weights: new prefix cache entries */
   if (job->cb != NULL)
     job->cb(job, status);
   if (a != NULL)
@@ -792,6 +869,7 @@ int tb__engine_init(uv_loop_t *loop, tb__engine_t *e,
                             : DEFAULT_MIN_SHARD_TOKENS;
   e->max_work_items = opts && opts->max_work_items ? opts->max_work_items
                                                    : threadpool_size();
+  e->kv_bytes = opts ? opts->kv_bytes : 0;
   /* Parallelism comes from work items; a threaded BLAS inside each would
    * oversubscribe the cores. */
   openblas_set_num_threads(1);
@@ -836,7 +914,7 @@ static void close_after(uv_work_t *req, int status) {
 
 void tb__engine_maybe_close(tb__engine_t *e) {
   if (!e->closing || e->close_queued || e->active != NULL ||
-      e->pending_work != 0)
+      e->pending_work != 0 || e->decoders != 0)
     return;
   e->close_queued = 1;
   uv_queue_work(e->loop, &e->close_req, close_work, close_after);
@@ -862,6 +940,8 @@ int tb__engine_close(tb__engine_t *e, tb__engine_close_cb close_cb) {
     for (size_t i = 0; i < job->num_items; i++)
       if (job->items[i].queued)
         uv_cancel((uv_req_t *)&job->items[i].req);
+  for (tb__engine_model_t *m = e->models; m != NULL; m = m->next)
+    tb__engine_decoder_close(m, 0);
   tb__engine_maybe_close(e);
   return 0;
 }

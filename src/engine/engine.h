@@ -75,6 +75,9 @@ typedef struct tb__engine_opts_s {
    * many workspaces.  0 means the threadpool's size (UV_THREADPOOL_SIZE,
    * default 4). */
   size_t max_work_items;
+  /* The KV pool of each model's decoder, in bytes; 0 means twice the
+   * model's float32 weights, at least 64 MiB (decode.h). */
+  size_t kv_bytes;
 } tb__engine_opts_t;
 
 struct tb__engine_s {
@@ -85,8 +88,11 @@ struct tb__engine_s {
   size_t shards;
   size_t min_shard_tokens;
   size_t max_work_items;
+  size_t kv_bytes;
   /* private */
   int closing;
+  uint64_t next_adapter_id;
+  size_t decoders;                /* decoders not yet closed */
   int close_queued;
   tb__engine_close_cb close_cb;
   tb__engine_model_t *models;      /* registry: loading and loaded */
@@ -165,6 +171,11 @@ struct tb__engine_job_s {
   tb__engine_job_t *active_prev, *active_next;
   int started;
   int capacity_waiting;          /* on_capacity(job, 1) was called */
+  /* SAMPLE: its sequence in the model's decoder, once admitted or
+   * refused for room; the decoder's queue of jobs not yet admitted */
+  struct tb__dec_seq_s *seq;
+  tb__engine_job_t *dec_next;
+  int dec_queued, dec_admitted, cancelled;
   /* inputs; pointers must stay valid until the callback */
   tb__batch_t batch;
   tb__adam_params_t adam;
@@ -264,14 +275,39 @@ int tb__engine_forward_backward(tb__engine_job_t *job, tb__engine_adapter_t *a,
  * Invalid params give TB_EINVAL at once. */
 int tb__engine_optim_step(tb__engine_job_t *job, tb__engine_adapter_t *a,
                           const tb__adam_params_t *params, tb__engine_job_cb cb);
-/* Samples a continuation of prompt from the adapter (queued in its FIFO)
- * or, with a == NULL, from the bare model (which runs at once).  Result in
- * job->sample.  prompt and the pointers inside params must stay valid
- * until the callback. */
+/* Samples a continuation of prompt from the adapter or, with a == NULL,
+ * from the bare model.  Result in job->sample.  prompt and the pointers
+ * inside params must stay valid until the callback.
+ *
+ * Every sample job of a model, whatever its adapter, is a sequence of the
+ * model's one decoder (decode.h), opened at the first sample and kept
+ * with the model: the sequences of all requests decode together, one step
+ * at a time, each joining at a step boundary and leaving when it stops.
+ * A job's result does not depend on what it decodes beside.
+ *  - In the adapter's FIFO a run of consecutive sample jobs starts
+ *    together (they only read the weights); a job that changes them
+ *    (optim_step, load) waits until they are done, and samples submitted
+ *    after it wait for it, so a sample sees the weights as of its
+ *    submission.
+ *  - Admission is in submission order.  A job whose worst case (prompt
+ *    plus num_samples * max_tokens positions) does not fit in the KV
+ *    pool's free room now waits, reported through on_capacity (1, then 0
+ *    when admitted; on_start follows), and those behind it wait too, so a
+ *    large request is never starved by small ones.  A request larger than
+ *    the whole pool fails at once (TB_EINVAL, category user).
+ *  - While a decoder has sequences, the other jobs' work items keep to
+ *    max_work_items less the decoder's, at least one: a decode step never
+ *    waits behind a queue of training items, and a decode step takes only
+ *    its own items, so a flood of samples never starves training. */
 int tb__engine_sample(tb__engine_job_t *job, tb__engine_model_t *model,
                       tb__engine_adapter_t *a, const int32_t *prompt,
                       size_t n, const tb__sampling_params_t *params,
                       tb__engine_job_cb cb);
+/* Cancels a submitted sample job: its KV blocks go back to the pool now
+ * (or when the step using them ends), and the job completes with
+ * TB_ECANCELED (category cancelled) from the loop's next turn, unless it
+ * has completed already.  TB_EINVAL for any other job. */
+int tb__engine_job_cancel(tb__engine_job_t *job);
 /* Writes the adapter to dir (see checkpoint.h for the layouts). */
 int tb__engine_save(tb__engine_job_t *job, tb__engine_adapter_t *a,
                     const char *dir, tb__engine_save_kind_t kind,

@@ -11,6 +11,7 @@
 #ifndef TB_ENGINE_ENGINE_INTERNAL_H
 #define TB_ENGINE_ENGINE_INTERNAL_H
 
+#include "engine/decode.h"
 #include "engine/engine.h"
 
 /* One uv_work_t of a job.  A batch job has one per shard plus, when it
@@ -41,6 +42,19 @@ struct tb__engine_shard_s {
   double sumsq;                  /* the optimizer: sum of squared grads */
 };
 
+/* A model's decoder and the sample jobs it serves (engine_sample.c). */
+typedef struct tb__engine_decoder_s {
+  tb__dec_t dec;
+  tb__engine_model_t *model;
+  int open;                       /* opened; 0 while opening */
+  int closing;
+  int destroy;                    /* the model goes once it has closed */
+  /* Sample jobs not yet admitted, in submission order: waiting for the
+   * open, or for room in the KV pool (the head got TB_EBUSY). */
+  tb__engine_job_t *wait_head, *wait_tail;
+  size_t running;                 /* admitted jobs not yet completed */
+} tb__engine_decoder_t;
+
 struct tb__engine_model_s {
   tb__engine_t *engine;
   tb__engine_model_t *next;       /* registry */
@@ -50,6 +64,7 @@ struct tb__engine_model_s {
   size_t refs;
   int loaded;
   tb__engine_job_t *waiters;      /* LOAD_MODEL jobs until it is loaded */
+  tb__engine_decoder_t *decoder;  /* from the first sample on, or NULL */
   uv_work_t free_req;
 };
 
@@ -58,7 +73,13 @@ struct tb__engine_adapter_s {
   tb__engine_adapter_t *next;
   tb__engine_model_t *model;      /* one reference */
   tb__lora_t lora;
-  tb__engine_job_t *head, *tail;  /* FIFO; head is the running job */
+  /* FIFO.  Its started jobs are a prefix: the head alone, or a run of
+   * sample jobs, which read the weights together (engine.c). */
+  tb__engine_job_t *head, *tail;
+  /* The key its prefix blocks are cached under in the decoder: id is
+   * unique in the engine, version counts the changes of its weights
+   * (optimizer steps and loads). */
+  uint64_t id, version;
   int removing;
   int kicking;                   /* inside adapter_kick */
   /* Gradient buffers of the shards of a forward_backward (shard_slots of
@@ -83,6 +104,25 @@ void tb__engine_active_add(tb__engine_t *e, tb__engine_job_t *job);
 void tb__engine_job_finish(tb__engine_job_t *job, int status);
 /* Queues the close once nothing runs any more. */
 void tb__engine_maybe_close(tb__engine_t *e);
+/* Starts waiting work items while there is room. */
+void tb__engine_pump(tb__engine_t *e);
+/* Completes a job with rc and err's message (moved from err) from the
+ * loop's next turn, never from inside the caller. */
+void tb__engine_job_fail_later(tb__engine_job_t *job, int rc, tb_error_t *err);
+
+/* Sampling through the model's decoder (engine_sample.c). */
+/* Starts a sample job: its sequence joins the decoder's batch when there
+ * is room.  0, or an error with nothing started. */
+int tb__engine_sample_start(tb__engine_job_t *job);
+/* Cancels a sample job's sequence; the job completes TB_ECANCELED. */
+void tb__engine_sample_cancel(tb__engine_job_t *job);
+/* Threadpool slots the running decoders' steps use. */
+size_t tb__engine_decode_items(const tb__engine_t *e);
+/* Closes the model's decoder, cancelling its jobs; the model is freed
+ * afterwards when destroy is set.  0 when there was none. */
+int tb__engine_decoder_close(tb__engine_model_t *m, int destroy);
+/* Frees the weights of a model whose decoder is gone (engine_models.c). */
+void tb__engine_model_destroy_now(tb__engine_model_t *m);
 
 /* The registry (engine_models.c), for completion and close. */
 /* A LOAD_MODEL job's work finished: it and every job waiting for the same
@@ -100,7 +140,6 @@ void tb__engine_work_shard(tb__engine_shard_t *it);
 void tb__engine_work_sum(tb__engine_shard_t *it);
 void tb__engine_work_optim_norm(tb__engine_shard_t *it);
 void tb__engine_work_optim_update(tb__engine_shard_t *it);
-void tb__engine_work_sample(tb__engine_shard_t *it);
 void tb__engine_work_save(tb__engine_shard_t *it);
 void tb__engine_work_load(tb__engine_shard_t *it);
 

@@ -2,7 +2,8 @@
  * The work the engine's jobs run on the threadpool: model loading,
  * adapter creation and removal, the shards of forward and
  * forward_backward with their datum checks, the sum of shard gradients,
- * the optimizer step, sampling, and checkpoint I/O.
+ * the optimizer step, and checkpoint I/O.  Sampling runs through the
+ * model's decoder (engine_sample.c).
  *
  * Each function runs on a worker thread and touches only its work item,
  * its job, the job's adapter (serialised by the adapter's FIFO) and the
@@ -226,50 +227,6 @@ void tb__engine_work_optim_update(tb__engine_shard_t *it) {
   tb__optim_update(&job->target->lora, &job->adam, job->optim.grad_norm,
                    it->p0, it->p1);
   it->status = 0;
-}
-
-/* ------------------------------------------------------------ sampling */
-
-void tb__engine_work_sample(tb__engine_shard_t *it) {
-  tb__engine_job_t *job = it->job;
-  const tb__weights_t *w = &job->held->weights;
-  const tb__model_config_t *c = &w->config;
-  const tb__sampling_params_t *p = &job->sampling;
-  for (size_t i = 0; i < job->prompt_len; i++)
-    if (job->prompt[i] < 0 || job->prompt[i] >= c->vocab_size) {
-      it->status = user_error(&it->error, "prompt[%zu]: token %d is outside "
-                              "the vocabulary [0, %d)", i,
-                              (int)job->prompt[i], c->vocab_size);
-      return;
-    }
-  if (job->prompt_len + p->max_tokens > (size_t)c->max_position_embeddings) {
-    it->status = user_error(&it->error, "prompt of %zu tokens plus "
-                            "max_tokens %zu exceeds the model's context of %d",
-                            job->prompt_len, p->max_tokens,
-                            c->max_position_embeddings);
-    return;
-  }
-  const tb__lora_t *lora = job->target ? &job->target->lora : NULL;
-  int rc = tb__sample(it->ws, w, lora, job->prompt, job->prompt_len, p,
-                      &job->sample);
-  if (rc == TB_EINVAL)
-    rc = user_error(&it->error, "sampling_params: invalid (num_samples >= 1, "
-                    "temperature >= 0, top_p in (0, 1], stop strings need "
-                    "token bytes)");
-  else if (rc == TB_ENONFINITE)
-    /* No tokens from noise: the weights, not the request, are broken, but
-     * it is the user's adapter (or model) that made them so. */
-    rc = tb_error_set(&it->error, TB_ENONFINITE, TB_CATEGORY_USER, "%s",
-                      lora != NULL
-                          ? "the model's outputs are not finite (NaN or "
-                            "infinity): the adapter has diverged; load an "
-                            "earlier checkpoint or train with a lower "
-                            "learning rate"
-                          : "the model's outputs are not finite (NaN or "
-                            "infinity): the base model's weights are "
-                            "broken");
-  it->status = rc;
-  tb__engine_error_default(&it->error, rc);
 }
 
 /* ------------------------------------------------------------ checkpoints */

@@ -46,12 +46,17 @@ static void model_unlink(tb__engine_model_t *m) {
 }
 
 /* Weights can be hundreds of megabytes, so they are released off the
- * loop. */
-static void model_destroy(tb__engine_model_t *m) {
+ * loop, after the model's decoder (which reads them) has closed. */
+void tb__engine_model_destroy_now(tb__engine_model_t *m) {
   tb__engine_t *e = m->engine;
-  model_unlink(m);
   e->pending_work++;
   uv_queue_work(e->loop, &m->free_req, model_free_work, model_free_after);
+}
+
+static void model_destroy(tb__engine_model_t *m) {
+  model_unlink(m);
+  if (!tb__engine_decoder_close(m, 1))
+    tb__engine_model_destroy_now(m);
 }
 
 tb__engine_model_t *tb__engine_model_find(tb__engine_t *e, const char *name) {

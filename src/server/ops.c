@@ -46,6 +46,11 @@ tb__top_t *tb__top_alloc(tb__training_t *tr, tb__op_type_t type) {
   return op;
 }
 
+void tb__top_cancel(tb__top_t *op) {
+  if (op->type == TB__OP_SAMPLE && op->job.type == TB_ENGINE_SAMPLE)
+    tb__engine_job_cancel(&op->job);
+}
+
 tb__top_t *tb__top_new(tb__http_request_t *req, tb__op_type_t type) {
   tb__top_t *op = tb__top_alloc(tb__training_of(req), type);
   if (op == NULL)

@@ -15,6 +15,7 @@
 
 #include "core/json.h"
 #include "server/routes.h"
+#include "server/sched.h"
 #include "wire/sample.h"
 
 static void sampler_free(tb__sampler_t *s) {
@@ -47,6 +48,10 @@ void tb__samplers_session_expired(tb__training_t *tr, const tb__session_t *sess)
         s->id[sess->id_len] != ':')
       continue;
     s->state = -1;
+    /* Its samples stop decoding: nobody is left to ask for them. */
+    for (tb__top_t *op = tr->ops; op != NULL; op = op->anext)
+      if (op->type == TB__OP_SAMPLE && op->sampler == s)
+        tb__top_cancel(op);
     s->fail_category = TB_CATEGORY_USER;
     s->fail_message = tb__asprintf("sampling_session_id: the session %s",
                                    sess->closed ? "was closed" : "expired");
@@ -157,6 +162,7 @@ static void on_sampled(tb__engine_job_t *job, int status) {
 static void start_sample(tb__top_t *op) {
   tb__sampler_t *s = op->sampler;
   tb__engine_adapter_t *a = s ? s->adapter : NULL;
+  op->job.on_capacity = tb__sched_on_capacity;
   int rc = tb__engine_sample(&op->job, op->base->model, a, op->prompt, op->prompt_len,
                              &op->sampling, on_sampled);
   if (rc != 0)

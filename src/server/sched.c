@@ -125,15 +125,19 @@ size_t tb__sched_position(const tb__future_t *f) {
   return 0;
 }
 
-/* The engine is full: the client's poll says paused_capacity until the
- * job's work starts. */
+/* The engine is full (its work items, or for a sample the decoder's KV
+ * pool): the client's poll says paused_capacity until the job's work
+ * starts. */
 void tb__sched_on_capacity(tb__engine_job_t *job, int waiting) {
   tb__top_t *op = job->data;
   tb__future_t *f = tb__top_client_future(op);
   if (f != NULL)
     tb__future_set_queue_state(f, waiting ? TB__QUEUE_PAUSED_CAPACITY : TB__QUEUE_ACTIVE,
-                               waiting ? "every worker is busy with other models' jobs"
-                                       : NULL);
+                               !waiting ? NULL
+                               : job->type == TB_ENGINE_SAMPLE
+                                   ? "the model's KV memory is full: the sample waits for "
+                                     "sequences to finish"
+                                   : "every worker is busy with other models' jobs");
 }
 
 void tb__sched_drain(tb__tmodel_t *m) {

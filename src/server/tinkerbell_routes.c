@@ -35,6 +35,7 @@
 typedef struct sync_wait_s {
   tb__fwaiter_t w;  /* first: the waiter callback gets &w */
   tb__http_request_t *req;
+  tb__future_t *f;
 } sync_wait_t;
 
 /* A finished future as the answer of a sync route.  A job that failed
@@ -62,6 +63,10 @@ static void on_sync_finished(tb__fwaiter_t *w, tb__future_t *f) {
 static void on_sync_abort(tb__http_request_t *req, int status) {
   sync_wait_t *sw = tb__sreq(req)->data;
   tb__future_unwait(&sw->w);
+  /* Nobody else knows the future's id: a sample stops decoding now
+   * rather than run to its max_tokens for no one. */
+  if (sw->f->data != NULL)
+    tb__top_cancel(sw->f->data);
   tb__server_release(req);
 }
 
@@ -90,6 +95,7 @@ void tb__tb_answer_call(tb__http_request_t *req, const char *fid, const char *mo
     return;
   }
   sw->req = req;
+  sw->f = f;
   tb__sreq(req)->data = sw;
   req->on_abort = on_sync_abort;
   tb__future_wait(f, &sw->w, on_sync_finished);

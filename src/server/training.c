@@ -410,7 +410,8 @@ void tb__unload_now(tb__tmodel_t *m, tb__top_t *op) {
 
 /* A session expired or was closed: its models are unloaded (checkpoints
  * stay).  Operations already in a model's engine FIFO run to the end
- * (their results stay retrievable); the ones waiting for an earlier
+ * (their results stay retrievable), except samples, which stop decoding
+ * (tb__samplers_session_expired); the ones waiting for an earlier
  * seq_id, and creations not yet started, fail; the adapter is removed
  * behind the last running one. */
 static void on_session_expired(tb__sessions_t *ss, tb__session_t *s) {

@@ -247,6 +247,9 @@ void tb__top_resolve_encoded(tb__top_t *op, json_t *v, tb__buf_t *pb, int rc,
                              const char *message);
 /* The engine's error as a failed future of op (and frees op). */
 void tb__top_fail_job(tb__top_t *op, int status);
+/* Nobody waits for op any more: a sample stops decoding and gives its KV
+ * memory back; it then fails as cancelled.  Other ops run to their end. */
+void tb__top_cancel(tb__top_t *op);
 /* The future the client of op polls: its own or, for a create, that of
  * the load of create-via-load; NULL for the implicit creates of the
  * Tinkerbell dialect, whose client polls the operation that caused
