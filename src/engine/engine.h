@@ -303,6 +303,19 @@ int tb__engine_sample(tb__engine_job_t *job, tb__engine_model_t *model,
                       tb__engine_adapter_t *a, const int32_t *prompt,
                       size_t n, const tb__sampling_params_t *params,
                       tb__engine_job_cb cb);
+/* What a model's decoder is doing, for metrics. */
+typedef struct tb__engine_decode_stats_s {
+  int open;                  /* 0: no sample yet, or closed */
+  size_t running;            /* requests whose sequences decode */
+  size_t waiting;            /* requests waiting for room (or the open) */
+  uint64_t steps;            /* decode steps run */
+  size_t kv_blocks;          /* the pool's bound, in blocks */
+  size_t kv_room;            /* blocks an admission could still get */
+  size_t block_tokens;
+  uint64_t prefix_hits;      /* prompt blocks found in the prefix cache */
+} tb__engine_decode_stats_t;
+void tb__engine_decode_stats(const tb__engine_model_t *m,
+                             tb__engine_decode_stats_t *out);
 /* Cancels a submitted sample job: its KV blocks go back to the pool now
  * (or when the step using them ends), and the job completes with
  * TB_ECANCELED (category cancelled) from the loop's next turn, unless it

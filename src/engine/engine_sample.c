@@ -162,6 +162,25 @@ size_t tb__engine_decode_items(const tb__engine_t *e) {
   return n;
 }
 
+void tb__engine_decode_stats(const tb__engine_model_t *m,
+                             tb__engine_decode_stats_t *out) {
+  memset(out, 0, sizeof(*out));
+  const tb__engine_decoder_t *d = m->decoder;
+  if (d == NULL)
+    return;
+  for (const tb__engine_job_t *j = d->wait_head; j != NULL; j = j->dec_next)
+    out->waiting++;
+  if (!d->open)
+    return;
+  out->open = 1;
+  out->running = d->running;
+  out->steps = d->dec.steps;
+  out->kv_blocks = d->dec.pool.num_blocks;
+  out->kv_room = tb__dec_room(&d->dec);
+  out->block_tokens = d->dec.pool.block_tokens;
+  out->prefix_hits = d->dec.pool.hits;
+}
+
 /* ------------------------------------------------------------ admission */
 
 static tb__dec_adapter_t adapter_of(const tb__engine_job_t *job) {

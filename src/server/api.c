@@ -37,7 +37,7 @@ int tb_server_start_training(tb_server_t *server, const char *const *models, siz
     snprintf(server->message, sizeof(server->message), "the training part already runs");
     return TB_EBUSY;
   }
-  tb__engine_opts_t eo = { .shards = shards, .kv_bytes = srv->opts.kv_memory };
+  tb__engine_opts_t eo = { .shards = shards };
   tb_error_t err = { 0 };
   int rc = tb__training_start(srv, &eo, models, n_models, &err);
   if (rc != 0)

@@ -46,9 +46,11 @@ tb__top_t *tb__top_alloc(tb__training_t *tr, tb__op_type_t type) {
   return op;
 }
 
-void tb__top_cancel(tb__top_t *op) {
-  if (op->type == TB__OP_SAMPLE && op->job.type == TB_ENGINE_SAMPLE)
-    tb__engine_job_cancel(&op->job);
+void tb__top_cancel(tb__top_t *op, const char *why) {
+  if (op->type != TB__OP_SAMPLE || op->job.type != TB_ENGINE_SAMPLE || op->cancelled)
+    return;
+  op->cancelled = why;
+  tb__engine_job_cancel(&op->job);
 }
 
 tb__top_t *tb__top_new(tb__http_request_t *req, tb__op_type_t type) {
@@ -109,8 +111,13 @@ void tb__top_fail_job(tb__top_t *op, int status) {
   tb_category_t cat = op->job.error.category == TB_CATEGORY_USER ? TB_CATEGORY_USER
                                                                  : TB_CATEGORY_SERVER;
   const char *msg = op->job.error.message;
-  if (status == TB_ECANCELED || op->tr->closing)
+  if (status == TB_ECANCELED && op->cancelled != NULL && !op->tr->closing) {
+    /* Stopped because its client is gone: the client's doing. */
+    cat = TB_CATEGORY_USER;
+    msg = op->cancelled;
+  } else if (status == TB_ECANCELED || op->tr->closing) {
     msg = "the server is closing";
+  }
   tb__top_fail(op, cat, msg ? msg : tb_strerror(status));
 }
 

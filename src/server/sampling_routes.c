@@ -51,7 +51,8 @@ void tb__samplers_session_expired(tb__training_t *tr, const tb__session_t *sess)
     /* Its samples stop decoding: nobody is left to ask for them. */
     for (tb__top_t *op = tr->ops; op != NULL; op = op->anext)
       if (op->type == TB__OP_SAMPLE && op->sampler == s)
-        tb__top_cancel(op);
+        tb__top_cancel(op, sess->closed ? "the sample was cancelled: its session was closed"
+                                        : "the sample was cancelled: its session expired");
     s->fail_category = TB_CATEGORY_USER;
     s->fail_message = tb__asprintf("sampling_session_id: the session %s",
                                    sess->closed ? "was closed" : "expired");

@@ -66,7 +66,7 @@ static void on_sync_abort(tb__http_request_t *req, int status) {
   /* Nobody else knows the future's id: a sample stops decoding now
    * rather than run to its max_tokens for no one. */
   if (sw->f->data != NULL)
-    tb__top_cancel(sw->f->data);
+    tb__top_cancel(sw->f->data, "the sample was cancelled: its client went away");
   tb__server_release(req);
 }
 

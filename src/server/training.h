@@ -78,6 +78,7 @@ struct tb__top_s {
                                     accepted */
   tb__engine_job_t job;
   tb__arena_t arena;              /* decoded inputs */
+  const char *cancelled;         /* why tb__top_cancel stopped it */
   tb__top_t *next;               /* a model's waiting list, held lists */
   tb__top_t *anext, *aprev;      /* every op alive (tr->ops) */
   /* The Tinkerbell dialect's shape of the result (tinkerbell_results.c),
@@ -247,9 +248,10 @@ void tb__top_resolve_encoded(tb__top_t *op, json_t *v, tb__buf_t *pb, int rc,
                              const char *message);
 /* The engine's error as a failed future of op (and frees op). */
 void tb__top_fail_job(tb__top_t *op, int status);
-/* Nobody waits for op any more: a sample stops decoding and gives its KV
- * memory back; it then fails as cancelled.  Other ops run to their end. */
-void tb__top_cancel(tb__top_t *op);
+/* Nobody waits for op any more (why says so, a static string): a sample
+ * stops decoding and gives its KV memory back; it then fails, category
+ * user, with why.  Other ops run to their end. */
+void tb__top_cancel(tb__top_t *op, const char *why);
 /* The future the client of op polls: its own or, for a create, that of
  * the load of create-via-load; NULL for the implicit creates of the
  * Tinkerbell dialect, whose client polls the operation that caused
