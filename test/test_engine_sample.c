@@ -398,7 +398,7 @@ TEST(training_and_sampling_share_the_threadpool) {
   env_t env;
   env_init(&env, 0);
   tb__engine_adapter_t *a = adapter_new(&env, 1), *b = adapter_new(&env, 2);
-  enum { N = 8, T = 200, MAXT = 400 };
+  enum { N = 4, T = 120, MAXT = 300 };
   static int32_t tok[N][T], tgt[N][T];
   static float wts[N][T];
   tb__datum_t d[N];
@@ -421,7 +421,7 @@ TEST(training_and_sampling_share_the_threadpool) {
 
   req_t s[4];
   for (int i = 0; i < 4; i++) {
-    req_init(&s[i], &env, a, 16, 4, MAXT, 50 + (uint64_t)i);
+    req_init(&s[i], &env, a, 16, 2, MAXT, 50 + (uint64_t)i);
     s[i].p.temperature = 0;
     req_submit(&s[i]);
   }
@@ -480,6 +480,6 @@ TEST_LIST(
   TEST_ENTRY(optim_step_waits_for_the_adapters_samples),
   TEST_ENTRY(requests_wait_for_room_in_order),
   TEST_ENTRY(cancel_frees_the_blocks),
-  TEST_ENTRY(training_and_sampling_share_the_threadpool),
+  TEST_ENTRY_TIMEOUT(training_and_sampling_share_the_threadpool, 180000),
   TEST_ENTRY(close_cancels_sampling),
 )
