@@ -159,38 +159,47 @@ void tb__metrics_training(const tb__training_t *tr, tb__buf_t *out) {
                  "tinkerbell_job_oldest_age_seconds{state=\"running\"} %.3f\n",
                  n_queued, n_running, (double)oldest_queued / 1e3,
                  (double)oldest_running / 1e3);
-  /* Each base model's decoder: what decodes, what waits for KV room. */
+  /* Each base model's decoder: what decodes, what waits for KV room.  A
+   * family's samples follow its HELP and TYPE, one group each. */
+  tb__engine_decode_stats_t st[8];
+  char name[8][128];
+  size_t nb = tr->n_bases < 8 ? tr->n_bases : 8;
+  for (size_t i = 0; i < nb; i++) {
+    const tb__tbase_t *b = &tr->bases[i];
+    memset(&st[i], 0, sizeof(st[i]));
+    if (b->model != NULL)  /* else still loading: nothing decodes */
+      tb__engine_decode_stats(b->model, &st[i]);
+    label_value(name[i], sizeof(name[i]), b->name);
+  }
   tb__buf_printf(out, "# HELP tinkerbell_decode_requests Sample requests of a base model's "
                       "decoder: running (their sequences decode) or waiting (for room in its "
                       "KV cache).\n"
-                      "# TYPE tinkerbell_decode_requests gauge\n"
-                      "# HELP tinkerbell_decode_steps_total Decode steps run, each one pass "
-                      "over the layers for every running sequence.\n"
-                      "# TYPE tinkerbell_decode_steps_total counter\n"
-                      "# HELP tinkerbell_kv_blocks Blocks of the KV cache (each of "
-                      "block_tokens positions): total, and available to admissions.\n"
-                      "# TYPE tinkerbell_kv_blocks gauge\n"
-                      "# HELP tinkerbell_kv_prefix_hits_total Prompt blocks found in the "
-                      "prefix cache.\n"
-                      "# TYPE tinkerbell_kv_prefix_hits_total counter\n");
-  for (size_t i = 0; i < tr->n_bases; i++) {
-    const tb__tbase_t *b = &tr->bases[i];
-    tb__engine_decode_stats_t st = { 0 };
-    if (b->model != NULL)  /* else still loading: nothing decodes */
-      tb__engine_decode_stats(b->model, &st);
-    char name[256];
-    label_value(name, sizeof(name), b->name);
+                      "# TYPE tinkerbell_decode_requests gauge\n");
+  for (size_t i = 0; i < nb; i++)
     tb__buf_printf(out,
                    "tinkerbell_decode_requests{model=\"%s\",state=\"running\"} %zu\n"
-                   "tinkerbell_decode_requests{model=\"%s\",state=\"waiting\"} %zu\n"
-                   "tinkerbell_decode_steps_total{model=\"%s\"} %llu\n"
+                   "tinkerbell_decode_requests{model=\"%s\",state=\"waiting\"} %zu\n",
+                   name[i], st[i].running, name[i], st[i].waiting);
+  tb__buf_printf(out, "# HELP tinkerbell_decode_steps_total Decode steps run, each one pass "
+                      "over the layers for every running sequence.\n"
+                      "# TYPE tinkerbell_decode_steps_total counter\n");
+  for (size_t i = 0; i < nb; i++)
+    tb__buf_printf(out, "tinkerbell_decode_steps_total{model=\"%s\"} %llu\n", name[i],
+                   (unsigned long long)st[i].steps);
+  tb__buf_printf(out, "# HELP tinkerbell_kv_blocks Blocks of the KV cache (each of "
+                      "block_tokens positions): total, and available to admissions.\n"
+                      "# TYPE tinkerbell_kv_blocks gauge\n");
+  for (size_t i = 0; i < nb; i++)
+    tb__buf_printf(out,
                    "tinkerbell_kv_blocks{model=\"%s\",state=\"total\"} %zu\n"
-                   "tinkerbell_kv_blocks{model=\"%s\",state=\"available\"} %zu\n"
-                   "tinkerbell_kv_prefix_hits_total{model=\"%s\"} %llu\n",
-                   name, st.running, name, st.waiting, name, (unsigned long long)st.steps,
-                   name, st.kv_blocks, name, st.kv_room, name,
-                   (unsigned long long)st.prefix_hits);
-  }
+                   "tinkerbell_kv_blocks{model=\"%s\",state=\"available\"} %zu\n",
+                   name[i], st[i].kv_blocks, name[i], st[i].kv_room);
+  tb__buf_printf(out, "# HELP tinkerbell_kv_prefix_hits_total Prompt blocks found in the "
+                      "prefix cache.\n"
+                      "# TYPE tinkerbell_kv_prefix_hits_total counter\n");
+  for (size_t i = 0; i < nb; i++)
+    tb__buf_printf(out, "tinkerbell_kv_prefix_hits_total{model=\"%s\"} %llu\n", name[i],
+                   (unsigned long long)st[i].prefix_hits);
   tb__buf_printf(out, "# HELP tinkerbell_tokens_total Tokens processed by finished "
                       "operations: the inputs of forward and forward_backward, the prompt "
                       "and generated tokens of sample.\n"
