@@ -47,10 +47,11 @@ tb__top_t *tb__top_alloc(tb__training_t *tr, tb__op_type_t type) {
 }
 
 void tb__top_cancel(tb__top_t *op, const char *why) {
-  if (op->type != TB__OP_SAMPLE || op->job.type != TB_ENGINE_SAMPLE || op->cancelled)
+  if (op->type != TB__OP_SAMPLE || op->cancelled)
     return;
-  op->cancelled = why;
-  tb__engine_job_cancel(&op->job);
+  op->cancelled = why;  /* one not submitted yet fails when it would start */
+  if (op->job.type == TB_ENGINE_SAMPLE)
+    tb__engine_job_cancel(&op->job);
 }
 
 tb__top_t *tb__top_new(tb__http_request_t *req, tb__op_type_t type) {

@@ -163,6 +163,10 @@ static void on_sampled(tb__engine_job_t *job, int status) {
 static void start_sample(tb__top_t *op) {
   tb__sampler_t *s = op->sampler;
   tb__engine_adapter_t *a = s ? s->adapter : NULL;
+  if (op->cancelled != NULL) {  /* while it waited for its base model */
+    tb__top_fail(op, TB_CATEGORY_USER, op->cancelled);
+    return;
+  }
   op->job.on_capacity = tb__sched_on_capacity;
   int rc = tb__engine_sample(&op->job, op->base->model, a, op->prompt, op->prompt_len,
                              &op->sampling, on_sampled);
