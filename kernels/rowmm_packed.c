@@ -5,12 +5,14 @@
  * with it (see kernels.h for the packed layout).
  *
  * This is the shape of a BLAS micro-kernel: each k broadcasts one value of
- * every row of the block and multiplies it into two vectors of 16 outputs,
- * so the accumulators are outputs and no sum across lanes is ever made.
- * Every block shape (8, 4, 3, 2 or 1 rows; one panel of 32 outputs, or
- * two at batch 1 for more loads in flight) makes the same chain for each
- * element, which is what makes a row's result independent of its
- * neighbours; BLAS libraries pick other kernels (and orders) at the edges.
+ * every row of the block and multiplies it into two vectors of 16 outputs
+ * per panel, so the accumulators are outputs and no sum across lanes is
+ * ever made.  Every block shape (6, 4, 3, 2 or 1 rows by two panels of 32
+ * outputs; 8, 4, 3, 2 or 1 rows by the odd last panel) makes the same
+ * chain for each element, which is what makes a row's result independent
+ * of its neighbours; BLAS libraries pick other kernels (and orders) at the
+ * edges.  Six rows by two panels keep 24 accumulators in registers and
+ * load two weight vectors and six broadcasts per 24 multiply-adds.
  *
  * The weights are packed once: float32 panels (K, 32), or bfloat16 panels
  * whose words pair outputs j and j + 16, so one 64-byte load gives 32
@@ -93,14 +95,18 @@ TB__V16 void load_bf16(const uint32_t *w, size_t k, tb__v16f *lo,
   PACKED_BLOCK(b3_##SUFFIX, 3, 1, WT, LOADW)                                 \
   PACKED_BLOCK(b2_##SUFFIX, 2, 1, WT, LOADW)                                 \
   PACKED_BLOCK(b1_##SUFFIX, 1, 1, WT, LOADW)                                 \
+  PACKED_BLOCK(b6x2_##SUFFIX, 6, 2, WT, LOADW)                               \
+  PACKED_BLOCK(b4x2_##SUFFIX, 4, 2, WT, LOADW)                               \
+  PACKED_BLOCK(b3x2_##SUFFIX, 3, 2, WT, LOADW)                               \
+  PACKED_BLOCK(b2x2_##SUFFIX, 2, 2, WT, LOADW)                               \
   PACKED_BLOCK(b1x2_##SUFFIX, 1, 2, WT, LOADW)
 
 PACKED_BLOCKS(f32, float, load_f32)
 PACKED_BLOCKS(bf16, uint32_t, load_bf16)
 
 /* Every row block against every panel, panels outermost so that a panel
- * serves all the rows while it is in cache; a single row takes panels in
- * pairs. */
+ * (or a pair) serves all the rows while it is in cache; panels go in
+ * pairs, the odd last one alone. */
 #define PACKED_PRODUCT(SUFFIX, WT, PSTRIDE)                                  \
   static inline __attribute__((always_inline)) void product_##SUFFIX(        \
       float *y, size_t ldy, const float *x, size_t ldx, const WT *w,         \
@@ -116,7 +122,32 @@ PACKED_BLOCKS(bf16, uint32_t, load_bf16)
                     N - p * P);                                              \
       return;                                                                \
     }                                                                        \
-    for (size_t p = 0; p < np; p++) {                                        \
+    /* Pairs of panels by blocks of six rows: 24 accumulators, and per k   \
+     * two weight loads and six broadcasts for 24 multiply-adds. */         \
+    size_t p = 0;                                                            \
+    for (; p + 2 <= np; p += 2) {                                            \
+      const WT *wp = w + p * ps;                                             \
+      float *yp = y + p * P;                                                 \
+      size_t nv = N - p * P, t = 0;                                          \
+      for (; t + 6 <= T; t += 6)                                             \
+        b6x2_##SUFFIX(yp + t * ldy, ldy, x + t * ldx, ldx, wp, ps, alpha,    \
+                      acc, K, nv);                                           \
+      if (t + 4 <= T) {                                                      \
+        b4x2_##SUFFIX(yp + t * ldy, ldy, x + t * ldx, ldx, wp, ps, alpha,    \
+                      acc, K, nv);                                           \
+        t += 4;                                                              \
+      }                                                                      \
+      if (T - t == 3)                                                        \
+        b3x2_##SUFFIX(yp + t * ldy, ldy, x + t * ldx, ldx, wp, ps, alpha,    \
+                      acc, K, nv);                                           \
+      else if (T - t == 2)                                                   \
+        b2x2_##SUFFIX(yp + t * ldy, ldy, x + t * ldx, ldx, wp, ps, alpha,    \
+                      acc, K, nv);                                           \
+      else if (T - t == 1)                                                   \
+        b1x2_##SUFFIX(yp + t * ldy, ldy, x + t * ldx, ldx, wp, ps, alpha,    \
+                      acc, K, nv);                                           \
+    }                                                                        \
+    for (; p < np; p++) {                                                    \
       const WT *wp = w + p * ps;                                             \
       float *yp = y + p * P;                                                 \
       size_t nv = N - p * P, t = 0;                                          \
