@@ -38,6 +38,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "bench_model.h"
 #include "engine/coop.h"
 #include "engine/decode.h"
 #include "engine/lora.h"
@@ -46,73 +47,6 @@
 
 #define RANK 32
 #define MAX_ADAPTERS 16
-
-static void die(const char *what, int rc) {
-  fprintf(stderr, "bench_sample: %s: %s\n", what, tb_strerror(rc));
-  exit(1);
-}
-
-static void *xmalloc(size_t n) {
-  void *p = malloc(n ? n : 1);
-  if (p == NULL) {
-    fprintf(stderr, "bench_sample: out of memory (%zu bytes)\n", n);
-    exit(1);
-  }
-  return p;
-}
-
-static double now_s(void) { return (double)uv_hrtime() / 1e9; }
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n) {
-  qsort(v, (size_t)n, sizeof(double), cmp_double);
-  return v[n / 2];
-}
-
-static void smollm_config(tb__model_config_t *c) {
-  memset(c, 0, sizeof(*c));
-  c->hidden_size = 576;
-  c->intermediate_size = 1536;
-  c->num_layers = 30;
-  c->num_heads = 9;
-  c->num_kv_heads = 3;
-  c->head_dim = 64;
-  c->vocab_size = 49152;
-  c->max_position_embeddings = 8192;
-  c->rms_norm_eps = 1e-5f;
-  c->rope_theta = 100000.0f;
-  c->tie_word_embeddings = 1;
-}
-
-/* Random weights (std 0.02), norms 1, every value a bfloat16. */
-static void random_weights(tb__weights_t *w, const tb__model_config_t *c) {
-  int rc = tb__weights_alloc(w, c);
-  if (rc != 0)
-    die("weights", rc);
-  tb__k_rng_t rng;
-  tb__k_rng_seed(&rng, 2024);
-  tb__k_rng_fill_uniform(w->storage, &rng, -0.0346f, 0.0346f,
-                         w->storage_floats);
-  size_t C = (size_t)c->hidden_size;
-  for (int l = 0; l < c->num_layers; l++) {
-    for (size_t i = 0; i < C; i++) {
-      ((float *)w->layers[l].attn_norm)[i] = 1.0f;
-      ((float *)w->layers[l].mlp_norm)[i] = 1.0f;
-    }
-  }
-  for (size_t i = 0; i < C; i++)
-    ((float *)w->final_norm)[i] = 1.0f;
-  uint16_t h;
-  for (size_t i = 0; i < w->storage_floats; i++) {
-    tb__k_bf16_from_f32(&h, &w->storage[i], 1);
-    uint32_t u = (uint32_t)h << 16;
-    memcpy(&w->storage[i], &u, sizeof(u));
-  }
-}
 
 static void random_lora(tb__lora_t *lora, const tb__model_config_t *c,
                         uint64_t seed) {
@@ -410,10 +344,10 @@ int main(int argc, char **argv) {
     setenv("UV_THREADPOOL_SIZE", v, 1);
   }
 
-  tb__model_config_t cfg;
-  smollm_config(&cfg);
+  tb__model_config_t cfg = bench_smollm_config();
   tb__weights_t w;
-  random_weights(&w, &cfg);
+  bench_random_weights(&w, &cfg);
+  bench_round_bf16(&w);
   static tb__lora_t loras[MAX_ADAPTERS];
   tb__dec_adapter_t ads[MAX_ADAPTERS];
   for (int i = 0; i < nads; i++) {
