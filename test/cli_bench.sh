@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `tinkerbell bench`: the list, a bad selection, and a quick run of the
-# base-model training benchmark that ends in the table.
+# `tinkerbell bench`: the list, a bad selection, and quick runs of the
+# base-model training benchmark and of sampling through the server that
+# end in the table.
 # usage: cli_bench.sh TINKERBELL_EXE
 exe=${1:?usage: $0 TINKERBELL_EXE}
 pass=0 fail=0
@@ -21,6 +22,13 @@ out=$("$exe" bench --quick --only train-base 2>&1)
 status=$?
 [ $status = 0 ] && echo "$out" | grep -qE '^training step, base model +\| [0-9.]+ ms/step'
 check "a quick run prints its row of the table" $?
+[ $status = 0 ] || echo "$out" | tail -20
+
+out=$("$exe" bench --quick --only serve-sample,serve-client 2>&1)
+status=$?
+[ $status = 0 ] && echo "$out" | grep -qE '^64 sample requests at once through the server +\| [0-9.]+ tokens/s' &&
+  echo "$out" | grep -qE '^client loop, 400 sample requests in flight +\| [0-9.]+ us CPU/request'
+check "a quick run through the server prints its rows" $?
 [ $status = 0 ] || echo "$out" | tail -20
 
 echo "$pass passed, $fail failed"

@@ -35,8 +35,8 @@ typedef struct bench_s {
   const char *name;
   const char *what;
   const char *program;      /* in the bench directory */
-  const char *args[10];
-  const char *quick_args[10];
+  const char *args[20];
+  const char *quick_args[20];
   const char *ours;
   const char *peer;
   const char *ratio;
@@ -74,6 +74,22 @@ static const bench_t benches[] = {
     "batch {batch} {bn_tps} tokens/s",
     "PyTorch: batch 1 {torch_b1_tps}, batch {batch} {torch_bn_tps} tokens/s",
     "{ratio_torch_b1}x, {ratio_torch_bn}x PyTorch" },
+  { "serve-sample", "64 sample requests at once through the server", "bench_serve_sample",
+    { "--tinkerbell", "@exe" },
+    { "--tinkerbell", "@exe", "--requests", "4", "--samples", "2", "--tokens", "8",
+      "--sequential", "2", "--adapters", "2", "--client-requests", "16",
+      "--client-tokens", "4", "--kv-memory", "256M" },
+    "{one_tps} tokens/s", "one at a time: {seq_tps} tokens/s", "{ratio_concurrent}x" },
+  { "serve-adapters", "the same over 8 adapters", "bench_serve_sample",
+    { NULL }, { NULL },
+    "{many_tps} tokens/s", "all on one adapter: {one_tps} tokens/s", "{ratio_adapters}x" },
+  { "serve-ttft", "time to first token while they decode", "bench_serve_sample",
+    { NULL }, { NULL },
+    "{ttft_loaded_ms} ms", "alone: {ttft_alone_ms} ms", "{ratio_ttft}x" },
+  { "serve-client", "client loop, 400 sample requests in flight", "bench_serve_sample",
+    { NULL }, { NULL },
+    "{client_cpu_us} us CPU/request", "the server: {client_tps} tokens/s",
+    "{client_loop_share} of a core" },
   { "pipeline", "training steps through the client, pipelined", "bench_pipeline",
     { "--steps", "20", "--users", "4" }, { "--steps", "3", "--users", "2" },
     "{pipe_sps} steps/s", "the sync pattern: {seq_sps} steps/s", "{pipe_ratio}x" },
@@ -346,11 +362,11 @@ int tb__cli_bench(int argc, char **argv) {
       continue;
     char path[PATH_MAX + 64];
     snprintf(path, sizeof(path), "%s/%s", dir, b->program);
-    char *args[12];
+    char *args[22];
     size_t k = 0;
     args[k++] = path;
     const char *const *extra = quick ? b->quick_args : b->args;
-    for (size_t j = 0; extra[j] != NULL && k < 11; j++)
+    for (size_t j = 0; extra[j] != NULL && k < 21; j++)
       args[k++] = strcmp(extra[j], "@dir") == 0   ? dir
                   : strcmp(extra[j], "@exe") == 0 ? exe
                                                   : (char *)extra[j];
