@@ -46,6 +46,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "bench_model.h"
 #include "engine/base_model.h"
 #include "engine/engine.h"
 #include "engine/hf_model.h"
@@ -55,35 +56,6 @@
 #define BATCH 4
 #define SEQ 256
 #define RANK 32
-
-static void die(const char *what, int rc) {
-  fprintf(stderr, "bench_train: %s: %s\n", what, tb_strerror(rc));
-  exit(1);
-}
-
-static void *xmalloc(size_t n) {
-  void *p = malloc(n ? n : 1);
-  if (p == NULL) {
-    fprintf(stderr, "bench_train: out of memory (%zu bytes)\n", n);
-    exit(1);
-  }
-  return p;
-}
-
-static void smollm_config(tb__model_config_t *c) {
-  memset(c, 0, sizeof(*c));
-  c->hidden_size = 576;
-  c->intermediate_size = 1536;
-  c->num_layers = 30;
-  c->num_heads = 9;
-  c->num_kv_heads = 3;
-  c->head_dim = 64;
-  c->vocab_size = 49152;
-  c->max_position_embeddings = 8192;
-  c->rms_norm_eps = 1e-5f;
-  c->rope_theta = 100000.0f;
-  c->tie_word_embeddings = 1;
-}
 
 static void qwen3_config(tb__model_config_t *c) {
   memset(c, 0, sizeof(*c));
@@ -100,27 +72,6 @@ static void qwen3_config(tb__model_config_t *c) {
   c->rms_norm_eps = 1e-6f;
   c->rope_theta = 1000000.0f;
   c->tie_word_embeddings = 1;
-}
-
-/* Random weights for a config: matrices uniform with std 0.02, biases
- * small, norm weights 1. */
-static void random_weights(tb__weights_t *w, const tb__model_config_t *c) {
-  int rc = tb__weights_alloc(w, c);
-  if (rc != 0)
-    die("weights", rc);
-  tb__k_rng_t rng;
-  tb__k_rng_seed(&rng, 2024);
-  tb__k_rng_fill_uniform(w->storage, &rng, -0.0346f, 0.0346f,
-                         w->storage_floats);
-  tb__hf_tensor_t *ts = xmalloc(tb__hf_tensor_count(c) * sizeof(*ts));
-  size_t n = tb__hf_tensors(c, w, ts);
-  for (size_t i = 0; i < n; i++) {
-    size_t len = strlen(ts[i].name);
-    if (len > 11 && strcmp(ts[i].name + len - 11, "norm.weight") == 0)
-      for (int64_t j = 0; j < ts[i].shape[0]; j++)
-        ((float *)ts[i].data)[j] = 1.0f;
-  }
-  free(ts);
 }
 
 /* DIR/config.json alone (no weights file): its config, for random
@@ -163,8 +114,6 @@ static double step_flops(const tb__model_config_t *c, double B, double T,
   layer += 6 * 2 * P * c->head_dim * c->num_heads * B;
   return layer * c->num_layers + 4 * M * C * c->vocab_size;
 }
-
-static double now_s(void) { return (double)uv_hrtime() / 1e9; }
 
 /* ------------------------------------------------------------ sgemm peer */
 
@@ -367,17 +316,17 @@ int main(int argc, char **argv) {
   if (model_dir != NULL) {
     model = "dir";
     if (config_only(model_dir, &cfg)) {
-      random_weights(&w, &cfg);
+      bench_random_weights(&w, &cfg);
     } else {
       snprintf(load_spec, sizeof(load_spec), "dir=%s", model_dir);
       weights_from = model_dir;
     }
   } else if (strcmp(model, "smollm") == 0) {
-    smollm_config(&cfg);
-    random_weights(&w, &cfg);
+    cfg = bench_smollm_config();
+    bench_random_weights(&w, &cfg);
   } else if (strcmp(model, "qwen3-0.6b") == 0) {
     qwen3_config(&cfg);
-    random_weights(&w, &cfg);
+    bench_random_weights(&w, &cfg);
   } else {
     tb__base_model_config(&cfg);
     weights_from = "generated";
