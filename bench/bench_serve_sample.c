@@ -44,12 +44,16 @@
  * are LoRA of rank 32 on q, k, v, o, gate, up and down, each trained one
  * step (so that B is not zero) and saved for the sampler.
  *
+ * --model base serves the built-in model `base` instead (hidden 128, 4
+ * layers, 272 tokens): a smoke run, for the tests, not figures to quote.
+ *
  * The server: --tinkerbell PATH, else the build tree's src/cli/tinkerbell
  * or the installed bin/tinkerbell beside this program's directory.  It is
  * stopped and the temporary directory removed at the end, also when the
  * program fails.
  *
- * usage: bench_serve_sample [--tinkerbell PATH] [--requests R]
+ * usage: bench_serve_sample [--tinkerbell PATH] [--model smollm|base]
+ *          [--requests R]
  *          [--samples S] [--tokens T] [--prompt P] [--sequential K]
  *          [--adapters A] [--client-requests N] [--client-tokens T]
  *          [--threads N] [--kv-memory SIZE]
@@ -67,6 +71,7 @@
 #include <uv.h>
 
 #include "bench_model.h"
+#include "engine/base_model.h"
 #include "engine/hf_model.h"
 #include "http/client.h"
 #include "kernels/kernels.h"
@@ -83,6 +88,9 @@
 
 static uv_loop_t loop;
 static char tmp_dir[64];
+/* The model as the server names it, and its vocabulary. */
+static const char *model_name = "smol";
+static int vocab;
 
 /* ------------------------------------------------------------ the server */
 
@@ -109,6 +117,38 @@ static void cleanup(void) {
     if (system(cmd) != 0)
       fprintf(stderr, "bench_serve_sample: could not remove %s\n", tmp_dir);
   }
+}
+
+/* A crash or a signal that ends the program ends the server first (the
+ * temporary directory stays), then goes on as it would have: to the
+ * handler that was there before (a sanitizer's report), or the default. */
+static const int fatal_signals[] = { SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT,
+                                     SIGINT, SIGTERM, SIGHUP };
+static struct sigaction old_actions[NSIG];
+
+static void on_fatal_signal(int sig, siginfo_t *info, void *ctx) {
+  if (srv.started && !srv.exited)
+    kill(srv.proc.pid, SIGKILL);
+  const struct sigaction *o = &old_actions[sig];
+  if ((o->sa_flags & SA_SIGINFO) && o->sa_sigaction != NULL) {
+    o->sa_sigaction(sig, info, ctx);
+  } else if (!(o->sa_flags & SA_SIGINFO) && o->sa_handler != SIG_DFL &&
+             o->sa_handler != SIG_IGN) {
+    o->sa_handler(sig);
+  } else {
+    signal(sig, SIG_DFL);
+    raise(sig);
+  }
+}
+
+static void on_fatal_signals(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_sigaction = on_fatal_signal;
+  sa.sa_flags = SA_SIGINFO | SA_RESETHAND;
+  sigemptyset(&sa.sa_mask);
+  for (size_t i = 0; i < sizeof(fatal_signals) / sizeof(fatal_signals[0]); i++)
+    sigaction(fatal_signals[i], &sa, &old_actions[fatal_signals[i]]);
 }
 
 static void fail(const char *what, const tb_error_t *err, int rc) {
@@ -181,11 +221,15 @@ static void find_tinkerbell(const char *given, char *out, size_t cap) {
   exit(2);
 }
 
+/* model_dir NULL: the built-in model. */
 static void server_start(const char *exe, const char *model_dir,
                          const char *data_dir, int threads,
                          const char *kv_memory) {
   char model[PATH_MAX + 8], nthreads[16];
-  snprintf(model, sizeof(model), "smol=%s", model_dir);
+  if (model_dir != NULL)
+    snprintf(model, sizeof(model), "%s=%s", model_name, model_dir);
+  else
+    snprintf(model, sizeof(model), "%s", model_name);
   snprintf(nthreads, sizeof(nthreads), "%d", threads);
   char *args[] = { (char *)exe, "serve", "--host", "127.0.0.1", "--port", "0",
                    "--data-dir", (char *)data_dir, "--model", model,
@@ -276,14 +320,20 @@ typedef struct decode_state_s {
 
 static decode_state_t decode_state(void) {
   char *m = http_get("/metrics");
-  decode_state_t d = {
-    metric(m, "tinkerbell_decode_requests{model=\"smol\",state=\"running\"} "),
-    metric(m, "tinkerbell_decode_requests{model=\"smol\",state=\"waiting\"} "),
-    metric(m, "tinkerbell_decode_steps_total{model=\"smol\"} "),
-  };
+  char running[128], waiting[128], steps[128];
+  snprintf(running, sizeof(running),
+           "tinkerbell_decode_requests{model=\"%s\",state=\"running\"} ",
+           model_name);
+  snprintf(waiting, sizeof(waiting),
+           "tinkerbell_decode_requests{model=\"%s\",state=\"waiting\"} ",
+           model_name);
+  snprintf(steps, sizeof(steps), "tinkerbell_decode_steps_total{model=\"%s\"} ",
+           model_name);
+  decode_state_t d = { metric(m, running), metric(m, waiting),
+                       metric(m, steps) };
   free(m);
   if (d.running < 0 || d.waiting < 0 || d.steps < 0)
-    fail("/metrics has no tinkerbell_decode_* of smol", NULL, TB_EPROTO);
+    fail("/metrics has no tinkerbell_decode_* of the model", NULL, TB_EPROTO);
   return d;
 }
 
@@ -341,7 +391,6 @@ static void on_sampled(tb_future_t *f, int status) {
 /* n random prompts of len tokens, new ones at every call. */
 static tb_model_input_t *make_prompts(int n, int len) {
   static uint64_t state = 2026;
-  const int vocab = bench_smollm_config().vocab_size;
   tb_model_input_t *p = xmalloc((size_t)n * sizeof(*p));
   int32_t *toks = xmalloc((size_t)len * sizeof(*toks));
   for (int i = 0; i < n; i++) {
@@ -587,10 +636,10 @@ static void make_adapter(int i, size_t max_in_flight) {
   lp.train_unembed = 0;
   tb_error_t err = { 0 };
   int rc = tb_service_client_create_lora_training_client_sync(
-      &service, &trainers[i], "smol", &lp, &err);
+      &service, &trainers[i], model_name, &lp, &err);
   if (rc != 0)
     fail("create_model", &err, rc);
-  tb_train_datum_t d;
+  tb_train_datum_t d = { 0 };
   tb_model_input_t *p = make_prompts(1, 17);
   int32_t toks[17];
   tb_model_input_tokens(&p[0], toks);
@@ -677,7 +726,7 @@ static int int_arg(const char *v, int lo, int hi, const char *name) {
 }
 
 int main(int argc, char **argv) {
-  const char *exe_opt = NULL, *kv_memory = "2G";
+  const char *exe_opt = NULL, *kv_memory = "2G", *model = "smollm";
   shape_t sh = { 64, 4, 128, 64 };
   int sequential = 8, nads = 8, client_requests = 400, client_tokens = 16;
   int threads = 2;
@@ -690,6 +739,9 @@ int main(int argc, char **argv) {
     i++;
     if (strcmp(o, "--tinkerbell") == 0)
       exe_opt = v;
+    else if (strcmp(o, "--model") == 0 &&
+             (strcmp(v, "smollm") == 0 || strcmp(v, "base") == 0))
+      model = v;
     else if (strcmp(o, "--kv-memory") == 0)
       kv_memory = v;
     else if (strcmp(o, "--requests") == 0)
@@ -712,7 +764,8 @@ int main(int argc, char **argv) {
       threads = int_arg(v, 1, 256, o);
     else {
       fprintf(stderr,
-              "usage: bench_serve_sample [--tinkerbell PATH] [--requests R] "
+              "usage: bench_serve_sample [--tinkerbell PATH] "
+              "[--model smollm|base] [--requests R] "
               "[--samples S] [--tokens T] [--prompt P] [--sequential K] "
               "[--adapters A] [--client-requests N] [--client-tokens T] "
               "[--threads N] [--kv-memory SIZE]\n");
@@ -731,13 +784,22 @@ int main(int argc, char **argv) {
     fail("mkdtemp", NULL, TB_EIO);
   }
   atexit(cleanup);
+  on_fatal_signals();
   char model_dir[128], data_dir[128];
   snprintf(model_dir, sizeof(model_dir), "%s/smol", tmp_dir);
   snprintf(data_dir, sizeof(data_dir), "%s/data", tmp_dir);
-  write_model(model_dir);
+  int smollm = strcmp(model, "smollm") == 0;
+  tb__model_config_t mc = bench_smollm_config();
+  if (smollm) {
+    write_model(model_dir);
+  } else {
+    tb__base_model_config(&mc);
+    model_name = TB_BASE_MODEL_NAME;
+  }
+  vocab = mc.vocab_size;
 
   uv_loop_init(&loop);
-  server_start(exe, model_dir, data_dir, threads, kv_memory);
+  server_start(exe, smollm ? model_dir : NULL, data_dir, threads, kv_memory);
   if (tb__http_client_init(&loop, &http, NULL) != 0)
     fail("http client", NULL, TB_ENOMEM);
   char *health = http_get("/api/v1/healthz");
@@ -758,7 +820,7 @@ int main(int argc, char **argv) {
     int found = 0;
     for (size_t i = 0; i < caps->n_models; i++)
       found |= caps->models[i].model_name != NULL &&
-               strcmp(caps->models[i].model_name, "smol") == 0;
+               strcmp(caps->models[i].model_name, model_name) == 0;
     tb_server_capabilities_free(caps);
     if (found)
       break;
@@ -790,11 +852,12 @@ int main(int argc, char **argv) {
   free_prompts(wp, 1);
   cache_hit_tokens = 0;
 
-  printf("model SmolLM2-135M shape, random bfloat16 weights, served by "
-         "tinkerbell serve --threads %d --kv-memory %s; LoRA rank %d on "
-         "q,k,v,o,gate,up,down; requests of %d samples x %d tokens, prompts "
-         "of %d tokens, temperature 1, no stop\n", threads, kv_memory, RANK,
-         sh.samples, sh.tokens, sh.prompt);
+  printf("model %s, served by tinkerbell serve --threads %d --kv-memory "
+         "%s; LoRA rank %d on q,k,v,o,gate,up,down; requests of %d samples x "
+         "%d tokens, prompts of %d tokens, temperature 1, no stop\n",
+         smollm ? "SmolLM2-135M shape, random bfloat16 weights"
+                : "base (built in; a smoke run)",
+         threads, kv_memory, RANK, sh.samples, sh.tokens, sh.prompt);
   fflush(stdout);
   double seq_tps = run_sequential(&samplers[0], sequential, sh, 1);
   printf("one at a time: %.1f tokens/s (the first %d requests, one after "
@@ -831,12 +894,13 @@ int main(int argc, char **argv) {
   if (cache_hit_tokens != 0)
     printf("note: %lld prompt tokens were found in the server's prefix "
            "cache\n", cache_hit_tokens);
-  printf("BENCH serve_sample threads=%d requests=%d samples=%d tokens=%d "
+  printf("BENCH serve_sample model=%s threads=%d requests=%d samples=%d tokens=%d "
          "prompt=%d adapters=%d sequential=%d seq_tps=%.1f one_tps=%.1f "
          "ratio_concurrent=%.2f many_tps=%.1f ratio_adapters=%.2f "
          "ttft_alone_ms=%.1f ttft_loaded_ms=%.1f ratio_ttft=%.2f "
          "ttft_valid=%d client_requests=%d client_cpu_us=%.1f "
-         "client_loop_share=%.4f client_tps=%.1f\n", threads, sh.requests,
+         "client_loop_share=%.4f client_tps=%.1f\n", model, threads,
+         sh.requests,
          sh.samples, sh.tokens, sh.prompt, nads, sequential, seq_tps, one_tps,
          one_tps / seq_tps, many_tps, many_tps / one_tps, tt.alone * 1e3,
          tt.loaded * 1e3, tt.loaded / tt.alone, tt.valid, client_requests,
@@ -845,6 +909,7 @@ int main(int argc, char **argv) {
 
   close_clients(nads);
   server_stop();
-  uv_loop_close(&loop);
+  if (uv_loop_close(&loop) != 0)
+    fprintf(stderr, "bench_serve_sample: handles left on the loop\n");
   return 0;
 }
