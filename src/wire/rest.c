@@ -9,29 +9,9 @@
 
 #include <string.h>
 
+#include "wire/codec.h"
+
 /* ------------------------------------------------------------ encoding */
-
-static json_t *str_or_null(const char *s) {
-  return s != NULL ? json_string(s) : json_null();
-}
-
-/* Adds key: v to o, taking v (freed on failure); returns 0, or -1 when o
- * or v is NULL or the add failed. */
-static int put(json_t *o, const char *key, json_t *v) {
-  if (o == NULL || v == NULL) {
-    json_decref(v);
-    return -1;
-  }
-  return json_object_set_new(o, key, v) == 0 ? 0 : -1;
-}
-
-static json_t *done(json_t *o, int failed) {
-  if (failed) {
-    json_decref(o);
-    return NULL;
-  }
-  return o;
-}
 
 json_t *tb__wire_cursor_to_json(const tb__wire_cursor_t *c) {
   return json_pack("{s:I, s:I, s:I}", "offset", (json_int_t)c->offset, "limit",
@@ -40,16 +20,16 @@ json_t *tb__wire_cursor_to_json(const tb__wire_cursor_t *c) {
 
 json_t *tb__wire_checkpoint_to_json(const tb__wire_checkpoint_t *c) {
   json_t *o = json_object();
-  int bad = put(o, "checkpoint_id", json_string(c->checkpoint_id));
-  bad |= put(o, "checkpoint_type", json_string(c->checkpoint_type));
-  bad |= put(o, "time", str_or_null(c->time));
-  bad |= put(o, "tinker_path", json_string(c->tinker_path));
-  bad |= put(o, "size_bytes", json_integer((json_int_t)c->size_bytes));
-  bad |= put(o, "public", json_boolean(c->is_public));
-  bad |= put(o, "expires_at", str_or_null(c->expires_at));
+  int bad = tb__wire_put(o, "checkpoint_id", json_string(c->checkpoint_id));
+  bad |= tb__wire_put(o, "checkpoint_type", json_string(c->checkpoint_type));
+  bad |= tb__wire_put(o, "time", tb__wire_str_or_null(c->time));
+  bad |= tb__wire_put(o, "tinker_path", json_string(c->tinker_path));
+  bad |= tb__wire_put(o, "size_bytes", json_integer((json_int_t)c->size_bytes));
+  bad |= tb__wire_put(o, "public", json_boolean(c->is_public));
+  bad |= tb__wire_put(o, "expires_at", tb__wire_str_or_null(c->expires_at));
   if (c->training_run_id != NULL)
-    bad |= put(o, "training_run_id", json_string(c->training_run_id));
-  return done(o, bad);
+    bad |= tb__wire_put(o, "training_run_id", json_string(c->training_run_id));
+  return tb__wire_done(o, bad);
 }
 
 static json_t *ckpt_or_null(const tb__wire_checkpoint_t *c) {
@@ -58,34 +38,35 @@ static json_t *ckpt_or_null(const tb__wire_checkpoint_t *c) {
 
 json_t *tb__wire_training_run_to_json(const tb__wire_training_run_t *r) {
   json_t *o = json_object();
-  int bad = put(o, "training_run_id", json_string(r->training_run_id));
-  bad |= put(o, "base_model", json_string(r->base_model));
-  bad |= put(o, "model_owner", str_or_null(r->model_owner));
-  bad |= put(o, "is_lora", json_boolean(r->is_lora));
-  bad |= put(o, "corrupted", json_boolean(r->corrupted));
-  bad |= put(o, "lora_rank", json_integer((json_int_t)r->lora_rank));
-  bad |= put(o, "last_request_time", str_or_null(r->last_request_time));
-  bad |= put(o, "created_time", str_or_null(r->created_time));
-  bad |= put(o, "last_checkpoint", ckpt_or_null(r->last_checkpoint));
-  bad |= put(o, "last_sampler_checkpoint", ckpt_or_null(r->last_sampler_checkpoint));
-  bad |= put(o, "user_metadata",
-             r->user_metadata ? json_deep_copy(r->user_metadata) : json_null());
-  bad |= put(o, "session_id", str_or_null(r->session_id));
+  int bad = tb__wire_put(o, "training_run_id", json_string(r->training_run_id));
+  bad |= tb__wire_put(o, "base_model", json_string(r->base_model));
+  bad |= tb__wire_put(o, "model_owner", tb__wire_str_or_null(r->model_owner));
+  bad |= tb__wire_put(o, "is_lora", json_boolean(r->is_lora));
+  bad |= tb__wire_put(o, "corrupted", json_boolean(r->corrupted));
+  bad |= tb__wire_put(o, "lora_rank", json_integer((json_int_t)r->lora_rank));
+  bad |= tb__wire_put(o, "last_request_time", tb__wire_str_or_null(r->last_request_time));
+  bad |= tb__wire_put(o, "created_time", tb__wire_str_or_null(r->created_time));
+  bad |= tb__wire_put(o, "last_checkpoint", ckpt_or_null(r->last_checkpoint));
+  bad |= tb__wire_put(o, "last_sampler_checkpoint", ckpt_or_null(r->last_sampler_checkpoint));
+  bad |= tb__wire_put(o, "user_metadata",
+                      r->user_metadata ? json_deep_copy(r->user_metadata) : json_null());
+  bad |= tb__wire_put(o, "session_id", tb__wire_str_or_null(r->session_id));
   if (r->lora_config.present) {
     const tb__wire_rest_lora_t *l = &r->lora_config;
-    bad |= put(o, "lora_config",
-               json_pack("{s:I, s:I, s:b, s:b, s:b}", "rank", (json_int_t)l->rank, "seed",
-                         (json_int_t)l->seed, "train_attn", l->train_attn, "train_mlp",
-                         l->train_mlp, "train_unembed", l->train_unembed));
+    bad |= tb__wire_put(o, "lora_config",
+                        json_pack("{s:I, s:I, s:b, s:b, s:b}", "rank", (json_int_t)l->rank,
+                                  "seed", (json_int_t)l->seed, "train_attn", l->train_attn,
+                                  "train_mlp", l->train_mlp, "train_unembed",
+                                  l->train_unembed));
   }
-  return done(o, bad);
+  return tb__wire_done(o, bad);
 }
 
 static json_t *wrap(const char *key, json_t *items, const tb__wire_cursor_t *c) {
   json_t *o = json_object();
-  int bad = put(o, key, items);
-  bad |= put(o, "cursor", tb__wire_cursor_to_json(c));
-  return done(o, bad);
+  int bad = tb__wire_put(o, key, items);
+  bad |= tb__wire_put(o, "cursor", tb__wire_cursor_to_json(c));
+  return tb__wire_done(o, bad);
 }
 
 json_t *tb__wire_training_runs_wrap(json_t *items, const tb__wire_cursor_t *c) {
@@ -118,52 +99,52 @@ json_t *tb__wire_checkpoints_to_json(const tb__wire_checkpoints_t *l) {
 
 json_t *tb__wire_checkpoint_change_to_json(const tb__wire_checkpoint_change_t *c) {
   json_t *o = json_object();
-  int bad = put(o, "tinker_path", json_string(c->tinker_path));
+  int bad = tb__wire_put(o, "tinker_path", json_string(c->tinker_path));
   switch (c->kind) {
   case TB__WIRE_CKPT_DELETED:
-    bad |= put(o, "deleted", json_true());
+    bad |= tb__wire_put(o, "deleted", json_true());
     break;
   case TB__WIRE_CKPT_PUBLIC:
-    bad |= put(o, "public", json_boolean(c->is_public));
+    bad |= tb__wire_put(o, "public", json_boolean(c->is_public));
     break;
   case TB__WIRE_CKPT_TTL:
-    bad |= put(o, "expires_at", str_or_null(c->expires_at));
+    bad |= tb__wire_put(o, "expires_at", tb__wire_str_or_null(c->expires_at));
     break;
   default:
     bad = 1;
   }
-  return done(o, bad);
+  return tb__wire_done(o, bad);
 }
 
 json_t *tb__wire_archive_url_to_json(const tb__wire_archive_url_t *a) {
   json_t *o = json_object();
-  int bad = put(o, "expires", str_or_null(a->expires));
-  bad |= put(o, "url", json_string(a->url));
-  return done(o, bad);
+  int bad = tb__wire_put(o, "expires", tb__wire_str_or_null(a->expires));
+  bad |= tb__wire_put(o, "url", json_string(a->url));
+  return tb__wire_done(o, bad);
 }
 
 /* A bool field that may be "not given" (-1) is left out then. */
 json_t *tb__wire_weights_info_to_json(const tb__wire_weights_info_t *w) {
   json_t *o = json_object();
-  int bad = put(o, "base_model", json_string(w->base_model));
-  bad |= put(o, "is_lora", json_boolean(w->is_lora));
+  int bad = tb__wire_put(o, "base_model", json_string(w->base_model));
+  bad |= tb__wire_put(o, "is_lora", json_boolean(w->is_lora));
   if (w->lora_rank >= 0)
-    bad |= put(o, "lora_rank", json_integer((json_int_t)w->lora_rank));
+    bad |= tb__wire_put(o, "lora_rank", json_integer((json_int_t)w->lora_rank));
   const char *keys[3] = { "train_unembed", "train_mlp", "train_attn" };
   const int vals[3] = { w->train_unembed, w->train_mlp, w->train_attn };
   for (int i = 0; i < 3; i++)
     if (vals[i] >= 0)
-      bad |= put(o, keys[i], json_boolean(vals[i]));
-  return done(o, bad);
+      bad |= tb__wire_put(o, keys[i], json_boolean(vals[i]));
+  return tb__wire_done(o, bad);
 }
 
 json_t *tb__wire_sampler_info_to_json(const tb__wire_sampler_info_t *s) {
   json_t *o = json_object();
-  int bad = put(o, "sampler_id", json_string(s->sampler_id));
-  bad |= put(o, "base_model", json_string(s->base_model));
+  int bad = tb__wire_put(o, "sampler_id", json_string(s->sampler_id));
+  bad |= tb__wire_put(o, "base_model", json_string(s->base_model));
   if (s->model_path != NULL)
-    bad |= put(o, "model_path", json_string(s->model_path));
-  return done(o, bad);
+    bad |= tb__wire_put(o, "model_path", json_string(s->model_path));
+  return tb__wire_done(o, bad);
 }
 
 static json_t *strings_json(const char *const *s, size_t n) {
@@ -180,14 +161,15 @@ static json_t *copy_or_null(const json_t *v) {
 
 json_t *tb__wire_session_info_to_json(const tb__wire_session_info_t *s) {
   json_t *o = json_object();
-  int bad = put(o, "session_id", json_string(s->session_id));
-  bad |= put(o, "training_run_ids", strings_json(s->training_run_ids, s->n_training_run_ids));
-  bad |= put(o, "sampler_ids", strings_json(s->sampler_ids, s->n_sampler_ids));
-  bad |= put(o, "expired", json_boolean(s->expired));
-  bad |= put(o, "closed", json_boolean(s->closed));
-  bad |= put(o, "tags", copy_or_null(s->tags));
-  bad |= put(o, "user_metadata", copy_or_null(s->user_metadata));
-  return done(o, bad);
+  int bad = tb__wire_put(o, "session_id", json_string(s->session_id));
+  bad |= tb__wire_put(o, "training_run_ids",
+                      strings_json(s->training_run_ids, s->n_training_run_ids));
+  bad |= tb__wire_put(o, "sampler_ids", strings_json(s->sampler_ids, s->n_sampler_ids));
+  bad |= tb__wire_put(o, "expired", json_boolean(s->expired));
+  bad |= tb__wire_put(o, "closed", json_boolean(s->closed));
+  bad |= tb__wire_put(o, "tags", copy_or_null(s->tags));
+  bad |= tb__wire_put(o, "user_metadata", copy_or_null(s->user_metadata));
+  return tb__wire_done(o, bad);
 }
 
 json_t *tb__wire_sessions_to_json(const tb__wire_sessions_t *s) {
@@ -195,37 +177,6 @@ json_t *tb__wire_sessions_to_json(const tb__wire_sessions_t *s) {
 }
 
 /* ------------------------------------------------------------ decoding */
-
-static int req_str(tb__jctx_t *c, const json_t *o, const char *key, const char **out) {
-  tb_slice_t v;
-  int rc = tb__json_get_string(c, o, key, TB_JSON_REQUIRED, &v);
-  *out = rc == 0 ? v.base : NULL;
-  return rc < 0 ? rc : 0;
-}
-
-/* An optional string: NULL when absent or null. */
-static int opt_str(tb__jctx_t *c, const json_t *o, const char *key, const char **out) {
-  tb_slice_t v;
-  int rc = tb__json_get_string(c, o, key, TB_JSON_OPTIONAL, &v);
-  *out = rc == 0 ? v.base : NULL;
-  return rc < 0 ? rc : 0;
-}
-
-/* An optional integer >= -1: -1 when absent or null. */
-static int opt_int(tb__jctx_t *c, const json_t *o, const char *key, int64_t *out) {
-  int rc = tb__json_get_int(c, o, key, TB_JSON_OPTIONAL, -1, INT64_MAX, out);
-  if (rc == 1)
-    *out = -1;
-  return rc < 0 ? rc : 0;
-}
-
-/* An optional boolean: absent when absent or null. */
-static int opt_bool(tb__jctx_t *c, const json_t *o, const char *key, int absent, int *out) {
-  int rc = tb__json_get_bool(c, o, key, TB_JSON_OPTIONAL, out);
-  if (rc == 1)
-    *out = absent;
-  return rc < 0 ? rc : 0;
-}
 
 /* An optional object (or null): NULL when absent or null. */
 static int opt_obj(tb__jctx_t *c, const json_t *o, const char *key, const json_t **out) {
@@ -238,11 +189,11 @@ static int opt_obj(tb__jctx_t *c, const json_t *o, const char *key, const json_t
 int tb__wire_cursor_from_json(tb__jctx_t *c, const json_t *v, tb__wire_cursor_t *out) {
   int rc = tb__json_expect_object(c, v);
   if (rc == 0)
-    rc = opt_int(c, v, "offset", &out->offset);
+    rc = tb__wire_opt_int(c, v, "offset", &out->offset);
   if (rc == 0)
-    rc = opt_int(c, v, "limit", &out->limit);
+    rc = tb__wire_opt_int(c, v, "limit", &out->limit);
   if (rc == 0)
-    rc = opt_int(c, v, "total_count", &out->total_count);
+    rc = tb__wire_opt_int(c, v, "total_count", &out->total_count);
   return rc;
 }
 
@@ -250,21 +201,21 @@ int tb__wire_checkpoint_from_json(tb__jctx_t *c, const json_t *v, tb__wire_check
   memset(out, 0, sizeof(*out));
   int rc = tb__json_expect_object(c, v);
   if (rc == 0)
-    rc = req_str(c, v, "checkpoint_id", &out->checkpoint_id);
+    rc = tb__wire_req_str(c, v, "checkpoint_id", &out->checkpoint_id);
   if (rc == 0)
-    rc = req_str(c, v, "checkpoint_type", &out->checkpoint_type);
+    rc = tb__wire_req_str(c, v, "checkpoint_type", &out->checkpoint_type);
   if (rc == 0)
-    rc = opt_str(c, v, "time", &out->time);
+    rc = tb__wire_opt_str(c, v, "time", &out->time);
   if (rc == 0)
-    rc = req_str(c, v, "tinker_path", &out->tinker_path);
+    rc = tb__wire_req_str(c, v, "tinker_path", &out->tinker_path);
   if (rc == 0)
-    rc = opt_int(c, v, "size_bytes", &out->size_bytes);
+    rc = tb__wire_opt_int(c, v, "size_bytes", &out->size_bytes);
   if (rc == 0)
-    rc = opt_bool(c, v, "public", 0, &out->is_public);
+    rc = tb__wire_opt_bool(c, v, "public", 0, &out->is_public);
   if (rc == 0)
-    rc = opt_str(c, v, "expires_at", &out->expires_at);
+    rc = tb__wire_opt_str(c, v, "expires_at", &out->expires_at);
   if (rc == 0)
-    rc = opt_str(c, v, "training_run_id", &out->training_run_id);
+    rc = tb__wire_opt_str(c, v, "training_run_id", &out->training_run_id);
   return rc;
 }
 
@@ -311,21 +262,21 @@ int tb__wire_training_run_from_json(tb__jctx_t *c, tb__arena_t *a, const json_t 
   memset(out, 0, sizeof(*out));
   int rc = tb__json_expect_object(c, v);
   if (rc == 0)
-    rc = req_str(c, v, "training_run_id", &out->training_run_id);
+    rc = tb__wire_req_str(c, v, "training_run_id", &out->training_run_id);
   if (rc == 0)
-    rc = req_str(c, v, "base_model", &out->base_model);
+    rc = tb__wire_req_str(c, v, "base_model", &out->base_model);
   if (rc == 0)
-    rc = opt_str(c, v, "model_owner", &out->model_owner);
+    rc = tb__wire_opt_str(c, v, "model_owner", &out->model_owner);
   if (rc == 0)
-    rc = opt_bool(c, v, "is_lora", 0, &out->is_lora);
+    rc = tb__wire_opt_bool(c, v, "is_lora", 0, &out->is_lora);
   if (rc == 0)
-    rc = opt_bool(c, v, "corrupted", 0, &out->corrupted);
+    rc = tb__wire_opt_bool(c, v, "corrupted", 0, &out->corrupted);
   if (rc == 0)
-    rc = opt_int(c, v, "lora_rank", &out->lora_rank);
+    rc = tb__wire_opt_int(c, v, "lora_rank", &out->lora_rank);
   if (rc == 0)
-    rc = opt_str(c, v, "last_request_time", &out->last_request_time);
+    rc = tb__wire_opt_str(c, v, "last_request_time", &out->last_request_time);
   if (rc == 0)
-    rc = opt_str(c, v, "created_time", &out->created_time);
+    rc = tb__wire_opt_str(c, v, "created_time", &out->created_time);
   if (rc == 0)
     rc = opt_ckpt(c, a, v, "last_checkpoint", &out->last_checkpoint);
   if (rc == 0)
@@ -333,7 +284,7 @@ int tb__wire_training_run_from_json(tb__jctx_t *c, tb__arena_t *a, const json_t 
   if (rc == 0)
     rc = opt_obj(c, v, "user_metadata", &out->user_metadata);
   if (rc == 0)
-    rc = opt_str(c, v, "session_id", &out->session_id);
+    rc = tb__wire_opt_str(c, v, "session_id", &out->session_id);
   if (rc == 0)
     rc = lora_from_json(c, v, &out->lora_config);
   return rc;
@@ -427,7 +378,7 @@ int tb__wire_checkpoint_change_from_json(tb__jctx_t *c, const json_t *v,
   out->kind = kind;
   int rc = tb__json_expect_object(c, v);
   if (rc == 0)
-    rc = req_str(c, v, "tinker_path", &out->tinker_path);
+    rc = tb__wire_req_str(c, v, "tinker_path", &out->tinker_path);
   if (rc != 0)
     return rc;
   int flag = 0;
@@ -442,7 +393,7 @@ int tb__wire_checkpoint_change_from_json(tb__jctx_t *c, const json_t *v,
   case TB__WIRE_CKPT_TTL:
     if (json_object_get(v, "expires_at") == NULL)
       return tb__jctx_fail_at(c, "expires_at", "required (a time, or null)");
-    return opt_str(c, v, "expires_at", &out->expires_at);
+    return tb__wire_opt_str(c, v, "expires_at", &out->expires_at);
   }
   return tb__jctx_fail(c, "unknown checkpoint change");
 }
@@ -451,9 +402,9 @@ int tb__wire_archive_url_from_json(tb__jctx_t *c, const json_t *v, tb__wire_arch
   memset(out, 0, sizeof(*out));
   int rc = tb__json_expect_object(c, v);
   if (rc == 0)
-    rc = req_str(c, v, "url", &out->url);
+    rc = tb__wire_req_str(c, v, "url", &out->url);
   if (rc == 0)
-    rc = opt_str(c, v, "expires", &out->expires);
+    rc = tb__wire_opt_str(c, v, "expires", &out->expires);
   return rc;
 }
 
@@ -462,17 +413,17 @@ int tb__wire_weights_info_from_json(tb__jctx_t *c, const json_t *v,
   memset(out, 0, sizeof(*out));
   int rc = tb__json_expect_object(c, v);
   if (rc == 0)
-    rc = req_str(c, v, "base_model", &out->base_model);
+    rc = tb__wire_req_str(c, v, "base_model", &out->base_model);
   if (rc == 0)
-    rc = opt_bool(c, v, "is_lora", 0, &out->is_lora);
+    rc = tb__wire_opt_bool(c, v, "is_lora", 0, &out->is_lora);
   if (rc == 0)
-    rc = opt_int(c, v, "lora_rank", &out->lora_rank);
+    rc = tb__wire_opt_int(c, v, "lora_rank", &out->lora_rank);
   if (rc == 0)
-    rc = opt_bool(c, v, "train_unembed", -1, &out->train_unembed);
+    rc = tb__wire_opt_bool(c, v, "train_unembed", -1, &out->train_unembed);
   if (rc == 0)
-    rc = opt_bool(c, v, "train_mlp", -1, &out->train_mlp);
+    rc = tb__wire_opt_bool(c, v, "train_mlp", -1, &out->train_mlp);
   if (rc == 0)
-    rc = opt_bool(c, v, "train_attn", -1, &out->train_attn);
+    rc = tb__wire_opt_bool(c, v, "train_attn", -1, &out->train_attn);
   return rc;
 }
 
@@ -481,11 +432,11 @@ int tb__wire_sampler_info_from_json(tb__jctx_t *c, const json_t *v,
   memset(out, 0, sizeof(*out));
   int rc = tb__json_expect_object(c, v);
   if (rc == 0)
-    rc = req_str(c, v, "sampler_id", &out->sampler_id);
+    rc = tb__wire_req_str(c, v, "sampler_id", &out->sampler_id);
   if (rc == 0)
-    rc = req_str(c, v, "base_model", &out->base_model);
+    rc = tb__wire_req_str(c, v, "base_model", &out->base_model);
   if (rc == 0)
-    rc = opt_str(c, v, "model_path", &out->model_path);
+    rc = tb__wire_opt_str(c, v, "model_path", &out->model_path);
   return rc;
 }
 
@@ -519,16 +470,16 @@ int tb__wire_session_info_from_json(tb__jctx_t *c, tb__arena_t *a, const json_t 
   memset(out, 0, sizeof(*out));
   int rc = tb__json_expect_object(c, v);
   if (rc == 0)
-    rc = opt_str(c, v, "session_id", &out->session_id);
+    rc = tb__wire_opt_str(c, v, "session_id", &out->session_id);
   if (rc == 0)
     rc = opt_strings(c, a, v, "training_run_ids", &out->training_run_ids,
                      &out->n_training_run_ids);
   if (rc == 0)
     rc = opt_strings(c, a, v, "sampler_ids", &out->sampler_ids, &out->n_sampler_ids);
   if (rc == 0)
-    rc = opt_bool(c, v, "expired", 0, &out->expired);
+    rc = tb__wire_opt_bool(c, v, "expired", 0, &out->expired);
   if (rc == 0)
-    rc = opt_bool(c, v, "closed", 0, &out->closed);
+    rc = tb__wire_opt_bool(c, v, "closed", 0, &out->closed);
   if (rc == 0) {
     json_t *t = NULL;
     rc = tb__json_get_array(c, v, "tags", TB_JSON_OPTIONAL, &t);

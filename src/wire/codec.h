@@ -1,0 +1,32 @@
+/*
+ * The pieces every JSON codec of wire/ writes and reads objects with
+ * (rest.c, service.c): adding a key that may fail, strings that may be
+ * null, optional fields with their "not given" values.  Internal to
+ * wire/; the field readers themselves are core/json.h's.
+ */
+#ifndef TB_WIRE_CODEC_H
+#define TB_WIRE_CODEC_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "core/json.h"
+
+/* Adds key: v to o, taking v (freed on failure); returns 0, or -1 when o
+ * or v is NULL or the add failed, so that a codec ORs the results. */
+int tb__wire_put(json_t *o, const char *key, json_t *v);
+/* o, or NULL (o released) when failed. */
+json_t *tb__wire_done(json_t *o, int failed);
+/* A string, or JSON null for NULL. */
+json_t *tb__wire_str_or_null(const char *s);
+
+/* Readers of a field of o into a borrowed C string: required, or NULL
+ * when absent or null.  0 or the reader's error. */
+int tb__wire_req_str(tb__jctx_t *c, const json_t *o, const char *key, const char **out);
+int tb__wire_opt_str(tb__jctx_t *c, const json_t *o, const char *key, const char **out);
+/* An optional integer >= -1: -1 when absent or null. */
+int tb__wire_opt_int(tb__jctx_t *c, const json_t *o, const char *key, int64_t *out);
+/* An optional boolean: absent when absent or null. */
+int tb__wire_opt_bool(tb__jctx_t *c, const json_t *o, const char *key, int absent, int *out);
+
+#endif /* TB_WIRE_CODEC_H */
