@@ -207,6 +207,9 @@ void tb__server_respond_json(tb__http_request_t *req, int status, const char *js
                              size_t len);
 /* Serialises v (which is not consumed) into the request's arena. */
 void tb__server_respond_jsonv(tb__http_request_t *req, int status, const json_t *v);
+/* 200 with v, a wire/ encoder's answer, which is consumed; NULL (the
+ * encoder ran out of memory) is 503. */
+void tb__server_respond_answer(tb__http_request_t *req, json_t *v);
 /* {"error": message, "category": "user" (4xx) | "server" (5xx)}.  The
  * message may hold any bytes: it is escaped, and what is not UTF-8
  * becomes U+FFFD.  Every error body of the server goes through here. */

@@ -23,6 +23,8 @@
 #include "server/sched.h"
 #include "server/store.h"
 #include "wire/datum.h"
+#include "wire/rest.h"
+#include "wire/service.h"
 
 static void respond_bad(tb__http_request_t *req, tb_error_t *err) {
   tb__server_respond_bad(req, err);
@@ -590,34 +592,21 @@ void tb__route_get_info(tb__http_request_t *req) {
   tb__tmodel_t *m = body_model(req);
   if (m == NULL)
     return;
-  json_t *v = json_pack("{s{ssssss}sssbsiss}", "model_data", "arch",
-                        tb__model_arch_type(m->base->cfg.arch), "model_name",
-                        m->base->name, "tokenizer_id", m->base->name, "model_id", m->id,
-                        "is_lora", 1, "lora_rank", m->lora.rank, "model_name", m->base->name);
-  if (v != NULL && json_object_set_new(v, "type", json_string("get_info")) != 0) {
-    json_decref(v);
-    v = NULL;
-  }
-  if (v == NULL) {
-    tb__server_respond_error(req, 503, "out of memory");
-    return;
-  }
-  tb__server_respond_jsonv(req, 200, v);
-  json_decref(v);
+  tb__wire_model_info_t w = { .model_id = m->id,
+                              .model_name = m->base->name,
+                              .arch = tb__model_arch_type(m->base->cfg.arch),
+                              .tokenizer_id = m->base->name,
+                              .is_lora = 1,
+                              .lora_rank = m->lora.rank };
+  tb__server_respond_answer(req, tb__wire_model_info_to_json(&w));
 }
 
 /* {"base_model", "is_lora", "lora_rank", "train_*"} of a checkpoint. */
 static void respond_weights_info(tb__http_request_t *req, const char *base,
                                  const tb__lora_config_t *l) {
-  json_t *v = json_pack("{sssbsisbsbsb}", "base_model", base, "is_lora", 1, "lora_rank", l->rank,
-                        "train_unembed", l->train_unembed, "train_mlp", l->train_mlp,
-                        "train_attn", l->train_attn);
-  if (v == NULL) {
-    tb__server_respond_error(req, 503, "out of memory");
-    return;
-  }
-  tb__server_respond_jsonv(req, 200, v);
-  json_decref(v);
+  tb__wire_weights_info_t w = { base, 1, l->rank, !!l->train_unembed, !!l->train_mlp,
+                                !!l->train_attn };
+  tb__server_respond_answer(req, tb__wire_weights_info_to_json(&w));
 }
 
 static void on_weights_info(tb__training_t *tr, void *data, int status,
@@ -642,12 +631,13 @@ void tb__route_weights_info(tb__http_request_t *req) {
   tb_error_t err = { 0 };
   tb__jctx_t c;
   tb__jctx_init(&c, &err);
-  tb_slice_t path;
-  if (tb__json_get_string(&c, doc, "tinker_path", TB_JSON_REQUIRED, &path) < 0) {
+  tb__wire_weights_info_request_t w;
+  if (tb__wire_weights_info_request_from_json(&c, doc, &w) < 0) {
     respond_bad(req, &err);
     json_decref(doc);
     return;
   }
+  tb_slice_t path = w.tinker_path;
   char *dir = tb__checkpoint_dir(req, "tinker_path", path);
   tb__lora_config_t lora;
   tb__tbase_t *base = NULL;

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "core/json.h"
+#include "wire/service.h"
 
 /* ------------------------------------------------------------ ops */
 
@@ -162,9 +163,7 @@ void tb__top_resolve_json(tb__top_t *op, json_t *v) {
 
 void tb__respond_future(tb__http_request_t *req, const char *request_id,
                         const char *model_id) {
-  json_t *v = json_pack("{ss}", "request_id", request_id);
-  if (v != NULL && model_id != NULL)
-    json_object_set_new(v, "model_id", json_string(model_id));
+  json_t *v = tb__wire_future_ref_to_json(&(tb__wire_future_ref_t){ request_id, model_id });
   if (v == NULL) {
     tb__server_respond_error(req, 500, "out of memory");
     return;

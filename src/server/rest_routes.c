@@ -36,8 +36,7 @@
 #include "server/rest.h"
 #include "server/routes.h"
 #include "wire/rest.h"
-
-#define MAX_TTL_SECONDS ((int64_t)100 * 365 * 24 * 3600)
+#include "wire/service.h"
 
 
 /* ------------------------------------------------------------ loop side */
@@ -360,28 +359,22 @@ void tb__route_ttl(tb__http_request_t *req) {
   json_t *doc;
   if (tb__server_parse_body(req, &doc) != 0)
     return;
-  json_t *v = json_object_get(doc, "ttl_seconds");
-  int64_t ttl = 0;
-  int has = 0;
-  const char *why = NULL;
-  if (v == NULL)
-    why = "required (an integer number of seconds, or null for no expiry)";
-  else if (json_is_integer(v))
-    has = 1, ttl = json_integer_value(v);
-  else if (!json_is_null(v))
-    why = "expected an integer or null";
-  if (why == NULL && has && (ttl <= 0 || ttl > MAX_TTL_SECONDS))
-    why = "expected a positive number of seconds (at most 100 years)";
+  tb_error_t err = { 0 };
+  tb__jctx_t c;
+  tb__jctx_init(&c, &err);
+  tb__wire_ttl_request_t w;
+  int rc = tb__wire_ttl_request_from_json(&c, doc, &w);
   json_decref(doc);
-  if (why != NULL) {
-    tb__server_respond_error(req, 400, "ttl_seconds: %s", why);
+  if (rc != 0) {
+    tb__server_respond_bad(req, &err);
+    tb_error_clear(&err);
     return;
   }
   tb__rest_op_t *q = rest_op_new(req, Q_TTL);
   if (q == NULL)
     return;
-  q->has_ttl = has;
-  q->ttl = ttl;
+  q->has_ttl = w.ttl_seconds > 0;
+  q->ttl = w.ttl_seconds;
   if (checkpoint_params(req, q, 1) != 0) {
     rest_op_free(q);
     return;

@@ -16,7 +16,9 @@
 #include "core/json.h"
 #include "server/routes.h"
 #include "server/sched.h"
+#include "wire/rest.h"
 #include "wire/sample.h"
+#include "wire/service.h"
 
 static void sampler_free(tb__sampler_t *s) {
   tb__engine_job_cleanup(&s->job);
@@ -501,16 +503,10 @@ void tb__route_create_sampling_session(tb__http_request_t *req) {
   tb_error_t err = { 0 };
   tb__jctx_t c;
   tb__jctx_init(&c, &err);
-  tb_slice_t sid, base = { NULL, 0 }, path = { NULL, 0 };
-  int64_t seq = 0;
-  int rc = tb__json_get_string(&c, doc, "session_id", TB_JSON_REQUIRED, &sid);
-  rc = rc < 0 ? rc
-              : tb__json_get_int(&c, doc, "sampling_session_seq_id", TB_JSON_REQUIRED, 0,
-                                 INT32_MAX, &seq);
-  rc = rc < 0 ? rc : tb__json_get_string(&c, doc, "base_model", TB_JSON_OPTIONAL, &base);
-  rc = rc < 0 ? rc : tb__json_get_string(&c, doc, "model_path", TB_JSON_OPTIONAL, &path);
-  if (rc >= 0 && base.base == NULL && path.base == NULL)
-    rc = tb__jctx_fail_at(&c, "base_model", "base_model or model_path is required");
+  tb__wire_create_sampler_t w;
+  int rc = tb__wire_create_sampler_from_json(&c, doc, &w);
+  tb_slice_t sid = w.session_id, base = w.base_model, path = w.model_path;
+  int64_t seq = w.seq_id;
   tb__tbase_t *b = NULL;
   if (rc >= 0 && base.base != NULL && (b = tb__tbase_find(tr, base)) == NULL)
     rc = tb__jctx_fail_at(&c, "base_model", "unknown model \"%.*s\"",
@@ -564,14 +560,8 @@ void tb__route_create_sampling_session(tb__http_request_t *req) {
     return;
   }
 answer:;
-  json_t *v = json_pack("{ssss}", "sampling_session_id", s->id, "type",
-                        "create_sampling_session");
-  if (v == NULL) {
-    tb__server_respond_error(req, 503, "out of memory");
-    return;
-  }
-  tb__server_respond_jsonv(req, 200, v);
-  json_decref(v);
+  tb__server_respond_answer(req, tb__wire_sampler_created_to_json(
+                                     &(tb__wire_sampler_created_t){ s->id }));
 }
 
 void tb__route_get_sampler(tb__http_request_t *req) {
@@ -587,13 +577,6 @@ void tb__route_get_sampler(tb__http_request_t *req) {
                              (int)(id->len > 120 ? 120 : id->len), id->base);
     return;
   }
-  json_t *v = json_pack("{ssss}", "sampler_id", s->id, "base_model", s->base->name);
-  if (v != NULL && s->model_path != NULL)
-    json_object_set_new(v, "model_path", json_string(s->model_path));
-  if (v == NULL) {
-    tb__server_respond_error(req, 503, "out of memory");
-    return;
-  }
-  tb__server_respond_jsonv(req, 200, v);
-  json_decref(v);
+  tb__wire_sampler_info_t w = { s->id, s->base->name, s->model_path };
+  tb__server_respond_answer(req, tb__wire_sampler_info_to_json(&w));
 }

@@ -260,6 +260,15 @@ void tb__server_respond_jsonv(tb__http_request_t *req, int status, const json_t 
   tb__server_respond_json(req, status, buf, n);
 }
 
+void tb__server_respond_answer(tb__http_request_t *req, json_t *v) {
+  if (v == NULL) {
+    tb__server_respond_error(req, 503, "out of memory");
+    return;
+  }
+  tb__server_respond_jsonv(req, 200, v);
+  json_decref(v);
+}
+
 /* Every error body of the server is built here: the message (cut at 1 KiB)
  * goes through tb__json_escape, so it is valid JSON whatever bytes a
  * request put into it. */

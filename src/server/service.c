@@ -10,6 +10,7 @@
 #include "core/json.h"
 #include "server/internal.h"
 #include "server/routes.h"
+#include "wire/service.h"
 
 /* Table 2.1 of the wire notes: the SDK's defaults, except that pyqwest is
  * off (a plain HTTP/1.1 server is reached through httpx). */
@@ -75,18 +76,13 @@ void tb__route_healthz(tb__http_request_t *req) {
 
 void tb__route_capabilities(tb__http_request_t *req) {
   tb__server_t *srv = tb__server_from_req(req);
-  json_t *models = json_array();
-  for (size_t i = 0; models != NULL && i < srv->n_models; i++)
-    json_array_append_new(models, json_pack("{s:s, s:I}", "model_name",
-                                            srv->models[i].name, "max_context_length",
-                                            (json_int_t)srv->models[i].max_context_length));
-  json_t *doc = json_pack("{s:o}", "supported_models", models);
-  if (doc == NULL) {
-    tb__server_respond_error(req, 503, "out of memory");
-    return;
-  }
-  tb__server_respond_jsonv(req, 200, doc);
-  json_decref(doc);
+  tb__wire_supported_model_t *ms = tb__arena_calloc(&req->arena, srv->n_models + 1,
+                                                    sizeof(*ms));
+  for (size_t i = 0; ms != NULL && i < srv->n_models; i++)
+    ms[i] = (tb__wire_supported_model_t){ srv->models[i].name,
+                                          srv->models[i].max_context_length };
+  tb__wire_capabilities_t w = { ms, srv->n_models };
+  tb__server_respond_answer(req, ms ? tb__wire_capabilities_to_json(&w) : NULL);
 }
 
 /* {"events": [...], "platform", "sdk_version", "session_id",

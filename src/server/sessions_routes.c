@@ -7,7 +7,6 @@
  */
 #include "server/sessions.h"
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +16,8 @@
 #include "core/log.h"
 #include "server/internal.h"
 #include "server/routes.h"
+#include "wire/rest.h"
+#include "wire/service.h"
 
 int tb__session_gone(tb__http_request_t *req, tb_slice_t id) {
   const char *colon = id.base != NULL ? memchr(id.base, ':', id.len) : NULL;
@@ -35,15 +36,6 @@ void tb__session_respond_closed(tb__http_request_t *req, const tb__session_t *s)
 
 /* ------------------------------------------------------------ routes */
 
-/* "type", when sent, must name the request. */
-static int check_type(tb__jctx_t *c, const json_t *doc, const char *want) {
-  tb_slice_t type;
-  int rc = tb__json_get_string(c, doc, "type", TB_JSON_OPTIONAL, &type);
-  if (rc == 0 && !tb__slice_eq_str(type, want))
-    return tb__jctx_fail_at(c, "type", "expected \"%s\"", want);
-  return rc < 0 ? rc : 0;
-}
-
 void tb__route_create_session(tb__http_request_t *req) {
   tb__server_t *srv = tb__server_from_req(req);
   json_t *doc;
@@ -52,29 +44,8 @@ void tb__route_create_session(tb__http_request_t *req) {
   tb_error_t err = { 0 };
   tb__jctx_t c;
   tb__jctx_init(&c, &err);
-  json_t *tags = NULL, *meta = NULL;
-  tb_slice_t sdk = { NULL, 0 }, project = { NULL, 0 };
-  int rc = check_type(&c, doc, "create_session");
-  if (rc >= 0)
-    rc = tb__json_get_array(&c, doc, "tags", TB_JSON_OPTIONAL, &tags);
-  if (rc >= 0 && tags != NULL) {
-    size_t mark = tb__jctx_push_key(&c, "tags");
-    for (size_t i = 0; i < json_array_size(tags) && rc >= 0; i++) {
-      json_t *t = json_array_get(tags, i);
-      if (!json_is_string(t)) {
-        size_t m2 = tb__jctx_push_index(&c, i);
-        rc = tb__jctx_fail(&c, "expected a string, got %s", tb__json_type_name(t));
-        tb__jctx_pop(&c, m2);
-      }
-    }
-    tb__jctx_pop(&c, mark);
-  }
-  if (rc >= 0)
-    rc = tb__json_get_object(&c, doc, "user_metadata", TB_JSON_OPTIONAL, &meta);
-  if (rc >= 0)
-    rc = tb__json_get_string(&c, doc, "sdk_version", TB_JSON_OPTIONAL, &sdk);
-  if (rc >= 0)
-    rc = tb__json_get_string(&c, doc, "project_id", TB_JSON_OPTIONAL, &project);
+  tb__wire_create_session_t w;
+  int rc = tb__wire_create_session_from_json(&c, doc, &w);
   if (rc < 0) {
     tb__server_respond_bad(req, &err);
     tb_error_clear(&err);
@@ -82,18 +53,15 @@ void tb__route_create_session(tb__http_request_t *req) {
     return;
   }
   tb__session_t *s;
-  rc = tb__session_create(&srv->sessions, tb__sreq(req)->user, tags, meta, sdk,
-                          project, &s);
+  rc = tb__session_create(&srv->sessions, tb__sreq(req)->user, w.tags_value,
+                          w.user_metadata_value, w.sdk_version, w.project_id, &s);
   json_decref(doc);
   if (rc != 0) {
     tb__server_respond_error(req, 503, "cannot create a session: %s", tb_strerror(rc));
     return;
   }
-  char *json = tb__arena_alloc(&req->arena, 96);
-  int n = json ? snprintf(json, 96, "{\"session_id\":\"%s\",\"type\":\"create_session\"}",
-                          s->id)
-               : 0;
-  tb__server_respond_json(req, 200, json, (size_t)n);
+  tb__server_respond_answer(req, tb__wire_session_created_to_json(
+                                     &(tb__wire_session_created_t){ .session_id = s->id }));
 }
 
 /* Finds the caller's session named by a body field or path parameter;
@@ -118,10 +86,9 @@ static void session_call(tb__http_request_t *req, const char *type,
   tb_error_t err = { 0 };
   tb__jctx_t c;
   tb__jctx_init(&c, &err);
-  tb_slice_t id;
-  int rc = check_type(&c, doc, type);
-  if (rc >= 0)
-    rc = tb__json_get_string(&c, doc, "session_id", TB_JSON_REQUIRED, &id);
+  tb__wire_session_call_t w;
+  int rc = tb__wire_session_call_from_json(&c, doc, type, &w);
+  tb_slice_t id = w.session_id;
   if (rc < 0) {
     tb__server_respond_bad(req, &err);
     tb_error_clear(&err);
@@ -134,9 +101,7 @@ static void session_call(tb__http_request_t *req, const char *type,
                                s->id, (unsigned long long)srv->sessions.timeout_ms);
     } else if (s != NULL) {
       act(&srv->sessions, s);
-      char ok[64];
-      int n = snprintf(ok, sizeof(ok), "{\"type\":\"%s\"}", type);
-      tb__server_respond_json(req, 200, ok, (size_t)n);
+      tb__server_respond_answer(req, tb__wire_session_call_done_to_json(&w));
     }
   }
   json_decref(doc);
@@ -177,31 +142,20 @@ void tb__route_list_sessions(tb__http_request_t *req) {
   if (query_int(req, "limit", 1, 1000, &limit) != 0 ||
       query_int(req, "offset", 0, 1L << 30, &offset) != 0)
     return;
-  json_t *ids = json_array();
-  size_t total = 0;
-  for (tb__session_t *s = srv->sessions.all; s != NULL; s = s->anext) {
-    if (s->owner != tb__sreq(req)->user)
-      continue;
-    if (total >= (size_t)offset && json_array_size(ids) < (size_t)limit)
-      json_array_append_new(ids, json_string(s->id));
-    total++;
-  }
-  json_t *doc = json_pack("{s:o, s:{s:i, s:i, s:I}}", "sessions", ids, "cursor",
-                          "offset", (int)offset, "limit", (int)limit, "total_count",
-                          (json_int_t)total);
-  if (doc == NULL) {
+  tb__wire_sessions_t w = { tb__arena_calloc(&req->arena, (size_t)limit, sizeof(char *)), 0,
+                            { offset, limit, 0 } };
+  if (w.ids == NULL) {
     tb__server_respond_error(req, 503, "out of memory");
     return;
   }
-  tb__server_respond_jsonv(req, 200, doc);
-  json_decref(doc);
-}
-
-static json_t *strlist_json(const tb__strlist_t *l) {
-  json_t *a = json_array();
-  for (size_t i = 0; a != NULL && i < l->n; i++)
-    json_array_append_new(a, json_string(l->items[i]));
-  return a;
+  for (tb__session_t *s = srv->sessions.all; s != NULL; s = s->anext) {
+    if (s->owner != tb__sreq(req)->user)
+      continue;
+    if (w.cursor.total_count >= offset && w.n < (size_t)limit)
+      w.ids[w.n++] = s->id;
+    w.cursor.total_count++;
+  }
+  tb__server_respond_answer(req, tb__wire_sessions_to_json(&w));
 }
 
 void tb__route_get_session(tb__http_request_t *req) {
@@ -209,15 +163,14 @@ void tb__route_get_session(tb__http_request_t *req) {
   tb__session_t *s = find_or_404(req, *id);
   if (s == NULL)
     return;
-  json_t *doc = json_pack("{s:s, s:o, s:o, s:b, s:b, s:O, s:O}", "session_id", s->id,
-                          "training_run_ids", strlist_json(&s->training_run_ids),
-                          "sampler_ids", strlist_json(&s->sampler_ids), "expired",
-                          s->expired, "closed", s->closed, "tags", s->tags,
-                          "user_metadata", s->user_metadata);
-  if (doc == NULL) {
-    tb__server_respond_error(req, 503, "out of memory");
-    return;
-  }
-  tb__server_respond_jsonv(req, 200, doc);
-  json_decref(doc);
+  tb__wire_session_info_t w = { .session_id = s->id,
+                                .training_run_ids = (const char **)s->training_run_ids.items,
+                                .n_training_run_ids = s->training_run_ids.n,
+                                .sampler_ids = (const char **)s->sampler_ids.items,
+                                .n_sampler_ids = s->sampler_ids.n,
+                                .expired = s->expired,
+                                .closed = s->closed,
+                                .tags = s->tags,
+                                .user_metadata = s->user_metadata };
+  tb__server_respond_answer(req, tb__wire_session_info_to_json(&w));
 }
