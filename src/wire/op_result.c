@@ -45,7 +45,7 @@ int tb__wire_op_result_from_json(tb__jctx_t *c, const json_t *v, tb__wire_op_res
   if (rc == 0)
     rc = opt_str(c, v, "model_id", TB_JSON_OPTIONAL, &out->model_id);
   if (rc == 0)
-    rc = opt_str(c, v, "type", TB_JSON_REQUIRED, &out->type);
+    rc = opt_str(c, v, "type", TB_JSON_OPTIONAL, &out->type);
   if (rc == 0)
     rc = opt_str(c, v, "sampling_session_id", TB_JSON_OPTIONAL, &out->sampling_session_id);
   return rc;
@@ -57,9 +57,9 @@ int tb__wire_optim_result_from_json(tb__jctx_t *c, tb__arena_t *a, const json_t 
   memset(out, 0, sizeof(*out));
   int rc = tb__json_expect_object(c, v);
   if (rc == 0)
-    rc = tb__json_get_object(c, v, "metrics", TB_JSON_REQUIRED, &m);
+    rc = tb__json_get_object(c, v, "metrics", TB_JSON_OPTIONAL, &m);
   if (rc != 0)
-    return rc;
+    return rc < 0 ? rc : 0;  /* absent or null: no metrics */
   size_t n = json_object_size(m), i = 0;
   tb__wire_metric_t *ms = tb__arena_calloc(a, n + 1, sizeof(*ms));
   if (ms == NULL)

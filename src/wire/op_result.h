@@ -21,7 +21,7 @@
 typedef struct tb__wire_op_result_s {
   const char *path;                 /* NULL: left out */
   const char *model_id;             /* NULL: left out */
-  const char *type;                 /* "create_model", "save_weights", ... */
+  const char *type;                 /* "create_model", ...; NULL: left out */
   const char *sampling_session_id;  /* NULL: left out */
 } tb__wire_op_result_t;
 
@@ -33,9 +33,13 @@ typedef struct tb__wire_optim_result_s {
 /* New references, or NULL when memory runs out. */
 json_t *tb__wire_op_result_to_json(const tb__wire_op_result_t *r);
 json_t *tb__wire_optim_result_to_json(const tb__wire_optim_result_t *r);
-/* 0, TB_EFIELD (recorded in c) or TB_ENOMEM; type is required. */
+/* 0, TB_EFIELD (recorded in c) or TB_ENOMEM.  Every field may be left
+ * out: the SDK's result types default their "type", and which of the
+ * others an op needs is the reader's to check. */
 int tb__wire_op_result_from_json(tb__jctx_t *c, const json_t *v, tb__wire_op_result_t *out);
-/* The metrics in the arena; a value must be a finite number. */
+/* The metrics in the arena; a value must be a finite number.  metrics
+ * may be left out or null (the SDK's OptimStepResponse makes it
+ * optional): none then. */
 int tb__wire_optim_result_from_json(tb__jctx_t *c, tb__arena_t *a, const json_t *v,
                                     tb__wire_optim_result_t *out);
 
