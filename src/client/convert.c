@@ -105,8 +105,8 @@ static int tensor_from_wire(const tb__wire_tensor_t *w, tb_tensor_data_t *t) {
   return 0;
 }
 
-static int metrics_from_wire(const tb__wire_metric_t *m, size_t n, tb_metric_t **out,
-                             size_t *n_out) {
+int tb__metrics_from_wire(const tb__wire_metric_t *m, size_t n, tb_metric_t **out,
+                          size_t *n_out) {
   *out = calloc(n + 1, sizeof(**out));
   *n_out = 0;
   if (*out == NULL)
@@ -147,7 +147,7 @@ int tb__fwdbwd_output_from_wire(const tb__wire_fwdbwd_output_t *w,
         goto fail;
     }
   }
-  if ((rc = metrics_from_wire(w->metrics, w->n_metrics, &o->metrics, &o->n_metrics)) != 0)
+  if ((rc = tb__metrics_from_wire(w->metrics, w->n_metrics, &o->metrics, &o->n_metrics)) != 0)
     goto fail;
   *out = o;
   return 0;
@@ -273,27 +273,4 @@ int tb__decode_sample_response(const char *body, size_t len, int proto,
   tb_error_clear(&why);
   tb__arena_free(&a);
   return rc;
-}
-
-int tb__metrics_from_json(const void *json_object, tb_metric_t **out, size_t *n) {
-  const json_t *obj = json_object;
-  *out = NULL;
-  *n = 0;
-  if (obj == NULL || !json_is_object(obj))
-    return 0;
-  *out = calloc(json_object_size(obj) + 1, sizeof(**out));
-  if (*out == NULL)
-    return TB_ENOMEM;
-  const char *key;
-  json_t *v;
-  json_object_foreach((json_t *)obj, key, v) {
-    if (!json_is_number(v))
-      continue;
-    (*out)[*n].name = strdup(key);
-    if ((*out)[*n].name == NULL)
-      return TB_ENOMEM;
-    (*out)[*n].value = json_number_value(v);
-    (*n)++;
-  }
-  return 0;
 }

@@ -37,7 +37,8 @@ int tb__decode_fwdbwd_output(const char *body, size_t len, int proto,
 int tb__decode_sample_response(const char *body, size_t len, int proto,
                                tb_sample_response_t **out, tb_error_t *err);
 
-/* Copies metrics {"name": number} of a JSON object (NULL: none). */
-int tb__metrics_from_json(const void *json_object, tb_metric_t **out, size_t *n);
+/* Copies decoded metrics (at least one element is allocated). */
+int tb__metrics_from_wire(const tb__wire_metric_t *m, size_t n, tb_metric_t **out,
+                          size_t *n_out);
 
 #endif /* TB_CLIENT_CONVERT_H */

@@ -14,7 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "client/answer.h"
 #include "core/json.h"
+#include "wire/service.h"
 
 static void unlink_op(tb__client_op_t *op) {
   tb__rt_t *rt = op->rt;
@@ -121,20 +123,23 @@ static void on_call(tb__call_t *call, int status) {
   }
   /* {"request_id": "...", "model_id"?: "..."}: poll that id. */
   tb_error_t e = { 0 };
-  json_t *doc = res->body_len > 0 ? json_loadb(res->body, res->body_len, 0, NULL) : NULL;
-  const char *rid = json_string_value(json_object_get(doc, "request_id"));
-  if (rid == NULL || rid[0] == '\0') {
-    tb_error_set(&e, TB_EFIELD, TB_CATEGORY_SERVER,
-                 "%s: the answer has no request_id", call->path);
+  tb__answer_t d;
+  tb__wire_future_ref_t ref;
+  int rc = tb__answer_begin(&d, res->body, res->body_len, &e);
+  if (rc == 0)
+    rc = tb__wire_future_ref_from_json(&d.jc, d.doc, &ref);
+  if (rc != 0) {
+    /* no id to poll, whatever the body held */
+    tb__answer_refused(rc, &e, TB_EFIELD, call->path);
     e.http_status = res->status;
-    json_decref(doc);
+    tb__answer_end(&d);
     complete(op, NULL, NULL, &e);
     return;
   }
   /* The call is done with: its memory becomes the poll's. */
   uint64_t rtt = uv_now(op->rt->loop) - call->started_;
-  char *id = strdup(rid);
-  json_decref(doc);
+  char *id = strdup(ref.request_id);
+  tb__answer_end(&d);
   tb__call_free(&op->call);
   tb__buf_free(&op->body);  /* sent: a pending future keeps no copy */
   memset(&op->poll, 0, sizeof(op->poll));
@@ -148,7 +153,7 @@ static void on_call(tb__call_t *call, int status) {
   op->poll.request_type = op->request_type;
   op->poll.accept_proto = op->accept_proto;
   op->poll.submit_rtt_ms = rtt;
-  int rc = tb__client_poll_start(op->rt, &op->poll, id, on_poll);
+  rc = tb__client_poll_start(op->rt, &op->poll, id, on_poll);
   free(id);
   if (rc != 0) {
     tb_error_set(&e, rc, rc == TB_ECLOSING ? TB_CATEGORY_CANCELLED : TB_CATEGORY_NONE,

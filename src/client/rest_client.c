@@ -14,6 +14,7 @@
 #include "client/clients.h"
 #include "client/rest_results.h"
 #include "core/json.h"
+#include "wire/service.h"
 
 int tb_rest_client_init(tb_rest_client_t *rc, tb_service_client_t *sc) {
   if (rc == NULL || sc == NULL || sc->impl_ == NULL)
@@ -185,7 +186,8 @@ int tb_rest_client_get_weights_info_by_tinker_path(tb_rest_client_t *rc,
     return ret;
   free(run);
   free(ckpt);
-  json_t *b = json_pack("{ss}", "tinker_path", tinker_path);
+  tb__wire_weights_info_request_t r = { tb__wire_str(tinker_path) };
+  json_t *b = tb__wire_weights_info_request_to_json(&r);
   if (b == NULL)
     return TB_ENOMEM;
   return start(rc, "POST", strdup("/api/v1/weights_info"), b, tb__rest_decode_weights_info, out);
@@ -288,13 +290,9 @@ int tb_rest_client_set_checkpoint_ttl_from_tinker_path(tb_rest_client_t *rc,
                                                        int64_t ttl_seconds, tb_future_t **out) {
   if (ttl_seconds < 0)
     return TB_EINVAL;
-  json_t *b = json_object();
-  if (b == NULL || json_object_set_new(b, "ttl_seconds", ttl_seconds > 0
-                                                             ? json_integer(ttl_seconds)
-                                                             : json_null()) != 0) {
-    json_decref(b);
+  json_t *b = tb__wire_ttl_request_to_json(&(tb__wire_ttl_request_t){ ttl_seconds });
+  if (b == NULL)
     return TB_ENOMEM;
-  }
   return on_tinker_path(rc, "PUT", tinker_path, "/ttl", b, NULL, out);
 }
 

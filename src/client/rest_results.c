@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "client/answer.h"
 #include "core/arena.h"
 #include "core/json.h"
 #include "wire/rest.h"
@@ -132,15 +133,6 @@ const tb_result_type_t tb_result_sampler_info = { "sampler_info", free_sampler }
  * into the document and whose arrays live in a scratch arena, then copied
  * into the public result the user frees. */
 
-static char *dup_or_null(const char *s, int *ok) {
-  if (s == NULL)
-    return NULL;
-  char *c = strdup(s);
-  if (c == NULL)
-    *ok = 0;
-  return c;
-}
-
 static void cursor_copy(const tb__wire_cursor_t *w, tb_cursor_t *c) {
   c->offset = w->offset;
   c->limit = w->limit;
@@ -150,11 +142,11 @@ static void cursor_copy(const tb__wire_cursor_t *w, tb_cursor_t *c) {
 static int checkpoint_copy(const tb__wire_checkpoint_t *w, tb_checkpoint_t *c) {
   int ok = 1;
   memset(c, 0, sizeof(*c));
-  c->checkpoint_id = dup_or_null(w->checkpoint_id, &ok);
-  c->checkpoint_type = dup_or_null(w->checkpoint_type, &ok);
-  c->time = dup_or_null(w->time, &ok);
-  c->tinker_path = dup_or_null(w->tinker_path, &ok);
-  c->expires_at = dup_or_null(w->expires_at, &ok);
+  c->checkpoint_id = tb__answer_dup(w->checkpoint_id, &ok);
+  c->checkpoint_type = tb__answer_dup(w->checkpoint_type, &ok);
+  c->time = tb__answer_dup(w->time, &ok);
+  c->tinker_path = tb__answer_dup(w->tinker_path, &ok);
+  c->expires_at = tb__answer_dup(w->expires_at, &ok);
   c->size_bytes = w->size_bytes;
   c->is_public = w->is_public;
   return ok;
@@ -163,10 +155,10 @@ static int checkpoint_copy(const tb__wire_checkpoint_t *w, tb_checkpoint_t *c) {
 static int run_copy(const tb__wire_training_run_t *w, tb_training_run_t *r) {
   int ok = 1;
   memset(r, 0, sizeof(*r));
-  r->training_run_id = dup_or_null(w->training_run_id, &ok);
-  r->base_model = dup_or_null(w->base_model, &ok);
-  r->model_owner = dup_or_null(w->model_owner, &ok);
-  r->last_request_time = dup_or_null(w->last_request_time, &ok);
+  r->training_run_id = tb__answer_dup(w->training_run_id, &ok);
+  r->base_model = tb__answer_dup(w->base_model, &ok);
+  r->model_owner = tb__answer_dup(w->model_owner, &ok);
+  r->last_request_time = tb__answer_dup(w->last_request_time, &ok);
   r->is_lora = w->is_lora;
   r->corrupted = w->corrupted;
   r->lora_rank = w->lora_rank;
@@ -195,72 +187,19 @@ static int strings_copy(const char *const *w, size_t n, char ***out, size_t *nou
   return 1;
 }
 
-/* The state of one decoding: the document and the arena behind the wire
- * struct, freed together by decode_end. */
-typedef struct {
-  json_t *doc;
-  tb__arena_t arena;
-  tb__jctx_t jc;
-} decoding_t;
-
-/* Parses the answer; a malformed answer is the server's error. */
-static int decode_begin(decoding_t *d, const char *body, size_t len, tb_error_t *err) {
-  tb__arena_init(&d->arena, 0);
-  tb__jctx_init(&d->jc, err);
-  int rc = tb__json_parse((tb_slice_t){ body, len }, &d->doc, err);
-  if (rc != 0)
-    err->category = TB_CATEGORY_SERVER;
-  return rc;
-}
-
-static void decode_end(decoding_t *d) {
-  json_decref(d->doc);
-  tb__arena_free(&d->arena);
-}
-
-/* rc of a wire decoder: an answer the wire type refuses is the server's
- * protocol error, named by what was read and the field's path. */
-static int refused(int rc, tb_error_t *err, const char *what) {
-  if (rc == TB_ENOMEM)
-    return tb_error_set(err, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
-  char *why = err->message;  /* tb_error_set frees the old message */
-  err->message = NULL;
-  tb_error_set(err, TB_EPROTO, TB_CATEGORY_SERVER, "%s: %s", what,
-               why ? why : "malformed answer");
-  free(why);
-  return TB_EPROTO;
-}
-
-static int out_of_memory(tb_error_t *err) {
-  return tb_error_set(err, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
-}
-
 #define DECODER(name) \
   int name(tb__client_op_t *cop, const char *body, size_t len, int proto, \
            const tb_result_type_t **type, void **result, tb_error_t *err)
 
-/* The head every decoder shares: parse, read the wire type W with CALL,
- * else fail naming WHAT. */
-#define DECODE_WIRE(W, CALL, WHAT)                     \
-  decoding_t d;                                        \
-  W w;                                                 \
-  int rc = decode_begin(&d, body, len, err);           \
-  if (rc == 0 && (rc = (CALL)) != 0)                   \
-    rc = refused(rc, err, WHAT);                       \
-  if (rc != 0) {                                       \
-    decode_end(&d);                                    \
-    return rc;                                         \
-  }
-
 DECODER(tb__rest_decode_run) {
-  DECODE_WIRE(tb__wire_training_run_t,
+  TB__DECODE_WIRE(tb__wire_training_run_t,
               tb__wire_training_run_from_json(&d.jc, &d.arena, d.doc, &w), "training run");
   tb_training_run_t *r = calloc(1, sizeof(*r));
   int ok = r != NULL && run_copy(&w, r);
-  decode_end(&d);
+  tb__answer_end(&d);
   if (!ok) {
     tb_training_run_free(r);
-    return out_of_memory(err);
+    return tb__answer_out_of_memory(err);
   }
   *type = &tb_result_training_run;
   *result = r;
@@ -268,7 +207,7 @@ DECODER(tb__rest_decode_run) {
 }
 
 DECODER(tb__rest_decode_runs) {
-  DECODE_WIRE(tb__wire_training_runs_t,
+  TB__DECODE_WIRE(tb__wire_training_runs_t,
               tb__wire_training_runs_from_json(&d.jc, &d.arena, d.doc, &w), "training runs");
   tb_training_run_list_t *l = calloc(1, sizeof(*l));
   int ok = l != NULL && (l->runs = calloc(w.n + 1, sizeof(*l->runs))) != NULL;
@@ -276,10 +215,10 @@ DECODER(tb__rest_decode_runs) {
     ok = run_copy(&w.runs[i], &l->runs[i]);
   if (ok)
     cursor_copy(&w.cursor, &l->cursor);
-  decode_end(&d);
+  tb__answer_end(&d);
   if (!ok) {
     tb_training_run_list_free(l);
-    return out_of_memory(err);
+    return tb__answer_out_of_memory(err);
   }
   *type = &tb_result_training_run_list;
   *result = l;
@@ -287,7 +226,7 @@ DECODER(tb__rest_decode_runs) {
 }
 
 DECODER(tb__rest_decode_checkpoints) {
-  DECODE_WIRE(tb__wire_checkpoints_t,
+  TB__DECODE_WIRE(tb__wire_checkpoints_t,
               tb__wire_checkpoints_from_json(&d.jc, &d.arena, d.doc, &w), "checkpoints");
   tb_checkpoint_list_t *l = calloc(1, sizeof(*l));
   int ok = l != NULL && (l->checkpoints = calloc(w.n + 1, sizeof(*l->checkpoints))) != NULL;
@@ -295,10 +234,10 @@ DECODER(tb__rest_decode_checkpoints) {
     ok = checkpoint_copy(&w.checkpoints[i], &l->checkpoints[i]);
   if (ok)
     cursor_copy(&w.cursor, &l->cursor);
-  decode_end(&d);
+  tb__answer_end(&d);
   if (!ok) {
     tb_checkpoint_list_free(l);
-    return out_of_memory(err);
+    return tb__answer_out_of_memory(err);
   }
   *type = &tb_result_checkpoint_list;
   *result = l;
@@ -306,22 +245,22 @@ DECODER(tb__rest_decode_checkpoints) {
 }
 
 DECODER(tb__rest_decode_weights_info) {
-  DECODE_WIRE(tb__wire_weights_info_t, tb__wire_weights_info_from_json(&d.jc, d.doc, &w),
+  TB__DECODE_WIRE(tb__wire_weights_info_t, tb__wire_weights_info_from_json(&d.jc, d.doc, &w),
               "weights_info");
   tb_weights_info_t *i = calloc(1, sizeof(*i));
   int ok = i != NULL;
   if (ok) {
-    i->base_model = dup_or_null(w.base_model, &ok);
+    i->base_model = tb__answer_dup(w.base_model, &ok);
     i->is_lora = w.is_lora;
     i->lora_rank = w.lora_rank;
     i->train_unembed = w.train_unembed;
     i->train_mlp = w.train_mlp;
     i->train_attn = w.train_attn;
   }
-  decode_end(&d);
+  tb__answer_end(&d);
   if (!ok) {
     tb_weights_info_free(i);
-    return out_of_memory(err);
+    return tb__answer_out_of_memory(err);
   }
   *type = &tb_result_weights_info;
   *result = i;
@@ -330,18 +269,18 @@ DECODER(tb__rest_decode_weights_info) {
 
 /* The archive's link: {"url", "expires"}. */
 DECODER(tb__rest_decode_archive) {
-  DECODE_WIRE(tb__wire_archive_url_t, tb__wire_archive_url_from_json(&d.jc, d.doc, &w),
+  TB__DECODE_WIRE(tb__wire_archive_url_t, tb__wire_archive_url_from_json(&d.jc, d.doc, &w),
               "checkpoint archive");
   tb_archive_url_t *a = calloc(1, sizeof(*a));
   int ok = a != NULL;
   if (ok) {
-    a->url = dup_or_null(w.url, &ok);
-    a->expires = dup_or_null(w.expires, &ok);
+    a->url = tb__answer_dup(w.url, &ok);
+    a->expires = tb__answer_dup(w.expires, &ok);
   }
-  decode_end(&d);
+  tb__answer_end(&d);
   if (!ok) {
     tb_archive_url_free(a);
-    return out_of_memory(err);
+    return tb__answer_out_of_memory(err);
   }
   *type = &tb_result_archive_url;
   *result = a;
@@ -349,17 +288,17 @@ DECODER(tb__rest_decode_archive) {
 }
 
 DECODER(tb__rest_decode_session) {
-  DECODE_WIRE(tb__wire_session_info_t,
+  TB__DECODE_WIRE(tb__wire_session_info_t,
               tb__wire_session_info_from_json(&d.jc, &d.arena, d.doc, &w), "session");
   tb_session_info_t *s = calloc(1, sizeof(*s));
   int ok = s != NULL &&
            strings_copy(w.training_run_ids, w.n_training_run_ids, &s->training_run_ids,
                         &s->n_training_run_ids) &&
            strings_copy(w.sampler_ids, w.n_sampler_ids, &s->sampler_ids, &s->n_sampler_ids);
-  decode_end(&d);
+  tb__answer_end(&d);
   if (!ok) {
     tb_session_info_free(s);
-    return out_of_memory(err);
+    return tb__answer_out_of_memory(err);
   }
   *type = &tb_result_session_info;
   *result = s;
@@ -367,14 +306,14 @@ DECODER(tb__rest_decode_session) {
 }
 
 DECODER(tb__rest_decode_sessions) {
-  DECODE_WIRE(tb__wire_sessions_t, tb__wire_sessions_from_json(&d.jc, &d.arena, d.doc, &w),
+  TB__DECODE_WIRE(tb__wire_sessions_t, tb__wire_sessions_from_json(&d.jc, &d.arena, d.doc, &w),
               "sessions");
   tb_string_list_t *l = calloc(1, sizeof(*l));
   int ok = l != NULL && strings_copy(w.ids, w.n, &l->items, &l->n);
-  decode_end(&d);
+  tb__answer_end(&d);
   if (!ok) {
     tb_string_list_free(l);
-    return out_of_memory(err);
+    return tb__answer_out_of_memory(err);
   }
   *type = &tb_result_string_list;
   *result = l;
@@ -382,19 +321,19 @@ DECODER(tb__rest_decode_sessions) {
 }
 
 DECODER(tb__rest_decode_sampler) {
-  DECODE_WIRE(tb__wire_sampler_info_t, tb__wire_sampler_info_from_json(&d.jc, d.doc, &w),
+  TB__DECODE_WIRE(tb__wire_sampler_info_t, tb__wire_sampler_info_from_json(&d.jc, d.doc, &w),
               "sampler");
   tb_sampler_info_t *s = calloc(1, sizeof(*s));
   int ok = s != NULL;
   if (ok) {
-    s->sampler_id = dup_or_null(w.sampler_id, &ok);
-    s->base_model = dup_or_null(w.base_model, &ok);
-    s->model_path = dup_or_null(w.model_path, &ok);
+    s->sampler_id = tb__answer_dup(w.sampler_id, &ok);
+    s->base_model = tb__answer_dup(w.base_model, &ok);
+    s->model_path = tb__answer_dup(w.model_path, &ok);
   }
-  decode_end(&d);
+  tb__answer_end(&d);
   if (!ok) {
     tb_sampler_info_free(s);
-    return out_of_memory(err);
+    return tb__answer_out_of_memory(err);
   }
   *type = &tb_result_sampler_info;
   *result = s;

@@ -20,11 +20,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "client/answer.h"
 #include "client/clients.h"
 #include "client/sampling_internal.h"
 #include "client/convert.h"
 #include "core/json.h"
 #include "wire/encode.h"
+#include "wire/rest.h"
 
 /* The SDK's estimate of a prompt's size, and the size past which a 429
  * pauses for longer. */
@@ -279,19 +281,13 @@ static void complete_raw(sop_t *op, tb__raw_body_t *raw) {
 
 static int decode_base_model(tb__client_op_t *cop, const char *body, size_t len, int proto,
                              const tb_result_type_t **type, void **result, tb_error_t *err) {
-  json_t *doc = NULL;
-  int rc = tb__json_parse((tb_slice_t){ body, len }, &doc, err);
-  if (rc != 0) {
-    err->category = TB_CATEGORY_SERVER;
-    return rc;
-  }
-  const char *b = json_string_value(json_object_get(doc, "base_model"));
-  char *copy = b ? strdup(b) : NULL;
-  json_decref(doc);
-  if (b == NULL)
-    return tb_error_set(err, TB_EFIELD, TB_CATEGORY_SERVER, "the answer has no base_model");
-  if (copy == NULL)
-    return tb_error_set(err, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
+  TB__DECODE_FIELDS(tb__wire_sampler_info_t, tb__wire_sampler_info_from_json(&d.jc, d.doc, &w),
+                    "sampler");
+  int ok = 1;
+  char *copy = tb__answer_dup(w.base_model, &ok);
+  tb__answer_end(&d);
+  if (!ok)
+    return tb__answer_out_of_memory(err);
   *type = &tb_result_string;
   *result = copy;
   return 0;

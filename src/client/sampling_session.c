@@ -10,9 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "client/answer.h"
 #include "client/clients.h"
 #include "client/sampling_internal.h"
 #include "core/json.h"
+#include "wire/service.h"
 
 typedef struct tb__sampling_client_s sc_t;
 
@@ -67,20 +69,14 @@ void tb__sampling_client_ready(tb_sampling_client_t *samp, const char *session_i
 static int decode_sampling_session(tb__client_op_t *cop, const char *body, size_t len,
                                    int proto, const tb_result_type_t **type, void **result,
                                    tb_error_t *err) {
-  json_t *doc = NULL;
-  int rc = tb__json_parse((tb_slice_t){ body, len }, &doc, err);
-  if (rc != 0) {
-    err->category = TB_CATEGORY_SERVER;
-    return rc;
-  }
-  const char *id = json_string_value(json_object_get(doc, "sampling_session_id"));
-  char *copy = id ? strdup(id) : NULL;
-  json_decref(doc);
-  if (id == NULL)
-    return tb_error_set(err, TB_EFIELD, TB_CATEGORY_SERVER,
-                        "create_sampling_session: the answer has no sampling_session_id");
-  if (copy == NULL)
-    return tb_error_set(err, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
+  TB__DECODE_FIELDS(tb__wire_sampler_created_t,
+                    tb__wire_sampler_created_from_json(&d.jc, d.doc, &w),
+                    "create_sampling_session");
+  int ok = 1;
+  char *copy = tb__answer_dup(w.sampling_session_id, &ok);
+  tb__answer_end(&d);
+  if (!ok)
+    return tb__answer_out_of_memory(err);
   *type = &tb_result_string;
   *result = copy;
   return 0;
@@ -103,14 +99,10 @@ static void on_session(tb_future_t *f, int status) {
     return;
   }
   const char *sid = tb_future_result(f, &tb_result_string);
-  json_t *b = json_pack("{sssIss}", "session_id", sid,
-                        "sampling_session_seq_id", (json_int_t)s->sampling_seq, "type",
-                        "create_sampling_session");
+  tb__wire_create_sampler_t r = { tb__wire_str(sid), s->sampling_seq,
+                                  tb__wire_str(s->model_path), tb__wire_str(s->base_model) };
+  json_t *b = tb__wire_create_sampler_to_json(&r);
   tb_future_free(f);
-  if (b != NULL && s->model_path != NULL)
-    json_object_set_new(b, "model_path", json_string(s->model_path));
-  if (b != NULL && s->base_model != NULL)
-    json_object_set_new(b, "base_model", json_string(s->base_model));
   size_t len = 0;
   char *text = b ? tb__json_dump(b, &len) : NULL;
   json_decref(b);

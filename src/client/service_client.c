@@ -27,10 +27,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "client/answer.h"
 #include "client/clients.h"
 #include "client/internal.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "wire/service.h"
 
 typedef struct waiter_s {
   tb_future_t *f;
@@ -84,54 +86,21 @@ void tb_server_capabilities_free(tb_server_capabilities_t *caps) {
 
 static int decode_caps(tb__client_op_t *op, const char *body, size_t len, int proto,
                        const tb_result_type_t **type, void **result, tb_error_t *err) {
-  json_t *doc = NULL;
-  int rc = tb__json_parse((tb_slice_t){ body, len }, &doc, err);
-  if (rc != 0) {
-    err->category = TB_CATEGORY_SERVER;
-    return rc;
-  }
-  tb__jctx_t c;
-  tb__jctx_init(&c, err);
-  json_t *models = NULL;
-  rc = tb__json_expect_object(&c, doc);
-  if (rc == 0)
-    rc = tb__json_get_array(&c, doc, "supported_models", TB_JSON_REQUIRED, &models);
+  TB__DECODE_FIELDS(tb__wire_capabilities_t,
+                    tb__wire_capabilities_from_json(&d.jc, &d.arena, d.doc, &w),
+                    "get_server_capabilities");
   tb_server_capabilities_t *caps = calloc(1, sizeof(*caps));
-  if (rc == 0 && caps == NULL)
-    rc = tb_error_set(err, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
-  size_t n = rc == 0 ? json_array_size(models) : 0;
-  if (rc == 0 && n > 0 && (caps->models = calloc(n, sizeof(*caps->models))) == NULL)
-    rc = tb_error_set(err, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
-  int pushed = rc == 0;
-  size_t mark = pushed ? tb__jctx_push_key(&c, "supported_models") : 0;
-  for (size_t i = 0; rc == 0 && i < n; i++) {
-    json_t *m = json_array_get(models, i);
-    size_t m2 = tb__jctx_push_index(&c, i);
-    tb_slice_t name = { NULL, 0 };
-    int64_t ctx = -1;
-    rc = tb__json_expect_object(&c, m);
-    if (rc == 0)
-      rc = tb__json_get_string(&c, m, "model_name", TB_JSON_OPTIONAL, &name);
-    if (rc >= 0)
-      rc = tb__json_get_int(&c, m, "max_context_length", TB_JSON_OPTIONAL, 0, INT64_MAX,
-                            &ctx);
-    if (rc >= 0) {
-      rc = 0;
-      tb_supported_model_t *sm = &caps->models[caps->n_models++];
-      sm->max_context_length = ctx;
-      if (name.base != NULL && (sm->model_name = tb__strndup(name.base, name.len)) == NULL)
-        rc = tb_error_set(err, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
-    }
-    tb__jctx_pop(&c, m2);
+  int ok = caps != NULL;
+  if (ok && w.n_models > 0 && (caps->models = calloc(w.n_models, sizeof(*caps->models))) == NULL)
+    ok = 0;
+  for (size_t i = 0; ok && i < w.n_models; i++, caps->n_models++) {
+    caps->models[i].model_name = tb__answer_dup(w.models[i].model_name, &ok);
+    caps->models[i].max_context_length = w.models[i].max_context_length;
   }
-  if (pushed)
-    tb__jctx_pop(&c, mark);
-  json_decref(doc);
-  if (rc != 0) {
-    if (err->category == TB_CATEGORY_USER)
-      err->category = TB_CATEGORY_SERVER;  /* the server's answer was wrong */
+  tb__answer_end(&d);
+  if (!ok) {
     tb_server_capabilities_free(caps);
-    return rc;
+    return tb__answer_out_of_memory(err);
   }
   *type = &tb_result_server_capabilities;
   *result = caps;
@@ -140,39 +109,23 @@ static int decode_caps(tb__client_op_t *op, const char *body, size_t len, int pr
 
 static int decode_session(tb__client_op_t *op, const char *body, size_t len, int proto,
                           const tb_result_type_t **type, void **result, tb_error_t *err) {
-  json_t *doc = NULL;
-  int rc = tb__json_parse((tb_slice_t){ body, len }, &doc, err);
-  tb_slice_t id = { NULL, 0 };
-  if (rc == 0) {
-    tb__jctx_t c;
-    tb__jctx_init(&c, err);
-    rc = tb__json_expect_object(&c, doc);
-    if (rc == 0)
-      rc = tb__json_get_string(&c, doc, "session_id", TB_JSON_REQUIRED, &id);
-    if (rc == 0 && id.len == 0)
-      rc = tb__jctx_fail_at(&c, "session_id", "empty");
-    /* What the server wants the user to read, as the SDK logs it. */
-    const char *info = json_string_value(json_object_get(doc, "info_message"));
-    const char *warning = json_string_value(json_object_get(doc, "warning_message"));
-    const char *error = json_string_value(json_object_get(doc, "error_message"));
-    if (rc == 0 && info != NULL)
-      tb__info("session %.*s: %s", (int)id.len, id.base, info);
-    if (rc == 0 && warning != NULL)
-      tb__warn("session %.*s: %s", (int)id.len, id.base, warning);
-    if (rc == 0 && error != NULL)
-      tb__log_error("session %.*s: %s", (int)id.len, id.base, error);
-  }
-  char *s = rc == 0 ? tb__strndup(id.base, id.len) : NULL;
-  if (rc == 0 && s == NULL)
-    rc = tb_error_set(err, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
-  if (rc == 0) {
-    *type = &tb_result_string;
-    *result = s;
-  } else {
-    err->category = TB_CATEGORY_SERVER;
-  }
-  json_decref(doc);
-  return rc;
+  TB__DECODE_FIELDS(tb__wire_session_created_t,
+                    tb__wire_session_created_from_json(&d.jc, d.doc, &w), "create_session");
+  /* What the server wants the user to read, as the SDK logs it. */
+  if (w.info_message != NULL)
+    tb__info("session %s: %s", w.session_id, w.info_message);
+  if (w.warning_message != NULL)
+    tb__warn("session %s: %s", w.session_id, w.warning_message);
+  if (w.error_message != NULL)
+    tb__log_error("session %s: %s", w.session_id, w.error_message);
+  int ok = 1;
+  char *s = tb__answer_dup(w.session_id, &ok);
+  tb__answer_end(&d);
+  if (!ok)
+    return tb__answer_out_of_memory(err);
+  *type = &tb_result_string;
+  *result = s;
+  return 0;
 }
 
 /* ------------------------------------------------------------ heartbeat */
@@ -201,17 +154,9 @@ static void heartbeat_tick(uv_timer_t *t) {
   }
   if (s->hb_inflight || s->closing || s->session_closed)
     return;
-  tb__buf_reset(&s->hb_body);
-  json_t *b = json_pack("{s:s, s:s}", "session_id", s->session_id, "type",
-                        "session_heartbeat");
-  size_t len = 0;
-  char *text = b != NULL ? tb__json_dump(b, &len) : NULL;
-  json_decref(b);
-  if (text == NULL || tb__buf_append(&s->hb_body, text, len) != 0) {
-    free(text);
+  tb__wire_session_call_t hb = { tb__wire_str(s->session_id), "session_heartbeat" };
+  if (tb__body_from_wire(tb__wire_session_call_to_json(&hb), &s->hb_body) != 0)
     return;  /* out of memory: the next tick tries again */
-  }
-  free(text);
   memset(&s->hb_call, 0, sizeof(s->hb_call));
   s->hb_call.data = s;
   s->hb_call.path = "/api/v1/session_heartbeat";
@@ -229,14 +174,8 @@ static void heartbeat_tick(uv_timer_t *t) {
 
 /* {"session_id", "type": "close_session"} into out. */
 static int close_body(struct tb__service_s *s, tb__buf_t *out) {
-  json_t *b = json_pack("{s:s, s:s}", "session_id", s->session_id, "type", "close_session");
-  size_t len = 0;
-  char *text = b != NULL ? tb__json_dump(b, &len) : NULL;
-  json_decref(b);
-  tb__buf_reset(out);
-  int rc = text != NULL ? tb__buf_append(out, text, len) : TB_ENOMEM;
-  free(text);
-  return rc;
+  tb__wire_session_call_t c = { tb__wire_str(s->session_id), "close_session" };
+  return tb__body_from_wire(tb__wire_session_call_to_json(&c), out);
 }
 
 /* From now on the session is the server's to forget: no heartbeats, no
@@ -399,21 +338,19 @@ static void on_created(tb_future_t *f, int status) {
 
 static int start_create(struct tb__service_s *s) {
   const tb__config_t *cfg = &s->rt.cfg;
-  json_t *b = json_pack("{s:[], s:{}, s:s, s:s}", "tags", "user_metadata", "sdk_version",
-                        TB_VERSION_STRING, "type", "create_session");
-  json_t *tags = json_object_get(b, "tags"), *meta = json_object_get(b, "user_metadata");
-  int ok = b != NULL;
-  for (size_t i = 0; ok && i < cfg->n_tags; i++)
-    ok = json_array_append_new(tags, json_string(cfg->tags[i])) == 0;
-  for (size_t i = 0; ok && i < cfg->n_user_metadata; i++)
-    ok = json_object_set_new(meta, cfg->user_metadata[i].key,
-                             json_string(cfg->user_metadata[i].value)) == 0;
-  if (ok && cfg->project_id != NULL)
-    ok = json_object_set_new(b, "project_id", json_string(cfg->project_id)) == 0;
-  if (!ok) {
-    json_decref(b);
+  tb__wire_pair_t *meta = calloc(cfg->n_user_metadata + 1, sizeof(*meta));
+  if (meta == NULL)
     return TB_ENOMEM;
-  }
+  for (size_t i = 0; i < cfg->n_user_metadata; i++)
+    meta[i] = (tb__wire_pair_t){ cfg->user_metadata[i].key, cfg->user_metadata[i].value };
+  tb__wire_create_session_t r = { .tags = (const char *const *)cfg->tags,
+                                  .n_tags = cfg->n_tags,
+                                  .user_metadata = meta,
+                                  .n_user_metadata = cfg->n_user_metadata,
+                                  .sdk_version = TB_SLICE_LIT(TB_VERSION_STRING),
+                                  .project_id = tb__wire_str(cfg->project_id) };
+  json_t *b = tb__wire_create_session_to_json(&r);
+  free(meta);
   size_t len = 0;
   char *text = b != NULL ? tb__json_dump(b, &len) : NULL;
   json_decref(b);

@@ -12,10 +12,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "client/answer.h"
 #include "client/chunk.h"
 #include "client/convert.h"
 #include "core/json.h"
 #include "wire/encode.h"
+#include "wire/op_result.h"
+#include "wire/service.h"
 
 /* ------------------------------------------------------------ cancel */
 
@@ -119,34 +122,30 @@ static int decode_fwdbwd(tb__client_op_t *cop, const char *body, size_t len, int
   return rc;
 }
 
-static int parse_json(const char *body, size_t len, json_t **doc, tb_error_t *err) {
-  int rc = tb__json_parse((tb_slice_t){ body, len }, doc, err);
-  if (rc != 0)
-    err->category = TB_CATEGORY_SERVER;
-  else if (!json_is_object(*doc)) {
-    json_decref(*doc);
-    rc = tb_error_set(err, TB_EPROTO, TB_CATEGORY_SERVER, "the result is not a JSON object");
-  }
-  return rc;
-}
-
 static int decode_optim(tb__client_op_t *cop, const char *body, size_t len, int proto,
                         const tb_result_type_t **type, void **result, tb_error_t *err) {
-  json_t *doc;
-  int rc = parse_json(body, len, &doc, err);
-  if (rc != 0)
-    return rc;
+  TB__DECODE_FIELDS(tb__wire_optim_result_t,
+                    tb__wire_optim_result_from_json(&d.jc, &d.arena, d.doc, &w), "optim_step");
   tb_optim_step_output_t *o = calloc(1, sizeof(*o));
-  rc = o ? tb__metrics_from_json(json_object_get(doc, "metrics"), &o->metrics, &o->n_metrics)
+  rc = o ? tb__metrics_from_wire(w.metrics, w.n_metrics, &o->metrics, &o->n_metrics)
          : TB_ENOMEM;
-  json_decref(doc);
+  tb__answer_end(&d);
   if (rc != 0) {
     tb_optim_step_output_free(o);
-    return tb_error_set(err, rc, TB_CATEGORY_NONE, "out of memory");
+    return tb__answer_out_of_memory(err);
   }
   *type = &tb_result_optim_step_output;
   *result = o;
   return 0;
+}
+
+/* The field of a small result (wire/op_result.h) a decoder wants. */
+static const char *op_result_field(const tb__wire_op_result_t *w, const char *field) {
+  if (strcmp(field, "path") == 0)
+    return w->path;
+  if (strcmp(field, "model_id") == 0)
+    return w->model_id;
+  return w->sampling_session_id;
 }
 
 /* A result naming a string field: "path", "model_id",
@@ -154,20 +153,18 @@ static int decode_optim(tb__client_op_t *cop, const char *body, size_t len, int 
 int tb__tc_decode_string_field(const char *body, size_t len, const char *field, int required,
                                const char *fallback, const tb_result_type_t **type,
                                void **result, tb_error_t *err) {
-  json_t *doc;
-  int rc = parse_json(body, len, &doc, err);
-  if (rc != 0)
-    return rc;
-  const char *v = json_string_value(json_object_get(doc, field));
+  TB__DECODE_FIELDS(tb__wire_op_result_t, tb__wire_op_result_from_json(&d.jc, d.doc, &w),
+                    "the result");
+  const char *v = op_result_field(&w, field);
   if (v == NULL && required) {
-    json_decref(doc);
+    tb__answer_end(&d);
     return tb_error_set(err, TB_EFIELD, TB_CATEGORY_SERVER, "the result has no \"%s\"",
                         field);
   }
   char *copy = v ? strdup(v) : fallback ? strdup(fallback) : NULL;
-  json_decref(doc);
+  tb__answer_end(&d);
   if (copy == NULL && (v != NULL || fallback != NULL))
-    return tb_error_set(err, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
+    return tb__answer_out_of_memory(err);
   *type = copy ? &tb_result_string : NULL;
   *result = copy;
   return 0;
@@ -189,36 +186,25 @@ static int decode_sampling_session(tb__client_op_t *cop, const char *body, size_
 
 static int decode_info(tb__client_op_t *cop, const char *body, size_t len, int proto,
                        const tb_result_type_t **type, void **result, tb_error_t *err) {
-  json_t *doc;
-  int rc = parse_json(body, len, &doc, err);
-  if (rc != 0)
-    return rc;
-  json_t *md = json_object_get(doc, "model_data");
-  const char *mid = json_string_value(json_object_get(doc, "model_id"));
-  if (mid == NULL || !json_is_object(md)) {
-    json_decref(doc);
-    return tb_error_set(err, TB_EFIELD, TB_CATEGORY_SERVER,
-                        "get_info: the answer lacks model_id or model_data");
-  }
+  TB__DECODE_FIELDS(tb__wire_model_info_t, tb__wire_model_info_from_json(&d.jc, d.doc, &w),
+                    "get_info");
   tb_model_info_t *info = calloc(1, sizeof(*info));
-  const char *name = json_string_value(json_object_get(md, "model_name"));
-  if (name == NULL)
-    name = json_string_value(json_object_get(doc, "model_name"));
-  const char *arch = json_string_value(json_object_get(md, "arch"));
-  const char *tok = json_string_value(json_object_get(md, "tokenizer_id"));
-  int ok = info != NULL && (info->model_id = strdup(mid)) != NULL &&
-           (name == NULL || (info->model_name = strdup(name)) != NULL) &&
-           (arch == NULL || (info->arch = strdup(arch)) != NULL) &&
-           (tok == NULL || (info->tokenizer_id = strndup(tok, strcspn(tok, ":"))) != NULL);
-  if (info != NULL) {
-    json_t *rank = json_object_get(doc, "lora_rank");
-    info->is_lora = json_is_true(json_object_get(doc, "is_lora"));
-    info->lora_rank = json_is_integer(rank) ? (int64_t)json_integer_value(rank) : -1;
+  int ok = info != NULL;
+  if (ok) {
+    info->model_id = tb__answer_dup(w.model_id, &ok);
+    info->model_name = tb__answer_dup(w.model_name, &ok);
+    info->arch = tb__answer_dup(w.arch, &ok);
+    /* "<name>:<revision>" names the tokenizer by its name alone */
+    if (w.tokenizer_id != NULL &&
+        (info->tokenizer_id = strndup(w.tokenizer_id, strcspn(w.tokenizer_id, ":"))) == NULL)
+      ok = 0;
+    info->is_lora = w.is_lora;
+    info->lora_rank = w.lora_rank;
   }
-  json_decref(doc);
+  tb__answer_end(&d);
   if (!ok) {
     tb_model_info_free(info);
-    return tb_error_set(err, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
+    return tb__answer_out_of_memory(err);
   }
   *type = &tb_result_model_info;
   *result = info;

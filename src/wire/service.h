@@ -22,12 +22,18 @@
 #include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "core/arena.h"
 #include "core/json.h"
 
 /* The longest ttl_seconds a checkpoint takes: 100 years. */
 #define TB__WIRE_MAX_TTL_SECONDS ((int64_t)100 * 365 * 24 * 3600)
+
+/* A C string (or NULL: left out) as a request's slice. */
+static inline tb_slice_t tb__wire_str(const char *s) {
+  return (tb_slice_t){ s, s != NULL ? strlen(s) : 0 };
+}
 
 typedef struct tb__wire_pair_s {
   const char *key, *value;
