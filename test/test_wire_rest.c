@@ -1,9 +1,11 @@
 /*
  * wire/rest: the REST answers (training runs, checkpoints, their changes,
- * the archive link, sessions, samplers, weights info), and wire/op_result:
- * the training futures' small results.  Each type is read
+ * the archive link, sessions, samplers, weights info), wire/op_result:
+ * the training futures' small results, and wire/service: the service
+ * routes' small requests and answers (sessions, samplers, get_info,
+ * capabilities, an accepted op, weights_info's and ttl's bodies).  Each type is read
  * from the bytes the server answered in test/golden/tinker.txt and written
- * again, which must give the same bytes; malformed answers are refused
+ * again, which must give the same bytes; malformed bodies are refused
  * naming the field.
  */
 #include "tb_test.h"
@@ -15,6 +17,7 @@
 #include "core/json.h"
 #include "wire/op_result.h"
 #include "wire/rest.h"
+#include "wire/service.h"
 
 /* The whole of test/golden/tinker.txt (TB_GOLDEN_DIR, set by meson). */
 static char *golden_text(void) {
@@ -56,6 +59,30 @@ static char *golden_answer(const char *request, int nth) {
   p++;
   const char *end = strchr(p, '\n');
   ASSERT(end != NULL);
+  char *line = xmalloc((size_t)(end - p) + 1);
+  memcpy(line, p, (size_t)(end - p));
+  line[end - p] = '\0';
+  free(all);
+  return line;
+}
+
+/* The JSON body (a copy) of the nth request whose line is exactly
+ * ">>> <request>": the first line starting with '{' before its "<<< ". */
+static char *golden_request(const char *request, int nth) {
+  char *all = golden_text();
+  char want[512];
+  snprintf(want, sizeof(want), "\n>>> %s\n", request);
+  const char *p = all;
+  for (int i = 0; i <= nth; i++) {
+    p = strstr(p, want);
+    ASSERT(p != NULL);
+    p += strlen(want) - 1;
+  }
+  const char *answer = strstr(p, "\n<<< ");
+  p = strstr(p, "\n{");
+  ASSERT(p != NULL && answer != NULL && p < answer);
+  p++;
+  const char *end = strchr(p, '\n');
   char *line = xmalloc((size_t)(end - p) + 1);
   memcpy(line, p, (size_t)(end - p));
   line[end - p] = '\0';
@@ -278,6 +305,8 @@ TEST(sessions_round_trip) {
 }
 
 _Static_assert(sizeof(tb__wire_session_info_t) <= 256, "the refusals' scratch is too small");
+_Static_assert(sizeof(tb__wire_create_session_t) <= 256, "the refusals' scratch is too small");
+_Static_assert(sizeof(tb__wire_model_info_t) <= 256, "the refusals' scratch is too small");
 
 /* Reads text with read, which must refuse it; returns the message. */
 static char *refusal(const char *text, int (*read)(tb__jctx_t *, tb__arena_t *,
@@ -421,6 +450,271 @@ TEST(training_results_round_trip) {
   tb__arena_free(&a);
 }
 
+/* ------------------------------------------------------------ service.h */
+
+TEST(session_bodies_round_trip) {
+  tb__jctx_t c;
+  tb_error_t err = { 0 };
+  tb__jctx_init(&c, &err);
+
+  char *bytes = golden_request("POST /api/v1/create_session", 0);
+  json_t *doc = parse(bytes);
+  tb__wire_create_session_t cs;
+  ASSERT_OK(tb__wire_create_session_from_json(&c, doc, &cs));
+  ASSERT_EQ_INT(json_array_size(cs.tags_value), 1);
+  ASSERT_STR_EQ(json_string_value(json_object_get(cs.user_metadata_value, "k")), "v");
+  ASSERT_EQ_INT(cs.sdk_version.len, 6);
+  ASSERT(cs.project_id.base == NULL);
+  /* the client writes the same bytes from its C lists */
+  const char *tags[] = { json_string_value(json_array_get(cs.tags_value, 0)) };
+  tb__wire_pair_t meta[] = { { "k", "v" } };
+  cs.tags = tags, cs.n_tags = 1, cs.user_metadata = meta, cs.n_user_metadata = 1;
+  assert_bytes(tb__wire_create_session_to_json(&cs), bytes);
+  cs.project_id = tb__wire_str("p1");
+  json_t *v = tb__wire_create_session_to_json(&cs);
+  ASSERT_STR_EQ(json_string_value(json_object_get(v, "project_id")), "p1");
+  json_decref(v);
+  json_decref(doc);
+  free(bytes);
+
+  bytes = golden_answer("POST /api/v1/create_session", 0);
+  doc = parse(bytes);
+  tb__wire_session_created_t sc;
+  ASSERT_OK(tb__wire_session_created_from_json(&c, doc, &sc));
+  ASSERT_STR_EQ(sc.session_id, SESS);
+  ASSERT(sc.info_message == NULL && sc.warning_message == NULL && sc.error_message == NULL);
+  assert_bytes(tb__wire_session_created_to_json(&sc), bytes);
+  json_decref(doc);
+  free(bytes);
+
+  const char *calls[2] = { "POST /api/v1/session_heartbeat", "POST /api/v1/close_session" };
+  const char *types[2] = { "session_heartbeat", "close_session" };
+  for (int i = 0; i < 2; i++) {
+    bytes = golden_request(calls[i], 0);
+    doc = parse(bytes);
+    tb__wire_session_call_t call;
+    ASSERT_OK(tb__wire_session_call_from_json(&c, doc, types[i], &call));
+    ASSERT_EQ_INT(call.session_id.len, strlen(SESS));
+    assert_bytes(tb__wire_session_call_to_json(&call), bytes);
+    json_decref(doc);
+    free(bytes);
+    bytes = golden_answer(calls[i], 0);
+    assert_bytes(tb__wire_session_call_done_to_json(&call), bytes);
+    free(bytes);
+  }
+}
+
+TEST(sampler_bodies_round_trip) {
+  tb__jctx_t c;
+  tb_error_t err = { 0 };
+  tb__jctx_init(&c, &err);
+  for (int i = 0; i < 2; i++) {
+    char *bytes = golden_request("POST /api/v1/create_sampling_session", i);
+    json_t *doc = parse(bytes);
+    tb__wire_create_sampler_t r;
+    ASSERT_OK(tb__wire_create_sampler_from_json(&c, doc, &r));
+    ASSERT_EQ_INT(r.seq_id, i);
+    ASSERT((r.model_path.base != NULL) == (i == 0));
+    ASSERT((r.base_model.base != NULL) == (i == 1));
+    /* The client writes "type" before the model (the SDK, which the
+     * golden script follows, after it): the same value. */
+    json_t *v = tb__wire_create_sampler_to_json(&r);
+    ASSERT(json_equal(v, doc));
+    json_decref(v);
+    if (i == 1)
+      assert_bytes(tb__wire_create_sampler_to_json(&r),
+                   "{\"session_id\":\"" SESS "\",\"sampling_session_seq_id\":1,"
+                   "\"type\":\"create_sampling_session\",\"base_model\":\"base\"}");
+    json_decref(doc);
+    free(bytes);
+
+    bytes = golden_answer("POST /api/v1/create_sampling_session", i);
+    doc = parse(bytes);
+    tb__wire_sampler_created_t a;
+    ASSERT_OK(tb__wire_sampler_created_from_json(&c, doc, &a));
+    ASSERT_STR_EQ(a.sampling_session_id, i == 0 ? SESS ":sample:0" : SESS ":sample:1");
+    assert_bytes(tb__wire_sampler_created_to_json(&a), bytes);
+    json_decref(doc);
+    free(bytes);
+  }
+}
+
+TEST(service_answers_round_trip) {
+  tb__arena_t a;
+  tb__arena_init(&a, 0);
+  tb__jctx_t c;
+  tb_error_t err = { 0 };
+  tb__jctx_init(&c, &err);
+
+  char *bytes = golden_answer("POST /api/v1/get_info", 0);
+  json_t *doc = parse(bytes);
+  tb__wire_model_info_t mi;
+  ASSERT_OK(tb__wire_model_info_from_json(&c, doc, &mi));
+  ASSERT_STR_EQ(mi.arch, "llama");
+  ASSERT_STR_EQ(mi.model_name, "base");
+  ASSERT_EQ_INT(mi.lora_rank, 4);
+  ASSERT_EQ_INT(mi.is_lora, 1);
+  assert_bytes(tb__wire_model_info_to_json(&mi), bytes);
+  json_decref(doc);
+  free(bytes);
+  /* an answer naming the model beside model_data only */
+  doc = parse("{\"model_id\":\"m\",\"model_data\":{},\"model_name\":\"n\"}");
+  ASSERT_OK(tb__wire_model_info_from_json(&c, doc, &mi));
+  ASSERT_STR_EQ(mi.model_name, "n");
+  ASSERT(mi.arch == NULL && mi.tokenizer_id == NULL);
+  ASSERT_EQ_INT(mi.lora_rank, -1);
+  json_decref(doc);
+
+  bytes = golden_answer("GET /api/v1/get_server_capabilities", 0);
+  doc = parse(bytes);
+  tb__wire_capabilities_t caps;
+  ASSERT_OK(tb__wire_capabilities_from_json(&c, &a, doc, &caps));
+  ASSERT_EQ_INT(caps.n_models, 1);
+  ASSERT_STR_EQ(caps.models[0].model_name, "base");
+  ASSERT_EQ_INT(caps.models[0].max_context_length, 2048);
+  assert_bytes(tb__wire_capabilities_to_json(&caps), bytes);
+  json_decref(doc);
+  free(bytes);
+
+  /* an op accepted, with its model (create_model) and without (asample) */
+  const char *reqs[2] = { "POST /api/v1/create_model", "POST /api/v1/asample" };
+  for (int i = 0; i < 2; i++) {
+    bytes = golden_answer(reqs[i], 0);
+    doc = parse(bytes);
+    tb__wire_future_ref_t ref;
+    ASSERT_OK(tb__wire_future_ref_from_json(&c, doc, &ref));
+    ASSERT_STR_CONTAINS(ref.request_id, "<req#");
+    ASSERT((ref.model_id != NULL) == (i == 0));
+    assert_bytes(tb__wire_future_ref_to_json(&ref), bytes);
+    json_decref(doc);
+    free(bytes);
+  }
+
+  bytes = golden_request("POST /api/v1/weights_info", 0);
+  doc = parse(bytes);
+  tb__wire_weights_info_request_t wr;
+  ASSERT_OK(tb__wire_weights_info_request_from_json(&c, doc, &wr));
+  ASSERT_EQ_INT(wr.tinker_path.len, strlen("tinker://" RUN "/weights/w1"));
+  assert_bytes(tb__wire_weights_info_request_to_json(&wr), bytes);
+  json_decref(doc);
+  free(bytes);
+
+  for (int i = 0; i < 2; i++) {
+    bytes = golden_request("PUT /api/v1/training_runs/" RUN "/checkpoints/weights/w1/ttl", i);
+    doc = parse(bytes);
+    tb__wire_ttl_request_t t;
+    ASSERT_OK(tb__wire_ttl_request_from_json(&c, doc, &t));
+    ASSERT_EQ_INT(t.ttl_seconds, i == 0 ? 3600 : 0);
+    assert_bytes(tb__wire_ttl_request_to_json(&t), bytes);
+    json_decref(doc);
+    free(bytes);
+  }
+  tb__arena_free(&a);
+}
+
+static int read_create_session(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
+  (void)a;
+  return tb__wire_create_session_from_json(c, v, out);
+}
+
+static int read_heartbeat(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
+  (void)a;
+  return tb__wire_session_call_from_json(c, v, "session_heartbeat", out);
+}
+
+static int read_session_created(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
+  (void)a;
+  return tb__wire_session_created_from_json(c, v, out);
+}
+
+static int read_create_sampler(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
+  (void)a;
+  return tb__wire_create_sampler_from_json(c, v, out);
+}
+
+static int read_sampler_created(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
+  (void)a;
+  return tb__wire_sampler_created_from_json(c, v, out);
+}
+
+static int read_model_info(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
+  (void)a;
+  return tb__wire_model_info_from_json(c, v, out);
+}
+
+static int read_caps(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
+  return tb__wire_capabilities_from_json(c, a, v, out);
+}
+
+static int read_future_ref(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
+  (void)a;
+  return tb__wire_future_ref_from_json(c, v, out);
+}
+
+static int read_weights_info_req(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
+  (void)a;
+  return tb__wire_weights_info_request_from_json(c, v, out);
+}
+
+static int read_ttl_req(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
+  (void)a;
+  return tb__wire_ttl_request_from_json(c, v, out);
+}
+
+TEST(malformed_service_bodies_refused) {
+  struct {
+    const char *text;
+    int (*read)(tb__jctx_t *, tb__arena_t *, const json_t *, void *);
+    const char *want;
+  } cases[] = {
+    { "{\"type\":\"close_session\"}", read_create_session, "type: expected \"create_session\"" },
+    { "{\"tags\":[\"a\",1]}", read_create_session, "tags[1]: expected a string, got an integer" },
+    { "{\"user_metadata\":[]}", read_create_session,
+      "user_metadata: expected an object, got an array" },
+    { "{\"project_id\":5}", read_create_session, "project_id: expected a string, got an integer" },
+    { "{\"type\":\"session_heartbeat\"}", read_heartbeat, "session_id: required field is missing" },
+    { "{\"session_id\":\"s\",\"type\":\"close_session\"}", read_heartbeat,
+      "type: expected \"session_heartbeat\"" },
+    { "{\"session_id\":\"\"}", read_session_created, "session_id: empty" },
+    { "{\"session_id\":\"s\",\"info_message\":1}", read_session_created,
+      "info_message: expected a string, got an integer" },
+    { "{\"session_id\":\"s\",\"sampling_session_seq_id\":0}", read_create_sampler,
+      "base_model: base_model or model_path is required" },
+    { "{\"session_id\":\"s\",\"sampling_session_seq_id\":-1,\"base_model\":\"b\"}",
+      read_create_sampler, "sampling_session_seq_id: " },
+    { "{\"sampling_session_seq_id\":0,\"base_model\":\"b\"}", read_create_sampler,
+      "session_id: required field is missing" },
+    { "{\"type\":\"create_sampling_session\"}", read_sampler_created,
+      "sampling_session_id: required field is missing" },
+    { "{\"model_id\":\"m\"}", read_model_info, "model_data: required field is missing" },
+    { "{\"model_id\":\"m\",\"model_data\":{\"arch\":1}}", read_model_info,
+      "model_data.arch: expected a string, got an integer" },
+    { "{\"model_id\":\"m\",\"model_data\":{},\"lora_rank\":\"4\"}", read_model_info,
+      "lora_rank: expected an integer, got a string" },
+    { "{\"supported_models\":[{\"model_name\":7}]}", read_caps,
+      "supported_models[0].model_name: expected a string, got an integer" },
+    { "{\"supported_models\":[{\"max_context_length\":-2}]}", read_caps,
+      "supported_models[0].max_context_length: " },
+    { "{}", read_caps, "supported_models: required field is missing" },
+    { "{\"model_id\":\"m\"}", read_future_ref, "request_id: required field is missing" },
+    { "{\"request_id\":\"\"}", read_future_ref, "request_id: empty" },
+    { "{}", read_weights_info_req, "tinker_path: required field is missing" },
+    { "{}", read_ttl_req,
+      "ttl_seconds: required (an integer number of seconds, or null for no expiry)" },
+    { "{\"ttl_seconds\":\"1\"}", read_ttl_req, "ttl_seconds: expected an integer or null" },
+    { "{\"ttl_seconds\":60.0}", read_ttl_req, "ttl_seconds: expected an integer or null" },
+    { "{\"ttl_seconds\":0}", read_ttl_req,
+      "ttl_seconds: expected a positive number of seconds (at most 100 years)" },
+    { "{\"ttl_seconds\":3153600001}", read_ttl_req,
+      "ttl_seconds: expected a positive number of seconds (at most 100 years)" },
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    char *msg = refusal(cases[i].text, cases[i].read);
+    ASSERT_STR_CONTAINS(msg, cases[i].want);
+    free(msg);
+  }
+}
+
 TEST_LIST(
   TEST_ENTRY(training_runs_round_trip),
   TEST_ENTRY(training_run_round_trip),
@@ -430,4 +724,8 @@ TEST_LIST(
   TEST_ENTRY(sessions_round_trip),
   TEST_ENTRY(malformed_answers_refused),
   TEST_ENTRY(training_results_round_trip),
+  TEST_ENTRY(session_bodies_round_trip),
+  TEST_ENTRY(sampler_bodies_round_trip),
+  TEST_ENTRY(service_answers_round_trip),
+  TEST_ENTRY(malformed_service_bodies_refused),
 )
