@@ -612,6 +612,33 @@ TEST(service_answers_round_trip) {
   tb__arena_free(&a);
 }
 
+TEST(service_index_round_trip) {
+  char *bytes = golden_line("{\"name\":\"Tinkerbell\",");  /* GET /, the file's first */
+  json_t *doc = parse(bytes);
+  tb__arena_t a;
+  tb__arena_init(&a, 0);
+  tb__jctx_t c;
+  tb_error_t err = { 0 };
+  tb__jctx_init(&c, &err);
+  tb__wire_service_index_t idx;
+  ASSERT_OK(tb__wire_service_index_from_json(&c, &a, doc, &idx));
+  ASSERT_STR_EQ(idx.name, "Tinkerbell");
+  ASSERT_GT(idx.n_endpoints, 10);
+  ASSERT_STR_EQ(idx.endpoints[0].path, "/");
+  ASSERT_EQ_INT(idx.endpoints[0].auth, 0);
+  ASSERT_STR_CONTAINS(idx.both, "Tinkerbell dialect");
+  assert_bytes(tb__wire_service_index_to_json(&idx), bytes);
+  json_decref(doc);
+  doc = parse("{\"name\":\"x\",\"version\":\"1\",\"endpoints\":[{\"method\":\"GET\","
+              "\"path\":\"/\",\"dialect\":\"service\",\"auth\":1}],\"dialects\":{}}");
+  ASSERT_ERR(tb__wire_service_index_from_json(&c, &a, doc, &idx), TB_EFIELD);
+  ASSERT_STR_CONTAINS(err.message, "endpoints[0].auth: expected a boolean, got an integer");
+  tb_error_clear(&err);
+  json_decref(doc);
+  tb__arena_free(&a);
+  free(bytes);
+}
+
 static int read_create_session(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
   (void)a;
   return tb__wire_create_session_from_json(c, v, out);
@@ -728,4 +755,5 @@ TEST_LIST(
   TEST_ENTRY(sampler_bodies_round_trip),
   TEST_ENTRY(service_answers_round_trip),
   TEST_ENTRY(malformed_service_bodies_refused),
+  TEST_ENTRY(service_index_round_trip),
 )

@@ -126,34 +126,25 @@ static const char *dialect_name(tb__dialect_t d) {
 
 void tb__route_index(tb__http_request_t *req) {
   tb__server_t *srv = tb__server_from_req(req);
-  json_t *eps = json_array();
+  tb__wire_endpoint_t *eps = tb__arena_calloc(&req->arena, srv->n_routes + 1, sizeof(*eps));
   for (size_t i = 0; eps != NULL && i < srv->n_routes; i++) {
     const tb__route_t *rt = srv->routes[i];
-    json_array_append_new(eps, json_pack("{s:s, s:s, s:s, s:b, s:s}", "method",
-                                         rt->method, "path", rt->pattern, "dialect",
-                                         dialect_name(rt->dialect), "auth",
-                                         srv->auth.enabled && !(rt->flags & TB__ROUTE_PUBLIC),
-                                         "summary", rt->summary));
+    eps[i] = (tb__wire_endpoint_t){ rt->method, rt->pattern, dialect_name(rt->dialect),
+                                    srv->auth.enabled && !(rt->flags & TB__ROUTE_PUBLIC),
+                                    rt->summary };
   }
-  json_t *doc = json_pack(
-      "{s:s, s:s, s:o, s:{s:s, s:s, s:s}}", "name", "Tinkerbell", "version",
-      TB_VERSION_STRING, "endpoints", eps, "dialects", "tinker",
-      "The Tinker SDK's /api/v1 routes: work requests answer {request_id}; "
-      "POST /api/v1/retrieve_future long-polls the result.",
-      "tinkerbell",
-      "Sync routes answer the result; *_async routes answer {request_id, model_id}; "
-      "POST /retrieve_future answers 202 while pending.",
-      "both",
-      "Where a path is in both dialects, a protobuf body or a JSON body with type, "
-      "seq_id, forward_backward_input, forward_input, session_id, sampling_session_id or "
-      "an object prompt is the Tinker dialect; other JSON objects are the Tinkerbell "
-      "dialect.");
-  if (doc == NULL) {
-    tb__server_respond_error(req, 503, "out of memory");
-    return;
-  }
-  tb__server_respond_jsonv(req, 200, doc);
-  json_decref(doc);
+  tb__wire_service_index_t w = {
+    "Tinkerbell", TB_VERSION_STRING, eps, srv->n_routes,
+    "The Tinker SDK's /api/v1 routes: work requests answer {request_id}; "
+    "POST /api/v1/retrieve_future long-polls the result.",
+    "Sync routes answer the result; *_async routes answer {request_id, model_id}; "
+    "POST /retrieve_future answers 202 while pending.",
+    "Where a path is in both dialects, a protobuf body or a JSON body with type, "
+    "seq_id, forward_backward_input, forward_input, session_id, sampling_session_id or "
+    "an object prompt is the Tinker dialect; other JSON objects are the Tinkerbell "
+    "dialect."
+  };
+  tb__server_respond_answer(req, eps ? tb__wire_service_index_to_json(&w) : NULL);
 }
 
 static void metric(tb__buf_t *b, const char *name, const char *type, const char *help,

@@ -126,6 +126,32 @@ json_t *tb__wire_ttl_request_to_json(const tb__wire_ttl_request_t *r) {
   return tb__wire_done(o, tb__wire_put(o, "ttl_seconds", v));
 }
 
+json_t *tb__wire_service_index_to_json(const tb__wire_service_index_t *r) {
+  json_t *eps = json_array();
+  for (size_t i = 0; eps != NULL && i < r->n_endpoints; i++) {
+    const tb__wire_endpoint_t *e = &r->endpoints[i];
+    json_t *o = json_object();
+    int bad = tb__wire_put(o, "method", json_string(e->method));
+    bad |= tb__wire_put(o, "path", json_string(e->path));
+    bad |= tb__wire_put(o, "dialect", json_string(e->dialect));
+    bad |= tb__wire_put(o, "auth", json_boolean(e->auth));
+    bad |= tb__wire_put(o, "summary", json_string(e->summary));
+    o = tb__wire_done(o, bad);
+    if (o == NULL || json_array_append_new(eps, o) != 0)
+      json_decref(eps), eps = NULL;
+  }
+  json_t *d = json_object();
+  int bad = tb__wire_put(d, "tinker", json_string(r->tinker));
+  bad |= tb__wire_put(d, "tinkerbell", json_string(r->tinkerbell));
+  bad |= tb__wire_put(d, "both", json_string(r->both));
+  json_t *o = json_object();
+  bad |= tb__wire_put(o, "name", json_string(r->name));
+  bad |= tb__wire_put(o, "version", json_string(r->version));
+  bad |= tb__wire_put(o, "endpoints", eps);
+  bad |= tb__wire_put(o, "dialects", tb__wire_done(d, bad));
+  return tb__wire_done(o, bad);
+}
+
 /* ------------------------------------------------------------ decoding */
 
 /* An optional string field into a slice ({NULL, 0} when absent). */
@@ -316,6 +342,57 @@ int tb__wire_weights_info_request_from_json(tb__jctx_t *c, const json_t *v,
   if (rc == 0)
     rc = tb__json_get_string(c, v, "tinker_path", TB_JSON_REQUIRED, &out->tinker_path);
   return rc < 0 ? rc : 0;
+}
+
+int tb__wire_service_index_from_json(tb__jctx_t *c, tb__arena_t *a, const json_t *v,
+                                     tb__wire_service_index_t *out) {
+  memset(out, 0, sizeof(*out));
+  json_t *eps = NULL, *d = NULL;
+  int rc = tb__json_expect_object(c, v);
+  if (rc == 0)
+    rc = tb__wire_req_str(c, v, "name", &out->name);
+  if (rc == 0)
+    rc = tb__wire_req_str(c, v, "version", &out->version);
+  if (rc == 0)
+    rc = tb__json_get_array(c, v, "endpoints", TB_JSON_REQUIRED, &eps);
+  if (rc != 0)
+    return rc;
+  size_t n = json_array_size(eps);
+  tb__wire_endpoint_t *es = tb__arena_calloc(a, n + 1, sizeof(*es));
+  if (es == NULL)
+    return TB_ENOMEM;
+  size_t mark = tb__jctx_push_key(c, "endpoints");
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    const json_t *e = json_array_get(eps, i);
+    size_t k = tb__jctx_push_index(c, i);
+    rc = tb__json_expect_object(c, e);
+    if (rc == 0)
+      rc = tb__wire_req_str(c, e, "method", &es[i].method);
+    if (rc == 0)
+      rc = tb__wire_req_str(c, e, "path", &es[i].path);
+    if (rc == 0)
+      rc = tb__wire_req_str(c, e, "dialect", &es[i].dialect);
+    if (rc == 0)
+      rc = tb__json_get_bool(c, e, "auth", TB_JSON_REQUIRED, &es[i].auth);
+    if (rc == 0)
+      rc = tb__wire_opt_str(c, e, "summary", &es[i].summary);
+    tb__jctx_pop(c, k);
+  }
+  tb__jctx_pop(c, mark);
+  if (rc == 0)
+    rc = tb__json_get_object(c, v, "dialects", TB_JSON_REQUIRED, &d);
+  if (rc == 0) {
+    mark = tb__jctx_push_key(c, "dialects");
+    rc = tb__wire_opt_str(c, d, "tinker", &out->tinker);
+    if (rc == 0)
+      rc = tb__wire_opt_str(c, d, "tinkerbell", &out->tinkerbell);
+    if (rc == 0)
+      rc = tb__wire_opt_str(c, d, "both", &out->both);
+    tb__jctx_pop(c, mark);
+  }
+  if (rc == 0)
+    out->endpoints = es, out->n_endpoints = n;
+  return rc;
 }
 
 /* Integers only (no 3.0): a ttl is counted in whole seconds. */

@@ -4,7 +4,7 @@
  * session's creation, heartbeat and close; create_sampling_session;
  * get_info's model info; get_server_capabilities; the {request_id,
  * model_id} that accepts an op; the body of weights_info and of a
- * checkpoint's ttl.  One struct per body, its to_json (what its sender
+ * checkpoint's ttl; the index of routes.  One struct per body, its to_json (what its sender
  * writes: the client for a request, the server for an answer) and its
  * from_json (what the other side reads).
  *
@@ -119,6 +119,23 @@ typedef struct tb__wire_ttl_request_s {
   int64_t ttl_seconds;
 } tb__wire_ttl_request_t;
 
+/* One route of the index (GET /). */
+typedef struct tb__wire_endpoint_s {
+  const char *method, *path, *dialect;
+  int auth;
+  const char *summary;
+} tb__wire_endpoint_t;
+
+/* GET / {"name", "version", "endpoints": [...], "dialects": {"tinker",
+ * "tinkerbell", "both"}}: what the server serves, each dialect's one-line
+ * description. */
+typedef struct tb__wire_service_index_s {
+  const char *name, *version;
+  const tb__wire_endpoint_t *endpoints;
+  size_t n_endpoints;
+  const char *tinker, *tinkerbell, *both;
+} tb__wire_service_index_t;
+
 /* New references, or NULL when memory runs out. */
 json_t *tb__wire_create_session_to_json(const tb__wire_create_session_t *r);
 json_t *tb__wire_session_created_to_json(const tb__wire_session_created_t *r);
@@ -132,6 +149,7 @@ json_t *tb__wire_capabilities_to_json(const tb__wire_capabilities_t *r);
 json_t *tb__wire_future_ref_to_json(const tb__wire_future_ref_t *r);
 json_t *tb__wire_weights_info_request_to_json(const tb__wire_weights_info_request_t *r);
 json_t *tb__wire_ttl_request_to_json(const tb__wire_ttl_request_t *r);
+json_t *tb__wire_service_index_to_json(const tb__wire_service_index_t *r);
 
 /* Each from_json reads the value v at c's path; 0, TB_EFIELD (recorded in
  * c) or TB_ENOMEM. */
@@ -155,5 +173,8 @@ int tb__wire_future_ref_from_json(tb__jctx_t *c, const json_t *v, tb__wire_futur
 int tb__wire_weights_info_request_from_json(tb__jctx_t *c, const json_t *v,
                                             tb__wire_weights_info_request_t *out);
 int tb__wire_ttl_request_from_json(tb__jctx_t *c, const json_t *v, tb__wire_ttl_request_t *out);
+/* The endpoints in the arena. */
+int tb__wire_service_index_from_json(tb__jctx_t *c, tb__arena_t *a, const json_t *v,
+                                     tb__wire_service_index_t *out);
 
 #endif /* TB_WIRE_SERVICE_H */
