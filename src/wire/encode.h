@@ -51,8 +51,16 @@ json_t *tb__wire_fwdbwd_request_to_json(const tb__wire_fwdbwd_t *f,
 json_t *tb__wire_sampling_params_to_json(const tb__wire_sampling_params_t *p);
 
 /* The asample body: {"prompt", "sampling_params", "num_samples",
- * "prompt_logprobs", "topk_prompt_logprobs", "sampling_session_id"?,
- * "base_model"?, "model_path"?, "seq_id"? (when >= 0), "type": "sample"}. */
+ * "prompt_logprobs", "topk_prompt_logprobs", "type": "sample",
+ * "sampling_session_id"?, "base_model"?, "model_path"?, "seq_id"? (when
+ * >= 0)}. */
 json_t *tb__wire_sample_request_to_json(const tb__wire_sample_request_t *r);
+
+/* Adds "sampling_session_id" and "seq_id" to a body made by
+ * tb__wire_sample_request_to_json without them, where it writes them (a
+ * client encodes a sample before its sampling session exists; again on a
+ * retry, in place).  0 or TB_ENOMEM. */
+int tb__wire_sample_request_add_ids(json_t *body, const char *sampling_session_id,
+                                    int64_t seq_id);
 
 #endif /* TB_WIRE_ENCODE_H */

@@ -40,6 +40,14 @@ fail:
   return NULL;
 }
 
+int tb__wire_sample_request_add_ids(json_t *body, const char *sampling_session_id,
+                                    int64_t seq_id) {
+  if (json_object_set_new(body, "sampling_session_id", json_string(sampling_session_id)) != 0 ||
+      json_object_set_new(body, "seq_id", json_integer((json_int_t)seq_id)) != 0)
+    return TB_ENOMEM;
+  return 0;
+}
+
 json_t *tb__wire_sample_request_to_json(const tb__wire_sample_request_t *r) {
   json_t *o = json_object();
   if (o == NULL)

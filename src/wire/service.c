@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "wire/codec.h"
+#include "wire/op_request.h"
 
 /* ------------------------------------------------------------ encoding */
 
@@ -58,8 +59,7 @@ json_t *tb__wire_session_call_to_json(const tb__wire_session_call_t *r) {
 }
 
 json_t *tb__wire_session_call_done_to_json(const tb__wire_session_call_t *r) {
-  json_t *o = json_object();
-  return tb__wire_done(o, tb__wire_put(o, "type", json_string(r->type)));
+  return tb__wire_typed_to_json(r->type);
 }
 
 json_t *tb__wire_create_sampler_to_json(const tb__wire_create_sampler_t *r) {
