@@ -325,8 +325,7 @@ static int start_sample(sop_t *op) {
   sc_t *s = op->s;
   if (op->seq < 0)
     op->seq = s->next_seq++;
-  if (json_object_set_new(op->body, "sampling_session_id", json_string(s->session_id)) != 0 ||
-      json_object_set_new(op->body, "seq_id", json_integer((json_int_t)op->seq)) != 0)
+  if (tb__wire_sample_request_add_ids(op->body, s->session_id, op->seq) != 0)
     return TB_ENOMEM;
   size_t len = 0;
   char *text = tb__json_dump(op->body, &len);
@@ -481,21 +480,10 @@ void tb__sampling_pump(sc_t *s) {
 
 /* ------------------------------------------------------------ API */
 
-static json_t *prompt_json(const tb_model_input_t *prompt, size_t *n_tokens) {
-  size_t n = tb_model_input_length(prompt);
-  int32_t *toks = malloc((n + 1) * sizeof(int32_t));
-  if (toks == NULL)
-    return NULL;
-  tb_model_input_tokens(prompt, toks);
-  json_t *j = tb__wire_model_input_to_json(toks, n);
-  free(toks);
-  *n_tokens = n;
-  return j;
-}
-
 static int submit_new(sc_t *s, skind_t kind, json_t *body, size_t prompt_tokens,
                       tb_future_t **out) {
-  sop_t *op = body ? sop_new(s, kind) : NULL;
+  /* get_base_model sends no body */
+  sop_t *op = body != NULL || kind == S_BASE_MODEL ? sop_new(s, kind) : NULL;
   if (op == NULL) {
     json_decref(body);
     return TB_ENOMEM;
@@ -536,18 +524,23 @@ static int sample_common(tb_sampling_client_t *samp, skind_t kind, const tb_mode
   int rc = tb__sample_params_to_wire(params, &wp, err);
   if (rc != 0)
     return rc;
-  size_t n_tokens = 0;
-  json_t *b = json_object();
-  if (b == NULL ||
-      json_object_set_new(b, "prompt", prompt_json(prompt, &n_tokens)) != 0 ||
-      json_object_set_new(b, "sampling_params", tb__wire_sampling_params_to_json(&wp)) != 0 ||
-      json_object_set_new(b, "num_samples", json_integer((json_int_t)num_samples)) != 0 ||
-      json_object_set_new(b, "prompt_logprobs", json_boolean(include_prompt_logprobs)) != 0 ||
-      json_object_set_new(b, "topk_prompt_logprobs", json_integer((json_int_t)topk)) != 0 ||
-      json_object_set_new(b, "type", json_string("sample")) != 0) {
-    json_decref(b);
+  size_t n_tokens = tb_model_input_length(prompt);
+  int32_t *toks = malloc((n_tokens + 1) * sizeof(int32_t));
+  if (toks == NULL)
     return tb_error_set(err, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
-  }
+  tb_model_input_tokens(prompt, toks);
+  /* The session and the seq_id are added when the request is sent. */
+  tb__wire_sample_request_t r = { .prompt = toks,
+                                  .n_prompt = n_tokens,
+                                  .params = wp,
+                                  .num_samples = (int64_t)num_samples,
+                                  .prompt_logprobs = include_prompt_logprobs,
+                                  .topk_prompt_logprobs = (int64_t)topk,
+                                  .seq_id = -1 };
+  json_t *b = tb__wire_sample_request_to_json(&r);
+  free(toks);
+  if (b == NULL)
+    return tb_error_set(err, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
   rc = submit_new(s, kind, b, n_tokens, out);
   return rc ? tb_error_set(err, rc, TB_CATEGORY_NONE, "%s", tb_strerror(rc)) : 0;
 }
@@ -604,7 +597,7 @@ int tb_sampling_client_get_base_model(tb_sampling_client_t *samp, tb_future_t **
     return TB_EINVAL;
   if (s->closing)
     return TB_ECLOSING;
-  return submit_new(s, S_BASE_MODEL, json_object(), 0, out);
+  return submit_new(s, S_BASE_MODEL, NULL, 0, out);
 }
 
 int tb_sampling_client_get_base_model_sync(tb_sampling_client_t *samp, char **base_model,

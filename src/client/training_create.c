@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "core/json.h"
+#include "wire/op_request.h"
 
 /* ------------------------------------------------------------ creation */
 
@@ -95,19 +96,21 @@ static void on_session(tb_future_t *f, int status) {
   const char *sid = tb_future_result(f, &tb_result_string);
   json_t *b;
   if (tc->create_via_load) {
-    b = json_pack("{sssIsssbss}", "session_id", sid, "model_seq_id", (json_int_t)tc->model_seq,
-                  "path", tc->create_path, "optimizer", tc->create_optimizer, "type",
-                  "load_weights");
+    tb__wire_load_request_t r = { sid, tc->model_seq, tc->create_path, tc->create_optimizer };
+    b = tb__wire_load_request_to_json(&r);
     /* The SDK's assumption, kept unless the answer names the model. */
     tc->model_id = tb__asprintf("%s:train:%lld", sid, (long long)tc->model_seq);
   } else {
-    json_t *lc = json_pack("{sisbsbsb}", "rank", tc->lora.rank, "train_mlp",
-                           tc->lora.train_mlp, "train_attn", tc->lora.train_attn,
-                           "train_unembed", tc->lora.train_unembed);
-    if (lc != NULL && tc->lora.has_seed)
-      json_object_set_new(lc, "seed", json_integer((json_int_t)tc->lora.seed));
-    b = json_pack("{sssIsssoss}", "session_id", sid, "model_seq_id", (json_int_t)tc->model_seq,
-                  "base_model", tc->base_model, "lora_config", lc, "type", "create_model");
+    tb__wire_create_model_t r = { sid,
+                                  tc->model_seq,
+                                  tc->base_model,
+                                  tc->lora.rank,
+                                  tc->lora.train_mlp,
+                                  tc->lora.train_attn,
+                                  tc->lora.train_unembed,
+                                  tc->lora.has_seed,
+                                  (int64_t)tc->lora.seed };
+    b = tb__wire_create_model_to_json(&r);
   }
   tb_future_free(f);
   size_t len = 0;

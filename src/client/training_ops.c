@@ -13,6 +13,7 @@
 #include "client/convert.h"
 #include "core/json.h"
 #include "wire/encode.h"
+#include "wire/op_request.h"
 
 /* ------------------------------------------------------------ checks */
 
@@ -162,7 +163,7 @@ static int json_op(tb_training_client_t *ptc, tb__tc_kind_t kind, json_t *body, 
   op->count = 1;
   if (sequenced) {
     op->reqs[0].seq = tc->next_seq;
-    if (json_object_set_new(body, "seq_id", json_integer((json_int_t)tc->next_seq)) != 0) {
+    if (tb__wire_request_add_seq_id(body, tc->next_seq) != 0) {
       tb__tc_op_discard(op);
       return TB_ENOMEM;
     }
@@ -189,11 +190,9 @@ int tb_training_client_optim_step(tb_training_client_t *tc, const tb_adamw_param
   for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
     if (!isfinite(v[i]) || v[i] < 0)
       return TB_EINVAL;
-  json_t *b = json_pack("{s{sfsfsfsfsfsf}ss}", "adam_params", "learning_rate", p.learning_rate,
-                        "beta1", p.beta1, "beta2", p.beta2, "eps", p.eps, "weight_decay",
-                        p.weight_decay, "grad_clip_norm", p.grad_clip_norm, "type",
-                        "optim_step");
-  return json_op(tc, TB__TC_OPTIM, b, 1, NULL, out);
+  tb__wire_adam_t a = { p.learning_rate, p.beta1,        p.beta2,
+                        p.eps,           p.weight_decay, p.grad_clip_norm };
+  return json_op(tc, TB__TC_OPTIM, tb__wire_optim_request_to_json(&a), 1, NULL, out);
 }
 
 static int check_name(const char *name) {
@@ -202,41 +201,33 @@ static int check_name(const char *name) {
   return 0;
 }
 
-static json_t *save_body(const char *type, const char *name, int64_t ttl_seconds) {
-  json_t *b = json_pack("{ssss}", "type", type, "path", name);
-  if (b != NULL && ttl_seconds > 0 &&
-      json_object_set_new(b, "ttl_seconds", json_integer((json_int_t)ttl_seconds)) != 0) {
-    json_decref(b);
-    return NULL;
-  }
-  return b;
+static json_t *save_body(const char *type, const char *name, int64_t ttl_seconds,
+                         int overwrite) {
+  tb__wire_save_request_t r = { type, name, ttl_seconds, overwrite, -1 };
+  return tb__wire_save_request_to_json(&r);
 }
 
 int tb_training_client_save_state(tb_training_client_t *tc, const char *name,
                                   int64_t ttl_seconds, tb_future_t **out) {
   if (check_name(name) != 0 || ttl_seconds < 0)
     return TB_EINVAL;
-  json_t *b = save_body("save_weights", name, ttl_seconds);
-  if (b != NULL && json_object_set_new(b, "overwrite", json_false()) != 0) {
-    json_decref(b);
-    b = NULL;
-  }
-  return json_op(tc, TB__TC_SAVE, b, 1, NULL, out);
+  return json_op(tc, TB__TC_SAVE, save_body("save_weights", name, ttl_seconds, 0), 1, NULL, out);
 }
 
 int tb_training_client_save_weights_for_sampler(tb_training_client_t *tc, const char *name,
                                                 int64_t ttl_seconds, tb_future_t **out) {
   if (check_name(name) != 0 || ttl_seconds < 0)
     return TB_EINVAL;
-  return json_op(tc, TB__TC_SAVE_SAMPLER, save_body("save_weights_for_sampler", name, ttl_seconds),
-                 1, NULL, out);
+  return json_op(tc, TB__TC_SAVE_SAMPLER,
+                 save_body("save_weights_for_sampler", name, ttl_seconds, -1), 1, NULL, out);
 }
 
 static int load_common(tb_training_client_t *tc, const char *path, int optimizer,
                        tb_future_t **out) {
   if (path == NULL || strncmp(path, "tinker://", 9) != 0)
     return TB_EINVAL;
-  json_t *b = json_pack("{sssbss}", "path", path, "optimizer", optimizer, "type", "load_weights");
+  tb__wire_load_request_t r = { NULL, -1, path, optimizer };
+  json_t *b = tb__wire_load_request_to_json(&r);
   tb__tc_op_t *op = NULL;
   int rc = json_op(tc, TB__TC_LOAD, b, 1, &op, out);
   /* The answer's path when it gives one, else this one (when it could be
@@ -257,11 +248,11 @@ int tb_training_client_load_state_with_optimizer(tb_training_client_t *tc, const
 }
 
 int tb_training_client_unload(tb_training_client_t *tc, tb_future_t **out) {
-  return json_op(tc, TB__TC_UNLOAD, json_pack("{ss}", "type", "unload_model"), 0, NULL, out);
+  return json_op(tc, TB__TC_UNLOAD, tb__wire_typed_to_json("unload_model"), 0, NULL, out);
 }
 
 int tb_training_client_get_info(tb_training_client_t *tc, tb_future_t **out) {
-  return json_op(tc, TB__TC_INFO, json_pack("{ss}", "type", "get_info"), 0, NULL, out);
+  return json_op(tc, TB__TC_INFO, tb__wire_typed_to_json("get_info"), 0, NULL, out);
 }
 
 /* ------------------------------------------------------------ sampling clients */
@@ -292,8 +283,9 @@ int tb_training_client_save_weights_and_get_sampling_client(tb_training_client_t
   int rc = tb__sampling_client_init_pending(tc->svc, samp, NULL, tc->base_model);
   if (rc != 0)
     return rc;
-  json_t *b = json_pack("{sssI}", "type", "save_weights_for_sampler", "sampling_session_seq_id",
-                        (json_int_t)tb__service_next_sampling_seq(tc->svc));
+  tb__wire_save_request_t r = { "save_weights_for_sampler", NULL, 0, -1,
+                                tb__service_next_sampling_seq(tc->svc) };
+  json_t *b = tb__wire_save_request_to_json(&r);
   tb__tc_op_t *op = NULL;
   rc = json_op(ptc, TB__TC_SAVE_GET_SAMPLER, b, 1, &op, out);
   if (rc != 0) {

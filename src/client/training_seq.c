@@ -17,6 +17,7 @@
 #include "client/convert.h"
 #include "core/json.h"
 #include "wire/encode.h"
+#include "wire/op_request.h"
 #include "wire/op_result.h"
 #include "wire/service.h"
 
@@ -91,7 +92,7 @@ int tb__tc_op_register(tb__tc_op_t *op, tb_future_t **out) {
 static int req_body(tb__tc_req_t *r, tb__buf_t *out) {
   tb__tc_t *tc = r->op->tc;
   if (r->json != NULL) {
-    if (json_object_set_new(r->json, "model_id", json_string(tc->model_id)) != 0)
+    if (tb__wire_request_add_model_id(r->json, tc->model_id) != 0)
       return TB_ENOMEM;
     size_t len = 0;
     char *text = tb__json_dump(r->json, &len);
