@@ -1,0 +1,171 @@
+/*
+ * wire/op_request: the training ops' small JSON requests as the client
+ * writes them (create_model, load_weights, save_weights,
+ * save_weights_for_sampler, optim_step, {"type"}), the seq_id and
+ * model_id added last, and the sampling session's ids added to an
+ * asample body (encode.h).  Each body is compared with the bytes the
+ * client has always sent and, where the values are the same, with the
+ * request the SDK sent in test/golden/tinker.txt (its keys in another
+ * order).
+ */
+#include "tb_test.h"
+
+#include <stdio.h>
+
+#include "core/json.h"
+#include "wire/encode.h"
+#include "wire/op_request.h"
+
+#define SESS "<sess#1>"
+#define RUN SESS ":train:0"
+
+/* The JSON body of the first request whose line is exactly
+ * ">>> <request>" in test/golden/tinker.txt, parsed. */
+static json_t *golden_request(const char *request) {
+  const char *dir = getenv("TB_GOLDEN_DIR");
+  if (dir == NULL)
+    SKIP("TB_GOLDEN_DIR is not set");
+  char path[1024], want[256];
+  snprintf(path, sizeof(path), "%s/tinker.txt", dir);
+  json_error_t je;
+  FILE *f = fopen(path, "rb");
+  ASSERT(f != NULL);
+  char line[4096];
+  snprintf(want, sizeof(want), ">>> %s\n", request);
+  int found = 0;
+  json_t *doc = NULL;
+  while (doc == NULL && fgets(line, sizeof(line), f) != NULL) {
+    if (strcmp(line, want) == 0)
+      found = 1;
+    else if (found && line[0] == '{')
+      doc = json_loads(line, 0, &je);
+  }
+  fclose(f);
+  ASSERT(doc != NULL);
+  return doc;
+}
+
+/* The bytes v is sent as, compared with want; v is released. */
+static void assert_bytes(json_t *v, const char *want) {
+  ASSERT(v != NULL);
+  char *got = tb__json_dump(v, NULL);
+  ASSERT(got != NULL);
+  ASSERT_STR_EQ(got, want);
+  free(got);
+  json_decref(v);
+}
+
+/* v, with its seq_id (when >= 0) and model_id added, has the golden
+ * request's value; v is released. */
+static void assert_value(json_t *v, int64_t seq_id, const char *request) {
+  ASSERT(v != NULL);
+  if (seq_id >= 0)
+    ASSERT_OK(tb__wire_request_add_seq_id(v, seq_id));
+  ASSERT_OK(tb__wire_request_add_model_id(v, RUN));
+  json_t *g = golden_request(request);
+  if (!json_equal(v, g)) {
+    char *a = tb__json_dump(v, NULL), *b = tb__json_dump(g, NULL);
+    fprintf(stderr, "%s\n!=\n%s\n", a, b);
+    free(a);
+    free(b);
+    ASSERT(0);
+  }
+  json_decref(g);
+  json_decref(v);
+}
+
+TEST(create_and_load) {
+  tb__wire_create_model_t cm = { SESS, 0, "base", 4, 1, 1, 1, 1, 3 };
+  assert_bytes(tb__wire_create_model_to_json(&cm),
+               "{\"session_id\":\"" SESS "\",\"model_seq_id\":0,\"base_model\":\"base\","
+               "\"lora_config\":{\"rank\":4,\"train_mlp\":true,\"train_attn\":true,"
+               "\"train_unembed\":true,\"seed\":3},\"type\":\"create_model\"}");
+  json_t *g = golden_request("POST /api/v1/create_model");
+  json_t *v = tb__wire_create_model_to_json(&cm);
+  ASSERT(json_equal(v, g));
+  json_decref(v);
+  json_decref(g);
+  cm.has_seed = 0, cm.train_attn = 0;
+  assert_bytes(tb__wire_create_model_to_json(&cm),
+               "{\"session_id\":\"" SESS "\",\"model_seq_id\":0,\"base_model\":\"base\","
+               "\"lora_config\":{\"rank\":4,\"train_mlp\":true,\"train_attn\":false,"
+               "\"train_unembed\":true},\"type\":\"create_model\"}");
+
+  tb__wire_load_request_t ld = { NULL, -1, "tinker://" RUN "/weights/w1", 1 };
+  json_t *b = tb__wire_load_request_to_json(&ld);
+  ASSERT_OK(tb__wire_request_add_seq_id(b, 6));
+  ASSERT_OK(tb__wire_request_add_model_id(b, RUN));
+  assert_bytes(b, "{\"path\":\"tinker://" RUN "/weights/w1\",\"optimizer\":true,"
+                  "\"type\":\"load_weights\",\"seq_id\":6,\"model_id\":\"" RUN "\"}");
+  assert_value(tb__wire_load_request_to_json(&ld), 6, "POST /api/v1/load_weights");
+  /* create-via-load names the session and the model's seq first */
+  tb__wire_load_request_t cl = { SESS, 2, "tinker://r/weights/w", 0 };
+  assert_bytes(tb__wire_load_request_to_json(&cl),
+               "{\"session_id\":\"" SESS "\",\"model_seq_id\":2,\"path\":\"tinker://r/weights/w\","
+               "\"optimizer\":false,\"type\":\"load_weights\"}");
+}
+
+TEST(save_optim_and_typed) {
+  tb__wire_save_request_t sv = { "save_weights", "w1", 0, 0, -1 };
+  assert_bytes(tb__wire_save_request_to_json(&sv),
+               "{\"type\":\"save_weights\",\"path\":\"w1\",\"overwrite\":false}");
+  sv.ttl_seconds = 60;
+  assert_bytes(tb__wire_save_request_to_json(&sv),
+               "{\"type\":\"save_weights\",\"path\":\"w1\",\"ttl_seconds\":60,"
+               "\"overwrite\":false}");
+  tb__wire_save_request_t ss = { "save_weights_for_sampler", "s1", 0, -1, -1 };
+  assert_bytes(tb__wire_save_request_to_json(&ss),
+               "{\"type\":\"save_weights_for_sampler\",\"path\":\"s1\"}");
+  assert_value(tb__wire_save_request_to_json(&ss), 7, "POST /api/v1/save_weights_for_sampler");
+  tb__wire_save_request_t sg = { "save_weights_for_sampler", NULL, 0, -1, 3 };
+  assert_bytes(tb__wire_save_request_to_json(&sg),
+               "{\"type\":\"save_weights_for_sampler\",\"sampling_session_seq_id\":3}");
+
+  tb__wire_adam_t a = { 0.5, 0.25, 0.125, 0.0625, 0.0, 1.5 };
+  assert_bytes(tb__wire_optim_request_to_json(&a),
+               "{\"adam_params\":{\"learning_rate\":0.5,\"beta1\":0.25,\"beta2\":0.125,"
+               "\"eps\":0.0625,\"weight_decay\":0.0,\"grad_clip_norm\":1.5},"
+               "\"type\":\"optim_step\"}");
+
+  json_t *t = tb__wire_typed_to_json("unload_model");
+  ASSERT_OK(tb__wire_request_add_model_id(t, "m"));
+  assert_bytes(t, "{\"type\":\"unload_model\",\"model_id\":\"m\"}");
+  assert_value(tb__wire_typed_to_json("unload_model"), -1, "POST /api/v1/unload_model");
+  assert_value(tb__wire_typed_to_json("get_info"), -1, "POST /api/v1/get_info");
+}
+
+/* A sample encoded before its session exists, the ids added later (and
+ * again on a retry), is the body encoded with them. */
+TEST(sample_ids_added_later) {
+  int32_t prompt[3] = { 1, 2, 3 };
+  tb__wire_sample_request_t r = { .prompt = prompt,
+                                  .n_prompt = 3,
+                                  .params = { .max_tokens = 5,
+                                              .has_seed = 1,
+                                              .seed = 7,
+                                              .temperature = 1.0,
+                                              .top_k = -1,
+                                              .top_p = 1.0 },
+                                  .num_samples = 2,
+                                  .prompt_logprobs = 1,
+                                  .seq_id = -1 };
+  json_t *early = tb__wire_sample_request_to_json(&r);
+  ASSERT_OK(tb__wire_sample_request_add_ids(early, SESS ":sample:0", 4));
+  ASSERT_OK(tb__wire_sample_request_add_ids(early, SESS ":sample:0", 5));
+  r.sampling_session_id = SESS ":sample:0";
+  r.seq_id = 5;
+  json_t *late = tb__wire_sample_request_to_json(&r);
+  char *want = late != NULL ? tb__json_dump(late, NULL) : NULL;
+  json_decref(late);
+  ASSERT(want != NULL);
+  ASSERT_STR_CONTAINS(want, "\"type\":\"sample\",\"sampling_session_id\":\"" SESS
+                            ":sample:0\",\"seq_id\":5}");
+  assert_bytes(early, want);
+  free(want);
+}
+
+TEST_LIST(
+  TEST_ENTRY(create_and_load),
+  TEST_ENTRY(save_optim_and_typed),
+  TEST_ENTRY(sample_ids_added_later),
+)
