@@ -176,6 +176,11 @@ json_t *tb__wire_sessions_to_json(const tb__wire_sessions_t *s) {
   return wrap("sessions", strings_json(s->ids, s->n), &s->cursor);
 }
 
+json_t *tb__wire_session_project_to_json(const tb__wire_session_project_t *p) {
+  json_t *o = json_object();
+  return tb__wire_done(o, tb__wire_put(o, "project_id", json_string(p->project_id)));
+}
+
 /* ------------------------------------------------------------ decoding */
 
 /* An optional object (or null): NULL when absent or null. */
@@ -462,6 +467,19 @@ static int opt_strings(tb__jctx_t *c, tb__arena_t *a, const json_t *o, const cha
   tb__jctx_pop(c, mark);
   if (rc == 0)
     *out = s, *n = len;
+  return rc;
+}
+
+int tb__wire_trace_export_from_json(tb__jctx_t *c, const json_t *v,
+                                    tb__wire_trace_export_t *out) {
+  memset(out, 0, sizeof(*out));
+  int rc = tb__json_expect_object(c, v);
+  if (rc == 0)
+    rc = tb__wire_req_str(c, v, "status", &out->status);
+  if (rc == 0)
+    rc = tb__wire_opt_str(c, v, "url", &out->url);
+  if (rc == 0)
+    rc = tb__wire_opt_str(c, v, "error", &out->error);
   return rc;
 }
 

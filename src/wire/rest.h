@@ -124,6 +124,19 @@ typedef struct tb__wire_sessions_s {
   tb__wire_cursor_t cursor;
 } tb__wire_sessions_t;
 
+/* Two routes of a hosted Tinker service this server does not serve, which
+ * the RestClient calls: PUT /api/v1/sessions/{id}/project {"project_id"}
+ * (written only) and GET .../trace_export {"status": "pending" | "ready" |
+ * "failed", "url"?, "error"?} (read only). */
+typedef struct tb__wire_session_project_s {
+  const char *project_id;
+} tb__wire_session_project_t;
+
+typedef struct tb__wire_trace_export_s {
+  const char *status;
+  const char *url, *error;                /* NULL when not given */
+} tb__wire_trace_export_t;
+
 /* Each to_json returns a new reference, or NULL when memory runs out. */
 json_t *tb__wire_cursor_to_json(const tb__wire_cursor_t *c);
 json_t *tb__wire_checkpoint_to_json(const tb__wire_checkpoint_t *c);
@@ -141,6 +154,7 @@ json_t *tb__wire_weights_info_to_json(const tb__wire_weights_info_t *w);
 json_t *tb__wire_sampler_info_to_json(const tb__wire_sampler_info_t *s);
 json_t *tb__wire_session_info_to_json(const tb__wire_session_info_t *s);
 json_t *tb__wire_sessions_to_json(const tb__wire_sessions_t *s);
+json_t *tb__wire_session_project_to_json(const tb__wire_session_project_t *p);
 
 /* Each from_json reads the value v at c's path; 0, TB_EFIELD (recorded in
  * c) or TB_ENOMEM. */
@@ -165,5 +179,7 @@ int tb__wire_session_info_from_json(tb__jctx_t *c, tb__arena_t *a, const json_t 
                                     tb__wire_session_info_t *out);
 int tb__wire_sessions_from_json(tb__jctx_t *c, tb__arena_t *a, const json_t *v,
                                 tb__wire_sessions_t *out);
+int tb__wire_trace_export_from_json(tb__jctx_t *c, const json_t *v,
+                                    tb__wire_trace_export_t *out);
 
 #endif /* TB_WIRE_REST_H */
