@@ -11,9 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "client/answer.h"
 #include "client/clients.h"
 #include "client/rest_results.h"
 #include "core/json.h"
+#include "wire/rest.h"
 #include "wire/service.h"
 
 int tb_rest_client_init(tb_rest_client_t *rc, tb_service_client_t *sc) {
@@ -323,7 +325,7 @@ int tb_rest_client_assign_session_project(tb_rest_client_t *rc, const char *sess
                                           const char *project_id, tb_future_t **out) {
   if (!valid(session_id) || !valid(project_id))
     return TB_EINVAL;
-  json_t *b = json_pack("{ss}", "project_id", project_id);
+  json_t *b = tb__wire_session_project_to_json(&(tb__wire_session_project_t){ project_id });
   if (b == NULL)
     return TB_ENOMEM;
   const char *args[] = { session_id };
@@ -413,14 +415,24 @@ static void on_trace_answer(tb_future_t *f, int status) {
     return;
   }
   const char *text = tb_future_result(f, &tb_result_string);
-  json_t *doc = text ? json_loads(text, 0, NULL) : NULL;
+  tb__answer_t d;
+  tb__wire_trace_export_t w;
+  int rc = tb__answer_begin(&d, text, text ? strlen(text) : 0, &e);
+  if (rc == 0)
+    rc = tb__wire_trace_export_from_json(&d.jc, d.doc, &w);
   tb_future_free(f);
-  const char *st = json_string_value(json_object_get(doc, "status"));
-  const char *url = json_string_value(json_object_get(doc, "url"));
-  if (st != NULL && strcmp(st, "ready") == 0 && url != NULL) {
-    char *copy = strdup(url);
-    json_decref(doc);
-    if (copy == NULL) {
+  if (rc != 0) {
+    tb__answer_refused(rc, &e, TB_EPROTO, "trace_export");
+    tb__answer_end(&d);
+    trace_fail(t, &e);
+    return;
+  }
+  const char *st = w.status, *url = w.url;
+  if (strcmp(st, "ready") == 0 && url != NULL) {
+    int ok = 1;
+    char *copy = tb__answer_dup(url, &ok);
+    tb__answer_end(&d);
+    if (!ok) {
       tb_error_set(&e, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
       trace_fail(t, &e);
       return;
@@ -430,22 +442,22 @@ static void on_trace_answer(tb_future_t *f, int status) {
     tb__client_future_resolve(out, &tb_result_string, copy);
     return;
   }
-  if (st != NULL && strcmp(st, "pending") == 0) {
-    json_decref(doc);
+  if (strcmp(st, "pending") == 0) {
+    tb__answer_end(&d);
     if (tb__alarm_start(t->rt, &t->alarm, TB_REST_TRACE_POLL_MS) == 0)
       return;
     tb_error_set(&e, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
     trace_fail(t, &e);
     return;
   }
-  const char *why = json_string_value(json_object_get(doc, "error"));
-  if (st != NULL && strcmp(st, "failed") == 0)
+  const char *why = w.error;
+  if (strcmp(st, "failed") == 0)
     tb_error_set(&e, TB_ESERVER, TB_CATEGORY_SERVER, "the trace export failed: %s",
                  why ? why : "no reason given");
   else
     tb_error_set(&e, TB_EPROTO, TB_CATEGORY_SERVER,
                  "trace_export: expected a status of pending, ready (with a url) or failed");
-  json_decref(doc);
+  tb__answer_end(&d);
   trace_fail(t, &e);
 }
 
