@@ -639,6 +639,33 @@ TEST(service_index_round_trip) {
   free(bytes);
 }
 
+static int read_trace_export(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
+  (void)a;
+  return tb__wire_trace_export_from_json(c, v, out);
+}
+
+/* Two routes of a hosted service only: no recorded bytes to compare. */
+TEST(hosted_session_routes) {
+  assert_bytes(tb__wire_session_project_to_json(&(tb__wire_session_project_t){ "p1" }),
+               "{\"project_id\":\"p1\"}");
+  json_t *doc = parse("{\"status\":\"ready\",\"url\":\"https://x/t.json\"}");
+  tb__jctx_t c;
+  tb_error_t err = { 0 };
+  tb__jctx_init(&c, &err);
+  tb__wire_trace_export_t t;
+  ASSERT_OK(tb__wire_trace_export_from_json(&c, doc, &t));
+  ASSERT_STR_EQ(t.status, "ready");
+  ASSERT_STR_EQ(t.url, "https://x/t.json");
+  ASSERT(t.error == NULL);
+  json_decref(doc);
+  char *msg = refusal("{\"url\":\"u\"}", read_trace_export);
+  ASSERT_STR_CONTAINS(msg, "status: required field is missing");
+  free(msg);
+  msg = refusal("{\"status\":\"failed\",\"error\":{}}", read_trace_export);
+  ASSERT_STR_CONTAINS(msg, "error: expected a string, got an object");
+  free(msg);
+}
+
 static int read_create_session(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
   (void)a;
   return tb__wire_create_session_from_json(c, v, out);
@@ -756,4 +783,5 @@ TEST_LIST(
   TEST_ENTRY(service_answers_round_trip),
   TEST_ENTRY(malformed_service_bodies_refused),
   TEST_ENTRY(service_index_round_trip),
+  TEST_ENTRY(hosted_session_routes),
 )
