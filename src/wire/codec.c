@@ -44,6 +44,29 @@ int tb__wire_opt_int(tb__jctx_t *c, const json_t *o, const char *key, int64_t *o
   return rc < 0 ? rc : 0;
 }
 
+int tb__wire_items_from_json(tb__jctx_t *c, tb__arena_t *a, const json_t *o, const char *key,
+                             int required, size_t size, tb__wire_item_fn item, void **items,
+                             size_t *n) {
+  json_t *arr = NULL;
+  int rc = tb__json_get_array(c, o, key, required, &arr);
+  if (rc != 0)
+    return rc < 0 ? rc : 0;
+  size_t len = json_array_size(arr);
+  char *base = tb__arena_calloc(a, len + 1, size);
+  if (base == NULL)
+    return TB_ENOMEM;
+  size_t mark = tb__jctx_push_key(c, key);
+  for (size_t i = 0; rc == 0 && i < len; i++) {
+    size_t m = tb__jctx_push_index(c, i);
+    rc = item(c, a, json_array_get(arr, i), base + i * size);
+    tb__jctx_pop(c, m);
+  }
+  tb__jctx_pop(c, mark);
+  if (rc == 0)
+    *items = base, *n = len;
+  return rc;
+}
+
 int tb__wire_opt_bool(tb__jctx_t *c, const json_t *o, const char *key, int absent, int *out) {
   int rc = tb__json_get_bool(c, o, key, TB_JSON_OPTIONAL, out);
   if (rc == 1)

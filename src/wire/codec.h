@@ -8,8 +8,10 @@
 #define TB_WIRE_CODEC_H
 
 #include <jansson.h>
+#include <stddef.h>
 #include <stdint.h>
 
+#include "core/arena.h"
 #include "core/json.h"
 
 /* Adds key: v to o, taking v (freed on failure); returns 0, or -1 when o
@@ -28,5 +30,16 @@ int tb__wire_opt_str(tb__jctx_t *c, const json_t *o, const char *key, const char
 int tb__wire_opt_int(tb__jctx_t *c, const json_t *o, const char *key, int64_t *out);
 /* An optional boolean: absent when absent or null. */
 int tb__wire_opt_bool(tb__jctx_t *c, const json_t *o, const char *key, int absent, int *out);
+
+/* Reads one element of an array into out. */
+typedef int (*tb__wire_item_fn)(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out);
+/* The array at key of o, each element read by item into an arena array
+ * of n + 1 zeroed elements of size bytes, the element's path ("key[i]")
+ * named on failure.  Returns 0 (an optional array left out or null gives
+ * *items NULL and *n 0), the reader's error or TB_ENOMEM; *items and *n
+ * are set only on success. */
+int tb__wire_items_from_json(tb__jctx_t *c, tb__arena_t *a, const json_t *o, const char *key,
+                             int required, size_t size, tb__wire_item_fn item, void **items,
+                             size_t *n);
 
 #endif /* TB_WIRE_CODEC_H */

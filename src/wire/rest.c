@@ -298,34 +298,19 @@ int tb__wire_training_run_from_json(tb__jctx_t *c, tb__arena_t *a, const json_t 
 /* The array at key and the cursor beside it; *items in the arena. */
 static int list_from_json(tb__jctx_t *c, tb__arena_t *a, const json_t *v, const char *key,
                           size_t size, void **items, size_t *n, tb__wire_cursor_t *cur,
-                          int (*item)(tb__jctx_t *, tb__arena_t *, const json_t *, void *)) {
-  json_t *arr = NULL, *cv = NULL;
+                          tb__wire_item_fn item) {
+  json_t *cv = NULL;
   *items = NULL;
   *n = 0;
   cur->offset = cur->limit = cur->total_count = -1;
   int rc = tb__json_expect_object(c, v);
   if (rc == 0)
-    rc = tb__json_get_array(c, v, key, TB_JSON_REQUIRED, &arr);
+    rc = tb__wire_items_from_json(c, a, v, key, TB_JSON_REQUIRED, size, item, items, n);
   if (rc != 0)
     return rc;
-  size_t len = json_array_size(arr);
-  char *base = tb__arena_calloc(a, len + 1, size);
-  if (base == NULL)
-    return TB_ENOMEM;
-  size_t mark = tb__jctx_push_key(c, key);
-  for (size_t i = 0; rc == 0 && i < len; i++) {
-    size_t m = tb__jctx_push_index(c, i);
-    rc = item(c, a, json_array_get(arr, i), base + i * size);
-    tb__jctx_pop(c, m);
-  }
-  tb__jctx_pop(c, mark);
-  if (rc != 0)
-    return rc;
-  *items = base;
-  *n = len;
   rc = tb__json_get_object(c, v, "cursor", TB_JSON_OPTIONAL, &cv);
   if (rc == 0) {
-    mark = tb__jctx_push_key(c, "cursor");
+    size_t mark = tb__jctx_push_key(c, "cursor");
     rc = tb__wire_cursor_from_json(c, cv, cur);
     tb__jctx_pop(c, mark);
   }
@@ -448,25 +433,11 @@ int tb__wire_sampler_info_from_json(tb__jctx_t *c, const json_t *v,
 /* An optional array of strings (or null) at key, into the arena. */
 static int opt_strings(tb__jctx_t *c, tb__arena_t *a, const json_t *o, const char *key,
                        const char ***out, size_t *n) {
-  json_t *arr = NULL;
-  *out = NULL;
+  void *items = NULL;
   *n = 0;
-  int rc = tb__json_get_array(c, o, key, TB_JSON_OPTIONAL, &arr);
-  if (rc != 0)
-    return rc < 0 ? rc : 0;
-  size_t len = json_array_size(arr);
-  const char **s = tb__arena_calloc(a, len + 1, sizeof(*s));
-  if (s == NULL)
-    return TB_ENOMEM;
-  size_t mark = tb__jctx_push_key(c, key);
-  for (size_t i = 0; rc == 0 && i < len; i++) {
-    size_t m = tb__jctx_push_index(c, i);
-    rc = string_item(c, a, json_array_get(arr, i), &s[i]);
-    tb__jctx_pop(c, m);
-  }
-  tb__jctx_pop(c, mark);
-  if (rc == 0)
-    *out = s, *n = len;
+  int rc = tb__wire_items_from_json(c, a, o, key, TB_JSON_OPTIONAL, sizeof(const char *),
+                                    string_item, &items, n);
+  *out = items;
   return rc;
 }
 

@@ -289,37 +289,31 @@ int tb__wire_model_info_from_json(tb__jctx_t *c, const json_t *v, tb__wire_model
   return rc;
 }
 
+static int model_item(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
+  (void)a;
+  tb__wire_supported_model_t *m = out;
+  int rc = tb__json_expect_object(c, v);
+  if (rc == 0)
+    rc = tb__wire_opt_str(c, v, "model_name", &m->model_name);
+  if (rc == 0) {
+    rc = tb__json_get_int(c, v, "max_context_length", TB_JSON_OPTIONAL, 0, INT64_MAX,
+                          &m->max_context_length);
+    if (rc == 1)
+      m->max_context_length = -1, rc = 0;
+  }
+  return rc;
+}
+
 int tb__wire_capabilities_from_json(tb__jctx_t *c, tb__arena_t *a, const json_t *v,
                                     tb__wire_capabilities_t *out) {
   memset(out, 0, sizeof(*out));
-  json_t *arr = NULL;
+  void *items = NULL;
   int rc = tb__json_expect_object(c, v);
   if (rc == 0)
-    rc = tb__json_get_array(c, v, "supported_models", TB_JSON_REQUIRED, &arr);
-  if (rc != 0)
-    return rc;
-  size_t n = json_array_size(arr);
-  tb__wire_supported_model_t *ms = tb__arena_calloc(a, n + 1, sizeof(*ms));
-  if (ms == NULL)
-    return TB_ENOMEM;
-  size_t mark = tb__jctx_push_key(c, "supported_models");
-  for (size_t i = 0; rc == 0 && i < n; i++) {
-    const json_t *m = json_array_get(arr, i);
-    size_t k = tb__jctx_push_index(c, i);
-    rc = tb__json_expect_object(c, m);
-    if (rc == 0)
-      rc = tb__wire_opt_str(c, m, "model_name", &ms[i].model_name);
-    if (rc == 0) {
-      rc = tb__json_get_int(c, m, "max_context_length", TB_JSON_OPTIONAL, 0, INT64_MAX,
-                            &ms[i].max_context_length);
-      if (rc == 1)
-        ms[i].max_context_length = -1, rc = 0;
-    }
-    tb__jctx_pop(c, k);
-  }
-  tb__jctx_pop(c, mark);
-  if (rc == 0)
-    out->models = ms, out->n_models = n;
+    rc = tb__wire_items_from_json(c, a, v, "supported_models", TB_JSON_REQUIRED,
+                                  sizeof(tb__wire_supported_model_t), model_item, &items,
+                                  &out->n_models);
+  out->models = items;
   return rc;
 }
 
@@ -344,45 +338,42 @@ int tb__wire_weights_info_request_from_json(tb__jctx_t *c, const json_t *v,
   return rc < 0 ? rc : 0;
 }
 
+static int endpoint_item(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
+  (void)a;
+  tb__wire_endpoint_t *e = out;
+  int rc = tb__json_expect_object(c, v);
+  if (rc == 0)
+    rc = tb__wire_req_str(c, v, "method", &e->method);
+  if (rc == 0)
+    rc = tb__wire_req_str(c, v, "path", &e->path);
+  if (rc == 0)
+    rc = tb__wire_req_str(c, v, "dialect", &e->dialect);
+  if (rc == 0)
+    rc = tb__json_get_bool(c, v, "auth", TB_JSON_REQUIRED, &e->auth);
+  if (rc == 0)
+    rc = tb__wire_opt_str(c, v, "summary", &e->summary);
+  return rc;
+}
+
 int tb__wire_service_index_from_json(tb__jctx_t *c, tb__arena_t *a, const json_t *v,
                                      tb__wire_service_index_t *out) {
   memset(out, 0, sizeof(*out));
-  json_t *eps = NULL, *d = NULL;
+  json_t *d = NULL;
+  void *items = NULL;
   int rc = tb__json_expect_object(c, v);
   if (rc == 0)
     rc = tb__wire_req_str(c, v, "name", &out->name);
   if (rc == 0)
     rc = tb__wire_req_str(c, v, "version", &out->version);
   if (rc == 0)
-    rc = tb__json_get_array(c, v, "endpoints", TB_JSON_REQUIRED, &eps);
-  if (rc != 0)
-    return rc;
-  size_t n = json_array_size(eps);
-  tb__wire_endpoint_t *es = tb__arena_calloc(a, n + 1, sizeof(*es));
-  if (es == NULL)
-    return TB_ENOMEM;
-  size_t mark = tb__jctx_push_key(c, "endpoints");
-  for (size_t i = 0; rc == 0 && i < n; i++) {
-    const json_t *e = json_array_get(eps, i);
-    size_t k = tb__jctx_push_index(c, i);
-    rc = tb__json_expect_object(c, e);
-    if (rc == 0)
-      rc = tb__wire_req_str(c, e, "method", &es[i].method);
-    if (rc == 0)
-      rc = tb__wire_req_str(c, e, "path", &es[i].path);
-    if (rc == 0)
-      rc = tb__wire_req_str(c, e, "dialect", &es[i].dialect);
-    if (rc == 0)
-      rc = tb__json_get_bool(c, e, "auth", TB_JSON_REQUIRED, &es[i].auth);
-    if (rc == 0)
-      rc = tb__wire_opt_str(c, e, "summary", &es[i].summary);
-    tb__jctx_pop(c, k);
-  }
-  tb__jctx_pop(c, mark);
+    rc = tb__wire_items_from_json(c, a, v, "endpoints", TB_JSON_REQUIRED,
+                                  sizeof(tb__wire_endpoint_t), endpoint_item, &items,
+                                  &out->n_endpoints);
+  out->endpoints = items;
   if (rc == 0)
     rc = tb__json_get_object(c, v, "dialects", TB_JSON_REQUIRED, &d);
   if (rc == 0) {
-    mark = tb__jctx_push_key(c, "dialects");
+    size_t mark = tb__jctx_push_key(c, "dialects");
     rc = tb__wire_opt_str(c, d, "tinker", &out->tinker);
     if (rc == 0)
       rc = tb__wire_opt_str(c, d, "tinkerbell", &out->tinkerbell);
@@ -390,8 +381,6 @@ int tb__wire_service_index_from_json(tb__jctx_t *c, tb__arena_t *a, const json_t
       rc = tb__wire_opt_str(c, d, "both", &out->both);
     tb__jctx_pop(c, mark);
   }
-  if (rc == 0)
-    out->endpoints = es, out->n_endpoints = n;
   return rc;
 }
 
