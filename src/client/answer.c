@@ -49,6 +49,17 @@ char *tb__answer_dup(const char *s, int *ok) {
   return c;
 }
 
+int tb__answer_string(tb__answer_t *d, const char *s, const tb_result_type_t **type,
+                      void **result, tb_error_t *err) {
+  char *copy = strdup(s);
+  tb__answer_end(d);
+  if (copy == NULL)
+    return tb__answer_out_of_memory(err);
+  *type = &tb_result_string;
+  *result = copy;
+  return 0;
+}
+
 int tb__answer_out_of_memory(tb_error_t *err) {
   return tb_error_set(err, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
 }

@@ -18,6 +18,7 @@
 #include "core/buf.h"
 #include "core/json.h"
 #include "tinkerbell/error.h"
+#include "tinkerbell/future.h"
 
 typedef struct tb__answer_s {
   json_t *doc;
@@ -38,6 +39,11 @@ int tb__answer_out_of_memory(tb_error_t *err);
  * when memory runs out, so that a decoder copies every field and checks
  * once. */
 char *tb__answer_dup(const char *s, int *ok);
+
+/* Ends d and hands a copy of s (a string of d's document, not NULL) over
+ * as the decoder's tb_result_string.  Returns 0 or TB_ENOMEM. */
+int tb__answer_string(tb__answer_t *d, const char *s, const tb_result_type_t **type,
+                      void **result, tb_error_t *err);
 
 /* Replaces out's bytes with the compact text of v, a wire encoder's
  * value, which is consumed (NULL: the encoder ran out of memory).

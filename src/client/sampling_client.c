@@ -283,14 +283,7 @@ static int decode_base_model(tb__client_op_t *cop, const char *body, size_t len,
                              const tb_result_type_t **type, void **result, tb_error_t *err) {
   TB__DECODE_FIELDS(tb__wire_sampler_info_t, tb__wire_sampler_info_from_json(&d.jc, d.doc, &w),
                     "sampler");
-  int ok = 1;
-  char *copy = tb__answer_dup(w.base_model, &ok);
-  tb__answer_end(&d);
-  if (!ok)
-    return tb__answer_out_of_memory(err);
-  *type = &tb_result_string;
-  *result = copy;
-  return 0;
+  return tb__answer_string(&d, w.base_model, type, result, err);
 }
 
 /* ------------------------------------------------------------ submission */

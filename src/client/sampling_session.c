@@ -72,14 +72,7 @@ static int decode_sampling_session(tb__client_op_t *cop, const char *body, size_
   TB__DECODE_FIELDS(tb__wire_sampler_created_t,
                     tb__wire_sampler_created_from_json(&d.jc, d.doc, &w),
                     "create_sampling_session");
-  int ok = 1;
-  char *copy = tb__answer_dup(w.sampling_session_id, &ok);
-  tb__answer_end(&d);
-  if (!ok)
-    return tb__answer_out_of_memory(err);
-  *type = &tb_result_string;
-  *result = copy;
-  return 0;
+  return tb__answer_string(&d, w.sampling_session_id, type, result, err);
 }
 
 static void on_session_created(tb_future_t *f, int status) {

@@ -118,14 +118,7 @@ static int decode_session(tb__client_op_t *op, const char *body, size_t len, int
     tb__warn("session %s: %s", w.session_id, w.warning_message);
   if (w.error_message != NULL)
     tb__log_error("session %s: %s", w.session_id, w.error_message);
-  int ok = 1;
-  char *s = tb__answer_dup(w.session_id, &ok);
-  tb__answer_end(&d);
-  if (!ok)
-    return tb__answer_out_of_memory(err);
-  *type = &tb_result_string;
-  *result = s;
-  return 0;
+  return tb__answer_string(&d, w.session_id, type, result, err);
 }
 
 /* ------------------------------------------------------------ heartbeat */
