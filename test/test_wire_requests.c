@@ -10,49 +10,17 @@
  */
 #include "tb_test.h"
 
-#include <stdio.h>
-
 #include "core/json.h"
 #include "wire/encode.h"
 #include "wire/op_request.h"
+#include "wire_golden.h"
 
-#define SESS "<sess#1>"
-#define RUN SESS ":train:0"
-
-/* The JSON body of the first request whose line is exactly
- * ">>> <request>" in test/golden/tinker.txt, parsed. */
-static json_t *golden_request(const char *request) {
-  const char *dir = getenv("TB_GOLDEN_DIR");
-  if (dir == NULL)
-    SKIP("TB_GOLDEN_DIR is not set");
-  char path[1024], want[256];
-  snprintf(path, sizeof(path), "%s/tinker.txt", dir);
-  json_error_t je;
-  FILE *f = fopen(path, "rb");
-  ASSERT(f != NULL);
-  char line[4096];
-  snprintf(want, sizeof(want), ">>> %s\n", request);
-  int found = 0;
-  json_t *doc = NULL;
-  while (doc == NULL && fgets(line, sizeof(line), f) != NULL) {
-    if (strcmp(line, want) == 0)
-      found = 1;
-    else if (found && line[0] == '{')
-      doc = json_loads(line, 0, &je);
-  }
-  fclose(f);
-  ASSERT(doc != NULL);
+/* The SDK's recorded body of the first request ">>> <request>". */
+static json_t *golden_doc(const char *request) {
+  char *bytes = golden_request(request, 0);
+  json_t *doc = parse(bytes);
+  free(bytes);
   return doc;
-}
-
-/* The bytes v is sent as, compared with want; v is released. */
-static void assert_bytes(json_t *v, const char *want) {
-  ASSERT(v != NULL);
-  char *got = tb__json_dump(v, NULL);
-  ASSERT(got != NULL);
-  ASSERT_STR_EQ(got, want);
-  free(got);
-  json_decref(v);
 }
 
 /* v, with its seq_id (when >= 0) and model_id added, has the golden
@@ -62,7 +30,7 @@ static void assert_value(json_t *v, int64_t seq_id, const char *request) {
   if (seq_id >= 0)
     ASSERT_OK(tb__wire_request_add_seq_id(v, seq_id));
   ASSERT_OK(tb__wire_request_add_model_id(v, RUN));
-  json_t *g = golden_request(request);
+  json_t *g = golden_doc(request);
   if (!json_equal(v, g)) {
     char *a = tb__json_dump(v, NULL), *b = tb__json_dump(g, NULL);
     fprintf(stderr, "%s\n!=\n%s\n", a, b);
@@ -80,7 +48,7 @@ TEST(create_and_load) {
                "{\"session_id\":\"" SESS "\",\"model_seq_id\":0,\"base_model\":\"base\","
                "\"lora_config\":{\"rank\":4,\"train_mlp\":true,\"train_attn\":true,"
                "\"train_unembed\":true,\"seed\":3},\"type\":\"create_model\"}");
-  json_t *g = golden_request("POST /api/v1/create_model");
+  json_t *g = golden_doc("POST /api/v1/create_model");
   json_t *v = tb__wire_create_model_to_json(&cm);
   ASSERT(json_equal(v, g));
   json_decref(v);
