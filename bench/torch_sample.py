@@ -23,62 +23,27 @@ usage: torch_sample.py --hidden 576 --layers 30 --heads 9 --kv-heads 3
 Prints one line: TORCH tokens_per_s=<median> min=<> max=<>.  Exit status
 77 when PyTorch is not installed.
 """
-import argparse
 import math
-import sys
 import time
 
-try:
-    import torch
-    import torch.nn.functional as F
-except ImportError:
-    print("PyTorch is not installed")
-    sys.exit(77)
+from torch_llama import (frozen, head_dim, lora_a, lora_b, make_layers, parse_args, rms,
+                         rope_tables, summary, torch)
+import torch.nn.functional as F
 
 
 def main():
-    p = argparse.ArgumentParser()
-    for name, default in [("hidden", 576), ("layers", 30), ("heads", 9), ("kv-heads", 3),
-                          ("intermediate", 1536), ("vocab", 49152), ("rank", 32),
-                          ("batch", 1), ("prompt", 64), ("tokens", 64), ("threads", 2),
-                          ("reps", 3), ("head-dim", 0)]:
-        p.add_argument("--" + name, type=int, default=default)
-    for flag in ("qk-norm", "qkv-bias"):
-        p.add_argument("--" + flag, action="store_true")
-    a = p.parse_args()
-    torch.set_num_threads(a.threads)
-    torch.manual_seed(0)
-    C, H, KVH, I, V, r = a.hidden, a.heads, a.kv_heads, a.intermediate, a.vocab, a.rank
-    D = a.head_dim or C // H
+    a = parse_args([("batch", 1), ("prompt", 64), ("tokens", 64), ("reps", 3)])
+    C, H, KVH, V, r = a.hidden, a.heads, a.kv_heads, a.vocab, a.rank
+    D = head_dim(a)
     G = H // KVH
     scale = 32.0 / r
     Bsz, P, N = a.batch, a.prompt, a.tokens
     L = P + N
 
-    def frozen(*shape):
-        return torch.randn(*shape) * 0.02
-
     embed = frozen(V, C)
-    layers = []
-    for _ in range(a.layers):
-        lay = {"n1": torch.ones(C), "n2": torch.ones(C), "qn": torch.ones(D),
-               "kn": torch.ones(D), "bq": frozen(H * D), "bk": frozen(KVH * D),
-               "bv": frozen(KVH * D)}
-        for name, (k, n) in {"q": (C, H * D), "k": (C, KVH * D), "v": (C, KVH * D),
-                             "o": (H * D, C), "gate": (C, I), "up": (C, I),
-                             "down": (I, C)}.items():
-            lay[name] = (frozen(n, k), torch.randn(r, k) / math.sqrt(k),
-                         torch.randn(n, r) * 0.01)
-        layers.append(lay)
+    layers = make_layers(a, lambda k, n: (frozen(n, k), lora_a(r, k), lora_b(n, r)))
     final_norm = torch.ones(C)
-
-    inv = 1.0 / (100000.0 ** (torch.arange(0, D, 2).float() / D))
-    freqs = torch.outer(torch.arange(L).float(), inv)
-    emb = torch.cat([freqs, freqs], -1)
-    cos_t, sin_t = emb.cos(), emb.sin()
-
-    def rms(x, w):
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * w
+    cos_t, sin_t = rope_tables(D, L, 100000.0)
 
     def rope(x, pos):
         # x (B, T, heads, D); pos (T)
@@ -146,9 +111,8 @@ def main():
             dt = time.perf_counter() - t0
             if rep > 0:
                 times.append(Bsz * N / dt)
-    times.sort()
     print("TORCH tokens_per_s=%.2f min=%.2f max=%.2f batch=%d threads=%d" %
-          (times[len(times) // 2], times[0], times[-1], Bsz, torch.get_num_threads()))
+          (summary(times) + (Bsz, torch.get_num_threads())))
 
 
 if __name__ == "__main__":

@@ -18,67 +18,38 @@ usage: torch_train_step.py --hidden 576 --layers 30 --heads 9 --kv-heads 3
 Prints one line: TORCH ms_per_step=<median> min=<> max=<>.  Exit status 77
 when PyTorch is not installed.
 """
-import argparse
 import math
-import sys
 import time
 
-try:
-    import torch
-except ImportError:
-    print("PyTorch is not installed")
-    sys.exit(77)
+from torch_llama import (frozen, head_dim, lora_a, lora_b, make_layers, parse_args, rms,
+                         rope_tables, summary, torch)
 
 
 def main():
-    p = argparse.ArgumentParser()
-    for name, default in [("hidden", 576), ("layers", 30), ("heads", 9), ("kv-heads", 3),
-                          ("intermediate", 1536), ("vocab", 49152), ("rank", 32),
-                          ("batch", 4), ("seq", 256), ("threads", 2), ("steps", 3),
-                          ("head-dim", 0)]:
-        p.add_argument("--" + name, type=int, default=default)
-    for flag in ("qk-norm", "qkv-bias", "untied"):
-        p.add_argument("--" + flag, action="store_true")
-    a = p.parse_args()
-    torch.set_num_threads(a.threads)
-    torch.manual_seed(0)
-    C, H, KVH, I, V, r = a.hidden, a.heads, a.kv_heads, a.intermediate, a.vocab, a.rank
-    D = a.head_dim or C // H
+    a = parse_args([("batch", 4), ("seq", 256), ("steps", 3)], ["untied"])
+    C, H, KVH, V, r = a.hidden, a.heads, a.kv_heads, a.vocab, a.rank
+    D = head_dim(a)
     alpha = 32.0
     scale = alpha / r
 
-    def frozen(*shape):
-        return torch.randn(*shape) * 0.02
-
     embed = frozen(V, C)
     head = frozen(V, C) if a.untied else embed
-    layers = []
     lora_params = []
-    for _ in range(a.layers):
-        lay = {"n1": torch.ones(C), "n2": torch.ones(C), "qn": torch.ones(D),
-               "kn": torch.ones(D), "bq": frozen(H * D), "bk": frozen(KVH * D),
-               "bv": frozen(KVH * D)}
-        for name, (k, n) in {"q": (C, H * D), "k": (C, KVH * D), "v": (C, KVH * D),
-                             "o": (H * D, C), "gate": (C, I), "up": (C, I),
-                             "down": (I, C)}.items():
-            A = torch.nn.Parameter(torch.randn(r, k) / math.sqrt(k))
-            B = torch.nn.Parameter(torch.randn(n, r) * 0.01)
-            lay[name] = (frozen(n, k), A, B)
-            lora_params += [A, B]
-        layers.append(lay)
+
+    def adapter(k, n):
+        A = torch.nn.Parameter(lora_a(r, k))
+        B = torch.nn.Parameter(lora_b(n, r))
+        lora_params.extend([A, B])
+        return frozen(n, k), A, B
+
+    layers = make_layers(a, adapter)
     final_norm = torch.ones(C)
     opt = torch.optim.AdamW(lora_params, lr=1e-4, betas=(0.9, 0.95), eps=1e-12,
                             weight_decay=0.0)
 
     T = a.seq
-    inv = 1.0 / (10000.0 ** (torch.arange(0, D, 2).float() / D))
-    freqs = torch.outer(torch.arange(T).float(), inv)
-    emb = torch.cat([freqs, freqs], -1)
-    cos, sin = emb.cos()[None, None], emb.sin()[None, None]
+    cos, sin = (t[None, None] for t in rope_tables(D, T, 10000.0))
     mask = torch.full((T, T), float("-inf")).triu(1)
-
-    def rms(x, w):
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * w
 
     def rope(x):
         x1, x2 = x[..., :D // 2], x[..., D // 2:]
@@ -129,9 +100,8 @@ def main():
         t0 = time.perf_counter()
         step()
         times.append((time.perf_counter() - t0) * 1e3)
-    times.sort()
     print("TORCH ms_per_step=%.1f min=%.1f max=%.1f threads=%d" %
-          (times[len(times) // 2], times[0], times[-1], torch.get_num_threads()))
+          (summary(times) + (torch.get_num_threads(),)))
 
 
 if __name__ == "__main__":
