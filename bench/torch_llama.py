@@ -72,6 +72,20 @@ def lora_b(n, r):
     return torch.randn(n, r) * 0.01
 
 
+def project_qkv(a, lay, h, lin, B, T):
+    """The layer's q (B, T, heads, D), k and v (B, T, kv_heads, D) of h:
+    biases with --qkv-bias, q/k norms with --qk-norm; no rotary."""
+    D = head_dim(a)
+    q, k, v = lin(h, lay["q"]), lin(h, lay["k"]), lin(h, lay["v"])
+    if a.qkv_bias:
+        q, k, v = q + lay["bq"], k + lay["bk"], v + lay["bv"]
+    q = q.view(B, T, a.heads, D)
+    k = k.view(B, T, a.kv_heads, D)
+    if a.qk_norm:
+        q, k = rms(q, lay["qn"]), rms(k, lay["kn"])
+    return q, k, v.view(B, T, a.kv_heads, D)
+
+
 def rms(x, w):
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * w
 

@@ -26,8 +26,8 @@ Prints one line: TORCH tokens_per_s=<median> min=<> max=<>.  Exit status
 import math
 import time
 
-from torch_llama import (frozen, head_dim, lora_a, lora_b, make_layers, parse_args, rms,
-                         rope_tables, summary, torch)
+from torch_llama import (frozen, head_dim, lora_a, lora_b, make_layers, parse_args,
+                         project_qkv, rms, rope_tables, summary, torch)
 import torch.nn.functional as F
 
 
@@ -67,16 +67,10 @@ def main():
             x = x.view(C)
         for li, lay in enumerate(layers):
             h = rms(x, lay["n1"])
-            q, k, v = lin(h, lay["q"]), lin(h, lay["k"]), lin(h, lay["v"])
-            if a.qkv_bias:
-                q, k, v = q + lay["bq"], k + lay["bk"], v + lay["bv"]
-            q = q.view(Bsz, T, H, D)
-            k = k.view(Bsz, T, KVH, D)
-            if a.qk_norm:
-                q, k = rms(q, lay["qn"]), rms(k, lay["kn"])
+            q, k, v = project_qkv(a, lay, h, lin, Bsz, T)
             q, k = rope(q, pos), rope(k, pos)
             kc[li, :, :, pos0:pos0 + T] = k.transpose(1, 2)
-            vc[li, :, :, pos0:pos0 + T] = v.view(Bsz, T, KVH, D).transpose(1, 2)
+            vc[li, :, :, pos0:pos0 + T] = v.transpose(1, 2)
             keys, vals = kc[li, :, :, :pos0 + T], vc[li, :, :, :pos0 + T]
             # (B, KVH, G*T, D) queries against (B, KVH, S, D) keys
             qg = q.view(Bsz, T, KVH, G, D).permute(0, 2, 3, 1, 4).reshape(Bsz, KVH, G * T, D)

@@ -21,8 +21,8 @@ when PyTorch is not installed.
 import math
 import time
 
-from torch_llama import (frozen, head_dim, lora_a, lora_b, make_layers, parse_args, rms,
-                         rope_tables, summary, torch)
+from torch_llama import (frozen, head_dim, lora_a, lora_b, make_layers, parse_args,
+                         project_qkv, rms, rope_tables, summary, torch)
 
 
 def main():
@@ -67,16 +67,7 @@ def main():
         Bn = x.shape[0]
         for lay in layers:
             h = rms(x, lay["n1"])
-            q, k, v = lin(h, lay["q"]), lin(h, lay["k"]), lin(h, lay["v"])
-            if a.qkv_bias:
-                q, k, v = q + lay["bq"], k + lay["bk"], v + lay["bv"]
-            q = q.view(Bn, T, H, D)
-            k = k.view(Bn, T, KVH, D)
-            if a.qk_norm:
-                q, k = rms(q, lay["qn"]), rms(k, lay["kn"])
-            q = q.transpose(1, 2)
-            k = k.transpose(1, 2)
-            v = v.view(Bn, T, KVH, D).transpose(1, 2)
+            q, k, v = (t.transpose(1, 2) for t in project_qkv(a, lay, h, lin, Bn, T))
             q, k = rope(q), rope(k)
             k = k.repeat_interleave(H // KVH, dim=1)
             v = v.repeat_interleave(H // KVH, dim=1)
