@@ -399,20 +399,26 @@ static double run_steps(trainer_t *t, int steps, int pipelined) {
   return steps / (now_s() - t0);
 }
 
+/* Steps/s of t sequential and pipelined after two warm-up steps (buffers,
+ * connections), the modes alternated twice so that drift of the machine
+ * hits both. */
+static void both_modes(trainer_t *t, int steps, double *seq_sps, double *pipe_sps) {
+  run_steps(t, 2, 0);
+  double a = 0, b = 0;
+  for (int r = 0; r < 2; r++) {
+    a += run_steps(t, steps, 0);
+    b += run_steps(t, steps, 1);
+  }
+  *seq_sps = a / 2;
+  *pipe_sps = b / 2;
+}
+
 static void bench_pipeline(int steps, double *seq_sps, double *pipe_sps) {
   embedded_t e;
   embedded_start(&e);
   trainer_t t;
   trainer_open(&t, &e.loop, e.url, 1);
-  run_steps(&t, 2, 0); /* warm up: buffers, connections */
-  /* Alternate the modes so that drift of the machine hits both. */
-  double a = 0, b = 0;
-  for (int r = 0; r < 2; r++) {
-    a += run_steps(&t, steps, 0);
-    b += run_steps(&t, steps, 1);
-  }
-  *seq_sps = a / 2;
-  *pipe_sps = b / 2;
+  both_modes(&t, steps, seq_sps, pipe_sps);
   trainer_close(&t);
   wait_closed(&e.loop);
   embedded_stop(&e);
@@ -431,14 +437,7 @@ static void bench_delayed(int steps, uint64_t delay_ms, int n, int len, double *
   proxy_start(&e.loop, tb_server_port(&e.server), delay_ms);
   trainer_t t;
   trainer_open_batch(&t, &e.loop, proxy.url, 1, n, len);
-  run_steps(&t, 2, 0); /* warm up */
-  double a = 0, b = 0;
-  for (int r = 0; r < 2; r++) {
-    a += run_steps(&t, steps, 0);
-    b += run_steps(&t, steps, 1);
-  }
-  *seq_sps = a / 2;
-  *pipe_sps = b / 2;
+  both_modes(&t, steps, seq_sps, pipe_sps);
   trainer_close(&t);
   wait_closed(&e.loop);
   proxy_stop();
