@@ -18,18 +18,12 @@
 tb__model_config_t tb_test_config(int hidden, int intermediate, int layers, int heads,
                                   int kv_heads, int head_dim, int vocab, int max_positions,
                                   float rms_norm_eps, float rope_theta) {
-  tb__model_config_t c = { 0 };
-  c.hidden_size = hidden;
-  c.intermediate_size = intermediate;
-  c.num_layers = layers;
-  c.num_heads = heads;
-  c.num_kv_heads = kv_heads;
-  c.head_dim = head_dim;
-  c.vocab_size = vocab;
-  c.max_position_embeddings = max_positions;
-  c.rms_norm_eps = rms_norm_eps;
-  c.rope_theta = rope_theta;
-  return c;
+  return (tb__model_config_t){
+    .hidden_size = hidden, .intermediate_size = intermediate, .num_layers = layers,
+    .num_heads = heads, .num_kv_heads = kv_heads, .head_dim = head_dim, .vocab_size = vocab,
+    .max_position_embeddings = max_positions, .rms_norm_eps = rms_norm_eps,
+    .rope_theta = rope_theta,
+  };
 }
 
 tb__model_config_t tb_test_tiny_config(void) {
