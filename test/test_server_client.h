@@ -27,7 +27,8 @@ static inline void on_server_closed(tb_server_t *s) {
   server_closed++;
 }
 
-/* A server on the loop (already initialised), listening. */
+/* A server on the loop (already initialised), listening, with opts (NULL:
+ * the defaults). */
 static inline void open_server(tb_server_options_t *opts) {
   int rc = tb_server_init(&loop, &server, opts);
   if (rc != 0)
@@ -232,6 +233,30 @@ static inline char *xstrdup(const char *s) {
   char *p = xmalloc(n);
   memcpy(p, s, n);
   return p;
+}
+
+/* A string field of a JSON answer, copied. */
+static inline char *field_of(hc_t *c, const char *key) {
+  json_t *v = hc_json(c);
+  const char *s = json_string_value(json_object_get(v, key));
+  if (s == NULL)
+    fprintf(stderr, "no %s in %s\n", key, c->body);
+  ASSERT(s != NULL);
+  char *r = xstrdup(s);
+  json_decref(v);
+  return r;
+}
+
+/* POSTs body and returns a string field of the 200 answer. */
+static inline char *post_field(const char *path, const char *extra, const char *body,
+                        const char *key) {
+  hc_t *c = hc_do("POST", path, extra, body);
+  if (c->status != 200)
+    fprintf(stderr, "%s -> %d %s\n", path, c->status, c->body);
+  ASSERT_EQ_INT(c->status, 200);
+  char *r = field_of(c, key);
+  hc_free(c);
+  return r;
 }
 
 #endif /* TB_TEST_SERVER_CLIENT_H */

@@ -14,8 +14,7 @@ static void write_keys(char *path, const char *text) {
 }
 
 TEST(service_routes) {
-  tb_server_options_t o = { 0 };
-  start_server(&o);
+  start_server(NULL);
   ASSERT_OK(tb_server_add_model(&server, "base", 2048));
   ASSERT_OK(tb_server_add_model(&server, "Qwen/Qwen3-8B", 32768));
   ASSERT_ERR(tb_server_add_model(&server, "base", 1), TB_EEXIST);
@@ -306,8 +305,7 @@ TEST(rate_limit_429) {
 }
 
 TEST(bad_bodies_are_400_with_paths) {
-  tb_server_options_t o = { 0 };
-  start_server(&o);
+  start_server(NULL);
   static const struct { const char *path, *body, *want; } cases[] = {
     { "/api/v1/create_session", "{", "body: invalid JSON" },
     { "/api/v1/create_session", "", "body: invalid JSON" },

@@ -337,7 +337,7 @@ TEST(errors_name_the_users_path) {
 
   /* The Tinkerbell dialect. */
   const char *fb = "{\"model_id\":\"tbm\",\"data\":[[{\"role\":\"user\",\"content\":\"hi\"}]]}";
-  json_decref(post_json("/api/v1/forward_backward", fb, 200));
+  json_decref(post_json("/api/v1/forward_backward", NULL, fb, 200));
   tb_async_ok("/api/v1/save_weights", "{\"model_id\":\"tbm\",\"path\":\"w\"}");
   snprintf(path, sizeof(path), "ls -d %s/tb-*-tbm/weights/w", data_dir);
   FILE *ls = popen(path, "r");

@@ -31,8 +31,7 @@ static void resolve_json(tb__future_t *f, const char *json) {
 }
 
 TEST(ids_unique_and_shaped) {
-  tb_server_options_t o = { 0 };
-  start_server(&o);
+  start_server(NULL);
   enum { N = 2000 };
   char (*ids)[TB__FUTURE_ID_MAX] = calloc(N, TB__FUTURE_ID_MAX);
   for (int i = 0; i < N; i++) {
@@ -431,8 +430,7 @@ static void on_waiter(tb__fwaiter_t *w, tb__future_t *f) {
 }
 
 TEST(plain_waiters) {
-  tb_server_options_t o = { 0 };
-  start_server(&o);
+  start_server(NULL);
   tb__fwaiter_t w1 = { .data = &waiter_calls }, w2 = { .data = &waiter_calls };
   tb__fwaiter_t w3 = { .data = &waiter_calls };
   tb__future_t *f = new_future(), *g = new_future();

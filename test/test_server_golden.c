@@ -487,8 +487,7 @@ static void write_keys(char *path, const char *text) {
 /* The service routes and the Tinker dialect: sessions, models, the
  * training ops in JSON and protobuf, weights, sampling, futures. */
 TEST(golden_tinker) {
-  tb_server_options_t o = { 0 };
-  start_training(&o);
+  start_training(NULL);
   stepf("GET", "/", NULL, NULL, 200);
   stepf("GET", "/api/v1/healthz", NULL, NULL, 200);
   stepf("GET", "/healthz", NULL, NULL, 200);
@@ -657,8 +656,7 @@ TEST(golden_tinker) {
 /* The Tinkerbell dialect: sync and _async routes, the legacy paths,
  * /retrieve_future, text routes. */
 TEST(golden_tinkerbell) {
-  tb_server_options_t o = { 0 };
-  start_training(&o);
+  start_training(NULL);
   stepf("POST", "/api/v1/add_lora", NULL,
         "{\"model_id\":\"m1\",\"base_model\":\"base\",\"rank\":8,\"alpha\":16,\"seed\":5}", 200);
   tinkerbell_async("/api/v1/add_lora_async", "{\"model_id\":\"m2\",\"rank\":4,\"seed\":6}", 200);

@@ -75,13 +75,11 @@ TEST(diverged_adapter_fails_the_sample_tinker) {
   char *sid, *mid;
   start_training_with_model(&sid, &mid);
   char body[1024];
-  char *rid = submit_fwdbwd(mid, 1, NULL);
-  json_decref(result_json(rid, NULL));
-  free(rid);
+  fwdbwd_done(mid, 1);
   snprintf(body, sizeof(body),
            "{\"model_id\":\"%s\",\"seq_id\":2,\"adam_params\":{\"learning_rate\":1e30},"
            "\"type\":\"optim_step\"}", mid);
-  expect_error(post_json("/api/v1/optim_step", body, 400), "user",
+  expect_error(post_json("/api/v1/optim_step", NULL, body, 400), "user",
                "adam_params.learning_rate: must be a finite number in [0, 1]");
   /* Every absurd Adam parameter is refused at submission, by name. */
   static const char *bad[][2] = {
@@ -100,7 +98,7 @@ TEST(diverged_adapter_fails_the_sample_tinker) {
     snprintf(body, sizeof(body),
              "{\"model_id\":\"%s\",\"seq_id\":2,\"adam_params\":{%s},\"type\":\"optim_step\"}",
              mid, bad[i][0]);
-    expect_error(post_json("/api/v1/optim_step", body, 400), "user", bad[i][1]);
+    expect_error(post_json("/api/v1/optim_step", NULL, body, 400), "user", bad[i][1]);
   }
   /* The refusals took no seq_id: step 2 is still to come. */
   snprintf(body, sizeof(body), "{\"model_id\":\"%s\",\"type\":\"get_info\"}", mid);
@@ -132,7 +130,7 @@ TEST(diverged_adapter_fails_the_sample_tinker) {
   char *ssid = post_field("/api/v1/create_sampling_session", NULL, body,
                           "sampling_session_id");
   char *sb = sample_body(ssid, 0);
-  rid = post_field("/api/v1/asample", NULL, sb, "request_id");
+  char *rid = post_field("/api/v1/asample", NULL, sb, "request_id");
   char *msg = failure_of(rid, "user");
   ASSERT_STR_CONTAINS(msg, NOT_FINITE);
   ASSERT_STR_CONTAINS(msg, "the adapter has diverged");
@@ -141,9 +139,7 @@ TEST(diverged_adapter_fails_the_sample_tinker) {
   free(sb);
   /* A forward pass of the same weights still answers: a diverged loss is
    * a number the client may look at, not a draw. */
-  rid = submit_fwdbwd(mid, 6, NULL);
-  json_decref(result_json(rid, NULL));
-  free(rid);
+  fwdbwd_done(mid, 6);
   free(ssid);
   free(mid);
   free(sid);
@@ -154,23 +150,22 @@ TEST(diverged_adapter_fails_the_sample_tinker) {
  * model whose adapter holds infinities fails sample (400) and asample
  * (a failed future), with the user's category. */
 TEST(diverged_adapter_fails_the_sample_tinkerbell) {
-  tb_server_options_t o = { 0 };
-  start_training(&o);
+  start_training(NULL);
   const char *fb = "{\"model_id\":\"boom\",\"data\":[[{\"role\":\"user\",\"content\":\"hi\"},"
                    "{\"role\":\"assistant\",\"content\":\"hello\"}]],"
                    "\"loss_fn\":\"cross_entropy\"}";
-  json_decref(post_json("/api/v1/forward_backward", fb, 200));
-  expect_error(post_json("/api/v1/optim_step",
+  json_decref(post_json("/api/v1/forward_backward", NULL, fb, 200));
+  expect_error(post_json("/api/v1/optim_step", NULL,
                          "{\"model_id\":\"boom\",\"adam_params\":{\"learning_rate\":1e30}}",
                          400),
                "user", "adam_params.learning_rate: must be a finite number in [0, 1]");
-  expect_error(post_json("/api/v1/optim_step_async",
+  expect_error(post_json("/api/v1/optim_step_async", NULL,
                          "{\"model_id\":\"boom\",\"adam_params\":{\"eps\":-1}}", 400),
                "user", "adam_params.eps: ");
-  expect_error(post_json("/optim_step",
+  expect_error(post_json("/optim_step", NULL,
                          "{\"model_id\":\"boom\",\"adam_params\":{\"beta2\":1.0}}", 400),
                "user", "adam_params.beta2: ");
-  json_decref(post_json("/api/v1/optim_step",
+  json_decref(post_json("/api/v1/optim_step", NULL,
                         "{\"model_id\":\"boom\",\"adam_params\":{\"learning_rate\":0.01}}",
                         200));
   tb_async_ok("/api/v1/save_weights", "{\"model_id\":\"boom\",\"path\":\"w\"}");
@@ -187,16 +182,16 @@ TEST(diverged_adapter_fails_the_sample_tinkerbell) {
   tb_async_ok("/api/v1/load_weights", "{\"model_id\":\"boom\",\"path\":\"w\"}");
   const char *sample = "{\"model_id\":\"boom\",\"prompt\":\"hi\",\"max_tokens\":4,"
                        "\"top_p\":0.9,\"seed\":1}";
-  json_t *v = post_json("/api/v1/sample", sample, 400);
+  json_t *v = post_json("/api/v1/sample", NULL, sample, 400);
   ASSERT_STR_CONTAINS(json_string_value(json_object_get(v, "detail")), NOT_FINITE);
   expect_error(v, "user", NOT_FINITE);
-  hc_t *c = tb_await(post_json("/api/v1/asample", sample, 200));
+  hc_t *c = tb_await(post_json("/api/v1/asample", NULL, sample, 200));
   ASSERT_EQ_INT(c->status, 500);
   expect_error(hc_json(c), "user", "the adapter has diverged");
   hc_free(c);
   /* Training such a model still answers: the loss JSON cannot carry is
    * null. */
-  v = post_json("/api/v1/forward_backward", fb, 200);
+  v = post_json("/api/v1/forward_backward", NULL, fb, 200);
   ASSERT(json_is_null(json_object_get(v, "loss")));
   ASSERT(json_is_null(json_object_get(v, "loss_sum")));
   ASSERT_STR_EQ(json_string_value(json_object_get(v, "model_id")), "boom");
@@ -207,20 +202,12 @@ TEST(diverged_adapter_fails_the_sample_tinkerbell) {
 /* A base model whose lm_head (or embeddings) hold NaN: sampling it fails
  * with the user's error in both dialects, never with tokens. */
 TEST(nan_base_model_fails_the_sample) {
-  char hf[] = "/tmp/tb-harden-hf-XXXXXX";
-  ASSERT(mkdtemp(hf) != NULL);
-  char dir[64], st[96];
-  snprintf(dir, sizeof(dir), "%s/m", hf);
-  tb_error_t err = { 0 };
-  ASSERT_OK(tb__base_model_save(dir, &err));
+  char hf[64], dir[96], st[128];
+  save_base_copy(hf, dir, sizeof(dir));
   snprintf(st, sizeof(st), "%s/model.safetensors", dir);
   if (poison_tensors(st, "lm_head", NAN) == 0)
     ASSERT_GT(poison_tensors(st, "embed_tokens", NAN), 0);
-  char spec[96];
-  snprintf(spec, sizeof(spec), "nan=%s", dir);
-  const char *models[] = { "base", spec };
-  tb_server_options_t o = { 0 };
-  start_training_models(&o, models, 2);
+  start_training_beside("nan", dir);
   const char *sample = "{\"base_model\":\"nan\",\"prompt\":{\"chunks\":[{\"type\":"
                        "\"encoded_text\",\"tokens\":[1,2]}]},\"sampling_params\":"
                        "{\"max_tokens\":2,\"seed\":4,\"top_p\":0.9}}";
@@ -239,7 +226,7 @@ TEST(nan_base_model_fails_the_sample) {
                    "request_id");
   free(failure_of(rid, "user"));
   free(rid);
-  json_t *v = post_json("/api/v1/sample",
+  json_t *v = post_json("/api/v1/sample", NULL,
                         "{\"base_model\":\"nan\",\"prompt_tokens\":[1,2,3],\"top_p\":0.9,"
                         "\"max_tokens\":3}",
                         400);
@@ -253,9 +240,7 @@ TEST(nan_base_model_fails_the_sample) {
   json_decref(result_json(rid, NULL));
   free(rid);
   stop_training();
-  char cmd[128];
-  snprintf(cmd, sizeof(cmd), "rm -rf %s", hf);
-  ASSERT_OK(system(cmd));
+  tb_test_tmpdir_remove(hf);
 }
 
 /* ------------------------------------------------------------ fault 2 */
@@ -313,7 +298,7 @@ TEST(lying_sizes_are_refused_before_allocating) {
                        "\"shape\":[1,2147483647],\"sparse_crow_indices\":[0,1],"
                        "\"sparse_col_indices\":[0]}";
   char *fb = fwd_body_n(mid, 1, "[1]", sparse);
-  expect_error(post_json("/api/v1/forward_backward", fb, 400), "user",
+  expect_error(post_json("/api/v1/forward_backward", NULL, fb, 400), "user",
                "shape [1, 2147483647]: 2147483647 elements of 8 bytes, more than the "
                "67108864 bytes a tensor of a request may take");
   free(fb);
@@ -321,7 +306,7 @@ TEST(lying_sizes_are_refused_before_allocating) {
   snprintf(tbb, sizeof(tbb),
            "{\"model_id\":\"lies\",\"data\":[{\"model_input\":{\"chunks\":[{\"type\":"
            "\"encoded_text\",\"tokens\":[1]}]},\"loss_fn_inputs\":{%s}}]}", sparse);
-  expect_error(post_json("/api/v1/forward_backward", tbb, 400), "user",
+  expect_error(post_json("/api/v1/forward_backward", NULL, tbb, 400), "user",
                "more than the 67108864 bytes");
   ASSERT_LT(peak_rss_kib() - rss0, 64 * 1024);
   /* The model is unharmed, and an honest protobuf body trains it. */

@@ -12,17 +12,6 @@
 
 #include <sys/resource.h>
 
-/* POSTs body and expects status with want in the answer (or NULL). */
-static inline json_t *post_json(const char *path, const char *body, int status) {
-  hc_t *c = hc_do("POST", path, NULL, body);
-  if (c->status != status)
-    fprintf(stderr, "%s -> %d %s\n", path, c->status, c->body);
-  ASSERT_EQ_INT(c->status, status);
-  json_t *v = hc_json(c);
-  hc_free(c);
-  return v;
-}
-
 /* A Tinker-dialect op answered with a request id: its future's result. */
 static inline json_t *tinker_op(const char *path, const char *body) {
   char *rid = post_field(path, NULL, body, "request_id");
@@ -59,7 +48,7 @@ static inline hc_t *tb_await(json_t *accepted) {
 
 /* An async Tinkerbell call that must succeed. */
 static inline void tb_async_ok(const char *path, const char *body) {
-  hc_t *c = tb_await(post_json(path, body, 200));
+  hc_t *c = tb_await(post_json(path, NULL, body, 200));
   if (c->status != 200)
     fprintf(stderr, "%s -> %d %s\n", path, c->status, c->body);
   ASSERT_EQ_INT(c->status, 200);

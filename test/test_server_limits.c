@@ -426,8 +426,7 @@ TEST(connections_beyond_the_cap_are_refused) {
  * server then closes the connection, although the client asked to keep
  * it: the Tinker SDK never closes the one-off client it uses for it. */
 TEST(client_config_closes_the_connection) {
-  tb_server_options_t o = { 0 };
-  start_server(&o);
+  start_server(NULL);
   rc_t *c = rc_open();
   const char *body = "{\"sdk_version\":\"0.25.0\"}";
   char req[256];

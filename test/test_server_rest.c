@@ -96,9 +96,7 @@ static size_t list_size(const char *path, const char *key, const char *extra,
 TEST(runs_and_checkpoints) {
   char *sid, *mid;
   start_training_with_model(&sid, &mid);
-  char *rid = submit_fwdbwd(mid, 1, NULL);
-  json_decref(result_json(rid, NULL));
-  free(rid);
+  fwdbwd_done(mid, 1);
   char *wpath = save(mid, 2, "save_weights", "w1", 0, NULL);
   char *spath = save(mid, 3, "save_weights_for_sampler", "s1", 0, NULL);
 
@@ -244,7 +242,7 @@ TEST(runs_and_checkpoints) {
   char body[512];
   snprintf(body, sizeof(body), "{\"model_id\":\"%s\",\"seq_id\":4,\"path\":\"%s\"}", mid,
            wpath);
-  rid = post_field("/api/v1/load_weights", NULL, body, "request_id");
+  char *rid = post_field("/api/v1/load_weights", NULL, body, "request_id");
   free(failure_of(rid, "user"));
   free(rid);
   v = get_json("/api/v1/training_runs", NULL);
@@ -398,9 +396,7 @@ TEST(ttl_expiry) {
                 p3);
   json_decref(v);
   /* A request of the run, a second or more later, is its last one. */
-  char *rid = submit_fwdbwd(mid, 4, NULL);
-  json_decref(result_json(rid, NULL));
-  free(rid);
+  fwdbwd_done(mid, 4);
   v = get_json(url, NULL);
   ASSERT_LT(strcmp(last0, json_string_value(json_object_get(v, "last_request_time"))), 0);
   json_decref(v);
@@ -574,8 +570,7 @@ TEST(restart_keeps_expired_sessions_expired) {
 }
 
 TEST(restart_keeps_closed_sessions_closed) {
-  tb_server_options_t o = { 0 };
-  start_training(&o);
+  start_training(NULL);
   char *sid = create_session(NULL);
   char body[128];
   snprintf(body, sizeof(body), "{\"session_id\":\"%s\",\"type\":\"close_session\"}", sid);
@@ -696,7 +691,7 @@ static void sleep_done(uv_work_t *w, int status) {
 }
 
 /* start_training, with the database's open held up by a busy pool. */
-static void start_training_busy_pool(tb_server_options_t *o) {
+static void start_training_busy_pool(void) {
   strcpy(data_dir, "/tmp/tb-train-XXXXXX");
   ASSERT(mkdtemp(data_dir) != NULL);
   ASSERT_OK(uv_loop_init(&loop));
@@ -708,7 +703,8 @@ static void start_training_busy_pool(tb_server_options_t *o) {
     ASSERT_OK(uv_queue_work(&loop, w, sleep_work, sleep_done));
     n_sleepers++;
   }
-  reopen_training(o);
+  tb_server_options_t o = { 0 };
+  reopen_training(&o);
 }
 
 #define UNKNOWN_PATH "{\"tinker_path\":\"tinker://sess-nobody:train:0/weights/x\"}"
@@ -716,8 +712,7 @@ static void start_training_busy_pool(tb_server_options_t *o) {
 TEST(requests_wait_for_the_database) {
   /* Sent while the database is not read yet: these wait for it (no
    * 503) and then get their real answer. */
-  tb_server_options_t o = { 0 };
-  start_training_busy_pool(&o);
+  start_training_busy_pool();
   hc_t *c[3];
   for (int i = 0; i < 3; i++)
     c[i] = hc_send("POST", "/api/v1/weights_info", NULL, UNKNOWN_PATH);
@@ -740,8 +735,7 @@ TEST(requests_wait_for_the_database) {
 TEST(close_with_requests_waiting_for_the_database) {
   /* Closed while requests wait for the database: they are answered 503
    * and nothing of the training part, closed by then, is touched. */
-  tb_server_options_t o = { 0 };
-  start_training_busy_pool(&o);
+  start_training_busy_pool();
   hc_t *c[2];
   for (int i = 0; i < 2; i++)
     c[i] = hc_send("POST", "/api/v1/weights_info", NULL, UNKNOWN_PATH);

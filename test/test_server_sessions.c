@@ -18,9 +18,7 @@ TEST(close_session_unloads_and_answers_410) {
   snprintf(body, sizeof(body),
            "{\"model_id\":\"%s\",\"seq_id\":1,\"path\":\"keep\",\"type\":\"save_weights\"}",
            mid);
-  char *rid = post_field("/api/v1/save_weights", NULL, body, "request_id");
-  json_decref(result_json(rid, NULL));
-  free(rid);
+  await_done("/api/v1/save_weights", body);
   snprintf(body, sizeof(body),
            "{\"session_id\":\"%s\",\"sampling_session_seq_id\":0,"
            "\"model_path\":\"tinker://%s/weights/keep\"}", sid, mid);
@@ -116,8 +114,7 @@ TEST(try_again_tells_queued_from_running) {
   start_one_worker(5, &sid, &a, &b);
   /* A long job on a runs; a's seq 3 waits for seq 2; b's job waits for
    * the one work item. */
-  char *long_body = long_fwd_body(a, 1);
-  char *ra = post_field("/api/v1/forward_backward", NULL, long_body, "request_id");
+  char *ra = submit_long_fwd(a, 1);
   char *ra3 = submit_fwdbwd(a, 3, NULL);
   char *rb = submit_fwdbwd(b, 1, NULL);
 
@@ -161,7 +158,6 @@ TEST(try_again_tells_queued_from_running) {
   free(ra2);
   free(ra3);
   free(rb);
-  free(long_body);
   free(a);
   free(b);
   free(sid);

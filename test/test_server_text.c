@@ -17,16 +17,6 @@
 #include "tinkerbell/renderer.h"
 #include "tinkerbell/tokenizer.h"
 
-static json_t *post_json(const char *path, const char *extra, const char *body, int status) {
-  hc_t *c = hc_do("POST", path, extra, body);
-  if (c->status != status)
-    fprintf(stderr, "%s %.300s -> %d %s\n", path, body, c->status, c->body);
-  ASSERT_EQ_INT(c->status, status);
-  json_t *v = hc_json(c);
-  hc_free(c);
-  return v;
-}
-
 static json_t *post_ok(const char *path, const char *body) {
   return post_json(path, NULL, body, 200);
 }
@@ -76,8 +66,7 @@ static char *ids_json(const int32_t *ids, size_t n) {
 /* The routes on the built-in model: text with special-token text in it,
  * a conversation with the generation prompt, and back. */
 TEST(tokenize_and_detokenize_on_base) {
-  tb_server_options_t o = { 0 };
-  start_training(&o);
+  start_training(NULL);
   json_t *v = post_ok("/api/v1/tokenize", "{\"base_model\":\"base\",\"text\":\"Hi<|end|>\"}");
   const int32_t hi[] = { 'H', 'i', TB_BASE_TOKEN_END };
   expect_same_ids(json_object_get(v, "tokens"), hi, 3);
@@ -258,8 +247,7 @@ TEST(models_without_usable_text) {
     snprintf(specs[i], sizeof(specs[i]), "%s=%s", names[i], dirs[i]);
     models[i] = specs[i];
   }
-  tb_server_options_t o = { 0 };
-  start_training_models(&o, models, 6);
+  start_training_models(NULL, models, 6);
   const char *tk = "/api/v1/tokenize";
   expect_error(tk, NULL, "{\"base_model\":\"none\",\"text\":\"x\"}", 422,
                "text: the model none has no tokenizer (none/tokenizer.json is missing");
@@ -345,8 +333,7 @@ TEST(a_model_that_fails_to_load) {
                                "\"yarn\", \"factor\": 4.0}}"));
   snprintf(spec, sizeof(spec), "bad=%s", dir);
   const char *models[] = { "base", spec };
-  tb_server_options_t o = { 0 };
-  start_training_models(&o, models, 2);
+  start_training_models(NULL, models, 2);
   const char *why = NULL;
   int st;
   while ((st = tb_server_model_state(&server, "bad", &why)) == 0)
@@ -418,8 +405,7 @@ static void start_real(real_t *r) {
   snprintf(qs, sizeof(qs), "q=%s", r->q);
   snprintf(ls, sizeof(ls), "l=%s", r->l);
   const char *models[] = { qs, ls };
-  tb_server_options_t o = { 0 };
-  start_training_models(&o, models, 2);
+  start_training_models(NULL, models, 2);
 }
 
 static void stop_real(real_t *r) {

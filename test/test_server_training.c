@@ -9,8 +9,7 @@
 #include "test_server_training.h"
 
 TEST(train_save_load_sample) {
-  tb_server_options_t o = { 0 };
-  start_training(&o);
+  start_training(NULL);
   hc_expect("GET", "/api/v1/get_server_capabilities", NULL, NULL, 200,
             "\"model_name\":\"base\"");
   char *sid = create_session(NULL);
@@ -207,8 +206,7 @@ static int is_pending(const char *rid) {
 }
 
 TEST(unload_while_creating) {
-  tb_server_options_t o = { 0 };
-  start_training(&o);
+  start_training(NULL);
   char *sid = create_session(NULL);
   /* The base model is still loading: the create waits, the unload after
    * it. */
@@ -380,9 +378,7 @@ TEST(bad_input) {
   free(msg);
   free(rid);
   /* The model goes on with the next seq_id. */
-  rid = submit_fwdbwd(mid, 3, NULL);
-  json_decref(result_json(rid, NULL));
-  free(rid);
+  fwdbwd_done(mid, 3);
 
   free(mid);
   free(sid);
@@ -465,9 +461,7 @@ TEST(session_expiry_unloads_models) {
   snprintf(body, sizeof(body),
            "{\"model_id\":\"%s\",\"seq_id\":1,\"path\":\"keep\",\"type\":\"save_weights\"}",
            mid);
-  char *rid = post_field("/api/v1/save_weights", NULL, body, "request_id");
-  json_decref(result_json(rid, NULL));
-  free(rid);
+  await_done("/api/v1/save_weights", body);
   ASSERT_EQ_INT(srv->auth.local->n_models, 1);
   snprintf(body, sizeof(body),
            "{\"session_id\":\"%s\",\"sampling_session_seq_id\":0,"
@@ -479,13 +473,11 @@ TEST(session_expiry_unloads_models) {
            "\"prompt\":{\"chunks\":[{\"type\":\"encoded_text\",\"tokens\":[1]}]},"
            "\"sampling_params\":{\"max_tokens\":1}}", ssid);
   free(ssid);
-  rid = post_field("/api/v1/asample", NULL, sample, "request_id");
-  json_decref(result_json(rid, NULL));
-  free(rid);
+  await_done("/api/v1/asample", sample);
   /* No heartbeat: the session expires and its model goes. */
   RUN_UNTIL(srv->auth.local->n_models == 0);
   /* Its sampling sessions too. */
-  rid = post_field("/api/v1/asample", NULL, sample, "request_id");
+  char *rid = post_field("/api/v1/asample", NULL, sample, "request_id");
   char *msg = failure_of(rid, "user");
   ASSERT_STR_CONTAINS(msg, "the session expired");
   free(msg);
@@ -523,9 +515,7 @@ TEST(create_via_load_and_unnamed_sampler) {
   char body[1024];
   double trained = forward_loss(mid, 3);
   snprintf(body, sizeof(body), "{\"model_id\":\"%s\",\"seq_id\":4,\"path\":\"c\"}", mid);
-  rid = post_field("/api/v1/save_weights", NULL, body, "request_id");
-  json_decref(result_json(rid, NULL));
-  free(rid);
+  await_done("/api/v1/save_weights", body);
 
   /* A new model made by loading the checkpoint: its first operation. */
   snprintf(body, sizeof(body),
@@ -627,9 +617,7 @@ TEST(create_via_load_and_unnamed_sampler) {
   /* Once the first model is unloaded, the shape of its checkpoint comes
    * from the files: for a new model, and for a sampling session. */
   snprintf(body, sizeof(body), "{\"model_id\":\"%s\"}", mid);
-  rid = post_field("/api/v1/unload_model", NULL, body, "request_id");
-  json_decref(result_json(rid, NULL));
-  free(rid);
+  await_done("/api/v1/unload_model", body);
   snprintf(body, sizeof(body), "{\"tinker_path\":\"tinker://%s/weights/c\"}", mid);
   hc_expect("POST", "/api/v1/weights_info", NULL, body, 200,
             "{\"base_model\":\"base\",\"is_lora\":true,\"lora_rank\":4,"
@@ -639,9 +627,7 @@ TEST(create_via_load_and_unnamed_sampler) {
   snprintf(body, sizeof(body),
            "{\"session_id\":\"%s\",\"model_seq_id\":4,\"path\":\"tinker://%s/weights/c\","
            "\"optimizer\":false}", sid, mid);
-  rid = post_field("/api/v1/load_weights", NULL, body, "request_id");
-  json_decref(result_json(rid, NULL));
-  free(rid);
+  await_done("/api/v1/load_weights", body);
   snprintf(want, sizeof(want), "%s:train:4", sid);
   ASSERT_NEAR(forward_loss(want, 1), trained, 1e-5, 1e-5);
   snprintf(body, sizeof(body),
@@ -653,9 +639,7 @@ TEST(create_via_load_and_unnamed_sampler) {
            "\"prompt\":{\"chunks\":[{\"type\":\"encoded_text\",\"tokens\":[1,2]}]},"
            "\"sampling_params\":{\"max_tokens\":2,\"seed\":2}}", ss2);
   free(ss2);
-  rid = post_field("/api/v1/asample", NULL, body, "request_id");
-  json_decref(result_json(rid, NULL));
-  free(rid);
+  await_done("/api/v1/asample", body);
 
   free(mid2);
   free(mid);
@@ -759,8 +743,7 @@ static json_t *sample_base(const char *ssid, int seed, const char *extra_params)
 }
 
 TEST(stop_strings) {
-  tb_server_options_t o = { 0 };
-  start_training(&o);
+  start_training(NULL);
   char *sid = create_session(NULL);
   char body[512];
   snprintf(body, sizeof(body),
@@ -811,17 +794,10 @@ TEST(stop_strings) {
 /* A second base model, loaded from a Hugging Face directory: models and
  * samples over it, announced once loaded. */
 TEST(several_base_models) {
-  char hf[] = "/tmp/tb-train-hf-XXXXXX";
-  ASSERT(mkdtemp(hf) != NULL);
-  char dir[64];
-  snprintf(dir, sizeof(dir), "%s/m", hf);
+  char hf[64], dir[96];
+  save_base_copy(hf, dir, sizeof(dir));
+  start_training_beside("copy", dir);
   tb_error_t err = { 0 };
-  ASSERT_OK(tb__base_model_save(dir, &err));
-  char spec[96];
-  snprintf(spec, sizeof(spec), "copy=%s", dir);
-  const char *models[] = { "base", spec };
-  tb_server_options_t o = { 0 };
-  start_training_models(&o, models, 2);
   /* Names are unique. */
   const char *twice[] = { "base", "base" };
   tb__engine_opts_t eo = { 0 };
@@ -829,6 +805,9 @@ TEST(several_base_models) {
   ASSERT_STR_CONTAINS(err.message, "named twice");
   tb_error_clear(&err);
   /* The public entry starts the training part once. */
+  char spec[128];
+  snprintf(spec, sizeof(spec), "copy=%s", dir);
+  const char *models[] = { "base", spec };
   ASSERT_ERR(tb_server_start_training(&server, models, 2, 0), TB_EBUSY);
   ASSERT_STR_CONTAINS(server.message, "already runs");
 
@@ -872,9 +851,7 @@ TEST(several_base_models) {
   free(cmid);
   free(sid);
   stop_training();
-  char cmd[128];
-  snprintf(cmd, sizeof(cmd), "rm -rf %s", hf);
-  ASSERT_OK(system(cmd));
+  tb_test_tmpdir_remove(hf);
 }
 
 /* ------------------------------------------------------------ the HTTP client */
@@ -924,8 +901,7 @@ static void on_cl_closed(tb__http_client_t *c) {
 }
 
 TEST(with_the_http_client) {
-  tb_server_options_t o = { 0 };
-  start_training(&o);
+  start_training(NULL);
   tb__http_client_t cl;
   ASSERT_OK(tb__http_client_init(&loop, &cl, NULL));
   tb__http_client_req_t req;
@@ -994,8 +970,7 @@ TEST(paused_capacity_while_the_engine_is_full) {
   char *sid, *a, *b;
   start_one_worker(50, &sid, &a, &b);
   /* A long job on a: 2000 tokens, 16 datums' worth of work in one. */
-  char *long_body = long_fwd_body(a, 1);
-  char *ra = post_field("/api/v1/forward_backward", NULL, long_body, "request_id");
+  char *ra = submit_long_fwd(a, 1);
   char *rb = submit_fwdbwd(b, 1, NULL);
   /* b's first poll ends (50 ms) while a's job runs (far longer). */
   char body[160];
@@ -1013,7 +988,6 @@ TEST(paused_capacity_while_the_engine_is_full) {
   json_decref(result_json(rb, NULL));
   free(ra);
   free(rb);
-  free(long_body);
   free(a);
   free(b);
   free(sid);

@@ -19,6 +19,7 @@
 #include "http/client.h"
 #include "server/training.h"
 #include "wire/output.h"
+#include "fixtures.h"
 #include "fixtures_proto.h"
 #include "wire/proto.h"
 #include "wire/sample.h"
@@ -26,10 +27,13 @@
 static char data_dir[64];
 
 /* The server on its loop with the training part serving models (NULL:
- * the generated base only). */
-/* The same with the engine's options. */
+ * the generated base only), with the engine's options eo and the server's
+ * o (NULL: the defaults). */
 static inline void start_training_engine(tb_server_options_t *o, const tb__engine_opts_t *eo,
                                          const char *const *models, size_t n) {
+  tb_server_options_t defaults = { 0 };
+  if (o == NULL)
+    o = &defaults;
   strcpy(data_dir, "/tmp/tb-train-XXXXXX");
   ASSERT(mkdtemp(data_dir) != NULL);
   o->data_dir = data_dir;
@@ -50,6 +54,24 @@ static inline void start_training(tb_server_options_t *o) {
   start_training_models(o, NULL, 0);
 }
 
+/* A copy of the generated base model saved as a Hugging Face directory
+ * hf/m, hf a new temporary directory (64 bytes, prefix tb-hf); remove it
+ * with tb_test_tmpdir_remove. */
+static inline void save_base_copy(char *hf, char *dir, size_t cap) {
+  tb_test_tmpdir(hf, "tb-hf");
+  snprintf(dir, cap, "%s/m", hf);
+  tb_error_t err = { 0 };
+  ASSERT_OK(tb__base_model_save(dir, &err));
+}
+
+/* The training server serving base and, as name, the model in dir. */
+static inline void start_training_beside(const char *name, const char *dir) {
+  char spec[128];
+  snprintf(spec, sizeof(spec), "%s=%s", name, dir);
+  const char *models[] = { "base", spec };
+  start_training_models(NULL, models, 2);
+}
+
 static inline void stop_training(void) {
   stop_server();
   char cmd[128];
@@ -57,28 +79,27 @@ static inline void stop_training(void) {
   ASSERT_OK(system(cmd));
 }
 
-/* A string field of a JSON answer, copied. */
-static inline char *field_of(hc_t *c, const char *key) {
-  json_t *v = hc_json(c);
-  const char *s = json_string_value(json_object_get(v, key));
-  if (s == NULL)
-    fprintf(stderr, "no %s in %s\n", key, c->body);
-  ASSERT(s != NULL);
-  char *r = xstrdup(s);
-  json_decref(v);
-  return r;
+/* The JSON of an answer.  Sampled text may hold a NUL byte (the untrained
+ * model writes any byte), which JSON carries as \u0000. */
+static inline json_t *answer_json(const hc_t *c) {
+  json_error_t e;
+  json_t *v = json_loadb(c->body, c->body_len, JSON_ALLOW_NUL, &e);
+  if (v == NULL)
+    fprintf(stderr, "not JSON (%s): %s\n", e.text, c->body);
+  ASSERT(v != NULL);
+  return v;
 }
 
-/* POSTs body and returns a string field of the 200 answer. */
-static inline char *post_field(const char *path, const char *extra, const char *body,
-                        const char *key) {
+/* POSTs body, expects status, returns the JSON answer. */
+static inline json_t *post_json(const char *path, const char *extra, const char *body,
+                                int status) {
   hc_t *c = hc_do("POST", path, extra, body);
-  if (c->status != 200)
-    fprintf(stderr, "%s -> %d %s\n", path, c->status, c->body);
-  ASSERT_EQ_INT(c->status, 200);
-  char *r = field_of(c, key);
+  if (c->status != status)
+    fprintf(stderr, "%s %.300s -> %d %s\n", path, body ? body : "", c->status, c->body);
+  ASSERT_EQ_INT(c->status, status);
+  json_t *v = answer_json(c);
   hc_free(c);
-  return r;
+  return v;
 }
 
 /* Long-polls a future until it finished; the caller frees the answer. */
@@ -103,6 +124,14 @@ static inline json_t *result_json(const char *rid, const char *extra) {
   ASSERT(json_object_get(v, "error") == NULL);
   hc_free(c);
   return v;
+}
+
+/* POSTs body to path (no extra headers) and awaits the future it
+ * answers, which must succeed. */
+static inline void await_done(const char *path, const char *body) {
+  char *rid = post_field(path, NULL, body, "request_id");
+  json_decref(result_json(rid, NULL));
+  free(rid);
 }
 
 /* The failed future's message; category must be cat. */
@@ -183,6 +212,13 @@ static inline char *submit_fwdbwd(const char *mid, int seq, const char *extra) {
   return rid;
 }
 
+/* submit_fwdbwd without extra headers, awaited: it must succeed. */
+static inline void fwdbwd_done(const char *mid, int seq) {
+  char *rid = submit_fwdbwd(mid, seq, NULL);
+  json_decref(result_json(rid, NULL));
+  free(rid);
+}
+
 static inline double metric_of(json_t *v, const char *key) {
   json_t *m = json_object_get(json_object_get(v, "metrics"), key);
   ASSERT(json_is_number(m));
@@ -192,8 +228,7 @@ static inline double metric_of(json_t *v, const char *key) {
 /* A training server with the default options, a session and one model
  * in it (model_seq_id 0).  Free *sid and *mid; stop_training ends it. */
 static inline void start_training_with_model(char **sid, char **mid) {
-  tb_server_options_t o = { 0 };
-  start_training(&o);
+  start_training(NULL);
   *sid = create_session(NULL);
   *mid = create_model(*sid, 0, NULL);
 }
@@ -244,6 +279,14 @@ static inline char *long_fwd_body(const char *mid, int seq) {
   tb__buf_free(&toks);
   tb__buf_free(&ins);
   return body;
+}
+
+/* long_fwd_body(mid, seq) submitted; the request id. */
+static inline char *submit_long_fwd(const char *mid, int seq) {
+  char *b = long_fwd_body(mid, seq);
+  char *rid = post_field("/api/v1/forward_backward", NULL, b, "request_id");
+  free(b);
+  return rid;
 }
 
 /* A protobuf ForwardBackwardRequest of the same datum as SFT_INPUTS. */
