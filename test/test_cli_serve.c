@@ -664,23 +664,6 @@ TEST(https_with_a_certificate) {
   teardown();
 }
 
-/* A string field of the 200 answer to a POST, copied. */
-static char *post_field(const char *path, const char *body, const char *key) {
-  hc_t *c = hc_do("POST", path, NULL, body);
-  if (c->status != 200)
-    fprintf(stderr, "POST %s -> %d %s\n", path, c->status, c->body);
-  ASSERT_EQ_INT(c->status, 200);
-  json_t *v = hc_json(c);
-  const char *s = json_string_value(json_object_get(v, key));
-  if (s == NULL)
-    fprintf(stderr, "no %s in %s\n", key, c->body);
-  ASSERT(s != NULL);
-  char *r = xstrdup(s);
-  json_decref(v);
-  hc_free(c);
-  return r;
-}
-
 /* Long-polls a Tinker future to its end; its result must not be an error. */
 static void await_ok(const char *rid) {
   char body[128];
@@ -707,7 +690,7 @@ static char *get_metrics(void) {
 }
 
 static char *create_session(void) {
-  return post_field("/api/v1/create_session",
+  return post_field("/api/v1/create_session", NULL,
                     "{\"tags\":[],\"user_metadata\":{},\"sdk_version\":\"0.25.0\","
                     "\"type\":\"create_session\"}",
                     "session_id");
@@ -719,7 +702,23 @@ static char *submit_create(const char *sid, int mseq) {
   snprintf(body, sizeof(body),
            "{\"session_id\":\"%s\",\"model_seq_id\":%d,\"base_model\":\"base\","
            "\"lora_config\":{\"rank\":4},\"type\":\"create_model\"}", sid, mseq);
-  return post_field("/api/v1/create_model", body, "request_id");
+  return post_field("/api/v1/create_model", NULL, body, "request_id");
+}
+
+/* setup() and `serve` on a new data directory *data with one model per
+ * user and long polls of poll_ms; a session *sid that holds its model 0. */
+static proc_t *serve_holding_one_model(const char *poll_ms, char **data, char **sid) {
+  setup();
+  *data = in_tmp("data");
+  proc_t *p = serve((const char *[]){ "serve", "--port", "0", "--data-dir", *data,
+                                      "--max-models-per-user", "1", "--long-poll-ms",
+                                      poll_ms, NULL },
+                    NULL);
+  *sid = create_session();
+  char *rid = submit_create(*sid, 0);
+  await_ok(rid);
+  free(rid);
+  return p;
 }
 
 /* --max-body, --rate-limit with --rate-burst, --max-models-per-user and
@@ -770,7 +769,6 @@ TEST(options_reach_the_server) {
   hc_free(c);
   stop_with(p, SIGTERM);
   proc_free(p);
-  free(first);
   free(second);
   free(sid);
   free(data);
@@ -806,7 +804,7 @@ TEST(serves_a_hugging_face_directory) {
   snprintf(body, sizeof(body),
            "{\"session_id\":\"%s\",\"model_seq_id\":0,\"base_model\":\"copy\","
            "\"lora_config\":{\"rank\":2},\"type\":\"create_model\"}", sid);
-  char *rid = post_field("/api/v1/create_model", body, "request_id");
+  char *rid = post_field("/api/v1/create_model", NULL, body, "request_id");
   await_ok(rid);
   stop_with(p, SIGTERM);
   ASSERT_STR_CONTAINS(err_of(p), "models base, copy=");
@@ -822,15 +820,8 @@ TEST(serves_a_hugging_face_directory) {
 /* SIGTERM while a poll is held: the poll is answered at once and the
  * server exits 0. */
 TEST(sigterm_answers_held_polls) {
-  setup();
-  char *data = in_tmp("data");
-  proc_t *p = serve((const char *[]){ "serve", "--port", "0", "--data-dir", data,
-                                      "--max-models-per-user", "1", "--long-poll-ms",
-                                      "600000", NULL },
-                    NULL);
-  char *sid = create_session();
-  char *first = submit_create(sid, 0);
-  await_ok(first);
+  char *data, *sid;
+  proc_t *p = serve_holding_one_model("600000", &data, &sid);
   char *second = submit_create(sid, 1);
   char body[128];
   snprintf(body, sizeof(body), "{\"request_id\":\"%s\"}", second);
@@ -854,7 +845,6 @@ TEST(sigterm_answers_held_polls) {
   ASSERT_LT(poll->answered_at - sent, (uint64_t)(10000 * timeout_scale()));
   hc_free(poll);
   proc_free(p);
-  free(first);
   free(second);
   free(sid);
   free(data);
@@ -865,23 +855,9 @@ TEST(sigterm_answers_held_polls) {
  * user's model limit and its release: queue states, queue depths, the
  * latency histogram and the tokens. */
 TEST(metrics_of_training) {
-  setup();
-  char *data = in_tmp("data");
-  proc_t *p = serve((const char *[]){ "serve", "--port", "0", "--data-dir", data,
-                                      "--max-models-per-user", "1", "--long-poll-ms",
-                                      "500", NULL },
-                    NULL);
-  char *sid = post_field("/api/v1/create_session",
-                         "{\"tags\":[],\"user_metadata\":{},\"sdk_version\":\"0.25.0\","
-                         "\"type\":\"create_session\"}",
-                         "session_id");
+  char *data, *sid;
+  proc_t *p = serve_holding_one_model("500", &data, &sid);
   char body[1024];
-  snprintf(body, sizeof(body),
-           "{\"session_id\":\"%s\",\"model_seq_id\":0,\"base_model\":\"base\","
-           "\"lora_config\":{\"rank\":4},\"type\":\"create_model\"}", sid);
-  char *rid = post_field("/api/v1/create_model", body, "request_id");
-  await_ok(rid);
-  free(rid);
   char mid[128];
   snprintf(mid, sizeof(mid), "%s:train:0", sid);
   snprintf(body, sizeof(body),
@@ -890,15 +866,12 @@ TEST(metrics_of_training) {
            "\"encoded_text\",\"tokens\":[1,2,3,4]}]},\"loss_fn_inputs\":{\"target_tokens\":"
            "{\"data\":[2,3,4,5],\"dtype\":\"int64\",\"shape\":[4]},\"weights\":{\"data\":"
            "[1,1,1,1],\"dtype\":\"float32\",\"shape\":[4]}}}]}}", mid);
-  rid = post_field("/api/v1/forward_backward", body, "request_id");
+  char *rid = post_field("/api/v1/forward_backward", NULL, body, "request_id");
   await_ok(rid);
   free(rid);
 
   /* A second model waits for the first to go. */
-  snprintf(body, sizeof(body),
-           "{\"session_id\":\"%s\",\"model_seq_id\":1,\"base_model\":\"base\","
-           "\"lora_config\":{\"rank\":4},\"type\":\"create_model\"}", sid);
-  char *held = post_field("/api/v1/create_model", body, "request_id");
+  char *held = submit_create(sid, 1);
   char *m = get_metrics();
   ASSERT_STR_CONTAINS(m, "# TYPE tinkerbell_futures_queue_state gauge\n");
   ASSERT_STR_CONTAINS(m, "tinkerbell_futures_queue_state{state=\"paused_rate_limit\"} 1\n");
@@ -915,7 +888,7 @@ TEST(metrics_of_training) {
   free(m);
 
   snprintf(body, sizeof(body), "{\"model_id\":\"%s\",\"type\":\"unload_model\"}", mid);
-  rid = post_field("/api/v1/unload_model", body, "request_id");
+  rid = post_field("/api/v1/unload_model", NULL, body, "request_id");
   await_ok(rid);
   await_ok(held);
   m = get_metrics();
