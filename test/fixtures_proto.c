@@ -4,6 +4,7 @@
 #include "fixtures_proto.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "tb_test.h"
 
@@ -53,4 +54,52 @@ uint8_t *tb_test_proto_fwdbwd(const char *model_id, int64_t seq_id, const char *
   uint8_t *buf = xmalloc(*len + 1);
   tinker_public__forward_backward_request__pack(&req, buf);
   return buf;
+}
+
+TinkerPublic__BatchedTensor tb_test_proto_batched(const void *data, size_t len,
+                                                  const int64_t *offsets, size_t n_offsets,
+                                                  TinkerPublic__DType dtype) {
+  TinkerPublic__BatchedTensor bt = TINKER_PUBLIC__BATCHED_TENSOR__INIT;
+  bt.data.data = (uint8_t *)data;
+  bt.data.len = len;
+  bt.offsets.data = (uint8_t *)offsets;
+  bt.offsets.len = n_offsets * sizeof(*offsets);
+  bt.dtype = dtype;
+  return bt;
+}
+
+TinkerPublic__ArrayRecord__FieldsEntry tb_test_proto_field(const char *key,
+                                                           TinkerPublic__BatchedTensor *value) {
+  TinkerPublic__ArrayRecord__FieldsEntry e = TINKER_PUBLIC__ARRAY_RECORD__FIELDS_ENTRY__INIT;
+  e.key = (char *)key;
+  e.value = value;
+  return e;
+}
+
+TinkerPublic__ArrayRecord tb_test_proto_record(TinkerPublic__ArrayRecord__FieldsEntry **fields,
+                                               size_t n, int64_t num_datums) {
+  TinkerPublic__ArrayRecord rec = TINKER_PUBLIC__ARRAY_RECORD__INIT;
+  rec.n_fields = n;
+  rec.fields = fields;
+  rec.num_datums = num_datums;
+  return rec;
+}
+
+TinkerPublic__ForwardBackwardOutput tb_test_proto_output(TinkerPublic__ArrayRecord **records,
+                                                         size_t n) {
+  TinkerPublic__ForwardBackwardOutput msg = TINKER_PUBLIC__FORWARD_BACKWARD_OUTPUT__INIT;
+  msg.n_loss_fn_outputs = n;
+  msg.loss_fn_outputs = records;
+  return msg;
+}
+
+void tb_test_reader_init(tb_test_reader_t *r) {
+  memset(r, 0, sizeof(*r));
+  tb__arena_init(&r->arena, 0);
+  tb__jctx_init(&r->ctx, &r->err);
+}
+
+void tb_test_reader_free(tb_test_reader_t *r) {
+  tb__arena_free(&r->arena);
+  tb_error_clear(&r->err);
 }

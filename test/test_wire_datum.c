@@ -13,25 +13,28 @@
 #define LIMIT ((size_t)64 << 20)
 
 typedef struct {
-  tb__arena_t arena;
-  tb_error_t err;
-  tb__jctx_t ctx;
+  tb_test_reader_t rd;
   json_t *doc;
   tb__wire_fwdbwd_t req;
 } fixture_t;
 
 static int decode_json(fixture_t *f, const char *text, const char *key) {
-  tb__arena_init(&f->arena, 0);
-  memset(&f->err, 0, sizeof(f->err));
-  tb__jctx_init(&f->ctx, &f->err);
-  ASSERT_OK(tb__json_parse((tb_slice_t){ text, strlen(text) }, &f->doc, &f->err));
-  return tb__wire_fwdbwd_request_from_json(&f->ctx, &f->arena, f->doc, key, LIMIT, &f->req);
+  tb_test_reader_init(&f->rd);
+  ASSERT_OK(tb__json_parse((tb_slice_t){ text, strlen(text) }, &f->doc, &f->rd.err));
+  return tb__wire_fwdbwd_request_from_json(&f->rd.ctx, &f->rd.arena, f->doc, key, LIMIT,
+                                           &f->req);
 }
 
 static void fixture_free(fixture_t *f) {
   json_decref(f->doc);
-  tb__arena_free(&f->arena);
-  tb_error_clear(&f->err);
+  tb_test_reader_free(&f->rd);
+}
+
+/* Reads the n bytes of buf as a protobuf ForwardBackwardRequest into out. */
+static int read_request(tb_test_reader_t *rd, const uint8_t *buf, size_t n,
+                        tb__wire_fwdbwd_t *out) {
+  return tb__wire_fwdbwd_request_from_proto(&rd->ctx, &rd->arena,
+                                            (tb_slice_t){ (const char *)buf, n }, LIMIT, out);
 }
 
 TEST(json_request_decodes) {
@@ -94,8 +97,8 @@ TEST(json_sparse_csr_expands) {
 static void expect_error(const char *text, const char *message) {
   fixture_t f;
   ASSERT_ERR(decode_json(&f, text, "forward_backward_input"), TB_EFIELD);
-  ASSERT_STR_EQ(f.err.message, message);
-  ASSERT_EQ_INT(f.err.category, TB_CATEGORY_USER);
+  ASSERT_STR_EQ(f.rd.err.message, message);
+  ASSERT_EQ_INT(f.rd.err.category, TB_CATEGORY_USER);
   fixture_free(&f);
 }
 
@@ -150,14 +153,10 @@ TEST(proto_request_decodes_like_json) {
   size_t n;
   uint8_t *buf = tb_test_proto_fwdbwd("m2", 3, "cross_entropy", toks, 3, in, 2, &n);
 
-  tb__arena_t arena;
-  tb__arena_init(&arena, 0);
-  tb_error_t err = { 0 };
-  tb__jctx_t c;
-  tb__jctx_init(&c, &err);
+  tb_test_reader_t rd;
+  tb_test_reader_init(&rd);
   tb__wire_fwdbwd_t out;
-  ASSERT_OK(tb__wire_fwdbwd_request_from_proto(&c, &arena, (tb_slice_t){ (char *)buf, n }, LIMIT,
-                                               &out));
+  ASSERT_OK(read_request(&rd, buf, n, &out));
   ASSERT_STR_EQ(out.model_id, "m2");
   ASSERT_EQ_INT(out.seq_id, 3);
   ASSERT_EQ_INT(out.data[0].n_tokens, 3);
@@ -173,19 +172,16 @@ TEST(proto_request_decodes_like_json) {
   tw.dense.len = 5;
   free(buf);
   buf = tb_test_proto_fwdbwd("m2", 3, "cross_entropy", toks, 3, in, 2, &n);
-  ASSERT_ERR(tb__wire_fwdbwd_request_from_proto(&c, &arena, (tb_slice_t){ (char *)buf, n },
-                                                LIMIT, &out),
+  ASSERT_ERR(read_request(&rd, buf, n, &out),
              TB_EFIELD);
-  ASSERT_STR_EQ(err.message, "data[0].loss_fn_inputs.weights: data: 5 bytes is not a "
+  ASSERT_STR_EQ(rd.err.message, "data[0].loss_fn_inputs.weights: data: 5 bytes is not a "
                 "whole number of 4-byte elements");
   /* Garbage is rejected. */
-  ASSERT_ERR(tb__wire_fwdbwd_request_from_proto(&c, &arena, TB_SLICE_LIT("\xff\xff\xff"),
-                                                LIMIT, &out),
+  ASSERT_ERR(read_request(&rd, (const uint8_t *)"\xff\xff\xff", 3, &out),
              TB_EFIELD);
-  ASSERT_STR_CONTAINS(err.message, "not a valid protobuf");
+  ASSERT_STR_CONTAINS(rd.err.message, "not a valid protobuf");
   free(buf);
-  tb__arena_free(&arena);
-  tb_error_clear(&err);
+  tb_test_reader_free(&rd);
 }
 
 /* A protobuf request of one datum whose target_tokens tensor declares
@@ -280,18 +276,18 @@ TEST(declared_sizes_checked_before_allocating) {
                                    "\"sparse_col_indices\":[0]}"),
                          "forward_backward_input"),
              TB_EFIELD);
-  ASSERT_STR_EQ(f.err.message, "forward_backward_input.data[0].loss_fn_inputs.target_tokens: "
+  ASSERT_STR_EQ(f.rd.err.message, "forward_backward_input.data[0].loss_fn_inputs.target_tokens: "
                                "shape [1, 2147483647]: 2147483647 elements of 8 bytes, more "
                                "than the 67108864 bytes a tensor of a request may take");
-  ASSERT_LT(f.arena.total, 1 << 20);
+  ASSERT_LT(f.rd.arena.total, 1 << 20);
   fixture_free(&f);
   ASSERT_ERR(decode_json(&f, DATUM("\"weights\":{\"data\":[5],\"dtype\":\"float32\","
                                    "\"shape\":[65536,65536],\"sparse_crow_indices\":[0,1],"
                                    "\"sparse_col_indices\":[0]}"),
                          "forward_backward_input"),
              TB_EFIELD);
-  ASSERT_STR_CONTAINS(f.err.message, "more than the 67108864 bytes");
-  ASSERT_LT(f.arena.total, 1 << 20);
+  ASSERT_STR_CONTAINS(f.rd.err.message, "more than the 67108864 bytes");
+  ASSERT_LT(f.rd.arena.total, 1 << 20);
   fixture_free(&f);
 }
 
@@ -347,14 +343,10 @@ TEST(proto_repeated_map_keys_take_the_last_value) {
   uint8_t *buf = xmalloc(n);
   tinker_public__forward_backward_request__pack(&req, buf);
 
-  tb__arena_t arena;
-  tb__arena_init(&arena, 0);
-  tb_error_t err = { 0 };
-  tb__jctx_t c;
-  tb__jctx_init(&c, &err);
+  tb_test_reader_t rd;
+  tb_test_reader_init(&rd);
   tb__wire_fwdbwd_t out;
-  ASSERT_OK(tb__wire_fwdbwd_request_from_proto(&c, &arena, (tb_slice_t){ (char *)buf, n }, LIMIT,
-                                               &out));
+  ASSERT_OK(read_request(&rd, buf, n, &out));
   ASSERT_EQ_INT(out.data[0].n_inputs, 1);
   const tb__wire_tensor_t *t = tb__wire_datum_input(&out.data[0], "weights");
   ASSERT(t != NULL);
@@ -367,8 +359,7 @@ TEST(proto_repeated_map_keys_take_the_last_value) {
   ASSERT(tb__wire_fwdbwd_config(&out, "clip_high_threshold", &v));
   ASSERT_NEAR(v, 1.5, 0, 0);
   free(buf);
-  tb__arena_free(&arena);
-  tb_error_clear(&err);
+  tb_test_reader_free(&rd);
 }
 
 TEST_LIST(

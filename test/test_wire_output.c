@@ -9,6 +9,7 @@
 #include "wire/datum.h"
 #include "wire/output.h"
 #include "wire/proto.h"
+#include "fixtures_proto.h"
 
 static float lp0[3] = { -0.5f, -1.0f, -2.5f };
 static float lp1[2] = { -0.25f, -4.0f };
@@ -49,6 +50,13 @@ static void assert_same(const tb__wire_fwdbwd_output_t *got) {
   ASSERT_NEAR(got->metrics[0].value, 8.25, 0, 0);
 }
 
+/* Reads the n bytes of buf as a ForwardBackwardOutput into o. */
+static int read_proto(tb_test_reader_t *rd, const uint8_t *buf, size_t n,
+                      tb__wire_fwdbwd_output_t *o) {
+  return tb__wire_fwdbwd_output_from_proto(&rd->ctx, &rd->arena,
+                                           (tb_slice_t){ (char *)buf, n }, o);
+}
+
 TEST(json_round_trip) {
   tb__wire_named_tensor_t f[2];
   tb__wire_datum_output_t d[2];
@@ -64,20 +72,17 @@ TEST(json_round_trip) {
     "\"metrics\":{\"loss:sum\":8.25}}");
   free(text);
 
-  tb__arena_t a;
-  tb__arena_init(&a, 0);
-  tb_error_t err = { 0 };
-  tb__jctx_t c;
-  tb__jctx_init(&c, &err);
+  tb_test_reader_t rd;
+  tb_test_reader_init(&rd);
   tb__wire_fwdbwd_output_t back;
-  ASSERT_OK(tb__wire_fwdbwd_output_from_json(&c, &a, j, &back));
+  ASSERT_OK(tb__wire_fwdbwd_output_from_json(&rd.ctx, &rd.arena, j, &back));
   assert_same(&back);
   json_decref(j);
 
   /* metrics are required by the SDK's model */
   json_t *bad = json_pack("{s:[]}", "loss_fn_outputs");
-  ASSERT_ERR(tb__wire_fwdbwd_output_from_json(&c, &a, bad, &back), TB_EFIELD);
-  ASSERT_STR_EQ(err.message, "metrics: required field is missing");
+  ASSERT_ERR(tb__wire_fwdbwd_output_from_json(&rd.ctx, &rd.arena, bad, &back), TB_EFIELD);
+  ASSERT_STR_EQ(rd.err.message, "metrics: required field is missing");
   json_decref(bad);
 
   /* a NaN travels as null and comes back as a missing (NaN) value */
@@ -90,8 +95,7 @@ TEST(json_round_trip) {
   ASSERT(json_is_null(json_array_get(json_object_get(json_object_get(
       json_array_get(json_object_get(j, "loss_fn_outputs"), 0), "logprobs"), "data"), 0)));
   json_decref(j);
-  tb__arena_free(&a);
-  tb_error_clear(&err);
+  tb_test_reader_free(&rd);
 }
 
 TEST(proto_round_trip_and_layout) {
@@ -118,13 +122,10 @@ TEST(proto_round_trip_and_layout) {
   ASSERT_EQ_INT(bt->dtype, TINKER_PUBLIC__DTYPE__DTYPE_FLOAT32);
   tinker_public__forward_backward_output__free_unpacked(msg, NULL);
 
-  tb__arena_t a;
-  tb__arena_init(&a, 0);
-  tb_error_t err = { 0 };
-  tb__jctx_t c;
-  tb__jctx_init(&c, &err);
+  tb_test_reader_t rd;
+  tb_test_reader_init(&rd);
   tb__wire_fwdbwd_output_t back;
-  ASSERT_OK(tb__wire_fwdbwd_output_from_proto(&c, &a, tb__buf_slice(&buf), &back));
+  ASSERT_OK(tb__wire_fwdbwd_output_from_proto(&rd.ctx, &rd.arena, tb__buf_slice(&buf), &back));
   assert_same(&back);
 
   /* Datums whose fields differ cannot share a record. */
@@ -132,8 +133,7 @@ TEST(proto_round_trip_and_layout) {
   tb__buf_reset(&buf);
   ASSERT_ERR(tb__wire_fwdbwd_output_to_proto(&o, &buf), TB_EINVAL);
   tb__buf_free(&buf);
-  tb__arena_free(&a);
-  tb_error_clear(&err);
+  tb_test_reader_free(&rd);
 }
 
 TEST(proto_decode_widens_and_rejects_bad_offsets) {
@@ -141,47 +141,28 @@ TEST(proto_decode_widens_and_rejects_bad_offsets) {
   int32_t ids[4] = { 1, 2, 3, -4 };
   int64_t offs[2] = { 0, 16 };
   int64_t trailing[1] = { 2 };
-  TinkerPublic__BatchedTensor bt = TINKER_PUBLIC__BATCHED_TENSOR__INIT;
-  bt.data.data = (uint8_t *)ids;
-  bt.data.len = sizeof(ids);
-  bt.offsets.data = (uint8_t *)offs;
-  bt.offsets.len = sizeof(offs);
-  bt.dtype = TINKER_PUBLIC__DTYPE__DTYPE_INT32;
+  TinkerPublic__BatchedTensor bt =
+      tb_test_proto_batched(ids, sizeof(ids), offs, 2, TINKER_PUBLIC__DTYPE__DTYPE_INT32);
   bt.n_trailing_shape = 1;
   bt.trailing_shape = trailing;
   uint16_t bf[2] = { 0x3f80, 0xc000 }; /* 1.0, -2.0 */
   int64_t offs2[2] = { 0, 4 };
-  TinkerPublic__BatchedTensor bt2 = TINKER_PUBLIC__BATCHED_TENSOR__INIT;
-  bt2.data.data = (uint8_t *)bf;
-  bt2.data.len = sizeof(bf);
-  bt2.offsets.data = (uint8_t *)offs2;
-  bt2.offsets.len = sizeof(offs2);
-  bt2.dtype = TINKER_PUBLIC__DTYPE__DTYPE_BFLOAT16;
-  TinkerPublic__ArrayRecord__FieldsEntry e1 = TINKER_PUBLIC__ARRAY_RECORD__FIELDS_ENTRY__INIT;
-  TinkerPublic__ArrayRecord__FieldsEntry e2 = TINKER_PUBLIC__ARRAY_RECORD__FIELDS_ENTRY__INIT;
-  e1.key = "ids";
-  e1.value = &bt;
-  e2.key = "lp";
-  e2.value = &bt2;
+  TinkerPublic__BatchedTensor bt2 =
+      tb_test_proto_batched(bf, sizeof(bf), offs2, 2, TINKER_PUBLIC__DTYPE__DTYPE_BFLOAT16);
+  TinkerPublic__ArrayRecord__FieldsEntry e1 = tb_test_proto_field("ids", &bt);
+  TinkerPublic__ArrayRecord__FieldsEntry e2 = tb_test_proto_field("lp", &bt2);
   TinkerPublic__ArrayRecord__FieldsEntry *es[] = { &e1, &e2 };
-  TinkerPublic__ArrayRecord rec = TINKER_PUBLIC__ARRAY_RECORD__INIT;
-  rec.n_fields = 2;
-  rec.fields = es;
-  rec.num_datums = 0; /* derived from the offsets */
+  /* num_datums 0: derived from the offsets */
+  TinkerPublic__ArrayRecord rec = tb_test_proto_record(es, 2, 0);
   TinkerPublic__ArrayRecord *recs[] = { &rec };
-  TinkerPublic__ForwardBackwardOutput msg = TINKER_PUBLIC__FORWARD_BACKWARD_OUTPUT__INIT;
-  msg.n_loss_fn_outputs = 1;
-  msg.loss_fn_outputs = recs;
+  TinkerPublic__ForwardBackwardOutput msg = tb_test_proto_output(recs, 1);
   uint8_t buf[256];
   size_t n = tinker_public__forward_backward_output__pack(&msg, buf);
 
-  tb__arena_t a;
-  tb__arena_init(&a, 0);
-  tb_error_t err = { 0 };
-  tb__jctx_t c;
-  tb__jctx_init(&c, &err);
+  tb_test_reader_t rd;
+  tb_test_reader_init(&rd);
   tb__wire_fwdbwd_output_t o;
-  ASSERT_OK(tb__wire_fwdbwd_output_from_proto(&c, &a, (tb_slice_t){ (char *)buf, n }, &o));
+  ASSERT_OK(read_proto(&rd, buf, n, &o));
   ASSERT_STR_EQ(o.loss_fn_output_type, "ArrayRecord");
   ASSERT_EQ_INT(o.n_outputs, 1);
   const tb__wire_tensor_t *t = &o.outputs[0].fields[0].tensor;
@@ -196,46 +177,36 @@ TEST(proto_decode_widens_and_rejects_bad_offsets) {
 
   offs[1] = 17; /* past the data and not a whole element */
   n = tinker_public__forward_backward_output__pack(&msg, buf);
-  ASSERT_ERR(tb__wire_fwdbwd_output_from_proto(&c, &a, (tb_slice_t){ (char *)buf, n }, &o),
-             TB_EFIELD);
-  ASSERT_STR_CONTAINS(err.message, "loss_fn_outputs[0].ids: offsets[0]: [0, 17)");
-  tb__arena_free(&a);
-  tb_error_clear(&err);
+  ASSERT_ERR(read_proto(&rd, buf, n, &o), TB_EFIELD);
+  ASSERT_STR_CONTAINS(rd.err.message, "loss_fn_outputs[0].ids: offsets[0]: [0, 17)");
+  tb_test_reader_free(&rd);
 }
 
 /* A count on the wire is checked against the bytes that back it: an
  * answer of a few bytes declaring 2^24 datums in each of its records
  * made the client allocate gigabytes of empty outputs. */
 TEST(proto_decode_checks_declared_datums) {
-  TinkerPublic__ArrayRecord rec = TINKER_PUBLIC__ARRAY_RECORD__INIT;
-  rec.num_datums = 1 << 24;
+  TinkerPublic__ArrayRecord rec = tb_test_proto_record(NULL, 0, 1 << 24);
   TinkerPublic__ArrayRecord *recs[64];
   for (int i = 0; i < 64; i++)
     recs[i] = &rec;
-  TinkerPublic__ForwardBackwardOutput msg = TINKER_PUBLIC__FORWARD_BACKWARD_OUTPUT__INIT;
-  msg.n_loss_fn_outputs = 64;
-  msg.loss_fn_outputs = recs;
+  TinkerPublic__ForwardBackwardOutput msg = tb_test_proto_output(recs, 64);
   uint8_t buf[1024];
   size_t n = tinker_public__forward_backward_output__pack(&msg, buf);
   ASSERT_LT(n, 512);
-  tb__arena_t a;
-  tb__arena_init(&a, 0);
-  tb_error_t err = { 0 };
-  tb__jctx_t c;
-  tb__jctx_init(&c, &err);
+  tb_test_reader_t rd;
+  tb_test_reader_init(&rd);
   tb__wire_fwdbwd_output_t o;
-  ASSERT_ERR(tb__wire_fwdbwd_output_from_proto(&c, &a, (tb_slice_t){ (char *)buf, n }, &o),
-             TB_EFIELD);
-  ASSERT_STR_CONTAINS(err.message, "loss_fn_outputs[0]: 16777216 datums in an answer of");
-  ASSERT_LT(a.total, 1 << 20);
+  ASSERT_ERR(read_proto(&rd, buf, n, &o), TB_EFIELD);
+  ASSERT_STR_CONTAINS(rd.err.message, "loss_fn_outputs[0]: 16777216 datums in an answer of");
+  ASSERT_LT(rd.arena.total, 1 << 20);
   /* As many datums as the record has (empty), it decodes. */
   rec.num_datums = 3;
   msg.n_loss_fn_outputs = 1;
   n = tinker_public__forward_backward_output__pack(&msg, buf);
-  ASSERT_OK(tb__wire_fwdbwd_output_from_proto(&c, &a, (tb_slice_t){ (char *)buf, n }, &o));
+  ASSERT_OK(read_proto(&rd, buf, n, &o));
   ASSERT_EQ_INT(o.n_outputs, 3);
-  tb__arena_free(&a);
-  tb_error_clear(&err);
+  tb_test_reader_free(&rd);
 }
 
 /* A protobuf map may carry a key twice; the last value is the one (the
@@ -244,24 +215,14 @@ TEST(proto_decode_checks_declared_datums) {
 TEST(proto_repeated_map_keys_take_the_last_value) {
   float first[2] = { -1, -2 }, last[2] = { -3, -4 };
   int64_t offs[2] = { 0, 8 };
-  TinkerPublic__BatchedTensor b1 = TINKER_PUBLIC__BATCHED_TENSOR__INIT;
-  b1.data.data = (uint8_t *)first;
-  b1.data.len = sizeof(first);
-  b1.offsets.data = (uint8_t *)offs;
-  b1.offsets.len = sizeof(offs);
-  b1.dtype = TINKER_PUBLIC__DTYPE__DTYPE_FLOAT32;
+  TinkerPublic__BatchedTensor b1 =
+      tb_test_proto_batched(first, sizeof(first), offs, 2, TINKER_PUBLIC__DTYPE__DTYPE_FLOAT32);
   TinkerPublic__BatchedTensor b2 = b1;
   b2.data.data = (uint8_t *)last;
-  TinkerPublic__ArrayRecord__FieldsEntry e1 = TINKER_PUBLIC__ARRAY_RECORD__FIELDS_ENTRY__INIT;
-  TinkerPublic__ArrayRecord__FieldsEntry e2 = e1;
-  e1.key = e2.key = "logprobs";
-  e1.value = &b1;
-  e2.value = &b2;
+  TinkerPublic__ArrayRecord__FieldsEntry e1 = tb_test_proto_field("logprobs", &b1);
+  TinkerPublic__ArrayRecord__FieldsEntry e2 = tb_test_proto_field("logprobs", &b2);
   TinkerPublic__ArrayRecord__FieldsEntry *es[] = { &e1, &e2 };
-  TinkerPublic__ArrayRecord rec = TINKER_PUBLIC__ARRAY_RECORD__INIT;
-  rec.n_fields = 2;
-  rec.fields = es;
-  rec.num_datums = 1;
+  TinkerPublic__ArrayRecord rec = tb_test_proto_record(es, 2, 1);
   TinkerPublic__ArrayRecord *recs[] = { &rec };
   TinkerPublic__ForwardBackwardOutput__MetricsEntry m1 =
       TINKER_PUBLIC__FORWARD_BACKWARD_OUTPUT__METRICS_ENTRY__INIT;
@@ -272,21 +233,16 @@ TEST(proto_repeated_map_keys_take_the_last_value) {
   m2.value = 3;
   m3.value = 2;
   TinkerPublic__ForwardBackwardOutput__MetricsEntry *ms[] = { &m1, &m2, &m3 };
-  TinkerPublic__ForwardBackwardOutput msg = TINKER_PUBLIC__FORWARD_BACKWARD_OUTPUT__INIT;
-  msg.n_loss_fn_outputs = 1;
-  msg.loss_fn_outputs = recs;
+  TinkerPublic__ForwardBackwardOutput msg = tb_test_proto_output(recs, 1);
   msg.n_metrics = 3;
   msg.metrics = ms;
   uint8_t buf[256];
   size_t n = tinker_public__forward_backward_output__pack(&msg, buf);
 
-  tb__arena_t a;
-  tb__arena_init(&a, 0);
-  tb_error_t err = { 0 };
-  tb__jctx_t c;
-  tb__jctx_init(&c, &err);
+  tb_test_reader_t rd;
+  tb_test_reader_init(&rd);
   tb__wire_fwdbwd_output_t o;
-  ASSERT_OK(tb__wire_fwdbwd_output_from_proto(&c, &a, (tb_slice_t){ (char *)buf, n }, &o));
+  ASSERT_OK(read_proto(&rd, buf, n, &o));
   ASSERT_EQ_INT(o.n_outputs, 1);
   ASSERT_EQ_INT(o.outputs[0].n_fields, 1);
   ASSERT_STR_EQ(o.outputs[0].fields[0].name, "logprobs");
@@ -296,8 +252,7 @@ TEST(proto_repeated_map_keys_take_the_last_value) {
   ASSERT_NEAR(o.metrics[0].value, 3.0, 0, 0);
   ASSERT_STR_EQ(o.metrics[1].name, "loss:sum");
   ASSERT_NEAR(o.metrics[1].value, 2.0, 0, 0);
-  tb__arena_free(&a);
-  tb_error_clear(&err);
+  tb_test_reader_free(&rd);
 }
 
 /* What the encoder writes for a value JSON cannot carry (null for a NaN
@@ -317,15 +272,12 @@ TEST(json_null_reads_back_as_nan) {
   json_decref(j);
   ASSERT_STR_CONTAINS(text, "[-1.0,null,null]");
   ASSERT_STR_CONTAINS(text, "\"loss:sum\":null");
-  tb__arena_t a;
-  tb__arena_init(&a, 0);
-  tb_error_t err = { 0 };
-  tb__jctx_t c;
-  tb__jctx_init(&c, &err);
+  tb_test_reader_t rd;
+  tb_test_reader_init(&rd);
   json_t *doc;
-  ASSERT_OK(tb__json_parse((tb_slice_t){ text, strlen(text) }, &doc, &err));
+  ASSERT_OK(tb__json_parse((tb_slice_t){ text, strlen(text) }, &doc, &rd.err));
   tb__wire_fwdbwd_output_t back;
-  ASSERT_OK(tb__wire_fwdbwd_output_from_json(&c, &a, doc, &back));
+  ASSERT_OK(tb__wire_fwdbwd_output_from_json(&rd.ctx, &rd.arena, doc, &back));
   const tb__wire_tensor_t *t = &back.outputs[0].fields[0].tensor;
   ASSERT_EQ_INT(t->numel, 3);
   ASSERT_NEAR(t->f32[0], -1.0, 0, 0);
@@ -334,14 +286,14 @@ TEST(json_null_reads_back_as_nan) {
   /* Requests stay strict: a null weight is refused. */
   json_t *req = json_pack("{s:[n]}", "weights");
   tb__wire_tensor_t w;
-  ASSERT_ERR(tb__wire_tensor_from_json(&c, &a, "weights", json_object_get(req, "weights"),
+  ASSERT_ERR(tb__wire_tensor_from_json(&rd.ctx, &rd.arena, "weights",
+                                       json_object_get(req, "weights"),
                                        (size_t)1 << 20, &w),
              TB_EFIELD);
   json_decref(req);
   json_decref(doc);
   free(text);
-  tb__arena_free(&a);
-  tb_error_clear(&err);
+  tb_test_reader_free(&rd);
 }
 
 /* jansson's allocations, counted, to see that a failed encoding leaves
@@ -380,35 +332,22 @@ TEST(json_encode_failure_leaks_nothing) {
  * missing buffer (undefined behaviour, which UBSan reports). */
 TEST(proto_empty_field_decodes_to_empty_tensors) {
   int64_t offs[3] = { 0, 0, 0 };
-  TinkerPublic__BatchedTensor bt = TINKER_PUBLIC__BATCHED_TENSOR__INIT;
-  bt.offsets.data = (uint8_t *)offs;
-  bt.offsets.len = sizeof(offs);
-  bt.dtype = TINKER_PUBLIC__DTYPE__DTYPE_FLOAT32;
-  TinkerPublic__ArrayRecord__FieldsEntry e = TINKER_PUBLIC__ARRAY_RECORD__FIELDS_ENTRY__INIT;
-  e.key = "logprobs";
-  e.value = &bt;
+  TinkerPublic__BatchedTensor bt =
+      tb_test_proto_batched(NULL, 0, offs, 3, TINKER_PUBLIC__DTYPE__DTYPE_FLOAT32);
+  TinkerPublic__ArrayRecord__FieldsEntry e = tb_test_proto_field("logprobs", &bt);
   TinkerPublic__ArrayRecord__FieldsEntry *es[] = { &e };
-  TinkerPublic__ArrayRecord rec = TINKER_PUBLIC__ARRAY_RECORD__INIT;
-  rec.n_fields = 1;
-  rec.fields = es;
-  rec.num_datums = 2;
+  TinkerPublic__ArrayRecord rec = tb_test_proto_record(es, 1, 2);
   TinkerPublic__ArrayRecord *recs[] = { &rec };
-  TinkerPublic__ForwardBackwardOutput msg = TINKER_PUBLIC__FORWARD_BACKWARD_OUTPUT__INIT;
-  msg.n_loss_fn_outputs = 1;
-  msg.loss_fn_outputs = recs;
+  TinkerPublic__ForwardBackwardOutput msg = tb_test_proto_output(recs, 1);
   uint8_t buf[128];
   size_t n = tinker_public__forward_backward_output__pack(&msg, buf);
-  tb__arena_t a;
-  tb__arena_init(&a, 0);
-  tb_error_t err = { 0 };
-  tb__jctx_t c;
-  tb__jctx_init(&c, &err);
+  tb_test_reader_t rd;
+  tb_test_reader_init(&rd);
   tb__wire_fwdbwd_output_t o;
-  ASSERT_OK(tb__wire_fwdbwd_output_from_proto(&c, &a, (tb_slice_t){ (char *)buf, n }, &o));
+  ASSERT_OK(read_proto(&rd, buf, n, &o));
   ASSERT_EQ_INT(o.n_outputs, 2);
   ASSERT_EQ_INT(o.outputs[1].fields[0].tensor.numel, 0);
-  tb__arena_free(&a);
-  tb_error_clear(&err);
+  tb_test_reader_free(&rd);
 }
 
 /* A trailing shape whose product does not fit a size_t is refused, not
@@ -416,37 +355,23 @@ TEST(proto_empty_field_decodes_to_empty_tensors) {
 TEST(proto_trailing_shape_overflow_is_refused) {
   int64_t offs[2] = { 0, 0 };
   int64_t trailing[2] = { (int64_t)1 << 32, (int64_t)1 << 32 };
-  TinkerPublic__BatchedTensor bt = TINKER_PUBLIC__BATCHED_TENSOR__INIT;
-  bt.offsets.data = (uint8_t *)offs;
-  bt.offsets.len = sizeof(offs);
-  bt.dtype = TINKER_PUBLIC__DTYPE__DTYPE_FLOAT32;
+  TinkerPublic__BatchedTensor bt =
+      tb_test_proto_batched(NULL, 0, offs, 2, TINKER_PUBLIC__DTYPE__DTYPE_FLOAT32);
   bt.n_trailing_shape = 2;
   bt.trailing_shape = trailing;
-  TinkerPublic__ArrayRecord__FieldsEntry e = TINKER_PUBLIC__ARRAY_RECORD__FIELDS_ENTRY__INIT;
-  e.key = "logprobs";
-  e.value = &bt;
+  TinkerPublic__ArrayRecord__FieldsEntry e = tb_test_proto_field("logprobs", &bt);
   TinkerPublic__ArrayRecord__FieldsEntry *es[] = { &e };
-  TinkerPublic__ArrayRecord rec = TINKER_PUBLIC__ARRAY_RECORD__INIT;
-  rec.n_fields = 1;
-  rec.fields = es;
-  rec.num_datums = 1;
+  TinkerPublic__ArrayRecord rec = tb_test_proto_record(es, 1, 1);
   TinkerPublic__ArrayRecord *recs[] = { &rec };
-  TinkerPublic__ForwardBackwardOutput msg = TINKER_PUBLIC__FORWARD_BACKWARD_OUTPUT__INIT;
-  msg.n_loss_fn_outputs = 1;
-  msg.loss_fn_outputs = recs;
+  TinkerPublic__ForwardBackwardOutput msg = tb_test_proto_output(recs, 1);
   uint8_t buf[128];
   size_t n = tinker_public__forward_backward_output__pack(&msg, buf);
-  tb__arena_t a;
-  tb__arena_init(&a, 0);
-  tb_error_t err = { 0 };
-  tb__jctx_t c;
-  tb__jctx_init(&c, &err);
+  tb_test_reader_t rd;
+  tb_test_reader_init(&rd);
   tb__wire_fwdbwd_output_t o;
-  ASSERT_ERR(tb__wire_fwdbwd_output_from_proto(&c, &a, (tb_slice_t){ (char *)buf, n }, &o),
-             TB_EFIELD);
-  ASSERT_STR_CONTAINS(err.message, "loss_fn_outputs[0].logprobs: trailing_shape");
-  tb__arena_free(&a);
-  tb_error_clear(&err);
+  ASSERT_ERR(read_proto(&rd, buf, n, &o), TB_EFIELD);
+  ASSERT_STR_CONTAINS(rd.err.message, "loss_fn_outputs[0].logprobs: trailing_shape");
+  tb_test_reader_free(&rd);
 }
 
 TEST_LIST(
