@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -344,6 +345,47 @@ static void finish(uv_loop_t *loop, tb__http_client_t *c, srv_t *s) {
   ASSERT_LOOP_CLOSE(loop);
 }
 
+/* A loop, a scripted server on it (none when script is NULL) and a
+ * client: the setup of most tests. */
+typedef struct env_s {
+  uv_loop_t loop;
+  srv_t srv;
+  int has_srv;
+  tb__http_client_t client;
+} env_t;
+
+static void env_start(env_t *e, srv_script_t script,
+                      const tb__http_client_opts_t *opts) {
+  ASSERT_OK(uv_loop_init(&e->loop));
+  e->has_srv = script != NULL;
+  if (script != NULL)
+    srv_start(&e->srv, &e->loop, script);
+  ASSERT_OK(tb__http_client_init(&e->loop, &e->client, opts));
+}
+
+static void env_finish(env_t *e) {
+  finish(&e->loop, &e->client, e->has_srv ? &e->srv : NULL);
+}
+
+/* r for the URL fmt formats (no scripted server behind it). */
+__attribute__((format(printf, 2, 3)))
+static void creq_url(creq_t *r, const char *fmt, ...) {
+  creq_init(r, NULL, "/");
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(r->url, sizeof(r->url), fmt, ap);
+  va_end(ap);
+  r->req.url = (tb_slice_t){ r->url, strlen(r->url) };
+}
+
+/* Sends r and runs the loop until the client has nothing left to do: r
+ * was answered, once. */
+static void send_wait(env_t *e, creq_t *r) {
+  send_ok(&e->client, r);
+  uv_run(&e->loop, UV_RUN_DEFAULT);
+  ASSERT_EQ_INT(r->calls, 1);
+}
+
 static void body_is(const tb__http_client_req_t *req, const char *expected) {
   ASSERT_MEM_EQ_STR(req->response.body ? req->response.body : "",
                     req->response.body_len, expected);
@@ -390,54 +432,46 @@ static void on_seq(tb__http_client_req_t *req, int status) {
 }
 
 TEST(keepalive_reuses_one_connection) {
-  uv_loop_t loop;
-  ASSERT_OK(uv_loop_init(&loop));
-  srv_t srv;
-  srv_start(&srv, &loop, script_hello);
-  tb__http_client_t client;
-  ASSERT_OK(tb__http_client_init(&loop, &client, NULL));
+  env_t env;
+  env_start(&env, script_hello, NULL);
 
   seq_t s;
   memset(&s, 0, sizeof(s));
-  creq_init(&s.r, &srv, "/poll?id=7");
+  creq_init(&s.r, &env.srv, "/poll?id=7");
   s.r.req.data = &s;
   s.r.req.timeout_ms = 5000;
-  s.client = &client;
+  s.client = &env.client;
   s.left = N_SEQ;
   uint64_t t0 = uv_hrtime();
-  ASSERT_OK(tb__http_client_send(&client, &s.r.req, on_seq));
-  uv_run(&loop, UV_RUN_DEFAULT);
+  ASSERT_OK(tb__http_client_send(&env.client, &s.r.req, on_seq));
+  uv_run(&env.loop, UV_RUN_DEFAULT);
   double secs = (double)(uv_hrtime() - t0) / 1e9;
   ASSERT_EQ_INT(s.left, 0);
   ASSERT_EQ_INT(s.bad, 0);
-  ASSERT_EQ_INT(srv.accepts, 1);
-  ASSERT_EQ_INT(srv.requests, N_SEQ);
-  ASSERT_EQ_INT(client.n_connects, 1);
+  ASSERT_EQ_INT(env.srv.accepts, 1);
+  ASSERT_EQ_INT(env.srv.requests, N_SEQ);
+  ASSERT_EQ_INT(env.client.n_connects, 1);
   ASSERT_EQ_INT(s.r.req.reused_connection, 1);
   fprintf(stderr, "  %d sequential requests on one connection: %.0f req/s\n",
           N_SEQ, N_SEQ / secs);
 
   /* What went on the wire. */
   char host[64];
-  snprintf(host, sizeof(host), "Host: 127.0.0.1:%d\r\n", srv.port);
-  ASSERT_STR_CONTAINS(srv.last_head, "GET /poll?id=7 HTTP/1.1\r\n");
-  ASSERT_STR_CONTAINS(srv.last_head, host);
-  ASSERT_STR_CONTAINS(srv.last_head, "Connection: keep-alive\r\n");
-  ASSERT_STR_CONTAINS(srv.last_head, "User-Agent: tinkerbell/");
-  ASSERT(strstr(srv.last_head, "Content-Length") == NULL);
+  snprintf(host, sizeof(host), "Host: 127.0.0.1:%d\r\n", env.srv.port);
+  ASSERT_STR_CONTAINS(env.srv.last_head, "GET /poll?id=7 HTTP/1.1\r\n");
+  ASSERT_STR_CONTAINS(env.srv.last_head, host);
+  ASSERT_STR_CONTAINS(env.srv.last_head, "Connection: keep-alive\r\n");
+  ASSERT_STR_CONTAINS(env.srv.last_head, "User-Agent: tinkerbell/");
+  ASSERT(strstr(env.srv.last_head, "Content-Length") == NULL);
 
   tb__http_client_req_free(&s.r.req);
-  finish(&loop, &client, &srv);
+  env_finish(&env);
 }
 
 TEST(post_bodies_and_headers) {
-  uv_loop_t loop;
-  ASSERT_OK(uv_loop_init(&loop));
-  srv_t srv;
-  srv_start(&srv, &loop, script_echo);
   tb__http_client_opts_t opts = { .user_agent = "probe/1" };
-  tb__http_client_t client;
-  ASSERT_OK(tb__http_client_init(&loop, &client, &opts));
+  env_t env;
+  env_start(&env, script_echo, &opts);
 
   /* A large body in three pieces goes out as iovecs, not copied. */
   size_t big = 300 * 1024;
@@ -451,23 +485,21 @@ TEST(post_bodies_and_headers) {
     { TB_SLICE_LIT("X-Idempotency-Key"), TB_SLICE_LIT("k-1") },
   };
   creq_t r1, r2;
-  creq_init(&r1, &srv, "/upload");
+  creq_init(&r1, &env.srv, "/upload");
   r1.req.method = "POST";
   r1.req.body = parts;
   r1.req.n_body = 3;
   r1.req.headers = hdrs;
   r1.req.n_headers = 2;
-  send_ok(&client, &r1);
-  uv_run(&loop, UV_RUN_DEFAULT);
-  ASSERT_EQ_INT(r1.calls, 1);
+  send_wait(&env, &r1);
   ASSERT_OK(r1.status);
   ASSERT_EQ_INT(r1.req.response.body_len, big);
   ASSERT(memcmp(r1.req.response.body, a, big) == 0);
-  ASSERT_STR_CONTAINS(srv.last_head, "POST /upload HTTP/1.1\r\n");
-  ASSERT_STR_CONTAINS(srv.last_head, "Content-Length: 307200\r\n");
-  ASSERT_STR_CONTAINS(srv.last_head, "Content-Type: application/json\r\n");
-  ASSERT_STR_CONTAINS(srv.last_head, "X-Idempotency-Key: k-1\r\n");
-  ASSERT_STR_CONTAINS(srv.last_head, "User-Agent: probe/1\r\n");
+  ASSERT_STR_CONTAINS(env.srv.last_head, "POST /upload HTTP/1.1\r\n");
+  ASSERT_STR_CONTAINS(env.srv.last_head, "Content-Length: 307200\r\n");
+  ASSERT_STR_CONTAINS(env.srv.last_head, "Content-Type: application/json\r\n");
+  ASSERT_STR_CONTAINS(env.srv.last_head, "X-Idempotency-Key: k-1\r\n");
+  ASSERT_STR_CONTAINS(env.srv.last_head, "User-Agent: probe/1\r\n");
 
   /* A small body joins the head; an empty POST still says its length;
    * the caller's Host and User-Agent replace the client's. */
@@ -476,36 +508,36 @@ TEST(post_bodies_and_headers) {
     { TB_SLICE_LIT("host"), TB_SLICE_LIT("api.example") },
     { TB_SLICE_LIT("user-agent"), TB_SLICE_LIT("mine") },
   };
-  creq_init(&r2, &srv, "/small");
+  creq_init(&r2, &env.srv, "/small");
   r2.req.method = "PUT";
   r2.req.body = &small;
   r2.req.n_body = 1;
   r2.req.headers = mine;
   r2.req.n_headers = 2;
-  send_ok(&client, &r2);
-  uv_run(&loop, UV_RUN_DEFAULT);
+  send_ok(&env.client, &r2);
+  uv_run(&env.loop, UV_RUN_DEFAULT);
   ASSERT_OK(r2.status);
   body_is(&r2.req, "{\"x\":1}");
-  ASSERT_STR_CONTAINS(srv.last_head, "Content-Length: 7\r\n");
-  ASSERT_STR_CONTAINS(srv.last_head, "host: api.example\r\n");
-  ASSERT(strstr(srv.last_head, "Host: 127") == NULL);
-  ASSERT(strstr(srv.last_head, "probe/1") == NULL);
+  ASSERT_STR_CONTAINS(env.srv.last_head, "Content-Length: 7\r\n");
+  ASSERT_STR_CONTAINS(env.srv.last_head, "host: api.example\r\n");
+  ASSERT(strstr(env.srv.last_head, "Host: 127") == NULL);
+  ASSERT(strstr(env.srv.last_head, "probe/1") == NULL);
 
   r2.req.method = "POST";
   r2.req.n_body = 0;
   r2.req.n_headers = 0;
-  send_ok(&client, &r2);
-  uv_run(&loop, UV_RUN_DEFAULT);
+  send_ok(&env.client, &r2);
+  uv_run(&env.loop, UV_RUN_DEFAULT);
   ASSERT_OK(r2.status);
-  ASSERT_STR_CONTAINS(srv.last_head, "Content-Length: 0\r\n");
+  ASSERT_STR_CONTAINS(env.srv.last_head, "Content-Length: 0\r\n");
   ASSERT_EQ_INT(r2.req.response.body_len, 0);
   ASSERT(r2.req.response.body == NULL);
-  ASSERT_EQ_INT(srv.accepts, 1);
+  ASSERT_EQ_INT(env.srv.accepts, 1);
 
   free(a);
   tb__http_client_req_free(&r1.req);
   tb__http_client_req_free(&r2.req);
-  finish(&loop, &client, &srv);
+  env_finish(&env);
 }
 
 /* Answers each request 15 ms later, so that requests overlap. */
@@ -515,32 +547,28 @@ static void script_slow(sconn_t *c, const char *req, size_t hl, size_t n) {
 }
 
 TEST(max_connections_per_origin_queue_fifo) {
-  uv_loop_t loop;
-  ASSERT_OK(uv_loop_init(&loop));
-  srv_t srv;
-  srv_start(&srv, &loop, script_slow);
   tb__http_client_opts_t opts = { .max_conns_per_origin = 2 };
-  tb__http_client_t client;
-  ASSERT_OK(tb__http_client_init(&loop, &client, &opts));
+  env_t env;
+  env_start(&env, script_slow, &opts);
   creq_t r[7];
   g_order = 0;
   for (int i = 0; i < 7; i++) {
     char path[16];
     snprintf(path, sizeof(path), "/%d", i);
-    creq_init(&r[i], &srv, path);
-    send_ok(&client, &r[i]);
+    creq_init(&r[i], &env.srv, path);
+    send_ok(&env.client, &r[i]);
   }
-  uv_run(&loop, UV_RUN_DEFAULT);
-  ASSERT_EQ_INT(srv.accepts, 2);
-  ASSERT_EQ_INT(client.n_connects, 2);
-  ASSERT_EQ_INT(srv.requests, 7);
+  uv_run(&env.loop, UV_RUN_DEFAULT);
+  ASSERT_EQ_INT(env.srv.accepts, 2);
+  ASSERT_EQ_INT(env.client.n_connects, 2);
+  ASSERT_EQ_INT(env.srv.requests, 7);
   /* Queued requests leave the queue in the order they were sent: with
    * two connections, request i reaches the server (and completes) within
    * one place of i. */
   for (int i = 0; i < 7; i++) {
     int seen = -1;
     for (int k = 0; k < 7; k++)
-      if (atoi(srv.paths[k] + 1) == i)
+      if (atoi(env.srv.paths[k] + 1) == i)
         seen = k;
     ASSERT_GE(seen, i - 1);
     ASSERT_LE(seen, i + 1);
@@ -551,7 +579,7 @@ TEST(max_connections_per_origin_queue_fifo) {
     body_is(&r[i].req, "ok");
     tb__http_client_req_free(&r[i].req);
   }
-  finish(&loop, &client, &srv);
+  env_finish(&env);
 }
 
 /* -------------------------------------------------------- body framing */
@@ -593,53 +621,46 @@ static void script_bodies(sconn_t *c, const char *req, size_t hl, size_t n) {
   }
 }
 
-static void get(tb__http_client_t *client, uv_loop_t *loop, creq_t *r,
-                const srv_t *srv, const char *method, const char *path) {
-  creq_init(r, srv, path);
+static void get(env_t *e, creq_t *r, const char *method, const char *path) {
+  creq_init(r, &e->srv, path);
   r->req.method = method;
-  send_ok(client, r);
-  uv_run(loop, UV_RUN_DEFAULT);
-  ASSERT_EQ_INT(r->calls, 1);
+  send_wait(e, r);
 }
 
 TEST(body_framings) {
-  uv_loop_t loop;
-  ASSERT_OK(uv_loop_init(&loop));
-  srv_t srv;
-  srv_start(&srv, &loop, script_bodies);
-  tb__http_client_t client;
-  ASSERT_OK(tb__http_client_init(&loop, &client, NULL));
+  env_t env;
+  env_start(&env, script_bodies, NULL);
   creq_t r;
 
-  get(&client, &loop, &r, &srv, NULL, "/cl");
+  get(&env, &r, NULL, "/cl");
   ASSERT_OK(r.status);
   body_is(&r.req, "content-length body");
   tb__http_client_req_free(&r.req);
 
-  get(&client, &loop, &r, &srv, NULL, "/chunked");
+  get(&env, &r, NULL, "/chunked");
   ASSERT_OK(r.status);
   body_is(&r.req, "chunked");
   tb__http_client_req_free(&r.req);
 
   /* No body whatever the headers say, and the connection stays usable. */
-  get(&client, &loop, &r, &srv, "HEAD", "/head");
+  get(&env, &r, "HEAD", "/head");
   ASSERT_OK(r.status);
   ASSERT_EQ_INT(r.req.response.status, 200);
   ASSERT_EQ_INT(r.req.response.body_len, 0);
   tb__http_client_req_free(&r.req);
-  get(&client, &loop, &r, &srv, NULL, "/204");
+  get(&env, &r, NULL, "/204");
   ASSERT_OK(r.status);
   ASSERT_EQ_INT(r.req.response.status, 204);
   ASSERT_EQ_INT(r.req.response.body_len, 0);
   tb__http_client_req_free(&r.req);
-  get(&client, &loop, &r, &srv, NULL, "/304");
+  get(&env, &r, NULL, "/304");
   ASSERT_OK(r.status);
   ASSERT_EQ_INT(r.req.response.status, 304);
   ASSERT_EQ_INT(r.req.response.body_len, 0);
   tb__http_client_req_free(&r.req);
 
   /* An interim 100 is skipped; only the final response's headers stay. */
-  get(&client, &loop, &r, &srv, NULL, "/continue");
+  get(&env, &r, NULL, "/continue");
   ASSERT_OK(r.status);
   ASSERT_EQ_INT(r.req.response.status, 201);
   ASSERT(tb__http_response_header(&r.req.response, "x-final") != NULL);
@@ -647,18 +668,18 @@ TEST(body_framings) {
   body_is(&r.req, "ok");
   tb__http_client_req_free(&r.req);
 
-  get(&client, &loop, &r, &srv, NULL, "/big");
+  get(&env, &r, NULL, "/big");
   ASSERT_OK(r.status);
   ASSERT_EQ_INT(r.req.response.body_len, 1u << 20);
   for (size_t i = 0; i < (1u << 20); i += 4099)
     ASSERT_EQ_INT((unsigned char)r.req.response.body[i],
                   (unsigned char)(char)(i * 7));
   tb__http_client_req_free(&r.req);
-  ASSERT_EQ_INT(srv.accepts, 1);
+  ASSERT_EQ_INT(env.srv.accepts, 1);
 
   /* A close-delimited body ends with the connection, which is then not
    * reused. */
-  get(&client, &loop, &r, &srv, NULL, "/close");
+  get(&env, &r, NULL, "/close");
   ASSERT_OK(r.status);
   body_is(&r.req, "until the end");
   const tb__http_header_t *h = tb__http_response_header(&r.req.response,
@@ -666,11 +687,11 @@ TEST(body_framings) {
   ASSERT(h != NULL);
   ASSERT_MEM_EQ_STR(h->value.base, h->value.len, "eof");
   tb__http_client_req_free(&r.req);
-  get(&client, &loop, &r, &srv, NULL, "/cl");
+  get(&env, &r, NULL, "/cl");
   ASSERT_OK(r.status);
-  ASSERT_EQ_INT(srv.accepts, 2);
+  ASSERT_EQ_INT(env.srv.accepts, 2);
   tb__http_client_req_free(&r.req);
-  finish(&loop, &client, &srv);
+  env_finish(&env);
 }
 
 /* A golden chunked response, with a chunk extension and a trailer. */
@@ -719,24 +740,20 @@ static void on_split(tb__http_client_req_t *req, int status) {
 }
 
 TEST(chunked_split_at_every_offset) {
-  uv_loop_t loop;
-  ASSERT_OK(uv_loop_init(&loop));
-  srv_t srv;
-  srv_start(&srv, &loop, script_split);
-  tb__http_client_t client;
-  ASSERT_OK(tb__http_client_init(&loop, &client, NULL));
+  env_t env;
+  env_start(&env, script_split, NULL);
   split_t s;
   memset(&s, 0, sizeof(s));
-  creq_init(&s.r, &srv, "/split");
+  creq_init(&s.r, &env.srv, "/split");
   s.r.req.data = &s;
-  s.client = &client;
+  s.client = &env.client;
   s.k = 1;
-  ASSERT_OK(tb__http_client_send(&client, &s.r.req, on_split));
-  uv_run(&loop, UV_RUN_DEFAULT);
+  ASSERT_OK(tb__http_client_send(&env.client, &s.r.req, on_split));
+  uv_run(&env.loop, UV_RUN_DEFAULT);
   ASSERT_EQ_INT(s.k, sizeof(golden_chunked) - 1);
-  ASSERT_EQ_INT(srv.accepts, 1);
+  ASSERT_EQ_INT(env.srv.accepts, 1);
   tb__http_client_req_free(&s.r.req);
-  finish(&loop, &client, &srv);
+  env_finish(&env);
 }
 
 /* -------------------------------------------- stale connections, retry */
@@ -750,25 +767,21 @@ static void script_answer_then_close(sconn_t *c, const char *req, size_t hl,
 }
 
 TEST(server_closed_idle_connection_reconnects) {
-  uv_loop_t loop;
-  ASSERT_OK(uv_loop_init(&loop));
-  srv_t srv;
-  srv_start(&srv, &loop, script_answer_then_close);
-  tb__http_client_t client;
-  ASSERT_OK(tb__http_client_init(&loop, &client, NULL));
+  env_t env;
+  env_start(&env, script_answer_then_close, NULL);
   creq_t r;
   for (int i = 0; i < 3; i++) {
-    get(&client, &loop, &r, &srv, NULL, "/x");
+    get(&env, &r, NULL, "/x");
     ASSERT_OK(r.status);
     body_is(&r.req, "hello");
     ASSERT_EQ_INT(r.req.retried, 0);
     ASSERT_EQ_INT(r.req.reused_connection, 0);
     tb__http_client_req_free(&r.req);
-    run_for(&loop, 30); /* the server closes the idle connection */
+    run_for(&env.loop, 30); /* the server closes the idle connection */
   }
-  ASSERT_EQ_INT(srv.accepts, 3);
-  ASSERT_EQ_INT(client.n_connects, 3);
-  finish(&loop, &client, &srv);
+  ASSERT_EQ_INT(env.srv.accepts, 3);
+  ASSERT_EQ_INT(env.client.n_connects, 3);
+  env_finish(&env);
 }
 
 /* The second request on each connection is dropped: the connection is
@@ -796,17 +809,13 @@ static void on_first_then_second(tb__http_client_req_t *req, int status) {
 }
 
 static void retry_case(int reset) {
-  uv_loop_t loop;
-  ASSERT_OK(uv_loop_init(&loop));
-  srv_t srv;
-  srv_start(&srv, &loop, script_drop_second);
   g_drop_with_reset = reset;
-  tb__http_client_t client;
-  ASSERT_OK(tb__http_client_init(&loop, &client, NULL));
+  env_t env;
+  env_start(&env, script_drop_second, NULL);
   creq_t r;
-  creq_init(&r, &srv, "/x");
-  ASSERT_OK(tb__http_client_send(&client, &r.req, on_first_then_second));
-  uv_run(&loop, UV_RUN_DEFAULT);
+  creq_init(&r, &env.srv, "/x");
+  ASSERT_OK(tb__http_client_send(&env.client, &r.req, on_first_then_second));
+  uv_run(&env.loop, UV_RUN_DEFAULT);
   ASSERT_EQ_INT(r.calls, 2);
   if (r.status != 0)
     tb_test_fail(__FILE__, __LINE__, "%s: %s", tb_err_name(r.status),
@@ -814,10 +823,10 @@ static void retry_case(int reset) {
   body_is(&r.req, "hello");
   ASSERT_EQ_INT(r.req.retried, 1);
   ASSERT_EQ_INT(r.req.reused_connection, 0); /* the retry's connection */
-  ASSERT_EQ_INT(srv.accepts, 2);
-  ASSERT_EQ_INT(srv.requests, 3);
+  ASSERT_EQ_INT(env.srv.accepts, 2);
+  ASSERT_EQ_INT(env.srv.requests, 3);
   tb__http_client_req_free(&r.req);
-  finish(&loop, &client, &srv);
+  env_finish(&env);
 }
 
 TEST(stale_connection_eof_retried_once) { retry_case(0); }
@@ -829,19 +838,15 @@ static void script_close_at_once(sconn_t *c, const char *req, size_t hl,
 }
 
 TEST(fresh_connection_closed_is_not_retried) {
-  uv_loop_t loop;
-  ASSERT_OK(uv_loop_init(&loop));
-  srv_t srv;
-  srv_start(&srv, &loop, script_close_at_once);
-  tb__http_client_t client;
-  ASSERT_OK(tb__http_client_init(&loop, &client, NULL));
+  env_t env;
+  env_start(&env, script_close_at_once, NULL);
   creq_t r;
-  get(&client, &loop, &r, &srv, NULL, "/x");
+  get(&env, &r, NULL, "/x");
   ASSERT_ERR(r.status, TB_ECLOSED);
   ASSERT_STR_CONTAINS(r.req.message, "closed before any response");
-  ASSERT_EQ_INT(srv.accepts, 1);
+  ASSERT_EQ_INT(env.srv.accepts, 1);
   tb__http_client_req_free(&r.req);
-  finish(&loop, &client, &srv);
+  env_finish(&env);
 }
 
 /* ------------------------------------------------------------- failures */
@@ -861,18 +866,14 @@ static int free_port(uv_loop_t *loop) {
 }
 
 TEST(connection_refused) {
-  uv_loop_t loop;
-  ASSERT_OK(uv_loop_init(&loop));
-  tb__http_client_t client;
-  ASSERT_OK(tb__http_client_init(&loop, &client, NULL));
-  int port = free_port(&loop);
+  env_t env;
+  env_start(&env, NULL, NULL);
+  int port = free_port(&env.loop);
   creq_t r;
-  creq_init(&r, NULL, "/");
-  snprintf(r.url, sizeof(r.url), "http://127.0.0.1:%d/x", port);
-  r.req.url = (tb_slice_t){ r.url, strlen(r.url) };
-  send_ok(&client, &r);
+  creq_url(&r, "http://127.0.0.1:%d/x", port);
+  send_ok(&env.client, &r);
   ASSERT_EQ_INT(r.calls, 0);
-  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_run(&env.loop, UV_RUN_DEFAULT);
   ASSERT_EQ_INT(r.calls, 1);
   ASSERT_ERR(r.status, TB_ECONNREFUSED);
   ASSERT_STR_CONTAINS(r.req.message, "connect to 127.0.0.1 port");
@@ -884,61 +885,43 @@ TEST(connection_refused) {
   tb__http_client_req_free(&r.req);
 
   /* The same through name resolution: every address refused. */
-  creq_init(&r, NULL, "/");
-  snprintf(r.url, sizeof(r.url), "http://localhost:%d/x", port);
-  r.req.url = (tb_slice_t){ r.url, strlen(r.url) };
-  send_ok(&client, &r);
-  uv_run(&loop, UV_RUN_DEFAULT);
-  ASSERT_EQ_INT(r.calls, 1);
+  creq_url(&r, "http://localhost:%d/x", port);
+  send_wait(&env, &r);
   ASSERT_ERR(r.status, TB_ECONNREFUSED);
   ASSERT_STR_CONTAINS(r.req.message, "connect to localhost port");
   tb__http_client_req_free(&r.req);
-  finish(&loop, &client, NULL);
+  env_finish(&env);
 }
 
 TEST(dns_failure) {
-  uv_loop_t loop;
-  ASSERT_OK(uv_loop_init(&loop));
-  tb__http_client_t client;
-  ASSERT_OK(tb__http_client_init(&loop, &client, NULL));
+  env_t env;
+  env_start(&env, NULL, NULL);
   creq_t r;
-  creq_init(&r, NULL, "/");
-  snprintf(r.url, sizeof(r.url), "http://nonexistent.invalid/x");
-  r.req.url = (tb_slice_t){ r.url, strlen(r.url) };
-  send_ok(&client, &r);
-  uv_run(&loop, UV_RUN_DEFAULT);
-  ASSERT_EQ_INT(r.calls, 1);
+  creq_url(&r, "http://nonexistent.invalid/x");
+  send_wait(&env, &r);
   ASSERT_ERR(r.status, TB_EDNS);
   ASSERT_STR_CONTAINS(r.req.message, "resolve nonexistent.invalid");
   tb__http_client_req_free(&r.req);
-  finish(&loop, &client, NULL);
+  env_finish(&env);
 }
 
 TEST(name_resolution_localhost) {
-  uv_loop_t loop;
-  ASSERT_OK(uv_loop_init(&loop));
-  srv_t srv;
-  srv_start(&srv, &loop, script_hello);
-  tb__http_client_t client;
-  ASSERT_OK(tb__http_client_init(&loop, &client, NULL));
+  env_t env;
+  env_start(&env, script_hello, NULL);
   creq_t r;
-  creq_init(&r, NULL, "/");
   /* localhost may resolve to ::1 first, where nothing listens: the client
    * goes on to the next address. */
-  snprintf(r.url, sizeof(r.url), "http://localhost:%d/x", srv.port);
-  r.req.url = (tb_slice_t){ r.url, strlen(r.url) };
-  send_ok(&client, &r);
-  uv_run(&loop, UV_RUN_DEFAULT);
-  ASSERT_EQ_INT(r.calls, 1);
+  creq_url(&r, "http://localhost:%d/x", env.srv.port);
+  send_wait(&env, &r);
   if (r.status != 0)
     tb_test_fail(__FILE__, __LINE__, "%s: %s", tb_err_name(r.status),
                  r.req.message);
   body_is(&r.req, "hello");
   char host[64];
-  snprintf(host, sizeof(host), "Host: localhost:%d\r\n", srv.port);
-  ASSERT_STR_CONTAINS(srv.last_head, host);
+  snprintf(host, sizeof(host), "Host: localhost:%d\r\n", env.srv.port);
+  ASSERT_STR_CONTAINS(env.srv.last_head, host);
   tb__http_client_req_free(&r.req);
-  finish(&loop, &client, &srv);
+  env_finish(&env);
 }
 
 TEST(ipv6_literal_host) {
@@ -953,9 +936,7 @@ TEST(ipv6_literal_host) {
   tb__http_client_t client;
   ASSERT_OK(tb__http_client_init(&loop, &client, NULL));
   creq_t r;
-  creq_init(&r, NULL, "/");
-  snprintf(r.url, sizeof(r.url), "http://[::1]:%d/v6?q=1", srv.port);
-  r.req.url = (tb_slice_t){ r.url, strlen(r.url) };
+  creq_url(&r, "http://[::1]:%d/v6?q=1", srv.port);
   send_ok(&client, &r);
   uv_run(&loop, UV_RUN_DEFAULT);
   ASSERT_OK(r.status);
@@ -969,21 +950,17 @@ TEST(ipv6_literal_host) {
 }
 
 TEST(total_timeout_when_server_never_answers) {
-  uv_loop_t loop;
-  ASSERT_OK(uv_loop_init(&loop));
-  srv_t srv;
-  srv_start(&srv, &loop, script_never);
-  tb__http_client_t client;
-  ASSERT_OK(tb__http_client_init(&loop, &client, NULL));
+  env_t env;
+  env_start(&env, script_never, NULL);
   creq_t r, q;
-  creq_init(&r, &srv, "/stall");
+  creq_init(&r, &env.srv, "/stall");
   r.req.timeout_ms = 100;
-  creq_init(&q, &srv, "/stall2");
+  creq_init(&q, &env.srv, "/stall2");
   q.req.timeout_ms = 250;
   uint64_t t0 = uv_hrtime();
-  send_ok(&client, &r);
-  send_ok(&client, &q);
-  uv_run(&loop, UV_RUN_DEFAULT);
+  send_ok(&env.client, &r);
+  send_ok(&env.client, &q);
+  uv_run(&env.loop, UV_RUN_DEFAULT);
   ASSERT_EQ_INT(r.calls, 1);
   ASSERT_EQ_INT(q.calls, 1);
   ASSERT_ERR(r.status, TB_ETIMEDOUT);
@@ -999,11 +976,11 @@ TEST(total_timeout_when_server_never_answers) {
   ASSERT_EQ_INT(e.category, TB_CATEGORY_TIMEOUT);
   tb_error_clear(&e);
   /* The stalled connections were discarded. */
-  run_for(&loop, 20);
-  ASSERT_EQ_INT(srv.eofs, 2);
+  run_for(&env.loop, 20);
+  ASSERT_EQ_INT(env.srv.eofs, 2);
   tb__http_client_req_free(&r.req);
   tb__http_client_req_free(&q.req);
-  finish(&loop, &client, &srv);
+  env_finish(&env);
 }
 
 /* A listener whose accept queue is full drops new SYNs, so a connect to
@@ -1032,10 +1009,8 @@ TEST(connect_timeout_on_full_backlog) {
   tb__http_client_t client;
   ASSERT_OK(tb__http_client_init(&loop, &client, NULL));
   creq_t r;
-  creq_init(&r, NULL, "/");
-  snprintf(r.url, sizeof(r.url), "http://127.0.0.1:%d/x",
+  creq_url(&r, "http://127.0.0.1:%d/x",
            ntohs(a.sin_port));
-  r.req.url = (tb_slice_t){ r.url, strlen(r.url) };
   r.req.connect_timeout_ms = 150;
   r.req.timeout_ms = 5000;
   uint64_t t0 = uv_hrtime();
@@ -1060,25 +1035,21 @@ static void script_malformed(sconn_t *c, const char *req, size_t hl,
 }
 
 TEST(malformed_response_is_a_protocol_error) {
-  uv_loop_t loop;
-  ASSERT_OK(uv_loop_init(&loop));
-  srv_t srv;
-  srv_start(&srv, &loop, script_malformed);
-  tb__http_client_t client;
-  ASSERT_OK(tb__http_client_init(&loop, &client, NULL));
+  env_t env;
+  env_start(&env, script_malformed, NULL);
   creq_t r;
-  get(&client, &loop, &r, &srv, NULL, "/x");
+  get(&env, &r, NULL, "/x");
   ASSERT_ERR(r.status, TB_EPROTO);
   ASSERT_STR_CONTAINS(r.req.message, "malformed response");
   ASSERT_STR_CONTAINS(r.req.message, "Content-Length");
   tb__http_client_req_free(&r.req);
   /* The connection was dropped: the next request makes another. */
-  srv.script = script_hello;
-  get(&client, &loop, &r, &srv, NULL, "/y");
+  env.srv.script = script_hello;
+  get(&env, &r, NULL, "/y");
   ASSERT_OK(r.status);
-  ASSERT_EQ_INT(srv.accepts, 2);
+  ASSERT_EQ_INT(env.srv.accepts, 2);
   tb__http_client_req_free(&r.req);
-  finish(&loop, &client, &srv);
+  env_finish(&env);
 }
 
 static int g_mid_body_reset;
@@ -1089,15 +1060,11 @@ static void script_cut_body(sconn_t *c, const char *req, size_t hl, size_t n) {
 
 TEST(connection_ends_mid_body) {
   for (int reset = 0; reset < 2; reset++) {
-    uv_loop_t loop;
-    ASSERT_OK(uv_loop_init(&loop));
-    srv_t srv;
-    srv_start(&srv, &loop, script_cut_body);
     g_mid_body_reset = reset;
-    tb__http_client_t client;
-    ASSERT_OK(tb__http_client_init(&loop, &client, NULL));
+    env_t env;
+    env_start(&env, script_cut_body, NULL);
     creq_t r;
-    get(&client, &loop, &r, &srv, NULL, "/x");
+    get(&env, &r, NULL, "/x");
     if (reset) {
       ASSERT_ERR(r.status, TB_ECONNRESET);
       ASSERT_STR_CONTAINS(r.req.message, "reset");
@@ -1107,7 +1074,7 @@ TEST(connection_ends_mid_body) {
     }
     ASSERT_EQ_INT(r.req.retried, 0);
     tb__http_client_req_free(&r.req);
-    finish(&loop, &client, &srv);
+    env_finish(&env);
   }
 }
 
@@ -1132,34 +1099,30 @@ static void script_large(sconn_t *c, const char *req, size_t hl, size_t n) {
 }
 
 TEST(response_limits) {
-  uv_loop_t loop;
-  ASSERT_OK(uv_loop_init(&loop));
-  srv_t srv;
-  srv_start(&srv, &loop, script_large);
   tb__http_client_opts_t opts = { .max_body = 100 };
-  tb__http_client_t client;
-  ASSERT_OK(tb__http_client_init(&loop, &client, &opts));
+  env_t env;
+  env_start(&env, script_large, &opts);
   creq_t r;
-  get(&client, &loop, &r, &srv, NULL, "/cl");
+  get(&env, &r, NULL, "/cl");
   ASSERT_ERR(r.status, TB_ETOOLARGE);
   tb__http_client_req_free(&r.req);
-  get(&client, &loop, &r, &srv, NULL, "/chunked");
+  get(&env, &r, NULL, "/chunked");
   ASSERT_ERR(r.status, TB_ETOOLARGE);
   ASSERT_STR_CONTAINS(r.req.message, "body exceeds");
   tb__http_client_req_free(&r.req);
   /* A request may raise the client's limit. */
-  creq_init(&r, &srv, "/chunked");
+  creq_init(&r, &env.srv, "/chunked");
   r.req.max_body = 128;
-  send_ok(&client, &r);
-  uv_run(&loop, UV_RUN_DEFAULT);
+  send_ok(&env.client, &r);
+  uv_run(&env.loop, UV_RUN_DEFAULT);
   ASSERT_OK(r.status);
   ASSERT_EQ_INT(r.req.response.body_len, 128);
   tb__http_client_req_free(&r.req);
-  get(&client, &loop, &r, &srv, NULL, "/headers");
+  get(&env, &r, NULL, "/headers");
   ASSERT_ERR(r.status, TB_ETOOLARGE);
   ASSERT_STR_CONTAINS(r.req.message, "too many response headers");
   tb__http_client_req_free(&r.req);
-  finish(&loop, &client, &srv);
+  env_finish(&env);
 }
 
 /* --------------------------------------------------------- cancellation */
@@ -1178,57 +1141,53 @@ static void on_cancel_timer(uv_timer_t *t) {
 }
 
 TEST(cancel_in_flight_and_queued) {
-  uv_loop_t loop;
-  ASSERT_OK(uv_loop_init(&loop));
-  srv_t srv;
-  srv_start(&srv, &loop, script_never);
   tb__http_client_opts_t opts = { .max_conns_per_origin = 1 };
-  tb__http_client_t client;
-  ASSERT_OK(tb__http_client_init(&loop, &client, &opts));
+  env_t env;
+  env_start(&env, script_never, &opts);
 
   /* In flight: the connection is discarded. */
   creq_t r;
-  creq_init(&r, &srv, "/stall");
-  send_ok(&client, &r);
+  creq_init(&r, &env.srv, "/stall");
+  send_ok(&env.client, &r);
   cancel_t cx = { &r, 1, -1 };
   uv_timer_t t;
-  ASSERT_OK(uv_timer_init(&loop, &t));
+  ASSERT_OK(uv_timer_init(&env.loop, &t));
   t.data = &cx;
   ASSERT_OK(uv_timer_start(&t, on_cancel_timer, 30, 0));
-  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_run(&env.loop, UV_RUN_DEFAULT);
   ASSERT_OK(cx.rc);
   ASSERT_EQ_INT(cx.calls_at_cancel, 0); /* not synchronously */
   ASSERT_EQ_INT(r.calls, 1);
   ASSERT_ERR(r.status, UV_ECANCELED);
-  run_for(&loop, 20);
-  ASSERT_EQ_INT(srv.eofs, 1);
+  run_for(&env.loop, 20);
+  ASSERT_EQ_INT(env.srv.eofs, 1);
   ASSERT_ERR(tb__http_client_req_cancel(&r.req), UV_EINVAL); /* not in flight */
   tb__http_client_req_free(&r.req);
 
   /* Queued behind another request: the other one is untouched. */
-  srv.script = script_slow;
+  env.srv.script = script_slow;
   creq_t a, b;
-  creq_init(&a, &srv, "/a");
-  creq_init(&b, &srv, "/b");
-  send_ok(&client, &a);
-  send_ok(&client, &b);
+  creq_init(&a, &env.srv, "/a");
+  creq_init(&b, &env.srv, "/b");
+  send_ok(&env.client, &a);
+  send_ok(&env.client, &b);
   ASSERT_OK(tb__http_client_req_cancel(&b.req));
   ASSERT_OK(tb__http_client_req_cancel(&b.req)); /* already being cancelled */
   ASSERT_EQ_INT(b.calls, 0);
-  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_run(&env.loop, UV_RUN_DEFAULT);
   ASSERT_EQ_INT(a.calls, 1);
   ASSERT_OK(a.status);
   ASSERT_EQ_INT(b.calls, 1);
   ASSERT_ERR(b.status, UV_ECANCELED);
-  ASSERT_EQ_INT(srv.accepts, 2);
-  ASSERT_EQ_INT(srv.requests, 2); /* /stall and /a */
+  ASSERT_EQ_INT(env.srv.accepts, 2);
+  ASSERT_EQ_INT(env.srv.requests, 2); /* /stall and /a */
   tb_error_t e = { 0 };
   tb__http_client_req_error(&b.req, b.status, &e);
   ASSERT_EQ_INT(e.category, TB_CATEGORY_CANCELLED);
   tb_error_clear(&e);
   tb__http_client_req_free(&a.req);
   tb__http_client_req_free(&b.req);
-  finish(&loop, &client, &srv);
+  env_finish(&env);
 }
 
 static void on_close_timer(uv_timer_t *t) {
@@ -1251,31 +1210,25 @@ static void on_done_send_again(tb__http_client_req_t *req, int status) {
 }
 
 TEST(close_cancels_everything) {
-  uv_loop_t loop;
-  ASSERT_OK(uv_loop_init(&loop));
-  srv_t srv;
-  srv_start(&srv, &loop, script_never);
   tb__http_client_opts_t opts = { .max_conns_per_origin = 1 };
-  tb__http_client_t client;
-  ASSERT_OK(tb__http_client_init(&loop, &client, &opts));
+  env_t env;
+  env_start(&env, script_never, &opts);
   creq_t r[3];
   for (int i = 0; i < 3; i++) {
-    creq_init(&r[i], &srv, "/x");
-    ASSERT_OK(tb__http_client_send(&client, &r[i].req, on_done_send_again));
+    creq_init(&r[i], &env.srv, "/x");
+    ASSERT_OK(tb__http_client_send(&env.client, &r[i].req, on_done_send_again));
   }
   creq_t dns;
-  creq_init(&dns, NULL, "/");
-  snprintf(dns.url, sizeof(dns.url), "http://localhost:1/x");
-  dns.req.url = (tb_slice_t){ dns.url, strlen(dns.url) };
-  send_ok(&client, &dns);
+  creq_url(&dns, "http://localhost:1/x");
+  send_ok(&env.client, &dns);
   g_client_closed = 0;
   g_seen_at_close_cb = 0;
   g_close_reqs = r;
   /* Closed while one request waits for its answer, two are queued and a
    * name lookup may be running. */
-  run_for(&loop, 20);
-  tb__http_client_close(&client, on_client_closed_count);
-  uv_run(&loop, UV_RUN_DEFAULT);
+  run_for(&env.loop, 20);
+  tb__http_client_close(&env.client, on_client_closed_count);
+  uv_run(&env.loop, UV_RUN_DEFAULT);
   ASSERT_EQ_INT(g_client_closed, 1);
   ASSERT_EQ_INT(g_seen_at_close_cb, 3);
   for (int i = 0; i < 3; i++) {
@@ -1285,68 +1238,60 @@ TEST(close_cancels_everything) {
   }
   ASSERT_EQ_INT(dns.calls, 1);
   tb__http_client_req_free(&dns.req);
-  srv_close(&srv);
-  uv_run(&loop, UV_RUN_DEFAULT);
-  ASSERT_LOOP_CLOSE(&loop);
+  srv_close(&env.srv);
+  uv_run(&env.loop, UV_RUN_DEFAULT);
+  ASSERT_LOOP_CLOSE(&env.loop);
 }
 
 TEST(close_from_timer_with_request_in_flight) {
-  uv_loop_t loop;
-  ASSERT_OK(uv_loop_init(&loop));
-  srv_t srv;
-  srv_start(&srv, &loop, script_never);
-  tb__http_client_t client;
-  ASSERT_OK(tb__http_client_init(&loop, &client, NULL));
+  env_t env;
+  env_start(&env, script_never, NULL);
   creq_t r;
-  creq_init(&r, &srv, "/x");
-  send_ok(&client, &r);
+  creq_init(&r, &env.srv, "/x");
+  send_ok(&env.client, &r);
   uv_timer_t t;
-  ASSERT_OK(uv_timer_init(&loop, &t));
-  t.data = &client;
+  ASSERT_OK(uv_timer_init(&env.loop, &t));
+  t.data = &env.client;
   ASSERT_OK(uv_timer_start(&t, on_close_timer, 20, 0));
   g_client_closed = 0;
-  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_run(&env.loop, UV_RUN_DEFAULT);
   ASSERT_EQ_INT(g_client_closed, 1);
   ASSERT_EQ_INT(r.calls, 1);
   ASSERT_ERR(r.status, UV_ECANCELED);
   tb__http_client_req_free(&r.req);
-  srv_close(&srv);
-  uv_run(&loop, UV_RUN_DEFAULT);
-  ASSERT_LOOP_CLOSE(&loop);
+  srv_close(&env.srv);
+  uv_run(&env.loop, UV_RUN_DEFAULT);
+  ASSERT_LOOP_CLOSE(&env.loop);
 }
 
 /* ------------------------------------------------------- idle eviction */
 
 TEST(idle_connections_are_evicted) {
-  uv_loop_t loop;
-  ASSERT_OK(uv_loop_init(&loop));
-  srv_t srv;
-  srv_start(&srv, &loop, script_hello);
   tb__http_client_opts_t opts = { .idle_timeout_ms = 200 };
-  tb__http_client_t client;
-  ASSERT_OK(tb__http_client_init(&loop, &client, &opts));
+  env_t env;
+  env_start(&env, script_hello, &opts);
   creq_t r[3];
   for (int i = 0; i < 3; i++) {
-    creq_init(&r[i], &srv, "/x");
-    send_ok(&client, &r[i]);
+    creq_init(&r[i], &env.srv, "/x");
+    send_ok(&env.client, &r[i]);
   }
-  uv_run(&loop, UV_RUN_DEFAULT); /* returns with 3 idle connections */
-  ASSERT_EQ_INT(srv.accepts, 3);
-  ASSERT_EQ_INT(srv.eofs, 0);
-  run_for(&loop, 20);
-  ASSERT_EQ_INT(srv.eofs, 0); /* not yet */
-  run_for(&loop, 400);
-  ASSERT_EQ_INT(srv.eofs, 3);
+  uv_run(&env.loop, UV_RUN_DEFAULT); /* returns with 3 idle connections */
+  ASSERT_EQ_INT(env.srv.accepts, 3);
+  ASSERT_EQ_INT(env.srv.eofs, 0);
+  run_for(&env.loop, 20);
+  ASSERT_EQ_INT(env.srv.eofs, 0); /* not yet */
+  run_for(&env.loop, 400);
+  ASSERT_EQ_INT(env.srv.eofs, 3);
   for (int i = 0; i < 3; i++)
     ASSERT_OK(r[i].status);
   /* The pool is empty: a new request connects again. */
   tb__http_client_req_free(&r[0].req);
-  get(&client, &loop, &r[0], &srv, NULL, "/y");
+  get(&env, &r[0], NULL, "/y");
   ASSERT_OK(r[0].status);
-  ASSERT_EQ_INT(srv.accepts, 4);
+  ASSERT_EQ_INT(env.srv.accepts, 4);
   for (int i = 0; i < 3; i++)
     tb__http_client_req_free(&r[i].req);
-  finish(&loop, &client, &srv);
+  env_finish(&env);
 }
 
 /* ------------------------------------------------------------ redirects */
@@ -1383,86 +1328,83 @@ static void script_redirects(sconn_t *c, const char *req, size_t hl,
 }
 
 TEST(redirects_only_when_asked) {
-  uv_loop_t loop;
-  ASSERT_OK(uv_loop_init(&loop));
-  srv_t srv, other;
-  srv_start(&srv, &loop, script_redirects);
-  srv_start(&other, &loop, script_redirects);
+  env_t env;
+  env_start(&env, script_redirects, NULL);
+  srv_t other;
+  srv_start(&other, &env.loop, script_redirects);
   g_other = &other;
-  tb__http_client_t client;
-  ASSERT_OK(tb__http_client_init(&loop, &client, NULL));
   creq_t r;
 
-  get(&client, &loop, &r, &srv, NULL, "/a");
+  get(&env, &r, NULL, "/a");
   ASSERT_OK(r.status);
   ASSERT_EQ_INT(r.req.response.status, 302);
   body_is(&r.req, "abc");
   ASSERT_EQ_INT(r.req.redirects, 0);
   tb__http_client_req_free(&r.req);
 
-  creq_init(&r, &srv, "/a");
+  creq_init(&r, &env.srv, "/a");
   r.req.follow_redirects = 3;
-  send_ok(&client, &r);
-  uv_run(&loop, UV_RUN_DEFAULT);
+  send_ok(&env.client, &r);
+  uv_run(&env.loop, UV_RUN_DEFAULT);
   ASSERT_OK(r.status);
   ASSERT_EQ_INT(r.req.response.status, 200);
   body_is(&r.req, "final");
   ASSERT_EQ_INT(r.req.redirects, 1);
   tb__http_client_req_free(&r.req);
 
-  creq_init(&r, &srv, "/rel/one");
+  creq_init(&r, &env.srv, "/rel/one");
   r.req.follow_redirects = 1;
-  send_ok(&client, &r);
-  uv_run(&loop, UV_RUN_DEFAULT);
+  send_ok(&env.client, &r);
+  uv_run(&env.loop, UV_RUN_DEFAULT);
   ASSERT_OK(r.status);
   body_is(&r.req, "final");
   tb__http_client_req_free(&r.req);
 
   /* Absolute Location on another origin. */
-  creq_init(&r, &srv, "/abs");
+  creq_init(&r, &env.srv, "/abs");
   r.req.follow_redirects = 1;
-  send_ok(&client, &r);
-  uv_run(&loop, UV_RUN_DEFAULT);
+  send_ok(&env.client, &r);
+  uv_run(&env.loop, UV_RUN_DEFAULT);
   ASSERT_OK(r.status);
   body_is(&r.req, "other server");
   ASSERT_EQ_INT(other.accepts, 1);
   tb__http_client_req_free(&r.req);
 
   /* At most N hops: the last redirect is the answer. */
-  creq_init(&r, &srv, "/loop");
+  creq_init(&r, &env.srv, "/loop");
   r.req.follow_redirects = 2;
-  send_ok(&client, &r);
-  uv_run(&loop, UV_RUN_DEFAULT);
+  send_ok(&env.client, &r);
+  uv_run(&env.loop, UV_RUN_DEFAULT);
   ASSERT_OK(r.status);
   ASSERT_EQ_INT(r.req.response.status, 302);
   ASSERT_EQ_INT(r.req.redirects, 2);
   tb__http_client_req_free(&r.req);
 
   /* Not for other methods. */
-  creq_init(&r, &srv, "/loop");
+  creq_init(&r, &env.srv, "/loop");
   r.req.method = "POST";
   r.req.follow_redirects = 2;
-  int before = srv.requests;
-  send_ok(&client, &r);
-  uv_run(&loop, UV_RUN_DEFAULT);
+  int before = env.srv.requests;
+  send_ok(&env.client, &r);
+  uv_run(&env.loop, UV_RUN_DEFAULT);
   ASSERT_OK(r.status);
   ASSERT_EQ_INT(r.req.response.status, 302);
   ASSERT_EQ_INT(r.req.redirects, 0);
-  ASSERT_EQ_INT(srv.requests, before + 1);
+  ASSERT_EQ_INT(env.srv.requests, before + 1);
   tb__http_client_req_free(&r.req);
 
   /* A Location that is not an http URL fails the request. */
-  creq_init(&r, &srv, "/bad");
+  creq_init(&r, &env.srv, "/bad");
   r.req.follow_redirects = 2;
-  send_ok(&client, &r);
-  uv_run(&loop, UV_RUN_DEFAULT);
+  send_ok(&env.client, &r);
+  uv_run(&env.loop, UV_RUN_DEFAULT);
   ASSERT_ERR(r.status, TB_EURL);
   ASSERT_STR_CONTAINS(r.req.message, "ftp://x/");
   tb__http_client_req_free(&r.req);
 
-  ASSERT_EQ_INT(srv.accepts, 1);
+  ASSERT_EQ_INT(env.srv.accepts, 1);
   srv_close(&other);
-  finish(&loop, &client, &srv);
+  env_finish(&env);
 }
 
 /* --------------------------------------- errors returned, no callback */
@@ -1480,64 +1422,60 @@ static void expect_refused(tb__http_client_t *c, creq_t *r, int code,
 }
 
 TEST(returned_error_means_no_callback) {
-  uv_loop_t loop;
-  ASSERT_OK(uv_loop_init(&loop));
-  srv_t srv;
-  srv_start(&srv, &loop, script_slow);
-  tb__http_client_t client;
-  ASSERT_OK(tb__http_client_init(&loop, &client, NULL));
+  env_t env;
+  env_start(&env, script_slow, NULL);
   g_never_calls = 0;
   creq_t r;
 
-  creq_init(&r, &srv, "/x");
+  creq_init(&r, &env.srv, "/x");
   snprintf(r.url, sizeof(r.url), "http//broken");
   r.req.url = (tb_slice_t){ r.url, strlen(r.url) };
-  expect_refused(&client, &r, TB_EURL, "invalid URL");
-  snprintf(r.url, sizeof(r.url), "https://127.0.0.1:%d/", srv.port);
+  expect_refused(&env.client, &r, TB_EURL, "invalid URL");
+  snprintf(r.url, sizeof(r.url), "https://127.0.0.1:%d/", env.srv.port);
   r.req.url = (tb_slice_t){ r.url, strlen(r.url) };
-  expect_refused(&client, &r, TB_EUNSUPPORTED, "https");
+  expect_refused(&env.client, &r, TB_EUNSUPPORTED, "https");
   /* A refused request may hold buffers; free releases them. */
   tb__http_client_req_free(&r.req);
 
-  creq_init(&r, &srv, "/x");
+  creq_init(&r, &env.srv, "/x");
   r.req.method = "GE T";
-  expect_refused(&client, &r, TB_EINVAL, "method");
+  expect_refused(&env.client, &r, TB_EINVAL, "method");
   r.req.method = NULL;
   tb__http_header_t bad_value = { TB_SLICE_LIT("X-A"), TB_SLICE_LIT("a\r\nb") };
   r.req.headers = &bad_value;
   r.req.n_headers = 1;
-  expect_refused(&client, &r, TB_EINVAL, "invalid header");
+  expect_refused(&env.client, &r, TB_EINVAL, "invalid header");
   tb__http_header_t bad_name = { TB_SLICE_LIT("X A"), TB_SLICE_LIT("v") };
   r.req.headers = &bad_name;
-  expect_refused(&client, &r, TB_EINVAL, "invalid header");
+  expect_refused(&env.client, &r, TB_EINVAL, "invalid header");
   tb__http_header_t ours = { TB_SLICE_LIT("content-length"), TB_SLICE_LIT("3") };
   r.req.headers = &ours;
-  expect_refused(&client, &r, TB_EINVAL, "set by the client");
+  expect_refused(&env.client, &r, TB_EINVAL, "set by the client");
   r.req.n_headers = 0;
-  ASSERT_ERR(tb__http_client_send(&client, &r.req, NULL), TB_EINVAL);
+  ASSERT_ERR(tb__http_client_send(&env.client, &r.req, NULL), TB_EINVAL);
 
   /* In flight: a second send is refused and does not disturb the first. */
   creq_t ok;
-  creq_init(&ok, &srv, "/ok");
-  send_ok(&client, &ok);
-  ASSERT_ERR(tb__http_client_send(&client, &ok.req, on_never), TB_EBUSY);
-  uv_run(&loop, UV_RUN_DEFAULT);
+  creq_init(&ok, &env.srv, "/ok");
+  send_ok(&env.client, &ok);
+  ASSERT_ERR(tb__http_client_send(&env.client, &ok.req, on_never), TB_EBUSY);
+  uv_run(&env.loop, UV_RUN_DEFAULT);
   ASSERT_EQ_INT(ok.calls, 1);
   ASSERT_OK(ok.status);
   body_is(&ok.req, "ok");
   tb__http_client_req_free(&ok.req);
 
   g_client_closed = 0;
-  tb__http_client_close(&client, on_client_closed);
+  tb__http_client_close(&env.client, on_client_closed);
   tb__http_client_req_free(&r.req);
-  creq_init(&r, &srv, "/late");
-  expect_refused(&client, &r, TB_ECLOSING, "closing");
-  srv_close(&srv);
-  uv_run(&loop, UV_RUN_DEFAULT);
+  creq_init(&r, &env.srv, "/late");
+  expect_refused(&env.client, &r, TB_ECLOSING, "closing");
+  srv_close(&env.srv);
+  uv_run(&env.loop, UV_RUN_DEFAULT);
   ASSERT_EQ_INT(g_client_closed, 1);
   ASSERT_EQ_INT(g_never_calls, 0);
   tb__http_client_req_free(&r.req);
-  ASSERT_LOOP_CLOSE(&loop);
+  ASSERT_LOOP_CLOSE(&env.loop);
 }
 
 /* A stand-in for the TLS transport: plain TCP, so that the scripted
@@ -1554,36 +1492,32 @@ static int fake_tls_new(uv_loop_t *loop, void *ctx, const char *host,
 }
 
 TEST(https_goes_through_the_tls_transport_hook) {
-  uv_loop_t loop;
-  ASSERT_OK(uv_loop_init(&loop));
-  srv_t srv;
-  srv_start(&srv, &loop, script_hello);
   int ctx;
   tb__http_client_opts_t opts = { .tls_transport_new = fake_tls_new,
                                  .tls_ctx = &ctx };
-  tb__http_client_t client;
-  ASSERT_OK(tb__http_client_init(&loop, &client, &opts));
+  env_t env;
+  env_start(&env, script_hello, &opts);
   g_tls_calls = 0;
   creq_t r;
-  creq_init(&r, &srv, "/x");
-  snprintf(r.url, sizeof(r.url), "HTTPS://127.0.0.1:%d/secure", srv.port);
+  creq_init(&r, &env.srv, "/x");
+  snprintf(r.url, sizeof(r.url), "HTTPS://127.0.0.1:%d/secure", env.srv.port);
   r.req.url = (tb_slice_t){ r.url, strlen(r.url) };
-  send_ok(&client, &r);
-  uv_run(&loop, UV_RUN_DEFAULT);
+  send_ok(&env.client, &r);
+  uv_run(&env.loop, UV_RUN_DEFAULT);
   ASSERT_OK(r.status);
   body_is(&r.req, "hello");
   ASSERT_EQ_INT(g_tls_calls, 1);
   ASSERT_STR_EQ(g_tls_host, "127.0.0.1");
   ASSERT(g_tls_ctx == &ctx);
-  ASSERT_STR_CONTAINS(srv.last_head, "GET /secure HTTP/1.1\r\n");
+  ASSERT_STR_CONTAINS(env.srv.last_head, "GET /secure HTTP/1.1\r\n");
   tb__http_client_req_free(&r.req);
   /* Same host and port over http is another origin, another pool. */
-  get(&client, &loop, &r, &srv, NULL, "/plain");
+  get(&env, &r, NULL, "/plain");
   ASSERT_OK(r.status);
   ASSERT_EQ_INT(g_tls_calls, 1);
-  ASSERT_EQ_INT(srv.accepts, 2);
+  ASSERT_EQ_INT(env.srv.accepts, 2);
   tb__http_client_req_free(&r.req);
-  finish(&loop, &client, &srv);
+  env_finish(&env);
 }
 
 TEST(client_init_rejects_bad_options) {
