@@ -5,13 +5,7 @@
  * and bad input answered 400 with a path.
  */
 #include "test_server_client.h"
-
-static void write_keys(char *path, const char *text) {
-  int fd = mkstemp(path);
-  ASSERT(fd >= 0);
-  ASSERT_EQ_INT(write(fd, text, strlen(text)), (long)strlen(text));
-  close(fd);
-}
+#include "fixtures.h"
 
 TEST(service_routes) {
   start_server(NULL);
@@ -194,7 +188,7 @@ TEST(sessions_heartbeat_and_expiry) {
 
 TEST(auth_and_isolation) {
   char path[] = "/tmp/tb_keys_XXXXXX";
-  write_keys(path, "# two users\n\ntml-a1 alice\ntml-b1\tbob   # trailing comment\n"
+  tb_test_temp_file(path, "# two users\n\ntml-a1 alice\ntml-b1\tbob   # trailing comment\n"
                    "tml-a2 alice\r\n");
   tb_server_options_t o = { .api_keys_file = path };
   start_server(&o);
@@ -241,23 +235,19 @@ TEST(keys_file_errors) {
   tb_server_options_t o = { .api_keys_file = "/nonexistent/tb-keys" };
   ASSERT_ERR(tb_server_init(&loop, &s, &o), TB_ENOENT);
   ASSERT_STR_CONTAINS(s.message, "/nonexistent/tb-keys");
-  char path[] = "/tmp/tb_keys_XXXXXX";
-  write_keys(path, "tml-1 alice\ntml-2 bob extra\n");
-  o.api_keys_file = path;
-  ASSERT_ERR(tb_server_init(&loop, &s, &o), TB_ECORRUPT);
-  ASSERT_STR_CONTAINS(s.message, "line 2");
-  unlink(path);
-  char path2[] = "/tmp/tb_keys_XXXXXX";
-  write_keys(path2, "tml-1 alice\n# again\ntml-1 bob\n");
-  o.api_keys_file = path2;
-  ASSERT_ERR(tb_server_init(&loop, &s, &o), TB_ECORRUPT);
-  ASSERT_STR_CONTAINS(s.message, "line 3: the key appears twice");
-  unlink(path2);
-  char path3[] = "/tmp/tb_keys_XXXXXX";
-  write_keys(path3, "# nothing\n");
-  o.api_keys_file = path3;
-  ASSERT_ERR(tb_server_init(&loop, &s, &o), TB_ECORRUPT);
-  unlink(path3);
+  static const struct { const char *text, *want; } bad_files[] = {
+    { "tml-1 alice\ntml-2 bob extra\n", "line 2" },
+    { "tml-1 alice\n# again\ntml-1 bob\n", "line 3: the key appears twice" },
+    { "# nothing\n", "" },
+  };
+  for (size_t i = 0; i < sizeof(bad_files) / sizeof(bad_files[0]); i++) {
+    char path[] = "/tmp/tb_keys_XXXXXX";
+    tb_test_temp_file(path, bad_files[i].text);
+    o.api_keys_file = path;
+    ASSERT_ERR(tb_server_init(&loop, &s, &o), TB_ECORRUPT);
+    ASSERT_STR_CONTAINS(s.message, bad_files[i].want);
+    unlink(path);
+  }
   tb_server_options_t bad = { .rate_limit_rps = -1 };
   ASSERT_ERR(tb_server_init(&loop, &s, &bad), TB_EINVAL);
   uv_run(&loop, UV_RUN_DEFAULT);
@@ -273,7 +263,7 @@ static void route_submit(tb__http_request_t *req) {
 
 TEST(rate_limit_429) {
   char path[] = "/tmp/tb_keys_XXXXXX";
-  write_keys(path, "tml-a alice\ntml-b bob\n");
+  tb_test_temp_file(path, "tml-a alice\ntml-b bob\n");
   tb_server_options_t o = { .api_keys_file = path, .rate_limit_rps = 2,
                             .rate_limit_burst = 3, .max_models_per_user = 2 };
   start_server(&o);

@@ -339,12 +339,7 @@ TEST(errors_name_the_users_path) {
   const char *fb = "{\"model_id\":\"tbm\",\"data\":[[{\"role\":\"user\",\"content\":\"hi\"}]]}";
   json_decref(post_json("/api/v1/forward_backward", NULL, fb, 200));
   tb_async_ok("/api/v1/save_weights", "{\"model_id\":\"tbm\",\"path\":\"w\"}");
-  snprintf(path, sizeof(path), "ls -d %s/tb-*-tbm/weights/w", data_dir);
-  FILE *ls = popen(path, "r");
-  ASSERT(ls != NULL && fgets(path, sizeof(path), ls) != NULL);
-  pclose(ls);
-  path[strcspn(path, "\n")] = '\0';
-  strcat(path, "/adapter_model.safetensors");
+  tb_adapter_file(path, "tbm", "w");
   ASSERT_OK(truncate(path, 20));
   static const char *const tbloads[][2] = {
     { "{\"model_id\":\"tbm\",\"path\":\"w\"}", "tinkerbell://tbm/weights/w" },

@@ -471,13 +471,6 @@ static void golden_check(const char *name) {
     }
 }
 
-static void write_keys(char *path, const char *text) {
-  int fd = mkstemp(path);
-  ASSERT(fd >= 0);
-  ASSERT_EQ_INT(write(fd, text, strlen(text)), (long)strlen(text));
-  close(fd);
-}
-
 /* ------------------------------------------------------------ scripts */
 
 #define HELLO                                                                   \
@@ -757,7 +750,7 @@ TEST(golden_retrieve_future) {
  * 429 on the way). */
 TEST(golden_errors) {
   char keys[] = "/tmp/tb-keys-XXXXXX";
-  write_keys(keys, "k-alice alice\nk-bob bob\n");
+  tb_test_temp_file(keys, "k-alice alice\nk-bob bob\n");
   tb_server_options_t o = { .api_keys_file = keys, .max_body = 4096, .result_ttl_ms = 50 };
   start_training(&o);
   const char *alice = "X-API-Key: k-alice\r\n", *bob = "X-API-Key: k-bob\r\n";

@@ -169,14 +169,8 @@ TEST(diverged_adapter_fails_the_sample_tinkerbell) {
                         "{\"model_id\":\"boom\",\"adam_params\":{\"learning_rate\":0.01}}",
                         200));
   tb_async_ok("/api/v1/save_weights", "{\"model_id\":\"boom\",\"path\":\"w\"}");
-  /* The dialect's checkpoints: DIR/tb-<hex of the user>-<model>/... */
-  char cmd[512], path[512];
-  snprintf(cmd, sizeof(cmd), "ls -d %s/tb-*-boom/weights/w", data_dir);
-  FILE *p = popen(cmd, "r");
-  ASSERT(p != NULL && fgets(path, sizeof(path), p) != NULL);
-  pclose(p);
-  path[strcspn(path, "\n")] = '\0';
-  strcat(path, "/adapter_model.safetensors");
+  char path[512];
+  tb_adapter_file(path, "boom", "w");
   ASSERT_GT(poison_tensors(path, "lora_B", INFINITY), 0);
   ASSERT_GT(poison_tensors(path, "lora_A", 1.0f), 0);
   tb_async_ok("/api/v1/load_weights", "{\"model_id\":\"boom\",\"path\":\"w\"}");

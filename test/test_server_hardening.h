@@ -55,6 +55,18 @@ static inline void tb_async_ok(const char *path, const char *body) {
   hc_free(c);
 }
 
+/* The adapter file of the Tinkerbell dialect's checkpoint name of model
+ * (DIR/tb-<hex of the user>-<model>/weights/<name>/) into path (512). */
+static inline void tb_adapter_file(char *path, const char *model, const char *name) {
+  char cmd[512];
+  snprintf(cmd, sizeof(cmd), "ls -d %s/tb-*-%s/weights/%s", data_dir, model, name);
+  FILE *p = popen(cmd, "r");
+  ASSERT(p != NULL && fgets(path, 512, p) != NULL);
+  pclose(p);
+  path[strcspn(path, "\n")] = '\0';
+  strcat(path, "/adapter_model.safetensors");
+}
+
 static inline long peak_rss_kib(void) {
   struct rusage ru;
   ASSERT_OK(getrusage(RUSAGE_SELF, &ru));

@@ -14,13 +14,6 @@
 
 #include <sys/wait.h>
 
-static void write_keys(char *path, const char *text) {
-  int fd = mkstemp(path);
-  ASSERT(fd >= 0);
-  ASSERT_EQ_INT(write(fd, text, strlen(text)), (long)strlen(text));
-  close(fd);
-}
-
 /* The server closed, its loop kept for the next one. */
 static void close_server_keep_loop(void) {
   tb_server_close(&server, on_server_closed);
@@ -267,9 +260,7 @@ TEST(runs_and_checkpoints) {
 
 TEST(users_see_their_own) {
   char keys[] = "/tmp/tb-keys-XXXXXX";
-  write_keys(keys, "tml-a1 alice\ntml-b1 bob\n");
-  tb_server_options_t o = { .api_keys_file = keys };
-  start_training(&o);
+  start_training_with_keys(keys, "tml-a1 alice\ntml-b1 bob\n");
   const char *alice = "X-API-Key: tml-a1\r\n", *bob = "X-API-Key: tml-b1\r\n";
   char *sid = create_session(alice);
   char *mid = create_model(sid, 0, alice);
@@ -413,7 +404,7 @@ TEST(ttl_expiry) {
 
 TEST(restart_keeps_runs_checkpoints_and_sessions) {
   char keys[] = "/tmp/tb-keys-XXXXXX";
-  write_keys(keys, "tml-a1 alice\ntml-b1 bob\n");
+  tb_test_temp_file(keys, "tml-a1 alice\ntml-b1 bob\n");
   const char *alice = "X-API-Key: tml-a1\r\n", *bob = "X-API-Key: tml-b1\r\n";
   tb_server_options_t o = { .api_keys_file = keys };
   start_training(&o);
@@ -521,9 +512,7 @@ TEST(restart_with_another_keys_file) {
   /* What a user made stays hers when the server comes back without her
    * key: nobody else is handed her runs or sessions. */
   char keys[] = "/tmp/tb-keys-XXXXXX";
-  write_keys(keys, "tml-a1 alice\n");
-  tb_server_options_t o = { .api_keys_file = keys };
-  start_training(&o);
+  start_training_with_keys(keys, "tml-a1 alice\n");
   char *sid = create_session("X-API-Key: tml-a1\r\n");
   char *mid = create_model(sid, 0, "X-API-Key: tml-a1\r\n");
   close_server_keep_loop();
@@ -643,7 +632,7 @@ TEST(ownership_while_opening) {
    * a checkpoint is known for runs this server made, and unknown (so the
    * route answers 503, try again) for the others. */
   char keys[] = "/tmp/tb-keys-XXXXXX";
-  write_keys(keys, "tml-a1 alice\ntml-b1 bob\n");
+  tb_test_temp_file(keys, "tml-a1 alice\ntml-b1 bob\n");
   char dir[] = "/tmp/tb-rest-XXXXXX";
   ASSERT(mkdtemp(dir) != NULL);
   tb_server_options_t o = { .data_dir = dir, .api_keys_file = keys };

@@ -193,9 +193,7 @@ TEST(async_pipelined_training) {
  * result is what the same training alone gives. */
 TEST(concurrent_users) {
   char keys[] = "/tmp/tb-keys-XXXXXX";
-  tb_test_temp_file(keys, "k-alice alice\nk-bob bob\nk-carol carol\n");
-  tb_server_options_t o = { .api_keys_file = keys };
-  start_training(&o);
+  start_training_with_keys(keys, "k-alice alice\nk-bob bob\nk-carol carol\n");
   static const char *names[] = { "Alice", "Bob", "Carol" };
   static const char *auth[] = { "X-API-Key: k-alice\r\n", "X-API-Key: k-bob\r\n",
                                 "X-API-Key: k-carol\r\n" };
@@ -292,9 +290,7 @@ TEST(concurrent_users) {
  * these models. */
 TEST(implicit_creation) {
   char keys[] = "/tmp/tb-keys-XXXXXX";
-  tb_test_temp_file(keys, "k-alice alice\nk-bob bob\n");
-  tb_server_options_t o = { .api_keys_file = keys };
-  start_training(&o);
+  start_training_with_keys(keys, "k-alice alice\nk-bob bob\n");
   const char *alice = "X-API-Key: k-alice\r\n", *bob = "X-API-Key: k-bob\r\n";
   const char *body = "{\"model_id\":\"test\",\"data\":[[{\"role\":\"user\",\"content\":"
                      "\"test\"}]],\"loss_fn\":\"cross_entropy\"}";

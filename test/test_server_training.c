@@ -385,16 +385,9 @@ TEST(bad_input) {
   stop_training();
 }
 
-static void write_keys(char *path, const char *text) {
-  int fd = mkstemp(path);
-  ASSERT(fd >= 0);
-  ASSERT_EQ_INT(write(fd, text, strlen(text)), (long)strlen(text));
-  close(fd);
-}
-
 TEST(models_belong_to_their_user) {
   char keys[] = "/tmp/tb-keys-XXXXXX";
-  write_keys(keys, "tml-a1 alice\ntml-b1 bob\n");
+  tb_test_temp_file(keys, "tml-a1 alice\ntml-b1 bob\n");
   tb_server_options_t o = { .api_keys_file = keys, .max_models_per_user = 1,
                             .long_poll_ms = 200 };
   start_training(&o);
@@ -477,11 +470,7 @@ TEST(session_expiry_unloads_models) {
   /* No heartbeat: the session expires and its model goes. */
   RUN_UNTIL(srv->auth.local->n_models == 0);
   /* Its sampling sessions too. */
-  char *rid = post_field("/api/v1/asample", NULL, sample, "request_id");
-  char *msg = failure_of(rid, "user");
-  ASSERT_STR_CONTAINS(msg, "the session expired");
-  free(msg);
-  free(rid);
+  expect_failure("/api/v1/asample", sample, "the session expired");
   snprintf(body, sizeof(body), "{\"model_id\":\"%s\",\"type\":\"get_info\"}", mid);
   hc_expect("POST", "/api/v1/get_info", NULL, body, 404, "unknown model");
   hc_expect("GET", "/metrics", NULL, NULL, 200, "tinkerbell_models 0");
@@ -543,21 +532,13 @@ TEST(create_via_load_and_unnamed_sampler) {
   snprintf(body, sizeof(body),
            "{\"session_id\":\"%s\",\"model_seq_id\":2,\"path\":\"tinker://%s/weights/zz\","
            "\"optimizer\":false}", sid, mid);
-  rid = post_field("/api/v1/load_weights", NULL, body, "request_id");
-  char *msg = failure_of(rid, "user");
-  ASSERT_STR_CONTAINS(msg, "zz");
-  free(msg);
-  free(rid);
+  expect_failure("/api/v1/load_weights", body, "zz");
   /* Of a model that is not loaded, the shape is read from the checkpoint
    * (off the loop), which is not there either. */
   snprintf(body, sizeof(body),
            "{\"session_id\":\"%s\",\"model_seq_id\":3,\"path\":\"tinker://%s:train:9/weights/c\","
            "\"optimizer\":false}", sid, sid);
-  rid = post_field("/api/v1/load_weights", NULL, body, "request_id");
-  msg = failure_of(rid, "user");
-  ASSERT_STR_CONTAINS(msg, "path: ");
-  free(msg);
-  free(rid);
+  expect_failure("/api/v1/load_weights", body, "path: ");
   snprintf(body, sizeof(body), "{\"model_id\":\"%s:train:3\",\"type\":\"get_info\"}", sid);
   hc_expect("POST", "/api/v1/get_info", NULL, body, 404, "unknown model");
   /* A sampling session over missing weights: its samples fail. */
@@ -571,11 +552,7 @@ TEST(create_via_load_and_unnamed_sampler) {
            "\"prompt\":{\"chunks\":[{\"type\":\"encoded_text\",\"tokens\":[1]}]},"
            "\"sampling_params\":{\"max_tokens\":1}}", bad_ss);
   free(bad_ss);
-  rid = post_field("/api/v1/asample", NULL, body, "request_id");
-  msg = failure_of(rid, "user");
-  ASSERT_STR_CONTAINS(msg, "model_path: ");
-  free(msg);
-  free(rid);
+  expect_failure("/api/v1/asample", body, "model_path: ");
 
   /* The unnamed save for the sampler gives a sampling session. */
   snprintf(body, sizeof(body),

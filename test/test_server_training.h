@@ -72,6 +72,14 @@ static inline void start_training_beside(const char *name, const char *dir) {
   start_training_models(NULL, models, 2);
 }
 
+/* The training server with the API keys file keys (a mkstemp template,
+ * filled in) holding text. */
+static inline void start_training_with_keys(char *keys, const char *text) {
+  tb_test_temp_file(keys, text);
+  tb_server_options_t o = { .api_keys_file = keys };
+  start_training(&o);
+}
+
 static inline void stop_training(void) {
   stop_server();
   char cmd[128];
@@ -147,6 +155,16 @@ static inline char *failure_of(const char *rid, const char *cat) {
   json_decref(v);
   hc_free(c);
   return r;
+}
+
+/* POSTs body to path (no extra headers); its future must fail with the
+ * user's category and a message holding want. */
+static inline void expect_failure(const char *path, const char *body, const char *want) {
+  char *rid = post_field(path, NULL, body, "request_id");
+  char *msg = failure_of(rid, "user");
+  ASSERT_STR_CONTAINS(msg, want);
+  free(msg);
+  free(rid);
 }
 
 static inline char *create_session(const char *extra) {
