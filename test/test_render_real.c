@@ -78,14 +78,6 @@ static char *dir_with_template(const char *package, const char *name) {
   return dir;
 }
 
-static int32_t *ids_of(json_t *a, size_t *n) {
-  *n = json_array_size(a);
-  int32_t *ids = xmalloc((*n + 1) * sizeof(*ids));
-  for (size_t i = 0; i < *n; i++)
-    ids[i] = (int32_t)json_integer_value(json_array_get(a, i));
-  return ids;
-}
-
 static void check_config(const config_t *c) {
   char *dir = c->template_ ? dir_with_template(c->package, c->template_)
                            : tb_text_model_dir(c->package);
@@ -138,7 +130,7 @@ static void check_config(const config_t *c) {
       ASSERT_OK(tb_renderer_render(r, m, n, gen ? TB_RENDER_GENERATION_PROMPT : 0, &out, &err));
       json_t *want_text = json_array_get(strings, 2 * i + (size_t)gen);
       size_t nw;
-      int32_t *want = ids_of(json_array_get(json_object_get(ref, "encode"), 2 * i + (size_t)gen),
+      int32_t *want = tb_text_ids_of(json_array_get(json_object_get(ref, "encode"), 2 * i + (size_t)gen),
                              &nw);
       int same = nw == out.len && memcmp(want, out.tokens, nw * sizeof(*want)) == 0;
       int same_text = out.text_len == json_string_length(want_text) &&

@@ -32,19 +32,9 @@ static void expect_error(const char *path, const char *extra, const char *body, 
   json_decref(v);
 }
 
-/* The ids of a JSON array. */
-static int32_t *ids_of(const json_t *arr, size_t *n) {
-  ASSERT(json_is_array(arr));
-  *n = json_array_size(arr);
-  int32_t *ids = xmalloc((*n + 1) * sizeof(*ids));
-  for (size_t i = 0; i < *n; i++)
-    ids[i] = (int32_t)json_integer_value(json_array_get(arr, i));
-  return ids;
-}
-
 static void expect_same_ids(const json_t *arr, const int32_t *want, size_t n) {
   size_t got_n;
-  int32_t *got = ids_of(arr, &got_n);
+  int32_t *got = tb_text_ids_of(arr, &got_n);
   if (got_n != n || memcmp(got, want, n * sizeof(*got)) != 0)
     tb_test_fail(__FILE__, __LINE__, "ids differ:\n  got  %s\n  want %s",
                  tb_text_ids_str(got, got_n), tb_text_ids_str(want, n));
@@ -123,9 +113,7 @@ TEST(tokenize_and_detokenize_on_base) {
  * cannot see, 422 for a renderer the model's tokenizer cannot take. */
 TEST(tokenize_bad_input) {
   char keys[] = "/tmp/tb-keys-XXXXXX";
-  tb_test_temp_file(keys, "k-alice alice\nk-bob bob\n");
-  tb_server_options_t o = { .api_keys_file = keys };
-  start_training(&o);
+  start_training_with_keys(keys, "k-alice alice\nk-bob bob\n");
   const char *alice = "X-API-Key: k-alice\r\n", *bob = "X-API-Key: k-bob\r\n";
   const char *tk = "/api/v1/tokenize", *dt = "/api/v1/detokenize";
   hc_expect("POST", tk, NULL, "{\"text\":\"x\"}", 401, "API key");
@@ -353,11 +341,7 @@ TEST(a_model_that_fails_to_load) {
            "{\"session_id\":\"%s\",\"model_seq_id\":0,\"base_model\":\"bad\","
            "\"lora_config\":{\"rank\":4},\"type\":\"create_model\"}",
            sid);
-  char *rid = post_field("/api/v1/create_model", NULL, body, "request_id");
-  char *msg = failure_of(rid, "user");
-  ASSERT_STR_CONTAINS(msg, "bad/config.json: rope_scaling.rope_type");
-  free(msg);
-  free(rid);
+  expect_failure("/api/v1/create_model", body, "bad/config.json: rope_scaling.rope_type");
   free(sid);
   expect_error("/api/v1/asample", NULL,
                "{\"base_model\":\"bad\",\"prompt\":{\"chunks\":[{\"type\":\"encoded_text\","

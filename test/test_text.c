@@ -361,6 +361,19 @@ TEST(generation_config_ids) {
   free(s);
 }
 
+/* The tokenizer of j once its i-th pre-tokenizer's key is set to value
+ * (taken). */
+static tb_tokenizer_t *reload_with_pretokenizer(json_t *j, size_t i, const char *key,
+                                                json_t *value) {
+  json_object_set_new(json_array_get(json_object_get(json_object_get(j, "pre_tokenizer"),
+                                                     "pretokenizers"), i),
+                      key, value);
+  tb_tokenizer_t *t;
+  tb_error_t err = { 0 };
+  ASSERT_OK(load_json(j, NULL, &t, &err));
+  return t;
+}
+
 /* SmolLM2's pre-tokenizer: Digits (each digit alone), then ByteLevel with
  * GPT-2's pattern; and ByteLevel's add_prefix_space. */
 TEST(digits_and_byte_level_pattern) {
@@ -385,18 +398,12 @@ TEST(digits_and_byte_level_pattern) {
   expect_ids(t, "hello hello", 0, b, 3);
   tb_tokenizer_free(t);
   /* contiguous digits stay together, and merge */
-  json_object_set_new(json_array_get(json_object_get(json_object_get(j, "pre_tokenizer"),
-                                                     "pretokenizers"), 0),
-                      "individual_digits", json_false());
-  ASSERT_OK(load_json(j, NULL, &t, &err));
+  t = reload_with_pretokenizer(j, 0, "individual_digits", json_false());
   const int32_t c[] = { ID_THINK + 1, ID_HELLO };
   expect_ids(t, "12hello", 0, c, 2);
   tb_tokenizer_free(t);
   /* add_prefix_space: "hello" is read as " hello" */
-  json_object_set_new(json_array_get(json_object_get(json_object_get(j, "pre_tokenizer"),
-                                                     "pretokenizers"), 1),
-                      "add_prefix_space", json_true());
-  ASSERT_OK(load_json(j, NULL, &t, &err));
+  t = reload_with_pretokenizer(j, 1, "add_prefix_space", json_true());
   const int32_t d[] = { ' ', ID_HELLO };
   expect_ids(t, "hello", 0, d, 2);
   tb_tokenizer_free(t);

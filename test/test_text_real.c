@@ -118,14 +118,6 @@ static json_t *random_id_lists(const tb_tokenizer_t *tok, size_t count) {
   return lists;
 }
 
-static int32_t *ids_of(json_t *a, size_t *n) {
-  *n = json_array_size(a);
-  int32_t *ids = xmalloc((*n + 1) * sizeof(*ids));
-  for (size_t i = 0; i < *n; i++)
-    ids[i] = (int32_t)json_integer_value(json_array_get(a, i));
-  return ids;
-}
-
 /* Streaming decode of ids cut at every point (and one id at a time)
  * equals the whole decode. */
 static void check_streaming(const tb_tokenizer_t *tok, const int32_t *ids, size_t n, int flags,
@@ -183,7 +175,7 @@ static void decode_all(const char *name) {
   int bad = 0;
   json_array_foreach(lists, i, l) {
     size_t n;
-    int32_t *ids = ids_of(l, &n);
+    int32_t *ids = tb_text_ids_of(l, &n);
     for (int skip = 0; skip < 2; skip++) {
       char *text;
       size_t len;

@@ -118,3 +118,12 @@ void tb_text_byte_char(int b, char out[3]) {
     out[2] = 0;
   }
 }
+
+int32_t *tb_text_ids_of(const json_t *arr, size_t *n) {
+  ASSERT(json_is_array(arr));
+  *n = json_array_size(arr);
+  int32_t *ids = xmalloc((*n + 1) * sizeof(*ids));
+  for (size_t i = 0; i < *n; i++)
+    ids[i] = (int32_t)json_integer_value(json_array_get(arr, i));
+  return ids;
+}

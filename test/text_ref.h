@@ -26,6 +26,9 @@ json_t *tb_text_run_json(const char *cmd, json_t *input);
 json_t *tb_text_reference(const char *name, json_t *cases);
 /* test/text/corpus.json */
 json_t *tb_text_corpus(void);
+/* The token ids of a JSON array of integers, malloc'd (one spare
+ * element); *n their count. */
+int32_t *tb_text_ids_of(const json_t *arr, size_t *n);
 /* Prints ids for a failure message. */
 char *tb_text_ids_str(const int32_t *ids, size_t n);
 
