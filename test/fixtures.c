@@ -43,6 +43,14 @@ void tb_test_random_model(tb__weights_t *w, const tb__model_config_t *c, uint64_
   tb__k_rng_fill_uniform((float *)w->final_norm, &rng, 0.8f, 1.2f, C);
 }
 
+void tb_test_uniform_model(tb__weights_t *w, const tb__model_config_t *c, uint64_t seed,
+                           float lo, float hi) {
+  ASSERT_OK(tb__weights_alloc(w, c));
+  tb__k_rng_t rng;
+  tb__k_rng_seed(&rng, seed);
+  tb__k_rng_fill_uniform(w->storage, &rng, lo, hi, w->storage_floats);
+}
+
 tb__lora_config_t tb_test_all_targets(int rank, uint64_t seed) {
   tb__lora_config_t lc = { 0 };
   lc.rank = rank;
@@ -76,4 +84,28 @@ void tb_test_temp_file(char *path, const char *text) {
   ASSERT(fd >= 0);
   ASSERT_EQ_INT(write(fd, text, strlen(text)), (long)strlen(text));
   close(fd);
+}
+
+char *tb_test_repeat(const char *prefix, char c, size_t n, const char *suffix) {
+  size_t lp = strlen(prefix), ls = strlen(suffix);
+  char *s = xmalloc(lp + n + ls + 1);
+  memcpy(s, prefix, lp);
+  memset(s + lp, c, n);
+  memcpy(s + lp + n, suffix, ls + 1);
+  return s;
+}
+
+static void on_copy_written(uv_write_t *w, int status) {
+  (void)status;
+  free(w->data);
+  free(w);
+}
+
+void tb_test_write_copy(uv_stream_t *stream, const void *data, size_t n) {
+  uv_write_t *w = xmalloc(sizeof(*w));
+  char *copy = xmalloc(n);
+  memcpy(copy, data, n);
+  w->data = copy;
+  uv_buf_t b = uv_buf_init(copy, (unsigned)n);
+  ASSERT_OK(uv_write(w, stream, &b, 1, on_copy_written));
 }

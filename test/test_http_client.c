@@ -11,6 +11,7 @@
  */
 #define _GNU_SOURCE /* memmem */
 #include "tb_test.h"
+#include "fixtures.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -83,20 +84,9 @@ static void sconn_reset(sconn_t *c) {
   ASSERT_OK(uv_tcp_close_reset(&c->tcp, on_sconn_closed));
 }
 
-static void on_swrite(uv_write_t *w, int status) {
-  free(w->data);
-  free(w);
-}
-
 static void sconn_send(sconn_t *c, const char *s, size_t n) {
-  if (c->closed)
-    return;
-  uv_write_t *w = xmalloc(sizeof(*w));
-  char *copy = xmalloc(n);
-  memcpy(copy, s, n);
-  w->data = copy;
-  uv_buf_t b = uv_buf_init(copy, (unsigned)n);
-  ASSERT_OK(uv_write(w, (uv_stream_t *)&c->tcp, &b, 1, on_swrite));
+  if (!c->closed)
+    tb_test_write_copy((uv_stream_t *)&c->tcp, s, n);
 }
 
 static void sconn_send_str(sconn_t *c, const char *s) {

@@ -9,6 +9,7 @@
  * glue must not care.
  */
 #include "tb_test.h"
+#include "fixtures.h"
 
 #include "core/buf.h"
 #include "http/server_parser.h"
@@ -228,15 +229,6 @@ TEST(body_limits) {
          "  chunked\nerror 413 request body too large\n");
 }
 
-static char *repeat(const char *prefix, char c, size_t n, const char *suffix) {
-  size_t lp = strlen(prefix), ls = strlen(suffix);
-  char *s = xmalloc(lp + n + ls + 1);
-  memcpy(s, prefix, lp);
-  memset(s + lp, c, n);
-  memcpy(s + lp + n, suffix, ls + 1);
-  return s;
-}
-
 /* Large inputs are checked whole and byte by byte only (every split of a
  * 16 KiB input would be quadratic). */
 static void golden_large(const char *input, const char *expected) {
@@ -253,11 +245,11 @@ static void golden_large(const char *input, const char *expected) {
 }
 
 TEST(url_and_header_limits) {
-  char *s = repeat("GET /", 'a', TB_HTTP_MAX_URL_BYTES, " HTTP/1.1\r\n\r\n");
+  char *s = tb_test_repeat("GET /", 'a', TB_HTTP_MAX_URL_BYTES, " HTTP/1.1\r\n\r\n");
   golden_large(s, "begin\nerror 414 request URL too long\n");
   free(s);
   /* Exactly at the limit is fine. */
-  s = repeat("GET /", 'a', TB_HTTP_MAX_URL_BYTES - 1, " HTTP/1.1\r\n\r\n");
+  s = tb_test_repeat("GET /", 'a', TB_HTTP_MAX_URL_BYTES - 1, " HTTP/1.1\r\n\r\n");
   harness_t h;
   h_init(&h, 0);
   h_feed(&h, s, strlen(s));
@@ -265,7 +257,7 @@ TEST(url_and_header_limits) {
   h_free(&h);
   free(s);
 
-  s = repeat("GET / HTTP/1.1\r\nX-Big: ", 'b', TB_HTTP_MAX_HEADER_BYTES, "\r\n\r\n");
+  s = tb_test_repeat("GET / HTTP/1.1\r\nX-Big: ", 'b', TB_HTTP_MAX_HEADER_BYTES, "\r\n\r\n");
   golden_large(s, "begin\nerror 431 request header fields too large\n");
   free(s);
 

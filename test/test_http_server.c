@@ -6,6 +6,7 @@
  */
 #define _GNU_SOURCE  /* memmem */
 #include "tb_test.h"
+#include "fixtures.h"
 
 #include <unistd.h>
 
@@ -272,18 +273,8 @@ static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     client_close(c);
 }
 
-static void on_client_write(uv_write_t *w, int status) {
-  free(w->data);
-  free(w);
-}
-
 static void client_send(client_t *c, const char *data, size_t len) {
-  uv_write_t *w = xmalloc(sizeof(*w));
-  char *copy = xmalloc(len);
-  memcpy(copy, data, len);
-  w->data = copy;
-  uv_buf_t b = uv_buf_init(copy, (unsigned)len);
-  ASSERT_OK(uv_write(w, (uv_stream_t *)&c->tcp, &b, 1, on_client_write));
+  tb_test_write_copy((uv_stream_t *)&c->tcp, data, len);
 }
 
 static void on_client_connect(uv_connect_t *cr, int status) {
@@ -442,15 +433,6 @@ static void expect_status(const char *request, size_t len, int status,
   client_free(&c);
 }
 
-static char *big_request(const char *prefix, char fill, size_t n, const char *suffix) {
-  size_t lp = strlen(prefix), ls = strlen(suffix);
-  char *s = xmalloc(lp + n + ls + 1);
-  memcpy(s, prefix, lp);
-  memset(s + lp, fill, n);
-  memcpy(s + lp + n, suffix, ls + 1);
-  return s;
-}
-
 /* A head that the server answers at once (on_head) and that llhttp finds
  * malformed only after it (a Transfer-Encoding that is not chunked):
  * that one answer goes out, the parse error does not answer the request
@@ -501,14 +483,14 @@ TEST(answer_at_the_head_then_a_parse_error) {
 TEST(every_limit_has_its_status) {
   tb__http_server_options_t opts = { .max_body = 1000 };
   setup_with(&opts, "127.0.0.1");
-  char *s = big_request("GET /sync/x HTTP/1.1\r\nX-Big: ", 'b', 17000, "\r\n\r\n");
+  char *s = tb_test_repeat("GET /sync/x HTTP/1.1\r\nX-Big: ", 'b', 17000, "\r\n\r\n");
   expect_status(s, strlen(s), 431,
                 "{\"error\": \"request header fields too large\", \"category\": \"user\"}", 1);
   free(s);
-  s = big_request("GET /sync/", 'u', 9000, " HTTP/1.1\r\n\r\n");
+  s = tb_test_repeat("GET /sync/", 'u', 9000, " HTTP/1.1\r\n\r\n");
   expect_status(s, strlen(s), 414, "\"request URL too long\"", 1);
   free(s);
-  s = big_request("POST /sync/x HTTP/1.1\r\nContent-Length: 1001\r\n\r\n", 'x', 1001, "");
+  s = tb_test_repeat("POST /sync/x HTTP/1.1\r\nContent-Length: 1001\r\n\r\n", 'x', 1001, "");
   expect_status(s, strlen(s), 413, "\"request body too large\"", 1);
   free(s);
   tb__buf_t chunked = TB_BUF_INIT;
