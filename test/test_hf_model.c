@@ -36,10 +36,7 @@ static char *write_model(const char *name, const tb__model_config_t *c,
                          size_t shard_bytes) {
   char *dir = path_in(tmpdir, name);
   tb__weights_t w;
-  ASSERT_OK(tb__weights_alloc(&w, c));
-  tb__k_rng_t rng;
-  tb__k_rng_seed(&rng, 3);
-  tb__k_rng_fill_uniform(w.storage, &rng, -1, 1, w.storage_floats);
+  tb_test_uniform_model(&w, c, 3, -1, 1);
   tb_error_t err = { 0 };
   ASSERT_OK(tb__hf_save(dir, &w, NULL, shard_bytes, &err));
   tb__weights_free(&w);
@@ -242,10 +239,7 @@ TEST(families_round_trip) {
     tb_error_t err = { 0 };
     ASSERT_OK(tb__hf_load(dir, &w, &err));
     ASSERT_EQ_INT(memcmp(&w.config, &c, sizeof(c)), 0);
-    ASSERT_OK(tb__weights_alloc(&x, &c));
-    tb__k_rng_t rng;
-    tb__k_rng_seed(&rng, 3);
-    tb__k_rng_fill_uniform(x.storage, &rng, -1, 1, x.storage_floats);
+    tb_test_uniform_model(&x, &c, 3, -1, 1);  /* what write_model wrote */
     ASSERT_EQ_INT(w.storage_floats, x.storage_floats);
     ASSERT_EQ_INT(memcmp(w.storage, x.storage, w.storage_floats * 4), 0);
     ASSERT((w.layers[1].bq != NULL) == (a == TB_ARCH_QWEN2));
@@ -528,10 +522,7 @@ TEST(bf16_load_holds_the_weights_and_one_tensor) {
   c.vocab_size = 16384;
   char *dir = path_in(tmpdir, "bf16");
   tb__weights_t w;
-  ASSERT_OK(tb__weights_alloc(&w, &c));
-  tb__k_rng_t rng;
-  tb__k_rng_seed(&rng, 5);
-  tb__k_rng_fill_uniform(w.storage, &rng, -1, 1, w.storage_floats);
+  tb_test_uniform_model(&w, &c, 5, -1, 1);
   tb_error_t err = { 0 };
   ASSERT_OK(tb__hf_save_as(dir, &w, NULL, 0, TB_ST_BF16, &err));
   size_t weights_kb = w.storage_floats * 4 / 1024;

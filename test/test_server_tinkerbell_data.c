@@ -8,7 +8,6 @@
 #include "test_server_tinkerbell.h"
 
 #include "engine/hf_model.h"
-#include "kernels/kernels.h"
 
 /* Bad input: 400 (or 404, 409, 422) with the field's path, category user,
  * and nothing created. */
@@ -308,10 +307,7 @@ TEST(a_qwen3_base_model) {
   c.qk_norm = 1;
   c.tie_word_embeddings = 1;
   tb__weights_t w;
-  ASSERT_OK(tb__weights_alloc(&w, &c));
-  tb__k_rng_t rng;
-  tb__k_rng_seed(&rng, 8);
-  tb__k_rng_fill_uniform(w.storage, &rng, -0.5f, 0.5f, w.storage_floats);
+  tb_test_uniform_model(&w, &c, 8, -0.5f, 0.5f);
   tb_error_t err = { 0 };
   ASSERT_OK(tb__hf_save(dir, &w, NULL, 0, &err));
   tb__weights_free(&w);
