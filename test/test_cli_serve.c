@@ -620,21 +620,13 @@ TEST(https_with_a_certificate) {
                                       NULL },
                     NULL);
   ASSERT_STR_CONTAINS(out_of(p), "tinkerbell serve: listening on https://127.0.0.1:");
-  tb_error_t err = { 0 };
   tb__tls_ctx_t *ctx;
-  ASSERT_OK(tb__tls_ctx_client_new(certs.cert, 0, &ctx, &err));
   tb__http_client_t client;
-  tb__http_client_opts_t co = { .tls_transport_new = tb__transport_tls_new, .tls_ctx = ctx };
-  ASSERT_OK(tb__http_client_init(&loop, &client, &co));
+  https_client_init(&loop, &client, certs.cert, &ctx);
   char url[64];
-  snprintf(url, sizeof(url), "https://127.0.0.1:%d/api/v1/healthz", port);
   tb__http_client_req_t req;
-  tb__http_client_req_init(&req);
   int calls = 0;
-  req.data = &calls;
-  req.method = "GET";
-  req.url = (tb_slice_t){ url, strlen(url) };
-  ASSERT_OK(tb__http_client_send(&client, &req, on_https_result));
+  https_get_healthz(&client, &req, url, port, on_https_result, &calls);
   RUN_UNTIL(calls == 1);
   ASSERT_EQ_INT(req.response.status, 200);
   ASSERT_MEM_EQ_STR(req.response.body, req.response.body_len, "{\"status\":\"ok\"}");

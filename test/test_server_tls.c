@@ -29,21 +29,13 @@ TEST(healthz_over_https) {
   tb_server_options_t o = { .tls_cert_file = c.cert, .tls_key_file = c.key };
   ASSERT_OK(tb_server_init(&loop, &server, &o));
   ASSERT_OK(tb_server_listen(&server, "127.0.0.1", 0));
-  tb_error_t err = { 0 };
   tb__tls_ctx_t *ctx;
-  ASSERT_OK(tb__tls_ctx_client_new(c.cert, 0, &ctx, &err));
   tb__http_client_t client;
-  tb__http_client_opts_t co = { .tls_transport_new = tb__transport_tls_new, .tls_ctx = ctx };
-  ASSERT_OK(tb__http_client_init(&loop, &client, &co));
+  https_client_init(&loop, &client, c.cert, &ctx);
   char url[64];
-  snprintf(url, sizeof(url), "https://127.0.0.1:%d/api/v1/healthz", tb_server_port(&server));
   tb__http_client_req_t req;
-  tb__http_client_req_init(&req);
   result_t r = { 0 };
-  req.data = &r;
-  req.method = "GET";
-  req.url = (tb_slice_t){ url, strlen(url) };
-  ASSERT_OK(tb__http_client_send(&client, &req, on_result));
+  https_get_healthz(&client, &req, url, tb_server_port(&server), on_result, &r);
   while (r.calls == 0)
     uv_run(&loop, UV_RUN_ONCE);
   ASSERT_OK(r.status);

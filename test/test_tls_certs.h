@@ -1,7 +1,8 @@
 /*
  * What the TLS tests share: a self-signed certificate (a P-256 key and a
- * certificate for IP 127.0.0.1, written as PEM files to a new directory)
- * and the record of one client request's outcome.
+ * certificate for IP 127.0.0.1, written as PEM files to a new directory),
+ * the record of one client request's outcome, and an HTTPS client that
+ * asks a local server for /api/v1/healthz.
  */
 #ifndef TB_TEST_TLS_CERTS_H
 #define TB_TEST_TLS_CERTS_H
@@ -15,6 +16,7 @@
 #include <openssl/x509v3.h>
 
 #include "http/client.h"
+#include "http/tls.h"
 #include "tb_test.h"
 
 /* The outcome of a request of the project's HTTP client. */
@@ -26,6 +28,29 @@ static inline void on_result(tb__http_client_req_t *req, int status) {
   result_t *r = req->data;
   r->status = status;
   r->calls++;
+}
+
+/* A client on the loop `on` that trusts the certificate authority in ca_file
+ * alone; free *ctx once the client closed. */
+static inline void https_client_init(uv_loop_t *on, tb__http_client_t *client,
+                                     const char *ca_file, tb__tls_ctx_t **ctx) {
+  tb_error_t err = { 0 };
+  ASSERT_OK(tb__tls_ctx_client_new(ca_file, 0, ctx, &err));
+  tb__http_client_opts_t co = { .tls_transport_new = tb__transport_tls_new, .tls_ctx = *ctx };
+  ASSERT_OK(tb__http_client_init(on, client, &co));
+}
+
+/* Sends req, GET https://127.0.0.1:server_port/api/v1/healthz, on client with
+ * data and cb; url (64 bytes) holds the URL until the answer. */
+static inline void https_get_healthz(tb__http_client_t *client, tb__http_client_req_t *req,
+                                     char *url, int server_port,
+                                     void (*cb)(tb__http_client_req_t *, int), void *data) {
+  snprintf(url, 64, "https://127.0.0.1:%d/api/v1/healthz", server_port);
+  tb__http_client_req_init(req);
+  req->data = data;
+  req->method = "GET";
+  req->url = (tb_slice_t){ url, strlen(url) };
+  ASSERT_OK(tb__http_client_send(client, req, cb));
 }
 
 typedef struct {
