@@ -57,6 +57,17 @@ static inline void stop_server(void) {
 
 /* ------------------------------------------------------------ client */
 
+/* Connects tcp (data holder) to the server's port through cr. */
+static inline void connect_to_server(uv_tcp_t *tcp, uv_connect_t *cr, void *holder,
+                                     uv_connect_cb cb) {
+  ASSERT_OK(uv_tcp_init(&loop, tcp));
+  tcp->data = holder;
+  cr->data = holder;
+  struct sockaddr_in sa;
+  ASSERT_OK(uv_ip4_addr("127.0.0.1", port, &sa));
+  ASSERT_OK(uv_tcp_connect(cr, tcp, (struct sockaddr *)&sa, cb));
+}
+
 typedef struct hc_s {
   uv_tcp_t tcp;
   uv_connect_t cr;
@@ -149,12 +160,7 @@ static inline hc_t *hc_send(const char *method, const char *path, const char *ex
   ASSERT_OK(tb__buf_printf(&c->out, "\r\n"));
   if (body)
     ASSERT_OK(tb__buf_append(&c->out, body, bl));
-  ASSERT_OK(uv_tcp_init(&loop, &c->tcp));
-  c->tcp.data = c;
-  c->cr.data = c;
-  struct sockaddr_in sa;
-  ASSERT_OK(uv_ip4_addr("127.0.0.1", port, &sa));
-  ASSERT_OK(uv_tcp_connect(&c->cr, &c->tcp, (struct sockaddr *)&sa, hc_connected));
+  connect_to_server(&c->tcp, &c->cr, c, hc_connected);
   c->sent_at = uv_now(&loop);
   return c;
 }

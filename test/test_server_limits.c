@@ -66,12 +66,7 @@ static rc_t *rc_open(void) {
   ASSERT(c != NULL);
   ASSERT_OK(tb__buf_reserve(&c->in, 1));
   c->in.base[0] = '\0';
-  ASSERT_OK(uv_tcp_init(&loop, &c->tcp));
-  c->tcp.data = c;
-  c->cr.data = c;
-  struct sockaddr_in sa;
-  ASSERT_OK(uv_ip4_addr("127.0.0.1", port, &sa));
-  ASSERT_OK(uv_tcp_connect(&c->cr, &c->tcp, (struct sockaddr *)&sa, rc_connected));
+  connect_to_server(&c->tcp, &c->cr, c, rc_connected);
   RUN_UNTIL(c->connected || c->eof);
   return c;
 }
