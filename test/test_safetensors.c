@@ -292,15 +292,22 @@ TEST(corrupt_files_give_errors_naming_the_file) {
   remove_tmpdir();
 }
 
-TEST(truncating_a_real_file_at_every_length_never_crashes) {
-  make_tmpdir();
-  char *path = path_in("full.st");
+/* A file of two tensors, a (5 floats) and b (1 x 2), written at path and
+ * read back whole into *whole. */
+static void write_two_tensors(const char *path, tb__buf_t *whole) {
   float a[5] = { 1, 2, 3, 4, 5 }, b[2] = { 6, 7 };
   tb__st_out_t outs[2] = { { "a", 1, { 5 }, a }, { "b", 2, { 1, 2 }, b } };
   tb_error_t err = { 0 };
   ASSERT_OK(tb__st_write(path, outs, 2, NULL, &err));
+  ASSERT_OK(tb__file_read_all(path, whole, &err));
+}
+
+TEST(truncating_a_real_file_at_every_length_never_crashes) {
+  make_tmpdir();
+  char *path = path_in("full.st");
   tb__buf_t whole = TB_BUF_INIT;
-  ASSERT_OK(tb__file_read_all(path, &whole, &err));
+  write_two_tensors(path, &whole);
+  tb_error_t err = { 0 };
   char *cut = path_in("cut.st");
   for (size_t len = 0; len < whole.len; len++) {
     ASSERT_OK(tb__file_write_atomic(cut, whole.base, len, &err));
@@ -372,12 +379,9 @@ TEST(f32_to_f16_and_bf16_round_to_nearest_even) {
 TEST(buffer_reads_like_the_file) {
   make_tmpdir();
   char *path = path_in("buf.st");
-  float a[5] = { 1, 2, 3, 4, 5 }, b[2] = { 6, 7 };
-  tb__st_out_t outs[2] = { { "a", 1, { 5 }, a }, { "b", 2, { 1, 2 }, b } };
-  tb_error_t err = { 0 };
-  ASSERT_OK(tb__st_write(path, outs, 2, NULL, &err));
   tb__buf_t whole = TB_BUF_INIT;
-  ASSERT_OK(tb__file_read_all(path, &whole, &err));
+  write_two_tensors(path, &whole);
+  tb_error_t err = { 0 };
   tb__st_file_t f;
   for (size_t len = 0; len < whole.len; len++) {
     ASSERT_ERR(tb__st_open_buffer(&f, "upload", whole.base, len, &err), TB_ECORRUPT);
