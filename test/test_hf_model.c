@@ -53,6 +53,15 @@ static void make_fifo(const char *dir, const char *name) {
 
 /* ------------------------------------------------------------ FIFOs */
 
+/* Loading the model directory dir fails with rc, saying want. */
+static void load_fails(const char *dir, int rc, const char *want) {
+  tb__weights_t w;
+  tb_error_t err = { 0 };
+  ASSERT_ERR(tb__hf_load(dir, &w, &err), rc);
+  ASSERT_STR_CONTAINS(err.message, want);
+  tb_error_clear(&err);
+}
+
 /* Every file of a model directory or a checkpoint that a user names may
  * be a FIFO: each is refused at once as not a regular file, where an
  * open(2) for reading used to wait for a writer forever. */
@@ -74,9 +83,8 @@ TEST(fifo_files_are_refused_not_waited_on) {
   /* Sharded: the index, then one shard. */
   char *dir = write_model("index", &c, 256);
   make_fifo(dir, TB_HF_INDEX);
-  ASSERT_ERR(tb__hf_load(dir, &w, &err), TB_EINVAL);
-  ASSERT_STR_CONTAINS(err.message, "index/model.safetensors.index.json: not "
-                      "a regular file");
+  load_fails(dir, TB_EINVAL, "index/model.safetensors.index.json: not "
+                             "a regular file");
   free(dir);
   dir = write_model("shard", &c, 256);
   char *ip = path_in(dir, TB_HF_INDEX);
@@ -190,10 +198,9 @@ TEST(config_sizes_are_checked_before_allocating) {
   ASSERT_STR_CONTAINS(err.message, "tensor model.layers.2.input_layernorm."
                       "weight is missing");
   edit_config(dir, &c, "vocab_size", "4194304");
-  ASSERT_ERR(tb__hf_load(dir, &w, &err), TB_ESHAPE);
-  ASSERT_STR_CONTAINS(err.message, "tensor model.embed_tokens.weight has "
-                      "shape [10, 8], expected [4194304, 8] (config.json "
-                      "vocab_size, hidden_size)");
+  load_fails(dir, TB_ESHAPE, "tensor model.embed_tokens.weight has "
+                             "shape [10, 8], expected [4194304, 8] (config.json "
+                             "vocab_size, hidden_size)");
   edit_config(dir, &c, "head_dim", "8");
   ASSERT_ERR(tb__hf_load(dir, &w, &err), TB_ESHAPE);
   ASSERT_STR_CONTAINS(err.message, "(config.json num_attention_heads * "
@@ -340,8 +347,7 @@ TEST(unsupported_configs_name_the_field_and_value) {
   write_config_text(dir, text);
   free(text);
   json_decref(j);
-  ASSERT_ERR(tb__hf_load(dir, &w, &err), TB_EFIELD);
-  ASSERT_STR_CONTAINS(err.message, "config.json: architectures: missing");
+  load_fails(dir, TB_EFIELD, "config.json: architectures: missing");
   free(dir);
   tb_error_clear(&err);
   remove_tmpdir();
@@ -355,17 +361,15 @@ TEST(tensors_the_config_does_not_declare_are_refused) {
   tb__model_config_t q3, q2;
   family_config(&q3, TB_ARCH_QWEN3);
   family_config(&q2, TB_ARCH_QWEN2);
-  tb__weights_t w;
   tb_error_t err = { 0 };
   char *dir = write_model("q3", &q3, 0);
   tb__model_config_t as_llama = q3;
   as_llama.arch = TB_ARCH_LLAMA;
   as_llama.qk_norm = 0;
   edit_config(dir, &as_llama, "model_type", "\"llama\"");
-  ASSERT_ERR(tb__hf_load(dir, &w, &err), TB_EUNSUPPORTED);
-  ASSERT_STR_CONTAINS(err.message, "q3/model.safetensors: tensor "
-                      "model.layers.0.self_attn.k_norm.weight is not part of "
-                      "a LlamaForCausalLM as config.json describes it");
+  load_fails(dir, TB_EUNSUPPORTED, "q3/model.safetensors: tensor "
+                                   "model.layers.0.self_attn.k_norm.weight is not part of "
+                                   "a LlamaForCausalLM as config.json describes it");
   free(dir);
 
   /* A Qwen2 directory whose file lacks the biases: a Llama's file. */
@@ -374,9 +378,8 @@ TEST(tensors_the_config_does_not_declare_are_refused) {
   l.qkv_bias = 0;
   dir = write_model("q2", &l, 0);
   edit_config(dir, &q2, "model_type", "\"qwen2\"");
-  ASSERT_ERR(tb__hf_load(dir, &w, &err), TB_ENOENT);
-  ASSERT_STR_CONTAINS(err.message, "tensor model.layers.0.self_attn.q_proj."
-                      "bias is missing");
+  load_fails(dir, TB_ENOENT, "tensor model.layers.0.self_attn.q_proj."
+                             "bias is missing");
   free(dir);
 
   /* An o_proj bias beside Qwen2's own. */
@@ -400,9 +403,8 @@ TEST(tensors_the_config_does_not_declare_are_refused) {
   outs[n].shape[0] = q2.hidden_size;
   outs[n].data = x.storage;
   ASSERT_OK(tb__st_write(st, outs, n + 1, NULL, &err));
-  ASSERT_ERR(tb__hf_load(dir, &w, &err), TB_EUNSUPPORTED);
-  ASSERT_STR_CONTAINS(err.message, "tensor model.layers.1.self_attn.o_proj."
-                      "bias is not part of a Qwen2ForCausalLM");
+  load_fails(dir, TB_EUNSUPPORTED, "tensor model.layers.1.self_attn.o_proj."
+                                   "bias is not part of a Qwen2ForCausalLM");
   free(ts);
   free(outs);
   free(st);
@@ -511,15 +513,7 @@ TEST(bf16_load_holds_the_weights_and_one_tensor) {
   if (reset_peak_rss() != 0)
     SKIP("/proc/self/clear_refs cannot reset the peak RSS here");
   make_tmpdir();
-  tb__model_config_t c;
-  tiny_config(&c);
-  c.hidden_size = 512;
-  c.intermediate_size = 1024;
-  c.num_heads = 8;
-  c.num_kv_heads = 4;
-  c.head_dim = 64;
-  c.num_layers = 4;
-  c.vocab_size = 16384;
+  tb__model_config_t c = tb_test_config(512, 1024, 4, 8, 4, 64, 16384, 64, 1e-6f, 10000.0f);
   char *dir = path_in(tmpdir, "bf16");
   tb__weights_t w;
   tb_test_uniform_model(&w, &c, 5, -1, 1);
