@@ -292,21 +292,22 @@ TEST(corrupt_files_give_errors_naming_the_file) {
   remove_tmpdir();
 }
 
-/* A file of two tensors, a (5 floats) and b (1 x 2), written at path and
- * read back whole into *whole. */
-static void write_two_tensors(const char *path, tb__buf_t *whole) {
+/* A new temporary directory and in it the file name of two tensors, a
+ * (5 floats) and b (1 x 2), read back whole into *whole; its path. */
+static char *two_tensor_file(const char *name, tb__buf_t *whole) {
+  make_tmpdir();
+  char *path = path_in(name);
   float a[5] = { 1, 2, 3, 4, 5 }, b[2] = { 6, 7 };
   tb__st_out_t outs[2] = { { "a", 1, { 5 }, a }, { "b", 2, { 1, 2 }, b } };
   tb_error_t err = { 0 };
   ASSERT_OK(tb__st_write(path, outs, 2, NULL, &err));
   ASSERT_OK(tb__file_read_all(path, whole, &err));
+  return path;
 }
 
 TEST(truncating_a_real_file_at_every_length_never_crashes) {
-  make_tmpdir();
-  char *path = path_in("full.st");
   tb__buf_t whole = TB_BUF_INIT;
-  write_two_tensors(path, &whole);
+  char *path = two_tensor_file("full.st", &whole);
   tb_error_t err = { 0 };
   char *cut = path_in("cut.st");
   for (size_t len = 0; len < whole.len; len++) {
@@ -377,10 +378,8 @@ TEST(f32_to_f16_and_bf16_round_to_nearest_even) {
  * as the file would, naming what the caller calls it, and the whole of it
  * opens with tensors that point into the caller's buffer. */
 TEST(buffer_reads_like_the_file) {
-  make_tmpdir();
-  char *path = path_in("buf.st");
   tb__buf_t whole = TB_BUF_INIT;
-  write_two_tensors(path, &whole);
+  char *path = two_tensor_file("buf.st", &whole);
   tb_error_t err = { 0 };
   tb__st_file_t f;
   for (size_t len = 0; len < whole.len; len++) {
