@@ -50,9 +50,13 @@ uint8_t *tb_test_proto_fwdbwd(const char *model_id, int64_t seq_id, const char *
   req.loss_fn = (char *)loss_fn;
   req.n_data = 1;
   req.data = ds;
-  *len = tinker_public__forward_backward_request__get_packed_size(&req);
+  return tb_test_proto_pack(&req.base, len);
+}
+
+uint8_t *tb_test_proto_pack(const ProtobufCMessage *m, size_t *len) {
+  *len = protobuf_c_message_get_packed_size(m);
   uint8_t *buf = xmalloc(*len + 1);
-  tinker_public__forward_backward_request__pack(&req, buf);
+  ASSERT_EQ_INT(protobuf_c_message_pack(m, buf), *len);
   return buf;
 }
 

@@ -29,6 +29,10 @@ uint8_t *tb_test_proto_fwdbwd(const char *model_id, int64_t seq_id, const char *
                               const int32_t *tokens, size_t n_tokens,
                               const tb_test_proto_input_t *inputs, size_t n_inputs, size_t *len);
 
+/* Any message m packed into a malloc'd buffer (one spare byte); *len its
+ * size. */
+uint8_t *tb_test_proto_pack(const ProtobufCMessage *m, size_t *len);
+
 /* A BatchedTensor over len bytes of data cut at n_offsets byte offsets. */
 TinkerPublic__BatchedTensor tb_test_proto_batched(const void *data, size_t len,
                                                   const int64_t *offsets, size_t n_offsets,

@@ -339,9 +339,8 @@ TEST(proto_repeated_map_keys_take_the_last_value) {
   req.data = ds;
   req.n_loss_fn_config = 3;
   req.loss_fn_config = cs;
-  size_t n = tinker_public__forward_backward_request__get_packed_size(&req);
-  uint8_t *buf = xmalloc(n);
-  tinker_public__forward_backward_request__pack(&req, buf);
+  size_t n;
+  uint8_t *buf = tb_test_proto_pack(&req.base, &n);
 
   tb_test_reader_t rd;
   tb_test_reader_init(&rd);

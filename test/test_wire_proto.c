@@ -7,6 +7,7 @@
 #include "tb_test.h"
 
 #include "wire/proto.h"
+#include "fixtures_proto.h"
 
 static void assert_bytes(const uint8_t *got, size_t n, const uint8_t *want,
                          size_t wn) {
@@ -67,38 +68,24 @@ TEST(tensor_and_chunk_golden_bytes) {
 TEST(forward_backward_output_round_trip) {
   float lp[3] = { -0.5f, -1.25f, -2.0f };
   int64_t offsets[3] = { 0, 8, 12 };
-  TinkerPublic__BatchedTensor bt = TINKER_PUBLIC__BATCHED_TENSOR__INIT;
-  bt.data.data = (uint8_t *)lp;
-  bt.data.len = sizeof(lp);
-  bt.offsets.data = (uint8_t *)offsets;
-  bt.offsets.len = sizeof(offsets);
-  bt.dtype = TINKER_PUBLIC__DTYPE__DTYPE_FLOAT32;
-  TinkerPublic__ArrayRecord__FieldsEntry fe =
-      TINKER_PUBLIC__ARRAY_RECORD__FIELDS_ENTRY__INIT;
-  fe.key = "logprobs";
-  fe.value = &bt;
+  TinkerPublic__BatchedTensor bt =
+      tb_test_proto_batched(lp, sizeof(lp), offsets, 3, TINKER_PUBLIC__DTYPE__DTYPE_FLOAT32);
+  TinkerPublic__ArrayRecord__FieldsEntry fe = tb_test_proto_field("logprobs", &bt);
   TinkerPublic__ArrayRecord__FieldsEntry *fes[] = { &fe };
-  TinkerPublic__ArrayRecord rec = TINKER_PUBLIC__ARRAY_RECORD__INIT;
-  rec.n_fields = 1;
-  rec.fields = fes;
-  rec.num_datums = 2;
+  TinkerPublic__ArrayRecord rec = tb_test_proto_record(fes, 1, 2);
   TinkerPublic__ArrayRecord *recs[] = { &rec };
   TinkerPublic__ForwardBackwardOutput__MetricsEntry me =
       TINKER_PUBLIC__FORWARD_BACKWARD_OUTPUT__METRICS_ENTRY__INIT;
   me.key = "loss:sum";
   me.value = 3.75;
   TinkerPublic__ForwardBackwardOutput__MetricsEntry *mes[] = { &me };
-  TinkerPublic__ForwardBackwardOutput out =
-      TINKER_PUBLIC__FORWARD_BACKWARD_OUTPUT__INIT;
+  TinkerPublic__ForwardBackwardOutput out = tb_test_proto_output(recs, 1);
   out.loss_fn_output_type = "ArrayRecord";
-  out.n_loss_fn_outputs = 1;
-  out.loss_fn_outputs = recs;
   out.n_metrics = 1;
   out.metrics = mes;
 
-  size_t n = tinker_public__forward_backward_output__get_packed_size(&out);
-  uint8_t *buf = xmalloc(n);
-  ASSERT_EQ_INT(tinker_public__forward_backward_output__pack(&out, buf), n);
+  size_t n;
+  uint8_t *buf = tb_test_proto_pack(&out.base, &n);
   TinkerPublic__ForwardBackwardOutput *back =
       tinker_public__forward_backward_output__unpack(NULL, n, buf);
   ASSERT(back != NULL);
