@@ -64,14 +64,9 @@ TEST(train_save_load_sample) {
   c = await_future(rid, "Accept: application/x-protobuf\r\n");
   free(rid);
   ASSERT_STR_CONTAINS(c->head, "application/x-protobuf");
-  tb__arena_t arena;
-  tb__arena_init(&arena, 0);
-  tb_error_t err = { 0 };
-  tb__jctx_t jc;
-  tb__jctx_init(&jc, &err);
+  tb_test_reader_t rd;
   tb__wire_fwdbwd_output_t out;
-  ASSERT_OK(tb__wire_fwdbwd_output_from_proto(&jc, &arena,
-                                              (tb_slice_t){ c->body, c->body_len }, &out));
+  read_output_proto(&rd, c->body, c->body_len, &out);
   hc_free(c);
   ASSERT_EQ_INT(out.n_outputs, 1);
   ASSERT_EQ_INT(out.outputs[0].fields[0].tensor.numel, 4);
@@ -80,7 +75,7 @@ TEST(train_save_load_sample) {
     if (strcmp(out.metrics[i].name, "loss:sum") == 0)
       loss1 = out.metrics[i].value;
   ASSERT_LT(loss1, loss0);
-  tb__arena_free(&arena);
+  tb_test_reader_free(&rd);
 
   /* save_weights, then load it back with the optimizer state. */
   snprintf(body, sizeof(body),
@@ -146,12 +141,12 @@ TEST(train_save_load_sample) {
   json_decref(v);
   /* The same result in protobuf. */
   c = await_future(rid, "Accept: application/x-protobuf\r\n");
-  tb__arena_init(&arena, 0);
+  tb_test_reader_init(&rd);
   tb__wire_sample_response_t sr;
-  ASSERT_OK(tb__wire_sample_response_from_proto(&jc, &arena,
+  ASSERT_OK(tb__wire_sample_response_from_proto(&rd.ctx, &rd.arena,
                                                 (tb_slice_t){ c->body, c->body_len }, &sr));
   ASSERT_EQ_INT(sr.n_sequences, 2);
-  tb__arena_free(&arena);
+  tb_test_reader_free(&rd);
   hc_free(c);
   free(rid);
 
@@ -187,7 +182,6 @@ TEST(train_save_load_sample) {
   snprintf(body, sizeof(body), "{\"model_id\":\"%s\",\"type\":\"get_info\"}", mid);
   hc_expect("POST", "/api/v1/get_info", NULL, body, 404, "unknown model");
 
-  tb_error_clear(&err);
   free(bsid);
   free(ssid);
   free(mid);
@@ -919,17 +913,12 @@ TEST(with_the_http_client) {
   const tb__http_header_t *ct = tb__http_response_header(&req.response, "Content-Type");
   ASSERT(ct != NULL);
   ASSERT_MEM_EQ_STR(ct->value.base, ct->value.len, "application/x-protobuf");
-  tb__arena_t arena;
-  tb__arena_init(&arena, 0);
-  tb_error_t err = { 0 };
-  tb__jctx_t jc;
-  tb__jctx_init(&jc, &err);
+  tb_test_reader_t rd;
   tb__wire_fwdbwd_output_t out;
-  ASSERT_OK(tb__wire_fwdbwd_output_from_proto(
-      &jc, &arena, (tb_slice_t){ req.response.body, req.response.body_len }, &out));
+  read_output_proto(&rd, req.response.body, req.response.body_len, &out);
   ASSERT_EQ_INT(out.n_outputs, 1);
   ASSERT_EQ_INT(out.outputs[0].fields[0].tensor.numel, 4);
-  tb__arena_free(&arena);
+  tb_test_reader_free(&rd);
   free(rid);
 
   tb__http_client_req_free(&req);

@@ -237,6 +237,15 @@ static inline void fwdbwd_done(const char *mid, int seq) {
   free(rid);
 }
 
+/* Reads the protobuf ForwardBackwardOutput body[0..len) into out, its
+ * values in rd (initialised here; free it with tb_test_reader_free). */
+static inline void read_output_proto(tb_test_reader_t *rd, const char *body, size_t len,
+                                     tb__wire_fwdbwd_output_t *out) {
+  tb_test_reader_init(rd);
+  ASSERT_OK(tb__wire_fwdbwd_output_from_proto(&rd->ctx, &rd->arena, (tb_slice_t){ body, len },
+                                              out));
+}
+
 static inline double metric_of(json_t *v, const char *key) {
   json_t *m = json_object_get(json_object_get(v, "metrics"), key);
   ASSERT(json_is_number(m));
