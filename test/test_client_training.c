@@ -724,6 +724,13 @@ static void tiny_data(tb_train_datum_t *d, size_t n) {
   }
 }
 
+/* forward_backward of d[0..n) with cross-entropy, then optim_step, on
+ * w's client: fs[0] and fs[1]. */
+static void submit_step(fake_world_t *w, tb_train_datum_t *d, size_t n, tb_future_t **fs) {
+  ASSERT_OK(tb_training_client_forward_backward(&w->tc, d, n, "cross_entropy", NULL, 0, &fs[0]));
+  ASSERT_OK(tb_training_client_optim_step(&w->tc, NULL, &fs[1]));
+}
+
 /* Results are held until every step was submitted: a client that waited
  * for step k before sending step k+1 would never finish. */
 TEST(fake_pipelined_submissions) {
@@ -769,8 +776,7 @@ TEST(fake_sequencing_under_retries) {
   tb_train_datum_t d[1];
   tiny_data(d, 1);
   tb_future_t *fs[2];
-  ASSERT_OK(tb_training_client_forward_backward(&w.tc, d, 1, "cross_entropy", NULL, 0, &fs[0]));
-  ASSERT_OK(tb_training_client_optim_step(&w.tc, NULL, &fs[1]));
+  submit_step(&w, d, 1, fs);
   ASSERT_OK(tb_future_wait_many(fs, 2, 60000, NULL));
   ASSERT_EQ_INT(tf.n_sent, 2);
   for (int i = 0; i < 2; i++)
@@ -811,8 +817,7 @@ TEST(fake_chunk_boundaries) {
   tb_train_datum_t *d = calloc(n, sizeof(*d));
   tiny_data(d, n);
   tb_future_t *fs[2];
-  ASSERT_OK(tb_training_client_forward_backward(&w.tc, d, n, "cross_entropy", NULL, 0, &fs[0]));
-  ASSERT_OK(tb_training_client_optim_step(&w.tc, NULL, &fs[1]));
+  submit_step(&w, d, n, fs);
   ASSERT_OK(tb_future_wait_many(fs, 2, 60000, NULL));
   ASSERT_EQ_INT(tf.n_sent, 3);
   ASSERT_EQ_INT(tf.sent[0].seq, 2);
@@ -853,8 +858,7 @@ TEST(fake_refused_seq_stops_the_client) {
   tb_train_datum_t d[1];
   tiny_data(d, 1);
   tb_future_t *fs[2];
-  ASSERT_OK(tb_training_client_forward_backward(&w.tc, d, 1, "cross_entropy", NULL, 0, &fs[0]));
-  ASSERT_OK(tb_training_client_optim_step(&w.tc, NULL, &fs[1]));
+  submit_step(&w, d, 1, fs);
   int st[2];
   ASSERT_ERR(tb_future_wait_many(fs, 2, 60000, st), TB_EHTTP);
   ASSERT_EQ_INT(st[0], TB_EHTTP);
@@ -891,8 +895,7 @@ TEST(fake_refused_seq_stops_what_was_sent) {
   tb_train_datum_t d[1];
   tiny_data(d, 1);
   tb_future_t *fs[2];
-  ASSERT_OK(tb_training_client_forward_backward(&w.tc, d, 1, "cross_entropy", NULL, 0, &fs[0]));
-  ASSERT_OK(tb_training_client_optim_step(&w.tc, NULL, &fs[1]));
+  submit_step(&w, d, 1, fs);
   int st[2];
   ASSERT_ERR(tb_future_wait_many(fs, 2, 60000, st), TB_EHTTP);
   ASSERT_EQ_INT(st[0], TB_EHTTP);
@@ -953,8 +956,7 @@ TEST(fake_close_with_work) {
   tb_train_datum_t d[1];
   tiny_data(d, 1);
   tb_future_t *fs[3];
-  ASSERT_OK(tb_training_client_forward_backward(&w.tc, d, 1, "cross_entropy", NULL, 0, &fs[0]));
-  ASSERT_OK(tb_training_client_optim_step(&w.tc, NULL, &fs[1]));
+  submit_step(&w, d, 1, fs);
   ASSERT_OK(tb_training_client_optim_step(&w.tc, NULL, &fs[2]));
   for (int i = 0; i < 20 && tf.n_sent < 1; i++)
     uv_run(&w.loop, UV_RUN_ONCE);
