@@ -57,6 +57,21 @@ static int read_proto(tb_test_reader_t *rd, const uint8_t *buf, size_t n,
                                            (tb_slice_t){ (char *)buf, n }, o);
 }
 
+/* A ForwardBackwardOutput of one record, the n fields es for num_datums
+ * datums, packed and read into o with rd (initialised here); the
+ * reader's status. */
+static int read_one_record(tb_test_reader_t *rd, TinkerPublic__ArrayRecord__FieldsEntry **es,
+                           size_t n, int64_t num_datums, tb__wire_fwdbwd_output_t *o) {
+  TinkerPublic__ArrayRecord rec = tb_test_proto_record(es, n, num_datums);
+  TinkerPublic__ArrayRecord *recs[] = { &rec };
+  TinkerPublic__ForwardBackwardOutput msg = tb_test_proto_output(recs, 1);
+  uint8_t buf[256];
+  ASSERT_LE(tinker_public__forward_backward_output__get_packed_size(&msg), sizeof(buf));
+  size_t len = tinker_public__forward_backward_output__pack(&msg, buf);
+  tb_test_reader_init(rd);
+  return read_proto(rd, buf, len, o);
+}
+
 TEST(json_round_trip) {
   tb__wire_named_tensor_t f[2];
   tb__wire_datum_output_t d[2];
@@ -152,17 +167,10 @@ TEST(proto_decode_widens_and_rejects_bad_offsets) {
   TinkerPublic__ArrayRecord__FieldsEntry e1 = tb_test_proto_field("ids", &bt);
   TinkerPublic__ArrayRecord__FieldsEntry e2 = tb_test_proto_field("lp", &bt2);
   TinkerPublic__ArrayRecord__FieldsEntry *es[] = { &e1, &e2 };
-  /* num_datums 0: derived from the offsets */
-  TinkerPublic__ArrayRecord rec = tb_test_proto_record(es, 2, 0);
-  TinkerPublic__ArrayRecord *recs[] = { &rec };
-  TinkerPublic__ForwardBackwardOutput msg = tb_test_proto_output(recs, 1);
-  uint8_t buf[256];
-  size_t n = tinker_public__forward_backward_output__pack(&msg, buf);
-
   tb_test_reader_t rd;
-  tb_test_reader_init(&rd);
   tb__wire_fwdbwd_output_t o;
-  ASSERT_OK(read_proto(&rd, buf, n, &o));
+  /* num_datums 0: derived from the offsets */
+  ASSERT_OK(read_one_record(&rd, es, 2, 0, &o));
   ASSERT_STR_EQ(o.loss_fn_output_type, "ArrayRecord");
   ASSERT_EQ_INT(o.n_outputs, 1);
   const tb__wire_tensor_t *t = &o.outputs[0].fields[0].tensor;
@@ -175,9 +183,10 @@ TEST(proto_decode_widens_and_rejects_bad_offsets) {
   ASSERT_EQ_INT(t->dtype, TB_DTYPE_FLOAT32);
   ASSERT_NEAR(t->f32[1], -2.0, 0, 0);
 
+  tb_test_reader_free(&rd);
+
   offs[1] = 17; /* past the data and not a whole element */
-  n = tinker_public__forward_backward_output__pack(&msg, buf);
-  ASSERT_ERR(read_proto(&rd, buf, n, &o), TB_EFIELD);
+  ASSERT_ERR(read_one_record(&rd, es, 2, 0, &o), TB_EFIELD);
   ASSERT_STR_CONTAINS(rd.err.message, "loss_fn_outputs[0].ids: offsets[0]: [0, 17)");
   tb_test_reader_free(&rd);
 }
@@ -336,15 +345,9 @@ TEST(proto_empty_field_decodes_to_empty_tensors) {
       tb_test_proto_batched(NULL, 0, offs, 3, TINKER_PUBLIC__DTYPE__DTYPE_FLOAT32);
   TinkerPublic__ArrayRecord__FieldsEntry e = tb_test_proto_field("logprobs", &bt);
   TinkerPublic__ArrayRecord__FieldsEntry *es[] = { &e };
-  TinkerPublic__ArrayRecord rec = tb_test_proto_record(es, 1, 2);
-  TinkerPublic__ArrayRecord *recs[] = { &rec };
-  TinkerPublic__ForwardBackwardOutput msg = tb_test_proto_output(recs, 1);
-  uint8_t buf[128];
-  size_t n = tinker_public__forward_backward_output__pack(&msg, buf);
   tb_test_reader_t rd;
-  tb_test_reader_init(&rd);
   tb__wire_fwdbwd_output_t o;
-  ASSERT_OK(read_proto(&rd, buf, n, &o));
+  ASSERT_OK(read_one_record(&rd, es, 1, 2, &o));
   ASSERT_EQ_INT(o.n_outputs, 2);
   ASSERT_EQ_INT(o.outputs[1].fields[0].tensor.numel, 0);
   tb_test_reader_free(&rd);
@@ -361,15 +364,9 @@ TEST(proto_trailing_shape_overflow_is_refused) {
   bt.trailing_shape = trailing;
   TinkerPublic__ArrayRecord__FieldsEntry e = tb_test_proto_field("logprobs", &bt);
   TinkerPublic__ArrayRecord__FieldsEntry *es[] = { &e };
-  TinkerPublic__ArrayRecord rec = tb_test_proto_record(es, 1, 1);
-  TinkerPublic__ArrayRecord *recs[] = { &rec };
-  TinkerPublic__ForwardBackwardOutput msg = tb_test_proto_output(recs, 1);
-  uint8_t buf[128];
-  size_t n = tinker_public__forward_backward_output__pack(&msg, buf);
   tb_test_reader_t rd;
-  tb_test_reader_init(&rd);
   tb__wire_fwdbwd_output_t o;
-  ASSERT_ERR(read_proto(&rd, buf, n, &o), TB_EFIELD);
+  ASSERT_ERR(read_one_record(&rd, es, 1, 1, &o), TB_EFIELD);
   ASSERT_STR_CONTAINS(rd.err.message, "loss_fn_outputs[0].logprobs: trailing_shape");
   tb_test_reader_free(&rd);
 }
