@@ -54,6 +54,22 @@ typedef enum {
 /* Adds the routes of a part (tb__routes_add). */
 typedef int (*tb__add_routes_fn)(tb__server_t *srv, tb__part_t part, void *data);
 
+/* What one dialect of a row does with a request (routes.h): a handler of
+ * its own, or the generic one (handler.c) with the columns below. */
+typedef struct tb__route_call_s tb__route_call_t;
+typedef int (*tb__route_fn)(tb__route_call_t *call);
+typedef struct tb__route_side_s {
+  tb__http_handler_cb handler;     /* tb__route_generic, or the route's own */
+  unsigned call;                   /* TB__CALL_*: the body, the op, where
+                                      it is decoded */
+  int op;                          /* TB__CALL_OP: the tb__op_type_t made */
+  int sync;                        /* Tinkerbell: the answer is the op's
+                                      result, not its request id */
+  tb__route_fn decode;             /* body -> call->in, or NULL */
+  size_t in_size;                  /* of call->in */
+  tb__route_fn submit;             /* the decoded request -> the answer */
+} tb__route_side_t;
+
 /* A row of the route table (routes.c). */
 typedef struct tb__route_row_s {
   tb__part_t part;
@@ -62,8 +78,8 @@ typedef struct tb__route_row_s {
   tb__dialect_t dialect;           /* TB__DIALECT_BOTH: the body decides
                                       (tb__dialect_of) */
   unsigned flags;                  /* TB__ROUTE_* */
-  tb__http_handler_cb handler;      /* the Tinker dialect's, or the only one */
-  tb__http_handler_cb tinkerbell;   /* TB__DIALECT_BOTH: the Tinkerbell one's */
+  tb__route_side_t tinker;         /* the Tinker dialect's, or the only one */
+  tb__route_side_t tinkerbell;     /* TB__DIALECT_BOTH: the Tinkerbell one's */
   const char *summary;             /* one line for the index at GET / */
   const char *tinkerbell_summary;  /* TB__DIALECT_BOTH */
 } tb__route_row_t;
@@ -84,6 +100,8 @@ typedef struct tb__route_s {
   /* TB__DIALECT_BOTH: the Tinkerbell dialect's handler (handler is the
    * Tinker one's); tb__dialect_of picks per request. */
   tb__http_handler_cb tinkerbell_handler;
+  /* A row's: what its handlers read (handler.c); NULL otherwise. */
+  const tb__route_side_t *side, *tinkerbell_side;
   tb__status_count_t *counts;   /* requests answered, by status */
   size_t n_counts, cap_counts;
 } tb__route_t;
@@ -93,6 +111,7 @@ typedef struct tb__sreq_s {
   tb__server_t *srv;
   tb__user_t *user;             /* NULL only for public routes with no key */
   tb__route_t *route;           /* NULL when no route matched */
+  const tb__route_side_t *side;  /* the row's side that runs, or NULL */
   uint64_t start_ns;
   int status;                   /* what was answered; 0: nothing yet */
   int resumed;                  /* its route runs again after a wait: the
@@ -225,6 +244,9 @@ void tb__server_respond_error_h(tb__http_request_t *req, int status,
 void tb__server_respond_result(tb__http_request_t *req, int status, tb__result_t *r,
                                int want_proto);
 
+/* body as a JSON object, answering nothing (safe off the loop).  0, or
+ * a negative code with err's "<path>: <reason>". */
+int tb__server_parse_object(tb_slice_t body, json_t **out, tb_error_t *err);
 /* The body as a JSON object.  On failure answers 400 with "<path>:
  * <reason>" and returns a negative code; the route just returns. */
 int tb__server_parse_body(tb__http_request_t *req, json_t **out);

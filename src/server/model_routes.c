@@ -26,71 +26,57 @@
 #include "wire/rest.h"
 #include "wire/service.h"
 
-static void respond_bad(tb__http_request_t *req, tb_error_t *err) {
-  tb__server_respond_bad(req, err);
-  tb_error_clear(err);
-}
-
 static int get_bool_default(tb__jctx_t *c, const json_t *o, const char *key, int def,
                             int *out) {
   *out = def;
   return tb__json_get_bool(c, o, key, TB_JSON_OPTIONAL, out);
 }
 
-void tb__route_create_model(tb__http_request_t *req) {
+int tb__route_create_model(tb__route_call_t *call) {
+  tb__http_request_t *req = call->req;
   tb__training_t *tr = tb__training_of(req);
-  json_t *doc;
-  if (tb__server_parse_body(req, &doc) != 0)
-    return;
-  tb_error_t err = { 0 };
-  tb__jctx_t c;
-  tb__jctx_init(&c, &err);
+  const json_t *doc = call->doc;
+  tb__jctx_t *c = &call->c;
   tb_slice_t sid, base;
   int64_t mseq = 0, rank = 32, seed = 0;
   json_t *lc = NULL;
   tb__lora_config_t lora = { 0 };
-  int rc = tb__json_get_string(&c, doc, "session_id", TB_JSON_REQUIRED, &sid);
+  int rc = tb__json_get_string(c, doc, "session_id", TB_JSON_REQUIRED, &sid);
   rc = rc < 0 ? rc
-              : tb__json_get_int(&c, doc, "model_seq_id", TB_JSON_REQUIRED, 0, INT32_MAX,
+              : tb__json_get_int(c, doc, "model_seq_id", TB_JSON_REQUIRED, 0, INT32_MAX,
                                  &mseq);
-  rc = rc < 0 ? rc : tb__json_get_string(&c, doc, "base_model", TB_JSON_REQUIRED, &base);
-  rc = rc < 0 ? rc : tb__json_get_object(&c, doc, "lora_config", TB_JSON_OPTIONAL, &lc);
+  rc = rc < 0 ? rc : tb__json_get_string(c, doc, "base_model", TB_JSON_REQUIRED, &base);
+  rc = rc < 0 ? rc : tb__json_get_object(c, doc, "lora_config", TB_JSON_OPTIONAL, &lc);
   lora.train_attn = lora.train_mlp = lora.train_unembed = 1;
   if (rc >= 0 && lc != NULL) {
-    size_t mark = tb__jctx_push_key(&c, "lora_config");
-    rc = tb__json_get_int(&c, lc, "rank", TB_JSON_OPTIONAL, 1, 4096, &rank);
-    rc = rc < 0 ? rc : tb__json_get_int(&c, lc, "seed", TB_JSON_OPTIONAL, 0, INT64_MAX, &seed);
-    rc = rc < 0 ? rc : get_bool_default(&c, lc, "train_attn", 1, &lora.train_attn);
-    rc = rc < 0 ? rc : get_bool_default(&c, lc, "train_mlp", 1, &lora.train_mlp);
-    rc = rc < 0 ? rc : get_bool_default(&c, lc, "train_unembed", 1, &lora.train_unembed);
-    tb__jctx_pop(&c, mark);
+    size_t mark = tb__jctx_push_key(c, "lora_config");
+    rc = tb__json_get_int(c, lc, "rank", TB_JSON_OPTIONAL, 1, 4096, &rank);
+    rc = rc < 0 ? rc : tb__json_get_int(c, lc, "seed", TB_JSON_OPTIONAL, 0, INT64_MAX, &seed);
+    rc = rc < 0 ? rc : get_bool_default(c, lc, "train_attn", 1, &lora.train_attn);
+    rc = rc < 0 ? rc : get_bool_default(c, lc, "train_mlp", 1, &lora.train_mlp);
+    rc = rc < 0 ? rc : get_bool_default(c, lc, "train_unembed", 1, &lora.train_unembed);
+    tb__jctx_pop(c, mark);
   }
   lora.rank = (int)rank;
   lora.seed = (uint64_t)seed;
   const char *why = NULL;
   if (rc >= 0 && tb__lora_config_validate(&lora, &why) != 0)
-    rc = tb__jctx_fail_at(&c, "lora_config", "%s", why);
+    rc = tb__jctx_fail_at(c, "lora_config", "%s", why);
   tb__tbase_t *b = rc >= 0 ? tb__tbase_find(tr, base) : NULL;
   if (rc >= 0 && b == NULL)
-    rc = tb__jctx_fail_at(&c, "base_model", "unknown model \"%.*s\" (see "
+    rc = tb__jctx_fail_at(c, "base_model", "unknown model \"%.*s\" (see "
                           "get_server_capabilities)",
                           (int)(base.len > 80 ? 80 : base.len), base.base);
-  if (rc < 0) {
-    respond_bad(req, &err);
-    json_decref(doc);
-    return;
-  }
+  if (rc < 0)
+    return rc;
   tb__session_t *s = tb__session_find(&tr->srv->sessions, tb__sreq(req)->user, sid);
-  json_decref(doc);
-  if (s != NULL && s->closed) {
+  if (s != NULL && s->closed)
     tb__session_respond_closed(req, s);
-    return;
-  }
-  if (s == NULL || s->expired) {
+  else if (s == NULL || s->expired)
     tb__server_respond_error(req, 404, "session_id: unknown or expired session");
-    return;
-  }
-  tb__create_model(req, tr, b, s, mseq, &lora, NULL);
+  else
+    tb__create_model(req, tr, b, s, mseq, &lora, NULL);
+  return 0;
 }
 
 /* model_id and seq_id of a JSON training request. */
@@ -201,132 +187,72 @@ int tb__fwdbwd_to_batch(tb__jctx_t *c, tb__arena_t *a, const tb__wire_fwdbwd_t *
   return to_batch(c, a, w, b, input_key);
 }
 
-static int is_proto(const tb__http_request_t *req) {
-  const tb__http_header_t *h = tb__http_request_header(req, "Content-Type");
-  static const char want[] = "application/x-protobuf";
-  return h != NULL && h->value.len >= sizeof(want) - 1 &&
-         strncasecmp(h->value.base, want, sizeof(want) - 1) == 0;
-}
-
-/* Decodes a forward / forward_backward body into op's batch.  Touches only
- * the body, op's arena and the outputs: safe on a worker thread. */
-static int decode_fwd(tb_slice_t body, int proto, const char *key, tb__top_t *op,
-                      tb__wire_fwdbwd_t *w, tb_error_t *err) {
-  tb__jctx_t c;
-  tb__jctx_init(&c, err);
+/* Decodes a forward / forward_backward body (JSON, or protobuf by its
+ * Content-Type) into a tb__wire_fwdbwd_t and the op's batch; on the
+ * threadpool when large (TB__CALL_OFF_LOOP): a 64 MiB JSON batch takes
+ * long enough to stall every other client of the loop.  Touches only the
+ * body, the op's arena and the call. */
+int tb__route_fwd_decode(tb__route_call_t *call) {
+  tb__top_t *op = call->op;
+  tb__wire_fwdbwd_t *w = call->in;
+  const char *key = op->type == TB__OP_FORWARD ? "forward_input" : "forward_backward_input";
   /* No decoded tensor may take more than a whole request could. */
   size_t max_bytes = op->tr->srv->opts.max_body;
   int rc;
-  if (proto) {
-    rc = tb__wire_fwdbwd_request_from_proto(&c, &op->arena, body, max_bytes, w);
+  if (call->proto) {
+    rc = tb__wire_fwdbwd_request_from_proto(&call->c, &op->arena, call->req->body, max_bytes,
+                                            w);
   } else {
     json_t *doc = NULL;
-    rc = tb__json_parse(body, &doc, err);
+    rc = tb__json_parse(call->req->body, &doc, &call->err);
     rc = rc < 0 ? rc
-                : tb__wire_fwdbwd_request_from_json(&c, &op->arena, doc, key, max_bytes, w);
+                : tb__wire_fwdbwd_request_from_json(&call->c, &op->arena, doc, key, max_bytes,
+                                                    w);
     json_decref(doc);
   }
   if (rc >= 0 && w->model_id == NULL)
-    rc = tb__jctx_fail_at(&c, "model_id", "required");
+    rc = tb__jctx_fail_at(&call->c, "model_id", "required");
   if (rc >= 0)
-    rc = to_batch(&c, &op->arena, w, &op->batch, proto ? NULL : key);
+    rc = to_batch(&call->c, &op->arena, w, &op->batch, call->proto ? NULL : key);
   return rc;
 }
 
 /* On the loop, after the decode: the model, then the order. */
-static void finish_fwd(tb__http_request_t *req, tb__top_t *op, const tb__wire_fwdbwd_t *w,
-                       int rc, tb_error_t *err) {
-  if (rc < 0) {
-    respond_bad(req, err);
-    tb__top_free(op);
-    return;
-  }
+int tb__route_fwd(tb__route_call_t *call) {
+  const tb__wire_fwdbwd_t *w = call->in;
+  tb__top_t *op = call->op;
   if (w->forward_only)
     op->type = TB__OP_FORWARD;
   tb_slice_t mid = { w->model_id, strlen(w->model_id) };
-  op->model = tb__tmodel_find(req, mid);
-  if (op->model == NULL) {
-    tb__top_free(op);
-    return;
-  }
+  op->model = tb__tmodel_find(call->req, mid);
+  if (op->model == NULL)
+    return 0;
   op->seq = w->seq_id;
-  tb__submit_ordered(req, op);
+  call->op = NULL;
+  tb__submit_ordered(call->req, op);
+  return 0;
 }
 
-/* A forward / forward_backward body is decoded off the loop when it is
- * large (tb__offload, model_text.h): a 64 MiB JSON batch takes long
- * enough to stall every other client of the loop. */
-typedef struct fwd_decode_s {
-  tb__offload_t o;  /* first */
-  tb__top_t *op;
-  int proto;
-  const char *key;
-  int rc;
-  tb__wire_fwdbwd_t w;
-  tb_error_t err;
-} fwd_decode_t;
-
-static void fwd_decode_run(tb__offload_t *o) {
-  fwd_decode_t *d = (fwd_decode_t *)o;
-  d->rc = decode_fwd(o->req->body, d->proto, d->key, d->op, &d->w, &d->err);
-}
-
-static void fwd_decode_done(tb__offload_t *o) {
-  fwd_decode_t *d = (fwd_decode_t *)o;
-  if (o->tr->closing) {
-    tb__server_respond_error(o->req, 503, "the server is closing");
-    tb__top_free(d->op);
-  } else {
-    finish_fwd(o->req, d->op, &d->w, d->rc, &d->err);
-  }
-  tb_error_clear(&d->err);
-  free(d);
-}
-
-static void route_fwd_common(tb__http_request_t *req, int forward_only_route) {
-  tb__top_t *op = tb__top_new(req, forward_only_route ? TB__OP_FORWARD
-                                                      : TB__OP_FORWARD_BACKWARD);
-  if (op == NULL)
-    return;
-  fwd_decode_t *d = calloc(1, sizeof(*d));
-  if (d == NULL) {
-    tb__server_respond_error(req, 503, "out of memory");
-    tb__top_free(op);
-    return;
-  }
-  d->o = (tb__offload_t){ .tr = tb__training_of(req), .req = req, .run = fwd_decode_run,
-                          .done = fwd_decode_done };
-  d->op = op;
-  d->proto = is_proto(req);
-  d->key = forward_only_route ? "forward_input" : "forward_backward_input";
-  tb__offload(&d->o);
-}
-
-void tb__route_forward_backward(tb__http_request_t *req) {
-  route_fwd_common(req, 0);
-}
-
-void tb__route_forward(tb__http_request_t *req) {
-  route_fwd_common(req, 1);
-}
-
-/* Common to the JSON training routes: the model and seq of the body, and
- * a new op; NULL after answering. */
-static tb__top_t *json_op(tb__http_request_t *req, tb__op_type_t type, json_t *doc,
-                          tb__jctx_t *c, tb_error_t *err) {
+/* Common to the JSON training routes: the model and seq of the body, into
+ * the call's op.  c's error; or 0, with op->model NULL after answering
+ * 404. */
+static int op_model(tb__route_call_t *call) {
   tb_slice_t mid;
   int64_t seq;
-  if (get_model_seq(c, doc, &mid, &seq) < 0) {
-    respond_bad(req, err);
-    return NULL;
-  }
-  tb__tmodel_t *m = tb__tmodel_find(req, mid);
-  tb__top_t *op = m ? tb__top_new(req, type) : NULL;
-  if (op != NULL) {
-    op->model = m;
-    op->seq = seq;
-  }
-  return op;
+  int rc = get_model_seq(&call->c, call->doc, &mid, &seq);
+  if (rc < 0)
+    return rc;
+  call->op->model = tb__tmodel_find(call->req, mid);
+  call->op->seq = seq;
+  return 0;
+}
+
+/* Submits the call's op in its model's order. */
+static int submit(tb__route_call_t *call) {
+  tb__top_t *op = call->op;
+  call->op = NULL;
+  tb__submit_ordered(call->req, op);
+  return 0;
 }
 
 int tb__adam_from_json(tb__jctx_t *c, const json_t *ap, int strict, tb__adam_params_t *out) {
@@ -367,99 +293,66 @@ int tb__adam_from_json(tb__jctx_t *c, const json_t *ap, int strict, tb__adam_par
   return 0;
 }
 
-/* Refuses op after a validation error known at submission. */
-static void refuse(tb__http_request_t *req, tb__top_t *op, tb_error_t *err) {
-  respond_bad(req, err);
-  tb__top_free(op);
-}
-
-void tb__route_optim_step(tb__http_request_t *req) {
-  json_t *doc;
-  if (tb__server_parse_body(req, &doc) != 0)
-    return;
-  tb_error_t err = { 0 };
-  tb__jctx_t c;
-  tb__jctx_init(&c, &err);
-  tb__top_t *op = json_op(req, TB__OP_OPTIM, doc, &c, &err);
-  if (op == NULL) {
-    json_decref(doc);
-    return;
-  }
+int tb__route_optim_step(tb__route_call_t *call) {
+  int rc = op_model(call);
+  if (rc < 0 || call->op->model == NULL)
+    return rc;
   json_t *ap = NULL;
-  int rc = tb__json_get_object(&c, doc, "adam_params", TB_JSON_OPTIONAL, &ap);
+  rc = tb__json_get_object(&call->c, call->doc, "adam_params", TB_JSON_OPTIONAL, &ap);
   if (rc >= 0)
-    rc = tb__adam_from_json(&c, ap, 0, &op->adam);
-  json_decref(doc);
-  if (rc < 0) {
-    refuse(req, op, &err);
-    return;
-  }
-  tb__submit_ordered(req, op);
+    rc = tb__adam_from_json(&call->c, ap, 0, &call->op->adam);
+  return rc < 0 ? rc : submit(call);
 }
 
 /* A checkpoint name: a single path component of safe characters. */
-static void route_save_common(tb__http_request_t *req, tb__op_type_t type) {
-  tb__training_t *tr = tb__training_of(req);
-  json_t *doc;
-  if (tb__server_parse_body(req, &doc) != 0)
-    return;
-  tb_error_t err = { 0 };
-  tb__jctx_t c;
-  tb__jctx_init(&c, &err);
-  tb__top_t *op = json_op(req, type, doc, &c, &err);
-  if (op == NULL) {
-    json_decref(doc);
-    return;
-  }
+int tb__route_save(tb__route_call_t *call) {
+  tb__training_t *tr = tb__training_of(call->req);
+  int rc = op_model(call);
+  if (rc < 0 || call->op->model == NULL)
+    return rc;
+  tb__top_t *op = call->op;
+  tb__op_type_t type = op->type;
+  const json_t *doc = call->doc;
+  tb__jctx_t *c = &call->c;
   const char *kind = type == TB__OP_SAVE ? "weights" : "sampler_weights";
   tb_slice_t name = { NULL, 0 };
   char gen[64];
-  int rc = tb__json_get_string(&c, doc, "path",
-                               type == TB__OP_SAVE ? TB_JSON_REQUIRED : TB_JSON_OPTIONAL, &name);
+  rc = tb__json_get_string(c, doc, "path",
+                           type == TB__OP_SAVE ? TB_JSON_REQUIRED : TB_JSON_OPTIONAL, &name);
   if (rc >= 0 && name.base == NULL) {
     /* The unnamed form: the weights get a name and a sampling session. */
-    rc = tb__json_get_int(&c, doc, "sampling_session_seq_id", TB_JSON_REQUIRED, 0, INT32_MAX,
+    rc = tb__json_get_int(c, doc, "sampling_session_seq_id", TB_JSON_REQUIRED, 0, INT32_MAX,
                           &op->sampler_seq);
     int n = snprintf(gen, sizeof(gen), "sampler-%llu",
                      (unsigned long long)(uv_hrtime() / 1000));
     name = (tb_slice_t){ gen, (size_t)n };
   }
-  rc = rc < 0 ? rc : tb__checkpoint_check_name(&c, name);
-  rc = rc < 0 ? rc : get_bool_default(&c, doc, "overwrite", 0, &op->overwrite);
+  rc = rc < 0 ? rc : tb__checkpoint_check_name(c, name);
+  rc = rc < 0 ? rc : get_bool_default(c, doc, "overwrite", 0, &op->overwrite);
   rc = rc < 0 ? rc
-              : tb__json_get_int(&c, doc, "ttl_seconds", TB_JSON_OPTIONAL, 1,
+              : tb__json_get_int(c, doc, "ttl_seconds", TB_JSON_OPTIONAL, 1,
                                  (int64_t)100 * 365 * 24 * 3600, &op->ttl_seconds);
   if (rc >= 0 && tr->srv->opts.data_dir == NULL)
-    rc = tb__jctx_fail_at(&c, "path", "this server keeps no checkpoints (no data_dir)");
+    rc = tb__jctx_fail_at(c, "path", "this server keeps no checkpoints (no data_dir)");
   if (rc >= 0) {
     op->dir = tb__asprintf("%s/%s/%s/%.*s", tr->srv->opts.data_dir, op->model->id, kind,
                            (int)name.len, name.base);
     op->tinker_path = tb__asprintf("tinker://%s/%s/%.*s", op->model->id, kind, (int)name.len,
                                    name.base);
     if (op->dir == NULL || op->tinker_path == NULL)
-      rc = tb__jctx_fail(&c, "out of memory");
+      rc = tb__jctx_fail(c, "out of memory");
   }
-  json_decref(doc);
-  if (rc < 0) {
-    refuse(req, op, &err);
-    return;
-  }
-  tb__submit_ordered(req, op);
-}
-
-void tb__route_save_weights(tb__http_request_t *req) {
-  route_save_common(req, TB__OP_SAVE);
-}
-
-void tb__route_save_for_sampler(tb__http_request_t *req) {
-  route_save_common(req, TB__OP_SAVE_SAMPLER);
+  return rc < 0 ? rc : submit(call);
 }
 
 /* The create-via-load form: {"session_id", "model_seq_id", "base_model"?,
  * "path", "optimizer"} creates model <session_id>:train:<model_seq_id>
  * with the checkpoint's LoRA shape and loads it as its first operation. */
-static void load_creating(tb__http_request_t *req, json_t *doc, tb__jctx_t *c, tb_error_t *err) {
+static int load_creating(tb__route_call_t *call) {
+  tb__http_request_t *req = call->req;
   tb__training_t *tr = tb__training_of(req);
+  const json_t *doc = call->doc;
+  tb__jctx_t *c = &call->c;
   tb_slice_t sid, path, base = { NULL, 0 };
   int64_t mseq = 0;
   int optimizer = 0;
@@ -473,125 +366,101 @@ static void load_creating(tb__http_request_t *req, json_t *doc, tb__jctx_t *c, t
   if (rc >= 0 && base.base != NULL && (b = tb__tbase_find(tr, base)) == NULL)
     rc = tb__jctx_fail_at(c, "base_model", "unknown model \"%.*s\"",
                           (int)(base.len > 80 ? 80 : base.len), base.base);
-  if (rc < 0) {
-    respond_bad(req, err);
-    return;
-  }
+  if (rc < 0)
+    return rc;
   tb__session_t *s = tb__session_find(&tr->srv->sessions, tb__sreq(req)->user, sid);
   if (s != NULL && s->closed) {
     tb__session_respond_closed(req, s);
-    return;
+    return 0;
   }
   if (s == NULL || s->expired) {
     tb__server_respond_error(req, 404, "session_id: unknown or expired session");
-    return;
+    return 0;
   }
-  char *dir = tb__checkpoint_dir(req, "path", path);
-  if (dir == NULL)
-    return;
+  tb__top_t *op = call->op;
+  op->dir = tb__checkpoint_dir(req, "path", path);
+  if (op->dir == NULL)
+    return 0;
   tb__lora_config_t lora;
   tb__tbase_t *live_base = NULL;
   int known = tb__checkpoint_lora(tr, path, &lora, &live_base);
   if (b == NULL)  /* the base of the live model, else the default one */
     b = live_base ? live_base : &tr->bases[0];
-  tb__top_t *op = tb__top_new(req, TB__OP_LOAD);
-  if (op != NULL) {
-    op->dir = dir;
-    dir = NULL;
-    op->optimizer = optimizer;
-    op->tinker_path = tb__strndup(path.base, path.len);
-  }
-  free(dir);
-  if (op == NULL)
-    return;
+  op->optimizer = optimizer;
+  op->tinker_path = tb__strndup(path.base, path.len);
   if (op->tinker_path == NULL) {
     tb__server_respond_error(req, 503, "out of memory");
-    tb__top_free(op);
-    return;
+    return 0;
   }
   /* An unloaded model's shape is read from the checkpoint first. */
+  call->op = NULL;
   tb__create_model(req, tr, b, s, mseq, known ? &lora : NULL, op);
+  return 0;
 }
 
-void tb__route_load_weights(tb__http_request_t *req) {
-  json_t *doc;
-  if (tb__server_parse_body(req, &doc) != 0)
-    return;
-  tb_error_t err = { 0 };
-  tb__jctx_t c;
-  tb__jctx_init(&c, &err);
-  if (json_object_get(doc, "model_id") == NULL && json_object_get(doc, "session_id") != NULL) {
-    load_creating(req, doc, &c, &err);
-    json_decref(doc);
-    return;
-  }
-  tb__top_t *op = json_op(req, TB__OP_LOAD, doc, &c, &err);
-  if (op == NULL) {
-    json_decref(doc);
-    return;
-  }
+int tb__route_load_weights(tb__route_call_t *call) {
+  const json_t *doc = call->doc;
+  if (json_object_get(doc, "model_id") == NULL && json_object_get(doc, "session_id") != NULL)
+    return load_creating(call);
+  int rc = op_model(call);
+  if (rc < 0 || call->op->model == NULL)
+    return rc;
+  tb__top_t *op = call->op;
   tb_slice_t path;
-  int rc = tb__json_get_string(&c, doc, "path", TB_JSON_REQUIRED, &path);
-  rc = rc < 0 ? rc : get_bool_default(&c, doc, "optimizer", 0, &op->optimizer);
-  if (rc < 0) {
-    json_decref(doc);
-    refuse(req, op, &err);
-    return;
-  }
-  op->dir = tb__checkpoint_dir(req, "path", path);
+  rc = tb__json_get_string(&call->c, doc, "path", TB_JSON_REQUIRED, &path);
+  rc = rc < 0 ? rc : get_bool_default(&call->c, doc, "optimizer", 0, &op->optimizer);
+  if (rc < 0)
+    return rc;
+  op->dir = tb__checkpoint_dir(call->req, "path", path);
   op->tinker_path = op->dir ? tb__strndup(path.base, path.len) : NULL;
-  json_decref(doc);
   if (op->tinker_path == NULL) {
     if (op->dir != NULL)
-      tb__server_respond_error(req, 503, "out of memory");
-    tb__top_free(op);
-    return;
+      tb__server_respond_error(call->req, 503, "out of memory");
+    return 0;
   }
-  tb__submit_ordered(req, op);
+  return submit(call);
 }
 
-/* The model named by the body's "model_id", for the routes that take nothing else; NULL once
- * the answer (400, 404) has been sent. */
-static tb__tmodel_t *body_model(tb__http_request_t *req) {
-  json_t *doc;
-  if (tb__server_parse_body(req, &doc) != 0)
-    return NULL;
-  tb_error_t err = { 0 };
-  tb__jctx_t c;
-  tb__jctx_init(&c, &err);
+/* The model named by the body's "model_id", for the routes that take
+ * nothing else: c's error, or 0 with *m NULL after answering 404. */
+static int body_model(tb__route_call_t *call, tb__tmodel_t **m) {
   tb_slice_t mid;
-  if (tb__json_get_string(&c, doc, "model_id", TB_JSON_REQUIRED, &mid) < 0) {
-    respond_bad(req, &err);
-    json_decref(doc);
-    return NULL;
-  }
-  tb__tmodel_t *m = tb__tmodel_find(req, mid);
-  json_decref(doc);
-  return m;
+  *m = NULL;
+  int rc = tb__json_get_string(&call->c, call->doc, "model_id", TB_JSON_REQUIRED, &mid);
+  if (rc < 0)
+    return rc;
+  *m = tb__tmodel_find(call->req, mid);
+  return 0;
 }
 
-void tb__route_unload_model(tb__http_request_t *req) {
-  tb__tmodel_t *m = body_model(req);
+int tb__route_unload_model(tb__route_call_t *call) {
+  tb__http_request_t *req = call->req;
+  tb__tmodel_t *m;
+  int rc = body_model(call, &m);
   if (m == NULL)
-    return;
-  tb__top_t *op = tb__top_new(req, TB__OP_UNLOAD);
-  if (op == NULL || tb__top_accept(req, op) != 0)
-    return;
+    return rc;
+  tb__top_t *op = call->op;
+  call->op = NULL;
+  if (tb__top_accept(req, op) != 0)
+    return 0;
   tb__respond_future(req, op->future->id, m->id);
   if (!m->ready) {
     /* Unloaded as soon as it exists. */
     m->unloading = 1;
     op->model = m;
     m->pending_unload = op;
-    return;
+    return 0;
   }
   tb__unload_now(m, op);
+  return 0;
 }
 
-void tb__route_get_info(tb__http_request_t *req) {
-  tb__tmodel_t *m = body_model(req);
+int tb__route_get_info(tb__route_call_t *call) {
+  tb__http_request_t *req = call->req;
+  tb__tmodel_t *m;
+  int rc = body_model(call, &m);
   if (m == NULL)
-    return;
+    return rc;
   tb__wire_model_info_t w = { .model_id = m->id,
                               .model_name = m->base->name,
                               .arch = tb__model_arch_type(m->base->cfg.arch),
@@ -599,6 +468,7 @@ void tb__route_get_info(tb__http_request_t *req) {
                               .is_lora = 1,
                               .lora_rank = m->lora.rank };
   tb__server_respond_answer(req, tb__wire_model_info_to_json(&w));
+  return 0;
 }
 
 /* {"base_model", "is_lora", "lora_rank", "train_*"} of a checkpoint. */
@@ -623,20 +493,13 @@ static void on_weights_info(tb__training_t *tr, void *data, int status,
 
 /* POST /api/v1/weights_info {"tinker_path"}: what the SDK reads before
  * create_training_client_from_state. */
-void tb__route_weights_info(tb__http_request_t *req) {
+int tb__route_weights_info(tb__route_call_t *call) {
+  tb__http_request_t *req = call->req;
   tb__training_t *tr = tb__training_of(req);
-  json_t *doc;
-  if (tb__server_parse_body(req, &doc) != 0)
-    return;
-  tb_error_t err = { 0 };
-  tb__jctx_t c;
-  tb__jctx_init(&c, &err);
   tb__wire_weights_info_request_t w;
-  if (tb__wire_weights_info_request_from_json(&c, doc, &w) < 0) {
-    respond_bad(req, &err);
-    json_decref(doc);
-    return;
-  }
+  int rc = tb__wire_weights_info_request_from_json(&call->c, call->doc, &w);
+  if (rc < 0)
+    return rc;
   tb_slice_t path = w.tinker_path;
   char *dir = tb__checkpoint_dir(req, "tinker_path", path);
   tb__lora_config_t lora;
@@ -644,10 +507,10 @@ void tb__route_weights_info(tb__http_request_t *req) {
   if (dir != NULL && tb__checkpoint_lora(tr, path, &lora, &base)) {
     respond_weights_info(req, base->name, &lora);
   } else if (dir != NULL) {
-    int rc = tb__read_checkpoint_lora(tr, dir, on_weights_info, req);
+    rc = tb__read_checkpoint_lora(tr, dir, on_weights_info, req);
     if (rc != 0)
       tb__server_respond_error(req, 503, "cannot read the checkpoint: %s", tb_strerror(rc));
   }
   free(dir);
-  json_decref(doc);
+  return 0;
 }

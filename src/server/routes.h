@@ -1,22 +1,76 @@
 /*
  * The route table of the server (routes.c): one row per route of both
- * dialects, and the handlers the rows name, each defined in the file of
- * its concern (service.c, sessions.c, futures_routes.c, rest_routes.c,
- * model_routes.c, sampling_routes.c, tinkerbell_routes.c,
- * tinkerbell_text.c).
+ * dialects, and what each row's dialect does with a request.
  *
- * A handler starts after the server's common start (server.c, on_request):
- * the route's user is known (or the request was answered 401), and the
- * row's gates have passed: TB__ROUTE_CLOSING answers 503 while the server
- * closes, TB__ROUTE_SUBMITS takes the user's rate limit (429).  A handler
- * parses its body with tb__server_parse_body and answers through the
- * server's tb__server_respond*.
+ * Every handler starts after the server's common start (server.c,
+ * on_request): the route's user is known (or the request was answered
+ * 401), and the row's gates have passed: TB__ROUTE_CLOSING answers 503
+ * while the server closes, TB__ROUTE_SUBMITS takes the user's rate limit
+ * (429).  Answers go through the server's tb__server_respond*.
+ *
+ * Most rows are served by the generic handler (tb__route_generic,
+ * handler.c), from their columns: the body (TB__CALL_JSON: a JSON object,
+ * 400 otherwise; TB__CALL_PROTO: JSON or protobuf, which the decoder
+ * reads), an op made first (TB__CALL_OP, of type `op`; TB__CALL_TB_OP
+ * with the Tinkerbell dialect's encoder), a decoder filling `in_size`
+ * bytes of typed request (from src/wire/ where the wire type exists),
+ * TB__CALL_OFF_LOOP to decode on the threadpool when the body is over
+ * TB__OFF_LOOP_BODY, and the submit, which gets the decoded call.  A
+ * decoder or submit that fails returns a negative code with call->err
+ * set: the handler answers 400 with its "<path>: <reason>" (or
+ * call->status, such as 422, with its message) and frees the op.
+ *
+ * Rows that keep a handler of their own (each has a reason):
+ * - GET and DELETE routes, and POST /api/v1/checkpoints/.../publish: no
+ *   body; their input is the path and the query (rest_routes.c,
+ *   sessions_routes.c, service.c).
+ * - client_config and dynamic_config: an empty body is accepted, and
+ *   client_config closes its connection whatever the body holds.
+ * - retrieve_future (both dialects): a long poll, held on the future.
+ * - asample (Tinker) and the Tinkerbell dialect's sample, forward,
+ *   forward_backward, tokenize and detokenize: they may wait for a base
+ *   model's tokenizer and run again (tb__mtext_wait) before they decode,
+ *   and decide what they need from the body first.
+ * - PUT .../ttl: its one field is checked with its own messages, then
+ *   the path's checkpoint (rest_routes.c).
  */
 #ifndef TB_SERVER_ROUTES_H
 #define TB_SERVER_ROUTES_H
 
+#include "core/json.h"
 #include "server/internal.h"
+#include "server/model_text.h"
 
+enum {
+  TB__CALL_JSON = 1,      /* the body is a JSON object */
+  TB__CALL_PROTO = 2,     /* JSON or protobuf (Content-Type): the decoder reads it */
+  TB__CALL_OP = 4,        /* an op of type `op` is made before decoding */
+  TB__CALL_TB_OP = 8,     /* the same, with the Tinkerbell dialect's encoder */
+  TB__CALL_OFF_LOOP = 16  /* decoded on the threadpool when over TB__OFF_LOOP_BODY */
+};
+
+/* One request through the generic handler, in the request's arena. */
+struct tb__route_call_s {
+  tb__offload_t o;               /* first: the work off the loop */
+  tb__http_request_t *req;
+  const tb__route_side_t *side;  /* the row's columns */
+  json_t *doc;                   /* TB__CALL_JSON: the body; released after
+                                    submit */
+  void *in;                      /* the decoder's request (in_size bytes,
+                                    zeroed), or NULL */
+  struct tb__top_s *op;          /* TB__CALL_OP: the op; submit takes it by
+                                    setting this NULL, else it is freed */
+  tb__arena_t *arena;            /* where a decoder allocates: the op's,
+                                    else the request's */
+  int proto;                     /* TB__CALL_PROTO: the body is protobuf */
+  int status;                    /* of a failure: 400 unless set */
+  int rc;                        /* the decoder's */
+  tb__jctx_t c;                  /* field paths of failures, into err */
+  tb_error_t err;
+};
+
+/* The handler of every row whose side has a submit (handler.c). */
+void tb__route_generic(tb__http_request_t *req);
 
 /* Adds the rows of part, in the table's order (which the index keeps),
  * with data as their route data (tb__training_t for the training part,
@@ -30,11 +84,11 @@ void tb__route_healthz(tb__http_request_t *req);
 void tb__route_client_config(tb__http_request_t *req);
 void tb__route_dynamic_config(tb__http_request_t *req);
 void tb__route_capabilities(tb__http_request_t *req);
-void tb__route_telemetry(tb__http_request_t *req);
+int tb__route_telemetry(tb__route_call_t *call);
 /* sessions.c */
-void tb__route_create_session(tb__http_request_t *req);
-void tb__route_heartbeat(tb__http_request_t *req);
-void tb__route_close_session(tb__http_request_t *req);
+int tb__route_create_session(tb__route_call_t *call);
+int tb__route_heartbeat(tb__route_call_t *call);
+int tb__route_close_session(tb__route_call_t *call);
 void tb__route_list_sessions(tb__http_request_t *req);
 void tb__route_get_session(tb__http_request_t *req);
 /* futures_routes.c */
@@ -51,19 +105,18 @@ void tb__route_publish(tb__http_request_t *req);
 void tb__route_unpublish(tb__http_request_t *req);
 void tb__route_ttl(tb__http_request_t *req);
 void tb__route_download(tb__http_request_t *req);
-/* model_routes.c: the Tinker dialect's models */
-void tb__route_create_model(tb__http_request_t *req);
-void tb__route_forward_backward(tb__http_request_t *req);
-void tb__route_forward(tb__http_request_t *req);
-void tb__route_optim_step(tb__http_request_t *req);
-void tb__route_save_weights(tb__http_request_t *req);
-void tb__route_save_for_sampler(tb__http_request_t *req);
-void tb__route_load_weights(tb__http_request_t *req);
-void tb__route_unload_model(tb__http_request_t *req);
-void tb__route_get_info(tb__http_request_t *req);
-void tb__route_weights_info(tb__http_request_t *req);
+/* model_routes.c: the Tinker dialect's models (generic) */
+int tb__route_create_model(tb__route_call_t *call);
+int tb__route_fwd_decode(tb__route_call_t *call);
+int tb__route_fwd(tb__route_call_t *call);
+int tb__route_optim_step(tb__route_call_t *call);
+int tb__route_save(tb__route_call_t *call);
+int tb__route_load_weights(tb__route_call_t *call);
+int tb__route_unload_model(tb__route_call_t *call);
+int tb__route_get_info(tb__route_call_t *call);
+int tb__route_weights_info(tb__route_call_t *call);
 /* sampling_routes.c: the Tinker dialect's sampling */
-void tb__route_create_sampling_session(tb__http_request_t *req);
+int tb__route_create_sampling_session(tb__route_call_t *call);
 void tb__route_get_sampler(tb__http_request_t *req);
 void tb__route_asample(tb__http_request_t *req);
 /* tinkerbell_routes.c: the Tinkerbell dialect's models */

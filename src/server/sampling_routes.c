@@ -495,45 +495,34 @@ tb__sampler_t *tb__sampler_open(tb__training_t *tr, tb__user_t *owner, tb__sessi
   return s;
 }
 
-void tb__route_create_sampling_session(tb__http_request_t *req) {
+int tb__route_create_sampling_session(tb__route_call_t *call) {
+  tb__http_request_t *req = call->req;
   tb__training_t *tr = tb__training_of(req);
-  json_t *doc;
-  if (tb__server_parse_body(req, &doc) != 0)
-    return;
-  tb_error_t err = { 0 };
-  tb__jctx_t c;
-  tb__jctx_init(&c, &err);
+  tb__jctx_t *c = &call->c;
   tb__wire_create_sampler_t w;
-  int rc = tb__wire_create_sampler_from_json(&c, doc, &w);
+  int rc = tb__wire_create_sampler_from_json(c, call->doc, &w);
   tb_slice_t sid = w.session_id, base = w.base_model, path = w.model_path;
   int64_t seq = w.seq_id;
   tb__tbase_t *b = NULL;
   if (rc >= 0 && base.base != NULL && (b = tb__tbase_find(tr, base)) == NULL)
-    rc = tb__jctx_fail_at(&c, "base_model", "unknown model \"%.*s\"",
+    rc = tb__jctx_fail_at(c, "base_model", "unknown model \"%.*s\"",
                           (int)(base.len > 80 ? 80 : base.len), base.base);
-  if (rc < 0) {
-    tb__server_respond_bad(req, &err);
-    tb_error_clear(&err);
-    json_decref(doc);
-    return;
-  }
+  if (rc < 0)
+    return rc;
   tb__session_t *sess = tb__session_find(&tr->srv->sessions, tb__sreq(req)->user, sid);
   if (sess != NULL && sess->closed) {
-    json_decref(doc);
     tb__session_respond_closed(req, sess);
-    return;
+    return 0;
   }
   if (sess == NULL || sess->expired) {
-    json_decref(doc);
     tb__server_respond_error(req, 404, "session_id: unknown or expired session");
-    return;
+    return 0;
   }
   char *id = tb__asprintf("%s:sample:%lld", sess->id, (long long)seq);
   tb__sampler_t *s = id ? tb__sampler_find(tr, tb__sreq(req)->user, id) : NULL;
   if (s != NULL) {
     /* A retry of the same sampling_session_seq_id. */
     free(id);
-    json_decref(doc);
     goto answer;
   }
   char *dir = NULL;
@@ -543,8 +532,7 @@ void tb__route_create_sampling_session(tb__http_request_t *req) {
     dir = tb__checkpoint_dir(req, "model_path", path);
     if (dir == NULL) {
       free(id);
-      json_decref(doc);
-      return;
+      return 0;
     }
     tb__tbase_t *live_base = NULL;
     known = tb__checkpoint_lora(tr, path, &lora, &live_base);
@@ -554,14 +542,14 @@ void tb__route_create_sampling_session(tb__http_request_t *req) {
   s = id ? tb__sampler_open(tr, tb__sreq(req)->user, sess, b, id, path.base ? &path : NULL, dir,
                             known ? &lora : NULL)
         : NULL;
-  json_decref(doc);
   if (s == NULL) {
     tb__server_respond_error(req, 503, "out of memory");
-    return;
+    return 0;
   }
 answer:;
   tb__server_respond_answer(req, tb__wire_sampler_created_to_json(
                                      &(tb__wire_sampler_created_t){ s->id }));
+  return 0;
 }
 
 void tb__route_get_sampler(tb__http_request_t *req) {

@@ -81,19 +81,34 @@ int tb__server_route(tb__server_t *srv, const char *method, const char *pattern,
   return add_route(srv, method, pattern, dialect, flags, handler, NULL, data, summary);
 }
 
+/* The route just added gets the row's sides, for the generic handler. */
+static void set_sides(tb__server_t *srv, const tb__route_row_t *row) {
+  tb__route_t *rt = srv->routes[srv->n_routes - 1];
+  rt->side = &row->tinker;
+  rt->tinkerbell_side = row->dialect == TB__DIALECT_BOTH ? &row->tinkerbell : NULL;
+}
+
 int tb__server_add_row(tb__server_t *srv, const tb__route_row_t *row, void *data) {
-  if (row->dialect != TB__DIALECT_BOTH)
-    return add_route(srv, row->method, row->path, row->dialect, row->flags, row->handler, NULL,
-                     data, row->summary);
-  if (row->tinkerbell == NULL)
+  if (row->tinker.handler == NULL)
+    return TB_EINVAL;
+  if (row->dialect != TB__DIALECT_BOTH) {
+    int rc = add_route(srv, row->method, row->path, row->dialect, row->flags,
+                       row->tinker.handler, NULL, data, row->summary);
+    if (rc == 0)
+      set_sides(srv, row);
+    return rc;
+  }
+  if (row->tinkerbell.handler == NULL)
     return TB_EINVAL;
   char *both = tb__asprintf("Tinker: %s. Tinkerbell: %s", row->summary,
                             row->tinkerbell_summary);
   if (both == NULL)
     return TB_ENOMEM;
-  int rc = add_route(srv, row->method, row->path, row->dialect, row->flags, row->handler,
-                     row->tinkerbell, data, both);
+  int rc = add_route(srv, row->method, row->path, row->dialect, row->flags, row->tinker.handler,
+                     row->tinkerbell.handler, data, both);
   free(both);
+  if (rc == 0)
+    set_sides(srv, row);
   return rc;
 }
 
@@ -212,10 +227,13 @@ static void on_request(tb__http_request_t *req) {
   }
   if ((rt->flags & TB__ROUTE_SUBMITS) && tb__server_rate_limited(req) != 0)
     return;
-  if (rt->dialect == TB__DIALECT_BOTH && tb__dialect_of(req) == TB__DIALECT_TINKERBELL)
+  if (rt->dialect == TB__DIALECT_BOTH && tb__dialect_of(req) == TB__DIALECT_TINKERBELL) {
+    sr->side = rt->tinkerbell_side;
     rt->tinkerbell_handler(req);
-  else
+  } else {
+    sr->side = rt->side;
     rt->handler(req);
+  }
 }
 
 /* A request the store deferred until its contents were read, run again
@@ -356,24 +374,29 @@ void tb__server_respond_result(tb__http_request_t *req, int status, tb__result_t
   tb__server_respond(req, status, proto ? &ct_proto : &ct_json, 1, &b, 1);
 }
 
-int tb__server_parse_body(tb__http_request_t *req, json_t **out) {
-  tb_error_t err = { 0 };
+int tb__server_parse_object(tb_slice_t body, json_t **out, tb_error_t *err) {
   *out = NULL;
   json_t *doc;
-  int rc = tb__json_parse(req->body, &doc, &err);
+  int rc = tb__json_parse(body, &doc, err);
   if (rc == 0 && !json_is_object(doc)) {
     tb__jctx_t c;
-    tb__jctx_init(&c, &err);
+    tb__jctx_init(&c, err);
     rc = tb__json_expect_object(&c, doc);
     json_decref(doc);
   }
+  if (rc == 0)
+    *out = doc;
+  return rc;
+}
+
+int tb__server_parse_body(tb__http_request_t *req, json_t **out) {
+  tb_error_t err = { 0 };
+  int rc = tb__server_parse_object(req->body, out, &err);
   if (rc != 0) {
     tb__server_respond_bad(req, &err);
     tb_error_clear(&err);
-    return rc;
   }
-  *out = doc;
-  return 0;
+  return rc;
 }
 
 int tb__server_rate_limited(tb__http_request_t *req) {

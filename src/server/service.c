@@ -87,32 +87,24 @@ void tb__route_capabilities(tb__http_request_t *req) {
 
 /* {"events": [...], "platform", "sdk_version", "session_id",
  * "process_uuid"}: counted, not stored. */
-void tb__route_telemetry(tb__http_request_t *req) {
-  tb__server_t *srv = tb__server_from_req(req);
-  json_t *doc;
-  if (tb__server_parse_body(req, &doc) != 0)
-    return;
-  tb_error_t err = { 0 };
-  tb__jctx_t c;
-  tb__jctx_init(&c, &err);
+int tb__route_telemetry(tb__route_call_t *call) {
+  tb__server_t *srv = tb__server_from_req(call->req);
+  const json_t *doc = call->doc;
+  tb__jctx_t *c = &call->c;
   json_t *events;
   tb_slice_t s;
-  int rc = tb__json_get_array(&c, doc, "events", TB_JSON_REQUIRED, &events);
+  int rc = tb__json_get_array(c, doc, "events", TB_JSON_REQUIRED, &events);
   static const char *const strs[] = { "platform", "sdk_version", "session_id",
                                       "process_uuid" };
   for (size_t i = 0; rc >= 0 && i < sizeof(strs) / sizeof(strs[0]); i++)
-    rc = tb__json_get_string(&c, doc, strs[i], TB_JSON_OPTIONAL, &s);
-  if (rc < 0) {
-    tb__server_respond_bad(req, &err);
-    tb_error_clear(&err);
-    json_decref(doc);
-    return;
-  }
+    rc = tb__json_get_string(c, doc, strs[i], TB_JSON_OPTIONAL, &s);
+  if (rc < 0)
+    return rc;
   srv->n_telemetry_batches++;
   srv->n_telemetry_events += json_array_size(events);
-  json_decref(doc);
   static const char body[] = "{\"status\":\"accepted\"}";
-  tb__server_respond_json(req, 200, body, sizeof(body) - 1);
+  tb__server_respond_json(call->req, 200, body, sizeof(body) - 1);
+  return 0;
 }
 
 static const char *dialect_name(tb__dialect_t d) {

@@ -36,32 +36,23 @@ void tb__session_respond_closed(tb__http_request_t *req, const tb__session_t *s)
 
 /* ------------------------------------------------------------ routes */
 
-void tb__route_create_session(tb__http_request_t *req) {
+int tb__route_create_session(tb__route_call_t *call) {
+  tb__http_request_t *req = call->req;
   tb__server_t *srv = tb__server_from_req(req);
-  json_t *doc;
-  if (tb__server_parse_body(req, &doc) != 0)
-    return;
-  tb_error_t err = { 0 };
-  tb__jctx_t c;
-  tb__jctx_init(&c, &err);
   tb__wire_create_session_t w;
-  int rc = tb__wire_create_session_from_json(&c, doc, &w);
-  if (rc < 0) {
-    tb__server_respond_bad(req, &err);
-    tb_error_clear(&err);
-    json_decref(doc);
-    return;
-  }
+  int rc = tb__wire_create_session_from_json(&call->c, call->doc, &w);
+  if (rc < 0)
+    return rc;
   tb__session_t *s;
   rc = tb__session_create(&srv->sessions, tb__sreq(req)->user, w.tags_value,
                           w.user_metadata_value, w.sdk_version, w.project_id, &s);
-  json_decref(doc);
   if (rc != 0) {
     tb__server_respond_error(req, 503, "cannot create a session: %s", tb_strerror(rc));
-    return;
+    return 0;
   }
   tb__server_respond_answer(req, tb__wire_session_created_to_json(
                                      &(tb__wire_session_created_t){ .session_id = s->id }));
+  return 0;
 }
 
 /* Finds the caller's session named by a body field or path parameter;
@@ -77,44 +68,36 @@ static tb__session_t *find_or_404(tb__http_request_t *req, tb_slice_t id) {
 
 /* {"session_id", "type": type}: applies act to the caller's live session and answers
  * {"type": type}; a session closed or expired is 410, an unknown one 404. */
-static void session_call(tb__http_request_t *req, const char *type,
-                         void (*act)(tb__sessions_t *, tb__session_t *)) {
+static int session_call(tb__route_call_t *call, const char *type,
+                        void (*act)(tb__sessions_t *, tb__session_t *)) {
+  tb__http_request_t *req = call->req;
   tb__server_t *srv = tb__server_from_req(req);
-  json_t *doc;
-  if (tb__server_parse_body(req, &doc) != 0)
-    return;
-  tb_error_t err = { 0 };
-  tb__jctx_t c;
-  tb__jctx_init(&c, &err);
   tb__wire_session_call_t w;
-  int rc = tb__wire_session_call_from_json(&c, doc, type, &w);
+  int rc = tb__wire_session_call_from_json(&call->c, call->doc, type, &w);
+  if (rc < 0)
+    return rc;
   tb_slice_t id = w.session_id;
-  if (rc < 0) {
-    tb__server_respond_bad(req, &err);
-    tb_error_clear(&err);
-  } else {
-    tb__session_t *s = find_or_404(req, id);
-    if (s != NULL && s->closed) {
-      tb__session_gone(req, id);
-    } else if (s != NULL && s->expired) {
-      tb__server_respond_error(req, 410, "session %s expired: no heartbeat for %llu ms",
-                               s->id, (unsigned long long)srv->sessions.timeout_ms);
-    } else if (s != NULL) {
-      act(&srv->sessions, s);
-      tb__server_respond_answer(req, tb__wire_session_call_done_to_json(&w));
-    }
+  tb__session_t *s = find_or_404(req, id);
+  if (s != NULL && s->closed) {
+    tb__session_gone(req, id);
+  } else if (s != NULL && s->expired) {
+    tb__server_respond_error(req, 410, "session %s expired: no heartbeat for %llu ms",
+                             s->id, (unsigned long long)srv->sessions.timeout_ms);
+  } else if (s != NULL) {
+    act(&srv->sessions, s);
+    tb__server_respond_answer(req, tb__wire_session_call_done_to_json(&w));
   }
-  json_decref(doc);
+  return 0;
 }
 
-void tb__route_heartbeat(tb__http_request_t *req) {
-  session_call(req, "session_heartbeat", tb__session_heartbeat);
+int tb__route_heartbeat(tb__route_call_t *call) {
+  return session_call(call, "session_heartbeat", tb__session_heartbeat);
 }
 
 /* {"session_id", "type": "close_session"} -> {"type": "close_session"}.
  * A session already closed, or expired, is 410 like every later call. */
-void tb__route_close_session(tb__http_request_t *req) {
-  session_call(req, "close_session", tb__session_close);
+int tb__route_close_session(tb__route_call_t *call) {
+  return session_call(call, "close_session", tb__session_close);
 }
 
 /* Reads an integer query parameter within [min, max]; answers 400 itself

@@ -1,0 +1,101 @@
+/*
+ * The generic handler of the route table (routes.h): what every route
+ * with a body did at its start, done once from the row's columns.  It
+ * reads the body (a JSON object, or JSON or protobuf for the decoder),
+ * makes the row's op, decodes (on the threadpool when the body is large
+ * and the row allows it), answers the failures of decoding and submission
+ * (400 with the field's path, or the status the route set), then hands
+ * the decoded request to the row's submit and frees what is left.
+ *
+ * Not here: what a route checks and does (its submit, in the file of its
+ * concern), the gates of a row (server.c), the answers of success.
+ */
+#include <string.h>
+#include <strings.h>
+
+#include "server/routes.h"
+#include "server/tinkerbell.h"
+
+static int is_proto(const tb__http_request_t *req) {
+  const tb__http_header_t *h = tb__http_request_header(req, "Content-Type");
+  static const char want[] = "application/x-protobuf";
+  return h != NULL && h->value.len >= sizeof(want) - 1 &&
+         strncasecmp(h->value.base, want, sizeof(want) - 1) == 0;
+}
+
+/* Parses and decodes.  Touches only the body, the call and its arena:
+ * safe on a worker thread. */
+static void decode(tb__route_call_t *call) {
+  int rc = 0;
+  if ((call->side->call & TB__CALL_JSON) && call->doc == NULL)
+    rc = tb__server_parse_object(call->req->body, &call->doc, &call->err);
+  if (rc >= 0 && call->side->decode != NULL)
+    rc = call->side->decode(call);
+  call->rc = rc;
+}
+
+/* Answers a failure of decoding or submission. */
+static void refuse(tb__route_call_t *call) {
+  if (call->status == 400)
+    tb__server_respond_bad(call->req, &call->err);  /* 503 for a bare out of memory */
+  else
+    tb__server_respond_error(call->req, call->status, "%s", tb_error_message(&call->err));
+}
+
+/* On the loop, once decoded: the submit, then the clean-up. */
+static void finish(tb__route_call_t *call, int closing) {
+  if (closing)
+    tb__server_respond_error(call->req, 503, "the server is closing");
+  else if (call->rc < 0 || call->side->submit(call) < 0)
+    refuse(call);
+  if (call->op != NULL)
+    tb__top_free(call->op);
+  json_decref(call->doc);
+  tb_error_clear(&call->err);
+}
+
+static void offload_run(tb__offload_t *o) {
+  decode((tb__route_call_t *)o);
+}
+
+static void offload_done(tb__offload_t *o) {
+  finish((tb__route_call_t *)o, o->tr->closing);
+}
+
+void tb__route_generic(tb__http_request_t *req) {
+  const tb__route_side_t *side = tb__sreq(req)->side;
+  tb__route_call_t *call = tb__arena_calloc(&req->arena, 1, sizeof(*call));
+  void *in = call && side->in_size ? tb__arena_calloc(&req->arena, 1, side->in_size) : NULL;
+  if (call == NULL || (side->in_size && in == NULL)) {
+    tb__server_respond_error(req, 503, "out of memory");
+    return;
+  }
+  call->req = req;
+  call->side = side;
+  call->in = in;
+  call->status = 400;
+  tb__jctx_init(&call->c, &call->err);
+  int off_loop = (side->call & TB__CALL_OFF_LOOP) && req->body.len > TB__OFF_LOOP_BODY;
+  /* A small JSON body is read before the op is made, as it always was. */
+  if ((side->call & TB__CALL_JSON) && !off_loop && tb__server_parse_body(req, &call->doc) != 0)
+    return;
+  if (side->call & TB__CALL_PROTO)
+    call->proto = is_proto(req);
+  if (side->call & (TB__CALL_OP | TB__CALL_TB_OP)) {
+    call->op = side->call & TB__CALL_TB_OP ? tb__tb_new_op(req, side->op)
+                                           : tb__top_new(req, side->op);
+    if (call->op == NULL) {
+      json_decref(call->doc);
+      return;
+    }
+  }
+  call->arena = call->op != NULL ? &call->op->arena : &req->arena;
+  if (side->call & TB__CALL_OFF_LOOP) {
+    call->o = (tb__offload_t){ .tr = tb__training_of(req), .req = req, .run = offload_run,
+                               .done = offload_done };
+    tb__offload(&call->o);
+    return;
+  }
+  decode(call);
+  finish(call, 0);
+}
