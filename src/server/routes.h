@@ -120,21 +120,18 @@ int tb__route_create_sampling_session(tb__route_call_t *call);
 void tb__route_get_sampler(tb__http_request_t *req);
 void tb__route_asample(tb__http_request_t *req);
 /* tinkerbell_routes.c: the Tinkerbell dialect's models */
-void tb__route_tb_get_info(tb__http_request_t *req);
-void tb__route_tb_list_loss_functions(tb__http_request_t *req);
 void tb__route_tb_forward(tb__http_request_t *req);
 void tb__route_tb_forward_async(tb__http_request_t *req);
 void tb__route_tb_fwdbwd(tb__http_request_t *req);
 void tb__route_tb_fwdbwd_async(tb__http_request_t *req);
-void tb__route_tb_optim(tb__http_request_t *req);
-void tb__route_tb_optim_async(tb__http_request_t *req);
-void tb__route_tb_add_lora(tb__http_request_t *req);
-void tb__route_tb_add_lora_async(tb__http_request_t *req);
-void tb__route_tb_remove_lora(tb__http_request_t *req);
-void tb__route_tb_remove_lora_async(tb__http_request_t *req);
-void tb__route_tb_load_async(tb__http_request_t *req);
-void tb__route_tb_save_async(tb__http_request_t *req);
-void tb__route_tb_save_sampler_async(tb__http_request_t *req);
+void tb__route_tb_list_loss_functions(tb__http_request_t *req);
+/* (generic) */
+int tb__route_tb_get_info(tb__route_call_t *call);
+int tb__route_tb_optim(tb__route_call_t *call);
+int tb__route_tb_add_lora(tb__route_call_t *call);
+int tb__route_tb_remove_lora(tb__route_call_t *call);
+int tb__route_tb_save(tb__route_call_t *call);
+int tb__route_tb_load(tb__route_call_t *call);
 /* tinkerbell_text.c: the Tinkerbell dialect's text */
 void tb__route_tb_sample(tb__http_request_t *req);
 void tb__route_tb_asample(tb__http_request_t *req);

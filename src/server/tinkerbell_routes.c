@@ -206,6 +206,13 @@ void tb__tb_submit(tb__http_request_t *req, tb__top_t *op, tb_slice_t id, int sy
     tb__tb_answer_call(req, fid, mid, sync);
 }
 
+/* The call's op, which the caller now owns. */
+static tb__top_t *take_op(tb__route_call_t *call) {
+  tb__top_t *op = call->op;
+  call->op = NULL;
+  return op;
+}
+
 /* "model_id" of the body: the caller's model, or (*m NULL) a name a call
  * may create.  0 or c's error. */
 static int get_model(tb__jctx_t *c, tb__http_request_t *req, const json_t *doc, tb_slice_t *id,
@@ -295,7 +302,7 @@ static void train(tb__http_request_t *req, tb__op_type_t type, int sync) {
   tb__tmodel_t *m = NULL;
   int rc = get_model(&c, req, doc, &id, &m);
   tb__tbase_t *base = m ? m->base : &tr->bases[0];
-  if (rc >= 0 && type != TB__OP_OPTIM && tb__tb_batch_is_chat(doc) &&
+  if (rc >= 0 && tb__tb_batch_is_chat(doc) &&
       tb__mtext_wait(req, base, train_route(type, sync))) {
     json_decref(doc);  /* read again when the route runs again */
     return;
@@ -305,7 +312,7 @@ static void train(tb__http_request_t *req, tb__op_type_t type, int sync) {
     json_decref(doc);
     return;
   }
-  if (rc >= 0 && type != TB__OP_OPTIM) {
+  if (rc >= 0) {
     train_decode_t *d = calloc(1, sizeof(*d));
     if (d == NULL) {
       tb__server_respond_error(req, 503, "out of memory");
@@ -324,27 +331,29 @@ static void train(tb__http_request_t *req, tb__op_type_t type, int sync) {
     tb__offload(&d->o);
     return;
   }
-  if (rc >= 0) {
-    json_t *ap = NULL;
-    rc = tb__json_get_object(&c, doc, "adam_params", TB_JSON_OPTIONAL, &ap);
-    if (rc >= 0)
-      rc = tb__adam_from_json(&c, ap, 1, &op->adam);
-  }
-  if (rc < 0) {
-    tb__tb_refuse(req, 400, &err, op, doc);
-    return;
-  }
-  op->model = m;
-  tb__tb_submit(req, op, id, sync);
-  json_decref(doc);
+  tb__tb_refuse(req, 400, &err, op, doc);
 }
 
 void tb__route_tb_forward(tb__http_request_t *req) { train(req, TB__OP_FORWARD, 1); }
 void tb__route_tb_forward_async(tb__http_request_t *req) { train(req, TB__OP_FORWARD, 0); }
 void tb__route_tb_fwdbwd(tb__http_request_t *req) { train(req, TB__OP_FORWARD_BACKWARD, 1); }
 void tb__route_tb_fwdbwd_async(tb__http_request_t *req) { train(req, TB__OP_FORWARD_BACKWARD, 0); }
-void tb__route_tb_optim(tb__http_request_t *req) { train(req, TB__OP_OPTIM, 1); }
-void tb__route_tb_optim_async(tb__http_request_t *req) { train(req, TB__OP_OPTIM, 0); }
+
+/* {"model_id", "adam_params"?}: an Adam step. */
+int tb__route_tb_optim(tb__route_call_t *call) {
+  tb_slice_t id;
+  tb__tmodel_t *m = NULL;
+  int rc = get_model(&call->c, call->req, call->doc, &id, &m);
+  json_t *ap = NULL;
+  rc = rc < 0 ? rc
+              : tb__json_get_object(&call->c, call->doc, "adam_params", TB_JSON_OPTIONAL, &ap);
+  rc = rc < 0 ? rc : tb__adam_from_json(&call->c, ap, 1, &call->op->adam);
+  if (rc < 0)
+    return rc;
+  call->op->model = m;
+  tb__tb_submit(call->req, take_op(call), id, call->side->sync);
+  return 0;
+}
 
 /* ------------------------------------------------------------ adapters */
 
@@ -355,56 +364,48 @@ static int get_bool(tb__jctx_t *c, const json_t *o, const char *key, int *out) {
 
 /* {"base_model"?, "rank"?, "alpha"?, "model_id"?, "seed"?, "train_attn"?,
  * "train_mlp"?, "train_unembed"?} creates an adapter. */
-static void add_lora(tb__http_request_t *req, int sync) {
+int tb__route_tb_add_lora(tb__route_call_t *call) {
+  tb__http_request_t *req = call->req;
   tb__training_t *tr = tb__training_of(req);
-  json_t *doc;
-  if (tb__server_parse_body(req, &doc) != 0)
-    return;
-  tb_error_t err = { 0 };
-  tb__jctx_t c;
-  tb__jctx_init(&c, &err);
+  const json_t *doc = call->doc;
+  tb__jctx_t *c = &call->c;
   tb_slice_t base = { tr->bases[0].name, strlen(tr->bases[0].name) }, name = { NULL, 0 };
   tb__lora_config_t lora;
   default_lora(&lora);
   int64_t rank = lora.rank, seed = 0;
   double alpha = lora.alpha;
-  int rc = tb__json_get_string(&c, doc, "base_model", TB_JSON_OPTIONAL, &base);
-  rc = rc < 0 ? rc : tb__json_get_int(&c, doc, "rank", TB_JSON_OPTIONAL, 1, 4096, &rank);
-  rc = rc < 0 ? rc : tb__json_get_double(&c, doc, "alpha", TB_JSON_OPTIONAL, &alpha);
+  int rc = tb__json_get_string(c, doc, "base_model", TB_JSON_OPTIONAL, &base);
+  rc = rc < 0 ? rc : tb__json_get_int(c, doc, "rank", TB_JSON_OPTIONAL, 1, 4096, &rank);
+  rc = rc < 0 ? rc : tb__json_get_double(c, doc, "alpha", TB_JSON_OPTIONAL, &alpha);
   if (rc >= 0 && alpha <= 0)
-    rc = tb__jctx_fail_at(&c, "alpha", "expected a number > 0");
-  rc = rc < 0 ? rc : tb__json_get_int(&c, doc, "seed", TB_JSON_OPTIONAL, 0, INT64_MAX, &seed);
-  rc = rc < 0 ? rc : get_bool(&c, doc, "train_attn", &lora.train_attn);
-  rc = rc < 0 ? rc : get_bool(&c, doc, "train_mlp", &lora.train_mlp);
-  rc = rc < 0 ? rc : get_bool(&c, doc, "train_unembed", &lora.train_unembed);
-  rc = rc < 0 ? rc : tb__json_get_string(&c, doc, "model_id", TB_JSON_OPTIONAL, &name);
+    rc = tb__jctx_fail_at(c, "alpha", "expected a number > 0");
+  rc = rc < 0 ? rc : tb__json_get_int(c, doc, "seed", TB_JSON_OPTIONAL, 0, INT64_MAX, &seed);
+  rc = rc < 0 ? rc : get_bool(c, doc, "train_attn", &lora.train_attn);
+  rc = rc < 0 ? rc : get_bool(c, doc, "train_mlp", &lora.train_mlp);
+  rc = rc < 0 ? rc : get_bool(c, doc, "train_unembed", &lora.train_unembed);
+  rc = rc < 0 ? rc : tb__json_get_string(c, doc, "model_id", TB_JSON_OPTIONAL, &name);
   if (rc >= 0 && name.base != NULL)
-    rc = tb__tb_check_name(&c, "model_id", name);
+    rc = tb__tb_check_name(c, "model_id", name);
   lora.rank = (int)rank;
   lora.alpha = (float)alpha;
   lora.seed = (uint64_t)seed;
   const char *why = NULL;
   if (rc >= 0 && tb__lora_config_validate(&lora, &why) != 0)
-    rc = tb__jctx_fail(&c, "%s", why ? why : "invalid LoRA settings");
+    rc = tb__jctx_fail(c, "%s", why ? why : "invalid LoRA settings");
   tb__tbase_t *b = rc >= 0 ? tb__tbase_find(tr, base) : NULL;
   if (rc >= 0 && b == NULL)
-    rc = tb__jctx_fail_at(&c, "base_model", "unknown model \"%.*s\" (see "
+    rc = tb__jctx_fail_at(c, "base_model", "unknown model \"%.*s\" (see "
                           "get_server_capabilities)",
                           (int)(base.len > 80 ? 80 : base.len), base.base);
-  if (rc < 0) {
-    tb__tb_refuse(req, 400, &err, NULL, doc);
-    return;
-  }
+  if (rc < 0)
+    return rc;
   if (name.base != NULL && tb__tb_find_model(tr, tb__sreq(req)->user, name) != NULL) {
     tb__server_respond_error(req, 409, "model_id: %.*s exists", (int)name.len, name.base);
-    json_decref(doc);
-    return;
+    return 0;
   }
-  tb__top_t *op = tb__tb_new_op(req, TB__OP_CREATE);
-  if (op == NULL || tb__top_accept(req, op) != 0) {
-    json_decref(doc);
-    return;
-  }
+  tb__top_t *op = take_op(call);
+  if (tb__top_accept(req, op) != 0)
+    return 0;
   /* A name of the Python server's form, unguessable like the future's id
    * it is drawn from; a base model name that is no valid model name
    * (NAME=HF_DIR may be anything) is left out. */
@@ -422,46 +423,42 @@ static void add_lora(tb__http_request_t *req, int sync) {
   memcpy(fid, op->future->id, sizeof(fid));
   char *mid = tb__arena_strndup(&req->arena, name.base, name.len);
   char *id = tb__strndup(name.base, name.len);
-  json_decref(doc);
   if (mid == NULL || id == NULL ||
       tb__model_register(tr, op, tb__sreq(req)->user, NULL, b, id, &lora) == NULL) {
     free(id);
     tb__server_respond_error(req, 503, "out of memory");
     tb__top_fail(op, TB_CATEGORY_SERVER, "out of memory");
-    return;
+    return 0;
   }
   tb__start_held(tr);
-  tb__tb_answer_call(req, fid, mid, sync);
+  tb__tb_answer_call(req, fid, mid, call->side->sync);
+  return 0;
 }
 
-/* The caller's model named by a body {"model_id"}, or NULL after
- * answering 400 or 404. */
-static tb__tmodel_t *body_model(tb__http_request_t *req) {
-  json_t *doc;
-  if (tb__server_parse_body(req, &doc) != 0)
-    return NULL;
-  tb_error_t err = { 0 };
-  tb__jctx_t c;
-  tb__jctx_init(&c, &err);
+/* The caller's model named by a body {"model_id"}: c's error, or 0 with
+ * *m NULL after answering 404. */
+static int body_model(tb__route_call_t *call, tb__tmodel_t **m) {
+  tb__http_request_t *req = call->req;
   tb_slice_t id;
-  if (tb__json_get_string(&c, doc, "model_id", TB_JSON_REQUIRED, &id) < 0) {
-    tb__tb_refuse(req, 400, &err, NULL, doc);
-    return NULL;
-  }
-  tb__tmodel_t *m = tb__tb_find_model(tb__training_of(req), tb__sreq(req)->user, id);
-  if (m == NULL)
+  *m = NULL;
+  int rc = tb__json_get_string(&call->c, call->doc, "model_id", TB_JSON_REQUIRED, &id);
+  if (rc < 0)
+    return rc;
+  *m = tb__tb_find_model(tb__training_of(req), tb__sreq(req)->user, id);
+  if (*m == NULL)
     tb__tb_unknown_model(req, id);
-  json_decref(doc);
-  return m;
+  return 0;
 }
 
-static void remove_lora(tb__http_request_t *req, int sync) {
-  tb__tmodel_t *m = body_model(req);
+int tb__route_tb_remove_lora(tb__route_call_t *call) {
+  tb__http_request_t *req = call->req;
+  tb__tmodel_t *m;
+  int rc = body_model(call, &m);
   if (m == NULL)
-    return;
-  tb__top_t *op = tb__tb_new_op(req, TB__OP_UNLOAD);
-  if (op == NULL || tb__top_accept(req, op) != 0)
-    return;
+    return rc;
+  tb__top_t *op = take_op(call);
+  if (tb__top_accept(req, op) != 0)
+    return 0;
   char fid[TB__FUTURE_ID_MAX];
   memcpy(fid, op->future->id, sizeof(fid));
   char *mid = tb__arena_strndup(&req->arena, m->id, strlen(m->id));
@@ -476,13 +473,9 @@ static void remove_lora(tb__http_request_t *req, int sync) {
   if (mid == NULL)
     tb__server_respond_error(req, 503, "out of memory");
   else
-    tb__tb_answer_call(req, fid, mid, sync);
+    tb__tb_answer_call(req, fid, mid, call->side->sync);
+  return 0;
 }
-
-void tb__route_tb_add_lora(tb__http_request_t *req) { add_lora(req, 1); }
-void tb__route_tb_add_lora_async(tb__http_request_t *req) { add_lora(req, 0); }
-void tb__route_tb_remove_lora(tb__http_request_t *req) { remove_lora(req, 1); }
-void tb__route_tb_remove_lora_async(tb__http_request_t *req) { remove_lora(req, 0); }
 
 /* ------------------------------------------------------------ weights */
 
@@ -505,76 +498,63 @@ static char *checkpoint_dir(tb__http_request_t *req, tb_slice_t mid, const char 
 
 /* {"model_id", "path"?, "overwrite"?}: save_weights (kind "weights") or
  * save_weights_for_sampler ("sampler_weights"). */
-static void save(tb__http_request_t *req, tb__op_type_t type) {
+int tb__route_tb_save(tb__route_call_t *call) {
+  tb__http_request_t *req = call->req;
   tb__training_t *tr = tb__training_of(req);
-  json_t *doc;
-  if (tb__server_parse_body(req, &doc) != 0)
-    return;
-  tb_error_t err = { 0 };
-  tb__jctx_t c;
-  tb__jctx_init(&c, &err);
+  tb__op_type_t type = call->op->type;
+  const json_t *doc = call->doc;
+  tb__jctx_t *c = &call->c;
   tb_slice_t id, name = { NULL, 0 };
-  int rc = tb__json_get_string(&c, doc, "model_id", TB_JSON_REQUIRED, &id);
-  rc = rc < 0 ? rc : tb__json_get_string(&c, doc, "path", TB_JSON_OPTIONAL, &name);
+  int rc = tb__json_get_string(c, doc, "model_id", TB_JSON_REQUIRED, &id);
+  rc = rc < 0 ? rc : tb__json_get_string(c, doc, "path", TB_JSON_OPTIONAL, &name);
   char gen[48];
   if (rc >= 0 && name.base == NULL) {
     int n = snprintf(gen, sizeof(gen), "%s-%llu", type == TB__OP_SAVE ? "weights" : "sampler",
                      (unsigned long long)(uv_hrtime() / 1000));
     name = (tb_slice_t){ gen, (size_t)n };
   }
-  rc = rc < 0 ? rc : tb__tb_check_name(&c, "path", name);
+  rc = rc < 0 ? rc : tb__tb_check_name(c, "path", name);
   int overwrite = 0;
-  rc = rc < 0 ? rc : get_bool(&c, doc, "overwrite", &overwrite);
+  rc = rc < 0 ? rc : get_bool(c, doc, "overwrite", &overwrite);
   if (rc >= 0 && tr->srv->opts.data_dir == NULL)
-    rc = tb__jctx_fail_at(&c, "path", "this server keeps no checkpoints (no data_dir)");
-  if (rc < 0) {
-    tb__tb_refuse(req, 400, &err, NULL, doc);
-    return;
-  }
+    rc = tb__jctx_fail_at(c, "path", "this server keeps no checkpoints (no data_dir)");
+  if (rc < 0)
+    return rc;
   tb__tmodel_t *m = tb__tb_find_model(tr, tb__sreq(req)->user, id);
   if (m == NULL) {
     tb__tb_unknown_model(req, id);
-    json_decref(doc);
-    return;
+    return 0;
   }
-  tb__top_t *op = tb__tb_new_op(req, type);
-  if (op == NULL) {
-    json_decref(doc);
-    return;
-  }
+  tb__top_t *op = call->op;
   const char *kind = type == TB__OP_SAVE ? "weights" : "sampler_weights";
   op->model = m;
   op->overwrite = overwrite;
   op->dir = checkpoint_dir(req, id, kind, name);
   op->tinker_path = tb__asprintf("tinkerbell://%s/%s/%.*s", m->id, kind, (int)name.len,
                                  name.base);
-  json_decref(doc);
   if (op->dir == NULL || op->tinker_path == NULL) {
     tb__server_respond_error(req, 503, "out of memory");
-    tb__top_free(op);
-    return;
+    return 0;
   }
-  tb__tb_submit(req, op, id, 0);
+  tb__tb_submit(req, take_op(call), id, 0);
+  return 0;
 }
 
 /* {"model_id", "path", "optimizer"?}: path is a name of the model's own
  * weights or tinkerbell://<model_id>/<weights|sampler_weights>/<name> of
  * any of the caller's models.  A model_id the caller does not have is
  * created with the checkpoint's LoRA shape. */
-static void load(tb__http_request_t *req) {
+int tb__route_tb_load(tb__route_call_t *call) {
+  tb__http_request_t *req = call->req;
   tb__training_t *tr = tb__training_of(req);
-  json_t *doc;
-  if (tb__server_parse_body(req, &doc) != 0)
-    return;
-  tb_error_t err = { 0 };
-  tb__jctx_t c;
-  tb__jctx_init(&c, &err);
+  const json_t *doc = call->doc;
+  tb__jctx_t *c = &call->c;
   tb_slice_t id = { 0 }, path = { 0 };  /* read below only when found */
   tb__tmodel_t *m = NULL;
   int optimizer = 0;
-  int rc = get_model(&c, req, doc, &id, &m);
-  rc = rc < 0 ? rc : tb__json_get_string(&c, doc, "path", TB_JSON_REQUIRED, &path);
-  rc = rc < 0 ? rc : get_bool(&c, doc, "optimizer", &optimizer);
+  int rc = get_model(c, req, doc, &id, &m);
+  rc = rc < 0 ? rc : tb__json_get_string(c, doc, "path", TB_JSON_REQUIRED, &path);
+  rc = rc < 0 ? rc : get_bool(c, doc, "optimizer", &optimizer);
   static const char scheme[] = "tinkerbell://";
   const size_t sl = sizeof(scheme) - 1;
   tb_slice_t src = id, kind = TB_SLICE_LIT("weights"), name = path;
@@ -587,22 +567,16 @@ static void load(tb__http_request_t *req) {
     name = (tb_slice_t){ s2 ? s2 + 1 : p, s2 ? (size_t)(end - s2 - 1) : 0 };
     if (s2 == NULL ||
         !(tb__slice_eq_str(kind, "weights") || tb__slice_eq_str(kind, "sampler_weights")))
-      rc = tb__jctx_fail_at(&c, "path", "expected a checkpoint name or "
+      rc = tb__jctx_fail_at(c, "path", "expected a checkpoint name or "
                                         "tinkerbell://<model_id>/weights/<name>");
-    rc = rc < 0 ? rc : tb__tb_check_name(&c, "path", src);
+    rc = rc < 0 ? rc : tb__tb_check_name(c, "path", src);
   }
-  rc = rc < 0 ? rc : tb__tb_check_name(&c, "path", name);
+  rc = rc < 0 ? rc : tb__tb_check_name(c, "path", name);
   if (rc >= 0 && tr->srv->opts.data_dir == NULL)
-    rc = tb__jctx_fail_at(&c, "path", "this server keeps no checkpoints (no data_dir)");
-  if (rc < 0) {
-    tb__tb_refuse(req, 400, &err, NULL, doc);
-    return;
-  }
-  tb__top_t *op = tb__tb_new_op(req, TB__OP_LOAD);
-  if (op == NULL) {
-    json_decref(doc);
-    return;
-  }
+    rc = tb__jctx_fail_at(c, "path", "this server keeps no checkpoints (no data_dir)");
+  if (rc < 0)
+    return rc;
+  tb__top_t *op = call->op;
   char k[32];
   snprintf(k, sizeof(k), "%.*s", (int)kind.len, kind.base);
   op->optimizer = optimizer;
@@ -611,26 +585,22 @@ static void load(tb__http_request_t *req) {
                                  (int)name.len, name.base);
   if (op->dir == NULL || op->tinker_path == NULL) {
     tb__server_respond_error(req, 503, "out of memory");
-    tb__top_free(op);
-    json_decref(doc);
-    return;
+    return 0;
   }
   if (m != NULL) {
     op->model = m;
-    tb__tb_submit(req, op, id, 0);
-    json_decref(doc);
-    return;
+    tb__tb_submit(req, take_op(call), id, 0);
+    return 0;
   }
   /* Created from the checkpoint: the load runs right after the create
    * and answers the call. */
   tb__top_t *cop = tb__top_new(req, TB__OP_CREATE);
-  if (cop == NULL || tb__top_accept(req, op) != 0) {
-    if (cop != NULL)
-      tb__top_free(cop);
-    else
-      tb__top_free(op);
-    json_decref(doc);
-    return;
+  if (cop == NULL)
+    return 0;
+  take_op(call);
+  if (tb__top_accept(req, op) != 0) {
+    tb__top_free(cop);
+    return 0;
   }
   cop->then = op;
   char fid[TB__FUTURE_ID_MAX];
@@ -639,29 +609,26 @@ static void load(tb__http_request_t *req) {
   ((tb__tbop_t *)op->encode_data)->created = 1;
   if (create_implicit(req, cop, id, NULL) != 0) {
     tb__top_fail(cop, TB_CATEGORY_SERVER, "out of memory");
-    json_decref(doc);
-    return;
+    return 0;
   }
-  json_decref(doc);
   tb__start_held(tr);
   if (mid == NULL)
     tb__server_respond_error(req, 503, "out of memory");
   else
     tb__tb_answer_call(req, fid, mid, 0);
+  return 0;
 }
-
-void tb__route_tb_save_async(tb__http_request_t *req) { save(req, TB__OP_SAVE); }
-void tb__route_tb_save_sampler_async(tb__http_request_t *req) { save(req, TB__OP_SAVE_SAMPLER); }
-void tb__route_tb_load_async(tb__http_request_t *req) { load(req); }
 
 /* ------------------------------------------------------------ direct */
 
 /* POST /get_info {"model_id"}: the caller's model, as the Python server's
  * shape with what it left out filled in. */
-void tb__route_tb_get_info(tb__http_request_t *req) {
-  tb__tmodel_t *m = body_model(req);
+int tb__route_tb_get_info(tb__route_call_t *call) {
+  tb__http_request_t *req = call->req;
+  tb__tmodel_t *m;
+  int rc = body_model(call, &m);
   if (m == NULL)
-    return;
+    return rc;
   json_t *v = json_pack("{sss{sssssi}sssisfsb}", "model_id", m->id, "model_data", "model_name",
                         m->base->name, "arch", tb__model_arch_type(m->base->cfg.arch),
                         "vocab_size", m->base->cfg.vocab_size,
@@ -670,10 +637,11 @@ void tb__route_tb_get_info(tb__http_request_t *req) {
                         "ready", m->ready);
   if (v == NULL) {
     tb__server_respond_error(req, 503, "out of memory");
-    return;
+    return 0;
   }
   tb__server_respond_jsonv(req, 200, v);
   json_decref(v);
+  return 0;
 }
 
 /* GET /list_loss_functions: the losses forward_backward takes. */
