@@ -46,8 +46,10 @@ static void refuse(tb__route_call_t *call) {
 static void finish(tb__route_call_t *call, int closing) {
   if (closing)
     tb__server_respond_error(call->req, 503, "the server is closing");
-  else if (call->rc < 0 || call->side->submit(call) < 0)
+  else if (call->rc < 0)
     refuse(call);
+  else if (tb__sreq(call->req)->status == 0 && call->side->submit(call) < 0)
+    refuse(call);  /* (a decoder on the loop may have answered) */
   if (call->op != NULL)
     tb__top_free(call->op);
   json_decref(call->doc);

@@ -69,12 +69,8 @@ int tb__route_create_model(tb__route_call_t *call) {
                           (int)(base.len > 80 ? 80 : base.len), base.base);
   if (rc < 0)
     return rc;
-  tb__session_t *s = tb__session_find(&tr->srv->sessions, tb__sreq(req)->user, sid);
-  if (s != NULL && s->closed)
-    tb__session_respond_closed(req, s);
-  else if (s == NULL || s->expired)
-    tb__server_respond_error(req, 404, "session_id: unknown or expired session");
-  else
+  tb__session_t *s = tb__session_live(req, sid);
+  if (s != NULL)
     tb__create_model(req, tr, b, s, mseq, &lora, NULL);
   return 0;
 }
@@ -368,15 +364,9 @@ static int load_creating(tb__route_call_t *call) {
                           (int)(base.len > 80 ? 80 : base.len), base.base);
   if (rc < 0)
     return rc;
-  tb__session_t *s = tb__session_find(&tr->srv->sessions, tb__sreq(req)->user, sid);
-  if (s != NULL && s->closed) {
-    tb__session_respond_closed(req, s);
+  tb__session_t *s = tb__session_live(req, sid);
+  if (s == NULL)
     return 0;
-  }
-  if (s == NULL || s->expired) {
-    tb__server_respond_error(req, 404, "session_id: unknown or expired session");
-    return 0;
-  }
   tb__top_t *op = call->op;
   op->dir = tb__checkpoint_dir(req, "path", path);
   if (op->dir == NULL)
@@ -421,24 +411,20 @@ int tb__route_load_weights(tb__route_call_t *call) {
   return submit(call);
 }
 
-/* The model named by the body's "model_id", for the routes that take
- * nothing else: c's error, or 0 with *m NULL after answering 404. */
-static int body_model(tb__route_call_t *call, tb__tmodel_t **m) {
+/* The decoder of the routes that take only {"model_id"}: the model into
+ * call->model, or c's error, or 0 after answering 404. */
+int tb__route_model(tb__route_call_t *call) {
   tb_slice_t mid;
-  *m = NULL;
   int rc = tb__json_get_string(&call->c, call->doc, "model_id", TB_JSON_REQUIRED, &mid);
   if (rc < 0)
     return rc;
-  *m = tb__tmodel_find(call->req, mid);
+  call->model = tb__tmodel_find(call->req, mid);
   return 0;
 }
 
 int tb__route_unload_model(tb__route_call_t *call) {
   tb__http_request_t *req = call->req;
-  tb__tmodel_t *m;
-  int rc = body_model(call, &m);
-  if (m == NULL)
-    return rc;
+  tb__tmodel_t *m = call->model;
   tb__top_t *op = call->op;
   call->op = NULL;
   if (tb__top_accept(req, op) != 0)
@@ -457,10 +443,7 @@ int tb__route_unload_model(tb__route_call_t *call) {
 
 int tb__route_get_info(tb__route_call_t *call) {
   tb__http_request_t *req = call->req;
-  tb__tmodel_t *m;
-  int rc = body_model(call, &m);
-  if (m == NULL)
-    return rc;
+  tb__tmodel_t *m = call->model;
   tb__wire_model_info_t w = { .model_id = m->id,
                               .model_name = m->base->name,
                               .arch = tb__model_arch_type(m->base->cfg.arch),

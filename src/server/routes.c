@@ -24,25 +24,23 @@
 #define BOTH TB__DIALECT_BOTH
 #define CKPT "/api/v1/training_runs/{run_id}/checkpoints/{kind}/{name}"
 #define FWD "{model_id, data, loss_fn?}"
-/* A dialect's columns: a handler of its own (H), or the generic handler
- * with a JSON body (JSON), and an op made first (OP); FWDBWD decodes a
- * JSON or protobuf ForwardBackwardRequest off the loop when large. */
+/* A dialect's columns (routes.h): a handler of its own (H), or the
+ * generic handler (G) with what its body is, the op it makes, its decoder
+ * and its submit.  JSON: a JSON object for the submit; OP: and an op
+ * first; TB, TB_SYNC: the same for the Tinkerbell dialect, answered with
+ * the op's request id or its result; FWDBWD decodes a JSON or protobuf
+ * ForwardBackwardRequest, off the loop when large. */
 #define NONE { 0 }
 #define H(fn) { .handler = fn }
-#define JSON(fn) { .handler = tb__route_generic, .call = TB__CALL_JSON, .submit = fn }
-#define OP(type, fn) \
-  { .handler = tb__route_generic, .call = TB__CALL_JSON | TB__CALL_OP, .op = type, .submit = fn }
-#define FWDBWD(type)                                                                    \
-  { .handler = tb__route_generic, .call = TB__CALL_PROTO | TB__CALL_OP | TB__CALL_OFF_LOOP, \
-    .op = type, .decode = tb__route_fwd_decode, .in_size = sizeof(tb__wire_fwdbwd_t),     \
-    .submit = tb__route_fwd }
-/* The Tinkerbell dialect's op routes: TB makes an op with the dialect's
- * encoder and answers its request id; TB_SYNC answers its result. */
-#define TB_(type, fn, sync_)                                                              \
-  { .handler = tb__route_generic, .call = TB__CALL_JSON | TB__CALL_TB_OP, .op = type, \
-    .sync = sync_, .submit = fn }
-#define TB(type, fn) TB_(type, fn, 0)
-#define TB_SYNC(type, fn) TB_(type, fn, 1)
+#define G(flags, ...) { .handler = tb__route_generic, .call = (flags), __VA_ARGS__ }
+#define J TB__CALL_JSON
+#define JSON(fn) G(J, .submit = fn)
+#define OP(type, fn) G(J | TB__CALL_OP, .op = type, .submit = fn)
+#define TB(type, fn) G(J | TB__CALL_TB_OP, .op = type, .submit = fn)
+#define TB_SYNC(type, fn) G(J | TB__CALL_TB_OP, .op = type, .sync = 1, .submit = fn)
+#define FWDBWD(type)                                                                     \
+  G(TB__CALL_PROTO | TB__CALL_OP | TB__CALL_OFF_LOOP, .op = type,                        \
+    .decode = tb__route_fwd_decode, .in_size = sizeof(tb__wire_fwdbwd_t), .submit = tb__route_fwd)
 
 static const tb__route_row_t table[] = {
   /* ---------------------------------------------------------- core */
@@ -136,8 +134,9 @@ static const tb__route_row_t table[] = {
   { TB__PART_TRAINING, "POST", "/api/v1/load_weights", BOTH, C | S,
     OP(TB__OP_LOAD, tb__route_load_weights), TB(TB__OP_LOAD, tb__route_tb_load), "Loads a checkpoint: future", "As /api/v1/load_weights_async" },
   { TB__PART_TRAINING, "POST", "/api/v1/unload_model", TINKER, C,
-    OP(TB__OP_UNLOAD, tb__route_unload_model), NONE, "Unloads a model: future", NULL },
-  { TB__PART_TRAINING, "POST", "/api/v1/get_info", TINKER, 0, JSON(tb__route_get_info), NONE,
+    G(J | TB__CALL_OP, .op = TB__OP_UNLOAD, .decode = tb__route_model,
+      .submit = tb__route_unload_model), NONE, "Unloads a model: future", NULL },
+  { TB__PART_TRAINING, "POST", "/api/v1/get_info", TINKER, 0, G(J, .decode = tb__route_model, .submit = tb__route_get_info), NONE,
     "A model's base, rank and tokenizer", NULL },
   { TB__PART_TRAINING, "POST", "/api/v1/weights_info", TINKER, 0,
     JSON(tb__route_weights_info), NONE, "A checkpoint's base model, rank and trained parts", NULL },
@@ -149,7 +148,7 @@ static const tb__route_row_t table[] = {
   { TB__PART_TRAINING, "POST", "/api/v1/asample", BOTH, C | S, H(tb__route_asample),
     H(tb__route_tb_asample), "Samples: future of SampleResponse",
     "Samples: {model_id?, prompt | messages, ...} -> {request_id, model_id}" },
-  { TB__PART_TRAINING, "POST", "/get_info", TINKERBELL, C, JSON(tb__route_tb_get_info), NONE,
+  { TB__PART_TRAINING, "POST", "/get_info", TINKERBELL, C, G(J, .decode = tb__route_tb_model, .submit = tb__route_tb_get_info), NONE,
     "A model: {model_id} -> {model_id, model_data, base_model, lora_rank, ...}", NULL },
   { TB__PART_TRAINING, "GET", "/list_loss_functions", TINKERBELL, 0,
     H(tb__route_tb_list_loss_functions), NONE, "{available_loss_functions}", NULL },
@@ -175,12 +174,15 @@ static const tb__route_row_t table[] = {
     "Creates an adapter: {base_model?, rank?, alpha?} -> {request_id, model_id}", NULL },
   { TB__PART_TRAINING, "POST", "/add_lora", TINKERBELL, C | S, TB(TB__OP_CREATE, tb__route_tb_add_lora),
     NONE, "Legacy /api/v1/add_lora_async", NULL },
-  { TB__PART_TRAINING, "POST", "/api/v1/remove_lora", TINKERBELL, C, TB_SYNC(TB__OP_UNLOAD, tb__route_tb_remove_lora),
+  { TB__PART_TRAINING, "POST", "/api/v1/remove_lora", TINKERBELL, C, G(J | TB__CALL_TB_OP, .op = TB__OP_UNLOAD, .sync = 1, .decode = tb__route_tb_model,
+      .submit = tb__route_tb_remove_lora),
     NONE, "Removes an adapter, sync: {model_id} -> {model_id, status: deleted}", NULL },
   { TB__PART_TRAINING, "POST", "/api/v1/remove_lora_async", TINKERBELL, C,
-    TB(TB__OP_UNLOAD, tb__route_tb_remove_lora), NONE,
+    G(J | TB__CALL_TB_OP, .op = TB__OP_UNLOAD, .decode = tb__route_tb_model,
+      .submit = tb__route_tb_remove_lora), NONE,
     "Removes an adapter: {model_id} -> {request_id, model_id}", NULL },
-  { TB__PART_TRAINING, "POST", "/remove_lora", TINKERBELL, C, TB(TB__OP_UNLOAD, tb__route_tb_remove_lora),
+  { TB__PART_TRAINING, "POST", "/remove_lora", TINKERBELL, C, G(J | TB__CALL_TB_OP, .op = TB__OP_UNLOAD, .decode = tb__route_tb_model,
+      .submit = tb__route_tb_remove_lora),
     NONE, "Legacy /api/v1/remove_lora_async", NULL },
   { TB__PART_TRAINING, "POST", "/api/v1/load_weights_async", TINKERBELL, C | S,
     TB(TB__OP_LOAD, tb__route_tb_load), NONE,

@@ -18,7 +18,9 @@
  * TB__OFF_LOOP_BODY, and the submit, which gets the decoded call.  A
  * decoder or submit that fails returns a negative code with call->err
  * set: the handler answers 400 with its "<path>: <reason>" (or
- * call->status, such as 422, with its message) and frees the op.
+ * call->status, such as 422, with its message) and frees the op.  A
+ * decoder on the loop may answer itself (the 404 of an unknown model);
+ * the submit is then not called.
  *
  * Rows that keep a handler of their own (each has a reason):
  * - GET and DELETE routes, and POST /api/v1/checkpoints/.../publish: no
@@ -60,6 +62,8 @@ struct tb__route_call_s {
                                     zeroed), or NULL */
   struct tb__top_s *op;          /* TB__CALL_OP: the op; submit takes it by
                                     setting this NULL, else it is freed */
+  struct tb__tmodel_s *model;    /* the body's model, for the decoders
+                                    that look it up */
   tb__arena_t *arena;            /* where a decoder allocates: the op's,
                                     else the request's */
   int proto;                     /* TB__CALL_PROTO: the body is protobuf */
@@ -114,6 +118,7 @@ int tb__route_save(tb__route_call_t *call);
 int tb__route_load_weights(tb__route_call_t *call);
 int tb__route_unload_model(tb__route_call_t *call);
 int tb__route_get_info(tb__route_call_t *call);
+int tb__route_model(tb__route_call_t *call);
 int tb__route_weights_info(tb__route_call_t *call);
 /* sampling_routes.c: the Tinker dialect's sampling */
 int tb__route_create_sampling_session(tb__route_call_t *call);
@@ -127,6 +132,7 @@ void tb__route_tb_fwdbwd_async(tb__http_request_t *req);
 void tb__route_tb_list_loss_functions(tb__http_request_t *req);
 /* (generic) */
 int tb__route_tb_get_info(tb__route_call_t *call);
+int tb__route_tb_model(tb__route_call_t *call);
 int tb__route_tb_optim(tb__route_call_t *call);
 int tb__route_tb_add_lora(tb__route_call_t *call);
 int tb__route_tb_remove_lora(tb__route_call_t *call);

@@ -509,15 +509,9 @@ int tb__route_create_sampling_session(tb__route_call_t *call) {
                           (int)(base.len > 80 ? 80 : base.len), base.base);
   if (rc < 0)
     return rc;
-  tb__session_t *sess = tb__session_find(&tr->srv->sessions, tb__sreq(req)->user, sid);
-  if (sess != NULL && sess->closed) {
-    tb__session_respond_closed(req, sess);
+  tb__session_t *sess = tb__session_live(req, sid);
+  if (sess == NULL)
     return 0;
-  }
-  if (sess == NULL || sess->expired) {
-    tb__server_respond_error(req, 404, "session_id: unknown or expired session");
-    return 0;
-  }
   char *id = tb__asprintf("%s:sample:%lld", sess->id, (long long)seq);
   tb__sampler_t *s = id ? tb__sampler_find(tr, tb__sreq(req)->user, id) : NULL;
   if (s != NULL) {

@@ -130,6 +130,9 @@ void tb__session_close(tb__sessions_t *ss, tb__session_t *s);
  * the caller that was closed, answers 410 with a user error and returns 1;
  * otherwise answers nothing and returns 0. */
 int tb__session_gone(tb__http_request_t *req, tb_slice_t id);
+/* The caller's live session named by a body's "session_id", or NULL after
+ * answering 410 (closed) or 404 (unknown or expired). */
+tb__session_t *tb__session_live(tb__http_request_t *req, tb_slice_t sid);
 /* Answers 410 for the closed session s. */
 void tb__session_respond_closed(tb__http_request_t *req, const tb__session_t *s);
 /* What GET /api/v1/sessions/{id} lists; the training part adds to them.

@@ -30,6 +30,18 @@ int tb__session_gone(tb__http_request_t *req, tb_slice_t id) {
   return 1;
 }
 
+tb__session_t *tb__session_live(tb__http_request_t *req, tb_slice_t sid) {
+  tb__server_t *srv = tb__server_from_req(req);
+  tb__session_t *s = tb__session_find(&srv->sessions, tb__sreq(req)->user, sid);
+  if (s != NULL && s->closed)
+    tb__session_respond_closed(req, s);
+  else if (s == NULL || s->expired)
+    tb__server_respond_error(req, 404, "session_id: unknown or expired session");
+  else
+    return s;
+  return NULL;
+}
+
 void tb__session_respond_closed(tb__http_request_t *req, const tb__session_t *s) {
   tb__server_respond_error(req, 410, "session %s was closed: open a new session", s->id);
 }

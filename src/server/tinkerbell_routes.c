@@ -435,27 +435,23 @@ int tb__route_tb_add_lora(tb__route_call_t *call) {
   return 0;
 }
 
-/* The caller's model named by a body {"model_id"}: c's error, or 0 with
- * *m NULL after answering 404. */
-static int body_model(tb__route_call_t *call, tb__tmodel_t **m) {
+/* The decoder of the routes that take only {"model_id"}: the caller's
+ * model into call->model, or c's error, or 0 after answering 404. */
+int tb__route_tb_model(tb__route_call_t *call) {
   tb__http_request_t *req = call->req;
   tb_slice_t id;
-  *m = NULL;
   int rc = tb__json_get_string(&call->c, call->doc, "model_id", TB_JSON_REQUIRED, &id);
   if (rc < 0)
     return rc;
-  *m = tb__tb_find_model(tb__training_of(req), tb__sreq(req)->user, id);
-  if (*m == NULL)
+  call->model = tb__tb_find_model(tb__training_of(req), tb__sreq(req)->user, id);
+  if (call->model == NULL)
     tb__tb_unknown_model(req, id);
   return 0;
 }
 
 int tb__route_tb_remove_lora(tb__route_call_t *call) {
   tb__http_request_t *req = call->req;
-  tb__tmodel_t *m;
-  int rc = body_model(call, &m);
-  if (m == NULL)
-    return rc;
+  tb__tmodel_t *m = call->model;
   tb__top_t *op = take_op(call);
   if (tb__top_accept(req, op) != 0)
     return 0;
@@ -625,10 +621,7 @@ int tb__route_tb_load(tb__route_call_t *call) {
  * shape with what it left out filled in. */
 int tb__route_tb_get_info(tb__route_call_t *call) {
   tb__http_request_t *req = call->req;
-  tb__tmodel_t *m;
-  int rc = body_model(call, &m);
-  if (m == NULL)
-    return rc;
+  tb__tmodel_t *m = call->model;
   json_t *v = json_pack("{sss{sssssi}sssisfsb}", "model_id", m->id, "model_data", "model_name",
                         m->base->name, "arch", tb__model_arch_type(m->base->cfg.arch),
                         "vocab_size", m->base->cfg.vocab_size,
