@@ -14,7 +14,7 @@
 #include <strings.h>
 
 #include "server/routes.h"
-#include "server/tinkerbell.h"
+#include "server/training.h"
 
 static int is_proto(const tb__http_request_t *req) {
   const tb__http_header_t *h = tb__http_request_header(req, "Content-Type");
@@ -83,9 +83,17 @@ void tb__route_generic(tb__http_request_t *req) {
     return;
   if (side->call & TB__CALL_PROTO)
     call->proto = is_proto(req);
-  if (side->call & (TB__CALL_OP | TB__CALL_TB_OP)) {
-    call->op = side->call & TB__CALL_TB_OP ? tb__tb_new_op(req, side->op)
-                                           : tb__top_new(req, side->op);
+  if (side->call & TB__CALL_OP) {
+    call->op = tb__top_new(req, side->op);
+    if (call->op != NULL && side->encode_size != 0) {
+      call->op->encode = side->encode;
+      call->op->encode_data = tb__arena_calloc(&call->op->arena, 1, side->encode_size);
+      if (call->op->encode_data == NULL) {
+        tb__top_free(call->op);
+        call->op = NULL;
+        tb__server_respond_error(req, 503, "out of memory");
+      }
+    }
     if (call->op == NULL) {
       json_decref(call->doc);
       return;

@@ -57,12 +57,18 @@ typedef int (*tb__add_routes_fn)(tb__server_t *srv, tb__part_t part, void *data)
 /* What one dialect of a row does with a request (routes.h): a handler of
  * its own, or the generic one (handler.c) with the columns below. */
 typedef struct tb__route_call_s tb__route_call_t;
+struct tb__top_s;  /* an op of the training part (training.h) */
 typedef int (*tb__route_fn)(tb__route_call_t *call);
 typedef struct tb__route_side_s {
   tb__http_handler_cb handler;     /* tb__route_generic, or the route's own */
   unsigned call;                   /* TB__CALL_*: the body, the op, where
                                       it is decoded */
   int op;                          /* TB__CALL_OP: the tb__op_type_t made */
+  /* TB__CALL_OP: the encoder of the op's result, with encode_size bytes
+   * of its own data in the op's arena; NULL: the Tinker dialect's wire
+   * types (training.c). */
+  json_t *(*encode)(struct tb__top_s *op);
+  size_t encode_size;
   int sync;                        /* Tinkerbell: the answer is the op's
                                       result, not its request id */
   tb__route_fn decode;             /* body -> call->in, or NULL */

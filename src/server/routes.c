@@ -1,19 +1,22 @@
 /*
  * The route table: every route of the server, one row each (routes.h),
- * in the order the index at GET / lists them.  A path both dialects
- * serve is one row of dialect TB__DIALECT_BOTH with a handler for each;
- * the body decides which runs (tb__dialect_of).  The gates of a row
- * (closing, rate limit) run in the server's common start, so a handler
- * begins with its body.
+ * in the order the index at GET / lists them.  A row has a side per
+ * dialect: its own handler, or the generic handler's columns (what the
+ * body is, the op made for it and the encoder of its result, the decoder,
+ * whether decoding may leave the loop, the submit).  A path both dialects
+ * serve is one row of dialect TB__DIALECT_BOTH with a side for each; the
+ * body decides which runs (tb__dialect_of).  The gates of a row (closing,
+ * rate limit) run in the server's common start.
  *
- * Not here: what a route does (the handler's file), the matching of
+ * Not here: what a route checks and does (its submit or handler, in the
+ * file of its concern), the generic handler (handler.c), the matching of
  * paths (http/router.c).
  */
 #include "server/routes.h"
 
-#include "server/training.h"
-
 #include <stddef.h>
+
+#include "server/tinkerbell.h"
 
 #define C TB__ROUTE_CLOSING
 #define S TB__ROUTE_SUBMITS
@@ -24,23 +27,26 @@
 #define BOTH TB__DIALECT_BOTH
 #define CKPT "/api/v1/training_runs/{run_id}/checkpoints/{kind}/{name}"
 #define FWD "{model_id, data, loss_fn?}"
-/* A dialect's columns (routes.h): a handler of its own (H), or the
- * generic handler (G) with what its body is, the op it makes, its decoder
- * and its submit.  JSON: a JSON object for the submit; OP: and an op
- * first; TB, TB_SYNC: the same for the Tinkerbell dialect, answered with
- * the op's request id or its result; FWDBWD decodes a JSON or protobuf
- * ForwardBackwardRequest, off the loop when large. */
+/* A side: a handler of its own (H), or the generic handler (G) with its
+ * columns.  JSON: the body is a JSON object for the submit; OP: and an op
+ * is made first, whose result is a Tinker wire type; TB, TB_SYNC: the
+ * same with the Tinkerbell dialect's result encoder, answered with the
+ * op's request id or (sync) its result; FWDBWD: a JSON or protobuf
+ * ForwardBackwardRequest decoded into its wire struct, off the loop when
+ * large. */
 #define NONE { 0 }
 #define H(fn) { .handler = fn }
 #define G(flags, ...) { .handler = tb__route_generic, .call = (flags), __VA_ARGS__ }
 #define J TB__CALL_JSON
 #define JSON(fn) G(J, .submit = fn)
 #define OP(type, fn) G(J | TB__CALL_OP, .op = type, .submit = fn)
-#define TB(type, fn) G(J | TB__CALL_TB_OP, .op = type, .submit = fn)
-#define TB_SYNC(type, fn) G(J | TB__CALL_TB_OP, .op = type, .sync = 1, .submit = fn)
-#define FWDBWD(type)                                                                     \
-  G(TB__CALL_PROTO | TB__CALL_OP | TB__CALL_OFF_LOOP, .op = type,                        \
-    .decode = tb__route_fwd_decode, .in_size = sizeof(tb__wire_fwdbwd_t), .submit = tb__route_fwd)
+#define TB_OP(type) .op = type, .encode = tb__tb_encode, .encode_size = sizeof(tb__tbop_t)
+#define TB(type, fn) G(J | TB__CALL_OP, TB_OP(type), .submit = fn)
+#define TB_SYNC(type, fn) G(J | TB__CALL_OP, TB_OP(type), .sync = 1, .submit = fn)
+#define FWDBWD(type)                                                                        \
+  G(TB__CALL_PROTO | TB__CALL_OP | TB__CALL_OFF_LOOP, .op = type,                           \
+    .decode = tb__route_fwd_decode, .in_size = sizeof(tb__wire_fwdbwd_t),                  \
+    .submit = tb__route_fwd)
 
 static const tb__route_row_t table[] = {
   /* ---------------------------------------------------------- core */
@@ -123,23 +129,28 @@ static const tb__route_row_t table[] = {
     H(tb__route_tb_forward), "Forward only: future of ForwardBackwardOutput",
     "Forward only, sync: " FWD " -> {loss, logprobs, ...}" },
   { TB__PART_TRAINING, "POST", "/api/v1/optim_step", BOTH, C | S,
-    OP(TB__OP_OPTIM, tb__route_optim_step), TB_SYNC(TB__OP_OPTIM, tb__route_tb_optim), "An Adam step: future of {metrics}",
+    OP(TB__OP_OPTIM, tb__route_optim_step), TB_SYNC(TB__OP_OPTIM, tb__route_tb_optim),
+    "An Adam step: future of {metrics}",
     "An Adam step, sync: {model_id, adam_params?} -> {metrics, step, ...}" },
   { TB__PART_TRAINING, "POST", "/api/v1/save_weights", BOTH, C | S,
-    OP(TB__OP_SAVE, tb__route_save), TB(TB__OP_SAVE, tb__route_tb_save), "Saves a training checkpoint: future of {path}",
-    "As /api/v1/save_weights_async" },
+    OP(TB__OP_SAVE, tb__route_save), TB(TB__OP_SAVE, tb__route_tb_save),
+    "Saves a training checkpoint: future of {path}", "As /api/v1/save_weights_async" },
   { TB__PART_TRAINING, "POST", "/api/v1/save_weights_for_sampler", BOTH, C | S,
     OP(TB__OP_SAVE_SAMPLER, tb__route_save), TB(TB__OP_SAVE_SAMPLER, tb__route_tb_save),
     "Saves sampler weights: future of {path}", "As /api/v1/save_weights_for_sampler_async" },
   { TB__PART_TRAINING, "POST", "/api/v1/load_weights", BOTH, C | S,
-    OP(TB__OP_LOAD, tb__route_load_weights), TB(TB__OP_LOAD, tb__route_tb_load), "Loads a checkpoint: future", "As /api/v1/load_weights_async" },
+    OP(TB__OP_LOAD, tb__route_load_weights), TB(TB__OP_LOAD, tb__route_tb_load),
+    "Loads a checkpoint: future", "As /api/v1/load_weights_async" },
   { TB__PART_TRAINING, "POST", "/api/v1/unload_model", TINKER, C,
     G(J | TB__CALL_OP, .op = TB__OP_UNLOAD, .decode = tb__route_model,
-      .submit = tb__route_unload_model), NONE, "Unloads a model: future", NULL },
-  { TB__PART_TRAINING, "POST", "/api/v1/get_info", TINKER, 0, G(J, .decode = tb__route_model, .submit = tb__route_get_info), NONE,
+      .submit = tb__route_unload_model),
+    NONE, "Unloads a model: future", NULL },
+  { TB__PART_TRAINING, "POST", "/api/v1/get_info", TINKER, 0,
+    G(J, .decode = tb__route_model, .submit = tb__route_get_info), NONE,
     "A model's base, rank and tokenizer", NULL },
   { TB__PART_TRAINING, "POST", "/api/v1/weights_info", TINKER, 0,
-    JSON(tb__route_weights_info), NONE, "A checkpoint's base model, rank and trained parts", NULL },
+    JSON(tb__route_weights_info), NONE, "A checkpoint's base model, rank and trained parts",
+    NULL },
   { TB__PART_TRAINING, "POST", "/api/v1/create_sampling_session", TINKER, C,
     JSON(tb__route_create_sampling_session), NONE,
     "A sampling session over the base model or saved weights", NULL },
@@ -148,7 +159,8 @@ static const tb__route_row_t table[] = {
   { TB__PART_TRAINING, "POST", "/api/v1/asample", BOTH, C | S, H(tb__route_asample),
     H(tb__route_tb_asample), "Samples: future of SampleResponse",
     "Samples: {model_id?, prompt | messages, ...} -> {request_id, model_id}" },
-  { TB__PART_TRAINING, "POST", "/get_info", TINKERBELL, C, G(J, .decode = tb__route_tb_model, .submit = tb__route_tb_get_info), NONE,
+  { TB__PART_TRAINING, "POST", "/get_info", TINKERBELL, C,
+    G(J, .decode = tb__route_tb_model, .submit = tb__route_tb_get_info), NONE,
     "A model: {model_id} -> {model_id, model_data, base_model, lora_rank, ...}", NULL },
   { TB__PART_TRAINING, "GET", "/list_loss_functions", TINKERBELL, 0,
     H(tb__route_tb_list_loss_functions), NONE, "{available_loss_functions}", NULL },
@@ -165,41 +177,44 @@ static const tb__route_row_t table[] = {
   { TB__PART_TRAINING, "POST", "/api/v1/optim_step_async", TINKERBELL, C | S,
     TB(TB__OP_OPTIM, tb__route_tb_optim), NONE,
     "An Adam step: {model_id, adam_params?} -> {request_id, model_id}", NULL },
-  { TB__PART_TRAINING, "POST", "/optim_step", TINKERBELL, C | S, TB(TB__OP_OPTIM, tb__route_tb_optim),
-    NONE, "Legacy /api/v1/optim_step_async", NULL },
-  { TB__PART_TRAINING, "POST", "/api/v1/add_lora", TINKERBELL, C | S, TB_SYNC(TB__OP_CREATE, tb__route_tb_add_lora),
-    NONE, "Creates an adapter, sync: {base_model?, rank?, alpha?} -> {model_id, ...}", NULL },
+  { TB__PART_TRAINING, "POST", "/optim_step", TINKERBELL, C | S,
+    TB(TB__OP_OPTIM, tb__route_tb_optim), NONE, "Legacy /api/v1/optim_step_async", NULL },
+  { TB__PART_TRAINING, "POST", "/api/v1/add_lora", TINKERBELL, C | S,
+    TB_SYNC(TB__OP_CREATE, tb__route_tb_add_lora), NONE,
+    "Creates an adapter, sync: {base_model?, rank?, alpha?} -> {model_id, ...}", NULL },
   { TB__PART_TRAINING, "POST", "/api/v1/add_lora_async", TINKERBELL, C | S,
     TB(TB__OP_CREATE, tb__route_tb_add_lora), NONE,
     "Creates an adapter: {base_model?, rank?, alpha?} -> {request_id, model_id}", NULL },
-  { TB__PART_TRAINING, "POST", "/add_lora", TINKERBELL, C | S, TB(TB__OP_CREATE, tb__route_tb_add_lora),
-    NONE, "Legacy /api/v1/add_lora_async", NULL },
-  { TB__PART_TRAINING, "POST", "/api/v1/remove_lora", TINKERBELL, C, G(J | TB__CALL_TB_OP, .op = TB__OP_UNLOAD, .sync = 1, .decode = tb__route_tb_model,
+  { TB__PART_TRAINING, "POST", "/add_lora", TINKERBELL, C | S,
+    TB(TB__OP_CREATE, tb__route_tb_add_lora), NONE, "Legacy /api/v1/add_lora_async", NULL },
+  { TB__PART_TRAINING, "POST", "/api/v1/remove_lora", TINKERBELL, C,
+    G(J | TB__CALL_OP, TB_OP(TB__OP_UNLOAD), .sync = 1, .decode = tb__route_tb_model,
       .submit = tb__route_tb_remove_lora),
     NONE, "Removes an adapter, sync: {model_id} -> {model_id, status: deleted}", NULL },
   { TB__PART_TRAINING, "POST", "/api/v1/remove_lora_async", TINKERBELL, C,
-    G(J | TB__CALL_TB_OP, .op = TB__OP_UNLOAD, .decode = tb__route_tb_model,
-      .submit = tb__route_tb_remove_lora), NONE,
-    "Removes an adapter: {model_id} -> {request_id, model_id}", NULL },
-  { TB__PART_TRAINING, "POST", "/remove_lora", TINKERBELL, C, G(J | TB__CALL_TB_OP, .op = TB__OP_UNLOAD, .decode = tb__route_tb_model,
+    G(J | TB__CALL_OP, TB_OP(TB__OP_UNLOAD), .decode = tb__route_tb_model,
+      .submit = tb__route_tb_remove_lora),
+    NONE, "Removes an adapter: {model_id} -> {request_id, model_id}", NULL },
+  { TB__PART_TRAINING, "POST", "/remove_lora", TINKERBELL, C,
+    G(J | TB__CALL_OP, TB_OP(TB__OP_UNLOAD), .decode = tb__route_tb_model,
       .submit = tb__route_tb_remove_lora),
     NONE, "Legacy /api/v1/remove_lora_async", NULL },
   { TB__PART_TRAINING, "POST", "/api/v1/load_weights_async", TINKERBELL, C | S,
     TB(TB__OP_LOAD, tb__route_tb_load), NONE,
     "Loads a checkpoint: {model_id, path} -> {request_id, model_id}", NULL },
-  { TB__PART_TRAINING, "POST", "/load_weights", TINKERBELL, C | S, TB(TB__OP_LOAD, tb__route_tb_load),
-    NONE, "Legacy /api/v1/load_weights_async", NULL },
+  { TB__PART_TRAINING, "POST", "/load_weights", TINKERBELL, C | S,
+    TB(TB__OP_LOAD, tb__route_tb_load), NONE, "Legacy /api/v1/load_weights_async", NULL },
   { TB__PART_TRAINING, "POST", "/api/v1/save_weights_async", TINKERBELL, C | S,
     TB(TB__OP_SAVE, tb__route_tb_save), NONE,
     "Saves a checkpoint: {model_id, path?} -> {request_id, model_id}", NULL },
-  { TB__PART_TRAINING, "POST", "/save_weights", TINKERBELL, C | S, TB(TB__OP_SAVE, tb__route_tb_save),
-    NONE, "Legacy /api/v1/save_weights_async", NULL },
+  { TB__PART_TRAINING, "POST", "/save_weights", TINKERBELL, C | S,
+    TB(TB__OP_SAVE, tb__route_tb_save), NONE, "Legacy /api/v1/save_weights_async", NULL },
   { TB__PART_TRAINING, "POST", "/api/v1/save_weights_for_sampler_async", TINKERBELL, C | S,
     TB(TB__OP_SAVE_SAMPLER, tb__route_tb_save), NONE,
     "Saves sampler weights: {model_id, path?} -> {request_id, model_id}", NULL },
   { TB__PART_TRAINING, "POST", "/save_weights_for_sampler", TINKERBELL, C | S,
-    TB(TB__OP_SAVE_SAMPLER, tb__route_tb_save), NONE, "Legacy /api/v1/save_weights_for_sampler_async",
-    NULL },
+    TB(TB__OP_SAVE_SAMPLER, tb__route_tb_save), NONE,
+    "Legacy /api/v1/save_weights_for_sampler_async", NULL },
   { TB__PART_TRAINING, "POST", "/api/v1/sample", TINKERBELL, C | S, H(tb__route_tb_sample), NONE,
     "Samples, sync: {model_id?, prompt | messages, max_tokens?, ...} -> {generated_text, "
     "samples}",

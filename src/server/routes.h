@@ -11,8 +11,9 @@
  * Most rows are served by the generic handler (tb__route_generic,
  * handler.c), from their columns: the body (TB__CALL_JSON: a JSON object,
  * 400 otherwise; TB__CALL_PROTO: JSON or protobuf, which the decoder
- * reads), an op made first (TB__CALL_OP, of type `op`; TB__CALL_TB_OP
- * with the Tinkerbell dialect's encoder), a decoder filling `in_size`
+ * reads), an op made first (TB__CALL_OP, of type `op`, whose result the
+ * row's `encode` encodes: the Tinker wire types when NULL, the Tinkerbell
+ * dialect's shape with tb__tb_encode), a decoder filling `in_size`
  * bytes of typed request (from src/wire/ where the wire type exists),
  * TB__CALL_OFF_LOOP to decode on the threadpool when the body is over
  * TB__OFF_LOOP_BODY, and the submit, which gets the decoded call.  A
@@ -46,9 +47,9 @@
 enum {
   TB__CALL_JSON = 1,      /* the body is a JSON object */
   TB__CALL_PROTO = 2,     /* JSON or protobuf (Content-Type): the decoder reads it */
-  TB__CALL_OP = 4,        /* an op of type `op` is made before decoding */
-  TB__CALL_TB_OP = 8,     /* the same, with the Tinkerbell dialect's encoder */
-  TB__CALL_OFF_LOOP = 16  /* decoded on the threadpool when over TB__OFF_LOOP_BODY */
+  TB__CALL_OP = 4,        /* an op of type `op` (and encoder `encode`) is made
+                             before decoding */
+  TB__CALL_OFF_LOOP = 8   /* decoded on the threadpool when over TB__OFF_LOOP_BODY */
 };
 
 /* One request through the generic handler, in the request's arena. */
