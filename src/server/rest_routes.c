@@ -355,31 +355,23 @@ void tb__route_unpublish(tb__http_request_t *req) {
   checkpoint_route(req, Q_UNPUBLISH);
 }
 
-void tb__route_ttl(tb__http_request_t *req) {
-  json_t *doc;
-  if (tb__server_parse_body(req, &doc) != 0)
-    return;
-  tb_error_t err = { 0 };
-  tb__jctx_t c;
-  tb__jctx_init(&c, &err);
+int tb__route_ttl(tb__route_call_t *call) {
+  tb__http_request_t *req = call->req;
   tb__wire_ttl_request_t w;
-  int rc = tb__wire_ttl_request_from_json(&c, doc, &w);
-  json_decref(doc);
-  if (rc != 0) {
-    tb__server_respond_bad(req, &err);
-    tb_error_clear(&err);
-    return;
-  }
+  int rc = tb__wire_ttl_request_from_json(&call->c, call->doc, &w);
+  if (rc < 0)
+    return rc;
   tb__rest_op_t *q = rest_op_new(req, Q_TTL);
   if (q == NULL)
-    return;
+    return 0;
   q->has_ttl = w.ttl_seconds > 0;
   q->ttl = w.ttl_seconds;
   if (checkpoint_params(req, q, 1) != 0) {
     rest_op_free(q);
-    return;
+    return 0;
   }
   rest_submit(req, q);
+  return 0;
 }
 
 void tb__route_download(tb__http_request_t *req) {

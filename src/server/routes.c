@@ -112,7 +112,7 @@ static const tb__route_row_t table[] = {
     "Makes a checkpoint loadable by every user (409 if public)", NULL },
   { TB__PART_STORE, "DELETE", CKPT "/publish", TINKER, 0, H(tb__route_unpublish), NONE,
     "Makes a checkpoint private again (409 if private)", NULL },
-  { TB__PART_STORE, "PUT", CKPT "/ttl", TINKER, 0, H(tb__route_ttl), NONE,
+  { TB__PART_STORE, "PUT", CKPT "/ttl", TINKER, 0, JSON(tb__route_ttl), NONE,
     "Sets a checkpoint's expiry: {ttl_seconds: int | null}", NULL },
   { TB__PART_STORE, "GET", "/api/v1/checkpoint_archives/{token}", TINKER, P,
     H(tb__route_download), NONE,

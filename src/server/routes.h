@@ -23,19 +23,21 @@
  * decoder on the loop may answer itself (the 404 of an unknown model);
  * the submit is then not called.
  *
- * Rows that keep a handler of their own (each has a reason):
- * - GET and DELETE routes, and POST /api/v1/checkpoints/.../publish: no
- *   body; their input is the path and the query (rest_routes.c,
- *   sessions_routes.c, service.c).
+ * Rows that keep a handler of their own, and why:
+ * - the GET and DELETE routes and POST .../checkpoints/.../publish: no
+ *   body; their input is the path and the query.
  * - client_config and dynamic_config: an empty body is accepted, and
  *   client_config closes its connection whatever the body holds.
  * - retrieve_future (both dialects): a long poll, held on the future.
- * - asample (Tinker) and the Tinkerbell dialect's sample, forward,
- *   forward_backward, tokenize and detokenize: they may wait for a base
- *   model's tokenizer and run again (tb__mtext_wait) before they decode,
- *   and decide what they need from the body first.
- * - PUT .../ttl: its one field is checked with its own messages, then
- *   the path's checkpoint (rest_routes.c).
+ * - asample (Tinker; stop strings) and the Tinkerbell dialect's sample,
+ *   asample, forward, forward_backward (and their _async and legacy
+ *   paths), tokenize and detokenize: from the body they find the base
+ *   model whose tokenizer or renderer they need, and wait for it to load
+ *   (tb__mtext_wait, which runs the handler again) before they decode;
+ *   the training and sampling ones look their model up again after an
+ *   off-loop decode (409 when it changed), and tokenize writes its answer
+ *   off the loop too.  A step before the op, able to wait, would be one
+ *   more column for these rows alone.
  */
 #ifndef TB_SERVER_ROUTES_H
 #define TB_SERVER_ROUTES_H
@@ -108,7 +110,7 @@ void tb__route_delete_checkpoint(tb__http_request_t *req);
 void tb__route_archive(tb__http_request_t *req);
 void tb__route_publish(tb__http_request_t *req);
 void tb__route_unpublish(tb__http_request_t *req);
-void tb__route_ttl(tb__http_request_t *req);
+int tb__route_ttl(tb__route_call_t *call);
 void tb__route_download(tb__http_request_t *req);
 /* model_routes.c: the Tinker dialect's models (generic) */
 int tb__route_create_model(tb__route_call_t *call);
