@@ -62,11 +62,8 @@ int tb__route_create_model(tb__route_call_t *call) {
   const char *why = NULL;
   if (rc >= 0 && tb__lora_config_validate(&lora, &why) != 0)
     rc = tb__jctx_fail_at(c, "lora_config", "%s", why);
-  tb__tbase_t *b = rc >= 0 ? tb__tbase_find(tr, base) : NULL;
-  if (rc >= 0 && b == NULL)
-    rc = tb__jctx_fail_at(c, "base_model", "unknown model \"%.*s\" (see "
-                          "get_server_capabilities)",
-                          (int)(base.len > 80 ? 80 : base.len), base.base);
+  tb__tbase_t *b = NULL;
+  rc = rc < 0 ? rc : tb__tbase_field(c, tr, base, 1, &b);
   if (rc < 0)
     return rc;
   tb__session_t *s = tb__session_live(req, sid);
@@ -359,9 +356,8 @@ static int load_creating(tb__route_call_t *call) {
   rc = rc < 0 ? rc : tb__json_get_string(c, doc, "base_model", TB_JSON_OPTIONAL, &base);
   rc = rc < 0 ? rc : get_bool_default(c, doc, "optimizer", 0, &optimizer);
   tb__tbase_t *b = NULL;
-  if (rc >= 0 && base.base != NULL && (b = tb__tbase_find(tr, base)) == NULL)
-    rc = tb__jctx_fail_at(c, "base_model", "unknown model \"%.*s\"",
-                          (int)(base.len > 80 ? 80 : base.len), base.base);
+  if (rc >= 0 && base.base != NULL)
+    rc = tb__tbase_field(c, tr, base, 0, &b);
   if (rc < 0)
     return rc;
   tb__session_t *s = tb__session_live(req, sid);

@@ -504,9 +504,8 @@ int tb__route_create_sampling_session(tb__route_call_t *call) {
   tb_slice_t sid = w.session_id, base = w.base_model, path = w.model_path;
   int64_t seq = w.seq_id;
   tb__tbase_t *b = NULL;
-  if (rc >= 0 && base.base != NULL && (b = tb__tbase_find(tr, base)) == NULL)
-    rc = tb__jctx_fail_at(c, "base_model", "unknown model \"%.*s\"",
-                          (int)(base.len > 80 ? 80 : base.len), base.base);
+  if (rc >= 0 && base.base != NULL)
+    rc = tb__tbase_field(c, tr, base, 0, &b);
   if (rc < 0)
     return rc;
   tb__session_t *sess = tb__session_live(req, sid);

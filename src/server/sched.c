@@ -29,6 +29,16 @@ tb__tbase_t *tb__tbase_find(tb__training_t *tr, tb_slice_t name) {
   return NULL;
 }
 
+int tb__tbase_field(tb__jctx_t *c, tb__training_t *tr, tb_slice_t name, int hint,
+                    tb__tbase_t **out) {
+  *out = tb__tbase_find(tr, name);
+  if (*out != NULL)
+    return 0;
+  return tb__jctx_fail_at(c, "base_model", "unknown model \"%.*s\"%s",
+                          (int)(name.len > 80 ? 80 : name.len), name.base,
+                          hint ? " (see get_server_capabilities)" : "");
+}
+
 tb__tmodel_t *tb__tmodel_find(tb__http_request_t *req, tb_slice_t id) {
   tb__training_t *tr = tb__training_of(req);
   for (tb__tmodel_t *m = tr->models; m != NULL; m = m->next)

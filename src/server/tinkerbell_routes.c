@@ -392,11 +392,8 @@ int tb__route_tb_add_lora(tb__route_call_t *call) {
   const char *why = NULL;
   if (rc >= 0 && tb__lora_config_validate(&lora, &why) != 0)
     rc = tb__jctx_fail(c, "%s", why ? why : "invalid LoRA settings");
-  tb__tbase_t *b = rc >= 0 ? tb__tbase_find(tr, base) : NULL;
-  if (rc >= 0 && b == NULL)
-    rc = tb__jctx_fail_at(c, "base_model", "unknown model \"%.*s\" (see "
-                          "get_server_capabilities)",
-                          (int)(base.len > 80 ? 80 : base.len), base.base);
+  tb__tbase_t *b = NULL;
+  rc = rc < 0 ? rc : tb__tbase_field(c, tr, base, 1, &b);
   if (rc < 0)
     return rc;
   if (name.base != NULL && tb__tb_find_model(tr, tb__sreq(req)->user, name) != NULL) {

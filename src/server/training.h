@@ -215,6 +215,11 @@ int tb__training_start(tb__server_t *srv, const tb__engine_opts_t *opts,
 tb__training_t *tb__training_find(tb__server_t *srv);
 /* The base model of this name, or NULL (sched.c). */
 tb__tbase_t *tb__tbase_find(tb__training_t *tr, tb_slice_t name);
+/* The same for a request's "base_model" field: 0, or c's error naming
+ * the unknown model (with a pointer to get_server_capabilities when
+ * hint). */
+int tb__tbase_field(tb__jctx_t *c, tb__training_t *tr, tb_slice_t name, int hint,
+                    tb__tbase_t **out);
 
 /* --- shared by the route files ---------------------------------------- */
 
