@@ -10,6 +10,8 @@
  * Not here: what a route checks and does (its submit, in the file of its
  * concern), the gates of a row (server.c), the answers of success.
  */
+#include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -23,8 +25,8 @@ static int is_proto(const tb__http_request_t *req) {
          strncasecmp(h->value.base, want, sizeof(want) - 1) == 0;
 }
 
-/* Parses and decodes.  Touches only the body, the call and its arena:
- * safe on a worker thread. */
+/* Parses and decodes.  Touches only the body, the call and the op's
+ * arena: safe on a worker thread. */
 static void decode(tb__route_call_t *call) {
   int rc = 0;
   if ((call->side->call & TB__CALL_JSON) && call->doc == NULL)
@@ -42,6 +44,17 @@ static void refuse(tb__route_call_t *call) {
     tb__server_respond_error(call->req, call->status, "%s", tb_error_message(&call->err));
 }
 
+/* Frees what the submit did not take.  The call is the handler's own
+ * allocation, not the request's: an answer may end the request (and its
+ * arena) before the handler is done. */
+static void release(tb__route_call_t *call) {
+  if (call->op != NULL)
+    tb__top_free(call->op);
+  json_decref(call->doc);
+  tb_error_clear(&call->err);
+  free(call);
+}
+
 /* On the loop, once decoded: the submit, then the clean-up. */
 static void finish(tb__route_call_t *call, int closing) {
   if (closing)
@@ -50,10 +63,7 @@ static void finish(tb__route_call_t *call, int closing) {
     refuse(call);
   else if (tb__sreq(call->req)->status == 0 && call->side->submit(call) < 0)
     refuse(call);  /* (a decoder on the loop may have answered) */
-  if (call->op != NULL)
-    tb__top_free(call->op);
-  json_decref(call->doc);
-  tb_error_clear(&call->err);
+  release(call);
 }
 
 static void offload_run(tb__offload_t *o) {
@@ -64,42 +74,47 @@ static void offload_done(tb__offload_t *o) {
   finish((tb__route_call_t *)o, o->tr->closing);
 }
 
+/* The op of the row, with its result's encoder; 0, or answers 503. */
+static int make_op(tb__route_call_t *call) {
+  const tb__route_side_t *side = call->side;
+  call->op = tb__top_new(call->req, side->op);
+  if (call->op == NULL)
+    return -1;
+  if (side->encode_size == 0)
+    return 0;
+  call->op->encode = side->encode;
+  call->op->encode_data = tb__arena_calloc(&call->op->arena, 1, side->encode_size);
+  if (call->op->encode_data != NULL)
+    return 0;
+  tb__server_respond_error(call->req, 503, "out of memory");
+  return -1;
+}
+
 void tb__route_generic(tb__http_request_t *req) {
   const tb__route_side_t *side = tb__sreq(req)->side;
-  tb__route_call_t *call = tb__arena_calloc(&req->arena, 1, sizeof(*call));
-  void *in = call && side->in_size ? tb__arena_calloc(&req->arena, 1, side->in_size) : NULL;
-  if (call == NULL || (side->in_size && in == NULL)) {
+  /* The decoder's request follows the call, aligned for any type. */
+  size_t head = (sizeof(tb__route_call_t) + _Alignof(max_align_t) - 1) &
+                ~(_Alignof(max_align_t) - 1);
+  tb__route_call_t *call = calloc(1, head + side->in_size);
+  if (call == NULL) {
     tb__server_respond_error(req, 503, "out of memory");
     return;
   }
   call->req = req;
   call->side = side;
-  call->in = in;
+  call->in = side->in_size ? (char *)call + head : NULL;
   call->status = 400;
   tb__jctx_init(&call->c, &call->err);
   int off_loop = (side->call & TB__CALL_OFF_LOOP) && req->body.len > TB__OFF_LOOP_BODY;
   /* A small JSON body is read before the op is made, as it always was. */
-  if ((side->call & TB__CALL_JSON) && !off_loop && tb__server_parse_body(req, &call->doc) != 0)
+  if (((side->call & TB__CALL_JSON) && !off_loop &&
+       tb__server_parse_body(req, &call->doc) != 0) ||
+      ((side->call & TB__CALL_OP) && make_op(call) != 0)) {
+    release(call);  /* answered */
     return;
+  }
   if (side->call & TB__CALL_PROTO)
     call->proto = is_proto(req);
-  if (side->call & TB__CALL_OP) {
-    call->op = tb__top_new(req, side->op);
-    if (call->op != NULL && side->encode_size != 0) {
-      call->op->encode = side->encode;
-      call->op->encode_data = tb__arena_calloc(&call->op->arena, 1, side->encode_size);
-      if (call->op->encode_data == NULL) {
-        tb__top_free(call->op);
-        call->op = NULL;
-        tb__server_respond_error(req, 503, "out of memory");
-      }
-    }
-    if (call->op == NULL) {
-      json_decref(call->doc);
-      return;
-    }
-  }
-  call->arena = call->op != NULL ? &call->op->arena : &req->arena;
   if (side->call & TB__CALL_OFF_LOOP) {
     call->o = (tb__offload_t){ .tr = tb__training_of(req), .req = req, .run = offload_run,
                                .done = offload_done };

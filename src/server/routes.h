@@ -54,7 +54,7 @@ enum {
   TB__CALL_OFF_LOOP = 8   /* decoded on the threadpool when over TB__OFF_LOOP_BODY */
 };
 
-/* One request through the generic handler, in the request's arena. */
+/* One request through the generic handler (which allocates and frees it). */
 struct tb__route_call_s {
   tb__offload_t o;               /* first: the work off the loop */
   tb__http_request_t *req;
@@ -67,8 +67,6 @@ struct tb__route_call_s {
                                     setting this NULL, else it is freed */
   struct tb__tmodel_s *model;    /* the body's model, for the decoders
                                     that look it up */
-  tb__arena_t *arena;            /* where a decoder allocates: the op's,
-                                    else the request's */
   int proto;                     /* TB__CALL_PROTO: the body is protobuf */
   int status;                    /* of a failure: 400 unless set */
   int rc;                        /* the decoder's */
