@@ -1006,8 +1006,69 @@ TEST(large_bodies_decode_off_the_loop) {
   stop_training();
 }
 
+/* Work items that hold every thread of the threadpool until released, so
+ * that a decode queued behind them waits for the test. */
+#define N_BLOCKERS 1024  /* libuv's largest threadpool */
+static uv_sem_t blockers_sem;
+static int blockers_done;
+
+static void blocker_work(uv_work_t *w) {
+  (void)w;
+  uv_sem_wait(&blockers_sem);
+}
+
+static void blocker_done(uv_work_t *w, int status) {
+  (void)w;
+  (void)status;
+  blockers_done++;
+}
+
+/* A client that goes away while its large body waits to be decoded off
+ * the loop: the refusal then only gives the request back (which ends it
+ * at once), and the op made for the request is freed after that. */
+TEST(client_gone_during_an_off_loop_decode) {
+  char *sid, *mid;
+  start_training_with_model(&sid, &mid);
+  tb__training_t *tr = tb__training_find(srv);
+  char *bad = fwd_body(mid, 1, "forward_input", "cross_entropy", "[1,2,3,4]",
+                       "\"target_tokens\":{\"data\":[2,3,4],\"dtype\":\"int64\","
+                       "\"shape\":[3]}");
+  size_t n = strlen(bad), pad = 100 * 1024;
+  char *large = xmalloc(n + pad + 1);
+  memcpy(large, bad, n - 1);
+  memset(large + n - 1, ' ', pad);
+  memcpy(large + n - 1 + pad, bad + n - 1, 2);
+  static uv_work_t blockers[N_BLOCKERS];
+  ASSERT_OK(uv_sem_init(&blockers_sem, 0));
+  blockers_done = 0;
+  for (int i = 0; i < N_BLOCKERS; i++)
+    ASSERT_OK(uv_queue_work(&loop, &blockers[i], blocker_work, blocker_done));
+  int ops = tr->n_ops;
+  hc_t *c = hc_send("POST", "/api/v1/forward", NULL, large);
+  RUN_UNTIL(tr->n_fs == 1);  /* queued behind the blockers */
+  ASSERT_EQ_INT(tr->n_ops, ops + 1);
+  hc_close(c);
+  RUN_UNTIL(srv->http.n_detached == 1);
+  for (int i = 0; i < N_BLOCKERS; i++)
+    uv_sem_post(&blockers_sem);
+  RUN_UNTIL(tr->n_fs == 0 && blockers_done == N_BLOCKERS);
+  ASSERT_EQ_INT(srv->http.n_detached, 0);
+  ASSERT_EQ_INT(tr->n_ops, ops);
+  uv_sem_destroy(&blockers_sem);
+  hc_free(c);
+  hc_t *m = hc_do("GET", "/metrics", NULL, NULL);
+  ASSERT_STR_CONTAINS(m->body, "route=\"/api/v1/forward\",status=\"400\"} 1\n");
+  hc_free(m);
+  free(bad);
+  free(large);
+  free(mid);
+  free(sid);
+  stop_training();
+}
+
 TEST_LIST(
   TEST_ENTRY(large_bodies_decode_off_the_loop),
+  TEST_ENTRY(client_gone_during_an_off_loop_decode),
   TEST_ENTRY(paused_capacity_while_the_engine_is_full),
   TEST_ENTRY(train_save_load_sample),
   TEST_ENTRY(seq_id_order),
