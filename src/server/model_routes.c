@@ -5,8 +5,10 @@
  * JSON body of SDK 0.24 or the protobuf body of SDK 0.25), optim_step,
  * save_weights, save_weights_for_sampler (named and unnamed), load_weights
  * (also the create-via-load form), unload_model (futures) and get_info
- * (direct).  Validation errors known here are answered 400 at once with
- * the field's path; the engine's own checks fail the future.
+ * (direct): the submits (and the forward decoder) of the route table's
+ * generic handler (handler.c), which reads the body, makes the op and
+ * answers 400 with the field's path for the validation errors known
+ * here; the engine's own checks fail the future.
  *
  * Checkpoints live under the server's data_dir:
  *   <data_dir>/<model_id>/weights/<name>           (save_weights)
@@ -16,7 +18,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "core/json.h"
 #include "server/routes.h"
