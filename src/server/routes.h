@@ -8,8 +8,8 @@
  * while the server closes, TB__ROUTE_SUBMITS takes the user's rate limit
  * (429).  Answers go through the server's tb__server_respond*.
  *
- * Most rows are served by the generic handler (tb__route_generic,
- * handler.c), from their columns: the body (TB__CALL_JSON: a JSON object,
+ * Every route that reads a body, but those listed below, is served by the
+ * generic handler (tb__route_generic, handler.c), from its row's columns: the body (TB__CALL_JSON: a JSON object,
  * 400 otherwise; TB__CALL_PROTO: JSON or protobuf, which the decoder
  * reads), an op made first (TB__CALL_OP, of type `op`, whose result the
  * row's `encode` encodes: the Tinker wire types when NULL, the Tinkerbell
