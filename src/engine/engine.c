@@ -5,7 +5,8 @@
  * engine_models.c.
  *
  * Everything in this file runs on the loop thread.  The work functions
- * are in engine_jobs.c.  Ownership rules:
+ * are in engine_jobs.c, the split of a job into work items in
+ * engine_split.c.  Ownership rules:
  *  - a job is in engine->active from a successful submission until just
  *    before its callback;
  *  - an adapter job is in its adapter's FIFO from submission until
@@ -165,7 +166,7 @@ int tb__engine_job_begin(tb__engine_job_t *job, tb__engine_t *e,
   return 0;
 }
 
-static void release_items(tb__engine_job_t *job) {
+void tb__engine_release_items(tb__engine_job_t *job) {
   if (job->items == NULL)
     return;
   for (size_t i = 0; i < job->num_items; i++)
@@ -191,126 +192,6 @@ int tb__engine_items_alloc(tb__engine_job_t *job, size_t n,
   return 0;
 }
 
-/* ------------------------------------------------------------ sharding */
-
-/* Splits the batch into contiguous datum ranges of about equal token
- * counts: at most engine->shards, none smaller than min_shard_tokens
- * (unless there is only one), never more than the datums with tokens. */
-static size_t plan_shards(const tb__engine_t *e, const tb__batch_t *b,
-                          size_t *cuts) {
-  size_t total = 0, nonempty = 0;
-  for (size_t i = 0; i < b->num_data; i++) {
-    total += b->data[i].n;
-    nonempty += b->data[i].n > 0;
-  }
-  size_t S = e->shards;
-  if (S > nonempty)
-    S = nonempty;
-  if (S > total / e->min_shard_tokens)
-    S = total / e->min_shard_tokens;
-  if (S < 1)
-    S = 1;
-  size_t s = 0, acc = 0;
-  cuts[0] = 0;
-  for (size_t i = 0; i < b->num_data; i++) {
-    acc += b->data[i].n;
-    if (s + 1 < S && i + 1 < b->num_data && acc * S >= (s + 1) * total)
-      cuts[++s] = i + 1;
-  }
-  cuts[s + 1] = b->num_data;
-  return s + 1;
-}
-
-/* Gives items[first .. first+n-1] equal pieces of the adapter's flat
- * buffers, in order, cut at multiples of 16 floats (a cache line). */
-static void split_params(tb__engine_job_t *job, size_t first, size_t n) {
-  size_t np = job->target->lora.num_params, p = 0;
-  for (size_t i = 0; i < n; i++) {
-    size_t end = i + 1 == n ? np : (np * (i + 1) / n) & ~(size_t)15;
-    if (end < p)
-      end = p;
-    job->items[first + i].p0 = p;
-    job->items[first + i].p1 = end;
-    p = end;
-  }
-}
-
-/* Pieces for the optimizer: one per engine thread, but none under 64K
- * floats, where a second item would cost more than it saves. */
-static size_t param_pieces(const tb__engine_t *e, size_t np) {
-  size_t n = np / 65536;
-  if (n > e->shards)
-    n = e->shards;
-  return n < 1 ? 1 : n;
-}
-
-static int start_batch(tb__engine_job_t *job) {
-  tb__engine_t *e = job->engine;
-  const tb__batch_t *b = &job->batch;
-  size_t *cuts = malloc((e->shards + 1) * sizeof(size_t));
-  if (cuts == NULL)
-    return tb_error_set(&job->error, TB_ENOMEM, TB_CATEGORY_SERVER,
-                        "out of memory");
-  size_t S = plan_shards(e, b, cuts);
-  /* With several shards and a backward pass, as many items then sum the
-   * shards' gradients, each over its piece of the buffers. */
-  size_t sums = job->type == TB_ENGINE_FORWARD_BACKWARD && S > 1 ? S : 0;
-  int rc = tb__engine_items_alloc(job, S + sums, tb__engine_work_shard, 1);
-  if (rc != 0) {
-    free(cuts);
-    return rc;
-  }
-  job->num_shards = S;
-  job->items_left = S;
-  size_t out = 0, d = 0;
-  for (size_t s = 0; s < S; s++) {
-    tb__engine_shard_t *it = &job->items[s];
-    it->d0 = cuts[s];
-    it->d1 = cuts[s + 1];
-    for (; d < it->d0; d++)
-      out += b->data[d].n * (b->data[d].k ? b->data[d].k : 1);
-    it->out0 = out;
-  }
-  free(cuts);
-  if (sums > 0) {
-    tb__engine_adapter_t *a = job->target;
-    size_t np = a->lora.num_params;
-    if (a->shard_slots < S) {
-      /* Untouched pages cost nothing until a shard writes them. */
-      free(a->shard_grads);
-      a->shard_slots = 0;
-      a->shard_grads = malloc(S * np * sizeof(float));
-      if (a->shard_grads == NULL) {
-        release_items(job);
-        return tb_error_set(&job->error, TB_ENOMEM, TB_CATEGORY_SERVER,
-                            "out of memory");
-      }
-      a->shard_slots = S;
-    }
-    for (size_t s = 0; s < S; s++) {
-      job->items[s].grads = a->shard_grads + s * np;
-      job->items[S + s].work = tb__engine_work_sum;
-      job->items[S + s].needs_ws = 0;
-    }
-    split_params(job, S, sums);
-  }
-  for (size_t s = 0; s < S; s++)
-    tb__engine_item_submit(e, &job->items[s]);
-  return 0;
-}
-
-/* The optimizer's first round: each item's piece of the squared norm. */
-static int start_optim(tb__engine_job_t *job) {
-  size_t n = param_pieces(job->engine, job->target->lora.num_params);
-  int rc = tb__engine_items_alloc(job, n, tb__engine_work_optim_norm, 0);
-  if (rc != 0)
-    return rc;
-  split_params(job, 0, n);
-  for (size_t i = 0; i < n; i++)
-    tb__engine_item_submit(job->engine, &job->items[i]);
-  return 0;
-}
-
 /* Starts the work of a job; on error nothing was queued. */
 int tb__engine_job_start(tb__engine_job_t *job) {
   tb__engine_t *e = job->engine;
@@ -318,9 +199,9 @@ int tb__engine_job_start(tb__engine_job_t *job) {
   switch (job->type) {
     case TB_ENGINE_FORWARD:
     case TB_ENGINE_FORWARD_BACKWARD:
-      return start_batch(job);
+      return tb__engine_start_batch(job);
     case TB_ENGINE_OPTIM_STEP:
-      return start_optim(job);
+      return tb__engine_start_optim(job);
     case TB_ENGINE_SAMPLE:
       return tb__engine_sample_start(job);
     default:
@@ -691,7 +572,7 @@ void tb__engine_job_cleanup(tb__engine_job_t *job) {
   tb_error_clear(&job->error);
   free(job->path);
   job->path = NULL;
-  release_items(job);
+  tb__engine_release_items(job);
 }
 
 /* ------------------------------------------------------------ completion */
@@ -824,7 +705,7 @@ void tb__engine_job_finish(tb__engine_job_t *job, int status) {
     tb__engine_error_default(&job->error, status);
     status = job->error.code;
   }
-  release_items(job);
+  tb__engine_release_items(job);
   if (job->type != TB_ENGINE_LOAD_MODEL && job->held != NULL)
     tb__engine_model_unref(job->held);
   job->held = NULL;

@@ -99,6 +99,13 @@ int tb__engine_items_alloc(tb__engine_job_t *job, size_t n,
                            void (*work)(tb__engine_shard_t *), int needs_ws);
 /* Starts the work of a job; on error nothing was queued. */
 int tb__engine_job_start(tb__engine_job_t *job);
+/* Frees a job's work items. */
+void tb__engine_release_items(tb__engine_job_t *job);
+
+/* The split of a job into work items (engine_split.c); on error nothing
+ * was queued. */
+int tb__engine_start_batch(tb__engine_job_t *job);
+int tb__engine_start_optim(tb__engine_job_t *job);
 void tb__engine_item_submit(tb__engine_t *e, tb__engine_shard_t *it);
 void tb__engine_active_add(tb__engine_t *e, tb__engine_job_t *job);
 void tb__engine_job_finish(tb__engine_job_t *job, int status);
