@@ -765,6 +765,12 @@ TEST(fake_pipelined_submissions) {
   fake_world_stop(&w);
 }
 
+/* forward_backward on one tiny datum (d[0]), then optim_step: fs[0], fs[1]. */
+static void tiny_step(fake_world_t *w, tb_train_datum_t *d, tb_future_t **fs) {
+  tiny_data(d, 1);
+  submit_step(w, d, 1, fs);
+}
+
 /* Each POST answered 503 is sent again with the same seq_id and
  * idempotency key.  The next operation does not wait for the answer --
  * the server holds a seq_id that arrives before an earlier one -- so both
@@ -774,9 +780,8 @@ TEST(fake_sequencing_under_retries) {
   fake_world_start(&w, 1);
   tf.fail_first_503 = 2;
   tb_train_datum_t d[1];
-  tiny_data(d, 1);
   tb_future_t *fs[2];
-  submit_step(&w, d, 1, fs);
+  tiny_step(&w, d, fs);
   ASSERT_OK(tb_future_wait_many(fs, 2, 60000, NULL));
   ASSERT_EQ_INT(tf.n_sent, 2);
   for (int i = 0; i < 2; i++)
@@ -856,9 +861,8 @@ TEST(fake_refused_seq_stops_the_client) {
   fake_world_start(&w, 1);
   tf.refuse_seq = 1;
   tb_train_datum_t d[1];
-  tiny_data(d, 1);
   tb_future_t *fs[2];
-  submit_step(&w, d, 1, fs);
+  tiny_step(&w, d, fs);
   int st[2];
   ASSERT_ERR(tb_future_wait_many(fs, 2, 60000, st), TB_EHTTP);
   ASSERT_EQ_INT(st[0], TB_EHTTP);
@@ -893,9 +897,8 @@ TEST(fake_refused_seq_stops_what_was_sent) {
   tf.refuse_delay_ms = 100;
   tf.expect_posts = 100;  /* polls are held: no result ever comes */
   tb_train_datum_t d[1];
-  tiny_data(d, 1);
   tb_future_t *fs[2];
-  submit_step(&w, d, 1, fs);
+  tiny_step(&w, d, fs);
   int st[2];
   ASSERT_ERR(tb_future_wait_many(fs, 2, 60000, st), TB_EHTTP);
   ASSERT_EQ_INT(st[0], TB_EHTTP);

@@ -156,11 +156,21 @@ static tb__dec_t *decoder_of(env_t *env) {
   return &env->base->decoder->dec;
 }
 
-/* KV bytes of `blocks` blocks of 16 positions of the base model. */
-static size_t pool_of_blocks(env_t *env, size_t blocks) {
-  const tb__model_config_t *c = &tb__engine_model_weights(env->base)->config;
-  return blocks * 2 * (size_t)c->num_layers * 16 * (size_t)c->num_kv_heads *
-         (size_t)c->head_dim * sizeof(float);
+/* An engine whose KV pool holds exactly the blocks one request of n
+ * prompt tokens, `samples` samples and max_tokens reserves; returns that
+ * many blocks. */
+static size_t env_init_for(env_t *env, size_t n, size_t samples,
+                           size_t max_tokens) {
+  tb__sampling_params_t p;
+  tb__sampling_params_default(&p);
+  p.num_samples = samples;
+  p.max_tokens = max_tokens;
+  size_t need = tb__dec_blocks_needed(16, n, &p);
+  tb__model_config_t c;
+  tb__base_model_config(&c);
+  env_init(env, need * 2 * (size_t)c.num_layers * 16 * (size_t)c.num_kv_heads *
+                    (size_t)c.head_dim * sizeof(float));
+  return need;
 }
 
 /* ------------------------------------------------------------ tests */
@@ -254,16 +264,7 @@ TEST(optim_step_waits_for_the_adapters_samples) {
  * with a user error. */
 TEST(requests_wait_for_room_in_order) {
   env_t env;
-  env_init(&env, 0);
-  tb__sampling_params_t p;
-  tb__sampling_params_default(&p);
-  p.num_samples = 2;
-  p.max_tokens = 30;
-  size_t need = tb__dec_blocks_needed(16, 20, &p);
-  size_t kv = pool_of_blocks(&env, need);
-  env_close(&env);
-
-  env_init(&env, kv);
+  size_t need = env_init_for(&env, 20, 2, 30);
   req_t r[3], big;
   for (int i = 0; i < 3; i++) {
     req_init(&r[i], &env, NULL, 20, 2, 30, 7 + (uint64_t)i);
@@ -302,7 +303,6 @@ TEST(requests_wait_for_room_in_order) {
 typedef struct canceller_s {
   uv_timer_t timer;
   req_t *victim;
-  size_t room_after;
 } canceller_t;
 
 static void cancel_now(uv_timer_t *t) {
@@ -319,16 +319,7 @@ static void cancel_now(uv_timer_t *t) {
 
 TEST(cancel_frees_the_blocks) {
   env_t env;
-  env_init(&env, 0);
-  tb__sampling_params_t p;
-  tb__sampling_params_default(&p);
-  p.num_samples = 1;
-  p.max_tokens = 1500;
-  size_t need = tb__dec_blocks_needed(16, 10, &p);
-  size_t kv = pool_of_blocks(&env, need);
-  env_close(&env);
-
-  env_init(&env, kv);
+  size_t need = env_init_for(&env, 10, 1, 1500);
   req_t a, b, c;
   req_init(&a, &env, NULL, 10, 1, 1500, 3);
   a.p.temperature = 0;
@@ -447,15 +438,7 @@ TEST(training_and_sampling_share_the_threadpool) {
  * decoder closes before its weights go. */
 TEST(close_cancels_sampling) {
   env_t env;
-  env_init(&env, 0);
-  tb__sampling_params_t p;
-  tb__sampling_params_default(&p);
-  p.max_tokens = 1000;
-  size_t need = tb__dec_blocks_needed(16, 10, &p);
-  size_t kv = pool_of_blocks(&env, need);
-  env_close(&env);
-
-  env_init(&env, kv);
+  env_init_for(&env, 10, 1, 1000);
   req_t a, b;
   req_init(&a, &env, NULL, 10, 1, 1000, 1);
   req_init(&b, &env, NULL, 10, 1, 1000, 2);

@@ -14,18 +14,38 @@
 #include "wire/rest.h"
 #include "wire_golden.h"
 
+/* A golden answer read for decoding: its bytes, their JSON, an arena and
+ * a context. */
+typedef struct answer_s {
+  char *bytes;
+  json_t *doc;
+  tb__arena_t a;
+  tb__jctx_t c;
+  tb_error_t err;
+} answer_t;
+
+static void answer_read(answer_t *x, const char *request, int nth) {
+  memset(x, 0, sizeof(*x));
+  x->bytes = golden_answer(request, nth);
+  x->doc = parse(x->bytes);
+  tb__arena_init(&x->a, 0);
+  tb__jctx_init(&x->c, &x->err);
+}
+
+static void answer_done(answer_t *x) {
+  json_decref(x->doc);
+  tb__arena_free(&x->a);
+  tb_error_clear(&x->err);
+  free(x->bytes);
+}
+
 TEST(training_runs_round_trip) {
   const char *reqs[2] = { "GET /api/v1/training_runs", "GET /api/v1/training_runs?limit=5&offset=0" };
   for (int i = 0; i < 2; i++) {
-    char *bytes = golden_answer(reqs[i], 0);
-    json_t *doc = parse(bytes);
-    tb__arena_t a;
-    tb__arena_init(&a, 0);
-    tb__jctx_t c;
-    tb_error_t err = { 0 };
-    tb__jctx_init(&c, &err);
+    answer_t x;
+    answer_read(&x, reqs[i], 0);
     tb__wire_training_runs_t l;
-    ASSERT_OK(tb__wire_training_runs_from_json(&c, &a, doc, &l));
+    ASSERT_OK(tb__wire_training_runs_from_json(&x.c, &x.a, x.doc, &l));
     ASSERT_EQ_INT(l.n, 1);
     ASSERT_EQ_INT(l.cursor.limit, i == 0 ? 20 : 5);
     ASSERT_EQ_INT(l.cursor.total_count, 1);
@@ -40,51 +60,35 @@ TEST(training_runs_round_trip) {
     ASSERT(r->user_metadata == NULL);
     ASSERT(r->lora_config.present);
     ASSERT_EQ_INT(r->lora_config.seed, 3);
-    assert_bytes(tb__wire_training_runs_to_json(&l), bytes);
-    json_decref(doc);
-    tb__arena_free(&a);
-    free(bytes);
+    assert_bytes(tb__wire_training_runs_to_json(&l), x.bytes);
+    answer_done(&x);
   }
 }
 
 TEST(training_run_round_trip) {
-  char *bytes = golden_answer("GET /api/v1/training_runs/" RUN, 0);
-  json_t *doc = parse(bytes);
-  tb__arena_t a;
-  tb__arena_init(&a, 0);
-  tb__jctx_t c;
-  tb_error_t err = { 0 };
-  tb__jctx_init(&c, &err);
+  answer_t x;
+  answer_read(&x, "GET /api/v1/training_runs/" RUN, 0);
   tb__wire_training_run_t r;
-  ASSERT_OK(tb__wire_training_run_from_json(&c, &a, doc, &r));
+  ASSERT_OK(tb__wire_training_run_from_json(&x.c, &x.a, x.doc, &r));
   ASSERT_STR_EQ(r.last_sampler_checkpoint->checkpoint_type, "sampler");
-  assert_bytes(tb__wire_training_run_to_json(&r), bytes);
-  json_decref(doc);
-  tb__arena_free(&a);
-  free(bytes);
+  assert_bytes(tb__wire_training_run_to_json(&r), x.bytes);
+  answer_done(&x);
 }
 
 TEST(checkpoints_round_trip) {
   const char *reqs[2] = { "GET /api/v1/training_runs/" RUN "/checkpoints",
                           "GET /api/v1/checkpoints" };
   for (int i = 0; i < 2; i++) {
-    char *bytes = golden_answer(reqs[i], 0);
-    json_t *doc = parse(bytes);
-    tb__arena_t a;
-    tb__arena_init(&a, 0);
-    tb__jctx_t c;
-    tb_error_t err = { 0 };
-    tb__jctx_init(&c, &err);
+    answer_t x;
+    answer_read(&x, reqs[i], 0);
     tb__wire_checkpoints_t l;
-    ASSERT_OK(tb__wire_checkpoints_from_json(&c, &a, doc, &l));
+    ASSERT_OK(tb__wire_checkpoints_from_json(&x.c, &x.a, x.doc, &l));
     ASSERT_EQ_INT(l.n, 2);
     ASSERT_STR_EQ(l.checkpoints[0].checkpoint_id, "sampler_weights/s1");
     ASSERT_EQ_INT(l.checkpoints[1].is_public, 0);
     ASSERT_EQ_INT(l.cursor.limit, i == 0 ? 10000 : 100);
-    assert_bytes(tb__wire_checkpoints_to_json(&l), bytes);
-    json_decref(doc);
-    tb__arena_free(&a);
-    free(bytes);
+    assert_bytes(tb__wire_checkpoints_to_json(&l), x.bytes);
+    answer_done(&x);
   }
 }
 

@@ -203,27 +203,34 @@ static void sample_request(tb_slice_t body) {
 
 /* ------------------------------------------------------------ results */
 
-static int decode_output(tb__arena_t *a, tb_slice_t body, int proto,
-                         tb__wire_fwdbwd_output_t *o) {
-  tb_error_t err = { 0 };
-  tb__jctx_t c;
-  tb__jctx_init(&c, &err);
-  memset(o, 0, sizeof(*o));
-  int rc;
-  if (proto) {
-    rc = tb__wire_fwdbwd_output_from_proto(&c, a, body, o);
-  } else {
-    json_t *doc = NULL;
-    rc = tb__json_parse(body, &doc, &err);
-    rc = rc < 0 ? rc : tb__wire_fwdbwd_output_from_json(&c, a, doc, o);
-    json_decref(doc);
+/* NAME(arena, body, proto, out): a result decoded from its protobuf or
+ * JSON form; a failure must say why. */
+#define DEFINE_DECODE(NAME, T, FROM_PROTO, FROM_JSON)                            \
+  static int NAME(tb__arena_t *a, tb_slice_t body, int proto, T *out) {          \
+    tb_error_t err = { 0 };                                                      \
+    tb__jctx_t c;                                                                \
+    tb__jctx_init(&c, &err);                                                     \
+    memset(out, 0, sizeof(*out));                                                \
+    int rc;                                                                      \
+    if (proto) {                                                                 \
+      rc = FROM_PROTO(&c, a, body, out);                                         \
+    } else {                                                                     \
+      json_t *doc = NULL;                                                        \
+      rc = tb__json_parse(body, &doc, &err);                                     \
+      rc = rc < 0 ? rc : FROM_JSON(&c, a, doc, out);                             \
+      json_decref(doc);                                                          \
+    }                                                                            \
+    if (rc < 0)                                                                  \
+      FUZZ_CHECK(rc == TB_ENOMEM || err.code != 0,                               \
+                 "decoding failed (%d) without saying why", rc);                 \
+    tb_error_clear(&err);                                                        \
+    return rc;                                                                   \
   }
-  if (rc < 0)
-    FUZZ_CHECK(rc == TB_ENOMEM || err.code != 0,
-               "decoding failed (%d) without saying why", rc);
-  tb_error_clear(&err);
-  return rc;
-}
+
+DEFINE_DECODE(decode_output, tb__wire_fwdbwd_output_t, tb__wire_fwdbwd_output_from_proto,
+              tb__wire_fwdbwd_output_from_json)
+DEFINE_DECODE(decode_response, tb__wire_sample_response_t,
+              tb__wire_sample_response_from_proto, tb__wire_sample_response_from_json)
 
 static void fwdbwd_output(tb_slice_t body, int proto) {
   /* The client's whole decode, into the public result. */
@@ -269,28 +276,6 @@ static void fwdbwd_output(tb_slice_t body, int proto) {
     json_decref(j);
   }
   tb__arena_free(&a);
-}
-
-static int decode_response(tb__arena_t *a, tb_slice_t body, int proto,
-                           tb__wire_sample_response_t *r) {
-  tb_error_t err = { 0 };
-  tb__jctx_t c;
-  tb__jctx_init(&c, &err);
-  memset(r, 0, sizeof(*r));
-  int rc;
-  if (proto) {
-    rc = tb__wire_sample_response_from_proto(&c, a, body, r);
-  } else {
-    json_t *doc = NULL;
-    rc = tb__json_parse(body, &doc, &err);
-    rc = rc < 0 ? rc : tb__wire_sample_response_from_json(&c, a, doc, r);
-    json_decref(doc);
-  }
-  if (rc < 0)
-    FUZZ_CHECK(rc == TB_ENOMEM || err.code != 0,
-               "decoding failed (%d) without saying why", rc);
-  tb_error_clear(&err);
-  return rc;
 }
 
 static void same_response(const tb__wire_sample_response_t *a,
