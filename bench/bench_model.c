@@ -5,9 +5,12 @@
 #include "bench_model.h"
 
 #include <errno.h>
+#include <libgen.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "engine/hf_model.h"
@@ -78,4 +81,30 @@ void bench_round_bf16(tb__weights_t *w) {
     uint32_t u = (uint32_t)h << 16;
     memcpy(&w->storage[i], &u, sizeof(u));
   }
+}
+
+void bench_peer_script(char *out, size_t cap, const char *env_var, const char *name) {
+  const char *env = getenv(env_var);
+  if (env != NULL && env[0] != '\0') {
+    snprintf(out, cap, "%s", env);
+    return;
+  }
+  char exe[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  exe[n > 0 ? n : 0] = '\0';
+  snprintf(out, cap, "%s/%s", dirname(exe), name);
+  if (access(out, R_OK) == 0)
+    return;
+  /* The source tree: this file's directory, absolute or relative to the
+   * build directory above the program's. */
+  char src[PATH_MAX];
+  snprintf(src, sizeof(src), "%s", __FILE__);
+  const char *srcdir = dirname(src);
+  if (srcdir[0] == '/') {
+    snprintf(out, cap, "%s/%s", srcdir, name);
+    return;
+  }
+  n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  exe[n > 0 ? n : 0] = '\0';
+  snprintf(out, cap, "%s/../%s/%s", dirname(exe), srcdir, name);
 }

@@ -20,6 +20,11 @@ double now_s(void);
 /* The median of v[0..n-1] (n >= 1), sorting v. */
 double median(double *v, int n);
 
+/* The path of a PyTorch peer script `name` (e.g. "torch_sample.py"): the
+ * environment variable env_var when set, else beside the program
+ * (installed, or copied into the build tree), else in the source tree. */
+void bench_peer_script(char *out, size_t cap, const char *env_var, const char *name);
+
 /* The shape of SmolLM2-135M: hidden 576, 30 layers, 9 heads over 3 KV
  * heads of 64, intermediate 1536, vocabulary 49152, tied embeddings. */
 tb__model_config_t bench_smollm_config(void);

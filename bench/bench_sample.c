@@ -29,7 +29,6 @@
  *                     [--skip-torch]
  * Output: human lines, then one `BENCH sample key=value ...` line.
  */
-#include <libgen.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -254,28 +253,11 @@ static void decode_run(bench_t *b, const tb__dec_adapter_t *ads, int nads,
 
 /* ------------------------------------------------------------ torch peer */
 
-static void torch_script(char *out, size_t cap) {
-  const char *env = getenv("TB_TORCH_SAMPLE");
-  if (env != NULL && env[0] != '\0') {
-    snprintf(out, cap, "%s", env);
-    return;
-  }
-  char exe[PATH_MAX];
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-  exe[n > 0 ? n : 0] = '\0';
-  snprintf(out, cap, "%s/torch_sample.py", dirname(exe));
-  if (access(out, R_OK) == 0)
-    return;
-  char src[PATH_MAX];
-  snprintf(src, sizeof(src), "%s", __FILE__);
-  snprintf(out, cap, "%s/torch_sample.py", dirname(src));
-}
-
 /* Tokens/s of the PyTorch peer, or -1 when it could not run. */
 static double torch_tps(const tb__model_config_t *c, int threads, int batch,
                         int prompt, int tokens, int reps) {
   char script[PATH_MAX], cmd[2 * PATH_MAX];
-  torch_script(script, sizeof(script));
+  bench_peer_script(script, sizeof(script), "TB_TORCH_SAMPLE", "torch_sample.py");
   snprintf(cmd, sizeof(cmd),
            "OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=%d /usr/bin/python3 '%s' "
            "--hidden %d --layers %d --heads %d --kv-heads %d --head-dim %d "

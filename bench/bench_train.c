@@ -36,7 +36,6 @@
  * OPENBLAS_CORETYPE is left as the environment sets it.
  */
 #include <cblas.h>
-#include <libgen.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -216,35 +215,10 @@ static int cmp_double(const void *a, const void *b) {
 
 /* ------------------------------------------------------------ torch peer */
 
-static void torch_script(char *out, size_t cap) {
-  const char *env = getenv("TB_TORCH_TRAIN_STEP");
-  if (env != NULL && env[0] != '\0') {
-    snprintf(out, cap, "%s", env);
-    return;
-  }
-  /* Beside the program (installed, or copied into the build tree). */
-  char exe[PATH_MAX];
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-  exe[n > 0 ? n : 0] = '\0';
-  snprintf(out, cap, "%s/torch_train_step.py", dirname(exe));
-  if (access(out, R_OK) == 0)
-    return;
-  char src[PATH_MAX];
-  snprintf(src, sizeof(src), "%s", __FILE__);
-  const char *srcdir = dirname(src);
-  if (srcdir[0] == '/') {
-    snprintf(out, cap, "%s/torch_train_step.py", srcdir);
-    return;
-  }
-  n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-  exe[n > 0 ? n : 0] = '\0';
-  snprintf(out, cap, "%s/../%s/torch_train_step.py", dirname(exe), srcdir);
-}
-
 /* ms per step of the PyTorch peer, or -1 when it could not run. */
 static double torch_ms(const tb__model_config_t *c, int threads, int steps) {
   char script[PATH_MAX], cmd[2 * PATH_MAX];
-  torch_script(script, sizeof(script));
+  bench_peer_script(script, sizeof(script), "TB_TORCH_TRAIN_STEP", "torch_train_step.py");
   snprintf(cmd, sizeof(cmd),
            "OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=%d /usr/bin/python3 '%s' "
            "--hidden %d --layers %d --heads %d --kv-heads %d --head-dim %d "
