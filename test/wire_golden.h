@@ -1,7 +1,7 @@
 /*
  * What the wire/ codec tests share: the recorded requests and answers of
- * test/golden/tinker.txt (TB_GOLDEN_DIR, set by meson; a test skips
- * without it), the bytes a value is sent as, and the reading of a body
+ * test/golden/tinker.txt or another file of test/golden/ (TB_GOLDEN_DIR,
+ * set by meson; a test skips without it), the bytes a value is sent as, and the reading of a body
  * that must succeed or be refused naming the field.  Header-only: each
  * test file uses some of it.
  */
@@ -23,13 +23,16 @@ typedef int (*tb_test_reader_fn)(tb__jctx_t *c, tb__arena_t *a, const json_t *v,
 /* The largest wire struct a reader of refusal() fills. */
 #define TB_TEST_WIRE_SCRATCH 256
 
-/* The whole of test/golden/tinker.txt (TB_GOLDEN_DIR, set by meson). */
+/* The golden file read: tinker.txt unless a test names another. */
+static const char *golden_name = "tinker.txt";
+
+/* The whole of test/golden/<golden_name> (TB_GOLDEN_DIR, set by meson). */
 static inline char *golden_text(void) {
   const char *dir = getenv("TB_GOLDEN_DIR");
   if (dir == NULL)
     SKIP("TB_GOLDEN_DIR is not set");
   char path[1024];
-  snprintf(path, sizeof(path), "%s/tinker.txt", dir);
+  snprintf(path, sizeof(path), "%s/%s", dir, golden_name);
   FILE *f = fopen(path, "rb");
   ASSERT(f != NULL);
   ASSERT_OK(fseek(f, 0, SEEK_END));

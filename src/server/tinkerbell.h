@@ -65,6 +65,31 @@ void tb__tb_refuse(tb__http_request_t *req, int status, tb_error_t *err, tb__top
 /* 404 for a model id the caller does not have. */
 void tb__tb_unknown_model(tb__http_request_t *req, tb_slice_t id);
 
+/* A training or sample call whose body is decoded (and rendered) off the
+ * loop when it is large (model_text.h): run decodes on a worker into rc,
+ * status and err; done submits on the loop. */
+typedef struct tb__tb_decode_s {
+  tb__offload_t o;
+  tb__top_t *op;
+  json_t *doc;
+  tb_slice_t id;           /* model_id, in doc; base NULL when not given */
+  tb__tmodel_t *m;         /* the caller's model named by id when the call
+                              came, or NULL */
+  tb__tctx_t x;            /* of the base model the body is decoded for */
+  int sync, status, rc;
+  tb_error_t err;
+} tb__tb_decode_t;
+/* Starts decoding op's body doc for base with run, then done; takes op
+ * and doc (freed after answering 503 when memory runs out). */
+void tb__tb_decode_start(tb__http_request_t *req, tb__top_t *op, json_t *doc, tb_slice_t id,
+                         tb__tmodel_t *m, tb__tbase_t *base, int sync,
+                         void (*run)(tb__offload_t *), void (*done)(tb__offload_t *));
+/* In done: answers and returns 1 (op freed) when the server is closing or
+ * the body was refused; 0 when the op is to be submitted. */
+int tb__tb_decode_refused(tb__tb_decode_t *d);
+/* Frees d and its document. */
+void tb__tb_decode_free(tb__tb_decode_t *d);
+
 /* --- tinkerbell_data.c ------------------------------------------------- */
 
 /* {"data": [...], "loss_fn"?, "loss_fn_config"?, "renderer"?} of a
@@ -101,10 +126,8 @@ int tb__tb_check_name(tb__jctx_t *c, const char *key, tb_slice_t name);
 
 /* --- tinkerbell_results.c ---------------------------------------------- */
 
-/* The encoder of each op type (set as op->encode). */
+/* The encoder of each op type (set as op->encode): the op's result as
+ * wire/tinkerbell.h writes it. */
 json_t *tb__tb_encode(tb__top_t *op);
-/* A JSON string of n bytes of text, every invalid UTF-8 sequence turned
- * into U+FFFD; NULL on ENOMEM. */
-json_t *tb__tb_text_json(const char *s, size_t n);
 
 #endif /* TB_SERVER_TINKERBELL_H */

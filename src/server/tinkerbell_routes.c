@@ -29,6 +29,7 @@
 #include "core/json.h"
 #include "server/routes.h"
 #include "server/sched.h"
+#include "wire/tinkerbell.h"
 
 /* ------------------------------------------------------------ answers */
 
@@ -229,23 +230,55 @@ void tb__tb_unknown_model(tb__http_request_t *req, tb_slice_t id) {
                            (int)(id.len > 120 ? 120 : id.len), id.base);
 }
 
+/* ------------------------------------------------------------ decoding */
+
+void tb__tb_decode_start(tb__http_request_t *req, tb__top_t *op, json_t *doc, tb_slice_t id,
+                         tb__tmodel_t *m, tb__tbase_t *base, int sync,
+                         void (*run)(tb__offload_t *), void (*done)(tb__offload_t *)) {
+  tb__training_t *tr = tb__training_of(req);
+  tb__tb_decode_t *d = calloc(1, sizeof(*d));
+  if (d == NULL) {
+    tb__server_respond_error(req, 503, "out of memory");
+    tb__top_free(op);
+    json_decref(doc);
+    return;
+  }
+  d->o = (tb__offload_t){ .tr = tr, .req = req, .run = run, .done = done };
+  d->op = op;
+  d->doc = doc;
+  d->id = id;
+  d->m = m;
+  d->sync = sync;
+  tb__tctx_init(&d->x, tr, base);
+  tb__offload(&d->o);
+}
+
+int tb__tb_decode_refused(tb__tb_decode_t *d) {
+  tb__http_request_t *req = d->o.req;
+  if (d->o.tr->closing) {
+    tb__server_respond_error(req, 503, "the server is closing");
+    tb__top_free(d->op);
+    return 1;
+  }
+  if (d->rc < 0) {
+    tb__tb_refuse(req, d->status, &d->err, d->op, NULL);
+    return 1;
+  }
+  return 0;
+}
+
+void tb__tb_decode_free(tb__tb_decode_t *d) {
+  json_decref(d->doc);
+  tb_error_clear(&d->err);
+  free(d);
+}
+
 /* ------------------------------------------------------------ training */
 
-/* A forward / forward_backward whose data is decoded (and rendered) off
- * the loop when the body is large (model_text.h). */
-typedef struct train_decode_s {
-  tb__offload_t o;
-  tb__top_t *op;
-  json_t *doc;
-  tb_slice_t id;           /* model_id, in doc */
-  tb__tmodel_t *m;         /* the model when the call came, or NULL */
-  tb__tctx_t x;
-  int sync, status, rc;
-  tb_error_t err;
-} train_decode_t;
-
+/* A forward / forward_backward's data, decoded off the loop when the
+ * body is large. */
 static void train_decode_run(tb__offload_t *o) {
-  train_decode_t *d = (train_decode_t *)o;
+  tb__tb_decode_t *d = (tb__tb_decode_t *)o;
   tb__jctx_t c;
   tb__jctx_init(&c, &d->err);
   d->rc = tb__tb_decode_batch(&c, &d->op->arena, d->doc, &d->x, &d->op->batch,
@@ -253,16 +286,10 @@ static void train_decode_run(tb__offload_t *o) {
 }
 
 static void train_decode_done(tb__offload_t *o) {
-  train_decode_t *d = (train_decode_t *)o;
+  tb__tb_decode_t *d = (tb__tb_decode_t *)o;
   tb__http_request_t *req = o->req;
   tb__training_t *tr = o->tr;
-  if (tr->closing) {
-    tb__server_respond_error(req, 503, "the server is closing");
-    tb__top_free(d->op);
-    json_decref(d->doc);
-  } else if (d->rc < 0) {
-    tb__tb_refuse(req, d->status, &d->err, d->op, d->doc);
-  } else {
+  if (!tb__tb_decode_refused(d)) {
     /* The model may have gone (or come) while the data was encoded for
      * the base model it had then. */
     tb__tmodel_t *m = tb__tb_find_model(tr, tb__sreq(req)->user, d->id);
@@ -276,10 +303,8 @@ static void train_decode_done(tb__offload_t *o) {
       d->op->model = m;
       tb__tb_submit(req, d->op, d->id, d->sync);
     }
-    json_decref(d->doc);
   }
-  tb_error_clear(&d->err);
-  free(d);
+  tb__tb_decode_free(d);
 }
 
 
@@ -313,22 +338,7 @@ static void train(tb__http_request_t *req, tb__op_type_t type, int sync) {
     return;
   }
   if (rc >= 0) {
-    train_decode_t *d = calloc(1, sizeof(*d));
-    if (d == NULL) {
-      tb__server_respond_error(req, 503, "out of memory");
-      tb__top_free(op);
-      json_decref(doc);
-      return;
-    }
-    d->o = (tb__offload_t){ .tr = tr, .req = req, .run = train_decode_run,
-                            .done = train_decode_done };
-    d->op = op;
-    d->doc = doc;
-    d->id = id;
-    d->m = m;
-    d->sync = sync;
-    tb__tctx_init(&d->x, tr, base);
-    tb__offload(&d->o);
+    tb__tb_decode_start(req, op, doc, id, m, base, sync, train_decode_run, train_decode_done);
     return;
   }
   tb__tb_refuse(req, 400, &err, op, doc);
@@ -614,36 +624,39 @@ int tb__route_tb_load(tb__route_call_t *call) {
 
 /* ------------------------------------------------------------ direct */
 
-/* POST /get_info {"model_id"}: the caller's model, as the Python server's
- * shape with what it left out filled in. */
-int tb__route_tb_get_info(tb__route_call_t *call) {
-  tb__http_request_t *req = call->req;
-  tb__tmodel_t *m = call->model;
-  json_t *v = json_pack("{sss{sssssi}sssisfsb}", "model_id", m->id, "model_data", "model_name",
-                        m->base->name, "arch", tb__model_arch_type(m->base->cfg.arch),
-                        "vocab_size", m->base->cfg.vocab_size,
-                        "base_model", m->base->name, "lora_rank", m->lora.rank, "lora_alpha",
-                        (double)(m->lora.alpha > 0 ? m->lora.alpha : TB_LORA_DEFAULT_ALPHA),
-                        "ready", m->ready);
-  if (v == NULL) {
-    tb__server_respond_error(req, 503, "out of memory");
-    return 0;
-  }
-  tb__server_respond_jsonv(req, 200, v);
-  json_decref(v);
-  return 0;
-}
-
-/* GET /list_loss_functions: the losses forward_backward takes. */
-void tb__route_tb_list_loss_functions(tb__http_request_t *req) {
-  json_t *names = json_array();
-  for (int i = TB_LOSS_CROSS_ENTROPY; names != NULL && i <= TB_LOSS_DRO; i++)
-    json_array_append_new(names, json_string(tb__loss_fn_name((tb__loss_fn_t)i)));
-  json_t *v = json_pack("{so}", "available_loss_functions", names);
+/* Answers 200 with v (released), or 503 when it could not be made. */
+static void respond(tb__http_request_t *req, json_t *v) {
   if (v == NULL) {
     tb__server_respond_error(req, 503, "out of memory");
     return;
   }
   tb__server_respond_jsonv(req, 200, v);
   json_decref(v);
+}
+
+/* POST /get_info {"model_id"}: the caller's model, as the Python server's
+ * shape with what it left out filled in. */
+int tb__route_tb_get_info(tb__route_call_t *call) {
+  tb__http_request_t *req = call->req;
+  tb__tmodel_t *m = call->model;
+  tb__wire_tb_model_t r = {
+    .model_id = m->id,
+    .base_model = m->base->name,
+    .arch = tb__model_arch_type(m->base->cfg.arch),
+    .vocab_size = m->base->cfg.vocab_size,
+    .lora_rank = m->lora.rank,
+    .lora_alpha = m->lora.alpha > 0 ? m->lora.alpha : TB_LORA_DEFAULT_ALPHA,
+    .ready = m->ready,
+  };
+  respond(req, tb__wire_tb_model_to_json(&r));
+  return 0;
+}
+
+/* GET /list_loss_functions: the losses forward_backward takes. */
+void tb__route_tb_list_loss_functions(tb__http_request_t *req) {
+  const char *names[TB_LOSS_DRO - TB_LOSS_CROSS_ENTROPY + 1];
+  tb__wire_tb_loss_fns_t r = { names, 0 };
+  for (int i = TB_LOSS_CROSS_ENTROPY; i <= TB_LOSS_DRO; i++)
+    names[r.n_names++] = tb__loss_fn_name((tb__loss_fn_t)i);
+  respond(req, tb__wire_tb_loss_fns_to_json(&r));
 }

@@ -30,39 +30,26 @@
 
 #include "core/json.h"
 #include "server/routes.h"
+#include "wire/tinkerbell.h"
 
 /* ------------------------------------------------------------ sampling */
 
-/* A sample whose prompt is decoded (and rendered) off the loop when the
- * body is large. */
-typedef struct sample_decode_s {
-  tb__offload_t o;
-  tb__top_t *op;
-  json_t *doc;
-  tb_slice_t id;           /* model_id, in doc; NULL base when not given */
-  tb__tmodel_t *m;         /* the caller's model named by id, or NULL */
-  tb__tctx_t x;
-  int sync, status, rc;
-  tb_error_t err;
-} sample_decode_t;
-
+/* A sample's prompt, decoded (and rendered) off the loop when the body
+ * is large. */
 static void sample_run(tb__offload_t *o) {
-  sample_decode_t *d = (sample_decode_t *)o;
+  tb__tb_decode_t *d = (tb__tb_decode_t *)o;
   tb__jctx_t c;
   tb__jctx_init(&c, &d->err);
   d->rc = tb__tb_decode_sample(&c, &d->x, d->op, d->doc, d->op->encode_data, &d->status);
 }
 
 static void sample_done(tb__offload_t *o) {
-  sample_decode_t *d = (sample_decode_t *)o;
+  tb__tb_decode_t *d = (tb__tb_decode_t *)o;
   tb__http_request_t *req = o->req;
   tb__training_t *tr = o->tr;
   tb__top_t *op = d->op;
-  if (tr->closing) {
-    tb__server_respond_error(req, 503, "the server is closing");
-    tb__top_free(op);
-  } else if (d->rc < 0) {
-    tb__tb_refuse(req, d->status, &d->err, op, NULL);
+  if (tb__tb_decode_refused(d)) {
+    /* answered */
   } else if (d->m != NULL) {
     /* After the model's earlier operations; it may have gone meanwhile. */
     tb__tmodel_t *m = tb__tb_find_model(tr, tb__sreq(req)->user, d->id);
@@ -85,11 +72,8 @@ static void sample_done(tb__offload_t *o) {
     }
     tb__tb_answer_call(req, fid, b->name, d->sync);
   }
-  json_decref(d->doc);
-  tb_error_clear(&d->err);
-  free(d);
+  tb__tb_decode_free(d);
 }
-
 
 /* {"model_id"? | "base_model"?, "prompt" | "messages" | "prompt_tokens",
  * sampling parameters}: from the caller's model (after its earlier
@@ -139,25 +123,13 @@ static void sample(tb__http_request_t *req, int sync) {
     return;
   }
   tb__top_t *op = tb__tb_new_op(req, TB__OP_SAMPLE);
-  sample_decode_t *d = op ? calloc(1, sizeof(*d)) : NULL;
-  if (d == NULL) {
-    if (op != NULL) {
-      tb__server_respond_error(req, 503, "out of memory");
-      tb__top_free(op);
-    }
+  if (op == NULL) {
     json_decref(doc);
     return;
   }
   op->base = b;
   ((tb__tbop_t *)op->encode_data)->model_id = b->name;
-  d->o = (tb__offload_t){ .tr = tr, .req = req, .run = sample_run, .done = sample_done };
-  d->op = op;
-  d->doc = doc;
-  d->id = id;
-  d->m = m;
-  d->sync = sync;
-  tb__tctx_init(&d->x, tr, b);
-  tb__offload(&d->o);
+  tb__tb_decode_start(req, op, doc, id, m, b, sync, sample_run, sample_done);
 }
 
 void tb__route_tb_sample(tb__http_request_t *req) { sample(req, 1); }
@@ -178,6 +150,16 @@ typedef struct text_call_s {
   size_t answer_len;
   tb_error_t err;
 } text_call_t;
+
+/* The answer r as the wire writes it, or NULL with c's error; frees
+ * owned (what r borrows). */
+static json_t *answer(tb__jctx_t *c, const tb__wire_tb_text_t *r, void *owned) {
+  json_t *v = tb__wire_tb_text_to_json(r);
+  free(owned);
+  if (v == NULL)
+    tb__jctx_fail(c, "out of memory");
+  return v;
+}
 
 /* "text": its tokens. */
 static json_t *tokenize_text(tb__jctx_t *c, const tb__tctx_t *x, const json_t *doc,
@@ -209,17 +191,8 @@ static json_t *tokenize_text(tb__jctx_t *c, const tb__tctx_t *x, const json_t *d
     tb_error_clear(&err);
     return NULL;
   }
-  json_t *toks = json_array();
-  for (size_t i = 0; toks != NULL && i < n; i++)
-    if (json_array_append_new(toks, json_integer(ids[i])) != 0) {
-      json_decref(toks);
-      toks = NULL;
-    }
-  free(ids);
-  json_t *v = toks ? json_pack("{so}", "tokens", toks) : NULL;
-  if (v == NULL)
-    tb__jctx_fail(c, "out of memory");
-  return v;
+  tb__wire_tb_text_t r = { .has_tokens = 1, .tokens = ids, .n_tokens = n };
+  return answer(c, &r, ids);
 }
 
 /* "messages": the rendered conversation's tokens and text. */
@@ -254,19 +227,10 @@ static json_t *tokenize_messages(tb__jctx_t *c, tb__arena_t *a, const tb__tctx_t
     tb_error_clear(&err);
     return NULL;
   }
-  json_t *toks = json_array();
-  for (size_t i = 0; toks != NULL && i < out.len; i++)
-    if (json_array_append_new(toks, json_integer(out.tokens[i])) != 0) {
-      json_decref(toks);
-      toks = NULL;
-    }
-  json_t *text = toks ? tb__tb_text_json(out.text, out.text_len) : NULL;
-  json_t *v = text ? json_pack("{soso}", "tokens", toks, "text", text) : NULL;
-  if (v == NULL && text == NULL)
-    json_decref(toks);
+  tb__wire_tb_text_t t = { .has_tokens = 1, .tokens = out.tokens, .n_tokens = out.len,
+                           .text = out.text ? out.text : "", .text_len = out.text_len };
+  json_t *v = answer(c, &t, NULL);
   tb_rendered_free(&out);
-  if (v == NULL)
-    tb__jctx_fail(c, "out of memory");
   return v;
 }
 
@@ -308,12 +272,12 @@ static json_t *detokenize(tb__jctx_t *c, const tb__tctx_t *x, const json_t *doc,
     rc = tb__jctx_fail(c, "%s", tb_error_message(&err));
   tb_error_clear(&err);
   free(ids);
-  json_t *s = rc == 0 ? tb__tb_text_json(text, len) : NULL;
-  free(text);
-  json_t *v = s ? json_pack("{so}", "text", s) : NULL;
-  if (rc == 0 && v == NULL)
-    tb__jctx_fail(c, "out of memory");
-  return v;
+  if (rc != 0) {
+    free(text);
+    return NULL;
+  }
+  tb__wire_tb_text_t t = { .text = text ? text : "", .text_len = len };
+  return answer(c, &t, text);
 }
 
 static void text_call_run(tb__offload_t *o) {

@@ -3,6 +3,9 @@
  */
 #include "wire/codec.h"
 
+#include <math.h>
+#include <string.h>
+
 int tb__wire_put(json_t *o, const char *key, json_t *v) {
   if (o == NULL || v == NULL) {
     json_decref(v);
@@ -21,6 +24,51 @@ json_t *tb__wire_done(json_t *o, int failed) {
 
 json_t *tb__wire_str_or_null(const char *s) {
   return s != NULL ? json_string(s) : json_null();
+}
+
+json_t *tb__wire_real_or_null(double v) {
+  return isfinite(v) ? json_real(v) : json_null();
+}
+
+json_t *tb__wire_metrics_to_json(const tb__wire_metric_t *ms, size_t n) {
+  json_t *o = json_object();
+  int bad = 0;
+  for (size_t i = 0; !bad && i < n; i++)
+    bad = tb__wire_put(o, ms[i].name, tb__wire_real_or_null(ms[i].value));
+  return tb__wire_done(o, bad);
+}
+
+int tb__wire_req_real(tb__jctx_t *c, const json_t *o, const char *key, double *out) {
+  const json_t *v = json_object_get(o, key);
+  if (v != NULL && json_is_null(v)) {
+    *out = NAN;
+    return 0;
+  }
+  return tb__json_get_double(c, o, key, TB_JSON_REQUIRED, out);
+}
+
+int tb__wire_metrics_from_json(tb__jctx_t *c, tb__arena_t *a, const json_t *o, const char *key,
+                               tb__wire_metric_t **out, size_t *n) {
+  json_t *m;
+  int rc = tb__json_get_object(c, o, key, TB_JSON_REQUIRED, &m);
+  if (rc != 0)
+    return rc;
+  tb__wire_metric_t *ms = tb__arena_calloc(a, json_object_size(m) + 1, sizeof(*ms));
+  if (ms == NULL)
+    return TB_ENOMEM;
+  size_t i = 0, mark = tb__jctx_push_key(c, key);
+  const char *name;
+  json_t *mv;
+  json_object_foreach(m, name, mv) {
+    ms[i].name = name;
+    rc = tb__wire_req_real(c, m, name, &ms[i++].value);
+    if (rc != 0)
+      break;
+  }
+  tb__jctx_pop(c, mark);
+  if (rc == 0)
+    *out = ms, *n = i;
+  return rc;
 }
 
 int tb__wire_req_str(tb__jctx_t *c, const json_t *o, const char *key, const char **out) {

@@ -13,6 +13,7 @@
 
 #include "core/arena.h"
 #include "core/json.h"
+#include "wire/types.h"
 
 /* Adds key: v to o, taking v (freed on failure); returns 0, or -1 when o
  * or v is NULL or the add failed, so that a codec ORs the results. */
@@ -21,6 +22,10 @@ int tb__wire_put(json_t *o, const char *key, json_t *v);
 json_t *tb__wire_done(json_t *o, int failed);
 /* A string, or JSON null for NULL. */
 json_t *tb__wire_str_or_null(const char *s);
+/* A real, or JSON null for one JSON cannot carry (inf, NaN). */
+json_t *tb__wire_real_or_null(double v);
+/* {name: value, ...} of n metrics, each value a real or null. */
+json_t *tb__wire_metrics_to_json(const tb__wire_metric_t *ms, size_t n);
 
 /* Readers of a field of o into a borrowed C string: required, or NULL
  * when absent or null.  0 or the reader's error. */
@@ -28,6 +33,14 @@ int tb__wire_req_str(tb__jctx_t *c, const json_t *o, const char *key, const char
 int tb__wire_opt_str(tb__jctx_t *c, const json_t *o, const char *key, const char **out);
 /* An optional integer >= -1: -1 when absent or null. */
 int tb__wire_opt_int(tb__jctx_t *c, const json_t *o, const char *key, int64_t *out);
+/* A required number that may be null (read as NaN: what
+ * tb__wire_real_or_null wrote for inf or NaN). */
+int tb__wire_req_real(tb__jctx_t *c, const json_t *o, const char *key, double *out);
+/* The metrics object at key of o (required), in the arena, each value a
+ * number or null (NaN); names are the document's.  0, the reader's
+ * error or TB_ENOMEM. */
+int tb__wire_metrics_from_json(tb__jctx_t *c, tb__arena_t *a, const json_t *o, const char *key,
+                               tb__wire_metric_t **out, size_t *n);
 /* An optional boolean: absent when absent or null. */
 int tb__wire_opt_bool(tb__jctx_t *c, const json_t *o, const char *key, int absent, int *out);
 

@@ -1,0 +1,283 @@
+/*
+ * wire/tinkerbell: the Tinkerbell dialect's answers (add_lora, forward,
+ * forward_backward, optim_step, save, load and remove_lora results,
+ * samples, get_info, list_loss_functions, tokenize, detokenize).  Each is
+ * read from the bytes the server answered in test/golden/tinkerbell.txt
+ * (and retrieve_future.txt for a result that created its model) and
+ * written again, which must give the same bytes; what JSON cannot carry
+ * and text that is no valid UTF-8 are written as the dialect always wrote
+ * them; malformed answers are refused naming the field.
+ */
+#include "tb_test.h"
+
+#include <math.h>
+
+#include "core/arena.h"
+#include "core/json.h"
+#include "wire/tinkerbell.h"
+#include "wire_golden.h"
+
+_Static_assert(sizeof(tb__wire_tb_forward_t) <= TB_TEST_WIRE_SCRATCH,
+               "the refusals' scratch is too small");
+
+/* The decoders through one signature (tb_test_reader_fn). */
+static int read_adapter(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
+  (void)a;
+  return tb__wire_tb_adapter_from_json(c, v, out);
+}
+
+static int read_forward(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
+  return tb__wire_tb_forward_from_json(c, a, v, out);
+}
+
+static int read_optim(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
+  return tb__wire_tb_optim_from_json(c, a, v, out);
+}
+
+static int read_status(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
+  (void)a;
+  return tb__wire_tb_status_from_json(c, v, out);
+}
+
+static int read_sampled(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
+  return tb__wire_tb_sampled_from_json(c, a, v, out);
+}
+
+static int read_model(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
+  (void)a;
+  return tb__wire_tb_model_from_json(c, v, out);
+}
+
+static int read_loss_fns(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
+  return tb__wire_tb_loss_fns_from_json(c, a, v, out);
+}
+
+static int read_text(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
+  return tb__wire_tb_text_from_json(c, a, v, out);
+}
+
+/* Writes a struct of each kind again. */
+typedef json_t *(*writer_fn)(const void *r);
+
+static json_t *write_adapter(const void *r) { return tb__wire_tb_adapter_to_json(r); }
+static json_t *write_forward(const void *r) { return tb__wire_tb_forward_to_json(r); }
+static json_t *write_optim(const void *r) { return tb__wire_tb_optim_to_json(r); }
+static json_t *write_status(const void *r) { return tb__wire_tb_status_to_json(r); }
+static json_t *write_sampled(const void *r) { return tb__wire_tb_sampled_to_json(r); }
+static json_t *write_model(const void *r) { return tb__wire_tb_model_to_json(r); }
+static json_t *write_loss_fns(const void *r) { return tb__wire_tb_loss_fns_to_json(r); }
+static json_t *write_text(const void *r) { return tb__wire_tb_text_to_json(r); }
+
+/* One recorded answer: the nth answer to request in the golden file. */
+typedef struct {
+  const char *file, *request;
+  int nth;
+  tb_test_reader_fn read;
+  writer_fn write;
+} recorded_t;
+
+#define TB "tinkerbell.txt"
+#define FUTURE "POST /retrieve_future"
+
+static const recorded_t RECORDED[] = {
+  { TB, FUTURE, 0, read_adapter, write_adapter },
+  { TB, FUTURE, 19, read_adapter, write_adapter },
+  { TB, "POST /api/v1/forward_backward", 0, read_forward, write_forward },
+  { TB, "POST /api/v1/forward", 0, read_forward, write_forward },
+  { TB, FUTURE, 4, read_forward, write_forward },
+  { TB, "POST /api/v1/optim_step", 0, read_optim, write_optim },
+  { TB, FUTURE, 5, read_optim, write_optim },
+  { TB, FUTURE, 7, read_status, write_status },
+  { TB, FUTURE, 11, read_status, write_status },
+  { TB, FUTURE, 13, read_status, write_status },
+  { TB, "POST /api/v1/remove_lora", 0, read_status, write_status },
+  { TB, FUTURE, 17, read_status, write_status },
+  { TB, "POST /api/v1/sample", 0, read_sampled, write_sampled },
+  { TB, "POST /api/v1/sample", 1, read_sampled, write_sampled },
+  { TB, FUTURE, 15, read_sampled, write_sampled },
+  { TB, FUTURE, 16, read_sampled, write_sampled },
+  { TB, "POST /get_info", 0, read_model, write_model },
+  { TB, "GET /list_loss_functions", 0, read_loss_fns, write_loss_fns },
+  { TB, "POST /api/v1/tokenize", 0, read_text, write_text },
+  { TB, "POST /api/v1/tokenize", 1, read_text, write_text },
+  { TB, "POST /api/v1/detokenize", 0, read_text, write_text },
+  /* a forward_backward that created its model, read back from its future */
+  { "retrieve_future.txt", FUTURE, 1, read_forward, write_forward },
+};
+
+TEST(recorded_answers_round_trip) {
+  for (size_t i = 0; i < sizeof(RECORDED) / sizeof(RECORDED[0]); i++) {
+    const recorded_t *r = &RECORDED[i];
+    golden_name = r->file;
+    char *bytes = golden_answer(r->request, r->nth);
+    tb__arena_t a;
+    tb__arena_init(&a, 0);
+    _Alignas(max_align_t) char out[TB_TEST_WIRE_SCRATCH];
+    json_t *doc = read_ok(bytes, r->read, &a, out);
+    same_again(r->write(out), doc, bytes);
+    tb__arena_free(&a);
+  }
+}
+
+TEST(recorded_answers_read) {
+  golden_name = "tinkerbell.txt";
+  tb__arena_t a;
+  tb__arena_init(&a, 0);
+  char *bytes = golden_answer("POST /api/v1/forward", 0);
+  tb__wire_tb_forward_t f;
+  json_t *doc = read_ok(bytes, read_forward, &a, &f);
+  ASSERT_STR_EQ(f.model_id, "m1");
+  ASSERT_STR_EQ(f.loss_fn, "cross_entropy");
+  ASSERT_EQ_INT(f.num_samples, 1);
+  ASSERT_EQ_INT(f.num_tokens, 10);
+  ASSERT(f.has_logprobs);
+  ASSERT_EQ_INT(f.n_rows, 1);
+  ASSERT_EQ_INT(f.n_metrics, 1);
+  ASSERT_STR_EQ(f.metrics[0].name, "loss:sum");
+  ASSERT(fabs(f.loss * f.total_weight - f.loss_sum) < 1e-9 * f.loss_sum);
+  json_decref(doc);
+  free(bytes);
+
+  bytes = golden_answer("POST /api/v1/sample", 0);
+  tb__wire_tb_sampled_t s;
+  doc = read_ok(bytes, read_sampled, &a, &s);
+  ASSERT_EQ_INT(s.n_samples, 1);
+  ASSERT_EQ_INT(s.samples[0].n_tokens, 6);
+  ASSERT_EQ_INT(s.samples[0].tokens[0], 101);
+  ASSERT_STR_EQ(s.samples[0].stop_reason, "length");
+  ASSERT_STR_EQ(s.samples[0].text, "eeeeee");
+  ASSERT(s.samples[0].reasoning == NULL);
+  json_decref(doc);
+  free(bytes);
+
+  bytes = golden_answer("POST /api/v1/detokenize", 0);
+  tb__wire_tb_text_t t;
+  doc = read_ok(bytes, read_text, &a, &t);
+  ASSERT(!t.has_tokens);
+  ASSERT_EQ_INT(t.text_len, 2);
+  json_decref(doc);
+  free(bytes);
+
+  golden_name = "retrieve_future.txt";
+  bytes = golden_answer("POST /retrieve_future", 1);
+  doc = read_ok(bytes, read_forward, &a, &f);
+  ASSERT(f.created);
+  ASSERT(!f.has_logprobs);
+  json_decref(doc);
+  free(bytes);
+  tb__arena_free(&a);
+}
+
+/* What the recordings do not hold: a diverged loss, a sample with
+ * reasoning, a text no tokenizer could show, invalid UTF-8. */
+TEST(unrecorded_shapes) {
+  tb__wire_metric_t m[] = { { "loss:sum", INFINITY } };
+  size_t rows[] = { 2, 0 };
+  float lps[] = { -1.5f, NAN };
+  tb__wire_tb_forward_t f = { .loss = NAN, .loss_sum = INFINITY, .total_weight = 2,
+                              .num_samples = 2, .num_tokens = 2, .model_id = "m",
+                              .backend = "b", .loss_fn = "ppo", .metrics = m, .n_metrics = 1,
+                              .has_logprobs = 1, .logprobs = lps, .row_len = rows,
+                              .n_rows = 2 };
+  const char *want = "{\"loss\":null,\"loss_sum\":null,\"num_samples\":2,\"num_tokens\":2,"
+                     "\"total_weight\":2.0,\"model_id\":\"m\",\"backend\":\"b\","
+                     "\"loss_fn\":\"ppo\",\"loss_fn_outputs\":{\"loss_fn\":\"ppo\"},"
+                     "\"metrics\":{\"loss:sum\":null},\"logprobs\":[[-1.5,null],[]]}";
+  assert_bytes(tb__wire_tb_forward_to_json(&f), want);
+  tb__arena_t a;
+  tb__arena_init(&a, 0);
+  tb__wire_tb_forward_t back;
+  json_t *doc = read_ok(want, read_forward, &a, &back);
+  ASSERT(isnan(back.loss) && isnan(back.metrics[0].value) && isnan(back.logprobs[1]));
+  ASSERT_EQ_INT(back.row_len[0], 2);
+  ASSERT_EQ_INT(back.row_len[1], 0);
+  assert_bytes(tb__wire_tb_forward_to_json(&back), want);
+  json_decref(doc);
+
+  int32_t toks[] = { 7, 8 };
+  float slps[] = { -0.25f, -0.5f };
+  tb__wire_tb_sample_t s[] = {
+    { .text = "ok\xff", .text_len = 3, .reasoning = "why", .reasoning_len = 3, .tokens = toks,
+      .logprobs = slps, .n_tokens = 2, .stop_reason = "stop" },
+    { .tokens = toks, .logprobs = slps, .n_tokens = 1, .stop_reason = "length" },
+  };
+  tb__wire_tb_sampled_t r = { .model_id = "m", .base_model = "base", .backend = "b",
+                              .prompt_tokens = 3, .samples = s, .n_samples = 2,
+                              .created = 1 };
+  want = "{\"model_id\":\"m\",\"base_model\":\"base\",\"backend\":\"b\","
+         "\"generated_text\":\"ok\xef\xbf\xbd\",\"completions\":[\"ok\xef\xbf\xbd\",null],"
+         "\"prompt_tokens\":3,\"samples\":[{\"text\":\"ok\xef\xbf\xbd\",\"tokens\":[7,8],"
+         "\"logprobs\":[-0.25,-0.5],\"stop_reason\":\"stop\",\"reasoning\":\"why\"},"
+         "{\"text\":null,\"tokens\":[7],\"logprobs\":[-0.25],\"stop_reason\":\"length\"}],"
+         "\"created\":true}";
+  assert_bytes(tb__wire_tb_sampled_to_json(&r), want);
+  tb__wire_tb_sampled_t rb;
+  doc = read_ok(want, read_sampled, &a, &rb);
+  ASSERT(rb.created);
+  ASSERT(rb.samples[1].text == NULL);
+  ASSERT_STR_EQ(rb.samples[0].reasoning, "why");
+  assert_bytes(tb__wire_tb_sampled_to_json(&rb), want);
+  json_decref(doc);
+
+  /* No samples: generated_text is null. */
+  r.n_samples = 0;
+  r.created = 0;
+  assert_bytes(tb__wire_tb_sampled_to_json(&r),
+               "{\"model_id\":\"m\",\"base_model\":\"base\",\"backend\":\"b\","
+               "\"generated_text\":null,\"completions\":[],\"prompt_tokens\":3,"
+               "\"samples\":[]}");
+  /* A text with a NUL and a sequence cut short. */
+  tb__wire_tb_text_t t = { .text = "a\0b\xe2\x82", .text_len = 5 };
+  assert_bytes(tb__wire_tb_text_to_json(&t), "{\"text\":\"a\\u0000b\xef\xbf\xbd\xef\xbf\xbd\"}");
+  tb__arena_free(&a);
+}
+
+TEST(malformed_answers_refused) {
+  static const struct {
+    const char *text;
+    tb_test_reader_fn read;
+    const char *want;
+  } cases[] = {
+    { "[]", read_adapter, "expected an object" },
+    { "{\"model_id\":\"m\",\"base_model\":\"b\",\"rank\":0,\"alpha\":1.0,\"backend\":\"x\"}",
+      read_adapter, "rank: " },
+    { "{\"loss\":\"x\"}", read_forward, "loss: expected a number" },
+    { "{\"loss\":1.0,\"loss_sum\":1.0,\"num_samples\":1,\"num_tokens\":1,\"total_weight\":1.0,"
+      "\"model_id\":\"m\",\"backend\":\"b\",\"loss_fn\":\"ce\",\"loss_fn_outputs\":{},"
+      "\"metrics\":{\"a:sum\":\"1\"}}",
+      read_forward, "metrics.a:sum: expected a number" },
+    { "{\"loss\":1.0,\"loss_sum\":1.0,\"num_samples\":1,\"num_tokens\":1,\"total_weight\":1.0,"
+      "\"model_id\":\"m\",\"backend\":\"b\",\"loss_fn\":\"ce\",\"loss_fn_outputs\":{},"
+      "\"metrics\":{},\"logprobs\":[[1.0],2]}",
+      read_forward, "logprobs[1]: expected a list of log-probabilities, got an integer" },
+    { "{\"model_id\":\"m\",\"backend\":\"b\",\"step\":1}", read_optim,
+      "metrics: required field is missing" },
+    { "{\"model_id\":\"m\"}", read_status, "status: required field is missing" },
+    { "{\"model_id\":\"m\",\"status\":\"saved\",\"created\":1}", read_status,
+      "created: expected a boolean" },
+    { "{\"model_id\":\"m\",\"base_model\":\"b\",\"backend\":\"x\",\"prompt_tokens\":1,"
+      "\"samples\":[{\"text\":null,\"tokens\":[1,2],\"logprobs\":[0.5],"
+      "\"stop_reason\":\"stop\"}]}",
+      read_sampled, "samples[0].logprobs: expected 2 values (one per token), got 1" },
+    { "{\"model_id\":\"m\",\"base_model\":\"b\",\"backend\":\"x\",\"prompt_tokens\":1,"
+      "\"samples\":[{\"text\":1}]}",
+      read_sampled, "samples[0].text: expected a string" },
+    { "{\"model_id\":\"m\",\"model_data\":{\"arch\":\"llama\"}}", read_model,
+      "model_data.vocab_size: required field is missing" },
+    { "{\"available_loss_functions\":[\"ce\",3]}", read_loss_fns,
+      "available_loss_functions[1]: expected a string, got an integer" },
+    { "{\"tokens\":[1,\"2\"]}", read_text, "tokens[1]: " },
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    char *msg = refusal(cases[i].text, cases[i].read);
+    ASSERT_STR_CONTAINS(msg, cases[i].want);
+    free(msg);
+  }
+}
+
+TEST_LIST(
+  TEST_ENTRY(recorded_answers_round_trip),
+  TEST_ENTRY(recorded_answers_read),
+  TEST_ENTRY(unrecorded_shapes),
+  TEST_ENTRY(malformed_answers_refused),
+)
