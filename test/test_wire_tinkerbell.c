@@ -1,7 +1,9 @@
 /*
  * wire/tinkerbell: the Tinkerbell dialect's answers (add_lora, forward,
  * forward_backward, optim_step, save, load and remove_lora results,
- * samples, get_info, list_loss_functions, tokenize, detokenize).  Each is
+ * samples, get_info, list_loss_functions, tokenize, detokenize) and its
+ * text requests (the model a call names, chat messages, tokenize and
+ * detokenize bodies).  Each is
  * read from the bytes the server answered in test/golden/tinkerbell.txt
  * (and retrieve_future.txt for a result that created its model) and
  * written again, which must give the same bytes; what JSON cannot carry
@@ -15,6 +17,7 @@
 #include "core/arena.h"
 #include "core/json.h"
 #include "wire/tinkerbell.h"
+#include "wire/tinkerbell_request.h"
 #include "wire_golden.h"
 
 _Static_assert(sizeof(tb__wire_tb_forward_t) <= TB_TEST_WIRE_SCRATCH,
@@ -54,6 +57,18 @@ static int read_loss_fns(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *o
 
 static int read_text(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
   return tb__wire_tb_text_from_json(c, a, v, out);
+}
+
+static int read_tokenize(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
+  return tb__wire_tb_tokenize_from_json(c, a, v, out);
+}
+
+static int read_detokenize(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
+  return tb__wire_tb_detokenize_from_json(c, a, v, out);
+}
+
+static int read_chat(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
+  return tb__wire_tb_chat_from_json(c, a, v, out);
 }
 
 /* Writes a struct of each kind again. */
@@ -232,6 +247,101 @@ TEST(unrecorded_shapes) {
   tb__arena_free(&a);
 }
 
+TEST(recorded_requests_round_trip) {
+  golden_name = "tinkerbell.txt";
+  tb__arena_t a;
+  tb__arena_init(&a, 0);
+  for (int i = 0; i < 2; i++) {
+    char *bytes = golden_request("POST /api/v1/tokenize", i);
+    tb__wire_tb_tokenize_t r;
+    json_t *doc = read_ok(bytes, read_tokenize, &a, &r);
+    tb__jctx_t c;
+    tb_error_t err = { 0 };
+    tb__jctx_init(&c, &err);
+    tb__wire_tb_target_t t;
+    ASSERT_OK(tb__wire_tb_target_from_json(&c, doc, &t));
+    ASSERT((t.model_id.base != NULL) == (i == 1));
+    ASSERT((t.base_model.base != NULL) == (i == 0));
+    ASSERT_EQ_INT(r.chat.n_messages, i);
+    ASSERT_EQ_INT(r.add_generation_prompt, i);
+    same_again(tb__wire_tb_tokenize_to_json(&t, &r), doc, bytes);
+  }
+  char *bytes = golden_request("POST /api/v1/detokenize", 0);
+  tb__wire_tb_detokenize_t d;
+  json_t *doc = read_ok(bytes, read_detokenize, &a, &d);
+  ASSERT_EQ_INT(d.n_tokens, 2);
+  ASSERT_EQ_INT(d.tokens[1], 105);
+  tb__wire_tb_target_t none = { { NULL, 0 }, { NULL, 0 } };
+  same_again(tb__wire_tb_detokenize_to_json(&none, &d), doc, bytes);
+
+  /* A conversation of the training data and of a sample's messages. */
+  const char *with_chat[] = { "POST /api/v1/forward_backward", "POST /api/v1/sample" };
+  const char *list[] = { "data", "messages" };
+  for (int i = 0; i < 2; i++) {
+    bytes = golden_request(with_chat[i], i);
+    doc = parse(bytes);
+    json_t *conv = json_object_get(doc, list[i]);
+    if (i == 0)
+      conv = json_array_get(conv, 0);
+    tb__jctx_t c;
+    tb_error_t err = { 0 };
+    tb__jctx_init(&c, &err);
+    tb__wire_tb_chat_t chat;
+    ASSERT_OK(tb__wire_tb_chat_from_json(&c, &a, conv, &chat));
+    ASSERT_EQ_INT(chat.n_messages, i == 0 ? 2 : 1);
+    ASSERT_STR_EQ(chat.messages[0].role, "user");
+    json_t *again = tb__wire_tb_chat_to_json(&chat);
+    ASSERT(json_equal(again, conv));
+    json_decref(again);
+    json_decref(doc);
+    free(bytes);
+  }
+  /* reasoning travels as reasoning_content */
+  tb_chat_message_t m = { "assistant", "a", "b", 1 };
+  tb__wire_tb_chat_t chat = { &m, 1 };
+  assert_bytes(tb__wire_tb_chat_to_json(&chat),
+               "[{\"role\":\"assistant\",\"content\":\"a\",\"reasoning_content\":\"b\"}]");
+  tb__arena_free(&a);
+}
+
+TEST(malformed_requests_refused) {
+  static const struct {
+    const char *text;
+    tb_test_reader_fn read;
+    const char *want;
+  } cases[] = {
+    { "{\"text\":\"a\",\"messages\":[]}", read_tokenize,
+      "text: give text or messages, not both" },
+    { "{}", read_tokenize, "text: required (or messages)" },
+    { "{\"text\":1}", read_tokenize, "text: expected a string, got an integer" },
+    { "{\"text\":\"a\",\"add_special_tokens\":1}", read_tokenize,
+      "add_special_tokens: expected a boolean" },
+    { "{\"text\":\"a\",\"add_generation_prompt\":true}", read_tokenize,
+      "add_generation_prompt: only with messages" },
+    { "{\"text\":\"a\",\"renderer\":\"x\"}", read_tokenize, "renderer: only with messages" },
+    { "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],\"add_special_tokens\":true}",
+      read_tokenize, "add_special_tokens: only with text" },
+    { "{\"messages\":[]}", read_tokenize,
+      "messages: expected a non-empty list of {role, content}" },
+    { "{\"messages\":[{\"role\":\"tool\",\"content\":\"a\"}]}", read_tokenize,
+      "messages[0].role: expected system, user or assistant, got \"tool\"" },
+    { "{\"messages\":[{\"role\":\"user\",\"content\":\"a\",\"reasoning_content\":\"r\"}]}",
+      read_tokenize, "messages[0].reasoning_content: only an assistant message has one" },
+    { "{\"messages\":[{\"role\":\"user\"}]}", read_tokenize,
+      "messages[0].content: required field is missing" },
+    { "{}", read_detokenize, "tokens: required field is missing" },
+    { "{\"tokens\":[1,\"2\"]}", read_detokenize, "tokens[1]: expected an integer, got a string" },
+    { "{\"tokens\":[],\"skip_special_tokens\":0}", read_detokenize,
+      "skip_special_tokens: expected a boolean" },
+    { "[3]", read_chat, "[0]: expected an object" },
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    char *msg = refusal(cases[i].text, cases[i].read);
+    ASSERT_STR_CONTAINS(msg, cases[i].want);
+    free(msg);
+  }
+}
+
 TEST(malformed_answers_refused) {
   static const struct {
     const char *text;
@@ -280,4 +390,6 @@ TEST_LIST(
   TEST_ENTRY(recorded_answers_read),
   TEST_ENTRY(unrecorded_shapes),
   TEST_ENTRY(malformed_answers_refused),
+  TEST_ENTRY(recorded_requests_round_trip),
+  TEST_ENTRY(malformed_requests_refused),
 )

@@ -190,10 +190,16 @@ int tb__json_as_int(tb__jctx_t *c, const json_t *v, int64_t min, int64_t max,
     return tb__jctx_fail(c, "expected an integer, got %s",
                          tb__json_type_name(v));
   }
+  int rc = tb__json_check_range(c, n, min, max);
+  if (rc == 0)
+    *out = n;
+  return rc;
+}
+
+int tb__json_check_range(tb__jctx_t *c, int64_t n, int64_t min, int64_t max) {
   if (n < min || n > max)
     return tb__jctx_fail(c, "%lld is out of range [%lld, %lld]", (long long)n,
                          (long long)min, (long long)max);
-  *out = n;
   return 0;
 }
 

@@ -77,6 +77,9 @@ int tb__json_get_bool(tb__jctx_t *c, const json_t *obj, const char *key,
 int tb__json_as_double(tb__jctx_t *c, const json_t *v, double *out);
 int tb__json_as_int(tb__jctx_t *c, const json_t *v, int64_t min, int64_t max,
                     int64_t *out);
+/* An integer already read (a wire struct's) against [min, max], refused
+ * as tb__json_as_int refuses it at c's path. */
+int tb__json_check_range(tb__jctx_t *c, int64_t n, int64_t min, int64_t max);
 
 /* Serialises compactly into a malloc'd string (NULL on ENOMEM). */
 char *tb__json_dump(const json_t *v, size_t *len);

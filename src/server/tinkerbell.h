@@ -113,12 +113,6 @@ int tb__tb_decode_sample(tb__jctx_t *c, const tb__tctx_t *x, tb__top_t *op, cons
  * stop strings). */
 int tb__tb_sample_needs_text(const json_t *doc);
 
-/* A conversation's messages ([{"role", "content", "reasoning_content"?},
- * ...], c's path at the list) for a renderer, borrowing the document's
- * strings; *out in a.  0 or c's error. */
-int tb__tb_read_messages(tb__jctx_t *c, tb__arena_t *a, const json_t *conv,
-                         tb_chat_message_t **out);
-
 /* A model id a caller may choose: 1 to 128 letters, digits, '.', '_' or
  * '-', not starting with '.' (no ':', so it never looks like a Tinker
  * model's).  0 or c's error at key. */

@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "wire/datum.h"
+#include "wire/tinkerbell_request.h"
 
 int tb__tb_check_name(tb__jctx_t *c, const char *key, tb_slice_t name) {
   int ok = name.len > 0 && name.len <= 128 && name.base[0] != '.';
@@ -46,44 +47,6 @@ static const tb__model_config_t *known_config(const tb__tctx_t *x) {
 }
 
 /* ------------------------------------------------------------ chat */
-
-int tb__tb_read_messages(tb__jctx_t *c, tb__arena_t *a, const json_t *conv,
-                         tb_chat_message_t **out) {
-  size_t n = json_array_size(conv);
-  tb_chat_message_t *msgs = tb__arena_calloc(a, n ? n : 1, sizeof(*msgs));
-  if (msgs == NULL)
-    return tb__jctx_fail(c, "out of memory");
-  int rc = 0;
-  for (size_t j = 0; rc == 0 && j < n; j++) {
-    const json_t *m = json_array_get(conv, j);
-    size_t mark = tb__jctx_push_index(c, j);
-    rc = tb__json_expect_object(c, m);
-    tb_slice_t role = { NULL, 0 }, content = { NULL, 0 }, reasoning = { NULL, 0 };
-    rc = rc < 0 ? rc : tb__json_get_string(c, m, "role", TB_JSON_REQUIRED, &role);
-    rc = rc < 0 ? rc : tb__json_get_string(c, m, "content", TB_JSON_REQUIRED, &content);
-    rc = rc < 0 ? rc : tb__json_get_string(c, m, "reasoning_content", TB_JSON_OPTIONAL,
-                                            &reasoning);
-    if (rc >= 0 && !tb__slice_eq_str(role, "system") && !tb__slice_eq_str(role, "user") &&
-        !tb__slice_eq_str(role, "assistant"))
-      rc = tb__jctx_fail_at(c, "role", "expected system, user or assistant, got \"%.*s\"",
-                            (int)(role.len > 40 ? 40 : role.len), role.base);
-    if (rc >= 0 && reasoning.base != NULL && !tb__slice_eq_str(role, "assistant"))
-      rc = tb__jctx_fail_at(c, "reasoning_content", "only an assistant message has one");
-    if (rc >= 0) {
-      /* The strings are the document's, which jansson keeps
-       * NUL-terminated; content goes by length (JSON strings may hold
-       * NUL). */
-      msgs[j].role = role.base;
-      msgs[j].content = content.len ? content.base : "";
-      msgs[j].content_len = content.len;
-      msgs[j].reasoning = reasoning.base;
-      rc = 0;
-    }
-    tb__jctx_pop(c, mark);
-  }
-  *out = msgs;
-  return rc;
-}
 
 static int chat_batch(tb__jctx_t *c, tb__arena_t *a, const json_t *doc, const json_t *data,
                       const tb__tctx_t *x, tb__batch_t *b, tb__tbop_t *info, int *status) {
@@ -106,11 +69,11 @@ static int chat_batch(tb__jctx_t *c, tb__arena_t *a, const json_t *doc, const js
     } else if (json_array_size(conv) == 0) {
       rc = tb__jctx_fail(c, "expected at least one message");
     }
-    tb_chat_message_t *msgs = NULL;
-    rc = rc < 0 ? rc : tb__tb_read_messages(c, a, conv, &msgs);
+    tb__wire_tb_chat_t chat;
+    rc = rc < 0 ? rc : tb__wire_tb_chat_from_json(c, a, conv, &chat);
     tb_rendered_t t = { 0 };
     tb_error_t rerr = { 0 };
-    if (rc == 0 && tb_renderer_render(r, msgs, json_array_size(conv), 0, &t, &rerr) != 0)
+    if (rc == 0 && tb_renderer_render(r, chat.messages, chat.n_messages, 0, &t, &rerr) != 0)
       rc = tb__jctx_fail(c, "%s", tb_error_message(&rerr));
     tb_error_clear(&rerr);
     size_t len = t.len;
@@ -433,23 +396,23 @@ static int read_prompt(tb__jctx_t *c, tb__arena_t *a, const json_t *doc, const t
   const tb_renderer_t *r = tb__tctx_renderer(c, x, doc, key, status);
   if (r == NULL)
     return -1;
-  tb_chat_message_t one = { "user", NULL, NULL, 0 }, *m = &one;
-  size_t n_msgs = 1;
+  tb_chat_message_t one = { "user", NULL, NULL, 0 };
+  tb__wire_tb_chat_t chat = { &one, 1 };
   if (text != NULL) {
     /* As the Python server: the text is one user message. */
     one.content = json_string_length(text) ? json_string_value(text) : "";
     one.content_len = json_string_length(text);
   } else {
-    n_msgs = json_array_size(msgs);
     size_t mark = tb__jctx_push_key(c, "messages");
-    rc = tb__tb_read_messages(c, a, msgs, &m);
+    rc = tb__wire_tb_chat_from_json(c, a, msgs, &chat);
     tb__jctx_pop(c, mark);
     if (rc != 0)
       return rc;
   }
   tb_rendered_t t = { 0 };
   tb_error_t rerr = { 0 };
-  if (tb_renderer_render(r, m, n_msgs, TB_RENDER_GENERATION_PROMPT, &t, &rerr) != 0)
+  if (tb_renderer_render(r, chat.messages, chat.n_messages, TB_RENDER_GENERATION_PROMPT, &t,
+                         &rerr) != 0)
     rc = tb__jctx_fail_at(c, key, "%s", tb_error_message(&rerr));
   tb_error_clear(&rerr);
   int32_t *p = rc == 0 ? tb__arena_alloc(a, t.len * sizeof(*p) + 1) : NULL;

@@ -31,6 +31,7 @@
 #include "core/json.h"
 #include "server/routes.h"
 #include "wire/tinkerbell.h"
+#include "wire/tinkerbell_request.h"
 
 /* ------------------------------------------------------------ sampling */
 
@@ -86,9 +87,9 @@ static void sample(tb__http_request_t *req, int sync) {
   tb_error_t err = { 0 };
   tb__jctx_t c;
   tb__jctx_init(&c, &err);
-  tb_slice_t id = { NULL, 0 }, base = { NULL, 0 };
-  int rc = tb__json_get_string(&c, doc, "model_id", TB_JSON_OPTIONAL, &id);
-  rc = rc < 0 ? rc : tb__json_get_string(&c, doc, "base_model", TB_JSON_OPTIONAL, &base);
+  tb__wire_tb_target_t target;
+  int rc = tb__wire_tb_target_from_json(&c, doc, &target);
+  tb_slice_t id = target.model_id, base = target.base_model;
   if (rc < 0) {
     tb__tb_refuse(req, 400, &err, NULL, doc);
     return;
@@ -144,7 +145,7 @@ typedef struct text_call_s {
   json_t *doc;
   tb__tctx_t x;
   int detokenize;
-  tb__arena_t arena;        /* the messages of a conversation */
+  tb__arena_t arena;        /* the decoded body */
   int status;              /* of the answer */
   char *answer;            /* JSON, malloc'd: the body until on_done */
   size_t answer_len;
@@ -162,67 +163,36 @@ static json_t *answer(tb__jctx_t *c, const tb__wire_tb_text_t *r, void *owned) {
 }
 
 /* "text": its tokens. */
-static json_t *tokenize_text(tb__jctx_t *c, const tb__tctx_t *x, const json_t *doc,
-                             const json_t *text, int *status) {
-  int add_special = 0;
-  if (tb__json_get_bool(c, doc, "add_special_tokens", TB_JSON_OPTIONAL, &add_special) < 0)
-    return NULL;
-  if (json_object_get(doc, "add_generation_prompt") != NULL) {
-    tb__jctx_fail_at(c, "add_generation_prompt", "only with messages");
-    return NULL;
-  }
-  if (json_object_get(doc, "renderer") != NULL) {
-    tb__jctx_fail_at(c, "renderer", "only with messages");
-    return NULL;
-  }
-  if (!json_is_string(text)) {
-    tb__jctx_fail_at(c, "text", "expected a string, got %s", tb__json_type_name(text));
-    return NULL;
-  }
+static json_t *tokenize_text(tb__jctx_t *c, const tb__tctx_t *x, const tb__wire_tb_tokenize_t *r,
+                             int *status) {
   const tb_tokenizer_t *tok = tb__tctx_tokenizer(c, x, "text", status);
   if (tok == NULL)
     return NULL;
   int32_t *ids;
   size_t n;
   tb_error_t err = { 0 };
-  if (tb_tokenizer_encode(tok, json_string_value(text), json_string_length(text),
-                          add_special ? TB_ENCODE_ADD_SPECIAL : 0, &ids, NULL, &n, &err) != 0) {
+  if (tb_tokenizer_encode(tok, r->text.base, r->text.len,
+                          r->add_special_tokens ? TB_ENCODE_ADD_SPECIAL : 0, &ids, NULL, &n,
+                          &err) != 0) {
     tb__jctx_fail_at(c, "text", "%s", tb_error_message(&err));
     tb_error_clear(&err);
     return NULL;
   }
-  tb__wire_tb_text_t r = { .has_tokens = 1, .tokens = ids, .n_tokens = n };
-  return answer(c, &r, ids);
+  tb__wire_tb_text_t t = { .has_tokens = 1, .tokens = ids, .n_tokens = n };
+  return answer(c, &t, ids);
 }
 
 /* "messages": the rendered conversation's tokens and text. */
-static json_t *tokenize_messages(tb__jctx_t *c, tb__arena_t *a, const tb__tctx_t *x,
-                                 const json_t *doc, const json_t *msgs, int *status) {
-  int gen = 0;
-  if (tb__json_get_bool(c, doc, "add_generation_prompt", TB_JSON_OPTIONAL, &gen) < 0)
-    return NULL;
-  if (json_object_get(doc, "add_special_tokens") != NULL) {
-    tb__jctx_fail_at(c, "add_special_tokens", "only with text (a chat template writes its "
-                                              "own special tokens)");
-    return NULL;
-  }
-  if (!json_is_array(msgs) || json_array_size(msgs) == 0) {
-    tb__jctx_fail_at(c, "messages", "expected a non-empty list of {role, content}");
-    return NULL;
-  }
-  tb_chat_message_t *m;
-  size_t mark = tb__jctx_push_key(c, "messages");
-  int rc = tb__tb_read_messages(c, a, msgs, &m);
-  tb__jctx_pop(c, mark);
-  if (rc != 0)
-    return NULL;
-  const tb_renderer_t *r = tb__tctx_renderer(c, x, doc, "messages", status);
-  if (r == NULL)
+static json_t *tokenize_messages(tb__jctx_t *c, const tb__tctx_t *x, const json_t *doc,
+                                 const tb__wire_tb_tokenize_t *r, int *status) {
+  const tb_renderer_t *rd = tb__tctx_renderer(c, x, doc, "messages", status);
+  if (rd == NULL)
     return NULL;
   tb_rendered_t out;
   tb_error_t err = { 0 };
-  if (tb_renderer_render(r, m, json_array_size(msgs), gen ? TB_RENDER_GENERATION_PROMPT : 0,
-                         &out, &err) != 0) {
+  if (tb_renderer_render(rd, r->chat.messages, r->chat.n_messages,
+                         r->add_generation_prompt ? TB_RENDER_GENERATION_PROMPT : 0, &out,
+                         &err) != 0) {
     tb__jctx_fail_at(c, "messages", "%s", tb_error_message(&err));
     tb_error_clear(&err);
     return NULL;
@@ -235,17 +205,15 @@ static json_t *tokenize_messages(tb__jctx_t *c, tb__arena_t *a, const tb__tctx_t
 }
 
 /* "tokens": their text, special tokens kept. */
-static json_t *detokenize(tb__jctx_t *c, const tb__tctx_t *x, const json_t *doc, int *status) {
-  json_t *arr;
-  int skip = 0;
-  if (tb__json_get_array(c, doc, "tokens", TB_JSON_REQUIRED, &arr) < 0 ||
-      tb__json_get_bool(c, doc, "skip_special_tokens", TB_JSON_OPTIONAL, &skip) < 0)
+static json_t *detokenize(tb__jctx_t *c, tb__arena_t *a, const tb__tctx_t *x, const json_t *doc,
+                          int *status) {
+  tb__wire_tb_detokenize_t r;
+  if (tb__wire_tb_detokenize_from_json(c, a, doc, &r) != 0)
     return NULL;
   const tb_tokenizer_t *tok = tb__tctx_tokenizer(c, x, "tokens", status);
   if (tok == NULL)
     return NULL;
-  size_t n = json_array_size(arr);
-  int32_t *ids = malloc((n ? n : 1) * sizeof(*ids));
+  int32_t *ids = tb__arena_calloc(a, r.n_tokens + 1, sizeof(*ids));
   if (ids == NULL) {
     tb__jctx_fail(c, "out of memory");
     return NULL;
@@ -253,25 +221,24 @@ static json_t *detokenize(tb__jctx_t *c, const tb__tctx_t *x, const json_t *doc,
   int64_t vocab = (int64_t)tb_tokenizer_vocab_size(tok);
   int rc = 0;
   size_t mark = tb__jctx_push_key(c, "tokens");
-  for (size_t i = 0; rc == 0 && i < n; i++) {
+  for (size_t i = 0; rc == 0 && i < r.n_tokens; i++) {
     size_t m2 = tb__jctx_push_index(c, i);
-    int64_t id;
     size_t len;
-    rc = tb__json_as_int(c, json_array_get(arr, i), 0, vocab - 1, &id);
-    if (rc == 0 && tb_tokenizer_token_bytes(tok, (int32_t)id, &len) == NULL)
-      rc = tb__jctx_fail(c, "%lld is no token of the model's tokenizer", (long long)id);
-    ids[i] = (int32_t)id;
+    rc = tb__json_check_range(c, r.tokens[i], 0, vocab - 1);
+    ids[i] = (int32_t)r.tokens[i];
+    if (rc == 0 && tb_tokenizer_token_bytes(tok, ids[i], &len) == NULL)
+      rc = tb__jctx_fail(c, "%lld is no token of the model's tokenizer", (long long)ids[i]);
     tb__jctx_pop(c, m2);
   }
   tb__jctx_pop(c, mark);
   char *text = NULL;
   size_t len = 0;
   tb_error_t err = { 0 };
-  if (rc == 0 && tb_tokenizer_decode(tok, ids, n, skip ? TB_DECODE_SKIP_SPECIAL : 0, &text,
+  if (rc == 0 && tb_tokenizer_decode(tok, ids, r.n_tokens,
+                                     r.skip_special_tokens ? TB_DECODE_SKIP_SPECIAL : 0, &text,
                                      &len, &err) != 0)
     rc = tb__jctx_fail(c, "%s", tb_error_message(&err));
   tb_error_clear(&err);
-  free(ids);
   if (rc != 0) {
     free(text);
     return NULL;
@@ -286,19 +253,15 @@ static void text_call_run(tb__offload_t *o) {
   tb__jctx_init(&c, &t->err);
   t->status = 400;
   json_t *v = NULL;
-  if (t->detokenize) {
-    v = detokenize(&c, &t->x, t->doc, &t->status);
-  } else {
-    const json_t *text = json_object_get(t->doc, "text");
-    const json_t *msgs = json_object_get(t->doc, "messages");
-    if ((text != NULL) == (msgs != NULL))
-      tb__jctx_fail_at(&c, "text", text ? "give text or messages, not both"
-                                        : "required (or messages)");
-    else if (text != NULL)
-      v = tokenize_text(&c, &t->x, t->doc, text, &t->status);
-    else
-      v = tokenize_messages(&c, &t->arena, &t->x, t->doc, msgs, &t->status);
-  }
+  tb__wire_tb_tokenize_t r;
+  if (t->detokenize)
+    v = detokenize(&c, &t->arena, &t->x, t->doc, &t->status);
+  else if (tb__wire_tb_tokenize_from_json(&c, &t->arena, t->doc, &r) != 0)
+    v = NULL;
+  else if (r.text.base != NULL)
+    v = tokenize_text(&c, &t->x, &r, &t->status);
+  else
+    v = tokenize_messages(&c, &t->x, t->doc, &r, &t->status);
   if (v != NULL) {
     t->status = 200;
     t->answer = tb__json_dump(v, &t->answer_len);
@@ -341,9 +304,9 @@ static tb__tbase_t *text_call_base(tb__http_request_t *req, const json_t *doc) {
   tb_error_t err = { 0 };
   tb__jctx_t c;
   tb__jctx_init(&c, &err);
-  tb_slice_t id = { NULL, 0 }, base = { NULL, 0 };
-  int rc = tb__json_get_string(&c, doc, "model_id", TB_JSON_OPTIONAL, &id);
-  rc = rc < 0 ? rc : tb__json_get_string(&c, doc, "base_model", TB_JSON_OPTIONAL, &base);
+  tb__wire_tb_target_t target;
+  int rc = tb__wire_tb_target_from_json(&c, doc, &target);
+  tb_slice_t id = target.model_id, base = target.base_model;
   if (rc >= 0 && id.base != NULL && base.base != NULL)
     rc = tb__jctx_fail_at(&c, "base_model", "give model_id or base_model, not both");
   if (rc < 0) {
