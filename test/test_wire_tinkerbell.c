@@ -22,6 +22,10 @@
 
 _Static_assert(sizeof(tb__wire_tb_forward_t) <= TB_TEST_WIRE_SCRATCH,
                "the refusals' scratch is too small");
+_Static_assert(sizeof(tb__wire_tb_sample_request_t) <= TB_TEST_WIRE_SCRATCH,
+               "the refusals' scratch is too small");
+_Static_assert(sizeof(tb__wire_tb_batch_t) <= TB_TEST_WIRE_SCRATCH,
+               "the refusals' scratch is too small");
 
 /* The decoders through one signature (tb_test_reader_fn). */
 static int read_adapter(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
@@ -69,6 +73,14 @@ static int read_detokenize(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void 
 
 static int read_chat(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
   return tb__wire_tb_chat_from_json(c, a, v, out);
+}
+
+static int read_sample_request(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
+  return tb__wire_tb_sample_request_from_json(c, a, v, out);
+}
+
+static int read_batch(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
+  return tb__wire_tb_batch_from_json(c, a, v, 1 << 20, out);
 }
 
 /* Writes a struct of each kind again. */
@@ -304,6 +316,93 @@ TEST(recorded_requests_round_trip) {
   tb__arena_free(&a);
 }
 
+/* The sample bodies: read, written again (a number as the writer
+ * writes it: 0 may come back 0.0) and read again to the same values. */
+TEST(sample_requests_round_trip) {
+  golden_name = "tinkerbell.txt";
+  const char *calls[] = { "POST /api/v1/sample", "POST /api/v1/sample", "POST /api/v1/asample",
+                          "POST /api/v1/asample" };
+  const char *forms[] = { "prompt", "messages", "prompt", "prompts" };
+  for (int i = 0; i < 4; i++) {
+    tb__arena_t a;
+    tb__arena_init(&a, 0);
+    char *bytes = golden_request(calls[i], i % 2);
+    tb__wire_tb_sample_request_t r, back;
+    json_t *doc = read_ok(bytes, read_sample_request, &a, &r);
+    ASSERT(json_object_get(doc, forms[i]) != NULL);
+    ASSERT_EQ_INT(r.chat.n_messages, i == 1);
+    tb__jctx_t c;
+    tb_error_t err = { 0 };
+    tb__jctx_init(&c, &err);
+    tb__wire_tb_target_t t;
+    ASSERT_OK(tb__wire_tb_target_from_json(&c, doc, &t));
+    json_t *again = tb__wire_tb_sample_request_to_json(&t, &r);
+    ASSERT(again != NULL);
+    ASSERT_OK(tb__wire_tb_sample_request_from_json(&c, &a, again, &back));
+    ASSERT_EQ_INT(back.has_max_tokens, r.has_max_tokens);
+    ASSERT_EQ_INT(back.max_tokens, r.max_tokens);
+    ASSERT_EQ_INT(back.seed, r.seed);
+    ASSERT_EQ_INT(back.num_samples, r.num_samples);
+    ASSERT_EQ_INT(back.nested, r.nested);
+    ASSERT(back.temperature == r.temperature);
+    ASSERT_STR_EQ(back.text_key, r.text_key);
+    char *want = tb__json_dump(again, NULL);
+    assert_bytes(tb__wire_tb_sample_request_to_json(&t, &back), want);
+    free(want);
+    json_decref(again);
+    json_decref(doc);
+    free(bytes);
+    tb__arena_free(&a);
+  }
+  /* Stops: a string alone, or a list of strings and ids. */
+  tb__arena_t a;
+  tb__arena_init(&a, 0);
+  const char *with_stops[] = {
+    "{\"prompt_tokens\":[1,2],\"raw\":true,\"max_tokens\":0,\"top_k\":5,\"stop\":\"x\"}",
+    "{\"prompt\":\"p\",\"sampling_params\":{\"temperature\":0.5,\"n\":3,"
+    "\"stop\":[\"a\",7]}}",
+  };
+  for (int i = 0; i < 2; i++) {
+    tb__wire_tb_sample_request_t r;
+    json_t *doc = read_ok(with_stops[i], read_sample_request, &a, &r);
+    ASSERT_EQ_INT(r.n_stops, i + 1);
+    ASSERT_EQ_INT(r.stop_list, i);
+    tb__wire_tb_target_t none = { { NULL, 0 }, { NULL, 0 } };
+    assert_bytes(tb__wire_tb_sample_request_to_json(&none, &r), with_stops[i]);
+    json_decref(doc);
+  }
+  tb__arena_free(&a);
+}
+
+TEST(batch_requests_read) {
+  golden_name = "tinkerbell.txt";
+  tb__arena_t a;
+  tb__arena_init(&a, 0);
+  char *bytes = golden_request("POST /api/v1/forward", 0);
+  tb__wire_tb_batch_t b;
+  json_t *doc = read_ok(bytes, read_batch, &a, &b);
+  ASSERT(b.chat);
+  ASSERT_EQ_INT(b.n_convs, 1);
+  ASSERT_EQ_INT(b.convs[0].n_messages, 2);
+  /* the chat form is written with its loss */
+  json_t *again = tb__wire_tb_batch_to_json(&b);
+  ASSERT(json_equal(json_object_get(again, "data"), json_object_get(doc, "data")));
+  json_decref(again);
+  json_decref(doc);
+  free(bytes);
+  /* Datums take cross_entropy when they name no loss, the body untouched. */
+  const char *datums = "{\"data\":[{\"model_input\":{\"chunks\":[{\"type\":\"encoded_text\","
+                       "\"tokens\":[1,2]}]},\"loss_fn_inputs\":{\"target_tokens\":[2,3],"
+                       "\"weights\":[1.0,1.0]}}]}";
+  doc = read_ok(datums, read_batch, &a, &b);
+  ASSERT(!b.chat);
+  ASSERT_STR_EQ(b.datums.loss_fn, "cross_entropy");
+  ASSERT_EQ_INT(b.datums.n_data, 1);
+  ASSERT(json_object_get(doc, "loss_fn") == NULL);
+  json_decref(doc);
+  tb__arena_free(&a);
+}
+
 TEST(malformed_requests_refused) {
   static const struct {
     const char *text;
@@ -334,6 +433,47 @@ TEST(malformed_requests_refused) {
     { "{\"tokens\":[],\"skip_special_tokens\":0}", read_detokenize,
       "skip_special_tokens: expected a boolean" },
     { "[3]", read_chat, "[0]: expected an object" },
+    { "{}", read_sample_request, "prompt: required (or messages, or prompt_tokens)" },
+    { "{\"prompt\":\"a\",\"prompt_tokens\":[1]}", read_sample_request,
+      "prompt: give one of prompt, messages and prompt_tokens" },
+    { "{\"prompts\":[\"a\",\"b\"]}", read_sample_request, "prompts: expected a list of one" },
+    { "{\"prompts\":[1]}", read_sample_request, "prompts[0]: expected a string, got an integer" },
+    { "{\"prompt_tokens\":[]}", read_sample_request,
+      "prompt_tokens: expected a non-empty list of token ids" },
+    { "{\"prompt_tokens\":[1,null]}", read_sample_request,
+      "prompt_tokens[1]: expected an integer, got null" },
+    { "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],\"raw\":true}",
+      read_sample_request, "raw: only with a text prompt" },
+    { "{\"prompt\":\"a\",\"sampling_params\":[]}", read_sample_request,
+      "sampling_params: expected an object" },
+    { "{\"prompt\":\"a\",\"max_tokens\":\"3\"}", read_sample_request,
+      "max_tokens: expected an integer, got a string" },
+    { "{\"prompt\":\"a\",\"temperature\":-1}", read_sample_request,
+      "temperature: expected >= 0 (0 is greedy)" },
+    { "{\"prompt\":\"a\",\"sampling_params\":{\"top_p\":0}}", read_sample_request,
+      "sampling_params.top_p: expected a number in (0, 1]" },
+    { "{\"prompt\":\"a\",\"top_k\":0}", read_sample_request,
+      "top_k: expected -1 (no limit) or at least 1" },
+    { "{\"prompt\":\"a\",\"sampling_params\":{\"n\":0}}", read_sample_request,
+      "sampling_params.n: 0 is out of range [1, 128]" },
+    { "{\"prompt\":\"a\",\"stop\":{}}", read_sample_request,
+      "stop: expected a string or a list of strings and token ids, got an object" },
+    { "{\"prompt\":\"a\",\"stop\":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17]}",
+      read_sample_request, "stop: at most 16 stops" },
+    { "{\"prompt\":\"a\",\"stop\":[\"x\",\"\"]}", read_sample_request,
+      "stop[1]: an empty stop string" },
+    { "{\"prompt\":\"a\",\"stop\":[1.5]}", read_sample_request,
+      "stop[0]: expected an integer, got 1.5" },
+    { "{}", read_batch, "data: required field is missing" },
+    { "{\"data\":[]}", read_batch, "data: expected at least one conversation or datum" },
+    { "{\"data\":[[]],\"loss_fn_inputs\":{}}", read_batch,
+      "loss_fn_inputs: not read at the top level" },
+    { "{\"data\":[[]],\"loss_fn\":\"ppo\"}", read_batch,
+      "loss_fn: chat conversations train with cross_entropy; send Tinker datums for ppo" },
+    { "{\"data\":[[]]}", read_batch, "data[0]: expected at least one message" },
+    { "{\"data\":[[{\"role\":\"user\",\"content\":\"a\"}],3]}", read_batch,
+      "data[1]: expected a conversation (a list of messages) like data[0], got an integer" },
+    { "{\"data\":[{\"model_input\":1}]}", read_batch, "data[0].model_input: " },
   };
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     char *msg = refusal(cases[i].text, cases[i].read);
@@ -391,5 +531,7 @@ TEST_LIST(
   TEST_ENTRY(unrecorded_shapes),
   TEST_ENTRY(malformed_answers_refused),
   TEST_ENTRY(recorded_requests_round_trip),
+  TEST_ENTRY(sample_requests_round_trip),
+  TEST_ENTRY(batch_requests_read),
   TEST_ENTRY(malformed_requests_refused),
 )

@@ -92,26 +92,20 @@ void tb__tb_decode_free(tb__tb_decode_t *d);
 
 /* --- tinkerbell_data.c ------------------------------------------------- */
 
-/* {"data": [...], "loss_fn"?, "loss_fn_config"?, "renderer"?} of a
- * forward or forward_backward call into op->batch: chat conversations
+/* The body of a forward or forward_backward call (read by
+ * wire/tinkerbell_request.h) into op->batch: chat conversations
  * rendered with the base model's renderer (loss on what it weights: the
  * assistant messages; a conversation without an assistant message trains
  * on all its tokens), or Tinker datums.  Fills info->trained_*.  0, or a
  * negative code with c's error; *status is the HTTP status to answer
  * (400, or 422 for data the model cannot take).  Safe on a worker. */
-int tb__tb_decode_batch(tb__jctx_t *c, tb__arena_t *a, json_t *doc, const tb__tctx_t *x,
+int tb__tb_decode_batch(tb__jctx_t *c, tb__arena_t *a, const json_t *doc, const tb__tctx_t *x,
                         tb__batch_t *b, tb__tbop_t *info, int *status);
-/* Whether a forward / forward_backward body holds chat conversations. */
-int tb__tb_batch_is_chat(const json_t *doc);
-
-/* The prompt ("prompt" text, "messages" or "prompt_tokens") and the
- * sampling parameters of a sample call into op->prompt and op->sampling.
- * Same conventions as above. */
+/* The prompt and the sampling parameters of a sample call (read by
+ * wire/tinkerbell_request.h) into op->prompt and op->sampling, checked
+ * against the model.  Same conventions as above. */
 int tb__tb_decode_sample(tb__jctx_t *c, const tb__tctx_t *x, tb__top_t *op, const json_t *doc,
                          tb__tbop_t *info, int *status);
-/* Whether a sample body needs the model's text (a text prompt, messages,
- * stop strings). */
-int tb__tb_sample_needs_text(const json_t *doc);
 
 /* A model id a caller may choose: 1 to 128 letters, digits, '.', '_' or
  * '-', not starting with '.' (no ':', so it never looks like a Tinker

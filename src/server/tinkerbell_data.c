@@ -48,12 +48,13 @@ static const tb__model_config_t *known_config(const tb__tctx_t *x) {
 
 /* ------------------------------------------------------------ chat */
 
-static int chat_batch(tb__jctx_t *c, tb__arena_t *a, const json_t *doc, const json_t *data,
-                      const tb__tctx_t *x, tb__batch_t *b, tb__tbop_t *info, int *status) {
+static int chat_batch(tb__jctx_t *c, tb__arena_t *a, const json_t *doc,
+                      const tb__wire_tb_batch_t *w, const tb__tctx_t *x, tb__batch_t *b,
+                      tb__tbop_t *info, int *status) {
   const tb_renderer_t *r = tb__tctx_renderer(c, x, doc, "data", status);
   if (r == NULL)
     return -1;
-  size_t n = json_array_size(data);
+  size_t n = w->n_convs;
   tb__datum_t *d = tb__arena_calloc(a, n, sizeof(*d));
   if (d == NULL)
     return tb__jctx_fail(c, "out of memory");
@@ -61,19 +62,11 @@ static int chat_batch(tb__jctx_t *c, tb__arena_t *a, const json_t *doc, const js
   int rc = 0;
   size_t m1 = tb__jctx_push_key(c, "data");
   for (size_t i = 0; rc == 0 && i < n; i++) {
-    const json_t *conv = json_array_get(data, i);
+    const tb__wire_tb_chat_t *chat = &w->convs[i];
     size_t m2 = tb__jctx_push_index(c, i);
-    if (!json_is_array(conv)) {
-      rc = tb__jctx_fail(c, "expected a conversation (a list of messages) like data[0], got %s",
-                         tb__json_type_name(conv));
-    } else if (json_array_size(conv) == 0) {
-      rc = tb__jctx_fail(c, "expected at least one message");
-    }
-    tb__wire_tb_chat_t chat;
-    rc = rc < 0 ? rc : tb__wire_tb_chat_from_json(c, a, conv, &chat);
     tb_rendered_t t = { 0 };
     tb_error_t rerr = { 0 };
-    if (rc == 0 && tb_renderer_render(r, chat.messages, chat.n_messages, 0, &t, &rerr) != 0)
+    if (tb_renderer_render(r, chat->messages, chat->n_messages, 0, &t, &rerr) != 0)
       rc = tb__jctx_fail(c, "%s", tb_error_message(&rerr));
     tb_error_clear(&rerr);
     size_t len = t.len;
@@ -120,12 +113,9 @@ static int chat_batch(tb__jctx_t *c, tb__arena_t *a, const json_t *doc, const js
 
 /* ------------------------------------------------------------ datums */
 
-static int datum_batch(tb__jctx_t *c, tb__arena_t *a, json_t *doc, const tb__tctx_t *x,
-                       tb__batch_t *b, tb__tbop_t *info, int *status) {
-  tb__wire_fwdbwd_t w;
-  memset(&w, 0, sizeof(w));
-  int rc = tb__wire_fwdbwd_input_from_json(c, a, doc, x->max_body, &w);
-  rc = rc < 0 ? rc : tb__fwdbwd_to_batch(c, a, &w, b, NULL);
+static int datum_batch(tb__jctx_t *c, tb__arena_t *a, const tb__wire_fwdbwd_t *w,
+                       const tb__tctx_t *x, tb__batch_t *b, tb__tbop_t *info, int *status) {
+  int rc = tb__fwdbwd_to_batch(c, a, w, b, NULL);
   if (rc < 0)
     return rc;
   const tb__model_config_t *mc = known_config(x);
@@ -157,36 +147,16 @@ static int datum_batch(tb__jctx_t *c, tb__arena_t *a, json_t *doc, const tb__tct
   return 0;
 }
 
-int tb__tb_batch_is_chat(const json_t *doc) {
-  return json_is_array(json_array_get(json_object_get(doc, "data"), 0));
-}
-
-int tb__tb_decode_batch(tb__jctx_t *c, tb__arena_t *a, json_t *doc, const tb__tctx_t *x,
+int tb__tb_decode_batch(tb__jctx_t *c, tb__arena_t *a, const json_t *doc, const tb__tctx_t *x,
                         tb__batch_t *b, tb__tbop_t *info, int *status) {
   *status = 400;
-  json_t *data;
-  int rc = tb__json_get_array(c, doc, "data", TB_JSON_REQUIRED, &data);
-  if (rc < 0)
+  tb__wire_tb_batch_t w;
+  int rc = tb__wire_tb_batch_from_json(c, a, doc, x->max_body, &w);
+  if (rc != 0)
     return rc;
-  if (json_array_size(data) == 0)
-    return tb__jctx_fail_at(c, "data", "expected at least one conversation or datum");
-  if (json_object_get(doc, "loss_fn_inputs") != NULL)
-    return tb__jctx_fail_at(c, "loss_fn_inputs", "not read at the top level: send Tinker "
-                                                 "datums, each with its loss_fn_inputs");
-  tb_slice_t lf = { "cross_entropy", 13 };
-  rc = tb__json_get_string(c, doc, "loss_fn", TB_JSON_OPTIONAL, &lf);
-  if (rc < 0)
-    return rc;
-  if (!json_is_array(json_array_get(data, 0))) {
-    if (rc == 1 && json_object_set_new(doc, "loss_fn", json_string("cross_entropy")) != 0)
-      return tb__jctx_fail(c, "out of memory");
-    return datum_batch(c, a, doc, x, b, info, status);
-  }
-  if (!tb__slice_eq_str(lf, "cross_entropy"))
-    return tb__jctx_fail_at(c, "loss_fn", "chat conversations train with cross_entropy; send "
-                                          "Tinker datums for %.*s",
-                            (int)(lf.len > 40 ? 40 : lf.len), lf.base);
-  rc = chat_batch(c, a, doc, data, x, b, info, status);
+  if (!w.chat)
+    return datum_batch(c, a, &w.datums, x, b, info, status);
+  rc = chat_batch(c, a, doc, &w, x, b, info, status);
   if (rc == 0 && info->trained_weight <= 0)
     rc = tb__jctx_fail_at(c, "data", "no token to train on");
   return rc;
@@ -194,59 +164,34 @@ int tb__tb_decode_batch(tb__jctx_t *c, tb__arena_t *a, json_t *doc, const tb__tc
 
 /* ------------------------------------------------------------ sampling */
 
-int tb__tb_sample_needs_text(const json_t *doc) {
-  if (json_object_get(doc, "prompt") || json_object_get(doc, "messages") ||
-      json_object_get(doc, "prompts"))
-    return 1;
-  const json_t *sp = json_object_get(doc, "sampling_params");
-  const json_t *stop = json_object_get(json_is_object(sp) ? sp : doc, "stop");
-  if (json_is_string(stop))
-    return 1;
-  for (size_t i = 0; i < json_array_size(stop); i++)
-    if (json_is_string(json_array_get(stop, i)))
-      return 1;
-  return 0;
-}
-
-/* "stop": a string, or a list of strings and token ids.  The strings go
- * to p->stop_strings, the ids to stops. */
-static int read_stop(tb__jctx_t *c, tb__arena_t *a, const json_t *doc, const tb__tctx_t *x,
-                     int64_t vocab, tb__sampling_params_t *p, int32_t *stops,
-                     size_t *n_stops, int *status) {
-  const json_t *v = json_object_get(doc, "stop");
-  if (v == NULL || json_is_null(v))
+/* The request's stops against the model: a string needs its tokenizer,
+ * an id its vocabulary.  The strings go to p->stop_strings, the ids to
+ * stops.  c's path is at the parameters. */
+static int check_stops(tb__jctx_t *c, tb__arena_t *a, const tb__wire_tb_sample_request_t *r,
+                       const tb__tctx_t *x, int64_t vocab, tb__sampling_params_t *p,
+                       int32_t *stops, size_t *n_stops, int *status) {
+  if (r->n_stops == 0)
     return 0;
-  size_t n = json_is_array(v) ? json_array_size(v) : 1;
-  if (!json_is_array(v) && !json_is_string(v))
-    return tb__jctx_fail_at(c, "stop", "expected a string or a list of strings and token ids, "
-                                       "got %s",
-                            tb__json_type_name(v));
-  if (n > 16)
-    return tb__jctx_fail_at(c, "stop", "at most 16 stops");
-  tb_slice_t *ss = tb__arena_calloc(a, n + 1, sizeof(*ss));
+  tb_slice_t *ss = tb__arena_calloc(a, r->n_stops + 1, sizeof(*ss));
   if (ss == NULL)
     return tb__jctx_fail(c, "out of memory");
   size_t n_ss = 0;
   size_t mark = tb__jctx_push_key(c, "stop");
   int rc = 0;
-  for (size_t i = 0; rc == 0 && i < n; i++) {
-    const json_t *s = json_is_array(v) ? json_array_get(v, i) : v;
-    size_t m2 = json_is_array(v) ? tb__jctx_push_index(c, i) : mark;
-    if (json_is_string(s)) {
-      if (json_string_length(s) == 0) {
-        rc = tb__jctx_fail(c, "an empty stop string");
-      } else if (tb__tctx_tokenizer(c, x, NULL, status) == NULL) {
+  for (size_t i = 0; rc == 0 && i < r->n_stops; i++) {
+    const tb__wire_tb_stop_t *st = &r->stops[i];
+    size_t m2 = r->stop_list ? tb__jctx_push_index(c, i) : mark;
+    if (st->string.base != NULL) {
+      if (tb__tctx_tokenizer(c, x, NULL, status) == NULL)
         rc = -1;  /* 422: the model has no tokenizer to match it with */
-      } else {
-        size_t len = json_string_length(s);
-        ss[n_ss] = (tb_slice_t){ tb__arena_strndup(a, json_string_value(s), len), len };
-        rc = ss[n_ss++].base == NULL ? tb__jctx_fail(c, "out of memory") : 0;
-      }
+      else if ((ss[n_ss].base = tb__arena_strndup(a, st->string.base, st->string.len)) == NULL)
+        rc = tb__jctx_fail(c, "out of memory");  /* the op outlives the document */
+      else
+        ss[n_ss++].len = st->string.len;
     } else {
-      int64_t id;
-      rc = tb__json_as_int(c, s, 0, vocab - 1, &id);
+      rc = tb__json_check_range(c, st->id, 0, vocab - 1);
       if (rc == 0)
-        stops[(*n_stops)++] = (int32_t)id;
+        stops[(*n_stops)++] = (int32_t)st->id;
     }
     tb__jctx_pop(c, m2);
   }
@@ -314,73 +259,43 @@ static int raw_prompt(tb__jctx_t *c, tb__arena_t *a, const tb__tctx_t *x,
   return 0;
 }
 
-/* The prompt: exactly one of "prompt" (text), "messages" (a conversation)
- * or "prompt_tokens" (ids); or the Python server's "prompts", a list that
- * here holds one text (a call samples one prompt). */
-static int read_prompt(tb__jctx_t *c, tb__arena_t *a, const json_t *doc, const tb__tctx_t *x,
+/* The prompt of r against the model: ids in its vocabulary, text
+ * through its tokenizer (raw) or renderer (a text prompt is one user
+ * message, as the Python server has it). */
+static int read_prompt(tb__jctx_t *c, tb__arena_t *a, const json_t *doc,
+                       const tb__wire_tb_sample_request_t *r, const tb__tctx_t *x,
                        int64_t vocab, tb__top_t *op, tb__tbop_t *info, int *status) {
-  const json_t *text = json_object_get(doc, "prompt");
-  const json_t *msgs = json_object_get(doc, "messages");
-  const json_t *ids = json_object_get(doc, "prompt_tokens");
-  const json_t *list = json_object_get(doc, "prompts");
-  int given = (text != NULL) + (msgs != NULL) + (ids != NULL) + (list != NULL);
-  if (given != 1)
-    return tb__jctx_fail_at(c, "prompt", given == 0 ? "required (or messages, or "
-                                                      "prompt_tokens)"
-                                                    : "give one of prompt, messages and "
-                                                      "prompt_tokens");
-  const char *text_key = "prompt";
-  if (list != NULL) {
-    if (!json_is_array(list) || json_array_size(list) != 1)
-      return tb__jctx_fail_at(c, "prompts", "expected a list of one prompt (a call samples "
-                                            "one; send a call per prompt)");
-    text = json_array_get(list, 0);
-    text_key = "prompts[0]";
-  }
-  int raw = 0;
-  int rc = tb__json_get_bool(c, doc, "raw", TB_JSON_OPTIONAL, &raw);
-  if (rc < 0)
-    return rc;
-  rc = 0;
-  if (ids != NULL) {
-    if (!json_is_array(ids) || json_array_size(ids) == 0)
-      return tb__jctx_fail_at(c, "prompt_tokens", "expected a non-empty list of token ids");
-    int32_t *p = tb__arena_alloc(a, json_array_size(ids) * sizeof(*p));
+  int rc = 0;
+  if (r->prompt_tokens != NULL) {
+    int32_t *p = tb__arena_alloc(a, r->n_prompt_tokens * sizeof(*p));
     if (p == NULL)
       return tb__jctx_fail(c, "out of memory");
     size_t mark = tb__jctx_push_key(c, "prompt_tokens");
-    for (size_t i = 0; rc == 0 && i < json_array_size(ids); i++) {
+    for (size_t i = 0; rc == 0 && i < r->n_prompt_tokens; i++) {
       size_t m2 = tb__jctx_push_index(c, i);
-      int64_t id;
-      rc = tb__json_as_int(c, json_array_get(ids, i), 0, vocab - 1, &id);
-      p[i] = (int32_t)id;
+      rc = tb__json_check_range(c, r->prompt_tokens[i], 0, vocab - 1);
+      p[i] = (int32_t)r->prompt_tokens[i];
       tb__jctx_pop(c, m2);
     }
     tb__jctx_pop(c, mark);
     op->prompt = p;
-    op->prompt_len = json_array_size(ids);
+    op->prompt_len = r->n_prompt_tokens;
     /* The sampled tokens are shown as text where the model has a
      * tokenizer. */
     info->text = x->text != NULL && x->text->tok != NULL;
     return rc;
   }
-  const char *key = text != NULL ? text_key : "messages";
-  if (text != NULL && !json_is_string(text))
-    return tb__jctx_fail_at(c, text_key, "expected a string, got %s", tb__json_type_name(text));
-  if (msgs != NULL && raw)
-    return tb__jctx_fail_at(c, "raw", "only with a text prompt");
-  if (msgs != NULL && (!json_is_array(msgs) || json_array_size(msgs) == 0))
-    return tb__jctx_fail_at(c, "messages", "expected a non-empty list of {role, content}");
+  int text = r->text.base != NULL;
+  const char *key = text ? r->text_key : "messages";
   const tb_tokenizer_t *tok = tb__tctx_tokenizer(c, x, key, status);
   if (tok == NULL)
     return -1;
-  if (text != NULL && raw) {
+  if (text && r->raw) {
     /* A plain continuation of the text, stopping at the end of the
      * sequence. */
-    tb_slice_t s = { json_string_value(text), json_string_length(text) };
     int32_t *p = NULL;
     size_t n = 0;
-    rc = raw_prompt(c, a, x, tok, s, text_key, &p, &n);
+    rc = raw_prompt(c, a, x, tok, r->text, r->text_key, &p, &n);
     if (rc == 0) {
       op->prompt = p;
       op->prompt_len = n;
@@ -393,25 +308,14 @@ static int read_prompt(tb__jctx_t *c, tb__arena_t *a, const json_t *doc, const t
     }
     return rc;
   }
-  const tb_renderer_t *r = tb__tctx_renderer(c, x, doc, key, status);
-  if (r == NULL)
+  const tb_renderer_t *rd = tb__tctx_renderer(c, x, doc, key, status);
+  if (rd == NULL)
     return -1;
-  tb_chat_message_t one = { "user", NULL, NULL, 0 };
-  tb__wire_tb_chat_t chat = { &one, 1 };
-  if (text != NULL) {
-    /* As the Python server: the text is one user message. */
-    one.content = json_string_length(text) ? json_string_value(text) : "";
-    one.content_len = json_string_length(text);
-  } else {
-    size_t mark = tb__jctx_push_key(c, "messages");
-    rc = tb__wire_tb_chat_from_json(c, a, msgs, &chat);
-    tb__jctx_pop(c, mark);
-    if (rc != 0)
-      return rc;
-  }
+  tb_chat_message_t one = { "user", r->text.len ? r->text.base : "", NULL, r->text.len };
+  tb__wire_tb_chat_t chat = text ? (tb__wire_tb_chat_t){ &one, 1 } : r->chat;
   tb_rendered_t t = { 0 };
   tb_error_t rerr = { 0 };
-  if (tb_renderer_render(r, chat.messages, chat.n_messages, TB_RENDER_GENERATION_PROMPT, &t,
+  if (tb_renderer_render(rd, chat.messages, chat.n_messages, TB_RENDER_GENERATION_PROMPT, &t,
                          &rerr) != 0)
     rc = tb__jctx_fail_at(c, key, "%s", tb_error_message(&rerr));
   tb_error_clear(&rerr);
@@ -423,7 +327,7 @@ static int read_prompt(tb__jctx_t *c, tb__arena_t *a, const json_t *doc, const t
     op->prompt = p;
     op->prompt_len = t.len;
     info->text = 1;
-    info->renderer = r;
+    info->renderer = rd;
   }
   tb_rendered_free(&t);
   return rc;
@@ -436,6 +340,10 @@ int tb__tb_decode_sample(tb__jctx_t *c, const tb__tctx_t *x, tb__top_t *op, cons
   int64_t vocab = mc ? mc->vocab_size : INT32_MAX;
   tb__sampling_params_t *p = &op->sampling;
   tb__sampling_params_default(p);
+  tb__wire_tb_sample_request_t r;
+  int rc = tb__wire_tb_sample_request_from_json(c, &op->arena, doc, &r);
+  if (rc != 0)
+    return rc;
   /* The renderer's stops or the end of sequence, and up to 16 of the
    * request's. */
   size_t n_eos = 0;
@@ -447,26 +355,24 @@ int tb__tb_decode_sample(tb__jctx_t *c, const tb__tctx_t *x, tb__top_t *op, cons
     return tb__jctx_fail(c, "out of memory");
   p->stop_tokens = stops;
   p->num_stop_tokens = 0;
-  int rc = read_prompt(c, &op->arena, doc, x, vocab, op, info, status);
+  rc = read_prompt(c, &op->arena, doc, &r, x, vocab, op, info, status);
   size_t n_stops = p->num_stop_tokens;
   if (rc == 0 && mc != NULL && op->prompt_len >= (size_t)mc->max_position_embeddings) {
     *status = 422;
     rc = tb__jctx_fail_at(c, "prompt", "%zu tokens do not fit the context of %d",
                           op->prompt_len, mc->max_position_embeddings);
   }
-  int64_t max_tokens = TB__TB_DEFAULT_MAX_TOKENS, top_k = -1, num_samples = 1, seed = -1;
-  double temperature = 1.0, top_p = 1.0;
+  int64_t max_tokens = r.has_max_tokens ? r.max_tokens : TB__TB_DEFAULT_MAX_TOKENS;
   int64_t ctx = mc ? mc->max_position_embeddings : INT32_MAX;
-  /* The parameters sit at the top, or in "sampling_params" as the Python
-   * server's vLLM form has them (with "n" for num_samples). */
-  json_t *sp = NULL;
-  rc = rc < 0 ? rc : tb__json_get_object(c, doc, "sampling_params", TB_JSON_OPTIONAL, &sp);
-  const json_t *ps = sp != NULL ? sp : doc;
-  size_t mark = sp != NULL ? tb__jctx_push_key(c, "sampling_params") : 0;
-  const char *n_key = sp != NULL && json_object_get(sp, "n") != NULL ? "n" : "num_samples";
-  rc = rc < 0 ? rc : tb__json_get_int(c, ps, "max_tokens", TB_JSON_OPTIONAL, 1, ctx,
-                                      &max_tokens);
-  if (rc == 1 && mc != NULL && op->prompt_len + (size_t)max_tokens > (size_t)ctx) {
+  /* The parameters' path: at the top, or in "sampling_params". */
+  size_t mark = r.nested ? tb__jctx_push_key(c, "sampling_params") : 0;
+  if (rc == 0 && r.has_max_tokens) {
+    size_t m2 = tb__jctx_push_key(c, "max_tokens");
+    rc = tb__json_check_range(c, max_tokens, 1, ctx);
+    tb__jctx_pop(c, m2);
+  }
+  if (rc == 0 && !r.has_max_tokens && mc != NULL &&
+      op->prompt_len + (size_t)max_tokens > (size_t)ctx) {
     /* The default shrinks to what the context leaves. */
     max_tokens = ctx - (int64_t)op->prompt_len;
   } else if (rc == 0 && mc != NULL && op->prompt_len + (size_t)max_tokens > (size_t)ctx) {
@@ -475,19 +381,8 @@ int tb__tb_decode_sample(tb__jctx_t *c, const tb__tctx_t *x, tb__top_t *op, cons
                           "context of %lld",
                           op->prompt_len, (long long)max_tokens, (long long)ctx);
   }
-  rc = rc < 0 ? rc : tb__json_get_double(c, ps, "temperature", TB_JSON_OPTIONAL, &temperature);
-  if (rc >= 0 && temperature < 0)
-    rc = tb__jctx_fail_at(c, "temperature", "expected >= 0 (0 is greedy)");
-  rc = rc < 0 ? rc : tb__json_get_double(c, ps, "top_p", TB_JSON_OPTIONAL, &top_p);
-  if (rc >= 0 && !(top_p > 0 && top_p <= 1))
-    rc = tb__jctx_fail_at(c, "top_p", "expected a number in (0, 1]");
-  rc = rc < 0 ? rc : tb__json_get_int(c, ps, "top_k", TB_JSON_OPTIONAL, -1, INT32_MAX, &top_k);
-  if (rc >= 0 && top_k == 0)
-    rc = tb__jctx_fail_at(c, "top_k", "expected -1 (no limit) or at least 1");
-  rc = rc < 0 ? rc : tb__json_get_int(c, ps, "seed", TB_JSON_OPTIONAL, 0, INT64_MAX, &seed);
-  rc = rc < 0 ? rc : tb__json_get_int(c, ps, n_key, TB_JSON_OPTIONAL, 1, 128, &num_samples);
-  rc = rc < 0 ? rc : read_stop(c, &op->arena, ps, x, vocab, p, stops, &n_stops, status);
-  if (sp != NULL)
+  rc = rc < 0 ? rc : check_stops(c, &op->arena, &r, x, vocab, p, stops, &n_stops, status);
+  if (r.nested)
     tb__jctx_pop(c, mark);
   p->num_stop_tokens = n_stops;
   if (rc >= 0 && info->renderer != NULL)
@@ -495,11 +390,11 @@ int tb__tb_decode_sample(tb__jctx_t *c, const tb__tctx_t *x, tb__top_t *op, cons
   if (rc < 0)
     return rc;
   p->max_tokens = (size_t)max_tokens;
-  p->temperature = (float)temperature;
-  p->top_p = (float)top_p;
-  p->top_k = (int)top_k;
-  p->seed = seed >= 0 ? (uint64_t)seed : uv_hrtime();
-  p->num_samples = (size_t)num_samples;
+  p->temperature = (float)r.temperature;
+  p->top_p = (float)r.top_p;
+  p->top_k = (int)r.top_k;
+  p->seed = r.seed >= 0 ? (uint64_t)r.seed : uv_hrtime();
+  p->num_samples = (size_t)r.num_samples;
   op->unchecked = mc == NULL;
   return 0;
 }

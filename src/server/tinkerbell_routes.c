@@ -30,6 +30,7 @@
 #include "server/routes.h"
 #include "server/sched.h"
 #include "wire/tinkerbell.h"
+#include "wire/tinkerbell_request.h"
 
 /* ------------------------------------------------------------ answers */
 
@@ -327,7 +328,7 @@ static void train(tb__http_request_t *req, tb__op_type_t type, int sync) {
   tb__tmodel_t *m = NULL;
   int rc = get_model(&c, req, doc, &id, &m);
   tb__tbase_t *base = m ? m->base : &tr->bases[0];
-  if (rc >= 0 && tb__tb_batch_is_chat(doc) &&
+  if (rc >= 0 && tb__wire_tb_batch_is_chat(doc) &&
       tb__mtext_wait(req, base, train_route(type, sync))) {
     json_decref(doc);  /* read again when the route runs again */
     return;

@@ -118,7 +118,7 @@ static void sample(tb__http_request_t *req, int sync) {
     json_decref(doc);
     return;
   }
-  if (tb__tb_sample_needs_text(doc) &&
+  if (tb__wire_tb_sample_needs_text(doc) &&
       tb__mtext_wait(req, b, sync ? tb__route_tb_sample : tb__route_tb_asample)) {
     json_decref(doc);
     return;
