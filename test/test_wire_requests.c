@@ -6,7 +6,8 @@
  * asample body (encode.h).  Each body is compared with the bytes the
  * client has always sent and, where the values are the same, with the
  * request the SDK sent in test/golden/tinker.txt (its keys in another
- * order).
+ * order).  The server's decoders read the SDK's recorded requests back to
+ * the same values, and refuse malformed ones naming the field.
  */
 #include "tb_test.h"
 
@@ -102,6 +103,128 @@ TEST(save_optim_and_typed) {
   assert_value(tb__wire_typed_to_json("get_info"), -1, "POST /api/v1/get_info");
 }
 
+/* The decoders through one signature (tb_test_reader_fn). */
+static int read_target(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
+  (void)a;
+  return tb__wire_op_target_from_json(c, v, out);
+}
+
+static int read_create(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
+  (void)a;
+  return tb__wire_create_model_from_json(c, v, out);
+}
+
+static int read_load(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
+  (void)a;
+  return tb__wire_load_request_from_json(c, v, out);
+}
+
+static int read_save(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
+  (void)a;
+  return tb__wire_save_request_from_json(c, v, "save_weights", out);
+}
+
+static int read_save_sampler(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
+  (void)a;
+  return tb__wire_save_request_from_json(c, v, "save_weights_for_sampler", out);
+}
+
+static int read_adam(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
+  (void)a;
+  return tb__wire_adam_from_json(c, v, 1, out);
+}
+
+/* The server reads what the SDK sent; written again by the client's
+ * encoder, the value is the same. */
+TEST(server_reads_recorded_requests) {
+  tb__wire_create_model_t cm;
+  char *bytes = golden_request("POST /api/v1/create_model", 0);
+  json_t *doc = read_ok(bytes, read_create, NULL, &cm);
+  ASSERT_EQ_INT(cm.rank, 4);
+  ASSERT(cm.has_seed && cm.seed == 3);
+  json_t *v = tb__wire_create_model_to_json(&cm);
+  ASSERT(json_equal(v, doc));
+  json_decref(v);
+  json_decref(doc);
+  free(bytes);
+
+  static const char *const ops[] = { "POST /api/v1/optim_step", "POST /api/v1/save_weights",
+                                     "POST /api/v1/load_weights",
+                                     "POST /api/v1/save_weights_for_sampler" };
+  for (int i = 0; i < 4; i++) {
+    bytes = golden_request(ops[i], 0);
+    tb__wire_op_target_t t;
+    doc = read_ok(bytes, read_target, NULL, &t);
+    ASSERT_STR_EQ(t.model_id, RUN);
+    ASSERT_EQ_INT(t.seq_id, 4 + i);
+    if (i == 0) {
+      tb__wire_adam_t a = { 1, 2, 3, 4, 5, 6 };
+      json_decref(read_ok(bytes, read_adam, NULL, &a));
+      ASSERT(a.learning_rate == 0.01 && a.beta1 == 0.9 && a.beta2 == 0.95 && a.eps == 1e-12);
+      ASSERT(a.weight_decay == 5 && a.grad_clip_norm == 6);  /* left out: the caller's */
+    } else if (i == 2) {
+      /* the strings read are the document's: written again before it goes */
+      tb__wire_load_request_t ld;
+      json_t *d = read_ok(bytes, read_load, NULL, &ld);
+      ASSERT(ld.session_id == NULL && ld.optimizer == 1);
+      assert_value(tb__wire_load_request_to_json(&ld), 6, ops[i]);
+      json_decref(d);
+    } else {
+      tb__wire_save_request_t sv;
+      json_t *d = read_ok(bytes, i == 1 ? read_save : read_save_sampler, NULL, &sv);
+      ASSERT(sv.overwrite == 0 && sv.ttl_seconds == 0 && sv.sampling_session_seq_id == -1);
+      if (i == 3) {
+        sv.overwrite = -1;
+        assert_value(tb__wire_save_request_to_json(&sv), 7, ops[i]);
+      }
+      json_decref(d);
+    }
+    json_decref(doc);
+    free(bytes);
+  }
+  /* create-via-load */
+  tb__wire_load_request_t cl = { SESS, 2, "tinker://r/weights/w", 0, "base" };
+  char *text = tb__json_dump(v = tb__wire_load_request_to_json(&cl), NULL);
+  json_decref(v);
+  tb__wire_load_request_t back;
+  doc = read_ok(text, read_load, NULL, &back);
+  ASSERT_STR_EQ(back.session_id, SESS);
+  ASSERT_EQ_INT(back.model_seq_id, 2);
+  ASSERT_STR_EQ(back.base_model, "base");
+  same_again(tb__wire_load_request_to_json(&back), doc, text);
+}
+
+TEST(server_refuses_malformed_requests) {
+  static const struct {
+    const char *text;
+    tb_test_reader_fn read;
+    const char *want;
+  } cases[] = {
+    { "{\"seq_id\":1}", read_target, "model_id: required field is missing" },
+    { "{\"model_id\":\"m\",\"seq_id\":-1}", read_target, "seq_id: -1 is out of range" },
+    { "{\"session_id\":\"s\",\"model_seq_id\":0,\"base_model\":\"b\","
+      "\"lora_config\":{\"rank\":0}}",
+      read_create, "lora_config.rank: 0 is out of range [1, 4096]" },
+    { "{\"session_id\":\"s\",\"model_seq_id\":0,\"base_model\":\"b\","
+      "\"lora_config\":{\"train_mlp\":1}}",
+      read_create, "lora_config.train_mlp: expected a boolean" },
+    { "{\"session_id\":\"s\",\"base_model\":\"b\"}", read_create,
+      "model_seq_id: required field is missing" },
+    { "{\"session_id\":\"s\",\"model_seq_id\":0}", read_load, "path: required field is missing" },
+    { "{\"path\":\"p\",\"optimizer\":\"yes\"}", read_load, "optimizer: expected a boolean" },
+    { "{}", read_save, "path: required field is missing" },
+    { "{}", read_save_sampler, "sampling_session_seq_id: required field is missing" },
+    { "{\"path\":\"p\",\"ttl_seconds\":0}", read_save, "ttl_seconds: 0 is out of range" },
+    { "{\"adam_params\":{\"lr\":1}}", read_adam, "adam_params.lr: unknown Adam parameter" },
+    { "{\"adam_params\":{\"beta1\":\"x\"}}", read_adam, "adam_params.beta1: expected a number" },
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    char *msg = refusal(cases[i].text, cases[i].read);
+    ASSERT_STR_CONTAINS(msg, cases[i].want);
+    free(msg);
+  }
+}
+
 /* A sample encoded before its session exists, the ids added later (and
  * again on a retry), is the body encoded with them. */
 TEST(sample_ids_added_later) {
@@ -136,4 +259,6 @@ TEST_LIST(
   TEST_ENTRY(create_and_load),
   TEST_ENTRY(save_optim_and_typed),
   TEST_ENTRY(sample_ids_added_later),
+  TEST_ENTRY(server_reads_recorded_requests),
+  TEST_ENTRY(server_refuses_malformed_requests),
 )

@@ -24,60 +24,33 @@
 #include "server/sched.h"
 #include "server/store.h"
 #include "wire/datum.h"
+#include "wire/op_request.h"
 #include "wire/rest.h"
 #include "wire/service.h"
-
-static int get_bool_default(tb__jctx_t *c, const json_t *o, const char *key, int def,
-                            int *out) {
-  *out = def;
-  return tb__json_get_bool(c, o, key, TB_JSON_OPTIONAL, out);
-}
 
 int tb__route_create_model(tb__route_call_t *call) {
   tb__http_request_t *req = call->req;
   tb__training_t *tr = tb__training_of(req);
-  const json_t *doc = call->doc;
   tb__jctx_t *c = &call->c;
-  tb_slice_t sid, base;
-  int64_t mseq = 0, rank = 32, seed = 0;
-  json_t *lc = NULL;
+  tb__wire_create_model_t w;
+  int rc = tb__wire_create_model_from_json(c, call->doc, &w);
   tb__lora_config_t lora = { 0 };
-  int rc = tb__json_get_string(c, doc, "session_id", TB_JSON_REQUIRED, &sid);
-  rc = rc < 0 ? rc
-              : tb__json_get_int(c, doc, "model_seq_id", TB_JSON_REQUIRED, 0, INT32_MAX,
-                                 &mseq);
-  rc = rc < 0 ? rc : tb__json_get_string(c, doc, "base_model", TB_JSON_REQUIRED, &base);
-  rc = rc < 0 ? rc : tb__json_get_object(c, doc, "lora_config", TB_JSON_OPTIONAL, &lc);
-  lora.train_attn = lora.train_mlp = lora.train_unembed = 1;
-  if (rc >= 0 && lc != NULL) {
-    size_t mark = tb__jctx_push_key(c, "lora_config");
-    rc = tb__json_get_int(c, lc, "rank", TB_JSON_OPTIONAL, 1, 4096, &rank);
-    rc = rc < 0 ? rc : tb__json_get_int(c, lc, "seed", TB_JSON_OPTIONAL, 0, INT64_MAX, &seed);
-    rc = rc < 0 ? rc : get_bool_default(c, lc, "train_attn", 1, &lora.train_attn);
-    rc = rc < 0 ? rc : get_bool_default(c, lc, "train_mlp", 1, &lora.train_mlp);
-    rc = rc < 0 ? rc : get_bool_default(c, lc, "train_unembed", 1, &lora.train_unembed);
-    tb__jctx_pop(c, mark);
-  }
-  lora.rank = (int)rank;
-  lora.seed = (uint64_t)seed;
+  lora.rank = (int)w.rank;
+  lora.seed = (uint64_t)w.seed;
+  lora.train_attn = w.train_attn;
+  lora.train_mlp = w.train_mlp;
+  lora.train_unembed = w.train_unembed;
   const char *why = NULL;
   if (rc >= 0 && tb__lora_config_validate(&lora, &why) != 0)
     rc = tb__jctx_fail_at(c, "lora_config", "%s", why);
   tb__tbase_t *b = NULL;
-  rc = rc < 0 ? rc : tb__tbase_field(c, tr, base, 1, &b);
+  rc = rc < 0 ? rc : tb__tbase_field(c, tr, tb__wire_str(w.base_model), 1, &b);
   if (rc < 0)
     return rc;
-  tb__session_t *s = tb__session_live(req, sid);
+  tb__session_t *s = tb__session_live(req, tb__wire_str(w.session_id));
   if (s != NULL)
-    tb__create_model(req, tr, b, s, mseq, &lora, NULL);
+    tb__create_model(req, tr, b, s, w.model_seq_id, &lora, NULL);
   return 0;
-}
-
-/* model_id and seq_id of a JSON training request. */
-static int get_model_seq(tb__jctx_t *c, const json_t *doc, tb_slice_t *mid, int64_t *seq) {
-  int rc = tb__json_get_string(c, doc, "model_id", TB_JSON_REQUIRED, mid);
-  *seq = -1;
-  return rc < 0 ? rc : tb__json_get_int(c, doc, "seq_id", TB_JSON_OPTIONAL, 0, INT64_MAX, seq);
 }
 
 /* The decoded request as an engine batch; checks that the loss has its
@@ -231,13 +204,12 @@ int tb__route_fwd(tb__route_call_t *call) {
  * the call's op.  c's error; or 0, with op->model NULL after answering
  * 404. */
 static int op_model(tb__route_call_t *call) {
-  tb_slice_t mid;
-  int64_t seq;
-  int rc = get_model_seq(&call->c, call->doc, &mid, &seq);
+  tb__wire_op_target_t w;
+  int rc = tb__wire_op_target_from_json(&call->c, call->doc, &w);
   if (rc < 0)
     return rc;
-  call->op->model = tb__tmodel_find(call->req, mid);
-  call->op->seq = seq;
+  call->op->model = tb__tmodel_find(call->req, tb__wire_str(w.model_id));
+  call->op->seq = w.seq_id;
   return 0;
 }
 
@@ -249,41 +221,29 @@ static int submit(tb__route_call_t *call) {
   return 0;
 }
 
-int tb__adam_from_json(tb__jctx_t *c, const json_t *ap, int strict, tb__adam_params_t *out) {
-  static const char *names[] = { "learning_rate", "beta1", "beta2", "eps", "weight_decay",
-                                 "grad_clip_norm" };
+int tb__adam_from_json(tb__jctx_t *c, const json_t *doc, int strict, tb__adam_params_t *out) {
   tb__adam_params_t d;
   tb__adam_params_default(&d);
-  double v[6] = { d.learning_rate, d.beta1, d.beta2, d.eps, d.weight_decay, d.grad_clip_norm };
-  size_t mark = tb__jctx_push_key(c, "adam_params");
-  int rc = 0;
-  for (size_t i = 0; rc >= 0 && ap != NULL && i < 6; i++)
-    rc = tb__json_get_double(c, ap, names[i], TB_JSON_OPTIONAL, &v[i]);
-  /* An unknown key is a typo ("lr"), not something to ignore. */
-  for (void *it = strict && rc >= 0 && ap != NULL ? json_object_iter((json_t *)ap) : NULL;
-       it != NULL && rc >= 0; it = json_object_iter_next((json_t *)ap, it)) {
-    const char *k = json_object_iter_key(it);
-    int known = 0;
-    for (size_t i = 0; i < 6; i++)
-      known |= strcmp(k, names[i]) == 0;
-    if (!known)
-      rc = tb__jctx_fail_at(c, k, "unknown Adam parameter (expected learning_rate, beta1, "
-                                  "beta2, eps, weight_decay or grad_clip_norm)");
-  }
-  /* Checked as doubles, before they are narrowed to float. */
-  const char *field = NULL, *why = NULL;
-  if (rc >= 0 && tb__adam_values_validate(v[0], v[1], v[2], v[3], v[4], v[5], &field,
-                                          &why) != 0)
-    rc = tb__jctx_fail_at(c, field, "%s", why);
-  tb__jctx_pop(c, mark);
+  tb__wire_adam_t v = { d.learning_rate, d.beta1, d.beta2, d.eps, d.weight_decay,
+                        d.grad_clip_norm };
+  int rc = tb__wire_adam_from_json(c, doc, strict, &v);
   if (rc < 0)
     return rc;
-  out->learning_rate = (float)v[0];
-  out->beta1 = (float)v[1];
-  out->beta2 = (float)v[2];
-  out->eps = (float)v[3];
-  out->weight_decay = (float)v[4];
-  out->grad_clip_norm = (float)v[5];
+  /* Checked as doubles, before they are narrowed to float. */
+  const char *field = NULL, *why = NULL;
+  if (tb__adam_values_validate(v.learning_rate, v.beta1, v.beta2, v.eps, v.weight_decay,
+                               v.grad_clip_norm, &field, &why) != 0) {
+    size_t mark = tb__jctx_push_key(c, "adam_params");
+    rc = tb__jctx_fail_at(c, field, "%s", why);
+    tb__jctx_pop(c, mark);
+    return rc;
+  }
+  out->learning_rate = (float)v.learning_rate;
+  out->beta1 = (float)v.beta1;
+  out->beta2 = (float)v.beta2;
+  out->eps = (float)v.eps;
+  out->weight_decay = (float)v.weight_decay;
+  out->grad_clip_norm = (float)v.grad_clip_norm;
   return 0;
 }
 
@@ -291,10 +251,7 @@ int tb__route_optim_step(tb__route_call_t *call) {
   int rc = op_model(call);
   if (rc < 0 || call->op->model == NULL)
     return rc;
-  json_t *ap = NULL;
-  rc = tb__json_get_object(&call->c, call->doc, "adam_params", TB_JSON_OPTIONAL, &ap);
-  if (rc >= 0)
-    rc = tb__adam_from_json(&call->c, ap, 0, &call->op->adam);
+  rc = tb__adam_from_json(&call->c, call->doc, 0, &call->op->adam);
   return rc < 0 ? rc : submit(call);
 }
 
@@ -306,26 +263,25 @@ int tb__route_save(tb__route_call_t *call) {
     return rc;
   tb__top_t *op = call->op;
   tb__op_type_t type = op->type;
-  const json_t *doc = call->doc;
   tb__jctx_t *c = &call->c;
   const char *kind = type == TB__OP_SAVE ? "weights" : "sampler_weights";
-  tb_slice_t name = { NULL, 0 };
+  tb__wire_save_request_t w;
+  rc = tb__wire_save_request_from_json(c, call->doc,
+                                       type == TB__OP_SAVE ? "save_weights"
+                                                           : "save_weights_for_sampler",
+                                       &w);
+  tb_slice_t name = tb__wire_str(w.path);
   char gen[64];
-  rc = tb__json_get_string(c, doc, "path",
-                           type == TB__OP_SAVE ? TB_JSON_REQUIRED : TB_JSON_OPTIONAL, &name);
   if (rc >= 0 && name.base == NULL) {
     /* The unnamed form: the weights get a name and a sampling session. */
-    rc = tb__json_get_int(c, doc, "sampling_session_seq_id", TB_JSON_REQUIRED, 0, INT32_MAX,
-                          &op->sampler_seq);
+    op->sampler_seq = w.sampling_session_seq_id;
     int n = snprintf(gen, sizeof(gen), "sampler-%llu",
                      (unsigned long long)(uv_hrtime() / 1000));
     name = (tb_slice_t){ gen, (size_t)n };
   }
   rc = rc < 0 ? rc : tb__checkpoint_check_name(c, name);
-  rc = rc < 0 ? rc : get_bool_default(c, doc, "overwrite", 0, &op->overwrite);
-  rc = rc < 0 ? rc
-              : tb__json_get_int(c, doc, "ttl_seconds", TB_JSON_OPTIONAL, 1,
-                                 (int64_t)100 * 365 * 24 * 3600, &op->ttl_seconds);
+  op->overwrite = w.overwrite;
+  op->ttl_seconds = w.ttl_seconds;
   if (rc >= 0 && tr->srv->opts.data_dir == NULL)
     rc = tb__jctx_fail_at(c, "path", "this server keeps no checkpoints (no data_dir)");
   if (rc >= 0) {
@@ -342,26 +298,18 @@ int tb__route_save(tb__route_call_t *call) {
 /* The create-via-load form: {"session_id", "model_seq_id", "base_model"?,
  * "path", "optimizer"} creates model <session_id>:train:<model_seq_id>
  * with the checkpoint's LoRA shape and loads it as its first operation. */
-static int load_creating(tb__route_call_t *call) {
+static int load_creating(tb__route_call_t *call, const tb__wire_load_request_t *w) {
   tb__http_request_t *req = call->req;
   tb__training_t *tr = tb__training_of(req);
-  const json_t *doc = call->doc;
   tb__jctx_t *c = &call->c;
-  tb_slice_t sid, path, base = { NULL, 0 };
-  int64_t mseq = 0;
-  int optimizer = 0;
-  int rc = tb__json_get_string(c, doc, "session_id", TB_JSON_REQUIRED, &sid);
-  rc = rc < 0 ? rc
-              : tb__json_get_int(c, doc, "model_seq_id", TB_JSON_REQUIRED, 0, INT32_MAX, &mseq);
-  rc = rc < 0 ? rc : tb__json_get_string(c, doc, "path", TB_JSON_REQUIRED, &path);
-  rc = rc < 0 ? rc : tb__json_get_string(c, doc, "base_model", TB_JSON_OPTIONAL, &base);
-  rc = rc < 0 ? rc : get_bool_default(c, doc, "optimizer", 0, &optimizer);
+  tb_slice_t path = tb__wire_str(w->path);
   tb__tbase_t *b = NULL;
-  if (rc >= 0 && base.base != NULL)
-    rc = tb__tbase_field(c, tr, base, 0, &b);
-  if (rc < 0)
-    return rc;
-  tb__session_t *s = tb__session_live(req, sid);
+  if (w->base_model != NULL) {
+    int rc = tb__tbase_field(c, tr, tb__wire_str(w->base_model), 0, &b);
+    if (rc < 0)
+      return rc;
+  }
+  tb__session_t *s = tb__session_live(req, tb__wire_str(w->session_id));
   if (s == NULL)
     return 0;
   tb__top_t *op = call->op;
@@ -373,7 +321,7 @@ static int load_creating(tb__route_call_t *call) {
   int known = tb__checkpoint_lora(tr, path, &lora, &live_base);
   if (b == NULL)  /* the base of the live model, else the default one */
     b = live_base ? live_base : &tr->bases[0];
-  op->optimizer = optimizer;
+  op->optimizer = w->optimizer;
   op->tinker_path = tb__strndup(path.base, path.len);
   if (op->tinker_path == NULL) {
     tb__server_respond_error(req, 503, "out of memory");
@@ -381,23 +329,26 @@ static int load_creating(tb__route_call_t *call) {
   }
   /* An unloaded model's shape is read from the checkpoint first. */
   call->op = NULL;
-  tb__create_model(req, tr, b, s, mseq, known ? &lora : NULL, op);
+  tb__create_model(req, tr, b, s, w->model_seq_id, known ? &lora : NULL, op);
   return 0;
 }
 
 int tb__route_load_weights(tb__route_call_t *call) {
-  const json_t *doc = call->doc;
-  if (json_object_get(doc, "model_id") == NULL && json_object_get(doc, "session_id") != NULL)
-    return load_creating(call);
-  int rc = op_model(call);
+  tb__wire_load_request_t w;
+  int rc;
+  if (tb__wire_load_is_create(call->doc)) {
+    rc = tb__wire_load_request_from_json(&call->c, call->doc, &w);
+    return rc < 0 ? rc : load_creating(call, &w);
+  }
+  rc = op_model(call);
   if (rc < 0 || call->op->model == NULL)
     return rc;
   tb__top_t *op = call->op;
-  tb_slice_t path;
-  rc = tb__json_get_string(&call->c, doc, "path", TB_JSON_REQUIRED, &path);
-  rc = rc < 0 ? rc : get_bool_default(&call->c, doc, "optimizer", 0, &op->optimizer);
+  rc = tb__wire_load_request_from_json(&call->c, call->doc, &w);
   if (rc < 0)
     return rc;
+  op->optimizer = w.optimizer;
+  tb_slice_t path = tb__wire_str(w.path);
   op->dir = tb__checkpoint_dir(call->req, "path", path);
   op->tinker_path = op->dir ? tb__strndup(path.base, path.len) : NULL;
   if (op->tinker_path == NULL) {

@@ -355,10 +355,7 @@ int tb__route_tb_optim(tb__route_call_t *call) {
   tb_slice_t id;
   tb__tmodel_t *m = NULL;
   int rc = get_model(&call->c, call->req, call->doc, &id, &m);
-  json_t *ap = NULL;
-  rc = rc < 0 ? rc
-              : tb__json_get_object(&call->c, call->doc, "adam_params", TB_JSON_OPTIONAL, &ap);
-  rc = rc < 0 ? rc : tb__adam_from_json(&call->c, ap, 1, &call->op->adam);
+  rc = rc < 0 ? rc : tb__adam_from_json(&call->c, call->doc, 1, &call->op->adam);
   if (rc < 0)
     return rc;
   call->op->model = m;

@@ -303,11 +303,11 @@ void tb__unload_now(tb__tmodel_t *m, tb__top_t *op);
 int tb__fwdbwd_to_batch(tb__jctx_t *c, tb__arena_t *a, const tb__wire_fwdbwd_t *w, tb__batch_t *b,
                         const char *input_key);
 
-/* The adam_params object of an optim_step (NULL: the defaults) into out,
- * checked before it is narrowed to float: failures name the field
- * ("adam_params.learning_rate: ...").  strict: unknown keys are refused
- * too. */
-int tb__adam_from_json(tb__jctx_t *c, const json_t *ap, int strict, tb__adam_params_t *out);
+/* The "adam_params"? of an optim_step body doc (wire/op_request.h; left
+ * out: the defaults) into out, checked before it is narrowed to float:
+ * failures name the field ("adam_params.learning_rate: ...").  strict:
+ * unknown keys are refused too. */
+int tb__adam_from_json(tb__jctx_t *c, const json_t *doc, int strict, tb__adam_params_t *out);
 
 /* sampling_routes.c */
 /* owner's sampling session with this id, or NULL. */
