@@ -11,6 +11,10 @@
 
 #include "core/arena.h"
 #include "core/json.h"
+#include "core/buf.h"
+#include "core/json_scan.h"
+#include "wire/error_body.h"
+#include "wire/future_answer.h"
 #include "wire/rest.h"
 #include "wire/service.h"
 #include "wire_golden.h"
@@ -293,6 +297,95 @@ TEST(malformed_bodies_refused) {
   }
 }
 
+/* retrieve_future: the poll the client sends, byte for byte, and a
+ * pending answer read alike by the flat-object reader and from a
+ * document. */
+TEST(future_poll_and_answer) {
+  char *bytes = golden_request("POST /api/v1/retrieve_future", 0);
+  json_t *doc = parse(bytes);
+  tb__jctx_t c;
+  tb_error_t err = { 0 };
+  tb__jctx_init(&c, &err);
+  tb__wire_future_request_t r;
+  ASSERT_OK(tb__wire_future_request_from_json(&c, doc, &r));
+  tb__buf_t b = TB_BUF_INIT;
+  ASSERT_OK(tb__wire_future_request_to_buf(&r, &b));
+  ASSERT_EQ_INT(b.len, strlen(bytes));
+  ASSERT(memcmp(b.base, bytes, b.len) == 0);
+  /* an id that needs escaping still makes JSON that reads back the same */
+  tb__wire_future_request_t odd = { "a\"b\\c\n", 1 };
+  tb__buf_reset(&b);
+  ASSERT_OK(tb__wire_future_request_to_buf(&odd, &b));
+  char *text = strndup(b.base, b.len);
+  json_t *back = parse(text);
+  free(text);
+  ASSERT_STR_EQ(json_string_value(json_object_get(back, "request_id")), odd.request_id);
+  ASSERT(json_is_true(json_object_get(back, "allow_metadata_only")));
+  json_decref(back);
+  tb__buf_free(&b);
+  json_decref(doc);
+  free(bytes);
+
+  golden_name = "retrieve_future.txt";
+  bytes = golden_answer("POST /api/v1/retrieve_future", 0);
+  tb__wire_future_answer_t scan, full;
+  tb__wire_future_answer_init(&scan);
+  ASSERT(tb__jscan_object((tb_slice_t){ bytes, strlen(bytes) }, tb__wire_future_answer_member,
+                          &scan));
+  doc = parse(bytes);
+  tb__wire_future_answer_from_json(&full, doc);
+  ASSERT(tb__slice_eq_str(scan.type, "try_again") && tb__slice_eq_str(full.type, "try_again"));
+  ASSERT(tb__slice_eq_str(full.queue_state, "active") && scan.has_queue_state);
+  ASSERT(full.has_started && scan.has_started && full.started_at == 0);
+  ASSERT_EQ_INT(full.queue_position, 0);
+  ASSERT_EQ_INT(scan.queue_position, 0);
+  ASSERT(full.result == NULL && !full.has_error);
+  json_decref(doc);
+  free(bytes);
+}
+
+/* Error bodies: this server's (recorded), the Tinkerbell dialect's failed
+ * future, and the shapes of other services. */
+TEST(error_bodies) {
+  golden_name = "errors.txt";
+  char *bytes = golden_answer("POST /api/v1/get_info", 0);
+  json_t *doc = parse(bytes);
+  tb__wire_error_body_t e;
+  ASSERT_OK(tb__wire_error_body_from_json(doc, &e));
+  ASSERT_STR_EQ(e.category, "user");
+  same_again(tb__wire_error_body_to_json(&e), doc, bytes);
+  static const struct {
+    const char *body, *message, *category, *request_id;
+  } cases[] = {
+    { "{\"detail\":\"Job failed: x\",\"error\":\"x\",\"category\":\"user\"}", "x", "user",
+      NULL },
+    { "{\"message\":\"m\",\"request_id\":\"r1\"}", "m", NULL, "r1" },
+    { "{\"error\":{\"message\":\"nested\",\"category\":\"user\"}}", "nested", NULL, NULL },
+    { "{\"detail\":[{\"msg\":\"v\"}],\"category\":7}", NULL, NULL, NULL },
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    doc = parse(cases[i].body);
+    ASSERT_OK(tb__wire_error_body_from_json(doc, &e));
+    ASSERT((e.message == NULL) == (cases[i].message == NULL));
+    if (e.message != NULL)
+      ASSERT_STR_EQ(e.message, cases[i].message);
+    ASSERT((e.category == NULL) == (cases[i].category == NULL));
+    ASSERT((e.request_id == NULL) == (cases[i].request_id == NULL));
+    json_decref(doc);
+  }
+  ASSERT(tb__wire_error_body_from_json(NULL, &e) < 0 && e.message == NULL);
+
+  tb__wire_jwt_claims_t cl = { "passport-x", "user:1", NULL }, rb;
+  json_t *v = tb__wire_jwt_claims_to_json(&cl);
+  char *text = tb__json_dump(v, NULL);
+  ASSERT_STR_EQ(text, "{\"iss\":\"passport-x\",\"sub\":\"user:1\"}");
+  ASSERT_OK(tb__wire_jwt_claims_from_json(v, &rb));
+  ASSERT_STR_EQ(rb.sub, "user:1");
+  ASSERT(rb.email == NULL);
+  free(text);
+  json_decref(v);
+}
+
 TEST_LIST(
   TEST_ENTRY(session_bodies_round_trip),
   TEST_ENTRY(sampler_bodies_round_trip),
@@ -300,4 +393,6 @@ TEST_LIST(
   TEST_ENTRY(service_index_round_trip),
   TEST_ENTRY(hosted_session_routes),
   TEST_ENTRY(malformed_bodies_refused),
+  TEST_ENTRY(future_poll_and_answer),
+  TEST_ENTRY(error_bodies),
 )

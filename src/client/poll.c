@@ -46,11 +46,12 @@
  * re-poll goes to the back of the line.  Answers are read with the
  * flat-object reader (core/json_scan.h) and only fall back to jansson
  * for other shapes, so a steady try_again costs no allocation
- * (poll_answer.c).
+ * (wire/future_answer.c).
  */
 #define _GNU_SOURCE  /* memmem */
 #include "client/internal.h"
-#include "client/poll_answer.h"
+#include "wire/error_body.h"
+#include "wire/future_answer.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -239,7 +240,7 @@ static void progressed(tb__client_poll_t *p) {
 /* Notes what a try_again (or 408) says of the job: the queue state and
  * its reason (telemetry on a change), started_at and queue_position (the
  * observer hears of any change of the four). */
-static void note_queue_state(tb__client_poll_t *p, const tb__poll_answer_t *a) {
+static void note_queue_state(tb__client_poll_t *p, const tb__wire_future_answer_t *a) {
   tb__rt_t *rt = p->rt_;
   int state_changed = 0;
   tb_queue_state_t prev = (tb_queue_state_t)p->qstate_;
@@ -371,7 +372,7 @@ static void keep_last(tb__client_poll_t *p, tb_error_t *e) {
 }
 
 /* A failure reported by the server in a 200 answer. */
-static void on_failed(tb__client_poll_t *p, const tb__poll_answer_t *a) {
+static void on_failed(tb__client_poll_t *p, const tb__wire_future_answer_t *a) {
   int user = a->category.base != NULL && a->category.len == 4 &&
              strncasecmp(a->category.base, "user", 4) == 0;
   tb_error_t e = { 0 };
@@ -411,7 +412,9 @@ static void on_result(tb__client_poll_t *p, const char *body, size_t len, int pr
 /* A "completed" envelope: its result, dumped (a rare shape, so jansson). */
 static void on_completed(tb__client_poll_t *p, const tb__http_response_t *res, json_t *doc) {
   json_t *own = doc == NULL ? json_loadb(res->body, res->body_len, 0, NULL) : NULL;
-  json_t *r = json_object_get(doc != NULL ? doc : own, "result");
+  tb__wire_future_answer_t a;
+  tb__wire_future_answer_from_json(&a, doc != NULL ? doc : own);
+  const json_t *r = a.result;
   size_t len = 0;
   free(p->result_own_);
   p->result_own_ = r != NULL ? tb__json_dump(r, &len) : NULL;
@@ -425,11 +428,11 @@ static void on_completed(tb__client_poll_t *p, const tb__http_response_t *res, j
 }
 
 static void on_json_answer(tb__client_poll_t *p, const tb__http_response_t *res) {
-  tb__poll_answer_t a;
-  tb__poll_answer_init(&a);
+  tb__wire_future_answer_t a;
+  tb__wire_future_answer_init(&a);
   json_t *doc = NULL;
   tb_slice_t body = { res->body, res->body_len };
-  if (!tb__jscan_object(body, tb__poll_answer_member, &a)) {
+  if (!tb__jscan_object(body, tb__wire_future_answer_member, &a)) {
     json_error_t jerr;
     doc = res->body_len > 0 ? json_loadb(res->body, res->body_len, 0, &jerr) : NULL;
     if (!json_is_object(doc)) {
@@ -441,7 +444,7 @@ static void on_json_answer(tb__client_poll_t *p, const tb__http_response_t *res)
       finish(p, TB_EJSON);
       return;
     }
-    tb__poll_answer_from_doc(&a, doc);
+    tb__wire_future_answer_from_json(&a, doc);
   }
   p->n_empty_400_ = 0;
   if (slice_is(a.type, "try_again")) {
@@ -509,8 +512,8 @@ static void on_http_answer(tb__client_poll_t *p, const tb__http_response_t *res)
     if (s == 408 && res->body_len > 0) {
       json_t *doc = json_loadb(res->body, res->body_len, 0, NULL);
       if (json_is_object(doc)) {
-        tb__poll_answer_t a;
-        tb__poll_answer_from_doc(&a, doc);
+        tb__wire_future_answer_t a;
+        tb__wire_future_answer_from_json(&a, doc);
         note_queue_state(p, &a);
       }
       json_decref(doc);
@@ -534,7 +537,9 @@ static void on_http_answer(tb__client_poll_t *p, const tb__http_response_t *res)
     /* The server's category when it gave one, else server. */
     tb_category_t cat = TB_CATEGORY_SERVER;
     json_t *doc = res->body_len > 0 ? json_loadb(res->body, res->body_len, 0, NULL) : NULL;
-    const char *c = json_string_value(json_object_get(doc, "category"));
+    tb__wire_error_body_t b;
+    tb__wire_error_body_from_json(doc, &b);
+    const char *c = b.category;
     if (c != NULL && strcasecmp(c, "user") == 0)
       cat = TB_CATEGORY_USER;
     json_decref(doc);
@@ -598,29 +603,6 @@ static void set_header(tb__http_header_t *h, const char *name, const char *value
   h->value = (tb_slice_t){ value, strlen(value) };
 }
 
-/* {"request_id": ..., "allow_metadata_only": ...} into b.  Ids need no
- * escaping in practice; one that does goes through jansson. */
-static int poll_body(tb__buf_t *b, const char *id, int allow_metadata_only) {
-  tb__buf_reset(b);
-  int plain = 1;
-  for (const char *c = id; *c != '\0'; c++)
-    if (*c == '"' || *c == '\\' || (unsigned char)*c < 0x20)
-      plain = 0;
-  int rc;
-  if (plain) {
-    rc = tb__buf_append_str(b, "{\"request_id\":\"");
-    rc = rc ? rc : tb__buf_append_str(b, id);
-    rc = rc ? rc : tb__buf_append_str(b, "\",\"allow_metadata_only\":");
-  } else {
-    char *quoted = json_dumps(json_string(id), JSON_ENCODE_ANY);
-    rc = quoted != NULL ? 0 : TB_ENOMEM;
-    rc = rc ? rc : tb__buf_append_str(b, "{\"request_id\":");
-    rc = rc ? rc : tb__buf_append_str(b, quoted);
-    rc = rc ? rc : tb__buf_append_str(b, ",\"allow_metadata_only\":");
-    free(quoted);
-  }
-  return rc ? rc : tb__buf_append_str(b, allow_metadata_only ? "true}" : "false}");
-}
 
 /* Sends p on a wire, which the caller knows is free to lend. */
 static void send_now(tb__client_poll_t *p) {
@@ -637,7 +619,9 @@ static void send_now(tb__client_poll_t *p) {
   }
   rt->n_wires_lent++;
   p->wire_ = w;
-  if (poll_body(&w->body, p->request_id, p->allow_metadata_only_) != 0) {
+  tb__wire_future_request_t fr = { p->request_id, p->allow_metadata_only_ };
+  tb__buf_reset(&w->body);
+  if (tb__wire_future_request_to_buf(&fr, &w->body) != 0) {
     tb_error_set(&p->err, TB_ENOMEM, TB_CATEGORY_NONE, "out of memory");
     finish_later(p, TB_ENOMEM);
     return;

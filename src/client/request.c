@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "core/json.h"
+#include "wire/error_body.h"
 
 enum { CALL_IDLE = 0, CALL_SENDING, CALL_WAITING, CALL_DEFERRED };
 
@@ -85,25 +86,15 @@ int tb__error_from_response(const tb__http_response_t *res, tb_error_t *err) {
   tb_category_t cat = st >= 500 || st == 408 || st == 429 ? TB_CATEGORY_SERVER
                                                           : TB_CATEGORY_USER;
   json_t *doc = NULL;
-  const char *msg = NULL, *rid = NULL;
   if (res->body_len > 0)
     doc = json_loadb(res->body, res->body_len, 0, NULL);
-  if (json_is_object(doc)) {
-    const char *keys[] = { "error", "message", "detail" };
-    for (size_t i = 0; i < 3 && msg == NULL; i++) {
-      json_t *v = json_object_get(doc, keys[i]);
-      if (json_is_string(v))
-        msg = json_string_value(v);
-      else if (json_is_object(v) && json_is_string(json_object_get(v, "message")))
-        msg = json_string_value(json_object_get(v, "message"));
-    }
-    const char *c = json_string_value(json_object_get(doc, "category"));
-    if (c != NULL && strcasecmp(c, "user") == 0)
-      cat = TB_CATEGORY_USER;
-    else if (c != NULL && strcasecmp(c, "server") == 0)
-      cat = TB_CATEGORY_SERVER;
-    rid = json_string_value(json_object_get(doc, "request_id"));
-  }
+  tb__wire_error_body_t b;
+  tb__wire_error_body_from_json(doc, &b);
+  const char *msg = b.message, *rid = b.request_id, *c = b.category;
+  if (c != NULL && strcasecmp(c, "user") == 0)
+    cat = TB_CATEGORY_USER;
+  else if (c != NULL && strcasecmp(c, "server") == 0)
+    cat = TB_CATEGORY_SERVER;
   if (msg != NULL)
     tb_error_set(err, TB_EHTTP, cat, "HTTP %d: %s", st, msg);
   else if (res->body_len > 0 && doc == NULL)

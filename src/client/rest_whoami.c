@@ -11,6 +11,7 @@
 #include "client/clients.h"
 #include "core/buf.h"
 #include "tinkerbell/rest_client.h"
+#include "wire/error_body.h"
 
 static void whoami_free(void *p) {
   tb_whoami_free(p);
@@ -75,11 +76,11 @@ static tb_whoami_t *read_claims(const char *key, tb_error_t *err) {
   char *payload = base64url_decode(dot1 + 1, (size_t)(dot2 - dot1 - 1));
   json_t *claims = payload ? json_loads(payload, 0, NULL) : NULL;
   free(payload);
-  const char *iss = json_string_value(json_object_get(claims, "iss"));
-  const char *sub = json_string_value(json_object_get(claims, "sub"));
-  const char *email = json_string_value(json_object_get(claims, "email"));
+  tb__wire_jwt_claims_t cl;
+  int is_object = tb__wire_jwt_claims_from_json(claims, &cl) == 0;
+  const char *iss = cl.iss, *sub = cl.sub, *email = cl.email;
   tb_whoami_t *w = NULL;
-  if (!json_is_object(claims)) {
+  if (!is_object) {
     tb_error_set(err, TB_EUNSUPPORTED, TB_CATEGORY_USER,
                  "whoami: the API key's JWT payload is not a JSON object");
   } else if (iss == NULL || strncmp(iss, "passport-", 9) != 0) {

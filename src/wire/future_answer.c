@@ -1,15 +1,17 @@
 /*
- * One answer of retrieve_future read into a tb__poll_answer_t (see
- * poll_answer.h); what the answer leads to is poll.c's.
+ * One answer of retrieve_future read into a tb__wire_future_answer_t (see
+ * future_answer.h); what the answer leads to is client/poll.c's.
  */
-#include "client/poll_answer.h"
+#include "wire/future_answer.h"
+
+#include "wire/codec.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-void tb__poll_answer_init(tb__poll_answer_t *a) {
+void tb__wire_future_answer_init(tb__wire_future_answer_t *a) {
   memset(a, 0, sizeof(*a));
   a->queue_position = -1;
 }
@@ -37,8 +39,8 @@ static double parse_time(tb_slice_t s) {
   return t > 0 ? (double)t + frac : 0;
 }
 
-int tb__poll_answer_member(void *ctx, const tb__jscan_member_t *m) {
-  tb__poll_answer_t *a = ctx;
+int tb__wire_future_answer_member(void *ctx, const tb__jscan_member_t *m) {
+  tb__wire_future_answer_t *a = ctx;
   int str = m->type == TB_JSCAN_STRING;
   if (tb__slice_eq_str(m->key, "type")) {
     a->type = str ? m->str : (tb_slice_t){ NULL, 0 };
@@ -74,8 +76,8 @@ static tb_slice_t doc_string(const json_t *v) {
   return s != NULL ? (tb_slice_t){ s, json_string_length(v) } : (tb_slice_t){ NULL, 0 };
 }
 
-void tb__poll_answer_from_doc(tb__poll_answer_t *a, const json_t *doc) {
-  tb__poll_answer_init(a);
+void tb__wire_future_answer_from_json(tb__wire_future_answer_t *a, const json_t *doc) {
+  tb__wire_future_answer_init(a);
   a->type = doc_string(json_object_get(doc, "type"));
   a->status = doc_string(json_object_get(doc, "status"));
   const json_t *error = json_object_get(doc, "error");
@@ -101,4 +103,26 @@ void tb__poll_answer_from_doc(tb__poll_answer_t *a, const json_t *doc) {
   const json_t *ra = json_object_get(doc, "retry_after_ms");
   if (json_is_integer(ra) && json_integer_value(ra) > 0)
     a->retry_after_ms = json_integer_value(ra);
+  a->result = json_object_get(doc, "result");
+}
+
+int tb__wire_future_request_to_buf(const tb__wire_future_request_t *r, tb__buf_t *b) {
+  size_t n = strlen(r->request_id);
+  int rc = tb__buf_append_str(b, "{\"request_id\":\"");
+  rc = rc ? rc : tb__buf_reserve(b, 6 * n + 1);
+  if (rc == 0)  /* escaped in place: ids need no escaping in practice */
+    b->len += tb__json_escape(b->base + b->len, r->request_id, n);
+  rc = rc ? rc : tb__buf_append_str(b, "\",\"allow_metadata_only\":");
+  return rc ? rc : tb__buf_append_str(b, r->allow_metadata_only ? "true}" : "false}");
+}
+
+int tb__wire_future_request_from_json(tb__jctx_t *c, const json_t *v,
+                                      tb__wire_future_request_t *out) {
+  tb_slice_t id;
+  out->allow_metadata_only = 0;
+  int rc = tb__json_get_string(c, v, "request_id", TB_JSON_REQUIRED, &id);
+  out->request_id = rc == 0 ? id.base : NULL;
+  rc = rc < 0 ? rc : tb__wire_opt_bool(c, v, "allow_metadata_only", 0,
+                                       &out->allow_metadata_only);
+  return rc < 0 ? rc : 0;
 }
