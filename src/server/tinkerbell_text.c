@@ -33,6 +33,23 @@
 #include "wire/tinkerbell.h"
 #include "wire/tinkerbell_request.h"
 
+/* The model a sample, tokenize or detokenize call names (one of the two
+ * fields when exclusive); -1 after answering 400. */
+static int read_target(tb__http_request_t *req, const json_t *doc, int exclusive,
+                       tb__wire_tb_target_t *t) {
+  tb_error_t err = { 0 };
+  tb__jctx_t c;
+  tb__jctx_init(&c, &err);
+  int rc = tb__wire_tb_target_from_json(&c, doc, t);
+  if (rc >= 0 && exclusive && t->model_id.base != NULL && t->base_model.base != NULL)
+    rc = tb__jctx_fail_at(&c, "base_model", "give model_id or base_model, not both");
+  if (rc < 0) {
+    tb__tb_refuse(req, 400, &err, NULL, NULL);
+    return -1;
+  }
+  return 0;
+}
+
 /* ------------------------------------------------------------ sampling */
 
 /* A sample's prompt, decoded (and rendered) off the loop when the body
@@ -84,16 +101,12 @@ static void sample(tb__http_request_t *req, int sync) {
   json_t *doc;
   if (tb__server_parse_body(req, &doc) != 0)
     return;
-  tb_error_t err = { 0 };
-  tb__jctx_t c;
-  tb__jctx_init(&c, &err);
   tb__wire_tb_target_t target;
-  int rc = tb__wire_tb_target_from_json(&c, doc, &target);
-  tb_slice_t id = target.model_id, base = target.base_model;
-  if (rc < 0) {
-    tb__tb_refuse(req, 400, &err, NULL, doc);
+  if (read_target(req, doc, 0, &target) != 0) {
+    json_decref(doc);
     return;
   }
+  tb_slice_t id = target.model_id, base = target.base_model;
   tb__tmodel_t *m = id.base ? tb__tb_find_model(tr, tb__sreq(req)->user, id) : NULL;
   tb__tbase_t *b = m ? m->base : &tr->bases[0];
   if (m == NULL && id.base != NULL) {
@@ -105,9 +118,11 @@ static void sample(tb__http_request_t *req, int sync) {
       return;
     }
   } else if (m == NULL && base.base != NULL && (b = tb__tbase_find(tr, base)) == NULL) {
-    rc = tb__jctx_fail_at(&c, "base_model", "unknown model \"%.*s\" (see "
-                          "get_server_capabilities)",
-                          (int)(base.len > 80 ? 80 : base.len), base.base);
+    tb_error_t err = { 0 };
+    tb__jctx_t c;
+    tb__jctx_init(&c, &err);
+    tb__jctx_fail_at(&c, "base_model", "unknown model \"%.*s\" (see get_server_capabilities)",
+                     (int)(base.len > 80 ? 80 : base.len), base.base);
     tb__tb_refuse(req, 400, &err, NULL, doc);
     return;
   }
@@ -301,18 +316,10 @@ static void text_call_done(tb__offload_t *o) {
  * answering 404 (an unknown model) or 400. */
 static tb__tbase_t *text_call_base(tb__http_request_t *req, const json_t *doc) {
   tb__training_t *tr = tb__training_of(req);
-  tb_error_t err = { 0 };
-  tb__jctx_t c;
-  tb__jctx_init(&c, &err);
   tb__wire_tb_target_t target;
-  int rc = tb__wire_tb_target_from_json(&c, doc, &target);
-  tb_slice_t id = target.model_id, base = target.base_model;
-  if (rc >= 0 && id.base != NULL && base.base != NULL)
-    rc = tb__jctx_fail_at(&c, "base_model", "give model_id or base_model, not both");
-  if (rc < 0) {
-    tb__tb_refuse(req, 400, &err, NULL, NULL);
+  if (read_target(req, doc, 1, &target) != 0)
     return NULL;
-  }
+  tb_slice_t id = target.model_id, base = target.base_model;
   if (id.base != NULL) {
     tb__tmodel_t *m = tb__tb_find_model(tr, tb__sreq(req)->user, id);
     tb__tbase_t *b = m ? m->base : tb__tbase_find(tr, id);

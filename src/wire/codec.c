@@ -47,27 +47,54 @@ int tb__wire_req_real(tb__jctx_t *c, const json_t *o, const char *key, double *o
   return tb__json_get_double(c, o, key, TB_JSON_REQUIRED, out);
 }
 
+int tb__wire_members_from_json(tb__jctx_t *c, tb__arena_t *a, const json_t *obj,
+                               const char *key, size_t size, tb__wire_member_fn member,
+                               void *ctx, void **items, size_t *n) {
+  if (obj == NULL) {
+    *items = NULL, *n = 0;
+    return 0;
+  }
+  char *base = tb__arena_calloc(a, json_object_size(obj) + 1, size);
+  if (base == NULL)
+    return TB_ENOMEM;
+  size_t i = 0, mark = key != NULL ? tb__jctx_push_key(c, key) : 0;
+  int rc = 0;
+  const char *name;
+  json_t *v;
+  json_object_foreach((json_t *)obj, name, v) {
+    size_t m = tb__jctx_push_key(c, name);
+    rc = member(c, a, ctx, name, v, base + i++ * size);
+    tb__jctx_pop(c, m);
+    if (rc != 0)
+      break;
+  }
+  if (key != NULL)
+    tb__jctx_pop(c, mark);
+  if (rc == 0)
+    *items = base, *n = i;
+  return rc;
+}
+
+/* A metric: null is a value that diverged (tb__wire_real_or_null). */
+static int read_metric(tb__jctx_t *c, tb__arena_t *a, void *ctx, const char *name,
+                       const json_t *v, void *out) {
+  (void)ctx;
+  tb__wire_metric_t *m = out;
+  if ((m->name = tb__arena_strndup(a, name, strlen(name))) == NULL)
+    return TB_ENOMEM;
+  m->value = NAN;
+  return json_is_null(v) ? 0 : tb__json_as_double(c, v, &m->value);
+}
+
 int tb__wire_metrics_from_json(tb__jctx_t *c, tb__arena_t *a, const json_t *o, const char *key,
                                tb__wire_metric_t **out, size_t *n) {
   json_t *m;
   int rc = tb__json_get_object(c, o, key, TB_JSON_REQUIRED, &m);
-  if (rc != 0)
-    return rc;
-  tb__wire_metric_t *ms = tb__arena_calloc(a, json_object_size(m) + 1, sizeof(*ms));
-  if (ms == NULL)
-    return TB_ENOMEM;
-  size_t i = 0, mark = tb__jctx_push_key(c, key);
-  const char *name;
-  json_t *mv;
-  json_object_foreach(m, name, mv) {
-    ms[i].name = name;
-    rc = tb__wire_req_real(c, m, name, &ms[i++].value);
-    if (rc != 0)
-      break;
-  }
-  tb__jctx_pop(c, mark);
+  void *items = NULL;
+  rc = rc ? rc : tb__wire_members_from_json(c, a, m, key, sizeof(**out), read_metric, NULL,
+                                            &items, n);
   if (rc == 0)
-    *out = ms, *n = i;
+    *out = items;
   return rc;
 }
 

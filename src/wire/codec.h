@@ -33,12 +33,24 @@ int tb__wire_req_str(tb__jctx_t *c, const json_t *o, const char *key, const char
 int tb__wire_opt_str(tb__jctx_t *c, const json_t *o, const char *key, const char **out);
 /* An optional integer >= -1: -1 when absent or null. */
 int tb__wire_opt_int(tb__jctx_t *c, const json_t *o, const char *key, int64_t *out);
+/* Reads one member (name: v) of an object into out; ctx is the caller's. */
+typedef int (*tb__wire_member_fn)(tb__jctx_t *c, tb__arena_t *a, void *ctx, const char *name,
+                                  const json_t *v, void *out);
+/* Each member of the object obj (at key of c's path, or at c's path for
+ * key NULL; obj NULL: none), read by
+ * member into an arena array of n + 1 zeroed elements of size bytes, the
+ * member's path ("key.name") named on failure.  0 (*items NULL and *n 0
+ * for none), the reader's error or TB_ENOMEM; *items and *n are set only
+ * on success. */
+int tb__wire_members_from_json(tb__jctx_t *c, tb__arena_t *a, const json_t *obj,
+                               const char *key, size_t size, tb__wire_member_fn member,
+                               void *ctx, void **items, size_t *n);
 /* A required number that may be null (read as NaN: what
  * tb__wire_real_or_null wrote for inf or NaN). */
 int tb__wire_req_real(tb__jctx_t *c, const json_t *o, const char *key, double *out);
 /* The metrics object at key of o (required), in the arena, each value a
- * number or null (NaN); names are the document's.  0, the reader's
- * error or TB_ENOMEM. */
+ * number or null (NaN); the names are copied to the arena.  0, the
+ * reader's error or TB_ENOMEM. */
 int tb__wire_metrics_from_json(tb__jctx_t *c, tb__arena_t *a, const json_t *o, const char *key,
                                tb__wire_metric_t **out, size_t *n);
 /* An optional boolean: absent when absent or null. */

@@ -26,6 +26,13 @@ int tb__wire_tensor_from_json(tb__jctx_t *c, tb__arena_t *a, const char *key,
 int tb__wire_result_tensor_from_json(tb__jctx_t *c, tb__arena_t *a, const char *key,
                                      const json_t *v, size_t max_bytes,
                                      tb__wire_tensor_t *t);
+/* The named tensors of an object ({name: TensorData, ...}: a datum's
+ * loss_fn_inputs, a result's record) at key of c's path (NULL: at c's
+ * path); obj NULL: none.  result: a result's tensors (null reads as
+ * NaN).  The names are copied to the arena. */
+int tb__wire_named_tensors_from_json(tb__jctx_t *c, tb__arena_t *a, const json_t *obj,
+                                     const char *key, size_t max_bytes, int result,
+                                     tb__wire_named_tensor_t **out, size_t *n);
 /* ModelInput {"chunks": [...]} flattened to its tokens. */
 int tb__wire_model_input_from_json(tb__jctx_t *c, tb__arena_t *a,
                                    const json_t *mi, int32_t **tokens,

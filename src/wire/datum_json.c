@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "core/buf.h"
+#include "wire/codec.h"
 #include "wire/tensor.h"
 
 /* Plain lists in loss_fn_inputs are cast by key name, as the SDK does. */
@@ -254,29 +255,45 @@ static int datum_from_json(tb__jctx_t *c, tb__arena_t *a, const json_t *d,
     return rc;
   if ((rc = tb__json_get_object(c, d, "loss_fn_inputs", TB_JSON_OPTIONAL, &lfi)) < 0)
     return rc;
-  out->n_inputs = lfi ? json_object_size(lfi) : 0;
-  out->inputs = tb__arena_calloc(a, out->n_inputs ? out->n_inputs : 1,
-                                 sizeof(*out->inputs));
-  if (out->inputs == NULL)
+  return tb__wire_named_tensors_from_json(c, a, lfi, "loss_fn_inputs", max_bytes, 0,
+                                          &out->inputs, &out->n_inputs);
+}
+
+/* What a named tensor's reader needs beside the member. */
+typedef struct {
+  size_t max_bytes;
+  int result;
+} tensor_ctx_t;
+
+static int read_named_tensor(tb__jctx_t *c, tb__arena_t *a, void *ctx, const char *name,
+                             const json_t *v, void *out) {
+  const tensor_ctx_t *t = ctx;
+  tb__wire_named_tensor_t *nt = out;
+  if ((nt->name = tb__arena_strndup(a, name, strlen(name))) == NULL)
     return TB_ENOMEM;
-  if (lfi == NULL)
-    return 0;
-  const char *key;
-  json_t *v;
-  size_t i = 0;
-  mark = tb__jctx_push_key(c, "loss_fn_inputs");
-  json_object_foreach(lfi, key, v) {
-    size_t mk = tb__jctx_push_key(c, key);
-    tb__wire_named_tensor_t *nt = &out->inputs[i++];
-    nt->name = tb__arena_strndup(a, key, strlen(key));
-    rc = nt->name ? tb__wire_tensor_from_json(c, a, key, v, max_bytes, &nt->tensor)
-                  : TB_ENOMEM;
-    tb__jctx_pop(c, mk);
-    if (rc != 0)
-      break;
-  }
-  tb__jctx_pop(c, mark);
+  return tensor_from_json(c, a, name, v, t->max_bytes, &nt->tensor, t->result);
+}
+
+int tb__wire_named_tensors_from_json(tb__jctx_t *c, tb__arena_t *a, const json_t *obj,
+                                     const char *key, size_t max_bytes, int result,
+                                     tb__wire_named_tensor_t **out, size_t *n) {
+  tensor_ctx_t t = { max_bytes, result };
+  void *items = NULL;
+  int rc = tb__wire_members_from_json(c, a, obj, key, sizeof(**out), read_named_tensor, &t,
+                                      &items, n);
+  if (rc == 0)
+    *out = items;
   return rc;
+}
+
+/* One value of loss_fn_config. */
+static int read_config_entry(tb__jctx_t *c, tb__arena_t *a, void *ctx, const char *name,
+                             const json_t *v, void *out) {
+  (void)ctx;
+  tb__wire_config_entry_t *e = out;
+  if ((e->name = tb__arena_strndup(a, name, strlen(name))) == NULL)
+    return TB_ENOMEM;
+  return tb__json_as_double(c, v, &e->value);
 }
 
 int tb__wire_fwdbwd_input_from_json(tb__jctx_t *c, tb__arena_t *a,
@@ -308,29 +325,10 @@ int tb__wire_fwdbwd_input_from_json(tb__jctx_t *c, tb__arena_t *a,
   }
   tb__jctx_pop(c, mark);
 
-  rc = 0;
-  out->n_config = conf ? json_object_size(conf) : 0;
-  out->config = tb__arena_calloc(a, out->n_config ? out->n_config : 1,
-                                 sizeof(*out->config));
-  if (out->config == NULL)
-    return TB_ENOMEM;
-  if (conf != NULL) {
-    const char *key;
-    json_t *v;
-    size_t i = 0;
-    mark = tb__jctx_push_key(c, "loss_fn_config");
-    json_object_foreach(conf, key, v) {
-      size_t mk = tb__jctx_push_key(c, key);
-      out->config[i].name = tb__arena_strndup(a, key, strlen(key));
-      rc = out->config[i].name ? tb__json_as_double(c, v, &out->config[i].value)
-                               : TB_ENOMEM;
-      tb__jctx_pop(c, mk);
-      i++;
-      if (rc != 0)
-        break;
-    }
-    tb__jctx_pop(c, mark);
-  }
+  void *config = NULL;
+  rc = tb__wire_members_from_json(c, a, conf, "loss_fn_config", sizeof(*out->config),
+                                  read_config_entry, NULL, &config, &out->n_config);
+  out->config = config;
   return rc;
 }
 

@@ -5,6 +5,8 @@
 
 #include <string.h>
 
+#include "wire/codec.h"
+
 json_t *tb__wire_op_result_to_json(const tb__wire_op_result_t *r) {
   const char *keys[4] = { "path", "model_id", "type", "sampling_session_id" };
   const char *vals[4] = { r->path, r->model_id, r->type, r->sampling_session_id };
@@ -51,6 +53,15 @@ int tb__wire_op_result_from_json(tb__jctx_t *c, const json_t *v, tb__wire_op_res
   return rc;
 }
 
+/* One metric of a result: a finite number (the name is the document's). */
+static int read_metric(tb__jctx_t *c, tb__arena_t *a, void *ctx, const char *name,
+                       const json_t *v, void *out) {
+  (void)a, (void)ctx;
+  tb__wire_metric_t *m = out;
+  m->name = name;
+  return tb__json_as_double(c, v, &m->value);
+}
+
 int tb__wire_optim_result_from_json(tb__jctx_t *c, tb__arena_t *a, const json_t *v,
                                     tb__wire_optim_result_t *out) {
   json_t *m = NULL;
@@ -60,23 +71,9 @@ int tb__wire_optim_result_from_json(tb__jctx_t *c, tb__arena_t *a, const json_t 
     rc = tb__json_get_object(c, v, "metrics", TB_JSON_OPTIONAL, &m);
   if (rc != 0)
     return rc < 0 ? rc : 0;  /* absent or null: no metrics */
-  size_t n = json_object_size(m), i = 0;
-  tb__wire_metric_t *ms = tb__arena_calloc(a, n + 1, sizeof(*ms));
-  if (ms == NULL)
-    return TB_ENOMEM;
-  const char *key;
-  json_t *x;
-  size_t mark = tb__jctx_push_key(c, "metrics");
-  json_object_foreach(m, key, x) {
-    size_t k = tb__jctx_push_key(c, key);
-    rc = tb__json_as_double(c, x, &ms[i].value);
-    tb__jctx_pop(c, k);
-    if (rc != 0)
-      break;
-    ms[i++].name = key;
-  }
-  tb__jctx_pop(c, mark);
-  if (rc == 0)
-    out->metrics = ms, out->n_metrics = n;
+  void *ms = NULL;
+  rc = tb__wire_members_from_json(c, a, m, "metrics", sizeof(tb__wire_metric_t), read_metric,
+                                  NULL, &ms, &out->n_metrics);
+  out->metrics = ms;
   return rc;
 }

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "wire/codec.h"
 #include "wire/datum.h"
 #include "wire/encode.h"
 #include "wire/le.h"
@@ -20,13 +21,9 @@
 
 /* ---------------------------------------------------------------- JSON */
 
-/* JSON has no NaN or infinity: such a value travels as null. */
-static json_t *real_or_null(double v) {
-  return isfinite(v) ? json_real(v) : json_null();
-}
-
 json_t *tb__wire_fwdbwd_output_to_json(const tb__wire_fwdbwd_output_t *o) {
-  json_t *root = json_object(), *outs = json_array(), *metrics = json_object();
+  json_t *root = json_object(), *outs = json_array();
+  json_t *metrics = tb__wire_metrics_to_json(o->metrics, o->n_metrics);
   if (root == NULL) {
     json_decref(outs);
     json_decref(metrics);
@@ -48,10 +45,6 @@ json_t *tb__wire_fwdbwd_output_to_json(const tb__wire_fwdbwd_output_t *o) {
         goto fail;
     }
   }
-  for (size_t i = 0; i < o->n_metrics; i++)
-    if (json_object_set_new(metrics, o->metrics[i].name,
-                            real_or_null(o->metrics[i].value)) != 0)
-      goto fail;
   return root;
 fail:
   json_decref(root);
@@ -74,58 +67,21 @@ int tb__wire_fwdbwd_output_from_json(tb__jctx_t *c, tb__arena_t *a,
     return TB_ENOMEM;
   o->n_outputs = json_array_size(outs);
   o->outputs = tb__arena_calloc(a, o->n_outputs + 1, sizeof(*o->outputs));
-  o->n_metrics = json_object_size(metrics);
-  o->metrics = tb__arena_calloc(a, o->n_metrics + 1, sizeof(*o->metrics));
-  if (o->outputs == NULL || o->metrics == NULL)
+  if (o->outputs == NULL)
     return TB_ENOMEM;
-
   size_t mark = tb__jctx_push_key(c, "loss_fn_outputs");
   for (size_t i = 0; i < o->n_outputs && rc == 0; i++) {
-    json_t *rec = json_array_get(outs, i), *tv;
-    const char *key;
+    const json_t *rec = json_array_get(outs, i);
+    tb__wire_datum_output_t *d = &o->outputs[i];
     size_t mi = tb__jctx_push_index(c, i);
-    if ((rc = tb__json_expect_object(c, rec)) == 0) {
-      tb__wire_datum_output_t *d = &o->outputs[i];
-      d->fields = tb__arena_calloc(a, json_object_size(rec) + 1, sizeof(*d->fields));
-      if (d->fields == NULL)
-        rc = TB_ENOMEM;
-      json_object_foreach(rec, key, tv) {
-        if (rc != 0)
-          break;
-        size_t mk = tb__jctx_push_key(c, key);
-        tb__wire_named_tensor_t *nt = &d->fields[d->n_fields++];
-        nt->name = tb__arena_strndup(a, key, strlen(key));
-        rc = nt->name ? tb__wire_result_tensor_from_json(c, a, key, tv, OUTPUT_MAX_TENSOR_BYTES,
-                                                         &nt->tensor)
-                      : TB_ENOMEM;
-        tb__jctx_pop(c, mk);
-      }
-    }
+    rc = tb__json_expect_object(c, rec);
+    rc = rc ? rc : tb__wire_named_tensors_from_json(c, a, rec, NULL, OUTPUT_MAX_TENSOR_BYTES,
+                                                    1, &d->fields, &d->n_fields);
     tb__jctx_pop(c, mi);
   }
   tb__jctx_pop(c, mark);
-  if (rc != 0)
-    return rc;
-
-  const char *key;
-  json_t *mv;
-  size_t i = 0;
-  mark = tb__jctx_push_key(c, "metrics");
-  json_object_foreach(metrics, key, mv) {
-    size_t mk = tb__jctx_push_key(c, key);
-    o->metrics[i].name = tb__arena_strndup(a, key, strlen(key));
-    /* A metric that diverged travels as null (real_or_null). */
-    if (o->metrics[i].name != NULL && json_is_null(mv))
-      o->metrics[i].value = NAN;
-    else
-      rc = o->metrics[i].name ? tb__json_as_double(c, mv, &o->metrics[i].value) : TB_ENOMEM;
-    tb__jctx_pop(c, mk);
-    i++;
-    if (rc != 0)
-      break;
-  }
-  tb__jctx_pop(c, mark);
-  return rc;
+  /* A metric that diverged travels as null (tb__wire_real_or_null). */
+  return rc ? rc : tb__wire_metrics_from_json(c, a, v, "metrics", &o->metrics, &o->n_metrics);
 }
 
 /* ---------------------------------------------------------------- protobuf */
