@@ -104,20 +104,9 @@ TEST(save_optim_and_typed) {
 }
 
 /* The decoders through one signature (tb_test_reader_fn). */
-static int read_target(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
-  (void)a;
-  return tb__wire_op_target_from_json(c, v, out);
-}
-
-static int read_create(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
-  (void)a;
-  return tb__wire_create_model_from_json(c, v, out);
-}
-
-static int read_load(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
-  (void)a;
-  return tb__wire_load_request_from_json(c, v, out);
-}
+TB_TEST_READER(read_target, tb__wire_op_target_from_json)
+TB_TEST_READER(read_create, tb__wire_create_model_from_json)
+TB_TEST_READER(read_load, tb__wire_load_request_from_json)
 
 static int read_save(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
   (void)a;
@@ -195,11 +184,7 @@ TEST(server_reads_recorded_requests) {
 }
 
 TEST(server_refuses_malformed_requests) {
-  static const struct {
-    const char *text;
-    tb_test_reader_fn read;
-    const char *want;
-  } cases[] = {
+  static const tb_test_refusal_t cases[] = {
     { "{\"seq_id\":1}", read_target, "model_id: required field is missing" },
     { "{\"model_id\":\"m\",\"seq_id\":-1}", read_target, "seq_id: -1 is out of range" },
     { "{\"session_id\":\"s\",\"model_seq_id\":0,\"base_model\":\"b\","
@@ -218,11 +203,7 @@ TEST(server_refuses_malformed_requests) {
     { "{\"adam_params\":{\"lr\":1}}", read_adam, "adam_params.lr: unknown Adam parameter" },
     { "{\"adam_params\":{\"beta1\":\"x\"}}", read_adam, "adam_params.beta1: expected a number" },
   };
-  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-    char *msg = refusal(cases[i].text, cases[i].read);
-    ASSERT_STR_CONTAINS(msg, cases[i].want);
-    free(msg);
-  }
+  assert_refusals(cases, sizeof(cases) / sizeof(cases[0]));
 }
 
 /* A sample encoded before its session exists, the ids added later (and

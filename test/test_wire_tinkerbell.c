@@ -28,56 +28,18 @@ _Static_assert(sizeof(tb__wire_tb_batch_t) <= TB_TEST_WIRE_SCRATCH,
                "the refusals' scratch is too small");
 
 /* The decoders through one signature (tb_test_reader_fn). */
-static int read_adapter(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
-  (void)a;
-  return tb__wire_tb_adapter_from_json(c, v, out);
-}
-
-static int read_forward(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
-  return tb__wire_tb_forward_from_json(c, a, v, out);
-}
-
-static int read_optim(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
-  return tb__wire_tb_optim_from_json(c, a, v, out);
-}
-
-static int read_status(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
-  (void)a;
-  return tb__wire_tb_status_from_json(c, v, out);
-}
-
-static int read_sampled(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
-  return tb__wire_tb_sampled_from_json(c, a, v, out);
-}
-
-static int read_model(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
-  (void)a;
-  return tb__wire_tb_model_from_json(c, v, out);
-}
-
-static int read_loss_fns(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
-  return tb__wire_tb_loss_fns_from_json(c, a, v, out);
-}
-
-static int read_text(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
-  return tb__wire_tb_text_from_json(c, a, v, out);
-}
-
-static int read_tokenize(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
-  return tb__wire_tb_tokenize_from_json(c, a, v, out);
-}
-
-static int read_detokenize(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
-  return tb__wire_tb_detokenize_from_json(c, a, v, out);
-}
-
-static int read_chat(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
-  return tb__wire_tb_chat_from_json(c, a, v, out);
-}
-
-static int read_sample_request(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
-  return tb__wire_tb_sample_request_from_json(c, a, v, out);
-}
+TB_TEST_READER(read_adapter, tb__wire_tb_adapter_from_json)
+TB_TEST_READER_A(read_forward, tb__wire_tb_forward_from_json)
+TB_TEST_READER_A(read_optim, tb__wire_tb_optim_from_json)
+TB_TEST_READER(read_status, tb__wire_tb_status_from_json)
+TB_TEST_READER_A(read_sampled, tb__wire_tb_sampled_from_json)
+TB_TEST_READER(read_model, tb__wire_tb_model_from_json)
+TB_TEST_READER_A(read_loss_fns, tb__wire_tb_loss_fns_from_json)
+TB_TEST_READER_A(read_text, tb__wire_tb_text_from_json)
+TB_TEST_READER_A(read_tokenize, tb__wire_tb_tokenize_from_json)
+TB_TEST_READER_A(read_detokenize, tb__wire_tb_detokenize_from_json)
+TB_TEST_READER_A(read_chat, tb__wire_tb_chat_from_json)
+TB_TEST_READER_A(read_sample_request, tb__wire_tb_sample_request_from_json)
 
 static int read_batch(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) {
   return tb__wire_tb_batch_from_json(c, a, v, 1 << 20, out);
@@ -404,11 +366,7 @@ TEST(batch_requests_read) {
 }
 
 TEST(malformed_requests_refused) {
-  static const struct {
-    const char *text;
-    tb_test_reader_fn read;
-    const char *want;
-  } cases[] = {
+  static const tb_test_refusal_t cases[] = {
     { "{\"text\":\"a\",\"messages\":[]}", read_tokenize,
       "text: give text or messages, not both" },
     { "{}", read_tokenize, "text: required (or messages)" },
@@ -475,19 +433,11 @@ TEST(malformed_requests_refused) {
       "data[1]: expected a conversation (a list of messages) like data[0], got an integer" },
     { "{\"data\":[{\"model_input\":1}]}", read_batch, "data[0].model_input: " },
   };
-  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-    char *msg = refusal(cases[i].text, cases[i].read);
-    ASSERT_STR_CONTAINS(msg, cases[i].want);
-    free(msg);
-  }
+  assert_refusals(cases, sizeof(cases) / sizeof(cases[0]));
 }
 
 TEST(malformed_answers_refused) {
-  static const struct {
-    const char *text;
-    tb_test_reader_fn read;
-    const char *want;
-  } cases[] = {
+  static const tb_test_refusal_t cases[] = {
     { "[]", read_adapter, "expected an object" },
     { "{\"model_id\":\"m\",\"base_model\":\"b\",\"rank\":0,\"alpha\":1.0,\"backend\":\"x\"}",
       read_adapter, "rank: " },
@@ -518,11 +468,7 @@ TEST(malformed_answers_refused) {
       "available_loss_functions[1]: expected a string, got an integer" },
     { "{\"tokens\":[1,\"2\"]}", read_text, "tokens[1]: " },
   };
-  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-    char *msg = refusal(cases[i].text, cases[i].read);
-    ASSERT_STR_CONTAINS(msg, cases[i].want);
-    free(msg);
-  }
+  assert_refusals(cases, sizeof(cases) / sizeof(cases[0]));
 }
 
 TEST_LIST(

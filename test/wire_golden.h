@@ -20,6 +20,17 @@
 
 /* A wire decoder seen through one signature, for tables of cases. */
 typedef int (*tb_test_reader_fn)(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out);
+/* A reader of that signature for a decoder that takes no arena
+ * (TB_TEST_READER) or one (TB_TEST_READER_A). */
+#define TB_TEST_READER(name, decode)                                             \
+  static int name(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) { \
+    (void)a;                                                                     \
+    return decode(c, v, out);                                                    \
+  }
+#define TB_TEST_READER_A(name, decode)                                           \
+  static int name(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out) { \
+    return decode(c, a, v, out);                                                 \
+  }
 /* The largest wire struct a reader of refusal() fills. */
 #define TB_TEST_WIRE_SCRATCH 256
 
@@ -150,6 +161,22 @@ static inline char *refusal(const char *text, tb_test_reader_fn read) {
   json_decref(doc);
   tb__arena_free(&a);
   return msg;
+}
+
+/* A body a reader must refuse, with what the message says. */
+typedef struct {
+  const char *text;
+  tb_test_reader_fn read;
+  const char *want;
+} tb_test_refusal_t;
+
+/* Each case refused with a message containing its want. */
+static inline void assert_refusals(const tb_test_refusal_t *cases, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    char *msg = refusal(cases[i].text, cases[i].read);
+    ASSERT_STR_CONTAINS(msg, cases[i].want);
+    free(msg);
+  }
 }
 
 #endif /* TB_TEST_WIRE_GOLDEN_H */
