@@ -5,9 +5,10 @@
  * FastAPI's {"detail"}, each with a "request_id" a service may add; and
  * the claims of a JWT API key ({"iss", "sub", "email"?}), which name the
  * key's user.  Lenient, as a reader of other services' failures must be:
- * a field of another type reads as absent.  The server writes its error
- * bodies itself (server.c escapes them by hand, so that an error can be
- * answered when memory runs out); to_json writes the same shape.
+ * a field of another type reads as absent.  The server writes its own
+ * error bodies in one place (server.c, through tb__json_escape, valid
+ * JSON whatever bytes a request put into the message); to_json writes the
+ * same shape.
  */
 #ifndef TB_WIRE_ERROR_BODY_H
 #define TB_WIRE_ERROR_BODY_H
