@@ -340,8 +340,57 @@ TEST(future_poll_and_answer) {
   ASSERT_EQ_INT(full.queue_position, 0);
   ASSERT_EQ_INT(scan.queue_position, 0);
   ASSERT(full.result == NULL && !full.has_error);
+  /* the server writes that answer again to the byte, and one with a
+   * reason to escape and a start time reads back the same */
+  json_t *id = json_object_get(doc, "request_id");
+  tb__wire_try_again_t pending = { json_string_value(id), "active", NULL, NULL, 0 };
+  char *out = malloc(tb__wire_try_again_size(&pending));
+  size_t n = tb__wire_try_again_write(&pending, out);
+  ASSERT_EQ_INT(n, strlen(bytes));
+  ASSERT(memcmp(out, bytes, n) == 0);
+  free(out);
+  pending = (tb__wire_try_again_t){ "f-1", "paused_capacity", "the KV memory is full",
+                                    "2026-12-06T09:56:51.808Z", 3 };
+  out = malloc(tb__wire_try_again_size(&pending));
+  n = tb__wire_try_again_write(&pending, out);
+  tb__wire_future_answer_init(&scan);
+  ASSERT(tb__jscan_object((tb_slice_t){ out, n }, tb__wire_future_answer_member, &scan));
+  ASSERT(tb__slice_eq_str(scan.queue_state, "paused_capacity") && scan.has_started);
+  ASSERT(tb__slice_eq_str(scan.reason, pending.reason));
+  ASSERT(scan.started_at > 1.7e9 && scan.queue_position == 3);
+  free(out);
+  pending.reason = "full: \"kv\"\n\x01";
+  out = malloc(tb__wire_try_again_size(&pending) + 1);
+  n = tb__wire_try_again_write(&pending, out);
+  out[n] = '\0';
+  json_t *again = parse(out);
+  ASSERT_STR_EQ(json_string_value(json_object_get(again, "queue_state_reason")), pending.reason);
+  json_decref(again);
+  free(out);
   json_decref(doc);
   free(bytes);
+}
+
+/* A failed future as both dialects answer it. */
+TEST(failure_bodies) {
+  static const char msg[] = "bad \"input\"\n";
+  char *out = malloc(tb__wire_failure_size(msg));
+  size_t n = tb__wire_failure_write(msg, "user", 0, out);
+  static const char tinker[] = "{\"error\":\"bad \\\"input\\\"\\u000a\",\"category\":\"user\"}";
+  ASSERT_EQ_INT(n, strlen(tinker));
+  ASSERT(memcmp(out, tinker, n) == 0);
+  free(out);
+  out = malloc(tb__wire_failure_size(msg) + 1);
+  n = tb__wire_failure_write(msg, "server", 1, out);
+  out[n] = '\0';
+  json_t *doc = parse(out);
+  tb__wire_error_body_t e;
+  ASSERT_OK(tb__wire_error_body_from_json(doc, &e));
+  ASSERT_STR_EQ(e.message, msg);
+  ASSERT_STR_EQ(e.category, "server");
+  ASSERT_STR_EQ(json_string_value(json_object_get(doc, "detail")), "Job failed: bad \"input\"\n");
+  json_decref(doc);
+  free(out);
 }
 
 /* Error bodies: this server's (recorded), the Tinkerbell dialect's failed
@@ -395,4 +444,5 @@ TEST_LIST(
   TEST_ENTRY(malformed_bodies_refused),
   TEST_ENTRY(future_poll_and_answer),
   TEST_ENTRY(error_bodies),
+  TEST_ENTRY(failure_bodies),
 )

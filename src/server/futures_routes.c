@@ -26,6 +26,7 @@
 #include "server/internal.h"
 #include "server/routes.h"
 #include "server/store.h"
+#include "wire/future_answer.h"
 
 struct tb__poll_s {
   tb__fwaiter_t w;            /* first: the waiter callback gets &w */
@@ -38,62 +39,43 @@ struct tb__poll_s {
 
 /* ------------------------------------------------------------ answers */
 
-/* {"type": "try_again", "request_id", "queue_state", "queue_state_reason"?,
- * "started_at": RFC 3339 | null, "queue_position": jobs ahead}.  The SDK
- * ignores the fields it does not know (its response models are
- * extra="ignore"); the last two tell a job queued behind others from one
- * that runs. */
+/* The answer of a pending future (wire/future_answer.h). */
 static void answer_try_again(tb__http_request_t *req, const tb__future_t *f) {
-  const char *state = tb__queue_state_name(f->queue_state);
-  size_t rl = f->queue_reason ? strlen(f->queue_reason) : 0;
-  char *json = tb__arena_alloc(&req->arena, 200 + f->id_len + rl * 6);
+  char when[48];
+  tb__wire_try_again_t a = {
+    .request_id = f->id,
+    .queue_state = tb__queue_state_name(f->queue_state),
+    .reason = f->queue_reason,
+    .started_at = NULL,
+    .queue_position = 0,
+  };
+  if (f->started_ms != 0) {
+    tb__store_iso_time(f->started_wall, when, sizeof(when));
+    a.started_at = when;
+  } else if (f->store->position != NULL) {
+    a.queue_position = f->store->position(f);
+  }
+  char *json = tb__arena_alloc(&req->arena, tb__wire_try_again_size(&a));
   if (json == NULL) {
     tb__server_respond_error(req, 503, "out of memory");
     return;
   }
-  char *p = json;
-  p += sprintf(p, "{\"type\":\"try_again\",\"request_id\":\"%s\",\"queue_state\":\"%s\"",
-               f->id, state);
-  if (f->queue_reason != NULL) {
-    p += sprintf(p, ",\"queue_state_reason\":\"");
-    p += tb__json_escape(p, f->queue_reason, rl);
-    *p++ = '"';
-  }
-  if (f->started_ms != 0) {
-    char when[48];
-    tb__store_iso_time(f->started_wall, when, sizeof(when));
-    p += sprintf(p, ",\"started_at\":\"%s\"", when);
-  } else {
-    p += sprintf(p, ",\"started_at\":null");
-  }
-  size_t pos = f->store->position != NULL && f->started_ms == 0 ? f->store->position(f) : 0;
-  p += sprintf(p, ",\"queue_position\":%zu", pos);
-  *p++ = '}';
+  size_t n = tb__wire_try_again_write(&a, json);
   f->store->n_try_again++;
-  tb__server_respond_json(req, 200, json, (size_t)(p - json));
+  tb__server_respond_json(req, 200, json, n);
 }
 
 /* {"error": message, "category": ...} plus, for the Tinkerbell dialect,
  * "detail": "Job failed: message". */
 void tb__futures_respond_failure(tb__http_request_t *req, int status, const tb__future_t *f,
                                  int with_detail) {
-  size_t ml = strlen(f->message);
-  char *json = tb__arena_alloc(&req->arena, 96 + ml * 12);
+  char *json = tb__arena_alloc(&req->arena, tb__wire_failure_size(f->message));
   if (json == NULL) {
     tb__server_respond_error(req, 503, "out of memory");
     return;
   }
-  char *p = json;
-  *p++ = '{';
-  if (with_detail) {
-    p += sprintf(p, "\"detail\":\"Job failed: ");
-    p += tb__json_escape(p, f->message, ml);
-    p += sprintf(p, "\",");
-  }
-  p += sprintf(p, "\"error\":\"");
-  p += tb__json_escape(p, f->message, ml);
-  p += sprintf(p, "\",\"category\":\"%s\"}", tb_category_name(f->category));
-  tb__server_respond_json(req, status, json, (size_t)(p - json));
+  size_t n = tb__wire_failure_write(f->message, tb_category_name(f->category), with_detail, json);
+  tb__server_respond_json(req, status, json, n);
 }
 
 static void answer_tinker(tb__http_request_t *req, tb__future_t *f, int want_proto) {

@@ -1,6 +1,7 @@
 /*
- * One answer of retrieve_future read into a tb__wire_future_answer_t (see
- * future_answer.h); what the answer leads to is client/poll.c's.
+ * One answer of retrieve_future read into a tb__wire_future_answer_t, and
+ * the server's pending and failed answers written (see future_answer.h);
+ * what an answer leads to is client/poll.c's.
  */
 #include "wire/future_answer.h"
 
@@ -125,4 +126,52 @@ int tb__wire_future_request_from_json(tb__jctx_t *c, const json_t *v,
   rc = rc < 0 ? rc : tb__wire_opt_bool(c, v, "allow_metadata_only", 0,
                                        &out->allow_metadata_only);
   return rc < 0 ? rc : 0;
+}
+
+/* ------------------------------------------------------------ writing */
+
+/* Escaping writes at most 6 bytes for an input byte (\u00XX). */
+#define ESCAPED_MAX(n) (6 * (n))
+
+size_t tb__wire_try_again_size(const tb__wire_try_again_t *a) {
+  return 160 + strlen(a->request_id) + strlen(a->queue_state) +
+         (a->reason ? ESCAPED_MAX(strlen(a->reason)) : 0) +
+         (a->started_at ? strlen(a->started_at) : 0);
+}
+
+size_t tb__wire_try_again_write(const tb__wire_try_again_t *a, char *dst) {
+  char *p = dst;
+  p += sprintf(p, "{\"type\":\"try_again\",\"request_id\":\"%s\",\"queue_state\":\"%s\"",
+               a->request_id, a->queue_state);
+  if (a->reason != NULL) {
+    p += sprintf(p, ",\"queue_state_reason\":\"");
+    p += tb__json_escape(p, a->reason, strlen(a->reason));
+    *p++ = '"';
+  }
+  if (a->started_at != NULL)
+    p += sprintf(p, ",\"started_at\":\"%s\"", a->started_at);
+  else
+    p += sprintf(p, ",\"started_at\":null");
+  p += sprintf(p, ",\"queue_position\":%zu}", a->queue_position);
+  return (size_t)(p - dst);
+}
+
+size_t tb__wire_failure_size(const char *message) {
+  return 96 + 2 * ESCAPED_MAX(strlen(message));
+}
+
+size_t tb__wire_failure_write(const char *message, const char *category, int with_detail,
+                              char *dst) {
+  size_t ml = strlen(message);
+  char *p = dst;
+  *p++ = '{';
+  if (with_detail) {
+    p += sprintf(p, "\"detail\":\"Job failed: ");
+    p += tb__json_escape(p, message, ml);
+    p += sprintf(p, "\",");
+  }
+  p += sprintf(p, "\"error\":\"");
+  p += tb__json_escape(p, message, ml);
+  p += sprintf(p, "\",\"category\":\"%s\"}", category);
+  return (size_t)(p - dst);
 }
