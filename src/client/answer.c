@@ -52,11 +52,18 @@ char *tb__answer_dup(const char *s, int *ok) {
 int tb__answer_string(tb__answer_t *d, const char *s, const tb_result_type_t **type,
                       void **result, tb_error_t *err) {
   char *copy = strdup(s);
+  return tb__answer_result(d, copy != NULL, &tb_result_string, copy, type, result, err);
+}
+
+int tb__answer_result(tb__answer_t *d, int ok, const tb_result_type_t *t, void *value,
+                      const tb_result_type_t **type, void **result, tb_error_t *err) {
   tb__answer_end(d);
-  if (copy == NULL)
+  if (!ok) {
+    t->free(value);
     return tb__answer_out_of_memory(err);
-  *type = &tb_result_string;
-  *result = copy;
+  }
+  *type = t;
+  *result = value;
   return 0;
 }
 

@@ -45,6 +45,12 @@ char *tb__answer_dup(const char *s, int *ok);
 int tb__answer_string(tb__answer_t *d, const char *s, const tb_result_type_t **type,
                       void **result, tb_error_t *err);
 
+/* Ends d and hands value over as the decoder's result of type t; when ok
+ * is 0 (a copy ran out of memory, or value is NULL) value is freed with
+ * t->free and the decoder fails with TB_ENOMEM. */
+int tb__answer_result(tb__answer_t *d, int ok, const tb_result_type_t *t, void *value,
+                      const tb_result_type_t **type, void **result, tb_error_t *err);
+
 /* Replaces out's bytes with the compact text of v, a wire encoder's
  * value, which is consumed (NULL: the encoder ran out of memory).
  * Returns 0 or TB_ENOMEM. */

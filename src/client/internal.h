@@ -22,6 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
 #include <uv.h>
 
 #include "core/buf.h"
@@ -385,6 +386,14 @@ struct tb__client_op_s {
 /* Starts an operation whose outcome is the returned future.  Returns 0 or
  * TB_ENOMEM / TB_ECLOSING (no future then). */
 int tb__client_op_start(tb__rt_t *rt, const tb__client_op_opts_t *opts, tb_future_t **out);
+/* tb__client_op_start with body as the request's JSON: the reference to
+ * body is taken (NULL, a failed build, is TB_ENOMEM), and opts->body is
+ * left NULL again. */
+int tb__client_op_start_json(tb__rt_t *rt, tb__client_op_opts_t *opts, json_t *body,
+                             tb_future_t **out);
+/* Sets e for an operation that could not start with rc: "what: reason",
+ * cancelled when the client is closing.  Returns rc. */
+int tb__client_not_started(tb_error_t *e, int rc, const char *what);
 /* Cancels every operation of rt: the service client's close, before
  * tb__rt_close, which then waits for them to end. */
 void tb__client_op_cancel_all(tb__rt_t *rt);

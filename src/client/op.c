@@ -156,8 +156,7 @@ static void on_call(tb__call_t *call, int status) {
   rc = tb__client_poll_start(op->rt, &op->poll, id, on_poll);
   free(id);
   if (rc != 0) {
-    tb_error_set(&e, rc, rc == TB_ECLOSING ? TB_CATEGORY_CANCELLED : TB_CATEGORY_NONE,
-                 "cannot poll: %s", tb_strerror(rc));
+    tb__client_not_started(&e, rc, "cannot poll");
     complete(op, NULL, NULL, &e);
   }
 }
@@ -226,6 +225,27 @@ nomem:
     destroy(op);
   free(f);
   return TB_ENOMEM;
+}
+
+int tb__client_op_start_json(tb__rt_t *rt, tb__client_op_opts_t *opts, json_t *body,
+                             tb_future_t **out) {
+  size_t len = 0;
+  char *text = body != NULL ? tb__json_dump(body, &len) : NULL;
+  json_decref(body);
+  if (text == NULL)
+    return TB_ENOMEM;
+  opts->body = text;
+  opts->body_len = len;
+  int rc = tb__client_op_start(rt, opts, out);
+  opts->body = NULL;
+  opts->body_len = 0;
+  free(text);
+  return rc;
+}
+
+int tb__client_not_started(tb_error_t *e, int rc, const char *what) {
+  return tb_error_set(e, rc, rc == TB_ECLOSING ? TB_CATEGORY_CANCELLED : TB_CATEGORY_NONE,
+                      "%s: %s", what, tb_strerror(rc));
 }
 
 void tb__client_op_cancel_all(tb__rt_t *rt) {

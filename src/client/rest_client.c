@@ -75,25 +75,19 @@ static int start_r(tb_rest_client_t *rc, const char *method, char *path, json_t 
                    tb__client_op_decode_fn decode, int retries, tb_future_t **out) {
   tb__rt_t *rt = rt_of(rc);
   int ret = 0;
-  char *text = NULL;
-  size_t len = 0;
   if (out == NULL || rt == NULL)
     ret = out == NULL || rc == NULL || rc->service == NULL || rc->service->impl_ == NULL
               ? TB_EINVAL
               : TB_ECLOSING;
-  else if (path == NULL || (body != NULL && (text = tb__json_dump(body, &len)) == NULL))
+  else if (path == NULL)
     ret = TB_ENOMEM;
   if (ret == 0) {
-    tb__client_op_opts_t o = { 0 };
-    o.method = method;
-    o.path = path;
-    o.body = text;
-    o.body_len = len;
-    o.max_retries = retries;
-    o.decode = decode;
-    ret = tb__client_op_start(rt, &o, out);
+    tb__client_op_opts_t o = { .method = method, .path = path, .max_retries = retries,
+                               .decode = decode };
+    ret = body != NULL ? tb__client_op_start_json(rt, &o, body, out)
+                       : tb__client_op_start(rt, &o, out);
+    body = NULL;  /* taken */
   }
-  free(text);
   free(path);
   json_decref(body);
   return ret;
@@ -467,8 +461,7 @@ static void trace_ask(trace_t *t) {
                  tb__rest_decode_json_text, &t->inner);
   if (rc != 0) {
     tb_error_t e = { 0 };
-    tb_error_set(&e, rc, rc == TB_ECLOSING ? TB_CATEGORY_CANCELLED : TB_CATEGORY_NONE,
-                 "trace_export: %s", tb_strerror(rc));
+    tb__client_not_started(&e, rc, "trace_export");
     trace_fail(t, &e);
     return;
   }

@@ -196,14 +196,7 @@ DECODER(tb__rest_decode_run) {
               tb__wire_training_run_from_json(&d.jc, &d.arena, d.doc, &w), "training run");
   tb_training_run_t *r = calloc(1, sizeof(*r));
   int ok = r != NULL && run_copy(&w, r);
-  tb__answer_end(&d);
-  if (!ok) {
-    tb_training_run_free(r);
-    return tb__answer_out_of_memory(err);
-  }
-  *type = &tb_result_training_run;
-  *result = r;
-  return 0;
+  return tb__answer_result(&d, ok, &tb_result_training_run, r, type, result, err);
 }
 
 DECODER(tb__rest_decode_runs) {
@@ -215,14 +208,7 @@ DECODER(tb__rest_decode_runs) {
     ok = run_copy(&w.runs[i], &l->runs[i]);
   if (ok)
     cursor_copy(&w.cursor, &l->cursor);
-  tb__answer_end(&d);
-  if (!ok) {
-    tb_training_run_list_free(l);
-    return tb__answer_out_of_memory(err);
-  }
-  *type = &tb_result_training_run_list;
-  *result = l;
-  return 0;
+  return tb__answer_result(&d, ok, &tb_result_training_run_list, l, type, result, err);
 }
 
 DECODER(tb__rest_decode_checkpoints) {
@@ -234,14 +220,7 @@ DECODER(tb__rest_decode_checkpoints) {
     ok = checkpoint_copy(&w.checkpoints[i], &l->checkpoints[i]);
   if (ok)
     cursor_copy(&w.cursor, &l->cursor);
-  tb__answer_end(&d);
-  if (!ok) {
-    tb_checkpoint_list_free(l);
-    return tb__answer_out_of_memory(err);
-  }
-  *type = &tb_result_checkpoint_list;
-  *result = l;
-  return 0;
+  return tb__answer_result(&d, ok, &tb_result_checkpoint_list, l, type, result, err);
 }
 
 DECODER(tb__rest_decode_weights_info) {
@@ -257,14 +236,7 @@ DECODER(tb__rest_decode_weights_info) {
     i->train_mlp = w.train_mlp;
     i->train_attn = w.train_attn;
   }
-  tb__answer_end(&d);
-  if (!ok) {
-    tb_weights_info_free(i);
-    return tb__answer_out_of_memory(err);
-  }
-  *type = &tb_result_weights_info;
-  *result = i;
-  return 0;
+  return tb__answer_result(&d, ok, &tb_result_weights_info, i, type, result, err);
 }
 
 /* The archive's link: {"url", "expires"}. */
@@ -277,14 +249,7 @@ DECODER(tb__rest_decode_archive) {
     a->url = tb__answer_dup(w.url, &ok);
     a->expires = tb__answer_dup(w.expires, &ok);
   }
-  tb__answer_end(&d);
-  if (!ok) {
-    tb_archive_url_free(a);
-    return tb__answer_out_of_memory(err);
-  }
-  *type = &tb_result_archive_url;
-  *result = a;
-  return 0;
+  return tb__answer_result(&d, ok, &tb_result_archive_url, a, type, result, err);
 }
 
 DECODER(tb__rest_decode_session) {
@@ -295,14 +260,7 @@ DECODER(tb__rest_decode_session) {
            strings_copy(w.training_run_ids, w.n_training_run_ids, &s->training_run_ids,
                         &s->n_training_run_ids) &&
            strings_copy(w.sampler_ids, w.n_sampler_ids, &s->sampler_ids, &s->n_sampler_ids);
-  tb__answer_end(&d);
-  if (!ok) {
-    tb_session_info_free(s);
-    return tb__answer_out_of_memory(err);
-  }
-  *type = &tb_result_session_info;
-  *result = s;
-  return 0;
+  return tb__answer_result(&d, ok, &tb_result_session_info, s, type, result, err);
 }
 
 DECODER(tb__rest_decode_sessions) {
@@ -310,14 +268,7 @@ DECODER(tb__rest_decode_sessions) {
               "sessions");
   tb_string_list_t *l = calloc(1, sizeof(*l));
   int ok = l != NULL && strings_copy(w.ids, w.n, &l->items, &l->n);
-  tb__answer_end(&d);
-  if (!ok) {
-    tb_string_list_free(l);
-    return tb__answer_out_of_memory(err);
-  }
-  *type = &tb_result_string_list;
-  *result = l;
-  return 0;
+  return tb__answer_result(&d, ok, &tb_result_string_list, l, type, result, err);
 }
 
 DECODER(tb__rest_decode_sampler) {
@@ -330,14 +281,7 @@ DECODER(tb__rest_decode_sampler) {
     s->base_model = tb__answer_dup(w.base_model, &ok);
     s->model_path = tb__answer_dup(w.model_path, &ok);
   }
-  tb__answer_end(&d);
-  if (!ok) {
-    tb_sampler_info_free(s);
-    return tb__answer_out_of_memory(err);
-  }
-  *type = &tb_result_sampler_info;
-  *result = s;
-  return 0;
+  return tb__answer_result(&d, ok, &tb_result_sampler_info, s, type, result, err);
 }
 
 /* The whole answer as JSON text (checked to be JSON). */

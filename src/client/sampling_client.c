@@ -464,8 +464,7 @@ void tb__sampling_pump(sc_t *s) {
     int rc = op->kind == S_BASE_MODEL ? start_base_model(op) : start_sample(op);
     if (rc != 0) {
       tb_error_t e = { 0 };
-      tb_error_set(&e, rc, rc == TB_ECLOSING ? TB_CATEGORY_CANCELLED : TB_CATEGORY_NONE,
-                   "cannot send the sample: %s", tb_strerror(rc));
+      tb__client_not_started(&e, rc, "cannot send the sample");
       sop_complete(op, NULL, NULL, &e);
     }
   }

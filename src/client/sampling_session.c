@@ -96,24 +96,14 @@ static void on_session(tb_future_t *f, int status) {
                                   tb__wire_str(s->model_path), tb__wire_str(s->base_model) };
   json_t *b = tb__wire_create_sampler_to_json(&r);
   tb_future_free(f);
-  size_t len = 0;
-  char *text = b ? tb__json_dump(b, &len) : NULL;
-  json_decref(b);
-  int rc = text ? 0 : TB_ENOMEM;
-  if (rc == 0) {
-    tb__client_op_opts_t o = { 0 };
-    o.path = "/api/v1/create_sampling_session";
-    o.body = text;
-    o.body_len = len;
-    o.max_retries = -1;
-    o.decode = decode_sampling_session;
-    rc = tb__client_op_start(s->rt, &o, &s->create_op_f);
-  }
-  free(text);
+  tb__client_op_opts_t o = { 0 };
+  o.path = "/api/v1/create_sampling_session";
+  o.max_retries = -1;
+  o.decode = decode_sampling_session;
+  int rc = tb__client_op_start_json(s->rt, &o, b, &s->create_op_f);
   if (rc != 0) {
     tb_error_t e = { 0 };
-    tb_error_set(&e, rc, rc == TB_ECLOSING ? TB_CATEGORY_CANCELLED : TB_CATEGORY_NONE,
-                 "cannot create the sampling session: %s", tb_strerror(rc));
+    tb__client_not_started(&e, rc, "cannot create the sampling session");
     session_ready(s, NULL, &e);
     tb_error_clear(&e);
     return;

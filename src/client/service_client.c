@@ -97,14 +97,7 @@ static int decode_caps(tb__client_op_t *op, const char *body, size_t len, int pr
     caps->models[i].model_name = tb__answer_dup(w.models[i].model_name, &ok);
     caps->models[i].max_context_length = w.models[i].max_context_length;
   }
-  tb__answer_end(&d);
-  if (!ok) {
-    tb_server_capabilities_free(caps);
-    return tb__answer_out_of_memory(err);
-  }
-  *type = &tb_result_server_capabilities;
-  *result = caps;
-  return 0;
+  return tb__answer_result(&d, ok, &tb_result_server_capabilities, caps, type, result, err);
 }
 
 static int decode_session(tb__client_op_t *op, const char *body, size_t len, int proto,
@@ -344,15 +337,9 @@ static int start_create(struct tb__service_s *s) {
                                   .project_id = tb__wire_str(cfg->project_id) };
   json_t *b = tb__wire_create_session_to_json(&r);
   free(meta);
-  size_t len = 0;
-  char *text = b != NULL ? tb__json_dump(b, &len) : NULL;
-  json_decref(b);
-  if (text == NULL)
-    return TB_ENOMEM;
-  tb__client_op_opts_t o = { .path = "/api/v1/create_session", .body = text, .body_len = len,
-                      .max_retries = -1, .decode = decode_session };
-  int rc = tb__client_op_start(&s->rt, &o, &s->create_f);
-  free(text);
+  tb__client_op_opts_t o = { .path = "/api/v1/create_session", .max_retries = -1,
+                             .decode = decode_session };
+  int rc = tb__client_op_start_json(&s->rt, &o, b, &s->create_f);
   if (rc != 0)
     return rc;
   s->create_f->data = s;

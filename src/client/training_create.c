@@ -52,24 +52,32 @@ static void created(tb__tc_t *tc, int status, tb_error_t *err) {
   tb__tc_check_closed(tc);
 }
 
+/* Ends the creation with the failure of f (status when it names no code). */
+static void created_failed(tb__tc_t *tc, tb_future_t *f, int status) {
+  tb_error_t e = { 0 };
+  tb_error_copy(&e, &f->error);
+  if (e.code == 0)
+    e.code = status;
+  tb_future_free(f);
+  created(tc, status, &e);
+  tb_error_clear(&e);
+}
+
 static void on_create_done(tb_future_t *f, int status) {
   tb__tc_t *tc = f->data;
   tc->create_op_f = NULL;
-  tb_error_t e = { 0 };
-  if (status == 0) {
-    char *mid = tb_future_take(f, &tb_result_string);
-    if (mid != NULL) {
-      free(tc->model_id);
-      tc->model_id = mid;
-    }
-    if (tc->model_id == NULL) {
-      status = tb_error_set(&e, TB_EPROTO, TB_CATEGORY_SERVER, "the server named no model id");
-    }
-  } else {
-    tb_error_copy(&e, &f->error);
-    if (e.code == 0)
-      e.code = status;
+  if (status != 0) {
+    created_failed(tc, f, status);
+    return;
   }
+  tb_error_t e = { 0 };
+  char *mid = tb_future_take(f, &tb_result_string);
+  if (mid != NULL) {
+    free(tc->model_id);
+    tc->model_id = mid;
+  }
+  if (tc->model_id == NULL)
+    status = tb_error_set(&e, TB_EPROTO, TB_CATEGORY_SERVER, "the server named no model id");
   tb_future_free(f);
   created(tc, status, &e);
   tb_error_clear(&e);
@@ -83,14 +91,8 @@ static int decode_model_id(tb__client_op_t *cop, const char *body, size_t len, i
 static void on_session(tb_future_t *f, int status) {
   tb__tc_t *tc = f->data;
   tc->session_f = NULL;
-  tb_error_t e = { 0 };
   if (status != 0) {
-    tb_error_copy(&e, &f->error);
-    if (e.code == 0)
-      e.code = status;
-    tb_future_free(f);
-    created(tc, status, &e);
-    tb_error_clear(&e);
+    created_failed(tc, f, status);
     return;
   }
   const char *sid = tb_future_result(f, &tb_result_string);
@@ -113,25 +115,16 @@ static void on_session(tb_future_t *f, int status) {
     b = tb__wire_create_model_to_json(&r);
   }
   tb_future_free(f);
-  size_t len = 0;
-  char *text = b ? tb__json_dump(b, &len) : NULL;
-  json_decref(b);
-  int rc = text ? 0 : TB_ENOMEM;
-  if (rc == 0) {
-    tb__client_op_opts_t o = { 0 };
-    o.path = tc->create_via_load ? "/api/v1/load_weights" : "/api/v1/create_model";
-    o.body = text;
-    o.body_len = len;
-    o.max_retries = -1;
-    o.poll = 1;
-    o.request_type = tc->create_via_load ? "LoadWeights" : "CreateModel";
-    o.decode = decode_model_id;
-    rc = tb__client_op_start(tc->rt, &o, &tc->create_op_f);
-  }
-  free(text);
+  tb__client_op_opts_t o = { 0 };
+  o.path = tc->create_via_load ? "/api/v1/load_weights" : "/api/v1/create_model";
+  o.max_retries = -1;
+  o.poll = 1;
+  o.request_type = tc->create_via_load ? "LoadWeights" : "CreateModel";
+  o.decode = decode_model_id;
+  int rc = tb__client_op_start_json(tc->rt, &o, b, &tc->create_op_f);
   if (rc != 0) {
-    tb_error_set(&e, rc, rc == TB_ECLOSING ? TB_CATEGORY_CANCELLED : TB_CATEGORY_NONE,
-                 "cannot create the model: %s", tb_strerror(rc));
+    tb_error_t e = { 0 };
+    tb__client_not_started(&e, rc, "cannot create the model");
     created(tc, rc, &e);
     tb_error_clear(&e);
     return;

@@ -130,14 +130,7 @@ static int decode_optim(tb__client_op_t *cop, const char *body, size_t len, int 
   tb_optim_step_output_t *o = calloc(1, sizeof(*o));
   rc = o ? tb__metrics_from_wire(w.metrics, w.n_metrics, &o->metrics, &o->n_metrics)
          : TB_ENOMEM;
-  tb__answer_end(&d);
-  if (rc != 0) {
-    tb_optim_step_output_free(o);
-    return tb__answer_out_of_memory(err);
-  }
-  *type = &tb_result_optim_step_output;
-  *result = o;
-  return 0;
+  return tb__answer_result(&d, rc == 0, &tb_result_optim_step_output, o, type, result, err);
 }
 
 /* The field of a small result (wire/op_result.h) a decoder wants. */
@@ -202,14 +195,7 @@ static int decode_info(tb__client_op_t *cop, const char *body, size_t len, int p
     info->is_lora = w.is_lora;
     info->lora_rank = w.lora_rank;
   }
-  tb__answer_end(&d);
-  if (!ok) {
-    tb_model_info_free(info);
-    return tb__answer_out_of_memory(err);
-  }
-  *type = &tb_result_model_info;
-  *result = info;
-  return 0;
+  return tb__answer_result(&d, ok, &tb_result_model_info, info, type, result, err);
 }
 
 static void on_req_done(tb_future_t *f, int status);
@@ -290,6 +276,27 @@ static void on_req_submitted(tb__client_op_t *cop, int status) {
     tb__tc_release_turn(op);
 }
 
+/* The path, request type and decoder of every kind but the forward ones,
+ * whose path and type depend on the request.  Saves keep the submission
+ * retries: resent with its seq_id, a save is answered by the server with
+ * the first one's future (the SDK's outer retry layer resends it too), and
+ * a lost save would stop the client. */
+static const struct {
+  const char *path;
+  const char *request_type;
+  tb__client_op_decode_fn decode;
+} k_plain_ops[] = {
+  [TB__TC_OPTIM] = { "/api/v1/optim_step", "OptimStep", decode_optim },
+  [TB__TC_SAVE] = { "/api/v1/save_weights", "SaveWeights", decode_path },
+  [TB__TC_SAVE_SAMPLER] = { "/api/v1/save_weights_for_sampler", "SaveWeightsForSampler",
+                            decode_path },
+  [TB__TC_SAVE_GET_SAMPLER] = { "/api/v1/save_weights_for_sampler", "SaveWeightsForSampler",
+                                decode_sampling_session },
+  [TB__TC_LOAD] = { "/api/v1/load_weights", "LoadWeights", decode_path },
+  [TB__TC_UNLOAD] = { "/api/v1/unload_model", NULL, NULL },
+  [TB__TC_INFO] = { "/api/v1/get_info", NULL, decode_info },
+};
+
 /* Starts request i of op as an operation of the runtime. */
 int tb__tc_start_req(tb__tc_op_t *op, size_t i) {
   tb__tc_t *tc = op->tc;
@@ -311,45 +318,18 @@ int tb__tc_start_req(tb__tc_op_t *op, size_t i) {
       o.decode = decode_fwdbwd;
       break;
     }
-    case TB__TC_OPTIM:
-      o.path = "/api/v1/optim_step";
-      o.request_type = "OptimStep";
-      o.decode = decode_optim;
-      break;
-    /* Saves keep the submission retries: resent with its seq_id, a save is
-     * answered by the server with the first one's future (the SDK's outer
-     * retry layer resends it too), and a lost save would stop the client. */
-    case TB__TC_SAVE:
-      o.path = "/api/v1/save_weights";
-      o.request_type = "SaveWeights";
-      o.decode = decode_path;
-      break;
-    case TB__TC_SAVE_SAMPLER:
-      o.path = "/api/v1/save_weights_for_sampler";
-      o.request_type = "SaveWeightsForSampler";
-      o.decode = decode_path;
-      break;
-    case TB__TC_SAVE_GET_SAMPLER:
-      o.path = "/api/v1/save_weights_for_sampler";
-      o.request_type = "SaveWeightsForSampler";
-      o.decode = decode_sampling_session;
-      break;
-    case TB__TC_LOAD:
-      o.path = "/api/v1/load_weights";
-      o.request_type = "LoadWeights";
-      o.decode = decode_path;
-      break;
-    case TB__TC_UNLOAD:
-      o.path = "/api/v1/unload_model";
-      break;
     case TB__TC_INFO:
-      o.path = "/api/v1/get_info";
       o.poll = 0;
-      o.decode = decode_info;
       o.submitted = NULL;
-      break;
+      /* fall through */
     default:
-      return TB_EINVAL;
+      if ((size_t)op->kind >= sizeof(k_plain_ops) / sizeof(k_plain_ops[0]) ||
+          k_plain_ops[op->kind].path == NULL)
+        return TB_EINVAL;
+      o.path = k_plain_ops[op->kind].path;
+      o.request_type = k_plain_ops[op->kind].request_type;
+      o.decode = k_plain_ops[op->kind].decode;
+      break;
   }
   tb__buf_t body = TB_BUF_INIT;
   int rc = req_body(r, &body);
@@ -385,8 +365,7 @@ int tb__tc_start_phase(tb__tc_op_t *op) {
     rc = tb__tc_start_req(op, first);
   }
   if (rc != 0) {
-    tb_error_set(&e, rc, rc == TB_ECLOSING ? TB_CATEGORY_CANCELLED : TB_CATEGORY_NONE,
-                 "cannot send: %s", tb_strerror(rc));
+    tb__client_not_started(&e, rc, "cannot send");
     tb__tc_keep_first_error(op, &e);
     tb_error_clear(&e);
     for (size_t i = first; i < end; i++)
