@@ -105,6 +105,33 @@ static void label_value(char *dst, size_t cap, const char *s) {
   dst[n] = '\0';
 }
 
+/* The families of each base model's decoder: a family's samples follow
+ * its HELP and TYPE, one per model and state (state[0] NULL: one per
+ * model, without a state label); col[j] is the column of the stats row
+ * tb__metrics_training gathers (running, waiting, steps, kv_blocks,
+ * kv_room, prefix_hits) that state j reads. */
+typedef struct decode_series_s {
+  const char *name, *type, *help;
+  const char *state[2];
+  int col[2];
+} decode_series_t;
+
+static const decode_series_t k_decode_series[] = {
+  { "tinkerbell_decode_requests", "gauge",
+    "Sample requests of a base model's decoder: running (their sequences decode) or waiting "
+    "(for room in its KV cache).",
+    { "running", "waiting" }, { 0, 1 } },
+  { "tinkerbell_decode_steps_total", "counter",
+    "Decode steps run, each one pass over the layers for every running sequence.",
+    { NULL, NULL }, { 2 } },
+  { "tinkerbell_kv_blocks", "gauge",
+    "Blocks of the KV cache (each of block_tokens positions): total, and available to "
+    "admissions.",
+    { "total", "available" }, { 3, 4 } },
+  { "tinkerbell_kv_prefix_hits_total", "counter", "Prompt blocks found in the prefix cache.",
+    { NULL, NULL }, { 5 } },
+};
+
 void tb__metrics_training(const tb__training_t *tr, tb__buf_t *out) {
   size_t ordered = 0, engine = 0;
   for (const tb__tmodel_t *m = tr->models; m != NULL; m = m->next)
@@ -161,45 +188,33 @@ void tb__metrics_training(const tb__training_t *tr, tb__buf_t *out) {
                  (double)oldest_running / 1e3);
   /* Each base model's decoder: what decodes, what waits for KV room.  A
    * family's samples follow its HELP and TYPE, one group each. */
-  tb__engine_decode_stats_t st[8];
+  tb__engine_decode_stats_t st;
   char name[8][128];
+  unsigned long long v[8][6];  /* the columns of k_decode_series */
   size_t nb = tr->n_bases < 8 ? tr->n_bases : 8;
   for (size_t i = 0; i < nb; i++) {
     const tb__tbase_t *b = &tr->bases[i];
-    memset(&st[i], 0, sizeof(st[i]));
+    memset(&st, 0, sizeof(st));
     if (b->model != NULL)  /* else still loading: nothing decodes */
-      tb__engine_decode_stats(b->model, &st[i]);
+      tb__engine_decode_stats(b->model, &st);
     label_value(name[i], sizeof(name[i]), b->name);
+    unsigned long long row[6] = { st.running, st.waiting, st.steps,
+                                  st.kv_blocks, st.kv_room, st.prefix_hits };
+    memcpy(v[i], row, sizeof(row));
   }
-  tb__buf_printf(out, "# HELP tinkerbell_decode_requests Sample requests of a base model's "
-                      "decoder: running (their sequences decode) or waiting (for room in its "
-                      "KV cache).\n"
-                      "# TYPE tinkerbell_decode_requests gauge\n");
-  for (size_t i = 0; i < nb; i++)
-    tb__buf_printf(out,
-                   "tinkerbell_decode_requests{model=\"%s\",state=\"running\"} %zu\n"
-                   "tinkerbell_decode_requests{model=\"%s\",state=\"waiting\"} %zu\n",
-                   name[i], st[i].running, name[i], st[i].waiting);
-  tb__buf_printf(out, "# HELP tinkerbell_decode_steps_total Decode steps run, each one pass "
-                      "over the layers for every running sequence.\n"
-                      "# TYPE tinkerbell_decode_steps_total counter\n");
-  for (size_t i = 0; i < nb; i++)
-    tb__buf_printf(out, "tinkerbell_decode_steps_total{model=\"%s\"} %llu\n", name[i],
-                   (unsigned long long)st[i].steps);
-  tb__buf_printf(out, "# HELP tinkerbell_kv_blocks Blocks of the KV cache (each of "
-                      "block_tokens positions): total, and available to admissions.\n"
-                      "# TYPE tinkerbell_kv_blocks gauge\n");
-  for (size_t i = 0; i < nb; i++)
-    tb__buf_printf(out,
-                   "tinkerbell_kv_blocks{model=\"%s\",state=\"total\"} %zu\n"
-                   "tinkerbell_kv_blocks{model=\"%s\",state=\"available\"} %zu\n",
-                   name[i], st[i].kv_blocks, name[i], st[i].kv_room);
-  tb__buf_printf(out, "# HELP tinkerbell_kv_prefix_hits_total Prompt blocks found in the "
-                      "prefix cache.\n"
-                      "# TYPE tinkerbell_kv_prefix_hits_total counter\n");
-  for (size_t i = 0; i < nb; i++)
-    tb__buf_printf(out, "tinkerbell_kv_prefix_hits_total{model=\"%s\"} %llu\n", name[i],
-                   (unsigned long long)st[i].prefix_hits);
+  for (size_t k = 0; k < sizeof(k_decode_series) / sizeof(k_decode_series[0]); k++) {
+    const decode_series_t *d = &k_decode_series[k];
+    tb__buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", d->name, d->help, d->name, d->type);
+    for (size_t i = 0; i < nb; i++) {
+      if (d->state[0] == NULL) {
+        tb__buf_printf(out, "%s{model=\"%s\"} %llu\n", d->name, name[i], v[i][d->col[0]]);
+        continue;
+      }
+      for (size_t j = 0; j < 2; j++)
+        tb__buf_printf(out, "%s{model=\"%s\",state=\"%s\"} %llu\n", d->name, name[i],
+                       d->state[j], v[i][d->col[j]]);
+    }
+  }
   tb__buf_printf(out, "# HELP tinkerbell_tokens_total Tokens processed by finished "
                       "operations: the inputs of forward and forward_backward, the prompt "
                       "and generated tokens of sample.\n"
