@@ -261,11 +261,8 @@ void tb__server_release(tb__http_request_t *req) {
 
 void tb__server_respond_json(tb__http_request_t *req, int status, const char *json,
                              size_t len) {
-  static const tb__http_header_t ct = {
-    TB_SLICE_LIT("Content-Type"), TB_SLICE_LIT("application/json")
-  };
-  uv_buf_t b = uv_buf_init((char *)json, (unsigned)len);
-  tb__server_respond(req, status, &ct, 1, &b, 1);
+  tb__sreq(req)->status = status;
+  tb__http_respond_json(req, status, json, len);
 }
 
 void tb__server_respond_jsonv(tb__http_request_t *req, int status, const json_t *v) {

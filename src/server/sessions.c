@@ -128,25 +128,36 @@ static void arm(tb__sessions_t *ss) {
   uv_timer_start(&ss->timer, on_timer, due > now ? due - now : 0, 0);
 }
 
+/* A live session ends (event: expired or closed): it moves to the dead
+ * list, whose models the training part unloads and the store hears of. */
+static void retire(tb__sessions_t *ss, tb__session_t *s, int event) {
+  LIST_REMOVE(ss->live, s);
+  LIST_PUSH(ss->dead, s);
+  s->expired = 1;
+  ss->n_live--;
+  ss->n_expired++;
+  if (ss->on_expire)
+    ss->on_expire(ss, s);
+  if (ss->on_event)
+    ss->on_event(ss, s, event, NULL);
+}
+
+/* Keeps at most max_expired dead sessions, then arms the sweep. */
+static void drop_and_arm(tb__sessions_t *ss) {
+  while (ss->n_expired > ss->max_expired)
+    session_drop(ss, ss->dead.head);
+  arm(ss);
+}
+
 void tb__sessions_sweep(tb__sessions_t *ss) {
   uint64_t now = uv_now(ss->loop);
   tb__session_t *s;
   while ((s = ss->live.head) != NULL && s->last_heartbeat_ms + ss->timeout_ms <= now) {
-    LIST_REMOVE(ss->live, s);
-    LIST_PUSH(ss->dead, s);
-    s->expired = 1;
-    ss->n_live--;
-    ss->n_expired++;
     tb__info("session %s of %s expired (no heartbeat for %llu ms)", s->id,
             s->owner->name, (unsigned long long)(now - s->last_heartbeat_ms));
-    if (ss->on_expire)
-      ss->on_expire(ss, s);
-    if (ss->on_event)
-      ss->on_event(ss, s, TB__SESSION_EXPIRED, NULL);
+    retire(ss, s, TB__SESSION_EXPIRED);
   }
-  while (ss->n_expired > ss->max_expired)
-    session_drop(ss, ss->dead.head);
-  arm(ss);
+  drop_and_arm(ss);
 }
 
 static void on_timer(uv_timer_t *t) {
@@ -353,19 +364,9 @@ void tb__session_heartbeat(tb__sessions_t *ss, tb__session_t *s) {
 void tb__session_close(tb__sessions_t *ss, tb__session_t *s) {
   if (s->expired)
     return;
-  LIST_REMOVE(ss->live, s);
-  LIST_PUSH(ss->dead, s);
-  s->expired = 1;
   s->closed = 1;
-  ss->n_live--;
-  ss->n_expired++;
   ss->n_closed++;
   tb__info("session %s of %s closed by its client", s->id, s->owner->name);
-  if (ss->on_expire)
-    ss->on_expire(ss, s);
-  if (ss->on_event)
-    ss->on_event(ss, s, TB__SESSION_CLOSED, NULL);
-  while (ss->n_expired > ss->max_expired)
-    session_drop(ss, ss->dead.head);
-  arm(ss);
+  retire(ss, s, TB__SESSION_CLOSED);
+  drop_and_arm(ss);
 }
