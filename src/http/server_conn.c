@@ -605,14 +605,7 @@ void tb__http_conn_abort(tb__http_server_conn_t *conn, int status) {
     uv_idle_stop(&conn->written);
     conn->written_at_once = 0;
     conn->write_active = 0;
-    tb__http_request_t *w = conn->writing;
-    conn->writing = conn->writing_tail = NULL;
-    while (w != NULL) {
-      tb__http_request_t *next = w->next;
-      w->next = NULL;
-      tb__http_req_finish(w, 0);
-      w = next;
-    }
+    tb__http_reqs_finish(tb__http_conn_take_writing(conn), 0);
   }
   uv_close((uv_handle_t *)&conn->tcp, on_handle_closed);
   uv_close((uv_handle_t *)&conn->timer, on_handle_closed);

@@ -97,6 +97,11 @@ void tb__http_conn_write_done(tb__http_server_conn_t *conn, int status);
 void tb__http_sconn_on_written(uv_idle_t *idle);
 /* on_done(status), then back to the pool. */
 void tb__http_req_finish(tb__http_request_t *req, int status);
+/* Takes the requests of the write in flight off conn (writing, its tail
+ * NULL), for tb__http_reqs_finish. */
+tb__http_request_t *tb__http_conn_take_writing(tb__http_server_conn_t *conn);
+/* tb__http_req_finish(status) of each request of a list linked by next. */
+void tb__http_reqs_finish(tb__http_request_t *list, int status);
 
 static inline void tb__http_queue_remove(tb__http_server_conn_t *c, tb__http_request_t *r) {
   if (r->prev)

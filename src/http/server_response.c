@@ -36,6 +36,21 @@ void tb__http_req_finish(tb__http_request_t *req, int status) {
   tb__http_req_put(req);
 }
 
+tb__http_request_t *tb__http_conn_take_writing(tb__http_server_conn_t *conn) {
+  tb__http_request_t *w = conn->writing;
+  conn->writing = conn->writing_tail = NULL;
+  return w;
+}
+
+void tb__http_reqs_finish(tb__http_request_t *list, int status) {
+  while (list != NULL) {
+    tb__http_request_t *next = list->next;
+    list->next = NULL;
+    tb__http_req_finish(list, status);
+    list = next;
+  }
+}
+
 static char *put_uint(char *p, size_t v) {
   char tmp[24];
   size_t n = 0;
@@ -220,14 +235,7 @@ static void on_write(uv_write_t *wr, int status) {
 void tb__http_conn_write_done(tb__http_server_conn_t *conn, int status) {
   conn->write_active = 0;
   conn->written_at_once = 0;
-  tb__http_request_t *r = conn->writing;
-  conn->writing = conn->writing_tail = NULL;
-  while (r != NULL) {
-    tb__http_request_t *next = r->next;
-    r->next = NULL;
-    tb__http_req_finish(r, status < 0 ? status : 0);
-    r = next;
-  }
+  tb__http_reqs_finish(tb__http_conn_take_writing(conn), status < 0 ? status : 0);
   if (conn->closing)
     return;
   if (status < 0) {
@@ -327,15 +335,9 @@ void tb__http_conn_flush(tb__http_server_conn_t *conn) {
     rc = uv_write(&conn->write_req, (uv_stream_t *)&conn->tcp, iov, (unsigned)n_iov,
                   on_write);
   if (rc != 0) {
-    tb__http_request_t *w = conn->writing;
-    conn->writing = conn->writing_tail = NULL;
+    tb__http_request_t *w = tb__http_conn_take_writing(conn);
     tb__http_conn_abort(conn, rc);
-    while (w != NULL) {
-      tb__http_request_t *next = w->next;
-      w->next = NULL;
-      tb__http_req_finish(w, rc);
-      w = next;
-    }
+    tb__http_reqs_finish(w, rc);
     return;
   }
   conn->write_active = 1;
