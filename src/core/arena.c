@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/buf.h"
+
 #define TB__ARENA_ALIGN 16
 #define TB__ARENA_DEFAULT 4096
 
@@ -84,13 +86,7 @@ void *tb__arena_calloc(tb__arena_t *a, size_t n, size_t size) {
 }
 
 char *tb__arena_strndup(tb__arena_t *a, const char *s, size_t n) {
-  char *p = tb__arena_alloc(a, n + 1);
-  if (p == NULL)
-    return NULL;
-  if (n > 0)
-    memcpy(p, s, n);
-  p[n] = '\0';
-  return p;
+  return tb__str_fill(tb__arena_alloc(a, n + 1), s, n);
 }
 
 void tb__arena_reset(tb__arena_t *a) {

@@ -118,14 +118,17 @@ char *tb__asprintf(const char *fmt, ...) {
   return s;
 }
 
-char *tb__strndup(const char *s, size_t n) {
-  char *p = malloc(n + 1);
-  if (p == NULL)
+char *tb__str_fill(char *dst, const char *s, size_t n) {
+  if (dst == NULL)
     return NULL;
   if (n > 0)
-    memcpy(p, s, n);
-  p[n] = '\0';
-  return p;
+    memcpy(dst, s, n);
+  dst[n] = '\0';
+  return dst;
+}
+
+char *tb__strndup(const char *s, size_t n) {
+  return tb__str_fill(malloc(n + 1), s, n);
 }
 
 int tb__slice_eq_str(tb_slice_t a, const char *s) {

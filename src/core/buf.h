@@ -51,6 +51,9 @@ char *tb__asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 char *tb__vasprintf(const char *fmt, va_list ap);
 /* malloc'd NUL-terminated copy of a slice; NULL on allocation failure. */
 char *tb__strndup(const char *s, size_t n);
+/* Copies the n bytes at s and a NUL into dst, which holds n + 1 bytes;
+ * returns dst, NULL when dst is NULL (a failed allocation passes through). */
+char *tb__str_fill(char *dst, const char *s, size_t n);
 
 int tb__slice_eq_str(tb_slice_t a, const char *s);
 /* ASCII case-insensitive comparison, for HTTP header names. */
