@@ -118,20 +118,26 @@ static int ends(tb_slice_t s, const char *p) {
   return s.len >= n && memcmp(s.base + s.len - n, p, n) == 0;
 }
 
+/* One message: open, the role, mid, the content and end; the content and
+ * end are the trained body when the message is the assistant's. */
+static void rb_message(tb__rbuild_t *b, const char *open, tb_slice_t role, const char *mid,
+                       tb_slice_t content, const char *end, int assistant) {
+  tb__rb_str(b, open);
+  tb__rb_mem(b, role.base, role.len);
+  tb__rb_str(b, mid);
+  size_t body = b->text.len;
+  tb__rb_content(b, content.base, content.len);
+  tb__rb_str(b, end);
+  if (assistant)
+    tb__rb_body(b, body, b->text.len);
+}
+
 /* ------------------------------------------------------------------ base */
 
 static void format_base(const tb__msg_t *m, size_t n, int gen, tb__rbuild_t *b) {
   tb__rb_str(b, "<|bos|>");
-  for (size_t i = 0; i < n; i++) {
-    tb__rb_str(b, "<|");
-    tb__rb_mem(b, m[i].role.base, m[i].role.len);
-    tb__rb_str(b, "|>");
-    size_t body = b->text.len;
-    tb__rb_content(b, m[i].content.base, m[i].content.len);
-    tb__rb_str(b, "<|end|>");
-    if (m[i].assistant)
-      tb__rb_body(b, body, b->text.len);
-  }
+  for (size_t i = 0; i < n; i++)
+    rb_message(b, "<|", m[i].role, "|>", m[i].content, "<|end|>", m[i].assistant);
   if (gen)
     tb__rb_str(b, "<|assistant|>");
 }
@@ -150,15 +156,8 @@ static void format_llama3(const tb_renderer_t *r, const tb__msg_t *m, size_t n, 
   for (size_t i = 0; i < n; i++) {
     if (i == 0)
       tb__rb_str(b, r->bos_text);
-    tb__rb_str(b, "<|start_header_id|>");
-    tb__rb_mem(b, m[i].role.base, m[i].role.len);
-    tb__rb_str(b, "<|end_header_id|>\n\n");
-    size_t body = b->text.len;
-    tb_slice_t c = tb__py_strip(m[i].content);
-    tb__rb_content(b, c.base, c.len);
-    tb__rb_str(b, "<|eot_id|>");
-    if (m[i].assistant)
-      tb__rb_body(b, body, b->text.len);
+    rb_message(b, "<|start_header_id|>", m[i].role, "<|end_header_id|>\n\n",
+               tb__py_strip(m[i].content), "<|eot_id|>", m[i].assistant);
   }
   if (gen || r->v.always_header)
     tb__rb_str(b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
@@ -256,14 +255,7 @@ static void format_chatml(const tb_renderer_t *r, const tb__msg_t *m, size_t n, 
     tb__rb_str(b, "<|im_end|>\n");
   }
   for (size_t i = 0; i < n; i++) {
-    tb__rb_str(b, "<|im_start|>");
-    tb__rb_mem(b, m[i].role.base, m[i].role.len);
-    tb__rb_str(b, "\n");
-    size_t body = b->text.len;
-    tb__rb_content(b, m[i].content.base, m[i].content.len);
-    tb__rb_str(b, "<|im_end|>");
-    if (m[i].assistant)
-      tb__rb_body(b, body, b->text.len);
+    rb_message(b, "<|im_start|>", m[i].role, "\n", m[i].content, "<|im_end|>", m[i].assistant);
     tb__rb_str(b, "\n");
   }
   if (gen)
