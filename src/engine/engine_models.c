@@ -168,8 +168,10 @@ int tb__engine_load_model(tb__engine_job_t *job, tb__engine_t *e,
   if (m != NULL && !m->loaded) {
     /* Loading already: wait for that load. */
     job->held = m;
-    job->queue_next = m->waiters;
-    m->waiters = job;
+    tb__engine_job_t **tail = &m->waiters;  /* in arrival order */
+    while (*tail != NULL)
+      tail = &(*tail)->queue_next;
+    *tail = job;
     tb__engine_active_add(e, job);
     return 0;
   }
@@ -206,36 +208,28 @@ void tb__engine_load_model_done(tb__engine_job_t *job, int status) {
     tb__engine_job_finish(job, status);
     return;
   }
+  /* The waiters complete in arrival order after the loader. */
   tb__engine_job_t *waiters = m->waiters;
   m->waiters = NULL;
-  /* The waiters were pushed at the front; complete them in arrival order
-   * after the loader. */
-  tb__engine_job_t *rev = NULL;
-  while (waiters != NULL) {
-    tb__engine_job_t *next = waiters->queue_next;
-    waiters->queue_next = rev;
-    rev = waiters;
-    waiters = next;
-  }
   if (status == 0) {
     m->loaded = 1;
     m->refs++;
     job->model = m;
-    for (tb__engine_job_t *w = rev; w != NULL; w = w->queue_next) {
+    for (tb__engine_job_t *w = waiters; w != NULL; w = w->queue_next) {
       m->refs++;
       w->model = m;
     }
   } else {
     model_unlink(m);
-    for (tb__engine_job_t *w = rev; w != NULL; w = w->queue_next)
+    for (tb__engine_job_t *w = waiters; w != NULL; w = w->queue_next)
       tb_error_copy(&w->error, &job->error);
   }
   tb__engine_job_finish(job, status);
-  while (rev != NULL) {
-    tb__engine_job_t *next = rev->queue_next;
-    rev->queue_next = NULL;
-    tb__engine_job_finish(rev, status);
-    rev = next;
+  while (waiters != NULL) {
+    tb__engine_job_t *next = waiters->queue_next;
+    waiters->queue_next = NULL;
+    tb__engine_job_finish(waiters, status);
+    waiters = next;
   }
   if (status != 0)
     tb__engine_model_free_struct(m);  /* weights were never filled */

@@ -222,17 +222,9 @@ static void load_work(uv_work_t *w) {
 
 /* Runs (or, closing, answers) what waited for b's text. */
 static void flush_waiters(tb__tbase_t *b) {
-  text_wait_t *w = b->text_waiters;
+  text_wait_t *w = b->text_waiters;  /* in arrival order */
   b->text_waiters = NULL;
-  /* They were pushed at the front: run them in arrival order. */
-  text_wait_t *rev = NULL;
   while (w != NULL) {
-    text_wait_t *next = w->next;
-    w->next = rev;
-    rev = w;
-    w = next;
-  }
-  for (w = rev; w != NULL;) {
     text_wait_t *next = w->next;
     tb__http_request_t *req = w->req;
     req->on_abort = NULL;
@@ -327,8 +319,10 @@ int tb__mtext_wait(tb__http_request_t *req, tb__tbase_t *b, tb__http_handler_cb 
   w->req = req;
   w->resume = resume;
   w->b = b;
-  w->next = b->text_waiters;
-  b->text_waiters = w;
+  text_wait_t **tail = &b->text_waiters;  /* in arrival order */
+  while (*tail != NULL)
+    tail = &(*tail)->next;
+  *tail = w;
   tb__sreq(req)->data = w;
   tb__sreq(req)->resumed = 1;
   req->on_abort = on_wait_abort;
