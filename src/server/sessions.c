@@ -230,6 +230,17 @@ static tb__session_t *get(const tb__sessions_t *ss, const char *id, size_t len) 
   return NULL;
 }
 
+/* Makes s, whose id is set, found by its id and listed among all. */
+static void index_session(tb__sessions_t *ss, tb__session_t *s) {
+  size_t k = bucket_of(ss->n_buckets, s->id, s->id_len);
+  s->hnext = ss->buckets[k];
+  ss->buckets[k] = s;
+  s->anext = ss->all;
+  if (ss->all)
+    ss->all->aprev = s;
+  ss->all = s;
+}
+
 int tb__session_create(tb__sessions_t *ss, const tb__user_t *owner, json_t *tags,
                        json_t *user_metadata, tb_slice_t sdk_version,
                        tb_slice_t project_id, tb__session_t **out) {
@@ -258,13 +269,7 @@ int tb__session_create(tb__sessions_t *ss, const tb__user_t *owner, json_t *tags
   s->owner = owner;
   s->created_wall = tb__wall_time();
   s->last_heartbeat_ms = uv_now(ss->loop);
-  size_t k = bucket_of(ss->n_buckets, s->id, s->id_len);
-  s->hnext = ss->buckets[k];
-  ss->buckets[k] = s;
-  s->anext = ss->all;
-  if (ss->all)
-    ss->all->aprev = s;
-  ss->all = s;
+  index_session(ss, s);
   LIST_PUSH(ss->live, s);
   ss->n_live++;
   ss->n_created++;
@@ -318,13 +323,7 @@ int tb__session_restore(tb__sessions_t *ss, const tb__user_t *owner, tb_slice_t 
   s->created_wall = created_wall;
   s->last_heartbeat_ms = uv_now(ss->loop);
   s->ss = ss;
-  size_t k = bucket_of(ss->n_buckets, s->id, s->id_len);
-  s->hnext = ss->buckets[k];
-  ss->buckets[k] = s;
-  s->anext = ss->all;
-  if (ss->all)
-    ss->all->aprev = s;
-  ss->all = s;
+  index_session(ss, s);
   if (expired) {
     s->expired = 1;
     s->closed = expired == 2;
