@@ -276,16 +276,21 @@ TEST(resubmit_on_410) {
   sworld_stop(&w);
 }
 
+/* Starts n samples of w's prompt, at most max_in_flight on the wire. */
+static void sample_many(sworld_t *w, size_t max_in_flight, tb_future_t **fs, int n) {
+  tb_sampling_client_set_max_in_flight(&w->samp, max_in_flight);
+  for (int i = 0; i < n; i++)
+    ASSERT_OK(tb_sampling_client_sample(&w->samp, &w->prompt, 1, NULL, 0, 0, &fs[i]));
+}
+
 /* At most max_in_flight asample POSTs are on the wire at once (the
  * client's own start/stop telemetry of them). */
 TEST(in_flight_limit) {
   sworld_t w;
   sworld_start(&w);
   sf.post_delay_ms = 20;
-  tb_sampling_client_set_max_in_flight(&w.samp, 2);
   tb_future_t *fs[6];
-  for (int i = 0; i < 6; i++)
-    ASSERT_OK(tb_sampling_client_sample(&w.samp, &w.prompt, 1, NULL, 0, 0, &fs[i]));
+  sample_many(&w, 2, fs, 6);
   ASSERT_OK(tb_future_wait_many(fs, 6, 30000, NULL));
   int cur = 0, peak = 0;
   for (size_t i = 0; i < tele.n; i++) {
@@ -312,10 +317,8 @@ TEST(close_with_samples) {
   sworld_t w;
   sworld_start(&w);
   sf.never_answer = 1;
-  tb_sampling_client_set_max_in_flight(&w.samp, 1);
   tb_future_t *fs[3];
-  for (int i = 0; i < 3; i++)
-    ASSERT_OK(tb_sampling_client_sample(&w.samp, &w.prompt, 1, NULL, 0, 0, &fs[i]));
+  sample_many(&w, 1, fs, 3);
   for (int i = 0; i < 1000 && sf.n < 1; i++)
     uv_run(&w.loop, UV_RUN_ONCE);
   w.samp.data = &w;

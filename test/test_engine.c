@@ -150,6 +150,14 @@ static void make_data(data_t *x, uint64_t seed) {
                            { 0.8f, 1.2f, 0.05f } };
 }
 
+/* The setup of most job tests: a two-shard engine, an adapter of rank 4
+ * (seed 3) and a batch made from data_seed. */
+static tb__engine_adapter_t *env_with_adapter(env_t *env, data_t *x, uint64_t data_seed) {
+  env_init(env, 2);
+  make_data(x, data_seed);
+  return new_adapter(env, 4, 3);
+}
+
 static size_t data_outputs(const data_t *x) {
   return tb__batch_num_outputs(&x->batch);
 }
@@ -475,10 +483,8 @@ TEST(sharded_equals_unsharded) {
 
 TEST(fifo_order_per_adapter) {
   env_t env;
-  env_init(&env, 2);
-  tb__engine_adapter_t *a = new_adapter(&env, 4, 3);
   data_t x;
-  make_data(&x, 21);
+  tb__engine_adapter_t *a = env_with_adapter(&env, &x, 21);
   tb__engine_job_t jobs[6];
   rec_t recs[6];
   memset(jobs, 0, sizeof(jobs));
@@ -627,10 +633,8 @@ static void forward_lp(env_t *env, tb__engine_adapter_t *a, const data_t *x,
 
 TEST(save_load_round_trip) {
   env_t env;
-  env_init(&env, 2);
   data_t x;
-  make_data(&x, 41);
-  tb__engine_adapter_t *a = new_adapter(&env, 4, 3);
+  tb__engine_adapter_t *a = env_with_adapter(&env, &x, 41);
   for (int s = 0; s < 2; s++) {
     run_batch(&env, a, &x, 1, NULL);
     run_optim(&env, a, 1e-2f);
@@ -717,10 +721,8 @@ TEST(save_load_round_trip) {
 
 TEST(error_return_means_no_callback) {
   env_t env;
-  env_init(&env, 2);
-  tb__engine_adapter_t *a = new_adapter(&env, 4, 3);
   data_t x;
-  make_data(&x, 51);
+  tb__engine_adapter_t *a = env_with_adapter(&env, &x, 51);
   tb__engine_job_t job = { 0 };
   rec_t r = { 0 };
   job.data = &r;

@@ -23,6 +23,8 @@ typedef struct {
   int server_closed, client_closed;
   tb__http_request_t *held;   /* the request /hang never answers */
   int held_aborted;
+  tb__http_client_req_t req;  /* the request a test sends again and again */
+  char url[20000];            /* its URL */
 } pair_t;
 
 /* GET /echo/{rest...}: answers the decoded trailing parameter. */
@@ -76,6 +78,7 @@ static void pair_start(pair_t *p, const tb__http_server_options_t *sopts,
   ASSERT_OK(tb__http_client_init(&p->loop, &p->client, copts));
   p->server.data = p;
   p->client.data = p;
+  tb__http_client_req_init(&p->req);
 }
 
 static void on_server_closed(tb__http_server_t *s) {
@@ -87,6 +90,7 @@ static void on_client_closed(tb__http_client_t *c) {
 }
 
 static void pair_finish(pair_t *p) {
+  tb__http_client_req_free(&p->req);
   tb__http_client_close(&p->client, on_client_closed);
   tb__http_server_close(&p->server, on_server_closed);
   ASSERT_OK(uv_run(&p->loop, UV_RUN_DEFAULT));
@@ -223,6 +227,13 @@ static void call(pair_t *p, tb__http_client_req_t *req, const char *method,
     uv_run(&p->loop, UV_RUN_ONCE);
 }
 
+/* GET of path on p's server through p's request; p->url keeps the URL
+ * for what the test sends next. */
+static void get(pair_t *p, const char *path, result_t *r) {
+  snprintf(p->url, sizeof(p->url), "%s%s", p->base, path);
+  call(p, &p->req, "GET", p->url, NULL, 0, NULL, r);
+}
+
 static void on_run_for(uv_timer_t *t) {
   *(int *)t->data = 1;
 }
@@ -258,102 +269,84 @@ static void body_contains(const tb__http_client_req_t *req, const char *what) {
 
 TEST(every_limit_through_the_client) {
   pair_t p;
-  tb__http_server_options_t so = { .max_body = 1024 };
-  pair_start(&p, &so, NULL);
-  tb__http_client_req_t req;
-  tb__http_client_req_init(&req);
+  pair_start(&p, &(tb__http_server_options_t){ .max_body = 1024 }, NULL);
   result_t r;
-  char url[20000];
 
   /* 404 and 405 with Allow, JSON bodies. */
-  snprintf(url, sizeof(url), "%s/nowhere", p.base);
-  call(&p, &req, "GET", url, NULL, 0, NULL, &r);
+  get(&p, "/nowhere", &r);
   ASSERT_OK(r.status);
   ASSERT_EQ_INT(r.http_status, 404);
-  body_contains(&req, "\"category\": \"user\"");
-  snprintf(url, sizeof(url), "%s/sum", p.base);
-  call(&p, &req, "GET", url, NULL, 0, NULL, &r);
+  body_contains(&p.req, "\"category\": \"user\"");
+  get(&p, "/sum", &r);
   ASSERT_EQ_INT(r.http_status, 405);
-  ASSERT_STR_EQ(header(&req, "Allow"), "POST");
+  ASSERT_STR_EQ(header(&p.req, "Allow"), "POST");
 
   /* 413: a body over the server's maximum. */
   static char big[4096];
   memset(big, 'x', sizeof(big));
   uv_buf_t bb = uv_buf_init(big, sizeof(big));
-  call(&p, &req, "POST", url, NULL, 0, &bb, &r);
+  call(&p, &p.req, "POST", p.url, NULL, 0, &bb, &r);
   ASSERT_OK(r.status);
   ASSERT_EQ_INT(r.http_status, 413);
-  body_contains(&req, "\"error\"");
+  body_contains(&p.req, "\"error\"");
 
   /* URLs: the client refuses to send one longer than the server's 414
    * limit (so the two agree), and a long one within it goes through. */
-  int n = snprintf(url, sizeof(url), "%s/echo/", p.base);
-  memset(url + n, 'a', 9000);
-  url[n + 9000] = '\0';
-  req.url = (tb_slice_t){ url, strlen(url) };
-  req.method = "GET";
-  ASSERT_ERR(tb__http_client_send(&p.client, &req, on_result), TB_EURL);
-  url[n + 7000] = '\0';
-  call(&p, &req, "GET", url, NULL, 0, NULL, &r);
+  int n = snprintf(p.url, sizeof(p.url), "%s/echo/", p.base);
+  memset(p.url + n, 'a', 9000);
+  p.url[n + 9000] = '\0';
+  p.req.url = (tb_slice_t){ p.url, strlen(p.url) };
+  p.req.method = "GET";
+  ASSERT_ERR(tb__http_client_send(&p.client, &p.req, on_result), TB_EURL);
+  p.url[n + 7000] = '\0';
+  call(&p, &p.req, "GET", p.url, NULL, 0, NULL, &r);
   ASSERT_OK(r.status);
   ASSERT_EQ_INT(r.http_status, 200);
-  ASSERT_EQ_INT(req.response.body_len, 7000);
+  ASSERT_EQ_INT(p.req.response.body_len, 7000);
 
   /* 431: a header block over 16 KiB. */
   static char value[17000];
   memset(value, 'v', sizeof(value) - 1);
   tb__http_header_t h = { TB_SLICE_LIT("X-Big"), { value, sizeof(value) - 1 } };
-  snprintf(url, sizeof(url), "%s/echo/ok", p.base);
-  call(&p, &req, "GET", url, &h, 1, NULL, &r);
+  snprintf(p.url, sizeof(p.url), "%s/echo/ok", p.base);
+  call(&p, &p.req, "GET", p.url, &h, 1, NULL, &r);
   ASSERT_OK(r.status);
   ASSERT_EQ_INT(r.http_status, 431);
 
   /* After every refusal the next request still works. */
-  call(&p, &req, "GET", url, NULL, 0, NULL, &r);
+  call(&p, &p.req, "GET", p.url, NULL, 0, NULL, &r);
   ASSERT_OK(r.status);
   ASSERT_EQ_INT(r.http_status, 200);
-  ASSERT_MEM_EQ_STR(req.response.body, req.response.body_len, "ok");
-  tb__http_client_req_free(&req);
+  ASSERT_MEM_EQ_STR(p.req.response.body, p.req.response.body_len, "ok");
   pair_finish(&p);
 }
 
 TEST(server_closes_idle_connections_client_reconnects) {
   pair_t p;
-  tb__http_server_options_t so = { .idle_timeout_ms = 50 };
-  pair_start(&p, &so, NULL);
-  tb__http_client_req_t req;
-  tb__http_client_req_init(&req);
+  pair_start(&p, &(tb__http_server_options_t){ .idle_timeout_ms = 50 }, NULL);
   result_t r;
-  char url[128];
-  snprintf(url, sizeof(url), "%s/echo/one", p.base);
-  call(&p, &req, "GET", url, NULL, 0, NULL, &r);
+  get(&p, "/echo/one", &r);
   ASSERT_EQ_INT(r.http_status, 200);
-  call(&p, &req, "GET", url, NULL, 0, NULL, &r);
+  call(&p, &p.req, "GET", p.url, NULL, 0, NULL, &r);
   ASSERT_EQ_INT(r.http_status, 200);
   ASSERT_EQ_INT(p.client.n_connects, 1); /* kept alive */
   /* Let the server's idle timeout close the pooled connection. */
   run_for(&p.loop, 300);
-  snprintf(url, sizeof(url), "%s/echo/two", p.base);
-  call(&p, &req, "GET", url, NULL, 0, NULL, &r);
+  get(&p, "/echo/two", &r);
   ASSERT_OK(r.status);
   ASSERT_EQ_INT(r.http_status, 200);
-  ASSERT_MEM_EQ_STR(req.response.body, req.response.body_len, "two");
+  ASSERT_MEM_EQ_STR(p.req.response.body, p.req.response.body_len, "two");
   ASSERT_EQ_INT(p.client.n_connects, 2);
-  tb__http_client_req_free(&req);
   pair_finish(&p);
 }
 
 TEST(client_timeout_against_a_handler_that_never_answers) {
   pair_t p;
   pair_start(&p, NULL, NULL);
-  tb__http_client_req_t req;
-  tb__http_client_req_init(&req);
-  req.timeout_ms = 100;
+  p.req.timeout_ms = 100;
   result_t r;
-  char url[128];
-  snprintf(url, sizeof(url), "%s/hang", p.base);
   uint64_t t0 = uv_now(&p.loop);
-  call(&p, &req, "GET", url, NULL, 0, NULL, &r);
+  get(&p, "/hang", &r);
   ASSERT_ERR(r.status, TB_ETIMEDOUT);
   ASSERT_GE(uv_now(&p.loop) - t0, 90);
   /* The client dropped the connection; the server tells the handler. */
@@ -361,12 +354,10 @@ TEST(client_timeout_against_a_handler_that_never_answers) {
     uv_run(&p.loop, UV_RUN_ONCE);
   ASSERT(p.held == NULL);
   /* The pair still works afterwards, on a new connection. */
-  req.timeout_ms = 0;
-  snprintf(url, sizeof(url), "%s/echo/after", p.base);
-  call(&p, &req, "GET", url, NULL, 0, NULL, &r);
+  p.req.timeout_ms = 0;
+  get(&p, "/echo/after", &r);
   ASSERT_OK(r.status);
-  ASSERT_MEM_EQ_STR(req.response.body, req.response.body_len, "after");
-  tb__http_client_req_free(&req);
+  ASSERT_MEM_EQ_STR(p.req.response.body, p.req.response.body_len, "after");
   pair_finish(&p);
 }
 

@@ -29,6 +29,7 @@ typedef struct {
   tb__tls_ctx_t *server_ctx, *client_ctx;
   char base[64];
   int closed;
+  tb__http_client_req_t req;  /* what post_echo sends */
 } pair_t;
 
 /* POST /echo: the body back. */
@@ -66,9 +67,11 @@ static void pair_start(pair_t *p, const certs_t *server_certs, const char *ca, i
   ASSERT_OK(tb__http_client_init(&p->loop, &p->client, &co));
   p->server.data = p;
   p->client.data = p;
+  tb__http_client_req_init(&p->req);
 }
 
 static void pair_finish(pair_t *p) {
+  tb__http_client_req_free(&p->req);
   tb__http_client_close(&p->client, on_closed_client);
   tb__http_server_close(&p->server, on_closed_server);
   ASSERT_OK(uv_run(&p->loop, UV_RUN_DEFAULT));
@@ -80,7 +83,8 @@ static void pair_finish(pair_t *p) {
 }
 
 /* POSTs body to /echo and runs the loop until the answer. */
-static int post_echo(pair_t *p, tb__http_client_req_t *req, const char *body, size_t len) {
+static int post_echo(pair_t *p, const char *body, size_t len) {
+  tb__http_client_req_t *req = &p->req;
   static char url[96];
   snprintf(url, sizeof(url), "%s/echo", p->base);
   result_t r = { 0 };
@@ -103,15 +107,13 @@ TEST(https_round_trips_verified_against_its_ca) {
   make_cert(&c, "/tmp/tb-tls-XXXXXX", "tinkerbell test");
   pair_t p;
   pair_start(&p, &c, c.cert, 0, 1);
-  tb__http_client_req_t req;
-  tb__http_client_req_init(&req);
   /* Keep-alive: ten requests, one connection, one handshake. */
   for (int i = 0; i < 10; i++) {
     char body[32];
     int n = snprintf(body, sizeof(body), "hello %d", i);
-    ASSERT_OK(post_echo(&p, &req, body, (size_t)n));
-    ASSERT_EQ_INT(req.response.status, 200);
-    ASSERT_MEM_EQ_STR(req.response.body, req.response.body_len, body);
+    ASSERT_OK(post_echo(&p, body, (size_t)n));
+    ASSERT_EQ_INT(p.req.response.status, 200);
+    ASSERT_MEM_EQ_STR(p.req.response.body, p.req.response.body_len, body);
   }
   ASSERT_EQ_INT(p.client.n_connects, 1);
   /* 3 MiB each way: many TLS records, many reads. */
@@ -120,12 +122,11 @@ TEST(https_round_trips_verified_against_its_ca) {
   ASSERT(data != NULL);
   for (size_t i = 0; i < big; i++)
     data[i] = (char)('a' + (i * 7 + i / 4096) % 26);
-  ASSERT_OK(post_echo(&p, &req, data, big));
-  ASSERT_EQ_INT(req.response.status, 200);
-  ASSERT_EQ_INT(req.response.body_len, big);
-  ASSERT_EQ_INT(memcmp(req.response.body, data, big), 0);
+  ASSERT_OK(post_echo(&p, data, big));
+  ASSERT_EQ_INT(p.req.response.status, 200);
+  ASSERT_EQ_INT(p.req.response.body_len, big);
+  ASSERT_EQ_INT(memcmp(p.req.response.body, data, big), 0);
   free(data);
-  tb__http_client_req_free(&req);
   pair_finish(&p);
   remove_certs(&c);
 }
@@ -137,23 +138,16 @@ TEST(verification_refuses_unknown_certificates) {
   /* The system store knows nothing of a self-signed certificate. */
   pair_t p;
   pair_start(&p, &c, NULL, 0, 1);
-  tb__http_client_req_t req;
-  tb__http_client_req_init(&req);
-  ASSERT_ERR(post_echo(&p, &req, "x", 1), TB_ETLS);
-  tb__http_client_req_free(&req);
+  ASSERT_ERR(post_echo(&p, "x", 1), TB_ETLS);
   pair_finish(&p);
   /* Another CA: refused too. */
   pair_start(&p, &c, other.cert, 0, 1);
-  tb__http_client_req_init(&req);
-  ASSERT_ERR(post_echo(&p, &req, "x", 1), TB_ETLS);
-  tb__http_client_req_free(&req);
+  ASSERT_ERR(post_echo(&p, "x", 1), TB_ETLS);
   pair_finish(&p);
   /* The explicit opt-out accepts it. */
   pair_start(&p, &c, NULL, 1, 1);
-  tb__http_client_req_init(&req);
-  ASSERT_OK(post_echo(&p, &req, "ok", 2));
-  ASSERT_MEM_EQ_STR(req.response.body, req.response.body_len, "ok");
-  tb__http_client_req_free(&req);
+  ASSERT_OK(post_echo(&p, "ok", 2));
+  ASSERT_MEM_EQ_STR(p.req.response.body, p.req.response.body_len, "ok");
   pair_finish(&p);
   remove_certs(&c);
   remove_certs(&other);
@@ -164,17 +158,14 @@ TEST(plain_http_against_https_fails_cleanly) {
   make_cert(&c, "/tmp/tb-tls-XXXXXX", "tinkerbell test");
   pair_t p;
   pair_start(&p, &c, c.cert, 0, 0);
-  tb__http_client_req_t req;
-  tb__http_client_req_init(&req);
-  int rc = post_echo(&p, &req, "x", 1);
+  int rc = post_echo(&p, "x", 1);
   ASSERT(rc < 0);
-  tb__http_client_req_free(&req);
+  tb__http_client_req_free(&p.req);
+  tb__http_client_req_init(&p.req);
   /* The server is unharmed: an HTTPS client gets through afterwards. */
   snprintf(p.base, sizeof(p.base), "https://127.0.0.1:%d", tb__http_server_port(&p.server));
-  tb__http_client_req_init(&req);
-  ASSERT_OK(post_echo(&p, &req, "fine", 4));
-  ASSERT_MEM_EQ_STR(req.response.body, req.response.body_len, "fine");
-  tb__http_client_req_free(&req);
+  ASSERT_OK(post_echo(&p, "fine", 4));
+  ASSERT_MEM_EQ_STR(p.req.response.body, p.req.response.body_len, "fine");
   pair_finish(&p);
   remove_certs(&c);
 }

@@ -63,6 +63,17 @@ static void expect_error(json_t *v, const char *cat, const char *want) {
 
 #define NOT_FINITE "the model's outputs are not finite"
 
+/* An asample of body fails as the user's error: outputs not finite, and
+ * the message names why. */
+static void asample_not_finite(const char *body, const char *why) {
+  char *rid = post_field("/api/v1/asample", NULL, body, "request_id");
+  char *msg = failure_of(rid, "user");
+  ASSERT_STR_CONTAINS(msg, NOT_FINITE);
+  ASSERT_STR_CONTAINS(msg, why);
+  free(msg);
+  free(rid);
+}
+
 /* ------------------------------------------------------------ fault 1 */
 
 /* The issue's path: forward_backward, optim_step with learning_rate 1e30,
@@ -130,12 +141,7 @@ TEST(diverged_adapter_fails_the_sample_tinker) {
   char *ssid = post_field("/api/v1/create_sampling_session", NULL, body,
                           "sampling_session_id");
   char *sb = sample_body(ssid, 0);
-  char *rid = post_field("/api/v1/asample", NULL, sb, "request_id");
-  char *msg = failure_of(rid, "user");
-  ASSERT_STR_CONTAINS(msg, NOT_FINITE);
-  ASSERT_STR_CONTAINS(msg, "the adapter has diverged");
-  free(msg);
-  free(rid);
+  asample_not_finite(sb, "the adapter has diverged");
   free(sb);
   /* A forward pass of the same weights still answers: a diverged loss is
    * a number the client may look at, not a draw. */
@@ -205,19 +211,14 @@ TEST(nan_base_model_fails_the_sample) {
   const char *sample = "{\"base_model\":\"nan\",\"prompt\":{\"chunks\":[{\"type\":"
                        "\"encoded_text\",\"tokens\":[1,2]}]},\"sampling_params\":"
                        "{\"max_tokens\":2,\"seed\":4,\"top_p\":0.9}}";
-  char *rid = post_field("/api/v1/asample", NULL, sample, "request_id");
-  char *msg = failure_of(rid, "user");
-  ASSERT_STR_CONTAINS(msg, NOT_FINITE);
-  ASSERT_STR_CONTAINS(msg, "base model");
-  free(msg);
-  free(rid);
+  asample_not_finite(sample, "base model");
   /* With top_k, greedy, and prompt log-probs only (no token drawn). */
-  rid = post_field("/api/v1/asample", NULL,
-                   "{\"base_model\":\"nan\",\"prompt\":{\"chunks\":[{\"type\":"
-                   "\"encoded_text\",\"tokens\":[1,2]}]},\"sampling_params\":"
-                   "{\"max_tokens\":0,\"top_k\":5,\"temperature\":0},"
-                   "\"prompt_logprobs\":true}",
-                   "request_id");
+  char *rid = post_field("/api/v1/asample", NULL,
+                         "{\"base_model\":\"nan\",\"prompt\":{\"chunks\":[{\"type\":"
+                         "\"encoded_text\",\"tokens\":[1,2]}]},\"sampling_params\":"
+                         "{\"max_tokens\":0,\"top_k\":5,\"temperature\":0},"
+                         "\"prompt_logprobs\":true}",
+                         "request_id");
   free(failure_of(rid, "user"));
   free(rid);
   json_t *v = post_json("/api/v1/sample", NULL,
@@ -347,37 +348,34 @@ static char *error_of(hc_t *c, int status) {
 TEST(invalid_utf8_is_never_echoed_into_json) {
   char *sid, *mid;
   start_training_with_model(&sid, &mid);
-  int64_t one[1] = { 1 };
-  size_t len;
   const char *proto = "Content-Type: application/x-protobuf\r\n";
-  uint8_t *b = datum_body(mid, "cross\xc3(entropy\xff", "target_tokens", one, 1, &len);
-  hc_t *c = hc_do_raw("/api/v1/forward_backward", proto, b, len);
-  free(b);
-  char *msg = error_of(c, 400);
-  ASSERT_STR_CONTAINS(msg, "unknown loss function \"cross" FFFD "(entropy" FFFD "\"");
-  free(msg);
-  hc_free(c);
-  b = datum_body(mid, "cross_entropy", "we\xffights\xe2\x82", one, 1, &len);
-  c = hc_do_raw("/api/v1/forward_backward", proto, b, len);
-  free(b);
-  msg = error_of(c, 400);
-  ASSERT_STR_CONTAINS(msg, "target_tokens: missing");
-  free(msg);
-  hc_free(c);
-  b = datum_body(mid, "cross_entropy", "target_tokens\xc0\xaf", (int64_t[]){ 7 }, 1, &len);
-  c = hc_do_raw("/api/v1/forward_backward", proto, b, len);
-  free(b);
-  msg = error_of(c, 400);
-  ASSERT_STR_CONTAINS(msg, "loss_fn_inputs.target_tokens" FFFD FFFD ": data has 1 elements");
-  free(msg);
-  hc_free(c);
-  b = datum_body("sess-\xff\xfe:train:0", "cross_entropy", "target_tokens", one, 1, &len);
-  c = hc_do_raw("/api/v1/forward_backward", proto, b, len);
-  free(b);
-  msg = error_of(c, 404);
-  ASSERT_STR_CONTAINS(msg, "sess-" FFFD FFFD ":train:0");
-  free(msg);
-  hc_free(c);
+  /* model NULL: the model just made. */
+  static const struct {
+    const char *model, *loss_fn, *key;
+    int64_t shape;
+    int status;
+    const char *want;
+  } cases[] = {
+    { NULL, "cross\xc3(entropy\xff", "target_tokens", 1, 400,
+      "unknown loss function \"cross" FFFD "(entropy" FFFD "\"" },
+    { NULL, "cross_entropy", "we\xffights\xe2\x82", 1, 400, "target_tokens: missing" },
+    { NULL, "cross_entropy", "target_tokens\xc0\xaf", 7, 400,
+      "loss_fn_inputs.target_tokens" FFFD FFFD ": data has 1 elements" },
+    { "sess-\xff\xfe:train:0", "cross_entropy", "target_tokens", 1, 404,
+      "sess-" FFFD FFFD ":train:0" },
+  };
+  hc_t *c;
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    size_t len;
+    uint8_t *b = datum_body(cases[i].model ? cases[i].model : mid, cases[i].loss_fn,
+                            cases[i].key, &cases[i].shape, 1, &len);
+    c = hc_do_raw("/api/v1/forward_backward", proto, b, len);
+    free(b);
+    char *msg = error_of(c, cases[i].status);
+    ASSERT_STR_CONTAINS(msg, cases[i].want);
+    free(msg);
+    hc_free(c);
+  }
   /* A path parameter percent-decoded to bytes that are not UTF-8. */
   c = hc_do("GET", "/api/v1/training_runs/%FF%C3%28", NULL, NULL);
   free(error_of(c, 400));

@@ -20,11 +20,16 @@ static void on_client_closed(tb__http_client_t *c) {
   closed++;
 }
 
+/* Each test's setup: a fresh certificate and key, and a loop. */
+static void certs_and_loop(certs_t *c, uv_loop_t *loop) {
+  make_cert(c, "/tmp/tb-server-tls-XXXXXX", "tinkerbell server");
+  ASSERT_OK(uv_loop_init(loop));
+}
+
 TEST(healthz_over_https) {
   certs_t c;
-  make_cert(&c, "/tmp/tb-server-tls-XXXXXX", "tinkerbell server");
   uv_loop_t loop;
-  ASSERT_OK(uv_loop_init(&loop));
+  certs_and_loop(&c, &loop);
   tb_server_t server;
   tb_server_options_t o = { .tls_cert_file = c.cert, .tls_key_file = c.key };
   ASSERT_OK(tb_server_init(&loop, &server, &o));
@@ -55,9 +60,8 @@ TEST(healthz_over_https) {
 
 TEST(unusable_tls_options) {
   certs_t c;
-  make_cert(&c, "/tmp/tb-server-tls-XXXXXX", "tinkerbell server");
   uv_loop_t loop;
-  ASSERT_OK(uv_loop_init(&loop));
+  certs_and_loop(&c, &loop);
   tb_server_t server;
   tb_server_options_t o = { .tls_cert_file = c.cert };
   ASSERT_ERR(tb_server_init(&loop, &server, &o), TB_EINVAL);

@@ -399,44 +399,42 @@ static tb__loss_config_t config(float lo, float hi, float beta) {
   return c;
 }
 
-TEST(cross_entropy_on_base) {
+static tb__loss_config_t default_config(void) {
   tb__loss_config_t c;
   tb__loss_config_default(&c);
+  return c;
+}
+
+TEST(cross_entropy_on_base) {
+  tb__loss_config_t c = default_config();
   model_t m = { 1, { 0 }, TB_ST_F32, 0 };
   check_loss("ref=%s", &m, TB_LOSS_CROSS_ENTROPY, &c);
 }
 
-TEST(cross_entropy_untied) {
-  tb__loss_config_t c;
-  tb__loss_config_default(&c);
+/* Checks loss with configuration c on the untied tiny model. */
+static void check_untied(tb__loss_fn_t loss, tb__loss_config_t c) {
   model_t m = untied();
-  check_loss("tiny=%s", &m, TB_LOSS_CROSS_ENTROPY, &c);
+  check_loss("tiny=%s", &m, loss, &c);
+}
+
+TEST(cross_entropy_untied) {
+  check_untied(TB_LOSS_CROSS_ENTROPY, default_config());
 }
 
 TEST(importance_sampling) {
-  tb__loss_config_t c;
-  tb__loss_config_default(&c);
-  model_t m = untied();
-  check_loss("tiny=%s", &m, TB_LOSS_IMPORTANCE_SAMPLING, &c);
+  check_untied(TB_LOSS_IMPORTANCE_SAMPLING, default_config());
 }
 
 TEST(ppo_with_clip_thresholds) {
-  tb__loss_config_t c = config(0.9f, 1.1f, 0.05f);
-  model_t m = untied();
-  check_loss("tiny=%s", &m, TB_LOSS_PPO, &c);
+  check_untied(TB_LOSS_PPO, config(0.9f, 1.1f, 0.05f));
 }
 
 TEST(cispo_default_thresholds) {
-  tb__loss_config_t c;
-  tb__loss_config_default(&c);
-  model_t m = untied();
-  check_loss("tiny=%s", &m, TB_LOSS_CISPO, &c);
+  check_untied(TB_LOSS_CISPO, default_config());
 }
 
 TEST(dro_with_beta) {
-  tb__loss_config_t c = config(0.8f, 1.2f, 0.3f);
-  model_t m = untied();
-  check_loss("tiny=%s", &m, TB_LOSS_DRO, &c);
+  check_untied(TB_LOSS_DRO, config(0.8f, 1.2f, 0.3f));
 }
 
 /* Every loss on one family's model. */
