@@ -318,10 +318,6 @@ int tb__tc_start_req(tb__tc_op_t *op, size_t i) {
       o.decode = decode_fwdbwd;
       break;
     }
-    case TB__TC_INFO:
-      o.poll = 0;
-      o.submitted = NULL;
-      /* fall through */
     default:
       if ((size_t)op->kind >= sizeof(k_plain_ops) / sizeof(k_plain_ops[0]) ||
           k_plain_ops[op->kind].path == NULL)
@@ -329,6 +325,10 @@ int tb__tc_start_req(tb__tc_op_t *op, size_t i) {
       o.path = k_plain_ops[op->kind].path;
       o.request_type = k_plain_ops[op->kind].request_type;
       o.decode = k_plain_ops[op->kind].decode;
+      if (op->kind == TB__TC_INFO) {  /* answered at once: no poll */
+        o.poll = 0;
+        o.submitted = NULL;
+      }
       break;
   }
   tb__buf_t body = TB_BUF_INIT;
