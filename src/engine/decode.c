@@ -89,11 +89,14 @@ static int setup(tb__dec_t *dec, uv_loop_t *loop, const tb__weights_t *w,
     o.work_items = 1;
   if (o.max_prefill_rows == 0)
     o.max_prefill_rows = DEFAULT_PREFILL_ROWS;
+  if (o.max_step_rows == 0)
+    o.max_step_rows = TB_DEC_DEFAULT_STEP_ROWS;
   dec->opts = o;
   dec->loop = loop;
   dec->w = w;
   dec->items = loop ? o.work_items : 1;
   dec->max_prefill_rows = o.max_prefill_rows;
+  dec->max_step_rows = o.max_step_rows;
   dec->fwd.w = w;
   dec->fwd.dw = &dec->dw;
   dec->fwd.pool = &dec->pool;
@@ -123,6 +126,9 @@ static void teardown(tb__dec_t *dec) {
   free(dec->groups);
   free(dec->tasks);
   free(dec->step_seqs);
+  free(dec->turns);
+  dec->turns = NULL;
+  dec->turns_cap = 0;
   dec->rows = NULL;
   dec->groups = NULL;
   dec->tasks = NULL;

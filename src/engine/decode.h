@@ -28,9 +28,10 @@
  *                        free).  A scheduler shows that as paused_capacity.
  *                        An admitted sequence never waits for memory again.
  *   each step            a prefilling sequence runs its next chunk of
- *                        TB_DEC_PREFILL_CHUNK prompt tokens (within the
- *                        step's budget of prompt rows, oldest first); a
- *                        decoding one feeds one token per live sample.
+ *                        up to TB_DEC_PREFILL_CHUNK prompt tokens (within
+ *                        the step's budget of prompt rows, oldest first); a
+ *                        decoding one feeds one token per live sample that
+ *                        has its turn (see "Rows per step" below).
  *   tb__dec_seq_remove   takes it out of the running batch from the next
  *                        step on, keeping its blocks and reservation;
  *                        tb__dec_seq_add puts it back (no new admission).
@@ -54,6 +55,21 @@
  * removed, cancelled and freed while a step runs; additions and removals
  * take effect at the next step.  One step at a time.
  *
+ * Rows per step: a step computes at most max_step_rows rows, so that it
+ * never lasts much longer than one prefill chunk, and a new prompt's first
+ * token waits for at most the step under way plus its own prefill steps.
+ * Prompt rows come first (prefill first: the oldest prefilling sequence,
+ * then the next, each a chunk of at most TB_DEC_PREFILL_CHUNK and together
+ * within max_prefill_rows and the cap); decode rows fill what is left,
+ * least recently run first (ties in the running batch's order), one row
+ * per live sample: with R live samples and room for r of them, each runs
+ * once in every ceil(R / r) steps, a fair rotation whatever the samples'
+ * ages.  Prompts never starve decoding: after a step in which samples
+ * waited and none ran, the next step gives prompts at most half the cap.
+ * The cap costs throughput only through what a step pays once whatever
+ * its rows (the weights read from memory, the phases' joins), which is
+ * small beside 64 rows of work at the shapes served.
+ *
  * Results: every sample draws from its own PRNG stream, seeded from
  * (seed, sample index) by splitmix64 as the sampler always did, and every
  * row is computed by row-independent kernels (decode_fwd.h), so a
@@ -67,8 +83,8 @@
  * its cached prefix blocks are filed under, so a new version must come
  * with a new key.
  *
- * Non-goals: fairness between requests and with training (the server's
- * scheduler), streaming tokens, beam search and speculative decoding.
+ * Non-goals: fairness between requests beyond the turns of rows, and
+ * with training (the engine's scheduler), streaming tokens, beam search and speculative decoding.
  */
 #ifndef TB_ENGINE_DECODE_H
 #define TB_ENGINE_DECODE_H
@@ -86,8 +102,11 @@
 #include "kernels/kernels.h"
 #include "tinkerbell/error.h"
 
-/* Prompt tokens of a sequence per step while it prefills. */
+/* Prompt tokens of a sequence per step while it prefills, at most. */
 #define TB_DEC_PREFILL_CHUNK 64
+/* Rows of one step, by default: one prefill chunk, so that a step under
+ * way delays a new prompt by about as long as its own prefill takes. */
+#define TB_DEC_DEFAULT_STEP_ROWS 64
 
 typedef struct tb__dec_s tb__dec_t;
 typedef struct tb__dec_seq_s tb__dec_seq_t;
@@ -103,6 +122,8 @@ typedef struct tb__dec_opts_s {
   int no_prefix_cache;      /* non-zero: never share prompts across requests */
   size_t work_items;        /* per step; 0 means one per core */
   size_t max_prefill_rows;  /* prompt rows per step; 0 means 256 */
+  size_t max_step_rows;     /* rows (prompt and decode) per step; 0 means
+                             * TB_DEC_DEFAULT_STEP_ROWS */
   tb__dec_weights_mode_t weights;
 } tb__dec_opts_t;
 
@@ -167,6 +188,7 @@ struct tb__dec_s {
   tb__dec_weights_t dw;
   size_t items;                /* work items per step */
   size_t max_prefill_rows;
+  size_t max_step_rows;
   int stepping;                /* a step is planned and not completed */
   uint64_t steps;              /* completed */
   /* private */
@@ -191,6 +213,10 @@ struct tb__dec_s {
   size_t ntasks, tasks_cap;
   tb__dec_seq_t **step_seqs;
   size_t nstep_seqs, step_seqs_cap;
+  struct tb__dec_turn_s *turns;  /* decode rows that want a turn */
+  size_t turns_cap;
+  int decode_starved;          /* the last step ran no decode row while
+                                * some waited */
 };
 
 /* Opens a decoder of the model whose weights are w (they must outlive

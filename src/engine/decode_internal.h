@@ -20,7 +20,17 @@ struct tb__dec_sample_s {
   int live;              /* still generating */
   int in_step;           /* has a row in the running step */
   int stopped;           /* its draw in the running step ended it */
+  int picked;            /* has its turn in the step being planned */
+  uint64_t last_turn;    /* the step it last ran in (or forked after) */
 };
+
+/* A decode row that wants a turn in the step being planned. */
+typedef struct tb__dec_turn_s {
+  tb__dec_seq_t *seq;
+  size_t sample;
+  uint64_t last_turn;
+  size_t order;          /* its place in the running batch's order */
+} tb__dec_turn_t;
 
 /* Work after the logits: per logits row, the prompt's scores or the draw
  * of one sample's next token. */

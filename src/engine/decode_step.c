@@ -79,24 +79,95 @@ static int ensure_block(tb__dec_seq_t *s, tb__dec_sample_t *smp, size_t pos,
 
 /* ------------------------------------------------------------ planning */
 
-/* The rows a sequence contributes to this step (0: it sits out). */
-static size_t seq_rows(const tb__dec_seq_t *s, size_t *prefill_used,
-                       size_t budget) {
-  if (s->prefilled < s->n) {
-    size_t chunk = s->n - s->prefilled;
-    if (chunk > TB_DEC_PREFILL_CHUNK)
-      chunk = TB_DEC_PREFILL_CHUNK;
-    /* The oldest prefilling sequence always runs; the others within the
-     * budget of prompt rows. */
-    if (*prefill_used > 0 && *prefill_used + chunk > budget)
-      return 0;
-    *prefill_used += chunk;
-    return chunk;
+/* The prompt rows of prefilling sequence s in this step: its next chunk,
+ * within what is left of the step's budget of prompt rows (0: it sits
+ * out).  Chunks of any length give the same bits: each row attends over
+ * the positions before it, wherever the step boundaries fall. */
+static size_t prefill_rows(const tb__dec_seq_t *s, size_t left) {
+  size_t chunk = s->n - s->prefilled;
+  if (chunk > TB_DEC_PREFILL_CHUNK)
+    chunk = TB_DEC_PREFILL_CHUNK;
+  return chunk < left ? chunk : left;
+}
+
+/* Least recently run first; ties in the running batch's order. */
+static int by_turn(const void *a, const void *b) {
+  const tb__dec_turn_t *x = a, *y = b;
+  if (x->last_turn != y->last_turn)
+    return x->last_turn < y->last_turn ? -1 : 1;
+  return x->order < y->order ? -1 : x->order > y->order;
+}
+
+static int push_step_seq(tb__dec_t *dec, tb__dec_seq_t *s) {
+  if (grow((void **)&dec->step_seqs, &dec->step_seqs_cap,
+           dec->nstep_seqs + 1, sizeof(*dec->step_seqs)))
+    return TB_ENOMEM;
+  dec->step_seqs[dec->nstep_seqs++] = s;
+  return 0;
+}
+
+/* Chooses the step's rows (decode.h, "Rows per step"): prompt chunks
+ * first, then the decode rows whose turn it is, at most max_step_rows in
+ * all.  Fills step_seqs, each sequence's step_rows and each sample's
+ * picked; *T rows, *NL logit rows, *NT sampling tasks. */
+static int choose_rows(tb__dec_t *dec, size_t *T, size_t *NL, size_t *NT) {
+  size_t cap = dec->max_step_rows, nturns = 0;
+  *T = *NL = *NT = 0;
+  dec->nstep_seqs = 0;
+  for (tb__dec_seq_t *s = dec->run_head; s != NULL; s = s->run_next)
+    for (size_t k = 0; s->prefilled >= s->n && k < s->S; k++)
+      nturns += s->samples[k].live;
+  if (grow((void **)&dec->turns, &dec->turns_cap, nturns ? nturns : 1,
+           sizeof(*dec->turns)))
+    return TB_ENOMEM;
+  size_t budget = dec->max_prefill_rows < cap ? dec->max_prefill_rows : cap;
+  if (dec->decode_starved && nturns > 0 && budget > cap / 2)
+    budget = cap / 2;
+  size_t used = 0, nt = 0, order = 0;
+  for (tb__dec_seq_t *s = dec->run_head; s != NULL; s = s->run_next) {
+    s->step_rows = 0;
+    if (s->prefilled >= s->n) {
+      for (size_t k = 0; k < s->S; k++) {
+        tb__dec_sample_t *smp = &s->samples[k];
+        smp->picked = 0;
+        if (smp->live)
+          dec->turns[nt++] = (tb__dec_turn_t){ s, k, smp->last_turn, order };
+        order++;
+      }
+      continue;
+    }
+    size_t rows = prefill_rows(s, budget - used);
+    if (rows == 0)
+      continue;
+    if (push_step_seq(dec, s))
+      return TB_ENOMEM;
+    s->step_rows = rows;
+    used += rows;
+    int last = s->prefilled + rows == s->n;
+    size_t draws = last ? s->S * (s->params.max_tokens > 0) : 0;
+    *NL += s->want_prompt ? rows : (size_t)last;
+    *NT += (s->want_prompt ? rows : 0) + draws;
   }
-  size_t live = 0;
-  for (size_t i = 0; i < s->S; i++)
-    live += s->samples[i].live;
-  return live;
+  size_t room = cap - used, take = nturns < room ? nturns : room;
+  if (take < nturns)
+    qsort(dec->turns, nturns, sizeof(*dec->turns), by_turn);
+  for (size_t i = 0; i < take; i++)
+    dec->turns[i].seq->samples[dec->turns[i].sample].picked = 1;
+  dec->decode_starved = nturns > 0 && take == 0;
+  /* The decoding sequences with a row in the step, in the batch's order. */
+  for (tb__dec_seq_t *s = dec->run_head; s != NULL; s = s->run_next) {
+    size_t rows = 0;
+    for (size_t k = 0; s->prefilled >= s->n && k < s->S; k++)
+      rows += s->samples[k].picked;
+    if (rows == 0)
+      continue;
+    if (push_step_seq(dec, s))
+      return TB_ENOMEM;
+    *NL += rows;
+    *NT += rows;
+  }
+  *T = used + take;
+  return 0;
 }
 
 static size_t group_of(tb__dec_t *dec, size_t ngroups, const tb__lora_t *lora) {
@@ -136,7 +207,7 @@ static int fill_seq(tb__dec_t *dec, tb__dec_seq_t *s, size_t *r, size_t *l,
   }
   for (size_t k = 0; k < s->S; k++) {
     tb__dec_sample_t *smp = &s->samples[k];
-    if (!smp->live)
+    if (!smp->live || !smp->picked)
       continue;
     int rc = ensure_block(s, smp, smp->len, 0);
     if (rc != 0)
@@ -164,28 +235,10 @@ static void step_chunk(void *ctx, size_t p, size_t i, size_t item) {
 
 int tb__dec_plan(tb__dec_t *dec, tb__coop_t **out) {
   *out = NULL;
-  size_t T = 0, NL = 0, NT = 0, ngroups = 0, prefill_used = 0;
-  dec->nstep_seqs = 0;
-  for (tb__dec_seq_t *s = dec->run_head; s != NULL; s = s->run_next) {
-    size_t rows = seq_rows(s, &prefill_used, dec->max_prefill_rows);
-    s->step_rows = s->prefilled < s->n ? rows : 0;
-    if (rows == 0)
-      continue;
-    if (grow((void **)&dec->step_seqs, &dec->step_seqs_cap,
-             dec->nstep_seqs + 1, sizeof(*dec->step_seqs)))
-      return TB_ENOMEM;
-    dec->step_seqs[dec->nstep_seqs++] = s;
-    T += rows;
-    if (s->step_rows > 0) {
-      int last = s->prefilled + rows == s->n;
-      size_t draws = last ? s->S * (s->params.max_tokens > 0) : 0;
-      NL += s->want_prompt ? rows : (size_t)last;
-      NT += (s->want_prompt ? rows : 0) + draws;
-    } else {
-      NL += rows;
-      NT += rows;
-    }
-  }
+  size_t T, NL, NT, ngroups = 0;
+  int rc = choose_rows(dec, &T, &NL, &NT);
+  if (rc != 0)
+    return rc;
   if (T == 0)
     return TB_EINVAL;
   if (grow((void **)&dec->rows, &dec->rows_cap, T, sizeof(*dec->rows)) ||
@@ -211,7 +264,7 @@ int tb__dec_plan(tb__dec_t *dec, tb__coop_t **out) {
       tb__dec_seq_t *s = dec->step_seqs[i];
       if (s->adapter.lora != gr->lora)
         continue;
-      int rc = fill_seq(dec, s, &r, &l, &t);
+      rc = fill_seq(dec, s, &r, &l, &t);
       if (rc != 0)
         return rc;
     }
@@ -228,7 +281,7 @@ int tb__dec_plan(tb__dec_t *dec, tb__coop_t **out) {
   f->nlogits = NL;
   f->item_extra = (size_t)dec->w->config.vocab_size *
                   (sizeof(float) + sizeof(int32_t));
-  int rc = tb__dec_fwd_plan(f, dec->items);
+  rc = tb__dec_fwd_plan(f, dec->items);
   if (rc != 0)
     return rc;
   tb__coop_t *c = tb__coop_new(f->num_phases + 1, dec->items, step_chunk, dec);
@@ -367,6 +420,7 @@ static void fork_samples(tb__dec_seq_t *s) {
       smp->len = s->n;
     }
     smp->live = s->params.max_tokens > 0;
+    smp->last_turn = s->dec->steps;  /* its first token came now */
   }
   /* What the prompt's reservation did not use. */
   size_t give = s->prompt_left < s->reserve_left ? s->prompt_left
@@ -394,6 +448,7 @@ static void apply(tb__dec_seq_t *s) {
       if (!smp->in_step)
         continue;
       smp->in_step = 0;
+      smp->last_turn = s->dec->steps;
       smp->len++;
       register_full(s, k, smp->len - 1, smp->len);
       if (smp->stopped)
