@@ -325,7 +325,8 @@ TEST(help_lists_every_option) {
     "--threads N", "--long-poll-ms MS", "--session-timeout-ms MS", "--result-grace-ms MS",
     "--result-ttl-ms MS", "--max-result-bytes SIZE", "--rate-limit RPS", "--rate-burst N",
     "--max-models-per-user N", "--max-body SIZE", "--max-body-memory SIZE",
-    "--request-timeout-ms MS", "--max-connections N", "--log-level LEVEL", "--tls-cert FILE",
+    "--request-timeout-ms MS", "--max-connections N", "--decode-rows N", "--log-level LEVEL",
+    "--tls-cert FILE",
     "--tls-key FILE", "--help",
   };
   for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++)
@@ -408,6 +409,8 @@ TEST(bad_options_exit_2) {
     { { "--max-body-memory", "32M" }, "--max-body-memory must be at least --max-body" },
     { { "--request-timeout-ms", "0" }, "--request-timeout-ms: expected an integer from 1" },
     { { "--max-connections", "none" }, "--max-connections: expected an integer" },
+    { { "--decode-rows", "0" }, "--decode-rows: expected an integer from 1" },
+    { { "--decode-rows", "65537" }, "--decode-rows: expected an integer from 1 to 65536" },
     { { "--model", "nonesuch" }, "--model nonesuch: a model is base (the built-in model) or "
                                  "NAME=HF_DIR" },
     { { "--model", "x=" }, "--model x=: expected NAME=HF_DIR with a name and a directory" },

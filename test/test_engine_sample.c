@@ -59,11 +59,12 @@ static void env_closed(tb__engine_t *e) { ((env_t *)e->data)->closed++; }
 
 static void env_run(env_t *env) { ASSERT_OK(uv_run(&env->loop, UV_RUN_DEFAULT)); }
 
-static void env_init(env_t *env, size_t kv_bytes) {
+static void env_init_rows(env_t *env, size_t kv_bytes, size_t decode_rows) {
   memset(env, 0, sizeof(*env));
   ASSERT_OK(uv_loop_init(&env->loop));
   tb__engine_opts_t opts = { 0 };
   opts.kv_bytes = kv_bytes;
+  opts.decode_rows = decode_rows;
   env->engine.data = env;
   ASSERT_OK(tb__engine_init(&env->loop, &env->engine, &opts));
   req_t r = { .env = env };
@@ -74,6 +75,10 @@ static void env_init(env_t *env, size_t kv_bytes) {
   env->base = r.job.model;
   tb__engine_job_cleanup(&r.job);
   env->done = 0;
+}
+
+static void env_init(env_t *env, size_t kv_bytes) {
+  env_init_rows(env, kv_bytes, 0);
 }
 
 static void env_close(env_t *env) {
@@ -434,6 +439,96 @@ TEST(training_and_sampling_share_the_threadpool) {
   env_close(&env);
 }
 
+/* A request that comes while 32 samples decode under decode_rows 8. */
+typedef struct probe_s {
+  uv_idle_t idle;
+  env_t *env;
+  req_t *load;
+  size_t nload;
+  req_t probe;
+  uint64_t sent_at, got_at;
+  size_t max_rows;
+  int sent;
+} probe_t;
+
+static void probe_cb(tb__engine_job_t *job, int status) {
+  probe_t *pr = (probe_t *)((char *)job->data - offsetof(probe_t, probe));
+  req_cb(job, status);
+  pr->got_at = decoder_of(pr->env)->steps;
+  uv_close((uv_handle_t *)&pr->idle, NULL);
+}
+
+/* Every loop turn: the rows of the step under way (each step is planned
+ * on the loop, so every one is seen); once every load request decodes,
+ * the probe goes in. */
+static void probe_idle(uv_idle_t *h) {
+  probe_t *pr = h->data;
+  if (pr->env->base->decoder == NULL || !pr->env->base->decoder->open)
+    return;
+  tb__dec_t *dec = decoder_of(pr->env);
+  if (dec->stepping && dec->fwd.T > pr->max_rows)
+    pr->max_rows = dec->fwd.T;
+  if (pr->sent)
+    return;
+  for (size_t i = 0; i < pr->nload; i++)
+    if (pr->load[i].calls > 0) {  /* too late: the test fails */
+      uv_close((uv_handle_t *)&pr->idle, NULL);
+      return;
+    }
+  for (size_t i = 0; i < pr->nload; i++) {
+    tb__dec_seq_t *s = pr->load[i].job.seq;
+    if (s == NULL || s->state != TB_DEC_RUNNING || s->prefilled < s->n)
+      return;
+  }
+  pr->sent = 1;
+  pr->sent_at = dec->steps;
+  ASSERT_OK(tb__engine_sample(&pr->probe.job, pr->env->base, NULL,
+                              pr->probe.prompt, pr->probe.n, &pr->probe.p,
+                              probe_cb));
+}
+
+/* decode_rows bounds every step; a new prompt goes ahead of the decode
+ * rows, so its first token comes after at most the step under way and
+ * its own prefill steps (counted, not timed: ceil(20 / 4), prompts
+ * taking at least half the cap), while everyone keeps the bits of alone. */
+TEST(decode_rows_bound_steps_and_first_token) {
+  env_t env;
+  env_init_rows(&env, 0, 8);
+  enum { N = 8 };
+  req_t r[N];
+  probe_t pr = { .env = &env, .load = r, .nload = N };
+  for (int i = 0; i < N; i++) {
+    req_init(&r[i], &env, NULL, 6, 4, 40, 300 + (uint64_t)i);
+    req_submit(&r[i]);
+  }
+  req_init(&pr.probe, &env, NULL, 20, 1, 1, 999);
+  ASSERT_OK(uv_idle_init(&env.loop, &pr.idle));
+  pr.idle.data = &pr;
+  ASSERT_OK(uv_idle_start(&pr.idle, probe_idle));
+  env_run(&env);
+  ASSERT(pr.sent);
+  ASSERT_EQ_INT(decoder_of(&env)->max_step_rows, 8);
+  ASSERT_LE(pr.max_rows, 8);
+  ASSERT(pr.max_rows > 0);
+  ASSERT_LE(pr.got_at - pr.sent_at, 1 + 5);
+  for (int i = 0; i < N; i++)
+    ASSERT(r[i].done_at > pr.probe.done_at);  /* it came while they ran */
+  req_t *all[N + 1];
+  for (int i = 0; i < N; i++)
+    all[i] = &r[i];
+  all[N] = &pr.probe;
+  for (int i = 0; i < N + 1; i++) {
+    ASSERT_EQ_INT(all[i]->calls, 1);
+    ASSERT_OK(all[i]->status);
+    tb__sample_result_t alone;
+    req_alone(all[i], &alone);
+    assert_same_result(&all[i]->job.sample, &alone);
+    tb__sample_result_free(&alone);
+    tb__engine_job_cleanup(&all[i]->job);
+  }
+  env_close(&env);
+}
+
 /* Closing the engine cancels sequences running and waiting; the model's
  * decoder closes before its weights go. */
 TEST(close_cancels_sampling) {
@@ -465,4 +560,5 @@ TEST_LIST(
   TEST_ENTRY(cancel_frees_the_blocks),
   TEST_ENTRY_TIMEOUT(training_and_sampling_share_the_threadpool, 180000),
   TEST_ENTRY(close_cancels_sampling),
+  TEST_ENTRY(decode_rows_bound_steps_and_first_token),
 )

@@ -101,6 +101,14 @@ typedef struct tb_server_options_s {
                                    it; a request that does not fit now
                                    waits (paused_capacity), one larger
                                    than all of it is answered 400 */
+  size_t decode_rows;           /* rows of one decode step of each base
+                                   model's decoder [64]: a new request's
+                                   prompt goes first, and the running
+                                   samples take turns for the rest, so a
+                                   step, and the wait of a new request's
+                                   first token, stays short; more rows
+                                   per step trade that wait for a little
+                                   throughput */
   const char *tls_cert_file;    /* HTTPS: a PEM certificate (chain) and */
   const char *tls_key_file;     /* its key, read at init [plain HTTP] */
 } tb_server_options_t;

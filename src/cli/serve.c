@@ -57,6 +57,7 @@ enum {
   OPT_MAX_BODY,
   OPT_MAX_BODY_MEMORY,
   OPT_KV_MEMORY,
+  OPT_DECODE_ROWS,
   OPT_REQUEST_TIMEOUT_MS,
   OPT_MAX_CONNECTIONS,
   OPT_LOG_LEVEL,
@@ -134,6 +135,12 @@ static const tb__cli_opt_t serve_opts[OPT_COUNT + 1] = {
                       "sample request; a request that does not fit waits\n"
                       "(paused_capacity) [twice the model's float32\n"
                       "weights, at least 64M]" },
+  [OPT_DECODE_ROWS] = { "decode-rows", "N",
+                        "rows of one decode step of each base model: a\n"
+                        "new prompt goes first, the running samples take\n"
+                        "turns for the rest, so a new request's first\n"
+                        "token waits little; more trades that wait for a\n"
+                        "little throughput [64]" },
   [OPT_REQUEST_TIMEOUT_MS] = { "request-timeout-ms", "MS",
                                "a request's head and body must arrive within\n"
                                "this long of its first byte, or the\n"
@@ -335,6 +342,10 @@ static int parse_options(int argc, char **argv, serve_config_t *c) {
     case OPT_KV_MEMORY:
       rc = tb__cli_size(&a, "kv-memory", v, 1 << 20, (uint64_t)1 << 44, &u);
       c->so.kv_memory = (size_t)u;
+      break;
+    case OPT_DECODE_ROWS:
+      rc = tb__cli_uint(&a, "decode-rows", v, 1, 65536, &u);
+      c->so.decode_rows = (size_t)u;
       break;
     case OPT_REQUEST_TIMEOUT_MS:
       rc = tb__cli_uint(&a, "request-timeout-ms", v, 1, 86400000, &u);

@@ -84,7 +84,8 @@
  * with a new key.
  *
  * Non-goals: fairness between requests beyond the turns of rows, and
- * with training (the engine's scheduler), streaming tokens, beam search and speculative decoding.
+ * with training (the engine's scheduler), streaming tokens, beam search
+ * and speculative decoding.
  */
 #ifndef TB_ENGINE_DECODE_H
 #define TB_ENGINE_DECODE_H

@@ -751,6 +751,7 @@ int tb__engine_init(uv_loop_t *loop, tb__engine_t *e,
   e->max_work_items = opts && opts->max_work_items ? opts->max_work_items
                                                    : threadpool_size();
   e->kv_bytes = opts ? opts->kv_bytes : 0;
+  e->decode_rows = opts ? opts->decode_rows : 0;
   /* Parallelism comes from work items; a threaded BLAS inside each would
    * oversubscribe the cores. */
   openblas_set_num_threads(1);

@@ -78,6 +78,9 @@ typedef struct tb__engine_opts_s {
   /* The KV pool of each model's decoder, in bytes; 0 means twice the
    * model's float32 weights, at least 64 MiB (decode.h). */
   size_t kv_bytes;
+  /* Rows of one decode step of each model's decoder; 0 means
+   * TB_DEC_DEFAULT_STEP_ROWS (decode.h, "Rows per step"). */
+  size_t decode_rows;
 } tb__engine_opts_t;
 
 struct tb__engine_s {
@@ -89,6 +92,7 @@ struct tb__engine_s {
   size_t min_shard_tokens;
   size_t max_work_items;
   size_t kv_bytes;
+  size_t decode_rows;
   /* private */
   int closing;
   uint64_t next_adapter_id;

@@ -605,11 +605,13 @@ int tb__training_create(tb__server_t *srv, const tb__engine_opts_t *opts,
   size_t i;
   for (i = 0; rc == 0 && i < n_models; i++)
     rc = base_init(tr, &bases[i], models[i]);
-  /* The server's kv_memory option, unless the caller's engine options
-   * say otherwise. */
+  /* The server's kv_memory and decode_rows options, unless the caller's
+   * engine options say otherwise. */
   tb__engine_opts_t eo = opts ? *opts : (tb__engine_opts_t){ 0 };
   if (eo.kv_bytes == 0)
     eo.kv_bytes = srv->opts.kv_memory;
+  if (eo.decode_rows == 0)
+    eo.decode_rows = srv->opts.decode_rows;
   if (rc == 0)
     rc = tb__engine_init(srv->loop, &tr->engine, &eo);
   if (rc != 0) {
