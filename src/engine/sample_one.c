@@ -25,9 +25,11 @@ int tb__sample(tb__llama_ws_t *ws, const tb__weights_t *w, const tb__lora_t *lor
       return TB_EINVAL;
 
   /* A pool of exactly what this request may need, no prefix cache, and
-   * the weights as they are: one request, one thread. */
+   * the weights as they are: one request, one thread, and no cap on the
+   * rows of a step, since nobody waits behind it. */
   tb__dec_opts_t opts = { 0 };
   opts.no_prefix_cache = 1;
+  opts.max_step_rows = SIZE_MAX;
   opts.work_items = 1;
   opts.weights = TB_DEC_WEIGHTS_F32;
   opts.block_tokens = 16;
