@@ -349,6 +349,9 @@ int main(int argc, char **argv) {
   o.weights = mode;
   o.no_prefix_cache = 1;  /* every prompt is new anyway */
   o.max_prefill_rows = 1024;
+  /* Every row of the batch in every step: this measures the decoder's
+   * products, not the server's turns. */
+  o.max_step_rows = (size_t)batch > 1024 ? (size_t)batch : 1024;
   size_t per_seq = tb__dec_blocks_needed(16, (size_t)prompt,
                                          &(tb__sampling_params_t){
                                              .num_samples = 1,
