@@ -15,7 +15,11 @@
  *                of 5), and while the concurrent requests decode (median
  *                of 3, the first sent once /metrics shows every request
  *                admitted and enough steps run for their prefills to be
- *                done; when /metrics after a probe shows that some had
+ *                done, counted from the decoder's rows per step and its
+ *                prompts' share of them, at least half, so that the
+ *                probes meet decode steps, not other prompts: a step of
+ *                --decode-rows rows under way, then their own prefill;
+ *                when /metrics after a probe shows that some had
  *                finished, the figure is marked as not taken under the
  *                whole load).  The probes go through a client of their
  *                own, as another user's would: in the client of the
@@ -40,7 +44,10 @@
  * written once as a Hugging Face directory (config.json and a bfloat16
  * model.safetensors) into a temporary directory and served as `smol` with
  * --threads (2) and --kv-memory (2G: 64 requests x (64 + 4 x 128)
- * positions of float32 keys and values are about 1.7 GB).  The adapters
+ * positions of float32 keys and values are about 1.7 GB), and
+ * --decode-rows when given (the server's default, 64, otherwise): the
+ * rows of one decode step, which trade the time to first token under
+ * load against the aggregate tokens/s.  The adapters
  * are LoRA of rank 32 on q, k, v, o, gate, up and down, each trained one
  * step (so that B is not zero) and saved for the sampler.
  *
@@ -56,11 +63,10 @@
  *          [--requests R]
  *          [--samples S] [--tokens T] [--prompt P] [--sequential K]
  *          [--adapters A] [--client-requests N] [--client-tokens T]
- *          [--threads N] [--kv-memory SIZE]
+ *          [--threads N] [--kv-memory SIZE] [--decode-rows N]
  * Output: human lines, then one `BENCH serve_sample key=value ...` line.
  */
 #define _GNU_SOURCE /* RUSAGE_THREAD */
-#include <libgen.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -70,8 +76,10 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "bench_child.h"
 #include "bench_model.h"
 #include "engine/base_model.h"
+#include "engine/decode.h"
 #include "engine/hf_model.h"
 #include "http/client.h"
 #include "kernels/kernels.h"
@@ -83,8 +91,12 @@
 #define MAX_ADAPTERS 64
 #define PROBES_ALONE 5
 #define PROBES_LOADED 3
-/* The decoder's prompt rows per step (decode.h: max_prefill_rows). */
+/* The decoder's prompt rows per step at most (decode.h: max_prefill_rows,
+ * default 256), and the rows of one step (--decode-rows, else
+ * TB_DEC_DEFAULT_STEP_ROWS). */
 #define PREFILL_ROWS_PER_STEP 256
+static int decode_rows = TB_DEC_DEFAULT_STEP_ROWS;
+static int decode_rows_given;
 
 static uv_loop_t loop;
 static char tmp_dir[64];
@@ -94,23 +106,11 @@ static int vocab;
 
 /* ------------------------------------------------------------ the server */
 
-typedef struct server_s {
-  uv_process_t proc;
-  uv_pipe_t out;
-  char head[4096];  /* stdout until the "listening on" line */
-  size_t head_len;
-  char url[128];
-  int started, exited, open;
-  int64_t status;
-  int signal;
-} server_t;
-
-static server_t srv;
+static const char *server_url;
 
 /* At exit, also after a failure: no server left behind, no files. */
 static void cleanup(void) {
-  if (srv.started && !srv.exited)
-    kill(srv.proc.pid, SIGKILL);
+  bench_child_kill();
   if (tmp_dir[0] != '\0') {
     char cmd[128];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp_dir);
@@ -119,159 +119,28 @@ static void cleanup(void) {
   }
 }
 
-/* A crash or a signal that ends the program ends the server first (the
- * temporary directory stays), then goes on as it would have: to the
- * handler that was there before (a sanitizer's report), or the default. */
-static const int fatal_signals[] = { SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT,
-                                     SIGINT, SIGTERM, SIGHUP };
-static struct sigaction old_actions[NSIG];
-
-static void on_fatal_signal(int sig, siginfo_t *info, void *ctx) {
-  if (srv.started && !srv.exited)
-    kill(srv.proc.pid, SIGKILL);
-  const struct sigaction *o = &old_actions[sig];
-  if ((o->sa_flags & SA_SIGINFO) && o->sa_sigaction != NULL) {
-    o->sa_sigaction(sig, info, ctx);
-  } else if (!(o->sa_flags & SA_SIGINFO) && o->sa_handler != SIG_DFL &&
-             o->sa_handler != SIG_IGN) {
-    o->sa_handler(sig);
-  } else {
-    signal(sig, SIG_DFL);
-    raise(sig);
-  }
-}
-
-static void on_fatal_signals(void) {
-  struct sigaction sa;
-  memset(&sa, 0, sizeof(sa));
-  sa.sa_sigaction = on_fatal_signal;
-  sa.sa_flags = SA_SIGINFO | SA_RESETHAND;
-  sigemptyset(&sa.sa_mask);
-  for (size_t i = 0; i < sizeof(fatal_signals) / sizeof(fatal_signals[0]); i++)
-    sigaction(fatal_signals[i], &sa, &old_actions[fatal_signals[i]]);
-}
-
 static void fail(const char *what, const tb_error_t *err, int rc) {
   fprintf(stderr, "bench_serve_sample: %s: %s\n", what,
           err && err->message ? tb_error_message(err) : tb_strerror(rc));
   exit(1);
 }
 
-static void on_server_closed(uv_handle_t *h) {
-  (void)h;
-  srv.open--;
-}
-
-static void on_server_exit(uv_process_t *p, int64_t status, int sig) {
-  srv.exited = 1;
-  srv.status = status;
-  srv.signal = sig;
-  uv_close((uv_handle_t *)p, on_server_closed);
-}
-
-static void on_server_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  static char mem[4096];
-  (void)h;
-  (void)suggested;
-  buf->base = mem;
-  buf->len = sizeof(mem);
-}
-
-/* Reads the URL from "tinkerbell serve: listening on URL"; later output
- * is dropped. */
-static void on_server_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
-  if (n < 0) {
-    uv_close((uv_handle_t *)s, on_server_closed);
-    return;
-  }
-  if (srv.url[0] != '\0')
-    return;
-  size_t room = sizeof(srv.head) - 1 - srv.head_len;
-  size_t take = (size_t)n < room ? (size_t)n : room;
-  memcpy(srv.head + srv.head_len, buf->base, take);
-  srv.head_len += take;
-  srv.head[srv.head_len] = '\0';
-  const char *at = strstr(srv.head, "listening on ");
-  const char *end = at ? strchr(at, '\n') : NULL;
-  if (end != NULL) {
-    at += strlen("listening on ");
-    snprintf(srv.url, sizeof(srv.url), "%.*s", (int)(end - at), at);
-  }
-}
-
-/* The tinkerbell command: given, or beside this program's directory. */
-static void find_tinkerbell(const char *given, char *out, size_t cap) {
-  if (given != NULL) {
-    snprintf(out, cap, "%s", given);
-    return;
-  }
-  char exe[PATH_MAX];
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-  exe[n > 0 ? n : 0] = '\0';
-  const char *dir = dirname(exe);
-  /* build/bench -> build/src/cli; libexec/tinkerbell -> bin */
-  const char *rel[] = { "../src/cli/tinkerbell", "../../bin/tinkerbell" };
-  for (size_t i = 0; i < 2; i++) {
-    snprintf(out, cap, "%s/%s", dir, rel[i]);
-    if (access(out, X_OK) == 0)
-      return;
-  }
-  fprintf(stderr, "bench_serve_sample: tinkerbell not found beside %s "
-                  "(give --tinkerbell PATH)\n", dir);
-  exit(2);
-}
-
 /* model_dir NULL: the built-in model. */
 static void server_start(const char *exe, const char *model_dir,
                          const char *data_dir, int threads,
                          const char *kv_memory) {
-  char model[PATH_MAX + 8], nthreads[16];
+  char model[PATH_MAX + 8], nthreads[16], rows[16];
   if (model_dir != NULL)
     snprintf(model, sizeof(model), "%s=%s", model_name, model_dir);
   else
     snprintf(model, sizeof(model), "%s", model_name);
   snprintf(nthreads, sizeof(nthreads), "%d", threads);
-  char *args[] = { (char *)exe, "serve", "--host", "127.0.0.1", "--port", "0",
-                   "--data-dir", (char *)data_dir, "--model", model,
+  snprintf(rows, sizeof(rows), "%d", decode_rows);
+  char *args[] = { "--data-dir", (char *)data_dir, "--model", model,
                    "--threads", nthreads, "--kv-memory", (char *)kv_memory,
-                   "--log-level", "warn", NULL };
-  uv_pipe_init(&loop, &srv.out, 0);
-  uv_stdio_container_t stdio[3] = {
-    { .flags = UV_IGNORE },
-    { .flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE,
-      .data.stream = (uv_stream_t *)&srv.out },
-    { .flags = UV_INHERIT_FD, .data.fd = 2 },
-  };
-  uv_process_options_t o = { .exit_cb = on_server_exit, .file = exe,
-                             .args = args, .stdio_count = 3, .stdio = stdio };
-  int rc = uv_spawn(&loop, &srv.proc, &o);
-  if (rc != 0) {
-    fprintf(stderr, "bench_serve_sample: cannot run %s: %s\n", exe,
-            uv_strerror(rc));
-    exit(1);
-  }
-  srv.started = 1;
-  srv.open = 2;
-  uv_read_start((uv_stream_t *)&srv.out, on_server_alloc, on_server_read);
-  while (srv.url[0] == '\0' && !srv.exited)
-    uv_run(&loop, UV_RUN_ONCE);
-  if (srv.url[0] == '\0') {
-    fprintf(stderr, "bench_serve_sample: %s serve exited (status %lld, "
-                    "signal %d) before listening\n", exe,
-            (long long)srv.status, srv.signal);
-    exit(1);
-  }
-}
-
-/* SIGTERM (a graceful close) and the wait for its end. */
-static void server_stop(void) {
-  if (!srv.exited)
-    uv_process_kill(&srv.proc, SIGTERM);
-  while (srv.open > 0)
-    uv_run(&loop, UV_RUN_ONCE);
-  if (srv.status != 0 || srv.signal != 0)
-    fprintf(stderr, "bench_serve_sample: the server ended with status %lld, "
-                    "signal %d\n", (long long)srv.status, srv.signal);
+                   "--log-level", "warn",
+                   decode_rows_given ? "--decode-rows" : NULL, rows, NULL };
+  server_url = bench_child_start(&loop, "bench_serve_sample", exe, args);
 }
 
 /* ------------------------------------------------------------ plain GETs */
@@ -286,7 +155,7 @@ static void on_get(tb__http_client_req_t *req, int status) {
  * NULL. */
 static char *http_get(const char *path) {
   char url[256];
-  snprintf(url, sizeof(url), "%s%s", srv.url, path);
+  snprintf(url, sizeof(url), "%s%s", server_url, path);
   tb__http_client_req_t req;
   tb__http_client_req_init(&req);
   int state = 0;
@@ -549,9 +418,15 @@ static void run_ttft(tb_sampling_client_t *s, tb_sampling_client_t *probe,
   for (int i = 0; i < sh.requests; i++)
     submit(&r[i], s, &prompts[i], sh.samples, sh.tokens, seed + (uint64_t)i);
   /* Every request admitted, and steps enough for every prefill (the
-   * decoder's prompt rows per step) and a few decode steps after. */
-  long long need = ((long long)sh.requests * sh.prompt +
-                    PREFILL_ROWS_PER_STEP - 1) / PREFILL_ROWS_PER_STEP + 4;
+   * decoder's prompt rows per step: the step's rows, at most 256, of
+   * which prompts get at least half while samples decode, unless a step
+   * holds every row) and a few decode steps after. */
+  long long per_step = decode_rows < PREFILL_ROWS_PER_STEP
+                           ? decode_rows : PREFILL_ROWS_PER_STEP;
+  if (decode_rows < (long long)sh.requests * sh.samples + per_step)
+    per_step = per_step / 2 > 0 ? per_step / 2 : 1;
+  long long need =
+      ((long long)sh.requests * sh.prompt + per_step - 1) / per_step + 4;
   out->valid = 0;
   while (n_open > 0) {
     decode_state_t d = decode_state();
@@ -762,20 +637,24 @@ int main(int argc, char **argv) {
       client_tokens = int_arg(v, 1, 4096, o);
     else if (strcmp(o, "--threads") == 0)
       threads = int_arg(v, 1, 256, o);
+    else if (strcmp(o, "--decode-rows") == 0) {
+      decode_rows = int_arg(v, 1, 65536, o);
+      decode_rows_given = 1;
+    }
     else {
       fprintf(stderr,
               "usage: bench_serve_sample [--tinkerbell PATH] "
               "[--model smollm|base] [--requests R] "
               "[--samples S] [--tokens T] [--prompt P] [--sequential K] "
               "[--adapters A] [--client-requests N] [--client-tokens T] "
-              "[--threads N] [--kv-memory SIZE]\n");
+              "[--threads N] [--kv-memory SIZE] [--decode-rows N]\n");
       return 2;
     }
   }
   if (sequential > sh.requests)
     sequential = sh.requests;
   char exe[PATH_MAX];
-  find_tinkerbell(exe_opt, exe, sizeof(exe));
+  bench_find_tinkerbell("bench_serve_sample", exe_opt, exe, sizeof(exe));
   signal(SIGPIPE, SIG_IGN);
 
   snprintf(tmp_dir, sizeof(tmp_dir), "/tmp/tb-bench-serve-sample-XXXXXX");
@@ -784,7 +663,7 @@ int main(int argc, char **argv) {
     fail("mkdtemp", NULL, TB_EIO);
   }
   atexit(cleanup);
-  on_fatal_signals();
+  bench_child_on_fatal_signals();
   char model_dir[128], data_dir[128];
   snprintf(model_dir, sizeof(model_dir), "%s/smol", tmp_dir);
   snprintf(data_dir, sizeof(data_dir), "%s/data", tmp_dir);
@@ -806,7 +685,7 @@ int main(int argc, char **argv) {
   if (health == NULL)
     fail("GET /api/v1/healthz", NULL, TB_EHTTP);
   free(health);
-  tb_client_config_t cfg = { .base_url = srv.url };
+  tb_client_config_t cfg = { .base_url = server_url };
   tb_error_t err = { 0 };
   int rc = tb_service_client_init(&loop, &service, &cfg, &err);
   if (rc != 0)
@@ -824,7 +703,7 @@ int main(int argc, char **argv) {
     tb_server_capabilities_free(caps);
     if (found)
       break;
-    if (now_s() - t0 > 600 || srv.exited)
+    if (now_s() - t0 > 600 || bench_child_exited())
       fail("the server did not load the model", NULL, TB_ETIMEDOUT);
     pause_ms(100);
   }
@@ -853,11 +732,14 @@ int main(int argc, char **argv) {
   cache_hit_tokens = 0;
 
   printf("model %s, served by tinkerbell serve --threads %d --kv-memory "
-         "%s; LoRA rank %d on q,k,v,o,gate,up,down; requests of %d samples x "
-         "%d tokens, prompts of %d tokens, temperature 1, no stop\n",
+         "%s --decode-rows %d%s; LoRA rank %d on q,k,v,o,gate,up,down; "
+         "requests of %d samples x %d tokens, prompts of %d tokens, "
+         "temperature 1, no stop\n",
          smollm ? "SmolLM2-135M shape, random bfloat16 weights"
                 : "base (built in; a smoke run)",
-         threads, kv_memory, RANK, sh.samples, sh.tokens, sh.prompt);
+         threads, kv_memory, decode_rows,
+         decode_rows_given ? "" : " (its default)", RANK, sh.samples,
+         sh.tokens, sh.prompt);
   fflush(stdout);
   double seq_tps = run_sequential(&samplers[0], sequential, sh, 1);
   printf("one at a time: %.1f tokens/s (the first %d requests, one after "
@@ -894,13 +776,13 @@ int main(int argc, char **argv) {
   if (cache_hit_tokens != 0)
     printf("note: %lld prompt tokens were found in the server's prefix "
            "cache\n", cache_hit_tokens);
-  printf("BENCH serve_sample model=%s threads=%d requests=%d samples=%d tokens=%d "
-         "prompt=%d adapters=%d sequential=%d seq_tps=%.1f one_tps=%.1f "
+  printf("BENCH serve_sample model=%s threads=%d decode_rows=%d requests=%d "
+         "samples=%d tokens=%d prompt=%d adapters=%d sequential=%d seq_tps=%.1f one_tps=%.1f "
          "ratio_concurrent=%.2f many_tps=%.1f ratio_adapters=%.2f "
          "ttft_alone_ms=%.1f ttft_loaded_ms=%.1f ratio_ttft=%.2f "
          "ttft_valid=%d client_requests=%d client_cpu_us=%.1f "
          "client_loop_share=%.4f client_tps=%.1f\n", model, threads,
-         sh.requests,
+         decode_rows, sh.requests,
          sh.samples, sh.tokens, sh.prompt, nads, sequential, seq_tps, one_tps,
          one_tps / seq_tps, many_tps, many_tps / one_tps, tt.alone * 1e3,
          tt.loaded * 1e3, tt.loaded / tt.alone, tt.valid, client_requests,
@@ -908,7 +790,7 @@ int main(int argc, char **argv) {
   fflush(stdout);
 
   close_clients(nads);
-  server_stop();
+  bench_child_stop();
   if (uv_loop_close(&loop) != 0)
     fprintf(stderr, "bench_serve_sample: handles left on the loop\n");
   return 0;
