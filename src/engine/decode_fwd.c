@@ -19,9 +19,11 @@
 #include "tinkerbell/error.h"
 
 /* Output columns per chunk: the layers' base products, the LoRA down
- * products (over their R outputs), the up products, the unembedding. */
+ * products (a panel of one member's rank outputs), the up products (cut
+ * at the members' edges, so a chunk starts on a panel of the member's
+ * packed B), the unembedding. */
 #define NB 64
-#define NBR 16
+#define NBR TB__K_PANEL
 #define NBU 64
 #define NBH 512
 
@@ -103,17 +105,19 @@ static void prod_of(prod_t *p, const tb__dec_fwd_t *f, const dims_t *d,
   }
 }
 
-/* The R = members * rank columns of a group's stacked A, or 0 when the
- * group's adapter does not adapt it. */
-static size_t group_r(const tb__dec_group_t *g, size_t l, int grp) {
+/* Chunks of a group's down products x A^T: a panel of a member's rank
+ * outputs each, or 0 when the group's adapter does not adapt the
+ * product. */
+static size_t group_chunks(const tb__dec_group_t *g, size_t l, int grp) {
   tb__lora_target_t t0 = tb__lora_groups[grp].first;
-  return slot(g, l, t0) ? (size_t)tb__lora_groups[grp].count * g->lora->rank
+  return slot(g, l, t0) ? (size_t)tb__lora_groups[grp].count *
+                              ceil_div(g->lora->rank, NBR)
                         : 0;
 }
 
 static int any_group_r(const tb__dec_fwd_t *f, size_t l, int grp) {
   for (size_t g = 0; g < f->ngroups; g++)
-    if (group_r(&f->groups[g], l, grp) > 0)
+    if (group_chunks(&f->groups[g], l, grp) > 0)
       return 1;
   return 0;
 }
@@ -123,7 +127,7 @@ uint32_t tb__dec_fwd_chunks(const tb__dec_fwd_t *f, size_t p) {
   dims_of(&d, f);
   size_t T = f->T, n = 0;
   if (p == 0)
-    return (uint32_t)T;
+    return (uint32_t)(T + tb__dec_lora_chunks(&f->lcache));
   if (p == 1 + PH_PER_LAYER * d.L || p == 2 + PH_PER_LAYER * d.L) {
     if (f->nlogits == 0)
       return 0;
@@ -146,11 +150,12 @@ uint32_t tb__dec_fwd_chunks(const tb__dec_fwd_t *f, size_t p) {
       prod_of(&pr, f, &d, l, k);
       n = ceil_div(pr.N, NB);
       for (size_t g = 0; g < f->ngroups; g++)
-        n += ceil_div(group_r(&f->groups[g], l, pr.group), NBR);
+        n += group_chunks(&f->groups[g], l, pr.group);
       return (uint32_t)n;
     case PH_QKV_UP:
       return any_group_r(f, l, TB_LORA_GROUP_QKV)
-                 ? (uint32_t)ceil_div(d.QKVN, NBU) : 0;
+                 ? (uint32_t)(ceil_div(d.QD, NBU) + 2 * ceil_div(d.KVD, NBU))
+                 : 0;
     case PH_O_UP: case PH_DOWN_UP:
       return (uint32_t)ceil_div(d.C, NBU);
     case PH_GU_UP:
@@ -204,6 +209,18 @@ int tb__dec_fwd_plan(tb__dec_fwd_t *f, size_t items) {
   int rc = rope_reserve(f, &d, max_pos + 1);
   if (rc != 0)
     return rc;
+  if (f->ngroups > f->gpk_cap) {
+    const tb__dec_lora_t **g = realloc(f->gpk, f->ngroups * sizeof(*g));
+    if (g == NULL)
+      return TB_ENOMEM;
+    f->gpk = g;
+    f->gpk_cap = f->ngroups;
+  }
+  tb__dec_lora_begin(&f->lcache);
+  for (size_t g = 0; g < f->ngroups; g++)
+    if ((rc = tb__dec_lora_use(&f->lcache, f->groups[g].lora,
+                               f->groups[g].key, &f->gpk[g])) != 0)
+      return rc;
 
   size_t sizes[] = { T * d.C, T * d.C, T * d.QKVN, T * d.QD, T * d.C,
                      T * 2 * d.I, T * d.I, T * f->ldxa, NL * d.C,
@@ -258,10 +275,13 @@ void tb__dec_fwd_free(tb__dec_fwd_t *f) {
   tb__big_free(f->buf, f->buf_floats * sizeof(float));
   free(f->rope_cos);
   free(f->scratch);
+  free(f->gpk);
+  tb__dec_lora_free(&f->lcache);
   f->buf = NULL;
   f->rope_cos = NULL;
   f->scratch = NULL;
-  f->buf_floats = f->rope_len = f->scratch_cap = 0;
+  f->gpk = NULL;
+  f->buf_floats = f->rope_len = f->scratch_cap = f->gpk_cap = 0;
 }
 
 /* ------------------------------------------------------------ chunks */
@@ -293,47 +313,49 @@ static void product_chunk(const tb__dec_fwd_t *f, const prod_t *pr, size_t l,
   i -= nbase;
   for (size_t g = 0; g < f->ngroups; g++) {
     const tb__dec_group_t *gr = &f->groups[g];
-    size_t R = group_r(gr, l, pr->group), n = ceil_div(R, NBR);
+    size_t n = group_chunks(gr, l, pr->group);
     if (i >= n) {
       i -= n;
       continue;
     }
-    const tb__lora_slot_t *s = slot(gr, l, tb__lora_groups[pr->group].first);
-    size_t r0 = i * NBR, r1 = r0 + NBR < R ? r0 + NBR : R;
-    tb__k_rowmm_f32(f->xa + gr->row0 * f->ldxa + r0, f->ldxa,
-                    pr->in + gr->row0 * pr->K, pr->K,
-                    gr->lora->params + s->a_off + r0 * pr->K, pr->K, 1.0f, 0,
-                    gr->rows, pr->K, r1 - r0);
+    /* Member j's panel q: its outputs [r0, r1) of xa's columns j r ... */
+    size_t r = gr->lora->rank, per = ceil_div(r, NBR), j = i / per;
+    size_t r0 = (i % per) * NBR, r1 = r0 + NBR < r ? r0 + NBR : r;
+    const tb__lora_slot_t *s = slot(
+        gr, l, (tb__lora_target_t)(tb__lora_groups[pr->group].first + (int)j));
+    if (s == NULL)
+      return;
+    tb__k_rowmm_packed_f32(f->xa + gr->row0 * f->ldxa + j * r + r0, f->ldxa,
+                           pr->in + gr->row0 * pr->K, pr->K,
+                           tb__dec_lora_a(f->gpk[g], s) + r0 * pr->K, 1.0f, 0,
+                           gr->rows, pr->K, r1 - r0);
     return;
   }
 }
 
-/* y (+)= alpha x W^T for an up product, whose K is the adapter's rank:
- * one chain per element (tb__k_rowmm_seq_f32), or lanes for a rank too
- * large for it.  Either way a rank always takes the same path. */
+/* y += alpha x B^T over outputs [n0, n1) of an up product (K: the
+ * adapter's rank) from B packed (dec_lora.h); n0 starts a panel. */
 static void up_product(float *y, size_t ldy, const float *x, size_t ldx,
-                       const float *w, float alpha, size_t T, size_t r,
-                       size_t N) {
-  if (r <= TB__K_ROWMM_SEQ_MAX_K)
-    tb__k_rowmm_seq_f32(y, ldy, x, ldx, w, r, alpha, 1, T, r, N);
-  else
-    tb__k_rowmm_f32(y, ldy, x, ldx, w, r, alpha, 1, T, r, N);
+                       const float *bpk, float alpha, size_t T, size_t r,
+                       size_t n0, size_t n1) {
+  tb__k_rowmm_packed_f32(y + n0, ldy, x, ldx, bpk + n0 * r, alpha, 1, T, r,
+                         n1 - n0);
 }
 
-/* Member j of group g (its column offset in the product's output, and its
- * width) adds scale * xa_j B^T over output columns [n0, n1) of its own. */
-static void up_member(const tb__dec_fwd_t *f, const prod_t *pr,
-                      const tb__dec_group_t *gr, size_t l, int j, size_t off,
-                      size_t n0, size_t n1) {
+/* Member j of group g (its column offset in the product's output) adds
+ * scale * xa_j B^T over output columns [n0, n1) of its own. */
+static void up_member(const tb__dec_fwd_t *f, const prod_t *pr, size_t g,
+                      size_t l, int j, size_t off, size_t n0, size_t n1) {
+  const tb__dec_group_t *gr = &f->groups[g];
   tb__lora_target_t t = (tb__lora_target_t)(tb__lora_groups[pr->group].first + j);
   const tb__lora_slot_t *s = slot(gr, l, t);
   if (s == NULL || n0 >= n1)
     return;
   size_t r = gr->lora->rank;
-  up_product(pr->out + gr->row0 * pr->ldo + off + n0, pr->ldo,
+  up_product(pr->out + gr->row0 * pr->ldo + off, pr->ldo,
              f->xa + gr->row0 * f->ldxa + (size_t)j * r, f->ldxa,
-             gr->lora->params + s->b_off + n0 * r, gr->lora->scale, gr->rows,
-             r, n1 - n0);
+             tb__dec_lora_b(f->gpk[g], s), gr->lora->scale, gr->rows, r, n0,
+             n1);
 }
 
 static void up_chunk(tb__dec_fwd_t *f, const dims_t *d, size_t l, int k,
@@ -342,24 +364,22 @@ static void up_chunk(tb__dec_fwd_t *f, const dims_t *d, size_t l, int k,
   prod_of(&pr, f, d, l, k);
   size_t T = f->T, C = d->C;
   if (k == PH_QKV_UP) {
-    /* Columns [n0, n1) of q|k|v, cut at the members' edges. */
-    size_t n0 = i * NBU, n1 = n0 + NBU < d->QKVN ? n0 + NBU : d->QKVN;
+    /* Columns [n0, n1) of member j of q|k|v. */
     const size_t off[3] = { 0, d->QD, d->QD + d->KVD };
     const size_t wid[3] = { d->QD, d->KVD, d->KVD };
+    int j = 0;
+    for (; j < 2 && i >= ceil_div(wid[j], NBU); j++)
+      i -= ceil_div(wid[j], NBU);
+    size_t n0 = i * NBU, n1 = n0 + NBU < wid[j] ? n0 + NBU : wid[j];
     for (size_t g = 0; g < f->ngroups; g++)
-      for (int j = 0; j < 3; j++) {
-        size_t a = n0 > off[j] ? n0 - off[j] : 0;
-        size_t b = n1 - off[j] < wid[j] ? n1 - off[j] : wid[j];
-        if (n1 > off[j])
-          up_member(f, &pr, &f->groups[g], l, j, off[j], a, b);
-      }
+      up_member(f, &pr, g, l, j, off[j], n0, n1);
     return;
   }
   if (k == PH_GU_UP) {
     size_t n0 = i * NBU, n1 = n0 + NBU < d->I ? n0 + NBU : d->I;
     for (size_t g = 0; g < f->ngroups; g++) {
-      up_member(f, &pr, &f->groups[g], l, 0, 0, n0, n1);
-      up_member(f, &pr, &f->groups[g], l, 1, d->I, n0, n1);
+      up_member(f, &pr, g, l, 0, 0, n0, n1);
+      up_member(f, &pr, g, l, 1, d->I, n0, n1);
     }
     for (size_t t = 0; t < T; t++)
       tb__k_swiglu_forward(f->act + t * d->I + n0, f->gu + t * 2 * d->I + n0,
@@ -369,7 +389,7 @@ static void up_chunk(tb__dec_fwd_t *f, const dims_t *d, size_t l, int k,
   /* O_UP and DOWN_UP: the adapters' share, then into the residual. */
   size_t n0 = i * NBU, n1 = n0 + NBU < C ? n0 + NBU : C;
   for (size_t g = 0; g < f->ngroups; g++)
-    up_member(f, &pr, &f->groups[g], l, 0, 0, n0, n1);
+    up_member(f, &pr, g, l, 0, 0, n0, n1);
   for (size_t t = 0; t < T; t++) {
     float *x = f->x + t * C;
     const float *o = f->o + t * C;
@@ -442,11 +462,10 @@ static void head_chunk(tb__dec_fwd_t *f, const dims_t *d, size_t i, int up) {
       const tb__lora_slot_t *s = unembed(gr);
       if (s == NULL)
         continue;
-      size_t r = gr->lora->rank;
-      up_product(f->logits + gr->logit0 * d->V + n0, d->V,
+      up_product(f->logits + gr->logit0 * d->V, d->V,
                  f->xau + gr->logit0 * f->ldxau, f->ldxau,
-                 gr->lora->params + s->b_off + n0 * r, gr->lora->scale,
-                 gr->logits, r, n1 - n0);
+                 tb__dec_lora_b(f->gpk[g], s), gr->lora->scale, gr->logits,
+                 gr->lora->rank, n0, n1);
     }
     return;
   }
@@ -466,10 +485,10 @@ static void head_chunk(tb__dec_fwd_t *f, const dims_t *d, size_t i, int up) {
       continue;
     }
     size_t r0 = i * NBR, r1 = r0 + NBR < r ? r0 + NBR : r;
-    tb__k_rowmm_f32(f->xau + gr->logit0 * f->ldxau + r0, f->ldxau,
-                    f->hl + gr->logit0 * d->C, d->C,
-                    gr->lora->params + s->a_off + r0 * d->C, d->C, 1.0f, 0,
-                    gr->logits, d->C, r1 - r0);
+    tb__k_rowmm_packed_f32(f->xau + gr->logit0 * f->ldxau + r0, f->ldxau,
+                           f->hl + gr->logit0 * d->C, d->C,
+                           tb__dec_lora_a(f->gpk[g], s) + r0 * d->C, 1.0f, 0,
+                           gr->logits, d->C, r1 - r0);
     return;
   }
 }
@@ -477,6 +496,10 @@ static void head_chunk(tb__dec_fwd_t *f, const dims_t *d, size_t i, int up) {
 void tb__dec_fwd_chunk(tb__dec_fwd_t *f, size_t p, size_t i, size_t item) {
   dims_t d;
   dims_of(&d, f);
+  if (p == 0 && i >= f->T) {
+    tb__dec_lora_pack(&f->lcache, i - f->T);
+    return;
+  }
   if (p == 0) {
     const tb__dec_row_t *row = &f->rows[i];
     tb__k_embedding_forward(f->x + i * d.C, &row->token, f->w->embed, 1, d.C);

@@ -37,6 +37,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine/dec_lora.h"
 #include "engine/dec_weights.h"
 #include "engine/kv_pool.h"
 #include "engine/lora.h"
@@ -53,6 +54,7 @@ typedef struct tb__dec_group_s {
   const tb__lora_t *lora;   /* NULL: the bare model */
   size_t row0, rows;       /* its rows of the step */
   size_t logit0, logits;   /* its rows of the logits */
+  tb__kv_key_t key;        /* the adapter's, for its packed copies */
 } tb__dec_group_t;
 
 typedef struct tb__dec_fwd_s {
@@ -79,6 +81,9 @@ typedef struct tb__dec_fwd_s {
   char *scratch;           /* per item */
   size_t scratch_bytes, scratch_cap, items;
   size_t max_pos;
+  tb__dec_lora_cache_t lcache;    /* the adapters' packed copies */
+  const tb__dec_lora_t **gpk;     /* per group: its entry, or NULL */
+  size_t gpk_cap;
 } tb__dec_fwd_t;
 
 /* Sizes the buffers for the rows set in f and `items` work items, and

@@ -253,7 +253,8 @@ int tb__dec_plan(tb__dec_t *dec, tb__coop_t **out) {
   for (size_t i = 0; i < dec->nstep_seqs; i++) {
     const tb__lora_t *lora = dec->step_seqs[i]->adapter.lora;
     if (group_of(dec, ngroups, lora) == ngroups)
-      dec->groups[ngroups++] = (tb__dec_group_t){ lora, 0, 0, 0, 0 };
+      dec->groups[ngroups++] = (tb__dec_group_t){
+        lora, 0, 0, 0, 0, dec->step_seqs[i]->adapter.key };
   }
   size_t r = 0, l = 0, t = 0;
   for (size_t g = 0; g < ngroups; g++) {
