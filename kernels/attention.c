@@ -194,7 +194,43 @@ void tb__k_attention_decode(float *out, float *scratch, const float *q,
 
 /* The paged decode attention keeps its own order of operations (vec16.h),
  * so that a row's output is the same whether it is computed in a decode
- * step or in a prefill chunk, alone or beside other sequences. */
+ * step or in a prefill chunk, alone or beside other sequences.  Faster
+ * arrangements below keep every element's operations and their order:
+ * the lane sums of sixteen keys' dot products are made together (each
+ * key's own tree, tb__v16_hsum16), and the weighted sum of the values
+ * keeps four vectors of a head's output in registers over all keys. */
+
+/* The lanes of x and y's products, before the sum across lanes: what
+ * tb__v16_dot sums. */
+TB__V16 tb__v16f dot_lanes(const float *x, const float *y, size_t n) {
+  tb__v16f s = { 0 };
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    s += tb__v16_load(x + i) * tb__v16_load(y + i);
+  if (i < n)
+    s += tb__v16_load_tail(x + i, n - i) * tb__v16_load_tail(y + i, n - i);
+  return s;
+}
+
+/* o (n floats) = sum over the P keys j of p[j] v_j, each element one
+ * chain over j from zero, nv vectors (1 to 4) at a time in registers. */
+#define VALUE_SUM(NAME, NV)                                                  \
+  TB__V16 void NAME(float *o, const float *p, const float *const *v_blocks,  \
+                    size_t block, size_t ld, size_t off, size_t P) {         \
+    tb__v16f acc[NV];                                                        \
+    for (int c = 0; c < NV; c++)                                             \
+      acc[c] = (tb__v16f){ 0 };                                              \
+    for (size_t j = 0; j < P; j++) {                                         \
+      const float *vj = v_blocks[j / block] + (j % block) * ld + off;        \
+      tb__v16f pv = tb__v16_splat(p[j]);                                     \
+      for (int c = 0; c < NV; c++)                                           \
+        acc[c] = acc[c] + pv * tb__v16_load(vj + 16 * c);                    \
+    }                                                                        \
+    memcpy(o, acc, sizeof(acc));                                             \
+  }
+VALUE_SUM(value_sum4, 4)
+VALUE_SUM(value_sum1, 1)
+
 TB__K_VECTORISED
 void tb__k_attention_paged(float *out, float *scratch, const float *q,
                            const float *const *k_blocks,
@@ -210,7 +246,19 @@ void tb__k_attention_paged(float *out, float *scratch, const float *q,
     float *og = out + kvh * G * D;
     /* Scores of the G heads that read this KV head: each key is read once
      * for all of them.  scratch holds (G, P). */
-    for (size_t j = 0; j < P; j++) {
+    size_t j = 0;
+    for (; j + 16 <= P; j += 16)
+      for (size_t g = 0; g < G; g++) {
+        tb__v16f a[16];
+        for (size_t m = 0; m < 16; m++)
+          a[m] = dot_lanes(qg + g * D,
+                           k_blocks[(j + m) / block] +
+                               ((j + m) % block) * ld + kvh * D,
+                           D);
+        tb__v16f d = tb__v16_splat(scale) * tb__v16_hsum16(a);
+        memcpy(scratch + g * P + j, &d, sizeof(d));
+      }
+    for (; j < P; j++) {
       const float *kj = k_blocks[j / block] + (j % block) * ld + kvh * D;
       for (size_t g = 0; g < G; g++)
         scratch[g * P + j] = scale * tb__v16_dot(qg + g * D, kj, D);
@@ -222,23 +270,20 @@ void tb__k_attention_paged(float *out, float *scratch, const float *q,
       tb__k_exp_shift(s, s, mx, P);
       inv[g] = (float)(1.0 / tb__k_sumf(s, P));
     }
-    for (size_t i = 0; i < G * D; i++)
-      og[i] = 0.0f;
-    /* Sixteen outputs to a vector, each the same chain over j as one at a
-     * time; written with vectors so an unoptimised build is not scalar. */
+    /* Sixteen outputs to a vector, each one chain over j from zero. */
     const size_t D16 = D / 16 * 16;
-    for (size_t j = 0; j < P; j++) {
-      const float *vj = v_blocks[j / block] + (j % block) * ld + kvh * D;
-      for (size_t g = 0; g < G; g++) {
-        float p = scratch[g * P + j];
-        float *o = og + g * D;
-        tb__v16f pv = tb__v16_splat(p);
-        for (size_t c = 0; c < D16; c += 16) {
-          tb__v16f r = tb__v16_load(o + c) + pv * tb__v16_load(vj + c);
-          memcpy(o + c, &r, sizeof(r));
-        }
-        for (size_t c = D16; c < D; c++)
-          o[c] += p * vj[c];
+    for (size_t g = 0; g < G; g++) {
+      const float *p = scratch + g * P;
+      float *o = og + g * D;
+      size_t c = 0;
+      for (; c + 64 <= D16; c += 64)
+        value_sum4(o + c, p, v_blocks, block, ld, kvh * D + c, P);
+      for (; c < D16; c += 16)
+        value_sum1(o + c, p, v_blocks, block, ld, kvh * D + c, P);
+      for (; c < D; c++) {
+        o[c] = 0.0f;
+        for (size_t jj = 0; jj < P; jj++)
+          o[c] += p[jj] * v_blocks[jj / block][(jj % block) * ld + kvh * D + c];
       }
     }
     for (size_t g = 0; g < G; g++)

@@ -81,6 +81,45 @@ TB__V16 float tb__v16_hsum(tb__v16f a) {
   return r[0] + r[1];
 }
 
+/* Two vectors' lanes picked by sixteen indices (0-15 from a, 16-31
+ * from b). */
+#ifdef __clang__
+#define TB__V16_SHUFFLE2(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+#define TB__V16_SHUFFLE2(a, b, ...) \
+  __builtin_shuffle(a, b, (tb__v16u){ __VA_ARGS__ })
+#endif
+
+/* The lane sums of sixteen vectors, tb__v16_hsum(a[m]) in lane m: each
+ * vector's own pairwise tree, with four levels of shuffles shared by all
+ * sixteen (floating-point addition commutes, so every sum is the same). */
+TB__V16 tb__v16f tb__v16_hsum16(const tb__v16f a[16]) {
+  tb__v16f r1[8], r2[4], r3[2];
+  /* (j, j+8): lanes 0-7 of r1[i] are a[2i]'s, 8-15 a[2i+1]'s. */
+  for (int i = 0; i < 8; i++)
+    r1[i] = TB__V16_SHUFFLE2(a[2 * i], a[2 * i + 1], 0, 1, 2, 3, 4, 5, 6, 7,
+                             16, 17, 18, 19, 20, 21, 22, 23) +
+            TB__V16_SHUFFLE2(a[2 * i], a[2 * i + 1], 8, 9, 10, 11, 12, 13,
+                             14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+  /* (j, j+4) within each eight: four lanes per vector, a[4i .. 4i+3]. */
+  for (int i = 0; i < 4; i++)
+    r2[i] = TB__V16_SHUFFLE2(r1[2 * i], r1[2 * i + 1], 0, 1, 2, 3, 8, 9, 10,
+                             11, 16, 17, 18, 19, 24, 25, 26, 27) +
+            TB__V16_SHUFFLE2(r1[2 * i], r1[2 * i + 1], 4, 5, 6, 7, 12, 13,
+                             14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
+  /* (0, 2) and (1, 3) within each four: two lanes per vector. */
+  for (int i = 0; i < 2; i++)
+    r3[i] = TB__V16_SHUFFLE2(r2[2 * i], r2[2 * i + 1], 0, 1, 4, 5, 8, 9, 12,
+                             13, 16, 17, 20, 21, 24, 25, 28, 29) +
+            TB__V16_SHUFFLE2(r2[2 * i], r2[2 * i + 1], 2, 3, 6, 7, 10, 11,
+                             14, 15, 18, 19, 22, 23, 26, 27, 30, 31);
+  /* (0, 1) within each pair: one lane per vector, in order. */
+  return TB__V16_SHUFFLE2(r3[0], r3[1], 0, 2, 4, 6, 8, 10, 12, 14, 16, 18,
+                          20, 22, 24, 26, 28, 30) +
+         TB__V16_SHUFFLE2(r3[0], r3[1], 1, 3, 5, 7, 9, 11, 13, 15, 17, 19,
+                          21, 23, 25, 27, 29, 31);
+}
+
 /* sum x[i] y[i]: lane j takes i = j mod 16 in ascending order. */
 TB__V16 float tb__v16_dot(const float *x, const float *y, size_t n) {
   tb__v16f s = { 0 };

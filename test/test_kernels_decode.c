@@ -7,6 +7,7 @@
 #include "kernels_helpers.h"
 
 #include "kernels/ref.h"
+#include "kernels/vec16.h"
 
 static uint16_t *hbuf_from(const float *src, size_t n) {
   ASSERT(nallocs < sizeof(allocs) / sizeof(allocs[0]));
@@ -165,12 +166,33 @@ TEST(bf16_conversion) {
   ASSERT(tb__k_f32_is_bf16(in, 0));
 }
 
+/* Sixteen lane sums made together are each vector's own, to the bit. */
+TEST(hsum16_matches_hsum) {
+  tb__k_rng_t rng;
+  setup(&rng, 7);
+  for (int rep = 0; rep < 50; rep++) {
+    tb__v16f a[16];
+    for (int m = 0; m < 16; m++)
+      for (int j = 0; j < 16; j++)
+        a[m][j] = (float)(tb__k_rng_uniform(&rng) - 0.5) *
+                  (float)(1u << (tb__k_rng_next(&rng) % 24));
+    tb__v16f all = tb__v16_hsum16(a);
+    for (int m = 0; m < 16; m++) {
+      float one = tb__v16_hsum(a[m]);
+      ASSERT_EQ_INT(memcmp(&all[m], &one, sizeof(float)), 0);
+    }
+  }
+}
+
 TEST(attention_paged_matches_reference) {
   tb__k_rng_t rng;
   setup(&rng, 42);
-  const size_t H = 6, KVH = 2, D = 20, Ps[] = { 1, 7, 16, 17, 50 };
-  for (size_t a = 0; a < 5; a++) {
-    size_t P = Ps[a], ld = KVH * D;
+  /* D = 20: vectors and a scalar tail; 64 and 144: four vectors at once
+   * (and one more); 50 and 17 keys: sixteen at once and the rest. */
+  const size_t H = 6, KVH = 2, Ds[] = { 20, 64, 144 };
+  const size_t Ps[] = { 1, 7, 16, 17, 50 };
+  for (size_t a = 0; a < 15; a++) {
+    size_t P = Ps[a % 5], D = Ds[a / 5], ld = KVH * D;
     float *k = rbuf(&rng, P * ld, 1), *v = rbuf(&rng, P * ld, 1);
     float *q = rbuf(&rng, H * D, 1), *scratch = fbuf(H / KVH * P);
     float *ref = fbuf(H * D), *first = fbuf(H * D), *out = fbuf(H * D);
@@ -251,6 +273,7 @@ TEST_LIST(
   TEST_ENTRY(rowmm_rows_are_independent),
   TEST_ENTRY(rowmm_packed_bf16_of_bf16_weights_is_exact),
   TEST_ENTRY(bf16_conversion),
+  TEST_ENTRY(hsum16_matches_hsum),
   TEST_ENTRY(attention_paged_matches_reference),
   TEST_ENTRY(sampling_large_vocabularies_match_reference),
 )
