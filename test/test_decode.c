@@ -648,6 +648,65 @@ TEST(prefix_cache_hits_and_versions) {
   free(W);
 }
 
+/* A decoder keeps each adapter packed under its key: a second request
+ * on the same key reuses the copy, and new weights under a new version
+ * are packed again (the results are those of the new weights alone, not
+ * of the old copy); copies idle for TB__DEC_LORA_IDLE steps are freed. */
+TEST(adapter_copies_follow_versions) {
+  world_t *W = malloc(sizeof(*W));
+  make_world(W, 0, 0);
+  tb__dec_t dec;
+  tb__dec_opts_t o = { 0 };
+  o.no_prefix_cache = 1;
+  ASSERT_OK(tb__dec_init_sync(&dec, &W->w, &o));
+  req_t *r = &W->req[4];  /* adapter 0 */
+  tb__dec_seq_t *s;
+  for (int rep = 0; rep < 2; rep++) {
+    ASSERT_OK(tb__dec_seq_new(&dec, &W->ad[0], r->prompt, r->n, &r->p, &s,
+                              NULL));
+    ASSERT_OK(tb__dec_seq_add(s));
+    while (s->state == TB_DEC_RUNNING)
+      ASSERT_OK(tb__dec_step_sync(&dec));
+    assert_same_result(&s->result, &W->alone[4]);
+    tb__dec_seq_free(s);
+    ASSERT_EQ_INT(dec.fwd.lcache.n, 1);
+  }
+  /* New weights, new version. */
+  tb__lora_t *lora = &W->lora[0];
+  for (size_t i = 0; i < lora->num_params; i++)
+    lora->params[i] = -lora->params[i] * 0.5f;
+  tb__sample_result_t fresh;
+  ASSERT_OK(tb__sample(NULL, &W->w, lora, r->prompt, r->n, &r->p, &fresh));
+  tb__dec_adapter_t v2 = W->ad[0];
+  v2.key.version++;
+  ASSERT_OK(tb__dec_seq_new(&dec, &v2, r->prompt, r->n, &r->p, &s, NULL));
+  ASSERT_OK(tb__dec_seq_add(s));
+  while (s->state == TB_DEC_RUNNING)
+    ASSERT_OK(tb__dec_step_sync(&dec));
+  assert_same_result(&s->result, &fresh);
+  ASSERT(memcmp(s->result.seqs[0].logprobs, W->alone[4].seqs[0].logprobs,
+                sizeof(float)) != 0);
+  tb__dec_seq_free(s);
+  ASSERT_EQ_INT(dec.fwd.lcache.n, 2);
+  /* Steps of the bare model only: both copies go once idle long enough. */
+  req_t *bare = &W->req[0];
+  tb__sampling_params_t p = bare->p;
+  p.max_tokens = TB__DEC_LORA_IDLE + 4;
+  p.num_samples = 1;
+  p.stop_tokens = NULL;
+  p.num_stop_tokens = 0;
+  ASSERT_OK(tb__dec_seq_new(&dec, NULL, bare->prompt, bare->n, &p, &s, NULL));
+  ASSERT_OK(tb__dec_seq_add(s));
+  while (s->state == TB_DEC_RUNNING)
+    ASSERT_OK(tb__dec_step_sync(&dec));
+  tb__dec_seq_free(s);
+  ASSERT_EQ_INT(dec.fwd.lcache.n, 0);
+  tb__sample_result_free(&fresh);
+  tb__dec_free_sync(&dec);
+  free_world(W);
+  free(W);
+}
+
 /* A pool too small for everyone: admissions wait (TB_EBUSY) and succeed
  * once others finish, results unchanged; a request that could never fit
  * is refused when it is made. */
@@ -856,6 +915,7 @@ TEST_LIST(
   TEST_ENTRY(batch_equals_alone_qwen_norms_and_biases),
   TEST_ENTRY(async_steps_with_1_2_4_items),
   TEST_ENTRY(prefix_cache_hits_and_versions),
+  TEST_ENTRY(adapter_copies_follow_versions),
   TEST_ENTRY(pool_bound_admissions_wait),
   TEST_ENTRY(cancel_frees_blocks),
   TEST_ENTRY(nonfinite_fails_one_sequence_only),
