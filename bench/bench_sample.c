@@ -20,6 +20,12 @@
  * values (float32, at the mean context of the timed steps).  The limit is
  * bandwidth / those bytes.
  *
+ * The ceiling at the large batch: the tokens/s that cblas_sgemm alone
+ * gives for a step's base products (every layer's q|k|v, o, gate|up and
+ * down, then the unembedding, float32, over --batch rows, OpenBLAS with
+ * --threads threads), without LoRA, attention, norms or sampling: how far
+ * a batch is from what the machine's own BLAS computes.
+ *
  * Also measured: the overhead of the cooperative steps (coop.h), as the
  * time of a task of as many phases as a decode step with empty chunks,
  * per phase and per step.
@@ -35,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <cblas.h>
 #include <uv.h>
 
 #include "bench_model.h"
@@ -117,6 +124,49 @@ static double read_bandwidth(uv_loop_t *loop, int threads) {
     printf("impossible\n");
   free(a);
   return best;
+}
+
+/* ------------------------------------------------------------ sgemm ceiling */
+
+/* y (B, N) = x (B, K) W^T for the model's own float32 W (N, K). */
+static void sgemm_rows(float *y, const float *x, const float *W, int B, int N,
+                       int K) {
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, N, K, 1.0f, x, K,
+              W, K, 0.0f, y, N);
+}
+
+/* Tokens/s of a step's base products by cblas_sgemm alone at B rows: the
+ * median of five steps after one to warm up. */
+static double sgemm_step_tps(const tb__weights_t *w, int threads, int B) {
+  const tb__model_config_t *c = &w->config;
+  int hid = c->hidden_size, mid = c->intermediate_size, voc = c->vocab_size;
+  int QD = c->num_heads * c->head_dim, KVD = c->num_kv_heads * c->head_dim;
+  int widest = voc > 2 * mid ? voc : 2 * mid;
+  size_t nx = (size_t)B * (size_t)(mid > QD ? mid : QD);
+  float *x = xmalloc(nx * sizeof(float));
+  float *y = xmalloc((size_t)B * (size_t)widest * sizeof(float));
+  tb__k_rng_t rng;
+  tb__k_rng_seed(&rng, 5);
+  tb__k_rng_fill_uniform(x, &rng, -1, 1, nx);
+  openblas_set_num_threads(threads);
+  double times[6];
+  for (int rep = 0; rep < 6; rep++) {
+    double t0 = now_s();
+    for (int l = 0; l < c->num_layers; l++) {
+      const tb__layer_weights_t *lw = &w->layers[l];
+      /* q, k, v and gate, up lie side by side (tb__weights_alloc). */
+      sgemm_rows(y, x, lw->wq, B, QD + 2 * KVD, hid);
+      sgemm_rows(y, x, lw->wo, B, hid, QD);
+      sgemm_rows(y, x, lw->w_gate, B, 2 * mid, hid);
+      sgemm_rows(y, x, lw->w_down, B, hid, mid);
+    }
+    sgemm_rows(y, x, w->lm_head, B, voc, hid);
+    times[rep] = now_s() - t0;
+  }
+  openblas_set_num_threads(1);
+  free(x);
+  free(y);
+  return (double)B / median(times + 1, 5);
 }
 
 /* ------------------------------------------------------------ coop cost */
@@ -391,6 +441,7 @@ int main(int argc, char **argv) {
   tb__dec_close(&b.dec, NULL);
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_loop_close(&loop);
+  double sgemm_tps = sgemm_step_tps(&w, threads, batch);
   for (int i = 0; i < nads; i++)
     tb__lora_free(&loras[i]);
   tb__weights_free(&w);
@@ -418,6 +469,9 @@ int main(int argc, char **argv) {
   printf("tinkerbell batch %d: %.1f tokens/s (%.1f-%.1f); prefill %.0f "
          "tokens/s\n", batch, rb.decode_tps, rb.decode_min, rb.decode_max,
          rb.prefill_tps);
+  printf("sgemm ceiling batch %d: %.1f tokens/s (cblas_sgemm over the step's "
+         "base products, float32, %d threads); ours %.3f of it\n", batch,
+         sgemm_tps, threads, rb.decode_tps / sgemm_tps);
   printf("cooperative steps: %zu phases, %.2f us per phase with empty "
          "chunks, %.3f ms per step (%.1f%% of a batch-1 step)\n", phases,
          phase_us, phase_us * (double)phases / 1e3,
@@ -433,10 +487,12 @@ int main(int argc, char **argv) {
          "read_gbs=%.1f step_mb=%.1f limit_tps=%.1f b1_tps=%.2f "
          "b1_limit=%.3f b1_prefill_tps=%.0f bn_tps=%.1f torch_b1_tps=%.2f "
          "torch_bn_tps=%.1f ratio_torch_b1=%.2f ratio_torch_bn=%.2f "
-         "coop_phase_us=%.2f coop_step_ms=%.3f\n", threads, batch, nads,
+         "coop_phase_us=%.2f coop_step_ms=%.3f sgemm_bn_tps=%.1f "
+         "ratio_sgemm_bn=%.3f\n", threads, batch, nads,
          bf16 ? "bf16" : "f32", gbs, bytes / 1e6, limit, r1.decode_tps,
          r1.decode_tps / limit, r1.prefill_tps, rb.decode_tps, t1, tb,
          t1 > 0 ? r1.decode_tps / t1 : 0.0, tb > 0 ? rb.decode_tps / tb : 0.0,
-         phase_us, phase_us * (double)phases / 1e3);
+         phase_us, phase_us * (double)phases / 1e3, sgemm_tps,
+         rb.decode_tps / sgemm_tps);
   return 0;
 }
