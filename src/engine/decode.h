@@ -80,8 +80,8 @@
  * Threads: everything here runs on the loop thread (or the one thread of
  * a synchronous decoder).  A sequence's adapter weights (lora) must not
  * change while it is in a running step; its key names the weights version
- * its cached prefix blocks are filed under, so a new version must come
- * with a new key.
+ * its cached prefix blocks and its packed copy (dec_lora.h) are filed
+ * under, so a new version must come with a new key.
  *
  * Non-goals: fairness between requests beyond the turns of rows, and
  * with training (the engine's scheduler), streaming tokens, beam search
