@@ -606,6 +606,24 @@ TEST(async_steps_with_1_2_4_items) {
   free(W);
 }
 
+/* One sequence on dec to its end: its result equals want (if given);
+ * returns its prompt positions found in the cache. */
+static size_t run_one(tb__dec_t *dec, const tb__dec_adapter_t *ad,
+                      const req_t *r, const tb__sampling_params_t *p,
+                      const tb__sample_result_t *want) {
+  tb__dec_seq_t *s;
+  ASSERT_OK(tb__dec_seq_new(dec, ad, r->prompt, r->n, p, &s, NULL));
+  ASSERT_OK(tb__dec_seq_add(s));
+  size_t hit = s->prompt_hit;
+  while (s->state == TB_DEC_RUNNING)
+    ASSERT_OK(tb__dec_step_sync(dec));
+  ASSERT_EQ_INT(s->state, TB_DEC_DONE);
+  if (want != NULL)
+    assert_same_result(&s->result, want);
+  tb__dec_seq_free(s);
+  return hit;
+}
+
 /* The prefix cache serves a second request the blocks of the first, with
  * the same results; another weights version does not. */
 TEST(prefix_cache_hits_and_versions) {
@@ -615,31 +633,15 @@ TEST(prefix_cache_hits_and_versions) {
   tb__dec_opts_t o = { 0 };
   ASSERT_OK(tb__dec_init_sync(&dec, &W->w, &o));
   req_t *a = &W->req[5], *b = &W->req[6];
-  tb__dec_seq_t *sa, *sb, *sc;
-  ASSERT_OK(tb__dec_seq_new(&dec, &W->ad[1], a->prompt, a->n, &a->p, &sa,
-                            NULL));
-  ASSERT_OK(tb__dec_seq_add(sa));
-  ASSERT_EQ_INT(sa->prompt_hit, 0);
-  while (sa->state == TB_DEC_RUNNING)
-    ASSERT_OK(tb__dec_step_sync(&dec));
-  ASSERT_EQ_INT(sa->state, TB_DEC_DONE);
-  assert_same_result(&sa->result, &W->alone[5]);
+  ASSERT_EQ_INT(run_one(&dec, &W->ad[1], a, &a->p, &W->alone[5]), 0);
   /* b shares a's first 40 tokens: two blocks of 16. */
-  ASSERT_OK(tb__dec_seq_new(&dec, &W->ad[1], b->prompt, b->n, &b->p, &sb,
-                            NULL));
-  ASSERT_OK(tb__dec_seq_add(sb));
-  ASSERT_EQ_INT(sb->prompt_hit, 32);
-  while (sb->state == TB_DEC_RUNNING)
-    ASSERT_OK(tb__dec_step_sync(&dec));
-  assert_same_result(&sb->result, &W->alone[6]);
+  ASSERT_EQ_INT(run_one(&dec, &W->ad[1], b, &b->p, &W->alone[6]), 32);
   /* The adapter's weights changed (a new version): no hit. */
-  tb__dec_adapter_t v2 = W->ad[1];
-  v2.key.version++;
+  tb__dec_adapter_t v2 = { W->ad[1].lora, { 2, 2 } };
+  tb__dec_seq_t *sc;
   ASSERT_OK(tb__dec_seq_new(&dec, &v2, b->prompt, b->n, &b->p, &sc, NULL));
   ASSERT_OK(tb__dec_seq_add(sc));
   ASSERT_EQ_INT(sc->prompt_hit, 0);
-  tb__dec_seq_free(sa);
-  tb__dec_seq_free(sb);
   tb__dec_seq_free(sc);
   /* Everything released: the cached blocks count as room. */
   ASSERT_EQ_INT(tb__dec_room(&dec), dec.pool.num_blocks);
@@ -649,57 +651,31 @@ TEST(prefix_cache_hits_and_versions) {
 }
 
 /* A decoder keeps each adapter packed under its key: a second request
- * on the same key reuses the copy, and new weights under a new version
- * are packed again (the results are those of the new weights alone, not
- * of the old copy); copies idle for TB__DEC_LORA_IDLE steps are freed. */
+ * on the same key reuses the copy, new weights under a new version are
+ * packed again (the results are the new weights', not the old copy's),
+ * and copies idle for TB__DEC_LORA_IDLE steps are freed. */
 TEST(adapter_copies_follow_versions) {
   world_t *W = malloc(sizeof(*W));
   make_world(W, 0, 0);
   tb__dec_t dec;
-  tb__dec_opts_t o = { 0 };
-  o.no_prefix_cache = 1;
+  tb__dec_opts_t o = { .no_prefix_cache = 1 };
   ASSERT_OK(tb__dec_init_sync(&dec, &W->w, &o));
   req_t *r = &W->req[4];  /* adapter 0 */
-  tb__dec_seq_t *s;
-  for (int rep = 0; rep < 2; rep++) {
-    ASSERT_OK(tb__dec_seq_new(&dec, &W->ad[0], r->prompt, r->n, &r->p, &s,
-                              NULL));
-    ASSERT_OK(tb__dec_seq_add(s));
-    while (s->state == TB_DEC_RUNNING)
-      ASSERT_OK(tb__dec_step_sync(&dec));
-    assert_same_result(&s->result, &W->alone[4]);
-    tb__dec_seq_free(s);
-    ASSERT_EQ_INT(dec.fwd.lcache.n, 1);
-  }
-  /* New weights, new version. */
+  for (int rep = 0; rep < 2; rep++)  /* packed, then the same copy */
+    run_one(&dec, &W->ad[0], r, &r->p, &W->alone[4]);
+  ASSERT_EQ_INT(dec.fwd.lcache.n, 1);
   tb__lora_t *lora = &W->lora[0];
   for (size_t i = 0; i < lora->num_params; i++)
     lora->params[i] = -lora->params[i] * 0.5f;
   tb__sample_result_t fresh;
   ASSERT_OK(tb__sample(NULL, &W->w, lora, r->prompt, r->n, &r->p, &fresh));
-  tb__dec_adapter_t v2 = W->ad[0];
-  v2.key.version++;
-  ASSERT_OK(tb__dec_seq_new(&dec, &v2, r->prompt, r->n, &r->p, &s, NULL));
-  ASSERT_OK(tb__dec_seq_add(s));
-  while (s->state == TB_DEC_RUNNING)
-    ASSERT_OK(tb__dec_step_sync(&dec));
-  assert_same_result(&s->result, &fresh);
-  ASSERT(memcmp(s->result.seqs[0].logprobs, W->alone[4].seqs[0].logprobs,
+  ASSERT(memcmp(fresh.seqs[0].logprobs, W->alone[4].seqs[0].logprobs,
                 sizeof(float)) != 0);
-  tb__dec_seq_free(s);
+  run_one(&dec, &(tb__dec_adapter_t){ lora, { 1, 2 } }, r, &r->p, &fresh);
   ASSERT_EQ_INT(dec.fwd.lcache.n, 2);
-  /* Steps of the bare model only: both copies go once idle long enough. */
-  req_t *bare = &W->req[0];
-  tb__sampling_params_t p = bare->p;
+  tb__sampling_params_t p = W->req[0].p;  /* bare model steps only */
   p.max_tokens = TB__DEC_LORA_IDLE + 4;
-  p.num_samples = 1;
-  p.stop_tokens = NULL;
-  p.num_stop_tokens = 0;
-  ASSERT_OK(tb__dec_seq_new(&dec, NULL, bare->prompt, bare->n, &p, &s, NULL));
-  ASSERT_OK(tb__dec_seq_add(s));
-  while (s->state == TB_DEC_RUNNING)
-    ASSERT_OK(tb__dec_step_sync(&dec));
-  tb__dec_seq_free(s);
+  run_one(&dec, NULL, &W->req[0], &p, NULL);
   ASSERT_EQ_INT(dec.fwd.lcache.n, 0);
   tb__sample_result_free(&fresh);
   tb__dec_free_sync(&dec);
