@@ -5,7 +5,9 @@
  * A step's rows come from many sequences: one row per live sample of the
  * decoding ones, a chunk of the prompt of each prefilling one.  Each row
  * has its token, its position and its sequence's block table; rows are
- * grouped by adapter (a group may have none), contiguously.  Per layer:
+ * grouped by adapter (a group may have none), contiguously.  First each
+ * row's embedding and input norm, beside the packing of any adapter the
+ * decoder holds no packed copy of for its key (dec_lora.h).  Per layer:
  *   QKV      the base q, k, v product over all rows; each group's LoRA
  *            down product x A^T over its own rows
  *   QKV_UP   each group's up products into q, k, v
