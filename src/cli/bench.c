@@ -72,8 +72,9 @@ static const bench_t benches[] = {
     { "--threads", "2", "--batch", "8", "--tokens", "4", "--reps", "1" },
     "batch 1 {b1_tps} tokens/s ({b1_limit} of {limit_tps} at {read_gbs} GB/s), "
     "batch {batch} {bn_tps} tokens/s",
-    "PyTorch: batch 1 {torch_b1_tps}, batch {batch} {torch_bn_tps} tokens/s",
-    "{ratio_torch_b1}x, {ratio_torch_bn}x PyTorch" },
+    "PyTorch: batch 1 {torch_b1_tps}, batch {batch} {torch_bn_tps} tokens/s; "
+    "sgemm ceiling {sgemm_bn_tps}",
+    "{ratio_torch_b1}x, {ratio_torch_bn}x PyTorch, {ratio_sgemm_bn} of sgemm" },
   { "serve-sample", "64 sample requests at once through the server", "bench_serve_sample",
     { "--tinkerbell", "@exe" },
     { "--tinkerbell", "@exe", "--model", "base", "--requests", "4", "--tokens", "8",
