@@ -200,18 +200,6 @@ void tb__k_attention_decode(float *out, float *scratch, const float *q,
  * key's own tree, tb__v16_hsum16), and the weighted sum of the values
  * keeps four vectors of a head's output in registers over all keys. */
 
-/* The lanes of x and y's products, before the sum across lanes: what
- * tb__v16_dot sums. */
-TB__V16 tb__v16f dot_lanes(const float *x, const float *y, size_t n) {
-  tb__v16f s = { 0 };
-  size_t i = 0;
-  for (; i + 16 <= n; i += 16)
-    s += tb__v16_load(x + i) * tb__v16_load(y + i);
-  if (i < n)
-    s += tb__v16_load_tail(x + i, n - i) * tb__v16_load_tail(y + i, n - i);
-  return s;
-}
-
 /* o (n floats) = sum over the P keys j of p[j] v_j, each element one
  * chain over j from zero, nv vectors (1 to 4) at a time in registers. */
 #define VALUE_SUM(NAME, NV)                                                  \
@@ -250,11 +238,11 @@ void tb__k_attention_paged(float *out, float *scratch, const float *q,
     for (; j + 16 <= P; j += 16)
       for (size_t g = 0; g < G; g++) {
         tb__v16f a[16];
-        for (size_t m = 0; m < 16; m++)
-          a[m] = dot_lanes(qg + g * D,
-                           k_blocks[(j + m) / block] +
-                               ((j + m) % block) * ld + kvh * D,
-                           D);
+        for (size_t m = 0; m < 16; m++) {
+          const float *km =
+              k_blocks[(j + m) / block] + ((j + m) % block) * ld + kvh * D;
+          a[m] = tb__v16_dot_lanes(qg + g * D, km, D);
+        }
         tb__v16f d = tb__v16_splat(scale) * tb__v16_hsum16(a);
         memcpy(scratch + g * P + j, &d, sizeof(d));
       }

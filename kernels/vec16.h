@@ -120,15 +120,21 @@ TB__V16 tb__v16f tb__v16_hsum16(const tb__v16f a[16]) {
                           21, 23, 25, 27, 29, 31);
 }
 
-/* sum x[i] y[i]: lane j takes i = j mod 16 in ascending order. */
-TB__V16 float tb__v16_dot(const float *x, const float *y, size_t n) {
+/* The lanes of sum x[i] y[i] before the sum across lanes: lane j takes
+ * i = j mod 16 in ascending order. */
+TB__V16 tb__v16f tb__v16_dot_lanes(const float *x, const float *y, size_t n) {
   tb__v16f s = { 0 };
   size_t i = 0;
   for (; i + 16 <= n; i += 16)
     s += tb__v16_load(x + i) * tb__v16_load(y + i);
   if (i < n)
     s += tb__v16_load_tail(x + i, n - i) * tb__v16_load_tail(y + i, n - i);
-  return tb__v16_hsum(s);
+  return s;
+}
+
+/* sum x[i] y[i]: the lanes above, then their sum. */
+TB__V16 float tb__v16_dot(const float *x, const float *y, size_t n) {
+  return tb__v16_hsum(tb__v16_dot_lanes(x, y, n));
 }
 
 #endif /* TB_KERNELS_VEC16_H */
