@@ -401,7 +401,7 @@ int main(int argc, char **argv) {
   o.max_prefill_rows = 1024;
   /* Every row of the batch in every step: this measures the decoder's
    * products, not the server's turns. */
-  o.max_step_rows = (size_t)batch > 1024 ? (size_t)batch : 1024;
+  o.max_decode_rows = (size_t)batch > 1024 ? (size_t)batch : 1024;
   size_t per_seq = tb__dec_blocks_needed(16, (size_t)prompt,
                                          &(tb__sampling_params_t){
                                              .num_samples = 1,

@@ -13,12 +13,17 @@
  *                turn, against all on one adapter.  Goal: >= 0.8x.
  *   first token  a request of one sample with max_tokens 1 alone (median
  *                of 5), and while the concurrent requests decode (median
- *                of 3, the first sent once /metrics shows every request
+ *                of 9, each sent after a random pause of 0 to 400 ms, so
+ *                that it comes at a random point of the step under way,
+ *                as a user's request does; the slowest of them is near
+ *                the worst case, a whole step under way; the first sent
+ *                once /metrics shows every request
  *                admitted and enough steps run for their prefills to be
  *                done, counted from the decoder's rows per step and its
  *                prompts' share of them, at least half, so that the
  *                probes meet decode steps, not other prompts: a step of
- *                --decode-rows rows under way, then their own prefill;
+ *                --decode-rows sample rows under way, then their own
+ *                prefill;
  *                when /metrics after a probe shows that some had
  *                finished, the figure is marked as not taken under the
  *                whole load).  The probes go through a client of their
@@ -45,8 +50,8 @@
  * model.safetensors) into a temporary directory and served as `smol` with
  * --threads (2) and --kv-memory (2G: 64 requests x (64 + 4 x 128)
  * positions of float32 keys and values are about 1.7 GB), and
- * --decode-rows when given (the server's default, 64, otherwise): the
- * rows of one decode step, which trade the time to first token under
+ * --decode-rows when given (the server's default, 32, otherwise): the
+ * sample rows of one decode step, which trade the time to first token under
  * load against the aggregate tokens/s.  The adapters
  * are LoRA of rank 32 on q, k, v, o, gate, up and down, each trained one
  * step (so that B is not zero) and saved for the sampler.
@@ -90,12 +95,14 @@
 #define RANK 32
 #define MAX_ADAPTERS 64
 #define PROBES_ALONE 5
-#define PROBES_LOADED 3
+#define PROBES_LOADED 9
+/* A loaded probe is sent after a pause drawn from 0 to this many ms. */
+#define PROBE_JITTER_MS 400
 /* The decoder's prompt rows per step at most (decode.h: max_prefill_rows,
- * default 256), and the rows of one step (--decode-rows, else
- * TB_DEC_DEFAULT_STEP_ROWS). */
+ * default 256), and the sample rows of one step (--decode-rows, else
+ * TB_DEC_DEFAULT_DECODE_ROWS). */
 #define PREFILL_ROWS_PER_STEP 256
-static int decode_rows = TB_DEC_DEFAULT_STEP_ROWS;
+static int decode_rows = TB_DEC_DEFAULT_DECODE_ROWS;
 static int decode_rows_given;
 
 static uv_loop_t loop;
@@ -418,13 +425,13 @@ static void run_ttft(tb_sampling_client_t *s, tb_sampling_client_t *probe,
   for (int i = 0; i < sh.requests; i++)
     submit(&r[i], s, &prompts[i], sh.samples, sh.tokens, seed + (uint64_t)i);
   /* Every request admitted, and steps enough for every prefill (the
-   * decoder's prompt rows per step: the step's rows, at most 256, of
-   * which prompts get at least half while samples decode, unless a step
-   * holds every row) and a few decode steps after. */
-  long long per_step = decode_rows < PREFILL_ROWS_PER_STEP
-                           ? decode_rows : PREFILL_ROWS_PER_STEP;
-  if (decode_rows < (long long)sh.requests * sh.samples + per_step)
-    per_step = per_step / 2 > 0 ? per_step / 2 : 1;
+   * decoder's prompt rows per step: the step's budget, what its sample
+   * rows cost in prompt rows, at most 256, of which prompts get at least
+   * half while samples decode) and a few decode steps after. */
+  long long budget = (long long)decode_rows * TB_DEC_SAMPLE_ROW_COST;
+  long long per_step = budget < PREFILL_ROWS_PER_STEP
+                           ? budget : PREFILL_ROWS_PER_STEP;
+  per_step = per_step / 2 > 0 ? per_step / 2 : 1;
   long long need =
       ((long long)sh.requests * sh.prompt + per_step - 1) / per_step + 4;
   out->valid = 0;
@@ -437,7 +444,12 @@ static void run_ttft(tb_sampling_client_t *s, tb_sampling_client_t *probe,
     }
     pause_ms(20);
   }
+  /* Each probe after a random pause, so that it comes at a random point
+   * of the step under way, as a user's request does: sent back to back,
+   * each would come just after a step began, always the worst case. */
+  uint64_t jitter = seed * 0x9e3779b97f4a7c15ull + 7;
   for (int i = 0; i < PROBES_LOADED; i++) {
+    pause_ms(tb__k_splitmix64(&jitter) % (PROBE_JITTER_MS + 1));
     b[i] = first_token(probe, sh.prompt, seed + 2000 + (uint64_t)i);
     if (decode_state().running < sh.requests)
       out->valid = 0;  /* some load request had finished by then */
@@ -758,7 +770,8 @@ int main(int argc, char **argv) {
   run_ttft(&samplers[0], &probe_sampler, sh, 1, &tt);
   printf("time to first token (1 sample, max_tokens 1): alone %.1f ms "
          "(%.1f-%.1f, median of %d), while %d requests decode %.1f ms "
-         "(%.1f-%.1f, median of %d)%s: %.2fx (goal 2x); those requests: "
+         "(%.1f-%.1f, median of %d, each after a random pause)%s: "
+         "%.2fx (goal 2x); those requests: "
          "%.1f tokens/s\n", tt.alone * 1e3, tt.alone_min * 1e3,
          tt.alone_max * 1e3, PROBES_ALONE, sh.requests, tt.loaded * 1e3,
          tt.loaded_min * 1e3, tt.loaded_max * 1e3, PROBES_LOADED,

@@ -1,10 +1,11 @@
 /*
- * The decoder's rows per step (decode.h, "Rows per step"): no step
- * computes more than max_step_rows rows; a new prompt goes ahead of the
- * decode rows, so its first token comes within its own prefill steps
- * however many samples decode beside it; the running samples take turns,
- * each advancing at least once in every ceil(live / cap) steps whatever
- * its age; prompts never shut decoding out two steps in a row; and every
+ * The decoder's rows per step (decode.h, "Rows per step"): no step's
+ * rows cost more than its budget, a sample's row counting
+ * TB_DEC_SAMPLE_ROW_COST prompt rows, so at most `cap` (max_decode_rows)
+ * sample rows; a new prompt goes ahead of the sample rows, so its first
+ * token comes within its own prefill steps however many samples decode
+ * beside it; the running samples take turns, each advancing at least once
+ * in every ceil(live / cap) steps whatever its age; prompts never shut decoding out two steps in a row; and every
  * sequence's tokens and log-probs stay the same bits as when it samples
  * alone, at any cap (chunks then end anywhere, not only at blocks).
  * Steps are counted, not timed.
@@ -67,14 +68,14 @@ static int decoding(const tb__dec_seq_t *s) {
   return s != NULL && s->state == TB_DEC_RUNNING && s->prefilled == s->n;
 }
 
-/* One step: never more rows than the cap; once no prompt has been under
+/* One step: never rows that cost more than the budget; once no prompt has been under
  * way for b = ceil(live / cap) steps (live: the most samples live in
  * those steps), no live sample has waited b steps
  * for its turn (the least recently run go first, so any b steps without
  * prompts serve every sample); decoding is never shut out two steps in a
  * row. */
 static void step(world_t *W) {
-  size_t cap = W->dec.max_step_rows, live = 0, before[NREQ][SAMPLES];
+  size_t cap = W->dec.max_decode_rows, live = 0, before[NREQ][SAMPLES];
   int was[NREQ][SAMPLES] = { { 0 } }, prompts = 0;
   for (int i = 0; i < NREQ; i++) {
     tb__dec_seq_t *s = W->seq[i];
@@ -89,7 +90,10 @@ static void step(world_t *W) {
   W->most = prompts || live > W->most ? live : W->most;
   ASSERT_OK(tb__dec_step_sync(&W->dec));
   W->steps++;
-  ASSERT_LE(W->dec.fwd.T, cap);
+  size_t pr = W->dec.step_prompt_rows, dr = W->dec.step_decode_rows;
+  ASSERT_EQ_INT(W->dec.fwd.T, pr + dr);
+  ASSERT_LE(pr + TB_DEC_SAMPLE_ROW_COST * dr, W->dec.step_budget);
+  ASSERT_LE(dr, cap);
   size_t advanced = 0, b = (W->most + cap - 1) / cap;
   for (int i = 0; i < NREQ; i++)
     for (size_t k = 0; k < SAMPLES; k++) {
@@ -132,18 +136,20 @@ static void assert_alone(world_t *W, int i) {
   tb__sample_result_free(&b);
 }
 
-/* NLOAD requests of SAMPLES samples decode under a cap of `cap` rows;
- * once all decode, a prompt of 47 tokens comes (its first token must come
- * within ceil(47 / (cap / 2)) steps: prompts take the whole cap, or half
- * of it right after a step that shut decoding out), then one that scores
- * its prompt; everything is checked against each alone. */
+/* NLOAD requests of SAMPLES samples decode under a cap of `cap` sample
+ * rows, a budget of twice as many prompt rows; once all decode, a prompt
+ * of 47 tokens comes (its first token must come within ceil(47 / cap)
+ * steps: prompts take the whole budget, or at least half of it, cap
+ * rows, in two steps of which one shut decoding out), then one that
+ * scores its prompt; everything is checked against each alone. */
 static void load_and_probe(size_t cap) {
   world_t *W = malloc(sizeof(*W));
   make_world(W);
   tb__dec_opts_t o = { 0 };
-  o.max_step_rows = cap;
+  o.max_decode_rows = cap;
   ASSERT_OK(tb__dec_init_sync(&W->dec, &W->w, &o));
-  ASSERT_EQ_INT(W->dec.max_step_rows, cap);
+  ASSERT_EQ_INT(W->dec.max_decode_rows, cap);
+  ASSERT_EQ_INT(W->dec.step_budget, cap * TB_DEC_SAMPLE_ROW_COST);
   for (int i = 0; i < NLOAD; i++)
     add(W, i);
   for (int all = 0; !all;) {
@@ -161,8 +167,7 @@ static void load_and_probe(size_t cap) {
 
   /* The probe: one sample of one token; decoding goes on beside it. */
   add(W, PROBE);
-  size_t half = cap / 2 ? cap / 2 : 1;
-  size_t bound = (W->n[PROBE] + half - 1) / half, at = W->steps;
+  size_t bound = (W->n[PROBE] + cap - 1) / cap, at = W->steps;
   while (W->seq[PROBE]->state == TB_DEC_RUNNING)
     step(W);
   ASSERT_LE(W->steps - at, bound);
@@ -188,11 +193,14 @@ static void load_and_probe(size_t cap) {
   free(W);
 }
 
-/* A step of 16 rows: 48 samples take turns in threes. */
+/* A step of 16 sample rows: 48 samples take turns in threes. */
 TEST(cap_16_rotation_prefill_first_same_bits) { load_and_probe(16); }
 /* Fewer rows than a block or a chunk: prompts cut anywhere. */
 TEST(cap_5_chunks_anywhere_same_bits) { load_and_probe(5); }
-/* The default: one prefill chunk of rows. */
+/* One sample row or two prompt rows: after a step of prompts only, the
+ * next leaves room for one sample row. */
+TEST(cap_1_alternates_same_bits) { load_and_probe(1); }
+/* The default: sample rows that cost one prefill chunk. */
 TEST(default_cap_is_one_chunk) {
   tb__model_config_t c = tb_test_config(48, 80, 2, 6, 2, 8, 101, 512, 1e-5f,
                                         10000.0f);
@@ -200,8 +208,8 @@ TEST(default_cap_is_one_chunk) {
   tb_test_random_model(&w, &c, 1);
   tb__dec_t dec;
   ASSERT_OK(tb__dec_init_sync(&dec, &w, NULL));
-  ASSERT_EQ_INT(dec.max_step_rows, TB_DEC_DEFAULT_STEP_ROWS);
-  ASSERT_EQ_INT(TB_DEC_DEFAULT_STEP_ROWS, TB_DEC_PREFILL_CHUNK);
+  ASSERT_EQ_INT(dec.max_decode_rows, TB_DEC_DEFAULT_DECODE_ROWS);
+  ASSERT_EQ_INT(dec.step_budget, TB_DEC_PREFILL_CHUNK);
   tb__dec_free_sync(&dec);
   tb__weights_free(&w);
 }
@@ -209,5 +217,6 @@ TEST(default_cap_is_one_chunk) {
 TEST_LIST(
   TEST_ENTRY(cap_16_rotation_prefill_first_same_bits),
   TEST_ENTRY(cap_5_chunks_anywhere_same_bits),
+  TEST_ENTRY(cap_1_alternates_same_bits),
   TEST_ENTRY(default_cap_is_one_chunk),
 )

@@ -447,7 +447,8 @@ typedef struct probe_s {
   size_t nload;
   req_t probe;
   uint64_t sent_at, got_at;
-  size_t max_rows;
+  size_t max_cost;     /* prompt rows + TB_DEC_SAMPLE_ROW_COST x sample rows */
+  size_t max_decode;   /* sample rows */
   int sent;
 } probe_t;
 
@@ -466,8 +467,14 @@ static void probe_idle(uv_idle_t *h) {
   if (pr->env->base->decoder == NULL || !pr->env->base->decoder->open)
     return;
   tb__dec_t *dec = decoder_of(pr->env);
-  if (dec->stepping && dec->fwd.T > pr->max_rows)
-    pr->max_rows = dec->fwd.T;
+  if (dec->stepping) {
+    size_t cost = dec->step_prompt_rows +
+                  TB_DEC_SAMPLE_ROW_COST * dec->step_decode_rows;
+    ASSERT_EQ_INT(dec->fwd.T, dec->step_prompt_rows + dec->step_decode_rows);
+    pr->max_cost = cost > pr->max_cost ? cost : pr->max_cost;
+    if (dec->step_decode_rows > pr->max_decode)
+      pr->max_decode = dec->step_decode_rows;
+  }
   if (pr->sent)
     return;
   for (size_t i = 0; i < pr->nload; i++)
@@ -487,10 +494,11 @@ static void probe_idle(uv_idle_t *h) {
                               probe_cb));
 }
 
-/* decode_rows bounds every step; a new prompt goes ahead of the decode
- * rows, so its first token comes after at most the step under way and
- * its own prefill steps (counted, not timed: ceil(20 / 4), prompts
- * taking at least half the cap), while everyone keeps the bits of alone. */
+/* decode_rows bounds every step: 8 sample rows, or 16 prompt rows; a new
+ * prompt goes ahead of the sample rows, so its first token comes after at
+ * most the step under way and its own prefill steps (counted, not timed:
+ * ceil(20 / 8), prompts taking at least half the budget), while everyone
+ * keeps the bits of alone. */
 TEST(decode_rows_bound_steps_and_first_token) {
   env_t env;
   env_init_rows(&env, 0, 8);
@@ -507,10 +515,10 @@ TEST(decode_rows_bound_steps_and_first_token) {
   ASSERT_OK(uv_idle_start(&pr.idle, probe_idle));
   env_run(&env);
   ASSERT(pr.sent);
-  ASSERT_EQ_INT(decoder_of(&env)->max_step_rows, 8);
-  ASSERT_LE(pr.max_rows, 8);
-  ASSERT(pr.max_rows > 0);
-  ASSERT_LE(pr.got_at - pr.sent_at, 1 + 5);
+  ASSERT_EQ_INT(decoder_of(&env)->max_decode_rows, 8);
+  ASSERT_LE(pr.max_cost, 8 * TB_DEC_SAMPLE_ROW_COST);
+  ASSERT_EQ_INT(pr.max_decode, 8);  /* 32 samples: every step is full */
+  ASSERT_LE(pr.got_at - pr.sent_at, 1 + 3);
   for (int i = 0; i < N; i++)
     ASSERT(r[i].done_at > pr.probe.done_at);  /* it came while they ran */
   req_t *all[N + 1];

@@ -101,14 +101,16 @@ typedef struct tb_server_options_s {
                                    it; a request that does not fit now
                                    waits (paused_capacity), one larger
                                    than all of it is answered 400 */
-  size_t decode_rows;           /* rows of one decode step of each base
-                                   model's decoder [64]: a new request's
-                                   prompt goes first, and the running
-                                   samples take turns for the rest, so a
-                                   step, and the wait of a new request's
-                                   first token, stays short; more rows
-                                   per step trade that wait for a little
-                                   throughput */
+  size_t decode_rows;           /* sample rows of one decode step of
+                                   each base model's decoder [32]; a
+                                   prompt row counts half of one, so a
+                                   step holds twice as many prompt rows:
+                                   a new request's prompt goes first, and
+                                   the running samples take turns for the
+                                   rest, so a step, and the wait of a new
+                                   request's first token, stays short;
+                                   more rows per step trade that wait for
+                                   throughput under heavy load */
   const char *tls_cert_file;    /* HTTPS: a PEM certificate (chain) and */
   const char *tls_key_file;     /* its key, read at init [plain HTTP] */
 } tb_server_options_t;

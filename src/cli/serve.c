@@ -136,11 +136,12 @@ static const tb__cli_opt_t serve_opts[OPT_COUNT + 1] = {
                       "(paused_capacity) [twice the model's float32\n"
                       "weights, at least 64M]" },
   [OPT_DECODE_ROWS] = { "decode-rows", "N",
-                        "rows of one decode step of each base model: a\n"
-                        "new prompt goes first, the running samples take\n"
+                        "sample rows of one decode step of each base\n"
+                        "model (a prompt row counts half of one): a new\n"
+                        "prompt goes first, the running samples take\n"
                         "turns for the rest, so a new request's first\n"
-                        "token waits little; more trades that wait for a\n"
-                        "little throughput [64]" },
+                        "token waits little; more trades that wait for\n"
+                        "throughput under heavy load [32]" },
   [OPT_REQUEST_TIMEOUT_MS] = { "request-timeout-ms", "MS",
                                "a request's head and body must arrive within\n"
                                "this long of its first byte, or the\n"

@@ -89,14 +89,17 @@ static int setup(tb__dec_t *dec, uv_loop_t *loop, const tb__weights_t *w,
     o.work_items = 1;
   if (o.max_prefill_rows == 0)
     o.max_prefill_rows = DEFAULT_PREFILL_ROWS;
-  if (o.max_step_rows == 0)
-    o.max_step_rows = TB_DEC_DEFAULT_STEP_ROWS;
+  if (o.max_decode_rows == 0)
+    o.max_decode_rows = TB_DEC_DEFAULT_DECODE_ROWS;
+  if (o.max_decode_rows > SIZE_MAX / TB_DEC_SAMPLE_ROW_COST)
+    o.max_decode_rows = SIZE_MAX / TB_DEC_SAMPLE_ROW_COST;
   dec->opts = o;
   dec->loop = loop;
   dec->w = w;
   dec->items = loop ? o.work_items : 1;
   dec->max_prefill_rows = o.max_prefill_rows;
-  dec->max_step_rows = o.max_step_rows;
+  dec->max_decode_rows = o.max_decode_rows;
+  dec->step_budget = o.max_decode_rows * TB_DEC_SAMPLE_ROW_COST;
   dec->fwd.w = w;
   dec->fwd.dw = &dec->dw;
   dec->fwd.pool = &dec->pool;

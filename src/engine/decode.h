@@ -55,20 +55,23 @@
  * removed, cancelled and freed while a step runs; additions and removals
  * take effect at the next step.  One step at a time.
  *
- * Rows per step: a step computes at most max_step_rows rows, so that it
+ * Rows per step: a step's rows cost at most step_budget prompt rows, a
+ * sample's row counting TB_DEC_SAMPLE_ROW_COST of them: at most
+ * max_decode_rows sample rows, or twice as many prompt rows.  So a step
  * never lasts much longer than one prefill chunk, and a new prompt's first
  * token waits for at most the step under way plus its own prefill steps.
  * Prompt rows come first (prefill first: the oldest prefilling sequence,
  * then the next, each a chunk of at most TB_DEC_PREFILL_CHUNK and together
- * within max_prefill_rows and the cap); decode rows fill what is left,
+ * within max_prefill_rows and the budget); sample rows fill what is left,
  * least recently run first (ties in the running batch's order), one row
  * per live sample: with R live samples and room for r of them, each runs
  * once in every ceil(R / r) steps, a fair rotation whatever the samples'
  * ages.  Prompts never starve decoding: after a step in which samples
- * waited and none ran, the next step gives prompts at most half the cap.
- * The cap costs throughput only through what a step pays once whatever
- * its rows (the weights read from memory, the phases' joins), which is
- * small beside 64 rows of work at the shapes served.
+ * waited and none ran, the next step gives prompts at most half the
+ * budget.  The bound costs throughput under heavy load: the products run
+ * faster over more rows (bench_sample at the SmolLM2-135M shape: 333
+ * tokens/s in steps of 64 sample rows, 641 in steps of 256), which is the
+ * price of a short wait for a new request's first token.
  *
  * Results: every sample draws from its own PRNG stream, seeded from
  * (seed, sample index) by splitmix64 as the sampler always did, and every
@@ -105,9 +108,16 @@
 
 /* Prompt tokens of a sequence per step while it prefills, at most. */
 #define TB_DEC_PREFILL_CHUNK 64
-/* Rows of one step, by default: one prefill chunk, so that a step under
- * way delays a new prompt by about as long as its own prefill takes. */
-#define TB_DEC_DEFAULT_STEP_ROWS 64
+/* What a sample's row costs a step, in prompt rows.  Beside the layers
+ * that every row runs, a sample's row also runs the logits over the whole
+ * vocabulary and a draw, and attends over its whole context: at the
+ * SmolLM2-135M shape a step of 64 sample rows takes about twice as long as
+ * one of 64 prompt rows (bench_sample: 333 against 655 rows/s). */
+#define TB_DEC_SAMPLE_ROW_COST 2
+/* Sample rows of one step, by default: their cost is one prefill chunk,
+ * so that a step under way delays a new prompt by about as long as its
+ * own prefill takes. */
+#define TB_DEC_DEFAULT_DECODE_ROWS (TB_DEC_PREFILL_CHUNK / TB_DEC_SAMPLE_ROW_COST)
 
 typedef struct tb__dec_s tb__dec_t;
 typedef struct tb__dec_seq_s tb__dec_seq_t;
@@ -123,8 +133,9 @@ typedef struct tb__dec_opts_s {
   int no_prefix_cache;      /* non-zero: never share prompts across requests */
   size_t work_items;        /* per step; 0 means one per core */
   size_t max_prefill_rows;  /* prompt rows per step; 0 means 256 */
-  size_t max_step_rows;     /* rows (prompt and decode) per step; 0 means
-                             * TB_DEC_DEFAULT_STEP_ROWS */
+  size_t max_decode_rows;   /* sample rows per step, at most; a step's
+                             * budget is what they cost, in prompt rows;
+                             * 0 means TB_DEC_DEFAULT_DECODE_ROWS */
   tb__dec_weights_mode_t weights;
 } tb__dec_opts_t;
 
@@ -189,7 +200,10 @@ struct tb__dec_s {
   tb__dec_weights_t dw;
   size_t items;                /* work items per step */
   size_t max_prefill_rows;
-  size_t max_step_rows;
+  size_t max_decode_rows;
+  size_t step_budget;          /* max_decode_rows' cost, in prompt rows */
+  size_t step_prompt_rows;     /* the rows of the last planned step */
+  size_t step_decode_rows;
   int stepping;                /* a step is planned and not completed */
   uint64_t steps;              /* completed */
   /* private */

@@ -107,11 +107,12 @@ static int push_step_seq(tb__dec_t *dec, tb__dec_seq_t *s) {
 }
 
 /* Chooses the step's rows (decode.h, "Rows per step"): prompt chunks
- * first, then the decode rows whose turn it is, at most max_step_rows in
- * all.  Fills step_seqs, each sequence's step_rows and each sample's
- * picked; *T rows, *NL logit rows, *NT sampling tasks. */
+ * first, then the sample rows whose turn it is, within step_budget prompt
+ * rows in all, a sample's row costing TB_DEC_SAMPLE_ROW_COST.  Fills
+ * step_seqs, each sequence's step_rows and each sample's picked; *T rows,
+ * *NL logit rows, *NT sampling tasks. */
 static int choose_rows(tb__dec_t *dec, size_t *T, size_t *NL, size_t *NT) {
-  size_t cap = dec->max_step_rows, nturns = 0;
+  size_t cap = dec->step_budget, nturns = 0;
   *T = *NL = *NT = 0;
   dec->nstep_seqs = 0;
   for (tb__dec_seq_t *s = dec->run_head; s != NULL; s = s->run_next)
@@ -121,8 +122,13 @@ static int choose_rows(tb__dec_t *dec, size_t *T, size_t *NL, size_t *NT) {
            sizeof(*dec->turns)))
     return TB_ENOMEM;
   size_t budget = dec->max_prefill_rows < cap ? dec->max_prefill_rows : cap;
-  if (dec->decode_starved && nturns > 0 && budget > cap / 2)
-    budget = cap / 2;
+  /* After a step that shut decoding out, prompts get at most half, and
+   * leave room for one sample row at least. */
+  if (dec->decode_starved && nturns > 0) {
+    size_t half = cap / 2 < cap - TB_DEC_SAMPLE_ROW_COST
+                      ? cap / 2 : cap - TB_DEC_SAMPLE_ROW_COST;
+    budget = budget < half ? budget : half;
+  }
   size_t used = 0, nt = 0, order = 0;
   for (tb__dec_seq_t *s = dec->run_head; s != NULL; s = s->run_next) {
     s->step_rows = 0;
@@ -148,7 +154,8 @@ static int choose_rows(tb__dec_t *dec, size_t *T, size_t *NL, size_t *NT) {
     *NL += s->want_prompt ? rows : (size_t)last;
     *NT += (s->want_prompt ? rows : 0) + draws;
   }
-  size_t room = cap - used, take = nturns < room ? nturns : room;
+  size_t room = (cap - used) / TB_DEC_SAMPLE_ROW_COST;
+  size_t take = nturns < room ? nturns : room;
   if (take < nturns)
     qsort(dec->turns, nturns, sizeof(*dec->turns), by_turn);
   for (size_t i = 0; i < take; i++)
@@ -167,6 +174,8 @@ static int choose_rows(tb__dec_t *dec, size_t *T, size_t *NL, size_t *NT) {
     *NT += rows;
   }
   *T = used + take;
+  dec->step_prompt_rows = used;
+  dec->step_decode_rows = take;
   return 0;
 }
 

@@ -78,8 +78,8 @@ typedef struct tb__engine_opts_s {
   /* The KV pool of each model's decoder, in bytes; 0 means twice the
    * model's float32 weights, at least 64 MiB (decode.h). */
   size_t kv_bytes;
-  /* Rows of one decode step of each model's decoder; 0 means
-   * TB_DEC_DEFAULT_STEP_ROWS (decode.h, "Rows per step"). */
+  /* Sample rows of one decode step of each model's decoder; 0 means
+   * TB_DEC_DEFAULT_DECODE_ROWS (decode.h, "Rows per step"). */
   size_t decode_rows;
 } tb__engine_opts_t;
 

@@ -266,7 +266,7 @@ static int decoder_new(tb__engine_model_t *m) {
   d->dec.data = d;
   tb__dec_opts_t opts = { 0 };
   opts.kv_bytes = e->kv_bytes;
-  opts.max_step_rows = e->decode_rows;
+  opts.max_decode_rows = e->decode_rows;
   int rc = tb__dec_open(e->loop, &d->dec, &m->weights, &opts, on_open);
   if (rc != 0) {
     free(d);

@@ -29,7 +29,7 @@ int tb__sample(tb__llama_ws_t *ws, const tb__weights_t *w, const tb__lora_t *lor
    * rows of a step, since nobody waits behind it. */
   tb__dec_opts_t opts = { 0 };
   opts.no_prefix_cache = 1;
-  opts.max_step_rows = SIZE_MAX;
+  opts.max_decode_rows = SIZE_MAX;
   opts.work_items = 1;
   opts.weights = TB_DEC_WEIGHTS_F32;
   opts.block_tokens = 16;
