@@ -71,6 +71,10 @@ typedef struct tb__route_side_s {
   size_t encode_size;
   int sync;                        /* Tinkerbell: the answer is the op's
                                       result, not its request id */
+  /* Before the decoder, on the loop: finds what the body names (the
+   * base model whose text it needs) into call->in, and may wait for that
+   * text (the handler then runs again from the start); or NULL. */
+  tb__route_fn prepare;
   tb__route_fn decode;             /* body -> call->in, or NULL */
   size_t in_size;                  /* of call->in */
   tb__route_fn submit;             /* the decoded request -> the answer */

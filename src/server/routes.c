@@ -47,6 +47,28 @@
   G(TB__CALL_PROTO | TB__CALL_OP | TB__CALL_OFF_LOOP, .op = type,                           \
     .decode = tb__route_fwd_decode, .in_size = sizeof(tb__wire_fwdbwd_t),                  \
     .submit = tb__route_fwd)
+/* ASAMPLE: the Tinker asample, whose prepare reads the body and waits for
+ * the base model's text when it has stop strings.  TB_TEXT: a Tinkerbell
+ * call that meets text, whose prepare finds the base model the body is
+ * decoded for and waits for its text, then decoded off the loop when
+ * large: training data (TB_TRAIN), a sample's prompt (TB_SAMPLE), or
+ * tokenize and detokenize (TOKENS), whose decoder writes the answer. */
+#define ASAMPLE                                                                            \
+  G(TB__CALL_OP, .op = TB__OP_SAMPLE, .prepare = tb__route_asample_prepare,                 \
+    .decode = tb__route_asample_decode, .in_size = sizeof(tb__asample_in_t),              \
+    .submit = tb__route_asample)
+#define TB_TEXT(type, sync_, prep, dec, fn)                                                 \
+  G(J | TB__CALL_OP | TB__CALL_OFF_LOOP, TB_OP(type), .sync = (sync_), .prepare = prep,     \
+    .decode = dec, .in_size = sizeof(tb__tb_text_in_t), .submit = fn)
+#define TB_TRAIN(type, sync_)                                                               \
+  TB_TEXT(type, sync_, tb__route_tb_train_prepare, tb__route_tb_train_decode,               \
+          tb__route_tb_train)
+#define TB_SAMPLE(sync_)                                                                    \
+  TB_TEXT(TB__OP_SAMPLE, sync_, tb__route_tb_sample_prepare, tb__route_tb_sample_decode,   \
+          tb__route_tb_sample)
+#define TOKENS(dec)                                                                         \
+  G(J | TB__CALL_OFF_LOOP, .prepare = tb__route_tb_text_prepare, .decode = dec,             \
+    .in_size = sizeof(tb__tb_text_in_t))
 
 static const tb__route_row_t table[] = {
   /* ---------------------------------------------------------- core */
@@ -122,11 +144,11 @@ static const tb__route_row_t table[] = {
   { TB__PART_TRAINING, "POST", "/api/v1/create_model", TINKER, C | S,
     JSON(tb__route_create_model), NONE, "Creates a LoRA model: future of {model_id}", NULL },
   { TB__PART_TRAINING, "POST", "/api/v1/forward_backward", BOTH, C | S,
-    FWDBWD(TB__OP_FORWARD_BACKWARD), H(tb__route_tb_fwdbwd),
+    FWDBWD(TB__OP_FORWARD_BACKWARD), TB_TRAIN(TB__OP_FORWARD_BACKWARD, 1),
     "Forward and backward (JSON or protobuf body): future of ForwardBackwardOutput",
     "Forward and backward, sync: " FWD " -> {loss, num_samples, model_id, backend, ...}" },
   { TB__PART_TRAINING, "POST", "/api/v1/forward", BOTH, C | S, FWDBWD(TB__OP_FORWARD),
-    H(tb__route_tb_forward), "Forward only: future of ForwardBackwardOutput",
+    TB_TRAIN(TB__OP_FORWARD, 1), "Forward only: future of ForwardBackwardOutput",
     "Forward only, sync: " FWD " -> {loss, logprobs, ...}" },
   { TB__PART_TRAINING, "POST", "/api/v1/optim_step", BOTH, C | S,
     OP(TB__OP_OPTIM, tb__route_optim_step), TB_SYNC(TB__OP_OPTIM, tb__route_tb_optim),
@@ -156,8 +178,8 @@ static const tb__route_row_t table[] = {
     "A sampling session over the base model or saved weights", NULL },
   { TB__PART_TRAINING, "GET", "/api/v1/samplers/{sampler_id}", TINKER, 0,
     H(tb__route_get_sampler), NONE, "A sampling session's base model and weights", NULL },
-  { TB__PART_TRAINING, "POST", "/api/v1/asample", BOTH, C | S, H(tb__route_asample),
-    H(tb__route_tb_asample), "Samples: future of SampleResponse",
+  { TB__PART_TRAINING, "POST", "/api/v1/asample", BOTH, C | S, ASAMPLE,
+    TB_SAMPLE(0), "Samples: future of SampleResponse",
     "Samples: {model_id?, prompt | messages, ...} -> {request_id, model_id}" },
   { TB__PART_TRAINING, "POST", "/get_info", TINKERBELL, C,
     G(J, .decode = tb__route_tb_model, .submit = tb__route_tb_get_info), NONE,
@@ -165,14 +187,14 @@ static const tb__route_row_t table[] = {
   { TB__PART_TRAINING, "GET", "/list_loss_functions", TINKERBELL, 0,
     H(tb__route_tb_list_loss_functions), NONE, "{available_loss_functions}", NULL },
   { TB__PART_TRAINING, "POST", "/api/v1/forward_async", TINKERBELL, C | S,
-    H(tb__route_tb_forward_async), NONE, "Forward only: " FWD " -> {request_id, model_id}",
+    TB_TRAIN(TB__OP_FORWARD, 0), NONE, "Forward only: " FWD " -> {request_id, model_id}",
     NULL },
-  { TB__PART_TRAINING, "POST", "/fwd", TINKERBELL, C | S, H(tb__route_tb_forward_async), NONE,
+  { TB__PART_TRAINING, "POST", "/fwd", TINKERBELL, C | S, TB_TRAIN(TB__OP_FORWARD, 0), NONE,
     "Legacy /api/v1/forward_async", NULL },
   { TB__PART_TRAINING, "POST", "/api/v1/forward_backward_async", TINKERBELL, C | S,
-    H(tb__route_tb_fwdbwd_async), NONE,
+    TB_TRAIN(TB__OP_FORWARD_BACKWARD, 0), NONE,
     "Forward and backward: " FWD " -> {request_id, model_id}", NULL },
-  { TB__PART_TRAINING, "POST", "/fwdbwd", TINKERBELL, C | S, H(tb__route_tb_fwdbwd_async), NONE,
+  { TB__PART_TRAINING, "POST", "/fwdbwd", TINKERBELL, C | S, TB_TRAIN(TB__OP_FORWARD_BACKWARD, 0), NONE,
     "Legacy /api/v1/forward_backward_async", NULL },
   { TB__PART_TRAINING, "POST", "/api/v1/optim_step_async", TINKERBELL, C | S,
     TB(TB__OP_OPTIM, tb__route_tb_optim), NONE,
@@ -215,18 +237,18 @@ static const tb__route_row_t table[] = {
   { TB__PART_TRAINING, "POST", "/save_weights_for_sampler", TINKERBELL, C | S,
     TB(TB__OP_SAVE_SAMPLER, tb__route_tb_save), NONE,
     "Legacy /api/v1/save_weights_for_sampler_async", NULL },
-  { TB__PART_TRAINING, "POST", "/api/v1/sample", TINKERBELL, C | S, H(tb__route_tb_sample), NONE,
+  { TB__PART_TRAINING, "POST", "/api/v1/sample", TINKERBELL, C | S, TB_SAMPLE(1), NONE,
     "Samples, sync: {model_id?, prompt | messages, max_tokens?, ...} -> {generated_text, "
     "samples}",
     NULL },
-  { TB__PART_TRAINING, "POST", "/api/v1/tokenize", TINKERBELL, C | S, H(tb__route_tb_tokenize),
+  { TB__PART_TRAINING, "POST", "/api/v1/tokenize", TINKERBELL, C | S, TOKENS(tb__route_tb_tokenize),
     NONE,
     "Text to tokens with a model's tokenizer: {model_id | base_model, text, "
     "add_special_tokens?} -> {tokens}; {..., messages, add_generation_prompt?, renderer?} "
     "-> {tokens, text}",
     NULL },
   { TB__PART_TRAINING, "POST", "/api/v1/detokenize", TINKERBELL, C | S,
-    H(tb__route_tb_detokenize), NONE,
+    TOKENS(tb__route_tb_detokenize), NONE,
     "Tokens to text, special tokens kept: {model_id | base_model, tokens, "
     "skip_special_tokens?} -> {text}",
     NULL },

@@ -8,20 +8,36 @@
  * while the server closes, TB__ROUTE_SUBMITS takes the user's rate limit
  * (429).  Answers go through the server's tb__server_respond*.
  *
- * Every route that reads a body, but those listed below, is served by the
- * generic handler (tb__route_generic, handler.c), from its row's columns: the body (TB__CALL_JSON: a JSON object,
- * 400 otherwise; TB__CALL_PROTO: JSON or protobuf, which the decoder
- * reads), an op made first (TB__CALL_OP, of type `op`, whose result the
- * row's `encode` encodes: the Tinker wire types when NULL, the Tinkerbell
- * dialect's shape with tb__tb_encode), a decoder filling `in_size`
- * bytes of typed request (from src/wire/ where the wire type exists),
- * TB__CALL_OFF_LOOP to decode on the threadpool when the body is over
- * TB__OFF_LOOP_BODY, and the submit, which gets the decoded call.  A
- * decoder or submit that fails returns a negative code with call->err
- * set: the handler answers 400 with its "<path>: <reason>" (or
+ * Every route that reads a body, but those listed below, is served by
+ * the generic handler (tb__route_generic, handler.c), from its row's
+ * columns: the body (TB__CALL_JSON: a JSON object, 400 otherwise;
+ * TB__CALL_PROTO: JSON or protobuf, which the decoder reads), an op made
+ * first (TB__CALL_OP, of type `op`, whose result the row's `encode`
+ * encodes: the Tinker wire types when NULL, the Tinkerbell dialect's
+ * shape with tb__tb_encode), a prepare, a decoder filling `in_size` bytes
+ * of typed request (the wire struct of src/wire/ where the wire type
+ * exists, so that the submit begins with its fields), TB__CALL_OFF_LOOP
+ * to decode on the threadpool when the body is over TB__OFF_LOOP_BODY,
+ * and the submit, which gets the decoded call.
+ *
+ * The prepare runs on the loop before the decoder, for the routes that
+ * meet text (asample of both dialects, the Tinkerbell dialect's sample,
+ * forward, forward_backward, tokenize and detokenize): it finds from the
+ * body the base model whose tokenizer or renderer the decoder needs, and
+ * when that text is still loading returns 1 after tb__mtext_wait, which
+ * runs the handler again from the start once it is there (a prepare
+ * reads the body on the loop, even a large one).  The submit of a
+ * training or sampling call looks its model up again, since the model may
+ * have changed during an off-loop decode (409, or 404 for a sample).  The
+ * decoder of tokenize and detokenize writes the whole answer
+ * (call->answer, off the loop too), which the handler sends instead of
+ * calling a submit.
+ *
+ * A prepare, decoder or submit that fails returns a negative code with
+ * call->err set: the handler answers 400 with its "<path>: <reason>" (or
  * call->status, such as 422, with its message) and frees the op.  A
- * decoder on the loop may answer itself (the 404 of an unknown model);
- * the submit is then not called.
+ * prepare, or a decoder on the loop, may answer itself (the 404 of an
+ * unknown model); nothing after it is called then.
  *
  * Rows that keep a handler of their own, and why:
  * - the GET and DELETE routes and POST .../checkpoints/.../publish: no
@@ -29,15 +45,6 @@
  * - client_config and dynamic_config: an empty body is accepted, and
  *   client_config closes its connection whatever the body holds.
  * - retrieve_future (both dialects): a long poll, held on the future.
- * - asample (Tinker; stop strings) and the Tinkerbell dialect's sample,
- *   asample, forward, forward_backward (and their _async and legacy
- *   paths), tokenize and detokenize: from the body they find the base
- *   model whose tokenizer or renderer they need, and wait for it to load
- *   (tb__mtext_wait, which runs the handler again) before they decode;
- *   the training and sampling ones look their model up again after an
- *   off-loop decode (409 when it changed), and tokenize writes its answer
- *   off the loop too.  A step before the op, able to wait, would be one
- *   more column for these rows alone.
  */
 #ifndef TB_SERVER_ROUTES_H
 #define TB_SERVER_ROUTES_H
@@ -45,6 +52,7 @@
 #include "core/json.h"
 #include "server/internal.h"
 #include "server/model_text.h"
+#include "wire/sample.h"
 
 enum {
   TB__CALL_JSON = 1,      /* the body is a JSON object */
@@ -72,6 +80,12 @@ struct tb__route_call_s {
   int rc;                        /* the decoder's */
   tb__jctx_t c;                  /* field paths of failures, into err */
   tb_error_t err;
+  tb__arena_t arena;             /* the decoder's, for rows without an op */
+  /* A decoder that writes the whole answer (tokenize: off the loop)
+   * leaves its JSON here (malloc'd): the handler answers 200 with it
+   * instead of calling the submit. */
+  char *answer;
+  size_t answer_len;
 };
 
 /* The handler of every row whose side has a submit (handler.c). */
@@ -122,16 +136,22 @@ int tb__route_get_info(tb__route_call_t *call);
 int tb__route_model(tb__route_call_t *call);
 int tb__route_weights_info(tb__route_call_t *call);
 /* sampling_routes.c: the Tinker dialect's sampling */
+/* An asample's request (call->in), read by its prepare. */
+typedef struct tb__asample_in_s {
+  tb__wire_sample_request_t r;
+  struct tb__sampler_s *s;       /* its sampling session, or NULL */
+} tb__asample_in_t;
 int tb__route_create_sampling_session(tb__route_call_t *call);
 void tb__route_get_sampler(tb__http_request_t *req);
-void tb__route_asample(tb__http_request_t *req);
+int tb__route_asample_prepare(tb__route_call_t *call);
+int tb__route_asample_decode(tb__route_call_t *call);
+int tb__route_asample(tb__route_call_t *call);
 /* tinkerbell_routes.c: the Tinkerbell dialect's models */
-void tb__route_tb_forward(tb__http_request_t *req);
-void tb__route_tb_forward_async(tb__http_request_t *req);
-void tb__route_tb_fwdbwd(tb__http_request_t *req);
-void tb__route_tb_fwdbwd_async(tb__http_request_t *req);
 void tb__route_tb_list_loss_functions(tb__http_request_t *req);
-/* (generic) */
+/* (generic; forward and forward_backward with a tb__tb_text_in_t) */
+int tb__route_tb_train_prepare(tb__route_call_t *call);
+int tb__route_tb_train_decode(tb__route_call_t *call);
+int tb__route_tb_train(tb__route_call_t *call);
 int tb__route_tb_get_info(tb__route_call_t *call);
 int tb__route_tb_model(tb__route_call_t *call);
 int tb__route_tb_optim(tb__route_call_t *call);
@@ -139,10 +159,13 @@ int tb__route_tb_add_lora(tb__route_call_t *call);
 int tb__route_tb_remove_lora(tb__route_call_t *call);
 int tb__route_tb_save(tb__route_call_t *call);
 int tb__route_tb_load(tb__route_call_t *call);
-/* tinkerbell_text.c: the Tinkerbell dialect's text */
-void tb__route_tb_sample(tb__http_request_t *req);
-void tb__route_tb_asample(tb__http_request_t *req);
-void tb__route_tb_tokenize(tb__http_request_t *req);
-void tb__route_tb_detokenize(tb__http_request_t *req);
+/* tinkerbell_text.c: the Tinkerbell dialect's text (generic, with a
+ * tb__tb_text_in_t) */
+int tb__route_tb_sample_prepare(tb__route_call_t *call);
+int tb__route_tb_sample_decode(tb__route_call_t *call);
+int tb__route_tb_sample(tb__route_call_t *call);
+int tb__route_tb_text_prepare(tb__route_call_t *call);
+int tb__route_tb_tokenize(tb__route_call_t *call);    /* decoders that answer */
+int tb__route_tb_detokenize(tb__route_call_t *call);
 
 #endif /* TB_SERVER_ROUTES_H */

@@ -307,91 +307,84 @@ tb__sampler_t *tb__sampler_find(tb__training_t *tr, const tb__user_t *u, const c
   return NULL;
 }
 
-void tb__route_asample(tb__http_request_t *req) {
+/* The asample request (into the op's arena) and what it samples: a
+ * sampling session or a base model, whose text stop strings need. */
+int tb__route_asample_prepare(tb__route_call_t *call) {
+  tb__http_request_t *req = call->req;
   tb__training_t *tr = tb__training_of(req);
-  tb__top_t *op = tb__top_new(req, TB__OP_SAMPLE);
-  if (op == NULL)
-    return;
-  tb_error_t err = { 0 };
-  tb__jctx_t c;
-  tb__jctx_init(&c, &err);
-  json_t *doc = NULL;
-  tb__wire_sample_request_t r;
-  memset(&r, 0, sizeof(r));
-  int rc = tb__json_parse(req->body, &doc, &err);
-  rc = rc < 0 ? rc : tb__wire_sample_request_from_json(&c, &op->arena, doc, &r);
-  tb__sampler_t *s = NULL;
-  if (rc >= 0 && r.sampling_session_id != NULL) {
-    s = tb__sampler_find(tr, tb__sreq(req)->user, r.sampling_session_id);
-    if (tb__session_gone(req, (tb_slice_t){ r.sampling_session_id,
-                                            strlen(r.sampling_session_id) })) {
-      json_decref(doc);
-      tb__top_free(op);
-      return;
-    }
-    if (s == NULL) {
+  tb__asample_in_t *in = call->in;
+  tb__top_t *op = call->op;
+  tb__wire_sample_request_t *r = &in->r;
+  tb__jctx_t *c = &call->c;
+  int rc = tb__json_parse(req->body, &call->doc, &call->err);
+  rc = rc < 0 ? rc : tb__wire_sample_request_from_json(c, &op->arena, call->doc, r);
+  if (rc >= 0 && r->sampling_session_id != NULL) {
+    in->s = tb__sampler_find(tr, tb__sreq(req)->user, r->sampling_session_id);
+    if (tb__session_gone(req, (tb_slice_t){ r->sampling_session_id,
+                                            strlen(r->sampling_session_id) }))
+      return -1;
+    if (in->s == NULL) {
       tb__server_respond_error(req, 404, "sampling_session_id: unknown sampling session");
-      json_decref(doc);
-      tb__top_free(op);
-      return;
+      return -1;
     }
-  } else if (rc >= 0 && r.base_model != NULL) {
-    op->base = tb__tbase_find(tr, (tb_slice_t){ r.base_model, strlen(r.base_model) });
+    op->base = in->s->base;
+  } else if (rc >= 0 && r->base_model != NULL) {
+    op->base = tb__tbase_find(tr, (tb_slice_t){ r->base_model, strlen(r->base_model) });
     if (op->base == NULL)
-      rc = tb__jctx_fail_at(&c, "base_model", "unknown model \"%s\"", r.base_model);
+      rc = tb__jctx_fail_at(c, "base_model", "unknown model \"%s\"", r->base_model);
   } else if (rc >= 0) {
-    rc = tb__jctx_fail_at(&c, "sampling_session_id", "required (or base_model)");
+    rc = tb__jctx_fail_at(c, "sampling_session_id", "required (or base_model)");
   }
-  if (s != NULL)
-    op->base = s->base;
-  if (rc >= 0 && op->base->state < 0) {
-    json_decref(doc);
+  if (rc < 0)
+    return rc;
+  if (op->base->state < 0) {
     tb__server_respond_error(req, 422, "base_model: %s", op->base->error ? op->base->error
                                                                            : "failed to load");
-    tb__top_free(op);
-    return;
+    return -1;
   }
-  if (rc >= 0 && r.params.n_stop_strings > 0 && tb__mtext_wait(req, op->base, tb__route_asample)) {
-    /* Stop strings need the model's tokenizer, which is loading. */
-    json_decref(doc);
-    tb__top_free(op);
-    return;
-  }
-  int status = 400;
-  rc = rc < 0 ? rc
-              : to_sampling(&c, tr, &op->arena, op->base, &r, &op->sampling, &op->unchecked,
-                            &status);
-  json_decref(doc);
-  if (rc < 0) {
-    if (status == 400)
-      tb__server_respond_bad(req, &err);
-    else
-      tb__server_respond_error(req, status, "%s", tb_error_message(&err));
-    tb_error_clear(&err);
-    tb__top_free(op);
-    return;
-  }
-  op->prompt = r.prompt;
-  op->prompt_len = r.n_prompt;
+  /* Stop strings need the model's tokenizer, which may be loading. */
+  if (r->params.n_stop_strings > 0 && tb__mtext_wait(req, op->base, tb__route_generic))
+    return 1;
+  return 0;
+}
+
+/* The sampling parameters, checked against the model. */
+int tb__route_asample_decode(tb__route_call_t *call) {
+  tb__asample_in_t *in = call->in;
+  tb__top_t *op = call->op;
+  return to_sampling(&call->c, op->tr, &op->arena, op->base, &in->r, &op->sampling,
+                     &op->unchecked, &call->status);
+}
+
+int tb__route_asample(tb__route_call_t *call) {
+  tb__http_request_t *req = call->req;
+  tb__training_t *tr = tb__training_of(req);
+  tb__asample_in_t *in = call->in;
+  tb__sampler_t *s = in->s;
+  tb__top_t *op = call->op;
+  call->op = NULL;  /* taken */
+  op->prompt = in->r.prompt;
+  op->prompt_len = in->r.n_prompt;
   op->sampler = s;
   if (tb__top_accept(req, op) != 0)
-    return;
+    return 0;
   tb__respond_future(req, op->future->id, NULL);
   if (s != NULL && s->state == 0) {
     op->next = s->waiting;
     s->waiting = op;
-    return;
+    return 0;
   }
   if (op->base->state == 0) {
     op->next = tr->base_waiting;  /* started when the base model is loaded */
     tr->base_waiting = op;
-    return;
+    return 0;
   }
   if (s != NULL && s->state < 0) {
     tb__top_fail(op, s->fail_category, s->fail_message ? s->fail_message : "failed");
-    return;
+    return 0;
   }
   start_sample(op);
+  return 0;
 }
 
 /* ------------------------------------------------------------ sessions */

@@ -47,8 +47,6 @@ typedef struct tb__tbop_s {
 } tb__tbop_t;
 
 /* What the route files share (tinkerbell_routes.c). */
-/* A new op with the dialect's encoder; NULL after answering 503. */
-tb__top_t *tb__tb_new_op(tb__http_request_t *req, tb__op_type_t type);
 /* The caller's model of this dialect named id, or NULL. */
 tb__tmodel_t *tb__tb_find_model(tb__training_t *tr, const tb__user_t *u, tb_slice_t id);
 /* Submits op (of op->model, or of a new model id when op->model is NULL)
@@ -58,37 +56,20 @@ void tb__tb_submit(tb__http_request_t *req, tb__top_t *op, tb_slice_t id, int sy
  * future's result once it finishes. */
 void tb__tb_answer_call(tb__http_request_t *req, const char *fid, const char *model_id,
                         int sync);
-/* Answers err with status (400 through the bad-request path) and frees
- * op and doc (either may be NULL). */
-void tb__tb_refuse(tb__http_request_t *req, int status, tb_error_t *err, tb__top_t *op,
-                   json_t *doc);
 /* 404 for a model id the caller does not have. */
 void tb__tb_unknown_model(tb__http_request_t *req, tb_slice_t id);
 
-/* A training or sample call whose body is decoded (and rendered) off the
- * loop when it is large (model_text.h): run decodes on a worker into rc,
- * status and err; done submits on the loop. */
-typedef struct tb__tb_decode_s {
-  tb__offload_t o;
-  tb__top_t *op;
-  json_t *doc;
-  tb_slice_t id;           /* model_id, in doc; base NULL when not given */
+/* What a training, sample, tokenize or detokenize call knows before its
+ * body is decoded (call->in of its row), found by the row's prepare on
+ * the loop: the base model whose text the body is decoded with (off the
+ * loop when it is large, model_text.h). */
+typedef struct tb__tb_text_in_s {
+  tb_slice_t id;           /* model_id, in the body; base NULL when not given */
   tb__tmodel_t *m;         /* the caller's model named by id when the call
                               came, or NULL */
-  tb__tctx_t x;            /* of the base model the body is decoded for */
-  int sync, status, rc;
-  tb_error_t err;
-} tb__tb_decode_t;
-/* Starts decoding op's body doc for base with run, then done; takes op
- * and doc (freed after answering 503 when memory runs out). */
-void tb__tb_decode_start(tb__http_request_t *req, tb__top_t *op, json_t *doc, tb_slice_t id,
-                         tb__tmodel_t *m, tb__tbase_t *base, int sync,
-                         void (*run)(tb__offload_t *), void (*done)(tb__offload_t *));
-/* In done: answers and returns 1 (op freed) when the server is closing or
- * the body was refused; 0 when the op is to be submitted. */
-int tb__tb_decode_refused(tb__tb_decode_t *d);
-/* Frees d and its document. */
-void tb__tb_decode_free(tb__tb_decode_t *d);
+  tb__tbase_t *b;
+  tb__tctx_t x;            /* of b */
+} tb__tb_text_in_t;
 
 /* --- tinkerbell_data.c ------------------------------------------------- */
 

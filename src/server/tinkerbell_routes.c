@@ -103,19 +103,6 @@ void tb__tb_answer_call(tb__http_request_t *req, const char *fid, const char *mo
   tb__future_wait(f, &sw->w, on_sync_finished);
 }
 
-/* Answers c's error with status and frees what the route held. */
-void tb__tb_refuse(tb__http_request_t *req, int status, tb_error_t *err, tb__top_t *op,
-                   json_t *doc) {
-  if (status == 400)
-    tb__server_respond_bad(req, err);  /* 503 for a bare out of memory */
-  else
-    tb__server_respond_error(req, status, "%s", tb_error_message(err));
-  tb_error_clear(err);
-  if (op != NULL)
-    tb__top_free(op);
-  json_decref(doc);
-}
-
 /* ------------------------------------------------------------ models */
 
 /* The caller's model of this dialect named id, or NULL. */
@@ -124,21 +111,6 @@ tb__tmodel_t *tb__tb_find_model(tb__training_t *tr, const tb__user_t *u, tb_slic
     if (m->owner == u && m->session == NULL && !m->unloading && tb__slice_eq_str(id, m->id))
       return m;
   return NULL;
-}
-
-/* A new op with the dialect's encoder; NULL after answering 503. */
-tb__top_t *tb__tb_new_op(tb__http_request_t *req, tb__op_type_t type) {
-  tb__top_t *op = tb__top_new(req, type);
-  if (op == NULL)
-    return NULL;
-  op->encode = tb__tb_encode;
-  op->encode_data = tb__arena_calloc(&op->arena, 1, sizeof(tb__tbop_t));
-  if (op->encode_data == NULL) {
-    tb__top_free(op);
-    tb__server_respond_error(req, 503, "out of memory");
-    return NULL;
-  }
-  return op;
 }
 
 static void default_lora(tb__lora_config_t *l) {
@@ -231,124 +203,49 @@ void tb__tb_unknown_model(tb__http_request_t *req, tb_slice_t id) {
                            (int)(id.len > 120 ? 120 : id.len), id.base);
 }
 
-/* ------------------------------------------------------------ decoding */
+/* ------------------------------------------------------------ training */
 
-void tb__tb_decode_start(tb__http_request_t *req, tb__top_t *op, json_t *doc, tb_slice_t id,
-                         tb__tmodel_t *m, tb__tbase_t *base, int sync,
-                         void (*run)(tb__offload_t *), void (*done)(tb__offload_t *)) {
-  tb__training_t *tr = tb__training_of(req);
-  tb__tb_decode_t *d = calloc(1, sizeof(*d));
-  if (d == NULL) {
-    tb__server_respond_error(req, 503, "out of memory");
-    tb__top_free(op);
-    json_decref(doc);
-    return;
-  }
-  d->o = (tb__offload_t){ .tr = tr, .req = req, .run = run, .done = done };
-  d->op = op;
-  d->doc = doc;
-  d->id = id;
-  d->m = m;
-  d->sync = sync;
-  tb__tctx_init(&d->x, tr, base);
-  tb__offload(&d->o);
-}
-
-int tb__tb_decode_refused(tb__tb_decode_t *d) {
-  tb__http_request_t *req = d->o.req;
-  if (d->o.tr->closing) {
-    tb__server_respond_error(req, 503, "the server is closing");
-    tb__top_free(d->op);
-    return 1;
-  }
-  if (d->rc < 0) {
-    tb__tb_refuse(req, d->status, &d->err, d->op, NULL);
-    return 1;
-  }
+/* forward, forward_backward: "model_id" (the caller's model, or a name
+ * the call creates on the default base model), whose base model's text
+ * chat data needs. */
+int tb__route_tb_train_prepare(tb__route_call_t *call) {
+  tb__training_t *tr = tb__training_of(call->req);
+  tb__tb_text_in_t *in = call->in;
+  int rc = get_model(&call->c, call->req, call->doc, &in->id, &in->m);
+  if (rc < 0)
+    return rc;
+  in->b = in->m ? in->m->base : &tr->bases[0];
+  if (tb__wire_tb_batch_is_chat(call->doc) && tb__mtext_wait(call->req, in->b, tb__route_generic))
+    return 1;  /* the body is read again when the route runs again */
+  tb__tctx_init(&in->x, tr, in->b);
   return 0;
 }
 
-void tb__tb_decode_free(tb__tb_decode_t *d) {
-  json_decref(d->doc);
-  tb_error_clear(&d->err);
-  free(d);
+/* The data, decoded off the loop when the body is large. */
+int tb__route_tb_train_decode(tb__route_call_t *call) {
+  tb__tb_text_in_t *in = call->in;
+  return tb__tb_decode_batch(&call->c, &call->op->arena, call->doc, &in->x, &call->op->batch,
+                             call->op->encode_data, &call->status);
 }
 
-/* ------------------------------------------------------------ training */
-
-/* A forward / forward_backward's data, decoded off the loop when the
- * body is large. */
-static void train_decode_run(tb__offload_t *o) {
-  tb__tb_decode_t *d = (tb__tb_decode_t *)o;
-  tb__jctx_t c;
-  tb__jctx_init(&c, &d->err);
-  d->rc = tb__tb_decode_batch(&c, &d->op->arena, d->doc, &d->x, &d->op->batch,
-                              d->op->encode_data, &d->status);
-}
-
-static void train_decode_done(tb__offload_t *o) {
-  tb__tb_decode_t *d = (tb__tb_decode_t *)o;
-  tb__http_request_t *req = o->req;
-  tb__training_t *tr = o->tr;
-  if (!tb__tb_decode_refused(d)) {
-    /* The model may have gone (or come) while the data was encoded for
-     * the base model it had then. */
-    tb__tmodel_t *m = tb__tb_find_model(tr, tb__sreq(req)->user, d->id);
-    const tb__tbase_t *now = m ? m->base : &tr->bases[0];
-    if (m != d->m && strcmp(now->name, d->x.name) != 0) {
-      tb__server_respond_error(req, 409, "model_id: %.*s changed while its data was "
-                                         "encoded; retry",
-                               (int)(d->id.len > 120 ? 120 : d->id.len), d->id.base);
-      tb__top_free(d->op);
-    } else {
-      d->op->model = m;
-      tb__tb_submit(req, d->op, d->id, d->sync);
-    }
-  }
-  tb__tb_decode_free(d);
-}
-
-
-/* The route itself, to run again once a base model's text is loaded. */
-static tb__http_handler_cb train_route(tb__op_type_t type, int sync) {
-  if (type == TB__OP_FORWARD)
-    return sync ? tb__route_tb_forward : tb__route_tb_forward_async;
-  return sync ? tb__route_tb_fwdbwd : tb__route_tb_fwdbwd_async;
-}
-
-static void train(tb__http_request_t *req, tb__op_type_t type, int sync) {
+int tb__route_tb_train(tb__route_call_t *call) {
+  tb__http_request_t *req = call->req;
   tb__training_t *tr = tb__training_of(req);
-  json_t *doc;
-  if (tb__server_parse_body(req, &doc) != 0)
-    return;
-  tb_error_t err = { 0 };
-  tb__jctx_t c;
-  tb__jctx_init(&c, &err);
-  tb_slice_t id;
-  tb__tmodel_t *m = NULL;
-  int rc = get_model(&c, req, doc, &id, &m);
-  tb__tbase_t *base = m ? m->base : &tr->bases[0];
-  if (rc >= 0 && tb__wire_tb_batch_is_chat(doc) &&
-      tb__mtext_wait(req, base, train_route(type, sync))) {
-    json_decref(doc);  /* read again when the route runs again */
-    return;
+  tb__tb_text_in_t *in = call->in;
+  /* The model may have gone (or come) while the data was encoded for
+   * the base model it had then. */
+  tb__tmodel_t *m = tb__tb_find_model(tr, tb__sreq(req)->user, in->id);
+  const tb__tbase_t *now = m ? m->base : &tr->bases[0];
+  if (m != in->m && strcmp(now->name, in->x.name) != 0) {
+    tb__server_respond_error(req, 409, "model_id: %.*s changed while its data was "
+                                       "encoded; retry",
+                             (int)(in->id.len > 120 ? 120 : in->id.len), in->id.base);
+    return 0;
   }
-  tb__top_t *op = rc < 0 ? NULL : tb__tb_new_op(req, type);
-  if (rc >= 0 && op == NULL) {
-    json_decref(doc);
-    return;
-  }
-  if (rc >= 0) {
-    tb__tb_decode_start(req, op, doc, id, m, base, sync, train_decode_run, train_decode_done);
-    return;
-  }
-  tb__tb_refuse(req, 400, &err, op, doc);
+  call->op->model = m;
+  tb__tb_submit(req, take_op(call), in->id, call->side->sync);
+  return 0;
 }
-
-void tb__route_tb_forward(tb__http_request_t *req) { train(req, TB__OP_FORWARD, 1); }
-void tb__route_tb_forward_async(tb__http_request_t *req) { train(req, TB__OP_FORWARD, 0); }
-void tb__route_tb_fwdbwd(tb__http_request_t *req) { train(req, TB__OP_FORWARD_BACKWARD, 1); }
-void tb__route_tb_fwdbwd_async(tb__http_request_t *req) { train(req, TB__OP_FORWARD_BACKWARD, 0); }
 
 /* {"model_id", "adam_params"?}: an Adam step. */
 int tb__route_tb_optim(tb__route_call_t *call) {

@@ -34,49 +34,91 @@
 #include "wire/tinkerbell_request.h"
 
 /* The model a sample, tokenize or detokenize call names (one of the two
- * fields when exclusive); -1 after answering 400. */
-static int read_target(tb__http_request_t *req, const json_t *doc, int exclusive,
-                       tb__wire_tb_target_t *t) {
-  tb_error_t err = { 0 };
-  tb__jctx_t c;
-  tb__jctx_init(&c, &err);
-  int rc = tb__wire_tb_target_from_json(&c, doc, t);
-  if (rc >= 0 && exclusive && t->model_id.base != NULL && t->base_model.base != NULL)
-    rc = tb__jctx_fail_at(&c, "base_model", "give model_id or base_model, not both");
-  if (rc < 0) {
-    tb__tb_refuse(req, 400, &err, NULL, NULL);
+ * fields when exclusive): "model_id", the caller's model (*m) or a base
+ * model by its name (404 when neither); else "base_model", a base model
+ * (unknown_status when unknown); else the default base model.  0, or -1
+ * after c's error or answering. */
+static int find_target(tb__route_call_t *call, int exclusive, int unknown_status, tb_slice_t *id,
+                       tb__tmodel_t **m, tb__tbase_t **b) {
+  tb__http_request_t *req = call->req;
+  tb__training_t *tr = tb__training_of(req);
+  tb__wire_tb_target_t t;
+  int rc = tb__wire_tb_target_from_json(&call->c, call->doc, &t);
+  if (rc >= 0 && exclusive && t.model_id.base != NULL && t.base_model.base != NULL)
+    rc = tb__jctx_fail_at(&call->c, "base_model", "give model_id or base_model, not both");
+  if (rc < 0)
+    return -1;
+  tb_slice_t base = t.base_model;
+  *id = t.model_id;
+  *m = id->base ? tb__tb_find_model(tr, tb__sreq(req)->user, *id) : NULL;
+  *b = *m        ? (*m)->base
+       : id->base ? tb__tbase_find(tr, *id)  /* a base model's name samples it bare */
+       : base.base ? tb__tbase_find(tr, base)
+                   : &tr->bases[0];
+  if (*b != NULL)
+    return 0;
+  if (id->base != NULL) {
+    tb__tb_unknown_model(req, *id);
     return -1;
   }
-  return 0;
+  call->status = unknown_status;
+  return tb__jctx_fail_at(&call->c, "base_model",
+                          "unknown model \"%.*s\" (see get_server_capabilities)",
+                          (int)(base.len > 80 ? 80 : base.len), base.base);
 }
 
 /* ------------------------------------------------------------ sampling */
 
-/* A sample's prompt, decoded (and rendered) off the loop when the body
- * is large. */
-static void sample_run(tb__offload_t *o) {
-  tb__tb_decode_t *d = (tb__tb_decode_t *)o;
-  tb__jctx_t c;
-  tb__jctx_init(&c, &d->err);
-  d->rc = tb__tb_decode_sample(&c, &d->x, d->op, d->doc, d->op->encode_data, &d->status);
+/* {"model_id"? | "base_model"?, "prompt" | "messages" | "prompt_tokens",
+ * sampling parameters}: from the caller's model (after its earlier
+ * operations) or from a base model, whose text a prompt of text needs. */
+int tb__route_tb_sample_prepare(tb__route_call_t *call) {
+  tb__http_request_t *req = call->req;
+  tb_slice_t id;
+  tb__tmodel_t *m;
+  tb__tbase_t *b;
+  if (find_target(call, 0, 400, &id, &m, &b) != 0)
+    return -1;
+  if (b->state < 0) {
+    tb__server_respond_error(req, 422, "%s: %s", id.base ? "model_id" : "base_model",
+                             b->error ? b->error : "the base model failed to load");
+    return -1;
+  }
+  if (tb__wire_tb_sample_needs_text(call->doc) && tb__mtext_wait(req, b, tb__route_generic))
+    return 1;
+  tb__tb_text_in_t *in = call->in;
+  in->id = id;
+  in->m = m;
+  in->b = b;
+  tb__tctx_init(&in->x, tb__training_of(req), b);
+  call->op->base = b;
+  ((tb__tbop_t *)call->op->encode_data)->model_id = b->name;
+  return 0;
 }
 
-static void sample_done(tb__offload_t *o) {
-  tb__tb_decode_t *d = (tb__tb_decode_t *)o;
-  tb__http_request_t *req = o->req;
-  tb__training_t *tr = o->tr;
-  tb__top_t *op = d->op;
-  if (tb__tb_decode_refused(d)) {
-    /* answered */
-  } else if (d->m != NULL) {
+/* The prompt, decoded (and rendered) off the loop when the body is
+ * large. */
+int tb__route_tb_sample_decode(tb__route_call_t *call) {
+  tb__tb_text_in_t *in = call->in;
+  return tb__tb_decode_sample(&call->c, &in->x, call->op, call->doc, call->op->encode_data,
+                              &call->status);
+}
+
+int tb__route_tb_sample(tb__route_call_t *call) {
+  tb__http_request_t *req = call->req;
+  tb__training_t *tr = tb__training_of(req);
+  tb__tb_text_in_t *in = call->in;
+  tb__top_t *op = call->op;
+  call->op = NULL;  /* taken */
+  if (in->m != NULL) {
     /* After the model's earlier operations; it may have gone meanwhile. */
-    tb__tmodel_t *m = tb__tb_find_model(tr, tb__sreq(req)->user, d->id);
+    tb__tmodel_t *m = tb__tb_find_model(tr, tb__sreq(req)->user, in->id);
     if (m == NULL || m->base != op->base) {
-      tb__tb_unknown_model(req, d->id);
+      tb__tb_unknown_model(req, in->id);
       tb__top_free(op);
     } else {
       op->model = m;
-      tb__tb_submit(req, op, d->id, d->sync);
+      tb__tb_submit(req, op, in->id, call->side->sync);
     }
   } else if (tb__top_accept(req, op) == 0) {
     tb__tbase_t *b = op->base;
@@ -88,84 +130,12 @@ static void sample_done(tb__offload_t *o) {
     } else {
       tb__sample_start(op);
     }
-    tb__tb_answer_call(req, fid, b->name, d->sync);
+    tb__tb_answer_call(req, fid, b->name, call->side->sync);
   }
-  tb__tb_decode_free(d);
+  return 0;
 }
-
-/* {"model_id"? | "base_model"?, "prompt" | "messages" | "prompt_tokens",
- * sampling parameters}: from the caller's model (after its earlier
- * operations) or from a base model. */
-static void sample(tb__http_request_t *req, int sync) {
-  tb__training_t *tr = tb__training_of(req);
-  json_t *doc;
-  if (tb__server_parse_body(req, &doc) != 0)
-    return;
-  tb__wire_tb_target_t target;
-  if (read_target(req, doc, 0, &target) != 0) {
-    json_decref(doc);
-    return;
-  }
-  tb_slice_t id = target.model_id, base = target.base_model;
-  tb__tmodel_t *m = id.base ? tb__tb_find_model(tr, tb__sreq(req)->user, id) : NULL;
-  tb__tbase_t *b = m ? m->base : &tr->bases[0];
-  if (m == NULL && id.base != NULL) {
-    /* As in the Python server, a base model's name samples it bare. */
-    b = tb__tbase_find(tr, id);
-    if (b == NULL) {
-      tb__tb_unknown_model(req, id);
-      json_decref(doc);
-      return;
-    }
-  } else if (m == NULL && base.base != NULL && (b = tb__tbase_find(tr, base)) == NULL) {
-    tb_error_t err = { 0 };
-    tb__jctx_t c;
-    tb__jctx_init(&c, &err);
-    tb__jctx_fail_at(&c, "base_model", "unknown model \"%.*s\" (see get_server_capabilities)",
-                     (int)(base.len > 80 ? 80 : base.len), base.base);
-    tb__tb_refuse(req, 400, &err, NULL, doc);
-    return;
-  }
-  if (b->state < 0) {
-    tb__server_respond_error(req, 422, "%s: %s", m ? "model_id" : id.base ? "model_id"
-                                                                       : "base_model",
-                             b->error ? b->error : "the base model failed to load");
-    json_decref(doc);
-    return;
-  }
-  if (tb__wire_tb_sample_needs_text(doc) &&
-      tb__mtext_wait(req, b, sync ? tb__route_tb_sample : tb__route_tb_asample)) {
-    json_decref(doc);
-    return;
-  }
-  tb__top_t *op = tb__tb_new_op(req, TB__OP_SAMPLE);
-  if (op == NULL) {
-    json_decref(doc);
-    return;
-  }
-  op->base = b;
-  ((tb__tbop_t *)op->encode_data)->model_id = b->name;
-  tb__tb_decode_start(req, op, doc, id, m, b, sync, sample_run, sample_done);
-}
-
-void tb__route_tb_sample(tb__http_request_t *req) { sample(req, 1); }
-void tb__route_tb_asample(tb__http_request_t *req) { sample(req, 0); }
 
 /* ------------------------------------------------------------ tokenize */
-
-/* A tokenize or detokenize call: decoded, encoded and its answer
- * written off the loop when the body is large. */
-typedef struct text_call_s {
-  tb__offload_t o;
-  json_t *doc;
-  tb__tctx_t x;
-  int detokenize;
-  tb__arena_t arena;        /* the decoded body */
-  int status;              /* of the answer */
-  char *answer;            /* JSON, malloc'd: the body until on_done */
-  size_t answer_len;
-  tb_error_t err;
-} text_call_t;
 
 /* The answer r as the wire writes it, or NULL with c's error; frees
  * owned (what r borrows). */
@@ -262,105 +232,46 @@ static json_t *detokenize(tb__jctx_t *c, tb__arena_t *a, const tb__tctx_t *x, co
   return answer(c, &t, text);
 }
 
-static void text_call_run(tb__offload_t *o) {
-  text_call_t *t = (text_call_t *)o;
-  tb__jctx_t c;
-  tb__jctx_init(&c, &t->err);
-  t->status = 400;
+/* The base model a tokenize or detokenize call names, whose text it
+ * waits for: 404 for an unknown model. */
+int tb__route_tb_text_prepare(tb__route_call_t *call) {
+  tb_slice_t id;
+  tb__tmodel_t *m;
+  tb__tbase_t *b;
+  if (find_target(call, 1, 404, &id, &m, &b) != 0)
+    return -1;
+  if (tb__mtext_wait(call->req, b, tb__route_generic))
+    return 1;
+  tb__tb_text_in_t *in = call->in;
+  in->b = b;
+  tb__tctx_init(&in->x, tb__training_of(call->req), b);
+  return 0;
+}
+
+/* Decodes, encodes and writes the answer (call->answer): off the loop
+ * when the body is large. */
+static int text_call(tb__route_call_t *call, int detok) {
+  tb__tb_text_in_t *in = call->in;
+  tb__jctx_t *c = &call->c;
   json_t *v = NULL;
   tb__wire_tb_tokenize_t r;
-  if (t->detokenize)
-    v = detokenize(&c, &t->arena, &t->x, t->doc, &t->status);
-  else if (tb__wire_tb_tokenize_from_json(&c, &t->arena, t->doc, &r) != 0)
+  if (detok)
+    v = detokenize(c, &call->arena, &in->x, call->doc, &call->status);
+  else if (tb__wire_tb_tokenize_from_json(c, &call->arena, call->doc, &r) != 0)
     v = NULL;
   else if (r.text.base != NULL)
-    v = tokenize_text(&c, &t->x, &r, &t->status);
+    v = tokenize_text(c, &in->x, &r, &call->status);
   else
-    v = tokenize_messages(&c, &t->x, t->doc, &r, &t->status);
-  if (v != NULL) {
-    t->status = 200;
-    t->answer = tb__json_dump(v, &t->answer_len);
-    json_decref(v);
-  }
+    v = tokenize_messages(c, &in->x, call->doc, &r, &call->status);
+  if (v == NULL)
+    return -1;
+  call->answer = tb__json_dump(v, &call->answer_len);
+  json_decref(v);
+  if (call->answer != NULL)
+    return 0;
+  call->status = 503;
+  return tb_error_set(&call->err, TB_ENOMEM, TB_CATEGORY_SERVER, "out of memory");
 }
 
-static void on_text_answered(tb__http_request_t *req, int status) {
-  (void)status;
-  free(tb__sreq(req)->data);
-}
-
-static void text_call_done(tb__offload_t *o) {
-  text_call_t *t = (text_call_t *)o;
-  tb__http_request_t *req = o->req;
-  if (o->tr->closing) {
-    tb__server_respond_error(req, 503, "the server is closing");
-    free(t->answer);
-  } else if (t->status == 200 && t->answer == NULL) {
-    tb__server_respond_error(req, 503, "out of memory");
-  } else if (t->status == 200) {
-    /* Lent to the answer: freed once it is written. */
-    tb__sreq(req)->data = t->answer;
-    tb__sreq(req)->on_done = on_text_answered;
-    tb__server_respond_json(req, 200, t->answer, t->answer_len);
-  } else {
-    tb__tb_refuse(req, t->status, &t->err, NULL, NULL);
-  }
-  json_decref(t->doc);
-  tb__arena_free(&t->arena);
-  tb_error_clear(&t->err);
-  free(t);
-}
-
-
-/* The base model a tokenize or detokenize call names; NULL after
- * answering 404 (an unknown model) or 400. */
-static tb__tbase_t *text_call_base(tb__http_request_t *req, const json_t *doc) {
-  tb__training_t *tr = tb__training_of(req);
-  tb__wire_tb_target_t target;
-  if (read_target(req, doc, 1, &target) != 0)
-    return NULL;
-  tb_slice_t id = target.model_id, base = target.base_model;
-  if (id.base != NULL) {
-    tb__tmodel_t *m = tb__tb_find_model(tr, tb__sreq(req)->user, id);
-    tb__tbase_t *b = m ? m->base : tb__tbase_find(tr, id);
-    if (b == NULL)
-      tb__tb_unknown_model(req, id);
-    return b;
-  }
-  if (base.base == NULL)
-    return &tr->bases[0];
-  tb__tbase_t *b = tb__tbase_find(tr, base);
-  if (b == NULL)
-    tb__server_respond_error(req, 404, "base_model: unknown model \"%.*s\" (see "
-                                       "get_server_capabilities)",
-                             (int)(base.len > 80 ? 80 : base.len), base.base);
-  return b;
-}
-
-static void text_call(tb__http_request_t *req, int detok) {
-  tb__training_t *tr = tb__training_of(req);
-  json_t *doc;
-  if (tb__server_parse_body(req, &doc) != 0)
-    return;
-  tb__tbase_t *b = text_call_base(req, doc);
-  if (b == NULL ||
-      tb__mtext_wait(req, b, detok ? tb__route_tb_detokenize : tb__route_tb_tokenize)) {
-    json_decref(doc);
-    return;
-  }
-  text_call_t *t = calloc(1, sizeof(*t));
-  if (t == NULL) {
-    tb__server_respond_error(req, 503, "out of memory");
-    json_decref(doc);
-    return;
-  }
-  t->o = (tb__offload_t){ .tr = tr, .req = req, .run = text_call_run, .done = text_call_done };
-  t->doc = doc;
-  t->detokenize = detok;
-  tb__arena_init(&t->arena, 4096);
-  tb__tctx_init(&t->x, tr, b);
-  tb__offload(&t->o);
-}
-
-void tb__route_tb_tokenize(tb__http_request_t *req) { text_call(req, 0); }
-void tb__route_tb_detokenize(tb__http_request_t *req) { text_call(req, 1); }
+int tb__route_tb_tokenize(tb__route_call_t *call) { return text_call(call, 0); }
+int tb__route_tb_detokenize(tb__route_call_t *call) { return text_call(call, 1); }
