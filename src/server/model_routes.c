@@ -32,24 +32,24 @@ int tb__route_create_model(tb__route_call_t *call) {
   tb__http_request_t *req = call->req;
   tb__training_t *tr = tb__training_of(req);
   tb__jctx_t *c = &call->c;
-  tb__wire_create_model_t w;
-  int rc = tb__wire_create_model_from_json(c, call->doc, &w);
+  const tb__wire_create_model_t *w = call->in;
   tb__lora_config_t lora = { 0 };
-  lora.rank = (int)w.rank;
-  lora.seed = (uint64_t)w.seed;
-  lora.train_attn = w.train_attn;
-  lora.train_mlp = w.train_mlp;
-  lora.train_unembed = w.train_unembed;
+  lora.rank = (int)w->rank;
+  lora.seed = (uint64_t)w->seed;
+  lora.train_attn = w->train_attn;
+  lora.train_mlp = w->train_mlp;
+  lora.train_unembed = w->train_unembed;
   const char *why = NULL;
-  if (rc >= 0 && tb__lora_config_validate(&lora, &why) != 0)
+  int rc = 0;
+  if (tb__lora_config_validate(&lora, &why) != 0)
     rc = tb__jctx_fail_at(c, "lora_config", "%s", why);
   tb__tbase_t *b = NULL;
-  rc = rc < 0 ? rc : tb__tbase_field(c, tr, tb__wire_str(w.base_model), 1, &b);
+  rc = rc < 0 ? rc : tb__tbase_field(c, tr, tb__wire_str(w->base_model), 1, &b);
   if (rc < 0)
     return rc;
-  tb__session_t *s = tb__session_live(req, tb__wire_str(w.session_id));
+  tb__session_t *s = tb__session_live(req, tb__wire_str(w->session_id));
   if (s != NULL)
-    tb__create_model(req, tr, b, s, w.model_seq_id, &lora, NULL);
+    tb__create_model(req, tr, b, s, w->model_seq_id, &lora, NULL);
   return 0;
 }
 
@@ -427,18 +427,15 @@ static void on_weights_info(tb__training_t *tr, void *data, int status,
 int tb__route_weights_info(tb__route_call_t *call) {
   tb__http_request_t *req = call->req;
   tb__training_t *tr = tb__training_of(req);
-  tb__wire_weights_info_request_t w;
-  int rc = tb__wire_weights_info_request_from_json(&call->c, call->doc, &w);
-  if (rc < 0)
-    return rc;
-  tb_slice_t path = w.tinker_path;
+  const tb__wire_weights_info_request_t *w = call->in;
+  tb_slice_t path = w->tinker_path;
   char *dir = tb__checkpoint_dir(req, "tinker_path", path);
   tb__lora_config_t lora;
   tb__tbase_t *base = NULL;
   if (dir != NULL && tb__checkpoint_lora(tr, path, &lora, &base)) {
     respond_weights_info(req, base->name, &lora);
   } else if (dir != NULL) {
-    rc = tb__read_checkpoint_lora(tr, dir, on_weights_info, req);
+    int rc = tb__read_checkpoint_lora(tr, dir, on_weights_info, req);
     if (rc != 0)
       tb__server_respond_error(req, 503, "cannot read the checkpoint: %s", tb_strerror(rc));
   }

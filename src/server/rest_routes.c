@@ -357,15 +357,12 @@ void tb__route_unpublish(tb__http_request_t *req) {
 
 int tb__route_ttl(tb__route_call_t *call) {
   tb__http_request_t *req = call->req;
-  tb__wire_ttl_request_t w;
-  int rc = tb__wire_ttl_request_from_json(&call->c, call->doc, &w);
-  if (rc < 0)
-    return rc;
+  const tb__wire_ttl_request_t *w = call->in;
   tb__rest_op_t *q = rest_op_new(req, Q_TTL);
   if (q == NULL)
     return 0;
-  q->has_ttl = w.ttl_seconds > 0;
-  q->ttl = w.ttl_seconds;
+  q->has_ttl = w->ttl_seconds > 0;
+  q->ttl = w->ttl_seconds;
   if (checkpoint_params(req, q, 1) != 0) {
     rest_op_free(q);
     return 0;

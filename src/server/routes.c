@@ -17,6 +17,8 @@
 #include <stddef.h>
 
 #include "server/tinkerbell.h"
+#include "wire/op_request.h"
+#include "wire/service.h"
 
 #define C TB__ROUTE_CLOSING
 #define S TB__ROUTE_SUBMITS
@@ -31,7 +33,8 @@
  * columns.  JSON: the body is a JSON object for the submit; OP: and an op
  * is made first, whose result is a Tinker wire type; TB, TB_SYNC: the
  * same with the Tinkerbell dialect's result encoder, answered with the
- * op's request id or (sync) its result; FWDBWD: a JSON or protobuf
+ * op's request id or (sync) its result; WIRE: a JSON body decoded into
+ * its wire struct (call->in) for the submit; FWDBWD: a JSON or protobuf
  * ForwardBackwardRequest decoded into its wire struct, off the loop when
  * large. */
 #define NONE { 0 }
@@ -39,6 +42,7 @@
 #define G(flags, ...) { .handler = tb__route_generic, .call = (flags), __VA_ARGS__ }
 #define J TB__CALL_JSON
 #define JSON(fn) G(J, .submit = fn)
+#define WIRE(type, dec, fn) G(J, .decode = dec, .in_size = sizeof(type), .submit = fn)
 #define OP(type, fn) G(J | TB__CALL_OP, .op = type, .submit = fn)
 #define TB_OP(type) .op = type, .encode = tb__tb_encode, .encode_size = sizeof(tb__tbop_t)
 #define TB(type, fn) G(J | TB__CALL_OP, TB_OP(type), .submit = fn)
@@ -70,6 +74,27 @@
   G(J | TB__CALL_OFF_LOOP, .prepare = tb__route_tb_text_prepare, .decode = dec,             \
     .in_size = sizeof(tb__tb_text_in_t))
 
+/* Decoders into the wire structs of src/wire/ (call->in), for WIRE rows. */
+#define WIRE_DECODER(name, type, from_json)                                                 \
+  static int name(tb__route_call_t *call) {                                                 \
+    return from_json(&call->c, call->doc, (type *)call->in);                                \
+  }
+WIRE_DECODER(create_session, tb__wire_create_session_t, tb__wire_create_session_from_json)
+WIRE_DECODER(ttl, tb__wire_ttl_request_t, tb__wire_ttl_request_from_json)
+WIRE_DECODER(create_model, tb__wire_create_model_t, tb__wire_create_model_from_json)
+WIRE_DECODER(weights_info, tb__wire_weights_info_request_t,
+             tb__wire_weights_info_request_from_json)
+WIRE_DECODER(create_sampler, tb__wire_create_sampler_t, tb__wire_create_sampler_from_json)
+
+/* {"session_id", "type"}, the type the route's. */
+static int heartbeat(tb__route_call_t *call) {
+  return tb__wire_session_call_from_json(&call->c, call->doc, "session_heartbeat", call->in);
+}
+
+static int close_session(tb__route_call_t *call) {
+  return tb__wire_session_call_from_json(&call->c, call->doc, "close_session", call->in);
+}
+
 static const tb__route_row_t table[] = {
   /* ---------------------------------------------------------- core */
   { TB__PART_CORE, "GET", "/", SERVICE, P, H(tb__route_index), NONE,
@@ -90,13 +115,15 @@ static const tb__route_row_t table[] = {
     NONE, "The base models served, with max_context_length", NULL },
   { TB__PART_CORE, "POST", "/api/v1/telemetry", TINKER, 0, JSON(tb__route_telemetry), NONE,
     "SDK telemetry batches: counted, {status: accepted}", NULL },
-  { TB__PART_CORE, "POST", "/api/v1/create_session", TINKER, 0, JSON(tb__route_create_session),
-    NONE,
+  { TB__PART_CORE, "POST", "/api/v1/create_session", TINKER, 0,
+    WIRE(tb__wire_create_session_t, create_session, tb__route_create_session), NONE,
     "Creates a session: {tags, user_metadata, sdk_version, project_id?} -> {session_id}",
     NULL },
-  { TB__PART_CORE, "POST", "/api/v1/session_heartbeat", TINKER, 0, JSON(tb__route_heartbeat), NONE,
+  { TB__PART_CORE, "POST", "/api/v1/session_heartbeat", TINKER, 0,
+    WIRE(tb__wire_session_call_t, heartbeat, tb__route_heartbeat), NONE,
     "Keeps a session alive: {session_id}", NULL },
-  { TB__PART_CORE, "POST", "/api/v1/close_session", TINKER, 0, JSON(tb__route_close_session), NONE,
+  { TB__PART_CORE, "POST", "/api/v1/close_session", TINKER, 0,
+    WIRE(tb__wire_session_call_t, close_session, tb__route_close_session), NONE,
     "Closes a session: its models are unloaded at once, its checkpoints kept; later calls "
     "on it answer 410: {session_id}",
     NULL },
@@ -134,7 +161,8 @@ static const tb__route_row_t table[] = {
     "Makes a checkpoint loadable by every user (409 if public)", NULL },
   { TB__PART_STORE, "DELETE", CKPT "/publish", TINKER, 0, H(tb__route_unpublish), NONE,
     "Makes a checkpoint private again (409 if private)", NULL },
-  { TB__PART_STORE, "PUT", CKPT "/ttl", TINKER, 0, JSON(tb__route_ttl), NONE,
+  { TB__PART_STORE, "PUT", CKPT "/ttl", TINKER, 0,
+    WIRE(tb__wire_ttl_request_t, ttl, tb__route_ttl), NONE,
     "Sets a checkpoint's expiry: {ttl_seconds: int | null}", NULL },
   { TB__PART_STORE, "GET", "/api/v1/checkpoint_archives/{token}", TINKER, P,
     H(tb__route_download), NONE,
@@ -142,7 +170,8 @@ static const tb__route_row_t table[] = {
 
   /* ---------------------------------------------------------- training */
   { TB__PART_TRAINING, "POST", "/api/v1/create_model", TINKER, C | S,
-    JSON(tb__route_create_model), NONE, "Creates a LoRA model: future of {model_id}", NULL },
+    WIRE(tb__wire_create_model_t, create_model, tb__route_create_model), NONE,
+    "Creates a LoRA model: future of {model_id}", NULL },
   { TB__PART_TRAINING, "POST", "/api/v1/forward_backward", BOTH, C | S,
     FWDBWD(TB__OP_FORWARD_BACKWARD), TB_TRAIN(TB__OP_FORWARD_BACKWARD, 1),
     "Forward and backward (JSON or protobuf body): future of ForwardBackwardOutput",
@@ -171,10 +200,11 @@ static const tb__route_row_t table[] = {
     G(J, .decode = tb__route_model, .submit = tb__route_get_info), NONE,
     "A model's base, rank and tokenizer", NULL },
   { TB__PART_TRAINING, "POST", "/api/v1/weights_info", TINKER, 0,
-    JSON(tb__route_weights_info), NONE, "A checkpoint's base model, rank and trained parts",
-    NULL },
+    WIRE(tb__wire_weights_info_request_t, weights_info, tb__route_weights_info), NONE,
+    "A checkpoint's base model, rank and trained parts", NULL },
   { TB__PART_TRAINING, "POST", "/api/v1/create_sampling_session", TINKER, C,
-    JSON(tb__route_create_sampling_session), NONE,
+    WIRE(tb__wire_create_sampler_t, create_sampler,
+         tb__route_create_sampling_session), NONE,
     "A sampling session over the base model or saved weights", NULL },
   { TB__PART_TRAINING, "GET", "/api/v1/samplers/{sampler_id}", TINKER, 0,
     H(tb__route_get_sampler), NONE, "A sampling session's base model and weights", NULL },
@@ -194,7 +224,8 @@ static const tb__route_row_t table[] = {
   { TB__PART_TRAINING, "POST", "/api/v1/forward_backward_async", TINKERBELL, C | S,
     TB_TRAIN(TB__OP_FORWARD_BACKWARD, 0), NONE,
     "Forward and backward: " FWD " -> {request_id, model_id}", NULL },
-  { TB__PART_TRAINING, "POST", "/fwdbwd", TINKERBELL, C | S, TB_TRAIN(TB__OP_FORWARD_BACKWARD, 0), NONE,
+  { TB__PART_TRAINING, "POST", "/fwdbwd", TINKERBELL, C | S,
+    TB_TRAIN(TB__OP_FORWARD_BACKWARD, 0), NONE,
     "Legacy /api/v1/forward_backward_async", NULL },
   { TB__PART_TRAINING, "POST", "/api/v1/optim_step_async", TINKERBELL, C | S,
     TB(TB__OP_OPTIM, tb__route_tb_optim), NONE,

@@ -492,12 +492,12 @@ int tb__route_create_sampling_session(tb__route_call_t *call) {
   tb__http_request_t *req = call->req;
   tb__training_t *tr = tb__training_of(req);
   tb__jctx_t *c = &call->c;
-  tb__wire_create_sampler_t w;
-  int rc = tb__wire_create_sampler_from_json(c, call->doc, &w);
-  tb_slice_t sid = w.session_id, base = w.base_model, path = w.model_path;
-  int64_t seq = w.seq_id;
+  const tb__wire_create_sampler_t *w = call->in;
+  tb_slice_t sid = w->session_id, base = w->base_model, path = w->model_path;
+  int64_t seq = w->seq_id;
   tb__tbase_t *b = NULL;
-  if (rc >= 0 && base.base != NULL)
+  int rc = 0;
+  if (base.base != NULL)
     rc = tb__tbase_field(c, tr, base, 0, &b);
   if (rc < 0)
     return rc;

@@ -51,13 +51,10 @@ void tb__session_respond_closed(tb__http_request_t *req, const tb__session_t *s)
 int tb__route_create_session(tb__route_call_t *call) {
   tb__http_request_t *req = call->req;
   tb__server_t *srv = tb__server_from_req(req);
-  tb__wire_create_session_t w;
-  int rc = tb__wire_create_session_from_json(&call->c, call->doc, &w);
-  if (rc < 0)
-    return rc;
+  const tb__wire_create_session_t *w = call->in;
   tb__session_t *s;
-  rc = tb__session_create(&srv->sessions, tb__sreq(req)->user, w.tags_value,
-                          w.user_metadata_value, w.sdk_version, w.project_id, &s);
+  int rc = tb__session_create(&srv->sessions, tb__sreq(req)->user, w->tags_value,
+                              w->user_metadata_value, w->sdk_version, w->project_id, &s);
   if (rc != 0) {
     tb__server_respond_error(req, 503, "cannot create a session: %s", tb_strerror(rc));
     return 0;
@@ -78,17 +75,15 @@ static tb__session_t *find_or_404(tb__http_request_t *req, tb_slice_t id) {
   return s;
 }
 
-/* {"session_id", "type": type}: applies act to the caller's live session and answers
- * {"type": type}; a session closed or expired is 410, an unknown one 404. */
-static int session_call(tb__route_call_t *call, const char *type,
+/* {"session_id", "type"}, decoded by the route's row: applies act to the
+ * caller's live session and answers {"type"}; a session closed or expired
+ * is 410, an unknown one 404. */
+static int session_call(tb__route_call_t *call,
                         void (*act)(tb__sessions_t *, tb__session_t *)) {
   tb__http_request_t *req = call->req;
   tb__server_t *srv = tb__server_from_req(req);
-  tb__wire_session_call_t w;
-  int rc = tb__wire_session_call_from_json(&call->c, call->doc, type, &w);
-  if (rc < 0)
-    return rc;
-  tb_slice_t id = w.session_id;
+  const tb__wire_session_call_t *w = call->in;
+  tb_slice_t id = w->session_id;
   tb__session_t *s = find_or_404(req, id);
   if (s != NULL && s->closed) {
     tb__session_gone(req, id);
@@ -97,19 +92,19 @@ static int session_call(tb__route_call_t *call, const char *type,
                              s->id, (unsigned long long)srv->sessions.timeout_ms);
   } else if (s != NULL) {
     act(&srv->sessions, s);
-    tb__server_respond_answer(req, tb__wire_session_call_done_to_json(&w));
+    tb__server_respond_answer(req, tb__wire_session_call_done_to_json(w));
   }
   return 0;
 }
 
 int tb__route_heartbeat(tb__route_call_t *call) {
-  return session_call(call, "session_heartbeat", tb__session_heartbeat);
+  return session_call(call, tb__session_heartbeat);
 }
 
 /* {"session_id", "type": "close_session"} -> {"type": "close_session"}.
  * A session already closed, or expired, is 410 like every later call. */
 int tb__route_close_session(tb__route_call_t *call) {
-  return session_call(call, "close_session", tb__session_close);
+  return session_call(call, tb__session_close);
 }
 
 /* Reads an integer query parameter within [min, max]; answers 400 itself
