@@ -12,10 +12,11 @@
 
 #include "core/buf.h"
 #include "core/clock.h"
+#include "core/list.h"
 #include "core/log.h"
 
 struct tb__tombstone_s {
-  tb__tombstone_t *hnext;
+  tb__idmap_link_t link;     /* in tombs_by_id */
   tb__tombstone_t *next;     /* FIFO, oldest first */
   const tb__user_t *owner;
   uint64_t until;
@@ -48,53 +49,14 @@ void tb__result_unref(tb__result_t *r) {
 
 /* ------------------------------------------------------------ table */
 
-static size_t bucket_of(size_t n_buckets, const char *id, size_t len) {
-  return (size_t)(tb__id_hash(id, len) & (n_buckets - 1));
-}
-
-static int table_grow(tb__futures_t *fs) {
-  size_t n = fs->n_buckets * 2;
-  tb__future_t **b = calloc(n, sizeof(*b));
-  if (b == NULL)
-    return TB_ENOMEM;
-  for (size_t i = 0; i < fs->n_buckets; i++) {
-    tb__future_t *f = fs->buckets[i];
-    while (f != NULL) {
-      tb__future_t *next = f->hnext;
-      size_t k = bucket_of(n, f->id, f->id_len);
-      f->hnext = b[k];
-      b[k] = f;
-      f = next;
-    }
-  }
-  free(fs->buckets);
-  fs->buckets = b;
-  fs->n_buckets = n;
-  return 0;
-}
-
 static tb__future_t *table_get(const tb__futures_t *fs, const char *id, size_t len) {
-  tb__future_t *f = fs->buckets[bucket_of(fs->n_buckets, id, len)];
-  for (; f != NULL; f = f->hnext)
-    if (f->id_len == len && memcmp(f->id, id, len) == 0)
-      return f;
-  return NULL;
-}
-
-static void table_remove(tb__futures_t *fs, tb__future_t *f) {
-  tb__future_t **p = &fs->buckets[bucket_of(fs->n_buckets, f->id, f->id_len)];
-  while (*p != f)
-    p = &(*p)->hnext;
-  *p = f->hnext;
-  f->hnext = NULL;
+  tb__idmap_link_t *l = tb__idmap_find(&fs->by_id, id, len);
+  return l != NULL ? TB__IDMAP_ENTRY(l, tb__future_t, link) : NULL;
 }
 
 static tb__tombstone_t *tomb_get(const tb__futures_t *fs, const char *id, size_t len) {
-  tb__tombstone_t *t = fs->tbuckets[bucket_of(fs->n_tbuckets, id, len)];
-  for (; t != NULL; t = t->hnext)
-    if (t->id_len == len && memcmp(t->id, id, len) == 0)
-      return t;
-  return NULL;
+  tb__idmap_link_t *l = tb__idmap_find(&fs->tombs_by_id, id, len);
+  return l != NULL ? TB__IDMAP_ENTRY(l, tb__tombstone_t, link) : NULL;
 }
 
 static void tomb_drop_oldest(tb__futures_t *fs) {
@@ -102,10 +64,7 @@ static void tomb_drop_oldest(tb__futures_t *fs) {
   fs->thead = t->next;
   if (fs->thead == NULL)
     fs->ttail = NULL;
-  tb__tombstone_t **p = &fs->tbuckets[bucket_of(fs->n_tbuckets, t->id, t->id_len)];
-  while (*p != t)
-    p = &(*p)->hnext;
-  *p = t->hnext;
+  tb__idmap_remove(&fs->tombs_by_id, &t->link);
   fs->n_tombstones--;
   free(t);
 }
@@ -123,9 +82,10 @@ static void tomb_add(tb__futures_t *fs, const tb__future_t *f) {
   t->owner = f->owner;
   t->until = uv_now(fs->loop) + fs->opts.tombstone_ms;
   t->next = NULL;
-  size_t k = bucket_of(fs->n_tbuckets, t->id, t->id_len);
-  t->hnext = fs->tbuckets[k];
-  fs->tbuckets[k] = t;
+  if (tb__idmap_insert(&fs->tombs_by_id, &t->link, t->id, t->id_len) != 0) {
+    free(t);
+    return;
+  }
   if (fs->ttail)
     fs->ttail->next = t;
   else
@@ -136,29 +96,8 @@ static void tomb_add(tb__futures_t *fs, const tb__future_t *f) {
 
 /* ------------------------------------------------------------ lists */
 
-#define LIST_PUSH(l, f)                    \
-  do {                                     \
-    (f)->lnext = NULL;                     \
-    (f)->lprev = (l).tail;                 \
-    if ((l).tail)                          \
-      (l).tail->lnext = (f);               \
-    else                                   \
-      (l).head = (f);                      \
-    (l).tail = (f);                        \
-  } while (0)
-
-#define LIST_REMOVE(l, f)                  \
-  do {                                     \
-    if ((f)->lprev)                        \
-      (f)->lprev->lnext = (f)->lnext;      \
-    else                                   \
-      (l).head = (f)->lnext;               \
-    if ((f)->lnext)                        \
-      (f)->lnext->lprev = (f)->lprev;      \
-    else                                   \
-      (l).tail = (f)->lprev;               \
-    (f)->lnext = (f)->lprev = NULL;        \
-  } while (0)
+#define LIST_PUSH(l, x) TB__LIST_PUSH(l, x, lnext, lprev)
+#define LIST_REMOVE(l, x) TB__LIST_REMOVE(l, x, lnext, lprev)
 
 static void future_free(tb__future_t *f) {
   tb__result_unref(f->result);
@@ -173,7 +112,7 @@ static void expire(tb__futures_t *fs, tb__future_t *f, int evicted) {
     LIST_REMOVE(fs->delivered, f);
   else
     LIST_REMOVE(fs->undelivered, f);
-  table_remove(fs, f);
+  tb__idmap_remove(&fs->by_id, &f->link);
   fs->bytes -= f->bytes;
   fs->n_finished--;
   if (evicted)
@@ -247,16 +186,7 @@ int tb__futures_init(uv_loop_t *loop, tb__futures_t *fs, const tb__futures_opts_
   memset(fs, 0, sizeof(*fs));
   fs->loop = loop;
   fs->opts = *opts;
-  tb__idgen_init(&fs->ids);
-  fs->n_buckets = 256;
-  fs->n_tbuckets = 16384;  /* up to 100000 tombstones: chains stay short */
-  fs->buckets = calloc(fs->n_buckets, sizeof(*fs->buckets));
-  fs->tbuckets = calloc(fs->n_tbuckets, sizeof(*fs->tbuckets));
-  if (fs->buckets == NULL || fs->tbuckets == NULL) {
-    free(fs->buckets);
-    free(fs->tbuckets);
-    return TB_ENOMEM;
-  }
+  tb__idgen_init(&fs->ids);  /* zeroed, the id maps are empty */
   uv_timer_init(loop, &fs->poll_timer);
   uv_timer_init(loop, &fs->sweep_timer);
   fs->poll_timer.data = fs;
@@ -270,10 +200,7 @@ int tb__futures_init(uv_loop_t *loop, tb__futures_t *fs, const tb__futures_opts_
 static void notify(tb__future_t *f) {
   tb__fwaiter_t *w;
   while ((w = f->waiters) != NULL) {
-    f->waiters = w->next;
-    if (w->next)
-      w->next->prev = NULL;
-    w->next = w->prev = NULL;
+    TB__LIST_REMOVE_HEAD(f->waiters, w, next, prev);
     w->future = NULL;
     w->cb(w, f);
   }
@@ -283,20 +210,14 @@ static void on_timer_closed(uv_handle_t *h) {
   tb__futures_t *fs = h->data;
   if (--fs->open_handles > 0)
     return;
-  for (size_t i = 0; i < fs->n_buckets; i++) {
-    tb__future_t *f = fs->buckets[i];
-    while (f != NULL) {
-      tb__future_t *next = f->hnext;
-      future_free(f);
-      f = next;
-    }
+  for (tb__idmap_link_t *l = tb__idmap_first(&fs->by_id), *next; l != NULL; l = next) {
+    next = tb__idmap_next(&fs->by_id, l);
+    future_free(TB__IDMAP_ENTRY(l, tb__future_t, link));
   }
-  free(fs->buckets);
-  fs->buckets = NULL;
+  tb__idmap_free(&fs->by_id);
   while (fs->thead)
     tomb_drop_oldest(fs);
-  free(fs->tbuckets);
-  fs->tbuckets = NULL;
+  tb__idmap_free(&fs->tombs_by_id);
   fs->n_pending = fs->n_finished = 0;
   memset(fs->n_queue_state, 0, sizeof(fs->n_queue_state));
   fs->bytes = 0;
@@ -310,9 +231,9 @@ void tb__futures_close(tb__futures_t *fs, tb__futures_close_cb close_cb) {
   fs->closing = 1;
   fs->close_cb = close_cb;
   /* Waiters answer with the future still pending (try_again for a poll). */
-  for (size_t i = 0; i < fs->n_buckets; i++)
-    for (tb__future_t *f = fs->buckets[i]; f != NULL; f = f->hnext)
-      notify(f);
+  for (tb__idmap_link_t *l = tb__idmap_first(&fs->by_id); l != NULL;
+       l = tb__idmap_next(&fs->by_id, l))
+    notify(TB__IDMAP_ENTRY(l, tb__future_t, link));
   uv_close((uv_handle_t *)&fs->poll_timer, on_timer_closed);
   uv_close((uv_handle_t *)&fs->sweep_timer, on_timer_closed);
 }
@@ -322,8 +243,6 @@ void tb__futures_close(tb__futures_t *fs, tb__futures_close_cb close_cb) {
 int tb__future_create(tb__futures_t *fs, const tb__user_t *owner, tb__future_t **out) {
   if (fs->closing)
     return TB_ECLOSING;
-  if (fs->n_pending + fs->n_finished >= fs->n_buckets * 2 && table_grow(fs) != 0)
-    return TB_ENOMEM;
   tb__future_t *f = calloc(1, sizeof(*f));
   if (f == NULL)
     return TB_ENOMEM;
@@ -333,9 +252,10 @@ int tb__future_create(tb__futures_t *fs, const tb__user_t *owner, tb__future_t *
   f->store = fs;
   f->owner = owner;
   f->created_ms = uv_now(fs->loop);
-  size_t k = bucket_of(fs->n_buckets, f->id, f->id_len);
-  f->hnext = fs->buckets[k];
-  fs->buckets[k] = f;
+  if (tb__idmap_insert(&fs->by_id, &f->link, f->id, f->id_len) != 0) {
+    free(f);
+    return TB_ENOMEM;
+  }
   fs->n_pending++;
   fs->n_queue_state[TB__QUEUE_ACTIVE]++;
   fs->n_created++;
@@ -455,31 +375,21 @@ void tb__future_mark_delivered(tb__future_t *f) {
 void tb__future_wait(tb__future_t *f, tb__fwaiter_t *w, tb__fwaiter_cb cb) {
   w->cb = cb;
   w->future = f;
-  w->prev = NULL;
-  w->next = f->waiters;
-  if (f->waiters)
-    f->waiters->prev = w;
-  f->waiters = w;
+  TB__LIST_PUSH_HEAD(f->waiters, w, next, prev);
 }
 
 void tb__future_unwait(tb__fwaiter_t *w) {
   tb__future_t *f = w->future;
   if (f == NULL)
     return;
-  if (w->prev)
-    w->prev->next = w->next;
-  else
-    f->waiters = w->next;
-  if (w->next)
-    w->next->prev = w->prev;
-  w->next = w->prev = NULL;
+  TB__LIST_REMOVE_HEAD(f->waiters, w, next, prev);
   w->future = NULL;
 }
 
 tb__lookup_t tb__futures_find(tb__futures_t *fs, const tb__user_t *user,
                               tb_slice_t id, tb__future_t **out) {
   *out = NULL;
-  if (id.len == 0 || id.len >= TB__FUTURE_ID_MAX || fs->buckets == NULL)
+  if (id.len == 0 || id.len >= TB__FUTURE_ID_MAX)
     return TB__LOOKUP_UNKNOWN;
   tb__future_t *f = table_get(fs, id.base, id.len);
   if (f != NULL) {

@@ -39,6 +39,7 @@
 
 #include <uv.h>
 
+#include "core/idmap.h"
 #include "server/auth.h"
 #include "server/idgen.h"
 #include "tinkerbell/error.h"
@@ -103,7 +104,7 @@ struct tb__future_s {
   tb__futures_t *store;
   size_t bytes;                    /* counted against max_bytes */
   tb__fwaiter_t *waiters;
-  tb__future_t *hnext;             /* hash chain */
+  tb__idmap_link_t link;           /* in the store's by_id */
   tb__future_t *lnext, *lprev;     /* the undelivered or delivered list */
 };
 
@@ -142,11 +143,10 @@ struct tb__futures_s {
   uint64_t n_created, n_expired, n_evicted, n_try_again;
   /* private */
   tb__idgen_t ids;
-  tb__future_t **buckets;
-  size_t n_buckets;
+  tb__idmap_t by_id;               /* every future, pending or finished */
   struct { tb__future_t *head, *tail; } undelivered, delivered;
-  tb__tombstone_t **tbuckets;
-  size_t n_tbuckets, n_tombstones;
+  tb__idmap_t tombs_by_id;
+  size_t n_tombstones;
   tb__tombstone_t *thead, *ttail;  /* oldest first */
   tb__poll_t *phead, *ptail;       /* held polls, by deadline */
   uv_timer_t poll_timer;

@@ -82,15 +82,4 @@ static inline size_t tb__idgen_next(tb__idgen_t *g, const char *prefix, char *ou
   return n;
 }
 
-/* FNV-1a, for hash tables keyed by these ids (lookups of ids a client
- * sends never insert, so the table cannot be flooded through them). */
-static inline uint64_t tb__id_hash(const char *s, size_t n) {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  for (size_t i = 0; i < n; i++) {
-    h ^= (unsigned char)s[i];
-    h *= 0x100000001b3ULL;
-  }
-  return h;
-}
-
 #endif /* TB_SERVER_IDGEN_H */

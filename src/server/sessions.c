@@ -10,6 +10,7 @@
 #include "core/buf.h"
 #include "core/clock.h"
 #include "core/json.h"
+#include "core/list.h"
 #include "core/log.h"
 #include "server/internal.h"
 
@@ -17,33 +18,8 @@
 
 /* ------------------------------------------------------------ store */
 
-#define LIST_PUSH(l, s)                    \
-  do {                                     \
-    (s)->lnext = NULL;                     \
-    (s)->lprev = (l).tail;                 \
-    if ((l).tail)                          \
-      (l).tail->lnext = (s);               \
-    else                                   \
-      (l).head = (s);                      \
-    (l).tail = (s);                        \
-  } while (0)
-
-#define LIST_REMOVE(l, s)                  \
-  do {                                     \
-    if ((s)->lprev)                        \
-      (s)->lprev->lnext = (s)->lnext;      \
-    else                                   \
-      (l).head = (s)->lnext;               \
-    if ((s)->lnext)                        \
-      (s)->lnext->lprev = (s)->lprev;      \
-    else                                   \
-      (l).tail = (s)->lprev;               \
-    (s)->lnext = (s)->lprev = NULL;        \
-  } while (0)
-
-static size_t bucket_of(size_t n, const char *id, size_t len) {
-  return (size_t)(tb__id_hash(id, len) & (n - 1));
-}
+#define LIST_PUSH(l, x) TB__LIST_PUSH(l, x, lnext, lprev)
+#define LIST_REMOVE(l, x) TB__LIST_REMOVE(l, x, lnext, lprev)
 
 static void strlist_free(tb__strlist_t *l) {
   for (size_t i = 0; i < l->n; i++)
@@ -96,16 +72,8 @@ static void session_free(tb__session_t *s) {
 /* Forgets an expired session entirely. */
 static void session_drop(tb__sessions_t *ss, tb__session_t *s) {
   LIST_REMOVE(ss->dead, s);
-  tb__session_t **p = &ss->buckets[bucket_of(ss->n_buckets, s->id, s->id_len)];
-  while (*p != s)
-    p = &(*p)->hnext;
-  *p = s->hnext;
-  if (s->aprev)
-    s->aprev->anext = s->anext;
-  else
-    ss->all = s->anext;
-  if (s->anext)
-    s->anext->aprev = s->aprev;
+  tb__idmap_remove(&ss->by_id, &s->link);
+  TB__LIST_REMOVE_HEAD(ss->all, s, anext, aprev);
   ss->n_expired--;
   session_free(s);
 }
@@ -171,11 +139,7 @@ int tb__sessions_init(uv_loop_t *loop, tb__sessions_t *ss, uint64_t timeout_ms) 
   ss->loop = loop;
   ss->timeout_ms = timeout_ms;
   ss->max_expired = MAX_EXPIRED_KEPT;
-  tb__idgen_init(&ss->ids);
-  ss->n_buckets = 256;
-  ss->buckets = calloc(ss->n_buckets, sizeof(*ss->buckets));
-  if (ss->buckets == NULL)
-    return TB_ENOMEM;
+  tb__idgen_init(&ss->ids);  /* zeroed, the id map is empty */
   uv_timer_init(loop, &ss->timer);
   ss->timer.data = ss;
   uv_unref((uv_handle_t *)&ss->timer);
@@ -191,8 +155,7 @@ static void on_closed(uv_handle_t *h) {
     s = next;
   }
   ss->all = NULL;
-  free(ss->buckets);
-  ss->buckets = NULL;
+  tb__idmap_free(&ss->by_id);
   ss->n_live = ss->n_expired = 0;
   if (ss->close_cb)
     ss->close_cb(ss);
@@ -206,39 +169,18 @@ void tb__sessions_close(tb__sessions_t *ss, tb__sessions_close_cb close_cb) {
   uv_close((uv_handle_t *)&ss->timer, on_closed);
 }
 
-static int grow(tb__sessions_t *ss) {
-  size_t n = ss->n_buckets * 2;
-  tb__session_t **b = calloc(n, sizeof(*b));
-  if (b == NULL)
-    return TB_ENOMEM;
-  for (tb__session_t *s = ss->all; s != NULL; s = s->anext) {
-    size_t k = bucket_of(n, s->id, s->id_len);
-    s->hnext = b[k];
-    b[k] = s;
-  }
-  free(ss->buckets);
-  ss->buckets = b;
-  ss->n_buckets = n;
-  return 0;
-}
-
 static tb__session_t *get(const tb__sessions_t *ss, const char *id, size_t len) {
-  tb__session_t *s = ss->buckets[bucket_of(ss->n_buckets, id, len)];
-  for (; s != NULL; s = s->hnext)
-    if (s->id_len == len && memcmp(s->id, id, len) == 0)
-      return s;
-  return NULL;
+  tb__idmap_link_t *l = tb__idmap_find(&ss->by_id, id, len);
+  return l != NULL ? TB__IDMAP_ENTRY(l, tb__session_t, link) : NULL;
 }
 
-/* Makes s, whose id is set, found by its id and listed among all. */
-static void index_session(tb__sessions_t *ss, tb__session_t *s) {
-  size_t k = bucket_of(ss->n_buckets, s->id, s->id_len);
-  s->hnext = ss->buckets[k];
-  ss->buckets[k] = s;
-  s->anext = ss->all;
-  if (ss->all)
-    ss->all->aprev = s;
-  ss->all = s;
+/* Makes s, whose id is set, found by its id and listed among all.
+ * Returns 0 or TB_ENOMEM. */
+static int index_session(tb__sessions_t *ss, tb__session_t *s) {
+  if (tb__idmap_insert(&ss->by_id, &s->link, s->id, s->id_len) != 0)
+    return TB_ENOMEM;
+  TB__LIST_PUSH_HEAD(ss->all, s, anext, aprev);
+  return 0;
 }
 
 int tb__session_create(tb__sessions_t *ss, const tb__user_t *owner, json_t *tags,
@@ -246,8 +188,6 @@ int tb__session_create(tb__sessions_t *ss, const tb__user_t *owner, json_t *tags
                        tb_slice_t project_id, tb__session_t **out) {
   if (ss->closing)
     return TB_ECLOSING;
-  if (ss->n_live + ss->n_expired >= ss->n_buckets * 2 && grow(ss) != 0)
-    return TB_ENOMEM;
   tb__session_t *s = calloc(1, sizeof(*s));
   if (s == NULL)
     return TB_ENOMEM;
@@ -269,7 +209,10 @@ int tb__session_create(tb__sessions_t *ss, const tb__user_t *owner, json_t *tags
   s->owner = owner;
   s->created_wall = tb__wall_time();
   s->last_heartbeat_ms = uv_now(ss->loop);
-  index_session(ss, s);
+  if (index_session(ss, s) != 0) {
+    session_free(s);
+    return TB_ENOMEM;
+  }
   LIST_PUSH(ss->live, s);
   ss->n_live++;
   ss->n_created++;
@@ -295,8 +238,6 @@ int tb__session_restore(tb__sessions_t *ss, const tb__user_t *owner, tb_slice_t 
     rc = TB_EINVAL;
   else if (get(ss, id.base, id.len) != NULL)
     rc = TB_EEXIST;
-  else if (ss->n_live + ss->n_expired >= ss->n_buckets * 2)
-    rc = grow(ss);
   tb__session_t *s = rc == 0 ? calloc(1, sizeof(*s)) : NULL;
   if (s == NULL) {
     json_decref(tags);
@@ -323,7 +264,10 @@ int tb__session_restore(tb__sessions_t *ss, const tb__user_t *owner, tb_slice_t 
   s->created_wall = created_wall;
   s->last_heartbeat_ms = uv_now(ss->loop);
   s->ss = ss;
-  index_session(ss, s);
+  if (index_session(ss, s) != 0) {
+    session_free(s);
+    return TB_ENOMEM;
+  }
   if (expired) {
     s->expired = 1;
     s->closed = expired == 2;
@@ -343,7 +287,7 @@ int tb__session_restore(tb__sessions_t *ss, const tb__user_t *owner, tb_slice_t 
 
 tb__session_t *tb__session_find(tb__sessions_t *ss, const tb__user_t *owner,
                                 tb_slice_t id) {
-  if (id.len == 0 || id.len >= TB__SESSION_ID_MAX || ss->buckets == NULL)
+  if (id.len == 0 || id.len >= TB__SESSION_ID_MAX)
     return NULL;
   tb__session_t *s = get(ss, id.base, id.len);
   return s != NULL && s->owner == owner ? s : NULL;

@@ -27,6 +27,7 @@
 
 #include <uv.h>
 
+#include "core/idmap.h"
 #include "server/auth.h"
 #include "server/idgen.h"
 
@@ -59,7 +60,7 @@ struct tb__session_s {
   tb__strlist_t sampler_ids;
   /* private */
   tb__sessions_t *ss;             /* the table it is in */
-  tb__session_t *hnext;           /* hash chain */
+  tb__idmap_link_t link;          /* in ss->by_id */
   tb__session_t *lnext, *lprev;   /* live (by heartbeat) or expired list */
   tb__session_t *anext, *aprev;   /* every session, newest first */
 };
@@ -90,8 +91,7 @@ struct tb__sessions_s {
   uint64_t n_created, n_heartbeats, n_closed;
   /* private */
   tb__idgen_t ids;
-  tb__session_t **buckets;
-  size_t n_buckets;
+  tb__idmap_t by_id;              /* every session kept, by id */
   struct { tb__session_t *head, *tail; } live, dead;
   tb__session_t *all;             /* newest first */
   uv_timer_t timer;

@@ -1,5 +1,5 @@
 /*
- * The store's in-memory indexes (store.c): a chained hash of strings,
+ * The store's in-memory indexes (store.c): a hash of strings (core/idmap.h),
  * each with an optional owner and what the store notes of a run.  Run
  * ids to their owners, and the tinker paths of public checkpoints, so
  * that a route can check a path without waiting for the database.
@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "core/buf.h"
+#include "core/idmap.h"
 
 typedef struct tb__sindex_entry_s {
   char *key;
@@ -18,13 +19,12 @@ typedef struct tb__sindex_entry_s {
   uint64_t touched_ms;    /* runs: last_request_time last written */
   int fresh;              /* runs: created by this server, so what the
                              loop knows of it is all there is */
-  struct tb__sindex_entry_s *next;
+  tb__idmap_link_t link;  /* in the index, keyed by key */
 } tb__sindex_entry_t;
 
-/* A chained hash of strings. */
+/* A hash of strings; zeroed, it is empty. */
 typedef struct tb__sindex_s {
-  tb__sindex_entry_t **buckets;
-  size_t n_buckets, n;
+  tb__idmap_t map;
 } tb__sindex_t;
 
 /* The entry of key, or NULL. */
