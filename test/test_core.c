@@ -1,5 +1,5 @@
 /*
- * core/: error table, buffers, arena, JSON path errors.
+ * core/: error table, buffers, arena, JSON path errors, AdamW defaults.
  */
 #include "tb_test.h"
 
@@ -8,6 +8,8 @@
 #include "core/json.h"
 #include "core/json_scan.h"
 #include "core/log.h"
+#include "engine/optim.h"
+#include "tinkerbell/types.h"
 
 TEST(error_names_and_messages) {
   ASSERT_STR_EQ(tb_err_name(TB_EPROTO), "TB_EPROTO");
@@ -276,7 +278,29 @@ TEST(json_scan_leaves_non_ascii_to_jansson) {
   ASSERT_EQ_INT(jscan("{\"k\":\"ascii\"}", &l), 1);
 }
 
+/* The public API's AdamW defaults (doubles) and the engine's (floats)
+ * come from core/adamw.h: Tinker's values, the same on both sides. */
+TEST(adamw_defaults_one_source) {
+  tb_adamw_params_t d;
+  memset(&d, 0xff, sizeof(d));
+  tb_adamw_params_default(&d);
+  tb__adam_params_t f;
+  memset(&f, 0xff, sizeof(f));
+  tb__adam_params_default(&f);
+  const double want[6] = { 1e-4, 0.9, 0.95, 1e-12, 0.0, 0.0 };
+  const double got_d[6] = { d.learning_rate, d.beta1, d.beta2, d.eps, d.weight_decay,
+                            d.grad_clip_norm };
+  const float got_f[6] = { f.learning_rate, f.beta1, f.beta2, f.eps, f.weight_decay,
+                           f.grad_clip_norm };
+  for (int i = 0; i < 6; i++) {
+    ASSERT(got_d[i] == want[i]);
+    ASSERT(got_f[i] == (float)want[i]);
+    ASSERT(got_f[i] == (float)got_d[i]);
+  }
+}
+
 TEST_LIST(
+  TEST_ENTRY(adamw_defaults_one_source),
   TEST_ENTRY(json_scan_reads_flat_objects_only),
   TEST_ENTRY(error_names_and_messages),
   TEST_ENTRY(arena_refuses_sizes_its_block_header_would_wrap),

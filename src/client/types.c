@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/adamw.h"
+
 /* ------------------------------------------------------------ model input */
 
 void tb_model_input_clear(tb_model_input_t *mi) {
@@ -314,12 +316,7 @@ void tb_lora_params_default(tb_lora_params_t *p) {
 }
 
 void tb_adamw_params_default(tb_adamw_params_t *p) {
-  p->learning_rate = 1e-4;
-  p->beta1 = 0.9;
-  p->beta2 = 0.95;
-  p->eps = 1e-12;
-  p->weight_decay = 0.0;
-  p->grad_clip_norm = 0.0;
+  TB__ADAMW_SET_DEFAULTS(p, double);
 }
 
 void tb_sample_params_default(tb_sample_params_t *p) {

@@ -6,16 +6,12 @@
 #include <float.h>
 #include <math.h>
 
+#include "core/adamw.h"
 #include "kernels/kernels.h"
 #include "tinkerbell/error.h"
 
 void tb__adam_params_default(tb__adam_params_t *p) {
-  p->learning_rate = 1e-4f;
-  p->beta1 = 0.9f;
-  p->beta2 = 0.95f;
-  p->eps = 1e-12f;
-  p->weight_decay = 0.0f;
-  p->grad_clip_norm = 0.0f;
+  TB__ADAMW_SET_DEFAULTS(p, float);
 }
 
 int tb__adam_values_validate(double learning_rate, double beta1, double beta2,

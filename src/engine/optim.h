@@ -15,12 +15,13 @@
 
 #include "engine/lora.h"
 
+/* The defaults are core/adamw.h's, shared with the public API. */
 typedef struct tb__adam_params_s {
-  float learning_rate;   /* 1e-4 */
-  float beta1;           /* 0.9 */
-  float beta2;           /* 0.95 */
-  float eps;             /* 1e-12 */
-  float weight_decay;    /* 0: decoupled, as AdamW */
+  float learning_rate;
+  float beta1;
+  float beta2;
+  float eps;
+  float weight_decay;    /* decoupled, as AdamW */
   float grad_clip_norm;  /* 0: no clipping */
 } tb__adam_params_t;
 
@@ -30,7 +31,7 @@ typedef struct tb__optim_metrics_s {
   long step;             /* the adapter's step count after this step */
 } tb__optim_metrics_t;
 
-/* Tinker's defaults (wire protocol §5.6). */
+/* Tinker's defaults (wire protocol §5.6), from core/adamw.h. */
 void tb__adam_params_default(tb__adam_params_t *p);
 
 /* The largest learning rate accepted.  An AdamW step moves each weight by
