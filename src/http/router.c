@@ -289,6 +289,10 @@ void tb__http_router_handle(const tb__http_router_t *r, tb__http_request_t *req)
     tb__http_respond_error(req, 503, "out of memory");
 }
 
+void tb__http_router_serve(tb__http_request_t *req) {
+  tb__http_router_handle(req->server->opts.router, req);
+}
+
 const tb_slice_t *tb__http_request_param(const tb__http_request_t *req,
                                          const char *name) {
   for (size_t i = 0; i < req->n_params; i++)

@@ -57,6 +57,9 @@ int tb__http_router_match(const tb__http_router_t *r, tb_slice_t method,
 /* Routes one request: calls its handler, or answers 404/405/400 itself.
  * Suits tb__http_server_options_t.router. */
 void tb__http_router_handle(const tb__http_router_t *r, tb__http_request_t *req);
+/* tb__http_router_handle with the router of req's server: the server's
+ * on_request when its options name a router. */
+void tb__http_router_serve(tb__http_request_t *req);
 
 /* Percent-decodes in into arena (NUL-terminated).  plus_is_space for
  * query strings.  Returns 0, TB_EINVAL (bad escape or %00), TB_ENOMEM. */

@@ -36,7 +36,6 @@
 #include <string.h>
 
 #include "core/log.h"
-#include "http/router.h"
 #include "http/tls.h"
 
 #define container_of(ptr, type, member) \
@@ -191,10 +190,7 @@ static void dispatch(tb__http_server_conn_t *conn, tb__http_request_t *req) {
   tb__http_req_fill_body(req);
   req->state = TB__REQ_HANDLER;
   server->n_requests++;
-  if (server->opts.router != NULL)
-    tb__http_router_handle(server->opts.router, req);
-  else
-    server->opts.on_request(req);
+  server->opts.on_request(req);  /* the router's, when one is set */
 }
 
 /* The parser failed: the request it was filling becomes the error answer

@@ -1,7 +1,11 @@
 /*
- * What server.c (listener, request pool), server_conn.c (reading,
- * parsing, timers, closing) and server_response.c (answers, writes) share.
- * Not for handlers: they see server.h only.
+ * What server.c (listener), server_conn.c (reading, parsing, timers,
+ * closing), server_response.c (answers, writes) and server_req.c (request
+ * pool, the end of the close) share.  Not for handlers: they see server.h
+ * only.  The calls go one way: server.c -> server_conn.c <-> server_response.c
+ * -> server_req.c (the connection and its answers are one pair: a write's
+ * end goes back to reading or closing); a router (router.c) is reached
+ * through on_request and calls only the answers.
  *
  * Ownership: a connection owns the requests in its queue (arrival order,
  * PARSING -> HANDLER -> RESPONDED) and those of the write in flight
@@ -62,12 +66,12 @@ struct tb__http_server_conn_s {
   unsigned closing : 1;         /* uv_close was called */
 };
 
-/* server.c */
+/* server_req.c */
 tb__http_request_t *tb__http_req_get(tb__http_server_t *server);
 void tb__http_req_put(tb__http_request_t *req);
 void tb__http_server_maybe_finish(tb__http_server_t *server);
 /* The handler's view of a request, in the two steps a connection takes
- * (server.c, beside the request pool, so that the fuzz target of
+ * (server_req.c, beside the request pool, so that the fuzz target of
  * test/fuzz/ runs them as the connection does, without a socket):
  * fill_head once the head is complete (method, URL, path and query,
  * headers; sets head_seen), 0 or TB_ENOMEM; fill_body once the request is
