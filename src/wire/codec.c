@@ -119,6 +119,35 @@ int tb__wire_opt_int(tb__jctx_t *c, const json_t *o, const char *key, int64_t *o
   return rc < 0 ? rc : 0;
 }
 
+int tb__wire_items_read(tb__jctx_t *c, tb__arena_t *a, const char *key, size_t n,
+                        size_t size, tb__wire_index_fn item, void *ctx, void **items) {
+  char *base = tb__arena_calloc(a, n + 1, size);
+  if (base == NULL)
+    return TB_ENOMEM;
+  int rc = 0;
+  size_t mark = tb__jctx_push_key(c, key);
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    size_t m = tb__jctx_push_index(c, i);
+    rc = item(c, a, ctx, i, base + i * size);
+    tb__jctx_pop(c, m);
+  }
+  tb__jctx_pop(c, mark);
+  if (rc == 0)
+    *items = base;
+  return rc;
+}
+
+/* tb__wire_items_read's reader over a JSON array and an element reader. */
+typedef struct json_items_s {
+  const json_t *arr;
+  tb__wire_item_fn item;
+} json_items_t;
+
+static int json_item(tb__jctx_t *c, tb__arena_t *a, void *ctx, size_t i, void *out) {
+  json_items_t *j = ctx;
+  return j->item(c, a, json_array_get(j->arr, i), out);
+}
+
 int tb__wire_items_from_json(tb__jctx_t *c, tb__arena_t *a, const json_t *o, const char *key,
                              int required, size_t size, tb__wire_item_fn item, void **items,
                              size_t *n) {
@@ -126,19 +155,11 @@ int tb__wire_items_from_json(tb__jctx_t *c, tb__arena_t *a, const json_t *o, con
   int rc = tb__json_get_array(c, o, key, required, &arr);
   if (rc != 0)
     return rc < 0 ? rc : 0;
+  json_items_t j = { arr, item };
   size_t len = json_array_size(arr);
-  char *base = tb__arena_calloc(a, len + 1, size);
-  if (base == NULL)
-    return TB_ENOMEM;
-  size_t mark = tb__jctx_push_key(c, key);
-  for (size_t i = 0; rc == 0 && i < len; i++) {
-    size_t m = tb__jctx_push_index(c, i);
-    rc = item(c, a, json_array_get(arr, i), base + i * size);
-    tb__jctx_pop(c, m);
-  }
-  tb__jctx_pop(c, mark);
+  rc = tb__wire_items_read(c, a, key, len, size, json_item, &j, items);
   if (rc == 0)
-    *items = base, *n = len;
+    *n = len;
   return rc;
 }
 

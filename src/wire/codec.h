@@ -1,8 +1,9 @@
 /*
  * The pieces every JSON codec of wire/ writes and reads objects with
  * (rest.c, service.c): adding a key that may fail, strings that may be
- * null, optional fields with their "not given" values.  Internal to
- * wire/; the field readers themselves are core/json.h's.
+ * null, optional fields with their "not given" values; and the loop that
+ * reads an array element by element, which the protobuf decoders share.
+ * Internal to wire/; the field readers themselves are core/json.h's.
  */
 #ifndef TB_WIRE_CODEC_H
 #define TB_WIRE_CODEC_H
@@ -55,6 +56,16 @@ int tb__wire_metrics_from_json(tb__jctx_t *c, tb__arena_t *a, const json_t *o, c
                                tb__wire_metric_t **out, size_t *n);
 /* An optional boolean: absent when absent or null. */
 int tb__wire_opt_bool(tb__jctx_t *c, const json_t *o, const char *key, int absent, int *out);
+
+/* Reads element i of the caller's sequence (ctx) into out. */
+typedef int (*tb__wire_index_fn)(tb__jctx_t *c, tb__arena_t *a, void *ctx, size_t i,
+                                 void *out);
+/* n elements, each read by item into an arena array of n + 1 zeroed
+ * elements of size bytes, element i's path ("key[i]") named on failure:
+ * the loop of every array reader, a JSON array's or a protobuf repeated
+ * field's.  Returns 0 (*items set), the reader's error or TB_ENOMEM. */
+int tb__wire_items_read(tb__jctx_t *c, tb__arena_t *a, const char *key, size_t n,
+                        size_t size, tb__wire_index_fn item, void *ctx, void **items);
 
 /* Reads one element of an array into out. */
 typedef int (*tb__wire_item_fn)(tb__jctx_t *c, tb__arena_t *a, const json_t *v, void *out);

@@ -287,6 +287,17 @@ int tb__wire_named_tensors_from_json(tb__jctx_t *c, tb__arena_t *a, const json_t
 }
 
 /* One value of loss_fn_config. */
+/* The datums of a request's "data" array, for tb__wire_items_read. */
+typedef struct datums_s {
+  const json_t *data;
+  size_t max_bytes;
+} datums_t;
+
+static int read_datum(tb__jctx_t *c, tb__arena_t *a, void *ctx, size_t i, void *out) {
+  const datums_t *d = ctx;
+  return datum_from_json(c, a, json_array_get(d->data, i), d->max_bytes, out);
+}
+
 static int read_config_entry(tb__jctx_t *c, tb__arena_t *a, void *ctx, const char *name,
                              const json_t *v, void *out) {
   (void)ctx;
@@ -309,21 +320,13 @@ int tb__wire_fwdbwd_input_from_json(tb__jctx_t *c, tb__arena_t *a,
     return rc;
   if ((out->loss_fn = tb__arena_strndup(a, loss_fn.base, loss_fn.len)) == NULL)
     return TB_ENOMEM;
+  datums_t datums = { data, max_bytes };
+  void *items = NULL;
+  if ((rc = tb__wire_items_read(c, a, "data", json_array_size(data), sizeof(*out->data),
+                                read_datum, &datums, &items)) != 0)
+    return rc;
+  out->data = items;
   out->n_data = json_array_size(data);
-  out->data = tb__arena_calloc(a, out->n_data ? out->n_data : 1, sizeof(*out->data));
-  if (out->data == NULL)
-    return TB_ENOMEM;
-  size_t mark = tb__jctx_push_key(c, "data");
-  for (size_t i = 0; i < out->n_data; i++) {
-    size_t mi = tb__jctx_push_index(c, i);
-    rc = datum_from_json(c, a, json_array_get(data, i), max_bytes, &out->data[i]);
-    tb__jctx_pop(c, mi);
-    if (rc != 0) {
-      tb__jctx_pop(c, mark);
-      return rc;
-    }
-  }
-  tb__jctx_pop(c, mark);
 
   void *config = NULL;
   rc = tb__wire_members_from_json(c, a, conf, "loss_fn_config", sizeof(*out->config),

@@ -8,6 +8,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "wire/codec.h"
 #include "wire/le.h"
 #include "wire/proto.h"
 #include "wire/tensor.h"
@@ -172,6 +173,17 @@ static int maps_last_wins(tb__arena_t *a, TinkerPublic__ForwardBackwardRequest *
   return rc;
 }
 
+/* The datums of a request, for tb__wire_items_read. */
+typedef struct datums_s {
+  TinkerPublic__Datum **data;
+  size_t max_bytes;
+} datums_t;
+
+static int read_datum(tb__jctx_t *c, tb__arena_t *a, void *ctx, size_t i, void *out) {
+  const datums_t *d = ctx;
+  return datum_from_proto(c, a, d->data[i], d->max_bytes, out);
+}
+
 int tb__wire_fwdbwd_request_from_proto(tb__jctx_t *c, tb__arena_t *a,
                                        tb_slice_t body, size_t max_bytes,
                                        tb__wire_fwdbwd_t *out) {
@@ -205,20 +217,13 @@ int tb__wire_fwdbwd_request_from_proto(tb__jctx_t *c, tb__arena_t *a,
       return rc;
     }
   }
+  datums_t datums = { req->data, max_bytes };
+  void *items = NULL;
+  int rc = tb__wire_items_read(c, a, "data", req->n_data, sizeof(*out->data), read_datum,
+                               &datums, &items);
+  if (rc != 0)
+    return rc;
+  out->data = items;
   out->n_data = req->n_data;
-  out->data = tb__arena_calloc(a, out->n_data ? out->n_data : 1, sizeof(*out->data));
-  if (out->data == NULL)
-    return TB_ENOMEM;
-  size_t mark = tb__jctx_push_key(c, "data");
-  for (size_t i = 0; i < out->n_data; i++) {
-    size_t mi = tb__jctx_push_index(c, i);
-    int rc = datum_from_proto(c, a, req->data[i], max_bytes, &out->data[i]);
-    tb__jctx_pop(c, mi);
-    if (rc != 0) {
-      tb__jctx_pop(c, mark);
-      return rc;
-    }
-  }
-  tb__jctx_pop(c, mark);
   return 0;
 }
