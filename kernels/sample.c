@@ -10,6 +10,13 @@
  * when the walk reaches it, so a peaked distribution touches only the
  * head of the order and a flat one (walked far) costs two passes over the
  * vocabulary and small sorts rather than a heap pop per candidate.
+ * Without top-k and top-p (the whole vocabulary, the common and costliest
+ * draw) most buckets need no sort at all: while every sum so far is
+ * exact (see exact_bound) the walk's running sum at a bucket's end is the
+ * exact sum of the bucket whatever the order inside, so the walk adds a
+ * bucket up in the order the scatter left it and sorts only the bucket
+ * where the draw falls (or where exactness ends, from which it walks as
+ * before).  The tokens drawn are the same bits.
  * tb__k_topk uses a binary max-heap.  Naive reference (full sort): ref_sample.c.
  *
  * Every input is safe, not only the finite ones a healthy model gives: a
@@ -187,6 +194,16 @@ static void order_reach(order_t *o, size_t i) {
   }
 }
 
+/* Up to which computed total every partial sum of non-negative floats,
+ * none below exponent field emin, is exact in double: such floats are
+ * multiples of 2^(emin - 150), so every sum of them below 2^53 times that
+ * is exactly representable, and the sums are the exact real ones in any
+ * order and grouping.  The bound is half that, which covers any rounding
+ * of the computed total. */
+static double exact_bound(uint32_t emin) {
+  return ldexp(1.0, 52 + (int)emin - 150);
+}
+
 size_t tb__k_argmax(const float *x, size_t n) {
   size_t best = 0;
   for (size_t i = 1; i < n; i++)
@@ -205,6 +222,61 @@ void tb__k_topk(int32_t *idx, float *val, int32_t *scratch, const float *x,
     idx[j] = t;
     val[j] = x[t];
   }
+}
+
+/* The draw over every candidate, in order, at `target` (u z), as the walk
+ * in tb__k_sample makes it: the first token where the running sum passes
+ * the target, or the last with any mass when rounding never lets it.
+ * Whole buckets are passed by their sums while those are exact. */
+static int32_t draw_jumping(order_t *o, const float *probs, double target) {
+  double acc = 0.0, bound = INFINITY;
+  float pmin = INFINITY;  /* the smallest probability > 0 passed */
+  size_t b = 0;
+  for (; b < ORDER_BUCKETS; b++) {
+    size_t start = b == 0 ? 0 : o->end[b - 1], end = o->end[b];
+    double s = acc;
+    float m = pmin;
+    for (size_t j = start; j < end; j++) {
+      float p = probs[o->idx[j]];
+      s += p;
+      if (p > 0.0f && p < m)
+        m = p;
+    }
+    if (m < pmin) {
+      uint32_t e;
+      memcpy(&e, &m, sizeof(e));
+      e >>= 23;  /* probabilities are >= 0 */
+      pmin = m;
+      bound = exact_bound(e == 0 ? 1 : e);
+    }
+    if (s > bound || s > target)
+      break;
+    acc = s;
+  }
+  /* Passing every bucket would need the exact total to be at most u z <
+   * z, itself that total: it does not happen, but the whole walk is the
+   * answer if it did. */
+  if (b == ORDER_BUCKETS) {
+    b = 0;
+    acc = 0.0;
+  }
+  /* The walk from bucket b on, from the same running sum.  Bucket b
+   * holds the first token of mass after the passed ones (its sum is
+   * positive, or its new smallest exponent is that of a positive one),
+   * so `last` is set before the walk can end. */
+  o->bucket = b;
+  o->sorted = b == 0 ? 0 : o->end[b - 1];
+  int32_t last = -1;
+  for (size_t j = o->sorted; j < o->n; j++) {
+    order_reach(o, j);
+    int32_t t = o->idx[j];
+    if (probs[t] > 0.0f)
+      last = t;
+    acc += probs[t];
+    if (acc > target)
+      return last;
+  }
+  return last;
 }
 
 int32_t tb__k_sample(float *probs, int32_t *idx, const float *logits,
@@ -242,6 +314,8 @@ int32_t tb__k_sample(float *probs, int32_t *idx, const float *logits,
   const double cut = filter ? (1.0 - (double)top_p) / (double)(V - 1) * z : 0;
   order_t *o = &(order_t){ 0 };
   const size_t nc = order_init(o, idx, logits, probs, V, filter, cut, mx);
+  if (!use_k && !use_p)
+    return draw_jumping(o, probs, u * z);
 
   size_t popped = 0; /* candidates idx[0 .. popped) are in order */
   if (use_k) {

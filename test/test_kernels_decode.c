@@ -268,6 +268,98 @@ TEST(sampling_large_vocabularies_match_reference) {
   free_all();
 }
 
+/* The walk of the reference over its order (from tb__kref_topk): the
+ * first token whose running sum passes the target (u z, with z summed in
+ * id order as the kernel sums it), or the last with any mass. */
+static int32_t walk_at(const int32_t *order, const float *p, size_t V,
+                       double target) {
+  double acc = 0.0;
+  int32_t last = order[0];
+  for (size_t j = 0; j < V; j++) {
+    if (p[order[j]] > 0.0f)
+      last = order[j];
+    acc += p[order[j]];
+    if (acc > target)
+      return order[j];
+  }
+  return last;
+}
+
+/* Draws over the whole vocabulary (no top-k, no top-p) pass whole buckets
+ * of the order by their sums while those are exact.  Each draw is aimed
+ * at the running sum of the reference's walk at every position (u z equal
+ * to it, or one step either side), where a sum rounded otherwise than the
+ * walk's would draw the neighbouring token: logits close together (every
+ * sum exact), spread wide (tiny probabilities make the sums inexact
+ * part-way), in two far apart clusters, and with NaN and -inf among them.
+ * u just below 1 draws past the end of the sums, where the last token
+ * with any mass is taken. */
+TEST(sampling_whole_vocabulary_draws_at_every_boundary) {
+  tb__k_rng_t rng;
+  setup(&rng, 47);
+  const size_t V = 1000;
+  float *x = fbuf(V), *probs = fbuf(V), *p = fbuf(V), *val = fbuf(V);
+  int32_t *idx = xmalloc(V * sizeof(int32_t));
+  int32_t *order = xmalloc(V * sizeof(int32_t));
+  int32_t *ref = xmalloc(V * sizeof(int32_t));
+  const float temps[] = { 1.0f, 1.0f, 1.0f, 0.7f };
+  size_t draws = 0;
+  for (int kind = 0; kind < 4; kind++) {
+    const float T = temps[kind];
+    for (size_t v = 0; v < V; v++) {
+      double g = tb__k_rng_normal(&rng);
+      x[v] = kind == 0   ? (float)(0.5 * g)
+             : kind == 1 ? (float)(8.0 * g)
+             : kind == 2 ? (float)(v % 2 ? -25.0 + 0.1 * g : 0.1 * g)
+                         : (float)(3.0 * g);
+    }
+    if (kind == 3)
+      for (size_t v = 0; v < V; v += 7)
+        x[v] = v % 2 ? NAN : -INFINITY;
+    tb__kref_topk(order, val, x, V, V);
+    float mx = x[order[0]];
+    double z = 0.0;
+    for (size_t v = 0; v < V; v++) {
+      float e = expf((x[v] - mx) * (1.0f / T));
+      p[v] = isnan(e) ? 0.0f : e;
+      z += p[v];
+    }
+    double acc = 0.0;
+    for (size_t j = 0; j < V; j++) {
+      acc += p[order[j]];
+      double u0 = acc / z;
+      for (int d = -1; d <= 1; d++) {
+        double u = d < 0 ? nextafter(u0, 0.0) : d > 0 ? nextafter(u0, 1.0) : u0;
+        if (!(u < 1.0))
+          u = 0x1.fffffffffffffp-1;
+        int32_t want = walk_at(order, p, V, u * z);
+        int32_t got = tb__k_sample(probs, idx, x, T, -1, 1.0f, u, V);
+        if (got != want)
+          tb_test_fail(__FILE__, __LINE__,
+                       "kind %d position %zu u=%.17g: %d, the walk %d", kind,
+                       j, u, got, want);
+        draws++;
+      }
+    }
+    const double ends[] = { 0.0, 0x1.fffffffffffffp-1, 0.999999 };
+    for (size_t i = 0; i < 3; i++)
+      ASSERT_EQ_INT(tb__k_sample(probs, idx, x, T, -1, 1.0f, ends[i], V),
+                    walk_at(order, p, V, ends[i] * z));
+    /* The walk is the reference's (which sums z in its own order, so it
+     * is compared away from the boundaries). */
+    for (int i = 0; i < 4; i++) {
+      double u = tb__k_rng_uniform(&rng);
+      ASSERT_EQ_INT(tb__kref_sample(ref, x, T, -1, 1.0f, u, V),
+                    walk_at(order, p, V, u * z));
+    }
+  }
+  ASSERT(draws == 4 * 3 * V);
+  free(idx);
+  free(order);
+  free(ref);
+  free_all();
+}
+
 TEST_LIST(
   TEST_ENTRY(rowmm_matches_reference),
   TEST_ENTRY(rowmm_rows_are_independent),
@@ -276,4 +368,5 @@ TEST_LIST(
   TEST_ENTRY(hsum16_matches_hsum),
   TEST_ENTRY(attention_paged_matches_reference),
   TEST_ENTRY(sampling_large_vocabularies_match_reference),
+  TEST_ENTRY(sampling_whole_vocabulary_draws_at_every_boundary),
 )
