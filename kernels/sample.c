@@ -224,6 +224,16 @@ void tb__k_topk(int32_t *idx, float *val, int32_t *scratch, const float *x,
   }
 }
 
+/* One token of a draw's walk: adds its mass to *acc and remembers it as
+ * the last with any; non-zero once the running sum passes the target. */
+static inline int walk_passes(const float *probs, int32_t t, double *acc,
+                              double target, int32_t *last) {
+  if (probs[t] > 0.0f)
+    *last = t;
+  *acc += probs[t];
+  return *acc > target;
+}
+
 /* The draw over every candidate, in order, at `target` (u z), as the walk
  * in tb__k_sample makes it: the first token where the running sum passes
  * the target, or the last with any mass when rounding never lets it.
@@ -269,11 +279,7 @@ static int32_t draw_jumping(order_t *o, const float *probs, double target) {
   int32_t last = -1;
   for (size_t j = o->sorted; j < o->n; j++) {
     order_reach(o, j);
-    int32_t t = o->idx[j];
-    if (probs[t] > 0.0f)
-      last = t;
-    acc += probs[t];
-    if (acc > target)
+    if (walk_passes(probs, o->idx[j], &acc, target, &last))
       return last;
   }
   return last;
@@ -363,11 +369,7 @@ int32_t tb__k_sample(float *probs, int32_t *idx, const float *logits,
       order_reach(o, popped);
       popped++;
     }
-    int32_t t = idx[j];
-    if (probs[t] > 0.0f)
-      last = t;
-    acc += probs[t];
-    if (acc > target)
+    if (walk_passes(probs, idx[j], &acc, target, &last))
       return last;
   }
   return last;
