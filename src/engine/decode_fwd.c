@@ -122,6 +122,17 @@ static int any_group_r(const tb__dec_fwd_t *f, size_t l, int grp) {
   return 0;
 }
 
+/* Phase p of the layers (1 <= p <= PH_PER_LAYER * L): its layer in *l,
+ * its kind returned, and for a product phase the product in *pr. */
+static int layer_phase(prod_t *pr, const tb__dec_fwd_t *f, const dims_t *d,
+                       size_t p, size_t *l) {
+  *l = (p - 1) / PH_PER_LAYER;
+  int k = (int)((p - 1) % PH_PER_LAYER);
+  if (k == PH_QKV || k == PH_O || k == PH_GU || k == PH_DOWN)
+    prod_of(pr, f, d, *l, k);
+  return k;
+}
+
 uint32_t tb__dec_fwd_chunks(const tb__dec_fwd_t *f, size_t p) {
   dims_t d;
   dims_of(&d, f);
@@ -142,12 +153,11 @@ uint32_t tb__dec_fwd_chunks(const tb__dec_fwd_t *f, size_t p) {
       return (uint32_t)(n + ceil_div(d.V, NBH));
     return any ? (uint32_t)ceil_div(d.V, NBH) : 0;
   }
-  size_t l = (p - 1) / PH_PER_LAYER;
-  int k = (int)((p - 1) % PH_PER_LAYER);
+  size_t l;
   prod_t pr;
+  int k = layer_phase(&pr, f, &d, p, &l);
   switch (k) {
     case PH_QKV: case PH_O: case PH_GU: case PH_DOWN:
-      prod_of(&pr, f, &d, l, k);
       n = ceil_div(pr.N, NB);
       for (size_t g = 0; g < f->ngroups; g++)
         n += group_chunks(&f->groups[g], l, pr.group);
@@ -511,12 +521,11 @@ void tb__dec_fwd_chunk(tb__dec_fwd_t *f, size_t p, size_t i, size_t item) {
     head_chunk(f, &d, i, p == 2 + PH_PER_LAYER * d.L);
     return;
   }
-  size_t l = (p - 1) / PH_PER_LAYER;
-  int k = (int)((p - 1) % PH_PER_LAYER);
+  size_t l;
   prod_t pr;
+  int k = layer_phase(&pr, f, &d, p, &l);
   switch (k) {
     case PH_QKV: case PH_O: case PH_GU: case PH_DOWN:
-      prod_of(&pr, f, &d, l, k);
       product_chunk(f, &pr, l, i);
       break;
     case PH_QKV_UP: case PH_O_UP: case PH_GU_UP: case PH_DOWN_UP:
