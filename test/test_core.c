@@ -43,6 +43,30 @@ TEST(rich_error_owns_its_strings) {
                 tb_strerror(TB_ECLOSED));
 }
 
+/* tb__array_grow doubles from 16 to at least n, keeps what it held, and
+ * refuses a size that overflows without touching the array. */
+TEST(array_grow_doubles_and_refuses_overflow) {
+  int *a = NULL;
+  size_t cap = 0;
+  ASSERT_OK(tb__array_grow((void **)&a, &cap, 3, sizeof(*a)));
+  ASSERT_EQ_INT(cap, 16);
+  for (int i = 0; i < 16; i++)
+    a[i] = i;
+  ASSERT_OK(tb__array_grow((void **)&a, &cap, 16, sizeof(*a)));
+  ASSERT_EQ_INT(cap, 16);
+  ASSERT_OK(tb__array_grow((void **)&a, &cap, 100, sizeof(*a)));
+  ASSERT_EQ_INT(cap, 128);
+  for (int i = 0; i < 16; i++)
+    ASSERT_EQ_INT(a[i], i);
+  int *before = a;
+  ASSERT_EQ_INT(tb__array_grow((void **)&a, &cap, SIZE_MAX / 2, sizeof(*a)),
+                TB_ENOMEM);
+  ASSERT_EQ_INT(tb__array_grow((void **)&a, &cap, SIZE_MAX, 1), TB_ENOMEM);
+  ASSERT(a == before);
+  ASSERT_EQ_INT(cap, 128);
+  free(a);
+}
+
 TEST(buf_grows_and_consumes) {
   tb__buf_t b = TB_BUF_INIT;
   for (int i = 0; i < 1000; i++)
@@ -300,6 +324,7 @@ TEST(adamw_defaults_one_source) {
 }
 
 TEST_LIST(
+  TEST_ENTRY(array_grow_doubles_and_refuses_overflow),
   TEST_ENTRY(adamw_defaults_one_source),
   TEST_ENTRY(json_scan_reads_flat_objects_only),
   TEST_ENTRY(error_names_and_messages),

@@ -3,6 +3,7 @@
  */
 #include "core/buf.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,25 @@ void tb__buf_init(tb__buf_t *b) {
 void tb__buf_free(tb__buf_t *b) {
   free(b->base);
   tb__buf_init(b);
+}
+
+int tb__array_grow(void **p, size_t *cap, size_t n, size_t elem) {
+  if (n <= *cap)
+    return 0;
+  size_t c = *cap ? *cap : 16;
+  while (c < n) {
+    if (c > SIZE_MAX / 2)
+      return TB_ENOMEM;
+    c *= 2;
+  }
+  if (elem != 0 && c > SIZE_MAX / elem)
+    return TB_ENOMEM;
+  void *q = realloc(*p, c * elem);
+  if (q == NULL)
+    return TB_ENOMEM;
+  *p = q;
+  *cap = c;
+  return 0;
 }
 
 int tb__buf_reserve(tb__buf_t *b, size_t extra) {

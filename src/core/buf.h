@@ -27,6 +27,10 @@ void tb__buf_init(tb__buf_t *b);
 void tb__buf_free(tb__buf_t *b);
 /* Makes room for at least `extra` more bytes past len. */
 int tb__buf_reserve(tb__buf_t *b, size_t extra);
+/* Makes the array *p of *cap elements of elem bytes hold at least n,
+ * doubling its capacity (from 16) so that appends one at a time cost
+ * amortized O(1).  TB_ENOMEM leaves *p and *cap as they were. */
+int tb__array_grow(void **p, size_t *cap, size_t n, size_t elem);
 int tb__buf_append(tb__buf_t *b, const void *data, size_t len);
 int tb__buf_append_str(tb__buf_t *b, const char *s);
 int tb__buf_printf(tb__buf_t *b, const char *fmt, ...)

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/buf.h"
 #include "engine/bigmem.h"
 #include "kernels/kernels.h"
 #include "tinkerbell/error.h"
@@ -19,19 +20,6 @@ static void entry_free(tb__dec_lora_t *e) {
   free(e);
 }
 
-static int grow(void **p, size_t *cap, size_t n, size_t size) {
-  if (n <= *cap)
-    return 0;
-  size_t c = *cap ? 2 * *cap : 8;
-  while (c < n)
-    c *= 2;
-  void *q = realloc(*p, c * size);
-  if (q == NULL)
-    return TB_ENOMEM;
-  *p = q;
-  *cap = c;
-  return 0;
-}
 
 void tb__dec_lora_begin(tb__dec_lora_cache_t *c) {
   c->step++;
@@ -91,7 +79,7 @@ int tb__dec_lora_use(tb__dec_lora_cache_t *c, const tb__lora_t *lora,
         c->e[i]->key.version == key.version)
       e = c->e[i];
   if (e == NULL) {
-    if (grow((void **)&c->e, &c->cap, c->n + 1, sizeof(*c->e)))
+    if (tb__array_grow((void **)&c->e, &c->cap, c->n + 1, sizeof(*c->e)))
       return TB_ENOMEM;
     if ((e = entry_new(lora, key)) == NULL)
       return TB_ENOMEM;
@@ -105,7 +93,7 @@ int tb__dec_lora_use(tb__dec_lora_cache_t *c, const tb__lora_t *lora,
   for (size_t s = 0; s < lora->num_slots; s++) {
     if (!lora->slots[s].on || e->ready[s])
       continue;
-    if (grow((void **)&c->todo, &c->todo_cap, c->ntodo + 1, sizeof(*c->todo)))
+    if (tb__array_grow((void **)&c->todo, &c->todo_cap, c->ntodo + 1, sizeof(*c->todo)))
       return TB_ENOMEM;
     c->todo[c->ntodo++] = (tb__dec_lora_todo_t){ e, s };
   }

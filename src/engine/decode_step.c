@@ -16,19 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int grow(void **p, size_t *cap, size_t n, size_t elem) {
-  if (n <= *cap)
-    return 0;
-  size_t c = *cap ? *cap : 16;
-  while (c < n)
-    c *= 2;
-  void *q = realloc(*p, c * elem);
-  if (q == NULL)
-    return TB_ENOMEM;
-  *p = q;
-  *cap = c;
-  return 0;
-}
+#include "core/buf.h"
+
 
 /* ------------------------------------------------------------ blocks */
 
@@ -99,7 +88,7 @@ static int by_turn(const void *a, const void *b) {
 }
 
 static int push_step_seq(tb__dec_t *dec, tb__dec_seq_t *s) {
-  if (grow((void **)&dec->step_seqs, &dec->step_seqs_cap,
+  if (tb__array_grow((void **)&dec->step_seqs, &dec->step_seqs_cap,
            dec->nstep_seqs + 1, sizeof(*dec->step_seqs)))
     return TB_ENOMEM;
   dec->step_seqs[dec->nstep_seqs++] = s;
@@ -118,7 +107,7 @@ static int choose_rows(tb__dec_t *dec, size_t *T, size_t *NL, size_t *NT) {
   for (tb__dec_seq_t *s = dec->run_head; s != NULL; s = s->run_next)
     for (size_t k = 0; s->prefilled >= s->n && k < s->S; k++)
       nturns += s->samples[k].live;
-  if (grow((void **)&dec->turns, &dec->turns_cap, nturns ? nturns : 1,
+  if (tb__array_grow((void **)&dec->turns, &dec->turns_cap, nturns ? nturns : 1,
            sizeof(*dec->turns)))
     return TB_ENOMEM;
   size_t budget = dec->max_prefill_rows < cap ? dec->max_prefill_rows : cap;
@@ -250,10 +239,10 @@ int tb__dec_plan(tb__dec_t *dec, tb__coop_t **out) {
     return rc;
   if (T == 0)
     return TB_EINVAL;
-  if (grow((void **)&dec->rows, &dec->rows_cap, T, sizeof(*dec->rows)) ||
-      grow((void **)&dec->groups, &dec->groups_cap, dec->nstep_seqs,
+  if (tb__array_grow((void **)&dec->rows, &dec->rows_cap, T, sizeof(*dec->rows)) ||
+      tb__array_grow((void **)&dec->groups, &dec->groups_cap, dec->nstep_seqs,
            sizeof(*dec->groups)) ||
-      grow((void **)&dec->tasks, &dec->tasks_cap, NT ? NT : 1,
+      tb__array_grow((void **)&dec->tasks, &dec->tasks_cap, NT ? NT : 1,
            sizeof(*dec->tasks)))
     return TB_ENOMEM;
 
